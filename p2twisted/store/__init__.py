@@ -1,0 +1,45 @@
+# -*- test-case-name: tests.test_store_url -*-
+"""
+The coordination store: one interface (L{interfaces.IStore}), several backends
+chosen by URL.
+
+    memory://                         in-process (tests)
+    local:///var/lib/p2/state.db      embedded SQLite, shared by one host's processes
+    zk://h1:2181,h2:2181/p2           ZooKeeper (optional user:password@ for digest auth)
+"""
+
+from urllib.parse import urlsplit
+
+from p2twisted.errors import UsageError
+
+SCHEMES = ("memory", "local", "zk")
+
+
+def openStore(url, reactor=None):
+    """
+    Open the store named by C{url}.
+
+    @return: L{Deferred} firing with a connected L{IStore}; fails with
+        L{UsageError} for an unknown or malformed URL, L{StoreUnavailable} when
+        the store cannot be reached.
+    """
+    from twisted.internet import defer
+    return defer.maybeDeferred(_open, url, reactor)
+
+
+def _open(url, reactor):
+    if reactor is None:
+        from twisted.internet import reactor
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from p2twisted.store.memory import MemoryStore
+        return MemoryStore(clock=reactor, url=url)
+    if scheme == "local":
+        from p2twisted.store.local import LocalStore
+        return LocalStore.open(url, reactor)
+    if scheme in ("zk", "zookeeper"):
+        from p2twisted.store.zookeeper import ZooKeeperStore
+        return ZooKeeperStore.open(url, reactor)
+    raise UsageError(
+        "unknown store URL %r: expected local:///path/state.db or zk://host:port[,host:port]/root"
+        % (url,))

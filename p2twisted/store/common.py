@@ -1,0 +1,204 @@
+# -*- test-case-name: tests.test_store_contract -*-
+"""
+What every store backend shares: entries, transaction ops, validation, and
+the latest-wins delivery of watch snapshots.
+"""
+
+import re
+
+import attr
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from p2twisted.errors import InvalidKey, InvalidTransaction, ValueTooLarge
+from p2twisted.store.interfaces import IWatch
+
+#: Largest value any backend accepts (Consul's limit, so all accept the same).
+MAX_VALUE = 512 * 1024
+
+#: Most ops in one transaction (Consul's limit).
+MAX_OPS = 64
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+log = Logger()
+
+
+@attr.s(frozen=True, slots=True)
+class Entry(object):
+    """
+    One stored entry.
+
+    @ivar key: its key.
+    @ivar value: its bytes.
+    @ivar version: an integer that changes on every write.
+    @ivar owner: the id of the session owning it (ephemeral), or C{None}.
+    """
+
+    key = attr.ib()
+    value = attr.ib()
+    version = attr.ib()
+    owner = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class Check(object):
+    """Transaction op: C{key} must have C{version}; C{version=None} means absent."""
+
+    key = attr.ib()
+    version = attr.ib()
+
+
+@attr.s(frozen=True, slots=True)
+class Put(object):
+    """Transaction op: write C{value}; with C{version}, only if it matches."""
+
+    key = attr.ib()
+    value = attr.ib()
+    version = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class Create(object):
+    """Transaction op: write C{value} to an absent key."""
+
+    key = attr.ib()
+    value = attr.ib()
+
+
+@attr.s(frozen=True, slots=True)
+class Delete(object):
+    """Transaction op: delete C{key}; with C{version}, only if it matches."""
+
+    key = attr.ib()
+    version = attr.ib(default=None)
+
+
+def checkKey(key, backend=None):
+    """
+    @raise InvalidKey: unless C{key} is C{/}-separated non-empty segments of
+        C{[A-Za-z0-9._:-]}.
+    @return: C{key}
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(repr(key), backend, "keys are text, got %s" % (type(key).__name__,))
+    if not key:
+        raise InvalidKey(key, backend, "invalid key: empty")
+    for segment in key.split("/"):
+        if not segment:
+            raise InvalidKey(key, backend, "invalid key: empty segment (leading, trailing or double '/')")
+        if segment in (".", ".."):
+            raise InvalidKey(key, backend, "invalid key: '.' and '..' are not segments")
+        if not _SEGMENT.match(segment):
+            raise InvalidKey(
+                key, backend,
+                "invalid key: segment %r has characters outside [A-Za-z0-9._:-]" % (segment,))
+    return key
+
+
+def checkPrefix(prefix, backend=None):
+    """
+    Like L{checkKey} but the empty prefix (everything) is allowed.
+    """
+    if prefix == "":
+        return prefix
+    return checkKey(prefix, backend)
+
+
+def checkValue(key, value, backend=None):
+    """
+    @raise ValueTooLarge: if C{value} is over L{MAX_VALUE} bytes.
+    @raise InvalidKey: if C{value} is not bytes (the error names the key).
+    @return: C{value}
+    """
+    if not isinstance(value, bytes):
+        raise InvalidKey(key, backend, "values are bytes, got %s" % (type(value).__name__,))
+    if len(value) > MAX_VALUE:
+        raise ValueTooLarge(
+            key, backend,
+            "value of %d bytes is over the %d-byte limit" % (len(value), MAX_VALUE))
+    return value
+
+
+def checkOps(ops, backend=None):
+    """
+    Validate a transaction's ops (count, types, keys, values).
+
+    @return: the ops as a list.
+    """
+    ops = list(ops)
+    if len(ops) > MAX_OPS:
+        raise InvalidTransaction(
+            None, backend, "transaction of %d ops is over the limit of %d" % (len(ops), MAX_OPS))
+    for op in ops:
+        if not isinstance(op, (Check, Put, Create, Delete)):
+            raise InvalidTransaction(None, backend, "unknown transaction op %r" % (op,))
+        checkKey(op.key, backend)
+        if isinstance(op, (Put, Create)):
+            checkValue(op.key, op.value, backend)
+    return ops
+
+
+def inSubtree(key, prefix):
+    """
+    @return: whether C{key} is C{prefix} or below it.
+    """
+    return prefix == "" or key == prefix or key.startswith(prefix + "/")
+
+
+@implementer(IWatch)
+class Delivery(object):
+    """
+    Latest-wins delivery of snapshots to one watch callback: calls never
+    overlap, a snapshot offered while the callback runs replaces any earlier
+    pending one, and the last offered snapshot is always delivered.
+
+    Backends call L{offer} with each fresh snapshot; L{cancel} stops delivery.
+    If a snapshot equal to the last delivered one is offered, it is dropped.
+    """
+
+    def __init__(self, callback, onCancel=None):
+        self._callback = callback
+        self._onCancel = onCancel
+        self._pending = None
+        self._hasPending = False
+        self._busy = False
+        self._last = None
+        self._delivered = False
+        self.cancelled = False
+
+    def offer(self, snapshot):
+        """
+        Hand over a fresh snapshot C{{key: Entry}}.
+        """
+        if self.cancelled:
+            return
+        self._pending = snapshot
+        self._hasPending = True
+        if not self._busy:
+            self._drain()
+
+    def _drain(self):
+        while self._hasPending and not self.cancelled:
+            snapshot, self._pending, self._hasPending = self._pending, None, False
+            if self._delivered and snapshot == self._last:
+                continue
+            self._last, self._delivered = snapshot, True
+            self._busy = True
+            d = defer.maybeDeferred(self._callback, dict(snapshot))
+            d.addErrback(lambda f: log.failure("watch callback failed", f))
+            if not d.called:
+                d.addBoth(self._resume)
+                return
+            self._busy = False
+
+    def _resume(self, _):
+        self._busy = False
+        self._drain()
+
+    def cancel(self):
+        if not self.cancelled:
+            self.cancelled = True
+            if self._onCancel is not None:
+                self._onCancel(self)

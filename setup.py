@@ -1,0 +1,25 @@
+"""p2twisted: a Twisted deployment system in the tradition of Square's P2, pop and Python Juju."""
+from setuptools import find_packages, setup
+
+setup(
+    name="p2twisted",
+    version="0.1.0",
+    description="Intent-driven deployment: pod manifests, a coordination store, machine agents and orchestrators.",
+    long_description=open("README.rst").read(),
+    long_description_content_type="text/x-rst",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["p2twisted", "p2twisted.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/*.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted==26.10.0",
+        "treq==26.7.0",
+        "kazoo==2.11.0",
+        "klein==24.8.0",
+        "pyyaml==6.0.3",
+        "zope.interface==8.7",
+    ],
+    extras_require={"test": []},
+    entry_points={"console_scripts": ["p2 = p2twisted.cli.main:main"]},
+)
