@@ -9,9 +9,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["p2twisted", "p2twisted.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/*.py"]},
-    include_package_data=True,
+    packages=find_packages(include=["p2twisted", "p2twisted.*"]),
     install_requires=[
         "twisted==26.10.0",
         "treq==26.7.0",

@@ -1,0 +1,56 @@
+# p2twisted: the two commands a newcomer types are `make demo` and `make test`.
+# Both create .venv and install what they need.  As root with apt-get, `make test`
+# also installs the system packages the real-server tests use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := zookeeper runit gnupg
+TRIAL_JOBS ?= 2
+
+.PHONY: demo demo-stop test test-quick bench sysdeps clean
+
+$(STAMP): setup.py
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing python3-venv (needed to create $(VENV))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "error: $(PYTHON) cannot create virtualenvs; install python3-venv (e.g. sudo apt-get install python3-venv)" >&2; exit 1; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Install the servers the integration tests run for real, when we can (root + apt-get).
+# Without them those tests skip with a reason (or fail under P2_REQUIRE_REAL_SERVERS=1).
+sysdeps:
+	@missing=""; \
+	[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || missing="$$missing zookeeper"; \
+	command -v runsvdir >/dev/null || missing="$$missing runit"; \
+	command -v gpg >/dev/null || missing="$$missing gnupg"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing$$missing; the tests needing them will skip (install as root: apt-get install$$missing)"; fi; \
+	fi
+
+test: $(STAMP) sysdeps
+	$(BIN)/python -m twisted.trial -j$(TRIAL_JOBS) tests
+
+test-quick: $(STAMP)
+	$(BIN)/python -m twisted.trial tests.test_store_memory tests.test_manifest tests.test_labels
+
+bench: $(STAMP) sysdeps
+	$(BIN)/python bench/store.py
+
+demo: $(STAMP)
+	@$(BIN)/python -m p2twisted.demo
+
+demo-stop: $(STAMP)
+	@$(BIN)/python -m p2twisted.demo --stop
+
+clean:
+	rm -rf $(VENV) _trial_temp* .demo build dist *.egg-info

@@ -1,0 +1,79 @@
+"""
+Where the store is: flag, environment, config file, default.
+"""
+
+import os
+
+from twisted.trial import unittest
+
+from p2twisted.config import Config, defaultStateDir, loadConfig
+from p2twisted.errors import UsageError
+
+
+class StoreURLTests(unittest.SynchronousTestCase):
+
+    def test_precedence(self):
+        """
+        The flag beats C{P2_STORE}, which beats the file's C{store:}, which
+        beats the default embedded store.
+        """
+        env = {"P2_STORE": "zk://127.0.0.1:2181/env", "HOME": "/home/u"}
+        config = Config({"store": "zk://127.0.0.1:2181/file"}, environ=env)
+        self.assertEqual(config.storeURL("local:///flag.db"), "local:///flag.db")
+        self.assertEqual(config.storeURL(None), "zk://127.0.0.1:2181/env")
+        del env["P2_STORE"]
+        self.assertEqual(config.storeURL(None), "zk://127.0.0.1:2181/file")
+        self.assertEqual(Config({}, environ=env).storeURL(None),
+                         "local://" + os.path.abspath(defaultStateDir(env)) + "/state.db")
+
+    def test_defaultStateDir(self):
+        """
+        Root keeps state in /var/lib/p2; others in their XDG state directory;
+        C{P2_STATE_DIR} overrides both.
+        """
+        self.assertEqual(defaultStateDir({}, uid=0), "/var/lib/p2")
+        self.assertEqual(defaultStateDir({"HOME": "/home/u"}, uid=1000), "/home/u/.local/state/p2")
+        self.assertEqual(defaultStateDir({"XDG_STATE_HOME": "/x"}, uid=1000), "/x/p2")
+        self.assertEqual(defaultStateDir({"P2_STATE_DIR": "/s"}, uid=0), "/s")
+
+
+class LoadConfigTests(unittest.SynchronousTestCase):
+
+    def write(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_loads(self):
+        """
+        A config file's settings are read; comments are fine.
+        """
+        path = self.write("# comment\nstore: local:///tmp/x.db\n")
+        self.assertEqual(loadConfig(path, environ={}).storeURL(), "local:///tmp/x.db")
+
+    def test_exampleConfig(self):
+        """
+        The shipped example config loads (all of it commented defaults).
+        """
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        config = loadConfig(os.path.join(here, "conf", "p2.yaml"), environ={})
+        self.assertEqual(config.data, {})
+
+    def test_errors(self):
+        """
+        A missing file, invalid YAML and a non-mapping are one-line
+        L{UsageError}s naming the file.
+        """
+        missing = self.mktemp()
+        e = self.assertRaises(UsageError, loadConfig, missing, {})
+        self.assertIn(missing, str(e))
+        bad = self.write("store: [unclosed\n")
+        e = self.assertRaises(UsageError, loadConfig, bad, {})
+        self.assertIn("not valid YAML", str(e))
+        self.assertIn("line", str(e))
+        listy = self.write("- a\n- b\n")
+        e = self.assertRaises(UsageError, loadConfig, listy, {})
+        self.assertIn("mapping", str(e))
+        for error in (e,):
+            self.assertNotIn("\n", str(error))
