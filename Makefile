@@ -46,11 +46,22 @@ test-quick: $(STAMP)
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/store.py
 
-demo: $(STAMP)
-	@$(BIN)/python -m p2twisted.demo
+# The demo: until the machine agent lands it shows the intent an agent acts on.
+DEMO_STORE := local://$(CURDIR)/.demo/state.db
+P2 := $(BIN)/p2 --store $(DEMO_STORE)
 
-demo-stop: $(STAMP)
-	@$(BIN)/python -m p2twisted.demo --stop
+demo: $(STAMP)
+	@mkdir -p .demo
+	$(P2) init --force
+	$(P2) manifest check conf/examples/hello.yaml
+	$(P2) schedule conf/examples/hello.yaml
+	$(P2) label apply node "$$(hostname -s)" role=demo
+	$(P2) label select node 'role=demo'
+	$(P2) dump
+	@echo "demo store: $(DEMO_STORE) -- look with '$(BIN)/p2 --store $(DEMO_STORE) dump'; remove it with 'make demo-stop'"
+
+demo-stop:
+	rm -rf .demo
 
 clean:
 	rm -rf $(VENV) _trial_temp* .demo build dist *.egg-info

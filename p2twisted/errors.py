@@ -124,3 +124,40 @@ class SelectorError(P2Error):
         if self.column is None:
             return self.message
         return "%s at column %d of %r" % (self.message, self.column, self.text)
+
+
+class AgentError(P2Error):
+    """
+    The agent could not do something to a pod; the message says what and why.
+    """
+
+
+class SupervisorError(AgentError):
+    """
+    A service could not be started, stopped or inspected.
+    """
+
+
+class ArtifactError(AgentError):
+    """
+    An artifact could not be fetched, verified or installed.
+    """
+
+
+class FetchError(ArtifactError):
+    """
+    Downloading an artifact failed (not found, timeout, refused).
+    """
+
+
+class DigestMismatch(ArtifactError):
+    """
+    An artifact's SHA-256 is not the one its manifest or digest file names.
+    """
+
+
+class UnsafeArchive(ArtifactError):
+    """
+    An archive holds a member that would escape or subvert its install
+    directory; the message names the member.
+    """

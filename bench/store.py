@@ -1,0 +1,216 @@
+"""
+Store benchmark (not a test): put, get and CAS operations per second and
+watch-notification latency p50/p99 for each backend, and -- in the same run,
+against the same ZooKeeper server -- raw kazoo's throughput, so the ZooKeeper
+backend's overhead is a ratio, not a guess.
+
+    .venv/bin/python bench/store.py [--ops N] [--window W] [--samples S]
+
+Every backend is driven the same way: N operations with W in flight at once
+(the reactor pipelines them); raw kazoo is measured both with its async API at
+the same window and synchronously one at a time.  Watch latency is measured
+between two clients: one writes, the other's watch reports the value.
+Targets (issue 2): ZooKeeper backend writes >= 0.5x raw kazoo; watch p99
+< 20 ms on the local and ZooKeeper backends.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from p2twisted.store import openStore  # noqa: E402
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+
+
+@defer.inlineCallbacks
+def pipelined(n, window, op):
+    """
+    Run C{op(i)} for i in range(n), at most C{window} at once.
+
+    @return: L{Deferred} firing with operations per second.
+    """
+    started = time.perf_counter()
+    nextIndex = [0]
+
+    @defer.inlineCallbacks
+    def worker():
+        while nextIndex[0] < n:
+            i = nextIndex[0]
+            nextIndex[0] += 1
+            yield op(i)
+    yield defer.gatherResults([worker() for _ in range(window)])
+    return n / (time.perf_counter() - started)
+
+
+@defer.inlineCallbacks
+def watchLatency(reactor, writer, watcher, samples):
+    """
+    @return: L{Deferred} firing with latencies in seconds: from a write by
+        C{writer} to C{watcher}'s watch delivering it.
+    """
+    waiting = {}
+
+    def seen(snapshot):
+        entry = snapshot.get("bench/watch/k")
+        if entry is not None and entry.value in waiting:
+            sent, d = waiting.pop(entry.value)
+            d.callback(time.perf_counter() - sent)
+
+    w = watcher.watch("bench/watch", seen)
+    yield task.deferLater(reactor, 0.2, lambda: None)
+    latencies = []
+    for i in range(samples):
+        value = b"%d" % i
+        d = defer.Deferred()
+        waiting[value] = (time.perf_counter(), d)
+        yield writer.put("bench/watch/k", value)
+        latency = yield d.addTimeout(10, reactor)
+        latencies.append(latency)
+        yield task.deferLater(reactor, 0.002, lambda: None)
+    w.cancel()
+    return latencies
+
+
+@defer.inlineCallbacks
+def benchBackend(reactor, name, url, args):
+    store = yield openStore(url, reactor)
+    other = yield openStore(url, reactor)
+    value = b"x" * 256
+    try:
+        puts = yield pipelined(args.ops, args.window, lambda i: store.put("bench/k%d" % i, value))
+        gets = yield pipelined(args.ops, args.window, lambda i: store.get("bench/k%d" % i))
+        versions = {}
+        entries = yield store.list("bench")
+        for k, e in entries.items():
+            versions[k] = e.version
+        cas = yield pipelined(
+            args.ops, args.window,
+            lambda i: store.cas("bench/k%d" % i, b"y" * 256, versions["bench/k%d" % i]))
+        latencies = yield watchLatency(reactor, store, other, args.samples)
+    finally:
+        yield other.close()
+        yield store.close()
+    return {"backend": name, "put": puts, "get": gets, "cas": cas,
+            "p50": percentile(latencies, 50) * 1000, "p99": percentile(latencies, 99) * 1000}
+
+
+def rawKazoo(hosts, n, window):
+    """
+    Raw kazoo against the same server: async writes with C{window} in
+    flight, and synchronous writes one at a time.
+
+    @return: C{(async_sets_per_s, sync_sets_per_s, async_gets_per_s)}
+    """
+    import threading
+
+    from kazoo.client import KazooClient
+    client = KazooClient(hosts=hosts)
+    client.start(timeout=15)
+    root = "/rawbench%d" % (os.getpid(),)
+    client.ensure_path(root)
+    value = b"x" * 257
+    for i in range(n):
+        client.create_async("%s/k%d" % (root, i), value)
+    client.sync(root)
+
+    def windowed(call):
+        slots = threading.Semaphore(window)
+        done = threading.Event()
+        remaining = [n]
+        lock = threading.Lock()
+
+        def finished(_):
+            slots.release()
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+        started = time.perf_counter()
+        for i in range(n):
+            slots.acquire()
+            call("%s/k%d" % (root, i)).rawlink(finished)
+        done.wait(120)
+        return n / (time.perf_counter() - started)
+
+    asyncSets = windowed(lambda path: client.set_async(path, value))
+    asyncGets = windowed(lambda path: client.get_async(path))
+    started = time.perf_counter()
+    count = min(n, 2000)
+    for i in range(count):
+        client.set("%s/k%d" % (root, i), value)
+    syncSets = count / (time.perf_counter() - started)
+    client.delete(root, recursive=True)
+    client.stop()
+    client.close()
+    return asyncSets, syncSets, asyncGets
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", type=int, default=3000)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=300)
+    args = parser.parse_args()
+
+    from tests.zkserver import ZooKeeperServer
+    zk = ZooKeeperServer()
+    zk.start()
+    tmp = tempfile.mkdtemp(prefix="p2bench")
+    try:
+        hosts = "127.0.0.1:%d" % (zk.port,)
+        raw = rawKazoo(hosts, args.ops, args.window)
+        backends = [
+            ("memory", "memory://"),
+            ("local", "local://%s/state.db" % (tmp,)),
+            ("zookeeper", "zk://%s/bench%d" % (hosts, os.getpid())),
+        ]
+        results = []
+
+        @defer.inlineCallbacks
+        def run(reactor):
+            for name, url in backends:
+                results.append((yield benchBackend(reactor, name, url, args)))
+        task.react(lambda reactor: run(reactor).addCallback(lambda _: None))
+    except SystemExit:
+        pass
+    finally:
+        zk.stop()
+    report(results, raw, args)
+
+
+def report(results, raw, args):
+    asyncSets, syncSets, asyncGets = raw
+    print("store benchmark: %d ops per figure, %d in flight, 256-byte values, %d watch samples"
+          % (args.ops, args.window, args.samples))
+    print("%-10s %10s %10s %10s %12s %12s" % ("backend", "put/s", "get/s", "cas/s",
+                                              "watch p50", "watch p99"))
+    for r in results:
+        print("%-10s %10.0f %10.0f %10.0f %10.2fms %10.2fms"
+              % (r["backend"], r["put"], r["get"], r["cas"], r["p50"], r["p99"]))
+    print("%-10s %10.0f %10.0f %10s   (kazoo async API, same window, same server)"
+          % ("raw kazoo", asyncSets, asyncGets, "-"))
+    print("%-10s %10.0f %10s %10s   (kazoo synchronous set, one at a time)"
+          % ("kazoo sync", syncSets, "-", "-"))
+    zk = [r for r in results if r["backend"] == "zookeeper"]
+    if zk:
+        ratio = zk[0]["put"] / asyncSets
+        print("zookeeper backend put / raw kazoo async set = %.2f (target >= 0.50: %s)"
+              % (ratio, "met" if ratio >= 0.5 else "NOT met"))
+    for r in results:
+        if r["backend"] in ("local", "zookeeper"):
+            print("%s watch p99 = %.2f ms (target < 20 ms: %s)"
+                  % (r["backend"], r["p99"], "met" if r["p99"] < 20 else "NOT met"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""
+The machine agent: converges this node's intent into reality.
+"""

@@ -1,0 +1,100 @@
+# -*- test-case-name: tests.test_supervisors -*-
+"""
+The agent's seams: process supervision and artifact fetching.
+"""
+
+import attr
+from zope.interface import Attribute, Interface
+
+
+@attr.s(frozen=True)
+class ServiceSpec(object):
+    """
+    What to supervise for one entry point of one launchable.
+
+    @ivar name: the service name (L{layout.serviceName}).
+    @ivar argv: the command, normally C{[p2-exec, ..., "--", entry]}.
+    @ivar restartPolicy: C{"always"} (restart when it exits) or C{"never"}
+        (run once).
+    @ivar restartTimeout: seconds to wait for a stop or a start to complete.
+    @ivar env: extra environment for the supervisor's own process (e.g. PATH).
+    """
+
+    name = attr.ib()
+    argv = attr.ib(converter=tuple)
+    restartPolicy = attr.ib(default="always")
+    restartTimeout = attr.ib(default=60.0)
+    env = attr.ib(default=attr.Factory(dict), hash=False)
+
+
+@attr.s(frozen=True)
+class ServiceStatus(object):
+    """
+    What the supervisor knows about a service.
+
+    @ivar name: the service name.
+    @ivar running: whether its process is up.
+    @ivar pid: the process id when running, else C{None}.
+    @ivar uptime: seconds in the current state, or C{None}.
+    @ivar wantUp: whether the supervisor is keeping it up.
+    """
+
+    name = attr.ib()
+    running = attr.ib()
+    pid = attr.ib(default=None)
+    uptime = attr.ib(default=None)
+    wantUp = attr.ib(default=True)
+
+
+class ISupervisor(Interface):
+    """
+    Runs services and keeps them running.
+    """
+
+    name = Attribute("'runit' or 'builtin'.")
+
+    def start(spec, restart=False):
+        """
+        Define the service C{spec} (atomically replacing an older definition)
+        and make sure it is running.  A service already running with the same
+        definition is left alone unless C{restart} is true.
+
+        @return: L{Deferred} firing with the L{ServiceStatus} once the process
+            is up (for policy C{"never"}: once started), or failing with
+            L{SupervisorError} after C{spec.restartTimeout} seconds.
+        """
+
+    def stop(name, timeout):
+        """
+        Stop the service (TERM, then KILL after C{timeout} seconds) and keep it
+        down.  Stopping a stopped or unknown service is a no-op.
+
+        @return: L{Deferred} firing with C{None} once no process of it remains.
+        """
+
+    def remove(name, timeout):
+        """
+        Stop the service and delete its definition.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+
+    def status(name):
+        """
+        @return: L{Deferred} firing with a L{ServiceStatus}, or C{None} for an
+            unknown service.
+        """
+
+    def services():
+        """
+        @return: L{Deferred} firing with the sorted names of every defined
+            service (so an agent can adopt them after a restart, and prune).
+        """
+
+    def close():
+        """
+        Release the supervisor's resources.  Services supervised outside the
+        agent (runit) keep running; in-agent ones (builtin) are stopped.
+
+        @return: L{Deferred} firing with C{None}.
+        """
