@@ -17,7 +17,7 @@ import sys
 from twisted.internet import defer, task
 
 from p2twisted import __version__
-from p2twisted.errors import P2Error, UsageError
+from p2twisted.errors import P2Error, SelectorError, UsageError
 
 #: Verb modules, in the order C{p2 --help} lists them.
 VERB_MODULES = ("namespace", "schedule", "manifest", "label")
@@ -73,7 +73,7 @@ def _exitCode(error):
     from p2twisted.errors import StoreUnavailable
     if isinstance(error, StoreUnavailable):
         return 3
-    if isinstance(error, UsageError):
+    if isinstance(error, (UsageError, SelectorError)):
         return 2
     return 1
 

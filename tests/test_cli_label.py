@@ -1,0 +1,138 @@
+"""
+Tests for C{p2 label}, run as a real C{p2} process against a C{local://}
+store.
+"""
+
+import json
+import os
+import sys
+
+from twisted.internet import defer, utils
+from twisted.trial import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class LabelCommandTests(unittest.TestCase):
+    """
+    C{p2 label apply}, C{show} and C{select}.
+    """
+
+    def setUp(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.url = "local://" + os.path.abspath(os.path.join(directory, "state.db"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        self.env["HOME"] = os.path.abspath(directory)
+
+    def p2(self, *args):
+        """
+        Run C{p2 --store URL ARGS...}.
+
+        @return: L{Deferred} firing with C{(stdout, stderr, exit code)}.
+        """
+        argv = ["-m", "p2twisted.cli", "--store", self.url] + list(args)
+        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env, path=ROOT)
+        return d.addCallback(lambda r: (r[0].decode("utf-8"), r[1].decode("utf-8"), r[2]))
+
+    @defer.inlineCallbacks
+    def succeed(self, *args):
+        """
+        Run C{p2} and check it succeeded quietly.
+
+        @return: L{Deferred} firing with its standard output.
+        """
+        out, err, code = yield self.p2(*args)
+        self.assertEqual((code, err), (0, ""), "p2 %s: %s" % (" ".join(args), err))
+        return out
+
+    @defer.inlineCallbacks
+    def fail(self, *args):
+        """
+        Run C{p2} and check it failed with one line on standard error (besides
+        argparse's "see --help" hint) and no traceback.
+
+        @return: L{Deferred} firing with C{(that line, exit code)}.
+        """
+        out, err, code = yield self.p2(*args)
+        self.assertNotEqual(code, 0, "p2 %s succeeded: %s" % (" ".join(args), out))
+        self.assertNotIn("Traceback", err)
+        self.assertEqual(out, "")
+        lines = [line for line in err.splitlines() if not line.startswith("(see ")]
+        self.assertEqual(len(lines), 1, err)
+        return lines[0], code
+
+    @defer.inlineCallbacks
+    def test_applyThenShow(self):
+        """
+        C{apply} prints the resulting labels as sorted C{k=v} lines;
+        C{show} prints them again, or as a JSON object with C{--json}.
+        """
+        out = yield self.succeed("label", "apply", "node", "n1", "tier=web", "env=prod")
+        self.assertEqual(out, "env=prod\ntier=web\n")
+        out = yield self.succeed("label", "show", "node", "n1")
+        self.assertEqual(out, "env=prod\ntier=web\n")
+        out = yield self.succeed("label", "show", "node", "n1", "--json")
+        self.assertEqual(json.loads(out), {"env": "prod", "tier": "web"})
+        out = yield self.succeed("label", "apply", "node", "n1", "az=a", "--json")
+        self.assertEqual(json.loads(out), {"az": "a", "env": "prod", "tier": "web"})
+
+    @defer.inlineCallbacks
+    def test_remove(self):
+        """
+        C{k-} removes a label; removing the last one leaves no labels.
+        """
+        yield self.succeed("label", "apply", "pod", "n1/web", "env=prod", "tier=web")
+        out = yield self.succeed("label", "apply", "pod", "n1/web", "tier-")
+        self.assertEqual(out, "env=prod\n")
+        out = yield self.succeed("label", "apply", "pod", "n1/web", "env-", "--json")
+        self.assertEqual(json.loads(out), {})
+        self.assertEqual((yield self.succeed("label", "show", "pod", "n1/web")), "")
+
+    @defer.inlineCallbacks
+    def test_select(self):
+        """
+        C{select} prints the matching ids, one a line, or a JSON list with
+        C{--json}.
+        """
+        yield self.succeed("label", "apply", "node", "n2", "env=prod", "az=a")
+        yield self.succeed("label", "apply", "node", "n1", "env=prod", "az=b")
+        yield self.succeed("label", "apply", "node", "n3", "env=dev")
+        yield self.succeed("label", "apply", "pod", "n1/web", "env=prod")
+        out = yield self.succeed("label", "select", "node", "env = prod, az notin (a)")
+        self.assertEqual(out, "n1\n")
+        out = yield self.succeed("label", "select", "node", "env in (prod,dev)")
+        self.assertEqual(out, "n1\nn2\nn3\n")
+        out = yield self.succeed("label", "select", "node", "env=prod", "--json")
+        self.assertEqual(json.loads(out), [{"id": "n1", "labels": {"env": "prod", "az": "b"}},
+                                           {"id": "n2", "labels": {"env": "prod", "az": "a"}}])
+        self.assertEqual((yield self.succeed("label", "select", "pod", "")), "n1/web\n")
+
+    @defer.inlineCallbacks
+    def test_badSelector(self):
+        """
+        A malformed selector is reported on one line naming the column, with
+        a non-zero exit code and no traceback.
+        """
+        line, _ = yield self.fail("label", "select", "node", "env in (a,b")
+        self.assertEqual(line, "p2: expected ')' at column 12 of 'env in (a,b'")
+
+    @defer.inlineCallbacks
+    def test_invalidValue(self):
+        """
+        An invalid label value is refused, naming it, and nothing is
+        written.
+        """
+        line, _ = yield self.fail("label", "apply", "node", "n1", "env=prod", "tier=no good")
+        self.assertIn("invalid value 'no good' for label 'tier'", line)
+        self.assertEqual((yield self.succeed("label", "show", "node", "n1")), "")
+
+    @defer.inlineCallbacks
+    def test_unknownType(self):
+        """
+        An unknown type is a usage error listing the valid types.
+        """
+        line, code = yield self.fail("label", "show", "host", "n1")
+        self.assertEqual(code, 2)
+        self.assertIn("unknown label type 'host'; expected one of daemon_set, node, pod, "
+                      "pod_cluster, replication_controller, roll", line)
