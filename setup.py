@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["p2twisted", "p2twisted.*"]),
+    packages=find_packages(include=["p2twisted", "p2twisted.*"]) + ["twisted.plugins"],
     install_requires=[
         "twisted==26.10.0",
         "treq==26.7.0",
@@ -19,5 +19,8 @@ setup(
         "zope.interface==8.7",
     ],
     extras_require={"test": []},
-    entry_points={"console_scripts": ["p2 = p2twisted.cli.main:main"]},
+    entry_points={"console_scripts": [
+        "p2 = p2twisted.cli.main:main",
+        "p2-exec = p2twisted.agent.p2exec:main",
+    ]},
 )

@@ -1,0 +1,386 @@
+# -*- test-case-name: tests.test_agent_runtime -*-
+"""
+A pod's runtime files: its config file, its env dirs, the C{p2-exec} command
+line its services run, and the user it runs as (DESIGN.md, "Machine agent";
+reference/p2.md section 4, "Write config").
+
+Everything here is synchronous and quick (small files, one C{useradd}); call
+it from a thread (C{deferToThread}) when blocking the reactor matters.  Files
+are written atomically: a temporary file in the same directory, C{fsync},
+C{os.replace}, then an C{fsync} of the directory.
+"""
+
+import errno
+import math
+import os
+import posixpath
+import pwd
+import subprocess
+import tempfile
+
+from p2twisted.errors import AgentError
+
+#: The variables P2 sets in a pod's env dirs and command line.  A launchable's
+#: C{env} may not set them: the launchable env dir is loaded after the pod's,
+#: so a user value would silently replace P2's (as it did in P2).
+RESERVED_ENV = frozenset([
+    "POD_ID", "POD_HOME", "POD_UNIQUE_KEY", "CONFIG_PATH",
+    "LAUNCHABLE_ID", "LAUNCHABLE_ROOT", "RESTART_TIMEOUT", "ENTRY_POINT",
+])
+
+#: The login shell given to the system users the agent creates.
+NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+
+
+# -- atomic files --------------------------------------------------------------
+
+def _fsyncDir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomicWrite(path, data, mode=0o644, owner=None, syncDir=True):
+    """
+    Replace the file C{path} with C{data} (bytes) atomically: readers see the
+    old content or the new one, never a part.
+
+    @param mode: the new file's permission bits.
+    @param owner: C{(uid, gid)} to give the file, or C{None} to leave it
+        owned by this process.
+    @param syncDir: whether to fsync the directory afterwards (callers writing
+        many files in one directory sync it once themselves).
+    """
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=directory)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)
+            if owner is not None:
+                os.fchown(fd, owner[0], owner[1])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if syncDir:
+        _fsyncDir(directory)
+    return path
+
+
+def _makedirs(path, mode=0o755):
+    try:
+        os.makedirs(path, mode)
+    except OSError as e:
+        if e.errno != errno.EEXIST or not os.path.isdir(path):
+            raise AgentError("cannot create directory %s: %s" % (path, e.strerror))
+
+
+# -- config --------------------------------------------------------------------
+
+def writeConfig(podLayout, manifestSha, configBytes, owner=None):
+    """
+    Write the pod's C{config} map (already serialized as YAML bytes) to
+    C{config/<pod>_<sha>.yaml}, atomically, readable by everyone (mode 0644;
+    C{owner} as in L{atomicWrite}).  Older config files of other SHAs are
+    pruned, except the most recently written one (the version now running,
+    which may still read its file until it is halted).
+
+    @return: the config file's path (the pod's C{CONFIG_PATH}).
+    @raise AgentError: if the file cannot be written.
+    """
+    directory = podLayout.configDir
+    _makedirs(directory)
+    path = podLayout.configPath(manifestSha)
+    try:
+        atomicWrite(path, configBytes, owner=owner)
+    except OSError as e:
+        raise AgentError("cannot write config file %s: %s" % (path, e.strerror))
+    prefix, suffix = podLayout.podId + "_", ".yaml"
+    others = []
+    for name in os.listdir(directory):
+        other = os.path.join(directory, name)
+        if (name.startswith(prefix) and name.endswith(suffix) and other != path):
+            try:
+                others.append((os.lstat(other).st_mtime_ns, name, other))
+            except OSError:
+                pass
+    others.sort(reverse=True)
+    for _, _, stale in others[1:]:
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    return path
+
+
+# -- env dirs ------------------------------------------------------------------
+
+def _checkName(name, where):
+    if (not name or "=" in name or "/" in name or "\0" in name
+            or name.startswith(".")):
+        raise AgentError("invalid environment variable name %r in %s "
+                         "(no '=', '/', NUL, or leading '.')" % (name, where))
+
+
+def envFileBytes(value):
+    """
+    @return: the env-dir file content for C{value} (str or bytes): newlines
+        become NUL bytes (chpst turns them back), followed by one newline, so
+        that an empty value is a one-line file (set to empty) and not an empty
+        file (which unsets).
+    @raise ValueError: if the value ends with a space or a tab, which chpst
+        strips and so cannot be held by an env dir.
+    """
+    if not isinstance(value, bytes):
+        value = str(value).encode("utf-8")
+    if value.endswith((b" ", b"\t")):
+        raise ValueError("ends with a space or tab")
+    return value.replace(b"\n", b"\0") + b"\n"
+
+
+def writeEnvDir(dirPath, mapping):
+    """
+    Make the directory C{dirPath} an env dir holding exactly C{mapping}
+    (names to str or bytes values): one file per variable, each replaced
+    atomically (files whose content is unchanged are not rewritten), then
+    files of variables no longer in C{mapping} removed.  A reader running
+    meanwhile sees every variable either old or new.
+
+    @raise AgentError: for an invalid name or value (named in the message),
+        or when the directory cannot be written.
+    """
+    files = {}
+    for name, value in mapping.items():
+        _checkName(name, dirPath)
+        try:
+            files[name] = envFileBytes(value)
+        except ValueError as e:
+            raise AgentError("environment variable %s in %s: value %s, which "
+                             "an env dir cannot hold" % (name, dirPath, e))
+    _makedirs(dirPath)
+    try:
+        for name, data in sorted(files.items()):
+            path = os.path.join(dirPath, name)
+            try:
+                with open(path, "rb") as f:
+                    if f.read() == data:
+                        continue
+            except OSError:
+                pass
+            atomicWrite(path, data, syncDir=False)
+        for name in os.listdir(dirPath):
+            if name not in files:
+                path = os.path.join(dirPath, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    continue
+                os.unlink(path)
+    except OSError as e:
+        raise AgentError("cannot write env dir %s: %s" % (dirPath, e.strerror))
+    _fsyncDir(dirPath)
+    return dirPath
+
+
+def podEnv(podLayout, podId, configPath):
+    """
+    @return: the pod env dir's variables: C{POD_ID}, C{POD_HOME},
+        C{CONFIG_PATH}, C{POD_UNIQUE_KEY} (the pod id: pods are keyed by id).
+    """
+    return {
+        "POD_ID": podId,
+        "POD_HOME": podLayout.home,
+        "CONFIG_PATH": configPath,
+        "POD_UNIQUE_KEY": podId,
+    }
+
+
+def launchableEnv(podLayout, launchableId, restartTimeout, userEnv):
+    """
+    @param restartTimeout: seconds (int or float; rounded up to whole
+        seconds).
+    @param userEnv: the launchable's C{env} map, or C{None}.
+
+    @return: the launchable env dir's variables: C{LAUNCHABLE_ID},
+        C{LAUNCHABLE_ROOT} (the launchable's C{current} link), C{RESTART_TIMEOUT}
+        (whole seconds), then C{userEnv}'s (values converted with C{str}).
+    @raise AgentError: if C{userEnv} sets one of L{RESERVED_ENV} or an invalid
+        name: P2's variables are never overridden.
+    """
+    env = {
+        "LAUNCHABLE_ID": launchableId,
+        "LAUNCHABLE_ROOT": podLayout.current(launchableId),
+        "RESTART_TIMEOUT": "%d" % (int(math.ceil(restartTimeout)),),
+    }
+    for name, value in sorted((userEnv or {}).items()):
+        name = str(name)
+        if name in RESERVED_ENV:
+            raise AgentError(
+                "launchable %s of pod %s: env may not set %s, which P2 sets; "
+                "rename the variable in the manifest"
+                % (launchableId, podLayout.podId, name))
+        _checkName(name, "launchable %s env" % (launchableId,))
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif value is None:
+            value = ""
+        env[name] = value if isinstance(value, bytes) else str(value)
+    return env
+
+
+# -- the run command -------------------------------------------------------------
+
+def entryPointPath(podLayout, launchableId, entryPath):
+    """
+    @return: C{(relative, absolute)}: the entry point normalized relative to
+        the launchable root, and its path under the C{current} link.
+    @raise AgentError: if C{entryPath} is empty, absolute or leaves the
+        launchable root.
+    """
+    rel = posixpath.normpath(entryPath or "")
+    if (not entryPath or posixpath.isabs(entryPath) or rel == "."
+            or rel == ".." or rel.startswith("../")):
+        raise AgentError("launchable %s of pod %s: entry point %r must be a "
+                         "path inside the launchable"
+                         % (launchableId, podLayout.podId, entryPath))
+    return rel, os.path.join(podLayout.current(launchableId), rel)
+
+
+def _number(value):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
+             cgroupName=None, cpus=None, memory=None, pids=None):
+    """
+    @param p2execPath: the C{p2-exec} command (a path, or a list for a
+        command of several words such as C{[python, "-m", ...]}).
+    @param entryPath: the entry point relative to the launchable root.
+    @param cgroupName: the cgroup C{p2/<name>} to join, or C{None} for none
+        (then C{cpus}, C{memory} and C{pids} are ignored).
+    @param memory: bytes.
+
+    @return: the argv a service's C{run} script execs:
+        C{p2-exec -n -u RUN_AS -e POD_ENV -e LAUNCHABLE_ENV
+        --extra-env ENTRY_POINT=REL [--cgroup NAME [--cpus N] [--memory B]
+        [--pids N]] -- ABS_ENTRY}.
+    @raise AgentError: for a bad entry point.
+    """
+    rel, absolute = entryPointPath(podLayout, launchableId, entryPath)
+    if isinstance(p2execPath, (list, tuple)):
+        argv = list(p2execPath)
+    else:
+        argv = [p2execPath]
+    argv += ["-n", "-u", runAs,
+             "-e", podLayout.envDir,
+             "-e", podLayout.launchableEnvDir(launchableId),
+             "--extra-env", "ENTRY_POINT=" + rel]
+    limits = [("--cpus", cpus), ("--memory", memory), ("--pids", pids)]
+    limits = [(flag, value) for flag, value in limits if value is not None]
+    if cgroupName is not None and limits:
+        argv += ["--cgroup", cgroupName]
+        for flag, value in limits:
+            argv += [flag, _number(value)]
+    argv += ["--", absolute]
+    return argv
+
+
+# -- users -----------------------------------------------------------------------
+
+def _nologin():
+    for shell in NOLOGIN_SHELLS:
+        if os.path.exists(shell):
+            return shell
+    return NOLOGIN_SHELLS[-1]
+
+
+def _useradd():
+    # The agent's PATH may lack the sbin directories.
+    for directory in ("/usr/sbin", "/sbin"):
+        path = os.path.join(directory, "useradd")
+        if os.path.exists(path):
+            return path
+    return "useradd"
+
+
+def _exists(name):
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def currentUser():
+    """
+    @return: this process's user name (or its uid as a string if it has no
+        passwd entry).
+    """
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def ensureUser(name, home, create=True, isRoot=None):
+    """
+    Make sure the pod's C{run_as} user can be used.
+
+    As root: an existing user is used as it is; a missing one is created as a
+    system user (C{useradd --system --home-dir HOME --no-create-home --shell
+    <nologin> NAME}) when C{create} is true.  Not as root: every pod runs as
+    this process's user and C{name} is ignored; the caller logs that once per
+    pod.
+
+    Runs C{useradd} synchronously (a few milliseconds); call from a thread if
+    that matters.
+
+    @param isRoot: override the C{geteuid() == 0} check (for tests).
+    @return: C{(user, runAsIgnored)}: the user the pod will run as, and
+        whether C{name} was ignored because the agent is not root.
+    @raise AgentError: if the user is missing and C{create} is false, or
+        C{useradd} fails.
+    """
+    if isRoot is None:
+        isRoot = os.geteuid() == 0
+    if not isRoot:
+        user = currentUser()
+        return user, user != name
+    if _exists(name):
+        return name, False
+    if not create:
+        raise AgentError(
+            "run_as user %s does not exist and create_users is false; create "
+            "the user or set create_users: true in the agent config" % (name,))
+    argv = [_useradd(), "--system", "--home-dir", home, "--no-create-home",
+            "--shell", _nologin(), name]
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as e:
+        raise AgentError("cannot create run_as user %s: cannot run useradd: %s"
+                         % (name, e.strerror))
+    if result.returncode != 0 and not _exists(name):
+        # (A concurrent useradd of the same name is a success.)
+        output = " ".join(result.stdout.decode("utf-8", "replace").split())
+        raise AgentError("cannot create run_as user %s: useradd exited %d: %s"
+                         % (name, result.returncode, output or "no output"))
+    return name, False

@@ -1,0 +1,337 @@
+"""
+A pod's runtime files: config file, env dirs, the p2-exec command line, and
+the run_as user.
+"""
+
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import uuid
+
+from twisted.trial import unittest
+
+import p2twisted
+from p2twisted.agent import p2exec, runtime
+from p2twisted.agent.layout import PodLayout
+from p2twisted.errors import AgentError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(p2twisted.__file__)))
+IS_ROOT = os.geteuid() == 0
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class ConfigTests(unittest.SynchronousTestCase):
+    """
+    L{runtime.writeConfig}.
+    """
+
+    def setUp(self):
+        self.layout = PodLayout(os.path.abspath(self.mktemp()), "web")
+
+    def test_written(self):
+        """
+        The config bytes land in C{config/<pod>_<sha>.yaml} (mode 0644), and
+        the path is returned; no temporary file is left behind.
+        """
+        path = runtime.writeConfig(self.layout, "abc123", b"port: 8080\n")
+        self.assertEqual(path, os.path.join(self.layout.home, "config",
+                                            "web_abc123.yaml"))
+        self.assertEqual(read(path), b"port: 8080\n")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        self.assertEqual(os.listdir(self.layout.configDir), ["web_abc123.yaml"])
+
+    def test_replacedAtomically(self):
+        """
+        Rewriting replaces the file by rename (a new inode: a reader holding
+        the old file keeps reading complete old content); when writing fails
+        the old content stays and no temporary file is left.
+        """
+        path = runtime.writeConfig(self.layout, "abc", b"a: 1\n")
+        with open(path, "rb") as reader:
+            runtime.writeConfig(self.layout, "abc", b"a: 2\n")
+            self.assertEqual(reader.read(), b"a: 1\n")
+        self.assertEqual(read(path), b"a: 2\n")
+
+        def broken(fd):
+            raise OSError(5, "Input/output error")
+        self.patch(os, "fsync", broken)
+        error = self.assertRaises(AgentError, runtime.writeConfig,
+                                  self.layout, "abc", b"a: 3\n")
+        self.assertIn("cannot write config file " + path, str(error))
+        self.assertEqual(read(path), b"a: 2\n")
+        self.assertEqual(os.listdir(self.layout.configDir), ["web_abc.yaml"])
+
+    def test_pruned(self):
+        """
+        Config files of other SHAs are removed, except the most recently
+        written one (the running version's); other files are left alone.
+        """
+        first = runtime.writeConfig(self.layout, "sha1", b"v: 1\n")
+        os.utime(first, (1000, 1000))
+        second = runtime.writeConfig(self.layout, "sha2", b"v: 2\n")
+        os.utime(second, (2000, 2000))
+        other = os.path.join(self.layout.configDir, "README")
+        with open(other, "w") as f:
+            f.write("keep")
+        third = runtime.writeConfig(self.layout, "sha3", b"v: 3\n")
+        self.assertEqual(sorted(os.listdir(self.layout.configDir)),
+                         ["README", "web_sha2.yaml", "web_sha3.yaml"])
+        self.assertEqual(read(third), b"v: 3\n")
+
+
+class EnvDirTests(unittest.SynchronousTestCase):
+    """
+    L{runtime.writeEnvDir}, read back with p2-exec's own reader.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+
+    def test_contents(self):
+        """
+        One file per variable, its value and a newline; newlines in a value
+        are written as NUL bytes; an empty value is a one-line file (set to
+        empty), not an empty file (unset).
+        """
+        runtime.writeEnvDir(self.dir, {"A": "plain", "B": "two\nlines",
+                                       "C": "", "D": 30})
+        self.assertEqual(sorted(os.listdir(self.dir)), ["A", "B", "C", "D"])
+        self.assertEqual(read(os.path.join(self.dir, "A")), b"plain\n")
+        self.assertEqual(read(os.path.join(self.dir, "B")), b"two\0lines\n")
+        self.assertEqual(read(os.path.join(self.dir, "C")), b"\n")
+        self.assertEqual(read(os.path.join(self.dir, "D")), b"30\n")
+        self.assertEqual(p2exec.readEnvDir(self.dir, {b"C": b"old"}),
+                         {b"A": b"plain", b"B": b"two\nlines", b"C": b"",
+                          b"D": b"30"})
+
+    def test_replaced(self):
+        """
+        Rewriting leaves exactly the new variables: stale ones (and stray
+        temporary files) are removed, unchanged files are not rewritten.
+        """
+        runtime.writeEnvDir(self.dir, {"KEEP": "same", "OLD": "x", "CHANGE": "1"})
+        keepInode = os.stat(os.path.join(self.dir, "KEEP")).st_ino
+        with open(os.path.join(self.dir, ".CHANGE.abc.tmp"), "w") as f:
+            f.write("crash leftover")
+        runtime.writeEnvDir(self.dir, {"KEEP": "same", "CHANGE": "2", "NEW": "n"})
+        self.assertEqual(sorted(os.listdir(self.dir)), ["CHANGE", "KEEP", "NEW"])
+        self.assertEqual(os.stat(os.path.join(self.dir, "KEEP")).st_ino, keepInode)
+        self.assertEqual(p2exec.readEnvDir(self.dir, {}),
+                         {b"KEEP": b"same", b"CHANGE": b"2", b"NEW": b"n"})
+
+    def test_invalid(self):
+        """
+        Names an env dir cannot hold, and values ending in a space or tab
+        (which chpst strips), are refused with the variable named; nothing is
+        written.
+        """
+        for name in ["A=B", "a/b", ".hidden", ""]:
+            error = self.assertRaises(AgentError, runtime.writeEnvDir,
+                                      self.dir, {name: "v"})
+            self.assertIn("invalid environment variable name %r" % (name,),
+                          str(error))
+        error = self.assertRaises(AgentError, runtime.writeEnvDir,
+                                  self.dir, {"OK": "1", "PAD": "v "})
+        self.assertIn("environment variable PAD", str(error))
+        self.assertFalse(os.path.exists(self.dir))
+
+
+class EnvTests(unittest.SynchronousTestCase):
+    """
+    L{runtime.podEnv} and L{runtime.launchableEnv}.
+    """
+
+    layout = PodLayout("/data/pods", "web")
+
+    def test_podEnv(self):
+        """
+        The pod env holds the pod id (also as its unique key), its home and
+        its config path.
+        """
+        self.assertEqual(
+            runtime.podEnv(self.layout, "web", "/data/pods/web/config/web_s.yaml"),
+            {"POD_ID": "web", "POD_HOME": "/data/pods/web",
+             "CONFIG_PATH": "/data/pods/web/config/web_s.yaml",
+             "POD_UNIQUE_KEY": "web"})
+
+    def test_launchableEnv(self):
+        """
+        The launchable env holds its id, its root (the C{current} link), the
+        restart timeout in whole seconds (rounded up), then the user's env.
+        """
+        self.assertEqual(
+            runtime.launchableEnv(self.layout, "app", 2.5,
+                                  {"PORT": 8080, "DEBUG": True, "NAME": "x"}),
+            {"LAUNCHABLE_ID": "app", "LAUNCHABLE_ROOT": "/data/pods/web/app/current",
+             "RESTART_TIMEOUT": "3", "PORT": "8080", "DEBUG": "true", "NAME": "x"})
+        self.assertEqual(runtime.launchableEnv(self.layout, "app", 60, None)
+                         ["RESTART_TIMEOUT"], "60")
+
+    def test_reservedRejected(self):
+        """
+        A user env setting one of P2's variables is refused (the launchable
+        env dir is loaded after the pod's, so it would silently win).
+        """
+        for name in ["POD_ID", "CONFIG_PATH", "LAUNCHABLE_ROOT", "ENTRY_POINT"]:
+            error = self.assertRaises(AgentError, runtime.launchableEnv,
+                                      self.layout, "app", 60, {name: "x"})
+            self.assertEqual(
+                str(error), "launchable app of pod web: env may not set %s, "
+                            "which P2 sets; rename the variable in the manifest"
+                            % (name,))
+
+
+class ExecArgvTests(unittest.TestCase):
+    """
+    L{runtime.execArgv}.
+    """
+
+    layout = PodLayout("/data/pods", "web")
+
+    def test_plain(self):
+        """
+        Without a cgroup: -n, the user, both env dirs, ENTRY_POINT, then the
+        entry point under the C{current} link.
+        """
+        self.assertEqual(
+            runtime.execArgv("/usr/bin/p2-exec", self.layout, "app", "web",
+                             "bin/launch", None, 2, 1024),
+            ["/usr/bin/p2-exec", "-n", "-u", "web",
+             "-e", "/data/pods/web/env", "-e", "/data/pods/web/app/env",
+             "--extra-env", "ENTRY_POINT=bin/launch",
+             "--", "/data/pods/web/app/current/bin/launch"])
+
+    def test_cgroup(self):
+        """
+        With a cgroup name the given limits follow it; a command of several
+        words is accepted; the entry point is normalized.
+        """
+        self.assertEqual(
+            runtime.execArgv(["py", "-m", "p2exec"], self.layout, "app", "web",
+                             "./bin//worker", "web__app", 1.0, 512 << 20, pids=50),
+            ["py", "-m", "p2exec", "-n", "-u", "web",
+             "-e", "/data/pods/web/env", "-e", "/data/pods/web/app/env",
+             "--extra-env", "ENTRY_POINT=bin/worker",
+             "--cgroup", "web__app", "--cpus", "1", "--memory", "536870912",
+             "--pids", "50", "--", "/data/pods/web/app/current/bin/worker"])
+        argv = runtime.execArgv("p2-exec", self.layout, "app", "web", "bin/x",
+                                "web__app", 0.5, None)
+        self.assertEqual(argv[argv.index("--cgroup"):argv.index("--")],
+                         ["--cgroup", "web__app", "--cpus", "0.5"])
+
+    def test_badEntryPoint(self):
+        """
+        Entry points outside the launchable are refused.
+        """
+        for entry in ["/bin/sh", "../other/bin/x", "", "."]:
+            self.assertRaises(AgentError, runtime.execArgv, "p2-exec",
+                              self.layout, "app", "web", entry, None, None, None)
+
+    def test_endToEnd(self):
+        """
+        The env dirs and command line built here, run through the real
+        p2-exec, give the entry point every P2 variable and the user's env.
+        """
+        layout = PodLayout(os.path.abspath(self.mktemp()), "web")
+        install = layout.installDir("app", "1")
+        os.makedirs(os.path.join(install, "bin"))
+        os.symlink(install, layout.current("app"))
+        launch = os.path.join(install, "bin", "launch")
+        with open(launch, "w") as f:
+            f.write("#!/bin/sh\nexec env -0\n")
+        os.chmod(launch, 0o755)
+        config = runtime.writeConfig(layout, "sha", b"a: 1\n")
+        runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, "web", config))
+        runtime.writeEnvDir(layout.launchableEnvDir("app"), runtime.launchableEnv(
+            layout, "app", 30, {"GREETING": "hello\nworld"}))
+        user = runtime.currentUser()
+        argv = runtime.execArgv([sys.executable, "-m", "p2twisted.agent.p2exec"],
+                                layout, "app", user, "bin/launch", None, None, None)
+        result = subprocess.run(argv, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        env = dict(item.decode().split("=", 1)
+                   for item in result.stdout.split(b"\0") if item)
+        expected = {
+            "POD_ID": "web", "POD_HOME": layout.home, "CONFIG_PATH": config,
+            "POD_UNIQUE_KEY": "web", "LAUNCHABLE_ID": "app",
+            "LAUNCHABLE_ROOT": layout.current("app"), "RESTART_TIMEOUT": "30",
+            "ENTRY_POINT": "bin/launch", "GREETING": "hello\nworld"}
+        self.assertEqual(dict((k, env.get(k)) for k in expected), expected)
+
+
+class EnsureUserTests(unittest.SynchronousTestCase):
+    """
+    L{runtime.ensureUser}.
+    """
+
+    def test_notRoot(self):
+        """
+        Not as root, every pod runs as the agent's user, and the result says
+        whether C{run_as} was ignored.
+        """
+        me = runtime.currentUser()
+        self.assertEqual(runtime.ensureUser("p2t-someone", "/x", isRoot=False),
+                         (me, True))
+        self.assertEqual(runtime.ensureUser(me, "/x", isRoot=False), (me, False))
+
+    def test_existing(self):
+        """
+        As root an existing user is used as it is, even with C{create=False}.
+        """
+        name = pwd.getpwuid(0).pw_name
+        self.assertEqual(runtime.ensureUser(name, "/x", create=False, isRoot=True),
+                         (name, False))
+
+    def test_missingNotCreated(self):
+        """
+        A missing user with C{create=False} (C{create_users: false}) is a
+        clear error saying what to do.
+        """
+        name = "p2t" + uuid.uuid4().hex[:8]
+        error = self.assertRaises(AgentError, runtime.ensureUser, name,
+                                  "/data/pods/x", create=False, isRoot=True)
+        self.assertEqual(
+            str(error), "run_as user %s does not exist and create_users is false; "
+                        "create the user or set create_users: true in the agent "
+                        "config" % (name,))
+
+    def test_created(self):
+        """
+        As root a missing user is created as a system user whose home is the
+        pod home (not created) and whose shell refuses logins; a second call
+        finds it.
+        """
+        if not IS_ROOT:
+            raise unittest.SkipTest("creating users needs root")
+        if not os.path.exists("/usr/sbin/useradd") and not os.path.exists(
+                "/sbin/useradd"):
+            raise unittest.SkipTest("no useradd on this machine")
+        name = "p2t" + uuid.uuid4().hex[:8]
+        home = os.path.abspath(self.mktemp())
+        self.addCleanup(subprocess.call, ["userdel", name],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.assertEqual(runtime.ensureUser(name, home), (name, False))
+        entry = pwd.getpwnam(name)
+        self.assertEqual(entry.pw_dir, home)
+        self.assertIn(entry.pw_shell, runtime.NOLOGIN_SHELLS)
+        self.assertFalse(os.path.exists(home))
+        self.assertTrue(entry.pw_uid < 1000, entry.pw_uid)
+        self.assertEqual(runtime.ensureUser(name, home), (name, False))
+
+    def test_useraddFails(self):
+        """
+        A C{useradd} failure is an error quoting its output.
+        """
+        if not IS_ROOT:
+            raise unittest.SkipTest("creating users needs root")
+        error = self.assertRaises(AgentError, runtime.ensureUser, "bad:name",
+                                  "/x", isRoot=True)
+        self.assertIn("cannot create run_as user bad:name: useradd exited",
+                      str(error))
