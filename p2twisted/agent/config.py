@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_agent_config -*-
+"""
+The agent's settings: defaults, the optional config file (C{conf/agent.yaml}
+shows every one), then command-line flags.
+"""
+
+import os
+import socket
+
+import attr
+
+from p2twisted.config import Config, defaultStateDir, loadConfig
+from p2twisted.errors import UsageError
+from p2twisted.store.common import checkKey
+
+
+@attr.s
+class AgentConfig(object):
+    """
+    Every agent setting, with its default.
+    """
+
+    node = attr.ib()
+    store = attr.ib()
+    podRoot = attr.ib()
+    stateDir = attr.ib()
+    supervisor = attr.ib(default="auto")
+    resyncInterval = attr.ib(default=30.0)
+    sessionTTL = attr.ib(default=15.0)
+    statusPort = attr.ib(default=None)
+    labels = attr.ib(default=attr.Factory(dict))
+    createUsers = attr.ib(default=True)
+    maxArtifactBytes = attr.ib(default=10 * 1024 ** 3)
+    diskBudget = attr.ib(default=10 * 1024 ** 3)
+    fetchTimeout = attr.ib(default=30.0)
+    p2exec = attr.ib(default=None)
+
+
+def _number(data, name, default, low=0.0):
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise UsageError("agent config %s: expected a number >= %s, got %r" % (name, low, value))
+    return value
+
+
+def agentConfig(path=None, flags=None, environ=None):
+    """
+    Build the agent's config from the file at C{path} (or the usual places)
+    and the command-line C{flags} (a dict; C{None} values are ignored).
+
+    @raise UsageError: for a bad file or setting; the message names it.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config = loadConfig(path, environ)
+    data = dict(config.data)
+    data.update(flags)
+    base = Config(data, config.path, config.environ)
+    stateDir = os.path.abspath(data.get("state_dir") or defaultStateDir(config.environ))
+    node = str(data.get("node") or socket.gethostname().split(".")[0])
+    if "/" in node:
+        raise UsageError("agent config node: %r must not contain '/'" % (node,))
+    try:
+        checkKey(node)
+    except Exception as e:
+        raise UsageError("agent config node: %s" % (e,))
+    supervisor = data.get("supervisor", "auto")
+    if supervisor not in ("auto", "runit", "builtin"):
+        raise UsageError("agent config supervisor: expected auto, runit or builtin, got %r"
+                         % (supervisor,))
+    labels = data.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise UsageError("agent config labels: expected a mapping, got %r" % (labels,))
+    port = data.get("status_port")
+    if port is not None:
+        port = int(_number(data, "status_port", 0))
+    return AgentConfig(
+        node=node,
+        store=base.storeURL(data.get("store")),
+        podRoot=os.path.abspath(data.get("pod_root") or os.path.join(stateDir, "pods")),
+        stateDir=stateDir,
+        supervisor=supervisor,
+        resyncInterval=_number(data, "resync_interval", 30.0, 0.1),
+        sessionTTL=_number(data, "session_ttl", 15.0, 1.0),
+        statusPort=port,
+        labels={str(k): str(v) for k, v in labels.items()},
+        createUsers=bool(data.get("create_users", True)),
+        maxArtifactBytes=int(_number(data, "max_artifact_bytes", 10 * 1024 ** 3, 1)),
+        diskBudget=int(_number(data, "disk_budget", 10 * 1024 ** 3, 0)),
+        fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),
+        p2exec=data.get("p2exec"),
+    )

@@ -1,0 +1,204 @@
+# -*- test-case-name: tests.test_agent_service -*-
+"""
+The machine agent service: registers the machine, watches this node's
+intent, resyncs periodically, and hands each pod to its L{PodWorker}.
+
+Failsafes (DESIGN.md):
+  - The agent acts on an intent listing only while C{intent/<node>} holds the
+    node marker; without it, nothing is installed or removed, and the log and
+    C{status/agents/<node>} say so.
+  - While the store is unreachable or the machine's session is lost, running
+    pods keep running and nothing is installed or removed.
+"""
+
+import json
+import time
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from p2twisted.agent.worker import PodWorker, backoffPolicy
+from p2twisted.store import keys, openStore
+from p2twisted.store.presence import Presence
+
+log = Logger()
+
+
+class AgentService(service.MultiService):
+    """
+    The agent.
+
+    @param config: an L{p2twisted.agent.config.AgentConfig}.
+    @param pods: the pod operations (deploy/remove/discover).
+    @param reactor: the reactor (clock, processes).
+    @param store: an open L{IStore}, or C{None} to open C{config.store}.
+    """
+
+    def __init__(self, config, pods, reactor, store=None, facts=None):
+        service.MultiService.__init__(self)
+        self.config = config
+        self.node = config.node
+        self.pods = pods
+        self.reactor = reactor
+        self.store = store
+        self.facts = facts or (lambda: {"node": self.node})
+        self.workers = {}
+        self.markerPresent = None
+        self.presence = None
+        self.lastSync = None
+        self._watch = None
+        self._resync = None
+        self._opening = None
+        self._openDelay = backoffPolicy(maximum=30.0)
+        self._openAttempts = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def startService(self):
+        service.MultiService.startService(self)
+        self._opening = self._open()
+
+    @defer.inlineCallbacks
+    def _open(self):
+        while self.store is None and self.running:
+            try:
+                self.store = yield openStore(self.config.store, self.reactor)
+            except Exception as e:
+                delay = self._openDelay(self._openAttempts)
+                self._openAttempts += 1
+                log.warn("cannot open store {url}: {error}; retrying in {delay:.1f}s",
+                         url=self.config.store, error=str(e), delay=delay)
+                yield task.deferLater(self.reactor, delay, lambda: None)
+        if not self.running:
+            return
+        self.presence = Presence(self.store, keys.machine(self.node), self._machineValue,
+                                 self.config.sessionTTL, self.reactor, onPresent=self._present)
+        self.presence.setServiceParent(self)
+        yield self._adoptOrphans()
+        self._watch = self.store.watch(keys.intentNode(self.node), self._intentChanged)
+        self._resync = task.LoopingCall(self.resync)
+        self._resync.clock = self.reactor
+        self._resync.start(self.config.resyncInterval, now=False)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        if self._resync is not None and self._resync.running:
+            self._resync.stop()
+        if self._watch is not None:
+            self._watch.cancel()
+        yield defer.gatherResults([w.stop() for w in self.workers.values()])
+        yield service.MultiService.stopService(self)
+        if self.store is not None:
+            yield self.store.close()
+
+    def canAct(self):
+        """
+        @return: whether the agent may install or remove anything now.
+        """
+        return self.presence is not None and self.presence.present
+
+    def _present(self):
+        for worker in self.workers.values():
+            worker.kick()
+
+    def _machineValue(self):
+        return json.dumps(self.facts(), sort_keys=True).encode()
+
+    # -- intent ----------------------------------------------------------------
+
+    def _intentChanged(self, snapshot):
+        return self._converge(snapshot, resync=False)
+
+    @defer.inlineCallbacks
+    def resync(self):
+        """
+        Re-read intent and reality in full and hand every pod to its worker.
+
+        @return: L{Deferred} firing when the pods have been handed over.
+        """
+        try:
+            snapshot = yield self.store.list(keys.intentNode(self.node))
+            yield self._converge(snapshot, resync=True)
+        except Exception as e:
+            log.warn("resync failed: {error}", error=str(e), node=self.node)
+
+    @defer.inlineCallbacks
+    def _converge(self, snapshot, resync):
+        markerKey = keys.intentNode(self.node)
+        if markerKey not in snapshot:
+            if self.markerPresent is not False:
+                log.warn("{key} holds no node marker: acting on nothing (failsafe); "
+                         "schedule a pod with 'p2 schedule --node {node}' to create it",
+                         key=markerKey, node=self.node, event="no-marker")
+            self.markerPresent = False
+            yield self._writeAgentStatus()
+            return
+        self.markerPresent = True
+        intents = {}
+        for key, entry in snapshot.items():
+            podId = keys.child(markerKey, key)
+            if podId is not None and key == keys.intent(self.node, podId):
+                intents[podId] = entry
+        reality = yield self.store.list(keys.realityNode(self.node))
+        realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
+        realPods.discard(None)
+        for podId in sorted(set(intents) | realPods):
+            self.worker(podId).update(intents.get(podId), resync=resync)
+        self.lastSync = time.time()
+        yield self._writeAgentStatus()
+
+    def worker(self, podId):
+        """
+        @return: the L{PodWorker} of C{podId}, created on first use.
+        """
+        if podId not in self.workers:
+            self.workers[podId] = PodWorker(self.pods, self.store, self.node, podId,
+                                            self.reactor, canAct=self.canAct)
+        return self.workers[podId]
+
+    @defer.inlineCallbacks
+    def _adoptOrphans(self):
+        """
+        Pods on disk in neither intent nor reality are written to reality, so
+        the normal loop removes them (subject to the marker failsafe).
+        """
+        onDisk = yield defer.maybeDeferred(self.pods.installedPods)
+        if not onDisk:
+            return
+        intent = yield self.store.list(keys.intentNode(self.node))
+        reality = yield self.store.list(keys.realityNode(self.node))
+        for podId, raw in sorted(onDisk.items()):
+            if keys.intent(self.node, podId) in intent or keys.reality(self.node, podId) in reality:
+                continue
+            log.info("pod {pod} is on disk but in neither intent nor reality; recording it in "
+                     "reality so it is removed", pod=podId, node=self.node, event="orphan")
+            yield self.store.put(keys.reality(self.node, podId), raw)
+
+    # -- status ----------------------------------------------------------------
+
+    def converged(self):
+        """
+        @return: whether every pod worker is idle and the agent can act.
+        """
+        return self.canAct() and all(w.state == "idle" for w in self.workers.values())
+
+    def statusRecord(self):
+        """
+        @return: the agent's status as a JSON-able dict.
+        """
+        return {
+            "node": self.node,
+            "store": self.config.store,
+            "connected": self.canAct(),
+            "converged": self.converged(),
+            "node_marker": self.markerPresent,
+            "last_sync": self.lastSync,
+            "pods": {podId: {"state": w.state, "attempts": w.attempts, "error": w.lastError}
+                     for podId, w in sorted(self.workers.items())},
+        }
+
+    def _writeAgentStatus(self):
+        record = json.dumps(self.statusRecord(), sort_keys=True).encode()
+        d = self.store.put(keys.status("agents", self.node), record)
+        return d.addErrback(lambda f: None)

@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_presence -*-
+"""
+Keeping an ephemeral key present for as long as this process runs, across
+store outages and session expiry: the agent's C{machines/<node>}.
+
+A session, once lost, stays lost (locks held under it must stop protecting
+work); L{Presence} therefore opens a fresh session and creates the key again.
+When the key still exists from an earlier session of ours (an agent restarted
+faster than its old session expired) it retries until that one is gone.
+"""
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from p2twisted.errors import KeyExists, StoreError
+
+log = Logger()
+
+
+class Presence(service.Service):
+    """
+    Keeps C{key} present as an ephemeral key holding C{value()}.
+
+    @ivar session: the current L{ISession}, or C{None} while there is none.
+    """
+
+    def __init__(self, store, key, value, ttl, clock, retryDelay=1.0, maxDelay=30.0,
+                 onPresent=None):
+        self.store = store
+        self.key = key
+        self.value = value
+        self.ttl = ttl
+        self.clock = clock
+        self.retryDelay = retryDelay
+        self.maxDelay = maxDelay
+        self.session = None
+        self.onPresent = onPresent
+        self._delay = retryDelay
+        self._call = None
+        self._present = []
+
+    def startService(self):
+        service.Service.startService(self)
+        self._establish()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        session, self.session = self.session, None
+        if session is not None and not session.lost:
+            return session.close().addErrback(lambda f: None)
+
+    @property
+    def present(self):
+        """Whether the key is held by a live session of ours."""
+        return self.session is not None and not self.session.lost
+
+    def whenPresent(self):
+        """
+        @return: L{Deferred} firing once the key is present.
+        """
+        if self.present:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._present.append(d)
+        return d
+
+    def update(self):
+        """
+        Write the current C{value()} to the key (keeping it ephemeral).
+
+        @return: L{Deferred} firing when written (or at once when not present:
+            the next creation writes the fresh value).
+        """
+        if not self.present:
+            return defer.succeed(None)
+        return self.store.put(self.key, self.value()).addErrback(
+            lambda f: log.warn("cannot update {key}: {error}", key=self.key,
+                               error=f.getErrorMessage()))
+
+    @defer.inlineCallbacks
+    def _establish(self):
+        self._call = None
+        if not self.running:
+            return
+        try:
+            if self.session is None or self.session.lost:
+                self.session = yield self.store.session(self.ttl)
+            yield self.session.createEphemeral(self.key, self.value())
+        except KeyExists:
+            log.info("{key} still held by an earlier session; retrying", key=self.key)
+            self._retry()
+            return
+        except StoreError as e:
+            log.warn("cannot register {key}: {error}; retrying", key=self.key, error=str(e))
+            self._retry()
+            return
+        if not self.running:
+            yield self.session.close()
+            return
+        self._delay = self.retryDelay
+        log.info("registered {key}", key=self.key, event="present")
+        session = self.session
+        session.whenLost().addCallback(lambda _: self._lost(session))
+        waiters, self._present = self._present, []
+        for d in waiters:
+            d.callback(None)
+        if self.onPresent is not None:
+            self.onPresent()
+
+    def _lost(self, session):
+        if not self.running or session is not self.session:
+            return
+        log.warn("session holding {key} was lost; registering again", key=self.key, event="lost")
+        self.session = None
+        self._establish()
+
+    def _retry(self):
+        if self.running:
+            self._call = self.clock.callLater(self._delay, self._establish)
+            self._delay = min(self._delay * 2, self.maxDelay)

@@ -1,0 +1,170 @@
+"""
+The agent service: node-marker failsafe, watch plus periodic resync,
+presence in C{machines/<node>}, orphan adoption and the status endpoint.
+"""
+
+import json
+
+from treq.testing import StubTreq
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from p2twisted.agent.config import AgentConfig
+from p2twisted.agent.service import AgentService
+from p2twisted.agent.web import StatusResource
+from p2twisted.store import keys
+from p2twisted.store.memory import MemoryState, MemoryStore
+from tests.test_agent_worker import V1, V2, FakePods
+
+
+class Pods(FakePods):
+
+    def __init__(self, onDisk=None):
+        FakePods.__init__(self)
+        self.onDisk = onDisk or {}
+
+    def installedPods(self):
+        return self.onDisk
+
+
+class AgentServiceTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+        self.pods = Pods()
+
+    def startAgent(self, node="n1"):
+        config = AgentConfig(node=node, store="memory://", podRoot="/nonexistent",
+                             stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+        agent = AgentService(config, self.pods, self.clock,
+                             store=MemoryStore(self.state, self.clock))
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        return agent
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def get(self, key):
+        entry = self.successResultOf(self.store.get(key))
+        return entry.value if entry else None
+
+    def schedule(self, node, value):
+        self.put(keys.intentNode(node), b'{"node": "%s"}' % node.encode())
+        self.put(keys.intent(node, "web"), value)
+
+    def test_registersMachine(self):
+        """
+        The agent registers C{machines/<node>} as an ephemeral key with its
+        facts.
+        """
+        agent = self.startAgent()
+        entry = self.successResultOf(self.store.get(keys.machine("n1")))
+        self.assertIsNotNone(entry.owner)
+        self.assertEqual(json.loads(entry.value)["node"], "n1")
+        self.assertTrue(agent.canAct())
+
+    def test_deploysScheduledPod(self):
+        """
+        A pod scheduled for this node (with its marker) is deployed and
+        recorded in reality; another node's intent is ignored.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", V1)
+        self.schedule("n2", V2)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
+        self.assertIsNone(self.get(keys.reality("n2", "web")))
+        self.assertTrue(agent.converged())
+
+    def test_markerFailsafe(self):
+        """
+        Without the node marker the agent removes nothing, even with reality
+        present and intent empty, and says so in its status.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        agent = self.startAgent()
+        self.clock.advance(120)
+        self.assertEqual(self.pods.calls, [])
+        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
+        self.assertIs(agent.markerPresent, False)
+        status = json.loads(self.get(keys.status("agents", "n1")))
+        self.assertIs(status["node_marker"], False)
+
+    def test_markerPresentEmptyIntentRemoves(self):
+        """
+        With the marker and no pods in intent, reality is removed: the node
+        was drained on purpose.
+        """
+        self.put(keys.intentNode("n1"), b"{}")
+        self.put(keys.reality("n1", "web"), V1)
+        self.startAgent()
+        self.assertEqual([c[0] for c in self.pods.calls], ["remove"])
+        self.assertIsNone(self.get(keys.reality("n1", "web")))
+
+    def test_resyncCatchesMissedChange(self):
+        """
+        A change the watch missed is found by the periodic resync.
+        """
+        agent = self.startAgent()
+        agent._watch.cancel()
+        self.schedule("n1", V1)
+        self.assertEqual(self.pods.calls, [])
+        self.clock.advance(30)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+
+    def test_sessionLossFreezesThenRecovers(self):
+        """
+        While the machine's session is lost (and no new one can be had) the
+        agent installs and removes nothing; once it registers again with a
+        new session, it converges.
+        """
+        agent = self.startAgent()
+        pending = defer.Deferred()
+        agentStore = agent.store
+        realSession = agentStore.session
+        agentStore.session = lambda ttl: pending
+        self.successResultOf(agent.presence.session.close())
+        self.assertFalse(agent.canAct())
+        self.assertIsNone(self.get(keys.machine("n1")))
+        self.schedule("n1", V1)
+        self.clock.advance(10)
+        self.assertEqual(self.pods.calls, [])
+        realSession(10.0).chainDeferred(pending)
+        self.assertTrue(agent.canAct())
+        self.assertIsNotNone(self.get(keys.machine("n1")))
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+
+    def test_orphansRecordedInReality(self):
+        """
+        A pod on disk in neither intent nor reality is written to reality, so
+        the normal loop removes it once the marker says the node is managed.
+        """
+        self.pods.onDisk = {"web": V1}
+        self.put(keys.intentNode("n1"), b"{}")
+        self.startAgent()
+        self.assertEqual([c[0] for c in self.pods.calls], ["remove"])
+
+    @defer.inlineCallbacks
+    def test_statusEndpoint(self):
+        """
+        C{GET /_status} answers 200 with the pods once converged, and 503
+        while a pod is failing.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", V1)
+        client = StubTreq(StatusResource(agent).resource())
+        response = yield client.get("http://agent/_status")
+        self.assertEqual(response.code, 200)
+        body = json.loads((yield response.content()))
+        self.assertEqual(body["pods"]["web"]["state"], "idle")
+        self.assertEqual(body["node"], "n1")
+        from p2twisted.errors import ArtifactError
+        self.pods.fail = ArtifactError("digest mismatch")
+        self.put(keys.intent("n1", "web"), V2)
+        response = yield client.get("http://agent/_status")
+        self.assertEqual(response.code, 503)
+        body = json.loads((yield response.content()))
+        self.assertIn("digest mismatch", body["pods"]["web"]["error"])

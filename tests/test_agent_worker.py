@@ -1,0 +1,233 @@
+"""
+The pod worker converges one pod by canonical SHA, retries with backoff and
+records every attempt's outcome.
+"""
+
+import json
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from p2twisted.agent.worker import BACKOFF, IDLE, WORKING, PodWorker, backoffPolicy
+from p2twisted.errors import ArtifactError
+from p2twisted.store import keys
+from p2twisted.store.memory import MemoryStore
+
+V1 = b"""id: web
+launchables:
+  app: {launchable_type: hoist, location: "file:///a/app_1.tar.gz"}
+"""
+V1_REFORMATTED = b"""# same meaning, other bytes
+id: 'web'
+launchables:
+  app:
+    location: "file:///a/app_1.tar.gz"
+    launchable_type: hoist
+"""
+V2 = V1.replace(b"app_1", b"app_2")
+
+
+class FakePods(object):
+    """
+    Records deploys and removals; each may be made to fail or to wait.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.fail = None
+        self.gate = None
+
+    def deploy(self, manifest, old):
+        self.calls.append(("deploy", manifest.sha(), old.sha() if old else None))
+        return self._outcome()
+
+    def remove(self, manifest, podId):
+        self.calls.append(("remove", manifest.sha() if manifest else None, podId))
+        return self._outcome()
+
+    def _outcome(self):
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            return gate
+        if self.fail is not None:
+            return defer.fail(self.fail)
+        return defer.succeed(None)
+
+
+class WorkerTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.pods = FakePods()
+        self.worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                                backoff=backoffPolicy(jitter=0))
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def reality(self):
+        entry = self.successResultOf(self.store.get(keys.reality("n1", "web")))
+        return entry.value if entry else None
+
+    def status(self):
+        entry = self.successResultOf(self.store.get(keys.status("pods", "n1", "web")))
+        return json.loads(entry.value)
+
+    def test_installWritesReality(self):
+        """
+        Intent without reality deploys; reality is then the intent's original
+        bytes, and the status says running with the SHA.
+        """
+        intent = self.put(keys.intent("n1", "web"), V1)
+        self.worker.update(intent)
+        self.assertEqual(self.worker.state, IDLE)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(self.reality(), V1)
+        status = self.status()
+        self.assertEqual((status["state"], status["error"]), ("running", None))
+
+    def test_sameSHANothing(self):
+        """
+        Reality with the same canonical SHA as intent (other bytes) is left
+        alone.
+        """
+        self.put(keys.reality("n1", "web"), V1_REFORMATTED)
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.assertEqual(self.pods.calls, [])
+        self.assertEqual(self.reality(), V1_REFORMATTED)
+
+    def test_upgradeGivesOldManifest(self):
+        """
+        A different SHA deploys the new manifest with the old one, so the
+        operations can install before halting.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        from p2twisted.manifest import parseManifest
+        self.assertEqual(self.pods.calls,
+                         [("deploy", parseManifest(V2).sha(), parseManifest(V1).sha())])
+        self.assertEqual(self.reality(), V2)
+
+    def test_removeDeletesReality(self):
+        """
+        Reality without intent removes the pod, then deletes reality.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        self.worker.update(None)
+        self.assertEqual(self.pods.calls[0][0], "remove")
+        self.assertIsNone(self.reality())
+        self.assertEqual(self.status()["state"], "removed")
+
+    def test_failureBacksOffAndKeepsReality(self):
+        """
+        A failed deploy leaves reality as it was, records the error and the
+        attempt count, and retries after 1 s, then 2 s.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        self.pods.fail = ArtifactError("fetching file:///a/app_2.tar.gz: 404 Not Found")
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.assertEqual(self.worker.state, BACKOFF)
+        self.assertEqual(self.reality(), V1)
+        status = self.status()
+        self.assertEqual(status["state"], "failed")
+        self.assertIn("404", status["error"])
+        self.assertEqual(status["attempts"], 1)
+        self.clock.advance(0.99)
+        self.assertEqual(len(self.pods.calls), 1)
+        self.clock.advance(0.02)
+        self.assertEqual(len(self.pods.calls), 2)
+        self.clock.advance(1.99)
+        self.assertEqual(len(self.pods.calls), 2)
+        self.pods.fail = None
+        self.clock.advance(0.02)
+        self.assertEqual(len(self.pods.calls), 3)
+        self.assertEqual(self.worker.state, IDLE)
+        self.assertEqual(self.reality(), V2)
+
+    def test_backoffCapped(self):
+        """
+        The backoff doubles from 1 s and is capped at 60 s, plus jitter.
+        """
+        delay = backoffPolicy(jitter=0.1, random=lambda: 1.0)
+        self.assertEqual(delay(0), 1.1)
+        self.assertEqual(delay(3), 8.8)
+        self.assertAlmostEqual(delay(20), 66.0)
+
+    def test_latestWinsDuringWork(self):
+        """
+        News arriving during an attempt is acted on when it ends: the latest
+        intent wins, intermediate ones are skipped.
+        """
+        gate = defer.Deferred()
+        self.pods.gate = gate
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.assertEqual(self.worker.state, WORKING)
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.worker.update(self.put(keys.intent("n1", "web"), V1.replace(b"app_1", b"app_3")))
+        gate.callback(None)
+        self.assertEqual(self.worker.state, IDLE)
+        self.assertEqual(len(self.pods.calls), 2)
+        self.assertIn(b"app_3", self.reality())
+
+    def test_newsResetsBackoff(self):
+        """
+        New intent during a backoff is tried at once.
+        """
+        self.pods.fail = ArtifactError("boom")
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.clock.advance(1.1)
+        self.clock.advance(2.2)
+        self.assertEqual(len(self.pods.calls), 3)
+        self.pods.fail = None
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.assertEqual(len(self.pods.calls), 4)
+        self.assertEqual(self.worker.state, IDLE)
+
+    def test_invalidIntentNotRetried(self):
+        """
+        An intent that is not a valid manifest is recorded as invalid and not
+        retried until it changes; nothing is deployed or removed.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        bad = self.put(keys.intent("n1", "web"), b"id: web\nlaunchables: 7\n")
+        self.worker.update(bad)
+        self.assertEqual(self.pods.calls, [])
+        self.assertEqual(self.status()["state"], "invalid")
+        self.assertIn("launchables", self.status()["error"])
+        self.worker.update(bad, resync=True)
+        self.clock.advance(120)
+        self.assertEqual(self.pods.calls, [])
+        self.assertEqual(self.reality(), V1)
+
+    def test_cannotActFreezes(self):
+        """
+        While the agent cannot act (store unreachable, session lost) nothing
+        is deployed or removed; the worker retries later.
+        """
+        allowed = [False]
+        worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                           canAct=lambda: allowed[0], backoff=backoffPolicy(jitter=0))
+        self.put(keys.reality("n1", "web"), V1)
+        worker.update(None)
+        self.clock.advance(10)
+        self.assertEqual(self.pods.calls, [])
+        self.assertEqual(self.reality(), V1)
+        allowed[0] = True
+        self.clock.advance(60)
+        self.assertEqual(self.pods.calls[0][0], "remove")
+
+    def test_stopWaitsForAttempt(self):
+        """
+        C{stop} fires only after the attempt in progress ends, and no retry
+        follows.
+        """
+        gate = defer.Deferred()
+        self.pods.gate = gate
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        stopped = self.worker.stop()
+        self.assertNoResult(stopped)
+        gate.errback(ArtifactError("late failure"))
+        self.successResultOf(stopped)
+        self.clock.advance(100)
+        self.assertEqual(len(self.pods.calls), 1)

@@ -1,0 +1,69 @@
+"""
+Presence keeps an ephemeral key alive across session losses.
+"""
+
+from twisted.internet import task
+from twisted.trial import unittest
+
+from p2twisted.store.memory import MemoryState, MemoryStore
+from p2twisted.store.presence import Presence
+
+
+class PresenceTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.reader = MemoryStore(self.state, self.clock)
+
+    def value(self):
+        entry = self.successResultOf(self.reader.get("machines/n1"))
+        return entry.value if entry else None
+
+    def test_recreatedAfterExpiry(self):
+        """
+        When the session expires the key vanishes, and Presence creates it
+        again with a new session and the current value.
+        """
+        facts = [b"v1"]
+        store = MemoryStore(self.state, self.clock)
+        presence = Presence(store, "machines/n1", lambda: facts[0], 5.0, self.clock)
+        presence.startService()
+        self.addCleanup(presence.stopService)
+        self.assertEqual(self.value(), b"v1")
+        first = presence.session
+        facts[0] = b"v2"
+        first._stopHeartbeat()
+        self.clock.advance(5.1)
+        self.assertTrue(first.lost)
+        self.assertIsNot(presence.session, first)
+        self.assertEqual(self.value(), b"v2")
+
+    def test_waitsForEarlierHolder(self):
+        """
+        A key still held by an earlier session (a restarted agent) is taken
+        over once that session has expired, retrying with backoff meanwhile.
+        """
+        old = MemoryStore(self.state, self.clock)
+        oldSession = self.successResultOf(old.session(5.0))
+        self.successResultOf(oldSession.createEphemeral("machines/n1", b"old"))
+        old.crash()
+        store = MemoryStore(self.state, self.clock)
+        presence = Presence(store, "machines/n1", lambda: b"new", 5.0, self.clock)
+        presence.startService()
+        self.addCleanup(presence.stopService)
+        self.assertFalse(presence.present)
+        self.assertEqual(self.value(), b"old")
+        self.clock.pump([1] * 10)
+        self.assertTrue(presence.present)
+        self.assertEqual(self.value(), b"new")
+
+    def test_stopRemovesKey(self):
+        """
+        Stopping the service closes the session, so the key goes at once.
+        """
+        store = MemoryStore(self.state, self.clock)
+        presence = Presence(store, "machines/n1", lambda: b"x", 5.0, self.clock)
+        presence.startService()
+        self.successResultOf(presence.stopService())
+        self.assertIsNone(self.value())
