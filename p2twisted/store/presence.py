@@ -37,6 +37,7 @@ class Presence(service.Service):
         self.session = None
         self.onPresent = onPresent
         self._delay = retryDelay
+        self._held = False
         self._call = None
         self._present = []
 
@@ -55,7 +56,7 @@ class Presence(service.Service):
     @property
     def present(self):
         """Whether the key is held by a live session of ours."""
-        return self.session is not None and not self.session.lost
+        return self._held and self.session is not None and not self.session.lost
 
     def whenPresent(self):
         """
@@ -101,6 +102,7 @@ class Presence(service.Service):
             yield self.session.close()
             return
         self._delay = self.retryDelay
+        self._held = True
         log.info("registered {key}", key=self.key, event="present")
         session = self.session
         session.whenLost().addCallback(lambda _: self._lost(session))
@@ -115,6 +117,7 @@ class Presence(service.Service):
             return
         log.warn("session holding {key} was lost; registering again", key=self.key, event="lost")
         self.session = None
+        self._held = False
         self._establish()
 
     def _retry(self):
