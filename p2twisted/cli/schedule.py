@@ -9,7 +9,7 @@ from twisted.internet import defer
 
 from p2twisted import intent
 from p2twisted.errors import P2Error
-from p2twisted.manifest import parseManifest
+from p2twisted.cli.manifest import readManifest
 from p2twisted.store.common import checkKey
 
 
@@ -18,7 +18,8 @@ def register(subparsers):
         "schedule", help="write a pod manifest into a node's intent",
         description="Validate a pod manifest and write it to intent/<node>/<pod_id>; the "
                     "node's agent installs and runs it.")
-    sched.add_argument("manifest", metavar="FILE", help="pod manifest (YAML, may be PGP clear-signed)")
+    sched.add_argument("manifest", metavar="FILE",
+                       help="pod manifest (YAML, may be PGP clear-signed); - reads stdin")
     sched.add_argument("--node", default=None, help="target node (default: this host's name)")
     sched.set_defaults(run=runSchedule)
 
@@ -41,17 +42,9 @@ def nodeName(name):
     return name
 
 
-def readFile(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise P2Error("cannot read %s: %s" % (path, e.strerror))
-
-
 @defer.inlineCallbacks
 def runSchedule(options):
-    manifest = parseManifest(readFile(options.manifest), source=options.manifest)
+    manifest = readManifest(options.manifest)
     node = nodeName(options.node)
     store = yield options.openStore()
     try:
