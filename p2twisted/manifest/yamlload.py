@@ -1,0 +1,64 @@
+# -*- test-case-name: tests.test_manifest -*-
+"""
+Loading a manifest's YAML into a node tree and a mapping, with every YAML
+error turned into a L{ManifestError}.
+"""
+
+import yaml
+
+from p2twisted.errors import ManifestError
+from p2twisted.manifest.validate import _describe, _oneLine
+
+
+class _Loader(yaml.SafeLoader):
+    """
+    A safe loader leaving timestamps as text, as P2's Go decoder does for
+    untyped fields, and as JSON needs.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _loadYAML(body, source):
+    """
+    @return: C{(root, document)}: the node tree and the mapping built from
+        it.
+    @raise ManifestError: if C{body} is not YAML of a mapping.
+    """
+    try:
+        loader = _Loader(body)
+        try:
+            root = loader.get_single_node()
+            document = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise ManifestError(["yaml: " + _describeYAMLError(e)], source)
+    except RecursionError:
+        raise ManifestError(["yaml: the document is nested too deeply"], source)
+    except (ValueError, TypeError, AttributeError) as e:
+        # PyYAML's constructors let these out for values like "!!int x".
+        raise ManifestError(["yaml: cannot build a value: " + _oneLine(str(e))], source)
+    expected = "a mapping with id and launchables"
+    if document is None:
+        raise ManifestError(["manifest: the document is empty; expected %s" % (expected,)], source)
+    if not isinstance(document, dict):
+        raise ManifestError(["manifest: expected %s, got %s" % (expected, _describe(document))],
+                            source)
+    return root, document
+
+
+def _describeYAMLError(error):
+    if isinstance(error, yaml.reader.ReaderError):
+        return "%s at byte %d" % (str(error).splitlines()[0], error.position)
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return _oneLine(str(error))
+    text = "line %d, column %d: %s" % (mark.line + 1, mark.column + 1, error.problem)
+    if error.context:
+        context = error.context_mark
+        text += " (%s%s)" % (error.context, "" if context is None else " at line %d, column %d"
+                             % (context.line + 1, context.column + 1))
+    return _oneLine(text)
