@@ -1,0 +1,136 @@
+# -*- test-case-name: tests.test_agent_process -*-
+"""
+Running a short-lived command with hard time limits: C{bin/enable},
+C{bin/disable}, hooks.
+
+The command runs in a new session (its own process group).  After
+C{termAfter} seconds the whole group gets SIGTERM, after C{killAfter} SIGKILL;
+when the command ends, whatever it left behind in its group is killed too, so
+none of its processes remain and the caller never waits past C{killAfter}.
+"""
+
+import os
+import shutil
+import signal
+
+import attr
+from twisted.internet import defer, error, protocol
+
+
+@attr.s
+class Result(object):
+    """
+    How a bounded command ended.
+
+    @ivar exitCode: its exit status, or C{None} when killed by a signal.
+    @ivar signal: the signal that ended it, or C{None}.
+    @ivar output: its stdout and stderr, interleaved (bytes).
+    @ivar timedOut: whether it was still running at C{termAfter}.
+    @ivar duration: seconds it ran.
+    """
+
+    exitCode = attr.ib()
+    signal = attr.ib()
+    output = attr.ib()
+    timedOut = attr.ib()
+    duration = attr.ib()
+
+    @property
+    def failed(self):
+        return self.exitCode != 0
+
+    def describe(self):
+        """
+        @return: e.g. C{"exit 3"}, C{"killed by SIGKILL after timeout"}.
+        """
+        if self.exitCode is not None:
+            text = "exit %d" % (self.exitCode,)
+        else:
+            try:
+                text = "killed by %s" % (signal.Signals(self.signal).name,)
+            except ValueError:
+                text = "killed by signal %s" % (self.signal,)
+        if self.timedOut:
+            text += " after timeout"
+        return text
+
+    def tail(self, lines=10):
+        """
+        @return: the last C{lines} lines of output, as text.
+        """
+        return "\n".join(self.output.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _killGroup(pid, sig):
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        pass
+
+
+class _Bounded(protocol.ProcessProtocol):
+
+    def __init__(self, reactor, termAfter, killAfter, maxOutput):
+        self.reactor = reactor
+        self.termAfter = termAfter
+        self.killAfter = killAfter
+        self.maxOutput = maxOutput
+        self.output = bytearray()
+        self.timedOut = False
+        self.ended = defer.Deferred()
+        self._timers = []
+
+    def connectionMade(self):
+        self.started = self.reactor.seconds()
+        self.pid = self.transport.pid
+        self._timers = [self.reactor.callLater(self.termAfter, self._timeout, signal.SIGTERM),
+                        self.reactor.callLater(self.killAfter, self._timeout, signal.SIGKILL)]
+
+    def _timeout(self, sig):
+        self.timedOut = True
+        _killGroup(self.pid, sig)
+
+    def outReceived(self, data):
+        self.output += data
+        del self.output[:-self.maxOutput]
+
+    errReceived = outReceived
+
+    def processExited(self, reason):
+        # What it left behind still holds our pipes open: end it now.
+        _killGroup(self.pid, signal.SIGKILL)
+
+    def processEnded(self, reason):
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        code = sig = None
+        if reason.check(error.ProcessDone):
+            code = 0
+        else:
+            code, sig = reason.value.exitCode, reason.value.signal
+        self.ended.callback(Result(code, sig, bytes(self.output), self.timedOut,
+                                   self.reactor.seconds() - self.started))
+
+
+def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=None,
+               maxOutput=64 * 1024):
+    """
+    Run C{argv} in its own session with hard time limits.
+
+    @param env: the environment (default: the agent's own).
+    @param maxOutput: keep at most this many bytes of output (the last ones).
+    @return: L{Deferred} firing with a L{Result} once the command has ended
+        and none of its process group remains; never later than about
+        C{killAfter} seconds.
+    """
+    setsid = shutil.which("setsid")
+    if setsid:
+        argv = [setsid] + list(argv)
+    proto = _Bounded(reactor, termAfter, killAfter, maxOutput)
+    try:
+        reactor.spawnProcess(proto, argv[0], list(argv), env=os.environ.copy() if env is None else env,
+                             path=path)
+    except OSError as e:
+        return defer.succeed(Result(127, None, str(e).encode(), False, 0.0))
+    return proto.ended
