@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet import defer, task  # noqa: E402
 
 from p2twisted.store import openStore  # noqa: E402
+from p2twisted.store.memory import MemoryStore  # noqa: E402
 
 
 def percentile(values, p):
@@ -84,7 +85,10 @@ def watchLatency(reactor, writer, watcher, samples):
 @defer.inlineCallbacks
 def benchBackend(reactor, name, url, args):
     store = yield openStore(url, reactor)
-    other = yield openStore(url, reactor)
+    if name == "memory":
+        other = MemoryStore(store.state, reactor)  # a second client of the same data
+    else:
+        other = yield openStore(url, reactor)
     value = b"x" * 256
     try:
         puts = yield pipelined(args.ops, args.window, lambda i: store.put("bench/k%d" % i, value))

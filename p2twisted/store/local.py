@@ -1,0 +1,748 @@
+# -*- test-case-name: tests.test_store_local -*-
+"""
+The embedded default store: one SQLite file in WAL mode, shared safely by the
+CLI and every agent and farm process of one host.
+
+    local:///var/lib/p2/state.db[?sync=normal][&poll=0.005]
+
+The file holds::
+
+    entries(key PRIMARY KEY, version, owner, value)   owner: session id or NULL
+    sessions(id PRIMARY KEY, ttl, expires)           expires: wall-clock seconds
+    meta(name PRIMARY KEY, value)                    'revision', 'pruned'
+    changes(rev, key)                                the keys each revision wrote
+
+Every write is one C{BEGIN IMMEDIATE} transaction that first reaps expired
+sessions (and their keys), then takes the next global revision, stamps it as
+the version of everything it writes and logs the written keys in C{changes}.
+Versions are thus unique, also across delete and re-create.  Reads treat keys
+of expired sessions as absent, so correctness never depends on a reaper.
+
+SQLite calls run on one worker thread per store (a write may wait up to
+L{BUSY_TIMEOUT} for another process's lock).  Watches hear of our own writes
+at once.  Other processes' writes are noticed by a C{PRAGMA data_version} on
+the reactor thread every C{poll} seconds (a few microseconds, never waits);
+only when it moves does the worker read the unseen C{changes} rows, and only
+watches covering those keys re-read their subtree.
+"""
+
+import os
+import sqlite3
+import uuid
+from urllib.parse import parse_qs
+
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from p2twisted.errors import (
+    AlreadyLocked, KeyExists, SessionLost, StoreUnavailable, UsageError, VersionConflict)
+from p2twisted.store.common import (
+    Check, Create, Delete, Delivery, Entry, Put, checkKey, checkOps, checkPrefix,
+    checkValue, inSubtree)
+from p2twisted.store.interfaces import ILock, ISession, IStore
+
+BACKEND = "local"
+
+#: Seconds a write waits for another process's write lock before failing.
+BUSY_TIMEOUT = 10.0
+
+#: Default seconds between two looks for other processes' writes.
+DEFAULT_POLL = 0.005
+
+#: Most seconds between two looks for expired sessions (while polling).
+REAP_INTERVAL = 0.25
+
+#: Revisions of C{changes} rows kept; a client further behind re-reads all.
+KEEP_CHANGES = 10000
+
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, version INTEGER NOT NULL, owner TEXT, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_owner ON entries(owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS changes (
+    rev INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (rev, key)) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('pruned', 0), ('schema', 1);
+COMMIT;
+"""
+
+#: Live entries: persistent, or owned by a session that has not expired.
+_SELECT = ("SELECT e.key, e.value, e.version, e.owner FROM entries e"
+           " LEFT JOIN sessions s ON s.id = e.owner"
+           " WHERE (e.owner IS NULL OR s.expires > :now)")
+
+log = Logger()
+
+
+def parseURL(url):
+    """
+    Split a C{local://} URL; a path without a leading C{/} is relative to
+    the working directory.
+
+    @return: C{(absolute path, "FULL" or "NORMAL", poll seconds)}
+    @raise UsageError: for a malformed URL or an unknown parameter.
+    """
+    if not url.startswith("local://"):
+        raise UsageError("not a local store URL: %r (expected local:///path/state.db)" % (url,))
+    path, _, query = url[len("local://"):].partition("?")
+    if not path:
+        raise UsageError("local store URL %r names no file (expected local:///path/state.db)"
+                         % (url,))
+    params = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"sync", "poll"})
+    if unknown:
+        raise UsageError("local store URL %r: unknown parameter %r (known: sync, poll)"
+                         % (url, unknown[0]))
+    sync = params.get("sync", ["full"])[-1].upper()
+    if sync not in ("FULL", "NORMAL"):
+        raise UsageError("local store URL %r: sync must be 'full' or 'normal'" % (url,))
+    try:
+        poll = float(params.get("poll", [DEFAULT_POLL])[-1])
+    except ValueError:
+        poll = -1.0
+    if not 0 < poll <= 10:
+        raise UsageError("local store URL %r: poll must be seconds in (0, 10]" % (url,))
+    return os.path.abspath(path), sync, poll
+
+
+class _OpenFailed(Exception):
+    """Opening failed; C{args} are the reason and what to do."""
+
+
+def _cannotOpen(path, error):
+    """
+    @return: the one-line L{StoreUnavailable} for failing to open C{path}.
+    """
+    if isinstance(error, _OpenFailed):
+        reason, advice = error.args
+    else:
+        reason = str(error).replace("\n", " ") or type(error).__name__
+        if "not a database" in reason or "malformed" in reason:
+            advice = ("the file is damaged or is not a p2 store: move it aside (a new store is"
+                      " created in its place) or restore it from a backup")
+        elif "readonly" in reason:
+            advice = "make the file and its directory writable by this user"
+        else:
+            advice = "check that the file and its directory exist and are writable by this user"
+    return StoreUnavailable(None, BACKEND, "cannot open local store at %s: %s; %s"
+                            % (path, reason, advice))
+
+
+class _Txn(object):
+    """One write transaction: its connection, time, revision, changed keys."""
+
+    def __init__(self, conn, now, rev):
+        self.conn, self.now, self.rev, self.changed = conn, now, rev, []
+
+
+class _Database(object):
+    """
+    The SQL of one store client.  C{conn} is used only from the worker
+    thread; C{watcher} (busy timeout 0) only by L{changedSince} on the
+    reactor thread.
+    """
+
+    def __init__(self, path, sync, clock):
+        self.path, self.sync, self.clock = path, sync, clock
+        self.conn = self.watcher = None
+        self.lastSeen = 0      # every changes row up to this revision was looked at
+        self.own = set()       # our own revisions above lastSeen
+        self.dataVersion = None
+
+    def open(self):
+        """
+        Create the directory and the schema if missing, then reap.
+
+        @return: the keys reaped.
+        """
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise _OpenFailed("cannot create directory %s (%s)" % (directory, e.strerror),
+                              "choose a path whose directory exists or can be created")
+        for target, mode in ((directory, os.W_OK | os.X_OK), (self.path, os.R_OK | os.W_OK)):
+            if os.path.exists(target) and not os.access(target, mode):
+                raise _OpenFailed("permission denied on %s" % (target,),
+                                  "run as the user owning the store, or fix its permissions")
+        conn = self._connect(BUSY_TIMEOUT)
+        try:
+            (mode,), = conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            if mode.lower() != "wal":
+                raise _OpenFailed("the file system does not support WAL mode (got %s)" % (mode,),
+                                  "put the store on a local file system")
+            conn.execute("PRAGMA synchronous=%s" % (self.sync,))
+            conn.executescript(_SCHEMA)
+            self.conn, self.watcher = conn, self._connect(0)
+            self.changedSince()
+            self.lastSeen = self._meta("revision")
+        except BaseException:
+            conn.close()
+            self.close()
+            raise
+        return self.reapIfDue()
+
+    def _connect(self, timeout):
+        return sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+
+    def close(self):
+        for conn in (self.conn, self.watcher):
+            if conn is not None:
+                conn.close()
+        self.conn = self.watcher = None
+
+    def _meta(self, name):
+        (value,), = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchall()
+        return value
+
+    def changedSince(self):
+        """
+        Whether any connection but C{watcher} committed since the last call.
+        A few microseconds, no disk I/O, never waits: a busy file counts as
+        changed.
+        """
+        try:
+            (version,), = self.watcher.execute("PRAGMA data_version").fetchall()
+        except sqlite3.Error:
+            return True
+        changed, self.dataVersion = version != self.dataVersion, version
+        return changed
+
+    # -- reads (worker thread) ---------------------------------------------
+
+    def get(self, key):
+        rows = self.conn.execute(_SELECT + " AND e.key = :key",
+                                 {"now": self.clock.seconds(), "key": key}).fetchall()
+        return Entry(*rows[0]) if rows else None
+
+    def snapshot(self, prefix):
+        sql = _SELECT + (" AND (e.key = :p OR (e.key >= :lo AND e.key < :hi))" if prefix else "")
+        args = {"now": self.clock.seconds(), "p": prefix, "lo": prefix + "/", "hi": prefix + "0"}
+        return {row[0]: Entry(*row) for row in self.conn.execute(sql, args)}
+
+    def poll(self, changed, reap):
+        """
+        Read the unseen change log if C{changed}; reap if C{reap}.
+
+        @return: C{(foreign, reaped)}: the keys other clients wrote (C{None}
+            if the log was pruned past us: assume everything), keys we reaped.
+        """
+        return (self._unseenChanges() if changed else []), (self.reapIfDue() if reap else [])
+
+    def _unseenChanges(self):
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            rows = c.execute("SELECT rev, key FROM changes WHERE rev > ?",
+                             (self.lastSeen,)).fetchall()
+            pruned = self._meta("pruned")
+        finally:
+            c.execute("COMMIT")
+        keys = None if pruned > self.lastSeen else [k for r, k in rows if r not in self.own]
+        self.lastSeen = max([self.lastSeen, pruned] + [r for r, _ in rows])
+        self.own = {r for r in self.own if r > self.lastSeen}
+        return keys
+
+    def reapIfDue(self):
+        """
+        Reap, if a cheap read finds an expired session.
+
+        @return: the keys reaped.
+        """
+        if not self.conn.execute("SELECT 1 FROM sessions WHERE expires <= ? LIMIT 1",
+                                 (self.clock.seconds(),)).fetchall():
+            return []
+        return self.write(lambda txn: None)[1]
+
+    # -- writes (worker thread) --------------------------------------------
+
+    def write(self, fn, *args):
+        """
+        Run C{fn(txn, *args)} in a write transaction, after reaping expired
+        sessions, so that every row C{fn} sees is live.
+
+        @return: C{(fn's result, keys changed)}
+        """
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            txn = _Txn(c, self.clock.seconds(), self._meta("revision") + 1)
+            for (sid,) in c.execute("SELECT id FROM sessions WHERE expires <= ?",
+                                    (txn.now,)).fetchall():
+                self.dropSession(txn, sid)
+            result = fn(txn, *args)
+            if txn.changed:
+                self._log(txn)
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        if txn.changed:
+            if txn.rev == self.lastSeen + 1:
+                self.lastSeen = txn.rev
+            else:
+                self.own.add(txn.rev)
+        return result, txn.changed
+
+    def _log(self, txn):
+        c = txn.conn
+        c.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (txn.rev,))
+        c.executemany("INSERT INTO changes VALUES (?, ?)", [(txn.rev, k) for k in set(txn.changed)])
+        if txn.rev % 128 == 0 and txn.rev > KEEP_CHANGES:
+            c.execute("DELETE FROM changes WHERE rev <= ?", (txn.rev - KEEP_CHANGES,))
+            c.execute("UPDATE meta SET value = ? WHERE name = 'pruned'", (txn.rev - KEEP_CHANGES,))
+
+    def apply(self, txn, ops, owner=None, single=False):
+        """
+        Check every op against the state before the transaction, then apply
+        them all: the semantics of L{MemoryState.apply}.  Errors carry the
+        op's index, or none for a C{single} op.
+        """
+        for index, op in enumerate(ops):
+            rows = txn.conn.execute("SELECT version FROM entries WHERE key = ?",
+                                    (op.key,)).fetchall()
+            current = rows[0][0] if rows else None
+            at = None if single else index
+            if isinstance(op, Check) and current != op.version:
+                raise VersionConflict(op.key, BACKEND, index=at)
+            if isinstance(op, Create) and current is not None:
+                raise KeyExists(op.key, BACKEND, index=at)
+            if (isinstance(op, (Put, Delete)) and op.version is not None
+                    and (current is None or current != op.version)):
+                raise VersionConflict(op.key, BACKEND, index=at)
+        return [self._applyOne(txn, op, owner) for op in ops]
+
+    def _applyOne(self, txn, op, owner):
+        c = txn.conn
+        if isinstance(op, Put):     # an existing entry keeps its owner
+            (kept,), = c.execute(
+                "INSERT INTO entries VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " version = excluded.version, value = excluded.value RETURNING owner",
+                (op.key, txn.rev, owner, op.value)).fetchall()
+        elif isinstance(op, Create):
+            c.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
+                      (op.key, txn.rev, owner, op.value))
+            kept = owner
+        elif isinstance(op, Delete):
+            deleted = c.execute("DELETE FROM entries WHERE key = ?", (op.key,)).rowcount > 0
+            if deleted:
+                txn.changed.append(op.key)
+            return deleted
+        else:
+            return None
+        txn.changed.append(op.key)
+        return Entry(op.key, op.value, txn.rev, kept)
+
+    def createSession(self, txn, sid, ttl):
+        txn.conn.execute("INSERT INTO sessions VALUES (?, ?, ?)", (sid, ttl, txn.now + ttl))
+
+    def heartbeat(self, txn, sid, ttl):
+        """
+        @return: whether the session is alive (its row was not reaped).
+        """
+        return txn.conn.execute("UPDATE sessions SET expires = ? WHERE id = ?",
+                                (txn.now + ttl, sid)).rowcount > 0
+
+    def dropSession(self, txn, sid):
+        rows = txn.conn.execute("DELETE FROM entries WHERE owner = ? RETURNING key", (sid,))
+        txn.changed.extend(key for (key,) in rows.fetchall())
+        txn.conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+
+    def createEphemeral(self, txn, sid, key, value):
+        if not txn.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchall():
+            raise SessionLost(key, BACKEND, "session lost: it expired or was closed")
+        return self.apply(txn, [Create(key, value)], owner=sid, single=True)[0]
+
+    def release(self, txn, sid, key):
+        if txn.conn.execute("DELETE FROM entries WHERE key = ? AND owner = ?",
+                            (key, sid)).rowcount:
+            txn.changed.append(key)
+
+
+class _Watch(object):
+    """
+    One watch: re-reads its subtree when told, with at most one read in
+    flight (a request during a read marks it dirty: one more read after).
+    """
+
+    def __init__(self, store, prefix, callback):
+        self.store = store
+        self.prefix = prefix
+        self.delivery = Delivery(callback, lambda _: store._forgetWatch(self))
+        self._reading = self._dirty = False
+
+    def covers(self, keys):
+        return keys is None or any(inSubtree(k, self.prefix) for k in keys)
+
+    def refresh(self):
+        if self.delivery.cancelled:
+            return
+        if self._reading:
+            self._dirty = True
+            return
+        self._reading = True
+        d = self.store._call(self.store._db.snapshot, self.prefix)
+        d.addCallbacks(self.delivery.offer, self._failed)
+        d.addBoth(self._done)
+
+    def _failed(self, f):
+        log.failure("re-reading watched {prefix!r} failed; retrying", f, prefix=self.prefix)
+        self.store._stale.add(self)
+
+    def _done(self, _):
+        self._reading = False
+        if self._dirty:
+            self._dirty = False
+            self.refresh()
+
+
+@implementer(IStore)
+class LocalStore(object):
+    """
+    An L{IStore} on a SQLite file; open one with L{LocalStore.open}.
+
+    @ivar url: the URL it was opened with.
+    @ivar path: the absolute path of the file.
+    """
+
+    backend = BACKEND
+
+    @classmethod
+    def open(cls, url, reactor=None):
+        """
+        Open the store file named by C{url}, creating it if missing.
+
+        @param reactor: provides threads and the wall clock (C{seconds()}).
+        @return: L{Deferred} firing with a L{LocalStore}; fails with
+            L{UsageError} for a malformed URL, L{StoreUnavailable} when the
+            file cannot be opened.
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        try:
+            path, sync, poll = parseURL(url)
+        except UsageError:
+            return defer.fail()
+        return cls(url, path, sync, poll, reactor)._start()
+
+    def __init__(self, url, path, sync, poll, reactor):
+        self.url, self.path = url, path
+        self._reactor, self._poll = reactor, poll
+        self._db = _Database(path, sync, reactor)
+        self._pool = ThreadPool(1, 1, name="p2-local-store")
+        self._trigger = self._loop = self._closing = None
+        self._watches, self._sessions, self._stale = [], [], set()
+        self._polling = self._pollFailing = self._closed = False
+        self._lastReap = 0.0
+
+    def _start(self):
+        self._pool.start()
+        self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stopPool)
+
+        def failed(f):
+            self._stopPool()
+            raise _cannotOpen(self.path, f.value)
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._db.open)
+        return d.addCallbacks(lambda reaped: self._changed(reaped) or self, failed)
+
+    def _stopPool(self):
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+            self._pool.stop()
+
+    def _call(self, f, *args, key=None):
+        """
+        Run C{f(*args)} on the worker thread.
+
+        @return: L{Deferred} with its result; SQLite errors become
+            L{StoreUnavailable} naming C{key}.
+        """
+        if self._closed:
+            return defer.fail(StoreUnavailable(key, BACKEND, "the store was closed"))
+
+        def translate(f):
+            f.trap(sqlite3.Error)
+            raise StoreUnavailable(key, BACKEND, "SQLite error on %s: %s; check the file and"
+                                   " its disk" % (self.path, str(f.value).replace("\n", " ")))
+        d = threads.deferToThreadPool(self._reactor, self._pool, f, *args)
+        return d.addErrback(translate)
+
+    def _write(self, fn, *args, key=None):
+        """
+        Run C{fn(txn, *args)} (a L{_Database} method) in a write transaction
+        and tell our watches which keys it changed.
+
+        @return: L{Deferred} with C{fn}'s result.
+        """
+        def written(result):
+            self._changed(result[1])
+            return result[0]
+        return self._call(self._db.write, fn, *args, key=key).addCallback(written)
+
+    def _changed(self, keys):
+        """
+        Re-read the watches covering C{keys} (C{None}: every watch).
+        """
+        if keys != []:
+            for w in list(self._watches):
+                if w.covers(keys):
+                    w.refresh()
+
+    # -- polling -----------------------------------------------------------
+
+    def _updateLoop(self):
+        """
+        Poll while there are watches (for other processes' writes) or
+        sessions (reaping for the host); otherwise not at all.
+        """
+        needed = not self._closed and bool(self._watches or self._sessions)
+        if needed and self._loop is None:
+            self._loop = task.LoopingCall(self._tick)
+            self._loop.clock = self._reactor
+            self._loop.start(self._poll, now=False)
+        elif not needed and self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+
+    def _tick(self):
+        if self._polling or self._closed:
+            return
+        stale, self._stale = self._stale, set()
+        for w in stale:
+            w.refresh()
+        changed = self._db.changedSince() or self._pollFailing
+        now = self._reactor.seconds()
+        reap = now - self._lastReap >= REAP_INTERVAL
+        if reap:
+            self._lastReap = now
+        elif not changed:
+            return
+        self._polling = True
+        d = self._call(self._db.poll, changed, reap)
+        d.addCallbacks(self._polled, self._pollFailed)
+        d.addBoth(lambda _: setattr(self, "_polling", False))
+
+    def _polled(self, result):
+        if self._pollFailing:
+            self._pollFailing = False
+            log.info("local store {path} readable again", path=self.path)
+        for keys in result:
+            self._changed(keys)
+
+    def _pollFailed(self, f):
+        if not self._pollFailing:
+            self._pollFailing = True
+            log.failure("polling local store {path} failed; still trying", f, path=self.path)
+
+    # -- IStore ------------------------------------------------------------
+
+    def get(self, key):
+        return defer.maybeDeferred(
+            lambda: self._call(self._db.get, checkKey(key, BACKEND), key=key))
+
+    def list(self, prefix):
+        return defer.maybeDeferred(
+            lambda: self._call(self._db.snapshot, checkPrefix(prefix, BACKEND), key=prefix or None))
+
+    def _one(self, op):
+        def apply():
+            checkOps([op], BACKEND)
+            d = self._write(self._db.apply, [op], None, True, key=op.key)
+            return d.addCallback(lambda results: results[0])
+        return defer.maybeDeferred(apply)
+
+    def put(self, key, value):
+        return self._one(Put(key, value))
+
+    def create(self, key, value):
+        return self._one(Create(key, value))
+
+    def cas(self, key, value, version):
+        return self._one(Put(key, value, version))
+
+    def delete(self, key, version=None):
+        return self._one(Delete(key, version))
+
+    def transaction(self, ops):
+        return defer.maybeDeferred(
+            lambda: self._write(self._db.apply, checkOps(ops, BACKEND)))
+
+    def watch(self, prefix, callback):
+        """
+        See L{IStore.watch}.
+
+        @raise StoreUnavailable: if the store was closed.
+        """
+        checkPrefix(prefix, BACKEND)
+        if self._closing is not None:
+            raise StoreUnavailable(prefix or None, BACKEND, "the store was closed")
+        w = _Watch(self, prefix, callback)
+        self._watches.append(w)
+        w.refresh()
+        self._updateLoop()
+        return w.delivery
+
+    def _forgetWatch(self, w):
+        if w in self._watches:
+            self._watches.remove(w)
+        self._stale.discard(w)
+        self._updateLoop()
+
+    def session(self, ttl):
+        sid, ttl = uuid.uuid4().hex, float(ttl)
+
+        def made(_):
+            s = LocalSession(self, sid, ttl)
+            self._sessions.append(s)
+            self._updateLoop()
+            return s
+        return self._write(self._db.createSession, sid, ttl).addCallback(made)
+
+    def _forgetSession(self, s):
+        if s in self._sessions:
+            self._sessions.remove(s)
+        self._updateLoop()
+
+    def close(self):
+        """
+        Stop watches, end this store's sessions (deleting their keys), stop
+        the worker thread and close the file.  Idempotent.
+
+        @return: L{Deferred} firing with C{None} when done.
+        """
+        if self._closing is None:
+            self._closing = self._shutdown()
+        d = defer.Deferred()
+        self._closing.addBoth(lambda _: d.callback(None))
+        return d
+
+    @defer.inlineCallbacks
+    def _shutdown(self):
+        for w in list(self._watches):
+            w.delivery.cancel()
+        yield defer.DeferredList([s.close() for s in list(self._sessions)])
+        self._closed = True
+        self._updateLoop()
+        try:
+            yield threads.deferToThreadPool(self._reactor, self._pool, self._db.close)
+        except Exception:
+            log.failure("closing local store {path}", path=self.path)
+        self._stopPool()
+
+
+@implementer(ILock)
+class LocalLock(object):
+    """
+    A lock held by a L{LocalSession}: an ephemeral key.
+    """
+
+    def __init__(self, session, entry):
+        self._session = session
+        self.key = entry.key
+        self.version = entry.version
+
+    def release(self):
+        """
+        Delete the lock's key if this session still owns it.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+        s = self._session
+        d = s.store._write(s.store._db.release, s.id, self.key, key=self.key)
+        return d.addCallback(lambda _: None)
+
+
+@implementer(ISession)
+class LocalSession(object):
+    """
+    A session row that this process heartbeats every C{ttl / 3} seconds.  It
+    is lost once its row is gone (reaped after expiry, e.g. while this
+    process was stopped) or when it is closed.
+    """
+
+    def __init__(self, store, sid, ttl):
+        self.store, self.id, self.ttl = store, sid, ttl
+        self.lost = self._beating = False
+        self._waiters = []
+        self._heartbeat = task.LoopingCall(self._beat)
+        self._heartbeat.clock = store._reactor
+        self._heartbeat.start(ttl / 3.0, now=False)
+
+    def _beat(self):
+        if self._beating or self.lost:
+            return
+        self._beating = True
+
+        def done(alive):
+            if not alive:
+                log.warn("local store session {id} expired; its keys are gone", id=self.id)
+                self._end()
+
+        def failed(f):
+            log.failure("heartbeat of local store session {id} failed", f, id=self.id)
+        d = self.store._write(self.store._db.heartbeat, self.id, self.ttl)
+        d.addCallbacks(done, failed)
+        d.addBoth(lambda _: setattr(self, "_beating", False))
+
+    def _end(self):
+        if self.lost:
+            return
+        self.lost = True
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        self.store._forgetSession(self)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def createEphemeral(self, key, value):
+        def create():
+            if self.lost:
+                raise SessionLost(key, BACKEND)
+            checkValue(checkKey(key, BACKEND), value, BACKEND)
+            return self.store._write(self.store._db.createEphemeral, self.id, key, value, key=key)
+
+        def lost(f):
+            if f.check(SessionLost):
+                self._end()
+            return f
+        return defer.maybeDeferred(create).addErrback(lost)
+
+    def lock(self, key, value=b""):
+        def held(f):
+            f.trap(KeyExists)
+            raise AlreadyLocked(key, BACKEND)
+        return self.createEphemeral(key, value).addCallbacks(
+            lambda entry: LocalLock(self, entry), held)
+
+    def whenLost(self):
+        if self.lost:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def close(self):
+        """
+        Delete this session's row and keys now.
+
+        @return: L{Deferred} firing with C{None}, also if the store failed
+            (the keys then vanish when the session expires).
+        """
+        if self.lost:
+            return defer.succeed(None)
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+
+        def failed(f):
+            log.failure("closing session {id}; its keys vanish when it expires", f, id=self.id)
+        d = self.store._write(self.store._db.dropSession, self.id)
+        return d.addErrback(failed).addBoth(lambda _: self._end())
