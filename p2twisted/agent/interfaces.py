@@ -17,7 +17,7 @@ class ServiceSpec(object):
     @ivar restartPolicy: C{"always"} (restart when it exits) or C{"never"}
         (run once).
     @ivar restartTimeout: seconds to wait for a stop or a start to complete.
-    @ivar env: extra environment for the supervisor's own process (e.g. PATH).
+    @ivar env: extra environment for the service (on top of the standard PATH).
     """
 
     name = attr.ib()

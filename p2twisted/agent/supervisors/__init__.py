@@ -1,0 +1,315 @@
+# -*- test-case-name: tests.test_supervisors -*-
+"""
+Process supervision, pluggable (L{ISupervisor}).
+
+    - C{runit}: one C{runsv} per service directory under
+      C{<state_dir>/service/}, started directly in its own session so pods
+      outlive the agent and are found again when it restarts
+      (L{p2twisted.agent.supervisors.runit}).
+    - C{builtin}: in-agent supervision with Twisted process protocols, for
+      machines without runit; pods stop with the agent
+      (L{p2twisted.agent.supervisors.builtin}).
+
+The config's C{supervisor: auto|runit|builtin} picks one through
+L{makeSupervisor}; C{auto} is runit when its programs are on C{PATH}.
+
+Both implementations stop a service with TERM, then KILL after the timeout,
+sent to the service's whole process group when the service leads its own group
+(C{p2-exec} makes it so); otherwise only to its process.  This module holds the
+process-group and waiting helpers they share.
+"""
+
+import os
+import re
+import shutil
+import signal
+
+from twisted.internet import defer
+
+from p2twisted.errors import SupervisorError, UsageError
+
+#: The values the config's C{supervisor:} accepts.
+KINDS = ("auto", "runit", "builtin")
+
+#: The programs C{auto} needs on C{PATH} to pick runit.
+RUNIT_PROGRAMS = ("runsvdir", "runsv", "sv")
+
+#: The environment every supervised service starts from (plus C{spec.env}):
+#: the same whichever supervisor and whenever it was started, so a service
+#: does not depend on the environment of the agent that first launched it.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Seconds allowed for a process group to vanish after SIGKILL.
+KILL_GRACE = 5.0
+
+#: Seconds between two looks at a condition being waited for.
+POLL_INTERVAL = 0.01
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def chooseKind(kind, which=shutil.which):
+    """
+    Resolve the config's C{supervisor:} setting.
+
+    @param kind: C{"auto"}, C{"runit"} or C{"builtin"} (C{None} means auto).
+    @param which: L{shutil.which}, for tests.
+    @return: C{"runit"} or C{"builtin"}.
+    @raise UsageError: for any other value.
+    """
+    kind = "auto" if kind is None else kind
+    if kind not in KINDS:
+        raise UsageError(
+            "unknown supervisor %r in the config's supervisor: setting; "
+            "use one of %s" % (kind, ", ".join(KINDS)))
+    if kind == "auto":
+        if all(which(program) for program in RUNIT_PROGRAMS):
+            return "runit"
+        return "builtin"
+    return kind
+
+
+def makeSupervisor(kind, stateLayout, reactor, logDir=None, which=shutil.which):
+    """
+    Build the supervisor the config asks for.
+
+    @param kind: the config's C{supervisor:} value (L{chooseKind}).
+    @param stateLayout: the agent's L{StateLayout}; services live under
+        C{stateLayout.serviceDir}.
+    @param reactor: the reactor to run processes and timers with.
+    @param logDir: where the builtin supervisor appends each service's output
+        (C{<logDir>/<name>.log}); default C{<service dir>/current.log}.  runit
+        services always log through C{svlogd} into C{<service>/log/main/}.
+    @return: an L{ISupervisor} provider.
+    @raise UsageError: for an unknown kind.
+    @raise SupervisorError: when runit is asked for but missing.
+    """
+    chosen = chooseKind(kind, which)
+    if chosen == "runit":
+        from p2twisted.agent.supervisors.runit import RunitSupervisor
+        return RunitSupervisor(stateLayout, reactor, which=which)
+    from p2twisted.agent.supervisors.builtin import BuiltinSupervisor
+    return BuiltinSupervisor(stateLayout, reactor, logDir=logDir)
+
+
+def findProgram(name, which=shutil.which):
+    """
+    @return: the absolute path of C{name} on C{PATH} (or the standard
+        directories).
+    @raise SupervisorError: if it is nowhere.
+    """
+    found = which(name) or which(name, path=DEFAULT_PATH)
+    if not found:
+        raise SupervisorError(
+            "%s not found on PATH; install runit (e.g. apt-get install runit) "
+            "or set supervisor: builtin" % (name,))
+    return found
+
+
+def checkSpec(spec):
+    """
+    Reject a L{ServiceSpec} no supervisor can run.
+
+    @raise SupervisorError: naming the problem.
+    """
+    checkName(spec.name)
+    if not spec.argv:
+        raise SupervisorError("service %s has an empty command" % (spec.name,))
+    if spec.restartPolicy not in ("always", "never"):
+        raise SupervisorError(
+            "service %s: restart policy %r is not 'always' or 'never'"
+            % (spec.name, spec.restartPolicy))
+    for key in spec.env:
+        if not _ENV_NAME.match(key):
+            raise SupervisorError(
+                "service %s: environment variable name %r is invalid"
+                % (spec.name, key))
+
+
+def checkName(name):
+    """
+    @raise SupervisorError: unless C{name} can name a service directory.
+    """
+    if (not name or not isinstance(name, str) or "/" in name
+            or name.startswith(".") or "\0" in name):
+        raise SupervisorError("invalid service name %r" % (name,))
+
+
+def serviceEnvironment(spec):
+    """
+    @return: the environment a service of C{spec} runs with.
+    """
+    env = {"PATH": DEFAULT_PATH}
+    env.update(spec.env)
+    return env
+
+
+def listServiceDirs(serviceDir):
+    """
+    @return: the sorted names of the service directories in C{serviceDir}
+        (names starting with C{.} are work in progress and skipped).
+    """
+    try:
+        names = os.listdir(serviceDir)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        name for name in names
+        if not name.startswith(".")
+        and os.path.isdir(os.path.join(serviceDir, name)))
+
+
+def _stat(pid):
+    """
+    @return: the fields of C{/proc/<pid>/stat} after the command name
+        (C{[state, ppid, pgrp, ...]}), or C{None} if there is no such process.
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,), "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data[data.rindex(b")") + 2:].split()
+
+
+def processAlive(pid):
+    """
+    @return: whether process C{pid} exists and is not a zombie.
+    """
+    fields = _stat(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
+def processStartedAt(pid):
+    """
+    @return: when C{pid} started, in Unix time (to within about a second:
+        the kernel gives boot time in whole seconds), or C{None}.
+    """
+    ticks = processStartTime(pid)
+    if ticks is None:
+        return None
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def processStartTime(pid):
+    """
+    @return: the start time of C{pid} in clock ticks since boot (to tell a
+        process from a later one that reused its pid), or C{None}.
+    """
+    fields = _stat(pid)
+    if fields is None or fields[0] == b"Z":
+        return None
+    return int(fields[19])
+
+
+def groupMembers(pgid):
+    """
+    @return: the pids of the live (non-zombie) processes in process group
+        C{pgid}.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass
+    wanted = str(pgid).encode("ascii")
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if fields and fields[2] == wanted and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
+def leadsGroup(pid):
+    """
+    @return: whether C{pid} leads its own process group (so the whole group
+        can be signalled without touching its supervisor).
+    """
+    try:
+        return os.getpgid(pid) == pid
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def signalService(pid, signum, group):
+    """
+    Send C{signum} to C{pid}, or to its process group when C{group}; after
+    TERM also send CONT so a stopped process sees the TERM.  A vanished target
+    is not an error.
+    """
+    send = os.killpg if group else os.kill
+    for sig in ((signum, signal.SIGCONT) if signum == signal.SIGTERM else (signum,)):
+        try:
+            send(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def serviceGone(pid, group):
+    """
+    @return: whether nothing of a service remains: its process (or, when
+        C{group}, every process of its group) is gone or a zombie.
+    """
+    if group:
+        return not groupMembers(pid)
+    return not processAlive(pid)
+
+
+def waitUntil(reactor, predicate, timeout, interval=POLL_INTERVAL):
+    """
+    Look at C{predicate()} now and every C{interval} seconds.
+
+    @return: L{Deferred} firing with C{True} once C{predicate()} is true, or
+        with C{False} when C{timeout} seconds pass first; failing with what
+        C{predicate} raises.
+    """
+    d = defer.Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        try:
+            done = predicate()
+        except BaseException:
+            d.errback()
+            return
+        if done:
+            d.callback(True)
+        elif reactor.seconds() >= deadline:
+            d.callback(False)
+        else:
+            reactor.callLater(interval, check)
+
+    check()
+    return d
+
+
+@defer.inlineCallbacks
+def terminate(reactor, pid, group, timeout, isDown=lambda: True, what="service"):
+    """
+    TERM a service (its group when C{group}), wait up to C{timeout} seconds for
+    it to go, then KILL it and wait up to L{KILL_GRACE} more.
+
+    @param isDown: an extra condition for "gone" (e.g. its supervisor saw it
+        exit).
+    @return: L{Deferred} firing with C{None} once nothing of it remains, or
+        failing with L{SupervisorError}.
+    """
+    def gone():
+        return serviceGone(pid, group) and isDown()
+
+    signalService(pid, signal.SIGTERM, group)
+    if (yield waitUntil(reactor, gone, timeout)):
+        return
+    signalService(pid, signal.SIGKILL, group)
+    if not (yield waitUntil(reactor, gone, KILL_GRACE)):
+        raise SupervisorError(
+            "%s (pid %d) is still there %.0fs after SIGKILL; look at "
+            "/proc/%d/status" % (what, pid, KILL_GRACE, pid))

@@ -1,0 +1,590 @@
+# -*- test-case-name: tests.test_supervisor_runit -*-
+"""
+Supervision by runit: one C{runsv} per service directory.
+
+Each service is a runit service directory, C{<state_dir>/service/<name>/}::
+
+    run          #!/bin/sh / exec 2>&1 / export ... / exec <argv>
+    finish       #!/bin/sh / exit 0
+    down         only for restart policy "never" (runsv does not start it)
+    log/run      exec svlogd -tt ./main
+    log/main/    svlogd's log directory (current, rotated files)
+    supervise/   runsv's own state (status, control, ok, lock)
+
+A new directory is built under a dot name (C{.<name>.new-<random>}), fsynced
+and renamed into place; a changed definition replaces its files one by one,
+each by rename.  Names starting with a dot are skipped by C{runsvdir} and by
+L{RunitSupervisor.services}.
+
+C{runsv <dir>} is started directly for a new service, in its own session
+(C{setsid}), with C{/dev/null} as its standard streams: it does not wait for a
+C{runsvdir} rescan (which happens at most about once a second), and it survives
+the agent being killed.  A service already has a runsv when its
+C{supervise/ok} FIFO can be opened for writing without blocking (runit's
+documented test, the one C{sv} uses); runsv itself refuses to run twice on one
+directory (it holds C{supervise/lock}), so a second agent cannot duplicate it.
+
+No C{runsvdir} watches the service directory: one would try, once a second
+and forever, to start a second runsv for every directory the agent started
+itself (each attempt failing on C{supervise/lock}).  The agent's periodic
+resync calls L{RunitSupervisor.start}, which starts a runsv again for a service
+whose runsv died.
+
+Commands go through C{sv} (C{up}, C{once}, C{down}, C{exit}) without C{-w}: the
+supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
+change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
+1 run / 2 finish; runsv writes it by rename) every 10 ms instead of sv's
+420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
+service leads its own group (C{p2-exec} makes it so), and KILL to the group
+after the timeout; runsv alone would only signal the group's leader.
+"""
+
+import binascii
+import os
+import shlex
+import shutil
+import struct
+import time
+
+import attr
+from twisted.internet import defer, protocol, utils
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
+from p2twisted.agent.supervisors import (
+    DEFAULT_PATH, KILL_GRACE, checkName, checkSpec, findProgram, leadsGroup,
+    listServiceDirs, processStartedAt, serviceEnvironment, terminate,
+    waitUntil)
+from p2twisted.errors import SupervisorError
+
+log = Logger()
+
+#: runsv's states, byte 19 of C{supervise/status}.
+DOWN, RUN, FINISH = 0, 1, 2
+
+#: TAI64 label of the Unix epoch (2**62 + 10, as runit's C{tain_now} uses).
+_TAI_EPOCH = 4611686018427387914
+
+FINISH_SCRIPT = "#!/bin/sh\nexit 0\n"
+LOG_RUN_SCRIPT = (
+    "#!/bin/sh\n"
+    "PATH=%s; export PATH\n"
+    "exec svlogd -tt ./main\n" % (shlex.quote(DEFAULT_PATH),))
+
+#: Seconds by which a process's start time may differ from the start runsv
+#: recorded for it and still be taken for the same process (the kernel gives
+#: boot time in whole seconds).
+_SAME_START = 2.0
+
+#: Dot-named leftovers of an interrupted write or remove older than this many
+#: seconds are deleted when a supervisor starts.
+_STALE_AGE = 60.0
+
+
+def runScript(spec):
+    """
+    @return: the text of the C{run} script for C{spec}: its environment
+        exported, stderr joined to stdout (for svlogd), then its argv exec'd.
+    """
+    lines = ["#!/bin/sh", "# %s: written by the p2 agent; replaced on each deploy."
+             % (spec.name,), "exec 2>&1"]
+    for key, value in sorted(serviceEnvironment(spec).items()):
+        lines.append("%s=%s; export %s" % (key, shlex.quote(str(value)), key))
+    lines.append("exec " + " ".join(shlex.quote(str(arg)) for arg in spec.argv))
+    return "\n".join(lines) + "\n"
+
+
+def serviceFiles(spec):
+    """
+    @return: C{{relative path: text}} of the scripts of C{spec}'s service
+        directory.
+    """
+    return {"run": runScript(spec), "finish": FINISH_SCRIPT,
+            os.path.join("log", "run"): LOG_RUN_SCRIPT}
+
+
+@attr.s(frozen=True)
+class RunsvStatus(object):
+    """
+    The decoded C{supervise/status} of one service.
+
+    @ivar stamp: when the current state began (Unix time, float).
+    @ivar pid: the process runsv runs now (the service, or C{finish}), or 0.
+    @ivar want: C{"u"} or C{"d"}.
+    @ivar state: L{DOWN}, L{RUN} or L{FINISH}.
+    """
+
+    stamp = attr.ib()
+    pid = attr.ib()
+    paused = attr.ib()
+    want = attr.ib()
+    term = attr.ib()
+    state = attr.ib()
+
+
+def parseStatus(data):
+    """
+    Decode runsv's 20-byte C{supervise/status} (runit's C{runsv.c}
+    C{update_status}).
+
+    @return: a L{RunsvStatus}.
+    @raise ValueError: if C{data} is not 20 bytes.
+    """
+    if len(data) != 20:
+        raise ValueError("supervise/status is %d bytes, not 20" % (len(data),))
+    seconds, nanoseconds = struct.unpack(">QL", data[:12])
+    pid, = struct.unpack("<L", data[12:16])
+    return RunsvStatus(
+        stamp=seconds - _TAI_EPOCH + nanoseconds / 1e9, pid=pid,
+        paused=bool(data[16]), want=chr(data[17]), term=bool(data[18]),
+        state=data[19])
+
+
+def readStatus(path):
+    """
+    @return: the L{RunsvStatus} of the service directory C{path}, or C{None}
+        when runsv has not written one (or it is unreadable).
+    """
+    try:
+        with open(os.path.join(path, "supervise", "status"), "rb") as f:
+            return parseStatus(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def runsvAlive(path):
+    """
+    @return: whether a runsv supervises the service directory C{path}: its
+        C{supervise/ok} FIFO has a reader (runit's own test).
+    """
+    try:
+        fd = os.open(os.path.join(path, "supervise", "ok"),
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _fsyncDir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writeFile(path, text, mode):
+    """
+    Write C{text} to C{path} (which must not exist), fsynced.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _readFile(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+
+
+def _suffix():
+    return binascii.hexlify(os.urandom(6)).decode("ascii")
+
+
+class _RunsvProtocol(protocol.ProcessProtocol):
+    """
+    Watches a runsv this agent started (it is our child until we exit).
+    """
+
+    #: Set when the agent itself made this runsv exit.
+    expected = False
+
+    def __init__(self, supervisor, name):
+        self.supervisor = supervisor
+        self.name = name
+
+    def processEnded(self, reason):
+        self.supervisor._runsvEnded(self, reason)
+
+
+@implementer(ISupervisor)
+class RunitSupervisor(object):
+    """
+    L{ISupervisor} by runit: a service directory and a C{runsv} per service.
+
+    @ivar startLatencies: seconds from each L{start} call until its service was
+        seen running, most recent last (kept for benchmarks, at most 100).
+    """
+
+    name = "runit"
+
+    def __init__(self, stateLayout, reactor, which=shutil.which):
+        """
+        @param stateLayout: the agent's L{StateLayout}; services live under
+            C{stateLayout.serviceDir}.
+        @param reactor: the reactor to run C{sv} and C{runsv} with and to
+            time waits by.
+        @raise SupervisorError: when runit or C{setsid} is missing.
+        """
+        self._layout = stateLayout
+        self._reactor = reactor
+        self._runsv = findProgram("runsv", which)
+        self._sv = findProgram("sv", which)
+        findProgram("svlogd", which)
+        self._setsid = findProgram("setsid", which)
+        self._locks = {}
+        self._children = {}
+        self.startLatencies = []
+        self._pruneLeftovers()
+
+    # -- ISupervisor -----------------------------------------------------
+
+    def start(self, spec, restart=False):
+        """
+        Write C{spec}'s service directory, make sure a runsv supervises it, and
+        bring the service up (C{sv up}; C{sv once} for policy C{"never"}).
+        With C{restart}, a running service is stopped first (as L{stop} does).
+
+        @return: L{Deferred} firing with the L{ServiceStatus} once the process
+            runs (for policy C{"never"}: once it started, even if it already
+            ended), or failing with L{SupervisorError} (bad spec, runsv or
+            C{sv} failing, not up after C{spec.restartTimeout} seconds).
+        """
+        try:
+            checkSpec(spec)
+        except SupervisorError:
+            return defer.fail()
+        return self._lock(spec.name).run(self._start, spec, restart)
+
+    def stop(self, name, timeout):
+        """
+        C{sv down} the service, TERM its process group, KILL the group after
+        C{timeout} seconds.  It stays down (until L{start}).
+
+        @return: L{Deferred} firing with C{None} once no process of it remains
+            (at once for an unknown or unsupervised service), or failing with
+            L{SupervisorError}.
+        """
+        try:
+            checkName(name)
+        except SupervisorError:
+            return defer.fail()
+        return self._lock(name).run(self._stop, name, timeout)
+
+    def remove(self, name, timeout):
+        """
+        Stop the service, make its runsv exit (C{sv exit}; its svlogd ends
+        too), and delete its directory, logs included.
+
+        @return: L{Deferred} firing with C{None}, or failing with
+            L{SupervisorError}.
+        """
+        try:
+            checkName(name)
+        except SupervisorError:
+            return defer.fail()
+        return self._lock(name).run(self._remove, name, timeout)
+
+    def status(self, name):
+        """
+        @return: L{Deferred} firing with the service's L{ServiceStatus} (not
+            running and not wanted up when no runsv supervises it), or C{None}
+            for an unknown service.
+        """
+        try:
+            checkName(name)
+        except SupervisorError:
+            return defer.fail()
+        return defer.succeed(self._status(name))
+
+    def services(self):
+        """
+        @return: L{Deferred} firing with the sorted names of the service
+            directories under the state directory.
+        """
+        return defer.succeed(listServiceDirs(self._layout.serviceDir))
+
+    def close(self):
+        """
+        Nothing to release: every runsv keeps running, and so do the services.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+        return defer.succeed(None)
+
+    # -- internals -------------------------------------------------------
+
+    def _lock(self, name):
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = defer.DeferredLock()
+        return lock
+
+    def _pruneLeftovers(self):
+        """
+        Delete dot-named directories an interrupted write or remove left.
+        """
+        serviceDir = self._layout.serviceDir
+        try:
+            names = os.listdir(serviceDir)
+        except FileNotFoundError:
+            return
+        now = time.time()
+        for name in names:
+            if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
+                continue
+            path = os.path.join(serviceDir, name)
+            try:
+                if now - os.lstat(path).st_mtime > _STALE_AGE:
+                    shutil.rmtree(path)
+            except OSError:
+                log.failure("could not delete leftover {path}", path=path)
+
+    def _status(self, name):
+        path = self._layout.service(name)
+        if not os.path.isdir(path):
+            return None
+        current = readStatus(path)
+        if current is None or not runsvAlive(path):
+            return ServiceStatus(name=name, running=False, pid=None,
+                                 uptime=None, wantUp=False)
+        running = current.state == RUN and current.pid != 0
+        return ServiceStatus(
+            name=name, running=running, pid=current.pid if running else None,
+            uptime=max(0.0, self._reactor.seconds() - current.stamp),
+            wantUp=current.want == "u")
+
+    def _define(self, spec):
+        """
+        Write C{spec}'s service directory: a new one atomically (built under a
+        dot name, then renamed), or an existing one's changed files each
+        replaced by rename.
+
+        @return: C{"new"}, C{"changed"} or C{"same"}.
+        """
+        path = self._layout.service(spec.name)
+        files = serviceFiles(spec)
+        down = spec.restartPolicy == "never"
+        if not os.path.isdir(path):
+            serviceDir = self._layout.serviceDir
+            os.makedirs(serviceDir, exist_ok=True)
+            tmp = os.path.join(serviceDir, ".%s.new-%s" % (spec.name, _suffix()))
+            os.mkdir(tmp)
+            try:
+                os.makedirs(os.path.join(tmp, "log", "main"))
+                for rel, text in sorted(files.items()):
+                    _writeFile(os.path.join(tmp, rel), text, 0o755)
+                if down:
+                    _writeFile(os.path.join(tmp, "down"), "", 0o644)
+                for sub in (os.path.join("log", "main"), "log", ""):
+                    _fsyncDir(os.path.join(tmp, sub))
+                os.rename(tmp, path)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            _fsyncDir(serviceDir)
+            return "new"
+        changed = False
+        for rel, text in sorted(files.items()):
+            target = os.path.join(path, rel)
+            if _readFile(target) == text and os.access(target, os.X_OK):
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = "%s.new-%s" % (target, _suffix())
+            _writeFile(tmp, text, 0o755)
+            os.rename(tmp, target)
+            _fsyncDir(os.path.dirname(target))
+            changed = True
+        os.makedirs(os.path.join(path, "log", "main"), exist_ok=True)
+        downPath = os.path.join(path, "down")
+        if down and not os.path.exists(downPath):
+            _writeFile(downPath, "", 0o644)
+            changed = True
+        elif not down and os.path.exists(downPath):
+            os.unlink(downPath)
+            changed = True
+        if changed:
+            _fsyncDir(path)
+        return "changed" if changed else "same"
+
+    def _spawnRunsv(self, name, path):
+        """
+        Start C{setsid runsv <path>}: its own session, C{/dev/null} for stdio,
+        every other descriptor closed (Twisted closes them).
+        """
+        devnull = os.open(os.devnull, os.O_RDWR)
+        child = self._children[name] = _RunsvProtocol(self, name)
+        try:
+            self._reactor.spawnProcess(
+                child, self._setsid,
+                [self._setsid, self._runsv, path],
+                env={"PATH": DEFAULT_PATH},
+                childFDs={0: devnull, 1: devnull, 2: devnull})
+        finally:
+            os.close(devnull)
+        log.info("started runsv for {service}", service=name, event="runsv-start")
+
+    def _runsvEnded(self, child, reason):
+        if self._children.get(child.name) is child:
+            del self._children[child.name]
+        if child.expected:
+            return
+        log.warn("runsv for {service} exited: {why}; the next start() starts "
+                 "another", service=child.name, why=reason.getErrorMessage(),
+                 event="runsv-exit")
+
+    @defer.inlineCallbacks
+    def _stopOrphan(self, name, path, timeout):
+        """
+        A runsv that died (killed outright) leaves its service running: stop
+        it before a new runsv starts another copy.  The pid comes from the
+        dead runsv's status and is trusted only if that process started when
+        the status says the service did (so a reused pid is left alone).
+        """
+        last = readStatus(path)
+        if last is None or last.state != RUN or not last.pid:
+            return
+        started = processStartedAt(last.pid)
+        if started is None or abs(started - last.stamp) > _SAME_START:
+            return
+        log.warn("stopping {service} (pid {pid}), left running by a runsv that "
+                 "died", service=name, pid=last.pid, event="orphan-stop")
+        yield terminate(self._reactor, last.pid, leadsGroup(last.pid), timeout,
+                        what="service %s" % (name,))
+
+    @defer.inlineCallbacks
+    def _ensureRunsv(self, name, path, timeout):
+        if runsvAlive(path):
+            return
+        yield self._stopOrphan(name, path, timeout)
+        self._spawnRunsv(name, path)
+        up = yield waitUntil(
+            self._reactor,
+            lambda: runsvAlive(path) and readStatus(path) is not None, timeout)
+        if not up:
+            raise SupervisorError(
+                "runsv for service %s did not start within %.1fs; try running "
+                "'%s %s' by hand" % (name, timeout, self._runsv, path))
+
+    @defer.inlineCallbacks
+    def _command(self, command, path):
+        out, err, code = yield utils.getProcessOutputAndValue(
+            self._sv, (command, path), env={}, reactor=self._reactor)
+        if code != 0:
+            text = (out + err).decode("utf-8", "replace").strip()
+            raise SupervisorError("'sv %s %s' failed (exit %s): %s"
+                                  % (command, path, code, text))
+
+    @defer.inlineCallbacks
+    def _start(self, spec, restart):
+        began = self._reactor.seconds()
+        deadline = began + spec.restartTimeout
+        path = self._layout.service(spec.name)
+        try:
+            change = self._define(spec)
+        except OSError as e:
+            raise SupervisorError("could not write service directory %s: %s"
+                                  % (path, e))
+        yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
+        before = readStatus(path)
+        if restart and before is not None and before.state != DOWN:
+            yield self._stopRunning(spec.name, path, spec.restartTimeout)
+            before = readStatus(path)
+        running = before is not None and before.state == RUN
+        if spec.restartPolicy == "never":
+            if not (running and before.want == "d"):
+                yield self._command("once", path)
+        elif not (running and before.want == "u"):
+            yield self._command("up", path)
+
+        def started():
+            now = readStatus(path)
+            if now is None:
+                return False
+            if now.state == RUN and now.pid:
+                return True
+            return (spec.restartPolicy == "never" and before is not None
+                    and now.stamp != before.stamp)
+
+        remaining = max(0.0, deadline - self._reactor.seconds())
+        if not (yield waitUntil(self._reactor, started, remaining)):
+            raise SupervisorError(
+                "service %s did not start within %.1fs; see %s"
+                % (spec.name, spec.restartTimeout,
+                   os.path.join(path, "log", "main", "current")))
+        self._noteLatency(self._reactor.seconds() - began)
+        log.info("service {service} up ({change} definition)",
+                 service=spec.name, change=change, event="service-start")
+        return self._status(spec.name)
+
+    def _noteLatency(self, seconds):
+        self.startLatencies.append(seconds)
+        del self.startLatencies[:-100]
+
+    @defer.inlineCallbacks
+    def _stop(self, name, timeout):
+        path = self._layout.service(name)
+        if not os.path.isdir(path) or not runsvAlive(path):
+            return
+        yield self._stopRunning(name, path, timeout)
+        log.info("service {service} stopped", service=name, event="service-stop")
+
+    @defer.inlineCallbacks
+    def _stopRunning(self, name, path, timeout):
+        """
+        C{sv down}, then TERM/KILL the process group of the pid runsv ran
+        before and after the command, until runsv reports it down.
+        """
+        def isDown():
+            now = readStatus(path)
+            return now is None or now.state == DOWN or not runsvAlive(path)
+
+        before = readStatus(path)
+        yield self._command("down", path)
+        after = readStatus(path)
+        pids = []
+        for st in (before, after):
+            if st is not None and st.state == RUN and st.pid and st.pid not in pids:
+                pids.append(st.pid)
+        for pid in pids:
+            yield terminate(self._reactor, pid, leadsGroup(pid), timeout,
+                            isDown, what="service %s" % (name,))
+        if not pids and not (yield waitUntil(self._reactor, isDown, timeout + KILL_GRACE)):
+            raise SupervisorError("service %s did not go down within %.1fs"
+                                  % (name, timeout + KILL_GRACE))
+
+    @defer.inlineCallbacks
+    def _remove(self, name, timeout):
+        path = self._layout.service(name)
+        if not os.path.isdir(path):
+            return
+        if runsvAlive(path):
+            yield self._stopRunning(name, path, timeout)
+            if name in self._children:
+                self._children[name].expected = True
+            yield self._command("exit", path)
+            logPath = os.path.join(path, "log")
+            gone = yield waitUntil(
+                self._reactor,
+                lambda: not runsvAlive(path) and not runsvAlive(logPath),
+                KILL_GRACE)
+            if not gone:
+                raise SupervisorError(
+                    "runsv for service %s did not exit within %.0fs of "
+                    "'sv exit'" % (name, KILL_GRACE))
+        trash = os.path.join(self._layout.serviceDir,
+                             ".%s.removed-%s" % (name, _suffix()))
+        os.rename(path, trash)
+        shutil.rmtree(trash)
+        log.info("service {service} removed", service=name, event="service-remove")

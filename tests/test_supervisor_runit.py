@@ -1,0 +1,398 @@
+"""
+The runit supervisor, against real runsv and sv: services come up, survive the
+agent, are adopted, restarted, stopped with their whole process group and
+removed without leaving a process behind.
+"""
+
+import os
+import shutil
+import signal
+import sys
+
+from twisted.internet import defer, protocol, reactor
+from twisted.trial import unittest
+
+from p2twisted.agent.interfaces import ServiceSpec
+from p2twisted.agent.supervisors.runit import (
+    DOWN, RUN, RunitSupervisor, parseStatus, readStatus, runScript, runsvAlive,
+    serviceFiles)
+from p2twisted.errors import SupervisorError
+from tests.servers import requireServer
+from tests.test_supervisors import (
+    ProcessTestMixin, alive, readPids, runsvFor, waitFor)
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: A stand-in agent: starts one service under runit, prints its pid, waits
+#: to be killed.
+AGENT = """
+import sys
+from twisted.internet import defer, task
+from p2twisted.agent.interfaces import ServiceSpec
+from p2twisted.agent.layout import StateLayout
+from p2twisted.agent.supervisors.runit import RunitSupervisor
+
+@defer.inlineCallbacks
+def main(reactor, stateDir, script):
+    sup = RunitSupervisor(StateLayout(stateDir), reactor)
+    status = yield sup.start(ServiceSpec("svc", ["setsid", "sh", "-c", script]))
+    sys.stdout.write("%d\\n" % (status.pid,))
+    sys.stdout.flush()
+    yield defer.Deferred()
+
+task.react(main, sys.argv[1:])
+"""
+
+
+def _words(path):
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+class _FirstLine(protocol.ProcessProtocol):
+
+    def __init__(self):
+        self.line = defer.Deferred()
+        self.ended = defer.Deferred()
+        self.out = b""
+        self.err = b""
+
+    def outReceived(self, data):
+        self.out += data
+        if b"\n" in self.out and not self.line.called:
+            self.line.callback(self.out.split(b"\n")[0].decode())
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        if not self.line.called:
+            self.line.errback(AssertionError("agent ended: %s" % (self.err.decode(),)))
+        self.ended.callback(None)
+
+
+class ScriptTests(unittest.SynchronousTestCase):
+    """
+    The service directory's scripts and runsv's status format.
+    """
+
+    def test_runScript(self):
+        """
+        The C{run} script joins stderr to stdout, exports the environment
+        (standard C{PATH} plus C{spec.env}) and execs the shell-quoted argv.
+        """
+        spec = ServiceSpec("p__l__launch", ["/bin/echo", "a b", "it's", "$HOME"],
+                           env={"GREETING": "hello world"})
+        self.assertEqual(runScript(spec), (
+            "#!/bin/sh\n"
+            "# p__l__launch: written by the p2 agent; replaced on each deploy.\n"
+            "exec 2>&1\n"
+            "GREETING='hello world'; export GREETING\n"
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
+            "exec /bin/echo 'a b' 'it'\"'\"'s' '$HOME'\n"))
+
+    def test_serviceFiles(self):
+        """
+        A service has C{run}, a C{finish} that exits 0 and a C{log/run} that
+        runs svlogd on C{./main}.
+        """
+        files = serviceFiles(ServiceSpec("x", ["true"]))
+        self.assertEqual(sorted(files), ["finish", "log/run", "run"])
+        self.assertEqual(files["finish"], "#!/bin/sh\nexit 0\n")
+        self.assertTrue(files["log/run"].endswith("exec svlogd -tt ./main\n"))
+
+    def test_parseStatus(self):
+        """
+        C{supervise/status} is a TAI64N stamp, a little-endian pid, paused,
+        want, term and state bytes.
+        """
+        data = bytes.fromhex("400000006b02333310a5e4ec0b24000000750001")
+        status = parseStatus(data)
+        self.assertEqual(status.pid, 9227)
+        self.assertEqual(status.want, "u")
+        self.assertEqual(status.state, RUN)
+        self.assertFalse(status.paused)
+        self.assertAlmostEqual(status.stamp, 0x6b023333 - 10 + 0x10a5e4ec / 1e9)
+        self.assertRaises(ValueError, parseStatus, data[:18])
+
+
+class RunitTests(ProcessTestMixin, unittest.TestCase):
+    """
+    L{RunitSupervisor} with real runit.
+    """
+
+    def setUp(self):
+        missing = [p for p in ("runsv", "sv", "svlogd", "setsid") if not shutil.which(p)]
+        if missing:
+            requireServer("runit", "%s not on PATH" % (", ".join(missing),),
+                          install="apt-get install runit")
+        self.makeStateDir()
+        self.sup = RunitSupervisor(self.layout, reactor)
+        self.path = self.layout.service("svc")
+        self.addCleanup(self.removeAll)
+
+    @defer.inlineCallbacks
+    def removeAll(self):
+        """
+        Remove every service the test left (their runsv and svlogd exit).
+        """
+        for name in (yield self.sup.services()):
+            yield self.sup.remove(name, 1.0)
+
+    def sleeper(self, **kwargs):
+        """
+        A service that appends its pid to C{pids}, says hello and sleeps.
+        """
+        return self.shell("echo $$ >> %s; echo hello from $$; exec sleep 1000"
+                          % (self.pidFile(),), **kwargs)
+
+    @defer.inlineCallbacks
+    def test_start(self):
+        """
+        L{RunitSupervisor.start} writes the service directory, starts a runsv
+        for it and fires with the running status and the service's pid.
+        """
+        status = yield self.sup.start(self.sleeper())
+        self.assertTrue(status.running)
+        self.assertTrue(status.wantUp)
+        self.assertEqual([status.pid], (yield self.waitPids(1)))
+        self.assertTrue(alive(status.pid))
+        for rel in ("run", "finish", "log/run"):
+            self.assertTrue(os.access(os.path.join(self.path, rel), os.X_OK), rel)
+        self.assertTrue(os.path.isdir(os.path.join(self.path, "log", "main")))
+        self.assertFalse(os.path.exists(os.path.join(self.path, "down")))
+        self.assertEqual(len(runsvFor(self.path)), 1)
+        self.assertEqual((yield self.sup.services()), ["svc"])
+        self.assertEqual((yield self.sup.status("svc")).pid, status.pid)
+        self.assertEqual(len(self.sup.startLatencies), 1)
+
+    @defer.inlineCallbacks
+    def test_startAgain(self):
+        """
+        Starting a running service with the same spec leaves it alone.
+        """
+        first = yield self.sup.start(self.sleeper())
+        second = yield self.sup.start(self.sleeper())
+        self.assertEqual(first.pid, second.pid)
+        self.assertEqual((yield self.waitPids(1)), [first.pid])
+        self.assertEqual(len(runsvFor(self.path)), 1)
+
+    @defer.inlineCallbacks
+    def test_restart(self):
+        """
+        C{restart=True} stops the running process and starts a new one.
+        """
+        first = yield self.sup.start(self.sleeper())
+        yield self.waitPids(1)
+        second = yield self.sup.start(self.sleeper(), restart=True)
+        self.assertNotEqual(first.pid, second.pid)
+        self.assertTrue(second.running)
+        self.assertFalse(alive(first.pid))
+        self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+
+    @defer.inlineCallbacks
+    def test_changedDefinition(self):
+        """
+        A changed spec replaces the scripts without touching the running
+        process; with C{restart} the new definition runs.
+        """
+        v1 = self.shell("echo v1 >> %s; exec sleep 1000" % (self.pidFile("v"),))
+        v2 = self.shell("echo v2 >> %s; exec sleep 1000" % (self.pidFile("v"),))
+        first = yield self.sup.start(v1)
+        yield waitFor(lambda: _words(self.pidFile("v")) == ["v1"], what="v1 to run")
+        same = yield self.sup.start(v2)
+        self.assertEqual(first.pid, same.pid)
+        with open(os.path.join(self.path, "run")) as f:
+            self.assertIn("echo v2", f.read())
+        yield self.sup.start(v2, restart=True)
+        yield waitFor(lambda: _words(self.pidFile("v")) == ["v1", "v2"],
+                      what="v2 to run")
+        self.assertEqual([n for n in os.listdir(self.path) if ".new-" in n], [])
+
+    @defer.inlineCallbacks
+    def test_crashRestarted(self):
+        """
+        A service killed outright is restarted by runsv: a new pid runs.
+        """
+        first = yield self.sup.start(self.sleeper())
+        yield self.waitPids(1)
+        os.kill(first.pid, signal.SIGKILL)
+
+        def restarted():
+            status = self.sup._status("svc")
+            return status.running and status.pid != first.pid
+
+        yield waitFor(restarted, what="runsv to restart the service")
+        self.assertEqual((yield self.waitPids(2))[1], self.sup._status("svc").pid)
+
+    @defer.inlineCallbacks
+    def test_policyNever(self):
+        """
+        Restart policy C{never} writes a C{down} file and runs the service
+        once (C{sv once}): when it exits it stays down.  Starting it again runs
+        it again.
+        """
+        spec = self.shell("echo $$ >> %s; exit 3" % (self.pidFile(),),
+                          restartPolicy="never")
+        yield self.sup.start(spec)
+        self.assertTrue(os.path.exists(os.path.join(self.path, "down")))
+        yield waitFor(lambda: readStatus(self.path).state == DOWN
+                      and len(readPids(self.pidFile())) == 1, what="the run to end")
+        status = yield self.sup.status("svc")
+        self.assertFalse(status.running)
+        self.assertFalse(status.wantUp)
+        self.assertEqual(readStatus(self.path).want, "d")
+        yield self.sup.start(spec)
+        yield waitFor(lambda: len(readPids(self.pidFile())) == 2, what="a second run")
+
+    @defer.inlineCallbacks
+    def test_stopKillsGroup(self):
+        """
+        A service that ignores TERM, and the grandchild it forked, are both
+        KILLed once the timeout passes; it stays down; stopping again is a
+        no-op.
+        """
+        spec = self.shell(
+            "trap '' TERM; sleep 1000 & echo $! > %s; echo $$ > %s; wait"
+            % (self.pidFile("grandchild"), self.pidFile("leader")))
+        status = yield self.sup.start(spec)
+        yield waitFor(lambda: readPids(self.pidFile("grandchild")), what="the grandchild")
+        grandchild, = readPids(self.pidFile("grandchild"))
+        self.assertTrue(alive(grandchild))
+        began = reactor.seconds()
+        yield self.sup.stop("svc", 0.5)
+        self.assertGreaterEqual(reactor.seconds() - began, 0.5)
+        self.assertFalse(alive(status.pid))
+        self.assertFalse(alive(grandchild))
+        status = yield self.sup.status("svc")
+        self.assertFalse(status.running)
+        self.assertFalse(status.wantUp)
+        yield self.sup.stop("svc", 0.5)
+        yield self.sup.stop("unknown", 0.5)
+        self.assertEqual(len(runsvFor(self.path)), 1)
+
+    @defer.inlineCallbacks
+    def test_stopThenStart(self):
+        """
+        A stopped service comes back up on L{RunitSupervisor.start}.
+        """
+        first = yield self.sup.start(self.sleeper())
+        yield self.sup.stop("svc", 5)
+        self.assertFalse(alive(first.pid))
+        second = yield self.sup.start(self.sleeper())
+        self.assertTrue(second.running)
+        self.assertNotEqual(first.pid, second.pid)
+
+    @defer.inlineCallbacks
+    def test_adopt(self):
+        """
+        A new supervisor on the same state directory (an agent restart) finds
+        the running service: same pid, no second runsv, and C{start} with the
+        same spec does not restart it.
+        """
+        first = yield self.sup.start(self.sleeper())
+        runsv = runsvFor(self.path)
+        again = RunitSupervisor(self.layout, reactor)
+        self.assertEqual((yield again.services()), ["svc"])
+        self.assertEqual((yield again.status("svc")).pid, first.pid)
+        status = yield again.start(self.sleeper())
+        self.assertEqual(status.pid, first.pid)
+        self.assertEqual(runsvFor(self.path), runsv)
+        self.assertEqual((yield self.waitPids(1)), [first.pid])
+
+    @defer.inlineCallbacks
+    def test_survivesAgentKill(self):
+        """
+        A service started by an agent that is then SIGKILLed keeps running
+        under its runsv, and the next agent adopts it without a restart.
+        """
+        script = "echo $$ >> %s; exec sleep 1000" % (self.pidFile(),)
+        proto = _FirstLine()
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": HERE}
+        agent = reactor.spawnProcess(
+            proto, sys.executable,
+            [sys.executable, "-c", AGENT, self.layout.stateDir, script], env=env)
+        pid = int((yield proto.line))
+        agent.signalProcess("KILL")
+        yield proto.ended
+        self.assertTrue(alive(pid))
+        self.assertTrue(runsvAlive(self.path))
+        runsv = runsvFor(self.path)
+        self.assertEqual(len(runsv), 1)
+        status = yield self.sup.start(ServiceSpec("svc", ["setsid", "sh", "-c", script]))
+        self.assertEqual(status.pid, pid)
+        self.assertEqual(runsvFor(self.path), runsv)
+        yield self.sup.remove("svc", 5)
+        self.assertFalse(alive(pid))
+        self.assertEqual(runsvFor(self.path), [])
+
+    @defer.inlineCallbacks
+    def test_runsvKilled(self):
+        """
+        When a service's runsv is killed outright, the service reads as not
+        running, and the next start stops the orphaned process before a new
+        runsv starts one copy.
+        """
+        first = yield self.sup.start(self.sleeper())
+        yield self.waitPids(1)
+        runsv, = runsvFor(self.path)
+        os.kill(runsv, signal.SIGKILL)
+        yield waitFor(lambda: not runsvAlive(self.path), what="runsv to die")
+        status = yield self.sup.status("svc")
+        self.assertFalse(status.running)
+        self.assertFalse(status.wantUp)
+        second = yield self.sup.start(self.sleeper())
+        self.assertNotEqual(second.pid, first.pid)
+        self.assertFalse(alive(first.pid))
+        self.assertEqual(len(runsvFor(self.path)), 1)
+
+    @defer.inlineCallbacks
+    def test_remove(self):
+        """
+        L{RunitSupervisor.remove} stops the service, ends its runsv and svlogd
+        and deletes its directory; removing again is a no-op.
+        """
+        first = yield self.sup.start(self.sleeper())
+        yield self.sup.remove("svc", 5)
+        self.assertFalse(os.path.exists(self.path))
+        self.assertFalse(alive(first.pid))
+        self.assertEqual(runsvFor(self.path), [])
+        yield waitFor(lambda: not os.listdir(self.layout.serviceDir),
+                      what="the service directory to go")
+        self.assertEqual((yield self.sup.services()), [])
+        self.assertIsNone((yield self.sup.status("svc")))
+        yield self.sup.remove("svc", 5)
+
+    @defer.inlineCallbacks
+    def test_log(self):
+        """
+        The service's stdout and stderr reach C{log/main/current} through
+        svlogd, timestamped.
+        """
+        yield self.sup.start(self.shell(
+            "echo to-stdout; echo to-stderr >&2; exec sleep 1000"))
+        current = os.path.join(self.path, "log", "main", "current")
+
+        def logged():
+            try:
+                with open(current) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                return False
+            return "to-stdout" in text and "to-stderr" in text
+
+        yield waitFor(logged, what="output in %s" % (current,))
+        with open(current) as f:
+            self.assertRegex(f.readline(), r"^\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\.\d+ to-")
+
+    def test_badSpec(self):
+        """
+        An invalid spec fails at once, before anything is written.
+        """
+        self.failureResultOf(self.sup.start(ServiceSpec("../x", ["true"])),
+                             SupervisorError)
+        self.failureResultOf(self.sup.stop("a/b", 1), SupervisorError)
+        self.assertFalse(os.path.exists(self.layout.serviceDir))
