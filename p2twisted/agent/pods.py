@@ -1,0 +1,338 @@
+# -*- test-case-name: tests.test_agent_e2e -*-
+"""
+What the agent does to one pod: deploy a manifest (fetch, verify, install,
+write runtime files, then swap the running version) and remove one.
+
+Deploy order keeps the running version running until its successor is
+ready: every launchable of the new manifest is fetched, verified, extracted
+and its entry points checked *before* anything of the old version is
+stopped.  Only then are old services that are no longer wanted stopped, the
+C{current} links flipped, and the new services (re)started.  If starting
+them fails, the previous installs are activated and started again.
+"""
+
+import os
+import shutil
+import socket
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from p2twisted import __version__
+from p2twisted.agent import runtime
+from p2twisted.agent.artifacts import ArtifactCache
+from p2twisted.agent.install import Installer
+from p2twisted.agent.interfaces import ServiceSpec
+from p2twisted.agent.layout import PodLayout, StateLayout, serviceName
+from p2twisted.agent.process import runBounded
+from p2twisted.agent.supervisors import makeSupervisor
+from p2twisted.errors import AgentError
+from p2twisted.manifest import launchableVersion
+
+log = Logger()
+
+
+def p2execCommand():
+    """
+    @return: the argv prefix running C{p2-exec}: the console script beside
+        this Python when installed, else C{python -m p2twisted.agent.p2exec}.
+    """
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "p2-exec")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "p2twisted.agent.p2exec"]
+
+
+def machineFacts(node, labels, supervisor):
+    """
+    @return: the facts published in C{machines/<node>}.
+    """
+    machineId = None
+    for path in ("/etc/machine-id", "/sys/class/dmi/id/product_uuid"):
+        try:
+            with open(path) as f:
+                machineId = f.read().strip() or None
+        except OSError:
+            continue
+        if machineId:
+            break
+    memory = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"node": node, "hostname": socket.gethostname(), "machine_id": machineId,
+            "cores": os.cpu_count(), "memory": memory, "agent_version": __version__,
+            "labels": labels, "supervisor": supervisor}
+
+
+def checkReachable(path, user):
+    """
+    @raise AgentError: if C{user} cannot reach C{path} because a directory on
+        the way is not searchable by it (a pod would fail to start with only
+        "Permission denied" in its log).
+    """
+    import pwd
+    entry = pwd.getpwnam(user)
+    if entry.pw_uid == 0:
+        return
+    groups = {g.gr_gid for g in __import__("grp").getgrall() if user in g.gr_mem}
+    groups.add(entry.pw_gid)
+    current = os.path.abspath(path)
+    while True:
+        st = os.stat(current)
+        if st.st_uid == entry.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid in groups:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            raise AgentError(
+                "run_as user %s cannot reach the pod root %s: %s has mode %04o; make it "
+                "searchable (chmod o+x) or choose another pod_root"
+                % (user, path, current, st.st_mode & 0o7777))
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+
+
+class PodOperations(object):
+    """
+    Deploys and removes pods on this machine.
+
+    @param supervisor: an L{ISupervisor}.
+    @param artifacts: an L{ArtifactCache}.
+    @param installer: an L{Installer}.
+    """
+
+    def __init__(self, config, reactor, supervisor, artifacts, installer, p2exec=None,
+                 isRoot=None):
+        self.config = config
+        self.reactor = reactor
+        self.supervisor = supervisor
+        self.artifacts = artifacts
+        self.installer = installer
+        self.p2exec = p2exec or p2execCommand()
+        self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
+        self._warnedRunAs = set()
+
+    @classmethod
+    def fromConfig(cls, config, reactor):
+        """
+        @return: the operations an L{AgentConfig} asks for.
+        """
+        state = StateLayout(config.stateDir)
+        for path in (config.podRoot, state.serviceDir, state.artifactsDir):
+            os.makedirs(path, exist_ok=True)
+        supervisor = makeSupervisor(config.supervisor, state, reactor)
+        artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout)
+        installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
+                              diskBudget=config.diskBudget)
+        p2exec = config.p2exec.split() if config.p2exec else None
+        return cls(config, reactor, supervisor, artifacts, installer, p2exec)
+
+    def facts(self):
+        return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
+
+    def service(self):
+        """
+        @return: a service that releases the supervisor and the HTTP pool
+            when the agent stops (runit pods keep running).
+        """
+        ops = self
+
+        class Closer(service.Service):
+            def stopService(self):
+                service.Service.stopService(self)
+                return defer.gatherResults([ops.artifacts.close(), ops.supervisor.close()])
+        return Closer()
+
+    def installedPods(self):
+        """
+        @return: C{{pod_id: current_manifest.yaml bytes}} of the pods on disk.
+        """
+        found = {}
+        try:
+            names = sorted(os.listdir(self.config.podRoot))
+        except OSError:
+            return found
+        for podId in names:
+            path = PodLayout(self.config.podRoot, podId).currentManifest
+            try:
+                with open(path, "rb") as f:
+                    found[podId] = f.read()
+            except OSError:
+                continue
+        return found
+
+    # -- deploy ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def deploy(self, manifest, old):
+        """
+        Make C{manifest} the running version of its pod (C{old}, the manifest
+        in reality, or C{None}).
+
+        @return: L{Deferred} firing once every entry point is running;
+            failing with an L{AgentError} that says what went wrong, in which
+            case the previous version keeps (or is again) running.
+        """
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        user = yield self._user(manifest, layout)
+        installs = {}
+        for launchableId, launchable in manifest.launchables.items():
+            installs[launchableId] = yield self._install(layout, launchableId, launchable)
+        yield threads.deferToThread(self._writeRuntime, manifest, layout, user)
+        specs = self._specs(manifest, layout, user, installs)
+        yield self._stopUnwanted(manifest.id, specs, old)
+        previous = {}
+        try:
+            for launchableId, (installDir, _) in installs.items():
+                previous[launchableId] = yield self.installer.activate(
+                    layout, launchableId, installDir)
+            yield threads.deferToThread(
+                runtime.atomicWrite, layout.currentManifest, manifest.raw)
+            for launchableId, launchable in manifest.launchables.items():
+                changed = previous[launchableId] != installs[launchableId][0]
+                restart = changed and not launchable.noHaltOnUpdate
+                for spec in specs[launchableId]:
+                    yield self.supervisor.start(spec, restart=restart)
+        except Exception:
+            yield self._rollBack(layout, installs, previous, specs)
+            raise
+        yield self._runScript(manifest, layout, user, "bin/enable")
+        for launchableId in manifest.launchables:
+            yield self.installer.prune(layout, launchableId)
+
+    @defer.inlineCallbacks
+    def _user(self, manifest, layout):
+        user, ignored = yield threads.deferToThread(
+            runtime.ensureUser, manifest.runAs, layout.home, self.config.createUsers, self.isRoot)
+        checkReachable(self.config.podRoot, user)
+        if ignored and manifest.id not in self._warnedRunAs:
+            self._warnedRunAs.add(manifest.id)
+            log.warn("pod {pod}: run_as {runAs} ignored; the agent is not root, so the pod runs "
+                     "as {user}", pod=manifest.id, runAs=manifest.runAs, user=user)
+        return user
+
+    @defer.inlineCallbacks
+    def _install(self, layout, launchableId, launchable):
+        if launchable.location is None:
+            raise AgentError("launchables.%s: 'version:' needs an artifact registry, and none "
+                             "is configured; give the artifact's 'location:' instead"
+                             % (launchableId,))
+        path, sha = yield self.artifacts.fetch(
+            launchable.location, launchable.digest, launchable.digestLocation)
+        installDir = yield self.installer.install(
+            layout, launchableId, launchableVersion(launchable), path)
+        entries = self.installer.entryPoints(installDir, launchable.entryPoints)
+        return installDir, entries
+
+    def _writeRuntime(self, manifest, layout, user):
+        configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML())
+        runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, manifest.id, configPath))
+        for launchableId, launchable in manifest.launchables.items():
+            runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
+                layout, launchableId, launchable.restartTimeout, launchable.env))
+        if self.isRoot:
+            import pwd
+            entry = pwd.getpwnam(user)
+            os.chown(layout.home, entry.pw_uid, entry.pw_gid)
+
+    def _specs(self, manifest, layout, user, installs):
+        specs = {}
+        for launchableId, launchable in manifest.launchables.items():
+            cgroup = launchable.cgroup or {}
+            specs[launchableId] = [
+                ServiceSpec(
+                    name=serviceName(manifest.id, launchableId, entry),
+                    argv=runtime.execArgv(
+                        self.p2exec, layout, launchableId, user, entry,
+                        cgroupName=("%s-%s" % (manifest.id, launchableId)) if cgroup else None,
+                        cpus=cgroup.get("cpus"), memory=cgroup.get("memory")),
+                    restartPolicy=launchable.restartPolicy,
+                    restartTimeout=launchable.restartTimeout)
+                for entry in installs[launchableId][1]]
+        return specs
+
+    @defer.inlineCallbacks
+    def _podServices(self, podId):
+        names = yield self.supervisor.services()
+        return [n for n in names if n.startswith(podId + "__")]
+
+    @defer.inlineCallbacks
+    def _stopUnwanted(self, podId, specs, old):
+        wanted = {spec.name for group in specs.values() for spec in group}
+        running = yield self._podServices(podId)
+        unwanted = [n for n in running if n not in wanted]
+        if old is not None and unwanted:
+            layout = PodLayout(self.config.podRoot, podId)
+            yield self._runScript(old, layout, old.runAs, "bin/disable")
+        for name in unwanted:
+            log.info("removing service {service}: not in the new manifest", service=name,
+                     pod=podId)
+            yield self.supervisor.remove(name, self._stopTimeout(old))
+
+    def _stopTimeout(self, manifest):
+        if manifest is None:
+            return 60.0
+        return max([l.restartTimeout for l in manifest.launchables.values()] or [60.0])
+
+    @defer.inlineCallbacks
+    def _rollBack(self, layout, installs, previous, specs):
+        for launchableId, before in previous.items():
+            if before is None or before == installs[launchableId][0]:
+                continue
+            try:
+                yield self.installer.activate(layout, launchableId, before)
+                for spec in specs[launchableId]:
+                    yield self.supervisor.start(spec, restart=True)
+                log.warn("rolled {launchable} back to {install}", launchable=launchableId,
+                         install=before, pod=layout.podId, event="rollback")
+            except Exception as e:
+                log.error("could not roll {launchable} back to {install}: {error}",
+                          launchable=launchableId, install=before, error=str(e),
+                          pod=layout.podId)
+
+    @defer.inlineCallbacks
+    def _runScript(self, manifest, layout, user, script):
+        """
+        Run C{bin/enable} or C{bin/disable} of every launchable that has one,
+        bounded by the pod's C{termination_grace_period}; failures only warn.
+        """
+        for launchableId in manifest.launchables:
+            path = os.path.join(layout.current(launchableId), script)
+            if not os.access(path, os.X_OK):
+                continue
+            argv = runtime.execArgv(self.p2exec, layout, launchableId, user, script)
+            grace = float(manifest.terminationGracePeriod)
+            result = yield runBounded(self.reactor, argv, termAfter=grace, killAfter=grace + 5)
+            if result.failed:
+                log.warn("{script} of {pod}/{launchable} failed ({outcome}); continuing",
+                         script=script, pod=manifest.id, launchable=launchableId,
+                         outcome=result.describe())
+
+    # -- remove --------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def remove(self, manifest, podId):
+        """
+        Halt and uninstall C{podId} (C{manifest}: the one in reality, or
+        C{None} when unknown): run C{bin/disable}, stop and remove its
+        services, delete its home.
+
+        @return: L{Deferred} firing when nothing of the pod remains.
+        """
+        layout = PodLayout(self.config.podRoot, podId)
+        if manifest is not None:
+            yield self._runScript(manifest, layout, manifest.runAs, "bin/disable")
+        for name in (yield self._podServices(podId)):
+            yield self.supervisor.remove(name, self._stopTimeout(manifest))
+        yield threads.deferToThread(shutil.rmtree, layout.home, True)

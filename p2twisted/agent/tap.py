@@ -1,0 +1,57 @@
+# -*- test-case-name: tests.test_agent_tap -*-
+"""
+C{twistd p2-agent}: options and the service they build.
+"""
+
+from twisted.application import service, strports
+from twisted.python import usage
+from twisted.web import server
+
+from p2twisted.agent.config import agentConfig
+from p2twisted.errors import P2Error
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Run the p2 machine agent: converge this node's intent (intent/<node>/ in the "
+                "coordination store) into running pods. Every setting has a default; a config "
+                "file (see conf/agent.yaml) and these flags override them.")
+    optParameters = [
+        ["config", "c", None, "agent config file (YAML)"],
+        ["store", None, None, "coordination store URL (default: $P2_STORE, the config file, "
+                              "else the embedded local store)"],
+        ["node", None, None, "this node's name (default: the host name)"],
+        ["pod-root", None, None, "where pods are installed (default: <state-dir>/pods)"],
+        ["state-dir", None, None, "agent state: service dirs, artifact cache"],
+        ["supervisor", None, None, "auto, runit or builtin (default: auto)"],
+        ["status-port", None, None, "serve GET /_status on 127.0.0.1:PORT"],
+    ]
+
+
+def makeService(options, reactor=None):
+    """
+    @return: the agent's L{IService}, with its status endpoint when a status
+        port is configured.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from p2twisted.agent.pods import PodOperations
+    from p2twisted.agent.service import AgentService
+    from p2twisted.agent.web import StatusResource
+    try:
+        config = agentConfig(options["config"], {
+            "store": options["store"], "node": options["node"], "pod_root": options["pod-root"],
+            "state_dir": options["state-dir"], "supervisor": options["supervisor"],
+            "status_port": int(options["status-port"]) if options["status-port"] else None,
+        })
+    except (P2Error, ValueError) as e:
+        raise usage.UsageError(str(e))
+    top = service.MultiService()
+    pods = PodOperations.fromConfig(config, reactor)
+    agent = AgentService(config, pods, reactor, facts=pods.facts)
+    agent.setServiceParent(top)
+    pods.service().setServiceParent(top)
+    if config.statusPort is not None:
+        site = server.Site(StatusResource(agent).resource())
+        strports.service("tcp:%d:interface=127.0.0.1" % (config.statusPort,), site).setServiceParent(top)
+    return top

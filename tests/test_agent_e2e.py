@@ -1,0 +1,235 @@
+"""
+The agent end to end: real runit, real artifacts, a real local store, real
+HTTP to the pods it runs.
+"""
+
+import json
+import os
+import signal
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from p2twisted import intent
+from p2twisted.manifest import parseManifest
+from p2twisted.store import keys, openStore
+from tests.agentharness import (
+    AgentHarness, buildWebArtifact, freePort, httpGet, waitForVersion, webManifest)
+from tests.servers import requireServer
+from tests.store_contract import waitFor
+
+
+def requireRunit():
+    import shutil
+    if not all(shutil.which(p) for p in ("runsv", "sv", "svlogd")):
+        requireServer("runit", "runsv/sv not on PATH (apt-get install runit)")
+    if os.getuid() != 0:
+        raise unittest.SkipTest("the agent end-to-end tests run pods as 'nobody', which needs root")
+
+
+class AgentEndToEndTests(unittest.TestCase):
+    """
+    One agent on the local store under runit.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        requireRunit()
+        self.artifacts = os.path.abspath(self.mktemp())
+        os.makedirs(self.artifacts)
+        self.url = "local://%s/state.db" % (os.path.abspath(self.mktemp()),)
+        self.store = yield openStore(self.url)
+        self.addCleanup(self.store.close)
+        self.harness = AgentHarness(self, self.url).start()
+
+    def schedule(self, raw, node="n1"):
+        return intent.schedule(self.store, node, parseManifest(raw))
+
+    @defer.inlineCallbacks
+    def podStatus(self, podId, node="n1"):
+        entry = yield self.store.get(keys.status("pods", node, podId))
+        return json.loads(entry.value) if entry else None
+
+    def servicePid(self, podId="hello"):
+        path = os.path.join(self.harness.config.stateDir, "service",
+                            "%s__web__bin__launch" % (podId,), "supervise", "pid")
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+
+    @defer.inlineCallbacks
+    def test_installUpgradeUninstall(self):
+        """
+        A scheduled pod is installed and answers; reality is written; an
+        upgrade serves the new version; unscheduling stops it, deletes its
+        home and its reality.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        yield self.schedule(webManifest("hello", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        reality = yield self.store.get(keys.reality("n1", "hello"))
+        self.assertIn(b"hello_1.tar.gz", reality.value)
+        status = yield self.podStatus("hello")
+        self.assertEqual(status["state"], "running")
+        current = os.readlink(self.harness.layout("hello").current("web"))
+        self.assertTrue(current.endswith("web_1"), current)
+
+        url2, sha2 = buildWebArtifact(self.artifacts, "hello", "2")
+        yield self.schedule(webManifest("hello", url2, port, sha2))
+        yield waitForVersion(port, "2")
+        last = os.readlink(self.harness.layout("hello").last("web"))
+        self.assertTrue(last.endswith("web_1"), last)
+
+        yield intent.unschedule(self.store, "n1", "hello")
+        yield waitForVersion(port, None)
+        yield waitFor(lambda: self.store.get(keys.reality("n1", "hello")).addCallback(
+            lambda e: e is None), what="reality to be deleted")
+        self.assertFalse(os.path.exists(self.harness.layout("hello").home))
+
+    @defer.inlineCallbacks
+    def test_upgradeKeepsOldServingUntilInstalled(self):
+        """
+        While the new version's artifact is still being fetched (here: cannot
+        be, it is missing), the old version keeps serving, reality keeps the
+        old manifest, and the status names the problem; once the artifact
+        appears, the upgrade completes.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        yield self.schedule(webManifest("hello", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        pid = self.servicePid()
+        missing = "file://%s/hello_2.tar.gz" % (self.artifacts,)
+        yield self.schedule(webManifest("hello", missing, port))
+        status = yield waitFor(lambda: self.podStatus("hello").addCallback(
+            lambda s: s if s and s["state"] == "failed" else None), what="failed status")
+        self.assertIn("hello_2.tar.gz", status["error"])
+        self.assertEqual((yield httpGet("http://127.0.0.1:%d/version" % (port,))), (200, b"1"))
+        self.assertEqual(self.servicePid(), pid)
+        reality = yield self.store.get(keys.reality("n1", "hello"))
+        self.assertIn(b"hello_1.tar.gz", reality.value)
+        buildWebArtifact(self.artifacts, "hello", "2")
+        yield waitForVersion(port, "2", timeout=60)
+
+    @defer.inlineCallbacks
+    def test_crashedProcessRestarted(self):
+        """
+        A pod process killed with SIGKILL is restarted by the supervisor.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        yield self.schedule(webManifest("hello", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        pid = self.servicePid()
+        os.kill(pid, signal.SIGKILL)
+        yield waitFor(lambda: self.servicePid() not in (0, pid), what="a new pid")
+        yield waitForVersion(port, "1")
+
+    @defer.inlineCallbacks
+    def test_agentRestartKeepsPods(self):
+        """
+        Stopping the agent leaves runit pods running; a new agent adopts them
+        without restarting them (same pid) and still converges.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        yield self.schedule(webManifest("hello", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        pid = self.servicePid()
+        yield self.harness.stop()
+        yield waitForVersion(port, "1")
+        self.harness.start()
+        yield self.harness.whenConverged()
+        yield self.harness.agent.resync()
+        yield self.harness.whenConverged()
+        self.assertEqual(self.servicePid(), pid)
+
+    @defer.inlineCallbacks
+    def test_wipedIntentRemovesNothing(self):
+        """
+        Deleting a node's whole intent (marker included) removes nothing: the
+        pod keeps running and reality stays.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        yield self.schedule(webManifest("hello", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        pid = self.servicePid()
+        yield self.store.delete(keys.intent("n1", "hello"))
+        yield self.store.delete(keys.intentNode("n1"))
+        yield self.harness.agent.resync()
+        yield waitFor(lambda: self.harness.agent.markerPresent is False, what="marker noticed")
+        self.assertEqual((yield httpGet("http://127.0.0.1:%d/version" % (port,))), (200, b"1"))
+        self.assertEqual(self.servicePid(), pid)
+        self.assertIsNotNone((yield self.store.get(keys.reality("n1", "hello"))))
+
+    @defer.inlineCallbacks
+    def test_badInputsDoNotSpread(self):
+        """
+        An invalid manifest, a digest mismatch, a malicious tarball and a
+        non-executable entry point each end in a status error naming the
+        problem, while another pod deploys and runs normally.
+        """
+        from tests.artifacts import buildHoist, member
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "good", "1")
+        evil = os.path.join(self.artifacts, "evil_1.tar.gz")
+        buildHoist(evil, files={"bin/launch": (b"#!/bin/sh\n", 0o755)},
+                   extra=[member("../../escape", "file", b"x")])
+        noexec = os.path.join(self.artifacts, "noexec_1.tar.gz")
+        buildHoist(noexec, files={"bin/launch": (b"#!/bin/sh\n", 0o644)})
+        bad = {
+            "mismatch": (webManifest("mismatch", url1, freePort(), "0" * 64), "sha256 mismatch"),
+            "evil": (webManifest("evil", "file://" + evil, freePort()), "escape"),
+            "noexec": (webManifest("noexec", "file://" + noexec, freePort()), "not executable"),
+        }
+        for podId, (raw, _) in sorted(bad.items()):
+            yield self.schedule(raw)
+        yield self.store.put(keys.intent("n1", "broken"), b"id: broken\nlaunchables: 7\n")
+        yield self.schedule(webManifest("good", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        for podId, (_, word) in sorted(bad.items()):
+            status = yield waitFor(lambda: self.podStatus(podId).addCallback(
+                lambda s: s if s and s["state"] == "failed" else None),
+                what="%s to fail" % (podId,))
+            self.assertIn(word, status["error"])
+            self.assertIsNone((yield self.store.get(keys.reality("n1", podId))))
+        status = yield waitFor(lambda: self.podStatus("broken"), what="broken's status")
+        self.assertEqual(status["state"], "invalid")
+        self.assertFalse(os.path.exists(os.path.join(self.harness.config.podRoot, "..", "escape")))
+
+
+class TwoAgentsTests(unittest.TestCase):
+    """
+    Two agents on one machine, with different node names and pod roots.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_eachConvergesOwnIntent(self):
+        """
+        Each agent runs only the pods scheduled for its node.
+        """
+        requireRunit()
+        artifacts = os.path.abspath(self.mktemp())
+        os.makedirs(artifacts)
+        url = "local://%s/state.db" % (os.path.abspath(self.mktemp()),)
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        a = AgentHarness(self, url, node="a").start()
+        b = AgentHarness(self, url, node="b").start()
+        portA, portB = freePort(), freePort()
+        artifact, sha = buildWebArtifact(artifacts, "web", "1")
+        yield intent.schedule(store, "a", parseManifest(webManifest("web-a", artifact, portA, sha)))
+        yield intent.schedule(store, "b", parseManifest(webManifest("web-b", artifact, portB, sha)))
+        yield waitForVersion(portA, "1")
+        yield waitForVersion(portB, "1")
+        self.assertEqual(os.listdir(a.config.podRoot), ["web-a"])
+        self.assertEqual(os.listdir(b.config.podRoot), ["web-b"])
+        machines = yield store.list("machines")
+        self.assertEqual(sorted(machines), ["machines/a", "machines/b"])
