@@ -20,7 +20,7 @@ $(STAMP): setup.py
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 # Install the servers the integration tests run for real, when we can (root + apt-get).

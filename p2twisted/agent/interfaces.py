@@ -98,3 +98,25 @@ class ISupervisor(Interface):
 
         @return: L{Deferred} firing with C{None}.
         """
+
+
+class IArtifactFetcher(Interface):
+    """
+    Brings artifacts into the local content-addressed cache.
+    """
+
+    def fetch(url, digest=None, digestLocation=None):
+        """
+        Make sure the artifact at C{url} is in the cache, verified against
+        C{digest} (SHA-256 hex) and/or the sha256sum file at C{digestLocation}.
+
+        @return: L{Deferred} firing with C{(path, sha256)}; failing with
+            L{FetchError}, L{DigestMismatch} or L{ArtifactError}.
+        """
+
+    def close():
+        """
+        Release connections.
+
+        @return: L{Deferred} firing with C{None}.
+        """

@@ -1,0 +1,491 @@
+# -*- test-case-name: tests.test_agent_artifacts -*-
+"""
+Fetching artifacts into a content-addressed cache.
+
+C{ArtifactCache.fetch} downloads a C{file://}, C{http://} or C{https://} URL
+into C{<state_dir>/tmp/}, hashing while it writes, verifies the SHA-256 given
+directly or by a sha256sum file, and renames the file to
+C{<state_dir>/artifacts/<sha256>}.  When the digest is known up front, a
+cached copy is used instead of downloading (after re-hashing it: a corrupt
+cache entry is deleted and fetched again).
+
+HTTP uses C{twisted.web.client.Agent} directly rather than C{treq}'s
+C{HTTPClient}: the latter always decodes C{Content-Encoding: gzip}, which
+servers such as C{twisted.web.static.File} and Apache put on C{.tar.gz}
+files, so the bytes hashed would not be the artifact's.
+"""
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from urllib.parse import unquote, urlsplit
+
+from hyperlink import URL
+from twisted.internet import defer, error, protocol, task, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent, HTTPConnectionPool, RedirectAgent, ResponseDone, ResponseFailed,
+    ResponseNeverReceived)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from p2twisted.agent.interfaces import IArtifactFetcher
+from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BSD_LINE = re.compile(r"^SHA256 \((.*)\) = ([0-9a-fA-F]{64})$")
+_CHUNK = 1 << 20
+_SCHEMES = ("file", "http", "https")
+
+log = Logger()
+
+
+def normalizeDigest(digest):
+    """
+    @return: C{digest} as lower-case hex.
+    @raise ArtifactError: it is not a SHA-256 hex digest.
+    """
+    value = str(digest).strip().lower()
+    if not _SHA256.match(value):
+        raise ArtifactError("invalid sha256 digest %r: expected 64 hex digits" % (digest,))
+    return value
+
+
+def parseDigestFile(text, filename, source="digest file"):
+    """
+    Find an artifact's SHA-256 in a sha256sum file (lines C{<hex>  <name>},
+    C{<hex> *<name>} or BSD-style C{SHA256 (<name>) = <hex>}; blank and C{#}
+    lines ignored).
+
+    @param filename: the artifact's base name; the line whose name has that
+        base name is used, or else the only line.
+    @param source: where the text came from, for messages.
+    @return: the digest, lower-case hex.
+    @raise ArtifactError: the file is malformed, ambiguous, or has no line for
+        C{filename}.
+    """
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        bsd = _BSD_LINE.match(line)
+        if bsd:
+            name, digest = bsd.group(1), bsd.group(2)
+        else:
+            digest, _, name = line.partition(" ")
+            name = name.strip()
+            name = name[1:] if name.startswith("*") else name
+        if not _SHA256.match(digest.lower()):
+            raise ArtifactError("%s line %d is not '<sha256>  <filename>': %r"
+                                % (source, number, line[:100]))
+        entries.append((digest.lower(), os.path.basename(name)))
+    matching = {digest for digest, name in entries if name == filename}
+    if len(matching) > 1:
+        raise ArtifactError("%s lists several different digests for %s" % (source, filename))
+    if matching:
+        return matching.pop()
+    if len(entries) == 1:
+        return entries[0][0]
+    raise ArtifactError("%s has no line for %s (%d lines)" % (source, filename, len(entries)))
+
+
+def sha256File(path):
+    """
+    @return: the SHA-256 of the file at C{path}, hex (blocking).
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetchError(message, retryable):
+    e = FetchError(message)
+    e.retryable = retryable
+    return e
+
+
+def _scheme(url):
+    scheme = urlsplit(str(url)).scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ArtifactError("cannot fetch %s: unsupported URL scheme %r (use file, http or https)"
+                            % (url, scheme))
+    return scheme
+
+
+def _localPath(url):
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+        raise ArtifactError("cannot fetch %s: a file URL must be file:///absolute/path" % (url,))
+    return path
+
+
+def _basename(url):
+    return unquote(urlsplit(url).path).rstrip("/").rpartition("/")[2]
+
+
+def _writeAll(f, data, path):
+    """
+    Write C{data} to the unbuffered file C{f}, naming C{path} on failure.
+    """
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
+    except OSError as e:
+        raise ArtifactError("cannot write %s: %s" % (path, e.strerror or e))
+
+
+def _copyHashing(url, out, outPath):
+    """
+    In a thread: copy the file named by a C{file://} URL to C{out}.
+
+    @return: its SHA-256, hex.
+    """
+    path = _localPath(url)
+    h = hashlib.sha256()
+    try:
+        src = open(path, "rb")
+    except FileNotFoundError:
+        raise _fetchError("cannot fetch %s: no such file" % (url,), False)
+    except OSError as e:
+        raise _fetchError("cannot fetch %s: %s" % (url, e.strerror), False)
+    with src:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            h.update(chunk)
+            _writeAll(out, chunk, outPath)
+    return h.hexdigest()
+
+
+def _readLocal(url, limit):
+    path = _localPath(url)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise _fetchError("cannot fetch %s: no such file" % (url,), False)
+    except OSError as e:
+        raise _fetchError("cannot fetch %s: %s" % (url, e.strerror), False)
+    if len(data) > limit:
+        raise ArtifactError("%s is larger than %d bytes" % (url, limit))
+    return data
+
+
+def _describe(url, failure):
+    """
+    @return: C{(message, retryable)} for a failed HTTP exchange.
+    """
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused", True
+    if failure.check(error.TimeoutError):
+        return "timed out connecting", True
+    if failure.check(error.DNSLookupError):
+        return "cannot resolve the host name", True
+    if failure.check(ResponseFailed, ResponseNeverReceived):
+        reasons = [r.getErrorMessage() for r in failure.value.reasons] or ["?"]
+        return "connection lost (%s)" % ("; ".join(reasons),), True
+    if failure.check(error.ConnectError, error.ConnectionLost):
+        return failure.getErrorMessage(), True
+    return failure.getErrorMessage() or failure.type.__name__, False
+
+
+class _Body(protocol.Protocol):
+    """
+    Streams a response body into C{sink}; gives up after C{idleTimeout}
+    seconds without data.  C{finished} fires with C{None} or fails.
+    """
+
+    def __init__(self, reactor, url, sink, idleTimeout):
+        self.finished = defer.Deferred()
+        self._reactor = reactor
+        self._url = url
+        self._sink = sink
+        self._idle = idleTimeout
+        self._failure = None
+
+    def connectionMade(self):
+        self._last = self._reactor.seconds()
+        self._timer = self._reactor.callLater(self._idle, self._check)
+
+    def _check(self):
+        waited = self._reactor.seconds() - self._last
+        if waited < self._idle:
+            self._timer = self._reactor.callLater(self._idle - waited, self._check)
+            return
+        self._failure = Failure(_fetchError(
+            "cannot fetch %s: no data for %gs (idle timeout)" % (self._url, self._idle), True))
+        self.transport.stopProducing()
+
+    def dataReceived(self, data):
+        self._last = self._reactor.seconds()
+        if self._failure is not None:
+            return
+        try:
+            self._sink(data)
+        except Exception:
+            self._failure = Failure()
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        if self._timer.active():
+            self._timer.cancel()
+        if self._failure is not None:
+            self.finished.errback(self._failure)
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            message, retryable = _describe(self._url, reason)
+            self.finished.errback(_fetchError("cannot fetch %s: download cut short: %s"
+                                              % (self._url, message), retryable))
+
+
+@implementer(IArtifactFetcher)
+class ArtifactCache(object):
+    """
+    Fetches artifacts into C{stateLayout.artifact(sha256)}.
+
+    @param stateLayout: a L{p2twisted.agent.layout.StateLayout}.
+    @param agent: an C{IAgent} for HTTP(S); default: a
+        C{twisted.web.client.Agent} following redirects, with its own
+        persistent connection pool (released by L{close}).
+    @param connectTimeout: seconds to establish a connection.
+    @param idleTimeout: seconds to wait for response headers (after
+        connecting) and between chunks of the body.
+    @param retries: further attempts after a failure that may be transient
+        (connection refused or lost, timeouts, HTTP 5xx, 408, 429); not after
+        404, a digest mismatch or a local error.
+    @param retryDelay: seconds before the first retry; doubles each time.
+    @param maxDigestFileBytes: the largest digest file accepted.
+    """
+
+    def __init__(self, stateLayout, reactor, agent=None, connectTimeout=10.0,
+                 idleTimeout=60.0, retries=3, retryDelay=1.0, maxDigestFileBytes=1 << 20):
+        self._layout = stateLayout
+        self._reactor = reactor
+        self._pool = None
+        if agent is None:
+            self._pool = HTTPConnectionPool(reactor)
+            agent = RedirectAgent(Agent(reactor, connectTimeout=connectTimeout, pool=self._pool))
+        self._agent = agent
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.retries = retries
+        self.retryDelay = retryDelay
+        self.maxDigestFileBytes = maxDigestFileBytes
+
+    def close(self):
+        """
+        Close idle HTTP connections.
+
+        @return: L{Deferred} firing with C{None} once they are closed.
+        """
+        if self._pool is None:
+            return defer.succeed(None)
+        return self._pool.closeCachedConnections()
+
+    def _inThread(self, f, *args):
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
+    @defer.inlineCallbacks
+    def fetch(self, url, digest=None, digestLocation=None):
+        """
+        Make sure the artifact at C{url} is in the cache.
+
+        @param digest: its expected SHA-256 (hex), if known.
+        @param digestLocation: the URL of a sha256sum file listing it.  With
+            both, they must agree.
+        @return: L{Deferred} firing with C{(path, sha256)} of the cached file;
+            failing with L{FetchError} (not found, refused, timed out -- after
+            the retries), L{DigestMismatch} (naming both sums and the URL; the
+            download is discarded) or L{ArtifactError} (bad URL or digest
+            file, disk full...).
+        """
+        scheme = _scheme(url)
+        expected = normalizeDigest(digest) if digest is not None else None
+        source = "the manifest"
+        if digestLocation:
+            _scheme(digestLocation)
+            data = yield self._retrying(digestLocation, self._readSmall, digestLocation)
+            listed = parseDigestFile(data.decode("utf-8", "replace"), _basename(url),
+                                     "digest file %s" % (digestLocation,))
+            if expected is not None and listed != expected:
+                raise DigestMismatch("digest file %s lists sha256 %s for %s, but the manifest "
+                                     "says %s" % (digestLocation, listed, url, expected))
+            expected, source = listed, digestLocation
+        if expected is not None:
+            cached = self._layout.artifact(expected)
+            valid = yield self._inThread(self._checkCached, cached, expected)
+            if valid:
+                log.debug("cache hit for {url}", url=url, sha=expected, event="cache-hit")
+                return cached, expected
+        yield self._inThread(self._removeStale)
+        tmp, sha = yield self._retrying(url, self._download, url, scheme)
+        try:
+            if expected is not None and sha != expected:
+                raise DigestMismatch("sha256 mismatch for %s: got %s, expected %s (from %s)"
+                                     % (url, sha, expected, source))
+            final = self._layout.artifact(sha)
+            try:
+                os.makedirs(self._layout.artifactsDir, exist_ok=True)
+                os.replace(tmp, final)
+            except OSError as e:
+                raise ArtifactError("cannot store %s at %s: %s" % (url, final, e.strerror or e))
+        except Exception:
+            _unlink(tmp)
+            raise
+        log.info("fetched {url}", url=url, sha=sha, event="fetched")
+        return final, sha
+
+    @defer.inlineCallbacks
+    def _retrying(self, url, attempt, *args):
+        delay = self.retryDelay
+        for number in range(self.retries + 1):
+            try:
+                result = yield attempt(*args)
+                return result
+            except FetchError as e:
+                if not getattr(e, "retryable", False) or number == self.retries:
+                    if number:
+                        e.args = ("%s (%d attempts)" % (e, number + 1),)
+                    raise
+                log.warn("{error}; retrying in {delay}s", error=str(e), delay=delay, url=url,
+                         event="fetch-retry")
+            yield task.deferLater(self._reactor, delay, lambda: None)
+            delay = min(delay * 2, 60.0)
+
+    def _checkCached(self, path, expected):
+        try:
+            if sha256File(path) == expected:
+                return True
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            log.warn("cannot read cached {path}: {error}", path=path, error=e.strerror)
+            return False
+        log.warn("cached {path} is corrupt; fetching it again", path=path, event="cache-corrupt")
+        _unlink(path)
+        return False
+
+    def _removeStale(self):
+        # Leftovers of a crash; a live download is never idle this long.
+        cutoff = time.time() - max(3600.0, 2 * self.idleTimeout)
+        try:
+            for entry in os.scandir(self._layout.tmpDir):
+                if (entry.name.startswith("artifact-") and entry.name.endswith(".part")
+                        and entry.stat().st_mtime < cutoff):
+                    _unlink(entry.path)
+        except OSError:
+            pass
+
+    def _openTemp(self):
+        """
+        @return: C{(path, unbuffered binary file)} of a new download file.
+        """
+        try:
+            os.makedirs(self._layout.tmpDir, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix="artifact-", suffix=".part", dir=self._layout.tmpDir)
+        except OSError as e:
+            raise ArtifactError("cannot create a download file in %s: %s"
+                                % (self._layout.tmpDir, e.strerror or e))
+        return path, os.fdopen(fd, "wb", buffering=0)
+
+    @defer.inlineCallbacks
+    def _download(self, url, scheme):
+        """
+        @return: L{Deferred} firing with C{(temporary path, sha256)}.
+        """
+        path, out = self._openTemp()
+        try:
+            if scheme == "file":
+                sha = yield self._inThread(_copyHashing, url, out, path)
+            else:
+                h = hashlib.sha256()
+
+                def sink(data):
+                    h.update(data)
+                    _writeAll(out, data, path)
+                yield self._get(url, sink)
+                sha = h.hexdigest()
+            out.close()
+        except Exception:
+            out.close()
+            _unlink(path)
+            raise
+        return path, sha
+
+    def _readSmall(self, url):
+        """
+        @return: L{Deferred} firing with the (small) content at C{url}.
+        """
+        limit = self.maxDigestFileBytes
+        if _scheme(url) == "file":
+            return self._inThread(_readLocal, url, limit)
+        chunks = []
+
+        def sink(data):
+            chunks.append(data)
+            if sum(map(len, chunks)) > limit:
+                raise ArtifactError("%s is larger than %d bytes" % (url, limit))
+        return self._get(url, sink).addCallback(lambda _: b"".join(chunks))
+
+    @defer.inlineCallbacks
+    def _get(self, url, sink):
+        """
+        GET C{url}, passing the body to C{sink}.
+
+        @return: L{Deferred} firing with C{None} after the whole body.
+        """
+        timedOut = []
+        requested = self._agent.request(
+            b"GET", URL.from_text(url).to_uri().to_text().encode("ascii"),
+            Headers({b"User-Agent": [b"p2twisted-agent"], b"Accept-Encoding": [b"identity"]}))
+
+        def giveUp():
+            timedOut.append(True)
+            requested.cancel()
+        timer = self._reactor.callLater(self.connectTimeout + self.idleTimeout, giveUp)
+        try:
+            response = yield requested
+        except Exception:
+            if timedOut:
+                raise _fetchError("cannot fetch %s: no response within %gs (idle timeout)"
+                                  % (url, self.connectTimeout + self.idleTimeout), True)
+            message, retryable = _describe(url, Failure())
+            raise _fetchError("cannot fetch %s: %s" % (url, message), retryable)
+        finally:
+            if timer.active():
+                timer.cancel()
+        if response.code != 200:
+            retryable = response.code >= 500 or response.code in (408, 429)
+            body = _Body(self._reactor, url, _discardBeyond(65536), self.idleTimeout)
+            response.deliverBody(body)
+            yield body.finished.addErrback(lambda _: None)
+            raise _fetchError("cannot fetch %s: HTTP %d %s" % (
+                url, response.code, response.phrase.decode("latin-1")), retryable)
+        body = _Body(self._reactor, url, sink, self.idleTimeout)
+        response.deliverBody(body)
+        yield body.finished
+
+
+def _discardBeyond(limit):
+    seen = [0]
+
+    def sink(data):
+        seen[0] += len(data)
+        if seen[0] > limit:
+            raise ValueError("error body too large")
+    return sink
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

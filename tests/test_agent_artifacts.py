@@ -1,0 +1,376 @@
+"""
+Tests for L{p2twisted.agent.artifacts}: fetching into the content-addressed
+cache over C{file://} and real loopback HTTP.
+"""
+
+import errno
+import hashlib
+import os
+
+from twisted.internet import defer, reactor
+from twisted.protocols.policies import WrappingFactory
+from twisted.trial import unittest
+from twisted.web import resource, server, static
+
+from p2twisted.agent import artifacts
+from p2twisted.agent.artifacts import ArtifactCache, parseDigestFile
+from p2twisted.agent.layout import StateLayout
+from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
+from tests.artifacts import simpleHoist
+
+#: Failing tests must still finish.
+TIMEOUT = 20
+
+
+class _Tracking(WrappingFactory):
+    """
+    Tracks the server's connections so a test can close them all.
+    """
+
+    def __init__(self, wrapped):
+        WrappingFactory.__init__(self, wrapped)
+        self._emptied = []
+
+    def unregisterProtocol(self, p):
+        WrappingFactory.unregisterProtocol(self, p)
+        if not self.protocols:
+            waiting, self._emptied = self._emptied, []
+            for d in waiting:
+                d.callback(None)
+
+    def closeAll(self):
+        if not self.protocols:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._emptied.append(d)
+        for p in list(self.protocols):
+            p.transport.abortConnection()
+        return d
+
+
+class Counting(resource.Resource):
+    """
+    Counts requests, then serves C{child} -- after answering the first
+    C{failures} requests with 503.
+    """
+
+    isLeaf = True
+
+    def __init__(self, child, failures=0):
+        resource.Resource.__init__(self)
+        self.child = child
+        self.failures = failures
+        self.requests = []
+
+    def render(self, request):
+        self.requests.append(request.path)
+        if len(self.requests) <= self.failures:
+            request.setResponseCode(503)
+            return b"try later"
+        return self.child.getChildForRequest(request).render(request)
+
+
+class Hanging(resource.Resource):
+    """
+    Answers nothing (C{sendHeaders=False}) or headers and a little of the
+    body, then nothing more.
+    """
+
+    isLeaf = True
+
+    def __init__(self, sendHeaders=False):
+        resource.Resource.__init__(self)
+        self.sendHeaders = sendHeaders
+
+    def render_GET(self, request):
+        if self.sendHeaders:
+            request.setHeader(b"content-length", b"1000")
+            request.write(b"x" * 100)
+        return server.NOT_DONE_YET
+
+
+class FetchTests(unittest.TestCase):
+    """
+    L{ArtifactCache.fetch}.
+    """
+
+    timeout = TIMEOUT
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        self.serve = os.path.join(self.root, "serve")
+        os.makedirs(self.serve)
+        self.state = StateLayout(os.path.join(self.root, "state"))
+        self.name = "web_3c021aff.tar.gz"
+        self.artifact = os.path.join(self.serve, self.name)
+        self.sha = simpleHoist(self.artifact)
+
+    def cache(self, **kwargs):
+        kwargs.setdefault("retryDelay", 0)
+        cache = ArtifactCache(self.state, reactor, **kwargs)
+        self.addCleanup(cache.close)
+        return cache
+
+    def test_interface(self):
+        """
+        L{ArtifactCache} provides L{IArtifactFetcher}.
+        """
+        from zope.interface.verify import verifyObject
+
+        from p2twisted.agent.interfaces import IArtifactFetcher
+        verifyObject(IArtifactFetcher, self.cache())
+
+    def listen(self, root):
+        """
+        Serve C{root} on 127.0.0.1.
+
+        @return: the base URL.
+        """
+        tracking = _Tracking(server.Site(root))
+        port = reactor.listenTCP(0, tracking, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(tracking.closeAll)
+        return "http://127.0.0.1:%d/" % (port.getHost().port,)
+
+    def serveDir(self, failures=0):
+        """
+        @return: C{(base URL, Counting resource)} serving C{self.serve}.
+        """
+        counting = Counting(static.File(self.serve), failures)
+        return self.listen(counting), counting
+
+    def fileURL(self, path=None):
+        return "file://" + (path or self.artifact)
+
+    @defer.inlineCallbacks
+    def test_fileURL(self):
+        """
+        A C{file://} artifact is copied into the cache under its SHA-256.
+        """
+        path, sha = yield self.cache().fetch(self.fileURL())
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+        with open(path, "rb") as a, open(self.artifact, "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        self.assertEqual(os.listdir(self.state.tmpDir), [])
+
+    @defer.inlineCallbacks
+    def test_http(self):
+        """
+        An C{http://} artifact is streamed into the cache byte for byte, even
+        though C{static.File} labels C{.tar.gz} with C{Content-Encoding: gzip}.
+        """
+        base, counting = self.serveDir()
+        path, sha = yield self.cache().fetch(base + self.name)
+        self.assertEqual(sha, self.sha)
+        self.assertEqual(artifacts.sha256File(path), self.sha)
+        self.assertEqual(len(counting.requests), 1)
+
+    @defer.inlineCallbacks
+    def test_cacheHit(self):
+        """
+        With the digest known up front, a cached artifact is not fetched
+        again: the server sees one request for two fetches.
+        """
+        base, counting = self.serveDir()
+        cache = self.cache()
+        first = yield cache.fetch(base + self.name, digest=self.sha)
+        second = yield cache.fetch(base + self.name, digest=self.sha.upper())
+        self.assertEqual(first, second)
+        self.assertEqual(len(counting.requests), 1)
+
+    @defer.inlineCallbacks
+    def test_corruptCacheEntryRefetched(self):
+        """
+        A cache entry whose content no longer matches its name is replaced.
+        """
+        base, counting = self.serveDir()
+        os.makedirs(self.state.artifactsDir)
+        with open(self.state.artifact(self.sha), "wb") as f:
+            f.write(b"truncated")
+        path, sha = yield self.cache().fetch(base + self.name, digest=self.sha)
+        self.assertEqual(artifacts.sha256File(path), self.sha)
+        self.assertEqual(len(counting.requests), 1)
+
+    @defer.inlineCallbacks
+    def test_digestMismatch(self):
+        """
+        A wrong digest fails with L{DigestMismatch} naming both sums and the
+        URL, and nothing is cached.
+        """
+        wrong = hashlib.sha256(b"other").hexdigest()
+        url = self.fileURL()
+        e = yield self.assertFailure(self.cache().fetch(url, digest=wrong), DigestMismatch)
+        for part in (url, wrong, self.sha):
+            self.assertIn(part, str(e))
+        self.assertFalse(os.path.exists(self.state.artifact(self.sha)))
+        self.assertEqual(os.listdir(self.state.tmpDir), [])
+
+    def test_invalidDigest(self):
+        """
+        A digest that is not 64 hex digits is refused before fetching.
+        """
+        return self.assertFailure(self.cache().fetch(self.fileURL(), digest="abc"), ArtifactError)
+
+    @defer.inlineCallbacks
+    def test_digestLocation(self):
+        """
+        The digest comes from the sha256sum file line naming the artifact.
+        """
+        sums = os.path.join(self.serve, "sums")
+        with open(sums, "w") as f:
+            f.write("%s  other.tar.gz\n%s  ./%s\n" % ("0" * 64, self.sha, self.name))
+        base, counting = self.serveDir()
+        cache = self.cache()
+        path, sha = yield cache.fetch(base + self.name, digestLocation=base + "sums")
+        self.assertEqual(sha, self.sha)
+        yield cache.fetch(base + self.name, digestLocation=self.fileURL(sums))
+        self.assertEqual(counting.requests, [b"/sums", b"/" + self.name.encode()])
+
+    @defer.inlineCallbacks
+    def test_digestLocationMismatch(self):
+        """
+        An artifact that does not match its digest file is refused.
+        """
+        sums = os.path.join(self.root, "sums")
+        with open(sums, "w") as f:
+            f.write("%s *%s\n" % ("ab" * 32, self.name))
+        e = yield self.assertFailure(
+            self.cache().fetch(self.fileURL(), digestLocation=self.fileURL(sums)), DigestMismatch)
+        self.assertIn("ab" * 32, str(e))
+        self.assertIn(self.sha, str(e))
+
+    @defer.inlineCallbacks
+    def test_digestLocationTooLarge(self):
+        """
+        A digest file over C{maxDigestFileBytes} is refused mid-download.
+        """
+        with open(os.path.join(self.serve, "sums"), "w") as f:
+            f.write(("%s  x\n" % (self.sha,)) * 2000)
+        base, counting = self.serveDir()
+        e = yield self.assertFailure(
+            self.cache(maxDigestFileBytes=1000).fetch(base + self.name, digestLocation=base + "sums"),
+            ArtifactError)
+        self.assertIn("larger than 1000 bytes", str(e))
+        self.assertEqual(counting.requests, [b"/sums"])
+
+    def test_parseDigestFile(self):
+        """
+        The matching line wins; a single line is used whatever its name;
+        BSD-style lines are understood; no match among several is an error.
+        """
+        a, b = "a" * 64, "B" * 64
+        self.assertEqual(parseDigestFile("%s  x.tgz\n%s  y.tgz\n" % (a, b), "y.tgz"), b.lower())
+        self.assertEqual(parseDigestFile("# sums\n\n%s  build/x.tgz\n" % (a,), "z.tgz"), a)
+        self.assertEqual(parseDigestFile("SHA256 (x.tgz) = %s\n" % (b,), "x.tgz"), b.lower())
+        e = self.assertRaises(ArtifactError, parseDigestFile,
+                              "%s  x.tgz\n%s  y.tgz\n" % (a, b), "z.tgz", "sums")
+        self.assertIn("no line for z.tgz", str(e))
+        self.assertRaises(ArtifactError, parseDigestFile, "nothex  x.tgz\n", "x.tgz")
+
+    @defer.inlineCallbacks
+    def test_notFound(self):
+        """
+        HTTP 404 fails at once (no retry) with L{FetchError} naming the URL
+        and the status.
+        """
+        base, counting = self.serveDir()
+        url = base + "missing.tar.gz"
+        e = yield self.assertFailure(self.cache(retries=3).fetch(url), FetchError)
+        self.assertIn(url, str(e))
+        self.assertIn("404", str(e))
+        self.assertEqual(len(counting.requests), 1)
+
+    @defer.inlineCallbacks
+    def test_missingFile(self):
+        """
+        A missing C{file://} artifact fails with L{FetchError}.
+        """
+        url = self.fileURL(self.artifact + ".nope")
+        e = yield self.assertFailure(self.cache().fetch(url), FetchError)
+        self.assertIn(url, str(e))
+
+    @defer.inlineCallbacks
+    def test_connectionRefused(self):
+        """
+        A refused connection fails with L{FetchError} after the retries.
+        """
+        port = reactor.listenTCP(0, server.Site(resource.Resource()), interface="127.0.0.1")
+        number = port.getHost().port
+        yield port.stopListening()
+        url = "http://127.0.0.1:%d/x.tar.gz" % (number,)
+        e = yield self.assertFailure(self.cache(retries=2).fetch(url), FetchError)
+        self.assertIn("connection refused", str(e))
+        self.assertIn("3 attempts", str(e))
+
+    @defer.inlineCallbacks
+    def test_noResponseTimeout(self):
+        """
+        A server that accepts but never answers fails the fetch with
+        L{FetchError} once the short timeout passes.
+        """
+        base = self.listen(Hanging())
+        cache = self.cache(connectTimeout=0.2, idleTimeout=0.2, retries=0)
+        e = yield self.assertFailure(cache.fetch(base + "x.tar.gz"), FetchError)
+        self.assertIn("timeout", str(e))
+        self.assertIn(base, str(e))
+
+    @defer.inlineCallbacks
+    def test_idleBodyTimeout(self):
+        """
+        A body that stops flowing fails the fetch after C{idleTimeout}, and
+        the partial download is deleted.
+        """
+        base = self.listen(Hanging(sendHeaders=True))
+        cache = self.cache(idleTimeout=0.2, retries=0)
+        e = yield self.assertFailure(cache.fetch(base + "x.tar.gz"), FetchError)
+        self.assertIn("idle timeout", str(e))
+        self.assertEqual(os.listdir(self.state.tmpDir), [])
+
+    @defer.inlineCallbacks
+    def test_retry(self):
+        """
+        A server failing once (503) and then answering is retried.
+        """
+        base, counting = self.serveDir(failures=1)
+        path, sha = yield self.cache(retries=2).fetch(base + self.name, digest=self.sha)
+        self.assertEqual(sha, self.sha)
+        self.assertEqual(len(counting.requests), 2)
+
+    def test_unsupportedScheme(self):
+        """
+        Only file, http and https URLs are fetched.
+        """
+        return self.assertFailure(self.cache().fetch("ftp://example.com/x.tar.gz"), ArtifactError)
+
+    @defer.inlineCallbacks
+    def test_diskFull(self):
+        """
+        A write error (ENOSPC) fails with an L{ArtifactError} naming the file
+        written, removes it, and is not retried.
+        """
+        cache = self.cache(retries=3)
+        opened = []
+        part = os.path.join(self.root, "download.part")
+
+        def openFull():
+            opened.append(True)
+            open(part, "wb").close()
+            return part, FullFile()
+        self.patch(cache, "_openTemp", openFull)
+        e = yield self.assertFailure(cache.fetch(self.fileURL()), ArtifactError)
+        self.assertIn(part, str(e))
+        self.assertIn("No space left", str(e))
+        self.assertFalse(os.path.exists(part))
+        self.assertEqual(len(opened), 1)
+
+
+class FullFile(object):
+    """
+    A file on a full disk.
+    """
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self):
+        pass

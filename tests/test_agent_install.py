@@ -1,0 +1,567 @@
+"""
+Tests for L{p2twisted.agent.install}: archive checks, extraction with GNU tar,
+activation, pruning and entry points.
+"""
+
+import gzip
+import io
+import os
+import stat
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from p2twisted.agent.install import Installer, checkArchive, diskUsage, entryPoints
+from p2twisted.agent.layout import PodLayout
+from p2twisted.errors import ArtifactError, DigestMismatch, UnsafeArchive
+from tests.artifacts import buildHoist, member, simpleHoist
+
+TIMEOUT = 30
+
+
+class CheckArchiveTests(unittest.TestCase):
+    """
+    L{checkArchive} accepts ordinary hoists and names the member it refuses.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "a.tar.gz")
+
+    def refused(self, name, why, **kwargs):
+        """
+        Build an archive from C{kwargs}; assert it is refused naming C{name}.
+        """
+        limits = {"maxBytes": kwargs.pop("maxBytes")} if "maxBytes" in kwargs else {}
+        buildHoist(self.path, **kwargs)
+        e = self.assertRaises(UnsafeArchive, checkArchive, self.path, **limits)
+        self.assertIn(repr(name), str(e))
+        self.assertIn(why, str(e))
+        self.assertIn(self.path, str(e))
+        self.assertNotIn("\n", str(e))
+        return e
+
+    def test_ordinary(self):
+        """
+        Directories, files, a symlink pointing outside (a virtualenv's
+        python), a hard link to an earlier file, a regular file given twice,
+        a long name and the C{./} root entry are all accepted.
+        """
+        longName = "lib/" + "x" * 150 + "/mod.py"
+        buildHoist(self.path, dirs=[".", "bin", "lib"],
+                   files={"bin/launch": (b"#!/bin/sh\n", 0o755), "lib/a": b"a", longName: b"m"},
+                   symlinks={"bin/python": "/usr/bin/python3", "lib/rel": "../bin"},
+                   hardlinks={"lib/b": "lib/a"},
+                   extra=[member("lib/a", content=b"again"), member("./lib/./c", content=b"c")])
+        names = [m.name for m in checkArchive(self.path)]
+        self.assertIn("bin/python", names)
+        self.assertIn(longName, names)
+        self.assertEqual(len(names), 11)
+
+    def test_paxFormat(self):
+        """
+        PAX archives (long names in extended headers) are read too.
+        """
+        import tarfile
+        longName = "d/" + "y" * 200
+        buildHoist(self.path, files={longName: b"z"}, format=tarfile.PAX_FORMAT)
+        self.assertEqual([m.name for m in checkArchive(self.path)], [longName])
+
+    def test_absolute(self):
+        """
+        An absolute member path is refused.
+        """
+        self.refused("/etc/cron.d/evil", "absolute", extra=[member("/etc/cron.d/evil")])
+
+    def test_dotDot(self):
+        """
+        A member path with C{..} is refused.
+        """
+        self.refused("bin/../../evil", "'..'", extra=[member("bin/../../evil")])
+
+    def test_throughSymlink(self):
+        """
+        A member written through a symlink of the archive is refused, also
+        deeper under it and through a symlink to a directory of the archive.
+        """
+        self.refused("link/x", "through the symbolic link 'link'",
+                     symlinks={"link": "/tmp"}, extra=[member("link/x")])
+        self.refused("a/link/sub/x", "through the symbolic link 'a/link'",
+                     dirs=["a", "a/real"], symlinks={"a/link": "real"},
+                     extra=[member("a/link/sub/x")])
+
+    def test_underRegularFile(self):
+        """
+        A member under a regular file is refused.
+        """
+        self.refused("f/x", "'f', which is a regular file", files={"f": b""},
+                     extra=[member("f/x")])
+
+    def test_hardLinkOutside(self):
+        """
+        Hard links to absolute paths, to C{..}, to members not in the archive
+        (yet), to symlinks, directories or themselves are refused.
+        """
+        self.refused("h", "absolute", hardlinks={"h": "/etc/shadow"})
+        self.refused("h", "'..'", hardlinks={"h": "../../etc/shadow"})
+        self.refused("h", "not a regular file earlier", hardlinks={"h": "later"},
+                     files={"x": b""}, extra=[member("later")])
+        self.refused("h", "not a regular file earlier", symlinks={"s": "/etc/shadow"},
+                     hardlinks={"h": "s"})
+        self.refused("h", "not a regular file earlier", dirs=["d"], hardlinks={"h": "d"})
+        self.refused("h", "not a regular file earlier", hardlinks={"h": "h"})
+
+    def test_devices(self):
+        """
+        Character and block devices and FIFOs are refused.
+        """
+        self.refused("dev/mem", "device file", extra=[member("dev/mem", "chardev")])
+        self.refused("dev/sda", "device file", extra=[member("dev/sda", "blockdev")])
+        self.refused("run/pipe", "FIFO", extra=[member("run/pipe", "fifo")])
+
+    def test_setuid(self):
+        """
+        Setuid and setgid bits are refused, on files and directories.
+        """
+        self.refused("bin/su", "setuid", files={"bin/su": (b"", 0o4755)})
+        self.refused("bin/sg", "setuid/setgid", files={"bin/sg": (b"", 0o2755)})
+        self.refused("shared", "setuid/setgid", dirs={"shared": 0o2775})
+
+    def test_tooLarge(self):
+        """
+        The member taking the expanded size past the limit is named.
+        """
+        self.refused("c", "limit of 10 bytes", files={"a": b"1234", "b": b"1234", "c": b"1234"},
+                     maxBytes=10)
+        buildHoist(self.path, files={"a": b"1234", "b": b"1234"})
+        self.assertEqual(len(checkArchive(self.path, maxBytes=8)), 2)
+
+    def test_replaceKinds(self):
+        """
+        A member replacing an earlier one of another kind (symlink and
+        directory, file and directory, file and symlink) is refused.
+        """
+        self.refused("a", "replace a symbolic link with a directory",
+                     symlinks={"a": "/tmp"}, extra=[member("a", "dir")])
+        self.refused("a", "replace a directory with a symbolic link",
+                     dirs=["a"], symlinks={"a": "/tmp"})
+        self.refused("a", "replace a directory with a regular file",
+                     files={"a/x": b""}, extra=[member("a")])
+        self.refused("a", "replace a regular file with a symbolic link",
+                     files={"a": b""}, symlinks={"a": "/tmp"})
+        self.refused(".", "install directory itself", extra=[member(".", "symlink", target="/")])
+
+    def test_ambiguousHeaders(self):
+        """
+        Headers GNU tar would read differently from Python are refused: a
+        name prefix under old-GNU magic, sparse markers, a global header
+        renaming members.
+        """
+        import tarfile
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as archive:
+            info, data = member("passwd", content=b"x")
+            archive.addfile(info, io.BytesIO(data))
+        header = bytearray(raw.getvalue()[:512])
+        header[345:348] = b"zzz"
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % (sum(header),)
+        with gzip.open(self.path, "wb") as f:
+            f.write(bytes(header) + raw.getvalue()[512:])
+        e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+        self.assertIn("'zzz/passwd'", str(e))
+        self.assertIn("read differently", str(e))
+
+        info, data = member("safe", content=b"x")
+        info.pax_headers = {"GNU.sparse.name": "link/x"}
+        self.refused("link/x", "sparse", format=tarfile.PAX_FORMAT, extra=[(info, data)])
+
+        with tarfile.open(self.path, "w:gz", format=tarfile.PAX_FORMAT,
+                          pax_headers={"path": "x"}) as archive:
+            info, data = member("a", content=b"x")
+            archive.addfile(info, io.BytesIO(data))
+        e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+        self.assertIn("global header", str(e))
+        with tarfile.open(self.path, "w:gz", format=tarfile.PAX_FORMAT,
+                          pax_headers={"comment": "git commit id"}) as archive:
+            info, data = member("a", content=b"x")
+            archive.addfile(info, io.BytesIO(data))
+        self.assertEqual(len(checkArchive(self.path)), 1)
+
+    def test_notGzip(self):
+        """
+        A file that is not gzip, a truncated one, an empty one and a plain
+        tar all fail with an L{ArtifactError} naming the file.
+        """
+        with open(self.path, "wb") as f:
+            f.write(b"<html>404 Not Found</html>\n")
+        e = self.assertRaises(ArtifactError, checkArchive, self.path)
+        self.assertIn("not a valid gzip", str(e))
+        simpleHoist(self.path, files={"big": os.urandom(100000)})
+        with open(self.path, "rb") as f:
+            data = f.read()
+        with open(self.path, "wb") as f:
+            f.write(data[:len(data) // 2])
+        e = self.assertRaises(ArtifactError, checkArchive, self.path)
+        self.assertIn(self.path, str(e))
+        open(self.path, "wb").close()
+        self.assertIn("empty", str(self.assertRaises(ArtifactError, checkArchive, self.path)))
+        buildHoist(self.path, files={"a": b"a"}, compress=False)
+        self.assertRaises(ArtifactError, checkArchive, self.path)
+
+    def test_notTar(self):
+        """
+        Gzipped data that is not a tar archive is refused.
+        """
+        with gzip.open(self.path, "wb") as f:
+            f.write(b"just some text, not a tar header" * 40)
+        e = self.assertRaises(ArtifactError, checkArchive, self.path)
+        self.assertIn("not a valid tar archive", str(e))
+
+
+class InstallerTestCase(unittest.TestCase):
+    """
+    Common setup: a pod layout and artifacts in a temporary directory.
+    """
+
+    timeout = TIMEOUT
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(self.root)
+        self.pod = PodLayout(os.path.join(self.root, "pods"), "pod")
+        self.installer = Installer(reactor)
+
+    def artifact(self, name="a.tar.gz", **kwargs):
+        path = os.path.join(self.root, name)
+        simpleHoist(path, **kwargs)
+        return path
+
+    def installed(self, version, **kwargs):
+        return self.installer.install(self.pod, "app", version, self.artifact(**kwargs))
+
+    def assertNothingInstalled(self):
+        installs = self.pod.installsDir("app")
+        self.assertEqual(os.listdir(installs) if os.path.isdir(installs) else [], [])
+        self.assertFalse(os.path.lexists(self.pod.current("app")))
+
+
+class InstallTests(InstallerTestCase):
+    """
+    L{Installer.install}.
+    """
+
+    @defer.inlineCallbacks
+    def test_install(self):
+        """
+        The artifact is extracted into C{installs/<launchable>_<version>}:
+        contents, exec bits (under the umask), a symlink pointing outside and
+        a hard link all as in the archive; no temporary directory remains.
+        """
+        path = os.path.join(self.root, "a.tar.gz")
+        sha = buildHoist(path, dirs=["bin", "lib"],
+                         files={"bin/launch": (b"#!/bin/sh\n", 0o775), "lib/a": (b"data", 0o666)},
+                         symlinks={"bin/python": "/usr/bin/python3"}, hardlinks={"lib/b": "lib/a"})
+        installDir = yield self.installer.install(self.pod, "app", "1.0", path, digest=sha)
+        self.assertEqual(installDir, self.pod.installDir("app", "1.0"))
+        self.assertEqual(os.listdir(self.pod.installsDir("app")), ["app_1.0"])
+        with open(os.path.join(installDir, "lib/a"), "rb") as f:
+            self.assertEqual(f.read(), b"data")
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(installDir, "bin/launch")).st_mode), 0o755)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(installDir, "lib/a")).st_mode), 0o644)
+        self.assertEqual(os.readlink(os.path.join(installDir, "bin/python")), "/usr/bin/python3")
+        self.assertTrue(os.path.samefile(os.path.join(installDir, "lib/a"),
+                                         os.path.join(installDir, "lib/b")))
+        self.assertEqual(stat.S_IMODE(os.stat(installDir).st_mode), 0o755)
+
+    @defer.inlineCallbacks
+    def test_writeThroughSymlinkRefused(self):
+        """
+        An archive writing through a symlink to a directory outside fails
+        with L{UnsafeArchive}; nothing is written there and nothing is left
+        in C{installs/}.
+        """
+        outside = os.path.join(self.root, "outside")
+        os.makedirs(outside)
+        path = os.path.join(self.root, "evil.tar.gz")
+        buildHoist(path, files={"bin/launch": b"ok"}, symlinks={"link": outside},
+                   extra=[member("link/x", content=b"owned")])
+        e = yield self.assertFailure(self.installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("'link/x'", str(e))
+        self.assertEqual(os.listdir(outside), [])
+        self.assertNothingInstalled()
+
+    @defer.inlineCallbacks
+    def test_unsafeMembersRefused(self):
+        """
+        Each kind of unsafe member fails the install, leaving nothing.
+        """
+        cases = [dict(extra=[member("/abs")]), dict(extra=[member("../up")]),
+                 dict(hardlinks={"h": "/etc/passwd"}), dict(extra=[member("p", "fifo")]),
+                 dict(files={"s": (b"", 0o4755)}), dict(files={"big": b"x" * 2000})]
+        installer = Installer(reactor, maxExpandedBytes=1000)
+        for number, case in enumerate(cases):
+            path = os.path.join(self.root, "bad%d.tar.gz" % (number,))
+            buildHoist(path, **case)
+            yield self.assertFailure(installer.install(self.pod, "app", str(number), path),
+                                     UnsafeArchive)
+        self.assertNothingInstalled()
+
+    @defer.inlineCallbacks
+    def test_digestMismatch(self):
+        """
+        An artifact not matching C{digest} is not installed.
+        """
+        e = yield self.assertFailure(
+            self.installer.install(self.pod, "app", "1", self.artifact(), digest="0" * 64),
+            DigestMismatch)
+        self.assertIn("0" * 64, str(e))
+        self.assertNothingInstalled()
+
+    @defer.inlineCallbacks
+    def test_notGzip(self):
+        """
+        A file that is not a tar.gz fails with L{ArtifactError}.
+        """
+        path = os.path.join(self.root, "page.html")
+        with open(path, "wb") as f:
+            f.write(b"<html>Not Found</html>")
+        yield self.assertFailure(self.installer.install(self.pod, "app", "1", path), ArtifactError)
+        self.assertNothingInstalled()
+
+    @defer.inlineCallbacks
+    def test_tarFails(self):
+        """
+        When tar fails (here a stand-in reporting a full disk without reading
+        its input), the install fails with its message and the install path,
+        leaving nothing.
+        """
+        fake = os.path.join(self.root, "tar")
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\necho 'tar: ./big: Cannot write: No space left on device' >&2\n"
+                    "echo 'tar: Exiting with failure status due to previous errors' >&2\nexit 2\n")
+        os.chmod(fake, 0o755)
+        installer = Installer(reactor, tar=fake)
+        e = yield self.assertFailure(
+            installer.install(self.pod, "app", "1", self.artifact(files={"big": os.urandom(1 << 20)})),
+            ArtifactError)
+        self.assertIn("No space left on device", str(e))
+        self.assertIn(self.pod.installsDir("app"), str(e))
+        self.assertNothingInstalled()
+
+    @defer.inlineCallbacks
+    def test_reuse(self):
+        """
+        Installing a version already installed reuses its directory without
+        reading the artifact.
+        """
+        first = yield self.installed("1")
+        second = yield self.installer.install(self.pod, "app", "1", "/nonexistent.tar.gz")
+        self.assertEqual(first, second)
+
+    @defer.inlineCallbacks
+    def test_leftoverTemporaryRemoved(self):
+        """
+        A C{.tmp-*} directory left by a crash is removed by the next install
+        of the launchable, and cannot be activated.
+        """
+        leftover = os.path.join(self.pod.installsDir("app"), ".tmp-crashed")
+        os.makedirs(os.path.join(leftover, "bin"))
+        yield self.assertFailure(self.installer.activate(self.pod, "app", leftover), ArtifactError)
+        installDir = yield self.installed("2")
+        self.assertFalse(os.path.exists(leftover))
+        yield self.installer.activate(self.pod, "app", installDir)
+        self.assertEqual(os.readlink(self.pod.current("app")), "installs/app_2")
+
+    def test_badNames(self):
+        """
+        A version or launchable id that is not a plain name is refused.
+        """
+        return defer.gatherResults([
+            self.assertFailure(self.installer.install(self.pod, "app", "../x", "a"), ArtifactError),
+            self.assertFailure(self.installer.install(self.pod, "a/b", "1", "a"), ArtifactError),
+            self.assertFailure(self.installer.install(self.pod, "app", ".tmp-x", "a"), ArtifactError)])
+
+
+class ActivateTests(InstallerTestCase):
+    """
+    L{Installer.activate} flips C{current} and C{last}.
+    """
+
+    @defer.inlineCallbacks
+    def test_activate(self):
+        """
+        C{current} becomes a relative link to the install; no previous.
+        """
+        installDir = yield self.installed("1")
+        previous = yield self.installer.activate(self.pod, "app", installDir)
+        self.assertIsNone(previous)
+        self.assertEqual(os.readlink(self.pod.current("app")), "installs/app_1")
+        self.assertFalse(os.path.lexists(self.pod.last("app")))
+        self.assertEqual(entryPoints(self.pod.current("app")), ["bin/launch"])
+
+    @defer.inlineCallbacks
+    def test_upgrade(self):
+        """
+        Activating a new version moves the old C{current} to C{last};
+        activating it again changes nothing; rolling back swaps them.
+        """
+        v1 = yield self.installed("1")
+        v2 = yield self.installed("2")
+        yield self.installer.activate(self.pod, "app", v1)
+        previous = yield self.installer.activate(self.pod, "app", v2)
+        self.assertEqual(previous, v1)
+        yield self.installer.activate(self.pod, "app", v2)
+        self.assertEqual(os.readlink(self.pod.current("app")), "installs/app_2")
+        self.assertEqual(os.readlink(self.pod.last("app")), "installs/app_1")
+        yield self.installer.activate(self.pod, "app", v1)
+        self.assertEqual(os.readlink(self.pod.current("app")), "installs/app_1")
+        self.assertEqual(os.readlink(self.pod.last("app")), "installs/app_2")
+        self.assertEqual([n for n in os.listdir(self.pod.launchableDir("app"))
+                          if n.startswith(".")], [])
+
+    @defer.inlineCallbacks
+    def test_notAnInstall(self):
+        """
+        Only a directory in the launchable's C{installs/} can be activated.
+        """
+        os.makedirs(os.path.join(self.root, "elsewhere"))
+        yield self.assertFailure(
+            self.installer.activate(self.pod, "app", os.path.join(self.root, "elsewhere")),
+            ArtifactError)
+        yield self.assertFailure(
+            self.installer.activate(self.pod, "app", self.pod.installDir("app", "9")), ArtifactError)
+
+
+class PruneTests(InstallerTestCase):
+    """
+    L{Installer.prune} keeps the launchable's installs within its budget.
+    """
+
+    @defer.inlineCallbacks
+    def installMany(self, count):
+        dirs = []
+        for number in range(1, count + 1):
+            installDir = yield self.installed(str(number), files={"data": os.urandom(20000)})
+            os.utime(installDir, (1000000 + number, 1000000 + number))
+            dirs.append(installDir)
+        return dirs
+
+    @defer.inlineCallbacks
+    def test_keepsCurrentAndLast(self):
+        """
+        Even with a budget of zero, C{current} and C{last} stay -- also when
+        they are the oldest installs.
+        """
+        v1, v2, v3, v4 = yield self.installMany(4)
+        yield self.installer.activate(self.pod, "app", v2)
+        yield self.installer.activate(self.pod, "app", v1)
+        self.installer.diskBudget = 0
+        removed = yield self.installer.prune(self.pod, "app")
+        self.assertEqual(removed, [v3, v4])
+        self.assertEqual(sorted(os.listdir(self.pod.installsDir("app"))), ["app_1", "app_2"])
+
+    @defer.inlineCallbacks
+    def test_oldestFirst(self):
+        """
+        Installs are deleted oldest first, only until the budget is met.
+        """
+        v1, v2, v3, v4 = yield self.installMany(4)
+        yield self.installer.activate(self.pod, "app", v3)
+        yield self.installer.activate(self.pod, "app", v4)
+        sizes = [diskUsage(d) for d in (v1, v2, v3, v4)]
+        self.installer.diskBudget = sum(sizes) - sizes[0]
+        removed = yield self.installer.prune(self.pod, "app")
+        self.assertEqual(removed, [v1])
+        self.installer.diskBudget = sum(sizes)
+        removed = yield self.installer.prune(self.pod, "app")
+        self.assertEqual(removed, [])
+
+    @defer.inlineCallbacks
+    def test_reuseCountsAsRecent(self):
+        """
+        Reinstalling (reusing) an old version makes it the most recent.
+        """
+        v1, v2, v3 = yield self.installMany(3)
+        yield self.installed("1")
+        yield self.installer.activate(self.pod, "app", v3)
+        sizes = [diskUsage(d) for d in (v1, v2, v3)]
+        self.installer.diskBudget = sum(sizes) - 1
+        removed = yield self.installer.prune(self.pod, "app")
+        self.assertEqual(removed, [v2])
+
+    def test_noInstalls(self):
+        """
+        Pruning a launchable with no installs does nothing.
+        """
+        return self.installer.prune(self.pod, "app").addCallback(self.assertEqual, [])
+
+
+class EntryPointTests(unittest.TestCase):
+    """
+    L{entryPoints} expands and checks a launchable's entry points.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.dir, "bin"))
+
+    def write(self, rel, mode=0o755):
+        path = os.path.join(self.dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(path, mode)
+
+    def test_default(self):
+        """
+        Without declared entry points, C{bin/launch} is the one.
+        """
+        self.write("bin/launch")
+        self.assertEqual(entryPoints(self.dir), ["bin/launch"])
+        self.assertEqual(entryPoints(self.dir, []), ["bin/launch"])
+
+    def test_directory(self):
+        """
+        A directory expands into its executable files, sorted; dotfiles,
+        non-executable files and subdirectories are skipped.
+        """
+        for name in ("web", "worker", "cron", ".hidden"):
+            self.write("bin/launch/" + name)
+        self.write("bin/launch/README", 0o644)
+        os.makedirs(os.path.join(self.dir, "bin/launch/sub"))
+        self.write("bin/extra")
+        self.assertEqual(entryPoints(self.dir, ["bin/launch", "./bin/extra", "bin/launch/web"]),
+                         ["bin/launch/cron", "bin/launch/web", "bin/launch/worker", "bin/extra"])
+
+    def test_missing(self):
+        """
+        A missing entry point is an L{ArtifactError} naming it.
+        """
+        e = self.assertRaises(ArtifactError, entryPoints, self.dir, ["bin/serve"])
+        self.assertIn("bin/serve does not exist", str(e))
+
+    def test_notExecutable(self):
+        """
+        A non-executable entry point is an L{ArtifactError} giving its mode.
+        """
+        self.write("bin/launch", 0o644)
+        e = self.assertRaises(ArtifactError, entryPoints, self.dir)
+        self.assertIn("bin/launch", str(e))
+        self.assertIn("not executable (mode 0644)", str(e))
+
+    def test_emptyDirectory(self):
+        """
+        A directory without executables is an L{ArtifactError}.
+        """
+        self.write("bin/launch/README", 0o644)
+        e = self.assertRaises(ArtifactError, entryPoints, self.dir)
+        self.assertIn("holds no executable", str(e))
+
+    def test_outside(self):
+        """
+        Absolute entry points and C{..} are refused.
+        """
+        for entry in ("/bin/sh", "../bin/launch", "bin/../../x", ""):
+            self.assertRaises(ArtifactError, entryPoints, self.dir, [entry])
