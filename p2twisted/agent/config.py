@@ -34,6 +34,11 @@ class AgentConfig(object):
     diskBudget = attr.ib(default=10 * 1024 ** 3)
     fetchTimeout = attr.ib(default=30.0)
     p2exec = attr.ib(default=None)
+    hooksRoot = attr.ib(default=None)
+    hooksDirectory = attr.ib(default=None)
+    hooksRequired = attr.ib(default=attr.Factory(list))
+    hookTermAfter = attr.ib(default=30.0)
+    hookKillAfter = attr.ib(default=60.0)
 
 
 def _number(data, name, default, low=0.0):
@@ -41,6 +46,13 @@ def _number(data, name, default, low=0.0):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
         raise UsageError("agent config %s: expected a number >= %s, got %r" % (name, low, value))
     return value
+
+
+def _names(data, name):
+    value = data.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError("agent config %s: expected a list of names, got %r" % (name, value))
+    return list(value)
 
 
 def agentConfig(path=None, flags=None, environ=None):
@@ -88,4 +100,10 @@ def agentConfig(path=None, flags=None, environ=None):
         diskBudget=int(_number(data, "disk_budget", 10 * 1024 ** 3, 0)),
         fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),
         p2exec=data.get("p2exec"),
+        hooksRoot=os.path.abspath(data.get("hooks_root") or os.path.join(stateDir, "hooks")),
+        hooksDirectory=(os.path.abspath(data["hooks_directory"])
+                        if data.get("hooks_directory") else None),
+        hooksRequired=_names(data, "hooks_required"),
+        hookTermAfter=_number(data, "hook_term_after", 30.0, 0.01),
+        hookKillAfter=_number(data, "hook_kill_after", 60.0, 0.01),
     )
