@@ -233,3 +233,35 @@ class TwoAgentsTests(unittest.TestCase):
         self.assertEqual(os.listdir(b.config.podRoot), ["web-b"])
         machines = yield store.list("machines")
         self.assertEqual(sorted(machines), ["machines/a", "machines/b"])
+
+
+class BuiltinSupervisorEndToEndTests(unittest.TestCase):
+    """
+    The agent with the builtin supervisor (machines without runit).
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_installUpgradeAndStopWithAgent(self):
+        """
+        Pods install, upgrade and run under the builtin supervisor, and stop
+        with the agent, as the README says.
+        """
+        if os.getuid() != 0:
+            raise unittest.SkipTest("pods run as 'nobody', which needs root")
+        artifacts = os.path.abspath(self.mktemp())
+        os.makedirs(artifacts)
+        url = "local://%s/state.db" % (os.path.abspath(self.mktemp()),)
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        harness = AgentHarness(self, url, supervisor="builtin").start()
+        port = freePort()
+        url1, sha1 = buildWebArtifact(artifacts, "hello", "1")
+        yield intent.schedule(store, "n1", parseManifest(webManifest("hello", url1, port, sha1)))
+        yield waitForVersion(port, "1")
+        url2, sha2 = buildWebArtifact(artifacts, "hello", "2")
+        yield intent.schedule(store, "n1", parseManifest(webManifest("hello", url2, port, sha2)))
+        yield waitForVersion(port, "2")
+        yield harness.stop()
+        yield waitForVersion(port, None)

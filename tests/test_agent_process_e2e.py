@@ -1,0 +1,201 @@
+"""
+The agent as a real process (C{twistd -n p2-agent}): killed with SIGKILL in
+the middle of an install, and running through a ZooKeeper outage.
+"""
+
+import os
+import signal
+import sys
+import uuid
+
+from twisted.internet import defer, protocol, reactor, task, threads
+from twisted.trial import unittest
+
+from p2twisted import intent
+from p2twisted.manifest import parseManifest
+from p2twisted.store import keys, openStore
+from tests.agentharness import buildWebArtifact, freePort, waitForVersion, webManifest
+from tests.store_contract import waitFor
+from tests.test_agent_e2e import requireRunit
+from tests.zkserver import ZooKeeperServer, missing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Output(protocol.ProcessProtocol):
+
+    def __init__(self):
+        self.output = b""
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.reason = reason
+        self.ended.callback(None)
+
+
+class AgentProcess(object):
+    """
+    A C{twistd -n p2-agent} subprocess.
+    """
+
+    def __init__(self, testCase, base, store, node="n1", config=None):
+        self.testCase = testCase
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.argv = [sys.executable, twistd, "-n", "--pidfile=",
+                     "p2-agent", "--store", store, "--node", node,
+                     "--state-dir", os.path.join(base, "state"),
+                     "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit"]
+        if config:
+            path = os.path.join(base, "agent.yaml")
+            with open(path, "w") as f:
+                f.write(config)
+            self.argv += ["--config", path]
+        self.proto = None
+
+    def start(self):
+        self.proto = _Output()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        env["PYTHONPATH"] = ROOT
+        self.transport = reactor.spawnProcess(self.proto, self.argv[0], self.argv, env=env,
+                                              path=ROOT)
+        self.testCase.addCleanup(self.kill, signal.SIGTERM)
+        self.testCase.addCleanup(self.report)
+        return self
+
+    def report(self):
+        from twisted.python import log
+        log.msg("agent output:\n" + self.proto.output.decode("utf-8", "replace"))
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proto is None or self.proto.ended.called:
+            return defer.succeed(None)
+        self.transport.signalProcess(sig)
+        return self.proto.ended
+
+
+def base(testCase):
+    path = os.path.abspath(testCase.mktemp())
+    os.makedirs(path)
+    for p in (path, os.path.dirname(path)):
+        os.chmod(p, 0o755)
+    return path
+
+
+class AgentKilledMidInstallTests(unittest.TestCase):
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_killDuringExtraction(self):
+        """
+        An agent SIGKILLed while extracting an artifact leaves no
+        half-extracted version as C{current}; restarted, it completes the
+        install and the pod serves.
+        """
+        requireRunit()
+        root = base(self)
+        url = "local://%s/state.db" % (root,)
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        artifacts = os.path.join(root, "artifacts")
+        os.makedirs(artifacts)
+        # Big enough (incompressible, many files) that extraction takes a while.
+        files = {"data/blob%03d" % i: os.urandom(256 * 1024) for i in range(240)}
+        artifactURL, sha = buildWebArtifact(artifacts, "big", "1", files=files)
+        port = freePort()
+        agent = AgentProcess(self, root, url).start()
+        yield intent.schedule(store, "n1", parseManifest(webManifest("big", artifactURL, port, sha)))
+        installs = os.path.join(root, "pods", "big", "web", "installs")
+
+        def extracting():
+            try:
+                return any(n.startswith(".tmp-") for n in os.listdir(installs))
+            except OSError:
+                return False
+        yield waitFor(extracting, timeout=60, interval=0.002, what="extraction to start")
+        yield agent.kill(signal.SIGKILL)
+        current = os.path.join(root, "pods", "big", "web", "current")
+        self.assertFalse(os.path.lexists(current) and ".tmp-" in os.readlink(current))
+        self.assertIsNone((yield store.get(keys.reality("n1", "big"))))
+
+        AgentProcess(self, root, url).start()
+        yield waitForVersion(port, "1", timeout=90)
+        target = os.readlink(current)
+        self.assertNotIn(".tmp-", target)
+        self.assertEqual(len(os.listdir(os.path.join(installs, os.path.basename(target), "data"))),
+                         240)
+        self.assertEqual([n for n in os.listdir(installs) if n.startswith(".tmp-")], [])
+        yield self.cleanPods(root)
+
+    @defer.inlineCallbacks
+    def cleanPods(self, root):
+        from p2twisted.agent.layout import StateLayout
+        from p2twisted.agent.supervisors import makeSupervisor
+        supervisor = makeSupervisor("runit", StateLayout(os.path.join(root, "state")), reactor)
+        for name in (yield supervisor.services()):
+            yield supervisor.remove(name, 5.0)
+
+
+class StoreOutageTests(unittest.TestCase):
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_zookeeperOutageKeepsPodsRunning(self):
+        """
+        With the agent on ZooKeeper, stopping the ZooKeeper server stops
+        nothing: the pod keeps serving with the same pid.  When the server
+        is back, the agent registers again and converges a new version.
+        """
+        requireRunit()
+        why = missing()
+        if why:
+            from tests.servers import requireServer
+            requireServer("ZooKeeper", why)
+        server = ZooKeeperServer()
+        yield threads.deferToThread(server.start)
+        self.addCleanup(lambda: threads.deferToThread(server.destroy))
+        root = base(self)
+        url = "zk://%s/outage%s" % (server.hosts, uuid.uuid4().hex[:8])
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        artifacts = os.path.join(root, "artifacts")
+        os.makedirs(artifacts)
+        port = freePort()
+        url1, sha1 = buildWebArtifact(artifacts, "web", "1")
+        agent = AgentProcess(self, root, url,
+                             config="session_ttl: 2\nresync_interval: 1\n").start()
+        yield intent.schedule(store, "n1", parseManifest(webManifest("web", url1, port, sha1)))
+        yield waitForVersion(port, "1", timeout=60)
+        pidPath = os.path.join(root, "state", "service", "web__web__bin__launch", "supervise", "pid")
+        with open(pidPath) as f:
+            pid = f.read()
+
+        yield threads.deferToThread(server.stop)
+        # The outage outlasts the agent's 2 s session: the pod must not notice.
+        for _ in range(4):
+            yield task.deferLater(reactor, 1.0, lambda: None)
+            yield waitForVersion(port, "1")
+        with open(pidPath) as f:
+            self.assertEqual(f.read(), pid)
+
+        yield threads.deferToThread(server.start)
+        url2, sha2 = buildWebArtifact(artifacts, "web", "2")
+        yield waitFor(lambda: intent.schedule(
+            store, "n1", parseManifest(webManifest("web", url2, port, sha2))).addCallbacks(
+                lambda _: True, lambda f: False), timeout=60, interval=0.5,
+            what="the store to take writes again")
+        yield waitForVersion(port, "2", timeout=90)
+        machine = yield store.get(keys.machine("n1"))
+        self.assertIsNotNone(machine)
+        yield agent.kill(signal.SIGTERM)
+        from p2twisted.agent.layout import StateLayout
+        from p2twisted.agent.supervisors import makeSupervisor
+        supervisor = makeSupervisor("runit", StateLayout(os.path.join(root, "state")), reactor)
+        for name in (yield supervisor.services()):
+            yield supervisor.remove(name, 5.0)
