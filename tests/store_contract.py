@@ -501,7 +501,7 @@ class StoreContractMixin(object):
         @return: L{Deferred} firing with a function killing that process with
             SIGKILL (returning a Deferred).
         """
-        from twisted.internet import protocol, utils  # noqa: F401
+        from twisted.internet import protocol
 
         class Holder(protocol.ProcessProtocol):
             def __init__(self):

@@ -200,7 +200,8 @@ class PodOperations(object):
             yield threads.deferToThread(
                 runtime.atomicWrite, layout.currentManifest, manifest.raw)
             for launchableId, launchable in manifest.launchables.items():
-                changed = previous[launchableId] != installs[launchableId][0]
+                before = previous[launchableId]
+                changed = before is not None and before != installs[launchableId][0]
                 restart = changed and not launchable.noHaltOnUpdate
                 for spec in specs[launchableId]:
                     yield self.supervisor.start(spec, restart=restart)

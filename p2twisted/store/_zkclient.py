@@ -1,0 +1,325 @@
+# -*- test-case-name: tests.test_store_zookeeper -*-
+"""
+How the ZooKeeper backend (L{p2twisted.store.zookeeper}) talks to kazoo:
+store URLs, connecting and stopping clients, kazoo's exceptions as the
+store's typed errors, and
+
+  - L{Bridge}, which hands kazoo's completions and watch events, arriving on
+    kazoo's own threads, to the reactor thread, batched;
+  - L{Sequencer}, which keeps one client's operations on one key in issue
+    order while operations on different keys are pipelined.
+"""
+
+import logging
+import threading
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attr
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    AuthFailedError, BadVersionError, ConnectionClosedError, ConnectionDropped, ConnectionLoss,
+    KazooException, NoAuthError, NoChildrenForEphemeralsError, NodeExistsError, NoNodeError,
+    NotEmptyError, OperationTimeoutError, SessionExpiredError)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+from kazoo.security import make_digest_acl
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2twisted.errors import InvalidKey, StoreError, StoreUnavailable, UsageError, VersionConflict
+from p2twisted.store.common import checkKey
+
+BACKEND = "zookeeper"
+
+#: First byte of an entry's znode data; structural znodes have empty data.
+HEADER = b"\x01"
+DEFAULT_ROOT = "/p2"
+DEFAULT_PORT = 2181
+#: Seconds to wait for the first connection.
+CONNECT_TIMEOUT = 10.0
+#: Session timeout of the store's own client (it owns no ephemerals).
+CLIENT_SESSION_TIMEOUT = 10.0
+#: Largest multi request we send: ZooKeeper's jute.maxbuffer is 1 MiB, and
+#: an oversized request makes the server drop the connection.
+MAX_REQUEST = 1000 * 1000
+#: Attempts at an operation that keeps racing concurrent structural changes.
+ATTEMPTS = 8
+#: How kazoo reconnects: quickly, forever.
+RECONNECT = dict(max_tries=-1, delay=0.05, backoff=2, max_jitter=0.2, max_delay=1.0)
+
+log = Logger()
+_kazooLog = logging.getLogger("p2twisted.store.zookeeper.kazoo")
+_kazooLog.addHandler(logging.NullHandler())
+
+UNAVAILABLE = (ConnectionLoss, SessionExpiredError, ConnectionClosedError, ConnectionDropped,
+               OperationTimeoutError, KazooTimeoutError)
+#: What a write planned from a stale read fails with.
+STRUCTURAL_RACE = (NoNodeError, NodeExistsError, BadVersionError, NotEmptyError)
+
+
+@attr.s(frozen=True)
+class Address(object):
+    """
+    A parsed C{zk://} URL.
+    """
+
+    hosts = attr.ib()
+    root = attr.ib()
+    auth = attr.ib(default=None)  # (user, password) or None
+    connectTimeout = attr.ib(default=CONNECT_TIMEOUT)
+    sessionTimeout = attr.ib(default=CLIENT_SESSION_TIMEOUT)
+
+    def acl(self):
+        """
+        @return: the ACL for new znodes: only our digest user when the URL
+            has credentials, else ZooKeeper's default (open).
+        """
+        if self.auth is None:
+            return None
+        return [make_digest_acl(self.auth[0], self.auth[1], all=True)]
+
+
+def parseURL(url):
+    """
+    @return: the L{Address} of C{zk://[user:password@]host:port[,...]/root}.
+    @raise UsageError: for a malformed URL.
+    """
+    parts = urlsplit(url)
+
+    def bad(why):
+        shown = url
+        if parts.password:
+            shown = url.replace(":%s@" % (parts.password,), ":***@", 1)
+        return UsageError(
+            "bad ZooKeeper store URL %r: %s (expected zk://[user:password@]host:port"
+            "[,host:port...]/root)" % (shown, why))
+    if parts.scheme not in ("zk", "zookeeper"):
+        raise bad("the scheme is not zk://")
+    netloc, auth = parts.netloc, None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, sep, password = userinfo.partition(":")
+        if not (user and sep):
+            raise bad("credentials must be user:password")
+        auth = (unquote(user), unquote(password))
+    hosts = []
+    for hostport in netloc.split(","):
+        host, sep, port = hostport.rpartition(":")
+        if not sep:
+            host, port = hostport, str(DEFAULT_PORT)
+        if not host or not port.isdigit():
+            raise bad("%r is not host:port" % (hostport,))
+        hosts.append("%s:%s" % (host, port))
+    root = parts.path.rstrip("/") or DEFAULT_ROOT
+    try:
+        checkKey(root[1:])
+    except InvalidKey:
+        raise bad("the root %r is not a valid path" % (root,))
+    options = {}
+    for name, values in parse_qs(parts.query).items():
+        if name not in ("connect_timeout", "session_timeout"):
+            raise bad("unknown option %r" % (name,))
+        try:
+            options[name] = float(values[-1])
+        except ValueError:
+            raise bad("%s must be a number of seconds" % (name,))
+    return Address(",".join(hosts), root, auth,
+                   options.get("connect_timeout", CONNECT_TIMEOUT),
+                   options.get("session_timeout", CLIENT_SESSION_TIMEOUT))
+
+
+def isEntry(data):
+    return bool(data) and data[:1] == HEADER
+
+
+def owner(stat):
+    return "%x" % (stat.ephemeralOwner,) if stat.ephemeralOwner else None
+
+
+def parent(path):
+    return path.rpartition("/")[0]
+
+
+def noNode(failure):
+    failure.trap(NoNodeError)
+    return None
+
+
+def raced(key, index=None):
+    return VersionConflict(key, BACKEND, "concurrent changes kept racing this write; retry it",
+                           index=index)
+
+
+def storeError(failure, key, hosts):
+    """
+    Translate kazoo's exceptions into the store's typed errors.
+    """
+    if failure.check(StoreError):
+        return failure
+    e = failure.value
+    if isinstance(e, UNAVAILABLE):
+        raise StoreUnavailable(key, BACKEND, "lost contact with ZooKeeper at %s (%s); retry once "
+                               "it is reachable" % (hosts, type(e).__name__))
+    if isinstance(e, (NoAuthError, AuthFailedError)):
+        raise StoreError(key, BACKEND, "not authorized by ZooKeeper at %s; check the "
+                         "user:password in the zk:// store URL" % (hosts,))
+    if isinstance(e, NoChildrenForEphemeralsError):
+        raise StoreError(key, BACKEND, "cannot write below an ephemeral key (a ZooKeeper "
+                         "ephemeral node has no children)")
+    if isinstance(e, KazooException):
+        raise StoreError(key, BACKEND, "ZooKeeper failed: %s" % (type(e).__name__,))
+    return failure
+
+
+def inThread(reactor, f, *args):
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+
+def stopClient(reactor, client):
+    """
+    Stop and close a kazoo client (blocking, so in a thread).
+
+    @return: L{Deferred} firing with C{None}.
+    """
+    def stop():
+        client.stop()
+        client.close()
+    return inThread(reactor, stop).addErrback(
+        lambda f: log.failure("stopping a ZooKeeper client failed", f))
+
+
+def connect(reactor, bridge, address, timeout):
+    """
+    Start a kazoo client with session timeout C{timeout}.
+
+    @return: L{Deferred} firing with the connected client, or failing with
+        L{StoreUnavailable} after the address's connect timeout.
+    """
+    client = KazooClient(
+        hosts=address.hosts, timeout=timeout, connection_retry=dict(RECONNECT),
+        auth_data=[("digest", "%s:%s" % address.auth)] if address.auth else None,
+        logger=_kazooLog)
+    d = defer.Deferred()
+
+    def connected():
+        if not d.called:
+            timer.cancel()
+            d.callback(client)
+
+    def listener(state):
+        if state == KazooState.CONNECTED:
+            bridge.call(connected)
+            return True
+
+    def timedOut():
+        client.remove_listener(listener)
+        stopClient(reactor, client)
+        d.errback(StoreUnavailable(
+            None, BACKEND, "cannot reach ZooKeeper at %s within %gs; is it running? (check the "
+            "hosts of the zk:// store URL)" % (address.hosts, address.connectTimeout)))
+
+    def failed(f):
+        if not d.called:
+            timer.cancel()
+            d.errback(f)
+
+    client.add_listener(listener)
+    timer = reactor.callLater(address.connectTimeout, timedOut)
+    inThread(reactor, client.start_async).addErrback(failed)
+    return d
+
+
+class Bridge(object):
+    """
+    Runs functions on the reactor thread on behalf of kazoo's threads.  Calls
+    arriving while the reactor is busy are batched into one wake-up.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._lock = threading.Lock()
+        self._calls = []
+        self._scheduled = False
+
+    def call(self, f, *args):
+        """
+        Call C{f(*args)} on the reactor thread (from any thread).
+        """
+        with self._lock:
+            self._calls.append((f, args))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._reactor.callFromThread(self._run)
+
+    def _run(self):
+        with self._lock:
+            calls, self._calls, self._scheduled = self._calls, [], False
+        for f, args in calls:
+            try:
+                f(*args)
+            except Exception:
+                log.failure("error handling a ZooKeeper result")
+
+    def deferred(self, asyncResult):
+        """
+        @return: a L{Deferred} firing, on the reactor thread, with the value
+            or the exception of kazoo's C{asyncResult}.
+        """
+        d = defer.Deferred()
+        asyncResult.rawlink(lambda result: self.call(_fire, d, result))
+        return d
+
+
+def _fire(d, result):
+    if result.successful():
+        d.callback(result.value)
+    else:
+        d.errback(Failure(result.exception))
+
+
+class Sequencer(object):
+    """
+    Per-key ordering: an operation on some keys starts once every earlier
+    operation on any of those keys has finished.
+    """
+
+    def __init__(self):
+        self._tails = {}
+
+    def run(self, keys, f, *args):
+        """
+        Run C{f(*args)}, which returns a L{Deferred}, in its turn for C{keys}.
+
+        @return: L{Deferred} with C{f}'s result.
+        """
+        tails = self._tails
+        waits = {id(tails[k]): tails[k] for k in keys if k in tails}
+        done = defer.Deferred()
+        for k in keys:
+            tails[k] = done
+
+        def finish(result):
+            for k in keys:
+                if tails.get(k) is done:
+                    del tails[k]
+            done.callback(None)
+            return result
+
+        if not waits:
+            try:
+                d = f(*args)
+            except Exception:
+                d = defer.fail()
+            return d.addBoth(finish)
+        result = defer.Deferred()
+        remaining = [len(waits)]
+
+        def ready(_):
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                defer.maybeDeferred(f, *args).addBoth(finish).chainDeferred(result)
+        for w in waits.values():
+            w.addCallback(ready)
+        return result

@@ -1,0 +1,237 @@
+# -*- test-case-name: tests.test_store_zookeeper -*-
+"""
+Subtree reads and watches of the ZooKeeper backend
+(L{p2twisted.store.zookeeper}):
+
+  - L{Subtree} reads a subtree (data and children of every znode), optionally
+    leaving one-shot data and child watches on every znode it reads, and
+    re-reads only the znodes named dirty;
+  - L{SubtreeWatch} turns those one-shot watches into the store's
+    latest-wins subtree watch.
+
+kazoo 2.11 lacks ZooKeeper 3.6's persistent recursive watches, hence the
+re-armed one-shot ones.  Everything here runs on the reactor thread; kazoo's
+results come back through a L{p2twisted.store._zkclient.Bridge}.
+"""
+
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import EventType
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+#: What to re-read of a dirty znode: its data, its children list, or all of
+#: it and everything below.
+DATA, KIDS, FULL = 1, 2, 4
+
+_EVENT_FLAGS = {
+    EventType.CHANGED: DATA,
+    EventType.CHILD: KIDS,
+    EventType.DELETED: DATA | KIDS,
+    EventType.CREATED: FULL,
+}
+
+
+class Subtree(object):
+    """
+    The znodes of one subtree as last read: C{entries} maps each known znode
+    path to its decoded entry (C{None} for a structural znode), C{children}
+    maps it to the set of its children's names.
+
+    @param path: the absolute path of the subtree's top znode.
+    @param decode: C{decode(path, data, stat)} returning an L{Entry} or
+        C{None}.
+    @param watcher: a kazoo watch function left on every znode read, or
+        C{None} to read without watching.
+    """
+
+    def __init__(self, bridge, client, path, decode, watcher=None):
+        self.bridge = bridge
+        self.client = client
+        self.path = path
+        self.decode = decode
+        self.watcher = watcher
+        self.entries = {}
+        self.children = {}
+        self._outstanding = 0
+        self._error = None
+        self._finished = None
+
+    def snapshot(self):
+        """
+        @return: C{{key: Entry}} of the entries read.
+        """
+        return {e.key: e for e in self.entries.values() if e is not None}
+
+    def read(self, dirty):
+        """
+        Re-read the znodes in C{dirty} (C{{path: DATA|KIDS|FULL}}); new
+        children are read in full.
+
+        @return: L{Deferred} firing with C{None} once every read is done, or
+            failing with the first error other than a vanished znode.
+        """
+        self._error = None
+        self._finished = defer.Deferred()
+        for path, flags in dirty.items():
+            if path == self.path or path in self.entries:
+                self._read(path, flags)
+        if self._outstanding == 0:
+            return defer.succeed(None)
+        return self._finished
+
+    def _read(self, path, flags):
+        if flags & (DATA | FULL):
+            self._op(self.client.get_async(path, watch=self.watcher), self._gotData, path, flags)
+        if flags & (KIDS | FULL):
+            self._op(self.client.get_children_async(path, watch=self.watcher),
+                     self._gotKids, path, flags)
+
+    def _op(self, asyncResult, callback, path, flags):
+        self._outstanding += 1
+        asyncResult.rawlink(
+            lambda result: self.bridge.call(self._complete, result, callback, path, flags))
+
+    def _complete(self, result, callback, path, flags):
+        try:
+            if result.successful():
+                callback(result.value, path, flags)
+            elif isinstance(result.exception, NoNodeError):
+                self._vanished(path)
+            elif self._error is None:
+                self._error = result.exception
+        except Exception as e:
+            if self._error is None:
+                self._error = e
+        finally:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                d, self._finished = self._finished, None
+                if d is not None:
+                    if self._error is None:
+                        d.callback(None)
+                    else:
+                        d.errback(Failure(self._error))
+
+    def _gotData(self, result, path, flags):
+        data, stat = result
+        self.entries[path] = self.decode(path, data, stat)
+
+    def _gotKids(self, names, path, flags):
+        if path not in self.entries:
+            # Its data read found nothing (or came later): the znode was
+            # (re)created in between; read its data once more.
+            self._read(path, DATA)
+        old = set(self.children.get(path, ()))
+        new = set(names)
+        for name in old - new:
+            self._drop(path + "/" + name)
+        for name in (new if flags & FULL else new - old):
+            self._read(path + "/" + name, FULL)
+        self.children[path] = new
+
+    def _gotStat(self, stat, path, flags):
+        if stat is not None:
+            self._read(path, FULL)
+
+    def _vanished(self, path):
+        self._drop(path)
+        if path == self.path and self.watcher is not None:
+            # Only an exists watch notices the top znode being created.
+            self._op(self.client.exists_async(path, watch=self.watcher), self._gotStat, path, 0)
+
+    def _drop(self, path):
+        parent, _, name = path.rpartition("/")
+        self.children.get(parent, set()).discard(name)
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            self.entries.pop(p, None)
+            stack.extend(p + "/" + n for n in self.children.pop(p, ()))
+
+
+class SubtreeWatch(object):
+    """
+    A subtree watch: reads the subtree leaving one-shot watches on every
+    znode; an event marks its znode dirty, and dirty znodes are re-read (and
+    their watches re-armed), one round at a time, each round ending with a
+    fresh snapshot offered to C{delivery}.  L{resync} re-reads everything (after
+    a reconnect, when the server has forgotten the watches).
+    """
+
+    retryDelays = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+    def __init__(self, reactor, bridge, client, path, decode, delivery):
+        self._reactor = reactor
+        self._bridge = bridge
+        self._delivery = delivery
+        self._tree = Subtree(bridge, client, path, decode, self._kazooEvent)
+        self._dirty = {}
+        self._busy = False
+        self._failures = 0
+        self._retry = None
+        self.stopped = False
+
+    def _kazooEvent(self, event):
+        # On a kazoo thread.
+        self._bridge.call(self._event, event)
+
+    def _event(self, event):
+        flags = _EVENT_FLAGS.get(event.type)
+        if self.stopped or flags is None:
+            # EventType.NONE: the connection changed; the store resyncs.
+            return
+        self._dirty[event.path] = self._dirty.get(event.path, 0) | flags
+        self._kick()
+
+    def resync(self):
+        """
+        Re-read the whole subtree now (also the first read).
+        """
+        if self.stopped:
+            return
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._dirty[self._tree.path] = FULL
+        self._kick()
+
+    def stop(self):
+        self.stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._tree.entries.clear()
+        self._tree.children.clear()
+
+    def _kick(self):
+        if self._busy or self.stopped or self._retry is not None or not self._dirty:
+            return
+        self._busy = True
+        dirty, self._dirty = self._dirty, {}
+        self._tree.read(dirty).addCallbacks(self._roundDone, self._roundFailed)
+
+    def _roundDone(self, _):
+        self._busy = False
+        self._failures = 0
+        if not self.stopped:
+            self._delivery.offer(self._tree.snapshot())
+            self._kick()
+
+    def _roundFailed(self, failure):
+        self._busy = False
+        if self.stopped:
+            return
+        delay = self.retryDelays[min(self._failures, len(self.retryDelays) - 1)]
+        if self._failures == 0:
+            log.warn("watch of {path} could not read ZooKeeper ({error}); retrying",
+                     path=self._tree.path, error=failure.getErrorMessage())
+        self._failures += 1
+        self._dirty[self._tree.path] = FULL
+        self._retry = self._reactor.callLater(delay, self._retried)
+
+    def _retried(self):
+        self._retry = None
+        self._kick()

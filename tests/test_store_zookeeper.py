@@ -1,0 +1,428 @@
+"""
+The ZooKeeper store passes the store contract against a real ZooKeeper
+server (Debian's C{zookeeper} package), and survives what ZooKeeper does:
+server restarts, session expiry, digest ACLs, unreachable servers.
+"""
+
+import os
+import time
+import uuid
+
+from kazoo.client import KazooClient
+from twisted.internet import defer, reactor, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from p2twisted.errors import (
+    InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
+    VersionConflict)
+from p2twisted.store import openStore
+from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
+from p2twisted.store.zookeeper import HEADER, ZooKeeperStore, parseURL
+from tests.store_contract import Recorder, StoreContractMixin, waitFor
+from tests.servers import MissingServer, requireServer
+from tests.zkserver import ZooKeeperServer, freePort, missing, sharedServer
+
+
+class ServerMixin(object):
+    """
+    A fresh root on the shared server per test, and raw kazoo access to it.
+    """
+
+    def setUp(self):
+        self.server = sharedServer()
+        self.root = "/t%s" % (uuid.uuid4().hex,)
+        # No outages here: a warning (say, a watch round failing and being
+        # retried) means a bug that retries would otherwise hide.
+        warnings = []
+
+        def observe(event):
+            if event.get("log_level", LogLevel.info) >= LogLevel.warn and \
+                    event.get("log_namespace", "").startswith("p2twisted.store"):
+                warnings.append(formatEvent(event))
+
+        def check():
+            globalLogPublisher.removeObserver(observe)
+            self.assertEqual(warnings, [])
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(check)
+
+    def storeURL(self):
+        return "zk://%s%s" % (self.server.hosts, self.root)
+
+    def makeStore(self):
+        return openStore(self.storeURL(), reactor)
+
+    def raw(self, **kwargs):
+        """
+        @return: L{Deferred} firing with a started raw kazoo client, stopped
+            at cleanup.
+        """
+        client = KazooClient(hosts=self.server.hosts, **kwargs)
+
+        def stop():
+            return threads.deferToThread(lambda: (client.stop(), client.close()))
+        self.addCleanup(stop)
+        return threads.deferToThread(client.start, 15).addCallback(lambda _: client)
+
+
+class ZooKeeperContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
+    """
+    The store contract, each test on its own root of the shared server.
+    """
+
+    sessionTTL = 2.0
+
+
+class ZooKeeperLayoutTests(ServerMixin, unittest.TestCase):
+    """
+    How keys map onto znodes, and what that means for versions.
+    """
+
+    @defer.inlineCallbacks
+    def client(self, url=None):
+        store = yield openStore(url or self.storeURL(), reactor)
+        self.addCleanup(store.close)
+        return store
+
+    @defer.inlineCallbacks
+    def test_rootCreated(self):
+        """
+        The root znode, with its missing ancestors, is created at open; keys
+        are znodes below it holding a one-byte header then the value.
+        """
+        self.root += "/deep/er"
+        store = yield self.client()
+        yield store.put("a/b", b"value")
+        raw = yield self.raw()
+        data, _ = raw.get(self.root + "/a/b")
+        self.assertEqual(data, HEADER + b"value")
+        self.assertEqual(raw.get(self.root + "/a")[0], b"")
+        self.assertIsNone((yield store.get("a")))
+
+    @defer.inlineCallbacks
+    def test_structuralNodes(self):
+        """
+        A key with keys below it can be deleted (its znode turns
+        structural), created again, and listed correctly; the last leaf's
+        delete prunes the structural znodes it leaves empty.
+        """
+        store = yield self.client()
+        yield store.put("intent/n1", b"marker")
+        yield store.put("intent/n1/pod", b"m")
+        self.assertTrue((yield store.delete("intent/n1")))
+        self.assertFalse((yield store.delete("intent/n1")))
+        self.assertEqual(sorted((yield store.list("intent"))), ["intent/n1/pod"])
+        yield store.create("intent/n1", b"again")
+        yield self.assertFailure(store.create("intent/n1", b"x"), KeyExists)
+        self.assertEqual((yield store.get("intent/n1")).value, b"again")
+        yield store.delete("intent/n1")
+        yield store.delete("intent/n1/pod")
+        raw = yield self.raw()
+        yield waitFor(lambda: raw.exists(self.root + "/intent") is None,
+                      what="empty structural znodes to be pruned")
+        self.assertIsNotNone(raw.exists(self.root))
+        self.assertEqual((yield store.list("")), {})
+
+    @defer.inlineCallbacks
+    def test_versionsNeverRepeat(self):
+        """
+        A key deleted and created again gets a version it never had, so a
+        stale version fails even though ZooKeeper's own dataVersion restarted
+        at 0; the same holds for a lock taken by another session.
+        """
+        store = yield self.client()
+        first = yield store.put("v/k", b"1")
+        yield store.delete("v/k")
+        second = yield store.put("v/k", b"2")
+        self.assertNotEqual(first.version, second.version)
+        yield self.assertFailure(store.cas("v/k", b"3", first.version), VersionConflict)
+        yield self.assertFailure(store.delete("v/k", first.version), VersionConflict)
+        sa = yield store.session(2.0)
+        sb = yield store.session(2.0)
+        old = yield sa.lock("locks/v")
+        yield sa.close()
+        new = yield sb.lock("locks/v")
+        self.assertNotEqual(old.version, new.version)
+        err = yield self.assertFailure(
+            store.transaction([Check(old.key, old.version), Put("v/x", b"1")]), VersionConflict)
+        self.assertEqual(err.index, 0)
+        yield store.transaction([Check(new.key, new.version), Put("v/x", b"1")])
+        yield sb.close()
+
+    @defer.inlineCallbacks
+    def test_transactionNewSubtree(self):
+        """
+        A transaction can write a node marker and a pod below it where
+        neither exists (the scheduler's first write), check absence of keys
+        whose parents do not exist, and run several ops on one key in order.
+        """
+        store = yield self.client()
+        results = yield store.transaction([
+            Put("intent/n9", b"marker"), Create("intent/n9/web", b"w"),
+            Check("nothing/at/all", None), Delete("not/here")])
+        self.assertEqual([r.value for r in results[:2]], [b"marker", b"w"])
+        self.assertEqual(results[2:], [None, False])
+        self.assertEqual(results[0].version, results[1].version)
+        self.assertEqual(results[0].version, (yield store.get("intent/n9")).version)
+        results = yield store.transaction([
+            Put("same/k", b"1"), Put("same/k", b"2"), Delete("same/k"), Create("same/k", b"3"),
+            Delete("intent/n9")])
+        self.assertEqual(results[2], True)
+        self.assertEqual(
+            {k: e.value for k, e in (yield store.list("")).items()},
+            {"intent/n9/web": b"w", "same/k": b"3"})
+        err = yield self.assertFailure(store.transaction([
+            Put("x/y", b"1"), Check("intent/n9/web", None)]), VersionConflict)
+        self.assertEqual(err.index, 1)
+        self.assertIsNone((yield store.get("x/y")))
+
+    @defer.inlineCallbacks
+    def test_pruneRaces(self):
+        """
+        Writers creating keys under parents that other clients' deletes keep
+        pruning (puts, creates, locks, transactions) all succeed.
+        """
+        a, b, c = yield defer.gatherResults([self.client(), self.client(), self.client()])
+        session = yield b.session(2.0)
+
+        @defer.inlineCallbacks
+        def churn(n, write, key):
+            for i in range(n):
+                yield write(key, b"%d" % i)
+                yield a.delete(key)
+
+        def lock(key, value):
+            return session.lock(key, value).addCallback(lambda lock: lock.release())
+
+        def txn(key, value):
+            return c.transaction([Put(key, value), Check(key + "/below", None)])
+        yield defer.gatherResults([
+            churn(80, a.put, "pr/u/v/a"), churn(80, b.create, "pr/u/v/b"),
+            churn(80, lock, "pr/u/w/l"), churn(80, txn, "pr/u/t")])
+        yield session.close()
+        self.assertEqual((yield a.list("pr")), {})
+
+    @defer.inlineCallbacks
+    def test_ordering(self):
+        """
+        Operations one client issues on one key apply in issue order, even
+        when they take several round trips.
+        """
+        store = yield self.client()
+        ds = []
+        for i in range(30):
+            ds.append(store.put("o/k", b"%d" % i))
+            ds.append(store.delete("o/k"))
+            ds.append(store.create("o/k", b"c%d" % i))
+        yield defer.gatherResults(ds)
+        self.assertEqual((yield store.get("o/k")).value, b"c29")
+
+    @defer.inlineCallbacks
+    def test_requestLimit(self):
+        """
+        A transaction ZooKeeper would refuse as over its 1 MB request limit
+        is refused up front with L{InvalidTransaction}; single values of
+        512 KiB are fine.
+        """
+        store = yield self.client()
+        big = b"x" * MAX_VALUE
+        yield self.assertFailure(
+            store.transaction([Put("big/a", big), Put("big/b", big)]), InvalidTransaction)
+        yield store.transaction([Put("big/a", big)])
+        self.assertEqual((yield store.list("big")).keys(), {"big/a"})
+
+    @defer.inlineCallbacks
+    def test_closed(self):
+        """
+        C{close} is idempotent; afterwards operations fail with
+        L{StoreUnavailable}.
+        """
+        store = yield openStore(self.storeURL(), reactor)
+        yield defer.gatherResults([store.close(), store.close()])
+        yield store.close()
+        yield self.assertFailure(store.get("k"), StoreUnavailable)
+        yield self.assertFailure(store.put("k", b"v"), StoreUnavailable)
+        yield self.assertFailure(store.session(2.0), StoreUnavailable)
+
+    def test_parseURL(self):
+        """
+        URLs carry hosts, an optional root (C{/p2}), optional credentials
+        and timeouts; malformed ones are a L{UsageError}.
+        """
+        a = parseURL("zk://u:p%40ss@h1:2181,h2/p2/x?connect_timeout=1.5")
+        self.assertEqual((a.hosts, a.root, a.auth, a.connectTimeout),
+                         ("h1:2181,h2:2181", "/p2/x", ("u", "p@ss"), 1.5))
+        self.assertEqual(parseURL("zk://h:1").root, "/p2")
+        for bad in ["zk://h:x/p2", "zk://h/a b", "zk://u@h/p2", "zk://h/p2?nope=1", "zk:///p2"]:
+            self.assertRaises(UsageError, parseURL, bad)
+        err = self.assertRaises(UsageError, parseURL, "zk://u:s3cret@h:x/p2")
+        self.assertNotIn("s3cret", str(err))
+
+
+class ZooKeeperFailureTests(unittest.TestCase):
+    """
+    Unreachable and restarted servers, expired sessions, digest ACLs.
+    """
+
+    def setUp(self):
+        why = missing()
+        if why:
+            requireServer("ZooKeeper", why, install="apt-get install zookeeper")
+
+    @defer.inlineCallbacks
+    def test_unreachable(self):
+        """
+        Opening a store where no server listens fails quickly with a
+        one-line L{StoreUnavailable} naming the address.
+        """
+        port = freePort()
+        started = time.monotonic()
+        err = yield self.assertFailure(
+            openStore("zk://127.0.0.1:%d/p2?connect_timeout=1" % (port,), reactor),
+            StoreUnavailable)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("127.0.0.1:%d" % (port,), str(err))
+        self.assertIn("is it running?", str(err))
+        self.assertNotIn("\n", str(err))
+
+    @defer.inlineCallbacks
+    def test_restartDuringWatch(self):
+        """
+        When the server restarts under a watch, writes acknowledged before
+        the stop are kept and the watch resumes, delivering the state written
+        after the restart.  A session disconnected for longer than its TTL
+        is lost for good, even though the server comes back.
+        """
+        server = ZooKeeperServer()
+        yield threads.deferToThread(server.start)
+        self.addCleanup(threads.deferToThread, server.destroy)
+        url = "zk://%s/restart?session_timeout=4" % (server.hosts,)
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        session = yield store.session(1.0)
+        yield session.createEphemeral("machines/m", b"up")
+        rec = Recorder()
+        w = store.watch("r", rec)
+        self.addCleanup(w.cancel)
+        yield store.put("r/before", b"1")
+        yield rec.waitForValues({"r/before": b"1"})
+        yield threads.deferToThread(server.stop)
+        yield session.whenLost().addTimeout(10, reactor)
+        self.assertTrue(session.lost)
+        yield threads.deferToThread(server.start)
+        yield self.assertFailure(session.createEphemeral("machines/n", b"x"), SessionLost)
+
+        def write():
+            d = store.put("r/after", b"2")
+            return d.addCallbacks(lambda _: True, lambda f: f.trap(StoreUnavailable) and False)
+        yield waitFor(write, what="a write after the restart")
+        yield rec.waitForValues({"r/before": b"1", "r/after": b"2"})
+        other = yield openStore(url, reactor)
+        self.addCleanup(other.close)
+        self.assertEqual((yield other.get("r/before")).value, b"1")
+        yield waitFor(lambda: other.get("machines/m").addCallback(lambda e: e is None),
+                      what="the lost session's ephemeral key to vanish")
+
+    @defer.inlineCallbacks
+    def test_watchAfterSessionExpiry(self):
+        """
+        When the store client's own session expires, it carries on with a
+        new session and its watches resume.
+        """
+        server = sharedServer()
+        url = "zk://%s/t%s" % (server.hosts, uuid.uuid4().hex)
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        rec = Recorder()
+        w = store.watch("e", rec)
+        self.addCleanup(w.cancel)
+        yield store.put("e/a", b"1")
+        yield rec.waitForValues({"e/a": b"1"})
+        oldSession = store._client.client_id
+
+        def expire():
+            # The recipe for expiring a session: close it from a second
+            # client that borrowed its id and password.
+            twin = KazooClient(hosts=server.hosts, client_id=oldSession)
+            twin.start(15)
+            twin.stop()
+            twin.close()
+        yield threads.deferToThread(expire)
+        other = yield openStore(url, reactor)
+        self.addCleanup(other.close)
+        yield other.put("e/b", b"2")
+        yield rec.waitForValues({"e/a": b"1", "e/b": b"2"})
+        yield waitFor(lambda: store._client.client_id not in (None, oldSession),
+                      what="a new session")
+
+    @defer.inlineCallbacks
+    def test_digestAuth(self):
+        """
+        With C{user:password@} in the URL, znodes are readable and writable
+        only with those credentials.
+        """
+        server = sharedServer()
+        root = "/t%s" % (uuid.uuid4().hex,)
+        store = yield openStore("zk://alice:s3cret@%s%s" % (server.hosts, root), reactor)
+        self.addCleanup(store.close)
+        yield store.put("secret/k", b"v")
+        yield store.transaction([Put("secret/j", b"w"), Check("secret/k", None)]).addErrback(
+            lambda f: f.trap(VersionConflict))
+        rec = Recorder()
+        w = store.watch("secret", rec)
+        self.addCleanup(w.cancel)
+        yield rec.waitForValues({"secret/k": b"v"})
+        session = yield store.session(2.0)
+        yield session.lock("locks/a")
+        yield session.close()
+        self.assertEqual((yield store.get("secret/k")).value, b"v")
+
+        stranger = yield openStore("zk://%s%s" % (server.hosts, root), reactor)
+        self.addCleanup(stranger.close)
+        err = yield self.assertFailure(stranger.get("secret/k"), StoreError)
+        self.assertIn("not authorized", str(err))
+        yield self.assertFailure(stranger.put("secret/k", b"x"), StoreError)
+        yield self.assertFailure(stranger.put("new", b"x"), StoreError)
+        wrong = yield openStore("zk://alice:guess@%s%s" % (server.hosts, root), reactor)
+        self.addCleanup(wrong.close)
+        yield self.assertFailure(wrong.get("secret/k"), StoreError)
+        self.assertEqual((yield store.get("secret/k")).value, b"v")
+
+
+class OpenTests(unittest.TestCase):
+    """
+    C{openStore} recognizes ZooKeeper URLs.
+    """
+
+    def test_badURL(self):
+        """
+        A malformed zk:// URL fails with L{UsageError} before connecting.
+        """
+        return self.assertFailure(ZooKeeperStore.open("zk://h:port/p2", reactor), UsageError)
+
+
+class RequireServerTests(unittest.SynchronousTestCase):
+    """
+    A missing real server skips locally and fails in CI.
+    """
+
+    def test_skipLocally(self):
+        """
+        Without C{P2_REQUIRE_REAL_SERVERS}, L{requireServer} skips, saying
+        what is missing and why.
+        """
+        self.patch(os, "environ", {})
+        err = self.assertRaises(unittest.SkipTest, requireServer, "etcd", "no etcd binary")
+        self.assertEqual(str(err), "etcd not available: no etcd binary")
+
+    def test_failInCI(self):
+        """
+        With C{P2_REQUIRE_REAL_SERVERS=1}, L{requireServer} fails, saying
+        that CI requires the server and how to install it.
+        """
+        self.patch(os, "environ", {"P2_REQUIRE_REAL_SERVERS": "1"})
+        err = self.assertRaises(MissingServer, requireServer, "ZooKeeper", "no java",
+                                install="apt-get install zookeeper")
+        self.assertIn("CI requires it", str(err))
+        self.assertIn("apt-get install zookeeper", str(err))
