@@ -23,12 +23,13 @@ from twisted.logger import Logger
 from p2twisted import __version__
 from p2twisted.agent import runtime
 from p2twisted.agent.artifacts import ArtifactCache
+from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.layout import PodLayout, StateLayout, serviceName
 from p2twisted.agent.process import runBounded
 from p2twisted.agent.supervisors import makeSupervisor
-from p2twisted.errors import AgentError
+from p2twisted.errors import AgentError, DigestMismatch
 from p2twisted.manifest import launchableVersion
 
 log = Logger()
@@ -113,7 +114,7 @@ class PodOperations(object):
     """
 
     def __init__(self, config, reactor, supervisor, artifacts, installer, p2exec=None,
-                 isRoot=None):
+                 isRoot=None, hooks=None):
         self.config = config
         self.reactor = reactor
         self.supervisor = supervisor
@@ -122,6 +123,7 @@ class PodOperations(object):
         self.p2exec = p2exec or p2execCommand()
         self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
         self._warnedRunAs = set()
+        self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
 
     @classmethod
     def fromConfig(cls, config, reactor):
@@ -185,13 +187,21 @@ class PodOperations(object):
             case the previous version keeps (or is again) running.
         """
         layout = PodLayout(self.config.podRoot, manifest.id)
+        context = podContext(layout, manifest)
+        yield self.hooks.run("before_install", context)
         user = yield self._user(manifest, layout)
         installs = {}
-        for launchableId, launchable in manifest.launchables.items():
-            installs[launchableId] = yield self._install(layout, launchableId, launchable)
+        try:
+            for launchableId, launchable in manifest.launchables.items():
+                installs[launchableId] = yield self._install(layout, launchableId, launchable)
+        except DigestMismatch:
+            yield self.hooks.run("after_auth_fail", context)
+            raise
         yield threads.deferToThread(self._writeRuntime, manifest, layout, user)
+        yield self.hooks.run("after_install", context)
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
+        yield self.hooks.run("before_launch", context)
         previous = {}
         try:
             for launchableId, (installDir, _) in installs.items():
@@ -209,6 +219,7 @@ class PodOperations(object):
             yield self._rollBack(layout, installs, previous, specs)
             raise
         yield self._runScript(manifest, layout, user, "bin/enable")
+        yield self.hooks.run("after_launch", context)
         for launchableId in manifest.launchables:
             yield self.installer.prune(layout, launchableId)
 
@@ -332,8 +343,11 @@ class PodOperations(object):
         @return: L{Deferred} firing when nothing of the pod remains.
         """
         layout = PodLayout(self.config.podRoot, podId)
+        context = podContext(layout, manifest)
         if manifest is not None:
             yield self._runScript(manifest, layout, manifest.runAs, "bin/disable")
         for name in (yield self._podServices(podId)):
             yield self.supervisor.remove(name, self._stopTimeout(manifest))
+        yield self.hooks.run("before_uninstall", context)
         yield threads.deferToThread(shutil.rmtree, layout.home, True)
+        yield self.hooks.run("after_uninstall", context)

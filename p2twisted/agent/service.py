@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.worker import PodWorker, backoffPolicy
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
@@ -52,6 +53,7 @@ class AgentService(service.MultiService):
         self._opening = None
         self._openDelay = backoffPolicy(maximum=30.0)
         self._openAttempts = 0
+        self.hookSync = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -72,6 +74,9 @@ class AgentService(service.MultiService):
                 yield task.deferLater(self.reactor, delay, lambda: None)
         if not self.running:
             return
+        yield self._startHooks()
+        if not self.running:
+            return
         self.presence = Presence(self.store, keys.machine(self.node), self._machineValue,
                                  self.config.sessionTTL, self.reactor, onPresent=self._present)
         self.presence.setServiceParent(self)
@@ -80,6 +85,25 @@ class AgentService(service.MultiService):
         self._resync = task.LoopingCall(self.resync)
         self._resync.clock = self.reactor
         self._resync.start(self.config.resyncInterval, now=False)
+
+    @defer.inlineCallbacks
+    def _startHooks(self):
+        """
+        Install the hook pods scheduled in the store, then run the
+        C{agent_init} hooks (pods without hook support are left alone).
+        """
+        hooks = getattr(self.pods, "hooks", None)
+        if hooks is None:
+            return
+        hooks.store = self.store
+        self.hookSync = HookSync(self.store, self.config, self.reactor, self.pods.artifacts,
+                                 self.pods.installer, resyncInterval=self.config.resyncInterval)
+        self.hookSync.setServiceParent(self)
+        yield self.hookSync.whenSynced()
+        try:
+            yield hooks.run("agent_init")
+        except Exception as e:
+            log.warn("agent_init hooks: {error}", error=str(e), node=self.node)
 
     @defer.inlineCallbacks
     def stopService(self):
