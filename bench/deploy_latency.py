@@ -10,7 +10,9 @@ Target (issue 3): median within 1.5x the floor, p99 under 1 s.
 """
 
 import argparse
+import http.client
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import treq  # noqa: E402
 from twisted.application import service  # noqa: E402
-from twisted.internet import defer, task  # noqa: E402
+from twisted.internet import defer, task, threads  # noqa: E402
+from twisted.python.threadpool import ThreadPool  # noqa: E402
 
 from p2twisted import intent  # noqa: E402
 from p2twisted.agent.config import AgentConfig  # noqa: E402
@@ -36,9 +38,12 @@ mkdir -p "$DIR"
 tar xzf "$ARTIFACT" -C "$DIR"
 cd "$DIR"
 LAUNCHABLE_ROOT="$DIR" PORT="$PORT" setsid ./bin/launch >/dev/null 2>&1 &
-until curl -sf -o /dev/null "http://127.0.0.1:$PORT/_status"; do sleep 0.005; done
-kill -TERM -$! 2>/dev/null || kill $!
+echo $!
 """
+
+
+#: One thread polling the pod, so the reactor stays free for the agent.
+POLLER = ThreadPool(1, 1, "poller")
 
 
 def percentile(values, p):
@@ -46,28 +51,40 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
 
 
-def floorRun(artifact, workdir, port):
-    started = time.perf_counter()
-    subprocess.run(["bash", "-c", FLOOR], check=True, env=dict(
-        os.environ, DIR=os.path.join(workdir, "floor%d" % port), ARTIFACT=artifact,
-        PORT=str(port)))
-    return time.perf_counter() - started
-
-
-@defer.inlineCallbacks
-def waitFor200(reactor, port, deadline=30.0):
-    url = "http://127.0.0.1:%d/_status" % (port,)
+def poll200(port, deadline=30.0):
+    """
+    Block until C{GET /_status} on C{port} answers 200, polling every 5 ms
+    (the same poller for the floor and for the agent).
+    """
     end = time.perf_counter() + deadline
     while time.perf_counter() < end:
         try:
-            response = yield treq.get(url, persistent=False, timeout=1)
-            yield response.content()
-            if response.code == 200:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/_status")
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status == 200:
                 return
-        except Exception:
+        except OSError:
             pass
-        yield task.deferLater(reactor, 0.005, lambda: None)
+        time.sleep(0.005)
     raise RuntimeError("pod on port %d never answered" % (port,))
+
+
+def floorRun(artifact, workdir, port):
+    started = time.perf_counter()
+    out = subprocess.run(["bash", "-c", FLOOR], check=True, capture_output=True, env=dict(
+        os.environ, DIR=os.path.join(workdir, "floor%d" % port), ARTIFACT=artifact,
+        PORT=str(port))).stdout
+    poll200(port)
+    elapsed = time.perf_counter() - started
+    os.killpg(int(out.split()[0]), signal.SIGTERM)
+    return elapsed
+
+
+def waitFor200(reactor, port):
+    return threads.deferToThreadPool(reactor, POLLER, poll200, port)
 
 
 @defer.inlineCallbacks
@@ -146,11 +163,13 @@ def main():
         results["zookeeper"] = yield agentRuns(
             reactor, "zk://%s/deploybench" % (zk.hosts,), workdir, artifactURL, sha,
             args.runs, args.supervisor)
+    POLLER.start()
     try:
         task.react(lambda reactor: run(reactor))
     except SystemExit:
         pass
     finally:
+        POLLER.stop()
         zk.destroy()
     print("deploy latency: intent written -> 200 on /_status, %d runs, tiny artifact"
           % (args.runs,))

@@ -220,7 +220,7 @@ class PodWorker(object):
             if reality is not None and reality.sha() == intent.sha():
                 yield self._writeStatus("running", sha=intent.sha())
                 return
-            yield self._writeStatus("deploying", sha=intent.sha())
+            self._writeStatus("deploying", sha=intent.sha())  # informational: not waited for
             yield self.pods.deploy(intent, reality)
             # Reality only after every entry point runs, and only if nobody
             # changed it meanwhile.
