@@ -45,6 +45,8 @@ test-quick: $(STAMP)
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/deploy_latency.py
+	$(BIN)/python bench/install_throughput.py
 
 # The demo: until the machine agent lands it shows the intent an agent acts on.
 DEMO_STORE := local://$(CURDIR)/.demo/state.db
