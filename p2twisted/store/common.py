@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from p2twisted.errors import InvalidKey, InvalidTransaction, ValueTooLarge
+from p2twisted.errors import AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, ValueTooLarge
 from p2twisted.store.interfaces import IWatch
 
 #: Largest value any backend accepts (Consul's limit, so all accept the same).
@@ -202,3 +202,44 @@ class Delivery(object):
             self.cancelled = True
             if self._onCancel is not None:
                 self._onCancel(self)
+
+
+class SingleOpsMixin(object):
+    """
+    C{put}, C{create}, C{cas} and C{delete} of a store whose C{_one(op)}
+    applies one transaction op and fires with its result.
+    """
+
+    def put(self, key, value):
+        return self._one(Put(key, value))
+
+    def create(self, key, value):
+        return self._one(Create(key, value))
+
+    def cas(self, key, value, version):
+        return self._one(Put(key, value, version))
+
+    def delete(self, key, version=None):
+        return self._one(Delete(key, version))
+
+
+class SessionMixin(object):
+    """
+    C{lock} and C{whenLost} of a session with C{createEphemeral}, a C{lost}
+    flag, a C{_waiters} list fired when it is lost, a C{backend} name and a
+    C{lockClass(session, entry)}.
+    """
+
+    def lock(self, key, value=b""):
+        def held(f):
+            f.trap(KeyExists)
+            raise AlreadyLocked(key, self.backend)
+        return self.createEphemeral(key, value).addCallbacks(
+            lambda entry: self.lockClass(self, entry), held)
+
+    def whenLost(self):
+        if self.lost:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append(d)
+        return d

@@ -37,10 +37,10 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from p2twisted.errors import (
-    AlreadyLocked, KeyExists, SessionLost, StoreUnavailable, UsageError, VersionConflict)
+    KeyExists, SessionLost, StoreUnavailable, UsageError, VersionConflict)
 from p2twisted.store.common import (
-    Check, Create, Delete, Delivery, Entry, Put, checkKey, checkOps, checkPrefix,
-    checkValue, inSubtree)
+    Check, Create, Delete, Delivery, Entry, Put, SessionMixin, SingleOpsMixin, checkKey,
+    checkOps, checkPrefix, checkValue, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 BACKEND = "local"
@@ -404,7 +404,7 @@ class _Watch(object):
 
 
 @implementer(IStore)
-class LocalStore(object):
+class LocalStore(SingleOpsMixin):
     """
     An L{IStore} on a SQLite file; open one with L{LocalStore.open}.
 
@@ -559,18 +559,6 @@ class LocalStore(object):
             return d.addCallback(lambda results: results[0])
         return defer.maybeDeferred(apply)
 
-    def put(self, key, value):
-        return self._one(Put(key, value))
-
-    def create(self, key, value):
-        return self._one(Create(key, value))
-
-    def cas(self, key, value, version):
-        return self._one(Put(key, value, version))
-
-    def delete(self, key, version=None):
-        return self._one(Delete(key, version))
-
     def transaction(self, ops):
         return defer.maybeDeferred(
             lambda: self._write(self._db.apply, checkOps(ops, BACKEND)))
@@ -661,12 +649,15 @@ class LocalLock(object):
 
 
 @implementer(ISession)
-class LocalSession(object):
+class LocalSession(SessionMixin):
     """
     A session row that this process heartbeats every C{ttl / 3} seconds.  It
     is lost once its row is gone (reaped after expiry, e.g. while this
     process was stopped) or when it is closed.
     """
+
+    backend = BACKEND
+    lockClass = LocalLock
 
     def __init__(self, store, sid, ttl):
         self.store, self.id, self.ttl = store, sid, ttl
@@ -715,20 +706,6 @@ class LocalSession(object):
                 self._end()
             return f
         return defer.maybeDeferred(create).addErrback(lost)
-
-    def lock(self, key, value=b""):
-        def held(f):
-            f.trap(KeyExists)
-            raise AlreadyLocked(key, BACKEND)
-        return self.createEphemeral(key, value).addCallbacks(
-            lambda entry: LocalLock(self, entry), held)
-
-    def whenLost(self):
-        if self.lost:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append(d)
-        return d
 
     def close(self):
         """

@@ -15,10 +15,10 @@ import uuid
 from twisted.internet import defer, task
 from zope.interface import implementer
 
-from p2twisted.errors import AlreadyLocked, KeyExists, SessionLost, VersionConflict
+from p2twisted.errors import KeyExists, SessionLost, VersionConflict
 from p2twisted.store.common import (
-    Check, Create, Delete, Delivery, Entry, Put, checkKey, checkOps, checkPrefix,
-    checkValue, inSubtree)
+    Check, Create, Delete, Delivery, Entry, Put, SessionMixin, SingleOpsMixin, checkKey,
+    checkOps, checkPrefix, checkValue, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 BACKEND = "memory"
@@ -84,7 +84,7 @@ class MemoryState(object):
 
 
 @implementer(IStore)
-class MemoryStore(object):
+class MemoryStore(SingleOpsMixin):
     """
     An in-memory L{IStore}.
 
@@ -128,18 +128,6 @@ class MemoryStore(object):
                 e.index = None
                 raise
         return self._run(apply)
-
-    def put(self, key, value):
-        return self._one(Put(key, value))
-
-    def create(self, key, value):
-        return self._one(Create(key, value))
-
-    def cas(self, key, value, version):
-        return self._one(Put(key, value, version))
-
-    def delete(self, key, version=None):
-        return self._one(Delete(key, version))
 
     def transaction(self, ops):
         def apply():
@@ -196,11 +184,14 @@ class MemoryLock(object):
 
 
 @implementer(ISession)
-class MemorySession(object):
+class MemorySession(SessionMixin):
     """
     A session of a L{MemoryStore}: heartbeats every C{ttl / 3} seconds on the
     store's clock and expires C{ttl} seconds after the last heartbeat.
     """
+
+    backend = BACKEND
+    lockClass = MemoryLock
 
     def __init__(self, store, ttl):
         self.store = store
@@ -255,22 +246,6 @@ class MemorySession(object):
                 e.index = None
                 raise
         return defer.maybeDeferred(create)
-
-    def lock(self, key, value=b""):
-        def locked(entry):
-            return MemoryLock(self, entry)
-
-        def held(f):
-            f.trap(KeyExists)
-            raise AlreadyLocked(key, BACKEND)
-        return self.createEphemeral(key, value).addCallbacks(locked, held)
-
-    def whenLost(self):
-        if self.lost:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append(d)
-        return d
 
     def close(self):
         self._end()

@@ -42,14 +42,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from p2twisted.errors import (
-    AlreadyLocked, InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable,
+    InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable,
     VersionConflict)
 from p2twisted.store._zkclient import (
     ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge, Sequencer,
     connect, isEntry, noNode, owner, parent, parseURL, raced, stopClient, storeError)
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
-from p2twisted.store.common import Delivery, Entry, checkKey, checkOps, checkPrefix, checkValue
+from p2twisted.store.common import (
+    Delivery, Entry, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
@@ -506,13 +507,16 @@ class ZooKeeperLock(object):
 
 
 @implementer(ISession)
-class ZooKeeperSession(object):
+class ZooKeeperSession(SessionMixin):
     """
     A ZooKeeper session of its own kazoo client, with timeout C{ttl}.  It is
     lost when ZooKeeper expires it, when it has been disconnected for longer
     than C{ttl} (the server has surely expired it), or when closed; a lost
     session never comes back.
     """
+
+    backend = BACKEND
+    lockClass = ZooKeeperLock
 
     def __init__(self, store, client, ttl):
         self.store = store
@@ -573,20 +577,6 @@ class ZooKeeperSession(object):
         d = self.store._seq.run(
             (key,), self.store._create, key, HEADER + value, self._client, True)
         return d.addErrback(self._failed, key)
-
-    def lock(self, key, value=b""):
-        def held(f):
-            f.trap(KeyExists)
-            raise AlreadyLocked(key, BACKEND)
-        return self.createEphemeral(key, value).addCallbacks(
-            lambda entry: ZooKeeperLock(self, entry), held)
-
-    def whenLost(self):
-        if self.lost:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append(d)
-        return d
 
     def close(self):
         return self._end(None)
