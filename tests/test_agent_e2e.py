@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from p2twisted import intent
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
+from p2twisted.store.common import Delete
 from tests.agentharness import (
     AgentHarness, buildWebArtifact, freePort, httpGet, waitForVersion, webManifest)
 from tests.servers import requireServer
@@ -159,8 +160,9 @@ class AgentEndToEndTests(unittest.TestCase):
         yield self.schedule(webManifest("hello", url1, port, sha1))
         yield waitForVersion(port, "1")
         pid = self.servicePid()
-        yield self.store.delete(keys.intent("n1", "hello"))
-        yield self.store.delete(keys.intentNode("n1"))
+        # A wipe (or a restore from an empty backup) takes everything at once.
+        yield self.store.transaction([Delete(keys.intent("n1", "hello")),
+                                      Delete(keys.intentNode("n1"))])
         yield self.harness.agent.resync()
         yield waitFor(lambda: self.harness.agent.markerPresent is False, what="marker noticed")
         self.assertEqual((yield httpGet("http://127.0.0.1:%d/version" % (port,))), (200, b"1"))

@@ -38,6 +38,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from p2twisted.agent import runtime
+from p2twisted.agent.fsutil import replaceLink
 from p2twisted.agent.hooks import EVENTS, execDir, hooksRoot, statusName
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import AgentError, ManifestError
@@ -80,17 +81,6 @@ def linkNames(podId, launchableId, entries):
     return names
 
 
-def _replaceLink(link, target):
-    if os.path.islink(link) and os.readlink(link) == target:
-        return False
-    tmp = os.path.join(os.path.dirname(link), ".link-%s" % (os.urandom(6).hex(),))
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return True
 
 
 def _ownedLinks(directory, home):
@@ -121,7 +111,7 @@ def setLinks(execDirectory, home, wanted):
     """
     os.makedirs(execDirectory, exist_ok=True)
     changed = [name for name, target in sorted(wanted.items())
-               if _replaceLink(os.path.join(execDirectory, name), target)]
+               if replaceLink(os.path.join(execDirectory, name), target)]
     for name, path in _ownedLinks(execDirectory, home).items():
         if name not in wanted:
             os.unlink(path)

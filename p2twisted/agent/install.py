@@ -30,6 +30,7 @@ import zlib
 from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 
+from p2twisted.agent.fsutil import fsyncDir, replaceLink
 from p2twisted.errors import ArtifactError, DigestMismatch, UnsafeArchive
 
 #: Default limit on the total size of an archive's files once expanded.
@@ -389,12 +390,6 @@ def _checkName(value, what):
                             "(not starting with a dot or dash)" % (what, value))
 
 
-def _fsyncDir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _linkTarget(link):
@@ -405,14 +400,6 @@ def _linkTarget(link):
         return None
 
 
-def _replaceLink(link, target):
-    tmp = os.path.join(os.path.dirname(link), ".link-%s" % (os.urandom(6).hex(),))
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def diskUsage(path):
@@ -629,7 +616,7 @@ class Installer(object):
         try:
             os.utime(tmp)
             os.rename(tmp, installDir)
-            _fsyncDir(os.path.dirname(installDir))
+            fsyncDir(os.path.dirname(installDir))
         except OSError as e:
             raise _osError("move the new install into place at", installDir, e)
 
@@ -663,9 +650,9 @@ class Installer(object):
             return previous
         try:
             if previous is not None:
-                _replaceLink(podLayout.last(launchableId), os.readlink(current))
-            _replaceLink(current, os.path.relpath(installDir, launchableDir))
-            _fsyncDir(launchableDir)
+                replaceLink(podLayout.last(launchableId), os.readlink(current))
+            replaceLink(current, os.path.relpath(installDir, launchableDir))
+            fsyncDir(launchableDir)
         except OSError as e:
             raise _osError("flip the current link of", launchableDir, e)
         log.info("activated {installDir}", installDir=installDir, event="activated")

@@ -18,6 +18,7 @@ import pwd
 import subprocess
 import tempfile
 
+from p2twisted.agent.fsutil import fsyncDir
 from p2twisted.errors import AgentError
 
 #: The variables P2 sets in a pod's env dirs and command line.  A launchable's
@@ -36,15 +37,9 @@ NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 
 def _fsyncDir(path):
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        fsyncDir(path)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 def atomicWrite(path, data, mode=0o644, owner=None, syncDir=True):

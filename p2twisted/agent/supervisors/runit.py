@@ -51,6 +51,7 @@ from twisted.internet import defer, protocol, utils
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from p2twisted.agent.fsutil import fsyncDir
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
     DEFAULT_PATH, KILL_GRACE, checkName, checkSpec, findProgram, leadsGroup,
@@ -167,12 +168,6 @@ def runsvAlive(path):
     return True
 
 
-def _fsyncDir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _writeFile(path, text, mode):
@@ -388,12 +383,12 @@ class RunitSupervisor(object):
                 if down:
                     _writeFile(os.path.join(tmp, "down"), "", 0o644)
                 for sub in (os.path.join("log", "main"), "log", ""):
-                    _fsyncDir(os.path.join(tmp, sub))
+                    fsyncDir(os.path.join(tmp, sub))
                 os.rename(tmp, path)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsyncDir(serviceDir)
+            fsyncDir(serviceDir)
             return "new"
         changed = False
         for rel, text in sorted(files.items()):
@@ -404,7 +399,7 @@ class RunitSupervisor(object):
             tmp = "%s.new-%s" % (target, _suffix())
             _writeFile(tmp, text, 0o755)
             os.rename(tmp, target)
-            _fsyncDir(os.path.dirname(target))
+            fsyncDir(os.path.dirname(target))
             changed = True
         os.makedirs(os.path.join(path, "log", "main"), exist_ok=True)
         downPath = os.path.join(path, "down")
@@ -415,7 +410,7 @@ class RunitSupervisor(object):
             os.unlink(downPath)
             changed = True
         if changed:
-            _fsyncDir(path)
+            fsyncDir(path)
         return "changed" if changed else "same"
 
     def _spawnRunsv(self, name, path):
