@@ -267,3 +267,63 @@ class BuiltinSupervisorEndToEndTests(unittest.TestCase):
         yield waitForVersion(port, "2")
         yield harness.stop()
         yield waitForVersion(port, None)
+
+
+class LifecycleScriptsTests(unittest.TestCase):
+    """
+    C{bin/enable}, C{bin/disable} and C{run_as} users, through a real agent.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        requireRunit()
+        self.artifacts = os.path.abspath(self.mktemp())
+        os.makedirs(self.artifacts)
+        self.url = "local://%s/state.db" % (os.path.abspath(self.mktemp()),)
+        self.store = yield openStore(self.url)
+        self.addCleanup(self.store.close)
+
+    @defer.inlineCallbacks
+    def test_enableAndDisable(self):
+        """
+        C{bin/enable} runs after the pod starts and C{bin/disable} before it
+        stops, each as the pod's user with the pod's environment.
+        """
+        harness = AgentHarness(self, self.url).start()
+        marks = os.path.join(harness.base, "marks")
+        os.makedirs(marks)
+        os.chmod(marks, 0o777)
+        script = b'#!/bin/sh\necho "$POD_ID $(id -un)" > %s/%%s\n' % marks.encode()
+        port = freePort()
+        url, sha = buildWebArtifact(self.artifacts, "hello", "1", files={
+            "bin/enable": (script.replace(b"%s", b"enabled"), 0o755),
+            "bin/disable": (script.replace(b"%s", b"disabled"), 0o755)})
+        yield intent.schedule(self.store, "n1", parseManifest(webManifest("hello", url, port, sha)))
+        yield waitForVersion(port, "1")
+        yield waitFor(lambda: os.path.exists(os.path.join(marks, "enabled")), what="bin/enable")
+        with open(os.path.join(marks, "enabled")) as f:
+            self.assertEqual(f.read(), "hello nobody\n")
+        self.assertFalse(os.path.exists(os.path.join(marks, "disabled")))
+        yield intent.unschedule(self.store, "n1", "hello")
+        yield waitForVersion(port, None)
+        yield waitFor(lambda: os.path.exists(os.path.join(marks, "disabled")), what="bin/disable")
+
+    @defer.inlineCallbacks
+    def test_missingUserWithoutCreateUsers(self):
+        """
+        With C{create_users: false}, a pod whose C{run_as} user does not exist
+        fails with a status error naming the user, and is not installed.
+        """
+        AgentHarness(self, self.url, createUsers=False).start()
+        port = freePort()
+        url, sha = buildWebArtifact(self.artifacts, "hello", "1")
+        raw = webManifest("hello", url, port, sha, runAs="p2-no-such-user")
+        yield intent.schedule(self.store, "n1", parseManifest(raw))
+        status = yield waitFor(lambda: self.store.get(keys.status("pods", "n1", "hello")).addCallback(
+            lambda e: json.loads(e.value) if e and json.loads(e.value)["state"] == "failed" else None),
+            what="a failed status")
+        self.assertIn("p2-no-such-user", status["error"])
+        self.assertIn("create_users", status["error"])
+        self.assertIsNone((yield self.store.get(keys.reality("n1", "hello"))))
