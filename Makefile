@@ -48,22 +48,29 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/deploy_latency.py
 	$(BIN)/python bench/install_throughput.py
 
-# The demo: until the machine agent lands it shows the intent an agent acts on.
-DEMO_STORE := local://$(CURDIR)/.demo/state.db
-P2 := $(BIN)/p2 --store $(DEMO_STORE)
+# The demo: an agent on the embedded store, a static site and a Python WSGI app
+# deployed and answering.  Pods run under runit as root, in the agent otherwise.
+DEMO := $(CURDIR)/.demo
+P2DEMO := P2_STATE_DIR=$(DEMO)/state $(BIN)/p2 --store local://$(DEMO)/state.db
+SUP := $$(command -v runsvdir >/dev/null && [ "$$(id -u)" = 0 ] && echo runit || echo builtin)
 
 demo: $(STAMP)
-	@mkdir -p .demo
-	$(P2) init --force
-	$(P2) manifest check conf/examples/hello.yaml
-	$(P2) schedule conf/examples/hello.yaml
-	$(P2) label apply node "$$(hostname -s)" role=demo
-	$(P2) label select node 'role=demo'
-	$(P2) dump
-	@echo "demo store: $(DEMO_STORE) -- look with '$(BIN)/p2 --store $(DEMO_STORE) dump'; remove it with 'make demo-stop'"
+	@mkdir -p $(DEMO)/www && echo '<h1>Hello from p2</h1>' > $(DEMO)/www/index.html
+	$(P2DEMO) start --node demo --supervisor $(SUP)
+	$(P2DEMO) add web --template static --port 18080 --directory $(DEMO)/www --force
+	$(P2DEMO) deploy web --node demo --wait --timeout 120
+	$(P2DEMO) add hello --template python --port 18081 --path $(CURDIR)/p2twisted/templates/files --wsgi demo_hello:application --force
+	$(P2DEMO) deploy hello --node demo --wait --timeout 300
+	$(P2DEMO) status
+	@echo "Look: curl http://127.0.0.1:18080/ and curl http://127.0.0.1:18081/ (agent log: .demo/state/agent.log); stop everything: make demo-stop"
 
-demo-stop:
-	rm -rf .demo
+demo-stop: $(STAMP)
+	@# The agent removes the pods, so it must be running while they are undeployed.
+	$(P2DEMO) start --node demo --supervisor $(SUP)
+	-$(P2DEMO) undeploy web
+	-$(P2DEMO) undeploy hello
+	@for i in $$(seq 150); do [ -z "$$(ls -A $(DEMO)/state/pods 2>/dev/null)" ] && break; sleep 0.2; done
+	-$(P2DEMO) stop-agent
 
 clean:
 	rm -rf $(VENV) _trial_temp* .demo build dist *.egg-info

@@ -18,9 +18,14 @@ setup(
         "pyyaml==6.0.3",
         "zope.interface==8.7",
     ],
+    package_data={"p2twisted.templates": ["files/*"]},
     extras_require={"test": []},
     entry_points={"console_scripts": [
         "p2 = p2twisted.cli.main:main",
         "p2-exec = p2twisted.agent.p2exec:main",
+    ], "p2twisted.templates": [
+        "static = p2twisted.templates.static:template",
+        "command = p2twisted.templates.command:template",
+        "python = p2twisted.templates.python:template",
     ]},
 )

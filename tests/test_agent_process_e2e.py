@@ -79,11 +79,28 @@ class AgentProcess(object):
 
 
 def base(testCase):
+    """
+    A directory for an agent's state and pods, searchable by pod users; the
+    pods an agent left under it are removed at cleanup, pass or fail.
+    """
     path = os.path.abspath(testCase.mktemp())
     os.makedirs(path)
     for p in (path, os.path.dirname(path)):
         os.chmod(p, 0o755)
+    testCase.addCleanup(removePods, path)
     return path
+
+
+@defer.inlineCallbacks
+def removePods(root):
+    from p2twisted.agent.layout import StateLayout
+    from p2twisted.agent.supervisors import makeSupervisor
+    state = StateLayout(os.path.join(root, "state"))
+    if not os.path.isdir(state.serviceDir):
+        return
+    supervisor = makeSupervisor("runit", state, reactor)
+    for name in (yield supervisor.services()):
+        yield supervisor.remove(name, 5.0)
 
 
 class AgentKilledMidInstallTests(unittest.TestCase):
@@ -130,15 +147,6 @@ class AgentKilledMidInstallTests(unittest.TestCase):
         self.assertEqual(len(os.listdir(os.path.join(installs, os.path.basename(target), "data"))),
                          240)
         self.assertEqual([n for n in os.listdir(installs) if n.startswith(".tmp-")], [])
-        yield self.cleanPods(root)
-
-    @defer.inlineCallbacks
-    def cleanPods(self, root):
-        from p2twisted.agent.layout import StateLayout
-        from p2twisted.agent.supervisors import makeSupervisor
-        supervisor = makeSupervisor("runit", StateLayout(os.path.join(root, "state")), reactor)
-        for name in (yield supervisor.services()):
-            yield supervisor.remove(name, 5.0)
 
 
 class StoreOutageTests(unittest.TestCase):
@@ -194,8 +202,3 @@ class StoreOutageTests(unittest.TestCase):
         machine = yield store.get(keys.machine("n1"))
         self.assertIsNotNone(machine)
         yield agent.kill(signal.SIGTERM)
-        from p2twisted.agent.layout import StateLayout
-        from p2twisted.agent.supervisors import makeSupervisor
-        supervisor = makeSupervisor("runit", StateLayout(os.path.join(root, "state")), reactor)
-        for name in (yield supervisor.services()):
-            yield supervisor.remove(name, 5.0)

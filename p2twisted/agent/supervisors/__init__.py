@@ -43,7 +43,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 5.0
 
 #: Seconds between two looks at a condition being waited for.
-POLL_INTERVAL = 0.01
+POLL_INTERVAL = 0.002
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

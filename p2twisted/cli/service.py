@@ -1,0 +1,276 @@
+# -*- test-case-name: tests.test_cli_service -*-
+"""
+The pop-style service verbs: C{p2 list}, C{p2 describe}, C{p2 add},
+C{p2 config}, C{p2 deploy}, C{p2 undeploy} and C{p2 status}.
+
+A service is a template plus settings (L{p2twisted.services}); deploying it
+renders a pod manifest and writes it into the intent of the chosen nodes.
+C{p2 config NAME KEY=VALUE} re-deploys a changed service to every node it
+is deployed to, so its pods restart with the new settings.
+"""
+
+import json
+
+from twisted.internet import defer
+
+from p2twisted import services
+from p2twisted.cli.schedule import nodeName
+from p2twisted.cli.services_common import (
+    artifactLocation, extrasParser, parseExtras, readSettingsFile)
+from p2twisted.cli.services_wait import waitDeployed
+from p2twisted.errors import UsageError
+from p2twisted.templates import allTemplates, getTemplate
+
+
+def register(subparsers):
+    lst = subparsers.add_parser(
+        "list", help="list the service templates",
+        description="List the service templates (built-in and from installed plugins).")
+    lst.set_defaults(run=runList)
+
+    describe = subparsers.add_parser(
+        "describe", help="show a template's options and tasks",
+        description="Show a template's options (type, default, help) and tasks.")
+    describe.add_argument("template", metavar="TEMPLATE")
+    describe.set_defaults(run=runDescribe)
+
+    add = extrasParser(
+        subparsers, "add", help="define a service from a template",
+        description="Define the service NAME (stored at services/NAME) from a template: "
+                    "template options are given as --OPTION VALUE (see 'p2 describe "
+                    "TEMPLATE') or in a YAML file. Then 'p2 deploy NAME' runs it.")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--template", "-t", required=True, help="the template (see 'p2 list')")
+    add.add_argument("--config", dest="settings_file", metavar="FILE",
+                     help="a YAML file of option: value settings (flags override it)")
+    add.add_argument("--force", action="store_true", help="replace an existing service")
+    add.set_defaults(run=runAdd)
+
+    config = subparsers.add_parser(
+        "config", help="show or change a service's settings",
+        description="Without KEY=VALUE, show the service's settings. With them, change the "
+                    "settings (KEY= resets one to its default) and re-deploy the service to "
+                    "every node it is deployed to, so its pods restart with them; unchanged "
+                    "settings restart nothing.")
+    config.add_argument("name", metavar="NAME")
+    config.add_argument("changes", nargs="*", metavar="KEY=VALUE")
+    config.set_defaults(run=runConfig)
+
+    deploy = subparsers.add_parser(
+        "deploy", help="run a service on nodes",
+        description="Render the service's pod manifest and artifact and write the manifest "
+                    "into the intent of the nodes (this host by default). Deploying an "
+                    "unchanged service restarts nothing.")
+    deploy.add_argument("name", metavar="NAME")
+    deploy.add_argument("--node", action="append", default=[], metavar="NODE",
+                        help="a node to run it on (repeatable; default: this host's name)")
+    deploy.add_argument("--wait", action="store_true",
+                        help="show progress until every node runs it and it answers its "
+                             "status check (on this host)")
+    deploy.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="how long --wait waits (default: 120)")
+    deploy.set_defaults(run=runDeploy)
+
+    undeploy = subparsers.add_parser(
+        "undeploy", help="stop running a service on nodes",
+        description="Remove the service's pod from the intent of the nodes (default: every "
+                    "node it is deployed to); their agents stop and remove it.")
+    undeploy.add_argument("name", metavar="NAME")
+    undeploy.add_argument("--node", action="append", default=None, metavar="NODE",
+                          help="a node to remove it from (repeatable; default: all)")
+    undeploy.set_defaults(run=runUndeploy)
+
+    status = subparsers.add_parser(
+        "status", help="show services: nodes, intent vs reality, errors",
+        description="Show each service (or NAME): its template, the nodes it is deployed to, "
+                    "and per node the SHA in intent and in reality, the agent's state of the "
+                    "pod and its last error.")
+    status.add_argument("name", nargs="?", metavar="NAME")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(run=runStatus)
+
+
+def runList(options):
+    templates = allTemplates()
+    width = max(len(name) for name in templates)
+    for name in sorted(templates):
+        options.out.write("%-*s  %s\n" % (width, name, templates[name].description))
+    return 0
+
+
+def runDescribe(options):
+    template = getTemplate(options.template)
+    out = options.out
+    out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
+    allOptions = getattr(template, "allOptions", lambda: template.options)()
+    for option in allOptions:
+        default = "required" if option.required else "default %s" % (
+            "none" if option.default in (None, []) else json.dumps(option.default),)
+        out.write("  %-18s %-5s %s (%s)\n" % (option.flag + " VALUE", option.type,
+                                               option.help, default))
+    out.write("\ntasks (p2 run NAME TASK ...):\n")
+    if not template.tasks:
+        out.write("  none\n")
+    for name in sorted(template.tasks):
+        out.write("  %-18s %s\n" % (name, template.tasks[name]))
+    return 0
+
+
+def formatSettings(settings):
+    return "".join("  %s = %s\n" % (k, json.dumps(v)) for k, v in sorted(settings.items()))
+
+
+@defer.inlineCallbacks
+def runAdd(options):
+    template = getTemplate(options.template)
+    given = readSettingsFile(options.settings_file) if options.settings_file else {}
+    given.update(parseExtras(options.extras))
+    template.settings(given)  # check before touching the store
+    store = yield options.openStore()
+    try:
+        service = yield services.addService(store, options.name, template.name, given,
+                                            replace=options.force)
+    finally:
+        yield store.close()
+    options.out.write("added service %s (template %s):\n%s" % (
+        service.name, service.template, formatSettings(service.settings)))
+    options.out.write("run it with 'p2 deploy %s'\n" % (service.name,))
+    return 0
+
+
+def parseChanges(changes):
+    """
+    @return: C{(set, reset)}: C{{key: value}} and the keys given as C{KEY=}.
+    """
+    updates, reset = {}, []
+    for change in changes:
+        key, eq, value = change.partition("=")
+        key = key.strip().lstrip("-")
+        if not eq or not key:
+            raise UsageError("expected KEY=VALUE, got %r" % (change,))
+        if value == "":
+            reset.append(key)
+        else:
+            updates[key.replace("-", "_")] = value
+    return updates, reset
+
+
+@defer.inlineCallbacks
+def runConfig(options):
+    updates, reset = parseChanges(options.changes)
+    store = yield options.openStore()
+    try:
+        if not (updates or reset):
+            service = yield services.getService(store, options.name)
+            nodes = yield services.deployedNodes(store, options.name)
+            options.out.write("%s (template %s), deployed to: %s\n%s" % (
+                service.name, service.template, ", ".join(nodes) or "no node",
+                formatSettings(service.settings)))
+            return 0
+        old, new = yield services.updateSettings(store, options.name, updates, reset)
+        if new.settings == old.settings:
+            options.out.write("%s: settings unchanged; nothing to do\n" % (new.name,))
+            return 0
+        for key in sorted(set(old.settings) | set(new.settings)):
+            if old.settings.get(key) != new.settings.get(key):
+                options.out.write("%s: %s = %s (was %s)\n" % (
+                    new.name, key, json.dumps(new.settings.get(key)),
+                    json.dumps(old.settings.get(key))))
+        nodes = yield services.deployedNodes(store, options.name)
+        if nodes:
+            directory, baseURL = artifactLocation(options)
+            manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
+            options.out.write("re-deployed %s (sha %s) to %s\n"
+                              % (new.name, manifest.sha()[:12], ", ".join(nodes)))
+        else:
+            options.out.write("%s is not deployed; run it with 'p2 deploy %s'\n"
+                              % (new.name, new.name))
+    finally:
+        yield store.close()
+    return 0
+
+
+@defer.inlineCallbacks
+def runDeploy(options):
+    nodes = [nodeName(n) for n in options.node] or [nodeName(None)]
+    directory, baseURL = artifactLocation(options)
+    store = yield options.openStore()
+    try:
+        manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
+        options.out.write("deployed %s (sha %s) to %s\n"
+                          % (options.name, manifest.sha()[:12], ", ".join(nodes)))
+        options.out.flush()
+        if options.wait:
+            yield waitDeployed(store, manifest, nodes, options.timeout, options.out,
+                               options.reactor)
+    finally:
+        yield store.close()
+    return 0
+
+
+@defer.inlineCallbacks
+def runUndeploy(options):
+    nodes = [nodeName(n) for n in options.node] if options.node else None
+    store = yield options.openStore()
+    try:
+        yield services.getService(store, options.name)
+        removed = yield services.undeploy(store, options.name, nodes)
+    finally:
+        yield store.close()
+    if not removed:
+        where = " from " + ", ".join(nodes) if nodes else ""
+        options.out.write("%s was not deployed%s; nothing to do\n" % (options.name, where))
+    else:
+        options.out.write("undeployed %s from %s\n" % (options.name, ", ".join(removed)))
+    return 0
+
+
+@defer.inlineCallbacks
+def serviceStatus(store, name=None):
+    """
+    @return: L{Deferred} firing with C{[{"service", "template", "settings",
+        "nodes": [podState...]}]}.
+    """
+    if name is not None:
+        found = {name: (yield services.getService(store, name))}
+    else:
+        found = yield services.listServices(store)
+    result = []
+    for serviceName in sorted(found):
+        service = found[serviceName]
+        nodes = yield services.deployedNodes(store, serviceName)
+        states = []
+        for node in nodes:
+            states.append((yield services.podState(store, serviceName, node)))
+        result.append({"service": serviceName, "template": service.template,
+                       "settings": service.settings, "nodes": states})
+    return result
+
+
+@defer.inlineCallbacks
+def runStatus(options):
+    store = yield options.openStore()
+    try:
+        result = yield serviceStatus(store, options.name)
+    finally:
+        yield store.close()
+    out = options.out
+    if options.json:
+        json.dump(result, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return 0
+    if not result:
+        out.write("no services: define one with 'p2 add NAME --template T' (see 'p2 list')\n")
+    for info in result:
+        out.write("%s (%s)\n" % (info["service"], info["template"]))
+        if not info["nodes"]:
+            out.write("  not deployed: run 'p2 deploy %s'\n" % (info["service"],))
+        for state in info["nodes"]:
+            short = lambda sha: (sha or "-")[:12]  # noqa: E731
+            synced = "in sync" if state["intent"] == state["reality"] else "converging"
+            out.write("  %-16s %-10s intent %-12s reality %-12s %s\n" % (
+                state["node"], state["state"] or "unknown", short(state["intent"]),
+                short(state["reality"]), synced))
+            if state["error"]:
+                out.write("    last error: %s\n" % (state["error"],))
+    return 0

@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.test_cli_service -*-
+"""
+C{p2 start}, C{p2 stop-agent} and C{p2 fg}: this host's agent under
+C{twistd}, its pidfile (C{agent.pid}) and log (C{agent.log}) in the state
+directory.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+from twisted.internet import defer, task
+
+from p2twisted.cli.services_common import stateDir
+from p2twisted.config import loadConfig
+from p2twisted.errors import P2Error
+
+
+def register(subparsers):
+    for name, helpText, description in (
+            ("start", "start this host's agent in the background",
+             "Start the p2 agent of this host in the background under twistd (pidfile "
+             "agent.pid and log agent.log in the state directory). Start and deploy may come "
+             "in either order."),
+            ("fg", "run this host's agent in the foreground",
+             "Run the p2 agent of this host in the foreground (twistd -n), logging to the "
+             "terminal; Ctrl-C stops it.")):
+        parser = subparsers.add_parser(name, help=helpText, description=description)
+        parser.add_argument("--node", help="this node's name (default: the host's short name)")
+        parser.add_argument("--supervisor", choices=("auto", "runit", "builtin"),
+                            help="how pods are supervised (default: auto, runit when "
+                                 "installed)")
+        parser.add_argument("--status-port", type=int, metavar="PORT",
+                            help="serve the agent's GET /_status on 127.0.0.1:PORT")
+        parser.set_defaults(run=runStart if name == "start" else runForeground)
+
+    stop = subparsers.add_parser(
+        "stop-agent", help="stop the background agent",
+        description="Stop the agent started by 'p2 start' (SIGTERM to the pid in agent.pid) "
+                    "and wait until it is gone.")
+    stop.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="how long to wait for it to exit (default: 60)")
+    stop.set_defaults(run=runStop)
+
+
+def twistd():
+    """
+    @return: the C{twistd} script beside this Python.
+    """
+    path = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if not os.path.exists(path):
+        raise P2Error("cannot find twistd beside %s; is Twisted installed in this "
+                      "environment?" % (sys.executable,))
+    return path
+
+
+def paths(options):
+    state = stateDir(options)
+    return state, os.path.join(state, "agent.pid"), os.path.join(state, "agent.log")
+
+
+def agentArguments(options, state):
+    config = loadConfig(options.config)
+    argv = ["p2-agent", "--store", config.storeURL(options.store), "--state-dir", state]
+    if options.node:
+        argv += ["--node", options.node]
+    if options.supervisor:
+        argv += ["--supervisor", options.supervisor]
+    if options.status_port:
+        argv += ["--status-port", str(options.status_port)]
+    return argv
+
+
+def runningPid(pidfile):
+    """
+    @return: the pid in C{pidfile} if that process is alive, else C{None}.
+    """
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        if e.errno == errno.ESRCH:
+            return None
+    return pid
+
+
+def runStart(options):
+    state, pidfile, logfile = paths(options)
+    pid = runningPid(pidfile)
+    if pid is not None:
+        options.out.write("the agent is already running (pid %d; log %s)\n" % (pid, logfile))
+        return 0
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)  # stale: twistd refuses to start over it
+    os.makedirs(state, exist_ok=True)
+    argv = [twistd(), "--umask", "022", "--pidfile", pidfile, "--logfile", logfile] + agentArguments(options,
+                                                                                    state)
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        output = result.stdout.decode("utf-8", "replace").strip().splitlines()
+        raise P2Error("the agent did not start: %s (see %s)"
+                      % (output[-1] if output else "twistd exited with %d" % (
+                          result.returncode,), logfile))
+    pid = runningPid(pidfile)
+    options.out.write("started the agent%s (log %s; stop it with 'p2 stop-agent')\n"
+                      % (" (pid %d)" % (pid,) if pid else "", logfile))
+    return 0
+
+
+def runForeground(options):
+    state, pidfile, logfile = paths(options)
+    os.makedirs(state, exist_ok=True)
+    pid = runningPid(pidfile)
+    if pid is not None:
+        raise P2Error("the agent is already running in the background (pid %d); stop it "
+                      "with 'p2 stop-agent' first" % (pid,))
+    argv = [twistd(), "-n", "--pidfile", "", "--logfile", "-"] + agentArguments(options, state)
+    options.out.flush()
+    os.execv(argv[0], argv)
+
+
+@defer.inlineCallbacks
+def runStop(options):
+    state, pidfile, logfile = paths(options)
+    pid = runningPid(pidfile)
+    if pid is None:
+        options.out.write("no agent is running (no live pid in %s)\n" % (pidfile,))
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    reactor = options.reactor
+    deadline = reactor.seconds() + options.timeout
+    while runningPid(pidfile) == pid:
+        if reactor.seconds() > deadline:
+            raise P2Error("the agent (pid %d) is still running %gs after SIGTERM; see %s"
+                          % (pid, options.timeout, logfile))
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    options.out.write("stopped the agent (pid %d)\n" % (pid,))
+    return 0

@@ -1,0 +1,95 @@
+# -*- test-case-name: tests.test_cli_service -*-
+"""
+What the service verbs share: the state and artifact directories, and
+template options given as C{--OPTION VALUE} on the command line.
+"""
+
+import os
+
+import yaml
+
+from p2twisted.cli.main import Parser
+from p2twisted.config import defaultStateDir, loadConfig
+from p2twisted.errors import UsageError
+
+
+class ExtrasParser(Parser):
+    """
+    A verb parser that keeps the options it does not know in C{extras}
+    (template options) instead of failing on them.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = Parser.parse_known_args(self, args, namespace)
+        namespace.extras = list(getattr(namespace, "extras", None) or []) + list(extras)
+        return namespace, []
+
+
+def extrasParser(subparsers, name, **kwargs):
+    """
+    Add a verb parser that collects unknown options in C{options.extras}.
+    """
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.__class__ = ExtrasParser
+    return parser
+
+
+def parseExtras(extras):
+    """
+    Turn C{["--port", "8080", "--directory=/srv"]} into settings.
+
+    @return: C{{option name: text}} (dashes turned into underscores).
+    @raise UsageError: for a stray argument or an option without a value.
+    """
+    settings = {}
+    extras = list(extras)
+    while extras:
+        arg = extras.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            raise UsageError("unexpected argument %r: template options are --OPTION VALUE"
+                             % (arg,))
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if not extras or extras[0].startswith("--"):
+                raise UsageError("option --%s needs a value" % (name,))
+            value = extras.pop(0)
+        settings[name.replace("-", "_")] = value
+    return settings
+
+
+def readSettingsFile(path):
+    """
+    @return: the mapping of settings in the YAML (or JSON) file C{path}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise UsageError("cannot read settings file %s: %s" % (path, e.strerror))
+    except yaml.YAMLError as e:
+        raise UsageError("settings file %s is not valid YAML: %s" % (path, e))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError("settings file %s must hold a mapping of option: value" % (path,))
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def stateDir(options):
+    """
+    @return: the state directory: the config file's C{state_dir}, else
+        L{defaultStateDir}, made absolute.
+    """
+    config = loadConfig(getattr(options, "config", None))
+    return os.path.abspath(config.get("state_dir") or defaultStateDir())
+
+
+def artifactLocation(options):
+    """
+    @return: C{(directory, base URL)}: where rendered artifacts are built
+        (C{<state_dir>/artifacts-build}) and how agents reach them (the
+        config file's C{artifact_base_url}, else C{file://} on this host).
+    """
+    config = loadConfig(getattr(options, "config", None))
+    directory = os.path.join(stateDir(options), "artifacts-build")
+    return directory, config.get("artifact_base_url") or "file://" + directory

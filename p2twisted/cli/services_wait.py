@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.test_cli_service -*-
+"""
+C{p2 deploy --wait}: show progress until every node runs the deployed
+manifest (reality SHA = intent SHA, agent state C{running}) and, on this
+host, the pod answers its HTTP status check.
+"""
+
+import json
+import socket
+
+from twisted.internet import defer, task
+
+from p2twisted import services
+from p2twisted.cli.schedule import nodeName
+from p2twisted.errors import P2Error
+from p2twisted.store import keys
+
+#: Seconds between two looks at the store.
+INTERVAL = 0.2
+
+
+@defer.inlineCallbacks
+def probe(url, timeout=2.0):
+    """
+    @return: L{Deferred} firing with the HTTP status code of C{GET url}, or
+        C{None} when nothing answers.
+    """
+    import treq
+    try:
+        response = yield treq.get(url, timeout=timeout, persistent=False)
+        yield response.content()
+    except Exception:
+        return None
+    return response.code
+
+
+def statusURL(manifest):
+    """
+    @return: the URL of C{manifest}'s HTTP status check on this host, or
+        C{None}.
+    """
+    status = manifest.status
+    if not status.http or not status.port:
+        return None
+    return "http://127.0.0.1:%d%s" % (status.port, status.path)
+
+
+def isLocal(node, agentEntry):
+    """
+    @return: whether C{node} is this host: its name, or its agent's
+        registered host name.
+    """
+    if node == nodeName(None):
+        return True
+    try:
+        return json.loads(agentEntry.value).get("hostname") == socket.gethostname()
+    except (AttributeError, ValueError, TypeError):
+        return False
+
+
+def describe(state):
+    text = state["state"] or "waiting for the agent"
+    if state["reality"] and state["reality"] != state["intent"]:
+        text += ", still running %s" % (state["reality"][:12],)
+    if state["error"]:
+        text += ": %s" % (state["error"],)
+    return text
+
+
+@defer.inlineCallbacks
+def waitDeployed(store, manifest, nodes, timeout, out, reactor):
+    """
+    Wait until every node of C{nodes} runs C{manifest}, printing each
+    change of a node's state to C{out}.
+
+    @raise P2Error: at C{timeout} seconds, saying which nodes are not there.
+    """
+    sha = manifest.sha()
+    deadline = reactor.seconds() + timeout
+    shown = {}
+    done = set()
+    agentless = set()
+    url = statusURL(manifest)
+    while True:
+        for node in nodes:
+            if node in done:
+                continue
+            state = yield services.podState(store, manifest.id, node)
+            agent = yield store.get(keys.machine(node))
+            if agent is None and node not in agentless:
+                agentless.add(node)
+                out.write("  %s: no agent has registered there yet (start one with "
+                          "'p2 start')\n" % (node,))
+            line = describe(state)
+            if state["intent"] != sha:
+                raise P2Error("the intent of %s on %s changed while waiting (now %s); "
+                              "someone else deployed it" % (manifest.id, node,
+                                                             (state["intent"] or "none")[:12]))
+            if shown.get(node) != line:
+                shown[node] = line
+                out.write("  %s: %s\n" % (node, line))
+            if state["reality"] == sha and state["state"] == "running":
+                if url is None or not isLocal(node, agent):
+                    done.add(node)
+                elif (yield probe(url)) == 200:
+                    out.write("  %s: %s answers 200 on %s\n" % (node, manifest.id, url))
+                    done.add(node)
+            out.flush()
+        if len(done) == len(nodes):
+            out.write("%s is running on %s\n" % (manifest.id, ", ".join(nodes)))
+            return
+        if reactor.seconds() > deadline:
+            late = [n for n in nodes if n not in done]
+            raise P2Error("%s is not running on %s after %gs (%s); see 'p2 status %s'%s" % (
+                manifest.id, ", ".join(late), timeout,
+                "; ".join("%s: %s" % (n, shown.get(n, "unknown")) for n in late), manifest.id,
+                " and start an agent with 'p2 start'" if agentless & set(late) else ""))
+        yield task.deferLater(reactor, INTERVAL, lambda: None)

@@ -1,0 +1,273 @@
+# -*- test-case-name: tests.test_services -*-
+"""
+Services: pop-style definitions (a template and its settings) stored at
+C{services/<name>}, and deploying them as pods.
+
+A definition is JSON C{{"template", "settings", "created", "updated"}}.  A
+service named C{web} runs as the pod C{web} on every node it is deployed to;
+deploying renders the template (manifest + artifact) and writes the manifest
+into each node's intent.  Because the settings are part of the manifest,
+changing them changes its SHA and the agents restart the pod; rendering
+unchanged settings gives the same SHA and restarts nothing.
+"""
+
+import json
+import time
+
+import attr
+from twisted.internet import defer
+
+from p2twisted import intent
+from p2twisted.errors import KeyExists, P2Error, VersionConflict
+from p2twisted.manifest import parseManifest
+from p2twisted.store import keys
+from p2twisted.store.common import Delete, checkKey
+from p2twisted.templates import getTemplate
+
+#: How often a read-modify-write of a definition is retried on a race.
+RETRIES = 10
+
+
+class ServiceNotFound(P2Error):
+    """
+    No service has that name.
+    """
+
+
+class ServiceExists(P2Error):
+    """
+    A service of that name is already defined.
+    """
+
+
+@attr.s
+class Service(object):
+    """
+    A service definition.
+
+    @ivar settings: the template's settings, defaults filled in.
+    @ivar version: the store entry's version, or C{None} if not stored.
+    """
+
+    name = attr.ib()
+    template = attr.ib()
+    settings = attr.ib(factory=dict)
+    created = attr.ib(default=None)
+    updated = attr.ib(default=None)
+    version = attr.ib(default=None)
+
+    def toBytes(self):
+        return json.dumps({"template": self.template, "settings": self.settings,
+                           "created": self.created, "updated": self.updated},
+                          sort_keys=True, indent=2).encode("utf-8") + b"\n"
+
+    @classmethod
+    def fromEntry(cls, name, entry):
+        try:
+            data = json.loads(entry.value)
+            return cls(name, data["template"], data.get("settings") or {},
+                       data.get("created"), data.get("updated"), entry.version)
+        except (ValueError, KeyError, TypeError) as e:
+            raise P2Error("service %s: %s does not hold a service definition (%s)"
+                          % (name, entry.key, e))
+
+
+def _now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def checkName(name):
+    """
+    @raise P2Error: unless C{name} can name a service (and its pod).
+    """
+    if not name or "/" in name or name.startswith(".") or not name.replace(
+            "-", "").replace("_", "").replace(".", "").isalnum():
+        raise P2Error("service name %r must be letters, digits, '-', '_' or '.'" % (name,))
+    checkKey(keys.service(name))
+    return name
+
+
+@defer.inlineCallbacks
+def addService(store, name, templateName, settings, replace=False):
+    """
+    Define a service.
+
+    @param settings: the user's settings; checked and completed by the
+        template.
+    @param replace: overwrite an existing definition instead of failing.
+    @return: L{Deferred} firing with the stored L{Service}.
+    @raise ServiceExists: if C{name} is defined and not C{replace}.
+    """
+    checkName(name)
+    template = getTemplate(templateName)
+    complete = template.settings(settings)
+    now = _now()
+    service = Service(name, template.name, complete, now, now)
+    key = keys.service(name)
+    if replace:
+        old = yield store.get(key)
+        if old is not None:
+            service.created = Service.fromEntry(name, old).created
+        entry = yield store.put(key, service.toBytes())
+    else:
+        try:
+            entry = yield store.create(key, service.toBytes())
+        except KeyExists:
+            raise ServiceExists("service %s already exists; change it with 'p2 config %s "
+                                "KEY=VALUE' or replace it with 'p2 add --force'" % (name, name))
+    service.version = getattr(entry, "version", None)
+    return service
+
+
+@defer.inlineCallbacks
+def getService(store, name):
+    """
+    @return: L{Deferred} firing with the L{Service}.
+    @raise ServiceNotFound: if there is none.
+    """
+    checkName(name)
+    entry = yield store.get(keys.service(name))
+    if entry is None:
+        raise ServiceNotFound("there is no service %s; define it with 'p2 add %s --template T' "
+                              "(see 'p2 status' for the services there are)" % (name, name))
+    return Service.fromEntry(name, entry)
+
+
+@defer.inlineCallbacks
+def listServices(store):
+    """
+    @return: L{Deferred} firing with C{{name: Service}}.
+    """
+    prefix = keys.tree(keys.SERVICES)
+    entries = yield store.list(prefix)
+    services = {}
+    for key, entry in entries.items():
+        parts = keys.parse(key)
+        if len(parts) == 2:
+            services[parts[1]] = Service.fromEntry(parts[1], entry)
+    return services
+
+
+@defer.inlineCallbacks
+def updateSettings(store, name, changes, remove=()):
+    """
+    Change some settings of a service (read, modify, compare-and-set).
+
+    @param changes: C{{option: value}} to set.
+    @param remove: options to reset to their defaults.
+    @return: L{Deferred} firing with C{(old Service, new Service)}.
+    """
+    for attempt in range(RETRIES):
+        old = yield getService(store, name)
+        template = getTemplate(old.template)
+        given = dict(old.settings)
+        for option in remove:
+            given.pop(option.replace("-", "_"), None)
+        given.update(changes)
+        new = attr.evolve(old, settings=template.settings(given), updated=_now())
+        if new.settings == old.settings:
+            return old, old
+        try:
+            entry = yield store.cas(keys.service(name), new.toBytes(), old.version)
+        except VersionConflict:
+            continue
+        new.version = getattr(entry, "version", None)
+        return old, new
+    raise VersionConflict(keys.service(name), store.backend,
+                          "gave up changing %s after %d conflicting writes" % (name, RETRIES))
+
+
+@defer.inlineCallbacks
+def removeService(store, name):
+    """
+    Delete a service's definition (its pods stay deployed: undeploy first).
+
+    @return: L{Deferred} firing with C{True} if it existed.
+    """
+    checkName(name)
+    results = yield store.transaction([Delete(keys.service(name))])
+    return results[0]
+
+
+def render(service, artifactDir, artifactBaseURL):
+    """
+    Render C{service}'s template: build its artifact into C{artifactDir}.
+
+    @return: the parsed L{PodManifest}.
+    """
+    template = getTemplate(service.template)
+    raw = template.render(service.name, service.settings, artifactDir, artifactBaseURL)
+    return parseManifest(raw, source="service %s (template %s)" % (service.name, template.name))
+
+
+@defer.inlineCallbacks
+def deployedNodes(store, name):
+    """
+    @return: L{Deferred} firing with the sorted nodes whose intent has the
+        pod C{name}.
+    """
+    entries = yield store.list(keys.INTENT)
+    nodes = set()
+    for key in entries:
+        parts = keys.parse(key)
+        if len(parts) == 3 and parts[2] == name:
+            nodes.add(parts[1])
+    return sorted(nodes)
+
+
+@defer.inlineCallbacks
+def deploy(store, name, nodes, artifactDir, artifactBaseURL):
+    """
+    Render service C{name} and schedule it on every node of C{nodes}.
+
+    @return: L{Deferred} firing with the L{PodManifest} written.
+    """
+    service = yield getService(store, name)
+    manifest = render(service, artifactDir, artifactBaseURL)
+    for node in nodes:
+        yield intent.schedule(store, node, manifest)
+    return manifest
+
+
+@defer.inlineCallbacks
+def undeploy(store, name, nodes=None):
+    """
+    Remove the pod C{name} from the intent of C{nodes} (default: every node
+    it is deployed to).
+
+    @return: L{Deferred} firing with the nodes it was removed from.
+    """
+    if nodes is None:
+        nodes = yield deployedNodes(store, name)
+    removed = []
+    for node in nodes:
+        if (yield intent.unschedule(store, node, name)):
+            removed.append(node)
+    return removed
+
+
+@defer.inlineCallbacks
+def podState(store, name, node):
+    """
+    @return: L{Deferred} firing with C{{"node", "intent", "reality", "state",
+        "error", "time"}}: the intent and reality SHAs (C{None} when absent)
+        and the agent's last status of the pod.
+    """
+    state = {"node": node, "intent": None, "reality": None, "state": None, "error": None,
+             "time": None}
+    for field, key in (("intent", keys.intent(node, name)), ("reality", keys.reality(node, name))):
+        entry = yield store.get(key)
+        if entry is not None:
+            try:
+                state[field] = parseManifest(entry.value).sha()
+            except P2Error:
+                state[field] = "invalid"
+    entry = yield store.get(keys.status("pods", node, name))
+    if entry is not None:
+        try:
+            record = json.loads(entry.value)
+            state.update(state=record.get("state"), error=record.get("error"),
+                         time=record.get("time"))
+        except ValueError:
+            pass
+    return state

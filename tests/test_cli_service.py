@@ -1,0 +1,175 @@
+"""
+Tests for the service verbs (C{p2 list, describe, add, config, deploy,
+status}), running the real C{p2} command; one end-to-end test deploys a
+C{static} service to a real agent.
+"""
+
+import os
+import sys
+
+from twisted.internet import defer, utils
+from twisted.trial import unittest
+
+import p2twisted.cli.main
+from tests.agentharness import AgentHarness, freePort, httpGet
+from tests.cli import ROOT, P2CommandMixin
+from tests.store_contract import waitFor
+
+#: The verb modules of this feature, added to C{VERB_MODULES} when missing.
+VERBS = ("service", "services_agent")
+
+
+def p2Argv():
+    """
+    @return: the arguments running C{p2} with Python: C{-m p2twisted.cli},
+        or, until C{VERB_MODULES} lists the service verbs, a wrapper adding them.
+    """
+    missing = [v for v in VERBS if v not in p2twisted.cli.main.VERB_MODULES]
+    if not missing:
+        return ["-m", "p2twisted.cli"]
+    return ["-c", "import p2twisted.cli.main as m; m.VERB_MODULES += %r; m.main()"
+            % (tuple(missing),)]
+
+
+class ServiceCommandMixin(P2CommandMixin):
+    def setUp(self):
+        P2CommandMixin.setUp(self)
+        self.stateDir = os.path.abspath(self.mktemp())
+        self.env["P2_STATE_DIR"] = self.stateDir
+
+    def p2(self, *args):
+        argv = p2Argv() + ["--store", self.url] + list(args)
+        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env, path=ROOT)
+        return d.addCallback(lambda r: (r[0].decode("utf-8"), r[1].decode("utf-8"), r[2]))
+
+
+class CommandTests(ServiceCommandMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_list(self):
+        out = yield self.succeed("list")
+        names = [line.split()[0] for line in out.splitlines()]
+        self.assertEqual(names, ["command", "python", "static"])
+
+    @defer.inlineCallbacks
+    def test_describe(self):
+        out = yield self.succeed("describe", "python")
+        self.assertIn("--port VALUE", out)
+        self.assertIn("default 8080", out)
+        self.assertIn("install ", out)
+        self.assertIn("packages ", out)
+
+    @defer.inlineCallbacks
+    def test_unknownTemplate(self):
+        line, code = yield self.fail("describe", "plone4")
+        self.assertIn("known templates: command, python, static", line)
+        line, code = yield self.fail("add", "web", "--template", "plone4")
+        self.assertIn("known templates: command, python, static", line)
+
+    @defer.inlineCallbacks
+    def test_mistypedOption(self):
+        line, code = yield self.fail("add", "web", "--template", "static", "--prot", "80",
+                                     "--directory", "/srv")
+        self.assertIn("did you mean --port?", line)
+
+    @defer.inlineCallbacks
+    def test_addAndConfig(self):
+        out = yield self.succeed("add", "web", "--template", "static", "--port", "9000",
+                                 "--directory", "/srv")
+        self.assertIn("added service web", out)
+        line, code = yield self.fail("add", "web", "--template", "static", "--directory", "/x")
+        self.assertIn("already exists", line)
+        out = yield self.succeed("config", "web")
+        self.assertIn("port = 9000", out)
+        out = yield self.succeed("config", "web", "port=9001")
+        self.assertIn("port = 9001 (was 9000)", out)
+        self.assertIn("p2 deploy web", out)
+        out = yield self.succeed("config", "web", "port=9001")
+        self.assertIn("unchanged", out)
+        line, code = yield self.fail("config", "web", "prot=1")
+        self.assertIn("did you mean --port?", line)
+
+    @defer.inlineCallbacks
+    def test_settingsFile(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("command: sleep 100\nport: 7000\n")
+        yield self.succeed("add", "job", "--template", "command", "--config", path,
+                           "--port", "7001")
+        out = yield self.succeed("config", "job")
+        self.assertIn('command = "sleep 100"', out)
+        self.assertIn("port = 7001", out)
+
+    @defer.inlineCallbacks
+    def test_deployMissing(self):
+        line, code = yield self.fail("deploy", "nope", "--node", "n1")
+        self.assertIn("there is no service nope", line)
+
+    @defer.inlineCallbacks
+    def test_statusNotDeployed(self):
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        out = yield self.succeed("status")
+        self.assertIn("job (command)", out)
+        self.assertIn("not deployed", out)
+
+    @defer.inlineCallbacks
+    def test_waitTimeout(self):
+        """
+        With no agent, C{deploy --wait} fails at its timeout saying so.
+        """
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        out, err, code = yield self.p2("deploy", "job", "--node", "n9", "--wait",
+                                       "--timeout", "0.5")
+        self.assertEqual(code, 1)
+        self.assertIn("no agent has registered", out)
+        self.assertIn("job is not running on n9 after 0.5s", err)
+        self.assertIn("p2 start", err)
+
+
+class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_staticService(self):
+        """
+        C{p2 add} + C{p2 deploy --wait} run a static service on a real
+        agent; C{p2 config port=...} moves it; an unchanged config restarts
+        nothing.
+        """
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
+        with open(os.path.join(www, "hello.txt"), "w") as f:
+            f.write("hello\n")
+        path = www
+        while path != "/":  # the pod runs as nobody
+            os.chmod(path, os.stat(path).st_mode | 0o755)
+            path = os.path.dirname(path)
+        harness = AgentHarness(self, self.url, node="n1").start()
+        port, port2 = freePort(), freePort()
+        yield self.succeed("add", "web", "--template", "static", "--port", str(port),
+                           "--directory", www, "--run-as", "nobody")
+        out = yield self.succeed("deploy", "web", "--node", "n1", "--wait", "--timeout", "60")
+        self.assertIn("web is running on n1", out)
+        result = yield httpGet("http://127.0.0.1:%d/_status" % (port,))
+        self.assertEqual(result[0], 200)
+        self.assertEqual((yield httpGet("http://127.0.0.1:%d/hello.txt" % (port,))),
+                         (200, b"hello\n"))
+        status = yield self.succeed("status", "web")
+        self.assertIn("in sync", status)
+        sha = status.split("intent ")[1].split()[0]
+
+        out = yield self.succeed("config", "web", "port=%d" % (port2,))
+        self.assertIn("re-deployed web", out)
+        yield waitFor(lambda: httpGet("http://127.0.0.1:%d/hello.txt" % (port2,)).addCallback(
+            lambda r: r == (200, b"hello\n")), timeout=60, what="web on its new port")
+        yield harness.whenConverged()
+        status = yield self.succeed("status", "web")
+        newSha = status.split("intent ")[1].split()[0]
+        self.assertNotEqual(newSha, sha)
+        self.assertIsNone((yield httpGet("http://127.0.0.1:%d/_status" % (port,))))
+
+        # Unchanged: same SHA, nothing restarts.
+        out = yield self.succeed("config", "web", "port=%d" % (port2,))
+        self.assertIn("unchanged", out)
+        out = yield self.succeed("deploy", "web", "--node", "n1", "--wait")
+        self.assertIn(newSha, out)
+        self.assertNotIn("deploying", out)
