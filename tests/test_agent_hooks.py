@@ -3,11 +3,9 @@ Tests for L{p2twisted.agent.hooks}: hooks run as real processes, in order,
 with the documented environment and hard time limits; failures are recorded
 and block only when required.
 
-L{HookEventsEndToEnd} runs a real agent; it needs the hooks wired into
-C{pods.py} and C{service.py} and skips until they are.
+L{HookEventsEndToEnd} runs a real agent.
 """
 
-import inspect
 import json
 import os
 import signal
@@ -412,14 +410,6 @@ class RequiredHookRetryTests(RunnerTestMixin, unittest.TestCase):
         yield worker.stop()
 
 
-def hooksWired():
-    """
-    @return: whether the agent fires hook events: C{pods.py} names
-        C{before_install} and C{service.py} names C{agent_init}.
-    """
-    from p2twisted.agent import pods, service
-    return ("before_install" in inspect.getsource(pods)
-            and "agent_init" in inspect.getsource(service))
 
 
 class HookEventsEndToEnd(unittest.TestCase):
@@ -427,17 +417,12 @@ class HookEventsEndToEnd(unittest.TestCase):
     A real agent (runit, local store) runs every event once and in order
     across install, upgrade and uninstall, and runs a hook pod scheduled in
     the store.
-
-    NEEDS WIRING: skipped until C{pods.py}/C{service.py} run hooks (see
-    L{hooksWired}); then it must pass.
     """
 
     timeout = 180
 
     @defer.inlineCallbacks
     def setUp(self):
-        if not hooksWired():
-            raise unittest.SkipTest("hooks are not wired into the agent yet (pods.py/service.py)")
         from tests.test_agent_e2e import requireRunit
         requireRunit()
         from p2twisted.store import openStore
