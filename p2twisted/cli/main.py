@@ -20,7 +20,7 @@ from p2twisted import __version__
 from p2twisted.errors import P2Error, SelectorError, UsageError
 
 #: Verb modules, in the order C{p2 --help} lists them.
-VERB_MODULES = ("namespace", "service", "services_agent", "node", "schedule", "manifest", "label",
+VERB_MODULES = ("namespace", "service", "services_agent", "services_tasks", "services_inspect", "node", "schedule", "manifest", "label",
                 "hook", "bin2pod")
 
 EXIT_CODES = """exit codes:

@@ -1,0 +1,103 @@
+# -*- test-case-name: tests.test_cli_tutorial -*-
+"""
+C{p2 inspect [--json]}: the cluster view, per pod and node: the SHA in
+intent and in reality, the agent's state of the pod and its last error
+(read from the whole C{intent}, C{reality} and C{status/pods} trees).
+"""
+
+import json
+
+from twisted.internet import defer
+
+from p2twisted.errors import P2Error
+from p2twisted.manifest import parseManifest
+from p2twisted.store import keys
+
+
+def register(subparsers):
+    inspect = subparsers.add_parser(
+        "inspect", help="show every pod on every node: intent vs reality, health",
+        description="Show the cluster: for each pod and node, the SHA of the manifest in "
+                    "intent and in reality, whether they agree, the agent's state of the pod "
+                    "and its last error.")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(run=runInspect)
+
+
+def _sha(value):
+    try:
+        return parseManifest(value).sha()
+    except P2Error:
+        return "invalid"
+
+
+@defer.inlineCallbacks
+def clusterView(store):
+    """
+    @return: L{Deferred} firing with C{[{"pod", "node", "intent", "reality",
+        "in_sync", "state", "error", "time"}]} sorted by pod and node.
+    """
+    rows = {}
+
+    def row(node, podId):
+        return rows.setdefault((podId, node), {
+            "pod": podId, "node": node, "intent": None, "reality": None, "state": None,
+            "error": None, "time": None})
+
+    for tree, field in ((keys.INTENT, "intent"), (keys.REALITY, "reality")):
+        entries = yield store.list(keys.tree(tree))
+        for key, entry in entries.items():
+            parts = keys.parse(key)
+            if len(parts) == 3:
+                row(parts[1], parts[2])[field] = _sha(entry.value)
+    statusPrefix = keys.status("pods")
+    entries = yield store.list(statusPrefix)
+    for key, entry in entries.items():
+        parts = keys.parse(key)
+        if len(parts) != 4:
+            continue
+        try:
+            record = json.loads(entry.value)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        r = row(parts[2], parts[3])
+        r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"))
+    result = []
+    for k in sorted(rows):
+        r = rows[k]
+        r["in_sync"] = r["intent"] == r["reality"]
+        result.append(r)
+    return result
+
+
+@defer.inlineCallbacks
+def runInspect(options):
+    store = yield options.openStore()
+    try:
+        rows = yield clusterView(store)
+    finally:
+        yield store.close()
+    out = options.out
+    if options.json:
+        json.dump(rows, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write("no pods in intent or reality (deploy one with 'p2 deploy NAME')\n")
+        return 0
+    header = ("POD", "NODE", "INTENT", "REALITY", "SYNC", "STATE")
+    table = [header]
+    for r in rows:
+        synced = ("-" if r["intent"] is None and r["reality"] is None else
+                  "yes" if r["in_sync"] else
+                  "removing" if r["intent"] is None else "converging")
+        table.append((r["pod"], r["node"], (r["intent"] or "-")[:12],
+                      (r["reality"] or "-")[:12], synced, r["state"] or "unknown"))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for i, line in enumerate(table):
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n")
+        if i and rows[i - 1]["error"]:
+            out.write("    last error: %s\n" % (rows[i - 1]["error"],))
+    return 0

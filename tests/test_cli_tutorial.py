@@ -1,0 +1,301 @@
+# -*- test-case-name: tests.test_cli_tutorial -*-
+"""
+The pop-style tutorial, driven as a user would: real C{p2} subprocesses and
+a real agent started with C{p2 start} (stopped, and its pods removed, at
+cleanup, pass or fail).
+
+C{p2 run NAME install} needs no network: the test builds a tiny wheel and
+passes C{--no-index --find-links DIR} through to the install task, which
+hands its arguments to C{pip install}.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+import zipfile
+
+from twisted.internet import defer, reactor, utils
+from twisted.trial import unittest
+
+import p2twisted.cli.main
+from tests import test_cli_service
+from tests.agentharness import freePort, httpGet
+from tests.cli import ROOT
+from tests.store_contract import waitFor
+
+#: The verb modules the tutorial uses, added to C{VERB_MODULES} when missing.
+VERBS = ("service", "services_agent", "services_tasks", "services_inspect")
+
+HELLO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "p2twisted", "templates", "files")
+
+
+def p2Argv():
+    missing = [v for v in VERBS if v not in p2twisted.cli.main.VERB_MODULES]
+    if not missing:
+        return ["-m", "p2twisted.cli"]
+    return ["-c", "import p2twisted.cli.main as m; m.VERB_MODULES += %r; m.main()"
+            % (tuple(missing),)]
+
+
+def supervisorKind():
+    return "runit" if shutil.which("runsv") else "builtin"
+
+
+def buildWheel(directory, name="p2tiny", version="1.0"):
+    """
+    Write a minimal pure-Python wheel of C{name}==C{version} into
+    C{directory} (by hand: no build backend, no network).
+    """
+    info = "%s-%s.dist-info" % (name, version)
+    files = {
+        "%s.py" % (name,): b"VERSION = %r\n" % (version.encode(),),
+        info + "/METADATA": ("Metadata-Version: 2.1\nName: %s\nVersion: %s\n"
+                             % (name, version)).encode(),
+        info + "/WHEEL": b"Wheel-Version: 1.0\nGenerator: p2-tests\nRoot-Is-Purelib: true\n"
+                         b"Tag: py3-none-any\n",
+    }
+    record = []
+    for path, data in sorted(files.items()):
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+        record.append("%s,sha256=%s,%d" % (path, digest.decode(), len(data)))
+    record.append(info + "/RECORD,,")
+    files[info + "/RECORD"] = ("\n".join(record) + "\n").encode()
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "%s-%s-py3-none-any.whl" % (name, version))
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in sorted(files.items()):
+            archive.writestr(member, data)
+    os.chmod(directory, 0o755)
+    os.chmod(path, 0o644)
+    return path
+
+
+def openUp(path):
+    """
+    Let the pods' users reach C{path} (mktemp's directories may be private).
+    """
+    while path != "/":
+        os.chmod(path, os.stat(path).st_mode | 0o755)
+        path = os.path.dirname(path)
+
+
+def podPid(state, podId):
+    """
+    @return: the pid of pod C{podId}'s first supervised process, or C{None}.
+    """
+    from p2twisted.agent.supervisors.runit import readStatus
+    service = os.path.join(state, "service")
+    for name in sorted(os.listdir(service)) if os.path.isdir(service) else []:
+        if not name.startswith(podId + "__"):
+            continue
+        status = readStatus(os.path.join(service, name))
+        if status is not None and status.pid:
+            return status.pid
+        try:
+            with open(os.path.join(service, name, "pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+class TutorialMixin(test_cli_service.ServiceCommandMixin):
+    timeout = 400
+    #: The agent's supervisor: runit when installed, else builtin.
+    supervisor = None
+
+    def setUp(self):
+        test_cli_service.ServiceCommandMixin.setUp(self)
+        os.makedirs(self.stateDir)
+        openUp(self.stateDir)
+
+    def p2(self, *args):
+        argv = p2Argv() + ["--store", self.url] + list(args)
+        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env,
+                                           path=ROOT)
+        return d.addCallback(lambda r: (r[0].decode("utf-8"), r[1].decode("utf-8"), r[2]))
+
+    @defer.inlineCallbacks
+    def startAgent(self):
+        """
+        C{p2 start}, with the agent stopped and its pods removed at cleanup.
+        """
+        self.addCleanup(self.cleanUpAgent)
+        self.supervisor = self.supervisor or supervisorKind()
+        out = yield self.succeed("start", "--supervisor", self.supervisor)
+        self.assertIn("started the agent", out)
+
+    @defer.inlineCallbacks
+    def cleanUpAgent(self):
+        yield self.p2("stop-agent", "--timeout", "60")
+        from p2twisted.agent.layout import StateLayout
+        from p2twisted.agent.supervisors import makeSupervisor
+        layout = StateLayout(self.stateDir)
+        if not os.path.isdir(layout.serviceDir):
+            return
+        supervisor = makeSupervisor(self.supervisor, layout, reactor)
+        for name in (yield supervisor.services()):
+            yield supervisor.remove(name, 5.0)
+        yield supervisor.close()
+
+    @defer.inlineCallbacks
+    def addHello(self, port):
+        yield self.succeed("add", "hello", "--template", "python", "--port", str(port),
+                           "--path", HELLO, "--wsgi", "demo_hello:application")
+
+    @defer.inlineCallbacks
+    def checkRunning(self, port):
+        result = yield httpGet("http://127.0.0.1:%d/" % (port,))
+        self.assertEqual(result[0], 200)
+        self.assertIn(b"hello from a p2 python service", result[1])
+        status = yield self.succeed("status", "hello")
+        self.assertIn("in sync", status)
+        rows = json.loads((yield self.succeed("inspect", "--json")))
+        self.assertEqual([r["pod"] for r in rows], ["hello"])
+        self.assertEqual(rows[0]["intent"], rows[0]["reality"])
+        self.assertTrue(rows[0]["in_sync"])
+        self.assertEqual(rows[0]["state"], "running")
+        return rows[0]["intent"]
+
+
+class TutorialTests(TutorialMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_startBeforeDeploy(self):
+        """
+        start, add, deploy --wait; logs, inspect; then the configuration
+        signature: changed settings restart the pod, unchanged ones do not.
+        """
+        port, port2 = freePort(), freePort()
+        yield self.startAgent()
+        yield self.addHello(port)
+        out = yield self.succeed("deploy", "hello", "--wait", "--timeout", "300")
+        self.assertIn("hello is running on", out)
+        sha = yield self.checkRunning(port)
+        text = yield self.succeed("inspect")
+        self.assertIn(sha[:12], text)
+        logs = yield self.succeed("logs", "hello")
+        self.assertIn("creating virtualenv", logs)
+        pid = podPid(self.stateDir, "hello")
+        self.assertIsNotNone(pid)
+
+        out = yield self.succeed("config", "hello", "port=%d" % (port2,))
+        self.assertIn("re-deployed hello", out)
+        out = yield self.succeed("deploy", "hello", "--wait", "--timeout", "300")
+        newSha = yield self.checkRunning(port2)
+        self.assertNotEqual(newSha, sha)
+        newPid = yield waitFor(lambda: podPid(self.stateDir, "hello"), timeout=30,
+                               what="the pod's new pid")
+        self.assertNotEqual(newPid, pid)
+
+        out = yield self.succeed("config", "hello", "port=%d" % (port2,))
+        self.assertIn("unchanged", out)
+        out = yield self.succeed("deploy", "hello", "--wait", "--timeout", "300")
+        self.assertIn(newSha[:12], out)
+        self.assertEqual((yield self.checkRunning(port2)), newSha)
+        self.assertEqual(podPid(self.stateDir, "hello"), newPid)
+
+    @defer.inlineCallbacks
+    def test_deployBeforeStart(self):
+        """
+        add, deploy (no agent yet), start: the agent converges; then
+        C{p2 run hello install p2tiny==1.0} and C{p2 run hello packages}.
+        """
+        port = freePort()
+        yield self.addHello(port)
+        out = yield self.succeed("deploy", "hello")
+        self.assertIn("deployed hello", out)
+        yield self.startAgent()
+        out = yield self.succeed("deploy", "hello", "--wait", "--timeout", "300")
+        self.assertIn("hello is running on", out)
+        yield self.checkRunning(port)
+
+        line, code = yield self.fail("run", "hello", "frobnicate")
+        self.assertIn("its tasks: install, packages", line)
+        wheels = os.path.abspath(self.mktemp())
+        buildWheel(wheels)
+        openUp(wheels)
+        out = yield self.succeed("run", "hello", "install", "p2tiny==1.0", "--no-index",
+                                 "--find-links", wheels)
+        self.assertTrue(out.startswith("== "), out)
+        self.assertIn("Successfully installed p2tiny-1.0", out)
+        out = yield self.succeed("run", "hello", "packages")
+        rows = [line.split() for line in out.splitlines()]
+        tiny = [row for row in rows if row and row[0] == "p2tiny"]
+        self.assertEqual(len(tiny), 1, out)
+        self.assertEqual(tiny[0][1], "1.0")
+        self.assertEqual(tiny[0][-2:], ["task", "install"])
+
+    @defer.inlineCallbacks
+    def test_runRemoteNode(self):
+        """
+        For a node that is not this host, C{p2 run} says to run it there.
+        """
+        yield self.addHello(freePort())
+        yield self.succeed("deploy", "hello", "--node", "elsewhere")
+        out, err, code = yield self.p2("run", "hello", "packages")
+        self.assertEqual(code, 1)
+        self.assertIn("== elsewhere ==\ntasks run only on the local node for now", out)
+        self.assertIn("failed on elsewhere", err)
+
+    @defer.inlineCallbacks
+    def test_logsNothing(self):
+        line, code = yield self.fail("logs", "hello")
+        self.assertIn("no logs of hello on this host", line)
+
+    @defer.inlineCallbacks
+    def test_inspectEmpty(self):
+        out = yield self.succeed("inspect")
+        self.assertIn("no pods", out)
+        self.assertEqual(json.loads((yield self.succeed("inspect", "--json"))), [])
+
+
+class BuiltinSupervisorTests(TutorialMixin, unittest.TestCase):
+    supervisor = "builtin"
+
+    @defer.inlineCallbacks
+    def test_logsAndRun(self):
+        """
+        Under the builtin supervisor, C{p2 logs} reads its log file and
+        C{p2 run} works the same.
+        """
+        port = freePort()
+        yield self.startAgent()
+        yield self.addHello(port)
+        yield self.succeed("deploy", "hello", "--wait", "--timeout", "300")
+        yield self.checkRunning(port)
+        logs = yield self.succeed("logs", "hello")
+        self.assertIn("serving demo_hello:application on port %d" % (port,), logs)
+        out = yield self.succeed("run", "hello", "packages")
+        self.assertIn("PACKAGE", out)
+        self.assertIn("pip", out)
+
+
+class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_shortTutorial(self):
+        """
+        add, deploy --wait and status with the store on ZooKeeper.
+        """
+        from tests.zkserver import sharedServer
+        server = sharedServer()
+        self.url = "zk://%s/p2-%s" % (server.hosts, uuid.uuid4().hex[:12])
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
+        with open(os.path.join(www, "hello.txt"), "w") as f:
+            f.write("hello\n")
+        openUp(www)
+        port = freePort()
+        yield self.startAgent()
+        yield self.succeed("add", "web", "--template", "static", "--port", str(port),
+                           "--directory", www)
+        out = yield self.succeed("deploy", "web", "--wait", "--timeout", "120")
+        self.assertIn("web is running on", out)
+        self.assertEqual((yield httpGet("http://127.0.0.1:%d/hello.txt" % (port,))),
+                         (200, b"hello\n"))
+        status = yield self.succeed("status", "web")
+        self.assertIn("in sync", status)
