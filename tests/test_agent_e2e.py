@@ -28,9 +28,9 @@ def requireRunit():
         raise unittest.SkipTest("the agent end-to-end tests run pods as 'nobody', which needs root")
 
 
-class AgentEndToEndTests(unittest.TestCase):
+class LocalStoreCase(unittest.TestCase):
     """
-    One agent on the local store under runit.
+    A local store and an artifact directory of the test's own (runit needed).
     """
 
     timeout = 120
@@ -43,6 +43,16 @@ class AgentEndToEndTests(unittest.TestCase):
         self.url = "local://%s/state.db" % (os.path.abspath(self.mktemp()),)
         self.store = yield openStore(self.url)
         self.addCleanup(self.store.close)
+
+
+class AgentEndToEndTests(LocalStoreCase):
+    """
+    One agent on the local store under runit.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield LocalStoreCase.setUp(self)
         self.harness = AgentHarness(self, self.url).start()
 
     def schedule(self, raw, node="n1"):
@@ -269,21 +279,10 @@ class BuiltinSupervisorEndToEndTests(unittest.TestCase):
         yield waitForVersion(port, None)
 
 
-class LifecycleScriptsTests(unittest.TestCase):
+class LifecycleScriptsTests(LocalStoreCase):
     """
     C{bin/enable}, C{bin/disable} and C{run_as} users, through a real agent.
     """
-
-    timeout = 120
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        requireRunit()
-        self.artifacts = os.path.abspath(self.mktemp())
-        os.makedirs(self.artifacts)
-        self.url = "local://%s/state.db" % (os.path.abspath(self.mktemp()),)
-        self.store = yield openStore(self.url)
-        self.addCleanup(self.store.close)
 
     @defer.inlineCallbacks
     def test_enableAndDisable(self):
