@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := zookeeper runit gnupg
 TRIAL_JOBS ?= 2
 
 .PHONY: demo demo-stop test test-quick bench sysdeps clean
@@ -30,6 +29,7 @@ sysdeps:
 	[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || missing="$$missing zookeeper"; \
 	command -v runsvdir >/dev/null || missing="$$missing runit"; \
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \
