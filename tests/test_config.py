@@ -17,7 +17,7 @@ class StoreURLTests(unittest.SynchronousTestCase):
         The flag beats C{P2_STORE}, which beats the file's C{store:}, which
         beats the default embedded store.
         """
-        env = {"P2_STORE": "zk://127.0.0.1:2181/env", "HOME": "/home/u"}
+        env = {"P2_STORE": "zk://127.0.0.1:2181/env", "HOME": "/srv/u"}
         config = Config({"store": "zk://127.0.0.1:2181/file"}, environ=env)
         self.assertEqual(config.storeURL("local:///flag.db"), "local:///flag.db")
         self.assertEqual(config.storeURL(None), "zk://127.0.0.1:2181/env")
@@ -32,7 +32,7 @@ class StoreURLTests(unittest.SynchronousTestCase):
         C{P2_STATE_DIR} overrides both.
         """
         self.assertEqual(defaultStateDir({}, uid=0), "/var/lib/p2")
-        self.assertEqual(defaultStateDir({"HOME": "/home/u"}, uid=1000), "/home/u/.local/state/p2")
+        self.assertEqual(defaultStateDir({"HOME": "/srv/u"}, uid=1000), "/srv/u/.local/state/p2")
         self.assertEqual(defaultStateDir({"XDG_STATE_HOME": "/x"}, uid=1000), "/x/p2")
         self.assertEqual(defaultStateDir({"P2_STATE_DIR": "/s"}, uid=0), "/s")
 

@@ -171,6 +171,11 @@ class ZooKeeperServer(object):
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startTimeout
         while True:
+            try:
+                # Wait for the process to die early, for at most a moment.
+                self.process.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self._reap()
@@ -185,7 +190,6 @@ class ZooKeeperServer(object):
                 raise RuntimeError(
                     "ZooKeeper on %s did not serve within %.0fs; log tail:\n%s"
                     % (self.hosts, self.startTimeout, self.logTail()))
-            time.sleep(0.05)
 
     def _reap(self):
         self.process = None
