@@ -313,3 +313,50 @@ def terminate(reactor, pid, group, timeout, isDown=lambda: True, what="service")
         raise SupervisorError(
             "%s (pid %d) is still there %.0fs after SIGKILL; look at "
             "/proc/%d/status" % (what, pid, KILL_GRACE, pid))
+
+
+class SupervisorBase(object):
+    """
+    What both supervisors share: every verb checks the service name, then
+    runs the implementation's C{_stop}, C{_remove} (or reads C{_status})
+    under that service's own lock, so operations on one service never
+    interleave.  Subclasses set C{self._locks = {}}.
+    """
+
+    def _lock(self, name):
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = defer.DeferredLock()
+        return lock
+
+    def _locked(self, name, f, *args):
+        try:
+            checkName(name)
+        except SupervisorError:
+            return defer.fail()
+        return self._lock(name).run(f, name, *args)
+
+    def stop(self, name, timeout):
+        """
+        See L{ISupervisor.stop}: TERM the service's process group, KILL it
+        after C{timeout} seconds, and keep it down.
+        """
+        return self._locked(name, self._stop, timeout)
+
+    def remove(self, name, timeout):
+        """
+        See L{ISupervisor.remove}: stop the service and delete its definition
+        and logs.
+        """
+        return self._locked(name, self._remove, timeout)
+
+    def status(self, name):
+        """
+        See L{ISupervisor.status}: fires with the L{ServiceStatus}, or C{None}
+        for an unknown service.
+        """
+        try:
+            checkName(name)
+        except SupervisorError:
+            return defer.fail()
+        return defer.succeed(self._status(name))

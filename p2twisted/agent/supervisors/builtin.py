@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
-    checkName, checkSpec, leadsGroup, listServiceDirs,
+    SupervisorBase, checkSpec, leadsGroup, listServiceDirs,
     processStartTime, serviceEnvironment, terminate)
 from p2twisted.errors import SupervisorError
 
@@ -97,7 +97,7 @@ class _Service(object):
 
 
 @implementer(ISupervisor)
-class BuiltinSupervisor(object):
+class BuiltinSupervisor(SupervisorBase):
     """
     L{ISupervisor} inside the agent: C{reactor.spawnProcess} and a restart
     policy like Twisted's C{procmon}.
@@ -149,44 +149,6 @@ class BuiltinSupervisor(object):
             return defer.fail()
         return self._lock(spec.name).run(self._start, spec, restart)
 
-    def stop(self, name, timeout):
-        """
-        Stop restarting the service; TERM its process group, then KILL the
-        group after C{timeout} seconds.
-
-        @return: L{Deferred} firing with C{None} once no process of it
-            remains, or failing with L{SupervisorError} if one survives KILL.
-        """
-        try:
-            checkName(name)
-        except SupervisorError:
-            return defer.fail()
-        return self._lock(name).run(self._stop, name, timeout)
-
-    def remove(self, name, timeout):
-        """
-        Stop the service, forget it and delete its directory and log.
-
-        @return: L{Deferred} firing with C{None}.
-        """
-        try:
-            checkName(name)
-        except SupervisorError:
-            return defer.fail()
-        return self._lock(name).run(self._remove, name, timeout)
-
-    def status(self, name):
-        """
-        @return: L{Deferred} firing with the L{ServiceStatus}; a service
-            defined on disk (by an earlier agent) but not started by this one
-            is not running; C{None} for an unknown service.
-        """
-        try:
-            checkName(name)
-        except SupervisorError:
-            return defer.fail()
-        return defer.succeed(self._status(name))
-
     def services(self):
         """
         @return: L{Deferred} firing with the sorted names of the services
@@ -215,12 +177,6 @@ class BuiltinSupervisor(object):
         return d.addCallback(report)
 
     # -- internals -------------------------------------------------------
-
-    def _lock(self, name):
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = defer.DeferredLock()
-        return lock
 
     def _logPath(self, name):
         if self._logDir is not None:

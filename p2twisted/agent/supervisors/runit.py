@@ -54,7 +54,7 @@ from zope.interface import implementer
 from p2twisted.agent.fsutil import fsyncDir
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
-    DEFAULT_PATH, KILL_GRACE, checkName, checkSpec, findProgram, leadsGroup,
+    DEFAULT_PATH, KILL_GRACE, SupervisorBase, checkSpec, findProgram, leadsGroup,
     listServiceDirs, processStartedAt, serviceEnvironment, terminate,
     waitUntil)
 from p2twisted.errors import SupervisorError
@@ -214,7 +214,7 @@ class _RunsvProtocol(protocol.ProcessProtocol):
 
 
 @implementer(ISupervisor)
-class RunitSupervisor(object):
+class RunitSupervisor(SupervisorBase):
     """
     L{ISupervisor} by runit: a service directory and a C{runsv} per service.
 
@@ -262,47 +262,6 @@ class RunitSupervisor(object):
             return defer.fail()
         return self._lock(spec.name).run(self._start, spec, restart)
 
-    def stop(self, name, timeout):
-        """
-        C{sv down} the service, TERM its process group, KILL the group after
-        C{timeout} seconds.  It stays down (until L{start}).
-
-        @return: L{Deferred} firing with C{None} once no process of it remains
-            (at once for an unknown or unsupervised service), or failing with
-            L{SupervisorError}.
-        """
-        try:
-            checkName(name)
-        except SupervisorError:
-            return defer.fail()
-        return self._lock(name).run(self._stop, name, timeout)
-
-    def remove(self, name, timeout):
-        """
-        Stop the service, make its runsv exit (C{sv exit}; its svlogd ends
-        too), and delete its directory, logs included.
-
-        @return: L{Deferred} firing with C{None}, or failing with
-            L{SupervisorError}.
-        """
-        try:
-            checkName(name)
-        except SupervisorError:
-            return defer.fail()
-        return self._lock(name).run(self._remove, name, timeout)
-
-    def status(self, name):
-        """
-        @return: L{Deferred} firing with the service's L{ServiceStatus} (not
-            running and not wanted up when no runsv supervises it), or C{None}
-            for an unknown service.
-        """
-        try:
-            checkName(name)
-        except SupervisorError:
-            return defer.fail()
-        return defer.succeed(self._status(name))
-
     def services(self):
         """
         @return: L{Deferred} firing with the sorted names of the service
@@ -319,12 +278,6 @@ class RunitSupervisor(object):
         return defer.succeed(None)
 
     # -- internals -------------------------------------------------------
-
-    def _lock(self, name):
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = defer.DeferredLock()
-        return lock
 
     def _pruneLeftovers(self):
         """
