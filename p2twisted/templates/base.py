@@ -183,12 +183,21 @@ class BaseTemplate(object):
             "launchables": {"app": launchable},
             "config": {"service": serviceName, "template": self.name, "settings": settings},
         }
-        port = settings.get(self.statusPortOption) if self.statusPortOption else None
-        if port:
-            path = settings.get(self.statusPathOption) if self.statusPathOption else None
-            manifest["status"] = {"port": port, "http": True,
-                                  "path": path or self.statusPath}
+        status = self.statusCheck(settings)
+        if status is not None:
+            manifest["status"] = {"port": status[0], "http": True, "path": status[1]}
         return _json(manifest, indent=2) + b"\n"
+
+    def statusCheck(self, settings):
+        """
+        @return: C{(port, path)} of the pod's HTTP status check, or C{None}
+            when it has none.
+        """
+        port = settings.get(self.statusPortOption) if self.statusPortOption else None
+        if not port:
+            return None
+        path = settings.get(self.statusPathOption) if self.statusPathOption else None
+        return port, path or self.statusPath
 
 
 def _json(value, indent=None):

@@ -53,10 +53,18 @@ class PythonTemplate(BaseTemplate):
             "p2_run.py": (resource("python_run.py"), 0o644),
             "requirements.txt": (self.requirements(settings), 0o644),
             "tasks/install": (resource("python_task_install.sh"), 0o755),
-            "tasks/packages": (b"#!/bin/sh\nexec \"$POD_HOME/venv/bin/python\" "
+            "lib/venv-ready.sh": (resource("python_venv_ready.sh"), 0o644),
+            "tasks/packages": (b"#!/bin/sh\nset -e\n. \"$LAUNCHABLE_ROOT/lib/venv-ready.sh\"\n"
+                               b"exec \"$VENV/bin/python\" "
                                b"\"$LAUNCHABLE_ROOT/tasks/packages.py\" \"$@\"\n", 0o755),
             "tasks/packages.py": (resource("python_task_packages.py"), 0o644),
         }
+
+    def statusCheck(self, settings):
+        # A module serves nothing we know of: only a WSGI app answers /_status.
+        if not settings["wsgi"]:
+            return None
+        return BaseTemplate.statusCheck(self, settings)
 
     def env(self, serviceName, settings):
         env = {"PORT": settings["port"], "BIND": settings["bind"],
