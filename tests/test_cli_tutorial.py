@@ -114,28 +114,36 @@ class TutorialMixin(test_cli_service.ServiceCommandMixin):
         os.makedirs(self.stateDir)
         openUp(self.stateDir)
 
-    def p2(self, *args):
+    def p2(self, *args, stateDir=None):
+        """
+        Run C{p2}; with C{stateDir}, as if on another host whose state
+        directory it is.
+        """
+        env = self.env if stateDir is None else dict(self.env, P2_STATE_DIR=stateDir)
         argv = p2Argv() + ["--store", self.url] + list(args)
-        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env,
-                                           path=ROOT)
+        d = utils.getProcessOutputAndValue(sys.executable, argv, env=env, path=ROOT)
         return d.addCallback(lambda r: (r[0].decode("utf-8"), r[1].decode("utf-8"), r[2]))
 
     @defer.inlineCallbacks
-    def startAgent(self):
+    def startAgent(self, node=None, stateDir=None):
         """
-        C{p2 start}, with the agent stopped and its pods removed at cleanup.
+        C{p2 start [--node NODE]} (with C{stateDir}: another agent of its
+        own), stopped with its pods removed at cleanup.
         """
-        self.addCleanup(self.cleanUpAgent)
+        stateDir = stateDir or self.stateDir
+        self.addCleanup(self.cleanUpAgent, stateDir)
         self.supervisor = self.supervisor or supervisorKind()
-        out = yield self.succeed("start", "--supervisor", self.supervisor)
+        args = ["start", "--supervisor", self.supervisor] + (["--node", node] if node else [])
+        out, err, code = yield self.p2(*args, stateDir=stateDir)
+        self.assertEqual((code, err), (0, ""))
         self.assertIn("started the agent", out)
 
     @defer.inlineCallbacks
-    def cleanUpAgent(self):
-        yield self.p2("stop-agent", "--timeout", "60")
+    def cleanUpAgent(self, stateDir):
+        yield self.p2("stop-agent", "--timeout", "60", stateDir=stateDir)
         from p2twisted.agent.layout import StateLayout
         from p2twisted.agent.supervisors import makeSupervisor
-        layout = StateLayout(self.stateDir)
+        layout = StateLayout(stateDir)
         if not os.path.isdir(layout.serviceDir):
             return
         supervisor = makeSupervisor(self.supervisor, layout, reactor)
@@ -231,21 +239,26 @@ class TutorialTests(TutorialMixin, unittest.TestCase):
         self.assertEqual(tiny[0][-2:], ["task", "install"])
 
     @defer.inlineCallbacks
-    def test_runRemoteNode(self):
+    def test_runNoAgent(self):
         """
-        For a node that is not this host, C{p2 run} says to run it there.
+        For a node without a running agent, C{p2 run} and C{p2 logs} say so
+        under its header and fail.
         """
         yield self.addHello(freePort())
         yield self.succeed("deploy", "hello", "--node", "elsewhere")
-        out, err, code = yield self.p2("run", "hello", "packages")
-        self.assertEqual(code, 1)
-        self.assertIn("== elsewhere ==\ntasks run only on the local node for now", out)
-        self.assertIn("failed on elsewhere", err)
+        for verb in (("run", "hello", "packages"), ("logs", "hello")):
+            out, err, code = yield self.p2(*verb)
+            self.assertEqual(code, 1)
+            self.assertIn("== elsewhere ==\nno agent is running on node elsewhere", out)
+            self.assertIn("on elsewhere", err)
 
     @defer.inlineCallbacks
     def test_logsNothing(self):
         line, code = yield self.fail("logs", "hello")
-        self.assertIn("no logs of hello on this host", line)
+        self.assertIn("there is no service hello", line)
+        yield self.addHello(freePort())
+        line, code = yield self.fail("logs", "hello")
+        self.assertIn("hello is not deployed anywhere", line)
 
     @defer.inlineCallbacks
     def test_inspectEmpty(self):
@@ -275,6 +288,77 @@ class BuiltinSupervisorTests(TutorialMixin, unittest.TestCase):
         self.assertIn("pip", out)
 
 
+def sections(out):
+    """
+    @return: C{{header: text}} of output made of C{== header ==} sections.
+    """
+    found = {}
+    header = None
+    for line in out.splitlines(True):
+        if line.startswith("== ") and line.rstrip().endswith(" =="):
+            header = line.strip()[3:-3]
+            found[header] = ""
+        elif header is not None:
+            found[header] += line
+    return found
+
+
+class MultiNodeTests(TutorialMixin, unittest.TestCase):
+    """
+    Two agents (two state directories, nodes alpha and beta) stand for two
+    hosts: C{p2 run} and C{p2 logs} reach both through the store.
+    """
+
+    @defer.inlineCallbacks
+    def test_runAndLogsOnEveryNode(self):
+        app = os.path.abspath(self.mktemp())
+        os.makedirs(app)
+        with open(os.path.join(app, "idle.py"), "w") as f:
+            f.write("import os, signal\nprint('idle on', os.environ['POD_HOME'], flush=True)\n"
+                    "signal.pause()\n")
+        openUp(app)
+        wheels = os.path.abspath(self.mktemp())
+        buildWheel(wheels)
+        openUp(wheels)
+        betaState = os.path.abspath(self.mktemp())
+        os.makedirs(betaState)
+        openUp(betaState)
+        yield self.startAgent(node="alpha")
+        yield self.startAgent(node="beta", stateDir=betaState)
+        yield self.succeed("add", "idle", "--template", "python", "--module", "idle",
+                           "--path", app)
+        out = yield self.succeed("deploy", "idle", "--node", "alpha", "--node", "beta",
+                                 "--wait", "--timeout", "300")
+        self.assertIn("idle is running on alpha, beta", out)
+
+        out = yield self.succeed("run", "idle", "install", "p2tiny==1.0", "--no-index",
+                                 "--find-links", wheels)
+        found = sections(out)
+        self.assertEqual(sorted(found), ["alpha", "beta"], out)
+        for node in ("alpha", "beta"):
+            self.assertIn("Successfully installed p2tiny-1.0", found[node])
+        found = sections((yield self.succeed("run", "idle", "packages")))
+        for node in ("alpha", "beta"):
+            rows = [line.split() for line in found[node].splitlines()]
+            self.assertIn(["p2tiny", "1.0"], [row[:2] for row in rows], found[node])
+
+        logs = sections((yield self.succeed("logs", "idle")))
+        self.assertEqual(sorted(h.split(":")[0] for h in logs), ["alpha", "beta"], logs)
+        homes = {h.split(":")[0]: text for h, text in logs.items()}
+        self.assertIn("idle on " + os.path.join(self.stateDir, "pods", "idle"), homes["alpha"])
+        self.assertIn("idle on " + os.path.join(betaState, "pods", "idle"), homes["beta"])
+
+        # beta's host goes away: alpha still answers, beta is named, exit 1.
+        out, err, code = yield self.p2("stop-agent", stateDir=betaState)
+        self.assertIn("stopped the agent", out)
+        out, err, code = yield self.p2("run", "idle", "packages")
+        self.assertEqual(code, 1, out)
+        found = sections(out)
+        self.assertIn("p2tiny", found["alpha"])
+        self.assertIn("no agent is running on node beta", found["beta"])
+        self.assertEqual(err.strip(), "p2: task packages failed on beta")
+
+
 class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def test_shortTutorial(self):
@@ -299,3 +383,8 @@ class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
                          (200, b"hello\n"))
         status = yield self.succeed("status", "web")
         self.assertIn("in sync", status)
+        # p2 logs goes through the store to the agent: here, ZooKeeper.
+        logs = yield waitFor(lambda: self.succeed("logs", "web").addCallback(
+            lambda text: text if "GET /hello.txt" in text else None), timeout=30,
+            what="the request in web's log")
+        self.assertIn("serving %s on port %d" % (www, port), logs)

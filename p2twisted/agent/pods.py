@@ -139,6 +139,15 @@ class PodOperations(object):
         p2exec = config.p2exec.split() if config.p2exec else None
         return cls(config, reactor, supervisor, artifacts, installer, p2exec)
 
+    def requestHandlers(self):
+        """
+        @return: the handlers of the requests this node's agent takes
+            (L{p2twisted.agent.requests}): tasks and log reads.
+        """
+        from p2twisted.agent.tasks import RequestHandlers
+        return RequestHandlers(self.reactor, self.config.podRoot, self.config.stateDir,
+                               self.p2exec, self.isRoot).handlers()
+
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
 

@@ -77,8 +77,15 @@ class _Bounded(protocol.ProcessProtocol):
         self.maxOutput = maxOutput
         self.output = bytearray()
         self.timedOut = False
-        self.ended = defer.Deferred()
+        self.pid = None
+        self.ended = defer.Deferred(self._cancel)
         self._timers = []
+
+    def _cancel(self, ended):
+        # The caller gave up: end the whole group now; the Deferred has
+        # already failed with CancelledError.
+        if self.pid is not None:
+            _killGroup(self.pid, signal.SIGKILL)
 
     def connectionMade(self):
         self.started = self.reactor.seconds()
@@ -104,6 +111,8 @@ class _Bounded(protocol.ProcessProtocol):
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
+        if self.ended.called:  # cancelled
+            return
         code = sig = None
         if reason.check(error.ProcessDone):
             code = 0
@@ -122,7 +131,7 @@ def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=Non
     @param maxOutput: keep at most this many bytes of output (the last ones).
     @return: L{Deferred} firing with a L{Result} once the command has ended
         and none of its process group remains; never later than about
-        C{killAfter} seconds.
+        C{killAfter} seconds.  Cancelling it kills the group at once.
     """
     setsid = shutil.which("setsid")
     if setsid:

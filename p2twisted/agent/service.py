@@ -19,6 +19,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from p2twisted.agent.hookpods import HookSync
+from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import PodWorker, backoffPolicy
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
@@ -81,6 +82,7 @@ class AgentService(service.MultiService):
                                  self.config.sessionTTL, self.reactor, onPresent=self._present)
         self.presence.setServiceParent(self)
         yield self._adoptOrphans()
+        self._startRequests()
         self._watch = self.store.watch(keys.intentNode(self.node), self._intentChanged)
         self._resync = task.LoopingCall(self.resync)
         self._resync.clock = self.reactor
@@ -104,6 +106,15 @@ class AgentService(service.MultiService):
             yield hooks.run("agent_init")
         except Exception as e:
             log.warn("agent_init hooks: {error}", error=str(e), node=self.node)
+
+    def _startRequests(self):
+        """
+        Take the requests to this node (C{p2 run}, C{p2 logs}), if the pod
+        operations have handlers for them.
+        """
+        handlers = getattr(self.pods, "requestHandlers", None)
+        if handlers is not None:
+            RequestRunner(self.store, self.node, self.reactor, handlers()).setServiceParent(self)
 
     @defer.inlineCallbacks
     def stopService(self):

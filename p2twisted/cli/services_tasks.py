@@ -1,43 +1,47 @@
-# -*- test-case-name: tests.test_cli_tutorial -*-
+# -*- test-case-name: tests.test_cli_tasks -*-
 """
 C{p2 run NAME TASK [ARGS]} and C{p2 logs NAME [-f]}: a service's template
-tasks and its pods' logs, on this host.
+tasks and its pods' logs, on every node it is deployed to.
 
-A task is the executable C{tasks/<TASK>} of the pod's launchable, run with
-C{p2-exec} exactly as the agent runs the pod (its env dirs, its user, and
-the supervisor's environment rather than the caller's).
-Tasks run only on the node of this host for now: for the other nodes the
-service is deployed to, C{p2 run} says to run it there.
+Both ask each node's agent through the store (C{requests/<node>/<id>}, see
+L{p2twisted.agent.requests}), so they work from any host that reaches the
+store.  A task is the executable C{tasks/<TASK>} of the pod's launchable,
+run by the agent exactly as it runs the pod.  When this host's agent is not
+running, C{p2 logs} reads this host's log files itself.
 """
 
 import argparse
-import os
-import sys
 
 from twisted.internet import defer, task
 
 from p2twisted import services
+from p2twisted.agent import podlogs
+from p2twisted.agent.tasks import DEFAULT_TIMEOUT, KILL_GRACE
+from p2twisted.cli.agentrequests import ask
 from p2twisted.cli.services_common import stateDir
 from p2twisted.cli.services_wait import isLocal
 from p2twisted.errors import P2Error, UsageError
 from p2twisted.store import keys
 from p2twisted.templates import getTemplate
 
-#: How long a task may run before it is terminated (then killed 30 s later).
-TASK_TIMEOUT = 600.0
+#: Seconds between two looks at followed logs.
+FOLLOW_INTERVAL = 0.5
 
-#: Seconds between two looks at a followed log.
-FOLLOW_INTERVAL = 0.2
+#: Seconds to wait for an agent's answer to a log read.
+LOGS_TIMEOUT = 30.0
 
 
 def register(subparsers):
     run = subparsers.add_parser(
-        "run", help="run a template's task on the service's nodes",
+        "run", help="run a template's task on every node of a service",
         description="Run the task TASK of the service's template (see 'p2 describe "
-                    "TEMPLATE') in the pod's environment, as the pod's user, on every node "
-                    "the service is deployed to, showing each node's output under a "
-                    "'== node ==' header. Tasks run on this host's node only for now; run "
-                    "'p2 run' on the other hosts. Exits 1 if a node failed.")
+                    "TEMPLATE') on every node the service is deployed to, at once: each "
+                    "node's agent runs it in the pod's environment, as the pod's user. Each "
+                    "node's output is shown under a '== node ==' header as it ends. Exits 1 "
+                    "if it failed on a node (or a node's agent did not answer).")
+    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                     help="terminate the task after this long, kill it %gs later "
+                          "(default: %g)" % (KILL_GRACE, DEFAULT_TIMEOUT))
     run.add_argument("name", metavar="NAME")
     run.add_argument("task", metavar="TASK")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
@@ -45,54 +49,56 @@ def register(subparsers):
     run.set_defaults(run=runTask)
 
     logs = subparsers.add_parser(
-        "logs", help="show the service's pod logs on this host",
-        description="Print the logs of the service's pod on this host (runit's log/main/"
-                    "current, or the builtin supervisor's log file); -f keeps printing what "
-                    "is appended until Ctrl-C.")
+        "logs", help="show a service's logs on every node",
+        description="Print the end of the logs of the service's pod on every node it is "
+                    "deployed to (runit's log/main/current, or the builtin supervisor's log "
+                    "file), read by each node's agent; a '== node: service ==' header "
+                    "precedes each log when there are several. When this host's agent is "
+                    "not running, this host's logs are read directly. -f keeps printing "
+                    "what is appended until Ctrl-C. Exits 1 if a node's logs could not be "
+                    "read.")
     logs.add_argument("name", metavar="NAME")
     logs.add_argument("-f", "--follow", action="store_true", help="follow the logs")
     logs.set_defaults(run=runLogs)
 
 
-def localConfig(options):
+@defer.inlineCallbacks
+def deployedService(store, name):
     """
-    @return: the L{AgentConfig} an agent started here by C{p2 start} has
-        (its state directory and pod root).
+    @return: the nodes service C{name} is deployed to.
+    @raise P2Error: if it does not exist or is deployed nowhere.
     """
-    from p2twisted.agent.config import agentConfig
-    return agentConfig(getattr(options, "config", None), {"state_dir": stateDir(options)})
+    yield services.getService(store, name)
+    nodes = yield services.deployedNodes(store, name)
+    if not nodes:
+        raise P2Error("%s is not deployed anywhere; deploy it with 'p2 deploy %s'"
+                      % (name, name))
+    return nodes
 
 
-def taskArgv(podRoot, podId, taskName, args):
+def progress(options, node):
     """
-    @return: the C{p2-exec} command line running C{tasks/<taskName>} of the
-        pod installed under C{podRoot} as the agent runs it.
-    @raise P2Error: if the pod is not installed there or has no such task.
+    @return: a callback showing a node's request states on standard error
+        when it is a terminal, else C{None}.
     """
-    from p2twisted.agent.layout import PodLayout
-    from p2twisted.agent.pods import p2execCommand
-    from p2twisted.agent.runtime import currentUser, execArgv
-    from p2twisted.manifest import parseManifest
-    layout = PodLayout(podRoot, podId)
-    try:
-        with open(layout.currentManifest, "rb") as f:
-            manifest = parseManifest(f.read(), source=layout.currentManifest)
-    except OSError:
-        raise P2Error("pod %s is not installed under %s yet (is the agent running? see "
-                      "'p2 status %s')" % (podId, podRoot, podId))
-    entry = "tasks/" + taskName
-    for launchableId in sorted(manifest.launchables):
-        if os.access(os.path.join(layout.current(launchableId), entry), os.X_OK):
-            user = manifest.runAs if os.geteuid() == 0 else currentUser()
-            return execArgv(p2execCommand(), layout, launchableId, user, entry) + list(args)
-    raise P2Error("pod %s on this host has no executable %s (is it still being "
-                  "installed?)" % (podId, entry))
+    err = options.err
+    if not getattr(err, "isatty", lambda: False)():
+        return None
+
+    def show(state):
+        err.write("  %s: %s\n" % (node, state))
+        err.flush()
+    return show
+
+
+def _text(out, text):
+    out.write(text)
+    if text and not text.endswith("\n"):
+        out.write("\n")
 
 
 @defer.inlineCallbacks
 def runTask(options):
-    from p2twisted.agent.process import runBounded
-    from p2twisted.agent.supervisors import DEFAULT_PATH
     store = yield options.openStore()
     try:
         service = yield services.getService(store, options.name)
@@ -100,118 +106,174 @@ def runTask(options):
         if options.task not in template.tasks:
             raise UsageError("template %s has no task %r; its tasks: %s" % (
                 template.name, options.task, ", ".join(sorted(template.tasks)) or "none"))
-        nodes = yield services.deployedNodes(store, options.name)
-        if not nodes:
-            raise P2Error("%s is not deployed anywhere; deploy it with 'p2 deploy %s'"
-                          % (options.name, options.name))
-        agents = {}
+        if options.timeout <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        nodes = yield deployedService(store, options.name)
+        request = {"kind": "task", "pod": options.name, "task": options.task,
+                   "args": list(options.args), "timeout": options.timeout}
+        failed = []
+        out = options.out
+
+        def show(answer, node):
+            out.write("== %s ==\n" % (node,))
+            _text(out, answer.get("output", ""))
+            if answer["state"] != "done":
+                failed.append(node)
+                out.write("task %s failed on %s: %s\n" % (
+                    options.task, node, answer.get("error") or answer.get("outcome")))
+            out.flush()
+
+        def refused(f, node):
+            f.trap(P2Error)
+            failed.append(node)
+            out.write("== %s ==\n%s\n" % (node, f.value))
+            out.flush()
+
+        asked = []
         for node in nodes:
-            agents[node] = yield store.get(keys.machine(node))
+            d = ask(store, options.reactor, node, request, options.timeout + KILL_GRACE + 15,
+                    onState=progress(options, node))
+            asked.append(d.addCallbacks(show, refused, callbackArgs=(node,),
+                                        errbackArgs=(node,)))
+        yield defer.gatherResults(asked, consumeErrors=True)
     finally:
         yield store.close()
-    config = localConfig(options)
-    out = options.out
-    failed = []
-    for node in nodes:
-        out.write("== %s ==\n" % (node,))
-        out.flush()
-        if not isLocal(node, agents[node]):
-            out.write("tasks run only on the local node for now; run 'p2 run %s %s' on %s\n"
-                      % (options.name, options.task, node))
-            failed.append(node)
-            continue
-        try:
-            argv = taskArgv(config.podRoot, options.name, options.task, options.args)
-        except P2Error as e:
-            out.write("%s\n" % (e,))
-            failed.append(node)
-            continue
-        # The pod's environment, not ours: what its supervisor gives it.
-        result = yield runBounded(options.reactor, argv, termAfter=TASK_TIMEOUT,
-                                  killAfter=TASK_TIMEOUT + 30.0, env={"PATH": DEFAULT_PATH})
-        output = result.output.decode("utf-8", "replace")
-        out.write(output)
-        if output and not output.endswith("\n"):
-            out.write("\n")
-        if result.failed:
-            failed.append(node)
-            out.write("task %s failed on %s: %s\n" % (
-                options.task, node, "timed out after %gs" % (TASK_TIMEOUT,) if result.timedOut
-                else "exit status %s" % (result.exitCode,) if result.exitCode is not None
-                else "signal %s" % (result.signal,)))
-        out.flush()
     if failed:
-        raise P2Error("task %s failed on %s" % (options.task, ", ".join(failed)))
+        raise P2Error("task %s failed on %s" % (options.task, ", ".join(sorted(failed))))
     return 0
 
 
-def logFiles(state, podId):
+class LogSource(object):
     """
-    @return: the log files of pod C{podId}'s supervised services under the
-        state directory C{state}: runit's C{log/main/current}, or the
-        builtin supervisor's C{current.log}.
+    One node's logs of a pod, read from where they were last read.
+
+    @ivar offsets: C{{service name: offset}} after the last read, or
+        C{None} before the first (which returns the end of each log).
     """
-    from p2twisted.agent.layout import StateLayout
-    layout = StateLayout(state)
-    try:
-        names = sorted(os.listdir(layout.serviceDir))
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        if not name.startswith(podId + "__"):
-            continue
-        for rel in (("log", "main", "current"), ("current.log",)):
-            path = os.path.join(layout.service(name), *rel)
-            if os.path.isfile(path):
-                found.append(path)
-    return found
+
+    def __init__(self, node):
+        self.node = node
+        self.offsets = None
+
+    @defer.inlineCallbacks
+    def read(self):
+        """
+        @return: L{Deferred} firing with C{[(service name, text)]} of what
+            was appended since the last read.
+        """
+        logs = yield self._read()
+        self.offsets = {name: offset for name, (text, offset) in logs.items()}
+        return [(name, text) for name, (text, offset) in sorted(logs.items())]
 
 
-def _readFrom(path, offset):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            if size < offset:  # rotated or truncated
-                offset = 0
-            f.seek(offset)
-            return f.read(), f.tell()
-    except OSError:
-        return b"", offset
+class AgentLogs(LogSource):
+    """A node's logs, read by its agent."""
+
+    def __init__(self, node, store, reactor, podId):
+        LogSource.__init__(self, node)
+        self.store = store
+        self.reactor = reactor
+        self.podId = podId
+
+    @defer.inlineCallbacks
+    def _read(self):
+        answer = yield ask(self.store, self.reactor, self.node,
+                           {"kind": "logs", "pod": self.podId, "offsets": self.offsets},
+                           LOGS_TIMEOUT)
+        if answer["state"] != "done":
+            raise P2Error(answer.get("error") or "the agent could not read the logs")
+        return {name: (entry["data"], entry["offset"]) for name, entry in answer["logs"].items()}
 
 
-def _write(out, data):
-    text = data.decode("utf-8", "replace")
-    buffer = getattr(out, "buffer", None)
-    if buffer is not None and out is sys.stdout:
-        out.flush()
-        buffer.write(data)
-        buffer.flush()
-    else:
-        out.write(text)
-        out.flush()
+class LocalLogs(LogSource):
+    """This host's logs, read directly (its agent is not running)."""
+
+    def __init__(self, node, state, podId):
+        LogSource.__init__(self, node)
+        self.state = state
+        self.podId = podId
+
+    def _read(self):
+        logs = podlogs.readLogs(self.state, self.podId, self.offsets)
+        if not logs:
+            return defer.fail(P2Error("no logs of %s on this host (its agent is not running "
+                                      "and %s has none)" % (self.podId, self.state)))
+        return defer.succeed({name: (data.decode("utf-8", "replace"), offset)
+                              for name, (data, offset) in logs.items()})
+
+
+class LogPrinter(object):
+    """
+    Prints log text, with a C{== node: service ==} header whenever the log
+    it comes from changes, if there is more than one.
+    """
+
+    def __init__(self, out, headers):
+        self.out = out
+        self.headers = headers
+        self.last = None
+
+    def show(self, node, name, text):
+        if not text:
+            return
+        if self.headers and (node, name) != self.last:
+            self.out.write("== %s: %s ==\n" % (node, name))
+        self.last = (node, name)
+        self.out.write(text)
+        self.out.flush()
+
+    def error(self, node, message):
+        self.out.write("== %s ==\n%s\n" % (node, message))
+        self.out.flush()
+        self.last = None
 
 
 @defer.inlineCallbacks
 def runLogs(options):
-    state = stateDir(options)
-    files = logFiles(state, options.name)
-    if not files:
-        raise P2Error("no logs of %s on this host (nothing under %s); is it deployed here "
-                      "and the agent running? see 'p2 status %s'"
-                      % (options.name, os.path.join(state, "service"), options.name))
-    offsets = {}
-    for path in files:
-        if len(files) > 1:
-            options.out.write("== %s ==\n" % (path,))
-        data, offsets[path] = _readFrom(path, 0)
-        _write(options.out, data)
-    if not options.follow:
-        return 0
-    while True:
-        yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
-        for path in logFiles(state, options.name):
-            data, offsets[path] = _readFrom(path, offsets.get(path, 0))
-            if data:
-                _write(options.out, data)
+    store = yield options.openStore()
+    try:
+        nodes = yield deployedService(store, options.name)
+        sources = []
+        for node in nodes:
+            agent = yield store.get(keys.machine(node))
+            if agent is None and isLocal(node, None):
+                sources.append(LocalLogs(node, stateDir(options), options.name))
+            else:
+                sources.append(AgentLogs(node, store, options.reactor, options.name))
+        first = yield _readAll(sources)
+        several = len(nodes) > 1 or any(len(logs) > 1 for logs in first if not isinstance(logs, P2Error))
+        printer = LogPrinter(options.out, several)
+        failed = []
+        for source, result in zip(sources, first):
+            if isinstance(result, P2Error):
+                failed.append(source.node)
+                printer.error(source.node, result)
+            else:
+                for name, text in result:
+                    printer.show(source.node, name, text)
+        while options.follow:
+            yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
+            for source, result in zip(sources, (yield _readAll(sources))):
+                for name, text in (() if isinstance(result, P2Error) else result):
+                    printer.show(source.node, name, text)
+    finally:
+        yield store.close()
+    if failed:
+        raise P2Error("could not read the logs of %s on %s" % (options.name, ", ".join(failed)))
+    return 0
+
+
+@defer.inlineCallbacks
+def _readAll(sources):
+    """
+    @return: L{Deferred} firing with, per source, what it read or the
+        L{P2Error} that kept it from reading.
+    """
+    results = yield defer.DeferredList([s.read() for s in sources], consumeErrors=True)
+    found = []
+    for ok, result in results:
+        if not ok:
+            result.trap(P2Error)
+            result = result.value
+        found.append(result)
+    return found

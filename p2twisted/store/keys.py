@@ -23,10 +23,11 @@ HEALTH = "health"
 STATUS = "status"
 LOCKS = "locks"
 AUDIT = "audit"
+REQUESTS = "requests"
 
 #: The top-level trees, in the order C{p2 init} shows them.
 TREES = (INTENT, REALITY, MACHINES, LABELS, SERVICES, REPLICATION_CONTROLLERS, ROLLS,
-         DAEMON_SETS, POD_CLUSTERS, HOOKS, HEALTH, STATUS, LOCKS, AUDIT)
+         DAEMON_SETS, POD_CLUSTERS, HOOKS, HEALTH, STATUS, LOCKS, AUDIT, REQUESTS)
 
 #: Label types and how many key segments their ids have.
 LABEL_TYPES = {
@@ -141,6 +142,15 @@ def lock(kind, objectId):
 def audit(stamp, unique):
     """C{audit/<time>-<uuid>}; C{stamp} should sort by time (e.g. 20261122T010203.123456Z)."""
     return _join(AUDIT, "%s-%s" % (stamp, unique))
+
+
+def requestNode(node):
+    """C{requests/<node>}: the requests (tasks, log reads) to C{node}'s agent."""
+    return _join(REQUESTS, node)
+
+
+def request(node, requestId):
+    return _join(REQUESTS, node, requestId)
 
 
 def tree(name):

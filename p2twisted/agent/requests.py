@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_agent_requests -*-
+"""
+Requests to a node's agent: C{requests/<node>/<id>}, written by C{p2 run}
+(run a template task of an installed pod) and C{p2 logs} (read a pod's
+logs), carried out by that node's agent and answered in the same key.
+
+A request's lifecycle, every step a compare-and-set on its key::
+
+    pending --claimed by the agent--> running --answered--> done | failed
+    pending --its deadline passed before an agent took it--> expired
+    running, claimed by an agent process that is gone --> failed
+
+Requesters delete the key once they have read the answer.  Requests left
+behind (a requester that gave up or crashed) are deleted L{RETAIN} seconds
+after they ended.  A request is never run twice: an agent that restarts
+while a task runs marks it failed, outcome unknown, rather than running it
+again.
+
+The value is JSON: C{kind}, C{state}, C{created} and C{deadline} (epoch
+seconds), then the kind's fields (L{p2twisted.agent.tasks}); the answer
+adds C{agent}, C{started}, C{finished}, and C{error} or the kind's results.
+"""
+
+import json
+import uuid
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from p2twisted.errors import P2Error, StoreError, VersionConflict
+from p2twisted.store import keys
+from p2twisted.store.common import MAX_VALUE
+
+log = Logger()
+
+PENDING, RUNNING, DONE, FAILED, EXPIRED = "pending", "running", "done", "failed", "expired"
+
+#: The states a request ends in.
+ENDED = (DONE, FAILED, EXPIRED)
+
+#: Seconds an ended request stays in the store if its requester did not delete it.
+RETAIN = 600.0
+
+#: Seconds between two full reads of this node's requests (watches are hints).
+RESCAN = 30.0
+
+#: How many requests run at once; the others wait, already claimed.
+CONCURRENCY = 4
+
+#: The text fields cut (their start dropped) to keep an answer within the store's limit.
+_CUT = "[... %d characters cut ...]\n"
+
+
+def encode(record):
+    return json.dumps(record, sort_keys=True).encode("utf-8")
+
+
+def decode(value):
+    """
+    @return: the request in C{value}.
+    @raise ValueError: if it is not a JSON object with a C{state}.
+    """
+    record = json.loads(value.decode("utf-8"))
+    if not isinstance(record, dict) or not isinstance(record.get("state"), str):
+        raise ValueError("not a JSON object with a state")
+    return record
+
+
+def fit(record, limit=MAX_VALUE - 1024):
+    """
+    @return: C{record} encoded, its longest texts (C{output}, log data) cut
+        from the start until it fits in C{limit} bytes.  If it still does
+        not fit with those texts cut to nothing, it is returned as it then
+        is (and the store refuses it).
+    """
+    value = encode(record)
+    texts = [(record, "output")] if isinstance(record.get("output"), str) else []
+    for entry in (record.get("logs") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("data"), str):
+            texts.append((entry, "data"))
+    # [holder, field, the original text, how many of its characters are cut]
+    cuts = [[holder, field, holder[field], 0] for holder, field in texts]
+    while len(value) > limit:
+        cut = max(cuts, key=lambda c: len(c[2]) - c[3], default=None)
+        if cut is None or len(cut[2]) == cut[3]:
+            break  # nothing left to cut
+        holder, field, text, dropped = cut
+        dropped += (len(text) - dropped) - (len(text) - dropped) // 2
+        cut[3] = dropped
+        holder[field] = _CUT % (dropped,) + text[dropped:]
+        value = encode(record)
+    return value
+
+
+class RequestRunner(service.Service):
+    """
+    Carries out the requests to one node.
+
+    @param handlers: C{{kind: callable(request dict)}} returning a
+        L{Deferred} (or a value) with the answer's fields; failing with
+        L{P2Error} gives a C{failed} answer with that message.
+    @param clock: an L{IReactorTime}; C{seconds()} is wall-clock time
+        (requests carry epoch deadlines).
+    """
+
+    def __init__(self, store, node, clock, handlers, concurrency=CONCURRENCY,
+                 retain=RETAIN, rescan=RESCAN):
+        self.store = store
+        self.node = node
+        self.clock = clock
+        self.handlers = handlers
+        self.retain = retain
+        self.rescan = rescan
+        #: Marks the requests this agent process claimed.
+        self.token = uuid.uuid4().hex
+        #: C{{key: Deferred}} of the requests being carried out.
+        self.active = {}
+        self._limit = defer.DeferredSemaphore(concurrency)
+        self._watch = None
+        self._loop = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self._watch = self.store.watch(keys.requestNode(self.node), self._changed)
+        self._loop = task.LoopingCall(self.scan)
+        self._loop.clock = self.clock
+        self._loop.start(self.rescan, now=False)
+
+    def stopService(self):
+        """
+        Stop taking requests and end the running ones (their tasks are
+        killed; their requests are answered C{failed} if the store is still
+        there).
+        """
+        service.Service.stopService(self)
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        running = list(self.active.values())
+        for d in running:
+            d.cancel()
+        return defer.DeferredList(running, consumeErrors=True)
+
+    @defer.inlineCallbacks
+    def scan(self):
+        """
+        Read this node's requests in full: take the pending ones and delete
+        the ones ended more than C{retain} seconds ago.
+        """
+        try:
+            snapshot = yield self.store.list(keys.requestNode(self.node))
+        except StoreError as e:
+            log.warn("cannot read requests: {error}", error=str(e), node=self.node)
+            return
+        now = self.clock.seconds()
+        for key, entry in sorted(snapshot.items()):
+            try:
+                record = decode(entry.value)
+            except ValueError:
+                continue
+            ended = record.get("finished") or record.get("created")
+            if (record["state"] in ENDED and isinstance(ended, (int, float))
+                    and now - ended > self.retain):
+                try:
+                    yield self.store.delete(key, entry.version)
+                except StoreError:
+                    pass
+        self._changed(snapshot)
+
+    def _changed(self, snapshot):
+        if not self.running:
+            return
+        now = self.clock.seconds()
+        prefix = keys.requestNode(self.node)
+        for key, entry in sorted(snapshot.items()):
+            if key in self.active or keys.child(prefix, key) is None:
+                continue
+            if key != keys.request(self.node, keys.child(prefix, key)):
+                continue  # not ours to read: nothing below a request
+            try:
+                record = decode(entry.value)
+            except ValueError as e:
+                self._answer(key, entry.version, {
+                    "state": FAILED, "finished": now,
+                    "error": "the request is not valid JSON with a state: %s" % (e,)})
+                continue
+            state = record["state"]
+            if state == PENDING:
+                deadline = record.get("deadline")
+                if isinstance(deadline, (int, float)) and now > deadline:
+                    self._answer(key, entry.version, dict(
+                        record, state=EXPIRED, finished=now,
+                        error="no agent took it before its deadline"))
+                else:
+                    d = self._carryOut(key, entry.version, record)
+                    if not d.called:  # else it is over, and already out of active
+                        self.active[key] = d
+            elif state == RUNNING and record.get("agent") != self.token:
+                self._answer(key, entry.version, dict(
+                    record, state=FAILED, finished=now,
+                    error="the agent stopped while this ran; its outcome is unknown"))
+
+    def _answer(self, key, version, record):
+        """
+        Write C{record} over the request at C{version}; a request deleted or
+        changed meanwhile (its requester gave up) is left alone.
+        """
+        d = self.store.cas(key, fit(record), version)
+
+        def failed(f):
+            if f.check(VersionConflict):
+                log.info("request {key} went away before its answer was written", key=key)
+            else:
+                log.warn("cannot answer request {key}: {error}", key=key,
+                         error=f.getErrorMessage())
+        return d.addErrback(failed)
+
+    @defer.inlineCallbacks
+    def _carryOut(self, key, version, record):
+        try:
+            claimed = dict(record, state=RUNNING, agent=self.token,
+                           started=self.clock.seconds())
+            try:
+                entry = yield self.store.cas(key, encode(claimed), version)
+            except StoreError as e:
+                # Gone, changed, or the store is away: the next snapshot or scan decides.
+                log.info("could not claim request {key}: {error}", key=key, error=str(e))
+                return
+            try:
+                answer = yield self._limit.run(self._handle, record)
+            except defer.CancelledError:  # stopped while waiting for its turn
+                answer = {"state": FAILED, "error": "the agent stopped before this ran"}
+            yield self._answer(key, entry.version,
+                               dict(claimed, finished=self.clock.seconds(), **answer))
+        finally:
+            self.active.pop(key, None)
+
+    @defer.inlineCallbacks
+    def _handle(self, record):
+        if not self.running:  # its turn came while the agent stops
+            return {"state": FAILED, "error": "the agent stopped before this ran"}
+        handler = self.handlers.get(record.get("kind"))
+        if handler is None:
+            return {"state": FAILED, "error": "unknown request kind %r; this agent takes %s" % (
+                record.get("kind"), ", ".join(sorted(self.handlers)))}
+        try:
+            answer = yield handler(record)
+        except defer.CancelledError:
+            return {"state": FAILED, "error": "the agent stopped while this ran"}
+        except P2Error as e:
+            return {"state": FAILED, "error": str(e)}
+        except Exception as e:
+            log.failure("request {kind} failed", kind=record.get("kind"))
+            return {"state": FAILED, "error": "internal error: %s" % (e,)}
+        return dict({"state": DONE}, **answer)
