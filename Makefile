@@ -51,7 +51,7 @@ bench: $(STAMP) sysdeps
 # The demo: an agent on the embedded store, a static site and a Python WSGI app
 # deployed and answering.  Pods run under runit as root, in the agent otherwise.
 DEMO := $(CURDIR)/.demo
-P2DEMO := P2_STATE_DIR=$(DEMO)/state $(BIN)/p2 --store local://$(DEMO)/state.db
+P2DEMO := P2_STATE_DIR=$(DEMO)/state $(BIN)/p2
 SUP := $$(command -v runsvdir >/dev/null && [ "$$(id -u)" = 0 ] && echo runit || echo builtin)
 
 demo: $(STAMP)
@@ -62,7 +62,7 @@ demo: $(STAMP)
 	$(P2DEMO) add hello --template python --port 18081 --path $(CURDIR)/p2twisted/templates/files --wsgi demo_hello:application --force
 	$(P2DEMO) deploy hello --node demo --wait --timeout 300
 	$(P2DEMO) status
-	@echo "Look: curl http://127.0.0.1:18080/ and curl http://127.0.0.1:18081/ (agent log: .demo/state/agent.log); stop everything: make demo-stop"
+	@echo "Look: curl http://127.0.0.1:18080/ and :18081/, or P2_STATE_DIR=.demo/state .venv/bin/p2 status (logs web, run hello packages); stop everything: make demo-stop"
 
 demo-stop: $(STAMP)
 	@# The agent removes the pods, so it must be running while they are undeployed.
