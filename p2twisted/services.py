@@ -247,14 +247,51 @@ def undeploy(store, name, nodes=None):
 
 
 @defer.inlineCallbacks
+def readHealth(store, podId, node):
+    """
+    @return: L{Deferred} firing with the health the agent of C{node}
+        publishes for C{podId}: C{{"status", "output", "sha", "time"}}
+        (C{status} is C{passing} or C{critical}; C{sha} the manifest
+        checked), or C{None} when there is none (no check declared, or no
+        agent running there).
+    """
+    entry = yield store.get(keys.health(podId, node))
+    if entry is None:
+        return None
+    try:
+        record = json.loads(entry.value)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {k: record.get(k) for k in ("status", "output", "sha", "time")}
+
+
+def healthText(health, sha):
+    """
+    @return: a pod's health in a word or two: C{passing}, C{critical}, with
+        C{(previous version)} when it is the health of another manifest
+        than C{sha}, or C{-} when none is published (no check declared, or
+        no agent running).
+    """
+    if health is None:
+        return "-"
+    if health["sha"] != sha:
+        return "%s (previous version)" % (health["status"],)
+    return health["status"]
+
+
+@defer.inlineCallbacks
 def podState(store, name, node):
     """
     @return: L{Deferred} firing with C{{"node", "intent", "reality", "state",
-        "error", "time"}}: the intent and reality SHAs (C{None} when absent)
-        and the agent's last status of the pod.
+        "error", "time", "health"}}: the intent and reality SHAs (C{None}
+        when absent), the agent's last status of the pod, and its health
+        (L{readHealth}).
     """
     state = {"node": node, "intent": None, "reality": None, "state": None, "error": None,
              "time": None}
+    state["health"] = yield readHealth(store, name, node)
     for field, key in (("intent", keys.intent(node, name)), ("reality", keys.reality(node, name))):
         entry = yield store.get(key)
         if entry is not None:

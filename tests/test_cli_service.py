@@ -4,6 +4,7 @@ status}), running the real C{p2} command; one end-to-end test deploys a
 C{static} service to a real agent.
 """
 
+import json
 import os
 import sys
 
@@ -173,3 +174,36 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
         out = yield self.succeed("deploy", "web", "--node", "n1", "--wait")
         self.assertIn(newSha, out)
         self.assertNotIn("deploying", out)
+
+    @defer.inlineCallbacks
+    def test_healthGatesWait(self):
+        """
+        A pod that runs but fails its status check is not 'running' for
+        C{deploy --wait}: it says health critical and why, and times out;
+        fixed, it passes.  The health disappears with the agent.
+        """
+        harness = AgentHarness(self, self.url, node="n1").start()
+        port = freePort()
+        # http.server answers 404 on /_status, 200 on /.
+        yield self.succeed("add", "files", "--template", "command", "--port", str(port),
+                           "--command", "exec python3 -m http.server --bind 127.0.0.1 $PORT",
+                           "--run-as", "nobody")
+        out, err, code = yield self.p2("deploy", "files", "--node", "n1", "--wait",
+                                       "--timeout", "20")
+        self.assertEqual(code, 1, out)
+        self.assertIn("health critical (GET http://127.0.0.1:%d/_status: 404" % (port,), out)
+        self.assertIn("files is not running on n1 after 20s", err)
+        status = json.loads((yield self.succeed("status", "files", "--json")))
+        health = status[0]["nodes"][0]["health"]
+        self.assertEqual(health["status"], "critical")
+        self.assertEqual(health["sha"], status[0]["nodes"][0]["reality"])
+        self.assertIn("health critical", (yield self.succeed("status", "files")))
+
+        yield self.succeed("config", "files", "status_path=/")
+        out = yield self.succeed("deploy", "files", "--node", "n1", "--wait", "--timeout", "60")
+        self.assertIn("health passing (GET http://127.0.0.1:%d/: 200" % (port,), out)
+        self.assertIn("passing", (yield self.succeed("inspect")))
+
+        yield harness.stop()
+        status = json.loads((yield self.succeed("status", "files", "--json")))
+        self.assertIsNone(status[0]["nodes"][0]["health"])

@@ -168,6 +168,8 @@ class TutorialMixin(test_cli_service.ServiceCommandMixin):
         self.assertEqual(rows[0]["intent"], rows[0]["reality"])
         self.assertTrue(rows[0]["in_sync"])
         self.assertEqual(rows[0]["state"], "running")
+        self.assertEqual((rows[0]["health"]["status"], rows[0]["health"]["sha"]),
+                         ("passing", rows[0]["intent"]))
         return rows[0]["intent"]
 
 

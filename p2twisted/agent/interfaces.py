@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_supervisors -*-
 """
-The agent's seams: process supervision and artifact fetching.
+The agent's seams: process supervision, artifact fetching, health checks.
 """
 
 import attr
@@ -112,6 +112,39 @@ class IArtifactFetcher(Interface):
 
         @return: L{Deferred} firing with C{(path, sha256)}; failing with
             L{FetchError}, L{DigestMismatch} or L{ArtifactError}.
+        """
+
+    def close():
+        """
+        Release connections.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+
+
+@attr.s(frozen=True)
+class HealthResult(object):
+    """
+    One health check of a pod.
+
+    @ivar status: C{"passing"} or C{"critical"}.
+    @ivar output: what the check saw, a short text.
+    """
+
+    status = attr.ib()
+    output = attr.ib(default="")
+
+
+class IHealthChecker(Interface):
+    """
+    Checks a pod's health (P2: C{GET http://127.0.0.1:<status.port><status.path>}).
+    """
+
+    def check(manifest):
+        """
+        @param manifest: the pod's L{PodManifest}.
+        @return: L{Deferred} firing with a L{HealthResult}, or C{None} when
+            the manifest declares no check; never failing.
         """
 
     def close():

@@ -148,6 +148,13 @@ class PodOperations(object):
         return RequestHandlers(self.reactor, self.config.podRoot, self.config.stateDir,
                                self.p2exec, self.isRoot).handlers()
 
+    def healthChecker(self):
+        """
+        @return: the L{IHealthChecker} of this machine's pods.
+        """
+        from p2twisted.agent.health import HTTPHealthChecker
+        return HTTPHealthChecker(self.reactor)
+
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
 

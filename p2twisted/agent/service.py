@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import PodWorker, backoffPolicy
@@ -83,6 +84,7 @@ class AgentService(service.MultiService):
         self.presence.setServiceParent(self)
         yield self._adoptOrphans()
         self._startRequests()
+        self._startHealth()
         self._watch = self.store.watch(keys.intentNode(self.node), self._intentChanged)
         self._resync = task.LoopingCall(self.resync)
         self._resync.clock = self.reactor
@@ -115,6 +117,19 @@ class AgentService(service.MultiService):
         handlers = getattr(self.pods, "requestHandlers", None)
         if handlers is not None:
             RequestRunner(self.store, self.node, self.reactor, handlers()).setServiceParent(self)
+
+    def _startHealth(self):
+        """
+        Check the installed pods' health and publish it in the agent's
+        session, if the pod operations have a health checker.
+        """
+        checker = getattr(self.pods, "healthChecker", None)
+        if checker is not None:
+            HealthMonitor(self.store, self.node, self.reactor, checker(),
+                          self.pods.installedPods, self._liveSession).setServiceParent(self)
+
+    def _liveSession(self):
+        return self.presence.session if self.canAct() else None
 
     @defer.inlineCallbacks
     def stopService(self):

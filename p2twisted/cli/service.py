@@ -65,8 +65,8 @@ def register(subparsers):
     deploy.add_argument("--node", action="append", default=[], metavar="NODE",
                         help="a node to run it on (repeatable; default: this host's name)")
     deploy.add_argument("--wait", action="store_true",
-                        help="show progress until every node runs it and it answers its "
-                             "status check (on this host)")
+                        help="show progress until every node runs it and, if it declares a "
+                             "status check, that node's agent reports it passing")
     deploy.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long --wait waits (default: 120)")
     deploy.set_defaults(run=runDeploy)
@@ -81,10 +81,11 @@ def register(subparsers):
     undeploy.set_defaults(run=runUndeploy)
 
     status = subparsers.add_parser(
-        "status", help="show services: nodes, intent vs reality, errors",
+        "status", help="show services: nodes, intent vs reality, health, errors",
         description="Show each service (or NAME): its template, the nodes it is deployed to, "
                     "and per node the SHA in intent and in reality, the agent's state of the "
-                    "pod and its last error.")
+                    "pod, its health (passing or critical as the node's agent checks it; - "
+                    "without a check or a running agent) and its last error.")
     status.add_argument("name", nargs="?", metavar="NAME")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(run=runStatus)
@@ -268,9 +269,12 @@ def runStatus(options):
         for state in info["nodes"]:
             short = lambda sha: (sha or "-")[:12]  # noqa: E731
             synced = "in sync" if state["intent"] == state["reality"] else "converging"
-            out.write("  %-16s %-10s intent %-12s reality %-12s %s\n" % (
+            health = state["health"]
+            out.write("  %-16s %-10s intent %-12s reality %-12s %-10s health %s\n" % (
                 state["node"], state["state"] or "unknown", short(state["intent"]),
-                short(state["reality"]), synced))
+                short(state["reality"]), synced, services.healthText(health, state["reality"])))
+            if health is not None and health["status"] != "passing":
+                out.write("    health check: %s\n" % (health["output"],))
             if state["error"]:
                 out.write("    last error: %s\n" % (state["error"],))
     return 0

@@ -1,14 +1,16 @@
 # -*- test-case-name: tests.test_cli_tutorial -*-
 """
 C{p2 inspect [--json]}: the cluster view, per pod and node: the SHA in
-intent and in reality, the agent's state of the pod and its last error
-(read from the whole C{intent}, C{reality} and C{status/pods} trees).
+intent and in reality, the agent's state of the pod, its health and its
+last error (read from the whole C{intent}, C{reality}, C{health} and
+C{status/pods} trees).
 """
 
 import json
 
 from twisted.internet import defer
 
+from p2twisted import services
 from p2twisted.errors import P2Error
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -18,8 +20,9 @@ def register(subparsers):
     inspect = subparsers.add_parser(
         "inspect", help="show every pod on every node: intent vs reality, health",
         description="Show the cluster: for each pod and node, the SHA of the manifest in "
-                    "intent and in reality, whether they agree, the agent's state of the pod "
-                    "and its last error.")
+                    "intent and in reality, whether they agree, the agent's state of the pod, "
+                    "its health (passing or critical, from the agent's check of its status "
+                    "endpoint; - without one) and its last error.")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=runInspect)
 
@@ -31,18 +34,30 @@ def _sha(value):
         return "invalid"
 
 
+def _record(value):
+    """
+    @return: the JSON object in C{value}, or C{None}.
+    """
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 @defer.inlineCallbacks
 def clusterView(store):
     """
     @return: L{Deferred} firing with C{[{"pod", "node", "intent", "reality",
-        "in_sync", "state", "error", "time"}]} sorted by pod and node.
+        "in_sync", "state", "error", "time", "health"}]} sorted by pod and
+        node; C{health} as L{services.readHealth} gives it.
     """
     rows = {}
 
     def row(node, podId):
         return rows.setdefault((podId, node), {
             "pod": podId, "node": node, "intent": None, "reality": None, "state": None,
-            "error": None, "time": None})
+            "error": None, "time": None, "health": None})
 
     for tree, field in ((keys.INTENT, "intent"), (keys.REALITY, "reality")):
         entries = yield store.list(keys.tree(tree))
@@ -50,17 +65,21 @@ def clusterView(store):
             parts = keys.parse(key)
             if len(parts) == 3:
                 row(parts[1], parts[2])[field] = _sha(entry.value)
+    entries = yield store.list(keys.tree(keys.HEALTH))
+    for key, entry in entries.items():
+        parts = keys.parse(key)
+        record = _record(entry.value)
+        if len(parts) == 3 and record is not None:
+            row(parts[2], parts[1])["health"] = {
+                k: record.get(k) for k in ("status", "output", "sha", "time")}
     statusPrefix = keys.status("pods")
     entries = yield store.list(statusPrefix)
     for key, entry in entries.items():
         parts = keys.parse(key)
         if len(parts) != 4:
             continue
-        try:
-            record = json.loads(entry.value)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
+        record = _record(entry.value)
+        if record is None:
             continue
         r = row(parts[2], parts[3])
         r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"))
@@ -87,17 +106,23 @@ def runInspect(options):
     if not rows:
         out.write("no pods in intent or reality (deploy one with 'p2 deploy NAME')\n")
         return 0
-    header = ("POD", "NODE", "INTENT", "REALITY", "SYNC", "STATE")
+    header = ("POD", "NODE", "INTENT", "REALITY", "SYNC", "STATE", "HEALTH")
     table = [header]
     for r in rows:
         synced = ("-" if r["intent"] is None and r["reality"] is None else
                   "yes" if r["in_sync"] else
                   "removing" if r["intent"] is None else "converging")
         table.append((r["pod"], r["node"], (r["intent"] or "-")[:12],
-                      (r["reality"] or "-")[:12], synced, r["state"] or "unknown"))
+                      (r["reality"] or "-")[:12], synced, r["state"] or "unknown",
+                      services.healthText(r["health"], r["reality"])))
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for i, line in enumerate(table):
         out.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n")
-        if i and rows[i - 1]["error"]:
+        if not i:
+            continue
+        health = rows[i - 1]["health"]
+        if health is not None and health["status"] != "passing":
+            out.write("    health check: %s\n" % (health["output"],))
+        if rows[i - 1]["error"]:
             out.write("    last error: %s\n" % (rows[i - 1]["error"],))
     return 0

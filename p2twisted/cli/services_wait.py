@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_cli_service -*-
 """
 C{p2 deploy --wait}: show progress until every node runs the deployed
-manifest (reality SHA = intent SHA, agent state C{running}) and, on this
-host, the pod answers its HTTP status check.
+manifest (reality SHA = intent SHA, agent state C{running}) and, when the
+manifest declares a status check, that node's agent reports it passing for
+this manifest (C{health/<pod>/<node>}).
 """
 
 import json
@@ -19,32 +20,6 @@ from p2twisted.store import keys
 INTERVAL = 0.2
 
 
-@defer.inlineCallbacks
-def probe(url, timeout=2.0):
-    """
-    @return: L{Deferred} firing with the HTTP status code of C{GET url}, or
-        C{None} when nothing answers.
-    """
-    import treq
-    try:
-        response = yield treq.get(url, timeout=timeout, persistent=False)
-        yield response.content()
-    except Exception:
-        return None
-    return response.code
-
-
-def statusURL(manifest):
-    """
-    @return: the URL of C{manifest}'s HTTP status check on this host, or
-        C{None}.
-    """
-    status = manifest.status
-    if not status.http or not status.port:
-        return None
-    return "http://127.0.0.1:%d%s" % (status.port, status.path)
-
-
 def isLocal(node, agentEntry):
     """
     @return: whether C{node} is this host: its name, or its agent's
@@ -58,10 +33,28 @@ def isLocal(node, agentEntry):
         return False
 
 
-def describe(state):
+def healthy(state, sha):
+    """
+    @return: whether the agent reports the pod passing its check for C{sha}.
+    """
+    health = state["health"]
+    return health is not None and health["sha"] == sha and health["status"] == "passing"
+
+
+def describe(state, sha, checked):
+    """
+    @return: a node's progress in a line: the agent's state of the pod, the
+        version still running, its health once it runs C{sha}, the last error.
+    """
     text = state["state"] or "waiting for the agent"
     if state["reality"] and state["reality"] != state["intent"]:
         text += ", still running %s" % (state["reality"][:12],)
+    health = state["health"]
+    if checked and state["reality"] == sha:
+        if health is None or health["sha"] != sha:
+            text += ", waiting for its health check"
+        else:
+            text += ", health %s (%s)" % (health["status"], health["output"])
     if state["error"]:
         text += ": %s" % (state["error"],)
     return text
@@ -80,7 +73,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor):
     shown = {}
     done = set()
     agentless = set()
-    url = statusURL(manifest)
+    checked = bool(manifest.status.port)
     while True:
         for node in nodes:
             if node in done:
@@ -91,7 +84,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor):
                 agentless.add(node)
                 out.write("  %s: no agent has registered there yet (start one with "
                           "'p2 start')\n" % (node,))
-            line = describe(state)
+            line = describe(state, sha, checked)
             if state["intent"] != sha:
                 raise P2Error("the intent of %s on %s changed while waiting (now %s); "
                               "someone else deployed it" % (manifest.id, node,
@@ -99,12 +92,9 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor):
             if shown.get(node) != line:
                 shown[node] = line
                 out.write("  %s: %s\n" % (node, line))
-            if state["reality"] == sha and state["state"] == "running":
-                if url is None or not isLocal(node, agent):
-                    done.add(node)
-                elif (yield probe(url)) == 200:
-                    out.write("  %s: %s answers 200 on %s\n" % (node, manifest.id, url))
-                    done.add(node)
+            if (state["reality"] == sha and state["state"] == "running"
+                    and (not checked or healthy(state, sha))):
+                done.add(node)
             out.flush()
         if len(done) == len(nodes):
             out.write("%s is running on %s\n" % (manifest.id, ", ".join(nodes)))
