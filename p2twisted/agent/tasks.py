@@ -95,7 +95,7 @@ class RequestHandlers(object):
             pod C{podId}.
         @raise AgentError: if the pod is not installed or has no such task.
         """
-        if not TASK_NAME.match(taskName):
+        if not TASK_NAME.fullmatch(taskName):
             raise AgentError("%r is not a task name" % (taskName,))
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise AgentError("a task's arguments must be a list of strings")

@@ -109,7 +109,7 @@ def ask(store, reactor, node, request, timeout, onState=None):
         raise P2Error("no agent is running on node %s (nothing at %s); start one there "
                       "with 'p2 start'" % (node, keys.machine(node)))
     key = keys.request(node, requestId())
-    now = time.time()
+    now = reactor.seconds()
     yield store.create(key, encode(dict(request, state=PENDING, created=now,
                                         deadline=now + PICKUP, requester=requester())))
     waiter = _Answer(reactor, key, node, timeout, onState)
