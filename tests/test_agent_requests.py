@@ -316,13 +316,13 @@ class RunnerLifecycleTests(RunnerTestMixin, unittest.SynchronousTestCase):
 
     def test_requesterDeletesMeanwhile(self):
         """
-        A request deleted while it runs (its requester gave up) is not
-        written again when it ends.
+        A request deleted while it runs (its requester withdrew it) is
+        cancelled, and not written again.
         """
         runner = self.startRunner()
         key = self.request("r1")
         self.successResultOf(self.store.delete(key))
-        self.handler.calls[0][1].callback({"output": "late\n"})
+        self.assertEqual(self.handler.cancelled, [self.handler.calls[0][0]])
         self.assertIsNone(self.read(key))
         self.assertEqual(self.requestKeys(), [])
         self.assertEqual(self.log.states[key], ["pending", "running", None])

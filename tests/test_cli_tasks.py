@@ -7,7 +7,8 @@ and a fake clock, then the real handlers running a real task).
 
 import os
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from p2twisted.agent.pods import p2execCommand
@@ -24,10 +25,24 @@ NODE = "n1"
 REQUEST = {"kind": "task", "pod": "web", "task": "install", "args": ["requests==2.0"]}
 
 
+class TriggerClock(MemoryReactorClock):
+    """
+    A clock whose system event triggers can also be removed.
+    """
+
+    def addSystemEventTrigger(self, phase, eventType, f, *args, **kw):
+        MemoryReactorClock.addSystemEventTrigger(self, phase, eventType, f, *args, **kw)
+        return (phase, eventType, self.triggers[phase][eventType][-1])
+
+    def removeSystemEventTrigger(self, triggerID):
+        phase, eventType, trigger = triggerID
+        self.triggers[phase][eventType].remove(trigger)
+
+
 class AskTestMixin(object):
 
     def setUp(self):
-        self.clock = task.Clock()
+        self.clock = TriggerClock()
         self.store = MemoryStore(clock=self.clock)
         self.successResultOf(self.store.put(keys.machine(NODE), b'{"node": "n1"}'))
         self.states = []
@@ -58,6 +73,20 @@ class AskTestMixin(object):
 
 
 class AskTests(AskTestMixin, unittest.SynchronousTestCase):
+
+    def test_withdrawnAtShutdown(self):
+        """
+        When the reactor stops while waiting (Ctrl-C), the request is
+        deleted first, which withdraws it; once answered, nothing is left
+        to run at shutdown.
+        """
+        d = self.ask()
+        [(trigger, args, kwargs)] = self.clock.triggers["before"]["shutdown"]
+        self.assertEqual(len(self.requests()), 1)
+        self.successResultOf(defer.maybeDeferred(trigger, *args, **kwargs))
+        self.assertEqual(self.requests(), {})
+        self.failureResultOf(d, P2Error)
+        self.assertEqual(self.clock.triggers["before"]["shutdown"], [])
     """
     L{ask} against a fake agent.
     """
@@ -242,13 +271,13 @@ class AskRunnerTests(AskTestMixin, unittest.SynchronousTestCase):
 
     def test_requesterGivesUp(self):
         """
-        A requester that gives up deletes its request; the task's later end
-        writes nothing back.
+        A requester that gives up deletes its request, which stops the
+        task; nothing is written back.
         """
         d = self.ask(timeout=10)
         self.clock.advance(10)
         self.failureResultOf(d, P2Error)
-        self.handler.calls[0][1].callback({"output": "too late\n"})
+        self.assertEqual(self.handler.cancelled, [self.handler.calls[0][0]])
         self.assertEqual(self.requests(), {})
         self.assertEqual(self.runner.active, {})
 

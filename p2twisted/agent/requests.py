@@ -10,9 +10,11 @@ A request's lifecycle, every step a compare-and-set on its key::
     pending --its deadline passed before an agent took it--> expired
     running, claimed by an agent process that is gone --> failed
 
-Requesters delete the key once they have read the answer.  Requests left
-behind (a requester that gave up or crashed) are deleted L{RETAIN} seconds
-after they ended.  A request is never run twice: an agent that restarts
+Requesters delete the key once they have read the answer.  Deleting it
+before that withdraws the request: a running task is killed (a requester that
+gives up or is interrupted stops the work it asked for).  Requests left
+behind (a requester that crashed) are deleted L{RETAIN} seconds after they
+ended.  A request is never run twice: an agent that restarts
 while a task runs marks it failed, outcome unknown, rather than running it
 again.
 
@@ -167,13 +169,23 @@ class RequestRunner(service.Service):
                     yield self.store.delete(key, entry.version)
                 except StoreError:
                     pass
-        self._changed(snapshot)
+        self._changed(snapshot, watched=False)
 
-    def _changed(self, snapshot):
+    def _changed(self, snapshot, watched=True):
+        """
+        Act on a snapshot of this node's requests: take the pending ones,
+        expire the late ones, fail the ones a previous agent left running,
+        and (in a watched snapshot, which is never older than the requests
+        taken) cancel those whose requester deleted them.
+        """
         if not self.running:
             return
         now = self.clock.seconds()
         prefix = keys.requestNode(self.node)
+        if watched:
+            for key in sorted(set(self.active) - set(snapshot)):
+                log.info("request {key} was withdrawn: stopping it", key=key)
+                self.active[key].cancel()
         for key, entry in sorted(snapshot.items()):
             if key in self.active or keys.child(prefix, key) is None:
                 continue

@@ -97,9 +97,11 @@ def ask(store, reactor, node, request, timeout, onState=None):
     @param request: the request's fields (C{kind} and the kind's own).
     @param timeout: seconds to wait once the agent has taken it.
     @param onState: called with each new state the request reaches.
+    @param reactor: an L{IReactorTime} and L{IReactorCore}.
     @return: L{Deferred} firing with the answer (a dict whose C{state} is
         C{done} or C{failed}); the request is deleted from the store, also
-        when this fails or is cancelled.
+        when this fails or is cancelled, or the reactor stops meanwhile
+        (which withdraws it: its agent stops the task).
     @raise P2Error: when no agent of C{node} is registered, or it does not
         take the request within L{PICKUP} seconds, or does not answer
         within C{timeout}.
@@ -114,9 +116,14 @@ def ask(store, reactor, node, request, timeout, onState=None):
                                         deadline=now + PICKUP, requester=requester())))
     waiter = _Answer(reactor, key, node, timeout, onState)
     watch = store.watch(key, waiter.changed)
+    # Interrupted (Ctrl-C stops the reactor), withdraw the request: its agent
+    # stops the task rather than run it for nobody.
+    withdraw = reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: store.delete(key).addErrback(lambda f: None))
     try:
         answer = yield waiter.ended
     finally:
+        reactor.removeSystemEventTrigger(withdraw)
         waiter.stop()
         watch.cancel()
         try:
