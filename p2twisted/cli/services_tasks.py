@@ -37,8 +37,9 @@ def register(subparsers):
         description="Run the task TASK of the service's template (see 'p2 describe "
                     "TEMPLATE') on every node the service is deployed to, at once: each "
                     "node's agent runs it in the pod's environment, as the pod's user. Each "
-                    "node's output is shown under a '== node ==' header as it ends. Exits 1 "
-                    "if it failed on a node (or a node's agent did not answer).")
+                    "node's output is shown under a '== node ==' header as it ends; Ctrl-C "
+                    "stops the task everywhere. Exits 1 if it failed on a node (or a node's "
+                    "agent did not answer).")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                      help="terminate the task after this long, kill it %gs later "
                           "(default: %g)" % (KILL_GRACE, DEFAULT_TIMEOUT))
