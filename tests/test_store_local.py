@@ -35,6 +35,20 @@ def main(reactor, url):
 task.react(main, sys.argv[1:])
 """
 
+#: A child process that opens the store, writes, and lets the reactor stop
+#: with the store still open (as Ctrl-C or SIGTERM does to p2).
+LEFT_OPEN = """
+import sys
+from twisted.internet import reactor
+from p2twisted.store import openStore
+
+def opened(store):
+    return store.put("left/open", b"1").addCallback(lambda _: reactor.stop())
+
+openStore(sys.argv[1], reactor).addCallback(opened)
+reactor.run()
+"""
+
 
 class SkewedReactor(object):
     """
@@ -101,6 +115,20 @@ class LocalStoreTests(LocalTestMixin, unittest.TestCase):
         self.assertEqual(code, 0, err.decode(errors="replace"))
         expected = {"xp/k%d" % i: b"v%d" % i for i in range(1, 20)}
         yield rec.waitForValues(expected)
+
+    @defer.inlineCallbacks
+    def test_reactorStopsWithStoreOpen(self):
+        """
+        A process whose reactor stops while its store is open exits
+        cleanly: no traceback from the store's shutdown trigger.
+        """
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, ["-c", LEFT_OPEN, self.storeURL()], env=env)
+        self.assertEqual((code, err.decode(errors="replace")), (0, ""))
+        store = yield self.openClient()
+        entry = yield store.get("left/open")
+        self.assertEqual(entry.value, b"1")
 
     @defer.inlineCallbacks
     def test_survivesReopen(self):

@@ -205,7 +205,8 @@ class LocalStore(SingleOpsMixin):
 
     def _start(self):
         self._pool.start()
-        self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stopPool)
+        self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown",
+                                                            self._stopPool, atShutdown=True)
 
         def failed(f):
             self._stopPool()
@@ -213,9 +214,10 @@ class LocalStore(SingleOpsMixin):
         d = threads.deferToThreadPool(self._reactor, self._pool, _openDatabase, self._db)
         return d.addCallbacks(lambda reaped: self._changed(reaped) or self, failed)
 
-    def _stopPool(self):
+    def _stopPool(self, atShutdown=False):
         if self._trigger is not None:
-            self._reactor.removeSystemEventTrigger(self._trigger)
+            if not atShutdown:  # a firing trigger cannot be removed
+                self._reactor.removeSystemEventTrigger(self._trigger)
             self._trigger = None
             self._pool.stop()
 
