@@ -16,17 +16,19 @@ health of a new version from that of the old one.
 
 import json
 
+import attr
+
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, protocol, task
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
-from p2twisted.errors import KeyExists, ManifestError, StoreError
+from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConflict
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 
@@ -53,6 +55,30 @@ class _LocalTLS(object):
 
     def creatorForNetloc(self, hostname, port):
         return CertificateOptions(verify=False)
+
+
+class _Body(protocol.Protocol):
+    """
+    Collects the first L{MAX_OUTPUT} bytes of a response body into
+    C{finished}.  Unlike C{readBody}, cancelling C{finished} closes the
+    connection (C{readBody} cannot: the transport it is given has no
+    C{abortConnection}).
+    """
+
+    def __init__(self):
+        self.data = b""
+        self.finished = defer.Deferred(lambda d: self.transport.stopProducing())
+
+    def dataReceived(self, data):
+        self.data = (self.data + data)[:MAX_OUTPUT]
+
+    def connectionLost(self, reason):
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(self.data)
+        else:
+            self.finished.errback(reason)
 
 
 def statusURL(manifest):
@@ -86,23 +112,44 @@ class HTTPHealthChecker(object):
         d = self._agent.request(b"GET", url.encode("ascii"),
                                 Headers({b"User-Agent": [b"p2-agent health check"]}))
         d.addCallback(self._answered, url)
-        d.addTimeout(self.timeout, self.reactor)
+        d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=self._timedOut)
         d.addErrback(lambda f: HealthResult(CRITICAL, "GET %s: %s" % (
             url, "no answer within %gs" % (self.timeout,) if f.check(defer.TimeoutError)
             else f.getErrorMessage() or f.type.__name__)))
         return d
 
+    def _timedOut(self, result, timeout):
+        # Cancelling a request fails it with ResponseNeverReceived (not the
+        # CancelledError addTimeout converts by default): a timeout anyway.
+        raise defer.TimeoutError(timeout)
+
     def _answered(self, response, url):
-        d = readBody(response)
+        body = _Body()
+        response.deliverBody(body)
+        d = body.finished
 
         def done(body):
-            text = body[:MAX_OUTPUT].decode("utf-8", "replace").strip()
+            text = body.decode("utf-8", "replace").strip()
             status = PASSING if 200 <= response.code < 300 else CRITICAL
             return HealthResult(status, "GET %s: %d %s" % (url, response.code, text))
         return d.addCallback(done)
 
     def close(self):
         return self._pool.closeCachedConnections()
+
+
+@attr.s(frozen=True)
+class _Written(object):
+    """
+    A published health: in which session, what, when, and the entry's version.
+    """
+
+    session = attr.ib()
+    status = attr.ib()
+    output = attr.ib()
+    sha = attr.ib()
+    time = attr.ib()
+    version = attr.ib()
 
 
 class HealthMonitor(service.Service):
@@ -125,7 +172,7 @@ class HealthMonitor(service.Service):
         self.session = session
         self.interval = interval
         self.refresh = refresh
-        #: C{{pod_id: (session, status, output, sha, time written)}} of what we wrote.
+        #: C{{pod_id: L{_Written}}}: what we published last.
         self.written = {}
         self._manifests = {}
         self._loop = None
@@ -164,7 +211,7 @@ class HealthMonitor(service.Service):
             pods = {podId: self._manifest(podId, raw) for podId, raw in installed.items()}
             pods = {podId: m for podId, m in pods.items() if m is not None}
             order = sorted(pods)
-            results = yield defer.gatherResults([self.checker.check(pods[p]) for p in order])
+            results = yield defer.gatherResults([self._check(pods[p]) for p in order])
             checked = set()
             for podId, result in zip(order, results):
                 if result is not None:
@@ -172,10 +219,19 @@ class HealthMonitor(service.Service):
                     yield self._publish(podId, pods[podId].sha(), result)
             for podId in sorted(set(self.written) - checked):
                 yield self._unpublish(podId)
-            for podId in set(self._manifests) - set(pods):
+            for podId in set(self._manifests) - set(installed):
                 del self._manifests[podId]
         except Exception:
             log.failure("health checks failed", node=self.node)
+
+    def _check(self, manifest):
+        """
+        @return: the checker's result; a checker that fails (despite its
+            interface) gives a critical result rather than losing the round.
+        """
+        d = defer.maybeDeferred(self.checker.check, manifest)
+        return d.addErrback(lambda f: HealthResult(
+            CRITICAL, "the health check failed: %s" % (f.getErrorMessage(),)))
 
     @defer.inlineCallbacks
     def _publish(self, podId, sha, result):
@@ -184,28 +240,35 @@ class HealthMonitor(service.Service):
             return
         now = self.clock.seconds()
         last = self.written.get(podId)
-        if (last is not None and last[0] is session and last[1:4] == (result.status,
-                                                                      result.output, sha)
-                and now - last[4] < self.refresh):
+        same = last is not None and last.session is session
+        if (same and (last.status, last.output, last.sha) == (result.status, result.output, sha)
+                and now - last.time < self.refresh):
             return
         key = keys.health(podId, self.node)
         value = json.dumps({"status": result.status, "output": result.output, "sha": sha,
                             "time": now}, sort_keys=True).encode("utf-8")
         try:
-            if last is not None and last[0] is session:
-                yield self.store.put(key, value)
-            else:
-                yield session.createEphemeral(key, value)
+            entry = None
+            if same:
+                # Not put: if the key is gone (deleted, or the session
+                # expired unnoticed) put would make it persistent.
+                try:
+                    entry = yield self.store.cas(key, value, last.version)
+                except VersionConflict:
+                    pass
+            if entry is None:
+                entry = yield session.createEphemeral(key, value)
         except KeyExists:
             # Still held by an earlier session of ours: it goes with that session.
             return
         except StoreError as e:
             log.warn("cannot publish the health of {pod}: {error}", pod=podId, error=str(e))
             return
-        if last is None or last[1] != result.status:
+        if last is None or last.status != result.status:
             log.info("pod {pod} is {status}: {output}", pod=podId, status=result.status,
                      output=result.output, event="health")
-        self.written[podId] = (session, result.status, result.output, sha, now)
+        self.written[podId] = _Written(session, result.status, result.output, sha, now,
+                                       entry.version)
 
     @defer.inlineCallbacks
     def _unpublish(self, podId):
