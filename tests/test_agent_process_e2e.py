@@ -1,10 +1,13 @@
 """
 The agent as a real process (C{twistd -n p2-agent}): killed with SIGKILL in
-the middle of an install, and running through a ZooKeeper outage.
+the middle of an install, restarted after SIGKILL, and running through a
+ZooKeeper outage.
 """
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import uuid
 
@@ -202,3 +205,73 @@ class StoreOutageTests(unittest.TestCase):
         machine = yield store.get(keys.machine("n1"))
         self.assertIsNotNone(machine)
         yield agent.kill(signal.SIGTERM)
+
+
+class AgentRestartTests(unittest.TestCase):
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_killedAgentTakesOverAtOnce(self):
+        """
+        An agent SIGKILLed and restarted on the same machine takes over its
+        C{machines/<node>} key from its dead predecessor instead of waiting
+        for the old session to expire (here ten minutes), and converges.
+        """
+        requireRunit()
+        root = base(self)
+        url = "local://%s/state.db" % (root,)
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        config = "session_ttl: 600\nresync_interval: 1\n"
+        first = AgentProcess(self, root, url, config=config).start()
+
+        def holder():
+            d = store.get(keys.machine("n1"))
+            return d.addCallback(lambda e: e and json.loads(e.value).get("pid"))
+        self.assertEqual((yield waitFor(holder, timeout=60, what="the first agent")),
+                         first.transport.pid)
+        yield first.kill(signal.SIGKILL)
+        second = AgentProcess(self, root, url, config=config).start()
+        yield waitFor(lambda: holder().addCallback(lambda pid: pid == second.transport.pid),
+                      timeout=60, what="the restarted agent to hold machines/n1")
+        self.assertIn(b"took it over", second.proto.output)
+
+        artifacts = os.path.join(root, "artifacts")
+        os.makedirs(artifacts)
+        artifactURL, sha = buildWebArtifact(artifacts, "web", "1")
+        port = freePort()
+        yield intent.schedule(store, "n1", parseManifest(webManifest("web", artifactURL, port,
+                                                                     sha)))
+        yield waitForVersion(port, "1", timeout=60)
+
+    def test_liveHolderIsNotTakenOver(self):
+        """
+        The key of a live agent, or of another machine, is never taken over.
+        """
+        from p2twisted.agent.service import deadPredecessor
+        facts = {"machine_id": "m1", "pid": os.getpid() + 1}
+        live = json.dumps({"machine_id": "m1", "pid": os.getpid()})
+        self.assertFalse(deadPredecessor(facts, live))
+        elsewhere = json.dumps({"machine_id": "m2", "pid": 2 ** 22 + 1})
+        self.assertFalse(deadPredecessor(facts, elsewhere))
+        self.assertFalse(deadPredecessor({"pid": 5}, json.dumps({"pid": 2 ** 22 + 1})))
+        self.assertFalse(deadPredecessor(facts, "not json"))
+        self.assertTrue(deadPredecessor(facts, json.dumps({"machine_id": "m1",
+                                                           "pid": 2 ** 22 + 1})))
+
+    @defer.inlineCallbacks
+    def test_zombieIsGone(self):
+        """
+        A predecessor that died but was not reaped yet (a zombie) is gone.
+        """
+        from p2twisted.agent.service import processGone
+        child = subprocess.Popen(["true"])
+        self.addCleanup(child.wait)
+
+        def zombie():
+            with open("/proc/%d/stat" % (child.pid,)) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        self.assertFalse(processGone(os.getpid()))
+        yield waitFor(zombie, timeout=30, what="the child to exit")
+        self.assertTrue(processGone(child.pid))

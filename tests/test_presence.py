@@ -58,6 +58,48 @@ class PresenceTests(unittest.TestCase):
         self.assertTrue(presence.present)
         self.assertEqual(self.value(), b"new")
 
+    def test_takesOverDeadPredecessor(self):
+        """
+        A key whose holder C{takeOver} recognises as a dead predecessor is
+        replaced at once, without waiting for the old session to expire.
+        """
+        old = MemoryStore(self.state, self.clock)
+        oldSession = self.successResultOf(old.session(600.0))
+        self.successResultOf(oldSession.createEphemeral("machines/n1", b"dead"))
+        old.crash()
+        seen = []
+        store = MemoryStore(self.state, self.clock)
+        presence = Presence(store, "machines/n1", lambda: b"new", 5.0, self.clock,
+                            takeOver=lambda value: seen.append(value) or value == b"dead")
+        presence.startService()
+        self.addCleanup(presence.stopService)
+        self.assertTrue(presence.present)
+        self.assertEqual((seen, self.value()), ([b"dead"], b"new"))
+        # The old session's expiry later does not take the new key with it.
+        self.clock.advance(601)
+        self.assertEqual(self.value(), b"new")
+        self.assertTrue(presence.present)
+
+    def test_liveHolderWaitedFor(self):
+        """
+        A holder C{takeOver} does not recognise is waited for, as without it.
+        """
+        old = MemoryStore(self.state, self.clock)
+        oldSession = self.successResultOf(old.session(5.0))
+        self.successResultOf(oldSession.createEphemeral("machines/n1", b"alive"))
+        store = MemoryStore(self.state, self.clock)
+        presence = Presence(store, "machines/n1", lambda: b"new", 5.0, self.clock,
+                            takeOver=lambda value: False)
+        presence.startService()
+        self.addCleanup(presence.stopService)
+        self.clock.pump([1] * 10)
+        self.assertFalse(presence.present)
+        self.assertEqual(self.value(), b"alive")
+        self.successResultOf(oldSession.close())
+        self.clock.pump([1] * 30)
+        self.assertTrue(presence.present)
+        self.assertEqual(self.value(), b"new")
+
     def test_stopRemovesKey(self):
         """
         Stopping the service closes the session, so the key goes at once.

@@ -68,6 +68,7 @@ def machineFacts(node, labels, supervisor):
         pass
     return {"node": node, "hostname": socket.gethostname(), "machine_id": machineId,
             "cores": os.cpu_count(), "memory": memory, "agent_version": __version__,
+            "pid": os.getpid(),
             "labels": labels, "supervisor": supervisor}
 
 

@@ -28,6 +28,38 @@ from p2twisted.store.presence import Presence
 log = Logger()
 
 
+def processGone(pid):
+    """
+    @return: whether no live process has the id C{pid} (a zombie is gone).
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def deadPredecessor(facts, value):
+    """
+    Whether C{machines/<node>} holding C{value} was left by an agent of this
+    machine whose process is gone (it was killed and its session has not
+    expired yet), so a restarted agent may take it over rather than wait.
+
+    @param facts: this agent's facts (C{machine_id}, C{pid}).
+    @param value: the key's value: the previous holder's facts.
+    """
+    try:
+        previous = json.loads(value)
+    except ValueError:
+        return False
+    if not isinstance(previous, dict):
+        return False
+    pid = previous.get("pid")
+    return (bool(facts.get("machine_id")) and previous.get("machine_id") == facts["machine_id"]
+            and isinstance(pid, int) and pid > 1 and pid != facts.get("pid")
+            and processGone(pid))
+
+
 class AgentService(service.MultiService):
     """
     The agent.
@@ -80,7 +112,8 @@ class AgentService(service.MultiService):
         if not self.running:
             return
         self.presence = Presence(self.store, keys.machine(self.node), self._machineValue,
-                                 self.config.sessionTTL, self.reactor, onPresent=self._present)
+                                 self.config.sessionTTL, self.reactor, onPresent=self._present,
+                                 takeOver=lambda value: deadPredecessor(self.facts(), value))
         self.presence.setServiceParent(self)
         yield self._adoptOrphans()
         self._startRequests()

@@ -5,8 +5,10 @@ store outages and session expiry: the agent's C{machines/<node>}.
 
 A session, once lost, stays lost (locks held under it must stop protecting
 work); L{Presence} therefore opens a fresh session and creates the key again.
-When the key still exists from an earlier session of ours (an agent restarted
-faster than its old session expired) it retries until that one is gone.
+When the key still exists from an earlier session (an agent restarted faster
+than its old session expired) it retries until that one is gone -- unless
+C{takeOver} recognises the holder as a dead predecessor (same machine, its
+process gone), whose key is then deleted and created afresh at once.
 """
 
 from twisted.application import service
@@ -26,7 +28,7 @@ class Presence(service.Service):
     """
 
     def __init__(self, store, key, value, ttl, clock, retryDelay=1.0, maxDelay=30.0,
-                 onPresent=None):
+                 onPresent=None, takeOver=None):
         self.store = store
         self.key = key
         self.value = value
@@ -36,6 +38,7 @@ class Presence(service.Service):
         self.maxDelay = maxDelay
         self.session = None
         self.onPresent = onPresent
+        self.takeOver = takeOver
         self._delay = retryDelay
         self._held = False
         self._call = None
@@ -89,7 +92,12 @@ class Presence(service.Service):
         try:
             if self.session is None or self.session.lost:
                 self.session = yield self.store.session(self.ttl)
-            yield self.session.createEphemeral(self.key, self.value())
+            try:
+                yield self.session.createEphemeral(self.key, self.value())
+            except KeyExists:
+                if not (yield self._takeOver()):
+                    raise
+                yield self.session.createEphemeral(self.key, self.value())
         except KeyExists:
             log.info("{key} still held by an earlier session; retrying", key=self.key)
             self._retry()
@@ -111,6 +119,28 @@ class Presence(service.Service):
             d.callback(None)
         if self.onPresent is not None:
             self.onPresent()
+
+    @defer.inlineCallbacks
+    def _takeOver(self):
+        """
+        Delete the key if C{takeOver} says its holder is a dead predecessor.
+
+        @return: L{Deferred} firing with whether it was deleted.
+        """
+        if self.takeOver is None:
+            return False
+        entry = yield self.store.get(self.key)
+        if entry is None:
+            return True  # gone meanwhile
+        if not self.takeOver(entry.value):
+            return False
+        try:
+            yield self.store.delete(self.key, entry.version)
+        except StoreError:
+            return False
+        log.info("{key} was held by a predecessor that is gone; took it over", key=self.key,
+                 event="takeover")
+        return True
 
     def _lost(self, session):
         if not self.running or session is not self.session:
