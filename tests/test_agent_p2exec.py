@@ -312,6 +312,28 @@ class ErrorTests(unittest.TestCase):
             runP2Exec(["--cgroup", "../x", "--pids", "5", "--", "true"]),
             "invalid cgroup name")
 
+    def test_badValues(self):
+        """
+        A missing value, a value given to a flag, and bad sizes are one line
+        naming the option.
+        """
+        self.assertOneLineFailure(runP2Exec(["--memory"]),
+                                  "argument --memory: expected one argument")
+        self.assertOneLineFailure(runP2Exec(["--nolimit=yes", "--", "true"]),
+                                  "argument --nolimit: takes no value")
+        for size in ("1.5G", "", "12X", "G", "\u0661"):
+            self.assertOneLineFailure(runP2Exec(["--cgroup", "c", "--memory", size, "--",
+                                                 "true"]), "invalid size")
+
+    def test_help(self):
+        """
+        C{--help} describes the options and exits 0.
+        """
+        result = runP2Exec(["--help"])
+        self.assertEqual(result.returncode, 0)
+        self.assertIn(b"usage: p2-exec [options] -- COMMAND", result.stdout)
+        self.assertIn(b"--memory BYTES", result.stdout)
+
     def test_unreadableEnvDir(self):
         """
         A missing env dir: exit 111, one line naming it.
@@ -333,6 +355,20 @@ class ParseTests(unittest.SynchronousTestCase):
         args = p2exec.parseArgs(["-e", "envdir", "-n", "cmd", "-x"])
         self.assertEqual((args.envDirs, args.nolimit, args.command),
                          (["envdir"], True, ["cmd", "-x"]))
+
+    def test_valueForms(self):
+        """
+        Values may follow their option, be joined with C{=} (long options)
+        or follow a short option directly.
+        """
+        args = p2exec.parseArgs(["-eenv1", "--env-dir=env2", "-e", "env3", "--cgroup=c",
+                                 "--memory=512k", "--pids", "7", "--umask=027",
+                                 "--extra-env", "A=b=c", "-u", "nobody", "--", "cmd"])
+        self.assertEqual(
+            (args.envDirs, args.cgroup, args.memory, args.pids, args.umask, args.extraEnv,
+             args.user, args.command),
+            (["env1", "env2", "env3"], "c", 512 << 10, 7, 0o027, [("A", "b=c")], "nobody",
+             ["cmd"]))
 
     def test_separator(self):
         """
