@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from p2twisted.agent.health import HealthMonitor, HTTPHealthChecker, statusURL
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
-from p2twisted.errors import ValueTooLarge
+from p2twisted.errors import StoreUnavailable, ValueTooLarge
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_VALUE
@@ -122,7 +122,9 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         self.installedCalls += 1
         return dict(self.installed)
 
-    def start(self):
+    def start(self, settled=None):
+        if settled is not None:
+            self.monitor.settled = settled
         self.monitor.startService()
         self.addCleanup(self.stop)
 
@@ -210,14 +212,19 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         self.assertEqual(self.health("web")["status"], "passing")
         self.assertEqual(self.entry("web").owner, self.session.id)
 
-    def test_outputChangeWrittenAtOnce(self):
+    def test_outputChangeWaitsForRefresh(self):
         """
-        A new output with the same status is written at the next check.
+        A new output with the same status (a page showing a time or a
+        counter) is not a reason to write: it is written at the refresh.
         """
         self.installed = {"web": manifestYAML("web", port=8080)}
         self.start()
+        version = self.entry("web").version
         self.checker.results["web"] = HealthResult("passing", "200 still ok")
         self.tick()
+        self.assertEqual((self.entry("web").version, self.health("web")["output"]),
+                         (version, "200 ok"))
+        self.clock.advance(REFRESH)
         self.assertEqual(self.health("web")["output"], "200 still ok")
 
     def test_newManifestWrittenAtOnce(self):
@@ -270,19 +277,58 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
 
     def test_keyStillHeldByEarlierSession(self):
         """
-        While an earlier session of ours still holds the key, a new session
-        cannot create it: the monitor keeps going and creates it once the
-        earlier one is gone.
+        A key still held by an earlier session of ours is replaced by one of
+        the new session at once (the agent is its only writer), so it shows
+        the current health and does not vanish with the earlier session.
         """
         self.installed = {"web": manifestYAML("web", port=8080)}
         self.start()
         earlier, self.session = self.session, self.newSession()
         self.checker.results["web"] = HealthResult("critical", "503 down")
         self.tick()
-        self.assertEqual(self.entry("web").owner, earlier.id)
-        self.successResultOf(earlier.close())
-        self.tick()
         self.assertEqual(self.entry("web").owner, self.session.id)
+        self.assertEqual(self.health("web")["status"], "critical")
+        self.successResultOf(earlier.close())
+        self.assertEqual(self.entry("web").owner, self.session.id)
+
+    def test_lostReplyDoesNotFreeze(self):
+        """
+        A write that reached the store but whose reply was lost (the store
+        failed the call) does not freeze the health: the next change is
+        written all the same.
+        """
+        self.installed = {"web": manifestYAML("web", port=8080)}
+        self.start()
+        cas = self.store.cas
+
+        def lostReply(key, value, version):
+            d = cas(key, value, version)
+            return d.addCallback(lambda _: defer.fail(StoreUnavailable(key, "memory",
+                                                                       "reply lost")))
+        self.patch(self.store, "cas", lostReply)
+        self.checker.results["web"] = HealthResult("critical", "503 down")
+        self.tick()
+        self.assertEqual(self.health("web")["status"], "critical")
+        self.patch(self.store, "cas", cas)
+        del self.checker.results["web"]
+        self.tick()
+        self.assertEqual(self.health("web")["status"], "passing")
+        self.assertEqual(self.entry("web").owner, self.session.id)
+
+    def test_busyPodLeftAsItWas(self):
+        """
+        While C{settled} says a pod is being deployed, it is not checked and
+        its last health stays (it is not deleted).
+        """
+        busy = set()
+        self.installed = {"web": manifestYAML("web", port=8080)}
+        self.start(settled=lambda podId: podId not in busy)
+        busy.add("web")
+        self.checker.results["web"] = HealthResult("critical", "503 down")
+        self.tick()
+        self.assertEqual(self.health("web")["status"], "passing")
+        busy.clear()
+        self.tick()
         self.assertEqual(self.health("web")["status"], "critical")
 
     def test_noSessionWritesNothing(self):

@@ -285,6 +285,8 @@ class BuiltinSupervisorTests(TutorialMixin, unittest.TestCase):
         yield self.checkRunning(port)
         logs = yield self.succeed("logs", "hello")
         self.assertIn("serving demo_hello:application on port %d" % (port,), logs)
+        # The agent's health checks (passing) do not flood the log.
+        self.assertNotIn("/_status", logs)
         out = yield self.succeed("run", "hello", "packages")
         self.assertIn("PACKAGE", out)
         self.assertIn("pip", out)
@@ -390,3 +392,4 @@ class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
             lambda text: text if "GET /hello.txt" in text else None), timeout=30,
             what="the request in web's log")
         self.assertIn("serving %s on port %d" % (www, port), logs)
+        self.assertNotIn("/_status", logs)

@@ -4,12 +4,15 @@ Health checks: the agent checks every installed pod that declares a status
 check (manifest C{status:}) every L{INTERVAL} seconds with
 C{GET http(s)://127.0.0.1:<port><path>} and publishes the result at
 C{health/<pod_id>/<node>}: JSON C{{status, output, time, sha}}, C{status}
-C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}.
+C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}.  A pod
+is checked only while the agent is not deploying or removing it: meanwhile
+the manifest on disk may already be the new one while the old process still
+answers, and its last health stays as it was.
 
 The key is ephemeral, held by the agent's session (DESIGN.md): when the agent
 or its host dies, its pods' health disappears rather than staying
-"passing".  It is written when the result changes and at least every
-L{REFRESH} seconds (so C{time} says how fresh it is), and deleted when the
+"passing".  It is written when the status or manifest changes and at least
+every L{REFRESH} seconds (so C{time} says how fresh it is), and deleted when the
 pod is removed.  C{sha} is the manifest checked, so a reader can tell the
 health of a new version from that of the old one.
 """
@@ -92,6 +95,16 @@ def statusURL(manifest):
                                     status.path)
 
 
+class _QuietPool(HTTPConnectionPool):
+    """
+    A pool whose connection factories do not log "Starting factory" and
+    "Stopping factory" for every check (twice a second per pod).
+    """
+
+    class _factory(HTTPConnectionPool._factory):
+        noisy = False
+
+
 @implementer(IHealthChecker)
 class HTTPHealthChecker(object):
     """
@@ -101,7 +114,7 @@ class HTTPHealthChecker(object):
     def __init__(self, reactor, timeout=TIMEOUT):
         self.reactor = reactor
         self.timeout = timeout
-        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._pool = _QuietPool(reactor, persistent=False)
         self._agent = Agent(reactor, contextFactory=_LocalTLS(), pool=self._pool,
                             connectTimeout=timeout)
 
@@ -160,10 +173,12 @@ class HealthMonitor(service.Service):
         pods installed on this machine.
     @param session: callable returning the agent's live L{ISession}, or
         C{None} while it has none (nothing is written then).
+    @param settled: callable telling whether a pod may be checked now (the
+        agent is not deploying or removing it); default: always.
     """
 
     def __init__(self, store, node, clock, checker, installed, session,
-                 interval=INTERVAL, refresh=REFRESH):
+                 interval=INTERVAL, refresh=REFRESH, settled=None):
         self.store = store
         self.node = node
         self.clock = clock
@@ -172,6 +187,7 @@ class HealthMonitor(service.Service):
         self.session = session
         self.interval = interval
         self.refresh = refresh
+        self.settled = settled or (lambda podId: True)
         #: C{{pod_id: L{_Written}}}: what we published last.
         self.written = {}
         self._manifests = {}
@@ -210,9 +226,10 @@ class HealthMonitor(service.Service):
             installed = yield defer.maybeDeferred(self.installed)
             pods = {podId: self._manifest(podId, raw) for podId, raw in installed.items()}
             pods = {podId: m for podId, m in pods.items() if m is not None}
-            order = sorted(pods)
+            busy = {p for p in pods if not self.settled(p)}
+            order = sorted(set(pods) - busy)
             results = yield defer.gatherResults([self._check(pods[p]) for p in order])
-            checked = set()
+            checked = set(busy)  # left as they are
             for podId, result in zip(order, results):
                 if result is not None:
                     checked.add(podId)
@@ -241,7 +258,9 @@ class HealthMonitor(service.Service):
         now = self.clock.seconds()
         last = self.written.get(podId)
         same = last is not None and last.session is session
-        if (same and (last.status, last.output, last.sha) == (result.status, result.output, sha)
+        # The output alone changing (a page showing a time or a counter) waits
+        # for the refresh: one write per pod per second would load the store.
+        if (same and (last.status, last.sha) == (result.status, sha)
                 and now - last.time < self.refresh):
             return
         key = keys.health(podId, self.node)
@@ -257,12 +276,17 @@ class HealthMonitor(service.Service):
                 except VersionConflict:
                     pass
             if entry is None:
-                entry = yield session.createEphemeral(key, value)
-        except KeyExists:
-            # Still held by an earlier session of ours: it goes with that session.
-            return
+                try:
+                    entry = yield session.createEphemeral(key, value)
+                except KeyExists:
+                    # Left by an earlier session of ours, or written by us
+                    # with a reply we never got: this agent is its only
+                    # writer, so replace it.
+                    yield self.store.delete(key)
+                    entry = yield session.createEphemeral(key, value)
         except StoreError as e:
             log.warn("cannot publish the health of {pod}: {error}", pod=podId, error=str(e))
+            self.written.pop(podId, None)  # its version is unknown now
             return
         if last is None or last.status != result.status:
             log.info("pod {pod} is {status}: {output}", pod=podId, status=result.status,

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.requests import RequestRunner
-from p2twisted.agent.worker import PodWorker, backoffPolicy
+from p2twisted.agent.worker import IDLE, PodWorker, backoffPolicy
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
@@ -159,7 +159,15 @@ class AgentService(service.MultiService):
         checker = getattr(self.pods, "healthChecker", None)
         if checker is not None:
             HealthMonitor(self.store, self.node, self.reactor, checker(),
-                          self.pods.installedPods, self._liveSession).setServiceParent(self)
+                          self.pods.installedPods, self._liveSession,
+                          settled=self._settled).setServiceParent(self)
+
+    def _settled(self, podId):
+        """
+        @return: whether no deploy or removal of C{podId} is under way.
+        """
+        worker = self.workers.get(podId)
+        return worker is None or worker.state == IDLE
 
     def _liveSession(self):
         return self.presence.session if self.canAct() else None

@@ -1,9 +1,11 @@
 # Sourced by the p2 'python' tasks: wait until the service has made its
-# virtualenv (bin/launch writes the stamp once the requirements are in).
+# virtualenv with the current requirements (bin/launch writes their SHA-256
+# to the stamp once they are in).
 VENV="$POD_HOME/venv"
 STAMP="$VENV/.p2-requirements.sha256"
+WANT=$(sha256sum "$LAUNCHABLE_ROOT/requirements.txt" | cut -d' ' -f1)
 waited=0
-while [ ! -s "$STAMP" ]; do
+while [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; do
     if [ "$waited" -eq 0 ]; then
         echo "waiting for the service to prepare its virtualenv $VENV" >&2
     fi
