@@ -19,7 +19,7 @@ from p2twisted.agent import requests as requestsModule
 from p2twisted.agent.layout import PodLayout
 from p2twisted.agent.podlogs import MAX_READ, logFiles, readFrom
 from p2twisted.agent.pods import p2execCommand
-from p2twisted.agent.requests import RequestRunner, decode, encode, fit
+from p2twisted.agent.requests import CLOCK_SLACK, RequestRunner, decode, encode, fit
 from p2twisted.agent.tasks import RequestHandlers
 from p2twisted.errors import AgentError, P2Error
 from p2twisted.manifest import parseManifest
@@ -261,21 +261,24 @@ class RunnerLifecycleTests(RunnerTestMixin, unittest.SynchronousTestCase):
 
     def test_expired(self):
         """
-        A pending request whose deadline passed before the agent saw it is
-        answered C{expired} and never carried out.
+        A pending request whose deadline passed (by more than the clock
+        slack allowed to requesters) before the agent saw it is answered
+        C{expired} and never carried out; one within the slack runs.
         """
         self.request("late", deadline=START - 1)
         self.request("sooner", deadline=START + 1)
-        self.clock.advance(2)
+        self.request("skewed", deadline=START + 3)
+        self.clock.advance(CLOCK_SLACK + 2)
         self.startRunner()
         key = keys.request(NODE, "late")
         answer = self.read(key)
         self.assertEqual((answer["state"], answer["error"]),
                          ("expired", "no agent took it before its deadline"))
-        self.assertEqual(answer["finished"], START + 2)
+        self.assertEqual(answer["finished"], START + CLOCK_SLACK + 2)
         self.assertEqual(self.log.states[key], ["pending", "expired"])
         self.assertEqual(self.read(keys.request(NODE, "sooner"))["state"], "expired")
-        self.assertEqual(self.handler.calls, [])
+        self.assertEqual(self.read(keys.request(NODE, "skewed"))["state"], "running")
+        self.assertEqual([r["pod"] for r, d in self.handler.calls], ["web"])
 
     def test_deadlineNotReached(self):
         """
@@ -344,6 +347,52 @@ class RunnerLifecycleTests(RunnerTestMixin, unittest.SynchronousTestCase):
             if not d.called:
                 d.callback({})
         self.assertEqual([self.read(k)["state"] for k in self.requestKeys()], ["done"] * 5)
+
+    def test_logsOutsideTheLimit(self):
+        """
+        Log reads are answered even while every task slot is busy.
+        """
+        logs = FakeHandler()
+        self.startRunner(handlers={"task": self.handler, "logs": logs}, concurrency=1)
+        self.request("r1")
+        self.request("r2")
+        key = self.request("l1", kind="logs")
+        self.assertEqual(self.handler.tasks(), ["r1"])
+        logs.calls[0][1].callback({"logs": {}})
+        self.assertEqual(self.read(key)["state"], "done")
+
+    def test_staleListingWithdrawsNothing(self):
+        """
+        Only a watched snapshot withdraws a request, and only one the watch
+        had shown: a rescan's listing (which may be older) or a watched
+        snapshot older than the request does not cancel it.
+        """
+        runner = self.startRunner()
+        key = self.request("r1")
+        runner._changed({}, watched=False)
+        self.assertEqual(self.handler.cancelled, [])
+        runner._watched = set()
+        runner._changed({}, watched=True)
+        self.assertEqual(self.handler.cancelled, [])
+        self.assertEqual(self.read(key)["state"], "running")
+        self.successResultOf(self.store.delete(key))
+        self.assertEqual(self.handler.cancelled, [])  # the watch had not shown it
+        runner._changed({key: None}, watched=True)
+        runner._changed({}, watched=True)
+        self.assertEqual([r["task"] for r in self.handler.cancelled], ["r1"])
+
+    def test_ownLostRunningFailed(self):
+        """
+        A request this agent claimed but is not carrying out (its answer
+        was lost) is answered C{failed} at the next look, not left running.
+        """
+        runner = self.startRunner()
+        key = self.request("r1", state="running", agent=runner.token)
+        self.successResultOf(runner.scan())
+        answer = self.read(key)
+        self.assertEqual((answer["state"], answer["error"]), (
+            "failed", "the agent lost track of this while it ran; its outcome is unknown"))
+        self.assertEqual(self.handler.calls, [])
 
     def test_stopAnswersRunningFailed(self):
         """
@@ -455,7 +504,9 @@ class CodecTests(unittest.SynchronousTestCase):
         """
         Anything but a JSON object with a string C{state} is a L{ValueError}.
         """
-        for value in [b"", b"nope", b"[1]", b'"x"', b'{"state": 3}', b"{}", b"\xff"]:
+        for value in [b"", b"nope", b"[1]", b'"x"', b'{"state": 3}', b"{}", b"\xff",
+                      b'{"state": "pending", "timeout": NaN}',
+                      b'{"state": "pending", "timeout": Infinity}']:
             self.assertRaises(ValueError, decode, value)
 
     def test_fitUnchanged(self):
@@ -721,7 +772,7 @@ class RunTaskTests(ProcessTestMixin, unittest.TestCase):
                                "a task's arguments must be a list of strings")
 
     def test_badTimeout(self):
-        for timeout in [0, -1, "10", None]:
+        for timeout in [0, -1, "10", None, float("nan"), float("inf"), True]:
             self.assertRefused({"pod": "web", "task": "hello", "timeout": timeout},
                                "a task's timeout must be a positive number of seconds")
 
@@ -783,9 +834,24 @@ class RunTaskTests(ProcessTestMixin, unittest.TestCase):
 
 class RunBoundedCancelTests(ProcessTestMixin, unittest.TestCase):
     """
-    Cancelling L{process.runBounded}'s L{Deferred} kills its process group
-    at once.
+    Cancelling L{process.runBounded}'s L{Deferred} fails it at once and
+    ends its process group: TERM, then KILL after C{CANCEL_GRACE}.
     """
+
+    @defer.inlineCallbacks
+    def test_cancelKillsWhatIgnoresTerm(self):
+        self.patch(process, "CANCEL_GRACE", 0.5)
+        pidfile = os.path.join(self.base, "pids")
+        script = "trap '' TERM; echo $$ > %s; read x" % (pidfile,)
+        d = process.runBounded(reactor, ["/bin/sh", "-c", script], termAfter=60, killAfter=120)
+        yield waitFor(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                      WAIT, what="the pid")
+        with open(pidfile) as f:
+            pid = int(f.read())
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        yield self.waitForProcesses()
+        self.assertFalse(alive(pid), "process %d survived" % (pid,))
 
     @defer.inlineCallbacks
     def test_cancelKillsGroup(self):

@@ -18,7 +18,7 @@ import sys
 import uuid
 import zipfile
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, protocol, reactor, utils
 from twisted.trial import unittest
 
 import p2twisted.cli.main
@@ -102,6 +102,25 @@ def podPid(state, podId):
         except (OSError, ValueError):
             pass
     return None
+
+
+class Follower(protocol.ProcessProtocol):
+    """
+    Collects a process's output; C{ended} fires with its exit code.
+    """
+
+    def __init__(self):
+        self.out = self.err = b""
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.out += data
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
 
 
 class TutorialMixin(test_cli_service.ServiceCommandMixin):
@@ -248,6 +267,10 @@ class TutorialTests(TutorialMixin, unittest.TestCase):
         """
         yield self.addHello(freePort())
         yield self.succeed("deploy", "hello", "--node", "elsewhere")
+        for bad in ("nan", "inf", "0"):
+            line, code = yield self.fail("run", "--timeout", bad, "hello", "packages")
+            self.assertEqual((line, code),
+                             ("p2: --timeout must be a positive number of seconds", 2))
         for verb in (("run", "hello", "packages"), ("logs", "hello")):
             out, err, code = yield self.p2(*verb)
             self.assertEqual(code, 1)
@@ -290,6 +313,23 @@ class BuiltinSupervisorTests(TutorialMixin, unittest.TestCase):
         out = yield self.succeed("run", "hello", "packages")
         self.assertIn("PACKAGE", out)
         self.assertIn("pip", out)
+
+        # p2 logs -f follows (through the agent) until SIGTERM, then exits
+        # 130 without a word on stderr and leaves no request behind.
+        follower = Follower()
+        argv = [sys.executable] + p2Argv() + ["--store", self.url, "logs", "-f", "hello"]
+        transport = reactor.spawnProcess(follower, sys.executable, argv, env=self.env,
+                                         path=ROOT)
+        yield waitFor(lambda: b"serving demo_hello" in follower.out, timeout=60,
+                      what="p2 logs -f to print the log")
+        yield httpGet("http://127.0.0.1:%d/followed" % (port,))
+        yield waitFor(lambda: b"/followed" in follower.out, timeout=60,
+                      what="p2 logs -f to print a new line")
+        transport.signalProcess("TERM")
+        code = yield follower.ended
+        self.assertEqual((code, follower.err), (130, b""))
+        dump = yield self.succeed("dump")
+        self.assertNotIn("requests/", dump)
 
 
 def sections(out):

@@ -61,6 +61,10 @@ class Result(object):
         return "\n".join(self.output.decode("utf-8", "replace").splitlines()[-lines:])
 
 
+#: Seconds between TERM and KILL when a caller cancels a bounded command.
+CANCEL_GRACE = 5.0
+
+
 def _killGroup(pid, sig):
     try:
         os.killpg(pid, sig)
@@ -82,10 +86,12 @@ class _Bounded(protocol.ProcessProtocol):
         self._timers = []
 
     def _cancel(self, ended):
-        # The caller gave up: end the whole group now; the Deferred has
-        # already failed with CancelledError.
+        # The caller gave up (the Deferred fails with CancelledError at
+        # once): TERM the whole group now, KILL it CANCEL_GRACE seconds later.
         if self.pid is not None:
-            _killGroup(self.pid, signal.SIGKILL)
+            _killGroup(self.pid, signal.SIGTERM)
+            self._timers.append(
+                self.reactor.callLater(CANCEL_GRACE, _killGroup, self.pid, signal.SIGKILL))
 
     def connectionMade(self):
         self.started = self.reactor.seconds()
@@ -131,7 +137,8 @@ def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=Non
     @param maxOutput: keep at most this many bytes of output (the last ones).
     @return: L{Deferred} firing with a L{Result} once the command has ended
         and none of its process group remains; never later than about
-        C{killAfter} seconds.  Cancelling it kills the group at once.
+        C{killAfter} seconds.  Cancelling it TERMs the group at once and KILLs
+        it L{CANCEL_GRACE} seconds later.
     """
     setsid = shutil.which("setsid")
     if setsid:

@@ -47,8 +47,15 @@ RETAIN = 600.0
 #: Seconds between two full reads of this node's requests (watches are hints).
 RESCAN = 30.0
 
-#: How many requests run at once; the others wait, already claimed.
+#: How many tasks run at once; the others wait, already claimed.
 CONCURRENCY = 4
+
+#: The kinds of request answered at once, outside that limit (cheap reads).
+UNLIMITED = ("logs",)
+
+#: Seconds a requester's clock may be ahead of this agent's: a pending request
+#: expires only this long after its deadline.
+CLOCK_SLACK = 300.0
 
 #: The text fields cut (their start dropped) to keep an answer within the store's limit.
 _CUT = "[... %d characters cut ...]\n"
@@ -58,12 +65,17 @@ def encode(record):
     return json.dumps(record, sort_keys=True).encode("utf-8")
 
 
+def _notANumber(text):
+    raise ValueError("%s is not a number JSON allows" % (text,))
+
+
 def decode(value):
     """
     @return: the request in C{value}.
-    @raise ValueError: if it is not a JSON object with a C{state}.
+    @raise ValueError: if it is not a JSON object with a C{state} (NaN and
+        Infinity refused).
     """
-    record = json.loads(value.decode("utf-8"))
+    record = json.loads(value.decode("utf-8"), parse_constant=_notANumber)
     if not isinstance(record, dict) or not isinstance(record.get("state"), str):
         raise ValueError("not a JSON object with a state")
     return record
@@ -116,8 +128,11 @@ class RequestRunner(service.Service):
         self.rescan = rescan
         #: Marks the requests this agent process claimed.
         self.token = uuid.uuid4().hex
-        #: C{{key: Deferred}} of the requests being carried out.
+        #: C{{key: Deferred}} of the requests being carried out (C{None}
+        #: while its claim is being started).
         self.active = {}
+        #: The keys of the last watched snapshot.
+        self._watched = set()
         self._limit = defer.DeferredSemaphore(concurrency)
         self._watch = None
         self._loop = None
@@ -140,7 +155,7 @@ class RequestRunner(service.Service):
             self._watch.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        running = list(self.active.values())
+        running = [d for d in self.active.values() if d is not None]
         for d in running:
             d.cancel()
         return defer.DeferredList(running, consumeErrors=True)
@@ -174,18 +189,22 @@ class RequestRunner(service.Service):
     def _changed(self, snapshot, watched=True):
         """
         Act on a snapshot of this node's requests: take the pending ones,
-        expire the late ones, fail the ones a previous agent left running,
-        and (in a watched snapshot, which is never older than the requests
-        taken) cancel those whose requester deleted them.
+        expire the late ones, fail the ones left running by a previous agent
+        (or by this one, having lost track of them), and cancel those whose
+        requester deleted them: requests in an earlier watched snapshot but
+        not in this one (watched snapshots never go back in time; a listing
+        for a rescan may be older than one).
         """
         if not self.running:
             return
         now = self.clock.seconds()
         prefix = keys.requestNode(self.node)
         if watched:
-            for key in sorted(set(self.active) - set(snapshot)):
-                log.info("request {key} was withdrawn: stopping it", key=key)
-                self.active[key].cancel()
+            for key in sorted((set(self.active) & self._watched) - set(snapshot)):
+                if self.active[key] is not None:
+                    log.info("request {key} was withdrawn: stopping it", key=key)
+                    self.active[key].cancel()
+            self._watched = set(snapshot)
         for key, entry in sorted(snapshot.items()):
             if key in self.active or keys.child(prefix, key) is None:
                 continue
@@ -201,18 +220,21 @@ class RequestRunner(service.Service):
             state = record["state"]
             if state == PENDING:
                 deadline = record.get("deadline")
-                if isinstance(deadline, (int, float)) and now > deadline:
+                if isinstance(deadline, (int, float)) and now > deadline + CLOCK_SLACK:
                     self._answer(key, entry.version, dict(
                         record, state=EXPIRED, finished=now,
                         error="no agent took it before its deadline"))
                 else:
+                    self.active[key] = None  # its claim is on the way
                     d = self._carryOut(key, entry.version, record)
-                    if not d.called:  # else it is over, and already out of active
+                    if key in self.active:  # else it is already over
                         self.active[key] = d
-            elif state == RUNNING and record.get("agent") != self.token:
+            elif state == RUNNING:
                 self._answer(key, entry.version, dict(
                     record, state=FAILED, finished=now,
-                    error="the agent stopped while this ran; its outcome is unknown"))
+                    error="the agent stopped while this ran; its outcome is unknown"
+                    if record.get("agent") != self.token else
+                    "the agent lost track of this while it ran; its outcome is unknown"))
 
     def _answer(self, key, version, record):
         """
@@ -236,12 +258,17 @@ class RequestRunner(service.Service):
                            started=self.clock.seconds())
             try:
                 entry = yield self.store.cas(key, encode(claimed), version)
-            except StoreError as e:
-                # Gone, changed, or the store is away: the next snapshot or scan decides.
-                log.info("could not claim request {key}: {error}", key=key, error=str(e))
+            except (StoreError, defer.CancelledError) as e:
+                # Gone, changed, withdrawn, or the store is away: the next
+                # snapshot or scan decides.
+                log.info("could not claim request {key}: {error}", key=key,
+                         error=str(e) or type(e).__name__)
                 return
             try:
-                answer = yield self._limit.run(self._handle, record)
+                if record.get("kind") in UNLIMITED:
+                    answer = yield self._handle(record)
+                else:
+                    answer = yield self._limit.run(self._handle, record)
             except defer.CancelledError:  # stopped while waiting for its turn
                 answer = {"state": FAILED, "error": "the agent stopped before this ran"}
             yield self._answer(key, entry.version,

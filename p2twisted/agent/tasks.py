@@ -3,16 +3,18 @@
 What the agent does for the two kinds of request (L{p2twisted.agent.requests}):
 
   - C{task}: run C{tasks/<TASK> ARGS...} of an installed pod (a template's
-    task, e.g. the python template's C{install} and C{packages}) exactly as
-    the pod's processes run: through C{p2-exec}, with the pod's env dirs, as
-    its user, with the supervisor's environment; TERM after the request's
-    C{timeout}, KILL 30 s later, the whole process group.
+    task, e.g. the python template's C{install} and C{packages}) as the
+    pod's processes run: through C{p2-exec}, with the pod's env dirs, as its
+    user, with the supervisor's environment (but outside the pod's cgroup,
+    so not under its limits); TERM after the request's C{timeout}, KILL 30 s
+    later, the whole process group.
   - C{logs}: read the pod's logs (L{p2twisted.agent.podlogs}).
 
 Only executables under C{tasks/} of the pod's installed launchables can be
 run: a request names a task, never a command line.
 """
 
+import math
 import os
 import re
 
@@ -113,7 +115,8 @@ class RequestHandlers(object):
         taskName = _text(request, "task")
         argv = self.taskArgv(podId, taskName, request.get("args", []))
         timeout = request.get("timeout", DEFAULT_TIMEOUT)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
+        if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                or not math.isfinite(timeout) or timeout <= 0):
             raise AgentError("a task's timeout must be a positive number of seconds")
         log.info("running task {task} of pod {pod}", task=taskName, pod=podId,
                  event="task-start")

@@ -118,18 +118,28 @@ def ask(store, reactor, node, request, timeout, onState=None):
     watch = store.watch(key, waiter.changed)
     # Interrupted (Ctrl-C stops the reactor), withdraw the request: its agent
     # stops the task rather than run it for nobody.
-    withdraw = reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: store.delete(key).addErrback(lambda f: None))
+    withdrawn = []
+
+    def withdraw():
+        withdrawn.append(key)
+        return store.delete(key).addErrback(lambda f: None)
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", withdraw)
+    closing = False
     try:
         answer = yield waiter.ended
+    except GeneratorExit:  # never resumed (the process exits): no more yields
+        closing = True
+        raise
     finally:
-        reactor.removeSystemEventTrigger(withdraw)
+        if not withdrawn:  # a trigger that fired cannot be removed
+            reactor.removeSystemEventTrigger(trigger)
         waiter.stop()
         watch.cancel()
-        try:
-            yield store.delete(key)
-        except StoreError:
-            pass
+        if not closing:
+            try:
+                yield store.delete(key)
+            except StoreError:
+                pass
     if answer["state"] == EXPIRED:
         raise P2Error("the agent of %s did not take the request before its deadline" % (node,))
     return answer

@@ -28,7 +28,11 @@ EXIT_CODES = """exit codes:
   1  failure (the error is printed on one line; -v adds the traceback)
   2  usage error (bad arguments)
   3  the coordination store could not be reached
+  130  interrupted (Ctrl-C) or terminated before it was done
 """
+
+#: The exit status of a verb interrupted by Ctrl-C or SIGTERM (as shells do).
+EXIT_INTERRUPTED = 130
 
 
 class Parser(argparse.ArgumentParser):
@@ -91,7 +95,13 @@ def main(argv=None):
         sys.exit(2)
     options.out = sys.stdout
     options.err = sys.stderr
-    task.react(lambda reactor: runVerb(options, reactor))
+    options.interrupted = False
+    try:
+        task.react(lambda reactor: runVerb(options, reactor))
+    except SystemExit as e:
+        if options.interrupted and not e.code:
+            raise SystemExit(EXIT_INTERRUPTED)
+        raise
 
 
 def runVerb(options, reactor):
@@ -103,6 +113,11 @@ def runVerb(options, reactor):
     options.openStore = _storeOpener(options, reactor)
     options.reactor = reactor
     d = defer.maybeDeferred(options.run, options)
+
+    def interrupted():
+        # The reactor stops before the verb is done: Ctrl-C or SIGTERM.
+        options.interrupted = not d.called
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
 
     def failed(f):
         if f.check(SystemExit):

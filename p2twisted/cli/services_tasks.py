@@ -11,6 +11,7 @@ running, C{p2 logs} reads this host's log files itself.
 """
 
 import argparse
+import math
 
 from twisted.internet import defer, task
 
@@ -46,7 +47,8 @@ def register(subparsers):
     run.add_argument("name", metavar="NAME")
     run.add_argument("task", metavar="TASK")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
-                     help="the task's arguments (passed as they are)")
+                     help="the task's arguments, passed as they are: p2's own options "
+                          "(--timeout) go before NAME")
     run.set_defaults(run=runTask)
 
     logs = subparsers.add_parser(
@@ -54,10 +56,11 @@ def register(subparsers):
         description="Print the end of the logs of the service's pod on every node it is "
                     "deployed to (runit's log/main/current, or the builtin supervisor's log "
                     "file), read by each node's agent; a '== node: service ==' header "
-                    "precedes each log when there are several. When this host's agent is "
-                    "not running, this host's logs are read directly. -f keeps printing "
-                    "what is appended until Ctrl-C. Exits 1 if a node's logs could not be "
-                    "read.")
+                    "precedes each log when there are several. When the agent of the node "
+                    "named after this host is not running, this host's logs are read "
+                    "directly. -f keeps printing what is appended until Ctrl-C (a node "
+                    "whose logs cannot be read is said once, and followed again when they "
+                    "can). Exits 1 if a node's logs could not be read.")
     logs.add_argument("name", metavar="NAME")
     logs.add_argument("-f", "--follow", action="store_true", help="follow the logs")
     logs.set_defaults(run=runLogs)
@@ -107,7 +110,7 @@ def runTask(options):
         if options.task not in template.tasks:
             raise UsageError("template %s has no task %r; its tasks: %s" % (
                 template.name, options.task, ", ".join(sorted(template.tasks)) or "none"))
-        if options.timeout <= 0:
+        if not (math.isfinite(options.timeout) and options.timeout > 0):
             raise UsageError("--timeout must be a positive number of seconds")
         nodes = yield deployedService(store, options.name)
         request = {"kind": "task", "pod": options.name, "task": options.task,
@@ -137,8 +140,12 @@ def runTask(options):
             asked.append(d.addCallbacks(show, refused, callbackArgs=(node,),
                                         errbackArgs=(node,)))
         yield defer.gatherResults(asked, consumeErrors=True)
+    except GeneratorExit:  # interrupted: the process exits, nothing more to wait for
+        store = None
+        raise
     finally:
-        yield store.close()
+        if store is not None:
+            yield store.close()
     if failed:
         raise P2Error("task %s failed on %s" % (options.task, ", ".join(sorted(failed))))
     return 0
@@ -252,13 +259,24 @@ def runLogs(options):
             else:
                 for name, text in result:
                     printer.show(source.node, name, text)
+        failing = set(failed)
         while options.follow:
             yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
             for source, result in zip(sources, (yield _readAll(sources))):
-                for name, text in (() if isinstance(result, P2Error) else result):
+                if isinstance(result, P2Error):  # said once, until it reads again
+                    if source.node not in failing:
+                        failing.add(source.node)
+                        printer.error(source.node, result)
+                    continue
+                failing.discard(source.node)
+                for name, text in result:
                     printer.show(source.node, name, text)
+    except GeneratorExit:  # interrupted: the process exits, nothing more to wait for
+        store = None
+        raise
     finally:
-        yield store.close()
+        if store is not None:
+            yield store.close()
     if failed:
         raise P2Error("could not read the logs of %s on %s" % (options.name, ", ".join(failed)))
     return 0
