@@ -17,7 +17,8 @@ from twisted.web import resource, server
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from p2twisted.agent.health import HealthMonitor, HTTPHealthChecker, statusURL
+from p2twisted.agent.health import (
+    OUTPUT_REFRESH, HealthMonitor, HTTPHealthChecker, statusURL)
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
 from p2twisted.errors import StoreUnavailable, ValueTooLarge
 from p2twisted.manifest import parseManifest
@@ -215,7 +216,8 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
     def test_outputChangeWaitsForRefresh(self):
         """
         A new output with the same status (a page showing a time or a
-        counter) is not a reason to write: it is written at the refresh.
+        counter) is written only once the last write is C{OUTPUT_REFRESH}
+        seconds old.
         """
         self.installed = {"web": manifestYAML("web", port=8080)}
         self.start()
@@ -224,7 +226,9 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         self.tick()
         self.assertEqual((self.entry("web").version, self.health("web")["output"]),
                          (version, "200 ok"))
-        self.clock.advance(REFRESH)
+        self.clock.advance(OUTPUT_REFRESH - 2 * INTERVAL)
+        self.assertEqual(self.entry("web").version, version)
+        self.clock.advance(INTERVAL)
         self.assertEqual(self.health("web")["output"], "200 still ok")
 
     def test_newManifestWrittenAtOnce(self):

@@ -11,8 +11,9 @@ answers, and its last health stays as it was.
 
 The key is ephemeral, held by the agent's session (DESIGN.md): when the agent
 or its host dies, its pods' health disappears rather than staying
-"passing".  It is written when the status or manifest changes and at least
-every L{REFRESH} seconds (so C{time} says how fresh it is), and deleted when the
+"passing".  It is written when the status or manifest changes, within
+L{OUTPUT_REFRESH} seconds when only the output does, and at least every
+L{REFRESH} seconds (so C{time} says how fresh it is), and deleted when the
 pod is removed.  C{sha} is the manifest checked, so a reader can tell the
 health of a new version from that of the old one.
 """
@@ -45,6 +46,8 @@ INTERVAL = 1.0
 TIMEOUT = 2.0
 #: Seconds after which an unchanged result is written again.
 REFRESH = 30.0
+#: Seconds after which a result whose output alone changed is written.
+OUTPUT_REFRESH = 5.0
 #: At most this many characters of a status page are kept as output.
 MAX_OUTPUT = 512
 
@@ -258,11 +261,13 @@ class HealthMonitor(service.Service):
         now = self.clock.seconds()
         last = self.written.get(podId)
         same = last is not None and last.session is session
-        # The output alone changing (a page showing a time or a counter) waits
-        # for the refresh: one write per pod per second would load the store.
-        if (same and (last.status, last.sha) == (result.status, sha)
-                and now - last.time < self.refresh):
-            return
+        if same and (last.status, last.sha) == (result.status, sha):
+            # The output alone changing (a page showing a time or a counter)
+            # is written at most every OUTPUT_REFRESH seconds: every second
+            # per pod would load the store.
+            age = now - last.time
+            if age < (self.refresh if last.output == result.output else OUTPUT_REFRESH):
+                return
         key = keys.health(podId, self.node)
         value = json.dumps({"status": result.status, "output": result.output, "sha": sha,
                             "time": now}, sort_keys=True).encode("utf-8")
