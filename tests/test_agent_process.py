@@ -8,15 +8,11 @@ import signal
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from p2twisted.agent.process import runBounded
+from p2twisted.agent.process import processGone, runBounded
 
 
 def alive(pid):
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    return not processGone(pid)
 
 
 class RunBoundedTests(unittest.TestCase):

@@ -265,7 +265,7 @@ class AgentRestartTests(unittest.TestCase):
         """
         A predecessor that died but was not reaped yet (a zombie) is gone.
         """
-        from p2twisted.agent.service import processGone
+        from p2twisted.agent.process import processGone
         child = subprocess.Popen(["true"])
         self.addCleanup(child.wait)
 

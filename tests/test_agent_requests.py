@@ -38,11 +38,7 @@ WAIT = 20.0
 
 
 def alive(pid):
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    return not process.processGone(pid)
 
 
 class StateLog(object):

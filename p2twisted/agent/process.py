@@ -128,6 +128,17 @@ class _Bounded(protocol.ProcessProtocol):
                                    self.reactor.seconds() - self.started))
 
 
+def processGone(pid):
+    """
+    @return: whether no live process has the id C{pid} (a zombie is gone).
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=None,
                maxOutput=64 * 1024):
     """

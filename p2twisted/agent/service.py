@@ -20,23 +20,13 @@ from twisted.logger import Logger
 
 from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
+from p2twisted.agent.process import processGone
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, backoffPolicy
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
 log = Logger()
-
-
-def processGone(pid):
-    """
-    @return: whether no live process has the id C{pid} (a zombie is gone).
-    """
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def deadPredecessor(facts, value):

@@ -74,6 +74,28 @@ def _storeOpener(options, reactor):
     return openStore
 
 
+@defer.inlineCallbacks
+def withStore(options, use):
+    """
+    Open the store, run C{use(store)} and close the store, also when
+    C{use} fails.  For verbs that wait long: when Ctrl-C stops the reactor
+    meanwhile, the unfinished verb is closed at exit without waiting for
+    anything (a C{yield} then would only print a warning).
+
+    @return: L{Deferred} firing with what C{use} returned.
+    """
+    store = yield options.openStore()
+    try:
+        result = yield use(store)
+    except GeneratorExit:
+        store = None
+        raise
+    finally:
+        if store is not None:
+            yield store.close()
+    return result
+
+
 def _exitCode(error):
     from p2twisted.errors import StoreUnavailable
     if isinstance(error, StoreUnavailable):

@@ -14,6 +14,7 @@ import json
 from twisted.internet import defer
 
 from p2twisted import services
+from p2twisted.cli.main import withStore
 from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_common import (
     artifactLocation, extrasParser, parseExtras, readSettingsFile)
@@ -195,8 +196,9 @@ def runConfig(options):
 def runDeploy(options):
     nodes = [nodeName(n) for n in options.node] or [nodeName(None)]
     directory, baseURL = artifactLocation(options)
-    store = yield options.openStore()
-    try:
+
+    @defer.inlineCallbacks
+    def deploy(store):
         manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
         options.out.write("deployed %s (sha %s) to %s\n"
                           % (options.name, manifest.sha()[:12], ", ".join(nodes)))
@@ -204,8 +206,7 @@ def runDeploy(options):
         if options.wait:
             yield waitDeployed(store, manifest, nodes, options.timeout, options.out,
                                options.reactor)
-    finally:
-        yield store.close()
+    yield withStore(options, deploy)
     return 0
 
 

@@ -19,6 +19,7 @@ from p2twisted import services
 from p2twisted.agent import podlogs
 from p2twisted.agent.tasks import DEFAULT_TIMEOUT, KILL_GRACE
 from p2twisted.cli.agentrequests import ask
+from p2twisted.cli.main import withStore
 from p2twisted.cli.services_common import stateDir
 from p2twisted.cli.services_wait import isLocal
 from p2twisted.errors import P2Error, UsageError
@@ -101,51 +102,46 @@ def _text(out, text):
         out.write("\n")
 
 
-@defer.inlineCallbacks
 def runTask(options):
-    store = yield options.openStore()
-    try:
-        service = yield services.getService(store, options.name)
-        template = getTemplate(service.template)
-        if options.task not in template.tasks:
-            raise UsageError("template %s has no task %r; its tasks: %s" % (
-                template.name, options.task, ", ".join(sorted(template.tasks)) or "none"))
-        if not (math.isfinite(options.timeout) and options.timeout > 0):
-            raise UsageError("--timeout must be a positive number of seconds")
-        nodes = yield deployedService(store, options.name)
-        request = {"kind": "task", "pod": options.name, "task": options.task,
-                   "args": list(options.args), "timeout": options.timeout}
-        failed = []
-        out = options.out
+    return withStore(options, lambda store: _runTask(options, store))
 
-        def show(answer, node):
-            out.write("== %s ==\n" % (node,))
-            _text(out, answer.get("output", ""))
-            if answer["state"] != "done":
-                failed.append(node)
-                out.write("task %s failed on %s: %s\n" % (
-                    options.task, node, answer.get("error") or answer.get("outcome")))
-            out.flush()
 
-        def refused(f, node):
-            f.trap(P2Error)
+@defer.inlineCallbacks
+def _runTask(options, store):
+    service = yield services.getService(store, options.name)
+    template = getTemplate(service.template)
+    if options.task not in template.tasks:
+        raise UsageError("template %s has no task %r; its tasks: %s" % (
+            template.name, options.task, ", ".join(sorted(template.tasks)) or "none"))
+    if not (math.isfinite(options.timeout) and options.timeout > 0):
+        raise UsageError("--timeout must be a positive number of seconds")
+    nodes = yield deployedService(store, options.name)
+    request = {"kind": "task", "pod": options.name, "task": options.task,
+               "args": list(options.args), "timeout": options.timeout}
+    failed = []
+    out = options.out
+
+    def show(answer, node):
+        out.write("== %s ==\n" % (node,))
+        _text(out, answer.get("output", ""))
+        if answer["state"] != "done":
             failed.append(node)
-            out.write("== %s ==\n%s\n" % (node, f.value))
-            out.flush()
+            out.write("task %s failed on %s: %s\n" % (
+                options.task, node, answer.get("error") or answer.get("outcome")))
+        out.flush()
 
-        asked = []
-        for node in nodes:
-            d = ask(store, options.reactor, node, request, options.timeout + KILL_GRACE + 15,
-                    onState=progress(options, node))
-            asked.append(d.addCallbacks(show, refused, callbackArgs=(node,),
-                                        errbackArgs=(node,)))
-        yield defer.gatherResults(asked, consumeErrors=True)
-    except GeneratorExit:  # interrupted: the process exits, nothing more to wait for
-        store = None
-        raise
-    finally:
-        if store is not None:
-            yield store.close()
+    def refused(f, node):
+        f.trap(P2Error)
+        failed.append(node)
+        out.write("== %s ==\n%s\n" % (node, f.value))
+        out.flush()
+
+    asked = []
+    for node in nodes:
+        d = ask(store, options.reactor, node, request, options.timeout + KILL_GRACE + 15,
+                onState=progress(options, node))
+        asked.append(d.addCallbacks(show, refused, callbackArgs=(node,), errbackArgs=(node,)))
+    yield defer.gatherResults(asked, consumeErrors=True)
     if failed:
         raise P2Error("task %s failed on %s" % (options.task, ", ".join(sorted(failed))))
     return 0
@@ -236,47 +232,44 @@ class LogPrinter(object):
         self.last = None
 
 
-@defer.inlineCallbacks
 def runLogs(options):
-    store = yield options.openStore()
-    try:
-        nodes = yield deployedService(store, options.name)
-        sources = []
-        for node in nodes:
-            agent = yield store.get(keys.machine(node))
-            if agent is None and isLocal(node, None):
-                sources.append(LocalLogs(node, stateDir(options), options.name))
-            else:
-                sources.append(AgentLogs(node, store, options.reactor, options.name))
-        first = yield _readAll(sources)
-        several = len(nodes) > 1 or any(len(logs) > 1 for logs in first if not isinstance(logs, P2Error))
-        printer = LogPrinter(options.out, several)
-        failed = []
-        for source, result in zip(sources, first):
-            if isinstance(result, P2Error):
-                failed.append(source.node)
-                printer.error(source.node, result)
-            else:
-                for name, text in result:
-                    printer.show(source.node, name, text)
-        failing = set(failed)
-        while options.follow:
-            yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
-            for source, result in zip(sources, (yield _readAll(sources))):
-                if isinstance(result, P2Error):  # said once, until it reads again
-                    if source.node not in failing:
-                        failing.add(source.node)
-                        printer.error(source.node, result)
-                    continue
-                failing.discard(source.node)
-                for name, text in result:
-                    printer.show(source.node, name, text)
-    except GeneratorExit:  # interrupted: the process exits, nothing more to wait for
-        store = None
-        raise
-    finally:
-        if store is not None:
-            yield store.close()
+    return withStore(options, lambda store: _runLogs(options, store))
+
+
+@defer.inlineCallbacks
+def _runLogs(options, store):
+    nodes = yield deployedService(store, options.name)
+    sources = []
+    for node in nodes:
+        agent = yield store.get(keys.machine(node))
+        if agent is None and isLocal(node, None):
+            sources.append(LocalLogs(node, stateDir(options), options.name))
+        else:
+            sources.append(AgentLogs(node, store, options.reactor, options.name))
+    first = yield _readAll(sources)
+    several = len(nodes) > 1 or any(len(logs) > 1 for logs in first
+                                    if not isinstance(logs, P2Error))
+    printer = LogPrinter(options.out, several)
+    failed = []
+    for source, result in zip(sources, first):
+        if isinstance(result, P2Error):
+            failed.append(source.node)
+            printer.error(source.node, result)
+        else:
+            for name, text in result:
+                printer.show(source.node, name, text)
+    failing = set(failed)
+    while options.follow:
+        yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
+        for source, result in zip(sources, (yield _readAll(sources))):
+            if isinstance(result, P2Error):  # said once, until it reads again
+                if source.node not in failing:
+                    failing.add(source.node)
+                    printer.error(source.node, result)
+                continue
+            failing.discard(source.node)
+            for name, text in result:
+                printer.show(source.node, name, text)
     if failed:
         raise P2Error("could not read the logs of %s on %s" % (options.name, ", ".join(failed)))
     return 0
