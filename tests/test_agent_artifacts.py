@@ -8,7 +8,6 @@ import hashlib
 import os
 
 from twisted.internet import defer, reactor
-from twisted.protocols.policies import WrappingFactory
 from twisted.trial import unittest
 from twisted.web import resource, server, static
 
@@ -17,35 +16,10 @@ from p2twisted.agent.artifacts import ArtifactCache, parseDigestFile
 from p2twisted.agent.layout import StateLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 from tests.artifacts import simpleHoist
+from tests.httpservers import TrackingFactory
 
 #: Failing tests must still finish.
 TIMEOUT = 20
-
-
-class _Tracking(WrappingFactory):
-    """
-    Tracks the server's connections so a test can close them all.
-    """
-
-    def __init__(self, wrapped):
-        WrappingFactory.__init__(self, wrapped)
-        self._emptied = []
-
-    def unregisterProtocol(self, p):
-        WrappingFactory.unregisterProtocol(self, p)
-        if not self.protocols:
-            waiting, self._emptied = self._emptied, []
-            for d in waiting:
-                d.callback(None)
-
-    def closeAll(self):
-        if not self.protocols:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._emptied.append(d)
-        for p in list(self.protocols):
-            p.transport.abortConnection()
-        return d
 
 
 class Counting(resource.Resource):
@@ -126,7 +100,7 @@ class FetchTests(unittest.TestCase):
 
         @return: the base URL.
         """
-        tracking = _Tracking(server.Site(root))
+        tracking = TrackingFactory(server.Site(root))
         port = reactor.listenTCP(0, tracking, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(tracking.closeAll)

@@ -11,7 +11,6 @@ import subprocess
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.ssl import PrivateCertificate
-from twisted.protocols.policies import WrappingFactory
 from twisted.trial import unittest
 from twisted.web import resource, server
 from zope.interface import implementer
@@ -25,6 +24,7 @@ from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_VALUE
 from p2twisted.store.memory import MemoryState, MemoryStore
+from tests.httpservers import TrackingFactory
 from tests.store_contract import waitFor
 
 NODE = "n1"
@@ -494,44 +494,6 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
 # -- the real checker against real servers --------------------------------
 
 
-class _Tracking(WrappingFactory):
-    """
-    Tracks a server's connections, so a test can wait until they are all
-    closed.
-    """
-
-    def __init__(self, wrapped):
-        WrappingFactory.__init__(self, wrapped)
-        self._emptied = []
-        self.connections = 0
-
-    def registerProtocol(self, p):
-        WrappingFactory.registerProtocol(self, p)
-        self.connections += 1
-
-    def unregisterProtocol(self, p):
-        WrappingFactory.unregisterProtocol(self, p)
-        if not self.protocols:
-            waiting, self._emptied = self._emptied, []
-            for d in waiting:
-                d.callback(None)
-
-    def whenEmpty(self):
-        """
-        @return: L{Deferred} firing once no connection is open.
-        """
-        if not self.protocols:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._emptied.append(d)
-        return d
-
-    def closeAll(self):
-        for p in list(self.protocols):
-            p.transport.abortConnection()
-        return self.whenEmpty()
-
-
 class Status(resource.Resource):
     """
     Answers C{code} and C{body} at C{path}, 404 elsewhere; records the
@@ -589,7 +551,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
 
         @return: C{(port number, tracking factory)}.
         """
-        tracking = _Tracking(factory)
+        tracking = TrackingFactory(factory)
         if tls is None:
             port = reactor.listenTCP(0, tracking, interface="127.0.0.1")
         else:
@@ -803,7 +765,7 @@ class MonitorWithRealCheckerTests(unittest.TestCase):
         answers 200, critical once it answers 503.
         """
         status = Status()
-        tracking = _Tracking(server.Site(status))
+        tracking = TrackingFactory(server.Site(status))
         port = reactor.listenTCP(0, tracking, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(tracking.closeAll)
