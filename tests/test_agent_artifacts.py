@@ -6,13 +6,14 @@ cache over C{file://} and real loopback HTTP.
 import errno
 import hashlib
 import os
+import time
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web import resource, server, static
 
 from p2twisted.agent import artifacts
-from p2twisted.agent.artifacts import ArtifactCache, parseDigestFile
+from p2twisted.agent.artifacts import KEEP_RECENT, ArtifactCache, parseDigestFile, sha256File
 from p2twisted.agent.layout import StateLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 from tests.artifacts import simpleHoist
@@ -348,3 +349,75 @@ class FullFile(object):
 
     def close(self):
         pass
+
+
+class EvictionTests(unittest.TestCase):
+    """
+    The artifact cache stays within C{maxBytes}, least recently used first,
+    sparing what was used lately.
+    """
+
+    def setUp(self):
+        root = os.path.abspath(self.mktemp())
+        self.serve = os.path.join(root, "serve")
+        os.makedirs(self.serve)
+        self.state = StateLayout(os.path.join(root, "state"))
+
+    def artifact(self, name):
+        """
+        @return: C{(file URL, sha256)} of a new 4 KiB artifact.
+        """
+        path = os.path.join(self.serve, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(4096))
+        return "file://" + path, sha256File(path)
+
+    def age(self, sha, seconds):
+        path = self.state.artifact(sha)
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+
+    @defer.inlineCallbacks
+    def test_leastRecentlyUsedFirst(self):
+        """
+        Past the limit, the artifacts used longest ago are deleted until the
+        rest fit; a cache hit counts as a use.
+        """
+        cache = ArtifactCache(self.state, reactor, maxBytes=3 * 4096)
+        fetched = []
+        for name in ("a", "b", "c"):
+            url, sha = self.artifact(name)
+            yield cache.fetch(url)
+            fetched.append((url, sha))
+        self.age(fetched[0][1], 3000)
+        self.age(fetched[1][1], 2000)
+        self.age(fetched[2][1], 1000)
+        yield cache.fetch(fetched[0][0], digest=fetched[0][1])  # a used again: newest
+        url, sha = self.artifact("d")
+        yield cache.fetch(url)
+        self.assertEqual(sorted(os.listdir(self.state.artifactsDir)),
+                         sorted([fetched[0][1], fetched[2][1], sha]))
+        # A fetch of an evicted artifact downloads it again.
+        path, again = yield cache.fetch(fetched[1][0], digest=fetched[1][1])
+        self.assertEqual((again, os.path.exists(path)), (fetched[1][1], True))
+
+    @defer.inlineCallbacks
+    def test_recentlyUsedKept(self):
+        """
+        Artifacts used in the last ten minutes stay even over the limit (a
+        deploy may be about to extract them); no limit keeps everything.
+        """
+        cache = ArtifactCache(self.state, reactor, maxBytes=4096)
+        shas = []
+        for name in ("a", "b", "c"):
+            url, sha = self.artifact(name)
+            yield cache.fetch(url)
+            shas.append(sha)
+        self.assertEqual(sorted(os.listdir(self.state.artifactsDir)), sorted(shas))
+        self.age(shas[0], KEEP_RECENT + 60)
+        self.assertEqual(cache.evict(), [self.state.artifact(shas[0])])
+        unlimited = ArtifactCache(self.state, reactor)
+        for sha in shas[1:]:
+            self.age(sha, KEEP_RECENT + 60)
+        self.assertEqual(unlimited.evict(), [])
+        self.assertEqual(sorted(os.listdir(self.state.artifactsDir)), sorted(shas[1:]))

@@ -9,6 +9,12 @@ C{<state_dir>/artifacts/<sha256>}.  When the digest is known up front, a
 cached copy is used instead of downloading (after re-hashing it: a corrupt
 cache entry is deleted and fetched again).
 
+The cache is kept within C{maxBytes}: after each fetch, the least recently
+used artifacts (a fetch or cache hit marks a file used) are deleted until
+the rest fit, except those used in the last L{KEEP_RECENT} seconds (a
+deploy may be about to extract them) -- the installs, not the cache, are
+what pods run from.
+
 HTTP uses C{twisted.web.client.Agent} directly rather than C{treq}'s
 C{HTTPClient}: the latter always decodes C{Content-Encoding: gzip}, which
 servers such as C{twisted.web.static.File} and Apache put on C{.tar.gz}
@@ -39,6 +45,9 @@ from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BSD_LINE = re.compile(r"^SHA256 \((.*)\) = ([0-9a-fA-F]{64})$")
 _CHUNK = 1 << 20
+
+#: Cached artifacts used this recently (seconds) are never evicted.
+KEEP_RECENT = 600.0
 _SCHEMES = ("file", "http", "https")
 
 log = Logger()
@@ -266,8 +275,10 @@ class ArtifactCache(object):
     """
 
     def __init__(self, stateLayout, reactor, agent=None, connectTimeout=10.0,
-                 idleTimeout=60.0, retries=3, retryDelay=1.0, maxDigestFileBytes=1 << 20):
+                 idleTimeout=60.0, retries=3, retryDelay=1.0, maxDigestFileBytes=1 << 20,
+                 maxBytes=None):
         self._layout = stateLayout
+        self.maxBytes = maxBytes
         self._reactor = reactor
         self._pool = None
         if agent is None:
@@ -324,6 +335,7 @@ class ArtifactCache(object):
             valid = yield self._inThread(self._checkCached, cached, expected)
             if valid:
                 log.debug("cache hit for {url}", url=url, sha=expected, event="cache-hit")
+                yield self._inThread(self._used, cached)
                 return cached, expected
         yield self._inThread(self._removeStale)
         tmp, sha = yield self._retrying(url, self._download, url, scheme)
@@ -341,7 +353,43 @@ class ArtifactCache(object):
             _unlink(tmp)
             raise
         log.info("fetched {url}", url=url, sha=sha, event="fetched")
+        yield self._inThread(self._used, final)
+        yield self._inThread(self.evict)
         return final, sha
+
+    def _used(self, path):
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+    def evict(self):
+        """
+        Delete the least recently used cached artifacts until the cache holds
+        at most C{maxBytes} (no limit when C{None}), sparing those used in the
+        last L{KEEP_RECENT} seconds.  Runs in the calling thread.
+
+        @return: the paths deleted.
+        """
+        if self.maxBytes is None:
+            return []
+        try:
+            entries = [(e.stat().st_mtime, e.stat().st_size, e.path)
+                       for e in os.scandir(self._layout.artifactsDir)
+                       if _SHA256.match(e.name) and e.is_file(follow_symlinks=False)]
+        except OSError:
+            return []
+        total = sum(size for _, size, _ in entries)
+        recent = time.time() - KEEP_RECENT
+        removed = []
+        for mtime, size, path in sorted(entries):
+            if total <= self.maxBytes or mtime > recent:
+                break
+            _unlink(path)
+            total -= size
+            removed.append(path)
+            log.info("evicted {path} from the artifact cache", path=path, event="evicted")
+        return removed
 
     @defer.inlineCallbacks
     def _retrying(self, url, attempt, *args):

@@ -32,6 +32,7 @@ class AgentConfig(object):
     createUsers = attr.ib(default=True)
     maxArtifactBytes = attr.ib(default=10 * 1024 ** 3)
     diskBudget = attr.ib(default=10 * 1024 ** 3)
+    artifactCacheBytes = attr.ib(default=10 * 1024 ** 3)
     fetchTimeout = attr.ib(default=30.0)
     p2exec = attr.ib(default=None)
     hooksRoot = attr.ib(default=None)
@@ -98,6 +99,7 @@ def agentConfig(path=None, flags=None, environ=None):
         createUsers=bool(data.get("create_users", True)),
         maxArtifactBytes=int(_number(data, "max_artifact_bytes", 10 * 1024 ** 3, 1)),
         diskBudget=int(_number(data, "disk_budget", 10 * 1024 ** 3, 0)),
+        artifactCacheBytes=int(_number(data, "artifact_cache_bytes", 10 * 1024 ** 3, 0)),
         fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),
         p2exec=data.get("p2exec"),
         hooksRoot=os.path.abspath(data.get("hooks_root") or os.path.join(stateDir, "hooks")),

@@ -134,7 +134,8 @@ class PodOperations(object):
         for path in (config.podRoot, state.serviceDir, state.artifactsDir):
             os.makedirs(path, exist_ok=True)
         supervisor = makeSupervisor(config.supervisor, state, reactor)
-        artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout)
+        artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
+                                  maxBytes=config.artifactCacheBytes)
         installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None

@@ -1,0 +1,76 @@
+"""
+The agent's settings: defaults, the YAML file, flags over the file, and a
+clear one-line error for a bad value.
+"""
+
+import os
+
+from twisted.trial import unittest
+
+from p2twisted.agent.config import AgentConfig, agentConfig
+from p2twisted.errors import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class AgentConfigTests(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.environ = {"P2_STATE_DIR": os.path.join(self.dir, "state")}
+
+    def load(self, text=None, **flags):
+        path = None
+        if text is not None:
+            path = os.path.join(self.dir, "agent.yaml")
+            with open(path, "w") as f:
+                f.write(text)
+        return agentConfig(path, flags, environ=self.environ)
+
+    def test_defaults(self):
+        """
+        Without a file, every setting has its default, the pods and hooks
+        under the state directory.
+        """
+        config = self.load(node="n1")
+        state = self.environ["P2_STATE_DIR"]
+        self.assertEqual((config.stateDir, config.podRoot, config.hooksRoot),
+                         (state, os.path.join(state, "pods"), os.path.join(state, "hooks")))
+        self.assertEqual(config.store, "local://" + os.path.join(state, "state.db"))
+        defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
+        for name in ("supervisor", "resyncInterval", "sessionTTL", "maxArtifactBytes",
+                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers"):
+            self.assertEqual(getattr(config, name), getattr(defaults, name), name)
+
+    def test_fileAndFlags(self):
+        """
+        The file's settings apply; a flag overrides the file.
+        """
+        config = self.load("node: web1\nsession_ttl: 5\nartifact_cache_bytes: 1048576\n"
+                           "disk_budget: 0\nlabels: {rack: r1}\n", node="web2")
+        self.assertEqual((config.node, config.sessionTTL, config.artifactCacheBytes,
+                          config.diskBudget, config.labels),
+                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}))
+
+    def test_badValues(self):
+        """
+        A bad value is a L{UsageError} naming the setting and the value.
+        """
+        for text, fragment in [
+                ("artifact_cache_bytes: -1\n", "artifact_cache_bytes: expected a number >= 0"),
+                ("session_ttl: true\n", "session_ttl: expected a number >= 1.0, got True"),
+                ("supervisor: systemd\n", "expected auto, runit or builtin, got 'systemd'"),
+                ("labels: [a]\n", "labels: expected a mapping"),
+                ("node: a/b\n", "must not contain '/'")]:
+            error = self.assertRaises(UsageError, self.load, text)
+            self.assertIn(fragment, str(error))
+
+    def test_exampleLoads(self):
+        """
+        The example in conf/agent.yaml (every setting commented out) loads
+        to the defaults.
+        """
+        config = agentConfig(os.path.join(ROOT, "conf", "agent.yaml"), {"node": "n1"},
+                             environ=self.environ)
+        self.assertEqual(config.artifactCacheBytes, 10 * 1024 ** 3)
