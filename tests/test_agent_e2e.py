@@ -101,6 +101,29 @@ class AgentEndToEndTests(LocalStoreCase):
         self.assertFalse(os.path.exists(self.harness.layout("hello").home))
 
     @defer.inlineCallbacks
+    def test_uninstallRemovesCgroup(self):
+        """
+        A pod with cgroup limits runs in C{p2/<pod>-<launchable>}; removing
+        the pod removes that cgroup too.
+        """
+        from p2twisted.agent import p2exec
+        from tests.test_agent_p2exec import _memoryCgroupUsable
+        usable, why = _memoryCgroupUsable()
+        if not usable:
+            raise unittest.SkipTest("cannot create memory cgroups here: %s" % (why,))
+        port = freePort()
+        url, sha = buildWebArtifact(self.artifacts, "limited", "1")
+        yield self.schedule(webManifest("limited", url, port, sha,
+                                        extra=b"    cgroup:\n      memory: 268435456\n"))
+        yield waitForVersion(port, "1")
+        dirs = [d for d in p2exec.cgroupDirs("limited-web") if os.path.isdir(d)]
+        self.assertTrue(dirs, "no cgroup p2/limited-web was made")
+        yield intent.unschedule(self.store, "n1", "limited")
+        yield waitFor(lambda: not os.path.exists(self.harness.layout("limited").home),
+                      what="the pod to be removed")
+        self.assertEqual([d for d in dirs if os.path.isdir(d)], [])
+
+    @defer.inlineCallbacks
     def test_upgradeKeepsOldServingUntilInstalled(self):
         """
         While the new version's artifact is still being fetched (here: cannot

@@ -431,6 +431,29 @@ class FakeCgroupTests(unittest.SynchronousTestCase):
         self.assertEqual(self.read("v2", "p2", "web", "pids.max"), "64")
         self.assertEqual(self.read("v2", "p2", "web", "tasks"), "4242\n")
 
+    def test_removeEveryHierarchy(self):
+        """
+        L{p2exec.removeCgroup} removes C{p2/<name>} from each hierarchy
+        L{p2exec.setupCgroup} used, v1 ones under this process's cgroup;
+        one that still holds something is reported, not raised; one that
+        does not exist is no problem.
+        """
+        memory, cpu = os.path.join(self.root, "memory"), os.path.join(self.root, "cpu")
+        mountinfo = ("1 0 0:1 / %s rw - cgroup cgroup rw,memory\n"
+                     "2 0 0:2 / %s rw - cgroup cgroup rw,cpu,cpuacct\n" % (memory, cpu))
+        procCgroup = "5:memory:/agent\n4:cpu,cpuacct:/agent\n"
+        made = [os.path.join(memory, "agent", "p2", "web"), os.path.join(cpu, "agent", "p2", "web")]
+        self.assertEqual(p2exec.cgroupDirs("web", mountinfo, procCgroup), made)
+        for directory in made:
+            os.makedirs(directory)
+        with open(os.path.join(made[1], "busy"), "w"):
+            pass  # a plain directory with a file stands for one with a process
+        removed, problems = p2exec.removeCgroup("web", mountinfo, procCgroup)
+        self.assertEqual(removed, made[:1])
+        self.assertEqual(len(problems), 1)
+        self.assertTrue(problems[0].startswith(made[1] + ": directory not empty"), problems)
+        self.assertEqual(p2exec.removeCgroup("db", mountinfo, procCgroup), ([], []))
+
     def test_v1Nested(self):
         """
         Without a usable cgroup2 mount (here: one offering only hugetlb), v1
@@ -486,33 +509,19 @@ class FakeCgroupTests(unittest.SynchronousTestCase):
 def _cgroupDirs(name):
     """
     @return: every directory p2-exec would use for cgroup C{p2/name} from
-        this process, v2 and v1 alike, with their C{p2} parents.
+        this process, with its C{p2} parent.
     """
-    with open("/proc/self/mountinfo") as f:
-        mounts = p2exec.parseMountinfo(f.read())
-    with open("/proc/self/cgroup") as f:
-        v1, _ = p2exec.parseProcCgroup(f.read())
-    dirs = []
-    for fstype, mountPoint, root, options in mounts:
-        if fstype == "cgroup2":
-            base = mountPoint
-        else:
-            controllers = [c for c in options if c in v1]
-            if not controllers:
-                continue
-            base = p2exec._under(mountPoint, root, v1[controllers[0]])
-        dirs.append((os.path.join(base, "p2", name), os.path.join(base, "p2")))
-    return dirs
+    return [(d, os.path.dirname(d)) for d in p2exec.cgroupDirs(name)]
 
 
 def _removeCgroup(name):
+    p2exec.removeCgroup(name)
     for directory, parent in _cgroupDirs(name):
-        for path in (directory, parent):
-            try:
-                os.rmdir(path)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
-                    raise
+        try:
+            os.rmdir(parent)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
+                raise
 
 
 def _memoryCgroupUsable():

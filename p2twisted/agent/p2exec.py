@@ -550,6 +550,54 @@ def setupCgroup(name, cpus=None, memory=None, pids=None, mountinfo=None,
     return (1 if applied else None), applied, warning
 
 
+def cgroupDirs(name, mountinfo=None, procCgroup=None):
+    """
+    @return: every directory L{setupCgroup} may use for C{p2/<name>} when
+        run by this process (or a child in the same cgroups): v2's and each
+        v1 hierarchy's with a controller it applies.
+    """
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    if procCgroup is None:
+        with open("/proc/self/cgroup") as f:
+            procCgroup = f.read()
+    v1Paths, _ = parseProcCgroup(procCgroup)
+    dirs = []
+    for fstype, mountPoint, root, options in parseMountinfo(mountinfo):
+        if fstype == "cgroup2":
+            dirs.append(os.path.join(mountPoint, "p2", name))
+            continue
+        controllers = sorted(set(options) & {"cpu", "memory", "pids"})
+        if controllers:
+            base = _under(mountPoint, root, v1Paths.get(controllers[0], "/"))
+            dirs.append(os.path.join(base, "p2", name))
+    return dirs
+
+
+def removeCgroup(name, mountinfo=None, procCgroup=None):
+    """
+    Remove the (empty) cgroup C{p2/<name>} from every hierarchy.
+
+    @return: C{(removed, problems)}: the directories removed, and one line
+        for each that exists but could not be removed (still has processes).
+    """
+    removed, problems = [], []
+    try:
+        dirs = cgroupDirs(name, mountinfo, procCgroup)
+    except OSError as e:
+        return [], ["cannot read /proc: " + _why(e)]
+    for directory in dirs:
+        try:
+            os.rmdir(directory)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                problems.append("%s: %s" % (directory, _why(e)))
+            continue
+        removed.append(directory)
+    return removed, problems
+
+
 def _setupV2(name, mountPoint, needed, cpus, memory, pids, pid):
     enable = " ".join("+" + c for c in needed)
     parent = os.path.join(mountPoint, "p2")

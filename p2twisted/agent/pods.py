@@ -350,6 +350,19 @@ class PodOperations(object):
 
     # -- remove --------------------------------------------------------------
 
+    def _removeCgroups(self, manifest):
+        """
+        Remove the cgroups p2-exec made for the pod's launchables (their
+        processes are gone by now); one that cannot go is only a warning.
+        """
+        from p2twisted.agent.p2exec import removeCgroup
+        for launchableId, launchable in sorted(manifest.launchables.items()):
+            if not launchable.cgroup:
+                continue
+            removed, problems = removeCgroup("%s-%s" % (manifest.id, launchableId))
+            for problem in problems:
+                log.warn("cannot remove cgroup {problem}", problem=problem, pod=manifest.id)
+
     @defer.inlineCallbacks
     def remove(self, manifest, podId):
         """
@@ -365,6 +378,8 @@ class PodOperations(object):
             yield self._runScript(manifest, layout, manifest.runAs, "bin/disable")
         for name in (yield self._podServices(podId)):
             yield self.supervisor.remove(name, self._stopTimeout(manifest))
+        if manifest is not None:
+            yield threads.deferToThread(self._removeCgroups, manifest)
         yield self.hooks.run("before_uninstall", context)
         yield threads.deferToThread(shutil.rmtree, layout.home, True)
         yield self.hooks.run("after_uninstall", context)
