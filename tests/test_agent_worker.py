@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from p2twisted.agent.worker import BACKOFF, IDLE, WORKING, PodWorker, backoffPolicy
 from p2twisted.errors import ArtifactError
+from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
 
@@ -96,6 +97,24 @@ class WorkerTests(unittest.TestCase):
         self.worker.update(self.put(keys.intent("n1", "web"), V1))
         self.assertEqual(self.pods.calls, [])
         self.assertEqual(self.reality(), V1_REFORMATTED)
+
+    def test_sameSHANotSupervisedStartsAgain(self):
+        """
+        Reality equal to intent, but the pod's services are not kept up
+        here (the builtin supervisor's die with the agent): the manifest is
+        deployed again; once supervised, a resync leaves it alone.
+        """
+        self.pods.unsupervised = lambda manifest: defer.succeed(self.down)
+        self.down = ["web__app__launch"]
+        self.put(keys.reality("n1", "web"), V1)
+        intent = self.put(keys.intent("n1", "web"), V1)
+        self.worker.update(intent)
+        sha = parseManifest(V1).sha()
+        self.assertEqual(self.pods.calls, [("deploy", sha, sha)])
+        self.assertEqual(self.status()["state"], "running")
+        self.down = []
+        self.worker.update(intent, resync=True)
+        self.assertEqual(len(self.pods.calls), 1)
 
     def test_upgradeGivesOldManifest(self):
         """

@@ -331,6 +331,19 @@ class BuiltinSupervisorTests(TutorialMixin, unittest.TestCase):
         dump = yield self.succeed("dump")
         self.assertNotIn("requests/", dump)
 
+        # Its pods stay with the builtin supervisor: runit is refused, auto keeps it.
+        yield self.succeed("stop-agent")
+        line, code = yield self.fail("start", "--supervisor", "runit")
+        self.assertEqual(code, 1)
+        self.assertTrue(line.startswith(
+            "p2: the agent did not start: the pods in %s are supervised by builtin"
+            % (os.path.join(self.stateDir, "service"),)), line)
+        self.assertIn("start the agent with --supervisor builtin", line)
+        yield self.succeed("start")
+        yield waitFor(lambda: httpGet("http://127.0.0.1:%d/_status" % (port,)).addCallback(
+            lambda r: r is not None and r[0] == 200), timeout=60,
+            what="hello back under the builtin supervisor")
+
 
 def sections(out):
     """

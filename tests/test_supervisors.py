@@ -16,7 +16,7 @@ from p2twisted.agent.interfaces import ISupervisor, ServiceSpec
 from p2twisted.agent.layout import StateLayout
 from p2twisted.agent import supervisors
 from p2twisted.agent.supervisors import (
-    chooseKind, makeSupervisor, waitUntil)
+    chooseKind, kindForState, makeSupervisor, waitUntil)
 from p2twisted.agent.supervisors.builtin import BuiltinSupervisor
 from p2twisted.agent.supervisors.runit import RunitSupervisor
 from p2twisted.errors import SupervisorError, UsageError
@@ -271,6 +271,29 @@ class ChooseTests(unittest.TestCase):
                              logDir=logDir)
         self.assertIsInstance(sup, BuiltinSupervisor)
         self.assertEqual(sup._logPath("x"), os.path.join(logDir, "x.log"))
+
+    def test_stateKeepsItsSupervisor(self):
+        """
+        A state directory records its supervisor; while it has services,
+        C{auto} keeps that one (even where C{auto} alone would choose the
+        other) and an explicit other one is refused, saying how to switch;
+        without services, switching is allowed and recorded.
+        """
+        layout = StateLayout(os.path.abspath(self.mktemp()))
+        withRunit, withoutRunit = _fakeWhich(ALL_RUNIT), _fakeWhich(())
+        self.assertEqual(kindForState("builtin", layout, withRunit), "builtin")
+        os.makedirs(os.path.join(layout.serviceDir, "web__app__launch"))
+        self.assertEqual(kindForState("auto", layout, withRunit), "builtin")
+        self.assertEqual(kindForState(None, layout, withRunit), "builtin")
+        e = self.assertRaises(SupervisorError, kindForState, "runit", layout, withRunit)
+        self.assertEqual(str(e), "the pods in %s are supervised by builtin (1 services); "
+                                 "start the agent with --supervisor builtin, or undeploy them "
+                                 "before switching to runit" % (layout.serviceDir,))
+        os.rmdir(os.path.join(layout.serviceDir, "web__app__launch"))
+        self.assertEqual(kindForState("runit", layout, withRunit), "runit")
+        os.makedirs(os.path.join(layout.serviceDir, "web__app__launch"))
+        self.assertEqual(kindForState("auto", layout, withRunit), "runit")
+        self.assertRaises(SupervisorError, kindForState, "auto", layout, withoutRunit)
 
     def test_unknown(self):
         """

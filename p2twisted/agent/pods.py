@@ -28,7 +28,7 @@ from p2twisted.agent.install import Installer
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.layout import PodLayout, StateLayout, serviceName
 from p2twisted.agent.process import runBounded
-from p2twisted.agent.supervisors import makeSupervisor
+from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.errors import AgentError, DigestMismatch
 from p2twisted.manifest import launchableVersion
 
@@ -133,7 +133,7 @@ class PodOperations(object):
         state = StateLayout(config.stateDir)
         for path in (config.podRoot, state.serviceDir, state.artifactsDir):
             os.makedirs(path, exist_ok=True)
-        supervisor = makeSupervisor(config.supervisor, state, reactor)
+        supervisor = makeSupervisor(kindForState(config.supervisor, state), state, reactor)
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
                                   maxBytes=config.artifactCacheBytes)
         installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
@@ -290,6 +290,31 @@ class PodOperations(object):
                     restartTimeout=launchable.restartTimeout)
                 for entry in installs[launchableId][1]]
         return specs
+
+    @defer.inlineCallbacks
+    def unsupervised(self, manifest):
+        """
+        Which of the pod's services its supervisor is not keeping up: all of
+        them when it has none, or the ones no supervisor runs any more (the
+        builtin supervisor's die with the agent; a runsv may be killed).
+        Entry points with restart policy C{never} run once and are not
+        counted.
+
+        @return: L{Deferred} firing with the sorted names (C{["*"]} when the
+            pod has no service at all).
+        """
+        names = yield self._podServices(manifest.id)
+        if not names:
+            return ["*"]
+        down = []
+        for name in names:
+            launchable = manifest.launchables.get(name.split("__")[1] if "__" in name else "")
+            if launchable is not None and launchable.restartPolicy == "never":
+                continue
+            status = yield self.supervisor.status(name)
+            if status is None or not status.wantUp:
+                down.append(name)
+        return down
 
     @defer.inlineCallbacks
     def _podServices(self, podId):

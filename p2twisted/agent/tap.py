@@ -44,10 +44,10 @@ def makeService(options, reactor=None):
             "state_dir": options["state-dir"], "supervisor": options["supervisor"],
             "status_port": int(options["status-port"]) if options["status-port"] else None,
         })
+        pods = PodOperations.fromConfig(config, reactor)
     except (P2Error, ValueError) as e:
         raise usage.UsageError(str(e))
     top = service.MultiService()
-    pods = PodOperations.fromConfig(config, reactor)
     agent = AgentService(config, pods, reactor, facts=pods.facts)
     agent.setServiceParent(top)
     pods.service().setServiceParent(top)

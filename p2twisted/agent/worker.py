@@ -218,8 +218,15 @@ class PodWorker(object):
         reality = self._parseReality(realityEntry)
         if intent is not None:
             if reality is not None and reality.sha() == intent.sha():
-                yield self._writeStatus("running", sha=intent.sha())
-                return
+                down = yield self._unsupervised(intent)
+                if not down:
+                    yield self._writeStatus("running", sha=intent.sha())
+                    return
+                # In reality, yet not running here (the builtin supervisor's
+                # pods end with the agent): deploy it again.
+                log.warn("pod {pod} is in reality but not supervised ({services}); starting "
+                         "it again", node=self.node, pod=self.podId, services=", ".join(down),
+                         event="restarting")
             self._writeStatus("deploying", sha=intent.sha())  # informational: not waited for
             yield self.pods.deploy(intent, reality)
             # Reality only after every entry point runs, and only if nobody
@@ -237,6 +244,10 @@ class PodWorker(object):
             yield self.store.delete(realityKey, realityEntry.version)
             log.info("pod {pod} removed", node=self.node, pod=self.podId, event="removed")
             yield self._writeStatus("removed")
+
+    def _unsupervised(self, manifest):
+        check = getattr(self.pods, "unsupervised", None)
+        return defer.succeed([]) if check is None else check(manifest)
 
     def _parseReality(self, entry):
         if entry is None:

@@ -105,9 +105,10 @@ def runStart(options):
                             stderr=subprocess.STDOUT)
     if result.returncode != 0:
         output = result.stdout.decode("utf-8", "replace").strip().splitlines()
+        last = output[-1] if output else "twistd exited with %d" % (result.returncode,)
+        prefix = "twisted.python.usage.UsageError: "
         raise P2Error("the agent did not start: %s (see %s)"
-                      % (output[-1] if output else "twistd exited with %d" % (
-                          result.returncode,), logfile))
+                      % (last[len(prefix):] if last.startswith(prefix) else last, logfile))
     pid = runningPid(pidfile)
     options.out.write("started the agent%s (log %s; stop it with 'p2 stop-agent')\n"
                       % (" (pid %d)" % (pid,) if pid else "", logfile))

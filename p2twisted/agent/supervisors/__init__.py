@@ -69,6 +69,49 @@ def chooseKind(kind, which=shutil.which):
     return kind
 
 
+#: The file in the service directory naming the supervisor of its services.
+KIND_FILE = ".p2-supervisor"
+
+
+def kindForState(kind, stateLayout, which=shutil.which):
+    """
+    Resolve the config's C{supervisor:} setting for an agent state directory,
+    and record the result there: its services must stay with the supervisor
+    that runs them (the builtin one would start second copies of runit's).
+
+    @return: C{"runit"} or C{"builtin"}: with C{auto}, the recorded kind
+        while services exist, else L{chooseKind}'s.
+    @raise SupervisorError: for an explicit kind other than the recorded one
+        while services exist, saying how to switch; or when the recorded
+        runit is no longer installed.
+    """
+    path = os.path.join(stateLayout.serviceDir, KIND_FILE)
+    try:
+        with open(path) as f:
+            recorded = f.read().strip() or None
+    except OSError:
+        recorded = None
+    services = listServiceDirs(stateLayout.serviceDir)
+    if recorded in ("runit", "builtin") and services:
+        if kind not in (None, "auto", recorded):
+            raise SupervisorError(
+                "the pods in %s are supervised by %s (%d services); start the agent with "
+                "--supervisor %s, or undeploy them before switching to %s"
+                % (stateLayout.serviceDir, recorded, len(services), recorded, kind))
+        chosen = recorded
+        if chosen == "runit":
+            for program in RUNIT_PROGRAMS:
+                findProgram(program, which)
+    else:
+        chosen = chooseKind(kind, which)
+    if chosen != recorded:
+        os.makedirs(stateLayout.serviceDir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            f.write(chosen + "\n")
+        os.replace(path + ".tmp", path)
+    return chosen
+
+
 def makeSupervisor(kind, stateLayout, reactor, logDir=None, which=shutil.which):
     """
     Build the supervisor the config asks for.
