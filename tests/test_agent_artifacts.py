@@ -421,3 +421,24 @@ class EvictionTests(unittest.TestCase):
             self.age(sha, KEEP_RECENT + 60)
         self.assertEqual(unlimited.evict(), [])
         self.assertEqual(sorted(os.listdir(self.state.artifactsDir)), sorted(shas[1:]))
+
+    @defer.inlineCallbacks
+    def test_hitSparedDuringRehash(self):
+        """
+        A cached artifact being re-hashed for a cache hit is marked used
+        first, so an eviction meanwhile (another pod's fetch) spares it.
+        """
+        from p2twisted.agent import artifacts
+        cache = ArtifactCache(self.state, reactor, maxBytes=0)
+        url, sha = self.artifact("a")
+        yield cache.fetch(url)
+        self.age(sha, KEEP_RECENT + 60)
+        evicted = []
+        original = artifacts.sha256File
+
+        def hashing(path):
+            evicted.extend(cache.evict())
+            return original(path)
+        self.patch(artifacts, "sha256File", hashing)
+        path, got = yield cache.fetch(url, digest=sha)
+        self.assertEqual((evicted, got, os.path.exists(path)), ([], sha, True))

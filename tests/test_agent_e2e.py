@@ -28,6 +28,22 @@ def requireRunit():
         raise unittest.SkipTest("the agent end-to-end tests run pods as 'nobody', which needs root")
 
 
+def runsvPids(service):
+    """
+    @return: the pids of the runsv processes supervising C{service}.
+    """
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % (entry,), "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv[0].endswith(b"runsv") and service.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
 class LocalStoreCase(unittest.TestCase):
     """
     A local store and an artifact directory of the test's own (runit needed).
@@ -99,6 +115,55 @@ class AgentEndToEndTests(LocalStoreCase):
         yield waitFor(lambda: self.store.get(keys.reality("n1", "hello")).addCallback(
             lambda e: e is None), what="reality to be deleted")
         self.assertFalse(os.path.exists(self.harness.layout("hello").home))
+
+    @defer.inlineCallbacks
+    def test_killedRunsvStartedAgain(self):
+        """
+        A pod whose runsv was killed (so nothing keeps its service up) is
+        started again at the next resync from its install: without its
+        artifact (gone from the cache and the server), and without running
+        its one-shot job again.
+        """
+        from tests.artifacts import buildHoist
+        marks = os.path.abspath(self.mktemp())
+        os.makedirs(marks)
+        os.chmod(marks, 0o777)  # the job runs as nobody
+        for parent in (os.path.dirname(marks), os.path.dirname(os.path.dirname(marks))):
+            os.chmod(parent, 0o755)
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        job = os.path.join(self.artifacts, "job_1.tar.gz")
+        buildHoist(job, files={"bin/launch": (b"#!/bin/sh\necho ran >> %s/runs\n"
+                                              % (marks.encode(),), 0o755)})
+        raw = webManifest("hello", url1, port, sha1) + (
+            b"  job:\n    launchable_type: hoist\n    location: file://%s\n"
+            b"    restart_policy: never\n" % (job.encode(),))
+        yield self.schedule(raw)
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+
+        def runs():
+            try:
+                with open(os.path.join(marks, "runs")) as f:
+                    return f.read().count("ran")
+            except OSError:
+                return 0
+        yield waitFor(lambda: runs() == 1, what="the job to run once")
+        os.unlink(url1[len("file://"):])
+        for name in os.listdir(self.harness.config.stateDir + "/artifacts"):
+            os.unlink(os.path.join(self.harness.config.stateDir, "artifacts", name))
+        service = os.path.join(self.harness.config.stateDir, "service", "hello__web__bin__launch")
+        pid = self.servicePid()
+        for runsv in runsvPids(service):
+            os.kill(runsv, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        yield waitForVersion(port, None)
+        yield waitFor(lambda: self.servicePid() not in (0, pid), timeout=30,
+                      what="the service to be started again")
+        yield waitForVersion(port, "1")
+        self.assertEqual(runs(), 1)
+        status = yield self.podStatus("hello")
+        self.assertEqual((status["state"], status["error"]), ("running", None))
 
     @defer.inlineCallbacks
     def test_uninstallRemovesCgroup(self):

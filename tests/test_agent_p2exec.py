@@ -321,6 +321,8 @@ class ErrorTests(unittest.TestCase):
                                   "argument --memory: expected one argument")
         self.assertOneLineFailure(runP2Exec(["--nolimit=yes", "--", "true"]),
                                   "argument --nolimit: takes no value")
+        self.assertOneLineFailure(runP2Exec(["-u=root", "--", "true"]),
+                                  "argument -u: write -u VALUE or --user=VALUE")
         for size in ("1.5G", "", "12X", "G", "\u0661"):
             self.assertOneLineFailure(runP2Exec(["--cgroup", "c", "--memory", size, "--",
                                                  "true"]), "invalid size")

@@ -228,7 +228,7 @@ class AgentRestartTests(unittest.TestCase):
 
         def holder():
             d = store.get(keys.machine("n1"))
-            return d.addCallback(lambda e: e and json.loads(e.value).get("pid"))
+            return d.addCallback(lambda e: e and json.loads(e.value)["process"]["pid"])
         self.assertEqual((yield waitFor(holder, timeout=60, what="the first agent")),
                          first.transport.pid)
         yield first.kill(signal.SIGKILL)
@@ -247,18 +247,32 @@ class AgentRestartTests(unittest.TestCase):
 
     def test_liveHolderIsNotTakenOver(self):
         """
-        The key of a live agent, or of another machine, is never taken over.
+        Only the key of a dead agent of this machine, boot and pid namespace
+        is taken over: never a live one (also one whose pid was reused by a
+        process started later), another machine's, another boot's or
+        another pid namespace's (a container sharing the machine id).
         """
+        from p2twisted.agent.process import processIdentity
         from p2twisted.agent.service import deadPredecessor
-        facts = {"machine_id": "m1", "pid": os.getpid() + 1}
-        live = json.dumps({"machine_id": "m1", "pid": os.getpid()})
-        self.assertFalse(deadPredecessor(facts, live))
-        elsewhere = json.dumps({"machine_id": "m2", "pid": 2 ** 22 + 1})
-        self.assertFalse(deadPredecessor(facts, elsewhere))
-        self.assertFalse(deadPredecessor({"pid": 5}, json.dumps({"pid": 2 ** 22 + 1})))
+        me = processIdentity()
+        self.assertTrue(me["boot_id"] and me["pid_ns"] and me["pid_start"], me)
+        facts = {"machine_id": "m1", "process": dict(me, pid=os.getpid() + 10 ** 6)}
+
+        def holder(**changes):
+            process = dict(me, pid=2 ** 22 + 1)
+            process.update(changes.pop("process", {}))
+            return json.dumps(dict({"machine_id": "m1", "process": process}, **changes))
+        self.assertTrue(deadPredecessor(facts, holder()))
+        self.assertFalse(deadPredecessor(facts, holder(process={"pid": os.getpid()})))
+        self.assertTrue(deadPredecessor(facts, holder(process={
+            "pid": os.getpid(), "pid_start": me["pid_start"] - 1})))  # pid reused since
+        self.assertFalse(deadPredecessor(facts, holder(machine_id="m2")))
+        self.assertFalse(deadPredecessor(facts, holder(process={"boot_id": "other"})))
+        self.assertFalse(deadPredecessor(facts, holder(process={"pid_ns": 1})))
+        self.assertFalse(deadPredecessor(facts, json.dumps({"machine_id": "m1",
+                                                            "pid": 2 ** 22 + 1})))
         self.assertFalse(deadPredecessor(facts, "not json"))
-        self.assertTrue(deadPredecessor(facts, json.dumps({"machine_id": "m1",
-                                                           "pid": 2 ** 22 + 1})))
+        self.assertFalse(deadPredecessor({"process": me}, holder()))  # no machine id
 
     @defer.inlineCallbacks
     def test_zombieIsGone(self):

@@ -9,7 +9,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from p2twisted.agent.worker import BACKOFF, IDLE, WORKING, PodWorker, backoffPolicy
-from p2twisted.errors import ArtifactError
+from p2twisted.errors import AgentError, ArtifactError
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
@@ -100,21 +100,38 @@ class WorkerTests(unittest.TestCase):
 
     def test_sameSHANotSupervisedStartsAgain(self):
         """
-        Reality equal to intent, but the pod's services are not kept up
-        here (the builtin supervisor's die with the agent): the manifest is
-        deployed again; once supervised, a resync leaves it alone.
+        Reality equal to intent, but some of the pod's services are not
+        kept up here (the builtin supervisor's die with the agent): those
+        are started again from the installs (no deploy); once supervised, a
+        resync leaves the pod alone.
         """
         self.pods.unsupervised = lambda manifest: defer.succeed(self.down)
+        self.pods.relaunch = lambda manifest, names: defer.succeed(
+            self.pods.calls.append(("relaunch", manifest.sha(), names)))
         self.down = ["web__app__launch"]
         self.put(keys.reality("n1", "web"), V1)
         intent = self.put(keys.intent("n1", "web"), V1)
         self.worker.update(intent)
         sha = parseManifest(V1).sha()
-        self.assertEqual(self.pods.calls, [("deploy", sha, sha)])
+        self.assertEqual(self.pods.calls, [("relaunch", sha, ["web__app__launch"])])
         self.assertEqual(self.status()["state"], "running")
         self.down = []
         self.worker.update(intent, resync=True)
         self.assertEqual(len(self.pods.calls), 1)
+
+    def test_relaunchImpossibleDeploys(self):
+        """
+        When the installs to start again from are gone, the pod is deployed
+        afresh.
+        """
+        self.pods.unsupervised = lambda manifest: defer.succeed(["*"])
+        self.pods.relaunch = lambda manifest, names: defer.fail(
+            AgentError("pod web has no current install of app to start again"))
+        self.put(keys.reality("n1", "web"), V1)
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        sha = parseManifest(V1).sha()
+        self.assertEqual(self.pods.calls, [("deploy", sha, sha)])
+        self.assertEqual(self.status()["state"], "running")
 
     def test_upgradeGivesOldManifest(self):
         """

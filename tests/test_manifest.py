@@ -292,6 +292,24 @@ class ValidationTests(SynchronousTestCase):
         self.assertProblem(manifestYAML(launchables=["web"]),
                            "launchables: expected a mapping, got a list")
 
+    def test_idsKeepServiceNamesApart(self):
+        """
+        Pod and launchable ids may not contain C{__} or start or end with
+        C{_}: service names join them with C{__}, and C{app} would otherwise
+        see the services of C{app__canary} (or C{app_}) as its own.
+        """
+        stanza = MINIMAL["launchables"]["web"]
+        for bad in ("app__canary", "app_", "_app"):
+            self.assertProblem(
+                manifestYAML(id=bad),
+                "id: '%s' must not contain '__' or start or end with '_' (service names "
+                "join ids with '__')" % (bad,))
+            self.assertProblem(
+                manifestYAML(launchables={bad: stanza}),
+                "launchables.%s: '%s' must not contain '__' or start or end with '_' "
+                "(service names join ids with '__')" % (bad, bad))
+        parseManifest(manifestYAML(id="a_b-c.d", launchables={"x_y": stanza}))
+
     def test_launchableId(self):
         """
         Launchable ids must be key segments.

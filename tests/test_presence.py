@@ -2,9 +2,10 @@
 Presence keeps an ephemeral key alive across session losses.
 """
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from p2twisted.errors import StoreUnavailable
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.store.presence import Presence
 
@@ -99,6 +100,37 @@ class PresenceTests(unittest.TestCase):
         self.clock.pump([1] * 30)
         self.assertTrue(presence.present)
         self.assertEqual(self.value(), b"new")
+
+    def test_ownKeyAfterLostReply(self):
+        """
+        A key this very session created, though the reply was lost (the
+        call failed), is recognised as held at the next try instead of being
+        waited for forever.
+        """
+        store = MemoryStore(self.state, self.clock)
+        original = store.session
+
+        def session(ttl):
+            def lostReply(s):
+                create = s.createEphemeral
+
+                def once(key, value):
+                    s.createEphemeral = create
+                    return create(key, value).addCallback(
+                        lambda _: defer.fail(StoreUnavailable(key, "memory", "reply lost")))
+                s.createEphemeral = once
+                return s
+            return original(ttl).addCallback(lostReply)
+        store.session = session
+        presence = Presence(store, "machines/n1", lambda: b"v1", 600.0, self.clock)
+        presence.startService()
+        self.addCleanup(presence.stopService)
+        self.assertFalse(presence.present)
+        self.clock.advance(1)
+        self.assertTrue(presence.present)
+        self.assertEqual(self.value(), b"v1")
+        entry = self.successResultOf(self.reader.get("machines/n1"))
+        self.assertEqual(entry.owner, presence.session.id)
 
     def test_stopRemovesKey(self):
         """

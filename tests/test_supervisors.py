@@ -16,7 +16,7 @@ from p2twisted.agent.interfaces import ISupervisor, ServiceSpec
 from p2twisted.agent.layout import StateLayout
 from p2twisted.agent import supervisors
 from p2twisted.agent.supervisors import (
-    chooseKind, kindForState, makeSupervisor, waitUntil)
+    KIND_FILE, chooseKind, kindForState, makeSupervisor, waitUntil)
 from p2twisted.agent.supervisors.builtin import BuiltinSupervisor
 from p2twisted.agent.supervisors.runit import RunitSupervisor
 from p2twisted.errors import SupervisorError, UsageError
@@ -288,7 +288,9 @@ class ChooseTests(unittest.TestCase):
         e = self.assertRaises(SupervisorError, kindForState, "runit", layout, withRunit)
         self.assertEqual(str(e), "the pods in %s are supervised by builtin (1 services); "
                                  "start the agent with --supervisor builtin, or undeploy them "
-                                 "before switching to runit" % (layout.serviceDir,))
+                                 "before switching to runit (if their processes are gone "
+                                 "already, delete %s to switch anyway)"
+                         % (layout.serviceDir, os.path.join(layout.serviceDir, KIND_FILE)))
         os.rmdir(os.path.join(layout.serviceDir, "web__app__launch"))
         self.assertEqual(kindForState("runit", layout, withRunit), "runit")
         os.makedirs(os.path.join(layout.serviceDir, "web__app__launch"))

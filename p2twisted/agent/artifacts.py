@@ -335,7 +335,6 @@ class ArtifactCache(object):
             valid = yield self._inThread(self._checkCached, cached, expected)
             if valid:
                 log.debug("cache hit for {url}", url=url, sha=expected, event="cache-hit")
-                yield self._inThread(self._used, cached)
                 return cached, expected
         yield self._inThread(self._removeStale)
         tmp, sha = yield self._retrying(url, self._download, url, scheme)
@@ -409,6 +408,9 @@ class ArtifactCache(object):
             delay = min(delay * 2, 60.0)
 
     def _checkCached(self, path, expected):
+        # Marked used before the (possibly long) re-hash, so that another
+        # fetch's eviction meanwhile spares it.
+        self._used(path)
         try:
             if sha256File(path) == expected:
                 return True

@@ -179,6 +179,9 @@ def _parseOptions(options):
             name, eq, value = arg.partition("=")
         elif arg[:2] in _SHORT and len(arg) > 2 and _OPTIONS[_SHORT[arg[:2]]][1]:
             name, eq, value = arg[:2], "=", arg[2:]  # -eDIR
+            if value.startswith("="):
+                raise ExecError("argument %s: write %s VALUE or %s=VALUE"
+                                % (name, name, _SHORT[name]))
         else:
             name, eq, value = arg, "", None
         long = _SHORT.get(name, name)

@@ -27,7 +27,7 @@ from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.layout import PodLayout, StateLayout, serviceName
-from p2twisted.agent.process import runBounded
+from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.errors import AgentError, DigestMismatch
 from p2twisted.manifest import launchableVersion
@@ -68,7 +68,7 @@ def machineFacts(node, labels, supervisor):
         pass
     return {"node": node, "hostname": socket.gethostname(), "machine_id": machineId,
             "cores": os.cpu_count(), "memory": memory, "agent_version": __version__,
-            "pid": os.getpid(),
+            "process": processIdentity(),
             "labels": labels, "supervisor": supervisor}
 
 
@@ -290,6 +290,38 @@ class PodOperations(object):
                     restartTimeout=launchable.restartTimeout)
                 for entry in installs[launchableId][1]]
         return specs
+
+    @defer.inlineCallbacks
+    def relaunch(self, manifest, names):
+        """
+        Start again the services C{names} of a pod that is installed and in
+        reality but not kept up (L{unsupervised}): from its C{current}
+        installs, without fetching, installing, hooks or C{bin/enable}, and
+        leaving its other services (one-shot jobs included) alone.
+
+        @raise AgentError: if an install is missing (then a full deploy is
+            needed).
+        """
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        user = yield self._user(manifest, layout)
+        installs = {}
+        for launchableId, launchable in manifest.launchables.items():
+            current = layout.current(launchableId)
+            installDir = os.path.realpath(current)
+            if not os.path.isdir(installDir):
+                raise AgentError("pod %s has no current install of %s to start again"
+                                 % (manifest.id, launchableId))
+            installs[launchableId] = (installDir, self.installer.entryPoints(
+                installDir, launchable.entryPoints))
+        specs = self._specs(manifest, layout, user, installs)
+        wanted = set(names)
+        for launchableId, group in sorted(specs.items()):
+            for spec in group:
+                if "*" in wanted and manifest.launchables[launchableId].restartPolicy != "never" \
+                        or spec.name in wanted:
+                    log.info("starting {service} again", service=spec.name, pod=manifest.id,
+                             event="relaunch")
+                    yield self.supervisor.start(spec, restart=False)
 
     @defer.inlineCallbacks
     def unsupervised(self, manifest):

@@ -128,6 +128,39 @@ class _Bounded(protocol.ProcessProtocol):
                                    self.reactor.seconds() - self.started))
 
 
+def processStartTime(pid):
+    """
+    @return: when process C{pid} started (clock ticks after boot, field 22
+        of C{/proc/<pid>/stat}), or C{None} if there is no such process.
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def processIdentity():
+    """
+    @return: what tells this process apart from any other, on this boot and
+        in this pid namespace: C{{"pid", "pid_start", "boot_id", "pid_ns"}}
+        (a value is C{None} where /proc does not say).
+    """
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = None
+    pid = os.getpid()
+    return {"pid": pid, "pid_start": processStartTime(pid),
+            "boot_id": read("/proc/sys/kernel/random/boot_id"), "pid_ns": namespace}
+
+
 def processGone(pid):
     """
     @return: whether no live process has the id C{pid} (a zombie is gone).

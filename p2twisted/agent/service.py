@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
-from p2twisted.agent.process import processGone
+from p2twisted.agent.process import processGone, processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, backoffPolicy
 from p2twisted.store import keys, openStore
@@ -31,11 +31,14 @@ log = Logger()
 
 def deadPredecessor(facts, value):
     """
-    Whether C{machines/<node>} holding C{value} was left by an agent of this
-    machine whose process is gone (it was killed and its session has not
-    expired yet), so a restarted agent may take it over rather than wait.
+    Whether C{machines/<node>} holding C{value} was left by an agent whose
+    process is gone (killed, its session not expired yet), so a restarted
+    agent may take it over rather than wait.  Only a holder provably of this
+    machine, this boot and this pid namespace qualifies (another container
+    or a clone sharing the machine id never does), and only if its pid is
+    gone or now belongs to a process started at another time.
 
-    @param facts: this agent's facts (C{machine_id}, C{pid}).
+    @param facts: this agent's facts (C{machine_id}, C{process}).
     @param value: the key's value: the previous holder's facts.
     """
     try:
@@ -44,10 +47,17 @@ def deadPredecessor(facts, value):
         return False
     if not isinstance(previous, dict):
         return False
-    pid = previous.get("pid")
-    return (bool(facts.get("machine_id")) and previous.get("machine_id") == facts["machine_id"]
-            and isinstance(pid, int) and pid > 1 and pid != facts.get("pid")
-            and processGone(pid))
+    mine, theirs = facts.get("process") or {}, previous.get("process")
+    if not (isinstance(theirs, dict) and facts.get("machine_id")
+            and previous.get("machine_id") == facts["machine_id"]):
+        return False
+    for key in ("boot_id", "pid_ns"):
+        if mine.get(key) is None or theirs.get(key) != mine[key]:
+            return False
+    pid = theirs.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == mine.get("pid"):
+        return False
+    return processGone(pid) or processStartTime(pid) != theirs.get("pid_start")
 
 
 class AgentService(service.MultiService):

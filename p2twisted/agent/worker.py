@@ -222,11 +222,19 @@ class PodWorker(object):
                 if not down:
                     yield self._writeStatus("running", sha=intent.sha())
                     return
-                # In reality, yet not running here (the builtin supervisor's
-                # pods end with the agent): deploy it again.
-                log.warn("pod {pod} is in reality but not supervised ({services}); starting "
-                         "it again", node=self.node, pod=self.podId, services=", ".join(down),
-                         event="restarting")
+                # In reality, yet not kept up here (the builtin supervisor's
+                # pods end with the agent; a runsv may be killed, or stopped
+                # by hand): start those services again from the installs.
+                log.warn("pod {pod} is in reality but not supervised ({services}); "
+                         "starting it again", node=self.node, pod=self.podId,
+                         services=", ".join(down), event="restarting")
+                try:
+                    yield self.pods.relaunch(intent, down)
+                    yield self._writeStatus("running", sha=intent.sha())
+                    return
+                except P2Error as e:  # its installs are gone: deploy it afresh
+                    log.warn("pod {pod}: {error}; deploying it again", node=self.node,
+                             pod=self.podId, error=str(e))
             self._writeStatus("deploying", sha=intent.sha())  # informational: not waited for
             yield self.pods.deploy(intent, reality)
             # Reality only after every entry point runs, and only if nobody

@@ -193,13 +193,26 @@ def _labels(v, value, path):
 
 # Stanzas
 
+def _serviceId(v, value, path):
+    """
+    A pod or launchable id: a segment that keeps service names
+    (C{<pod>__<launchable>__<entry>}) unambiguous: no C{__} inside, no C{_}
+    at either end.
+    """
+    text = _segment(v, value, path)
+    if text is not None and ("__" in text or text.startswith("_") or text.endswith("_")):
+        return v.problem(path, "%s must not contain '__' or start or end with '_' (service "
+                               "names join ids with '__')" % (_quote(text),))
+    return text
+
+
 def _podFields(v, document):
     """
     @return: the L{PodManifest} attributes but C{warnings}, C{raw},
         C{signature} and C{signedBody}.
     """
     v.warnUnknown(document, (), _TOP_LEVEL_FIELDS)
-    podId = v.required(document, (), "id", _segment)
+    podId = v.required(document, (), "id", _serviceId)
     return dict(
         id=podId,
         runAs=_runAs(v, document, podId),
@@ -231,7 +244,7 @@ def _launchables(v, value, path):
     for name, stanza in value.items():
         if not isinstance(name, str):
             v.problem(path, "launchable ids must be strings, got %s" % (_describe(name),))
-        elif _segment(v, name, path + (name,)) is not None:
+        elif _serviceId(v, name, path + (name,)) is not None:
             launchables[name] = _launchable(v, stanza, path + (name,))
     return launchables
 

@@ -95,9 +95,14 @@ class Presence(service.Service):
             try:
                 yield self.session.createEphemeral(self.key, self.value())
             except KeyExists:
-                if not (yield self._takeOver()):
+                entry = yield self.store.get(self.key)
+                if entry is not None and entry.owner == getattr(self.session, "id", None):
+                    # Created by this very session (its reply was lost): held.
+                    yield self.store.put(self.key, self.value())
+                elif (yield self._takeOver(entry)):
+                    yield self.session.createEphemeral(self.key, self.value())
+                else:
                     raise
-                yield self.session.createEphemeral(self.key, self.value())
         except KeyExists:
             log.info("{key} still held by an earlier session; retrying", key=self.key)
             self._retry()
@@ -121,17 +126,17 @@ class Presence(service.Service):
             self.onPresent()
 
     @defer.inlineCallbacks
-    def _takeOver(self):
+    def _takeOver(self, entry):
         """
-        Delete the key if C{takeOver} says its holder is a dead predecessor.
+        Delete the key (C{entry}, as just read) if C{takeOver} says its
+        holder is a dead predecessor.
 
-        @return: L{Deferred} firing with whether it was deleted.
+        @return: L{Deferred} firing with whether it is gone.
         """
-        if self.takeOver is None:
-            return False
-        entry = yield self.store.get(self.key)
         if entry is None:
             return True  # gone meanwhile
+        if self.takeOver is None:
+            return False
         if not self.takeOver(entry.value):
             return False
         try:

@@ -96,8 +96,9 @@ def kindForState(kind, stateLayout, which=shutil.which):
         if kind not in (None, "auto", recorded):
             raise SupervisorError(
                 "the pods in %s are supervised by %s (%d services); start the agent with "
-                "--supervisor %s, or undeploy them before switching to %s"
-                % (stateLayout.serviceDir, recorded, len(services), recorded, kind))
+                "--supervisor %s, or undeploy them before switching to %s (if their "
+                "processes are gone already, delete %s to switch anyway)"
+                % (stateLayout.serviceDir, recorded, len(services), recorded, kind, path))
         chosen = recorded
         if chosen == "runit":
             for program in RUNIT_PROGRAMS:
@@ -105,10 +106,14 @@ def kindForState(kind, stateLayout, which=shutil.which):
     else:
         chosen = chooseKind(kind, which)
     if chosen != recorded:
-        os.makedirs(stateLayout.serviceDir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            f.write(chosen + "\n")
-        os.replace(path + ".tmp", path)
+        try:
+            os.makedirs(stateLayout.serviceDir, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                f.write(chosen + "\n")
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            raise SupervisorError("cannot record the supervisor in %s: %s"
+                                  % (path, e.strerror or e))
     return chosen
 
 
