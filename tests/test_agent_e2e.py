@@ -168,7 +168,7 @@ class AgentEndToEndTests(LocalStoreCase):
     @defer.inlineCallbacks
     def test_uninstallRemovesCgroup(self):
         """
-        A pod with cgroup limits runs in C{p2/<pod>-<launchable>}; removing
+        A pod with cgroup limits runs in C{p2/<pod>@<launchable>}; removing
         the pod removes that cgroup too.
         """
         from p2twisted.agent import p2exec
@@ -181,8 +181,8 @@ class AgentEndToEndTests(LocalStoreCase):
         yield self.schedule(webManifest("limited", url, port, sha,
                                         extra=b"    cgroup:\n      memory: 268435456\n"))
         yield waitForVersion(port, "1")
-        dirs = [d for d in p2exec.cgroupDirs("limited-web") if os.path.isdir(d)]
-        self.assertTrue(dirs, "no cgroup p2/limited-web was made")
+        dirs = [d for d in p2exec.cgroupDirs("limited@web") if os.path.isdir(d)]
+        self.assertTrue(dirs, "no cgroup p2/limited@web was made")
         yield intent.unschedule(self.store, "n1", "limited")
         yield waitFor(lambda: not os.path.exists(self.harness.layout("limited").home),
                       what="the pod to be removed")

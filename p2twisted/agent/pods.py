@@ -45,6 +45,14 @@ def p2execCommand():
     return [sys.executable, "-S", "-E", os.path.abspath(p2exec.__file__)]
 
 
+def cgroupName(podId, launchableId):
+    """
+    @return: the name of the cgroup (C{p2/<name>}) of a launchable's
+        processes: C{@} joins the ids, as it can occur in neither.
+    """
+    return "%s@%s" % (podId, launchableId)
+
+
 def machineFacts(node, labels, supervisor):
     """
     @return: the facts published in C{machines/<node>}.
@@ -284,7 +292,7 @@ class PodOperations(object):
                     name=serviceName(manifest.id, launchableId, entry),
                     argv=runtime.execArgv(
                         self.p2exec, layout, launchableId, user, entry,
-                        cgroupName=("%s-%s" % (manifest.id, launchableId)) if cgroup else None,
+                        cgroupName=cgroupName(manifest.id, launchableId) if cgroup else None,
                         cpus=cgroup.get("cpus"), memory=cgroup.get("memory")),
                     restartPolicy=launchable.restartPolicy,
                     restartTimeout=launchable.restartTimeout)
@@ -365,6 +373,8 @@ class PodOperations(object):
             log.info("removing service {service}: not in the new manifest", service=name,
                      pod=podId)
             yield self.supervisor.remove(name, self._stopTimeout(old))
+        if old is not None and unwanted:
+            yield threads.deferToThread(self._removeCgroups, old, set(specs))
 
     def _stopTimeout(self, manifest):
         if manifest is None:
@@ -407,16 +417,17 @@ class PodOperations(object):
 
     # -- remove --------------------------------------------------------------
 
-    def _removeCgroups(self, manifest):
+    def _removeCgroups(self, manifest, keep=()):
         """
-        Remove the cgroups p2-exec made for the pod's launchables (their
-        processes are gone by now); one that cannot go is only a warning.
+        Remove the cgroups p2-exec made for the pod's launchables but those
+        in C{keep} (their processes are gone by now); one that cannot go is
+        only a warning.
         """
         from p2twisted.agent.p2exec import removeCgroup
         for launchableId, launchable in sorted(manifest.launchables.items()):
-            if not launchable.cgroup:
+            if not launchable.cgroup or launchableId in keep:
                 continue
-            removed, problems = removeCgroup("%s-%s" % (manifest.id, launchableId))
+            removed, problems = removeCgroup(cgroupName(manifest.id, launchableId))
             for problem in problems:
                 log.warn("cannot remove cgroup {problem}", problem=problem, pod=manifest.id)
 
