@@ -18,7 +18,7 @@ from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.hooks import (
     BLOCKING_EVENTS, EVENTS, HOOK_PATH, HookContext, HookFailed, HookRunner, podContext)
 from p2twisted.agent.layout import PodLayout
-from p2twisted.agent.process import processGone
+from p2twisted.agent.supervisors import processAlive as alive
 from p2twisted.agent.worker import PodWorker
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -42,10 +42,6 @@ launchables:
 RECORDER = """#!/bin/sh
 echo "$HOOK $HOOK_EVENT $HOOKED_POD_ID" >> %s
 """
-
-
-def alive(pid):
-    return not processGone(pid)
 
 
 def writeScript(path, text, mode=0o755):

@@ -8,11 +8,8 @@ import signal
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from p2twisted.agent.process import processGone, runBounded
-
-
-def alive(pid):
-    return not processGone(pid)
+from p2twisted.agent.process import runBounded
+from p2twisted.agent.supervisors import processAlive as alive
 
 
 class RunBoundedTests(unittest.TestCase):

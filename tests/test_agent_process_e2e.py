@@ -279,13 +279,13 @@ class AgentRestartTests(unittest.TestCase):
         """
         A predecessor that died but was not reaped yet (a zombie) is gone.
         """
-        from p2twisted.agent.process import processGone
+        from p2twisted.agent.supervisors import processAlive
         child = subprocess.Popen(["true"])
         self.addCleanup(child.wait)
 
         def zombie():
             with open("/proc/%d/stat" % (child.pid,)) as f:
                 return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        self.assertFalse(processGone(os.getpid()))
+        self.assertTrue(processAlive(os.getpid()))
         yield waitFor(zombie, timeout=30, what="the child to exit")
-        self.assertTrue(processGone(child.pid))
+        self.assertFalse(processAlive(child.pid))

@@ -20,6 +20,7 @@ from p2twisted.agent.layout import PodLayout
 from p2twisted.agent.podlogs import MAX_READ, logFiles, readFrom
 from p2twisted.agent.pods import p2execCommand
 from p2twisted.agent.requests import CLOCK_SLACK, RequestRunner, decode, encode, fit
+from p2twisted.agent.supervisors import processAlive as alive
 from p2twisted.agent.tasks import RequestHandlers
 from p2twisted.errors import AgentError, P2Error
 from p2twisted.manifest import parseManifest
@@ -35,10 +36,6 @@ START = 1700000000.0
 
 #: Seconds a real-process test waits for an expected event.
 WAIT = 20.0
-
-
-def alive(pid):
-    return not process.processGone(pid)
 
 
 class StateLog(object):

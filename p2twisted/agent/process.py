@@ -16,6 +16,8 @@ import signal
 import attr
 from twisted.internet import defer, error, protocol
 
+from p2twisted.agent.supervisors import processStartTime
+
 
 @attr.s
 class Result(object):
@@ -128,18 +130,6 @@ class _Bounded(protocol.ProcessProtocol):
                                    self.reactor.seconds() - self.started))
 
 
-def processStartTime(pid):
-    """
-    @return: when process C{pid} started (clock ticks after boot, field 22
-        of C{/proc/<pid>/stat}), or C{None} if there is no such process.
-    """
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def processIdentity():
     """
     @return: what tells this process apart from any other, on this boot and
@@ -159,17 +149,6 @@ def processIdentity():
     pid = os.getpid()
     return {"pid": pid, "pid_start": processStartTime(pid),
             "boot_id": read("/proc/sys/kernel/random/boot_id"), "pid_ns": namespace}
-
-
-def processGone(pid):
-    """
-    @return: whether no live process has the id C{pid} (a zombie is gone).
-    """
-    try:
-        with open("/proc/%d/stat" % (pid,)) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=None,

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
-from p2twisted.agent.process import processGone, processStartTime
+from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, backoffPolicy
 from p2twisted.store import keys, openStore
@@ -57,7 +57,8 @@ def deadPredecessor(facts, value):
     pid = theirs.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == mine.get("pid"):
         return False
-    return processGone(pid) or processStartTime(pid) != theirs.get("pid_start")
+    # None when it is gone or a zombie: different from any start time.
+    return processStartTime(pid) != theirs.get("pid_start")
 
 
 class AgentService(service.MultiService):
