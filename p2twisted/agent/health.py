@@ -5,9 +5,9 @@ check (manifest C{status:}) every L{INTERVAL} seconds with
 C{GET http(s)://127.0.0.1:<port><path>} and publishes the result at
 C{health/<pod_id>/<node>}: JSON C{{status, output, time, sha}}, C{status}
 C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}.  A pod
-is checked only while the agent is not deploying or removing it: meanwhile
-the manifest on disk may already be the new one while the old process still
-answers, and its last health stays as it was.
+is checked only while its worker is idle, not while the agent deploys or
+removes it or waits to retry a failed attempt: meanwhile the manifest on disk
+may not be the one running, and its last health stays as it was.
 
 The key is ephemeral, held by the agent's session (DESIGN.md): when the agent
 or its host dies, its pods' health disappears rather than staying
@@ -209,13 +209,18 @@ class HealthMonitor(service.Service):
         return self.checker.close()
 
     def _manifest(self, podId, raw):
+        """
+        @return: C{(manifest, sha)} of the bytes C{raw}, parsed once per
+            change, or C{None} when they are not a valid manifest.
+        """
         cached = self._manifests.get(podId)
         if cached is None or cached[0] != raw:
             try:
                 manifest = parseManifest(raw)
+                parsed = (manifest, manifest.sha())
             except ManifestError:
-                manifest = None
-            cached = self._manifests[podId] = (raw, manifest)
+                parsed = None
+            cached = self._manifests[podId] = (raw, parsed)
         return cached[1]
 
     @defer.inlineCallbacks
@@ -231,12 +236,12 @@ class HealthMonitor(service.Service):
             pods = {podId: m for podId, m in pods.items() if m is not None}
             busy = {p for p in pods if not self.settled(p)}
             order = sorted(set(pods) - busy)
-            results = yield defer.gatherResults([self._check(pods[p]) for p in order])
+            results = yield defer.gatherResults([self._check(pods[p][0]) for p in order])
             checked = set(busy)  # left as they are
             for podId, result in zip(order, results):
                 if result is not None:
                     checked.add(podId)
-                    yield self._publish(podId, pods[podId].sha(), result)
+                    yield self._publish(podId, pods[podId][1], result)
             for podId in sorted(set(self.written) - checked):
                 yield self._unpublish(podId)
             for podId in set(self._manifests) - set(installed):

@@ -165,7 +165,9 @@ class AgentService(service.MultiService):
 
     def _settled(self, podId):
         """
-        @return: whether no deploy or removal of C{podId} is under way.
+        @return: whether C{podId}'s worker is idle: no deploy or removal under
+            way, and none failed and waiting to be retried (then the manifest
+            on disk may not be the running one).
         """
         worker = self.workers.get(podId)
         return worker is None or worker.state == IDLE

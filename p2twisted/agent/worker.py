@@ -10,7 +10,10 @@ canonical SHAs and then:
     intent present, reality absent or different  ->  deploy (install the new
         version before halting the old one), then write reality
     intent absent, reality present               ->  remove, then delete reality
-    SHAs equal                                   ->  nothing
+    SHAs equal                                   ->  nothing, unless some of the
+        pod's services are not kept up here (the builtin supervisor's end with
+        the agent; a runsv may be killed): those are started again from the
+        installs, or the pod is deployed afresh if its installs are gone
 
 A failed attempt is retried with exponential backoff (1 s doubling to 60 s,
 with jitter); every attempt's outcome is written to C{status/pods/<node>/<pod>}.
@@ -56,7 +59,8 @@ class PodWorker(object):
     Converges one pod.
 
     @param pods: the pod operations (L{p2twisted.agent.pods.PodOperations}
-        or a fake): C{deploy(manifest, old)}, C{remove(manifest)}.
+        or a fake): C{deploy(manifest, old)}, C{remove(manifest, podId)}, and
+        optionally C{unsupervised(manifest)} and C{relaunch(manifest, names)}.
     @param store: the L{IStore}.
     @param node: this node's name.
     @param podId: the pod.
