@@ -256,10 +256,16 @@ def readHealth(store, podId, node):
         agent running there).
     """
     entry = yield store.get(keys.health(podId, node))
-    if entry is None:
-        return None
+    return None if entry is None else parseHealth(entry.value)
+
+
+def parseHealth(value):
+    """
+    @return: C{{"status", "output", "sha", "time"}} of a C{health/<pod>/<node>}
+        value, or C{None} if it is not a JSON object.
+    """
     try:
-        record = json.loads(entry.value)
+        record = json.loads(value)
     except ValueError:
         return None
     if not isinstance(record, dict):

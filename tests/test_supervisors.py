@@ -295,7 +295,10 @@ class ChooseTests(unittest.TestCase):
         self.assertEqual(kindForState("runit", layout, withRunit), "runit")
         os.makedirs(os.path.join(layout.serviceDir, "web__app__launch"))
         self.assertEqual(kindForState("auto", layout, withRunit), "runit")
-        self.assertRaises(SupervisorError, kindForState, "auto", layout, withoutRunit)
+        # Recorded runit, now missing: kept, and makeSupervisor says it is missing.
+        self.assertEqual(kindForState("auto", layout, withoutRunit), "runit")
+        self.assertRaises(SupervisorError, makeSupervisor, "runit", layout, reactor,
+                          which=withoutRunit)
 
     def test_unknown(self):
         """

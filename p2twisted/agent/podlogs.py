@@ -54,8 +54,8 @@ def readFrom(path, offset, maxBytes=MAX_READ):
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
-            if offset is None or offset > size:
-                offset = 0 if offset is not None else max(0, size - maxBytes)
+            if offset is None or offset > size:  # first read, or rotated
+                offset = 0
             offset = max(offset, size - maxBytes)
             f.seek(offset)
             data = f.read(size - offset)

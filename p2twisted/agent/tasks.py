@@ -51,7 +51,8 @@ def _text(request, field):
 
 def installedManifest(podRoot, podId):
     """
-    @return: the manifest of pod C{podId} as installed under C{podRoot}.
+    @return: C{(layout, manifest)} of pod C{podId} as installed under
+        C{podRoot}.
     @raise AgentError: if it is not installed there, or C{podId} is not
         one path segment.
     """

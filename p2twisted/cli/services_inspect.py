@@ -68,10 +68,9 @@ def clusterView(store):
     entries = yield store.list(keys.tree(keys.HEALTH))
     for key, entry in entries.items():
         parts = keys.parse(key)
-        record = _record(entry.value)
-        if len(parts) == 3 and record is not None:
-            row(parts[2], parts[1])["health"] = {
-                k: record.get(k) for k in ("status", "output", "sha", "time")}
+        health = services.parseHealth(entry.value)
+        if len(parts) == 3 and health is not None:
+            row(parts[2], parts[1])["health"] = health
     statusPrefix = keys.status("pods")
     entries = yield store.list(statusPrefix)
     for key, entry in entries.items():

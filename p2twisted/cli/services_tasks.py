@@ -21,7 +21,7 @@ from p2twisted.agent.tasks import DEFAULT_TIMEOUT, KILL_GRACE
 from p2twisted.cli.agentrequests import ask
 from p2twisted.cli.main import withStore
 from p2twisted.cli.services_common import stateDir
-from p2twisted.cli.services_wait import isLocal
+from p2twisted.cli.schedule import nodeName
 from p2twisted.errors import P2Error, UsageError
 from p2twisted.store import keys
 from p2twisted.templates import getTemplate
@@ -242,7 +242,7 @@ def _runLogs(options, store):
     sources = []
     for node in nodes:
         agent = yield store.get(keys.machine(node))
-        if agent is None and isLocal(node, None):
+        if agent is None and node == nodeName(None):  # this host's node, agent down
             sources.append(LocalLogs(node, stateDir(options), options.name))
         else:
             sources.append(AgentLogs(node, store, options.reactor, options.name))

@@ -6,31 +6,14 @@ manifest declares a status check, that node's agent reports it passing for
 this manifest (C{health/<pod>/<node>}).
 """
 
-import json
-import socket
-
 from twisted.internet import defer, task
 
 from p2twisted import services
-from p2twisted.cli.schedule import nodeName
 from p2twisted.errors import P2Error
 from p2twisted.store import keys
 
 #: Seconds between two looks at the store.
 INTERVAL = 0.2
-
-
-def isLocal(node, agentEntry):
-    """
-    @return: whether C{node} is this host: its name, or its agent's
-        registered host name.
-    """
-    if node == nodeName(None):
-        return True
-    try:
-        return json.loads(agentEntry.value).get("hostname") == socket.gethostname()
-    except (AttributeError, ValueError, TypeError):
-        return False
 
 
 def healthy(state, sha):

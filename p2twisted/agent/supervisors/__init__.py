@@ -82,8 +82,7 @@ def kindForState(kind, stateLayout, which=shutil.which):
     @return: C{"runit"} or C{"builtin"}: with C{auto}, the recorded kind
         while services exist, else L{chooseKind}'s.
     @raise SupervisorError: for an explicit kind other than the recorded one
-        while services exist, saying how to switch; or when the recorded
-        runit is no longer installed.
+        while services exist, saying how to switch.
     """
     path = os.path.join(stateLayout.serviceDir, KIND_FILE)
     try:
@@ -99,10 +98,7 @@ def kindForState(kind, stateLayout, which=shutil.which):
                 "--supervisor %s, or undeploy them before switching to %s (if their "
                 "processes are gone already, delete %s to switch anyway)"
                 % (stateLayout.serviceDir, recorded, len(services), recorded, kind, path))
-        chosen = recorded
-        if chosen == "runit":
-            for program in RUNIT_PROGRAMS:
-                findProgram(program, which)
+        chosen = recorded  # makeSupervisor says if runit is missing
     else:
         chosen = chooseKind(kind, which)
     if chosen != recorded:
