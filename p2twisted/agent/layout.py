@@ -97,6 +97,21 @@ class StateLayout(object):
         return os.path.join(self.stateDir, "tmp")
 
 
+def podServices(names, podId):
+    """
+    @return: those of the service C{names} that belong to pod C{podId}
+        (unambiguous, as ids never contain C{__} nor start or end with C{_}).
+    """
+    return [name for name in names if name.startswith(podId + "__")]
+
+
+def serviceLaunchable(name):
+    """
+    @return: the launchable id in a L{serviceName}.
+    """
+    return name.split("__")[1]
+
+
 def serviceName(podId, launchableId, entryPoint):
     """
     @return: the supervised service's name for one entry point:

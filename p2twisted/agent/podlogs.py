@@ -10,7 +10,8 @@ C{p2 logs} itself when this host's agent is not running.
 
 import os
 
-from p2twisted.agent.layout import StateLayout
+from p2twisted.agent.layout import StateLayout, podServices
+from p2twisted.agent.supervisors import listServiceDirs
 
 #: At most this many bytes of one log are returned by one read.
 MAX_READ = 64 * 1024
@@ -25,14 +26,8 @@ def logFiles(stateDir, podId):
         agent state directory C{stateDir} (empty when it has none).
     """
     layout = StateLayout(stateDir)
-    try:
-        names = sorted(os.listdir(layout.serviceDir))
-    except OSError:
-        return {}
     found = {}
-    for name in names:
-        if not name.startswith(podId + "__"):
-            continue
+    for name in podServices(listServiceDirs(layout.serviceDir), podId):
         for rel in LOG_FILES:
             path = os.path.join(layout.service(name), *rel)
             if os.path.isfile(path):

@@ -26,7 +26,8 @@ from p2twisted.agent.artifacts import ArtifactCache
 from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
 from p2twisted.agent.interfaces import ServiceSpec
-from p2twisted.agent.layout import PodLayout, StateLayout, serviceName
+from p2twisted.agent.layout import (
+    PodLayout, StateLayout, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.errors import AgentError, DigestMismatch
@@ -348,7 +349,7 @@ class PodOperations(object):
             return ["*"]
         down = []
         for name in names:
-            launchable = manifest.launchables.get(name.split("__")[1] if "__" in name else "")
+            launchable = manifest.launchables.get(serviceLaunchable(name))
             if launchable is not None and launchable.restartPolicy == "never":
                 continue
             status = yield self.supervisor.status(name)
@@ -359,7 +360,7 @@ class PodOperations(object):
     @defer.inlineCallbacks
     def _podServices(self, podId):
         names = yield self.supervisor.services()
-        return [n for n in names if n.startswith(podId + "__")]
+        return podServices(names, podId)
 
     @defer.inlineCallbacks
     def _stopUnwanted(self, podId, specs, old):

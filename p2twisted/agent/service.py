@@ -1,7 +1,10 @@
 # -*- test-case-name: tests.test_agent_service -*-
 """
-The machine agent service: registers the machine, watches this node's
-intent, resyncs periodically, and hands each pod to its L{PodWorker}.
+The machine agent service: registers the machine (taking over the key of a
+dead predecessor on this machine), watches this node's intent, resyncs
+periodically, and hands each pod to its L{PodWorker}; its children check the
+pods' health (L{HealthMonitor}) and carry out the requests of C{p2 run} and
+C{p2 logs} (L{RequestRunner}).
 
 Failsafes (DESIGN.md):
   - The agent acts on an intent listing only while C{intent/<node>} holds the
