@@ -130,21 +130,27 @@ def _extraEnv(text):
     return (name, value)
 
 
-#: p2-exec's options: C{{long name: (attribute, converter, repeatable)}}; a
-#: converter of C{None} marks a flag.  Parsed by hand rather than with
-#: argparse, whose import alone costs a pod start about 13 ms.
+#: p2-exec's options: C{{long name: (attribute, converter, repeatable,
+#: default, metavar, help)}}; a converter of C{None} marks a flag.  Parsed by
+#: hand rather than with argparse, whose import alone costs a pod start about
+#: 13 ms (argparse only prints C{--help}, from this table).
 _OPTIONS = {
-    "--env-dir": ("envDirs", str, True),
-    "--extra-env": ("extraEnv", _extraEnv, True),
-    "--user": ("user", str, False),
-    "--clear-env": ("clearEnv", None, False),
-    "--nolimit": ("nolimit", None, False),
-    "--umask": ("umask", _umask, False),
-    "--chdir": ("chdir", str, False),
-    "--cgroup": ("cgroup", str, False),
-    "--cpus": ("cpus", _positiveFloat, False),
-    "--memory": ("memory", _size, False),
-    "--pids": ("pids", _positiveInt, False),
+    "--env-dir": ("envDirs", str, True, None, "ENVDIR",
+                  "load variables from ENVDIR (chpst -e); repeatable"),
+    "--extra-env": ("extraEnv", _extraEnv, True, None, "K=V",
+                    "set one variable after the env dirs; repeatable"),
+    "--user": ("user", str, False, None, "USER", "run as USER (name or uid); needs root"),
+    "--clear-env": ("clearEnv", None, False, False, None,
+                    "start from an empty environment (PATH only)"),
+    "--nolimit": ("nolimit", None, False, False, None,
+                  "raise soft rlimits to the hard limits"),
+    "--umask": ("umask", _umask, False, 0o022, "OCTAL", "umask (default 022)"),
+    "--chdir": ("chdir", str, False, None, "DIR", "change to DIR before the exec"),
+    "--cgroup": ("cgroup", str, False, None, "NAME",
+                 "join cgroup p2/NAME with the limits below"),
+    "--cpus": ("cpus", _positiveFloat, False, None, "N", "CPU quota in CPUs (e.g. 0.5)"),
+    "--memory": ("memory", _size, False, None, "BYTES", "memory limit (e.g. 512M)"),
+    "--pids": ("pids", _positiveInt, False, None, "N", "maximum number of tasks"),
 }
 _SHORT = {"-e": "--env-dir", "-u": "--user", "-n": "--nolimit"}
 
@@ -155,10 +161,8 @@ class Options(object):
     """
 
     def __init__(self):
-        self.envDirs, self.extraEnv = [], []
-        self.user = self.chdir = self.cgroup = self.cpus = self.memory = self.pids = None
-        self.clearEnv = self.nolimit = False
-        self.umask = 0o022
+        for attribute, _, repeatable, default, _, _ in _OPTIONS.values():
+            setattr(self, attribute, [] if repeatable else default)
         self.command = []
 
 
@@ -188,7 +192,7 @@ def _parseOptions(options):
         if long not in _OPTIONS:
             unknown.append(arg)
             continue
-        attribute, convert, repeatable = _OPTIONS[long]
+        attribute, convert, repeatable = _OPTIONS[long][:3]
         if convert is None:
             if eq:
                 raise ExecError("argument %s: takes no value" % (long,))
@@ -222,29 +226,13 @@ def buildParser():
         usage="p2-exec [options] -- COMMAND [ARGS...]",
         description="Start a pod or hook process: env dirs, rlimits, cgroup, "
                     "user, new process group, exec.")
-    parser.add_argument("-e", "--env-dir", dest="envDirs", action="append",
-                        default=[], metavar="ENVDIR",
-                        help="load variables from ENVDIR (chpst -e); repeatable")
-    parser.add_argument("--extra-env", dest="extraEnv", action="append",
-                        default=[], metavar="K=V",
-                        help="set one variable after the env dirs; repeatable")
-    parser.add_argument("-u", "--user", dest="user", default=None,
-                        help="run as USER (name or uid); needs root")
-    parser.add_argument("--clear-env", dest="clearEnv", action="store_true",
-                        help="start from an empty environment (PATH only)")
-    parser.add_argument("-n", "--nolimit", dest="nolimit", action="store_true",
-                        help="raise soft rlimits to the hard limits")
-    parser.add_argument("--umask", dest="umask", default=0o022,
-                        help="octal umask (default 022)")
-    parser.add_argument("--chdir", dest="chdir", default=None, metavar="DIR")
-    parser.add_argument("--cgroup", dest="cgroup", default=None, metavar="NAME",
-                        help="join cgroup p2/NAME with the limits below")
-    parser.add_argument("--cpus", dest="cpus", default=None,
-                        metavar="N", help="CPU quota in CPUs (e.g. 0.5)")
-    parser.add_argument("--memory", dest="memory", default=None,
-                        metavar="BYTES", help="memory limit (e.g. 512M)")
-    parser.add_argument("--pids", dest="pids", default=None,
-                        metavar="N", help="maximum number of tasks")
+    shorts = {name: short for short, name in _SHORT.items()}
+    for name, (_, convert, _, _, metavar, text) in _OPTIONS.items():
+        flags = [shorts[name], name] if name in shorts else [name]
+        if convert is None:
+            parser.add_argument(*flags, action="store_true", help=text)
+        else:
+            parser.add_argument(*flags, metavar=metavar, help=text)
     return parser
 
 
