@@ -426,6 +426,12 @@ def _under(mountPoint, mountRoot, path):
     return os.path.join(mountPoint, path.lstrip("/"))
 
 
+def _v1Dir(mountPoint, mountRoot, v1Paths, controller, name):
+    # p2/<name> below this process's cgroup in a v1 hierarchy.
+    base = _under(mountPoint, mountRoot, v1Paths.get(controller, "/"))
+    return os.path.join(base, "p2", name)
+
+
 def _mkdirs(path):
     try:
         os.makedirs(path)
@@ -517,8 +523,7 @@ def setupCgroup(name, cpus=None, memory=None, pids=None, mountinfo=None,
         if controller not in hierarchies:
             continue
         mountPoint, root = hierarchies[controller]
-        base = _under(mountPoint, root, v1Paths.get(controller, "/"))
-        directory = os.path.join(base, "p2", name)
+        directory = _v1Dir(mountPoint, root, v1Paths, controller, name)
         try:
             _mkdirs(directory)
             if controller == "memory":
@@ -561,8 +566,7 @@ def cgroupDirs(name, mountinfo=None, procCgroup=None):
             continue
         controllers = sorted(set(options) & {"cpu", "memory", "pids"})
         if controllers:
-            base = _under(mountPoint, root, v1Paths.get(controllers[0], "/"))
-            dirs.append(os.path.join(base, "p2", name))
+            dirs.append(_v1Dir(mountPoint, root, v1Paths, controllers[0], name))
     return dirs
 
 

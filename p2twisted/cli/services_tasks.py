@@ -250,18 +250,10 @@ def _runLogs(options, store):
     several = len(nodes) > 1 or any(len(logs) > 1 for logs in first
                                     if not isinstance(logs, P2Error))
     printer = LogPrinter(options.out, several)
-    failed = []
-    for source, result in zip(sources, first):
-        if isinstance(result, P2Error):
-            failed.append(source.node)
-            printer.error(source.node, result)
-        else:
-            for name, text in result:
-                printer.show(source.node, name, text)
-    failing = set(failed)
-    while options.follow:
-        yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
-        for source, result in zip(sources, (yield _readAll(sources))):
+    failing = set()
+
+    def show(results):
+        for source, result in zip(sources, results):
             if isinstance(result, P2Error):  # said once, until it reads again
                 if source.node not in failing:
                     failing.add(source.node)
@@ -270,6 +262,11 @@ def _runLogs(options, store):
             failing.discard(source.node)
             for name, text in result:
                 printer.show(source.node, name, text)
+    show(first)
+    failed = sorted(failing)
+    while options.follow:
+        yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
+        show((yield _readAll(sources)))
     if failed:
         raise P2Error("could not read the logs of %s on %s" % (options.name, ", ".join(failed)))
     return 0
