@@ -472,6 +472,21 @@ def _neededControllers(cpus, memory, pids):
     return needed
 
 
+def _procCgroupFiles(mountinfo, procCgroup):
+    """
+    @return: C{(mountinfo, procCgroup)}, each read from C{/proc/self} when
+        C{None}.
+    @raise OSError: if one cannot be read.
+    """
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    if procCgroup is None:
+        with open("/proc/self/cgroup") as f:
+            procCgroup = f.read()
+    return mountinfo, procCgroup
+
+
 def setupCgroup(name, cpus=None, memory=None, pids=None, mountinfo=None,
                 procCgroup=None, pid=None):
     """
@@ -495,12 +510,7 @@ def setupCgroup(name, cpus=None, memory=None, pids=None, mountinfo=None,
     if pid is None:
         pid = os.getpid()
     try:
-        if mountinfo is None:
-            with open("/proc/self/mountinfo") as f:
-                mountinfo = f.read()
-        if procCgroup is None:
-            with open("/proc/self/cgroup") as f:
-                procCgroup = f.read()
+        mountinfo, procCgroup = _procCgroupFiles(mountinfo, procCgroup)
     except OSError as e:
         return None, {}, _warning(name, needed, "cannot read /proc: " + _why(e))
     mounts = parseMountinfo(mountinfo)
@@ -552,12 +562,7 @@ def cgroupDirs(name, mountinfo=None, procCgroup=None):
         run by this process (or a child in the same cgroups): v2's and each
         v1 hierarchy's with a controller it applies.
     """
-    if mountinfo is None:
-        with open("/proc/self/mountinfo") as f:
-            mountinfo = f.read()
-    if procCgroup is None:
-        with open("/proc/self/cgroup") as f:
-            procCgroup = f.read()
+    mountinfo, procCgroup = _procCgroupFiles(mountinfo, procCgroup)
     v1Paths, _ = parseProcCgroup(procCgroup)
     dirs = []
     for fstype, mountPoint, root, options in parseMountinfo(mountinfo):
