@@ -704,6 +704,25 @@ class RunTaskTests(ProcessTestMixin, unittest.TestCase):
     """
 
     @defer.inlineCallbacks
+    def test_inLaunchableCgroup(self):
+        """
+        A task of a launchable with cgroup limits runs in its cgroup
+        C{p2/<pod>@<launchable>}, like the launchable's processes.
+        """
+        from tests.test_agent_p2exec import _memoryCgroupUsable, _removeCgroup
+        usable, why = _memoryCgroupUsable()
+        if not usable:
+            raise unittest.SkipTest("cannot create memory cgroups here: %s" % (why,))
+        self.addCleanup(_removeCgroup, "limited@app")
+        layOutPod(self.podRoot, "limited", MANIFEST.replace(b"id: web", b"id: limited")
+                  + b"    cgroup:\n      memory: 268435456\n",
+                  {"where": ("#!/bin/sh\ncat /proc/self/cgroup\n", 0o755)})
+        answer = yield self.handlers.runTask({"kind": "task", "pod": "limited",
+                                              "task": "where"})
+        self.assertEqual(answer["state"], "done", answer)
+        self.assertIn("/p2/limited@app", answer["output"])
+
+    @defer.inlineCallbacks
     def test_runs(self):
         """
         The task gets its arguments as they are, its pod's env dirs and

@@ -112,6 +112,14 @@ def serviceLaunchable(name):
     return name.split("__")[1]
 
 
+def cgroupName(podId, launchableId):
+    """
+    @return: the name of the cgroup (C{p2/<name>}) of a launchable's
+        processes: C{@} joins the ids, as it can occur in neither.
+    """
+    return "%s@%s" % (podId, launchableId)
+
+
 def serviceName(podId, launchableId, entryPoint):
     """
     @return: the supervised service's name for one entry point:

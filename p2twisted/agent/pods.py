@@ -27,7 +27,7 @@ from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.layout import (
-    PodLayout, StateLayout, podServices, serviceLaunchable, serviceName)
+    PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.errors import AgentError, DigestMismatch
@@ -44,14 +44,6 @@ def p2execCommand():
     """
     from p2twisted.agent import p2exec
     return [sys.executable, "-S", "-E", os.path.abspath(p2exec.__file__)]
-
-
-def cgroupName(podId, launchableId):
-    """
-    @return: the name of the cgroup (C{p2/<name>}) of a launchable's
-        processes: C{@} joins the ids, as it can occur in neither.
-    """
-    return "%s@%s" % (podId, launchableId)
 
 
 def machineFacts(node, labels, supervisor):
@@ -287,14 +279,11 @@ class PodOperations(object):
     def _specs(self, manifest, layout, user, installs):
         specs = {}
         for launchableId, launchable in manifest.launchables.items():
-            cgroup = launchable.cgroup or {}
             specs[launchableId] = [
                 ServiceSpec(
                     name=serviceName(manifest.id, launchableId, entry),
-                    argv=runtime.execArgv(
-                        self.p2exec, layout, launchableId, user, entry,
-                        cgroupName=cgroupName(manifest.id, launchableId) if cgroup else None,
-                        cpus=cgroup.get("cpus"), memory=cgroup.get("memory")),
+                    argv=runtime.launchableArgv(self.p2exec, layout, manifest, launchableId,
+                                                user, entry),
                     restartPolicy=launchable.restartPolicy,
                     restartTimeout=launchable.restartTimeout)
                 for entry in installs[launchableId][1]]

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 
 from p2twisted.agent.fsutil import fsyncDir
+from p2twisted.agent.layout import cgroupName as launchableCgroup
 from p2twisted.errors import AgentError
 
 #: The variables P2 sets in a pod's env dirs and command line.  A launchable's
@@ -298,6 +299,18 @@ def execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
 
 
 # -- users -----------------------------------------------------------------------
+
+
+def launchableArgv(p2execPath, podLayout, manifest, launchableId, runAs, entryPath):
+    """
+    @return: the argv running C{entryPath} of a launchable of C{manifest} as
+        its processes run: L{execArgv} in the launchable's cgroup
+        (C{p2/<pod>@<launchable>}) with its limits, when it declares any.
+    """
+    cgroup = manifest.launchables[launchableId].cgroup or {}
+    return execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
+                    cgroupName=launchableCgroup(manifest.id, launchableId) if cgroup else None,
+                    cpus=cgroup.get("cpus"), memory=cgroup.get("memory"))
 
 def _nologin():
     for shell in NOLOGIN_SHELLS:

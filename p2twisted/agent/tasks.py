@@ -5,8 +5,8 @@ What the agent does for the two kinds of request (L{p2twisted.agent.requests}):
   - C{task}: run C{tasks/<TASK> ARGS...} of an installed pod (a template's
     task, e.g. the python template's C{install} and C{packages}) as the
     pod's processes run: through C{p2-exec}, with the pod's env dirs, as its
-    user, with the supervisor's environment (but outside the pod's cgroup,
-    so not under its limits); TERM after the request's C{timeout}, KILL 30 s
+    user, in its launchable's cgroup (under the same limits), with the
+    supervisor's environment; TERM after the request's C{timeout}, KILL 30 s
     later, the whole process group.
   - C{logs}: read the pod's logs (L{p2twisted.agent.podlogs}).
 
@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from p2twisted.agent import podlogs
 from p2twisted.agent.layout import PodLayout
 from p2twisted.agent.process import runBounded
-from p2twisted.agent.runtime import currentUser, execArgv
+from p2twisted.agent.runtime import currentUser, launchableArgv
 from p2twisted.agent.supervisors import DEFAULT_PATH
 from p2twisted.errors import AgentError, ManifestError
 from p2twisted.manifest import parseManifest
@@ -107,7 +107,8 @@ class RequestHandlers(object):
         for launchableId in sorted(manifest.launchables):
             if os.access(os.path.join(layout.current(launchableId), entry), os.X_OK):
                 user = manifest.runAs if self.isRoot else currentUser()
-                return execArgv(self.p2exec, layout, launchableId, user, entry) + list(args)
+                return launchableArgv(self.p2exec, layout, manifest, launchableId, user,
+                                      entry) + list(args)
         raise AgentError("pod %s has no executable %s" % (podId, entry))
 
     @defer.inlineCallbacks
