@@ -397,7 +397,8 @@ class PodOperations(object):
             path = os.path.join(layout.current(launchableId), script)
             if not os.access(path, os.X_OK):
                 continue
-            argv = runtime.execArgv(self.p2exec, layout, launchableId, user, script)
+            argv = runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,
+                                          script)
             grace = float(manifest.terminationGracePeriod)
             result = yield runBounded(self.reactor, argv, termAfter=grace, killAfter=grace + 5)
             if result.failed:
