@@ -252,21 +252,28 @@ def _runLogs(options, store):
     printer = LogPrinter(options.out, several)
     failing = set()
 
-    def show(results):
-        for source, result in zip(sources, results):
-            if isinstance(result, P2Error):  # said once, until it reads again
-                if source.node not in failing:
-                    failing.add(source.node)
-                    printer.error(source.node, result)
-                continue
-            failing.discard(source.node)
-            for name, text in result:
-                printer.show(source.node, name, text)
-    show(first)
+    def show(source, result):
+        if isinstance(result, P2Error):  # said once, until it reads again
+            if source.node not in failing:
+                failing.add(source.node)
+                printer.error(source.node, result)
+            return
+        failing.discard(source.node)
+        for name, text in result:
+            printer.show(source.node, name, text)
+
+    @defer.inlineCallbacks
+    def follow(source):
+        # Each node at its own pace: one whose agent is slow or gone does
+        # not hold the others' lines back.
+        while True:
+            yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
+            show(source, (yield _readAll([source]))[0])
+    for source, result in zip(sources, first):
+        show(source, result)
     failed = sorted(failing)
-    while options.follow:
-        yield task.deferLater(options.reactor, FOLLOW_INTERVAL, lambda: None)
-        show((yield _readAll(sources)))
+    if options.follow:
+        yield defer.gatherResults([follow(source) for source in sources])
     if failed:
         raise P2Error("could not read the logs of %s on %s" % (options.name, ", ".join(failed)))
     return 0
