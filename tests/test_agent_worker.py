@@ -8,7 +8,7 @@ import json
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from p2twisted.agent.worker import BACKOFF, IDLE, WORKING, PodWorker, backoffPolicy
+from p2twisted.agent.worker import BACKOFF, IDLE, WORKING, PodWorker, retryPolicy
 from p2twisted.errors import AgentError, ArtifactError
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -62,7 +62,7 @@ class WorkerTests(unittest.TestCase):
         self.store = MemoryStore(clock=self.clock)
         self.pods = FakePods()
         self.worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
-                                backoff=backoffPolicy(jitter=0))
+                                backoff=retryPolicy(jitter=lambda: 0))
 
     def put(self, key, value):
         return self.successResultOf(self.store.put(key, value))
@@ -183,12 +183,33 @@ class WorkerTests(unittest.TestCase):
 
     def test_backoffCapped(self):
         """
-        The backoff doubles from 1 s and is capped at 60 s, plus jitter.
+        The backoff doubles from 1 s and is capped at 60 s, plus jitter; no
+        number of failures overflows it.
         """
-        delay = backoffPolicy(jitter=0.1, random=lambda: 1.0)
-        self.assertEqual(delay(0), 1.1)
-        self.assertEqual(delay(3), 8.8)
-        self.assertAlmostEqual(delay(20), 66.0)
+        delay = retryPolicy(jitter=lambda: 0.5)
+        self.assertEqual(delay(0), 1.5)
+        self.assertEqual(delay(3), 8.5)
+        self.assertEqual(delay(20), 60.5)
+        self.assertEqual(delay(5000), 60.5)
+
+    def test_manyFailuresKeepWorking(self):
+        """
+        After 2,000 consecutive failures (each retried after its backoff) the
+        worker still takes new intent at once and stops cleanly.
+        """
+        worker = PodWorker(self.pods, self.store, "n1", "web", self.clock)
+        self.pods.fail = ArtifactError("404 Not Found")
+        worker.update(self.put(keys.intent("n1", "web"), V1))
+        for _ in range(1999):
+            self.assertEqual(worker.state, BACKOFF)
+            self.clock.advance(61)
+        self.assertEqual(len(self.pods.calls), 2000)
+        self.assertEqual(self.status()["attempts"], 2000)
+        self.pods.fail = None
+        worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.assertEqual(worker.state, IDLE)
+        self.assertEqual(self.reality(), V2)
+        self.successResultOf(worker.stop())
 
     def test_latestWinsDuringWork(self):
         """
@@ -243,7 +264,7 @@ class WorkerTests(unittest.TestCase):
         """
         allowed = [False]
         worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
-                           canAct=lambda: allowed[0], backoff=backoffPolicy(jitter=0))
+                           canAct=lambda: allowed[0], backoff=retryPolicy(jitter=lambda: 0))
         self.put(keys.reality("n1", "web"), V1)
         worker.update(None)
         self.clock.advance(10)

@@ -122,7 +122,8 @@ class PresenceTests(unittest.TestCase):
                 return s
             return original(ttl).addCallback(lostReply)
         store.session = session
-        presence = Presence(store, "machines/n1", lambda: b"v1", 600.0, self.clock)
+        presence = Presence(store, "machines/n1", lambda: b"v1", 600.0, self.clock,
+                            jitter=lambda: 0)
         presence.startService()
         self.addCleanup(presence.stopService)
         self.assertFalse(presence.present)

@@ -23,12 +23,14 @@ files, so the bytes hashed would not be the artifact's.
 
 import hashlib
 import os
+import random
 import re
 import tempfile
 import time
 from urllib.parse import unquote, urlsplit
 
 from hyperlink import URL
+from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, error, protocol, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -270,7 +272,8 @@ class ArtifactCache(object):
     @param retries: further attempts after a failure that may be transient
         (connection refused or lost, timeouts, HTTP 5xx, 408, 429); not after
         404, a digest mismatch or a local error.
-    @param retryDelay: seconds before the first retry; doubles each time.
+    @param retryDelay: seconds before the first retry; doubles each time (to
+        60 s), plus up to as much again of jitter.
     @param maxDigestFileBytes: the largest digest file accepted.
     """
 
@@ -392,8 +395,10 @@ class ArtifactCache(object):
 
     @defer.inlineCallbacks
     def _retrying(self, url, attempt, *args):
-        delay = self.retryDelay
+        delays = backoffPolicy(self.retryDelay, 60.0, 2.0,
+                               jitter=lambda: random.random() * self.retryDelay)
         for number in range(self.retries + 1):
+            delay = delays(number)
             try:
                 result = yield attempt(*args)
                 return result
@@ -405,7 +410,6 @@ class ArtifactCache(object):
                 log.warn("{error}; retrying in {delay}s", error=str(e), delay=delay, url=url,
                          event="fetch-retry")
             yield task.deferLater(self._reactor, delay, lambda: None)
-            delay = min(delay * 2, 60.0)
 
     def _checkCached(self, path, expected):
         # Marked used before the (possibly long) re-hash, so that another

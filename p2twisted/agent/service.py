@@ -25,7 +25,7 @@ from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
-from p2twisted.agent.worker import IDLE, PodWorker, backoffPolicy
+from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
@@ -89,7 +89,7 @@ class AgentService(service.MultiService):
         self._watch = None
         self._resync = None
         self._opening = None
-        self._openDelay = backoffPolicy(maximum=30.0)
+        self._openDelay = retryPolicy(maximum=30.0)
         self._openAttempts = 0
         self.hookSync = None
 

@@ -16,7 +16,8 @@ canonical SHAs and then:
         installs, or the pod is deployed afresh if its installs are gone
 
 A failed attempt is retried with exponential backoff (1 s doubling to 60 s,
-with jitter); every attempt's outcome is written to C{status/pods/<node>/<pod>}.
+plus up to 1 s of jitter: L{retryPolicy}); every attempt's outcome is written
+to C{status/pods/<node>/<pod>}.
 An intent that is not a valid manifest is not retried until it changes.
 
 States (an explicit machine; see L{PodWorker._enter})::
@@ -31,6 +32,7 @@ import json
 import random
 import time
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -43,15 +45,15 @@ IDLE, WORKING, BACKOFF, STOPPED = "idle", "working", "backoff", "stopped"
 log = Logger()
 
 
-def backoffPolicy(initial=1.0, maximum=60.0, factor=2.0, jitter=0.1, random=random.random):
+def retryPolicy(initial=1.0, maximum=60.0, jitter=random.random):
     """
-    @return: a function C{attempt -> seconds}: C{initial * factor**attempt}
-        capped at C{maximum}, plus up to C{jitter} of itself at random.
+    The agent's one retry policy: Twisted's L{backoffPolicy} (which guards its
+    exponent, so no number of failures overflows it), doubling from
+    C{initial} to C{maximum} seconds plus C{jitter()} seconds (up to one).
+
+    @return: a function C{attempt -> seconds}.
     """
-    def delay(attempt):
-        base = min(initial * (factor ** max(attempt, 0)), maximum)
-        return base + base * jitter * random()
-    return delay
+    return backoffPolicy(initialDelay=initial, maxDelay=maximum, factor=2.0, jitter=jitter)
 
 
 class PodWorker(object):
@@ -77,7 +79,7 @@ class PodWorker(object):
         self.podId = podId
         self.clock = clock
         self.canAct = canAct
-        self.backoff = backoff or backoffPolicy()
+        self.backoff = backoff or retryPolicy()
         self.wallClock = wallClock
         self.state = IDLE
         self.attempts = 0

@@ -11,7 +11,10 @@ C{takeOver} recognises the holder as a dead predecessor (same machine, its
 process gone), whose key is then deleted and created afresh at once.
 """
 
+import random
+
 from twisted.application import service
+from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -24,11 +27,15 @@ class Presence(service.Service):
     """
     Keeps C{key} present as an ephemeral key holding C{value()}.
 
+    @param retryDelay: seconds before the first retry while the key cannot
+        be had; doubling (Twisted's L{backoffPolicy}) up to C{maxDelay}.
+    @param jitter: a callable adding seconds to each retry delay (default:
+        up to C{retryDelay} at random).
     @ivar session: the current L{ISession}, or C{None} while there is none.
     """
 
     def __init__(self, store, key, value, ttl, clock, retryDelay=1.0, maxDelay=30.0,
-                 onPresent=None, takeOver=None):
+                 onPresent=None, takeOver=None, jitter=None):
         self.store = store
         self.key = key
         self.value = value
@@ -39,7 +46,10 @@ class Presence(service.Service):
         self.session = None
         self.onPresent = onPresent
         self.takeOver = takeOver
-        self._delay = retryDelay
+        if jitter is None:
+            jitter = lambda: random.random() * retryDelay  # noqa: E731
+        self._delays = backoffPolicy(retryDelay, maxDelay, 2.0, jitter=jitter)
+        self._failures = 0
         self._held = False
         self._call = None
         self._present = []
@@ -114,7 +124,7 @@ class Presence(service.Service):
         if not self.running:
             yield self.session.close()
             return
-        self._delay = self.retryDelay
+        self._failures = 0
         self._held = True
         log.info("registered {key}", key=self.key, event="present")
         session = self.session
@@ -157,5 +167,5 @@ class Presence(service.Service):
 
     def _retry(self):
         if self.running:
-            self._call = self.clock.callLater(self._delay, self._establish)
-            self._delay = min(self._delay * 2, self.maxDelay)
+            self._call = self.clock.callLater(self._delays(self._failures), self._establish)
+            self._failures += 1
