@@ -153,7 +153,8 @@ class WorkerTests(unittest.TestCase):
         self.worker.update(None)
         self.assertEqual(self.pods.calls[0][0], "remove")
         self.assertIsNone(self.reality())
-        self.assertEqual(self.status()["state"], "removed")
+        self.assertIsNone(self.successResultOf(
+            self.store.get(keys.status("pods", "n1", "web"))))
 
     def test_failureBacksOffAndKeepsReality(self):
         """
@@ -288,3 +289,107 @@ class WorkerTests(unittest.TestCase):
         self.successResultOf(stopped)
         self.clock.advance(100)
         self.assertEqual(len(self.pods.calls), 1)
+
+
+class KeyNamesPodTests(unittest.TestCase):
+    """
+    A key names its pod: a manifest under another pod's key changes nothing.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.pods = FakePods()
+
+    def worker(self, podId):
+        return PodWorker(self.pods, self.store, "n1", podId, self.clock,
+                         backoff=retryPolicy(jitter=lambda: 0))
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def get(self, key):
+        entry = self.successResultOf(self.store.get(key))
+        return entry.value if entry else None
+
+    def test_intentUnderAnotherKeyInvalid(self):
+        """
+        C{intent/n1/garb3} holding C{id: web} installs nothing, is recorded
+        as invalid in C{status/pods/n1/garb3} with an error naming both, and
+        is not retried; web's reality is untouched.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        worker = self.worker("garb3")
+        worker.update(self.put(keys.intent("n1", "garb3"), V2))
+        self.assertEqual(self.pods.calls, [])
+        self.assertIsNone(self.get(keys.reality("n1", "garb3")))
+        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
+        status = json.loads(self.get(keys.status("pods", "n1", "garb3")))
+        self.assertEqual(status["state"], "invalid")
+        self.assertIn("intent/n1/garb3", status["error"])
+        self.assertIn("web", status["error"])
+        self.clock.advance(600)
+        worker.update(self.successResultOf(self.store.get(keys.intent("n1", "garb3"))),
+                      resync=True)
+        self.assertEqual(self.pods.calls, [])
+
+    def test_realityUnderAnotherKeyNotTrusted(self):
+        """
+        C{reality/n1/garb3} holding C{id: web} (left by an older agent) is
+        not acted on as web: removing garb3 removes garb3 only, with no
+        manifest (so nothing of web's, not its cgroups nor bin/disable).
+        """
+        self.put(keys.reality("n1", "garb3"), V1)
+        self.worker("garb3").update(None)
+        self.assertEqual(self.pods.calls, [("remove", None, "garb3")])
+        self.assertIsNone(self.get(keys.reality("n1", "garb3")))
+
+    def test_realityUnderAnotherKeyNotOld(self):
+        """
+        Deploying garb3 over a reality whose manifest names web deploys it
+        fresh: web's manifest is not handed over as the old version.
+        """
+        garb3 = V1.replace(b"id: web", b"id: garb3")
+        self.put(keys.reality("n1", "garb3"), V2)
+        self.worker("garb3").update(self.put(keys.intent("n1", "garb3"), garb3))
+        self.assertEqual(self.pods.calls, [("deploy", parseManifest(garb3).sha(), None)])
+        self.assertEqual(self.get(keys.reality("n1", "garb3")), garb3)
+
+
+class StatusLifetimeTests(unittest.TestCase):
+    """
+    C{status/pods/<node>/<pod>} lives as long as the pod.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.pods = FakePods()
+        self.worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                                backoff=retryPolicy(jitter=lambda: 0))
+        self.key = keys.status("pods", "n1", "web")
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def test_removedWithThePod(self):
+        """
+        Once the pod is removed (its intent deleted), its status key is gone.
+        """
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.assertIsNotNone(self.successResultOf(self.store.get(self.key)))
+        self.successResultOf(self.store.delete(keys.intent("n1", "web")))
+        self.worker.update(None)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy", "remove"])
+        self.assertIsNone(self.successResultOf(self.store.get(self.key)))
+
+    def test_invalidIntentDeleted(self):
+        """
+        The status of an invalid intent that never installed anything goes
+        when that intent is deleted.
+        """
+        self.worker.update(self.put(keys.intent("n1", "web"), b"id: web\nlaunchables: 7\n"))
+        self.assertIsNotNone(self.successResultOf(self.store.get(self.key)))
+        self.worker.update(None)
+        self.assertIsNone(self.successResultOf(self.store.get(self.key)))
+        self.assertEqual(self.pods.calls, [])

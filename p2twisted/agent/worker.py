@@ -56,6 +56,19 @@ def retryPolicy(initial=1.0, maximum=60.0, jitter=random.random):
     return backoffPolicy(initialDelay=initial, maxDelay=maximum, factor=2.0, jitter=jitter)
 
 
+def checkNamesPod(manifest, key, podId):
+    """
+    A key names its pod: the manifest at C{intent/<node>/<pod_id>} (or
+    C{reality/...}) must say C{id: <pod_id>}, or another pod could be taken
+    over through it.
+
+    @raise ManifestError: if C{manifest.id} is not C{podId}.
+    """
+    if manifest.id != podId:
+        raise ManifestError(["id: %s is not the pod this key names (%s); a pod's manifest "
+                             "goes under its own id" % (manifest.id, podId)], key)
+
+
 class PodWorker(object):
     """
     Converges one pod.
@@ -212,7 +225,8 @@ class PodWorker(object):
             if self._badIntent == intentEntry.value:
                 return
             try:
-                intent = parseManifest(intentEntry.value, source=keys.intent(self.node, self.podId))
+                intent = parseManifest(intentEntry.value, source=intentEntry.key)
+                checkNamesPod(intent, intentEntry.key, self.podId)
             except ManifestError as e:
                 self._badIntent = intentEntry.value
                 log.error("pod {pod}: invalid manifest in intent: {error}",
@@ -257,7 +271,9 @@ class PodWorker(object):
             yield self.pods.remove(reality, self.podId)
             yield self.store.delete(realityKey, realityEntry.version)
             log.info("pod {pod} removed", node=self.node, pod=self.podId, event="removed")
-            yield self._writeStatus("removed")
+            yield self._deleteStatus()
+        else:
+            yield self._deleteStatus()
 
     def _unsupervised(self, manifest):
         check = getattr(self.pods, "unsupervised", None)
@@ -267,11 +283,25 @@ class PodWorker(object):
         if entry is None:
             return None
         try:
-            return parseManifest(entry.value, source=entry.key)
+            manifest = parseManifest(entry.value, source=entry.key)
+            checkNamesPod(manifest, entry.key, self.podId)
+            return manifest
         except ManifestError as e:
             log.warn("pod {pod}: reality is not a valid manifest ({error}); treating it as "
                      "unknown", node=self.node, pod=self.podId, error=str(e))
             return None
+
+    def _deleteStatus(self):
+        """
+        Delete the pod's status record: the pod is gone from intent and from
+        this machine.
+        """
+        self._lastStatus = None
+        key = keys.status("pods", self.node, self.podId)
+        d = self.store.delete(key)
+        d.addErrback(lambda f: log.failure("cannot delete the status of {pod}", f,
+                                           pod=self.podId, node=self.node))
+        return d
 
     def _writeStatus(self, state, sha=None, error=None):
         if (state, sha, error) == self._lastStatus and state != "failed":
