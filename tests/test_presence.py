@@ -2,12 +2,18 @@
 Presence keeps an ephemeral key alive across session losses.
 """
 
-from twisted.internet import defer, task
+import os
+import uuid
+
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from p2twisted.errors import StoreUnavailable
+from p2twisted.store import openStore
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.store.presence import Presence
+from tests.store_contract import waitFor
+from tests.zkserver import sharedServer
 
 
 class PresenceTests(unittest.TestCase):
@@ -142,3 +148,71 @@ class PresenceTests(unittest.TestCase):
         presence.startService()
         self.successResultOf(presence.stopService())
         self.assertIsNone(self.value())
+
+    def test_releasedKeyTakenAtOnce(self):
+        """
+        A waiting Presence takes the key the moment its holder stops (and
+        closes its session), not at its next retry.
+        """
+        holder = Presence(MemoryStore(self.state, self.clock), "machines/n1", lambda: b"old",
+                          5.0, self.clock)
+        holder.startService()
+        waiter = Presence(MemoryStore(self.state, self.clock), "machines/n1", lambda: b"new",
+                          5.0, self.clock, retryDelay=600.0, jitter=lambda: 0)
+        waiter.startService()
+        self.addCleanup(waiter.stopService)
+        self.clock.advance(1)
+        self.assertFalse(waiter.present)
+        self.successResultOf(holder.stopService())
+        self.clock.advance(0)
+        self.assertTrue(waiter.present)
+        self.assertEqual(self.value(), b"new")
+
+
+class HandoverMixin(object):
+    """
+    With a real store: an agent stopping cleanly hands C{machines/<node>} to
+    one waiting for it at once.
+    """
+
+    @defer.inlineCallbacks
+    def test_cleanStopHandsOver(self):
+        """
+        The waiting Presence retries only every 10 minutes, yet holds the key
+        within seconds of the holder's stop: the holder closed its session
+        (deleting its ephemeral key) and the waiter watched the key.
+        """
+        first = yield self.openStore()
+        second = yield self.openStore()
+        self.addCleanup(second.close)
+        holder = Presence(first, "machines/n1", lambda: b"old", 10.0, reactor)
+        holder.startService()
+        yield waitFor(lambda: holder.present, what="the first holder")
+        waiter = Presence(second, "machines/n1", lambda: b"new", 10.0, reactor,
+                          retryDelay=600.0, jitter=lambda: 0)
+        waiter.startService()
+        self.addCleanup(waiter.stopService)
+        yield waitFor(lambda: waiter._call is not None, what="the waiter to wait")
+        yield holder.stopService()
+        yield first.close()
+        yield waitFor(lambda: waiter.present, timeout=8.0, what="the waiter to take the key")
+        entry = yield second.get("machines/n1")
+        self.assertEqual(entry.value, b"new")
+
+
+class LocalHandoverTests(HandoverMixin, unittest.TestCase):
+
+    def openStore(self):
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        self.url = getattr(self, "url", "local://" + os.path.join(path, "state.db"))
+        return openStore(self.url, reactor)
+
+
+class ZooKeeperHandoverTests(HandoverMixin, unittest.TestCase):
+
+    def setUp(self):
+        self.url = "zk://%s/t%s" % (sharedServer().hosts, uuid.uuid4().hex)
+
+    def openStore(self):
+        return openStore(self.url, reactor)

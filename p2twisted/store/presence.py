@@ -52,6 +52,8 @@ class Presence(service.Service):
         self._failures = 0
         self._held = False
         self._call = None
+        self._watch = None
+        self._establishing = False
         self._present = []
 
     def startService(self):
@@ -62,9 +64,13 @@ class Presence(service.Service):
         service.Service.stopService(self)
         if self._call is not None and self._call.active():
             self._call.cancel()
+        self._unwatch()
         session, self.session = self.session, None
         if session is not None and not session.lost:
-            return session.close().addErrback(lambda f: None)
+            # Its ephemeral key goes now, not when the session expires: an
+            # agent waiting for it takes over at once (it watches the key).
+            return session.close().addErrback(
+                lambda f: log.failure("closing the session holding {key}", f, key=self.key))
 
     @property
     def present(self):
@@ -94,8 +100,44 @@ class Presence(service.Service):
             lambda f: log.warn("cannot update {key}: {error}", key=self.key,
                                error=f.getErrorMessage()))
 
-    @defer.inlineCallbacks
     def _establish(self):
+        if self._establishing:
+            return defer.succeed(None)
+        self._establishing = True
+        d = self._tryEstablish()
+
+        def done(result):
+            self._establishing = False
+            return result
+        d.addBoth(done)
+        d.addErrback(lambda f: log.failure("registering {key}", f, key=self.key))
+        return d
+
+    def _waitForHolder(self):
+        """
+        Watch the key while an earlier session holds it, so as to try again
+        the moment it is gone (the holder stopped and closed its session)
+        rather than at the next retry.
+        """
+        if self._watch is None:
+            self._watch = self.store.watch(self.key, self._holderChanged)
+
+    def _holderChanged(self, snapshot):
+        if self.key in snapshot or self._held or not self.running:
+            return
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+            self._call = None
+            log.info("{key} was released; registering", key=self.key)
+            self._establish()
+
+    def _unwatch(self):
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+
+    @defer.inlineCallbacks
+    def _tryEstablish(self):
         self._call = None
         if not self.running:
             return
@@ -116,6 +158,7 @@ class Presence(service.Service):
         except KeyExists:
             log.info("{key} still held by an earlier session; retrying", key=self.key)
             self._retry()
+            self._waitForHolder()
             return
         except StoreError as e:
             log.warn("cannot register {key}: {error}; retrying", key=self.key, error=str(e))
@@ -126,6 +169,7 @@ class Presence(service.Service):
             return
         self._failures = 0
         self._held = True
+        self._unwatch()
         log.info("registered {key}", key=self.key, event="present")
         session = self.session
         session.whenLost().addCallback(lambda _: self._lost(session))
