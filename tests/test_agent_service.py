@@ -14,17 +14,8 @@ from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryState, MemoryStore
-from tests.test_agent_worker import V1, V2, FakePods
-
-
-class Pods(FakePods):
-
-    def __init__(self, onDisk=None):
-        FakePods.__init__(self)
-        self.onDisk = onDisk or {}
-
-    def installedPods(self):
-        return self.onDisk
+from p2twisted.agent.testing import FakePods
+from tests.test_agent_worker import V1, V2
 
 
 class AgentServiceTests(unittest.TestCase):
@@ -33,7 +24,7 @@ class AgentServiceTests(unittest.TestCase):
         self.clock = task.Clock()
         self.state = MemoryState()
         self.store = MemoryStore(self.state, self.clock)
-        self.pods = Pods()
+        self.pods = FakePods()
 
     def startAgent(self, node="n1"):
         config = AgentConfig(node=node, store="memory://", podRoot="/nonexistent",

@@ -8,6 +8,7 @@ import json
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from p2twisted.agent.testing import FakePods
 from p2twisted.agent.worker import BACKOFF, IDLE, WORKING, PodWorker, retryPolicy
 from p2twisted.errors import AgentError, ArtifactError
 from p2twisted.manifest import parseManifest
@@ -26,33 +27,6 @@ launchables:
     launchable_type: hoist
 """
 V2 = V1.replace(b"app_1", b"app_2")
-
-
-class FakePods(object):
-    """
-    Records deploys and removals; each may be made to fail or to wait.
-    """
-
-    def __init__(self):
-        self.calls = []
-        self.fail = None
-        self.gate = None
-
-    def deploy(self, manifest, old):
-        self.calls.append(("deploy", manifest.sha(), old.sha() if old else None))
-        return self._outcome()
-
-    def remove(self, manifest, podId):
-        self.calls.append(("remove", manifest.sha() if manifest else None, podId))
-        return self._outcome()
-
-    def _outcome(self):
-        if self.gate is not None:
-            gate, self.gate = self.gate, None
-            return gate
-        if self.fail is not None:
-            return defer.fail(self.fail)
-        return defer.succeed(None)
 
 
 class WorkerTests(unittest.TestCase):
@@ -105,17 +79,14 @@ class WorkerTests(unittest.TestCase):
         are started again from the installs (no deploy); once supervised, a
         resync leaves the pod alone.
         """
-        self.pods.unsupervised = lambda manifest: defer.succeed(self.down)
-        self.pods.relaunch = lambda manifest, names: defer.succeed(
-            self.pods.calls.append(("relaunch", manifest.sha(), names)))
-        self.down = ["web__app__launch"]
+        self.pods.down = ["web__app__launch"]
         self.put(keys.reality("n1", "web"), V1)
         intent = self.put(keys.intent("n1", "web"), V1)
         self.worker.update(intent)
         sha = parseManifest(V1).sha()
         self.assertEqual(self.pods.calls, [("relaunch", sha, ["web__app__launch"])])
         self.assertEqual(self.status()["state"], "running")
-        self.down = []
+        self.pods.down = []
         self.worker.update(intent, resync=True)
         self.assertEqual(len(self.pods.calls), 1)
 
@@ -124,7 +95,7 @@ class WorkerTests(unittest.TestCase):
         When the installs to start again from are gone, the pod is deployed
         afresh.
         """
-        self.pods.unsupervised = lambda manifest: defer.succeed(["*"])
+        self.pods.down = ["*"]
         self.pods.relaunch = lambda manifest, names: defer.fail(
             AgentError("pod web has no current install of app to start again"))
         self.put(keys.reality("n1", "web"), V1)

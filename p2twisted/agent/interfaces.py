@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_supervisors -*-
 """
-The agent's seams: process supervision, artifact fetching, health checks.
+The agent's seams: what it does to pods, process supervision, artifact
+fetching, health checks.  Public fakes of them are in
+L{p2twisted.agent.testing}.
 """
 
 import attr
@@ -152,4 +154,70 @@ class IHealthChecker(Interface):
         Release connections.
 
         @return: L{Deferred} firing with C{None}.
+        """
+
+
+class IPodOperations(Interface):
+    """
+    What the agent does to the pods of its machine
+    (L{p2twisted.agent.pods.PodOperations}).
+    """
+
+    hooks = Attribute("The L{p2twisted.agent.hooks.HookRunner} of this machine's hooks, or "
+                      "C{None} when this machine runs no hooks (then hook pods are not "
+                      "installed either).")
+    artifacts = Attribute("The L{p2twisted.agent.artifacts.ArtifactCache} (hook pods are "
+                          "installed with it); may be C{None} when C{hooks} is.")
+    installer = Attribute("The L{p2twisted.agent.install.Installer} (for hook pods); may be "
+                          "C{None} when C{hooks} is.")
+
+    def deploy(manifest, old):
+        """
+        Make C{manifest} the running version of its pod; C{old} is the
+        manifest in reality (a L{PodManifest} of the same pod), or C{None}.
+
+        @return: L{Deferred} firing once every entry point runs; failing with
+            an L{AgentError} when the previous version keeps running.
+        """
+
+    def remove(manifest, podId):
+        """
+        Halt and uninstall C{podId}; C{manifest} is the one in reality, or
+        C{None} when unknown or not trusted.
+
+        @return: L{Deferred} firing when nothing of the pod remains.
+        """
+
+    def unsupervised(manifest):
+        """
+        @return: L{Deferred} firing with the sorted names of the pod's
+            services no supervisor keeps up here (C{["*"]}: it has none).
+        """
+
+    def relaunch(manifest, names):
+        """
+        Start again the services C{names} (as from L{unsupervised}) from the
+        pod's current installs.
+
+        @return: L{Deferred}; failing with L{AgentError} when an install is
+            gone (then a full deploy is needed).
+        """
+
+    def installedPods():
+        """
+        @return: C{{pod_id: manifest bytes}} of the pods on disk (or a
+            L{Deferred} firing with it).
+        """
+
+    def requestHandlers():
+        """
+        @return: the handlers of this node's requests (C{p2 run}, C{p2
+            logs}) for L{p2twisted.agent.requests.RequestRunner}, or C{None}
+            when this machine takes none.
+        """
+
+    def healthChecker():
+        """
+        @return: the L{IHealthChecker} of this machine's pods, or C{None}
+            when it checks none.
         """

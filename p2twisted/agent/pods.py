@@ -19,13 +19,14 @@ import sys
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from p2twisted import __version__
 from p2twisted.agent import runtime
 from p2twisted.agent.artifacts import ArtifactCache
 from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
-from p2twisted.agent.interfaces import ServiceSpec
+from p2twisted.agent.interfaces import IPodOperations, ServiceSpec
 from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
@@ -105,6 +106,7 @@ def checkReachable(path, user):
         current = parent
 
 
+@implementer(IPodOperations)
 class PodOperations(object):
     """
     Deploys and removes pods on this machine.

@@ -69,7 +69,7 @@ class AgentService(service.MultiService):
     The agent.
 
     @param config: an L{p2twisted.agent.config.AgentConfig}.
-    @param pods: the pod operations (deploy/remove/discover).
+    @param pods: the L{IPodOperations}.
     @param reactor: the reactor (clock, processes).
     @param store: an open L{IStore}, or C{None} to open C{config.store}.
     """
@@ -131,9 +131,9 @@ class AgentService(service.MultiService):
     def _startHooks(self):
         """
         Install the hook pods scheduled in the store, then run the
-        C{agent_init} hooks (pods without hook support are left alone).
+        C{agent_init} hooks (unless the pod operations run no hooks).
         """
-        hooks = getattr(self.pods, "hooks", None)
+        hooks = self.pods.hooks
         if hooks is None:
             return
         hooks.store = self.store
@@ -148,21 +148,21 @@ class AgentService(service.MultiService):
 
     def _startRequests(self):
         """
-        Take the requests to this node (C{p2 run}, C{p2 logs}), if the pod
-        operations have handlers for them.
+        Take the requests to this node (C{p2 run}, C{p2 logs}), unless the
+        pod operations take none.
         """
-        handlers = getattr(self.pods, "requestHandlers", None)
+        handlers = self.pods.requestHandlers()
         if handlers is not None:
-            RequestRunner(self.store, self.node, self.reactor, handlers()).setServiceParent(self)
+            RequestRunner(self.store, self.node, self.reactor, handlers).setServiceParent(self)
 
     def _startHealth(self):
         """
         Check the installed pods' health and publish it in the agent's
-        session, if the pod operations have a health checker.
+        session, unless the pod operations check none.
         """
-        checker = getattr(self.pods, "healthChecker", None)
+        checker = self.pods.healthChecker()
         if checker is not None:
-            HealthMonitor(self.store, self.node, self.reactor, checker(),
+            HealthMonitor(self.store, self.node, self.reactor, checker,
                           self.pods.installedPods, self._liveSession,
                           settled=self._settled).setServiceParent(self)
 

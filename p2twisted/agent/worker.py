@@ -73,9 +73,8 @@ class PodWorker(object):
     """
     Converges one pod.
 
-    @param pods: the pod operations (L{p2twisted.agent.pods.PodOperations}
-        or a fake): C{deploy(manifest, old)}, C{remove(manifest, podId)}, and
-        optionally C{unsupervised(manifest)} and C{relaunch(manifest, names)}.
+    @param pods: the L{IPodOperations} (L{p2twisted.agent.pods.PodOperations},
+        or L{p2twisted.agent.testing.FakePods}).
     @param store: the L{IStore}.
     @param node: this node's name.
     @param podId: the pod.
@@ -238,7 +237,7 @@ class PodWorker(object):
         reality = self._parseReality(realityEntry)
         if intent is not None:
             if reality is not None and reality.sha() == intent.sha():
-                down = yield self._unsupervised(intent)
+                down = yield self.pods.unsupervised(intent)
                 if not down:
                     yield self._writeStatus("running", sha=intent.sha())
                     return
@@ -274,10 +273,6 @@ class PodWorker(object):
             yield self._deleteStatus()
         else:
             yield self._deleteStatus()
-
-    def _unsupervised(self, manifest):
-        check = getattr(self.pods, "unsupervised", None)
-        return defer.succeed([]) if check is None else check(manifest)
 
     def _parseReality(self, entry):
         if entry is None:
