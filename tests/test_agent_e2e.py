@@ -414,3 +414,58 @@ class LifecycleScriptsTests(LocalStoreCase):
         self.assertIn("p2-no-such-user", status["error"])
         self.assertIn("create_users", status["error"])
         self.assertIsNone((yield self.store.get(keys.reality("n1", "hello"))))
+
+
+class CountingPool(object):
+    """
+    A thread pool counting the calls given to it, handing them to the real
+    reactor's pool.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.calls = 0
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.calls += 1
+        return self.pool.callInThreadWithCallback(onResult, f, *args, **kwargs)
+
+
+class PoolReactor(object):
+    """
+    The real reactor, but for the thread pool it hands out.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self.pool = CountingPool(reactor.getThreadPool())
+
+    def getThreadPool(self):
+        return self.pool
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+
+class ThreadPoolTests(unittest.TestCase):
+    """
+    The pod operations run their blocking work in the injected reactor's
+    thread pool, never the global reactor's.
+    """
+
+    @defer.inlineCallbacks
+    def test_removeUsesInjectedPool(self):
+        from twisted.internet import reactor
+        from p2twisted.agent.pods import PodOperations
+        from p2twisted.agent.testing import FakeSupervisor
+        from tests.test_agent_hooks import makeConfig
+        base = os.path.abspath(self.mktemp())
+        config = makeConfig(base)
+        home = os.path.join(config.podRoot, "web")
+        os.makedirs(home)
+        injected = PoolReactor(reactor)
+        ops = PodOperations(config, injected, FakeSupervisor(), None, None, p2exec=["true"],
+                            isRoot=False)
+        yield ops.remove(None, "web")
+        self.assertFalse(os.path.exists(home))
+        self.assertGreater(injected.pool.calls, 0)

@@ -128,6 +128,14 @@ class PodOperations(object):
         self._warnedRunAs = set()
         self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
 
+    def _inThread(self, f, *args):
+        """
+        Run C{f(*args)} in the injected reactor's thread pool.
+
+        @return: L{Deferred} firing with its result.
+        """
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
     @classmethod
     def fromConfig(cls, config, reactor):
         """
@@ -217,7 +225,7 @@ class PodOperations(object):
         except DigestMismatch:
             yield self.hooks.run("after_auth_fail", context)
             raise
-        yield threads.deferToThread(self._writeRuntime, manifest, layout, user)
+        yield self._inThread(self._writeRuntime, manifest, layout, user)
         yield self.hooks.run("after_install", context)
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
@@ -227,7 +235,7 @@ class PodOperations(object):
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
                     layout, launchableId, installDir)
-            yield threads.deferToThread(
+            yield self._inThread(
                 runtime.atomicWrite, layout.currentManifest, manifest.raw)
             for launchableId, launchable in manifest.launchables.items():
                 before = previous[launchableId]
@@ -245,7 +253,7 @@ class PodOperations(object):
 
     @defer.inlineCallbacks
     def _user(self, manifest, layout):
-        user, ignored = yield threads.deferToThread(
+        user, ignored = yield self._inThread(
             runtime.ensureUser, manifest.runAs, layout.home, self.config.createUsers, self.isRoot)
         checkReachable(self.config.podRoot, user)
         if ignored and manifest.id not in self._warnedRunAs:
@@ -366,7 +374,7 @@ class PodOperations(object):
                      pod=podId)
             yield self.supervisor.remove(name, self._stopTimeout(old))
         if old is not None and unwanted:
-            yield threads.deferToThread(self._removeCgroups, old, set(specs))
+            yield self._inThread(self._removeCgroups, old, set(specs))
 
     def _stopTimeout(self, manifest):
         if manifest is None:
@@ -440,7 +448,7 @@ class PodOperations(object):
         for name in (yield self._podServices(podId)):
             yield self.supervisor.remove(name, self._stopTimeout(manifest))
         if manifest is not None:
-            yield threads.deferToThread(self._removeCgroups, manifest)
+            yield self._inThread(self._removeCgroups, manifest)
         yield self.hooks.run("before_uninstall", context)
-        yield threads.deferToThread(shutil.rmtree, layout.home, True)
+        yield self._inThread(shutil.rmtree, layout.home, True)
         yield self.hooks.run("after_uninstall", context)

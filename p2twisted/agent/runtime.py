@@ -5,9 +5,9 @@ line its services run, and the user it runs as (DESIGN.md, "Machine agent";
 reference/p2.md section 4, "Write config").
 
 Everything here is synchronous and quick (small files, one C{useradd}); call
-it from a thread (C{deferToThread}) when blocking the reactor matters.  Files
-are written atomically: a temporary file in the same directory, C{fsync},
-C{os.replace}, then an C{fsync} of the directory.
+it from the reactor's thread pool (C{deferToThreadPool}) when blocking the
+reactor matters.  Files are written atomically: a temporary file in the same
+directory, C{fsync}, C{os.replace}, then an C{fsync} of the directory.
 """
 
 import errno
