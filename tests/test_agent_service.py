@@ -159,3 +159,30 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(response.code, 503)
         body = json.loads((yield response.content()))
         self.assertIn("digest mismatch", body["pods"]["web"]["error"])
+
+
+class BrokenStore(MemoryStore):
+    """
+    A store whose writes to C{status/agents/} fail with a bug.
+    """
+
+    def put(self, key, value):
+        if key.startswith("status/agents/"):
+            return defer.fail(TypeError("a bug writing " + key))
+        return MemoryStore.put(self, key, value)
+
+
+class StatusErrorTests(unittest.TestCase):
+
+    def test_statusWriteErrorLogged(self):
+        """
+        A failure writing the agent's status is logged with its traceback,
+        not dropped.
+        """
+        clock = task.Clock()
+        config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                             stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+        agent = AgentService(config, FakePods(), clock, store=BrokenStore(clock=clock))
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)

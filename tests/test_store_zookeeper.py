@@ -426,3 +426,24 @@ class RequireServerTests(unittest.SynchronousTestCase):
                                 install="apt-get install zookeeper")
         self.assertIn("CI requires it", str(err))
         self.assertIn("apt-get install zookeeper", str(err))
+
+
+class PruneErrorTests(unittest.TestCase):
+
+    def test_unexpectedErrorLogged(self):
+        """
+        Pruning empty structural znodes is best effort, but an unexpected
+        error (a bug, not a race or an outage) is logged with its
+        traceback, not dropped.
+        """
+        class Client(object):
+            def add_listener(self, listener):
+                pass
+
+            def get_async(self, path):
+                raise TypeError("a bug reading " + path)
+
+        store = ZooKeeperStore(reactor, "zk://127.0.0.1:1/p2", parseURL("zk://127.0.0.1:1/p2"),
+                               Client(), None)
+        store._prune("/p2/a/b")
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)

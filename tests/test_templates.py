@@ -124,3 +124,19 @@ class RenderTests(unittest.TestCase):
         self.assertIn("tasks/install", names)
         self.assertIn("tasks/packages", names)
         self.assertEqual(requirements, b"six==1.16.0\n")
+
+
+class BrokenPluginTests(unittest.TestCase):
+
+    def test_brokenPluginLogged(self):
+        """
+        A template plugin that cannot be loaded is skipped, and its error is
+        logged with its traceback rather than dropped.
+        """
+        from importlib import metadata
+        import p2twisted.templates as module
+        entry = metadata.EntryPoint("broken", "p2twisted.templates.nonexistent_module:template",
+                                    module.ENTRY_POINT_GROUP)
+        self.patch(module, "_entryPoints", lambda: [entry])
+        self.assertNotIn("broken", allTemplates())
+        self.assertEqual(len(self.flushLoggedErrors(ImportError)), 1)

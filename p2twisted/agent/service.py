@@ -26,6 +26,7 @@ from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
+from p2twisted.errors import StoreError
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
@@ -297,5 +298,12 @@ class AgentService(service.MultiService):
 
     def _writeAgentStatus(self):
         record = json.dumps(self.statusRecord(), sort_keys=True).encode()
-        d = self.store.put(keys.status("agents", self.node), record)
-        return d.addErrback(lambda f: None)
+        key = keys.status("agents", self.node)
+
+        def failed(f):
+            if f.check(StoreError):  # an outage: the next sync writes it again
+                log.warn("cannot write {key}: {error}", key=key, error=f.getErrorMessage(),
+                         node=self.node)
+            else:
+                log.failure("cannot write {key}", f, key=key, node=self.node)
+        return self.store.put(key, record).addErrback(failed)

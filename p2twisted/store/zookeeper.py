@@ -336,8 +336,10 @@ class ZooKeeperStore(object):
                 yield self._call(self._client.delete_async(path, stat.version))
                 self._known.discard(path)
                 path = parent(path)
+        except STRUCTURAL_RACE + UNAVAILABLE:
+            return  # someone wrote there, or we are disconnected: leave it
         except Exception:
-            pass  # someone wrote there, or we are disconnected: leave it
+            log.failure("pruning {path} in ZooKeeper", path=path)
 
     # -- transactions ----------------------------------------------------------
 

@@ -18,9 +18,12 @@ point of the C{p2twisted.templates} group of the installed distributions
 import difflib
 
 import attr
+from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from p2twisted.errors import P2Error
+
+log = Logger()
 
 #: The entry point group third-party templates register under.
 ENTRY_POINT_GROUP = "p2twisted.templates"
@@ -121,7 +124,8 @@ def _entryPoints():
 def allTemplates():
     """
     @return: C{{name: template}} of every available template; a plugin
-        cannot replace a built-in, and a broken plugin is skipped.
+        cannot replace a built-in, and a broken plugin is skipped (logged
+        with its traceback).
     """
     templates = {name: _load(spec) for name, spec in BUILTINS.items()}
     for entryPoint in _entryPoints():
@@ -131,7 +135,8 @@ def allTemplates():
             obj = entryPoint.load()
             templates[entryPoint.name] = obj() if isinstance(obj, type) else obj
         except Exception:
-            continue
+            log.failure("template plugin {name} ({value}) cannot be loaded; skipped",
+                        name=entryPoint.name, value=entryPoint.value)
     return templates
 
 
