@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_contract -*-
+# -*- test-case-name: tests.test_store_memory -*-
 """
 Typed errors.
 

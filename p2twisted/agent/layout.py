@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_agent_layout -*-
+# -*- test-case-name: tests.test_agent_runtime -*-
 """
 Where things live on disk (DESIGN.md, "Machine agent"): the only module that
 builds agent paths.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cli -*-
+# -*- test-case-name: tests.test_cli_namespace -*-
 """
 The C{p2} command.
 

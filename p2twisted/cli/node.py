@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cli_node -*-
+# -*- test-case-name: tests.test_cli_namespace -*-
 """
 C{p2 node add} and C{p2 nodes}: make a node known to schedulers and list
 nodes with their agents' presence.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_contract -*-
+# -*- test-case-name: tests.test_store_memory -*-
 """
 What every store backend shares: entries, transaction ops, validation, and
 the latest-wins delivery of watch snapshots.

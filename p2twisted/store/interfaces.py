@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_contract -*-
+# -*- test-case-name: tests.test_store_memory -*-
 """
 The coordination store: the one seam every part of p2twisted talks through.
 

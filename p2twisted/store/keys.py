@@ -47,25 +47,38 @@ def _join(*parts):
     return checkKey("/".join(parts))
 
 
+def _names(*parts):
+    """
+    Join a tree and names that are one segment each (a node, a pod id, an
+    event): C{intent/<node>/<pod_id>} names exactly one pod, never a key
+    below another's.
+    """
+    for part in parts[1:]:
+        if "/" in part:
+            raise InvalidKey("/".join(parts), None, "%r must be one key segment, without '/'"
+                             % (part,))
+    return _join(*parts)
+
+
 def intentNode(node):
     """The node marker: the agent acts on intent only while it exists."""
-    return _join(INTENT, node)
+    return _names(INTENT, node)
 
 
 def intent(node, podId):
-    return _join(INTENT, node, podId)
+    return _names(INTENT, node, podId)
 
 
 def realityNode(node):
-    return _join(REALITY, node)
+    return _names(REALITY, node)
 
 
 def reality(node, podId):
-    return _join(REALITY, node, podId)
+    return _names(REALITY, node, podId)
 
 
 def machine(node):
-    return _join(MACHINES, node)
+    return _names(MACHINES, node)
 
 
 def labelTree(labelType):
@@ -123,16 +136,16 @@ def podCluster(pcId):
 
 
 def hook(event, podId):
-    return _join(HOOKS, event, podId)
+    return _names(HOOKS, event, podId)
 
 
 def health(podId, node):
-    return _join(HEALTH, podId, node)
+    return _names(HEALTH, podId, node)
 
 
 def status(kind, *ids):
     """C{status/<kind>/<id...>}, e.g. C{status("pods", node, podId)}."""
-    return _join(STATUS, kind, *ids)
+    return _names(STATUS, kind, *ids)
 
 
 def lock(kind, objectId):
