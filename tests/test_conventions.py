@@ -1,6 +1,8 @@
 """
-Every module's C{# -*- test-case-name: ... -*-} header names test modules
-that exist, so C{trial --testmodule} (and editors) run the right tests.
+Conventions of the code base that a test can check: every module's
+C{# -*- test-case-name: ... -*-} header names test modules that exist (so
+C{trial --testmodule} and editors run the right tests), and threads are
+always those of the injected reactor.
 """
 
 import os
@@ -63,3 +65,23 @@ class HeaderTests(unittest.TestCase):
                 if not os.path.isfile(module):
                     missing.append("%s names %s" % (path, name))
         self.assertEqual(missing, [])
+
+
+class ThreadTests(unittest.TestCase):
+
+    def test_injectedReactorsPool(self):
+        """
+        The package runs threads through the injected reactor's pool
+        (C{deferToThreadPool(reactor, reactor.getThreadPool(), ...)}),
+        never the global reactor's (C{deferToThread}, C{callInThread}).
+        """
+        global_ = re.compile(r"\bdeferToThread\(|\bcallInThread\(")
+        found = []
+        for path in pythonFiles():
+            if not path.startswith(("p2twisted" + os.sep, "twisted" + os.sep)):
+                continue
+            with open(os.path.join(TOP, path), encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if global_.search(line):
+                        found.append("%s:%d: %s" % (path, number, line.strip()))
+        self.assertEqual(found, [])
