@@ -364,3 +364,81 @@ class StatusLifetimeTests(unittest.TestCase):
         self.worker.update(None)
         self.assertIsNone(self.successResultOf(self.store.get(self.key)))
         self.assertEqual(self.pods.calls, [])
+
+
+class TraceTests(unittest.TestCase):
+    """
+    The worker is an explicit state machine: its event traces.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.pods = FakePods()
+        self.worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                                backoff=retryPolicy(jitter=lambda: 0))
+        self.trace = []
+        self.worker.tracer = lambda *transition: self.trace.append(transition)
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def test_failThenSucceed(self):
+        self.pods.fail = ArtifactError("404")
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.pods.fail = None
+        self.clock.advance(1)
+        self.assertEqual(self.trace, [
+            ("idle", "news", "working"),
+            ("working", "failedAttempt", "backoff"),
+            ("backoff", "timer", "working"),
+            ("working", "succeeded", "idle"),
+        ])
+
+    def test_newsDuringAttempt(self):
+        self.pods.gate = defer.Deferred()
+        gate = self.pods.gate
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        gate.callback(None)
+        self.assertEqual(self.trace, [
+            ("idle", "news", "working"),
+            ("working", "news", "working"),
+            ("working", "rerun", "working"),
+            ("working", "succeeded", "idle"),
+        ])
+
+    def test_stopDuringAttempt(self):
+        self.pods.gate = defer.Deferred()
+        gate = self.pods.gate
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        stopped = self.worker.stop()
+        self.assertEqual(self.worker.state, "stopping")
+        gate.errback(ArtifactError("late"))
+        self.successResultOf(stopped)
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.worker.kick()
+        self.assertEqual(self.trace, [
+            ("idle", "news", "working"),
+            ("working", "stop", "stopping"),
+            ("stopping", "failedAttempt", "stopped"),
+            ("stopped", "kick", "stopped"),
+        ])
+
+    def test_resyncInBackoffWaits(self):
+        """
+        A resync during a backoff waits for it; a kick (the store is back)
+        retries at once.
+        """
+        self.pods.fail = ArtifactError("404")
+        intent = self.put(keys.intent("n1", "web"), V1)
+        self.worker.update(intent)
+        self.worker.update(intent, resync=True)
+        self.worker.kick()
+        self.assertEqual(self.trace, [
+            ("idle", "news", "working"),
+            ("working", "failedAttempt", "backoff"),
+            ("backoff", "resync", "backoff"),
+            ("backoff", "kick", "working"),
+            ("working", "failedAttempt", "backoff"),
+        ])

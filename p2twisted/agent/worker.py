@@ -20,18 +20,20 @@ plus up to 1 s of jitter: L{retryPolicy}); every attempt's outcome is written
 to C{status/pods/<node>/<pod>}.
 An intent that is not a valid manifest is not retried until it changes.
 
-States (an explicit machine; see L{PodWorker._enter})::
+States (an automat machine; L{PodWorker.tracer} sees every transition)::
 
-    idle --news--> working --ok--> idle
-                   working --fail--> backoff --timer--> working
-                   working --news--> working (re-run when done)
-    backoff --news--> working          any --stop--> stopped
+    idle --news/resync--> working --succeeded--> idle
+                          working --failedAttempt--> backoff --timer/kick--> working
+                          working --news/resync/repeated--> working (rerun when done)
+    backoff --news--> working
+    idle/backoff --stop--> stopped;  working --stop--> stopping --(attempt ends)--> stopped
 """
 
 import json
 import random
 import time
 
+from automat import MethodicalMachine
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -40,7 +42,7 @@ from p2twisted.errors import ManifestError, P2Error
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 
-IDLE, WORKING, BACKOFF, STOPPED = "idle", "working", "backoff", "stopped"
+IDLE, WORKING, BACKOFF, STOPPING, STOPPED = "idle", "working", "backoff", "stopping", "stopped"
 
 log = Logger()
 
@@ -83,6 +85,9 @@ class PodWorker(object):
         nothing (store unreachable, session lost) and tries again later.
     """
 
+    _machine = MethodicalMachine()
+    _setTrace = _machine._setTrace
+
     def __init__(self, pods, store, node, podId, clock, canAct=lambda: True,
                  backoff=None, wallClock=time.time):
         self.pods = pods
@@ -93,7 +98,11 @@ class PodWorker(object):
         self.canAct = canAct
         self.backoff = backoff or retryPolicy()
         self.wallClock = wallClock
+        #: The machine's state: C{idle}, C{working}, C{backoff}, C{stopping}
+        #: or C{stopped}.
         self.state = IDLE
+        #: Called with C{(state, input, new state)} at every transition.
+        self.tracer = None
         self.attempts = 0
         self.lastError = None
         self._intent = None
@@ -103,8 +112,14 @@ class PodWorker(object):
         self._badIntent = None
         self._seen = False
         self._lastStatus = None
+        self._setTrace(self._transition)
 
-    # -- inputs ------------------------------------------------------------
+    def _transition(self, old, event, new):
+        self.state = new.strip("_")
+        if self.tracer is not None:
+            self.tracer(old.strip("_"), event.strip("_"), self.state)
+
+    # -- the public inputs ---------------------------------------------------
 
     def update(self, intentEntry, resync=False):
         """
@@ -112,30 +127,24 @@ class PodWorker(object):
         The same intent again is no news, unless C{resync} asks to check
         reality anyway (watches are hints; a periodic resync is the truth).
         """
-        if self.state == STOPPED:
+        if self.state in (STOPPING, STOPPED):
             return
         same = self._seen and intentEntry == self._intent
-        if same and (self.state == BACKOFF or (self.state == IDLE and not resync)):
-            return
         self._seen = True
         self._intent = intentEntry
         if not same:
             self.attempts = 0
-        if self.state == WORKING:
-            self._news = True
-        elif self.state == BACKOFF:
-            self._cancelTimer()
-            self._work()
+            self._news_()
+        elif resync:
+            self._resync()
         else:
-            self._work()
+            self._repeated()
 
     def kick(self):
         """
         Try again now if waiting out a backoff (e.g. the store is back).
         """
-        if self.state == BACKOFF:
-            self._cancelTimer()
-            self._work()
+        self._kick()
 
     def stop(self):
         """
@@ -143,14 +152,7 @@ class PodWorker(object):
 
         @return: L{Deferred} firing when no attempt is in progress.
         """
-        self._cancelTimer()
-        working = self.state == WORKING
-        self.state = STOPPED
-        if working:
-            d = defer.Deferred()
-            self._idle.append(d)
-            return d
-        return defer.succeed(None)
+        return self._stop()
 
     def whenIdle(self):
         """
@@ -165,24 +167,144 @@ class PodWorker(object):
 
     # -- the machine ---------------------------------------------------------
 
+    @_machine.state(initial=True)
+    def _idle_(self):
+        "Converged: nothing to do until news."
+
+    @_machine.state()
+    def _working(self):
+        "An attempt is under way."
+
+    @_machine.state()
+    def _backoff(self):
+        "The last attempt failed; a retry is scheduled."
+
+    @_machine.state()
+    def _stopping(self):
+        "Stopped while an attempt was under way; waiting for its end."
+
+    @_machine.state()
+    def _stopped(self):
+        "No further attempts."
+
+    @_machine.input()
+    def _news_(self):
+        "The pod's intent changed."
+
+    @_machine.input()
+    def _resync(self):
+        "The same intent, at a periodic resync: check reality anyway."
+
+    @_machine.input()
+    def _repeated(self):
+        "The same intent again, from a watch."
+
+    @_machine.input()
+    def _kick(self):
+        "Conditions changed (the store is back): retry now if waiting."
+
+    @_machine.input()
+    def _stop(self):
+        "Stop."
+
+    @_machine.input()
+    def _succeeded(self):
+        "The attempt converged the pod."
+
+    @_machine.input()
+    def _failedAttempt(self):
+        "The attempt failed."
+
+    @_machine.input()
+    def _rerun(self):
+        "The attempt ended, and news arrived meanwhile."
+
+    @_machine.input()
+    def _timer_(self):
+        "The backoff is over."
+
+    @_machine.output()
+    def _work(self):
+        self._news = False
+        d = defer.maybeDeferred(self._attempt)
+        d.addCallbacks(self._attemptSucceeded, self._attemptFailed)
+        d.addErrback(lambda f: log.failure("pod worker bug", f, node=self.node, pod=self.podId))
+
+    @_machine.output()
+    def _markNews(self):
+        self._news = True
+
+    @_machine.output()
     def _cancelTimer(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _work(self):
-        self.state = WORKING
-        self._news = False
-        d = defer.maybeDeferred(self._attempt)
-        d.addCallbacks(self._succeeded, self._failed)
-        d.addErrback(lambda f: log.failure("pod worker bug", f, node=self.node, pod=self.podId))
+    @_machine.output()
+    def _scheduleRetry(self):
+        self._timer = self.clock.callLater(self.backoff(self.attempts - 1), self._timer_)
 
-    def _succeeded(self, _):
+    @_machine.output()
+    def _notifyIdle(self):
+        waiters, self._idle = self._idle, []
+        for d in waiters:
+            d.callback(self.state)
+
+    @_machine.output()
+    def _stoppedNow(self):
+        return defer.succeed(None)
+
+    @_machine.output()
+    def _waitStopped(self):
+        d = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    _idle_.upon(_news_, enter=_working, outputs=[_work])
+    _idle_.upon(_resync, enter=_working, outputs=[_work])
+    _idle_.upon(_repeated, enter=_idle_, outputs=[])
+    _idle_.upon(_kick, enter=_idle_, outputs=[])
+    _idle_.upon(_stop, enter=_stopped, outputs=[_notifyIdle, _stoppedNow],
+                collector=lambda values: values[-1])
+
+    _working.upon(_news_, enter=_working, outputs=[_markNews])
+    _working.upon(_resync, enter=_working, outputs=[_markNews])
+    _working.upon(_repeated, enter=_working, outputs=[_markNews])
+    _working.upon(_kick, enter=_working, outputs=[])
+    _working.upon(_stop, enter=_stopping, outputs=[_waitStopped],
+                  collector=lambda values: values[-1])
+    _working.upon(_succeeded, enter=_idle_, outputs=[_notifyIdle])
+    _working.upon(_rerun, enter=_working, outputs=[_work])
+    _working.upon(_failedAttempt, enter=_backoff, outputs=[_scheduleRetry])
+
+    _backoff.upon(_news_, enter=_working, outputs=[_cancelTimer, _work])
+    _backoff.upon(_resync, enter=_backoff, outputs=[])
+    _backoff.upon(_repeated, enter=_backoff, outputs=[])
+    _backoff.upon(_kick, enter=_working, outputs=[_cancelTimer, _work])
+    _backoff.upon(_timer_, enter=_working, outputs=[_work])
+    _backoff.upon(_stop, enter=_stopped, outputs=[_cancelTimer, _stoppedNow],
+                  collector=lambda values: values[-1])
+
+    _stopping.upon(_kick, enter=_stopping, outputs=[])
+    _stopping.upon(_stop, enter=_stopping, outputs=[_waitStopped],
+                   collector=lambda values: values[-1])
+    _stopping.upon(_succeeded, enter=_stopped, outputs=[_notifyIdle])
+    _stopping.upon(_rerun, enter=_stopped, outputs=[_notifyIdle])
+    _stopping.upon(_failedAttempt, enter=_stopped, outputs=[_notifyIdle])
+
+    _stopped.upon(_kick, enter=_stopped, outputs=[])
+    _stopped.upon(_stop, enter=_stopped, outputs=[_stoppedNow],
+                  collector=lambda values: values[-1])
+
+    def _attemptSucceeded(self, _):
         self.attempts = 0
         self.lastError = None
-        self._settle()
+        if self._news:
+            self._rerun()
+        else:
+            self._succeeded()
 
-    def _failed(self, failure):
+    def _attemptFailed(self, failure):
         self.attempts += 1
         self.lastError = failure.getErrorMessage() if failure.check(P2Error) else (
             "%s: %s" % (failure.type.__name__, failure.getErrorMessage()))
@@ -191,26 +313,7 @@ class PodWorker(object):
         else:
             log.warn("pod {pod}: {error}", node=self.node, pod=self.podId, error=self.lastError)
         d = self._writeStatus("failed", error=self.lastError)
-        d.addBoth(lambda _: self._retryLater())
-
-    def _retryLater(self):
-        if self.state == STOPPED:
-            return self._settle()
-        if self._news:
-            return self._work()
-        self.state = BACKOFF
-        self._timer = self.clock.callLater(self.backoff(self.attempts - 1), self._work)
-
-    def _settle(self):
-        if self.state == STOPPED:
-            pass
-        elif self._news:
-            return self._work()
-        else:
-            self.state = IDLE
-        waiters, self._idle = self._idle, []
-        for d in waiters:
-            d.callback(self.state)
+        d.addBoth(lambda _: self._rerun() if self._news else self._failedAttempt())
 
     # -- one attempt ---------------------------------------------------------------
 
