@@ -216,3 +216,80 @@ class ZooKeeperHandoverTests(HandoverMixin, unittest.TestCase):
 
     def openStore(self):
         return openStore(self.url, reactor)
+
+
+class TraceTests(unittest.TestCase):
+    """
+    Presence is an explicit state machine: its event traces.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.trace = []
+
+    def presence(self, value=b"new", **kwargs):
+        p = Presence(MemoryStore(self.state, self.clock), "machines/n1", lambda: value, 5.0,
+                     self.clock, jitter=lambda: 0, **kwargs)
+        p.tracer = lambda *transition: self.trace.append(transition)
+        return p
+
+    def test_registerLoseStop(self):
+        p = self.presence()
+        p.startService()
+        self.successResultOf(p.session.close())
+        self.successResultOf(p.stopService())
+        self.assertEqual(self.trace, [
+            ("idle", "start", "registering"),
+            ("registering", "registered", "present"),
+            ("present", "lost", "registering"),
+            ("registering", "registered", "present"),
+            ("present", "stop", "stopped"),
+        ])
+
+    def test_waitForHolder(self):
+        """
+        A key held elsewhere is retried with backoff and taken the moment
+        it is released.
+        """
+        holder = Presence(MemoryStore(self.state, self.clock), "machines/n1", lambda: b"old",
+                          5.0, self.clock)
+        holder.startService()
+        p = self.presence()
+        p.startService()
+        self.addCleanup(p.stopService)
+        self.clock.advance(1)
+        self.successResultOf(holder.stopService())
+        self.clock.advance(0)
+        self.assertEqual(self.trace, [
+            ("idle", "start", "registering"),
+            ("registering", "heldElsewhere", "waiting"),
+            ("waiting", "retry", "registering"),
+            ("registering", "heldElsewhere", "waiting"),
+            ("waiting", "released", "registering"),
+            ("registering", "registered", "present"),
+        ])
+
+    def test_storeDown(self):
+        """
+        A store failure is retried after the backoff.
+        """
+        p = self.presence()
+        failures = [StoreUnavailable("machines/n1", "memory", "down")]
+        real = p.store.session
+
+        def session(ttl):
+            if failures:
+                return defer.fail(failures.pop())
+            return real(ttl)
+        p.store.session = session
+        p.startService()
+        self.addCleanup(p.stopService)
+        self.clock.advance(1)
+        self.assertTrue(p.present)
+        self.assertEqual(self.trace, [
+            ("idle", "start", "registering"),
+            ("registering", "failed", "waiting"),
+            ("waiting", "retry", "registering"),
+            ("registering", "registered", "present"),
+        ])

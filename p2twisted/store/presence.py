@@ -13,6 +13,7 @@ process gone), whose key is then deleted and created afresh at once.
 
 import random
 
+from automat import MethodicalMachine
 from twisted.application import service
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
@@ -27,12 +28,23 @@ class Presence(service.Service):
     """
     Keeps C{key} present as an ephemeral key holding C{value()}.
 
+    States (an automat machine; L{tracer} sees every transition)::
+
+        idle --start--> registering --registered--> present --lost--> registering
+                        registering --heldElsewhere/failed--> waiting
+        waiting --retry (timer) / released (the key was deleted)--> registering
+        any --stop--> stopped --start--> registering
+
     @param retryDelay: seconds before the first retry while the key cannot
         be had; doubling (Twisted's L{backoffPolicy}) up to C{maxDelay}.
     @param jitter: a callable adding seconds to each retry delay (default:
         up to C{retryDelay} at random).
     @ivar session: the current L{ISession}, or C{None} while there is none.
+    @ivar state: the machine's state.
     """
+
+    _machine = MethodicalMachine()
+    _setTrace = _machine._setTrace
 
     def __init__(self, store, key, value, ttl, clock, retryDelay=1.0, maxDelay=30.0,
                  onPresent=None, takeOver=None, jitter=None):
@@ -50,32 +62,38 @@ class Presence(service.Service):
             jitter = lambda: random.random() * retryDelay  # noqa: E731
         self._delays = backoffPolicy(retryDelay, maxDelay, 2.0, jitter=jitter)
         self._failures = 0
-        self._held = False
         self._call = None
         self._watch = None
-        self._establishing = False
         self._present = []
+        self.state = "idle"
+        #: Called with C{(state, input, new state)} at every transition.
+        self.tracer = None
+        self._setTrace(self._transition)
+
+    def _transition(self, old, event, new):
+        self.state = new.strip("_")
+        if self.tracer is not None:
+            self.tracer(old.strip("_"), event.strip("_"), self.state)
 
     def startService(self):
         service.Service.startService(self)
-        self._establish()
+        self._start()
 
     def stopService(self):
+        """
+        Stop keeping the key, and close the session: its ephemeral key goes
+        now, not when the session expires, so an agent waiting for it (it
+        watches the key) takes over at once.
+
+        @return: L{Deferred} firing once the session is closed.
+        """
         service.Service.stopService(self)
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._unwatch()
-        session, self.session = self.session, None
-        if session is not None and not session.lost:
-            # Its ephemeral key goes now, not when the session expires: an
-            # agent waiting for it takes over at once (it watches the key).
-            return session.close().addErrback(
-                lambda f: log.failure("closing the session holding {key}", f, key=self.key))
+        return self._stop()
 
     @property
     def present(self):
         """Whether the key is held by a live session of ours."""
-        return self._held and self.session is not None and not self.session.lost
+        return self.state == "present" and self.session is not None and not self.session.lost
 
     def whenPresent(self):
         """
@@ -100,20 +118,78 @@ class Presence(service.Service):
             lambda f: log.warn("cannot update {key}: {error}", key=self.key,
                                error=f.getErrorMessage()))
 
-    def _establish(self):
-        if self._establishing:
-            return defer.succeed(None)
-        self._establishing = True
-        d = self._tryEstablish()
+    # -- the machine -----------------------------------------------------------
 
-        def done(result):
-            self._establishing = False
-            return result
-        d.addBoth(done)
+    @_machine.state(initial=True)
+    def _idle(self):
+        "Not started."
+
+    @_machine.state()
+    def _registering(self):
+        "Creating the key (opening a session first if needed)."
+
+    @_machine.state()
+    def _waiting(self):
+        "The key could not be had; a retry is scheduled (and the key watched)."
+
+    @_machine.state()
+    def _present_(self):
+        "The key is held by our session."
+
+    @_machine.state()
+    def _stopped(self):
+        "Stopped: the session is closed."
+
+    @_machine.input()
+    def _start(self):
+        "The service starts."
+
+    @_machine.input()
+    def _stop(self):
+        "The service stops."
+
+    @_machine.input()
+    def _registered(self):
+        "The key was created by our session."
+
+    @_machine.input()
+    def _heldElsewhere(self):
+        "Another live session holds the key."
+
+    @_machine.input()
+    def _failed(self):
+        "The store failed."
+
+    @_machine.input()
+    def _retry(self):
+        "The retry delay is over."
+
+    @_machine.input()
+    def _released(self):
+        "The key was deleted (its holder stopped)."
+
+    @_machine.input()
+    def _lost(self):
+        "The session holding the key was lost."
+
+    @_machine.output()
+    def _register(self):
+        d = self._tryRegister()
         d.addErrback(lambda f: log.failure("registering {key}", f, key=self.key))
-        return d
 
-    def _waitForHolder(self):
+    @_machine.output()
+    def _scheduleRetry(self):
+        self._call = self.clock.callLater(self._delays(self._failures), self._retry)
+        self._failures += 1
+
+    @_machine.output()
+    def _cancelRetry(self):
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    @_machine.output()
+    def _watchHolder(self):
         """
         Watch the key while an earlier session holds it, so as to try again
         the moment it is gone (the holder stopped and closed its session)
@@ -122,25 +198,80 @@ class Presence(service.Service):
         if self._watch is None:
             self._watch = self.store.watch(self.key, self._holderChanged)
 
-    def _holderChanged(self, snapshot):
-        if self.key in snapshot or self._held or not self.running:
-            return
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-            self._call = None
-            log.info("{key} was released; registering", key=self.key)
-            self._establish()
-
+    @_machine.output()
     def _unwatch(self):
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
 
+    @_machine.output()
+    def _announce(self):
+        self._failures = 0
+        log.info("registered {key}", key=self.key, event="present")
+        session = self.session
+        session.whenLost().addCallback(lambda _: self._sessionLost(session))
+        waiters, self._present = self._present, []
+        for d in waiters:
+            d.callback(None)
+        if self.onPresent is not None:
+            self.onPresent()
+
+    @_machine.output()
+    def _forgetSession(self):
+        log.warn("session holding {key} was lost; registering again", key=self.key, event="lost")
+        self.session = None
+
+    @_machine.output()
+    def _closeSession(self):
+        session, self.session = self.session, None
+        if session is None or session.lost:
+            return defer.succeed(None)
+        return session.close().addErrback(
+            lambda f: log.failure("closing the session holding {key}", f, key=self.key))
+
+    _idle.upon(_start, enter=_registering, outputs=[_register])
+    _idle.upon(_stop, enter=_stopped, outputs=[_closeSession], collector=lambda v: v[-1])
+
+    _registering.upon(_registered, enter=_present_, outputs=[_unwatch, _announce])
+    _registering.upon(_heldElsewhere, enter=_waiting, outputs=[_scheduleRetry, _watchHolder])
+    _registering.upon(_failed, enter=_waiting, outputs=[_scheduleRetry])
+    _registering.upon(_released, enter=_registering, outputs=[])
+    _registering.upon(_stop, enter=_stopped, outputs=[_unwatch, _closeSession],
+                      collector=lambda v: v[-1])
+
+    _waiting.upon(_retry, enter=_registering, outputs=[_register])
+    _waiting.upon(_released, enter=_registering, outputs=[_cancelRetry, _register])
+    _waiting.upon(_stop, enter=_stopped, outputs=[_cancelRetry, _unwatch, _closeSession],
+                  collector=lambda v: v[-1])
+
+    _present_.upon(_lost, enter=_registering, outputs=[_forgetSession, _register])
+    _present_.upon(_released, enter=_present_, outputs=[])
+    _present_.upon(_stop, enter=_stopped, outputs=[_closeSession], collector=lambda v: v[-1])
+
+    # An attempt in flight when stopped ends here: a key it made goes with
+    # its session.
+    _stopped.upon(_registered, enter=_stopped, outputs=[_closeSession])
+    _stopped.upon(_heldElsewhere, enter=_stopped, outputs=[_closeSession])
+    _stopped.upon(_failed, enter=_stopped, outputs=[_closeSession])
+    _stopped.upon(_released, enter=_stopped, outputs=[])
+    _stopped.upon(_lost, enter=_stopped, outputs=[])
+    _stopped.upon(_stop, enter=_stopped, outputs=[_closeSession], collector=lambda v: v[-1])
+    _stopped.upon(_start, enter=_registering, outputs=[_register])
+
+    def _holderChanged(self, snapshot):
+        if self.key not in snapshot and self.state == "waiting":
+            log.info("{key} was released; registering", key=self.key)
+            self._released()
+
+    def _sessionLost(self, session):
+        if session is self.session:
+            self._lost()
+
     @defer.inlineCallbacks
-    def _tryEstablish(self):
-        self._call = None
-        if not self.running:
-            return
+    def _tryRegister(self):
+        """
+        One attempt to create the key; feeds its outcome to the machine.
+        """
         try:
             if self.session is None or self.session.lost:
                 self.session = yield self.store.session(self.ttl)
@@ -157,27 +288,17 @@ class Presence(service.Service):
                     raise
         except KeyExists:
             log.info("{key} still held by an earlier session; retrying", key=self.key)
-            self._retry()
-            self._waitForHolder()
+            self._heldElsewhere()
             return
         except StoreError as e:
             log.warn("cannot register {key}: {error}; retrying", key=self.key, error=str(e))
-            self._retry()
+            self._failed()
             return
-        if not self.running:
-            yield self.session.close()
+        except Exception:
+            log.failure("registering {key}; retrying", key=self.key)
+            self._failed()
             return
-        self._failures = 0
-        self._held = True
-        self._unwatch()
-        log.info("registered {key}", key=self.key, event="present")
-        session = self.session
-        session.whenLost().addCallback(lambda _: self._lost(session))
-        waiters, self._present = self._present, []
-        for d in waiters:
-            d.callback(None)
-        if self.onPresent is not None:
-            self.onPresent()
+        self._registered()
 
     @defer.inlineCallbacks
     def _takeOver(self, entry):
@@ -200,16 +321,3 @@ class Presence(service.Service):
         log.info("{key} was held by a predecessor that is gone; took it over", key=self.key,
                  event="takeover")
         return True
-
-    def _lost(self, session):
-        if not self.running or session is not self.session:
-            return
-        log.warn("session holding {key} was lost; registering again", key=self.key, event="lost")
-        self.session = None
-        self._held = False
-        self._establish()
-
-    def _retry(self):
-        if self.running:
-            self._call = self.clock.callLater(self._delays(self._failures), self._establish)
-            self._failures += 1
