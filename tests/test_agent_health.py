@@ -170,6 +170,16 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         self.assertEqual(self.checker.checked, ["web"])
         self.assertEqual(list(self.allHealth()), [keys.health("web", NODE)])
 
+    def test_otherPodsManifestNotChecked(self):
+        """
+        A pod directory holding another pod's manifest (garb3 with C{id:
+        web}) is not checked, and nothing is published for either pod.
+        """
+        self.installed = {"garb3": manifestYAML("web", port=8080)}
+        self.start()
+        self.assertEqual(self.checker.checked, [])
+        self.assertEqual(list(self.allHealth()), [])
+
     def test_checkedEveryInterval(self):
         """
         The pods are checked again every C{interval} seconds.

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
 from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConflict
+from p2twisted.agent.worker import checkNamesPod
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 
@@ -211,12 +212,16 @@ class HealthMonitor(service.Service):
     def _manifest(self, podId, raw):
         """
         @return: C{(manifest, sha)} of the bytes C{raw}, parsed once per
-            change, or C{None} when they are not a valid manifest.
+            change, or C{None} when they are not a valid manifest of
+            C{podId}.
         """
         cached = self._manifests.get(podId)
         if cached is None or cached[0] != raw:
             try:
                 manifest = parseManifest(raw)
+                # A pod's directory names it, as its key does: one holding
+                # another pod's manifest is not checked as either.
+                checkNamesPod(manifest, podId, podId)
                 parsed = (manifest, manifest.sha())
             except ManifestError:
                 parsed = None
