@@ -186,3 +186,34 @@ class StatusErrorTests(unittest.TestCase):
         agent.startService()
         self.addCleanup(agent.stopService)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
+class StoreOpenRetryTests(unittest.TestCase):
+
+    def test_manyFailuresKeepRetrying(self):
+        """
+        The agent keeps retrying to open its store, with backoff capped at
+        30 s, through 2,000 consecutive failures, then starts.
+        """
+        import p2twisted.agent.service as module
+        from p2twisted.errors import StoreUnavailable
+        clock = task.Clock()
+        attempts = []
+        store = MemoryStore(clock=clock)
+
+        def openStore(url, reactor):
+            attempts.append(url)
+            if len(attempts) <= 2000:
+                return defer.fail(StoreUnavailable(None, "memory", "down"))
+            return defer.succeed(store)
+        self.patch(module, "openStore", openStore)
+        config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                             stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+        agent = AgentService(config, FakePods(), clock)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        for _ in range(2000):
+            clock.advance(31)
+        self.assertEqual(len(attempts), 2001)
+        self.assertIs(agent.store, store)
+        self.assertTrue(agent.canAct())
