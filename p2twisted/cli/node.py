@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cli_node -*-
+# -*- test-case-name: tests.test_cli_namespace -*-
 """
 C{p2 node add}, C{p2 node confirm} and C{p2 nodes}: make a node known to
 schedulers, let its agent carry out the removals it holds, and list nodes
