@@ -114,8 +114,8 @@ class FailsafeMixin(object):
         """
         Schedule web again (a new marker): other, not in intent, keeps
         running, its removal held as C{what} ("held" pod or "orphan"), and
-        C{p2 inspect} says so with the command that confirms; C{p2 node
-        confirm n1} then removes it, and web keeps serving.
+        C{p2 inspect} and C{p2 status} say so with the command that confirms;
+        C{p2 node confirm n1} then removes it, and web keeps serving.
         """
         artifact, sha = buildWebArtifact(self.artifacts, "web", "1")
         before = yield self.statusVersion()
@@ -139,6 +139,9 @@ class FailsafeMixin(object):
         self.assertIn(what, row[0].split())
         self.assertIn("removals on n1 are held", out)
         self.assertIn("confirm with 'p2 node confirm n1'", out)
+        out, err, code = yield p2(self.url, "status")
+        self.assertEqual(code, 0, err)
+        self.assertIn("removals on n1 are held", out)
         out, err, code = yield p2(self.url, "node", "confirm", "n1")
         self.assertEqual(code, 0, err)
         self.assertIn("confirmed the node marker of n1", out)

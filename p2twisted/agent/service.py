@@ -300,9 +300,10 @@ class AgentService(service.MultiService):
         reality = yield self.store.list(keys.realityNode(self.node))
         realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
         realPods.discard(None)
+        found = self._orphans
         if resync or self._onDisk is None:
-            yield self._findOrphans()
-        self._orphans = {p for p in self._orphans if p not in intents and p not in realPods}
+            found = yield self._onDiskSettled()
+        self._orphans = {p for p in found if p not in intents and p not in realPods}
         verdict = yield self._decide(marker, set(intents), realPods, set(self._orphans))
         for podId in sorted(verdict.adopt):
             yield self._adopt(podId)
@@ -349,9 +350,12 @@ class AgentService(service.MultiService):
                               " or %gs have passed" % (self.config.holdTimeout,)),
                      event="removals-held")
         elif verdict.hold is None and self._holdSince is not None:
+            timeout = self.config.holdTimeout
+            how = ("confirmed" if confirmed == marker else
+                   "the hold timed out" if timeout is not None and now >= self._holdSince + timeout
+                   else "nothing to hold any more")
             self._holdSince = None
-            log.info("removals on {node} are no longer held ({how})", node=self.node,
-                     how="confirmed" if confirmed == marker else "hold timed out",
+            log.info("removals on {node} are no longer held: {how}", node=self.node, how=how,
                      event="removals-released")
         if verdict.accept:
             self._remember(marker)
@@ -396,14 +400,18 @@ class AgentService(service.MultiService):
         return self.workers[podId]
 
     @defer.inlineCallbacks
-    def _findOrphans(self):
+    def _onDiskSettled(self):
         """
-        Read which pods are on disk, and note those whose worker is not in the
-        middle of something (a deploy writes reality only when it is done).
+        Read which pods are on disk (the orphans among them are those in
+        neither intent nor reality).
+
+        @return: L{Deferred} firing with the set of those whose worker is not
+            in the middle of something (a deploy writes reality only when it
+            is done).
         """
         onDisk = yield defer.maybeDeferred(self.pods.installedPods)
         self._onDisk = dict(onDisk or {})
-        self._orphans = {podId for podId in self._onDisk if self._settled(podId)}  # filtered next
+        return {podId for podId in self._onDisk if self._settled(podId)}
 
     @defer.inlineCallbacks
     def _adopt(self, podId):
