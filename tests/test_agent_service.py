@@ -201,22 +201,42 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNone(self.get(keys.reality("n1", "db")))
         self.assertEqual(self.removals()["state"], "free")
 
-    def test_childrenFirstDeleteRemovesNothing(self):
+    def test_anyOrderOfDeletesRemovesNothing(self):
         """
-        Deleting a node's intent children first, one key at a time (as a
-        recursive delete does), removes nothing when the marker goes within
-        the grace: the agent saw the pods gone under the marker, and waited.
+        Deleting a node's intent in any order -- children first one key at a
+        time (as a recursive delete does), in batches, the marker first, or
+        all of it by C{p2 init --force} -- removes nothing when the marker is
+        gone within the grace, however long the agent waits afterwards.
         """
-        self.startAgent()
-        self.schedulePods(V1, DB)
-        for key in (keys.intent("n1", "web"), keys.intent("n1", "db"), keys.intentNode("n1")):
-            self.successResultOf(self.store.delete(key))
-            self.clock.advance(GRACE / 4)
-        self.clock.advance(GRACE * 10)
-        self.assertEqual(self.removed(), [])
-        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
-        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
-        self.assertEqual(self.removals()["state"], "no-marker")
+        from p2twisted.cli.namespace import initNamespace
+        web, db, marker = keys.intent("n1", "web"), keys.intent("n1", "db"), keys.intentNode("n1")
+        orders = {
+            "children first, key by key": [[web], [db], [marker]],
+            "children first, in batches": [[web, db], [marker]],
+            "a child, then the rest at once": [[web], [db, marker]],
+            "marker first": [[marker], [web], [db]],
+            "p2 init --force": None,
+        }
+        for name, batches in sorted(orders.items()):
+            self.state = MemoryState()
+            self.store = MemoryStore(self.state, self.clock)
+            self.pods = Pods()
+            self.stateDir = os.path.abspath(self.mktemp())
+            agent = self.startAgent()
+            self.schedulePods(V1, DB)
+            if batches is None:
+                self.successResultOf(initNamespace(self.store, force=True))
+            for batch in batches or []:
+                self.successResultOf(self.store.transaction([Delete(k) for k in batch]))
+                self.clock.advance(GRACE / 4)
+            self.clock.advance(GRACE * 10)
+            self.assertEqual(self.removed(), [], name)
+            self.assertIs(agent.markerPresent, False, name)
+            self.assertEqual(agent.statusRecord()["removals"]["state"], "no-marker", name)
+            if batches is not None:
+                self.assertEqual(self.get(keys.reality("n1", "web")), V1, name)
+                self.assertEqual(self.get(keys.reality("n1", "db")), DB, name)
+            self.successResultOf(agent.stopService())
 
     def wipeAndRestore(self):
         """
