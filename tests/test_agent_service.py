@@ -195,7 +195,8 @@ class AgentServiceTests(unittest.TestCase):
         self.clock.advance(GRACE - 1)
         self.assertEqual(self.removed(), [])
         removals = self.removals()
-        self.assertEqual((removals["state"], removals["grace_until"]), ("grace", {"db": 1.0 + GRACE}))
+        self.assertEqual((removals["state"], removals["grace_until"]),
+                         ("grace", {"db": 1.0 + GRACE}))
         self.clock.advance(1)
         self.assertEqual(self.removed(), ["db"])
         self.assertIsNone(self.get(keys.reality("n1", "db")))
@@ -267,7 +268,8 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.get(keys.reality("n1", "db")), DB)
         removals = self.removals()
         self.assertEqual((removals["state"], removals["hold"], removals["held"],
-                          removals["confirm"]), ("held", "new-marker", ["db"], "p2 node confirm n1"))
+                          removals["confirm"]),
+                         ("held", "new-marker", ["db"], "p2 node confirm n1"))
         response = yield StubTreq(StatusResource(agent).resource()).get("http://agent/_status")
         body = json.loads((yield response.content()))
         self.assertEqual(body["removals"]["confirm"], "p2 node confirm n1")

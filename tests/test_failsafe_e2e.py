@@ -198,7 +198,8 @@ class ZooKeeperFailsafeTests(FailsafeMixin, unittest.TestCase):
         requireRunit()
         from tests.zkserver import sharedServer
         if not os.access(ZKCLI, os.X_OK):
-            requireServer("ZooKeeper", "%s is missing" % (ZKCLI,), install="apt-get install zookeeper")
+            requireServer("ZooKeeper", "%s is missing" % (ZKCLI,),
+                          install="apt-get install zookeeper")
         self.server = sharedServer()
         self.root = "/t%s" % (uuid.uuid4().hex,)
         self.url = "zk://%s%s" % (self.server.hosts, self.root)
