@@ -15,6 +15,7 @@ from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
+from p2twisted.cli.services_inspect import agentRemovals, heldNotes
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import Delete
@@ -197,6 +198,9 @@ class AgentServiceTests(unittest.TestCase):
         removals = self.removals()
         self.assertEqual((removals["state"], removals["grace_until"]),
                          ("grace", {"db": 1.0 + GRACE}))
+        notes = self.successResultOf(agentRemovals(self.store))
+        self.assertEqual(heldNotes(notes),
+                         ["removals on n1 wait out the failsafe's grace: db (until 00:00:11Z)\n"])
         self.clock.advance(1)
         self.assertEqual(self.removed(), ["db"])
         self.assertIsNone(self.get(keys.reality("n1", "db")))
@@ -270,6 +274,9 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual((removals["state"], removals["hold"], removals["held"],
                           removals["confirm"]),
                          ("held", "new-marker", ["db"], "p2 node confirm n1"))
+        notes = heldNotes(self.successResultOf(agentRemovals(self.store)))
+        self.assertEqual(notes, ["removals on n1 are held (its node marker is not the one its "
+                                 "agent last saw): db; confirm with 'p2 node confirm n1'\n"])
         response = yield StubTreq(StatusResource(agent).resource()).get("http://agent/_status")
         body = json.loads((yield response.content()))
         self.assertEqual(body["removals"]["confirm"], "p2 node confirm n1")

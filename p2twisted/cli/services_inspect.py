@@ -10,6 +10,7 @@ reality).
 """
 
 import json
+import time
 
 from twisted.internet import defer
 
@@ -126,12 +127,17 @@ def agentRemovals(store):
 def heldNotes(removals):
     """
     @return: one line per node whose agent holds removals, naming the command
-        that confirms them.
+        that confirms them, or has removals waiting out their grace.
     """
     why = {"new-marker": "its node marker is not the one its agent last saw",
            "orphans": "pods on its disk are in neither intent nor reality"}
     lines = []
     for node, record in sorted(removals.items()):
+        until = record.get("grace_until") or {}
+        if record.get("state") == "grace" and until:
+            lines.append("removals on %s wait out the failsafe's grace: %s\n" % (node, ", ".join(
+                "%s (until %s)" % (pod, time.strftime("%H:%M:%SZ", time.gmtime(t)))
+                for pod, t in sorted(until.items()))))
         if record.get("state") == "held":
             lines.append("removals on %s are held (%s): %s; confirm with '%s'\n" % (
                 node, why.get(record.get("hold"), record.get("hold")),
