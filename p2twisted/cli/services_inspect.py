@@ -103,7 +103,7 @@ def clusterView(store):
     result = []
     for k in sorted(rows):
         r = rows[k]
-        r["in_sync"] = r["intent"] == r["reality"]
+        r["in_sync"] = r["intent"] == r["reality"] and r["removal"] != "orphan"
         result.append(r)
     return result
 
