@@ -29,6 +29,24 @@ def nodeMarker(node, now=None):
     return json.dumps({"node": node, "created": created}, sort_keys=True).encode()
 
 
+def markerIdentity(entry):
+    """
+    Which creation of a node marker C{entry} is: its C{created} field and its
+    store version.  A marker is only ever created, never rewritten, and store
+    versions never repeat across a delete and re-create, so a marker created
+    afresh (after a wipe, say) never has the identity of the one before.
+
+    @param entry: the marker's L{Entry}.
+    @return: a JSON-able C{{"created": str or None, "version": ...}}.
+    """
+    try:
+        data = json.loads(entry.value)
+    except ValueError:
+        data = None
+    created = data.get("created") if isinstance(data, dict) else None
+    return {"created": created if isinstance(created, str) else None, "version": entry.version}
+
+
 @defer.inlineCallbacks
 def schedule(store, node, manifest):
     """

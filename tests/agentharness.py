@@ -103,7 +103,9 @@ class AgentHarness(object):
         for path in (base, os.path.dirname(base)):
             os.chmod(path, 0o755)
         self.base = base
-        defaults = dict(resyncInterval=2.0, sessionTTL=5.0, fetchTimeout=5.0)
+        # A short removal grace: unscheduled pods go within a second here
+        # (tests of the grace itself set their own).
+        defaults = dict(resyncInterval=2.0, sessionTTL=5.0, fetchTimeout=5.0, removalGrace=1.0)
         defaults.update(settings)
         self.config = AgentConfig(node=node, store=storeURL, podRoot=os.path.join(base, "pods"),
                                   stateDir=os.path.join(base, "state"), supervisor=supervisor,

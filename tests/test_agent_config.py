@@ -53,6 +53,16 @@ class AgentConfigTests(unittest.TestCase):
                           config.diskBudget, config.labels),
                          ("web2", 5, 1 << 20, 0, {"rack": "r1"}))
 
+    def test_failsafeSettings(self):
+        """
+        The removal grace defaults to 10 s and the hold timeout to none (wait
+        for a confirmation); the file sets either.
+        """
+        config = self.load(node="n1")
+        self.assertEqual((config.removalGrace, config.holdTimeout), (10.0, None))
+        config = self.load("removal_grace: 2.5\nhold_timeout: 3600\n", node="n1")
+        self.assertEqual((config.removalGrace, config.holdTimeout), (2.5, 3600))
+
     def test_badValues(self):
         """
         A bad value is a L{UsageError} naming the setting and the value.
@@ -62,7 +72,9 @@ class AgentConfigTests(unittest.TestCase):
                 ("session_ttl: true\n", "session_ttl: expected a number >= 1.0, got True"),
                 ("supervisor: systemd\n", "expected auto, runit or builtin, got 'systemd'"),
                 ("labels: [a]\n", "labels: expected a mapping"),
-                ("node: a/b\n", "must not contain '/'")]:
+                ("node: a/b\n", "must not contain '/'"),
+                ("removal_grace: -1\n", "removal_grace: expected a number >= 0"),
+                ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0")]:
             error = self.assertRaises(UsageError, self.load, text)
             self.assertIn(fragment, str(error))
 

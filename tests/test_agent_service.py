@@ -4,18 +4,29 @@ presence in C{machines/<node>}, orphan adoption and the status endpoint.
 """
 
 import json
+import os
 
 from treq.testing import StubTreq
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from p2twisted import intent
 from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
+from p2twisted.cli.node import confirmNode
+from p2twisted.cli.services_inspect import agentRemovals, heldNotes
+from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
+from p2twisted.store.common import Delete
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
 from tests.test_agent_worker import V1, V2
+
+DB = V1.replace(b"id: web", b"id: db")
+
+#: The removal grace the agent is started with here.
+GRACE = 10.0
 
 
 class AgentServiceTests(unittest.TestCase):
@@ -25,14 +36,17 @@ class AgentServiceTests(unittest.TestCase):
         self.state = MemoryState()
         self.store = MemoryStore(self.state, self.clock)
         self.pods = FakePods()
+        self.stateDir = os.path.abspath(self.mktemp())
 
-    def startAgent(self, node="n1"):
-        config = AgentConfig(node=node, store="memory://", podRoot="/nonexistent",
-                             stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
-        agent = AgentService(config, self.pods, self.clock,
+    def startAgent(self, node="n1", **settings):
+        values = dict(node=node, store="memory://", podRoot="/nonexistent",
+                      stateDir=self.stateDir, resyncInterval=30.0, sessionTTL=10.0,
+                      removalGrace=GRACE)
+        values.update(settings)
+        agent = AgentService(AgentConfig(**values), self.pods, self.clock,
                              store=MemoryStore(self.state, self.clock))
         agent.startService()
-        self.addCleanup(agent.stopService)
+        self.addCleanup(lambda: agent.stopService() if agent.running else None)
         return agent
 
     def put(self, key, value):
@@ -86,12 +100,13 @@ class AgentServiceTests(unittest.TestCase):
 
     def test_markerPresentEmptyIntentRemoves(self):
         """
-        With the marker and no pods in intent, reality is removed: the node
-        was drained on purpose.
+        With the marker and no pods in intent, reality is removed once the
+        removal grace has passed: the node was drained on purpose.
         """
         self.put(keys.intentNode("n1"), b"{}")
         self.put(keys.reality("n1", "web"), V1)
         self.startAgent()
+        self.clock.advance(GRACE)
         self.assertEqual([c[0] for c in self.pods.calls], ["remove"])
         self.assertIsNone(self.get(keys.reality("n1", "web")))
 
@@ -128,15 +143,170 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNotNone(self.get(keys.machine("n1")))
         self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
 
-    def test_orphansRecordedInReality(self):
+    def test_orphansWaitForConfirmation(self):
         """
-        A pod on disk in neither intent nor reality is written to reality, so
-        the normal loop removes it once the marker says the node is managed.
+        A pod on disk in neither intent nor reality (what a wipe of intent
+        and reality leaves) is listed as an orphan and left alone; once a
+        person confirms, it is recorded in reality and removed.
         """
         self.pods.onDisk = {"web": V1}
         self.put(keys.intentNode("n1"), b"{}")
         self.startAgent()
-        self.assertEqual([c[0] for c in self.pods.calls], ["remove"])
+        self.clock.advance(GRACE * 10)
+        self.assertEqual(self.pods.calls, [])
+        self.assertIsNone(self.get(keys.reality("n1", "web")))
+        removals = self.removals()
+        self.assertEqual((removals["state"], removals["hold"], removals["orphans"],
+                          removals["confirm"]), ("held", "orphans", ["web"], "p2 node confirm n1"))
+        self.successResultOf(confirmNode(self.store, "n1"))
+        self.assertEqual(self.pods.calls, [("remove", parseManifest(V1).sha(), "web")])
+        self.assertIsNone(self.get(keys.reality("n1", "web")))
+        self.assertEqual(self.removals()["state"], "free")
+
+    # -- the failsafe: grace, new marker, confirmation ---------------------------
+
+    def removals(self, node="n1"):
+        return json.loads(self.get(keys.status("agents", node)))["removals"]
+
+    def schedulePods(self, *raws):
+        for raw in raws:
+            self.successResultOf(intent.schedule(self.store, "n1", parseManifest(raw)))
+
+    def removed(self):
+        return [c[2] for c in self.pods.calls if c[0] == "remove"]
+
+    def test_unscheduleWaitsOutGrace(self):
+        """
+        An unscheduled pod is removed once the removal grace has passed with
+        the marker still there, not before; the status says it is waiting.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(GRACE - 1)
+        self.assertEqual(self.removed(), [])
+        removals = self.removals()
+        self.assertEqual((removals["state"], removals["grace_until"]),
+                         ("grace", {"db": 1.0 + GRACE}))
+        notes = self.successResultOf(agentRemovals(self.store))
+        self.assertEqual(heldNotes(notes),
+                         ["removals on n1 wait out the failsafe's grace: db (until 00:00:11Z)\n"])
+        self.clock.advance(1)
+        self.assertEqual(self.removed(), ["db"])
+        self.assertIsNone(self.get(keys.reality("n1", "db")))
+        self.assertEqual(self.removals()["state"], "free")
+
+    def test_anyOrderOfDeletesRemovesNothing(self):
+        """
+        Deleting a node's intent in any order -- children first one key at a
+        time (as a recursive delete does), in batches, the marker first, or
+        all of it by C{p2 init --force} -- removes nothing when the marker is
+        gone within the grace, however long the agent waits afterwards.
+        """
+        from p2twisted.cli.namespace import initNamespace
+        web, db, marker = keys.intent("n1", "web"), keys.intent("n1", "db"), keys.intentNode("n1")
+        orders = {
+            "children first, key by key": [[web], [db], [marker]],
+            "children first, in batches": [[web, db], [marker]],
+            "a child, then the rest at once": [[web], [db, marker]],
+            "marker first": [[marker], [web], [db]],
+            "p2 init --force": None,
+        }
+        for name, batches in sorted(orders.items()):
+            self.state = MemoryState()
+            self.store = MemoryStore(self.state, self.clock)
+            self.pods = FakePods()
+            self.stateDir = os.path.abspath(self.mktemp())
+            agent = self.startAgent()
+            self.schedulePods(V1, DB)
+            if batches is None:
+                self.successResultOf(initNamespace(self.store, force=True))
+            for batch in batches or []:
+                self.successResultOf(self.store.transaction([Delete(k) for k in batch]))
+                self.clock.advance(GRACE / 4)
+            self.clock.advance(GRACE * 10)
+            self.assertEqual(self.removed(), [], name)
+            self.assertIs(agent.markerPresent, False, name)
+            self.assertEqual(agent.statusRecord()["removals"]["state"], "no-marker", name)
+            if batches is not None:
+                self.assertEqual(self.get(keys.reality("n1", "web")), V1, name)
+                self.assertEqual(self.get(keys.reality("n1", "db")), DB, name)
+            self.successResultOf(agent.stopService())
+
+    def wipeAndRestore(self):
+        """
+        Schedule web and db, wipe the node's intent at once, then schedule
+        web again: a new marker.
+        """
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intent("n1", "db")),
+            Delete(keys.intentNode("n1"))]))
+        self.clock.advance(1)
+        self.schedulePods(V1)
+
+    @defer.inlineCallbacks
+    def test_newMarkerHoldsUntilConfirmed(self):
+        """
+        After a wipe, a pod scheduled again re-creates the marker: the agent
+        keeps running what intent names, removes nothing else however long
+        it waits, and says so (store status and /_status) with the command
+        that confirms; once confirmed, the pod intent no longer names is
+        removed and the confirmation is consumed.
+        """
+        agent = self.startAgent()
+        self.wipeAndRestore()
+        self.clock.advance(GRACE * 100)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
+        removals = self.removals()
+        self.assertEqual((removals["state"], removals["hold"], removals["held"],
+                          removals["confirm"]),
+                         ("held", "new-marker", ["db"], "p2 node confirm n1"))
+        notes = heldNotes(self.successResultOf(agentRemovals(self.store)))
+        self.assertEqual(notes, ["removals on n1 are held (its node marker is not the one its "
+                                 "agent last saw): db; confirm with 'p2 node confirm n1'\n"])
+        response = yield StubTreq(StatusResource(agent).resource()).get("http://agent/_status")
+        body = json.loads((yield response.content()))
+        self.assertEqual(body["removals"]["confirm"], "p2 node confirm n1")
+        self.schedulePods(V2)  # an upgrade still goes ahead
+        self.assertEqual(self.get(keys.reality("n1", "web")), V2)
+        self.successResultOf(confirmNode(self.store, "n1"))
+        self.assertEqual(self.removed(), ["db"])
+        self.assertIsNone(self.get(keys.reality("n1", "db")))
+        self.assertIsNone(self.get(keys.confirmation("n1")))
+        self.assertEqual(self.removals()["state"], "free")
+
+    def test_holdSurvivesRestart(self):
+        """
+        The marker last seen is remembered in the state directory: an agent
+        restarted after the wipe still holds the removals.
+        """
+        agent = self.startAgent()
+        self.schedulePods(V1, DB)
+        self.successResultOf(agent.stopService())
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intent("n1", "db")),
+            Delete(keys.intentNode("n1"))]))
+        self.schedulePods(V1)
+        self.startAgent()
+        self.clock.advance(GRACE * 100)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["state"], "held")
+
+    def test_holdTimeout(self):
+        """
+        With a hold timeout, held removals go ahead that long after the hold
+        began, without a confirmation.
+        """
+        self.startAgent(holdTimeout=600.0)
+        self.wipeAndRestore()
+        self.clock.advance(599)
+        self.assertEqual(self.removed(), [])
+        self.clock.advance(1)
+        self.assertEqual(self.removed(), ["db"])
 
     @defer.inlineCallbacks
     def test_statusEndpoint(self):

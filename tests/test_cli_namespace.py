@@ -1,6 +1,6 @@
 """
-C{p2 init}, C{dump}, C{schedule}, C{unschedule}, C{node add} and C{nodes},
-run as a user would.
+C{p2 init}, C{dump}, C{schedule}, C{unschedule}, C{node add}, C{node confirm}
+and C{nodes}, run as a user would.
 """
 
 import json
@@ -93,6 +93,26 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
         self.assertIsNone(nodes["web1"]["agent"])
         labels = yield self.succeed("label", "show", "node", "web1")
         self.assertEqual(labels, "role=web\n")
+
+    @defer.inlineCallbacks
+    def test_nodeConfirm(self):
+        """
+        C{node confirm} without a marker says there is nothing to confirm;
+        with one, it writes C{confirmations/<node>} naming that marker (its
+        store version), which is how the agent tells it from a later one.
+        """
+        line, code = yield self.fail("node", "confirm", "web1")
+        self.assertEqual(code, 1)
+        self.assertIn("intent/web1 holds no node marker", line)
+        yield self.succeed("node", "add", "web1")
+        out = yield self.succeed("node", "confirm", "web1")
+        self.assertIn("confirmed the node marker of web1", out)
+        self.assertIn("its agent reported no held removals", out)
+        tree = json.loads((yield self.succeed("dump", "--json")))
+        confirmation = json.loads(tree["confirmations/web1"]["value"])
+        self.assertEqual(confirmation["marker"]["version"], tree["intent/web1"]["version"])
+        self.assertEqual(confirmation["marker"]["created"],
+                         json.loads(tree["intent/web1"]["value"])["created"])
 
     @defer.inlineCallbacks
     def test_unreachableStore(self):

@@ -40,6 +40,8 @@ class AgentConfig(object):
     hooksRequired = attr.ib(default=attr.Factory(list))
     hookTermAfter = attr.ib(default=30.0)
     hookKillAfter = attr.ib(default=60.0)
+    removalGrace = attr.ib(default=10.0)
+    holdTimeout = attr.ib(default=None)
 
 
 def _number(data, name, default, low=0.0):
@@ -83,6 +85,9 @@ def agentConfig(path=None, flags=None, environ=None):
     labels = data.get("labels") or {}
     if not isinstance(labels, dict):
         raise UsageError("agent config labels: expected a mapping, got %r" % (labels,))
+    holdTimeout = data.get("hold_timeout")
+    if holdTimeout is not None:
+        holdTimeout = _number(data, "hold_timeout", None, 0.0)
     port = data.get("status_port")
     if port is not None:
         port = int(_number(data, "status_port", 0))
@@ -108,4 +113,6 @@ def agentConfig(path=None, flags=None, environ=None):
         hooksRequired=_names(data, "hooks_required"),
         hookTermAfter=_number(data, "hook_term_after", 30.0, 0.01),
         hookKillAfter=_number(data, "hook_kill_after", 60.0, 0.01),
+        removalGrace=_number(data, "removal_grace", 10.0, 0.0),
+        holdTimeout=holdTimeout,
     )

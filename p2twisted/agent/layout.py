@@ -96,6 +96,11 @@ class StateLayout(object):
     def tmpDir(self):
         return os.path.join(self.stateDir, "tmp")
 
+    @property
+    def nodeMarker(self):
+        """The identity of the node marker the agent last accepted (JSON)."""
+        return os.path.join(self.stateDir, "node-marker.json")
+
 
 def podServices(names, podId):
     """

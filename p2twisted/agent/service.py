@@ -6,10 +6,17 @@ periodically, and hands each pod to its L{PodWorker}; its children check the
 pods' health (L{HealthMonitor}) and carry out the requests of C{p2 run} and
 C{p2 logs} (L{RequestRunner}).
 
-Failsafes (DESIGN.md):
+Failsafes (DESIGN.md; README.rst, "The failsafe"):
   - The agent acts on an intent listing only while C{intent/<node>} holds the
     node marker; without it, nothing is installed or removed, and the log and
     C{status/agents/<node>} say so.
+  - A pod whose intent disappears is removed only once it has been gone for
+    the removal grace with the marker still there (L{failsafe.decide}), so a
+    recursive delete of the node's intent, children first, removes nothing.
+  - A marker other than the one last seen (remembered in the state
+    directory), or pods on disk in neither intent nor reality (orphans),
+    hold every removal until C{p2 node confirm NODE} (or the hold timeout);
+    what intent names is still installed meanwhile.
   - While the store is unreachable or the machine's session is lost, running
     pods keep running and nothing is installed or removed.
 """
@@ -21,16 +28,42 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from p2twisted import intent
+from p2twisted.agent import failsafe
 from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
+from p2twisted.agent.layout import StateLayout
 from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
-from p2twisted.errors import StoreError
+from p2twisted.errors import KeyExists, StoreError
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
 log = Logger()
+
+
+def _confirmedMarker(entry):
+    """
+    @return: the marker identity a C{confirmations/<node>} entry confirms, or
+        C{None}.
+    """
+    if entry is None:
+        return None
+    try:
+        data = json.loads(entry.value)
+    except ValueError:
+        return None
+    return data.get("marker") if isinstance(data, dict) else None
+
+
+_HOLD_REASONS = {
+    failsafe.NEW_MARKER: lambda marker, orphans: (
+        "the node marker (created %s) is not the one this agent last saw"
+        % (marker.get("created"),)),
+    failsafe.ORPHANS: lambda marker, orphans: (
+        "pods on disk in neither intent nor reality: %s" % (", ".join(sorted(orphans)),)),
+}
 
 
 def deadPredecessor(facts, value):
@@ -93,6 +126,17 @@ class AgentService(service.MultiService):
         self._openDelay = retryPolicy(maximum=30.0)
         self._openAttempts = 0
         self.hookSync = None
+        self._confirmWatch = None
+        self._confirmSeen = False
+        self._markerMemory = failsafe.MarkerMemory(StateLayout(config.stateDir).nodeMarker,
+                                                   self.node)
+        self._lastSeen = self._markerMemory.load()
+        self._absentSince = {}
+        self._onDisk = None
+        self._orphans = set()
+        self._holdSince = None
+        self._verdict = failsafe.Verdict()
+        self._wake = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -120,10 +164,11 @@ class AgentService(service.MultiService):
                                  self.config.sessionTTL, self.reactor, onPresent=self._present,
                                  takeOver=lambda value: deadPredecessor(self.facts(), value))
         self.presence.setServiceParent(self)
-        yield self._adoptOrphans()
         self._startRequests()
         self._startHealth()
         self._watch = self.store.watch(keys.intentNode(self.node), self._intentChanged)
+        self._confirmWatch = self.store.watch(keys.confirmation(self.node),
+                                              self._confirmationChanged)
         self._resync = task.LoopingCall(self.resync)
         self._resync.clock = self.reactor
         self._resync.start(self.config.resyncInterval, now=False)
@@ -183,8 +228,11 @@ class AgentService(service.MultiService):
     def stopService(self):
         if self._resync is not None and self._resync.running:
             self._resync.stop()
-        if self._watch is not None:
-            self._watch.cancel()
+        for watch in (self._watch, self._confirmWatch):
+            if watch is not None:
+                watch.cancel()
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
         yield defer.gatherResults([w.stop() for w in self.workers.values()])
         yield service.MultiService.stopService(self)
         if self.store is not None:
@@ -221,6 +269,11 @@ class AgentService(service.MultiService):
         except Exception as e:
             log.warn("resync failed: {error}", error=str(e), node=self.node)
 
+    def _confirmationChanged(self, snapshot):
+        self._confirmSeen = bool(snapshot)
+        if snapshot:
+            return self.resync()
+
     @defer.inlineCallbacks
     def _converge(self, snapshot, resync):
         markerKey = keys.intentNode(self.node)
@@ -230,9 +283,15 @@ class AgentService(service.MultiService):
                          "schedule a pod with 'p2 schedule --node {node}' to create it",
                          key=markerKey, node=self.node, event="no-marker")
             self.markerPresent = False
+            # Whatever comes back is a new marker or starts the grace anew.
+            self._absentSince.clear()
+            self._holdSince = None
+            self._verdict = failsafe.decide(None, self._lastSeen, {}, self.reactor.seconds(), 0)
+            self._wakeAt(None)
             yield self._writeAgentStatus()
             return
         self.markerPresent = True
+        marker = intent.markerIdentity(snapshot[markerKey])
         intents = {}
         for key, entry in snapshot.items():
             podId = keys.child(markerKey, key)
@@ -241,10 +300,95 @@ class AgentService(service.MultiService):
         reality = yield self.store.list(keys.realityNode(self.node))
         realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
         realPods.discard(None)
+        found = self._orphans
+        if resync or self._onDisk is None:
+            found = yield self._onDiskSettled()
+        self._orphans = {p for p in found if p not in intents and p not in realPods}
+        verdict = yield self._decide(marker, set(intents), realPods, set(self._orphans))
+        for podId in sorted(verdict.adopt):
+            yield self._adopt(podId)
+            realPods.add(podId)
         for podId in sorted(set(intents) | realPods):
-            self.worker(podId).update(intents.get(podId), resync=resync)
+            if podId in intents:
+                self.worker(podId).update(intents[podId], resync=resync)
+            elif podId in verdict.remove:
+                self.worker(podId).update(None, resync=resync)
         self.lastSync = time.time()
         yield self._writeAgentStatus()
+
+    @defer.inlineCallbacks
+    def _decide(self, marker, intended, realPods, orphans):
+        """
+        Run the failsafe's decision on what the agent sees now, and keep what
+        it says: the marker accepted, the hold, the confirmation consumed,
+        the timer for the next grace ending.
+
+        @return: L{Deferred} firing with the L{failsafe.Verdict}.
+        """
+        now = self.reactor.seconds()
+        candidates = (realPods | orphans) - intended
+        for podId in list(self._absentSince):
+            if podId not in candidates:
+                del self._absentSince[podId]
+        for podId in candidates:
+            self._absentSince.setdefault(podId, now)
+        confirmation = confirmed = None
+        if self._confirmSeen or orphans or (self._lastSeen is not None
+                                            and marker != self._lastSeen):
+            confirmation = yield self.store.get(keys.confirmation(self.node))
+            confirmed = _confirmedMarker(confirmation)
+        verdict = failsafe.decide(
+            marker, self._lastSeen, self._absentSince, now, self.config.removalGrace,
+            orphans=orphans, confirmed=confirmed, holdSince=self._holdSince,
+            holdTimeout=self.config.holdTimeout)
+        if verdict.hold is not None and self._holdSince is None:
+            self._holdSince = now
+            log.warn("removals on {node} are held ({why}): installing what intent names, "
+                     "removing nothing until 'p2 node confirm {node}'{timeout}",
+                     node=self.node, why=_HOLD_REASONS[verdict.hold](marker, orphans),
+                     timeout=("" if self.config.holdTimeout is None else
+                              " or %gs have passed" % (self.config.holdTimeout,)),
+                     event="removals-held")
+        elif verdict.hold is None and self._holdSince is not None:
+            timeout = self.config.holdTimeout
+            how = ("confirmed" if confirmed == marker else
+                   "the hold timed out" if timeout is not None and now >= self._holdSince + timeout
+                   else "nothing to hold any more")
+            self._holdSince = None
+            log.info("removals on {node} are no longer held: {how}", node=self.node, how=how,
+                     event="removals-released")
+        if verdict.accept:
+            self._remember(marker)
+        if confirmation is not None and confirmed == marker and verdict.hold is None:
+            d = self.store.delete(confirmation.key, confirmation.version)
+            d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
+                                            error=f.getErrorMessage()))
+        self._verdict = verdict
+        self._wakeAt(verdict.wakeAt)
+        return verdict
+
+    def _remember(self, marker):
+        self._lastSeen = marker
+        try:
+            self._markerMemory.save(marker)
+        except OSError as e:
+            log.error("cannot remember the node marker in {path}: {error}; an agent restarted "
+                      "now would hold removals until 'p2 node confirm {node}'",
+                      path=self._markerMemory.path, error=str(e), node=self.node)
+
+    def _wakeAt(self, when):
+        """
+        Resync (a fresh read of the store) at C{when}, when a grace or the
+        hold timeout ends; C{None}: no timer.
+        """
+        if self._wake is not None and self._wake.active():
+            if when is not None and self._wake.getTime() == when:
+                return
+            self._wake.cancel()
+        self._wake = None
+        if when is not None and self.running:
+            self._wake = self.reactor.callLater(max(0.0, when - self.reactor.seconds()),
+                                                self.resync)
 
     def worker(self, podId):
         """
@@ -256,22 +400,32 @@ class AgentService(service.MultiService):
         return self.workers[podId]
 
     @defer.inlineCallbacks
-    def _adoptOrphans(self):
+    def _onDiskSettled(self):
         """
-        Pods on disk in neither intent nor reality are written to reality, so
-        the normal loop removes them (subject to the marker failsafe).
+        Read which pods are on disk (the orphans among them are those in
+        neither intent nor reality).
+
+        @return: L{Deferred} firing with the set of those whose worker is not
+            in the middle of something (a deploy writes reality only when it
+            is done).
         """
         onDisk = yield defer.maybeDeferred(self.pods.installedPods)
-        if not onDisk:
-            return
-        intent = yield self.store.list(keys.intentNode(self.node))
-        reality = yield self.store.list(keys.realityNode(self.node))
-        for podId, raw in sorted(onDisk.items()):
-            if keys.intent(self.node, podId) in intent or keys.reality(self.node, podId) in reality:
-                continue
-            log.info("pod {pod} is on disk but in neither intent nor reality; recording it in "
-                     "reality so it is removed", pod=podId, node=self.node, event="orphan")
-            yield self.store.put(keys.reality(self.node, podId), raw)
+        self._onDisk = dict(onDisk or {})
+        return {podId for podId in self._onDisk if self._settled(podId)}
+
+    @defer.inlineCallbacks
+    def _adopt(self, podId):
+        """
+        Record an orphan (on disk, in neither intent nor reality) in reality,
+        once removals are confirmed, so the normal loop removes it.
+        """
+        log.info("pod {pod} is on disk but in neither intent nor reality; recording it in "
+                 "reality so it is removed", pod=podId, node=self.node, event="orphan")
+        try:
+            yield self.store.create(keys.reality(self.node, podId), self._onDisk[podId])
+        except KeyExists:
+            pass
+        self._orphans.discard(podId)
 
     # -- status ----------------------------------------------------------------
 
@@ -291,6 +445,8 @@ class AgentService(service.MultiService):
             "connected": self.canAct(),
             "converged": self.converged(),
             "node_marker": self.markerPresent,
+            "removals": failsafe.describe(self._verdict, self.node, bool(self.markerPresent),
+                                          self._orphans),
             "last_sync": self.lastSync,
             "pods": {podId: {"state": w.state, "attempts": w.attempts, "error": w.lastError}
                      for podId, w in sorted(self.workers.items())},

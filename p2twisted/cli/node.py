@@ -1,16 +1,20 @@
 # -*- test-case-name: tests.test_cli_namespace -*-
 """
-C{p2 node add} and C{p2 nodes}: make a node known to schedulers and list
-nodes with their agents' presence.
+C{p2 node add}, C{p2 node confirm} and C{p2 nodes}: make a node known to
+schedulers, let its agent carry out the removals it holds, and list nodes
+with their agents' presence.
 """
 
+import getpass
 import json
+import socket
+import time
 
 from twisted.internet import defer
 
 from p2twisted import intent
 from p2twisted.cli.schedule import nodeName
-from p2twisted.errors import KeyExists
+from p2twisted.errors import KeyExists, P2Error
 from p2twisted.labels import LabelStore, parseChanges
 from p2twisted.store import keys
 
@@ -29,6 +33,15 @@ def register(subparsers):
     add.add_argument("--label", action="append", default=[], metavar="K=V",
                      help="a label to set on the node (repeatable)")
     add.set_defaults(run=runAdd)
+    confirm = commands.add_parser(
+        "confirm", help="let a node's agent carry out the removals it holds",
+        description="A node's agent holds every removal when its node marker is not the one "
+                    "it last saw (a wipe, a restore, a re-created marker) or pods are on its "
+                    "disk in neither intent nor reality; 'p2 inspect' lists them. Confirming "
+                    "says the node's intent, as it is now, is right: the agent then removes "
+                    "what intent does not name (orphans included).")
+    confirm.add_argument("node", metavar="NODE")
+    confirm.set_defaults(run=runConfirm)
     node.set_defaults(run=lambda options: node.print_help(options.err) or 2)
 
     nodes = subparsers.add_parser(
@@ -55,6 +68,64 @@ def runAdd(options):
             options.out.write("".join("  %s=%s\n" % kv for kv in sorted(labels.items())))
     finally:
         yield store.close()
+    return 0
+
+
+@defer.inlineCallbacks
+def confirmNode(store, node, now=None):
+    """
+    Write C{confirmations/<node>}: a go-ahead for the removals C{node}'s
+    agent holds, bound to the node marker there now (a later marker needs a
+    confirmation of its own).
+
+    @return: L{Deferred} firing with C{(marker identity, removals)}:
+        C{removals} is the C{removals} record of the agent's status, or
+        C{None} when it has published none.
+    @raise P2Error: when the node has no marker.
+    """
+    marker = yield store.get(keys.intentNode(node))
+    if marker is None:
+        raise P2Error("%s holds no node marker: its agent acts on nothing, so there is nothing "
+                      "to confirm (schedule a pod there or run 'p2 node add %s')"
+                      % (keys.intentNode(node), node))
+    identity = intent.markerIdentity(marker)
+    try:
+        by = "%s@%s" % (getpass.getuser(), socket.gethostname())
+    except Exception:
+        by = None
+    record = {"node": node, "marker": identity, "by": by,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+    yield store.put(keys.confirmation(node), json.dumps(record, sort_keys=True).encode())
+    status = yield store.get(keys.status("agents", node))
+    removals = None
+    if status is not None:
+        try:
+            removals = json.loads(status.value).get("removals")
+        except (ValueError, AttributeError):
+            removals = None
+    return identity, removals
+
+
+@defer.inlineCallbacks
+def runConfirm(options):
+    name = nodeName(options.node)
+    store = yield options.openStore()
+    try:
+        identity, removals = yield confirmNode(store, name)
+    finally:
+        yield store.close()
+    options.out.write("confirmed the node marker of %s (created %s)\n"
+                      % (name, identity.get("created") or "at an unknown time"))
+    if removals and removals.get("state") == "held":
+        pods = removals.get("held") or []
+        options.out.write("its agent now removes what intent does not name: %s\n"
+                          % (", ".join(pods) or "nothing yet"))
+        if removals.get("orphans"):
+            options.out.write("and the pods on its disk in neither intent nor reality: %s\n"
+                              % (", ".join(removals["orphans"]),))
+    else:
+        options.out.write("its agent reported no held removals; the confirmation stands "
+                          "for this marker\n")
     return 0
 
 

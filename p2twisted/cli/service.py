@@ -16,6 +16,7 @@ from twisted.internet import defer
 from p2twisted import services
 from p2twisted.cli.main import withStore
 from p2twisted.cli.schedule import nodeName
+from p2twisted.cli.services_inspect import agentRemovals, heldNotes
 from p2twisted.cli.services_common import (
     artifactLocation, extrasParser, parseExtras, readSettingsFile)
 from p2twisted.cli.services_wait import waitDeployed
@@ -254,6 +255,7 @@ def runStatus(options):
     store = yield options.openStore()
     try:
         result = yield serviceStatus(store, options.name)
+        removals = yield agentRemovals(store)
     finally:
         yield store.close()
     out = options.out
@@ -278,4 +280,5 @@ def runStatus(options):
                 out.write("    health check: %s\n" % (health["output"],))
             if state["error"]:
                 out.write("    last error: %s\n" % (state["error"],))
+    out.write("".join(heldNotes(removals)))
     return 0

@@ -3,10 +3,14 @@
 C{p2 inspect [--json]}: the cluster view, per pod and node: the SHA in
 intent and in reality, the agent's state of the pod, its health and its
 last error (read from the whole C{intent}, C{reality}, C{health} and
-C{status/pods} trees).
+C{status/pods} trees), and the removals each agent holds back (from
+C{status/agents}): pods waiting out the removal grace, removals held until
+C{p2 node confirm}, and orphans (pods on a node's disk in neither intent nor
+reality).
 """
 
 import json
+import time
 
 from twisted.internet import defer
 
@@ -22,7 +26,9 @@ def register(subparsers):
         description="Show the cluster: for each pod and node, the SHA of the manifest in "
                     "intent and in reality, whether they agree, the agent's state of the pod, "
                     "its health (passing or critical, from the agent's check of its status "
-                    "endpoint; - without one) and its last error.")
+                    "endpoint; - without one) and its last error; and the removals agents "
+                    "hold: in their grace, or held until 'p2 node confirm NODE' (a new node "
+                    "marker, or orphans: pods on disk in neither intent nor reality).")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=runInspect)
 
@@ -49,15 +55,18 @@ def _record(value):
 def clusterView(store):
     """
     @return: L{Deferred} firing with C{[{"pod", "node", "intent", "reality",
-        "in_sync", "state", "error", "time", "health"}]} sorted by pod and
-        node; C{health} as L{services.readHealth} gives it.
+        "in_sync", "state", "error", "time", "health", "removal"}]} sorted by
+        pod and node; C{health} as L{services.readHealth} gives it;
+        C{removal} is C{None}, C{"grace"} (the agent removes it when its
+        grace ends), C{"held"} (until C{p2 node confirm}) or C{"orphan"} (on
+        the node's disk in neither intent nor reality; held too).
     """
     rows = {}
 
     def row(node, podId):
         return rows.setdefault((podId, node), {
             "pod": podId, "node": node, "intent": None, "reality": None, "state": None,
-            "error": None, "time": None, "health": None})
+            "error": None, "time": None, "health": None, "removal": None})
 
     for tree, field in ((keys.INTENT, "intent"), (keys.REALITY, "reality")):
         entries = yield store.list(keys.tree(tree))
@@ -82,12 +91,59 @@ def clusterView(store):
             continue
         r = row(parts[2], parts[3])
         r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"))
+    removals = yield agentRemovals(store)
+    for node, record in removals.items():
+        for podId in record.get("orphans") or []:
+            row(node, podId)["removal"] = "orphan"
+        for podId in (record.get("held") or []) if record.get("state") == "held" else []:
+            if row(node, podId)["removal"] is None:
+                row(node, podId)["removal"] = "held"
+        for podId in record.get("grace_until") or {}:
+            row(node, podId)["removal"] = "grace"
     result = []
     for k in sorted(rows):
         r = rows[k]
-        r["in_sync"] = r["intent"] == r["reality"]
+        r["in_sync"] = r["intent"] == r["reality"] and r["removal"] != "orphan"
         result.append(r)
     return result
+
+
+@defer.inlineCallbacks
+def agentRemovals(store):
+    """
+    @return: L{Deferred} firing with C{{node: removals}}: the C{removals}
+        record of each agent's status (L{p2twisted.agent.failsafe.describe}).
+    """
+    entries = yield store.list(keys.status("agents"))
+    found = {}
+    for key, entry in entries.items():
+        parts = keys.parse(key)
+        record = _record(entry.value)
+        if len(parts) == 3 and record is not None and isinstance(record.get("removals"), dict):
+            found[parts[2]] = record["removals"]
+    return found
+
+
+def heldNotes(removals):
+    """
+    @return: one line per node whose agent holds removals, naming the command
+        that confirms them, or has removals waiting out their grace.
+    """
+    why = {"new-marker": "its node marker is not the one its agent last saw",
+           "orphans": "pods on its disk are in neither intent nor reality"}
+    lines = []
+    for node, record in sorted(removals.items()):
+        until = record.get("grace_until") or {}
+        if record.get("state") == "grace" and until:
+            lines.append("removals on %s wait out the failsafe's grace: %s\n" % (node, ", ".join(
+                "%s (until %s)" % (pod, time.strftime("%H:%M:%SZ", time.gmtime(t)))
+                for pod, t in sorted(until.items()))))
+        if record.get("state") == "held":
+            lines.append("removals on %s are held (%s): %s; confirm with '%s'\n" % (
+                node, why.get(record.get("hold"), record.get("hold")),
+                ", ".join(record.get("held") or []) or "none pending",
+                record.get("confirm") or "p2 node confirm %s" % (node,)))
+    return lines
 
 
 @defer.inlineCallbacks
@@ -95,6 +151,7 @@ def runInspect(options):
     store = yield options.openStore()
     try:
         rows = yield clusterView(store)
+        notes = heldNotes((yield agentRemovals(store)))
     finally:
         yield store.close()
     out = options.out
@@ -104,11 +161,13 @@ def runInspect(options):
         return 0
     if not rows:
         out.write("no pods in intent or reality (deploy one with 'p2 deploy NAME')\n")
+        out.write("".join(notes))
         return 0
     header = ("POD", "NODE", "INTENT", "REALITY", "SYNC", "STATE", "HEALTH")
     table = [header]
     for r in rows:
-        synced = ("-" if r["intent"] is None and r["reality"] is None else
+        synced = (r["removal"] if r["removal"] is not None else
+                  "-" if r["intent"] is None and r["reality"] is None else
                   "yes" if r["in_sync"] else
                   "removing" if r["intent"] is None else "converging")
         table.append((r["pod"], r["node"], (r["intent"] or "-")[:12],
@@ -124,4 +183,5 @@ def runInspect(options):
             out.write("    health check: %s\n" % (health["output"],))
         if rows[i - 1]["error"]:
             out.write("    last error: %s\n" % (rows[i - 1]["error"],))
+    out.write("".join(notes))
     return 0

@@ -24,10 +24,11 @@ STATUS = "status"
 LOCKS = "locks"
 AUDIT = "audit"
 REQUESTS = "requests"
+CONFIRMATIONS = "confirmations"
 
 #: The top-level trees, in the order C{p2 init} shows them.
 TREES = (INTENT, REALITY, MACHINES, LABELS, SERVICES, REPLICATION_CONTROLLERS, ROLLS,
-         DAEMON_SETS, POD_CLUSTERS, HOOKS, HEALTH, STATUS, LOCKS, AUDIT, REQUESTS)
+         DAEMON_SETS, POD_CLUSTERS, HOOKS, HEALTH, STATUS, LOCKS, AUDIT, REQUESTS, CONFIRMATIONS)
 
 #: Label types and how many key segments their ids have.
 LABEL_TYPES = {
@@ -164,6 +165,14 @@ def requestNode(node):
 
 def request(node, requestId):
     return _join(REQUESTS, node, requestId)
+
+
+def confirmation(node):
+    """
+    C{confirmations/<node>}: a person's go-ahead (C{p2 node confirm}) for the
+    removals C{node}'s agent holds back under a new node marker.
+    """
+    return _join(CONFIRMATIONS, node)
 
 
 def tree(name):
