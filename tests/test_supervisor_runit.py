@@ -13,8 +13,9 @@ from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
 from p2twisted.agent.interfaces import ServiceSpec
+from p2twisted.agent.supervisors import MAX_RESTART_DELAY, crashLoop, crashLoopText
 from p2twisted.agent.supervisors.runit import (
-    DOWN, RUN, RunitSupervisor, parseStatus, readStatus, runScript, runsvAlive,
+    DOWN, FINISH, FINISH_SCRIPT, RUN, RunitSupervisor, parseStatus, readStatus, runScript, runsvAlive,
     serviceFiles)
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
@@ -96,12 +97,12 @@ class ScriptTests(unittest.SynchronousTestCase):
 
     def test_serviceFiles(self):
         """
-        A service has C{run}, a C{finish} that exits 0 and a C{log/run} that
-        runs svlogd on C{./main}.
+        A service has C{run}, a C{finish} that counts restarts and a
+        C{log/run} that runs svlogd on C{./main}.
         """
         files = serviceFiles(ServiceSpec("x", ["true"]))
         self.assertEqual(sorted(files), ["finish", "log/run", "run"])
-        self.assertEqual(files["finish"], "#!/bin/sh\nexit 0\n")
+        self.assertEqual(files["finish"], FINISH_SCRIPT)
         self.assertTrue(files["log/run"].endswith("exec svlogd -tt ./main\n"))
 
     def test_parseStatus(self):
@@ -227,6 +228,55 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
 
         yield waitFor(restarted, what="runsv to restart the service")
         self.assertEqual((yield self.waitPids(2))[1], self.sup._status("svc").pid)
+
+    @defer.inlineCallbacks
+    def test_crashLoopCountedAndSlowed(self):
+        """
+        A service that exits at once is restarted ever more slowly (its
+        C{finish} waits 1 s, then 2 s, 4 s ...), its status counts the
+        restarts and says how it last exited, and stopping it ends the wait:
+        nothing runs afterwards.
+        """
+        spec = self.shell("echo $$ >> %s; exit 3" % (self.pidFile(),), restartTimeout=1.0)
+        try:
+            yield self.sup.start(spec)
+        except SupervisorError:
+            pass  # it may have exited before it was seen running
+        yield waitFor(lambda: self.sup._status("svc").quickExits >= 3, timeout=30,
+                      what="three quick exits")
+        status = self.sup._status("svc")
+        self.assertEqual(status.lastExit, "exit 3")
+        self.assertEqual(status.restartDelay,
+                         min(MAX_RESTART_DELAY, 2 ** (status.quickExits - 1)))
+        self.assertGreaterEqual(status.restarts, status.quickExits)
+        loop = crashLoop(status, reactor.seconds())
+        self.assertEqual(loop["restarts"], status.quickExits)
+        self.assertTrue(crashLoopText(loop).startswith(
+            "crash-looping (%d restarts in " % (status.quickExits,)))
+        self.assertTrue(crashLoopText(loop).endswith(", last exit 3)"))
+        # While finish waits out the delay, every run has been counted.
+        yield waitFor(lambda: readStatus(self.path).state == FINISH, what="finish to wait")
+        waiting = readStatus(self.path).pid
+        self.assertEqual(len(_words(self.pidFile())), self.sup._status("svc").restarts)
+        yield self.sup.stop("svc", 5.0)
+        self.assertEqual(readStatus(self.path).state, DOWN)
+        self.assertFalse(alive(waiting))
+        runs = len(_words(self.pidFile()))
+        self.assertFalse((yield self.sup.status("svc")).wantUp)
+        self.assertEqual(len(_words(self.pidFile())), runs)
+
+    @defer.inlineCallbacks
+    def test_countsResetByNewDefinition(self):
+        """
+        A changed definition starts its restart counts afresh.
+        """
+        yield self.sup.start(self.sleeper())
+        pid = (yield self.waitPids(1))[0]
+        os.kill(pid, signal.SIGKILL)
+        yield waitFor(lambda: self.sup._status("svc").restarts == 1, what="a restart counted")
+        self.assertEqual(self.sup._status("svc").lastExit, "killed by SIGKILL")
+        yield self.sup.start(self.sleeper(env={"V": "2"}), restart=True)
+        self.assertEqual(self.sup._status("svc").restarts, 0)
 
     @defer.inlineCallbacks
     def test_policyNever(self):

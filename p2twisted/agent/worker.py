@@ -34,6 +34,7 @@ import time
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from p2twisted.agent import crashloop
 from p2twisted.errors import ManifestError, P2Error
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -87,6 +88,7 @@ class PodWorker(object):
         self._timer = None
         self._idle = []
         self._badIntent = None
+        self._badIntentError = None
         self._seen = False
         self._lastStatus = None
 
@@ -114,6 +116,16 @@ class PodWorker(object):
             self._work()
         else:
             self._work()
+
+    def invalidIntent(self):
+        """
+        @return: why the pod's current intent cannot be acted on (its
+            manifest does not parse), or C{None}.
+        """
+        if self._badIntent is not None and self._intent is not None \
+                and self._intent.value == self._badIntent:
+            return self._badIntentError
+        return None
 
     def kick(self):
         """
@@ -213,6 +225,7 @@ class PodWorker(object):
                 intent = parseManifest(intentEntry.value, source=keys.intent(self.node, self.podId))
             except ManifestError as e:
                 self._badIntent = intentEntry.value
+                self._badIntentError = str(e)
                 log.error("pod {pod}: invalid manifest in intent: {error}",
                           node=self.node, pod=self.podId, error=str(e))
                 yield self._writeStatus("invalid", error=str(e))
@@ -281,7 +294,7 @@ class PodWorker(object):
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
         }
         key = keys.status("pods", self.node, self.podId)
-        d = self.store.put(key, json.dumps(record, sort_keys=True).encode())
+        d = crashloop.preservingWrite(self.store, key, record)
         d.addErrback(lambda f: log.warn("cannot write status of {pod}: {error}",
                                         pod=self.podId, error=f.getErrorMessage()))
         return d

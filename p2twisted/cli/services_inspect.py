@@ -2,8 +2,8 @@
 """
 C{p2 inspect [--json]}: the cluster view, per pod and node: the SHA in
 intent and in reality, the agent's state of the pod, its health and its
-last error (read from the whole C{intent}, C{reality}, C{health} and
-C{status/pods} trees).
+last error, and whether one of its services is crash-looping (read from
+the whole C{intent}, C{reality}, C{health} and C{status/pods} trees).
 """
 
 import json
@@ -49,7 +49,8 @@ def _record(value):
 def clusterView(store):
     """
     @return: L{Deferred} firing with C{[{"pod", "node", "intent", "reality",
-        "in_sync", "state", "error", "time", "health"}]} sorted by pod and
+        "in_sync", "state", "error", "time", "restarts", "crash_loop",
+        "health"}]} sorted by pod and
         node; C{health} as L{services.readHealth} gives it.
     """
     rows = {}
@@ -57,7 +58,8 @@ def clusterView(store):
     def row(node, podId):
         return rows.setdefault((podId, node), {
             "pod": podId, "node": node, "intent": None, "reality": None, "state": None,
-            "error": None, "time": None, "health": None})
+            "error": None, "time": None, "restarts": None, "crash_loop": None,
+            "health": None})
 
     for tree, field in ((keys.INTENT, "intent"), (keys.REALITY, "reality")):
         entries = yield store.list(keys.tree(tree))
@@ -81,7 +83,8 @@ def clusterView(store):
         if record is None:
             continue
         r = row(parts[2], parts[3])
-        r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"))
+        r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"),
+                 restarts=record.get("restarts"), crash_loop=record.get("crash_loop"))
     result = []
     for k in sorted(rows):
         r = rows[k]
@@ -122,6 +125,9 @@ def runInspect(options):
         health = rows[i - 1]["health"]
         if health is not None and health["status"] != "passing":
             out.write("    health check: %s\n" % (health["output"],))
+        loop = services.crashLoopLine(rows[i - 1])
+        if loop:
+            out.write("    %s\n" % (loop,))
         if rows[i - 1]["error"]:
             out.write("    last error: %s\n" % (rows[i - 1]["error"],))
     return 0
