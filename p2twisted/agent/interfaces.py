@@ -44,7 +44,8 @@ class ServiceStatus(object):
     @ivar loopingSince: when the first of those runs started (Unix time),
         or C{None}.
     @ivar lastExit: how its last run ended (e.g. C{"exit 3"}), or C{None}.
-    @ivar restartDelay: seconds its next restart after a quick exit waits.
+    @ivar restartDelay: seconds its latest restart waited after a quick exit
+        (0 when the last run was not one).
     """
 
     name = attr.ib()

@@ -105,6 +105,7 @@ class _Service(object):
         self.quickExits = 0
         self.loopingSince = None
         self.lastExit = None
+        self.lastWait = 0.0
 
     @property
     def running(self):
@@ -217,7 +218,7 @@ class BuiltinSupervisor(SupervisorBase):
                              quickExits=service.quickExits,
                              loopingSince=service.loopingSince,
                              lastExit=service.lastExit,
-                             restartDelay=service.delay if service.quickExits else 0.0)
+                             restartDelay=service.lastWait if service.quickExits else 0.0)
 
     @defer.inlineCallbacks
     def _start(self, spec, restart):
@@ -360,6 +361,7 @@ class BuiltinSupervisor(SupervisorBase):
         wait, service.delay = nextRestartDelay(
             ranFor, service.delay, self.threshold, self.minRestartDelay,
             self.maxRestartDelay)
+        service.lastWait = wait
         self._cancelRestart(service)
         service.restartCall = self._reactor.callLater(wait, self._restart, service)
 
