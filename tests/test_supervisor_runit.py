@@ -105,6 +105,64 @@ class ScriptTests(unittest.SynchronousTestCase):
         self.assertEqual(files["finish"], FINISH_SCRIPT)
         self.assertTrue(files["log/run"].endswith("exec svlogd -tt ./main\n"))
 
+    def runFinish(self, directory, ranFor, want="u", args=("3", "0")):
+        """
+        Run the C{finish} script as runsv would after a run of C{ranFor}
+        seconds, with a C{sleep} that only records how long it would wait.
+
+        @return: the seconds it would have slept, or C{None}.
+        """
+        import struct
+        import subprocess
+        import time
+        from p2twisted.agent.supervisors.runit import _TAI_EPOCH
+        os.makedirs(os.path.join(directory, "supervise"), exist_ok=True)
+        bin = os.path.join(directory, "bin")
+        if not os.path.isdir(bin):
+            os.mkdir(bin)
+            with open(os.path.join(bin, "sleep"), "w") as f:
+                f.write("#!/bin/sh\necho $1 > slept\n")
+            os.chmod(os.path.join(bin, "sleep"), 0o755)
+            with open(os.path.join(directory, "finish"), "w") as f:
+                f.write(FINISH_SCRIPT)
+        started = int(time.time()) - ranFor
+        with open(os.path.join(directory, "supervise", "status"), "wb") as f:
+            f.write(struct.pack(">QL", _TAI_EPOCH + started, 0) + struct.pack("<L", 99)
+                    + bytes([0, ord(want), 0, FINISH]))
+        slept = os.path.join(directory, "slept")
+        if os.path.exists(slept):
+            os.unlink(slept)
+        subprocess.check_call(["/bin/sh", "finish"] + list(args), cwd=directory,
+                              env={"PATH": bin + ":/usr/bin:/bin"})
+        if not os.path.exists(slept):
+            return None
+        with open(slept) as f:
+            return int(f.read())
+
+    def test_finishBacksOff(self):
+        """
+        C{finish} waits 1 s after a quick exit, doubling at each quick exit
+        in a row up to 60 s; a run of C{MIN_UPTIME} resets it; an exit while
+        the service is wanted down (stopped on purpose) is not a restart.
+        """
+        from p2twisted.agent.supervisors.runit import readRestarts
+        directory = os.path.abspath(self.mktemp())
+        waits = [self.runFinish(directory, 0) for _ in range(8)]
+        self.assertEqual(waits, [1, 2, 4, 8, 16, 32, 60, 60])
+        counts = readRestarts(directory)
+        self.assertEqual((counts["restarts"], counts["quickExits"], counts["restartDelay"],
+                          counts["lastExit"]), (8, 8, 60.0, "exit 3"))
+        self.assertIsNone(self.runFinish(directory, 100, args=("-1", "11")))
+        counts = readRestarts(directory)
+        self.assertEqual((counts["restarts"], counts["quickExits"], counts["lastExit"]),
+                         (9, 0, "killed by SIGSEGV"))
+        self.assertIsNone(counts["loopingSince"])
+        self.assertEqual(self.runFinish(directory, 0), 1)
+        self.assertIsNone(self.runFinish(directory, 0, want="d", args=("-1", "15")))
+        counts = readRestarts(directory)
+        self.assertEqual((counts["restarts"], counts["quickExits"], counts["lastExit"]),
+                         (10, 1, "killed by SIGTERM"))
+
     def test_parseStatus(self):
         """
         C{supervise/status} is a TAI64N stamp, a little-endian pid, paused,
