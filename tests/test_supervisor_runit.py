@@ -324,6 +324,24 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual(len(_words(self.pidFile())), runs)
 
     @defer.inlineCallbacks
+    def test_newDefinitionEndsCrashLoopWait(self):
+        """
+        A new definition of a crash-looping service starts at once, without
+        waiting out the old one's delay, and without a restart.
+        """
+        spec = self.shell("echo $$ >> %s; exit 3" % (self.pidFile(),), restartTimeout=1.0)
+        try:
+            yield self.sup.start(spec)
+        except SupervisorError:
+            pass
+        yield waitFor(lambda: self.sup._status("svc").restartDelay >= 4, timeout=30,
+                      what="a 4 s delay")
+        yield waitFor(lambda: readStatus(self.path).state == FINISH, what="finish to wait")
+        status = yield self.sup.start(self.sleeper(restartTimeout=2.0))
+        self.assertTrue(status.running)
+        self.assertEqual(status.restarts, 0)
+
+    @defer.inlineCallbacks
     def test_countsResetByNewDefinition(self):
         """
         A changed definition starts its restart counts afresh.

@@ -45,6 +45,7 @@ import binascii
 import os
 import shlex
 import shutil
+import signal
 import struct
 import time
 
@@ -58,7 +59,7 @@ from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
     DEFAULT_PATH, KILL_GRACE, MAX_RESTART_DELAY, MIN_UPTIME, SupervisorBase, checkSpec,
     describeExit, findProgram, leadsGroup, listServiceDirs, processStartedAt,
-    serviceEnvironment, terminate, waitUntil)
+    serviceEnvironment, signalService, terminate, waitUntil)
 from p2twisted.errors import SupervisorError
 
 log = Logger()
@@ -264,6 +265,17 @@ def _resetRestarts(path):
         os.unlink(os.path.join(path, RESTARTS_FILE))
     except FileNotFoundError:
         pass
+
+
+def _endFinishWait(path):
+    """
+    A new definition need not wait out its predecessor's crash-loop delay:
+    end a C{finish} that is running (runsv then starts the new C{run} if the
+    service is wanted up).
+    """
+    current = readStatus(path)
+    if current is not None and current.state == FINISH and current.pid and runsvAlive(path):
+        signalService(current.pid, signal.SIGTERM, False)
 
 
 def _suffix():
@@ -519,6 +531,7 @@ class RunitSupervisor(SupervisorBase):
                                   % (path, e))
         if change == "changed":
             _resetRestarts(path)
+            _endFinishWait(path)
         yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
         before = readStatus(path)
         if restart and before is not None and before.state != DOWN:
@@ -573,8 +586,15 @@ class RunitSupervisor(SupervisorBase):
             now = readStatus(path)
             return now is None or now.state == DOWN or not runsvAlive(path)
 
+        def wantsDown():
+            now = readStatus(path)
+            return now is None or now.want == "d" or not runsvAlive(path)
+
         before = readStatus(path)
         yield self._command("down", path)
+        # sv does not wait for runsv to read the command: a process that ends
+        # before then would be counted a restart (and finish would wait).
+        yield waitUntil(self._reactor, wantsDown, timeout)
         after = readStatus(path)
         pids = []
         for st in (before, after):
