@@ -291,12 +291,13 @@ def healthText(health, sha):
 def podState(store, name, node):
     """
     @return: L{Deferred} firing with C{{"node", "intent", "reality", "state",
-        "error", "time", "health"}}: the intent and reality SHAs (C{None}
-        when absent), the agent's last status of the pod, and its health
+        "error", "time", "restarts", "crash_loop", "health"}}: the intent and
+        reality SHAs (C{None} when absent), the agent's last status of the
+        pod (with its services' restart count and crash loop), and its health
         (L{readHealth}).
     """
     state = {"node": node, "intent": None, "reality": None, "state": None, "error": None,
-             "time": None}
+             "time": None, "restarts": None, "crash_loop": None}
     state["health"] = yield readHealth(store, name, node)
     for field, key in (("intent", keys.intent(node, name)), ("reality", keys.reality(node, name))):
         entry = yield store.get(key)
@@ -310,7 +311,20 @@ def podState(store, name, node):
         try:
             record = json.loads(entry.value)
             state.update(state=record.get("state"), error=record.get("error"),
-                         time=record.get("time"))
-        except ValueError:
+                         time=record.get("time"), restarts=record.get("restarts"),
+                         crash_loop=record.get("crash_loop"))
+        except (ValueError, AttributeError):
             pass
     return state
+
+
+def crashLoopLine(state):
+    """
+    @param state: a pod's state (L{podState}, or a row of C{p2 inspect}).
+    @return: the line saying it is crash-looping, e.g. C{"crash-looping (7
+        restarts in 63 s, last exit 3)"} with the service, or C{None}.
+    """
+    loop = state.get("crash_loop")
+    if not isinstance(loop, dict) or not loop.get("text"):
+        return None
+    return "%s: %s" % (loop.get("service") or "a service", loop["text"])

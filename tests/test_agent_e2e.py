@@ -228,6 +228,33 @@ class AgentEndToEndTests(LocalStoreCase):
         yield waitForVersion(port, "1")
 
     @defer.inlineCallbacks
+    def test_crashLoopInPodStatus(self):
+        """
+        A pod whose C{bin/launch} exits at once is reported crash-looping in
+        C{status/pods/<node>/<pod>}, with its restarts and last exit, beside
+        the worker's fields.
+        """
+        url, sha = buildWebArtifact(self.artifacts, "crashy", "1", files={
+            "bin/launch": (b"#!/bin/sh\necho crashing\nexit 3\n", 0o755)})
+        yield self.schedule(webManifest("crashy", url, freePort(), sha))
+
+        @defer.inlineCallbacks
+        def looping():
+            status = yield self.podStatus("crashy")
+            return status is not None and bool(status.get("crash_loop"))
+
+        yield waitFor(looping, timeout=60, what="the crash loop to be reported")
+        status = yield self.podStatus("crashy")
+        loop = status["crash_loop"]
+        self.assertEqual(loop["service"], "crashy__web__bin__launch")
+        self.assertEqual(loop["last_exit"], "exit 3")
+        self.assertGreaterEqual(loop["restarts"], 3)
+        self.assertGreaterEqual(status["restarts"], loop["restarts"])
+        self.assertIn("crash-looping (", loop["text"])
+        self.assertIn(status["state"], ("running", "failed", "deploying"))
+        self.assertEqual((status["pod"], status["node"]), ("crashy", "n1"))
+
+    @defer.inlineCallbacks
     def test_agentRestartKeepsPods(self):
         """
         Stopping the agent leaves runit pods running; a new agent adopts them

@@ -28,7 +28,7 @@ from tests.store_contract import waitFor
 #: The variables every hook gets, and nothing else.
 DOCUMENTED_ENV = {"HOOK", "HOOK_EVENT", "HOOKED_NODE", "HOOKED_POD_ID", "HOOKED_POD_HOME",
                   "HOOKED_POD_MANIFEST", "HOOKED_CONFIG_PATH", "HOOKED_ENV_PATH",
-                  "HOOKED_POD_UNIQUE_KEY", "PATH"}
+                  "HOOKED_POD_UNIQUE_KEY", "PATH", "P2_RUN_ID"}
 
 MANIFEST = b"""id: web
 run_as: nobody
@@ -273,6 +273,31 @@ class HookRunnerTests(RunnerTestMixin, unittest.TestCase):
         self.assertGreaterEqual(status["duration"], 0.8)
         self.assertLess(status["duration"], 30)  # the configured limits, not the defaults
         self.assertEqual(self.recorded(), [("b-after", "before_launch", "")])
+
+    @defer.inlineCallbacks
+    def test_escapedGrandchildKilled(self):
+        """
+        A hook whose grandchild leaves its session with C{setsid} and ignores
+        SIGTERM does not hold the run up: at hook_kill_after the run ends as
+        a timeout, the escaped process is killed with it, and nothing of the
+        hook remains.
+        """
+        pidfile = os.path.join(self.base, "escaped")
+        self.local("escapes", "#!/bin/sh\ntrap '' TERM\n"
+                              "setsid sh -c 'trap \"\" TERM; echo $$ > %s; exec sleep 1000' &\n"
+                              "while [ ! -s %s ]; do sleep 0.01; done\n"
+                              "echo hook $$ >> %s\n"
+                              "while :; do sleep 0.05; done\n" % (pidfile, pidfile, pidfile),
+                   "before_launch")
+        self.recorder("later", "before_launch")
+        yield self.runner(hookTermAfter=0.3, hookKillAfter=0.8).run("before_launch")
+        status = yield self.status("before_launch", "escapes")
+        self.assertEqual((status["state"], status["signal"]), ("timeout", signal.SIGKILL))
+        with open(pidfile) as f:
+            escaped, _, hook = f.read().split()
+        for pid in (int(escaped), int(hook)):
+            self.assertFalse(alive(pid), "process %d survived" % (pid,))
+        self.assertEqual(self.recorded(), [("later", "before_launch", "")])
 
     @defer.inlineCallbacks
     def test_politeHookTerminated(self):

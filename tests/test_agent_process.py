@@ -8,8 +8,14 @@ import signal
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.agent import runscope
 from p2twisted.agent.process import runBounded
 from p2twisted.agent.supervisors import processAlive as alive
+
+
+def _readPids(path):
+    with open(path) as f:
+        return [int(p) for p in f.read().split()]
 
 
 class RunBoundedTests(unittest.TestCase):
@@ -81,3 +87,91 @@ class RunBoundedTests(unittest.TestCase):
         """
         result = yield runBounded(reactor, ["/nonexistent/hook"])
         self.assertTrue(result.failed)
+
+    @defer.inlineCallbacks
+    def test_escapedSessionKilled(self):
+        """
+        A grandchild that left the command's session with C{setsid} and
+        ignores SIGTERM is killed with the run at C{killAfter}: the run ends
+        as a SIGKILL timeout and no process of it remains.
+        """
+        pidfile = self.mktemp()
+        script = ("trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ >> %s; "
+                  "exec sleep 1000' & sleep 0.2; echo $$ >> %s; "
+                  "while :; do sleep 0.05; done" % (pidfile, pidfile))
+        result = yield runBounded(reactor, ["/bin/sh", "-c", script], termAfter=0.3,
+                                  killAfter=0.8)
+        self.assertTrue(result.timedOut)
+        self.assertEqual(result.signal, signal.SIGKILL)
+        pids = _readPids(pidfile)
+        self.assertEqual(len(pids), 2)
+        for pid in pids:
+            self.assertFalse(alive(pid), "process %d survived" % (pid,))
+
+    @defer.inlineCallbacks
+    def test_escapedAfterCommandEndsKilled(self):
+        """
+        An escaped grandchild still holding the output pipe when the command
+        exits is killed, so the run ends with the command's own exit status.
+        """
+        pidfile = self.mktemp()
+        script = ("setsid sh -c 'trap \"\" TERM; echo $$ > %s; exec sleep 1000' & "
+                  "while [ ! -s %s ]; do sleep 0.01; done; exit 4" % (pidfile, pidfile))
+        result = yield runBounded(reactor, ["/bin/sh", "-c", script], termAfter=30,
+                                  killAfter=60)
+        self.assertEqual(result.exitCode, 4)
+        self.assertFalse(result.timedOut)
+        for pid in _readPids(pidfile):
+            self.assertFalse(alive(pid), "process %d survived" % (pid,))
+
+    @defer.inlineCallbacks
+    def test_untraceableEscapeDoesNotHoldTheRun(self):
+        """
+        A process that escaped every tie to the run (its own session, a clean
+        environment, another cgroup) yet holds the output pipe does not hold
+        the run past C{killAfter}: the runner stops reading at the kill.
+        """
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("moving a process to another cgroup needs root")
+        bases = [b for b in runscope.runCgroupBases() if os.access(b, os.W_OK)]
+        if not bases:
+            raise unittest.SkipTest("no writable cgroup hierarchy")
+        pidfile = self.mktemp()
+        procs = os.path.join(bases[0], "cgroup.procs")
+        script = ("trap '' TERM; env -i setsid sh -c 'echo $$ > %s; echo $$ > %s; "
+                  "exec sleep 1000' & while :; do sleep 0.05; done" % (procs, pidfile))
+        result = yield runBounded(reactor, ["/bin/sh", "-c", script], termAfter=0.3,
+                                  killAfter=0.8)
+        pids = _readPids(pidfile)
+        for pid in pids:
+            self.addCleanup(os.kill, pid, signal.SIGKILL)
+        self.assertTrue(result.timedOut)
+        self.assertEqual(result.signal, signal.SIGKILL)
+        self.assertTrue(alive(pids[0]), "the untraceable process was found after all")
+
+
+class RunScopeTests(unittest.TestCase):
+    """
+    L{runscope.RunScope}: a run's processes found through its cgroup or its
+    environment marker.
+    """
+
+    def test_markerWithoutCgroup(self):
+        """
+        Without a writable cgroup hierarchy, a run's processes are found (and
+        killed) by the marker in their environment.
+        """
+        import subprocess
+        scope = runscope.RunScope(bases=[])
+        self.assertIsNone(scope.cgroup)
+        child = subprocess.Popen(scope.wrap(["setsid", "sleep", "1000"]),
+                                 env=scope.environment({"PATH": os.environ["PATH"]}))
+        self.addCleanup(child.wait)
+        for _ in range(1000):
+            if scope.members():
+                break
+            os.sched_yield()
+        self.assertEqual(scope.members(), {child.pid})
+        self.assertTrue(scope.kill())
+        child.wait()
+        self.assertEqual(scope.members(), set())

@@ -330,6 +330,27 @@ class AgentServiceTests(unittest.TestCase):
         body = json.loads((yield response.content()))
         self.assertIn("digest mismatch", body["pods"]["web"]["error"])
 
+    @defer.inlineCallbacks
+    def test_statusEndpointInvalidIntent(self):
+        """
+        An intent whose manifest does not parse is reported by C{/_status} as
+        an error (503, the pod's state C{invalid} with the reason), not as
+        converged; a valid intent again clears it.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", b"id: web\nlaunchables: [not, a, map]\n")
+        client = StubTreq(StatusResource(agent).resource())
+        response = yield client.get("http://agent/_status")
+        body = json.loads((yield response.content()))
+        self.assertEqual(response.code, 503)
+        self.assertFalse(body["converged"])
+        self.assertEqual(body["pods"]["web"]["state"], "invalid")
+        self.assertIn("invalid manifest in intent", body["pods"]["web"]["error"])
+        self.put(keys.intent("n1", "web"), V1)
+        response = yield client.get("http://agent/_status")
+        body = json.loads((yield response.content()))
+        self.assertEqual((response.code, body["pods"]["web"]["state"]), (200, "idle"))
+
 
 class BrokenStore(MemoryStore):
     """

@@ -113,6 +113,36 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("not deployed", out)
 
     @defer.inlineCallbacks
+    def test_crashLoopShown(self):
+        """
+        A pod whose status record says a service is crash-looping shows it
+        in C{p2 status} and C{p2 inspect} (and their JSON), beside the
+        agent's state.
+        """
+        from p2twisted.store import keys, openStore
+        yield self.succeed("add", "job", "--template", "command", "--command", "false")
+        yield self.succeed("deploy", "job", "--node", "n1")
+        loop = {"restarts": 7, "seconds": 63, "last_exit": "exit 1", "delay": 60.0,
+                "service": "job__job__launch",
+                "text": "crash-looping (7 restarts in 63 s, last exit 1)"}
+        store = yield openStore(self.url)
+        try:
+            yield store.put(keys.status("pods", "n1", "job"), json.dumps(
+                {"pod": "job", "node": "n1", "state": "running", "error": None,
+                 "restarts": 7, "crash_loop": loop}).encode())
+        finally:
+            yield store.close()
+        line = "job__job__launch: crash-looping (7 restarts in 63 s, last exit 1)"
+        out = yield self.succeed("status")
+        self.assertIn(line, out)
+        out = yield self.succeed("inspect")
+        self.assertIn(line, out)
+        rows = json.loads((yield self.succeed("inspect", "--json")))
+        self.assertEqual((rows[0]["restarts"], rows[0]["crash_loop"]), (7, loop))
+        info = json.loads((yield self.succeed("status", "--json")))
+        self.assertEqual(info[0]["nodes"][0]["crash_loop"], loop)
+
+    @defer.inlineCallbacks
     def test_waitTimeout(self):
         """
         With no agent, C{deploy --wait} fails at its timeout saying so.

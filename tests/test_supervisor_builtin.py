@@ -12,6 +12,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from p2twisted.agent.supervisors import crashLoop
+
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.layout import StateLayout
 from p2twisted.agent.supervisors.builtin import BuiltinSupervisor, nextRestartDelay
@@ -249,6 +251,27 @@ class BuiltinTests(ProcessTestMixin, unittest.TestCase):
         yield self.waitPids(4)
         service = self.sup._services["svc"]
         self.assertGreaterEqual(service.delay, 0.05 * 2 ** 3)
+
+    @defer.inlineCallbacks
+    def test_crashLoopReported(self):
+        """
+        A service that keeps exiting at once is reported crash-looping: its
+        restarts, quick exits in a row, last exit and the growing delay; a
+        new definition starts the counts afresh.
+        """
+        yield self.sup.start(self.shell("echo $$ >> %s; exit 3" % (self.pidFile(),)))
+        yield waitFor(lambda: self.sup._status("svc").quickExits >= 3, what="three quick exits")
+        status = yield self.sup.status("svc")
+        self.assertEqual(status.lastExit, "exit 3")
+        self.assertEqual(status.restarts, status.quickExits)
+        self.assertEqual(status.restartDelay, 0.05 * 2 ** (status.quickExits - 1))
+        loop = crashLoop(status, reactor.seconds())
+        self.assertEqual(loop["restarts"], status.quickExits)
+        self.assertEqual(loop["last_exit"], "exit 3")
+        yield self.sup.start(self.sleeper(), restart=True)
+        status = yield self.sup.status("svc")
+        self.assertEqual((status.restarts, status.quickExits, status.lastExit), (0, 0, None))
+        self.assertIsNone(crashLoop(status, reactor.seconds()))
 
     @defer.inlineCallbacks
     def test_never(self):

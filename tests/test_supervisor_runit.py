@@ -13,8 +13,9 @@ from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
 from p2twisted.agent.interfaces import ServiceSpec
+from p2twisted.agent.supervisors import MAX_RESTART_DELAY, crashLoop, crashLoopText
 from p2twisted.agent.supervisors.runit import (
-    DOWN, RUN, RunitSupervisor, parseStatus, readStatus, runScript, runsvAlive,
+    DOWN, FINISH, FINISH_SCRIPT, RUN, RunitSupervisor, parseStatus, readStatus, runScript, runsvAlive,
     serviceFiles)
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
@@ -96,13 +97,71 @@ class ScriptTests(unittest.SynchronousTestCase):
 
     def test_serviceFiles(self):
         """
-        A service has C{run}, a C{finish} that exits 0 and a C{log/run} that
-        runs svlogd on C{./main}.
+        A service has C{run}, a C{finish} that counts restarts and a
+        C{log/run} that runs svlogd on C{./main}.
         """
         files = serviceFiles(ServiceSpec("x", ["true"]))
         self.assertEqual(sorted(files), ["finish", "log/run", "run"])
-        self.assertEqual(files["finish"], "#!/bin/sh\nexit 0\n")
+        self.assertEqual(files["finish"], FINISH_SCRIPT)
         self.assertTrue(files["log/run"].endswith("exec svlogd -tt ./main\n"))
+
+    def runFinish(self, directory, ranFor, want="u", args=("3", "0")):
+        """
+        Run the C{finish} script as runsv would after a run of C{ranFor}
+        seconds, with a C{sleep} that only records how long it would wait.
+
+        @return: the seconds it would have slept, or C{None}.
+        """
+        import struct
+        import subprocess
+        import time
+        from p2twisted.agent.supervisors.runit import _TAI_EPOCH
+        os.makedirs(os.path.join(directory, "supervise"), exist_ok=True)
+        bin = os.path.join(directory, "bin")
+        if not os.path.isdir(bin):
+            os.mkdir(bin)
+            with open(os.path.join(bin, "sleep"), "w") as f:
+                f.write("#!/bin/sh\necho $1 > slept\n")
+            os.chmod(os.path.join(bin, "sleep"), 0o755)
+            with open(os.path.join(directory, "finish"), "w") as f:
+                f.write(FINISH_SCRIPT)
+        started = int(time.time()) - ranFor
+        with open(os.path.join(directory, "supervise", "status"), "wb") as f:
+            f.write(struct.pack(">QL", _TAI_EPOCH + started, 0) + struct.pack("<L", 99)
+                    + bytes([0, ord(want), 0, FINISH]))
+        slept = os.path.join(directory, "slept")
+        if os.path.exists(slept):
+            os.unlink(slept)
+        subprocess.check_call(["/bin/sh", "finish"] + list(args), cwd=directory,
+                              env={"PATH": bin + ":/usr/bin:/bin"})
+        if not os.path.exists(slept):
+            return None
+        with open(slept) as f:
+            return int(f.read())
+
+    def test_finishBacksOff(self):
+        """
+        C{finish} waits 1 s after a quick exit, doubling at each quick exit
+        in a row up to 60 s; a run of C{MIN_UPTIME} resets it; an exit while
+        the service is wanted down (stopped on purpose) is not a restart.
+        """
+        from p2twisted.agent.supervisors.runit import readRestarts
+        directory = os.path.abspath(self.mktemp())
+        waits = [self.runFinish(directory, 0) for _ in range(8)]
+        self.assertEqual(waits, [1, 2, 4, 8, 16, 32, 60, 60])
+        counts = readRestarts(directory)
+        self.assertEqual((counts["restarts"], counts["quickExits"], counts["restartDelay"],
+                          counts["lastExit"]), (8, 8, 60.0, "exit 3"))
+        self.assertIsNone(self.runFinish(directory, 100, args=("-1", "11")))
+        counts = readRestarts(directory)
+        self.assertEqual((counts["restarts"], counts["quickExits"], counts["lastExit"]),
+                         (9, 0, "killed by SIGSEGV"))
+        self.assertIsNone(counts["loopingSince"])
+        self.assertEqual(self.runFinish(directory, 0), 1)
+        self.assertIsNone(self.runFinish(directory, 0, want="d", args=("-1", "15")))
+        counts = readRestarts(directory)
+        self.assertEqual((counts["restarts"], counts["quickExits"], counts["lastExit"]),
+                         (10, 1, "killed by SIGTERM"))
 
     def test_parseStatus(self):
         """
@@ -227,6 +286,73 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
 
         yield waitFor(restarted, what="runsv to restart the service")
         self.assertEqual((yield self.waitPids(2))[1], self.sup._status("svc").pid)
+
+    @defer.inlineCallbacks
+    def test_crashLoopCountedAndSlowed(self):
+        """
+        A service that exits at once is restarted ever more slowly (its
+        C{finish} waits 1 s, then 2 s, 4 s ...), its status counts the
+        restarts and says how it last exited, and stopping it ends the wait:
+        nothing runs afterwards.
+        """
+        spec = self.shell("echo $$ >> %s; exit 3" % (self.pidFile(),), restartTimeout=1.0)
+        try:
+            yield self.sup.start(spec)
+        except SupervisorError:
+            pass  # it may have exited before it was seen running
+        yield waitFor(lambda: self.sup._status("svc").quickExits >= 3, timeout=30,
+                      what="three quick exits")
+        status = self.sup._status("svc")
+        self.assertEqual(status.lastExit, "exit 3")
+        self.assertEqual(status.restartDelay,
+                         min(MAX_RESTART_DELAY, 2 ** (status.quickExits - 1)))
+        self.assertGreaterEqual(status.restarts, status.quickExits)
+        loop = crashLoop(status, reactor.seconds())
+        self.assertEqual(loop["restarts"], status.quickExits)
+        self.assertTrue(crashLoopText(loop).startswith(
+            "crash-looping (%d restarts in " % (status.quickExits,)))
+        self.assertTrue(crashLoopText(loop).endswith(", last exit 3)"))
+        # While finish waits out the delay, every run has been counted.
+        yield waitFor(lambda: readStatus(self.path).state == FINISH, what="finish to wait")
+        waiting = readStatus(self.path).pid
+        self.assertEqual(len(_words(self.pidFile())), self.sup._status("svc").restarts)
+        yield self.sup.stop("svc", 5.0)
+        self.assertEqual(readStatus(self.path).state, DOWN)
+        self.assertFalse(alive(waiting))
+        runs = len(_words(self.pidFile()))
+        self.assertFalse((yield self.sup.status("svc")).wantUp)
+        self.assertEqual(len(_words(self.pidFile())), runs)
+
+    @defer.inlineCallbacks
+    def test_newDefinitionEndsCrashLoopWait(self):
+        """
+        A new definition of a crash-looping service starts at once, without
+        waiting out the old one's delay, and without a restart.
+        """
+        spec = self.shell("echo $$ >> %s; exit 3" % (self.pidFile(),), restartTimeout=1.0)
+        try:
+            yield self.sup.start(spec)
+        except SupervisorError:
+            pass
+        yield waitFor(lambda: self.sup._status("svc").restartDelay >= 4, timeout=30,
+                      what="a 4 s delay")
+        yield waitFor(lambda: readStatus(self.path).state == FINISH, what="finish to wait")
+        status = yield self.sup.start(self.sleeper(restartTimeout=2.0))
+        self.assertTrue(status.running)
+        self.assertEqual(status.restarts, 0)
+
+    @defer.inlineCallbacks
+    def test_countsResetByNewDefinition(self):
+        """
+        A changed definition starts its restart counts afresh.
+        """
+        yield self.sup.start(self.sleeper())
+        pid = (yield self.waitPids(1))[0]
+        os.kill(pid, signal.SIGKILL)
+        yield waitFor(lambda: self.sup._status("svc").restarts == 1, what="a restart counted")
+        self.assertEqual(self.sup._status("svc").lastExit, "killed by SIGKILL")
+        yield self.sup.start(self.sleeper(env={"V": "2"}), restart=True)
+        self.assertEqual(self.sup._status("svc").restarts, 0)
 
     @defer.inlineCallbacks
     def test_policyNever(self):

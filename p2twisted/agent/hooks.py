@@ -32,12 +32,14 @@ holding only C{HOOK} (the hook's name), C{HOOK_EVENT}, C{HOOKED_NODE},
 C{HOOKED_POD_ID}, C{HOOKED_POD_HOME}, C{HOOKED_POD_MANIFEST} (a temporary
 copy of the pod's manifest, deleted when the hook ends), C{HOOKED_CONFIG_PATH},
 C{HOOKED_ENV_PATH}, C{HOOKED_POD_UNIQUE_KEY} (empty when not applicable,
-e.g. for C{agent_init}) and C{PATH} (L{HOOK_PATH}).
+e.g. for C{agent_init}), C{PATH} (L{HOOK_PATH}) and C{P2_RUN_ID} (what ties
+the hook's processes to its run, L{p2twisted.agent.runscope}).
 
-Each hook runs with L{runBounded}: SIGTERM to its whole process group after
-C{hook_term_after} seconds (30), SIGKILL after C{hook_kill_after} (60); when it
-ends none of its processes remain (a process that leaves the group with
-C{setsid} escapes this).  Its output goes to the agent log, one event per
+Each hook runs with L{runBounded}, in a cgroup of its own: SIGTERM to every
+process of the run after C{hook_term_after} seconds (30), SIGKILL after
+C{hook_kill_after} (60), when the agent also stops reading its output; when
+it ends none of its processes remain, even one that left its process group
+and session with C{setsid}.  Its output goes to the agent log, one event per
 line prefixed with the hook's name, and each run's outcome is written to
 C{status/hooks/<node>/<event>/<hook>}.
 

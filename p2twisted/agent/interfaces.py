@@ -39,6 +39,15 @@ class ServiceStatus(object):
     @ivar pid: the process id when running, else C{None}.
     @ivar uptime: seconds in the current state, or C{None}.
     @ivar wantUp: whether the supervisor is keeping it up.
+    @ivar restarts: how many times the supervisor restarted it after it
+        ended on its own (since its definition last changed).
+    @ivar quickExits: how many of the last runs in a row ended within
+        C{MIN_UPTIME} seconds.
+    @ivar loopingSince: when the first of those runs started (Unix time),
+        or C{None}.
+    @ivar lastExit: how its last run ended (e.g. C{"exit 3"}), or C{None}.
+    @ivar restartDelay: seconds its latest restart waited after a quick exit
+        (0 when the last run was not one).
     """
 
     name = attr.ib()
@@ -46,6 +55,11 @@ class ServiceStatus(object):
     pid = attr.ib(default=None)
     uptime = attr.ib(default=None)
     wantUp = attr.ib(default=True)
+    restarts = attr.ib(default=0)
+    quickExits = attr.ib(default=0)
+    loopingSince = attr.ib(default=None)
+    lastExit = attr.ib(default=None)
+    restartDelay = attr.ib(default=0.0)
 
 
 class ISupervisor(Interface):
@@ -170,6 +184,8 @@ class IPodOperations(Interface):
                           "installed with it); may be C{None} when C{hooks} is.")
     installer = Attribute("The L{p2twisted.agent.install.Installer} (for hook pods); may be "
                           "C{None} when C{hooks} is.")
+    supervisor = Attribute("The L{ISupervisor} that keeps the pods up (its restart counts are "
+                           "published as crash loops); may be C{None}.")
 
     def deploy(manifest, old):
         """

@@ -3,10 +3,15 @@
 Running a short-lived command with hard time limits: C{bin/enable},
 C{bin/disable}, hooks.
 
-The command runs in a new session (its own process group).  After
-C{termAfter} seconds the whole group gets SIGTERM, after C{killAfter} SIGKILL;
-when the command ends, whatever it left behind in its group is killed too, so
-none of its processes remain and the caller never waits past C{killAfter}.
+The command runs in a new session (its own process group) and in a
+L{RunScope} of its own (a cgroup, and a C{P2_RUN_ID} environment marker), so
+that a process that leaves the group with C{setsid} is still found.  After
+C{termAfter} seconds every process of the run gets SIGTERM, after
+C{killAfter} SIGKILL, and the runner stops reading the command's output
+(closes its ends of the pipes, which an escaped process may hold open); when
+the command ends, whatever it left behind is killed too.  So none of its
+processes remain, and the caller never waits past C{killAfter} plus
+L{END_GRACE}.
 """
 
 import os
@@ -15,7 +20,9 @@ import signal
 
 import attr
 from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
 
+from p2twisted.agent.runscope import RunScope
 from p2twisted.agent.supervisors import processStartTime
 
 
@@ -63,8 +70,14 @@ class Result(object):
         return "\n".join(self.output.decode("utf-8", "replace").splitlines()[-lines:])
 
 
+log = Logger()
+
 #: Seconds between TERM and KILL when a caller cancels a bounded command.
 CANCEL_GRACE = 5.0
+
+#: Seconds after the SIGKILL at C{killAfter} by which a run is reported
+#: ended even if its process cannot be reaped (stuck in the kernel).
+END_GRACE = 5.0
 
 
 def _killGroup(pid, sig):
@@ -76,8 +89,9 @@ def _killGroup(pid, sig):
 
 class _Bounded(protocol.ProcessProtocol):
 
-    def __init__(self, reactor, termAfter, killAfter, maxOutput):
+    def __init__(self, reactor, termAfter, killAfter, maxOutput, scope=None):
         self.reactor = reactor
+        self.scope = scope
         self.termAfter = termAfter
         self.killAfter = killAfter
         self.maxOutput = maxOutput
@@ -91,9 +105,19 @@ class _Bounded(protocol.ProcessProtocol):
         # The caller gave up (the Deferred fails with CancelledError at
         # once): TERM the whole group now, KILL it CANCEL_GRACE seconds later.
         if self.pid is not None:
-            _killGroup(self.pid, signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             self._timers.append(
-                self.reactor.callLater(CANCEL_GRACE, _killGroup, self.pid, signal.SIGKILL))
+                self.reactor.callLater(CANCEL_GRACE, self._signal, signal.SIGKILL))
+
+    def _signal(self, sig):
+        # The process group, then every other process of the run.
+        _killGroup(self.pid, sig)
+        if self.scope is not None:
+            if sig == signal.SIGKILL:
+                if not self.scope.kill():
+                    log.warn("processes of run {run} survive SIGKILL", run=self.scope.runId)
+            else:
+                self.scope.signal(sig)
 
     def connectionMade(self):
         self.started = self.reactor.seconds()
@@ -103,7 +127,20 @@ class _Bounded(protocol.ProcessProtocol):
 
     def _timeout(self, sig):
         self.timedOut = True
-        _killGroup(self.pid, sig)
+        self._signal(sig)
+        if sig == signal.SIGKILL:
+            # Stop reading: a process of the run that is not dead yet (or
+            # escaped every tie to it) must not hold the caller up.
+            self.transport.loseConnection()
+            self._timers.append(self.reactor.callLater(END_GRACE, self._giveUp))
+
+    def _giveUp(self):
+        # The command's own process could not be reaped after SIGKILL.
+        if self.ended.called:
+            return
+        log.warn("process {pid} still there {grace}s after SIGKILL; not waiting for it",
+                 pid=self.pid, grace=END_GRACE)
+        self._finish(None, signal.SIGKILL)
 
     def outReceived(self, data):
         self.output += data
@@ -113,21 +150,33 @@ class _Bounded(protocol.ProcessProtocol):
 
     def processExited(self, reason):
         # What it left behind still holds our pipes open: end it now.
-        _killGroup(self.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
 
     def processEnded(self, reason):
-        for timer in self._timers:
-            if timer.active():
-                timer.cancel()
-        if self.ended.called:  # cancelled
-            return
         code = sig = None
         if reason.check(error.ProcessDone):
             code = 0
         else:
             code, sig = reason.value.exitCode, reason.value.signal
+        self._finish(code, sig)
+
+    def _finish(self, code, sig):
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        if self.scope is not None:
+            self._closeScope(3)
+        if self.ended.called:  # cancelled, or given up on
+            return
         self.ended.callback(Result(code, sig, bytes(self.output), self.timedOut,
                                    self.reactor.seconds() - self.started))
+
+    def _closeScope(self, tries):
+        # Its cgroup can be removed once the kernel has let go of the
+        # processes killed; try again a little later if not yet.
+        self.scope.kill()
+        if not self.scope.close() and tries > 1:
+            self.reactor.callLater(1.0, self._closeScope, tries - 1)
 
 
 def processIdentity():
@@ -154,22 +203,27 @@ def processIdentity():
 def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=None,
                maxOutput=64 * 1024):
     """
-    Run C{argv} in its own session with hard time limits.
+    Run C{argv} in its own session and L{RunScope} with hard time limits.
 
     @param env: the environment (default: the agent's own).
     @param maxOutput: keep at most this many bytes of output (the last ones).
     @return: L{Deferred} firing with a L{Result} once the command has ended
-        and none of its process group remains; never later than about
-        C{killAfter} seconds.  Cancelling it TERMs the group at once and KILLs
-        it L{CANCEL_GRACE} seconds later.
+        and none of its processes remains; never later than C{killAfter}
+        plus L{END_GRACE} seconds.  Cancelling it TERMs the run at once and
+        KILLs it L{CANCEL_GRACE} seconds later.
     """
+    scope = RunScope()
+    env = scope.environment(os.environ if env is None else env)
+    argv = scope.wrap(argv, env)
     setsid = shutil.which("setsid")
     if setsid:
         argv = [setsid] + list(argv)
-    proto = _Bounded(reactor, termAfter, killAfter, maxOutput)
+    proto = _Bounded(reactor, termAfter, killAfter, maxOutput, scope)
     try:
-        reactor.spawnProcess(proto, argv[0], list(argv), env=os.environ.copy() if env is None else env,
+        reactor.spawnProcess(proto, argv[0], list(argv),
+                             env=env,
                              path=path)
     except OSError as e:
+        scope.close()
         return defer.succeed(Result(127, None, str(e).encode(), False, 0.0))
     return proto.ended

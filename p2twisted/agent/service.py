@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from p2twisted import intent
 from p2twisted.agent import failsafe
+from p2twisted.agent.crashloop import CrashLoopMonitor
 from p2twisted.agent.health import HealthMonitor
 from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.layout import StateLayout
@@ -166,6 +167,7 @@ class AgentService(service.MultiService):
         self.presence.setServiceParent(self)
         self._startRequests()
         self._startHealth()
+        self._startCrashLoops()
         self._watch = self.store.watch(keys.intentNode(self.node), self._intentChanged)
         self._confirmWatch = self.store.watch(keys.confirmation(self.node),
                                               self._confirmationChanged)
@@ -211,6 +213,15 @@ class AgentService(service.MultiService):
             HealthMonitor(self.store, self.node, self.reactor, checker,
                           self.pods.installedPods, self._liveSession,
                           settled=self._settled).setServiceParent(self)
+
+    def _startCrashLoops(self):
+        """
+        Publish the pods' restart counts and crash loops in their status
+        records, if the pod operations have a supervisor.
+        """
+        if self.pods.supervisor is not None:
+            CrashLoopMonitor(self.store, self.node, self.reactor,
+                             self.pods.supervisor).setServiceParent(self)
 
     def _settled(self, podId):
         """
@@ -439,17 +450,26 @@ class AgentService(service.MultiService):
         """
         @return: the agent's status as a JSON-able dict.
         """
+        pods = {}
+        for podId, w in sorted(self.workers.items()):
+            invalid = w.invalidIntent()
+            if invalid is not None:
+                pods[podId] = {"state": "invalid", "attempts": w.attempts,
+                               "error": "invalid manifest in intent: %s" % (invalid,)}
+            else:
+                pods[podId] = {"state": w.state, "attempts": w.attempts, "error": w.lastError}
         return {
             "node": self.node,
             "store": self.config.store,
             "connected": self.canAct(),
-            "converged": self.converged(),
+            # An intent the agent cannot parse is not converged: it is an error.
+            "converged": self.converged() and all(
+                p["state"] != "invalid" for p in pods.values()),
             "node_marker": self.markerPresent,
             "removals": failsafe.describe(self._verdict, self.node, bool(self.markerPresent),
                                           self._orphans),
             "last_sync": self.lastSync,
-            "pods": {podId: {"state": w.state, "attempts": w.attempts, "error": w.lastError}
-                     for podId, w in sorted(self.workers.items())},
+            "pods": pods,
         }
 
     def _writeAgentStatus(self):

@@ -37,6 +37,7 @@ class FakePods(object):
     hooks = None
     artifacts = None
     installer = None
+    supervisor = None
 
     def __init__(self, onDisk=None):
         self.calls = []

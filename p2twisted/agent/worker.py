@@ -38,6 +38,7 @@ from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from p2twisted.agent import crashloop
 from p2twisted.errors import ManifestError, P2Error
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -110,6 +111,7 @@ class PodWorker(object):
         self._timer = None
         self._idle = []
         self._badIntent = None
+        self._badIntentError = None
         self._seen = False
         self._lastStatus = None
         self._setTrace(self._transition)
@@ -139,6 +141,16 @@ class PodWorker(object):
             self._resync()
         else:
             self._repeated()
+
+    def invalidIntent(self):
+        """
+        @return: why the pod's current intent cannot be acted on (its
+            manifest does not parse), or C{None}.
+        """
+        if self._badIntent is not None and self._intent is not None \
+                and self._intent.value == self._badIntent:
+            return self._badIntentError
+        return None
 
     def kick(self):
         """
@@ -331,6 +343,7 @@ class PodWorker(object):
                 checkNamesPod(intent, intentEntry.key, self.podId)
             except ManifestError as e:
                 self._badIntent = intentEntry.value
+                self._badIntentError = str(e)
                 log.error("pod {pod}: invalid manifest in intent: {error}",
                           node=self.node, pod=self.podId, error=str(e))
                 yield self._writeStatus("invalid", error=str(e))
@@ -411,7 +424,7 @@ class PodWorker(object):
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
         }
         key = keys.status("pods", self.node, self.podId)
-        d = self.store.put(key, json.dumps(record, sort_keys=True).encode())
+        d = crashloop.preservingWrite(self.store, key, record)
         d.addErrback(lambda f: log.warn("cannot write status of {pod}: {error}",
                                         pod=self.podId, error=f.getErrorMessage()))
         return d

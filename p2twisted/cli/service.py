@@ -278,6 +278,9 @@ def runStatus(options):
                 short(state["reality"]), synced, services.healthText(health, state["reality"])))
             if health is not None and health["status"] != "passing":
                 out.write("    health check: %s\n" % (health["output"],))
+            loop = services.crashLoopLine(state)
+            if loop:
+                out.write("    %s\n" % (loop,))
             if state["error"]:
                 out.write("    last error: %s\n" % (state["error"],))
     out.write("".join(heldNotes(removals)))

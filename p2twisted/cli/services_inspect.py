@@ -2,11 +2,11 @@
 """
 C{p2 inspect [--json]}: the cluster view, per pod and node: the SHA in
 intent and in reality, the agent's state of the pod, its health and its
-last error (read from the whole C{intent}, C{reality}, C{health} and
-C{status/pods} trees), and the removals each agent holds back (from
-C{status/agents}): pods waiting out the removal grace, removals held until
-C{p2 node confirm}, and orphans (pods on a node's disk in neither intent nor
-reality).
+last error, whether one of its services is crash-looping (read from the
+whole C{intent}, C{reality}, C{health} and C{status/pods} trees), and the
+removals each agent holds back (from C{status/agents}): pods waiting out the
+removal grace, removals held until C{p2 node confirm}, and orphans (pods on a
+node's disk in neither intent nor reality).
 """
 
 import json
@@ -55,18 +55,20 @@ def _record(value):
 def clusterView(store):
     """
     @return: L{Deferred} firing with C{[{"pod", "node", "intent", "reality",
-        "in_sync", "state", "error", "time", "health", "removal"}]} sorted by
-        pod and node; C{health} as L{services.readHealth} gives it;
-        C{removal} is C{None}, C{"grace"} (the agent removes it when its
-        grace ends), C{"held"} (until C{p2 node confirm}) or C{"orphan"} (on
-        the node's disk in neither intent nor reality; held too).
+        "in_sync", "state", "error", "time", "restarts", "crash_loop",
+        "health", "removal"}]} sorted by pod and node; C{health} as
+        L{services.readHealth} gives it; C{removal} is C{None}, C{"grace"}
+        (the agent removes it when its grace ends), C{"held"} (until C{p2 node
+        confirm}) or C{"orphan"} (on the node's disk in neither intent nor
+        reality; held too).
     """
     rows = {}
 
     def row(node, podId):
         return rows.setdefault((podId, node), {
             "pod": podId, "node": node, "intent": None, "reality": None, "state": None,
-            "error": None, "time": None, "health": None, "removal": None})
+            "error": None, "time": None, "restarts": None, "crash_loop": None,
+            "health": None, "removal": None})
 
     for tree, field in ((keys.INTENT, "intent"), (keys.REALITY, "reality")):
         entries = yield store.list(keys.tree(tree))
@@ -90,7 +92,8 @@ def clusterView(store):
         if record is None:
             continue
         r = row(parts[2], parts[3])
-        r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"))
+        r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"),
+                 restarts=record.get("restarts"), crash_loop=record.get("crash_loop"))
     removals = yield agentRemovals(store)
     for node, record in removals.items():
         for podId in record.get("orphans") or []:
@@ -181,6 +184,9 @@ def runInspect(options):
         health = rows[i - 1]["health"]
         if health is not None and health["status"] != "passing":
             out.write("    health check: %s\n" % (health["output"],))
+        loop = services.crashLoopLine(rows[i - 1])
+        if loop:
+            out.write("    %s\n" % (loop,))
         if rows[i - 1]["error"]:
             out.write("    last error: %s\n" % (rows[i - 1]["error"],))
     out.write("".join(notes))

@@ -45,7 +45,63 @@ KILL_GRACE = 5.0
 #: Seconds between two looks at a condition being waited for.
 POLL_INTERVAL = 0.002
 
+#: A run of a service shorter than this many seconds is a quick exit: its
+#: restart waits L{MIN_RESTART_DELAY}, doubling at each quick exit in a row
+#: up to L{MAX_RESTART_DELAY}.  A run this long resets the delay.
+MIN_UPTIME = 10.0
+MIN_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
+
+#: Quick exits in a row that make a service crash-looping.
+CRASH_LOOP_EXITS = 3
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def describeExit(code, sig):
+    """
+    @param code: an exit status, or C{None} (or -1) when a signal ended it.
+    @param sig: the signal, or C{None}.
+    @return: e.g. C{"exit 3"}, C{"killed by SIGSEGV"}.
+    """
+    if code is not None and code >= 0:
+        return "exit %d" % (code,)
+    try:
+        return "killed by %s" % (signal.Signals(sig).name,)
+    except (ValueError, TypeError):
+        return "killed by signal %s" % (sig,)
+
+
+def crashLoop(status, now=None):
+    """
+    @param status: a L{ServiceStatus<p2twisted.agent.interfaces.ServiceStatus>}.
+    @return: C{None} unless the service is crash-looping (at least
+        L{CRASH_LOOP_EXITS} quick exits in a row, and not up for
+        L{MIN_UPTIME} seconds since), else C{{"restarts",
+        "seconds", "last_exit", "delay"}}: the quick exits in a row, the
+        seconds since the first of them started, the last exit, and the
+        seconds the next restart waits.
+    """
+    if status.quickExits < CRASH_LOOP_EXITS:
+        return None
+    if status.running and status.uptime is not None and status.uptime >= MIN_UPTIME:
+        return None  # it has been up long enough since: over
+    seconds = None
+    if status.loopingSince is not None and now is not None:
+        seconds = max(0, int(round(now - status.loopingSince)))
+    return {"restarts": status.quickExits, "seconds": seconds,
+            "last_exit": status.lastExit, "delay": status.restartDelay}
+
+
+def crashLoopText(loop):
+    """
+    @param loop: what L{crashLoop} returns (not C{None}).
+    @return: e.g. C{"crash-looping (7 restarts in 63 s, last exit 3)"}.
+    """
+    within = " in %d s" % (loop["seconds"],) if loop.get("seconds") is not None else ""
+    last = loop.get("last_exit") or "unknown"
+    last = "last " + last if last.startswith("exit ") else "last exit: " + last
+    return "crash-looping (%d restarts%s, %s)" % (loop["restarts"], within, last)
 
 
 def chooseKind(kind, which=shutil.which):

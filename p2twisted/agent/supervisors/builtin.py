@@ -12,9 +12,12 @@ stops such a leftover (its whole process group) before starting a new one, so
 there is never a duplicate.
 
 Restarts follow Twisted's C{procmon}: a process that dies within C{threshold}
-(1 s) of starting waits C{delay} before its restart and doubles the delay for
-next time (1 s, 2 s, 4 s ... up to C{maxRestartDelay}, 60 s); one that ran
-longer is restarted at once and the delay goes back to 1 s (L{nextRestartDelay}).
+(C{MIN_UPTIME}, 10 s) of starting waits C{delay} before its restart and
+doubles the delay for next time (1 s, 2 s, 4 s ... up to C{maxRestartDelay},
+60 s); one that ran longer is restarted at once and the delay goes back to
+1 s (L{nextRestartDelay}).  Each service's restarts, quick exits in a row and
+last exit are counted (since its definition last changed) and reported in its
+L{ServiceStatus}.
 
 Each service's standard output and error are appended to
 C{<state_dir>/service/<name>/current.log} (or C{<logDir>/<name>.log}); the
@@ -26,21 +29,22 @@ in the agent's working directory (C{p2-exec} changes to the pod's).
 import os
 import shutil
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
-    SupervisorBase, checkSpec, leadsGroup, listServiceDirs,
-    processStartTime, serviceEnvironment, terminate)
+    MAX_RESTART_DELAY, MIN_RESTART_DELAY, MIN_UPTIME, SupervisorBase, checkSpec,
+    describeExit, leadsGroup, listServiceDirs, processStartTime, serviceEnvironment,
+    terminate)
 from p2twisted.errors import SupervisorError
 
 log = Logger()
 
 
-def nextRestartDelay(ranFor, delay, threshold=1.0, minRestartDelay=1.0,
-                     maxRestartDelay=60.0):
+def nextRestartDelay(ranFor, delay, threshold=1.0, minRestartDelay=MIN_RESTART_DELAY,
+                     maxRestartDelay=MAX_RESTART_DELAY):
     """
     Twisted C{procmon}'s restart policy, as a pure function.
 
@@ -79,6 +83,10 @@ class _Service(object):
     @ivar delay: the backoff delay for its next quick death.
     @ivar restartCall: a pending restart, or C{None}.
     @ivar runs: how many times it was started.
+    @ivar restarts: how many times it was restarted after ending on its own.
+    @ivar quickExits: its quick exits in a row.
+    @ivar loopingSince: when the first of them started, or C{None}.
+    @ivar lastExit: how its last run ended, or C{None}.
     """
 
     def __init__(self, spec, delay):
@@ -90,6 +98,14 @@ class _Service(object):
         self.delay = delay
         self.restartCall = None
         self.runs = 0
+        self.resetCounts()
+
+    def resetCounts(self):
+        self.restarts = 0
+        self.quickExits = 0
+        self.loopingSince = None
+        self.lastExit = None
+        self.lastWait = 0.0
 
     @property
     def running(self):
@@ -105,8 +121,8 @@ class BuiltinSupervisor(SupervisorBase):
 
     name = "builtin"
 
-    def __init__(self, stateLayout, reactor, logDir=None, threshold=1.0,
-                 minRestartDelay=1.0, maxRestartDelay=60.0):
+    def __init__(self, stateLayout, reactor, logDir=None, threshold=MIN_UPTIME,
+                 minRestartDelay=MIN_RESTART_DELAY, maxRestartDelay=MAX_RESTART_DELAY):
         """
         @param stateLayout: the agent's L{StateLayout}; each service has a
             directory C{stateLayout.service(name)}.
@@ -198,7 +214,11 @@ class BuiltinSupervisor(SupervisorBase):
             uptime = max(0.0, self._reactor.seconds() - service.changed)
         return ServiceStatus(name=name, running=service.running,
                              pid=service.pid, uptime=uptime,
-                             wantUp=service.wantUp)
+                             wantUp=service.wantUp, restarts=service.restarts,
+                             quickExits=service.quickExits,
+                             loopingSince=service.loopingSince,
+                             lastExit=service.lastExit,
+                             restartDelay=service.lastWait if service.quickExits else 0.0)
 
     @defer.inlineCallbacks
     def _start(self, spec, restart):
@@ -212,6 +232,8 @@ class BuiltinSupervisor(SupervisorBase):
                                       % (self._layout.service(spec.name), e))
             yield self._stopLeftover(spec)
             self._services[spec.name] = service
+        if service.spec != spec:
+            service.resetCounts()
         service.spec = spec
         if restart and service.running:
             yield self._terminate(service, spec.restartTimeout)
@@ -312,7 +334,8 @@ class BuiltinSupervisor(SupervisorBase):
         if service.protocol is not proto:
             return
         now = self._reactor.seconds()
-        ranFor = now - service.changed
+        started = service.changed
+        ranFor = now - started
         service.protocol = None
         service.pid = None
         service.changed = now
@@ -321,12 +344,24 @@ class BuiltinSupervisor(SupervisorBase):
                  service=service.spec.name, ranFor=ranFor,
                  why=reason.getErrorMessage(), event="service-exit")
         if service.wantUp and not self._closed:
+            if reason.check(error.ProcessDone):
+                service.lastExit = describeExit(0, None)
+            else:
+                service.lastExit = describeExit(reason.value.exitCode, reason.value.signal)
+            service.restarts += 1
+            if ranFor < self.threshold:
+                if not service.quickExits:
+                    service.loopingSince = started
+                service.quickExits += 1
+            else:
+                service.quickExits, service.loopingSince = 0, None
             self._scheduleRestart(service, ranFor)
 
     def _scheduleRestart(self, service, ranFor):
         wait, service.delay = nextRestartDelay(
             ranFor, service.delay, self.threshold, self.minRestartDelay,
             self.maxRestartDelay)
+        service.lastWait = wait
         self._cancelRestart(service)
         service.restartCall = self._reactor.callLater(wait, self._restart, service)
 

@@ -5,7 +5,9 @@ Supervision by runit: one C{runsv} per service directory.
 Each service is a runit service directory, C{<state_dir>/service/<name>/}::
 
     run          #!/bin/sh / exec 2>&1 / export ... / exec <argv>
-    finish       #!/bin/sh / exit 0
+    finish       counts restarts and slows a crash loop (L{FINISH_SCRIPT})
+    p2-restarts  finish's counters (L{readRestarts}); reset when the
+                 definition changes
     down         only for restart policy "never" (runsv does not start it)
     log/run      exec svlogd -tt ./main
     log/main/    svlogd's log directory (current, rotated files)
@@ -43,6 +45,7 @@ import binascii
 import os
 import shlex
 import shutil
+import signal
 import struct
 import time
 
@@ -54,9 +57,9 @@ from zope.interface import implementer
 from p2twisted.agent.fsutil import fsyncDir
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
-    DEFAULT_PATH, KILL_GRACE, SupervisorBase, checkSpec, findProgram, leadsGroup,
-    listServiceDirs, processStartedAt, serviceEnvironment, terminate,
-    waitUntil)
+    DEFAULT_PATH, KILL_GRACE, MAX_RESTART_DELAY, MIN_UPTIME, SupervisorBase, checkSpec,
+    describeExit, findProgram, leadsGroup, listServiceDirs, processStartedAt,
+    serviceEnvironment, signalService, terminate, waitUntil)
 from p2twisted.errors import SupervisorError
 
 log = Logger()
@@ -67,7 +70,53 @@ DOWN, RUN, FINISH = 0, 1, 2
 #: TAI64 label of the Unix epoch (2**62 + 10, as runit's C{tain_now} uses).
 _TAI_EPOCH = 4611686018427387914
 
-FINISH_SCRIPT = "#!/bin/sh\nexit 0\n"
+#: runsv runs C{./finish EXIT_CODE WAIT_STATUS} (C{EXIT_CODE} -1 when a signal
+#: ended C{./run}) after each run, before the next; while it runs,
+#: C{supervise/status} still holds the start time of the run that ended and
+#: says whether the service is wanted up.  When it is (the service ended on
+#: its own), this counts a restart in C{p2-restarts} and, after a run shorter
+#: than C{MIN_UPTIME}, sleeps 1 s, doubling at each quick exit in a row up to
+#: C{MAX_RESTART_DELAY}; a longer run resets the delay.  Its last act is the
+#: C{exec sleep}, so stopping the service ends the wait by signalling its pid
+#: (L{RunitSupervisor} does; a plain C{sv down} waits for it).
+#: C{p2-restarts} holds one line: restarts, quick exits in a row, start of
+#: the first of them, delay, exit code, signal, time of the exit, and how long
+#: the run lasted (Unix seconds).
+FINISH_SCRIPT = """#!/bin/sh
+# Written by the p2 agent: counts restarts and slows a crash loop.
+min_uptime=%(minUptime)d max_delay=%(maxDelay)d
+now=$(date +%%s)
+code=${1:--1} status=${2:-0}
+set -- $(od -An -tu1 -v supervise/status 2>/dev/null)
+[ $# -eq 20 ] || exit 0
+started=$(( ($5 << 24) + ($6 << 16) + ($7 << 8) + $8 - 10 ))
+want=${18}
+restarts=0 quick=0 since=0 delay=0
+[ -r p2-restarts ] && read restarts quick since delay rest < p2-restarts
+sig=0
+[ "$code" = -1 ] && sig=$((status & 127))
+wait=0
+if [ "$want" = 117 ]; then
+  restarts=$((restarts + 1))
+  if [ $((now - started)) -lt $min_uptime ]; then
+    [ "$quick" -eq 0 ] && since=$started
+    quick=$((quick + 1))
+    delay=$((delay * 2))
+    [ $delay -lt 1 ] && delay=1
+    [ $delay -gt $max_delay ] && delay=$max_delay
+    wait=$delay
+  else
+    quick=0 since=0 delay=0
+  fi
+fi
+echo "$restarts $quick $since $delay $code $sig $now $((now - started))" > p2-restarts.new &&
+  mv -f p2-restarts.new p2-restarts
+[ $wait -gt 0 ] && exec sleep $wait
+exit 0
+""" % {"minUptime": MIN_UPTIME, "maxDelay": MAX_RESTART_DELAY}
+
+#: The file of C{FINISH_SCRIPT}'s counters in a service directory.
+RESTARTS_FILE = "p2-restarts"
 LOG_RUN_SCRIPT = (
     "#!/bin/sh\n"
     "PATH=%s; export PATH\n"
@@ -154,6 +203,24 @@ def readStatus(path):
         return None
 
 
+def readRestarts(path):
+    """
+    @return: the counters C{FINISH_SCRIPT} keeps for the service directory
+        C{path}, as L{ServiceStatus} fields (C{restarts}, C{quickExits},
+        C{loopingSince}, C{lastExit}, C{restartDelay}); empty when there are
+        none (or they are unreadable).
+    """
+    try:
+        with open(os.path.join(path, RESTARTS_FILE)) as f:
+            fields = [int(word) for word in f.read().split()]
+        restarts, quick, since, delay, code, sig = fields[:6]
+    except (OSError, ValueError):
+        return {}
+    return {"restarts": restarts, "quickExits": quick,
+            "loopingSince": float(since) if quick else None,
+            "lastExit": describeExit(code, sig), "restartDelay": float(delay) if quick else 0.0}
+
+
 def runsvAlive(path):
     """
     @return: whether a runsv supervises the service directory C{path}: its
@@ -191,6 +258,24 @@ def _readFile(path):
             return f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return None
+
+
+def _resetRestarts(path):
+    try:
+        os.unlink(os.path.join(path, RESTARTS_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def _endFinishWait(path):
+    """
+    A new definition need not wait out its predecessor's crash-loop delay:
+    end a C{finish} that is running (runsv then starts the new C{run} if the
+    service is wanted up).
+    """
+    current = readStatus(path)
+    if current is not None and current.state == FINISH and current.pid and runsvAlive(path):
+        signalService(current.pid, signal.SIGTERM, False)
 
 
 def _suffix():
@@ -311,7 +396,7 @@ class RunitSupervisor(SupervisorBase):
         return ServiceStatus(
             name=name, running=running, pid=current.pid if running else None,
             uptime=max(0.0, self._reactor.seconds() - current.stamp),
-            wantUp=current.want == "u")
+            wantUp=current.want == "u", **readRestarts(path))
 
     def _define(self, spec):
         """
@@ -444,6 +529,9 @@ class RunitSupervisor(SupervisorBase):
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s"
                                   % (path, e))
+        if change == "changed":
+            _resetRestarts(path)
+            _endFinishWait(path)
         yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
         before = readStatus(path)
         if restart and before is not None and before.state != DOWN:
@@ -498,8 +586,15 @@ class RunitSupervisor(SupervisorBase):
             now = readStatus(path)
             return now is None or now.state == DOWN or not runsvAlive(path)
 
+        def wantsDown():
+            now = readStatus(path)
+            return now is None or now.want == "d" or not runsvAlive(path)
+
         before = readStatus(path)
         yield self._command("down", path)
+        # sv does not wait for runsv to read the command: a process that ends
+        # before then would be counted a restart (and finish would wait).
+        yield waitUntil(self._reactor, wantsDown, timeout)
         after = readStatus(path)
         pids = []
         for st in (before, after):
@@ -508,6 +603,11 @@ class RunitSupervisor(SupervisorBase):
         for pid in pids:
             yield terminate(self._reactor, pid, leadsGroup(pid), timeout,
                             isDown, what="service %s" % (name,))
+        now = readStatus(path)
+        if now is not None and now.state == FINISH and now.pid:
+            # finish waiting out a crash loop's delay: end the wait.
+            yield terminate(self._reactor, now.pid, False, timeout, isDown,
+                            what="finish of service %s" % (name,))
         if not pids and not (yield waitUntil(self._reactor, isDown, timeout + KILL_GRACE)):
             raise SupervisorError("service %s did not go down within %.1fs"
                                   % (name, timeout + KILL_GRACE))

@@ -1,0 +1,209 @@
+# -*- test-case-name: tests.test_agent_crashloop -*-
+"""
+Crash loops, visible: every C{interval} seconds (on the injected clock) the
+agent reads the restart counts its supervisor keeps for each service
+(L{ServiceStatus<p2twisted.agent.interfaces.ServiceStatus>}: restarts, quick
+exits in a row, last exit) and merges them into the pod's record
+C{status/pods/<node>/<pod>}, which the pod's worker writes:
+
+    restarts     restarts of the pod's services since their definition
+                 last changed (sum over the services)
+    crash_loop   C{None}, or C{{"restarts", "seconds", "last_exit", "delay",
+                 "service", "text"}} of its worst crash-looping service;
+                 C{text} reads C{crash-looping (N restarts in M s, last exit
+                 3)}
+
+The merge is a read-modify-write with a version check (the record's other
+fields stay as the worker wrote them), and only into an existing record: a
+pod's record is created by its worker and removed with the pod.  The
+worker's own writes keep these fields (L{preservingWrite}).
+"""
+
+import json
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from p2twisted.agent.layout import podServices
+from p2twisted.agent.supervisors import crashLoop, crashLoopText
+from p2twisted.errors import KeyExists, StoreError, VersionConflict
+from p2twisted.store import keys
+
+log = Logger()
+
+#: Seconds between two looks at the supervisor's counts.
+INTERVAL = 5.0
+
+#: The fields of a pod's status record this component owns.
+FIELDS = ("restarts", "crash_loop")
+
+#: Read-modify-write attempts before a round gives up on one record.
+ATTEMPTS = 5
+
+
+def podCounts(statuses, now):
+    """
+    @param statuses: the L{ServiceStatus} of each of a pod's services.
+    @return: C{{"restarts", "crash_loop"}} of the pod (see the module
+        docstring).
+    """
+    restarts = 0
+    worst = None
+    for status in statuses:
+        restarts += status.restarts
+        loop = crashLoop(status, now)
+        if loop is not None and (worst is None or loop["restarts"] > worst["restarts"]):
+            worst = dict(loop, service=status.name)
+    if worst is not None:
+        worst["text"] = crashLoopText(worst)
+    return {"restarts": restarts, "crash_loop": worst}
+
+
+def _decode(value):
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+@defer.inlineCallbacks
+def mergeFields(store, key, fields):
+    """
+    Merge C{fields} into the JSON record at C{key} with a version-checked
+    read-modify-write, if the record exists and differs.
+
+    @return: L{Deferred} firing with whether it was written.
+    """
+    for _ in range(ATTEMPTS):
+        entry = yield store.get(key)
+        if entry is None:
+            return False
+        record = _decode(entry.value)
+        if record is None:
+            return False
+        if all(record.get(name) == value for name, value in fields.items()):
+            return False
+        record.update(fields)
+        try:
+            yield store.cas(key, json.dumps(record, sort_keys=True).encode(), entry.version)
+        except VersionConflict:
+            continue
+        return True
+    return False
+
+
+@defer.inlineCallbacks
+def preservingWrite(store, key, record):
+    """
+    Write the JSON record C{record} at C{key} (as C{put} would), keeping the
+    L{FIELDS} of the record it replaces.
+
+    @return: L{Deferred} firing with the new L{Entry}.
+    """
+    for _ in range(ATTEMPTS):
+        entry = yield store.get(key)
+        old = _decode(entry.value) if entry is not None else None
+        merged = dict(record)
+        for name in FIELDS:
+            if old is not None and name in old and name not in record:
+                merged[name] = old[name]
+        value = json.dumps(merged, sort_keys=True).encode()
+        try:
+            if entry is None:
+                return (yield store.create(key, value))
+            return (yield store.cas(key, value, entry.version))
+        except (VersionConflict, KeyExists):
+            continue
+    return (yield store.put(key, json.dumps(record, sort_keys=True).encode()))
+
+
+class CrashLoopMonitor(service.Service):
+    """
+    Publishes each pod's restart counts and crash loop in its status record.
+
+    @param supervisor: the agent's L{ISupervisor}.
+    @param clock: an L{IReactorTime}; also the time crash loops are measured
+        against (the supervisors report Unix times with a real reactor).
+    """
+
+    def __init__(self, store, node, clock, supervisor, interval=INTERVAL):
+        self.store = store
+        self.node = node
+        self.clock = clock
+        self.supervisor = supervisor
+        self.interval = interval
+        #: C{{pod_id: fields}} last published.
+        self.published = {}
+        self._loop = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self._loop = task.LoopingCall(self.checkAll)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    @defer.inlineCallbacks
+    def checkAll(self):
+        """
+        Read every service's counts once and merge what changed into the
+        pods' records.
+
+        @return: L{Deferred} firing when done; never failing.
+        """
+        try:
+            names = yield self.supervisor.services()
+            pods = sorted({name.split("__", 1)[0] for name in names if "__" in name})
+            now = self.clock.seconds()
+            for podId in pods:
+                statuses = []
+                for name in podServices(names, podId):
+                    status = yield self.supervisor.status(name)
+                    if status is not None:
+                        statuses.append(status)
+                fields = podCounts(statuses, now)
+                yield self._publish(podId, fields)
+            for podId in set(self.published) - set(pods):
+                del self.published[podId]
+        except StoreError as e:
+            log.warn("cannot publish restart counts: {error}", error=str(e), node=self.node)
+        except Exception:
+            log.failure("reading restart counts failed", node=self.node)
+
+    @defer.inlineCallbacks
+    def _publish(self, podId, fields):
+        # The crash loop's seconds change every round: compare without them,
+        # but write them whenever something else changes.
+        def stable(f):
+            loop = f["crash_loop"]
+            return (f["restarts"], None if loop is None else
+                    dict(loop, seconds=None, text=None))
+        last = self.published.get(podId)
+        key = keys.status("pods", self.node, podId)
+        written = yield mergeFields(self.store, key, fields) if (
+            last is None or stable(last) != stable(fields)) else self._check(key, fields)
+        if written:
+            loop = fields["crash_loop"]
+            if loop is not None and (last is None or last["crash_loop"] is None):
+                log.warn("pod {pod}: service {service} is {text}", pod=podId,
+                         service=loop["service"], text=loop["text"], node=self.node,
+                         event="crash-loop")
+        self.published[podId] = fields
+
+    @defer.inlineCallbacks
+    def _check(self, key, fields):
+        """
+        Rewrite the fields only if the record lost them (an older worker, or
+        one written meanwhile without them).
+        """
+        entry = yield self.store.get(key)
+        record = _decode(entry.value) if entry is not None else None
+        if record is None or all(name in record for name in FIELDS):
+            return False
+        return (yield mergeFields(self.store, key, fields))

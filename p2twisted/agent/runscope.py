@@ -1,0 +1,228 @@
+# -*- test-case-name: tests.test_agent_process -*-
+"""
+Everything one bounded run (a hook, a task, C{bin/enable}, C{bin/disable})
+started, found again even when a process left the run's process group and
+session with C{setsid}.
+
+Two ties, each robust where the other is not:
+
+  - B{a cgroup of its own}, C{p2-runs/<run id>}: joined by the command's
+    first process before its C{exec} (a C{sh} wrapper writes C{$$} into
+    C{cgroup.procs}), so every descendant is in it and no process can leave
+    it without root.  Killed with cgroup v2's C{cgroup.kill} where the
+    kernel has it (5.14+), else by SIGKILLing every pid of C{cgroup.procs}
+    until it is empty.  Placed in a cgroup2 mount when one is writable
+    (it need not offer any controller: a hybrid host's C{unified} mount
+    does), else in a writable v1 hierarchy C{p2-exec} never moves
+    processes in (one without the cpu, memory and pids controllers, e.g.
+    C{freezer} or C{name=systemd}), below the agent's own cgroup there.
+  - B{an environment marker}, C{P2_RUN_ID=<run id>}, inherited by every
+    descendant that does not clear its environment and visible in
+    C{/proc/<pid>/environ}.  It catches what the cgroup cannot: a run where
+    no cgroup is writable (an unprivileged agent, a container without a
+    cgroup mount), and a task whose C{p2-exec} moves it into its
+    launchable's cgroup on a cgroup-v2-only host.
+
+L{RunScope.kill} uses both, and is what the bounded runner calls at
+C{killAfter} and when the command ends.
+"""
+
+import binascii
+import errno
+import os
+import signal
+
+from twisted.logger import Logger
+
+from p2twisted.agent import p2exec
+
+log = Logger()
+
+#: The environment variable tying a process to its run.
+MARKER = "P2_RUN_ID"
+
+#: Where run cgroups live, below the chosen hierarchy's base.
+CGROUP_PARENT = "p2-runs"
+
+#: SIGKILL rounds before giving up on processes that keep appearing.
+KILL_ROUNDS = 50
+
+#: The v1 controllers C{p2-exec} moves processes between: a run's cgroup is
+#: never in a hierarchy holding one of them.
+_MOVED_BY_P2EXEC = frozenset(["cpu", "memory", "pids"])
+
+#: Joins the cgroup whose C{cgroup.procs} is C{$0}, then execs the command
+#: (without the C{PWD} the shell sets, unless the caller's environment had
+#: one).
+_JOIN = '{ echo $$ > "$0"; } 2>/dev/null; exec "$@"'
+_JOIN_NO_PWD = '{ echo $$ > "$0"; } 2>/dev/null; unset PWD; exec "$@"'
+
+
+def newRunId():
+    """
+    @return: a fresh, unguessable run id.
+    """
+    return binascii.hexlify(os.urandom(8)).decode("ascii")
+
+
+def runCgroupBases(mountinfo=None, procCgroup=None):
+    """
+    @return: the directories a run cgroup may be made in, best first: each
+        cgroup2 mount's root, then each v1 hierarchy without a controller
+        C{p2-exec} uses, at the agent's own cgroup there.
+    """
+    try:
+        mountinfo, procCgroup = p2exec._procCgroupFiles(mountinfo, procCgroup)
+    except OSError:
+        return []
+    v1Paths, _ = p2exec.parseProcCgroup(procCgroup)
+    v2, v1 = [], []
+    for fstype, mountPoint, root, options in p2exec.parseMountinfo(mountinfo):
+        if fstype == "cgroup2":
+            v2.append(mountPoint)
+            continue
+        if options & _MOVED_BY_P2EXEC:
+            continue
+        names = [o for o in options if o in v1Paths]
+        if names:
+            v1.append(p2exec._under(mountPoint, root, v1Paths[names[0]]))
+    return v2 + v1
+
+
+def environMarked(pid, marker):
+    """
+    @return: whether process C{pid}'s initial environment holds C{marker}
+        (bytes, C{NAME=value}).
+    """
+    try:
+        with open("/proc/%d/environ" % (pid,), "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return marker in data.split(b"\0")
+
+
+class RunScope(object):
+    """
+    The processes of one run: its cgroup (if one could be made) and its
+    environment marker.
+
+    @ivar runId: the run's id.
+    @ivar cgroup: the run's cgroup directory, or C{None}.
+    """
+
+    def __init__(self, runId=None, bases=None):
+        """
+        @param bases: where to try to make the cgroup (default:
+            L{runCgroupBases}).
+        """
+        self.runId = runId or newRunId()
+        self._marker = ("%s=%s" % (MARKER, self.runId)).encode("ascii")
+        self.cgroup = None
+        for base in (runCgroupBases() if bases is None else bases):
+            directory = os.path.join(base, CGROUP_PARENT, self.runId)
+            try:
+                os.makedirs(directory)
+            except OSError:
+                continue
+            if os.path.exists(os.path.join(directory, "cgroup.procs")):
+                self.cgroup = directory
+                break
+            _rmdir(directory)
+
+    def environment(self, env):
+        """
+        @return: a copy of C{env} with the run's marker.
+        """
+        env = dict(env)
+        env[MARKER] = self.runId
+        return env
+
+    def wrap(self, argv, env=None):
+        """
+        @param env: the environment C{argv} is given.
+        @return: C{argv} made to join the run's cgroup before it execs.
+        """
+        if self.cgroup is None:
+            return list(argv)
+        script = _JOIN if env is not None and "PWD" in env else _JOIN_NO_PWD
+        return (["/bin/sh", "-c", script, os.path.join(self.cgroup, "cgroup.procs")]
+                + list(argv))
+
+    def members(self):
+        """
+        @return: the set of live pids of the run (its cgroup's, and those
+            carrying its marker), never this process.
+        """
+        pids = set()
+        if self.cgroup is not None:
+            try:
+                with open(os.path.join(self.cgroup, "cgroup.procs")) as f:
+                    pids.update(int(line) for line in f if line.strip())
+            except (OSError, ValueError):
+                pass
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and environMarked(int(entry), self._marker):
+                pids.add(int(entry))
+        pids.discard(os.getpid())
+        return pids
+
+    def signal(self, sig):
+        """
+        Send C{sig} to every member.
+        """
+        for pid in self.members():
+            _kill(pid, sig)
+
+    def kill(self):
+        """
+        SIGKILL every process of the run, again until none is left (or
+        L{KILL_ROUNDS} rounds).
+
+        @return: whether none is left.
+        """
+        if self.cgroup is not None:
+            try:
+                with open(os.path.join(self.cgroup, "cgroup.kill"), "w") as f:
+                    f.write("1")
+            except OSError:
+                pass  # no cgroup.kill (v1, kernel before 5.14): the loop does it
+        for _ in range(KILL_ROUNDS):
+            pids = self.members()
+            if not pids:
+                return True
+            for pid in pids:
+                _kill(pid, signal.SIGKILL)
+            os.sched_yield()
+        return not self.members()
+
+    def close(self):
+        """
+        Remove the run's (empty) cgroup.
+
+        @return: whether nothing is left to remove.
+        """
+        if self.cgroup is None:
+            return True
+        if _rmdir(self.cgroup):
+            self.cgroup = None
+            return True
+        return False
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def _rmdir(directory):
+    try:
+        os.rmdir(directory)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return True
+        log.debug("cannot remove {cgroup} yet: {error}", cgroup=directory, error=e.strerror)
+        return False
+    return True
