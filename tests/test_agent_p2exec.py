@@ -227,6 +227,23 @@ class ProcessTests(unittest.TestCase):
         self.assertEqual(set(map(int, groups.split())),
                          set(os.getgrouplist(NOBODY, entry.pw_gid)))
 
+    def test_switchUserFromPrivateDirectory(self):
+        """
+        p2-exec in a directory only root can read (a checkout in root's
+        home) still runs a command as nobody: nothing is read from its
+        directory after the user switch.
+        """
+        if not IS_ROOT:
+            raise unittest.SkipTest("switching users needs root")
+        private = os.path.abspath(self.mktemp())
+        os.makedirs(private)
+        os.chmod(private, 0o700)
+        script = os.path.join(private, "p2exec.py")
+        shutil.copyfile(p2exec.__file__, script)
+        result = runP2Exec(["-u", NOBODY, "--chdir", "/", "--", "id", "-u"], script=script)
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        self.assertEqual(result.stdout.strip(), str(pwd.getpwnam(NOBODY).pw_uid).encode())
+
     def test_numericUser(self):
         """
         C{-u} also takes a numeric uid that has a passwd entry.
