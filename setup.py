@@ -9,6 +9,12 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     python_requires=">=3.9",
+    # twistd finds its plugins in the twisted/plugins directory of every
+    # sys.path entry.  `pip install .` puts ours into Twisted's own; with
+    # package_dir {"": "."} `pip install -e .` puts this checkout on sys.path
+    # (a plain .pth line, not setuptools' import hook, which Twisted's plugin
+    # search does not see), so `twistd p2-agent` works in both.
+    package_dir={"": "."},
     packages=find_packages(include=["p2twisted", "p2twisted.*"]) + ["twisted.plugins"],
     install_requires=[
         "twisted==26.10.0",

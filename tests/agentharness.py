@@ -15,6 +15,7 @@ from p2twisted.agent.layout import PodLayout
 from p2twisted.agent.pods import PodOperations
 from p2twisted.agent.service import AgentService
 from tests.artifacts import buildHoist
+from tests.reachable import reachableDirectory
 from tests.store_contract import waitFor
 
 #: A pod that serves its launchable's C{www/} directory on C{$PORT}:
@@ -96,12 +97,10 @@ class AgentHarness(object):
 
     def __init__(self, testCase, storeURL, node="n1", supervisor="runit", base=None, **settings):
         self.testCase = testCase
-        base = base or os.path.abspath(testCase.mktemp())
-        os.makedirs(base, exist_ok=True)
         # Pods run as 'nobody', who must be able to reach the pod root
-        # (mktemp's directory is private).
-        for path in (base, os.path.dirname(base)):
-            os.chmod(path, 0o755)
+        # (the checkout, where mktemp's directories are, may be private).
+        base = base or reachableDirectory(testCase, "p2-agent-")
+        os.makedirs(base, exist_ok=True)
         self.base = base
         # A short removal grace: unscheduled pods go within a second here
         # (tests of the grace itself set their own).

@@ -16,6 +16,7 @@ from p2twisted.store import keys, openStore
 from p2twisted.store.common import Delete
 from tests.agentharness import (
     AgentHarness, buildWebArtifact, freePort, httpGet, waitForVersion, webManifest)
+from tests.reachable import reachableDirectory
 from tests.servers import requireServer
 from tests.store_contract import waitFor
 
@@ -125,11 +126,8 @@ class AgentEndToEndTests(LocalStoreCase):
         its one-shot job again.
         """
         from tests.artifacts import buildHoist
-        marks = os.path.abspath(self.mktemp())
-        os.makedirs(marks)
+        marks = reachableDirectory(self, "p2-marks-")
         os.chmod(marks, 0o777)  # the job runs as nobody
-        for parent in (os.path.dirname(marks), os.path.dirname(os.path.dirname(marks))):
-            os.chmod(parent, 0o755)
         port = freePort()
         url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
         job = os.path.join(self.artifacts, "job_1.tar.gz")

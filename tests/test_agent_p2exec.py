@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import resource
+import shutil
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,7 @@ from twisted.trial import unittest
 
 import p2twisted
 from p2twisted.agent import p2exec
+from tests.reachable import reachableDirectory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(p2twisted.__file__)))
 P2EXEC = [sys.executable, "-m", "p2twisted.agent.p2exec"]
@@ -28,12 +30,15 @@ NOBODY = "nobody"
 IS_ROOT = os.geteuid() == 0
 
 
-def runP2Exec(args, env=None, python=None, asUid=None, **kw):
+def runP2Exec(args, env=None, python=None, asUid=None, script=None, **kw):
     """
     Run p2-exec with C{args} and wait for it (and the command it execs).
 
     @param python: the interpreter (default C{sys.executable}).
     @param asUid: drop to this uid (and its group) before starting p2-exec.
+    @param script: run this copy of C{p2exec.py} as the agent does
+        (C{python -S -E SCRIPT}), from its directory, rather than the module
+        from the checkout (which another user may not be able to read).
     @return: the C{CompletedProcess}, stdout and stderr as text.
     """
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -50,7 +55,11 @@ def runP2Exec(args, env=None, python=None, asUid=None, **kw):
             os.setuid(entry.pw_uid)
         preexec = dropPrivileges
     argv = [python or sys.executable, "-m", "p2twisted.agent.p2exec"] + args
-    return subprocess.run(argv, env=base, cwd=REPO, stdin=subprocess.DEVNULL,
+    cwd = REPO
+    if script is not None:
+        argv = [python or sys.executable, "-S", "-E", script] + args
+        cwd = os.path.dirname(script)
+    return subprocess.run(argv, env=base, cwd=cwd, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           preexec_fn=preexec, timeout=60, **kw)
 
@@ -218,6 +227,23 @@ class ProcessTests(unittest.TestCase):
         self.assertEqual(set(map(int, groups.split())),
                          set(os.getgrouplist(NOBODY, entry.pw_gid)))
 
+    def test_switchUserFromPrivateDirectory(self):
+        """
+        p2-exec in a directory only root can read (a checkout in root's
+        home) still runs a command as nobody: nothing is read from its
+        directory after the user switch.
+        """
+        if not IS_ROOT:
+            raise unittest.SkipTest("switching users needs root")
+        private = os.path.abspath(self.mktemp())
+        os.makedirs(private)
+        os.chmod(private, 0o700)
+        script = os.path.join(private, "p2exec.py")
+        shutil.copyfile(p2exec.__file__, script)
+        result = runP2Exec(["-u", NOBODY, "--chdir", "/", "--", "id", "-u"], script=script)
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        self.assertEqual(result.stdout.strip(), str(pwd.getpwnam(NOBODY).pw_uid).encode())
+
     def test_numericUser(self):
         """
         C{-u} also takes a numeric uid that has a passwd entry.
@@ -236,11 +262,11 @@ class ProcessTests(unittest.TestCase):
         p2-exec as nobody with the system interpreter: p2-exec needs only the
         standard library.)
         """
-        python, asUid = sys.executable, None
+        python, asUid, script = sys.executable, None, None
         if IS_ROOT:
-            python, asUid = _unprivilegedPython()
+            python, asUid, script = _unprivilegedPython(self)
         result = runP2Exec(["-u", "root", "--", "id", "-u"], python=python,
-                           asUid=asUid)
+                           asUid=asUid, script=script)
         self.assertEqual(result.returncode, 0, result.stderr)
         expected = asUid if asUid is not None else os.geteuid()
         self.assertEqual(result.stdout.strip(), str(expected).encode())
@@ -250,13 +276,18 @@ class ProcessTests(unittest.TestCase):
             "p2-exec: warning: not running as root; ignoring -u root"), lines)
 
 
-def _unprivilegedPython():
+def _unprivilegedPython(testCase):
     """
-    @return: C{(python, uid)} to run p2-exec as nobody, or skip.
+    @return: C{(python, uid, script)} to run p2-exec as nobody: C{script} is
+        a copy of C{p2exec.py} that nobody can read wherever the checkout
+        lives; or skip.
     """
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         raise unittest.SkipTest("no %s for running p2-exec as nobody" % (SYSTEM_PYTHON,))
-    return SYSTEM_PYTHON, pwd.getpwnam(NOBODY).pw_uid
+    script = os.path.join(reachableDirectory(testCase, "p2-exec-"), "p2exec.py")
+    shutil.copyfile(p2exec.__file__, script)
+    os.chmod(script, 0o644)
+    return SYSTEM_PYTHON, pwd.getpwnam(NOBODY).pw_uid, script
 
 
 class ErrorTests(unittest.TestCase):
@@ -654,13 +685,14 @@ class RealCgroupTests(unittest.TestCase):
         warning line naming the cgroup, and the command runs anyway.  (As root
         the test starts p2-exec as nobody with the system interpreter.)
         """
-        python, asUid = sys.executable, None
+        python, asUid, script = sys.executable, None, None
         if IS_ROOT:
-            python, asUid = _unprivilegedPython()
+            python, asUid, script = _unprivilegedPython(self)
         name = "p2t-" + uuid.uuid4().hex[:10]
         self.addCleanup(_removeCgroup, name)
         result = runP2Exec(["--cgroup", name, "--memory", "64M", "--",
-                            "cat", "/proc/self/cgroup"], python=python, asUid=asUid)
+                            "cat", "/proc/self/cgroup"], python=python, asUid=asUid,
+                           script=script)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertNotIn(b"/p2/" + name.encode(), result.stdout)
         lines = result.stderr.decode().splitlines()

@@ -18,6 +18,7 @@ from p2twisted import intent
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from tests.agentharness import buildWebArtifact, freePort, waitForVersion, webManifest
+from tests.reachable import reachableDirectory
 from tests.store_contract import waitFor
 from tests.test_agent_e2e import requireRunit
 from tests.zkserver import ZooKeeperServer, missing
@@ -86,10 +87,7 @@ def base(testCase):
     A directory for an agent's state and pods, searchable by pod users; the
     pods an agent left under it are removed at cleanup, pass or fail.
     """
-    path = os.path.abspath(testCase.mktemp())
-    os.makedirs(path)
-    for p in (path, os.path.dirname(path)):
-        os.chmod(p, 0o755)
+    path = reachableDirectory(testCase, "p2-agent-")
     testCase.addCleanup(removePods, path)
     return path
 

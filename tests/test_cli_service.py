@@ -14,6 +14,7 @@ from twisted.trial import unittest
 import p2twisted.cli.main
 from tests.agentharness import AgentHarness, freePort, httpGet
 from tests.cli import ROOT, P2CommandMixin
+from tests.reachable import reachableDirectory
 from tests.store_contract import waitFor
 
 #: The verb modules of this feature, added to C{VERB_MODULES} when missing.
@@ -166,14 +167,10 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
         agent; C{p2 config port=...} moves it; an unchanged config restarts
         nothing.
         """
-        www = os.path.abspath(self.mktemp())
-        os.makedirs(www)
+        www = reachableDirectory(self, "p2-www-")  # the pod runs as nobody
         with open(os.path.join(www, "hello.txt"), "w") as f:
             f.write("hello\n")
-        path = www
-        while path != "/":  # the pod runs as nobody
-            os.chmod(path, os.stat(path).st_mode | 0o755)
-            path = os.path.dirname(path)
+        os.chmod(os.path.join(www, "hello.txt"), 0o644)
         harness = AgentHarness(self, self.url, node="n1").start()
         port, port2 = freePort(), freePort()
         yield self.succeed("add", "web", "--template", "static", "--port", str(port),

@@ -25,6 +25,7 @@ import p2twisted.cli.main
 from tests import test_cli_service
 from tests.agentharness import freePort, httpGet
 from tests.cli import ROOT
+from tests.reachable import reachableDirectory
 from tests.store_contract import waitFor
 
 #: The verb modules the tutorial uses, added to C{VERB_MODULES} when missing.
@@ -75,15 +76,6 @@ def buildWheel(directory, name="p2tiny", version="1.0"):
     return path
 
 
-def openUp(path):
-    """
-    Let the pods' users reach C{path} (mktemp's directories may be private).
-    """
-    while path != "/":
-        os.chmod(path, os.stat(path).st_mode | 0o755)
-        path = os.path.dirname(path)
-
-
 def podPid(state, podId):
     """
     @return: the pid of pod C{podId}'s first supervised process, or C{None}.
@@ -130,8 +122,10 @@ class TutorialMixin(test_cli_service.ServiceCommandMixin):
 
     def setUp(self):
         test_cli_service.ServiceCommandMixin.setUp(self)
-        os.makedirs(self.stateDir)
-        openUp(self.stateDir)
+        # The agent's pod root is in its state directory: the pods' users
+        # must reach it, wherever the checkout lives.
+        self.stateDir = reachableDirectory(self, "p2-state-")
+        self.env["P2_STATE_DIR"] = self.stateDir
 
     def p2(self, *args, stateDir=None):
         """
@@ -172,8 +166,12 @@ class TutorialMixin(test_cli_service.ServiceCommandMixin):
 
     @defer.inlineCallbacks
     def addHello(self, port):
+        # The pod's user reads the app: a copy outside the checkout.
+        app = reachableDirectory(self, "p2-hello-")
+        shutil.copy(os.path.join(HELLO, "demo_hello.py"), app)
+        os.chmod(os.path.join(app, "demo_hello.py"), 0o644)
         yield self.succeed("add", "hello", "--template", "python", "--port", str(port),
-                           "--path", HELLO, "--wsgi", "demo_hello:application")
+                           "--path", app, "--wsgi", "demo_hello:application")
 
     @defer.inlineCallbacks
     def checkRunning(self, port):
@@ -245,9 +243,8 @@ class TutorialTests(TutorialMixin, unittest.TestCase):
 
         line, code = yield self.fail("run", "hello", "frobnicate")
         self.assertIn("its tasks: install, packages", line)
-        wheels = os.path.abspath(self.mktemp())
+        wheels = reachableDirectory(self, "p2-wheels-")
         buildWheel(wheels)
-        openUp(wheels)
         out = yield self.succeed("run", "hello", "install", "p2tiny==1.0", "--no-index",
                                  "--find-links", wheels)
         self.assertTrue(out.startswith("== "), out)
@@ -368,18 +365,14 @@ class MultiNodeTests(TutorialMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_runAndLogsOnEveryNode(self):
-        app = os.path.abspath(self.mktemp())
-        os.makedirs(app)
+        app = reachableDirectory(self, "p2-app-")
         with open(os.path.join(app, "idle.py"), "w") as f:
             f.write("import os, signal\nprint('idle on', os.environ['POD_HOME'], flush=True)\n"
                     "signal.pause()\n")
-        openUp(app)
-        wheels = os.path.abspath(self.mktemp())
+        os.chmod(os.path.join(app, "idle.py"), 0o644)
+        wheels = reachableDirectory(self, "p2-wheels-")
         buildWheel(wheels)
-        openUp(wheels)
-        betaState = os.path.abspath(self.mktemp())
-        os.makedirs(betaState)
-        openUp(betaState)
+        betaState = reachableDirectory(self, "p2-state-")
         yield self.startAgent(node="alpha")
         yield self.startAgent(node="beta", stateDir=betaState)
         yield self.succeed("add", "idle", "--template", "python", "--module", "idle",
@@ -425,11 +418,10 @@ class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
         from tests.zkserver import sharedServer
         server = sharedServer()
         self.url = "zk://%s/p2-%s" % (server.hosts, uuid.uuid4().hex[:12])
-        www = os.path.abspath(self.mktemp())
-        os.makedirs(www)
+        www = reachableDirectory(self, "p2-www-")
         with open(os.path.join(www, "hello.txt"), "w") as f:
             f.write("hello\n")
-        openUp(www)
+        os.chmod(os.path.join(www, "hello.txt"), 0o644)
         port = freePort()
         yield self.startAgent()
         yield self.succeed("add", "web", "--template", "static", "--port", str(port),

@@ -58,6 +58,11 @@ import os
 import pwd
 import resource
 import sys
+# Nothing may be imported after the user switch: the new user may not be able
+# to read this file's directory or the interpreter's standard library (a
+# checkout or a Python under /root).  os.execvpe searches PATH with
+# os.get_exec_path, which imports warnings lazily, so import it now.
+import warnings  # noqa: F401
 
 EXIT_CANNOT_EXEC = 111
 
