@@ -53,6 +53,31 @@ class RunBoundedTests(unittest.TestCase):
             self.assertFalse(alive(pid), "process %d survived" % (pid,))
 
     @defer.inlineCallbacks
+    def test_endsOnlyOnceItsProcessesHaveEnded(self):
+        """
+        The run ends only once the processes it left behind have ended, not
+        when they have merely been sent SIGKILL: a process with much memory
+        is still there (releasing it) after it stopped showing the run's
+        marker.  Found by the marker alone here (no cgroup), as for an
+        unprivileged agent.
+        """
+        import sys
+        pidfile = os.path.abspath(self.mktemp())
+        child = ("import os, time; memory = b'x' * (512 << 20); "
+                 "open(%r, 'w').write(str(os.getpid())); os.rename(%r, %r); time.sleep(1000)"
+                 % (pidfile + ".tmp", pidfile + ".tmp", pidfile))
+        script = ('"$0" -c "$1" </dev/null >/dev/null 2>&1 & '
+                  "while [ ! -s %s ]; do sleep 0.01; done" % (pidfile,))
+        for _ in range(3):
+            if os.path.exists(pidfile):
+                os.unlink(pidfile)
+            result = yield runBounded(reactor, ["/bin/sh", "-c", script, sys.executable, child],
+                                      scope=runscope.RunScope(bases=[]))
+            self.assertEqual(result.exitCode, 0)
+            pid, = _readPids(pidfile)
+            self.assertFalse(alive(pid), "process %d survived the run" % (pid,))
+
+    @defer.inlineCallbacks
     def test_termEndsPoliteCommand(self):
         """
         A command that honours SIGTERM ends at C{termAfter}.

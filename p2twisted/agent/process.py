@@ -79,6 +79,10 @@ CANCEL_GRACE = 5.0
 #: ended even if its process cannot be reaped (stuck in the kernel).
 END_GRACE = 5.0
 
+#: Seconds between two looks at whether the processes of an ended run are
+#: gone.
+SETTLE_INTERVAL = 0.005
+
 
 def _killGroup(pid, sig):
     try:
@@ -100,6 +104,7 @@ class _Bounded(protocol.ProcessProtocol):
         self.pid = None
         self.ended = defer.Deferred(self._cancel)
         self._timers = []
+        self._finishing = False
 
     def _cancel(self, ended):
         # The caller gave up (the Deferred fails with CancelledError at
@@ -110,14 +115,16 @@ class _Bounded(protocol.ProcessProtocol):
                 self.reactor.callLater(CANCEL_GRACE, self._signal, signal.SIGKILL))
 
     def _signal(self, sig):
-        # The process group, then every other process of the run.
-        _killGroup(self.pid, sig)
+        # Every process of the run, then the process group (the run's are
+        # seen before the group's are killed, so their end can be waited
+        # for: RunScope.dead).
         if self.scope is not None:
             if sig == signal.SIGKILL:
                 if not self.scope.kill():
                     log.warn("processes of run {run} survive SIGKILL", run=self.scope.runId)
             else:
                 self.scope.signal(sig)
+        _killGroup(self.pid, sig)
 
     def connectionMade(self):
         self.started = self.reactor.seconds()
@@ -136,7 +143,7 @@ class _Bounded(protocol.ProcessProtocol):
 
     def _giveUp(self):
         # The command's own process could not be reaped after SIGKILL.
-        if self.ended.called:
+        if self.ended.called or self._finishing:
             return
         log.warn("process {pid} still there {grace}s after SIGKILL; not waiting for it",
                  pid=self.pid, grace=END_GRACE)
@@ -164,12 +171,31 @@ class _Bounded(protocol.ProcessProtocol):
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
-        if self.scope is not None:
-            self._closeScope(3)
-        if self.ended.called:  # cancelled, or given up on
+        if self._finishing or self.ended.called:  # cancelled, or given up on
+            if self.scope is not None:
+                self._closeScope(3)
             return
-        self.ended.callback(Result(code, sig, bytes(self.output), self.timedOut,
-                                   self.reactor.seconds() - self.started))
+        self._finishing = True
+        now = self.reactor.seconds()
+        result = Result(code, sig, bytes(self.output), self.timedOut, now - self.started)
+        if self.scope is None:
+            self.ended.callback(result)
+            return
+        self._settle(result, min(now, self.started + self.killAfter) + END_GRACE)
+
+    def _settle(self, result, deadline):
+        # Fire once every process of the run has ended, not merely been
+        # sent SIGKILL (it is still there a while, releasing its memory).
+        if not (self.scope.kill() and self.scope.dead()):
+            if self.reactor.seconds() < deadline:
+                self._timers.append(self.reactor.callLater(
+                    SETTLE_INTERVAL, self._settle, result, deadline))
+                return
+            log.warn("processes of run {run} still there {grace}s after SIGKILL; "
+                     "not waiting for them", run=self.scope.runId, grace=END_GRACE)
+        self._closeScope(3)
+        if not self.ended.called:
+            self.ended.callback(result)
 
     def _closeScope(self, tries):
         # Its cgroup can be removed once the kernel has let go of the
@@ -201,18 +227,19 @@ def processIdentity():
 
 
 def runBounded(reactor, argv, termAfter=30.0, killAfter=60.0, env=None, path=None,
-               maxOutput=64 * 1024):
+               maxOutput=64 * 1024, scope=None):
     """
     Run C{argv} in its own session and L{RunScope} with hard time limits.
 
     @param env: the environment (default: the agent's own).
     @param maxOutput: keep at most this many bytes of output (the last ones).
+    @param scope: the L{RunScope} to run in (default: a new one).
     @return: L{Deferred} firing with a L{Result} once the command has ended
         and none of its processes remains; never later than C{killAfter}
         plus L{END_GRACE} seconds.  Cancelling it TERMs the run at once and
         KILLs it L{CANCEL_GRACE} seconds later.
     """
-    scope = RunScope()
+    scope = RunScope() if scope is None else scope
     env = scope.environment(os.environ if env is None else env)
     argv = scope.wrap(argv, env)
     setsid = shutil.which("setsid")

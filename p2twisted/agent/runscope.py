@@ -35,6 +35,7 @@ import signal
 from twisted.logger import Logger
 
 from p2twisted.agent import p2exec
+from p2twisted.agent.supervisors import processStartTime
 
 log = Logger()
 
@@ -119,6 +120,8 @@ class RunScope(object):
         self.runId = runId or newRunId()
         self._marker = ("%s=%s" % (MARKER, self.runId)).encode("ascii")
         self.cgroup = None
+        #: C{{pid: start time}} of every member ever seen (L{dead}).
+        self._seen = {}
         for base in (runCgroupBases() if bases is None else bases):
             directory = os.path.join(base, CGROUP_PARENT, self.runId)
             try:
@@ -165,7 +168,24 @@ class RunScope(object):
             if entry.isdigit() and environMarked(int(entry), self._marker):
                 pids.add(int(entry))
         pids.discard(os.getpid())
+        for pid in pids:
+            if pid not in self._seen:
+                self._seen[pid] = processStartTime(pid)
         return pids
+
+    def dead(self):
+        """
+        @return: whether every process ever seen among the L{members} has
+            ended (is gone or a zombie).  A SIGKILLed process leaves the
+            cgroup and stops showing its environment (its memory is released
+            first) a while before it has ended: L{members} is empty then,
+            but the process is still there.
+        """
+        for pid, started in list(self._seen.items()):
+            if started is not None and processStartTime(pid) == started:
+                return False
+            del self._seen[pid]
+        return True
 
     def signal(self, sig):
         """
@@ -179,8 +199,9 @@ class RunScope(object):
         SIGKILL every process of the run, again until none is left (or
         L{KILL_ROUNDS} rounds).
 
-        @return: whether none is left.
+        @return: whether none is left in the run (see L{dead}).
         """
+        self.members()  # remembered, to wait for their end (L{dead})
         if self.cgroup is not None:
             try:
                 with open(os.path.join(self.cgroup, "cgroup.kill"), "w") as f:
