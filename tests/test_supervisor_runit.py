@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
@@ -15,8 +16,8 @@ from twisted.trial import unittest
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.supervisors import MAX_RESTART_DELAY, crashLoop, crashLoopText
 from p2twisted.agent.supervisors.runit import (
-    DOWN, FINISH, FINISH_SCRIPT, RUN, RunitSupervisor, parseStatus, readStatus, runScript, runsvAlive,
-    serviceFiles)
+    DOWN, FINISH, FINISH_SCRIPT, RESTARTS_FILE, RUN, RunitSupervisor, parseStatus, readStatus,
+    runScript, runsvAlive, serviceFiles)
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
 from tests.test_supervisors import (
@@ -340,6 +341,32 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         status = yield self.sup.start(self.sleeper(restartTimeout=2.0))
         self.assertTrue(status.running)
         self.assertEqual(status.restarts, 0)
+
+    @defer.inlineCallbacks
+    def test_sameDefinitionEndsCrashLoopWait(self):
+        """
+        Starting a crash-looping service again with the same definition (a
+        new install behind the same C{current} link, deployed with
+        C{no_halt_on_update}) does not wait out its delay, even the longest.
+        """
+        flag = os.path.abspath(self.mktemp())
+        spec = self.shell("echo $$ >> %s; [ -e %s ] && exec sleep 1000; exit 3"
+                          % (self.pidFile(), flag), restartTimeout=3.0)
+        open(flag, "w").close()
+        yield self.sup.start(spec)
+        pid = (yield self.waitPids(1))[0]
+        # Five quick exits in a row so far: the next one waits the longest.
+        with open(os.path.join(self.path, RESTARTS_FILE), "w") as f:
+            f.write("5 5 %d 32 3 0 %d 0\n" % (time.time(), time.time()))
+        os.unlink(flag)
+        os.kill(pid, signal.SIGKILL)
+        yield waitFor(lambda: self.sup._status("svc").restartDelay == MAX_RESTART_DELAY
+                      and readStatus(self.path).state == FINISH, what="finish to wait 60 s")
+        waiting = readStatus(self.path).pid
+        open(flag, "w").close()  # the fixed version
+        status = yield self.sup.start(spec)
+        self.assertTrue(status.running)
+        self.assertFalse(alive(waiting))
 
     @defer.inlineCallbacks
     def test_countsResetByNewDefinition(self):

@@ -269,9 +269,9 @@ def _resetRestarts(path):
 
 def _endFinishWait(path):
     """
-    A new definition need not wait out its predecessor's crash-loop delay:
-    end a C{finish} that is running (runsv then starts the new C{run} if the
-    service is wanted up).
+    A start (a deploy) need not wait out a crash loop's delay: end a
+    C{finish} that is running (runsv then starts C{run} if the service is
+    wanted up).
     """
     current = readStatus(path)
     if current is not None and current.state == FINISH and current.pid and runsvAlive(path):
@@ -531,7 +531,10 @@ class RunitSupervisor(SupervisorBase):
                                   % (path, e))
         if change == "changed":
             _resetRestarts(path)
-            _endFinishWait(path)
+        # A deploy does not wait out a crash loop's delay, whether its
+        # definition changed or not (a new install behind the same
+        # ``current`` link keeps it the same).
+        _endFinishWait(path)
         yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
         before = readStatus(path)
         if restart and before is not None and before.state != DOWN:
