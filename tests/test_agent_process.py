@@ -200,3 +200,25 @@ class RunScopeTests(unittest.TestCase):
         self.assertTrue(scope.kill())
         child.wait()
         self.assertEqual(scope.members(), set())
+
+    def test_reusedPidSpared(self):
+        """
+        A pid seen in the run that has since gone to an unrelated process (it
+        started at another time than the one seen) is not signalled.
+        """
+        import subprocess
+        from p2twisted.agent.supervisors import processStartTime
+        scope = runscope.RunScope(bases=[])
+        unrelated = subprocess.Popen(["sleep", "1000"])
+        self.addCleanup(unrelated.wait)
+        self.addCleanup(unrelated.kill)
+        scans = [set(), {unrelated.pid}, {unrelated.pid}]
+
+        def members():
+            pids = scans.pop() if scans else set()
+            for pid in pids:  # seen as the process that had the pid before
+                scope._seen[pid] = processStartTime(pid) - 1
+            return pids
+        scope.members = members
+        scope.kill()
+        self.assertTrue(alive(unrelated.pid))

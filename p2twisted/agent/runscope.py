@@ -168,9 +168,8 @@ class RunScope(object):
             if entry.isdigit() and environMarked(int(entry), self._marker):
                 pids.add(int(entry))
         pids.discard(os.getpid())
-        for pid in pids:
-            if pid not in self._seen:
-                self._seen[pid] = processStartTime(pid)
+        for pid in pids:  # which process each pid is now (L{_send}, L{dead})
+            self._seen[pid] = processStartTime(pid)
         return pids
 
     def dead(self):
@@ -192,7 +191,33 @@ class RunScope(object):
         Send C{sig} to every member.
         """
         for pid in self.members():
-            _kill(pid, sig)
+            self._send(pid, sig)
+
+    def _send(self, pid, sig):
+        """
+        Send C{sig} to member C{pid}, unless that pid is no longer the
+        process seen as a member (it ended, and an unrelated process got its
+        pid since): a pidfd holds on to the process whose start time is
+        checked, so it cannot change between the check and the signal.
+        """
+        try:
+            fd = os.pidfd_open(pid)
+        except AttributeError:  # Python before 3.9
+            fd = None
+        except OSError:
+            return  # gone
+        try:
+            if processStartTime(pid) != self._seen.get(pid):
+                return
+            if fd is None:
+                _kill(pid, sig)
+            else:
+                signal.pidfd_send_signal(fd, sig)
+        except OSError:
+            pass
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def kill(self):
         """
@@ -213,7 +238,7 @@ class RunScope(object):
             if not pids:
                 return True
             for pid in pids:
-                _kill(pid, signal.SIGKILL)
+                self._send(pid, signal.SIGKILL)
             os.sched_yield()
         return not self.members()
 
