@@ -222,3 +222,18 @@ class RunScopeTests(unittest.TestCase):
         scope.members = members
         scope.kill()
         self.assertTrue(alive(unrelated.pid))
+
+    def test_cgroupBasesJoinable(self):
+        """
+        On a cgroup-v1 host, a run's cgroup is made in a hierarchy a process
+        can join: not C{cpuset} (a new cpuset cgroup has no cpus), nor one
+        C{p2-exec} moves processes in.
+        """
+        mountinfo = "".join(
+            "%d 20 0:%d / /sys/fs/cgroup/%s rw,relatime - cgroup cgroup rw,%s\n"
+            % (30 + i, 30 + i, name, name)
+            for i, name in enumerate(["cpu,cpuacct", "cpuset", "memory", "pids", "freezer"]))
+        procCgroup = ("5:freezer:/agent\n4:pids:/agent\n3:memory:/agent\n2:cpuset:/\n"
+                      "1:cpu,cpuacct:/agent\n")
+        self.assertEqual(runscope.runCgroupBases(mountinfo, procCgroup),
+                         ["/sys/fs/cgroup/freezer/agent"])

@@ -14,8 +14,9 @@ Two ties, each robust where the other is not:
     until it is empty.  Placed in a cgroup2 mount when one is writable
     (it need not offer any controller: a hybrid host's C{unified} mount
     does), else in a writable v1 hierarchy C{p2-exec} never moves
-    processes in (one without the cpu, memory and pids controllers, e.g.
-    C{freezer} or C{name=systemd}), below the agent's own cgroup there.
+    processes in and processes can join (one without the cpu, memory, pids
+    and cpuset controllers, e.g. C{freezer} or C{name=systemd}), below the
+    agent's own cgroup there.
   - B{an environment marker}, C{P2_RUN_ID=<run id>}, inherited by every
     descendant that does not clear its environment and visible in
     C{/proc/<pid>/environ}.  It catches what the cgroup cannot: a run where
@@ -48,9 +49,10 @@ CGROUP_PARENT = "p2-runs"
 #: SIGKILL rounds before giving up on processes that keep appearing.
 KILL_ROUNDS = 50
 
-#: The v1 controllers C{p2-exec} moves processes between: a run's cgroup is
-#: never in a hierarchy holding one of them.
-_MOVED_BY_P2EXEC = frozenset(["cpu", "memory", "pids"])
+#: The v1 controllers a run's cgroup is never made in a hierarchy of: those
+#: C{p2-exec} moves processes between, and C{cpuset} (a new cpuset cgroup has
+#: no cpus and no memory nodes, so no process can join it).
+_NOT_FOR_RUNS = frozenset(["cpu", "memory", "pids", "cpuset"])
 
 #: Joins the cgroup whose C{cgroup.procs} is C{$0}, then execs the command
 #: (without the C{PWD} the shell sets, unless the caller's environment had
@@ -70,7 +72,7 @@ def runCgroupBases(mountinfo=None, procCgroup=None):
     """
     @return: the directories a run cgroup may be made in, best first: each
         cgroup2 mount's root, then each v1 hierarchy without a controller
-        C{p2-exec} uses, at the agent's own cgroup there.
+        C{p2-exec} uses (nor C{cpuset}), at the agent's own cgroup there.
     """
     try:
         mountinfo, procCgroup = p2exec._procCgroupFiles(mountinfo, procCgroup)
@@ -82,7 +84,7 @@ def runCgroupBases(mountinfo=None, procCgroup=None):
         if fstype == "cgroup2":
             v2.append(mountPoint)
             continue
-        if options & _MOVED_BY_P2EXEC:
+        if options & _NOT_FOR_RUNS:
             continue
         names = [o for o in options if o in v1Paths]
         if names:
