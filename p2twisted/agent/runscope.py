@@ -154,8 +154,10 @@ class RunScope(object):
         return (["/bin/sh", "-c", script, os.path.join(self.cgroup, "cgroup.procs")]
                 + list(argv))
 
-    def members(self):
+    def members(self, marked=True):
         """
+        @param marked: also look for the processes carrying the run's marker
+            (a scan of every process's environment).
         @return: the set of live pids of the run (its cgroup's, and those
             carrying its marker), never this process.
         """
@@ -166,9 +168,10 @@ class RunScope(object):
                     pids.update(int(line) for line in f if line.strip())
             except (OSError, ValueError):
                 pass
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and environMarked(int(entry), self._marker):
-                pids.add(int(entry))
+        if marked:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and environMarked(int(entry), self._marker):
+                    pids.add(int(entry))
         pids.discard(os.getpid())
         for pid in pids:  # which process each pid is now (L{_send}, L{dead})
             self._seen[pid] = processStartTime(pid)
@@ -228,8 +231,10 @@ class RunScope(object):
 
         @return: whether none is left in the run (see L{dead}).
         """
-        self.members()  # remembered, to wait for their end (L{dead})
         if self.cgroup is not None:
+            # Remembered, to wait for their end (L{dead}): cgroup.kill makes
+            # them leave the cgroup before they have ended.
+            self.members(marked=False)
             try:
                 with open(os.path.join(self.cgroup, "cgroup.kill"), "w") as f:
                     f.write("1")
