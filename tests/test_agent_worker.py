@@ -29,6 +29,36 @@ launchables:
 V2 = V1.replace(b"app_1", b"app_2")
 
 
+class _SlowStatusReads(object):
+    """
+    A store whose answers to reads of one key arrive only when the test says
+    (as over a slow network): the value is read when asked.
+    """
+
+    def __init__(self, store, key):
+        self._store = store
+        self._key = key
+        self.held = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def get(self, key):
+        d = self._store.get(key)
+        if key != self._key:
+            return d
+        answer = defer.Deferred()
+        d.addCallback(lambda entry: self.held.append((answer, entry)))
+        return answer
+
+    def answerLatest(self):
+        """
+        Answer the latest read held.
+        """
+        answer, entry = self.held.pop()
+        answer.callback(entry)
+
+
 class WorkerTests(unittest.TestCase):
 
     def setUp(self):
@@ -245,6 +275,21 @@ class WorkerTests(unittest.TestCase):
         allowed[0] = True
         self.clock.advance(60)
         self.assertEqual(self.pods.calls[0][0], "remove")
+
+    def test_statusWritesInOrder(self):
+        """
+        The status written last is the pod's latest, even when the answer to
+        an earlier write's read comes late: "deploying" (written without
+        waiting) never lands after "running".
+        """
+        store = _SlowStatusReads(self.store, keys.status("pods", "n1", "web"))
+        worker = PodWorker(self.pods, store, "n1", "web", self.clock,
+                           backoff=retryPolicy(jitter=lambda: 0))
+        worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.assertEqual(self.reality(), V1)
+        while store.held:
+            store.answerLatest()
+        self.assertEqual(self.status()["state"], "running")
 
     def test_stopWaitsForAttempt(self):
         """

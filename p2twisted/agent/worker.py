@@ -114,6 +114,10 @@ class PodWorker(object):
         self._badIntentError = None
         self._seen = False
         self._lastStatus = None
+        # Status writes are read-modify-writes (crashloop.preservingWrite):
+        # one at a time, in order, so an earlier one retried after a
+        # conflict cannot land after a later one.
+        self._statusLock = defer.DeferredLock()
         self._setTrace(self._transition)
 
     def _transition(self, old, event, new):
@@ -409,7 +413,7 @@ class PodWorker(object):
         """
         self._lastStatus = None
         key = keys.status("pods", self.node, self.podId)
-        d = self.store.delete(key)
+        d = self._statusLock.run(self.store.delete, key)
         d.addErrback(lambda f: log.failure("cannot delete the status of {pod}", f,
                                            pod=self.podId, node=self.node))
         return d
@@ -424,7 +428,7 @@ class PodWorker(object):
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
         }
         key = keys.status("pods", self.node, self.podId)
-        d = crashloop.preservingWrite(self.store, key, record)
+        d = self._statusLock.run(crashloop.preservingWrite, self.store, key, record)
         d.addErrback(lambda f: log.warn("cannot write status of {pod}: {error}",
                                         pod=self.podId, error=f.getErrorMessage()))
         return d
