@@ -115,16 +115,20 @@ class _Bounded(protocol.ProcessProtocol):
                 self.reactor.callLater(CANCEL_GRACE, self._signal, signal.SIGKILL))
 
     def _signal(self, sig):
-        # Every process of the run, then the process group (the run's are
-        # seen before the group's are killed, so their end can be waited
-        # for: RunScope.dead).
+        # The process group at once (so the command's own process gets the
+        # signal before it could see a child end of it), then every other
+        # process of the run.  Before a SIGKILL the run's processes are
+        # looked at, so that their end can be waited for (RunScope.dead):
+        # one killed leaves the cgroup and hides its marker before it ends.
+        if self.scope is not None and sig == signal.SIGKILL:
+            self.scope.members()
+        _killGroup(self.pid, sig)
         if self.scope is not None:
             if sig == signal.SIGKILL:
                 if not self.scope.kill():
                     log.warn("processes of run {run} survive SIGKILL", run=self.scope.runId)
             else:
                 self.scope.signal(sig)
-        _killGroup(self.pid, sig)
 
     def connectionMade(self):
         self.started = self.reactor.seconds()
@@ -156,8 +160,11 @@ class _Bounded(protocol.ProcessProtocol):
     errReceived = outReceived
 
     def processExited(self, reason):
-        # What it left behind still holds our pipes open: end it now.
-        self._signal(signal.SIGKILL)
+        # What it left behind still holds our pipes open: end it now (the
+        # group's leader is gone; the rest of the group is in the run).
+        if self.scope is not None and not self.scope.kill():
+            log.warn("processes of run {run} survive SIGKILL", run=self.scope.runId)
+        _killGroup(self.pid, signal.SIGKILL)
 
     def processEnded(self, reason):
         code = sig = None
