@@ -159,6 +159,25 @@ class CrashLoopMonitorTests(unittest.TestCase):
         record = self.record()
         self.assertEqual((record["state"], record["restarts"]), ("removing", 4))
 
+    def test_mergeGivenUpRetried(self):
+        """
+        Counts the merge could not write (every attempt met a concurrent
+        write) are written at the next round, though they did not change
+        since.
+        """
+        from p2twisted.errors import VersionConflict
+        self.put({"pod": "web", "state": "running"})
+        self.supervisor.statuses["web__app__launch"] = looping("web__app__launch", 1)
+        self.successResultOf(self.monitor.checkAll())
+        self.supervisor.statuses["web__app__launch"] = looping("web__app__launch", 4)
+        realCas = self.store.cas
+        self.store.cas = lambda key, value, version: defer.fail(VersionConflict(key, "memory"))
+        self.successResultOf(self.monitor.checkAll())
+        self.assertEqual(self.record()["restarts"], 1)
+        self.store.cas = realCas
+        self.successResultOf(self.monitor.checkAll())
+        self.assertEqual(self.record()["restarts"], 4)
+
     def test_preservingWriteCreates(self):
         """
         The worker's write creates a record that does not exist yet.

@@ -74,7 +74,8 @@ def mergeFields(store, key, fields):
     Merge C{fields} into the JSON record at C{key} with a version-checked
     read-modify-write, if the record exists and differs.
 
-    @return: L{Deferred} firing with whether it was written.
+    @return: L{Deferred} firing with whether it was written, or C{None}
+        when every attempt met a concurrent write.
     """
     for _ in range(ATTEMPTS):
         entry = yield store.get(key)
@@ -91,7 +92,7 @@ def mergeFields(store, key, fields):
         except VersionConflict:
             continue
         return True
-    return False
+    return None
 
 
 @defer.inlineCallbacks
@@ -188,6 +189,11 @@ class CrashLoopMonitor(service.Service):
         key = keys.status("pods", self.node, podId)
         written = yield mergeFields(self.store, key, fields) if (
             last is None or stable(last) != stable(fields)) else self._check(key, fields)
+        if written is None:
+            # Not published: the next round tries again.
+            log.warn("pod {pod}: restart counts not published (concurrent writes)",
+                     pod=podId, node=self.node)
+            return
         if written:
             loop = fields["crash_loop"]
             if loop is not None and (last is None or last["crash_loop"] is None):
