@@ -175,6 +175,55 @@ class RunBoundedTests(unittest.TestCase):
         self.assertTrue(alive(pids[0]), "the untraceable process was found after all")
 
 
+class _LingeringScope(object):
+    """
+    A run scope whose killed processes have not ended yet.
+    """
+
+    runId = "lingering"
+    cgroup = None
+
+    def kill(self):
+        return True
+
+    def signal(self, sig):
+        pass
+
+    def members(self):
+        return set()
+
+    def dead(self):
+        return False
+
+    def close(self):
+        return True
+
+
+class BoundedProtocolTests(unittest.SynchronousTestCase):
+    """
+    L{process._Bounded} on a fake clock.
+    """
+
+    def test_cancelAfterEndSignalsNothing(self):
+        """
+        Cancelling a run whose command has ended (while the rest of it is
+        being waited for) signals no process group: the command's pid may
+        belong to another process by then.
+        """
+        from twisted.internet import task
+        from p2twisted.agent import process
+        signalled = []
+        self.patch(process, "_killGroup", lambda pid, sig: signalled.append((pid, sig)))
+        clock = task.Clock()
+        proto = process._Bounded(clock, 30.0, 60.0, 1024, _LingeringScope())
+        proto.pid, proto.started = 12345, 0.0
+        proto._finish(0, None)
+        proto.ended.addErrback(lambda f: None)
+        proto.ended.cancel()
+        clock.advance(process.CANCEL_GRACE + process.END_GRACE + 1)
+        self.assertEqual(signalled, [])
+
+
 class RunScopeTests(unittest.TestCase):
     """
     L{runscope.RunScope}: a run's processes found through its cgroup or its

@@ -109,7 +109,9 @@ class _Bounded(protocol.ProcessProtocol):
     def _cancel(self, ended):
         # The caller gave up (the Deferred fails with CancelledError at
         # once): TERM the whole group now, KILL it CANCEL_GRACE seconds later.
-        if self.pid is not None:
+        # Not once the command has ended: what is left of the run is being
+        # killed already, and its pid may go to another process.
+        if self.pid is not None and not self._finishing:
             self._signal(signal.SIGTERM)
             self._timers.append(
                 self.reactor.callLater(CANCEL_GRACE, self._signal, signal.SIGKILL))
