@@ -79,8 +79,8 @@ CANCEL_GRACE = 5.0
 #: ended even if its process cannot be reaped (stuck in the kernel).
 END_GRACE = 5.0
 
-#: Seconds between two looks at whether the processes of an ended run are
-#: gone.
+#: Seconds between the first two looks at whether the processes of an
+#: ended run are gone (doubling after each look, up to half a second).
 SETTLE_INTERVAL = 0.005
 
 
@@ -192,13 +192,14 @@ class _Bounded(protocol.ProcessProtocol):
             return
         self._settle(result, min(now, self.started + self.killAfter) + END_GRACE)
 
-    def _settle(self, result, deadline):
+    def _settle(self, result, deadline, interval=SETTLE_INTERVAL):
         # Fire once every process of the run has ended, not merely been
         # sent SIGKILL (it is still there a while, releasing its memory).
+        # Each look scans every process: look less often the longer it takes.
         if not (self.scope.kill() and self.scope.dead()):
             if self.reactor.seconds() < deadline:
                 self._timers.append(self.reactor.callLater(
-                    SETTLE_INTERVAL, self._settle, result, deadline))
+                    interval, self._settle, result, deadline, min(interval * 2, 0.5)))
                 return
             log.warn("processes of run {run} still there {grace}s after SIGKILL; "
                      "not waiting for them", run=self.scope.runId, grace=END_GRACE)
