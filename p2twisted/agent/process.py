@@ -196,7 +196,7 @@ class _Bounded(protocol.ProcessProtocol):
         # Fire once every process of the run has ended, not merely been
         # sent SIGKILL (it is still there a while, releasing its memory).
         # Each look scans every process: look less often the longer it takes.
-        if not (self.scope.kill() and self.scope.dead()):
+        if not (self.scope.kill(rounds=1) and self.scope.dead()):
             if self.reactor.seconds() < deadline:
                 self._timers.append(self.reactor.callLater(
                     interval, self._settle, result, deadline, min(interval * 2, 0.5)))

@@ -224,10 +224,10 @@ class RunScope(object):
             if fd is not None:
                 os.close(fd)
 
-    def kill(self):
+    def kill(self, rounds=KILL_ROUNDS):
         """
         SIGKILL every process of the run, again until none is left (or
-        L{KILL_ROUNDS} rounds).
+        C{rounds} rounds, each a scan of every process).
 
         @return: whether none is left in the run (see L{dead}).
         """
@@ -240,7 +240,7 @@ class RunScope(object):
                     f.write("1")
             except OSError:
                 pass  # no cgroup.kill (v1, kernel before 5.14): the loop does it
-        for _ in range(KILL_ROUNDS):
+        for _ in range(rounds):
             pids = self.members()
             if not pids:
                 return True
