@@ -27,13 +27,13 @@ def register(subparsers):
     lst = subparsers.add_parser(
         "list", help="list the service templates",
         description="List the service templates (built-in and from installed plugins).")
-    lst.set_defaults(run=runList)
+    lst.set_defaults(run=runList, offline=True)
 
     describe = subparsers.add_parser(
         "describe", help="show a template's options and tasks",
         description="Show a template's options (type, default, help) and tasks.")
     describe.add_argument("template", metavar="TEMPLATE")
-    describe.set_defaults(run=runDescribe)
+    describe.set_defaults(run=runDescribe, offline=True)
 
     add = extrasParser(
         subparsers, "add", help="define a service from a template",
