@@ -6,7 +6,8 @@ local store, beside the floor of starting Python at all.
     .venv/bin/python bench/cli_start.py [--runs N] [--p2 PATH]
 
 Each command runs N times (default 9); the median wall time is printed with
-its ratio to the floor (C{python -c pass}).  C{--p2} is the console script
+its ratio to the floor (C{python -c pass}), and the median CPU time (user +
+system: less disturbed than wall time by other work on the machine).  C{--p2} is the console script
 to time (default: C{p2} beside this Python).  Targets (issue 10, item 3):
 C{p2 --help} and C{p2 manifest sha} <= 100 ms; C{p2 schedule} and
 C{p2 status} on the local store <= 200 ms.  The store is a fresh
@@ -15,6 +16,7 @@ C{local://} file in a temporary directory.
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,11 +32,20 @@ launchables:
 """
 
 
+def _childCPU():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timeOnce(argv, env):
+    """
+    @return: C{(wall seconds, CPU seconds)} of running C{argv}.
+    """
+    cpu = _childCPU()
     start = time.perf_counter()
     result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, _childCPU() - cpu
     if result.returncode != 0:
         raise SystemExit("%s failed (%d): %s" % (" ".join(argv), result.returncode,
                                                   result.stderr.decode("utf-8", "replace")))
@@ -42,7 +53,12 @@ def timeOnce(argv, env):
 
 
 def median(argv, env, runs):
-    return statistics.median(timeOnce(argv, env) for _ in range(runs))
+    """
+    @return: C{(median wall seconds, median CPU seconds)} of C{runs} runs.
+    """
+    timeOnce(argv, env)  # warm-up: .pyc files, the page cache
+    times = [timeOnce(argv, env) for _ in range(runs)]
+    return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
 
 
 def main():
@@ -59,6 +75,9 @@ def main():
         env["P2_STORE"] = "local://" + os.path.join(directory, "state.db")
         env["P2_STATE_DIR"] = os.path.join(directory, "state")
         env["HOME"] = directory
+        # As installed: modules are loaded from .pyc files (written by the
+        # warm-up run of each command), not compiled at every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         # The store exists before the timed runs, as on a host in use.
         subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=env,
                        check=True, stdout=subprocess.DEVNULL)
@@ -73,13 +92,13 @@ def main():
             ("p2 status", [args.p2, "status"], 0.200),
         ]
         floor = None
-        print("%-28s %9s %7s %9s" % ("command", "median", "xfloor", "target"))
+        print("%-28s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
         for name, argv, target in rows:
-            seconds = median(argv, env, args.runs)
+            seconds, cpu = median(argv, env, args.runs)
             if floor is None:
                 floor = seconds
-            print("%-28s %7.1fms %6.1fx %9s%s" % (
-                name, seconds * 1000, seconds / floor,
+            print("%-28s %7.1fms %6.1fx %7.1fms %9s%s" % (
+                name, seconds * 1000, seconds / floor, cpu * 1000,
                 "%dms" % (target * 1000,) if target else "-",
                 "" if target is None or seconds <= target else "  OVER"))
     finally:
