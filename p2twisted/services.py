@@ -22,7 +22,6 @@ from p2twisted.errors import KeyExists, P2Error, VersionConflict
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, checkKey
-from p2twisted.templates import getTemplate
 
 #: How often a read-modify-write of a definition is retried on a race.
 RETRIES = 10
@@ -70,6 +69,15 @@ class Service(object):
         except (ValueError, KeyError, TypeError) as e:
             raise P2Error("service %s: %s does not hold a service definition (%s)"
                           % (name, entry.key, e))
+
+
+def getTemplate(name):
+    """
+    L{p2twisted.templates.getTemplate}, imported when first needed (reading
+    services, as C{p2 status} does, needs no template).
+    """
+    from p2twisted.templates import getTemplate as get
+    return get(name)
 
 
 def _now():

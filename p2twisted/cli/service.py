@@ -20,7 +20,6 @@ from p2twisted.cli.services_common import (
     artifactLocation, extrasParser, parseExtras, readSettingsFile)
 from p2twisted.cli.services_wait import waitDeployed
 from p2twisted.errors import UsageError
-from p2twisted.templates import allTemplates, getTemplate
 
 
 def register(subparsers):
@@ -93,6 +92,7 @@ def register(subparsers):
 
 
 def runList(options):
+    from p2twisted.templates import allTemplates
     templates = allTemplates()
     width = max(len(name) for name in templates)
     for name in sorted(templates):
@@ -101,6 +101,7 @@ def runList(options):
 
 
 def runDescribe(options):
+    from p2twisted.templates import getTemplate
     template = getTemplate(options.template)
     out = options.out
     out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
@@ -124,6 +125,7 @@ def formatSettings(settings):
 
 @defer.inlineCallbacks
 def runAdd(options):
+    from p2twisted.templates import getTemplate
     template = getTemplate(options.template)
     given = readSettingsFile(options.settings_file) if options.settings_file else {}
     given.update(parseExtras(options.extras))
