@@ -5,7 +5,10 @@ The C{p2} command.
 Each verb lives in its own module of this package, which has a
 C{register(subparsers)} function adding its parser(s); a parser sets
 C{run=function}, and C{function(options)} returns an exit code or a Deferred
-firing with one.  A verb needing the store calls C{options.openStore()}.
+firing with one.  A verb needing the store calls C{options.openStore()}; one that writes
+says so (C{writes=True} in its parser's defaults), and the store's
+namespace marker is then made if absent.  One that reads no store says
+C{offline=True} and runs without a reactor.
 
 Errors: a L{P2Error} is printed as one line (C{p2: ...}), with the traceback
 only under C{-v}.
@@ -206,8 +209,20 @@ def _storeOpener(options, reactor):
         from p2twisted.store import openStore as open_
         config = loadConfig(options.config)
         url = config.storeURL(options.store)
-        return open_(url, reactor)
+        d = open_(url, reactor)
+        if getattr(options, "writes", False):
+            d.addCallback(_withNamespace)
+        return d
     return openStore
+
+
+def _withNamespace(store):
+    """
+    Make the namespace marker if absent (before a verb writes), then
+    give C{store}.
+    """
+    from p2twisted.cli.namespace import ensureNamespace
+    return ensureNamespace(store).addCallback(lambda created: store)
 
 
 def withStore(options, use):

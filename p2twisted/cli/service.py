@@ -19,7 +19,7 @@ from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_common import (
     artifactLocation, extrasParser, parseExtras, readSettingsFile)
 from p2twisted.cli.services_wait import waitDeployed
-from p2twisted.errors import UsageError
+from p2twisted.errors import P2Error, UsageError
 
 
 def register(subparsers):
@@ -44,7 +44,7 @@ def register(subparsers):
     add.add_argument("--config", dest="settings_file", metavar="FILE",
                      help="a YAML file of option: value settings (flags override it)")
     add.add_argument("--force", action="store_true", help="replace an existing service")
-    add.set_defaults(run=runAdd)
+    add.set_defaults(run=runAdd, writes=True)
 
     config = subparsers.add_parser(
         "config", help="show or change a service's settings",
@@ -54,7 +54,7 @@ def register(subparsers):
                     "settings restart nothing.")
     config.add_argument("name", metavar="NAME")
     config.add_argument("changes", nargs="*", metavar="KEY=VALUE")
-    config.set_defaults(run=runConfig)
+    config.set_defaults(run=runConfig, writes=True)
 
     deploy = subparsers.add_parser(
         "deploy", help="run a service on nodes",
@@ -69,7 +69,7 @@ def register(subparsers):
                              "status check, that node's agent reports it passing")
     deploy.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long --wait waits (default: 120)")
-    deploy.set_defaults(run=runDeploy)
+    deploy.set_defaults(run=runDeploy, writes=True)
 
     undeploy = subparsers.add_parser(
         "undeploy", help="stop running a service on nodes",
@@ -78,7 +78,17 @@ def register(subparsers):
     undeploy.add_argument("name", metavar="NAME")
     undeploy.add_argument("--node", action="append", default=None, metavar="NODE",
                           help="a node to remove it from (repeatable; default: all)")
-    undeploy.set_defaults(run=runUndeploy)
+    undeploy.set_defaults(run=runUndeploy, writes=True)
+
+    remove = subparsers.add_parser(
+        "remove", help="delete a service's definition",
+        description="Delete the definition of the service NAME (services/NAME). Refuses while "
+                    "it is deployed, unless --undeploy is given, which first removes its pod "
+                    "from every node.")
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--undeploy", action="store_true",
+                        help="undeploy it from every node first")
+    remove.set_defaults(run=runRemove, writes=True)
 
     status = subparsers.add_parser(
         "status", help="show services: nodes, intent vs reality, health, errors",
@@ -226,6 +236,26 @@ def runUndeploy(options):
         options.out.write("%s was not deployed%s; nothing to do\n" % (options.name, where))
     else:
         options.out.write("undeployed %s from %s\n" % (options.name, ", ".join(removed)))
+    return 0
+
+
+@defer.inlineCallbacks
+def runRemove(options):
+    store = yield options.openStore()
+    try:
+        yield services.getService(store, options.name)
+        nodes = yield services.deployedNodes(store, options.name)
+        if nodes and not options.undeploy:
+            raise P2Error("%s is deployed to %s; undeploy it first ('p2 undeploy %s') or "
+                          "use 'p2 remove %s --undeploy'" % (
+                              options.name, ", ".join(nodes), options.name, options.name))
+        if nodes:
+            removed = yield services.undeploy(store, options.name, nodes)
+            options.out.write("undeployed %s from %s\n" % (options.name, ", ".join(removed)))
+        yield services.removeService(store, options.name)
+    finally:
+        yield store.close()
+    options.out.write("removed service %s\n" % (options.name,))
     return 0
 
 
