@@ -78,14 +78,15 @@ GLOBAL_OPTIONS = (
 GLOBAL_DEFAULTS = {"verbose": False, "store": None, "json": False, "config": None}
 
 
-def didYouMean(word, choices):
+def didYouMean(word, choices, spelling="'%s'"):
     """
+    @param spelling: how to show the choice, a C{%s} format.
     @return: C{"; did you mean 'X'?"} for the choice closest to C{word}, or
         C{""} when none is close.
     """
     import difflib
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return "; did you mean '%s'?" % (close[0],) if close else ""
+    return "; did you mean %s?" % (spelling % (close[0],),) if close else ""
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ C{p2 config NAME KEY=VALUE} re-deploys a changed service to every node it
 is deployed to, so its pods restart with the new settings.
 """
 
+import io
 import json
 
 from twisted.internet import defer
@@ -26,12 +27,14 @@ def register(subparsers):
     lst = subparsers.add_parser(
         "list", help="list the service templates",
         description="List the service templates (built-in and from installed plugins).")
+    lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(run=runList, offline=True)
 
     describe = subparsers.add_parser(
         "describe", help="show a template's options and tasks",
         description="Show a template's options (type, default, help) and tasks.")
     describe.add_argument("template", metavar="TEMPLATE")
+    describe.add_argument("--json", action="store_true", help="print JSON")
     describe.set_defaults(run=runDescribe, offline=True)
 
     add = extrasParser(
@@ -54,6 +57,7 @@ def register(subparsers):
                     "settings restart nothing.")
     config.add_argument("name", metavar="NAME")
     config.add_argument("changes", nargs="*", metavar="KEY=VALUE")
+    config.add_argument("--json", action="store_true", help="print JSON")
     config.set_defaults(run=runConfig, writes=True)
 
     deploy = subparsers.add_parser(
@@ -104,6 +108,8 @@ def register(subparsers):
 def runList(options):
     from p2twisted.templates import allTemplates
     templates = allTemplates()
+    if options.json:
+        return _json(options, {name: t.description for name, t in templates.items()})
     width = max(len(name) for name in templates)
     for name in sorted(templates):
         options.out.write("%-*s  %s\n" % (width, name, templates[name].description))
@@ -114,8 +120,14 @@ def runDescribe(options):
     from p2twisted.templates import getTemplate
     template = getTemplate(options.template)
     out = options.out
-    out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
     allOptions = getattr(template, "allOptions", lambda: template.options)()
+    if options.json:
+        return _json(options, {
+            "template": template.name, "description": template.description,
+            "options": [{"name": o.name, "flag": o.flag, "type": o.type, "default": o.default,
+                         "required": o.required, "help": o.help} for o in allOptions],
+            "tasks": dict(template.tasks)})
+    out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
     for option in allOptions:
         default = "required" if option.required else "default %s" % (
             "none" if option.default in (None, []) else json.dumps(option.default),)
@@ -126,6 +138,12 @@ def runDescribe(options):
         out.write("  none\n")
     for name in sorted(template.tasks):
         out.write("  %-18s %s\n" % (name, template.tasks[name]))
+    return 0
+
+
+def _json(options, value):
+    json.dump(value, options.out, indent=2, sort_keys=True)
+    options.out.write("\n")
     return 0
 
 
@@ -152,6 +170,20 @@ def runAdd(options):
     return 0
 
 
+def checkChangedKeys(template, keys):
+    """
+    @raise UsageError: naming the first of C{keys} that is no option of
+        C{template}, with the closest one as C{KEY=}.
+    """
+    from p2twisted.cli.main import didYouMean
+    names = [o.name for o in getattr(template, "allOptions", lambda: template.options)()]
+    for key in sorted(keys):
+        if key.replace("-", "_") not in names:
+            raise UsageError("template %s has no setting %s%s (see 'p2 describe %s')" % (
+                template.name, key, didYouMean(key.replace("-", "_"), names, "%s="),
+                template.name))
+
+
 def parseChanges(changes):
     """
     @return: C{(set, reset)}: C{{key: value}} and the keys given as C{KEY=}.
@@ -174,31 +206,47 @@ def runConfig(options):
     updates, reset = parseChanges(options.changes)
     store = yield options.openStore()
     try:
+        if updates or reset:
+            service = yield services.getService(store, options.name)
+            checkChangedKeys(services.getTemplate(service.template), list(updates) + reset)
         if not (updates or reset):
             service = yield services.getService(store, options.name)
             nodes = yield services.deployedNodes(store, options.name)
+            if options.json:
+                return _json(options, {"service": service.name, "template": service.template,
+                                       "settings": service.settings, "nodes": nodes})
             options.out.write("%s (template %s), deployed to: %s\n%s" % (
                 service.name, service.template, ", ".join(nodes) or "no node",
                 formatSettings(service.settings)))
             return 0
         old, new = yield services.updateSettings(store, options.name, updates, reset)
+        report = {"service": new.name, "template": new.template, "settings": new.settings,
+                  "changed": {}, "redeployed": [], "sha": None}
+        # Text goes to standard output as it happens; JSON all at the end.
+        out = io.StringIO() if options.json else options.out
         if new.settings == old.settings:
-            options.out.write("%s: settings unchanged; nothing to do\n" % (new.name,))
-            return 0
+            out.write("%s: settings unchanged; nothing to do\n" % (new.name,))
         for key in sorted(set(old.settings) | set(new.settings)):
             if old.settings.get(key) != new.settings.get(key):
-                options.out.write("%s: %s = %s (was %s)\n" % (
+                report["changed"][key] = {"old": old.settings.get(key),
+                                          "new": new.settings.get(key)}
+                out.write("%s: %s = %s (was %s)\n" % (
                     new.name, key, json.dumps(new.settings.get(key)),
                     json.dumps(old.settings.get(key))))
         nodes = yield services.deployedNodes(store, options.name)
-        if nodes:
+        if new.settings == old.settings:
+            pass
+        elif nodes:
             directory, baseURL = artifactLocation(options)
             manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
-            options.out.write("re-deployed %s (sha %s) to %s\n"
-                              % (new.name, manifest.sha()[:12], ", ".join(nodes)))
+            report.update(redeployed=nodes, sha=manifest.sha())
+            out.write("re-deployed %s (sha %s) to %s\n"
+                      % (new.name, manifest.sha()[:12], ", ".join(nodes)))
         else:
-            options.out.write("%s is not deployed; run it with 'p2 deploy %s'\n"
-                              % (new.name, new.name))
+            out.write("%s is not deployed; run it with 'p2 deploy %s'\n"
+                      % (new.name, new.name))
+        if options.json:
+            _json(options, report)
     finally:
         yield store.close()
     return 0
