@@ -224,14 +224,18 @@ def deployedNodes(store, name):
 
 
 @defer.inlineCallbacks
-def deploy(store, name, nodes, artifactDir, artifactBaseURL):
+def deploy(store, name, nodes, artifactDir, artifactBaseURL, check=None):
     """
     Render service C{name} and schedule it on every node of C{nodes}.
 
+    @param check: called with the rendered manifest before anything is
+        scheduled; raises to stop the deploy.
     @return: L{Deferred} firing with the L{PodManifest} written.
     """
     service = yield getService(store, name)
     manifest = render(service, artifactDir, artifactBaseURL)
+    if check is not None:
+        check(manifest)
     for node in nodes:
         yield intent.schedule(store, node, manifest)
     return manifest

@@ -18,7 +18,8 @@ from p2twisted import services
 from p2twisted.cli.main import withStore
 from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_common import (
-    artifactLocation, extrasParser, parseExtras, readSettingsFile)
+    artifactLocation, checkPortHere, extrasParser, hostCheck, parseExtras, portProblem,
+    readSettingsFile, thisHost)
 from p2twisted.cli.services_wait import waitDeployed
 from p2twisted.errors import P2Error, UsageError
 
@@ -47,6 +48,8 @@ def register(subparsers):
     add.add_argument("--config", dest="settings_file", metavar="FILE",
                      help="a YAML file of option: value settings (flags override it)")
     add.add_argument("--force", action="store_true", help="replace an existing service")
+    add.add_argument("--no-host-check", action="store_true",
+                     help="do not check that its directories exist on this host")
     add.set_defaults(run=runAdd, writes=True)
 
     config = subparsers.add_parser(
@@ -57,6 +60,9 @@ def register(subparsers):
                     "settings restart nothing.")
     config.add_argument("name", metavar="NAME")
     config.add_argument("changes", nargs="*", metavar="KEY=VALUE")
+    config.add_argument("--no-host-check", action="store_true",
+                        help="do not check that its directories exist and its port is free "
+                             "on this host")
     config.add_argument("--json", action="store_true", help="print JSON")
     config.set_defaults(run=runConfig, writes=True)
 
@@ -73,6 +79,8 @@ def register(subparsers):
                              "status check, that node's agent reports it passing")
     deploy.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long --wait waits (default: 120)")
+    deploy.add_argument("--no-host-check", action="store_true",
+                        help="do not check that its port is free on this host")
     deploy.set_defaults(run=runDeploy, writes=True)
 
     undeploy = subparsers.add_parser(
@@ -157,7 +165,8 @@ def runAdd(options):
     template = getTemplate(options.template)
     given = readSettingsFile(options.settings_file) if options.settings_file else {}
     given.update(parseExtras(options.extras))
-    template.settings(given)  # check before touching the store
+    # Check before touching the store.
+    hostCheck(template, template.settings(given), options.no_host_check)
     store = yield options.openStore()
     try:
         service = yield services.addService(store, options.name, template.name, given,
@@ -184,6 +193,32 @@ def checkChangedKeys(template, keys):
                 template.name))
 
 
+@defer.inlineCallbacks
+def checkConfigHere(store, options, service, template, updates, reset):
+    """
+    Before changing C{service}'s settings: when it runs on this host (or
+    nowhere yet), its directories must exist here, and a changed port must
+    be free here.
+    """
+    if options.no_host_check:
+        return
+    given = dict(service.settings)
+    for key in reset:
+        given.pop(key.replace("-", "_"), None)
+    given.update(updates)
+    settings = template.settings(given)
+    nodes = yield services.deployedNodes(store, service.name)
+    if nodes and thisHost() not in nodes:
+        return
+    hostCheck(template, settings)
+    portOption = getattr(template, "statusPortOption", None)
+    port = settings.get(portOption) if portOption else None
+    if nodes and port and port != service.settings.get(portOption):
+        problem = portProblem(port, service.name)
+        if problem:
+            raise UsageError(problem)
+
+
 def parseChanges(changes):
     """
     @return: C{(set, reset)}: C{{key: value}} and the keys given as C{KEY=}.
@@ -208,7 +243,9 @@ def runConfig(options):
     try:
         if updates or reset:
             service = yield services.getService(store, options.name)
-            checkChangedKeys(services.getTemplate(service.template), list(updates) + reset)
+            template = services.getTemplate(service.template)
+            checkChangedKeys(template, list(updates) + reset)
+            yield checkConfigHere(store, options, service, template, updates, reset)
         if not (updates or reset):
             service = yield services.getService(store, options.name)
             nodes = yield services.deployedNodes(store, options.name)
@@ -238,7 +275,8 @@ def runConfig(options):
             pass
         elif nodes:
             directory, baseURL = artifactLocation(options)
-            manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
+            manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
+                                             checkPortHere(nodes, options.no_host_check))
             report.update(redeployed=nodes, sha=manifest.sha())
             out.write("re-deployed %s (sha %s) to %s\n"
                       % (new.name, manifest.sha()[:12], ", ".join(nodes)))
@@ -259,7 +297,8 @@ def runDeploy(options):
 
     @defer.inlineCallbacks
     def deploy(store):
-        manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
+        manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
+                                         checkPortHere(nodes, options.no_host_check))
         options.out.write("deployed %s (sha %s) to %s\n"
                           % (options.name, manifest.sha()[:12], ", ".join(nodes)))
         options.out.flush()

@@ -93,3 +93,51 @@ def artifactLocation(options):
     config = loadConfig(getattr(options, "config", None))
     directory = os.path.join(stateDir(options), "artifacts-build")
     return directory, config.get("artifact_base_url") or "file://" + directory
+
+
+def thisHost():
+    """
+    @return: this host's node name (what C{--node} defaults to).
+    """
+    from p2twisted.cli.schedule import nodeName
+    return nodeName(None)
+
+
+def hostCheck(template, settings, skip=False):
+    """
+    @raise UsageError: naming what C{template.hostProblems} finds wrong with
+        C{settings} on this host, unless C{skip}.
+    """
+    problems = [] if skip else getattr(template, "hostProblems", lambda settings: [])(settings)
+    if problems:
+        raise UsageError("%s (pass --no-host-check if the service runs on other nodes only)"
+                         % ("; ".join(problems),))
+
+
+def portProblem(port, podId):
+    """
+    @return: one line when another program than the pod C{podId} listens
+        on C{port} of this host, else C{None} (also when unknown).
+    """
+    from p2twisted import listeners
+    inodes = listeners.listeningInodes(port)
+    owners = listeners.socketOwners(inodes) if inodes else {}
+    if not owners or any((listeners.environment(pid) or {}).get("POD_ID") == podId
+                         for pid in owners):
+        return None
+    return ("port %d on this host is taken by %s; free it, or choose another with "
+            "'p2 config %s port=N'" % (port, listeners.describeOwners(owners), podId))
+
+
+def checkPortHere(nodes, skip=False):
+    """
+    @return: a check for L{services.deploy}: when C{nodes} include this host,
+        the manifest's status port must be free here (or the pod's own).
+    """
+    def check(manifest):
+        if skip or not manifest.status.port or thisHost() not in nodes:
+            return
+        problem = portProblem(manifest.status.port, manifest.id)
+        if problem:
+            raise UsageError(problem)
+    return check
