@@ -285,6 +285,15 @@ def parseHealth(value):
     return {k: record.get(k) for k in ("status", "output", "sha", "time")}
 
 
+def oneLine(text, limit=200):
+    """
+    @return: C{text} on one line (whitespace runs made one space), cut to
+        C{limit} characters.
+    """
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+
 def healthText(health, sha):
     """
     @return: a pod's health in a word or two: C{passing}, C{critical}, with
@@ -305,7 +314,8 @@ def podState(store, name, node):
     @return: L{Deferred} firing with C{{"node", "intent", "reality", "state",
         "error", "time", "health"}}: the intent and reality SHAs (C{None}
         when absent), the agent's last status of the pod, and its health
-        (L{readHealth}).
+        (L{readHealth}); also C{"restarts"} and C{"crash_loop"} when the
+        agent's status record has them.
     """
     state = {"node": node, "intent": None, "reality": None, "state": None, "error": None,
              "time": None}
@@ -323,6 +333,10 @@ def podState(store, name, node):
             record = json.loads(entry.value)
             state.update(state=record.get("state"), error=record.get("error"),
                          time=record.get("time"))
+            # Extra fields of agents that count restarts and tell a crash loop.
+            for field in ("restarts", "crash_loop"):
+                if field in record:
+                    state[field] = record[field]
         except ValueError:
             pass
     return state

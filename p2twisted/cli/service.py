@@ -347,6 +347,101 @@ def runRemove(options):
 
 
 @defer.inlineCallbacks
+def agentState(store, node, now):
+    """
+    @return: L{Deferred} firing with C{{"up", "since", "last_seen"}} of
+        C{node}'s agent: up while its ephemeral C{machines/<node>} exists;
+        C{since} when its process started (known on this host only);
+        C{last_seen} the last sync it recorded (C{status/agents/<node>}).
+    """
+    from p2twisted.store import keys
+    info = {"up": False, "since": None, "last_seen": None}
+    entry = yield store.get(keys.machine(node))
+    if entry is not None:
+        info["up"] = True
+        try:
+            facts = json.loads(entry.value)
+            info["since"] = _processStart(facts.get("process") or {})
+        except (ValueError, AttributeError):
+            pass
+    entry = yield store.get(keys.status("agents", node))
+    if entry is not None:
+        try:
+            info["last_seen"] = json.loads(entry.value).get("last_sync")
+        except (ValueError, AttributeError):
+            pass
+    return info
+
+
+def _processStart(process):
+    """
+    @return: the wall time a process of this boot started at, from its
+        C{pid_start} (clock ticks after boot), or C{None} for another boot.
+    """
+    import os
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            if f.read().strip() != process.get("boot_id"):
+                return None
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + int(process["pid_start"]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, KeyError, TypeError, ValueError, StopIteration):
+        return None
+
+
+def _ago(seconds):
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % (seconds,)
+
+
+def agentText(agent, now):
+    """
+    @return: C{agent up 5m}, C{agent up}, C{agent DOWN (last seen 2h ago)}
+        or C{agent DOWN}.
+    """
+    if agent["up"]:
+        return "agent up" + (" " + _ago(now - agent["since"]) if agent["since"] else "")
+    if agent["last_seen"]:
+        return "agent DOWN (last seen %s ago)" % (_ago(now - agent["last_seen"]),)
+    return "agent DOWN"
+
+
+def failing(state):
+    """
+    @return: whether a pod's state is worth its log: a crash loop, an
+        error, or a critical health of the version running.
+    """
+    health = state["health"]
+    return bool(state.get("crash_loop") or state["error"] or (
+        health is not None and health["status"] != "passing"
+        and health["sha"] == state["reality"]))
+
+
+def logTail(options, podId, lines=5):
+    """
+    @return: the last C{lines} lines of C{podId}'s logs on this host,
+        C{[(log name, [line...])]}; empty when there are none here.
+    """
+    from p2twisted.agent import podlogs
+    from p2twisted.cli.services_common import stateDir
+    try:
+        logs = podlogs.readLogs(stateDir(options), podId, None, maxBytes=4096)
+    except (OSError, P2Error):
+        return []
+    tails = []
+    for name, (data, offset) in sorted(logs.items()):
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        tail = [line for line in text.splitlines() if line.strip()][-lines:]
+        if tail:
+            tails.append((name, tail))
+    return tails
+
+
+@defer.inlineCallbacks
 def serviceStatus(store, name=None):
     """
     @return: L{Deferred} firing with C{[{"service", "template", "settings",
@@ -356,13 +451,20 @@ def serviceStatus(store, name=None):
         found = {name: (yield services.getService(store, name))}
     else:
         found = yield services.listServices(store)
+    import time
+    now = time.time()
+    agents = {}
     result = []
     for serviceName in sorted(found):
         service = found[serviceName]
         nodes = yield services.deployedNodes(store, serviceName)
         states = []
         for node in nodes:
-            states.append((yield services.podState(store, serviceName, node)))
+            state = yield services.podState(store, serviceName, node)
+            if node not in agents:
+                agents[node] = yield agentState(store, node, now)
+            state["agent"] = agents[node]
+            states.append(state)
         result.append({"service": serviceName, "template": service.template,
                        "settings": service.settings, "nodes": states})
     return result
@@ -382,19 +484,41 @@ def runStatus(options):
         return 0
     if not result:
         out.write("no services: define one with 'p2 add NAME --template T' (see 'p2 list')\n")
+    import time
+    now = time.time()
+    here = thisHost()
     for info in result:
-        out.write("%s (%s)\n" % (info["service"], info["template"]))
+        name = info["service"]
+        out.write("%s (%s)\n" % (name, info["template"]))
         if not info["nodes"]:
-            out.write("  not deployed: run 'p2 deploy %s'\n" % (info["service"],))
+            out.write("  not deployed: run 'p2 deploy %s'\n" % (name,))
         for state in info["nodes"]:
             short = lambda sha: (sha or "-")[:12]  # noqa: E731
             synced = "in sync" if state["intent"] == state["reality"] else "converging"
             health = state["health"]
-            out.write("  %-16s %-10s intent %-12s reality %-12s %-10s health %s\n" % (
-                state["node"], state["state"] or "unknown", short(state["intent"]),
-                short(state["reality"]), synced, services.healthText(health, state["reality"])))
+            agent = state["agent"]
+            podState = state["state"] or "unknown"
+            if state.get("crash_loop"):
+                podState = "crash-loop"
+            if state.get("restarts"):
+                podState += " (%s restarts)" % (state["restarts"],)
+            out.write("  %-16s %-10s intent %-12s reality %-12s %-10s health %s  [%s]\n" % (
+                state["node"], podState, short(state["intent"]), short(state["reality"]),
+                synced, services.healthText(health, state["reality"]), agentText(agent, now)))
+            more = "see 'p2 logs %s'" % (name,)
+            if not agent["up"]:
+                out.write("    the agent of %s is down: what it last reported may be stale; %s\n"
+                          % (state["node"], "start it with 'p2 start'" if state["node"] == here
+                             else "check it on that host"))
             if health is not None and health["status"] != "passing":
-                out.write("    health check: %s\n" % (health["output"],))
+                out.write("    health check: %s; %s\n" % (
+                    services.oneLine(health["output"] or ""), more))
             if state["error"]:
-                out.write("    last error: %s\n" % (state["error"],))
+                out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
+            elif state.get("crash_loop"):
+                out.write("    its process keeps exiting; %s\n" % (more,))
+            if failing(state) and state["node"] == here:
+                for logName, tail in logTail(options, name):
+                    out.write("    last lines of %s:\n" % (logName,))
+                    out.write("".join("      %s\n" % (line,) for line in tail))
     return 0

@@ -37,9 +37,11 @@ def describe(state, sha, checked):
         if health is None or health["sha"] != sha:
             text += ", waiting for its health check"
         else:
-            text += ", health %s (%s)" % (health["status"], health["output"])
+            text += ", health %s (%s)" % (health["status"], services.oneLine(health["output"]))
+    if state.get("crash_loop"):
+        text += ", crash-looping"
     if state["error"]:
-        text += ": %s" % (state["error"],)
+        text += ": %s" % (services.oneLine(state["error"]),)
     return text
 
 
@@ -84,8 +86,9 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor):
             return
         if reactor.seconds() > deadline:
             late = [n for n in nodes if n not in done]
-            raise P2Error("%s is not running on %s after %gs (%s); see 'p2 status %s'%s" % (
+            raise P2Error("%s is not running on %s after %gs (%s); %ssee 'p2 logs %s'" % (
                 manifest.id, ", ".join(late), timeout,
-                "; ".join("%s: %s" % (n, shown.get(n, "unknown")) for n in late), manifest.id,
-                " and start an agent with 'p2 start'" if agentless & set(late) else ""))
+                "; ".join("%s: %s" % (n, shown.get(n, "unknown")) for n in late),
+                "start an agent with 'p2 start', then " if agentless & set(late) else "",
+                manifest.id))
         yield task.deferLater(reactor, INTERVAL, lambda: None)
