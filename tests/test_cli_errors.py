@@ -357,3 +357,48 @@ class StartTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("registered machines/", out)
         nodes = json.loads((yield self.succeed("nodes", "--json")))
         self.assertTrue(any(info["agent"] for info in nodes.values()), nodes)
+
+
+class PortTakenEndToEndTests(ServiceCommandMixin, unittest.TestCase):
+    """
+    The scenario of issue 10: another program already listens on a
+    service's port on this host; its pod cannot bind it.
+    """
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_portTakenByAnotherProgram(self):
+        """
+        C{deploy --wait} (past the host check) says which program holds the
+        port instead of printing its 404 page, shows the pod's "Address
+        already in use" from its log, and ends with 'p2 logs NAME'; so does
+        C{p2 status}.
+        """
+        from twisted.web import resource, server
+        from tests.agentharness import AgentHarness
+        base = os.path.abspath(self.mktemp())
+        self.env["P2_STATE_DIR"] = os.path.join(base, "state")
+        AgentHarness(self, self.url, node=HERE, base=base).start()
+        other = reactor.listenTCP(0, server.Site(resource.NoResource()), interface="127.0.0.1")
+        self.addCleanup(other.stopListening)
+        taken = other.getHost().port
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
+        path = www
+        while path != "/":  # the pod runs as nobody
+            os.chmod(path, os.stat(path).st_mode | 0o755)
+            path = os.path.dirname(path)
+        yield self.succeed("add", "web", "-t", "static", "--directory", www,
+                           "--port", str(taken), "--run-as", "nobody")
+        out, err, code = yield self.p2("deploy", "web", "--no-host-check", "--wait",
+                                       "--timeout", "20")
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("port %d is held by pid %d" % (taken, os.getpid()), out)
+        self.assertIn("not by a process of pod web", out)
+        self.assertNotIn("<html>", out)
+        self.assertIn("Address already in use", out)
+        self.assertTrue(err.strip().endswith("see 'p2 logs web'"), err)
+        status = yield self.succeed("status", "web")
+        self.assertIn("held by pid %d" % (os.getpid(),), status)
+        self.assertIn("Address already in use", status)

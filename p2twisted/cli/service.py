@@ -19,7 +19,7 @@ from p2twisted.cli.main import withStore
 from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_common import (
     artifactLocation, checkPortHere, extrasParser, hostCheck, parseExtras, portProblem,
-    readSettingsFile, thisHost)
+    logTail, readSettingsFile, stateDir, thisHost, writeLogTail)
 from p2twisted.cli.services_wait import waitDeployed
 from p2twisted.errors import P2Error, UsageError
 
@@ -304,7 +304,7 @@ def runDeploy(options):
         options.out.flush()
         if options.wait:
             yield waitDeployed(store, manifest, nodes, options.timeout, options.out,
-                               options.reactor)
+                               options.reactor, lambda: logTail(stateDir(options), manifest.id))
     yield withStore(options, deploy)
     return 0
 
@@ -421,26 +421,6 @@ def failing(state):
         and health["sha"] == state["reality"]))
 
 
-def logTail(options, podId, lines=5):
-    """
-    @return: the last C{lines} lines of C{podId}'s logs on this host,
-        C{[(log name, [line...])]}; empty when there are none here.
-    """
-    from p2twisted.agent import podlogs
-    from p2twisted.cli.services_common import stateDir
-    try:
-        logs = podlogs.readLogs(stateDir(options), podId, None, maxBytes=4096)
-    except (OSError, P2Error):
-        return []
-    tails = []
-    for name, (data, offset) in sorted(logs.items()):
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-        tail = [line for line in text.splitlines() if line.strip()][-lines:]
-        if tail:
-            tails.append((name, tail))
-    return tails
-
-
 @defer.inlineCallbacks
 def serviceStatus(store, name=None):
     """
@@ -518,7 +498,5 @@ def runStatus(options):
             elif state.get("crash_loop"):
                 out.write("    its process keeps exiting; %s\n" % (more,))
             if failing(state) and state["node"] == here:
-                for logName, tail in logTail(options, name):
-                    out.write("    last lines of %s:\n" % (logName,))
-                    out.write("".join("      %s\n" % (line,) for line in tail))
+                writeLogTail(out, logTail(stateDir(options), name))
     return 0

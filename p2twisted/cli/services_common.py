@@ -141,3 +141,33 @@ def checkPortHere(nodes, skip=False):
         if problem:
             raise UsageError(problem)
     return check
+
+
+def logTail(state, podId, lines=5):
+    """
+    @param state: this host's agent state directory (L{stateDir}).
+    @return: the last C{lines} lines of C{podId}'s logs on this host,
+        C{[(log name, [line...])]}; empty when there are none here.
+    """
+    from p2twisted.agent import podlogs
+    from p2twisted.errors import P2Error
+    try:
+        logs = podlogs.readLogs(state, podId, None, maxBytes=4096)
+    except (OSError, P2Error):
+        return []
+    tails = []
+    for name, (data, offset) in sorted(logs.items()):
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        tail = [line for line in text.splitlines() if line.strip()][-lines:]
+        if tail:
+            tails.append((name, tail))
+    return tails
+
+
+def writeLogTail(out, tails, indent="    "):
+    """
+    Write L{logTail}'s C{tails} under a line of C{p2 status} or C{--wait}.
+    """
+    for logName, tail in tails:
+        out.write("%slast lines of %s:\n" % (indent, logName))
+        out.write("".join("%s  %s\n" % (indent, line) for line in tail))

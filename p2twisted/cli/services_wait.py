@@ -9,6 +9,7 @@ this manifest (C{health/<pod>/<node>}).
 from twisted.internet import defer, task
 
 from p2twisted import services
+from p2twisted.cli.services_common import thisHost, writeLogTail
 from p2twisted.errors import P2Error
 from p2twisted.store import keys
 
@@ -46,11 +47,14 @@ def describe(state, sha, checked):
 
 
 @defer.inlineCallbacks
-def waitDeployed(store, manifest, nodes, timeout, out, reactor):
+def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
     """
     Wait until every node of C{nodes} runs C{manifest}, printing each
     change of a node's state to C{out}.
 
+    @param logTail: callable returning the end of the pod's logs on this
+        host (L{services_common.logTail}), shown at the timeout when this
+        host is late.
     @raise P2Error: at C{timeout} seconds, saying which nodes are not there.
     """
     sha = manifest.sha()
@@ -86,6 +90,9 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor):
             return
         if reactor.seconds() > deadline:
             late = [n for n in nodes if n not in done]
+            if logTail is not None and thisHost() in late:
+                writeLogTail(out, logTail(), "  %s: " % (thisHost(),))
+                out.flush()
             raise P2Error("%s is not running on %s after %gs (%s); %ssee 'p2 logs %s'" % (
                 manifest.id, ", ".join(late), timeout,
                 "; ".join("%s: %s" % (n, shown.get(n, "unknown")) for n in late),
