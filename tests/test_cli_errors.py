@@ -115,13 +115,11 @@ class HostChecksTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         self.assertIn("port %d on this host is taken by pid %d" % (taken, os.getpid()), line)
         self.assertIn("p2 config web port=N", line)
         yield self.succeed("deploy", "web", "--node", "elsewhere")
-        yield self.succeed("add", "site", "-t", "static", "--directory", self.www(),
-                           "--port", "1")
-        yield self.succeed("config", "site", "port=%d" % (self.listen() + 0,), "--no-host-check")
         yield self.succeed("add", "blog", "-t", "static", "--directory", self.www())
         yield self.succeed("deploy", "blog", "--node", HERE)
         line, code = yield self.fail("config", "blog", "port=%d" % (taken,))
         self.assertIn("port %d on this host is taken" % (taken,), line)
+        yield self.succeed("config", "blog", "port=%d" % (taken,), "--no-host-check")
 
     @defer.inlineCallbacks
     def test_misspelledSetting(self):
