@@ -101,10 +101,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         import re
-        match = re.match(r"argument \S+: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        match = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$",
+                         message)
         if match:
-            choices = re.findall(r"'([^']*)'", match.group(2))
-            message = "unknown command %r%s" % (match.group(1), didYouMean(match.group(1), choices))
+            argument, given = match.group(1), match.group(2)
+            hint = didYouMean(given, re.findall(r"'([^']*)'", match.group(3)))
+            if argument.startswith("-"):
+                message = "invalid %s %r%s" % (argument.split("/")[-1], given, hint)
+            else:
+                message = "unknown command %r%s" % (given, hint)
         self.exit(2, "%s: %s\n(see '%s --help')\n" % (self.prog, message, self.prog))
 
     def _addGlobals(self):
