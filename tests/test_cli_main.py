@@ -90,6 +90,9 @@ class DispatchTests(P2CommandMixin, unittest.TestCase):
         line, code = yield self.fail("node", "remov", "n1")
         self.assertEqual(code, 2)
         self.assertIn("did you mean 'remove'?", line)
+        line, code = yield self.fail("start", "--supervisor", "runitt")
+        self.assertEqual(code, 2)
+        self.assertIn("invalid --supervisor 'runitt'; did you mean 'runit'?", line)
 
     @defer.inlineCallbacks
     def test_globalOptionsAfterTheVerb(self):
