@@ -181,9 +181,11 @@ def waitOpened(options, pidfile, logfile, offset, pid):
             raise P2Error("the agent exited before it opened the store: %s (see %s)" % (
                 last[-1] if last else "it logged nothing", logfile))
         if reactor.seconds() > deadline:
-            options.err.write("p2: the agent (pid %s) has not opened the store %s after %gs; "
-                              "it keeps trying (see %s; stop it with 'p2 stop-agent')\n"
-                              % (pid, url, options.timeout, logfile))
+            said = [_message(line) for line in lines if "#warn]" in line or "#error]" in line]
+            options.err.write("p2: the agent (pid %s) has not registered in the store %s after "
+                              "%gs%s; it keeps trying (see %s; stop it with 'p2 stop-agent')\n"
+                              % (pid, url, options.timeout,
+                                 " (it said: %s)" % (said[-1],) if said else "", logfile))
             return 3
         yield task.deferLater(reactor, START_INTERVAL, lambda: None)
 
