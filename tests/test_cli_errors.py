@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from p2twisted import listeners
 from p2twisted.store import keys, openStore
+from tests.reachable import reachableDirectory
 from tests.cli import ROOT
 from tests.test_cli_service import ServiceCommandMixin
 
@@ -375,18 +376,13 @@ class PortTakenEndToEndTests(ServiceCommandMixin, unittest.TestCase):
         """
         from twisted.web import resource, server
         from tests.agentharness import AgentHarness
-        base = os.path.abspath(self.mktemp())
+        base = reachableDirectory(self, "p2-agent-")  # the pod runs as nobody
         self.env["P2_STATE_DIR"] = os.path.join(base, "state")
         AgentHarness(self, self.url, node=HERE, base=base).start()
         other = reactor.listenTCP(0, server.Site(resource.NoResource()), interface="127.0.0.1")
         self.addCleanup(other.stopListening)
         taken = other.getHost().port
-        www = os.path.abspath(self.mktemp())
-        os.makedirs(www)
-        path = www
-        while path != "/":  # the pod runs as nobody
-            os.chmod(path, os.stat(path).st_mode | 0o755)
-            path = os.path.dirname(path)
+        www = reachableDirectory(self, "p2-www-")
         yield self.succeed("add", "web", "-t", "static", "--directory", www,
                            "--port", str(taken), "--run-as", "nobody")
         out, err, code = yield self.p2("deploy", "web", "--no-host-check", "--wait",
