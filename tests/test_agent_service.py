@@ -160,6 +160,38 @@ class AgentServiceTests(unittest.TestCase):
         body = json.loads((yield response.content()))
         self.assertIn("digest mismatch", body["pods"]["web"]["error"])
 
+    def test_invalidIntentDeleted(self):
+        """
+        C{intent/n1/garb3} holding C{id: web} is invalid in C{garb3}'s
+        status; deleting it deletes that status, and the agent's own status
+        no longer lists garb3.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", V1)
+        self.put(keys.intent("n1", "garb3"), V1)
+        status = json.loads(self.get(keys.status("pods", "n1", "garb3")))
+        self.assertEqual(status["state"], "invalid")
+        self.successResultOf(self.store.delete(keys.intent("n1", "garb3")))
+        self.assertIsNone(self.get(keys.status("pods", "n1", "garb3")))
+        self.clock.advance(30)
+        self.assertEqual(sorted(agent.statusRecord()["pods"]), ["web"])
+        self.assertEqual(sorted(json.loads(self.get(keys.status("agents", "n1")))["pods"]),
+                         ["web"])
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+
+    def test_removedPodForgotten(self):
+        """
+        A pod removed from the machine is no longer listed in the agent's
+        status once the next sync finds it in neither intent nor reality.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", V1)
+        self.successResultOf(self.store.delete(keys.intent("n1", "web")))
+        self.assertIsNone(self.get(keys.reality("n1", "web")))
+        self.clock.advance(30)
+        self.assertEqual(agent.statusRecord()["pods"], {})
+        self.assertTrue(agent.converged())
+
 
 class BrokenStore(MemoryStore):
     """

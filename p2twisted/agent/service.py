@@ -241,7 +241,14 @@ class AgentService(service.MultiService):
         reality = yield self.store.list(keys.realityNode(self.node))
         realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
         realPods.discard(None)
-        for podId in sorted(set(intents) | realPods):
+        # A pod in neither is gone: its worker is told once (an intent with
+        # no reality, e.g. an invalid one, leaves only its status to delete),
+        # then forgotten once it has converged to nothing.
+        gone = set(self.workers) - set(intents) - realPods
+        for podId in sorted(gone):
+            if self.workers[podId].absent():
+                del self.workers[podId]
+        for podId in sorted(set(intents) | realPods | (gone & set(self.workers))):
             self.worker(podId).update(intents.get(podId), resync=resync)
         self.lastSync = time.time()
         yield self._writeAgentStatus()

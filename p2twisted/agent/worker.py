@@ -154,6 +154,13 @@ class PodWorker(object):
         """
         return self._stop()
 
+    def absent(self):
+        """
+        @return: whether the worker has converged its pod to nothing: told
+            it has no intent, and idle (its reality and status are gone).
+        """
+        return self.state == IDLE and self._seen and self._intent is None
+
     def whenIdle(self):
         """
         @return: L{Deferred} firing once the worker is idle (converged) or
