@@ -442,3 +442,58 @@ class TraceTests(unittest.TestCase):
             ("backoff", "kick", "working"),
             ("working", "failedAttempt", "backoff"),
         ])
+
+    def test_stopDuringBackoffFiresIdleWaiters(self):
+        """
+        Whoever waits for the worker to be idle hears of it when it is
+        stopped during a backoff.
+        """
+        self.pods.fail = ArtifactError("404")
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        waiting = self.worker.whenIdle()
+        self.assertNoResult(waiting)
+        self.successResultOf(self.worker.stop())
+        self.assertEqual(self.successResultOf(waiting), "stopped")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_kickDuringFailingAttempt(self):
+        """
+        A kick (the store is back) while a failing attempt is still
+        recording its failure is not lost: the worker retries at once
+        rather than waiting out its backoff.
+        """
+        acting = [False]
+        worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                           canAct=lambda: acting[0], backoff=retryPolicy(jitter=lambda: 0))
+        trace = []
+        worker.tracer = lambda *transition: trace.append(transition)
+        intent = self.put(keys.intent("n1", "web"), V1)
+        written = defer.Deferred()
+        put = self.store.put
+        self.store.put = lambda key, value: written.addCallback(lambda _: put(key, value))
+        worker.update(intent)
+        self.store.put = put
+        self.assertEqual(worker.state, WORKING)
+        acting[0] = True
+        worker.kick()
+        written.callback(None)
+        self.assertEqual(worker.state, IDLE)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(trace, [
+            ("idle", "news", "working"),
+            ("working", "kick", "working"),
+            ("working", "rerun", "working"),
+            ("working", "succeeded", "idle"),
+        ])
+
+    def test_kickDuringSucceedingAttempt(self):
+        """
+        A kick during an attempt that succeeds asks for nothing more.
+        """
+        self.pods.gate = defer.Deferred()
+        gate = self.pods.gate
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.worker.kick()
+        gate.callback(None)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(self.trace[-1], ("working", "succeeded", "idle"))

@@ -25,6 +25,7 @@ States (an automat machine; L{PodWorker.tracer} sees every transition)::
     idle --news/resync--> working --succeeded--> idle
                           working --failedAttempt--> backoff --timer/kick--> working
                           working --news/resync/repeated--> working (rerun when done)
+                          working --kick--> working (rerun at once if it fails)
     backoff --news--> working
     idle/backoff --stop--> stopped;  working --stop--> stopping --(attempt ends)--> stopped
 """
@@ -107,6 +108,7 @@ class PodWorker(object):
         self.lastError = None
         self._intent = None
         self._news = False
+        self._kicked = False
         self._timer = None
         self._idle = []
         self._badIntent = None
@@ -232,7 +234,7 @@ class PodWorker(object):
 
     @_machine.output()
     def _work(self):
-        self._news = False
+        self._news = self._kicked = False
         d = defer.maybeDeferred(self._attempt)
         d.addCallbacks(self._attemptSucceeded, self._attemptFailed)
         d.addErrback(lambda f: log.failure("pod worker bug", f, node=self.node, pod=self.podId))
@@ -240,6 +242,12 @@ class PodWorker(object):
     @_machine.output()
     def _markNews(self):
         self._news = True
+
+    @_machine.output()
+    def _markKicked(self):
+        # Should this attempt fail (the store was gone), the next one runs at
+        # once, not after the backoff: the kick is not lost.
+        self._kicked = True
 
     @_machine.output()
     def _cancelTimer(self):
@@ -277,7 +285,7 @@ class PodWorker(object):
     _working.upon(_news_, enter=_working, outputs=[_markNews])
     _working.upon(_resync, enter=_working, outputs=[_markNews])
     _working.upon(_repeated, enter=_working, outputs=[_markNews])
-    _working.upon(_kick, enter=_working, outputs=[])
+    _working.upon(_kick, enter=_working, outputs=[_markKicked])
     _working.upon(_stop, enter=_stopping, outputs=[_waitStopped],
                   collector=lambda values: values[-1])
     _working.upon(_succeeded, enter=_idle_, outputs=[_notifyIdle])
@@ -289,7 +297,7 @@ class PodWorker(object):
     _backoff.upon(_repeated, enter=_backoff, outputs=[])
     _backoff.upon(_kick, enter=_working, outputs=[_cancelTimer, _work])
     _backoff.upon(_timer_, enter=_working, outputs=[_work])
-    _backoff.upon(_stop, enter=_stopped, outputs=[_cancelTimer, _stoppedNow],
+    _backoff.upon(_stop, enter=_stopped, outputs=[_cancelTimer, _notifyIdle, _stoppedNow],
                   collector=lambda values: values[-1])
 
     _stopping.upon(_kick, enter=_stopping, outputs=[])
@@ -320,7 +328,9 @@ class PodWorker(object):
         else:
             log.warn("pod {pod}: {error}", node=self.node, pod=self.podId, error=self.lastError)
         d = self._writeStatus("failed", error=self.lastError)
-        d.addBoth(lambda _: self._rerun() if self._news else self._failedAttempt())
+        d.addBoth(lambda _: self._rerun() if self._news or self._kicked else
+                  self._failedAttempt())
+        return d
 
     # -- one attempt ---------------------------------------------------------------
 
