@@ -497,3 +497,68 @@ class TraceTests(unittest.TestCase):
         gate.callback(None)
         self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
         self.assertEqual(self.trace[-1], ("working", "succeeded", "idle"))
+
+
+class StatusTruthTests(unittest.TestCase):
+    """
+    C{status/pods/<node>/<pod>} ends up saying what the worker last found,
+    even when a write of it failed or the same invalid intent returns.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.pods = FakePods()
+        self.worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                                backoff=retryPolicy(jitter=lambda: 0))
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def status(self):
+        entry = self.successResultOf(self.store.get(keys.status("pods", "n1", "web")))
+        return json.loads(entry.value)
+
+    def test_sameInvalidIntentAgain(self):
+        """
+        An invalid intent, then a valid one (deployed), then the same
+        invalid bytes again: the status says invalid again, not running.
+        """
+        bad = b"id: web\nlaunchables: 7\n"
+        self.worker.update(self.put(keys.intent("n1", "web"), bad))
+        self.assertEqual(self.status()["state"], "invalid")
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.assertEqual(self.status()["state"], "running")
+        self.worker.update(self.put(keys.intent("n1", "web"), bad))
+        self.assertEqual(self.status()["state"], "invalid")
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+
+    def test_failedStatusWriteWrittenAgain(self):
+        """
+        A status write that failed (a store outage) is made again at the
+        next resync, though the pod's state did not change.
+        """
+        from p2twisted.errors import StoreUnavailable
+        put = self.store.put
+
+        def failing(key, value):
+            if key.startswith("status/"):
+                return defer.fail(StoreUnavailable(None, "memory", "down"))
+            return put(key, value)
+        intent = self.put(keys.intent("n1", "web"), V1)
+        self.store.put = failing
+        self.worker.update(intent)
+        self.store.put = put
+        self.assertIsNone(self.successResultOf(self.store.get(keys.status("pods", "n1", "web"))))
+        self.worker.update(intent, resync=True)
+        self.assertEqual(self.status()["state"], "running")
+
+    def test_statusWriteBugLogged(self):
+        """
+        A status write failing with something other than a store error is
+        logged with its traceback.
+        """
+        self.store.put = lambda key, value: defer.fail(TypeError("a bug"))
+        self.worker.update(self.successResultOf(MemoryStore(clock=self.clock).put(
+            keys.intent("n1", "web"), b"id: web\nlaunchables: 7\n")))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)

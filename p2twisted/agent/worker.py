@@ -39,7 +39,7 @@ from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from p2twisted.errors import ManifestError, P2Error
+from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 
@@ -341,13 +341,17 @@ class PodWorker(object):
         intentEntry = self._intent
         intent = None
         if intentEntry is not None:
-            if self._badIntent == intentEntry.value:
+            if self._badIntent is not None and self._badIntent[0] == intentEntry.value:
+                # Known to be invalid: logged once, but the status says so
+                # again (it may have said otherwise since, or not been
+                # written).
+                yield self._writeStatus("invalid", error=self._badIntent[1])
                 return
             try:
                 intent = parseManifest(intentEntry.value, source=intentEntry.key)
                 checkNamesPod(intent, intentEntry.key, self.podId)
             except ManifestError as e:
-                self._badIntent = intentEntry.value
+                self._badIntent = (intentEntry.value, str(e))
                 log.error("pod {pod}: invalid manifest in intent: {error}",
                           node=self.node, pod=self.podId, error=str(e))
                 yield self._writeStatus("invalid", error=str(e))
@@ -428,7 +432,15 @@ class PodWorker(object):
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
         }
         key = keys.status("pods", self.node, self.podId)
+
+        def failed(f):
+            # Not written: the same status is written again next time.
+            if self._lastStatus == (state, sha, error):
+                self._lastStatus = None
+            if f.check(StoreError):
+                log.warn("cannot write status of {pod}: {error}", pod=self.podId,
+                         node=self.node, error=f.getErrorMessage())
+            else:
+                log.failure("cannot write status of {pod}", f, pod=self.podId, node=self.node)
         d = self.store.put(key, json.dumps(record, sort_keys=True).encode())
-        d.addErrback(lambda f: log.warn("cannot write status of {pod}: {error}",
-                                        pod=self.podId, error=f.getErrorMessage()))
-        return d
+        return d.addErrback(failed)
