@@ -15,6 +15,7 @@ from p2twisted.agent.web import StatusResource
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
+from p2twisted.errors import StoreUnavailable
 from tests.test_agent_worker import V1, V2
 
 
@@ -249,3 +250,70 @@ class StoreOpenRetryTests(unittest.TestCase):
         self.assertEqual(len(attempts), 2001)
         self.assertIs(agent.store, store)
         self.assertTrue(agent.canAct())
+
+
+class FlakyListStore(MemoryStore):
+    """
+    A store whose first C{failures} listings fail (a store blip just after
+    it opened), and whose listings can be held (C{hold}: a L{Deferred}
+    the next one waits for).
+    """
+
+    failures = 0
+    hold = None
+
+    def list(self, prefix):
+        if self.failures:
+            self.failures -= 1
+            return defer.fail(StoreUnavailable(None, "memory", "blip"))
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            return hold.addCallback(lambda _: MemoryStore.list(self, prefix))
+        return MemoryStore.list(self, prefix)
+
+
+class StartupTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+        self.config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                                  stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+
+    def test_storeBlipAtStartup(self):
+        """
+        A store error while the agent adopts orphans at startup does not
+        leave it dead: it tries again, then watches and converges.
+        """
+        pods = FakePods(onDisk={"old": V1.replace(b"id: web", b"id: old")})
+        agentStore = FlakyListStore(self.state, self.clock)
+        agentStore.failures = 1
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.clock.advance(31)
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        self.successResultOf(self.store.put(keys.intent("n1", "web"), V1))
+        self.clock.advance(31)
+        self.assertEqual(sorted(c[0] for c in pods.calls), ["deploy", "remove"])
+        self.assertTrue(agent.converged())
+
+    def test_stopDuringStartup(self):
+        """
+        An agent stopped while still starting starts nothing afterwards: no
+        watch, no resync loop, no pod touched.
+        """
+        pods = FakePods(onDisk={"web": V1})
+        agentStore = FlakyListStore(self.state, self.clock)
+        agentStore.hold = hold = defer.Deferred()
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        stopped = agent.stopService()
+        hold.callback(None)
+        self.successResultOf(stopped)
+        self.clock.advance(120)
+        self.assertEqual(pods.calls, [])
+        self.assertIsNone(agent._resync)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -98,7 +98,8 @@ class AgentService(service.MultiService):
 
     def startService(self):
         service.MultiService.startService(self)
-        self._opening = self._open()
+        self._opening = self._open().addErrback(
+            lambda f: log.failure("the agent failed to start", f, node=self.node))
 
     @defer.inlineCallbacks
     def _open(self):
@@ -120,7 +121,20 @@ class AgentService(service.MultiService):
                                  self.config.sessionTTL, self.reactor, onPresent=self._present,
                                  takeOver=lambda value: deadPredecessor(self.facts(), value))
         self.presence.setServiceParent(self)
-        yield self._adoptOrphans()
+        # A store error here (a blip just after it opened) must not leave
+        # the agent up but never watching: try again.
+        while self.running:
+            try:
+                yield self._adoptOrphans()
+                break
+            except StoreError as e:
+                delay = self._openDelay(self._openAttempts)
+                self._openAttempts += 1
+                log.warn("cannot look for orphaned pods: {error}; retrying in {delay:.1f}s",
+                         error=str(e), delay=delay, node=self.node)
+                yield task.deferLater(self.reactor, delay, lambda: None)
+        if not self.running:  # stopped meanwhile: start nothing more
+            return
         self._startRequests()
         self._startHealth()
         self._watch = self.store.watch(keys.intentNode(self.node), self._intentChanged)
