@@ -317,3 +317,38 @@ class StartupTests(unittest.TestCase):
         self.assertEqual(pods.calls, [])
         self.assertIsNone(agent._resync)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_staleListingRemovesNothing(self):
+        """
+        A resync whose listing of intent was taken just before a pod was
+        scheduled (and answers after the watch handed that pod over) does
+        not take the pod for unscheduled: it is deployed once, never
+        removed.
+        """
+        pods = FakePods()
+        agentStore = FlakyListStore(self.state, self.clock)
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        # The next listing is taken now but answers only when released.
+        late = []
+        listing = MemoryStore.list
+
+        def lateList(prefix):
+            agentStore.list = lambda prefix: listing(agentStore, prefix)
+            d = defer.Deferred()
+            late.append((d, self.successResultOf(listing(agentStore, prefix))))
+            return d
+        agentStore.list = lateList
+        self.clock.advance(30)
+        self.assertEqual(len(late), 1)
+        pods.gate = gate = defer.Deferred()
+        self.successResultOf(self.store.put(keys.intent("n1", "web"), V1))
+        d, stale = late[0]
+        d.callback(stale)
+        gate.callback(None)
+        self.clock.advance(0)
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        self.assertEqual(self.successResultOf(self.store.get(keys.reality("n1", "web"))).value, V1)
+        self.assertTrue(agent.converged())

@@ -92,6 +92,7 @@ class AgentService(service.MultiService):
         self._opening = None
         self._openDelay = retryPolicy(maximum=30.0)
         self._openAttempts = 0
+        self._syncing = defer.DeferredLock()
         self.hookSync = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -220,20 +221,38 @@ class AgentService(service.MultiService):
     # -- intent ----------------------------------------------------------------
 
     def _intentChanged(self, snapshot):
-        return self._converge(snapshot, resync=False)
+        # The watch's snapshot may be older than a listing a resync took
+        # meanwhile (it waits for the previous call to end): handed over
+        # after it, it would take a pod scheduled since for unscheduled.  So
+        # the watch only says when to read intent afresh, in turn.
+        return self._sync(resync=False)
 
-    @defer.inlineCallbacks
     def resync(self):
         """
         Re-read intent and reality in full and hand every pod to its worker.
 
         @return: L{Deferred} firing when the pods have been handed over.
         """
+        return self._sync(resync=True)
+
+    def _sync(self, resync):
+        """
+        Read intent and reality and hand the pods over, one sync at a time:
+        each reads what the one before it handed over, or newer.
+        """
+        return self._syncing.run(self._syncOnce, resync)
+
+    @defer.inlineCallbacks
+    def _syncOnce(self, resync):
+        if not self.running:
+            return
         try:
             snapshot = yield self.store.list(keys.intentNode(self.node))
-            yield self._converge(snapshot, resync=True)
-        except Exception as e:
-            log.warn("resync failed: {error}", error=str(e), node=self.node)
+            yield self._converge(snapshot, resync=resync)
+        except StoreError as e:
+            log.warn("sync failed: {error}", error=str(e), node=self.node)
+        except Exception:
+            log.failure("sync failed", node=self.node)
 
     @defer.inlineCallbacks
     def _converge(self, snapshot, resync):
@@ -255,6 +274,8 @@ class AgentService(service.MultiService):
         reality = yield self.store.list(keys.realityNode(self.node))
         realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
         realPods.discard(None)
+        if not self.running:  # stopped meanwhile: its workers are stopped
+            return
         # A pod in neither is gone: its worker is told once (an intent with
         # no reality, e.g. an invalid one, leaves only its status to delete),
         # then forgotten once it has converged to nothing.
