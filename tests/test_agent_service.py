@@ -352,3 +352,21 @@ class StartupTests(unittest.TestCase):
         self.assertEqual([c[0] for c in pods.calls], ["deploy"])
         self.assertEqual(self.successResultOf(self.store.get(keys.reality("n1", "web"))).value, V1)
         self.assertTrue(agent.converged())
+
+    def test_storeOpenedAfterStopClosed(self):
+        """
+        A store whose opening ends after the agent was stopped is closed, not
+        left open (its connection and threads would outlive the agent).
+        """
+        import p2twisted.agent.service as module
+        opening = defer.Deferred()
+        self.patch(module, "openStore", lambda url, reactor: opening)
+        agent = AgentService(self.config, FakePods(), self.clock)
+        agent.startService()
+        self.successResultOf(agent.stopService())
+        closed = []
+        store = MemoryStore(self.state, self.clock)
+        store.close = lambda: closed.append(True) or defer.succeed(None)
+        opening.callback(store)
+        self.assertEqual(closed, [True])
+        self.assertIsNone(agent.presence)

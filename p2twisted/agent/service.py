@@ -114,6 +114,8 @@ class AgentService(service.MultiService):
                          url=self.config.store, error=str(e), delay=delay)
                 yield task.deferLater(self.reactor, delay, lambda: None)
         if not self.running:
+            if self.store is not None:  # opened after stopService: not closed there
+                yield self.store.close()
             return
         yield self._startHooks()
         if not self.running:
