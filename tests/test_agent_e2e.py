@@ -347,6 +347,38 @@ class AgentEndToEndTests(LocalStoreCase):
         yield unchanged()
 
 
+    @defer.inlineCallbacks
+    def test_hijackedPodRepaired(self):
+        """
+        A pod taken over by an older agent (web's directory and service
+        running the manifest of C{intent/n1/garb3}, C{reality/n1/garb3}
+        holding C{id: web}) is repaired: web's reality is not what runs, so
+        web is deployed again and serves its own version on its own port,
+        and garb3's record removes nothing of web's.
+        """
+        port, otherPort = freePort(), freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "web", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "web", "2")
+        yield self.schedule(webManifest("web", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        # What the agent of 8e22d01 did with intent/n1/garb3 holding id: web.
+        hijack = webManifest("web", url2, otherPort, sha2)
+        yield self.harness.pods.deploy(parseManifest(hijack), None)
+        yield self.store.put(keys.reality("n1", "garb3"), hijack)
+        yield waitForVersion(otherPort, "2")
+        yield waitForVersion(port, None)
+
+        yield self.harness.agent.resync()
+        yield waitForVersion(port, "1")
+        yield waitForVersion(otherPort, None)
+        yield self.harness.whenConverged()
+        self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
+        self.assertIn(b"web_1.tar.gz", (yield self.store.get(keys.reality("n1", "web"))).value)
+        status = yield self.podStatus("web")
+        self.assertEqual(status["state"], "running")
+
+
 class TwoAgentsTests(unittest.TestCase):
     """
     Two agents on one machine, with different node names and pod roots.
