@@ -33,6 +33,8 @@ class Presence(service.Service):
         idle --start--> registering --registered--> present --lost--> registering
                         registering --heldElsewhere/failed--> waiting
         waiting --retry (timer) / released (the key was deleted)--> registering
+        registering --released--> registering (noted: if the attempt then finds
+                                  the key held, it is retried at once)
         any --stop--> stopped --start--> registering
 
     @param retryDelay: seconds before the first retry while the key cannot
