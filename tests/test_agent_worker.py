@@ -562,3 +562,28 @@ class StatusTruthTests(unittest.TestCase):
         self.worker.update(self.successResultOf(MemoryStore(clock=self.clock).put(
             keys.intent("n1", "web"), b"id: web\nlaunchables: 7\n")))
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_failedStatusDeleteRetried(self):
+        """
+        When deleting the status of a removed pod fails (a store outage),
+        the worker tries again after its backoff, and the status goes.
+        """
+        from p2twisted.errors import StoreUnavailable
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.successResultOf(self.store.delete(keys.intent("n1", "web")))
+        delete = self.store.delete
+        failures = []
+
+        def failing(key, version=None):
+            if key.startswith("status/") and not failures:
+                failures.append(key)
+                return defer.fail(StoreUnavailable(None, "memory", "down"))
+            return delete(key, version)
+        self.store.delete = failing
+        self.worker.update(None)
+        self.assertEqual(failures, [keys.status("pods", "n1", "web")])
+        self.assertEqual(self.worker.state, BACKOFF)
+        self.clock.advance(2)
+        self.assertIsNone(self.successResultOf(self.store.get(keys.status("pods", "n1", "web"))))
+        self.assertTrue(self.worker.absent())
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy", "remove"])

@@ -416,11 +416,9 @@ class PodWorker(object):
         this machine.
         """
         self._lastStatus = None
-        key = keys.status("pods", self.node, self.podId)
-        d = self.store.delete(key)
-        d.addErrback(lambda f: log.failure("cannot delete the status of {pod}", f,
-                                           pod=self.podId, node=self.node))
-        return d
+        # Not dropped when it fails: the attempt fails, and its retry (the
+        # pod still in neither intent nor reality) deletes it again.
+        return self.store.delete(keys.status("pods", self.node, self.podId))
 
     def _writeStatus(self, state, sha=None, error=None):
         if (state, sha, error) == self._lastStatus and state != "failed":
