@@ -370,3 +370,28 @@ class StartupTests(unittest.TestCase):
         opening.callback(store)
         self.assertEqual(closed, [True])
         self.assertIsNone(agent.presence)
+
+    def test_noNewPodWhileStopping(self):
+        """
+        A sync that ends while the agent is stopping (waiting for a deploy
+        under way) hands nothing over: the pod scheduled meanwhile is not
+        deployed by an agent on its way out.
+        """
+        pods = FakePods()
+        agentStore = FlakyListStore(self.state, self.clock)
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        pods.gate = gate = defer.Deferred()
+        self.successResultOf(self.store.put(keys.intent("n1", "web"), V1))
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        agentStore.hold = hold = defer.Deferred()
+        agent.resync()
+        stopped = agent.stopService()
+        self.successResultOf(self.store.put(keys.intent("n1", "other"),
+                                            V1.replace(b"id: web", b"id: other")))
+        hold.callback(None)
+        gate.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        self.assertEqual(sorted(agent.workers), ["web"])

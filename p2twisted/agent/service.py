@@ -198,6 +198,9 @@ class AgentService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        # Not running from now on, though the workers' attempts under way
+        # still end: a sync ending meanwhile hands nothing over.
+        service.Service.stopService(self)
         if self._resync is not None and self._resync.running:
             self._resync.stop()
         if self._watch is not None:
