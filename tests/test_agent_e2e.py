@@ -332,8 +332,8 @@ class AgentEndToEndTests(LocalStoreCase):
                              webReality.value)
             self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
             self.assertFalse(os.path.exists(self.harness.layout("garb3").home))
-            self.assertIn(b"web_1.tar.gz", open(self.harness.layout("web").currentManifest,
-                                                "rb").read())
+            with open(self.harness.layout("web").currentManifest, "rb") as f:
+                self.assertIn(b"web_1.tar.gz", f.read())
 
         yield self.store.put(keys.intent("n1", "garb3"), webManifest("web", url2, otherPort, sha2))
         status = yield waitFor(lambda: self.podStatus("garb3"), what="garb3's status")
