@@ -327,6 +327,82 @@ class AgentEndToEndTests(LocalStoreCase):
         self.assertEqual(status["state"], "invalid")
         self.assertFalse(os.path.exists(os.path.join(self.harness.config.podRoot, "..", "escape")))
 
+    @defer.inlineCallbacks
+    def test_keyNamesItsPod(self):
+        """
+        An intent written under another pod's key (C{intent/n1/garb3} holding
+        C{id: web}, another version on another port) takes nothing over: web
+        keeps its process and content, garb3's status says invalid, garb3 has
+        no reality and nothing listens on the other port; deleting garb3
+        changes nothing either.
+        """
+        port, otherPort = freePort(), freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "web", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "web", "2")
+        yield self.schedule(webManifest("web", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        pid = self.servicePid("web")
+        webReality = yield self.store.get(keys.reality("n1", "web"))
+
+        @defer.inlineCallbacks
+        def unchanged():
+            yield self.harness.agent.resync()
+            yield self.harness.whenConverged()
+            self.assertEqual(self.servicePid("web"), pid)
+            self.assertEqual((yield httpGet("http://127.0.0.1:%d/version" % (port,))),
+                             (200, b"1"))
+            self.assertIsNone((yield httpGet("http://127.0.0.1:%d/version" % (otherPort,))))
+            self.assertEqual((yield self.store.get(keys.reality("n1", "web"))).value,
+                             webReality.value)
+            self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
+            self.assertFalse(os.path.exists(self.harness.layout("garb3").home))
+            with open(self.harness.layout("web").currentManifest, "rb") as f:
+                self.assertIn(b"web_1.tar.gz", f.read())
+
+        yield self.store.put(keys.intent("n1", "garb3"), webManifest("web", url2, otherPort, sha2))
+        status = yield waitFor(lambda: self.podStatus("garb3"), what="garb3's status")
+        self.assertEqual(status["state"], "invalid")
+        self.assertIn("garb3", status["error"])
+        yield unchanged()
+
+        yield self.store.delete(keys.intent("n1", "garb3"))
+        yield waitFor(lambda: self.podStatus("garb3").addCallback(lambda s: s is None),
+                      what="garb3's status to go")
+        yield unchanged()
+
+
+    @defer.inlineCallbacks
+    def test_hijackedPodRepaired(self):
+        """
+        A pod taken over by an older agent (web's directory and service
+        running the manifest of C{intent/n1/garb3}, C{reality/n1/garb3}
+        holding C{id: web}) is repaired: web's reality is not what runs, so
+        web is deployed again and serves its own version on its own port,
+        and garb3's record removes nothing of web's.
+        """
+        port, otherPort = freePort(), freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "web", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "web", "2")
+        yield self.schedule(webManifest("web", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        # What the agent of 8e22d01 did with intent/n1/garb3 holding id: web.
+        hijack = webManifest("web", url2, otherPort, sha2)
+        yield self.harness.pods.deploy(parseManifest(hijack), None)
+        yield self.store.put(keys.reality("n1", "garb3"), hijack)
+        yield waitForVersion(otherPort, "2")
+        yield waitForVersion(port, None)
+
+        yield self.harness.agent.resync()
+        yield waitForVersion(port, "1")
+        yield waitForVersion(otherPort, None)
+        yield self.harness.whenConverged()
+        self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
+        self.assertIn(b"web_1.tar.gz", (yield self.store.get(keys.reality("n1", "web"))).value)
+        status = yield self.podStatus("web")
+        self.assertEqual(status["state"], "running")
+
 
 class TwoAgentsTests(unittest.TestCase):
     """

@@ -31,8 +31,8 @@ from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
-from p2twisted.errors import AgentError, DigestMismatch
-from p2twisted.manifest import launchableVersion
+from p2twisted.errors import AgentError, DigestMismatch, ManifestError
+from p2twisted.manifest import launchableVersion, parseManifest
 
 log = Logger()
 
@@ -104,6 +104,22 @@ def checkReachable(path, user):
         if parent == current:
             return
         current = parent
+
+
+def installedSHA(path):
+    """
+    @return: the canonical SHA of the manifest at C{path} (a pod's current
+        manifest), or C{None} when it is missing or not a valid manifest.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    try:
+        return parseManifest(raw).sha()
+    except ManifestError:
+        return None
 
 
 @implementer(IPodOperations)
@@ -311,6 +327,9 @@ class PodOperations(object):
             needed).
         """
         layout = PodLayout(self.config.podRoot, manifest.id)
+        if (yield self._inThread(installedSHA, layout.currentManifest)) != manifest.sha():
+            raise AgentError("pod %s has another manifest installed than %s"
+                             % (manifest.id, manifest.sha()))
         user = yield self._user(manifest, layout)
         installs = {}
         for launchableId, launchable in manifest.launchables.items():
@@ -341,10 +360,15 @@ class PodOperations(object):
         counted.
 
         @return: L{Deferred} firing with the sorted names (C{["*"]} when the
-            pod has no service at all).
+            pod has no service at all, or when what is installed is another
+            manifest than C{manifest}: then L{relaunch} fails, and the pod
+            is deployed again).
         """
         names = yield self._podServices(manifest.id)
         if not names:
+            return ["*"]
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        if (yield self._inThread(installedSHA, layout.currentManifest)) != manifest.sha():
             return ["*"]
         down = []
         for name in names:
