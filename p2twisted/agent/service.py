@@ -338,10 +338,6 @@ class AgentService(service.MultiService):
         realPods.discard(None)
         if not self.running:  # stopped meanwhile: its workers are stopped
             return
-        found = self._orphans
-        if resync or self._onDisk is None:
-            found = yield self._onDiskSettled()
-        self._orphans = {p for p in found if p not in intents and p not in realPods}
         # A pod in neither intent nor reality is gone: its worker is told
         # once (an intent with no reality, e.g. an invalid one, leaves only
         # its status to delete; one still deploying may leave an install),
@@ -352,6 +348,10 @@ class AgentService(service.MultiService):
             if self.workers[podId].absent():
                 del self.workers[podId]
         gone &= set(self.workers)
+        found = self._orphans
+        if resync or self._onDisk is None or gone:  # what is on disk may have changed
+            found = yield self._onDiskSettled()
+        self._orphans = {p for p in found if p not in intents and p not in realPods}
         verdict = yield self._decide(marker, set(intents), realPods | gone, set(self._orphans))
         for podId in sorted(verdict.adopt):
             yield self._adopt(podId)
