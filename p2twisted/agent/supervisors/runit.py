@@ -30,6 +30,14 @@ itself (each attempt failing on C{supervise/lock}).  The agent's periodic
 resync calls L{RunitSupervisor.start}, which starts a runsv again for a service
 whose runsv died.
 
+Restarting a service that started less than a second ago (an upgrade right
+after a deploy) would make its runsv sleep a second once it is down (runsv's
+pause against crash loops).  Such a restart stops the service, moves its
+directory aside (under a C{.removed-} name; the old runsv works relative to
+it), tells the old runsv to exit, and starts a fresh directory and runsv under
+the name; the old directory's log files then move into the new log directory
+(its C{current} as a rotated C{@<tai64n>.s} file) and it is deleted.
+
 Commands go through C{sv} (C{up}, C{once}, C{down}, C{exit}) without C{-w}: the
 supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
@@ -72,6 +80,10 @@ LOG_RUN_SCRIPT = (
     "#!/bin/sh\n"
     "PATH=%s; export PATH\n"
     "exec svlogd -tt ./main\n" % (shlex.quote(DEFAULT_PATH),))
+
+#: How long runsv sleeps after a service that ran for less than this ends,
+#: before it starts it again (runit's runsv.c).
+RUNSV_PAUSE = 1.0
 
 #: Seconds by which a process's start time may differ from the start runsv
 #: recorded for it and still be taken for the same process (the kernel gives
@@ -170,6 +182,49 @@ def runsvAlive(path):
 
 
 
+def inPause(status, now):
+    """
+    @return: whether stopping the service whose status is C{status} now
+        would leave its runsv sleeping out its pause (runsv sleeps
+        L{RUNSV_PAUSE} after a service that ran for less than that ends,
+        before it starts it again).
+    """
+    return status.state == RUN and now - status.stamp < RUNSV_PAUSE
+
+
+def tai64nLabel(seconds):
+    """
+    @return: svlogd's name for a rotated log file closed at Unix time
+        C{seconds}: C{@} and the TAI64N label in hex, then C{.s}.
+    """
+    whole = int(seconds)
+    return "@%016x%08x.s" % (_TAI_EPOCH + whole, int((seconds - whole) * 1e9))
+
+
+def keepLogs(source, target):
+    """
+    Move the log files of the svlogd directory C{source} into C{target}
+    (another svlogd directory): rotated files keep their names, C{current}
+    becomes a rotated file named by its last change; svlogd's own files
+    (C{lock}, C{state}, C{newstate}) stay.  Nothing happens when either is
+    missing.
+    """
+    if not (os.path.isdir(source) and os.path.isdir(target)):
+        return
+    for name in sorted(os.listdir(source)):
+        origin = os.path.join(source, name)
+        if name == "current":
+            if os.path.getsize(origin) == 0:
+                continue
+            name = tai64nLabel(os.stat(origin).st_mtime)
+        elif not (name.startswith("@") and name.endswith((".s", ".u"))):
+            continue
+        destination = os.path.join(target, name)
+        if not os.path.exists(destination):
+            os.rename(origin, destination)
+    fsyncDir(target)
+
+
 def _writeFile(path, text, mode):
     """
     Write C{text} to C{path} (which must not exist), fsynced.
@@ -241,6 +296,7 @@ class RunitSupervisor(SupervisorBase):
         self._locks = {}
         self._children = {}
         self.startLatencies = []
+        self._retiring = set()
         self._pruneLeftovers()
 
     # -- ISupervisor -----------------------------------------------------
@@ -272,10 +328,11 @@ class RunitSupervisor(SupervisorBase):
     def close(self):
         """
         Nothing to release: every runsv keeps running, and so do the services.
+        Waits for the directories of replaced runsvs to be cleaned up.
 
         @return: L{Deferred} firing with C{None}.
         """
-        return defer.succeed(None)
+        return defer.DeferredList(list(self._retiring)).addCallback(lambda _: None)
 
     # -- internals -------------------------------------------------------
 
@@ -447,7 +504,10 @@ class RunitSupervisor(SupervisorBase):
         yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
         before = readStatus(path)
         if restart and before is not None and before.state != DOWN:
-            yield self._stopRunning(spec.name, path, spec.restartTimeout)
+            if inPause(before, self._reactor.seconds()):
+                yield self._replaceRunsv(spec, path)
+            else:
+                yield self._stopRunning(spec.name, path, spec.restartTimeout)
             before = readStatus(path)
         running = before is not None and before.state == RUN
         if spec.restartPolicy == "never":
@@ -475,6 +535,66 @@ class RunitSupervisor(SupervisorBase):
         log.info("service {service} up ({change} definition)",
                  service=spec.name, change=change, event="service-start")
         return self._status(spec.name)
+
+    @defer.inlineCallbacks
+    def _replaceRunsv(self, spec, path):
+        """
+        Restart a service that started less than L{RUNSV_PAUSE} ago with a
+        new runsv: the old one, once its service is down, would sleep out its
+        pause before starting it again.  The service is stopped as L{stop}
+        does; its directory (and the old runsv, which works relative to it)
+        moves aside and is told to exit; a fresh directory and runsv take the
+        name; the old directory's logs move into the new one's log directory
+        once its runsv is gone (L{_retire}).
+        """
+        name = spec.name
+        yield self._stopRunning(name, path, spec.restartTimeout)
+        old = os.path.join(self._layout.serviceDir, ".%s.removed-%s" % (name, _suffix()))
+        if name in self._children:
+            self._children[name].expected = True
+        try:
+            os.rename(path, old)
+            fsyncDir(self._layout.serviceDir)
+        except OSError as e:
+            raise SupervisorError("could not move service directory %s aside: %s" % (path, e))
+        log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
+                 "runsv would pause that long before starting it again", service=name,
+                 pause=RUNSV_PAUSE, event="runsv-replace")
+        try:
+            yield self._command("exit", old)
+        except SupervisorError:
+            log.failure("could not tell the replaced runsv of {service} to exit", service=name)
+        try:
+            self._define(spec)
+        except OSError as e:
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        yield self._ensureRunsv(name, path, spec.restartTimeout)
+        retiring = self._retire(name, old, path)
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
+
+    @defer.inlineCallbacks
+    def _retire(self, name, old, path):
+        """
+        Once the runsv (and svlogd) of the moved-aside directory C{old} have
+        exited, move its log files into C{path}'s log directory (its
+        C{current} as a rotated file, named by its last change) and delete it.
+        Never fails: problems are logged.
+        """
+        try:
+            gone = yield waitUntil(
+                self._reactor,
+                lambda: not runsvAlive(old) and not runsvAlive(os.path.join(old, "log")),
+                RUNSV_PAUSE + KILL_GRACE)
+            if not gone:
+                log.warn("replaced runsv of {service} did not exit; left in {path}",
+                         service=name, path=old, event="runsv-replace-stuck")
+                return
+            keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
+            shutil.rmtree(old)
+        except Exception:
+            log.failure("could not clean up {path}, the replaced directory of {service}",
+                        path=old, service=name)
 
     def _noteLatency(self, seconds):
         self.startLatencies.append(seconds)
