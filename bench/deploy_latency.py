@@ -15,7 +15,8 @@ first version answers (so within runsv's one-second restart pause, the case a
 quick fix-forward hits).  Floor: C{tar xzf} the new artifact, stop the old
 server (TERM, reaped), start the new one, poll until it serves the new version.
 
-Both pollers are the same (every 2 ms).  Targets (issue 10): fresh-deploy agent
+The floor and the agents take turns run by run, so that each sees the same
+load.  Both pollers are the same (every 2 ms).  Targets (issue 10): fresh-deploy agent
 overhead (agent median - floor median) <= 15 ms on the local store and
 <= 25 ms on ZooKeeper; upgrade median <= 2x its floor and under 100 ms; p99
 under 1 s.  The agent's own output goes to C{<workdir>/agent-<store>.log}.
@@ -114,24 +115,25 @@ def stopByHand(process):
     process.wait()
 
 
-def floorRuns(workdir, v1, v2, runs):
-    fresh, upgrade = [], []
-    for i in range(runs):
-        port = freePort()
-        started = time.perf_counter()
-        directory = os.path.join(workdir, "floor%d-1" % i)
-        extract(v1, directory)
-        old = launch(directory, port)
-        poll(port)
-        fresh.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        directory = os.path.join(workdir, "floor%d-2" % i)
-        extract(v2, directory)
-        stopByHand(old)
-        new = launch(directory, port)
-        poll(port, "/version", b"2")
-        upgrade.append(time.perf_counter() - started)
-        stopByHand(new)
+def floorRun(workdir, v1, v2, i):
+    """
+    @return: C{(fresh, upgrade)} seconds, by hand.
+    """
+    port = freePort()
+    started = time.perf_counter()
+    directory = os.path.join(workdir, "floor%d-1" % i)
+    extract(v1, directory)
+    old = launch(directory, port)
+    poll(port)
+    fresh = time.perf_counter() - started
+    started = time.perf_counter()
+    directory = os.path.join(workdir, "floor%d-2" % i)
+    extract(v2, directory)
+    stopByHand(old)
+    new = launch(directory, port)
+    poll(port, "/version", b"2")
+    upgrade = time.perf_counter() - started
+    stopByHand(new)
     return fresh, upgrade
 
 
@@ -169,50 +171,66 @@ def currentUser():
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-@defer.inlineCallbacks
-def agentRuns(reactor, storeURL, workdir, name, artifacts, runs):
-    (v1, sha1), (v2, sha2) = artifacts
-    base = tempfile.mkdtemp(prefix="agent-" + name, dir=workdir)
-    os.chmod(base, 0o755)
-    logPath = os.path.join(workdir, "agent-%s.log" % (name,))
-    agent = startAgent(base, storeURL, logPath)
-    store = yield openStore(storeURL, reactor)
-    fresh, upgrade, commits = [], [], []
-    trace = open(os.path.join(workdir, "bench-%s.log" % (name,)), "w")
+class AgentBench(object):
+    """
+    One agent process on one store, and the bench's own client of that store.
+    """
 
-    def manifest(podId, port, path, sha):
+    def __init__(self, reactor, name, storeURL, workdir, artifacts):
+        self.reactor, self.name, self.storeURL = reactor, name, storeURL
+        (self.v1, self.sha1), (self.v2, self.sha2) = artifacts
+        self.base = tempfile.mkdtemp(prefix="agent-" + name, dir=workdir)
+        os.chmod(self.base, 0o755)
+        self.logPath = os.path.join(workdir, "agent-%s.log" % (name,))
+        self.trace = open(os.path.join(workdir, "bench-%s.log" % (name,)), "w")
+        self.fresh, self.upgrade, self.commits = [], [], []
+        self.podIds = []
+
+    @defer.inlineCallbacks
+    def start(self):
+        self.agent = startAgent(self.base, self.storeURL, self.logPath)
+        self.store = yield openStore(self.storeURL, self.reactor)
+
+    def manifest(self, podId, port, path, sha):
         return parseManifest(webManifest(podId, "file://" + path, port, sha,
                                          runAs=currentUser()))
-    try:
-        # One warm-up pod (not measured): the agent is up and its cache holds
-        # both artifacts, as a floor's tar reads them from the page cache.
-        for i in range(-1, runs):
-            podId = "bench%d" % (i + 1,)
-            port = freePort()
-            for results, sha, path, body in ((fresh, sha1, v1, None), (upgrade, sha2, v2, b"2")):
-                started, wall = time.perf_counter(), time.time()
-                yield intent.schedule(store, "bench", manifest(podId, port, path, sha))
-                committed = time.perf_counter()
-                yield waitFor(reactor, port, "/_status" if body is None else "/version", body)
-                elapsed = time.perf_counter() - started
-                trace.write("%s %s %s committed +%.1f ms, serving +%.1f ms\n" % (
-                    time.strftime("%H:%M:%S", time.gmtime(wall)) + ("%.6f" % (wall % 1))[1:],
-                    podId, "fresh" if body is None else "upgrade",
-                    (committed - started) * 1000, elapsed * 1000))
-                if i >= 0:
-                    results.append(elapsed)
-                    commits.append(committed - started)
-            yield intent.unschedule(store, "bench", podId)
-            yield waitUntilGone(reactor, base, podId)
-    finally:
-        for i in range(-1, runs):
-            yield intent.unschedule(store, "bench", "bench%d" % (i + 1,))
-        yield waitUntilGone(reactor, base, None)
-        agent.send_signal(signal.SIGTERM)
-        yield threads.deferToThread(agent.wait)
-        yield store.close()
-        trace.close()
-    return fresh, upgrade, commits
+
+    @defer.inlineCallbacks
+    def run(self, i):
+        """
+        Deploy pod C{bench<i>}, upgrade it, remove it; C{i < 0}: not measured.
+        """
+        podId = "bench%d" % (i + 1,)
+        self.podIds.append(podId)
+        port = freePort()
+        for results, sha, path, body in ((self.fresh, self.sha1, self.v1, None),
+                                         (self.upgrade, self.sha2, self.v2, b"2")):
+            started, wall = time.perf_counter(), time.time()
+            yield intent.schedule(self.store, "bench", self.manifest(podId, port, path, sha))
+            committed = time.perf_counter()
+            yield waitFor(self.reactor, port, "/_status" if body is None else "/version", body)
+            elapsed = time.perf_counter() - started
+            self.trace.write("%s %s %s committed +%.1f ms, serving +%.1f ms\n" % (
+                time.strftime("%H:%M:%S", time.gmtime(wall)) + ("%.6f" % (wall % 1))[1:],
+                podId, "fresh" if body is None else "upgrade",
+                (committed - started) * 1000, elapsed * 1000))
+            if i >= 0:
+                results.append(elapsed)
+                self.commits.append(committed - started)
+        yield intent.unschedule(self.store, "bench", podId)
+        yield waitUntilGone(self.reactor, self.base, podId)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        try:
+            for podId in self.podIds:
+                yield intent.unschedule(self.store, "bench", podId)
+            yield waitUntilGone(self.reactor, self.base, None)
+        finally:
+            self.agent.send_signal(signal.SIGTERM)
+            yield threads.deferToThread(self.agent.wait)
+            yield self.store.close()
+            self.trace.close()
 
 
 def line(name, values):
@@ -234,7 +252,6 @@ def main():
     v2, sha2 = buildArtifact(workdir, "2")
     load = os.getloadavg()
 
-    floorFresh, floorUpgrade = floorRuns(workdir, v1, v2, args.runs)
     zk = None
     if "zookeeper" in stores:
         from tests.zkserver import ZooKeeperServer
@@ -242,13 +259,29 @@ def main():
         zk.start()
     urls = {"local": "local://%s/state.db" % (workdir,),
             "zookeeper": "zk://%s/deploybench" % (zk.hosts,) if zk else None}
-    results = {}
+    floorFresh, floorUpgrade = [], []
+    benches = []
 
     @defer.inlineCallbacks
     def run(reactor):
         for name in stores:
-            results[name] = yield agentRuns(
-                reactor, urls[name], workdir, name, ((v1, sha1), (v2, sha2)), args.runs)
+            bench = AgentBench(reactor, name, urls[name], workdir, ((v1, sha1), (v2, sha2)))
+            yield bench.start()
+            benches.append(bench)
+        try:
+            # Floor and agents take turns, so that each sees the same load.
+            # Round -1 warms up (not measured): the agents are up and their
+            # caches hold both artifacts, as tar reads them from the page cache.
+            for i in range(-1, args.runs):
+                fresh, upgrade = floorRun(workdir, v1, v2, i + 1)
+                if i >= 0:
+                    floorFresh.append(fresh)
+                    floorUpgrade.append(upgrade)
+                for bench in benches:
+                    yield bench.run(i)
+        finally:
+            for bench in benches:
+                yield bench.stop()
     POLLER.start()
     try:
         task.react(run)
@@ -259,6 +292,7 @@ def main():
         POLLER.stop()
         if zk is not None:
             zk.destroy()
+    results = {b.name: (b.fresh, b.upgrade, b.commits) for b in benches}
     print("deploy latency: busybox httpd, agent as its own twistd process, %d runs, "
           "load average %.1f at start, %.1f at end"
           % (args.runs, load[0], os.getloadavg()[0]))

@@ -125,6 +125,9 @@ class PodOperations(object):
         self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
         self._warnedRunAs = set()
         self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
+        #: runit's chpst, when pods may start without p2-exec (see
+        #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here.
+        self.chpst = shutil.which("chpst") if p2exec is None else None
 
     @classmethod
     def fromConfig(cls, config, reactor):
@@ -140,7 +143,10 @@ class PodOperations(object):
         installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
-        return cls(config, reactor, supervisor, artifacts, installer, p2exec)
+        ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
+        if ops.chpst:
+            runtime.raiseOwnLimits(ops.isRoot)
+        return ops
 
     def requestHandlers(self):
         """
@@ -279,15 +285,25 @@ class PodOperations(object):
     def _specs(self, manifest, layout, user, installs):
         specs = {}
         for launchableId, launchable in manifest.launchables.items():
-            specs[launchableId] = [
-                ServiceSpec(
-                    name=serviceName(manifest.id, launchableId, entry),
-                    argv=runtime.launchableArgv(self.p2exec, layout, manifest, launchableId,
-                                                user, entry),
+            specs[launchableId] = []
+            for entry in installs[launchableId][1]:
+                argv, env = self._startArgv(manifest, layout, launchableId, user, entry)
+                specs[launchableId].append(ServiceSpec(
+                    name=serviceName(manifest.id, launchableId, entry), argv=argv, env=env,
                     restartPolicy=launchable.restartPolicy,
-                    restartTimeout=launchable.restartTimeout)
-                for entry in installs[launchableId][1]]
+                    restartTimeout=launchable.restartTimeout))
         return specs
+
+    def _startArgv(self, manifest, layout, launchableId, user, entry):
+        """
+        @return: C{(argv, env)} starting an entry point as a service: by chpst
+            when it can (no cgroup to join), else by p2-exec.
+        """
+        if self.chpst and not manifest.launchables[launchableId].cgroup:
+            return runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
+                                     switchUser=self.isRoot)
+        return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,
+                                      entry), {}
 
     @defer.inlineCallbacks
     def relaunch(self, manifest, names):

@@ -11,8 +11,8 @@ Each service is a runit service directory, C{<state_dir>/service/<name>/}::
     log/main/    svlogd's log directory (current, rotated files)
     supervise/   runsv's own state (status, control, ok, lock)
 
-A new directory is built under a dot name (C{.<name>.new-<random>}), fsynced
-and renamed into place; a changed definition replaces its files one by one,
+A new directory is built under a dot name (C{.<name>.new-<random>}), flushed
+to disk (one C{syncfs}) and renamed into place; a changed definition replaces its files one by one,
 each by rename.  Names starting with a dot are skipped by C{runsvdir} and by
 L{RunitSupervisor.services}.
 
@@ -38,16 +38,18 @@ it), tells the old runsv to exit, and starts a fresh directory and runsv under
 the name; the old directory's log files then move into the new log directory
 (its C{current} as a rotated C{@<tai64n>.s} file) and it is deleted.
 
-Commands go through C{sv} (C{up}, C{once}, C{down}, C{exit}) without C{-w}: the
+Commands are C{sv}'s (C{up}, C{once}, C{down}, C{exit}) without C{-w}, their
+letters written to C{supervise/control} as sv does (without starting it): the
 supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
 1 run / 2 finish; runsv writes it by rename) every 10 ms instead of sv's
 420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
-service leads its own group (C{p2-exec} makes it so), and KILL to the group
+service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL to the group
 after the timeout; runsv alone would only signal the group's leader.
 """
 
 import binascii
+import errno
 import os
 import shlex
 import shutil
@@ -55,11 +57,11 @@ import struct
 import time
 
 import attr
-from twisted.internet import defer, protocol, utils
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from p2twisted.agent.fsutil import fsyncDir
+from p2twisted.agent.fsutil import fsyncDir, syncFilesystem
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
     DEFAULT_PATH, KILL_GRACE, SupervisorBase, checkSpec, findProgram, leadsGroup,
@@ -84,6 +86,10 @@ LOG_RUN_SCRIPT = (
 #: How long runsv sleeps after a service that ran for less than this ends,
 #: before it starts it again (runit's runsv.c).
 RUNSV_PAUSE = 1.0
+
+#: Seconds before the first look at a runsv or service being started (then
+#: twice as long each time, up to the supervisors' poll interval).
+_FIRST_LOOK = 0.001
 
 #: Seconds by which a process's start time may differ from the start runsv
 #: recorded for it and still be taken for the same process (the kernel gives
@@ -225,9 +231,31 @@ def keepLogs(source, target):
     fsyncDir(target)
 
 
-def _writeFile(path, text, mode):
+#: The letters runsv reads from C{supervise/control} for C{sv}'s commands.
+SV_LETTERS = {"up": b"u", "down": b"d", "once": b"o", "exit": b"x"}
+
+
+def sendControl(path, letter):
     """
-    Write C{text} to C{path} (which must not exist), fsynced.
+    Write C{letter} to the C{supervise/control} FIFO of the service directory
+    C{path} (runsv(8)), without blocking.
+
+    @raise OSError: when the FIFO is missing or has no reader (no runsv), or
+        is full.
+    """
+    fd = os.open(os.path.join(path, "supervise", "control"),
+                 os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if os.write(fd, letter) != len(letter):
+            raise OSError(errno.EAGAIN, "short write to supervise/control")
+    finally:
+        os.close(fd)
+
+
+def _writeFile(path, text, mode, sync=True):
+    """
+    Write C{text} to C{path} (which must not exist), fsynced (unless
+    C{sync} is false: the caller flushes it).
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -235,7 +263,8 @@ def _writeFile(path, text, mode):
         while data:
             data = data[os.write(fd, data):]
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -389,11 +418,11 @@ class RunitSupervisor(SupervisorBase):
             try:
                 os.makedirs(os.path.join(tmp, "log", "main"))
                 for rel, text in sorted(files.items()):
-                    _writeFile(os.path.join(tmp, rel), text, 0o755)
+                    _writeFile(os.path.join(tmp, rel), text, 0o755, sync=False)
                 if down:
-                    _writeFile(os.path.join(tmp, "down"), "", 0o644)
-                for sub in (os.path.join("log", "main"), "log", ""):
-                    fsyncDir(os.path.join(tmp, sub))
+                    _writeFile(os.path.join(tmp, "down"), "", 0o644, sync=False)
+                # Every file and directory of tmp on disk, in one flush.
+                syncFilesystem(tmp)
                 os.rename(tmp, path)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -476,20 +505,29 @@ class RunitSupervisor(SupervisorBase):
         self._spawnRunsv(name, path)
         up = yield waitUntil(
             self._reactor,
-            lambda: runsvAlive(path) and readStatus(path) is not None, timeout)
+            lambda: runsvAlive(path) and readStatus(path) is not None, timeout,
+            first=_FIRST_LOOK)
         if not up:
             raise SupervisorError(
                 "runsv for service %s did not start within %.1fs; try running "
                 "'%s %s' by hand" % (name, timeout, self._runsv, path))
 
-    @defer.inlineCallbacks
     def _command(self, command, path):
-        out, err, code = yield utils.getProcessOutputAndValue(
-            self._sv, (command, path), env={}, reactor=self._reactor)
-        if code != 0:
-            text = (out + err).decode("utf-8", "replace").strip()
-            raise SupervisorError("'sv %s %s' failed (exit %s): %s"
-                                  % (command, path, code, text))
+        """
+        Send C{command} (C{up}, C{down}, C{once} or C{exit}) to the runsv of
+        C{path}: what C{sv} without C{-w} does, its letter written to
+        C{supervise/control}, without starting C{sv}.
+
+        @return: L{Deferred} firing when written, or failing with
+            L{SupervisorError} when no runsv reads that FIFO.
+        """
+        try:
+            sendControl(path, SV_LETTERS[command])
+        except OSError as e:
+            return defer.fail(SupervisorError(
+                "'sv %s %s' failed: cannot write to supervise/control (%s); is a "
+                "runsv running for it?" % (command, path, e.strerror or e)))
+        return defer.succeed(None)
 
     @defer.inlineCallbacks
     def _start(self, spec, restart):
@@ -526,7 +564,7 @@ class RunitSupervisor(SupervisorBase):
                     and now.stamp != before.stamp)
 
         remaining = max(0.0, deadline - self._reactor.seconds())
-        if not (yield waitUntil(self._reactor, started, remaining)):
+        if not (yield waitUntil(self._reactor, started, remaining, first=_FIRST_LOOK)):
             raise SupervisorError(
                 "service %s did not start within %.1fs; see %s"
                 % (spec.name, spec.restartTimeout,
@@ -553,8 +591,7 @@ class RunitSupervisor(SupervisorBase):
         if name in self._children:
             self._children[name].expected = True
         try:
-            os.rename(path, old)
-            fsyncDir(self._layout.serviceDir)
+            os.rename(path, old)  # on disk with the new directory's rename
         except OSError as e:
             raise SupervisorError("could not move service directory %s aside: %s" % (path, e))
         log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
