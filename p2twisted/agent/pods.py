@@ -126,7 +126,8 @@ class PodOperations(object):
         self._warnedRunAs = set()
         self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
         #: runit's chpst, when pods may start without p2-exec (see
-        #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here.
+        #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here
+        #: (and, from L{fromConfig}, this process's limits are raised).
         self.chpst = shutil.which("chpst") if p2exec is None else None
 
     @classmethod
@@ -144,8 +145,10 @@ class PodOperations(object):
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
         ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
-        if ops.chpst:
-            runtime.raiseOwnLimits(ops.isRoot)
+        if ops.chpst and not runtime.raiseOwnLimits(ops.isRoot):
+            log.warn("pods start through p2-exec: this agent's soft limits cannot all be "
+                     "raised to its hard limits")
+            ops.chpst = None
         return ops
 
     def requestHandlers(self):

@@ -333,15 +333,6 @@ def execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
     return argv
 
 
-#: The chpst options of the resources whose soft limit it raises to the hard
-#: one (given a larger value, chpst takes the hard limit), with that value:
-#: NOFILE, NPROC, CPU, FSIZE, DATA, RSS.  p2-exec's C{-n} raises these and
-#: MEMLOCK, AS, LOCKS, SIGPENDING and MSGQUEUE, which chpst cannot set: a
-#: pod started by L{chpstArgv} inherits those from its supervisor, which
-#: inherits them from the agent (L{raiseOwnLimits}).
-CHPST_LIMITS = ("-o", "-p", "-t", "-f", "-d", "-r")
-_CHPST_ANY = "2147483647"
-
 #: What L{chpstArgv} runs first: p2-exec's default umask, then the rest.
 _UMASK_THEN = 'umask 022 && exec "$@"'
 
@@ -370,8 +361,12 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True)
     Same effect as L{execArgv} without a cgroup: umask 022, the pod's then
     the launchable's env dir (chpst's C{-e} semantics, which p2-exec
     follows), C{ENTRY_POINT} (in the returned environment: P2's variables
-    cannot be set by the env dirs, see L{RESERVED_ENV}), soft limits raised
-    (L{CHPST_LIMITS}), C{run_as}'s uid and groups, a new session, exec.
+    cannot be set by the env dirs, see L{RESERVED_ENV}), C{run_as}'s uid and
+    groups, a new session, exec.  p2-exec's C{-n} (soft limits raised to the
+    hard ones) is inherited: the agent raised its own limits
+    (L{raiseOwnLimits}) before starting the supervisor.  (chpst's own limit
+    options cannot say "unlimited": they would lower an unlimited soft limit
+    to a number.)
 
     @param switchUser: C{False} when the agent is not root (then, as with
         p2-exec, the pod runs as the agent's user).
@@ -384,8 +379,6 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True)
             chpst, "-e", podLayout.launchableEnvDir(launchableId), "-P"]
     if switchUser:
         argv += ["-u", chpstUser(runAs)]
-    for flag in CHPST_LIMITS:
-        argv += [flag, _CHPST_ANY]
     argv.append(absolute)
     return argv, {"ENTRY_POINT": rel}
 
@@ -395,9 +388,14 @@ def raiseOwnLimits(isRoot):
     Raise this process's soft limits as p2-exec's C{-n} does, so that the
     supervisors it starts, and the pods they start with L{chpstArgv}, have
     them raised too.
+
+    @return: whether every soft limit p2-exec raises now equals its hard
+        limit (else pods must start through p2-exec).
     """
-    from p2twisted.agent.p2exec import raiseLimits
+    import resource
+    from p2twisted.agent.p2exec import NOLIMIT_RESOURCES, raiseLimits
     raiseLimits(isRoot)
+    return all(soft == hard for soft, hard in map(resource.getrlimit, NOLIMIT_RESOURCES))
 
 
 # -- users -----------------------------------------------------------------------
