@@ -105,6 +105,17 @@ def checkReachable(path, user):
         current = parent
 
 
+def _settled(d, podId):
+    """
+    @return: L{Deferred} firing once C{d} (or C{None}), abandoned because the
+        deploy failed otherwise, has ended; its failure is logged.
+    """
+    if d is None:
+        return defer.succeed(None)
+    return d.addErrback(lambda f: log.failure("writing the runtime files of {pod}", f,
+                                              pod=podId))
+
+
 class PodOperations(object):
     """
     Deploys and removes pods on this machine.
@@ -217,14 +228,25 @@ class PodOperations(object):
         context = podContext(layout, manifest)
         yield self.hooks.run("before_install", context)
         user = yield self._user(manifest, layout)
+        runtimeWritten = None
+        if old is None and not os.path.lexists(layout.envDir):
+            # A new pod: nothing of it ever started, so nothing reads its
+            # runtime files before its services do; write them meanwhile.
+            runtimeWritten = threads.deferToThread(self._writeRuntime, manifest, layout, user)
         installs = {}
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
         except DigestMismatch:
+            yield _settled(runtimeWritten, manifest.id)
             yield self.hooks.run("after_auth_fail", context)
             raise
-        yield threads.deferToThread(self._writeRuntime, manifest, layout, user)
+        except Exception:
+            yield _settled(runtimeWritten, manifest.id)
+            raise
+        if runtimeWritten is None:
+            runtimeWritten = threads.deferToThread(self._writeRuntime, manifest, layout, user)
+        yield runtimeWritten
         yield self.hooks.run("after_install", context)
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
