@@ -139,10 +139,10 @@ def floorRun(workdir, v1, v2, i):
 
 # -- the agent -------------------------------------------------------------------
 
-def startAgent(base, storeURL, logPath):
+def startAgent(base, storeURL, logPath, root=ROOT):
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
-    env["PYTHONPATH"] = ROOT
+    env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
     with open(logPath, "ab") as log:
         return subprocess.Popen(
             [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
@@ -176,19 +176,20 @@ class AgentBench(object):
     One agent process on one store, and the bench's own client of that store.
     """
 
-    def __init__(self, reactor, name, storeURL, workdir, artifacts):
-        self.reactor, self.name, self.storeURL = reactor, name, storeURL
+    def __init__(self, reactor, name, storeURL, workdir, artifacts, root=ROOT):
+        self.reactor, self.name, self.storeURL, self.root = reactor, name, storeURL, root
         (self.v1, self.sha1), (self.v2, self.sha2) = artifacts
-        self.base = tempfile.mkdtemp(prefix="agent-" + name, dir=workdir)
+        self.base = tempfile.mkdtemp(prefix="agent-" + name.replace(" ", "-"), dir=workdir)
         os.chmod(self.base, 0o755)
-        self.logPath = os.path.join(workdir, "agent-%s.log" % (name,))
-        self.trace = open(os.path.join(workdir, "bench-%s.log" % (name,)), "w")
+        label = name.replace(" ", "-")
+        self.logPath = os.path.join(workdir, "agent-%s.log" % (label,))
+        self.trace = open(os.path.join(workdir, "bench-%s.log" % (label,)), "w")
         self.fresh, self.upgrade, self.commits = [], [], []
         self.podIds = []
 
     @defer.inlineCallbacks
     def start(self):
-        self.agent = startAgent(self.base, self.storeURL, self.logPath)
+        self.agent = startAgent(self.base, self.storeURL, self.logPath, self.root)
         self.store = yield openStore(self.storeURL, self.reactor)
 
     def manifest(self, podId, port, path, sha):
@@ -234,7 +235,7 @@ class AgentBench(object):
 
 
 def line(name, values):
-    return "%-28s median %7.1f ms   p99 %7.1f ms" % (
+    return "%-39s median %7.1f ms   p99 %7.1f ms" % (
         name, percentile(values, 50) * 1000, percentile(values, 99) * 1000)
 
 
@@ -243,6 +244,9 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--stores", default="local,zookeeper")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also run, in turn with the others, agents from this source tree "
+                             "(e.g. 'git archive <commit> | tar x -C TREE'), for before/after")
     args = parser.parse_args()
     stores = [s for s in args.stores.split(",") if s]
     busybox()
@@ -259,13 +263,18 @@ def main():
         zk.start()
     urls = {"local": "local://%s/state.db" % (workdir,),
             "zookeeper": "zk://%s/deploybench" % (zk.hosts,) if zk else None}
+    agents = [(name, urls[name], ROOT) for name in stores]
+    if args.baseline:
+        urls["local"] = "local://%s/base.db" % (workdir,)
+        agents += [(name + " (baseline)", urls[name].replace("/deploybench", "/deploybase"),
+                    os.path.abspath(args.baseline)) for name in stores]
     floorFresh, floorUpgrade = [], []
     benches = []
 
     @defer.inlineCallbacks
     def run(reactor):
-        for name in stores:
-            bench = AgentBench(reactor, name, urls[name], workdir, ((v1, sha1), (v2, sha2)))
+        for name, url, root in agents:
+            bench = AgentBench(reactor, name, url, workdir, ((v1, sha1), (v2, sha2)), root)
             yield bench.start()
             benches.append(bench)
         try:
@@ -301,7 +310,8 @@ def main():
     print(line("fresh floor (by hand)", floorFresh))
     print(line("upgrade floor (by hand)", floorUpgrade))
     ok = True
-    for name, budget in (("local", 0.015), ("zookeeper", 0.025)):
+    for name, budget in (("local", 0.015), ("zookeeper", 0.025),
+                         ("local (baseline)", 0.015), ("zookeeper (baseline)", 0.025)):
         if name not in results:
             continue
         fresh, upgrade, commits = results[name]
@@ -311,7 +321,7 @@ def main():
         print("%s   overhead %+6.1f ms (target <= %d ms, p99 < 1 s: %s)"
               % (line("fresh, agent on " + name, fresh), overhead * 1000, budget * 1000,
                  "met" if met else "NOT met"))
-        print("%-28s median %7.1f ms (included above)" % ("  intent write on " + name,
+        print("%-39s median %7.1f ms (included above)" % ("  intent write on " + name,
                                                            percentile(commits, 50) * 1000))
         ratio = percentile(upgrade, 50) / percentile(floorUpgrade, 50)
         met = ratio <= 2.0 and percentile(upgrade, 50) < 0.1 and percentile(upgrade, 99) < 1.0
