@@ -105,15 +105,16 @@ def checkReachable(path, user):
         current = parent
 
 
-def _settled(d, podId):
+def _settled(d, podId, what="runtime files"):
     """
-    @return: L{Deferred} firing once C{d} (or C{None}), abandoned because the
-        deploy failed otherwise, has ended; its failure is logged.
+    @return: L{Deferred} firing once C{d} (or C{None}), writing the pod's
+        C{what}, abandoned because the deploy failed otherwise, has ended;
+        its failure is logged.
     """
     if d is None:
         return defer.succeed(None)
-    return d.addErrback(lambda f: log.failure("writing the runtime files of {pod}", f,
-                                              pod=podId))
+    return d.addErrback(lambda f: log.failure("writing the {what} of {pod}", f,
+                                              pod=podId, what=what))
 
 
 class PodOperations(object):
@@ -256,14 +257,21 @@ class PodOperations(object):
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
                     layout, launchableId, installDir)
-            yield threads.deferToThread(
+            # Written while the services start (a crash in between leaves the
+            # old manifest there: the next agent deploys this one again).
+            wrote = threads.deferToThread(
                 runtime.atomicWrite, layout.currentManifest, manifest.raw)
-            for launchableId, launchable in manifest.launchables.items():
-                before = previous[launchableId]
-                changed = before is not None and before != installs[launchableId][0]
-                restart = changed and not launchable.noHaltOnUpdate
-                for spec in specs[launchableId]:
-                    yield self.supervisor.start(spec, restart=restart)
+            try:
+                for launchableId, launchable in manifest.launchables.items():
+                    before = previous[launchableId]
+                    changed = before is not None and before != installs[launchableId][0]
+                    restart = changed and not launchable.noHaltOnUpdate
+                    for spec in specs[launchableId]:
+                        yield self.supervisor.start(spec, restart=restart)
+            except Exception:
+                yield _settled(wrote, manifest.id, "current manifest")
+                raise
+            yield wrote
         except Exception:
             yield self._rollBack(layout, installs, previous, specs)
             raise
