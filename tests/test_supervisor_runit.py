@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.supervisors.runit import (
     DOWN, RUN, RUNSV_PAUSE, RunitSupervisor, RunsvStatus, inPause, keepLogs, parseStatus,
-    readStatus, runScript, runsvAlive, serviceFiles, tai64nLabel)
+    readStatus, runScript, runsvAlive, sendControl, serviceFiles, tai64nLabel)
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
 from tests.test_supervisors import (
@@ -470,6 +470,18 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield waitFor(logged, what="output in %s" % (current,))
         with open(current) as f:
             self.assertRegex(f.readline(), r"^\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\.\d+ to-")
+
+    def test_commandWithoutRunsv(self):
+        """
+        A command for a directory no runsv reads fails with a
+        L{SupervisorError} saying so (as sv would), without blocking.
+        """
+        os.makedirs(os.path.join(self.path, "supervise"))
+        os.mkfifo(os.path.join(self.path, "supervise", "control"))
+        self.assertRaises(OSError, sendControl, self.path, b"u")
+        failure = self.failureResultOf(self.sup._command("up", self.path), SupervisorError)
+        self.assertIn("supervise/control", str(failure.value))
+        shutil.rmtree(self.path)
 
     def test_badSpec(self):
         """
