@@ -11,10 +11,10 @@ Each service is a runit service directory, C{<state_dir>/service/<name>/}::
     log/main/    svlogd's log directory (current, rotated files)
     supervise/   runsv's own state (status, control, ok, lock)
 
-A new directory is built under a dot name (C{.<name>.new-<random>}), flushed
-to disk (one C{syncfs}) and renamed into place; a changed definition replaces its files one by one,
-each by rename.  Names starting with a dot are skipped by C{runsvdir} and by
-L{RunitSupervisor.services}.
+A new directory is built under a dot name (C{.<name>.new-<random>}), flushed to
+disk (one C{syncfs}) and renamed into place; a changed definition replaces its
+files one by one, each by rename. Names starting with a dot are skipped by
+C{runsvdir} and by L{RunitSupervisor.services}.
 
 C{runsv <dir>} is started directly for a new service, in its own session
 (C{setsid}), with C{/dev/null} as its standard streams: it does not wait for a
@@ -44,8 +44,9 @@ supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
 1 run / 2 finish; runsv writes it by rename) every 10 ms instead of sv's
 420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
-service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL to the group
-after the timeout; runsv alone would only signal the group's leader.
+service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL
+to the group after the timeout; runsv alone would only signal the group's
+leader.
 """
 
 import binascii
