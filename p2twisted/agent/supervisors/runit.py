@@ -400,6 +400,29 @@ class RunitSupervisor(SupervisorBase):
             uptime=max(0.0, self._reactor.seconds() - current.stamp),
             wantUp=current.want == "u")
 
+    def _build(self, spec):
+        """
+        Build C{spec}'s new service directory under a dot name
+        (C{.<name>.new-<random>}), on disk (one flush for all of it).
+
+        @return: its path, for the caller to rename into place.
+        """
+        serviceDir = self._layout.serviceDir
+        os.makedirs(serviceDir, exist_ok=True)
+        tmp = os.path.join(serviceDir, ".%s.new-%s" % (spec.name, _suffix()))
+        os.mkdir(tmp)
+        try:
+            os.makedirs(os.path.join(tmp, "log", "main"))
+            for rel, text in sorted(serviceFiles(spec).items()):
+                _writeFile(os.path.join(tmp, rel), text, 0o755, sync=False)
+            if spec.restartPolicy == "never":
+                _writeFile(os.path.join(tmp, "down"), "", 0o644, sync=False)
+            syncFilesystem(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
+
     def _define(self, spec):
         """
         Write C{spec}'s service directory: a new one atomically (built under a
@@ -412,23 +435,13 @@ class RunitSupervisor(SupervisorBase):
         files = serviceFiles(spec)
         down = spec.restartPolicy == "never"
         if not os.path.isdir(path):
-            serviceDir = self._layout.serviceDir
-            os.makedirs(serviceDir, exist_ok=True)
-            tmp = os.path.join(serviceDir, ".%s.new-%s" % (spec.name, _suffix()))
-            os.mkdir(tmp)
+            tmp = self._build(spec)
             try:
-                os.makedirs(os.path.join(tmp, "log", "main"))
-                for rel, text in sorted(files.items()):
-                    _writeFile(os.path.join(tmp, rel), text, 0o755, sync=False)
-                if down:
-                    _writeFile(os.path.join(tmp, "down"), "", 0o644, sync=False)
-                # Every file and directory of tmp on disk, in one flush.
-                syncFilesystem(tmp)
                 os.rename(tmp, path)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            fsyncDir(serviceDir)
+            fsyncDir(self._layout.serviceDir)
             return "new"
         changed = False
         for rel, text in sorted(files.items()):
@@ -587,14 +600,33 @@ class RunitSupervisor(SupervisorBase):
         once its runsv is gone (L{_retire}).
         """
         name = spec.name
-        yield self._stopRunning(name, path, spec.restartTimeout)
-        old = os.path.join(self._layout.serviceDir, ".%s.removed-%s" % (name, _suffix()))
-        if name in self._children:
-            self._children[name].expected = True
+        # The stop is under way (signalled) when this returns; the new
+        # directory is built meanwhile.
+        stopping = self._stopRunning(name, path, spec.restartTimeout)
         try:
-            os.rename(path, old)  # on disk with the new directory's rename
+            new = self._build(spec)
         except OSError as e:
-            raise SupervisorError("could not move service directory %s aside: %s" % (path, e))
+            yield stopping
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        try:
+            yield stopping
+            old = os.path.join(self._layout.serviceDir, ".%s.removed-%s" % (name, _suffix()))
+            if name in self._children:
+                self._children[name].expected = True
+            try:
+                os.rename(path, old)
+            except OSError as e:
+                raise SupervisorError("could not move service directory %s aside: %s"
+                                      % (path, e))
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        try:
+            os.rename(new, path)
+            fsyncDir(self._layout.serviceDir)
+        except OSError as e:
+            shutil.rmtree(new, ignore_errors=True)
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
         log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
                  "runsv would pause that long before starting it again", service=name,
                  pause=RUNSV_PAUSE, event="runsv-replace")
@@ -602,10 +634,6 @@ class RunitSupervisor(SupervisorBase):
             yield self._command("exit", old)
         except SupervisorError:
             log.failure("could not tell the replaced runsv of {service} to exit", service=name)
-        try:
-            self._define(spec)
-        except OSError as e:
-            raise SupervisorError("could not write service directory %s: %s" % (path, e))
         yield self._ensureRunsv(name, path, spec.restartTimeout)
         retiring = self._retire(name, old, path)
         self._retiring.add(retiring)
