@@ -164,6 +164,63 @@ class AgentEndToEndTests(LocalStoreCase):
         self.assertEqual((status["state"], status["error"]), ("running", None))
 
     @defer.inlineCallbacks
+    def test_podStartedWithUserEnvAndLimits(self):
+        """
+        A pod that joins no cgroup is started without p2-exec (by chpst) and
+        still gets what p2-exec gives: its C{run_as} user and groups, its env
+        dirs and C{ENTRY_POINT}, umask 022, soft limits raised to the hard
+        ones, and a session of its own.
+        """
+        port = freePort()
+        launch = (b"#!/bin/sh\n"
+                  b"echo \"report uid=$(id -u) groups=$(id -G | tr ' ' ,) umask=$(umask) "
+                  b"nofile=$(ulimit -Sn):$(ulimit -Hn) pod=$POD_ID entry=$ENTRY_POINT "
+                  b"greeting=$GREETING root=$LAUNCHABLE_ROOT pid=$$ "
+                  b"stat=$(cut -d' ' -f5,6 /proc/$$/stat)\"\n"
+                  b"exec /usr/bin/python3 -m http.server \"$PORT\" --bind 127.0.0.1 "
+                  b"--directory \"$LAUNCHABLE_ROOT/www\"\n")
+        url, sha = buildWebArtifact(self.artifacts, "started", "1",
+                                    files={"bin/launch": (launch, 0o755)})
+        yield self.schedule(webManifest("started", url, port, sha,
+                                        extra=b"      GREETING: hi\n"))
+        yield waitForVersion(port, "1")
+        service = os.path.join(self.harness.config.stateDir, "service",
+                               "started__web__bin__launch")
+        with open(os.path.join(service, "run")) as f:
+            run = f.read()
+        if not self.harness.pods.chpst:
+            raise unittest.SkipTest("chpst is not installed: pods start through p2-exec")
+        self.assertIn("chpst", run)
+        self.assertNotIn("p2exec", run)
+        current = os.path.join(service, "log", "main", "current")
+
+        def report():
+            try:
+                with open(current) as f:
+                    lines = [l for l in f if " report " in l]
+            except FileNotFoundError:
+                return None
+            return lines[-1].split(" report ", 1)[1].split() if lines else None
+        yield waitFor(lambda: report() is not None, what="the pod's report in its log")
+        fields = report()
+        values = dict(field.split("=", 1) for field in fields if "=" in field)
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        self.assertEqual(values["uid"], str(nobody.pw_uid))
+        self.assertEqual(sorted(int(g) for g in values["groups"].split(",")),
+                         sorted(set(os.getgrouplist("nobody", nobody.pw_gid))))
+        self.assertEqual(values["greeting"], "hi")
+        self.assertEqual(values["umask"], "0022")
+        soft, hard = values["nofile"].split(":")
+        self.assertEqual(soft, hard)
+        self.assertEqual(values["pod"], "started")
+        self.assertEqual(values["entry"], "bin/launch")
+        self.assertEqual(values["root"], self.harness.layout("started").current("web"))
+        pid = values["pid"]
+        # /proc/<pid>/stat fields 5 and 6: process group and session.
+        self.assertEqual(fields[fields.index("stat=" + pid):][:2], ["stat=" + pid, pid])
+
+    @defer.inlineCallbacks
     def test_uninstallRemovesCgroup(self):
         """
         A pod with cgroup limits runs in C{p2/<pod>@<launchable>}; removing
@@ -181,6 +238,11 @@ class AgentEndToEndTests(LocalStoreCase):
         yield waitForVersion(port, "1")
         dirs = [d for d in p2exec.cgroupDirs("limited@web") if os.path.isdir(d)]
         self.assertTrue(dirs, "no cgroup p2/limited@web was made")
+        # Joining a cgroup is p2-exec's: the pod started through it, and runs there.
+        pid = self.servicePid("limited")
+        for d in dirs:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                self.assertIn(str(pid), f.read().split(), d)
         yield intent.unschedule(self.store, "n1", "limited")
         yield waitFor(lambda: not os.path.exists(self.harness.layout("limited").home),
                       what="the pod to be removed")
