@@ -38,6 +38,7 @@ sysdeps:
 	command -v runsvdir >/dev/null || missing="$$missing runit"; \
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v busybox >/dev/null || missing="$$missing busybox"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \

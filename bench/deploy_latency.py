@@ -1,49 +1,75 @@
 """
-Deploy latency (not a test): from intent written to the pod answering 200 on
-C{/_status}, for a tiny artifact, over N runs, with the agent on the local
-and ZooKeeper backends -- and, in the same run, the floor: a shell script
-doing the same by hand (C{tar xzf}, start the process, poll until 200).
+Deploy and upgrade latency (not a test), for a program the project did not
+write (busybox C{httpd}), with the agent as its own C{twistd -n p2-agent}
+process, on the local store and on ZooKeeper -- and, in the same run, the
+floors: the same work done by hand with nothing in between.
 
-    .venv/bin/python bench/deploy_latency.py [--runs 20] [--supervisor runit]
+    .venv/bin/python bench/deploy_latency.py [--runs 20] [--stores local,zookeeper]
+        [--keep] [--check] [--baseline TREE]
 
-Target (issue 3): median within 1.5x the floor, p99 under 1 s.
+Fresh deploy: from a new pod's intent committed to C{GET /_status} answering
+200.  Floor: C{tar xzf} the artifact, start the server, poll until 200.
+
+Upgrade: from a running pod's new manifest (a new artifact) committed to
+C{GET /version} serving the new version.  The pod is upgraded right after its
+first version answers (so within runsv's one-second restart pause, the case a
+quick fix-forward hits).  Floor: C{tar xzf} the new artifact, stop the old
+server (TERM, reaped), start the new one, poll until it serves the new version.
+
+The floor and the agents take turns run by run, so that each sees the same
+load.  Both pollers are the same (every 2 ms).  Targets (issue 10): fresh-deploy agent
+overhead (agent median - floor median) <= 15 ms on the local store and
+<= 25 ms on ZooKeeper; upgrade median <= 2x its floor and under 100 ms; p99
+under 1 s.  The agent's own output goes to C{<workdir>/agent-<store>.log}.
 """
 
 import argparse
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from twisted.application import service  # noqa: E402
 from twisted.internet import defer, task, threads  # noqa: E402
 from twisted.python.threadpool import ThreadPool  # noqa: E402
 
 from p2twisted import intent  # noqa: E402
-from p2twisted.agent.config import AgentConfig  # noqa: E402
-from p2twisted.agent.pods import PodOperations  # noqa: E402
-from p2twisted.agent.service import AgentService  # noqa: E402
+from p2twisted.agent.supervisors import listServiceDirs  # noqa: E402
 from p2twisted.manifest import parseManifest  # noqa: E402
 from p2twisted.store import openStore  # noqa: E402
-from tests.agentharness import LAUNCH, buildWebArtifact, freePort, webManifest  # noqa: E402
+from tests.agentharness import freePort, webManifest  # noqa: E402
+from tests.artifacts import buildHoist  # noqa: E402
 
-FLOOR = r"""
-set -e
-mkdir -p "$DIR"
-tar xzf "$ARTIFACT" -C "$DIR"
-cd "$DIR"
-LAUNCHABLE_ROOT="$DIR" PORT="$PORT" setsid ./bin/launch >/dev/null 2>&1 &
-echo $!
+#: The pod: busybox httpd serving the launchable's C{www/} on C{$PORT}.
+LAUNCH = b"""#!/bin/sh
+exec busybox httpd -f -p "127.0.0.1:$PORT" -h "$LAUNCHABLE_ROOT/www"
 """
 
-
-#: One thread polling the pod, so the reactor stays free for the agent.
+#: One thread polling the pods, so the reactor stays free.
 POLLER = ThreadPool(1, 1, "poller")
+
+POLL_INTERVAL = 0.002
+
+
+def busybox():
+    path = shutil.which("busybox")
+    if path is None:
+        sys.exit("busybox is missing: run 'make sysdeps' (or apt-get install busybox)")
+    return path
+
+
+def buildArtifact(directory, version):
+    path = os.path.join(directory, "httpd_%s.tar.gz" % (version,))
+    sha = buildHoist(path, files={"bin/launch": (LAUNCH, 0o755),
+                                  "www/version": version.encode(),
+                                  "www/_status": b"ok\n"})
+    return path, sha
 
 
 def percentile(values, p):
@@ -51,78 +77,94 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
 
 
-def poll200(port, deadline=30.0):
+def poll(port, path="/_status", body=None, deadline=30.0):
     """
-    Block until C{GET /_status} on C{port} answers 200, polling every 5 ms
-    (the same poller for the floor and for the agent).
+    Block until C{GET path} on C{port} answers 200 (with C{body}, if given).
     """
     end = time.perf_counter() + deadline
     while time.perf_counter() < end:
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/_status")
+            connection.request("GET", path)
             response = connection.getresponse()
-            response.read()
+            data = response.read()
             connection.close()
-            if response.status == 200:
+            if response.status == 200 and (body is None or data == body):
                 return
-        except OSError:
-            pass
-        time.sleep(0.005)
-    raise RuntimeError("pod on port %d never answered" % (port,))
+        except (OSError, http.client.HTTPException):
+            pass  # not up yet, or the old version stopping mid-answer
+        time.sleep(POLL_INTERVAL)
+    raise RuntimeError("pod on port %d never served %s %r" % (port, path, body))
 
 
-def floorRun(artifact, workdir, port):
+# -- the floors ------------------------------------------------------------------
+
+def extract(artifact, directory):
+    os.makedirs(directory)
+    subprocess.run(["tar", "xzf", artifact, "-C", directory], check=True)
+
+
+def launch(directory, port):
+    return subprocess.Popen(
+        [os.path.join(directory, "bin", "launch")], start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(PATH=os.environ["PATH"], PORT=str(port), LAUNCHABLE_ROOT=directory))
+
+
+def stopByHand(process):
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait()
+
+
+def floorRun(workdir, v1, v2, i):
+    """
+    @return: C{(fresh, upgrade)} seconds, by hand.
+    """
+    port = freePort()
     started = time.perf_counter()
-    out = subprocess.run(["bash", "-c", FLOOR], check=True, capture_output=True, env=dict(
-        os.environ, DIR=os.path.join(workdir, "floor%d" % port), ARTIFACT=artifact,
-        PORT=str(port))).stdout
-    poll200(port)
-    elapsed = time.perf_counter() - started
-    os.killpg(int(out.split()[0]), signal.SIGTERM)
-    return elapsed
+    directory = os.path.join(workdir, "floor%d-1" % i)
+    extract(v1, directory)
+    old = launch(directory, port)
+    poll(port)
+    fresh = time.perf_counter() - started
+    started = time.perf_counter()
+    directory = os.path.join(workdir, "floor%d-2" % i)
+    extract(v2, directory)
+    stopByHand(old)
+    new = launch(directory, port)
+    poll(port, "/version", b"2")
+    upgrade = time.perf_counter() - started
+    stopByHand(new)
+    return fresh, upgrade
 
 
-def waitFor200(reactor, port):
-    return threads.deferToThreadPool(reactor, POLLER, poll200, port)
+# -- the agent -------------------------------------------------------------------
+
+def startAgent(base, storeURL, logPath, root=ROOT):
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+    env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
+    with open(logPath, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
+             "p2-agent", "--store", storeURL, "--node", "bench", "--state-dir", os.path.join(base, "state"),
+             "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
+
+
+def waitFor(reactor, port, path="/_status", body=None):
+    return threads.deferToThreadPool(reactor, POLLER, poll, port, path, body)
 
 
 @defer.inlineCallbacks
-def agentRuns(reactor, storeURL, workdir, artifactURL, sha, runs, supervisor):
-    base = tempfile.mkdtemp(prefix="agent", dir=workdir)
-    os.chmod(base, 0o755)
-    config = AgentConfig(node="bench", store=storeURL, podRoot=os.path.join(base, "pods"),
-                         stateDir=os.path.join(base, "state"), supervisor=supervisor)
-    pods = PodOperations.fromConfig(config, reactor)
-    top = service.MultiService()
-    agent = AgentService(config, pods, reactor, facts=pods.facts)
-    agent.setServiceParent(top)
-    pods.service().setServiceParent(top)
-    top.startService()
-    store = yield openStore(storeURL, reactor)
-    yield task.deferLater(reactor, 0.5, lambda: None)
-    latencies = []
-    try:
-        for i in range(runs):
-            port = freePort()
-            manifest = parseManifest(webManifest("bench%d" % i, artifactURL, port, sha,
-                                                 runAs=currentUser()))
-            started = time.perf_counter()
-            yield intent.schedule(store, "bench", manifest)
-            yield waitFor200(reactor, port)
-            latencies.append(time.perf_counter() - started)
-            yield intent.unschedule(store, "bench", manifest.id)
-    finally:
-        for i in range(runs):
-            yield intent.unschedule(store, "bench", "bench%d" % i)
-        for _ in range(600):
-            names = yield pods.supervisor.services()
-            if not names:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        yield top.stopService()
-        yield store.close()
-    return latencies
+def waitUntilGone(reactor, base, podId):
+    serviceDir = os.path.join(base, "state", "service")
+    home = os.path.join(base, "pods", podId or "")
+    for _ in range(2000):
+        if not listServiceDirs(serviceDir) and not (podId and os.path.exists(home)):
+            return
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    raise RuntimeError("pod %s was not removed" % (podId,))
 
 
 def currentUser():
@@ -130,55 +172,171 @@ def currentUser():
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def report(name, values, floor):
-    med, p99 = percentile(values, 50), percentile(values, 99)
-    ratio = med / percentile(floor, 50)
-    print("%-22s median %7.1f ms   p99 %7.1f ms   median/floor %.2f  (targets: <= 1.50, p99 < 1000 ms: %s)"
-          % (name, med * 1000, p99 * 1000, ratio,
-             "met" if ratio <= 1.5 and p99 < 1.0 else "NOT met"))
+class AgentBench(object):
+    """
+    One agent process on one store, and the bench's own client of that store.
+    """
+
+    def __init__(self, reactor, name, storeURL, workdir, artifacts, root=ROOT):
+        self.reactor, self.name, self.storeURL, self.root = reactor, name, storeURL, root
+        (self.v1, self.sha1), (self.v2, self.sha2) = artifacts
+        self.base = tempfile.mkdtemp(prefix="agent-" + name.replace(" ", "-"), dir=workdir)
+        os.chmod(self.base, 0o755)
+        label = name.replace(" ", "-")
+        self.logPath = os.path.join(workdir, "agent-%s.log" % (label,))
+        self.trace = open(os.path.join(workdir, "bench-%s.log" % (label,)), "w")
+        self.fresh, self.upgrade, self.commits = [], [], []
+        self.podIds = []
+
+    @defer.inlineCallbacks
+    def start(self):
+        self.agent = startAgent(self.base, self.storeURL, self.logPath, self.root)
+        self.store = yield openStore(self.storeURL, self.reactor)
+
+    def manifest(self, podId, port, path, sha):
+        return parseManifest(webManifest(podId, "file://" + path, port, sha,
+                                         runAs=currentUser()))
+
+    @defer.inlineCallbacks
+    def run(self, i):
+        """
+        Deploy pod C{bench<i>}, upgrade it, remove it; C{i < 0}: not measured.
+        """
+        podId = "bench%d" % (i + 1,)
+        self.podIds.append(podId)
+        port = freePort()
+        for results, sha, path, body in ((self.fresh, self.sha1, self.v1, None),
+                                         (self.upgrade, self.sha2, self.v2, b"2")):
+            started, wall = time.perf_counter(), time.time()
+            yield intent.schedule(self.store, "bench", self.manifest(podId, port, path, sha))
+            committed = time.perf_counter()
+            yield waitFor(self.reactor, port, "/_status" if body is None else "/version", body)
+            elapsed = time.perf_counter() - started
+            self.trace.write("%s %s %s committed +%.1f ms, serving +%.1f ms\n" % (
+                time.strftime("%H:%M:%S", time.gmtime(wall)) + ("%.6f" % (wall % 1))[1:],
+                podId, "fresh" if body is None else "upgrade",
+                (committed - started) * 1000, elapsed * 1000))
+            if i >= 0:
+                results.append(elapsed)
+                self.commits.append(committed - started)
+        yield intent.unschedule(self.store, "bench", podId)
+        yield waitUntilGone(self.reactor, self.base, podId)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        try:
+            for podId in self.podIds:
+                yield intent.unschedule(self.store, "bench", podId)
+            yield waitUntilGone(self.reactor, self.base, None)
+        finally:
+            self.agent.send_signal(signal.SIGTERM)
+            yield threads.deferToThread(self.agent.wait)
+            yield self.store.close()
+            self.trace.close()
+
+
+def line(name, values):
+    return "%-39s median %7.1f ms   p99 %7.1f ms" % (
+        name, percentile(values, 50) * 1000, percentile(values, 99) * 1000)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--supervisor", default="auto")
+    parser.add_argument("--stores", default="local,zookeeper")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a target is not met")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also run, in turn with the others, agents from this source tree "
+                             "(e.g. 'git archive <commit> | tar x -C TREE'), for before/after")
     args = parser.parse_args()
+    stores = [s for s in args.stores.split(",") if s]
+    busybox()
     workdir = tempfile.mkdtemp(prefix="p2deploy")
     os.chmod(workdir, 0o755)
-    artifactURL, sha = buildWebArtifact(workdir, "tiny", "1")
-    artifact = artifactURL[len("file://"):]
-    assert LAUNCH  # the same launch script runs in both
+    v1, sha1 = buildArtifact(workdir, "1")
+    v2, sha2 = buildArtifact(workdir, "2")
+    load = os.getloadavg()
 
-    floor = [floorRun(artifact, workdir, freePort()) for _ in range(args.runs)]
-    from tests.zkserver import ZooKeeperServer
-    zk = ZooKeeperServer()
-    zk.start()
-    results = {}
+    zk = None
+    if "zookeeper" in stores:
+        from tests.zkserver import ZooKeeperServer
+        zk = ZooKeeperServer()
+        zk.start()
+    urls = {"local": "local://%s/state.db" % (workdir,),
+            "zookeeper": "zk://%s/deploybench" % (zk.hosts,) if zk else None}
+    agents = [(name, urls[name], ROOT) for name in stores]
+    if args.baseline:
+        urls["local"] = "local://%s/base.db" % (workdir,)
+        agents += [(name + " (baseline)", urls[name].replace("/deploybench", "/deploybase"),
+                    os.path.abspath(args.baseline)) for name in stores]
+    floorFresh, floorUpgrade = [], []
+    benches = []
 
     @defer.inlineCallbacks
     def run(reactor):
-        results["local"] = yield agentRuns(
-            reactor, "local://%s/state.db" % (workdir,), workdir, artifactURL, sha,
-            args.runs, args.supervisor)
-        results["zookeeper"] = yield agentRuns(
-            reactor, "zk://%s/deploybench" % (zk.hosts,), workdir, artifactURL, sha,
-            args.runs, args.supervisor)
+        for name, url, root in agents:
+            bench = AgentBench(reactor, name, url, workdir, ((v1, sha1), (v2, sha2)), root)
+            yield bench.start()
+            benches.append(bench)
+        try:
+            # Floor and agents take turns, so that each sees the same load.
+            # Round -1 warms up (not measured): the agents are up and their
+            # caches hold both artifacts, as tar reads them from the page cache.
+            for i in range(-1, args.runs):
+                fresh, upgrade = floorRun(workdir, v1, v2, i + 1)
+                if i >= 0:
+                    floorFresh.append(fresh)
+                    floorUpgrade.append(upgrade)
+                for bench in benches:
+                    yield bench.run(i)
+        finally:
+            for bench in benches:
+                yield bench.stop()
     POLLER.start()
     try:
-        task.react(lambda reactor: run(reactor))
-    except SystemExit:
-        pass
+        task.react(run)
+    except SystemExit as e:
+        if e.code:
+            raise
     finally:
         POLLER.stop()
-        zk.destroy()
-    print("deploy latency: intent written -> 200 on /_status, %d runs, tiny artifact"
-          % (args.runs,))
-    print("%-22s median %7.1f ms   p99 %7.1f ms"
-          % ("floor (shell by hand)", percentile(floor, 50) * 1000, percentile(floor, 99) * 1000))
-    for name in ("local", "zookeeper"):
-        if name in results:
-            report("agent on " + name, results[name], floor)
+        if zk is not None:
+            zk.destroy()
+    results = {b.name: (b.fresh, b.upgrade, b.commits) for b in benches}
+    print("deploy latency: busybox httpd, agent as its own twistd process, %d runs, "
+          "load average %.1f at start, %.1f at end"
+          % (args.runs, load[0], os.getloadavg()[0]))
+    print("clocks start before the intent write; each agent's log and the runs' "
+          "timestamps are in the work directory (--keep)")
+    print(line("fresh floor (by hand)", floorFresh))
+    print(line("upgrade floor (by hand)", floorUpgrade))
+    ok = True
+    for name, budget in (("local", 0.015), ("zookeeper", 0.025),
+                         ("local (baseline)", 0.015), ("zookeeper (baseline)", 0.025)):
+        if name not in results:
+            continue
+        fresh, upgrade, commits = results[name]
+        overhead = percentile(fresh, 50) - percentile(floorFresh, 50)
+        met = overhead <= budget and percentile(fresh, 99) < 1.0
+        ok = ok and met
+        print("%s   overhead %+6.1f ms (target <= %d ms, p99 < 1 s: %s)"
+              % (line("fresh, agent on " + name, fresh), overhead * 1000, budget * 1000,
+                 "met" if met else "NOT met"))
+        print("%-39s median %7.1f ms (included above)" % ("  intent write on " + name,
+                                                           percentile(commits, 50) * 1000))
+        ratio = percentile(upgrade, 50) / percentile(floorUpgrade, 50)
+        met = ratio <= 2.0 and percentile(upgrade, 50) < 0.1 and percentile(upgrade, 99) < 1.0
+        ok = ok and met
+        print("%s   x%.2f floor (target <= 2, < 100 ms, p99 < 1 s: %s)"
+              % (line("upgrade, agent on " + name, upgrade), ratio, "met" if met else "NOT met"))
+    if args.keep:
+        print("work directory (agent logs): %s" % (workdir,))
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if args.check and not ok else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

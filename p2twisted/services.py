@@ -22,7 +22,6 @@ from p2twisted.errors import KeyExists, P2Error, VersionConflict
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, checkKey
-from p2twisted.templates import getTemplate
 
 #: How often a read-modify-write of a definition is retried on a race.
 RETRIES = 10
@@ -70,6 +69,15 @@ class Service(object):
         except (ValueError, KeyError, TypeError) as e:
             raise P2Error("service %s: %s does not hold a service definition (%s)"
                           % (name, entry.key, e))
+
+
+def getTemplate(name):
+    """
+    L{p2twisted.templates.getTemplate}, imported when first needed (reading
+    services, as C{p2 status} does, needs no template).
+    """
+    from p2twisted.templates import getTemplate as get
+    return get(name)
 
 
 def _now():
@@ -216,14 +224,18 @@ def deployedNodes(store, name):
 
 
 @defer.inlineCallbacks
-def deploy(store, name, nodes, artifactDir, artifactBaseURL):
+def deploy(store, name, nodes, artifactDir, artifactBaseURL, check=None):
     """
     Render service C{name} and schedule it on every node of C{nodes}.
 
+    @param check: called with the rendered manifest before anything is
+        scheduled; raises to stop the deploy.
     @return: L{Deferred} firing with the L{PodManifest} written.
     """
     service = yield getService(store, name)
     manifest = render(service, artifactDir, artifactBaseURL)
+    if check is not None:
+        check(manifest)
     for node in nodes:
         yield intent.schedule(store, node, manifest)
     return manifest
@@ -271,6 +283,15 @@ def parseHealth(value):
     if not isinstance(record, dict):
         return None
     return {k: record.get(k) for k in ("status", "output", "sha", "time")}
+
+
+def oneLine(text, limit=200):
+    """
+    @return: C{text} on one line (whitespace runs made one space), cut to
+        C{limit} characters.
+    """
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def healthText(health, sha):

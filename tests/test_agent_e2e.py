@@ -164,6 +164,63 @@ class AgentEndToEndTests(LocalStoreCase):
         self.assertEqual((status["state"], status["error"]), ("running", None))
 
     @defer.inlineCallbacks
+    def test_podStartedWithUserEnvAndLimits(self):
+        """
+        A pod that joins no cgroup is started without p2-exec (by chpst) and
+        still gets what p2-exec gives: its C{run_as} user and groups, its env
+        dirs and C{ENTRY_POINT}, umask 022, soft limits raised to the hard
+        ones, and a session of its own.
+        """
+        port = freePort()
+        launch = (b"#!/bin/sh\n"
+                  b"echo \"report uid=$(id -u) groups=$(id -G | tr ' ' ,) umask=$(umask) "
+                  b"nofile=$(ulimit -Sn):$(ulimit -Hn) pod=$POD_ID entry=$ENTRY_POINT "
+                  b"greeting=$GREETING root=$LAUNCHABLE_ROOT pid=$$ "
+                  b"stat=$(cut -d' ' -f5,6 /proc/$$/stat)\"\n"
+                  b"exec /usr/bin/python3 -m http.server \"$PORT\" --bind 127.0.0.1 "
+                  b"--directory \"$LAUNCHABLE_ROOT/www\"\n")
+        url, sha = buildWebArtifact(self.artifacts, "started", "1",
+                                    files={"bin/launch": (launch, 0o755)})
+        yield self.schedule(webManifest("started", url, port, sha,
+                                        extra=b"      GREETING: hi\n"))
+        yield waitForVersion(port, "1")
+        service = os.path.join(self.harness.config.stateDir, "service",
+                               "started__web__bin__launch")
+        with open(os.path.join(service, "run")) as f:
+            run = f.read()
+        if not self.harness.pods.chpst:
+            raise unittest.SkipTest("chpst is not installed: pods start through p2-exec")
+        self.assertIn("chpst", run)
+        self.assertNotIn("p2exec", run)
+        current = os.path.join(service, "log", "main", "current")
+
+        def report():
+            try:
+                with open(current) as f:
+                    lines = [l for l in f if " report " in l]
+            except FileNotFoundError:
+                return None
+            return lines[-1].split(" report ", 1)[1].split() if lines else None
+        yield waitFor(lambda: report() is not None, what="the pod's report in its log")
+        fields = report()
+        values = dict(field.split("=", 1) for field in fields if "=" in field)
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        self.assertEqual(values["uid"], str(nobody.pw_uid))
+        self.assertEqual(sorted(int(g) for g in values["groups"].split(",")),
+                         sorted(set(os.getgrouplist("nobody", nobody.pw_gid))))
+        self.assertEqual(values["greeting"], "hi")
+        self.assertEqual(values["umask"], "0022")
+        soft, hard = values["nofile"].split(":")
+        self.assertEqual(soft, hard)
+        self.assertEqual(values["pod"], "started")
+        self.assertEqual(values["entry"], "bin/launch")
+        self.assertEqual(values["root"], self.harness.layout("started").current("web"))
+        pid = values["pid"]
+        # /proc/<pid>/stat fields 5 and 6: process group and session.
+        self.assertEqual(fields[fields.index("stat=" + pid):][:2], ["stat=" + pid, pid])
+
+    @defer.inlineCallbacks
     def test_uninstallRemovesCgroup(self):
         """
         A pod with cgroup limits runs in C{p2/<pod>@<launchable>}; removing
@@ -181,6 +238,11 @@ class AgentEndToEndTests(LocalStoreCase):
         yield waitForVersion(port, "1")
         dirs = [d for d in p2exec.cgroupDirs("limited@web") if os.path.isdir(d)]
         self.assertTrue(dirs, "no cgroup p2/limited@web was made")
+        # Joining a cgroup is p2-exec's: the pod started through it, and runs there.
+        pid = self.servicePid("limited")
+        for d in dirs:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                self.assertIn(str(pid), f.read().split(), d)
         yield intent.unschedule(self.store, "n1", "limited")
         yield waitFor(lambda: not os.path.exists(self.harness.layout("limited").home),
                       what="the pod to be removed")
@@ -326,6 +388,82 @@ class AgentEndToEndTests(LocalStoreCase):
         status = yield waitFor(lambda: self.podStatus("broken"), what="broken's status")
         self.assertEqual(status["state"], "invalid")
         self.assertFalse(os.path.exists(os.path.join(self.harness.config.podRoot, "..", "escape")))
+
+    @defer.inlineCallbacks
+    def test_keyNamesItsPod(self):
+        """
+        An intent written under another pod's key (C{intent/n1/garb3} holding
+        C{id: web}, another version on another port) takes nothing over: web
+        keeps its process and content, garb3's status says invalid, garb3 has
+        no reality and nothing listens on the other port; deleting garb3
+        changes nothing either.
+        """
+        port, otherPort = freePort(), freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "web", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "web", "2")
+        yield self.schedule(webManifest("web", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        pid = self.servicePid("web")
+        webReality = yield self.store.get(keys.reality("n1", "web"))
+
+        @defer.inlineCallbacks
+        def unchanged():
+            yield self.harness.agent.resync()
+            yield self.harness.whenConverged()
+            self.assertEqual(self.servicePid("web"), pid)
+            self.assertEqual((yield httpGet("http://127.0.0.1:%d/version" % (port,))),
+                             (200, b"1"))
+            self.assertIsNone((yield httpGet("http://127.0.0.1:%d/version" % (otherPort,))))
+            self.assertEqual((yield self.store.get(keys.reality("n1", "web"))).value,
+                             webReality.value)
+            self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
+            self.assertFalse(os.path.exists(self.harness.layout("garb3").home))
+            with open(self.harness.layout("web").currentManifest, "rb") as f:
+                self.assertIn(b"web_1.tar.gz", f.read())
+
+        yield self.store.put(keys.intent("n1", "garb3"), webManifest("web", url2, otherPort, sha2))
+        status = yield waitFor(lambda: self.podStatus("garb3"), what="garb3's status")
+        self.assertEqual(status["state"], "invalid")
+        self.assertIn("garb3", status["error"])
+        yield unchanged()
+
+        yield self.store.delete(keys.intent("n1", "garb3"))
+        yield waitFor(lambda: self.podStatus("garb3").addCallback(lambda s: s is None),
+                      what="garb3's status to go")
+        yield unchanged()
+
+
+    @defer.inlineCallbacks
+    def test_hijackedPodRepaired(self):
+        """
+        A pod taken over by an older agent (web's directory and service
+        running the manifest of C{intent/n1/garb3}, C{reality/n1/garb3}
+        holding C{id: web}) is repaired: web's reality is not what runs, so
+        web is deployed again and serves its own version on its own port,
+        and garb3's record removes nothing of web's.
+        """
+        port, otherPort = freePort(), freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "web", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "web", "2")
+        yield self.schedule(webManifest("web", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        yield self.harness.whenConverged()
+        # What the agent of 8e22d01 did with intent/n1/garb3 holding id: web.
+        hijack = webManifest("web", url2, otherPort, sha2)
+        yield self.harness.pods.deploy(parseManifest(hijack), None)
+        yield self.store.put(keys.reality("n1", "garb3"), hijack)
+        yield waitForVersion(otherPort, "2")
+        yield waitForVersion(port, None)
+
+        yield self.harness.agent.resync()
+        yield waitForVersion(port, "1")
+        yield waitForVersion(otherPort, None)
+        yield self.harness.whenConverged()
+        self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
+        self.assertIn(b"web_1.tar.gz", (yield self.store.get(keys.reality("n1", "web"))).value)
+        status = yield self.podStatus("web")
+        self.assertEqual(status["state"], "running")
 
 
 class TwoAgentsTests(unittest.TestCase):

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.ssl import PrivateCertificate
@@ -19,11 +20,13 @@ from zope.interface.verify import verifyObject
 from p2twisted.agent.health import (
     OUTPUT_REFRESH, HealthMonitor, HTTPHealthChecker, statusURL)
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
+from p2twisted import listeners
 from p2twisted.errors import StoreUnavailable, ValueTooLarge
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_VALUE
 from p2twisted.store.memory import MemoryState, MemoryStore
+from tests.agentharness import freePort
 from tests.httpservers import TrackingFactory
 from tests.store_contract import waitFor
 
@@ -549,7 +552,9 @@ class HTTPHealthCheckerTests(unittest.TestCase):
     timeout = TIMEOUT
 
     def checker(self, timeout=5.0):
-        checker = HTTPHealthChecker(reactor, timeout=timeout)
+        # These servers are this test process, standing for the pod: no
+        # check of who listens (see ListenerTests for that).
+        checker = HTTPHealthChecker(reactor, timeout=timeout, listener=lambda port, pod: None)
         self.addCleanup(checker.close)
         return checker
 
@@ -634,6 +639,27 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         result = yield self.checker().check(self.manifest(port))
         self.assertEqual(result.status, "passing")
         self.assertLess(len(result.output), 1000)
+        yield tracking.whenEmpty()
+
+    @defer.inlineCallbacks
+    def test_outputIsOneLine(self):
+        """
+        A status page of many lines of HTML is kept as one line of its
+        text: C{p2 deploy --wait} and C{p2 status} show it on one line.
+        """
+        page = (b"<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n"
+                b"        <meta charset=\"utf-8\">\n        <title>Error response</title>\n"
+                b"    </head>\n    <body>\n        <h1>Error response</h1>\n"
+                b"        <p>Error code: 404</p>\n        <p>Message: File not found.</p>\n"
+                b"    </body>\n</html>\n" + b"x" * 400)
+        port, tracking = self.serve(Status(404, page))
+        result = yield self.checker().check(self.manifest(port))
+        self.assertEqual(result.status, "critical")
+        self.assertNotIn("\n", result.output)
+        self.assertNotIn("<", result.output)
+        self.assertIn(": 404 Error response Error response Error code: 404", result.output)
+        self.assertLessEqual(len(result.output), 260)
+        self.assertTrue(result.output.endswith("..."))
         yield tracking.whenEmpty()
 
     @defer.inlineCallbacks
@@ -783,7 +809,8 @@ class MonitorWithRealCheckerTests(unittest.TestCase):
         self.addCleanup(store.close)
         session = yield store.session(TTL)
         raw = manifestYAML("web", port=port.getHost().port)
-        monitor = HealthMonitor(store, NODE, reactor, HTTPHealthChecker(reactor, timeout=5.0),
+        checker = HTTPHealthChecker(reactor, timeout=5.0, listener=lambda port, pod: None)
+        monitor = HealthMonitor(store, NODE, reactor, checker,
                                 lambda: {"web": raw}, lambda: session, interval=0.05)
         monitor.startService()
         self.addCleanup(monitor.stopService)
@@ -797,3 +824,64 @@ class MonitorWithRealCheckerTests(unittest.TestCase):
         second = yield waitFor(lambda: health().addCallback(
             lambda h: h if h["status"] == "critical" else None), what="web to be critical")
         self.assertIn(": 503 ok", second["output"])
+
+
+class ListenerTests(unittest.TestCase):
+    """
+    L{HTTPHealthChecker} with its real listener check: a status port held
+    by another program than the pod (the pod could not bind it) is critical
+    even when that program answers 200, and the output names it.
+    """
+
+    timeout = TIMEOUT
+
+    def serveElsewhere(self, env):
+        """
+        Run C{python3 -m http.server} on a free port of 127.0.0.1 with the
+        environment C{env} until the test ends.
+
+        @return: L{Deferred} firing with C{(port, pid)} once it listens.
+        """
+        if listeners.listeningInodes(1) is None:
+            raise unittest.SkipTest("no /proc/net/tcp here")
+        port = freePort()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+            env=env, cwd=os.path.dirname(os.path.abspath(__file__)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop():
+            process.terminate()
+            process.wait()
+        self.addCleanup(stop)
+        d = waitFor(lambda: listeners.listeningInodes(port), what="http.server to listen")
+        return d.addCallback(lambda _: (port, process.pid))
+
+    def check(self, port):
+        checker = HTTPHealthChecker(reactor, timeout=5.0)
+        self.addCleanup(checker.close)
+        return checker.check(parseManifest(manifestYAML("web", port=port, path="/")))
+
+    @defer.inlineCallbacks
+    def test_otherProgramOnTheStatusPort(self):
+        """
+        A program without the pod's C{POD_ID} answering 200 on the status
+        port: critical, saying which process holds the port.
+        """
+        env = {k: v for k, v in os.environ.items() if k != "POD_ID"}
+        port, pid = yield self.serveElsewhere(env)
+        result = yield self.check(port)
+        self.assertEqual(result.status, "critical")
+        self.assertIn("port %d is held by pid %d (" % (port, pid), result.output)
+        self.assertIn("not by a process of pod web", result.output)
+        self.assertIn(": 200 ", result.output)
+
+    @defer.inlineCallbacks
+    def test_podOnItsStatusPort(self):
+        """
+        The pod's own process (C{POD_ID=web}, as p2-exec sets) answering 200
+        is passing.
+        """
+        port, pid = yield self.serveElsewhere(dict(os.environ, POD_ID="web"))
+        result = yield self.check(port)
+        self.assertEqual(result.status, "passing", result.output)

@@ -11,6 +11,7 @@ import stat
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.agent.fsutil import syncFilesystem
 from p2twisted.agent.install import Installer, checkArchive, diskUsage, entryPoints
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, UnsafeArchive
@@ -565,3 +566,22 @@ class EntryPointTests(unittest.TestCase):
         """
         for entry in ("/bin/sh", "../bin/launch", "bin/../../x", ""):
             self.assertRaises(ArtifactError, entryPoints, self.dir, [entry])
+
+
+class SyncFilesystemTests(unittest.TestCase):
+    """
+    L{syncFilesystem}: C{sync -f} without a process.
+    """
+
+    def test_flushes(self):
+        """
+        A directory or a file on a filesystem can be flushed; a missing path
+        is an C{OSError}.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        with open(os.path.join(path, "f"), "w") as f:
+            f.write("x")
+        syncFilesystem(path)
+        syncFilesystem(os.path.join(path, "f"))
+        self.assertRaises(OSError, syncFilesystem, os.path.join(path, "missing"))

@@ -243,6 +243,38 @@ class AgentRestartTests(unittest.TestCase):
                                                                      sha)))
         yield waitForVersion(port, "1", timeout=60)
 
+    @defer.inlineCallbacks
+    def test_sigtermHandsOverAtOnce(self):
+        """
+        An agent stopped with SIGTERM frees C{machines/<node>} as it exits
+        (its session, here of ten minutes, is closed), and a second agent
+        waiting for the key takes it the moment it is deleted (it watches
+        the key), not at its next retry.
+        """
+        requireRunit()
+        root = base(self)
+        url = "local://%s/state.db" % (root,)
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        config = "session_ttl: 600\nresync_interval: 1\n"
+        first = AgentProcess(self, root, url, config=config).start()
+
+        def holder():
+            d = store.get(keys.machine("n1"))
+            return d.addCallback(lambda e: e and json.loads(e.value)["process"]["pid"])
+        self.assertEqual((yield waitFor(holder, timeout=60, what="the first agent")),
+                         first.transport.pid)
+        second = AgentProcess(self, root, url, config=config).start()
+        # Three failed tries: its next retry is some seconds away.
+        yield waitFor(lambda: second.proto.output.count(b"still held by an earlier session") >= 3,
+                      timeout=60, what="the second agent to wait for the key")
+        yield first.kill(signal.SIGTERM)
+        self.assertIn(b"Main loop terminated", first.proto.output)
+        yield waitFor(lambda: holder().addCallback(lambda pid: pid == second.transport.pid),
+                      timeout=60, what="the second agent to hold machines/n1")
+        self.assertIn(b"was released; registering", second.proto.output)
+        self.assertNotIn(b"took it over", second.proto.output)
+
     def test_liveHolderIsNotTakenOver(self):
         """
         Only the key of a dead agent of this machine, boot and pid namespace

@@ -5,6 +5,7 @@ the run_as user.
 
 import os
 import pwd
+import resource
 import stat
 import subprocess
 import sys
@@ -335,3 +336,165 @@ class EnsureUserTests(unittest.SynchronousTestCase):
                                   "/x", isRoot=True)
         self.assertIn("cannot create run_as user bad:name: useradd exited",
                       str(error))
+
+
+#: An entry point reporting, as JSON on stdout, what its start gave it.
+REPORT = """#!/usr/bin/python3
+import json, os, resource
+NOLIMIT_RESOURCES = [getattr(resource, "RLIMIT_" + name) for name in %r]
+umask = os.umask(0)
+print(json.dumps({
+    "env": dict(os.environ), "uid": os.getuid(), "gid": os.getgid(),
+    "groups": sorted(os.getgroups()), "umask": umask,
+    "leader": os.getsid(0) == os.getpid() and os.getpgrp() == os.getpid(),
+    "limits": [list(resource.getrlimit(r)) for r in NOLIMIT_RESOURCES]}))
+"""
+
+
+#: p2exec.NOLIMIT_RESOURCES by name.
+LIMIT_NAMES = [name for name in ("CPU", "FSIZE", "DATA", "RSS", "NPROC", "NOFILE", "MEMLOCK",
+                                 "AS", "LOCKS", "SIGPENDING", "MSGQUEUE")
+               if getattr(resource, "RLIMIT_" + name, None) in p2exec.NOLIMIT_RESOURCES]
+
+
+def _lowerLimits():
+    """
+    In a child before exec: soft limits below the hard ones, as a supervisor
+    could hand them down.
+    """
+    import resource
+    for res in p2exec.NOLIMIT_RESOURCES:
+        soft, hard = resource.getrlimit(res)
+        lower = 1 << 40 if hard == resource.RLIM_INFINITY else hard // 2
+        if lower:
+            try:
+                resource.setrlimit(res, (lower, hard))
+            except (OSError, ValueError):
+                pass
+    os.umask(0o077)
+
+
+class ChpstArgvTests(unittest.TestCase):
+    """
+    L{runtime.chpstArgv}: a pod started by chpst gets what p2-exec gives it.
+    """
+
+    layout = PodLayout("/data/pods", "web")
+
+    def test_argv(self):
+        """
+        umask 022, both env dirs in order, a new session, the user's uid and
+        groups, soft limits raised, then the entry point; C{ENTRY_POINT} in
+        the environment.
+        """
+        argv, env = runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
+                                      "./bin//launch")
+        self.assertEqual(argv[:4], ["/bin/sh", "-c", 'umask 022 && exec "$@"', "p2-start"])
+        self.assertEqual(argv[4:11], ["/usr/bin/chpst", "-e", "/data/pods/web/env",
+                                      "/usr/bin/chpst", "-e", "/data/pods/web/app/env", "-P"])
+        self.assertEqual(argv[11:13], ["-u", runtime.chpstUser("root")])
+        self.assertEqual(argv[-1], "/data/pods/web/app/current/bin/launch")
+        self.assertEqual(env, {"ENTRY_POINT": "bin/launch"})
+        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch",
+                                    switchUser=False)
+        self.assertNotIn("-u", argv)
+        self.assertRaises(AgentError, runtime.chpstArgv, "chpst", self.layout, "app", "root",
+                          "../x")
+
+    def test_chpstUser(self):
+        """
+        Numeric: uid, primary gid, then the other groups the user is in.
+        """
+        entry = pwd.getpwnam("root")
+        fields = runtime.chpstUser("root").split(":")
+        self.assertEqual(fields[:3], ["", str(entry.pw_uid), str(entry.pw_gid)])
+        self.assertEqual(sorted(int(g) for g in fields[2:]),
+                         sorted(set(os.getgrouplist("root", entry.pw_gid))))
+        self.assertRaises(AgentError, runtime.chpstUser, "no-such-user-%s" % (uuid.uuid4().hex[:8],))
+
+    def start(self, argv, env=None):
+        result = subprocess.run(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+            preexec_fn=_lowerLimits,
+            env=dict(env or {}, PATH="/usr/local/bin:/usr/bin:/bin", PYTHONPATH=REPO))
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        import json
+        return json.loads(result.stdout)
+
+    def test_sameAsP2exec(self):
+        """
+        The same pod started by p2-exec and by chpst sees the same
+        environment, user, groups, umask and session; chpst raises the soft
+        limits of NOFILE, NPROC, CPU, FSIZE, DATA and RSS as p2-exec does
+        (the others it inherits: see L{test_raiseOwnLimits}).  As root the
+        pod runs as C{nobody}.
+        """
+        import shutil
+        chpst = shutil.which("chpst")
+        if chpst is None:
+            raise unittest.SkipTest("chpst (runit) is not installed")
+        if not os.path.exists("/usr/bin/python3"):
+            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
+        base = os.path.abspath(self.mktemp())
+        layout = PodLayout(base, "web")
+        install = layout.installDir("app", "1")
+        os.makedirs(os.path.join(install, "bin"))
+        for path in (base, os.path.dirname(base)):
+            os.chmod(path, 0o755)
+        os.symlink(install, layout.current("app"))
+        launch = os.path.join(install, "bin", "launch")
+        with open(launch, "w") as f:
+            f.write(REPORT % ([name for name in LIMIT_NAMES],))
+        os.chmod(launch, 0o755)
+        config = runtime.writeConfig(layout, "sha", b"a: 1\n")
+        runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, "web", config))
+        runtime.writeEnvDir(layout.launchableEnvDir("app"), runtime.launchableEnv(
+            layout, "app", 30, {"GREETING": "hello\nworld"}))
+        user = "nobody" if IS_ROOT else runtime.currentUser()
+        byP2exec = self.start(runtime.execArgv(
+            [sys.executable, "-S", "-E", p2exec.__file__], layout, "app", user, "bin/launch"))
+        argv, env = runtime.chpstArgv(chpst, layout, "app", user, "bin/launch",
+                                      switchUser=IS_ROOT)
+        byChpst = self.start(argv, env)
+        for report in (byP2exec, byChpst):
+            report["env"] = {k: v for k, v in report["env"].items()
+                             if k not in ("PWD", "SHLVL", "_")}
+            self.assertEqual(report["env"]["GREETING"], "hello\nworld")
+            self.assertEqual(report["env"]["ENTRY_POINT"], "bin/launch")
+            self.assertEqual(report["umask"], 0o022)
+            self.assertTrue(report["leader"])
+            if IS_ROOT:
+                self.assertEqual(report["uid"], pwd.getpwnam("nobody").pw_uid)
+        byChpst["env"].pop("PYTHONPATH", None)
+        byP2exec["env"].pop("PYTHONPATH", None)
+        for key in ("env", "uid", "gid", "groups", "umask", "leader"):
+            self.assertEqual(byChpst[key], byP2exec[key], key)
+        # chpst leaves the limits it was given: the agent's, raised (below).
+        self.assertEqual(byChpst["limits"], self.loweredLimits())
+
+    def loweredLimits(self):
+        code = ("import json, resource\n"
+                "print(json.dumps([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) "
+                "for n in %r]))\n" % (LIMIT_NAMES,))
+        result = subprocess.run(["/usr/bin/python3", "-c", code], timeout=60,
+                                stdout=subprocess.PIPE, preexec_fn=_lowerLimits)
+        import json
+        return [list(limit) for limit in json.loads(result.stdout)]
+
+    def test_raiseOwnLimits(self):
+        """
+        L{runtime.raiseOwnLimits} raises this process's soft limits as
+        p2-exec's C{-n} does (so that what it starts inherits them).
+        """
+        code = ("import json, resource\n"
+                "from p2twisted.agent import runtime, p2exec\n"
+                "assert runtime.raiseOwnLimits(False)\n"
+                "print(json.dumps([resource.getrlimit(r) for r in p2exec.NOLIMIT_RESOURCES]))\n")
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60,
+                                stdout=subprocess.PIPE, preexec_fn=_lowerLimits,
+                                env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
+        import json
+        limits = json.loads(result.stdout)
+        self.assertEqual(len(limits), len(p2exec.NOLIMIT_RESOURCES))
+        for soft, hard in limits:
+            self.assertEqual(soft, hard)

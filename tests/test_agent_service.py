@@ -21,6 +21,7 @@ from p2twisted.store import keys
 from p2twisted.store.common import Delete
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
+from p2twisted.errors import StoreUnavailable
 from tests.test_agent_worker import V1, V2
 
 DB = V1.replace(b"id: web", b"id: db")
@@ -351,6 +352,40 @@ class AgentServiceTests(unittest.TestCase):
         body = json.loads((yield response.content()))
         self.assertEqual((response.code, body["pods"]["web"]["state"]), (200, "idle"))
 
+    def test_invalidIntentDeleted(self):
+        """
+        C{intent/n1/garb3} holding C{id: web} is invalid in C{garb3}'s
+        status; deleting it deletes that status, and the agent's own status
+        no longer lists garb3.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", V1)
+        self.put(keys.intent("n1", "garb3"), V1)
+        status = json.loads(self.get(keys.status("pods", "n1", "garb3")))
+        self.assertEqual(status["state"], "invalid")
+        self.successResultOf(self.store.delete(keys.intent("n1", "garb3")))
+        self.clock.advance(GRACE + 1)  # under the failsafe's removal grace
+        self.assertIsNone(self.get(keys.status("pods", "n1", "garb3")))
+        self.clock.advance(30)
+        self.assertEqual(sorted(agent.statusRecord()["pods"]), ["web"])
+        self.assertEqual(sorted(json.loads(self.get(keys.status("agents", "n1")))["pods"]),
+                         ["web"])
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+
+    def test_removedPodForgotten(self):
+        """
+        A pod removed from the machine is no longer listed in the agent's
+        status once the next sync finds it in neither intent nor reality.
+        """
+        agent = self.startAgent()
+        self.schedule("n1", V1)
+        self.successResultOf(self.store.delete(keys.intent("n1", "web")))
+        self.clock.advance(GRACE + 1)
+        self.assertIsNone(self.get(keys.reality("n1", "web")))
+        self.clock.advance(30)
+        self.assertEqual(agent.statusRecord()["pods"], {})
+        self.assertTrue(agent.converged())
+
 
 class BrokenStore(MemoryStore):
     """
@@ -408,3 +443,150 @@ class StoreOpenRetryTests(unittest.TestCase):
         self.assertEqual(len(attempts), 2001)
         self.assertIs(agent.store, store)
         self.assertTrue(agent.canAct())
+
+
+class FlakyListStore(MemoryStore):
+    """
+    A store whose first C{failures} listings fail (a store blip just after
+    it opened), and whose listings can be held (C{hold}: a L{Deferred}
+    the next one waits for).
+    """
+
+    failures = 0
+    hold = None
+
+    def list(self, prefix):
+        if self.failures:
+            self.failures -= 1
+            return defer.fail(StoreUnavailable(None, "memory", "blip"))
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            return hold.addCallback(lambda _: MemoryStore.list(self, prefix))
+        return MemoryStore.list(self, prefix)
+
+
+class StartupTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+        self.config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                                  stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+
+    def test_storeBlipAtStartup(self):
+        """
+        A store error in the agent's first listings does not leave it dead:
+        it watches and converges (the pod on its disk in neither intent nor
+        reality is an orphan, held until confirmed).
+        """
+        pods = FakePods(onDisk={"old": V1.replace(b"id: web", b"id: old")})
+        agentStore = FlakyListStore(self.state, self.clock)
+        agentStore.failures = 1
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.clock.advance(31)
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        self.successResultOf(self.store.put(keys.intent("n1", "web"), V1))
+        self.clock.advance(31)
+        self.assertEqual(sorted(c[0] for c in pods.calls), ["deploy"])
+        self.assertEqual(agent.statusRecord()["removals"]["orphans"], ["old"])
+        self.assertTrue(agent.converged())
+
+    def test_stopDuringStartup(self):
+        """
+        An agent stopped while still starting starts nothing afterwards: no
+        watch, no resync loop, no pod touched.
+        """
+        pods = FakePods(onDisk={"web": V1})
+        agentStore = FlakyListStore(self.state, self.clock)
+        agentStore.hold = hold = defer.Deferred()
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        stopped = agent.stopService()
+        hold.callback(None)
+        self.successResultOf(stopped)
+        self.clock.advance(120)
+        self.assertEqual(pods.calls, [])
+        self.assertFalse(agent._resync is not None and agent._resync.running)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_staleListingRemovesNothing(self):
+        """
+        A resync whose listing of intent was taken just before a pod was
+        scheduled (and answers after the watch handed that pod over) does
+        not take the pod for unscheduled: it is deployed once, never
+        removed.
+        """
+        pods = FakePods()
+        agentStore = FlakyListStore(self.state, self.clock)
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        # The next listing is taken now but answers only when released.
+        late = []
+        listing = MemoryStore.list
+
+        def lateList(prefix):
+            agentStore.list = lambda prefix: listing(agentStore, prefix)
+            d = defer.Deferred()
+            late.append((d, self.successResultOf(listing(agentStore, prefix))))
+            return d
+        agentStore.list = lateList
+        self.clock.advance(30)
+        self.assertEqual(len(late), 1)
+        pods.gate = gate = defer.Deferred()
+        self.successResultOf(self.store.put(keys.intent("n1", "web"), V1))
+        d, stale = late[0]
+        d.callback(stale)
+        gate.callback(None)
+        self.clock.advance(0)
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        self.assertEqual(self.successResultOf(self.store.get(keys.reality("n1", "web"))).value, V1)
+        self.assertTrue(agent.converged())
+
+    def test_storeOpenedAfterStopClosed(self):
+        """
+        A store whose opening ends after the agent was stopped is closed, not
+        left open (its connection and threads would outlive the agent).
+        """
+        import p2twisted.agent.service as module
+        opening = defer.Deferred()
+        self.patch(module, "openStore", lambda url, reactor: opening)
+        agent = AgentService(self.config, FakePods(), self.clock)
+        agent.startService()
+        self.successResultOf(agent.stopService())
+        closed = []
+        store = MemoryStore(self.state, self.clock)
+        store.close = lambda: closed.append(True) or defer.succeed(None)
+        opening.callback(store)
+        self.assertEqual(closed, [True])
+        self.assertIsNone(agent.presence)
+
+    def test_noNewPodWhileStopping(self):
+        """
+        A sync that ends while the agent is stopping (waiting for a deploy
+        under way) hands nothing over: the pod scheduled meanwhile is not
+        deployed by an agent on its way out.
+        """
+        pods = FakePods()
+        agentStore = FlakyListStore(self.state, self.clock)
+        self.successResultOf(self.store.put(keys.intentNode("n1"), b"{}"))
+        pods.gate = gate = defer.Deferred()
+        self.successResultOf(self.store.put(keys.intent("n1", "web"), V1))
+        agent = AgentService(self.config, pods, self.clock, store=agentStore)
+        agent.startService()
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        agentStore.hold = hold = defer.Deferred()
+        agent.resync()
+        stopped = agent.stopService()
+        self.successResultOf(self.store.put(keys.intent("n1", "other"),
+                                            V1.replace(b"id: web", b"id: other")))
+        hold.callback(None)
+        gate.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        self.assertEqual(sorted(agent.workers), ["web"])

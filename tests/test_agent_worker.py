@@ -59,6 +59,30 @@ class _SlowStatusReads(object):
         answer.callback(entry)
 
 
+def patchStatusWrites(store, wrap):
+    """
+    Route every write of a C{status/} key through C{wrap(write, key, *args)}
+    (the worker writes its status with C{create} or C{cas}, keeping the
+    crash-loop fields, or C{put}).
+
+    @return: a function that undoes it.
+    """
+    originals = {name: getattr(store, name) for name in ("put", "create", "cas")}
+
+    def patched(write):
+        def call(key, *args):
+            if key.startswith("status/"):
+                return wrap(write, key, *args)
+            return write(key, *args)
+        return call
+    for name, write in originals.items():
+        setattr(store, name, patched(write))
+
+    def restore():
+        for name, write in originals.items():
+            setattr(store, name, write)
+    return restore
+
 class WorkerTests(unittest.TestCase):
 
     def setUp(self):
@@ -487,3 +511,144 @@ class TraceTests(unittest.TestCase):
             ("backoff", "kick", "working"),
             ("working", "failedAttempt", "backoff"),
         ])
+
+    def test_stopDuringBackoffFiresIdleWaiters(self):
+        """
+        Whoever waits for the worker to be idle hears of it when it is
+        stopped during a backoff.
+        """
+        self.pods.fail = ArtifactError("404")
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        waiting = self.worker.whenIdle()
+        self.assertNoResult(waiting)
+        self.successResultOf(self.worker.stop())
+        self.assertEqual(self.successResultOf(waiting), "stopped")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_kickDuringFailingAttempt(self):
+        """
+        A kick (the store is back) while a failing attempt is still
+        recording its failure is not lost: the worker retries at once
+        rather than waiting out its backoff.
+        """
+        acting = [False]
+        worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                           canAct=lambda: acting[0], backoff=retryPolicy(jitter=lambda: 0))
+        trace = []
+        worker.tracer = lambda *transition: trace.append(transition)
+        intent = self.put(keys.intent("n1", "web"), V1)
+        written = defer.Deferred()
+        restore = patchStatusWrites(
+            self.store, lambda write, key, *args: written.addCallback(lambda _: write(key, *args)))
+        worker.update(intent)
+        restore()
+        self.assertEqual(worker.state, WORKING)
+        acting[0] = True
+        worker.kick()
+        written.callback(None)
+        self.assertEqual(worker.state, IDLE)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(trace, [
+            ("idle", "news", "working"),
+            ("working", "kick", "working"),
+            ("working", "rerun", "working"),
+            ("working", "succeeded", "idle"),
+        ])
+
+    def test_kickDuringSucceedingAttempt(self):
+        """
+        A kick during an attempt that succeeds asks for nothing more.
+        """
+        self.pods.gate = defer.Deferred()
+        gate = self.pods.gate
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.worker.kick()
+        gate.callback(None)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(self.trace[-1], ("working", "succeeded", "idle"))
+
+
+class StatusTruthTests(unittest.TestCase):
+    """
+    C{status/pods/<node>/<pod>} ends up saying what the worker last found,
+    even when a write of it failed or the same invalid intent returns.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(clock=self.clock)
+        self.pods = FakePods()
+        self.worker = PodWorker(self.pods, self.store, "n1", "web", self.clock,
+                                backoff=retryPolicy(jitter=lambda: 0))
+
+    def put(self, key, value):
+        return self.successResultOf(self.store.put(key, value))
+
+    def status(self):
+        entry = self.successResultOf(self.store.get(keys.status("pods", "n1", "web")))
+        return json.loads(entry.value)
+
+    def test_sameInvalidIntentAgain(self):
+        """
+        An invalid intent, then a valid one (deployed), then the same
+        invalid bytes again: the status says invalid again, not running.
+        """
+        bad = b"id: web\nlaunchables: 7\n"
+        self.worker.update(self.put(keys.intent("n1", "web"), bad))
+        self.assertEqual(self.status()["state"], "invalid")
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.assertEqual(self.status()["state"], "running")
+        self.worker.update(self.put(keys.intent("n1", "web"), bad))
+        self.assertEqual(self.status()["state"], "invalid")
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+
+    def test_failedStatusWriteWrittenAgain(self):
+        """
+        A status write that failed (a store outage) is made again at the
+        next resync, though the pod's state did not change.
+        """
+        from p2twisted.errors import StoreUnavailable
+        intent = self.put(keys.intent("n1", "web"), V1)
+        restore = patchStatusWrites(
+            self.store, lambda write, key, *args: defer.fail(StoreUnavailable(None, "memory",
+                                                                              "down")))
+        self.worker.update(intent)
+        restore()
+        self.assertIsNone(self.successResultOf(self.store.get(keys.status("pods", "n1", "web"))))
+        self.worker.update(intent, resync=True)
+        self.assertEqual(self.status()["state"], "running")
+
+    def test_statusWriteBugLogged(self):
+        """
+        A status write failing with something other than a store error is
+        logged with its traceback.
+        """
+        patchStatusWrites(self.store, lambda write, key, *args: defer.fail(TypeError("a bug")))
+        self.worker.update(self.successResultOf(MemoryStore(clock=self.clock).put(
+            keys.intent("n1", "web"), b"id: web\nlaunchables: 7\n")))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_failedStatusDeleteRetried(self):
+        """
+        When deleting the status of a removed pod fails (a store outage),
+        the worker tries again after its backoff, and the status goes.
+        """
+        from p2twisted.errors import StoreUnavailable
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.successResultOf(self.store.delete(keys.intent("n1", "web")))
+        delete = self.store.delete
+        failures = []
+
+        def failing(key, version=None):
+            if key.startswith("status/") and not failures:
+                failures.append(key)
+                return defer.fail(StoreUnavailable(None, "memory", "down"))
+            return delete(key, version)
+        self.store.delete = failing
+        self.worker.update(None)
+        self.assertEqual(failures, [keys.status("pods", "n1", "web")])
+        self.assertEqual(self.worker.state, BACKOFF)
+        self.clock.advance(2)
+        self.assertIsNone(self.successResultOf(self.store.get(keys.status("pods", "n1", "web"))))
+        self.assertTrue(self.worker.absent())
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy", "remove"])

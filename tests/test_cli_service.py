@@ -70,15 +70,18 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def test_mistypedOption(self):
         line, code = yield self.fail("add", "web", "--template", "static", "--prot", "80",
-                                     "--directory", "/srv")
+                                     "--directory", self.stateDir)
         self.assertIn("did you mean --port?", line)
+        self.assertEqual(code, 2)
 
     @defer.inlineCallbacks
     def test_addAndConfig(self):
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
         out = yield self.succeed("add", "web", "--template", "static", "--port", "9000",
-                                 "--directory", "/srv")
+                                 "--directory", www)
         self.assertIn("added service web", out)
-        line, code = yield self.fail("add", "web", "--template", "static", "--directory", "/x")
+        line, code = yield self.fail("add", "web", "--template", "static", "--directory", www)
         self.assertIn("already exists", line)
         out = yield self.succeed("config", "web")
         self.assertIn("port = 9000", out)
@@ -88,7 +91,8 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         out = yield self.succeed("config", "web", "port=9001")
         self.assertIn("unchanged", out)
         line, code = yield self.fail("config", "web", "prot=1")
-        self.assertIn("did you mean --port?", line)
+        self.assertIn("did you mean port=?", line)
+        self.assertEqual(code, 2)
 
     @defer.inlineCallbacks
     def test_settingsFile(self):

@@ -169,6 +169,42 @@ class PresenceTests(unittest.TestCase):
         self.assertEqual(self.value(), b"new")
 
 
+    def test_releasedDuringAttempt(self):
+        """
+        A holder that stops while the waiter's retry is still looking at its
+        key (having read it) is not missed: the waiter tries again at once
+        rather than at its next retry.
+        """
+        holder = Presence(MemoryStore(self.state, self.clock), "machines/n1", lambda: b"old",
+                          5.0, self.clock)
+        holder.startService()
+        store = MemoryStore(self.state, self.clock)
+        waiter = Presence(store, "machines/n1", lambda: b"new", 5.0, self.clock,
+                          retryDelay=600.0, jitter=lambda: 0)
+        waiter.startService()
+        self.addCleanup(waiter.stopService)
+        self.assertEqual(waiter.state, "waiting")
+        # The retry's read of the key answers late: with the holder's entry,
+        # read before the holder stopped.
+        reads = []
+        get = store.get
+
+        def slowGet(key):
+            entry = self.successResultOf(get(key))
+            reads.append((defer.Deferred(), entry))
+            return reads[-1][0]
+        store.get = slowGet
+        self.clock.advance(600)
+        self.assertEqual((waiter.state, len(reads)), ("registering", 1))
+        self.successResultOf(holder.stopService())
+        store.get = get
+        read, entry = reads[0]
+        read.callback(entry)
+        self.clock.advance(0)
+        self.assertTrue(waiter.present)
+        self.assertEqual(self.value(), b"new")
+
+
 class HandoverMixin(object):
     """
     With a real store: an agent stopping cleanly hands C{machines/<node>} to

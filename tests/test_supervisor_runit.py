@@ -16,8 +16,9 @@ from twisted.trial import unittest
 from p2twisted.agent.interfaces import ServiceSpec
 from p2twisted.agent.supervisors import MAX_RESTART_DELAY, crashLoop, crashLoopText
 from p2twisted.agent.supervisors.runit import (
-    DOWN, FINISH, FINISH_SCRIPT, RESTARTS_FILE, RUN, RunitSupervisor, parseStatus, readStatus,
-    runScript, runsvAlive, serviceFiles)
+    DOWN, FINISH, FINISH_SCRIPT, RESTARTS_FILE, RUN, RUNSV_PAUSE, RunitSupervisor,
+    RunsvStatus, inPause, keepLogs, parseStatus, readStatus, runScript, runsvAlive,
+    sendControl, serviceFiles, tai64nLabel)
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
 from tests.test_supervisors import (
@@ -44,6 +45,14 @@ def main(reactor, stateDir, script):
 
 task.react(main, sys.argv[1:])
 """
+
+
+def _text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def _words(path):
@@ -179,6 +188,52 @@ class ScriptTests(unittest.SynchronousTestCase):
         self.assertRaises(ValueError, parseStatus, data[:18])
 
 
+class PauseTests(unittest.SynchronousTestCase):
+    """
+    Telling when runsv would pause, and keeping a replaced directory's logs.
+    """
+
+    def status(self, stamp, state=RUN):
+        return RunsvStatus(stamp=stamp, pid=1, paused=False, want="u", term=False, state=state)
+
+    def test_inPause(self):
+        """
+        Only a service running for less than L{RUNSV_PAUSE} is in the pause
+        window.
+        """
+        self.assertTrue(inPause(self.status(100.0), 100.0 + RUNSV_PAUSE - 0.01))
+        self.assertFalse(inPause(self.status(100.0), 100.0 + RUNSV_PAUSE))
+        self.assertFalse(inPause(self.status(100.0, state=DOWN), 100.5))
+
+    def test_tai64nLabel(self):
+        """
+        A rotated file's name is svlogd's: C{@}, 24 hex digits of TAI64N,
+        C{.s}; names sort by time.
+        """
+        self.assertEqual(tai64nLabel(0.5), "@400000000000000a1dcd6500.s")
+        self.assertLess(tai64nLabel(1000.0), tai64nLabel(1000.25))
+
+    def test_keepLogs(self):
+        """
+        Rotated files move under their names, C{current} under a rotated
+        name, svlogd's own files and an empty C{current} stay.
+        """
+        source, target = self.mktemp(), self.mktemp()
+        os.makedirs(source)
+        os.makedirs(target)
+        for name, text in (("current", "last"), ("@400000000000000a00000000.s", "older"),
+                           ("lock", ""), ("state", "x")):
+            with open(os.path.join(source, name), "w") as f:
+                f.write(text)
+        os.utime(os.path.join(source, "current"), (0.5, 0.5))
+        keepLogs(source, target)
+        self.assertEqual(sorted(os.listdir(target)),
+                         ["@400000000000000a00000000.s", "@400000000000000a1dcd6500.s"])
+        self.assertEqual(sorted(os.listdir(source)), ["lock", "state"])
+        with open(os.path.join(target, "@400000000000000a1dcd6500.s")) as f:
+            self.assertEqual(f.read(), "last")
+
+
 class RunitTests(ProcessTestMixin, unittest.TestCase):
     """
     L{RunitSupervisor} with real runit.
@@ -252,6 +307,35 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertTrue(second.running)
         self.assertFalse(alive(first.pid))
         self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+
+    @defer.inlineCallbacks
+    def test_restartWithinPause(self):
+        """
+        A restart less than a second after the service started (when its
+        runsv would sleep out its pause before starting it again) is done by a
+        new runsv in a new directory; the first run's output is kept in the
+        log directory as a rotated file, and the old directory goes away.
+        """
+        first = yield self.sup.start(self.sleeper())
+        main = os.path.join(self.path, "log", "main")
+        current = os.path.join(main, "current")
+        yield waitFor(lambda: "hello from %d" % (first.pid,) in _text(current),
+                      what="first run's output")
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        oldRunsv = runsvFor(self.path)
+        second = yield self.sup.start(self.sleeper(), restart=True)
+        self.assertTrue(second.running)
+        self.assertFalse(alive(first.pid))
+        yield waitFor(lambda: "hello from %d" % (second.pid,) in _text(current),
+                      what="second run's output")
+        yield self.sup.close()
+        self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
+        self.assertEqual(len(runsvFor(self.path)), 1)
+        self.assertNotEqual(runsvFor(self.path), oldRunsv)
+        rotated = [n for n in os.listdir(main) if n.startswith("@")]
+        self.assertEqual(len(rotated), 1)
+        self.assertIn("hello from %d" % (first.pid,), _text(os.path.join(main, rotated[0])))
+        self.assertNotIn("hello from %d" % (first.pid,), _text(current))
 
     @defer.inlineCallbacks
     def test_changedDefinition(self):
@@ -540,6 +624,18 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield waitFor(logged, what="output in %s" % (current,))
         with open(current) as f:
             self.assertRegex(f.readline(), r"^\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\.\d+ to-")
+
+    def test_commandWithoutRunsv(self):
+        """
+        A command for a directory no runsv reads fails with a
+        L{SupervisorError} saying so (as sv would), without blocking.
+        """
+        os.makedirs(os.path.join(self.path, "supervise"))
+        os.mkfifo(os.path.join(self.path, "supervise", "control"))
+        self.assertRaises(OSError, sendControl, self.path, b"u")
+        failure = self.failureResultOf(self.sup._command("up", self.path), SupervisorError)
+        self.assertIn("supervise/control", str(failure.value))
+        shutil.rmtree(self.path)
 
     def test_badSpec(self):
         """

@@ -385,3 +385,19 @@ class HelperTests(unittest.TestCase):
         self.assertFalse(self.successResultOf(d))
         d = waitUntil(clock, lambda: 1 / 0, 1.0)
         self.failureResultOf(d, ZeroDivisionError)
+
+    def test_waitUntilFirst(self):
+        """
+        With C{first}, L{waitUntil} looks after C{first} seconds, then twice
+        as long each time up to C{interval}.
+        """
+        from twisted.internet.task import Clock
+        clock = Clock()
+        looks = []
+        d = waitUntil(clock, lambda: looks.append(clock.seconds()), 1.0, interval=0.01,
+                      first=0.001)
+        clock.pump([0.001] * 40)
+        self.assertEqual([round(t, 3) for t in looks[:7]],
+                         [0.0, 0.001, 0.003, 0.007, 0.015, 0.025, 0.035])
+        clock.pump([0.01] * 100)
+        self.assertFalse(self.successResultOf(d))

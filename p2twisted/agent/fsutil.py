@@ -3,7 +3,44 @@
 Small filesystem operations the agent relies on for crash safety.
 """
 
+import ctypes
+import errno
 import os
+
+
+def _loadSyncfs():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+#: libc's C{syncfs(2)} (Linux), or C{None} where there is none.
+_syncfs = _loadSyncfs()
+
+
+def syncFilesystem(path):
+    """
+    Flush everything written to the filesystem holding C{path} (file data,
+    new names, renames) to disk: C{syncfs(2)}, what C{sync -f} does, without
+    starting a process.  One call replaces an fsync per file and per
+    directory of a tree just written, at about the cost of one fsync.
+    Blocks: call it from a thread when the reactor matters.
+
+    @raise OSError: if C{path} cannot be opened or the flush fails.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _syncfs is None:
+            os.sync()
+        elif _syncfs(fd) != 0:
+            code = ctypes.get_errno() or errno.EIO
+            raise OSError(code, os.strerror(code), path)
+    finally:
+        os.close(fd)
 
 
 def fsyncDir(path):

@@ -4,7 +4,10 @@ Health checks: the agent checks every installed pod that declares a status
 check (manifest C{status:}) every L{INTERVAL} seconds with
 C{GET http(s)://127.0.0.1:<port><path>} and publishes the result at
 C{health/<pod_id>/<node>}: JSON C{{status, output, time, sha}}, C{status}
-C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}.  A pod
+C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}; the
+output is one line (the status page without its markup, cut).  A pod
+whose status port is held by another program (the pod could not bind it)
+is critical, and the output names that program (L{PodListenerCheck}).  A pod
 is checked only while its worker is idle, not while the agent deploys or
 removes it or waits to retry a failed attempt: meanwhile the manifest on disk
 may not be the one running, and its last health stays as it was.
@@ -19,6 +22,7 @@ health of a new version from that of the old one.
 """
 
 import json
+import re
 
 import attr
 
@@ -34,6 +38,7 @@ from zope.interface import implementer
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
 from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConflict
 from p2twisted.agent.worker import checkNamesPod
+from p2twisted.listeners import PodListenerCheck
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 
@@ -49,8 +54,10 @@ TIMEOUT = 2.0
 REFRESH = 30.0
 #: Seconds after which a result whose output alone changed is written.
 OUTPUT_REFRESH = 5.0
-#: At most this many characters of a status page are kept as output.
+#: At most this many bytes of a status page are read.
 MAX_OUTPUT = 512
+#: At most this many characters of it are kept as output, on one line.
+MAX_LINE = 200
 
 
 @implementer(IPolicyForHTTPS)
@@ -88,6 +95,18 @@ class _Body(protocol.Protocol):
             self.finished.errback(reason)
 
 
+def oneLine(body, limit=MAX_LINE):
+    """
+    @return: a status page as one line of at most C{limit} characters: its
+        text without HTML tags, whitespace runs made one space.
+    """
+    text = body.decode("utf-8", "replace")
+    if "<" in text:
+        text = re.sub(r"(?s)<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+
 def statusURL(manifest):
     """
     @return: the URL of C{manifest}'s status check, or C{None} without one.
@@ -115,9 +134,15 @@ class HTTPHealthChecker(object):
     P2's check: C{GET} the pod's status URL; a 2xx answer is passing.
     """
 
-    def __init__(self, reactor, timeout=TIMEOUT):
+    def __init__(self, reactor, timeout=TIMEOUT, listener=None):
+        """
+        @param listener: callable C{(port, pod id)} returning one line when
+            another program than the pod listens on the port, else C{None}
+            (default: L{PodListenerCheck}, from C{/proc}).
+        """
         self.reactor = reactor
         self.timeout = timeout
+        self.listener = PodListenerCheck() if listener is None else listener
         self._pool = _QuietPool(reactor, persistent=False)
         self._agent = Agent(reactor, contextFactory=_LocalTLS(), pool=self._pool,
                             connectTimeout=timeout)
@@ -133,7 +158,21 @@ class HTTPHealthChecker(object):
         d.addErrback(lambda f: HealthResult(CRITICAL, "GET %s: %s" % (
             url, "no answer within %gs" % (self.timeout,) if f.check(defer.TimeoutError)
             else f.getErrorMessage() or f.type.__name__)))
-        return d
+        return d.addCallback(self._listenerCheck, manifest)
+
+    def _listenerCheck(self, result, manifest):
+        """
+        Another program than the pod listening on its status port (the pod
+        failed to bind it) makes the result critical, whatever it answered.
+        """
+        try:
+            other = self.listener(manifest.status.port, manifest.id)
+        except Exception:
+            log.failure("cannot tell who listens on port {port}", port=manifest.status.port)
+            other = None
+        if other is None:
+            return result
+        return HealthResult(CRITICAL, "%s (%s)" % (other, result.output))
 
     def _timedOut(self, result, timeout):
         # Cancelling a request fails it with ResponseNeverReceived (not the
@@ -146,9 +185,8 @@ class HTTPHealthChecker(object):
         d = body.finished
 
         def done(body):
-            text = body.decode("utf-8", "replace").strip()
             status = PASSING if 200 <= response.code < 300 else CRITICAL
-            return HealthResult(status, "GET %s: %d %s" % (url, response.code, text))
+            return HealthResult(status, "GET %s: %d %s" % (url, response.code, oneLine(body)))
         return d.addCallback(done)
 
     def close(self):

@@ -13,8 +13,8 @@ deleted.  (GNU tar's own defaults -- refusing C{..}, stripping C{/}, creating
 absolute or C{..} symlinks only at the end -- remain as a second line.)
 
 The temporary directory (C{.tmp-*} inside the launchable's C{installs/}) is
-flushed to disk (C{sync -f}) and then renamed to its final name, so an install
-directory either is complete or does not exist.  C{current} and C{last} are
+flushed to disk (C{syncfs(2)}, as C{sync -f}) and then renamed to its final
+name, so an install directory either is complete or does not exist.  C{current} and C{last} are
 flipped with a temporary symlink and C{rename}.
 """
 
@@ -30,7 +30,7 @@ from twisted.logger import Logger
 # checkArchive and DEFAULT_MAX_EXPANDED_BYTES are re-exported: part of this
 # module's API.
 from p2twisted.agent.archive import DEFAULT_MAX_EXPANDED_BYTES, _scan, checkArchive
-from p2twisted.agent.fsutil import fsyncDir, replaceLink
+from p2twisted.agent.fsutil import fsyncDir, replaceLink, syncFilesystem
 from p2twisted.errors import ArtifactError, DigestMismatch
 
 #: Default disk budget of one launchable's installs (P2's
@@ -327,13 +327,11 @@ class Installer(object):
 
     @defer.inlineCallbacks
     def _sync(self, path):
-        child = _Process()
-        self._reactor.spawnProcess(child, shutil.which("sync") or "/bin/sync",
-                                   ["sync", "-f", path], env=_childEnv())
-        code, err = yield child.ended
-        if code != 0:
-            raise ArtifactError("cannot flush %s to disk: %s"
-                                % (path, err.decode("utf-8", "replace").strip() or "sync failed"))
+        # syncfs(2) in a thread: what 'sync -f' does, without a process start.
+        try:
+            yield self._inThread(syncFilesystem, path)
+        except OSError as e:
+            raise ArtifactError("cannot flush %s to disk: %s" % (path, e.strerror or e))
 
     def _commit(self, tmp, installDir):
         try:

@@ -207,7 +207,8 @@ class IPodOperations(Interface):
     def unsupervised(manifest):
         """
         @return: L{Deferred} firing with the sorted names of the pod's
-            services no supervisor keeps up here (C{["*"]}: it has none).
+            services no supervisor keeps up here (C{["*"]}: it has none, or
+            what is installed is another manifest than C{manifest}).
         """
 
     def relaunch(manifest, names):
@@ -216,7 +217,8 @@ class IPodOperations(Interface):
         pod's current installs.
 
         @return: L{Deferred}; failing with L{AgentError} when an install is
-            gone (then a full deploy is needed).
+            gone, or what is installed is another manifest than C{manifest}
+            (then a full deploy is needed).
         """
 
     def installedPods():

@@ -31,8 +31,8 @@ from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
-from p2twisted.errors import AgentError, DigestMismatch
-from p2twisted.manifest import launchableVersion
+from p2twisted.errors import AgentError, DigestMismatch, ManifestError
+from p2twisted.manifest import launchableVersion, parseManifest
 
 log = Logger()
 
@@ -106,6 +106,34 @@ def checkReachable(path, user):
         current = parent
 
 
+def installedSHA(path):
+    """
+    @return: the canonical SHA of the manifest at C{path} (a pod's current
+        manifest), or C{None} when it is missing or not a valid manifest.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    try:
+        return parseManifest(raw).sha()
+    except ManifestError:
+        return None
+
+
+def _settled(d, podId, what="runtime files"):
+    """
+    @return: L{Deferred} firing once C{d} (or C{None}), writing the pod's
+        C{what}, abandoned because the deploy failed otherwise, has ended;
+        its failure is logged.
+    """
+    if d is None:
+        return defer.succeed(None)
+    return d.addErrback(lambda f: log.failure("writing the {what} of {pod}", f,
+                                              pod=podId, what=what))
+
+
 @implementer(IPodOperations)
 class PodOperations(object):
     """
@@ -127,6 +155,10 @@ class PodOperations(object):
         self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
         self._warnedRunAs = set()
         self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
+        #: runit's chpst, when pods may start without p2-exec (see
+        #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here
+        #: (and, from L{fromConfig}, this process's limits are raised).
+        self.chpst = shutil.which("chpst") if p2exec is None else None
 
     def _inThread(self, f, *args):
         """
@@ -150,7 +182,12 @@ class PodOperations(object):
         installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
-        return cls(config, reactor, supervisor, artifacts, installer, p2exec)
+        ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
+        if ops.chpst and not runtime.raiseOwnLimits(ops.isRoot):
+            log.warn("pods start through p2-exec: this agent's soft limits cannot all be "
+                     "raised to its hard limits")
+            ops.chpst = None
+        return ops
 
     def requestHandlers(self):
         """
@@ -218,14 +255,25 @@ class PodOperations(object):
         context = podContext(layout, manifest)
         yield self.hooks.run("before_install", context)
         user = yield self._user(manifest, layout)
+        runtimeWritten = None
+        if old is None and not os.path.lexists(layout.envDir):
+            # A new pod: nothing of it ever started, so nothing reads its
+            # runtime files before its services do; write them meanwhile.
+            runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
         installs = {}
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
         except DigestMismatch:
+            yield _settled(runtimeWritten, manifest.id)
             yield self.hooks.run("after_auth_fail", context)
             raise
-        yield self._inThread(self._writeRuntime, manifest, layout, user)
+        except Exception:
+            yield _settled(runtimeWritten, manifest.id)
+            raise
+        if runtimeWritten is None:
+            runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
+        yield runtimeWritten
         yield self.hooks.run("after_install", context)
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
@@ -235,14 +283,21 @@ class PodOperations(object):
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
                     layout, launchableId, installDir)
-            yield self._inThread(
+            # Written while the services start (a crash in between leaves the
+            # old manifest there: the next agent deploys this one again).
+            wrote = self._inThread(
                 runtime.atomicWrite, layout.currentManifest, manifest.raw)
-            for launchableId, launchable in manifest.launchables.items():
-                before = previous[launchableId]
-                changed = before is not None and before != installs[launchableId][0]
-                restart = changed and not launchable.noHaltOnUpdate
-                for spec in specs[launchableId]:
-                    yield self.supervisor.start(spec, restart=restart)
+            try:
+                for launchableId, launchable in manifest.launchables.items():
+                    before = previous[launchableId]
+                    changed = before is not None and before != installs[launchableId][0]
+                    restart = changed and not launchable.noHaltOnUpdate
+                    for spec in specs[launchableId]:
+                        yield self.supervisor.start(spec, restart=restart)
+            except Exception:
+                yield _settled(wrote, manifest.id, "current manifest")
+                raise
+            yield wrote
         except Exception:
             yield self._rollBack(layout, installs, previous, specs)
             raise
@@ -289,15 +344,25 @@ class PodOperations(object):
     def _specs(self, manifest, layout, user, installs):
         specs = {}
         for launchableId, launchable in manifest.launchables.items():
-            specs[launchableId] = [
-                ServiceSpec(
-                    name=serviceName(manifest.id, launchableId, entry),
-                    argv=runtime.launchableArgv(self.p2exec, layout, manifest, launchableId,
-                                                user, entry),
+            specs[launchableId] = []
+            for entry in installs[launchableId][1]:
+                argv, env = self._startArgv(manifest, layout, launchableId, user, entry)
+                specs[launchableId].append(ServiceSpec(
+                    name=serviceName(manifest.id, launchableId, entry), argv=argv, env=env,
                     restartPolicy=launchable.restartPolicy,
-                    restartTimeout=launchable.restartTimeout)
-                for entry in installs[launchableId][1]]
+                    restartTimeout=launchable.restartTimeout))
         return specs
+
+    def _startArgv(self, manifest, layout, launchableId, user, entry):
+        """
+        @return: C{(argv, env)} starting an entry point as a service: by chpst
+            when it can (no cgroup to join), else by p2-exec.
+        """
+        if self.chpst and not manifest.launchables[launchableId].cgroup:
+            return runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
+                                     switchUser=self.isRoot)
+        return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,
+                                      entry), {}
 
     @defer.inlineCallbacks
     def relaunch(self, manifest, names):
@@ -311,6 +376,9 @@ class PodOperations(object):
             needed).
         """
         layout = PodLayout(self.config.podRoot, manifest.id)
+        if (yield self._inThread(installedSHA, layout.currentManifest)) != manifest.sha():
+            raise AgentError("pod %s has another manifest installed than %s"
+                             % (manifest.id, manifest.sha()))
         user = yield self._user(manifest, layout)
         installs = {}
         for launchableId, launchable in manifest.launchables.items():
@@ -341,10 +409,15 @@ class PodOperations(object):
         counted.
 
         @return: L{Deferred} firing with the sorted names (C{["*"]} when the
-            pod has no service at all).
+            pod has no service at all, or when what is installed is another
+            manifest than C{manifest}: then L{relaunch} fails, and the pod
+            is deployed again).
         """
         names = yield self._podServices(manifest.id)
         if not names:
+            return ["*"]
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        if (yield self._inThread(installedSHA, layout.currentManifest)) != manifest.sha():
             return ["*"]
         down = []
         for name in names:

@@ -126,6 +126,7 @@ class AgentService(service.MultiService):
         self._opening = None
         self._openDelay = retryPolicy(maximum=30.0)
         self._openAttempts = 0
+        self._syncing = defer.DeferredLock()
         self.hookSync = None
         self._confirmWatch = None
         self._confirmSeen = False
@@ -143,7 +144,8 @@ class AgentService(service.MultiService):
 
     def startService(self):
         service.MultiService.startService(self)
-        self._opening = self._open()
+        self._opening = self._open().addErrback(
+            lambda f: log.failure("the agent failed to start", f, node=self.node))
 
     @defer.inlineCallbacks
     def _open(self):
@@ -157,6 +159,8 @@ class AgentService(service.MultiService):
                          url=self.config.store, error=str(e), delay=delay)
                 yield task.deferLater(self.reactor, delay, lambda: None)
         if not self.running:
+            if self.store is not None:  # opened after stopService: not closed there
+                yield self.store.close()
             return
         yield self._startHooks()
         if not self.running:
@@ -237,6 +241,9 @@ class AgentService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        # Not running from now on, though the workers' attempts under way
+        # still end: a sync ending meanwhile hands nothing over.
+        service.Service.stopService(self)
         if self._resync is not None and self._resync.running:
             self._resync.stop()
         for watch in (self._watch, self._confirmWatch):
@@ -265,20 +272,38 @@ class AgentService(service.MultiService):
     # -- intent ----------------------------------------------------------------
 
     def _intentChanged(self, snapshot):
-        return self._converge(snapshot, resync=False)
+        # The watch's snapshot may be older than a listing a resync took
+        # meanwhile (it waits for the previous call to end): handed over
+        # after it, it would take a pod scheduled since for unscheduled.  So
+        # the watch only says when to read intent afresh, in turn.
+        return self._sync(resync=False)
 
-    @defer.inlineCallbacks
     def resync(self):
         """
         Re-read intent and reality in full and hand every pod to its worker.
 
         @return: L{Deferred} firing when the pods have been handed over.
         """
+        return self._sync(resync=True)
+
+    def _sync(self, resync):
+        """
+        Read intent and reality and hand the pods over, one sync at a time:
+        each reads what the one before it handed over, or newer.
+        """
+        return self._syncing.run(self._syncOnce, resync)
+
+    @defer.inlineCallbacks
+    def _syncOnce(self, resync):
+        if not self.running:
+            return
         try:
             snapshot = yield self.store.list(keys.intentNode(self.node))
-            yield self._converge(snapshot, resync=True)
-        except Exception as e:
-            log.warn("resync failed: {error}", error=str(e), node=self.node)
+            yield self._converge(snapshot, resync=resync)
+        except StoreError as e:
+            log.warn("sync failed: {error}", error=str(e), node=self.node)
+        except Exception:
+            log.failure("sync failed", node=self.node)
 
     def _confirmationChanged(self, snapshot):
         self._confirmSeen = bool(snapshot)
@@ -311,15 +336,27 @@ class AgentService(service.MultiService):
         reality = yield self.store.list(keys.realityNode(self.node))
         realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
         realPods.discard(None)
+        if not self.running:  # stopped meanwhile: its workers are stopped
+            return
+        # A pod in neither intent nor reality is gone: its worker is told
+        # once (an intent with no reality, e.g. an invalid one, leaves only
+        # its status to delete; one still deploying may leave an install),
+        # under the same failsafe as a removal, then forgotten once it has
+        # converged to nothing.
+        gone = set(self.workers) - set(intents) - realPods
+        for podId in sorted(gone):
+            if self.workers[podId].absent():
+                del self.workers[podId]
+        gone &= set(self.workers)
         found = self._orphans
-        if resync or self._onDisk is None:
+        if resync or self._onDisk is None or gone:  # what is on disk may have changed
             found = yield self._onDiskSettled()
         self._orphans = {p for p in found if p not in intents and p not in realPods}
-        verdict = yield self._decide(marker, set(intents), realPods, set(self._orphans))
+        verdict = yield self._decide(marker, set(intents), realPods | gone, set(self._orphans))
         for podId in sorted(verdict.adopt):
             yield self._adopt(podId)
             realPods.add(podId)
-        for podId in sorted(set(intents) | realPods):
+        for podId in sorted(set(intents) | realPods | gone):
             if podId in intents:
                 self.worker(podId).update(intents[podId], resync=resync)
             elif podId in verdict.remove:

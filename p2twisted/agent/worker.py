@@ -25,6 +25,7 @@ States (an automat machine; L{PodWorker.tracer} sees every transition)::
     idle --news/resync--> working --succeeded--> idle
                           working --failedAttempt--> backoff --timer/kick--> working
                           working --news/resync/repeated--> working (rerun when done)
+                          working --kick--> working (rerun at once if it fails)
     backoff --news--> working
     idle/backoff --stop--> stopped;  working --stop--> stopping --(attempt ends)--> stopped
 """
@@ -39,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted.agent import crashloop
-from p2twisted.errors import ManifestError, P2Error
+from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 
@@ -108,10 +109,10 @@ class PodWorker(object):
         self.lastError = None
         self._intent = None
         self._news = False
+        self._kicked = False
         self._timer = None
         self._idle = []
         self._badIntent = None
-        self._badIntentError = None
         self._seen = False
         self._lastStatus = None
         # Status writes are read-modify-writes (crashloop.preservingWrite):
@@ -152,8 +153,8 @@ class PodWorker(object):
             manifest does not parse), or C{None}.
         """
         if self._badIntent is not None and self._intent is not None \
-                and self._intent.value == self._badIntent:
-            return self._badIntentError
+                and self._intent.value == self._badIntent[0]:
+            return self._badIntent[1]
         return None
 
     def kick(self):
@@ -169,6 +170,13 @@ class PodWorker(object):
         @return: L{Deferred} firing when no attempt is in progress.
         """
         return self._stop()
+
+    def absent(self):
+        """
+        @return: whether the worker has converged its pod to nothing: told
+            it has no intent, and idle (its reality and status are gone).
+        """
+        return self.state == IDLE and self._seen and self._intent is None
 
     def whenIdle(self):
         """
@@ -241,7 +249,7 @@ class PodWorker(object):
 
     @_machine.output()
     def _work(self):
-        self._news = False
+        self._news = self._kicked = False
         d = defer.maybeDeferred(self._attempt)
         d.addCallbacks(self._attemptSucceeded, self._attemptFailed)
         d.addErrback(lambda f: log.failure("pod worker bug", f, node=self.node, pod=self.podId))
@@ -249,6 +257,12 @@ class PodWorker(object):
     @_machine.output()
     def _markNews(self):
         self._news = True
+
+    @_machine.output()
+    def _markKicked(self):
+        # Should this attempt fail (the store was gone), the next one runs at
+        # once, not after the backoff: the kick is not lost.
+        self._kicked = True
 
     @_machine.output()
     def _cancelTimer(self):
@@ -286,7 +300,7 @@ class PodWorker(object):
     _working.upon(_news_, enter=_working, outputs=[_markNews])
     _working.upon(_resync, enter=_working, outputs=[_markNews])
     _working.upon(_repeated, enter=_working, outputs=[_markNews])
-    _working.upon(_kick, enter=_working, outputs=[])
+    _working.upon(_kick, enter=_working, outputs=[_markKicked])
     _working.upon(_stop, enter=_stopping, outputs=[_waitStopped],
                   collector=lambda values: values[-1])
     _working.upon(_succeeded, enter=_idle_, outputs=[_notifyIdle])
@@ -298,7 +312,7 @@ class PodWorker(object):
     _backoff.upon(_repeated, enter=_backoff, outputs=[])
     _backoff.upon(_kick, enter=_working, outputs=[_cancelTimer, _work])
     _backoff.upon(_timer_, enter=_working, outputs=[_work])
-    _backoff.upon(_stop, enter=_stopped, outputs=[_cancelTimer, _stoppedNow],
+    _backoff.upon(_stop, enter=_stopped, outputs=[_cancelTimer, _notifyIdle, _stoppedNow],
                   collector=lambda values: values[-1])
 
     _stopping.upon(_kick, enter=_stopping, outputs=[])
@@ -329,7 +343,9 @@ class PodWorker(object):
         else:
             log.warn("pod {pod}: {error}", node=self.node, pod=self.podId, error=self.lastError)
         d = self._writeStatus("failed", error=self.lastError)
-        d.addBoth(lambda _: self._rerun() if self._news else self._failedAttempt())
+        d.addBoth(lambda _: self._rerun() if self._news or self._kicked else
+                  self._failedAttempt())
+        return d
 
     # -- one attempt ---------------------------------------------------------------
 
@@ -340,14 +356,17 @@ class PodWorker(object):
         intentEntry = self._intent
         intent = None
         if intentEntry is not None:
-            if self._badIntent == intentEntry.value:
+            if self._badIntent is not None and self._badIntent[0] == intentEntry.value:
+                # Known to be invalid: logged once, but the status says so
+                # again (it may have said otherwise since, or not been
+                # written).
+                yield self._writeStatus("invalid", error=self._badIntent[1])
                 return
             try:
                 intent = parseManifest(intentEntry.value, source=intentEntry.key)
                 checkNamesPod(intent, intentEntry.key, self.podId)
             except ManifestError as e:
-                self._badIntent = intentEntry.value
-                self._badIntentError = str(e)
+                self._badIntent = (intentEntry.value, str(e))
                 log.error("pod {pod}: invalid manifest in intent: {error}",
                           node=self.node, pod=self.podId, error=str(e))
                 yield self._writeStatus("invalid", error=str(e))
@@ -412,11 +431,10 @@ class PodWorker(object):
         this machine.
         """
         self._lastStatus = None
-        key = keys.status("pods", self.node, self.podId)
-        d = self._statusLock.run(self.store.delete, key)
-        d.addErrback(lambda f: log.failure("cannot delete the status of {pod}", f,
-                                           pod=self.podId, node=self.node))
-        return d
+        # Not dropped when it fails: the attempt fails, and its retry (the
+        # pod still in neither intent nor reality) deletes it again.
+        return self._statusLock.run(
+            self.store.delete, keys.status("pods", self.node, self.podId))
 
     def _writeStatus(self, state, sha=None, error=None):
         if (state, sha, error) == self._lastStatus and state != "failed":
@@ -428,7 +446,15 @@ class PodWorker(object):
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
         }
         key = keys.status("pods", self.node, self.podId)
+
+        def failed(f):
+            # Not written: the same status is written again next time.
+            if self._lastStatus == (state, sha, error):
+                self._lastStatus = None
+            if f.check(StoreError):
+                log.warn("cannot write status of {pod}: {error}", pod=self.podId,
+                         node=self.node, error=f.getErrorMessage())
+            else:
+                log.failure("cannot write status of {pod}", f, pod=self.podId, node=self.node)
         d = self._statusLock.run(crashloop.preservingWrite, self.store, key, record)
-        d.addErrback(lambda f: log.warn("cannot write status of {pod}: {error}",
-                                        pod=self.podId, error=f.getErrorMessage()))
-        return d
+        return d.addErrback(failed)

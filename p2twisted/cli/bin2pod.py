@@ -50,7 +50,7 @@ def register(subparsers):
                              ".tar.gz is used as given; any other URL is a base to which "
                              "'/<artifact file name>' is appended (default: "
                              "file://<artifact path>, for agents on this host)")
-    parser.set_defaults(run=runBin2pod)
+    parser.set_defaults(run=runBin2pod, offline=True)
 
 
 def podIdFor(path):

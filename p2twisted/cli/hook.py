@@ -36,7 +36,7 @@ def register(subparsers):
     schedule.add_argument("--event", required=True, help="one of: " + ", ".join(EVENTS))
     schedule.add_argument("manifest", metavar="MANIFEST",
                           help="pod manifest (YAML, may be PGP clear-signed); - reads stdin")
-    schedule.set_defaults(run=runSchedule)
+    schedule.set_defaults(run=runSchedule, writes=True)
 
     listing = commands.add_parser(
         "list", help="list the scheduled hook pods",
@@ -50,7 +50,7 @@ def register(subparsers):
         description="Delete hooks/<event>/<pod_id>; every agent removes the hook pod.")
     remove.add_argument("--event", required=True, help="one of: " + ", ".join(EVENTS))
     remove.add_argument("pod", metavar="POD_ID")
-    remove.set_defaults(run=runRemove)
+    remove.set_defaults(run=runRemove, writes=True)
 
 
 def runMissing(options):

@@ -32,7 +32,7 @@ def register(subparsers):
     apply_.add_argument("changes", nargs="+", metavar="CHANGE",
                         help="key=value to set a label, key- to remove one")
     apply_.add_argument("--json", action="store_true", help="print the labels as a JSON object")
-    apply_.set_defaults(run=runApply)
+    apply_.set_defaults(run=runApply, writes=True)
 
     show = commands.add_parser(
         "show", help="print the labels of one object",

@@ -1,11 +1,14 @@
-# -*- test-case-name: tests.test_cli_namespace -*-
+# -*- test-case-name: tests.test_cli_main -*-
 """
 The C{p2} command.
 
 Each verb lives in its own module of this package, which has a
 C{register(subparsers)} function adding its parser(s); a parser sets
 C{run=function}, and C{function(options)} returns an exit code or a Deferred
-firing with one.  A verb needing the store calls C{options.openStore()}.
+firing with one.  A verb needing the store calls C{options.openStore()}; one that writes
+says so (C{writes=True} in its parser's defaults), and the store's
+namespace marker is then made if absent.  One that reads no store says
+C{offline=True} and runs without a reactor.
 
 Errors: a L{P2Error} is printed as one line (C{p2: ...}), with the traceback
 only under C{-v}.
@@ -14,14 +17,43 @@ only under C{-v}.
 import argparse
 import sys
 
-from twisted.internet import defer, task
-
 from p2twisted import __version__
 from p2twisted.errors import P2Error, SelectorError, UsageError
 
 #: Verb modules, in the order C{p2 --help} lists them.
 VERB_MODULES = ("namespace", "service", "services_agent", "services_tasks", "services_inspect", "node", "schedule", "manifest", "label",
                 "hook", "bin2pod")
+
+#: C{(verb, module, help)} of every verb, in the order C{p2 --help} lists
+#: them.  Only the module of the verb given is imported (so C{p2 --help} or
+#: C{p2 manifest sha} loads nothing of Twisted); the help here must be the
+#: one the module registers (a test checks).
+VERBS = (
+    ("init", "namespace", "create the p2 namespace in the store"),
+    ("dump", "namespace", "print every key in the store"),
+    ("list", "service", "list the service templates"),
+    ("describe", "service", "show a template's options and tasks"),
+    ("add", "service", "define a service from a template"),
+    ("config", "service", "show or change a service's settings"),
+    ("deploy", "service", "run a service on nodes"),
+    ("undeploy", "service", "stop running a service on nodes"),
+    ("remove", "service", "delete a service's definition"),
+    ("status", "service", "show services: nodes, intent vs reality, health, errors"),
+    ("start", "services_agent", "start this host's agent in the background"),
+    ("fg", "services_agent", "run this host's agent in the foreground"),
+    ("stop-agent", "services_agent", "stop the background agent"),
+    ("run", "services_tasks", "run a template's task on every node of a service"),
+    ("logs", "services_tasks", "show a service's logs on every node"),
+    ("inspect", "services_inspect", "show every pod on every node: intent vs reality, health"),
+    ("node", "node", "manage nodes"),
+    ("nodes", "node", "list nodes: marker, agent presence, pods"),
+    ("schedule", "schedule", "write a pod manifest into a node's intent"),
+    ("unschedule", "schedule", "remove a pod from a node's intent"),
+    ("manifest", "manifest", "check, hash and normalize pod manifests"),
+    ("label", "label", "change, show and select labels"),
+    ("hook", "hook", "schedule, list and remove hook pods"),
+    ("bin2pod", "bin2pod", "wrap an executable into an artifact and a pod manifest"),
+)
 
 EXIT_CODES = """exit codes:
   0  success
@@ -34,34 +66,147 @@ EXIT_CODES = """exit codes:
 #: The exit status of a verb interrupted by Ctrl-C or SIGTERM (as shells do).
 EXIT_INTERRUPTED = 130
 
+#: Options of C{p2} itself also accepted after the verb: C{(flags, dest,
+#: keyword arguments)}.
+GLOBAL_OPTIONS = (
+    (("-v", "--verbose"), "verbose", dict(action="store_true", help="show tracebacks on errors")),
+    (("--store",), "store", dict(metavar="URL", help="coordination store URL (else $P2_STORE, "
+                                 "else the config file's store:, else the embedded local store)")),
+    (("--json",), "json", dict(action="store_true", help="print JSON (the verbs that can)")),
+)
+#: Their values when not given.
+GLOBAL_DEFAULTS = {"verbose": False, "store": None, "json": False, "config": None}
+
+
+def didYouMean(word, choices, spelling="'%s'"):
+    """
+    @param spelling: how to show the choice, a C{%s} format.
+    @return: C{"; did you mean 'X'?"} for the choice closest to C{word}, or
+        C{""} when none is close.
+    """
+    import difflib
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return "; did you mean %s?" % (spelling % (close[0],),) if close else ""
+
 
 class Parser(argparse.ArgumentParser):
     """
-    An argument parser whose errors are one line and exit with status 2.
+    An argument parser whose errors are one line and exit with status 2,
+    suggesting the closest choice for a misspelled one; a verb's parser also
+    accepts C{p2}'s own options (L{GLOBAL_OPTIONS}) after the verb.
     """
 
+    #: Whether this is C{p2}'s own parser (not a verb's).
+    top = False
+
     def error(self, message):
+        import re
+        match = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$",
+                         message)
+        if match:
+            argument, given = match.group(1), match.group(2)
+            hint = didYouMean(given, re.findall(r"'([^']*)'", match.group(3)))
+            if argument.startswith("-"):
+                message = "invalid %s %r%s" % (argument.split("/")[-1], given, hint)
+            else:
+                message = "unknown command %r%s" % (given, hint)
         self.exit(2, "%s: %s\n(see '%s --help')\n" % (self.prog, message, self.prog))
 
+    def _addGlobals(self):
+        if getattr(self, "_globalsAdded", False):
+            return
+        self._globalsAdded = True
+        native = self._option_string_actions.get("--json")
+        if native is not None:
+            native.default = argparse.SUPPRESS
+        self.set_defaults(_json_native=native is not None)
+        for flags, dest, kwargs in GLOBAL_OPTIONS:
+            flags = [f for f in flags if f not in self._option_string_actions]
+            if flags:
+                kwargs = dict(kwargs, help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+                self.add_argument(*flags, dest=dest, **kwargs)
 
-def buildParser():
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.top:
+            self._addGlobals()
+        return argparse.ArgumentParser.parse_known_args(self, args, namespace)
+
+
+class _TopParser(Parser):
+    top = True
+
+
+def findVerb(argv):
+    """
+    @return: the verb in C{argv} (its first word that is not an option of
+        C{p2}'s own), or C{None}.
+    """
+    withValue = {"--store", "--config"}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--":
+            return None
+        elif arg.startswith("-"):
+            skip = arg in withValue
+        else:
+            return arg
+    return None
+
+
+def buildParser(verb=None, everything=False):
+    """
+    @param verb: the verb given: only its module is imported, the other
+        verbs appear by name and help.
+    @param everything: import every verb module.
+    """
     import importlib
-    parser = Parser(
+    parser = _TopParser(
         prog="p2",
         description="p2twisted: write deployment intent into the coordination store and inspect it.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="p2twisted " + __version__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--store", metavar="URL",
-                        help="coordination store URL (else $P2_STORE, else the config file's "
-                             "store:, else the embedded local store)")
+    for flags, dest, kwargs in GLOBAL_OPTIONS:
+        parser.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, **kwargs)
     parser.add_argument("--config", metavar="FILE",
                         help="config file (else $P2_CONFIG, else /etc/p2/p2.yaml if present)")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    for name in VERB_MODULES:
-        importlib.import_module("p2twisted.cli." + name).register(subparsers)
+    modules = {module for name, module, helpText in VERBS if everything or verb == name}
+    modules.update(m for m in VERB_MODULES if m not in {v[1] for v in VERBS})
+    done = set()
+    for name, module, helpText in VERBS:
+        if module not in modules:
+            subparsers.add_parser(name, help=helpText)
+        elif module not in done:
+            done.add(module)
+            importlib.import_module("p2twisted.cli." + module).register(subparsers)
+    for module in modules - done:  # added to VERB_MODULES by a test or a plugin
+        importlib.import_module("p2twisted.cli." + module).register(subparsers)
     return parser
+
+
+def parseArguments(argv):
+    """
+    @return: the options of C{argv} (global defaults filled in).
+    @raise SystemExit: with status 2 for a usage error.
+    """
+    verb = findVerb(argv)
+    known = {name for name, module, helpText in VERBS}
+    parser = buildParser(verb if verb in known else None)
+    if verb is not None and verb not in known and verb not in parser._subparsers._group_actions[0].choices:
+        parser.error("unknown verb %r%s" % (verb, didYouMean(verb, known)))
+    options = parser.parse_args(argv)
+    for dest, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(options, dest):
+            setattr(options, dest, default)
+    if not getattr(options, "run", None):
+        parser.print_help(sys.stderr)
+        sys.exit(2)
+    if options.json and not getattr(options, "_json_native", True):
+        parser.exit(2, "p2: p2 %s has no JSON output (remove --json)\n" % (options.verb,))
+    return options
 
 
 def _storeOpener(options, reactor):
@@ -70,11 +215,22 @@ def _storeOpener(options, reactor):
         from p2twisted.store import openStore as open_
         config = loadConfig(options.config)
         url = config.storeURL(options.store)
-        return open_(url, reactor)
+        d = open_(url, reactor)
+        if getattr(options, "writes", False):
+            d.addCallback(_withNamespace)
+        return d
     return openStore
 
 
-@defer.inlineCallbacks
+def _withNamespace(store):
+    """
+    Make the namespace marker if absent (before a verb writes), then
+    give C{store}.
+    """
+    from p2twisted.cli.namespace import ensureNamespace
+    return ensureNamespace(store).addCallback(lambda created: store)
+
+
 def withStore(options, use):
     """
     Open the store, run C{use(store)} and close the store, also when
@@ -84,16 +240,21 @@ def withStore(options, use):
 
     @return: L{Deferred} firing with what C{use} returned.
     """
-    store = yield options.openStore()
-    try:
-        result = yield use(store)
-    except GeneratorExit:
-        store = None
-        raise
-    finally:
-        if store is not None:
-            yield store.close()
-    return result
+    from twisted.internet import defer
+
+    @defer.inlineCallbacks
+    def run():
+        store = yield options.openStore()
+        try:
+            result = yield use(store)
+        except GeneratorExit:
+            store = None
+            raise
+        finally:
+            if store is not None:
+                yield store.close()
+        return result
+    return run()
 
 
 def _exitCode(error):
@@ -107,17 +268,27 @@ def _exitCode(error):
 
 def main(argv=None):
     """
-    Entry point of the C{p2} console script: parse C{argv}, run the verb on
-    the reactor, and exit with its code.
+    Entry point of the C{p2} console script: parse C{argv}, run the verb
+    (on the reactor, unless it is offline: reads no store) and exit with its
+    code.
     """
-    parser = buildParser()
-    options = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not getattr(options, "run", None):
-        parser.print_help(sys.stderr)
-        sys.exit(2)
+    options = parseArguments(sys.argv[1:] if argv is None else argv)
     options.out = sys.stdout
     options.err = sys.stderr
     options.interrupted = False
+    if getattr(options, "offline", False):
+        try:
+            code = options.run(options)
+        except P2Error as e:
+            code = _reportError(options, e, sys.exc_info()[2])
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            code = _reportError(options, e, sys.exc_info()[2])
+        options.out.flush()
+        raise SystemExit(code or 0)
+    _importReactor(options)
+    from twisted.internet import task
     try:
         task.react(lambda reactor: runVerb(options, reactor))
     except SystemExit as e:
@@ -126,12 +297,51 @@ def main(argv=None):
         raise
 
 
+def _importReactor(options):
+    """
+    Install the default reactor, without TLS unless the verb says it needs
+    it (C{tls=True} in its parser's defaults): no verb does today, and
+    pyOpenSSL is a third of the reactor's import time.  Only the reactor is
+    built without it; importing C{OpenSSL} later works.
+    """
+    if getattr(options, "tls", False) or "twisted.internet.reactor" in sys.modules:
+        return
+    blocked = [name for name in ("OpenSSL", "twisted.protocols.tls") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None
+    try:
+        from twisted.internet import reactor  # noqa: F401
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def _reportError(options, error, tb):
+    """
+    Print C{error} as one line (with its traceback C{tb} under C{-v}, or
+    when it is not a L{P2Error}).
+
+    @return: its exit code.
+    """
+    import traceback
+    if isinstance(error, P2Error):
+        options.err.write("p2: %s\n" % (error,))
+        if options.verbose:
+            traceback.print_exception(type(error), error, tb, file=options.err)
+    else:
+        options.err.write("p2: internal error: %s\n" % (error,))
+        traceback.print_exception(type(error), error, tb, file=options.err)
+    return _exitCode(error)
+
+
 def runVerb(options, reactor):
     """
     Run C{options.run} and turn its outcome into C{SystemExit}.
 
     @return: L{Deferred} failing with L{SystemExit} carrying the exit code.
     """
+    from twisted.internet import defer
     options.openStore = _storeOpener(options, reactor)
     options.reactor = reactor
     d = defer.maybeDeferred(options.run, options)

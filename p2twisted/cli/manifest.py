@@ -17,7 +17,7 @@ def register(subparsers):
         description="Check, hash and normalize pod manifests. Nothing is read from or written "
                     "to the coordination store.",
         epilog="Exit codes: 0 valid, 1 invalid or unreadable, 2 usage error.")
-    manifest.set_defaults(run=runMissing)
+    manifest.set_defaults(run=runMissing, offline=True)
     commands = manifest.add_subparsers(dest="manifest_command", metavar="COMMAND")
 
     check = commands.add_parser(

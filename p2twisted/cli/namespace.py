@@ -10,7 +10,7 @@ import time
 from twisted.internet import defer
 
 from p2twisted import __version__
-from p2twisted.errors import P2Error
+from p2twisted.errors import KeyExists, P2Error
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, Delete, Put
 
@@ -41,15 +41,40 @@ def marker():
 
 
 @defer.inlineCallbacks
+def ensureNamespace(store):
+    """
+    Create the namespace marker unless it exists: every verb that writes
+    does, so a store p2 wrote into is a p2 namespace without 'p2 init'.
+
+    @return: L{Deferred} firing with whether it was created.
+    """
+    if (yield store.get(keys.NAMESPACE_MARKER)) is not None:
+        return False
+    try:
+        yield store.create(keys.NAMESPACE_MARKER, marker())
+    except KeyExists:
+        return False
+    return True
+
+
+@defer.inlineCallbacks
 def initNamespace(store, force=False):
     """
     Create the namespace marker, deleting everything first when C{force}.
+    Keys only in p2's trees (L{keys.TREES}) without the marker are a
+    namespace p2 made before anyone ran init: they are kept and marked.
 
     @return: L{Deferred} firing with the number of keys deleted.
-    @raise P2Error: when a namespace exists and C{force} is false.
+    @raise P2Error: when a namespace exists (or keys p2 did not write) and
+        C{force} is false.
     """
     existing = yield store.list("")
     if existing and not force:
+        if keys.NAMESPACE_MARKER not in existing and all(
+                keys.parse(k)[0] in keys.TREES for k in existing):
+            # Written by p2 (its verbs, its agents) before anyone ran init.
+            yield ensureNamespace(store)
+            return 0
         what = ("a p2 namespace" if keys.NAMESPACE_MARKER in existing
                 else "%d keys that are not a p2 namespace" % (len(existing),))
         raise P2Error("%s already holds %s; use 'p2 init --force' to delete it and start afresh"

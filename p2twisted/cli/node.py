@@ -23,7 +23,7 @@ def register(subparsers):
     node = subparsers.add_parser(
         "node", help="manage nodes",
         description="Manage nodes: 'p2 node add NODE' writes the node marker, so the node's "
-                    "agent acts on its (still empty) intent.")
+                    "agent acts on its (still empty) intent; 'p2 node remove NODE' deletes it.")
     commands = node.add_subparsers(dest="node_command", metavar="COMMAND")
     add = commands.add_parser(
         "add", help="write a node's marker (and labels)",
@@ -32,7 +32,7 @@ def register(subparsers):
     add.add_argument("node", metavar="NODE")
     add.add_argument("--label", action="append", default=[], metavar="K=V",
                      help="a label to set on the node (repeatable)")
-    add.set_defaults(run=runAdd)
+    add.set_defaults(run=runAdd, writes=True)
     confirm = commands.add_parser(
         "confirm", help="let a node's agent carry out the removals it holds",
         description="A node's agent holds every removal when its node marker is not the one "
@@ -42,6 +42,7 @@ def register(subparsers):
                     "what intent does not name (orphans included).")
     confirm.add_argument("node", metavar="NODE")
     confirm.set_defaults(run=runConfirm)
+    registerRemove(commands)
     node.set_defaults(run=lambda options: node.print_help(options.err) or 2)
 
     nodes = subparsers.add_parser(
@@ -174,4 +175,74 @@ def runNodes(options):
         options.out.write("%-24s %-8s %-8s %s\n" % (
             name, "yes" if info["marker"] else "NO", "up" if info["agent"] is not None else "down",
             ",".join(sorted(info["pods"])) or "-"))
+    return 0
+
+
+#: Seconds between two looks at a draining node's reality.
+DRAIN_INTERVAL = 0.2
+
+
+def registerRemove(commands):
+    remove = commands.add_parser(
+        "remove", help="forget a node: delete its marker and labels",
+        description="Delete intent/<NODE> (the node's marker) and the node's labels. Refuses "
+                    "while pods are scheduled or still run there, unless --drain is given: "
+                    "then its pods are unscheduled, and the marker is deleted once the node's "
+                    "agent has removed them (its reality is empty).")
+    remove.add_argument("node", metavar="NODE")
+    remove.add_argument("--drain", action="store_true",
+                        help="unschedule its pods and wait until its agent removed them")
+    remove.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long --drain waits for the agent (default: 60)")
+    remove.set_defaults(run=runRemove, writes=True)
+
+
+@defer.inlineCallbacks
+def _podsOf(store, prefix):
+    """
+    @return: L{Deferred} firing with the sorted pod ids under C{prefix}
+        (C{intent/<node>} or C{reality/<node>}).
+    """
+    entries = yield store.list(prefix)
+    return sorted(keys.parse(k)[2] for k in entries if len(keys.parse(k)) == 3)
+
+
+@defer.inlineCallbacks
+def runRemove(options):
+    from twisted.internet import task
+
+    from p2twisted.errors import P2Error
+    from p2twisted.store.common import Delete
+
+    name = nodeName(options.node)
+    store = yield options.openStore()
+    try:
+        scheduled = yield _podsOf(store, keys.intentNode(name))
+        running = yield _podsOf(store, keys.realityNode(name))
+        marker = yield store.get(keys.intentNode(name))
+        labels = yield store.get(keys.label("node", name))
+        if marker is None and labels is None and not scheduled and not running:
+            options.out.write("node %s has no marker, labels or pods; nothing to do\n" % (name,))
+            return 0
+        if (scheduled or running) and not options.drain:
+            raise P2Error("node %s %s; unschedule them first or use 'p2 node remove %s "
+                          "--drain'" % (name, "has pods scheduled: " + ", ".join(scheduled)
+                                        if scheduled else "still runs pods: " + ", ".join(running),
+                                        name))
+        for podId in scheduled:
+            yield intent.unschedule(store, name, podId)
+            options.out.write("unscheduled %s from %s\n" % (podId, name))
+        deadline = options.reactor.seconds() + options.timeout
+        while running:
+            if options.reactor.seconds() > deadline:
+                raise P2Error("node %s still runs %s %gs after they were unscheduled; its "
+                              "marker is kept so its agent removes them (is it running? see "
+                              "'p2 nodes'); run this again later" % (
+                                  name, ", ".join(running), options.timeout))
+            yield task.deferLater(options.reactor, DRAIN_INTERVAL, lambda: None)
+            running = yield _podsOf(store, keys.realityNode(name))
+        yield store.transaction([Delete(keys.intentNode(name)), Delete(keys.label("node", name))])
+    finally:
+        yield store.close()
+    options.out.write("removed node %s\n" % (name,))
     return 0

@@ -21,14 +21,14 @@ def register(subparsers):
     sched.add_argument("manifest", metavar="FILE",
                        help="pod manifest (YAML, may be PGP clear-signed); - reads stdin")
     sched.add_argument("--node", default=None, help="target node (default: this host's name)")
-    sched.set_defaults(run=runSchedule)
+    sched.set_defaults(run=runSchedule, writes=True)
 
     unsched = subparsers.add_parser(
         "unschedule", help="remove a pod from a node's intent",
         description="Delete intent/<node>/<pod_id>; the node's agent halts and uninstalls it.")
     unsched.add_argument("pod", metavar="POD_ID")
     unsched.add_argument("--node", default=None, help="target node (default: this host's name)")
-    unsched.set_defaults(run=runUnschedule)
+    unsched.set_defaults(run=runUnschedule, writes=True)
 
 
 def nodeName(name):

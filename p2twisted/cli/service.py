@@ -9,6 +9,7 @@ C{p2 config NAME KEY=VALUE} re-deploys a changed service to every node it
 is deployed to, so its pods restart with the new settings.
 """
 
+import io
 import json
 
 from twisted.internet import defer
@@ -18,23 +19,25 @@ from p2twisted.cli.main import withStore
 from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_inspect import agentRemovals, heldNotes
 from p2twisted.cli.services_common import (
-    artifactLocation, extrasParser, parseExtras, readSettingsFile)
+    artifactLocation, checkPortHere, extrasParser, hostCheck, parseExtras, portProblem,
+    logTail, readSettingsFile, stateDir, thisHost, writeLogTail)
 from p2twisted.cli.services_wait import waitDeployed
-from p2twisted.errors import UsageError
-from p2twisted.templates import allTemplates, getTemplate
+from p2twisted.errors import P2Error, UsageError
 
 
 def register(subparsers):
     lst = subparsers.add_parser(
         "list", help="list the service templates",
         description="List the service templates (built-in and from installed plugins).")
-    lst.set_defaults(run=runList)
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(run=runList, offline=True)
 
     describe = subparsers.add_parser(
         "describe", help="show a template's options and tasks",
         description="Show a template's options (type, default, help) and tasks.")
     describe.add_argument("template", metavar="TEMPLATE")
-    describe.set_defaults(run=runDescribe)
+    describe.add_argument("--json", action="store_true", help="print JSON")
+    describe.set_defaults(run=runDescribe, offline=True)
 
     add = extrasParser(
         subparsers, "add", help="define a service from a template",
@@ -46,7 +49,9 @@ def register(subparsers):
     add.add_argument("--config", dest="settings_file", metavar="FILE",
                      help="a YAML file of option: value settings (flags override it)")
     add.add_argument("--force", action="store_true", help="replace an existing service")
-    add.set_defaults(run=runAdd)
+    add.add_argument("--no-host-check", action="store_true",
+                     help="do not check that its directories exist on this host")
+    add.set_defaults(run=runAdd, writes=True)
 
     config = subparsers.add_parser(
         "config", help="show or change a service's settings",
@@ -56,7 +61,11 @@ def register(subparsers):
                     "settings restart nothing.")
     config.add_argument("name", metavar="NAME")
     config.add_argument("changes", nargs="*", metavar="KEY=VALUE")
-    config.set_defaults(run=runConfig)
+    config.add_argument("--no-host-check", action="store_true",
+                        help="do not check that its directories exist and its port is free "
+                             "on this host")
+    config.add_argument("--json", action="store_true", help="print JSON")
+    config.set_defaults(run=runConfig, writes=True)
 
     deploy = subparsers.add_parser(
         "deploy", help="run a service on nodes",
@@ -71,7 +80,9 @@ def register(subparsers):
                              "status check, that node's agent reports it passing")
     deploy.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long --wait waits (default: 120)")
-    deploy.set_defaults(run=runDeploy)
+    deploy.add_argument("--no-host-check", action="store_true",
+                        help="do not check that its port is free on this host")
+    deploy.set_defaults(run=runDeploy, writes=True)
 
     undeploy = subparsers.add_parser(
         "undeploy", help="stop running a service on nodes",
@@ -80,7 +91,17 @@ def register(subparsers):
     undeploy.add_argument("name", metavar="NAME")
     undeploy.add_argument("--node", action="append", default=None, metavar="NODE",
                           help="a node to remove it from (repeatable; default: all)")
-    undeploy.set_defaults(run=runUndeploy)
+    undeploy.set_defaults(run=runUndeploy, writes=True)
+
+    remove = subparsers.add_parser(
+        "remove", help="delete a service's definition",
+        description="Delete the definition of the service NAME (services/NAME). Refuses while "
+                    "it is deployed, unless --undeploy is given, which first removes its pod "
+                    "from every node.")
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--undeploy", action="store_true",
+                        help="undeploy it from every node first")
+    remove.set_defaults(run=runRemove, writes=True)
 
     status = subparsers.add_parser(
         "status", help="show services: nodes, intent vs reality, health, errors",
@@ -94,7 +115,10 @@ def register(subparsers):
 
 
 def runList(options):
+    from p2twisted.templates import allTemplates
     templates = allTemplates()
+    if options.json:
+        return _json(options, {name: t.description for name, t in templates.items()})
     width = max(len(name) for name in templates)
     for name in sorted(templates):
         options.out.write("%-*s  %s\n" % (width, name, templates[name].description))
@@ -102,10 +126,17 @@ def runList(options):
 
 
 def runDescribe(options):
+    from p2twisted.templates import getTemplate
     template = getTemplate(options.template)
     out = options.out
-    out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
     allOptions = getattr(template, "allOptions", lambda: template.options)()
+    if options.json:
+        return _json(options, {
+            "template": template.name, "description": template.description,
+            "options": [{"name": o.name, "flag": o.flag, "type": o.type, "default": o.default,
+                         "required": o.required, "help": o.help} for o in allOptions],
+            "tasks": dict(template.tasks)})
+    out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
     for option in allOptions:
         default = "required" if option.required else "default %s" % (
             "none" if option.default in (None, []) else json.dumps(option.default),)
@@ -119,16 +150,24 @@ def runDescribe(options):
     return 0
 
 
+def _json(options, value):
+    json.dump(value, options.out, indent=2, sort_keys=True)
+    options.out.write("\n")
+    return 0
+
+
 def formatSettings(settings):
     return "".join("  %s = %s\n" % (k, json.dumps(v)) for k, v in sorted(settings.items()))
 
 
 @defer.inlineCallbacks
 def runAdd(options):
+    from p2twisted.templates import getTemplate
     template = getTemplate(options.template)
     given = readSettingsFile(options.settings_file) if options.settings_file else {}
     given.update(parseExtras(options.extras))
-    template.settings(given)  # check before touching the store
+    # Check before touching the store.
+    hostCheck(template, template.settings(given), options.no_host_check)
     store = yield options.openStore()
     try:
         service = yield services.addService(store, options.name, template.name, given,
@@ -139,6 +178,46 @@ def runAdd(options):
         service.name, service.template, formatSettings(service.settings)))
     options.out.write("run it with 'p2 deploy %s'\n" % (service.name,))
     return 0
+
+
+def checkChangedKeys(template, keys):
+    """
+    @raise UsageError: naming the first of C{keys} that is no option of
+        C{template}, with the closest one as C{KEY=}.
+    """
+    from p2twisted.cli.main import didYouMean
+    names = [o.name for o in getattr(template, "allOptions", lambda: template.options)()]
+    for key in sorted(keys):
+        if key.replace("-", "_") not in names:
+            raise UsageError("template %s has no setting %s%s (see 'p2 describe %s')" % (
+                template.name, key, didYouMean(key.replace("-", "_"), names, "%s="),
+                template.name))
+
+
+@defer.inlineCallbacks
+def checkConfigHere(store, options, service, template, updates, reset):
+    """
+    Before changing C{service}'s settings: when it runs on this host (or
+    nowhere yet), its directories must exist here, and a changed port must
+    be free here.
+    """
+    if options.no_host_check:
+        return
+    given = dict(service.settings)
+    for key in reset:
+        given.pop(key.replace("-", "_"), None)
+    given.update(updates)
+    settings = template.settings(given)
+    nodes = yield services.deployedNodes(store, service.name)
+    if nodes and thisHost() not in nodes:
+        return
+    hostCheck(template, settings)
+    portOption = getattr(template, "statusPortOption", None)
+    port = settings.get(portOption) if portOption else None
+    if nodes and port and port != service.settings.get(portOption):
+        problem = portProblem(port, service.name)
+        if problem:
+            raise UsageError(problem)
 
 
 def parseChanges(changes):
@@ -163,31 +242,50 @@ def runConfig(options):
     updates, reset = parseChanges(options.changes)
     store = yield options.openStore()
     try:
+        if updates or reset:
+            service = yield services.getService(store, options.name)
+            template = services.getTemplate(service.template)
+            checkChangedKeys(template, list(updates) + reset)
+            yield checkConfigHere(store, options, service, template, updates, reset)
         if not (updates or reset):
             service = yield services.getService(store, options.name)
             nodes = yield services.deployedNodes(store, options.name)
+            if options.json:
+                return _json(options, {"service": service.name, "template": service.template,
+                                       "settings": service.settings, "nodes": nodes})
             options.out.write("%s (template %s), deployed to: %s\n%s" % (
                 service.name, service.template, ", ".join(nodes) or "no node",
                 formatSettings(service.settings)))
             return 0
         old, new = yield services.updateSettings(store, options.name, updates, reset)
+        report = {"service": new.name, "template": new.template, "settings": new.settings,
+                  "changed": {}, "redeployed": [], "sha": None}
+        # Text goes to standard output as it happens; JSON all at the end.
+        out = io.StringIO() if options.json else options.out
         if new.settings == old.settings:
-            options.out.write("%s: settings unchanged; nothing to do\n" % (new.name,))
-            return 0
+            out.write("%s: settings unchanged; nothing to do\n" % (new.name,))
         for key in sorted(set(old.settings) | set(new.settings)):
             if old.settings.get(key) != new.settings.get(key):
-                options.out.write("%s: %s = %s (was %s)\n" % (
+                report["changed"][key] = {"old": old.settings.get(key),
+                                          "new": new.settings.get(key)}
+                out.write("%s: %s = %s (was %s)\n" % (
                     new.name, key, json.dumps(new.settings.get(key)),
                     json.dumps(old.settings.get(key))))
         nodes = yield services.deployedNodes(store, options.name)
-        if nodes:
+        if new.settings == old.settings:
+            pass
+        elif nodes:
             directory, baseURL = artifactLocation(options)
-            manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
-            options.out.write("re-deployed %s (sha %s) to %s\n"
-                              % (new.name, manifest.sha()[:12], ", ".join(nodes)))
+            manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
+                                             checkPortHere(nodes, options.no_host_check))
+            report.update(redeployed=nodes, sha=manifest.sha())
+            out.write("re-deployed %s (sha %s) to %s\n"
+                      % (new.name, manifest.sha()[:12], ", ".join(nodes)))
         else:
-            options.out.write("%s is not deployed; run it with 'p2 deploy %s'\n"
-                              % (new.name, new.name))
+            out.write("%s is not deployed; run it with 'p2 deploy %s'\n"
+                      % (new.name, new.name))
+        if options.json:
+            _json(options, report)
     finally:
         yield store.close()
     return 0
@@ -200,13 +298,14 @@ def runDeploy(options):
 
     @defer.inlineCallbacks
     def deploy(store):
-        manifest = yield services.deploy(store, options.name, nodes, directory, baseURL)
+        manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
+                                         checkPortHere(nodes, options.no_host_check))
         options.out.write("deployed %s (sha %s) to %s\n"
                           % (options.name, manifest.sha()[:12], ", ".join(nodes)))
         options.out.flush()
         if options.wait:
             yield waitDeployed(store, manifest, nodes, options.timeout, options.out,
-                               options.reactor)
+                               options.reactor, lambda: logTail(stateDir(options), manifest.id))
     yield withStore(options, deploy)
     return 0
 
@@ -229,6 +328,101 @@ def runUndeploy(options):
 
 
 @defer.inlineCallbacks
+def runRemove(options):
+    store = yield options.openStore()
+    try:
+        yield services.getService(store, options.name)
+        nodes = yield services.deployedNodes(store, options.name)
+        if nodes and not options.undeploy:
+            raise P2Error("%s is deployed to %s; undeploy it first ('p2 undeploy %s') or "
+                          "use 'p2 remove %s --undeploy'" % (
+                              options.name, ", ".join(nodes), options.name, options.name))
+        if nodes:
+            removed = yield services.undeploy(store, options.name, nodes)
+            options.out.write("undeployed %s from %s\n" % (options.name, ", ".join(removed)))
+        yield services.removeService(store, options.name)
+    finally:
+        yield store.close()
+    options.out.write("removed service %s\n" % (options.name,))
+    return 0
+
+
+@defer.inlineCallbacks
+def agentState(store, node, now):
+    """
+    @return: L{Deferred} firing with C{{"up", "since", "last_seen"}} of
+        C{node}'s agent: up while its ephemeral C{machines/<node>} exists;
+        C{since} when its process started (known on this host only);
+        C{last_seen} the last sync it recorded (C{status/agents/<node>}).
+    """
+    from p2twisted.store import keys
+    info = {"up": False, "since": None, "last_seen": None}
+    entry = yield store.get(keys.machine(node))
+    if entry is not None:
+        info["up"] = True
+        try:
+            facts = json.loads(entry.value)
+            info["since"] = _processStart(facts.get("process") or {})
+        except (ValueError, AttributeError):
+            pass
+    entry = yield store.get(keys.status("agents", node))
+    if entry is not None:
+        try:
+            info["last_seen"] = json.loads(entry.value).get("last_sync")
+        except (ValueError, AttributeError):
+            pass
+    return info
+
+
+def _processStart(process):
+    """
+    @return: the wall time a process of this boot started at, from its
+        C{pid_start} (clock ticks after boot), or C{None} for another boot.
+    """
+    import os
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            if f.read().strip() != process.get("boot_id"):
+                return None
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + int(process["pid_start"]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, KeyError, TypeError, ValueError, StopIteration):
+        return None
+
+
+def _ago(seconds):
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s" % (seconds // size, unit)
+    return "%ds" % (seconds,)
+
+
+def agentText(agent, now):
+    """
+    @return: C{agent up 5m}, C{agent up}, C{agent DOWN (last seen 2h ago)}
+        or C{agent DOWN}.
+    """
+    if agent["up"]:
+        return "agent up" + (" " + _ago(now - agent["since"]) if agent["since"] else "")
+    if agent["last_seen"]:
+        return "agent DOWN (last seen %s ago)" % (_ago(now - agent["last_seen"]),)
+    return "agent DOWN"
+
+
+def failing(state):
+    """
+    @return: whether a pod's state is worth its log: a crash loop, an
+        error, or a critical health of the version running.
+    """
+    health = state["health"]
+    return bool(state.get("crash_loop") or state["error"] or (
+        health is not None and health["status"] != "passing"
+        and health["sha"] == state["reality"]))
+
+
+@defer.inlineCallbacks
 def serviceStatus(store, name=None):
     """
     @return: L{Deferred} firing with C{[{"service", "template", "settings",
@@ -238,13 +432,20 @@ def serviceStatus(store, name=None):
         found = {name: (yield services.getService(store, name))}
     else:
         found = yield services.listServices(store)
+    import time
+    now = time.time()
+    agents = {}
     result = []
     for serviceName in sorted(found):
         service = found[serviceName]
         nodes = yield services.deployedNodes(store, serviceName)
         states = []
         for node in nodes:
-            states.append((yield services.podState(store, serviceName, node)))
+            state = yield services.podState(store, serviceName, node)
+            if node not in agents:
+                agents[node] = yield agentState(store, node, now)
+            state["agent"] = agents[node]
+            states.append(state)
         result.append({"service": serviceName, "template": service.template,
                        "settings": service.settings, "nodes": states})
     return result
@@ -265,23 +466,41 @@ def runStatus(options):
         return 0
     if not result:
         out.write("no services: define one with 'p2 add NAME --template T' (see 'p2 list')\n")
+    import time
+    now = time.time()
+    here = thisHost()
     for info in result:
-        out.write("%s (%s)\n" % (info["service"], info["template"]))
+        name = info["service"]
+        out.write("%s (%s)\n" % (name, info["template"]))
         if not info["nodes"]:
-            out.write("  not deployed: run 'p2 deploy %s'\n" % (info["service"],))
+            out.write("  not deployed: run 'p2 deploy %s'\n" % (name,))
         for state in info["nodes"]:
             short = lambda sha: (sha or "-")[:12]  # noqa: E731
             synced = "in sync" if state["intent"] == state["reality"] else "converging"
             health = state["health"]
-            out.write("  %-16s %-10s intent %-12s reality %-12s %-10s health %s\n" % (
-                state["node"], state["state"] or "unknown", short(state["intent"]),
-                short(state["reality"]), synced, services.healthText(health, state["reality"])))
+            agent = state["agent"]
+            podState = state["state"] or "unknown"
+            if state.get("crash_loop"):
+                podState = "crash-loop"
+            if state.get("restarts"):
+                podState += " (%s restarts)" % (state["restarts"],)
+            out.write("  %-16s %-10s intent %-12s reality %-12s %-10s health %s  [%s]\n" % (
+                state["node"], podState, short(state["intent"]), short(state["reality"]),
+                synced, services.healthText(health, state["reality"]), agentText(agent, now)))
+            more = "see 'p2 logs %s'" % (name,)
+            if not agent["up"]:
+                out.write("    the agent of %s is down: what it last reported may be stale; %s\n"
+                          % (state["node"], "start it with 'p2 start'" if state["node"] == here
+                             else "check it on that host"))
             if health is not None and health["status"] != "passing":
-                out.write("    health check: %s\n" % (health["output"],))
+                out.write("    health check: %s; %s\n" % (
+                    services.oneLine(health["output"] or ""), more))
             loop = services.crashLoopLine(state)
             if loop:
-                out.write("    %s\n" % (loop,))
+                out.write("    %s; %s\n" % (loop, more))
             if state["error"]:
-                out.write("    last error: %s\n" % (state["error"],))
+                out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
+            if failing(state) and state["node"] == here:
+                writeLogTail(out, logTail(stateDir(options), name))
     out.write("".join(heldNotes(removals)))
     return 0

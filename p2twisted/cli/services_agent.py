@@ -34,6 +34,10 @@ def register(subparsers):
                                  "installed)")
         parser.add_argument("--status-port", type=int, metavar="PORT",
                             help="serve the agent's GET /_status on 127.0.0.1:PORT")
+        if name == "start":
+            parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                                help="how long to wait for the agent to open the store "
+                                     "(default: 30)")
         parser.set_defaults(run=runStart if name == "start" else runForeground)
 
     stop = subparsers.add_parser(
@@ -90,6 +94,39 @@ def runningPid(pidfile):
     return pid
 
 
+#: What the agent logs once it has opened the store and registered.
+OPENED = "registered machines/"
+#: What it logs when it cannot open the store (and retries).
+CANNOT_OPEN = "cannot open store "
+#: Seconds between two looks at the starting agent's log.
+START_INTERVAL = 0.1
+
+
+def _message(line):
+    """
+    @return: the message of a twistd log line (without time and source).
+    """
+    head, sep, message = line.partition("] ")
+    return message if sep and head.count(" [") == 1 else line
+
+
+def _logSize(logfile):
+    try:
+        return os.path.getsize(logfile)
+    except OSError:
+        return 0
+
+
+def _logSince(logfile, offset):
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+@defer.inlineCallbacks
 def runStart(options):
     state, pidfile, logfile = paths(options)
     pid = runningPid(pidfile)
@@ -99,6 +136,7 @@ def runStart(options):
     if os.path.exists(pidfile):
         os.unlink(pidfile)  # stale: twistd refuses to start over it
     os.makedirs(state, exist_ok=True)
+    offset = _logSize(logfile)
     argv = [twistd(), "--umask", "022", "--pidfile", pidfile, "--logfile", logfile] + agentArguments(options,
                                                                                     state)
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -110,9 +148,46 @@ def runStart(options):
         raise P2Error("the agent did not start: %s (see %s)"
                       % (last[len(prefix):] if last.startswith(prefix) else last, logfile))
     pid = runningPid(pidfile)
-    options.out.write("started the agent%s (log %s; stop it with 'p2 stop-agent')\n"
-                      % (" (pid %d)" % (pid,) if pid else "", logfile))
-    return 0
+    code = yield waitOpened(options, pidfile, logfile, offset, pid)
+    return code
+
+
+@defer.inlineCallbacks
+def waitOpened(options, pidfile, logfile, offset, pid):
+    """
+    Wait until the agent just started has opened the store and registered
+    (its log says so), has failed to open it, or has exited.
+
+    @return: L{Deferred} firing with the exit code: 0, 3 when the store
+        cannot be opened (the agent keeps trying), 1 when the agent exited.
+    """
+    reactor = options.reactor
+    deadline = reactor.seconds() + options.timeout
+    url = agentArguments(options, "")[2]
+    while True:
+        lines = _logSince(logfile, offset)
+        for line in lines:
+            if OPENED in line:
+                options.out.write("started the agent (pid %s) on %s: %s (log %s; stop it with "
+                                  "'p2 stop-agent')\n" % (pid, url, _message(line), logfile))
+                return 0
+            if CANNOT_OPEN in line:
+                reason = _message(line).split("; retrying")[0]
+                options.err.write("p2: the agent (pid %s) started but %s; it keeps trying (see "
+                                  "%s; stop it with 'p2 stop-agent')\n" % (pid, reason, logfile))
+                return 3
+        if runningPid(pidfile) is None:
+            last = [_message(line) for line in lines if line.strip()]
+            raise P2Error("the agent exited before it opened the store: %s (see %s)" % (
+                last[-1] if last else "it logged nothing", logfile))
+        if reactor.seconds() > deadline:
+            said = [_message(line) for line in lines if "#warn]" in line or "#error]" in line]
+            options.err.write("p2: the agent (pid %s) has not registered in the store %s after "
+                              "%gs%s; it keeps trying (see %s; stop it with 'p2 stop-agent')\n"
+                              % (pid, url, options.timeout,
+                                 " (it said: %s)" % (said[-1],) if said else "", logfile))
+            return 3
+        yield task.deferLater(reactor, START_INTERVAL, lambda: None)
 
 
 def runForeground(options):

@@ -93,3 +93,81 @@ def artifactLocation(options):
     config = loadConfig(getattr(options, "config", None))
     directory = os.path.join(stateDir(options), "artifacts-build")
     return directory, config.get("artifact_base_url") or "file://" + directory
+
+
+def thisHost():
+    """
+    @return: this host's node name (what C{--node} defaults to).
+    """
+    from p2twisted.cli.schedule import nodeName
+    return nodeName(None)
+
+
+def hostCheck(template, settings, skip=False):
+    """
+    @raise UsageError: naming what C{template.hostProblems} finds wrong with
+        C{settings} on this host, unless C{skip}.
+    """
+    problems = [] if skip else getattr(template, "hostProblems", lambda settings: [])(settings)
+    if problems:
+        raise UsageError("%s (pass --no-host-check if the service runs on other nodes only)"
+                         % ("; ".join(problems),))
+
+
+def portProblem(port, podId):
+    """
+    @return: one line when another program than the pod C{podId} listens
+        on C{port} of this host, else C{None} (also when unknown).
+    """
+    from p2twisted import listeners
+    inodes = listeners.listeningInodes(port)
+    owners = listeners.socketOwners(inodes) if inodes else {}
+    if not owners or any((listeners.environment(pid) or {}).get("POD_ID") == podId
+                         for pid in owners):
+        return None
+    return ("port %d on this host is taken by %s; free it, or choose another with "
+            "'p2 config %s port=N'" % (port, listeners.describeOwners(owners), podId))
+
+
+def checkPortHere(nodes, skip=False):
+    """
+    @return: a check for L{services.deploy}: when C{nodes} include this host,
+        the manifest's status port must be free here (or the pod's own).
+    """
+    def check(manifest):
+        if skip or not manifest.status.port or thisHost() not in nodes:
+            return
+        problem = portProblem(manifest.status.port, manifest.id)
+        if problem:
+            raise UsageError(problem)
+    return check
+
+
+def logTail(state, podId, lines=5):
+    """
+    @param state: this host's agent state directory (L{stateDir}).
+    @return: the last C{lines} lines of C{podId}'s logs on this host,
+        C{[(log name, [line...])]}; empty when there are none here.
+    """
+    from p2twisted.agent import podlogs
+    from p2twisted.errors import P2Error
+    try:
+        logs = podlogs.readLogs(state, podId, None, maxBytes=4096)
+    except (OSError, P2Error):
+        return []
+    tails = []
+    for name, (data, offset) in sorted(logs.items()):
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        tail = [line for line in text.splitlines() if line.strip()][-lines:]
+        if tail:
+            tails.append((name, tail))
+    return tails
+
+
+def writeLogTail(out, tails, indent="    "):
+    """
+    Write L{logTail}'s C{tails} under a line of C{p2 status} or C{--wait}.
+    """
+    for logName, tail in tails:
+        out.write("%slast lines of %s:\n" % (indent, logName))
+        out.write("".join("%s  %s\n" % (indent, line) for line in tail))

@@ -50,7 +50,7 @@ def register(subparsers):
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="the task's arguments, passed as they are: p2's own options "
                           "(--timeout) go before NAME")
-    run.set_defaults(run=runTask)
+    run.set_defaults(run=runTask, writes=True)
 
     logs = subparsers.add_parser(
         "logs", help="show a service's logs on every node",

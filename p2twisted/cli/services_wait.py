@@ -9,6 +9,7 @@ this manifest (C{health/<pod>/<node>}).
 from twisted.internet import defer, task
 
 from p2twisted import services
+from p2twisted.cli.services_common import thisHost, writeLogTail
 from p2twisted.errors import P2Error
 from p2twisted.store import keys
 
@@ -37,18 +38,23 @@ def describe(state, sha, checked):
         if health is None or health["sha"] != sha:
             text += ", waiting for its health check"
         else:
-            text += ", health %s (%s)" % (health["status"], health["output"])
+            text += ", health %s (%s)" % (health["status"], services.oneLine(health["output"]))
+    if state.get("crash_loop"):
+        text += ", crash-looping"
     if state["error"]:
-        text += ": %s" % (state["error"],)
+        text += ": %s" % (services.oneLine(state["error"]),)
     return text
 
 
 @defer.inlineCallbacks
-def waitDeployed(store, manifest, nodes, timeout, out, reactor):
+def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
     """
     Wait until every node of C{nodes} runs C{manifest}, printing each
     change of a node's state to C{out}.
 
+    @param logTail: callable returning the end of the pod's logs on this
+        host (L{services_common.logTail}), shown at the timeout when this
+        host is late.
     @raise P2Error: at C{timeout} seconds, saying which nodes are not there.
     """
     sha = manifest.sha()
@@ -84,8 +90,12 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor):
             return
         if reactor.seconds() > deadline:
             late = [n for n in nodes if n not in done]
-            raise P2Error("%s is not running on %s after %gs (%s); see 'p2 status %s'%s" % (
+            if logTail is not None and thisHost() in late:
+                writeLogTail(out, logTail(), "  %s: " % (thisHost(),))
+                out.flush()
+            raise P2Error("%s is not running on %s after %gs (%s); %ssee 'p2 logs %s'" % (
                 manifest.id, ", ".join(late), timeout,
-                "; ".join("%s: %s" % (n, shown.get(n, "unknown")) for n in late), manifest.id,
-                " and start an agent with 'p2 start'" if agentless & set(late) else ""))
+                "; ".join("%s: %s" % (n, shown.get(n, "unknown")) for n in late),
+                "start an agent with 'p2 start', then " if agentless & set(late) else "",
+                manifest.id))
         yield task.deferLater(reactor, INTERVAL, lambda: None)

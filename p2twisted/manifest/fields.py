@@ -8,7 +8,7 @@ import posixpath
 import re
 from fractions import Fraction
 
-from p2twisted import labels
+from p2twisted import labelsyntax as labels
 from p2twisted.manifest.model import (
     DEFAULT_ENTRY_POINTS, DEFAULT_RESTART_POLICY, DEFAULT_RESTART_TIMEOUT, DEFAULT_STATUS_PATH,
     DEFAULT_TERMINATION_GRACE_PERIOD, RESTART_POLICIES, SUPPORTED_LAUNCHABLE_TYPES, Launchable,

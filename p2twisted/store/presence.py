@@ -33,6 +33,8 @@ class Presence(service.Service):
         idle --start--> registering --registered--> present --lost--> registering
                         registering --heldElsewhere/failed--> waiting
         waiting --retry (timer) / released (the key was deleted)--> registering
+        registering --released--> registering (noted: if the attempt then finds
+                                  the key held, it is retried at once)
         any --stop--> stopped --start--> registering
 
     @param retryDelay: seconds before the first retry while the key cannot
@@ -62,6 +64,7 @@ class Presence(service.Service):
             jitter = lambda: random.random() * retryDelay  # noqa: E731
         self._delays = backoffPolicy(retryDelay, maxDelay, 2.0, jitter=jitter)
         self._failures = 0
+        self._releasedMeanwhile = False
         self._call = None
         self._watch = None
         self._present = []
@@ -174,6 +177,7 @@ class Presence(service.Service):
 
     @_machine.output()
     def _register(self):
+        self._releasedMeanwhile = False
         d = self._tryRegister()
         d.addErrback(lambda f: log.failure("registering {key}", f, key=self.key))
 
@@ -181,6 +185,20 @@ class Presence(service.Service):
     def _scheduleRetry(self):
         self._call = self.clock.callLater(self._delays(self._failures), self._retry)
         self._failures += 1
+
+    @_machine.output()
+    def _noteReleased(self):
+        # The attempt under way may have read the key before it went.
+        self._releasedMeanwhile = True
+
+    @_machine.output()
+    def _retryIfReleased(self):
+        """
+        Try again at once if the key was deleted while the attempt that found
+        it held was under way (the watch told us then, not now).
+        """
+        if self._releasedMeanwhile:
+            self._released()
 
     @_machine.output()
     def _cancelRetry(self):
@@ -233,9 +251,10 @@ class Presence(service.Service):
     _idle.upon(_stop, enter=_stopped, outputs=[_closeSession], collector=lambda v: v[-1])
 
     _registering.upon(_registered, enter=_present_, outputs=[_unwatch, _announce])
-    _registering.upon(_heldElsewhere, enter=_waiting, outputs=[_scheduleRetry, _watchHolder])
+    _registering.upon(_heldElsewhere, enter=_waiting,
+                      outputs=[_scheduleRetry, _watchHolder, _retryIfReleased])
     _registering.upon(_failed, enter=_waiting, outputs=[_scheduleRetry])
-    _registering.upon(_released, enter=_registering, outputs=[])
+    _registering.upon(_released, enter=_registering, outputs=[_noteReleased])
     _registering.upon(_stop, enter=_stopped, outputs=[_unwatch, _closeSession],
                       collector=lambda v: v[-1])
 
@@ -259,7 +278,7 @@ class Presence(service.Service):
     _stopped.upon(_start, enter=_registering, outputs=[_register])
 
     def _holderChanged(self, snapshot):
-        if self.key not in snapshot and self.state == "waiting":
+        if self.key not in snapshot and self.state in ("waiting", "registering"):
             log.info("{key} was released; registering", key=self.key)
             self._released()
 

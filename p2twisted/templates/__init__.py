@@ -21,7 +21,7 @@ import attr
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
-from p2twisted.errors import P2Error
+from p2twisted.errors import UsageError
 
 log = Logger()
 
@@ -36,15 +36,16 @@ BUILTINS = {
 }
 
 
-class UnknownTemplate(P2Error):
+class UnknownTemplate(UsageError):
     """
-    No template has the asked-for name.
+    No template has the asked-for name (a usage error: exit status 2).
     """
 
 
-class SettingsError(P2Error):
+class SettingsError(UsageError):
     """
-    A service's settings do not fit its template.
+    A service's settings do not fit its template (a usage error: exit
+    status 2).
     """
 
 

@@ -153,6 +153,16 @@ class BaseTemplate(object):
         Check settings beyond their types; raise L{SettingsError}.
         """
 
+    def hostProblems(self, settings):
+        """
+        What is wrong with C{settings} on this host (a directory that does
+        not exist here), as C{p2 add} and C{p2 config} check before the pod
+        would fail on it.
+
+        @return: a list of one-line problems, empty when none.
+        """
+        return []
+
     def files(self, serviceName, settings):
         """
         @return: the artifact's C{{relpath: (bytes, mode)}}.

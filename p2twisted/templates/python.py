@@ -40,6 +40,19 @@ class PythonTemplate(BaseTemplate):
                                 % (settings["port"],))
         settings["path"] = [os.path.abspath(p) for p in settings["path"]]
 
+    def hostProblems(self, settings):
+        problems = ["--path %s %s on this host" % (
+            p, "is not a directory" if os.path.exists(p) else "does not exist")
+            for p in settings["path"] if not os.path.isdir(p)]
+        name = (settings["wsgi"] or settings["module"] or "").partition(":")[0]
+        top = name.partition(".")[0]
+        if top and not settings["requirements"] and not problems and not _findable(
+                top, settings["path"]):
+            problems.append("module %s is not in --path (%s) nor in Python's standard library; "
+                            "set --path to the directory holding it, or --requirements to "
+                            "install it" % (top, " ".join(settings["path"]) or "none"))
+        return problems
+
     def requirements(self, settings):
         specs = settings["requirements"]
         if len(specs) == 1 and os.path.isfile(specs[0]):
@@ -74,6 +87,23 @@ class PythonTemplate(BaseTemplate):
         else:
             env["MODULE"] = settings["module"]
         return env
+
+
+def _findable(module, path):
+    """
+    @return: whether the top-level C{module} is in a directory of C{path}
+        or in the standard library (what a pod's virtualenv without
+        requirements can import).
+    """
+    import importlib.machinery
+    import sys
+    import sysconfig
+    if module in sys.builtin_module_names:
+        return True
+    stdlib = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]]
+    dynload = [os.path.join(p, "lib-dynload") for p in stdlib]
+    return importlib.machinery.PathFinder.find_spec(module, list(path) + stdlib + dynload) \
+        is not None
 
 
 template = PythonTemplate()

@@ -3,6 +3,8 @@
 The C{static} template: serve a directory over HTTP, with C{/_status}.
 """
 
+import os
+
 from p2twisted.templates import Option, SettingsError
 from p2twisted.templates.base import BaseTemplate, resource
 
@@ -27,6 +29,13 @@ class StaticTemplate(BaseTemplate):
         if not 0 < settings["port"] < 65536:
             raise SettingsError("option --port must be between 1 and 65535, got %d"
                                 % (settings["port"],))
+
+    def hostProblems(self, settings):
+        directory = settings["directory"]
+        if not os.path.isdir(directory):
+            return ["--directory %s %s on this host" % (
+                directory, "is not a directory" if os.path.exists(directory) else "does not exist")]
+        return []
 
     def files(self, serviceName, settings):
         return {"bin/launch": (LAUNCH, 0o755),

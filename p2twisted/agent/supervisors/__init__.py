@@ -363,9 +363,11 @@ def serviceGone(pid, group):
     return not processAlive(pid)
 
 
-def waitUntil(reactor, predicate, timeout, interval=POLL_INTERVAL):
+def waitUntil(reactor, predicate, timeout, interval=POLL_INTERVAL, first=None):
     """
-    Look at C{predicate()} now and every C{interval} seconds.
+    Look at C{predicate()} now and every C{interval} seconds (with C{first}:
+    after C{first} seconds, then twice as long each time up to C{interval},
+    for what is usually over in a few milliseconds).
 
     @return: L{Deferred} firing with C{True} once C{predicate()} is true, or
         with C{False} when C{timeout} seconds pass first; failing with what
@@ -373,6 +375,7 @@ def waitUntil(reactor, predicate, timeout, interval=POLL_INTERVAL):
     """
     d = defer.Deferred()
     deadline = reactor.seconds() + timeout
+    delay = [interval if first is None else min(first, interval)]
 
     def check():
         try:
@@ -385,7 +388,8 @@ def waitUntil(reactor, predicate, timeout, interval=POLL_INTERVAL):
         elif reactor.seconds() >= deadline:
             d.callback(False)
         else:
-            reactor.callLater(interval, check)
+            reactor.callLater(delay[0], check)
+            delay[0] = min(delay[0] * 2, interval)
 
     check()
     return d
@@ -406,7 +410,7 @@ def terminate(reactor, pid, group, timeout, isDown=lambda: True, what="service")
         return serviceGone(pid, group) and isDown()
 
     signalService(pid, signal.SIGTERM, group)
-    if (yield waitUntil(reactor, gone, timeout)):
+    if (yield waitUntil(reactor, gone, timeout, first=0.001)):
         return
     signalService(pid, signal.SIGKILL, group)
     if not (yield waitUntil(reactor, gone, KILL_GRACE)):

@@ -13,10 +13,10 @@ Each service is a runit service directory, C{<state_dir>/service/<name>/}::
     log/main/    svlogd's log directory (current, rotated files)
     supervise/   runsv's own state (status, control, ok, lock)
 
-A new directory is built under a dot name (C{.<name>.new-<random>}), fsynced
-and renamed into place; a changed definition replaces its files one by one,
-each by rename.  Names starting with a dot are skipped by C{runsvdir} and by
-L{RunitSupervisor.services}.
+A new directory is built under a dot name (C{.<name>.new-<random>}), flushed to
+disk (one C{syncfs}) and renamed into place; a changed definition replaces its
+files one by one, each by rename. Names starting with a dot are skipped by
+C{runsvdir} and by L{RunitSupervisor.services}.
 
 C{runsv <dir>} is started directly for a new service, in its own session
 (C{setsid}), with C{/dev/null} as its standard streams: it does not wait for a
@@ -32,16 +32,27 @@ itself (each attempt failing on C{supervise/lock}).  The agent's periodic
 resync calls L{RunitSupervisor.start}, which starts a runsv again for a service
 whose runsv died.
 
-Commands go through C{sv} (C{up}, C{once}, C{down}, C{exit}) without C{-w}: the
+Restarting a service that started less than a second ago (an upgrade right
+after a deploy) would make its runsv sleep a second once it is down (runsv's
+pause against crash loops).  Such a restart stops the service, moves its
+directory aside (under a C{.removed-} name; the old runsv works relative to
+it), tells the old runsv to exit, and starts a fresh directory and runsv under
+the name; the old directory's log files then move into the new log directory
+(its C{current} as a rotated C{@<tai64n>.s} file) and it is deleted.
+
+Commands are C{sv}'s (C{up}, C{once}, C{down}, C{exit}) without C{-w}, their
+letters written to C{supervise/control} as sv does (without starting it): the
 supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
 1 run / 2 finish; runsv writes it by rename) every 10 ms instead of sv's
 420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
-service leads its own group (C{p2-exec} makes it so), and KILL to the group
-after the timeout; runsv alone would only signal the group's leader.
+service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL
+to the group after the timeout; runsv alone would only signal the group's
+leader.
 """
 
 import binascii
+import errno
 import os
 import shlex
 import shutil
@@ -50,11 +61,11 @@ import struct
 import time
 
 import attr
-from twisted.internet import defer, protocol, utils
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from p2twisted.agent.fsutil import fsyncDir
+from p2twisted.agent.fsutil import fsyncDir, syncFilesystem
 from p2twisted.agent.interfaces import ISupervisor, ServiceStatus
 from p2twisted.agent.supervisors import (
     DEFAULT_PATH, KILL_GRACE, MAX_RESTART_DELAY, MIN_UPTIME, SupervisorBase, checkSpec,
@@ -121,6 +132,14 @@ LOG_RUN_SCRIPT = (
     "#!/bin/sh\n"
     "PATH=%s; export PATH\n"
     "exec svlogd -tt ./main\n" % (shlex.quote(DEFAULT_PATH),))
+
+#: How long runsv sleeps after a service that ran for less than this ends,
+#: before it starts it again (runit's runsv.c).
+RUNSV_PAUSE = 1.0
+
+#: Seconds before the first look at a runsv or service being started (then
+#: twice as long each time, up to the supervisors' poll interval).
+_FIRST_LOOK = 0.001
 
 #: Seconds by which a process's start time may differ from the start runsv
 #: recorded for it and still be taken for the same process (the kernel gives
@@ -237,9 +256,74 @@ def runsvAlive(path):
 
 
 
-def _writeFile(path, text, mode):
+def inPause(status, now):
     """
-    Write C{text} to C{path} (which must not exist), fsynced.
+    @return: whether stopping the service whose status is C{status} now
+        would leave its runsv sleeping out its pause (runsv sleeps
+        L{RUNSV_PAUSE} after a service that ran for less than that ends,
+        before it starts it again).
+    """
+    return status.state == RUN and now - status.stamp < RUNSV_PAUSE
+
+
+def tai64nLabel(seconds):
+    """
+    @return: svlogd's name for a rotated log file closed at Unix time
+        C{seconds}: C{@} and the TAI64N label in hex, then C{.s}.
+    """
+    whole = int(seconds)
+    return "@%016x%08x.s" % (_TAI_EPOCH + whole, int((seconds - whole) * 1e9))
+
+
+def keepLogs(source, target):
+    """
+    Move the log files of the svlogd directory C{source} into C{target}
+    (another svlogd directory): rotated files keep their names, C{current}
+    becomes a rotated file named by its last change; svlogd's own files
+    (C{lock}, C{state}, C{newstate}) stay.  Nothing happens when either is
+    missing.
+    """
+    if not (os.path.isdir(source) and os.path.isdir(target)):
+        return
+    for name in sorted(os.listdir(source)):
+        origin = os.path.join(source, name)
+        if name == "current":
+            if os.path.getsize(origin) == 0:
+                continue
+            name = tai64nLabel(os.stat(origin).st_mtime)
+        elif not (name.startswith("@") and name.endswith((".s", ".u"))):
+            continue
+        destination = os.path.join(target, name)
+        if not os.path.exists(destination):
+            os.rename(origin, destination)
+    fsyncDir(target)
+
+
+#: The letters runsv reads from C{supervise/control} for C{sv}'s commands.
+SV_LETTERS = {"up": b"u", "down": b"d", "once": b"o", "exit": b"x"}
+
+
+def sendControl(path, letter):
+    """
+    Write C{letter} to the C{supervise/control} FIFO of the service directory
+    C{path} (runsv(8)), without blocking.
+
+    @raise OSError: when the FIFO is missing or has no reader (no runsv), or
+        is full.
+    """
+    fd = os.open(os.path.join(path, "supervise", "control"),
+                 os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if os.write(fd, letter) != len(letter):
+            raise OSError(errno.EAGAIN, "short write to supervise/control")
+    finally:
+        os.close(fd)
+
+
+def _writeFile(path, text, mode, sync=True):
+    """
+    Write C{text} to C{path} (which must not exist), fsynced (unless
+    C{sync} is false: the caller flushes it).
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -247,7 +331,8 @@ def _writeFile(path, text, mode):
         while data:
             data = data[os.write(fd, data):]
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -326,6 +411,7 @@ class RunitSupervisor(SupervisorBase):
         self._locks = {}
         self._children = {}
         self.startLatencies = []
+        self._retiring = set()
         self._pruneLeftovers()
 
     # -- ISupervisor -----------------------------------------------------
@@ -357,10 +443,11 @@ class RunitSupervisor(SupervisorBase):
     def close(self):
         """
         Nothing to release: every runsv keeps running, and so do the services.
+        Waits for the directories of replaced runsvs to be cleaned up.
 
         @return: L{Deferred} firing with C{None}.
         """
-        return defer.succeed(None)
+        return defer.DeferredList(list(self._retiring)).addCallback(lambda _: None)
 
     # -- internals -------------------------------------------------------
 
@@ -398,6 +485,29 @@ class RunitSupervisor(SupervisorBase):
             uptime=max(0.0, self._reactor.seconds() - current.stamp),
             wantUp=current.want == "u", **readRestarts(path))
 
+    def _build(self, spec):
+        """
+        Build C{spec}'s new service directory under a dot name
+        (C{.<name>.new-<random>}), on disk (one flush for all of it).
+
+        @return: its path, for the caller to rename into place.
+        """
+        serviceDir = self._layout.serviceDir
+        os.makedirs(serviceDir, exist_ok=True)
+        tmp = os.path.join(serviceDir, ".%s.new-%s" % (spec.name, _suffix()))
+        os.mkdir(tmp)
+        try:
+            os.makedirs(os.path.join(tmp, "log", "main"))
+            for rel, text in sorted(serviceFiles(spec).items()):
+                _writeFile(os.path.join(tmp, rel), text, 0o755, sync=False)
+            if spec.restartPolicy == "never":
+                _writeFile(os.path.join(tmp, "down"), "", 0o644, sync=False)
+            syncFilesystem(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
+
     def _define(self, spec):
         """
         Write C{spec}'s service directory: a new one atomically (built under a
@@ -410,23 +520,13 @@ class RunitSupervisor(SupervisorBase):
         files = serviceFiles(spec)
         down = spec.restartPolicy == "never"
         if not os.path.isdir(path):
-            serviceDir = self._layout.serviceDir
-            os.makedirs(serviceDir, exist_ok=True)
-            tmp = os.path.join(serviceDir, ".%s.new-%s" % (spec.name, _suffix()))
-            os.mkdir(tmp)
+            tmp = self._build(spec)
             try:
-                os.makedirs(os.path.join(tmp, "log", "main"))
-                for rel, text in sorted(files.items()):
-                    _writeFile(os.path.join(tmp, rel), text, 0o755)
-                if down:
-                    _writeFile(os.path.join(tmp, "down"), "", 0o644)
-                for sub in (os.path.join("log", "main"), "log", ""):
-                    fsyncDir(os.path.join(tmp, sub))
                 os.rename(tmp, path)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            fsyncDir(serviceDir)
+            fsyncDir(self._layout.serviceDir)
             return "new"
         changed = False
         for rel, text in sorted(files.items()):
@@ -504,20 +604,29 @@ class RunitSupervisor(SupervisorBase):
         self._spawnRunsv(name, path)
         up = yield waitUntil(
             self._reactor,
-            lambda: runsvAlive(path) and readStatus(path) is not None, timeout)
+            lambda: runsvAlive(path) and readStatus(path) is not None, timeout,
+            first=_FIRST_LOOK)
         if not up:
             raise SupervisorError(
                 "runsv for service %s did not start within %.1fs; try running "
                 "'%s %s' by hand" % (name, timeout, self._runsv, path))
 
-    @defer.inlineCallbacks
     def _command(self, command, path):
-        out, err, code = yield utils.getProcessOutputAndValue(
-            self._sv, (command, path), env={}, reactor=self._reactor)
-        if code != 0:
-            text = (out + err).decode("utf-8", "replace").strip()
-            raise SupervisorError("'sv %s %s' failed (exit %s): %s"
-                                  % (command, path, code, text))
+        """
+        Send C{command} (C{up}, C{down}, C{once} or C{exit}) to the runsv of
+        C{path}: what C{sv} without C{-w} does, its letter written to
+        C{supervise/control}, without starting C{sv}.
+
+        @return: L{Deferred} firing when written, or failing with
+            L{SupervisorError} when no runsv reads that FIFO.
+        """
+        try:
+            sendControl(path, SV_LETTERS[command])
+        except OSError as e:
+            return defer.fail(SupervisorError(
+                "'sv %s %s' failed: cannot write to supervise/control (%s); is a "
+                "runsv running for it?" % (command, path, e.strerror or e)))
+        return defer.succeed(None)
 
     @defer.inlineCallbacks
     def _start(self, spec, restart):
@@ -538,7 +647,10 @@ class RunitSupervisor(SupervisorBase):
         yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
         before = readStatus(path)
         if restart and before is not None and before.state != DOWN:
-            yield self._stopRunning(spec.name, path, spec.restartTimeout)
+            if inPause(before, self._reactor.seconds()):
+                yield self._replaceRunsv(spec, path)
+            else:
+                yield self._stopRunning(spec.name, path, spec.restartTimeout)
             before = readStatus(path)
         running = before is not None and before.state == RUN
         if spec.restartPolicy == "never":
@@ -557,7 +669,7 @@ class RunitSupervisor(SupervisorBase):
                     and now.stamp != before.stamp)
 
         remaining = max(0.0, deadline - self._reactor.seconds())
-        if not (yield waitUntil(self._reactor, started, remaining)):
+        if not (yield waitUntil(self._reactor, started, remaining, first=_FIRST_LOOK)):
             raise SupervisorError(
                 "service %s did not start within %.1fs; see %s"
                 % (spec.name, spec.restartTimeout,
@@ -566,6 +678,80 @@ class RunitSupervisor(SupervisorBase):
         log.info("service {service} up ({change} definition)",
                  service=spec.name, change=change, event="service-start")
         return self._status(spec.name)
+
+    @defer.inlineCallbacks
+    def _replaceRunsv(self, spec, path):
+        """
+        Restart a service that started less than L{RUNSV_PAUSE} ago with a
+        new runsv: the old one, once its service is down, would sleep out its
+        pause before starting it again.  The service is stopped as L{stop}
+        does; its directory (and the old runsv, which works relative to it)
+        moves aside and is told to exit; a fresh directory and runsv take the
+        name; the old directory's logs move into the new one's log directory
+        once its runsv is gone (L{_retire}).
+        """
+        name = spec.name
+        # The stop is under way (signalled) when this returns; the new
+        # directory is built meanwhile.
+        stopping = self._stopRunning(name, path, spec.restartTimeout)
+        try:
+            new = self._build(spec)
+        except OSError as e:
+            yield stopping
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        try:
+            yield stopping
+            old = os.path.join(self._layout.serviceDir, ".%s.removed-%s" % (name, _suffix()))
+            if name in self._children:
+                self._children[name].expected = True
+            try:
+                os.rename(path, old)
+            except OSError as e:
+                raise SupervisorError("could not move service directory %s aside: %s"
+                                      % (path, e))
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        try:
+            os.rename(new, path)
+            fsyncDir(self._layout.serviceDir)
+        except OSError as e:
+            shutil.rmtree(new, ignore_errors=True)
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
+                 "runsv would pause that long before starting it again", service=name,
+                 pause=RUNSV_PAUSE, event="runsv-replace")
+        try:
+            yield self._command("exit", old)
+        except SupervisorError:
+            log.failure("could not tell the replaced runsv of {service} to exit", service=name)
+        yield self._ensureRunsv(name, path, spec.restartTimeout)
+        retiring = self._retire(name, old, path)
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
+
+    @defer.inlineCallbacks
+    def _retire(self, name, old, path):
+        """
+        Once the runsv (and svlogd) of the moved-aside directory C{old} have
+        exited, move its log files into C{path}'s log directory (its
+        C{current} as a rotated file, named by its last change) and delete it.
+        Never fails: problems are logged.
+        """
+        try:
+            gone = yield waitUntil(
+                self._reactor,
+                lambda: not runsvAlive(old) and not runsvAlive(os.path.join(old, "log")),
+                RUNSV_PAUSE + KILL_GRACE)
+            if not gone:
+                log.warn("replaced runsv of {service} did not exit; left in {path}",
+                         service=name, path=old, event="runsv-replace-stuck")
+                return
+            keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
+            shutil.rmtree(old)
+        except Exception:
+            log.failure("could not clean up {path}, the replaced directory of {service}",
+                        path=old, service=name)
 
     def _noteLatency(self, seconds):
         self.startLatencies.append(seconds)

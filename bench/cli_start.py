@@ -1,0 +1,109 @@
+"""
+CLI start benchmark (not a test): how long the C{p2} command takes as a
+whole process, for verbs that touch no store and for verbs reading the
+local store, beside the floor of starting Python at all.
+
+    .venv/bin/python bench/cli_start.py [--runs N] [--p2 PATH]
+
+Each command runs N times (default 9); the median wall time is printed with
+its ratio to the floor (C{python -c pass}), and the median CPU time (user +
+system: less disturbed than wall time by other work on the machine).  C{--p2} is the console script
+to time (default: C{p2} beside this Python).  Targets (issue 10, item 3):
+C{p2 --help} and C{p2 manifest sha} <= 100 ms; C{p2 schedule} and
+C{p2 status} on the local store <= 200 ms.  The store is a fresh
+C{local://} file in a temporary directory.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MANIFEST = b"""id: bench
+launchables:
+  app:
+    launchable_type: hoist
+    location: https://example.com/app.tar.gz
+"""
+
+
+def _childCPU():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timeOnce(argv, env):
+    """
+    @return: C{(wall seconds, CPU seconds)} of running C{argv}.
+    """
+    cpu = _childCPU()
+    start = time.perf_counter()
+    result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start, _childCPU() - cpu
+    if result.returncode != 0:
+        raise SystemExit("%s failed (%d): %s" % (" ".join(argv), result.returncode,
+                                                  result.stderr.decode("utf-8", "replace")))
+    return elapsed
+
+
+def median(argv, env, runs):
+    """
+    @return: C{(median wall seconds, median CPU seconds)} of C{runs} runs.
+    """
+    timeOnce(argv, env)  # warm-up: .pyc files, the page cache
+    times = [timeOnce(argv, env) for _ in range(runs)]
+    return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--p2", default=os.path.join(os.path.dirname(sys.executable), "p2"))
+    args = parser.parse_args()
+    directory = tempfile.mkdtemp(prefix="p2-cli-bench-")
+    try:
+        manifest = os.path.join(directory, "bench.yaml")
+        with open(manifest, "wb") as f:
+            f.write(MANIFEST)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        env["P2_STORE"] = "local://" + os.path.join(directory, "state.db")
+        env["P2_STATE_DIR"] = os.path.join(directory, "state")
+        env["HOME"] = directory
+        # As installed: modules are loaded from .pyc files (written by the
+        # warm-up run of each command), not compiled at every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # The store exists before the timed runs, as on a host in use.
+        subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        python = sys.executable
+        rows = [
+            ("floor: python -c pass", [python, "-c", "pass"], None),
+            ("floor: python -S -c pass", [python, "-S", "-c", "pass"], None),
+            ("p2 --help", [args.p2, "--help"], 0.100),
+            ("p2 manifest sha FILE", [args.p2, "manifest", "sha", manifest], 0.100),
+            ("p2 schedule FILE --node N", [args.p2, "schedule", manifest, "--node", "bench"],
+             0.200),
+            ("p2 status", [args.p2, "status"], 0.200),
+        ]
+        floor = None
+        print("%-28s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
+        for name, argv, target in rows:
+            seconds, cpu = median(argv, env, args.runs)
+            if floor is None:
+                floor = seconds
+            print("%-28s %7.1fms %6.1fx %7.1fms %9s%s" % (
+                name, seconds * 1000, seconds / floor, cpu * 1000,
+                "%dms" % (target * 1000,) if target else "-",
+                "" if target is None or seconds <= target else "  OVER"))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

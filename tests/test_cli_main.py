@@ -1,0 +1,129 @@
+"""
+The C{p2} command's dispatch (L{p2twisted.cli.main}): only the verb's
+module is imported, misspelled verbs get a suggestion, global options are
+accepted after the verb, usage errors exit 2.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from p2twisted.cli import main
+from tests.cli import ROOT, P2CommandMixin
+
+EXAMPLE = os.path.join(ROOT, "conf", "examples", "hello.yaml")
+
+
+def importedModules(*argv):
+    """
+    Run C{p2 ARGV} in a fresh Python and list the modules it imported.
+
+    @return: C{(set of module names, p2's exit code)}.
+    """
+    code = ("import sys, json\n"
+            "from p2twisted.cli.main import main\n"
+            "try:\n"
+            "    main(%r)\n"
+            "except SystemExit as e:\n"
+            "    code = e.code\n"
+            "sys.stderr.write('\\nMODULES ' + json.dumps([sorted(sys.modules), code]))\n"
+            % (list(argv),))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    modules, exitCode = json.loads(result.stderr.decode().rpartition("\nMODULES ")[2])
+    return set(modules), exitCode
+
+
+class VerbTableTests(unittest.TestCase):
+
+    def test_tableMatchesModules(self):
+        """
+        L{main.VERBS} (what C{p2 --help} shows without importing the verb
+        modules) has every verb the modules register, with their help.
+        """
+        parser = main.buildParser(everything=True)
+        action = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
+        registered = [(a.dest, a.help) for a in action._choices_actions]
+        self.assertEqual(sorted(registered),
+                         sorted((name, helpText) for name, module, helpText in main.VERBS))
+
+    def test_helpImportsNoTwisted(self):
+        """
+        C{p2 --help} and C{p2 manifest sha FILE} (no store involved) import
+        nothing of Twisted and no other verb's module.
+        """
+        for argv in (["--help"], ["manifest", "sha", EXAMPLE]):
+            modules, code = importedModules(*argv)
+            self.assertEqual(code, 0, argv)
+            self.assertEqual([m for m in modules if m.split(".")[0] == "twisted"], [], argv)
+            self.assertNotIn("p2twisted.cli.service", modules, argv)
+
+    def test_storeVerbSkipsTLS(self):
+        """
+        A verb reading the store imports only its own verb module, and not
+        pyOpenSSL (the reactor is built without TLS).
+        """
+        store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        modules, code = importedModules("--store", store, "nodes")
+        self.assertEqual(code, 0)
+        self.assertNotIn("OpenSSL", modules)
+        self.assertNotIn("p2twisted.cli.service", modules)
+        self.assertIn("p2twisted.cli.node", modules)
+
+
+class DispatchTests(P2CommandMixin, unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_unknownVerb(self):
+        """
+        A misspelled verb gets the closest one, exit 2.
+        """
+        line, code = yield self.fail("statsu")
+        self.assertEqual(code, 2)
+        self.assertIn("unknown verb 'statsu'; did you mean 'status'?", line)
+        line, code = yield self.fail("node", "remov", "n1")
+        self.assertEqual(code, 2)
+        self.assertIn("did you mean 'remove'?", line)
+        line, code = yield self.fail("start", "--supervisor", "runitt")
+        self.assertEqual(code, 2)
+        self.assertIn("invalid --supervisor 'runitt'; did you mean 'runit'?", line)
+
+    @defer.inlineCallbacks
+    def test_globalOptionsAfterTheVerb(self):
+        """
+        C{--store}, C{-v} and C{--json} are accepted after the verb too.
+        """
+        other = "local://" + os.path.abspath(os.path.join(self.mktemp(), "other.db"))
+        yield self.succeed("schedule", EXAMPLE, "--node", "n1", "--store", other, "-v")
+        out = yield self.succeed("nodes", "--store", other, "--json")
+        self.assertIn("n1", json.loads(out))
+        out = yield self.succeed("--json", "nodes")
+        self.assertEqual(json.loads(out), {})
+
+    @defer.inlineCallbacks
+    def test_jsonWhereThereIsNone(self):
+        """
+        C{--json} on a verb without JSON output is a usage error.
+        """
+        line, code = yield self.fail("init", "--json")
+        self.assertEqual(code, 2)
+        self.assertIn("p2 init has no JSON output", line)
+
+    @defer.inlineCallbacks
+    def test_offlineVerbErrors(self):
+        """
+        A verb run without the reactor still reports its errors on one line
+        with its exit code.
+        """
+        line, code = yield self.fail("manifest", "sha", os.path.abspath(self.mktemp()))
+        self.assertEqual(code, 1)
+        self.assertIn("p2: ", line)
+        line, code = yield self.fail("describe", "statik")
+        self.assertEqual(code, 2)
+        self.assertIn("static", line)
