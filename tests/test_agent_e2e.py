@@ -459,8 +459,10 @@ class AgentEndToEndTests(LocalStoreCase):
         yield self.harness.agent.resync()
         yield waitForVersion(port, "1")
         yield waitForVersion(otherPort, None)
+        # garb3's reality (no intent) goes once the removal grace has passed.
+        yield waitFor(lambda: self.store.get(keys.reality("n1", "garb3")).addCallback(
+            lambda entry: entry is None), timeout=30, what="reality/n1/garb3 to go")
         yield self.harness.whenConverged()
-        self.assertIsNone((yield self.store.get(keys.reality("n1", "garb3"))))
         self.assertIn(b"web_1.tar.gz", (yield self.store.get(keys.reality("n1", "web"))).value)
         status = yield self.podStatus("web")
         self.assertEqual(status["state"], "running")
