@@ -11,6 +11,7 @@ import stat
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.agent.archive import NoSpace
 from p2twisted.agent.install import Installer, checkArchive, diskUsage, entryPoints
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, UnsafeArchive
@@ -349,6 +350,80 @@ class InstallTests(InstallerTestCase):
         self.assertIn("No space left on device", str(e))
         self.assertIn(self.pod.installsDir("app"), str(e))
         self.assertNothingInstalled()
+
+    def recordingTar(self):
+        """
+        @return: C{(tar, runs)}: a GNU tar wrapper that keeps a copy of its
+            input in C{runs} (one file per run), and the list of those files.
+        """
+        wrapper = os.path.join(self.root, "tar-recording")
+        record = os.path.join(self.root, "tar-input")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nn=1\nwhile [ -e "%s.$n" ]; do n=$((n+1)); done\n'
+                    'tee "%s.$n" | tar "$@"\n' % (record, record))
+        os.chmod(wrapper, 0o755)
+
+        def runs():
+            return sorted(name for name in os.listdir(self.root) if name.startswith("tar-input."))
+        return wrapper, runs
+
+    @defer.inlineCallbacks
+    def test_noSpace(self):
+        """
+        An artifact whose files do not fit in the free space of the pod's
+        disk fails with a "disk full" L{ArtifactError} naming the sizes,
+        before the member that does not fit reaches tar; a retry fails at
+        once, without extracting again; once space is freed, it installs.
+        """
+        tar, runs = self.recordingTar()
+        free = [64 * 1024]
+        installer = Installer(reactor, tar=tar, freeSpace=lambda path: free[0])
+        marker = b"does-not-fit" * 100
+        path = self.artifact(files={"lib/small": b"s" * 1000, "lib/zbig": marker * 100})
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), NoSpace)
+        self.assertIn("disk full", str(e))
+        self.assertIn("65536 are free in %s" % (self.pod.installsDir("app"),), str(e))
+        self.assertIn("'lib/zbig'", str(e))
+        self.assertEqual(len(runs()), 1)
+        with open(os.path.join(self.root, runs()[0]), "rb") as f:
+            self.assertNotIn(marker, f.read())
+        self.assertNothingInstalled()
+
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), NoSpace)
+        self.assertIn("earlier attempt", str(e))
+        self.assertEqual(len(runs()), 1)
+        self.assertNothingInstalled()
+
+        free[0] = 10 << 20
+        installDir = yield installer.install(self.pod, "app", "1", path)
+        with open(os.path.join(installDir, "lib/zbig"), "rb") as f:
+            self.assertEqual(f.read(), marker * 100)
+
+    @defer.inlineCallbacks
+    def test_gzipBombPerPodLimit(self):
+        """
+        A small artifact of zeros expanding past the pod's own
+        C{max_expanded_bytes} is refused before the zeros reach tar, and at
+        once when tried again; another pod gets the agent's default limit.
+        """
+        tar, runs = self.recordingTar()
+        installer = Installer(reactor, tar=tar, podMaxExpandedBytes={"pod": 1 << 20})
+        path = os.path.join(self.root, "bomb.tar.gz")
+        buildHoist(path, files={"bin/launch": (b"#!/bin/sh\n", 0o755),
+                                "zeros": b"\0" * (8 << 20)})
+        self.assertLess(os.path.getsize(path), 64 * 1024)
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("'zeros'", str(e))
+        self.assertIn("limit of 1048576 bytes", str(e))
+        self.assertLess(os.path.getsize(os.path.join(self.root, runs()[0])), 1 << 20)
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("earlier attempt", str(e))
+        self.assertEqual(len(runs()), 1)
+        self.assertNothingInstalled()
+
+        other = PodLayout(self.pod.podRoot, "other")
+        installDir = yield installer.install(other, "app", "1", path)
+        self.assertEqual(os.path.getsize(os.path.join(installDir, "zeros")), 8 << 20)
 
     @defer.inlineCallbacks
     def test_reuse(self):

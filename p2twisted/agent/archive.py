@@ -22,22 +22,51 @@ from p2twisted.errors import ArtifactError, UnsafeArchive
 #: Default limit on the total size of an archive's files once expanded.
 DEFAULT_MAX_EXPANDED_BYTES = 10 * 1024 ** 3
 
+#: The disk a file or directory is assumed to take at least (a block).
+DISK_BLOCK = 4096
+
 _FILE, _DIR, _LINK = "regular file", "directory", "symbolic link"
 _CHUNK = 1 << 20
 _BATCH = 256 << 10
 _MAX_HEADER_READ = 64 << 20
 
 
+class NoSpace(ArtifactError):
+    """
+    An archive would not fit in the free space of the disk it is extracted
+    to.  C{needed} is the disk it was found to need (at least).
+    """
+
+    def __init__(self, message, needed):
+        ArtifactError.__init__(self, message)
+        self.needed = needed
+
+
+class TooLarge(UnsafeArchive):
+    """
+    An archive's files expand past the limit; C{expanded} is their size up to
+    the member that crossed it.
+    """
+
+    def __init__(self, message, expanded):
+        UnsafeArchive.__init__(self, message)
+        self.expanded = expanded
+
+
 class _Validator(object):
     """
     Judges archive members in order (rules: L{checkArchive}); C{members}
-    holds the accepted ones, C{total} their files' size.
+    holds the accepted ones, C{total} their files' size, C{used} the disk
+    they are estimated to take (whole L{DISK_BLOCK}s per file and directory),
+    which must stay within C{freeBytes} (C{None}: not checked).
     """
 
-    def __init__(self, source, maxBytes):
+    def __init__(self, source, maxBytes, freeBytes=None, target=None):
         self.source = source
         self.maxBytes = maxBytes
-        self.total = 0
+        self.freeBytes = freeBytes
+        self.target = target
+        self.total = self.used = 0
         self.members = []
         self._kinds = {"": _DIR}
 
@@ -111,8 +140,17 @@ class _Validator(object):
         if member.isreg():
             self.total += member.size
             if self.total > self.maxBytes:
-                self._refuse(name, "takes the expanded size past the limit of %d bytes"
-                             % (self.maxBytes,))
+                raise TooLarge("unsafe archive %s: member %r takes the expanded size past the "
+                               "limit of %d bytes" % (self.source, name, self.maxBytes),
+                               self.total)
+            self.used += -(-member.size // DISK_BLOCK) * DISK_BLOCK
+        elif kind == _DIR and previous is None:
+            self.used += DISK_BLOCK
+        if self.freeBytes is not None and self.used > self.freeBytes:
+            raise NoSpace("disk full: artifact %s needs at least %d bytes of disk once "
+                          "extracted (up to member %r), and %d are free in %s" % (
+                              self.source, self.used, name, self.freeBytes, self.target),
+                          self.used)
         self._kinds[path] = kind
         self.members.append(member)
 
@@ -130,6 +168,7 @@ class _Validator(object):
             parent = parent.rpartition("/")[0]
         for path in created:
             self._kinds[path] = _DIR
+            self.used += DISK_BLOCK
 
 
 class _Inflater(object):
@@ -253,9 +292,9 @@ class _Inflater(object):
         return self._hash.hexdigest()
 
 
-def _scan(path, maxBytes, sink=None):
+def _scan(path, maxBytes, sink=None, freeBytes=None, target=None):
     # Validate path, passing accepted bytes to sink; return (members, sha256).
-    validator = _Validator(path, maxBytes)
+    validator = _Validator(path, maxBytes, freeBytes, target)
     try:
         f = open(path, "rb")
     except OSError as e:

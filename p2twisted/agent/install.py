@@ -29,7 +29,8 @@ from twisted.logger import Logger
 
 # checkArchive and DEFAULT_MAX_EXPANDED_BYTES are re-exported: part of this
 # module's API.
-from p2twisted.agent.archive import DEFAULT_MAX_EXPANDED_BYTES, _scan, checkArchive
+from p2twisted.agent.archive import (
+    DEFAULT_MAX_EXPANDED_BYTES, NoSpace, TooLarge, _scan, checkArchive)
 from p2twisted.agent.fsutil import fsyncDir, replaceLink
 from p2twisted.errors import ArtifactError, DigestMismatch
 
@@ -56,7 +57,16 @@ class _TarGone(Exception):
     """
 
 
-def _feed(path, maxBytes, fd):
+def freeSpace(path):
+    """
+    @return: the bytes free for unprivileged use on the filesystem of
+        C{path} (root's reserve is left alone).
+    """
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _feed(path, maxBytes, fd, freeBytes, target):
     # In a thread: _scan, writing accepted bytes to fd, then closing it.
     def write(data):
         view = memoryview(data)
@@ -68,7 +78,7 @@ def _feed(path, maxBytes, fd):
         finally:
             view.release()
     try:
-        return _scan(path, maxBytes, write)
+        return _scan(path, maxBytes, write, freeBytes, target)
     finally:
         os.close(fd)
 
@@ -199,6 +209,12 @@ class Installer(object):
     time; blocking filesystem work runs in the reactor's thread pool.
 
     @param maxExpandedBytes: the largest total size of an archive's files.
+    @param podMaxExpandedBytes: C{{pod id: bytes}} overriding
+        C{maxExpandedBytes} for those pods.
+    @param freeSpace: C{f(path)} returning the bytes free on the filesystem
+        of C{path}; an archive whose files (in whole blocks) would not fit
+        is refused, before its first member that does not fit reaches the
+        disk.
     @param diskBudget: bytes the installs of one launchable may use; see
         L{prune}.
     @param tar: the GNU tar executable.
@@ -208,9 +224,16 @@ class Installer(object):
     entryPoints = staticmethod(entryPoints)
 
     def __init__(self, reactor, maxExpandedBytes=DEFAULT_MAX_EXPANDED_BYTES,
-                 diskBudget=DEFAULT_DISK_BUDGET, tar="tar", umask=0o022):
+                 diskBudget=DEFAULT_DISK_BUDGET, tar="tar", umask=0o022,
+                 podMaxExpandedBytes=None, freeSpace=freeSpace):
         self._reactor = reactor
         self.maxExpandedBytes = maxExpandedBytes
+        self.podMaxExpandedBytes = dict(podMaxExpandedBytes or {})
+        self._freeSpace = freeSpace
+        # What refused extractions taught about artifacts: their key (see
+        # _artifactKey) -> (expanded bytes, disk bytes) they need at least,
+        # so that retries fail at once instead of writing it all again.
+        self._atLeast = {}
         self.diskBudget = diskBudget
         self._tar = tar
         self._umask = umask
@@ -260,7 +283,14 @@ class Installer(object):
             log.info("reusing {installDir}", installDir=installDir, event="install-reused")
             return installDir
         try:
-            sha = yield self._extract(artifactPath, tmp)
+            limit = self.podMaxExpandedBytes.get(podLayout.podId, self.maxExpandedBytes)
+            key, free = yield self._inThread(self._space, artifactPath, tmp)
+            self._knownTooBig(key, artifactPath, limit, free, tmp)
+            try:
+                sha = yield self._extract(artifactPath, tmp, limit, free)
+            except (NoSpace, TooLarge) as e:
+                self._learn(key, getattr(e, "expanded", 0), getattr(e, "needed", 0))
+                raise
             if digest is not None and sha != digest:
                 raise DigestMismatch("sha256 mismatch for artifact %s: got %s, expected %s"
                                      % (artifactPath, sha, digest))
@@ -278,6 +308,33 @@ class Installer(object):
                  syncSeconds=synced - extracted)
         return installDir
 
+    def _space(self, artifactPath, target):
+        try:
+            st = os.stat(artifactPath)
+            free = self._freeSpace(target)
+        except OSError as e:
+            raise _osError("inspect", artifactPath, e)
+        return (os.path.realpath(artifactPath), st.st_dev, st.st_ino, st.st_size,
+                st.st_mtime_ns), free
+
+    def _knownTooBig(self, key, artifactPath, limit, free, target):
+        # Fail at once when an earlier attempt showed the archive cannot fit.
+        expanded, needed = self._atLeast.get(key, (0, 0))
+        if expanded > limit:
+            raise TooLarge("unsafe archive %s: its files expand to at least %d bytes, past the "
+                           "limit of %d bytes (seen at an earlier attempt)"
+                           % (artifactPath, expanded, limit), expanded)
+        if needed > free:
+            raise NoSpace("disk full: artifact %s needs at least %d bytes of disk once "
+                          "extracted, and %d are free in %s (seen at an earlier attempt)"
+                          % (artifactPath, needed, free, target), needed)
+
+    def _learn(self, key, expanded, needed):
+        old = self._atLeast.pop(key, (0, 0))
+        self._atLeast[key] = (max(old[0], expanded), max(old[1], needed))
+        while len(self._atLeast) > 256:
+            del self._atLeast[next(iter(self._atLeast))]
+
     def _prepare(self, installsDir, installDir):
         try:
             os.makedirs(installsDir, exist_ok=True)
@@ -294,7 +351,7 @@ class Installer(object):
             raise _osError("prepare", installsDir, e)
 
     @defer.inlineCallbacks
-    def _extract(self, artifactPath, target):
+    def _extract(self, artifactPath, target, maxBytes, freeBytes):
         tar = shutil.which(self._tar)
         if tar is None:
             raise ArtifactError("cannot extract %s: %r not found on PATH" % (artifactPath, self._tar))
@@ -312,7 +369,7 @@ class Installer(object):
             raise
         finally:
             os.close(rfd)
-        fed = self._inThread(_feed, artifactPath, self.maxExpandedBytes, wfd)
+        fed = self._inThread(_feed, artifactPath, maxBytes, wfd, freeBytes, target)
         (fedOk, result), (_, (code, stderr)) = yield defer.DeferredList(
             [fed, child.ended], consumeErrors=True)
         if not fedOk and not result.check(_TarGone):
