@@ -43,6 +43,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from p2twisted.agent.archive import _Background
 from p2twisted.agent.interfaces import IArtifactFetcher
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 
@@ -171,9 +172,17 @@ def _copyHashing(url, out, outPath):
     except OSError as e:
         raise _fetchError("cannot fetch %s: %s" % (url, e.strerror), False)
     with src:
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            h.update(chunk)
-            _writeAll(out, chunk, outPath)
+        # Written from another thread while this one hashes: both release
+        # the GIL, so they overlap.
+        writer = _Background(lambda chunk: _writeAll(out, chunk, outPath), 4, "copy " + path)
+        try:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                writer.put(chunk)
+                h.update(chunk)
+        except BaseException:
+            writer.close(wait=False)
+            raise
+        writer.close()
     return h.hexdigest()
 
 

@@ -18,6 +18,7 @@ directory either is complete or does not exist.  C{current} and C{last} are
 flipped with a temporary symlink and C{rename}.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ from twisted.logger import Logger
 # checkArchive and DEFAULT_MAX_EXPANDED_BYTES are re-exported: part of this
 # module's API.
 from p2twisted.agent.archive import (
-    DEFAULT_MAX_EXPANDED_BYTES, NoSpace, TooLarge, _scan, checkArchive)
+    DEFAULT_MAX_EXPANDED_BYTES, NoSpace, TooLarge, _Background, _scan, checkArchive)
 from p2twisted.agent.fsutil import fsyncDir, replaceLink
 from p2twisted.errors import ArtifactError, DigestMismatch
 
@@ -42,6 +43,7 @@ DEFAULT_ENTRY_POINTS = ("bin/launch",)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:@~-]{0,199}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PIPE_SIZE = 1 << 20
 _TAR_FLAGS = ["--no-same-owner", "--no-same-permissions",
               "--warning=no-timestamp", "--warning=no-unknown-keyword"]
 
@@ -67,7 +69,8 @@ def freeSpace(path):
 
 
 def _feed(path, maxBytes, fd, freeBytes, target):
-    # In a thread: _scan, writing accepted bytes to fd, then closing it.
+    # In a thread: _scan, writing accepted bytes to fd (from another thread,
+    # so that checking goes on while tar catches up), then closing it.
     def write(data):
         view = memoryview(data)
         try:
@@ -75,10 +78,14 @@ def _feed(path, maxBytes, fd, freeBytes, target):
                 view = view[os.write(fd, view):]
         except BrokenPipeError:
             raise _TarGone()
-        finally:
-            view.release()
+    writer = _Background(write, 8, "extract " + path)
     try:
-        return _scan(path, maxBytes, write, freeBytes, target)
+        sha = _scan(path, maxBytes, lambda data: writer.put(bytes(data)), freeBytes, target)
+        writer.close()
+        return sha
+    except BaseException:
+        writer.close(wait=False)
+        raise
     finally:
         os.close(fd)
 
@@ -357,6 +364,11 @@ class Installer(object):
             raise ArtifactError("cannot extract %s: %r not found on PATH" % (artifactPath, self._tar))
         target = os.path.abspath(target)
         rfd, wfd = os.pipe()
+        try:
+            # Room for tar to fall behind a little (default: 64 KiB).
+            fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+        except OSError:
+            pass
         child = _Process()
         try:
             self._reactor.spawnProcess(
@@ -380,7 +392,7 @@ class Installer(object):
             raise _tarError(stderr, artifactPath, target)
         if not fedOk:
             raise ArtifactError("cannot extract %s: tar stopped reading it" % (artifactPath,))
-        return result[1]
+        return result
 
     @defer.inlineCallbacks
     def _sync(self, path):
