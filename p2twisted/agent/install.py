@@ -3,14 +3,18 @@
 Installing hoist artifacts: safe extraction, atomic activation, pruning.
 
 An install never trusts the archive.  The artifact is decompressed once, in a
-thread; C{tarfile} parses each member's header (without extracting) and
-L{p2twisted.agent.archive} accepts or refuses it; only the bytes of members already
-accepted are piped to GNU tar, which does the fast part -- creating files.  A
+thread, where L{p2twisted.agent.archive} reads each member's header (without
+extracting) and accepts or refuses it; only the bytes of members already
+accepted are piped to GNU tar, which does the fast part -- creating files --
+meanwhile (a writer thread and a 1 MiB pipe let the checks run ahead).  A
 member is judged only by members before it (its parents, a hard link's
-target, an earlier member of the same name), so a refused archive has put
-nothing but accepted members into a temporary directory, which is then
-deleted.  (GNU tar's own defaults -- refusing C{..}, stripping C{/}, creating
-absolute or C{..} symlinks only at the end -- remain as a second line.)
+target, an earlier member of the same name) and by the limits (the pod's
+C{max_expanded_bytes}, the free space of the pod's disk), so a refused
+archive has put nothing but accepted members into a temporary directory,
+which is then deleted.  (GNU tar's own defaults -- refusing C{..}, stripping
+C{/}, creating absolute or C{..} symlinks only at the end -- remain as a
+second line.)  What a refusal for size taught is remembered: retrying the
+same artifact fails at once while it still cannot fit.
 
 The temporary directory (C{.tmp-*} inside the launchable's C{installs/}) is
 flushed to disk (C{sync -f}) and then renamed to its final name, so an install
