@@ -134,6 +134,9 @@ class _Validator(object):
             self._refuse(name, "has the setuid/setgid bit (mode %04o)" % (member.mode,))
         if member.issym() and not member.linkname:
             self._refuse(name, "is a symbolic link with an empty target")
+        if member.isreg() and name.endswith("/"):
+            self._refuse(name, "is a regular file with a directory's name (tar implementations "
+                         "read it differently)")
         if member.issparse() or (member.pax_headers and any(
                 k.startswith("GNU.sparse.") for k in member.pax_headers)):
             self._refuse(name, "is a sparse file (not supported)")
@@ -452,7 +455,7 @@ def _fastHeader(block):
     if kind == _DIR:
         name = name.rstrip("/")
     elif name.endswith("/"):
-        return None     # a directory to GNU tar, a file to tarfile: check() refuses
+        return None     # a directory to GNU tar, a file to Python: check() refuses
     if (mode & 0o6000 and not link) or (link and not linkname):
         return None
     return name, kind, size, (linkname if block[156:157] == b"1" else None)

@@ -296,7 +296,7 @@ class Installer(object):
         try:
             limit = self.podMaxExpandedBytes.get(podLayout.podId, self.maxExpandedBytes)
             key, free = yield self._inThread(self._space, artifactPath, tmp)
-            self._knownTooBig(key, artifactPath, limit, free, tmp)
+            self._knownTooBig(key, artifactPath, limit, free, installsDir)
             try:
                 sha = yield self._extract(artifactPath, tmp, limit, free)
             except (NoSpace, TooLarge) as e:
@@ -385,7 +385,8 @@ class Installer(object):
             raise
         finally:
             os.close(rfd)
-        fed = self._inThread(_feed, artifactPath, maxBytes, wfd, freeBytes, target)
+        fed = self._inThread(_feed, artifactPath, maxBytes, wfd, freeBytes,
+                             os.path.dirname(target))
         (fedOk, result), (_, (code, stderr)) = yield defer.DeferredList(
             [fed, child.ended], consumeErrors=True)
         if not fedOk and not result.check(_TarGone):
