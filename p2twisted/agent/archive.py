@@ -39,10 +39,20 @@ _ZEROS = bytes(_BLOCK)
 
 # Number fields of a tar header (mode, uid, gid, size, mtime, chksum) and the
 # octal form GNU tar and Python read alike: optional leading blanks, digits,
-# then blanks or NULs.  (Base-256, a first byte 0x80, is read alike too.)
+# optional blanks, then the end or a NUL and anything.  (Base-256, a first
+# byte 0x80, is read alike too.)
 _NUMBERS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156))
-_LOOSE_OCTAL = re.compile(rb" *[0-7]+[ \0]*")
-_OCTAL = re.compile(rb"([0-7]+)[ \0]*")
+_LOOSE_OCTAL = re.compile(rb" *([0-7]+) *(?:\0.*)?", re.S)
+
+
+def _fixedOctal(width):
+    # A regular expression for a plain number field of width bytes: digits,
+    # then blanks or NULs.
+    return b"(" + b"|".join(b"[0-7]{%d}[ \0]{%d}" % (k, width - k)
+                            for k in range(width, 0, -1)) + b")"
+
+
+_PLAIN_NUMBERS = re.compile(b"".join(_fixedOctal(end - start) for start, end in _NUMBERS))
 _DECIMAL = re.compile(r"[0-9]+")
 # Header types read by _fastHeader (others go to tarfile): regular file, hard
 # link, symbolic link, directory.
@@ -153,7 +163,7 @@ class _Validator(object):
                              "(a name prefix without POSIX ustar magic)")
             for start, end in _NUMBERS:
                 field = header[start:end]
-                if not (field[0] & 0x80 or _LOOSE_OCTAL.fullmatch(field)):
+                if not (field[0] == 0x80 or _LOOSE_OCTAL.fullmatch(field)):
                     # Python also reads signs and '_' in numbers; GNU tar
                     # does not.
                     self._refuse(name, "has a header that tar implementations read "
@@ -171,7 +181,11 @@ class _Validator(object):
         @param size: the bytes of a regular file (not a hard link).
         @param hardLinkTarget: the target's name, for a hard link.
         """
-        path = self._path(name, name, "path")
+        if name and "\0" not in name and "//" not in "/" + name and "/." not in "/" + name \
+                and not name.endswith("/"):
+            path = name     # already normal: no empty, '.' or '..' part
+        else:
+            path = self._path(name, name, "path")
         if not path:
             if kind != _DIR:
                 self._refuse(name, "would replace the install directory itself")
@@ -423,7 +437,7 @@ def _number(field):
     # A number field as GNU tar and Python both read it, or None.
     if field[0] == 0x80:
         return int.from_bytes(field[1:], "big")
-    match = _OCTAL.fullmatch(field)
+    match = _LOOSE_OCTAL.fullmatch(field)
     return int(match.group(1), 8) if match else None
 
 
@@ -438,14 +452,17 @@ def _fastHeader(block):
         any other header (C{tarfile} and L{_Validator.check} then read it).
     """
     kind = _FAST_KINDS.get(block[156:157])
-    if kind is None or block[257:265] not in (b"ustar\x0000", b"ustar  \0") or any(
-            block[345:500]):
+    if kind is None or block[257:265] not in (b"ustar\x0000", b"ustar  \0") or block.count(
+            0, 345, 500) != 155:
         return None
-    numbers = [_OCTAL.fullmatch(block, start, end) for start, end in _NUMBERS]
-    if not all(numbers):
+    numbers = _PLAIN_NUMBERS.match(block, 100)
+    if numbers is None:
         return None
-    mode, size, chksum = (int(numbers[i].group(1), 8) for i in (0, 3, 5))
-    if sum(block) - sum(block[148:156]) + 256 != chksum:
+    mode, size, chksum = (int(numbers.group(i).rstrip(b" \0"), 8) for i in (1, 4, 6))
+    # The unsigned sum of the header's bytes, the checksum field counted as
+    # blanks; each half's sum is below adler32's modulus, so exact.
+    total = (zlib.adler32(block[:256]) & 0xffff) + (zlib.adler32(block[256:]) & 0xffff) - 2
+    if total - sum(block[148:156]) + 256 != chksum:
         return None
     name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
     linkname = block[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
