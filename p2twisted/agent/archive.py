@@ -240,12 +240,12 @@ class _Inflater(object):
     L{setLimit}, which is raised as members are accepted.
     """
 
-    def __init__(self, f, source, sink=None):
+    def __init__(self, f, source, sink=None, hashing=True):
         self._f = f
         self._source = source
         self._sink = sink
-        self._sha = hashlib.sha256()
-        self._hash = _Background(self._sha.update, 4, "hash " + source)
+        self._sha = hashlib.sha256() if hashing else None
+        self._hash = _Background(self._sha.update, 4, "hash " + source) if hashing else None
         self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._input = b""
         self._compressed = 0
@@ -272,7 +272,8 @@ class _Inflater(object):
                                             % (self._source,))
                     return False
                 self._compressed += len(self._input)
-                self._hash.put(self._input)
+                if self._hash is not None:
+                    self._hash.put(self._input)
             if self._inflate.eof:
                 # A gzip member ended: another member, zero padding or garbage follows.
                 if self._input[:1] == b"\x1f":
@@ -361,12 +362,15 @@ class _Inflater(object):
         while self._fill():
             self._base += len(self._win)
             del self._win[:]
+        if self._hash is None:
+            return None
         self._hash.close()
         return self._sha.hexdigest()
 
     def close(self):
         # Stop the hashing thread (if finish did not).
-        self._hash.close(wait=False)
+        if self._hash is not None:
+            self._hash.close(wait=False)
 
 
 class _Background(object):
@@ -493,13 +497,13 @@ def _checkChain(src, path, member):
                             "implementations read differently" % (path, member.name))
 
 
-def _scan(path, maxBytes, sink=None, freeBytes=None, target=None, names=None):
+def _scan(path, maxBytes, sink=None, freeBytes=None, target=None, names=None, hashing=True):
     """
     Validate the archive at C{path}, passing accepted bytes to C{sink}.
 
     @param names: a list to which the names of the accepted members are
         appended.
-    @return: the SHA-256 of the file.
+    @return: the SHA-256 of the file (C{None} without C{hashing}).
     """
     validator = _Validator(path, maxBytes, freeBytes, target)
     try:
@@ -507,7 +511,7 @@ def _scan(path, maxBytes, sink=None, freeBytes=None, target=None, names=None):
     except OSError as e:
         raise ArtifactError("cannot read artifact %s: %s" % (path, e.strerror))
     with f:
-        src = _Inflater(f, path, sink)
+        src = _Inflater(f, path, sink, hashing)
         state = _TarState(src)
         offset = 0
         try:
@@ -566,5 +570,5 @@ def checkArchive(path, maxBytes=DEFAULT_MAX_EXPANDED_BYTES):
     @raise ArtifactError: the file is not a complete, valid tar.gz.
     """
     names = []
-    _scan(path, maxBytes, names=names)
+    _scan(path, maxBytes, names=names, hashing=False)
     return names

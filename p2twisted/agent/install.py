@@ -72,7 +72,7 @@ def freeSpace(path):
     return st.f_bavail * st.f_frsize
 
 
-def _feed(path, maxBytes, fd, freeBytes, target):
+def _feed(path, maxBytes, fd, freeBytes, target, hashing):
     # In a thread: _scan, writing accepted bytes to fd (from another thread,
     # so that checking goes on while tar catches up), then closing it.
     def write(data):
@@ -84,7 +84,8 @@ def _feed(path, maxBytes, fd, freeBytes, target):
             raise _TarGone()
     writer = _Background(write, 8, "extract " + path)
     try:
-        sha = _scan(path, maxBytes, lambda data: writer.put(bytes(data)), freeBytes, target)
+        sha = _scan(path, maxBytes, lambda data: writer.put(bytes(data)), freeBytes, target,
+                    hashing=hashing)
         writer.close()
         return sha
     except BaseException:
@@ -269,7 +270,9 @@ class Installer(object):
         version is reused; leftover C{.tmp-*} directories are removed.
 
         @param digest: when given, the artifact's SHA-256 (hex), verified in
-            the same pass that extracts it.
+            the same pass that extracts it (hashed in another thread).
+            Without it the artifact is not hashed: the agent's artifacts
+            come from the cache, which verified them while fetching.
         @return: L{Deferred} firing with the install directory; failing with
             L{UnsafeArchive}, L{DigestMismatch} or L{ArtifactError} (not a
             tar.gz, disk full, ...), in which case nothing is left behind.
@@ -298,7 +301,7 @@ class Installer(object):
             key, free = yield self._inThread(self._space, artifactPath, tmp)
             self._knownTooBig(key, artifactPath, limit, free, installsDir)
             try:
-                sha = yield self._extract(artifactPath, tmp, limit, free)
+                sha = yield self._extract(artifactPath, tmp, limit, free, digest is not None)
             except (NoSpace, TooLarge) as e:
                 self._learn(key, getattr(e, "expanded", 0), getattr(e, "needed", 0))
                 raise
@@ -362,7 +365,7 @@ class Installer(object):
             raise _osError("prepare", installsDir, e)
 
     @defer.inlineCallbacks
-    def _extract(self, artifactPath, target, maxBytes, freeBytes):
+    def _extract(self, artifactPath, target, maxBytes, freeBytes, hashing):
         tar = shutil.which(self._tar)
         if tar is None:
             raise ArtifactError("cannot extract %s: %r not found on PATH" % (artifactPath, self._tar))
@@ -386,7 +389,7 @@ class Installer(object):
         finally:
             os.close(rfd)
         fed = self._inThread(_feed, artifactPath, maxBytes, wfd, freeBytes,
-                             os.path.dirname(target))
+                             os.path.dirname(target), hashing)
         (fedOk, result), (_, (code, stderr)) = yield defer.DeferredList(
             [fed, child.ended], consumeErrors=True)
         if not fedOk and not result.check(_TarGone):
