@@ -242,9 +242,10 @@ class Installer(object):
         self.maxExpandedBytes = maxExpandedBytes
         self.podMaxExpandedBytes = dict(podMaxExpandedBytes or {})
         self._freeSpace = freeSpace
-        # What refused extractions taught about artifacts: their key (see
-        # _artifactKey) -> (expanded bytes, disk bytes) they need at least,
-        # so that retries fail at once instead of writing it all again.
+        # What refused extractions taught about artifacts: their key (path,
+        # inode, size, mtime; see _space) -> (expanded bytes, disk bytes)
+        # they need at least, so that retries fail at once instead of
+        # writing it all again.
         self._atLeast = {}
         self.diskBudget = diskBudget
         self._tar = tar
