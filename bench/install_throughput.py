@@ -167,6 +167,9 @@ def measure(reactor, label, artifact, work, runs, target):
     noSync = [m - p["sync"] for m, p in zip(mine, phases)]
     print("  ratio without our fsync (the floor has none): %.2f best, %.2f median"
           % (min(noSync) / min(floors), statistics.median(noSync) / statistics.median(floors)))
+    paired = sorted(m / f for m, f in zip(mine, floors))
+    print("  run by run (ours / the floor just before): %s; median %.2f"
+          % (" ".join("%.2f" % (r,) for r in paired), statistics.median(paired)))
     ourCPU = [p["cpu"] for p in phases]
     print("  CPU s      floor %.2f, p2twisted %.2f (medians, user+sys, all threads and "
           "children): ratio %.2f"
