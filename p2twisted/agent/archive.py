@@ -181,9 +181,10 @@ class _Validator(object):
         @param size: the bytes of a regular file (not a hard link).
         @param hardLinkTarget: the target's name, for a hard link.
         """
-        if name and "\0" not in name and "//" not in "/" + name and "/." not in "/" + name \
-                and not name.endswith("/"):
-            path = name     # already normal: no empty, '.' or '..' part
+        path = name[2:] if name.startswith("./") else name
+        if path and "\0" not in path and "//" not in "/" + path and "/." not in "/" + path \
+                and not path.endswith("/"):
+            pass            # already normal: no empty, '.' or '..' part
         else:
             path = self._path(name, name, "path")
         if not path:
@@ -462,7 +463,9 @@ def _fastHeader(block):
     numbers = _PLAIN_NUMBERS.match(block, 100)
     if numbers is None:
         return None
-    mode, size, chksum = (int(numbers.group(i).rstrip(b" \0"), 8) for i in (1, 4, 6))
+    mode = int(numbers.group(1).rstrip(b" \0"), 8)
+    size = int(numbers.group(4).rstrip(b" \0"), 8)
+    chksum = int(numbers.group(6).rstrip(b" \0"), 8)
     # The unsigned sum of the header's bytes, the checksum field counted as
     # blanks; each half's sum is below adler32's modulus, so exact.
     total = (zlib.adler32(block[:256]) & 0xffff) + (zlib.adler32(block[256:]) & 0xffff) - 2
