@@ -339,6 +339,38 @@ class FetchTests(unittest.TestCase):
         self.assertEqual(len(opened), 1)
 
 
+    def test_leftoversRemovedAtStart(self):
+        """
+        The download file of a fetch cut short by a kill (any age) is deleted
+        when the cache is created, that is when the agent starts; a file
+        still held by a live download is not.
+        """
+        os.makedirs(self.state.tmpDir)
+        leftover = os.path.join(self.state.tmpDir, "artifact-k1lled.part")
+        with open(leftover, "wb") as f:
+            f.write(b"half an artifact")
+        live, out = self.cache()._openTemp()
+        self.addCleanup(out.close)
+        other = os.path.join(self.state.tmpDir, "unrelated")
+        open(other, "wb").close()
+        self.cache()
+        self.assertEqual(sorted(os.listdir(self.state.tmpDir)),
+                         sorted([os.path.basename(live), "unrelated"]))
+
+    def test_leftoverOfLiveDownloadKept(self):
+        """
+        A fetch does not delete the file another fetch is writing.
+        """
+        cache = self.cache()
+        live, out = cache._openTemp()
+        self.addCleanup(out.close)
+        self.assertEqual(cache.removeLeftovers(), [])
+        self.assertTrue(os.path.exists(live))
+        out.close()
+        self.assertEqual(cache.removeLeftovers(), [live])
+        self.assertFalse(os.path.exists(live))
+
+
 class FullFile(object):
     """
     A file on a full disk.

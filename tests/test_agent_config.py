@@ -39,7 +39,7 @@ class AgentConfigTests(unittest.TestCase):
                          (state, os.path.join(state, "pods"), os.path.join(state, "hooks")))
         self.assertEqual(config.store, "local://" + os.path.join(state, "state.db"))
         defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
-        for name in ("supervisor", "resyncInterval", "sessionTTL", "maxArtifactBytes",
+        for name in ("supervisor", "resyncInterval", "sessionTTL", "maxExpandedBytes",
                      "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
 
@@ -62,6 +62,20 @@ class AgentConfigTests(unittest.TestCase):
         self.assertEqual((config.removalGrace, config.holdTimeout), (10.0, None))
         config = self.load("removal_grace: 2.5\nhold_timeout: 3600\n", node="n1")
         self.assertEqual((config.removalGrace, config.holdTimeout), (2.5, 3600))
+
+    def test_expandedBytes(self):
+        """
+        C{max_expanded_bytes} limits the expanded size of every pod's
+        artifacts, C{pod_max_expanded_bytes} of the pods it names;
+        C{max_artifact_bytes} is the former name of the first.
+        """
+        config = self.load("max_expanded_bytes: 2048\npod_max_expanded_bytes: {web: 1024}\n",
+                           node="n1")
+        self.assertEqual((config.maxExpandedBytes, config.podMaxExpandedBytes),
+                         (2048, {"web": 1024}))
+        self.assertEqual(self.load("max_artifact_bytes: 4096\n", node="n1").maxExpandedBytes, 4096)
+        error = self.assertRaises(UsageError, self.load, "pod_max_expanded_bytes: {web: 0}\n")
+        self.assertIn("pod_max_expanded_bytes.web: expected a number >= 1, got 0", str(error))
 
     def test_badValues(self):
         """

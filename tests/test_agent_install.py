@@ -11,6 +11,7 @@ import stat
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.agent.archive import NoSpace
 from p2twisted.agent.fsutil import syncFilesystem
 from p2twisted.agent.install import Installer, checkArchive, diskUsage, entryPoints
 from p2twisted.agent.layout import PodLayout
@@ -55,7 +56,7 @@ class CheckArchiveTests(unittest.TestCase):
                    symlinks={"bin/python": "/usr/bin/python3", "lib/rel": "../bin"},
                    hardlinks={"lib/b": "lib/a"},
                    extra=[member("lib/a", content=b"again"), member("./lib/./c", content=b"c")])
-        names = [m.name for m in checkArchive(self.path)]
+        names = checkArchive(self.path)
         self.assertIn("bin/python", names)
         self.assertIn(longName, names)
         self.assertEqual(len(names), 11)
@@ -67,7 +68,7 @@ class CheckArchiveTests(unittest.TestCase):
         import tarfile
         longName = "d/" + "y" * 200
         buildHoist(self.path, files={longName: b"z"}, format=tarfile.PAX_FORMAT)
-        self.assertEqual([m.name for m in checkArchive(self.path)], [longName])
+        self.assertEqual(checkArchive(self.path), [longName])
 
     def test_absolute(self):
         """
@@ -189,6 +190,61 @@ class CheckArchiveTests(unittest.TestCase):
             info, data = member("a", content=b"x")
             archive.addfile(info, io.BytesIO(data))
         self.assertEqual(len(checkArchive(self.path)), 1)
+
+    def rawArchive(self, blocks, patch):
+        """
+        Write a gzipped tar of C{blocks} (bytes of a plain tar), after
+        C{patch(blocks)} changed them in place, with each header's checksum
+        set again.
+        """
+        data = bytearray(blocks)
+        patch(data)
+        for offset in range(0, len(data), 512):
+            header = data[offset:offset + 512]
+            if header[257:262] == b"ustar":
+                header[148:156] = b" " * 8
+                header[148:156] = b"%06o\0 " % (sum(header),)
+                data[offset:offset + 512] = header
+        with gzip.open(self.path, "wb") as f:
+            f.write(bytes(data))
+
+    def test_numbersReadAlike(self):
+        """
+        Number fields Python and GNU tar read differently (a sign, a '_', a
+        leading NUL) are refused, in the member's header or in the long-name
+        header before it, rather than letting tar see other members.
+        """
+        import tarfile
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as archive:
+            for name in ("a", "b/" + "x" * 120):
+                info, data = member(name, content=b"x" * 600)
+                archive.addfile(info, io.BytesIO(data))
+        plain = raw.getvalue()
+
+        def field(offset, value):
+            def patch(data):
+                data[offset:offset + len(value)] = value
+            return patch
+        for offset, value in [(124, b"0000000_1130"), (124, b"\0000000001130"),
+                              (124, b"+0000001130\0"), (100, b"0_00644\0")]:
+            self.rawArchive(plain, field(offset, value))
+            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+            self.assertIn("'a'", str(e))
+            self.assertIn("read differently", str(e))
+        # The GNU long-name header of the second member, after a's 2 blocks.
+        self.rawArchive(plain, field(3 * 512 + 124, b"0000000_0171"))
+        e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+        self.assertIn("extension headers that tar implementations read differently", str(e))
+        self.rawArchive(plain, lambda data: None)
+        self.assertEqual(checkArchive(self.path), ["a", "b/" + "x" * 120])
+
+    def test_fileNamedLikeDirectory(self):
+        """
+        A regular file (type '0') whose name ends with '/' is a directory to
+        GNU tar but a file to Python: refused.
+        """
+        self.refused("d/", "directory's name", extra=[member("d/", content=b"")])
 
     def test_notGzip(self):
         """
@@ -350,6 +406,80 @@ class InstallTests(InstallerTestCase):
         self.assertIn("No space left on device", str(e))
         self.assertIn(self.pod.installsDir("app"), str(e))
         self.assertNothingInstalled()
+
+    def recordingTar(self):
+        """
+        @return: C{(tar, runs)}: a GNU tar wrapper that keeps a copy of its
+            input in C{runs} (one file per run), and the list of those files.
+        """
+        wrapper = os.path.join(self.root, "tar-recording")
+        record = os.path.join(self.root, "tar-input")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nn=1\nwhile [ -e "%s.$n" ]; do n=$((n+1)); done\n'
+                    'tee "%s.$n" | tar "$@"\n' % (record, record))
+        os.chmod(wrapper, 0o755)
+
+        def runs():
+            return sorted(name for name in os.listdir(self.root) if name.startswith("tar-input."))
+        return wrapper, runs
+
+    @defer.inlineCallbacks
+    def test_noSpace(self):
+        """
+        An artifact whose files do not fit in the free space of the pod's
+        disk fails with a "disk full" L{ArtifactError} naming the sizes,
+        before the member that does not fit reaches tar; a retry fails at
+        once, without extracting again; once space is freed, it installs.
+        """
+        tar, runs = self.recordingTar()
+        free = [64 * 1024]
+        installer = Installer(reactor, tar=tar, freeSpace=lambda path: free[0])
+        marker = b"does-not-fit" * 100
+        path = self.artifact(files={"lib/small": b"s" * 1000, "lib/zbig": marker * 100})
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), NoSpace)
+        self.assertIn("disk full", str(e))
+        self.assertTrue(str(e).endswith("65536 are free in %s" % (self.pod.installsDir("app"),)))
+        self.assertIn("'lib/zbig'", str(e))
+        self.assertEqual(len(runs()), 1)
+        with open(os.path.join(self.root, runs()[0]), "rb") as f:
+            self.assertNotIn(marker, f.read())
+        self.assertNothingInstalled()
+
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), NoSpace)
+        self.assertIn("earlier attempt", str(e))
+        self.assertEqual(len(runs()), 1)
+        self.assertNothingInstalled()
+
+        free[0] = 10 << 20
+        installDir = yield installer.install(self.pod, "app", "1", path)
+        with open(os.path.join(installDir, "lib/zbig"), "rb") as f:
+            self.assertEqual(f.read(), marker * 100)
+
+    @defer.inlineCallbacks
+    def test_gzipBombPerPodLimit(self):
+        """
+        A small artifact of zeros expanding past the pod's own
+        C{max_expanded_bytes} is refused before the zeros reach tar, and at
+        once when tried again; another pod gets the agent's default limit.
+        """
+        tar, runs = self.recordingTar()
+        installer = Installer(reactor, tar=tar, podMaxExpandedBytes={"pod": 1 << 20})
+        path = os.path.join(self.root, "bomb.tar.gz")
+        buildHoist(path, files={"bin/launch": (b"#!/bin/sh\n", 0o755),
+                                "zeros": b"\0" * (8 << 20)})
+        self.assertLess(os.path.getsize(path), 64 * 1024)
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("'zeros'", str(e))
+        self.assertIn("limit of 1048576 bytes", str(e))
+        self.assertLess(os.path.getsize(os.path.join(self.root, runs()[0])), 1 << 20)
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("earlier attempt", str(e))
+        self.assertEqual(len(runs()), 1)
+        self.assertNothingInstalled()
+
+        other = PodLayout(self.pod.podRoot, "other")
+        installDir = yield installer.install(other, "app", "1", path)
+        self.assertEqual(os.path.getsize(os.path.join(installDir, "zeros")), 8 << 20)
 
     @defer.inlineCallbacks
     def test_reuse(self):

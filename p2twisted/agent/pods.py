@@ -179,7 +179,8 @@ class PodOperations(object):
         supervisor = makeSupervisor(kindForState(config.supervisor, state), state, reactor)
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
                                   maxBytes=config.artifactCacheBytes)
-        installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
+        installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
+                              podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
         ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
