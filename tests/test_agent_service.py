@@ -39,13 +39,13 @@ class AgentServiceTests(unittest.TestCase):
         self.pods = FakePods()
         self.stateDir = os.path.abspath(self.mktemp())
 
-    def startAgent(self, node="n1", **settings):
+    def startAgent(self, node="n1", store=None, **settings):
         values = dict(node=node, store="memory://", podRoot="/nonexistent",
                       stateDir=self.stateDir, resyncInterval=30.0, sessionTTL=10.0,
                       removalGrace=GRACE)
         values.update(settings)
         agent = AgentService(AgentConfig(**values), self.pods, self.clock,
-                             store=MemoryStore(self.state, self.clock))
+                             store=store or MemoryStore(self.state, self.clock))
         agent.startService()
         self.addCleanup(lambda: agent.stopService() if agent.running else None)
         return agent
@@ -297,6 +297,58 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.removed(), [])
         self.assertEqual(self.removals()["state"], "held")
 
+    def test_lateWatchSnapshotRemovesNothing(self):
+        """
+        A removal is decided on a read of the store made once the grace has
+        ended, never on a watch's snapshot, which may have been read long
+        before it arrives (ZooKeeper's is read znode by znode): a snapshot
+        still showing the marker that arrives after the grace, while the
+        agent's own read is slow, removes nothing when the marker went within
+        the grace.
+        """
+        agent = self.startAgent(store=SlowReads(self.state, self.clock))
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        late = self.successResultOf(self.store.list(keys.intentNode("n1")))
+        agent._watch.cancel()  # the watch's news of what follows comes late
+        self.clock.advance(GRACE - 1.5)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        release = agent.store.slowDown(keys.intentNode("n1"))
+        self.clock.advance(1.5)  # the grace ends; the agent's own read is slow
+        agent._intentChanged(late)
+        release.callback(None)
+        self.clock.advance(GRACE * 10)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
+        self.assertIs(agent.markerPresent, False)
+
+    def test_slowResyncRemovesNothing(self):
+        """
+        A resync decides as of when it read intent, not when its other reads
+        are done: one that read the marker before the grace ended removes
+        nothing after it, when the marker went meanwhile.
+        """
+        agent = self.startAgent(store=SlowReads(self.state, self.clock))
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        agent._watch.cancel()  # the watch's news of what follows comes late
+        self.clock.advance(GRACE - 1.5)
+        realityRead = agent.store.slowDown(keys.realityNode("n1"))
+        agent.resync()  # reads intent (the marker is there), then waits on reality
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        intentRead = agent.store.slowDown(keys.intentNode("n1"))
+        self.clock.advance(1.5)  # the grace ends; the agent's next read is slow too
+        realityRead.callback(None)
+        intentRead.callback(None)
+        self.clock.advance(GRACE * 10)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
+        self.assertIs(agent.markerPresent, False)
+
     def test_holdTimeout(self):
         """
         With a hold timeout, held removals go ahead that long after the hold
@@ -385,6 +437,25 @@ class AgentServiceTests(unittest.TestCase):
         self.clock.advance(30)
         self.assertEqual(agent.statusRecord()["pods"], {})
         self.assertTrue(agent.converged())
+
+
+class SlowReads(MemoryStore):
+    """
+    A store whose next C{list} of a prefix named by L{slowDown} answers only
+    when the test fires the L{Deferred} that L{slowDown} returned, with what
+    is there then (a read slowed down, as over a loaded network).
+    """
+
+    def slowDown(self, prefix):
+        self._slow = getattr(self, "_slow", {})
+        self._slow[prefix] = defer.Deferred()
+        return self._slow[prefix]
+
+    def list(self, prefix):
+        release = getattr(self, "_slow", {}).pop(prefix, None)
+        if release is None:
+            return MemoryStore.list(self, prefix)
+        return release.addCallback(lambda _: MemoryStore.list(self, prefix))
 
 
 class BrokenStore(MemoryStore):

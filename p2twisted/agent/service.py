@@ -298,8 +298,11 @@ class AgentService(service.MultiService):
         if not self.running:
             return
         try:
+            # Decided as of the read: a slow sync gets no credit for the time
+            # its other reads took (the marker may have gone meanwhile).
+            readAt = self.reactor.seconds()
             snapshot = yield self.store.list(keys.intentNode(self.node))
-            yield self._converge(snapshot, resync=resync)
+            yield self._converge(snapshot, readAt, resync=resync)
         except StoreError as e:
             log.warn("sync failed: {error}", error=str(e), node=self.node)
         except Exception:
@@ -311,7 +314,11 @@ class AgentService(service.MultiService):
             return self.resync()
 
     @defer.inlineCallbacks
-    def _converge(self, snapshot, resync):
+    def _converge(self, snapshot, now, resync):
+        """
+        Act on C{snapshot}, this node's intent as read at C{now}: install
+        what it names, remove what the failsafe allows as of C{now}.
+        """
         markerKey = keys.intentNode(self.node)
         if markerKey not in snapshot:
             if self.markerPresent is not False:
@@ -322,7 +329,7 @@ class AgentService(service.MultiService):
             # Whatever comes back is a new marker or starts the grace anew.
             self._absentSince.clear()
             self._holdSince = None
-            self._verdict = failsafe.decide(None, self._lastSeen, {}, self.reactor.seconds(), 0)
+            self._verdict = failsafe.decide(None, self._lastSeen, {}, now, 0)
             self._wakeAt(None)
             yield self._writeAgentStatus()
             return
@@ -352,7 +359,8 @@ class AgentService(service.MultiService):
         if resync or self._onDisk is None or gone:  # what is on disk may have changed
             found = yield self._onDiskSettled()
         self._orphans = {p for p in found if p not in intents and p not in realPods}
-        verdict = yield self._decide(marker, set(intents), realPods | gone, set(self._orphans))
+        verdict = yield self._decide(marker, set(intents), realPods | gone, set(self._orphans),
+                                     now)
         for podId in sorted(verdict.adopt):
             yield self._adopt(podId)
             realPods.add(podId)
@@ -365,15 +373,14 @@ class AgentService(service.MultiService):
         yield self._writeAgentStatus()
 
     @defer.inlineCallbacks
-    def _decide(self, marker, intended, realPods, orphans):
+    def _decide(self, marker, intended, realPods, orphans, now):
         """
-        Run the failsafe's decision on what the agent sees now, and keep what
-        it says: the marker accepted, the hold, the confirmation consumed,
-        the timer for the next grace ending.
+        Run the failsafe's decision on what the agent read at C{now}, and
+        keep what it says: the marker accepted, the hold, the confirmation
+        consumed, the timer for the next grace ending.
 
         @return: L{Deferred} firing with the L{failsafe.Verdict}.
         """
-        now = self.reactor.seconds()
         candidates = (realPods | orphans) - intended
         for podId in list(self._absentSince):
             if podId not in candidates:
