@@ -18,7 +18,7 @@ from p2twisted.cli.node import confirmNode
 from p2twisted.cli.services_inspect import agentRemovals, heldNotes
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
-from p2twisted.store.common import Delete
+from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
 from p2twisted.errors import StoreUnavailable
@@ -358,6 +358,24 @@ class AgentServiceTests(unittest.TestCase):
         self.wipeAndRestore()
         self.clock.advance(599)
         self.assertEqual(self.removed(), [])
+        self.clock.advance(1)
+        self.assertEqual(self.removed(), ["db"])
+
+    def test_holdTimeoutStartsAgainForAnotherMarker(self):
+        """
+        A marker re-created during a hold (seen without its absence between,
+        as a coalescing watch may show it) is another new marker: its hold
+        lasts the whole hold timeout from then.
+        """
+        self.startAgent(holdTimeout=600.0)
+        self.wipeAndRestore()
+        self.clock.advance(500)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intentNode("n1")),
+            Put(keys.intentNode("n1"), intent.nodeMarker("n1", now=self.clock.seconds()))]))
+        self.clock.advance(599)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["state"], "held")
         self.clock.advance(1)
         self.assertEqual(self.removed(), ["db"])
 

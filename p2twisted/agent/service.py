@@ -137,6 +137,7 @@ class AgentService(service.MultiService):
         self._onDisk = None
         self._orphans = set()
         self._holdSince = None
+        self._holdFor = None
         self._verdict = failsafe.Verdict()
         self._wake = None
 
@@ -387,6 +388,8 @@ class AgentService(service.MultiService):
                 del self._absentSince[podId]
         for podId in candidates:
             self._absentSince.setdefault(podId, now)
+        if self._holdFor != marker:  # another marker: its hold starts when first seen
+            self._holdSince = None
         confirmation = confirmed = None
         if self._confirmSeen or orphans or (self._lastSeen is not None
                                             and marker != self._lastSeen):
@@ -397,7 +400,7 @@ class AgentService(service.MultiService):
             orphans=orphans, confirmed=confirmed, holdSince=self._holdSince,
             holdTimeout=self.config.holdTimeout)
         if verdict.hold is not None and self._holdSince is None:
-            self._holdSince = now
+            self._holdSince, self._holdFor = now, marker
             log.warn("removals on {node} are held ({why}): installing what intent names, "
                      "removing nothing until 'p2 node confirm {node}'{timeout}",
                      node=self.node, why=_HOLD_REASONS[verdict.hold](marker, orphans),
