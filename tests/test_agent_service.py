@@ -15,7 +15,7 @@ from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
-from p2twisted.cli.services_inspect import agentRemovals, heldNotes
+from p2twisted.cli.services_inspect import agentRemovals, clusterView, heldNotes
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, Put
@@ -234,6 +234,24 @@ class AgentServiceTests(unittest.TestCase):
                 self.assertEqual(self.get(keys.reality("n1", "web")), V1, name)
                 self.assertEqual(self.get(keys.reality("n1", "db")), DB, name)
             self.successResultOf(agent.stopService())
+
+    def test_noMarkerStatusSaysSo(self):
+        """
+        Without the marker, C{p2 inspect} calls a pod of the node that is
+        not in sync neither removing nor converging but C{no-marker}, and
+        says the agent acts on nothing until a marker is written.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        rows = self.successResultOf(clusterView(self.store))
+        self.assertEqual([(r["pod"], r["removal"], r["in_sync"]) for r in rows],
+                         [("db", None, True), ("web", "no-marker", False)])
+        self.assertEqual(heldNotes(self.successResultOf(agentRemovals(self.store))), [
+            "intent/n1 holds no node marker: the agent of n1 installs and removes nothing "
+            "until one is written ('p2 node add n1'; a new marker holds removals until "
+            "'p2 node confirm n1')\n"])
 
     def wipeAndRestore(self):
         """
