@@ -113,14 +113,15 @@ class DecideTests(unittest.TestCase):
 
     def test_describe(self):
         """
-        The status record says whether removals are held and by what
-        command they are confirmed.
+        The status record says whether removals are held, by what command
+        they are confirmed, and when the hold times out (never, here).
         """
         held = failsafe.describe(self.decide(marker=M2, absentSince={"web": 0.0}), "n1", True,
                                  orphans={"stray"})
         self.assertEqual((held["state"], held["hold"], held["held"], held["orphans"],
                           held["confirm"]),
                          ("held", "new-marker", ["web"], ["stray"], "p2 node confirm n1"))
+        self.assertIsNone(held["hold_until"])
         grace = failsafe.describe(self.decide(absentSince={"web": 95.0}), "n1", True)
         self.assertEqual((grace["state"], grace["grace_until"]), ("grace", {"web": 105.0}))
         self.assertNotIn("confirm", grace)

@@ -370,12 +370,17 @@ class AgentServiceTests(unittest.TestCase):
     def test_holdTimeout(self):
         """
         With a hold timeout, held removals go ahead that long after the hold
-        began, without a confirmation.
+        began, without a confirmation; the status says when.
         """
         self.startAgent(holdTimeout=600.0)
         self.wipeAndRestore()
         self.clock.advance(599)
         self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["hold_until"], 602.0)
+        self.assertEqual(heldNotes(self.successResultOf(agentRemovals(self.store))), [
+            "removals on n1 are held (its node marker is not the one its agent last saw): db; "
+            "confirm with 'p2 node confirm n1' (else they go ahead at 00:10:02Z, when the hold "
+            "times out)\n"])
         self.clock.advance(1)
         self.assertEqual(self.removed(), ["db"])
 

@@ -112,8 +112,9 @@ def decide(marker, lastSeen, absentSince, now, grace, orphans=frozenset(), confi
 def describe(verdict, node, markerPresent, orphans=()):
     """
     @return: the JSON-able C{removals} part of the agent's status: whether
-        removals are held and why, which pods wait, and the command that
-        confirms.
+        removals are held and why, which pods wait, the command that
+        confirms, and when a hold times out (C{hold_until}; C{None}: it
+        waits for the confirmation).
     """
     if not markerPresent:
         state = "no-marker"
@@ -128,6 +129,7 @@ def describe(verdict, node, markerPresent, orphans=()):
               "grace_until": {pod: t for pod, t in sorted(verdict.waiting.items())}}
     if verdict.hold is not None:
         record["confirm"] = "p2 node confirm %s" % (node,)
+        record["hold_until"] = verdict.wakeAt
     return record
 
 

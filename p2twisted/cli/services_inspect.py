@@ -153,10 +153,14 @@ def heldNotes(removals):
                 "%s (until %s)" % (pod, time.strftime("%H:%M:%SZ", time.gmtime(t)))
                 for pod, t in sorted(until.items()))))
         if record.get("state") == "held":
-            lines.append("removals on %s are held (%s): %s; confirm with '%s'\n" % (
+            timeout = record.get("hold_until")
+            lines.append("removals on %s are held (%s): %s; confirm with '%s'%s\n" % (
                 node, why.get(record.get("hold"), record.get("hold")),
                 ", ".join(record.get("held") or []) or "none pending",
-                record.get("confirm") or "p2 node confirm %s" % (node,)))
+                record.get("confirm") or "p2 node confirm %s" % (node,),
+                "" if not isinstance(timeout, (int, float)) else
+                " (else they go ahead at %s, when the hold times out)"
+                % (time.strftime("%H:%M:%SZ", time.gmtime(timeout)),)))
     return lines
 
 
