@@ -79,9 +79,10 @@ def confirmNode(store, node, now=None):
     agent holds, bound to the node marker there now (a later marker needs a
     confirmation of its own).
 
-    @return: L{Deferred} firing with C{(marker identity, removals)}:
+    @return: L{Deferred} firing with C{(marker identity, removals, agent)}:
         C{removals} is the C{removals} record of the agent's status, or
-        C{None} when it has published none.
+        C{None} when it has published none; C{agent}, whether the node's
+        agent is registered (C{machines/<node>}) and so acts on it now.
     @raise P2Error: when the node has no marker.
     """
     marker = yield store.get(keys.intentNode(node))
@@ -104,7 +105,8 @@ def confirmNode(store, node, now=None):
             removals = json.loads(status.value).get("removals")
         except (ValueError, AttributeError):
             removals = None
-    return identity, removals
+    agent = yield store.get(keys.machine(node))
+    return identity, removals, agent is not None
 
 
 @defer.inlineCallbacks
@@ -112,12 +114,16 @@ def runConfirm(options):
     name = nodeName(options.node)
     store = yield options.openStore()
     try:
-        identity, removals = yield confirmNode(store, name)
+        identity, removals, agent = yield confirmNode(store, name)
     finally:
         yield store.close()
     options.out.write("confirmed the node marker of %s (created %s)\n"
                       % (name, identity.get("created") or "at an unknown time"))
-    if removals and removals.get("state") == "held":
+    if not agent:
+        options.out.write("no agent of %s is running (%s is absent): it acts on the confirmation "
+                          "when it starts, if the marker is still this one\n"
+                          % (name, keys.machine(name)))
+    elif removals and removals.get("state") == "held":
         pods = removals.get("held") or []
         options.out.write("its agent now removes what intent does not name: %s\n"
                           % (", ".join(pods) or "nothing yet"))
@@ -125,8 +131,7 @@ def runConfirm(options):
             options.out.write("and the pods on its disk in neither intent nor reality: %s\n"
                               % (", ".join(removals["orphans"]),))
     else:
-        options.out.write("its agent reported no held removals; the confirmation stands "
-                          "for this marker\n")
+        options.out.write("its agent reported no held removals: nothing to carry out\n")
     return 0
 
 
