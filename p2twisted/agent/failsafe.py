@@ -160,9 +160,11 @@ class MarkerMemory(object):
             return None
         except (OSError, ValueError) as e:
             return {"unreadable": str(e)}
-        if not isinstance(data, dict) or data.get("node") != self.node:
+        if not isinstance(data, dict) or "marker" not in data:
+            return {"unreadable": "not a remembered marker: %.100r" % (data,)}
+        if data.get("node") != self.node:
             return None
-        return data.get("marker")
+        return data["marker"]
 
     def save(self, identity):
         """
