@@ -198,6 +198,24 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNone(self.get(keys.reality("n1", "db")))
         self.assertEqual(self.removals()["state"], "free")
 
+    def test_intentBackDuringGraceStartsItAnew(self):
+        """
+        A pod whose intent comes back during its grace is not removed; gone
+        again, it waits out a whole grace from then.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(4)
+        self.schedulePods(DB)
+        self.clock.advance(3)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(GRACE - 0.5)
+        self.assertEqual(self.removed(), [])
+        self.clock.advance(0.5)
+        self.assertEqual(self.removed(), ["db"])
+
     def test_anyOrderOfDeletesRemovesNothing(self):
         """
         Deleting a node's intent in any order -- children first one key at a
