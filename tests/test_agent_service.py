@@ -15,6 +15,7 @@ from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
+from p2twisted.errors import StoreUnavailable
 from p2twisted.cli.services_inspect import agentRemovals, clusterView, heldNotes
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -163,6 +164,24 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.pods.calls, [("remove", parseManifest(V1).sha(), "web")])
         self.assertIsNone(self.get(keys.reality("n1", "web")))
         self.assertEqual(self.removals()["state"], "free")
+
+    def test_confirmationKeptUntilOrphansAdopted(self):
+        """
+        A confirmation is consumed only once what it allows is done: when
+        recording an orphan in reality fails, the confirmation stays, and
+        the next resync removes the orphan without another one.
+        """
+        self.pods.onDisk = {"web": V1}
+        self.put(keys.intentNode("n1"), b"{}")
+        agent = self.startAgent(store=FailingCreates(self.state, self.clock))
+        agent.store.failing.add(keys.reality("n1", "web"))
+        self.successResultOf(confirmNode(self.store, "n1"))
+        self.assertEqual(self.removed(), [])
+        self.assertIsNotNone(self.get(keys.confirmation("n1")))
+        self.clock.advance(30)
+        self.assertEqual(self.removed(), ["web"])
+        self.assertIsNone(self.get(keys.confirmation("n1")))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
 
     # -- the failsafe: grace, new marker, confirmation ---------------------------
 
@@ -515,6 +534,23 @@ class SlowReads(MemoryStore):
         if release is None:
             return MemoryStore.list(self, prefix)
         return release.addCallback(lambda _: MemoryStore.list(self, prefix))
+
+
+class FailingCreates(MemoryStore):
+    """
+    A store whose next C{create} of a key in C{failing} fails as in an
+    outage.
+    """
+
+    def __init__(self, *args, **kwargs):
+        MemoryStore.__init__(self, *args, **kwargs)
+        self.failing = set()
+
+    def create(self, key, value):
+        if key in self.failing:
+            self.failing.discard(key)
+            return defer.fail(StoreUnavailable(key, self.backend, "down"))
+        return MemoryStore.create(self, key, value)
 
 
 class BrokenStore(MemoryStore):

@@ -360,11 +360,15 @@ class AgentService(service.MultiService):
         if resync or self._onDisk is None or gone:  # what is on disk may have changed
             found = yield self._onDiskSettled()
         self._orphans = {p for p in found if p not in intents and p not in realPods}
-        verdict = yield self._decide(marker, set(intents), realPods | gone, set(self._orphans),
-                                     now)
+        verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
+                                                   set(self._orphans), now)
         for podId in sorted(verdict.adopt):
             yield self._adopt(podId)
             realPods.add(podId)
+        if confirmation is not None:  # what it allowed is done (or handed to the workers)
+            d = self.store.delete(confirmation.key, confirmation.version)
+            d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
+                                            error=f.getErrorMessage()))
         for podId in sorted(set(intents) | realPods | gone):
             if podId in intents:
                 self.worker(podId).update(intents[podId], resync=resync)
@@ -377,10 +381,13 @@ class AgentService(service.MultiService):
     def _decide(self, marker, intended, realPods, orphans, now):
         """
         Run the failsafe's decision on what the agent read at C{now}, and
-        keep what it says: the marker accepted, the hold, the confirmation
-        consumed, the timer for the next grace ending.
+        keep what it says: the marker accepted, the hold, the confirmation to
+        consume (once the orphans are adopted), the timer for the next grace
+        ending.
 
-        @return: L{Deferred} firing with the L{failsafe.Verdict}.
+        @return: L{Deferred} firing with the L{failsafe.Verdict} and the
+            confirmation entry to delete once the orphans are adopted, or
+            C{None}.
         """
         candidates = (realPods | orphans) - intended
         for podId in list(self._absentSince):
@@ -417,13 +424,11 @@ class AgentService(service.MultiService):
                      event="removals-released")
         if verdict.accept:
             self._remember(marker)
-        if confirmation is not None and confirmed == marker and verdict.hold is None:
-            d = self.store.delete(confirmation.key, confirmation.version)
-            d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
-                                            error=f.getErrorMessage()))
+        if not (confirmed == marker and verdict.hold is None):
+            confirmation = None
         self._verdict = verdict
         self._wakeAt(verdict.wakeAt)
-        return verdict
+        return verdict, confirmation
 
     def _remember(self, marker):
         self._lastSeen = marker
