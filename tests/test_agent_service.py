@@ -404,6 +404,24 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.get(keys.reality("n1", "db")), DB)
         self.assertIs(agent.markerPresent, False)
 
+    def test_earlierConfirmationReleasesNoLaterHold(self):
+        """
+        A confirmation left for an earlier marker (written while the agent
+        was down) does not release the hold a later marker starts.
+        """
+        agent = self.startAgent()
+        self.schedulePods(V1, DB)
+        self.successResultOf(agent.stopService())
+        self.successResultOf(confirmNode(self.store, "n1"))
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intent("n1", "db")),
+            Delete(keys.intentNode("n1"))]))
+        self.schedulePods(V1)
+        self.startAgent()
+        self.clock.advance(GRACE * 100)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["state"], "held")
+
     def test_holdTimeout(self):
         """
         With a hold timeout, held removals go ahead that long after the hold
