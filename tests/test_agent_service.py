@@ -404,6 +404,25 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.get(keys.reality("n1", "db")), DB)
         self.assertIs(agent.markerPresent, False)
 
+    def test_orphansKnownAtOnce(self):
+        """
+        Pods left on disk by a wipe of intent and reality are listed as
+        orphans as soon as the agent hears of the restore, not at its next
+        periodic resync.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.pods.onDisk = {"web": V1, "db": DB}
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intent("n1", "db")),
+            Delete(keys.intentNode("n1")), Delete(keys.reality("n1", "web")),
+            Delete(keys.reality("n1", "db"))]))
+        self.schedulePods(V1)
+        removals = self.removals()
+        self.assertEqual((removals["state"], removals["orphans"]), ("held", ["db"]))
+        rows = self.successResultOf(clusterView(self.store))
+        self.assertEqual([r["removal"] for r in rows if r["pod"] == "db"], ["orphan"])
+
     def test_earlierConfirmationReleasesNoLaterHold(self):
         """
         A confirmation left for an earlier marker (written while the agent
