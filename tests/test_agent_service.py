@@ -15,14 +15,14 @@ from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
-from p2twisted.errors import StoreUnavailable
+from p2twisted.errors import AgentError, StoreUnavailable
 from p2twisted.cli.services_inspect import agentRemovals, clusterView, heldNotes
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
-from p2twisted.errors import StoreUnavailable
+from p2twisted.errors import AgentError, StoreUnavailable
 from tests.test_agent_worker import V1, V2
 
 DB = V1.replace(b"id: web", b"id: db")
@@ -423,6 +423,23 @@ class AgentServiceTests(unittest.TestCase):
         rows = self.successResultOf(clusterView(self.store))
         self.assertEqual([r["removal"] for r in rows if r["pod"] == "db"], ["orphan"])
 
+    def test_failedDeployUnscheduledIsRemoved(self):
+        """
+        A pod whose first deploy failed part way (its files on disk, never
+        in reality), once unscheduled, is removed when its grace has passed:
+        not forgotten on disk, to run on as an orphan that holds every
+        removal of the node.
+        """
+        self.pods = FailingDeploys()
+        self.startAgent()
+        self.schedulePods(DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(GRACE)
+        self.assertEqual(self.removed(), ["db"])
+        self.clock.advance(30)
+        self.assertEqual((self.removals()["state"], self.removals()["orphans"]), ("free", []))
+
     def test_earlierConfirmationReleasesNoLaterHold(self):
         """
         A confirmation left for an earlier marker (written while the agent
@@ -554,6 +571,22 @@ class AgentServiceTests(unittest.TestCase):
         self.assertTrue(agent.converged())
 
 
+class FailingDeploys(FakePods):
+    """
+    Pods whose deploys fail part way, leaving their files on disk; a
+    removal deletes them.
+    """
+
+    def deploy(self, manifest, old):
+        self.calls.append(("deploy", manifest.sha(), old.sha() if old else None))
+        self.onDisk[manifest.id] = manifest.raw
+        return defer.fail(AgentError("an entry point of %s did not start" % (manifest.id,)))
+
+    def remove(self, manifest, podId):
+        self.onDisk.pop(podId, None)
+        return FakePods.remove(self, manifest, podId)
+
+
 class SlowReads(MemoryStore):
     """
     A store whose next C{list} of a prefix named by L{slowDown} answers only
@@ -625,7 +658,7 @@ class StoreOpenRetryTests(unittest.TestCase):
         30 s, through 2,000 consecutive failures, then starts.
         """
         import p2twisted.agent.service as module
-        from p2twisted.errors import StoreUnavailable
+        from p2twisted.errors import AgentError, StoreUnavailable
         clock = task.Clock()
         attempts = []
         store = MemoryStore(clock=clock)

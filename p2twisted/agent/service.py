@@ -348,9 +348,11 @@ class AgentService(service.MultiService):
             return
         # A pod in neither intent nor reality is gone: its worker is told
         # once (an intent with no reality, e.g. an invalid one, leaves only
-        # its status to delete; one still deploying may leave an install),
-        # under the same failsafe as a removal, then forgotten once it has
-        # converged to nothing.
+        # its status to delete), under the same failsafe as a removal, then
+        # forgotten once it has converged to nothing.  One whose deploy
+        # failed or is under way may have files on disk, even running
+        # services: it is recorded in reality first, so its worker removes
+        # them rather than leave an orphan.
         gone = set(self.workers) - set(intents) - realPods
         for podId in sorted(gone):
             if self.workers[podId].absent():
@@ -362,7 +364,8 @@ class AgentService(service.MultiService):
         self._orphans = {p for p in found if p not in intents and p not in realPods}
         verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
                                                    set(self._orphans), now)
-        for podId in sorted(verdict.adopt):
+        installed = verdict.remove & gone & set(self._onDisk)
+        for podId in sorted(verdict.adopt | installed):
             yield self._adopt(podId)
             realPods.add(podId)
         if confirmation is not None:  # what it allowed is done (or handed to the workers)
@@ -479,8 +482,9 @@ class AgentService(service.MultiService):
     @defer.inlineCallbacks
     def _adopt(self, podId):
         """
-        Record an orphan (on disk, in neither intent nor reality) in reality,
-        once removals are confirmed, so the normal loop removes it.
+        Record a pod on disk in neither intent nor reality in reality, so
+        the normal loop removes it: an orphan once removals are confirmed, or
+        a pod its worker left installed whose removal is due.
         """
         log.info("pod {pod} is on disk but in neither intent nor reality; recording it in "
                  "reality so it is removed", pod=podId, node=self.node, event="orphan")
