@@ -277,6 +277,15 @@ class PodOperations(object):
             os.chown(layout.home, entry.pw_uid, entry.pw_gid)
 
     def _specs(self, manifest, layout, user, installs):
+        """
+        @return: C{{launchable id: [ServiceSpec]}}.  Each spec's signature is
+            the manifest's SHA, which covers everything that reaches a process
+            (env, config, entry points, user, cgroup, restart policy, install):
+            a changed SHA restarts every service of the pod, an unchanged one
+            none (L{ISupervisor.start}).  A launchable with
+            C{no_halt_on_update} has none: it reloads itself.
+        """
+        sha = manifest.sha()
         specs = {}
         for launchableId, launchable in manifest.launchables.items():
             specs[launchableId] = [
@@ -285,7 +294,8 @@ class PodOperations(object):
                     argv=runtime.launchableArgv(self.p2exec, layout, manifest, launchableId,
                                                 user, entry),
                     restartPolicy=launchable.restartPolicy,
-                    restartTimeout=launchable.restartTimeout)
+                    restartTimeout=launchable.restartTimeout,
+                    signature=None if launchable.noHaltOnUpdate else sha)
                 for entry in installs[launchableId][1]]
         return specs
 
