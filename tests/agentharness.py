@@ -103,7 +103,9 @@ class AgentHarness(object):
         for path in (base, os.path.dirname(base)):
             os.chmod(path, 0o755)
         self.base = base
-        defaults = dict(resyncInterval=2.0, sessionTTL=5.0, fetchTimeout=5.0)
+        # Pods run as 'nobody', an existing account the agent must be allowed.
+        defaults = dict(resyncInterval=2.0, sessionTTL=5.0, fetchTimeout=5.0,
+                        allowedRunAs=["nobody"])
         defaults.update(settings)
         self.config = AgentConfig(node=node, store=storeURL, podRoot=os.path.join(base, "pods"),
                                   stateDir=os.path.join(base, "state"), supervisor=supervisor,
@@ -150,3 +152,6 @@ class AgentHarness(object):
         for name in (yield supervisor.services()):
             yield supervisor.remove(name, 5.0)
         yield supervisor.close()
+        # The accounts the agent created for pods left installed.
+        from p2twisted.agent.users import PodUsers
+        PodUsers(self.config.stateDir, self.config.podRoot).removeUnused(set())

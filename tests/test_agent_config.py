@@ -40,18 +40,20 @@ class AgentConfigTests(unittest.TestCase):
         self.assertEqual(config.store, "local://" + os.path.join(state, "state.db"))
         defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
         for name in ("supervisor", "resyncInterval", "sessionTTL", "maxArtifactBytes",
-                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers"):
+                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers", "allowedRunAs"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
+        self.assertEqual(config.allowedRunAs, [])
 
     def test_fileAndFlags(self):
         """
         The file's settings apply; a flag overrides the file.
         """
         config = self.load("node: web1\nsession_ttl: 5\nartifact_cache_bytes: 1048576\n"
-                           "disk_budget: 0\nlabels: {rack: r1}\n", node="web2")
+                           "disk_budget: 0\nlabels: {rack: r1}\n"
+                           "allowed_run_as: [nobody, root]\n", node="web2")
         self.assertEqual((config.node, config.sessionTTL, config.artifactCacheBytes,
-                          config.diskBudget, config.labels),
-                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}))
+                          config.diskBudget, config.labels, config.allowedRunAs),
+                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}, ["nobody", "root"]))
 
     def test_badValues(self):
         """
@@ -62,7 +64,8 @@ class AgentConfigTests(unittest.TestCase):
                 ("session_ttl: true\n", "session_ttl: expected a number >= 1.0, got True"),
                 ("supervisor: systemd\n", "expected auto, runit or builtin, got 'systemd'"),
                 ("labels: [a]\n", "labels: expected a mapping"),
-                ("node: a/b\n", "must not contain '/'")]:
+                ("node: a/b\n", "must not contain '/'"),
+                ("allowed_run_as: root\n", "allowed_run_as: expected a list of names")]:
             error = self.assertRaises(UsageError, self.load, text)
             self.assertIn(fragment, str(error))
 

@@ -8,7 +8,9 @@ manifest scheduled again, a resync, an agent restart) restarts nothing.
 
 import json
 import os
+import pwd
 import shutil
+import uuid
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -72,6 +74,7 @@ class RedeployMixin(object):
                                            "bin/other": (OTHER, 0o755),
                                            "_status": (b"ok\n", 0o644)})
         self.artifact = "file://" + path
+        self.account = "p2t" + uuid.uuid4().hex[:8]
 
     @defer.inlineCallbacks
     def deploy(self, **fields):
@@ -135,11 +138,11 @@ class RedeployMixin(object):
         self.assertNotEqual(config["pid"], env["pid"])
         self.assertIn("greeting: two", config["config"])
 
-        user = yield self.deploy(port=port2, greeting="two", runAs="p2t-redeploy")
+        user = yield self.deploy(port=port2, greeting="two", runAs=self.account)
         self.assertNotEqual(user["pid"], config["pid"])
-        self.assertEqual(user["user"], "p2t-redeploy")
+        self.assertEqual(user["user"], self.account)
 
-        common = dict(port=port2, greeting="two", runAs="p2t-redeploy")
+        common = dict(port=port2, greeting="two", runAs=self.account)
         cgroup = yield self.deploy(extra="    cgroup: {memory: 256M}\n", **common)
         self.assertNotEqual(cgroup["pid"], user["pid"])
 
@@ -170,6 +173,16 @@ class RedeployMixin(object):
             self.assertEqual((yield self.running())["pid"], entries["pid"])
         status = yield self.store.get(keys.status("pods", "n1", "redeploy"))
         self.assertEqual(json.loads(status.value)["state"], "running")
+
+        # The account the agent created for the pod goes with it.
+        yield intent.unschedule(self.store, "n1", "redeploy")
+
+        def deleted():
+            try:
+                pwd.getpwnam(self.account)
+            except KeyError:
+                return True
+        yield waitFor(deleted, what="the account %s to be deleted" % (self.account,))
 
 
 class RunitRedeployTests(RedeployMixin, unittest.TestCase):

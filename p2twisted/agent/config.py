@@ -30,6 +30,7 @@ class AgentConfig(object):
     statusPort = attr.ib(default=None)
     labels = attr.ib(default=attr.Factory(dict))
     createUsers = attr.ib(default=True)
+    allowedRunAs = attr.ib(default=attr.Factory(list))
     maxArtifactBytes = attr.ib(default=10 * 1024 ** 3)
     diskBudget = attr.ib(default=10 * 1024 ** 3)
     artifactCacheBytes = attr.ib(default=10 * 1024 ** 3)
@@ -97,6 +98,7 @@ def agentConfig(path=None, flags=None, environ=None):
         statusPort=port,
         labels={str(k): str(v) for k, v in labels.items()},
         createUsers=bool(data.get("create_users", True)),
+        allowedRunAs=_names(data, "allowed_run_as"),
         maxArtifactBytes=int(_number(data, "max_artifact_bytes", 10 * 1024 ** 3, 1)),
         diskBudget=int(_number(data, "disk_budget", 10 * 1024 ** 3, 0)),
         artifactCacheBytes=int(_number(data, "artifact_cache_bytes", 10 * 1024 ** 3, 0)),

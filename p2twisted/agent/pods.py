@@ -30,8 +30,9 @@ from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
+from p2twisted.agent.users import PodUsers
 from p2twisted.errors import AgentError, DigestMismatch
-from p2twisted.manifest import launchableVersion
+from p2twisted.manifest import launchableVersion, parseManifest
 
 log = Logger()
 
@@ -125,6 +126,10 @@ class PodOperations(object):
         self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
         self._warnedRunAs = set()
         self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
+        self.users = PodUsers(config.stateDir, config.podRoot, config.createUsers,
+                              getattr(config, "allowedRunAs", ()), self.isRoot)
+        self._usersLock = defer.DeferredLock()
+        self._userClaims = {}
 
     @classmethod
     def fromConfig(cls, config, reactor):
@@ -194,7 +199,6 @@ class PodOperations(object):
 
     # -- deploy ------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def deploy(self, manifest, old):
         """
         Make C{manifest} the running version of its pod (C{old}, the manifest
@@ -202,12 +206,21 @@ class PodOperations(object):
 
         @return: L{Deferred} firing once every entry point is running;
             failing with an L{AgentError} that says what went wrong, in which
-            case the previous version keeps (or is again) running.
+            case the previous version keeps (or is again) running; a
+            C{run_as} the agent may not use (L{PodUsers.ensure}) fails it
+            before anything is installed.
         """
+        d = self._withUser(manifest, self._deploy, old)
+        if old is not None and old.runAs != manifest.runAs:
+            d.addCallback(lambda _: self._removeUnusedUsers())
+            d.addCallback(lambda _: None)
+        return d
+
+    @defer.inlineCallbacks
+    def _deploy(self, manifest, user, old):
         layout = PodLayout(self.config.podRoot, manifest.id)
         context = podContext(layout, manifest)
         yield self.hooks.run("before_install", context)
-        user = yield self._user(manifest, layout)
         installs = {}
         try:
             for launchableId, launchable in manifest.launchables.items():
@@ -242,15 +255,36 @@ class PodOperations(object):
             yield self.installer.prune(layout, launchableId)
 
     @defer.inlineCallbacks
-    def _user(self, manifest, layout):
-        user, ignored = yield threads.deferToThread(
-            runtime.ensureUser, manifest.runAs, layout.home, self.config.createUsers, self.isRoot)
+    def _withUser(self, manifest, f, *args):
+        """
+        Resolve (or create) the account of C{manifest}'s pod, and call
+        C{f(manifest, user, *args)} while that account is claimed for the pod
+        (so a removal elsewhere does not delete it meanwhile).
+        """
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        yield self._usersLock.acquire()
+        try:
+            user, ignored, created = yield threads.deferToThread(
+                self.users.ensure, manifest, layout.home)
+            self._userClaims[manifest.id] = user
+        finally:
+            self._usersLock.release()
+        if created:
+            log.info("created account {user} for pod {pod}", user=user, pod=manifest.id,
+                     event="user-created")
+        try:
+            self._checkUser(manifest, user, ignored)
+            result = yield f(manifest, user, *args)
+        finally:
+            self._userClaims.pop(manifest.id, None)
+        return result
+
+    def _checkUser(self, manifest, user, ignored):
         checkReachable(self.config.podRoot, user)
         if ignored and manifest.id not in self._warnedRunAs:
             self._warnedRunAs.add(manifest.id)
             log.warn("pod {pod}: run_as {runAs} ignored; the agent is not root, so the pod runs "
                      "as {user}", pod=manifest.id, runAs=manifest.runAs, user=user)
-        return user
 
     @defer.inlineCallbacks
     def _install(self, layout, launchableId, launchable):
@@ -299,7 +333,6 @@ class PodOperations(object):
                 for entry in installs[launchableId][1]]
         return specs
 
-    @defer.inlineCallbacks
     def relaunch(self, manifest, names):
         """
         Start again the services C{names} of a pod that is installed and in
@@ -310,8 +343,11 @@ class PodOperations(object):
         @raise AgentError: if an install is missing (then a full deploy is
             needed).
         """
+        return self._withUser(manifest, self._relaunch, names)
+
+    @defer.inlineCallbacks
+    def _relaunch(self, manifest, user, names):
         layout = PodLayout(self.config.podRoot, manifest.id)
-        user = yield self._user(manifest, layout)
         installs = {}
         for launchableId, launchable in manifest.launchables.items():
             current = layout.current(launchableId)
@@ -452,3 +488,34 @@ class PodOperations(object):
         yield self.hooks.run("before_uninstall", context)
         yield threads.deferToThread(shutil.rmtree, layout.home, True)
         yield self.hooks.run("after_uninstall", context)
+        yield self._removeUnusedUsers()
+
+    @defer.inlineCallbacks
+    def _removeUnusedUsers(self):
+        """
+        Delete the accounts the agent created that no installed pod uses (or
+        is being deployed with) and that run no process (L{PodUsers}); each
+        deletion is logged, and so is an unused account kept.
+
+        @return: L{Deferred} firing with the names deleted.
+        """
+        if not self.isRoot:
+            return []
+        yield self._usersLock.acquire()
+        try:
+            inUse = set(self._userClaims.values())
+            for podId, raw in sorted(self.installedPods().items()):
+                try:
+                    inUse.add(parseManifest(raw).runAs)
+                except Exception as e:
+                    log.warn("not deleting unused pod accounts: the manifest of installed pod "
+                             "{pod} does not parse ({error})", pod=podId, error=str(e))
+                    return []
+            removed, kept = yield threads.deferToThread(self.users.removeUnused, inUse)
+        finally:
+            self._usersLock.release()
+        for name in removed:
+            log.info("deleted account {user}: no pod uses it", user=name, event="user-deleted")
+        for name, why in kept:
+            log.info("keeping unused account {user}: {why}", user=name, why=why)
+        return removed
