@@ -212,3 +212,18 @@ class RootTests(unittest.SynchronousTestCase):
                          (name, False, False))
         self.assertEqual(self.users.created(), {name: exists(name).pw_uid})
         self.assertEqual(self.users.removeUnused(set()), ([name], []))
+
+    def test_anotherAgentsAccount(self):
+        """
+        An account another agent of this host created for pods (its GECOS,
+        no-login shell and system uid say so) may be used, but is not this
+        agent's to delete.
+        """
+        name = self.newName()
+        other = PodUsers(os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp()))
+        other.ensure(manifest(name), "/elsewhere/" + name)
+        self.assertEqual(self.users.ensure(manifest(name), self.home(name)),
+                         (name, False, False))
+        self.assertEqual(self.users.removeUnused(set()), ([], []))
+        self.assertIsNotNone(exists(name))
+        self.assertEqual(other.removeUnused(set()), ([name], []))

@@ -8,7 +8,7 @@ resolve only to:
 
     - an account this agent created for pods (missing accounts are created,
       as system users whose home is the pod home, unless C{create_users} is
-      false), or
+      false), or another agent of this host did (its GECOS says so), or
     - an existing account the manifest names explicitly in C{run_as} I{and}
       the agent config lists in C{allowed_run_as} (C{root}, C{nobody}, a
       service account made by hand).
@@ -104,6 +104,17 @@ def processesOf(uid):
     return pids
 
 
+def podAccount(entry):
+    """
+    @return: whether the passwd C{entry} is an account some p2 agent created
+        for pods (another agent of this host, with another state directory):
+        L{COMMENT} as its GECOS, a no-login shell and a system uid.  Such an
+        account may be used, but only the agent that recorded it deletes it.
+    """
+    return (entry.pw_gecos == COMMENT and entry.pw_shell in NOLOGIN_SHELLS
+            and 0 < entry.pw_uid < 1000)
+
+
 class PodUsers(object):
     """
     Resolves, creates and deletes the accounts of this agent's pods.
@@ -183,7 +194,7 @@ class PodUsers(object):
         created = self.created()
         entry = _entry(name)
         if entry is not None:
-            if self._ours(name, entry, created):
+            if self._ours(name, entry, created) or podAccount(entry):
                 return name, False, False
             if explicit and name in self.allowed:
                 return name, False, False
