@@ -16,12 +16,14 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from p2twisted import intent
+from p2twisted.agent.p2exec import cgroupDirs
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from tests.agentharness import AgentHarness, freePort, httpGet
 from tests.artifacts import buildHoist
 from tests.servers import requireServer
 from tests.store_contract import waitFor
+from tests.test_agent_p2exec import _memoryCgroupUsable
 
 #: Records what reached the process in C{$MARKS/<pid>}, then serves
 #: C{$PORT} (the pid stays the service's: everything execs).
@@ -36,6 +38,20 @@ OTHER = b"""#!/bin/sh
 echo "entry=$ENTRY_POINT" > "$MARKS/.$$" && mv "$MARKS/.$$" "$MARKS/$$"
 exec sleep 1000
 """
+
+
+def memoryLimit(name):
+    """
+    @return: the memory limit of the cgroup C{p2/<name>}, in bytes, or C{None}.
+    """
+    for directory in cgroupDirs(name):
+        for fileName in ("memory.max", "memory.limit_in_bytes"):
+            try:
+                with open(os.path.join(directory, fileName)) as f:
+                    return int(f.read())
+            except (OSError, ValueError):
+                continue
+    return None
 
 
 def manifestBytes(url, sha, marks, port, greeting="one", runAs="nobody", extra=""):
@@ -145,12 +161,18 @@ class RedeployMixin(object):
         common = dict(port=port2, greeting="two", runAs=self.account)
         cgroup = yield self.deploy(extra="    cgroup: {memory: 256M}\n", **common)
         self.assertNotEqual(cgroup["pid"], user["pid"])
+        limited = yield self.deploy(extra="    cgroup: {memory: 128M}\n", **common)
+        self.assertNotEqual(limited["pid"], cgroup["pid"])
+        usable, why = _memoryCgroupUsable()
+        if usable:
+            self.assertEqual((user["cgroup"], cgroup["cgroup"]), ("0", "1"))
+            self.assertEqual(memoryLimit("redeploy@web"), 128 * 2 ** 20)
 
         policy = yield self.deploy(
-            extra="    cgroup: {memory: 256M}\n    restart_policy: never\n", **common)
-        self.assertNotEqual(policy["pid"], cgroup["pid"])
+            extra="    cgroup: {memory: 128M}\n    restart_policy: never\n", **common)
+        self.assertNotEqual(policy["pid"], limited["pid"])
 
-        extra = ("    cgroup: {memory: 256M}\n    restart_policy: never\n"
+        extra = ("    cgroup: {memory: 128M}\n    restart_policy: never\n"
                  "    entry_points: [bin/launch, bin/other]\n")
         entries = yield self.deploy(extra=extra, **common)
         self.assertNotEqual(entries["pid"], policy["pid"])
