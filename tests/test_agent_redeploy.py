@@ -207,6 +207,20 @@ class RedeployMixin(object):
         yield waitFor(deleted, what="the account %s to be deleted" % (self.account,))
 
 
+    @defer.inlineCallbacks
+    def test_noHaltOnUpdate(self):
+        """
+        A launchable with C{no_halt_on_update} keeps its process through an
+        update (it reloads itself); its next start sees the new definition.
+        """
+        port = freePort()
+        first = yield self.deploy(port=port, extra="    no_halt_on_update: true\n")
+        kept = yield self.deploy(port=port, greeting="two",
+                                 extra="    no_halt_on_update: true\n")
+        self.assertEqual(kept["pid"], first["pid"])
+        self.assertIn("greeting: one", kept["config"])
+
+
 class RunitRedeployTests(RedeployMixin, unittest.TestCase):
     supervisor = "runit"
 

@@ -184,7 +184,7 @@ class RootTests(unittest.SynchronousTestCase):
     def test_runningProcessKeepsAccount(self):
         """
         An unused account that still runs a process is kept (and said why);
-        once the process is gone it is deleted.
+        once the process has ended (even if not yet reaped) it is deleted.
         """
         name = self.newName()
         self.users.ensure(manifest("web", name), self.home("web"))
@@ -196,7 +196,7 @@ class RootTests(unittest.SynchronousTestCase):
         self.assertEqual(removed, [])
         self.assertEqual(kept, [(name, "processes %d still run as it" % (process.pid,))])
         process.kill()
-        process.wait()
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # a zombie now
         self.assertEqual(self.users.removeUnused(set()), ([name], []))
 
     def test_adoptsEarlierAgentsAccount(self):

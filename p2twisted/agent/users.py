@@ -85,8 +85,8 @@ def _run(argv):
 
 def processesOf(uid):
     """
-    @return: the pids of the processes whose real, effective or saved uid is
-        C{uid}.
+    @return: the pids of the live (not zombie) processes whose real,
+        effective or saved uid is C{uid}.
     """
     pids = []
     for entry in os.listdir("/proc"):
@@ -95,11 +95,13 @@ def processesOf(uid):
         try:
             with open("/proc/%s/status" % (entry,)) as f:
                 for line in f:
+                    if line.startswith("State:") and line.split()[1] == "Z":
+                        break
                     if line.startswith("Uid:"):
                         if str(uid) in line.split()[1:4]:
                             pids.append(int(entry))
                         break
-        except OSError:
+        except (OSError, IndexError):
             continue
     return pids
 
