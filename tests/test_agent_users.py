@@ -194,7 +194,8 @@ class RootTests(unittest.SynchronousTestCase):
         self.addCleanup(process.kill)
         removed, kept = self.users.removeUnused(set())
         self.assertEqual(removed, [])
-        self.assertEqual(kept, [(name, "processes %d still run as it" % (process.pid,))])
+        self.assertEqual(kept, [(name, "process %d (sleep 1000) still runs as it"
+                                 % (process.pid,))])
         process.kill()
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # a zombie now
         self.assertEqual(self.users.removeUnused(set()), ([name], []))

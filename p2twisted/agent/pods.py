@@ -18,6 +18,7 @@ import sys
 
 from twisted.application import service
 from twisted.internet import defer, threads
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from p2twisted import __version__
@@ -491,31 +492,46 @@ class PodOperations(object):
         yield self._removeUnusedUsers()
 
     @defer.inlineCallbacks
-    def _removeUnusedUsers(self):
+    def _removeUnusedUsers(self, patience=10.0, interval=0.5):
         """
         Delete the accounts the agent created that no installed pod uses (or
         is being deployed with) and that run no process (L{PodUsers}); each
-        deletion is logged, and so is an unused account kept.
+        deletion is logged.  An unused account whose processes (a pod's
+        processes just killed) are still there is looked at again every
+        C{interval} seconds for up to C{patience} seconds, then kept until
+        the next removal, which is logged with why.
 
         @return: L{Deferred} firing with the names deleted.
         """
         if not self.isRoot:
             return []
-        yield self._usersLock.acquire()
-        try:
-            inUse = set(self._userClaims.values())
-            for podId, raw in sorted(self.installedPods().items()):
-                try:
-                    inUse.add(parseManifest(raw).runAs)
-                except Exception as e:
-                    log.warn("not deleting unused pod accounts: the manifest of installed pod "
-                             "{pod} does not parse ({error})", pod=podId, error=str(e))
-                    return []
-            removed, kept = yield threads.deferToThread(self.users.removeUnused, inUse)
-        finally:
-            self._usersLock.release()
-        for name in removed:
-            log.info("deleted account {user}: no pod uses it", user=name, event="user-deleted")
+        removed = []
+        deadline = self.reactor.seconds() + patience
+        while True:
+            result = yield self._usersLock.run(self._removeUnusedUsersOnce)
+            if result is None:
+                return removed
+            gone, kept = result
+            for name in gone:
+                log.info("deleted account {user}: no pod uses it", user=name,
+                         event="user-deleted")
+            removed += gone
+            if not kept:
+                return removed
+            if self.reactor.seconds() >= deadline:
+                break
+            yield deferLater(self.reactor, interval, lambda: None)
         for name, why in kept:
-            log.info("keeping unused account {user}: {why}", user=name, why=why)
+            log.info("keeping unused account {user} for now: {why}", user=name, why=why)
         return removed
+
+    def _removeUnusedUsersOnce(self):
+        inUse = set(self._userClaims.values())
+        for podId, raw in sorted(self.installedPods().items()):
+            try:
+                inUse.add(parseManifest(raw).runAs)
+            except Exception as e:
+                log.warn("not deleting unused pod accounts: the manifest of installed pod "
+                         "{pod} does not parse ({error})", pod=podId, error=str(e))
+                return None
+        return threads.deferToThread(self.users.removeUnused, inUse)

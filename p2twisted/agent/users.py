@@ -117,6 +117,19 @@ def podAccount(entry):
             and 0 < entry.pw_uid < 1000)
 
 
+def describeProcess(pid):
+    """
+    @return: C{"process <pid> (<command line>)"}, for logs.
+    """
+    try:
+        with open("/proc/%d/cmdline" % (pid,), "rb") as f:
+            argv = f.read().split(b"\0")
+        command = b" ".join(argv).strip().decode("utf-8", "replace")[:80]
+    except OSError:
+        command = "gone"
+    return "process %d (%s)" % (pid, command)
+
+
 class PodUsers(object):
     """
     Resolves, creates and deletes the accounts of this agent's pods.
@@ -256,8 +269,9 @@ class PodUsers(object):
                 continue
             running = processesOf(uid)
             if running:
-                kept.append((name, "processes %s still run as it"
-                             % (", ".join(map(str, running[:5])),)))
+                kept.append((name, "%s still run%s as it" % (
+                    ", ".join(describeProcess(pid) for pid in running[:3]),
+                    "s" if len(running) == 1 else "")))
                 continue
             try:
                 code, output = _run([_program("userdel"), name])
