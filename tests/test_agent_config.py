@@ -40,18 +40,21 @@ class AgentConfigTests(unittest.TestCase):
         self.assertEqual(config.store, "local://" + os.path.join(state, "state.db"))
         defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
         for name in ("supervisor", "resyncInterval", "sessionTTL", "maxExpandedBytes",
-                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers"):
+                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers",
+                     "allowedRunAs"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
+        self.assertEqual(config.allowedRunAs, [])
 
     def test_fileAndFlags(self):
         """
         The file's settings apply; a flag overrides the file.
         """
         config = self.load("node: web1\nsession_ttl: 5\nartifact_cache_bytes: 1048576\n"
-                           "disk_budget: 0\nlabels: {rack: r1}\n", node="web2")
+                           "disk_budget: 0\nlabels: {rack: r1}\n"
+                           "allowed_run_as: [nobody, root]\n", node="web2")
         self.assertEqual((config.node, config.sessionTTL, config.artifactCacheBytes,
-                          config.diskBudget, config.labels),
-                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}))
+                          config.diskBudget, config.labels, config.allowedRunAs),
+                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}, ["nobody", "root"]))
 
     def test_failsafeSettings(self):
         """
@@ -88,7 +91,8 @@ class AgentConfigTests(unittest.TestCase):
                 ("labels: [a]\n", "labels: expected a mapping"),
                 ("node: a/b\n", "must not contain '/'"),
                 ("removal_grace: -1\n", "removal_grace: expected a number >= 0"),
-                ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0")]:
+                ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0"),
+                ("allowed_run_as: root\n", "allowed_run_as: expected a list of names")]:
             error = self.assertRaises(UsageError, self.load, text)
             self.assertIn(fragment, str(error))
 

@@ -92,8 +92,9 @@ class ScriptTests(unittest.SynchronousTestCase):
 
     def test_runScript(self):
         """
-        The C{run} script joins stderr to stdout, exports the environment
-        (standard C{PATH} plus C{spec.env}) and execs the shell-quoted argv.
+        The C{run} script joins stderr to stdout, records the spec's
+        signature (C{-} for none), exports the environment (standard C{PATH}
+        plus C{spec.env}) and execs the shell-quoted argv.
         """
         spec = ServiceSpec("p__l__launch", ["/bin/echo", "a b", "it's", "$HOME"],
                            env={"GREETING": "hello world"})
@@ -101,9 +102,17 @@ class ScriptTests(unittest.SynchronousTestCase):
             "#!/bin/sh\n"
             "# p__l__launch: written by the p2 agent; replaced on each deploy.\n"
             "exec 2>&1\n"
+            "echo - >signature\n"
             "GREETING='hello world'; export GREETING\n"
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
             "exec /bin/echo 'a b' 'it'\"'\"'s' '$HOME'\n"))
+
+    def test_runScriptSignature(self):
+        """
+        A spec's signature is written, quoted, to the file C{signature}.
+        """
+        script = runScript(ServiceSpec("x", ["true"], signature="ab c"))
+        self.assertIn("\necho 'ab c' >signature\n", script)
 
     def test_serviceFiles(self):
         """
@@ -355,6 +364,40 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield waitFor(lambda: _words(self.pidFile("v")) == ["v1", "v2"],
                       what="v2 to run")
         self.assertEqual([n for n in os.listdir(self.path) if ".new-" in n], [])
+
+    @defer.inlineCallbacks
+    def test_signature(self):
+        """
+        A running service started from a spec of another signature is
+        restarted by C{start} (its scripts are otherwise the same); the same
+        signature leaves it alone, and so does a spec without signature.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        same = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.assertEqual(same.pid, first.pid)
+        second = yield self.sup.start(self.sleeper(signature="sha-2"))
+        self.assertNotEqual(second.pid, first.pid)
+        self.assertFalse(alive(first.pid))
+        with open(os.path.join(self.path, "signature")) as f:
+            self.assertEqual(f.read(), "sha-2\n")
+        unsigned = yield self.sup.start(self.sleeper())
+        self.assertEqual(unsigned.pid, second.pid)
+        self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+
+    @defer.inlineCallbacks
+    def test_signatureAfterInterruptedDeploy(self):
+        """
+        A definition written by an agent that died before restarting the
+        service (its C{run} script already new) still restarts the process
+        still running from the old one: what runs is what counts.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.sup._define(self.sleeper(signature="sha-2"))
+        again = yield RunitSupervisor(self.layout, reactor).start(
+            self.sleeper(signature="sha-2"))
+        self.assertNotEqual(again.pid, first.pid)
+        self.assertFalse(alive(first.pid))
+        self.assertEqual((yield self.waitPids(2)), [first.pid, again.pid])
 
     @defer.inlineCallbacks
     def test_crashRestarted(self):

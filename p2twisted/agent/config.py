@@ -30,6 +30,7 @@ class AgentConfig(object):
     statusPort = attr.ib(default=None)
     labels = attr.ib(default=attr.Factory(dict))
     createUsers = attr.ib(default=True)
+    allowedRunAs = attr.ib(default=attr.Factory(list))
     maxExpandedBytes = attr.ib(default=10 * 1024 ** 3)
     podMaxExpandedBytes = attr.ib(default=attr.Factory(dict))
     diskBudget = attr.ib(default=10 * 1024 ** 3)
@@ -112,6 +113,7 @@ def agentConfig(path=None, flags=None, environ=None):
         statusPort=port,
         labels={str(k): str(v) for k, v in labels.items()},
         createUsers=bool(data.get("create_users", True)),
+        allowedRunAs=_names(data, "allowed_run_as"),
         maxExpandedBytes=int(_number(data, "max_expanded_bytes",
                                      data.get("max_artifact_bytes", 10 * 1024 ** 3), 1)),
         podMaxExpandedBytes=_podBytes(data, "pod_max_expanded_bytes"),
