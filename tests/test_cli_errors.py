@@ -396,3 +396,113 @@ class PortTakenEndToEndTests(ServiceCommandMixin, unittest.TestCase):
         status = yield self.succeed("status", "web")
         self.assertIn("held by pid %d" % (os.getpid(),), status)
         self.assertIn("Address already in use", status)
+
+
+class DrainTests(unittest.TestCase):
+    """
+    C{p2 node remove --drain} keeps the node marker until the node's agent
+    has nothing left to remove (it removes nothing without the marker),
+    run in-process against a memory store an agent is simulated on.
+    """
+
+    def setUp(self):
+        from twisted.internet import task
+        from p2twisted.store.memory import MemoryState, MemoryStore
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+
+    def drain(self):
+        import argparse
+        import io
+        from p2twisted.cli import node
+        from p2twisted.store.memory import MemoryStore
+        options = argparse.Namespace(
+            node="n1", drain=True, timeout=60.0, out=io.StringIO(), err=io.StringIO(),
+            reactor=self.clock,
+            openStore=lambda: defer.succeed(MemoryStore(self.state, self.clock)))
+        self.result = []
+        d = node.runRemove(options)
+        d.addBoth(self.result.append)
+        return options
+
+    def agentStatus(self, pods, removals=None):
+        """
+        Write the agent's status record as its sync does (with its presence).
+        """
+        self.store.put(keys.machine("n1"), b'{"node": "n1"}')
+        self.store.put(keys.status("agents", "n1"), json.dumps({
+            "node": "n1", "pods": pods,
+            "removals": removals or {"state": "free", "held": [], "orphans": [],
+                                     "grace_until": {}}}).encode())
+
+    def markerKept(self):
+        return self.successResultOf(self.store.get(keys.intentNode("n1"))) is not None
+
+    def test_deployInFlight(self):
+        """
+        A pod the agent was deploying when it was unscheduled (its status
+        write, not waited for, has not landed; its reality comes at the end
+        of the deploy) keeps the marker until the agent's record, written
+        after the unschedule, no longer names it: the marker used to be
+        deleted at once, and the pod then ran on with nobody to remove it.
+        """
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.intent("n1", "hello"), b"id: hello\n")
+        self.agentStatus({"hello": {"state": "working"}})
+        self.drain()
+        self.clock.advance(1)
+        self.assertEqual(self.result, [])
+        self.assertTrue(self.markerKept())
+        # The agent's sync after the unschedule: hello in its grace.
+        self.agentStatus({"hello": {"state": "working"}},
+                         {"state": "grace", "held": [], "orphans": [],
+                          "grace_until": {"hello": 10.0}})
+        self.clock.advance(1)
+        self.assertTrue(self.markerKept())
+        # The deploy ends (status, then reality); after the grace the pod is
+        # removed: reality, then status deleted.
+        self.store.put(keys.status("pods", "n1", "hello"), b'{"state": "running"}')
+        self.store.put(keys.reality("n1", "hello"), b"id: hello\n")
+        self.clock.advance(1)
+        self.agentStatus({"hello": {"state": "working"}})
+        self.clock.advance(1)
+        self.assertTrue(self.markerKept())
+        self.store.delete(keys.reality("n1", "hello"))
+        self.store.delete(keys.status("pods", "n1", "hello"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+        self.assertFalse(self.markerKept())
+
+    def test_neverSeenByTheAgent(self):
+        """
+        A pod the agent's record (written after the unschedule) does not
+        name was never handed to a worker: the marker goes then.
+        """
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.intent("n1", "hello"), b"id: hello\n")
+        self.agentStatus({})
+        self.drain()
+        self.clock.advance(1)
+        self.assertTrue(self.markerKept())
+        self.agentStatus({})
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+        self.assertFalse(self.markerKept())
+
+    def test_heldRemovals(self):
+        """
+        Removals the agent holds (a new marker, orphans) end the drain at
+        once with the confirmation to run, and the marker kept.
+        """
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.reality("n1", "hello"), b"id: hello\n")
+        self.agentStatus({"hello": {"state": "idle"}},
+                         {"state": "held", "hold": "new-marker", "held": ["hello"],
+                          "orphans": [], "grace_until": {}, "confirm": "p2 node confirm n1"})
+        self.drain()
+        self.clock.advance(1)
+        [failure] = self.result
+        self.assertIn("p2 node confirm n1", failure.getErrorMessage())
+        self.assertIn("holds its removals", failure.getErrorMessage())
+        self.assertTrue(self.markerKept())
