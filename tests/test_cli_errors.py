@@ -358,6 +358,22 @@ class StartTests(ServiceCommandMixin, unittest.TestCase):
         self.assertTrue(any(info["agent"] for info in nodes.values()), nodes)
 
 
+    @defer.inlineCallbacks
+    def test_startAfterLogRotation(self):
+        """
+        C{p2 start} sees the agent register even when twistd rotates the
+        log as it starts (an agent.log at its 1 MB rotation length): it
+        used to look for the agent's log lines past the old log's end, find
+        none, and give up with exit 3 after its timeout.
+        """
+        os.makedirs(self.stateDir)
+        with open(os.path.join(self.stateDir, "agent.log"), "w") as f:
+            f.write(("an older agent's line\n" * 50000)[:1000001])
+        self.addCleanup(self.p2, "stop-agent")
+        out = yield self.succeed("start", "--supervisor", "builtin", "--timeout", "15")
+        self.assertIn("registered machines/", out)
+
+
 class PortTakenEndToEndTests(ServiceCommandMixin, unittest.TestCase):
     """
     The scenario of issue 10: another program already listens on a
