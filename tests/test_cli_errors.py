@@ -522,3 +522,66 @@ class DrainTests(unittest.TestCase):
         self.assertIn("p2 node confirm n1", failure.getErrorMessage())
         self.assertIn("holds its removals", failure.getErrorMessage())
         self.assertTrue(self.markerKept())
+
+
+class UndeployWaitTests(unittest.TestCase):
+    """
+    C{p2 undeploy --wait} returns once the nodes' agents have removed the
+    pod (after their removal grace): stopping the agent right after a plain
+    undeploy, as the README's tutorial did, left the pods running.
+    """
+
+    def setUp(self):
+        from twisted.internet import task
+        from p2twisted import services
+        from p2twisted.store.memory import MemoryState, MemoryStore
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+        self.successResultOf(services.addService(
+            self.store, "job", "command", {"command": "true"}))
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.intent("n1", "job"), b"id: job\n")
+        self.store.put(keys.reality("n1", "job"), b"id: job\n")
+        self.store.put(keys.status("pods", "n1", "job"), b'{"state": "running"}')
+
+    def undeploy(self):
+        import argparse
+        import io
+        from p2twisted.cli import service
+        from p2twisted.store.memory import MemoryStore
+        self.options = argparse.Namespace(
+            name="job", node=None, wait=True, timeout=60.0, out=io.StringIO(),
+            err=io.StringIO(), reactor=self.clock,
+            openStore=lambda: defer.succeed(MemoryStore(self.state, self.clock)))
+        self.result = []
+        service.runUndeploy(self.options).addBoth(self.result.append)
+
+    def test_waitsForTheRemoval(self):
+        """
+        It waits while the pod's reality and then its status record are
+        there, and says when it is removed.
+        """
+        self.undeploy()
+        self.clock.advance(10)
+        self.assertEqual(self.result, [])
+        self.store.delete(keys.reality("n1", "job"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [])
+        self.store.delete(keys.status("pods", "n1", "job"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+        self.assertIn("n1: removed", self.options.out.getvalue())
+
+    def test_held(self):
+        """
+        An agent holding its removals ends the wait at once, naming the
+        confirmation.
+        """
+        self.store.put(keys.status("agents", "n1"), json.dumps({"removals": {
+            "state": "held", "hold": "new-marker", "held": ["job"],
+            "confirm": "p2 node confirm n1"}}).encode())
+        self.undeploy()
+        self.clock.advance(1)
+        [failure] = self.result
+        self.assertIn("p2 node confirm n1", failure.getErrorMessage())
