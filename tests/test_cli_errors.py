@@ -523,6 +523,19 @@ class DrainTests(unittest.TestCase):
         self.assertIn("holds its removals", failure.getErrorMessage())
         self.assertTrue(self.markerKept())
 
+    def test_noMarker(self):
+        """
+        A node whose marker is gone while pods are still in its reality is
+        not waited for (its agent removes nothing without the marker): the
+        drain says how to let it remove them.
+        """
+        self.store.put(keys.label("node", "n1"), b'{"tier": "web"}')
+        self.store.put(keys.reality("n1", "hello"), b"id: hello\n")
+        self.drain()
+        [failure] = self.result
+        self.assertIn("has no marker", failure.getErrorMessage())
+        self.assertIn("p2 node add n1", failure.getErrorMessage())
+
 
 class UndeployWaitTests(unittest.TestCase):
     """

@@ -285,6 +285,11 @@ def runRemove(options):
                           "--drain'" % (name, "has pods scheduled: " + ", ".join(scheduled)
                                         if scheduled else "still runs pods: " + ", ".join(running),
                                         name))
+        if marker is None and running and options.drain:
+            raise P2Error("node %s has no marker, so its agent removes nothing (the failsafe) and "
+                          "%s stay; let it remove them with 'p2 node add %s' then 'p2 node "
+                          "confirm %s', then run this again" % (
+                              name, ", ".join(running), name, name))
         for podId in scheduled:
             yield intent.unschedule(store, name, podId)
             options.out.write("unscheduled %s from %s\n" % (podId, name))
