@@ -208,6 +208,7 @@ def waitOpened(options, pidfile, logfile, offset, pid):
         holder = None
         while True:
             holder = _presencePid((yield store.get(key)))
+            pid = pid or runningPid(pidfile)
             if pid is not None and holder == pid:
                 options.out.write("started the agent (pid %s) on %s: registered %s (log %s; stop "
                                   "it with 'p2 stop-agent')\n" % (pid, url, key, logfile))
