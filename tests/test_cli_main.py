@@ -174,3 +174,21 @@ task.react(run)
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         self.assertEqual((result.returncode, result.stdout.decode().strip()), (0, "over tls"),
                          result.stderr.decode())
+
+
+class ParserErrorTests(unittest.TestCase):
+
+    def test_choicesQuotedOrNot(self):
+        """
+        The closest choice is suggested whether argparse quotes the choices
+        in its message or not (Python 3.12.9, 3.13.2 and later).
+        """
+        for listed in ("'runit', 'builtin', 'auto'", "runit, builtin, auto"):
+            parser = main.Parser(prog="p2 start")
+            written = []
+            parser.exit = lambda status, message: written.append((status, message))
+            parser.error("argument --supervisor: invalid choice: 'runitt' (choose from %s)"
+                         % (listed,))
+            [(status, message)] = written
+            self.assertEqual(status, 2)
+            self.assertIn("invalid --supervisor 'runitt'; did you mean 'runit'?", message)

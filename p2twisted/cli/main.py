@@ -105,7 +105,8 @@ class Parser(argparse.ArgumentParser):
                          message)
         if match:
             argument, given = match.group(1), match.group(2)
-            hint = didYouMean(given, re.findall(r"'([^']*)'", match.group(3)))
+            # Some Pythons (3.12.9, 3.13.2 and later) list them unquoted: "(choose from a, b)".
+            hint = didYouMean(given, [c.strip().strip("'") for c in match.group(3).split(", ")])
             if argument.startswith("-"):
                 message = "invalid %s %r%s" % (argument.split("/")[-1], given, hint)
             else:
