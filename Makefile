@@ -87,9 +87,8 @@ demo: $(STAMP)
 demo-stop: $(STAMP)
 	@# The agent removes the pods, so it must be running while they are undeployed.
 	$(P2DEMO) start --node demo --supervisor $(SUP)
-	-$(P2DEMO) undeploy web
-	-$(P2DEMO) undeploy hello
-	@for i in $$(seq 150); do [ -z "$$(ls -A $(DEMO)/state/pods 2>/dev/null)" ] && break; sleep 0.2; done
+	-$(P2DEMO) undeploy web --wait --timeout 30
+	-$(P2DEMO) undeploy hello --wait --timeout 30
 	-$(P2DEMO) stop-agent
 
 clean:
