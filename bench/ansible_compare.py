@@ -58,8 +58,8 @@ PLAYBOOK = """\
     - unarchive: {src: "{{ artifact }}", dest: "{{ dest }}", remote_src: true}
     - shell: setsid nohup bin/launch </dev/null >/dev/null 2>&1 & echo $! > pid
       args: {chdir: "{{ dest }}"}
-      environment: {PORT: "{{ port }}", LAUNCHABLE_ROOT: "{{ dest }}"}
-    - uri: {url: "http://127.0.0.1:{{ port }}/_status"}
+      environment: {PORT: "{{ http_port }}", LAUNCHABLE_ROOT: "{{ dest }}"}
+    - uri: {url: "http://127.0.0.1:{{ http_port }}/_status"}
       register: status
       until: status.status == 200
       retries: 500
@@ -207,7 +207,7 @@ class Ansible(object):
         dest, port = os.path.join(self.workdir, "ansible%d" % (i + 1,)), freePort()
         started = time.perf_counter()
         result = subprocess.run(
-            [self.command, self.playbook, "-e", "dest=%s artifact=%s port=%d"
+            [self.command, self.playbook, "-e", "dest=%s artifact=%s http_port=%d"
              % (dest, self.artifact, port)],
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT)
