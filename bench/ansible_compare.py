@@ -6,7 +6,8 @@ user sees it, from starting the command to the server answering 200.
 
 p2: with an agent already running as its own C{twistd -n p2-agent} process
 (local store, runit as root), the wall time from starting the C{p2 schedule
-FILE --node N} process until C{GET /_status} on the pod's port answers 200.
+FILE --node N} process until C{GET /_status} on the pod's port answers 200
+and the process has exited (both are printed; the ratio uses this).
 Each run is a new pod on a new port, unscheduled and removed before the next
 (the bench agent's C{removal_grace} is 0).
 
@@ -24,8 +25,22 @@ Floor: C{tar xzf}, start, poll (as in C{bench/deploy_latency.py}).  p2,
 Ansible and the floor take turns run by run; one unmeasured round warms up.
 Goal (issue 10, item 3): Ansible's median >= 20x p2's.
 
-Measured (2 cores shared with other work, load average about 2, 7 runs):
-see README.rst, "Tests and benchmarks", for the latest figures.
+Measured (7 runs, 2 cores shared with other work, load average 2.1-2.8;
+ansible-core 2.19, Python 3.11), median / p90:
+
+    floor (tar xzf, start, poll)          7 ms /   14 ms
+    p2 schedule to 200 and exited       182-207 ms / 195-337 ms
+    ansible-playbook to 200            2.67-2.83 s / 2.75-3.65 s
+    ansible / p2                        x13.6-14.7 (goal x20: not met)
+
+Where p2's time goes (agent log, stamped to the microsecond, against each
+run's start): the C{p2} process itself is nearly all of it -- the agent's
+first line on the new pod comes 150-165 ms after the process started
+(C{bench/cli_start.py}: C{p2 schedule} takes about 200 ms alone, most of it
+importing Twisted and the reactor), then the agent takes 20-25 ms to run the
+pod (cache hit, extract, activate, runsv up), and busybox answers within a
+few ms; the pod often answers before the C{p2} process has exited.  Without
+pipelining Ansible takes about 0.3 s more.
 """
 
 import argparse
@@ -187,8 +202,19 @@ class P2(object):
         return pickups, runnings
 
     def stop(self):
-        self.agent.send_signal(signal.SIGTERM)
-        self.agent.wait()
+        """
+        Remove a pod a failed run left (under runit, it would outlive the
+        agent), then stop the agent.
+        """
+        try:
+            podId = self.starts[-1][0] if self.starts else None
+            if podId and os.path.exists(os.path.join(self.base, "pods", podId)):
+                subprocess.run(self.p2("unschedule", podId, "--node", "bench"), env=self.env,
+                               stdout=subprocess.DEVNULL)
+                waitUntilGone(self.base, podId)
+        finally:
+            self.agent.send_signal(signal.SIGTERM)
+            self.agent.wait()
 
 
 class Ansible(object):
