@@ -465,11 +465,32 @@ class RunitSupervisor(SupervisorBase):
             if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
                 continue
             path = os.path.join(serviceDir, name)
+            if ".removed-" in name and runsvAlive(path):
+                # A replaced runsv an agent stopped before it was told to
+                # exit (or that did not exit): deleting its directory would
+                # leave it and its svlogd running forever.
+                self._retireLeftover(name, path)
+                continue
             try:
                 if now - os.lstat(path).st_mtime > _STALE_AGE:
                     shutil.rmtree(path)
             except OSError:
                 log.failure("could not delete leftover {path}", path=path)
+
+    def _retireLeftover(self, name, path):
+        """
+        Tell the runsv of the moved-aside directory C{path} (named C{name})
+        to exit, then clean it up as L{_retire} does.
+        """
+        service = name[1:].rpartition(".removed-")[0]
+        try:
+            sendControl(path, SV_LETTERS["exit"])
+        except OSError as e:
+            log.warn("cannot tell the runsv of {path} to exit: {error}", path=path,
+                     error=e.strerror or e)
+        retiring = self._retire(service, path, self._layout.service(service))
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     def _status(self, name):
         path = self._layout.service(name)
@@ -712,6 +733,14 @@ class RunitSupervisor(SupervisorBase):
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
+        try:
+            # The crash-loop counters the finish script keeps (and just
+            # updated) stay with the service, as across any other restart.
+            shutil.copyfile(os.path.join(old, RESTARTS_FILE), os.path.join(new, RESTARTS_FILE))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.failure("could not keep the restart counters of {service}", service=name)
         try:
             os.rename(new, path)
             fsyncDir(self._layout.serviceDir)
