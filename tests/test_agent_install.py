@@ -239,6 +239,67 @@ class CheckArchiveTests(unittest.TestCase):
         self.rawArchive(plain, lambda data: None)
         self.assertEqual(checkArchive(self.path), ["a", "b/" + "x" * 120])
 
+    def test_paxRecordsReadAlike(self):
+        """
+        PAX records GNU tar reads differently from Python are refused: a
+        record longer than the header's data (GNU tar drops it and uses the
+        ustar name), two blanks after a length (only GNU tar reads the
+        record), a record in the padding after the data (only Python reads
+        it), and a size that only GNU tar reads, which would have it take a
+        file's content for headers never checked (here a device file).
+        Records both read alike, in PAX archives of Python and of GNU tar,
+        are accepted.
+        """
+        import subprocess
+        import tarfile
+
+        def header(name, kind=tarfile.REGTYPE, size=0):
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime, info.mode = kind, size, 1700000000, 0o644
+            return info.tobuf(tarfile.USTAR_FORMAT)
+
+        def pax(data, padding=b""):
+            body = data + padding
+            return header("pax", tarfile.XHDTYPE, len(data)) + body + bytes(-len(body) % 512)
+
+        def record(keyword, value):
+            body = b" %s=%s\n" % (keyword, value)
+            length = len(body) + len(str(len(body) + 2))
+            return b"%d%s" % (length, body)
+
+        device = tarfile.TarInfo("disk")
+        device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
+        content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+        long = record(b"path", b"checked")
+        cases = [("checked", pax(long[:-3], long[-3:]) + header("other")),
+                 ("other", pax(record(b" path", b"unchecked")) + header("other")),
+                 ("unchecked", pax(record(b"comment", b"x"), record(b"path", b"unchecked"))
+                  + header("other")),
+                 ("carrier", pax(record(b" size", b"0")) + header("carrier", size=len(content))
+                  + content)]
+        for name, blocks in cases:
+            data = blocks + bytes(1024)
+            listed = subprocess.run(["tar", "-tf", "-"], input=data, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL).stdout.decode().split()
+            self.assertNotEqual(listed, [name])
+            with gzip.open(self.path, "wb") as f:
+                f.write(data)
+            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+            self.assertIn(repr(name), str(e))
+            self.assertIn("read differently", str(e))
+
+        with gzip.open(self.path, "wb") as f:
+            f.write(pax(record(b"path", b"fine") + record(b"comment", b"a=b c")) + header("other")
+                    + bytes(1024))
+        self.assertEqual(checkArchive(self.path), ["fine"])
+        tree = os.path.join(self.dir, "tree")
+        deep = os.path.join(tree, "d" * 150, "\u00fcn\u00ef c\u00f6d\u00e9")
+        os.makedirs(deep)
+        with open(os.path.join(deep, "f" * 120), "w") as f:
+            f.write("x")
+        subprocess.run(["tar", "--format=pax", "-czf", self.path, "-C", tree, "."], check=True)
+        self.assertEqual(len(checkArchive(self.path)), 4)
+
     def test_fileNamedLikeDirectory(self):
         """
         A regular file (type '0') whose name ends with '/' is a directory to

@@ -485,16 +485,48 @@ def _fastHeader(block):
     return name, kind, size, (linkname if block[156:157] == b"1" else None)
 
 
+# A PAX record GNU tar and Python read alike: a decimal length, one blank, a
+# keyword (not starting with a blank, no NUL), '=', then the value and a
+# newline ending the record at that length (checked by _paxAlike).
+_PAX_RECORD = re.compile(rb"([0-9]+) ([^=\0 \t][^=\0]*)=")
+
+
+def _paxAlike(data, size):
+    """
+    Whether GNU tar and Python read the same records from a PAX header whose
+    data is C{data}: its C{size} bytes, then the padding to a whole block.
+    GNU tar reads records from the C{size} bytes up to a NUL, skipping
+    blanks before a length and after it, and drops a record whose length or
+    newline is wrong (keeping the name of the ustar header); Python reads
+    them up to one it cannot parse, padding included, and trusts the
+    lengths.
+    """
+    pos = 0
+    while pos < size and data[pos]:
+        match = _PAX_RECORD.match(data, pos)
+        if match is None:
+            return False
+        end = pos + int(match.group(1))
+        if not match.end() < end <= size or data[end - 1] != 0x0a:
+            return False
+        pos = end
+    return pos >= len(data) or data[pos] == 0
+
+
 def _checkChain(src, path, member):
     # The extension headers (long names, PAX) before member's header must
-    # lead to it as GNU tar reads them too: same sizes, so same offsets.
+    # lead to it as GNU tar reads them too: same sizes, so same offsets, and
+    # the same PAX records.
     offset, end = member.offset, member.offset_data - _BLOCK
     while offset < end:
         block = src.peek(offset, _BLOCK)
         size = _number(block[124:136]) if len(block) == _BLOCK else None
         if size is None or block[156] not in _EXTENSIONS:
             break
-        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+        padded = -(-size // _BLOCK) * _BLOCK
+        if block[156] in b"xXg" and not _paxAlike(src.peek(offset + _BLOCK, padded), size):
+            break
+        offset += _BLOCK + padded
     if offset != end:
         raise UnsafeArchive("unsafe archive %s: member %r has extension headers that tar "
                             "implementations read differently" % (path, member.name))
