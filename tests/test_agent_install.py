@@ -21,6 +21,35 @@ from tests.artifacts import buildHoist, member, simpleHoist
 TIMEOUT = 30
 
 
+def _header(name, kind=b"0", size=0):
+    """
+    @return: a plain ustar header block.
+    """
+    import tarfile
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime, info.mode = kind, size, 1700000000, 0o644
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def _extension(kind, data, padding=b""):
+    """
+    @return: an extension header of type C{kind} (long name, PAX...)
+        carrying C{data}, then C{padding} and NULs to a whole block.
+    """
+    body = data + padding
+    return _header("ext", kind, len(data)) + body + bytes(-len(body) % 512)
+
+
+def _record(keyword, value):
+    """
+    @return: a PAX record (its length right, unless C{keyword} starts with
+        a blank: then one more than the length field says).
+    """
+    body = b" %s=%s\n" % (keyword, value)
+    length = len(body) + len(str(len(body) + 2))
+    return b"%d%s" % (length, body)
+
+
 class CheckArchiveTests(unittest.TestCase):
     """
     L{checkArchive} accepts ordinary hoists and names the member it refuses.
@@ -252,41 +281,22 @@ class CheckArchiveTests(unittest.TestCase):
         """
         import subprocess
         import tarfile
-
-        def header(name, kind=tarfile.REGTYPE, size=0):
-            info = tarfile.TarInfo(name)
-            info.type, info.size, info.mtime, info.mode = kind, size, 1700000000, 0o644
-            return info.tobuf(tarfile.USTAR_FORMAT)
+        header, record = _header, _record
 
         def pax(data, padding=b""):
-            body = data + padding
-            return header("pax", tarfile.XHDTYPE, len(data)) + body + bytes(-len(body) % 512)
-
-        def record(keyword, value):
-            body = b" %s=%s\n" % (keyword, value)
-            length = len(body) + len(str(len(body) + 2))
-            return b"%d%s" % (length, body)
+            return _extension(tarfile.XHDTYPE, data, padding)
 
         device = tarfile.TarInfo("disk")
         device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
         content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
         long = record(b"path", b"checked")
-        cases = [("checked", pax(long[:-3], long[-3:]) + header("other")),
-                 ("other", pax(record(b" path", b"unchecked")) + header("other")),
-                 ("unchecked", pax(record(b"comment", b"x"), record(b"path", b"unchecked"))
-                  + header("other")),
-                 ("carrier", pax(record(b" size", b"0")) + header("carrier", size=len(content))
-                  + content)]
-        for name, blocks in cases:
-            data = blocks + bytes(1024)
-            listed = subprocess.run(["tar", "-tf", "-"], input=data, stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL).stdout.decode().split()
-            self.assertNotEqual(listed, [name])
-            with gzip.open(self.path, "wb") as f:
-                f.write(data)
-            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
-            self.assertIn(repr(name), str(e))
-            self.assertIn("read differently", str(e))
+        cases = [("checked", ["other"], pax(long[:-3], long[-3:]) + header("other")),
+                 ("other", ["unchecked"], pax(record(b" path", b"unchecked")) + header("other")),
+                 ("unchecked", ["other"],
+                  pax(record(b"comment", b"x"), record(b"path", b"unchecked")) + header("other")),
+                 ("carrier", ["carrier", "disk"], pax(record(b" size", b"0"))
+                  + header("carrier", size=len(content)) + content)]
+        self.refusedChains(cases)
 
         with gzip.open(self.path, "wb") as f:
             f.write(pax(record(b"path", b"fine") + record(b"comment", b"a=b c")) + header("other")
@@ -299,6 +309,47 @@ class CheckArchiveTests(unittest.TestCase):
             f.write("x")
         subprocess.run(["tar", "--format=pax", "-czf", self.path, "-C", tree, "."], check=True)
         self.assertEqual(len(checkArchive(self.path)), 4)
+
+    def refusedChains(self, cases):
+        """
+        Assert each archive of C{cases} (C{(name Python reads, what GNU tar
+        lists, tar blocks)}) is listed so by C{tar -tv}, and is refused
+        naming C{name}.
+        """
+        import subprocess
+        for name, listing, blocks in cases:
+            data = blocks + bytes(1024)
+            listed = subprocess.run(["tar", "-tvf", "-"], input=data, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL).stdout.decode().splitlines()
+            self.assertEqual([line.split(None, 5)[5] for line in listed], listing)
+            with gzip.open(self.path, "wb") as f:
+                f.write(data)
+            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+            self.assertIn(repr(name), str(e))
+            self.assertIn("read differently", str(e))
+
+    def test_extensionChainsReadAlike(self):
+        """
+        Of two long names (or link names, or PAX headers) for one member,
+        Python reads the first and GNU tar the last; of a long name then a
+        PAX path, Python reads the long name and GNU tar the path: refused.
+        A PAX path then a long name (both read the path) is accepted.
+        """
+        import tarfile
+        L, K, X = tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE
+        self.refusedChains([
+            ("first", ["second"],
+             _extension(L, b"first\0") + _extension(L, b"second\0") + _header("x")),
+            ("n", ["n -> second"], _extension(K, b"first\0") + _extension(K, b"second\0")
+             + _header("n", tarfile.SYMTYPE)),
+            ("first", ["second"], _extension(X, _record(b"path", b"first"))
+             + _extension(X, _record(b"path", b"second")) + _header("x")),
+            ("first", ["second"], _extension(L, b"first\0")
+             + _extension(X, _record(b"path", b"second")) + _header("x"))])
+        with gzip.open(self.path, "wb") as f:
+            f.write(_extension(X, _record(b"path", b"first")) + _extension(L, b"second\0")
+                    + _header("x") + bytes(1024))
+        self.assertEqual(checkArchive(self.path), ["first"])
 
     def test_fileNamedLikeDirectory(self):
         """

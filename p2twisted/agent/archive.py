@@ -516,13 +516,21 @@ def _paxAlike(data, size):
 def _checkChain(src, path, member):
     # The extension headers (long names, PAX) before member's header must
     # lead to it as GNU tar reads them too: same sizes, so same offsets, and
-    # the same PAX records.
+    # the same PAX records.  Of two long names (or link names, or PAX
+    # headers) for one member, Python takes the first, GNU tar the last; of
+    # a long name and a later PAX path, Python takes the long name, GNU tar
+    # the path: such chains are refused.
     offset, end = member.offset, member.offset_data - _BLOCK
+    seen = set()
     while offset < end:
         block = src.peek(offset, _BLOCK)
         size = _number(block[124:136]) if len(block) == _BLOCK else None
         if size is None or block[156] not in _EXTENSIONS:
             break
+        kind = b"x" if block[156:157] == b"X" else block[156:157]
+        if kind != b"g" and (kind in seen or kind == b"x" and seen & {b"L", b"K"}):
+            break
+        seen.add(kind)
         padded = -(-size // _BLOCK) * _BLOCK
         if block[156] in b"xXg" and not _paxAlike(src.peek(offset + _BLOCK, padded), size):
             break
