@@ -353,10 +353,14 @@ class CheckArchiveTests(unittest.TestCase):
 
     def test_fileNamedLikeDirectory(self):
         """
-        A regular file (type '0') whose name ends with '/' is a directory to
-        GNU tar but a file to Python: refused.
+        A regular file (type '0') whose name (or PAX path) ends with '/' is a
+        directory to GNU tar but a file to Python: refused.
         """
         self.refused("d/", "directory's name", extra=[member("d/", content=b"")])
+        import tarfile
+        info, data = member("d", content=b"x")
+        info.pax_headers = {"path": "d/"}
+        self.refused("d", "directory's name", format=tarfile.PAX_FORMAT, extra=[(info, data)])
 
     def test_notGzip(self):
         """

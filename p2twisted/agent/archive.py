@@ -144,9 +144,11 @@ class _Validator(object):
             self._refuse(name, "has the setuid/setgid bit (mode %04o)" % (member.mode,))
         if member.issym() and not member.linkname:
             self._refuse(name, "is a symbolic link with an empty target")
-        if member.isreg() and name.endswith("/"):
-            self._refuse(name, "is a regular file with a directory's name (tar implementations "
-                         "read it differently)")
+        if not member.isdir() and (name.endswith("/") or member.pax_headers.get(
+                "path", "").endswith("/")):
+            # A directory to GNU tar; Python strips the '/' of a PAX path.
+            self._refuse(name, "is a %s with a directory's name (tar implementations "
+                         "read it differently)" % (kind,))
         if member.issparse() or (member.pax_headers and any(
                 k.startswith("GNU.sparse.") for k in member.pax_headers)):
             self._refuse(name, "is a sparse file (not supported)")
