@@ -354,13 +354,22 @@ class CheckArchiveTests(unittest.TestCase):
     def test_fileNamedLikeDirectory(self):
         """
         A regular file (type '0') whose name (or PAX path) ends with '/' is a
-        directory to GNU tar but a file to Python: refused.
+        directory to GNU tar but a file to Python: refused; so is the
+        reverse.
         """
         self.refused("d/", "directory's name", extra=[member("d/", content=b"")])
         import tarfile
         info, data = member("d", content=b"x")
         info.pax_headers = {"path": "d/"}
         self.refused("d", "directory's name", format=tarfile.PAX_FORMAT, extra=[(info, data)])
+        # Type NUL and a header name ending with '/' (a directory to Python)
+        # but a long name or PAX path without (a regular file to GNU tar).
+        old = bytearray(_header("d/"))
+        old[156:157], old[148:156] = b"\0", b" " * 8
+        old[148:156] = b"%06o\0 " % (sum(old),)
+        self.refusedChains([
+            ("file", ["file"], _extension(tarfile.GNUTYPE_LONGNAME, b"file\0") + old),
+            ("file", ["file"], _extension(tarfile.XHDTYPE, _record(b"path", b"file")) + old)])
 
     def test_notGzip(self):
         """

@@ -157,6 +157,12 @@ class _Validator(object):
             self._refuse(name, "has a header that tar implementations read differently "
                          "(PAX size %r)" % (member.pax_headers["size"],))
         if header is not None:
+            if header[156:157] == b"\0" and member.isdir() and \
+                    member.offset_data - _BLOCK != member.offset:
+                # Python took it for a directory by its header's name ending
+                # in '/'; GNU tar goes by the long name or PAX path.
+                self._refuse(name, "has a header that tar implementations read differently "
+                             "(type NUL, a directory by the header's name only)")
             if header[257:263] != b"ustar\0" and header[345:500].strip(b"\0"):
                 # Python prepends this "prefix" field to the name whatever
                 # the magic; GNU tar only for POSIX ustar.  Refuse the
