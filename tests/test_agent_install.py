@@ -333,7 +333,8 @@ class CheckArchiveTests(unittest.TestCase):
         Of two long names (or link names, or PAX headers) for one member,
         Python reads the first and GNU tar the last; of a long name then a
         PAX path, Python reads the long name and GNU tar the path: refused.
-        A PAX path then a long name (both read the path) is accepted.
+        So is a global header with records only GNU tar reads.  A PAX path
+        then a long name (both read the path) is accepted.
         """
         import tarfile
         L, K, X = tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE
@@ -346,6 +347,14 @@ class CheckArchiveTests(unittest.TestCase):
              + _extension(X, _record(b"path", b"second")) + _header("x")),
             ("first", ["second"], _extension(L, b"first\0")
              + _extension(X, _record(b"path", b"second")) + _header("x"))])
+        # A global header's records are checked too: only GNU tar reads this
+        # size, and would take the file's content for a header.
+        device = tarfile.TarInfo("disk")
+        device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
+        content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+        self.refusedChains([
+            ("carrier", ["carrier", "disk"], _extension(tarfile.XGLTYPE, _record(b" size", b"0"))
+             + _header("carrier", size=len(content)) + content)])
         with gzip.open(self.path, "wb") as f:
             f.write(_extension(X, _record(b"path", b"first")) + _extension(L, b"second\0")
                     + _header("x") + bytes(1024))

@@ -521,14 +521,14 @@ def _paxAlike(data, size):
     return pos >= len(data) or data[pos] == 0
 
 
-def _checkChain(src, path, member):
+def _checkChain(src, path, member, offset):
     # The extension headers (long names, PAX) before member's header must
     # lead to it as GNU tar reads them too: same sizes, so same offsets, and
     # the same PAX records.  Of two long names (or link names, or PAX
     # headers) for one member, Python takes the first, GNU tar the last; of
     # a long name and a later PAX path, Python takes the long name, GNU tar
     # the path: such chains are refused.
-    offset, end = member.offset, member.offset_data - _BLOCK
+    end = member.offset_data - _BLOCK
     seen = set()
     while offset < end:
         block = src.peek(offset, _BLOCK)
@@ -584,8 +584,9 @@ def _scan(path, maxBytes, sink=None, freeBytes=None, target=None, names=None, ha
                     state.offset = offset
                     m = tarfile.TarInfo.fromtarfile(state)
                     header = src.peek(m.offset_data - _BLOCK, _BLOCK)
-                    if m.offset_data - _BLOCK != m.offset:
-                        _checkChain(src, path, m)
+                    if m.offset_data - _BLOCK != offset:
+                        # (m.offset is after any global header.)
+                        _checkChain(src, path, m, offset)
                     validator.check(m, header, state.pax_headers)
                     name, offset = m.name, state.offset
                 if names is not None:
