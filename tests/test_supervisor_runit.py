@@ -338,6 +338,27 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertNotIn("hello from %d" % (first.pid,), _text(current))
 
     @defer.inlineCallbacks
+    def test_flushOutsideReactor(self):
+        """
+        A new service directory is flushed to disk (C{syncfs}, which waits
+        for every write to the filesystem) outside the reactor's thread, for
+        a new service and for one replaced within runsv's pause.
+        """
+        import threading
+        from p2twisted.agent.supervisors import runit
+        flushed = []
+        original = runit.syncFilesystem
+
+        def syncFilesystem(path):
+            flushed.append(threading.current_thread() is threading.main_thread())
+            return original(path)
+        self.patch(runit, "syncFilesystem", syncFilesystem)
+        yield self.sup.start(self.sleeper())
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        yield self.sup.start(self.sleeper(), restart=True)
+        self.assertEqual(flushed, [False, False])
+
+    @defer.inlineCallbacks
     def test_restartWithinPauseKeepsCounters(self):
         """
         A restart by a new runsv keeps the service's crash-loop counters

@@ -61,7 +61,7 @@ import struct
 import time
 
 import attr
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -506,6 +506,15 @@ class RunitSupervisor(SupervisorBase):
             uptime=max(0.0, self._reactor.seconds() - current.stamp),
             wantUp=current.want == "u", **readRestarts(path))
 
+    def _inThread(self, f, *args):
+        """
+        Run C{f(*args)} in the reactor's thread pool: for L{_define} and
+        L{_build}, whose C{syncfs} waits for everything written to the
+        filesystem (pods' files, logs), not only the service's, and must
+        not block the reactor meanwhile.
+        """
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
     def _build(self, spec):
         """
         Build C{spec}'s new service directory under a dot name
@@ -655,7 +664,7 @@ class RunitSupervisor(SupervisorBase):
         deadline = began + spec.restartTimeout
         path = self._layout.service(spec.name)
         try:
-            change = self._define(spec)
+            change = yield self._inThread(self._define, spec)
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s"
                                   % (path, e))
@@ -716,7 +725,7 @@ class RunitSupervisor(SupervisorBase):
         # directory is built meanwhile.
         stopping = self._stopRunning(name, path, spec.restartTimeout)
         try:
-            new = self._build(spec)
+            new = yield self._inThread(self._build, spec)
         except OSError as e:
             yield stopping
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
