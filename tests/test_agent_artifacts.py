@@ -371,6 +371,38 @@ class FetchTests(unittest.TestCase):
         self.assertFalse(os.path.exists(live))
 
 
+    @defer.inlineCallbacks
+    def test_finishedDownloadNotTakenForLeftover(self):
+        """
+        A download that is complete but not yet in the cache is not deleted
+        by another fetch's look for leftovers (in another thread) at that
+        moment: it is held until renamed.
+        """
+        cache = self.cache()
+        openTemp = cache._openTemp
+        swept = []
+
+        class Closing(object):
+            # The download file; at its close, another fetch sweeps.
+            def __init__(self, f):
+                self._f = f
+
+            def write(self, data):
+                return self._f.write(data)
+
+            def close(self):
+                self._f.close()
+                swept.extend(cache.removeLeftovers())
+
+        def opening():
+            path, out = openTemp()
+            return path, Closing(out)
+        self.patch(cache, "_openTemp", opening)
+        path, sha = yield cache.fetch(self.fileURL(), digest=self.sha)
+        self.assertEqual(swept, [])
+        self.assertEqual(sha256File(path), self.sha)
+
+
 class FullFile(object):
     """
     A file on a full disk.

@@ -21,6 +21,35 @@ from tests.artifacts import buildHoist, member, simpleHoist
 TIMEOUT = 30
 
 
+def _header(name, kind=b"0", size=0):
+    """
+    @return: a plain ustar header block.
+    """
+    import tarfile
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime, info.mode = kind, size, 1700000000, 0o644
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def _extension(kind, data, padding=b""):
+    """
+    @return: an extension header of type C{kind} (long name, PAX...)
+        carrying C{data}, then C{padding} and NULs to a whole block.
+    """
+    body = data + padding
+    return _header("ext", kind, len(data)) + body + bytes(-len(body) % 512)
+
+
+def _record(keyword, value):
+    """
+    @return: a PAX record (its length right, unless C{keyword} starts with
+        a blank: then one more than the length field says).
+    """
+    body = b" %s=%s\n" % (keyword, value)
+    length = len(body) + len(str(len(body) + 2))
+    return b"%d%s" % (length, body)
+
+
 class CheckArchiveTests(unittest.TestCase):
     """
     L{checkArchive} accepts ordinary hoists and names the member it refuses.
@@ -239,12 +268,117 @@ class CheckArchiveTests(unittest.TestCase):
         self.rawArchive(plain, lambda data: None)
         self.assertEqual(checkArchive(self.path), ["a", "b/" + "x" * 120])
 
+    def test_paxRecordsReadAlike(self):
+        """
+        PAX records GNU tar reads differently from Python are refused: a
+        record longer than the header's data (GNU tar drops it and uses the
+        ustar name), two blanks after a length (only GNU tar reads the
+        record), a record in the padding after the data (only Python reads
+        it), and a size that only GNU tar reads, which would have it take a
+        file's content for headers never checked (here a device file).
+        Records both read alike, in PAX archives of Python and of GNU tar,
+        are accepted.
+        """
+        import subprocess
+        import tarfile
+        header, record = _header, _record
+
+        def pax(data, padding=b""):
+            return _extension(tarfile.XHDTYPE, data, padding)
+
+        device = tarfile.TarInfo("disk")
+        device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
+        content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+        long = record(b"path", b"checked")
+        cases = [("checked", ["other"], pax(long[:-3], long[-3:]) + header("other")),
+                 ("other", ["unchecked"], pax(record(b" path", b"unchecked")) + header("other")),
+                 ("unchecked", ["other"],
+                  pax(record(b"comment", b"x"), record(b"path", b"unchecked")) + header("other")),
+                 ("carrier", ["carrier", "disk"], pax(record(b" size", b"0"))
+                  + header("carrier", size=len(content)) + content)]
+        self.refusedChains(cases)
+
+        with gzip.open(self.path, "wb") as f:
+            f.write(pax(record(b"path", b"fine") + record(b"comment", b"a=b c")) + header("other")
+                    + bytes(1024))
+        self.assertEqual(checkArchive(self.path), ["fine"])
+        tree = os.path.join(self.dir, "tree")
+        deep = os.path.join(tree, "d" * 150, "\u00fcn\u00ef c\u00f6d\u00e9")
+        os.makedirs(deep)
+        with open(os.path.join(deep, "f" * 120), "w") as f:
+            f.write("x")
+        subprocess.run(["tar", "--format=pax", "-czf", self.path, "-C", tree, "."], check=True)
+        self.assertEqual(len(checkArchive(self.path)), 4)
+
+    def refusedChains(self, cases):
+        """
+        Assert each archive of C{cases} (C{(name Python reads, what GNU tar
+        lists, tar blocks)}) is listed so by C{tar -tv}, and is refused
+        naming C{name}.
+        """
+        import subprocess
+        for name, listing, blocks in cases:
+            data = blocks + bytes(1024)
+            listed = subprocess.run(["tar", "-tvf", "-"], input=data, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL).stdout.decode().splitlines()
+            self.assertEqual([line.split(None, 5)[5] for line in listed], listing)
+            with gzip.open(self.path, "wb") as f:
+                f.write(data)
+            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+            self.assertIn(repr(name), str(e))
+            self.assertIn("read differently", str(e))
+
+    def test_extensionChainsReadAlike(self):
+        """
+        Of two long names (or link names, or PAX headers) for one member,
+        Python reads the first and GNU tar the last; of a long name then a
+        PAX path, Python reads the long name and GNU tar the path: refused.
+        So is a global header with records only GNU tar reads.  A PAX path
+        then a long name (both read the path) is accepted.
+        """
+        import tarfile
+        L, K, X = tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE
+        self.refusedChains([
+            ("first", ["second"],
+             _extension(L, b"first\0") + _extension(L, b"second\0") + _header("x")),
+            ("n", ["n -> second"], _extension(K, b"first\0") + _extension(K, b"second\0")
+             + _header("n", tarfile.SYMTYPE)),
+            ("first", ["second"], _extension(X, _record(b"path", b"first"))
+             + _extension(X, _record(b"path", b"second")) + _header("x")),
+            ("first", ["second"], _extension(L, b"first\0")
+             + _extension(X, _record(b"path", b"second")) + _header("x"))])
+        # A global header's records are checked too: only GNU tar reads this
+        # size, and would take the file's content for a header.
+        device = tarfile.TarInfo("disk")
+        device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
+        content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+        self.refusedChains([
+            ("carrier", ["carrier", "disk"], _extension(tarfile.XGLTYPE, _record(b" size", b"0"))
+             + _header("carrier", size=len(content)) + content)])
+        with gzip.open(self.path, "wb") as f:
+            f.write(_extension(X, _record(b"path", b"first")) + _extension(L, b"second\0")
+                    + _header("x") + bytes(1024))
+        self.assertEqual(checkArchive(self.path), ["first"])
+
     def test_fileNamedLikeDirectory(self):
         """
-        A regular file (type '0') whose name ends with '/' is a directory to
-        GNU tar but a file to Python: refused.
+        A regular file (type '0') whose name (or PAX path) ends with '/' is a
+        directory to GNU tar but a file to Python: refused; so is the
+        reverse.
         """
         self.refused("d/", "directory's name", extra=[member("d/", content=b"")])
+        import tarfile
+        info, data = member("d", content=b"x")
+        info.pax_headers = {"path": "d/"}
+        self.refused("d", "directory's name", format=tarfile.PAX_FORMAT, extra=[(info, data)])
+        # Type NUL and a header name ending with '/' (a directory to Python)
+        # but a long name or PAX path without (a regular file to GNU tar).
+        old = bytearray(_header("d/"))
+        old[156:157], old[148:156] = b"\0", b" " * 8
+        old[148:156] = b"%06o\0 " % (sum(old),)
+        self.refusedChains([
+            ("file", ["file"], _extension(tarfile.GNUTYPE_LONGNAME, b"file\0") + old),
+            ("file", ["file"], _extension(tarfile.XHDTYPE, _record(b"path", b"file")) + old)])
 
     def test_notGzip(self):
         """

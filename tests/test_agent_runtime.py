@@ -341,6 +341,29 @@ class ChpstArgvTests(unittest.TestCase):
                          sorted(set(os.getgrouplist("root", entry.pw_gid))))
         self.assertRaises(AgentError, runtime.chpstUser, "no-such-user-%s" % (uuid.uuid4().hex[:8],))
 
+    def test_tooManyGroups(self):
+        """
+        chpst takes at most L{runtime.CHPST_MAX_GROUPS} groups (it refuses
+        more and the pod would never start): a user in more is started by
+        p2-exec instead (L{runtime.chpstArgv} returns C{None}).
+        """
+        import shutil
+        chpst = shutil.which("chpst")
+        if chpst is not None and IS_ROOT:
+            def runs(count):
+                groups = ":".join(str(g) for g in range(1000, 1000 + count))
+                return subprocess.run([chpst, "-u", ":65534:" + groups, "true"],
+                                      stderr=subprocess.PIPE, timeout=60).returncode == 0
+            self.assertTrue(runs(runtime.CHPST_MAX_GROUPS))
+            self.assertFalse(runs(runtime.CHPST_MAX_GROUPS + 1))
+        self.patch(os, "getgrouplist",
+                   lambda name, gid: [gid] + list(range(1000, 1000 + runtime.CHPST_MAX_GROUPS)))
+        self.assertIsNone(runtime.chpstUser("root"))
+        self.assertIsNone(runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch"))
+        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch",
+                                    switchUser=False)
+        self.assertEqual(argv[-1], "/data/pods/web/app/current/bin/launch")
+
     def start(self, argv, env=None):
         result = subprocess.run(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,

@@ -22,7 +22,7 @@ from p2twisted.agent.supervisors.runit import (
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
 from tests.test_supervisors import (
-    ProcessTestMixin, alive, readPids, runsvFor, waitFor)
+    ProcessTestMixin, alive, processesUnder, readPids, runsvFor, waitFor)
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -345,6 +345,77 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual(len(rotated), 1)
         self.assertIn("hello from %d" % (first.pid,), _text(os.path.join(main, rotated[0])))
         self.assertNotIn("hello from %d" % (first.pid,), _text(current))
+
+    @defer.inlineCallbacks
+    def test_flushOutsideReactor(self):
+        """
+        A new service directory is flushed to disk (C{syncfs}, which waits
+        for every write to the filesystem) outside the reactor's thread, for
+        a new service and for one replaced within runsv's pause.
+        """
+        import threading
+        from p2twisted.agent.supervisors import runit
+        flushed = []
+        original = runit.syncFilesystem
+
+        def syncFilesystem(path):
+            flushed.append(threading.current_thread() is threading.main_thread())
+            return original(path)
+        self.patch(runit, "syncFilesystem", syncFilesystem)
+        yield self.sup.start(self.sleeper())
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        yield self.sup.start(self.sleeper(), restart=True)
+        self.assertEqual(flushed, [False, False])
+
+    @defer.inlineCallbacks
+    def test_restartWithinPauseKeepsCounters(self):
+        """
+        A restart by a new runsv keeps the service's crash-loop counters
+        (C{p2-restarts}), as a restart by the same runsv does.
+        """
+        yield self.sup.start(self.sleeper())
+        with open(os.path.join(self.path, "p2-restarts"), "w") as f:
+            f.write("5 0 0 0 3 0 0 0\n")
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        oldRunsv = runsvFor(self.path)
+        yield self.sup.start(self.sleeper(), restart=True)
+        self.assertNotEqual(runsvFor(self.path), oldRunsv)
+        status = yield self.sup.status("svc")
+        self.assertEqual(status.restarts, 5)
+
+    @defer.inlineCallbacks
+    def test_replacedRunsvLeftByCrash(self):
+        """
+        An agent stopped after moving a replaced service directory aside but
+        before its runsv exited leaves that runsv (and its svlogd) running
+        there: the next agent tells it to exit, keeps its logs in the
+        service's log directory and deletes the directory, however old.
+        """
+        first = yield self.sup.start(self.sleeper())
+        main = os.path.join(self.path, "log", "main")
+        yield waitFor(lambda: "hello from %d" % (first.pid,) in _text(os.path.join(main, "current")),
+                      what="first run's output")
+        yield self.sup.stop("svc", 5.0)
+        old = os.path.join(self.layout.serviceDir, ".svc.removed-crashed")
+        os.rename(self.path, old)
+        past = time.time() - 3600
+        os.utime(old, (past, past))
+        left = processesUnder(old)
+
+        def killLeft():
+            for pid in left:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        self.addCleanup(killLeft)
+        self.assertEqual(len(left), 2, "runsv and svlogd")
+        yield self.sup.start(self.sleeper())
+        successor = RunitSupervisor(self.layout, reactor)
+        yield successor.close()
+        self.assertEqual([pid for pid in left if alive(pid)], [])
+        self.assertFalse(os.path.exists(old))
+        rotated = [n for n in os.listdir(main) if n.startswith("@")]
+        self.assertEqual(len(rotated), 1)
+        self.assertIn("hello from %d" % (first.pid,), _text(os.path.join(main, rotated[0])))
 
     @defer.inlineCallbacks
     def test_changedDefinition(self):

@@ -144,9 +144,11 @@ class _Validator(object):
             self._refuse(name, "has the setuid/setgid bit (mode %04o)" % (member.mode,))
         if member.issym() and not member.linkname:
             self._refuse(name, "is a symbolic link with an empty target")
-        if member.isreg() and name.endswith("/"):
-            self._refuse(name, "is a regular file with a directory's name (tar implementations "
-                         "read it differently)")
+        if not member.isdir() and (name.endswith("/") or member.pax_headers.get(
+                "path", "").endswith("/")):
+            # A directory to GNU tar; Python strips the '/' of a PAX path.
+            self._refuse(name, "is a %s with a directory's name (tar implementations "
+                         "read it differently)" % (kind,))
         if member.issparse() or (member.pax_headers and any(
                 k.startswith("GNU.sparse.") for k in member.pax_headers)):
             self._refuse(name, "is a sparse file (not supported)")
@@ -155,6 +157,12 @@ class _Validator(object):
             self._refuse(name, "has a header that tar implementations read differently "
                          "(PAX size %r)" % (member.pax_headers["size"],))
         if header is not None:
+            if header[156:157] == b"\0" and member.isdir() and \
+                    member.offset_data - _BLOCK != member.offset:
+                # Python took it for a directory by its header's name ending
+                # in '/'; GNU tar goes by the long name or PAX path.
+                self._refuse(name, "has a header that tar implementations read differently "
+                             "(type NUL, a directory by the header's name only)")
             if header[257:263] != b"ustar\0" and header[345:500].strip(b"\0"):
                 # Python prepends this "prefix" field to the name whatever
                 # the magic; GNU tar only for POSIX ustar.  Refuse the
@@ -485,16 +493,56 @@ def _fastHeader(block):
     return name, kind, size, (linkname if block[156:157] == b"1" else None)
 
 
-def _checkChain(src, path, member):
+# A PAX record GNU tar and Python read alike: a decimal length, one blank, a
+# keyword (not starting with a blank, no NUL), '=', then the value and a
+# newline ending the record at that length (checked by _paxAlike).
+_PAX_RECORD = re.compile(rb"([0-9]+) ([^=\0 \t][^=\0]*)=")
+
+
+def _paxAlike(data, size):
+    """
+    Whether GNU tar and Python read the same records from a PAX header whose
+    data is C{data}: its C{size} bytes, then the padding to a whole block.
+    GNU tar reads records from the C{size} bytes up to a NUL, skipping
+    blanks before a length and after it, and drops a record whose length or
+    newline is wrong (keeping the name of the ustar header); Python reads
+    them up to one it cannot parse, padding included, and trusts the
+    lengths.
+    """
+    pos = 0
+    while pos < size and data[pos]:
+        match = _PAX_RECORD.match(data, pos)
+        if match is None:
+            return False
+        end = pos + int(match.group(1))
+        if not match.end() < end <= size or data[end - 1] != 0x0a:
+            return False
+        pos = end
+    return pos >= len(data) or data[pos] == 0
+
+
+def _checkChain(src, path, member, offset):
     # The extension headers (long names, PAX) before member's header must
-    # lead to it as GNU tar reads them too: same sizes, so same offsets.
-    offset, end = member.offset, member.offset_data - _BLOCK
+    # lead to it as GNU tar reads them too: same sizes, so same offsets, and
+    # the same PAX records.  Of two long names (or link names, or PAX
+    # headers) for one member, Python takes the first, GNU tar the last; of
+    # a long name and a later PAX path, Python takes the long name, GNU tar
+    # the path: such chains are refused.
+    end = member.offset_data - _BLOCK
+    seen = set()
     while offset < end:
         block = src.peek(offset, _BLOCK)
         size = _number(block[124:136]) if len(block) == _BLOCK else None
         if size is None or block[156] not in _EXTENSIONS:
             break
-        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+        kind = b"x" if block[156:157] == b"X" else block[156:157]
+        if kind != b"g" and (kind in seen or kind == b"x" and seen & {b"L", b"K"}):
+            break
+        seen.add(kind)
+        padded = -(-size // _BLOCK) * _BLOCK
+        if block[156] in b"xXg" and not _paxAlike(src.peek(offset + _BLOCK, padded), size):
+            break
+        offset += _BLOCK + padded
     if offset != end:
         raise UnsafeArchive("unsafe archive %s: member %r has extension headers that tar "
                             "implementations read differently" % (path, member.name))
@@ -536,8 +584,9 @@ def _scan(path, maxBytes, sink=None, freeBytes=None, target=None, names=None, ha
                     state.offset = offset
                     m = tarfile.TarInfo.fromtarfile(state)
                     header = src.peek(m.offset_data - _BLOCK, _BLOCK)
-                    if m.offset_data - _BLOCK != m.offset:
-                        _checkChain(src, path, m)
+                    if m.offset_data - _BLOCK != offset:
+                        # (m.offset is after any global header.)
+                        _checkChain(src, path, m, offset)
                     validator.check(m, header, state.pax_headers)
                     name, offset = m.name, state.offset
                 if names is not None:

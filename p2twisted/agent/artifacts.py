@@ -354,7 +354,7 @@ class ArtifactCache(object):
                 log.debug("cache hit for {url}", url=url, sha=expected, event="cache-hit")
                 return cached, expected
         yield self._inThread(self.removeLeftovers)
-        tmp, sha = yield self._retrying(url, self._download, url, scheme)
+        tmp, out, sha = yield self._retrying(url, self._download, url, scheme)
         try:
             if expected is not None and sha != expected:
                 raise DigestMismatch("sha256 mismatch for %s: got %s, expected %s (from %s)"
@@ -368,6 +368,10 @@ class ArtifactCache(object):
         except Exception:
             _unlink(tmp)
             raise
+        finally:
+            # Its flock is held until it is no longer a download file: a
+            # removeLeftovers in another thread would delete it meanwhile.
+            out.close()
         log.info("fetched {url}", url=url, sha=sha, event="fetched")
         yield self._inThread(self._used, final)
         yield self._inThread(self.evict)
@@ -501,7 +505,9 @@ class ArtifactCache(object):
     @defer.inlineCallbacks
     def _download(self, url, scheme):
         """
-        @return: L{Deferred} firing with C{(temporary path, sha256)}.
+        @return: L{Deferred} firing with C{(temporary path, its file, sha256)};
+            the caller closes the file once the path is renamed (see
+            L{removeLeftovers}).
         """
         path, out = self._openTemp()
         try:
@@ -515,12 +521,11 @@ class ArtifactCache(object):
                     _writeAll(out, data, path)
                 yield self._get(url, sink)
                 sha = h.hexdigest()
-            out.close()
         except Exception:
             out.close()
             _unlink(path)
             raise
-        return path, sha
+        return path, out, sha
 
     def _readSmall(self, url):
         """

@@ -402,11 +402,14 @@ class PodOperations(object):
     def _startArgv(self, manifest, layout, launchableId, user, entry):
         """
         @return: C{(argv, env)} starting an entry point as a service: by chpst
-            when it can (no cgroup to join), else by p2-exec.
+            when it can (no cgroup to join, not too many groups), else by
+            p2-exec.
         """
         if self.chpst and not manifest.launchables[launchableId].cgroup:
-            return runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
-                                     switchUser=self.isRoot)
+            started = runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
+                                        switchUser=self.isRoot)
+            if started is not None:
+                return started
         return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,
                                       entry), {}
 

@@ -334,11 +334,17 @@ def execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
 _UMASK_THEN = 'umask 022 && exec "$@"'
 
 
+#: The most groups chpst's C{-u :uid:gid...} takes (runit's uidgid.h): it
+#: refuses more ("invalid uid/gids").
+CHPST_MAX_GROUPS = 60
+
+
 def chpstUser(user):
     """
     @return: chpst's C{-u} argument for the user named C{user}: numeric (a
         leading colon), its primary group first, then its other groups, as
-        C{initgroups} would give them (p2-exec's C{-u}).
+        C{initgroups} would give them (p2-exec's C{-u}); C{None} when the
+        user is in more groups than chpst takes (L{CHPST_MAX_GROUPS}).
     @raise AgentError: if there is no such user.
     """
     try:
@@ -347,6 +353,8 @@ def chpstUser(user):
         raise AgentError("run_as user %s does not exist" % (user,))
     groups = [entry.pw_gid] + [g for g in os.getgrouplist(entry.pw_name, entry.pw_gid)
                                if g != entry.pw_gid]
+    if len(groups) > CHPST_MAX_GROUPS:
+        return None
     return ":%d:%s" % (entry.pw_uid, ":".join("%d" % (g,) for g in groups))
 
 
@@ -367,7 +375,8 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True)
 
     @param switchUser: C{False} when the agent is not root (then, as with
         p2-exec, the pod runs as the agent's user).
-    @return: C{(argv, env)}.
+    @return: C{(argv, env)}, or C{None} when chpst cannot start it (the user
+        is in more groups than chpst takes): start it with p2-exec then.
     @raise AgentError: for a bad entry point or a missing user.
     """
     rel, absolute = entryPointPath(podLayout, launchableId, entryPath)
@@ -375,7 +384,10 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True)
             chpst, "-e", podLayout.envDir,
             chpst, "-e", podLayout.launchableEnvDir(launchableId), "-P"]
     if switchUser:
-        argv += ["-u", chpstUser(runAs)]
+        user = chpstUser(runAs)
+        if user is None:
+            return None
+        argv += ["-u", user]
     argv.append(absolute)
     return argv, {"ENTRY_POINT": rel}
 

@@ -68,7 +68,7 @@ import struct
 import time
 
 import attr
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -496,11 +496,32 @@ class RunitSupervisor(SupervisorBase):
             if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
                 continue
             path = os.path.join(serviceDir, name)
+            if ".removed-" in name and runsvAlive(path):
+                # A replaced runsv an agent stopped before it was told to
+                # exit (or that did not exit): deleting its directory would
+                # leave it and its svlogd running forever.
+                self._retireLeftover(name, path)
+                continue
             try:
                 if now - os.lstat(path).st_mtime > _STALE_AGE:
                     shutil.rmtree(path)
             except OSError:
                 log.failure("could not delete leftover {path}", path=path)
+
+    def _retireLeftover(self, name, path):
+        """
+        Tell the runsv of the moved-aside directory C{path} (named C{name})
+        to exit, then clean it up as L{_retire} does.
+        """
+        service = name[1:].rpartition(".removed-")[0]
+        try:
+            sendControl(path, SV_LETTERS["exit"])
+        except OSError as e:
+            log.warn("cannot tell the runsv of {path} to exit: {error}", path=path,
+                     error=e.strerror or e)
+        retiring = self._retire(service, path, self._layout.service(service))
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     def _status(self, name):
         path = self._layout.service(name)
@@ -515,6 +536,15 @@ class RunitSupervisor(SupervisorBase):
             name=name, running=running, pid=current.pid if running else None,
             uptime=max(0.0, self._reactor.seconds() - current.stamp),
             wantUp=current.want == "u", **readRestarts(path))
+
+    def _inThread(self, f, *args):
+        """
+        Run C{f(*args)} in the reactor's thread pool: for L{_define} and
+        L{_build}, whose C{syncfs} waits for everything written to the
+        filesystem (pods' files, logs), not only the service's, and must
+        not block the reactor meanwhile.
+        """
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
 
     def _build(self, spec):
         """
@@ -673,7 +703,7 @@ class RunitSupervisor(SupervisorBase):
         deadline = began + spec.restartTimeout
         path = self._layout.service(spec.name)
         try:
-            change = self._define(spec)
+            change = yield self._inThread(self._define, spec)
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s"
                                   % (path, e))
@@ -745,7 +775,7 @@ class RunitSupervisor(SupervisorBase):
         # directory is built meanwhile.
         stopping = self._stopRunning(name, path, spec.restartTimeout)
         try:
-            new = self._build(spec)
+            new = yield self._inThread(self._build, spec)
         except OSError as e:
             yield stopping
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
@@ -762,6 +792,14 @@ class RunitSupervisor(SupervisorBase):
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
+        try:
+            # The crash-loop counters the finish script keeps (and just
+            # updated) stay with the service, as across any other restart.
+            shutil.copyfile(os.path.join(old, RESTARTS_FILE), os.path.join(new, RESTARTS_FILE))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.failure("could not keep the restart counters of {service}", service=name)
         try:
             os.rename(new, path)
             fsyncDir(self._layout.serviceDir)
