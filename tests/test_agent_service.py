@@ -22,7 +22,6 @@ from p2twisted.store import keys
 from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
-from p2twisted.errors import AgentError, StoreUnavailable
 from tests.test_agent_worker import V1, V2
 
 DB = V1.replace(b"id: web", b"id: db")
@@ -658,7 +657,6 @@ class StoreOpenRetryTests(unittest.TestCase):
         30 s, through 2,000 consecutive failures, then starts.
         """
         import p2twisted.agent.service as module
-        from p2twisted.errors import AgentError, StoreUnavailable
         clock = task.Clock()
         attempts = []
         store = MemoryStore(clock=clock)

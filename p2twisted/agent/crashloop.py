@@ -21,8 +21,8 @@ worker's own writes keep these fields (L{preservingWrite}).
 
 import json
 
-from twisted.application import service
-from twisted.internet import defer, task
+from twisted.application.internet import TimerService
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted.agent.layout import podServices
@@ -120,7 +120,7 @@ def preservingWrite(store, key, record):
     return (yield store.put(key, json.dumps(record, sort_keys=True).encode()))
 
 
-class CrashLoopMonitor(service.Service):
+class CrashLoopMonitor(TimerService):
     """
     Publishes each pod's restart counts and crash loop in its status record.
 
@@ -130,6 +130,7 @@ class CrashLoopMonitor(service.Service):
     """
 
     def __init__(self, store, node, clock, supervisor, interval=INTERVAL):
+        TimerService.__init__(self, interval, self.checkAll)
         self.store = store
         self.node = node
         self.clock = clock
@@ -137,18 +138,6 @@ class CrashLoopMonitor(service.Service):
         self.interval = interval
         #: C{{pod_id: fields}} last published.
         self.published = {}
-        self._loop = None
-
-    def startService(self):
-        service.Service.startService(self)
-        self._loop = task.LoopingCall(self.checkAll)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True)
-
-    def stopService(self):
-        service.Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
 
     @defer.inlineCallbacks
     def checkAll(self):

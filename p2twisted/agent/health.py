@@ -26,8 +26,8 @@ import re
 
 import attr
 
-from twisted.application import service
-from twisted.internet import defer, protocol, task
+from twisted.application.internet import TimerService
+from twisted.internet import defer, protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
@@ -207,7 +207,7 @@ class _Written(object):
     version = attr.ib()
 
 
-class HealthMonitor(service.Service):
+class HealthMonitor(TimerService):
     """
     Checks this node's installed pods and publishes their health.
 
@@ -221,6 +221,7 @@ class HealthMonitor(service.Service):
 
     def __init__(self, store, node, clock, checker, installed, session,
                  interval=INTERVAL, refresh=REFRESH, settled=None):
+        TimerService.__init__(self, interval, self.checkAll)
         self.store = store
         self.node = node
         self.clock = clock
@@ -233,19 +234,14 @@ class HealthMonitor(service.Service):
         #: C{{pod_id: L{_Written}}}: what we published last.
         self.written = {}
         self._manifests = {}
-        self._loop = None
-
-    def startService(self):
-        service.Service.startService(self)
-        self._loop = task.LoopingCall(self.checkAll)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True)
 
     def stopService(self):
-        service.Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        return self.checker.close()
+        """
+        Stop checking: once the check under way (if any) has ended, close the
+        checker's connections.
+        """
+        d = TimerService.stopService(self)
+        return d.addCallback(lambda _: self.checker.close())
 
     def _manifest(self, podId, raw):
         """

@@ -30,7 +30,6 @@ States (an automat machine; L{PodWorker.tracer} sees every transition)::
     idle/backoff --stop--> stopped;  working --stop--> stopping --(attempt ends)--> stopped
 """
 
-import json
 import random
 import time
 
