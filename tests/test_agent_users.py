@@ -214,6 +214,23 @@ class RootTests(unittest.SynchronousTestCase):
         self.assertEqual(self.users.created(), {name: exists(name).pw_uid})
         self.assertEqual(self.users.removeUnused(set()), ([name], []))
 
+    def test_personNotAdopted(self):
+        """
+        A non-system account (uid 1000 or more: a person's) is not adopted
+        even with its home under the pod root and no login shell: a pod
+        whose id names it is refused, and it is neither recorded nor deleted.
+        """
+        name = self.newName()
+        subprocess.check_call(["useradd", "--uid", "4242", "--no-create-home", "--home-dir",
+                               self.home(name), "--shell", NOLOGIN_SHELLS[0], name])
+        error = self.assertRaises(AgentError, self.users.ensure, manifest(name),
+                                  self.home(name))
+        self.assertIn("its id names the existing account %s (uid 4242), which the agent "
+                      "did not create" % (name,), str(error))
+        self.assertEqual(self.users.created(), {})
+        self.assertEqual(self.users.removeUnused(set()), ([], []))
+        self.assertIsNotNone(exists(name))
+
     def test_anotherAgentsAccount(self):
         """
         An account another agent of this host created for pods (its GECOS,

@@ -21,8 +21,8 @@ The accounts the agent created are recorded, with their uid, in
 C{<state_dir>/users.json}; they are deleted (C{userdel}) once no installed pod
 uses them and no process of theirs runs, and only while they still have the
 recorded uid: the agent never deletes an account it did not create.  An
-account an earlier agent made without recording it (home directly under the
-pod root, a no-login shell) is adopted.
+account an earlier agent made without recording it (a system uid, home
+directly under the pod root, a no-login shell) is adopted.
 
 Not as root, every pod runs as the agent's own user; nothing is created or
 deleted.
@@ -174,13 +174,16 @@ class PodUsers(object):
         """
         @return: whether C{entry} is an account this agent created: recorded
             with its uid, or made by an earlier agent that kept no record
-            (home directly under the pod root, no-login shell), which is then
-            recorded.
+            (a system uid, home directly under the pod root, no-login shell),
+            which is then recorded.
         """
         if created.get(name) == entry.pw_uid:
             return True
-        if (name not in created and os.path.dirname(os.path.normpath(entry.pw_dir))
-                == self.podRoot and entry.pw_shell in NOLOGIN_SHELLS):
+        # (Earlier agents made system accounts: a person's account, or
+        # nobody's, is never adopted, whatever its home.)
+        if (name not in created and 0 < entry.pw_uid < 1000
+                and os.path.dirname(os.path.normpath(entry.pw_dir)) == self.podRoot
+                and entry.pw_shell in NOLOGIN_SHELLS):
             created[name] = entry.pw_uid
             self._write(created)
             return True
