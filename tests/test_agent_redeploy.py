@@ -220,6 +220,23 @@ class RedeployMixin(object):
         self.assertEqual(kept["pid"], first["pid"])
         self.assertIn("greeting: one", kept["config"])
 
+        # It cannot reload itself into another account, though: a change of
+        # run_as restarts it (and the deploy does not wait for the old
+        # account's processes to end).
+        moved = yield self.deploy(port=port, greeting="two", runAs=self.account,
+                                  extra="    no_halt_on_update: true\n")
+        self.assertNotEqual(moved["pid"], first["pid"])
+        self.assertEqual(moved["user"], self.account)
+        self.assertIn("greeting: two", moved["config"])
+        yield intent.unschedule(self.store, "n1", "redeploy")
+
+        def deleted():
+            try:
+                pwd.getpwnam(self.account)
+            except KeyError:
+                return True
+        yield waitFor(deleted, what="the account %s to be deleted" % (self.account,))
+
 
 class RunitRedeployTests(RedeployMixin, unittest.TestCase):
     supervisor = "runit"

@@ -293,6 +293,9 @@ class PodOperations(object):
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
         yield self.hooks.run("before_launch", context)
+        # A process cannot reload itself into another account: a change of
+        # user restarts even the launchables with no_halt_on_update.
+        userChanged = self.isRoot and old is not None and old.runAs != manifest.runAs
         previous = {}
         try:
             for launchableId, (installDir, _) in installs.items():
@@ -306,7 +309,7 @@ class PodOperations(object):
                 for launchableId, launchable in manifest.launchables.items():
                     before = previous[launchableId]
                     changed = before is not None and before != installs[launchableId][0]
-                    restart = changed and not launchable.noHaltOnUpdate
+                    restart = changed and not launchable.noHaltOnUpdate or userChanged
                     for spec in specs[launchableId]:
                         yield self.supervisor.start(spec, restart=restart)
             except Exception:
@@ -384,7 +387,8 @@ class PodOperations(object):
             (env, config, entry points, user, cgroup, restart policy, install):
             a changed SHA restarts every service of the pod, an unchanged one
             none (L{ISupervisor.start}).  A launchable with
-            C{no_halt_on_update} has none: it reloads itself.
+            C{no_halt_on_update} has none: it reloads itself (but is
+            restarted by L{_deploy} when the pod's user changes).
         """
         sha = manifest.sha()
         specs = {}
