@@ -10,12 +10,14 @@ import pwd
 import subprocess
 import uuid
 
+from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
 from p2twisted.agent import runtime
 from p2twisted.agent.users import COMMENT, NOLOGIN_SHELLS, PodUsers
 from p2twisted.errors import AgentError
 from p2twisted.manifest import parseManifest
+from tests.store_contract import waitFor
 
 
 def manifest(podId, runAs=None):
@@ -48,7 +50,7 @@ class NotRootTests(unittest.SynchronousTestCase):
         me = runtime.currentUser()
         self.assertEqual(users.ensure(manifest("web", "p2t-someone"), "/x"), (me, True, False))
         self.assertEqual(users.ensure(manifest("web", me), "/x"), (me, False, False))
-        self.assertEqual(users.removeUnused(set()), ([], []))
+        self.assertEqual(users.removeUnused(set()), ([], [], []))
         self.assertFalse(os.path.exists(users.recordPath))
 
 
@@ -134,10 +136,10 @@ class RootTests(unittest.SynchronousTestCase):
         self.assertEqual(self.users.ensure(manifest(byId), self.home(byId)),
                          (byId, False, False))
 
-        self.assertEqual(self.users.removeUnused({named}), ([byId], []))
+        self.assertEqual(self.users.removeUnused({named}), ([byId], [], []))
         self.assertIsNone(exists(byId))
         self.assertIsNotNone(exists(named))
-        self.assertEqual(self.users.removeUnused(set()), ([named], []))
+        self.assertEqual(self.users.removeUnused(set()), ([named], [], []))
         self.assertIsNone(exists(named))
         self.assertEqual(self.users.created(), {})
 
@@ -176,7 +178,7 @@ class RootTests(unittest.SynchronousTestCase):
                                "--home-dir", "/nonexistent", mine])
         theirs = self.newName()
         subprocess.check_call(["useradd", "--system", "--no-create-home", theirs])
-        self.assertEqual(self.users.removeUnused(set()), ([], []))
+        self.assertEqual(self.users.removeUnused(set()), ([], [], []))
         self.assertIsNotNone(exists(mine))
         self.assertIsNotNone(exists(theirs))
         self.assertEqual(self.users.created(), {})
@@ -192,13 +194,13 @@ class RootTests(unittest.SynchronousTestCase):
         process = subprocess.Popen(["sleep", "1000"], preexec_fn=lambda: os.setuid(entry.pw_uid))
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
-        removed, kept = self.users.removeUnused(set())
-        self.assertEqual(removed, [])
+        removed, kept, failed = self.users.removeUnused(set())
+        self.assertEqual((removed, failed), ([], []))
         self.assertEqual(kept, [(name, "process %d (sleep 1000) still runs as it"
                                  % (process.pid,))])
         process.kill()
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # a zombie now
-        self.assertEqual(self.users.removeUnused(set()), ([name], []))
+        self.assertEqual(self.users.removeUnused(set()), ([name], [], []))
 
     def test_adoptsEarlierAgentsAccount(self):
         """
@@ -212,7 +214,7 @@ class RootTests(unittest.SynchronousTestCase):
         self.assertEqual(self.users.ensure(manifest(name), self.home(name)),
                          (name, False, False))
         self.assertEqual(self.users.created(), {name: exists(name).pw_uid})
-        self.assertEqual(self.users.removeUnused(set()), ([name], []))
+        self.assertEqual(self.users.removeUnused(set()), ([name], [], []))
 
     def test_personNotAdopted(self):
         """
@@ -228,7 +230,7 @@ class RootTests(unittest.SynchronousTestCase):
         self.assertIn("its id names the existing account %s (uid 4242), which the agent "
                       "did not create" % (name,), str(error))
         self.assertEqual(self.users.created(), {})
-        self.assertEqual(self.users.removeUnused(set()), ([], []))
+        self.assertEqual(self.users.removeUnused(set()), ([], [], []))
         self.assertIsNotNone(exists(name))
 
     def test_anotherAgentsAccount(self):
@@ -242,6 +244,66 @@ class RootTests(unittest.SynchronousTestCase):
         other.ensure(manifest(name), "/elsewhere/" + name)
         self.assertEqual(self.users.ensure(manifest(name), self.home(name)),
                          (name, False, False))
-        self.assertEqual(self.users.removeUnused(set()), ([], []))
+        self.assertEqual(self.users.removeUnused(set()), ([], [], []))
         self.assertIsNotNone(exists(name))
-        self.assertEqual(other.removeUnused(set()), ([name], []))
+        self.assertEqual(other.removeUnused(set()), ([name], [], []))
+
+
+class ClockedReactor(object):
+    """
+    The real reactor (its thread pool, C{callFromThread}) but for time, which
+    is a L{task.Clock}'s: nothing waits unless the test advances it.
+    """
+
+    def __init__(self, reactor, clock):
+        self._reactor = reactor
+        self._clock = clock
+
+    def seconds(self):
+        return self._clock.seconds()
+
+    def callLater(self, *args, **kwargs):
+        return self._clock.callLater(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+
+class RemovalTests(unittest.TestCase):
+    """
+    The pod operations' deletion of unused accounts (L{PodOperations}).
+    """
+
+    @defer.inlineCallbacks
+    def test_userdelFailureNotRetried(self):
+        """
+        An account C{userdel} fails to delete is kept and the removal ends at
+        once (it is tried again at the next removal), instead of running
+        C{userdel} again every half second for ten seconds.
+        """
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("creating accounts needs root")
+        from twisted.internet import reactor
+        from p2twisted.agent import users
+        from p2twisted.agent.pods import PodOperations
+        from p2twisted.agent.testing import FakeSupervisor
+        from tests.test_agent_hooks import makeConfig
+        config = makeConfig(os.path.abspath(self.mktemp()))
+        ops = PodOperations(config, ClockedReactor(reactor, task.Clock()), FakeSupervisor(),
+                            None, None, p2exec=["true"], isRoot=True)
+        name = "p2t" + uuid.uuid4().hex[:8]
+        self.addCleanup(subprocess.call, ["userdel", name],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield threads.deferToThread(ops.users.ensure, manifest("web", name),
+                                    os.path.join(config.podRoot, "web"))
+        real = users._program
+        self.patch(users, "_program", lambda p: "/bin/false" if p == "userdel" else real(p))
+        removal = ops._removeUnusedUsers()
+        yield waitFor(lambda: removal.called, what="the removal to end")
+        self.assertEqual(self.successResultOf(removal), [])
+        self.assertIsNotNone(exists(name))
+        self.assertEqual(list(ops.users.created()), [name])
+
+        self.patch(users, "_program", real)
+        self.assertEqual((yield ops._removeUnusedUsers()), [name])
+        self.assertIsNone(exists(name))

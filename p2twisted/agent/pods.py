@@ -590,7 +590,9 @@ class PodOperations(object):
         deletion is logged.  An unused account whose processes (a pod's
         processes just killed) are still there is looked at again every
         C{interval} seconds for up to C{patience} seconds, then kept until
-        the next removal, which is logged with why.
+        the next removal, which is logged with why; one C{userdel} failed to
+        delete is not tried again before the next removal (a warning says
+        why).
 
         @return: L{Deferred} firing with the names deleted.
         """
@@ -602,18 +604,19 @@ class PodOperations(object):
             result = yield self._usersLock.run(self._removeUnusedUsersOnce)
             if result is None:
                 return removed
-            gone, kept = result
+            gone, busy, failed = result
             for name in gone:
                 log.info("deleted account {user}: no pod uses it", user=name,
                          event="user-deleted")
             removed += gone
-            if not kept:
-                return removed
-            if self.reactor.seconds() >= deadline:
+            if not busy or self.reactor.seconds() >= deadline:
                 break
             yield deferLater(self.reactor, interval, lambda: None)
-        for name, why in kept:
+        for name, why in busy:
             log.info("keeping unused account {user} for now: {why}", user=name, why=why)
+        for name, why in failed:
+            log.warn("cannot delete unused account {user}: {why}; trying again at the next "
+                     "removal", user=name, why=why, event="user-delete-failed")
         return removed
 
     def _removeUnusedUsersOnce(self):

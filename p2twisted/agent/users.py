@@ -255,13 +255,15 @@ class PodUsers(object):
         (deleted and made again by someone else) is forgotten, not deleted.
 
         @param inUse: the names of the accounts pods use or are about to.
-        @return: C{(removed, kept)}: the names deleted, and C{(name, why)} of
-            the unused ones kept.
+        @return: C{(removed, busy, failed)}: the names deleted, and
+            C{(name, why)} of the unused ones kept because processes still
+            run as them (worth another look once those end) and of those
+            C{userdel} failed to delete (no use trying again at once).
         """
         if not self.isRoot:
-            return [], []
+            return [], [], []
         created = self.created()
-        removed, kept, forgotten = [], [], False
+        removed, busy, failed, forgotten = [], [], [], False
         for name, uid in sorted(created.items()):
             if name in inUse:
                 continue
@@ -272,7 +274,7 @@ class PodUsers(object):
                 continue
             running = processesOf(uid)
             if running:
-                kept.append((name, "%s still run%s as it" % (
+                busy.append((name, "%s still run%s as it" % (
                     ", ".join(describeProcess(pid) for pid in running[:3]),
                     "s" if len(running) == 1 else "")))
                 continue
@@ -281,10 +283,10 @@ class PodUsers(object):
             except OSError as e:
                 code, output = -1, e.strerror
             if code != 0 and _entry(name) is not None:
-                kept.append((name, "userdel exited %d: %s" % (code, output or "no output")))
+                failed.append((name, "userdel exited %d: %s" % (code, output or "no output")))
                 continue
             del created[name]
             removed.append(name)
         if removed or forgotten:
             self._write(created)
-        return removed, kept
+        return removed, busy, failed
