@@ -40,6 +40,22 @@ class NotRootTests(unittest.SynchronousTestCase):
     Not as root, every pod runs as the agent's user.
     """
 
+    def test_badRecord(self):
+        """
+        A record that is not C{{"created": {name: uid}}} JSON is a one-line
+        error saying what to do, whatever is wrong with it.
+        """
+        base = os.path.abspath(self.mktemp())
+        users = PodUsers(os.path.join(base, "state"), os.path.join(base, "pods"), isRoot=True)
+        os.makedirs(os.path.dirname(users.recordPath))
+        for text in ("{", "[]", '{"created": {"web": "x"}}', '{"created": [1]}'):
+            with open(users.recordPath, "w") as f:
+                f.write(text)
+            error = self.assertRaises(AgentError, users.created)
+            self.assertIn("cannot read the agent's account record %s: " % (users.recordPath,),
+                          str(error))
+            self.assertIn("; fix or delete it", str(error))
+
     def test_agentUser(self):
         """
         C{run_as} is ignored (and the result says so); nothing is created or

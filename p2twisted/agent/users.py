@@ -158,12 +158,13 @@ class PodUsers(object):
         try:
             with open(self.recordPath) as f:
                 data = json.load(f)
+            return {str(k): int(v) for k, v in (data.get("created") or {}).items()}
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            # (Not JSON, or not {"created": {name: uid}}.)
             raise AgentError("cannot read the agent's account record %s: %s; fix or delete it "
                              "(the accounts it lists are then kept)" % (self.recordPath, e))
-        return {str(k): int(v) for k, v in (data.get("created") or {}).items()}
 
     def _write(self, created):
         os.makedirs(os.path.dirname(self.recordPath), exist_ok=True)
