@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import uuid
 
 from twisted.internet import defer
@@ -17,6 +18,7 @@ from twisted.trial import unittest
 
 from p2twisted import intent
 from p2twisted.agent.p2exec import cgroupDirs
+from p2twisted.agent.users import processesOf
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from tests.agentharness import AgentHarness, freePort, httpGet
@@ -236,6 +238,29 @@ class RedeployMixin(object):
             except KeyError:
                 return True
         yield waitFor(deleted, what="the account %s to be deleted" % (self.account,))
+
+
+    @defer.inlineCallbacks
+    def test_createdAccountReplaced(self):
+        """
+        A pod moved from one account the agent created to another runs as
+        the new one, and the old one is deleted once its processes are gone,
+        before reality records the move.
+        """
+        port = freePort()
+        other = "p2t" + uuid.uuid4().hex[:8]
+        self.addCleanup(subprocess.call, ["userdel", other],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(subprocess.call, ["userdel", self.account],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = yield self.deploy(port=port, runAs=self.account)
+        self.assertEqual(first["user"], self.account)
+        uid = pwd.getpwnam(self.account).pw_uid
+        moved = yield self.deploy(port=port, runAs=other)
+        self.assertEqual(moved["user"], other)
+        self.assertEqual(processesOf(uid), [])
+        self.assertRaises(KeyError, pwd.getpwnam, self.account)
+        self.assertIsNotNone(pwd.getpwnam(other))
 
 
 class RunitRedeployTests(RedeployMixin, unittest.TestCase):
