@@ -323,3 +323,42 @@ class RemovalTests(unittest.TestCase):
         self.patch(users, "_program", real)
         self.assertEqual((yield ops._removeUnusedUsers()), [name])
         self.assertIsNone(exists(name))
+
+
+class NotRootScriptsTests(unittest.TestCase):
+    """
+    Not as root, the scripts the agent runs for a pod run as its own user,
+    like the pod.
+    """
+
+    @defer.inlineCallbacks
+    def test_disableAsAgentUser(self):
+        """
+        C{bin/disable} of a pod being removed runs as the agent's user, not
+        as its C{run_as}, which need not exist (p2-exec would refuse it).
+        """
+        from twisted.internet import reactor
+        from p2twisted.agent.layout import PodLayout
+        from p2twisted.agent.pods import PodOperations
+        from p2twisted.agent.testing import FakeSupervisor
+        from tests.test_agent_hooks import makeConfig
+        config = makeConfig(os.path.abspath(self.mktemp()))
+        record = os.path.abspath(self.mktemp())
+        p2exec = os.path.abspath(self.mktemp())
+        with open(p2exec, "w") as f:
+            f.write('#!/bin/sh\necho "$@" >> %s\n' % (record,))
+        os.chmod(p2exec, 0o755)
+        pod = manifest("web", "p2t-nowhere")
+        layout = PodLayout(config.podRoot, "web")
+        disable = os.path.join(layout.current("web"), "bin", "disable")
+        os.makedirs(os.path.dirname(disable))
+        with open(disable, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(disable, 0o755)
+        ops = PodOperations(config, reactor, FakeSupervisor(), None, None, p2exec=[p2exec],
+                            isRoot=False)
+        yield ops.remove(pod, "web")
+        with open(record) as f:
+            words = f.read().split()
+        self.assertEqual(words[words.index("-u") + 1], runtime.currentUser())
+        self.assertEqual(words[-1], disable)
