@@ -325,6 +325,34 @@ class RemovalTests(unittest.TestCase):
         self.assertIsNone(exists(name))
 
 
+class BadRecordRemovalTests(unittest.TestCase):
+    """
+    A pod is removed even when the account record cannot be read.
+    """
+
+    @defer.inlineCallbacks
+    def test_removedAnyway(self):
+        """
+        The removal of a pod ends (its home gone) with the unreadable record
+        logged: accounts are then kept, and the pod's removal is not failed
+        (and retried, hooks and all) until someone fixes the record.
+        """
+        from twisted.internet import reactor
+        from p2twisted.agent.pods import PodOperations
+        from p2twisted.agent.testing import FakeSupervisor
+        from tests.test_agent_hooks import makeConfig
+        config = makeConfig(os.path.abspath(self.mktemp()))
+        home = os.path.join(config.podRoot, "web")
+        os.makedirs(home)
+        ops = PodOperations(config, reactor, FakeSupervisor(), None, None, p2exec=["true"],
+                            isRoot=True)
+        os.makedirs(config.stateDir, exist_ok=True)
+        with open(ops.users.recordPath, "w") as f:
+            f.write("{")
+        yield ops.remove(None, "web")
+        self.assertFalse(os.path.exists(home))
+
+
 class NotRootScriptsTests(unittest.TestCase):
     """
     Not as root, the scripts the agent runs for a pod run as its own user,

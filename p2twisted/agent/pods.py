@@ -600,7 +600,8 @@ class PodOperations(object):
         C{interval} seconds for up to C{patience} seconds, then kept until
         the next removal, which is logged with why; one C{userdel} failed to
         delete is not tried again before the next removal (a warning says
-        why).
+        why).  An unreadable account record is logged, not raised: it keeps
+        every account, and fails deploys, not the removal of a pod.
 
         @return: L{Deferred} firing with the names deleted.
         """
@@ -609,7 +610,12 @@ class PodOperations(object):
         removed = []
         deadline = self.reactor.seconds() + patience
         while True:
-            result = yield self._usersLock.run(self._removeUnusedUsersOnce)
+            try:
+                result = yield self._usersLock.run(self._removeUnusedUsersOnce)
+            except AgentError as e:
+                # (An unreadable record: the pod itself is gone all the same.)
+                log.error("not deleting unused pod accounts: {error}", error=str(e))
+                return removed
             if result is None:
                 return removed
             gone, busy, failed = result
