@@ -480,6 +480,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         restarts none of them.)
         """
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.assertEqual((yield self.waitPids(1)), [first.pid])
         os.unlink(os.path.join(self.path, "signature"))
         successor = RunitSupervisor(self.layout, reactor)
         again = yield successor.start(self.sleeper(signature="sha-1"))
