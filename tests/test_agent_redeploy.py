@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import uuid
 
 from twisted.internet import defer
@@ -17,6 +18,7 @@ from twisted.trial import unittest
 
 from p2twisted import intent
 from p2twisted.agent.p2exec import cgroupDirs
+from p2twisted.agent.users import processesOf
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from tests.agentharness import AgentHarness, freePort, httpGet
@@ -219,6 +221,46 @@ class RedeployMixin(object):
                                  extra="    no_halt_on_update: true\n")
         self.assertEqual(kept["pid"], first["pid"])
         self.assertIn("greeting: one", kept["config"])
+
+        # It cannot reload itself into another account, though: a change of
+        # run_as restarts it (and the deploy does not wait for the old
+        # account's processes to end).
+        moved = yield self.deploy(port=port, greeting="two", runAs=self.account,
+                                  extra="    no_halt_on_update: true\n")
+        self.assertNotEqual(moved["pid"], first["pid"])
+        self.assertEqual(moved["user"], self.account)
+        self.assertIn("greeting: two", moved["config"])
+        yield intent.unschedule(self.store, "n1", "redeploy")
+
+        def deleted():
+            try:
+                pwd.getpwnam(self.account)
+            except KeyError:
+                return True
+        yield waitFor(deleted, what="the account %s to be deleted" % (self.account,))
+
+
+    @defer.inlineCallbacks
+    def test_createdAccountReplaced(self):
+        """
+        A pod moved from one account the agent created to another runs as
+        the new one, and the old one is deleted once its processes are gone,
+        before reality records the move.
+        """
+        port = freePort()
+        other = "p2t" + uuid.uuid4().hex[:8]
+        self.addCleanup(subprocess.call, ["userdel", other],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(subprocess.call, ["userdel", self.account],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = yield self.deploy(port=port, runAs=self.account)
+        self.assertEqual(first["user"], self.account)
+        uid = pwd.getpwnam(self.account).pw_uid
+        moved = yield self.deploy(port=port, runAs=other)
+        self.assertEqual(moved["user"], other)
+        self.assertEqual(processesOf(uid), [])
+        self.assertRaises(KeyError, pwd.getpwnam, self.account)
+        self.assertIsNotNone(pwd.getpwnam(other))
 
 
 class RunitRedeployTests(RedeployMixin, unittest.TestCase):

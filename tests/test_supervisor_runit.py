@@ -471,6 +471,25 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(2)), [first.pid, again.pid])
 
     @defer.inlineCallbacks
+    def test_signatureUnknownFromOlderAgent(self):
+        """
+        A process whose C{run} script recorded no signature (started by an
+        agent older than signatures) runs a definition nobody can vouch for:
+        the first C{start} with a signature restarts it, once.  (An agent
+        upgrade alone calls no C{start} for pods already in reality, so it
+        restarts none of them.)
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.assertEqual((yield self.waitPids(1)), [first.pid])
+        os.unlink(os.path.join(self.path, "signature"))
+        successor = RunitSupervisor(self.layout, reactor)
+        again = yield successor.start(self.sleeper(signature="sha-1"))
+        self.assertNotEqual(again.pid, first.pid)
+        same = yield successor.start(self.sleeper(signature="sha-1"))
+        self.assertEqual(same.pid, again.pid)
+        self.assertEqual((yield self.waitPids(2)), [first.pid, again.pid])
+
+    @defer.inlineCallbacks
     def test_crashRestarted(self):
         """
         A service killed outright is restarted by runsv: a new pid runs.

@@ -293,6 +293,9 @@ class PodOperations(object):
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
         yield self.hooks.run("before_launch", context)
+        # A process cannot reload itself into another account: a change of
+        # user restarts even the launchables with no_halt_on_update.
+        userChanged = self.isRoot and old is not None and old.runAs != manifest.runAs
         previous = {}
         try:
             for launchableId, (installDir, _) in installs.items():
@@ -306,7 +309,7 @@ class PodOperations(object):
                 for launchableId, launchable in manifest.launchables.items():
                     before = previous[launchableId]
                     changed = before is not None and before != installs[launchableId][0]
-                    restart = changed and not launchable.noHaltOnUpdate
+                    restart = changed and not launchable.noHaltOnUpdate or userChanged
                     for spec in specs[launchableId]:
                         yield self.supervisor.start(spec, restart=restart)
             except Exception:
@@ -346,6 +349,14 @@ class PodOperations(object):
             self._userClaims.pop(manifest.id, None)
         return result
 
+    def _podUser(self, manifest):
+        """
+        @return: the account the installed pod C{manifest} runs as: its
+            C{run_as} (resolved when it was deployed), or, not as root, the
+            agent's own user (its C{run_as} may not even exist here).
+        """
+        return manifest.runAs if self.isRoot else runtime.currentUser()
+
     def _checkUser(self, manifest, user, ignored):
         checkReachable(self.config.podRoot, user)
         if ignored and manifest.id not in self._warnedRunAs:
@@ -384,7 +395,8 @@ class PodOperations(object):
             (env, config, entry points, user, cgroup, restart policy, install):
             a changed SHA restarts every service of the pod, an unchanged one
             none (L{ISupervisor.start}).  A launchable with
-            C{no_halt_on_update} has none: it reloads itself.
+            C{no_halt_on_update} has none: it reloads itself (but is
+            restarted by L{_deploy} when the pod's user changes).
         """
         sha = manifest.sha()
         specs = {}
@@ -492,7 +504,7 @@ class PodOperations(object):
         unwanted = [n for n in running if n not in wanted]
         if old is not None and unwanted:
             layout = PodLayout(self.config.podRoot, podId)
-            yield self._runScript(old, layout, old.runAs, "bin/disable")
+            yield self._runScript(old, layout, self._podUser(old), "bin/disable")
         for name in unwanted:
             log.info("removing service {service}: not in the new manifest", service=name,
                      pod=podId)
@@ -568,7 +580,7 @@ class PodOperations(object):
         layout = PodLayout(self.config.podRoot, podId)
         context = podContext(layout, manifest)
         if manifest is not None:
-            yield self._runScript(manifest, layout, manifest.runAs, "bin/disable")
+            yield self._runScript(manifest, layout, self._podUser(manifest), "bin/disable")
         for name in (yield self._podServices(podId)):
             yield self.supervisor.remove(name, self._stopTimeout(manifest))
         if manifest is not None:
@@ -586,7 +598,10 @@ class PodOperations(object):
         deletion is logged.  An unused account whose processes (a pod's
         processes just killed) are still there is looked at again every
         C{interval} seconds for up to C{patience} seconds, then kept until
-        the next removal, which is logged with why.
+        the next removal, which is logged with why; one C{userdel} failed to
+        delete is not tried again before the next removal (a warning says
+        why).  An unreadable account record is logged, not raised: it keeps
+        every account, and fails deploys, not the removal of a pod.
 
         @return: L{Deferred} firing with the names deleted.
         """
@@ -595,21 +610,27 @@ class PodOperations(object):
         removed = []
         deadline = self.reactor.seconds() + patience
         while True:
-            result = yield self._usersLock.run(self._removeUnusedUsersOnce)
+            try:
+                result = yield self._usersLock.run(self._removeUnusedUsersOnce)
+            except AgentError as e:
+                # (An unreadable record: the pod itself is gone all the same.)
+                log.error("not deleting unused pod accounts: {error}", error=str(e))
+                return removed
             if result is None:
                 return removed
-            gone, kept = result
+            gone, busy, failed = result
             for name in gone:
                 log.info("deleted account {user}: no pod uses it", user=name,
                          event="user-deleted")
             removed += gone
-            if not kept:
-                return removed
-            if self.reactor.seconds() >= deadline:
+            if not busy or self.reactor.seconds() >= deadline:
                 break
             yield deferLater(self.reactor, interval, lambda: None)
-        for name, why in kept:
+        for name, why in busy:
             log.info("keeping unused account {user} for now: {why}", user=name, why=why)
+        for name, why in failed:
+            log.warn("cannot delete unused account {user}: {why}; trying again at the next "
+                     "removal", user=name, why=why, event="user-delete-failed")
         return removed
 
     def _removeUnusedUsersOnce(self):

@@ -21,8 +21,8 @@ The accounts the agent created are recorded, with their uid, in
 C{<state_dir>/users.json}; they are deleted (C{userdel}) once no installed pod
 uses them and no process of theirs runs, and only while they still have the
 recorded uid: the agent never deletes an account it did not create.  An
-account an earlier agent made without recording it (home directly under the
-pod root, a no-login shell) is adopted.
+account an earlier agent made without recording it (a system uid, home
+directly under the pod root, a no-login shell) is adopted.
 
 Not as root, every pod runs as the agent's own user; nothing is created or
 deleted.
@@ -158,12 +158,13 @@ class PodUsers(object):
         try:
             with open(self.recordPath) as f:
                 data = json.load(f)
+            return {str(k): int(v) for k, v in (data.get("created") or {}).items()}
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            # (Not JSON, or not {"created": {name: uid}}.)
             raise AgentError("cannot read the agent's account record %s: %s; fix or delete it "
                              "(the accounts it lists are then kept)" % (self.recordPath, e))
-        return {str(k): int(v) for k, v in (data.get("created") or {}).items()}
 
     def _write(self, created):
         os.makedirs(os.path.dirname(self.recordPath), exist_ok=True)
@@ -174,13 +175,16 @@ class PodUsers(object):
         """
         @return: whether C{entry} is an account this agent created: recorded
             with its uid, or made by an earlier agent that kept no record
-            (home directly under the pod root, no-login shell), which is then
-            recorded.
+            (a system uid, home directly under the pod root, no-login shell),
+            which is then recorded.
         """
         if created.get(name) == entry.pw_uid:
             return True
-        if (name not in created and os.path.dirname(os.path.normpath(entry.pw_dir))
-                == self.podRoot and entry.pw_shell in NOLOGIN_SHELLS):
+        # (Earlier agents made system accounts: a person's account, or
+        # nobody's, is never adopted, whatever its home.)
+        if (name not in created and 0 < entry.pw_uid < 1000
+                and os.path.dirname(os.path.normpath(entry.pw_dir)) == self.podRoot
+                and entry.pw_shell in NOLOGIN_SHELLS):
             created[name] = entry.pw_uid
             self._write(created)
             return True
@@ -252,13 +256,15 @@ class PodUsers(object):
         (deleted and made again by someone else) is forgotten, not deleted.
 
         @param inUse: the names of the accounts pods use or are about to.
-        @return: C{(removed, kept)}: the names deleted, and C{(name, why)} of
-            the unused ones kept.
+        @return: C{(removed, busy, failed)}: the names deleted, and
+            C{(name, why)} of the unused ones kept because processes still
+            run as them (worth another look once those end) and of those
+            C{userdel} failed to delete (no use trying again at once).
         """
         if not self.isRoot:
-            return [], []
+            return [], [], []
         created = self.created()
-        removed, kept, forgotten = [], [], False
+        removed, busy, failed, forgotten = [], [], [], False
         for name, uid in sorted(created.items()):
             if name in inUse:
                 continue
@@ -269,7 +275,7 @@ class PodUsers(object):
                 continue
             running = processesOf(uid)
             if running:
-                kept.append((name, "%s still run%s as it" % (
+                busy.append((name, "%s still run%s as it" % (
                     ", ".join(describeProcess(pid) for pid in running[:3]),
                     "s" if len(running) == 1 else "")))
                 continue
@@ -278,10 +284,10 @@ class PodUsers(object):
             except OSError as e:
                 code, output = -1, e.strerror
             if code != 0 and _entry(name) is not None:
-                kept.append((name, "userdel exited %d: %s" % (code, output or "no output")))
+                failed.append((name, "userdel exited %d: %s" % (code, output or "no output")))
                 continue
             del created[name]
             removed.append(name)
         if removed or forgotten:
             self._write(created)
-        return removed, kept
+        return removed, busy, failed

@@ -22,8 +22,11 @@ signature (L{ServiceSpec.signature<p2twisted.agent.interfaces.ServiceSpec>}) in
 the file C{signature} as it starts the process: a service whose running
 process was started with another signature is restarted by
 L{RunitSupervisor.start}, even when its definition was written earlier by an
-agent that died before restarting it.  Names starting with a dot are skipped
-by C{runsvdir} and by L{RunitSupervisor.services}.
+agent that died before restarting it.  A process that recorded no signature
+(started by an agent older than signatures) runs a definition nobody can
+vouch for, and is restarted too: at its pod's next deploy only, since the
+agent calls C{start} for no pod that is already in reality.  Names starting
+with a dot are skipped by C{runsvdir} and by L{RunitSupervisor.services}.
 
 C{runsv <dir>} is started directly for a new service, in its own session
 (C{setsid}), with C{/dev/null} as its standard streams: it does not wait for a
