@@ -347,6 +347,24 @@ class StartTests(ServiceCommandMixin, unittest.TestCase):
         self.assertNotIn("started the agent", out)
 
     @defer.inlineCallbacks
+    def test_alreadyRunningOnAnotherStore(self):
+        """
+        After a C{p2 start} on a mistyped store (its agent keeps trying), a
+        C{p2 start} on the right one says that the agent running is on the
+        other store, exit 1: it used to say "already running" and exit 0,
+        and deploys then waited for an agent that never came.
+        """
+        bad = "local:///proc/no-such-dir/state.db"
+        self.addCleanup(self.p2With, bad, "stop-agent")
+        out, err, code = yield self.p2With(bad, "start", "--supervisor", "builtin",
+                                           "--timeout", "5")
+        self.assertEqual(code, 3, (out, err))
+        line, code = yield self.fail("start", "--supervisor", "builtin")
+        self.assertEqual(code, 1)
+        self.assertIn("already running on another store, %s, not %s" % (bad, self.url), line)
+        self.assertIn("p2 stop-agent", line)
+
+    @defer.inlineCallbacks
     def test_startWaitsForTheStore(self):
         """
         C{p2 start} returns once the agent has registered in the store.
