@@ -156,13 +156,15 @@ class TutorialMixin(test_cli_service.ServiceCommandMixin):
         yield self.p2("stop-agent", "--timeout", "60", stateDir=stateDir)
         from p2twisted.agent.layout import StateLayout
         from p2twisted.agent.supervisors import makeSupervisor
+        from p2twisted.agent.users import PodUsers
         layout = StateLayout(stateDir)
-        if not os.path.isdir(layout.serviceDir):
-            return
-        supervisor = makeSupervisor(self.supervisor, layout, reactor)
-        for name in (yield supervisor.services()):
-            yield supervisor.remove(name, 5.0)
-        yield supervisor.close()
+        if os.path.isdir(layout.serviceDir):
+            supervisor = makeSupervisor(self.supervisor, layout, reactor)
+            for name in (yield supervisor.services()):
+                yield supervisor.remove(name, 5.0)
+            yield supervisor.close()
+        # The accounts the agent created for the pods it left installed.
+        PodUsers(stateDir, os.path.join(stateDir, "pods")).removeUnused(set())
 
     @defer.inlineCallbacks
     def addHello(self, port):
