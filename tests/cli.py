@@ -14,7 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class P2CommandMixin(object):
     """
     For trial C{TestCase}s: C{self.p2(...)}, C{self.succeed(...)} and
-    C{self.fail(...)} run C{p2 --store URL ...} as a subprocess.
+    C{self.p2Fails(...)} run C{p2 --store URL ...} as a subprocess.  (Not
+    C{fail}: that would shadow C{TestCase.fail}, through which C{assertEqual}
+    of lists, tuples, dicts and strings reports, so those never failed.)
     """
 
     def setUp(self):
@@ -46,7 +48,7 @@ class P2CommandMixin(object):
         return out
 
     @defer.inlineCallbacks
-    def fail(self, *args):
+    def p2Fails(self, *args):
         """
         Run C{p2} and check it failed with one line on standard error (besides
         argparse's "see --help" hint) and no traceback.

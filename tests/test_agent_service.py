@@ -642,7 +642,7 @@ class StatusErrorTests(unittest.TestCase):
         """
         clock = task.Clock()
         config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
-                             stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+                             stateDir=self.mktemp(), resyncInterval=30.0, sessionTTL=10.0)
         agent = AgentService(config, FakePods(), clock, store=BrokenStore(clock=clock))
         agent.startService()
         self.addCleanup(agent.stopService)
@@ -668,7 +668,7 @@ class StoreOpenRetryTests(unittest.TestCase):
             return defer.succeed(store)
         self.patch(module, "openStore", openStore)
         config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
-                             stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+                             stateDir=self.mktemp(), resyncInterval=30.0, sessionTTL=10.0)
         agent = AgentService(config, FakePods(), clock)
         agent.startService()
         self.addCleanup(agent.stopService)
@@ -705,8 +705,11 @@ class StartupTests(unittest.TestCase):
         self.clock = task.Clock()
         self.state = MemoryState()
         self.store = MemoryStore(self.state, self.clock)
+        # The agent remembers the marker in its state dir: the test's own,
+        # never a path outside the test's temporary directory.
+        self.stateDir = os.path.abspath(self.mktemp())
         self.config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
-                                  stateDir="/nonexistent", resyncInterval=30.0, sessionTTL=10.0)
+                                  stateDir=self.stateDir, resyncInterval=30.0, sessionTTL=10.0)
 
     def test_storeBlipAtStartup(self):
         """
@@ -781,6 +784,8 @@ class StartupTests(unittest.TestCase):
         self.assertEqual([c[0] for c in pods.calls], ["deploy"])
         self.assertEqual(self.successResultOf(self.store.get(keys.reality("n1", "web"))).value, V1)
         self.assertTrue(agent.converged())
+        # The marker it accepted is remembered in its own state dir.
+        self.assertTrue(os.path.exists(os.path.join(self.stateDir, "node-marker.json")))
 
     def test_storeOpenedAfterStopClosed(self):
         """

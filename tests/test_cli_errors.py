@@ -65,7 +65,7 @@ class HostChecksTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         here (exit 2, naming it), unless told it runs elsewhere.
         """
         missing = os.path.abspath(self.mktemp())
-        line, code = yield self.fail("add", "web", "-t", "static", "--directory", missing)
+        line, code = yield self.p2Fails("add", "web", "-t", "static", "--directory", missing)
         self.assertEqual(code, 2)
         self.assertIn("--directory %s does not exist on this host" % (missing,), line)
         yield self.succeed("add", "web", "-t", "static", "--directory", missing,
@@ -78,11 +78,11 @@ class HostChecksTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         nor the standard library (without requirements to install it), and
         a C{--path} that does not exist.
         """
-        line, code = yield self.fail("add", "app", "-t", "python", "--module", "no_such_app")
+        line, code = yield self.p2Fails("add", "app", "-t", "python", "--module", "no_such_app")
         self.assertEqual(code, 2)
         self.assertIn("module no_such_app is not in --path", line)
         missing = os.path.abspath(self.mktemp())
-        line, code = yield self.fail("add", "app", "-t", "python", "--module", "app",
+        line, code = yield self.p2Fails("add", "app", "-t", "python", "--module", "app",
                                      "--path", missing)
         self.assertIn("--path %s does not exist" % (missing,), line)
         app = self.www()
@@ -97,7 +97,7 @@ class HostChecksTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         """
         yield self.succeed("add", "web", "-t", "static", "--directory", self.www())
         missing = os.path.abspath(self.mktemp())
-        line, code = yield self.fail("config", "web", "directory=" + missing)
+        line, code = yield self.p2Fails("config", "web", "directory=" + missing)
         self.assertEqual(code, 2)
         self.assertIn("does not exist on this host", line)
 
@@ -111,14 +111,14 @@ class HostChecksTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         taken = self.listen()
         yield self.succeed("add", "web", "-t", "static", "--directory", self.www(),
                            "--port", str(taken))
-        line, code = yield self.fail("deploy", "web")
+        line, code = yield self.p2Fails("deploy", "web")
         self.assertEqual(code, 2)
         self.assertIn("port %d on this host is taken by pid %d" % (taken, os.getpid()), line)
         self.assertIn("p2 config web port=N", line)
         yield self.succeed("deploy", "web", "--node", "elsewhere")
         yield self.succeed("add", "blog", "-t", "static", "--directory", self.www())
         yield self.succeed("deploy", "blog", "--node", HERE)
-        line, code = yield self.fail("config", "blog", "port=%d" % (taken,))
+        line, code = yield self.p2Fails("config", "blog", "port=%d" % (taken,))
         self.assertIn("port %d on this host is taken" % (taken,), line)
         yield self.succeed("config", "blog", "port=%d" % (taken,), "--no-host-check")
 
@@ -130,7 +130,7 @@ class HostChecksTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         """
         yield self.succeed("add", "web", "-t", "static", "--directory", self.www())
         for change in ("prot=8081", "prot="):
-            line, code = yield self.fail("config", "web", change)
+            line, code = yield self.p2Fails("config", "web", change)
             self.assertEqual(code, 2)
             self.assertIn("has no setting prot; did you mean port=?", line)
 
@@ -235,14 +235,14 @@ class RemoveTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         """
         yield self.succeed("add", "job", "-t", "command", "--command", "true")
         yield self.succeed("deploy", "job", "--node", "n1")
-        line, code = yield self.fail("remove", "job")
+        line, code = yield self.p2Fails("remove", "job")
         self.assertEqual(code, 1)
         self.assertIn("job is deployed to n1", line)
         self.assertIn("p2 remove job --undeploy", line)
         out = yield self.succeed("remove", "job", "--undeploy")
         self.assertIn("undeployed job from n1", out)
         self.assertIn("removed service job", out)
-        line, code = yield self.fail("config", "job")
+        line, code = yield self.p2Fails("config", "job")
         self.assertIn("there is no service job", line)
         dump = json.loads((yield self.succeed("dump", "--json")))
         self.assertNotIn("intent/n1/job", dump)
@@ -256,7 +256,7 @@ class RemoveTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         """
         yield self.succeed("node", "add", "n1", "--label", "tier=web")
         yield self.succeed("schedule", EXAMPLE, "--node", "n1")
-        line, code = yield self.fail("node", "remove", "n1")
+        line, code = yield self.p2Fails("node", "remove", "n1")
         self.assertIn("node n1 has pods scheduled: hello", line)
         self.assertIn("--drain", line)
         out = yield self.succeed("node", "remove", "n1", "--drain")
@@ -273,7 +273,7 @@ class RemoveTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         """
         yield self.succeed("node", "add", "n1")
         yield self.put(keys.reality("n1", "hello"), b"id: hello\n")
-        line, code = yield self.fail("node", "remove", "n1", "--drain", "--timeout", "0.3")
+        line, code = yield self.p2Fails("node", "remove", "n1", "--drain", "--timeout", "0.3")
         self.assertIn("node n1 still runs hello", line)
         self.assertIn("marker is kept", line)
         dump = json.loads((yield self.succeed("dump", "--json")))
@@ -292,7 +292,7 @@ class NamespaceTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         yield self.succeed("schedule", EXAMPLE, "--node", "n1")
         dump = json.loads((yield self.succeed("dump", "--json")))
         self.assertIn(keys.NAMESPACE_MARKER, dump)
-        line, code = yield self.fail("init")
+        line, code = yield self.p2Fails("init")
         self.assertIn("already holds a p2 namespace", line)
 
     @defer.inlineCallbacks
@@ -314,7 +314,7 @@ class NamespaceTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         finally:
             yield store.close()
         yield self.put("elsewhere/thing", b"x")
-        line, code = yield self.fail("init")
+        line, code = yield self.p2Fails("init")
         self.assertIn("keys that are not a p2 namespace", line)
 
 
@@ -345,6 +345,24 @@ class StartTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("/proc/no-such-dir", err)
         self.assertIn("p2 stop-agent", err)
         self.assertNotIn("started the agent", out)
+
+    @defer.inlineCallbacks
+    def test_alreadyRunningOnAnotherStore(self):
+        """
+        After a C{p2 start} on a mistyped store (its agent keeps trying), a
+        C{p2 start} on the right one says that the agent running is on the
+        other store, exit 1: it used to say "already running" and exit 0,
+        and deploys then waited for an agent that never came.
+        """
+        bad = "local:///proc/no-such-dir/state.db"
+        self.addCleanup(self.p2With, bad, "stop-agent")
+        out, err, code = yield self.p2With(bad, "start", "--supervisor", "builtin",
+                                           "--timeout", "5")
+        self.assertEqual(code, 3, (out, err))
+        line, code = yield self.p2Fails("start", "--supervisor", "builtin")
+        self.assertEqual(code, 1)
+        self.assertIn("already running on another store, %s, not %s" % (bad, self.url), line)
+        self.assertIn("p2 stop-agent", line)
 
     @defer.inlineCallbacks
     def test_startWaitsForTheStore(self):

@@ -178,15 +178,15 @@ class Bin2podTests(HookCommandMixin, unittest.TestCase):
         A missing or non-executable file, a bad id or location: one line,
         nothing written.
         """
-        line, code = yield self.fail("bin2pod", "nothere")
+        line, code = yield self.p2Fails("bin2pod", "nothere")
         self.assertIn("nothere", line)
         self.executable("plain", mode=0o644)
-        line, code = yield self.fail("bin2pod", "plain")
+        line, code = yield self.p2Fails("bin2pod", "plain")
         self.assertIn("chmod +x", line)
         self.executable("tool")
-        line, code = yield self.fail("bin2pod", "tool", "--id", "a/b")
+        line, code = yield self.p2Fails("bin2pod", "tool", "--id", "a/b")
         self.assertEqual(code, 2)
-        line, code = yield self.fail("bin2pod", "tool", "--location", "ftp://x/")
+        line, code = yield self.p2Fails("bin2pod", "tool", "--location", "ftp://x/")
         self.assertEqual(code, 2)
         self.assertIn("--location", line)
         self.assertEqual(sorted(os.listdir(self.cwd)), ["plain", "tool"])
@@ -222,7 +222,7 @@ class HookCommandTests(HookCommandMixin, unittest.TestCase):
                                    "error": None})
         yield self.succeed("hook", "remove", "--event", "before_install", "gate")
         self.assertIsNone((yield store.get(keys.hook("before_install", "gate"))))
-        line, code = yield self.fail("hook", "remove", "--event", "before_install", "gate")
+        line, code = yield self.p2Fails("hook", "remove", "--event", "before_install", "gate")
         self.assertEqual(code, 1)
         self.assertIn("nothing removed", line)
 
@@ -234,7 +234,7 @@ class HookCommandTests(HookCommandMixin, unittest.TestCase):
         path = yield self.manifestFile()
         for args in (("schedule", "--event", "before_lunch", path),
                      ("remove", "--event", "before_lunch", "gate")):
-            line, code = yield self.fail("hook", *args)
+            line, code = yield self.p2Fails("hook", *args)
             self.assertEqual(code, 2)
             self.assertIn("before_lunch", line)
             for event in EVENTS:
@@ -249,7 +249,7 @@ class HookCommandTests(HookCommandMixin, unittest.TestCase):
         with open(path, "w") as f:
             f.write("id: bad\nlaunchables:\n  a:\n    launchable_type: docker\n"
                     "restart_policy: sometimes\ntermination_grace_period: -1\n")
-        line, code = yield self.fail("hook", "schedule", "--event", "before_install", path)
+        line, code = yield self.p2Fails("hook", "schedule", "--event", "before_install", path)
         self.assertEqual(code, 1)
         self.assertIn("launchable_type", line)
         self.assertIn("termination_grace_period", line)

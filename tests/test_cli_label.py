@@ -69,7 +69,7 @@ class LabelCommandTests(P2CommandMixin, unittest.TestCase):
         A malformed selector is reported on one line naming the column, with
         a non-zero exit code and no traceback.
         """
-        line, _ = yield self.fail("label", "select", "node", "env in (a,b")
+        line, _ = yield self.p2Fails("label", "select", "node", "env in (a,b")
         self.assertEqual(line, "p2: expected ')' at column 12 of 'env in (a,b'")
 
     @defer.inlineCallbacks
@@ -78,7 +78,7 @@ class LabelCommandTests(P2CommandMixin, unittest.TestCase):
         An invalid label value is refused, naming it, and nothing is
         written.
         """
-        line, _ = yield self.fail("label", "apply", "node", "n1", "env=prod", "tier=no good")
+        line, _ = yield self.p2Fails("label", "apply", "node", "n1", "env=prod", "tier=no good")
         self.assertIn("invalid value 'no good' for label 'tier'", line)
         self.assertEqual((yield self.succeed("label", "show", "node", "n1")), "")
 
@@ -87,7 +87,7 @@ class LabelCommandTests(P2CommandMixin, unittest.TestCase):
         """
         An unknown type is a usage error listing the valid types.
         """
-        line, code = yield self.fail("label", "show", "host", "n1")
+        line, code = yield self.p2Fails("label", "show", "host", "n1")
         self.assertEqual(code, 2)
         self.assertIn("unknown label type 'host'; expected one of daemon_set, node, pod, "
                       "pod_cluster, replication_controller, roll", line)

@@ -77,6 +77,19 @@ class VerbTableTests(unittest.TestCase):
         self.assertIn("p2twisted.cli.node", modules)
 
 
+class MixinTests(P2CommandMixin, unittest.TestCase):
+
+    def test_assertionsStillFail(self):
+        """
+        The mixin leaves C{TestCase.fail} alone: C{assertEqual} of lists,
+        tuples and strings reports through it, and used to pass whatever
+        they held (it ran C{p2} with the message instead), so C{succeed}
+        never saw a failing C{p2}.
+        """
+        for first, second in ((["a"], []), ((1, "x"), (0, "")), ("a", "b")):
+            self.assertRaises(self.failureException, self.assertEqual, first, second)
+
+
 class DispatchTests(P2CommandMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
@@ -84,13 +97,13 @@ class DispatchTests(P2CommandMixin, unittest.TestCase):
         """
         A misspelled verb gets the closest one, exit 2.
         """
-        line, code = yield self.fail("statsu")
+        line, code = yield self.p2Fails("statsu")
         self.assertEqual(code, 2)
         self.assertIn("unknown verb 'statsu'; did you mean 'status'?", line)
-        line, code = yield self.fail("node", "remov", "n1")
+        line, code = yield self.p2Fails("node", "remov", "n1")
         self.assertEqual(code, 2)
         self.assertIn("did you mean 'remove'?", line)
-        line, code = yield self.fail("start", "--supervisor", "runitt")
+        line, code = yield self.p2Fails("start", "--supervisor", "runitt")
         self.assertEqual(code, 2)
         self.assertIn("invalid --supervisor 'runitt'; did you mean 'runit'?", line)
 
@@ -111,7 +124,7 @@ class DispatchTests(P2CommandMixin, unittest.TestCase):
         """
         C{--json} on a verb without JSON output is a usage error.
         """
-        line, code = yield self.fail("init", "--json")
+        line, code = yield self.p2Fails("init", "--json")
         self.assertEqual(code, 2)
         self.assertIn("p2 init has no JSON output", line)
 
@@ -121,10 +134,10 @@ class DispatchTests(P2CommandMixin, unittest.TestCase):
         A verb run without the reactor still reports its errors on one line
         with its exit code.
         """
-        line, code = yield self.fail("manifest", "sha", os.path.abspath(self.mktemp()))
+        line, code = yield self.p2Fails("manifest", "sha", os.path.abspath(self.mktemp()))
         self.assertEqual(code, 1)
         self.assertIn("p2: ", line)
-        line, code = yield self.fail("describe", "statik")
+        line, code = yield self.p2Fails("describe", "statik")
         self.assertEqual(code, 2)
         self.assertIn("static", line)
 

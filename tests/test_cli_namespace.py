@@ -25,7 +25,7 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
         out = yield self.succeed("init")
         self.assertIn("initialised a p2 namespace", out)
         yield self.succeed("node", "add", "web1")
-        line, code = yield self.fail("init")
+        line, code = yield self.p2Fails("init")
         self.assertEqual(code, 1)
         self.assertIn("already holds a p2 namespace", line)
         self.assertIn("--force", line)
@@ -57,7 +57,7 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
         tree = json.loads((yield self.succeed("dump", "--json")))
         self.assertNotIn("intent/web1/hello", tree)
         self.assertIn("intent/web1", tree)
-        line, code = yield self.fail("unschedule", "hello", "--node", "web1")
+        line, code = yield self.p2Fails("unschedule", "hello", "--node", "web1")
         self.assertIn("not scheduled", line)
 
     @defer.inlineCallbacks
@@ -102,7 +102,7 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
         store version), which is how the agent tells it from a later one, and
         says when no agent of the node is running to act on it.
         """
-        line, code = yield self.fail("node", "confirm", "web1")
+        line, code = yield self.p2Fails("node", "confirm", "web1")
         self.assertEqual(code, 1)
         self.assertIn("intent/web1 holds no node marker", line)
         yield self.succeed("node", "add", "web1")

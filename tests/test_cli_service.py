@@ -62,14 +62,14 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_unknownTemplate(self):
-        line, code = yield self.fail("describe", "plone4")
+        line, code = yield self.p2Fails("describe", "plone4")
         self.assertIn("known templates: command, python, static", line)
-        line, code = yield self.fail("add", "web", "--template", "plone4")
+        line, code = yield self.p2Fails("add", "web", "--template", "plone4")
         self.assertIn("known templates: command, python, static", line)
 
     @defer.inlineCallbacks
     def test_mistypedOption(self):
-        line, code = yield self.fail("add", "web", "--template", "static", "--prot", "80",
+        line, code = yield self.p2Fails("add", "web", "--template", "static", "--prot", "80",
                                      "--directory", self.stateDir)
         self.assertIn("did you mean --port?", line)
         self.assertEqual(code, 2)
@@ -81,7 +81,7 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         out = yield self.succeed("add", "web", "--template", "static", "--port", "9000",
                                  "--directory", www)
         self.assertIn("added service web", out)
-        line, code = yield self.fail("add", "web", "--template", "static", "--directory", www)
+        line, code = yield self.p2Fails("add", "web", "--template", "static", "--directory", www)
         self.assertIn("already exists", line)
         out = yield self.succeed("config", "web")
         self.assertIn("port = 9000", out)
@@ -90,7 +90,7 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("p2 deploy web", out)
         out = yield self.succeed("config", "web", "port=9001")
         self.assertIn("unchanged", out)
-        line, code = yield self.fail("config", "web", "prot=1")
+        line, code = yield self.p2Fails("config", "web", "prot=1")
         self.assertIn("did you mean port=?", line)
         self.assertEqual(code, 2)
 
@@ -107,7 +107,7 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_deployMissing(self):
-        line, code = yield self.fail("deploy", "nope", "--node", "n1")
+        line, code = yield self.p2Fails("deploy", "nope", "--node", "n1")
         self.assertIn("there is no service nope", line)
 
     @defer.inlineCallbacks

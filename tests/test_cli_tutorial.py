@@ -156,13 +156,15 @@ class TutorialMixin(test_cli_service.ServiceCommandMixin):
         yield self.p2("stop-agent", "--timeout", "60", stateDir=stateDir)
         from p2twisted.agent.layout import StateLayout
         from p2twisted.agent.supervisors import makeSupervisor
+        from p2twisted.agent.users import PodUsers
         layout = StateLayout(stateDir)
-        if not os.path.isdir(layout.serviceDir):
-            return
-        supervisor = makeSupervisor(self.supervisor, layout, reactor)
-        for name in (yield supervisor.services()):
-            yield supervisor.remove(name, 5.0)
-        yield supervisor.close()
+        if os.path.isdir(layout.serviceDir):
+            supervisor = makeSupervisor(self.supervisor, layout, reactor)
+            for name in (yield supervisor.services()):
+                yield supervisor.remove(name, 5.0)
+            yield supervisor.close()
+        # The accounts the agent created for the pods it left installed.
+        PodUsers(stateDir, os.path.join(stateDir, "pods")).removeUnused(set())
 
     @defer.inlineCallbacks
     def addHello(self, port):
@@ -241,7 +243,7 @@ class TutorialTests(TutorialMixin, unittest.TestCase):
         self.assertIn("hello is running on", out)
         yield self.checkRunning(port)
 
-        line, code = yield self.fail("run", "hello", "frobnicate")
+        line, code = yield self.p2Fails("run", "hello", "frobnicate")
         self.assertIn("its tasks: install, packages", line)
         wheels = reachableDirectory(self, "p2-wheels-")
         buildWheel(wheels)
@@ -265,7 +267,7 @@ class TutorialTests(TutorialMixin, unittest.TestCase):
         yield self.addHello(freePort())
         yield self.succeed("deploy", "hello", "--node", "elsewhere")
         for bad in ("nan", "inf", "0"):
-            line, code = yield self.fail("run", "--timeout", bad, "hello", "packages")
+            line, code = yield self.p2Fails("run", "--timeout", bad, "hello", "packages")
             self.assertEqual((line, code),
                              ("p2: --timeout must be a positive number of seconds", 2))
         for verb in (("run", "hello", "packages"), ("logs", "hello")):
@@ -276,10 +278,10 @@ class TutorialTests(TutorialMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_logsNothing(self):
-        line, code = yield self.fail("logs", "hello")
+        line, code = yield self.p2Fails("logs", "hello")
         self.assertIn("there is no service hello", line)
         yield self.addHello(freePort())
-        line, code = yield self.fail("logs", "hello")
+        line, code = yield self.p2Fails("logs", "hello")
         self.assertIn("hello is not deployed anywhere", line)
 
     @defer.inlineCallbacks
@@ -330,7 +332,7 @@ class BuiltinSupervisorTests(TutorialMixin, unittest.TestCase):
 
         # Its pods stay with the builtin supervisor: runit is refused, auto keeps it.
         yield self.succeed("stop-agent")
-        line, code = yield self.fail("start", "--supervisor", "runit")
+        line, code = yield self.p2Fails("start", "--supervisor", "runit")
         self.assertEqual(code, 1)
         self.assertTrue(line.startswith(
             "p2: the agent did not start: the pods in %s are supervised by builtin"

@@ -96,6 +96,22 @@ def runningPid(pidfile):
     return pid
 
 
+def runningStore(pid):
+    """
+    @return: the store URL the agent C{pid} was started with (its
+        C{--store} argument), or C{None} when its command line is unknown.
+    """
+    try:
+        with open("/proc/%d/cmdline" % (pid,), "rb") as f:
+            argv = f.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--store":
+            return value
+    return None
+
+
 #: Seconds between two looks at the starting agent's presence.
 START_INTERVAL = 0.1
 
@@ -134,6 +150,10 @@ def runStart(options):
     state, pidfile, logfile = paths(options)
     pid = runningPid(pidfile)
     if pid is not None:
+        running, url = runningStore(pid), agentArguments(options, state)[2]
+        if running is not None and running != url:
+            raise P2Error("the agent (pid %d) is already running on another store, %s, not %s; "
+                          "stop it with 'p2 stop-agent' first" % (pid, running, url))
         options.out.write("the agent is already running (pid %d; log %s)\n" % (pid, logfile))
         return 0
     if os.path.exists(pidfile):
