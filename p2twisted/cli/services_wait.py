@@ -96,7 +96,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
                 if len(seen) >= FAILED_ATTEMPTS:
                     out.flush()
                     raise P2Error("%s failed on %s %d times in a row while waiting: %s; "
-                                  "the agent keeps retrying; see 'p2 status %s'" % (
+                                  "the agent keeps retrying; see 'p2 logs %s'" % (
                                       manifest.id, node, len(seen),
                                       services.oneLine(state["error"] or "no error given"),
                                       manifest.id))
