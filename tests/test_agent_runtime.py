@@ -17,6 +17,7 @@ import p2twisted
 from p2twisted.agent import p2exec, runtime
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import AgentError
+from tests.reachable import reachableDirectory
 
 IS_ROOT = os.geteuid() == 0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(p2twisted.__file__)))
@@ -366,7 +367,7 @@ class ChpstArgvTests(unittest.TestCase):
 
     def start(self, argv, env=None):
         result = subprocess.run(
-            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+            argv, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
             preexec_fn=_lowerLimits,
             env=dict(env or {}, PATH="/usr/local/bin:/usr/bin:/bin", PYTHONPATH=REPO))
         self.assertEqual((result.returncode, result.stderr), (0, b""))
@@ -387,12 +388,12 @@ class ChpstArgvTests(unittest.TestCase):
             raise unittest.SkipTest("chpst (runit) is not installed")
         if not os.path.exists("/usr/bin/python3"):
             raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
-        base = os.path.abspath(self.mktemp())
+        # The pod runs as nobody: its root is outside the (maybe private)
+        # checkout.
+        base = reachableDirectory(self, "p2-chpst-")
         layout = PodLayout(base, "web")
         install = layout.installDir("app", "1")
         os.makedirs(os.path.join(install, "bin"))
-        for path in (base, os.path.dirname(base)):
-            os.chmod(path, 0o755)
         os.symlink(install, layout.current("app"))
         launch = os.path.join(install, "bin", "launch")
         with open(launch, "w") as f:
