@@ -56,6 +56,9 @@ POLLER = ThreadPool(1, 1, "poller")
 
 POLL_INTERVAL = 0.002
 
+#: The agents' removal grace, in seconds.
+REMOVAL_GRACE = 0.5
+
 
 def busybox():
     path = shutil.which("busybox")
@@ -144,10 +147,15 @@ def startAgent(base, storeURL, logPath, root=ROOT):
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
     env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
+    # A short removal grace (it delays removals only, never a deploy): each
+    # run's pod is gone a moment after it is unscheduled, not 10 s later.
+    config = os.path.join(base, "agent.yaml")
+    with open(config, "w") as f:
+        f.write("removal_grace: %g\n" % (REMOVAL_GRACE,))
     with open(logPath, "ab") as log:
         return subprocess.Popen(
             [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
-             "p2-agent", "--store", storeURL, "--node", "bench", "--state-dir", os.path.join(base, "state"),
+             "p2-agent", "--config", config, "--store", storeURL, "--node", "bench", "--state-dir", os.path.join(base, "state"),
              "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
 
