@@ -338,6 +338,36 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertNotIn("hello from %d" % (first.pid,), _text(current))
 
     @defer.inlineCallbacks
+    def test_restartWithinPauseSkipsFinish(self):
+        """
+        A restart within the pause does not wait for the old run's C{finish}
+        script: the new run starts once the old process group is gone, while
+        the moved-aside runsv still runs C{finish}; the old directory goes
+        once that ends.
+        """
+        from p2twisted.agent.supervisors import runit
+        slow = self.pidFile("slow-finish")
+        self.patch(runit, "FINISH_SCRIPT",
+                   "#!/bin/sh\n[ -e %s ] && exec sleep 30\nexit 0\n" % (slow,))
+        first = yield self.sup.start(self.sleeper(restartTimeout=2.0))
+        with open(slow, "w"):
+            pass
+        second = yield self.sup.start(self.sleeper(restartTimeout=2.0), restart=True)
+        self.assertTrue(second.running)
+        self.assertFalse(alive(first.pid))
+        old = [os.path.join(self.layout.serviceDir, n) for n in os.listdir(self.layout.serviceDir)
+               if n.startswith(".svc.removed-")]
+        self.assertEqual(len(old), 1)
+        status = readStatus(old[0])
+        self.assertEqual((status.state, status.want), (FINISH, "d"))
+        self.assertTrue(alive(status.pid))
+        # Cut the old finish short (it would end on its own 30 s later).
+        os.unlink(slow)
+        os.kill(status.pid, signal.SIGTERM)
+        yield self.sup.close()
+        self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
+
+    @defer.inlineCallbacks
     def test_changedDefinition(self):
         """
         A changed spec replaces the scripts without touching the running

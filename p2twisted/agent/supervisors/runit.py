@@ -693,7 +693,7 @@ class RunitSupervisor(SupervisorBase):
         name = spec.name
         # The stop is under way (signalled) when this returns; the new
         # directory is built meanwhile.
-        stopping = self._stopRunning(name, path, spec.restartTimeout)
+        stopping = self._stopRunning(name, path, spec.restartTimeout, retiring=True)
         try:
             new = self._build(spec)
         except OSError as e:
@@ -766,14 +766,22 @@ class RunitSupervisor(SupervisorBase):
         log.info("service {service} stopped", service=name, event="service-stop")
 
     @defer.inlineCallbacks
-    def _stopRunning(self, name, path, timeout):
+    def _stopRunning(self, name, path, timeout, retiring=False):
         """
         C{sv down}, then TERM/KILL the process group of the pid runsv ran
         before and after the command, until runsv reports it down.
+
+        @param retiring: this runsv is about to be told to exit (its
+            directory moves aside): the service counts as down once its
+            process group is gone and runsv has reaped it (state C{finish}),
+            without waiting for the C{finish} script, which runs on in the
+            moved-aside directory (and, the service wanted down, only
+            records the exit).
         """
         def isDown():
             now = readStatus(path)
-            return now is None or now.state == DOWN or not runsvAlive(path)
+            return (now is None or now.state == DOWN or not runsvAlive(path)
+                    or (retiring and now.state == FINISH))
 
         def wantsDown():
             now = readStatus(path)
@@ -783,7 +791,7 @@ class RunitSupervisor(SupervisorBase):
         yield self._command("down", path)
         # sv does not wait for runsv to read the command: a process that ends
         # before then would be counted a restart (and finish would wait).
-        yield waitUntil(self._reactor, wantsDown, timeout)
+        yield waitUntil(self._reactor, wantsDown, timeout, first=_FIRST_LOOK)
         after = readStatus(path)
         pids = []
         for st in (before, after):
@@ -793,8 +801,10 @@ class RunitSupervisor(SupervisorBase):
             yield terminate(self._reactor, pid, leadsGroup(pid), timeout,
                             isDown, what="service %s" % (name,))
         now = readStatus(path)
-        if now is not None and now.state == FINISH and now.pid:
-            # finish waiting out a crash loop's delay: end the wait.
+        if now is not None and now.state == FINISH and now.pid and not (retiring and pids):
+            # finish waiting out a crash loop's delay: end the wait.  (Not
+            # after this stop when retiring: that finish, run after the
+            # service was wanted down, only records the exit.)
             yield terminate(self._reactor, now.pid, False, timeout, isDown,
                             what="finish of service %s" % (name,))
         if not pids and not (yield waitUntil(self._reactor, isDown, timeout + KILL_GRACE)):
