@@ -105,6 +105,21 @@ class ScriptTests(unittest.SynchronousTestCase):
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
             "exec /bin/echo 'a b' 'it'\"'\"'s' '$HOME'\n"))
 
+    def test_runScriptShellArgv(self):
+        """
+        An argv C{/bin/sh -c SCRIPT NAME ARGS...} is run by the C{run}
+        script's own shell: C{ARGS} become its arguments, then C{SCRIPT}
+        runs.  One that looks at C{$0} is exec'd as any other.
+        """
+        spec = ServiceSpec("p__l__launch", ["/bin/sh", "-c", 'umask 022 && exec "$@"',
+                                            "p2-start", "/bin/echo", "a b"], env={})
+        self.assertTrue(runScript(spec).endswith(
+            "\nset -- /bin/echo 'a b'\n"
+            'umask 022 && exec "$@"\n'))
+        spec = ServiceSpec("p__l__launch", ["/bin/sh", "-c", 'echo $0 "$@"', "p2-start"])
+        self.assertTrue(runScript(spec).endswith(
+            "\nexec /bin/sh -c 'echo $0 \"$@\"' p2-start\n"))
+
     def test_serviceFiles(self):
         """
         A service has C{run}, a C{finish} that counts restarts and a
@@ -366,6 +381,20 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         os.kill(status.pid, signal.SIGTERM)
         yield self.sup.close()
         self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
+
+    @defer.inlineCallbacks
+    def test_shellArgv(self):
+        """
+        A service started as C{/bin/sh -c SCRIPT NAME ARGS...} runs
+        C{SCRIPT} with C{ARGS} as its arguments.
+        """
+        out = self.pidFile("out")
+        spec = ServiceSpec("svc", [
+            "/bin/sh", "-c", 'umask 027 && exec "$@"', "p2-start", "setsid", "sh", "-c",
+            'umask > %s; echo "$1" >> %s; exec sleep 1000' % (out, out), "inner", "a b"],
+            env={"P2_TEST_ROOT": self.root})
+        yield self.sup.start(spec)
+        yield waitFor(lambda: _words(out) == ["0027", "a", "b"], what="the service's output")
 
     @defer.inlineCallbacks
     def test_changedDefinition(self):
