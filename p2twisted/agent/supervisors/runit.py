@@ -34,7 +34,8 @@ whose runsv died.
 
 Restarting a service that started less than a second ago (an upgrade right
 after a deploy) would make its runsv sleep a second once it is down (runsv's
-pause against crash loops).  Such a restart stops the service, moves its
+pause against crash loops).  Such a restart stops the service (its process
+group gone is enough: the old run's C{finish} may still run), moves its
 directory aside (under a C{.removed-} name; the old runsv works relative to
 it), tells the old runsv to exit, and starts a fresh directory and runsv under
 the name; the old directory's log files then move into the new log directory
@@ -44,8 +45,8 @@ Commands are C{sv}'s (C{up}, C{once}, C{down}, C{exit}) without C{-w}, their
 letters written to C{supervise/control} as sv does (without starting it): the
 supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
-1 run / 2 finish; runsv writes it by rename) every 10 ms instead of sv's
-420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
+1 run / 2 finish; runsv writes it by rename) every 2 ms (the first looks
+sooner) instead of sv's 420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
 service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL
 to the group after the timeout; runsv alone would only signal the group's
 leader.
