@@ -47,9 +47,9 @@ supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
 1 run / 2 finish; runsv writes it by rename) every 2 ms (the first looks
 sooner) instead of sv's 420 ms.  Stopping sends TERM (and CONT) to the
-service's process group when the service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL
-to the group after the timeout; runsv alone would only signal the group's
-leader.
+service's process group when the service leads its own group (C{p2-exec} or
+C{chpst -P} make it so), and KILL to the group after the timeout; runsv alone
+would only signal the group's leader.
 """
 
 import binascii
