@@ -180,7 +180,8 @@ def startAgent(base, storeURL, logPath, root=ROOT):
     with open(logPath, "ab") as log:
         return subprocess.Popen(
             [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
-             "p2-agent", "--config", config, "--store", storeURL, "--node", "bench", "--state-dir", os.path.join(base, "state"),
+             "p2-agent", "--config", config, "--store", storeURL, "--node", "bench",
+             "--state-dir", os.path.join(base, "state"),
              "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
 
