@@ -45,7 +45,12 @@ the floor's tar takes 3-5), activated 14.2, runsv started 16.7, serving
 26.9: runsv, svlogd, sh, two chpst and the pod take ~10 ms where the floor's
 launch takes ~5.  On ZooKeeper the watch, the listing and the worker's
 re-read of reality are ~8 ms of round-trips from commit to work, and the
-install ~12 ms (its syncfs shares the disk with ZooKeeper's own log).
+install ~12 ms (its syncfs shares the disk with ZooKeeper's own log).  In an
+upgrade, stopping the old run (C{sv down} to its process group gone) now
+takes ~0.5 ms, where waiting for its finish script took 18-21; what is left
+is the install, the runtime files written after it (~3-6 ms: an upgrade
+cannot write them while the old version may still read them), and the new
+runsv's chain (~12 ms to serving).
 """
 
 import argparse
