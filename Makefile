@@ -56,6 +56,8 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/deploy_latency.py
 	$(BIN)/python bench/install_throughput.py
+	$(BIN)/python bench/cli_start.py
+	$(BIN)/python bench/ansible_compare.py
 
 # The demo: an agent on the embedded store, a static site and a Python WSGI app
 # deployed and answering.  Pods run under runit as root, in the agent otherwise.
@@ -87,9 +89,8 @@ demo: $(STAMP)
 demo-stop: $(STAMP)
 	@# The agent removes the pods, so it must be running while they are undeployed.
 	$(P2DEMO) start --node demo --supervisor $(SUP)
-	-$(P2DEMO) undeploy web
-	-$(P2DEMO) undeploy hello
-	@for i in $$(seq 150); do [ -z "$$(ls -A $(DEMO)/state/pods 2>/dev/null)" ] && break; sleep 0.2; done
+	-$(P2DEMO) undeploy web --wait --timeout 30
+	-$(P2DEMO) undeploy hello --wait --timeout 30
 	-$(P2DEMO) stop-agent
 
 clean:

@@ -173,21 +173,27 @@ def floorRun(workdir, v1, v2, i):
 
 # -- the agent -------------------------------------------------------------------
 
-def startAgent(base, storeURL, logPath, root=ROOT):
+def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
+    """
+    Start C{twistd -n p2-agent} on C{storeURL}, its pods allowed to run as
+    this user, with the agent config C{settings} (YAML lines) besides.
+    """
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
-    env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
-    # A short removal grace (it delays removals only, never a deploy): each
-    # run's pod is gone a moment after it is unscheduled, not 10 s later.
     config = os.path.join(base, "agent.yaml")
     with open(config, "w") as f:
-        f.write("removal_grace: %g\n" % (REMOVAL_GRACE,))
+        # A short removal grace (it delays removals only, never a deploy):
+        # each run's pod is gone a moment after it is unscheduled, not 10 s
+        # later.
+        f.write("allowed_run_as: [%s]\nremoval_grace: %g\n%s"
+                % (currentUser(), REMOVAL_GRACE, settings))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+    env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
     with open(logPath, "ab") as log:
         return subprocess.Popen(
             [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
-             "p2-agent", "--config", config, "--store", storeURL, "--node", "bench",
+             "p2-agent", "--store", storeURL, "--node", "bench",
              "--state-dir", os.path.join(base, "state"),
-             "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit"],
+             "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit", "--config", config],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
 
 

@@ -96,6 +96,21 @@ def environment(pid, proc="/proc"):
     return env
 
 
+def foreignTo(owners, podId, proc="/proc"):
+    """
+    Whether the processes C{owners} (of a port) are provably none of pod
+    C{podId}'s: each one's environment is readable and has variables, and
+    none has C{POD_ID=<podId>}.  A process showing no variables is unknown,
+    not foreign: programs that set their process title (nginx, PostgreSQL,
+    Python's setproctitle) write it over the memory that
+    C{/proc/<pid>/environ} shows.
+
+    @param owners: C{{pid: command name}}, not empty.
+    """
+    envs = [environment(pid, proc) for pid in owners]
+    return all(envs) and not any(env.get("POD_ID") == podId for env in envs)
+
+
 def describeOwners(owners):
     """
     @return: C{"pid 12 (nginx), pid 13 (nginx)"}.
@@ -143,11 +158,8 @@ class PodListenerCheck(object):
             return cached[1]
         owners = socketOwners(inodes, self.proc)
         verdict = None
-        if owners:
-            envs = {pid: environment(pid, self.proc) for pid in owners}
-            if all(env is not None for env in envs.values()) and not any(
-                    env.get("POD_ID") == podId for env in envs.values()):
-                verdict = ("port %d is held by %s, not by a process of pod %s"
-                           % (port, describeOwners(owners), podId))
+        if owners and foreignTo(owners, podId, self.proc):
+            verdict = ("port %d is held by %s, not by a process of pod %s"
+                       % (port, describeOwners(owners), podId))
         self._cache[port] = (key, verdict)
         return verdict

@@ -312,13 +312,13 @@ def healthText(health, sha):
 def podState(store, name, node):
     """
     @return: L{Deferred} firing with C{{"node", "intent", "reality", "state",
-        "error", "time", "restarts", "crash_loop", "health"}}: the intent and
-        reality SHAs (C{None} when absent), the agent's last status of the
-        pod (with its services' restart count and crash loop), and its health
-        (L{readHealth}).
+        "error", "time", "attempts", "restarts", "crash_loop", "health"}}:
+        the intent and reality SHAs (C{None} when absent), the agent's last
+        status of the pod (its failed attempts in a row, its services' restart
+        count and crash loop), and its health (L{readHealth}).
     """
     state = {"node": node, "intent": None, "reality": None, "state": None, "error": None,
-             "time": None, "restarts": None, "crash_loop": None}
+             "time": None, "attempts": None, "restarts": None, "crash_loop": None}
     state["health"] = yield readHealth(store, name, node)
     for field, key in (("intent", keys.intent(node, name)), ("reality", keys.reality(node, name))):
         entry = yield store.get(key)
@@ -332,8 +332,8 @@ def podState(store, name, node):
         try:
             record = json.loads(entry.value)
             state.update(state=record.get("state"), error=record.get("error"),
-                         time=record.get("time"), restarts=record.get("restarts"),
-                         crash_loop=record.get("crash_loop"))
+                         time=record.get("time"), attempts=record.get("attempts"),
+                         restarts=record.get("restarts"), crash_loop=record.get("crash_loop"))
         except (ValueError, AttributeError):
             pass
     return state

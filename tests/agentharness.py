@@ -103,8 +103,10 @@ class AgentHarness(object):
         os.makedirs(base, exist_ok=True)
         self.base = base
         # A short removal grace: unscheduled pods go within a second here
-        # (tests of the grace itself set their own).
-        defaults = dict(resyncInterval=2.0, sessionTTL=5.0, fetchTimeout=5.0, removalGrace=1.0)
+        # (tests of the grace itself set their own).  Pods run as 'nobody',
+        # an existing account the agent must be allowed.
+        defaults = dict(resyncInterval=2.0, sessionTTL=5.0, fetchTimeout=5.0, removalGrace=1.0,
+                        allowedRunAs=["nobody"])
         defaults.update(settings)
         self.config = AgentConfig(node=node, store=storeURL, podRoot=os.path.join(base, "pods"),
                                   stateDir=os.path.join(base, "state"), supervisor=supervisor,
@@ -151,3 +153,6 @@ class AgentHarness(object):
         for name in (yield supervisor.services()):
             yield supervisor.remove(name, 5.0)
         yield supervisor.close()
+        # The accounts the agent created for pods left installed.
+        from p2twisted.agent.users import PodUsers
+        PodUsers(self.config.stateDir, self.config.podRoot).removeUnused(set())

@@ -339,6 +339,70 @@ class FetchTests(unittest.TestCase):
         self.assertEqual(len(opened), 1)
 
 
+    def test_leftoversRemovedAtStart(self):
+        """
+        The download file of a fetch cut short by a kill (any age) is deleted
+        when the cache is created, that is when the agent starts; a file
+        still held by a live download is not.
+        """
+        os.makedirs(self.state.tmpDir)
+        leftover = os.path.join(self.state.tmpDir, "artifact-k1lled.part")
+        with open(leftover, "wb") as f:
+            f.write(b"half an artifact")
+        live, out = self.cache()._openTemp()
+        self.addCleanup(out.close)
+        other = os.path.join(self.state.tmpDir, "unrelated")
+        open(other, "wb").close()
+        self.cache()
+        self.assertEqual(sorted(os.listdir(self.state.tmpDir)),
+                         sorted([os.path.basename(live), "unrelated"]))
+
+    def test_leftoverOfLiveDownloadKept(self):
+        """
+        A fetch does not delete the file another fetch is writing.
+        """
+        cache = self.cache()
+        live, out = cache._openTemp()
+        self.addCleanup(out.close)
+        self.assertEqual(cache.removeLeftovers(), [])
+        self.assertTrue(os.path.exists(live))
+        out.close()
+        self.assertEqual(cache.removeLeftovers(), [live])
+        self.assertFalse(os.path.exists(live))
+
+
+    @defer.inlineCallbacks
+    def test_finishedDownloadNotTakenForLeftover(self):
+        """
+        A download that is complete but not yet in the cache is not deleted
+        by another fetch's look for leftovers (in another thread) at that
+        moment: it is held until renamed.
+        """
+        cache = self.cache()
+        openTemp = cache._openTemp
+        swept = []
+
+        class Closing(object):
+            # The download file; at its close, another fetch sweeps.
+            def __init__(self, f):
+                self._f = f
+
+            def write(self, data):
+                return self._f.write(data)
+
+            def close(self):
+                self._f.close()
+                swept.extend(cache.removeLeftovers())
+
+        def opening():
+            path, out = openTemp()
+            return path, Closing(out)
+        self.patch(cache, "_openTemp", opening)
+        path, sha = yield cache.fetch(self.fileURL(), digest=self.sha)
+        self.assertEqual(swept, [])
+        self.assertEqual(sha256File(path), self.sha)
+
+
 class FullFile(object):
     """
     A file on a full disk.

@@ -39,19 +39,22 @@ class AgentConfigTests(unittest.TestCase):
                          (state, os.path.join(state, "pods"), os.path.join(state, "hooks")))
         self.assertEqual(config.store, "local://" + os.path.join(state, "state.db"))
         defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
-        for name in ("supervisor", "resyncInterval", "sessionTTL", "maxArtifactBytes",
-                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers"):
+        for name in ("supervisor", "resyncInterval", "sessionTTL", "maxExpandedBytes",
+                     "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers",
+                     "allowedRunAs"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
+        self.assertEqual(config.allowedRunAs, [])
 
     def test_fileAndFlags(self):
         """
         The file's settings apply; a flag overrides the file.
         """
         config = self.load("node: web1\nsession_ttl: 5\nartifact_cache_bytes: 1048576\n"
-                           "disk_budget: 0\nlabels: {rack: r1}\n", node="web2")
+                           "disk_budget: 0\nlabels: {rack: r1}\n"
+                           "allowed_run_as: [nobody, root]\n", node="web2")
         self.assertEqual((config.node, config.sessionTTL, config.artifactCacheBytes,
-                          config.diskBudget, config.labels),
-                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}))
+                          config.diskBudget, config.labels, config.allowedRunAs),
+                         ("web2", 5, 1 << 20, 0, {"rack": "r1"}, ["nobody", "root"]))
 
     def test_failsafeSettings(self):
         """
@@ -62,6 +65,20 @@ class AgentConfigTests(unittest.TestCase):
         self.assertEqual((config.removalGrace, config.holdTimeout), (10.0, None))
         config = self.load("removal_grace: 2.5\nhold_timeout: 3600\n", node="n1")
         self.assertEqual((config.removalGrace, config.holdTimeout), (2.5, 3600))
+
+    def test_expandedBytes(self):
+        """
+        C{max_expanded_bytes} limits the expanded size of every pod's
+        artifacts, C{pod_max_expanded_bytes} of the pods it names;
+        C{max_artifact_bytes} is the former name of the first.
+        """
+        config = self.load("max_expanded_bytes: 2048\npod_max_expanded_bytes: {web: 1024}\n",
+                           node="n1")
+        self.assertEqual((config.maxExpandedBytes, config.podMaxExpandedBytes),
+                         (2048, {"web": 1024}))
+        self.assertEqual(self.load("max_artifact_bytes: 4096\n", node="n1").maxExpandedBytes, 4096)
+        error = self.assertRaises(UsageError, self.load, "pod_max_expanded_bytes: {web: 0}\n")
+        self.assertIn("pod_max_expanded_bytes.web: expected a number >= 1, got 0", str(error))
 
     def test_badValues(self):
         """
@@ -74,7 +91,8 @@ class AgentConfigTests(unittest.TestCase):
                 ("labels: [a]\n", "labels: expected a mapping"),
                 ("node: a/b\n", "must not contain '/'"),
                 ("removal_grace: -1\n", "removal_grace: expected a number >= 0"),
-                ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0")]:
+                ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0"),
+                ("allowed_run_as: root\n", "allowed_run_as: expected a list of names")]:
             error = self.assertRaises(UsageError, self.load, text)
             self.assertIn(fragment, str(error))
 

@@ -580,6 +580,59 @@ class LifecycleScriptsTests(LocalStoreCase):
         self.assertIn("create_users", status["error"])
         self.assertIsNone((yield self.store.get(keys.reality("n1", "hello"))))
 
+    @defer.inlineCallbacks
+    def test_rootByPodIdRefused(self):
+        """
+        A pod C{id: root} without C{run_as} is refused: its status says why,
+        nothing is installed, nothing runs, reality stays empty.
+        """
+        harness = AgentHarness(self, self.url, allowedRunAs=["nobody", "root"]).start()
+        port = freePort()
+        url, sha = buildWebArtifact(self.artifacts, "root", "1")
+        raw = webManifest("root", url, port, sha).replace(b"run_as: nobody\n", b"")
+        yield intent.schedule(self.store, "n1", parseManifest(raw))
+        status = yield waitFor(lambda: self.store.get(keys.status("pods", "n1", "root")).addCallback(
+            lambda e: json.loads(e.value) if e and json.loads(e.value)["state"] == "failed" else None),
+            what="a failed status")
+        self.assertIn("pod root has no run_as, and its id names the existing account root",
+                      status["error"])
+        self.assertIsNone((yield self.store.get(keys.reality("n1", "root"))))
+        self.assertFalse(os.path.exists(harness.layout("root").home))
+        self.assertEqual((yield harness.pods.supervisor.services()), [])
+        self.assertIsNone((yield httpGet("http://127.0.0.1:%d/version" % (port,))))
+
+    @defer.inlineCallbacks
+    def test_createdAccountsDeletedWhenUnused(self):
+        """
+        Pods without C{run_as} run as accounts named by their ids, which the
+        agent creates; each is deleted once its pod is unscheduled.
+        """
+        import pwd
+        import uuid
+        harness = AgentHarness(self, self.url).start()
+        ids = ["p2t%s" % (uuid.uuid4().hex[:8],) for _ in range(2)]
+        ports = {}
+        for podId in ids:
+            ports[podId] = freePort()
+            url, sha = buildWebArtifact(self.artifacts, podId, "1")
+            raw = webManifest(podId, url, ports[podId], sha).replace(b"run_as: nobody\n", b"")
+            yield intent.schedule(self.store, "n1", parseManifest(raw))
+        for podId in ids:
+            yield waitForVersion(ports[podId], "1")
+            self.assertEqual(pwd.getpwnam(podId).pw_dir, harness.layout(podId).home)
+
+        def account(name):
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                return None
+
+        yield intent.unschedule(self.store, "n1", ids[0])
+        yield waitFor(lambda: account(ids[0]) is None, what="account %s deleted" % (ids[0],))
+        self.assertIsNotNone(account(ids[1]))
+        yield waitForVersion(ports[ids[1]], "1")
+        yield intent.unschedule(self.store, "n1", ids[1])
+        yield waitFor(lambda: account(ids[1]) is None, what="account %s deleted" % (ids[1],))
 
 class CountingPool(object):
     """

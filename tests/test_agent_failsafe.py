@@ -113,14 +113,15 @@ class DecideTests(unittest.TestCase):
 
     def test_describe(self):
         """
-        The status record says whether removals are held and by what
-        command they are confirmed.
+        The status record says whether removals are held, by what command
+        they are confirmed, and when the hold times out (never, here).
         """
         held = failsafe.describe(self.decide(marker=M2, absentSince={"web": 0.0}), "n1", True,
                                  orphans={"stray"})
         self.assertEqual((held["state"], held["hold"], held["held"], held["orphans"],
                           held["confirm"]),
                          ("held", "new-marker", ["web"], ["stray"], "p2 node confirm n1"))
+        self.assertIsNone(held["hold_until"])
         grace = failsafe.describe(self.decide(absentSince={"web": 95.0}), "n1", True)
         self.assertEqual((grace["state"], grace["grace_until"]), ("grace", {"web": 105.0}))
         self.assertNotIn("confirm", grace)
@@ -153,14 +154,16 @@ class MarkerMemoryTests(unittest.TestCase):
 
     def test_unreadableHolds(self):
         """
-        A damaged file reads as an identity no marker has, so the present
-        marker starts a hold rather than being taken as the first.
+        A damaged file (not JSON, empty, or JSON that save never writes)
+        reads as an identity no marker has, so the present marker starts a
+        hold rather than being taken as the first.
         """
         os.makedirs(os.path.dirname(self.path))
-        with open(self.path, "w") as f:
-            f.write("{not json")
-        remembered = failsafe.MarkerMemory(self.path, "n1").load()
-        self.assertIsNotNone(remembered)
-        self.assertEqual(failsafe.decide(M1, remembered, {}, 0.0, 10.0).hold,
-                         failsafe.NEW_MARKER)
-        json.dumps(remembered)
+        for damaged in ("{not json", "", "null", "[]", '{"node": "n1"}'):
+            with open(self.path, "w") as f:
+                f.write(damaged)
+            remembered = failsafe.MarkerMemory(self.path, "n1").load()
+            self.assertIsNotNone(remembered, damaged)
+            self.assertEqual(failsafe.decide(M1, remembered, {}, 0.0, 10.0).hold,
+                             failsafe.NEW_MARKER, damaged)
+            json.dumps(remembered)

@@ -11,6 +11,7 @@ import stat
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.agent.archive import NoSpace
 from p2twisted.agent.fsutil import syncFilesystem
 from p2twisted.agent.install import Installer, checkArchive, diskUsage, entryPoints
 from p2twisted.agent.layout import PodLayout
@@ -18,6 +19,35 @@ from p2twisted.errors import ArtifactError, DigestMismatch, UnsafeArchive
 from tests.artifacts import buildHoist, member, simpleHoist
 
 TIMEOUT = 30
+
+
+def _header(name, kind=b"0", size=0):
+    """
+    @return: a plain ustar header block.
+    """
+    import tarfile
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime, info.mode = kind, size, 1700000000, 0o644
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def _extension(kind, data, padding=b""):
+    """
+    @return: an extension header of type C{kind} (long name, PAX...)
+        carrying C{data}, then C{padding} and NULs to a whole block.
+    """
+    body = data + padding
+    return _header("ext", kind, len(data)) + body + bytes(-len(body) % 512)
+
+
+def _record(keyword, value):
+    """
+    @return: a PAX record (its length right, unless C{keyword} starts with
+        a blank: then one more than the length field says).
+    """
+    body = b" %s=%s\n" % (keyword, value)
+    length = len(body) + len(str(len(body) + 2))
+    return b"%d%s" % (length, body)
 
 
 class CheckArchiveTests(unittest.TestCase):
@@ -55,7 +85,7 @@ class CheckArchiveTests(unittest.TestCase):
                    symlinks={"bin/python": "/usr/bin/python3", "lib/rel": "../bin"},
                    hardlinks={"lib/b": "lib/a"},
                    extra=[member("lib/a", content=b"again"), member("./lib/./c", content=b"c")])
-        names = [m.name for m in checkArchive(self.path)]
+        names = checkArchive(self.path)
         self.assertIn("bin/python", names)
         self.assertIn(longName, names)
         self.assertEqual(len(names), 11)
@@ -67,7 +97,7 @@ class CheckArchiveTests(unittest.TestCase):
         import tarfile
         longName = "d/" + "y" * 200
         buildHoist(self.path, files={longName: b"z"}, format=tarfile.PAX_FORMAT)
-        self.assertEqual([m.name for m in checkArchive(self.path)], [longName])
+        self.assertEqual(checkArchive(self.path), [longName])
 
     def test_absolute(self):
         """
@@ -189,6 +219,166 @@ class CheckArchiveTests(unittest.TestCase):
             info, data = member("a", content=b"x")
             archive.addfile(info, io.BytesIO(data))
         self.assertEqual(len(checkArchive(self.path)), 1)
+
+    def rawArchive(self, blocks, patch):
+        """
+        Write a gzipped tar of C{blocks} (bytes of a plain tar), after
+        C{patch(blocks)} changed them in place, with each header's checksum
+        set again.
+        """
+        data = bytearray(blocks)
+        patch(data)
+        for offset in range(0, len(data), 512):
+            header = data[offset:offset + 512]
+            if header[257:262] == b"ustar":
+                header[148:156] = b" " * 8
+                header[148:156] = b"%06o\0 " % (sum(header),)
+                data[offset:offset + 512] = header
+        with gzip.open(self.path, "wb") as f:
+            f.write(bytes(data))
+
+    def test_numbersReadAlike(self):
+        """
+        Number fields Python and GNU tar read differently (a sign, a '_', a
+        leading NUL) are refused, in the member's header or in the long-name
+        header before it, rather than letting tar see other members.
+        """
+        import tarfile
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as archive:
+            for name in ("a", "b/" + "x" * 120):
+                info, data = member(name, content=b"x" * 600)
+                archive.addfile(info, io.BytesIO(data))
+        plain = raw.getvalue()
+
+        def field(offset, value):
+            def patch(data):
+                data[offset:offset + len(value)] = value
+            return patch
+        for offset, value in [(124, b"0000000_1130"), (124, b"\0000000001130"),
+                              (124, b"+0000001130\0"), (100, b"0_00644\0")]:
+            self.rawArchive(plain, field(offset, value))
+            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+            self.assertIn("'a'", str(e))
+            self.assertIn("read differently", str(e))
+        # The GNU long-name header of the second member, after a's 2 blocks.
+        self.rawArchive(plain, field(3 * 512 + 124, b"0000000_0171"))
+        e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+        self.assertIn("extension headers that tar implementations read differently", str(e))
+        self.rawArchive(plain, lambda data: None)
+        self.assertEqual(checkArchive(self.path), ["a", "b/" + "x" * 120])
+
+    def test_paxRecordsReadAlike(self):
+        """
+        PAX records GNU tar reads differently from Python are refused: a
+        record longer than the header's data (GNU tar drops it and uses the
+        ustar name), two blanks after a length (only GNU tar reads the
+        record), a record in the padding after the data (only Python reads
+        it), and a size that only GNU tar reads, which would have it take a
+        file's content for headers never checked (here a device file).
+        Records both read alike, in PAX archives of Python and of GNU tar,
+        are accepted.
+        """
+        import subprocess
+        import tarfile
+        header, record = _header, _record
+
+        def pax(data, padding=b""):
+            return _extension(tarfile.XHDTYPE, data, padding)
+
+        device = tarfile.TarInfo("disk")
+        device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
+        content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+        long = record(b"path", b"checked")
+        cases = [("checked", ["other"], pax(long[:-3], long[-3:]) + header("other")),
+                 ("other", ["unchecked"], pax(record(b" path", b"unchecked")) + header("other")),
+                 ("unchecked", ["other"],
+                  pax(record(b"comment", b"x"), record(b"path", b"unchecked")) + header("other")),
+                 ("carrier", ["carrier", "disk"], pax(record(b" size", b"0"))
+                  + header("carrier", size=len(content)) + content)]
+        self.refusedChains(cases)
+
+        with gzip.open(self.path, "wb") as f:
+            f.write(pax(record(b"path", b"fine") + record(b"comment", b"a=b c")) + header("other")
+                    + bytes(1024))
+        self.assertEqual(checkArchive(self.path), ["fine"])
+        tree = os.path.join(self.dir, "tree")
+        deep = os.path.join(tree, "d" * 150, "\u00fcn\u00ef c\u00f6d\u00e9")
+        os.makedirs(deep)
+        with open(os.path.join(deep, "f" * 120), "w") as f:
+            f.write("x")
+        subprocess.run(["tar", "--format=pax", "-czf", self.path, "-C", tree, "."], check=True)
+        self.assertEqual(len(checkArchive(self.path)), 4)
+
+    def refusedChains(self, cases):
+        """
+        Assert each archive of C{cases} (C{(name Python reads, what GNU tar
+        lists, tar blocks)}) is listed so by C{tar -tv}, and is refused
+        naming C{name}.
+        """
+        import subprocess
+        for name, listing, blocks in cases:
+            data = blocks + bytes(1024)
+            listed = subprocess.run(["tar", "-tvf", "-"], input=data, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL).stdout.decode().splitlines()
+            self.assertEqual([line.split(None, 5)[5] for line in listed], listing)
+            with gzip.open(self.path, "wb") as f:
+                f.write(data)
+            e = self.assertRaises(UnsafeArchive, checkArchive, self.path)
+            self.assertIn(repr(name), str(e))
+            self.assertIn("read differently", str(e))
+
+    def test_extensionChainsReadAlike(self):
+        """
+        Of two long names (or link names, or PAX headers) for one member,
+        Python reads the first and GNU tar the last; of a long name then a
+        PAX path, Python reads the long name and GNU tar the path: refused.
+        So is a global header with records only GNU tar reads.  A PAX path
+        then a long name (both read the path) is accepted.
+        """
+        import tarfile
+        L, K, X = tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE
+        self.refusedChains([
+            ("first", ["second"],
+             _extension(L, b"first\0") + _extension(L, b"second\0") + _header("x")),
+            ("n", ["n -> second"], _extension(K, b"first\0") + _extension(K, b"second\0")
+             + _header("n", tarfile.SYMTYPE)),
+            ("first", ["second"], _extension(X, _record(b"path", b"first"))
+             + _extension(X, _record(b"path", b"second")) + _header("x")),
+            ("first", ["second"], _extension(L, b"first\0")
+             + _extension(X, _record(b"path", b"second")) + _header("x"))])
+        # A global header's records are checked too: only GNU tar reads this
+        # size, and would take the file's content for a header.
+        device = tarfile.TarInfo("disk")
+        device.type, device.devmajor, device.mode = tarfile.CHRTYPE, 8, 0o666
+        content = device.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+        self.refusedChains([
+            ("carrier", ["carrier", "disk"], _extension(tarfile.XGLTYPE, _record(b" size", b"0"))
+             + _header("carrier", size=len(content)) + content)])
+        with gzip.open(self.path, "wb") as f:
+            f.write(_extension(X, _record(b"path", b"first")) + _extension(L, b"second\0")
+                    + _header("x") + bytes(1024))
+        self.assertEqual(checkArchive(self.path), ["first"])
+
+    def test_fileNamedLikeDirectory(self):
+        """
+        A regular file (type '0') whose name (or PAX path) ends with '/' is a
+        directory to GNU tar but a file to Python: refused; so is the
+        reverse.
+        """
+        self.refused("d/", "directory's name", extra=[member("d/", content=b"")])
+        import tarfile
+        info, data = member("d", content=b"x")
+        info.pax_headers = {"path": "d/"}
+        self.refused("d", "directory's name", format=tarfile.PAX_FORMAT, extra=[(info, data)])
+        # Type NUL and a header name ending with '/' (a directory to Python)
+        # but a long name or PAX path without (a regular file to GNU tar).
+        old = bytearray(_header("d/"))
+        old[156:157], old[148:156] = b"\0", b" " * 8
+        old[148:156] = b"%06o\0 " % (sum(old),)
+        self.refusedChains([
+            ("file", ["file"], _extension(tarfile.GNUTYPE_LONGNAME, b"file\0") + old),
+            ("file", ["file"], _extension(tarfile.XHDTYPE, _record(b"path", b"file")) + old)])
 
     def test_notGzip(self):
         """
@@ -350,6 +540,80 @@ class InstallTests(InstallerTestCase):
         self.assertIn("No space left on device", str(e))
         self.assertIn(self.pod.installsDir("app"), str(e))
         self.assertNothingInstalled()
+
+    def recordingTar(self):
+        """
+        @return: C{(tar, runs)}: a GNU tar wrapper that keeps a copy of its
+            input in C{runs} (one file per run), and the list of those files.
+        """
+        wrapper = os.path.join(self.root, "tar-recording")
+        record = os.path.join(self.root, "tar-input")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nn=1\nwhile [ -e "%s.$n" ]; do n=$((n+1)); done\n'
+                    'tee "%s.$n" | tar "$@"\n' % (record, record))
+        os.chmod(wrapper, 0o755)
+
+        def runs():
+            return sorted(name for name in os.listdir(self.root) if name.startswith("tar-input."))
+        return wrapper, runs
+
+    @defer.inlineCallbacks
+    def test_noSpace(self):
+        """
+        An artifact whose files do not fit in the free space of the pod's
+        disk fails with a "disk full" L{ArtifactError} naming the sizes,
+        before the member that does not fit reaches tar; a retry fails at
+        once, without extracting again; once space is freed, it installs.
+        """
+        tar, runs = self.recordingTar()
+        free = [64 * 1024]
+        installer = Installer(reactor, tar=tar, freeSpace=lambda path: free[0])
+        marker = b"does-not-fit" * 100
+        path = self.artifact(files={"lib/small": b"s" * 1000, "lib/zbig": marker * 100})
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), NoSpace)
+        self.assertIn("disk full", str(e))
+        self.assertTrue(str(e).endswith("65536 are free in %s" % (self.pod.installsDir("app"),)))
+        self.assertIn("'lib/zbig'", str(e))
+        self.assertEqual(len(runs()), 1)
+        with open(os.path.join(self.root, runs()[0]), "rb") as f:
+            self.assertNotIn(marker, f.read())
+        self.assertNothingInstalled()
+
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), NoSpace)
+        self.assertIn("earlier attempt", str(e))
+        self.assertEqual(len(runs()), 1)
+        self.assertNothingInstalled()
+
+        free[0] = 10 << 20
+        installDir = yield installer.install(self.pod, "app", "1", path)
+        with open(os.path.join(installDir, "lib/zbig"), "rb") as f:
+            self.assertEqual(f.read(), marker * 100)
+
+    @defer.inlineCallbacks
+    def test_gzipBombPerPodLimit(self):
+        """
+        A small artifact of zeros expanding past the pod's own
+        C{max_expanded_bytes} is refused before the zeros reach tar, and at
+        once when tried again; another pod gets the agent's default limit.
+        """
+        tar, runs = self.recordingTar()
+        installer = Installer(reactor, tar=tar, podMaxExpandedBytes={"pod": 1 << 20})
+        path = os.path.join(self.root, "bomb.tar.gz")
+        buildHoist(path, files={"bin/launch": (b"#!/bin/sh\n", 0o755),
+                                "zeros": b"\0" * (8 << 20)})
+        self.assertLess(os.path.getsize(path), 64 * 1024)
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("'zeros'", str(e))
+        self.assertIn("limit of 1048576 bytes", str(e))
+        self.assertLess(os.path.getsize(os.path.join(self.root, runs()[0])), 1 << 20)
+        e = yield self.assertFailure(installer.install(self.pod, "app", "1", path), UnsafeArchive)
+        self.assertIn("earlier attempt", str(e))
+        self.assertEqual(len(runs()), 1)
+        self.assertNothingInstalled()
+
+        other = PodLayout(self.pod.podRoot, "other")
+        installDir = yield installer.install(other, "app", "1", path)
+        self.assertEqual(os.path.getsize(os.path.join(installDir, "zeros")), 8 << 20)
 
     @defer.inlineCallbacks
     def test_reuse(self):

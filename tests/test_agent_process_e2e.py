@@ -54,11 +54,12 @@ class AgentProcess(object):
                      "p2-agent", "--store", store, "--node", node,
                      "--state-dir", os.path.join(base, "state"),
                      "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit"]
-        if config:
-            path = os.path.join(base, "agent.yaml")
-            with open(path, "w") as f:
-                f.write(config)
-            self.argv += ["--config", path]
+        # Pods run as 'nobody', an existing account the agent must be allowed.
+        config = "allowed_run_as: [nobody]\n" + (config or "")
+        path = os.path.join(base, "agent.yaml")
+        with open(path, "w") as f:
+            f.write(config)
+        self.argv += ["--config", path]
         self.proto = None
 
     def start(self):
@@ -102,6 +103,8 @@ def removePods(root):
     supervisor = makeSupervisor("runit", state, reactor)
     for name in (yield supervisor.services()):
         yield supervisor.remove(name, 5.0)
+    from p2twisted.agent.users import PodUsers
+    PodUsers(state.stateDir, os.path.join(root, "pods")).removeUnused(set())
 
 
 class AgentKilledMidInstallTests(unittest.TestCase):

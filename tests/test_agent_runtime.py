@@ -1,6 +1,6 @@
 """
-A pod's runtime files: config file, env dirs, the p2-exec command line, and
-the run_as user.
+A pod's runtime files: config file, env dirs, the p2-exec command line (the
+run_as accounts: tests.test_agent_users).
 """
 
 import os
@@ -18,8 +18,8 @@ from p2twisted.agent import p2exec, runtime
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import AgentError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(p2twisted.__file__)))
 IS_ROOT = os.geteuid() == 0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(p2twisted.__file__)))
 
 
 def read(path):
@@ -267,77 +267,6 @@ class ExecArgvTests(unittest.TestCase):
         self.assertEqual(dict((k, env.get(k)) for k in expected), expected)
 
 
-class EnsureUserTests(unittest.SynchronousTestCase):
-    """
-    L{runtime.ensureUser}.
-    """
-
-    def test_notRoot(self):
-        """
-        Not as root, every pod runs as the agent's user, and the result says
-        whether C{run_as} was ignored.
-        """
-        me = runtime.currentUser()
-        self.assertEqual(runtime.ensureUser("p2t-someone", "/x", isRoot=False),
-                         (me, True))
-        self.assertEqual(runtime.ensureUser(me, "/x", isRoot=False), (me, False))
-
-    def test_existing(self):
-        """
-        As root an existing user is used as it is, even with C{create=False}.
-        """
-        name = pwd.getpwuid(0).pw_name
-        self.assertEqual(runtime.ensureUser(name, "/x", create=False, isRoot=True),
-                         (name, False))
-
-    def test_missingNotCreated(self):
-        """
-        A missing user with C{create=False} (C{create_users: false}) is a
-        clear error saying what to do.
-        """
-        name = "p2t" + uuid.uuid4().hex[:8]
-        error = self.assertRaises(AgentError, runtime.ensureUser, name,
-                                  "/data/pods/x", create=False, isRoot=True)
-        self.assertEqual(
-            str(error), "run_as user %s does not exist and create_users is false; "
-                        "create the user or set create_users: true in the agent "
-                        "config" % (name,))
-
-    def test_created(self):
-        """
-        As root a missing user is created as a system user whose home is the
-        pod home (not created) and whose shell refuses logins; a second call
-        finds it.
-        """
-        if not IS_ROOT:
-            raise unittest.SkipTest("creating users needs root")
-        if not os.path.exists("/usr/sbin/useradd") and not os.path.exists(
-                "/sbin/useradd"):
-            raise unittest.SkipTest("no useradd on this machine")
-        name = "p2t" + uuid.uuid4().hex[:8]
-        home = os.path.abspath(self.mktemp())
-        self.addCleanup(subprocess.call, ["userdel", name],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.assertEqual(runtime.ensureUser(name, home), (name, False))
-        entry = pwd.getpwnam(name)
-        self.assertEqual(entry.pw_dir, home)
-        self.assertIn(entry.pw_shell, runtime.NOLOGIN_SHELLS)
-        self.assertFalse(os.path.exists(home))
-        self.assertTrue(entry.pw_uid < 1000, entry.pw_uid)
-        self.assertEqual(runtime.ensureUser(name, home), (name, False))
-
-    def test_useraddFails(self):
-        """
-        A C{useradd} failure is an error quoting its output.
-        """
-        if not IS_ROOT:
-            raise unittest.SkipTest("creating users needs root")
-        error = self.assertRaises(AgentError, runtime.ensureUser, "bad:name",
-                                  "/x", isRoot=True)
-        self.assertIn("cannot create run_as user bad:name: useradd exited",
-                      str(error))
-
-
 #: An entry point reporting, as JSON on stdout, what its start gave it.
 REPORT = """#!/usr/bin/python3
 import json, os, resource
@@ -411,6 +340,29 @@ class ChpstArgvTests(unittest.TestCase):
         self.assertEqual(sorted(int(g) for g in fields[2:]),
                          sorted(set(os.getgrouplist("root", entry.pw_gid))))
         self.assertRaises(AgentError, runtime.chpstUser, "no-such-user-%s" % (uuid.uuid4().hex[:8],))
+
+    def test_tooManyGroups(self):
+        """
+        chpst takes at most L{runtime.CHPST_MAX_GROUPS} groups (it refuses
+        more and the pod would never start): a user in more is started by
+        p2-exec instead (L{runtime.chpstArgv} returns C{None}).
+        """
+        import shutil
+        chpst = shutil.which("chpst")
+        if chpst is not None and IS_ROOT:
+            def runs(count):
+                groups = ":".join(str(g) for g in range(1000, 1000 + count))
+                return subprocess.run([chpst, "-u", ":65534:" + groups, "true"],
+                                      stderr=subprocess.PIPE, timeout=60).returncode == 0
+            self.assertTrue(runs(runtime.CHPST_MAX_GROUPS))
+            self.assertFalse(runs(runtime.CHPST_MAX_GROUPS + 1))
+        self.patch(os, "getgrouplist",
+                   lambda name, gid: [gid] + list(range(1000, 1000 + runtime.CHPST_MAX_GROUPS)))
+        self.assertIsNone(runtime.chpstUser("root"))
+        self.assertIsNone(runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch"))
+        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch",
+                                    switchUser=False)
+        self.assertEqual(argv[-1], "/data/pods/web/app/current/bin/launch")
 
     def start(self, argv, env=None):
         result = subprocess.run(

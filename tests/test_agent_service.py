@@ -15,13 +15,14 @@ from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
-from p2twisted.cli.services_inspect import agentRemovals, heldNotes
+from p2twisted.errors import AgentError, StoreUnavailable
+from p2twisted.cli.services_inspect import agentRemovals, clusterView, heldNotes
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
-from p2twisted.store.common import Delete
+from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryState, MemoryStore
 from p2twisted.agent.testing import FakePods
-from p2twisted.errors import StoreUnavailable
+from p2twisted.errors import AgentError, StoreUnavailable
 from tests.test_agent_worker import V1, V2
 
 DB = V1.replace(b"id: web", b"id: db")
@@ -179,6 +180,24 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNone(self.get(keys.reality("n1", "web")))
         self.assertEqual(self.removals()["state"], "free")
 
+    def test_confirmationKeptUntilOrphansAdopted(self):
+        """
+        A confirmation is consumed only once what it allows is done: when
+        recording an orphan in reality fails, the confirmation stays, and
+        the next resync removes the orphan without another one.
+        """
+        self.pods.onDisk = {"web": V1}
+        self.put(keys.intentNode("n1"), b"{}")
+        agent = self.startAgent(store=FailingCreates(self.state, self.clock))
+        agent.store.failing.add(keys.reality("n1", "web"))
+        self.successResultOf(confirmNode(self.store, "n1"))
+        self.assertEqual(self.removed(), [])
+        self.assertIsNotNone(self.get(keys.confirmation("n1")))
+        self.clock.advance(30)
+        self.assertEqual(self.removed(), ["web"])
+        self.assertIsNone(self.get(keys.confirmation("n1")))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
     # -- the failsafe: grace, new marker, confirmation ---------------------------
 
     def removals(self, node="n1"):
@@ -212,6 +231,24 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.removed(), ["db"])
         self.assertIsNone(self.get(keys.reality("n1", "db")))
         self.assertEqual(self.removals()["state"], "free")
+
+    def test_intentBackDuringGraceStartsItAnew(self):
+        """
+        A pod whose intent comes back during its grace is not removed; gone
+        again, it waits out a whole grace from then.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(4)
+        self.schedulePods(DB)
+        self.clock.advance(3)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(GRACE - 0.5)
+        self.assertEqual(self.removed(), [])
+        self.clock.advance(0.5)
+        self.assertEqual(self.removed(), ["db"])
 
     def test_anyOrderOfDeletesRemovesNothing(self):
         """
@@ -249,6 +286,24 @@ class AgentServiceTests(unittest.TestCase):
                 self.assertEqual(self.get(keys.reality("n1", "web")), V1, name)
                 self.assertEqual(self.get(keys.reality("n1", "db")), DB, name)
             self.successResultOf(agent.stopService())
+
+    def test_noMarkerStatusSaysSo(self):
+        """
+        Without the marker, C{p2 inspect} calls a pod of the node that is
+        not in sync neither removing nor converging but C{no-marker}, and
+        says the agent acts on nothing until a marker is written.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        rows = self.successResultOf(clusterView(self.store))
+        self.assertEqual([(r["pod"], r["removal"], r["in_sync"]) for r in rows],
+                         [("db", None, True), ("web", "no-marker", False)])
+        self.assertEqual(heldNotes(self.successResultOf(agentRemovals(self.store))), [
+            "intent/n1 holds no node marker: the agent of n1 installs and removes nothing "
+            "until one is written ('p2 node add n1'; a new marker holds removals until "
+            "'p2 node confirm n1')\n"])
 
     def wipeAndRestore(self):
         """
@@ -312,15 +367,144 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual(self.removed(), [])
         self.assertEqual(self.removals()["state"], "held")
 
+    def test_lateWatchSnapshotRemovesNothing(self):
+        """
+        A removal is decided on a read of the store made once the grace has
+        ended, never on a watch's snapshot, which may have been read long
+        before it arrives (ZooKeeper's is read znode by znode): a snapshot
+        still showing the marker that arrives after the grace, while the
+        agent's own read is slow, removes nothing when the marker went within
+        the grace.
+        """
+        agent = self.startAgent(store=SlowReads(self.state, self.clock))
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        late = self.successResultOf(self.store.list(keys.intentNode("n1")))
+        agent._watch.cancel()  # the watch's news of what follows comes late
+        self.clock.advance(GRACE - 1.5)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        release = agent.store.slowDown(keys.intentNode("n1"))
+        self.clock.advance(1.5)  # the grace ends; the agent's own read is slow
+        agent._intentChanged(late)
+        release.callback(None)
+        self.clock.advance(GRACE * 10)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
+        self.assertIs(agent.markerPresent, False)
+
+    def test_slowResyncRemovesNothing(self):
+        """
+        A resync decides as of when it read intent, not when its other reads
+        are done: one that read the marker before the grace ended removes
+        nothing after it, when the marker went meanwhile.
+        """
+        agent = self.startAgent(store=SlowReads(self.state, self.clock))
+        self.schedulePods(V1, DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        agent._watch.cancel()  # the watch's news of what follows comes late
+        self.clock.advance(GRACE - 1.5)
+        realityRead = agent.store.slowDown(keys.realityNode("n1"))
+        agent.resync()  # reads intent (the marker is there), then waits on reality
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        intentRead = agent.store.slowDown(keys.intentNode("n1"))
+        self.clock.advance(1.5)  # the grace ends; the agent's next read is slow too
+        realityRead.callback(None)
+        intentRead.callback(None)
+        self.clock.advance(GRACE * 10)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
+        self.assertIs(agent.markerPresent, False)
+
+    def test_orphansKnownAtOnce(self):
+        """
+        Pods left on disk by a wipe of intent and reality are listed as
+        orphans as soon as the agent hears of the restore, not at its next
+        periodic resync.
+        """
+        self.startAgent()
+        self.schedulePods(V1, DB)
+        self.pods.onDisk = {"web": V1, "db": DB}
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intent("n1", "db")),
+            Delete(keys.intentNode("n1")), Delete(keys.reality("n1", "web")),
+            Delete(keys.reality("n1", "db"))]))
+        self.schedulePods(V1)
+        removals = self.removals()
+        self.assertEqual((removals["state"], removals["orphans"]), ("held", ["db"]))
+        rows = self.successResultOf(clusterView(self.store))
+        self.assertEqual([r["removal"] for r in rows if r["pod"] == "db"], ["orphan"])
+
+    def test_failedDeployUnscheduledIsRemoved(self):
+        """
+        A pod whose first deploy failed part way (its files on disk, never
+        in reality), once unscheduled, is removed when its grace has passed:
+        not forgotten on disk, to run on as an orphan that holds every
+        removal of the node.
+        """
+        self.pods = FailingDeploys()
+        self.startAgent()
+        self.schedulePods(DB)
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(GRACE)
+        self.assertEqual(self.removed(), ["db"])
+        self.clock.advance(30)
+        self.assertEqual((self.removals()["state"], self.removals()["orphans"]), ("free", []))
+
+    def test_earlierConfirmationReleasesNoLaterHold(self):
+        """
+        A confirmation left for an earlier marker (written while the agent
+        was down) does not release the hold a later marker starts.
+        """
+        agent = self.startAgent()
+        self.schedulePods(V1, DB)
+        self.successResultOf(agent.stopService())
+        self.successResultOf(confirmNode(self.store, "n1"))
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intent("n1", "db")),
+            Delete(keys.intentNode("n1"))]))
+        self.schedulePods(V1)
+        self.startAgent()
+        self.clock.advance(GRACE * 100)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["state"], "held")
+
     def test_holdTimeout(self):
         """
         With a hold timeout, held removals go ahead that long after the hold
-        began, without a confirmation.
+        began, without a confirmation; the status says when.
         """
         self.startAgent(holdTimeout=600.0)
         self.wipeAndRestore()
         self.clock.advance(599)
         self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["hold_until"], 602.0)
+        self.assertEqual(heldNotes(self.successResultOf(agentRemovals(self.store))), [
+            "removals on n1 are held (its node marker is not the one its agent last saw): db; "
+            "confirm with 'p2 node confirm n1' (else they go ahead at 00:10:02Z, when the hold "
+            "times out)\n"])
+        self.clock.advance(1)
+        self.assertEqual(self.removed(), ["db"])
+
+    def test_holdTimeoutStartsAgainForAnotherMarker(self):
+        """
+        A marker re-created during a hold (seen without its absence between,
+        as a coalescing watch may show it) is another new marker: its hold
+        lasts the whole hold timeout from then.
+        """
+        self.startAgent(holdTimeout=600.0)
+        self.wipeAndRestore()
+        self.clock.advance(500)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intentNode("n1")),
+            Put(keys.intentNode("n1"), intent.nodeMarker("n1", now=self.clock.seconds()))]))
+        self.clock.advance(599)
+        self.assertEqual(self.removed(), [])
+        self.assertEqual(self.removals()["state"], "held")
         self.clock.advance(1)
         self.assertEqual(self.removed(), ["db"])
 
@@ -402,6 +586,58 @@ class AgentServiceTests(unittest.TestCase):
         self.assertTrue(agent.converged())
 
 
+class FailingDeploys(FakePods):
+    """
+    Pods whose deploys fail part way, leaving their files on disk; a
+    removal deletes them.
+    """
+
+    def deploy(self, manifest, old):
+        self.calls.append(("deploy", manifest.sha(), old.sha() if old else None))
+        self.onDisk[manifest.id] = manifest.raw
+        return defer.fail(AgentError("an entry point of %s did not start" % (manifest.id,)))
+
+    def remove(self, manifest, podId):
+        self.onDisk.pop(podId, None)
+        return FakePods.remove(self, manifest, podId)
+
+
+class SlowReads(MemoryStore):
+    """
+    A store whose next C{list} of a prefix named by L{slowDown} answers only
+    when the test fires the L{Deferred} that L{slowDown} returned, with what
+    is there then (a read slowed down, as over a loaded network).
+    """
+
+    def slowDown(self, prefix):
+        self._slow = getattr(self, "_slow", {})
+        self._slow[prefix] = defer.Deferred()
+        return self._slow[prefix]
+
+    def list(self, prefix):
+        release = getattr(self, "_slow", {}).pop(prefix, None)
+        if release is None:
+            return MemoryStore.list(self, prefix)
+        return release.addCallback(lambda _: MemoryStore.list(self, prefix))
+
+
+class FailingCreates(MemoryStore):
+    """
+    A store whose next C{create} of a key in C{failing} fails as in an
+    outage.
+    """
+
+    def __init__(self, *args, **kwargs):
+        MemoryStore.__init__(self, *args, **kwargs)
+        self.failing = set()
+
+    def create(self, key, value):
+        if key in self.failing:
+            self.failing.discard(key)
+            return defer.fail(StoreUnavailable(key, self.backend, "down"))
+        return MemoryStore.create(self, key, value)
+
+
 class BrokenStore(MemoryStore):
     """
     A store whose writes to C{status/agents/} fail with a bug.
@@ -437,7 +673,7 @@ class StoreOpenRetryTests(unittest.TestCase):
         30 s, through 2,000 consecutive failures, then starts.
         """
         import p2twisted.agent.service as module
-        from p2twisted.errors import StoreUnavailable
+        from p2twisted.errors import AgentError, StoreUnavailable
         clock = task.Clock()
         attempts = []
         store = MemoryStore(clock=clock)

@@ -358,6 +358,22 @@ class StartTests(ServiceCommandMixin, unittest.TestCase):
         self.assertTrue(any(info["agent"] for info in nodes.values()), nodes)
 
 
+    @defer.inlineCallbacks
+    def test_startAfterLogRotation(self):
+        """
+        C{p2 start} sees the agent register even when twistd rotates the
+        log as it starts (an agent.log at its 1 MB rotation length): it
+        used to look for the agent's log lines past the old log's end, find
+        none, and give up with exit 3 after its timeout.
+        """
+        os.makedirs(self.stateDir)
+        with open(os.path.join(self.stateDir, "agent.log"), "w") as f:
+            f.write(("an older agent's line\n" * 50000)[:1000001])
+        self.addCleanup(self.p2, "stop-agent")
+        out = yield self.succeed("start", "--supervisor", "builtin", "--timeout", "15")
+        self.assertIn("registered machines/", out)
+
+
 class PortTakenEndToEndTests(ServiceCommandMixin, unittest.TestCase):
     """
     The scenario of issue 10: another program already listens on a
@@ -396,3 +412,189 @@ class PortTakenEndToEndTests(ServiceCommandMixin, unittest.TestCase):
         status = yield self.succeed("status", "web")
         self.assertIn("held by pid %d" % (os.getpid(),), status)
         self.assertIn("Address already in use", status)
+
+
+class DrainTests(unittest.TestCase):
+    """
+    C{p2 node remove --drain} keeps the node marker until the node's agent
+    has nothing left to remove (it removes nothing without the marker),
+    run in-process against a memory store an agent is simulated on.
+    """
+
+    def setUp(self):
+        from twisted.internet import task
+        from p2twisted.store.memory import MemoryState, MemoryStore
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+
+    def drain(self):
+        import argparse
+        import io
+        from p2twisted.cli import node
+        from p2twisted.store.memory import MemoryStore
+        options = argparse.Namespace(
+            node="n1", drain=True, timeout=60.0, out=io.StringIO(), err=io.StringIO(),
+            reactor=self.clock,
+            openStore=lambda: defer.succeed(MemoryStore(self.state, self.clock)))
+        self.result = []
+        d = node.runRemove(options)
+        d.addBoth(self.result.append)
+        return options
+
+    def agentStatus(self, pods, removals=None):
+        """
+        Write the agent's status record as its sync does (with its presence).
+        """
+        self.store.put(keys.machine("n1"), b'{"node": "n1"}')
+        self.store.put(keys.status("agents", "n1"), json.dumps({
+            "node": "n1", "pods": pods,
+            "removals": removals or {"state": "free", "held": [], "orphans": [],
+                                     "grace_until": {}}}).encode())
+
+    def markerKept(self):
+        return self.successResultOf(self.store.get(keys.intentNode("n1"))) is not None
+
+    def test_deployInFlight(self):
+        """
+        A pod the agent was deploying when it was unscheduled (its status
+        write, not waited for, has not landed; its reality comes at the end
+        of the deploy) keeps the marker until the agent's record, written
+        after the unschedule, no longer names it: the marker used to be
+        deleted at once, and the pod then ran on with nobody to remove it.
+        """
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.intent("n1", "hello"), b"id: hello\n")
+        self.agentStatus({"hello": {"state": "working"}})
+        self.drain()
+        self.clock.advance(1)
+        self.assertEqual(self.result, [])
+        self.assertTrue(self.markerKept())
+        # The agent's sync after the unschedule: hello in its grace.
+        self.agentStatus({"hello": {"state": "working"}},
+                         {"state": "grace", "held": [], "orphans": [],
+                          "grace_until": {"hello": 10.0}})
+        self.clock.advance(1)
+        self.assertTrue(self.markerKept())
+        # The deploy ends (status, then reality); after the grace the pod is
+        # removed: reality, then status deleted.
+        self.store.put(keys.status("pods", "n1", "hello"), b'{"state": "running"}')
+        self.store.put(keys.reality("n1", "hello"), b"id: hello\n")
+        self.clock.advance(1)
+        self.agentStatus({"hello": {"state": "working"}})
+        self.clock.advance(1)
+        self.assertTrue(self.markerKept())
+        self.store.delete(keys.reality("n1", "hello"))
+        self.store.delete(keys.status("pods", "n1", "hello"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+        self.assertFalse(self.markerKept())
+
+    def test_neverSeenByTheAgent(self):
+        """
+        A pod the agent's record (written after the unschedule) does not
+        name was never handed to a worker: the marker goes then.
+        """
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.intent("n1", "hello"), b"id: hello\n")
+        self.agentStatus({})
+        self.drain()
+        self.clock.advance(1)
+        self.assertTrue(self.markerKept())
+        self.agentStatus({})
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+        self.assertFalse(self.markerKept())
+
+    def test_heldRemovals(self):
+        """
+        Removals the agent holds (a new marker, orphans) end the drain at
+        once with the confirmation to run, and the marker kept.
+        """
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.reality("n1", "hello"), b"id: hello\n")
+        self.agentStatus({"hello": {"state": "idle"}},
+                         {"state": "held", "hold": "new-marker", "held": ["hello"],
+                          "orphans": [], "grace_until": {}, "confirm": "p2 node confirm n1"})
+        self.drain()
+        self.clock.advance(1)
+        [failure] = self.result
+        self.assertIn("p2 node confirm n1", failure.getErrorMessage())
+        self.assertIn("holds its removals", failure.getErrorMessage())
+        self.assertTrue(self.markerKept())
+
+    def test_noMarker(self):
+        """
+        A node whose marker is gone while pods are still in its reality is
+        not waited for (its agent removes nothing without the marker): the
+        drain says how to let it remove them.
+        """
+        self.store.put(keys.label("node", "n1"), b'{"tier": "web"}')
+        self.store.put(keys.reality("n1", "hello"), b"id: hello\n")
+        self.drain()
+        [failure] = self.result
+        self.assertIn("has no marker", failure.getErrorMessage())
+        self.assertIn("p2 node add n1", failure.getErrorMessage())
+
+
+class UndeployWaitTests(unittest.TestCase):
+    """
+    C{p2 undeploy --wait} returns once the nodes' agents have removed the
+    pod (after their removal grace): stopping the agent right after a plain
+    undeploy, as the README's tutorial did, left the pods running.
+    """
+
+    def setUp(self):
+        from twisted.internet import task
+        from p2twisted import services
+        from p2twisted.store.memory import MemoryState, MemoryStore
+        self.clock = task.Clock()
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+        self.successResultOf(services.addService(
+            self.store, "job", "command", {"command": "true"}))
+        self.store.put(keys.intentNode("n1"), b'{"node": "n1", "created": 1}')
+        self.store.put(keys.intent("n1", "job"), b"id: job\n")
+        self.store.put(keys.reality("n1", "job"), b"id: job\n")
+        self.store.put(keys.status("pods", "n1", "job"), b'{"state": "running"}')
+
+    def undeploy(self):
+        import argparse
+        import io
+        from p2twisted.cli import service
+        from p2twisted.store.memory import MemoryStore
+        self.options = argparse.Namespace(
+            name="job", node=None, wait=True, timeout=60.0, out=io.StringIO(),
+            err=io.StringIO(), reactor=self.clock,
+            openStore=lambda: defer.succeed(MemoryStore(self.state, self.clock)))
+        self.result = []
+        service.runUndeploy(self.options).addBoth(self.result.append)
+
+    def test_waitsForTheRemoval(self):
+        """
+        It waits while the pod's reality and then its status record are
+        there, and says when it is removed.
+        """
+        self.undeploy()
+        self.clock.advance(10)
+        self.assertEqual(self.result, [])
+        self.store.delete(keys.reality("n1", "job"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [])
+        self.store.delete(keys.status("pods", "n1", "job"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+        self.assertIn("n1: removed", self.options.out.getvalue())
+
+    def test_held(self):
+        """
+        An agent holding its removals ends the wait at once, naming the
+        confirmation.
+        """
+        self.store.put(keys.status("agents", "n1"), json.dumps({"removals": {
+            "state": "held", "hold": "new-marker", "held": ["job"],
+            "confirm": "p2 node confirm n1"}}).encode())
+        self.undeploy()
+        self.clock.advance(1)
+        [failure] = self.result
+        self.assertIn("p2 node confirm n1", failure.getErrorMessage())

@@ -127,3 +127,68 @@ class DispatchTests(P2CommandMixin, unittest.TestCase):
         line, code = yield self.fail("describe", "statik")
         self.assertEqual(code, 2)
         self.assertIn("static", line)
+
+
+class ReactorWithoutTLSTests(unittest.TestCase):
+
+    def test_tlsStillWorks(self):
+        """
+        The reactor C{p2} builds without pyOpenSSL still makes TLS
+        connections: C{listenSSL}/C{connectSSL} (they failed with "SSL
+        support is not present" for the rest of the process) and an HTTPS
+        request with C{twisted.web.client.Agent}, as a verb checking an
+        https artifact location or a treq-based store would.
+        """
+        import twisted.test
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        code = """
+import argparse, sys
+from p2twisted.cli import main
+main._importReactor(argparse.Namespace())
+assert "OpenSSL" not in sys.modules
+from twisted.internet import defer, reactor, ssl, task
+from twisted.internet.interfaces import IReactorSSL
+from twisted.web import client, resource, server, static
+assert IReactorSSL.providedBy(reactor)
+
+class Trusting(client.BrowserLikePolicyForHTTPS):
+    def creatorForNetloc(self, host, port):
+        return ssl.CertificateOptions(verify=False)
+
+@defer.inlineCallbacks
+def run(reactor):
+    with open(%r, "rb") as f:
+        cert = ssl.PrivateCertificate.loadPEM(f.read())
+    root = resource.Resource()
+    root.putChild(b"", static.Data(b"over tls", "text/plain"))
+    port = reactor.listenSSL(0, server.Site(root), cert.options(), interface="127.0.0.1")
+    agent = client.Agent(reactor, contextFactory=Trusting())
+    response = yield agent.request(b"GET", b"https://127.0.0.1:%%d/" %% port.getHost().port)
+    body = yield client.readBody(response)
+    yield port.stopListening()
+    print(body.decode())
+task.react(run)
+""" % (pem,)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual((result.returncode, result.stdout.decode().strip()), (0, "over tls"),
+                         result.stderr.decode())
+
+
+class ParserErrorTests(unittest.TestCase):
+
+    def test_choicesQuotedOrNot(self):
+        """
+        The closest choice is suggested whether argparse quotes the choices
+        in its message or not (Python 3.12.9, 3.13.2 and later).
+        """
+        for listed in ("'runit', 'builtin', 'auto'", "runit, builtin, auto"):
+            parser = main.Parser(prog="p2 start")
+            written = []
+            parser.exit = lambda status, message: written.append((status, message))
+            parser.error("argument --supervisor: invalid choice: 'runitt' (choose from %s)"
+                         % (listed,))
+            [(status, message)] = written
+            self.assertEqual(status, 2)
+            self.assertIn("invalid --supervisor 'runitt'; did you mean 'runit'?", message)

@@ -99,7 +99,8 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
         """
         C{node confirm} without a marker says there is nothing to confirm;
         with one, it writes C{confirmations/<node>} naming that marker (its
-        store version), which is how the agent tells it from a later one.
+        store version), which is how the agent tells it from a later one, and
+        says when no agent of the node is running to act on it.
         """
         line, code = yield self.fail("node", "confirm", "web1")
         self.assertEqual(code, 1)
@@ -107,7 +108,8 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
         yield self.succeed("node", "add", "web1")
         out = yield self.succeed("node", "confirm", "web1")
         self.assertIn("confirmed the node marker of web1", out)
-        self.assertIn("its agent reported no held removals", out)
+        self.assertIn("no agent of web1 is running (machines/web1 is absent): it acts on the "
+                      "confirmation when it starts", out)
         tree = json.loads((yield self.succeed("dump", "--json")))
         confirmation = json.loads(tree["confirmations/web1"]["value"])
         self.assertEqual(confirmation["marker"]["version"], tree["intent/web1"]["version"])

@@ -148,6 +148,36 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertEqual(info[0]["nodes"][0]["crash_loop"], loop)
 
     @defer.inlineCallbacks
+    def test_waitGivesUpOnRepeatedFailures(self):
+        """
+        C{deploy --wait} stops, long before its timeout, once the node's
+        agent has failed the deploy three times in a row while it watched,
+        and says why with the agent's error.
+        """
+        from twisted.internet import reactor, task
+        from p2twisted.store import keys, openStore
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        store = yield openStore(self.url)
+        self.addCleanup(store.close)
+        attempts = [0]
+
+        def fail():
+            attempts[0] += 1
+            return store.put(keys.status("pods", "n1", "job"), json.dumps(
+                {"pod": "job", "node": "n1", "state": "failed", "attempts": attempts[0],
+                 "error": "run_as job is refused"}).encode())
+        writer = task.LoopingCall(fail)
+        writer.clock = reactor
+        writer.start(0.5, now=False)
+        self.addCleanup(lambda: writer.running and writer.stop())
+        out, err, code = yield self.p2("deploy", "job", "--node", "n1", "--wait",
+                                       "--timeout", "120")
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("job failed on n1 3 times in a row while waiting: run_as job is "
+                      "refused", err)
+        self.assertNotIn("after 120s", err)
+
+    @defer.inlineCallbacks
     def test_waitTimeout(self):
         """
         With no agent, C{deploy --wait} fails at its timeout saying so.

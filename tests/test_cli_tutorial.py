@@ -438,3 +438,10 @@ class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
             what="the request in web's log")
         self.assertIn("serving %s on port %d" % (www, port), logs)
         self.assertNotIn("/_status", logs)
+        # undeploy --wait returns once the agent removed the pod (after its
+        # removal grace): nothing answers on its port any more.
+        out = yield self.succeed("undeploy", "web", "--wait", "--timeout", "60")
+        self.assertIn("removed", out)
+        import socket
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)

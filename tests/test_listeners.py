@@ -67,3 +67,54 @@ class ProcTests(unittest.TestCase):
         self.assertIs(check(8082, "web"), None)
         self.assertIs(check(8081, "web"), None)
         self.assertIs(check(9999, "web"), None)
+
+    def test_titleOverEnvironment(self):
+        """
+        A process whose environment shows no variables (it wrote its
+        process title over them, as nginx does) is not called another
+        program: it may be the pod's.
+        """
+        self.process(42, "nginx", "111", {})
+        self.write("42/environ", "nginx: master process\0\0\0\0")
+        self.assertIs(listeners.PodListenerCheck(self.proc)(8080, "web"), None)
+
+
+#: A pod process that listens, then writes its process title over its
+#: environment as setproctitle and nginx do; prints its port, exits at EOF.
+TITLED = r"""
+import ctypes, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+ctypes.memset(start, 0, end - start)
+title = b"web: master process"
+ctypes.memmove(start, title, min(len(title), end - start - 1))
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+class RealProcessTests(unittest.TestCase):
+
+    def test_podThatSetsItsTitle(self):
+        """
+        Neither the agent's health check nor C{p2 deploy}'s port check
+        takes a pod process that set its title (its environment, POD_ID
+        included, no longer shows) for another program: they called it one,
+        so such a pod's health was critical and its re-deploys refused.
+        """
+        import subprocess
+        import sys
+        from p2twisted.cli.services_common import portProblem
+        if listeners.listeningInodes(1) is None:
+            raise unittest.SkipTest("no /proc/net/tcp here")
+        child = subprocess.Popen([sys.executable, "-c", TITLED], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, env={"POD_ID": "web", "PATH": "/bin"})
+        self.addCleanup(child.wait)
+        self.addCleanup(child.stdin.close)
+        port = int(child.stdout.readline())
+        self.assertIn(child.pid, listeners.portHolders(port))
+        self.assertIs(listeners.PodListenerCheck()(port, "web"), None)
+        self.assertIs(portProblem(port, "web"), None)

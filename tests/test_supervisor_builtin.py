@@ -230,6 +230,24 @@ class BuiltinTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
 
     @defer.inlineCallbacks
+    def test_signature(self):
+        """
+        A running service started from a spec of another signature is
+        restarted by C{start}; the same signature leaves it alone, and so
+        does a spec without signature.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        yield self.waitPids(1)
+        same = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.assertEqual(same.pid, first.pid)
+        second = yield self.sup.start(self.sleeper(signature="sha-2"))
+        self.assertNotEqual(second.pid, first.pid)
+        yield self.waitGone(first.pid)
+        unsigned = yield self.sup.start(self.sleeper())
+        self.assertEqual(unsigned.pid, second.pid)
+        self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+
+    @defer.inlineCallbacks
     def test_crashRestarted(self):
         """
         A crashed service is started again, after the backoff delay.

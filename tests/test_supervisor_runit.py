@@ -22,7 +22,7 @@ from p2twisted.agent.supervisors.runit import (
 from p2twisted.errors import SupervisorError
 from tests.servers import requireServer
 from tests.test_supervisors import (
-    ProcessTestMixin, alive, readPids, runsvFor, waitFor)
+    ProcessTestMixin, alive, processesUnder, readPids, runsvFor, waitFor)
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,8 +92,9 @@ class ScriptTests(unittest.SynchronousTestCase):
 
     def test_runScript(self):
         """
-        The C{run} script joins stderr to stdout, exports the environment
-        (standard C{PATH} plus C{spec.env}) and execs the shell-quoted argv.
+        The C{run} script joins stderr to stdout, records the spec's
+        signature (C{-} for none), exports the environment (standard C{PATH}
+        plus C{spec.env}) and execs the shell-quoted argv.
         """
         spec = ServiceSpec("p__l__launch", ["/bin/echo", "a b", "it's", "$HOME"],
                            env={"GREETING": "hello world"})
@@ -101,6 +102,7 @@ class ScriptTests(unittest.SynchronousTestCase):
             "#!/bin/sh\n"
             "# p__l__launch: written by the p2 agent; replaced on each deploy.\n"
             "exec 2>&1\n"
+            "echo - >signature\n"
             "GREETING='hello world'; export GREETING\n"
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
             "exec /bin/echo 'a b' 'it'\"'\"'s' '$HOME'\n"))
@@ -119,6 +121,13 @@ class ScriptTests(unittest.SynchronousTestCase):
         spec = ServiceSpec("p__l__launch", ["/bin/sh", "-c", 'echo $0 "$@"', "p2-start"])
         self.assertTrue(runScript(spec).endswith(
             "\nexec /bin/sh -c 'echo $0 \"$@\"' p2-start\n"))
+
+    def test_runScriptSignature(self):
+        """
+        A spec's signature is written, quoted, to the file C{signature}.
+        """
+        script = runScript(ServiceSpec("x", ["true"], signature="ab c"))
+        self.assertIn("\necho 'ab c' >signature\n", script)
 
     def test_serviceFiles(self):
         """
@@ -397,6 +406,77 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield waitFor(lambda: _words(out) == ["0027", "a", "b"], what="the service's output")
 
     @defer.inlineCallbacks
+    def test_flushOutsideReactor(self):
+        """
+        A new service directory is flushed to disk (C{syncfs}, which waits
+        for every write to the filesystem) outside the reactor's thread, for
+        a new service and for one replaced within runsv's pause.
+        """
+        import threading
+        from p2twisted.agent.supervisors import runit
+        flushed = []
+        original = runit.syncFilesystem
+
+        def syncFilesystem(path):
+            flushed.append(threading.current_thread() is threading.main_thread())
+            return original(path)
+        self.patch(runit, "syncFilesystem", syncFilesystem)
+        yield self.sup.start(self.sleeper())
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        yield self.sup.start(self.sleeper(), restart=True)
+        self.assertEqual(flushed, [False, False])
+
+    @defer.inlineCallbacks
+    def test_restartWithinPauseKeepsCounters(self):
+        """
+        A restart by a new runsv keeps the service's crash-loop counters
+        (C{p2-restarts}), as a restart by the same runsv does.
+        """
+        yield self.sup.start(self.sleeper())
+        with open(os.path.join(self.path, "p2-restarts"), "w") as f:
+            f.write("5 0 0 0 3 0 0 0\n")
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        oldRunsv = runsvFor(self.path)
+        yield self.sup.start(self.sleeper(), restart=True)
+        self.assertNotEqual(runsvFor(self.path), oldRunsv)
+        status = yield self.sup.status("svc")
+        self.assertEqual(status.restarts, 5)
+
+    @defer.inlineCallbacks
+    def test_replacedRunsvLeftByCrash(self):
+        """
+        An agent stopped after moving a replaced service directory aside but
+        before its runsv exited leaves that runsv (and its svlogd) running
+        there: the next agent tells it to exit, keeps its logs in the
+        service's log directory and deletes the directory, however old.
+        """
+        first = yield self.sup.start(self.sleeper())
+        main = os.path.join(self.path, "log", "main")
+        yield waitFor(lambda: "hello from %d" % (first.pid,) in _text(os.path.join(main, "current")),
+                      what="first run's output")
+        yield self.sup.stop("svc", 5.0)
+        old = os.path.join(self.layout.serviceDir, ".svc.removed-crashed")
+        os.rename(self.path, old)
+        past = time.time() - 3600
+        os.utime(old, (past, past))
+        left = processesUnder(old)
+
+        def killLeft():
+            for pid in left:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        self.addCleanup(killLeft)
+        self.assertEqual(len(left), 2, "runsv and svlogd")
+        yield self.sup.start(self.sleeper())
+        successor = RunitSupervisor(self.layout, reactor)
+        yield successor.close()
+        self.assertEqual([pid for pid in left if alive(pid)], [])
+        self.assertFalse(os.path.exists(old))
+        rotated = [n for n in os.listdir(main) if n.startswith("@")]
+        self.assertEqual(len(rotated), 1)
+        self.assertIn("hello from %d" % (first.pid,), _text(os.path.join(main, rotated[0])))
+
+    @defer.inlineCallbacks
     def test_changedDefinition(self):
         """
         A changed spec replaces the scripts without touching the running
@@ -414,6 +494,40 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield waitFor(lambda: _words(self.pidFile("v")) == ["v1", "v2"],
                       what="v2 to run")
         self.assertEqual([n for n in os.listdir(self.path) if ".new-" in n], [])
+
+    @defer.inlineCallbacks
+    def test_signature(self):
+        """
+        A running service started from a spec of another signature is
+        restarted by C{start} (its scripts are otherwise the same); the same
+        signature leaves it alone, and so does a spec without signature.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        same = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.assertEqual(same.pid, first.pid)
+        second = yield self.sup.start(self.sleeper(signature="sha-2"))
+        self.assertNotEqual(second.pid, first.pid)
+        self.assertFalse(alive(first.pid))
+        with open(os.path.join(self.path, "signature")) as f:
+            self.assertEqual(f.read(), "sha-2\n")
+        unsigned = yield self.sup.start(self.sleeper())
+        self.assertEqual(unsigned.pid, second.pid)
+        self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+
+    @defer.inlineCallbacks
+    def test_signatureAfterInterruptedDeploy(self):
+        """
+        A definition written by an agent that died before restarting the
+        service (its C{run} script already new) still restarts the process
+        still running from the old one: what runs is what counts.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        self.sup._define(self.sleeper(signature="sha-2"))
+        again = yield RunitSupervisor(self.layout, reactor).start(
+            self.sleeper(signature="sha-2"))
+        self.assertNotEqual(again.pid, first.pid)
+        self.assertFalse(alive(first.pid))
+        self.assertEqual((yield self.waitPids(2)), [first.pid, again.pid])
 
     @defer.inlineCallbacks
     def test_crashRestarted(self):

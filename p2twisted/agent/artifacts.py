@@ -15,12 +15,16 @@ the rest fit, except those used in the last L{KEEP_RECENT} seconds (a
 deploy may be about to extract them) -- the installs, not the cache, are
 what pods run from.
 
+A download file is held (C{flock}) while it is written, so the files of a
+fetch cut short by a kill are recognised and deleted at the next start.
+
 HTTP uses C{twisted.web.client.Agent} directly rather than C{treq}'s
 C{HTTPClient}: the latter always decodes C{Content-Encoding: gzip}, which
 servers such as C{twisted.web.static.File} and Apache put on C{.tar.gz}
 files, so the bytes hashed would not be the artifact's.
 """
 
+import fcntl
 import hashlib
 import os
 import random
@@ -41,6 +45,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from p2twisted.agent.archive import _Background
 from p2twisted.agent.interfaces import IArtifactFetcher
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 
@@ -169,9 +174,17 @@ def _copyHashing(url, out, outPath):
     except OSError as e:
         raise _fetchError("cannot fetch %s: %s" % (url, e.strerror), False)
     with src:
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            h.update(chunk)
-            _writeAll(out, chunk, outPath)
+        # Written from another thread while this one hashes: both release
+        # the GIL, so they overlap.
+        writer = _Background(lambda chunk: _writeAll(out, chunk, outPath), 4, "copy " + path)
+        try:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                writer.put(chunk)
+                h.update(chunk)
+        except BaseException:
+            writer.close(wait=False)
+            raise
+        writer.close()
     return h.hexdigest()
 
 
@@ -293,6 +306,7 @@ class ArtifactCache(object):
         self.retries = retries
         self.retryDelay = retryDelay
         self.maxDigestFileBytes = maxDigestFileBytes
+        self.removeLeftovers()
 
     def close(self):
         """
@@ -339,8 +353,8 @@ class ArtifactCache(object):
             if valid:
                 log.debug("cache hit for {url}", url=url, sha=expected, event="cache-hit")
                 return cached, expected
-        yield self._inThread(self._removeStale)
-        tmp, sha = yield self._retrying(url, self._download, url, scheme)
+        yield self._inThread(self.removeLeftovers)
+        tmp, out, sha = yield self._retrying(url, self._download, url, scheme)
         try:
             if expected is not None and sha != expected:
                 raise DigestMismatch("sha256 mismatch for %s: got %s, expected %s (from %s)"
@@ -354,6 +368,10 @@ class ArtifactCache(object):
         except Exception:
             _unlink(tmp)
             raise
+        finally:
+            # Its flock is held until it is no longer a download file: a
+            # removeLeftovers in another thread would delete it meanwhile.
+            out.close()
         log.info("fetched {url}", url=url, sha=sha, event="fetched")
         yield self._inThread(self._used, final)
         yield self._inThread(self.evict)
@@ -427,33 +445,69 @@ class ArtifactCache(object):
         _unlink(path)
         return False
 
-    def _removeStale(self):
-        # Leftovers of a crash; a live download is never idle this long.
-        cutoff = time.time() - max(3600.0, 2 * self.idleTimeout)
+    def removeLeftovers(self):
+        """
+        Delete the download files (C{<state_dir>/tmp/artifact-*.part}) that no
+        download holds: leftovers of an agent killed during a fetch.  A live
+        download holds an exclusive C{flock} on its file, so this is safe at
+        any time; it runs when the cache is created (agent start) and before
+        each download.  Runs in the calling thread.
+
+        @return: the paths deleted.
+        """
+        removed = []
         try:
-            for entry in os.scandir(self._layout.tmpDir):
-                if (entry.name.startswith("artifact-") and entry.name.endswith(".part")
-                        and entry.stat().st_mtime < cutoff):
-                    _unlink(entry.path)
-        except OSError:
-            pass
+            entries = [e.path for e in os.scandir(self._layout.tmpDir)
+                       if e.name.startswith("artifact-") and e.name.endswith(".part")]
+        except FileNotFoundError:
+            return removed
+        except OSError as e:
+            log.warn("cannot list {path}: {error}", path=self._layout.tmpDir, error=e.strerror)
+            return removed
+        for path in entries:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue        # a download in progress
+            else:
+                _unlink(path)
+                removed.append(path)
+            finally:
+                os.close(fd)
+        if removed:
+            log.info("removed {count} unfinished download(s) from {path}", count=len(removed),
+                     path=self._layout.tmpDir, event="leftovers-removed")
+        return removed
 
     def _openTemp(self):
         """
         @return: C{(path, unbuffered binary file)} of a new download file.
         """
-        try:
-            os.makedirs(self._layout.tmpDir, exist_ok=True)
-            fd, path = tempfile.mkstemp(prefix="artifact-", suffix=".part", dir=self._layout.tmpDir)
-        except OSError as e:
-            raise ArtifactError("cannot create a download file in %s: %s"
-                                % (self._layout.tmpDir, e.strerror or e))
-        return path, os.fdopen(fd, "wb", buffering=0)
+        while True:
+            try:
+                os.makedirs(self._layout.tmpDir, exist_ok=True)
+                fd, path = tempfile.mkstemp(prefix="artifact-", suffix=".part",
+                                            dir=self._layout.tmpDir)
+            except OSError as e:
+                raise ArtifactError("cannot create a download file in %s: %s"
+                                    % (self._layout.tmpDir, e.strerror or e))
+            # Held until the file is closed: removeLeftovers spares it.  It
+            # may have been removed between mkstemp and flock: then again.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                return path, os.fdopen(fd, "wb", buffering=0)
+            os.close(fd)
 
     @defer.inlineCallbacks
     def _download(self, url, scheme):
         """
-        @return: L{Deferred} firing with C{(temporary path, sha256)}.
+        @return: L{Deferred} firing with C{(temporary path, its file, sha256)};
+            the caller closes the file once the path is renamed (see
+            L{removeLeftovers}).
         """
         path, out = self._openTemp()
         try:
@@ -467,12 +521,11 @@ class ArtifactCache(object):
                     _writeAll(out, data, path)
                 yield self._get(url, sink)
                 sha = h.hexdigest()
-            out.close()
         except Exception:
             out.close()
             _unlink(path)
             raise
-        return path, sha
+        return path, out, sha
 
     def _readSmall(self, url):
         """

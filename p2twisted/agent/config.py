@@ -30,7 +30,9 @@ class AgentConfig(object):
     statusPort = attr.ib(default=None)
     labels = attr.ib(default=attr.Factory(dict))
     createUsers = attr.ib(default=True)
-    maxArtifactBytes = attr.ib(default=10 * 1024 ** 3)
+    allowedRunAs = attr.ib(default=attr.Factory(list))
+    maxExpandedBytes = attr.ib(default=10 * 1024 ** 3)
+    podMaxExpandedBytes = attr.ib(default=attr.Factory(dict))
     diskBudget = attr.ib(default=10 * 1024 ** 3)
     artifactCacheBytes = attr.ib(default=10 * 1024 ** 3)
     fetchTimeout = attr.ib(default=30.0)
@@ -49,6 +51,15 @@ def _number(data, name, default, low=0.0):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
         raise UsageError("agent config %s: expected a number >= %s, got %r" % (name, low, value))
     return value
+
+
+def _podBytes(data, name):
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise UsageError("agent config %s: expected a mapping of pod ids to numbers of bytes, "
+                         "got %r" % (name, value))
+    return {str(pod): int(_number({"%s.%s" % (name, pod): limit}, "%s.%s" % (name, pod), None, 1))
+            for pod, limit in value.items()}
 
 
 def _names(data, name):
@@ -102,7 +113,10 @@ def agentConfig(path=None, flags=None, environ=None):
         statusPort=port,
         labels={str(k): str(v) for k, v in labels.items()},
         createUsers=bool(data.get("create_users", True)),
-        maxArtifactBytes=int(_number(data, "max_artifact_bytes", 10 * 1024 ** 3, 1)),
+        allowedRunAs=_names(data, "allowed_run_as"),
+        maxExpandedBytes=int(_number(data, "max_expanded_bytes",
+                                     data.get("max_artifact_bytes", 10 * 1024 ** 3), 1)),
+        podMaxExpandedBytes=_podBytes(data, "pod_max_expanded_bytes"),
         diskBudget=int(_number(data, "disk_budget", 10 * 1024 ** 3, 0)),
         artifactCacheBytes=int(_number(data, "artifact_cache_bytes", 10 * 1024 ** 3, 0)),
         fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),

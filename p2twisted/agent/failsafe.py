@@ -112,8 +112,9 @@ def decide(marker, lastSeen, absentSince, now, grace, orphans=frozenset(), confi
 def describe(verdict, node, markerPresent, orphans=()):
     """
     @return: the JSON-able C{removals} part of the agent's status: whether
-        removals are held and why, which pods wait, and the command that
-        confirms.
+        removals are held and why, which pods wait, the command that
+        confirms, and when a hold times out (C{hold_until}; C{None}: it
+        waits for the confirmation).
     """
     if not markerPresent:
         state = "no-marker"
@@ -128,6 +129,7 @@ def describe(verdict, node, markerPresent, orphans=()):
               "grace_until": {pod: t for pod, t in sorted(verdict.waiting.items())}}
     if verdict.hold is not None:
         record["confirm"] = "p2 node confirm %s" % (node,)
+        record["hold_until"] = verdict.wakeAt
     return record
 
 
@@ -158,9 +160,11 @@ class MarkerMemory(object):
             return None
         except (OSError, ValueError) as e:
             return {"unreadable": str(e)}
-        if not isinstance(data, dict) or data.get("node") != self.node:
+        if not isinstance(data, dict) or "marker" not in data:
+            return {"unreadable": "not a remembered marker: %.100r" % (data,)}
+        if data.get("node") != self.node:
             return None
-        return data.get("marker")
+        return data["marker"]
 
     def save(self, identity):
         """

@@ -3,14 +3,18 @@
 Installing hoist artifacts: safe extraction, atomic activation, pruning.
 
 An install never trusts the archive.  The artifact is decompressed once, in a
-thread; C{tarfile} parses each member's header (without extracting) and
-L{p2twisted.agent.archive} accepts or refuses it; only the bytes of members already
-accepted are piped to GNU tar, which does the fast part -- creating files.  A
+thread, where L{p2twisted.agent.archive} reads each member's header (without
+extracting) and accepts or refuses it; only the bytes of members already
+accepted are piped to GNU tar, which does the fast part -- creating files --
+meanwhile (a writer thread and a 1 MiB pipe let the checks run ahead).  A
 member is judged only by members before it (its parents, a hard link's
-target, an earlier member of the same name), so a refused archive has put
-nothing but accepted members into a temporary directory, which is then
-deleted.  (GNU tar's own defaults -- refusing C{..}, stripping C{/}, creating
-absolute or C{..} symlinks only at the end -- remain as a second line.)
+target, an earlier member of the same name) and by the limits (the pod's
+C{max_expanded_bytes}, the free space of the pod's disk), so a refused
+archive has put nothing but accepted members into a temporary directory,
+which is then deleted.  (GNU tar's own defaults -- refusing C{..}, stripping
+C{/}, creating absolute or C{..} symlinks only at the end -- remain as a
+second line.)  What a refusal for size taught is remembered: retrying the
+same artifact fails at once while it still cannot fit.
 
 The temporary directory (C{.tmp-*} inside the launchable's C{installs/}) is
 flushed to disk (C{syncfs(2)}, as C{sync -f}) and then renamed to its final
@@ -18,6 +22,7 @@ name, so an install directory either is complete or does not exist.  C{current} 
 flipped with a temporary symlink and C{rename}.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -29,7 +34,8 @@ from twisted.logger import Logger
 
 # checkArchive and DEFAULT_MAX_EXPANDED_BYTES are re-exported: part of this
 # module's API.
-from p2twisted.agent.archive import DEFAULT_MAX_EXPANDED_BYTES, _scan, checkArchive
+from p2twisted.agent.archive import (
+    DEFAULT_MAX_EXPANDED_BYTES, NoSpace, TooLarge, _Background, _scan, checkArchive)
 from p2twisted.agent.fsutil import fsyncDir, replaceLink, syncFilesystem
 from p2twisted.errors import ArtifactError, DigestMismatch
 
@@ -41,6 +47,7 @@ DEFAULT_ENTRY_POINTS = ("bin/launch",)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:@~-]{0,199}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PIPE_SIZE = 1 << 20
 _TAR_FLAGS = ["--no-same-owner", "--no-same-permissions",
               "--warning=no-timestamp", "--warning=no-unknown-keyword"]
 
@@ -56,8 +63,18 @@ class _TarGone(Exception):
     """
 
 
-def _feed(path, maxBytes, fd):
-    # In a thread: _scan, writing accepted bytes to fd, then closing it.
+def freeSpace(path):
+    """
+    @return: the bytes free for unprivileged use on the filesystem of
+        C{path} (root's reserve is left alone).
+    """
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _feed(path, maxBytes, fd, freeBytes, target, hashing):
+    # In a thread: _scan, writing accepted bytes to fd (from another thread,
+    # so that checking goes on while tar catches up), then closing it.
     def write(data):
         view = memoryview(data)
         try:
@@ -65,10 +82,15 @@ def _feed(path, maxBytes, fd):
                 view = view[os.write(fd, view):]
         except BrokenPipeError:
             raise _TarGone()
-        finally:
-            view.release()
+    writer = _Background(write, 8, "extract " + path)
     try:
-        return _scan(path, maxBytes, write)
+        sha = _scan(path, maxBytes, lambda data: writer.put(bytes(data)), freeBytes, target,
+                    hashing=hashing)
+        writer.close()
+        return sha
+    except BaseException:
+        writer.close(wait=False)
+        raise
     finally:
         os.close(fd)
 
@@ -199,6 +221,12 @@ class Installer(object):
     time; blocking filesystem work runs in the reactor's thread pool.
 
     @param maxExpandedBytes: the largest total size of an archive's files.
+    @param podMaxExpandedBytes: C{{pod id: bytes}} overriding
+        C{maxExpandedBytes} for those pods.
+    @param freeSpace: C{f(path)} returning the bytes free on the filesystem
+        of C{path}; an archive whose files (in whole blocks) would not fit
+        is refused, before its first member that does not fit reaches the
+        disk.
     @param diskBudget: bytes the installs of one launchable may use; see
         L{prune}.
     @param tar: the GNU tar executable.
@@ -208,9 +236,17 @@ class Installer(object):
     entryPoints = staticmethod(entryPoints)
 
     def __init__(self, reactor, maxExpandedBytes=DEFAULT_MAX_EXPANDED_BYTES,
-                 diskBudget=DEFAULT_DISK_BUDGET, tar="tar", umask=0o022):
+                 diskBudget=DEFAULT_DISK_BUDGET, tar="tar", umask=0o022,
+                 podMaxExpandedBytes=None, freeSpace=freeSpace):
         self._reactor = reactor
         self.maxExpandedBytes = maxExpandedBytes
+        self.podMaxExpandedBytes = dict(podMaxExpandedBytes or {})
+        self._freeSpace = freeSpace
+        # What refused extractions taught about artifacts: their key (path,
+        # inode, size, mtime; see _space) -> (expanded bytes, disk bytes)
+        # they need at least, so that retries fail at once instead of
+        # writing it all again.
+        self._atLeast = {}
         self.diskBudget = diskBudget
         self._tar = tar
         self._umask = umask
@@ -235,7 +271,9 @@ class Installer(object):
         version is reused; leftover C{.tmp-*} directories are removed.
 
         @param digest: when given, the artifact's SHA-256 (hex), verified in
-            the same pass that extracts it.
+            the same pass that extracts it (hashed in another thread).
+            Without it the artifact is not hashed: the agent's artifacts
+            come from the cache, which verified them while fetching.
         @return: L{Deferred} firing with the install directory; failing with
             L{UnsafeArchive}, L{DigestMismatch} or L{ArtifactError} (not a
             tar.gz, disk full, ...), in which case nothing is left behind.
@@ -260,7 +298,14 @@ class Installer(object):
             log.info("reusing {installDir}", installDir=installDir, event="install-reused")
             return installDir
         try:
-            sha = yield self._extract(artifactPath, tmp)
+            limit = self.podMaxExpandedBytes.get(podLayout.podId, self.maxExpandedBytes)
+            key, free = yield self._inThread(self._space, artifactPath, tmp)
+            self._knownTooBig(key, artifactPath, limit, free, installsDir)
+            try:
+                sha = yield self._extract(artifactPath, tmp, limit, free, digest is not None)
+            except (NoSpace, TooLarge) as e:
+                self._learn(key, getattr(e, "expanded", 0), getattr(e, "needed", 0))
+                raise
             if digest is not None and sha != digest:
                 raise DigestMismatch("sha256 mismatch for artifact %s: got %s, expected %s"
                                      % (artifactPath, sha, digest))
@@ -278,6 +323,33 @@ class Installer(object):
                  syncSeconds=synced - extracted)
         return installDir
 
+    def _space(self, artifactPath, target):
+        try:
+            st = os.stat(artifactPath)
+            free = self._freeSpace(target)
+        except OSError as e:
+            raise _osError("inspect", artifactPath, e)
+        return (os.path.realpath(artifactPath), st.st_dev, st.st_ino, st.st_size,
+                st.st_mtime_ns), free
+
+    def _knownTooBig(self, key, artifactPath, limit, free, target):
+        # Fail at once when an earlier attempt showed the archive cannot fit.
+        expanded, needed = self._atLeast.get(key, (0, 0))
+        if expanded > limit:
+            raise TooLarge("unsafe archive %s: its files expand to at least %d bytes, past the "
+                           "limit of %d bytes (seen at an earlier attempt)"
+                           % (artifactPath, expanded, limit), expanded)
+        if needed > free:
+            raise NoSpace("disk full: artifact %s needs at least %d bytes of disk once "
+                          "extracted, and %d are free in %s (seen at an earlier attempt)"
+                          % (artifactPath, needed, free, target), needed)
+
+    def _learn(self, key, expanded, needed):
+        old = self._atLeast.pop(key, (0, 0))
+        self._atLeast[key] = (max(old[0], expanded), max(old[1], needed))
+        while len(self._atLeast) > 256:
+            del self._atLeast[next(iter(self._atLeast))]
+
     def _prepare(self, installsDir, installDir):
         try:
             os.makedirs(installsDir, exist_ok=True)
@@ -294,12 +366,17 @@ class Installer(object):
             raise _osError("prepare", installsDir, e)
 
     @defer.inlineCallbacks
-    def _extract(self, artifactPath, target):
+    def _extract(self, artifactPath, target, maxBytes, freeBytes, hashing):
         tar = shutil.which(self._tar)
         if tar is None:
             raise ArtifactError("cannot extract %s: %r not found on PATH" % (artifactPath, self._tar))
         target = os.path.abspath(target)
         rfd, wfd = os.pipe()
+        try:
+            # Room for tar to fall behind a little (default: 64 KiB).
+            fcntl.fcntl(wfd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+        except OSError:
+            pass
         child = _Process()
         try:
             self._reactor.spawnProcess(
@@ -312,7 +389,8 @@ class Installer(object):
             raise
         finally:
             os.close(rfd)
-        fed = self._inThread(_feed, artifactPath, self.maxExpandedBytes, wfd)
+        fed = self._inThread(_feed, artifactPath, maxBytes, wfd, freeBytes,
+                             os.path.dirname(target), hashing)
         (fedOk, result), (_, (code, stderr)) = yield defer.DeferredList(
             [fed, child.ended], consumeErrors=True)
         if not fedOk and not result.check(_TarGone):
@@ -323,7 +401,7 @@ class Installer(object):
             raise _tarError(stderr, artifactPath, target)
         if not fedOk:
             raise ArtifactError("cannot extract %s: tar stopped reading it" % (artifactPath,))
-        return result[1]
+        return result
 
     @defer.inlineCallbacks
     def _sync(self, path):

@@ -20,6 +20,11 @@ class ServiceSpec(object):
         (run once).
     @ivar restartTimeout: seconds to wait for a stop or a start to complete.
     @ivar env: extra environment for the service (on top of the standard PATH).
+    @ivar signature: a digest of everything that reaches the process besides
+        C{argv} and C{env} (the agent gives its pod manifest's SHA: env dirs,
+        config, user, limits, install): a service running with another
+        signature is restarted by L{ISupervisor.start}.  C{None} asks for no
+        such restart (a launchable with C{no_halt_on_update} reloads itself).
     """
 
     name = attr.ib()
@@ -27,6 +32,7 @@ class ServiceSpec(object):
     restartPolicy = attr.ib(default="always")
     restartTimeout = attr.ib(default=60.0)
     env = attr.ib(default=attr.Factory(dict), hash=False)
+    signature = attr.ib(default=None)
 
 
 @attr.s(frozen=True)
@@ -72,8 +78,11 @@ class ISupervisor(Interface):
     def start(spec, restart=False):
         """
         Define the service C{spec} (atomically replacing an older definition)
-        and make sure it is running.  A service already running with the same
-        definition is left alone unless C{restart} is true.
+        and make sure it is running.  A service already running is restarted
+        (stopped as L{stop} does, then started) when its process was started
+        with another C{spec.signature} than the one given (unless that is
+        C{None}), or when C{restart} is true; otherwise it is left alone, so
+        an unchanged signature restarts nothing.
 
         @return: L{Deferred} firing with the L{ServiceStatus} once the process
             is up (for policy C{"never"}: once started), or failing with

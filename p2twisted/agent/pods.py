@@ -18,6 +18,7 @@ import sys
 
 from twisted.application import service
 from twisted.internet import defer, threads
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -31,6 +32,7 @@ from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
 from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
+from p2twisted.agent.users import PodUsers
 from p2twisted.errors import AgentError, DigestMismatch, ManifestError
 from p2twisted.manifest import launchableVersion, parseManifest
 
@@ -159,6 +161,10 @@ class PodOperations(object):
         #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here
         #: (and, from L{fromConfig}, this process's limits are raised).
         self.chpst = shutil.which("chpst") if p2exec is None else None
+        self.users = PodUsers(config.stateDir, config.podRoot, config.createUsers,
+                              getattr(config, "allowedRunAs", ()), self.isRoot)
+        self._usersLock = defer.DeferredLock()
+        self._userClaims = {}
 
     def _inThread(self, f, *args):
         """
@@ -179,7 +185,8 @@ class PodOperations(object):
         supervisor = makeSupervisor(kindForState(config.supervisor, state), state, reactor)
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
                                   maxBytes=config.artifactCacheBytes)
-        installer = Installer(reactor, maxExpandedBytes=config.maxArtifactBytes,
+        installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
+                              podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
         ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
@@ -241,7 +248,6 @@ class PodOperations(object):
 
     # -- deploy ------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def deploy(self, manifest, old):
         """
         Make C{manifest} the running version of its pod (C{old}, the manifest
@@ -249,12 +255,21 @@ class PodOperations(object):
 
         @return: L{Deferred} firing once every entry point is running;
             failing with an L{AgentError} that says what went wrong, in which
-            case the previous version keeps (or is again) running.
+            case the previous version keeps (or is again) running; a
+            C{run_as} the agent may not use (L{PodUsers.ensure}) fails it
+            before anything is installed.
         """
+        d = self._withUser(manifest, self._deploy, old)
+        if old is not None and old.runAs != manifest.runAs:
+            d.addCallback(lambda _: self._removeUnusedUsers())
+            d.addCallback(lambda _: None)
+        return d
+
+    @defer.inlineCallbacks
+    def _deploy(self, manifest, user, old):
         layout = PodLayout(self.config.podRoot, manifest.id)
         context = podContext(layout, manifest)
         yield self.hooks.run("before_install", context)
-        user = yield self._user(manifest, layout)
         runtimeWritten = None
         if old is None and not os.path.lexists(layout.envDir):
             # A new pod: nothing of it ever started, so nothing reads its
@@ -307,15 +322,36 @@ class PodOperations(object):
             yield self.installer.prune(layout, launchableId)
 
     @defer.inlineCallbacks
-    def _user(self, manifest, layout):
-        user, ignored = yield self._inThread(
-            runtime.ensureUser, manifest.runAs, layout.home, self.config.createUsers, self.isRoot)
+    def _withUser(self, manifest, f, *args):
+        """
+        Resolve (or create) the account of C{manifest}'s pod, and call
+        C{f(manifest, user, *args)} while that account is claimed for the pod
+        (so a removal elsewhere does not delete it meanwhile).
+        """
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        yield self._usersLock.acquire()
+        try:
+            user, ignored, created = yield self._inThread(
+                self.users.ensure, manifest, layout.home)
+            self._userClaims[manifest.id] = user
+        finally:
+            self._usersLock.release()
+        if created:
+            log.info("created account {user} for pod {pod}", user=user, pod=manifest.id,
+                     event="user-created")
+        try:
+            self._checkUser(manifest, user, ignored)
+            result = yield f(manifest, user, *args)
+        finally:
+            self._userClaims.pop(manifest.id, None)
+        return result
+
+    def _checkUser(self, manifest, user, ignored):
         checkReachable(self.config.podRoot, user)
         if ignored and manifest.id not in self._warnedRunAs:
             self._warnedRunAs.add(manifest.id)
             log.warn("pod {pod}: run_as {runAs} ignored; the agent is not root, so the pod runs "
                      "as {user}", pod=manifest.id, runAs=manifest.runAs, user=user)
-        return user
 
     @defer.inlineCallbacks
     def _install(self, layout, launchableId, launchable):
@@ -342,6 +378,15 @@ class PodOperations(object):
             os.chown(layout.home, entry.pw_uid, entry.pw_gid)
 
     def _specs(self, manifest, layout, user, installs):
+        """
+        @return: C{{launchable id: [ServiceSpec]}}.  Each spec's signature is
+            the manifest's SHA, which covers everything that reaches a process
+            (env, config, entry points, user, cgroup, restart policy, install):
+            a changed SHA restarts every service of the pod, an unchanged one
+            none (L{ISupervisor.start}).  A launchable with
+            C{no_halt_on_update} has none: it reloads itself.
+        """
+        sha = manifest.sha()
         specs = {}
         for launchableId, launchable in manifest.launchables.items():
             specs[launchableId] = []
@@ -350,21 +395,24 @@ class PodOperations(object):
                 specs[launchableId].append(ServiceSpec(
                     name=serviceName(manifest.id, launchableId, entry), argv=argv, env=env,
                     restartPolicy=launchable.restartPolicy,
-                    restartTimeout=launchable.restartTimeout))
+                    restartTimeout=launchable.restartTimeout,
+                    signature=None if launchable.noHaltOnUpdate else sha))
         return specs
 
     def _startArgv(self, manifest, layout, launchableId, user, entry):
         """
         @return: C{(argv, env)} starting an entry point as a service: by chpst
-            when it can (no cgroup to join), else by p2-exec.
+            when it can (no cgroup to join, not too many groups), else by
+            p2-exec.
         """
         if self.chpst and not manifest.launchables[launchableId].cgroup:
-            return runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
-                                     switchUser=self.isRoot)
+            started = runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
+                                        switchUser=self.isRoot)
+            if started is not None:
+                return started
         return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,
                                       entry), {}
 
-    @defer.inlineCallbacks
     def relaunch(self, manifest, names):
         """
         Start again the services C{names} of a pod that is installed and in
@@ -375,11 +423,14 @@ class PodOperations(object):
         @raise AgentError: if an install is missing (then a full deploy is
             needed).
         """
+        return self._withUser(manifest, self._relaunch, names)
+
+    @defer.inlineCallbacks
+    def _relaunch(self, manifest, user, names):
         layout = PodLayout(self.config.podRoot, manifest.id)
         if (yield self._inThread(installedSHA, layout.currentManifest)) != manifest.sha():
             raise AgentError("pod %s has another manifest installed than %s"
                              % (manifest.id, manifest.sha()))
-        user = yield self._user(manifest, layout)
         installs = {}
         for launchableId, launchable in manifest.launchables.items():
             current = layout.current(launchableId)
@@ -525,3 +576,49 @@ class PodOperations(object):
         yield self.hooks.run("before_uninstall", context)
         yield self._inThread(shutil.rmtree, layout.home, True)
         yield self.hooks.run("after_uninstall", context)
+        yield self._removeUnusedUsers()
+
+    @defer.inlineCallbacks
+    def _removeUnusedUsers(self, patience=10.0, interval=0.5):
+        """
+        Delete the accounts the agent created that no installed pod uses (or
+        is being deployed with) and that run no process (L{PodUsers}); each
+        deletion is logged.  An unused account whose processes (a pod's
+        processes just killed) are still there is looked at again every
+        C{interval} seconds for up to C{patience} seconds, then kept until
+        the next removal, which is logged with why.
+
+        @return: L{Deferred} firing with the names deleted.
+        """
+        if not self.isRoot:
+            return []
+        removed = []
+        deadline = self.reactor.seconds() + patience
+        while True:
+            result = yield self._usersLock.run(self._removeUnusedUsersOnce)
+            if result is None:
+                return removed
+            gone, kept = result
+            for name in gone:
+                log.info("deleted account {user}: no pod uses it", user=name,
+                         event="user-deleted")
+            removed += gone
+            if not kept:
+                return removed
+            if self.reactor.seconds() >= deadline:
+                break
+            yield deferLater(self.reactor, interval, lambda: None)
+        for name, why in kept:
+            log.info("keeping unused account {user} for now: {why}", user=name, why=why)
+        return removed
+
+    def _removeUnusedUsersOnce(self):
+        inUse = set(self._userClaims.values())
+        for podId, raw in sorted(self.installedPods().items()):
+            try:
+                inUse.add(parseManifest(raw).runAs)
+            except Exception as e:
+                log.warn("not deleting unused pod accounts: the manifest of installed pod "
+                         "{pod} does not parse ({error})", pod=podId, error=str(e))
+                return None
+        return self._inThread(self.users.removeUnused, inUse)

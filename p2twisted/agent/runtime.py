@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.test_agent_runtime -*-
 """
-A pod's runtime files: its config file, its env dirs, the C{p2-exec} command
-line its services run, and the user it runs as (DESIGN.md, "Machine agent";
-reference/p2.md section 4, "Write config").
+A pod's runtime files: its config file, its env dirs and the C{p2-exec}
+command line its services run (DESIGN.md, "Machine agent"; reference/p2.md
+section 4, "Write config").  The accounts pods run as are
+L{p2twisted.agent.users}'s.
 
-Everything here is synchronous and quick (small files, one C{useradd}); call
-it from the reactor's thread pool (C{deferToThreadPool}) when blocking the
-reactor matters.  Files are written atomically: a temporary file in the same
+Everything here is synchronous and quick (small files); call it from the
+reactor's thread pool (C{deferToThreadPool}) when blocking the reactor
+matters.  Files are written atomically: a temporary file in the same
 directory, C{fsync}, C{os.replace}, then an C{fsync} of the directory.
 """
 
@@ -15,7 +16,6 @@ import math
 import os
 import posixpath
 import pwd
-import subprocess
 import tempfile
 
 from p2twisted.agent.fsutil import fsyncDir, syncFilesystem
@@ -29,9 +29,6 @@ RESERVED_ENV = frozenset([
     "POD_ID", "POD_HOME", "POD_UNIQUE_KEY", "CONFIG_PATH",
     "LAUNCHABLE_ID", "LAUNCHABLE_ROOT", "RESTART_TIMEOUT", "ENTRY_POINT",
 ])
-
-#: The login shell given to the system users the agent creates.
-NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 
 
 # -- atomic files --------------------------------------------------------------
@@ -337,11 +334,17 @@ def execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
 _UMASK_THEN = 'umask 022 && exec "$@"'
 
 
+#: The most groups chpst's C{-u :uid:gid...} takes (runit's uidgid.h): it
+#: refuses more ("invalid uid/gids").
+CHPST_MAX_GROUPS = 60
+
+
 def chpstUser(user):
     """
     @return: chpst's C{-u} argument for the user named C{user}: numeric (a
         leading colon), its primary group first, then its other groups, as
-        C{initgroups} would give them (p2-exec's C{-u}).
+        C{initgroups} would give them (p2-exec's C{-u}); C{None} when the
+        user is in more groups than chpst takes (L{CHPST_MAX_GROUPS}).
     @raise AgentError: if there is no such user.
     """
     try:
@@ -350,6 +353,8 @@ def chpstUser(user):
         raise AgentError("run_as user %s does not exist" % (user,))
     groups = [entry.pw_gid] + [g for g in os.getgrouplist(entry.pw_name, entry.pw_gid)
                                if g != entry.pw_gid]
+    if len(groups) > CHPST_MAX_GROUPS:
+        return None
     return ":%d:%s" % (entry.pw_uid, ":".join("%d" % (g,) for g in groups))
 
 
@@ -370,7 +375,8 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True)
 
     @param switchUser: C{False} when the agent is not root (then, as with
         p2-exec, the pod runs as the agent's user).
-    @return: C{(argv, env)}.
+    @return: C{(argv, env)}, or C{None} when chpst cannot start it (the user
+        is in more groups than chpst takes): start it with p2-exec then.
     @raise AgentError: for a bad entry point or a missing user.
     """
     rel, absolute = entryPointPath(podLayout, launchableId, entryPath)
@@ -378,7 +384,10 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True)
             chpst, "-e", podLayout.envDir,
             chpst, "-e", podLayout.launchableEnvDir(launchableId), "-P"]
     if switchUser:
-        argv += ["-u", chpstUser(runAs)]
+        user = chpstUser(runAs)
+        if user is None:
+            return None
+        argv += ["-u", user]
     argv.append(absolute)
     return argv, {"ENTRY_POINT": rel}
 
@@ -398,9 +407,6 @@ def raiseOwnLimits(isRoot):
     return all(soft == hard for soft, hard in map(resource.getrlimit, NOLIMIT_RESOURCES))
 
 
-# -- users -----------------------------------------------------------------------
-
-
 def launchableArgv(p2execPath, podLayout, manifest, launchableId, runAs, entryPath):
     """
     @return: the argv running C{entryPath} of a launchable of C{manifest} as
@@ -411,29 +417,6 @@ def launchableArgv(p2execPath, podLayout, manifest, launchableId, runAs, entryPa
     return execArgv(p2execPath, podLayout, launchableId, runAs, entryPath,
                     cgroupName=launchableCgroup(manifest.id, launchableId) if cgroup else None,
                     cpus=cgroup.get("cpus"), memory=cgroup.get("memory"))
-
-def _nologin():
-    for shell in NOLOGIN_SHELLS:
-        if os.path.exists(shell):
-            return shell
-    return NOLOGIN_SHELLS[-1]
-
-
-def _useradd():
-    # The agent's PATH may lack the sbin directories.
-    for directory in ("/usr/sbin", "/sbin"):
-        path = os.path.join(directory, "useradd")
-        if os.path.exists(path):
-            return path
-    return "useradd"
-
-
-def _exists(name):
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 def currentUser():
@@ -446,49 +429,3 @@ def currentUser():
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def ensureUser(name, home, create=True, isRoot=None):
-    """
-    Make sure the pod's C{run_as} user can be used.
-
-    As root: an existing user is used as it is; a missing one is created as a
-    system user (C{useradd --system --home-dir HOME --no-create-home --shell
-    <nologin> NAME}) when C{create} is true.  Not as root: every pod runs as
-    this process's user and C{name} is ignored; the caller logs that once per
-    pod.
-
-    Runs C{useradd} synchronously (a few milliseconds); call from a thread if
-    that matters.
-
-    @param isRoot: override the C{geteuid() == 0} check (for tests).
-    @return: C{(user, runAsIgnored)}: the user the pod will run as, and
-        whether C{name} was ignored because the agent is not root.
-    @raise AgentError: if the user is missing and C{create} is false, or
-        C{useradd} fails.
-    """
-    if isRoot is None:
-        isRoot = os.geteuid() == 0
-    if not isRoot:
-        user = currentUser()
-        return user, user != name
-    if _exists(name):
-        return name, False
-    if not create:
-        raise AgentError(
-            "run_as user %s does not exist and create_users is false; create "
-            "the user or set create_users: true in the agent config" % (name,))
-    argv = [_useradd(), "--system", "--home-dir", home, "--no-create-home",
-            "--shell", _nologin(), name]
-    try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    except OSError as e:
-        raise AgentError("cannot create run_as user %s: cannot run useradd: %s"
-                         % (name, e.strerror))
-    if result.returncode != 0 and not _exists(name):
-        # (A concurrent useradd of the same name is a success.)
-        output = " ".join(result.stdout.decode("utf-8", "replace").split())
-        raise AgentError("cannot create run_as user %s: useradd exited %d: %s"
-                         % (name, result.returncode, output or "no output"))
-    return name, False

@@ -146,6 +146,7 @@ class AgentService(service.MultiService):
         self._onDisk = None
         self._orphans = set()
         self._holdSince = None
+        self._holdFor = None
         self._verdict = failsafe.Verdict()
         self._wake = None
 
@@ -307,13 +308,17 @@ class AgentService(service.MultiService):
         if not self.running:
             return
         try:
-            # Both read at once: one round-trip (what reality says only
-            # matters for removals, and each worker re-reads its own).
+            # Decided as of the read: a slow sync gets no credit for the time
+            # its other reads took (the marker may have gone meanwhile).
+            readAt = self.reactor.seconds()
+            # Intent and reality read at once: one round-trip (what reality
+            # says only matters for removals, and each worker re-reads its
+            # own).
             snapshot, reality = yield defer.gatherResults(
                 [self.store.list(keys.intentNode(self.node)),
                  self.store.list(keys.realityNode(self.node))],
                 consumeErrors=True).addErrback(_firstError)
-            yield self._converge(snapshot, reality, resync=resync)
+            yield self._converge(snapshot, reality, readAt, resync=resync)
         except StoreError as e:
             log.warn("sync failed: {error}", error=str(e), node=self.node)
         except Exception:
@@ -325,7 +330,12 @@ class AgentService(service.MultiService):
             return self.resync()
 
     @defer.inlineCallbacks
-    def _converge(self, snapshot, reality, resync):
+    def _converge(self, snapshot, reality, now, resync):
+        """
+        Act on C{snapshot} and C{reality}, this node's intent and reality as
+        read at C{now}: install what intent names, remove what the failsafe
+        allows as of C{now}.
+        """
         markerKey = keys.intentNode(self.node)
         if markerKey not in snapshot:
             if self.markerPresent is not False:
@@ -336,7 +346,7 @@ class AgentService(service.MultiService):
             # Whatever comes back is a new marker or starts the grace anew.
             self._absentSince.clear()
             self._holdSince = None
-            self._verdict = failsafe.decide(None, self._lastSeen, {}, self.reactor.seconds(), 0)
+            self._verdict = failsafe.decide(None, self._lastSeen, {}, now, 0)
             self._wakeAt(None)
             yield self._writeAgentStatus()
             return
@@ -353,9 +363,11 @@ class AgentService(service.MultiService):
             return
         # A pod in neither intent nor reality is gone: its worker is told
         # once (an intent with no reality, e.g. an invalid one, leaves only
-        # its status to delete; one still deploying may leave an install),
-        # under the same failsafe as a removal, then forgotten once it has
-        # converged to nothing.
+        # its status to delete), under the same failsafe as a removal, then
+        # forgotten once it has converged to nothing.  One whose deploy
+        # failed or is under way may have files on disk, even running
+        # services: it is recorded in reality first, so its worker removes
+        # them rather than leave an orphan.
         gone = set(self.workers) - set(intents) - realPods
         for podId in sorted(gone):
             if self.workers[podId].absent():
@@ -365,10 +377,16 @@ class AgentService(service.MultiService):
         if resync or self._onDisk is None or gone:  # what is on disk may have changed
             found = yield self._onDiskSettled()
         self._orphans = {p for p in found if p not in intents and p not in realPods}
-        verdict = yield self._decide(marker, set(intents), realPods | gone, set(self._orphans))
-        for podId in sorted(verdict.adopt):
+        verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
+                                                   set(self._orphans), now)
+        installed = verdict.remove & gone & set(self._onDisk)
+        for podId in sorted(verdict.adopt | installed):
             yield self._adopt(podId)
             realPods.add(podId)
+        if confirmation is not None:  # what it allowed is done (or handed to the workers)
+            d = self.store.delete(confirmation.key, confirmation.version)
+            d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
+                                            error=f.getErrorMessage()))
         for podId in sorted(set(intents) | realPods | gone):
             if podId in intents:
                 self.worker(podId).update(intents[podId], resync=resync)
@@ -378,21 +396,25 @@ class AgentService(service.MultiService):
         yield self._writeAgentStatus()
 
     @defer.inlineCallbacks
-    def _decide(self, marker, intended, realPods, orphans):
+    def _decide(self, marker, intended, realPods, orphans, now):
         """
-        Run the failsafe's decision on what the agent sees now, and keep what
-        it says: the marker accepted, the hold, the confirmation consumed,
-        the timer for the next grace ending.
+        Run the failsafe's decision on what the agent read at C{now}, and
+        keep what it says: the marker accepted, the hold, the confirmation to
+        consume (once the orphans are adopted), the timer for the next grace
+        ending.
 
-        @return: L{Deferred} firing with the L{failsafe.Verdict}.
+        @return: L{Deferred} firing with the L{failsafe.Verdict} and the
+            confirmation entry to delete once the orphans are adopted, or
+            C{None}.
         """
-        now = self.reactor.seconds()
         candidates = (realPods | orphans) - intended
         for podId in list(self._absentSince):
             if podId not in candidates:
                 del self._absentSince[podId]
         for podId in candidates:
             self._absentSince.setdefault(podId, now)
+        if self._holdFor != marker:  # another marker: its hold starts when first seen
+            self._holdSince = None
         confirmation = confirmed = None
         if self._confirmSeen or orphans or (self._lastSeen is not None
                                             and marker != self._lastSeen):
@@ -403,7 +425,7 @@ class AgentService(service.MultiService):
             orphans=orphans, confirmed=confirmed, holdSince=self._holdSince,
             holdTimeout=self.config.holdTimeout)
         if verdict.hold is not None and self._holdSince is None:
-            self._holdSince = now
+            self._holdSince, self._holdFor = now, marker
             log.warn("removals on {node} are held ({why}): installing what intent names, "
                      "removing nothing until 'p2 node confirm {node}'{timeout}",
                      node=self.node, why=_HOLD_REASONS[verdict.hold](marker, orphans),
@@ -420,13 +442,11 @@ class AgentService(service.MultiService):
                      event="removals-released")
         if verdict.accept:
             self._remember(marker)
-        if confirmation is not None and confirmed == marker and verdict.hold is None:
-            d = self.store.delete(confirmation.key, confirmation.version)
-            d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
-                                            error=f.getErrorMessage()))
+        if not (confirmed == marker and verdict.hold is None):
+            confirmation = None
         self._verdict = verdict
         self._wakeAt(verdict.wakeAt)
-        return verdict
+        return verdict, confirmation
 
     def _remember(self, marker):
         self._lastSeen = marker
@@ -477,8 +497,9 @@ class AgentService(service.MultiService):
     @defer.inlineCallbacks
     def _adopt(self, podId):
         """
-        Record an orphan (on disk, in neither intent nor reality) in reality,
-        once removals are confirmed, so the normal loop removes it.
+        Record a pod on disk in neither intent nor reality in reality, so
+        the normal loop removes it: an orphan once removals are confirmed, or
+        a pod its worker left installed whose removal is due.
         """
         log.info("pod {pod} is on disk but in neither intent nor reality; recording it in "
                  "reality so it is removed", pod=podId, node=self.node, event="orphan")

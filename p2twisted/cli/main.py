@@ -105,7 +105,8 @@ class Parser(argparse.ArgumentParser):
                          message)
         if match:
             argument, given = match.group(1), match.group(2)
-            hint = didYouMean(given, re.findall(r"'([^']*)'", match.group(3)))
+            # Some Pythons (3.12.9, 3.13.2 and later) list them unquoted: "(choose from a, b)".
+            hint = didYouMean(given, [c.strip().strip("'") for c in match.group(3).split(", ")])
             if argument.startswith("-"):
                 message = "invalid %s %r%s" % (argument.split("/")[-1], given, hint)
             else:
@@ -299,10 +300,13 @@ def main(argv=None):
 
 def _importReactor(options):
     """
-    Install the default reactor, without TLS unless the verb says it needs
-    it (C{tls=True} in its parser's defaults): no verb does today, and
-    pyOpenSSL is a third of the reactor's import time.  Only the reactor is
-    built without it; importing C{OpenSSL} later works.
+    Install the default reactor without loading pyOpenSSL (a fifth of
+    C{p2 status}'s run time, about 50 ms), unless the verb says it needs
+    C{startTLS} on a TCP connection (C{tls=True} in its parser's defaults):
+    no verb does.  The reactor's modules only probe for TLS when imported
+    and remember its absence; L{_lazyTLS} gives it back, loaded on first
+    use, so HTTPS clients (C{twisted.web.client.Agent}, treq), C{connectSSL},
+    C{listenSSL} and the C{ssl:} endpoints all work.
     """
     if getattr(options, "tls", False) or "twisted.internet.reactor" in sys.modules:
         return
@@ -315,6 +319,36 @@ def _importReactor(options):
         for name in blocked:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
+    _lazyTLS()
+
+
+def _lazyTLS():
+    """
+    Give a reactor whose modules were imported without TLS its
+    C{connectSSL} and C{listenSSL} back: C{twisted.internet.posixbase}
+    found no C{twisted.protocols.tls} and left them failing with "SSL
+    support is not present"; it now gets a stand-in that imports it on first
+    use.  Only C{startTLS} on a plain TCP connection stays unavailable
+    (C{twisted.internet.tcp} chose its classes' bases at import).
+    """
+    import types
+
+    from zope.interface import classImplements
+
+    from twisted.internet import posixbase
+    from twisted.internet.interfaces import IReactorSSL
+    if getattr(posixbase, "tls", None) is not None:
+        return
+
+    class LazyTLS(types.ModuleType):
+        def __getattr__(self, name):
+            import importlib
+            real = importlib.import_module("twisted.protocols.tls")
+            posixbase.tls = real
+            return getattr(real, name)
+
+    posixbase.tls = LazyTLS("twisted.protocols.tls")
+    classImplements(posixbase.PosixReactorBase, IReactorSSL)
 
 
 def _reportError(options, error, tb):

@@ -79,9 +79,10 @@ def confirmNode(store, node, now=None):
     agent holds, bound to the node marker there now (a later marker needs a
     confirmation of its own).
 
-    @return: L{Deferred} firing with C{(marker identity, removals)}:
+    @return: L{Deferred} firing with C{(marker identity, removals, agent)}:
         C{removals} is the C{removals} record of the agent's status, or
-        C{None} when it has published none.
+        C{None} when it has published none; C{agent}, whether the node's
+        agent is registered (C{machines/<node>}) and so acts on it now.
     @raise P2Error: when the node has no marker.
     """
     marker = yield store.get(keys.intentNode(node))
@@ -104,7 +105,8 @@ def confirmNode(store, node, now=None):
             removals = json.loads(status.value).get("removals")
         except (ValueError, AttributeError):
             removals = None
-    return identity, removals
+    agent = yield store.get(keys.machine(node))
+    return identity, removals, agent is not None
 
 
 @defer.inlineCallbacks
@@ -112,12 +114,16 @@ def runConfirm(options):
     name = nodeName(options.node)
     store = yield options.openStore()
     try:
-        identity, removals = yield confirmNode(store, name)
+        identity, removals, agent = yield confirmNode(store, name)
     finally:
         yield store.close()
     options.out.write("confirmed the node marker of %s (created %s)\n"
                       % (name, identity.get("created") or "at an unknown time"))
-    if removals and removals.get("state") == "held":
+    if not agent:
+        options.out.write("no agent of %s is running (%s is absent): it acts on the confirmation "
+                          "when it starts, if the marker is still this one\n"
+                          % (name, keys.machine(name)))
+    elif removals and removals.get("state") == "held":
         pods = removals.get("held") or []
         options.out.write("its agent now removes what intent does not name: %s\n"
                           % (", ".join(pods) or "nothing yet"))
@@ -125,8 +131,7 @@ def runConfirm(options):
             options.out.write("and the pods on its disk in neither intent nor reality: %s\n"
                               % (", ".join(removals["orphans"]),))
     else:
-        options.out.write("its agent reported no held removals; the confirmation stands "
-                          "for this marker\n")
+        options.out.write("its agent reported no held removals: nothing to carry out\n")
     return 0
 
 
@@ -197,28 +202,84 @@ def registerRemove(commands):
     remove.set_defaults(run=runRemove, writes=True)
 
 
-@defer.inlineCallbacks
 def _podsOf(store, prefix):
     """
-    @return: L{Deferred} firing with the sorted pod ids under C{prefix}
-        (C{intent/<node>} or C{reality/<node>}).
+    @return: L{Deferred} firing with the set of pod ids under C{prefix}
+        (C{intent/<node>}, C{reality/<node>} or C{status/pods/<node>}).
     """
-    entries = yield store.list(prefix)
-    return sorted(keys.parse(k)[2] for k in entries if len(keys.parse(k)) == 3)
+    d = store.list(prefix)
+    return d.addCallback(lambda entries: {keys.child(prefix, k) for k in entries} - {None})
+
+
+def _agentRecord(entry):
+    """
+    @return: the agent's status record (C{status/agents/<node>}) in
+        C{entry} as a dict, C{{}} when unreadable.
+    """
+    try:
+        record = json.loads(entry.value)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+@defer.inlineCallbacks
+def _drained(store, name, unscheduled, seen, since):
+    """
+    Whether C{name}'s agent has nothing left to remove, so its marker may go
+    (the agent removes nothing without it).  Its reality and its pods'
+    status records must be empty; a pod's status record is written when a
+    deploy begins, its reality when it ends, and deleted after its removal,
+    so one that was deploying when it was unscheduled may show neither yet.
+    Hence, while the agent is up, each unscheduled pod must also be known
+    to the agent's status record written after the unschedule
+    (C{status/agents/<node>}, version other than C{since}) as a pod it has no
+    worker for, or have been seen in reality or status meanwhile (C{seen}:
+    its removal, which deletes both, is then over).
+
+    @return: L{Deferred} firing with C{(done, what it waits for)}.
+    @raise P2Error: when the agent holds its removals (a confirmation is due).
+    """
+    realPods = yield _podsOf(store, keys.realityNode(name))
+    statusPods = yield _podsOf(store, keys.status("pods", name))
+    seen.update(realPods | statusPods)
+    record = yield store.get(keys.status("agents", name))
+    removals = _agentRecord(record).get("removals") if record is not None else None
+    if isinstance(removals, dict) and removals.get("state") == "held":
+        raise P2Error("node %s's agent holds its removals (%s: %s); its marker is kept: check "
+                      "with 'p2 status', run '%s', then run this again" % (
+                          name, removals.get("hold"), ", ".join(removals.get("held") or ())
+                          or ", ".join(removals.get("orphans") or ()) or "-",
+                          removals.get("confirm") or "p2 node confirm " + name))
+    if realPods or statusPods:
+        return False, "still runs %s" % (", ".join(sorted(realPods | statusPods)),)
+    if not unscheduled or (yield store.get(keys.machine(name))) is None:
+        return True, None  # no agent up: none is deploying them
+    fresh = record is not None and record.version != since
+    busy = set()
+    if fresh:
+        agentPods = _agentRecord(record).get("pods")
+        busy = {p for p in unscheduled if isinstance(agentPods, dict) and p in agentPods}
+        busy -= seen
+        if isinstance(removals, dict) and (removals.get("orphans") or removals.get("grace_until")):
+            busy.add("(pods on disk or in their removal grace)")
+    if not fresh or busy:
+        return False, "its agent has not yet shown it dropped %s" % (
+            ", ".join(sorted(busy or unscheduled)),)
+    return True, None
 
 
 @defer.inlineCallbacks
 def runRemove(options):
     from twisted.internet import task
 
-    from p2twisted.errors import P2Error
     from p2twisted.store.common import Delete
 
     name = nodeName(options.node)
     store = yield options.openStore()
     try:
-        scheduled = yield _podsOf(store, keys.intentNode(name))
-        running = yield _podsOf(store, keys.realityNode(name))
+        scheduled = sorted((yield _podsOf(store, keys.intentNode(name))))
+        running = sorted((yield _podsOf(store, keys.realityNode(name))))
         marker = yield store.get(keys.intentNode(name))
         labels = yield store.get(keys.label("node", name))
         if marker is None and labels is None and not scheduled and not running:
@@ -229,18 +290,29 @@ def runRemove(options):
                           "--drain'" % (name, "has pods scheduled: " + ", ".join(scheduled)
                                         if scheduled else "still runs pods: " + ", ".join(running),
                                         name))
+        if marker is None and running and options.drain:
+            raise P2Error("node %s has no marker, so its agent removes nothing (the failsafe) and "
+                          "%s stay; let it remove them with 'p2 node add %s' then 'p2 node "
+                          "confirm %s', then run this again" % (
+                              name, ", ".join(running), name, name))
         for podId in scheduled:
             yield intent.unschedule(store, name, podId)
             options.out.write("unscheduled %s from %s\n" % (podId, name))
+        # Read after the unschedule: a record of another version was written
+        # by a sync that ended after it.
+        since = yield store.get(keys.status("agents", name))
+        since = since.version if since is not None else None
+        seen = set(running)
         deadline = options.reactor.seconds() + options.timeout
-        while running:
+        while True:
+            done, waiting = yield _drained(store, name, set(scheduled), seen, since)
+            if done:
+                break
             if options.reactor.seconds() > deadline:
-                raise P2Error("node %s still runs %s %gs after they were unscheduled; its "
-                              "marker is kept so its agent removes them (is it running? see "
-                              "'p2 nodes'); run this again later" % (
-                                  name, ", ".join(running), options.timeout))
+                raise P2Error("node %s %s %gs after its pods were unscheduled; its marker is "
+                              "kept so its agent removes them (is it running? see 'p2 nodes'); "
+                              "run this again later" % (name, waiting, options.timeout))
             yield task.deferLater(options.reactor, DRAIN_INTERVAL, lambda: None)
-            running = yield _podsOf(store, keys.realityNode(name))
         yield store.transaction([Delete(keys.intentNode(name)), Delete(keys.label("node", name))])
     finally:
         yield store.close()

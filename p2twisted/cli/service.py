@@ -23,6 +23,7 @@ from p2twisted.cli.services_common import (
     logTail, readSettingsFile, stateDir, thisHost, writeLogTail)
 from p2twisted.cli.services_wait import waitDeployed
 from p2twisted.errors import P2Error, UsageError
+from p2twisted.store import keys
 
 
 def register(subparsers):
@@ -91,6 +92,11 @@ def register(subparsers):
     undeploy.add_argument("name", metavar="NAME")
     undeploy.add_argument("--node", action="append", default=None, metavar="NODE",
                           help="a node to remove it from (repeatable; default: all)")
+    undeploy.add_argument("--wait", action="store_true",
+                          help="wait until the nodes' agents have removed it (after their "
+                               "removal grace, 10 s by default)")
+    undeploy.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                          help="how long --wait waits (default: 120)")
     undeploy.set_defaults(run=runUndeploy, writes=True)
 
     remove = subparsers.add_parser(
@@ -317,14 +323,58 @@ def runUndeploy(options):
     try:
         yield services.getService(store, options.name)
         removed = yield services.undeploy(store, options.name, nodes)
+        if not removed:
+            where = " from " + ", ".join(nodes) if nodes else ""
+            options.out.write("%s was not deployed%s; nothing to do\n" % (options.name, where))
+        else:
+            options.out.write("undeployed %s from %s\n" % (options.name, ", ".join(removed)))
+        if options.wait and removed:
+            yield waitRemoved(options, store, options.name, removed)
     finally:
         yield store.close()
-    if not removed:
-        where = " from " + ", ".join(nodes) if nodes else ""
-        options.out.write("%s was not deployed%s; nothing to do\n" % (options.name, where))
-    else:
-        options.out.write("undeployed %s from %s\n" % (options.name, ", ".join(removed)))
     return 0
+
+
+#: Seconds between two looks while C{undeploy --wait} waits.
+REMOVED_INTERVAL = 0.2
+
+
+@defer.inlineCallbacks
+def waitRemoved(options, store, podId, nodes):
+    """
+    Wait until C{podId} is gone from the reality and status records of each
+    of C{nodes} (its agent removed it: its status record goes last).
+
+    @raise P2Error: when an agent holds its removals (naming the
+        confirmation), or at C{options.timeout}.
+    """
+    from twisted.internet import task
+    reactor = options.reactor
+    deadline = reactor.seconds() + options.timeout
+    left = list(nodes)
+    while True:
+        still = []
+        for node in left:
+            there = yield store.get(keys.reality(node, podId))
+            if there is None:
+                there = yield store.get(keys.status("pods", node, podId))
+            if there is None:
+                options.out.write("  %s: removed\n" % (node,))
+                continue
+            still.append(node)
+            removals = (yield agentRemovals(store)).get(node) or {}
+            if removals.get("state") == "held":
+                raise P2Error("%s's agent holds its removals (%s); run '%s' to let it remove %s"
+                              % (node, removals.get("hold"), removals.get("confirm") or
+                                 "p2 node confirm " + node, podId))
+        left = still
+        if not left:
+            return
+        if reactor.seconds() > deadline:
+            raise P2Error("%s still runs on %s after %gs (its agent removes it once the removal "
+                          "grace is over; is it up? see 'p2 status')" % (
+                              podId, ", ".join(left), options.timeout))
+        yield task.deferLater(reactor, REMOVED_INTERVAL, lambda: None)
 
 
 @defer.inlineCallbacks

@@ -74,6 +74,8 @@ def agentArguments(options, state):
         argv += ["--supervisor", options.supervisor]
     if options.status_port:
         argv += ["--status-port", str(options.status_port)]
+    if options.config:  # its node, grace and the like, as this command read it
+        argv += ["--config", os.path.abspath(options.config)]
     return argv
 
 
@@ -94,11 +96,7 @@ def runningPid(pidfile):
     return pid
 
 
-#: What the agent logs once it has opened the store and registered.
-OPENED = "registered machines/"
-#: What it logs when it cannot open the store (and retries).
-CANNOT_OPEN = "cannot open store "
-#: Seconds between two looks at the starting agent's log.
+#: Seconds between two looks at the starting agent's presence.
 START_INTERVAL = 0.1
 
 
@@ -118,9 +116,14 @@ def _logSize(logfile):
 
 
 def _logSince(logfile, offset):
+    """
+    @return: the lines of C{logfile} from C{offset}, or from its start when
+        it is shorter (twistd rotated it).
+    """
     try:
         with open(logfile, "rb") as f:
-            f.seek(offset)
+            if os.fstat(f.fileno()).st_size >= offset:
+                f.seek(offset)
             return f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
@@ -152,42 +155,79 @@ def runStart(options):
     return code
 
 
+def _presencePid(entry):
+    """
+    @return: the pid of the agent whose presence C{machines/<node>} holds
+        (its facts' C{process}), or C{None}.
+    """
+    import json
+    if entry is None:
+        return None
+    try:
+        facts = json.loads(entry.value)
+    except ValueError:
+        return None
+    process = facts.get("process") if isinstance(facts, dict) else None
+    return process.get("pid") if isinstance(process, dict) else None
+
+
 @defer.inlineCallbacks
 def waitOpened(options, pidfile, logfile, offset, pid):
     """
-    Wait until the agent just started has opened the store and registered
-    (its log says so), has failed to open it, or has exited.
+    Wait until the agent just started is present in the store (its
+    C{machines/<node>} holds its pid), or has exited; the store is opened
+    here too, so one that cannot be opened says why at once.  The agent's
+    log is read only to show what it said.
 
     @return: L{Deferred} firing with the exit code: 0, 3 when the store
-        cannot be opened (the agent keeps trying), 1 when the agent exited.
+        cannot be opened or the agent has not registered in time (it keeps
+        trying).
+    @raise P2Error: when the agent exited.
     """
+    from p2twisted.agent.config import agentConfig
+    from p2twisted.store import keys
     reactor = options.reactor
     deadline = reactor.seconds() + options.timeout
     url = agentArguments(options, "")[2]
-    while True:
-        lines = _logSince(logfile, offset)
-        for line in lines:
-            if OPENED in line:
-                options.out.write("started the agent (pid %s) on %s: %s (log %s; stop it with "
-                                  "'p2 stop-agent')\n" % (pid, url, _message(line), logfile))
+    node = agentConfig(options.config, {"node": options.node, "store": url}).node
+    key = keys.machine(node)
+
+    def said():
+        lines = [_message(line) for line in _logSince(logfile, offset)
+                 if "#warn]" in line or "#error]" in line or "#critical]" in line]
+        return " (it said: %s)" % (lines[-1],) if lines else ""
+
+    try:
+        store = yield options.openStore()
+    except Exception as e:
+        options.err.write("p2: the agent (pid %s) started but cannot open store %s: %s; it "
+                          "keeps trying (see %s; stop it with 'p2 stop-agent')\n"
+                          % (pid, url, e, logfile))
+        return 3
+    try:
+        holder = None
+        while True:
+            holder = _presencePid((yield store.get(key)))
+            pid = pid or runningPid(pidfile)
+            if pid is not None and holder == pid:
+                options.out.write("started the agent (pid %s) on %s: registered %s (log %s; stop "
+                                  "it with 'p2 stop-agent')\n" % (pid, url, key, logfile))
                 return 0
-            if CANNOT_OPEN in line:
-                reason = _message(line).split("; retrying")[0]
-                options.err.write("p2: the agent (pid %s) started but %s; it keeps trying (see "
-                                  "%s; stop it with 'p2 stop-agent')\n" % (pid, reason, logfile))
+            if runningPid(pidfile) is None:
+                last = [_message(line) for line in _logSince(logfile, offset) if line.strip()]
+                raise P2Error("the agent exited before it registered in the store: %s (see %s)"
+                              % (last[-1] if last else "it logged nothing", logfile))
+            if reactor.seconds() > deadline:
+                options.err.write(
+                    "p2: the agent (pid %s) has not registered in the store %s after %gs%s%s; it "
+                    "keeps trying (see %s; stop it with 'p2 stop-agent')\n"
+                    % (pid, url, options.timeout,
+                       "" if holder is None else " (%s is held by pid %s)" % (key, holder),
+                       said(), logfile))
                 return 3
-        if runningPid(pidfile) is None:
-            last = [_message(line) for line in lines if line.strip()]
-            raise P2Error("the agent exited before it opened the store: %s (see %s)" % (
-                last[-1] if last else "it logged nothing", logfile))
-        if reactor.seconds() > deadline:
-            said = [_message(line) for line in lines if "#warn]" in line or "#error]" in line]
-            options.err.write("p2: the agent (pid %s) has not registered in the store %s after "
-                              "%gs%s; it keeps trying (see %s; stop it with 'p2 stop-agent')\n"
-                              % (pid, url, options.timeout,
-                                 " (it said: %s)" % (said[-1],) if said else "", logfile))
-            return 3
-        yield task.deferLater(reactor, START_INTERVAL, lambda: None)
+            yield task.deferLater(reactor, START_INTERVAL, lambda: None)
+    finally:
+        yield store.close()
 
 
 def runForeground(options):

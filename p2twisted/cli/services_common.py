@@ -122,8 +122,7 @@ def portProblem(port, podId):
     from p2twisted import listeners
     inodes = listeners.listeningInodes(port)
     owners = listeners.socketOwners(inodes) if inodes else {}
-    if not owners or any((listeners.environment(pid) or {}).get("POD_ID") == podId
-                         for pid in owners):
+    if not owners or not listeners.foreignTo(owners, podId):
         return None
     return ("port %d on this host is taken by %s; free it, or choose another with "
             "'p2 config %s port=N'" % (port, listeners.describeOwners(owners), podId))

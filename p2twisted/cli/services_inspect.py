@@ -28,7 +28,8 @@ def register(subparsers):
                     "its health (passing or critical, from the agent's check of its status "
                     "endpoint; - without one) and its last error; and the removals agents "
                     "hold: in their grace, or held until 'p2 node confirm NODE' (a new node "
-                    "marker, or orphans: pods on disk in neither intent nor reality).")
+                    "marker, or orphans: pods on disk in neither intent nor reality), and "
+                    "the nodes without a node marker, whose agents act on nothing.")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=runInspect)
 
@@ -59,8 +60,9 @@ def clusterView(store):
         "health", "removal"}]} sorted by pod and node; C{health} as
         L{services.readHealth} gives it; C{removal} is C{None}, C{"grace"}
         (the agent removes it when its grace ends), C{"held"} (until C{p2 node
-        confirm}) or C{"orphan"} (on the node's disk in neither intent nor
-        reality; held too).
+        confirm}), C{"orphan"} (on the node's disk in neither intent nor
+        reality; held too) or C{"no-marker"} (not in sync on a node whose
+        agent reports no node marker: it installs and removes nothing).
     """
     rows = {}
 
@@ -103,6 +105,10 @@ def clusterView(store):
                 row(node, podId)["removal"] = "held"
         for podId in record.get("grace_until") or {}:
             row(node, podId)["removal"] = "grace"
+        if record.get("state") == "no-marker":
+            for (podId, rowNode), r in rows.items():
+                if rowNode == node and r["intent"] != r["reality"]:
+                    r["removal"] = "no-marker"
     result = []
     for k in sorted(rows):
         r = rows[k]
@@ -130,22 +136,31 @@ def agentRemovals(store):
 def heldNotes(removals):
     """
     @return: one line per node whose agent holds removals, naming the command
-        that confirms them, or has removals waiting out their grace.
+        that confirms them, has removals waiting out their grace, or has no
+        node marker (and so acts on nothing).
     """
     why = {"new-marker": "its node marker is not the one its agent last saw",
            "orphans": "pods on its disk are in neither intent nor reality"}
     lines = []
     for node, record in sorted(removals.items()):
+        if record.get("state") == "no-marker":
+            lines.append("%s holds no node marker: the agent of %s installs and removes nothing "
+                         "until one is written ('p2 node add %s'; a new marker holds removals "
+                         "until 'p2 node confirm %s')\n" % (keys.intentNode(node), node, node, node))
         until = record.get("grace_until") or {}
         if record.get("state") == "grace" and until:
             lines.append("removals on %s wait out the failsafe's grace: %s\n" % (node, ", ".join(
                 "%s (until %s)" % (pod, time.strftime("%H:%M:%SZ", time.gmtime(t)))
                 for pod, t in sorted(until.items()))))
         if record.get("state") == "held":
-            lines.append("removals on %s are held (%s): %s; confirm with '%s'\n" % (
+            timeout = record.get("hold_until")
+            lines.append("removals on %s are held (%s): %s; confirm with '%s'%s\n" % (
                 node, why.get(record.get("hold"), record.get("hold")),
                 ", ".join(record.get("held") or []) or "none pending",
-                record.get("confirm") or "p2 node confirm %s" % (node,)))
+                record.get("confirm") or "p2 node confirm %s" % (node,),
+                "" if not isinstance(timeout, (int, float)) else
+                " (else they go ahead at %s, when the hold times out)"
+                % (time.strftime("%H:%M:%SZ", time.gmtime(timeout)),)))
     return lines
 
 

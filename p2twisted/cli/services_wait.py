@@ -16,6 +16,11 @@ from p2twisted.store import keys
 #: Seconds between two looks at the store.
 INTERVAL = 0.2
 
+#: A node whose agent failed this many attempts in a row while we watched
+#: (the same manifest, retried with backoff: about 7 s) is given up on at
+#: once, with the agent's error, rather than at the timeout.
+FAILED_ATTEMPTS = 3
+
 
 def healthy(state, sha):
     """
@@ -63,6 +68,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
     done = set()
     agentless = set()
     checked = bool(manifest.status.port)
+    failures = {}  # node -> the failed attempt counts seen while waiting
     while True:
         for node in nodes:
             if node in done:
@@ -84,6 +90,16 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
             if (state["reality"] == sha and state["state"] == "running"
                     and (not checked or healthy(state, sha))):
                 done.add(node)
+            elif state["state"] == "failed" and isinstance(state["attempts"], int):
+                seen = failures.setdefault(node, set())
+                seen.add(state["attempts"])
+                if len(seen) >= FAILED_ATTEMPTS:
+                    out.flush()
+                    raise P2Error("%s failed on %s %d times in a row while waiting: %s; "
+                                  "the agent keeps retrying; see 'p2 status %s'" % (
+                                      manifest.id, node, len(seen),
+                                      services.oneLine(state["error"] or "no error given"),
+                                      manifest.id))
             out.flush()
         if len(done) == len(nodes):
             out.write("%s is running on %s\n" % (manifest.id, ", ".join(nodes)))

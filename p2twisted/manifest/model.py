@@ -129,6 +129,8 @@ class PodManifest(object):
     A valid pod manifest.
 
     @ivar runAs: the Unix user the pod runs as.
+    @ivar runAsGiven: whether the manifest names C{run_as} (else it is the pod
+        id); not part of the canonical form.
     @ivar launchables: a C{dict} of id to L{Launchable}, in manifest order.
     @ivar config: the C{config} map, plain data: text keys; text, numbers,
         booleans, nulls, lists and maps.
@@ -158,6 +160,7 @@ class PodManifest(object):
     raw = attr.ib(repr=False)
     signature = attr.ib(repr=False)
     signedBody = attr.ib(repr=False)
+    runAsGiven = attr.ib(default=True, repr=False, eq=False)
 
     def canonical(self):
         """

@@ -28,7 +28,8 @@ def parseManifest(data, source=None):
     if v.problems:
         raise ManifestError(v.problems, source)
     return PodManifest(warnings=tuple(v.warnings), raw=data, signature=signature,
-                       signedBody=signedBody, **fields)
+                       signedBody=signedBody,
+                       runAsGiven=document.get("run_as") is not None, **fields)
 
 
 def manifestSHA(data, source=None):

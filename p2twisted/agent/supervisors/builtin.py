@@ -76,6 +76,8 @@ class _Service(object):
     What the supervisor holds for one service.
 
     @ivar spec: the current definition.
+    @ivar startedSignature: the signature of the spec its running (or last)
+        process was started from.
     @ivar protocol: the running process's protocol, or C{None}.
     @ivar pid: the running process's pid, or C{None}.
     @ivar changed: when the service last started or ended.
@@ -91,6 +93,7 @@ class _Service(object):
 
     def __init__(self, spec, delay):
         self.spec = spec
+        self.startedSignature = None
         self.protocol = None
         self.pid = None
         self.changed = None
@@ -149,8 +152,10 @@ class BuiltinSupervisor(SupervisorBase):
     def start(self, spec, restart=False):
         """
         Record C{spec} as the service's definition and make sure it runs.  A
-        running service keeps running (its new definition is used at its next
-        start) unless C{restart}, which stops it (as L{stop}) and starts it.
+        running service started from a spec of another signature (when
+        C{spec.signature} is not C{None}), or any running service with
+        C{restart}, is stopped (as L{stop}) and started again; otherwise it
+        keeps running (its new definition is used at its next start).
 
         @return: L{Deferred} firing with the L{ServiceStatus} once the process
             is spawned, or failing with L{SupervisorError} (bad spec, the
@@ -235,7 +240,12 @@ class BuiltinSupervisor(SupervisorBase):
         if service.spec != spec:
             service.resetCounts()
         service.spec = spec
-        if restart and service.running:
+        stale = (service.running and spec.signature is not None
+                 and service.startedSignature != spec.signature)
+        if stale:
+            log.info("restarting {service}: its process was started from another "
+                     "definition", service=spec.name, event="service-restart")
+        if (restart or stale) and service.running:
             yield self._terminate(service, spec.restartTimeout)
         service.wantUp = spec.restartPolicy == "always"
         if not service.running:
@@ -313,6 +323,7 @@ class BuiltinSupervisor(SupervisorBase):
             raise SupervisorError("service %s: could not run %s: %s"
                                   % (spec.name, spec.argv[0], e))
         service.runs += 1
+        service.startedSignature = spec.signature
         pid = process.pid
         if service.protocol is not proto or pid is None:
             log.info("{service} ended as it started", service=spec.name,

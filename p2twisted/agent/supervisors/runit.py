@@ -4,7 +4,9 @@ Supervision by runit: one C{runsv} per service directory.
 
 Each service is a runit service directory, C{<state_dir>/service/<name>/}::
 
-    run          #!/bin/sh / exec 2>&1 / export ... / exec <argv>
+    run          #!/bin/sh / exec 2>&1 / echo <signature> >signature /
+                 export ... / exec <argv>
+    signature    the spec's signature its running process was started with
     finish       counts restarts and slows a crash loop (L{FINISH_SCRIPT})
     p2-restarts  finish's counters (L{readRestarts}); reset when the
                  definition changes
@@ -15,8 +17,13 @@ Each service is a runit service directory, C{<state_dir>/service/<name>/}::
 
 A new directory is built under a dot name (C{.<name>.new-<random>}), flushed to
 disk (one C{syncfs}) and renamed into place; a changed definition replaces its
-files one by one, each by rename. Names starting with a dot are skipped by
-C{runsvdir} and by L{RunitSupervisor.services}.
+files one by one, each by rename.  The C{run} script records the spec's
+signature (L{ServiceSpec.signature<p2twisted.agent.interfaces.ServiceSpec>}) in
+the file C{signature} as it starts the process: a service whose running
+process was started with another signature is restarted by
+L{RunitSupervisor.start}, even when its definition was written earlier by an
+agent that died before restarting it.  Names starting with a dot are skipped
+by C{runsvdir} and by L{RunitSupervisor.services}.
 
 C{runsv <dir>} is started directly for a new service, in its own session
 (C{setsid}), with C{/dev/null} as its standard streams: it does not wait for a
@@ -62,7 +69,7 @@ import struct
 import time
 
 import attr
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -152,18 +159,41 @@ _SAME_START = 2.0
 _STALE_AGE = 60.0
 
 
+#: The file of a service directory where its C{run} script records the
+#: signature of the spec it runs.
+SIGNATURE_FILE = "signature"
+
+
+def signatureRecord(spec):
+    """
+    @return: what the C{run} script of C{spec} writes to L{SIGNATURE_FILE}
+        (C{-} for a spec without signature), without its newline.
+    """
+    return "-" if spec.signature is None else str(spec.signature)
+
+
+def startedSignature(path):
+    """
+    @return: the signature record the running process of the service
+        directory C{path} was started with, or C{None} when none was written.
+    """
+    text = _readFile(os.path.join(path, SIGNATURE_FILE))
+    return None if text is None else text.strip()
+
+
 def runScript(spec):
     """
-    @return: the text of the C{run} script for C{spec}: its environment
-        exported, stderr joined to stdout (for svlogd), then its argv exec'd.
-        An argv C{/bin/sh -c SCRIPT NAME ARGS...} (as L{runtime.chpstArgv}
-        starts pods) is run by the script's own shell instead: C{ARGS} set
-        as its arguments, then C{SCRIPT} (one shell fewer to start, a few
-        milliseconds before the pod runs), unless C{SCRIPT} looks at
-        C{$0}.
+    @return: the text of the C{run} script for C{spec}: stderr joined to
+        stdout (for svlogd), its signature recorded, its environment exported,
+        then its argv exec'd.  An argv C{/bin/sh -c SCRIPT NAME ARGS...} (as
+        L{runtime.chpstArgv} starts pods) is run by the script's own shell
+        instead: C{ARGS} set as its arguments, then C{SCRIPT} (one shell fewer
+        to start, a few milliseconds before the pod runs), unless C{SCRIPT}
+        looks at C{$0}.
     """
     lines = ["#!/bin/sh", "# %s: written by the p2 agent; replaced on each deploy."
-             % (spec.name,), "exec 2>&1"]
+             % (spec.name,), "exec 2>&1",
+             "echo %s >%s" % (shlex.quote(signatureRecord(spec)), SIGNATURE_FILE)]
     for key, value in sorted(serviceEnvironment(spec).items()):
         lines.append("%s=%s; export %s" % (key, shlex.quote(str(value)), key))
     argv = [str(arg) for arg in spec.argv]
@@ -477,11 +507,32 @@ class RunitSupervisor(SupervisorBase):
             if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
                 continue
             path = os.path.join(serviceDir, name)
+            if ".removed-" in name and runsvAlive(path):
+                # A replaced runsv an agent stopped before it was told to
+                # exit (or that did not exit): deleting its directory would
+                # leave it and its svlogd running forever.
+                self._retireLeftover(name, path)
+                continue
             try:
                 if now - os.lstat(path).st_mtime > _STALE_AGE:
                     shutil.rmtree(path)
             except OSError:
                 log.failure("could not delete leftover {path}", path=path)
+
+    def _retireLeftover(self, name, path):
+        """
+        Tell the runsv of the moved-aside directory C{path} (named C{name})
+        to exit, then clean it up as L{_retire} does.
+        """
+        service = name[1:].rpartition(".removed-")[0]
+        try:
+            sendControl(path, SV_LETTERS["exit"])
+        except OSError as e:
+            log.warn("cannot tell the runsv of {path} to exit: {error}", path=path,
+                     error=e.strerror or e)
+        retiring = self._retire(service, path, self._layout.service(service))
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     def _status(self, name):
         path = self._layout.service(name)
@@ -496,6 +547,15 @@ class RunitSupervisor(SupervisorBase):
             name=name, running=running, pid=current.pid if running else None,
             uptime=max(0.0, self._reactor.seconds() - current.stamp),
             wantUp=current.want == "u", **readRestarts(path))
+
+    def _inThread(self, f, *args):
+        """
+        Run C{f(*args)} in the reactor's thread pool: for L{_define} and
+        L{_build}, whose C{syncfs} waits for everything written to the
+        filesystem (pods' files, logs), not only the service's, and must
+        not block the reactor meanwhile.
+        """
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
 
     def _build(self, spec):
         """
@@ -610,8 +670,15 @@ class RunitSupervisor(SupervisorBase):
 
     @defer.inlineCallbacks
     def _ensureRunsv(self, name, path, timeout):
+        """
+        Start a runsv for the service directory C{path} unless one runs.
+
+        @return: L{Deferred} firing with whether a runsv was started (it
+            starts the service from its current definition at once, unless
+            its C{down} file exists).
+        """
         if runsvAlive(path):
-            return
+            return False
         yield self._stopOrphan(name, path, timeout)
         self._spawnRunsv(name, path)
         up = yield waitUntil(
@@ -622,6 +689,7 @@ class RunitSupervisor(SupervisorBase):
             raise SupervisorError(
                 "runsv for service %s did not start within %.1fs; try running "
                 "'%s %s' by hand" % (name, timeout, self._runsv, path))
+        return True
 
     def _command(self, command, path):
         """
@@ -646,7 +714,7 @@ class RunitSupervisor(SupervisorBase):
         deadline = began + spec.restartTimeout
         path = self._layout.service(spec.name)
         try:
-            change = self._define(spec)
+            change = yield self._inThread(self._define, spec)
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s"
                                   % (path, e))
@@ -656,15 +724,24 @@ class RunitSupervisor(SupervisorBase):
         # definition changed or not (a new install behind the same
         # ``current`` link keeps it the same).
         _endFinishWait(path)
-        yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
+        spawned = yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
         before = readStatus(path)
-        if restart and before is not None and before.state != DOWN:
+        record = signatureRecord(spec)
+        # (A runsv just started runs the definition just written.)
+        stale = (not spawned and spec.signature is not None and before is not None
+                 and before.state == RUN and startedSignature(path) != record)
+        if stale:
+            log.info("restarting {service}: its process was started from another "
+                     "definition", service=spec.name, event="service-restart")
+        if (restart or stale) and before is not None and before.state != DOWN:
             if inPause(before, self._reactor.seconds()):
                 yield self._replaceRunsv(spec, path)
+                spawned = True  # a fresh runsv, running the definition just written
             else:
                 yield self._stopRunning(spec.name, path, spec.restartTimeout)
             before = readStatus(path)
         running = before is not None and before.state == RUN
+        fresh = spawned or not running
         if spec.restartPolicy == "never":
             if not (running and before.want == "d"):
                 yield self._command("once", path)
@@ -675,6 +752,8 @@ class RunitSupervisor(SupervisorBase):
             now = readStatus(path)
             if now is None:
                 return False
+            if fresh and startedSignature(path) != record:
+                return False  # a new process, not past its first line yet
             if now.state == RUN and now.pid:
                 return True
             return (spec.restartPolicy == "never" and before is not None
@@ -707,7 +786,7 @@ class RunitSupervisor(SupervisorBase):
         # directory is built meanwhile.
         stopping = self._stopRunning(name, path, spec.restartTimeout, retiring=True)
         try:
-            new = self._build(spec)
+            new = yield self._inThread(self._build, spec)
         except OSError as e:
             yield stopping
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
@@ -724,6 +803,14 @@ class RunitSupervisor(SupervisorBase):
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
+        try:
+            # The crash-loop counters the finish script keeps (and just
+            # updated) stay with the service, as across any other restart.
+            shutil.copyfile(os.path.join(old, RESTARTS_FILE), os.path.join(new, RESTARTS_FILE))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.failure("could not keep the restart counters of {service}", service=name)
         try:
             os.rename(new, path)
             fsyncDir(self._layout.serviceDir)
