@@ -503,6 +503,8 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         signature leaves it alone, and so does a spec without signature.
         """
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        # Its pid written before it is stopped (else the file never has 2).
+        yield self.waitPids(1)
         same = yield self.sup.start(self.sleeper(signature="sha-1"))
         self.assertEqual(same.pid, first.pid)
         second = yield self.sup.start(self.sleeper(signature="sha-2"))
@@ -522,6 +524,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         still running from the old one: what runs is what counts.
         """
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        yield self.waitPids(1)  # written before it is stopped
         self.sup._define(self.sleeper(signature="sha-2"))
         again = yield RunitSupervisor(self.layout, reactor).start(
             self.sleeper(signature="sha-2"))
