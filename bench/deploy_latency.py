@@ -34,6 +34,14 @@ the same floors via C{--baseline}):
     fresh, ZooKeeper        9.0      43.3     42.8   (overhead +34.3 -> +33.8)
     upgrade, ZooKeeper      8.2      49.5     45.2
 
+After merging main (main of 02:20 UTC as "before", load 2.1 -> 0.8):
+
+                          floor    before    after
+    fresh, local            9.5      33.9     28.8   (overhead +24.4 -> +19.3)
+    upgrade, local          7.1      39.8     36.1
+    fresh, ZooKeeper        9.5      48.0     44.5   (overhead +38.5 -> +35.0)
+    upgrade, ZooKeeper      7.1      48.2     44.3
+
 What changed: manifests parse with libyaml (1.4 -> 0.07 ms, twice per
 upgrade); the local store hears another process's commit by inotify instead
 of a 5 ms poll; a sync reads intent and reality in one round-trip; an
