@@ -85,6 +85,21 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNone(self.get(keys.reality("n2", "web")))
         self.assertTrue(agent.converged())
 
+    def test_intentAndRealityReadTogether(self):
+        """
+        A sync asks for this node's intent and its reality at once (one
+        round-trip to the store, not two), then deploys.
+        """
+        store = HeldListStore(self.state, self.clock)
+        self.schedule("n1", V1)
+        self.startAgent(store=store)
+        self.assertEqual(sorted(prefix for prefix, _ in store.held),
+                         [keys.intentNode("n1"), keys.realityNode("n1")])
+        while store.held:
+            store.held.pop(0)[1].callback(None)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
+
     def test_markerFailsafe(self):
         """
         Without the node marker the agent removes nothing, even with reality
@@ -677,6 +692,22 @@ class StoreOpenRetryTests(unittest.TestCase):
         self.assertEqual(len(attempts), 2001)
         self.assertIs(agent.store, store)
         self.assertTrue(agent.canAct())
+
+
+class HeldListStore(MemoryStore):
+    """
+    A store whose listings wait in C{held} (C{(prefix, Deferred)}) until
+    the test fires them.
+    """
+
+    def __init__(self, *args, **kwargs):
+        MemoryStore.__init__(self, *args, **kwargs)
+        self.held = []
+
+    def list(self, prefix):
+        d = defer.Deferred()
+        self.held.append((prefix, d))
+        return d.addCallback(lambda _: MemoryStore.list(self, prefix))
 
 
 class FlakyListStore(MemoryStore):

@@ -7,7 +7,7 @@ import copy
 import hashlib
 
 import yaml
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from p2twisted.errors import ManifestError
 from p2twisted.manifest import (
@@ -881,3 +881,40 @@ class LaunchableVersionTests(SynchronousTestCase):
         self.assertEqual(
             self.versionOf(location=Ellipsis, version={"id": "9f1e", "artifact_name": "web"}),
             "9f1e")
+
+
+class FastLoaderTests(SynchronousTestCase):
+    """
+    Manifests load through libyaml's parser when PyYAML has it, with the same
+    result as the pure-Python loader.
+    """
+
+    def setUp(self):
+        from p2twisted.manifest import yamlload
+        if yamlload._FastLoader is None:
+            raise SkipTest("PyYAML is built without libyaml")
+        self.yamlload = yamlload
+
+    def test_used(self):
+        """
+        A valid manifest is loaded by the libyaml loader alone.
+        """
+        calls = []
+        real = self.yamlload._load
+        self.patch(self.yamlload, "_load",
+                   lambda cls, body: calls.append(cls) or real(cls, body))
+        parseManifest(manifestYAML())
+        self.assertEqual(calls, [self.yamlload._FastLoader])
+
+    def test_same(self):
+        """
+        Both loaders give the same manifest, warnings and timestamps-as-text;
+        a document the fast one cannot load is described by the other.
+        """
+        data = launchableYAML(colour="red") + b"created: 2001-12-14t21:59:43.10-05:00\n"
+        fast = parseManifest(data)
+        self.patch(self.yamlload, "_FastLoader", None)
+        slow = parseManifest(data)
+        self.assertEqual((fast.warnings, fast.sha(), fast.configYAML()),
+                         (slow.warnings, slow.sha(), slow.configYAML()))
+        self.assertIn("created: unknown field; ignored", fast.warnings)

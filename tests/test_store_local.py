@@ -8,6 +8,7 @@ import sqlite3
 import sys
 
 from twisted.internet import defer, reactor, utils
+from twisted.python.runtime import platform
 from twisted.trial import unittest
 
 from p2twisted.errors import SessionLost, StoreUnavailable, UsageError, VersionConflict
@@ -360,6 +361,26 @@ class LocalStoreTests(LocalTestMixin, unittest.TestCase):
         yield defer.gatherResults(ds)
         yield rec.waitForValues(expected)
         self.assertLess(len(reads), 500)
+
+    @defer.inlineCallbacks
+    def test_foreignWriteHeardAtOnce(self):
+        """
+        On Linux, another client's write reaches a watch as soon as it is
+        committed (inotify sees the store's files written), not at the next
+        poll: here the longest one, 10 s (the write comes right after one).
+        """
+        if not platform.isLinux():
+            raise unittest.SkipTest("inotify is Linux's")
+        store = yield self.openClient(self.storeURL() + "?poll=10")
+        other = yield self.openClient()
+        rec = Recorder()
+        w = store.watch("now", rec)
+        self.addCleanup(w.cancel)
+        yield waitFor(lambda: rec.snapshots, what="initial snapshot")
+        started = reactor.seconds()
+        yield other.put("now/k", b"1")
+        yield rec.waitForValues({"now/k": b"1"})
+        self.assertLess(reactor.seconds() - started, 5.0)
 
     @defer.inlineCallbacks
     def test_prunedChangeLog(self):

@@ -107,6 +107,21 @@ class ScriptTests(unittest.SynchronousTestCase):
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
             "exec /bin/echo 'a b' 'it'\"'\"'s' '$HOME'\n"))
 
+    def test_runScriptShellArgv(self):
+        """
+        An argv C{/bin/sh -c SCRIPT NAME ARGS...} is run by the C{run}
+        script's own shell: C{ARGS} become its arguments, then C{SCRIPT}
+        runs.  One that looks at C{$0} is exec'd as any other.
+        """
+        spec = ServiceSpec("p__l__launch", ["/bin/sh", "-c", 'umask 022 && exec "$@"',
+                                            "p2-start", "/bin/echo", "a b"], env={})
+        self.assertTrue(runScript(spec).endswith(
+            "\nset -- /bin/echo 'a b'\n"
+            'umask 022 && exec "$@"\n'))
+        spec = ServiceSpec("p__l__launch", ["/bin/sh", "-c", 'echo $0 "$@"', "p2-start"])
+        self.assertTrue(runScript(spec).endswith(
+            "\nexec /bin/sh -c 'echo $0 \"$@\"' p2-start\n"))
+
     def test_runScriptSignature(self):
         """
         A spec's signature is written, quoted, to the file C{signature}.
@@ -347,6 +362,50 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertNotIn("hello from %d" % (first.pid,), _text(current))
 
     @defer.inlineCallbacks
+    def test_restartWithinPauseSkipsFinish(self):
+        """
+        A restart within the pause does not wait for the old run's C{finish}
+        script: the new run starts once the old process group is gone, while
+        the moved-aside runsv still runs C{finish}; the old directory goes
+        once that ends.
+        """
+        from p2twisted.agent.supervisors import runit
+        slow = self.pidFile("slow-finish")
+        self.patch(runit, "FINISH_SCRIPT",
+                   "#!/bin/sh\n[ -e %s ] && exec sleep 30\nexit 0\n" % (slow,))
+        first = yield self.sup.start(self.sleeper(restartTimeout=2.0))
+        with open(slow, "w"):
+            pass
+        second = yield self.sup.start(self.sleeper(restartTimeout=2.0), restart=True)
+        self.assertTrue(second.running)
+        self.assertFalse(alive(first.pid))
+        old = [os.path.join(self.layout.serviceDir, n) for n in os.listdir(self.layout.serviceDir)
+               if n.startswith(".svc.removed-")]
+        self.assertEqual(len(old), 1)
+        status = readStatus(old[0])
+        self.assertEqual((status.state, status.want), (FINISH, "d"))
+        self.assertTrue(alive(status.pid))
+        # Cut the old finish short (it would end on its own 30 s later).
+        os.unlink(slow)
+        os.kill(status.pid, signal.SIGTERM)
+        yield self.sup.close()
+        self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
+
+    @defer.inlineCallbacks
+    def test_shellArgv(self):
+        """
+        A service started as C{/bin/sh -c SCRIPT NAME ARGS...} runs
+        C{SCRIPT} with C{ARGS} as its arguments.
+        """
+        out = self.pidFile("out")
+        spec = ServiceSpec("svc", [
+            "/bin/sh", "-c", 'umask 027 && exec "$@"', "p2-start", "setsid", "sh", "-c",
+            'umask > %s; echo "$1" >> %s; exec sleep 1000' % (out, out), "inner", "a b"],
+            env={"P2_TEST_ROOT": self.root})
+        yield self.sup.start(spec)
+        yield waitFor(lambda: _words(out) == ["0027", "a", "b"], what="the service's output")
+
+    @defer.inlineCallbacks
     def test_flushOutsideReactor(self):
         """
         A new service directory is flushed to disk (C{syncfs}, which waits
@@ -444,6 +503,8 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         signature leaves it alone, and so does a spec without signature.
         """
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        # Its pid written before it is stopped (else the file never has 2).
+        yield self.waitPids(1)
         same = yield self.sup.start(self.sleeper(signature="sha-1"))
         self.assertEqual(same.pid, first.pid)
         second = yield self.sup.start(self.sleeper(signature="sha-2"))
@@ -463,6 +524,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         still running from the old one: what runs is what counts.
         """
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        yield self.waitPids(1)  # written before it is stopped
         self.sup._define(self.sleeper(signature="sha-2"))
         again = yield RunitSupervisor(self.layout, reactor).start(
             self.sleeper(signature="sha-2"))

@@ -58,6 +58,15 @@ def _confirmedMarker(entry):
     return data.get("marker") if isinstance(data, dict) else None
 
 
+def _firstError(failure):
+    """
+    @return: the failure inside a L{defer.FirstError}, for callers that look
+        at what failed.
+    """
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure
+
+
 _HOLD_REASONS = {
     failsafe.NEW_MARKER: lambda marker, orphans: (
         "the node marker (created %s) is not the one this agent last saw"
@@ -302,8 +311,14 @@ class AgentService(service.MultiService):
             # Decided as of the read: a slow sync gets no credit for the time
             # its other reads took (the marker may have gone meanwhile).
             readAt = self.reactor.seconds()
-            snapshot = yield self.store.list(keys.intentNode(self.node))
-            yield self._converge(snapshot, readAt, resync=resync)
+            # Intent and reality read at once: one round-trip (what reality
+            # says only matters for removals, and each worker re-reads its
+            # own).
+            snapshot, reality = yield defer.gatherResults(
+                [self.store.list(keys.intentNode(self.node)),
+                 self.store.list(keys.realityNode(self.node))],
+                consumeErrors=True).addErrback(_firstError)
+            yield self._converge(snapshot, reality, readAt, resync=resync)
         except StoreError as e:
             log.warn("sync failed: {error}", error=str(e), node=self.node)
         except Exception:
@@ -315,10 +330,11 @@ class AgentService(service.MultiService):
             return self.resync()
 
     @defer.inlineCallbacks
-    def _converge(self, snapshot, now, resync):
+    def _converge(self, snapshot, reality, now, resync):
         """
-        Act on C{snapshot}, this node's intent as read at C{now}: install
-        what it names, remove what the failsafe allows as of C{now}.
+        Act on C{snapshot} and C{reality}, this node's intent and reality as
+        read at C{now}: install what intent names, remove what the failsafe
+        allows as of C{now}.
         """
         markerKey = keys.intentNode(self.node)
         if markerKey not in snapshot:
@@ -341,7 +357,6 @@ class AgentService(service.MultiService):
             podId = keys.child(markerKey, key)
             if podId is not None and key == keys.intent(self.node, podId):
                 intents[podId] = entry
-        reality = yield self.store.list(keys.realityNode(self.node))
         realPods = {keys.child(keys.realityNode(self.node), k) for k in reality}
         realPods.discard(None)
         if not self.running:  # stopped meanwhile: its workers are stopped

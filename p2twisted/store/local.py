@@ -23,7 +23,13 @@ L{BUSY_TIMEOUT} for another process's lock).  Watches hear of our own writes
 at once.  Other processes' writes are noticed by a C{PRAGMA data_version} on
 the reactor thread every C{poll} seconds (a few microseconds, never waits);
 only when it moves does the worker read the unseen C{changes} rows, and only
-watches covering those keys re-read their subtree.
+watches covering those keys re-read their subtree.  On Linux, while there are
+watches, that look is also taken at once when inotify says a file of the
+store's (its C{-wal}) was written after a poll that found nothing new (then
+again after 1, 2, 4 ... ms until the commit shows, L{LocalStore._chase}):
+another process's commit is heard within a millisecond or so instead of
+half a C{poll} on average, a burst of writes is still read a poll at a time,
+and an idle store costs nothing more.
 """
 
 import os
@@ -32,7 +38,9 @@ import uuid
 from urllib.parse import parse_qs
 
 from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
+from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -195,6 +203,9 @@ class LocalStore(SingleOpsMixin):
     def __init__(self, url, path, sync, poll, reactor):
         self.url, self.path = url, path
         self._reactor, self._poll = reactor, poll
+        self._notifier = None
+        self._lastChange = 0.0
+        self._chasing = None
         # KEEP_CHANGES as this module has it now (it may be patched).
         self._db = _Database(path, sync, reactor, KEEP_CHANGES)
         self._pool = ThreadPool(1, 1, name="p2-local-store")
@@ -274,6 +285,64 @@ class LocalStore(SingleOpsMixin):
         elif not needed and self._loop is not None:
             self._loop.stop()
             self._loop = None
+        notify = not self._closed and bool(self._watches)
+        if notify and self._notifier is None:
+            self._notifier = self._startNotifier()
+        elif not notify and self._notifier:  # (False: none to be had here)
+            self._notifier.loseConnection()
+            self._notifier = None
+            if self._chasing is not None:
+                self._chasing.cancel()
+                self._chasing = None
+
+    def _startNotifier(self):
+        """
+        Look for others' writes as soon as inotify tells of a write to one
+        of the store's files, when the platform and reactor allow it.
+
+        @return: the L{inotify.INotify}, or C{False} (polling only).
+        """
+        if not IReactorFDSet.providedBy(self._reactor):
+            return False
+        try:
+            from twisted.internet import inotify
+            notifier = inotify.INotify(self._reactor)
+        except Exception as e:  # not Linux, or out of inotify instances
+            log.info("local store {path}: no inotify ({error}); polling every {poll}s only",
+                     path=self.path, error=str(e), poll=self._poll)
+            return False
+        name = os.path.basename(self.path).encode()
+
+        def written(ignored, path, mask):
+            # The first write after a quiet poll is chased; the rest of a
+            # burst is read at the poll, so that one look covers many.
+            if path.basename().startswith(name) and self._chasing is None and \
+                    self._reactor.seconds() - self._lastChange >= self._poll:
+                self._chase(0.0)
+        try:
+            notifier.startReading()
+            notifier.watch(FilePath(os.path.dirname(self.path).encode()),
+                           mask=inotify.IN_MODIFY, callbacks=[written])
+        except Exception as e:
+            notifier.loseConnection()
+            log.info("local store {path}: cannot watch its directory ({error}); polling "
+                     "every {poll}s only", path=self.path, error=str(e), poll=self._poll)
+            return False
+        return notifier
+
+    def _chase(self, delay):
+        """
+        Look now, and while nothing new is seen, again after 1, 2, 4 ...
+        ms, until the poll takes over: a writer's commit becomes visible
+        only after it wrote the C{-wal} (which inotify reports), once it
+        flushed it and updated the WAL index (which it does not).
+        """
+        self._chasing = None
+        before = self._lastChange
+        self._tick()
+        delay = max(delay * 2, 0.001)
+        if self._lastChange == before and not self._closed and delay < self._poll:
+            self._chasing = self._reactor.callLater(delay, self._chase, delay)
 
     def _tick(self):
         if self._polling or self._closed:
@@ -283,6 +352,8 @@ class LocalStore(SingleOpsMixin):
             w.refresh()
         changed = self._db.changedSince() or self._pollFailing
         now = self._reactor.seconds()
+        if changed:
+            self._lastChange = now
         reap = now - self._lastReap >= REAP_INTERVAL
         if reap:
             self._lastReap = now

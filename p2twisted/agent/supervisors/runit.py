@@ -44,7 +44,8 @@ whose runsv died.
 
 Restarting a service that started less than a second ago (an upgrade right
 after a deploy) would make its runsv sleep a second once it is down (runsv's
-pause against crash loops).  Such a restart stops the service, moves its
+pause against crash loops).  Such a restart stops the service (its process
+group gone is enough: the old run's C{finish} may still run), moves its
 directory aside (under a C{.removed-} name; the old runsv works relative to
 it), tells the old runsv to exit, and starts a fresh directory and runsv under
 the name; the old directory's log files then move into the new log directory
@@ -54,11 +55,11 @@ Commands are C{sv}'s (C{up}, C{once}, C{down}, C{exit}) without C{-w}, their
 letters written to C{supervise/control} as sv does (without starting it): the
 supervisor polls C{supervise/status} (20 bytes: TAI64N stamp of the last state
 change, pid little-endian, paused, want C{u}/C{d}, term flag, state 0 down /
-1 run / 2 finish; runsv writes it by rename) every 10 ms instead of sv's
-420 ms.  Stopping sends TERM (and CONT) to the service's process group when the
-service leads its own group (C{p2-exec} or C{chpst -P} make it so), and KILL
-to the group after the timeout; runsv alone would only signal the group's
-leader.
+1 run / 2 finish; runsv writes it by rename) every 2 ms (the first looks
+sooner) instead of sv's 420 ms.  Stopping sends TERM (and CONT) to the
+service's process group when the service leads its own group (C{p2-exec} or
+C{chpst -P} make it so), and KILL to the group after the timeout; runsv alone
+would only signal the group's leader.
 """
 
 import binascii
@@ -187,14 +188,24 @@ def runScript(spec):
     """
     @return: the text of the C{run} script for C{spec}: stderr joined to
         stdout (for svlogd), its signature recorded, its environment exported,
-        then its argv exec'd.
+        then its argv exec'd.  An argv C{/bin/sh -c SCRIPT NAME ARGS...} (as
+        L{runtime.chpstArgv} starts pods) is run by the script's own shell
+        instead: C{ARGS} set as its arguments, then C{SCRIPT} (one shell fewer
+        to start, a few milliseconds before the pod runs), unless C{SCRIPT}
+        looks at C{$0}.
     """
     lines = ["#!/bin/sh", "# %s: written by the p2 agent; replaced on each deploy."
              % (spec.name,), "exec 2>&1",
              "echo %s >%s" % (shlex.quote(signatureRecord(spec)), SIGNATURE_FILE)]
     for key, value in sorted(serviceEnvironment(spec).items()):
         lines.append("%s=%s; export %s" % (key, shlex.quote(str(value)), key))
-    lines.append("exec " + " ".join(shlex.quote(str(arg)) for arg in spec.argv))
+    argv = [str(arg) for arg in spec.argv]
+    if len(argv) >= 3 and argv[:2] == ["/bin/sh", "-c"] and "$0" not in argv[2] \
+            and "${0" not in argv[2]:
+        lines.append(" ".join(["set", "--"] + [shlex.quote(arg) for arg in argv[4:]]))
+        lines.append(argv[2])
+    else:
+        lines.append("exec " + " ".join(shlex.quote(arg) for arg in argv))
     return "\n".join(lines) + "\n"
 
 
@@ -776,7 +787,7 @@ class RunitSupervisor(SupervisorBase):
         name = spec.name
         # The stop is under way (signalled) when this returns; the new
         # directory is built meanwhile.
-        stopping = self._stopRunning(name, path, spec.restartTimeout)
+        stopping = self._stopRunning(name, path, spec.restartTimeout, retiring=True)
         try:
             new = yield self._inThread(self._build, spec)
         except OSError as e:
@@ -857,14 +868,22 @@ class RunitSupervisor(SupervisorBase):
         log.info("service {service} stopped", service=name, event="service-stop")
 
     @defer.inlineCallbacks
-    def _stopRunning(self, name, path, timeout):
+    def _stopRunning(self, name, path, timeout, retiring=False):
         """
         C{sv down}, then TERM/KILL the process group of the pid runsv ran
         before and after the command, until runsv reports it down.
+
+        @param retiring: this runsv is about to be told to exit (its
+            directory moves aside): the service counts as down once its
+            process group is gone and runsv has reaped it (state C{finish}),
+            without waiting for the C{finish} script, which runs on in the
+            moved-aside directory (and, the service wanted down, only
+            records the exit).
         """
         def isDown():
             now = readStatus(path)
-            return now is None or now.state == DOWN or not runsvAlive(path)
+            return (now is None or now.state == DOWN or not runsvAlive(path)
+                    or (retiring and now.state == FINISH))
 
         def wantsDown():
             now = readStatus(path)
@@ -874,7 +893,7 @@ class RunitSupervisor(SupervisorBase):
         yield self._command("down", path)
         # sv does not wait for runsv to read the command: a process that ends
         # before then would be counted a restart (and finish would wait).
-        yield waitUntil(self._reactor, wantsDown, timeout)
+        yield waitUntil(self._reactor, wantsDown, timeout, first=_FIRST_LOOK)
         after = readStatus(path)
         pids = []
         for st in (before, after):
@@ -884,8 +903,10 @@ class RunitSupervisor(SupervisorBase):
             yield terminate(self._reactor, pid, leadsGroup(pid), timeout,
                             isDown, what="service %s" % (name,))
         now = readStatus(path)
-        if now is not None and now.state == FINISH and now.pid:
-            # finish waiting out a crash loop's delay: end the wait.
+        if now is not None and now.state == FINISH and now.pid and not (retiring and pids):
+            # finish waiting out a crash loop's delay: end the wait.  (Not
+            # after this stop when retiring: that finish, run after the
+            # service was wanted down, only records the exit.)
             yield terminate(self._reactor, now.pid, False, timeout, isDown,
                             what="finish of service %s" % (name,))
         if not pids and not (yield waitUntil(self._reactor, isDown, timeout + KILL_GRACE)):
