@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_cli_namespace -*-
 """
-C{p2 node add}, C{p2 node confirm} and C{p2 nodes}: make a node known to
-schedulers, let its agent carry out the removals it holds, and list nodes
-with their agents' presence.
+C{p2 node add}, C{p2 node confirm}, C{p2 node remove} and C{p2 nodes}: make
+a node known to schedulers, let its agent carry out the removals it holds,
+forget a node (optionally draining it first), and list nodes with their
+agents' presence.
 """
 
 import getpass
