@@ -5,6 +5,7 @@ its SHA-256.
 
 import copy
 import hashlib
+import os
 import subprocess
 import sys
 
@@ -970,6 +971,7 @@ class FastLoaderTests(SynchronousTestCase):
                   "    print(e)\n")
         data = manifestYAML() + b"deep: " + b"[" * depth + b"]" * depth + b"\n"
         done = subprocess.run([sys.executable, "-c", script], input=data,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
         self.assertEqual(done.returncode, 0, done.stdout)
         self.assertIn(b"nested too deeply", done.stdout)
