@@ -454,7 +454,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
             f.write("5 0 0 0 3 0 0 0\n")
         self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
         yield self.sup.start(self.sleeper(), restart=True)
-        yield defer.DeferredList(list(self.sup._retiring))
+        yield self.sup.close()  # the replaced directory cleaned up
         status = yield self.sup.status("svc")
         self.assertEqual((status.restarts, status.lastExit), (5, "killed by SIGTERM"))
 
