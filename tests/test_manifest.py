@@ -5,6 +5,9 @@ its SHA-256.
 
 import copy
 import hashlib
+import os
+import subprocess
+import sys
 
 import yaml
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -918,3 +921,57 @@ class FastLoaderTests(SynchronousTestCase):
         self.assertEqual((fast.warnings, fast.sha(), fast.configYAML()),
                          (slow.warnings, slow.sha(), slow.configYAML()))
         self.assertIn("created: unknown field; ignored", fast.warnings)
+
+    def assertSameAsPurePython(self, data):
+        """
+        C{data} gets the same outcome (manifest or error) from both loaders.
+        """
+        def outcome():
+            try:
+                m = parseManifest(data)
+            except ManifestError as e:
+                return ("refused", str(e))
+            return ("accepted", m.warnings, m.sha())
+        fast = outcome()
+        self.patch(self.yamlload, "_FastLoader", None)
+        self.assertEqual(fast, outcome())
+        return fast
+
+    def test_tabSeparation(self):
+        """
+        A tab after a key's colon, which PyYAML refuses and libyaml takes as
+        a space, is refused by both.
+        """
+        data = manifestYAML().replace(b"id: ", b"id:\t")
+        self.assertEqual(self.assertSameAsPurePython(data)[0], "refused")
+
+    def test_deepNesting(self):
+        """
+        Nesting deeper than PyYAML's recursion limit allows, which libyaml
+        composes, is refused by both.
+        """
+        depth = 5000
+        data = manifestYAML() + b"deep: " + b"[" * depth + b"]" * depth + b"\n"
+        outcome = self.assertSameAsPurePython(data)
+        self.assertEqual(outcome[0], "refused")
+        self.assertIn("nested too deeply", outcome[1])
+
+    def test_veryDeepNesting(self):
+        """
+        Nesting deep enough to overflow libyaml's composer (it recurses on the
+        C stack) is refused, not a crash of the process.
+        """
+        depth = 200000
+        script = ("import sys\n"
+                  "from p2twisted.errors import ManifestError\n"
+                  "from p2twisted.manifest import parseManifest\n"
+                  "try:\n"
+                  "    parseManifest(sys.stdin.buffer.read())\n"
+                  "except ManifestError as e:\n"
+                  "    print(e)\n")
+        data = manifestYAML() + b"deep: " + b"[" * depth + b"]" * depth + b"\n"
+        done = subprocess.run([sys.executable, "-c", script], input=data,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        self.assertEqual(done.returncode, 0, done.stdout)
+        self.assertIn(b"nested too deeply", done.stdout)

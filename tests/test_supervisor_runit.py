@@ -443,6 +443,22 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual(status.restarts, 5)
 
     @defer.inlineCallbacks
+    def test_restartWithinPauseRecordsLastExit(self):
+        """
+        After a restart by a new runsv, the service's last exit is the
+        replaced run's (its TERM), as after a restart by the same runsv, once
+        the old C{finish} has recorded it.
+        """
+        yield self.sup.start(self.sleeper())
+        with open(os.path.join(self.path, "p2-restarts"), "w") as f:
+            f.write("5 0 0 0 3 0 0 0\n")
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        yield self.sup.start(self.sleeper(), restart=True)
+        yield self.sup.close()  # the replaced directory cleaned up
+        status = yield self.sup.status("svc")
+        self.assertEqual((status.restarts, status.lastExit), (5, "killed by SIGTERM"))
+
+    @defer.inlineCallbacks
     def test_replacedRunsvLeftByCrash(self):
         """
         An agent stopped after moving a replaced service directory aside but

@@ -29,6 +29,16 @@ if getattr(yaml, "__with_libyaml__", False):
     class _FastLoader(yaml.CSafeLoader):
         yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
+#: Deeper documents go to the pure-Python loader (whose recursion limit
+#: refuses them): libyaml's composer recurses on the C stack, and a deep
+#: enough document crashes the process.
+_FAST_DEPTH = 100
+
+#: Every mapping or sequence starts at one of these (C{-}, C{?}, C{:} in block
+#: style, C{[}, C{\{} or C{:} in flow style), each starting at most one: their
+#: count bounds the depth.
+_COLLECTION_INDICATORS = "[{-?:"
+
 
 def _loadYAML(body, source):
     """
@@ -36,7 +46,7 @@ def _loadYAML(body, source):
         it.
     @raise ManifestError: if C{body} is not YAML of a mapping.
     """
-    if _FastLoader is not None:
+    if _FastLoader is not None and _fastLoadable(body):
         try:
             loaded = _load(_FastLoader, body)
         except Exception:
@@ -60,6 +70,38 @@ def _loadYAML(body, source):
         raise ManifestError(["manifest: expected %s, got %s" % (expected, _describe(document))],
                             source)
     return root, document
+
+
+def _fastLoadable(body):
+    """
+    @return: whether libyaml loads C{body} as PyYAML does: it has no tab
+        (libyaml takes one after a key's colon as a space, PyYAML refuses it)
+        and nests no deeper than L{_FAST_DEPTH}.
+    """
+    text = isinstance(body, str)
+    if ("\t" if text else b"\t") in body:
+        return False
+    if sum(body.count(c if text else c.encode()) for c in _COLLECTION_INDICATORS) <= _FAST_DEPTH:
+        return True
+    # libyaml's parser keeps its nesting on a heap stack: its events tell
+    # the depth safely.
+    loader = _FastLoader(body)
+    try:
+        depth = 0
+        while True:
+            event = loader.get_event()
+            if event is None:
+                return True
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > _FAST_DEPTH:
+                    return False
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except Exception:
+        return False  # described by the pure-Python loader, as always
+    finally:
+        loader.dispose()
 
 
 def _load(loaderClass, body):

@@ -285,6 +285,29 @@ def readRestarts(path):
             "lastExit": describeExit(code, sig), "restartDelay": float(delay) if quick else 0.0}
 
 
+def _readRestartsFile(path):
+    """
+    @return: the text of the service directory C{path}'s C{p2-restarts}, or
+        C{None} when it has none.
+    """
+    try:
+        with open(os.path.join(path, RESTARTS_FILE)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _writeRestartsFile(path, text):
+    """
+    Replace the service directory C{path}'s C{p2-restarts} by C{text}, by
+    rename as its C{finish} does.
+    """
+    temporary = os.path.join(path, ".p2-restarts.agent")
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.rename(temporary, os.path.join(path, RESTARTS_FILE))
+
+
 def runsvAlive(path):
     """
     @return: whether a runsv supervises the service directory C{path}: its
@@ -806,12 +829,14 @@ class RunitSupervisor(SupervisorBase):
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
+        # The crash-loop counters the finish script keeps stay with the
+        # service, as across any other restart; the old finish may still be
+        # recording this stop's exit: L{_retire} carries that over.
+        kept = None
         try:
-            # The crash-loop counters the finish script keeps (and just
-            # updated) stay with the service, as across any other restart.
-            shutil.copyfile(os.path.join(old, RESTARTS_FILE), os.path.join(new, RESTARTS_FILE))
-        except FileNotFoundError:
-            pass
+            kept = _readRestartsFile(old)
+            if kept is not None:
+                _writeRestartsFile(new, kept)
         except OSError:
             log.failure("could not keep the restart counters of {service}", service=name)
         try:
@@ -828,17 +853,22 @@ class RunitSupervisor(SupervisorBase):
         except SupervisorError:
             log.failure("could not tell the replaced runsv of {service} to exit", service=name)
         yield self._ensureRunsv(name, path, spec.restartTimeout)
-        retiring = self._retire(name, old, path)
+        retiring = self._retire(name, old, path, kept)
         self._retiring.add(retiring)
         retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     @defer.inlineCallbacks
-    def _retire(self, name, old, path):
+    def _retire(self, name, old, path, kept=None):
         """
         Once the runsv (and svlogd) of the moved-aside directory C{old} have
         exited, move its log files into C{path}'s log directory (its
         C{current} as a rotated file, named by its last change) and delete it.
         Never fails: problems are logged.
+
+        @param kept: the C{p2-restarts} text copied into C{path} (C{None}:
+            none was): when the old C{finish} recorded the stop's exit after
+            that copy, its record replaces the copy, unless the new run's
+            own C{finish} has written one since.
         """
         try:
             gone = yield waitUntil(
@@ -849,6 +879,9 @@ class RunitSupervisor(SupervisorBase):
                 log.warn("replaced runsv of {service} did not exit; left in {path}",
                          service=name, path=old, event="runsv-replace-stuck")
                 return
+            final = _readRestartsFile(old)
+            if final is not None and final != kept and _readRestartsFile(path) == kept:
+                _writeRestartsFile(path, final)
             keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
             shutil.rmtree(old)
         except Exception:
