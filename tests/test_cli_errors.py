@@ -377,6 +377,21 @@ class StartTests(ServiceCommandMixin, unittest.TestCase):
 
 
     @defer.inlineCallbacks
+    def test_stopWaitsForTheProcess(self):
+        """
+        C{p2 stop-agent} returns once the agent's process has ended, not
+        when its pidfile is gone (twistd deletes it while shutting down).
+        """
+        from p2twisted.agent.supervisors import processAlive
+        from p2twisted.cli.services_agent import runningPid
+        yield self.succeed("start", "--supervisor", "builtin")
+        pid = runningPid(os.path.join(self.env["P2_STATE_DIR"], "agent.pid"))
+        self.addCleanup(lambda: processAlive(pid) and os.kill(pid, 9))
+        out = yield self.succeed("stop-agent")
+        self.assertIn("stopped the agent (pid %d)" % (pid,), out)
+        self.assertFalse(processAlive(pid))
+
+    @defer.inlineCallbacks
     def test_startAfterLogRotation(self):
         """
         C{p2 start} sees the agent register even when twistd rotates the

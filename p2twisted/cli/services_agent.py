@@ -269,10 +269,12 @@ def runStop(options):
     if pid is None:
         options.out.write("no agent is running (no live pid in %s)\n" % (pidfile,))
         return 0
+    from p2twisted.agent.supervisors import processAlive
     os.kill(pid, signal.SIGTERM)
     reactor = options.reactor
     deadline = reactor.seconds() + options.timeout
-    while runningPid(pidfile) == pid:
+    # twistd deletes its pidfile while it shuts down: wait for the process.
+    while processAlive(pid):
         if reactor.seconds() > deadline:
             raise P2Error("the agent (pid %d) is still running %gs after SIGTERM; see %s"
                           % (pid, options.timeout, logfile))
