@@ -4,6 +4,7 @@ Bounded commands: hard time limits on the whole process group.
 
 import os
 import signal
+import time
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -240,11 +241,14 @@ class RunScopeTests(unittest.TestCase):
         self.assertIsNone(scope.cgroup)
         child = subprocess.Popen(scope.wrap(["setsid", "sleep", "1000"]),
                                  env=scope.environment({"PATH": os.environ["PATH"]}))
+        # Cleanups run last first: killed, then reaped (a failed assertion
+        # must not leave the reaping to wait for sleep 1000).
         self.addCleanup(child.wait)
-        for _ in range(1000):
-            if scope.members():
-                break
-            os.sched_yield()
+        self.addCleanup(child.kill)
+        # Its marker shows once it has exec'd (under load that takes a while).
+        deadline = time.monotonic() + 30
+        while not scope.members() and time.monotonic() < deadline:
+            time.sleep(0.005)
         self.assertEqual(scope.members(), {child.pid})
         self.assertTrue(scope.kill())
         child.wait()
