@@ -254,6 +254,26 @@ class RunScopeTests(unittest.TestCase):
         child.wait()
         self.assertEqual(scope.members(), set())
 
+    def test_seenMemberKilledWhenAScanMissesIt(self):
+        """
+        A process seen in the run is killed even when the scan at the kill
+        misses it (in the middle of an exec it shows no environment, so no
+        marker, for an instant).
+        """
+        import subprocess
+        scope = runscope.RunScope(bases=[])
+        child = subprocess.Popen(scope.wrap(["sleep", "1000"]),
+                                 env=scope.environment({"PATH": os.environ["PATH"]}))
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        deadline = time.monotonic() + 30
+        while not scope.members() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.assertEqual(scope.members(), {child.pid})
+        self.patch(runscope, "environMarked", lambda pid, marker: False)
+        self.assertTrue(scope.kill())
+        self.assertEqual(child.wait(timeout=30), -signal.SIGKILL)
+
     def test_reusedPidSpared(self):
         """
         A pid seen in the run that has since gone to an unrelated process (it

@@ -240,6 +240,11 @@ class RunScope(object):
                     f.write("1")
             except OSError:
                 pass  # no cgroup.kill (v1, kernel before 5.14): the loop does it
+        # Those seen before too: one in the middle of an exec shows no
+        # environment (so no marker) for an instant, and a scan then misses
+        # it.  (L{_send} spares a pid that is no longer the process seen.)
+        for pid in list(self._seen):
+            self._send(pid, signal.SIGKILL)
         for _ in range(rounds):
             pids = self.members()
             if not pids:
