@@ -4,7 +4,6 @@ Bounded commands: hard time limits on the whole process group.
 
 import os
 import signal
-import time
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -236,19 +235,9 @@ class RunScopeTests(unittest.TestCase):
         Without a writable cgroup hierarchy, a run's processes are found (and
         killed) by the marker in their environment.
         """
-        import subprocess
         scope = runscope.RunScope(bases=[])
         self.assertIsNone(scope.cgroup)
-        child = subprocess.Popen(scope.wrap(["setsid", "sleep", "1000"]),
-                                 env=scope.environment({"PATH": os.environ["PATH"]}))
-        # Cleanups run last first: killed, then reaped (a failed assertion
-        # must not leave the reaping to wait for sleep 1000).
-        self.addCleanup(child.wait)
-        self.addCleanup(child.kill)
-        # Its marker shows once it has exec'd (under load that takes a while).
-        deadline = time.monotonic() + 30
-        while not scope.members() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        child = self.markedChild(scope, ["setsid"])
         self.assertEqual(scope.members(), {child.pid})
         self.assertTrue(scope.kill())
         child.wait()
@@ -260,19 +249,34 @@ class RunScopeTests(unittest.TestCase):
         misses it (in the middle of an exec it shows no environment, so no
         marker, for an instant).
         """
-        import subprocess
         scope = runscope.RunScope(bases=[])
-        child = subprocess.Popen(scope.wrap(["sleep", "1000"]),
-                                 env=scope.environment({"PATH": os.environ["PATH"]}))
-        self.addCleanup(child.wait)
-        self.addCleanup(child.kill)
-        deadline = time.monotonic() + 30
-        while not scope.members() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        child = self.markedChild(scope)
         self.assertEqual(scope.members(), {child.pid})
         self.patch(runscope, "environMarked", lambda pid, marker: False)
         self.assertTrue(scope.kill())
         self.assertEqual(child.wait(timeout=30), -signal.SIGKILL)
+
+    def markedChild(self, scope, prefix=()):
+        """
+        Start a process of C{scope}'s run (marked only: no cgroup) that
+        stays, and return once it runs with the marker: it says so on its
+        output, then waits on its input.
+
+        @param prefix: a command to run it through (e.g. C{setsid}).
+        @return: its L{subprocess.Popen}; killed and reaped at cleanup.
+        """
+        import subprocess
+        child = subprocess.Popen(
+            scope.wrap(list(prefix) + ["sh", "-c", "echo ready; read line"]),
+            env=scope.environment({"PATH": os.environ["PATH"]}),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # Cleanups run last first: killed, then reaped, then its pipes closed.
+        self.addCleanup(child.stdout.close)
+        self.addCleanup(child.stdin.close)
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        self.assertEqual(child.stdout.readline(), b"ready\n")
+        return child
 
     def test_reusedPidSpared(self):
         """
