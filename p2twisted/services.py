@@ -21,7 +21,7 @@ from p2twisted import intent
 from p2twisted.errors import KeyExists, P2Error, VersionConflict
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
-from p2twisted.store.common import Delete, checkKey
+from p2twisted.store.common import Delete, checkKey, jsonRecord
 
 #: How often a read-modify-write of a definition is retried on a race.
 RETRIES = 10
@@ -276,11 +276,8 @@ def parseHealth(value):
     @return: C{{"status", "output", "sha", "time"}} of a C{health/<pod>/<node>}
         value, or C{None} if it is not a JSON object.
     """
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
+    record = jsonRecord(value)
+    if record is None:
         return None
     return {k: record.get(k) for k in ("status", "output", "sha", "time")}
 

@@ -29,6 +29,7 @@ from p2twisted.agent.layout import podServices
 from p2twisted.agent.supervisors import crashLoop, crashLoopText
 from p2twisted.errors import KeyExists, StoreError, VersionConflict
 from p2twisted.store import keys
+from p2twisted.store.common import jsonRecord
 
 log = Logger()
 
@@ -60,13 +61,6 @@ def podCounts(statuses, now):
     return {"restarts": restarts, "crash_loop": worst}
 
 
-def _decode(value):
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
 
 @defer.inlineCallbacks
 def mergeFields(store, key, fields):
@@ -81,7 +75,7 @@ def mergeFields(store, key, fields):
         entry = yield store.get(key)
         if entry is None:
             return False
-        record = _decode(entry.value)
+        record = jsonRecord(entry.value)
         if record is None:
             return False
         if all(record.get(name) == value for name, value in fields.items()):
@@ -105,7 +99,7 @@ def preservingWrite(store, key, record):
     """
     for _ in range(ATTEMPTS):
         entry = yield store.get(key)
-        old = _decode(entry.value) if entry is not None else None
+        old = jsonRecord(entry.value) if entry is not None else None
         merged = dict(record)
         for name in FIELDS:
             if old is not None and name in old and name not in record:
@@ -198,7 +192,7 @@ class CrashLoopMonitor(TimerService):
         one written meanwhile without them).
         """
         entry = yield self.store.get(key)
-        record = _decode(entry.value) if entry is not None else None
+        record = jsonRecord(entry.value) if entry is not None else None
         if record is None or all(name in record for name in FIELDS):
             return False
         return (yield mergeFields(self.store, key, fields))

@@ -18,6 +18,7 @@ from p2twisted import services
 from p2twisted.errors import P2Error
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
+from p2twisted.store.common import jsonRecord
 
 
 def register(subparsers):
@@ -40,16 +41,6 @@ def _sha(value):
     except P2Error:
         return "invalid"
 
-
-def _record(value):
-    """
-    @return: the JSON object in C{value}, or C{None}.
-    """
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 @defer.inlineCallbacks
@@ -90,7 +81,7 @@ def clusterView(store):
         parts = keys.parse(key)
         if len(parts) != 4:
             continue
-        record = _record(entry.value)
+        record = jsonRecord(entry.value)
         if record is None:
             continue
         r = row(parts[2], parts[3])
@@ -127,7 +118,7 @@ def agentRemovals(store):
     found = {}
     for key, entry in entries.items():
         parts = keys.parse(key)
-        record = _record(entry.value)
+        record = jsonRecord(entry.value)
         if len(parts) == 3 and record is not None and isinstance(record.get("removals"), dict):
             found[parts[2]] = record["removals"]
     return found
