@@ -292,13 +292,7 @@ class Snapshot(object):
         @return: the L{records.Health} of C{podId} on C{node}, or C{None}
             when there is none or it is unreadable (never healthy).
         """
-        entry = self._health.get((podId, node))
-        if entry is None:
-            return None
-        try:
-            return records.Health.fromEntry(entry.key, entry)
-        except records.CorruptRecord:
-            return None
+        return records.readable(records.Health, self._health.get((podId, node)))
 
     def podStatus(self, node, podId):
         """
@@ -317,10 +311,7 @@ class Snapshot(object):
         @return: the replication controller C{rcId}, or C{None}.
         @raise records.CorruptRecord: when its record is unreadable.
         """
-        entry = self._rcs.get(rcId)
-        if entry is None:
-            return None
-        return _controllers().ReplicationController.fromEntry(entry.key, entry)
+        return self._one(self._rcs, rcId, _controllers().ReplicationController)
 
     def rcs(self):
         """
@@ -334,16 +325,17 @@ class Snapshot(object):
         @return: the rolling update C{rollId} (its new RC's id), or C{None}.
         @raise records.CorruptRecord: when its record is unreadable.
         """
-        entry = self._rolls.get(rollId)
-        if entry is None:
-            return None
-        return _controllers().Roll.fromEntry(entry.key, entry)
+        return self._one(self._rolls, rollId, _controllers().Roll)
 
     def rolls(self):
         """
         @return: C{{id: Roll}} of the readable roll records.
         """
         return self._all(self._rolls, _controllers().Roll)
+
+    def _one(self, found, objectId, recordType):
+        entry = found.get(objectId)
+        return None if entry is None else recordType.fromEntry(entry.key, entry)
 
     def _all(self, found, recordType):
         result = {}
