@@ -11,7 +11,7 @@ from p2twisted.errors import KeyExists, VersionConflict
 
 from p2twisted.labels import encodeLabels
 from p2twisted.orchestrate import harness, rc as rcmodule, roll as rollmodule
-from p2twisted.orchestrate.plan import Plan
+from p2twisted.orchestrate.plan import Plan, Wait
 from p2twisted.records import ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.common import Check
@@ -47,7 +47,9 @@ class Fleet(object):
         self.down = set(down)
         self.agents = agents
         self.bad = set()
-        self.health = lambda node, podId, sha: "critical" if sha in self.bad else "passing"
+        self.warmup = False
+        self.seen = {}
+        self.health = self.defaultHealth
         self.checks = []
         #: Plans that lost a compare-and-set race (retried next round).
         self.conflicts = []
@@ -56,6 +58,19 @@ class Fleet(object):
             self.run(self.store.put(keys.label("node", node), encodeLabels(labels)))
             if agents and node not in self.down:
                 self.run(self.store.put(keys.machine(node), json.dumps({"node": node}).encode()))
+
+    def defaultHealth(self, node, podId, sha):
+        """
+        Critical for a version in L{bad}; with L{warmup}, a pod is critical
+        the first time agents settle after it starts (it is restarting), and
+        passing after.
+        """
+        if sha in self.bad:
+            return "critical"
+        if self.warmup and self.seen.get((node, podId)) != sha:
+            self.seen[node, podId] = sha
+            return "critical"
+        return "passing"
 
     def run(self, d):
         return self.test.successResultOf(d)
@@ -79,8 +94,12 @@ class Fleet(object):
         return self.run(self.planner.snapshot())
 
     def settle(self):
+        """
+        @return: whether the agents changed anything.
+        """
         if self.agents:
-            self.run(harness.settleAgents(self.store, self.health, self.down))
+            return bool(self.run(harness.settleAgents(self.store, self.health, self.down)))
+        return False
 
     def decideAll(self, snapshot):
         plans = []
@@ -102,7 +121,7 @@ class Fleet(object):
         applied; then every roll steps over a fresh snapshot; then agents
         settle and the invariants are checked.
 
-        @return: whether anything was written.
+        @return: whether the plans or the agents wrote anything.
         """
         wrote = False
         sources = [self.decideAll, self.stepRolls] if rolls else [self.decideAll]
@@ -113,15 +132,15 @@ class Fleet(object):
                 d.addErrback(lambda f: self.conflicts.append(f.trap(VersionConflict, KeyExists)))
                 self.run(d)
                 wrote = wrote or bool(isinstance(plan, Plan) and plan.changes)
-        self.settle()
+        settled = self.settle()
         after = self.snapshot()
         for check in self.checks:
             check(self, after)
-        return wrote
+        return wrote or settled
 
     def converge(self, rounds=50, rolls=True):
         """
-        Run rounds until one writes nothing; fail if that takes over
+        Run rounds until one changes nothing; fail if that takes over
         C{rounds}.
 
         @return: how many rounds wrote.
@@ -132,6 +151,21 @@ class Fleet(object):
                 return n
             self.now += 1
         self.test.fail("no convergence in %d rounds" % (rounds,))
+
+    def play(self, waits=50):
+        """
+        Converge; while a roll waits for a time (roll_delay, rollback_after),
+        move the clock there and converge again.
+        """
+        for _ in range(waits):
+            self.converge()
+            snapshot = self.snapshot()
+            times = [plan.at for plan, fence in self.stepRolls(snapshot)
+                     if isinstance(plan, Wait) and plan.at is not None]
+            if not times:
+                return
+            self.now = max(self.now, min(times))
+        self.test.fail("still waiting after %d waits" % (waits,))
 
 
 def checkPodInvariants(fleet, snapshot):

@@ -135,16 +135,19 @@ def decide(rc, snapshot):
 
     schedule, unschedule, shortfall = [], [], 0
     need = desired - len(eligibleUp)
+    takeovers = _takeovers(rc, view, eligible)
+    # A partner's surplus pods on down nodes are taken over whatever the
+    # need: nothing runs there to lose, and the partner must end with none.
+    # They hold no place, like the RC's own pods on down nodes.
+    schedule = [n for n in takeovers if not view.up(n)]
     if need > 0:
-        takeovers = _takeovers(rc, view, eligible)
         free = sorted((n for n in eligible if n not in mine and not view.occupied(n)),
                       key=lambda n: (view.load(n), n))
         up = _place(need, [n for n in takeovers if view.up(n)], [n for n in free if view.up(n)])
         # The pods on down nodes hold their places until replaced on up nodes.
-        rest = need - len(up) - len(eligibleDown)
-        down = _place(max(rest, 0), [n for n in takeovers if not view.up(n)],
-                      [n for n in free if not view.up(n)]) if rest > 0 else []
-        schedule = up + down
+        rest = need - len(up) - len(eligibleDown) - len(schedule)
+        down = [n for n in free if not view.up(n)][:max(rest, 0)]
+        schedule = schedule + up + down
         shortfall = max(rest - len(down), 0)
 
     excess = len(upMine) - desired

@@ -203,9 +203,9 @@ def step(roll, snapshot, now):
     # old RC's leftover pods keeps min_healthy, and auto_rollback wants the
     # new version healthy before it calls the roll done.
     keepFrom = roll.leave_old and not back
-    need = roll.min_healthy if (fromCounts.current and not keepFrom) else 0
+    need = min(roll.min_healthy, target) if (fromCounts.current and not keepFrom) else 0
     if roll.auto_rollback and not back:
-        need = max(roll.min_healthy, min(1, target))
+        need = max(min(roll.min_healthy, target), min(1, target))
     if toCounts.healthy < need:
         return _blocked(roll, snapshot, now, toCounts, progress,
                         "%d healthy of %d needed to finish" % (toCounts.healthy, need))
@@ -288,8 +288,13 @@ def createRoll(snapshot, oldId, newId, minHealthy, desired=None, **options):
         if busy:
             raise UsageError("RC %s is already in roll %s; abort or finish it first"
                              % (sorted(busy)[0], other.id))
+    desired = old.replicas_desired if desired is None else desired
+    if minHealthy > desired and not options.get("leave_old"):
+        raise UsageError("min_healthy %d is over the %d replicas the roll ends with: it could "
+                         "never remove the old RC (use leave_old for a canary)"
+                         % (minHealthy, desired))
     roll = Roll(old_rc=oldId, new_rc=newId, min_healthy=minHealthy,
-                desired=old.replicas_desired if desired is None else desired,
+                desired=desired,
                 old_desired=old.replicas_desired, **options)
     plan = Plan([_update(snapshot, old), _update(snapshot, new),
                  UpdateRecord(roll.key, roll.toBytes(), None)],
