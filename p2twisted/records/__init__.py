@@ -1,27 +1,27 @@
-# -*- test-case-name: tests.test_records_controllers -*-
+# -*- test-case-name: tests.test_records -*-
 """
-The read model: typed records for every store value more than one process
-reads, each with C{fromEntry(key, entry)} and C{toBytes()}.
+The read model: typed records of every store value more than one process
+reads (DESIGN.md, "Orchestrators").  Each is a frozen C{attrs} class with
+C{fromEntry(key, entry)}, which raises L{CorruptRecord} naming the key when
+the value is not that record, and C{toBytes()}, the value to store.
 
-(Stand-in written by the orchestration branch; the read-model branch's
-version of this module wins at merge and re-exports L{controllers}.)
+The agent writes them, the CLI and the orchestrators read them, through
+here; nobody else parses these values.  Only C{attrs} and C{json} are
+imported: every store verb of the CLI loads this.
+
+The replication controller and roll records live in
+L{p2twisted.records.controllers}.
 """
 
-from p2twisted.errors import StoreError
+from p2twisted.records.base import CorruptRecord
+from p2twisted.records.node import AgentStatus, Confirmation, MachineFacts, NodeMarker, markerIdentity
+from p2twisted.records.pod import (
+    CRITICAL, DEFAULT_TIMEOUT, DONE, ENDED, EVENTS, EXPIRED, FAILED, KILL_GRACE, PASSING, PENDING,
+    RUNNING, Health, HookPodStatus, HookStatus, PodStatus, Request)
 
-
-class CorruptRecord(StoreError):
-    """
-    A store value is not the record its key says it holds.  The message names
-    the key and what is wrong; nothing reads such a record as a default.
-    """
-
-    summary = "corrupt record"
-
-    def __init__(self, key, reason, backend=None):
-        StoreError.__init__(self, key, backend, "%s; fix or delete the entry" % (reason,))
-
-
-from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll  # noqa: E402
-
-__all__ = ["AuditEvent", "CorruptRecord", "ReplicationController", "Roll"]
+__all__ = [
+    "CorruptRecord", "NodeMarker", "markerIdentity", "MachineFacts", "AgentStatus",
+    "Confirmation", "Health", "PodStatus", "HookStatus", "HookPodStatus", "Request",
+    "PASSING", "CRITICAL", "PENDING", "RUNNING", "DONE", "FAILED", "EXPIRED", "ENDED",
+    "DEFAULT_TIMEOUT", "KILL_GRACE", "EVENTS",
+]
