@@ -10,6 +10,7 @@ C{labels/node/<node>} -- labelled or not, so the empty selector and
 C{!tier} match unlabelled nodes (Kubernetes' semantics).
 """
 
+import functools
 import types
 
 from twisted.internet import defer
@@ -35,6 +36,22 @@ RC_LABEL = "replication_controller_id"
 def _firstError(failure):
     failure.trap(defer.FirstError)
     return failure.value.subFailure
+
+
+@functools.lru_cache(maxsize=128)
+def manifestSha(value):
+    """
+    @return: the canonical SHA of the manifest in the bytes C{value}, or
+        L{INVALID}.  Remembered for the last few values: the pods of one
+        controller share their manifest, and a farm reads it again at every
+        look.
+    """
+    from p2twisted.errors import P2Error
+    from p2twisted.manifest import parseManifest
+    try:
+        return parseManifest(value).sha()
+    except P2Error:
+        return INVALID
 
 
 def _controllers():
@@ -199,12 +216,7 @@ class Snapshot(object):
         if entry is None:
             return None
         if entry.key not in self._shas:
-            from p2twisted.errors import ManifestError
-            from p2twisted.manifest import parseManifest
-            try:
-                self._shas[entry.key] = parseManifest(entry.value).sha()
-            except ManifestError:
-                self._shas[entry.key] = INVALID
+            self._shas[entry.key] = manifestSha(entry.value)
         return self._shas[entry.key]
 
     def intentSha(self, node, podId):
