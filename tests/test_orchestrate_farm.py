@@ -132,15 +132,58 @@ class ClaimTests(FarmTestCase):
 
     def test_failingReconcileIsRetried(self):
         """
-        A reconcile that fails is logged and tried again at the resync.
+        A reconcile that fails is logged and retried with growing delays
+        (and at the resync); a success resets the delay.
         """
         self.put("web")
         farm = self.farm(manual=True)
         web = farm.factory.running()["web"]
-        web.pending[0].errback(StoreUnavailable("status/rc/web", "memory"))
-        self.assertEqual(len(self.flushLoggedErrors(StoreUnavailable)), 1)
-        self.clock.advance(30)
+
+        def fail():
+            web.pending[-1].errback(StoreUnavailable("status/rc/web", "memory"))
+        fail()
+        self.clock.advance(0.9)
+        self.assertEqual(web.reconciles, 1)
+        self.clock.advance(0.1)
         self.assertEqual(web.reconciles, 2)
+        fail()
+        self.clock.advance(1.9)
+        self.assertEqual(web.reconciles, 2)
+        self.clock.advance(0.1)
+        self.assertEqual(web.reconciles, 3)
+        web.finish()  # a success: nothing until the resync at 30 s
+        self.clock.advance(26.9)
+        self.assertEqual(web.reconciles, 3)
+        self.clock.advance(0.1)
+        self.assertEqual(web.reconciles, 4)
+
+    def test_reconcileAsksForAnotherAt(self):
+        """
+        A reconcile firing with a delay (a roll waiting out its
+        C{roll_delay}) is followed by another after that delay, without news.
+        """
+        self.put("web")
+        farm = self.farm(manual=True)
+        web = farm.factory.running()["web"]
+        web.pending[-1].callback(5.0)
+        self.clock.advance(4.9)
+        self.assertEqual(web.reconciles, 1)
+        self.clock.advance(0.1)
+        self.assertEqual(web.reconciles, 2)
+        web.finish()
+
+    def test_stoppedClaimRetriesNothing(self):
+        """
+        A released object's retry timer is cancelled with it.
+        """
+        self.put("web")
+        farm = self.farm(manual=True)
+        web = farm.factory.running()["web"]
+        web.pending[-1].errback(StoreUnavailable(None, "memory"))
+        self.put("db")
+        self.delete("web")
+        self.clock.advance(60)
+        self.assertEqual(web.reconciles, 1)
 
     def test_resync(self):
         """

@@ -60,8 +60,10 @@ class IController(Interface):
         L{Deferred} fires; news arriving meanwhile is coalesced into one more
         call.
 
-        @return: L{Deferred} firing with anything when done; a failure is
-            logged, and the object is tried again on the next news or resync.
+        @return: L{Deferred} firing when done: with C{None}, or with a number
+            of seconds after which to reconcile again even without news (a
+            wait with a deadline).  A failure is logged and the reconcile
+            retried with backoff (and on news, and at the resync).
         """
 
     def stop():
@@ -76,8 +78,9 @@ class IController(Interface):
 
 class _Claim(object):
     """
-    One claimed object: its lock, its controller and the coalescing of
-    reconcile requests.
+    One claimed object: its lock, its controller, the coalescing of
+    reconcile requests, and the timer of the next reconcile without news
+    (after a failure, with backoff; or when the controller asked for one).
     """
 
     def __init__(self, farm, objectId, lock, controller, version):
@@ -89,6 +92,8 @@ class _Claim(object):
         self.running = False
         self.again = False
         self.stopped = False
+        self.failures = 0
+        self._timer = None
 
     def poke(self):
         """
@@ -99,12 +104,39 @@ class _Claim(object):
         if self.running:
             self.again = True
             return
+        self._cancelTimer()
         self.running, self.again = True, False
         d = defer.maybeDeferred(self.controller.reconcile)
-        d.addErrback(lambda f: log.failure(
-            "{kind} {object}: reconcile failed; retrying on news or resync", f,
-            kind=self.farm.kind, object=self.objectId, event="reconcile-failed"))
+        d.addCallbacks(self._succeeded, self._failed)
         d.addBoth(self._finished)
+
+    def _succeeded(self, delay):
+        self.failures = 0
+        if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+            self._later(delay)
+
+    def _failed(self, failure):
+        delay = self.farm._delays(self.failures)
+        self.failures += 1
+        if failure.check(StoreError):
+            log.warn("{kind} {object}: reconcile failed: {error}; again in {delay:.1f}s",
+                     kind=self.farm.kind, object=self.objectId, error=failure.getErrorMessage(),
+                     delay=delay, event="reconcile-failed")
+        else:
+            log.failure("{kind} {object}: reconcile failed; again in {delay:.1f}s", failure,
+                        kind=self.farm.kind, object=self.objectId, delay=delay,
+                        event="reconcile-failed")
+        self._later(delay)
+
+    def _later(self, delay):
+        self._cancelTimer()
+        if not self.stopped:
+            self._timer = self.farm.clock.callLater(delay, self.poke)
+
+    def _cancelTimer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _finished(self, _):
         self.running = False
@@ -113,6 +145,7 @@ class _Claim(object):
 
     def stop(self):
         self.stopped = True
+        self._cancelTimer()
         return defer.maybeDeferred(self.controller.stop).addErrback(lambda f: log.failure(
             "{kind} {object}: stopping its controller", f, kind=self.farm.kind,
             object=self.objectId))
@@ -149,7 +182,8 @@ class Farm(service.Service):
         object is a key one segment below it.
     @param ttl: seconds a session outlives this process.
     @param resyncInterval: seconds between full resyncs.
-    @param retryDelay: seconds before retrying to open a session, doubling
+    @param retryDelay: seconds before retrying to open a session (or a failed
+        reconcile), doubling
         (Twisted's L{backoffPolicy}) up to C{maxDelay}, plus C{jitter()}.
     @param holder: a function of the session giving the bytes a lock holds.
     @ivar claims: C{{objectId: _Claim}} of the objects claimed.

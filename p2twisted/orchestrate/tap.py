@@ -113,6 +113,7 @@ class Orchestrator(service.MultiService):
 
     @defer.inlineCallbacks
     def _open(self):
+        from p2twisted.orchestrate.controllers import SnapshotReader
         from p2twisted.orchestrate.farm import ClusterWatch, Farm
         from p2twisted.store import openStore
         attempts = 0
@@ -131,12 +132,12 @@ class Orchestrator(service.MultiService):
             return
         log.info("orchestrator on {url}: farms {farms}", url=self.config.store,
                  farms=",".join(self.config.farms), event="start")
-        news = set()
+        news, reader = set(), SnapshotReader(self.store)
         for name in self.config.farms:
             kind = self.kinds[name]
-            farm = Farm(self.store, kind.name, kind.tree, kind.factory(self.store, self.reactor),
-                        self.reactor, ttl=self.config.sessionTTL,
-                        resyncInterval=self.config.resyncInterval)
+            factory = kind.factory(self.store, self.reactor, reader)
+            farm = Farm(self.store, kind.name, kind.tree, factory, self.reactor,
+                        ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval)
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm

@@ -1,0 +1,143 @@
+"""
+The orchestrator as a real process (C{twistd -n p2-orchestrator}), on the
+local store and on a real ZooKeeper: it claims a replication controller
+(its lock appears, naming the process), releases it at once on SIGTERM, and
+when SIGKILLed another orchestrator takes it over once the dead one's
+session expires.
+"""
+
+import json
+import os
+import signal
+import sys
+import uuid
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from p2twisted.records.controllers import ReplicationController
+from p2twisted.store import keys, openStore
+from tests.store_contract import waitFor
+from tests.test_agent_process_e2e import _Output
+from tests.zkserver import sharedServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MANIFEST = b"""\
+id: web
+launchables:
+  app:
+    launchable_type: hoist
+    location: file:///artifacts/app_1.tar.gz
+"""
+
+
+class OrchestratorProcess(object):
+    """
+    A C{twistd -n p2-orchestrator} subprocess.
+    """
+
+    def __init__(self, testCase, store, config):
+        self.testCase = testCase
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        path = os.path.abspath(testCase.mktemp())
+        with open(path, "w") as f:
+            f.write(config)
+        self.argv = [sys.executable, twistd, "-n", "--pidfile=", "p2-orchestrator",
+                     "--store", store, "--config", path, "--farms", "rc"]
+        self.proto = None
+
+    def start(self):
+        self.proto = _Output()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        env["PYTHONPATH"] = ROOT
+        self.transport = reactor.spawnProcess(self.proto, self.argv[0], self.argv, env=env,
+                                              path=ROOT)
+        self.pid = self.transport.pid
+        self.testCase.addCleanup(self.kill, signal.SIGTERM)
+        self.testCase.addCleanup(self.report)
+        return self
+
+    def report(self):
+        from twisted.python import log
+        log.msg("orchestrator %d output:\n%s"
+                % (self.pid, self.proto.output.decode("utf-8", "replace")))
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proto is None or self.proto.ended.called:
+            return defer.succeed(None)
+        self.transport.signalProcess(sig)
+        return self.proto.ended
+
+
+class ProcessMixin(object):
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def prepared(self):
+        """
+        @return: L{Deferred} firing with a store client holding one RC.
+        """
+        store = yield self.openStore()
+        self.addCleanup(store.close)
+        rc = ReplicationController(id="web", manifest=MANIFEST, replicas_desired=0)
+        yield store.put(rc.key, rc.toBytes())
+        return store
+
+    def holder(self, store):
+        """
+        @return: L{Deferred} firing with the pid holding the RC's lock, or
+            C{None}.
+        """
+        d = store.get(keys.lock("rc", "web"))
+        return d.addCallback(lambda e: None if e is None else json.loads(e.value)["pid"])
+
+    @defer.inlineCallbacks
+    def test_claimThenReleaseOnSigterm(self):
+        """
+        The orchestrator claims the RC under a lock naming its process, and
+        on SIGTERM releases it at once (long before its session's TTL).
+        """
+        store = yield self.prepared()
+        process = OrchestratorProcess(self, self.url, "session_ttl: 18\n").start()
+        pid = yield waitFor(lambda: self.holder(store), timeout=60, what="the RC to be claimed")
+        self.assertEqual(pid, process.pid)
+        yield process.kill(signal.SIGTERM)
+        self.assertIsNone((yield self.holder(store)))
+
+    @defer.inlineCallbacks
+    def test_sigkillHandsOver(self):
+        """
+        Of two orchestrators one claims the RC; SIGKILLed, the other takes it
+        over once the dead one's session expires.
+        """
+        store = yield self.prepared()
+        config = "session_ttl: 2\n"
+        processes = {p.pid: p for p in (OrchestratorProcess(self, self.url, config).start(),
+                                        OrchestratorProcess(self, self.url, config).start())}
+        first = yield waitFor(lambda: self.holder(store), timeout=60, what="the RC to be claimed")
+        self.assertIn(first, processes)
+        yield processes.pop(first).kill(signal.SIGKILL)
+        (other,) = processes
+
+        @defer.inlineCallbacks
+        def takenOver():
+            return (yield self.holder(store)) == other
+        yield waitFor(takenOver, timeout=60, what="the other orchestrator to take over")
+
+
+class LocalProcessTests(ProcessMixin, unittest.TestCase):
+
+    def openStore(self):
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        self.url = "local://" + os.path.join(path, "state.db")
+        return openStore(self.url, reactor)
+
+
+class ZooKeeperProcessTests(ProcessMixin, unittest.TestCase):
+
+    def openStore(self):
+        self.url = "zk://%s/orch%s" % (sharedServer().hosts, uuid.uuid4().hex[:8])
+        return openStore(self.url, reactor)
