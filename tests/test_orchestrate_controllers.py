@@ -21,14 +21,7 @@ from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records.controllers import ReplicationController, Roll
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryState, MemoryStore
-
-MANIFEST = b"""\
-id: web
-launchables:
-  app:
-    launchable_type: hoist
-    location: file:///artifacts/app_1.tar.gz
-"""
+from tests.test_orchestrate_plan import MANIFEST
 
 
 def scheduleOn(*nodes):

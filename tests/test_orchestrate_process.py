@@ -18,23 +18,15 @@ from twisted.trial import unittest
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys, openStore
 from tests.store_contract import waitFor
-from tests.test_agent_process_e2e import _Output
+from tests.test_agent_process_e2e import AgentProcess
+from tests.test_orchestrate_plan import MANIFEST
 from tests.zkserver import sharedServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-MANIFEST = b"""\
-id: web
-launchables:
-  app:
-    launchable_type: hoist
-    location: file:///artifacts/app_1.tar.gz
-"""
-
-
-class OrchestratorProcess(object):
+class OrchestratorProcess(AgentProcess):
     """
-    A C{twistd -n p2-orchestrator} subprocess.
+    A C{twistd -n p2-orchestrator} subprocess (started, reported and killed
+    as the agent's).
     """
 
     def __init__(self, testCase, store, config):
@@ -48,26 +40,9 @@ class OrchestratorProcess(object):
         self.proto = None
 
     def start(self):
-        self.proto = _Output()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
-        env["PYTHONPATH"] = ROOT
-        self.transport = reactor.spawnProcess(self.proto, self.argv[0], self.argv, env=env,
-                                              path=ROOT)
+        AgentProcess.start(self)
         self.pid = self.transport.pid
-        self.testCase.addCleanup(self.kill, signal.SIGTERM)
-        self.testCase.addCleanup(self.report)
         return self
-
-    def report(self):
-        from twisted.python import log
-        log.msg("orchestrator %d output:\n%s"
-                % (self.pid, self.proto.output.decode("utf-8", "replace")))
-
-    def kill(self, sig=signal.SIGKILL):
-        if self.proto is None or self.proto.ended.called:
-            return defer.succeed(None)
-        self.transport.signalProcess(sig)
-        return self.proto.ended
 
 
 class ProcessMixin(object):
