@@ -129,7 +129,6 @@ class RollTests(unittest.TestCase):
             (dict(good, new_rc="other"), "other"),
             ({k: v for k, v in good.items() if k != "min_healthy"}, "min_healthy"),
             ({k: v for k, v in good.items() if k != "desired"}, "desired"),
-            (dict(good, min_healthy=4), "min_healthy"),
             (dict(good, old_rc="new"), "two different"),
             (dict(good, state="sideways"), "state"),
             (dict(good, roll_delay=-1), "roll_delay"),

@@ -259,9 +259,6 @@ class Roll(object):
     def __attrs_post_init__(self):
         if self.old_rc == self.new_rc:
             raise UsageError("a roll needs two different RCs, got %r twice" % (self.old_rc,))
-        if self.min_healthy > self.desired:
-            raise UsageError("min_healthy %d is over desired %d: the roll could never finish"
-                             % (self.min_healthy, self.desired))
         if self.old_desired is not None:
             _count("old_desired")(self, None, self.old_desired)
         if self.state not in (ROLLING, ROLLING_BACK):
