@@ -9,7 +9,8 @@ import json
 from twisted.trial import unittest
 
 from p2twisted.errors import StoreError, UsageError
-from p2twisted.records import AuditEvent, CorruptRecord, ReplicationController, Roll
+from p2twisted.records import CorruptRecord
+from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
 from p2twisted.store import keys
 from p2twisted.store.common import Entry
 
@@ -129,7 +130,6 @@ class RollTests(unittest.TestCase):
             (dict(good, new_rc="other"), "other"),
             ({k: v for k, v in good.items() if k != "min_healthy"}, "min_healthy"),
             ({k: v for k, v in good.items() if k != "desired"}, "desired"),
-            (dict(good, min_healthy=4), "min_healthy"),
             (dict(good, old_rc="new"), "two different"),
             (dict(good, state="sideways"), "state"),
             (dict(good, roll_delay=-1), "roll_delay"),

@@ -74,7 +74,7 @@ def settleAgents(store, health=None, down=(), now=0):
     present; a node in C{down} loses its machine and health keys (they are
     ephemeral) and keeps its reality.
 
-    @return: L{Deferred} firing with C{None} once written.
+    @return: L{Deferred} firing with the number of keys written or deleted.
     """
     if health is None:
         def health(node, podId, sha):
@@ -116,3 +116,4 @@ def settleAgents(store, health=None, down=(), now=0):
                 ops.append(Put(healthKey, value))
     for start in range(0, len(ops), 64):
         yield store.transaction(ops[start:start + 64])
+    return len(ops)
