@@ -12,7 +12,7 @@ from p2twisted.errors import KeyExists, VersionConflict
 from p2twisted.labels import encodeLabels
 from p2twisted.orchestrate import harness, rc as rcmodule, roll as rollmodule
 from p2twisted.orchestrate.plan import Plan, Wait
-from p2twisted.records import ReplicationController
+from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.common import Check
 

@@ -269,3 +269,27 @@ class FarmIntegrationTests(ControllerTestCase):
         self.assertEqual(sorted(farm.claims), ["db", "web"])
         self.assertEqual(self.status("rc", "web")["reason"], "schedule on n1")
         self.assertEqual(sorted(e.id for e in self.events()), ["db", "web"])
+
+
+class RCAuditTests(ControllerTestCase):
+
+    def test_scheduleRewriteUnschedule(self):
+        """
+        A plan placing, rewriting and removing pods is audited as one event
+        per kind of change, naming the nodes.
+        """
+        from p2twisted.orchestrate.plan import Unschedule
+        self.putRC()
+        controller = self.rcController(scheduleOn("n1", "n2"))
+        self.successResultOf(controller.reconcile())
+
+        def decide(rc, snapshot):
+            return Plan([Schedule("n2", "web", rc.manifest + b"# drift fixed\n",
+                                  rc.labelsForPods()),
+                         Schedule("n3", "web", rc.manifest, rc.labelsForPods()),
+                         Unschedule("n1", "web")], reason="mixed", snapshot=snapshot)
+        controller.decideRC = decide
+        self.successResultOf(controller.reconcile())
+        self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
+                         [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
+                          ("unschedule", ["n1"])])

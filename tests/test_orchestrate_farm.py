@@ -457,3 +457,39 @@ class ClusterWatchTests(FarmTestCase):
         self.assertEqual(web.reconciles, 2)
         self.successResultOf(self.admin.put(keys.label("node", "n1"), b"{}"))
         self.assertEqual(web.reconciles, 3)
+
+
+class TraceTests(FarmTestCase):
+    """
+    The farm's session lifecycle is an explicit state machine: its traces.
+    """
+
+    def traced(self, store):
+        farm = self.farm(store=store, start=False)
+        trace = []
+        farm.tracer = lambda old, event, new: trace.append((old, event, new))
+        farm.startService()
+        return farm, trace
+
+    def test_lostAndStopped(self):
+        store = MemoryStore(self.state, self.clock)
+        farm, trace = self.traced(store)
+        store.crash()
+        self.clock.advance(TTL)
+        self.successResultOf(farm.stopService())
+        self.assertEqual(trace, [("idle", "start", "opening"), ("opening", "opened", "serving"),
+                                 ("serving", "lost", "opening"), ("opening", "opened", "serving"),
+                                 ("serving", "stop", "stopped")])
+
+    def test_failedThenStoppedWhileWaiting(self):
+        """
+        A farm stopped while waiting to retry cancels the retry.
+        """
+        class Down(MemoryStore):
+            def session(self, ttl):
+                return defer.fail(StoreUnavailable(None, "memory"))
+        farm, trace = self.traced(Down(self.state, self.clock))
+        self.successResultOf(farm.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(trace, [("idle", "start", "opening"), ("opening", "openFailed", "waiting"),
+                                 ("waiting", "stop", "stopped")])

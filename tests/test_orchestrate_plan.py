@@ -18,7 +18,6 @@ from p2twisted.orchestrate import harness
 from p2twisted.orchestrate.plan import (
     IPlanner, Plan, Planner, PlanTooLarge, Schedule, Unschedule, UpdateRecord, Wait,
     toTransactions)
-from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.store import keys
 from p2twisted.store.common import Check, Create, Put
 from p2twisted.store.memory import MemoryStore
@@ -230,22 +229,3 @@ class SettleAgentsTests(unittest.TestCase):
         self.assertIsNone(after.health("web", "n2"))
         self.assertEqual(encodeLabels(LABELS), encodeLabels(dict(LABELS)))
 
-
-class SnapshotStandInTests(unittest.TestCase):
-
-    def test_nodeUniverse(self):
-        """
-        The node universe holds marked, registered and labeled nodes; the
-        empty selector and C{!tier} match unlabeled ones.
-        """
-        from p2twisted.store.common import Entry
-        entries = {k: Entry(k, v, i) for i, (k, v) in enumerate({
-            keys.intentNode("a"): b"{}",
-            keys.machine("b"): b"{}",
-            keys.label("node", "c"): b'{"tier":"web"}',
-        }.items())}
-        snapshot = Snapshot.fromEntries(entries)
-        self.assertEqual(snapshot.nodes(), ["a", "b", "c"])
-        self.assertEqual(snapshot.eligible(""), ["a", "b", "c"])
-        self.assertEqual(snapshot.eligible("!tier"), ["a", "b"])
-        self.assertEqual(snapshot.eligible("tier=web"), ["c"])

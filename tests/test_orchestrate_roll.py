@@ -416,7 +416,7 @@ class CreateRollTests(unittest.TestCase):
         self.assertIn("already in roll new", str(e))
 
     def test_otherPod(self):
-        from p2twisted.records import ReplicationController
+        from p2twisted.records.controllers import ReplicationController
         from tests.orchfleet import manifest
         other = ReplicationController("other", manifest(3).replace(b"id: web", b"id: db"), 1)
         self.fleet.run(self.fleet.store.put(other.key, other.toBytes()))

@@ -9,7 +9,8 @@ import json
 from twisted.trial import unittest
 
 from p2twisted.errors import StoreError, UsageError
-from p2twisted.records import AuditEvent, CorruptRecord, ReplicationController, Roll
+from p2twisted.records import CorruptRecord
+from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
 from p2twisted.store import keys
 from p2twisted.store.common import Entry
 

@@ -244,8 +244,19 @@ class RCController(_Controller):
         return plan, status
 
     def events(self, plan):
+        """
+        @return: the plan's own events, then one per kind of change: pods
+            placed (C{schedule}), pods whose intent was rewritten in place
+            (C{rewrite}: drift, or a roll's takeover) and pods removed
+            (C{unschedule}), each naming its nodes.
+        """
         found = list(plan.events)
-        for action, changes in (("schedule", plan.scheduled()), ("unschedule", plan.unscheduled())):
+        before = plan.snapshot
+        placed = [c for c in plan.scheduled()
+                  if before is None or before.intent(c.node, c.podId) is None]
+        rewritten = [c for c in plan.scheduled() if c not in placed]
+        for action, changes in (("schedule", placed), ("rewrite", rewritten),
+                                ("unschedule", plan.unscheduled())):
             if changes:
                 found.append(AuditEvent(self.kind, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,

@@ -34,8 +34,7 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
 """
 
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
-
-PASSING = "passing"
+from p2twisted.records import PASSING
 
 
 class _View(object):

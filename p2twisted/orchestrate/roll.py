@@ -34,8 +34,7 @@ import attr
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate.plan import Done, Plan, UpdateRecord, Wait
 from p2twisted.orchestrate.rc import _View
-from p2twisted.records import AuditEvent
-from p2twisted.records.controllers import ROLLING_BACK
+from p2twisted.records.controllers import ROLLING_BACK, AuditEvent, Roll
 
 
 def rollAlgorithm(old, new, oldDesired, newDesired, targetDesired, minHealthy, spare=0):
@@ -275,7 +274,6 @@ def createRoll(snapshot, oldId, newId, minHealthy, desired=None, **options):
     @return: C{(roll, plan)}.
     @raise UsageError: one line saying why the roll cannot be created.
     """
-    from p2twisted.records import Roll
     old, new = snapshot.rc(oldId), snapshot.rc(newId)
     for rcId, rc in ((oldId, old), (newId, new)):
         if rc is None:

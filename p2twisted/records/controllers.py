@@ -22,6 +22,7 @@ import attr
 from p2twisted.errors import ManifestError, SelectorError, UsageError
 from p2twisted.labels import parseSelector, validateLabels
 from p2twisted.manifest import parseManifest
+from p2twisted.records.base import CorruptRecord
 from p2twisted.store import keys
 from p2twisted.store.common import checkKey
 
@@ -85,7 +86,6 @@ def _load(cls, key, entry, required, fields):
     @param required: fields that must be present (never defaulted).
     @raise CorruptRecord: naming C{key}.
     """
-    from p2twisted.records import CorruptRecord
     try:
         data = json.loads(entry.value)
     except ValueError as e:
@@ -195,7 +195,6 @@ class ReplicationController(object):
         @raise CorruptRecord: for anything but a valid RC's JSON, including
             one without C{replicas_desired} or whose C{id} is not its key's.
         """
-        from p2twisted.records import CorruptRecord
         keyId = keys.parse(key)[-1]
 
         def build(manifest, id=keyId, **fields):
@@ -284,7 +283,6 @@ class Roll(object):
         @raise CorruptRecord: for anything but a valid roll's JSON, or one
             whose C{new_rc} is not its key's id.
         """
-        from p2twisted.records import CorruptRecord
 
         def build(id=None, **fields):
             return cls(**fields)
