@@ -24,6 +24,20 @@ _TIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%MZ", "%Y-%m-%
           "%Y-%m-%d")
 
 
+def creates(events, who, when):
+    """
+    @return: the C{Create} ops appending C{events} (L{AuditEvent}s; their
+        C{who} and C{when} are set here), for a caller that writes them in
+        the transaction making the change they tell of.
+    """
+    ops, batch = [], uuid.uuid4().hex
+    for index, event in enumerate(events):
+        event = event.stamped(who, when)
+        # One append's events share a time: their index keeps their order.
+        ops.append(Create(event.key("%s.%05d" % (batch, index)), event.toBytes()))
+    return ops
+
+
 def append(store, events, who, when):
     """
     Append C{events} (L{AuditEvent}s; their C{who} and C{when} are set
@@ -31,11 +45,7 @@ def append(store, events, who, when):
 
     @return: L{Deferred} firing with the keys written.
     """
-    ops, batch = [], uuid.uuid4().hex
-    for index, event in enumerate(events):
-        event = event.stamped(who, when)
-        # One append's events share a time: their index keeps their order.
-        ops.append(Create(event.key("%s.%05d" % (batch, index)), event.toBytes()))
+    ops = creates(events, who, when)
 
     @defer.inlineCallbacks
     def write():
