@@ -175,7 +175,13 @@ def runCreate(options):
     from p2twisted.cli.manifest import readManifest
     from p2twisted.orchestrate import edit
     from p2twisted.records.controllers import ReplicationController
+    from p2twisted.errors import SelectorError
+    from p2twisted.labels import parseSelector
     manifest = readManifest(options.manifest)
+    try:
+        parseSelector(options.selector)
+    except SelectorError as e:
+        raise UsageError("--selector: %s" % (e,))
     rc = ReplicationController(options.id or edit.defaultId(manifest.raw), manifest.raw,
                                options.replicas, options.selector,
                                podLabels(options.pod_label), disabled=options.disabled)
