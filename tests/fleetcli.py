@@ -7,13 +7,14 @@ waiting on time.
 """
 
 import json
+import time
 import os
 
 from twisted.internet import defer, reactor
 
 from p2twisted.errors import KeyExists, VersionConflict
 from p2twisted.labels import encodeLabels
-from p2twisted.orchestrate import harness, rc as rcmodule, roll as rollmodule
+from p2twisted.orchestrate import audit, harness, rc as rcmodule, roll as rollmodule
 from p2twisted.orchestrate.plan import Plan
 from p2twisted.store import keys, openStore
 from p2twisted.store.common import Check
@@ -92,7 +93,10 @@ class FleetCommandMixin(P2CommandMixin):
                 try:
                     yield planner.apply(plan, fence)
                 except (VersionConflict, KeyExists):
-                    pass
+                    continue
+                if isinstance(plan, Plan) and plan.events:
+                    # As the farms' controllers do.
+                    yield audit.append(store, plan.events, "test-farm", time.time())
                 wrote = wrote or bool(isinstance(plan, Plan) and plan.changes)
         settled = yield harness.settleAgents(store, self.health)
         return wrote or bool(settled)
