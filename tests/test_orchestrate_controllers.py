@@ -18,7 +18,7 @@ from p2twisted.orchestrate.controllers import (
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
 from p2twisted.orchestrate.snapshot import Snapshot
-from p2twisted.records.controllers import ReplicationController, Roll
+from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.test_orchestrate_plan import MANIFEST
@@ -71,7 +71,7 @@ class RCControllerTests(ControllerTestCase):
         self.assertTrue(verifyObject(IController, controller))
         lock = self.successResultOf(self.session.lock(keys.lock("roll", "web"), b"me"))
         self.assertTrue(verifyObject(IController, RollController(
-            self.store, "web", lock, self.clock, self.reader, step=None)))
+            self.store, "web", lock, self.clock, self.reader)))
 
     def test_appliesPlanReportsAndAudits(self):
         """
@@ -207,7 +207,8 @@ class RollControllerTests(ControllerTestCase):
                                       snapshot.version(old.key)),
                          UpdateRecord(new.key, new.withReplicas(1).toBytes(),
                                       snapshot.version(new.key))],
-                        reason="old 3 -> 2, new 0 -> 1", snapshot=snapshot)
+                        reason="old 3 -> 2, new 0 -> 1", snapshot=snapshot,
+                        events=[AuditEvent("roll", "new", "step", {"add": 1})])
         self.steps.append(step)
         self.successResultOf(self.controller.reconcile())
         snapshot = self.successResultOf(Snapshot.read(self.store))
@@ -215,7 +216,8 @@ class RollControllerTests(ControllerTestCase):
                          (2, 1))
         (event,) = self.events()
         self.assertEqual((event.kind, event.id, event.action, event.details),
-                         ("roll", "new", "step", {"reason": "old 3 -> 2, new 0 -> 1"}))
+                         ("roll", "new", "step", {"add": 1}))
+        self.assertEqual(self.status("roll", "new")["reason"], "old 3 -> 2, new 0 -> 1")
 
 
 class SnapshotReaderTests(unittest.TestCase):
@@ -289,6 +291,7 @@ class RCAuditTests(ControllerTestCase):
                          Schedule("n3", "web", rc.manifest, rc.labelsForPods()),
                          Unschedule("n1", "web")], reason="mixed", snapshot=snapshot)
         controller.decideRC = decide
+        self.clock.advance(1)
         self.successResultOf(controller.reconcile())
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),

@@ -3,11 +3,12 @@
 The audit log: C{audit/<time>-<uuid>} entries, one L{AuditEvent} each,
 appended by the farms (and the CLI) and read by C{p2 audit}.
 
-Keys sort by time (then by their order in one append), so a listing in key
-order is the log in time order.
+Keys sort by time (then, for one process, by the order it appended them), so
+a listing in key order is the log in time order.
 """
 
 import calendar
+import itertools
 import re
 import time
 import uuid
@@ -17,6 +18,10 @@ from twisted.internet import defer
 from p2twisted.errors import UsageError
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, Create
+
+#: What makes this process's audit keys unique; then a sequence number.
+_PROCESS = uuid.uuid4().hex[:16]
+_SEQUENCE = itertools.count()
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -31,11 +36,11 @@ def append(store, events, who, when):
 
     @return: L{Deferred} firing with the keys written.
     """
-    ops, batch = [], uuid.uuid4().hex
-    for index, event in enumerate(events):
+    ops = []
+    for event in events:
         event = event.stamped(who, when)
-        # One append's events share a time: their index keeps their order.
-        ops.append(Create(event.key("%s.%05d" % (batch, index)), event.toBytes()))
+        # Events of one process stamped alike keep their order.
+        ops.append(Create(event.key("%s.%012d" % (_PROCESS, next(_SEQUENCE))), event.toBytes()))
 
     @defer.inlineCallbacks
     def write():

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from p2twisted import records
 from p2twisted.errors import StoreError, VersionConflict
-from p2twisted.orchestrate import audit
+from p2twisted.orchestrate import audit, rc as rcLogic, roll as rollLogic
 from p2twisted.orchestrate.farm import IController
 from p2twisted.orchestrate.plan import Plan, Planner, Wait
 from p2twisted.records.base import dumpObject
@@ -90,7 +90,8 @@ class _Controller(object):
     What both controllers share: the fence, the status write and the audit.
 
     Subclasses define C{kind}, C{recordKey()} and C{decide(snapshot)},
-    returning C{(record, plan-or-Wait-or-Done, status dict)}.
+    returning C{(Plan, Wait or Done; status dict)}, or C{(None, None)} when
+    the object's record is gone.
     """
 
     kind = None
@@ -201,19 +202,15 @@ def _iso(when):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def podCounts(rc, snapshot):
+def counts(rc, snapshot):
     """
-    @return: C{{"desired", "current", "healthy"}} of C{rc}: its pods (by
-        label) and those running its manifest with passing health.
+    @return: C{{"desired", "current", "real", "healthy"}} of C{rc}: its pods
+        (by label), those running its manifest, and those of these whose
+        health is passing (as a roll counts them).
     """
-    pods = [(node, pod) for node, pod in snapshot.podsOf(rc.id) if pod == rc.podId]
-    healthy = 0
-    for node, pod in pods:
-        health = snapshot.health(pod, node)
-        if health is not None and health.status == records.PASSING and \
-                snapshot.realitySha(node, pod) == rc.sha:
-            healthy += 1
-    return {"desired": rc.replicas_desired, "current": len(pods), "healthy": healthy}
+    found = rollLogic.count(rc, snapshot)
+    return {"desired": found.desired, "current": found.current, "real": found.real,
+            "healthy": found.healthy}
 
 
 @implementer(IController)
@@ -225,7 +222,7 @@ class RCController(_Controller):
     kind = "rc"
 
     def __init__(self, *args, **kw):
-        self.decideRC = kw.pop("decide", None)
+        self.decideRC = kw.pop("decide", rcLogic.decide)
         _Controller.__init__(self, *args, **kw)
 
     def recordKey(self):
@@ -235,11 +232,8 @@ class RCController(_Controller):
         rc = snapshot.rc(self.objectId)
         if rc is None:
             return None, None
-        if self.decideRC is None:
-            from p2twisted.orchestrate.rc import decide
-            self.decideRC = decide
         plan = self.decideRC(rc, snapshot)
-        status = dict(podCounts(rc, snapshot), shortfall=plan.shortfall,
+        status = dict(counts(rc, snapshot), shortfall=plan.shortfall,
                       disabled=rc.disabled, reason=plan.reason)
         return plan, status
 
@@ -273,7 +267,7 @@ class RollController(_Controller):
     kind = "roll"
 
     def __init__(self, *args, **kw):
-        self.step = kw.pop("step", None)
+        self.step = kw.pop("step", rollLogic.step)
         _Controller.__init__(self, *args, **kw)
 
     def recordKey(self):
@@ -283,23 +277,13 @@ class RollController(_Controller):
         roll = snapshot.roll(self.objectId)
         if roll is None:
             return None, None
-        if self.step is None:
-            from p2twisted.orchestrate.roll import step
-            self.step = step
         outcome = self.step(roll, snapshot, self.clock.seconds())
         status = {"state": roll.state, "desired": roll.desired, "min_healthy": roll.min_healthy,
-                  "reason": outcome.reason}
+                  "reason": outcome.reason, "rollback_reason": roll.reason}
         for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
             rc = snapshot.rc(rcId)
-            status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
+            status[name] = dict(counts(rc, snapshot), id=rcId) if rc is not None else None
         return outcome, status
-
-    def events(self, plan):
-        found = list(plan.events)
-        if not found:
-            found.append(AuditEvent(self.kind, self.objectId, "step", {"reason": plan.reason}))
-        return found
-
 
 @attr.s(frozen=True)
 class FarmKind(object):

@@ -91,17 +91,19 @@ class Orchestrator(service.MultiService):
 
     @param kinds: C{{name: FarmKind}} of the farms there are (default
         L{controllers.FARMS}).
+    @param store: an open L{IStore} to use instead of opening
+        C{config.store} (it is closed when the service stops).
     @ivar farms: C{{name: Farm}} once the store is open.
     """
 
-    def __init__(self, config, reactor, kinds=None):
+    def __init__(self, config, reactor, kinds=None, store=None):
         service.MultiService.__init__(self)
         if kinds is None:
             from p2twisted.orchestrate.controllers import FARMS as kinds
         self.config = config
         self.reactor = reactor
         self.kinds = kinds
-        self.store = None
+        self.store = store
         self.farms = {}
         self._delays = backoffPolicy(1.0, 30.0)
         self._opening = None
