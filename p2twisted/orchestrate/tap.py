@@ -84,10 +84,17 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
     )
 
 
+def _nudger(farms):
+    def nudge():
+        for farm in farms:
+            farm.nudge()
+    return nudge
+
+
 class Orchestrator(service.MultiService):
     """
     Opens the store (retrying while it cannot be reached), then runs the
-    farms and the cluster watch as children.
+    farms and the watches of the cluster trees they care about as children.
 
     @param kinds: C{{name: FarmKind}} of the farms there are (default
         L{controllers.FARMS}).
@@ -134,7 +141,7 @@ class Orchestrator(service.MultiService):
             return
         log.info("orchestrator on {url}: farms {farms}", url=self.config.store,
                  farms=",".join(self.config.farms), event="start")
-        news, reader = set(), SnapshotReader(self.store)
+        news, reader = {}, SnapshotReader(self.store)
         for name in self.config.farms:
             kind = self.kinds[name]
             factory = kind.factory(self.store, self.reactor, reader)
@@ -143,12 +150,11 @@ class Orchestrator(service.MultiService):
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm
-            news.update(kind.news)
-        ClusterWatch(self.store, sorted(news), self.nudge).setServiceParent(self)
-
-    def nudge(self):
-        for farm in self.farms.values():
-            farm.nudge()
+            for tree in kind.news:
+                news.setdefault(tree, []).append(farm)
+        # One watch per tree, nudging the farms that care.
+        for tree, farms in sorted(news.items()):
+            ClusterWatch(self.store, [tree], _nudger(farms)).setServiceParent(self)
 
     @defer.inlineCallbacks
     def stopService(self):
