@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 from p2twisted.errors import VersionConflict
 from p2twisted.orchestrate import audit
 from p2twisted.orchestrate.controllers import (
-    FARMS, RCController, RollController, SnapshotReader)
+    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader)
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
 from p2twisted.orchestrate.snapshot import Snapshot
@@ -80,7 +80,7 @@ class RCControllerTests(ControllerTestCase):
         """
         self.putRC()
         controller = self.rcController(scheduleOn("n1"))
-        self.assertIsNone(self.successResultOf(controller.reconcile()))
+        self.assertEqual(self.successResultOf(controller.reconcile()), LOOK_AGAIN)
         snapshot = self.successResultOf(Snapshot.read(self.store))
         self.assertEqual(snapshot.intent("n1", "web").value, MANIFEST)
         self.assertEqual(snapshot.podsOf("web"), [("n1", "web")])
@@ -296,3 +296,28 @@ class RCAuditTests(ControllerTestCase):
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
                           ("unschedule", ["n1"])])
+
+    def test_looksAgainAfterApplying(self):
+        """
+        After applying a plan the controller looks again a moment later,
+        without news, and its status counts the pods it placed.
+        """
+        self.putRC("web", replicas=1)
+        kind = FARMS["rc"]
+        plans = [scheduleOn("n1")]
+
+        def decide(rc, snapshot):
+            if plans:
+                return plans.pop()(rc, snapshot)
+            return Plan(reason="converged", snapshot=snapshot)
+
+        def factory(objectId, lock):
+            return RCController(self.store, objectId, lock, self.clock, self.reader,
+                                decide=decide)
+        farm = Farm(self.store, kind.name, kind.tree, factory, self.clock)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        self.assertEqual(self.status("rc", "web")["current"], 0)
+        self.clock.advance(LOOK_AGAIN)
+        self.assertEqual((self.status("rc", "web")["current"], self.status("rc", "web")["reason"]),
+                         (1, "converged"))

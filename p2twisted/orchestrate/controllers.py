@@ -33,6 +33,9 @@ from p2twisted.store.common import Check, Put
 
 log = Logger()
 
+#: Seconds after applying a plan until the controller looks again.
+LOOK_AGAIN = 1.0
+
 #: Who the audit events of this process name.
 WHO = "p2-orchestrator@%s:%d" % (socket.gethostname(), os.getpid())
 
@@ -130,8 +133,10 @@ class _Controller(object):
         Read, decide, apply, report.
 
         @return: L{Deferred} firing with C{None}, or with the seconds after
-            which to reconcile again without news (a roll's delay); fails
-            with the store's error (the farm retries).
+            which to reconcile again without news: L{LOOK_AGAIN} after a
+            plan was applied (to see its effect and report fresh counts), or
+            a wait's deadline; fails with the store's error (the farm
+            retries).
         """
         if self._stopped:
             return None
@@ -147,23 +152,21 @@ class _Controller(object):
             return None
         if outcome is None:  # the record is gone: the farm releases it
             return None
-        error = None
-        if isinstance(outcome, Plan) and outcome:
+        applied = isinstance(outcome, Plan) and bool(outcome)
+        if applied:
             try:
                 yield self.planner.apply(outcome, fence=self.fence(snapshot))
             except VersionConflict as e:
-                error = "the store changed under this plan (%s); deciding again" % (e,)
-                log.info("{kind} {object}: {error}", kind=self.kind, object=self.objectId,
-                         error=error, event="conflict")
-                yield self.report(dict(status, error=error))
+                yield self.report(dict(status, error="the store changed under this plan (%s); "
+                                                      "deciding again" % (e,)))
                 raise
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
             yield self.appendAudit(self.events(outcome))
-        yield self.report(dict(status, error=error))
+        yield self.report(dict(status, error=None))
         if isinstance(outcome, Wait) and outcome.at is not None:
             return max(outcome.at - self.clock.seconds(), 0.0)
-        return None
+        return LOOK_AGAIN if applied else None
 
     def events(self, plan):
         """
