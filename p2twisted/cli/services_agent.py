@@ -180,15 +180,13 @@ def _presencePid(entry):
     @return: the pid of the agent whose presence C{machines/<node>} holds
         (its facts' C{process}), or C{None}.
     """
-    import json
+    from p2twisted.records import CorruptRecord, MachineFacts
     if entry is None:
         return None
     try:
-        facts = json.loads(entry.value)
-    except ValueError:
+        return MachineFacts.fromEntry(entry.key, entry).pid
+    except CorruptRecord:
         return None
-    process = facts.get("process") if isinstance(facts, dict) else None
-    return process.get("pid") if isinstance(process, dict) else None
 
 
 @defer.inlineCallbacks

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted import records
-from p2twisted.labels import CorruptLabels, decodeLabels, parseSelector
+from p2twisted.labels import decodeLabels, parseSelector
 from p2twisted.store import keys
 
 log = Logger()
@@ -130,7 +130,7 @@ class Snapshot(object):
     def nodeLabels(self, node):
         """
         @return: C{node}'s labels (C{{}} without any).
-        @raise CorruptLabels: when its label entry is unreadable.
+        @raise records.CorruptRecord: when its label entry is unreadable.
         """
         entry = self._nodeLabels.get(node)
         return {} if entry is None else decodeLabels(entry)
@@ -148,7 +148,7 @@ class Snapshot(object):
         for node in self.nodes():
             try:
                 labels = self.nodeLabels(node)
-            except CorruptLabels as e:
+            except records.CorruptRecord as e:
                 log.warn("node {node} matches no selector: {error}", node=node, error=str(e))
                 continue
             if selector.matches(labels):
@@ -180,6 +180,10 @@ class Snapshot(object):
         """
         entry = self._agentStatus.get(node)
         return None if entry is None else records.AgentStatus.fromEntry(entry.key, entry)
+
+    def agentStatusNodes(self):
+        """@return: the nodes whose agent status was read, sorted."""
+        return sorted(self._agentStatus)
 
     # -- pods ----------------------------------------------------------------
 
@@ -225,18 +229,39 @@ class Snapshot(object):
         """@return: the pods in C{node}'s reality, sorted."""
         return sorted(self._reality.get(node, ()))
 
-    def nodesOf(self, podId):
+    def deployedTo(self, podId):
         """
-        @return: the nodes whose intent or reality has C{podId}, sorted.
+        @return: the nodes whose intent has C{podId}, sorted.
         """
-        return sorted(node for node in set(self._intent) | set(self._reality)
-                      if podId in self._intent.get(node, ()) or
-                      podId in self._reality.get(node, ()))
+        return sorted(node for node, pods in self._intent.items() if podId in pods)
+
+    def intentNodes(self):
+        """
+        @return: the nodes with a marker or pods in intent, sorted (a node
+            with pods but no marker is not in the universe: its agent acts
+            on nothing).
+        """
+        return sorted(set(self._markers) | set(self._intent))
+
+    def pods(self):
+        """
+        @return: every C{(node, podId)} with intent, reality, health or a
+            status, sorted.
+        """
+        found = {(node, podId) for tree in (self._intent, self._reality)
+                 for node, pods in tree.items() for podId in pods}
+        found.update((node, podId) for podId, node in self._health)
+        found.update(self._podStatus)
+        return sorted(found)
+
+    def has(self, key):
+        """@return: whether C{key} was read (present)."""
+        return key in self.entries
 
     def podLabels(self, node, podId):
         """
         @return: the labels of pod C{podId} on C{node} (C{{}} without any).
-        @raise CorruptLabels: when its label entry is unreadable.
+        @raise records.CorruptRecord: when its label entry is unreadable.
         """
         entry = self._podLabels.get((node, podId))
         return {} if entry is None else decodeLabels(entry)
@@ -256,7 +281,7 @@ class Snapshot(object):
         for node, podId in sorted(self._podLabels):
             try:
                 labels = self.podLabels(node, podId)
-            except CorruptLabels:
+            except records.CorruptRecord:
                 continue
             if labels.get(RC_LABEL) == rcId:
                 found.append((node, podId))
@@ -278,16 +303,12 @@ class Snapshot(object):
     def podStatus(self, node, podId):
         """
         @return: the L{records.PodStatus} of C{podId} on C{node}, or C{None}
-            when absent, unreadable or not read (C{status/pods} is not among
-            the default trees).
+            when absent or not read (C{status/pods} is not among the default
+            trees).
+        @raise records.CorruptRecord: when unreadable.
         """
         entry = self._podStatus.get((node, podId))
-        if entry is None:
-            return None
-        try:
-            return records.PodStatus.fromEntry(entry.key, entry)
-        except records.CorruptRecord:
-            return None
+        return None if entry is None else records.PodStatus.fromEntry(entry.key, entry)
 
     # -- controllers ---------------------------------------------------------
 
