@@ -93,7 +93,7 @@ class RCControllerTests(ControllerTestCase):
         self.assertEqual(status["reason"], "schedule on n1")
         (event,) = self.events()
         self.assertEqual((event.kind, event.id, event.action, event.details["nodes"]),
-                         ("rc", "web", "schedule", ["n1"]))
+                         ("replication_controller", "web", "schedule", ["n1"]))
         self.assertEqual(event.when, self.clock.seconds())
         self.assertIn("p2-orchestrator@", event.who)
 

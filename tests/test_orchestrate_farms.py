@@ -188,7 +188,7 @@ class RollFarmTests(FarmsTestCase):
         actions = [(e.kind, e.action) for e in self.events()]
         self.assertIn(("roll", "step"), actions)
         self.assertEqual(actions[-1], ("roll", "finish"))
-        self.assertNotIn(("rc", "unschedule"), actions)
+        self.assertNotIn(("replication_controller", "unschedule"), actions)
 
     def test_orchestratorDiesMidRoll(self):
         """

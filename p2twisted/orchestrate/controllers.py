@@ -33,6 +33,10 @@ from p2twisted.store.common import Check, Put
 
 log = Logger()
 
+#: The kind the audit log names replication controllers by (as the CLI's
+#: plans of L{rc} do).
+AUDIT_KIND = "replication_controller"
+
 #: Seconds after applying a plan until the controller looks again.
 LOOK_AGAIN = 1.0
 
@@ -255,7 +259,7 @@ class RCController(_Controller):
         for action, changes in (("schedule", placed), ("rewrite", rewritten),
                                 ("unschedule", plan.unscheduled())):
             if changes:
-                found.append(AuditEvent(self.kind, self.objectId, action, {
+                found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
                     "reason": plan.reason}))
         return found
