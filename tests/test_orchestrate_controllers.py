@@ -252,14 +252,10 @@ class SnapshotReaderTests(unittest.TestCase):
 
 class FarmIntegrationTests(ControllerTestCase):
 
-    def test_farmRunsRCController(self):
+    def farm(self, decide):
         """
-        The rc farm kind runs an RCController per RC, and each reconciles
-        through one shared snapshot reader.
+        Start an rc farm whose RCControllers decide with C{decide}.
         """
-        self.putRC("web")
-        self.putRC("db")
-        decide = scheduleOn("n1")
         kind = FARMS["rc"]
 
         def factory(objectId, lock):
@@ -268,9 +264,37 @@ class FarmIntegrationTests(ControllerTestCase):
         farm = Farm(self.store, kind.name, kind.tree, factory, self.clock)
         farm.startService()
         self.addCleanup(farm.stopService)
+        return farm
+
+    def test_farmRunsRCController(self):
+        """
+        The rc farm kind runs an RCController per RC, and each reconciles
+        through one shared snapshot reader.
+        """
+        self.putRC("web")
+        self.putRC("db")
+        farm = self.farm(scheduleOn("n1"))
         self.assertEqual(sorted(farm.claims), ["db", "web"])
         self.assertEqual(self.status("rc", "web")["reason"], "schedule on n1")
         self.assertEqual(sorted(e.id for e in self.events()), ["db", "web"])
+
+    def test_looksAgainAfterApplying(self):
+        """
+        After applying a plan the controller looks again a moment later,
+        without news, and its status counts the pods it placed.
+        """
+        self.putRC("web", replicas=1)
+        plans = [scheduleOn("n1")]
+
+        def decide(rc, snapshot):
+            if plans:
+                return plans.pop()(rc, snapshot)
+            return Plan(reason="converged", snapshot=snapshot)
+        self.farm(decide)
+        self.assertEqual(self.status("rc", "web")["current"], 0)
+        self.clock.advance(LOOK_AGAIN)
+        self.assertEqual((self.status("rc", "web")["current"], self.status("rc", "web")["reason"]),
+                         (1, "converged"))
 
 
 class RCAuditTests(ControllerTestCase):
@@ -296,28 +320,3 @@ class RCAuditTests(ControllerTestCase):
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
                           ("unschedule", ["n1"])])
-
-    def test_looksAgainAfterApplying(self):
-        """
-        After applying a plan the controller looks again a moment later,
-        without news, and its status counts the pods it placed.
-        """
-        self.putRC("web", replicas=1)
-        kind = FARMS["rc"]
-        plans = [scheduleOn("n1")]
-
-        def decide(rc, snapshot):
-            if plans:
-                return plans.pop()(rc, snapshot)
-            return Plan(reason="converged", snapshot=snapshot)
-
-        def factory(objectId, lock):
-            return RCController(self.store, objectId, lock, self.clock, self.reader,
-                                decide=decide)
-        farm = Farm(self.store, kind.name, kind.tree, factory, self.clock)
-        farm.startService()
-        self.addCleanup(farm.stopService)
-        self.assertEqual(self.status("rc", "web")["current"], 0)
-        self.clock.advance(LOOK_AGAIN)
-        self.assertEqual((self.status("rc", "web")["current"], self.status("rc", "web")["reason"]),
-                         (1, "converged"))
