@@ -31,6 +31,17 @@ class Options(usage.Options):
         ["farms", None, None, "comma-separated farms to run, of: rc, roll (default: all)"],
     ]
 
+    def postOptions(self):
+        """
+        Read the settings now, so that a bad one is a usage error twistd
+        shows as one line.
+        """
+        try:
+            self.settings = orchestratorConfig(self["config"], {
+                "store": self["store"], "farms": self["farms"]})
+        except P2Error as e:
+            raise usage.UsageError(str(e))
+
 
 @attr.s
 class OrchestratorConfig(object):
@@ -175,9 +186,4 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    try:
-        config = orchestratorConfig(options["config"], {
-            "store": options["store"], "farms": options["farms"]})
-    except P2Error as e:
-        raise usage.UsageError(str(e))
-    return Orchestrator(config, reactor)
+    return Orchestrator(options.settings, reactor)
