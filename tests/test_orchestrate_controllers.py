@@ -14,11 +14,11 @@ from zope.interface.verify import verifyObject
 from p2twisted.errors import VersionConflict
 from p2twisted.orchestrate import audit
 from p2twisted.orchestrate.controllers import (
-    FARMS, RCController, RollController, SnapshotReader)
+    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader)
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
 from p2twisted.orchestrate.snapshot import Snapshot
-from p2twisted.records.controllers import ReplicationController, Roll
+from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.test_orchestrate_plan import MANIFEST
@@ -71,7 +71,7 @@ class RCControllerTests(ControllerTestCase):
         self.assertTrue(verifyObject(IController, controller))
         lock = self.successResultOf(self.session.lock(keys.lock("roll", "web"), b"me"))
         self.assertTrue(verifyObject(IController, RollController(
-            self.store, "web", lock, self.clock, self.reader, step=None)))
+            self.store, "web", lock, self.clock, self.reader)))
 
     def test_appliesPlanReportsAndAudits(self):
         """
@@ -80,7 +80,7 @@ class RCControllerTests(ControllerTestCase):
         """
         self.putRC()
         controller = self.rcController(scheduleOn("n1"))
-        self.assertIsNone(self.successResultOf(controller.reconcile()))
+        self.assertEqual(self.successResultOf(controller.reconcile()), LOOK_AGAIN)
         snapshot = self.successResultOf(Snapshot.read(self.store))
         self.assertEqual(snapshot.intent("n1", "web").value, MANIFEST)
         self.assertEqual(snapshot.podsOf("web"), [("n1", "web")])
@@ -93,7 +93,7 @@ class RCControllerTests(ControllerTestCase):
         self.assertEqual(status["reason"], "schedule on n1")
         (event,) = self.events()
         self.assertEqual((event.kind, event.id, event.action, event.details["nodes"]),
-                         ("rc", "web", "schedule", ["n1"]))
+                         ("replication_controller", "web", "schedule", ["n1"]))
         self.assertEqual(event.when, self.clock.seconds())
         self.assertIn("p2-orchestrator@", event.who)
 
@@ -207,7 +207,8 @@ class RollControllerTests(ControllerTestCase):
                                       snapshot.version(old.key)),
                          UpdateRecord(new.key, new.withReplicas(1).toBytes(),
                                       snapshot.version(new.key))],
-                        reason="old 3 -> 2, new 0 -> 1", snapshot=snapshot)
+                        reason="old 3 -> 2, new 0 -> 1", snapshot=snapshot,
+                        events=[AuditEvent("roll", "new", "step", {"add": 1})])
         self.steps.append(step)
         self.successResultOf(self.controller.reconcile())
         snapshot = self.successResultOf(Snapshot.read(self.store))
@@ -215,7 +216,8 @@ class RollControllerTests(ControllerTestCase):
                          (2, 1))
         (event,) = self.events()
         self.assertEqual((event.kind, event.id, event.action, event.details),
-                         ("roll", "new", "step", {"reason": "old 3 -> 2, new 0 -> 1"}))
+                         ("roll", "new", "step", {"add": 1}))
+        self.assertEqual(self.status("roll", "new")["reason"], "old 3 -> 2, new 0 -> 1")
 
 
 class SnapshotReaderTests(unittest.TestCase):
@@ -250,14 +252,10 @@ class SnapshotReaderTests(unittest.TestCase):
 
 class FarmIntegrationTests(ControllerTestCase):
 
-    def test_farmRunsRCController(self):
+    def farm(self, decide):
         """
-        The rc farm kind runs an RCController per RC, and each reconciles
-        through one shared snapshot reader.
+        Start an rc farm whose RCControllers decide with C{decide}.
         """
-        self.putRC("web")
-        self.putRC("db")
-        decide = scheduleOn("n1")
         kind = FARMS["rc"]
 
         def factory(objectId, lock):
@@ -266,9 +264,37 @@ class FarmIntegrationTests(ControllerTestCase):
         farm = Farm(self.store, kind.name, kind.tree, factory, self.clock)
         farm.startService()
         self.addCleanup(farm.stopService)
+        return farm
+
+    def test_farmRunsRCController(self):
+        """
+        The rc farm kind runs an RCController per RC, and each reconciles
+        through one shared snapshot reader.
+        """
+        self.putRC("web")
+        self.putRC("db")
+        farm = self.farm(scheduleOn("n1"))
         self.assertEqual(sorted(farm.claims), ["db", "web"])
         self.assertEqual(self.status("rc", "web")["reason"], "schedule on n1")
         self.assertEqual(sorted(e.id for e in self.events()), ["db", "web"])
+
+    def test_looksAgainAfterApplying(self):
+        """
+        After applying a plan the controller looks again a moment later,
+        without news, and its status counts the pods it placed.
+        """
+        self.putRC("web", replicas=1)
+        plans = [scheduleOn("n1")]
+
+        def decide(rc, snapshot):
+            if plans:
+                return plans.pop()(rc, snapshot)
+            return Plan(reason="converged", snapshot=snapshot)
+        self.farm(decide)
+        self.assertEqual(self.status("rc", "web")["current"], 0)
+        self.clock.advance(LOOK_AGAIN)
+        self.assertEqual((self.status("rc", "web")["current"], self.status("rc", "web")["reason"]),
+                         (1, "converged"))
 
 
 class RCAuditTests(ControllerTestCase):
@@ -289,6 +315,7 @@ class RCAuditTests(ControllerTestCase):
                          Schedule("n3", "web", rc.manifest, rc.labelsForPods()),
                          Unschedule("n1", "web")], reason="mixed", snapshot=snapshot)
         controller.decideRC = decide
+        self.clock.advance(1)
         self.successResultOf(controller.reconcile())
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),

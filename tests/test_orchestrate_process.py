@@ -71,13 +71,19 @@ class ProcessMixin(object):
     @defer.inlineCallbacks
     def test_claimThenReleaseOnSigterm(self):
         """
-        The orchestrator claims the RC under a lock naming its process, and
-        on SIGTERM releases it at once (long before its session's TTL).
+        The orchestrator claims the RC under a lock naming its process,
+        reconciles it (its status appears), and on SIGTERM releases it at
+        once (long before its session's TTL).
         """
         store = yield self.prepared()
         process = OrchestratorProcess(self, self.url, "session_ttl: 18\n").start()
         pid = yield waitFor(lambda: self.holder(store), timeout=60, what="the RC to be claimed")
         self.assertEqual(pid, process.pid)
+        status = yield waitFor(lambda: store.get(keys.status("rc", "web")), timeout=60,
+                               what="the RC's status")
+        self.assertEqual({k: v for k, v in json.loads(status.value).items()
+                          if k in ("desired", "current", "error")},
+                         {"desired": 0, "current": 0, "error": None})
         yield process.kill(signal.SIGTERM)
         self.assertIsNone((yield self.holder(store)))
 

@@ -64,10 +64,14 @@ class ConfigTests(unittest.TestCase):
 
     def test_usageErrorForTwistd(self):
         """
-        twistd gets a L{usage.UsageError} (one line), not a traceback.
+        A bad setting fails option parsing with a L{usage.UsageError}, which
+        twistd shows as one line (not a traceback from C{makeService}).
         """
-        self.assertRaises(usage.UsageError, makeService,
-                          options("--store", "memory://", "--farms", "nope"), task.Clock())
+        e = self.assertRaises(usage.UsageError, options, "--store", "memory://", "--farms",
+                              "nope")
+        self.assertIn("unknown farm 'nope'", str(e))
+        self.assertIsInstance(makeService(options("--store", "memory://"), task.Clock()),
+                              Orchestrator)
 
 
 class ServiceTests(unittest.TestCase):

@@ -3,11 +3,12 @@
 The audit log: C{audit/<time>-<uuid>} entries, one L{AuditEvent} each,
 appended by the farms (and the CLI) and read by C{p2 audit}.
 
-Keys sort by time (then by their order in one append), so a listing in key
-order is the log in time order.
+Keys sort by time (then, for one process, by the order it appended them), so
+a listing in key order is the log in time order.
 """
 
 import calendar
+import itertools
 import re
 import time
 import uuid
@@ -18,6 +19,10 @@ from p2twisted.errors import UsageError
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, Create
 
+#: What makes this process's audit keys unique; then a sequence number.
+_PROCESS = uuid.uuid4().hex[:16]
+_SEQUENCE = itertools.count()
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M",
@@ -27,14 +32,14 @@ _TIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%MZ", "%Y-%m-%
 def creates(events, who, when):
     """
     @return: the C{Create} ops appending C{events} (L{AuditEvent}s; their
-        C{who} and C{when} are set here), for a caller that writes them in
-        the transaction making the change they tell of.
+        C{who} and C{when} are set here), for a caller writing them in the
+        transaction that makes the change they tell of.
     """
-    ops, batch = [], uuid.uuid4().hex
-    for index, event in enumerate(events):
+    ops = []
+    for event in events:
         event = event.stamped(who, when)
-        # One append's events share a time: their index keeps their order.
-        ops.append(Create(event.key("%s.%05d" % (batch, index)), event.toBytes()))
+        # Events of one process stamped alike keep their order.
+        ops.append(Create(event.key("%s.%012d" % (_PROCESS, next(_SEQUENCE))), event.toBytes()))
     return ops
 
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from p2twisted import records
 from p2twisted.errors import StoreError, VersionConflict
-from p2twisted.orchestrate import audit
+from p2twisted.orchestrate import audit, rc as rcLogic, roll as rollLogic
 from p2twisted.orchestrate.farm import IController
 from p2twisted.orchestrate.plan import Plan, Planner, Wait
 from p2twisted.records.base import dumpObject
@@ -32,6 +32,13 @@ from p2twisted.store import keys
 from p2twisted.store.common import Check, Put
 
 log = Logger()
+
+#: The kind the audit log names replication controllers by (as the CLI's
+#: plans of L{rc} do).
+AUDIT_KIND = "replication_controller"
+
+#: Seconds after applying a plan until the controller looks again.
+LOOK_AGAIN = 1.0
 
 #: Who the audit events of this process name.
 WHO = "p2-orchestrator@%s:%d" % (socket.gethostname(), os.getpid())
@@ -90,7 +97,8 @@ class _Controller(object):
     What both controllers share: the fence, the status write and the audit.
 
     Subclasses define C{kind}, C{recordKey()} and C{decide(snapshot)},
-    returning C{(record, plan-or-Wait-or-Done, status dict)}.
+    returning C{(Plan, Wait or Done; status dict)}, or C{(None, None)} when
+    the object's record is gone.
     """
 
     kind = None
@@ -129,8 +137,10 @@ class _Controller(object):
         Read, decide, apply, report.
 
         @return: L{Deferred} firing with C{None}, or with the seconds after
-            which to reconcile again without news (a roll's delay); fails
-            with the store's error (the farm retries).
+            which to reconcile again without news: L{LOOK_AGAIN} after a
+            plan was applied (to see its effect and report fresh counts), or
+            a wait's deadline; fails with the store's error (the farm
+            retries).
         """
         if self._stopped:
             return None
@@ -146,23 +156,21 @@ class _Controller(object):
             return None
         if outcome is None:  # the record is gone: the farm releases it
             return None
-        error = None
-        if isinstance(outcome, Plan) and outcome:
+        applied = isinstance(outcome, Plan) and bool(outcome)
+        if applied:
             try:
                 yield self.planner.apply(outcome, fence=self.fence(snapshot))
             except VersionConflict as e:
-                error = "the store changed under this plan (%s); deciding again" % (e,)
-                log.info("{kind} {object}: {error}", kind=self.kind, object=self.objectId,
-                         error=error, event="conflict")
-                yield self.report(dict(status, error=error))
+                yield self.report(dict(status, error="the store changed under this plan (%s); "
+                                                      "deciding again" % (e,)))
                 raise
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
             yield self.appendAudit(self.events(outcome))
-        yield self.report(dict(status, error=error))
+        yield self.report(dict(status, error=None))
         if isinstance(outcome, Wait) and outcome.at is not None:
             return max(outcome.at - self.clock.seconds(), 0.0)
-        return None
+        return LOOK_AGAIN if applied else None
 
     def events(self, plan):
         """
@@ -201,19 +209,15 @@ def _iso(when):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def podCounts(rc, snapshot):
+def counts(rc, snapshot):
     """
-    @return: C{{"desired", "current", "healthy"}} of C{rc}: its pods (by
-        label) and those running its manifest with passing health.
+    @return: C{{"desired", "current", "real", "healthy"}} of C{rc}: its pods
+        (by label), those running its manifest, and those of these whose
+        health is passing (as a roll counts them).
     """
-    pods = [(node, pod) for node, pod in snapshot.podsOf(rc.id) if pod == rc.podId]
-    healthy = 0
-    for node, pod in pods:
-        health = snapshot.health(pod, node)
-        if health is not None and health.status == records.PASSING and \
-                snapshot.realitySha(node, pod) == rc.sha:
-            healthy += 1
-    return {"desired": rc.replicas_desired, "current": len(pods), "healthy": healthy}
+    found = rollLogic.count(rc, snapshot)
+    return {"desired": found.desired, "current": found.current, "real": found.real,
+            "healthy": found.healthy}
 
 
 @implementer(IController)
@@ -225,7 +229,7 @@ class RCController(_Controller):
     kind = "rc"
 
     def __init__(self, *args, **kw):
-        self.decideRC = kw.pop("decide", None)
+        self.decideRC = kw.pop("decide", rcLogic.decide)
         _Controller.__init__(self, *args, **kw)
 
     def recordKey(self):
@@ -235,11 +239,8 @@ class RCController(_Controller):
         rc = snapshot.rc(self.objectId)
         if rc is None:
             return None, None
-        if self.decideRC is None:
-            from p2twisted.orchestrate.rc import decide
-            self.decideRC = decide
         plan = self.decideRC(rc, snapshot)
-        status = dict(podCounts(rc, snapshot), shortfall=plan.shortfall,
+        status = dict(counts(rc, snapshot), shortfall=plan.shortfall,
                       disabled=rc.disabled, reason=plan.reason)
         return plan, status
 
@@ -258,7 +259,7 @@ class RCController(_Controller):
         for action, changes in (("schedule", placed), ("rewrite", rewritten),
                                 ("unschedule", plan.unscheduled())):
             if changes:
-                found.append(AuditEvent(self.kind, self.objectId, action, {
+                found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
                     "reason": plan.reason}))
         return found
@@ -273,7 +274,7 @@ class RollController(_Controller):
     kind = "roll"
 
     def __init__(self, *args, **kw):
-        self.step = kw.pop("step", None)
+        self.step = kw.pop("step", rollLogic.step)
         _Controller.__init__(self, *args, **kw)
 
     def recordKey(self):
@@ -283,23 +284,13 @@ class RollController(_Controller):
         roll = snapshot.roll(self.objectId)
         if roll is None:
             return None, None
-        if self.step is None:
-            from p2twisted.orchestrate.roll import step
-            self.step = step
         outcome = self.step(roll, snapshot, self.clock.seconds())
         status = {"state": roll.state, "desired": roll.desired, "min_healthy": roll.min_healthy,
-                  "reason": outcome.reason}
+                  "reason": outcome.reason, "rollback_reason": roll.reason}
         for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
             rc = snapshot.rc(rcId)
-            status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
+            status[name] = dict(counts(rc, snapshot), id=rcId) if rc is not None else None
         return outcome, status
-
-    def events(self, plan):
-        found = list(plan.events)
-        if not found:
-            found.append(AuditEvent(self.kind, self.objectId, "step", {"reason": plan.reason}))
-        return found
-
 
 @attr.s(frozen=True)
 class FarmKind(object):
@@ -329,11 +320,12 @@ class FarmKind(object):
         return lambda objectId, lock: self.controller(store, objectId, lock, clock, reader)
 
 
-#: The farms there are, by C{--farms} name.
+#: The farms there are, by C{--farms} name.  Their news trees leave out
+#: what their own writes change most (intent, pod labels for RCs), which the
+#: resync covers.
 FARMS = {
     "rc": FarmKind("rc", keys.REPLICATION_CONTROLLERS,
-                   (keys.labelTree("node"), keys.labelTree("pod"), keys.HEALTH, keys.MACHINES,
-                    keys.INTENT, keys.ROLLS), RCController),
+                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.ROLLS), RCController),
     "roll": FarmKind("roll", keys.ROLLS,
                      (keys.REPLICATION_CONTROLLERS, keys.labelTree("pod"), keys.HEALTH,
                       keys.REALITY), RollController),

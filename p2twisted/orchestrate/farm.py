@@ -183,8 +183,8 @@ class Farm(service.Service):
     @param ttl: seconds a session outlives this process.
     @param resyncInterval: seconds between full resyncs.
     @param retryDelay: seconds before retrying to open a session (or a failed
-        reconcile), doubling
-        (Twisted's L{backoffPolicy}) up to C{maxDelay}, plus C{jitter()}.
+        reconcile), doubling (Twisted's L{backoffPolicy}) up to C{maxDelay},
+        plus C{jitter()}.
     @param holder: a function of the session giving the bytes a lock holds.
     @ivar claims: C{{objectId: _Claim}} of the objects claimed.
     @ivar failsafe: whether the farm is holding still because the tree

@@ -31,6 +31,17 @@ class Options(usage.Options):
         ["farms", None, None, "comma-separated farms to run, of: rc, roll (default: all)"],
     ]
 
+    def postOptions(self):
+        """
+        Read the settings now, so that a bad one is a usage error twistd
+        shows as one line.
+        """
+        try:
+            self.settings = orchestratorConfig(self["config"], {
+                "store": self["store"], "farms": self["farms"]})
+        except P2Error as e:
+            raise usage.UsageError(str(e))
+
 
 @attr.s
 class OrchestratorConfig(object):
@@ -84,24 +95,33 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
     )
 
 
+def _nudger(farms):
+    def nudge():
+        for farm in farms:
+            farm.nudge()
+    return nudge
+
+
 class Orchestrator(service.MultiService):
     """
     Opens the store (retrying while it cannot be reached), then runs the
-    farms and the cluster watch as children.
+    farms and the watches of the cluster trees they care about as children.
 
     @param kinds: C{{name: FarmKind}} of the farms there are (default
         L{controllers.FARMS}).
+    @param store: an open L{IStore} to use instead of opening
+        C{config.store} (it is closed when the service stops).
     @ivar farms: C{{name: Farm}} once the store is open.
     """
 
-    def __init__(self, config, reactor, kinds=None):
+    def __init__(self, config, reactor, kinds=None, store=None):
         service.MultiService.__init__(self)
         if kinds is None:
             from p2twisted.orchestrate.controllers import FARMS as kinds
         self.config = config
         self.reactor = reactor
         self.kinds = kinds
-        self.store = None
+        self.store = store
         self.farms = {}
         self._delays = backoffPolicy(1.0, 30.0)
         self._opening = None
@@ -132,7 +152,7 @@ class Orchestrator(service.MultiService):
             return
         log.info("orchestrator on {url}: farms {farms}", url=self.config.store,
                  farms=",".join(self.config.farms), event="start")
-        news, reader = set(), SnapshotReader(self.store)
+        news, reader = {}, SnapshotReader(self.store)
         for name in self.config.farms:
             kind = self.kinds[name]
             factory = kind.factory(self.store, self.reactor, reader)
@@ -141,12 +161,11 @@ class Orchestrator(service.MultiService):
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm
-            news.update(kind.news)
-        ClusterWatch(self.store, sorted(news), self.nudge).setServiceParent(self)
-
-    def nudge(self):
-        for farm in self.farms.values():
-            farm.nudge()
+            for tree in kind.news:
+                news.setdefault(tree, []).append(farm)
+        # One watch per tree, nudging the farms that care.
+        for tree, farms in sorted(news.items()):
+            ClusterWatch(self.store, [tree], _nudger(farms)).setServiceParent(self)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -167,9 +186,4 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    try:
-        config = orchestratorConfig(options["config"], {
-            "store": options["store"], "farms": options["farms"]})
-    except P2Error as e:
-        raise usage.UsageError(str(e))
-    return Orchestrator(config, reactor)
+    return Orchestrator(options.settings, reactor)
