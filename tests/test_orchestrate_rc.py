@@ -7,6 +7,9 @@ is healthy; drift is rewritten; disabled changes nothing; a node whose agent
 is down keeps its pod while a replacement runs elsewhere.
 """
 
+import os
+import random
+
 from twisted.trial import unittest
 
 from p2twisted.errors import UsageError, VersionConflict
@@ -286,3 +289,76 @@ class ChangeTests(unittest.TestCase):
         self.fleet.putRC("rc", replicas=5)
         self.failureResultOf(self.fleet.planner.apply(plan), VersionConflict)
         self.assertEqual(self.fleet.snapshot().rc("rc").replicas_desired, 5)
+
+
+class DecideFuzzTests(unittest.TestCase):
+    """
+    Random fleets and random changes (labels, scale, agents dying and
+    returning, pods turning unhealthy): no plan takes healthy pods below the
+    desired count, no plan unschedules on a node whose agent is down, and
+    every fleet converges to the desired count on eligible nodes (or all the
+    eligible nodes there are).
+    C{FUZZ_SEEDS=1000} runs more.
+    """
+
+    def checkPlan(self, plan, snapshot, rc, what):
+        going = {c.node for c in plan.unscheduled()}
+        view = rcmodule._View(snapshot, rc.podId)
+        healthy = {n for n, _ in snapshot.podsOf(rc.id) if view.healthy(n, rc)}
+        self.assertGreaterEqual(len(healthy - going), min(rc.replicas_desired, len(healthy)),
+                                what)
+        self.assertFalse({n for n in going if not view.up(n)}, what)
+
+    def run_(self, seed):
+        rng = random.Random(seed)
+        names = ["n%d" % i for i in range(rng.randint(3, 8))]
+        fleet = Fleet(self, {n: {"tier": rng.choice(["web", "web", "db"])} for n in names})
+        fleet.checks.append(checkPodInvariants)
+        fleet.putRC("rc", replicas=rng.randint(0, len(names)), selector="tier=web")
+        sick = set()
+        fleet.health = lambda node, pod, sha: "critical" if node in sick else "passing"
+        events = []
+        original = fleet.planner.apply
+
+        def checked(plan, fence=()):
+            if isinstance(plan, Plan) and plan.changes and plan.snapshot is not None:
+                self.checkPlan(plan, plan.snapshot, plan.snapshot.rc("rc"), (seed, events))
+            return original(plan, fence)
+        fleet.planner.apply = checked
+        fleet.converge()
+        for _ in range(4):
+            event = rng.choice(["label", "label", "scale", "down", "up", "sick", "well"])
+            node = rng.choice(names)
+            events.append((event, node))
+            if event == "label":
+                fleet.setLabels(node, {"tier": rng.choice(["web", "db"])})
+            elif event == "scale":
+                fleet.putRC("rc", replicas=rng.randint(0, len(names)), selector="tier=web")
+            elif event == "down":
+                fleet.down.add(node)
+            elif event == "up":
+                fleet.down.discard(node)
+            elif event == "sick":
+                sick.add(node)
+            else:
+                sick.discard(node)
+            fleet.converge()
+        fleet.down.clear()
+        sick.clear()
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        rc = snapshot.rc("rc")
+        eligible = snapshot.eligible("tier=web")
+        placed = [n for n, _ in snapshot.podsOf("rc")]
+        what = (seed, events)
+        # Short of eligible nodes, an ineligible node keeps its pod (no
+        # replacement could be healthy), but never beyond the desired count.
+        self.assertEqual(len(set(placed) & set(eligible)), min(rc.replicas_desired, len(eligible)),
+                         what)
+        self.assertLessEqual(len(placed), rc.replicas_desired, what)
+        for node in placed:
+            self.assertEqual(snapshot.intentSha(node, "web"), rc.sha, what)
+
+    def test_fuzz(self):
+        for seed in range(int(os.environ.get("FUZZ_SEEDS", "60"))):
+            self.run_(seed)

@@ -57,14 +57,27 @@ class _View(object):
     def up(self, node):
         return self.snapshot.agentUp(node) if self.anyUp else True
 
-    def healthy(self, node, sha):
-        """Whether the pod on C{node} runs C{sha} and its health is passing."""
+    def runs(self, tree, node, rc):
+        """
+        Whether C{node}'s C{tree} (C{"intent"} or C{"reality"}) holds
+        C{rc}'s manifest: the same bytes, or failing that the same canonical
+        SHA (parsing only manifests that differ in bytes).
+        """
+        entry = getattr(self.snapshot, tree)(node, self.podId)
+        if entry is None:
+            return False
+        if entry.value == rc.manifest:
+            return True
+        return getattr(self.snapshot, tree + "Sha")(node, self.podId) == rc.sha
+
+    def healthy(self, node, rc):
+        """Whether the pod on C{node} runs C{rc}'s manifest and is passing."""
         health = self.snapshot.health(self.podId, node)
         if health is None or health.status != PASSING:
             return False
         if getattr(health, "sha", None) is not None:
-            return health.sha == sha
-        return self.snapshot.realitySha(node, self.podId) == sha
+            return health.sha == rc.sha
+        return self.runs("reality", node, rc)
 
     def occupied(self, node):
         """Whether anything (intent or pod labels) holds the pod id on C{node}."""
@@ -108,7 +121,7 @@ def _takeovers(rc, view, eligible):
         if surplus <= 0:
             continue
         candidates = sorted((n for n in theirs if n in eligible),
-                            key=lambda n: (view.healthy(n, partner.sha), n))
+                            key=lambda n: (view.healthy(n, partner), n))
         found.extend(candidates[:surplus])
     return found
 
@@ -133,6 +146,7 @@ def decide(rc, snapshot):
     labels = rc.labelsForPods()
     eligible = set(snapshot.eligible(rc.node_selector))
     mine = view.podsOf(rc.id)
+    mineSet = set(mine)
     upMine = [n for n in mine if view.up(n)]
     eligibleUp = [n for n in upMine if n in eligible]
     eligibleDown = [n for n in mine if n in eligible and not view.up(n)]
@@ -146,7 +160,7 @@ def decide(rc, snapshot):
     # They hold no place, like the RC's own pods on down nodes.
     schedule = [n for n in takeovers if not view.up(n)]
     if need > 0:
-        free = sorted((n for n in eligible if n not in mine and not view.occupied(n)),
+        free = sorted((n for n in eligible if n not in mineSet and not view.occupied(n)),
                       key=lambda n: (view.load(n), n))
         up = _place(need, [n for n in takeovers if view.up(n)], [n for n in free if view.up(n)])
         # The pods on down nodes hold their places until replaced on up nodes.
@@ -157,7 +171,7 @@ def decide(rc, snapshot):
 
     excess = len(upMine) - desired
     if excess > 0:
-        healthy = {n for n in upMine if view.healthy(n, rc.sha)}
+        healthy = {n for n in upMine if view.healthy(n, rc)}
         # Ineligible first, unhealthy first; then the most loaded nodes, then
         # by name from the end (the reverse of the order pods are placed in).
         # Eligible pods go only beyond the desired count: the surplus that
@@ -180,15 +194,18 @@ def decide(rc, snapshot):
 
     going = set(unschedule)
     rewrite = [n for n in mine if n in eligible and n not in going
-               and (snapshot.intentSha(n, rc.podId) != rc.sha
-                    or any(snapshot.podLabels(n, rc.podId).get(k) != v
-                           for k, v in labels.items()))]
+               and (not view.runs("intent", n, rc)
+                    or not _hasLabels(snapshot.podLabels(n, rc.podId), labels))]
 
     changes = ([Schedule(n, rc.podId, rc.manifest, labels) for n in schedule + rewrite]
                + [Unschedule(n, rc.podId) for n in unschedule])
     return Plan(changes, reason=_reason(schedule, unschedule, rewrite, shortfall, desired,
                                         len(eligible)),
                 shortfall=shortfall, snapshot=snapshot)
+
+
+def _hasLabels(actual, wanted):
+    return all(actual.get(k) == v for k, v in wanted.items())
 
 
 def _descending(name):

@@ -103,8 +103,8 @@ def count(rc, snapshot, takerEligible=None):
     """
     view = _View(snapshot, rc.podId)
     nodes = view.podsOf(rc.id)
-    real = [n for n in nodes if snapshot.realitySha(n, rc.podId) == rc.sha]
-    healthy = [n for n in nodes if view.healthy(n, rc.sha)]
+    real = [n for n in nodes if view.runs("reality", n, rc)]
+    healthy = [n for n in nodes if view.healthy(n, rc)]
     unreported = [n for n in real if snapshot.health(rc.podId, n) is None]
     spare = 0
     if takerEligible is not None:
@@ -175,8 +175,12 @@ def step(roll, snapshot, now):
                                     toCounts.healthy, fromCounts.desired, toCounts.desired,
                                     target, roll.min_healthy, fromCounts.spare)
         if not (remove or add):
-            return _blocked(roll, snapshot, now, toCounts, progress,
-                            "below min_healthy %d" % (roll.min_healthy,))
+            capacity = max(roll.desired, roll.desired if roll.old_desired is None
+                           else roll.old_desired)
+            if not _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
+                return _blocked(roll, snapshot, now, toCounts, progress,
+                                "at or below min_healthy %d" % (roll.min_healthy,))
+            remove, add = 0, 1
         if toCounts.desired > 0 and roll.roll_delay > 0:
             if roll.ready_since is None:
                 return Plan(_rollUpdate(snapshot, roll, ready_since=now),
@@ -230,6 +234,27 @@ def step(roll, snapshot, now):
         action, reason = "finish", "finished: %s runs %d" % (toId, target)
     return Plan(changes, reason=reason, events=[_event(roll, action, to=toId, desired=target)],
                 snapshot=snapshot)
+
+
+def _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
+    """
+    (Not in P2, whose roll stops for good when healthy pods are at the
+    minimum and no capacity is added, e.g. 3 replicas at min_healthy 3.)
+    Whether the RC moved to may run one pod beyond the target for a while:
+    all its pods are placed and healthy, the RC moved from has no surplus
+    (so the new pod cannot take a healthy one over), nothing is surging
+    yet (the two RCs want no more than C{capacity}, the larger of the
+    roll's start and end counts), and a free eligible node with a running
+    agent is there to take it.
+    """
+    if not (toCounts.desired == toCounts.current == toCounts.healthy):
+        return False
+    if fromCounts.current > fromCounts.desired or \
+            toCounts.desired + fromCounts.desired > capacity:
+        return False
+    view = _View(snapshot, to.podId)
+    mine = set(view.podsOf(to.id))
+    return any(view.up(n) and not view.occupied(n) for n in toEligible if n not in mine)
 
 
 def _blocked(roll, snapshot, now, toCounts, progress, why):

@@ -44,6 +44,11 @@ def _parsed(manifest):
     return parseManifest(manifest)
 
 
+@functools.lru_cache(maxsize=256)
+def _sha(manifest):
+    return _parsed(manifest).sha()
+
+
 def _segment(what):
     def check(instance, attribute, value):
         if not isinstance(value, str) or "/" in value:
@@ -170,7 +175,8 @@ class ReplicationController(object):
 
     @property
     def sha(self):
-        return self.podManifest().sha()
+        """The canonical SHA of the manifest (computed once per manifest)."""
+        return _sha(self.manifest)
 
     def selector(self):
         """@return: the L{labels.Selector} of C{node_selector}."""
