@@ -529,3 +529,35 @@ class RollFuzzTests(unittest.TestCase):
     def test_fuzz(self):
         for seed in range(int(os.environ.get("FUZZ_SEEDS", "60"))):
             self.run_(seed)
+
+
+class AdoptionTests(unittest.TestCase):
+
+    def test_enableAdoptsAndFinishTrims(self):
+        """
+        An RC enabled by a roll while it has more pods than it wants adopts
+        them (enabling never unschedules); the roll ends with it at the
+        target.
+        """
+        fleet = Fleet(self, NODES)
+        fleet.putRC("old", version=1, replicas=2)
+        fleet.converge()
+        fleet.putRC("new", version=2, replicas=2, disabled=True)
+        for node in ("c", "d", "e"):
+            plan = Plan([Schedule(node, "web", fleet.snapshot().rc("new").manifest,
+                                  fleet.snapshot().rc("new").labelsForPods())],
+                        snapshot=fleet.snapshot())
+            fleet.run(fleet.planner.apply(plan))
+        fleet.putRC("new", version=2, replicas=1, disabled=True)
+        _, plan = createRoll(fleet.snapshot(), "old", "new", 1, desired=2)
+        fleet.run(fleet.planner.apply(plan))
+        enable = step(fleet.snapshot().roll("new"), fleet.snapshot(), fleet.now)
+        self.assertIn("enable new", enable.reason)
+        fleet.run(fleet.planner.apply(enable))
+        self.assertEqual(fleet.snapshot().rc("new").replicas_desired, 3)
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertEqual(snapshot.rc("new").replicas_desired, 2)
+        self.assertEqual(len(snapshot.podsOf("new")), 2)
+        self.assertIsNone(snapshot.rc("old"))

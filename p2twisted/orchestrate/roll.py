@@ -223,6 +223,9 @@ def step(roll, snapshot, now):
         return Wait("%s still has %d pod(s) (on nodes whose agent is down?) (%s)"
                     % (fromId, fromCounts.current, progress))
     changes = [_delete(snapshot, roll.key)]
+    if to.replicas_desired > target:
+        # It adopted pods beyond the target when it was enabled.
+        changes.append(_update(snapshot, to.withReplicas(target)))
     if back:
         resting = from_.withReplicas(0).withDisabled(True)
         if resting != from_:
