@@ -362,3 +362,27 @@ class DecideFuzzTests(unittest.TestCase):
     def test_fuzz(self):
         for seed in range(int(os.environ.get("FUZZ_SEEDS", "60"))):
             self.run_(seed)
+
+
+class StrayTests(unittest.TestCase):
+
+    def test_podIdChanged(self):
+        """
+        When an RC's manifest changes its pod id, its pods under the old id
+        stay until the new ones are healthy, then go.
+        """
+        fleet = Fleet(self, {"a": {}, "b": {}})
+        fleet.putRC("rc", replicas=2)
+        fleet.converge()
+        from p2twisted.records.controllers import ReplicationController
+        other = ReplicationController("rc", manifest(2).replace(b"id: web", b"id: api"), 2)
+        fleet.run(fleet.store.put(other.key, other.toBytes()))
+        fleet.health = lambda node, pod, sha: "critical" if pod == "api" else "passing"
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.podsOf("rc"), [("a", "api"), ("a", "web"), ("b", "api"),
+                                                 ("b", "web")])
+        fleet.health = lambda node, pod, sha: "passing"
+        fleet.converge()
+        self.assertEqual(fleet.snapshot().podsOf("rc"), [("a", "api"), ("b", "api")])
+        self.assertIsNone(fleet.snapshot().intent("a", "web"))

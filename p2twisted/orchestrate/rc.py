@@ -19,6 +19,8 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
    once its replacement is healthy.
  - A pod whose intent drifted from the RC's manifest (by canonical SHA), or
    whose labels lost the RC's, is rewritten (on eligible nodes).
+ - Pods labelled as the RC's under another pod id (its manifest's id
+   changed) are unscheduled once the RC's own pods are all healthy.
  - A node whose agent is down (no C{machines/<node>}) keeps its pod: the RC
    never unschedules there, places a replacement on a node whose agent is up
    instead, and trims the surplus once the node is back.  When no agent at
@@ -192,15 +194,25 @@ def decide(rc, snapshot):
             eligibleExcess -= node in eligible
             unschedule.append(node)
 
+    # Pods labelled as this RC's under another pod id (its manifest's id
+    # changed) go once the RC's own pods are all there and healthy.
+    strays = [(n, p) for n, p in snapshot.podsOf(rc.id) if p != rc.podId and view.up(n)]
+    if strays and len([n for n in eligibleUp if view.healthy(n, rc)]) >= desired:
+        unscheduleOthers = strays
+    else:
+        unscheduleOthers = []
+
     going = set(unschedule)
     rewrite = [n for n in mine if n in eligible and n not in going
                and (not view.runs("intent", n, rc)
                     or not _hasLabels(snapshot.podLabels(n, rc.podId), labels))]
 
     changes = ([Schedule(n, rc.podId, rc.manifest, labels) for n in schedule + rewrite]
-               + [Unschedule(n, rc.podId) for n in unschedule])
-    return Plan(changes, reason=_reason(schedule, unschedule, rewrite, shortfall, desired,
-                                        len(eligible)),
+               + [Unschedule(n, rc.podId) for n in unschedule]
+               + [Unschedule(n, p) for n, p in unscheduleOthers])
+    return Plan(changes, reason=_reason(schedule, unschedule + ["%s/%s" % s for s in
+                                                              unscheduleOthers],
+                                        rewrite, shortfall, desired, len(eligible)),
                 shortfall=shortfall, snapshot=snapshot)
 
 
