@@ -27,6 +27,9 @@ Beyond P2: a roll with C{auto_rollback} whose new pods keep it from moving
 (or from finishing) for C{rollback_after} seconds turns round: the same
 steps run with the RCs' roles swapped, back to the old RC's starting count,
 and the new RC is left with no replicas for a person to look at.
+
+L{progress} tells where a roll stands; L{createRoll} and L{abortRoll} are a
+person's changes, as plans.
 """
 
 import attr
@@ -116,6 +119,59 @@ def count(rc, snapshot, takerEligible=None):
                   spare=spare)
 
 
+@attr.s(frozen=True)
+class Progress(object):
+    """
+    Where a roll stands (for C{p2 roll status} and the roll's status record).
+
+    @ivar state: the roll's state (L{ROLLING} or L{ROLLING_BACK}).
+    @ivar to: the id of the RC replicas move to (the new one, or the old one
+        when rolling back); C{toCounts} its L{Counts} (C{None} if it is gone).
+    @ivar from_: the id of the RC they move from; C{fromCounts} likewise.
+    @ivar target: the count the roll ends with on C{to}.
+    """
+
+    state = attr.ib()
+    to = attr.ib()
+    from_ = attr.ib()
+    target = attr.ib()
+    min_healthy = attr.ib()
+    toCounts = attr.ib()
+    fromCounts = attr.ib()
+
+    @property
+    def healthy(self):
+        return sum(c.healthy for c in (self.toCounts, self.fromCounts) if c is not None)
+
+    def asDict(self):
+        counts = {}
+        for name, c in (("to", self.toCounts), ("from", self.fromCounts)):
+            counts[name] = None if c is None else attr.asdict(c)
+        return {"state": self.state, "to_rc": self.to, "from_rc": self.from_,
+                "target": self.target, "min_healthy": self.min_healthy,
+                "healthy": self.healthy, "to": counts["to"], "from": counts["from"]}
+
+
+def _roles(roll):
+    """@return: C{(toId, fromId, target)} of C{roll} in its state."""
+    if roll.rollingBack:
+        return (roll.old_rc, roll.new_rc,
+                roll.desired if roll.old_desired is None else roll.old_desired)
+    return roll.new_rc, roll.old_rc, roll.desired
+
+
+def progress(roll, snapshot):
+    """
+    @return: the L{Progress} of C{roll} in C{snapshot}.
+    """
+    toId, fromId, target = _roles(roll)
+    to, from_ = snapshot.rc(toId), snapshot.rc(fromId)
+    toCounts = None if to is None else count(to, snapshot)
+    fromCounts = None if from_ is None else count(
+        from_, snapshot, None if to is None else set(snapshot.eligible(to.node_selector)))
+    return Progress(roll.state, toId, fromId, target, roll.min_healthy, toCounts, fromCounts)
+
+
 def _event(roll, action, **details):
     return AuditEvent("roll", roll.id, action, details)
 
@@ -145,9 +201,7 @@ def step(roll, snapshot, now):
         return Done("roll %s is gone" % (roll.id,))
     roll = current
     back = roll.rollingBack
-    toId, fromId = (roll.old_rc, roll.new_rc) if back else (roll.new_rc, roll.old_rc)
-    target = (roll.desired if roll.old_desired is None else roll.old_desired) if back \
-        else roll.desired
+    toId, fromId, target = _roles(roll)
     to, from_ = snapshot.rc(toId), snapshot.rc(fromId)
     if to is None or from_ is None:
         gone = toId if to is None else fromId
@@ -168,7 +222,7 @@ def step(roll, snapshot, now):
     toEligible = set(snapshot.eligible(to.node_selector))
     toCounts = count(to, snapshot)
     fromCounts = count(from_, snapshot, toEligible)
-    progress = "%s: %s; %s: %s" % (toId, toCounts, fromId, fromCounts)
+    where = "%s: %s; %s: %s" % (toId, toCounts, fromId, fromCounts)
 
     if toCounts.desired < target:
         remove, add = rollAlgorithm(min(fromCounts.healthy, fromCounts.desired),
@@ -178,28 +232,28 @@ def step(roll, snapshot, now):
             capacity = max(roll.desired, roll.desired if roll.old_desired is None
                            else roll.old_desired)
             if not _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
-                return _blocked(roll, snapshot, now, toCounts, progress,
+                return _blocked(roll, snapshot, now, toCounts, where,
                                 "at or below min_healthy %d" % (roll.min_healthy,))
             remove, add = 0, 1
         if toCounts.desired > 0 and roll.roll_delay > 0:
             if roll.ready_since is None:
                 return Plan(_rollUpdate(snapshot, roll, ready_since=now),
                             reason="next batch ready; waiting roll_delay %ss (%s)"
-                            % (roll.roll_delay, progress), snapshot=snapshot)
+                            % (roll.roll_delay, where), snapshot=snapshot)
             if now < roll.ready_since + roll.roll_delay:
-                return Wait("roll_delay until the next batch (%s)" % (progress,),
+                return Wait("roll_delay until the next batch (%s)" % (where,),
                             at=roll.ready_since + roll.roll_delay)
         return Plan([_update(snapshot, to.withReplicas(to.replicas_desired + add)),
                      _update(snapshot, from_.withReplicas(from_.replicas_desired - remove))]
                     + _rollUpdate(snapshot, roll, ready_since=None, unhealthy_since=None),
-                    reason="move %d to %s, %d from %s (%s)" % (add, toId, remove, fromId, progress),
+                    reason="move %d to %s, %d from %s (%s)" % (add, toId, remove, fromId, where),
                     events=[_event(roll, "rollback_step" if back else "step", add=add,
                                    remove=remove, to=toId, to_desired=to.replicas_desired + add,
                                    from_desired=from_.replicas_desired - remove)],
                     snapshot=snapshot)
 
     if toCounts.current < target:
-        return Wait("%s has %d of %d pods placed (%s)" % (toId, toCounts.current, target, progress))
+        return Wait("%s has %d of %d pods placed (%s)" % (toId, toCounts.current, target, where))
 
     # Like P2, a roll whose counts have all moved ends whatever the health
     # (a known-bad version at min_healthy 0 must not hang), but draining the
@@ -210,18 +264,18 @@ def step(roll, snapshot, now):
     if roll.auto_rollback and not back:
         need = max(min(roll.min_healthy, target), min(1, target))
     if toCounts.healthy < need:
-        return _blocked(roll, snapshot, now, toCounts, progress,
+        return _blocked(roll, snapshot, now, toCounts, where,
                         "%d healthy of %d needed to finish" % (toCounts.healthy, need))
     if not keepFrom and (from_.replicas_desired or from_.disabled) and fromCounts.current:
         return Plan([_update(snapshot, from_.withReplicas(0).withDisabled(False))]
                     + _rollUpdate(snapshot, roll, ready_since=None, unhealthy_since=None),
                     reason="drain %s's %d leftover pod(s) (%s)" % (fromId, fromCounts.current,
-                                                                  progress),
+                                                                  where),
                     events=[_event(roll, "drain", rc=fromId, pods=fromCounts.current)],
                     snapshot=snapshot)
     if not keepFrom and fromCounts.current:
         return Wait("%s still has %d pod(s) (on nodes whose agent is down?) (%s)"
-                    % (fromId, fromCounts.current, progress))
+                    % (fromId, fromCounts.current, where))
     changes = [_delete(snapshot, roll.key)]
     if to.replicas_desired > target:
         # It adopted pods beyond the target when it was enabled.
@@ -260,13 +314,13 @@ def _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
     return any(view.up(n) and not view.occupied(n) for n in toEligible if n not in mine)
 
 
-def _blocked(roll, snapshot, now, toCounts, progress, why):
+def _blocked(roll, snapshot, now, toCounts, where, why):
     """
     The roll cannot move: wait, and with C{auto_rollback} start or check the
     clock on the new RC's unhealthy pods.
     """
     unhealthy = toCounts.current - toCounts.healthy
-    reason = "waiting: %s (%s)" % (why, progress)
+    reason = "waiting: %s (%s)" % (why, where)
     if not roll.auto_rollback or roll.rollingBack or unhealthy <= 0:
         if roll.unhealthy_since is not None:
             return Plan(_rollUpdate(snapshot, roll, unhealthy_since=None), reason=reason,
