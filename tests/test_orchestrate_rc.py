@@ -12,7 +12,7 @@ import random
 
 from twisted.trial import unittest
 
-from p2twisted.errors import UsageError, VersionConflict
+from p2twisted.errors import VersionConflict
 from p2twisted.orchestrate import rc as rcmodule
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.store import keys
@@ -229,66 +229,6 @@ class DecideTests(unittest.TestCase):
         plan = rcmodule.decide(rc, fleet.snapshot())
         self.assertEqual(plan, Plan(reason="converged"))
         self.assertEqual(len(fleet.planner.changes(Schedule)), 3)
-
-
-class ChangeTests(unittest.TestCase):
-    """
-    A person's changes to RCs: plans with audit events, refused with one
-    line when they cannot be made.
-    """
-
-    def setUp(self):
-        self.fleet = Fleet(self, {"a": {}, "b": {}})
-
-    def apply(self, plan):
-        self.fleet.run(self.fleet.planner.apply(plan))
-        return [(e.kind, e.id, e.action) for e in plan.events]
-
-    def test_lifecycle(self):
-        from p2twisted.records.controllers import ReplicationController
-        rc = ReplicationController("rc", manifest(1), 2)
-        self.assertEqual(self.apply(rcmodule.createRC(self.fleet.snapshot(), rc)),
-                         [("replication_controller", "rc", "create")])
-        self.assertRaises(UsageError, rcmodule.createRC, self.fleet.snapshot(), rc)
-        e = self.assertRaises(UsageError, rcmodule.deleteRC, self.fleet.snapshot(), "rc")
-        self.assertIn("--force", str(e))
-        self.assertEqual(self.apply(rcmodule.scaleRC(self.fleet.snapshot(), "rc", 0))[0][2],
-                         "scale")
-        self.assertEqual(self.fleet.snapshot().rc("rc").replicas_desired, 0)
-        self.apply(rcmodule.setDisabled(self.fleet.snapshot(), "rc", True))
-        self.assertTrue(self.fleet.snapshot().rc("rc").disabled)
-        self.apply(rcmodule.setDisabled(self.fleet.snapshot(), "rc", False))
-        self.apply(rcmodule.deleteRC(self.fleet.snapshot(), "rc"))
-        self.assertIsNone(self.fleet.snapshot().rc("rc"))
-        self.assertRaises(UsageError, rcmodule.scaleRC, self.fleet.snapshot(), "rc", 1)
-
-    def test_forceDelete(self):
-        self.fleet.putRC("rc", replicas=2)
-        plan = rcmodule.deleteRC(self.fleet.snapshot(), "rc", force=True)
-        self.assertTrue(plan.events[0].details["forced"])
-        self.apply(plan)
-        self.assertIsNone(self.fleet.snapshot().rc("rc"))
-
-    def test_inRollRefused(self):
-        from p2twisted.orchestrate.roll import createRoll
-        self.fleet.putRC("old", replicas=2)
-        self.fleet.putRC("new", version=2)
-        self.apply(createRoll(self.fleet.snapshot(), "old", "new", 1)[1])
-        for call in (lambda s: rcmodule.scaleRC(s, "old", 3),
-                     lambda s: rcmodule.setDisabled(s, "new", True),
-                     lambda s: rcmodule.deleteRC(s, "new", force=True)):
-            e = self.assertRaises(UsageError, call, self.fleet.snapshot())
-            self.assertIn("roll new", str(e))
-
-    def test_staleChange(self):
-        """
-        A change decided over a record that changed since fails.
-        """
-        self.fleet.putRC("rc", replicas=2)
-        plan = rcmodule.scaleRC(self.fleet.snapshot(), "rc", 3)
-        self.fleet.putRC("rc", replicas=5)
-        self.failureResultOf(self.fleet.planner.apply(plan), VersionConflict)
-        self.assertEqual(self.fleet.snapshot().rc("rc").replicas_desired, 5)
 
 
 class DecideFuzzTests(unittest.TestCase):

@@ -562,28 +562,3 @@ class AdoptionTests(unittest.TestCase):
         self.assertEqual(len(snapshot.podsOf("new")), 2)
         self.assertIsNone(snapshot.rc("old"))
 
-
-class ProgressTests(unittest.TestCase):
-
-    def test_progress(self):
-        """
-        A roll's progress names the RCs, their counts and the healthy total,
-        as plain data for a status record.
-        """
-        fleet = Fleet(self, NODES)
-        fleet.putRC("old", version=1, replicas=3)
-        fleet.converge()
-        fleet.putRC("new", version=2, replicas=0)
-        roll, plan = createRoll(fleet.snapshot(), "old", "new", 2)
-        fleet.run(fleet.planner.apply(plan))
-        fleet.round()
-        fleet.round()
-        got = rollmodule.progress(roll, fleet.snapshot())
-        self.assertEqual((got.to, got.from_, got.target, got.state), ("new", "old", 3, "rolling"))
-        self.assertEqual(got.toCounts.desired + got.fromCounts.desired, 3)
-        self.assertEqual(got.healthy, got.toCounts.healthy + got.fromCounts.healthy)
-        data = got.asDict()
-        self.assertEqual(data["to"]["desired"], got.toCounts.desired)
-        self.assertEqual(data["healthy"], got.healthy)
-        fleet.run(fleet.store.delete(keys.replicationController("old")))
-        self.assertIsNone(rollmodule.progress(roll, fleet.snapshot()).fromCounts)

@@ -33,16 +33,10 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
    unscheduled and no node gets a second copy, and since the counts live in
    the two RC records, a restarted orchestrator takes over exactly the same
    pods.
-
-L{createRC}, L{scaleRC}, L{setDisabled} and L{deleteRC} are a person's
-changes (the CLI's verbs) as plans with their audit events: deleting needs
-C{replicas_desired} 0 or C{force}, and an RC a roll is moving is refused.
 """
 
-from p2twisted.errors import UsageError
-from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
+from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.records import PASSING
-from p2twisted.records.controllers import AuditEvent
 
 
 class _View(object):
@@ -237,77 +231,3 @@ def _reason(schedule, unschedule, rewrite, shortfall, desired, eligible):
                      % (shortfall, desired, eligible))
     return "; ".join(parts) or "converged"
 
-
-# Changes a person makes to RCs (the CLI's verbs), as plans with their audit
-# events.  Each rewrites the record by compare-and-set against the snapshot.
-
-def _rollOf(snapshot, rcId):
-    for roll in snapshot.rolls().values():
-        if rcId in (roll.old_rc, roll.new_rc):
-            return roll
-    return None
-
-
-def _existing(snapshot, rcId, verb):
-    rc = snapshot.rc(rcId)
-    if rc is None:
-        raise UsageError("no replication controller %r" % (rcId,))
-    roll = _rollOf(snapshot, rcId)
-    if roll is not None:
-        raise UsageError("cannot %s RC %s: roll %s is moving it (abort the roll first)"
-                         % (verb, rcId, roll.id))
-    return rc
-
-
-def _recordPlan(snapshot, rc, action, details, delete=False):
-    change = UpdateRecord(rc.key, None if delete else rc.toBytes(), snapshot.version(rc.key))
-    return Plan([change], reason="%s RC %s" % (action, rc.id),
-                events=[AuditEvent("replication_controller", rc.id, action, details)],
-                snapshot=snapshot)
-
-
-def createRC(snapshot, rc):
-    """
-    @return: the L{Plan} creating C{rc}'s record.
-    @raise UsageError: if an RC of that id exists.
-    """
-    if snapshot.version(rc.key) is not None:
-        raise UsageError("replication controller %r already exists" % (rc.id,))
-    return _recordPlan(snapshot, rc, "create", {
-        "replicas_desired": rc.replicas_desired, "node_selector": rc.node_selector,
-        "pod_id": rc.podId, "sha": rc.sha, "disabled": rc.disabled})
-
-
-def scaleRC(snapshot, rcId, replicas):
-    """
-    @return: the L{Plan} setting C{rcId}'s C{replicas_desired}.
-    @raise UsageError: for an unknown RC, one in a roll, or a bad count.
-    """
-    rc = _existing(snapshot, rcId, "scale")
-    return _recordPlan(snapshot, rc.withReplicas(replicas), "scale",
-                       {"from": rc.replicas_desired, "to": replicas})
-
-
-def setDisabled(snapshot, rcId, disabled):
-    """
-    @return: the L{Plan} disabling (or enabling) C{rcId}.
-    @raise UsageError: for an unknown RC or one in a roll.
-    """
-    rc = _existing(snapshot, rcId, "disable" if disabled else "enable")
-    return _recordPlan(snapshot, rc.withDisabled(disabled), "disable" if disabled else "enable",
-                       {})
-
-
-def deleteRC(snapshot, rcId, force=False):
-    """
-    @return: the L{Plan} deleting C{rcId}'s record (its pods stay).
-    @raise UsageError: for an unknown RC, one in a roll, or one that still
-        wants replicas (unless C{force}).
-    """
-    rc = _existing(snapshot, rcId, "delete")
-    if rc.replicas_desired and not force:
-        raise UsageError("RC %s still wants %d replicas: scale it to 0 first, or --force"
-                         % (rcId, rc.replicas_desired))
-    return _recordPlan(snapshot, rc, "delete", {"replicas_desired": rc.replicas_desired,
-                                                "forced": bool(force and rc.replicas_desired)},
-                       delete=True)

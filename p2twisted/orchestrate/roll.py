@@ -28,8 +28,7 @@ Beyond P2: a roll with C{auto_rollback} whose new pods keep it from moving
 steps run with the RCs' roles swapped, back to the old RC's starting count,
 and the new RC is left with no replicas for a person to look at.
 
-L{progress} tells where a roll stands; L{createRoll} and L{abortRoll} are a
-person's changes, as plans.
+L{createRoll} and L{abortRoll} are a person's changes, as plans.
 """
 
 import attr
@@ -119,57 +118,12 @@ def count(rc, snapshot, takerEligible=None):
                   spare=spare)
 
 
-@attr.s(frozen=True)
-class Progress(object):
-    """
-    Where a roll stands (for C{p2 roll status} and the roll's status record).
-
-    @ivar state: the roll's state (L{ROLLING} or L{ROLLING_BACK}).
-    @ivar to: the id of the RC replicas move to (the new one, or the old one
-        when rolling back); C{toCounts} its L{Counts} (C{None} if it is gone).
-    @ivar from_: the id of the RC they move from; C{fromCounts} likewise.
-    @ivar target: the count the roll ends with on C{to}.
-    """
-
-    state = attr.ib()
-    to = attr.ib()
-    from_ = attr.ib()
-    target = attr.ib()
-    min_healthy = attr.ib()
-    toCounts = attr.ib()
-    fromCounts = attr.ib()
-
-    @property
-    def healthy(self):
-        return sum(c.healthy for c in (self.toCounts, self.fromCounts) if c is not None)
-
-    def asDict(self):
-        counts = {}
-        for name, c in (("to", self.toCounts), ("from", self.fromCounts)):
-            counts[name] = None if c is None else attr.asdict(c)
-        return {"state": self.state, "to_rc": self.to, "from_rc": self.from_,
-                "target": self.target, "min_healthy": self.min_healthy,
-                "healthy": self.healthy, "to": counts["to"], "from": counts["from"]}
-
-
 def _roles(roll):
     """@return: C{(toId, fromId, target)} of C{roll} in its state."""
     if roll.rollingBack:
         return (roll.old_rc, roll.new_rc,
                 roll.desired if roll.old_desired is None else roll.old_desired)
     return roll.new_rc, roll.old_rc, roll.desired
-
-
-def progress(roll, snapshot):
-    """
-    @return: the L{Progress} of C{roll} in C{snapshot}.
-    """
-    toId, fromId, target = _roles(roll)
-    to, from_ = snapshot.rc(toId), snapshot.rc(fromId)
-    toCounts = None if to is None else count(to, snapshot)
-    fromCounts = None if from_ is None else count(
-        from_, snapshot, None if to is None else set(snapshot.eligible(to.node_selector)))
-    return Progress(roll.state, toId, fromId, target, roll.min_healthy, toCounts, fromCounts)
 
 
 def _event(roll, action, **details):
