@@ -134,7 +134,8 @@ def _opsFor(change, snapshot, marked):
             return [Create(change.key, change.value)]
         return [Put(change.key, change.value, change.version)]
     if snapshot is None:
-        raise ValueError("a plan that schedules or unschedules needs the snapshot it was decided over")
+        raise ValueError("a plan that schedules or unschedules needs the snapshot it was "
+                         "decided over")
     labelKey = keys.label("pod", "%s/%s" % (change.node, change.podId))
     labelVersion = snapshot.podLabelsVersion(change.node, change.podId)
     intentKey = keys.intent(change.node, change.podId)
