@@ -147,7 +147,10 @@ def _opsFor(change, snapshot, marked):
         if labelVersion is not None:
             ops.append(Delete(labelKey, labelVersion))
         return ops
-    if change.node not in marked:
+    # Over an existing intent, its compare-and-set already fails if the node
+    # was wiped since (a recursive delete takes the children first); a new
+    # intent checks, or creates, the marker.
+    if intentEntry is None and change.node not in marked:
         marked.add(change.node)
         marker = snapshot.marker(change.node)
         markerKey = keys.intentNode(change.node)
