@@ -38,6 +38,9 @@ from p2twisted.orchestrate.plan import Done, Plan, UpdateRecord, Wait
 from p2twisted.orchestrate.rc import _View
 from p2twisted.records.controllers import ROLLING_BACK, AuditEvent, Roll
 
+#: A health status that says nothing either way (P2's C{health.Unknown}).
+UNKNOWN = "unknown"
+
 
 def rollAlgorithm(old, new, oldDesired, newDesired, targetDesired, minHealthy, spare=0):
     """
@@ -80,7 +83,8 @@ class Counts(object):
     @ivar current: pods labelled as the RC's.
     @ivar real: current pods whose reality is the RC's manifest.
     @ivar healthy: real pods whose health is passing.
-    @ivar unknown: desired pods not yet placed, plus real pods without health.
+    @ivar unknown: desired pods not yet placed, plus real pods whose health
+        is not reported or C{"unknown"}.
     @ivar spare: current pods not healthy on nodes the other RC may take
         over, beyond the surplus it will take first.
     """
@@ -106,15 +110,16 @@ def count(rc, snapshot, takerEligible=None):
     view = _View(snapshot, rc.podId)
     nodes = view.podsOf(rc.id)
     real = [n for n in nodes if view.runs("reality", n, rc)]
-    healthy = [n for n in nodes if view.healthy(n, rc)]
-    unreported = [n for n in real if snapshot.health(rc.podId, n) is None]
+    healthy = [n for n in real if view.healthy(n, rc)]
+    unknown = [n for n in real if n not in healthy and getattr(
+        snapshot.health(rc.podId, n), "status", UNKNOWN) == UNKNOWN]
     spare = 0
     if takerEligible is not None:
         notHealthy = len([n for n in nodes if n in takerEligible and n not in healthy])
         spare = max(0, notHealthy - max(0, len(nodes) - rc.replicas_desired))
     return Counts(desired=rc.replicas_desired, current=len(nodes), real=len(real),
-                  healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unreported),
-                  unknown=max(0, rc.replicas_desired - len(nodes)) + len(unreported),
+                  healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unknown),
+                  unknown=max(0, rc.replicas_desired - len(nodes)) + len(unknown),
                   spare=spare)
 
 
