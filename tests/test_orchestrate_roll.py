@@ -311,6 +311,25 @@ class RollFleetTests(unittest.TestCase):
         for node in ("a", "b", "c"):
             self.assertIsNone(snapshot.intent(node, "web"))
 
+    def test_nodeTurnsIneligibleMidRoll(self):
+        """
+        P2 #948/#1078: a node that stops matching the selectors mid-roll
+        deadlocked rolls and node transfers.  Here the new RC replaces the
+        pod there once its replacement is healthy, and the roll ends with
+        every new pod on an eligible node, never below the minimum.
+        """
+        fleet = self.fleet()
+        self.start(fleet, 2)
+        fleet.round()
+        fleet.round()
+        fleet.setLabels("a", {"tier": "gone"})
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertIsNone(snapshot.rc("old"))
+        self.assertEqual([n for n, _ in snapshot.podsOf("new")], ["b", "c", "d"])
+        self.assertIsNone(snapshot.intent("a", "web"))
+
     def test_rollDelay(self):
         """
         roll_delay holds each batch after the first until it has been ready
