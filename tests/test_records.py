@@ -148,7 +148,8 @@ class RecordTests(unittest.TestCase):
         A request's record keeps all its fields; its state says whether it
         ended.
         """
-        request = records.Request.new("task", 1.0, 61.0, "me@h", pod="web", task="install")
+        request = records.Request.new({"kind": "task", "pod": "web", "task": "install"}, 1.0, 61.0,
+                                      "me@h")
         self.assertEqual((request.kind, request.state, request.ended), ("task", "pending", False))
         done = request.evolve(state=records.DONE, finished=2)
         self.assertTrue(done.ended)

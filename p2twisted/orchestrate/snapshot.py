@@ -10,13 +10,14 @@ C{labels/node/<node>} -- labelled or not, so the empty selector and
 C{!tier} match unlabelled nodes (Kubernetes' semantics).
 """
 
+import functools
 import types
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted import records
-from p2twisted.labels import CorruptLabels, decodeLabels, parseSelector
+from p2twisted.labels import decodeLabels, parseSelector
 from p2twisted.store import keys
 
 log = Logger()
@@ -28,13 +29,26 @@ TREES = (keys.INTENT, keys.REALITY, keys.MACHINES, keys.LABELS, keys.HEALTH,
 #: The SHA queries' answer for an entry that is not a valid manifest.
 INVALID = "invalid"
 
-#: The pod label naming the replication controller a pod belongs to.
-RC_LABEL = "replication_controller_id"
-
 
 def _firstError(failure):
     failure.trap(defer.FirstError)
     return failure.value.subFailure
+
+
+@functools.lru_cache(maxsize=128)
+def manifestSha(value):
+    """
+    @return: the canonical SHA of the manifest in the bytes C{value}, or
+        L{INVALID}.  Remembered for the last few values: the pods of one
+        controller share their manifest, and a farm reads it again at every
+        look.
+    """
+    from p2twisted.errors import P2Error
+    from p2twisted.manifest import parseManifest
+    try:
+        return parseManifest(value).sha()
+    except P2Error:
+        return INVALID
 
 
 def _controllers():
@@ -130,7 +144,7 @@ class Snapshot(object):
     def nodeLabels(self, node):
         """
         @return: C{node}'s labels (C{{}} without any).
-        @raise CorruptLabels: when its label entry is unreadable.
+        @raise records.CorruptRecord: when its label entry is unreadable.
         """
         entry = self._nodeLabels.get(node)
         return {} if entry is None else decodeLabels(entry)
@@ -148,7 +162,7 @@ class Snapshot(object):
         for node in self.nodes():
             try:
                 labels = self.nodeLabels(node)
-            except CorruptLabels as e:
+            except records.CorruptRecord as e:
                 log.warn("node {node} matches no selector: {error}", node=node, error=str(e))
                 continue
             if selector.matches(labels):
@@ -181,6 +195,10 @@ class Snapshot(object):
         entry = self._agentStatus.get(node)
         return None if entry is None else records.AgentStatus.fromEntry(entry.key, entry)
 
+    def agentStatusNodes(self):
+        """@return: the nodes whose agent status was read, sorted."""
+        return sorted(self._agentStatus)
+
     # -- pods ----------------------------------------------------------------
 
     def intent(self, node, podId):
@@ -195,12 +213,7 @@ class Snapshot(object):
         if entry is None:
             return None
         if entry.key not in self._shas:
-            from p2twisted.errors import ManifestError
-            from p2twisted.manifest import parseManifest
-            try:
-                self._shas[entry.key] = parseManifest(entry.value).sha()
-            except ManifestError:
-                self._shas[entry.key] = INVALID
+            self._shas[entry.key] = manifestSha(entry.value)
         return self._shas[entry.key]
 
     def intentSha(self, node, podId):
@@ -225,18 +238,39 @@ class Snapshot(object):
         """@return: the pods in C{node}'s reality, sorted."""
         return sorted(self._reality.get(node, ()))
 
-    def nodesOf(self, podId):
+    def deployedTo(self, podId):
         """
-        @return: the nodes whose intent or reality has C{podId}, sorted.
+        @return: the nodes whose intent has C{podId}, sorted.
         """
-        return sorted(node for node in set(self._intent) | set(self._reality)
-                      if podId in self._intent.get(node, ()) or
-                      podId in self._reality.get(node, ()))
+        return sorted(node for node, pods in self._intent.items() if podId in pods)
+
+    def intentNodes(self):
+        """
+        @return: the nodes with a marker or pods in intent, sorted (a node
+            with pods but no marker is not in the universe: its agent acts
+            on nothing).
+        """
+        return sorted(set(self._markers) | set(self._intent))
+
+    def pods(self):
+        """
+        @return: every C{(node, podId)} with intent, reality, health or a
+            status, sorted.
+        """
+        found = {(node, podId) for tree in (self._intent, self._reality)
+                 for node, pods in tree.items() for podId in pods}
+        found.update((node, podId) for podId, node in self._health)
+        found.update(self._podStatus)
+        return sorted(found)
+
+    def has(self, key):
+        """@return: whether C{key} was read (present)."""
+        return key in self.entries
 
     def podLabels(self, node, podId):
         """
         @return: the labels of pod C{podId} on C{node} (C{{}} without any).
-        @raise CorruptLabels: when its label entry is unreadable.
+        @raise records.CorruptRecord: when its label entry is unreadable.
         """
         entry = self._podLabels.get((node, podId))
         return {} if entry is None else decodeLabels(entry)
@@ -252,13 +286,14 @@ class Snapshot(object):
             they belong to replication controller C{rcId}.  Pods with
             unreadable labels belong to none.
         """
+        label = _controllers().RC_ID_LABEL
         found = []
         for node, podId in sorted(self._podLabels):
             try:
                 labels = self.podLabels(node, podId)
-            except CorruptLabels:
+            except records.CorruptRecord:
                 continue
-            if labels.get(RC_LABEL) == rcId:
+            if labels.get(label) == rcId:
                 found.append((node, podId))
         return found
 
@@ -267,27 +302,17 @@ class Snapshot(object):
         @return: the L{records.Health} of C{podId} on C{node}, or C{None}
             when there is none or it is unreadable (never healthy).
         """
-        entry = self._health.get((podId, node))
-        if entry is None:
-            return None
-        try:
-            return records.Health.fromEntry(entry.key, entry)
-        except records.CorruptRecord:
-            return None
+        return records.readable(records.Health, self._health.get((podId, node)))
 
     def podStatus(self, node, podId):
         """
         @return: the L{records.PodStatus} of C{podId} on C{node}, or C{None}
-            when absent, unreadable or not read (C{status/pods} is not among
-            the default trees).
+            when absent or not read (C{status/pods} is not among the default
+            trees).
+        @raise records.CorruptRecord: when unreadable.
         """
         entry = self._podStatus.get((node, podId))
-        if entry is None:
-            return None
-        try:
-            return records.PodStatus.fromEntry(entry.key, entry)
-        except records.CorruptRecord:
-            return None
+        return None if entry is None else records.PodStatus.fromEntry(entry.key, entry)
 
     # -- controllers ---------------------------------------------------------
 
@@ -296,10 +321,7 @@ class Snapshot(object):
         @return: the replication controller C{rcId}, or C{None}.
         @raise records.CorruptRecord: when its record is unreadable.
         """
-        entry = self._rcs.get(rcId)
-        if entry is None:
-            return None
-        return _controllers().ReplicationController.fromEntry(entry.key, entry)
+        return self._one(self._rcs, rcId, _controllers().ReplicationController)
 
     def rcs(self):
         """
@@ -313,16 +335,17 @@ class Snapshot(object):
         @return: the rolling update C{rollId} (its new RC's id), or C{None}.
         @raise records.CorruptRecord: when its record is unreadable.
         """
-        entry = self._rolls.get(rollId)
-        if entry is None:
-            return None
-        return _controllers().Roll.fromEntry(entry.key, entry)
+        return self._one(self._rolls, rollId, _controllers().Roll)
 
     def rolls(self):
         """
         @return: C{{id: Roll}} of the readable roll records.
         """
         return self._all(self._rolls, _controllers().Roll)
+
+    def _one(self, found, objectId, recordType):
+        entry = found.get(objectId)
+        return None if entry is None else recordType.fromEntry(entry.key, entry)
 
     def _all(self, found, recordType):
         result = {}

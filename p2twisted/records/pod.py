@@ -67,9 +67,15 @@ class Health(object):
         """
         return self.passing and self.sha == sha
 
+    def toDict(self):
+        """
+        @return: the JSON object stored: C{{"status", "output", "sha", "time"}}.
+        """
+        return {"status": self.status, "output": self.output, "sha": self.sha,
+                "time": self.time}
+
     def toBytes(self):
-        return dumpObject({"status": self.status, "output": self.output, "sha": self.sha,
-                           "time": self.time})
+        return dumpObject(self.toDict())
 
 
 @attr.s(frozen=True)
@@ -227,8 +233,12 @@ class Request(object):
     fields = attr.ib()
 
     @classmethod
-    def new(cls, kind, now, deadline, requester, **fields):
-        return cls(dict(fields, kind=kind, state=PENDING, created=now, deadline=deadline,
+    def new(cls, fields, now, deadline, requester):
+        """
+        @param fields: C{kind} and the kind's fields.
+        @return: a L{PENDING} request made at C{now} by C{requester}.
+        """
+        return cls(dict(fields, state=PENDING, created=now, deadline=deadline,
                         requester=requester))
 
     @classmethod
