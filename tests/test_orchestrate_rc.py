@@ -243,7 +243,7 @@ class DecideFuzzTests(unittest.TestCase):
 
     def checkPlan(self, plan, snapshot, rc, what):
         going = {c.node for c in plan.unscheduled()}
-        view = rcmodule._View(snapshot, rc.podId)
+        view = rcmodule.PodView(snapshot, rc.podId)
         healthy = {n for n, _ in snapshot.podsOf(rc.id) if view.healthy(n, rc)}
         self.assertGreaterEqual(len(healthy - going), min(rc.replicas_desired, len(healthy)),
                                 what)

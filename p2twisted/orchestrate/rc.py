@@ -39,9 +39,11 @@ from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.records import PASSING
 
 
-class _View(object):
+class PodView(object):
     """
-    What L{decide} asks of a snapshot about one pod id.
+    What L{decide} and L{roll.step} ask of a snapshot about one pod id:
+    which nodes count as up, whether a node runs an RC's manifest and is
+    healthy on it, whether the pod id is taken on a node.
     """
 
     def __init__(self, snapshot, podId):
@@ -138,7 +140,7 @@ def decide(rc, snapshot):
     """
     if rc.disabled:
         return Plan(reason="disabled: no change", snapshot=snapshot)
-    view = _View(snapshot, rc.podId)
+    view = PodView(snapshot, rc.podId)
     labels = rc.labelsForPods()
     eligible = set(snapshot.eligible(rc.node_selector))
     mine = view.podsOf(rc.id)

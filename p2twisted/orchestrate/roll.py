@@ -35,7 +35,7 @@ import attr
 
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate.plan import Done, Plan, UpdateRecord, Wait
-from p2twisted.orchestrate.rc import _View
+from p2twisted.orchestrate.rc import PodView
 from p2twisted.records.controllers import ROLLING_BACK, AuditEvent, Roll
 
 #: A health status that says nothing either way (P2's C{health.Unknown}).
@@ -107,7 +107,7 @@ def count(rc, snapshot, takerEligible=None):
         one's pods over (for L{Counts.spare}), or C{None}.
     @return: L{Counts} of C{rc}'s pods in C{snapshot}.
     """
-    view = _View(snapshot, rc.podId)
+    view = PodView(snapshot, rc.podId)
     nodes = view.podsOf(rc.id)
     real = [n for n in nodes if view.runs("reality", n, rc)]
     healthy = [n for n in real if view.healthy(n, rc)]
@@ -268,7 +268,7 @@ def _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
     if fromCounts.current > fromCounts.desired or \
             toCounts.desired + fromCounts.desired > capacity:
         return False
-    view = _View(snapshot, to.podId)
+    view = PodView(snapshot, to.podId)
     mine = set(view.podsOf(to.id))
     return any(view.up(n) and not view.occupied(n) for n in toEligible if n not in mine)
 
