@@ -241,11 +241,19 @@ class DecideTests(unittest.TestCase):
         version, or another RC's, are left alone.
         """
         fleet = self.fleet(nodes=("a", "b", "c", "d"))
-        rc = fleet.putRC("rc", replicas=2)
+        other = fleet.putRC("other", replicas=1, disabled=True)
+        fleet.run(fleet.planner.apply(Plan(
+            [Schedule("b", "web", other.manifest, other.labelsForPods())],
+            snapshot=fleet.snapshot())))
         for node, version in (("c", 1), ("d", 1), ("a", 5)):
             fleet.run(intent.schedule(fleet.store, node, parseManifest(manifest(version))))
+        before = fleet.snapshot()
+        fleet.putRC("rc", replicas=2)
         fleet.converge()
         snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.podsOf("other"), [("b", "web")])
+        for node in ("c", "d"):
+            self.assertEqual(before.intent(node, "web").version, snapshot.intent(node, "web").version)
         self.assertEqual([n for n, _ in snapshot.podsOf("rc")], ["c", "d"])
         self.assertEqual(snapshot.intent("a", "web").value, manifest(5))
         self.assertEqual(fleet.planner.changes(Unschedule), [])
