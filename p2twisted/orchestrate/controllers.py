@@ -325,7 +325,8 @@ class FarmKind(object):
 #: resync covers.
 FARMS = {
     "rc": FarmKind("rc", keys.REPLICATION_CONTROLLERS,
-                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.ROLLS), RCController),
+                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.REALITY, keys.ROLLS),
+                   RCController),
     "roll": FarmKind("roll", keys.ROLLS,
                      (keys.REPLICATION_CONTROLLERS, keys.labelTree("pod"), keys.HEALTH,
                       keys.REALITY), RollController),
