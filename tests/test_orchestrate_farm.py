@@ -286,6 +286,20 @@ class FailsafeTests(FarmTestCase):
         self.assertFalse(farm.failsafe)
         self.assertEqual(sorted(farm.factory.running()), ["db"])
 
+    def test_emptyIsTheEnd(self):
+        """
+        A farm told its tree empties as the normal end of work (rolls)
+        releases the last objects like any other.
+        """
+        critical = capture(self, "critical")
+        self.put("web")
+        farm = Farm(MemoryStore(self.state, self.clock), "roll", TREE, FakeControllerFactory(),
+                    self.clock, ttl=TTL, holdWhenEmpty=False)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        self.delete("web")
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
+
     def test_emptyAtStart(self):
         """
         A farm that never saw an object has nothing to do and no failsafe.

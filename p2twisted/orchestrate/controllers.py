@@ -303,12 +303,15 @@ class FarmKind(object):
         the next resync.
     @ivar controller: the L{IController} class, called as C{controller(store,
         objectId, lock, clock, reader)}.
+    @ivar holdWhenEmpty: whether the farm's empty-tree failsafe holds (not
+        for rolls: the last roll ending empties their tree).
     """
 
     name = attr.ib()
     tree = attr.ib()
     news = attr.ib()
     controller = attr.ib()
+    holdWhenEmpty = attr.ib(default=True)
 
     def factory(self, store, clock, reader=None):
         """
@@ -329,5 +332,5 @@ FARMS = {
                    RCController),
     "roll": FarmKind("roll", keys.ROLLS,
                      (keys.REPLICATION_CONTROLLERS, keys.labelTree("pod"), keys.HEALTH,
-                      keys.REALITY), RollController),
+                      keys.REALITY), RollController, holdWhenEmpty=False),
 }

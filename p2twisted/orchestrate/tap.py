@@ -157,7 +157,8 @@ class Orchestrator(service.MultiService):
             kind = self.kinds[name]
             factory = kind.factory(self.store, self.reactor, reader)
             farm = Farm(self.store, kind.name, kind.tree, factory, self.reactor,
-                        ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval)
+                        ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval,
+                        holdWhenEmpty=kind.holdWhenEmpty)
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm
