@@ -7,6 +7,7 @@ also when the orchestrator is killed mid-roll; plus P2's known deadlocks
 (ineligible nodes, a known-bad version at minimum 0) and auto-rollback.
 """
 
+import os
 import random
 
 from twisted.trial import unittest
@@ -242,7 +243,7 @@ class RollFleetTests(unittest.TestCase):
         self.assertEqual(healthyCount(snapshot), 2)
         result = step(roll, snapshot, fleet.now)
         self.assertIsInstance(result, Wait)
-        self.assertIn("below min_healthy 2", result.reason)
+        self.assertIn("min_healthy 2", result.reason)
         self.assertIsNotNone(snapshot.roll("new"))
 
     def test_autoRollback(self):
@@ -443,3 +444,121 @@ class CreateRollTests(unittest.TestCase):
         self.fleet.run(self.fleet.planner.apply(rollmodule.abortRoll(self.fleet.snapshot(), "new")))
         self.assertEqual(self.fleet.snapshot().rolls(), {})
         self.assertRaises(UsageError, rollmodule.abortRoll, self.fleet.snapshot(), "new")
+
+
+class RollFuzzTests(unittest.TestCase):
+    """
+    Random rolls over random fleets, with orchestrators dying before they
+    apply a fifth of their plans: healthy pods never fall below the minimum,
+    and every roll ends where it should.  C{FUZZ_SEEDS=1000} runs more.
+    """
+
+    def scenario(self, rng):
+        size = rng.randint(2, 8)
+        nodes = {"n%d" % i: {"tier": "web"} for i in range(size)}
+        oldReplicas = rng.randint(1, size)
+        # Some nodes may be open to the new RC only.
+        newOnly = rng.randint(0, 2)
+        for i in range(newOnly):
+            nodes["m%d" % i] = {"tier": "web", "new": "yes"}
+        newSelector = rng.choice(["tier=web", "tier=web", "new=yes" if newOnly else "tier=web"])
+        eligibleNew = [n for n, labels in nodes.items()
+                       if newSelector == "tier=web" or labels.get("new") == "yes"]
+        target = rng.randint(1, len(eligibleNew))
+        leaveOld = rng.random() < 0.2
+        top = min(oldReplicas, target) if not leaveOld else oldReplicas
+        minHealthy = rng.randint(0, top)
+        bad = rng.random() < 0.3
+        autoRollback = rng.random() < 0.5
+        return dict(nodes=nodes, oldReplicas=oldReplicas, newSelector=newSelector,
+                    eligibleNew=eligibleNew, target=target, leaveOld=leaveOld,
+                    minHealthy=minHealthy, bad=bad, autoRollback=autoRollback)
+
+    def run_(self, seed):
+        rng = random.Random(seed)
+        s = self.scenario(rng)
+        what = "seed %d: %r" % (seed, s)
+        fleet = Fleet(self, s["nodes"])
+        fleet.warmup = True
+        fleet.putRC("old", version=1, replicas=s["oldReplicas"], selector="tier=web")
+        fleet.converge()
+        fleet.converge()
+        fleet.putRC("new", version=2, replicas=0, selector=s["newSelector"])
+        oldNodes = [n for n, _ in fleet.snapshot().podsOf("old")]
+        # With old pods on every node the new RC may use and healthy pods at
+        # the minimum already, nothing can move without going below it.
+        stuck = 0 < s["minHealthy"] >= s["oldReplicas"] and not (
+            set(s["eligibleNew"]) - set(oldNodes))
+        if s["bad"]:
+            fleet.markBad(2)
+        _, plan = createRoll(fleet.snapshot(), "old", "new", s["minHealthy"], desired=s["target"],
+                             leave_old=s["leaveOld"], auto_rollback=s["autoRollback"],
+                             rollback_after=20)
+        fleet.run(fleet.planner.apply(plan))
+        fleet.checks.append(checkPodInvariants)
+        fleet.checks.append(lambda f, snap: self.assertGreaterEqual(
+            healthyCount(snap), s["minHealthy"], what))
+        fleet.drop = lambda plan: rng.random() < 0.2
+        fleet.play()
+        snapshot = fleet.snapshot()
+        pods = [n for n in snapshot.nodes() if snapshot.intent(n, "web")]
+        if stuck:
+            self.assertIn("new", snapshot.rolls(), what)
+            self.assertEqual(healthyCount(snapshot), s["oldReplicas"], what)
+        elif s["bad"] and s["autoRollback"]:
+            self.assertEqual(snapshot.rolls(), {}, what)
+            self.assertEqual(len(snapshot.podsOf("old")), s["oldReplicas"], what)
+            self.assertEqual(snapshot.podsOf("new"), [], what)
+            self.assertEqual(healthyCount(snapshot), s["oldReplicas"], what)
+        elif s["bad"] and s["minHealthy"] > 0 and snapshot.rolls():
+            # Stopped at the minimum (checked every round); or, when the old
+            # pods left keep the minimum, finished like a good one.
+            pass
+        else:
+            self.assertEqual(snapshot.rolls(), {}, what)
+            new = [n for n, _ in snapshot.podsOf("new")]
+            self.assertEqual(len(new), s["target"], what)
+            self.assertTrue(set(new) <= set(s["eligibleNew"]), what)
+            if s["leaveOld"]:
+                self.assertIsNotNone(snapshot.rc("old"), what)
+                self.assertEqual(len(pods), s["target"] + len(snapshot.podsOf("old")), what)
+            else:
+                self.assertIsNone(snapshot.rc("old"), what)
+                self.assertEqual(len(pods), s["target"], what)
+
+    def test_fuzz(self):
+        for seed in range(int(os.environ.get("FUZZ_SEEDS", "60"))):
+            self.run_(seed)
+
+
+class AdoptionTests(unittest.TestCase):
+
+    def test_enableAdoptsAndFinishTrims(self):
+        """
+        An RC enabled by a roll while it has more pods than it wants adopts
+        them (enabling never unschedules); the roll ends with it at the
+        target.
+        """
+        fleet = Fleet(self, NODES)
+        fleet.putRC("old", version=1, replicas=2)
+        fleet.converge()
+        fleet.putRC("new", version=2, replicas=2, disabled=True)
+        for node in ("c", "d", "e"):
+            plan = Plan([Schedule(node, "web", fleet.snapshot().rc("new").manifest,
+                                  fleet.snapshot().rc("new").labelsForPods())],
+                        snapshot=fleet.snapshot())
+            fleet.run(fleet.planner.apply(plan))
+        fleet.putRC("new", version=2, replicas=1, disabled=True)
+        _, plan = createRoll(fleet.snapshot(), "old", "new", 1, desired=2)
+        fleet.run(fleet.planner.apply(plan))
+        enable = step(fleet.snapshot().roll("new"), fleet.snapshot(), fleet.now)
+        self.assertIn("enable new", enable.reason)
+        fleet.run(fleet.planner.apply(enable))
+        self.assertEqual(fleet.snapshot().rc("new").replicas_desired, 3)
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertEqual(snapshot.rc("new").replicas_desired, 2)
+        self.assertEqual(len(snapshot.podsOf("new")), 2)
+        self.assertIsNone(snapshot.rc("old"))
+

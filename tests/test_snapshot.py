@@ -230,10 +230,42 @@ class ControllerTests(unittest.TestCase):
     """
 
     def setUp(self):
-        try:
-            from p2twisted.records import controllers  # noqa: F401
-        except ImportError:
-            raise unittest.SkipTest("p2twisted.records.controllers is not there yet")
+        from p2twisted.records.controllers import ReplicationController, Roll
+        self.rc1 = ReplicationController("rc1", WEB, 2, "tier=web")
+        self.rc2 = ReplicationController("rc2", WEB2, 0)
+        self.roll = Roll("rc1", "rc2", 2, 1)
+        self.entries = {}
+        for key, record in ((keys.replicationController("rc1"), self.rc1),
+                            (keys.replicationController("rc2"), self.rc2),
+                            (keys.roll("rc2"), self.roll)):
+            self.entries[key] = Entry(key, record.toBytes(), len(self.entries) + 1)
+
+    def test_read(self):
+        """
+        The RCs and rolls read are there as records, by id.
+        """
+        store = MemoryStore()
+        self.successResultOf(store.transaction(
+            [Put(k, e.value) for k, e in sorted(self.entries.items())]))
+        snapshot = self.successResultOf(Snapshot.read(store))
+        self.assertEqual(snapshot.rc("rc1"), self.rc1)
+        self.assertEqual(snapshot.rcs(), {"rc1": self.rc1, "rc2": self.rc2})
+        self.assertEqual(snapshot.roll("rc2"), self.roll)
+        self.assertEqual(snapshot.rolls(), {"rc2": self.roll})
+        self.assertIsNotNone(snapshot.version(keys.replicationController("rc1")))
+
+    def test_corrupt(self):
+        """
+        An unreadable RC record: asked for by id, its error names the key;
+        among all RCs, it is left out (and logged) rather than hiding the
+        others.
+        """
+        key = keys.replicationController("rc3")
+        self.entries[key] = Entry(key, b'{"manifest": "id: x"}', 9)
+        snapshot = Snapshot.fromEntries(self.entries)
+        e = self.assertRaises(records.CorruptRecord, snapshot.rc, "rc3")
+        self.assertIn("replication_controllers/rc3", str(e))
+        self.assertEqual(sorted(snapshot.rcs()), ["rc1", "rc2"])
 
     def test_none(self):
         snapshot = Snapshot.fromEntries({})

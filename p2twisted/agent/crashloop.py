@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from p2twisted.agent.layout import podServices
 from p2twisted.agent.supervisors import crashLoop, crashLoopText
 from p2twisted.errors import KeyExists, StoreError, VersionConflict
-from p2twisted.records import CorruptRecord, PodStatus
+from p2twisted.records import PodStatus, readable
 from p2twisted.store import keys
 
 log = Logger()
@@ -58,19 +58,6 @@ def podCounts(statuses, now):
 
 
 
-def _read(entry):
-    """
-    @return: the L{PodStatus} in C{entry}, or C{None} when there is none or
-        it is unreadable (left alone: its worker rewrites it).
-    """
-    if entry is None:
-        return None
-    try:
-        return PodStatus.fromEntry(entry.key, entry)
-    except CorruptRecord:
-        return None
-
-
 @defer.inlineCallbacks
 def mergeFields(store, key, fields):
     """
@@ -83,7 +70,7 @@ def mergeFields(store, key, fields):
     """
     for _ in range(ATTEMPTS):
         entry = yield store.get(key)
-        status = _read(entry)
+        status = readable(PodStatus, entry)
         if status is None:
             return False
         merged = status.withCounts(fields["restarts"], fields["crash_loop"])
@@ -107,7 +94,7 @@ def preservingWrite(store, key, status):
     """
     for _ in range(ATTEMPTS):
         entry = yield store.get(key)
-        old = _read(entry)
+        old = readable(PodStatus, entry)
         merged = status
         if old is not None and old.counted and not status.counted:
             merged = status.withCounts(old.restarts, old.crash_loop)
@@ -197,7 +184,7 @@ class CrashLoopMonitor(TimerService):
         Rewrite the fields only if the record lost them (an older worker, or
         one written meanwhile without them).
         """
-        status = _read((yield self.store.get(key)))
+        status = readable(PodStatus, (yield self.store.get(key)))
         if status is None or status.counted:
             return False
         return (yield mergeFields(self.store, key, fields))

@@ -36,7 +36,8 @@ from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
 from p2twisted.errors import KeyExists, StoreError
-from p2twisted.records import AgentStatus, Confirmation, CorruptRecord, MachineFacts, markerIdentity
+from p2twisted.records import (
+    AgentStatus, Confirmation, CorruptRecord, MachineFacts, markerIdentity, readable)
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
@@ -48,12 +49,8 @@ def _confirmedMarker(entry):
     @return: the marker identity a C{confirmations/<node>} entry confirms, or
         C{None}.
     """
-    if entry is None:
-        return None
-    try:
-        return Confirmation.fromEntry(entry.key, entry).marker
-    except CorruptRecord:
-        return None
+    confirmation = readable(Confirmation, entry)
+    return None if confirmation is None else confirmation.marker
 
 
 def _firstError(failure):

@@ -16,7 +16,8 @@ from p2twisted import intent
 from p2twisted.cli.schedule import nodeName
 from p2twisted.errors import KeyExists, P2Error
 from p2twisted.labels import LabelStore, parseChanges
-from p2twisted.records import AgentStatus, Confirmation, CorruptRecord, markerIdentity
+from p2twisted.records import (
+    AgentStatus, Confirmation, CorruptRecord, markerIdentity, readable)
 from p2twisted.store import keys
 
 
@@ -98,7 +99,7 @@ def confirmNode(store, node, now=None):
     except Exception:
         by = None
     yield store.put(keys.confirmation(node), Confirmation.new(node, identity, by, now).toBytes())
-    status = _agentStatus((yield store.get(keys.status("agents", node))))
+    status = readable(AgentStatus, (yield store.get(keys.status("agents", node))))
     agent = yield store.get(keys.machine(node))
     return identity, status.removals if status is not None else None, agent is not None
 
@@ -206,19 +207,6 @@ def _podsOf(store, prefix):
     return d.addCallback(lambda entries: {keys.child(prefix, k) for k in entries} - {None})
 
 
-def _agentStatus(entry):
-    """
-    @return: the L{AgentStatus} in C{entry} (C{status/agents/<node>}), or
-        C{None} when there is none or it is unreadable.
-    """
-    if entry is None:
-        return None
-    try:
-        return AgentStatus.fromEntry(entry.key, entry)
-    except CorruptRecord:
-        return None
-
-
 @defer.inlineCallbacks
 def _drained(store, name, unscheduled, seen, since):
     """
@@ -240,7 +228,7 @@ def _drained(store, name, unscheduled, seen, since):
     statusPods = yield _podsOf(store, keys.status("pods", name))
     seen.update(realPods | statusPods)
     record = yield store.get(keys.status("agents", name))
-    status = _agentStatus(record)
+    status = readable(AgentStatus, record)
     removals = status.removals if status is not None else None
     if isinstance(removals, dict) and removals.get("state") == "held":
         raise P2Error("node %s's agent holds its removals (%s: %s); its marker is kept: check "

@@ -180,13 +180,9 @@ def _presencePid(entry):
     @return: the pid of the agent whose presence C{machines/<node>} holds
         (its facts' C{process}), or C{None}.
     """
-    from p2twisted.records import CorruptRecord, MachineFacts
-    if entry is None:
-        return None
-    try:
-        return MachineFacts.fromEntry(entry.key, entry).pid
-    except CorruptRecord:
-        return None
+    from p2twisted.records import MachineFacts, readable
+    facts = readable(MachineFacts, entry)
+    return None if facts is None else facts.pid
 
 
 @defer.inlineCallbacks

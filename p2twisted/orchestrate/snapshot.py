@@ -10,6 +10,7 @@ C{labels/node/<node>} -- labelled or not, so the empty selector and
 C{!tier} match unlabelled nodes (Kubernetes' semantics).
 """
 
+import functools
 import types
 
 from twisted.internet import defer
@@ -28,13 +29,26 @@ TREES = (keys.INTENT, keys.REALITY, keys.MACHINES, keys.LABELS, keys.HEALTH,
 #: The SHA queries' answer for an entry that is not a valid manifest.
 INVALID = "invalid"
 
-#: The pod label naming the replication controller a pod belongs to.
-RC_LABEL = "replication_controller_id"
-
 
 def _firstError(failure):
     failure.trap(defer.FirstError)
     return failure.value.subFailure
+
+
+@functools.lru_cache(maxsize=128)
+def manifestSha(value):
+    """
+    @return: the canonical SHA of the manifest in the bytes C{value}, or
+        L{INVALID}.  Remembered for the last few values: the pods of one
+        controller share their manifest, and a farm reads it again at every
+        look.
+    """
+    from p2twisted.errors import P2Error
+    from p2twisted.manifest import parseManifest
+    try:
+        return parseManifest(value).sha()
+    except P2Error:
+        return INVALID
 
 
 def _controllers():
@@ -199,12 +213,7 @@ class Snapshot(object):
         if entry is None:
             return None
         if entry.key not in self._shas:
-            from p2twisted.errors import ManifestError
-            from p2twisted.manifest import parseManifest
-            try:
-                self._shas[entry.key] = parseManifest(entry.value).sha()
-            except ManifestError:
-                self._shas[entry.key] = INVALID
+            self._shas[entry.key] = manifestSha(entry.value)
         return self._shas[entry.key]
 
     def intentSha(self, node, podId):
@@ -277,13 +286,14 @@ class Snapshot(object):
             they belong to replication controller C{rcId}.  Pods with
             unreadable labels belong to none.
         """
+        label = _controllers().RC_ID_LABEL
         found = []
         for node, podId in sorted(self._podLabels):
             try:
                 labels = self.podLabels(node, podId)
             except records.CorruptRecord:
                 continue
-            if labels.get(RC_LABEL) == rcId:
+            if labels.get(label) == rcId:
                 found.append((node, podId))
         return found
 
@@ -292,13 +302,7 @@ class Snapshot(object):
         @return: the L{records.Health} of C{podId} on C{node}, or C{None}
             when there is none or it is unreadable (never healthy).
         """
-        entry = self._health.get((podId, node))
-        if entry is None:
-            return None
-        try:
-            return records.Health.fromEntry(entry.key, entry)
-        except records.CorruptRecord:
-            return None
+        return records.readable(records.Health, self._health.get((podId, node)))
 
     def podStatus(self, node, podId):
         """
@@ -317,10 +321,7 @@ class Snapshot(object):
         @return: the replication controller C{rcId}, or C{None}.
         @raise records.CorruptRecord: when its record is unreadable.
         """
-        entry = self._rcs.get(rcId)
-        if entry is None:
-            return None
-        return _controllers().ReplicationController.fromEntry(entry.key, entry)
+        return self._one(self._rcs, rcId, _controllers().ReplicationController)
 
     def rcs(self):
         """
@@ -334,16 +335,17 @@ class Snapshot(object):
         @return: the rolling update C{rollId} (its new RC's id), or C{None}.
         @raise records.CorruptRecord: when its record is unreadable.
         """
-        entry = self._rolls.get(rollId)
-        if entry is None:
-            return None
-        return _controllers().Roll.fromEntry(entry.key, entry)
+        return self._one(self._rolls, rollId, _controllers().Roll)
 
     def rolls(self):
         """
         @return: C{{id: Roll}} of the readable roll records.
         """
         return self._all(self._rolls, _controllers().Roll)
+
+    def _one(self, found, objectId, recordType):
+        entry = found.get(objectId)
+        return None if entry is None else recordType.fromEntry(entry.key, entry)
 
     def _all(self, found, recordType):
         result = {}

@@ -13,14 +13,14 @@ The replication controller and roll records live in
 L{p2twisted.records.controllers}.
 """
 
-from p2twisted.records.base import CorruptRecord
+from p2twisted.records.base import CorruptRecord, readable
 from p2twisted.records.node import AgentStatus, Confirmation, MachineFacts, NodeMarker, markerIdentity
 from p2twisted.records.pod import (
     CRITICAL, DEFAULT_TIMEOUT, DONE, ENDED, EVENTS, EXPIRED, FAILED, KILL_GRACE, PASSING, PENDING,
     RUNNING, Health, HookPodStatus, HookStatus, PodStatus, Request)
 
 __all__ = [
-    "CorruptRecord", "NodeMarker", "markerIdentity", "MachineFacts", "AgentStatus",
+    "CorruptRecord", "readable", "NodeMarker", "markerIdentity", "MachineFacts", "AgentStatus",
     "Confirmation", "Health", "PodStatus", "HookStatus", "HookPodStatus", "Request",
     "PASSING", "CRITICAL", "PENDING", "RUNNING", "DONE", "FAILED", "EXPIRED", "ENDED",
     "DEFAULT_TIMEOUT", "KILL_GRACE", "EVENTS",

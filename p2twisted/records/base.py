@@ -26,6 +26,20 @@ class CorruptRecord(StoreError):
                             "unreadable record: %s; overwrite or delete it" % (reason,))
 
 
+def readable(recordType, entry):
+    """
+    @return: C{recordType.fromEntry(entry.key, entry)}, or C{None} when
+        C{entry} is C{None} or does not hold that record (for readers to whom
+        an unreadable record is as good as none).
+    """
+    if entry is None:
+        return None
+    try:
+        return recordType.fromEntry(entry.key, entry)
+    except CorruptRecord:
+        return None
+
+
 def _notANumber(text):
     raise ValueError("%s is not a number JSON allows" % (text,))
 
