@@ -209,7 +209,7 @@ def _iso(when):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def counts(rc, snapshot):
+def podCounts(rc, snapshot):
     """
     @return: C{{"desired", "current", "real", "healthy"}} of C{rc}: its pods
         (by label), those running its manifest, and those of these whose
@@ -240,7 +240,7 @@ class RCController(_Controller):
         if rc is None:
             return None, None
         plan = self.decideRC(rc, snapshot)
-        status = dict(counts(rc, snapshot), shortfall=plan.shortfall,
+        status = dict(podCounts(rc, snapshot), shortfall=plan.shortfall,
                       disabled=rc.disabled, reason=plan.reason)
         return plan, status
 
@@ -289,7 +289,7 @@ class RollController(_Controller):
                   "reason": outcome.reason, "rollback_reason": roll.reason}
         for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
             rc = snapshot.rc(rcId)
-            status[name] = dict(counts(rc, snapshot), id=rcId) if rc is not None else None
+            status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
         return outcome, status
 
 @attr.s(frozen=True)
