@@ -11,7 +11,8 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from p2twisted.errors import StoreUnavailable
-from p2twisted.orchestrate.farm import ClusterWatch, Farm, IController
+from p2twisted.orchestrate.farm import Farm, IController
+from p2twisted.orchestrate.tap import ClusterWatch
 from p2twisted.orchestrate.testing import FakeController, FakeControllerFactory
 from p2twisted.store import keys
 from p2twisted.store.common import Delete

@@ -34,7 +34,7 @@ from p2twisted.store.common import Check, Put
 log = Logger()
 
 #: The kind the audit log names replication controllers by (as the CLI's
-#: plans of L{rc} do).
+#: changes to them do).
 AUDIT_KIND = "replication_controller"
 
 #: Seconds after applying a plan until the controller looks again.

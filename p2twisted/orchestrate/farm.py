@@ -576,37 +576,3 @@ class Farm(service.Service):
         self._locksSeen(locks)
         self._objectsSeen(self._ids(records, self.tree), poke=False)
         self.nudge()
-
-
-class ClusterWatch(service.Service):
-    """
-    Watches trees of the cluster (health, node labels, intent...) and calls
-    C{onChange()} after each change, so controllers react before the next
-    resync.  The first snapshot of each watch is not news.
-    """
-
-    def __init__(self, store, prefixes, onChange):
-        self.store = store
-        self.prefixes = list(prefixes)
-        self.onChange = onChange
-        self._watches = []
-
-    def startService(self):
-        service.Service.startService(self)
-        self._watches = [self.store.watch(p, self._watcher()) for p in self.prefixes]
-
-    def _watcher(self):
-        first = [True]
-
-        def changed(snapshot):
-            if first[0]:
-                first[0] = False
-                return
-            self.onChange()
-        return changed
-
-    def stopService(self):
-        service.Service.stopService(self)
-        for watch in self._watches:
-            watch.cancel()
-        self._watches = []
