@@ -160,7 +160,9 @@ class EnvTests(unittest.SynchronousTestCase):
             runtime.podEnv(self.layout, "web", "/data/pods/web/config/web_s.yaml"),
             {"POD_ID": "web", "POD_HOME": "/data/pods/web",
              "CONFIG_PATH": "/data/pods/web/config/web_s.yaml",
-             "POD_UNIQUE_KEY": "web"})
+             "POD_UNIQUE_KEY": "web", "POD_ADDRESS": "127.0.0.1"})
+        self.assertEqual(runtime.podEnv(self.layout, "web", "c.yaml", "127.0.0.2")["POD_ADDRESS"],
+                         "127.0.0.2")
 
     def test_launchableEnv(self):
         """

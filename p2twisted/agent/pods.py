@@ -210,7 +210,7 @@ class PodOperations(object):
         @return: the L{IHealthChecker} of this machine's pods.
         """
         from p2twisted.agent.health import HTTPHealthChecker
-        return HTTPHealthChecker(self.reactor)
+        return HTTPHealthChecker(self.reactor, address=self.config.podAddress)
 
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
@@ -379,7 +379,8 @@ class PodOperations(object):
 
     def _writeRuntime(self, manifest, layout, user):
         configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML())
-        runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, manifest.id, configPath))
+        runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, manifest.id, configPath,
+                                                                self.config.podAddress))
         for launchableId, launchable in manifest.launchables.items():
             runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
                 layout, launchableId, launchable.restartTimeout, launchable.env))
