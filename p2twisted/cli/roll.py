@@ -103,14 +103,14 @@ def progress(roll, snapshot, farm=None):
     """
     @param farm: the roll farm's last status of it (C{status/roll/<id>}).
     @return: the JSON-able progress of C{roll}: its fields, both RCs'
-        desired/current/healthy (L{podCounts}) and the farm's last word.
+        desired/current/healthy (L{controllers.counts}) and the farm's last word.
     """
-    from p2twisted.orchestrate.controllers import podCounts
+    from p2twisted.orchestrate.controllers import counts
     found = json.loads(roll.toBytes())
     found["id"] = roll.id
     for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
         rc = snapshot.rc(rcId)
-        found[name] = None if rc is None else dict(podCounts(rc, snapshot), id=rcId,
+        found[name] = None if rc is None else dict(counts(rc, snapshot), id=rcId,
                                                    disabled=rc.disabled)
     found["farm"] = farm
     return found
@@ -150,10 +150,10 @@ def progressLine(info, eta=None):
 def _read(store, rollId):
     from p2twisted.orchestrate.snapshot import Snapshot
     from p2twisted.store import keys
-    from p2twisted.store.common import jsonRecord
+    from p2twisted.cli.rc import farmStatus
     snapshot = yield Snapshot.read(store)
     entry = yield store.get(keys.status("roll", rollId))
-    return snapshot, None if entry is None else jsonRecord(entry.value)
+    return snapshot, farmStatus(entry)
 
 
 class Rate(object):
