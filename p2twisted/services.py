@@ -46,6 +46,9 @@ class Service(object):
 
     @ivar settings: the template's settings, defaults filled in.
     @ivar version: the store entry's version, or C{None} if not stored.
+    @ivar fleet: for a service deployed under a replication controller
+        (C{p2 deploy NAME --replicas N}), how it rolls:
+        C{{"min_healthy": M}}; else C{None}.
     """
 
     name = attr.ib()
@@ -54,18 +57,24 @@ class Service(object):
     created = attr.ib(default=None)
     updated = attr.ib(default=None)
     version = attr.ib(default=None)
+    fleet = attr.ib(default=None)
 
     def toBytes(self):
-        return json.dumps({"template": self.template, "settings": self.settings,
-                           "created": self.created, "updated": self.updated},
-                          sort_keys=True, indent=2).encode("utf-8") + b"\n"
+        data = {"template": self.template, "settings": self.settings,
+                "created": self.created, "updated": self.updated}
+        if self.fleet is not None:
+            data["fleet"] = self.fleet
+        return json.dumps(data, sort_keys=True, indent=2).encode("utf-8") + b"\n"
 
     @classmethod
     def fromEntry(cls, name, entry):
         try:
             data = json.loads(entry.value)
+            fleet = data.get("fleet")
+            if fleet is not None and not isinstance(fleet, dict):
+                raise TypeError("fleet is not a JSON object")
             return cls(name, data["template"], data.get("settings") or {},
-                       data.get("created"), data.get("updated"), entry.version)
+                       data.get("created"), data.get("updated"), entry.version, fleet)
         except (ValueError, KeyError, TypeError) as e:
             raise P2Error("service %s: %s does not hold a service definition (%s)"
                           % (name, entry.key, e))
@@ -115,7 +124,8 @@ def addService(store, name, templateName, settings, replace=False):
     if replace:
         old = yield store.get(key)
         if old is not None:
-            service.created = Service.fromEntry(name, old).created
+            previous = Service.fromEntry(name, old)
+            service.created, service.fleet = previous.created, previous.fleet
         entry = yield store.put(key, service.toBytes())
     else:
         try:

@@ -124,11 +124,13 @@ def deleteRC(snapshot, rcId, force=False):
     return rcmodule.deleteRC(snapshot, rcId, force)
 
 
-def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, **options):
+def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=None, **options):
     """
     Plan a roll from C{oldId} to the RC C{newId}, or to a new RC running
     C{manifest} (bytes; the old RC's selector and pod labels, no replicas,
     id L{defaultId}) created in the same transaction.
+
+    @param selector: the new RC's node selector, when not the old one's.
 
     @param options: L{Roll} fields (C{desired}, C{roll_delay}, C{leave_old},
         C{auto_rollback}, C{rollback_after}).
@@ -146,7 +148,8 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, **options)
     created = None
     if manifest is not None:
         created = ReplicationController(newId or defaultId(manifest), manifest, 0,
-                                        old.node_selector, dict(old.pod_labels))
+                                        old.node_selector if selector is None else selector,
+                                        dict(old.pod_labels))
         if created.sha == old.sha:
             raise UsageError("RC %s already runs that manifest (sha %s): nothing to roll to"
                              % (old.id, old.sha[:12]))
