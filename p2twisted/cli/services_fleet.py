@@ -275,21 +275,26 @@ def fleetInfo(snapshot, name, statuses=None):
             "roll": None if roll is None else progress(roll, snapshot)}
 
 
+def fleetTrees():
+    """@return: what C{p2 status} reads beside the pods: one C{list()} each."""
+    from p2twisted.store import keys
+    return (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS, keys.status("rc"))
+
+
 @defer.inlineCallbacks
 def readFleet(store, snapshot):
     """
     @param snapshot: a snapshot of the pods (L{services.readPods}).
-    @return: L{Deferred} firing with C{snapshot} plus the RCs, rolls and
-        labels, and the RC farm's statuses.
+    @return: L{Deferred} firing with C{(snapshot, statuses)}: C{snapshot}
+        plus the RCs, rolls and labels, and the RC farm's C{status/rc/}
+        entries.
     """
     from p2twisted.orchestrate.snapshot import Snapshot
     from p2twisted.store import keys
-    more, statuses = yield defer.gatherResults(
-        [Snapshot.read(store, (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS)),
-         store.list(keys.status("rc"))], consumeErrors=True).addErrback(
-             lambda f: f.value.subFailure)
+    more = yield Snapshot.read(store, fleetTrees())
     entries = dict(snapshot.entries)
     entries.update(more.entries)
+    statuses = {k: e for k, e in more.entries.items() if keys.parse(k)[:2] == (keys.STATUS, "rc")}
     return Snapshot.fromEntries(entries), statuses
 
 
