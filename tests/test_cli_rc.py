@@ -149,6 +149,23 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual((yield self.dump()), before)
 
     @defer.inlineCallbacks
+    def test_farmStatus(self):
+        """
+        C{p2 rc show} tells what the RC farm last reported of it.
+        """
+        from p2twisted.records.base import dumpObject
+        from p2twisted.store import keys
+        yield self.withStore(lambda store: store.put(keys.status("rc", "web1"), dumpObject({
+            "reason": "schedule on n1, n2", "shortfall": 1, "error": None,
+            "holder": "p2-orchestrator@h:7", "since": "2026-12-07T03:00:00Z"})))
+        out = yield self.succeed("rc", "show", "web1")
+        self.assertIn("  farm: schedule on n1, n2 (by p2-orchestrator@h:7 since "
+                      "2026-12-07T03:00:00Z)\n    shortfall: 1 replica(s) found no eligible "
+                      "node\n", out)
+        info = yield self.p2json("rc", "list")
+        self.assertEqual(info[0]["farm"]["shortfall"], 1)
+
+    @defer.inlineCallbacks
     def test_shortfallWarning(self):
         """
         Creating an RC wanting more nodes than its selector matches says so.

@@ -62,8 +62,8 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         events, corrupt = yield self.withStore(audit.read)
         actions = [(e.kind, e.action) for e in events if e.kind == "roll" or
                    e.who.endswith("(p2)")]
-        self.assertEqual(actions[:3], [("replication_controller", "create"), ("replication_controller", "create"),
-                          ("roll", "start")])
+        self.assertEqual(actions[:3], [("replication_controller", "create"),
+                                       ("replication_controller", "create"), ("roll", "start")])
         self.assertEqual(actions[-1], ("roll", "finish"))
 
     @defer.inlineCallbacks

@@ -82,15 +82,23 @@ def register(subparsers):
     rc.set_defaults(run=lambda options: rc.print_help(options.err) or 2)
 
 
-def _count(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError("expected a whole number >= 0, got %r" % (text,))
-    return value
+def number(kind, what="a number"):
+    """
+    @return: an argparse C{type} reading a C{kind} (C{int}, C{float}) >= 0.
+    """
+    def parse(text):
+        import argparse
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError("expected %s >= 0, got %r" % (what, text))
+        return value
+    return parse
+
+
+_count = number(int, "a whole number")
 
 
 def podLabels(args):

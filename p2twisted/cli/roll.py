@@ -10,6 +10,7 @@ import time
 from twisted.internet import defer
 
 from p2twisted.cli.main import withStore
+from p2twisted.cli.rc import number
 
 #: Seconds between two looks at the store while C{--follow} follows.
 INTERVAL = 1.0
@@ -33,9 +34,9 @@ def register(subparsers):
     target.add_argument("--to", dest="new", metavar="NEW_RC", help="an existing RC to roll to")
     target.add_argument("--manifest", metavar="FILE",
                         help="a pod manifest: a new RC of it is created to roll to")
-    start.add_argument("--min-healthy", required=True, type=_number(int), metavar="N",
+    start.add_argument("--min-healthy", required=True, type=number(int, "a whole number"), metavar="N",
                        help="healthy pods (old and new) never fall below N")
-    start.add_argument("--delay", type=_number(float), default=0, metavar="SECONDS",
+    start.add_argument("--delay", type=number(float), default=0, metavar="SECONDS",
                        help="wait this long between batches (default 0)")
     start.add_argument("--leave-old", action="store_true",
                        help="keep the old RC when done (default: delete it)")
@@ -61,19 +62,6 @@ def register(subparsers):
     abort.add_argument("id", metavar="ID")
     abort.set_defaults(run=runAbort, writes=True)
     roll.set_defaults(run=lambda options: roll.print_help(options.err) or 2)
-
-
-def _number(kind):
-    def parse(text):
-        import argparse
-        try:
-            value = kind(text)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise argparse.ArgumentTypeError("expected a number >= 0, got %r" % (text,))
-        return value
-    return parse
 
 
 @defer.inlineCallbacks

@@ -16,6 +16,7 @@ from twisted.internet import defer
 
 from p2twisted import services
 from p2twisted.cli.main import withStore
+from p2twisted.cli.rc import number
 from p2twisted.errors import UsageError
 
 
@@ -26,7 +27,7 @@ def register(subparsers):
                     "its replication controller's desired count; the orchestrator adds or "
                     "removes pods.")
     scale.add_argument("name", metavar="NAME")
-    scale.add_argument("replicas", type=int, metavar="N")
+    scale.add_argument("replicas", type=number(int, "a whole number"), metavar="N")
     scale.set_defaults(run=runScale, writes=True)
 
 
@@ -332,8 +333,6 @@ def runScale(options):
         yield services.getService(store, options.name)
         plan = yield edit.change(store, build, time.time(), _trees())
         return plan
-    if options.replicas < 0:
-        raise UsageError("N must be a whole number >= 0, got %d" % (options.replicas,))
 
     def said(plan):
         if plan:

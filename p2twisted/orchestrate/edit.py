@@ -51,17 +51,20 @@ def rollOf(snapshot, rcId):
     return _rollOf(snapshot, rcId)
 
 
+def _require(found, objectId, choices, what, more):
+    from p2twisted.cli.main import didYouMean
+    if found is None:
+        raise UsageError("no %s %r%s (%s)" % (what, objectId, didYouMean(objectId, choices), more))
+    return found
+
+
 def requireRC(snapshot, rcId):
     """
     @return: the RC C{rcId}.
     @raise UsageError: when there is none (naming the closest id).
     """
-    from p2twisted.cli.main import didYouMean
-    rc = snapshot.rc(rcId)
-    if rc is None:
-        raise UsageError("no replication controller %r%s (see 'p2 rc list')"
-                         % (rcId, didYouMean(rcId, snapshot.rcs())))
-    return rc
+    return _require(snapshot.rc(rcId), rcId, snapshot.rcs(), "replication controller",
+                    "see 'p2 rc list'")
 
 
 def requireRoll(snapshot, rollId):
@@ -69,12 +72,8 @@ def requireRoll(snapshot, rollId):
     @return: the roll C{rollId}.
     @raise UsageError: when there is none (naming the closest id).
     """
-    from p2twisted.cli.main import didYouMean
-    roll = snapshot.roll(rollId)
-    if roll is None:
-        raise UsageError("no roll %r%s (a finished or aborted roll leaves no record; see "
-                         "'p2 audit')" % (rollId, didYouMean(rollId, snapshot.rolls())))
-    return roll
+    return _require(snapshot.roll(rollId), rollId, snapshot.rolls(), "roll",
+                    "a finished or aborted roll leaves no record; see 'p2 audit'")
 
 
 def scaleRC(snapshot, rcId, count):
