@@ -20,6 +20,7 @@ from twisted.internet import defer
 from p2twisted import intent
 from p2twisted.errors import KeyExists, P2Error, VersionConflict
 from p2twisted.manifest import parseManifest
+from p2twisted.records.base import field, loadObject
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, checkKey
 
@@ -68,16 +69,15 @@ class Service(object):
 
     @classmethod
     def fromEntry(cls, name, entry):
-        try:
-            data = json.loads(entry.value)
-            fleet = data.get("fleet")
-            if fleet is not None and not isinstance(fleet, dict):
-                raise TypeError("fleet is not a JSON object")
-            return cls(name, data["template"], data.get("settings") or {},
-                       data.get("created"), data.get("updated"), entry.version, fleet)
-        except (ValueError, KeyError, TypeError) as e:
-            raise P2Error("service %s: %s does not hold a service definition (%s)"
-                          % (name, entry.key, e))
+        """
+        @raise CorruptRecord: naming the key, when it holds no service
+            definition.
+        """
+        data = loadObject(entry.key, entry.value)
+        return cls(name, field(entry.key, data, "template", str, required=True),
+                   field(entry.key, data, "settings", dict, default={}),
+                   field(entry.key, data, "created", str), field(entry.key, data, "updated", str),
+                   entry.version, field(entry.key, data, "fleet", dict))
 
 
 def getTemplate(name):

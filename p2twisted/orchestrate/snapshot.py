@@ -29,9 +29,6 @@ TREES = (keys.INTENT, keys.REALITY, keys.MACHINES, keys.LABELS, keys.HEALTH,
 #: The SHA queries' answer for an entry that is not a valid manifest.
 INVALID = "invalid"
 
-#: The pod label naming the replication controller a pod belongs to.
-RC_LABEL = "replication_controller_id"
-
 
 def _firstError(failure):
     failure.trap(defer.FirstError)
@@ -289,13 +286,14 @@ class Snapshot(object):
             they belong to replication controller C{rcId}.  Pods with
             unreadable labels belong to none.
         """
+        label = _controllers().RC_ID_LABEL
         found = []
         for node, podId in sorted(self._podLabels):
             try:
                 labels = self.podLabels(node, podId)
             except records.CorruptRecord:
                 continue
-            if labels.get(RC_LABEL) == rcId:
+            if labels.get(label) == rcId:
                 found.append((node, podId))
         return found
 
