@@ -447,6 +447,19 @@ class ConsulAPI(resource.Resource):
             request.setResponseCode(e.code)
             return str(e).encode("utf-8")
 
+    def restore(self, state=None):
+        """
+        Replace the data with C{state} (by default an empty one, whose
+        indexes start again from 1), as restoring a snapshot does: blocking
+        queries in progress answer at once from the new data (Consul's
+        abandoned state store), even though its index may be lower.
+        """
+        old = self.state
+        self.state = state or ConsulState(old.clock, old.sessionTTLMin)
+        for waiter in list(old.waiters):
+            waiter.finish()
+        old.stop()
+
     def json(self, request, value, code=200):
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", b"application/json")
@@ -458,7 +471,8 @@ class ConsulAPI(resource.Resource):
         state = self.state
         if method == "GET":
             def query():
-                return state.list(key) if "recurse" in args else state.get(key)
+                now = self.state  # after a restore, the new one
+                return now.list(key) if "recurse" in args else now.get(key)
             return self.blocking(request, query, args, self.kvAnswer(request, args))
         if method == "PUT":
             body = request.content.read()
@@ -620,15 +634,13 @@ class ConsulServer(object):
     """
     The test server on 127.0.0.1: C{start()} (returns the port), C{stop()}.
 
-    @ivar state: its L{ConsulState}; C{reset()} replaces it with an empty
-        one (a new cluster: indexes start again from 1).
+    @ivar state: its L{ConsulState} (L{restore} replaces it).
     """
 
     def __init__(self, reactor, sessionTTLMin=0.5, token=None, port=0):
         self.reactor = reactor
         self.sessionTTLMin = sessionTTLMin
-        self.state = ConsulState(reactor, sessionTTLMin)
-        self.api = ConsulAPI(self.state, token)
+        self.api = ConsulAPI(ConsulState(reactor, sessionTTLMin), token)
         self.factory = TrackingFactory(server.Site(self.api))
         self.wantedPort = port
         self.listening = None
@@ -643,10 +655,15 @@ class ConsulServer(object):
     def address(self):
         return "127.0.0.1:%d" % (self.port,)
 
-    def reset(self):
-        self.state.stop()
-        self.state = self.api.state = ConsulState(self.reactor, self.sessionTTLMin)
-        self.factory.closeAll()
+    def restore(self, state=None):
+        """
+        See L{ConsulAPI.restore}.
+        """
+        self.api.restore(state)
+
+    @property
+    def state(self):
+        return self.api.state
 
     @defer.inlineCallbacks
     def stop(self):
