@@ -15,7 +15,8 @@ from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from tests.consulserver import MAX_VALUE, ConsulAPI, ConsulState, goDuration, parseDuration
+from tests.consulserver import ConsulAPI
+from tests.consulstate import MAX_VALUE, ConsulState, goDuration, parseDuration
 
 
 class Consul(object):

@@ -6,21 +6,19 @@ with what Consul does: index regressions, outages, invalidated sessions,
 ACL tokens, large values, the 512 KiB transaction body.
 """
 
-import json
-import os
 import uuid
 
 from twisted.internet import defer, reactor, task
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from p2twisted.errors import (
-    InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
+    AlreadyLocked, InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
     VersionConflict)
 from p2twisted.store import consul, openStore
 from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
 from p2twisted.store.consul import ConsulStore, parseURL
 from tests.consulserver import ConsulServer
+from tests.servers import failOnStoreWarnings
 from tests.store_contract import Recorder, StoreContractMixin, waitFor
 from tests.zkserver import freePort
 
@@ -38,19 +36,7 @@ class ServerMixin(object):
         self.server.start()
         self.addCleanup(self.server.stop)
         self.prefix = "t%s" % (uuid.uuid4().hex[:12],)
-        warnings = []
-
-        def observe(event):
-            if event.get("log_level", LogLevel.info) >= LogLevel.warn and \
-                    event.get("log_namespace", "").startswith("p2twisted.store"):
-                warnings.append(formatEvent(event))
-
-        def check():
-            globalLogPublisher.removeObserver(observe)
-            if self.quiet:
-                self.assertEqual(warnings, [])
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(check)
+        failOnStoreWarnings(self, unless=lambda: not self.quiet)
 
     def storeURL(self, query=""):
         return "consul://%s/%s%s" % (self.server.address, self.prefix, query)
@@ -71,6 +57,28 @@ class ConsulContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
     """
 
     sessionTTL = 2.0
+
+    @defer.inlineCallbacks
+    def test_lockExclusiveAcrossProcesses(self):
+        """
+        A lock and an ephemeral key held by another process cannot be taken
+        here, nor by a third process, until the holder dies; then they can.
+        """
+        kill = yield self.crashedHolder(["locks/farm/x", "machines/n1"])
+        store = yield self.client()
+        session = yield store.session(self.sessionTTL)
+        e = yield self.assertFailure(session.lock("locks/farm/x"), AlreadyLocked)
+        self.assertIn("locks/farm/x", str(e))
+        yield self.assertFailure(session.createEphemeral("machines/n1", b"me"), KeyExists)
+        third = self.crashedHolder(["locks/farm/x"])
+        e = yield self.assertFailure(third, AssertionError)
+        self.assertIn("AlreadyLocked", str(e))
+        yield kill()
+        yield waitFor(lambda: session.lock("locks/farm/x", b"mine").addCallbacks(
+            lambda lock: True, lambda f: f.trap(AlreadyLocked) and False),
+            timeout=self.sessionTTL + 10, interval=0.1, what="the lock to be free")
+        self.assertEqual((yield store.get("locks/farm/x")).value, b"mine")
+        yield session.close()
 
 
 class ConsulLayoutTests(ServerMixin, unittest.TestCase):
