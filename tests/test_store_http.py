@@ -191,6 +191,21 @@ class EndpointTests(unittest.TestCase):
         yield self.assertFailure(http.request("GET", "/v1/kv/p2/a"), StoreUnavailable)
 
     @defer.inlineCallbacks
+    def test_cancelNotRetried(self):
+        """
+        A request its caller cancels (a watch stopped) fails with
+        C{CancelledError} and is not sent again, though a timeout would be.
+        """
+        res = Scripted("hang")
+        http = self.endpoint(self.serve(res))
+        d = http.request("GET", "/v1/kv/p2?recurse&index=5&wait=60s", blocking=True)
+        yield waitFor(lambda: res.requests, what="the request to arrive")
+        d.cancel()
+        yield self.assertFailure(d, defer.CancelledError)
+        yield waitFor(lambda: not res.hanging[0].channel, what="the connection to close")
+        self.assertEqual(len(res.requests), 1)
+
+    @defer.inlineCallbacks
     def test_stubTreq(self):
         """
         Any treq C{HTTPClient} can be injected, e.g. C{StubTreq}.

@@ -44,8 +44,7 @@ CONCURRENCY = 16
 #: Failures that mean the request never reached the server: always retried.
 NOT_SENT = (error.ConnectError, error.DNSLookupError, RequestTransmissionFailed)
 #: Failures after which the server may or may not have acted.
-MAYBE_SENT = (ResponseNeverReceived, ResponseFailed, error.ConnectionLost, defer.TimeoutError,
-              defer.CancelledError)
+MAYBE_SENT = (ResponseNeverReceived, ResponseFailed, error.ConnectionLost, defer.CancelledError)
 
 
 def retryDelays(initial=0.05, maximum=2.0):
@@ -220,7 +219,8 @@ class HTTPEndpoint(object):
     def _attempt(self, method, path, query, body, key, timeout, idempotent, expect, attempt):
         if self.closed:
             return defer.fail(self._error(key, method, path, "the store was closed"))
-        d = self._send(method, path, query, body, timeout)
+        timedOut = []
+        d = self._send(method, path, query, body, timeout, timedOut)
         self._inflight.add(d)
 
         def done(result):
@@ -240,6 +240,8 @@ class HTTPEndpoint(object):
         def failed(f):
             if self.closed:
                 raise self._error(key, method, path, "the store was closed")
+            if _cancelled(f) and not timedOut:
+                raise defer.CancelledError()  # by our caller: nothing to retry
             retry = f.check(*NOT_SENT) or (idempotent and f.check(*MAYBE_SENT))
             reason = _describe(f, timeout)
             if retry and attempt + 1 < self._attempts:
@@ -257,7 +259,7 @@ class HTTPEndpoint(object):
         self._inflight.add(d)
         return d.addBoth(lambda r: (self._inflight.discard(d), r)[1])
 
-    def _send(self, method, path, query, body, timeout):
+    def _send(self, method, path, query, body, timeout, timedOut):
         url = self.base + path + (("?" + query) if query else "")
         headers = {k: [v] for k, v in self._headers.items()}
         d = self._client.request(method, url, headers=headers, data=body, unbuffered=True,
@@ -267,7 +269,12 @@ class HTTPEndpoint(object):
             return readBody(response).addCallback(
                 lambda data: Response(response.code, response.headers, data))
         d.addCallback(read)
-        return d.addTimeout(timeout, self._reactor)
+
+        def expire():
+            timedOut.append(True)
+            d.cancel()
+        timer = self._reactor.callLater(timeout, expire)
+        return d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
 
     def _error(self, key, method, path, detail, cls=StoreUnavailable):
         return cls(key, self.backend, "%s %s%s failed: %s" % (method, self.base, path, detail))
@@ -307,16 +314,23 @@ def _query(params):
     return "&".join(parts)
 
 
+def _cancelled(f):
+    """
+    @return: whether C{f} is a cancellation (perhaps wrapped by the agent).
+    """
+    reasons = getattr(f.value, "reasons", None) or []
+    return bool(f.check(defer.CancelledError) or any(
+        r.check(defer.CancelledError) for r in reasons))
+
+
 def _describe(f, timeout):
     """
     @return: a failure in words.
     """
-    if f.check(defer.TimeoutError, defer.CancelledError):
+    if _cancelled(f):
         return "no answer within %gs" % (timeout,)
     if f.check(ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed):
         reasons = getattr(f.value, "reasons", None) or []
-        if any(r.check(defer.CancelledError) for r in reasons):
-            return "no answer within %gs" % (timeout,)
         inner = "; ".join(r.getErrorMessage() for r in reasons) or f.getErrorMessage()
         return "connection failed: %s" % (inner,)
     message = f.getErrorMessage()
