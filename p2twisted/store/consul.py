@@ -47,7 +47,7 @@ from p2twisted.store._consulapi import BACKEND, MAX_TXN_BODY, TxnPlan, minimumTT
 from p2twisted.store._http import HTTPEndpoint, retryDelays
 from p2twisted.store.common import (
     Create, Delete, Delivery, Entry, Put, Sequencer, SessionMixin, SingleOpsMixin, checkKey,
-    checkOps, checkPrefix, checkValue, inSubtree)
+    checkOps, checkPrefix, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "ConsulStore", "ConsulSession", "ConsulLock", "parseURL"]
@@ -453,13 +453,9 @@ class ConsulSession(SessionMixin):
             d.callback(None)
 
     def createEphemeral(self, key, value):
-        if self.lost:
-            return defer.fail(SessionLost(key, BACKEND))
-        try:
-            checkKey(key, BACKEND)
-            checkValue(key, value, BACKEND)
-        except StoreError:
-            return defer.fail()
+        refused = self._refuse(key, value)
+        if refused is not None:
+            return refused
 
         def failed(f):
             f.value.index = None
