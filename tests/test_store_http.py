@@ -120,6 +120,18 @@ class EndpointTests(unittest.TestCase):
             self.assertIn(part, message)
 
     @defer.inlineCallbacks
+    def test_attemptsPerRequest(self):
+        """
+        A request may ask for fewer tries than the endpoint's (closing a
+        session on an unreachable agent must not take long).
+        """
+        res = Scripted((500, b"No cluster leader"))
+        http = self.endpoint(self.serve(res))
+        yield self.assertFailure(http.request("PUT", "/v1/session/destroy/x", idempotent=True,
+                                              attempts=2), StoreUnavailable)
+        self.assertEqual(len(res.requests), 2)
+
+    @defer.inlineCallbacks
     def test_4xxNotRetried(self):
         """
         A 4xx the caller does not expect fails at once with L{StoreError}

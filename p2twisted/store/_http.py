@@ -176,7 +176,7 @@ class HTTPEndpoint(object):
         self.closed = False
 
     def request(self, method, path, params=None, body=None, key=None, timeout=None,
-                idempotent=None, expect=(200,), blocking=False):
+                idempotent=None, expect=(200,), blocking=False, attempts=None):
         """
         Send one request, retrying what is worth retrying.
 
@@ -191,6 +191,7 @@ class HTTPEndpoint(object):
         @param expect: status codes the caller handles; others fail.
         @param blocking: whether this is a long-poll (a blocking query),
             which does not count against the endpoint's concurrency.
+        @param attempts: tries for this request (default: the endpoint's).
         @return: L{Deferred} firing with a L{Response}; fails with
             L{StoreUnavailable} (unreachable, timed out, 5xx after the
             retries) or L{StoreError} (another unexpected status).
@@ -200,7 +201,7 @@ class HTTPEndpoint(object):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode("utf-8")
         args = (method, path, _query(params), body, key, timeout or self._timeout, idempotent,
-                expect, 0)
+                expect, 0, attempts or self._attempts)
         if blocking:
             return self._attempt(*args)
         d = self._slots.acquire()
@@ -216,7 +217,8 @@ class HTTPEndpoint(object):
             raise self._error(key, method, path, "the store was closed")
         return d.addCallbacks(send, closed)
 
-    def _attempt(self, method, path, query, body, key, timeout, idempotent, expect, attempt):
+    def _attempt(self, method, path, query, body, key, timeout, idempotent, expect, attempt,
+                 attempts):
         if self.closed:
             return defer.fail(self._error(key, method, path, "the store was closed"))
         timedOut = []
@@ -230,9 +232,9 @@ class HTTPEndpoint(object):
         def answered(response):
             if response.code in expect:
                 return response
-            if response.code >= 500 and attempt + 1 < self._attempts:
+            if response.code >= 500 and attempt + 1 < attempts:
                 return self._again(method, path, query, body, key, timeout, idempotent, expect,
-                                   attempt, "HTTP %d" % (response.code,))
+                                   attempt, attempts, "HTTP %d" % (response.code,))
             cls = StoreUnavailable if response.code >= 500 else StoreError
             raise self._error(key, method, path, "HTTP %d: %s" % (response.code, response.text()),
                               cls)
@@ -244,18 +246,19 @@ class HTTPEndpoint(object):
                 raise defer.CancelledError()  # by our caller: nothing to retry
             retry = f.check(*NOT_SENT) or (idempotent and f.check(*MAYBE_SENT))
             reason = _describe(f, timeout)
-            if retry and attempt + 1 < self._attempts:
+            if retry and attempt + 1 < attempts:
                 return self._again(method, path, query, body, key, timeout, idempotent, expect,
-                                   attempt, reason)
+                                   attempt, attempts, reason)
             raise self._error(key, method, path, reason)
         return d.addBoth(done).addCallbacks(answered, failed)
 
-    def _again(self, method, path, query, body, key, timeout, idempotent, expect, attempt, reason):
+    def _again(self, method, path, query, body, key, timeout, idempotent, expect, attempt,
+               attempts, reason):
         delay = self._delays(attempt)
         log.debug("{method} {url} failed ({reason}); retrying in {delay:.2f}s", method=method,
                   url=self.base + path, reason=reason, delay=delay)
         d = task.deferLater(self._reactor, delay, self._attempt, method, path, query, body, key,
-                            timeout, idempotent, expect, attempt + 1)
+                            timeout, idempotent, expect, attempt + 1, attempts)
         self._inflight.add(d)
         return d.addBoth(lambda r: (self._inflight.discard(d), r)[1])
 

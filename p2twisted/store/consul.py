@@ -471,8 +471,10 @@ class ConsulSession(SessionMixin):
             return
         self._end()
         try:
+            # Bounded: an unreachable agent must not hold up closing.
             yield self.store._http.request("PUT", "/v1/session/destroy/" + self.id,
-                                           self.store._params(False), idempotent=True)
+                                           self.store._params(False), idempotent=True,
+                                           timeout=min(5.0, self.ttl), attempts=2)
         except StoreError as e:
             log.warn("could not destroy Consul session {id} ({error}); it expires in {ttl}s",
                      id=self.id, error=e, ttl=self.ttl)
