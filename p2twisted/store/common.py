@@ -4,7 +4,6 @@ What every store backend shares: entries, transaction ops, validation, and
 the latest-wins delivery of watch snapshots.
 """
 
-import json
 import re
 
 import attr
@@ -305,15 +304,3 @@ class SessionMixin(object):
         d = defer.Deferred()
         self._waiters.append(d)
         return d
-
-
-def jsonRecord(value):
-    """
-    @return: the JSON object a store value holds (a C{dict}), or C{None}
-        when it holds anything else.
-    """
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
