@@ -11,7 +11,8 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from p2twisted.errors import StoreUnavailable
-from p2twisted.orchestrate.farm import ClusterWatch, Farm, IController
+from p2twisted.orchestrate.farm import Farm, IController
+from p2twisted.orchestrate.tap import ClusterWatch
 from p2twisted.orchestrate.testing import FakeController, FakeControllerFactory
 from p2twisted.store import keys
 from p2twisted.store.common import Delete
@@ -285,6 +286,20 @@ class FailsafeTests(FarmTestCase):
         self.put("db")
         self.assertFalse(farm.failsafe)
         self.assertEqual(sorted(farm.factory.running()), ["db"])
+
+    def test_emptyIsTheEnd(self):
+        """
+        A farm told its tree empties as the normal end of work (rolls)
+        releases the last objects like any other.
+        """
+        critical = capture(self, "critical")
+        self.put("web")
+        farm = Farm(MemoryStore(self.state, self.clock), "roll", TREE, FakeControllerFactory(),
+                    self.clock, ttl=TTL, holdWhenEmpty=False)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        self.delete("web")
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
 
     def test_emptyAtStart(self):
         """

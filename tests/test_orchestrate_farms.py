@@ -22,6 +22,7 @@ from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.orchfleet import manifest
+from tests.test_orchestrate_farm import capture
 
 TTL = 6.0
 
@@ -175,9 +176,11 @@ class RollFarmTests(FarmsTestCase):
         """
         A roll moves all three pods to the new version, never below two
         healthy, unschedules nothing, deletes the old RC and itself, and
-        audits its steps.
+        audits its steps; its farm then simply has nothing to do (no
+        failsafe alarm).
         """
-        self.orchestrator()
+        critical = capture(self, "critical")
+        roller = self.orchestrator().farms["roll"]
         self.putRC("old", 1, 3)
         self.settle()
         self.startRoll(2)
@@ -189,6 +192,7 @@ class RollFarmTests(FarmsTestCase):
         self.assertIn(("roll", "step"), actions)
         self.assertEqual(actions[-1], ("roll", "finish"))
         self.assertNotIn(("replication_controller", "unschedule"), actions)
+        self.assertEqual((roller.claims, critical), ({}, []))
 
     def test_orchestratorDiesMidRoll(self):
         """

@@ -29,14 +29,14 @@ class OrchestratorProcess(AgentProcess):
     as the agent's).
     """
 
-    def __init__(self, testCase, store, config):
+    def __init__(self, testCase, store, config, farms="rc"):
         self.testCase = testCase
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         path = os.path.abspath(testCase.mktemp())
         with open(path, "w") as f:
             f.write(config)
         self.argv = [sys.executable, twistd, "-n", "--pidfile=", "p2-orchestrator",
-                     "--store", store, "--config", path, "--farms", "rc"]
+                     "--store", store, "--config", path, "--farms", farms]
         self.proto = None
 
     def start(self):
@@ -122,3 +122,66 @@ class ZooKeeperProcessTests(ProcessMixin, unittest.TestCase):
     def openStore(self):
         self.url = "zk://%s/orch%s" % (sharedServer().hosts, uuid.uuid4().hex[:8])
         return openStore(self.url, reactor)
+
+
+class RealAgentTests(unittest.TestCase):
+    """
+    An orchestrator process and a machine agent process (runit, pods as
+    'nobody') on one local store.
+    """
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_rcAndRollOnAnAgent(self):
+        """
+        An RC of one over the labelled node runs its pod there; a roll to a
+        new version replaces it in place; scaling the new RC to 0 stops it.
+        The audit log tells each step.
+        """
+        from p2twisted.labels import encodeLabels
+        from p2twisted.orchestrate import audit, roll
+        from p2twisted.orchestrate.plan import Planner
+        from p2twisted.orchestrate.snapshot import Snapshot
+        from tests.agentharness import buildWebArtifact, freePort, waitForVersion, webManifest
+        from tests.test_agent_e2e import requireRunit
+        from tests.test_agent_process_e2e import base
+        requireRunit()
+        root = base(self)
+        url = "local://%s/state.db" % (root,)
+        store = yield openStore(url)
+        self.addCleanup(store.close)
+        artifacts = os.path.join(root, "artifacts")
+        os.makedirs(artifacts)
+        port = freePort()
+
+        def rc(rcId, version, replicas, disabled=False):
+            artifact, sha = buildWebArtifact(artifacts, "web", version)
+            return ReplicationController(id=rcId, manifest=webManifest("web", artifact, port, sha),
+                                         node_selector="tier=web", replicas_desired=replicas,
+                                         disabled=disabled)
+        yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "web"}))
+        AgentProcess(self, root, url).start()
+        OrchestratorProcess(self, url, "resync_interval: 2\n").start()
+        old = rc("old", "1", 1)
+        yield store.put(old.key, old.toBytes())
+        yield waitForVersion(port, "1", timeout=90)
+
+        new = rc("new", "2", 0, disabled=True)
+        yield store.put(new.key, new.toBytes())
+        _, plan = roll.createRoll((yield Snapshot.read(store)), "old", "new", 0)
+        yield Planner(store).apply(plan)
+        OrchestratorProcess(self, url, "", farms="roll").start()
+        yield waitForVersion(port, "2", timeout=90)
+
+        @defer.inlineCallbacks
+        def ended():
+            return (yield store.get(keys.roll("new"))) is None
+        yield waitFor(ended, timeout=60, what="the roll to end")
+        yield store.put(new.key, new.withDisabled(False).withReplicas(0).toBytes())
+        yield waitForVersion(port, None, timeout=60)
+        events, _ = yield audit.read(store)
+        actions = [(e.kind, e.action) for e in events]
+        for expected in [("replication_controller", "schedule"), ("roll", "finish"),
+                         ("replication_controller", "unschedule")]:
+            self.assertIn(expected, actions)

@@ -34,7 +34,7 @@ from p2twisted.store.common import Check, Put
 log = Logger()
 
 #: The kind the audit log names replication controllers by (as the CLI's
-#: plans of L{rc} do).
+#: changes to them do).
 AUDIT_KIND = "replication_controller"
 
 #: Seconds after applying a plan until the controller looks again.
@@ -209,7 +209,7 @@ def _iso(when):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def counts(rc, snapshot):
+def podCounts(rc, snapshot):
     """
     @return: C{{"desired", "current", "real", "healthy"}} of C{rc}: its pods
         (by label), those running its manifest, and those of these whose
@@ -240,7 +240,7 @@ class RCController(_Controller):
         if rc is None:
             return None, None
         plan = self.decideRC(rc, snapshot)
-        status = dict(counts(rc, snapshot), shortfall=plan.shortfall,
+        status = dict(podCounts(rc, snapshot), shortfall=plan.shortfall,
                       disabled=rc.disabled, reason=plan.reason)
         return plan, status
 
@@ -289,7 +289,7 @@ class RollController(_Controller):
                   "reason": outcome.reason, "rollback_reason": roll.reason}
         for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
             rc = snapshot.rc(rcId)
-            status[name] = dict(counts(rc, snapshot), id=rcId) if rc is not None else None
+            status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
         return outcome, status
 
 @attr.s(frozen=True)
@@ -303,12 +303,15 @@ class FarmKind(object):
         the next resync.
     @ivar controller: the L{IController} class, called as C{controller(store,
         objectId, lock, clock, reader)}.
+    @ivar holdWhenEmpty: whether the farm's empty-tree failsafe holds (not
+        for rolls: the last roll ending empties their tree).
     """
 
     name = attr.ib()
     tree = attr.ib()
     news = attr.ib()
     controller = attr.ib()
+    holdWhenEmpty = attr.ib(default=True)
 
     def factory(self, store, clock, reader=None):
         """
@@ -325,8 +328,9 @@ class FarmKind(object):
 #: resync covers.
 FARMS = {
     "rc": FarmKind("rc", keys.REPLICATION_CONTROLLERS,
-                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.ROLLS), RCController),
+                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.REALITY, keys.ROLLS),
+                   RCController),
     "roll": FarmKind("roll", keys.ROLLS,
                      (keys.REPLICATION_CONTROLLERS, keys.labelTree("pod"), keys.HEALTH,
-                      keys.REALITY), RollController),
+                      keys.REALITY), RollController, holdWhenEmpty=False),
 }

@@ -18,7 +18,8 @@ both again and asks every controller to reconcile.
 
 Failsafe: a farm that sees no objects where it saw some does nothing at all
 (releases nothing, asks nobody to reconcile) and says so loudly, until
-objects reappear.
+objects reappear -- unless its tree empties as the normal end of work
+(rolls: C{holdWhenEmpty=False}).
 """
 
 import json
@@ -186,6 +187,9 @@ class Farm(service.Service):
         reconcile), doubling (Twisted's L{backoffPolicy}) up to C{maxDelay},
         plus C{jitter()}.
     @param holder: a function of the session giving the bytes a lock holds.
+    @param holdWhenEmpty: whether the failsafe holds: C{False} for a tree
+        whose emptying is the normal end of work (rolls), whose controllers
+        are then released.
     @ivar claims: C{{objectId: _Claim}} of the objects claimed.
     @ivar failsafe: whether the farm is holding still because the tree
         turned empty.
@@ -195,8 +199,9 @@ class Farm(service.Service):
     _setTrace = _machine._setTrace
 
     def __init__(self, store, kind, tree, controllerFactory, clock, ttl=15.0, resyncInterval=30.0,
-                 retryDelay=1.0, maxDelay=30.0, holder=None, jitter=None):
+                 retryDelay=1.0, maxDelay=30.0, holder=None, jitter=None, holdWhenEmpty=True):
         self.store = store
+        self.holdWhenEmpty = holdWhenEmpty
         self.kind = kind
         self.tree = tree
         self.controllerFactory = controllerFactory
@@ -444,7 +449,7 @@ class Farm(service.Service):
     def _objectsSeen(self, objects, poke=True):
         if self.state != "serving":
             return
-        if not objects and self._sawSome:
+        if not objects and self._sawSome and self.holdWhenEmpty:
             if not self.failsafe:
                 log.critical(
                     "{kind} farm FAILSAFE: {tree} is empty where it held {count} object(s); "
@@ -571,37 +576,3 @@ class Farm(service.Service):
         self._locksSeen(locks)
         self._objectsSeen(self._ids(records, self.tree), poke=False)
         self.nudge()
-
-
-class ClusterWatch(service.Service):
-    """
-    Watches trees of the cluster (health, node labels, intent...) and calls
-    C{onChange()} after each change, so controllers react before the next
-    resync.  The first snapshot of each watch is not news.
-    """
-
-    def __init__(self, store, prefixes, onChange):
-        self.store = store
-        self.prefixes = list(prefixes)
-        self.onChange = onChange
-        self._watches = []
-
-    def startService(self):
-        service.Service.startService(self)
-        self._watches = [self.store.watch(p, self._watcher()) for p in self.prefixes]
-
-    def _watcher(self):
-        first = [True]
-
-        def changed(snapshot):
-            if first[0]:
-                first[0] = False
-                return
-            self.onChange()
-        return changed
-
-    def stopService(self):
-        service.Service.stopService(self)
-        for watch in self._watches:
-            watch.cancel()
-        self._watches = []

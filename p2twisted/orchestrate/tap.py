@@ -95,6 +95,40 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
     )
 
 
+class ClusterWatch(service.Service):
+    """
+    Watches trees of the cluster (health, node labels, intent...) and calls
+    C{onChange()} after each change, so controllers react before the next
+    resync.  The first snapshot of each watch is not news.
+    """
+
+    def __init__(self, store, prefixes, onChange):
+        self.store = store
+        self.prefixes = list(prefixes)
+        self.onChange = onChange
+        self._watches = []
+
+    def startService(self):
+        service.Service.startService(self)
+        self._watches = [self.store.watch(p, self._watcher()) for p in self.prefixes]
+
+    def _watcher(self):
+        first = [True]
+
+        def changed(snapshot):
+            if first[0]:
+                first[0] = False
+                return
+            self.onChange()
+        return changed
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for watch in self._watches:
+            watch.cancel()
+        self._watches = []
+
+
 def _nudger(farms):
     def nudge():
         for farm in farms:
@@ -134,7 +168,7 @@ class Orchestrator(service.MultiService):
     @defer.inlineCallbacks
     def _open(self):
         from p2twisted.orchestrate.controllers import SnapshotReader
-        from p2twisted.orchestrate.farm import ClusterWatch, Farm
+        from p2twisted.orchestrate.farm import Farm
         from p2twisted.store import openStore
         attempts = 0
         while self.store is None and self.running:
@@ -157,7 +191,8 @@ class Orchestrator(service.MultiService):
             kind = self.kinds[name]
             factory = kind.factory(self.store, self.reactor, reader)
             farm = Farm(self.store, kind.name, kind.tree, factory, self.reactor,
-                        ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval)
+                        ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval,
+                        holdWhenEmpty=kind.holdWhenEmpty)
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm
