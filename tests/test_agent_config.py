@@ -41,7 +41,7 @@ class AgentConfigTests(unittest.TestCase):
         defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
         for name in ("supervisor", "resyncInterval", "sessionTTL", "maxExpandedBytes",
                      "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers",
-                     "allowedRunAs"):
+                     "allowedRunAs", "artifactDir"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
         self.assertEqual(config.allowedRunAs, [])
 
@@ -55,6 +55,15 @@ class AgentConfigTests(unittest.TestCase):
         self.assertEqual((config.node, config.sessionTTL, config.artifactCacheBytes,
                           config.diskBudget, config.labels, config.allowedRunAs),
                          ("web2", 5, 1 << 20, 0, {"rack": "r1"}, ["nobody", "root"]))
+
+    def test_artifactDir(self):
+        """
+        C{artifact_dir}, where relative artifact paths are found, is unset by
+        default and made absolute when set.
+        """
+        self.assertIsNone(self.load(node="n1").artifactDir)
+        config = self.load("artifact_dir: drop\n", node="n1")
+        self.assertEqual(config.artifactDir, os.path.abspath("drop"))
 
     def test_failsafeSettings(self):
         """

@@ -184,7 +184,8 @@ class PodOperations(object):
             os.makedirs(path, exist_ok=True)
         supervisor = makeSupervisor(kindForState(config.supervisor, state), state, reactor)
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
-                                  maxBytes=config.artifactCacheBytes)
+                                  maxBytes=config.artifactCacheBytes,
+                                  artifactDir=config.artifactDir)
         installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
                               podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
