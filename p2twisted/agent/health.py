@@ -5,7 +5,11 @@ check (manifest C{status:}) every L{INTERVAL} seconds with
 C{GET http(s)://127.0.0.1:<port><path>} and publishes the result at
 C{health/<pod_id>/<node>}: JSON C{{status, output, time, sha}}, C{status}
 C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}; the
-output is one line (the status page without its markup, cut).  A pod
+output is one plain line: C{GET <url>: HTTP <code> <the status page without
+its markup, cut>}, or why there was no answer (C{connection refused},
+C{timeout after 2 s}, C{TLS handshake failed: <OpenSSL's reason>}).  HTTPS
+checks verify no certificate and, as curl does, also reach servers without
+secure renegotiation (such as P2's C{hoisted-hello}, Go 1.4).  A pod
 whose status port is held by another program (the pod could not bind it)
 is critical, and the output names that program (L{PodListenerCheck}).  A pod
 is checked only while its worker is idle, not while the agent deploys or
@@ -27,7 +31,8 @@ import re
 import attr
 
 from twisted.application.internet import TimerService
-from twisted.internet import defer, protocol
+from OpenSSL import SSL
+from twisted.internet import defer, error, protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
@@ -64,11 +69,55 @@ MAX_LINE = 200
 class _LocalTLS(object):
     """
     A pod's own status endpoint on 127.0.0.1: TLS without verifying its
-    certificate (there is no name to verify it against).
+    certificate (there is no name to verify it against), accepting servers
+    that lack secure renegotiation (RFC 5746; OpenSSL refuses them by
+    default since 3.0): this client never renegotiates, so their flaw is
+    harmless here, and P2's pods include such servers.
     """
 
+    def __init__(self):
+        self._options = CertificateOptions(verify=False)
+        self._options.getContext().set_options(SSL.OP_LEGACY_SERVER_CONNECT)
+
     def creatorForNetloc(self, hostname, port):
-        return CertificateOptions(verify=False)
+        return self._options
+
+
+def _rootCause(failure):
+    """
+    @return: the failure inside C{twisted.web.client}'s wrappers
+        (C{ResponseNeverReceived}, C{ResponseFailed}, ...), which hold a
+        list of the reasons.
+    """
+    while getattr(failure.value, "reasons", None):
+        failure = failure.value.reasons[0]
+    return failure
+
+
+def describeFailure(failure, timeout):
+    """
+    @param timeout: the seconds the check was given.
+    @return: why a check got no answer, as one plain line (never a Python
+        repr): C{connection refused}, C{timeout after 2 s}, C{TLS handshake
+        failed: <reason>}, ...
+    """
+    failure = _rootCause(failure)
+    if failure.check(defer.TimeoutError, error.TimeoutError):
+        return "timeout after %g s" % (timeout,)
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(SSL.Error):
+        errors = failure.value.args[0] if failure.value.args else None
+        reasons = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]] \
+            if isinstance(errors, list) else []
+        return "TLS handshake failed: %s" % (
+            "; ".join(reasons) or oneLine(str(failure.value).encode("utf-8")) or "no reason given",)
+    if failure.check(error.ConnectionDone, error.ConnectionLost):
+        return "connection closed without an answer"
+    message = oneLine((failure.getErrorMessage() or "").encode("utf-8"))
+    if not message or message.startswith(("<", "[<")):
+        return failure.type.__name__
+    return message
 
 
 class _Body(protocol.Protocol):
@@ -156,8 +205,7 @@ class HTTPHealthChecker(object):
         d.addCallback(self._answered, url)
         d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=self._timedOut)
         d.addErrback(lambda f: HealthResult(CRITICAL, "GET %s: %s" % (
-            url, "no answer within %gs" % (self.timeout,) if f.check(defer.TimeoutError)
-            else f.getErrorMessage() or f.type.__name__)))
+            url, describeFailure(f, self.timeout))))
         return d.addCallback(self._listenerCheck, manifest)
 
     def _listenerCheck(self, result, manifest):
@@ -186,7 +234,8 @@ class HTTPHealthChecker(object):
 
         def done(body):
             status = PASSING if 200 <= response.code < 300 else CRITICAL
-            return HealthResult(status, "GET %s: %d %s" % (url, response.code, oneLine(body)))
+            return HealthResult(status, ("GET %s: HTTP %d %s" % (
+                url, response.code, oneLine(body))).rstrip())
         return d.addCallback(done)
 
     def close(self):
