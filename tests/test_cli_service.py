@@ -262,7 +262,7 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
 
         yield self.succeed("config", "files", "status_path=/")
         out = yield self.succeed("deploy", "files", "--node", "n1", "--wait", "--timeout", "60")
-        self.assertIn("health passing (GET http://127.0.0.1:%d/: 200" % (port,), out)
+        self.assertIn("health passing (GET http://127.0.0.1:%d/: HTTP 200" % (port,), out)
         self.assertIn("passing", (yield self.succeed("inspect")))
 
         yield harness.stop()

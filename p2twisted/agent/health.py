@@ -16,6 +16,11 @@ is checked only while its worker is idle, not while the agent deploys or
 removes it or waits to retry a failed attempt: meanwhile the manifest on disk
 may not be the one running, and its last health stays as it was.
 
+A pod without a status check gets a health too, from its supervisor
+(L{ServiceUptimeChecker}, as P2's runit monitor): passing once every one of
+its services has stayed up for L{MIN_UPTIME} seconds, critical while any is
+down or restarting.  L{PodHealthChecker} picks the check a manifest asks for.
+
 The key is ephemeral, held by the agent's session (DESIGN.md): when the agent
 or its host dies, its pods' health disappears rather than staying
 "passing".  It is written when the status or manifest changes, within
@@ -41,6 +46,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
+from p2twisted.agent.layout import podServices, serviceLaunchable
 from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConflict
 from p2twisted.agent.worker import checkNamesPod
 from p2twisted.listeners import PodListenerCheck
@@ -63,6 +69,9 @@ OUTPUT_REFRESH = 5.0
 MAX_OUTPUT = 512
 #: At most this many characters of it are kept as output, on one line.
 MAX_LINE = 200
+#: Seconds every service of a pod without a status check must have been up
+#: for the pod to pass.
+MIN_UPTIME = 5.0
 
 
 @implementer(IPolicyForHTTPS)
@@ -240,6 +249,91 @@ class HTTPHealthChecker(object):
 
     def close(self):
         return self._pool.closeCachedConnections()
+
+
+def uptimeHealth(manifest, statuses, minUptime=MIN_UPTIME):
+    """
+    The health of a pod without a status check, from its services.
+
+    A service is up once it has run for C{minUptime} seconds; one whose
+    launchable has C{restart_policy: never} is up while it runs and once it
+    has exited 0 (it is not restarted, so it cannot be restarting).
+
+    @param manifest: the pod's L{PodManifest}.
+    @param statuses: C{[(service name, L{ServiceStatus} or None)]}, the
+        pod's services.
+    @return: a L{HealthResult}: passing when every service is up, else
+        critical naming each that is not (its output changes only when that
+        list does).
+    """
+    problems = []
+    for name, status in statuses:
+        launchable = manifest.launchables.get(serviceLaunchable(name))
+        once = launchable is not None and launchable.restartPolicy == "never"
+        if status is not None and status.running:
+            if once or (status.uptime is not None and status.uptime >= minUptime):
+                continue
+            problems.append("%s up for less than %g s" % (name, minUptime))
+        elif once and status is not None and status.lastExit == "exit 0":
+            continue
+        else:
+            last = status.lastExit if status is not None else None
+            problems.append("%s down%s" % (name, " (last run: %s)" % (last,) if last else ""))
+    if not statuses:
+        return HealthResult(CRITICAL, "no service of the pod is supervised")
+    if problems:
+        return HealthResult(CRITICAL, oneLine("; ".join(problems).encode("utf-8")))
+    return HealthResult(PASSING, "%d service%s up for %g s or more" % (
+        len(statuses), "" if len(statuses) == 1 else "s", minUptime))
+
+
+@implementer(IHealthChecker)
+class ServiceUptimeChecker(object):
+    """
+    The check of a pod without a status check: L{uptimeHealth} of its
+    services as its supervisor reports them.
+
+    @param supervisor: the agent's L{ISupervisor}.
+    """
+
+    def __init__(self, supervisor, minUptime=MIN_UPTIME):
+        self.supervisor = supervisor
+        self.minUptime = minUptime
+
+    @defer.inlineCallbacks
+    def check(self, manifest):
+        try:
+            names = podServices((yield self.supervisor.services()), manifest.id)
+            statuses = yield defer.gatherResults(
+                [self.supervisor.status(name) for name in names], consumeErrors=True)
+        except Exception as e:
+            if isinstance(e, defer.FirstError):
+                e = e.subFailure.value
+            return HealthResult(CRITICAL, "cannot read the supervisor: %s" % (
+                oneLine(str(e).encode("utf-8")) or type(e).__name__,))
+        return uptimeHealth(manifest, list(zip(names, statuses)), self.minUptime)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+@implementer(IHealthChecker)
+class PodHealthChecker(object):
+    """
+    Every pod's check: its C{status:} endpoint when it declares one
+    (C{http}), else its services' uptime (C{uptime}).
+    """
+
+    def __init__(self, http, uptime):
+        self.http = http
+        self.uptime = uptime
+
+    def check(self, manifest):
+        return (self.http if statusURL(manifest) else self.uptime).check(manifest)
+
+    def close(self):
+        return defer.gatherResults([self.http.close(), self.uptime.close()]).addCallback(
+            lambda _: None)
 
 
 @attr.s(frozen=True)

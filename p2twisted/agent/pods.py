@@ -208,10 +208,13 @@ class PodOperations(object):
 
     def healthChecker(self):
         """
-        @return: the L{IHealthChecker} of this machine's pods.
+        @return: the L{IHealthChecker} of this machine's pods: their status
+            endpoints, or their services' uptime for pods without one.
         """
-        from p2twisted.agent.health import HTTPHealthChecker
-        return HTTPHealthChecker(self.reactor)
+        from p2twisted.agent.health import (
+            HTTPHealthChecker, PodHealthChecker, ServiceUptimeChecker)
+        return PodHealthChecker(HTTPHealthChecker(self.reactor),
+                                ServiceUptimeChecker(self.supervisor))
 
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
