@@ -12,10 +12,11 @@ interface, on a free port, for the few seconds of a test.
 import os
 import shutil
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer
 
 from tests.agentharness import freePort
 from tests.artifacts import buildHoist
+from tests.processes import startUntil
 from tests.servers import requireServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,30 +52,6 @@ def helloArguments(gnutls, port, root):
             "--priority", LEGACY_PRIORITY, "--httpdata", os.path.join(root, "hello.txt")]
 
 
-class _Listening(protocol.ProcessProtocol):
-    """
-    Fires C{ready} once the server says it listens, C{ended} when it exits.
-    """
-
-    def __init__(self):
-        self.ready = defer.Deferred()
-        self.ended = defer.Deferred()
-        self.output = b""
-
-    def outReceived(self, data):
-        self.output += data
-        if not self.ready.called and b"listening on IPv4" in self.output:
-            self.ready.callback(None)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        if not self.ready.called:
-            self.ready.errback(RuntimeError("gnutls-serv exited: %s" % (
-                self.output.decode("utf-8", "replace").strip(),)))
-        self.ended.callback(None)
-
-
 @defer.inlineCallbacks
 def legacyTLSServer(testCase, timeout=10.0):
     """
@@ -91,16 +68,9 @@ def legacyTLSServer(testCase, timeout=10.0):
     with open(os.path.join(root, "hello.txt"), "wb") as f:
         f.write(PAGE)
     port = freePort()
-    proto = _Listening()
-    process = reactor.spawnProcess(proto, gnutls, helloArguments(gnutls, port, root),
-                                   env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-
-    def stop():
-        if not proto.ended.called:
-            process.signalProcess("KILL")
-        return proto.ended
-    testCase.addCleanup(stop)
-    yield proto.ready.addTimeout(timeout, reactor)
+    stop = yield startUntil(testCase, b"listening on IPv4", gnutls,
+                            helloArguments(gnutls, port, root),
+                            {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, timeout)
     return port, stop
 
 
