@@ -287,10 +287,7 @@ class UptimeUnderRunitTests(unittest.TestCase):
         return waitFor(check, timeout=60, what="%s to be %s" % (podId, status))
 
     def servicePid(self, podId):
-        path = os.path.join(self.harness.config.stateDir, "service",
-                            "%s__work__bin__launch" % (podId,), "supervise", "pid")
-        with open(path) as f:
-            return int(f.read().strip() or 0)
+        return self.harness.servicePid(podId, "work")
 
     @defer.inlineCallbacks
     def test_followsTheProcess(self):
