@@ -214,7 +214,7 @@ class PodOperations(object):
         from p2twisted.agent.health import (
             HTTPHealthChecker, PodHealthChecker, ServiceUptimeChecker)
         return PodHealthChecker(HTTPHealthChecker(self.reactor),
-                                ServiceUptimeChecker(self.supervisor))
+                                ServiceUptimeChecker(self.supervisor, self.config.minUptime))
 
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
