@@ -4,8 +4,9 @@ Fetching artifacts into a content-addressed cache.
 
 C{ArtifactCache.fetch} downloads a C{file://}, C{http://} or C{https://} URL
 (or, as in P2's C{pkg/uri}, a local file's path without a scheme: absolute,
-or relative to the agent's C{artifact_dir}) into C{<state_dir>/tmp/}, hashing while it writes, verifies the SHA-256 given
-directly or by a sha256sum file, and renames the file to
+or relative to the agent's C{artifact_dir}) into C{<state_dir>/tmp/},
+hashing while it writes, verifies the SHA-256 given directly or by a
+sha256sum file, and renames the file to
 C{<state_dir>/artifacts/<sha256>}.  When the digest is known up front, a
 cached copy is used instead of downloading (after re-hashing it: a corrupt
 cache entry is deleted and fetched again).

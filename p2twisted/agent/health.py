@@ -34,9 +34,9 @@ import json
 import re
 
 import attr
+from OpenSSL import SSL
 
 from twisted.application.internet import TimerService
-from OpenSSL import SSL
 from twisted.internet import defer, error, protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
