@@ -20,14 +20,8 @@ from p2twisted.store import keys, openStore
 from p2twisted.store.common import Check
 
 from tests.cli import P2CommandMixin
+from tests.orchfleet import POD
 
-POD = b"""\
-id: web
-launchables:
-  app:
-    launchable_type: hoist
-    location: file:///artifacts/web_%d.tar.gz
-"""
 
 
 class FleetCommandMixin(P2CommandMixin):

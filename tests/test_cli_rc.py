@@ -42,17 +42,17 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual(out.splitlines()[1].split(),
                          ["web1", "web", "2", "2", "2", "tier=web", "enabled"])
         out = yield self.succeed("rc", "scale", "web1", "1")
-        self.assertEqual(out, "scale RC web1 from 2 to 1\n")
+        self.assertEqual(out, "RC web1: 2 -> 1 replica(s)\n")
         yield self.converge()
         info = yield self.p2json("rc", "show", "web1")
         self.assertEqual((info["desired"], info["current"], info["healthy"]), (1, 1, 1))
         events, corrupt = yield self.withStore(audit.read)
         self.assertEqual([(e.kind, e.id, e.action) for e in events
                           if e.who.endswith("(p2)")],
-                         [("rc", "web1", "create"), ("rc", "web1", "scale")])
-        self.assertEqual(events[-1].details if events[-1].action == "scale" else
-                         [e for e in events if e.action == "scale"][0].details,
-                         {"old": 2, "new": 1})
+                         [("replication_controller", "web1", "create"),
+                          ("replication_controller", "web1", "scale")])
+        self.assertEqual([e for e in events if e.action == "scale"][0].details,
+                         {"from": 2, "to": 1})
 
     @defer.inlineCallbacks
     def test_scaleUnchanged(self):
@@ -94,14 +94,14 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
         before = yield self.dump()
         line, code = yield self.p2Fails("rc", "delete", "web1")
         self.assertEqual(code, 2)
-        self.assertIn("still wants 2 replica(s)", line)
+        self.assertIn("still wants 2 replicas", line)
         self.assertEqual((yield self.dump()), before)
         yield self.succeed("rc", "scale", "web1", "0")
         line, code = yield self.p2Fails("rc", "delete", "web1")
         self.assertIn("still has 2 pod(s) (on n1, n2)", line)
         yield self.converge()
         out = yield self.succeed("rc", "delete", "web1")
-        self.assertEqual(out, "delete RC web1\n")
+        self.assertEqual(out, "deleted RC web1\n")
         self.assertEqual((yield self.p2json("rc", "list")), [])
 
     @defer.inlineCallbacks
@@ -147,6 +147,23 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertIn("cannot read /nonexistent.yaml", line)
         self.assertEqual((yield self.dump()), before)
+
+    @defer.inlineCallbacks
+    def test_farmStatus(self):
+        """
+        C{p2 rc show} tells what the RC farm last reported of it.
+        """
+        from p2twisted.records.base import dumpObject
+        from p2twisted.store import keys
+        yield self.withStore(lambda store: store.put(keys.status("rc", "web1"), dumpObject({
+            "reason": "schedule on n1, n2", "shortfall": 1, "error": None,
+            "holder": "p2-orchestrator@h:7", "since": "2026-12-07T03:00:00Z"})))
+        out = yield self.succeed("rc", "show", "web1")
+        self.assertIn("  farm: schedule on n1, n2 (by p2-orchestrator@h:7 since "
+                      "2026-12-07T03:00:00Z)\n    shortfall: 1 replica(s) found no eligible "
+                      "node\n", out)
+        info = yield self.p2json("rc", "list")
+        self.assertEqual(info[0]["farm"]["shortfall"], 1)
 
     @defer.inlineCallbacks
     def test_shortfallWarning(self):

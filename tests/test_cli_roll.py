@@ -62,7 +62,8 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         events, corrupt = yield self.withStore(audit.read)
         actions = [(e.kind, e.action) for e in events if e.kind == "roll" or
                    e.who.endswith("(p2)")]
-        self.assertEqual(actions[:3], [("rc", "create"), ("rc", "create"), ("roll", "start")])
+        self.assertEqual(actions[:3], [("replication_controller", "create"),
+                                       ("replication_controller", "create"), ("roll", "start")])
         self.assertEqual(actions[-1], ("roll", "finish"))
 
     @defer.inlineCallbacks
@@ -96,7 +97,7 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
             self.assertEqual(code, 2, line)
             self.assertIn(expected, line)
         line, code = yield self.p2Fails("rc", "scale", "v1", "5")
-        self.assertIn("RC v1 is in roll", line)
+        self.assertIn("roll %s is moving it" % (edit.defaultId(POD % (2,)),), line)
         self.assertEqual((yield self.dump()), before)
 
     @defer.inlineCallbacks

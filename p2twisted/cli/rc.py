@@ -82,15 +82,23 @@ def register(subparsers):
     rc.set_defaults(run=lambda options: rc.print_help(options.err) or 2)
 
 
-def _count(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError("expected a whole number >= 0, got %r" % (text,))
-    return value
+def number(kind, what="a number"):
+    """
+    @return: an argparse C{type} reading a C{kind} (C{int}, C{float}) >= 0.
+    """
+    def parse(text):
+        import argparse
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError("expected %s >= 0, got %r" % (what, text))
+        return value
+    return parse
+
+
+_count = number(int, "a whole number")
 
 
 def podLabels(args):
@@ -121,23 +129,37 @@ def _pods(snapshot, rc):
     return rows
 
 
+def farmStatus(entry):
+    """
+    @return: the JSON object a farm's C{status/<kind>/<id>} entry holds, or
+        C{None} when absent or unreadable.
+    """
+    from p2twisted.records import CorruptRecord
+    from p2twisted.records.base import loadObject
+    if entry is None:
+        return None
+    try:
+        return loadObject(entry.key, entry.value)
+    except CorruptRecord:
+        return None
+
+
 def view(snapshot, rc, statuses=None, pods=False):
     """
     @param statuses: C{{key: Entry}} of C{status/rc/}, as listed.
     @return: the JSON-able view of C{rc}: its record's fields, its pods'
-        counts (L{podCounts}), its roll and its farm's last status.
+        counts (L{controllers.counts}), its roll and its farm's last status.
     """
-    from p2twisted.orchestrate.controllers import podCounts
+    from p2twisted.orchestrate.controllers import counts
     from p2twisted.orchestrate.edit import rollOf
     from p2twisted.store import keys
-    from p2twisted.store.common import jsonRecord
     roll = rollOf(snapshot, rc.id)
     entry = (statuses or {}).get(keys.status("rc", rc.id))
-    found = dict(podCounts(rc, snapshot), id=rc.id, pod_id=rc.podId, sha=rc.sha,
+    found = dict(counts(rc, snapshot), id=rc.id, pod_id=rc.podId, sha=rc.sha,
                  selector=rc.node_selector, pod_labels=rc.pod_labels, disabled=rc.disabled,
                  eligible=len(snapshot.eligible(rc.node_selector)),
                  roll=None if roll is None else roll.id,
-                 farm=None if entry is None else jsonRecord(entry.value))
+                 farm=farmStatus(entry))
     if pods:
         found["pods"] = _pods(snapshot, rc)
     return found
@@ -174,6 +196,7 @@ def stateText(info):
 def runCreate(options):
     from p2twisted.cli.manifest import readManifest
     from p2twisted.orchestrate import edit
+    from p2twisted.orchestrate.rc import createRC
     from p2twisted.records.controllers import ReplicationController
     from p2twisted.errors import SelectorError
     from p2twisted.labels import parseSelector
@@ -187,7 +210,7 @@ def runCreate(options):
                                podLabels(options.pod_label), disabled=options.disabled)
     from p2twisted.store import keys
     snapshot = yield withStore(options, lambda store: edit.change(
-        store, lambda s: (s, edit.createRC(s, rc)), time.time(),
+        store, lambda s: (s, createRC(s, rc)), time.time(),
         (keys.REPLICATION_CONTROLLERS, keys.LABELS, keys.INTENT, keys.MACHINES)))
     snapshot = snapshot[0]
     eligible = snapshot.eligible(rc.node_selector)
@@ -287,8 +310,14 @@ def _said(plan):
 
 def runScale(options):
     from p2twisted.orchestrate import edit
+
+    def done(plan):
+        if not plan:
+            return _said(plan)
+        details = plan.events[0].details
+        return "RC %s: %d -> %d replica(s)" % (options.id, details["from"], details["to"])
     return _change(options, lambda s: edit.scaleRC(s, options.id, options.replicas), _trees(),
-                   _said)
+                   done)
 
 
 def runEnable(options):
@@ -304,10 +333,14 @@ def runDisable(options):
 def runDelete(options):
     from p2twisted.orchestrate import edit
     from p2twisted.store import keys
+    left = []
+
+    def build(snapshot):
+        plan = edit.deleteRC(snapshot, options.id, options.force)
+        left[:] = edit.podsOf(snapshot, snapshot.rc(options.id))
+        return plan
 
     def done(plan):
-        left = plan.events[0].details["pods_left"]
-        return plan.reason + ("; its pods on %s keep running, unmanaged" % (", ".join(left),)
-                              if left else "")
-    return _change(options, lambda s: edit.deleteRC(s, options.id, options.force),
-                   _trees(keys.LABELS), done)
+        return "deleted RC %s%s" % (options.id, "; its pods on %s keep running, unmanaged"
+                                    % (", ".join(left),) if left else "")
+    return _change(options, build, _trees(keys.LABELS), done)

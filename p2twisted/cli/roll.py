@@ -10,6 +10,7 @@ import time
 from twisted.internet import defer
 
 from p2twisted.cli.main import withStore
+from p2twisted.cli.rc import number
 
 #: Seconds between two looks at the store while C{--follow} follows.
 INTERVAL = 1.0
@@ -33,9 +34,9 @@ def register(subparsers):
     target.add_argument("--to", dest="new", metavar="NEW_RC", help="an existing RC to roll to")
     target.add_argument("--manifest", metavar="FILE",
                         help="a pod manifest: a new RC of it is created to roll to")
-    start.add_argument("--min-healthy", required=True, type=_number(int), metavar="N",
+    start.add_argument("--min-healthy", required=True, type=number(int, "a whole number"), metavar="N",
                        help="healthy pods (old and new) never fall below N")
-    start.add_argument("--delay", type=_number(float), default=0, metavar="SECONDS",
+    start.add_argument("--delay", type=number(float), default=0, metavar="SECONDS",
                        help="wait this long between batches (default 0)")
     start.add_argument("--leave-old", action="store_true",
                        help="keep the old RC when done (default: delete it)")
@@ -61,19 +62,6 @@ def register(subparsers):
     abort.add_argument("id", metavar="ID")
     abort.set_defaults(run=runAbort, writes=True)
     roll.set_defaults(run=lambda options: roll.print_help(options.err) or 2)
-
-
-def _number(kind):
-    def parse(text):
-        import argparse
-        try:
-            value = kind(text)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise argparse.ArgumentTypeError("expected a number >= 0, got %r" % (text,))
-        return value
-    return parse
 
 
 @defer.inlineCallbacks
@@ -103,14 +91,14 @@ def progress(roll, snapshot, farm=None):
     """
     @param farm: the roll farm's last status of it (C{status/roll/<id>}).
     @return: the JSON-able progress of C{roll}: its fields, both RCs'
-        desired/current/healthy (L{podCounts}) and the farm's last word.
+        desired/current/healthy (L{controllers.counts}) and the farm's last word.
     """
-    from p2twisted.orchestrate.controllers import podCounts
+    from p2twisted.orchestrate.controllers import counts
     found = json.loads(roll.toBytes())
     found["id"] = roll.id
     for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
         rc = snapshot.rc(rcId)
-        found[name] = None if rc is None else dict(podCounts(rc, snapshot), id=rcId,
+        found[name] = None if rc is None else dict(counts(rc, snapshot), id=rcId,
                                                    disabled=rc.disabled)
     found["farm"] = farm
     return found
@@ -150,10 +138,10 @@ def progressLine(info, eta=None):
 def _read(store, rollId):
     from p2twisted.orchestrate.snapshot import Snapshot
     from p2twisted.store import keys
-    from p2twisted.store.common import jsonRecord
+    from p2twisted.cli.rc import farmStatus
     snapshot = yield Snapshot.read(store)
     entry = yield store.get(keys.status("roll", rollId))
-    return snapshot, None if entry is None else jsonRecord(entry.value)
+    return snapshot, farmStatus(entry)
 
 
 class Rate(object):

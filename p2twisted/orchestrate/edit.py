@@ -17,8 +17,8 @@ import socket
 from twisted.internet import defer
 
 from p2twisted.errors import KeyExists, UsageError, VersionConflict
-from p2twisted.orchestrate.plan import Plan, UpdateRecord, toTransactions
-from p2twisted.records.controllers import AuditEvent, ReplicationController
+from p2twisted.orchestrate.plan import Plan, toTransactions
+from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS
 
@@ -47,10 +47,15 @@ def defaultId(manifest):
 
 def rollOf(snapshot, rcId):
     """@return: the L{Roll} moving C{rcId} (from or to it), or C{None}."""
-    for roll in snapshot.rolls().values():
-        if rcId in (roll.old_rc, roll.new_rc):
-            return roll
-    return None
+    from p2twisted.orchestrate.rc import _rollOf
+    return _rollOf(snapshot, rcId)
+
+
+def _require(found, objectId, choices, what, more):
+    from p2twisted.cli.main import didYouMean
+    if found is None:
+        raise UsageError("no %s %r%s (%s)" % (what, objectId, didYouMean(objectId, choices), more))
+    return found
 
 
 def requireRC(snapshot, rcId):
@@ -58,12 +63,8 @@ def requireRC(snapshot, rcId):
     @return: the RC C{rcId}.
     @raise UsageError: when there is none (naming the closest id).
     """
-    from p2twisted.cli.main import didYouMean
-    rc = snapshot.rc(rcId)
-    if rc is None:
-        raise UsageError("no replication controller %r%s (see 'p2 rc list')"
-                         % (rcId, didYouMean(rcId, snapshot.rcs())))
-    return rc
+    return _require(snapshot.rc(rcId), rcId, snapshot.rcs(), "replication controller",
+                    "see 'p2 rc list'")
 
 
 def requireRoll(snapshot, rollId):
@@ -71,110 +72,64 @@ def requireRoll(snapshot, rollId):
     @return: the roll C{rollId}.
     @raise UsageError: when there is none (naming the closest id).
     """
-    from p2twisted.cli.main import didYouMean
-    roll = snapshot.roll(rollId)
-    if roll is None:
-        raise UsageError("no roll %r%s (a finished or aborted roll leaves no record; see "
-                         "'p2 audit')" % (rollId, didYouMean(rollId, snapshot.rolls())))
-    return roll
-
-
-def _notRolling(snapshot, rc, what):
-    roll = rollOf(snapshot, rc.id)
-    if roll is not None:
-        raise UsageError("RC %s is in roll %s, which sets its count and state; cannot %s it "
-                         "until the roll ends ('p2 roll status %s', 'p2 roll abort %s')"
-                         % (rc.id, roll.id, what, roll.id, roll.id))
-
-
-def _update(snapshot, record):
-    return UpdateRecord(record.key, record.toBytes(), snapshot.version(record.key))
-
-
-def _event(rc, action, **details):
-    return AuditEvent("rc", rc.id, action, details)
-
-
-def createRC(snapshot, rc):
-    """
-    Plan the creation of C{rc}.
-
-    @raise UsageError: when an RC of that id exists.
-    """
-    if snapshot.version(rc.key) is not None:
-        raise UsageError("replication controller %s already exists (see 'p2 rc show %s')"
-                         % (rc.id, rc.id))
-    return Plan([UpdateRecord(rc.key, rc.toBytes(), None)],
-                reason="create RC %s" % (rc.id,),
-                events=[_event(rc, "create", pod_id=rc.podId, sha=rc.sha,
-                               selector=rc.node_selector, replicas=rc.replicas_desired,
-                               pod_labels=rc.pod_labels, disabled=rc.disabled)],
-                snapshot=snapshot)
+    return _require(snapshot.roll(rollId), rollId, snapshot.rolls(), "roll",
+                    "a finished or aborted roll leaves no record; see 'p2 audit'")
 
 
 def scaleRC(snapshot, rcId, count):
     """
-    Plan setting C{rcId}'s C{replicas_desired} to C{count} (an empty plan
-    when it is already).
+    L{rc.scaleRC}, naming the closest RC id when there is none; an empty
+    plan (no audit event) when it already wants C{count}.
     """
+    from p2twisted.orchestrate import rc as rcmodule
     rc = requireRC(snapshot, rcId)
-    ReplicationController(rc.id, rc.manifest, count)  # checks count
-    _notRolling(snapshot, rc, "scale")
-    if rc.replicas_desired == count:
+    if rc.replicas_desired == count and rollOf(snapshot, rcId) is None:
         return Plan(reason="RC %s already wants %d replica(s)" % (rc.id, count),
                     snapshot=snapshot)
-    return Plan([_update(snapshot, rc.withReplicas(count))],
-                reason="scale RC %s from %d to %d" % (rc.id, rc.replicas_desired, count),
-                events=[_event(rc, "scale", old=rc.replicas_desired, new=count)],
-                snapshot=snapshot)
+    return rcmodule.scaleRC(snapshot, rcId, count)
 
 
 def setDisabled(snapshot, rcId, disabled):
     """
-    Plan disabling (or enabling) C{rcId}: a disabled RC changes nothing.
+    L{rc.setDisabled}, naming the closest RC id when there is none; an
+    empty plan when it already is.
     """
+    from p2twisted.orchestrate import rc as rcmodule
     rc = requireRC(snapshot, rcId)
-    action = "disable" if disabled else "enable"
-    _notRolling(snapshot, rc, action)
-    if rc.disabled == disabled:
-        return Plan(reason="RC %s is already %sd" % (rc.id, action), snapshot=snapshot)
-    return Plan([_update(snapshot, rc.withDisabled(disabled))],
-                reason="%s RC %s" % (action, rc.id), events=[_event(rc, action)],
-                snapshot=snapshot)
+    if rc.disabled == disabled and rollOf(snapshot, rcId) is None:
+        return Plan(reason="RC %s is already %s" % (
+            rc.id, "disabled" if disabled else "enabled"), snapshot=snapshot)
+    return rcmodule.setDisabled(snapshot, rcId, disabled)
+
+
+def podsOf(snapshot, rc):
+    """@return: the nodes holding a pod of C{rc}, sorted."""
+    return [node for node, pod in snapshot.podsOf(rc.id) if pod == rc.podId]
 
 
 def deleteRC(snapshot, rcId, force=False):
     """
-    Plan deleting C{rcId}'s record.  Its pods are not unscheduled: an RC
-    must be scaled to 0 and its pods gone first, unless C{force} (its pods
-    then run on, managed by nobody).
-
-    @raise UsageError: when it still wants replicas or has pods (without
-        C{force}), or a roll moves it.
+    L{rc.deleteRC}; and, unless C{force}, an RC wanting no replicas must
+    have no pods left either (the farm removes them first): a deleted RC's
+    pods would run on, managed by nobody.
     """
+    from p2twisted.orchestrate import rc as rcmodule
     rc = requireRC(snapshot, rcId)
-    _notRolling(snapshot, rc, "delete")
-    pods = [node for node, pod in snapshot.podsOf(rc.id) if pod == rc.podId]
-    if not force and rc.replicas_desired:
-        raise UsageError("RC %s still wants %d replica(s): scale it to 0 first ('p2 rc scale %s "
-                         "0') and let the farm remove its pods, or delete it with --force and "
-                         "leave its pods running unmanaged" % (rc.id, rc.replicas_desired, rc.id))
-    if not force and pods:
+    pods = podsOf(snapshot, rc)
+    if not force and not rc.replicas_desired and pods and rollOf(snapshot, rcId) is None:
         raise UsageError("RC %s still has %d pod(s) (on %s): wait until the farm removed them, "
                          "or delete it with --force and leave them running unmanaged"
-                         % (rc.id, len(pods), ", ".join(n for n in pods[:5])))
-    return Plan([UpdateRecord(rc.key, None, snapshot.version(rc.key))],
-                reason="delete RC %s" % (rc.id,),
-                events=[_event(rc, "delete", replicas=rc.replicas_desired, forced=force,
-                               pods_left=pods)],
-                snapshot=snapshot)
+                         % (rc.id, len(pods), ", ".join(pods[:5])))
+    return rcmodule.deleteRC(snapshot, rcId, force)
 
 
-def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, **options):
+def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=None, **options):
     """
     Plan a roll from C{oldId} to the RC C{newId}, or to a new RC running
     C{manifest} (bytes; the old RC's selector and pod labels, no replicas,
     id L{defaultId}) created in the same transaction.
+
+    @param selector: the new RC's node selector, when not the old one's.
 
     @param options: L{Roll} fields (C{desired}, C{roll_delay}, C{leave_old},
         C{auto_rollback}, C{rollback_after}).
@@ -192,7 +147,8 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, **options)
     created = None
     if manifest is not None:
         created = ReplicationController(newId or defaultId(manifest), manifest, 0,
-                                        old.node_selector, dict(old.pod_labels))
+                                        old.node_selector if selector is None else selector,
+                                        dict(old.pod_labels))
         if created.sha == old.sha:
             raise UsageError("RC %s already runs that manifest (sha %s): nothing to roll to"
                              % (old.id, old.sha[:12]))
@@ -209,11 +165,9 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, **options)
         requireRC(snapshot, newId)
     roll, plan = createRoll(snapshot, oldId, newId, minHealthy, **options)
     if created is not None:
+        from p2twisted.orchestrate.rc import createRC
         plan = Plan(plan.changes, reason=plan.reason,
-                    events=(_event(created, "create", pod_id=created.podId, sha=created.sha,
-                                   selector=created.node_selector, replicas=0,
-                                   pod_labels=created.pod_labels, roll=roll.id),)
-                    + plan.events, snapshot=snapshot)
+                    events=createRC(snapshot, created).events + plan.events, snapshot=snapshot)
     return roll, plan
 
 

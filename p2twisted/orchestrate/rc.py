@@ -161,7 +161,8 @@ def decide(rc, snapshot):
     view = PodView(snapshot, rc.podId)
     labels = rc.labelsForPods()
     eligible = set(snapshot.eligible(rc.node_selector))
-    mine = view.podsOf(rc.id)
+    labelled = snapshot.podsOf(rc.id)
+    mine = [n for n, p in labelled if p == rc.podId]
     mineSet = set(mine)
     upMine = [n for n in mine if view.up(n)]
     eligibleUp = [n for n in upMine if n in eligible]
@@ -213,7 +214,7 @@ def decide(rc, snapshot):
 
     # Pods labelled as this RC's under another pod id (its manifest's id
     # changed) go once the RC's own pods are all there and healthy.
-    strays = [(n, p) for n, p in snapshot.podsOf(rc.id) if p != rc.podId and view.up(n)]
+    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)]
     if strays and len([n for n in eligibleUp if view.healthy(n, rc)]) >= desired:
         unscheduleOthers = strays
     else:

@@ -13,11 +13,14 @@ and the roll record, so a killed orchestrator's successor continues with no
 extra schedule or unschedule.
 
 A step, in order:
- 1. the roll record or the RC it moves to is gone: the roll ends;
+ 1. the roll record is gone: L{Done}; either RC is gone: the roll ends
+    (P2's farm deleted such a roll as complete);
  2. the RC it moves to is disabled, or the one it moves from enabled: one
     transaction swaps them (the newly enabled RC adopts the pods it has);
  3. the target is not yet desired: the next batch (after C{roll_delay},
-    not before the first) or a wait for health;
+    not before the first) or a wait for health.  Where P2 stopped for good
+    (healthy pods at the minimum, no capacity to add), one pod surges onto
+    a free node, so a roll of 3 at min_healthy 3 can move;
  4. the target is desired but not yet placed: wait;
  5. done: the old RC's leftover pods (on nodes the new RC could not take
     over) are drained once enough new pods are healthy, then the old RC
