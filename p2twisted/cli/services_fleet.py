@@ -96,18 +96,23 @@ def deployPlan(snapshot, service, manifest, replicas, selector, floor):
     import attr
 
     from p2twisted.orchestrate import edit
-    from p2twisted.orchestrate.plan import Plan, UpdateRecord
-    from p2twisted.orchestrate.rc import createRC
-    from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent, ReplicationController
+    from p2twisted.orchestrate.edit import createRC
+    from p2twisted.records.controllers import RC_ID_LABEL, ReplicationController
     name = service.name
     rc = currentRC(snapshot, name, "deploy it again")
     if rc is None:
         byNode = [n for n in snapshot.deployedTo(name)
                   if snapshot.podLabels(n, name).get(RC_ID_LABEL) is None]
-        if byNode:
-            raise UsageError("%s is deployed by node (to %s); undeploy it first ('p2 undeploy "
-                             "%s') to put it under a replication controller"
-                             % (name, ", ".join(byNode), name))
+        # The RC adopts, with no restart, pods of its manifest on eligible
+        # nodes (up to its count); any other would run on beside it.
+        eligible = set(snapshot.eligible(selector or ""))
+        if byNode and (len(byNode) > replicas or any(
+                n not in eligible or snapshot.intentSha(n, name) != manifest.sha()
+                for n in byNode)):
+            raise UsageError("%s is deployed by node (to %s), which the replication controller "
+                             "could not adopt as it is (another version, a node the selector "
+                             "does not match, or more than %d); undeploy it first ('p2 "
+                             "undeploy %s')" % (name, ", ".join(byNode), replicas, name))
         return createRC(snapshot, ReplicationController(
             edit.defaultId(manifest.raw), manifest.raw, replicas, selector or ""))
     if manifest.sha() != rc.sha:
@@ -116,12 +121,9 @@ def deployPlan(snapshot, service, manifest, replicas, selector, floor):
     if selector is None or selector == rc.node_selector:
         return edit.scaleRC(snapshot, rc.id, replicas)
     changed = attr.evolve(rc, node_selector=selector, replicas_desired=replicas)
-    return Plan([UpdateRecord(rc.key, changed.toBytes(), snapshot.version(rc.key))],
-                reason="RC %s: selector %r, %d replica(s)" % (rc.id, selector, replicas),
-                events=[AuditEvent("replication_controller", rc.id, "update", {
-                    "node_selector": {"from": rc.node_selector, "to": selector},
-                    "replicas_desired": {"from": rc.replicas_desired, "to": replicas}})],
-                snapshot=snapshot)
+    return edit.recordPlan(snapshot, changed, "update", {
+        "node_selector": {"from": rc.node_selector, "to": selector},
+        "replicas_desired": {"from": rc.replicas_desired, "to": replicas}})
 
 
 @defer.inlineCallbacks
