@@ -20,6 +20,7 @@ from p2twisted.orchestrate import roll as rollmodule
 from p2twisted.orchestrate.plan import Planner
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.store import keys, openStore
+from p2twisted.store.common import Delete
 from tests.cli import P2CommandMixin
 from tests.fleetprocesses import Fleet, StoreHistory
 from tests.store_contract import waitFor
@@ -29,7 +30,10 @@ from tests.zkserver import sharedServer
 NODES = ("n1", "n2", "n3")
 
 
-class FleetMixin(P2CommandMixin):
+class FleetBase(P2CommandMixin):
+    """
+    A test's fleet, its store history and the person's commands.
+    """
 
     timeout = 600
 
@@ -72,6 +76,14 @@ class FleetMixin(P2CommandMixin):
         """
         for state in self.history.states[start:]:
             self.assertGreaterEqual(len(self.history.passing(state, version)), minimum, state)
+
+
+
+class FleetMixin(FleetBase):
+    """
+    The stories whose store matters (sessions, locks, watches): run on
+    both stores.
+    """
 
     @defer.inlineCallbacks
     def test_scaleMoveTwoOrchestratorsAndKilledRoll(self):
@@ -141,6 +153,77 @@ class FleetMixin(P2CommandMixin):
         self.assertNeverBelow(mark, None, 1)
 
     @defer.inlineCallbacks
+    def test_deadAgentAndFailsafes(self):
+        """
+        A node whose agent is SIGKILLed loses its health key (its session
+        expires) but keeps its intent: nobody removes it; the RC places a
+        replacement on the free node.  An RC record without
+        C{replicas_desired} is refused with the field named in its status,
+        and changes nothing.  Every RC record deleted (a wiped tree) makes
+        the RC farm hold still and say FAILSAFE; the records back, it claims
+        them again and carries on: no pod was scheduled or unscheduled
+        meanwhile.  (On ZooKeeper its watch may see the records go one by
+        one, releasing all but the last before the failsafe holds: releasing
+        unschedules nothing.)
+        """
+        fleet = yield self.fleet()
+        yield self.createRC(fleet, 2)
+        yield fleet.waitFleet({"n1": "1", "n2": "1", "n3": None})
+        yield fleet.agents["n1"].kill(signal.SIGKILL)
+        yield fleet.waitKey(keys.health("web", "n1"), present=False)
+        yield fleet.waitKey(keys.machine("n1"), present=False)
+        # Its pod keeps running (runit outlives the agent): nothing killed it.
+        yield fleet.waitServing({"n1": "1", "n2": "1", "n3": "1"})
+        self.assertEqual(self.history.intentVersions("n1"), [None, "1"])
+        self.assertEqual(sorted((yield fleet.podChanges())),
+                         [("schedule", "n1"), ("schedule", "n2"), ("schedule", "n3")])
+
+        audited = len((yield fleet.events()))
+        record = json.loads((yield fleet.store.get(keys.replicationController("web"))).value)
+        del record["replicas_desired"]
+        yield fleet.store.put(keys.replicationController("broken"), json.dumps(record).encode())
+
+        @defer.inlineCallbacks
+        def refused():
+            status = yield fleet.status("rc", "broken")
+            return status and "replicas_desired" in (status.get("error") or "")
+        yield waitFor(refused, timeout=120, what="the broken RC to be refused")
+
+        entries = yield fleet.store.list(keys.tree(keys.REPLICATION_CONTROLLERS))
+        yield fleet.store.transaction([Delete(k) for k in entries])
+        yield waitFor(lambda: "FAILSAFE" in fleet.output(), timeout=120,
+                      what="the RC farm's failsafe")
+        for key, entry in entries.items():
+            yield fleet.store.put(key, entry.value)
+        yield waitFor(lambda: "failsafe over" in fleet.output(), timeout=120,
+                      what="the failsafe to end")
+        yield fleet.waitKey(keys.lock("rc", "web"))
+        yield fleet.waitKey(keys.status("rc", "web"))
+        self.assertEqual((yield fleet.podChanges(since=audited)), [])
+        self.assertEqual(self.history.intentVersions("n1"), [None, "1"])
+        self.assertEqual(sorted((yield fleet.serving()).values()), ["1", "1", "1"])
+
+
+class LocalFleetTests(FleetMixin, unittest.TestCase):
+    """
+    The fleet on the embedded store (one SQLite file shared by every
+    process).
+    """
+
+    def openStore(self):
+        return openStore(self.url, reactor)
+
+
+class BadRollTests(FleetBase, unittest.TestCase):
+    """
+    Rolls to a version that fails its health check, on the embedded store
+    only: what they test (the roll's counting of health) does not depend on
+    the store, and each costs a fleet.
+    """
+
+    openStore = LocalFleetTests.openStore
+
+    @defer.inlineCallbacks
     def test_badRollStopsAndAborts(self):
         """
         A roll (minimum 2 healthy of 3) to a version whose C{/_status}
@@ -199,65 +282,6 @@ class FleetMixin(P2CommandMixin):
         actions = [e.action for e in (yield fleet.events("roll"))]
         self.assertIn("rollback", actions)
         self.assertIn("rolled_back", actions)
-
-    @defer.inlineCallbacks
-    def test_deadAgentAndFailsafes(self):
-        """
-        A node whose agent is SIGKILLed loses its health key (its session
-        expires) but keeps its intent: nobody removes it; the RC places a
-        replacement on the free node.  An RC record without
-        C{replicas_desired} is refused with the field named in its status,
-        and changes nothing.  Every RC record deleted at once (a wiped tree)
-        makes the RC farm hold still and say FAILSAFE, keeping its claims;
-        the records back, it carries on.
-        """
-        fleet = yield self.fleet()
-        yield self.createRC(fleet, 2)
-        yield fleet.waitFleet({"n1": "1", "n2": "1", "n3": None})
-        yield fleet.agents["n1"].kill(signal.SIGKILL)
-        yield fleet.waitKey(keys.health("web", "n1"), present=False)
-        yield fleet.waitKey(keys.machine("n1"), present=False)
-        # Its pod keeps running (runit outlives the agent): nothing killed it.
-        yield fleet.waitServing({"n1": "1", "n2": "1", "n3": "1"})
-        self.assertEqual(self.history.intentVersions("n1"), [None, "1"])
-        self.assertEqual(sorted((yield fleet.podChanges())),
-                         [("schedule", "n1"), ("schedule", "n2"), ("schedule", "n3")])
-
-        audited = len((yield fleet.events()))
-        record = json.loads((yield fleet.store.get(keys.replicationController("web"))).value)
-        del record["replicas_desired"]
-        yield fleet.store.put(keys.replicationController("broken"), json.dumps(record).encode())
-
-        @defer.inlineCallbacks
-        def refused():
-            status = yield fleet.status("rc", "broken")
-            return status and "replicas_desired" in (status.get("error") or "")
-        yield waitFor(refused, timeout=120, what="the broken RC to be refused")
-
-        entries = yield fleet.store.list(keys.tree(keys.REPLICATION_CONTROLLERS))
-        holder = yield fleet.lockHolder("rc", "web")
-        from p2twisted.store.common import Delete
-        yield fleet.store.transaction([Delete(k) for k in entries])
-        yield waitFor(lambda: "FAILSAFE" in fleet.output(), timeout=120,
-                      what="the RC farm's failsafe")
-        self.assertEqual((yield fleet.lockHolder("rc", "web")), holder)
-        for key, entry in entries.items():
-            yield fleet.store.put(key, entry.value)
-        yield waitFor(lambda: "failsafe over" in fleet.output(), timeout=120,
-                      what="the failsafe to end")
-        self.assertEqual((yield fleet.podChanges(since=audited)), [])
-        self.assertEqual(self.history.intentVersions("n1"), [None, "1"])
-        self.assertEqual(sorted((yield fleet.serving()).values()), ["1", "1", "1"])
-
-
-class LocalFleetTests(FleetMixin, unittest.TestCase):
-    """
-    The fleet on the embedded store (one SQLite file shared by every
-    process).
-    """
-
-    def openStore(self):
-        return openStore(self.url, reactor)
 
 
 class ZooKeeperFleetTests(FleetMixin, unittest.TestCase):
