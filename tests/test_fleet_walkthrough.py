@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from p2twisted.cli.services_agent import agentArguments
@@ -22,7 +22,7 @@ from tests.cli import ROOT
 from tests.reachable import reachableDirectory
 from tests.servers import requireServer
 from tests.test_agent_e2e import requireRunit
-from tests.test_agent_process_e2e import removePods
+from tests.test_agent_process_e2e import _Output, removePods
 
 SECTION = "Three nodes on one machine"
 DIRECTORY = "/tmp/p2-fleet"
@@ -41,21 +41,6 @@ def walkthrough(readme=os.path.join(ROOT, "README.rst")):
     block = re.search(r"::\n\n((?:    .*\n|\n)+)", body).group(1)
     return "".join(line[4:] + "\n" if line.strip() else "\n"
                    for line in block.rstrip().split("\n"))
-
-
-class _Script(protocol.ProcessProtocol):
-
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
 
 
 class WalkthroughTextTests(unittest.TestCase):
@@ -114,10 +99,11 @@ class WalkthroughTests(unittest.TestCase):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("P2_") and k != "VIRTUAL_ENV"}
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-        proto = _Script()
-        reactor.spawnProcess(proto, "/bin/bash", ["bash", "-e", "-x", "-c", script], env=env,
+        proto = _Output()
+        reactor.spawnProcess(proto, "/bin/bash", ["bash", "-e", "-c", script], env=env,
                              path=ROOT)
-        code = yield proto.ended
+        yield proto.ended
+        code = proto.reason.value.exitCode
         output = proto.output.decode("utf-8", "replace")
         from twisted.python import log
         log.msg("walkthrough output:\n" + output)
