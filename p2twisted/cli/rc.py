@@ -148,14 +148,14 @@ def view(snapshot, rc, statuses=None, pods=False):
     """
     @param statuses: C{{key: Entry}} of C{status/rc/}, as listed.
     @return: the JSON-able view of C{rc}: its record's fields, its pods'
-        counts (L{controllers.counts}), its roll and its farm's last status.
+        counts (L{controllers.podCounts}), its roll and its farm's last status.
     """
-    from p2twisted.orchestrate.controllers import counts
+    from p2twisted.orchestrate.controllers import podCounts
     from p2twisted.orchestrate.edit import rollOf
     from p2twisted.store import keys
     roll = rollOf(snapshot, rc.id)
     entry = (statuses or {}).get(keys.status("rc", rc.id))
-    found = dict(counts(rc, snapshot), id=rc.id, pod_id=rc.podId, sha=rc.sha,
+    found = dict(podCounts(rc, snapshot), id=rc.id, pod_id=rc.podId, sha=rc.sha,
                  selector=rc.node_selector, pod_labels=rc.pod_labels, disabled=rc.disabled,
                  eligible=len(snapshot.eligible(rc.node_selector)),
                  roll=None if roll is None else roll.id,
@@ -196,7 +196,7 @@ def stateText(info):
 def runCreate(options):
     from p2twisted.cli.manifest import readManifest
     from p2twisted.orchestrate import edit
-    from p2twisted.orchestrate.rc import createRC
+    from p2twisted.orchestrate.edit import createRC
     from p2twisted.records.controllers import ReplicationController
     from p2twisted.errors import SelectorError
     from p2twisted.labels import parseSelector

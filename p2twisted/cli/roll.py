@@ -91,14 +91,14 @@ def progress(roll, snapshot, farm=None):
     """
     @param farm: the roll farm's last status of it (C{status/roll/<id>}).
     @return: the JSON-able progress of C{roll}: its fields, both RCs'
-        desired/current/healthy (L{controllers.counts}) and the farm's last word.
+        desired/current/healthy (L{controllers.podCounts}) and the farm's last word.
     """
-    from p2twisted.orchestrate.controllers import counts
+    from p2twisted.orchestrate.controllers import podCounts
     found = json.loads(roll.toBytes())
     found["id"] = roll.id
     for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
         rc = snapshot.rc(rcId)
-        found[name] = None if rc is None else dict(counts(rc, snapshot), id=rcId,
+        found[name] = None if rc is None else dict(podCounts(rc, snapshot), id=rcId,
                                                    disabled=rc.disabled)
     found["farm"] = farm
     return found

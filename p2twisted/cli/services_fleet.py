@@ -96,9 +96,8 @@ def deployPlan(snapshot, service, manifest, replicas, selector, floor):
     import attr
 
     from p2twisted.orchestrate import edit
-    from p2twisted.orchestrate.plan import Plan, UpdateRecord
-    from p2twisted.orchestrate.rc import createRC
-    from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent, ReplicationController
+    from p2twisted.orchestrate.edit import createRC
+    from p2twisted.records.controllers import RC_ID_LABEL, ReplicationController
     name = service.name
     rc = currentRC(snapshot, name, "deploy it again")
     if rc is None:
@@ -116,12 +115,9 @@ def deployPlan(snapshot, service, manifest, replicas, selector, floor):
     if selector is None or selector == rc.node_selector:
         return edit.scaleRC(snapshot, rc.id, replicas)
     changed = attr.evolve(rc, node_selector=selector, replicas_desired=replicas)
-    return Plan([UpdateRecord(rc.key, changed.toBytes(), snapshot.version(rc.key))],
-                reason="RC %s: selector %r, %d replica(s)" % (rc.id, selector, replicas),
-                events=[AuditEvent("replication_controller", rc.id, "update", {
-                    "node_selector": {"from": rc.node_selector, "to": selector},
-                    "replicas_desired": {"from": rc.replicas_desired, "to": replicas}})],
-                snapshot=snapshot)
+    return edit.recordPlan(snapshot, changed, "update", {
+        "node_selector": {"from": rc.node_selector, "to": selector},
+        "replicas_desired": {"from": rc.replicas_desired, "to": replicas}})
 
 
 @defer.inlineCallbacks

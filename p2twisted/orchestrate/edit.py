@@ -14,11 +14,13 @@ RC that a roll moves is refused (the roll sets its count: abort it first).
 import getpass
 import socket
 
+import attr
+
 from twisted.internet import defer
 
 from p2twisted.errors import KeyExists, UsageError, VersionConflict
-from p2twisted.orchestrate.plan import Plan, toTransactions
-from p2twisted.records.controllers import ReplicationController
+from p2twisted.orchestrate.plan import Plan, UpdateRecord, toTransactions
+from p2twisted.records.controllers import AuditEvent, ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS
 
@@ -47,8 +49,10 @@ def defaultId(manifest):
 
 def rollOf(snapshot, rcId):
     """@return: the L{Roll} moving C{rcId} (from or to it), or C{None}."""
-    from p2twisted.orchestrate.rc import _rollOf
-    return _rollOf(snapshot, rcId)
+    for roll in snapshot.rolls().values():
+        if rcId in (roll.old_rc, roll.new_rc):
+            return roll
+    return None
 
 
 def _require(found, objectId, choices, what, more):
@@ -76,30 +80,69 @@ def requireRoll(snapshot, rollId):
                     "a finished or aborted roll leaves no record; see 'p2 audit'")
 
 
+def _notRolling(snapshot, rc, verb):
+    roll = rollOf(snapshot, rc.id)
+    if roll is not None:
+        raise UsageError("cannot %s RC %s: roll %s is moving it (wait until it ends, 'p2 roll "
+                         "status %s', or abort it, 'p2 roll abort %s')"
+                         % (verb, rc.id, roll.id, roll.id, roll.id))
+
+
+def recordPlan(snapshot, rc, action, details, delete=False):
+    """
+    @return: the L{Plan} writing C{rc}'s record (or deleting it) by
+        compare-and-set, with an audit event of C{action} and C{details}.
+    """
+    from p2twisted.orchestrate.controllers import AUDIT_KIND
+    change = UpdateRecord(rc.key, None if delete else rc.toBytes(), snapshot.version(rc.key))
+    return Plan([change], reason="%s RC %s" % (action, rc.id),
+                events=[AuditEvent(AUDIT_KIND, rc.id, action, details)], snapshot=snapshot)
+
+
+def createRC(snapshot, rc):
+    """
+    Plan the creation of C{rc}'s record.
+
+    @raise UsageError: if an RC of that id exists.
+    """
+    if snapshot.version(rc.key) is not None:
+        raise UsageError("replication controller %s already exists (see 'p2 rc show %s')"
+                         % (rc.id, rc.id))
+    plan = recordPlan(snapshot, rc, "create", {
+        "replicas_desired": rc.replicas_desired, "node_selector": rc.node_selector,
+        "pod_labels": rc.pod_labels, "pod_id": rc.podId, "sha": rc.sha,
+        "disabled": rc.disabled})
+    return attr.evolve(plan, changes=[UpdateRecord(rc.key, rc.toBytes(), None)])
+
+
 def scaleRC(snapshot, rcId, count):
     """
-    L{rc.scaleRC}, naming the closest RC id when there is none; an empty
-    plan (no audit event) when it already wants C{count}.
+    Plan setting C{rcId}'s C{replicas_desired} to C{count}: an empty plan
+    (no audit event) when it already wants that many.
+
+    @raise UsageError: for an unknown RC (naming the closest id), a bad
+        count, or an RC a roll is moving.
     """
-    from p2twisted.orchestrate import rc as rcmodule
     rc = requireRC(snapshot, rcId)
-    if rc.replicas_desired == count and rollOf(snapshot, rcId) is None:
+    changed = rc.withReplicas(count)
+    _notRolling(snapshot, rc, "scale")
+    if rc.replicas_desired == count:
         return Plan(reason="RC %s already wants %d replica(s)" % (rc.id, count),
                     snapshot=snapshot)
-    return rcmodule.scaleRC(snapshot, rcId, count)
+    return recordPlan(snapshot, changed, "scale", {"from": rc.replicas_desired, "to": count})
 
 
 def setDisabled(snapshot, rcId, disabled):
     """
-    L{rc.setDisabled}, naming the closest RC id when there is none; an
-    empty plan when it already is.
+    Plan disabling (or enabling) C{rcId}: a disabled RC changes nothing.
+    An empty plan when it already is.
     """
-    from p2twisted.orchestrate import rc as rcmodule
     rc = requireRC(snapshot, rcId)
-    if rc.disabled == disabled and rollOf(snapshot, rcId) is None:
-        return Plan(reason="RC %s is already %s" % (
-            rc.id, "disabled" if disabled else "enabled"), snapshot=snapshot)
-    return rcmodule.setDisabled(snapshot, rcId, disabled)
+    action = "disable" if disabled else "enable"
+    _notRolling(snapshot, rc, action)
+    if rc.disabled == disabled:
+        return Plan(reason="RC %s is already %sd" % (rc.id, action), snapshot=snapshot)
+    return recordPlan(snapshot, rc.withDisabled(disabled), action, {})
 
 
 def podsOf(snapshot, rc):
@@ -109,18 +152,27 @@ def podsOf(snapshot, rc):
 
 def deleteRC(snapshot, rcId, force=False):
     """
-    L{rc.deleteRC}; and, unless C{force}, an RC wanting no replicas must
-    have no pods left either (the farm removes them first): a deleted RC's
-    pods would run on, managed by nobody.
+    Plan deleting C{rcId}'s record.  Its pods are not unscheduled: it must
+    want 0 replicas and its pods be gone first (the farm removes them),
+    unless C{force} (its pods then run on, managed by nobody).
+
+    @raise UsageError: when it still wants replicas or has pods (without
+        C{force}), or a roll moves it.
     """
-    from p2twisted.orchestrate import rc as rcmodule
     rc = requireRC(snapshot, rcId)
+    _notRolling(snapshot, rc, "delete")
     pods = podsOf(snapshot, rc)
-    if not force and not rc.replicas_desired and pods and rollOf(snapshot, rcId) is None:
+    if not force and rc.replicas_desired:
+        raise UsageError("RC %s still wants %d replicas: scale it to 0 first ('p2 rc scale %s "
+                         "0') and let the farm remove its pods, or delete it with --force and "
+                         "leave its pods running unmanaged" % (rc.id, rc.replicas_desired, rc.id))
+    if not force and pods:
         raise UsageError("RC %s still has %d pod(s) (on %s): wait until the farm removed them, "
                          "or delete it with --force and leave them running unmanaged"
                          % (rc.id, len(pods), ", ".join(pods[:5])))
-    return rcmodule.deleteRC(snapshot, rcId, force)
+    return recordPlan(snapshot, rc, "delete", {
+        "replicas_desired": rc.replicas_desired, "forced": bool(force and (
+            rc.replicas_desired or pods)), "pods_left": pods}, delete=True)
 
 
 def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=None, **options):
@@ -165,7 +217,6 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=N
         requireRC(snapshot, newId)
     roll, plan = createRoll(snapshot, oldId, newId, minHealthy, **options)
     if created is not None:
-        from p2twisted.orchestrate.rc import createRC
         plan = Plan(plan.changes, reason=plan.reason,
                     events=createRC(snapshot, created).events + plan.events, snapshot=snapshot)
     return roll, plan
