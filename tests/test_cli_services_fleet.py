@@ -135,17 +135,29 @@ class FleetServiceTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual((yield self.dump()), before)
 
     @defer.inlineCallbacks
-    def test_byNodeStaysByNode(self):
+    def test_byNode(self):
         """
-        A service deployed by node keeps working as before; it cannot be
-        scaled, nor put under an RC until undeployed.
+        A service deployed by node keeps working as before and cannot be
+        scaled; C{deploy --replicas} puts it under an RC only when the RC
+        can adopt its pods as they are (same version, eligible nodes), and
+        then restarts none of them.
         """
         out = yield self.succeed("deploy", "web", "--node", "db1", "--no-host-check")
         self.assertIn("deployed web (sha", out)
         line, code = yield self.p2Fails("scale", "web", "2")
         self.assertIn("runs under no replication controller", line)
-        line, code = yield self.p2Fails("deploy", "web", "--replicas", "2")
+        line, code = yield self.p2Fails("deploy", "web", "--replicas", "2", "--selector",
+                                        "tier=web")
         self.assertIn("deployed by node (to db1)", line)
         status = yield self.p2json("status", "web")
         self.assertEqual(([s["node"] for s in status[0]["nodes"]], status[0]["fleet"]),
                          (["db1"], None))
+        sha = status[0]["nodes"][0]["intent"]
+        yield self.succeed("deploy", "web", "--replicas", "2")
+        yield self.converge()
+        status = yield self.p2json("status", "web")
+        [rc] = status[0]["fleet"]["replication_controllers"]
+        self.assertEqual((rc["desired"], rc["current"], rc["healthy"]), (2, 2, 2))
+        self.assertEqual(len(status[0]["nodes"]), 2)
+        self.assertIn("db1", [s["node"] for s in status[0]["nodes"]])
+        self.assertEqual({s["intent"] for s in status[0]["nodes"]}, {sha})

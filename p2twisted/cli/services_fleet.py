@@ -103,10 +103,16 @@ def deployPlan(snapshot, service, manifest, replicas, selector, floor):
     if rc is None:
         byNode = [n for n in snapshot.deployedTo(name)
                   if snapshot.podLabels(n, name).get(RC_ID_LABEL) is None]
-        if byNode:
-            raise UsageError("%s is deployed by node (to %s); undeploy it first ('p2 undeploy "
-                             "%s') to put it under a replication controller"
-                             % (name, ", ".join(byNode), name))
+        # The RC adopts, with no restart, pods of its manifest on eligible
+        # nodes (up to its count); any other would run on beside it.
+        eligible = set(snapshot.eligible(selector or ""))
+        if byNode and (len(byNode) > replicas or any(
+                n not in eligible or snapshot.intentSha(n, name) != manifest.sha()
+                for n in byNode)):
+            raise UsageError("%s is deployed by node (to %s), which the replication controller "
+                             "could not adopt as it is (another version, a node the selector "
+                             "does not match, or more than %d); undeploy it first ('p2 "
+                             "undeploy %s')" % (name, ", ".join(byNode), replicas, name))
         return createRC(snapshot, ReplicationController(
             edit.defaultId(manifest.raw), manifest.raw, replicas, selector or ""))
     if manifest.sha() != rc.sha:
