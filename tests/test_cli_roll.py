@@ -6,10 +6,8 @@ C{p2 roll status --follow}'s live line, run in-process on a L{task.Clock}.
 
 import io
 import json
-import os
-import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from p2twisted.cli import roll as rollcli
@@ -18,7 +16,6 @@ from p2twisted.orchestrate.harness import RecordingPlanner
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
-from tests.cli import ROOT
 from tests.fleetcli import POD, FleetCommandMixin
 
 
@@ -127,24 +124,7 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         """
         yield self.start()
         newId = edit.defaultId(POD % (2,))
-        lines = defer.DeferredQueue()
-        ended = defer.Deferred()
-
-        class Lines(protocol.ProcessProtocol):
-            buffer = b""
-
-            def outReceived(self, data):
-                self.buffer += data
-                while b"\n" in self.buffer:
-                    line, self.buffer = self.buffer.split(b"\n", 1)
-                    lines.put(line.decode("utf-8"))
-
-            def processEnded(self, reason):
-                ended.callback(reason.value.exitCode)
-
-        argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url, "roll", "status",
-                newId, "--follow"]
-        reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env, path=ROOT)
+        lines, ended = self.spawn("roll", "status", newId, "--follow")
         first = yield lines.get()
         self.assertIn("rolling: old v1 3/3", first)
         yield self.converge()
@@ -210,5 +190,3 @@ class FollowTests(unittest.TestCase):
                          "rolling back: old a 2/2 (2 healthy) -> new b gone of 3; 2 healthy "
                          "(min 2); ETA 1m15s; waiting; error: boom")
 
-
-del os

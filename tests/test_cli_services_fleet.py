@@ -57,6 +57,24 @@ class FleetServiceTests(FleetCommandMixin, unittest.TestCase):
                       "'tier=web'" % (rc["id"],), out)
 
     @defer.inlineCallbacks
+    def test_deployWait(self):
+        """
+        C{p2 deploy NAME --replicas N --wait} shows the RC's counts as they
+        change and returns once every replica is healthy.
+        """
+        lines, ended = self.spawn("deploy", "web", "--replicas", "2", "--wait")
+        first = yield lines.get()
+        self.assertIn("under replication controller web-", first)
+        second = yield lines.get()
+        self.assertIn("2 desired, 0 current, 0 healthy", second)
+        yield self.converge()
+        self.assertEqual((yield ended), 0)
+        seen = []
+        while lines.pending:
+            seen.append((yield lines.get()))
+        self.assertEqual(seen[-1], "web: 2 of 2 replica(s) healthy")
+
+    @defer.inlineCallbacks
     def test_scale(self):
         """
         C{p2 scale NAME N} changes the count; the audit log names it.
