@@ -56,6 +56,11 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
                          [(newId, 3, 3, 3)])
         line, code = yield self.p2Fails("roll", "status", newId)
         self.assertIn("no roll %r" % (newId,), line)
+        # Following a roll already over says how it ended.
+        out = yield self.succeed("roll", "status", newId, "--follow")
+        self.assertEqual(out, "roll %s ended: finish desired=3 to=%s\n" % (newId, newId))
+        line, code = yield self.p2Fails("roll", "status", "nope", "--follow")
+        self.assertIn("no roll 'nope'", line)
         events, corrupt = yield self.withStore(audit.read)
         actions = [(e.kind, e.action) for e in events if e.kind == "roll" or
                    e.who.endswith("(p2)")]
@@ -113,6 +118,8 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         line, code = yield self.p2Fails("roll", "abort", newId)
         self.assertEqual(code, 2)
         self.assertIn("no roll", line)
+        out, err, code = yield self.p2("roll", "status", newId, "--follow")
+        self.assertEqual((out, code), ("roll %s ended: abort\n" % (newId,), 1))
         events, corrupt = yield self.withStore(audit.read)
         self.assertEqual([e.action for e in events if e.kind == "roll"][-1], "abort")
 

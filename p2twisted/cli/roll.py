@@ -48,7 +48,8 @@ def register(subparsers):
         "status", help="show a rolling update's progress",
         description="Show a rolling update's old and new pod counts and what its farm last "
                     "said; --follow shows it live (one line updated in place on a terminal, "
-                    "a line per change otherwise) until the roll ends.")
+                    "a line per change otherwise) until the roll ends, then how it ended (also "
+                    "for a roll already over), exiting 1 unless it finished.")
     status.add_argument("id", metavar="ID", help="the roll's id (its new RC's)")
     status.add_argument("--follow", "-f", action="store_true",
                         help="follow it until it ends")
@@ -168,14 +169,17 @@ class Rate(object):
 
 @defer.inlineCallbacks
 def _ending(store, rollId):
-    """@return: the last audit line of roll C{rollId}, or C{None}."""
+    """
+    @return: the last audit event of roll C{rollId} as C{[action,
+        "key=value"...]}, or C{None}.
+    """
     from p2twisted.orchestrate import audit
     events, corrupt = yield audit.read(store)
     mine = [e for e in events if e.kind == "roll" and e.id == rollId]
     if not mine:
         return None
     last = mine[-1]
-    return " ".join([last.action] + ["%s=%s" % kv for kv in sorted(last.details.items())])
+    return [last.action] + ["%s=%s" % kv for kv in sorted(last.details.items())]
 
 
 @defer.inlineCallbacks
@@ -218,8 +222,6 @@ def follow(options, store):
         snapshot, farm = yield _read(store, options.id)
         roll = snapshot.roll(options.id)
         if roll is None:
-            if not seen:
-                requireRoll(snapshot, options.id)
             break
         seen = True
         info = progress(roll, snapshot, farm)
@@ -236,11 +238,15 @@ def follow(options, store):
         last = line
         yield task.deferLater(reactor, INTERVAL, lambda: None)
     ending = yield _ending(store, options.id)
-    text = "roll %s ended%s" % (options.id, ": " + ending if ending else "")
+    if not seen and ending is None:
+        requireRoll(snapshot, options.id)
+    text = "roll %s ended%s" % (options.id, ": " + " ".join(ending) if ending else "")
     if options.json:
-        text = json.dumps({"id": options.id, "ended": ending})
+        text = json.dumps({"id": options.id, "ended": ending and ending[0],
+                           "details": ending and ending[1:]})
     out.write(("\r\x1b[K" if tty else "") + text + "\n")
-    return 0
+    # A roll that finished is a success; aborted or rolled back, not.
+    return 0 if ending is None or ending[0] == "finish" else 1
 
 
 @defer.inlineCallbacks
