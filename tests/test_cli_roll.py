@@ -113,6 +113,8 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         yield self.withStore(lambda store: self.round(store))
         out = yield self.succeed("roll", "abort", newId)
         self.assertIn("aborted roll %s where it stood: v1 keeps" % (newId,), out)
+        self.assertIn("resume it with 'p2 roll start --from v1 --to %s --min-healthy N'"
+                      % (newId,), out)
         rcs = yield self.p2json("rc", "list")
         self.assertEqual([(i["id"], i["roll"]) for i in rcs], [("v1", None), (newId, None)])
         line, code = yield self.p2Fails("roll", "abort", newId)
@@ -122,6 +124,11 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual((out, code), ("roll %s ended: abort\n" % (newId,), 1))
         events, corrupt = yield self.withStore(audit.read)
         self.assertEqual([e.action for e in events if e.kind == "roll"][-1], "abort")
+        # As it says: resumed, the roll ends with every pod on the new RC.
+        yield self.succeed("roll", "start", "--from", "v1", "--to", newId, "--min-healthy", "2")
+        yield self.converge()
+        rcs = yield self.p2json("rc", "list")
+        self.assertEqual([(i["id"], i["desired"], i["healthy"]) for i in rcs], [(newId, 3, 3)])
 
     @defer.inlineCallbacks
     def test_followToTheEnd(self):

@@ -130,6 +130,28 @@ class FleetServiceTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual({s["intent"] for s in status[0]["nodes"]}, {after["sha"]})
 
     @defer.inlineCallbacks
+    def test_abortedRoll(self):
+        """
+        A service whose roll was aborted runs under two RCs: changing it is
+        refused with the way out, which works.
+        """
+        yield self.deployed()
+        [old] = (yield self.fleet())["replication_controllers"]
+        yield self.succeed("config", "web", "port=18081", "--no-host-check")
+        rollId = (yield self.fleet())["roll"]["id"]
+        yield self.withStore(lambda store: self.round(store))
+        yield self.succeed("roll", "abort", rollId)
+        line, code = yield self.p2Fails("scale", "web", "2")
+        self.assertIn("resume the roll ('p2 roll start --from %s --to %s --min-healthy N')"
+                      % (old["id"], rollId), line)
+        yield self.succeed("roll", "start", "--from", old["id"], "--to", rollId,
+                           "--min-healthy", "2")
+        yield self.converge()
+        fleet = yield self.fleet()
+        self.assertEqual([(rc["id"], rc["healthy"]) for rc in fleet["replication_controllers"]],
+                         [(rollId, 3)])
+
+    @defer.inlineCallbacks
     def test_refusals(self):
         """
         What an RC would undo is refused, in one line, changing nothing:

@@ -265,5 +265,8 @@ def runAbort(options):
         if rc is not None:
             counts.append("%s keeps %d replica(s)%s" % (rcId, rc.replicas_desired,
                                                         " (disabled)" if rc.disabled else ""))
-    options.out.write("aborted roll %s where it stood: %s\n" % (options.id, "; ".join(counts)))
+    options.out.write("aborted roll %s where it stood: %s\nresume it with 'p2 roll start --from "
+                      "%s --to %s --min-healthy N', or roll back with '--from %s --to %s'\n"
+                      % (options.id, "; ".join(counts), roll.old_rc, roll.new_rc, roll.new_rc,
+                         roll.old_rc))
     return 0

@@ -64,10 +64,15 @@ def currentRC(snapshot, name, doing):
                          "status %s --follow') or abort it ('p2 roll abort %s') before you %s"
                          % (name, roll.old_rc, roll.new_rc, roll.id, roll.id, doing))
     if len(rcs) > 1:
+        hint = "roll it to the one to keep ('p2 roll start --from ID --to ID --min-healthy N')"
+        stopped = [rc for rc in rcs if rc.disabled]
+        if len(rcs) == 2 and len(stopped) == 1:
+            new = [rc for rc in rcs if not rc.disabled][0]
+            hint = ("resume the roll ('p2 roll start --from %s --to %s --min-healthy N') or roll "
+                    "back ('--from %s --to %s')" % (stopped[0].id, new.id, new.id, stopped[0].id))
         raise UsageError("%s runs under %d replication controllers (%s), as an aborted roll "
-                         "leaves it; scale the one to drop to 0 and delete it ('p2 rc scale ID "
-                         "0', 'p2 rc delete ID') before you %s"
-                         % (name, len(rcs), ", ".join(rc.id for rc in rcs), doing))
+                         "leaves it; %s before you %s"
+                         % (name, len(rcs), ", ".join(rc.id for rc in rcs), hint, doing))
     return rcs[0] if rcs else None
 
 
