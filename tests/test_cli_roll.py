@@ -76,7 +76,9 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         """
         yield self.succeed("rc", "create", "--manifest", self.manifest(3), "--replicas", "0",
                            "--id", "v3")
-        yield self.start()
+        yield self.start("--auto-rollback", "--rollback-after", "7.5")
+        info = yield self.p2json("roll", "status", edit.defaultId(POD % (2,)))
+        self.assertEqual((info["auto_rollback"], info["rollback_after"]), (True, 7.5))
         before = yield self.dump()
         for args, expected in [
                 (("--from", "v9", "--to", "v3", "--min-healthy", "1"),
@@ -94,7 +96,9 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
                 (("--from", "v1", "--to", "v3"), "--min-healthy"),
                 (("--from", "v1", "--to", "v3", "--manifest", self.manifest(4),
                   "--min-healthy", "1"), "not allowed with"),
-                (("--from", "v3", "--to", "v1", "--min-healthy", "-2"), "number >= 0")]:
+                (("--from", "v3", "--to", "v1", "--min-healthy", "-2"), "number >= 0"),
+                (("--from", "v3", "--to", "v1", "--min-healthy", "0", "--rollback-after", "5"),
+                 "goes with --auto-rollback")]:
             line, code = yield self.p2Fails("roll", "start", *args)
             self.assertEqual(code, 2, line)
             self.assertIn(expected, line)

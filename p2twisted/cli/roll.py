@@ -11,6 +11,7 @@ from twisted.internet import defer
 
 from p2twisted.cli.main import withStore
 from p2twisted.cli.rc import number
+from p2twisted.errors import UsageError
 
 #: Seconds between two looks at the store while C{--follow} follows.
 INTERVAL = 1.0
@@ -41,7 +42,10 @@ def register(subparsers):
     start.add_argument("--leave-old", action="store_true",
                        help="keep the old RC when done (default: delete it)")
     start.add_argument("--auto-rollback", action="store_true",
-                       help="roll back when the new pods stay unhealthy (for 5 minutes)")
+                       help="roll back when the new pods stay unhealthy (for --rollback-after)")
+    start.add_argument("--rollback-after", type=number(float), default=None, metavar="SECONDS",
+                       help="with --auto-rollback: how long new pods may stay unhealthy "
+                            "(default 300)")
     start.set_defaults(run=runStart, writes=True)
 
     status = commands.add_parser(
@@ -74,10 +78,17 @@ def runStart(options):
         from p2twisted.cli.manifest import readManifest
         manifest = readManifest(options.manifest).raw
 
+    more = {}
+    if options.rollback_after is not None:
+        if not options.auto_rollback:
+            raise UsageError("--rollback-after goes with --auto-rollback")
+        more["rollback_after"] = options.rollback_after
+
     def build(snapshot):
         return edit.startRoll(snapshot, options.old, options.min_healthy, newId=options.new,
                               manifest=manifest, roll_delay=options.delay,
-                              leave_old=options.leave_old, auto_rollback=options.auto_rollback)
+                              leave_old=options.leave_old, auto_rollback=options.auto_rollback,
+                              **more)
     roll, plan = yield withStore(options, lambda store: edit.change(
         store, build, time.time(), (keys.REPLICATION_CONTROLLERS, keys.ROLLS)))
     options.out.write("started roll %s: %s -> %s, %d replica(s), min healthy %d%s\n"
