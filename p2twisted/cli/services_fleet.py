@@ -33,7 +33,7 @@ def register(subparsers):
 
 def _trees():
     from p2twisted.store import keys
-    return (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS, keys.INTENT)
+    return (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS, keys.INTENT, keys.MACHINES)
 
 
 def serviceRCs(snapshot, name):
