@@ -7,10 +7,11 @@ waiting on time.
 """
 
 import json
-import time
 import os
+import sys
+import time
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 
 from p2twisted.errors import KeyExists, VersionConflict
 from p2twisted.labels import encodeLabels
@@ -19,7 +20,7 @@ from p2twisted.orchestrate.plan import Plan
 from p2twisted.store import keys, openStore
 from p2twisted.store.common import Check
 
-from tests.cli import P2CommandMixin
+from tests.cli import ROOT, P2CommandMixin
 from tests.orchfleet import POD
 
 
@@ -108,6 +109,31 @@ class FleetCommandMixin(P2CommandMixin):
                 self.now += 1
             self.fail("no convergence in %d rounds" % (rounds,))
         return self.withStore(play)
+
+    def spawn(self, *args):
+        """
+        Start C{p2 ARGS...} and leave it running.
+
+        @return: C{(lines, ended)}: a L{DeferredQueue} of its output lines
+            and a L{Deferred} firing with its exit code.
+        """
+        lines, ended = defer.DeferredQueue(), defer.Deferred()
+
+        class Lines(protocol.ProcessProtocol):
+            buffer = b""
+
+            def outReceived(self, data):
+                self.buffer += data
+                while b"\n" in self.buffer:
+                    line, self.buffer = self.buffer.split(b"\n", 1)
+                    lines.put(line.decode("utf-8"))
+
+            def processEnded(self, reason):
+                ended.callback(reason.value.exitCode)
+
+        argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url] + list(args)
+        reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env, path=ROOT)
+        return lines, ended
 
     @defer.inlineCallbacks
     def p2json(self, *args):

@@ -6,10 +6,8 @@ C{p2 roll status --follow}'s live line, run in-process on a L{task.Clock}.
 
 import io
 import json
-import os
-import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from p2twisted.cli import roll as rollcli
@@ -18,7 +16,6 @@ from p2twisted.orchestrate.harness import RecordingPlanner
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
-from tests.cli import ROOT
 from tests.fleetcli import POD, FleetCommandMixin
 
 
@@ -59,6 +56,11 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
                          [(newId, 3, 3, 3)])
         line, code = yield self.p2Fails("roll", "status", newId)
         self.assertIn("no roll %r" % (newId,), line)
+        # Following a roll already over says how it ended.
+        out = yield self.succeed("roll", "status", newId, "--follow")
+        self.assertEqual(out, "roll %s ended: finish desired=3 to=%s\n" % (newId, newId))
+        line, code = yield self.p2Fails("roll", "status", "nope", "--follow")
+        self.assertIn("no roll 'nope'", line)
         events, corrupt = yield self.withStore(audit.read)
         actions = [(e.kind, e.action) for e in events if e.kind == "roll" or
                    e.who.endswith("(p2)")]
@@ -74,7 +76,9 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         """
         yield self.succeed("rc", "create", "--manifest", self.manifest(3), "--replicas", "0",
                            "--id", "v3")
-        yield self.start()
+        yield self.start("--auto-rollback", "--rollback-after", "7.5")
+        info = yield self.p2json("roll", "status", edit.defaultId(POD % (2,)))
+        self.assertEqual((info["auto_rollback"], info["rollback_after"]), (True, 7.5))
         before = yield self.dump()
         for args, expected in [
                 (("--from", "v9", "--to", "v3", "--min-healthy", "1"),
@@ -92,7 +96,9 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
                 (("--from", "v1", "--to", "v3"), "--min-healthy"),
                 (("--from", "v1", "--to", "v3", "--manifest", self.manifest(4),
                   "--min-healthy", "1"), "not allowed with"),
-                (("--from", "v3", "--to", "v1", "--min-healthy", "-2"), "number >= 0")]:
+                (("--from", "v3", "--to", "v1", "--min-healthy", "-2"), "number >= 0"),
+                (("--from", "v3", "--to", "v1", "--min-healthy", "0", "--rollback-after", "5"),
+                 "goes with --auto-rollback")]:
             line, code = yield self.p2Fails("roll", "start", *args)
             self.assertEqual(code, 2, line)
             self.assertIn(expected, line)
@@ -111,13 +117,22 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         yield self.withStore(lambda store: self.round(store))
         out = yield self.succeed("roll", "abort", newId)
         self.assertIn("aborted roll %s where it stood: v1 keeps" % (newId,), out)
+        self.assertIn("resume it with 'p2 roll start --from v1 --to %s --min-healthy N'"
+                      % (newId,), out)
         rcs = yield self.p2json("rc", "list")
         self.assertEqual([(i["id"], i["roll"]) for i in rcs], [("v1", None), (newId, None)])
         line, code = yield self.p2Fails("roll", "abort", newId)
         self.assertEqual(code, 2)
         self.assertIn("no roll", line)
+        out, err, code = yield self.p2("roll", "status", newId, "--follow")
+        self.assertEqual((out, code), ("roll %s ended: abort\n" % (newId,), 1))
         events, corrupt = yield self.withStore(audit.read)
         self.assertEqual([e.action for e in events if e.kind == "roll"][-1], "abort")
+        # As it says: resumed, the roll ends with every pod on the new RC.
+        yield self.succeed("roll", "start", "--from", "v1", "--to", newId, "--min-healthy", "2")
+        yield self.converge()
+        rcs = yield self.p2json("rc", "list")
+        self.assertEqual([(i["id"], i["desired"], i["healthy"]) for i in rcs], [(newId, 3, 3)])
 
     @defer.inlineCallbacks
     def test_followToTheEnd(self):
@@ -127,24 +142,7 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         """
         yield self.start()
         newId = edit.defaultId(POD % (2,))
-        lines = defer.DeferredQueue()
-        ended = defer.Deferred()
-
-        class Lines(protocol.ProcessProtocol):
-            buffer = b""
-
-            def outReceived(self, data):
-                self.buffer += data
-                while b"\n" in self.buffer:
-                    line, self.buffer = self.buffer.split(b"\n", 1)
-                    lines.put(line.decode("utf-8"))
-
-            def processEnded(self, reason):
-                ended.callback(reason.value.exitCode)
-
-        argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url, "roll", "status",
-                newId, "--follow"]
-        reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env, path=ROOT)
+        lines, ended = self.spawn("roll", "status", newId, "--follow")
         first = yield lines.get()
         self.assertIn("rolling: old v1 3/3", first)
         yield self.converge()
@@ -210,5 +208,3 @@ class FollowTests(unittest.TestCase):
                          "rolling back: old a 2/2 (2 healthy) -> new b gone of 3; 2 healthy "
                          "(min 2); ETA 1m15s; waiting; error: boom")
 
-
-del os

@@ -57,6 +57,24 @@ class FleetServiceTests(FleetCommandMixin, unittest.TestCase):
                       "'tier=web'" % (rc["id"],), out)
 
     @defer.inlineCallbacks
+    def test_deployWait(self):
+        """
+        C{p2 deploy NAME --replicas N --wait} shows the RC's counts as they
+        change and returns once every replica is healthy.
+        """
+        lines, ended = self.spawn("deploy", "web", "--replicas", "2", "--wait")
+        first = yield lines.get()
+        self.assertIn("under replication controller web-", first)
+        second = yield lines.get()
+        self.assertIn("2 desired, 0 current, 0 healthy", second)
+        yield self.converge()
+        self.assertEqual((yield ended), 0)
+        seen = []
+        while lines.pending:
+            seen.append((yield lines.get()))
+        self.assertEqual(seen[-1], "web: 2 of 2 replica(s) healthy")
+
+    @defer.inlineCallbacks
     def test_scale(self):
         """
         C{p2 scale NAME N} changes the count; the audit log names it.
@@ -110,6 +128,28 @@ class FleetServiceTests(FleetCommandMixin, unittest.TestCase):
         self.assertNotEqual(after["sha"], before["sha"])
         status = yield self.p2json("status", "web")
         self.assertEqual({s["intent"] for s in status[0]["nodes"]}, {after["sha"]})
+
+    @defer.inlineCallbacks
+    def test_abortedRoll(self):
+        """
+        A service whose roll was aborted runs under two RCs: changing it is
+        refused with the way out, which works.
+        """
+        yield self.deployed()
+        [old] = (yield self.fleet())["replication_controllers"]
+        yield self.succeed("config", "web", "port=18081", "--no-host-check")
+        rollId = (yield self.fleet())["roll"]["id"]
+        yield self.withStore(lambda store: self.round(store))
+        yield self.succeed("roll", "abort", rollId)
+        line, code = yield self.p2Fails("scale", "web", "2")
+        self.assertIn("resume the roll ('p2 roll start --from %s --to %s --min-healthy N')"
+                      % (old["id"], rollId), line)
+        yield self.succeed("roll", "start", "--from", old["id"], "--to", rollId,
+                           "--min-healthy", "2")
+        yield self.converge()
+        fleet = yield self.fleet()
+        self.assertEqual([(rc["id"], rc["healthy"]) for rc in fleet["replication_controllers"]],
+                         [(rollId, 3)])
 
     @defer.inlineCallbacks
     def test_refusals(self):

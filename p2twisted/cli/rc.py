@@ -101,6 +101,18 @@ def number(kind, what="a number"):
 _count = number(int, "a whole number")
 
 
+def checkSelector(text):
+    """
+    @raise UsageError: naming C{--selector} when C{text} is no selector.
+    """
+    from p2twisted.errors import SelectorError
+    from p2twisted.labels import parseSelector
+    try:
+        parseSelector(text)
+    except SelectorError as e:
+        raise UsageError("--selector: %s" % (e,))
+
+
 def podLabels(args):
     """
     @param args: C{K=V} texts.
@@ -198,13 +210,8 @@ def runCreate(options):
     from p2twisted.orchestrate import edit
     from p2twisted.orchestrate.edit import createRC
     from p2twisted.records.controllers import ReplicationController
-    from p2twisted.errors import SelectorError
-    from p2twisted.labels import parseSelector
     manifest = readManifest(options.manifest)
-    try:
-        parseSelector(options.selector)
-    except SelectorError as e:
-        raise UsageError("--selector: %s" % (e,))
+    checkSelector(options.selector)
     rc = ReplicationController(options.id or edit.defaultId(manifest.raw), manifest.raw,
                                options.replicas, options.selector,
                                podLabels(options.pod_label), disabled=options.disabled)

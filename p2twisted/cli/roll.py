@@ -11,6 +11,7 @@ from twisted.internet import defer
 
 from p2twisted.cli.main import withStore
 from p2twisted.cli.rc import number
+from p2twisted.errors import UsageError
 
 #: Seconds between two looks at the store while C{--follow} follows.
 INTERVAL = 1.0
@@ -41,14 +42,18 @@ def register(subparsers):
     start.add_argument("--leave-old", action="store_true",
                        help="keep the old RC when done (default: delete it)")
     start.add_argument("--auto-rollback", action="store_true",
-                       help="roll back when the new pods stay unhealthy (for 5 minutes)")
+                       help="roll back when the new pods stay unhealthy (for --rollback-after)")
+    start.add_argument("--rollback-after", type=number(float), default=None, metavar="SECONDS",
+                       help="with --auto-rollback: how long new pods may stay unhealthy "
+                            "(default 300)")
     start.set_defaults(run=runStart, writes=True)
 
     status = commands.add_parser(
         "status", help="show a rolling update's progress",
         description="Show a rolling update's old and new pod counts and what its farm last "
                     "said; --follow shows it live (one line updated in place on a terminal, "
-                    "a line per change otherwise) until the roll ends.")
+                    "a line per change otherwise) until the roll ends, then how it ended (also "
+                    "for a roll already over), exiting 1 unless it finished.")
     status.add_argument("id", metavar="ID", help="the roll's id (its new RC's)")
     status.add_argument("--follow", "-f", action="store_true",
                         help="follow it until it ends")
@@ -73,10 +78,17 @@ def runStart(options):
         from p2twisted.cli.manifest import readManifest
         manifest = readManifest(options.manifest).raw
 
+    more = {}
+    if options.rollback_after is not None:
+        if not options.auto_rollback:
+            raise UsageError("--rollback-after goes with --auto-rollback")
+        more["rollback_after"] = options.rollback_after
+
     def build(snapshot):
         return edit.startRoll(snapshot, options.old, options.min_healthy, newId=options.new,
                               manifest=manifest, roll_delay=options.delay,
-                              leave_old=options.leave_old, auto_rollback=options.auto_rollback)
+                              leave_old=options.leave_old, auto_rollback=options.auto_rollback,
+                              **more)
     roll, plan = yield withStore(options, lambda store: edit.change(
         store, build, time.time(), (keys.REPLICATION_CONTROLLERS, keys.ROLLS)))
     options.out.write("started roll %s: %s -> %s, %d replica(s), min healthy %d%s\n"
@@ -168,14 +180,17 @@ class Rate(object):
 
 @defer.inlineCallbacks
 def _ending(store, rollId):
-    """@return: the last audit line of roll C{rollId}, or C{None}."""
+    """
+    @return: the last audit event of roll C{rollId} as C{[action,
+        "key=value"...]}, or C{None}.
+    """
     from p2twisted.orchestrate import audit
     events, corrupt = yield audit.read(store)
     mine = [e for e in events if e.kind == "roll" and e.id == rollId]
     if not mine:
         return None
     last = mine[-1]
-    return " ".join([last.action] + ["%s=%s" % kv for kv in sorted(last.details.items())])
+    return [last.action] + ["%s=%s" % kv for kv in sorted(last.details.items())]
 
 
 @defer.inlineCallbacks
@@ -218,8 +233,6 @@ def follow(options, store):
         snapshot, farm = yield _read(store, options.id)
         roll = snapshot.roll(options.id)
         if roll is None:
-            if not seen:
-                requireRoll(snapshot, options.id)
             break
         seen = True
         info = progress(roll, snapshot, farm)
@@ -236,11 +249,15 @@ def follow(options, store):
         last = line
         yield task.deferLater(reactor, INTERVAL, lambda: None)
     ending = yield _ending(store, options.id)
-    text = "roll %s ended%s" % (options.id, ": " + ending if ending else "")
+    if not seen and ending is None:
+        requireRoll(snapshot, options.id)
+    text = "roll %s ended%s" % (options.id, ": " + " ".join(ending) if ending else "")
     if options.json:
-        text = json.dumps({"id": options.id, "ended": ending})
+        text = json.dumps({"id": options.id, "ended": ending and ending[0],
+                           "details": ending and ending[1:]})
     out.write(("\r\x1b[K" if tty else "") + text + "\n")
-    return 0
+    # A roll that finished is a success; aborted or rolled back, not.
+    return 0 if ending is None or ending[0] == "finish" else 1
 
 
 @defer.inlineCallbacks
@@ -259,5 +276,8 @@ def runAbort(options):
         if rc is not None:
             counts.append("%s keeps %d replica(s)%s" % (rcId, rc.replicas_desired,
                                                         " (disabled)" if rc.disabled else ""))
-    options.out.write("aborted roll %s where it stood: %s\n" % (options.id, "; ".join(counts)))
+    options.out.write("aborted roll %s where it stood: %s\nresume it with 'p2 roll start --from "
+                      "%s --to %s --min-healthy N', or roll back with '--from %s --to %s'\n"
+                      % (options.id, "; ".join(counts), roll.old_rc, roll.new_rc, roll.new_rc,
+                         roll.old_rc))
     return 0

@@ -16,7 +16,7 @@ from twisted.internet import defer
 
 from p2twisted import services
 from p2twisted.cli.main import withStore
-from p2twisted.cli.rc import number
+from p2twisted.cli.rc import checkSelector, number
 from p2twisted.errors import UsageError
 
 
@@ -33,7 +33,7 @@ def register(subparsers):
 
 def _trees():
     from p2twisted.store import keys
-    return (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS, keys.INTENT)
+    return (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS, keys.INTENT, keys.MACHINES)
 
 
 def serviceRCs(snapshot, name):
@@ -64,10 +64,15 @@ def currentRC(snapshot, name, doing):
                          "status %s --follow') or abort it ('p2 roll abort %s') before you %s"
                          % (name, roll.old_rc, roll.new_rc, roll.id, roll.id, doing))
     if len(rcs) > 1:
+        hint = "roll it to the one to keep ('p2 roll start --from ID --to ID --min-healthy N')"
+        stopped = [rc for rc in rcs if rc.disabled]
+        if len(rcs) == 2 and len(stopped) == 1:
+            new = [rc for rc in rcs if not rc.disabled][0]
+            hint = ("resume the roll ('p2 roll start --from %s --to %s --min-healthy N') or roll "
+                    "back ('--from %s --to %s')" % (stopped[0].id, new.id, new.id, stopped[0].id))
         raise UsageError("%s runs under %d replication controllers (%s), as an aborted roll "
-                         "leaves it; scale the one to drop to 0 and delete it ('p2 rc scale ID "
-                         "0', 'p2 rc delete ID') before you %s"
-                         % (name, len(rcs), ", ".join(rc.id for rc in rcs), doing))
+                         "leaves it; %s before you %s"
+                         % (name, len(rcs), ", ".join(rc.id for rc in rcs), hint, doing))
     return rcs[0] if rcs else None
 
 
@@ -162,12 +167,7 @@ def runDeploy(options):
         raise UsageError("--min-healthy %d is over --replicas %d"
                          % (options.min_healthy, options.replicas))
     if options.selector is not None:
-        from p2twisted.errors import SelectorError
-        from p2twisted.labels import parseSelector
-        try:
-            parseSelector(options.selector)
-        except SelectorError as e:
-            raise UsageError("--selector: %s" % (e,))
+        checkSelector(options.selector)
     directory, baseURL = artifactLocation(options)
 
     @defer.inlineCallbacks
@@ -181,8 +181,52 @@ def runDeploy(options):
                                         options.selector, floor), time.time(), _trees())
         if options.min_healthy is not None:
             yield saveMinHealthy(store, options.name, options.min_healthy)
-        return manifest, built
-    manifest, built = yield withStore(options, deploy)
+        _report(options, manifest, built)
+        if options.wait:
+            yield waitFleet(store, options.name, options.timeout, options.out, options.reactor)
+    yield withStore(options, deploy)
+    return 0
+
+
+@defer.inlineCallbacks
+def waitFleet(store, name, timeout, out, reactor):
+    """
+    Wait until service C{name} runs under one RC, rolled, with every desired
+    pod current and healthy; print its line each time it changes.
+
+    @raise P2Error: at C{timeout}.
+    """
+    from twisted.internet import task
+
+    from p2twisted.errors import P2Error
+    from p2twisted.orchestrate.snapshot import Snapshot
+    deadline, last = reactor.seconds() + timeout, None
+    while True:
+        snapshot = yield Snapshot.read(store)
+        info = fleetInfo(snapshot, name)
+        lines = "".join(fleetLines(info)) if info else "  no replication controller\n"
+        if lines != last:
+            out.write(lines)
+            out.flush()
+            last = lines
+        if info and not info["roll"] and len(info["replication_controllers"]) == 1:
+            rc = info["replication_controllers"][0]
+            if rc["desired"] == rc["current"] == rc["healthy"]:
+                out.write("%s: %d of %d replica(s) healthy\n" % (name, rc["healthy"],
+                                                                  rc["desired"]))
+                return
+        if reactor.seconds() > deadline:
+            raise P2Error("%s is still converging after %gs (is 'twistd p2-orchestrator' "
+                          "running? see 'p2 status %s')" % (name, timeout, name))
+        yield task.deferLater(reactor, WAIT_INTERVAL, lambda: None)
+
+
+#: Seconds between two looks while C{deploy --replicas --wait} waits.
+WAIT_INTERVAL = 0.5
+
+
+def _report(options, manifest, built):
+    """Say what C{p2 deploy --replicas} did."""
     out, name = options.out, options.name
     if isinstance(built, tuple):
         roll = built[0]
@@ -204,7 +248,7 @@ def runDeploy(options):
                       else "the nodes it chooses", name))
     else:
         out.write("%s: %s\n" % (name, built.reason))
-    return 0
+    out.flush()
 
 
 @defer.inlineCallbacks
