@@ -13,7 +13,8 @@ from twisted.trial import unittest
 
 from p2twisted.agent.archive import NoSpace
 from p2twisted.agent.fsutil import syncFilesystem
-from p2twisted.agent.install import Installer, checkArchive, diskUsage, entryPoints
+from p2twisted.agent.install import (
+    Installer, checkArchive, diskUsage, entryPoints, processUmask)
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, UnsafeArchive
 from tests.artifacts import buildHoist, member, simpleHoist
@@ -465,6 +466,22 @@ class InstallTests(InstallerTestCase):
         self.assertTrue(os.path.samefile(os.path.join(installDir, "lib/a"),
                                          os.path.join(installDir, "lib/b")))
         self.assertEqual(stat.S_IMODE(os.stat(installDir).st_mode), 0o755)
+
+    @defer.inlineCallbacks
+    def test_umaskOtherThanTheAgents(self):
+        """
+        Files are created under the installer's umask also when it is not
+        the agent's own (tar is then started under it): with C{0o077}
+        nobody else may read them.
+        """
+        self.assertNotEqual(processUmask(), 0o077)
+        installer = Installer(reactor, umask=0o077)
+        path = os.path.join(self.root, "a.tar.gz")
+        sha = buildHoist(path, files={"bin/launch": (b"#!/bin/sh\n", 0o775),
+                                      "lib/a": (b"data", 0o666)})
+        installDir = yield installer.install(self.pod, "app", "1.0", path, digest=sha)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(installDir, "bin/launch")).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(installDir, "lib/a")).st_mode), 0o600)
 
     @defer.inlineCallbacks
     def test_writeThroughSymlinkRefused(self):
