@@ -370,10 +370,10 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         runs from then on (also across a later restart of its runsv: no
         C{down} file is left).
         """
-        lock, out = self.pidFile("lock"), self.pidFile("out")
-        script = ("[ -e %s ] && echo overlap >> %s; echo $$ > %s; "
-                  "trap 'rm -f %s; exit 0' TERM; echo $$ >> %s; sleep 1000 & wait"
-                  % (lock, out, lock, lock, self.pidFile()))
+        out, pids = self.pidFile("out"), self.pidFile()
+        script = ("for pid in $(cat %s 2>/dev/null); do kill -0 $pid 2>/dev/null && "
+                  "echo overlap $pid >> %s; done; echo $$ >> %s; exec sleep 1000"
+                  % (pids, out, pids))
         yield self.sup.start(self.shell(script))
         yield self.waitPids(1)
         self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))

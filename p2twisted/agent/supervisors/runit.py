@@ -413,6 +413,26 @@ def _readFile(path):
         return None
 
 
+def _outdated(spec, path):
+    """
+    @return: the C{(relative path, text)} of the scripts of C{spec}'s service
+        directory (L{serviceFiles}) that the directory C{path} does not hold
+        as they should be (text, exec bit), sorted.
+    """
+    return [(rel, text) for rel, text in sorted(serviceFiles(spec).items())
+            if not (_readFile(os.path.join(path, rel)) == text
+                    and os.access(os.path.join(path, rel), os.X_OK))]
+
+
+def _differs(spec, path):
+    """
+    @return: whether the existing service directory C{path} differs from
+        what L{RunitSupervisor._define} would make it for C{spec}.
+    """
+    return bool(_outdated(spec, path)) or (
+        (spec.restartPolicy == "never") != os.path.exists(os.path.join(path, "down")))
+
+
 def _resetRestarts(path):
     try:
         os.unlink(os.path.join(path, RESTARTS_FILE))
@@ -707,13 +727,10 @@ class RunitSupervisor(SupervisorBase):
         @return: C{"changed"} or C{"same"}.
         """
         path = self._layout.service(spec.name)
-        files = serviceFiles(spec)
         down = spec.restartPolicy == "never"
         changed = False
-        for rel, text in sorted(files.items()):
+        for rel, text in _outdated(spec, path):
             target = os.path.join(path, rel)
-            if _readFile(target) == text and os.access(target, os.X_OK):
-                continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
             tmp = "%s.new-%s" % (target, _suffix())
             _writeFile(tmp, text, 0o755)
@@ -827,13 +844,24 @@ class RunitSupervisor(SupervisorBase):
         began = self._reactor.seconds()
         deadline = began + spec.restartTimeout
         path = self._layout.service(spec.name)
-        spawned = False
+        record = signatureRecord(spec)
+        spawned = replacing = False
         if not os.path.isdir(path):
             yield self._create(spec, path)
             change, spawned = "new", True
         else:
+            # A running service restarted within runsv's pause gets a whole
+            # new directory (_replaceRunsv): no need to write this one first.
+            before = readStatus(path) if runsvAlive(path) else None
+            replacing = (before is not None and before.state == RUN
+                         and inPause(before, self._reactor.seconds())
+                         and (restart or (spec.signature is not None
+                                          and startedSignature(path) != record)))
             try:
-                change = yield self._inThread(self._define, spec)
+                if replacing:
+                    change = "changed" if _differs(spec, path) else "same"
+                else:
+                    change = yield self._inThread(self._define, spec)
             except OSError as e:
                 raise SupervisorError("could not write service directory %s: %s"
                                       % (path, e))
@@ -845,15 +873,16 @@ class RunitSupervisor(SupervisorBase):
         _endFinishWait(path)
         spawned = (yield self._ensureRunsv(spec.name, path, spec.restartTimeout)) or spawned
         before = readStatus(path)
-        record = signatureRecord(spec)
         # (A runsv just started runs the definition just written.)
         stale = (not spawned and spec.signature is not None and before is not None
                  and before.state == RUN and startedSignature(path) != record)
         if stale:
             log.info("restarting {service}: its process was started from another "
                      "definition", service=spec.name, event="service-restart")
-        if (restart or stale) and before is not None and before.state != DOWN:
-            if inPause(before, self._reactor.seconds()):
+        if replacing or ((restart or stale) and before is not None and before.state != DOWN):
+            # (Replacing, this directory still holds the old definition:
+            # replaced whatever its state is now.)
+            if replacing or inPause(before, self._reactor.seconds()):
                 yield self._replaceRunsv(spec, path)
                 spawned = True  # a fresh runsv, running the definition just written
             else:
