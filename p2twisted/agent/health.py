@@ -21,7 +21,6 @@ pod is removed.  C{sha} is the manifest checked, so a reader can tell the
 health of a new version from that of the old one.
 """
 
-import json
 import re
 
 import attr
@@ -40,11 +39,10 @@ from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConfli
 from p2twisted.agent.worker import checkNamesPod
 from p2twisted.listeners import PodListenerCheck
 from p2twisted.manifest import parseManifest
+from p2twisted.records import CRITICAL, PASSING, Health
 from p2twisted.store import keys
 
 log = Logger()
-
-PASSING, CRITICAL = "passing", "critical"
 
 #: Seconds between two checks of a pod.
 INTERVAL = 1.0
@@ -313,8 +311,7 @@ class HealthMonitor(TimerService):
             if age < (self.refresh if last.output == result.output else OUTPUT_REFRESH):
                 return
         key = keys.health(podId, self.node)
-        value = json.dumps({"status": result.status, "output": result.output, "sha": sha,
-                            "time": now}, sort_keys=True).encode("utf-8")
+        value = Health(podId, self.node, result.status, result.output, now, sha).toBytes()
         try:
             entry = None
             if same:
