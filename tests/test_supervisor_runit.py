@@ -385,6 +385,22 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield self.sup.close()
 
     @defer.inlineCallbacks
+    def test_withoutEnvChdir(self):
+        """
+        Where C{env} cannot start a program in another directory (no GNU
+        coreutils), the runsv of a new directory is started on its dot name:
+        services still start, and restart within the pause.
+        """
+        self.sup._chdir = None
+        first = yield self.sup.start(self.sleeper())
+        self.assertTrue(first.running)
+        second = yield self.sup.start(self.sleeper(), restart=True)
+        self.assertTrue(second.running)
+        self.assertFalse(alive(first.pid))
+        yield self.sup.close()
+        self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
+
+    @defer.inlineCallbacks
     def test_newRunsvLeftByCrash(self):
         """
         An agent stopped after starting the runsv of a new service directory
