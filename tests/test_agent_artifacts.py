@@ -160,6 +160,28 @@ class FetchTests(unittest.TestCase):
         self.assertIn(os.path.join(self.serve, "nope.tar.gz"), str(e))
 
     @defer.inlineCallbacks
+    def test_relativePathStaysInArtifactDir(self):
+        """
+        A relative path is a file in C{artifactDir}: one whose C{..} leads
+        out of it is refused in one line naming the location and the
+        setting, though the file it names exists; C{..} that stays inside
+        is fine.
+        """
+        drop = os.path.join(self.serve, "drop")
+        os.makedirs(os.path.join(drop, "sub"))
+        cache = self.cache(artifactDir=drop)
+        for location in ("../" + self.name, "sub/../../" + self.name,
+                         "../../serve/" + self.name):
+            e = yield self.assertFailure(cache.fetch(location), ArtifactError)
+            self.assertIn(location, str(e))
+            self.assertIn("outside artifact_dir %s" % (drop,), str(e))
+            self.assertNotIn("\n", str(e))
+        self.assertFalse(os.path.exists(self.state.artifact(self.sha)))
+        os.rename(self.artifact, os.path.join(drop, self.name))
+        path, sha = yield cache.fetch("sub/../" + self.name)
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+
+    @defer.inlineCallbacks
     def test_http(self):
         """
         An C{http://} artifact is streamed into the cache byte for byte, even
