@@ -18,6 +18,7 @@ from p2twisted.agent.layout import StateLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 from tests.artifacts import simpleHoist
 from tests.httpservers import TrackingFactory
+from tests.p2hello import legacyTLSServer
 
 #: Failing tests must still finish.
 TIMEOUT = 20
@@ -180,6 +181,20 @@ class FetchTests(unittest.TestCase):
         os.rename(self.artifact, os.path.join(drop, self.name))
         path, sha = yield cache.fetch("sub/../" + self.name)
         self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+
+    @defer.inlineCallbacks
+    def test_legacyTLSServerRefused(self):
+        """
+        An HTTPS artifact server without secure renegotiation is refused:
+        only the health check, which verifies nothing and sends nothing,
+        accepts such servers (L{p2twisted.agent.health}).
+        """
+        port, stop = yield legacyTLSServer(self)
+        e = yield self.assertFailure(
+            self.cache(retries=0).fetch("https://127.0.0.1:%d/%s" % (port, self.name)),
+            FetchError)
+        self.assertIn("unsafe legacy renegotiation disabled", str(e))
+        yield stop()
 
     @defer.inlineCallbacks
     def test_http(self):
