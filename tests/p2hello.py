@@ -66,8 +66,11 @@ def loopbackLibrary():
         directory = tempfile.mkdtemp(prefix="p2-loopback-")
         atexit.register(shutil.rmtree, directory, True)
         path = os.path.join(directory, "loopback.so")
-        subprocess.run([cc, "-shared", "-fPIC", "-o", path, LOOPBACK_SOURCE, "-ldl"],
-                       check=True, capture_output=True, timeout=120)
+        result = subprocess.run([cc, "-shared", "-fPIC", "-o", path, LOOPBACK_SOURCE, "-ldl"],
+                                capture_output=True, timeout=120)
+        if result.returncode != 0:
+            raise AssertionError("cannot build %s: %s" % (
+                LOOPBACK_SOURCE, result.stderr.decode("utf-8", "replace").strip()))
         _loopback.append(path)
     return _loopback[0]
 
