@@ -417,6 +417,32 @@ class RollFleetTests(unittest.TestCase):
         fleet.run(fleet.planner.apply(plan))
         self.assertIsInstance(step(roll, fleet.snapshot(), fleet.now), Done)
 
+    def test_bothRCsGoneWaits(self):
+        """
+        A roll whose two RCs are both missing (a wiped or half-restored RC
+        tree looks like this) keeps its record and says why, instead of
+        ending: once the RCs are back, it carries on where it was.
+        """
+        fleet = self.fleet()
+        roll, _ = self.start(fleet, 2)
+        fleet.round()
+        before = fleet.snapshot()
+        saved = {k: before.entries[k].value for k in (keys.replicationController("old"),
+                                                      keys.replicationController("new"))}
+        for key in saved:
+            fleet.run(fleet.store.delete(key))
+        outcome = step(roll, fleet.snapshot(), fleet.now)
+        self.assertIsInstance(outcome, Wait)
+        self.assertIn("abort", outcome.reason)
+        self.assertEqual(list(fleet.snapshot().rolls()), ["new"])
+        for key, value in saved.items():
+            fleet.run(fleet.store.put(key, value))
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertIsNone(snapshot.rc("old"))
+        self.assertEqual(len(snapshot.podsOf("new")), 3)
+
 
 class CreateRollTests(unittest.TestCase):
 

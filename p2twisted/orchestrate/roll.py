@@ -14,7 +14,8 @@ extra schedule or unschedule.
 
 A step, in order:
  1. the roll record is gone: L{Done}; either RC is gone: the roll ends
-    (P2's farm deleted such a roll as complete);
+    (P2's farm deleted such a roll as complete); both are gone: it waits
+    (a wiped RC tree must not end every roll);
  2. the RC it moves to is disabled, or the one it moves from enabled: one
     transaction swaps them (the newly enabled RC adopts the pods it has);
  3. the target is not yet desired: the next batch (after C{roll_delay},
@@ -165,6 +166,12 @@ def step(roll, snapshot, now):
     back = roll.rollingBack
     toId, fromId, target = _roles(roll)
     to, from_ = snapshot.rc(toId), snapshot.rc(fromId)
+    if to is None and from_ is None:
+        # Both gone at once is what a wiped (or half-restored) RC tree looks
+        # like, not a person's decision: ending the roll would lose where it
+        # was.  A person who meant it aborts the roll.
+        return Wait("FAILSAFE: RCs %s and %s are both gone (a wiped RC tree?); waiting for "
+                    "them to come back, or for p2 roll abort %s" % (fromId, toId, roll.id))
     if to is None or from_ is None:
         gone = toId if to is None else fromId
         return Plan([_delete(snapshot, roll.key)], reason="RC %s is gone: the roll ends" % (gone,),
