@@ -234,6 +234,25 @@ class DecideTests(unittest.TestCase):
         for node in ("a", "b"):
             self.assertEqual(before.intent(node, "web").version, after.intent(node, "web").version)
 
+    def test_unreadableNodeLabelsKeepThePod(self):
+        """
+        A node whose label entry is unreadable (a bad write) is not known to
+        have stopped matching: its pod stays, no replacement is scheduled,
+        and no new pod goes there.
+        """
+        fleet = self.fleet(nodes=("a", "b", "c", "d"))
+        fleet.putRC("rc", replicas=2, selector="tier=web")
+        fleet.converge()
+        self.assertEqual(nodesOf(fleet.snapshot(), "rc"), ["a", "b"])
+        for node in ("b", "c"):
+            fleet.run(fleet.store.put(keys.label("node", node), b"{not json"))
+        fleet.converge()
+        self.assertEqual(nodesOf(fleet.snapshot(), "rc"), ["a", "b"])
+        self.assertEqual(fleet.planner.changes(Unschedule), [])
+        fleet.putRC("rc", replicas=3, selector="tier=web")
+        fleet.converge()
+        self.assertEqual(nodesOf(fleet.snapshot(), "rc"), ["a", "b", "d"])
+
     def test_adoptsHandScheduledPods(self):
         """
         Pods a person scheduled by hand running the RC's manifest are adopted

@@ -23,6 +23,8 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
    whose labels lost the RC's, is rewritten (on eligible nodes).
  - Pods labelled as the RC's under another pod id (its manifest's id
    changed) are unscheduled once the RC's own pods are all healthy.
+ - A node whose labels are unreadable keeps the RC's pod it has (as if
+   it still matched) and gets no new one.
  - A node whose agent is down (no C{machines/<node>}) keeps its pod: the RC
    never unschedules there, places a replacement on a node whose agent is up
    instead, and trims the surplus once the node is back.  When no agent at
@@ -164,6 +166,9 @@ def decide(rc, snapshot):
     labelled = snapshot.podsOf(rc.id)
     mine = [n for n, p in labelled if p == rc.podId]
     mineSet = set(mine)
+    # A node whose labels cannot be read (a bad write) is not known to have
+    # stopped matching: it keeps its pod, and gets no new one.
+    eligible.update(n for n in mine if n not in eligible and not _labelsReadable(snapshot, n))
     upMine = [n for n in mine if view.up(n)]
     eligibleUp = [n for n in upMine if n in eligible]
     eligibleDown = [n for n in mine if n in eligible and not view.up(n)]
@@ -232,6 +237,14 @@ def decide(rc, snapshot):
                                                               unscheduleOthers],
                                         rewrite, shortfall, desired, len(eligible)),
                 shortfall=shortfall, snapshot=snapshot)
+
+
+def _labelsReadable(snapshot, node):
+    try:
+        snapshot.nodeLabels(node)
+    except StoreError:
+        return False
+    return True
 
 
 def _hasLabels(actual, wanted):
