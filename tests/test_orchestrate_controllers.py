@@ -320,3 +320,18 @@ class RCAuditTests(ControllerTestCase):
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
                           ("unschedule", ["n1"])])
+
+    def test_adoptionIsAuditedAsSuch(self):
+        """
+        Labelling a pod that already runs the RC's manifest (a pod scheduled
+        by hand, or one whose labels were lost) is audited as C{adopt}: no
+        pod was rewritten or restarted.
+        """
+        from p2twisted import intent
+        from p2twisted.manifest import parseManifest
+        self.putRC()
+        self.successResultOf(intent.schedule(self.store, "n1", parseManifest(MANIFEST)))
+        controller = self.rcController(scheduleOn("n1"))
+        self.successResultOf(controller.reconcile())
+        self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
+                         [("adopt", ["n1"])])

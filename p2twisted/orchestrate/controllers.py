@@ -247,7 +247,9 @@ class RCController(_Controller):
     def events(self, plan):
         """
         @return: the plan's own events, then one per kind of change: pods
-            placed (C{schedule}), pods whose intent was rewritten in place
+            placed (C{schedule}), pods whose intent already held the
+            manifest and were only labelled as the RC's (C{adopt}: scheduled
+            by hand, or their labels lost), pods whose intent was rewritten in place
             (C{rewrite}: drift, or a roll's takeover) and pods removed
             (C{unschedule}), each naming its nodes.
         """
@@ -255,9 +257,11 @@ class RCController(_Controller):
         before = plan.snapshot
         placed = [c for c in plan.scheduled()
                   if before is None or before.intent(c.node, c.podId) is None]
-        rewritten = [c for c in plan.scheduled() if c not in placed]
-        for action, changes in (("schedule", placed), ("rewrite", rewritten),
-                                ("unschedule", plan.unscheduled())):
+        adopted = [c for c in plan.scheduled() if c not in placed
+                   and before.intent(c.node, c.podId).value == c.manifest]
+        rewritten = [c for c in plan.scheduled() if c not in placed and c not in adopted]
+        for action, changes in (("schedule", placed), ("adopt", adopted),
+                                ("rewrite", rewritten), ("unschedule", plan.unscheduled())):
             if changes:
                 found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
