@@ -453,6 +453,46 @@ class TwoFarmTests(FarmTestCase):
         self.assertEqual(a.state, "serving")
         self.assertEqual(self.claimedBy(a, b), [[], ["web"]])
 
+    def test_lockFreedWhileClaimRefused(self):
+        """
+        A claim refused because another farm held the lock, where that lock
+        went away before the refusal arrived, is tried again at once: the
+        object does not wait for the next resync.
+        """
+
+        class SlowLocks(MemoryStore):
+            """Lock requests wait until the test runs them."""
+
+            def __init__(self, *a, **kw):
+                MemoryStore.__init__(self, *a, **kw)
+                self.held = []
+
+            def session(self, ttl):
+                def wrap(session):
+                    real = session.lock
+
+                    def lock(key, value=b""):
+                        d = defer.Deferred()
+                        self.held.append((lambda: real(key, value), d))
+                        return d
+                    session.lock = lock
+                    return session
+                return MemoryStore.session(self, ttl).addCallback(wrap)
+        self.put("web")
+        slow = SlowLocks(self.state, self.clock)
+        b = self.farm(store=slow)
+        attempt, answer = slow.held.pop(0)
+        other = self.successResultOf(self.admin.session(TTL))
+        lock = self.successResultOf(other.lock(keys.lock(KIND, "web"), b"other"))
+        refused = []
+        attempt().addErrback(refused.append)
+        self.successResultOf(lock.release())
+        answer.errback(refused[0])
+        self.assertEqual(len(slow.held), 1, "claimed again")
+        attempt, answer = slow.held.pop(0)
+        attempt().chainDeferred(answer)
+        self.assertEqual(list(b.factory.running()), ["web"])
+
 
 class ClusterWatchTests(FarmTestCase):
 

@@ -152,6 +152,10 @@ class _Claim(object):
             object=self.objectId))
 
 
+#: What L{Farm._claimFailed} returns to have the claim tried again.
+_AGAIN = object()
+
+
 def defaultHolder(kind):
     """
     @return: a function of a session giving the JSON a lock of C{kind}
@@ -220,6 +224,9 @@ class Farm(service.Service):
         self._claiming = set()
         self._objects = {}
         self._locked = set()
+        #: How many lock-tree snapshots were seen (a claim refused before
+        #: the latest one may be out of date).
+        self._lockNews = 0
         self._sawSome = False
         self.failsafe = False
         self._watches = []
@@ -442,6 +449,7 @@ class Farm(service.Service):
     def _locksSeen(self, snapshot):
         locked = self._ids(snapshot, keys.lockTree(self.kind))
         self._locked = set(locked)
+        self._lockNews += 1
         for objectId, claim in list(self.claims.items()):
             if locked.get(objectId) != claim.lock.version:
                 self._checkStillHeld(claim)
@@ -480,12 +488,18 @@ class Farm(service.Service):
             return
         claiming, session = self._claiming, self.session
         claiming.add(objectId)
+        news = self._lockNews
         d = session.lock(self.lockKey(objectId), self.holder(session))
         d.addCallbacks(lambda lock: self._claimed(session, objectId, lock),
-                       lambda f: self._claimFailed(objectId, f))
+                       lambda f: self._claimFailed(objectId, f, news))
         d.addErrback(lambda f: log.failure("{kind} {object}: claiming", f, kind=self.kind,
                                            object=objectId))
-        d.addBoth(lambda _: claiming.discard(objectId))
+
+        def done(result):
+            claiming.discard(objectId)
+            if result is _AGAIN:
+                self._claim(objectId)
+        d.addCallback(done)
 
     def _claimed(self, session, objectId, lock):
         if session is not self.session or self.state != "serving":
@@ -506,10 +520,15 @@ class Farm(service.Service):
         controller.start()
         claim.poke()
 
-    def _claimFailed(self, objectId, failure):
+    def _claimFailed(self, objectId, failure, news):
         if failure.check(AlreadyLocked):
             log.debug("{kind} {object}: held by another farm", kind=self.kind, object=objectId)
-            self._locked.add(objectId)
+            if news == self._lockNews:
+                self._locked.add(objectId)
+            elif objectId not in self._locked:
+                # The lock watch said it went away after this attempt began
+                # (its holder died meanwhile): try again, not at the resync.
+                return _AGAIN
         elif failure.check(SessionLost):
             pass  # whenLost says so
         elif failure.check(StoreError):
