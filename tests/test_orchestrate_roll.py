@@ -405,17 +405,32 @@ class RollFleetTests(unittest.TestCase):
 
     def test_rcGone(self):
         """
-        A roll whose new RC was deleted ends; a roll whose record is gone is
-        done.
+        A roll whose old RC was deleted ends (a finished roll deletes it
+        first); a roll whose record is gone is done.
         """
         fleet = self.fleet()
         roll, _ = self.start(fleet, 2)
-        fleet.run(fleet.store.delete(keys.replicationController("new")))
+        fleet.run(fleet.store.delete(keys.replicationController("old")))
         plan = step(roll, fleet.snapshot(), fleet.now)
         self.assertIsInstance(plan, Plan)
         self.assertIn("gone", plan.reason)
         fleet.run(fleet.planner.apply(plan))
         self.assertIsInstance(step(roll, fleet.snapshot(), fleet.now), Done)
+
+    def test_newRCGoneWaits(self):
+        """
+        A roll whose new RC is missing (deleted by mistake, or a wiped RC
+        tree) keeps its record and says why, as P2's roll farm did, instead
+        of ending and leaving the old RC disabled with nobody to notice.
+        """
+        fleet = self.fleet()
+        roll, _ = self.start(fleet, 2)
+        fleet.round()
+        fleet.run(fleet.store.delete(keys.replicationController("new")))
+        outcome = step(roll, fleet.snapshot(), fleet.now)
+        self.assertIsInstance(outcome, Wait)
+        self.assertIn("RC new is gone", outcome.reason)
+        self.assertIn("p2 roll abort new", outcome.reason)
 
     def test_bothRCsGoneWaits(self):
         """
