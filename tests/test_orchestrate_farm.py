@@ -93,6 +93,18 @@ class ClaimTests(FarmTestCase):
         self.assertEqual((holder["kind"], holder["session"]), (KIND, farm.session.id))
         self.assertEqual(running["web"].lock.key, keys.lock(KIND, "web"))
 
+    def test_lockHolder(self):
+        """
+        A lock says which farm holds it, and since when by the farm's clock.
+        """
+        self.clock.advance(1800000000)
+        self.put("web")
+        farm = self.farm()
+        entry = self.successResultOf(self.admin.get(keys.lock(KIND, "web")))
+        holder = json.loads(entry.value)
+        self.assertEqual((holder["kind"], holder["session"], holder["since"]),
+                         (KIND, farm.session.id, "2027-01-15T08:00:00Z"))
+
     def test_newAndChanged(self):
         """
         A new object is claimed; a changed one's controller reconciles

@@ -156,16 +156,18 @@ class _Claim(object):
 _AGAIN = object()
 
 
-def defaultHolder(kind):
+def defaultHolder(kind, clock):
     """
     @return: a function of a session giving the JSON a lock of C{kind}
-        holds: who claimed it (host, pid, session) and since when.
+        holds: who claimed it (host, pid, session) and since when (by
+        C{clock}).
     """
     host = socket.gethostname()
 
     def holder(session):
         return json.dumps({"kind": kind, "host": host, "pid": os.getpid(), "session": session.id,
-                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                  time.gmtime(clock.seconds()))},
                           sort_keys=True).encode("utf-8")
     return holder
 
@@ -212,7 +214,7 @@ class Farm(service.Service):
         self.clock = clock
         self.ttl = ttl
         self.resyncInterval = resyncInterval
-        self.holder = holder if holder is not None else defaultHolder(kind)
+        self.holder = holder if holder is not None else defaultHolder(kind, clock)
         if jitter is None:
             jitter = lambda: random.random() * retryDelay  # noqa: E731
         self._delays = backoffPolicy(retryDelay, maxDelay, 2.0, jitter=jitter)
