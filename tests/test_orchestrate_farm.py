@@ -525,6 +525,35 @@ class ClusterWatchTests(FarmTestCase):
         self.successResultOf(self.admin.put(keys.label("node", "n1"), b"{}"))
         self.assertEqual(web.reconciles, 3)
 
+    def test_newsCoalescedOverInterval(self):
+        """
+        With C{newsInterval}, a stream of news (a fleet's health changes)
+        has each controller reconcile at most once per interval: the first
+        news at once, the rest together once the interval is over; a change
+        to the object's own record does not wait.
+        """
+        self.put("web")
+        farm = Farm(MemoryStore(self.state, self.clock), KIND, TREE, FakeControllerFactory(),
+                    self.clock, ttl=TTL, jitter=lambda: 0, newsInterval=1.0)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        web = farm.controllerFactory.running()["web"]
+        self.clock.advance(5)
+        start = web.reconciles
+        for _ in range(100):
+            farm.nudge()
+        self.assertEqual(web.reconciles, start + 1)
+        self.clock.advance(0.5)
+        farm.nudge()
+        self.assertEqual(web.reconciles, start + 1)
+        self.clock.advance(0.5)
+        self.assertEqual(web.reconciles, start + 2)
+        self.clock.advance(5)
+        self.assertEqual(web.reconciles, start + 2, "nothing new, nothing more")
+        self.put("web", b'{"changed": 1}')
+        farm.nudge()
+        self.assertEqual(web.reconciles, start + 3)
+
 
 class TraceTests(FarmTestCase):
     """

@@ -92,21 +92,38 @@ class _Claim(object):
         self.version = version
         self.running = False
         self.again = False
+        #: Whether a poke that is not news came during the reconcile.
+        self.urgent = False
         self.stopped = False
         self.failures = 0
         self._timer = None
+        #: When the last reconcile began (farm clock), or C{None}.
+        self.started = None
 
-    def poke(self):
+    def poke(self, news=False):
         """
         Reconcile now, or once more after the reconcile under way.
+
+        @param news: whether this is news about the cluster (health, labels,
+            a resync): then it waits until C{newsInterval} seconds after the
+            last reconcile began, so a fleet's stream of health changes
+            costs one reconcile per interval, not one per change.
         """
         if self.stopped:
             return
         if self.running:
             self.again = True
+            self.urgent = self.urgent or not news
             return
+        now = self.farm.clock.seconds()
+        if news and self.started is not None:
+            wait = self.started + self.farm.newsInterval - now
+            if wait > 0:
+                self._soon(wait)
+                return
         self._cancelTimer()
-        self.running, self.again = True, False
+        self.running, self.again, self.urgent = True, False, False
+        self.started = now
         d = defer.maybeDeferred(self.controller.reconcile)
         d.addCallbacks(self._succeeded, self._failed)
         d.addBoth(self._finished)
@@ -134,6 +151,15 @@ class _Claim(object):
         if not self.stopped:
             self._timer = self.farm.clock.callLater(delay, self.poke)
 
+    def _soon(self, delay):
+        """
+        Reconcile in C{delay} seconds, unless one is due sooner.
+        """
+        due = self.farm.clock.seconds() + delay
+        if self._timer is not None and self._timer.active() and self._timer.getTime() <= due:
+            return
+        self._later(delay)
+
     def _cancelTimer(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -142,7 +168,7 @@ class _Claim(object):
     def _finished(self, _):
         self.running = False
         if self.again:
-            self.poke()
+            self.poke(news=not self.urgent)
 
     def stop(self):
         self.stopped = True
@@ -193,6 +219,10 @@ class Farm(service.Service):
         reconcile), doubling (Twisted's L{backoffPolicy}) up to C{maxDelay},
         plus C{jitter()}.
     @param holder: a function of the session giving the bytes a lock holds.
+    @param newsInterval: the least seconds between the starts of two
+        reconciles of one object prompted by news about the cluster
+        (L{nudge}); a change to the object's own record, a retry or a
+        controller's own deadline do not wait.
     @param holdWhenEmpty: whether the failsafe holds: C{False} for a tree
         whose emptying is the normal end of work (rolls), whose controllers
         are then released.
@@ -205,8 +235,10 @@ class Farm(service.Service):
     _setTrace = _machine._setTrace
 
     def __init__(self, store, kind, tree, controllerFactory, clock, ttl=15.0, resyncInterval=30.0,
-                 retryDelay=1.0, maxDelay=30.0, holder=None, jitter=None, holdWhenEmpty=True):
+                 retryDelay=1.0, maxDelay=30.0, holder=None, jitter=None, holdWhenEmpty=True,
+                 newsInterval=0.0):
         self.store = store
+        self.newsInterval = newsInterval
         self.holdWhenEmpty = holdWhenEmpty
         self.kind = kind
         self.tree = tree
@@ -265,7 +297,7 @@ class Farm(service.Service):
         """
         if self.state == "serving" and not self.failsafe:
             for claim in list(self.claims.values()):
-                claim.poke()
+                claim.poke(news=True)
 
     def lockKey(self, objectId):
         return keys.lock(self.kind, objectId)
