@@ -335,3 +335,30 @@ class RCAuditTests(ControllerTestCase):
         self.successResultOf(controller.reconcile())
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("adopt", ["n1"])])
+
+    def test_partlyAppliedPlanAudited(self):
+        """
+        A plan of several transactions that fails part-way still audits what
+        its earlier transactions did, and only that.
+        """
+        from p2twisted.errors import KeyExists
+        self.putRC()
+        nodes = ["n%02d" % i for i in range(30)]
+        decide = scheduleOn(*nodes)
+
+        def racing(rc, snapshot):
+            plan = decide(rc, snapshot)
+            # Someone else schedules on n25 after this snapshot was read.
+            self.successResultOf(self.store.put(keys.intent("n25", "web"), MANIFEST))
+            return plan
+        controller = self.rcController(racing)
+        self.failureResultOf(controller.reconcile(), KeyExists)
+        [event] = self.events()
+        self.assertEqual(event.action, "schedule")
+        first = event.details["nodes"]
+        self.assertEqual(first, nodes[:len(first)])
+        self.assertNotIn("n25", first)
+        for node in nodes:
+            if node != "n25":
+                written = self.successResultOf(self.store.get(keys.intent(node, "web")))
+                self.assertEqual(node in first, written is not None, node)

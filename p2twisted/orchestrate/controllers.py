@@ -160,9 +160,15 @@ class _Controller(object):
         if applied:
             try:
                 yield self.planner.apply(outcome, fence=self.fence(snapshot))
-            except VersionConflict as e:
-                yield self.report(dict(status, error="the store changed under this plan (%s); "
-                                                      "deciding again" % (e,)))
+            except StoreError as e:
+                # What went through before the failure is audited too.
+                done = getattr(e, "applied", ())
+                if done:
+                    yield self.appendAudit(self.events(attr.evolve(outcome, changes=done,
+                                                                   events=())))
+                if isinstance(e, VersionConflict):
+                    yield self.report(dict(status, error="the store changed under this plan "
+                                                         "(%s); deciding again" % (e,)))
                 raise
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
