@@ -336,6 +336,16 @@ class RCAuditTests(ControllerTestCase):
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("adopt", ["n1"])])
 
+        def decide(rc, snapshot):
+            labels = dict(rc.labelsForPods(), team="a")
+            return Plan([Schedule("n1", "web", rc.manifest, labels)], reason="labels",
+                        snapshot=snapshot)
+        controller.decideRC = decide
+        self.clock.advance(1)
+        self.successResultOf(controller.reconcile())
+        self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()][1:],
+                         [("relabel", ["n1"])], "its own pod, new pod labels")
+
     def test_partlyAppliedPlanAudited(self):
         """
         A plan of several transactions that fails part-way still audits what
