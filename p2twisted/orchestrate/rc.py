@@ -22,7 +22,9 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
  - A pod whose intent drifted from the RC's manifest (by canonical SHA), or
    whose labels lost the RC's, is rewritten (on eligible nodes).
  - Pods labelled as the RC's under another pod id (its manifest's id
-   changed) are unscheduled once the RC's own pods are all healthy.
+   changed) are unscheduled once the RC's own pods are all healthy -- only
+   if their labels are what the RC writes (their own C{pod_id} too), so a
+   label a person put on some other pod never removes it.
  - A node whose labels are unreadable keeps the RC's pod it has (as if
    it still matched) and gets no new one.
  - A node whose agent is down (no C{machines/<node>}) keeps its pod: the RC
@@ -42,7 +44,7 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.errors import StoreError
 from p2twisted.records import PASSING
-from p2twisted.records.controllers import RC_ID_LABEL
+from p2twisted.records.controllers import POD_ID_LABEL, RC_ID_LABEL
 
 
 class PodView(object):
@@ -219,7 +221,10 @@ def decide(rc, snapshot):
 
     # Pods labelled as this RC's under another pod id (its manifest's id
     # changed) go once the RC's own pods are all there and healthy.
-    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)]
+    # Only pods labelled as the RC labels them (their own pod_id too): a
+    # person's label on some other pod makes it no stray of the RC's.
+    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)
+              and snapshot.podLabels(n, p).get(POD_ID_LABEL) == p]
     if strays and len([n for n in eligibleUp if view.healthy(n, rc)]) >= desired:
         unscheduleOthers = strays
     else:
