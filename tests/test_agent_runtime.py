@@ -306,6 +306,31 @@ def _lowerLimits():
     os.umask(0o077)
 
 
+class PodAddressTests(unittest.TestCase):
+    """
+    A pod learns its node's pod address however it is started: from its env
+    dir (p2-exec) or from the environment chpst starts it with.
+    """
+
+    def test_chpstStart(self):
+        from twisted.internet import reactor
+        from p2twisted.agent.pods import PodOperations
+        from p2twisted.agent.testing import FakeSupervisor
+        from p2twisted.manifest import parseManifest
+        from tests.test_agent_hooks import makeConfig
+        config = makeConfig(os.path.abspath(self.mktemp()), podAddress="127.0.0.12")
+        ops = PodOperations(config, reactor, FakeSupervisor(), None, None, p2exec=["true"],
+                            isRoot=False)
+        ops.chpst = "/usr/bin/chpst"
+        manifest = parseManifest(b"id: web\nlaunchables:\n  app:\n    launchable_type: hoist\n"
+                                 b"    location: file:///a/web_1.tar.gz\n")
+        layout = PodLayout(config.podRoot, "web")
+        argv, env = ops._startArgv(manifest, layout, "app", "root", "bin/launch")
+        self.assertIn("/usr/bin/chpst", argv)
+        self.assertEqual(env["POD_ADDRESS"], "127.0.0.12")
+        self.assertEqual(ops._podEnv(manifest, layout, "c.yaml")["POD_ADDRESS"], "127.0.0.12")
+
+
 class ChpstArgvTests(unittest.TestCase):
     """
     L{runtime.chpstArgv}: a pod started by chpst gets what p2-exec gives it.
