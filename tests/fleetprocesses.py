@@ -27,9 +27,10 @@ LAUNCH = b"""#!/bin/sh
 exec /usr/bin/python3 -m http.server "$PORT" --bind "$POD_ADDRESS" --directory "$LAUNCHABLE_ROOT/www"
 """
 
-#: Settings that keep a test short: a dead agent's keys go within seconds.
-AGENT_CONFIG = "session_ttl: 3\nresync_interval: 2\nremoval_grace: 1\nfetch_timeout: 10\n"
-ORCHESTRATOR_CONFIG = "session_ttl: 3\nresync_interval: 2\n"
+#: Settings that keep a test short (a dead agent's keys go within seconds) yet
+#: keep sessions through a busy machine's pauses.
+AGENT_CONFIG = "session_ttl: 8\nresync_interval: 2\nremoval_grace: 1\nfetch_timeout: 10\n"
+ORCHESTRATOR_CONFIG = "session_ttl: 5\nresync_interval: 2\n"
 
 
 class Fleet(object):
