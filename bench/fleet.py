@@ -359,8 +359,11 @@ class Run(object):
         env["PYTHONPATH"] = ROOT
         with open(logPath, "wb") as log:
             self.orchestrator = subprocess.Popen(
-                [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
-                 "p2-orchestrator",
+                [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer"]
+                + (["--profiler=cprofile", "--savestats",
+                    "--profile=" + os.path.join(self.workdir, "orchestrator.pstats")]
+                   if self.args.profile else [])
+                + ["p2-orchestrator",
                  "--store", self.url, "--config", config],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=self.workdir)
@@ -594,6 +597,8 @@ def main():
     parser.add_argument("--min-healthy", type=float, default=0.9,
                         help="the roll's min_healthy, as a fraction of N")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the orchestrator (cProfile stats in the work directory)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
