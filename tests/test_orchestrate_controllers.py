@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 from p2twisted.errors import VersionConflict
 from p2twisted.orchestrate import audit
 from p2twisted.orchestrate.controllers import (
-    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader)
+    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader, WatchedReader)
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
 from p2twisted.orchestrate.snapshot import Snapshot
@@ -320,3 +320,49 @@ class RCAuditTests(ControllerTestCase):
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
                           ("unschedule", ["n1"])])
+
+
+class WatchedReaderTests(unittest.TestCase):
+    """
+    The orchestrator's snapshots come from watches of the cluster trees,
+    not from listing them at every read; their news nudges the farms.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(MemoryState(), self.clock)
+        self.news = []
+        self.reader = WatchedReader(self.store, ["health", "replication_controllers"],
+                                    self.news.append)
+
+    def test_readsWhatTheWatchesDelivered(self):
+        """
+        A read answers with what the watches hold: it waits for their first
+        delivery, then sees each change, and while nothing changes every
+        read gets the same snapshot (decoded once).
+        """
+        early = self.reader.read()
+        self.assertNoResult(early)
+        self.reader.startService()
+        self.addCleanup(self.reader.stopService)
+        self.assertIsNone(self.successResultOf(early).rc("web"))
+        rc = ReplicationController(id="web", manifest=MANIFEST, replicas_desired=2)
+        self.successResultOf(self.store.put(rc.key, rc.toBytes()))
+        snapshot = self.successResultOf(self.reader.read())
+        self.assertEqual(snapshot.rc("web").replicas_desired, 2)
+        self.assertIs(self.successResultOf(self.reader.read()), snapshot)
+
+    def test_newsAfterTheFirstDelivery(self):
+        """
+        Each change to a watched tree is news, named by its tree, once the
+        reader can show it; the first delivery is not news.
+        """
+        self.reader.startService()
+        self.addCleanup(self.reader.stopService)
+        self.assertEqual(self.news, [])
+        seen = []
+        self.reader.onChange = lambda tree: seen.append(
+            (tree, self.successResultOf(self.reader.read()).health("web", "n1") is not None))
+        self.successResultOf(self.store.put(keys.health("web", "n1"), json.dumps(
+            {"status": "passing", "output": "", "time": 1, "sha": "x"}).encode()))
+        self.assertEqual(seen, [("health", True)])
