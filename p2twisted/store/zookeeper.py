@@ -50,7 +50,7 @@ from p2twisted.store._zkclient import (
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Delivery, Entry, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
+    Check, Delivery, Entry, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
@@ -356,7 +356,10 @@ class ZooKeeperStore(object):
         if not ops:
             return defer.succeed([])
         paths = [self._path(op.key) for op in ops]
-        return self._run({op.key for op in ops}, None, self._transaction, ops, paths)
+        written = {op.key for op in ops if not isinstance(op, Check)}
+        return self._seq.run(written, self._transaction, ops, paths,
+                             shared={op.key for op in ops} - written).addErrback(
+            storeError, None, self._hosts)
 
     def _readAll(self, paths):
         paths = sorted(paths)
