@@ -220,19 +220,29 @@ class IPlanner(Interface):
         @return: L{Deferred} firing with the list of transaction results;
             fails with the store's error (L{VersionConflict} when the fence
             or a version guard failed, L{KeyExists} when something the plan
-            meant to create appeared) at the first transaction that fails,
-            the earlier ones having been applied.
+            meant to create appeared) at the first transaction that fails;
+            the first transaction (the plan's record updates, if any) is
+            applied before the others, and those that did not fail were
+            applied.
         """
+
+
+#: How many transactions of one plan L{Planner} has in flight at once: they
+#: change different nodes, so the store can pipeline them (on ZooKeeper, one
+#: at a time waited a disk sync each).
+WINDOW = 8
 
 
 @implementer(IPlanner)
 class Planner(object):
     """
-    The L{IPlanner} of a store.
+    The L{IPlanner} of a store: the first transaction of a plan alone, then
+    the others up to C{window} at once; after a failure, none is started.
     """
 
-    def __init__(self, store):
+    def __init__(self, store, window=WINDOW):
         self.store = store
+        self.window = window
 
     def snapshot(self):
         from p2twisted.orchestrate.snapshot import Snapshot
@@ -240,7 +250,19 @@ class Planner(object):
 
     @defer.inlineCallbacks
     def apply(self, plan, fence=()):
-        results = []
-        for ops in toTransactions(plan, fence=fence):
-            results.append((yield self.store.transaction(ops)))
-        return results
+        transactions = toTransactions(plan, fence=fence)
+        if not transactions:
+            return []
+        first = yield self.store.transaction(transactions[0])
+        slots = defer.DeferredSemaphore(self.window)
+        failed = []
+
+        def one(ops):
+            if failed:
+                return defer.succeed(None)  # the apply fails anyway
+            return self.store.transaction(ops).addErrback(lambda f: (failed.append(f), f)[1])
+        rest = yield defer.DeferredList([slots.run(one, ops) for ops in transactions[1:]],
+                                        consumeErrors=True)
+        if failed:
+            failed[0].raiseException()
+        return [first] + [result for _, result in rest]
