@@ -2,7 +2,11 @@
 Store benchmark (not a test): put, get and CAS operations per second and
 watch-notification latency p50/p99 for each backend, and -- in the same run,
 against the same ZooKeeper server -- raw kazoo's throughput, so the ZooKeeper
-backend's overhead is a ratio, not a guess.
+backend's overhead is a ratio, not a guess.  The Consul backend runs against
+the Consul test server (tests/consulserver.py, its own process; no real
+Consul here), beside plain treq KV requests to the same server: its figures
+measure our client's overhead over that Python server, not Consul's speed,
+and its watch latency includes P2's 250 ms pause between blocking queries.
 
     .venv/bin/python bench/store.py [--ops N] [--window W] [--samples S]
 
@@ -16,6 +20,7 @@ Targets (issue 2): ZooKeeper backend writes >= 0.5x raw kazoo; watch p99
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +164,43 @@ def rawKazoo(hosts, n, window):
     return asyncSets, syncSets, asyncGets
 
 
+def startConsul():
+    """
+    Start the Consul test server as a process of its own.
+
+    @return: C{(process, port)}.
+    """
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=top)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.consulserver", "--session-ttl-min", "1"],
+                            stdout=subprocess.PIPE, cwd=top, env=env)
+    line = proc.stdout.readline().split()
+    return proc, int(line[1])
+
+
+@defer.inlineCallbacks
+def rawTreq(reactor, base, n, window):
+    """
+    Plain treq against the same server: KV PUTs and GETs, C{window} in
+    flight over a pool of as many connections.
+
+    @return: L{Deferred} firing with C{(puts_per_s, gets_per_s)}.
+    """
+    import treq
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+    pool = HTTPConnectionPool(reactor)
+    pool.maxPersistentPerHost = window
+    client = HTTPClient(Agent(reactor, pool=pool))
+    value = b"x" * 256
+    url = base + "/v1/kv/rawbench/k%d"
+    puts = yield pipelined(n, window, lambda i: client.put(url % i, data=value).addCallback(
+        treq.content))
+    gets = yield pipelined(n, window, lambda i: client.get(url % i).addCallback(treq.content))
+    yield pool.closeCachedConnections()
+    return puts, gets
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=3000)
@@ -169,7 +211,9 @@ def main():
     from tests.zkserver import ZooKeeperServer
     zk = ZooKeeperServer()
     zk.start()
+    consul, consulPort = startConsul()
     tmp = tempfile.mkdtemp(prefix="p2bench")
+    rawConsul = []
     try:
         hosts = "127.0.0.1:%d" % (zk.port,)
         raw = rawKazoo(hosts, args.ops, args.window)
@@ -177,6 +221,7 @@ def main():
             ("memory", "memory://"),
             ("local", "local://%s/state.db" % (tmp,)),
             ("zookeeper", "zk://%s/bench%d" % (hosts, os.getpid())),
+            ("consul", "consul://127.0.0.1:%d/bench" % (consulPort,)),
         ]
         results = []
 
@@ -184,15 +229,19 @@ def main():
         def run(reactor):
             for name, url in backends:
                 results.append((yield benchBackend(reactor, name, url, args)))
+            rawConsul.extend((yield rawTreq(reactor, "http://127.0.0.1:%d" % (consulPort,),
+                                            args.ops, args.window)))
         task.react(lambda reactor: run(reactor).addCallback(lambda _: None))
     except SystemExit:
         pass
     finally:
         zk.stop()
-    report(results, raw, args)
+        consul.kill()
+        consul.wait()
+    report(results, raw, rawConsul, args)
 
 
-def report(results, raw, args):
+def report(results, raw, rawConsul, args):
     asyncSets, syncSets, asyncGets = raw
     print("store benchmark: %d ops per figure, %d in flight, 256-byte values, %d watch samples"
           % (args.ops, args.window, args.samples))
@@ -205,6 +254,14 @@ def report(results, raw, args):
           % ("raw kazoo", asyncSets, asyncGets, "-"))
     print("%-10s %10.0f %10s %10s   (kazoo synchronous set, one at a time)"
           % ("kazoo sync", syncSets, "-", "-"))
+    if rawConsul:
+        print("%-10s %10.0f %10.0f %10s   (plain treq KV PUT/GET, same window, same Consul "
+              "test server)" % ("raw treq", rawConsul[0], rawConsul[1], "-"))
+        for r in results:
+            if r["backend"] == "consul":
+                print("consul backend put / raw treq put = %.2f, get / raw get = %.2f (against "
+                      "the Consul test server, not a real Consul)"
+                      % (r["put"] / rawConsul[0], r["get"] / rawConsul[1]))
     zk = [r for r in results if r["backend"] == "zookeeper"]
     if zk:
         ratio = zk[0]["put"] / asyncSets

@@ -7,8 +7,9 @@ writes nothing.
 """
 
 import json
+import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -282,3 +283,37 @@ class SettleAgentsTests(unittest.TestCase):
         self.assertIsNone(after.health("web", "n2"))
         self.assertEqual(encodeLabels(LABELS), encodeLabels(dict(LABELS)))
 
+
+
+class LocalStorePlanTests(unittest.TestCase):
+    """
+    The same fencing on a real backend: the local SQLite store, shared by
+    two clients as two orchestrator processes share it.
+    """
+
+    @defer.inlineCallbacks
+    def test_lostLockOnLocalStore(self):
+        from twisted.internet import reactor
+
+        from p2twisted.store.local import LocalStore
+        url = "local://" + os.path.join(os.path.abspath(self.mktemp()), "state.db")
+        first = yield LocalStore.open(url, reactor)
+        self.addCleanup(first.close)
+        second = yield LocalStore.open(url, reactor)
+        self.addCleanup(second.close)
+        planner = harness.RecordingPlanner(first)
+        session = yield first.session(10)
+        lock = yield session.lock(keys.lock("rc", "rc"), b"first")
+        fence = [Check(lock.key, lock.version)]
+        snapshot = yield planner.snapshot()
+        yield planner.apply(Plan([schedule("n1")], snapshot=snapshot), fence)
+        stale = yield planner.snapshot()
+        yield session.close()
+        other = yield second.session(10)
+        yield other.lock(lock.key, b"second")
+        yield self.assertFailure(planner.apply(Plan([schedule("n2")], snapshot=stale), fence),
+                                 VersionConflict)
+        after = yield harness.RecordingPlanner(second).snapshot()
+        self.assertIsNone(after.marker("n2"))
+        self.assertEqual(after.podsOf("rc"), [("n1", "web")])
+        yield other.close()

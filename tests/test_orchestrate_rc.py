@@ -12,7 +12,9 @@ import random
 
 from twisted.trial import unittest
 
+from p2twisted import intent
 from p2twisted.errors import VersionConflict
+from p2twisted.manifest import parseManifest
 from p2twisted.orchestrate import rc as rcmodule
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.store import keys
@@ -205,6 +207,57 @@ class DecideTests(unittest.TestCase):
         plans = [rcmodule.decide(snapshot.rc(i), snapshot) for i in ("rc1", "rc2")]
         self.assertEqual(sum(p.shortfall for p in plans), 1)
 
+    def test_wipedLabelsChangeNothing(self):
+        """
+        Fail safe, never wide: a wiped node-label tree (no node matches the
+        selector) unschedules nothing and reports the shortfall; after a
+        wiped pod-label tree (the RC sees none of its pods) it adopts the
+        pods running its manifest, schedules nothing new, restarts nothing.
+        """
+        fleet = self.fleet(nodes=("a", "b", "c"))
+        rc = fleet.putRC("rc", replicas=2, selector="tier=web")
+        fleet.converge()
+        before = fleet.snapshot()
+        for node in ("a", "b", "c"):
+            fleet.run(fleet.store.delete(keys.label("node", node)))
+        plan = rcmodule.decide(rc, fleet.snapshot())
+        self.assertEqual((plan.changes, plan.shortfall), ((), 2))
+        for node in ("a", "b", "c"):
+            fleet.setLabels(node, {"tier": "web"})
+        for node in ("a", "b"):
+            fleet.run(fleet.store.delete(keys.label("pod", node + "/web")))
+        plan = rcmodule.decide(rc, fleet.snapshot())
+        self.assertEqual([c.node for c in plan.scheduled()], ["a", "b"])
+        fleet.converge()
+        after = fleet.snapshot()
+        self.assertEqual([n for n, _ in after.podsOf("rc")], ["a", "b"])
+        for node in ("a", "b"):
+            self.assertEqual(before.intent(node, "web").version, after.intent(node, "web").version)
+
+    def test_adoptsHandScheduledPods(self):
+        """
+        Pods a person scheduled by hand running the RC's manifest are adopted
+        (labelled, not rewritten) before new nodes are used; pods of another
+        version, or another RC's, are left alone.
+        """
+        fleet = self.fleet(nodes=("a", "b", "c", "d"))
+        other = fleet.putRC("other", replicas=1, disabled=True)
+        fleet.run(fleet.planner.apply(Plan(
+            [Schedule("b", "web", other.manifest, other.labelsForPods())],
+            snapshot=fleet.snapshot())))
+        for node, version in (("c", 1), ("d", 1), ("a", 5)):
+            fleet.run(intent.schedule(fleet.store, node, parseManifest(manifest(version))))
+        before = fleet.snapshot()
+        fleet.putRC("rc", replicas=2)
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.podsOf("other"), [("b", "web")])
+        for node in ("c", "d"):
+            self.assertEqual(before.intent(node, "web").version, snapshot.intent(node, "web").version)
+        self.assertEqual([n for n, _ in snapshot.podsOf("rc")], ["c", "d"])
+        self.assertEqual(snapshot.intent("a", "web").value, manifest(5))
+        self.assertEqual(fleet.planner.changes(Unschedule), [])
+
     def test_fencing(self):
         """
         A plan decided over an RC record that has since changed fails at the
@@ -243,7 +296,7 @@ class DecideFuzzTests(unittest.TestCase):
 
     def checkPlan(self, plan, snapshot, rc, what):
         going = {c.node for c in plan.unscheduled()}
-        view = rcmodule._View(snapshot, rc.podId)
+        view = rcmodule.PodView(snapshot, rc.podId)
         healthy = {n for n, _ in snapshot.podsOf(rc.id) if view.healthy(n, rc)}
         self.assertGreaterEqual(len(healthy - going), min(rc.replicas_desired, len(healthy)),
                                 what)

@@ -9,8 +9,10 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
  - The RC's pods are those whose pod labels say C{replication_controller_id}
    is the RC (and whose pod id is the manifest's).
  - Too few pods on eligible nodes: new ones go first to nodes where the RC
-   can take a pod over in place (below), then to eligible nodes without the
-   pod, fewest pods first, then by name.  Too few such nodes: it schedules
+   can take a pod over in place (below), then to nodes already running its
+   manifest under no RC (scheduled by hand, or their labels lost), which it
+   adopts by labelling them, then to eligible nodes without the pod, fewest
+   pods first, then by name.  Too few such nodes: it schedules
    what it can and reports the C{shortfall}.
  - Too many: ineligible nodes' pods go first, unhealthy before healthy, then
    unhealthy eligible ones, then the most loaded nodes, by name from the end.
@@ -36,12 +38,16 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
 """
 
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
+from p2twisted.errors import StoreError
 from p2twisted.records import PASSING
+from p2twisted.records.controllers import RC_ID_LABEL
 
 
-class _View(object):
+class PodView(object):
     """
-    What L{decide} asks of a snapshot about one pod id.
+    What L{decide} and L{roll.step} ask of a snapshot about one pod id:
+    which nodes count as up, whether a node runs an RC's manifest and is
+    healthy on it, whether the pod id is taken on a node.
     """
 
     def __init__(self, snapshot, podId):
@@ -79,6 +85,20 @@ class _View(object):
         """Whether anything (intent or pod labels) holds the pod id on C{node}."""
         return (self.snapshot.intent(node, self.podId) is not None
                 or self.snapshot.podLabelsVersion(node, self.podId) is not None)
+
+    def adoptable(self, node, rc):
+        """
+        Whether the pod on C{node} runs C{rc}'s manifest but belongs to no
+        RC (scheduled by hand, or its labels were lost): C{rc} may adopt it
+        by labelling it, with no restart.
+        """
+        if not self.runs("intent", node, rc):
+            return False
+        try:
+            labels = self.snapshot.podLabels(node, self.podId)
+        except StoreError:
+            return False
+        return RC_ID_LABEL not in labels
 
     def load(self, node):
         return len(self.snapshot.podsOnNode(node))
@@ -138,10 +158,11 @@ def decide(rc, snapshot):
     """
     if rc.disabled:
         return Plan(reason="disabled: no change", snapshot=snapshot)
-    view = _View(snapshot, rc.podId)
+    view = PodView(snapshot, rc.podId)
     labels = rc.labelsForPods()
     eligible = set(snapshot.eligible(rc.node_selector))
-    mine = view.podsOf(rc.id)
+    labelled = snapshot.podsOf(rc.id)
+    mine = [n for n, p in labelled if p == rc.podId]
     mineSet = set(mine)
     upMine = [n for n in mine if view.up(n)]
     eligibleUp = [n for n in upMine if n in eligible]
@@ -158,7 +179,10 @@ def decide(rc, snapshot):
     if need > 0:
         free = sorted((n for n in eligible if n not in mineSet and not view.occupied(n)),
                       key=lambda n: (view.load(n), n))
-        up = _place(need, [n for n in takeovers if view.up(n)], [n for n in free if view.up(n)])
+        adoptable = [n for n in sorted(eligible) if n not in mineSet and view.up(n)
+                     and view.adoptable(n, rc)]
+        up = _place(need, [n for n in takeovers if view.up(n)] + adoptable,
+                    [n for n in free if view.up(n)])
         # The pods on down nodes hold their places until replaced on up nodes.
         rest = need - len(up) - len(eligibleDown) - len(schedule)
         down = [n for n in free if not view.up(n)][:max(rest, 0)]
@@ -190,7 +214,7 @@ def decide(rc, snapshot):
 
     # Pods labelled as this RC's under another pod id (its manifest's id
     # changed) go once the RC's own pods are all there and healthy.
-    strays = [(n, p) for n, p in snapshot.podsOf(rc.id) if p != rc.podId and view.up(n)]
+    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)]
     if strays and len([n for n in eligibleUp if view.healthy(n, rc)]) >= desired:
         unscheduleOthers = strays
     else:

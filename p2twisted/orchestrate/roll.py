@@ -13,11 +13,14 @@ and the roll record, so a killed orchestrator's successor continues with no
 extra schedule or unschedule.
 
 A step, in order:
- 1. the roll record or the RC it moves to is gone: the roll ends;
+ 1. the roll record is gone: L{Done}; either RC is gone: the roll ends
+    (P2's farm deleted such a roll as complete);
  2. the RC it moves to is disabled, or the one it moves from enabled: one
     transaction swaps them (the newly enabled RC adopts the pods it has);
  3. the target is not yet desired: the next batch (after C{roll_delay},
-    not before the first) or a wait for health;
+    not before the first) or a wait for health.  Where P2 stopped for good
+    (healthy pods at the minimum, no capacity to add), one pod surges onto
+    a free node, so a roll of 3 at min_healthy 3 can move;
  4. the target is desired but not yet placed: wait;
  5. done: the old RC's leftover pods (on nodes the new RC could not take
     over) are drained once enough new pods are healthy, then the old RC
@@ -35,8 +38,11 @@ import attr
 
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate.plan import Done, Plan, UpdateRecord, Wait
-from p2twisted.orchestrate.rc import _View
+from p2twisted.orchestrate.rc import PodView
 from p2twisted.records.controllers import ROLLING_BACK, AuditEvent, Roll
+
+#: A health status that says nothing either way (P2's C{health.Unknown}).
+UNKNOWN = "unknown"
 
 
 def rollAlgorithm(old, new, oldDesired, newDesired, targetDesired, minHealthy, spare=0):
@@ -80,7 +86,8 @@ class Counts(object):
     @ivar current: pods labelled as the RC's.
     @ivar real: current pods whose reality is the RC's manifest.
     @ivar healthy: real pods whose health is passing.
-    @ivar unknown: desired pods not yet placed, plus real pods without health.
+    @ivar unknown: desired pods not yet placed, plus real pods whose health
+        is not reported or C{"unknown"}.
     @ivar spare: current pods not healthy on nodes the other RC may take
         over, beyond the surplus it will take first.
     """
@@ -103,18 +110,19 @@ def count(rc, snapshot, takerEligible=None):
         one's pods over (for L{Counts.spare}), or C{None}.
     @return: L{Counts} of C{rc}'s pods in C{snapshot}.
     """
-    view = _View(snapshot, rc.podId)
+    view = PodView(snapshot, rc.podId)
     nodes = view.podsOf(rc.id)
     real = [n for n in nodes if view.runs("reality", n, rc)]
-    healthy = [n for n in nodes if view.healthy(n, rc)]
-    unreported = [n for n in real if snapshot.health(rc.podId, n) is None]
+    healthy = [n for n in real if view.healthy(n, rc)]
+    unknown = [n for n in real if n not in healthy and getattr(
+        snapshot.health(rc.podId, n), "status", UNKNOWN) == UNKNOWN]
     spare = 0
     if takerEligible is not None:
         notHealthy = len([n for n in nodes if n in takerEligible and n not in healthy])
         spare = max(0, notHealthy - max(0, len(nodes) - rc.replicas_desired))
     return Counts(desired=rc.replicas_desired, current=len(nodes), real=len(real),
-                  healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unreported),
-                  unknown=max(0, rc.replicas_desired - len(nodes)) + len(unreported),
+                  healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unknown),
+                  unknown=max(0, rc.replicas_desired - len(nodes)) + len(unknown),
                   spare=spare)
 
 
@@ -263,7 +271,7 @@ def _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
     if fromCounts.current > fromCounts.desired or \
             toCounts.desired + fromCounts.desired > capacity:
         return False
-    view = _View(snapshot, to.podId)
+    view = PodView(snapshot, to.podId)
     mine = set(view.podsOf(to.id))
     return any(view.up(n) and not view.occupied(n) for n in toEligible if n not in mine)
 

@@ -6,13 +6,15 @@ chosen by URL.
     memory://                         in-process (tests)
     local:///var/lib/p2/state.db      embedded SQLite, shared by one host's processes
     zk://h1:2181,h2:2181/p2           ZooKeeper (optional user:password@ for digest auth)
+    consul://127.0.0.1:8500/p2        Consul (options: token_file, tls, ca_file, cert_file,
+                                      key_file, dc, consistency)
 """
 
 from urllib.parse import urlsplit
 
 from p2twisted.errors import UsageError
 
-SCHEMES = ("memory", "local", "zk")
+SCHEMES = ("memory", "local", "zk", "consul")
 
 
 def openStore(url, reactor=None):
@@ -40,6 +42,10 @@ def _open(url, reactor):
     if scheme in ("zk", "zookeeper"):
         from p2twisted.store.zookeeper import ZooKeeperStore
         return ZooKeeperStore.open(url, reactor)
+    if scheme == "consul":
+        from p2twisted.store.consul import ConsulStore
+        return ConsulStore.open(url, reactor)
     raise UsageError(
-        "unknown store URL %r: expected local:///path/state.db or zk://host:port[,host:port]/root"
+        "unknown store URL %r: expected local:///path/state.db, zk://host:port[,host:port]/root "
+        "or consul://host:port/prefix"
         % (url,))

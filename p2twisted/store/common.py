@@ -11,7 +11,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from p2twisted.errors import AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, ValueTooLarge
+from p2twisted.errors import (
+    AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, SessionLost, StoreError, ValueTooLarge)
 from p2twisted.store.interfaces import IWatch
 
 #: Largest value any backend accepts (Consul's limit, so all accept the same).
@@ -204,6 +205,74 @@ class Delivery(object):
                 self._onCancel(self)
 
 
+class Sequencer(object):
+    """
+    Per-key ordering: an operation on some keys starts once every earlier
+    operation on any of those keys has finished -- except that operations
+    which only read a key (C{shared}: a transaction's checks) do not wait
+    for one another there, only for the writes before them, and the next
+    write waits for them all.  So transactions that share nothing but the
+    keys they check (an orchestrator's fence) are pipelined.
+    """
+
+    def __init__(self):
+        self._tails = {}
+        self._readers = {}
+
+    def run(self, keys, f, *args, shared=()):
+        """
+        Run C{f(*args)}, which returns a L{Deferred}, in its turn for C{keys}
+        (written) and C{shared} (only read).
+
+        @return: L{Deferred} with C{f}'s result.
+        """
+        tails, readers = self._tails, self._readers
+        keys = set(keys)
+        shared = set(shared) - keys
+        waits = {}
+        for k in keys | shared:
+            if k in tails:
+                waits[id(tails[k])] = tails[k]
+        for k in keys:
+            for r in readers.pop(k, ()):
+                waits[id(r)] = r
+        done = defer.Deferred()
+        for k in keys:
+            tails[k] = done
+        for k in shared:
+            readers.setdefault(k, []).append(done)
+
+        def finish(result):
+            for k in keys:
+                if tails.get(k) is done:
+                    del tails[k]
+            for k in shared:
+                found = readers.get(k)
+                if found is not None and done in found:
+                    found.remove(done)
+                    if not found:
+                        del readers[k]
+            done.callback(None)
+            return result
+
+        if not waits:
+            try:
+                d = f(*args)
+            except Exception:
+                d = defer.fail()
+            return d.addBoth(finish)
+        result = defer.Deferred()
+        remaining = [len(waits)]
+
+        def ready(_):
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                defer.maybeDeferred(f, *args).addBoth(finish).chainDeferred(result)
+        for w in waits.values():
+            w.addCallback(ready)
+        return result
+
+
 class SingleOpsMixin(object):
     """
     C{put}, C{create}, C{cas} and C{delete} of a store whose C{_one(op)}
@@ -227,7 +296,7 @@ class SessionMixin(object):
     """
     C{lock} and C{whenLost} of a session with C{createEphemeral}, a C{lost}
     flag, a C{_waiters} list fired when it is lost, a C{backend} name and a
-    C{lockClass(session, entry)}.
+    C{lockClass(session, entry)}; C{_refuse} for C{createEphemeral}.
     """
 
     def lock(self, key, value=b""):
@@ -236,6 +305,20 @@ class SessionMixin(object):
             raise AlreadyLocked(key, self.backend)
         return self.createEphemeral(key, value).addCallbacks(
             lambda entry: self.lockClass(self, entry), held)
+
+    def _refuse(self, key, value):
+        """
+        @return: a failed L{Deferred} when this session is lost
+            (L{SessionLost}) or C{key} or C{value} is invalid, else C{None}.
+        """
+        if self.lost:
+            return defer.fail(SessionLost(key, self.backend))
+        try:
+            checkKey(key, self.backend)
+            checkValue(key, value, self.backend)
+        except StoreError:
+            return defer.fail()
+        return None
 
     def whenLost(self):
         if self.lost:

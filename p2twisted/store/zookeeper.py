@@ -45,12 +45,13 @@ from p2twisted.errors import (
     InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable,
     VersionConflict)
 from p2twisted.store._zkclient import (
-    ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge, Sequencer,
+    ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge,
     connect, isEntry, noNode, owner, parent, parseURL, raced, stopClient, storeError)
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Check, Delivery, Entry, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
+    Check, Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps, checkPrefix,
+    checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
@@ -592,13 +593,9 @@ class ZooKeeperSession(SessionMixin):
         return storeError(failure, key, self.store._hosts)
 
     def createEphemeral(self, key, value):
-        if self.lost:
-            return defer.fail(SessionLost(key, BACKEND))
-        try:
-            checkKey(key, BACKEND)
-            checkValue(key, value, BACKEND)
-        except StoreError:
-            return defer.fail()
+        refused = self._refuse(key, value)
+        if refused is not None:
+            return refused
         d = self.store._seq.run(
             (key,), self.store._create, key, HEADER + value, self._client, True)
         return d.addErrback(self._failed, key)
