@@ -172,14 +172,25 @@ class AgentsStore(object):
 
     @defer.inlineCallbacks
     def session(self, ttl):
-        if self._session is None:
+        if self._session is None or (not isinstance(self._session, defer.Deferred)
+                                     and self._session.lost):
+            if self._session is not None:
+                # Lost (the process was too busy to heartbeat in time, say):
+                # every agent's presence asks for a new one.
+                sys.stderr.write("%.3f the shared session %s was lost; opening another\n"
+                                 % (time.time(), self._session.id))
             self._session = defer.Deferred()
-            session = yield self._store.session(ttl)
+            try:
+                session = yield self._store.session(ttl)
+            except Exception:
+                waiting, self._session = self._session, None
+                waiting.errback()
+                raise
             waiting, self._session = self._session, SharedSession(session)
             waiting.callback(self._session)
         elif isinstance(self._session, defer.Deferred):
             waiting = defer.Deferred()
-            self._session.addCallback(lambda s: (waiting.callback(s), s)[1])
+            self._session.addBoth(lambda s: (waiting.callback(s), s)[1])
             return (yield waiting)
         return self._session
 
@@ -609,7 +620,7 @@ def main():
         from tests.zkserver import ZooKeeperServer
         zk = ZooKeeperServer()
         zk.start()
-    results, raws, loads = [], {}, [os.getloadavg()[0]]
+    results, raws, loads, failures = [], {}, [os.getloadavg()[0]], []
 
     @defer.inlineCallbacks
     def run(reactor):
@@ -622,9 +633,14 @@ def main():
                     url = "local://%s/fleet%d.db" % (workdir, n)
                 r = Run(reactor, args, storeName, url, n, workdir,
                         zk if storeName == "zookeeper" else None)
-                results.append((yield r.run()))
+                try:
+                    results.append((yield r.run()))
+                except Exception as e:
+                    failures.append("%s %d: %s" % (storeName, n, e))
                 loads.append(os.getloadavg()[0])
-                sys.stderr.write("%s %d done\n" % (storeName, n))
+                sys.stderr.write("%s %d done: %s\n" % (
+                    storeName, n, results[-1] if results and results[-1]["n"] == n
+                    and results[-1]["store"] == storeName else failures[-1]))
     try:
         task.react(run)
     except SystemExit as e:
@@ -634,7 +650,9 @@ def main():
     finally:
         if zk is not None:
             zk.destroy()
-    ok = report(results, raws, args, loads)
+    ok = report(results, raws, args, loads) and not failures
+    for failure in failures:
+        print("FAILED: %s" % (failure,))
     if args.keep:
         print("work directory (logs): %s" % (workdir,))
     else:
