@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 from p2twisted.errors import VersionConflict
 from p2twisted.orchestrate import audit
 from p2twisted.orchestrate.controllers import (
-    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader, WatchedReader)
+    DECIDE_AGAIN, FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader, WatchedReader)
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
 from p2twisted.orchestrate.snapshot import Snapshot
@@ -116,7 +116,9 @@ class RCControllerTests(ControllerTestCase):
     def test_objectChangedMeanwhile(self):
         """
         A plan decided over an RC record that changed before it was applied
-        fails (the fence checks the record's version) and writes nothing.
+        fails (the fence checks the record's version) and writes nothing;
+        the controller asks to decide again shortly (a race, not an outage:
+        no growing backoff).
         """
         self.putRC()
 
@@ -124,9 +126,22 @@ class RCControllerTests(ControllerTestCase):
             self.putRC(replicas=0)  # a person scales it down meanwhile
             return scheduleOn("n1")(rc, snapshot)
         controller = self.rcController(decide)
-        self.failureResultOf(controller.reconcile(), VersionConflict)
+        self.assertEqual(self.successResultOf(controller.reconcile()), DECIDE_AGAIN)
         self.assertIsNone(self.successResultOf(self.store.get(keys.intent("n1", "web"))))
         self.assertIn("changed under this plan", self.status("rc", "web")["error"])
+
+    def test_nodeTakenMeanwhile(self):
+        """
+        A plan creating an intent that appeared since its snapshot (a stale
+        read) is decided again shortly too.
+        """
+        self.putRC()
+
+        def decide(rc, snapshot):
+            self.successResultOf(self.store.put(keys.intent("n1", "web"), MANIFEST))
+            return scheduleOn("n1")(rc, snapshot)
+        controller = self.rcController(decide)
+        self.assertEqual(self.successResultOf(controller.reconcile()), DECIDE_AGAIN)
 
     def test_statusWrittenWhenChanged(self):
         """

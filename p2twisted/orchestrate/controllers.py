@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from p2twisted import records
-from p2twisted.errors import StoreError, VersionConflict
+from p2twisted.errors import KeyExists, StoreError, VersionConflict
 from p2twisted.orchestrate import audit, rc as rcLogic, roll as rollLogic
 from p2twisted.orchestrate.farm import IController
 from p2twisted.orchestrate.plan import Plan, Planner, Wait
@@ -40,6 +40,10 @@ AUDIT_KIND = "replication_controller"
 
 #: Seconds after applying a plan until the controller looks again.
 LOOK_AGAIN = 1.0
+
+#: Seconds after a plan lost a race with another write until the
+#: controller decides again.
+DECIDE_AGAIN = 0.2
 
 #: Who the audit events of this process name.
 WHO = "p2-orchestrator@%s:%d" % (socket.gethostname(), os.getpid())
@@ -238,10 +242,17 @@ class _Controller(object):
         if applied:
             try:
                 yield self.planner.apply(outcome, fence=self.fence(snapshot))
-            except VersionConflict as e:
+            except (VersionConflict, KeyExists) as e:
                 yield self.report(dict(status, error="the store changed under this plan (%s); "
                                                       "deciding again" % (e,)))
-                raise
+                if e.key == self.lock.key:
+                    raise  # the lock is lost: the farm backs off (and notices)
+                # The object or a node changed meanwhile (a roll moving the
+                # counts, say): decide again soon, not after a backoff that
+                # grows with each such race.
+                log.info("{kind} {object}: {error}; deciding again", kind=self.kind,
+                         object=self.objectId, error=str(e), event="conflict")
+                return DECIDE_AGAIN
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
             yield self.appendAudit(self.events(outcome))
