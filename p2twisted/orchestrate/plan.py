@@ -20,6 +20,7 @@ import attr
 from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
+from p2twisted.errors import StoreError
 from p2twisted.intent import nodeMarker
 from p2twisted.labels import encodeLabels
 from p2twisted.store import keys
@@ -165,14 +166,14 @@ def _opsFor(change, snapshot, marked):
     return ops
 
 
-def toTransactions(plan, snapshot=None, fence=()):
+def batches(plan, snapshot=None, fence=()):
     """
     @param snapshot: the snapshot C{plan} was decided over (default: the
         plan's own).
     @param fence: C{Check} ops that begin every transaction.
-    @return: a list of transactions (lists of ops), each at most 64 ops; a
-        plan's record updates share one transaction, and a node's changes
-        are never split.
+    @return: a list of C{(changes, ops)}: each transaction (at most 64 ops)
+        and the plan's changes it makes; a plan's record updates share one
+        transaction, and a node's changes are never split.
     @raise PlanTooLarge: if a group cannot fit beside the fence.
     """
     if not isinstance(plan, Plan):
@@ -184,21 +185,31 @@ def toTransactions(plan, snapshot=None, fence=()):
     marked = set()
     for change in plan.changes:
         group = None if isinstance(change, UpdateRecord) else change.node
-        groups.setdefault(group, []).extend(_opsFor(change, snapshot, marked))
+        changes, ops = groups.setdefault(group, ([], []))
+        changes.append(change)
+        ops.extend(_opsFor(change, snapshot, marked))
     ordered = ([groups.pop(None)] if None in groups else []) + list(groups.values())
-    transactions = []
-    current = []
-    for ops in ordered:
+    found = []
+    changes, current = [], []
+    for groupChanges, ops in ordered:
         if len(ops) > room:
             raise PlanTooLarge("%d ops for one node or the records do not fit in a transaction "
                                "beside a fence of %d" % (len(ops), len(fence)))
         if current and len(current) + len(ops) > room:
-            transactions.append(fence + current)
-            current = []
+            found.append((tuple(changes), fence + current))
+            changes, current = [], []
+        changes.extend(groupChanges)
         current.extend(ops)
     if current:
-        transactions.append(fence + current)
-    return transactions
+        found.append((tuple(changes), fence + current))
+    return found
+
+
+def toTransactions(plan, snapshot=None, fence=()):
+    """
+    @return: the transactions of L{batches}, lists of ops.
+    """
+    return [ops for changes, ops in batches(plan, snapshot, fence)]
 
 
 class IPlanner(Interface):
@@ -222,8 +233,9 @@ class IPlanner(Interface):
             or a version guard failed, L{KeyExists} when something the plan
             meant to create appeared) at the first transaction that fails;
             the first transaction (the plan's record updates, if any) is
-            applied before the others, and those that did not fail were
-            applied.
+            applied before the others, which may be applied several at once:
+            the error's C{applied} attribute holds the changes of those that
+            were applied (so they can be audited).
         """
 
 
@@ -250,19 +262,26 @@ class Planner(object):
 
     @defer.inlineCallbacks
     def apply(self, plan, fence=()):
-        transactions = toTransactions(plan, fence=fence)
-        if not transactions:
-            return []
-        first = yield self.store.transaction(transactions[0])
-        slots = defer.DeferredSemaphore(self.window)
-        failed = []
+        batched = list(batches(plan, fence=fence))
+        applied, failed = [], []
 
-        def one(ops):
+        def one(changes, ops):
             if failed:
                 return defer.succeed(None)  # the apply fails anyway
-            return self.store.transaction(ops).addErrback(lambda f: (failed.append(f), f)[1])
-        rest = yield defer.DeferredList([slots.run(one, ops) for ops in transactions[1:]],
-                                        consumeErrors=True)
-        if failed:
-            failed[0].raiseException()
-        return [first] + [result for _, result in rest]
+            d = self.store.transaction(ops)
+            d.addCallback(lambda result: (applied.extend(changes), result)[1])
+            return d.addErrback(failed.append)
+
+        def outcome(results):
+            if failed:
+                if failed[0].check(StoreError):
+                    failed[0].value.applied = tuple(applied)
+                failed[0].raiseException()
+            return results
+        if not batched:
+            return []
+        first = outcome([(yield one(*batched[0]))])
+        slots = defer.DeferredSemaphore(self.window)
+        rest = yield defer.gatherResults([slots.run(one, changes, ops)
+                                          for changes, ops in batched[1:]])
+        return first + outcome(rest)
