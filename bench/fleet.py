@@ -39,6 +39,39 @@ Targets (issue 11): scheduling at >= 50% of raw kazoo's create throughput
 (intents per second vs. kazoo creates per second, 16 in flight, values the
 size of the manifest); the whole roll in under 3x the time it takes to write
 the intents; orchestrator memory under 200 MB at 1,000 nodes.
+
+Figures (2 cores shared with other work: load average 10-22 during the runs,
+so these are upper bounds; seconds from the RC's or the roll's write):
+
+    before (SnapshotReader listing every tree at each read, one transaction
+    at a time, load 9-18):
+      zookeeper  100: intents 2.03  health  5.06  roll  38.4 (x18.9)
+      zookeeper  300: intents 5.83  health 10.09  roll 114.8 (x19.7)
+    after (load 10 -> 22 -> 10):
+                      intents  health   roll  (roll/intents)  peak RSS
+      zookeeper  100:   1.02    4.40   10.0   (x9.9)          55 MB
+      zookeeper  300:   1.99    8.36   13.7   (x6.9)          58 MB
+      zookeeper 1000:   8.6-17  19-47  34-72  (x3.9-5.7)      76-78 MB
+      local      100:   0.06    2.56   11.4                   54 MB
+      local      300:   0.20   14.70   15.9                   57 MB
+      local     1000:   1.06-2.2 27-49  108-111               73-75 MB
+    raw kazoo creates: 670-1,280/s; scheduling on ZooKeeper 59-151 intents/s
+    (x0.09-0.15: target x0.5 NOT met); roll < 3x intents NOT met (best x3.9
+    at 1,000 on ZooKeeper; on the local store intents take ~1 s and a roll of
+    ten health-gated batches cannot); memory met (76 MB at 1,000).
+    Without the agents (a plan of 1,000 schedules applied to a quiet
+    ZooKeeper by the same Planner) the intents take 3.1 s (323/s); in the
+    run the agents' reactions and the machine's load triple it.
+
+What bounds a roll: each batch is a count move (one CAS), the new RC's
+takeovers (100 rewrites), every agent deploying and reporting reality, its
+health monitor's next 1 s tick, and the orchestrator seeing that health --
+about 2-3 s a batch here, and a roll of 1,000 at min_healthy 900 is ten or
+more batches.  The agents' CPU while scheduling stays at 20-45% of a core
+each (two processes, because the machine has two cores), so they are not
+saturated, but on this loaded machine their reality and health lag the
+intents by 10-40 s, and the local store's roll is theirs more than the
+orchestrator's (1,000 agents committing to one SQLite file).
 """
 
 import argparse
