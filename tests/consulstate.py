@@ -178,15 +178,21 @@ class ConsulState(object):
     # -- sessions ---------------------------------------------------------------
 
     def createSession(self, spec):
-        ttl = 0.0
-        if spec.get("TTL"):
-            ttl = parseDuration(spec["TTL"])
-            if ttl != 0 and not (self.sessionTTLMin <= ttl <= TTL_MAX):
-                raise HTTPError(400, "Session TTL '%s' must be between [%s=%s]" % (
-                    spec["TTL"], goDuration(self.sessionTTLMin), goDuration(TTL_MAX)))
+        # Consul's Session.Apply refuses these; the RPC error reaches the
+        # client as an HTTP 500 with the error's text (agent/http.go).
         behavior = spec.get("Behavior") or "release"
         if behavior not in ("release", "delete"):
-            raise HTTPError(400, "Invalid Behavior setting '%s'" % (behavior,))
+            raise HTTPError(500, "Invalid Behavior setting '%s'" % (behavior,))
+        ttl = 0.0
+        if spec.get("TTL"):
+            try:
+                ttl = parseDuration(spec["TTL"])
+            except ValueError as e:
+                raise HTTPError(500, "Session TTL '%s' invalid: %s" % (spec["TTL"], e))
+            if ttl != 0 and not (self.sessionTTLMin <= ttl <= TTL_MAX):
+                # Go's %d of a time.Duration: nanoseconds.
+                raise HTTPError(500, "Invalid Session TTL '%d', must be between [%s=%s]" % (
+                    round(ttl * 1e9), goDuration(self.sessionTTLMin), goDuration(TTL_MAX)))
         delay = spec.get("LockDelay", DEFAULT_LOCK_DELAY)
         if isinstance(delay, str):
             delay = parseDuration(delay)

@@ -295,12 +295,17 @@ class SessionTests(unittest.TestCase):
 
     def test_ttlBounds(self):
         """
-        A TTL under C{session_ttl_min} or over 24 h is refused, saying so.
+        A TTL under C{session_ttl_min} or over 24 h is refused, saying so,
+        as Consul's C{Session.Apply} does: an RPC error, so an HTTP 500
+        (not a 400) whose text prints the TTL as Go's C{%d} of a duration.
         """
         c = self.consul
         code, _, body = c.call("PUT", "/v1/session/create", {"TTL": "5s"})
-        self.assertEqual((code, body), (400, b"Session TTL '5s' must be between [10s=24h0m0s]"))
-        self.assertEqual(c.call("PUT", "/v1/session/create", {"TTL": "25h"})[0], 400)
+        self.assertEqual((code, body), (
+            500, b"Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"))
+        self.assertEqual(c.call("PUT", "/v1/session/create", {"TTL": "25h"})[0], 500)
+        self.assertEqual(c.call("PUT", "/v1/session/create", {"TTL": "soon"})[0], 500)
+        self.assertEqual(c.call("PUT", "/v1/session/create", {"Behavior": "keep"})[0], 500)
 
     def test_expiryDeletes(self):
         """

@@ -264,27 +264,28 @@ class ConsulStore(SingleOpsMixin):
         used and a warning says how long a dead holder's keys now live.
         """
         response = yield self._createSession(ttl / 2.0)
-        if response.code == 400:
-            least = minimumTTL(response.text())
-            if least is None or least <= ttl / 2.0:
-                raise StoreError(None, BACKEND, "Consul refused a session with TTL %gs (half of "
-                                 "%gs): %s" % (ttl / 2.0, ttl, response.text()))
+        least = minimumTTL(response.text()) if response.code != 200 else None
+        if least is not None and least > ttl / 2.0:
             log.warn("Consul's session_ttl_min is {least}s: sessions asked for {ttl}s expire up "
                      "to {expiry}s after their holder stops", least=least, ttl=ttl,
                      expiry=2 * least)
             ttl = 2 * least
             response = yield self._createSession(least)
-            if response.code == 400:
-                raise StoreError(None, BACKEND, "Consul refused a session: %s" % (
-                    response.text(),))
+        if response.code != 200:
+            # Consul's Session.Apply refusals (a TTL out of bounds, say) are
+            # RPC errors, which its HTTP API answers with a 500.
+            cls = StoreError if response.code < 500 or least is not None else StoreUnavailable
+            raise cls(None, BACKEND, "Consul refused a session with TTL %gs (half of %gs): "
+                      "HTTP %d: %s" % (ttl / 2.0, ttl, response.code, response.text()))
         s = ConsulSession(self, response.json()["ID"], ttl)
         self._sessions.add(s)
         s.start()
         return s
 
     def _createSession(self, consulTTL):
+        # A 500 is handled here, not retried: it is how Consul refuses a TTL.
         return self._request(
-            "PUT", "/v1/session/create", self._params(False), expect=(200, 400),
+            "PUT", "/v1/session/create", self._params(False), expect=(200, 400, 500),
             body={"Name": "p2twisted", "TTL": "%gs" % (consulTTL,), "Behavior": "delete",
                   "LockDelay": "0s"})
 
