@@ -168,6 +168,20 @@ class StoreContractMixin(object):
         yield self.assertFailure(store.cas("cas/absent", b"x", e1.version), VersionConflict)
 
     @defer.inlineCallbacks
+    def test_casVersionZero(self):
+        """
+        A version of 0 is a version like any other: C{cas} with it, alone or
+        in a transaction, never creates an absent key (Consul's C{?cas=0}
+        and txn C{cas} with index 0 mean 'only if absent').
+        """
+        store = yield self.client()
+        yield self.assertFailure(store.cas("cas0/k", b"x", 0), VersionConflict)
+        e = yield self.assertFailure(
+            store.transaction([Put("cas0/other", b""), Put("cas0/k", b"x", 0)]), VersionConflict)
+        self.assertEqual(e.index, 1)
+        self.assertEqual((yield store.list("cas0")), {})
+
+    @defer.inlineCallbacks
     def test_delete(self):
         """
         C{delete} removes one key; a conditional delete with a stale version

@@ -233,6 +233,10 @@ class ConsulLayoutTests(ServerMixin, unittest.TestCase):
         self.assertEqual((yield store.get("big/k")).version, e2.version)
         e3 = yield store.put("big/k", big)
         yield store.delete("big/k", e3.version)
+        # Version 0 (what a write overwritten before it was read back gets)
+        # matches nothing; with ?cas=0 it would create the key.
+        yield self.assertFailure(store.cas("big/k", big, 0), VersionConflict)
+        self.assertIsNone((yield store.get("big/k")))
 
     @defer.inlineCallbacks
     def test_watchResetsOnIndexRegression(self):

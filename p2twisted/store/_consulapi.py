@@ -110,6 +110,10 @@ class TxnPlan(object):
                 self._add(i, {"Verb": "check-not-exists", "Key": ck}, False)
                 self._add(i, {"Verb": "lock", "Key": ck, "Value": b64(op.value),
                               "Session": session}, True)
+            elif isinstance(op, Put) and op.version == 0:
+                # Consul's cas index 0 means 'only if absent'; ours matches
+                # no entry (no ModifyIndex is 0), which check-index says.
+                self._add(i, {"Verb": "check-index", "Key": ck, "Index": 0}, False)
             elif isinstance(op, (Put, Create)):
                 index = 0 if isinstance(op, Create) else op.version
                 if index is None:

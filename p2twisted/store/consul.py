@@ -193,6 +193,8 @@ class ConsulStore(SingleOpsMixin):
         Write a value too large for a txn body with the KV endpoint, marked
         with random flags so that the entry read back is known to be ours.
         """
+        if isinstance(op, Put) and op.version == 0:
+            raise VersionConflict(op.key, BACKEND)  # ?cas=0 would mean 'only if absent'
         nonce = random.getrandbits(63) | 1
         cas = 0 if isinstance(op, Create) else op.version
         params = self._params(False, ("flags", nonce))
