@@ -513,7 +513,8 @@ def runStatus(options):
         result, snapshot = yield serviceStatus(store, options.name)
     finally:
         yield store.close()
-    removals = agentRemovals(snapshot)
+    unreadable = []
+    removals = agentRemovals(snapshot, unreadable)
     out = options.out
     if options.json:
         json.dump(result, out, indent=2, sort_keys=True)
@@ -560,5 +561,5 @@ def runStatus(options):
                 out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
             if failing(state) and state["node"] == here:
                 writeLogTail(out, logTail(stateDir(options), name))
-    out.write("".join(heldNotes(removals)))
+    out.write("".join(heldNotes(removals) + ["%s\n" % (line,) for line in unreadable]))
     return 0
