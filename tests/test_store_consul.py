@@ -387,3 +387,74 @@ class URLTests(unittest.TestCase):
     def test_interfaceNames(self):
         self.assertEqual(ConsulStore.backend, "consul")
         self.assertEqual(consul.BACKEND, "consul")
+
+
+class _Hanging(object):
+    """
+    A resource answering as C{api} does until C{hang} is set, then never.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api):
+        self.api = api
+        self.hang = False
+
+    def render(self, request):
+        from twisted.web import server
+        if self.hang:
+            return server.NOT_DONE_YET
+        return self.api.render(request)
+
+    def getChildWithDefault(self, name, request):
+        return self
+
+
+class SessionClockTests(unittest.TestCase):
+    """
+    Session liveness on a L{task.Clock}, through C{StubTreq}.
+    """
+
+    def setUp(self):
+        from treq.testing import StubTreq
+
+        from tests.consulserver import ConsulAPI
+        from tests.consulstate import ConsulState
+        self.clock = task.Clock()
+        self.api = ConsulAPI(ConsulState(self.clock, 0.5))
+        self.addCleanup(lambda: self.api.state.stop())
+        self.resource = _Hanging(self.api)
+        self.stub = StubTreq(self.resource)
+
+    def open(self):
+        d = ConsulStore.open("consul://consul.test:8500/p2", self.clock, self.stub)
+        self.stub.flush()
+        return self.successResultOf(d)
+
+    def test_lostByTheServersDeadline(self):
+        """
+        When the agent stops answering, the session counts as lost at the
+        latest when Consul may have invalidated it (C{ttl} after the last
+        renewal was sent), even while a renewal is still being tried: a lock
+        holder must not go on believing it holds a lock another may hold.
+        """
+        store = self.open()
+        d = store.session(20)
+        self.stub.flush()
+        session = self.successResultOf(d)
+        lost = session.whenLost()
+        self.clock.advance(5)  # the first renewal is sent and answered
+        self.stub.flush()
+        renewed = self.clock.seconds()
+        self.assertIn(session.id, self.api.state.sessions)
+        self.resource.hang = True
+        while self.clock.seconds() < renewed + 20:
+            self.clock.advance(0.25)
+            self.stub.flush()
+        self.assertTrue(session.lost)
+        self.successResultOf(lost)
+        self.resource.hang = False
+        d = store.close()
+        self.stub.flush()
+        self.clock.advance(1)
+        self.successResultOf(d)

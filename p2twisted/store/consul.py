@@ -265,6 +265,7 @@ class ConsulStore(SingleOpsMixin):
         When that is under the agent's C{session_ttl_min}, the minimum is
         used and a warning says how long a dead holder's keys now live.
         """
+        sent = self._reactor.seconds()
         response = yield self._createSession(ttl / 2.0)
         least = minimumTTL(response.text()) if response.code != 200 else None
         if least is not None and least > ttl / 2.0:
@@ -272,6 +273,7 @@ class ConsulStore(SingleOpsMixin):
                      "to {expiry}s after their holder stops", least=least, ttl=ttl,
                      expiry=2 * least)
             ttl = 2 * least
+            sent = self._reactor.seconds()
             response = yield self._createSession(least)
         if response.code != 200:
             # Consul's Session.Apply refusals (a TTL out of bounds, say) are
@@ -279,7 +281,7 @@ class ConsulStore(SingleOpsMixin):
             cls = StoreError if response.code < 500 or least is not None else StoreUnavailable
             raise cls(None, BACKEND, "Consul refused a session with TTL %gs (half of %gs): "
                       "HTTP %d: %s" % (ttl / 2.0, ttl, response.code, response.text()))
-        s = ConsulSession(self, response.json()["ID"], ttl)
+        s = ConsulSession(self, response.json()["ID"], ttl, sent)
         self._sessions.add(s)
         s.start()
         return s
@@ -401,53 +403,67 @@ class ConsulLock(object):
 @implementer(ISession)
 class ConsulSession(SessionMixin):
     """
-    A Consul session renewed every C{ttl/4} seconds.
+    A Consul session renewed every C{ttl/4} seconds, and lost C{ttl} seconds
+    after the last renewal that succeeded was sent (Consul may invalidate it
+    from then on), whatever renewal is still being tried.
+
+    @param since: when the request creating it was sent.
     """
 
     backend = BACKEND
     lockClass = ConsulLock
 
-    def __init__(self, store, id, ttl):
+    def __init__(self, store, id, ttl, since=None):
         self.store = store
         self.id = id
         self.ttl = ttl
         self.lost = False
         self._waiters = []
-        self._renewed = store._reactor.seconds()
+        reactor = store._reactor
+        self._renewed = reactor.seconds() if since is None else since
+        self._deadline = None
         self._loop = task.LoopingCall(self._renew)
-        self._loop.clock = store._reactor
+        self._loop.clock = reactor
 
     def start(self):
+        reactor = self.store._reactor
+        self._deadline = reactor.callLater(
+            max(0.0, self._renewed + self.ttl - reactor.seconds()), self._expired)
         self._loop.start(self.ttl / 4.0, now=False).addErrback(
             lambda f: log.failure("renewing Consul session {id}", f, id=self.id))
 
+    def _expired(self):
+        log.warn("Consul session {id} lost: not renewed for {ttl}s", id=self.id, ttl=self.ttl)
+        self._end()
+
     @defer.inlineCallbacks
     def _renew(self):
+        reactor = self.store._reactor
+        sent = reactor.seconds()
         try:
             response = yield self.store._request(
                 "PUT", "/v1/session/renew/" + self.id, self.store._params(False),
                 expect=(200, 404), idempotent=True, timeout=self.ttl / 4.0)
         except StoreError as e:
-            if self.lost:
-                return
-            if self.store._reactor.seconds() - self._renewed >= self.ttl:
-                log.warn("Consul session {id} lost: not renewed for {ttl}s ({error})",
-                         id=self.id, ttl=self.ttl, error=e)
-                self._end()
-            else:
+            if not self.lost:
                 log.warn("renewing Consul session {id} failed ({error}); retrying", id=self.id,
                          error=e)
+            return
+        if self.lost:
             return
         if response.code == 404:
             log.warn("Consul session {id} was invalidated", id=self.id)
             self._end()
         else:
-            self._renewed = self.store._reactor.seconds()
+            self._renewed = sent
+            self._deadline.reset(max(0.0, sent + self.ttl - reactor.seconds()))
 
     def _end(self):
         if self.lost:
             return
         self.lost = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         if self._loop.running:
             self._loop.stop()
         self.store._sessions.discard(self)
