@@ -309,6 +309,24 @@ class StoreContractMixin(object):
         self.assertEqual((yield store.list("over")), {})
         self.assertEqual((yield store.list("ok")), {})
 
+    @defer.inlineCallbacks
+    def test_transactionOfVersionedDeletes(self):
+        """
+        64 version-checked deletes (an orchestrator unscheduling 32 pods and
+        their labels) fit in one transaction like any 64 ops; one stale
+        version among them fails it, naming that op, and deletes nothing.
+        """
+        store = yield self.client()
+        entries = yield store.transaction([Put("vd/%d" % i, b"x") for i in range(64)])
+        stale = yield store.put("vd/40", b"y")
+        e = yield self.assertFailure(
+            store.transaction([Delete(x.key, x.version) for x in entries]), VersionConflict)
+        self.assertEqual(e.index, 40)
+        self.assertEqual(len((yield store.list("vd"))), 64)
+        entries[40] = stale
+        yield store.transaction([Delete(x.key, x.version) for x in entries])
+        self.assertEqual((yield store.list("vd")), {})
+
     # -- watches -----------------------------------------------------------------
 
     @defer.inlineCallbacks

@@ -12,7 +12,10 @@ Layout.  Key C{a/b} is the Consul key C{<prefix>/a/b}; C{Entry.version} is
 its C{ModifyIndex}, the Raft index of its last write (it never repeats, also
 across a delete and re-create).  Single writes and transactions go through
 C{/v1/txn}, whose per-op errors give the failing op; C{Check} is
-C{check-index} (or C{check-not-exists}), C{Create} is C{cas} with index 0.
+C{check-index} (or C{check-not-exists}), C{Create} is C{cas} with index 0,
+a versioned C{Delete} C{check-index} then C{delete} -- or, where that would
+take a transaction over Consul's 64 ops, one C{delete-cas}, which lets a
+versioned delete of a key already gone pass instead of failing.
 Consul applies a transaction's ops in order, so a check placed after a write
 of the same key in one transaction sees that write.  A value too large for
 a transaction body (Consul's C{txn_max_req_len}, 512 KiB, holds the value
