@@ -358,6 +358,23 @@ class SessionTests(unittest.TestCase):
         code, _, body = c.call("PUT", "/v1/kv/p2/x?acquire=nonsense", b"")
         self.assertEqual(code, 500)
         self.assertIn(b"invalid session", body)
+        code, _, body = c.call("PUT", "/v1/kv/p2/lock?release=", b"")
+        self.assertEqual((code, body), (500, b"missing session"))
+
+    def test_reacquireUnchanged(self):
+        """
+        The holder acquiring its lock again with the same value and flags
+        changes nothing: the C{ModifyIndex}, C{LockIndex} and the KV index
+        stay (Consul's C{kvsSetTxn} skips an entry equal to the existing).
+        """
+        c = self.consul
+        a = c.session(LockDelay="0s")
+        self.assertTrue(c.json("PUT", "/v1/kv/p2/lock?acquire=" + a, b"a"))
+        before = c.json("GET", "/v1/kv/p2/lock")[0]
+        index = c.index("/v1/kv/p2/lock")
+        self.assertTrue(c.json("PUT", "/v1/kv/p2/lock?acquire=" + a, b"a"))
+        self.assertEqual(c.json("GET", "/v1/kv/p2/lock")[0], before)
+        self.assertEqual(c.index("/v1/kv/p2/lock"), index)
 
     def test_lockDelay(self):
         """
