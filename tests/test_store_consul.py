@@ -402,7 +402,7 @@ class _Hanging(object):
 
     def render(self, request):
         from twisted.web import server
-        if self.hang:
+        if self.hang is True or (callable(self.hang) and self.hang(request)):
             return server.NOT_DONE_YET
         return self.api.render(request)
 
@@ -458,3 +458,27 @@ class SessionClockTests(unittest.TestCase):
         self.stub.flush()
         self.clock.advance(1)
         self.successResultOf(d)
+
+    def test_renewalsDoNotQueueBehindRequests(self):
+        """
+        A session's renewals are sent however many requests wait for the
+        store's connections (a burst of writes to a slow agent): they are
+        its heartbeat, and a renewal queued past the TTL loses the session.
+        """
+        store = self.open()
+        d = store.session(20)
+        self.stub.flush()
+        session = self.successResultOf(d)
+        self.resource.hang = lambda request: request.method == b"GET"
+        reads = [store.get("slow/%d" % (i,)) for i in range(40)]
+        while self.clock.seconds() < 30:
+            self.clock.advance(0.25)
+            self.stub.flush()
+        self.assertFalse(session.lost)
+        self.resource.hang = False
+        d = store.close()
+        self.stub.flush()
+        self.clock.advance(1)
+        self.successResultOf(d)
+        for r in reads:
+            self.failureResultOf(r, StoreUnavailable)

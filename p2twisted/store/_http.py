@@ -189,8 +189,9 @@ class HTTPEndpoint(object):
         @param idempotent: whether a request that may have reached the
             server can be sent again; by default only for GET.
         @param expect: status codes the caller handles; others fail.
-        @param blocking: whether this is a long-poll (a blocking query),
-            which does not count against the endpoint's concurrency.
+        @param blocking: whether this is a long-poll (a blocking query) or
+            a heartbeat (a session renewal), which neither waits for nor
+            counts against the endpoint's concurrency.
         @param attempts: tries for this request (default: the endpoint's).
         @return: L{Deferred} firing with a L{Response}; fails with
             L{StoreUnavailable} (unreachable, timed out, 5xx after the

@@ -444,9 +444,10 @@ class ConsulSession(SessionMixin):
         reactor = self.store._reactor
         sent = reactor.seconds()
         try:
+            # A heartbeat: never queued behind the store's other requests.
             response = yield self.store._request(
                 "PUT", "/v1/session/renew/" + self.id, self.store._params(False),
-                expect=(200, 404), idempotent=True, timeout=self.ttl / 4.0)
+                expect=(200, 404), idempotent=True, timeout=self.ttl / 4.0, blocking=True)
         except StoreError as e:
             if not self.lost:
                 log.warn("renewing Consul session {id} failed ({error}); retrying", id=self.id,
@@ -493,10 +494,12 @@ class ConsulSession(SessionMixin):
             return
         self._end()
         try:
-            # Bounded: an unreachable agent must not hold up closing.
+            # Bounded, and not queued behind other requests: an unreachable
+            # or slow agent must not hold up closing.
             yield self.store._http.request("PUT", "/v1/session/destroy/" + self.id,
                                            self.store._params(False), idempotent=True,
-                                           timeout=min(5.0, self.ttl), attempts=2)
+                                           timeout=min(5.0, self.ttl), attempts=2,
+                                           blocking=True)
         except StoreError as e:
             log.warn("could not destroy Consul session {id} ({error}); it expires in {ttl}s",
                      id=self.id, error=e, ttl=self.ttl)
