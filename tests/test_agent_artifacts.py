@@ -18,6 +18,7 @@ from p2twisted.agent.layout import StateLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 from tests.artifacts import simpleHoist
 from tests.httpservers import TrackingFactory
+from tests.p2hello import legacyTLSServer
 
 #: Failing tests must still finish.
 TIMEOUT = 20
@@ -127,6 +128,73 @@ class FetchTests(unittest.TestCase):
         with open(path, "rb") as a, open(self.artifact, "rb") as b:
             self.assertEqual(a.read(), b.read())
         self.assertEqual(os.listdir(self.state.tmpDir), [])
+
+    @defer.inlineCallbacks
+    def test_path(self):
+        """
+        A location without a scheme is a local file's path, as in P2: an
+        absolute one as it is, a relative one in the cache's
+        C{artifactDir}; a digest location may be a path too.
+        """
+        path, sha = yield self.cache().fetch(self.artifact)
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+        sums = os.path.join(self.serve, "sums")
+        with open(sums, "w") as f:
+            f.write("%s  %s\n" % (self.sha, self.name))
+        cache = self.cache(artifactDir=self.serve)
+        path, sha = yield cache.fetch(self.name, digestLocation="sums")
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+
+    @defer.inlineCallbacks
+    def test_relativePathWithoutArtifactDir(self):
+        """
+        A relative path without an C{artifactDir} fails with one line naming
+        it and the setting; a missing file under C{artifactDir} is a
+        L{FetchError} naming where it was looked for.
+        """
+        e = yield self.assertFailure(self.cache().fetch(self.name), ArtifactError)
+        self.assertIn(self.name, str(e))
+        self.assertIn("artifact_dir", str(e))
+        self.assertNotIn("\n", str(e))
+        e = yield self.assertFailure(self.cache(artifactDir=self.serve).fetch("nope.tar.gz"),
+                                     FetchError)
+        self.assertIn(os.path.join(self.serve, "nope.tar.gz"), str(e))
+
+    @defer.inlineCallbacks
+    def test_relativePathStaysInArtifactDir(self):
+        """
+        A relative path is a file in C{artifactDir}: one whose C{..} leads
+        out of it is refused in one line naming the location and the
+        setting, though the file it names exists; C{..} that stays inside
+        is fine.
+        """
+        drop = os.path.join(self.serve, "drop")
+        os.makedirs(os.path.join(drop, "sub"))
+        cache = self.cache(artifactDir=drop)
+        for location in ("../" + self.name, "sub/../../" + self.name,
+                         "../../serve/" + self.name):
+            e = yield self.assertFailure(cache.fetch(location), ArtifactError)
+            self.assertIn(location, str(e))
+            self.assertIn("outside artifact_dir %s" % (drop,), str(e))
+            self.assertNotIn("\n", str(e))
+        self.assertFalse(os.path.exists(self.state.artifact(self.sha)))
+        os.rename(self.artifact, os.path.join(drop, self.name))
+        path, sha = yield cache.fetch("sub/../" + self.name)
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+
+    @defer.inlineCallbacks
+    def test_legacyTLSServerRefused(self):
+        """
+        An HTTPS artifact server without secure renegotiation is refused:
+        only the health check, which verifies nothing and sends nothing,
+        accepts such servers (L{p2twisted.agent.health}).
+        """
+        port, stop = yield legacyTLSServer(self)
+        e = yield self.assertFailure(
+            self.cache(retries=0).fetch("https://127.0.0.1:%d/%s" % (port, self.name)),
+            FetchError)
+        self.assertIn("unsafe legacy renegotiation disabled", str(e))
+        yield stop()
 
     @defer.inlineCallbacks
     def test_http(self):

@@ -263,6 +263,28 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
         self.assertNotIn("deploying", out)
 
     @defer.inlineCallbacks
+    def test_waitForUptimeWithoutStatusCheck(self):
+        """
+        A pod without a status check is running for C{deploy --wait} once its
+        health passes -- its service up the agent's C{min_uptime} -- and one
+        whose command keeps exiting never is: the wait says health critical
+        and why, and times out.
+        """
+        AgentHarness(self, self.url, node="n1", minUptime=1.0).start()
+        yield self.succeed("add", "sleeper", "--template", "command", "--command",
+                           "exec sleep 1000", "--run-as", "nobody")
+        out = yield self.succeed("deploy", "sleeper", "--node", "n1", "--wait", "--timeout", "60")
+        self.assertIn("health passing (1 service up for 1 s or more)", out)
+        self.assertIn("sleeper is running on n1", out)
+        yield self.succeed("add", "crashy", "--template", "command", "--command", "exit 3",
+                           "--run-as", "nobody")
+        out, err, code = yield self.p2("deploy", "crashy", "--node", "n1", "--wait",
+                                       "--timeout", "10")
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("health critical (crashy__", out)
+        self.assertIn("crashy is not running on n1 after 10s", err)
+
+    @defer.inlineCallbacks
     def test_healthGatesWait(self):
         """
         A pod that runs but fails its status check is not 'running' for
@@ -278,7 +300,7 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
         out, err, code = yield self.p2("deploy", "files", "--node", "n1", "--wait",
                                        "--timeout", "20")
         self.assertEqual(code, 1, out)
-        self.assertIn("health critical (GET http://127.0.0.1:%d/_status: 404" % (port,), out)
+        self.assertIn("health critical (GET http://127.0.0.1:%d/_status: HTTP 404" % (port,), out)
         self.assertIn("files is not running on n1 after 20s", err)
         status = json.loads((yield self.succeed("status", "files", "--json")))
         health = status[0]["nodes"][0]["health"]
@@ -288,7 +310,7 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
 
         yield self.succeed("config", "files", "status_path=/")
         out = yield self.succeed("deploy", "files", "--node", "n1", "--wait", "--timeout", "60")
-        self.assertIn("health passing (GET http://127.0.0.1:%d/: 200" % (port,), out)
+        self.assertIn("health passing (GET http://127.0.0.1:%d/: HTTP 200" % (port,), out)
         self.assertIn("passing", (yield self.succeed("inspect")))
 
         yield harness.stop()

@@ -184,7 +184,8 @@ class PodOperations(object):
             os.makedirs(path, exist_ok=True)
         supervisor = makeSupervisor(kindForState(config.supervisor, state), state, reactor)
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
-                                  maxBytes=config.artifactCacheBytes)
+                                  maxBytes=config.artifactCacheBytes,
+                                  artifactDir=config.artifactDir)
         installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
                               podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
@@ -207,10 +208,13 @@ class PodOperations(object):
 
     def healthChecker(self):
         """
-        @return: the L{IHealthChecker} of this machine's pods.
+        @return: the L{IHealthChecker} of this machine's pods: their status
+            endpoints, or their services' uptime for pods without one.
         """
-        from p2twisted.agent.health import HTTPHealthChecker
-        return HTTPHealthChecker(self.reactor)
+        from p2twisted.agent.health import (
+            HTTPHealthChecker, PodHealthChecker, ServiceUptimeChecker)
+        return PodHealthChecker(HTTPHealthChecker(self.reactor),
+                                ServiceUptimeChecker(self.supervisor, self.config.minUptime))
 
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
@@ -417,9 +421,14 @@ class PodOperations(object):
             when it can (no cgroup to join, not too many groups), else by
             p2-exec.
         """
-        if self.chpst and not manifest.launchables[launchableId].cgroup:
+        launchable = manifest.launchables[launchableId]
+        if self.chpst and not launchable.cgroup:
+            # The env dirs' variables, as _writeRuntime writes them.
+            environment = runtime.podEnv(layout, manifest.id, layout.configPath(manifest.sha()))
+            environment.update(runtime.launchableEnv(
+                layout, launchableId, launchable.restartTimeout, launchable.env))
             started = runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
-                                        switchUser=self.isRoot)
+                                        switchUser=self.isRoot, environment=environment)
             if started is not None:
                 return started
         return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,
