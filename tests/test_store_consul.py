@@ -179,6 +179,9 @@ class ConsulLayoutTests(ServerMixin, unittest.TestCase):
     def test_minimumTTL(self):
         self.assertEqual(consul.minimumTTL(
             "Session TTL '2.5s' must be between [10s=24h0m0s]"), 10)
+        self.assertEqual(consul.minimumTTL(
+            "rpc error making call: Invalid Session TTL '7500000000', must be between "
+            "[10s=24h0m0s]"), 10)
         self.assertEqual(consul.minimumTTL("must be between [1m30s=24h0m0s]"), 90)
         self.assertEqual(consul.minimumTTL("must be between [500ms=24h0m0s]"), 0.5)
         self.assertIsNone(consul.minimumTTL("Invalid Behavior setting"))
