@@ -531,10 +531,11 @@ class StoreContractMixin(object):
         @return: L{Deferred} firing with a function killing that process with
             SIGKILL (returning a Deferred).
         """
+        from tests.holder import READY
         from tests.processes import startUntil
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
         return startUntil(
-            self, b"ready", sys.executable,
+            self, READY.encode("ascii"), sys.executable,
             [sys.executable, "-m", "tests.holder", self.storeURL(), str(self.sessionTTL)] + keys,
             env)
