@@ -82,6 +82,7 @@ CORRUPT = [
     (records.HookPodStatus, "status/hooks/n1/before_install/h", HOOK_RUN, "'hook_pod'"),
     (records.Request, "requests/n1/r1", {"kind": "logs"}, "'state' is missing"),
     (records.Request, "requests/n1/r1", b"\xff", "not JSON"),
+    (records.Health, "health/web/n1", b"[" * 100000, "not JSON"),
 ]
 
 
