@@ -39,6 +39,7 @@ sysdeps:
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v busybox >/dev/null || missing="$$missing busybox"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \

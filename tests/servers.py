@@ -42,3 +42,159 @@ def requireServer(what, reason, install=None):
             "%s not available: %s; CI requires it (%s=1): install it with `%s`"
             % (what, reason, REQUIRE_ENV, install or "apt-get install %s" % (what,)))
     raise unittest.SkipTest("%s not available: %s" % (what, reason))
+
+
+def freePort():
+    """
+    @return: a TCP port on 127.0.0.1 nothing listens on right now.
+    """
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class ServerProcess(object):
+    """
+    A real server run as a child process in a temporary directory, for
+    tests and benchmarks: started (blocking, bounded by L{startTimeout})
+    until L{ready} says it serves, killed like a crash by L{stop}, started
+    again on the same ports with the same data by L{restart}, removed by
+    L{destroy} (also at exit).
+
+    Subclasses set L{name} and provide L{command} and L{ready}.
+    """
+
+    name = "server"
+    startTimeout = 30.0
+    #: Where the temporary directory goes (C{None}: the system's default).
+    parent = None
+
+    def __init__(self):
+        self.directory = None
+        self.process = None
+        self._log = None
+
+    def command(self):
+        """
+        @return: the command line (a list) starting the server; L{directory}
+            exists by now.
+        """
+        raise NotImplementedError()
+
+    def ready(self):
+        """
+        @return: whether the server answers requests (may block briefly).
+        """
+        raise NotImplementedError()
+
+    def missing(self):
+        """
+        @return: why the server cannot be started here, or C{None}.
+        """
+        return None
+
+    @property
+    def logFile(self):
+        import os
+        return os.path.join(self.directory, "server.log") if self.directory else None
+
+    def logTail(self, lines=25):
+        """
+        @return: the last C{lines} lines of the server's output.
+        """
+        try:
+            with open(self.logFile, "rb") as f:
+                data = f.read()
+        except (OSError, TypeError):
+            return "(no server log)"
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+    def start(self):
+        """
+        Start the server and wait until it serves requests.
+
+        @raise RuntimeError: with the log tail, if it does not within
+            L{startTimeout} seconds or exits.
+        """
+        import atexit
+        import subprocess
+        import tempfile
+        import time
+        if self.process is not None:
+            return
+        why = self.missing()
+        if why:
+            raise RuntimeError("cannot start %s: %s" % (self.name, why))
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="p2-%s-" % (self.name.lower(),),
+                                              dir=self.parent)
+            atexit.register(self.destroy)
+        self._log = open(self.logFile, "ab")
+        self.process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, cwd=self.directory)
+        deadline = time.monotonic() + self.startTimeout
+        while True:
+            try:
+                # Wait for the process to die early, for at most a moment.
+                self.process.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self._reap()
+                raise RuntimeError("%s exited with status %s while starting; log tail:\n%s"
+                                   % (self.name, code, self.logTail()))
+            if self.ready():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("%s did not serve within %.0fs; log tail:\n%s"
+                                   % (self.name, self.startTimeout, self.logTail()))
+
+    def _reap(self):
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stop(self, sig=None):
+        """
+        Kill the server (by default with SIGKILL, like a crash) and wait for
+        it to exit.  Its data stays for L{restart}.
+        """
+        import signal
+        import subprocess
+        if self.process is None:
+            return
+        try:
+            self.process.send_signal(sig or signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self._reap()
+
+    def restart(self):
+        """
+        Stop and start again on the same ports with the same data.
+        """
+        self.stop()
+        self.start()
+
+    def destroy(self):
+        """
+        Stop and remove the server's data.
+        """
+        import shutil
+        self.stop()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
