@@ -308,6 +308,8 @@ class HTTPEndpoint(object):
             return receiver.finished
 
         def failed(f):
+            if self.closed:
+                raise self._error(key, method, path, "the store was closed")
             if cancelled:
                 raise defer.CancelledError()
             if f.check(StoreError):
