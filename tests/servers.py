@@ -8,6 +8,7 @@ server is an error, so a broken image cannot quietly skip a whole suite.
 
 import os
 
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 #: Environment variable that turns "skip" into "fail" for missing servers.
@@ -42,6 +43,28 @@ def requireServer(what, reason, install=None):
             "%s not available: %s; CI requires it (%s=1): install it with `%s`"
             % (what, reason, REQUIRE_ENV, install or "apt-get install %s" % (what,)))
     raise unittest.SkipTest("%s not available: %s" % (what, reason))
+
+
+def failOnStoreWarnings(testCase, unless=lambda: False):
+    """
+    Make C{testCase} fail if a store module logs a warning while it runs
+    (say, a watch round failing and being retried: in a test without
+    outages that is a bug that retries would otherwise hide), unless
+    C{unless()} is true at the end.
+    """
+    warnings = []
+
+    def observe(event):
+        if event.get("log_level", LogLevel.info) >= LogLevel.warn and \
+                event.get("log_namespace", "").startswith("p2twisted.store"):
+            warnings.append(formatEvent(event))
+
+    def check():
+        globalLogPublisher.removeObserver(observe)
+        if not unless():
+            testCase.assertEqual(warnings, [])
+    globalLogPublisher.addObserver(observe)
+    testCase.addCleanup(check)
 
 
 def freePort():

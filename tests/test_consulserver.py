@@ -15,7 +15,8 @@ from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from tests.consulserver import MAX_VALUE, ConsulAPI, ConsulState, goDuration, parseDuration
+from tests.consulserver import ConsulAPI
+from tests.consulstate import MAX_VALUE, ConsulState, goDuration, parseDuration
 
 
 class Consul(object):
@@ -26,9 +27,10 @@ class Consul(object):
     def __init__(self, testCase, ttlMin=10.0, token=None):
         self.clock = task.Clock()
         self.state = ConsulState(self.clock, ttlMin)
-        self.stub = StubTreq(ConsulAPI(self.state, token))
+        self.api = ConsulAPI(self.state, token)
+        self.stub = StubTreq(self.api)
         self.testCase = testCase
-        testCase.addCleanup(self.state.stop)
+        testCase.addCleanup(lambda: self.api.state.stop())
 
     def start(self, method, path, body=None, headers=None):
         """
@@ -259,6 +261,25 @@ class BlockingQueryTests(unittest.TestCase):
         c.clock.advance(2)
         c.stub.flush()
         self.assertEqual(self.successResultOf(d)[0], 200)
+
+    def test_restoreWakesQueries(self):
+        """
+        Restoring a snapshot answers blocking queries at once from the new
+        data, with its (lower) index.
+        """
+        c = self.consul
+        for i in range(5):
+            c.json("PUT", "/v1/kv/p2/k%d" % (i,), b"x")
+        index = c.index("/v1/kv/p2?recurse")
+        d = c.start("GET", "/v1/kv/p2?recurse&index=%d&wait=60s" % (index,))
+        self.assertNoResult(d)
+        fresh = ConsulState(c.clock, 10)
+        fresh.write(lambda kvs, t, i: fresh.setEntry(kvs, i, "p2/new", b"y"))
+        c.api.restore(fresh)
+        c.stub.flush()
+        code, headers, body = self.successResultOf(d)
+        self.assertEqual([e["Key"] for e in json.loads(body)], ["p2/new"])
+        self.assertLess(int(headers.getRawHeaders(b"X-Consul-Index")[0]), index)
 
     def test_indexNeverZero(self):
         """

@@ -9,7 +9,6 @@ import base64
 import uuid
 
 from twisted.internet import defer, reactor
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from p2twisted.errors import InvalidTransaction, StoreUnavailable, UsageError
@@ -17,7 +16,8 @@ from p2twisted.store import openStore
 from p2twisted.store.common import Put
 from p2twisted.store.etcd import parseURL
 from tests.etcdserver import EtcdServer, missing, sharedServer
-from tests.servers import requireServer
+from tests import test_store_consul
+from tests.servers import failOnStoreWarnings, requireServer
 from tests.store_contract import Recorder, StoreContractMixin, waitFor
 
 
@@ -32,19 +32,7 @@ class ServerMixin(object):
     def setUp(self):
         self.server = self.startServer()
         self.root = "/t%s" % (uuid.uuid4().hex,)
-        warnings = []
-
-        def observe(event):
-            if event.get("log_level", LogLevel.info) >= LogLevel.warn and \
-                    event.get("log_namespace", "").startswith("p2twisted.store"):
-                warnings.append(formatEvent(event))
-
-        def check():
-            globalLogPublisher.removeObserver(observe)
-            if self.quiet:
-                self.assertEqual(warnings, [])
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(check)
+        failOnStoreWarnings(self, lambda: not self.quiet)
 
     def startServer(self):
         return sharedServer()
@@ -68,6 +56,9 @@ class EtcdContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
     """
 
     sessionTTL = 2.0
+
+    test_lockExclusiveAcrossProcesses = \
+        test_store_consul.ConsulContractTests.test_lockExclusiveAcrossProcesses
 
 
 class EtcdLayoutTests(ServerMixin, unittest.TestCase):
@@ -203,9 +194,10 @@ class ParseURLTests(unittest.TestCase):
     def test_defaults(self):
         a = parseURL("etcd://127.0.0.1")
         self.assertEqual((a.base, a.root, a.tls), ("http://127.0.0.1:2379", "/p2", None))
+        self.assertEqual(parseURL("etcd://e1/p2?tls=1").base, "https://e1:2379")
 
     def test_tls(self):
-        a = parseURL("etcd://e1:2379/x/y?ca=/c.pem&cert=/me.pem&key=/me.key")
+        a = parseURL("etcd://e1:2379/x/y?ca_file=/c.pem&cert_file=/me.pem&key_file=/me.key")
         self.assertEqual(a.base, "https://e1:2379")
         self.assertEqual(a.root, "/x/y")
         self.assertEqual((a.tls.ca, a.tls.cert, a.tls.key), ("/c.pem", "/me.pem", "/me.key"))

@@ -10,7 +10,6 @@ import uuid
 
 from kazoo.client import KazooClient
 from twisted.internet import defer, reactor, threads
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from p2twisted.errors import (
@@ -20,7 +19,7 @@ from p2twisted.store import openStore
 from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
 from p2twisted.store.zookeeper import HEADER, ZooKeeperStore, parseURL
 from tests.store_contract import Recorder, StoreContractMixin, waitFor
-from tests.servers import MissingServer, requireServer
+from tests.servers import MissingServer, failOnStoreWarnings, requireServer
 from tests.zkserver import ZooKeeperServer, freePort, missing, sharedServer
 
 
@@ -32,20 +31,7 @@ class ServerMixin(object):
     def setUp(self):
         self.server = sharedServer()
         self.root = "/t%s" % (uuid.uuid4().hex,)
-        # No outages here: a warning (say, a watch round failing and being
-        # retried) means a bug that retries would otherwise hide.
-        warnings = []
-
-        def observe(event):
-            if event.get("log_level", LogLevel.info) >= LogLevel.warn and \
-                    event.get("log_namespace", "").startswith("p2twisted.store"):
-                warnings.append(formatEvent(event))
-
-        def check():
-            globalLogPublisher.removeObserver(observe)
-            self.assertEqual(warnings, [])
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(check)
+        failOnStoreWarnings(self)
 
     def storeURL(self):
         return "zk://%s%s" % (self.server.hosts, self.root)

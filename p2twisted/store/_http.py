@@ -40,6 +40,8 @@ log = Logger()
 TIMEOUT = 10.0
 #: Tries per request, the first included.
 ATTEMPTS = 4
+#: Requests in flight at once (blocking queries not counted).
+CONCURRENCY = 16
 
 #: Failures that mean the request never reached the server: always retried.
 NOT_SENT = (error.ConnectError, error.DNSLookupError, RequestTransmissionFailed)
@@ -126,7 +128,7 @@ class Response(object):
         """
         @return: the first value of header C{name} as text, or C{None}.
         """
-        values = self.headers.getRawHeaders(name)
+        values = self.headers.getRawHeaders(name.encode("latin-1"))
         return values[0].decode("latin-1") if values else None
 
     def json(self):
@@ -157,7 +159,7 @@ class HTTPEndpoint(object):
     """
 
     def __init__(self, reactor, base, backend, headers=None, tls=None, client=None,
-                 timeout=TIMEOUT, attempts=ATTEMPTS, delays=None, limit=None):
+                 timeout=TIMEOUT, attempts=ATTEMPTS, delays=None, concurrency=CONCURRENCY):
         self.base = base.rstrip("/")
         self.backend = backend
         self._reactor = reactor
@@ -176,11 +178,11 @@ class HTTPEndpoint(object):
             client = HTTPClient(Agent(reactor, **kwargs))
         self._client = client
         self._inflight = set()
-        self._slots = defer.DeferredSemaphore(limit) if limit else None
+        self._slots = defer.DeferredSemaphore(concurrency)
         self.closed = False
 
     def request(self, method, path, params=None, body=None, key=None, timeout=None,
-                idempotent=None, expect=(200,)):
+                idempotent=None, expect=(200,), blocking=False):
         """
         Send one request, retrying what is worth retrying.
 
@@ -193,6 +195,8 @@ class HTTPEndpoint(object):
         @param idempotent: whether a request that may have reached the
             server can be sent again; by default only for GET.
         @param expect: status codes the caller handles; others fail.
+        @param blocking: whether this is a long-poll (a blocking query),
+            which does not count against the endpoint's concurrency.
         @return: L{Deferred} firing with a L{Response}; fails with
             L{StoreUnavailable} (unreachable, timed out, 5xx after the
             retries) or L{StoreError} (another unexpected status).
@@ -201,8 +205,22 @@ class HTTPEndpoint(object):
             idempotent = method == "GET"
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode("utf-8")
-        return self._attempt(method, path, _query(params), body, key, timeout or self._timeout,
-                             idempotent, expect, 0)
+        args = (method, path, _query(params), body, key, timeout or self._timeout, idempotent,
+                expect, 0)
+        if blocking:
+            return self._attempt(*args)
+        d = self._slots.acquire()
+        self._inflight.add(d)
+
+        def send(_):
+            self._inflight.discard(d)
+            return self._attempt(*args).addBoth(lambda r: (self._slots.release(), r)[1])
+
+        def closed(f):
+            self._inflight.discard(d)
+            f.trap(defer.CancelledError)
+            raise self._error(key, method, path, "the store was closed")
+        return d.addCallbacks(send, closed)
 
     def _attempt(self, method, path, query, body, key, timeout, idempotent, expect, attempt):
         if self.closed:
@@ -245,11 +263,6 @@ class HTTPEndpoint(object):
         return d.addBoth(lambda r: (self._inflight.discard(d), r)[1])
 
     def _send(self, method, path, query, body, timeout):
-        if self._slots is not None:
-            return self._slots.run(self._sendNow, method, path, query, body, timeout)
-        return self._sendNow(method, path, query, body, timeout)
-
-    def _sendNow(self, method, path, query, body, timeout):
         d = self._open(method, path, query, body)
 
         def read(response):

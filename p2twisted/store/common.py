@@ -205,6 +205,52 @@ class Delivery(object):
                 self._onCancel(self)
 
 
+class Sequencer(object):
+    """
+    Per-key ordering: an operation on some keys starts once every earlier
+    operation on any of those keys has finished.
+    """
+
+    def __init__(self):
+        self._tails = {}
+
+    def run(self, keys, f, *args):
+        """
+        Run C{f(*args)}, which returns a L{Deferred}, in its turn for C{keys}.
+
+        @return: L{Deferred} with C{f}'s result.
+        """
+        tails = self._tails
+        waits = {id(tails[k]): tails[k] for k in keys if k in tails}
+        done = defer.Deferred()
+        for k in keys:
+            tails[k] = done
+
+        def finish(result):
+            for k in keys:
+                if tails.get(k) is done:
+                    del tails[k]
+            done.callback(None)
+            return result
+
+        if not waits:
+            try:
+                d = f(*args)
+            except Exception:
+                d = defer.fail()
+            return d.addBoth(finish)
+        result = defer.Deferred()
+        remaining = [len(waits)]
+
+        def ready(_):
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                defer.maybeDeferred(f, *args).addBoth(finish).chainDeferred(result)
+        for w in waits.values():
+            w.addCallback(ready)
+        return result
+
+
 class SingleOpsMixin(object):
     """
     C{put}, C{create}, C{cas} and C{delete} of a store whose C{_one(op)}

@@ -3,10 +3,10 @@
 The etcd backend: C{etcd://host:port/root} (root C{/p2} by default), over
 etcd's v3 JSON gateway (C{/v3/...}, etcd 3.4 and later) with treq.
 
-Options: C{?ca=FILE&cert=FILE&key=FILE} talk TLS (C{https}) trusting the CA
-in C{ca} and presenting the client certificate C{cert} (etcd's
-C{--client-cert-auth} then authenticates us by its common name);
-C{?timeout=S} bounds each request.
+Options, as for Consul: C{?tls=1} talks TLS (C{https}); C{ca_file=PATH}
+trusts that CA (else the system's), C{cert_file=PATH} (and C{key_file=PATH}
+when the key is apart) presents a client certificate, which etcd's
+C{--client-cert-auth} takes as the user's name.
 
 Layout.  Key C{a/b} is the etcd key C{<root>/a/b}; keys and values travel
 base64-encoded in the gateway's JSON.  A subtree C{p} is the range
@@ -34,6 +34,7 @@ and re-read the subtree when etcd has compacted that revision away.
 import base64
 import json
 import math
+import os
 from urllib.parse import parse_qsl, urlsplit
 
 import attr
@@ -53,8 +54,8 @@ from p2twisted.store.interfaces import ILock, ISession, IStore
 BACKEND = "etcd"
 DEFAULT_ROOT = "/p2"
 DEFAULT_PORT = 2379
-#: Requests of one store in flight at once.
-CONCURRENCY = 32
+#: The options of an C{etcd://} URL.
+OPTIONS = ("tls", "ca_file", "cert_file", "key_file")
 
 log = Logger()
 
@@ -68,7 +69,6 @@ class EtcdAddress(object):
     base = attr.ib()
     root = attr.ib()
     tls = attr.ib(default=None)
-    timeout = attr.ib(default=10.0)
 
 
 def parseURL(url):
@@ -92,21 +92,18 @@ def parseURL(url):
     except StoreError as e:
         raise UsageError("bad root %r in etcd URL %r: %s" % (root, url, e.detail))
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = set(options) - {"ca", "cert", "key", "timeout"}
+    unknown = set(options) - set(OPTIONS)
     if unknown:
-        raise UsageError("unknown option(s) %s in etcd URL %r (known: ca, cert, key, timeout)"
-                         % (", ".join(sorted(unknown)), url))
+        raise UsageError("unknown option(s) %s in etcd URL %r (known: %s)"
+                         % (", ".join(sorted(unknown)), url, ", ".join(OPTIONS)))
     tls = None
-    if options.get("ca") or options.get("cert"):
-        tls = TLSFiles(options.get("ca") or None, options.get("cert") or None,
-                       options.get("key") or None)
-    try:
-        timeout = float(options.get("timeout", 10.0))
-    except ValueError:
-        raise UsageError("bad timeout in etcd URL %r" % (url,))
+    if options.get("tls", "0") not in ("", "0", "false") or any(
+            options.get(n) for n in OPTIONS[1:]):
+        tls = TLSFiles(*(os.path.abspath(options[n]) if options.get(n) else None
+                         for n in OPTIONS[1:]))
     hostport = "[%s]" % (host,) if ":" in host else host
     base = "%s://%s:%d" % ("https" if tls else "http", hostport, port)
-    return EtcdAddress(base, root, tls, timeout)
+    return EtcdAddress(base, root, tls)
 
 
 def _b64(text):
@@ -188,8 +185,7 @@ class EtcdStore(SingleOpsMixin):
         if reactor is None:
             from twisted.internet import reactor
         address = parseURL(url)
-        endpoint = HTTPEndpoint(reactor, address.base, BACKEND, tls=address.tls,
-                                timeout=address.timeout, limit=CONCURRENCY)
+        endpoint = HTTPEndpoint(reactor, address.base, BACKEND, tls=address.tls)
         try:
             yield endpoint.request("GET", "/version", idempotent=True)
         except Exception:

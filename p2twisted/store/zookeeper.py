@@ -45,12 +45,12 @@ from p2twisted.errors import (
     InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable,
     VersionConflict)
 from p2twisted.store._zkclient import (
-    ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge, Sequencer,
+    ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge,
     connect, isEntry, noNode, owner, parent, parseURL, raced, stopClient, storeError)
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Delivery, Entry, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
+    Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]

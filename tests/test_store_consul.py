@@ -1,0 +1,376 @@
+"""
+The Consul store passes the store contract against the Consul test server
+(L{tests.consulserver}; no real Consul can be installed here), including a
+SIGKILLed holder process and lock exclusivity between processes, and copes
+with what Consul does: index regressions, outages, invalidated sessions,
+ACL tokens, large values, the 512 KiB transaction body.
+"""
+
+import uuid
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from p2twisted.errors import (
+    AlreadyLocked, InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
+    VersionConflict)
+from p2twisted.store import consul, openStore
+from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
+from p2twisted.store.consul import ConsulStore, parseURL
+from tests.consulserver import ConsulServer
+from tests.servers import failOnStoreWarnings
+from tests.store_contract import Recorder, StoreContractMixin, waitFor
+from tests.zkserver import freePort
+
+
+class ServerMixin(object):
+    """
+    A Consul test server in this process per test, and a fresh prefix.
+    """
+
+    #: Whether warnings logged by the store fail the test.
+    quiet = True
+
+    def setUp(self):
+        self.server = ConsulServer(reactor, sessionTTLMin=0.5)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.prefix = "t%s" % (uuid.uuid4().hex[:12],)
+        failOnStoreWarnings(self, unless=lambda: not self.quiet)
+
+    def storeURL(self, query=""):
+        return "consul://%s/%s%s" % (self.server.address, self.prefix, query)
+
+    def makeStore(self):
+        return openStore(self.storeURL(), reactor)
+
+    @defer.inlineCallbacks
+    def open(self, url=None):
+        store = yield openStore(url or self.storeURL(), reactor)
+        self.addCleanup(store.close)
+        return store
+
+
+class ConsulContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
+    """
+    The store contract, each test on its own test server.
+    """
+
+    sessionTTL = 2.0
+
+    @defer.inlineCallbacks
+    def test_lockExclusiveAcrossProcesses(self):
+        """
+        A lock and an ephemeral key held by another process cannot be taken
+        here, nor by a third process, until the holder dies; then they can.
+        """
+        kill = yield self.crashedHolder(["locks/farm/x", "machines/n1"])
+        store = yield self.client()
+        session = yield store.session(self.sessionTTL)
+        e = yield self.assertFailure(session.lock("locks/farm/x"), AlreadyLocked)
+        self.assertIn("locks/farm/x", str(e))
+        yield self.assertFailure(session.createEphemeral("machines/n1", b"me"), KeyExists)
+        third = self.crashedHolder(["locks/farm/x"])
+        e = yield self.assertFailure(third, AssertionError)
+        self.assertIn("AlreadyLocked", str(e))
+        yield kill()
+        yield waitFor(lambda: session.lock("locks/farm/x", b"mine").addCallbacks(
+            lambda lock: True, lambda f: f.trap(AlreadyLocked) and False),
+            timeout=self.sessionTTL + 10, interval=0.1, what="the lock to be free")
+        self.assertEqual((yield store.get("locks/farm/x")).value, b"mine")
+        yield session.close()
+
+
+class ConsulLayoutTests(ServerMixin, unittest.TestCase):
+    """
+    How keys, versions, sessions and transactions map onto Consul's API.
+    """
+
+    def kv(self):
+        return self.server.state.kvs
+
+    @defer.inlineCallbacks
+    def test_layout(self):
+        """
+        Key C{a/b} is the Consul key C{<prefix>/a/b} holding the raw value;
+        the version is its C{ModifyIndex}; keys outside the prefix are not
+        ours.
+        """
+        store = yield self.open()
+        e = yield store.put("a/b", b"value")
+        raw = self.kv()[self.prefix + "/a/b"]
+        self.assertEqual((raw["Value"], raw["ModifyIndex"]), (b"value", e.version))
+        other = yield self.open("consul://%s/%sx" % (self.server.address, self.prefix))
+        yield other.put("a/b", b"theirs")
+        self.assertEqual(sorted((yield store.list(""))), ["a/b"])
+
+    @defer.inlineCallbacks
+    def test_ephemeralIsAcquired(self):
+        """
+        An ephemeral key is acquired by a Consul session with
+        C{Behavior=delete}, no lock delay, and half our TTL.
+        """
+        store = yield self.open()
+        session = yield store.session(30)
+        entry = yield session.createEphemeral("machines/n1", b"facts")
+        raw = self.kv()[self.prefix + "/machines/n1"]
+        self.assertEqual((raw["Session"], entry.owner), (session.id, session.id))
+        info = self.server.state.sessions[session.id]["info"]
+        self.assertEqual((info["Behavior"], info["TTL"], info["LockDelay"]), ("delete", "15s", 0))
+
+    @defer.inlineCallbacks
+    def test_invalidatedSessionIsLost(self):
+        """
+        A session invalidated on the server (an operator, a lost node) is
+        noticed at the next renewal: C{whenLost} fires, its keys are gone
+        and C{createEphemeral} fails with L{SessionLost}.
+        """
+        self.quiet = False
+        store = yield self.open()
+        session = yield store.session(2)
+        yield session.createEphemeral("machines/n1", b"x")
+        lost = session.whenLost()
+        self.server.state.destroy(session.id)
+        yield lost.addTimeout(10, reactor)
+        self.assertTrue(session.lost)
+        self.assertIsNone((yield store.get("machines/n1")))
+        yield self.assertFailure(session.createEphemeral("machines/n2", b"x"), SessionLost)
+
+    @defer.inlineCallbacks
+    def test_createOnInvalidSession(self):
+        """
+        C{createEphemeral} on a session Consul no longer knows fails with
+        L{SessionLost} at once, and the session counts as lost.
+        """
+        store = yield self.open()
+        session = yield store.session(30)
+        self.server.state.destroy(session.id)
+        yield self.assertFailure(session.createEphemeral("machines/n3", b"x"), SessionLost)
+        self.assertTrue(session.lost)
+        yield session.whenLost()
+
+    @defer.inlineCallbacks
+    def test_unreachableLosesSession(self):
+        """
+        A session whose renewals fail for its whole TTL is lost.
+        """
+        self.quiet = False
+        store = yield self.open()
+        session = yield store.session(1.0)
+        lost = session.whenLost()
+        yield self.server.stop()
+        yield lost.addTimeout(15, reactor)
+        self.assertTrue(session.lost)
+
+    @defer.inlineCallbacks
+    def test_shortTTLRefused(self):
+        """
+        A TTL under twice Consul's C{session_ttl_min} gives a one-line error
+        saying what Consul said.
+        """
+        self.server.state.sessionTTLMin = 10
+        store = yield self.open()
+        e = yield self.assertFailure(store.session(5), StoreError)
+        self.assertIn("Session TTL '2.5s' must be between [10s=24h0m0s]", str(e))
+        self.assertIn("consul store", str(e))
+
+    @defer.inlineCallbacks
+    def test_transactionErrorsMapped(self):
+        """
+        Each kind of failing op gives its typed error with our op's index,
+        also when our op is two Consul ops (a versioned delete).
+        """
+        store = yield self.open()
+        a = yield store.put("x/a", b"1")
+        yield store.put("x/a", b"2")
+        cases = [
+            ([Put("x/n", b""), Delete("x/a", a.version)], VersionConflict, 1),
+            ([Delete("x/absent", a.version), Put("x/n", b"")], VersionConflict, 0),
+            ([Put("x/n", b""), Put("x/n2", b""), Create("x/a", b"")], KeyExists, 2),
+            ([Check("x/a", None)], VersionConflict, 0),
+            ([Put("x/a", b"3", a.version)], VersionConflict, 0),
+        ]
+        for ops, error, index in cases:
+            e = yield self.assertFailure(store.transaction(ops), error)
+            self.assertEqual(e.index, index, ops)
+        self.assertEqual(sorted((yield store.list("x"))), ["x/a"])
+
+    @defer.inlineCallbacks
+    def test_transactionBodyLimit(self):
+        """
+        A transaction whose body is over Consul's 512 KiB is refused with
+        L{InvalidTransaction} before anything is sent.
+        """
+        store = yield self.open()
+        before = len(self.server.api.requests)
+        e = yield self.assertFailure(store.transaction(
+            [Put("big/%d" % i, b"x" * 200000) for i in range(3)]), InvalidTransaction)
+        self.assertIn("txn_max_req_len", str(e))
+        self.assertEqual(len(self.server.api.requests), before)
+
+    @defer.inlineCallbacks
+    def test_largeValues(self):
+        """
+        Values too large for a transaction body go through the KV endpoint:
+        put, create and cas work, with versions that guard later writes.
+        """
+        store = yield self.open()
+        big = b"y" * MAX_VALUE
+        e = yield store.create("big/k", big)
+        self.assertEqual((yield store.get("big/k")), e)
+        yield self.assertFailure(store.create("big/k", big), KeyExists)
+        e2 = yield store.cas("big/k", big[:-1], e.version)
+        yield self.assertFailure(store.cas("big/k", big, e.version), VersionConflict)
+        self.assertEqual((yield store.get("big/k")).version, e2.version)
+        e3 = yield store.put("big/k", big)
+        yield store.delete("big/k", e3.version)
+
+    @defer.inlineCallbacks
+    def test_watchResetsOnIndexRegression(self):
+        """
+        When the server's index goes back (a snapshot restored while a
+        blocking query waits), the watch starts again from index 0 and
+        delivers the new state.
+        """
+        self.quiet = False
+        store = yield self.open()
+        for i in range(20):
+            yield store.put("w/k%d" % i, b"old")
+        rec = Recorder()
+        w = store.watch("w", rec)
+        self.addCleanup(w.cancel)
+        yield waitFor(lambda: len(rec.values()) == 20, what="the first snapshot")
+        # (A restore between two queries is seen when the next one's wait ends.)
+        yield waitFor(lambda: self.server.state.waiters, what="a blocking query")
+        self.server.restore()
+        other = yield self.open()
+        yield other.put("w/fresh", b"new")
+        yield rec.waitForValues({"w/fresh": b"new"})
+
+    @defer.inlineCallbacks
+    def test_watchSurvivesOutage(self):
+        """
+        A watch keeps trying through an outage of the server and delivers
+        the state written while it was down.
+        """
+        self.quiet = False
+        port = freePort()
+        self.server = ConsulServer(reactor, port=port)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        store = yield self.open()
+        rec = Recorder()
+        w = store.watch("o", rec)
+        self.addCleanup(w.cancel)
+        yield waitFor(lambda: rec.snapshots, what="the first snapshot")
+        state = self.server.state
+        yield self.server.stop()
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        state.write(lambda kvs, t, i: state.setEntry(kvs, i, self.prefix + "/o/k", b"while down"))
+        self.server = ConsulServer(reactor, port=port)
+        self.server.restore(state)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        yield rec.waitForValues({"o/k": b"while down"})
+
+    @defer.inlineCallbacks
+    def test_watchPause(self):
+        """
+        A watch sends at most one query per 250 ms, however fast things
+        change.
+        """
+        store = yield self.open()
+        rec = Recorder()
+        w = store.watch("p", rec)
+        self.addCleanup(w.cancel)
+        yield waitFor(lambda: rec.snapshots, what="the first snapshot")
+        requests = self.server.api.requests
+        start = len(requests)
+        started = reactor.seconds()
+        for i in range(40):
+            yield store.put("p/k", b"%d" % i)
+        yield rec.waitForValues({"p/k": b"39"})
+        queries = [r for r in requests[start:] if r[0] == "GET"]
+        self.assertLessEqual(len(queries), 2 + (reactor.seconds() - started) / 0.25)
+
+    @defer.inlineCallbacks
+    def test_token(self):
+        """
+        With ACLs on, the token from C{token_file} is sent; a store without
+        it cannot open, with an error saying so.
+        """
+        yield self.server.stop()
+        self.server = ConsulServer(reactor, token="s3cret")
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        e = yield self.assertFailure(openStore(self.storeURL(), reactor), StoreUnavailable)
+        self.assertIn("refused the ACL token", str(e))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("s3cret\n")
+        store = yield self.open(self.storeURL("?token_file=" + path))
+        yield store.put("a", b"1")
+        self.assertEqual((yield store.get("a")).value, b"1")
+
+    @defer.inlineCallbacks
+    def test_unreachable(self):
+        """
+        Opening a store on a port nobody listens on fails with
+        L{StoreUnavailable} naming the address.
+        """
+        url = "consul://127.0.0.1:%d/p2" % (freePort(),)
+        e = yield self.assertFailure(openStore(url, reactor), StoreUnavailable)
+        self.assertIn("http://127.0.0.1:", str(e))
+        self.assertIn("connection refused", str(e))
+
+    @defer.inlineCallbacks
+    def test_datacenterAndConsistency(self):
+        """
+        C{dc} and C{consistency} reach the server as query parameters.
+        """
+        store = yield self.open(self.storeURL("?dc=dc1&consistency=stale"))
+        yield store.put("a", b"1")
+        yield store.get("a")
+        yield self.assertFailure(
+            openStore(self.storeURL("?dc=mars"), reactor), StoreUnavailable)
+
+    @defer.inlineCallbacks
+    def test_closedStoreRefuses(self):
+        store = yield openStore(self.storeURL(), reactor)
+        yield store.close()
+        yield store.close()
+        yield self.assertFailure(store.get("a"), StoreUnavailable)
+        self.assertRaises(StoreUnavailable, store.watch, "a", lambda s: None)
+
+
+class URLTests(unittest.TestCase):
+
+    def test_parse(self):
+        a = parseURL("consul://127.0.0.1:8500/p2")
+        self.assertEqual((a.base, a.root, a.token, a.tls, a.dc, a.consistency),
+                         ("http://127.0.0.1:8500", "p2", None, None, None, "default"))
+        self.assertEqual(parseURL("consul://consul.example").base, "http://consul.example:8500")
+        self.assertEqual(parseURL("consul://h:1/").root, "p2")
+        self.assertEqual(parseURL("consul://h:1/a/b/").root, "a/b")
+        tls = parseURL("consul://h:8501/p2?ca_file=/etc/ca.pem&dc=east&consistency=consistent")
+        self.assertEqual((tls.base, tls.tls.ca, tls.dc, tls.consistency),
+                         ("https://h:8501", "/etc/ca.pem", "east", "consistent"))
+        self.assertEqual(parseURL("consul://h:1/p2?tls=1").base, "https://h:1")
+
+    def test_bad(self):
+        for bad in ["consul://h:port/p2", "consul://:1/p2", "consul://h:1/a b",
+                    "consul://h:1/p2?colour=blue", "consul://h:1/p2?consistency=eventual",
+                    "consul://h:1/p2?token_file=/nonexistent/token"]:
+            e = self.assertRaises(UsageError, parseURL, bad)
+            self.assertNotIn("\n", str(e))
+
+    def test_registered(self):
+        """
+        C{openStore} opens C{consul://} URLs.
+        """
+        e = self.failureResultOf(openStore("consul://h:port/p2", task.Clock()), UsageError)
+        self.assertIn("bad Consul store URL", str(e.value))
+
+    def test_interfaceNames(self):
+        self.assertEqual(ConsulStore.backend, "consul")
+        self.assertEqual(consul.BACKEND, "consul")
