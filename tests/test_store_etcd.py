@@ -103,6 +103,21 @@ class EtcdLayoutTests(ServerMixin, unittest.TestCase):
         yield rec.waitForValues({"x": b"v", "x/a": b"v", "x/b": b"v"})
 
     @defer.inlineCallbacks
+    def test_writeOrderPerKey(self):
+        """
+        Writes of one client to one key apply in the order they were issued,
+        even when issued without waiting (they travel on several
+        connections): the last one issued is what stays.
+        """
+        store = yield self.client()
+        for attempt in range(5):
+            ds = [store.put("order/k", b"%d" % i) for i in range(100)]
+            ds.append(store.delete("order/k"))
+            ds += [store.put("order/k", b"final-%d" % attempt)]
+            yield defer.gatherResults(ds)
+            self.assertEqual((yield store.get("order/k")).value, b"final-%d" % attempt)
+
+    @defer.inlineCallbacks
     def test_duplicateKeyInTransaction(self):
         """
         etcd refuses two writes to one key in a transaction: a clear

@@ -47,7 +47,7 @@ from p2twisted.errors import (
     ValueTooLarge, VersionConflict)
 from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store.common import (
-    Check, Create, Delete, Delivery, Entry, Put, SessionMixin, SingleOpsMixin, checkKey,
+    Check, Create, Delete, Delivery, Entry, Put, Sequencer, SessionMixin, SingleOpsMixin, checkKey,
     checkOps, checkPrefix, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
@@ -168,6 +168,7 @@ class EtcdStore(SingleOpsMixin):
         self._address = address
         self._http = endpoint
         self._keys = _Keys(address.root)
+        self._seq = Sequencer()  # one client's operations on one key keep their order
         self._watches = set()
         self._sessions = set()
         self._closing = None
@@ -239,7 +240,8 @@ class EtcdStore(SingleOpsMixin):
             checkKey(key, BACKEND)
         except StoreError:
             return defer.fail()
-        d = self.call("/v3/kv/range", {"key": self._keys.etcd(key)}, key=key, idempotent=True)
+        d = self._seq.run((key,), self.call, "/v3/kv/range", {"key": self._keys.etcd(key)},
+                          key, True)
         return d.addCallback(lambda a: self._snapshot(a, None).get(key))
 
     def list(self, prefix):
@@ -267,11 +269,15 @@ class EtcdStore(SingleOpsMixin):
             return defer.succeed([])
         return self._transact(ops)
 
-    @defer.inlineCallbacks
     def _transact(self, ops, lease=None):
         """
-        Apply C{ops} in one etcd transaction; C{Create}s with C{lease}.
+        Apply C{ops} in one etcd transaction, in their turn for their keys;
+        C{Create}s with C{lease}.
         """
+        return self._seq.run({op.key for op in ops}, self._txn, ops, lease)
+
+    @defer.inlineCallbacks
+    def _txn(self, ops, lease):
         compares, success, checked = [], [], []
         for index, op in enumerate(ops):
             key = self._keys.etcd(op.key)
@@ -514,10 +520,10 @@ class EtcdLock(object):
         if s.lost:
             return defer.succeed(None)
         key = s.store._keys.etcd(self.key)
-        return s.store.call("/v3/kv/txn", {
+        return s.store._seq.run((self.key,), s.store.call, "/v3/kv/txn", {
             "compare": [_compare(key, "LEASE", s.lease)],
             "success": [{"request_delete_range": {"key": key}}]},
-            key=self.key).addCallback(lambda _: None)
+            self.key).addCallback(lambda _: None)
 
 
 @implementer(ISession)
