@@ -306,9 +306,15 @@ class EtcdStore(SingleOpsMixin):
             elif isinstance(op, Delete):
                 success.append({"request_delete_range": {"key": key}})
         failure = [{"request_range": {"key": c["key"]}} for c in compares]
-        key = ops[0].key if len(ops) == 1 else None
-        answer = yield self.call("/v3/kv/txn", {
-            "compare": compares, "success": success, "failure": failure}, key=key)
+        body = {"compare": compares, "success": success, "failure": failure}
+        alone = len(success) == 1 and not compares and "request_txn" in success[0]
+        if alone:
+            # A plain put alone: a flat txn, which etcd applies faster than
+            # a nested one (bench/store.py: ~1.5x).
+            body = success[0]["request_txn"]
+        answer = yield self.call("/v3/kv/txn", body, key=ops[0].key if len(ops) == 1 else None)
+        if alone:
+            answer = dict(answer, succeeded=True, responses=[{"response_txn": answer}])
         if not answer.get("succeeded"):
             raise self._conflict(ops, checked, answer.get("responses", []))
         revision = _int(answer["header"]["revision"])
