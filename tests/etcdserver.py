@@ -58,6 +58,9 @@ class EtcdServer(ServerProcess):
         """
         return "etcd://127.0.0.1:%d%s" % (self.port, root)
 
+    def describe(self):
+        return "etcd on %s" % (self.base,)
+
     def missing(self):
         why = missing()
         return why and "%s (%s)" % (why, INSTALL)

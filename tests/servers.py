@@ -6,7 +6,14 @@ that need it, with the reason.  In CI (C{P2_REQUIRE_REAL_SERVERS=1}) a missing
 server is an error, so a broken image cannot quietly skip a whole suite.
 """
 
+import atexit
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
 
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -71,7 +78,6 @@ def freePort():
     """
     @return: a TCP port on 127.0.0.1 nothing listens on right now.
     """
-    import socket
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind(("127.0.0.1", 0))
@@ -120,9 +126,14 @@ class ServerProcess(object):
         """
         return None
 
+    def describe(self):
+        """
+        @return: the server in words, for errors.
+        """
+        return self.name
+
     @property
     def logFile(self):
-        import os
         return os.path.join(self.directory, "server.log") if self.directory else None
 
     def logTail(self, lines=25):
@@ -143,15 +154,11 @@ class ServerProcess(object):
         @raise RuntimeError: with the log tail, if it does not within
             L{startTimeout} seconds or exits.
         """
-        import atexit
-        import subprocess
-        import tempfile
-        import time
         if self.process is not None:
             return
         why = self.missing()
         if why:
-            raise RuntimeError("cannot start %s: %s" % (self.name, why))
+            raise RuntimeError("cannot start %s: %s" % (self.describe(), why))
         if self.directory is None:
             self.directory = tempfile.mkdtemp(prefix="p2-%s-" % (self.name.lower(),),
                                               dir=self.parent)
@@ -171,13 +178,13 @@ class ServerProcess(object):
                 code = self.process.returncode
                 self._reap()
                 raise RuntimeError("%s exited with status %s while starting; log tail:\n%s"
-                                   % (self.name, code, self.logTail()))
+                                   % (self.describe(), code, self.logTail()))
             if self.ready():
                 return
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("%s did not serve within %.0fs; log tail:\n%s"
-                                   % (self.name, self.startTimeout, self.logTail()))
+                                   % (self.describe(), self.startTimeout, self.logTail()))
 
     def _reap(self):
         self.process = None
@@ -190,8 +197,6 @@ class ServerProcess(object):
         Kill the server (by default with SIGKILL, like a crash) and wait for
         it to exit.  Its data stays for L{restart}.
         """
-        import signal
-        import subprocess
         if self.process is None:
             return
         try:
@@ -216,7 +221,6 @@ class ServerProcess(object):
         """
         Stop and remove the server's data.
         """
-        import shutil
         self.stop()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)

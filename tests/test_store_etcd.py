@@ -11,7 +11,7 @@ import uuid
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from p2twisted.errors import InvalidTransaction, StoreUnavailable, UsageError
+from p2twisted.errors import InvalidTransaction, SessionLost, StoreUnavailable, UsageError
 from p2twisted.store import openStore
 from p2twisted.store.common import Put
 from p2twisted.store.etcd import parseURL
@@ -116,6 +116,23 @@ class EtcdLayoutTests(ServerMixin, unittest.TestCase):
             ds += [store.put("order/k", b"final-%d" % attempt)]
             yield defer.gatherResults(ds)
             self.assertEqual((yield store.get("order/k")).value, b"final-%d" % attempt)
+
+    @defer.inlineCallbacks
+    def test_leaseRevokedElsewhere(self):
+        """
+        A session whose lease is revoked behind its back (C{etcdctl lease
+        revoke}) notices at its next keep-alive: C{whenLost} fires, its keys
+        are gone, and it refuses new ephemeral keys with L{SessionLost}.
+        """
+        self.quiet = False  # the loss is logged as a warning
+        store = yield self.client()
+        session = yield store.session(3.0)
+        yield session.createEphemeral("machines/n1", b"up")
+        self.server.call("/v3/lease/revoke", {"ID": str(session.lease)})
+        yield session.whenLost().addTimeout(10, reactor)
+        self.assertTrue(session.lost)
+        self.assertIsNone((yield store.get("machines/n1")))
+        yield self.assertFailure(session.createEphemeral("machines/n2", b"x"), SessionLost)
 
     @defer.inlineCallbacks
     def test_duplicateKeyInTransaction(self):

@@ -46,8 +46,9 @@ from p2twisted.errors import (
     InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
     ValueTooLarge, VersionConflict)
 from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
+from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
-    Check, Create, Delete, Delivery, Entry, Put, Sequencer, SessionMixin, SingleOpsMixin, checkKey,
+    Check, Create, Delete, Delivery, Entry, Put, Sequencer, SingleOpsMixin, checkKey,
     checkOps, checkPrefix, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
@@ -533,89 +534,44 @@ class EtcdLock(object):
 
 
 @implementer(ISession)
-class EtcdSession(SessionMixin):
+class EtcdSession(RenewedSession):
     """
-    An etcd lease, kept alive every C{ttl / 3} seconds.  It is lost when
-    etcd says the lease is gone, when no keep-alive succeeded for C{ttl}
-    seconds (etcd has surely expired it), or when closed (revoking it).
+    An etcd lease, kept alive every C{ttl / 3} seconds; closing revokes it.
     """
 
     backend = BACKEND
     lockClass = EtcdLock
 
     def __init__(self, store, lease, ttl):
-        self.store = store
+        RenewedSession.__init__(self, store, "%x" % (lease,), ttl, store._reactor)
         self.lease = lease
-        self.id = "%x" % (lease,)
-        self.ttl = ttl
-        self.lost = False
-        self._waiters = []
-        self._renewed = store._reactor.seconds()
-        self._loop = task.LoopingCall(self._keepAlive)
-        self._loop.clock = store._reactor
 
-    def start(self):
-        self._loop.start(self.ttl / 3.0, now=False).addErrback(
-            lambda f: log.failure("etcd lease {id} keep-alive", f, id=self.id))
+    def renew(self, timeout):
+        def alive(answer):
+            return _int(answer.get("result", answer).get("TTL")) > 0
 
-    @defer.inlineCallbacks
-    def _keepAlive(self):
-        try:
-            answer = yield self.store.call("/v3/lease/keepalive", {"ID": str(self.lease)},
-                                           timeout=max(self.ttl / 3.0, 0.5))
-        except SessionLost:
-            self._end("etcd no longer knows its lease")
-            return
-        except StoreError as e:
-            if self.store._reactor.seconds() - self._renewed > self.ttl:
-                self._end("no keep-alive succeeded for its %gs TTL (%s)" % (self.ttl, e))
-            return
-        if _int(answer.get("result", answer).get("TTL")) <= 0:
-            self._end("its lease expired")
-        else:
-            self._renewed = self.store._reactor.seconds()
+        def gone(f):
+            f.trap(SessionLost)
+            return False
+        d = self.store.call("/v3/lease/keepalive", {"ID": str(self.lease)},
+                            timeout=max(timeout, 0.5))
+        return d.addCallbacks(alive, gone)
 
-    def _end(self, why):
-        if self.lost:
-            return
-        self.lost = True
-        if self._loop.running:
-            self._loop.stop()
-        if why:
-            log.warn("etcd session {id} lost: {why}", id=self.id, why=why)
-        self.store._sessions.discard(self)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
+    def destroy(self):
+        d = self.store.call("/v3/lease/revoke", {"ID": str(self.lease)})
+        return d.addErrback(lambda f: f.trap(SessionLost))
 
     def createEphemeral(self, key, value):
         if self.lost:
             return defer.fail(SessionLost(key, BACKEND))
-
-        def failed(f):
-            f.trap(SessionLost)
-            self._end("etcd no longer knows its lease")
-            return f
-        return self._create(key, value).addErrback(failed)
-
-    def _create(self, key, value):
         try:
             ops = checkOps([Create(key, value)], BACKEND)
         except StoreError:
             return defer.fail()
 
-        def single(f):
-            f.trap(KeyExists)
+        def failed(f):
             f.value.index = None
+            if f.check(SessionLost):
+                self._end("etcd no longer knows its lease")
             return f
-        return self.store._transact(ops, self.lease).addCallbacks(lambda r: r[0], single)
-
-    @defer.inlineCallbacks
-    def close(self):
-        if self.lost:
-            return
-        self._end(None)
-        try:
-            yield self.store.call("/v3/lease/revoke", {"ID": str(self.lease)})
-        except SessionLost:
-            pass
+        return self.store._transact(ops, self.lease).addCallbacks(lambda r: r[0], failed)
