@@ -48,8 +48,8 @@ from p2twisted.errors import (
 from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
-    Check, Create, Delete, Delivery, Entry, Put, Sequencer, SingleOpsMixin, checkKey,
-    checkOps, checkPrefix, inSubtree)
+    Check, CloseOnceMixin, Create, Delete, Delivery, Entry, Put, Sequencer, SingleOpsMixin,
+    checkKey, checkOps, checkPrefix, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 BACKEND = "etcd"
@@ -156,7 +156,7 @@ def _compare(key, target, value, result="EQUAL"):
 
 
 @implementer(IStore)
-class EtcdStore(SingleOpsMixin):
+class EtcdStore(CloseOnceMixin, SingleOpsMixin):
     """
     An L{IStore} on etcd.  Use L{open}.
     """
@@ -172,7 +172,6 @@ class EtcdStore(SingleOpsMixin):
         self._seq = Sequencer()  # one client's operations on one key keep their order
         self._watches = set()
         self._sessions = set()
-        self._closing = None
 
     @classmethod
     @defer.inlineCallbacks
@@ -385,13 +384,6 @@ class EtcdStore(SingleOpsMixin):
         self._sessions.add(session)
         session.start()
         return session
-
-    def close(self):
-        if self._closing is None:
-            self._closing = self._close()
-        d = defer.Deferred()
-        self._closing.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
 
     @defer.inlineCallbacks
     def _close(self):
