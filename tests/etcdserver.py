@@ -21,7 +21,8 @@ import os
 import shutil
 import urllib.request
 
-from tests.servers import ServerProcess, freePort, requireServer
+from tests import servers
+from tests.servers import ServerProcess, freePort
 
 INSTALL = "apt-get install etcd-server"
 
@@ -94,22 +95,9 @@ class EtcdServer(ServerProcess):
             return json.loads(reply.read())
 
 
-_shared = None
-
-
 def sharedServer():
     """
     @return: the one L{EtcdServer} of this test run, started on first use and
-        destroyed at exit.
-    @raise unittest.SkipTest: if etcd is missing (or
-        L{tests.servers.MissingServer} under C{P2_REQUIRE_REAL_SERVERS=1}).
+        destroyed at exit (L{tests.servers.sharedServer}).
     """
-    global _shared
-    why = missing()
-    if why:
-        requireServer("etcd", why, install=INSTALL)
-    if _shared is None:
-        server = EtcdServer()
-        server.start()
-        _shared = server
-    return _shared
+    return servers.sharedServer(EtcdServer, "etcd", missing(), INSTALL)

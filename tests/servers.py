@@ -225,3 +225,24 @@ class ServerProcess(object):
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+_shared = {}
+
+
+def sharedServer(factory, what, why, install):
+    """
+    @param factory: a L{ServerProcess} class.
+    @param why: why it cannot run here (its C{missing()}), or C{None}.
+    @return: the one server of C{factory} of this test run, started on first
+        use and destroyed at exit.
+    @raise unittest.SkipTest: if it cannot run here (or L{MissingServer}
+        under C{P2_REQUIRE_REAL_SERVERS=1}), through L{requireServer}.
+    """
+    if why:
+        requireServer(what, why, install=install)
+    if factory not in _shared:
+        server = factory()
+        server.start()
+        _shared[factory] = server
+    return _shared[factory]

@@ -23,7 +23,8 @@ import os
 import shutil
 import socket
 
-from tests.servers import ServerProcess, freePort, requireServer
+from tests import servers
+from tests.servers import ServerProcess, freePort
 
 JAR = "/usr/share/java/zookeeper.jar"
 #: slf4j binding: "simple" logs to the server's log file (for the log tail in
@@ -128,22 +129,9 @@ class ZooKeeperServer(ServerProcess):
         return bool(reply and "Zookeeper version" in reply)
 
 
-_shared = None
-
-
 def sharedServer():
     """
     @return: the one L{ZooKeeperServer} of this test run, started on first
-        use and destroyed at exit.
-    @raise unittest.SkipTest: if Java or ZooKeeper is missing (or
-        L{tests.servers.MissingServer} under C{P2_REQUIRE_REAL_SERVERS=1}).
+        use and destroyed at exit (L{tests.servers.sharedServer}).
     """
-    global _shared
-    why = missing()
-    if why:
-        requireServer("ZooKeeper", why, install=INSTALL)
-    if _shared is None:
-        server = ZooKeeperServer()
-        server.start()
-        _shared = server
-    return _shared
+    return servers.sharedServer(ZooKeeperServer, "ZooKeeper", missing(), INSTALL)
