@@ -96,6 +96,8 @@ class CopyTests(unittest.TestCase):
         self.assertIn("skipping 1 ephemeral keys (their owners re-create them): machines/n1",
                       out.text)
         self.assertIn("verified all 2 keys", out.text)
+        self.assertIn("hold pod removals until their node is confirmed: p2 --store "
+                      "memory://target node confirm NODE (nodes: n1)", out.text)
 
     @defer.inlineCallbacks
     def test_refusesNonEmpty(self):

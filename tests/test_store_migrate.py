@@ -1,7 +1,8 @@
 """
 Moving a running single-host setup to another store, as README.rst tells:
 stop the agent, C{p2 store copy} the namespace from the embedded store to
-etcd, start the agent on the new URL.  No pod is restarted.
+etcd, start the agent on the new URL, confirm the node.  No pod is
+restarted.
 """
 
 import os
@@ -59,11 +60,14 @@ class MigrateTests(unittest.TestCase):
 
         target = self.etcd.url("/p2-%s" % (uuid.uuid4().hex[:12],))
         env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
-        out, err, code = yield utils.getProcessOutputAndValue(
-            sys.executable, ["-m", "p2twisted.cli", "store", "copy", self.local, target],
-            env=env, path=ROOT)
+
+        def p2(*args):
+            return utils.getProcessOutputAndValue(
+                sys.executable, ["-m", "p2twisted.cli"] + list(args), env=env, path=ROOT)
+        out, err, code = yield p2("store", "copy", self.local, target)
         self.assertEqual((code, err), (0, b""), err)
         self.assertIn(b"verified all", out)
+        self.assertIn(b"node confirm NODE (nodes: n1)", out)
 
         moved = AgentHarness(self, target, base=harness.base).start()
         yield moved.whenConverged()
@@ -79,3 +83,9 @@ class MigrateTests(unittest.TestCase):
         url2, sha2 = buildWebArtifact(self.artifacts, "hello", "2")
         yield intent.schedule(etcd, "n1", parseManifest(webManifest("hello", url2, port, sha2)))
         yield waitForVersion(port, "2")
+        # The moved marker is new to the agent's failsafe: removals wait
+        # for the node to be confirmed, as the copy said.
+        out, err, code = yield p2("--store", target, "node", "confirm", "n1")
+        self.assertEqual((code, err), (0, b""), err)
+        yield intent.unschedule(etcd, "n1", "hello")
+        yield waitForVersion(port, None)

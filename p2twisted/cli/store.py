@@ -14,6 +14,7 @@ import attr
 from twisted.internet import defer
 
 from p2twisted.errors import P2Error, UsageError
+from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, MAX_VALUE, Delete, Put
 
 #: Value bytes per transaction: one op of 512 KiB always fits, and a batch
@@ -72,6 +73,14 @@ class CopyPlan(object):
         return cls(copy, sorted(k for k, e in source.items() if e.owner is not None),
                    sorted(k for k, e in target.items() if e.owner is None and k not in copy),
                    len(target))
+
+    @property
+    def nodes(self):
+        """
+        @return: the nodes whose marker (C{intent/<node>}) is copied, sorted.
+        """
+        return sorted(keys.parse(k)[-1] for k in self.copy
+                      if k == keys.intentNode(keys.parse(k)[-1]))
 
     @property
     def size(self):
@@ -145,6 +154,11 @@ def copyStore(source, target, force=False, dryRun=False, out=None):
             target.url, source.url, len(wrong), ", ".join(wrong[:10])))
     write("copied in %d transaction(s); read back and verified all %d keys\n" % (
         count, len(plan.copy)))
+    if plan.nodes:
+        # Their markers have new store versions: the failsafe sees them as new.
+        write("agents on the new store hold pod removals until their node is confirmed: "
+              "p2 --store %s node confirm NODE (nodes: %s)\n"
+              % (target.url, ", ".join(plan.nodes)))
     return plan
 
 
