@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from p2twisted.errors import InvalidTransaction, SessionLost, StoreUnavailable, UsageError
 from p2twisted.store import openStore
-from p2twisted.store.common import Put
+from p2twisted.store.common import MAX_VALUE, Put
 from p2twisted.store.etcd import parseURL
 from tests.etcdserver import EtcdServer, missing, sharedServer
 from tests import test_store_consul
@@ -133,6 +133,19 @@ class EtcdLayoutTests(ServerMixin, unittest.TestCase):
         self.assertTrue(session.lost)
         self.assertIsNone((yield store.get("machines/n1")))
         yield self.assertFailure(session.createEphemeral("machines/n2", b"x"), SessionLost)
+
+    @defer.inlineCallbacks
+    def test_transactionOverRequestLimit(self):
+        """
+        A transaction of values larger together than etcd takes in one
+        request is refused with L{InvalidTransaction} saying to split it, and
+        nothing is written.
+        """
+        store = yield self.client()
+        e = yield self.assertFailure(store.transaction(
+            [Put("big/%d" % i, b"x" * MAX_VALUE) for i in range(4)]), InvalidTransaction)
+        self.assertIn("split the transaction", str(e))
+        self.assertEqual((yield store.list("big")), {})
 
     @defer.inlineCallbacks
     def test_duplicateKeyInTransaction(self):

@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from p2twisted.errors import (
     InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
-    ValueTooLarge, VersionConflict)
+    VersionConflict)
 from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
@@ -206,7 +206,7 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
         """
         response = yield self._http.request(
             "POST", path, body=body, key=key, idempotent=idempotent, timeout=timeout,
-            expect=(200, 400, 404, 413))
+            expect=(200, 400, 404, 413, 429))
         try:
             answer = response.json()
         except ValueError:
@@ -217,8 +217,10 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
         message = answer.get("message") or answer.get("error") or response.text()
         if "lease not found" in message:
             raise SessionLost(key, BACKEND, "the session's lease is gone: %s" % (message,))
-        if "too large" in message or response.code == 413:
-            raise ValueTooLarge(key, BACKEND, "etcd refused the request: %s" % (message,))
+        if "too large" in message or "larger than max" in message or response.code == 413:
+            # One key's value fits (checked before); many of them may not.
+            raise InvalidTransaction(key, BACKEND, "over etcd's request size limit (its "
+                                     "--max-request-bytes); split the transaction: %s" % (message,))
         if "duplicate key" in message:
             raise InvalidTransaction(key, BACKEND, "etcd refuses two writes to one key in a "
                                      "transaction: %s" % (message,))
