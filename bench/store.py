@@ -1,11 +1,18 @@
 """
 Store benchmark (not a test): put, get and CAS operations per second and
 watch-notification latency p50/p99 for each backend, and -- in the same run,
-against the same servers -- raw kazoo's throughput on ZooKeeper and plain
-treq calls on etcd's JSON gateway (puts, ranges, a /v3/watch stream), so each
-backend's overhead is a ratio, not a guess.
+against the same ZooKeeper server -- raw kazoo's throughput, so the ZooKeeper
+backend's overhead is a ratio, not a guess.  The Consul backend runs against
+the Consul test server (tests/consulserver.py, its own process; no real
+Consul here), beside plain treq KV requests to the same server: its figures
+measure our client's overhead over that Python server, not Consul's speed,
+and its watch latency includes P2's 250 ms pause between blocking queries.
+The etcd backend runs against a real etcd (Debian's etcd-server, 3.4, data
+in /dev/shm: etcd 3.4 cannot skip fsync) alternating, round by round, with
+plain treq calls on its JSON gateway (puts, ranges, a /v3/watch stream); the
+medians of the rounds are compared.
 
-    .venv/bin/python bench/store.py [--ops N] [--window W] [--samples S]
+    .venv/bin/python bench/store.py [--ops N] [--window W] [--samples S] [--rounds R]
 
 Every backend is driven the same way: N operations with W in flight at once
 (the reactor pipelines them); raw kazoo is measured both with its async API at
@@ -14,12 +21,12 @@ between two clients: one writes, the other's watch reports the value.
 Targets (issue 2): ZooKeeper backend writes >= 0.5x raw kazoo; watch p99
 < 20 ms on the local and ZooKeeper backends.  Issue 12: etcd backend writes
 within 2x of raw treq against the same etcd (>= 0.5x its put/s); etcd watch
-p99 < 20 ms and within 1.5x of the raw /v3/watch stream's p99.  etcd is
-Debian's etcd-server (3.4), data in /dev/shm (etcd 3.4 cannot skip fsync).
+p99 < 20 ms and within 1.5x of the raw /v3/watch stream's p99.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -163,6 +170,43 @@ def rawKazoo(hosts, n, window):
     return asyncSets, syncSets, asyncGets
 
 
+def startConsul():
+    """
+    Start the Consul test server as a process of its own.
+
+    @return: C{(process, port)}.
+    """
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=top)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.consulserver", "--session-ttl-min", "1"],
+                            stdout=subprocess.PIPE, cwd=top, env=env)
+    line = proc.stdout.readline().split()
+    return proc, int(line[1])
+
+
+@defer.inlineCallbacks
+def rawTreq(reactor, base, n, window):
+    """
+    Plain treq against the same server: KV PUTs and GETs, C{window} in
+    flight over a pool of as many connections.
+
+    @return: L{Deferred} firing with C{(puts_per_s, gets_per_s)}.
+    """
+    import treq
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+    pool = HTTPConnectionPool(reactor)
+    pool.maxPersistentPerHost = window
+    client = HTTPClient(Agent(reactor, pool=pool))
+    value = b"x" * 256
+    url = base + "/v1/kv/rawbench/k%d"
+    puts = yield pipelined(n, window, lambda i: client.put(url % i, data=value).addCallback(
+        treq.content))
+    gets = yield pipelined(n, window, lambda i: client.get(url % i).addCallback(treq.content))
+    yield pool.closeCachedConnections()
+    return puts, gets
+
+
 @defer.inlineCallbacks
 def rawEtcd(reactor, base, n, window, samples, tag=0):
     """
@@ -242,8 +286,10 @@ def main():
     zk.start()
     etcd = EtcdServer()
     etcd.start()
-    tmp = tempfile.mkdtemp(prefix="p2bench")
     rawEtcdFigures = []
+    consul, consulPort = startConsul()
+    tmp = tempfile.mkdtemp(prefix="p2bench")
+    rawConsul = []
     try:
         hosts = "127.0.0.1:%d" % (zk.port,)
         raw = rawKazoo(hosts, args.ops, args.window)
@@ -251,6 +297,7 @@ def main():
             ("memory", "memory://"),
             ("local", "local://%s/state.db" % (tmp,)),
             ("zookeeper", "zk://%s/bench%d" % (hosts, os.getpid())),
+            ("consul", "consul://127.0.0.1:%d/bench" % (consulPort,)),
         ]
         results = []
 
@@ -258,6 +305,8 @@ def main():
         def run(reactor):
             for name, url in backends:
                 results.append((yield benchBackend(reactor, name, url, args)))
+            rawConsul.extend((yield rawTreq(reactor, "http://127.0.0.1:%d" % (consulPort,),
+                                            args.ops, args.window)))
             # etcd and raw treq alternate, round by round: on a shared
             # machine the medians of each are compared, not one lucky run.
             rounds = []
@@ -272,8 +321,10 @@ def main():
         pass
     finally:
         zk.stop()
+        consul.kill()
+        consul.wait()
         etcd.destroy()
-    report(results, raw, args)
+    report(results, raw, rawConsul, args)
     if rawEtcdFigures:
         reportEtcd(rawEtcdFigures[0])
 
@@ -304,7 +355,7 @@ def reportEtcd(rounds):
               ours["p99"] / raw["p99"], "met" if ours["p99"] <= 1.5 * raw["p99"] else "NOT met"))
 
 
-def report(results, raw, args):
+def report(results, raw, rawConsul, args):
     asyncSets, syncSets, asyncGets = raw
     print("store benchmark: %d ops per figure, %d in flight, 256-byte values, %d watch samples"
           % (args.ops, args.window, args.samples))
@@ -317,6 +368,14 @@ def report(results, raw, args):
           % ("raw kazoo", asyncSets, asyncGets, "-"))
     print("%-10s %10.0f %10s %10s   (kazoo synchronous set, one at a time)"
           % ("kazoo sync", syncSets, "-", "-"))
+    if rawConsul:
+        print("%-10s %10.0f %10.0f %10s   (plain treq KV PUT/GET, same window, same Consul "
+              "test server)" % ("raw treq", rawConsul[0], rawConsul[1], "-"))
+        for r in results:
+            if r["backend"] == "consul":
+                print("consul backend put / raw treq put = %.2f, get / raw get = %.2f (against "
+                      "the Consul test server, not a real Consul)"
+                      % (r["put"] / rawConsul[0], r["get"] / rawConsul[1]))
     zk = [r for r in results if r["backend"] == "zookeeper"]
     if zk:
         ratio = zk[0]["put"] / asyncSets

@@ -8,12 +8,10 @@ an intent listing only while the marker exists, so a wiped or mistyped store
 uninstalls nothing (DESIGN.md, "The node-marker failsafe").
 """
 
-import json
-import time
-
 from twisted.internet import defer
 
 from p2twisted.errors import KeyExists, VersionConflict
+from p2twisted.records import NodeMarker
 from p2twisted.store import keys
 from p2twisted.store.common import Check, Create, Delete, Put
 
@@ -25,26 +23,7 @@ def nodeMarker(node, now=None):
     """
     @return: the bytes of the node marker for C{node}.
     """
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-    return json.dumps({"node": node, "created": created}, sort_keys=True).encode()
-
-
-def markerIdentity(entry):
-    """
-    Which creation of a node marker C{entry} is: its C{created} field and its
-    store version.  A marker is only ever created, never rewritten, and store
-    versions never repeat across a delete and re-create, so a marker created
-    afresh (after a wipe, say) never has the identity of the one before.
-
-    @param entry: the marker's L{Entry}.
-    @return: a JSON-able C{{"created": str or None, "version": ...}}.
-    """
-    try:
-        data = json.loads(entry.value)
-    except ValueError:
-        data = None
-    created = data.get("created") if isinstance(data, dict) else None
-    return {"created": created if isinstance(created, str) else None, "version": entry.version}
+    return NodeMarker.new(node, now).toBytes()
 
 
 @defer.inlineCallbacks

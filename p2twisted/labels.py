@@ -22,8 +22,10 @@ import attr
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from p2twisted.errors import InvalidKey, KeyExists, SelectorError, StoreError, VersionConflict
+from p2twisted.errors import InvalidKey, KeyExists, SelectorError, VersionConflict
 from p2twisted.labelsyntax import _nameProblem, keyProblem, valueProblem  # noqa: F401
+from p2twisted.records import CorruptRecord
+from p2twisted.records.base import loadObject
 from p2twisted.store import keys
 
 log = Logger()
@@ -303,12 +305,10 @@ def parseSelector(text):
 
 # The label store
 
-class CorruptLabels(StoreError):
+class CorruptLabels(CorruptRecord):
     """
     A label entry in the store is not a JSON object of text values.
     """
-
-    summary = "label entry is not a JSON object of text values"
 
 
 def decodeLabels(entry, backend=None):
@@ -317,14 +317,14 @@ def decodeLabels(entry, backend=None):
     @raise CorruptLabels: if its value is not a JSON object of text values.
     """
     try:
-        labels = json.loads(entry.value.decode("utf-8"))
-    except ValueError as e:
-        labels, reason = None, str(e)
+        labels = loadObject(entry.key, entry.value)
+    except CorruptRecord as e:
+        labels, reason = None, e.reason
     else:
-        reason = "found %s" % (type(labels).__name__,)
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise CorruptLabels(entry.key, backend, "label entry is not a JSON object of text values "
-                            "(%s); overwrite or delete it" % (reason,))
+        reason = "found %s" % (", ".join(sorted({type(v).__name__ for v in labels.values()})),)
+    if labels is None or not all(isinstance(v, str) for v in labels.values()):
+        raise CorruptLabels(entry.key, "label entry is not a JSON object of text values (%s)"
+                            % (reason,), backend)
     return labels
 
 

@@ -20,8 +20,9 @@ from twisted.internet import defer
 from p2twisted import intent
 from p2twisted.errors import KeyExists, P2Error, VersionConflict
 from p2twisted.manifest import parseManifest
+from p2twisted.records.base import field, loadObject
 from p2twisted.store import keys
-from p2twisted.store.common import Delete, checkKey, jsonRecord
+from p2twisted.store.common import Delete, checkKey
 
 #: How often a read-modify-write of a definition is retried on a race.
 RETRIES = 10
@@ -62,13 +63,15 @@ class Service(object):
 
     @classmethod
     def fromEntry(cls, name, entry):
-        try:
-            data = json.loads(entry.value)
-            return cls(name, data["template"], data.get("settings") or {},
-                       data.get("created"), data.get("updated"), entry.version)
-        except (ValueError, KeyError, TypeError) as e:
-            raise P2Error("service %s: %s does not hold a service definition (%s)"
-                          % (name, entry.key, e))
+        """
+        @raise CorruptRecord: naming the key, when it holds no service
+            definition.
+        """
+        data = loadObject(entry.key, entry.value)
+        return cls(name, field(entry.key, data, "template", str, required=True),
+                   field(entry.key, data, "settings", dict, default={}),
+                   field(entry.key, data, "created", str), field(entry.key, data, "updated", str),
+                   entry.version)
 
 
 def getTemplate(name):
@@ -258,28 +261,21 @@ def undeploy(store, name, nodes=None):
     return removed
 
 
-@defer.inlineCallbacks
-def readHealth(store, podId, node):
-    """
-    @return: L{Deferred} firing with the health the agent of C{node}
-        publishes for C{podId}: C{{"status", "output", "sha", "time"}}
-        (C{status} is C{passing} or C{critical}; C{sha} the manifest
-        checked), or C{None} when there is none (no check declared, or no
-        agent running there).
-    """
-    entry = yield store.get(keys.health(podId, node))
-    return None if entry is None else parseHealth(entry.value)
+#: The trees a view of pods reads (L{readPods}), one C{list()} each.
+POD_TREES = (keys.INTENT, keys.REALITY, keys.MACHINES, keys.HEALTH, keys.status("pods"),
+             keys.status("agents"))
 
 
-def parseHealth(value):
+def readPods(store):
     """
-    @return: C{{"status", "output", "sha", "time"}} of a C{health/<pod>/<node>}
-        value, or C{None} if it is not a JSON object.
+    Read what the views of pods (C{p2 status}, C{p2 inspect}, C{deploy
+    --wait}) show: intent, reality, agents, health and status, one
+    C{list()} per tree whatever the number of nodes.
+
+    @return: L{Deferred} firing with a L{p2twisted.orchestrate.snapshot.Snapshot}.
     """
-    record = jsonRecord(value)
-    if record is None:
-        return None
-    return {k: record.get(k) for k in ("status", "output", "sha", "time")}
+    from p2twisted.orchestrate.snapshot import Snapshot
+    return Snapshot.read(store, POD_TREES)
 
 
 def oneLine(text, limit=200):
@@ -305,34 +301,30 @@ def healthText(health, sha):
     return health["status"]
 
 
-@defer.inlineCallbacks
-def podState(store, name, node):
+def podState(snapshot, name, node):
     """
-    @return: L{Deferred} firing with C{{"node", "intent", "reality", "state",
-        "error", "time", "attempts", "restarts", "crash_loop", "health"}}:
-        the intent and reality SHAs (C{None} when absent), the agent's last
-        status of the pod (its failed attempts in a row, its services' restart
-        count and crash loop), and its health (L{readHealth}).
+    @param snapshot: a L{Snapshot} from L{readPods}.
+    @return: C{{"node", "intent", "reality", "state", "error", "time",
+        "attempts", "restarts", "crash_loop", "health"}}: the intent and
+        reality SHAs (C{None} when absent, C{"invalid"} when not a valid
+        manifest), the agent's last status of the pod (its failed attempts in
+        a row, its services' restart count and crash loop), and the health
+        its agent publishes (C{{"status", "output", "sha", "time"}}: C{status}
+        C{passing} or C{critical}, C{sha} the manifest checked; C{None}
+        without a check, or without an agent running there).
     """
-    state = {"node": node, "intent": None, "reality": None, "state": None, "error": None,
-             "time": None, "attempts": None, "restarts": None, "crash_loop": None}
-    state["health"] = yield readHealth(store, name, node)
-    for field, key in (("intent", keys.intent(node, name)), ("reality", keys.reality(node, name))):
-        entry = yield store.get(key)
-        if entry is not None:
-            try:
-                state[field] = parseManifest(entry.value).sha()
-            except P2Error:
-                state[field] = "invalid"
-    entry = yield store.get(keys.status("pods", node, name))
-    if entry is not None:
-        try:
-            record = json.loads(entry.value)
-            state.update(state=record.get("state"), error=record.get("error"),
-                         time=record.get("time"), attempts=record.get("attempts"),
-                         restarts=record.get("restarts"), crash_loop=record.get("crash_loop"))
-        except (ValueError, AttributeError):
-            pass
+    from p2twisted.records import CorruptRecord
+    health = snapshot.health(name, node)
+    state = {"node": node, "intent": snapshot.intentSha(node, name),
+             "reality": snapshot.realitySha(node, name),
+             "health": None if health is None else health.toDict()}
+    try:
+        status = snapshot.podStatus(node, name)
+    except CorruptRecord as e:
+        status, state["error"] = None, str(e)
+    for field in ("state", "error", "time", "attempts", "restarts", "crash_loop"):
+        if status is not None or field not in state:
+            state[field] = None if status is None else getattr(status, field)
     return state
 
 

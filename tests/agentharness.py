@@ -136,6 +136,17 @@ class AgentHarness(object):
     def layout(self, podId):
         return PodLayout(self.config.podRoot, podId)
 
+    def servicePid(self, podId, launchableId="web", entry="bin/launch"):
+        """
+        @return: the pid runit's C{supervise/pid} gives for one entry point
+            of a pod (0 while it is down).
+        """
+        from p2twisted.agent.layout import StateLayout, serviceName
+        path = os.path.join(StateLayout(self.config.stateDir).service(
+            serviceName(podId, launchableId, entry)), "supervise", "pid")
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+
     def whenConverged(self, timeout=30.0):
         return waitFor(lambda: self.agent is not None and self.agent.converged(),
                        timeout=timeout, what="agent %s to converge" % (self.config.node,))

@@ -9,7 +9,6 @@ C{crashedHolder()}.
 """
 
 import os
-import signal
 import sys
 import time
 
@@ -491,7 +490,6 @@ class StoreContractMixin(object):
         self.assertEqual((yield watcher.get("keep/me")).value, b"persistent")
         yield session.close()
 
-    @defer.inlineCallbacks
     def crashedHolder(self, keys):
         """
         Start another process that opens a session with TTL L{sessionTTL},
@@ -501,43 +499,10 @@ class StoreContractMixin(object):
         @return: L{Deferred} firing with a function killing that process with
             SIGKILL (returning a Deferred).
         """
-        from twisted.internet import protocol
-
-        class Holder(protocol.ProcessProtocol):
-            def __init__(self):
-                self.ready = defer.Deferred()
-                self.ended = defer.Deferred()
-                self.output = b""
-
-            def outReceived(self, data):
-                self.output += data
-                if b"ready" in self.output and not self.ready.called:
-                    self.ready.callback(None)
-
-            def errReceived(self, data):
-                self.output += data
-
-            def processEnded(self, reason):
-                if not self.ready.called:
-                    self.ready.errback(AssertionError(
-                        "holder process ended early: %s" % (self.output.decode(errors="replace"),)))
-                self.ended.callback(None)
-
-        holder = Holder()
+        from tests.processes import startUntil
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
-        transport = reactor.spawnProcess(
-            holder, sys.executable,
+        return startUntil(
+            self, b"ready", sys.executable,
             [sys.executable, "-m", "tests.holder", self.storeURL(), str(self.sessionTTL)] + keys,
-            env=env)
-
-        def killNow():
-            try:
-                transport.signalProcess(signal.SIGKILL)
-            except Exception:
-                pass
-            return holder.ended
-
-        self.addCleanup(killNow)
-        yield holder.ready
-        return killNow
+            env)

@@ -129,6 +129,37 @@ class FetchTests(unittest.TestCase):
         self.assertEqual(os.listdir(self.state.tmpDir), [])
 
     @defer.inlineCallbacks
+    def test_path(self):
+        """
+        A location without a scheme is a local file's path, as in P2: an
+        absolute one as it is, a relative one in the cache's
+        C{artifactDir}; a digest location may be a path too.
+        """
+        path, sha = yield self.cache().fetch(self.artifact)
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+        sums = os.path.join(self.serve, "sums")
+        with open(sums, "w") as f:
+            f.write("%s  %s\n" % (self.sha, self.name))
+        cache = self.cache(artifactDir=self.serve)
+        path, sha = yield cache.fetch(self.name, digestLocation="sums")
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+
+    @defer.inlineCallbacks
+    def test_relativePathWithoutArtifactDir(self):
+        """
+        A relative path without an C{artifactDir} fails with one line naming
+        it and the setting; a missing file under C{artifactDir} is a
+        L{FetchError} naming where it was looked for.
+        """
+        e = yield self.assertFailure(self.cache().fetch(self.name), ArtifactError)
+        self.assertIn(self.name, str(e))
+        self.assertIn("artifact_dir", str(e))
+        self.assertNotIn("\n", str(e))
+        e = yield self.assertFailure(self.cache(artifactDir=self.serve).fetch("nope.tar.gz"),
+                                     FetchError)
+        self.assertIn(os.path.join(self.serve, "nope.tar.gz"), str(e))
+
+    @defer.inlineCallbacks
     def test_http(self):
         """
         An C{http://} artifact is streamed into the cache byte for byte, even

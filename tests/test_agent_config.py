@@ -41,7 +41,7 @@ class AgentConfigTests(unittest.TestCase):
         defaults = AgentConfig(node="n1", store=None, podRoot=None, stateDir=None)
         for name in ("supervisor", "resyncInterval", "sessionTTL", "maxExpandedBytes",
                      "diskBudget", "artifactCacheBytes", "fetchTimeout", "createUsers",
-                     "allowedRunAs"):
+                     "allowedRunAs", "artifactDir", "minUptime"):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
         self.assertEqual(config.allowedRunAs, [])
 
@@ -55,6 +55,25 @@ class AgentConfigTests(unittest.TestCase):
         self.assertEqual((config.node, config.sessionTTL, config.artifactCacheBytes,
                           config.diskBudget, config.labels, config.allowedRunAs),
                          ("web2", 5, 1 << 20, 0, {"rack": "r1"}, ["nobody", "root"]))
+
+    def test_artifactDir(self):
+        """
+        C{artifact_dir}, where relative artifact paths are found, is unset by
+        default and made absolute when set.
+        """
+        self.assertIsNone(self.load(node="n1").artifactDir)
+        config = self.load("artifact_dir: drop\n", node="n1")
+        self.assertEqual(config.artifactDir, os.path.abspath("drop"))
+
+    def test_minUptime(self):
+        """
+        C{min_uptime}, the seconds a pod without a status check must have
+        been up to pass, is 5 by default; a negative one is refused.
+        """
+        self.assertEqual(self.load(node="n1").minUptime, 5.0)
+        self.assertEqual(self.load("min_uptime: 1.5\n", node="n1").minUptime, 1.5)
+        e = self.assertRaises(UsageError, self.load, "min_uptime: -1\n", node="n1")
+        self.assertIn("min_uptime", str(e))
 
     def test_failsafeSettings(self):
         """

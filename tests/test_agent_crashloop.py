@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from p2twisted.agent.crashloop import CrashLoopMonitor, podCounts, preservingWrite
 from p2twisted.agent.interfaces import ServiceStatus
 from p2twisted.agent.worker import PodWorker
+from p2twisted.records import PodStatus
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
 from tests.test_agent_worker import V1, FakePods
@@ -182,8 +183,11 @@ class CrashLoopMonitorTests(unittest.TestCase):
         """
         The worker's write creates a record that does not exist yet.
         """
-        self.successResultOf(preservingWrite(self.store, KEY, {"state": "deploying"}))
-        self.assertEqual(self.record(), {"state": "deploying"})
+        self.successResultOf(preservingWrite(self.store, KEY,
+                                             PodStatus("web", "n1", "deploying")))
+        self.assertEqual(self.record(), {"pod": "web", "node": "n1", "state": "deploying",
+                                         "sha": None, "error": None, "attempts": 0,
+                                         "time": None})
 
 
 class WorkerRecordTests(unittest.TestCase):

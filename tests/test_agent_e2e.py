@@ -81,10 +81,7 @@ class AgentEndToEndTests(LocalStoreCase):
         return json.loads(entry.value) if entry else None
 
     def servicePid(self, podId="hello"):
-        path = os.path.join(self.harness.config.stateDir, "service",
-                            "%s__web__bin__launch" % (podId,), "supervise", "pid")
-        with open(path) as f:
-            return int(f.read().strip() or 0)
+        return self.harness.servicePid(podId)
 
     @defer.inlineCallbacks
     def test_installUpgradeUninstall(self):

@@ -28,6 +28,7 @@ from p2twisted.store.common import MAX_VALUE
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.agentharness import freePort
 from tests.httpservers import TrackingFactory
+from tests.p2hello import legacyTLSServer
 from tests.store_contract import waitFor
 
 NODE = "n1"
@@ -614,7 +615,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         port, tracking = self.serve(status)
         result = yield self.checker().check(self.manifest(port))
         url = "http://127.0.0.1:%d/_status" % (port,)
-        self.assertEqual(result, HealthResult("passing", "GET %s: 200 ok" % (url,)))
+        self.assertEqual(result, HealthResult("passing", "GET %s: HTTP 200 ok" % (url,)))
         self.assertEqual(status.requests, [(b"/_status", b"p2-agent health check")])
         yield tracking.whenEmpty()
 
@@ -627,7 +628,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         result = yield self.checker().check(self.manifest(port))
         self.assertEqual(result.status, "critical")
         self.assertEqual(result.output,
-                         "GET http://127.0.0.1:%d/_status: 503 database down" % (port,))
+                         "GET http://127.0.0.1:%d/_status: HTTP 503 database down" % (port,))
         yield tracking.whenEmpty()
 
     @defer.inlineCallbacks
@@ -657,7 +658,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         self.assertEqual(result.status, "critical")
         self.assertNotIn("\n", result.output)
         self.assertNotIn("<", result.output)
-        self.assertIn(": 404 Error response Error response Error code: 404", result.output)
+        self.assertIn(": HTTP 404 Error response Error response Error code: 404", result.output)
         self.assertLessEqual(len(result.output), 260)
         self.assertTrue(result.output.endswith("..."))
         yield tracking.whenEmpty()
@@ -672,10 +673,10 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         checker = self.checker()
         result = yield checker.check(self.manifest(port, path="/healthz"))
         self.assertEqual(result.status, "passing")
-        self.assertIn("/healthz: 200", result.output)
+        self.assertIn("/healthz: HTTP 200", result.output)
         result = yield checker.check(self.manifest(port))
         self.assertEqual(result.status, "critical")
-        self.assertIn("/_status: 404", result.output)
+        self.assertIn("/_status: HTTP 404", result.output)
         self.assertEqual([path for path, _ in status.requests], [b"/healthz", b"/_status"])
 
     @defer.inlineCallbacks
@@ -688,8 +689,8 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         yield port.stopListening()
         result = yield self.checker().check(self.manifest(number))
         self.assertEqual(result.status, "critical")
-        self.assertIn("GET http://127.0.0.1:%d/_status: " % (number,), result.output)
-        self.assertIn("refused", result.output.lower())
+        self.assertEqual(result.output,
+                         "GET http://127.0.0.1:%d/_status: connection refused" % (number,))
 
     @defer.inlineCallbacks
     def test_noAnswer(self):
@@ -700,7 +701,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         port, tracking = self.listen(protocol.Factory.forProtocol(protocol.Protocol))
         result = yield self.checker(timeout=0.5).check(self.manifest(port))
         self.assertEqual(result, HealthResult(
-            "critical", "GET http://127.0.0.1:%d/_status: no answer within 0.5s" % (port,)))
+            "critical", "GET http://127.0.0.1:%d/_status: timeout after 0.5 s" % (port,)))
         self.assertEqual(tracking.connections, 1)
         yield tracking.whenEmpty()
 
@@ -713,7 +714,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         port, tracking = self.serve(HangingBody())
         result = yield self.checker(timeout=0.5).check(self.manifest(port))
         self.assertEqual(result.status, "critical")
-        self.assertIn("no answer within 0.5s", result.output)
+        self.assertIn(": timeout after 0.5 s", result.output)
         yield tracking.whenEmpty()
 
     def certificate(self):
@@ -744,7 +745,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         port, tracking = self.serve(status, tls=self.certificate())
         result = yield self.checker().check(self.manifest(port, http=False))
         self.assertEqual(result, HealthResult(
-            "passing", "GET https://127.0.0.1:%d/_status: 200 ok" % (port,)))
+            "passing", "GET https://127.0.0.1:%d/_status: HTTP 200 ok" % (port,)))
         self.assertEqual(len(status.requests), 1)
         yield tracking.whenEmpty()
 
@@ -756,7 +757,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         port, tracking = self.serve(Status(503, b"down"), tls=self.certificate())
         result = yield self.checker().check(self.manifest(port, http=False))
         self.assertEqual(result.status, "critical")
-        self.assertIn("https://127.0.0.1:%d/_status: 503 down" % (port,), result.output)
+        self.assertIn("https://127.0.0.1:%d/_status: HTTP 503 down" % (port,), result.output)
         yield tracking.whenEmpty()
 
     @defer.inlineCallbacks
@@ -768,7 +769,7 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         port, tracking = self.serve(HangingBody(), tls=self.certificate())
         result = yield self.checker(timeout=0.5).check(self.manifest(port, http=False))
         self.assertEqual(result.status, "critical")
-        self.assertIn("no answer within 0.5s", result.output)
+        self.assertIn(": timeout after 0.5 s", result.output)
         yield tracking.whenEmpty()
 
     @defer.inlineCallbacks
@@ -784,6 +785,42 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         self.assertTrue(result.output.startswith("GET https://127.0.0.1:%d/_status: " % (port,)),
                         result.output)
         self.assertEqual(status.requests, [])
+
+    @defer.inlineCallbacks
+    def test_tlsHandshakeFailedPlainLine(self):
+        """
+        A failed TLS handshake (here, a server answering in plain HTTP) is
+        one plain line with OpenSSL's reason, not a Python repr.
+        """
+        class PlainHTTP(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                self.transport.loseConnection()
+        port, tracking = self.listen(protocol.Factory.forProtocol(PlainHTTP))
+        result = yield self.checker().check(self.manifest(port, http=False))
+        self.assertEqual(result.status, "critical")
+        prefix = "GET https://127.0.0.1:%d/_status: TLS handshake failed: " % (port,)
+        self.assertTrue(result.output.startswith(prefix), result.output)
+        reason = result.output[len(prefix):]
+        self.assertTrue(reason and reason[0].isalpha(), result.output)
+        for repr_ in ("Failure", "[", "(", "'"):
+            self.assertNotIn(repr_, result.output)
+        yield tracking.whenEmpty()
+
+    @defer.inlineCallbacks
+    def test_legacyTLSServer(self):
+        """
+        A server without secure renegotiation (TLS 1.2 without the RFC 5746
+        extension, as P2's Go 1.4 C{hoisted-hello}; here GnuTLS's
+        C{gnutls-serv}, which OpenSSL 3 refuses by default) passes, as it
+        does with curl.
+        """
+        port, stop = yield legacyTLSServer(self)
+        result = yield self.checker().check(self.manifest(port, http=False))
+        self.assertEqual(result.status, "passing", result.output)
+        self.assertTrue(result.output.startswith(
+            "GET https://127.0.0.1:%d/_status: HTTP 200 " % (port,)), result.output)
+        yield stop()
 
 
 class MonitorWithRealCheckerTests(unittest.TestCase):
@@ -823,7 +860,7 @@ class MonitorWithRealCheckerTests(unittest.TestCase):
         status.code = 503
         second = yield waitFor(lambda: health().addCallback(
             lambda h: h if h["status"] == "critical" else None), what="web to be critical")
-        self.assertIn(": 503 ok", second["output"])
+        self.assertIn(": HTTP 503 ok", second["output"])
 
 
 class ListenerTests(unittest.TestCase):
@@ -874,7 +911,7 @@ class ListenerTests(unittest.TestCase):
         self.assertEqual(result.status, "critical")
         self.assertIn("port %d is held by pid %d (" % (port, pid), result.output)
         self.assertIn("not by a process of pod web", result.output)
-        self.assertIn(": 200 ", result.output)
+        self.assertIn(": HTTP 200 ", result.output)
 
     @defer.inlineCallbacks
     def test_podOnItsStatusPort(self):

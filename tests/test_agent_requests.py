@@ -19,7 +19,8 @@ from p2twisted.agent import requests as requestsModule
 from p2twisted.agent.layout import PodLayout
 from p2twisted.agent.podlogs import MAX_READ, logFiles, readFrom
 from p2twisted.agent.pods import p2execCommand
-from p2twisted.agent.requests import CLOCK_SLACK, RequestRunner, decode, encode, fit
+from p2twisted.agent.requests import CLOCK_SLACK, RequestRunner, fit
+from p2twisted.records import CorruptRecord, Request
 from p2twisted.agent.supervisors import processAlive as alive
 from p2twisted.agent.tasks import RequestHandlers
 from p2twisted.errors import AgentError, P2Error
@@ -38,6 +39,14 @@ START = 1700000000.0
 WAIT = 20.0
 
 
+
+def encode(record):
+    return Request(record).toBytes()
+
+
+def decode(value):
+    return Request.fromBytes("requests/n1/r", value).fields
+
 class StateLog(object):
     """
     A watch on a node's requests recording, per key, each state it went
@@ -52,7 +61,7 @@ class StateLog(object):
         for key, entry in snapshot.items():
             try:
                 state = decode(entry.value)["state"]
-            except ValueError:
+            except CorruptRecord:
                 state = "<invalid>"
             history = self.states.setdefault(key, [])
             if not history or history[-1] != state:
@@ -486,7 +495,7 @@ class ScanTests(RunnerTestMixin, unittest.SynchronousTestCase):
 
 class CodecTests(unittest.SynchronousTestCase):
     """
-    L{encode}, L{decode} and L{fit}.
+    The L{Request} record and L{fit}.
     """
 
     def test_roundTrip(self):
@@ -495,12 +504,12 @@ class CodecTests(unittest.SynchronousTestCase):
 
     def test_decodeRefuses(self):
         """
-        Anything but a JSON object with a string C{state} is a L{ValueError}.
+        Anything but a JSON object with a string C{state} is a L{CorruptRecord}.
         """
         for value in [b"", b"nope", b"[1]", b'"x"', b'{"state": 3}', b"{}", b"\xff",
                       b'{"state": "pending", "timeout": NaN}',
                       b'{"state": "pending", "timeout": Infinity}']:
-            self.assertRaises(ValueError, decode, value)
+            self.assertRaises(CorruptRecord, decode, value)
 
     def test_fitUnchanged(self):
         record = {"state": "done", "output": "short\n", "logs": None}
@@ -565,7 +574,7 @@ class CodecTests(unittest.SynchronousTestCase):
             if len(calls) > 1000:
                 raise AssertionError("fit does not end")
             return encode(record)
-        self.patch(requestsModule, "encode", counting)
+        self.patch(requestsModule, "_encode", counting)
         value = fit({"state": "done", "args": ["z" * 2000], "output": "x" * 100}, limit=1000)
         self.assertGreater(len(value), 1000)
         self.assertEqual(decode(value)["output"], "[... 100 characters cut ...]\n")

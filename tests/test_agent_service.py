@@ -18,6 +18,7 @@ from p2twisted.cli.node import confirmNode
 from p2twisted.errors import AgentError, StoreUnavailable
 from p2twisted.cli.services_inspect import agentRemovals, clusterView, heldNotes
 from p2twisted.manifest import parseManifest
+from p2twisted.services import readPods
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryState, MemoryStore
@@ -31,6 +32,12 @@ GRACE = 10.0
 
 
 class AgentServiceTests(unittest.TestCase):
+
+    def view(self):
+        """
+        @return: the L{Snapshot} C{p2 inspect} and C{p2 status} read.
+        """
+        return self.successResultOf(readPods(self.store))
 
     def setUp(self):
         self.clock = task.Clock()
@@ -223,7 +230,7 @@ class AgentServiceTests(unittest.TestCase):
         removals = self.removals()
         self.assertEqual((removals["state"], removals["grace_until"]),
                          ("grace", {"db": 1.0 + GRACE}))
-        notes = self.successResultOf(agentRemovals(self.store))
+        notes = agentRemovals(self.view())
         self.assertEqual(heldNotes(notes),
                          ["removals on n1 wait out the failsafe's grace: db (until 00:00:11Z)\n"])
         self.clock.advance(1)
@@ -296,10 +303,10 @@ class AgentServiceTests(unittest.TestCase):
         self.schedulePods(V1, DB)
         self.successResultOf(self.store.transaction([
             Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
-        rows = self.successResultOf(clusterView(self.store))
+        rows = clusterView(self.view())
         self.assertEqual([(r["pod"], r["removal"], r["in_sync"]) for r in rows],
                          [("db", None, True), ("web", "no-marker", False)])
-        self.assertEqual(heldNotes(self.successResultOf(agentRemovals(self.store))), [
+        self.assertEqual(heldNotes(agentRemovals(self.view())), [
             "intent/n1 holds no node marker: the agent of n1 installs and removes nothing "
             "until one is written ('p2 node add n1'; a new marker holds removals until "
             "'p2 node confirm n1')\n"])
@@ -335,7 +342,7 @@ class AgentServiceTests(unittest.TestCase):
         self.assertEqual((removals["state"], removals["hold"], removals["held"],
                           removals["confirm"]),
                          ("held", "new-marker", ["db"], "p2 node confirm n1"))
-        notes = heldNotes(self.successResultOf(agentRemovals(self.store)))
+        notes = heldNotes(agentRemovals(self.view()))
         self.assertEqual(notes, ["removals on n1 are held (its node marker is not the one its "
                                  "agent last saw): db; confirm with 'p2 node confirm n1'\n"])
         response = yield StubTreq(StatusResource(agent).resource()).get("http://agent/_status")
@@ -434,7 +441,7 @@ class AgentServiceTests(unittest.TestCase):
         self.schedulePods(V1)
         removals = self.removals()
         self.assertEqual((removals["state"], removals["orphans"]), ("held", ["db"]))
-        rows = self.successResultOf(clusterView(self.store))
+        rows = clusterView(self.view())
         self.assertEqual([r["removal"] for r in rows if r["pod"] == "db"], ["orphan"])
 
     def test_failedDeployUnscheduledIsRemoved(self):
@@ -482,7 +489,7 @@ class AgentServiceTests(unittest.TestCase):
         self.clock.advance(599)
         self.assertEqual(self.removed(), [])
         self.assertEqual(self.removals()["hold_until"], 602.0)
-        self.assertEqual(heldNotes(self.successResultOf(agentRemovals(self.store))), [
+        self.assertEqual(heldNotes(agentRemovals(self.view())), [
             "removals on n1 are held (its node marker is not the one its agent last saw): db; "
             "confirm with 'p2 node confirm n1' (else they go ahead at 00:10:02Z, when the hold "
             "times out)\n"])

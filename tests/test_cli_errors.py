@@ -168,7 +168,8 @@ class StatusTests(StoreMixin, ServiceCommandMixin, unittest.TestCase):
         yield self.succeed("deploy", "web", "--node", HERE, "--no-host-check")
         yield self.put(keys.status("pods", HERE, "web"), {
             "state": "running", "error": "bin/launch exited 1", "restarts": 7,
-            "crash_loop": True})
+            "crash_loop": {"restarts": 7, "service": "web__app__bin__launch",
+                           "text": "crash-looping (7 restarts in 60 s, last exit 1)"}})
         yield self.put(keys.health("web", HERE), {
             "status": "critical", "output": "GET http://127.0.0.1:8080/_status:\nrefused",
             "sha": None, "time": 1.0})

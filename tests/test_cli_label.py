@@ -5,9 +5,10 @@ store.
 
 import json
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.store import keys, openStore
 from tests.cli import P2CommandMixin
 
 
@@ -62,6 +63,33 @@ class LabelCommandTests(P2CommandMixin, unittest.TestCase):
         self.assertEqual(json.loads(out), [{"id": "n1", "labels": {"env": "prod", "az": "b"}},
                                            {"id": "n2", "labels": {"env": "prod", "az": "a"}}])
         self.assertEqual((yield self.succeed("label", "select", "pod", "")), "n1/web\n")
+
+    @defer.inlineCallbacks
+    def test_selectNodeUniverse(self):
+        """
+        Nodes are selected among every node known -- added with C{p2 node
+        add}, running an agent (C{machines/<node>}) or labelled -- so the
+        empty selector and C{!k} list unlabelled nodes too (Kubernetes'
+        semantics); pods stay selected among labelled pods.
+        """
+        yield self.succeed("node", "add", "bare")
+        yield self.succeed("node", "add", "web1", "--label", "tier=web")
+        yield self.succeed("label", "apply", "node", "db1", "tier=db")
+        store = yield openStore(self.url, reactor)
+        try:
+            yield store.put(keys.machine("agent1"), b'{"node": "agent1"}')
+        finally:
+            yield store.close()
+        out = yield self.succeed("label", "select", "node", "")
+        self.assertEqual(out, "agent1\nbare\ndb1\nweb1\n")
+        out = yield self.succeed("label", "select", "node", "!tier")
+        self.assertEqual(out, "agent1\nbare\n")
+        out = yield self.succeed("label", "select", "node", "tier!=web", "--json")
+        self.assertEqual(json.loads(out), [{"id": "agent1", "labels": {}},
+                                           {"id": "bare", "labels": {}},
+                                           {"id": "db1", "labels": {"tier": "db"}}])
+        out = yield self.succeed("label", "select", "pod", "")
+        self.assertEqual(out, "")
 
     @defer.inlineCallbacks
     def test_badSelector(self):

@@ -77,6 +77,22 @@ class VerbTableTests(unittest.TestCase):
         self.assertIn("p2twisted.cli.node", modules)
 
 
+    def test_readersImportNoAgent(self):
+        """
+        The verbs that read what agents write (status, inspect, nodes,
+        label select, hook list) parse it through L{p2twisted.records},
+        importing nothing of the agent.
+        """
+        store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        for argv in (["status"], ["inspect"], ["nodes"], ["label", "select", "node", ""],
+                     ["hook", "list"]):
+            modules, code = importedModules("--store", store, *argv)
+            self.assertEqual(code, 0, argv)
+            self.assertIn("p2twisted.records", modules, argv)
+            self.assertEqual(sorted(m for m in modules if m.startswith("p2twisted.agent")), [],
+                             argv)
+
+
 class MixinTests(P2CommandMixin, unittest.TestCase):
 
     def test_assertionsStillFail(self):

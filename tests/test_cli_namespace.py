@@ -79,18 +79,23 @@ class NamespaceCommandTests(P2CommandMixin, unittest.TestCase):
     def test_nodes(self):
         """
         C{node add} writes the marker and labels; C{nodes} lists it with its
-        pods, as text and JSON.
+        pods, as text and JSON, and every other node known: labelled only,
+        or with pods in intent but no marker.
         """
         out = yield self.succeed("node", "add", "web1", "--label", "role=web")
         self.assertIn("added node web1", out)
         self.assertIn("role=web", out)
         yield self.succeed("schedule", EXAMPLE, "--node", "web2")
+        yield self.succeed("label", "apply", "node", "db1", "role=db")
         out = yield self.succeed("nodes")
         self.assertIn("web1", out)
         self.assertRegex(out, r"web2 +yes +down +hello")
+        self.assertRegex(out, r"db1 +NO +down +-")
         nodes = json.loads((yield self.succeed("nodes", "--json")))
         self.assertEqual(nodes["web2"]["pods"], ["hello"])
         self.assertIsNone(nodes["web1"]["agent"])
+        self.assertEqual((nodes["web1"]["labels"], nodes["web2"]["labels"]),
+                         ({"role": "web"}, {}))
         labels = yield self.succeed("label", "show", "node", "web1")
         self.assertEqual(labels, "role=web\n")
 

@@ -252,7 +252,7 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
         out, err, code = yield self.p2("deploy", "files", "--node", "n1", "--wait",
                                        "--timeout", "20")
         self.assertEqual(code, 1, out)
-        self.assertIn("health critical (GET http://127.0.0.1:%d/_status: 404" % (port,), out)
+        self.assertIn("health critical (GET http://127.0.0.1:%d/_status: HTTP 404" % (port,), out)
         self.assertIn("files is not running on n1 after 20s", err)
         status = json.loads((yield self.succeed("status", "files", "--json")))
         health = status[0]["nodes"][0]["health"]
@@ -262,7 +262,7 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
 
         yield self.succeed("config", "files", "status_path=/")
         out = yield self.succeed("deploy", "files", "--node", "n1", "--wait", "--timeout", "60")
-        self.assertIn("health passing (GET http://127.0.0.1:%d/: 200" % (port,), out)
+        self.assertIn("health passing (GET http://127.0.0.1:%d/: HTTP 200" % (port,), out)
         self.assertIn("passing", (yield self.succeed("inspect")))
 
         yield harness.stop()

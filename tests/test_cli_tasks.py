@@ -12,13 +12,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from p2twisted.agent.pods import p2execCommand
-from p2twisted.agent.requests import RequestRunner, decode, encode
+from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.tasks import RequestHandlers
 from p2twisted.cli.agentrequests import PICKUP, ask
 from p2twisted.errors import P2Error
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
-from tests.test_agent_requests import FakeHandler, layOutPod
+from tests.test_agent_requests import FakeHandler, decode, encode, layOutPod
 
 NODE = "n1"
 

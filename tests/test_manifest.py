@@ -350,22 +350,48 @@ class ValidationTests(SynchronousTestCase):
 
     def test_location(self):
         """
-        C{location} must be an http, https or file URL.
+        C{location} must be an http, https or file URL, or (as in P2) a file
+        path without a scheme, absolute or relative.
         """
-        for bad in ("web.tar.gz", "ftp://a/b", "http://", "http://a/b c"):
+        for bad in ("ftp://a/b", "http://", "http://a/b c", "//host/web.tar.gz", "a\tb"):
             self.assertProblem(launchableYAML(location=bad),
-                               "launchables.web.location: expected an http, https or file URL, "
-                               "got %r" % (bad,))
+                               "launchables.web.location: expected an http, https or file URL "
+                               "or a file path, got %r" % (bad,))
+        for good in ("web_1.tar.gz", "/srv/artifacts/web_1.tar.gz", "builds/web_1.tar.gz"):
+            m = parseManifest(launchableYAML(location=good))
+            self.assertEqual(m.launchables["web"].location, good)
+
+    def test_pathLocationSHA(self):
+        """
+        A path location is kept as written: the canonical SHA differs from
+        that of the same file as a C{file://} URL, as the two texts differ.
+        """
+        self.assertNotEqual(parseManifest(launchableYAML(location="/a/web_1.tar.gz")).sha(),
+                            parseManifest(launchableYAML(location="file:///a/web_1.tar.gz")).sha())
 
     def test_version(self):
         """
-        A C{version} stanza needs C{id} and C{artifact_name}; tags are text.
+        A C{version} stanza needs C{id}; tags are text.
         """
         self.assertEqual(
             self.problems(launchableYAML(location=Ellipsis, version={"tags": {"a": [1]}})),
             ["launchables.web.version.id: required",
-             "launchables.web.version.artifact_name: required",
              "launchables.web.version.tags.a: expected a string, got a list"])
+
+    def test_versionArtifactNameDefault(self):
+        """
+        Without C{artifact_name} the artifact is named by the launchable id,
+        as P2's C{ArtifactOverride}; the canonical form (and SHA) is that of
+        the manifest naming it explicitly.
+        """
+        implicit = parseManifest(launchableYAML(location=Ellipsis, version={"id": "abc"}))
+        explicit = parseManifest(launchableYAML(location=Ellipsis,
+                                                version={"id": "abc", "artifact_name": "web"}))
+        self.assertEqual(implicit.launchables["web"].version.artifactName, "web")
+        self.assertEqual(implicit.sha(), explicit.sha())
+        other = parseManifest(launchableYAML(location=Ellipsis,
+                                             version={"id": "abc", "artifact_name": "api"}))
+        self.assertEqual(other.launchables["web"].version.artifactName, "api")
         self.assertProblem(launchableYAML(location=Ellipsis, version="1.0"),
                            "launchables.web.version: expected a mapping, got string '1.0'")
 

@@ -8,6 +8,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from p2twisted import intent, services
+from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
 from p2twisted.templates import SettingsError, UnknownTemplate
@@ -89,7 +90,7 @@ class ServicesTests(unittest.TestCase):
         yield services.updateSettings(self.store, "web", {"port": "8181"})
         changed = yield services.deploy(self.store, "web", ["n1"], self.artifacts, self.url)
         self.assertNotEqual(changed.sha(), manifest.sha())
-        state = yield services.podState(self.store, "web", "n1")
+        state = services.podState((yield services.readPods(self.store)), "web", "n1")
         self.assertEqual((state["intent"], state["reality"]), (changed.sha(), None))
 
     @defer.inlineCallbacks
@@ -105,3 +106,62 @@ class ServicesTests(unittest.TestCase):
         self.assertEqual((yield services.undeploy(self.store, "web", ["n2"])), ["n2"])
         self.assertEqual((yield services.undeploy(self.store, "web")), ["n1"])
         self.assertEqual((yield services.deployedNodes(self.store, "web")), [])
+
+
+class PodStateTests(unittest.TestCase):
+    """
+    L{services.podState}: a pod's state on a node, from one read of the
+    store whatever the number of nodes.
+    """
+
+    def setUp(self):
+        self.store = MemoryStore()
+
+    def state(self, node="n1"):
+        return services.podState(self.successResultOf(services.readPods(self.store)), "web",
+                                 node)
+
+    def test_fromRecords(self):
+        """
+        The agent's records give the pod's state, health and restart counts.
+        """
+        self.successResultOf(self.store.put(keys.status("pods", "n1", "web"), (
+            b'{"pod": "web", "node": "n1", "state": "failed", "error": "boom", '
+            b'"attempts": 2, "time": "t", "restarts": 3, "crash_loop": null}')))
+        self.successResultOf(self.store.put(keys.health("web", "n1"), (
+            b'{"status": "critical", "output": "GET /: 500", "sha": "abc", "time": 5}')))
+        state = self.state()
+        self.assertEqual({k: state[k] for k in ("state", "error", "attempts", "restarts")},
+                         {"state": "failed", "error": "boom", "attempts": 2, "restarts": 3})
+        self.assertEqual(state["health"], {"status": "critical", "output": "GET /: 500",
+                                           "sha": "abc", "time": 5})
+        self.assertEqual((state["intent"], state["reality"]), (None, None))
+
+    def test_unreadableStatus(self):
+        """
+        An unreadable status record is shown as the pod's error, naming its
+        key, rather than as nothing.
+        """
+        self.successResultOf(self.store.put(keys.status("pods", "n1", "web"), b"[1, 2]"))
+        state = self.state()
+        self.assertIsNone(state["state"])
+        self.assertIn("'status/pods/n1/web'", state["error"])
+        self.assertIn("not an object", state["error"])
+
+    def test_statusReadsAFewLists(self):
+        """
+        C{p2 status} reads the store with a few C{list()} calls, however many
+        nodes the services are deployed to (it made four reads per node).
+        """
+        from p2twisted.cli.service import serviceStatus
+        from tests.test_snapshot import WEB, CountingStore
+        self.successResultOf(services.addService(self.store, "web", "command",
+                                                 {"command": "true"}))
+        nodes = ["n%d" % (i,) for i in range(20)]
+        for node in nodes:
+            self.successResultOf(intent.schedule(self.store, node, parseManifest(WEB)))
+        counting = CountingStore(self.store)
+        result, _ = self.successResultOf(serviceStatus(counting))
+        self.assertEqual([state["node"] for state in result[0]["nodes"]], sorted(nodes))
+        self.assertEqual(counting.gets, [])
+        self.assertEqual(len(counting.lists), 1 + len(services.POD_TREES))

@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from p2twisted.errors import (
-    AlreadyLocked, InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, UsageError,
+    AlreadyLocked, InvalidTransaction, KeyExists, SessionLost, StoreUnavailable, UsageError,
     VersionConflict)
 from p2twisted.store import consul, openStore
 from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
@@ -163,16 +163,25 @@ class ConsulLayoutTests(ServerMixin, unittest.TestCase):
         self.assertTrue(session.lost)
 
     @defer.inlineCallbacks
-    def test_shortTTLRefused(self):
+    def test_shortTTLRaised(self):
         """
-        A TTL under twice Consul's C{session_ttl_min} gives a one-line error
-        saying what Consul said.
+        When half the TTL is under Consul's C{session_ttl_min} (10 s by
+        default, and the agent's sessions are 15 s), the session gets the
+        minimum, and says so: its C{ttl} is twice that.
         """
+        self.quiet = False
         self.server.state.sessionTTLMin = 10
         store = yield self.open()
-        e = yield self.assertFailure(store.session(5), StoreError)
-        self.assertIn("Session TTL '2.5s' must be between [10s=24h0m0s]", str(e))
-        self.assertIn("consul store", str(e))
+        session = yield store.session(5)
+        self.assertEqual(session.ttl, 20)
+        self.assertEqual(self.server.state.sessions[session.id]["info"]["TTL"], "10s")
+
+    def test_minimumTTL(self):
+        self.assertEqual(consul.minimumTTL(
+            "Session TTL '2.5s' must be between [10s=24h0m0s]"), 10)
+        self.assertEqual(consul.minimumTTL("must be between [1m30s=24h0m0s]"), 90)
+        self.assertEqual(consul.minimumTTL("must be between [500ms=24h0m0s]"), 0.5)
+        self.assertIsNone(consul.minimumTTL("Invalid Behavior setting"))
 
     @defer.inlineCallbacks
     def test_transactionErrorsMapped(self):

@@ -120,6 +120,18 @@ class EndpointTests(unittest.TestCase):
             self.assertIn(part, message)
 
     @defer.inlineCallbacks
+    def test_attemptsPerRequest(self):
+        """
+        A request may ask for fewer tries than the endpoint's (closing a
+        session on an unreachable agent must not take long).
+        """
+        res = Scripted((500, b"No cluster leader"))
+        http = self.endpoint(self.serve(res))
+        yield self.assertFailure(http.request("PUT", "/v1/session/destroy/x", idempotent=True,
+                                              attempts=2), StoreUnavailable)
+        self.assertEqual(len(res.requests), 2)
+
+    @defer.inlineCallbacks
     def test_4xxNotRetried(self):
         """
         A 4xx the caller does not expect fails at once with L{StoreError}
@@ -189,6 +201,21 @@ class EndpointTests(unittest.TestCase):
         e = yield self.assertFailure(d, StoreUnavailable)
         self.assertIn("closed", str(e))
         yield self.assertFailure(http.request("GET", "/v1/kv/p2/a"), StoreUnavailable)
+
+    @defer.inlineCallbacks
+    def test_cancelNotRetried(self):
+        """
+        A request its caller cancels (a watch stopped) fails with
+        C{CancelledError} and is not sent again, though a timeout would be.
+        """
+        res = Scripted("hang")
+        http = self.endpoint(self.serve(res))
+        d = http.request("GET", "/v1/kv/p2?recurse&index=5&wait=60s", blocking=True)
+        yield waitFor(lambda: res.requests, what="the request to arrive")
+        d.cancel()
+        yield self.assertFailure(d, defer.CancelledError)
+        yield waitFor(lambda: not res.hanging[0].channel, what="the connection to close")
+        self.assertEqual(len(res.requests), 1)
 
     @defer.inlineCallbacks
     def test_stubTreq(self):

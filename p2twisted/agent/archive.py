@@ -204,8 +204,10 @@ class _Validator(object):
         if previous is not None and previous != kind:
             self._refuse(name, "would replace a %s with a %s" % (previous, kind))
         if hardLinkTarget is not None:
+            # A link to itself (P2's tests extract one: C{a}, then C{a}
+            # linked to C{a}) keeps the file already there, as GNU tar does.
             target = self._path(name, hardLinkTarget, "hard link target")
-            if target == path or self._kinds.get(target) != _FILE:
+            if self._kinds.get(target) != _FILE:
                 self._refuse(name, "is a hard link to %r, which is not a regular file "
                              "earlier in the archive" % (hardLinkTarget,))
         elif kind == _FILE:
@@ -609,7 +611,8 @@ def checkArchive(path, maxBytes=DEFAULT_MAX_EXPANDED_BYTES):
     Check, without extracting, that the gzipped tar at C{path} is safe to
     extract.  Refused: absolute paths, C{..}, a member written through a
     symbolic link of the archive or under a regular file, a hard link to
-    anything but a regular file earlier in the archive, device files, FIFOs
+    anything but a regular file earlier in the archive (which may be the
+    link's own name: GNU tar and P2 keep that file), device files, FIFOs
     and other special types, setuid/setgid bits, a member that replaces an
     earlier one of another kind (a regular file may replace a regular file),
     and files totalling more than C{maxBytes}.  Symbolic links may point

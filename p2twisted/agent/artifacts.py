@@ -3,8 +3,10 @@
 Fetching artifacts into a content-addressed cache.
 
 C{ArtifactCache.fetch} downloads a C{file://}, C{http://} or C{https://} URL
-into C{<state_dir>/tmp/}, hashing while it writes, verifies the SHA-256 given
-directly or by a sha256sum file, and renames the file to
+(or, as in P2's C{pkg/uri}, a local file's path without a scheme: absolute,
+or relative to the agent's C{artifact_dir}) into C{<state_dir>/tmp/},
+hashing while it writes, verifies the SHA-256 given directly or by a
+sha256sum file, and renames the file to
 C{<state_dir>/artifacts/<sha256>}.  When the digest is known up front, a
 cached copy is used instead of downloading (after re-hashing it: a corrupt
 cache entry is deleted and fetched again).
@@ -31,7 +33,7 @@ import random
 import re
 import tempfile
 import time
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from hyperlink import URL
 from twisted.application.internet import backoffPolicy
@@ -133,6 +135,30 @@ def _scheme(url):
         raise ArtifactError("cannot fetch %s: unsupported URL scheme %r (use file, http or https)"
                             % (url, scheme))
     return scheme
+
+
+def resolveLocation(location, artifactDir=None):
+    """
+    P2's meaning of a location without a scheme (C{pkg/uri}): the path of
+    a local file.
+
+    @param artifactDir: the directory a relative path is relative to, or
+        C{None} to refuse relative paths.
+    @return: C{location} unchanged when it has a scheme, else the path's
+        C{file://} URL.
+    @raise ArtifactError: a relative path without C{artifactDir}.
+    """
+    if urlsplit(location).scheme:
+        return location
+    path = location
+    if not os.path.isabs(path):
+        if artifactDir is None:
+            raise ArtifactError(
+                "cannot fetch %s: it is a relative path and the agent has no artifact_dir "
+                "setting to find it in; give an absolute path or a URL, or set artifact_dir "
+                "in the agent's config" % (location,))
+        path = os.path.join(artifactDir, path)
+    return "file://" + quote(os.path.normpath(path))
 
 
 def _localPath(url):
@@ -288,12 +314,15 @@ class ArtifactCache(object):
     @param retryDelay: seconds before the first retry; doubles each time (to
         60 s), plus up to as much again of jitter.
     @param maxDigestFileBytes: the largest digest file accepted.
+    @param artifactDir: the directory in which a relative location (a path
+        without a scheme) is found; C{None} refuses them.
     """
 
     def __init__(self, stateLayout, reactor, agent=None, connectTimeout=10.0,
                  idleTimeout=60.0, retries=3, retryDelay=1.0, maxDigestFileBytes=1 << 20,
-                 maxBytes=None):
+                 maxBytes=None, artifactDir=None):
         self._layout = stateLayout
+        self.artifactDir = artifactDir
         self.maxBytes = maxBytes
         self._reactor = reactor
         self._pool = None
@@ -326,19 +355,22 @@ class ArtifactCache(object):
         """
         Make sure the artifact at C{url} is in the cache.
 
+        @param url: its URL, or a local path (see L{resolveLocation}).
         @param digest: its expected SHA-256 (hex), if known.
-        @param digestLocation: the URL of a sha256sum file listing it.  With
-            both, they must agree.
+        @param digestLocation: the URL (or path) of a sha256sum file listing
+            it.  With both, they must agree.
         @return: L{Deferred} firing with C{(path, sha256)} of the cached file;
             failing with L{FetchError} (not found, refused, timed out -- after
             the retries), L{DigestMismatch} (naming both sums and the URL; the
             download is discarded) or L{ArtifactError} (bad URL or digest
             file, disk full...).
         """
+        url = resolveLocation(url, self.artifactDir)
         scheme = _scheme(url)
         expected = normalizeDigest(digest) if digest is not None else None
         source = "the manifest"
         if digestLocation:
+            digestLocation = resolveLocation(digestLocation, self.artifactDir)
             _scheme(digestLocation)
             data = yield self._retrying(digestLocation, self._readSmall, digestLocation)
             listed = parseDigestFile(data.decode("utf-8", "replace"), _basename(url),

@@ -36,6 +36,8 @@ class AgentConfig(object):
     diskBudget = attr.ib(default=10 * 1024 ** 3)
     artifactCacheBytes = attr.ib(default=10 * 1024 ** 3)
     fetchTimeout = attr.ib(default=30.0)
+    artifactDir = attr.ib(default=None)
+    minUptime = attr.ib(default=5.0)
     p2exec = attr.ib(default=None)
     hooksRoot = attr.ib(default=None)
     hooksDirectory = attr.ib(default=None)
@@ -120,6 +122,8 @@ def agentConfig(path=None, flags=None, environ=None):
         diskBudget=int(_number(data, "disk_budget", 10 * 1024 ** 3, 0)),
         artifactCacheBytes=int(_number(data, "artifact_cache_bytes", 10 * 1024 ** 3, 0)),
         fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),
+        artifactDir=os.path.abspath(data["artifact_dir"]) if data.get("artifact_dir") else None,
+        minUptime=_number(data, "min_uptime", 5.0, 0.0),
         p2exec=data.get("p2exec"),
         hooksRoot=os.path.abspath(data.get("hooks_root") or os.path.join(stateDir, "hooks")),
         hooksDirectory=(os.path.abspath(data["hooks_directory"])

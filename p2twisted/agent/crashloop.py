@@ -16,10 +16,9 @@ C{status/pods/<node>/<pod>}, which the pod's worker writes:
 The merge is a read-modify-write with a version check (the record's other
 fields stay as the worker wrote them), and only into an existing record: a
 pod's record is created by its worker and removed with the pod.  The
-worker's own writes keep these fields (L{preservingWrite}).
+worker's own writes keep these fields (L{preservingWrite}).  The record is a
+L{p2twisted.records.PodStatus}.
 """
-
-import json
 
 from twisted.application.internet import TimerService
 from twisted.internet import defer
@@ -28,16 +27,13 @@ from twisted.logger import Logger
 from p2twisted.agent.layout import podServices
 from p2twisted.agent.supervisors import crashLoop, crashLoopText
 from p2twisted.errors import KeyExists, StoreError, VersionConflict
+from p2twisted.records import PodStatus, readable
 from p2twisted.store import keys
-from p2twisted.store.common import jsonRecord
 
 log = Logger()
 
 #: Seconds between two looks at the supervisor's counts.
 INTERVAL = 5.0
-
-#: The fields of a pod's status record this component owns.
-FIELDS = ("restarts", "crash_loop")
 
 #: Read-modify-write attempts before a round gives up on one record.
 ATTEMPTS = 5
@@ -65,24 +61,23 @@ def podCounts(statuses, now):
 @defer.inlineCallbacks
 def mergeFields(store, key, fields):
     """
-    Merge C{fields} into the JSON record at C{key} with a version-checked
-    read-modify-write, if the record exists and differs.
+    Merge the counts C{fields} (C{{"restarts", "crash_loop"}}) into the pod
+    status at C{key} with a version-checked read-modify-write, if the record
+    exists and differs.
 
     @return: L{Deferred} firing with whether it was written, or C{None}
         when every attempt met a concurrent write.
     """
     for _ in range(ATTEMPTS):
         entry = yield store.get(key)
-        if entry is None:
+        status = readable(PodStatus, entry)
+        if status is None:
             return False
-        record = jsonRecord(entry.value)
-        if record is None:
+        merged = status.withCounts(fields["restarts"], fields["crash_loop"])
+        if merged == status:
             return False
-        if all(record.get(name) == value for name, value in fields.items()):
-            return False
-        record.update(fields)
         try:
-            yield store.cas(key, json.dumps(record, sort_keys=True).encode(), entry.version)
+            yield store.cas(key, merged.toBytes(), entry.version)
         except VersionConflict:
             continue
         return True
@@ -90,28 +85,26 @@ def mergeFields(store, key, fields):
 
 
 @defer.inlineCallbacks
-def preservingWrite(store, key, record):
+def preservingWrite(store, key, status):
     """
-    Write the JSON record C{record} at C{key} (as C{put} would), keeping the
-    L{FIELDS} of the record it replaces.
+    Write the L{PodStatus} C{status} at C{key} (as C{put} would), keeping the
+    restart counts of the record it replaces unless it has its own.
 
     @return: L{Deferred} firing with the new L{Entry}.
     """
     for _ in range(ATTEMPTS):
         entry = yield store.get(key)
-        old = jsonRecord(entry.value) if entry is not None else None
-        merged = dict(record)
-        for name in FIELDS:
-            if old is not None and name in old and name not in record:
-                merged[name] = old[name]
-        value = json.dumps(merged, sort_keys=True).encode()
+        old = readable(PodStatus, entry)
+        merged = status
+        if old is not None and old.counted and not status.counted:
+            merged = status.withCounts(old.restarts, old.crash_loop)
         try:
             if entry is None:
-                return (yield store.create(key, value))
-            return (yield store.cas(key, value, entry.version))
+                return (yield store.create(key, merged.toBytes()))
+            return (yield store.cas(key, merged.toBytes(), entry.version))
         except (VersionConflict, KeyExists):
             continue
-    return (yield store.put(key, json.dumps(record, sort_keys=True).encode()))
+    return (yield store.put(key, status.toBytes()))
 
 
 class CrashLoopMonitor(TimerService):
@@ -191,8 +184,7 @@ class CrashLoopMonitor(TimerService):
         Rewrite the fields only if the record lost them (an older worker, or
         one written meanwhile without them).
         """
-        entry = yield self.store.get(key)
-        record = jsonRecord(entry.value) if entry is not None else None
-        if record is None or all(name in record for name in FIELDS):
+        status = readable(PodStatus, (yield self.store.get(key)))
+        if status is None or status.counted:
             return False
         return (yield mergeFields(self.store, key, fields))

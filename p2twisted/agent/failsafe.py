@@ -72,7 +72,7 @@ def decide(marker, lastSeen, absentSince, now, grace, orphans=frozenset(), confi
     Decide which removal candidates may be removed now.
 
     @param marker: the identity of the node marker in the store
-        (L{p2twisted.intent.markerIdentity}), or C{None} when it is absent.
+        (L{p2twisted.records.markerIdentity}), or C{None} when it is absent.
     @param lastSeen: the identity of the marker the agent last accepted, or
         C{None} if it never saw one (then the present one is accepted, unless
         there are orphans).

@@ -5,12 +5,21 @@ check (manifest C{status:}) every L{INTERVAL} seconds with
 C{GET http(s)://127.0.0.1:<port><path>} and publishes the result at
 C{health/<pod_id>/<node>}: JSON C{{status, output, time, sha}}, C{status}
 C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}; the
-output is one line (the status page without its markup, cut).  A pod
+output is one plain line: C{GET <url>: HTTP <code> <the status page without
+its markup, cut>}, or why there was no answer (C{connection refused},
+C{timeout after 2 s}, C{TLS handshake failed: <OpenSSL's reason>}).  HTTPS
+checks verify no certificate and, as curl does, also reach servers without
+secure renegotiation (such as P2's C{hoisted-hello}, Go 1.4).  A pod
 whose status port is held by another program (the pod could not bind it)
 is critical, and the output names that program (L{PodListenerCheck}).  A pod
 is checked only while its worker is idle, not while the agent deploys or
 removes it or waits to retry a failed attempt: meanwhile the manifest on disk
 may not be the one running, and its last health stays as it was.
+
+A pod without a status check gets a health too, from its supervisor
+(L{ServiceUptimeChecker}, as P2's runit monitor): passing once every one of
+its services has stayed up for L{MIN_UPTIME} seconds, critical while any is
+down or restarting.  L{PodHealthChecker} picks the check a manifest asks for.
 
 The key is ephemeral, held by the agent's session (DESIGN.md): when the agent
 or its host dies, its pods' health disappears rather than staying
@@ -21,13 +30,13 @@ pod is removed.  C{sha} is the manifest checked, so a reader can tell the
 health of a new version from that of the old one.
 """
 
-import json
 import re
 
 import attr
+from OpenSSL import SSL
 
 from twisted.application.internet import TimerService
-from twisted.internet import defer, protocol
+from twisted.internet import defer, error, protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
@@ -36,15 +45,15 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
+from p2twisted.agent.layout import podServices, serviceLaunchable
 from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConflict
 from p2twisted.agent.worker import checkNamesPod
 from p2twisted.listeners import PodListenerCheck
 from p2twisted.manifest import parseManifest
+from p2twisted.records import CRITICAL, PASSING, Health
 from p2twisted.store import keys
 
 log = Logger()
-
-PASSING, CRITICAL = "passing", "critical"
 
 #: Seconds between two checks of a pod.
 INTERVAL = 1.0
@@ -58,17 +67,64 @@ OUTPUT_REFRESH = 5.0
 MAX_OUTPUT = 512
 #: At most this many characters of it are kept as output, on one line.
 MAX_LINE = 200
+#: Seconds every service of a pod without a status check must have been up
+#: for the pod to pass.
+MIN_UPTIME = 5.0
 
 
 @implementer(IPolicyForHTTPS)
 class _LocalTLS(object):
     """
     A pod's own status endpoint on 127.0.0.1: TLS without verifying its
-    certificate (there is no name to verify it against).
+    certificate (there is no name to verify it against), accepting servers
+    that lack secure renegotiation (RFC 5746; OpenSSL refuses them by
+    default since 3.0): this client never renegotiates, so their flaw is
+    harmless here, and P2's pods include such servers.
     """
 
+    def __init__(self):
+        self._options = CertificateOptions(verify=False)
+        self._options.getContext().set_options(SSL.OP_LEGACY_SERVER_CONNECT)
+
     def creatorForNetloc(self, hostname, port):
-        return CertificateOptions(verify=False)
+        return self._options
+
+
+def _rootCause(failure):
+    """
+    @return: the failure inside C{twisted.web.client}'s wrappers
+        (C{ResponseNeverReceived}, C{ResponseFailed}, ...), which hold a
+        list of the reasons.
+    """
+    while getattr(failure.value, "reasons", None):
+        failure = failure.value.reasons[0]
+    return failure
+
+
+def describeFailure(failure, timeout):
+    """
+    @param timeout: the seconds the check was given.
+    @return: why a check got no answer, as one plain line (never a Python
+        repr): C{connection refused}, C{timeout after 2 s}, C{TLS handshake
+        failed: <reason>}, ...
+    """
+    failure = _rootCause(failure)
+    if failure.check(defer.TimeoutError, error.TimeoutError):
+        return "timeout after %g s" % (timeout,)
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(SSL.Error):
+        errors = failure.value.args[0] if failure.value.args else None
+        reasons = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]] \
+            if isinstance(errors, list) else []
+        return "TLS handshake failed: %s" % (
+            "; ".join(reasons) or oneLine(str(failure.value).encode("utf-8")) or "no reason given",)
+    if failure.check(error.ConnectionDone, error.ConnectionLost):
+        return "connection closed without an answer"
+    message = oneLine((failure.getErrorMessage() or "").encode("utf-8"))
+    if not message or message.startswith(("<", "[<")):
+        return failure.type.__name__
+    return message
 
 
 class _Body(protocol.Protocol):
@@ -156,8 +212,7 @@ class HTTPHealthChecker(object):
         d.addCallback(self._answered, url)
         d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=self._timedOut)
         d.addErrback(lambda f: HealthResult(CRITICAL, "GET %s: %s" % (
-            url, "no answer within %gs" % (self.timeout,) if f.check(defer.TimeoutError)
-            else f.getErrorMessage() or f.type.__name__)))
+            url, describeFailure(f, self.timeout))))
         return d.addCallback(self._listenerCheck, manifest)
 
     def _listenerCheck(self, result, manifest):
@@ -186,11 +241,97 @@ class HTTPHealthChecker(object):
 
         def done(body):
             status = PASSING if 200 <= response.code < 300 else CRITICAL
-            return HealthResult(status, "GET %s: %d %s" % (url, response.code, oneLine(body)))
+            return HealthResult(status, ("GET %s: HTTP %d %s" % (
+                url, response.code, oneLine(body))).rstrip())
         return d.addCallback(done)
 
     def close(self):
         return self._pool.closeCachedConnections()
+
+
+def uptimeHealth(manifest, statuses, minUptime=MIN_UPTIME):
+    """
+    The health of a pod without a status check, from its services.
+
+    A service is up once it has run for C{minUptime} seconds; one whose
+    launchable has C{restart_policy: never} is up while it runs and once it
+    has exited 0 (it is not restarted, so it cannot be restarting).
+
+    @param manifest: the pod's L{PodManifest}.
+    @param statuses: C{[(service name, L{ServiceStatus} or None)]}, the
+        pod's services.
+    @return: a L{HealthResult}: passing when every service is up, else
+        critical naming each that is not (its output changes only when that
+        list does).
+    """
+    problems = []
+    for name, status in statuses:
+        launchable = manifest.launchables.get(serviceLaunchable(name))
+        once = launchable is not None and launchable.restartPolicy == "never"
+        if status is not None and status.running:
+            if once or (status.uptime is not None and status.uptime >= minUptime):
+                continue
+            problems.append("%s up for less than %g s" % (name, minUptime))
+        elif once and status is not None and status.lastExit == "exit 0":
+            continue
+        else:
+            last = status.lastExit if status is not None else None
+            problems.append("%s down%s" % (name, " (last run: %s)" % (last,) if last else ""))
+    if not statuses:
+        return HealthResult(CRITICAL, "no service of the pod is supervised")
+    if problems:
+        return HealthResult(CRITICAL, oneLine("; ".join(problems).encode("utf-8")))
+    return HealthResult(PASSING, "%d service%s up for %g s or more" % (
+        len(statuses), "" if len(statuses) == 1 else "s", minUptime))
+
+
+@implementer(IHealthChecker)
+class ServiceUptimeChecker(object):
+    """
+    The check of a pod without a status check: L{uptimeHealth} of its
+    services as its supervisor reports them.
+
+    @param supervisor: the agent's L{ISupervisor}.
+    """
+
+    def __init__(self, supervisor, minUptime=MIN_UPTIME):
+        self.supervisor = supervisor
+        self.minUptime = minUptime
+
+    @defer.inlineCallbacks
+    def check(self, manifest):
+        try:
+            names = podServices((yield self.supervisor.services()), manifest.id)
+            statuses = yield defer.gatherResults(
+                [self.supervisor.status(name) for name in names], consumeErrors=True)
+        except Exception as e:
+            if isinstance(e, defer.FirstError):
+                e = e.subFailure.value
+            return HealthResult(CRITICAL, "cannot read the supervisor: %s" % (
+                oneLine(str(e).encode("utf-8")) or type(e).__name__,))
+        return uptimeHealth(manifest, list(zip(names, statuses)), self.minUptime)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+@implementer(IHealthChecker)
+class PodHealthChecker(object):
+    """
+    Every pod's check: its C{status:} endpoint when it declares one
+    (C{http}), else its services' uptime (C{uptime}).
+    """
+
+    def __init__(self, http, uptime):
+        self.http = http
+        self.uptime = uptime
+
+    def check(self, manifest):
+        return (self.http if statusURL(manifest) else self.uptime).check(manifest)
+
+    def close(self):
+        return defer.gatherResults([self.http.close(), self.uptime.close()]).addCallback(
+            lambda _: None)
 
 
 @attr.s(frozen=True)
@@ -313,8 +454,7 @@ class HealthMonitor(TimerService):
             if age < (self.refresh if last.output == result.output else OUTPUT_REFRESH):
                 return
         key = keys.health(podId, self.node)
-        value = json.dumps({"status": result.status, "output": result.output, "sha": sha,
-                            "time": now}, sort_keys=True).encode("utf-8")
+        value = Health(podId, self.node, result.status, result.output, now, sha).toBytes()
         try:
             entry = None
             if same:

@@ -28,7 +28,6 @@ C{status/hooks/<node>/<event>/<pod_id>} and retried at the next snapshot or
 resync; meanwhile the previously installed version (if any) stays.
 """
 
-import json
 import os
 import shutil
 import time
@@ -39,10 +38,11 @@ from twisted.logger import Logger
 
 from p2twisted.agent import runtime
 from p2twisted.agent.fsutil import replaceLink
-from p2twisted.agent.hooks import EVENTS, execDir, hooksRoot, statusName
+from p2twisted.agent.hooks import execDir, hooksRoot, statusName
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import AgentError, ManifestError
 from p2twisted.manifest import launchableVersion, parseManifest
+from p2twisted.records import EVENTS, HookPodStatus
 from p2twisted.store import keys
 
 INSTALLED, INVALID, FAILED = "installed", "invalid", "failed"
@@ -357,12 +357,11 @@ class HookSync(service.Service):
         if error is not None:
             log.warn("hook pod {pod} of {hookEvent}: {error}; will retry", pod=podId,
                      hookEvent=event, error=error, node=self.config.node, event="hook-pod-" + state)
-        record = {"hook_pod": podId, "event": event, "node": self.config.node, "state": state,
-                  "sha": sha, "error": error,
-                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock()))}
+        record = HookPodStatus(
+            podId, event, self.config.node, state, sha, error,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())))
         d = defer.maybeDeferred(self.store.put, keys.status("hooks", self.config.node, event,
-                                                           podId),
-                                json.dumps(record, sort_keys=True).encode())
+                                                           podId), record.toBytes())
 
         def failed(f):
             # Write it again next time.

@@ -48,7 +48,6 @@ event is one of L{BLOCKING_EVENTS}: then the run stops there and fails with
 L{HookFailed}, and the pod's worker retries the deploy with its backoff.
 """
 
-import json
 import os
 import re
 import stat
@@ -61,11 +60,8 @@ from twisted.logger import Logger
 
 from p2twisted.agent.process import runBounded
 from p2twisted.errors import AgentError
+from p2twisted.records import EVENTS, HookStatus
 from p2twisted.store import keys
-
-#: The hook events, in workflow order.
-EVENTS = ("agent_init", "before_install", "after_install", "before_launch", "after_launch",
-          "before_uninstall", "after_uninstall", "after_auth_fail")
 
 #: Events during which a failing required hook stops the install.
 BLOCKING_EVENTS = ("before_install", "after_install", "before_launch")
@@ -242,35 +238,32 @@ class HookRunner(object):
         for name, path in self.hooks(event):
             record = yield self._runOne(event, name, path, context)
             isRequired = name in required
-            record["required"] = isRequired
+            record = attr.evolve(record, required=isRequired)
             yield self._writeStatus(event, name, record)
-            if record["state"] == OK:
+            if record.state == OK:
                 continue
             blocking = isRequired and event in BLOCKING_EVENTS
             log.warn("hook {hook} at {hookEvent}{of} failed ({outcome}){what}",
-                     hook=name, hookEvent=event, outcome=record["outcome"],
+                     hook=name, hookEvent=event, outcome=record.outcome,
                      of=" of pod %s" % (context.podId,) if context.podId else "",
                      what="; it is required: stopping" if blocking else "; continuing",
                      pod=context.podId, node=self.config.node, event="hook-failed")
             if blocking:
-                lines = record["output"].splitlines()
-                raise HookFailed(event, name, record["outcome"], context.podId,
+                lines = record.output.splitlines()
+                raise HookFailed(event, name, record.outcome, context.podId,
                                  lines[-1].strip() if lines else "")
 
     @defer.inlineCallbacks
     def _runOne(self, event, name, path, context):
-        record = {"hook": name, "event": event, "node": self.config.node, "pod": context.podId,
-                  "path": path, "exit_code": None, "signal": None, "duration": 0.0,
-                  "output": "", "time": self._now()}
+        record = HookStatus(name, event, self.config.node, context.podId, path,
+                            time=self._now())
         try:
             st = os.stat(path)
         except OSError as e:
-            record.update(state=MISSING, outcome="missing: %s" % (e.strerror,))
-            return record
+            return attr.evolve(record, state=MISSING, outcome="missing: %s" % (e.strerror,))
         if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
-            record.update(state=NOT_EXECUTABLE,
-                          outcome="not an executable file (mode %04o)" % (stat.S_IMODE(st.st_mode),))
-            return record
+            return attr.evolve(record, state=NOT_EXECUTABLE, outcome=(
+                "not an executable file (mode %04o)" % (stat.S_IMODE(st.st_mode),)))
         manifestPath = self._manifestCopy(context)
         try:
             result = yield runBounded(
@@ -290,10 +283,9 @@ class HookRunner(object):
             state = TIMEOUT
         else:
             state = OK if result.exitCode == 0 else FAILED
-        record.update(state=state, outcome=result.describe(), exit_code=result.exitCode,
-                      signal=result.signal, duration=round(result.duration, 3),
-                      output=result.tail(STATUS_LINES))
-        return record
+        return attr.evolve(record, state=state, outcome=result.describe(),
+                           exit_code=result.exitCode, signal=result.signal,
+                           duration=round(result.duration, 3), output=result.tail(STATUS_LINES))
 
     def environment(self, event, name, context, manifestPath=None):
         """
@@ -334,7 +326,7 @@ class HookRunner(object):
             return defer.succeed(None)
         try:
             key = keys.status("hooks", self.config.node, event, statusName(name))
-            d = self.store.put(key, json.dumps(record, sort_keys=True).encode())
+            d = self.store.put(key, record.toBytes())
         except Exception as e:
             d = defer.fail(e)
         d.addErrback(lambda f: log.warn("cannot record the outcome of hook {hook}: {error}",

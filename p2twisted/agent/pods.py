@@ -184,7 +184,8 @@ class PodOperations(object):
             os.makedirs(path, exist_ok=True)
         supervisor = makeSupervisor(kindForState(config.supervisor, state), state, reactor)
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
-                                  maxBytes=config.artifactCacheBytes)
+                                  maxBytes=config.artifactCacheBytes,
+                                  artifactDir=config.artifactDir)
         installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
                               podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
@@ -207,10 +208,13 @@ class PodOperations(object):
 
     def healthChecker(self):
         """
-        @return: the L{IHealthChecker} of this machine's pods.
+        @return: the L{IHealthChecker} of this machine's pods: their status
+            endpoints, or their services' uptime for pods without one.
         """
-        from p2twisted.agent.health import HTTPHealthChecker
-        return HTTPHealthChecker(self.reactor)
+        from p2twisted.agent.health import (
+            HTTPHealthChecker, PodHealthChecker, ServiceUptimeChecker)
+        return PodHealthChecker(HTTPHealthChecker(self.reactor),
+                                ServiceUptimeChecker(self.supervisor, self.config.minUptime))
 
     def facts(self):
         return machineFacts(self.config.node, self.config.labels, self.supervisor.name)

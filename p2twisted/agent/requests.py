@@ -18,12 +18,12 @@ ended.  A request is never run twice: an agent that restarts
 while a task runs marks it failed, outcome unknown, rather than running it
 again.
 
-The value is JSON: C{kind}, C{state}, C{created} and C{deadline} (epoch
-seconds), then the kind's fields (L{p2twisted.agent.tasks}); the answer
-adds C{agent}, C{started}, C{finished}, and C{error} or the kind's results.
+The value is a L{p2twisted.records.Request}: JSON C{kind}, C{state},
+C{created} and C{deadline} (epoch seconds), then the kind's fields
+(L{p2twisted.agent.tasks}); the answer adds C{agent}, C{started},
+C{finished}, and C{error} or the kind's results.
 """
 
-import json
 import uuid
 
 from twisted.application import service
@@ -31,15 +31,11 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from p2twisted.errors import P2Error, StoreError, VersionConflict
+from p2twisted.records import DONE, EXPIRED, FAILED, PENDING, RUNNING, CorruptRecord, Request
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_VALUE
 
 log = Logger()
-
-PENDING, RUNNING, DONE, FAILED, EXPIRED = "pending", "running", "done", "failed", "expired"
-
-#: The states a request ends in.
-ENDED = (DONE, FAILED, EXPIRED)
 
 #: Seconds an ended request stays in the store if its requester did not delete it.
 RETAIN = 600.0
@@ -61,24 +57,8 @@ CLOCK_SLACK = 300.0
 _CUT = "[... %d characters cut ...]\n"
 
 
-def encode(record):
-    return json.dumps(record, sort_keys=True).encode("utf-8")
-
-
-def _notANumber(text):
-    raise ValueError("%s is not a number JSON allows" % (text,))
-
-
-def decode(value):
-    """
-    @return: the request in C{value}.
-    @raise ValueError: if it is not a JSON object with a C{state} (NaN and
-        Infinity refused).
-    """
-    record = json.loads(value.decode("utf-8"), parse_constant=_notANumber)
-    if not isinstance(record, dict) or not isinstance(record.get("state"), str):
-        raise ValueError("not a JSON object with a state")
-    return record
+def _encode(record):
+    return Request(record).toBytes()
 
 
 def fit(record, limit=MAX_VALUE - 1024):
@@ -88,7 +68,7 @@ def fit(record, limit=MAX_VALUE - 1024):
         not fit with those texts cut to nothing, it is returned as it then
         is (and the store refuses it).
     """
-    value = encode(record)
+    value = _encode(record)
     texts = [(record, "output")] if isinstance(record.get("output"), str) else []
     for entry in (record.get("logs") or {}).values():
         if isinstance(entry, dict) and isinstance(entry.get("data"), str):
@@ -103,7 +83,7 @@ def fit(record, limit=MAX_VALUE - 1024):
         dropped += (len(text) - dropped) - (len(text) - dropped) // 2
         cut[3] = dropped
         holder[field] = _CUT % (dropped,) + text[dropped:]
-        value = encode(record)
+        value = _encode(record)
     return value
 
 
@@ -174,12 +154,11 @@ class RequestRunner(service.Service):
         now = self.clock.seconds()
         for key, entry in sorted(snapshot.items()):
             try:
-                record = decode(entry.value)
-            except ValueError:
+                request = Request.fromEntry(key, entry)
+            except CorruptRecord:
                 continue
-            ended = record.get("finished") or record.get("created")
-            if (record["state"] in ENDED and isinstance(ended, (int, float))
-                    and now - ended > self.retain):
+            ended = request.number("finished") or request.number("created")
+            if request.ended and ended is not None and now - ended > self.retain:
                 try:
                     yield self.store.delete(key, entry.version)
                 except StoreError:
@@ -211,11 +190,11 @@ class RequestRunner(service.Service):
             if key != keys.request(self.node, keys.child(prefix, key)):
                 continue  # not ours to read: nothing below a request
             try:
-                record = decode(entry.value)
-            except ValueError as e:
+                record = Request.fromEntry(key, entry).fields
+            except CorruptRecord as e:
                 self._answer(key, entry.version, {
                     "state": FAILED, "finished": now,
-                    "error": "the request is not valid JSON with a state: %s" % (e,)})
+                    "error": "the request is not valid JSON with a state: %s" % (e.reason,)})
                 continue
             state = record["state"]
             if state == PENDING:
@@ -257,7 +236,7 @@ class RequestRunner(service.Service):
             claimed = dict(record, state=RUNNING, agent=self.token,
                            started=self.clock.seconds())
             try:
-                entry = yield self.store.cas(key, encode(claimed), version)
+                entry = yield self.store.cas(key, _encode(claimed), version)
             except (StoreError, defer.CancelledError) as e:
                 # Gone, changed, withdrawn, or the store is away: the next
                 # snapshot or scan decides.

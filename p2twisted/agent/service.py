@@ -21,14 +21,12 @@ Failsafes (DESIGN.md; README.rst, "The failsafe"):
     pods keep running and nothing is installed or removed.
 """
 
-import json
 import time
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from p2twisted import intent
 from p2twisted.agent import failsafe
 from p2twisted.agent.crashloop import CrashLoopMonitor
 from p2twisted.agent.health import HealthMonitor
@@ -38,6 +36,8 @@ from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
 from p2twisted.errors import KeyExists, StoreError
+from p2twisted.records import (
+    AgentStatus, Confirmation, CorruptRecord, MachineFacts, markerIdentity, readable)
 from p2twisted.store import keys, openStore
 from p2twisted.store.presence import Presence
 
@@ -49,13 +49,8 @@ def _confirmedMarker(entry):
     @return: the marker identity a C{confirmations/<node>} entry confirms, or
         C{None}.
     """
-    if entry is None:
-        return None
-    try:
-        data = json.loads(entry.value)
-    except ValueError:
-        return None
-    return data.get("marker") if isinstance(data, dict) else None
+    confirmation = readable(Confirmation, entry)
+    return None if confirmation is None else confirmation.marker
 
 
 def _firstError(failure):
@@ -76,7 +71,7 @@ _HOLD_REASONS = {
 }
 
 
-def deadPredecessor(facts, value):
+def deadPredecessor(facts, value, key=None):
     """
     Whether C{machines/<node>} holding C{value} was left by an agent whose
     process is gone (killed, its session not expired yet), so a restarted
@@ -87,22 +82,21 @@ def deadPredecessor(facts, value):
 
     @param facts: this agent's facts (C{machine_id}, C{process}).
     @param value: the key's value: the previous holder's facts.
+    @param key: the key (default: C{machines/<facts' node>}).
     """
     try:
-        previous = json.loads(value)
-    except ValueError:
+        previous = MachineFacts.fromBytes(key or keys.machine(facts.get("node") or "unknown"),
+                                          value)
+    except CorruptRecord:
         return False
-    if not isinstance(previous, dict):
+    mine, theirs = facts.get("process") or {}, previous.process
+    if not (theirs and facts.get("machine_id") and previous.machineId == facts["machine_id"]):
         return False
-    mine, theirs = facts.get("process") or {}, previous.get("process")
-    if not (isinstance(theirs, dict) and facts.get("machine_id")
-            and previous.get("machine_id") == facts["machine_id"]):
-        return False
-    for key in ("boot_id", "pid_ns"):
-        if mine.get(key) is None or theirs.get(key) != mine[key]:
+    for name in ("boot_id", "pid_ns"):
+        if mine.get(name) is None or theirs.get(name) != mine[name]:
             return False
-    pid = theirs.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or pid == mine.get("pid"):
+    pid = previous.pid
+    if pid is None or pid <= 1 or pid == mine.get("pid"):
         return False
     # None when it is gone or a zombie: different from any start time.
     return processStartTime(pid) != theirs.get("pid_start")
@@ -177,7 +171,8 @@ class AgentService(service.MultiService):
             return
         self.presence = Presence(self.store, keys.machine(self.node), self._machineValue,
                                  self.config.sessionTTL, self.reactor, onPresent=self._present,
-                                 takeOver=lambda value: deadPredecessor(self.facts(), value))
+                                 takeOver=lambda value: deadPredecessor(
+                                     self.facts(), value, keys.machine(self.node)))
         self.presence.setServiceParent(self)
         self._startRequests()
         self._startHealth()
@@ -277,7 +272,7 @@ class AgentService(service.MultiService):
             worker.kick()
 
     def _machineValue(self):
-        return json.dumps(self.facts(), sort_keys=True).encode()
+        return MachineFacts(self.node, self.facts()).toBytes()
 
     # -- intent ----------------------------------------------------------------
 
@@ -351,7 +346,7 @@ class AgentService(service.MultiService):
             yield self._writeAgentStatus()
             return
         self.markerPresent = True
-        marker = intent.markerIdentity(snapshot[markerKey])
+        marker = markerIdentity(snapshot[markerKey])
         intents = {}
         for key, entry in snapshot.items():
             podId = keys.child(markerKey, key)
@@ -544,7 +539,7 @@ class AgentService(service.MultiService):
         }
 
     def _writeAgentStatus(self):
-        record = json.dumps(self.statusRecord(), sort_keys=True).encode()
+        record = AgentStatus(**self.statusRecord()).toBytes()
         key = keys.status("agents", self.node)
 
         def failed(f):

@@ -28,15 +28,13 @@ from p2twisted.agent.runtime import currentUser, launchableArgv
 from p2twisted.agent.supervisors import DEFAULT_PATH
 from p2twisted.errors import AgentError, ManifestError
 from p2twisted.manifest import parseManifest
+from p2twisted.records import DEFAULT_TIMEOUT, KILL_GRACE
 
 log = Logger()
 
 #: A task's name: one path segment.
 TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
-#: Seconds a task may run when the request does not say (then KILL 30 s later).
-DEFAULT_TIMEOUT = 600.0
-KILL_GRACE = 30.0
 
 #: At most this many bytes of a task's output are kept (the last ones).
 MAX_OUTPUT = 256 * 1024

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from p2twisted.agent import crashloop
 from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
+from p2twisted.records import PodStatus
 from p2twisted.store import keys
 
 IDLE, WORKING, BACKOFF, STOPPING, STOPPED = "idle", "working", "backoff", "stopping", "stopped"
@@ -439,11 +440,9 @@ class PodWorker(object):
         if (state, sha, error) == self._lastStatus and state != "failed":
             return defer.succeed(None)
         self._lastStatus = (state, sha, error)
-        record = {
-            "pod": self.podId, "node": self.node, "state": state, "sha": sha,
-            "error": error, "attempts": self.attempts,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
-        }
+        record = PodStatus(
+            self.podId, self.node, state, sha, error, self.attempts,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())))
         key = keys.status("pods", self.node, self.podId)
 
         def failed(f):

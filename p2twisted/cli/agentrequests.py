@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_cli_tasks -*-
 """
 Asking a node's agent to do something and waiting for its answer
-(C{requests/<node>/<id>}, see L{p2twisted.agent.requests}).
+(C{requests/<node>/<id>}, a L{p2twisted.records.Request}; the agent's side
+is L{p2twisted.agent.requests}).
 """
 
 import getpass
@@ -11,8 +12,8 @@ import uuid
 
 from twisted.internet import defer
 
-from p2twisted.agent.requests import ENDED, EXPIRED, PENDING, decode, encode
 from p2twisted.errors import P2Error, StoreError
+from p2twisted.records import EXPIRED, PENDING, CorruptRecord, Request
 from p2twisted.store import keys
 
 #: Seconds an agent has to take a request before it expires.
@@ -59,19 +60,19 @@ class _Answer(object):
                        % (self.key, self.node))
             return
         try:
-            record = decode(entry.value)
-        except ValueError:
+            request = Request.fromEntry(self.key, entry)
+        except CorruptRecord:
             return
-        if record["state"] != self.state:
+        if request.state != self.state:
             if self.state == PENDING:
                 self.timer.cancel()
                 self.timer = self.reactor.callLater(self.timeout, self._late)
-            self.state = record["state"]
+            self.state = request.state
             if self.onState is not None:
                 self.onState(self.state)
-        if self.state in ENDED:
+        if request.ended:
             self.stop()
-            self.ended.callback(record)
+            self.ended.callback(request.fields)
 
     def _late(self):
         if self.state == PENDING:
@@ -112,8 +113,7 @@ def ask(store, reactor, node, request, timeout, onState=None):
                       "with 'p2 start'" % (node, keys.machine(node)))
     key = keys.request(node, requestId())
     now = reactor.seconds()
-    yield store.create(key, encode(dict(request, state=PENDING, created=now,
-                                        deadline=now + PICKUP, requester=requester())))
+    yield store.create(key, Request.new(request, now, now + PICKUP, requester()).toBytes())
     waiter = _Answer(reactor, key, node, timeout, onState)
     watch = store.watch(key, waiter.changed)
     # Interrupted (Ctrl-C stops the reactor), withdraw the request: its agent

@@ -11,7 +11,7 @@ import json
 
 from twisted.internet import defer
 
-from p2twisted.agent.hooks import EVENTS
+from p2twisted.records import EVENTS
 from p2twisted.cli.manifest import readManifest
 from p2twisted.errors import ManifestError, P2Error, UsageError
 from p2twisted.manifest import parseManifest

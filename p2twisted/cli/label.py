@@ -45,7 +45,9 @@ def register(subparsers):
         "select", help="print the objects whose labels match a selector",
         description="Print the ids of the objects of TYPE whose labels match SELECTOR, one a "
                     "line. Selectors: k=v, k==v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k; "
-                    "commas mean AND; '' matches everything.")
+                    "commas mean AND; '' matches everything. Nodes are every node known: "
+                    "added ('p2 node add'), running an agent or labelled, so '' and '!k' "
+                    "match unlabelled nodes too.")
     select.add_argument("type", type=labelType, metavar="TYPE", help=_TYPES)
     select.add_argument("selector", metavar="SELECTOR", help="a label selector")
     select.add_argument("--json", action="store_true",
@@ -121,9 +123,29 @@ def runShow(options):
 
 
 @defer.inlineCallbacks
+def selectNodes(store, selector):
+    """
+    Select over the node universe: every node holding a node marker,
+    running an agent or labelled, labelled or not.
+
+    @return: L{Deferred} firing with a sorted list of C{(node, labels)}.
+    """
+    from p2twisted.orchestrate.snapshot import Snapshot
+    snapshot = yield Snapshot.read(store, (keys.INTENT, keys.MACHINES, keys.labelTree("node")))
+    return [(node, snapshot.nodeLabels(node)) for node in snapshot.eligible(selector)]
+
+
+@defer.inlineCallbacks
 def runSelect(options):
     selector = parseSelector(options.selector)
-    found = yield _withLabelStore(options, lambda ls: ls.select(options.type, selector))
+    if options.type == "node":
+        store = yield options.openStore()
+        try:
+            found = yield selectNodes(store, selector)
+        finally:
+            yield store.close()
+    else:
+        found = yield _withLabelStore(options, lambda ls: ls.select(options.type, selector))
     if options.json:
         options.out.write(json.dumps([{"id": i, "labels": ls} for i, ls in found],
                                      sort_keys=True) + "\n")

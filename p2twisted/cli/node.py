@@ -9,7 +9,6 @@ agents' presence.
 import getpass
 import json
 import socket
-import time
 
 from twisted.internet import defer
 
@@ -17,6 +16,8 @@ from p2twisted import intent
 from p2twisted.cli.schedule import nodeName
 from p2twisted.errors import KeyExists, P2Error
 from p2twisted.labels import LabelStore, parseChanges
+from p2twisted.records import (
+    AgentStatus, Confirmation, CorruptRecord, markerIdentity, readable)
 from p2twisted.store import keys
 
 
@@ -48,7 +49,8 @@ def register(subparsers):
 
     nodes = subparsers.add_parser(
         "nodes", help="list nodes: marker, agent presence, pods",
-        description="List every node that has intent or a registered agent.")
+        description="List every node known: added ('p2 node add'), running an agent, "
+                    "labelled, or with pods in intent.")
     nodes.add_argument("--json", action="store_true", help="print JSON")
     nodes.set_defaults(run=runNodes)
 
@@ -91,23 +93,15 @@ def confirmNode(store, node, now=None):
         raise P2Error("%s holds no node marker: its agent acts on nothing, so there is nothing "
                       "to confirm (schedule a pod there or run 'p2 node add %s')"
                       % (keys.intentNode(node), node))
-    identity = intent.markerIdentity(marker)
+    identity = markerIdentity(marker)
     try:
         by = "%s@%s" % (getpass.getuser(), socket.gethostname())
     except Exception:
         by = None
-    record = {"node": node, "marker": identity, "by": by,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
-    yield store.put(keys.confirmation(node), json.dumps(record, sort_keys=True).encode())
-    status = yield store.get(keys.status("agents", node))
-    removals = None
-    if status is not None:
-        try:
-            removals = json.loads(status.value).get("removals")
-        except (ValueError, AttributeError):
-            removals = None
+    yield store.put(keys.confirmation(node), Confirmation.new(node, identity, by, now).toBytes())
+    status = readable(AgentStatus, (yield store.get(keys.status("agents", node))))
     agent = yield store.get(keys.machine(node))
-    return identity, removals, agent is not None
+    return identity, status.removals if status is not None else None, agent is not None
 
 
 @defer.inlineCallbacks
@@ -136,36 +130,37 @@ def runConfirm(options):
     return 0
 
 
-@defer.inlineCallbacks
-def describeNodes(store):
+def describeNodes(snapshot):
     """
-    @return: L{Deferred} firing with C{{node: {"marker", "agent", "pods"}}}.
+    @param snapshot: a L{Snapshot} of intent, machines and node labels.
+    @return: C{{node: {"marker", "agent", "pods", "labels"}}} of the node
+        universe and the nodes with pods in intent: C{agent} is the facts its
+        agent publishes (C{{}} when unreadable), or C{None} when it is down.
     """
-    entries = yield store.list(keys.INTENT)
-    machines = yield store.list(keys.MACHINES)
     nodes = {}
-    for key in entries:
-        parts = keys.parse(key)
-        info = nodes.setdefault(parts[1], {"marker": False, "agent": None, "pods": []})
-        if len(parts) == 2:
-            info["marker"] = True
-        elif len(parts) == 3:
-            info["pods"].append(parts[2])
-    for key, entry in machines.items():
-        node = keys.parse(key)[1]
-        info = nodes.setdefault(node, {"marker": False, "agent": None, "pods": []})
+    for node in sorted(set(snapshot.nodes()) | set(snapshot.intentNodes())):
+        agent = None
+        if snapshot.agentUp(node):
+            try:
+                agent = snapshot.machineFacts(node).facts
+            except CorruptRecord:
+                agent = {}
         try:
-            info["agent"] = json.loads(entry.value)
-        except ValueError:
-            info["agent"] = {}
+            labels = snapshot.nodeLabels(node)
+        except CorruptRecord:
+            labels = None
+        nodes[node] = {"marker": snapshot.marker(node) is not None, "agent": agent,
+                       "pods": snapshot.podsOnNode(node), "labels": labels}
     return nodes
 
 
 @defer.inlineCallbacks
 def runNodes(options):
+    from p2twisted.orchestrate.snapshot import Snapshot
     store = yield options.openStore()
     try:
-        nodes = yield describeNodes(store)
+        nodes = describeNodes((yield Snapshot.read(
+            store, (keys.INTENT, keys.MACHINES, keys.labelTree("node")))))
     finally:
         yield store.close()
     if options.json:
@@ -212,18 +207,6 @@ def _podsOf(store, prefix):
     return d.addCallback(lambda entries: {keys.child(prefix, k) for k in entries} - {None})
 
 
-def _agentRecord(entry):
-    """
-    @return: the agent's status record (C{status/agents/<node>}) in
-        C{entry} as a dict, C{{}} when unreadable.
-    """
-    try:
-        record = json.loads(entry.value)
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 @defer.inlineCallbacks
 def _drained(store, name, unscheduled, seen, since):
     """
@@ -245,7 +228,8 @@ def _drained(store, name, unscheduled, seen, since):
     statusPods = yield _podsOf(store, keys.status("pods", name))
     seen.update(realPods | statusPods)
     record = yield store.get(keys.status("agents", name))
-    removals = _agentRecord(record).get("removals") if record is not None else None
+    status = readable(AgentStatus, record)
+    removals = status.removals if status is not None else None
     if isinstance(removals, dict) and removals.get("state") == "held":
         raise P2Error("node %s's agent holds its removals (%s: %s); its marker is kept: check "
                       "with 'p2 status', run '%s', then run this again" % (
@@ -259,8 +243,8 @@ def _drained(store, name, unscheduled, seen, since):
     fresh = record is not None and record.version != since
     busy = set()
     if fresh:
-        agentPods = _agentRecord(record).get("pods")
-        busy = {p for p in unscheduled if isinstance(agentPods, dict) and p in agentPods}
+        agentPods = status.pods if status is not None else {}
+        busy = {p for p in unscheduled if p in agentPods}
         busy -= seen
         if isinstance(removals, dict) and (removals.get("orphans") or removals.get("grace_until")):
             busy.add("(pods on disk or in their removal grace)")

@@ -349,20 +349,22 @@ def waitRemoved(options, store, podId, nodes):
         confirmation), or at C{options.timeout}.
     """
     from twisted.internet import task
+
+    from p2twisted.orchestrate.snapshot import Snapshot
     reactor = options.reactor
     deadline = reactor.seconds() + options.timeout
     left = list(nodes)
     while True:
         still = []
+        snapshot = yield Snapshot.read(store, (keys.REALITY, keys.status("pods"),
+                                               keys.status("agents")))
         for node in left:
-            there = yield store.get(keys.reality(node, podId))
-            if there is None:
-                there = yield store.get(keys.status("pods", node, podId))
-            if there is None:
+            if not (snapshot.has(keys.reality(node, podId))
+                    or snapshot.has(keys.status("pods", node, podId))):
                 options.out.write("  %s: removed\n" % (node,))
                 continue
             still.append(node)
-            removals = (yield agentRemovals(store)).get(node) or {}
+            removals = agentRemovals(snapshot).get(node) or {}
             if removals.get("state") == "held":
                 raise P2Error("%s's agent holds its removals (%s); run '%s' to let it remove %s"
                               % (node, removals.get("hold"), removals.get("confirm") or
@@ -397,30 +399,27 @@ def runRemove(options):
     return 0
 
 
-@defer.inlineCallbacks
-def agentState(store, node, now):
+def agentState(snapshot, node):
     """
-    @return: L{Deferred} firing with C{{"up", "since", "last_seen"}} of
-        C{node}'s agent: up while its ephemeral C{machines/<node>} exists;
-        C{since} when its process started (known on this host only);
-        C{last_seen} the last sync it recorded (C{status/agents/<node>}).
+    @param snapshot: a L{Snapshot} from L{services.readPods}.
+    @return: C{{"up", "since", "last_seen"}} of C{node}'s agent: up while
+        its ephemeral C{machines/<node>} exists; C{since} when its process
+        started (known on this host only); C{last_seen} the last sync it
+        recorded (C{status/agents/<node>}).
     """
-    from p2twisted.store import keys
-    info = {"up": False, "since": None, "last_seen": None}
-    entry = yield store.get(keys.machine(node))
-    if entry is not None:
-        info["up"] = True
-        try:
-            facts = json.loads(entry.value)
-            info["since"] = _processStart(facts.get("process") or {})
-        except (ValueError, AttributeError):
-            pass
-    entry = yield store.get(keys.status("agents", node))
-    if entry is not None:
-        try:
-            info["last_seen"] = json.loads(entry.value).get("last_sync")
-        except (ValueError, AttributeError):
-            pass
+    from p2twisted.records import CorruptRecord
+    info = {"up": snapshot.agentUp(node), "since": None, "last_seen": None}
+    try:
+        if info["up"]:
+            info["since"] = _processStart(snapshot.machineFacts(node).process)
+    except CorruptRecord:
+        pass
+    try:
+        status = snapshot.agentStatus(node)
+    except CorruptRecord:
+        status = None
+    if status is not None:
+        info["last_seen"] = status.last_sync
     return info
 
 
@@ -475,40 +474,39 @@ def failing(state):
 @defer.inlineCallbacks
 def serviceStatus(store, name=None):
     """
-    @return: L{Deferred} firing with C{[{"service", "template", "settings",
-        "nodes": [podState...]}]}.
+    @return: L{Deferred} firing with C{([{"service", "template",
+        "settings", "nodes": [podState...]}], snapshot)}, the L{Snapshot}
+        the states were read from (L{services.readPods}).
     """
     if name is not None:
         found = {name: (yield services.getService(store, name))}
     else:
         found = yield services.listServices(store)
-    import time
-    now = time.time()
+    snapshot = yield services.readPods(store)
     agents = {}
     result = []
     for serviceName in sorted(found):
         service = found[serviceName]
-        nodes = yield services.deployedNodes(store, serviceName)
         states = []
-        for node in nodes:
-            state = yield services.podState(store, serviceName, node)
+        for node in snapshot.deployedTo(serviceName):
+            state = services.podState(snapshot, serviceName, node)
             if node not in agents:
-                agents[node] = yield agentState(store, node, now)
+                agents[node] = agentState(snapshot, node)
             state["agent"] = agents[node]
             states.append(state)
         result.append({"service": serviceName, "template": service.template,
                        "settings": service.settings, "nodes": states})
-    return result
+    return result, snapshot
 
 
 @defer.inlineCallbacks
 def runStatus(options):
     store = yield options.openStore()
     try:
-        result = yield serviceStatus(store, options.name)
-        removals = yield agentRemovals(store)
+        result, snapshot = yield serviceStatus(store, options.name)
     finally:
         yield store.close()
+    removals = agentRemovals(snapshot)
     out = options.out
     if options.json:
         json.dump(result, out, indent=2, sort_keys=True)

@@ -180,15 +180,9 @@ def _presencePid(entry):
     @return: the pid of the agent whose presence C{machines/<node>} holds
         (its facts' C{process}), or C{None}.
     """
-    import json
-    if entry is None:
-        return None
-    try:
-        facts = json.loads(entry.value)
-    except ValueError:
-        return None
-    process = facts.get("process") if isinstance(facts, dict) else None
-    return process.get("pid") if isinstance(process, dict) else None
+    from p2twisted.records import MachineFacts, readable
+    facts = readable(MachineFacts, entry)
+    return None if facts is None else facts.pid
 
 
 @defer.inlineCallbacks

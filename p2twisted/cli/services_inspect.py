@@ -15,10 +15,8 @@ import time
 from twisted.internet import defer
 
 from p2twisted import services
-from p2twisted.errors import P2Error
-from p2twisted.manifest import parseManifest
+from p2twisted.records import CorruptRecord
 from p2twisted.store import keys
-from p2twisted.store.common import jsonRecord
 
 
 def register(subparsers):
@@ -35,60 +33,29 @@ def register(subparsers):
     inspect.set_defaults(run=runInspect)
 
 
-def _sha(value):
-    try:
-        return parseManifest(value).sha()
-    except P2Error:
-        return "invalid"
-
-
-
-@defer.inlineCallbacks
-def clusterView(store):
+def clusterView(snapshot):
     """
-    @return: L{Deferred} firing with C{[{"pod", "node", "intent", "reality",
-        "in_sync", "state", "error", "time", "restarts", "crash_loop",
-        "health", "removal"}]} sorted by pod and node; C{health} as
-        L{services.readHealth} gives it; C{removal} is C{None}, C{"grace"}
-        (the agent removes it when its grace ends), C{"held"} (until C{p2 node
-        confirm}), C{"orphan"} (on the node's disk in neither intent nor
-        reality; held too) or C{"no-marker"} (not in sync on a node whose
-        agent reports no node marker: it installs and removes nothing).
+    @param snapshot: a L{Snapshot} from L{services.readPods}.
+    @return: C{[{"pod", "node", "intent", "reality", "in_sync", "state",
+        "error", "time", "attempts", "restarts", "crash_loop", "health",
+        "removal"}]} sorted by pod and node, each as L{services.podState}
+        gives it; C{removal} is C{None}, C{"grace"} (the agent removes it
+        when its grace ends), C{"held"} (until C{p2 node confirm}),
+        C{"orphan"} (on the node's disk in neither intent nor reality; held
+        too) or C{"no-marker"} (not in sync on a node whose agent reports no
+        node marker: it installs and removes nothing).
     """
     rows = {}
 
     def row(node, podId):
-        return rows.setdefault((podId, node), {
-            "pod": podId, "node": node, "intent": None, "reality": None, "state": None,
-            "error": None, "time": None, "restarts": None, "crash_loop": None,
-            "health": None, "removal": None})
+        if (podId, node) not in rows:
+            rows[(podId, node)] = dict(services.podState(snapshot, podId, node), pod=podId,
+                                       removal=None)
+        return rows[(podId, node)]
 
-    for tree, field in ((keys.INTENT, "intent"), (keys.REALITY, "reality")):
-        entries = yield store.list(keys.tree(tree))
-        for key, entry in entries.items():
-            parts = keys.parse(key)
-            if len(parts) == 3:
-                row(parts[1], parts[2])[field] = _sha(entry.value)
-    entries = yield store.list(keys.tree(keys.HEALTH))
-    for key, entry in entries.items():
-        parts = keys.parse(key)
-        health = services.parseHealth(entry.value)
-        if len(parts) == 3 and health is not None:
-            row(parts[2], parts[1])["health"] = health
-    statusPrefix = keys.status("pods")
-    entries = yield store.list(statusPrefix)
-    for key, entry in entries.items():
-        parts = keys.parse(key)
-        if len(parts) != 4:
-            continue
-        record = jsonRecord(entry.value)
-        if record is None:
-            continue
-        r = row(parts[2], parts[3])
-        r.update(state=record.get("state"), error=record.get("error"), time=record.get("time"),
-                 restarts=record.get("restarts"), crash_loop=record.get("crash_loop"))
-    removals = yield agentRemovals(store)
-    for node, record in removals.items():
+    for node, podId in snapshot.pods():
+        row(node, podId)
+    for node, record in agentRemovals(snapshot).items():
         for podId in record.get("orphans") or []:
             row(node, podId)["removal"] = "orphan"
         for podId in (record.get("held") or []) if record.get("state") == "held" else []:
@@ -108,19 +75,20 @@ def clusterView(store):
     return result
 
 
-@defer.inlineCallbacks
-def agentRemovals(store):
+def agentRemovals(snapshot):
     """
-    @return: L{Deferred} firing with C{{node: removals}}: the C{removals}
-        record of each agent's status (L{p2twisted.agent.failsafe.describe}).
+    @param snapshot: a L{Snapshot} holding C{status/agents}.
+    @return: C{{node: removals}}: the C{removals} record of each agent's
+        status (L{p2twisted.agent.failsafe.describe}) that has one.
     """
-    entries = yield store.list(keys.status("agents"))
     found = {}
-    for key, entry in entries.items():
-        parts = keys.parse(key)
-        record = jsonRecord(entry.value)
-        if len(parts) == 3 and record is not None and isinstance(record.get("removals"), dict):
-            found[parts[2]] = record["removals"]
+    for node in snapshot.agentStatusNodes():
+        try:
+            status = snapshot.agentStatus(node)
+        except CorruptRecord:
+            continue
+        if status.removals is not None:
+            found[node] = status.removals
     return found
 
 
@@ -159,10 +127,11 @@ def heldNotes(removals):
 def runInspect(options):
     store = yield options.openStore()
     try:
-        rows = yield clusterView(store)
-        notes = heldNotes((yield agentRemovals(store)))
+        snapshot = yield services.readPods(store)
     finally:
         yield store.close()
+    rows = clusterView(snapshot)
+    notes = heldNotes(agentRemovals(snapshot))
     out = options.out
     if options.json:
         json.dump(rows, out, indent=2, sort_keys=True)

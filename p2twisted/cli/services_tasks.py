@@ -17,12 +17,12 @@ from twisted.internet import defer, task
 
 from p2twisted import services
 from p2twisted.agent import podlogs
-from p2twisted.agent.tasks import DEFAULT_TIMEOUT, KILL_GRACE
 from p2twisted.cli.agentrequests import ask
 from p2twisted.cli.main import withStore
 from p2twisted.cli.services_common import stateDir
 from p2twisted.cli.schedule import nodeName
 from p2twisted.errors import P2Error, UsageError
+from p2twisted.records import DEFAULT_TIMEOUT, KILL_GRACE
 from p2twisted.store import keys
 from p2twisted.templates import getTemplate
 

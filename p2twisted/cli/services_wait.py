@@ -11,7 +11,6 @@ from twisted.internet import defer, task
 from p2twisted import services
 from p2twisted.cli.services_common import thisHost, writeLogTail
 from p2twisted.errors import P2Error
-from p2twisted.store import keys
 
 #: Seconds between two looks at the store.
 INTERVAL = 0.2
@@ -70,12 +69,12 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
     checked = bool(manifest.status.port)
     failures = {}  # node -> the failed attempt counts seen while waiting
     while True:
+        snapshot = yield services.readPods(store)
         for node in nodes:
             if node in done:
                 continue
-            state = yield services.podState(store, manifest.id, node)
-            agent = yield store.get(keys.machine(node))
-            if agent is None and node not in agentless:
+            state = services.podState(snapshot, manifest.id, node)
+            if not snapshot.agentUp(node) and node not in agentless:
                 agentless.add(node)
                 out.write("  %s: no agent has registered there yet (start one with "
                           "'p2 start')\n" % (node,))

@@ -284,8 +284,10 @@ def _version(v, value, path):
     if _mapping(v, value, path) is None:
         return None
     v.warnUnknown(value, path, ("id", "artifact_name", "tags"))
+    # As P2's ArtifactOverride: without artifact_name, the artifact is
+    # named by the launchable id.
     return Version(id=v.required(value, path, "id", _segment),
-                   artifactName=v.required(value, path, "artifact_name", _segment),
+                   artifactName=v.field(value, path, "artifact_name", _segment, path[-2]),
                    tags=v.field(value, path, "tags", _stringMap, {}))
 
 

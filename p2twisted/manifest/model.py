@@ -53,6 +53,8 @@ class Version(object):
     """
     A launchable named by version, to be resolved by an artifact registry.
 
+    @ivar artifactName: the artifact's name in the registry; the launchable
+        id when the manifest gives none (P2's C{ArtifactOverride}).
     @ivar tags: a C{dict} of text to text.
     """
 

@@ -191,11 +191,16 @@ def _number(v, value, path, what, positive=False):
 def _url(v, value, path):
     text = _string(v, value, path)
     if text is not None and not _isURL(text):
-        return v.problem(path, "expected an http, https or file URL, got %s" % (_quote(text),))
+        return v.problem(path, "expected an http, https or file URL or a file path, got %s"
+                         % (_quote(text),))
     return text
 
 
 def _isURL(text):
+    """
+    Whether C{text} is an artifact location: an http, https or file URL, or
+    (as in P2's C{pkg/uri}) a path to a local file, with no scheme.
+    """
     if any(ch.isspace() or ord(ch) < 32 for ch in text):
         return False
     try:
@@ -204,6 +209,9 @@ def _isURL(text):
         return False
     if parts.scheme.lower() in ("http", "https"):
         return bool(parts.netloc)
+    if parts.scheme == "":
+        # A path; not "//host/x", which reads as a host.
+        return bool(parts.path) and not parts.netloc and not text.startswith("//")
     return parts.scheme.lower() == "file" and bool(parts.path)
 
 

@@ -7,6 +7,7 @@ Consul's results and per-op errors to ours.
 
 import base64
 import os
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import attr
@@ -152,3 +153,18 @@ class TxnPlan(object):
                 isinstance(op, Put) and "exists" in what):
             return KeyExists(op.key, BACKEND, index=i)
         return VersionConflict(op.key, BACKEND, index=i)
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def minimumTTL(message):
+    """
+    @return: the least session TTL in seconds named by Consul's refusal
+        C{"Session TTL '5s' must be between [10s=24h0m0s]"}, or C{None}.
+    """
+    match = re.search(r"must be between \[([0-9a-z.\u00b5]+)=", message)
+    if match is None:
+        return None
+    parts = re.findall(r"([0-9.]+)(ns|us|\u00b5s|ms|s|m|h)", match.group(1))
+    return sum(float(n) * _UNITS[u] for n, u in parts) or None

@@ -46,8 +46,7 @@ CONCURRENCY = 16
 #: Failures that mean the request never reached the server: always retried.
 NOT_SENT = (error.ConnectError, error.DNSLookupError, RequestTransmissionFailed)
 #: Failures after which the server may or may not have acted.
-MAYBE_SENT = (ResponseNeverReceived, ResponseFailed, error.ConnectionLost, defer.TimeoutError,
-              defer.CancelledError)
+MAYBE_SENT = (ResponseNeverReceived, ResponseFailed, error.ConnectionLost, defer.CancelledError)
 
 
 def retryDelays(initial=0.05, maximum=2.0):
@@ -182,7 +181,7 @@ class HTTPEndpoint(object):
         self.closed = False
 
     def request(self, method, path, params=None, body=None, key=None, timeout=None,
-                idempotent=None, expect=(200,), blocking=False):
+                idempotent=None, expect=(200,), blocking=False, attempts=None):
         """
         Send one request, retrying what is worth retrying.
 
@@ -197,6 +196,7 @@ class HTTPEndpoint(object):
         @param expect: status codes the caller handles; others fail.
         @param blocking: whether this is a long-poll (a blocking query),
             which does not count against the endpoint's concurrency.
+        @param attempts: tries for this request (default: the endpoint's).
         @return: L{Deferred} firing with a L{Response}; fails with
             L{StoreUnavailable} (unreachable, timed out, 5xx after the
             retries) or L{StoreError} (another unexpected status).
@@ -206,7 +206,7 @@ class HTTPEndpoint(object):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode("utf-8")
         args = (method, path, _query(params), body, key, timeout or self._timeout, idempotent,
-                expect, 0)
+                expect, 0, attempts or self._attempts)
         if blocking:
             return self._attempt(*args)
         d = self._slots.acquire()
@@ -222,10 +222,12 @@ class HTTPEndpoint(object):
             raise self._error(key, method, path, "the store was closed")
         return d.addCallbacks(send, closed)
 
-    def _attempt(self, method, path, query, body, key, timeout, idempotent, expect, attempt):
+    def _attempt(self, method, path, query, body, key, timeout, idempotent, expect, attempt,
+                 attempts):
         if self.closed:
             return defer.fail(self._error(key, method, path, "the store was closed"))
-        d = self._send(method, path, query, body, timeout)
+        timedOut = []
+        d = self._send(method, path, query, body, timeout, timedOut)
         self._inflight.add(d)
 
         def done(result):
@@ -235,9 +237,9 @@ class HTTPEndpoint(object):
         def answered(response):
             if response.code in expect:
                 return response
-            if response.code >= 500 and attempt + 1 < self._attempts:
+            if response.code >= 500 and attempt + 1 < attempts:
                 return self._again(method, path, query, body, key, timeout, idempotent, expect,
-                                   attempt, "HTTP %d" % (response.code,))
+                                   attempt, attempts, "HTTP %d" % (response.code,))
             cls = StoreUnavailable if response.code >= 500 else StoreError
             raise self._error(key, method, path, "HTTP %d: %s" % (response.code, response.text()),
                               cls)
@@ -245,31 +247,39 @@ class HTTPEndpoint(object):
         def failed(f):
             if self.closed:
                 raise self._error(key, method, path, "the store was closed")
+            if _cancelled(f) and not timedOut:
+                raise defer.CancelledError()  # by our caller: nothing to retry
             retry = f.check(*NOT_SENT) or (idempotent and f.check(*MAYBE_SENT))
             reason = _describe(f, timeout)
-            if retry and attempt + 1 < self._attempts:
+            if retry and attempt + 1 < attempts:
                 return self._again(method, path, query, body, key, timeout, idempotent, expect,
-                                   attempt, reason)
+                                   attempt, attempts, reason)
             raise self._error(key, method, path, reason)
         return d.addBoth(done).addCallbacks(answered, failed)
 
-    def _again(self, method, path, query, body, key, timeout, idempotent, expect, attempt, reason):
+    def _again(self, method, path, query, body, key, timeout, idempotent, expect, attempt,
+               attempts, reason):
         delay = self._delays(attempt)
         log.debug("{method} {url} failed ({reason}); retrying in {delay:.2f}s", method=method,
                   url=self.base + path, reason=reason, delay=delay)
         d = task.deferLater(self._reactor, delay, self._attempt, method, path, query, body, key,
-                            timeout, idempotent, expect, attempt + 1)
+                            timeout, idempotent, expect, attempt + 1, attempts)
         self._inflight.add(d)
         return d.addBoth(lambda r: (self._inflight.discard(d), r)[1])
 
-    def _send(self, method, path, query, body, timeout):
+    def _send(self, method, path, query, body, timeout, timedOut):
         d = self._open(method, path, query, body)
 
         def read(response):
             return readBody(response).addCallback(
                 lambda data: Response(response.code, response.headers, data))
         d.addCallback(read)
-        return d.addTimeout(timeout, self._reactor)
+
+        def expire():
+            timedOut.append(True)
+            d.cancel()
+        timer = self._reactor.callLater(timeout, expire)
+        return d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
 
     def _open(self, method, path, query, body):
         url = self.base + path + (("?" + query) if query else "")
@@ -403,16 +413,23 @@ def _query(params):
     return "&".join(parts)
 
 
+def _cancelled(f):
+    """
+    @return: whether C{f} is a cancellation (perhaps wrapped by the agent).
+    """
+    reasons = getattr(f.value, "reasons", None) or []
+    return bool(f.check(defer.CancelledError) or any(
+        r.check(defer.CancelledError) for r in reasons))
+
+
 def _describe(f, timeout):
     """
     @return: a failure in words.
     """
-    if f.check(defer.TimeoutError, defer.CancelledError):
+    if _cancelled(f):
         return "no answer within %gs" % (timeout,)
     if f.check(ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed):
         reasons = getattr(f.value, "reasons", None) or []
-        if any(r.check(defer.CancelledError) for r in reasons):
-            return "no answer within %gs" % (timeout,)
         inner = "; ".join(r.getErrorMessage() for r in reasons) or f.getErrorMessage()
         return "connection failed: %s" % (inner,)
     message = f.getErrorMessage()

@@ -4,7 +4,6 @@ What every store backend shares: entries, transaction ops, validation, and
 the latest-wins delivery of watch snapshots.
 """
 
-import json
 import re
 
 import attr
@@ -12,7 +11,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from p2twisted.errors import AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, ValueTooLarge
+from p2twisted.errors import (
+    AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, SessionLost, StoreError, ValueTooLarge)
 from p2twisted.store.interfaces import IWatch
 
 #: Largest value any backend accepts (Consul's limit, so all accept the same).
@@ -291,7 +291,7 @@ class SessionMixin(object):
     """
     C{lock} and C{whenLost} of a session with C{createEphemeral}, a C{lost}
     flag, a C{_waiters} list fired when it is lost, a C{backend} name and a
-    C{lockClass(session, entry)}.
+    C{lockClass(session, entry)}; C{_refuse} for C{createEphemeral}.
     """
 
     def lock(self, key, value=b""):
@@ -301,21 +301,23 @@ class SessionMixin(object):
         return self.createEphemeral(key, value).addCallbacks(
             lambda entry: self.lockClass(self, entry), held)
 
+    def _refuse(self, key, value):
+        """
+        @return: a failed L{Deferred} when this session is lost
+            (L{SessionLost}) or C{key} or C{value} is invalid, else C{None}.
+        """
+        if self.lost:
+            return defer.fail(SessionLost(key, self.backend))
+        try:
+            checkKey(key, self.backend)
+            checkValue(key, value, self.backend)
+        except StoreError:
+            return defer.fail()
+        return None
+
     def whenLost(self):
         if self.lost:
             return defer.succeed(None)
         d = defer.Deferred()
         self._waiters.append(d)
         return d
-
-
-def jsonRecord(value):
-    """
-    @return: the JSON object a store value holds (a C{dict}), or C{None}
-        when it holds anything else.
-    """
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None

@@ -28,8 +28,9 @@ with a Consul C{TTL} of half ours: Consul invalidates a session up to twice
 its TTL after the last renewal, so ours expires at most C{ttl} seconds after
 its holder stopped.  They are renewed every C{ttl/4} (half the Consul TTL).
 Ephemeral keys and locks are keys the session has acquired.  Consul refuses
-TTLs under its C{session_ttl_min} (10 s by default): sessions shorter than
-20 s need that lowered.
+TTLs under its C{session_ttl_min} (10 s by default): a session asked for
+less than twice that gets the minimum, with a warning (lower
+C{session_ttl_min} to keep short TTLs).
 """
 
 import base64
@@ -42,11 +43,11 @@ from zope.interface import implementer
 
 from p2twisted.errors import (
     InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable, VersionConflict)
-from p2twisted.store._consulapi import BACKEND, MAX_TXN_BODY, TxnPlan, parseURL
+from p2twisted.store._consulapi import BACKEND, MAX_TXN_BODY, TxnPlan, minimumTTL, parseURL
 from p2twisted.store._http import HTTPEndpoint, retryDelays
 from p2twisted.store.common import (
     Create, Delete, Delivery, Entry, Put, Sequencer, SessionMixin, SingleOpsMixin, checkKey,
-    checkOps, checkPrefix, checkValue, inSubtree)
+    checkOps, checkPrefix, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "ConsulStore", "ConsulSession", "ConsulLock", "parseURL"]
@@ -256,17 +257,36 @@ class ConsulStore(SingleOpsMixin):
 
     @defer.inlineCallbacks
     def session(self, ttl):
-        consulTTL = "%gs" % (ttl / 2.0,)
-        response = yield self._request(
-            "PUT", "/v1/session/create", self._params(False), expect=(200, 400),
-            body={"Name": "p2twisted", "TTL": consulTTL, "Behavior": "delete", "LockDelay": "0s"})
+        """
+        Open a Consul session with half of C{ttl} as its Consul TTL (Consul
+        invalidates a session up to twice its TTL after the last renewal).
+        When that is under the agent's C{session_ttl_min}, the minimum is
+        used and a warning says how long a dead holder's keys now live.
+        """
+        response = yield self._createSession(ttl / 2.0)
         if response.code == 400:
-            raise StoreError(None, BACKEND, "Consul refused a session with TTL %s (half of %gs): "
-                             "%s" % (consulTTL, ttl, response.text()))
+            least = minimumTTL(response.text())
+            if least is None or least <= ttl / 2.0:
+                raise StoreError(None, BACKEND, "Consul refused a session with TTL %gs (half of "
+                                 "%gs): %s" % (ttl / 2.0, ttl, response.text()))
+            log.warn("Consul's session_ttl_min is {least}s: sessions asked for {ttl}s expire up "
+                     "to {expiry}s after their holder stops", least=least, ttl=ttl,
+                     expiry=2 * least)
+            ttl = 2 * least
+            response = yield self._createSession(least)
+            if response.code == 400:
+                raise StoreError(None, BACKEND, "Consul refused a session: %s" % (
+                    response.text(),))
         s = ConsulSession(self, response.json()["ID"], ttl)
         self._sessions.add(s)
         s.start()
         return s
+
+    def _createSession(self, consulTTL):
+        return self._request(
+            "PUT", "/v1/session/create", self._params(False), expect=(200, 400),
+            body={"Name": "p2twisted", "TTL": "%gs" % (consulTTL,), "Behavior": "delete",
+                  "LockDelay": "0s"})
 
     @defer.inlineCallbacks
     def close(self):
@@ -433,13 +453,9 @@ class ConsulSession(SessionMixin):
             d.callback(None)
 
     def createEphemeral(self, key, value):
-        if self.lost:
-            return defer.fail(SessionLost(key, BACKEND))
-        try:
-            checkKey(key, BACKEND)
-            checkValue(key, value, BACKEND)
-        except StoreError:
-            return defer.fail()
+        refused = self._refuse(key, value)
+        if refused is not None:
+            return refused
 
         def failed(f):
             f.value.index = None
@@ -455,8 +471,10 @@ class ConsulSession(SessionMixin):
             return
         self._end()
         try:
+            # Bounded: an unreachable agent must not hold up closing.
             yield self.store._http.request("PUT", "/v1/session/destroy/" + self.id,
-                                           self.store._params(False), idempotent=True)
+                                           self.store._params(False), idempotent=True,
+                                           timeout=min(5.0, self.ttl), attempts=2)
         except StoreError as e:
             log.warn("could not destroy Consul session {id} ({error}); it expires in {ttl}s",
                      id=self.id, error=e, ttl=self.ttl)

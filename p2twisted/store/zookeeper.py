@@ -562,13 +562,9 @@ class ZooKeeperSession(SessionMixin):
         return storeError(failure, key, self.store._hosts)
 
     def createEphemeral(self, key, value):
-        if self.lost:
-            return defer.fail(SessionLost(key, BACKEND))
-        try:
-            checkKey(key, BACKEND)
-            checkValue(key, value, BACKEND)
-        except StoreError:
-            return defer.fail()
+        refused = self._refuse(key, value)
+        if refused is not None:
+            return refused
         d = self.store._seq.run(
             (key,), self.store._create, key, HEADER + value, self._client, True)
         return d.addErrback(self._failed, key)

@@ -1,0 +1,119 @@
+# -*- test-case-name: tests.test_orchestrate_plan -*-
+"""
+A public test harness for orchestration logic, like Nomad's scheduler
+C{Harness}: L{RecordingPlanner} records every plan it is given and applies
+it to a store (a L{MemoryStore} by default), and L{settleAgents} plays every
+node's agent (reality follows intent, health as told), so table-driven tests
+run C{decide}/C{step} -> apply -> fresh snapshot to convergence without a
+reactor.
+"""
+
+import json
+
+from twisted.internet import defer, task
+from zope.interface import implementer
+
+from p2twisted.manifest import ManifestError, parseManifest
+from p2twisted.orchestrate.plan import IPlanner, Planner, toTransactions
+from p2twisted.store import keys
+from p2twisted.store.common import Delete, Put
+from p2twisted.store.memory import MemoryStore
+
+PASSING = "passing"
+CRITICAL = "critical"
+
+
+@implementer(IPlanner)
+class RecordingPlanner(Planner):
+    """
+    An L{IPlanner} that remembers what it was asked to do.
+
+    @ivar plans: every plan, L{Wait} and L{Done} given to L{apply}, in order.
+    @ivar transactions: every transaction applied (lists of ops), in order.
+    @ivar failures: the store errors of transactions that failed.
+    """
+
+    def __init__(self, store=None):
+        Planner.__init__(self, MemoryStore(clock=task.Clock()) if store is None else store)
+        self.plans = []
+        self.transactions = []
+        self.failures = []
+
+    @defer.inlineCallbacks
+    def apply(self, plan, fence=()):
+        self.plans.append(plan)
+        results = []
+        for ops in toTransactions(plan, fence=fence):
+            try:
+                results.append((yield self.store.transaction(ops)))
+            except Exception as e:
+                self.failures.append(e)
+                raise
+            self.transactions.append(ops)
+        return results
+
+    def changes(self, kind=None):
+        """
+        @return: every change of the plans given so far (of type C{kind}).
+        """
+        return [c for p in self.plans for c in getattr(p, "changes", ())
+                if kind is None or isinstance(c, kind)]
+
+
+def _healthValue(status, sha, now):
+    return json.dumps({"status": status, "output": "", "sha": sha, "time": now},
+                      sort_keys=True).encode("utf-8")
+
+
+@defer.inlineCallbacks
+def settleAgents(store, health=None, down=(), now=0):
+    """
+    Play every node's agent once: on nodes whose agent is up, reality becomes
+    intent (pods without intent leave reality), each pod's health is
+    C{health(node, podId, sha)} (default passing) and C{machines/<node>} is
+    present; a node in C{down} loses its machine and health keys (they are
+    ephemeral) and keeps its reality.
+
+    @return: L{Deferred} firing with the number of keys written or deleted.
+    """
+    if health is None:
+        def health(node, podId, sha):
+            return PASSING
+    intent = yield store.list(keys.INTENT)
+    reality = yield store.list(keys.REALITY)
+    healthKeys = yield store.list(keys.HEALTH)
+    machines = yield store.list(keys.MACHINES)
+    nodes = sorted({keys.parse(k)[1] for k in intent} | {keys.parse(k)[1] for k in machines})
+    ops = []
+    for node in nodes:
+        wanted = {keys.parse(k)[2]: e for k, e in intent.items()
+                  if len(keys.parse(k)) == 3 and keys.parse(k)[1] == node}
+        machineKey = keys.machine(node)
+        if node in down:
+            if machineKey in machines:
+                ops.append(Delete(machineKey))
+            ops.extend(Delete(k) for k in healthKeys if keys.parse(k)[2] == node)
+            continue
+        if machineKey not in machines:
+            ops.append(Put(machineKey, json.dumps({"node": node}).encode("utf-8")))
+        for key in reality:
+            parts = keys.parse(key)
+            if len(parts) == 3 and parts[1] == node and parts[2] not in wanted:
+                ops.append(Delete(key))
+                if keys.health(parts[2], node) in healthKeys:
+                    ops.append(Delete(keys.health(parts[2], node)))
+        for podId, entry in sorted(wanted.items()):
+            try:
+                sha = parseManifest(entry.value).sha()
+            except ManifestError:
+                continue
+            realityKey = keys.reality(node, podId)
+            if realityKey not in reality or reality[realityKey].value != entry.value:
+                ops.append(Put(realityKey, entry.value))
+            value = _healthValue(health(node, podId, sha), sha, now)
+            healthKey = keys.health(podId, node)
+            if healthKey not in healthKeys or healthKeys[healthKey].value != value:
+                ops.append(Put(healthKey, value))
+    for start in range(0, len(ops), 64):
+        yield store.transaction(ops[start:start + 64])
+    return len(ops)

@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_orchestrate_rc -*-
+"""
+A replication controller's decision: C{decide(rc, snapshot) -> Plan}.
+
+Exactly C{replicas_desired} eligible nodes run the RC's manifest, one pod per
+node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
+
+ - A disabled RC changes nothing.
+ - The RC's pods are those whose pod labels say C{replication_controller_id}
+   is the RC (and whose pod id is the manifest's).
+ - Too few pods on eligible nodes: new ones go first to nodes where the RC
+   can take a pod over in place (below), then to eligible nodes without the
+   pod, fewest pods first, then by name.  Too few such nodes: it schedules
+   what it can and reports the C{shortfall}.
+ - Too many: ineligible nodes' pods go first, unhealthy before healthy, then
+   unhealthy eligible ones, then the most loaded nodes, by name from the end.
+   A healthy pod is removed only while at least C{replicas_desired} healthy
+   pods stay, so a node that stops matching the selector loses its pod only
+   once its replacement is healthy.
+ - A pod whose intent drifted from the RC's manifest (by canonical SHA), or
+   whose labels lost the RC's, is rewritten (on eligible nodes).
+ - A node whose agent is down (no C{machines/<node>}) keeps its pod: the RC
+   never unschedules there, places a replacement on a node whose agent is up
+   instead, and trims the surplus once the node is back.  When no agent at
+   all is up (a store with no agents yet, or a fleet-wide outage) every node
+   counts as up, so nothing is replaced en masse.
+ - In-place takeover (rolling updates): two RCs sharing a roll run the same
+   pod id, and a node runs one copy of it.  The enabled RC of the pair takes
+   over the disabled one's I{surplus} pods (beyond that RC's own
+   C{replicas_desired}) by rewriting their intent and labels: no pod is
+   unscheduled and no node gets a second copy, and since the counts live in
+   the two RC records, a restarted orchestrator takes over exactly the same
+   pods.
+
+L{createRC}, L{scaleRC}, L{setDisabled} and L{deleteRC} are a person's
+changes (the CLI's verbs) as plans with their audit events: deleting needs
+C{replicas_desired} 0 or C{force}, and an RC a roll is moving is refused.
+"""
+
+from p2twisted.errors import UsageError
+from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
+from p2twisted.records import PASSING
+from p2twisted.records.controllers import AuditEvent
+
+
+class _View(object):
+    """
+    What L{decide} asks of a snapshot about one pod id.
+    """
+
+    def __init__(self, snapshot, podId):
+        self.snapshot = snapshot
+        self.podId = podId
+        nodes = snapshot.nodes()
+        self.anyUp = any(snapshot.agentUp(n) for n in nodes)
+
+    def up(self, node):
+        return self.snapshot.agentUp(node) if self.anyUp else True
+
+    def healthy(self, node, sha):
+        """Whether the pod on C{node} runs C{sha} and its health is passing."""
+        health = self.snapshot.health(self.podId, node)
+        if health is None or health.status != PASSING:
+            return False
+        if getattr(health, "sha", None) is not None:
+            return health.sha == sha
+        return self.snapshot.realitySha(node, self.podId) == sha
+
+    def occupied(self, node):
+        """Whether anything (intent or pod labels) holds the pod id on C{node}."""
+        return (self.snapshot.intent(node, self.podId) is not None
+                or self.snapshot.podLabelsVersion(node, self.podId) is not None)
+
+    def load(self, node):
+        return len(self.snapshot.podsOnNode(node))
+
+    def podsOf(self, rcId):
+        return [node for node, pod in self.snapshot.podsOf(rcId) if pod == self.podId]
+
+
+def partners(rc, snapshot):
+    """
+    @return: the RCs C{rc} may take pods over from: disabled RCs sharing a
+        roll with it, with the same pod id, while C{rc} is enabled.
+    """
+    if rc.disabled:
+        return []
+    found = []
+    for roll in snapshot.rolls().values():
+        if rc.id not in (roll.old_rc, roll.new_rc):
+            continue
+        other = snapshot.rc(roll.old_rc if roll.new_rc == rc.id else roll.new_rc)
+        if other is not None and other.disabled and other.podId == rc.podId:
+            found.append(other)
+    return found
+
+
+def _takeovers(rc, view, eligible):
+    """
+    @return: C{[node]} whose pod C{rc} may take over, best first: the
+        partners' surplus pods on nodes eligible for C{rc}, unhealthy ones
+        first (nothing healthy is lost), then by name.
+    """
+    found = []
+    for partner in partners(rc, view.snapshot):
+        theirs = view.podsOf(partner.id)
+        surplus = len(theirs) - partner.replicas_desired
+        if surplus <= 0:
+            continue
+        candidates = sorted((n for n in theirs if n in eligible),
+                            key=lambda n: (view.healthy(n, partner.sha), n))
+        found.extend(candidates[:surplus])
+    return found
+
+
+def _place(count, takeovers, free):
+    """
+    @return: up to C{count} nodes, takeovers first.
+    """
+    chosen = takeovers[:count]
+    return chosen + free[:count - len(chosen)]
+
+
+def decide(rc, snapshot):
+    """
+    @param rc: a L{ReplicationController}.
+    @param snapshot: a L{Snapshot} of the store.
+    @return: the L{Plan} bringing the store toward C{rc}'s desire.
+    """
+    if rc.disabled:
+        return Plan(reason="disabled: no change", snapshot=snapshot)
+    view = _View(snapshot, rc.podId)
+    labels = rc.labelsForPods()
+    eligible = set(snapshot.eligible(rc.node_selector))
+    mine = view.podsOf(rc.id)
+    upMine = [n for n in mine if view.up(n)]
+    eligibleUp = [n for n in upMine if n in eligible]
+    eligibleDown = [n for n in mine if n in eligible and not view.up(n)]
+    desired = rc.replicas_desired
+
+    schedule, unschedule, shortfall = [], [], 0
+    need = desired - len(eligibleUp)
+    takeovers = _takeovers(rc, view, eligible)
+    # A partner's surplus pods on down nodes are taken over whatever the
+    # need: nothing runs there to lose, and the partner must end with none.
+    # They hold no place, like the RC's own pods on down nodes.
+    schedule = [n for n in takeovers if not view.up(n)]
+    if need > 0:
+        free = sorted((n for n in eligible if n not in mine and not view.occupied(n)),
+                      key=lambda n: (view.load(n), n))
+        up = _place(need, [n for n in takeovers if view.up(n)], [n for n in free if view.up(n)])
+        # The pods on down nodes hold their places until replaced on up nodes.
+        rest = need - len(up) - len(eligibleDown) - len(schedule)
+        down = [n for n in free if not view.up(n)][:max(rest, 0)]
+        schedule = schedule + up + down
+        shortfall = max(rest - len(down), 0)
+
+    excess = len(upMine) - desired
+    if excess > 0:
+        healthy = {n for n in upMine if view.healthy(n, rc.sha)}
+        # Ineligible first, unhealthy first; then the most loaded nodes, then
+        # by name from the end (the reverse of the order pods are placed in).
+        # Eligible pods go only beyond the desired count: the surplus that
+        # ineligible pods make waits for their replacements' health.
+        order = sorted(upMine, key=lambda n: (n in eligible, n in healthy, -view.load(n),
+                                              _descending(n)))
+        eligibleExcess = len(eligibleUp) - desired
+        keptHealthy = len(healthy)
+        for node in order:
+            if len(unschedule) == excess:
+                break
+            if node in eligible and eligibleExcess <= 0:
+                break
+            if node in healthy:
+                if keptHealthy - 1 < desired:
+                    continue
+                keptHealthy -= 1
+            eligibleExcess -= node in eligible
+            unschedule.append(node)
+
+    going = set(unschedule)
+    rewrite = [n for n in mine if n in eligible and n not in going
+               and (snapshot.intentSha(n, rc.podId) != rc.sha
+                    or any(snapshot.podLabels(n, rc.podId).get(k) != v
+                           for k, v in labels.items()))]
+
+    changes = ([Schedule(n, rc.podId, rc.manifest, labels) for n in schedule + rewrite]
+               + [Unschedule(n, rc.podId) for n in unschedule])
+    return Plan(changes, reason=_reason(schedule, unschedule, rewrite, shortfall, desired,
+                                        len(eligible)),
+                shortfall=shortfall, snapshot=snapshot)
+
+
+def _descending(name):
+    return tuple(-ord(c) for c in name) + (1,)
+
+
+def _reason(schedule, unschedule, rewrite, shortfall, desired, eligible):
+    parts = []
+    if schedule:
+        parts.append("schedule on %s" % (", ".join(schedule),))
+    if unschedule:
+        parts.append("unschedule from %s" % (", ".join(unschedule),))
+    if rewrite:
+        parts.append("rewrite drifted %s" % (", ".join(rewrite),))
+    if shortfall:
+        parts.append("%d short of %d desired: only %d eligible node(s)"
+                     % (shortfall, desired, eligible))
+    return "; ".join(parts) or "converged"
+
+
+# Changes a person makes to RCs (the CLI's verbs), as plans with their audit
+# events.  Each rewrites the record by compare-and-set against the snapshot.
+
+def _rollOf(snapshot, rcId):
+    for roll in snapshot.rolls().values():
+        if rcId in (roll.old_rc, roll.new_rc):
+            return roll
+    return None
+
+
+def _existing(snapshot, rcId, verb):
+    rc = snapshot.rc(rcId)
+    if rc is None:
+        raise UsageError("no replication controller %r" % (rcId,))
+    roll = _rollOf(snapshot, rcId)
+    if roll is not None:
+        raise UsageError("cannot %s RC %s: roll %s is moving it (abort the roll first)"
+                         % (verb, rcId, roll.id))
+    return rc
+
+
+def _recordPlan(snapshot, rc, action, details, delete=False):
+    change = UpdateRecord(rc.key, None if delete else rc.toBytes(), snapshot.version(rc.key))
+    return Plan([change], reason="%s RC %s" % (action, rc.id),
+                events=[AuditEvent("replication_controller", rc.id, action, details)],
+                snapshot=snapshot)
+
+
+def createRC(snapshot, rc):
+    """
+    @return: the L{Plan} creating C{rc}'s record.
+    @raise UsageError: if an RC of that id exists.
+    """
+    if snapshot.version(rc.key) is not None:
+        raise UsageError("replication controller %r already exists" % (rc.id,))
+    return _recordPlan(snapshot, rc, "create", {
+        "replicas_desired": rc.replicas_desired, "node_selector": rc.node_selector,
+        "pod_id": rc.podId, "sha": rc.sha, "disabled": rc.disabled})
+
+
+def scaleRC(snapshot, rcId, replicas):
+    """
+    @return: the L{Plan} setting C{rcId}'s C{replicas_desired}.
+    @raise UsageError: for an unknown RC, one in a roll, or a bad count.
+    """
+    rc = _existing(snapshot, rcId, "scale")
+    return _recordPlan(snapshot, rc.withReplicas(replicas), "scale",
+                       {"from": rc.replicas_desired, "to": replicas})
+
+
+def setDisabled(snapshot, rcId, disabled):
+    """
+    @return: the L{Plan} disabling (or enabling) C{rcId}.
+    @raise UsageError: for an unknown RC or one in a roll.
+    """
+    rc = _existing(snapshot, rcId, "disable" if disabled else "enable")
+    return _recordPlan(snapshot, rc.withDisabled(disabled), "disable" if disabled else "enable",
+                       {})
+
+
+def deleteRC(snapshot, rcId, force=False):
+    """
+    @return: the L{Plan} deleting C{rcId}'s record (its pods stay).
+    @raise UsageError: for an unknown RC, one in a roll, or one that still
+        wants replicas (unless C{force}).
+    """
+    rc = _existing(snapshot, rcId, "delete")
+    if rc.replicas_desired and not force:
+        raise UsageError("RC %s still wants %d replicas: scale it to 0 first, or --force"
+                         % (rcId, rc.replicas_desired))
+    return _recordPlan(snapshot, rc, "delete", {"replicas_desired": rc.replicas_desired,
+                                                "forced": bool(force and rc.replicas_desired)},
+                       delete=True)

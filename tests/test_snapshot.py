@@ -1,0 +1,273 @@
+"""
+The read model's L{Snapshot}: built from a few C{list()} calls, answering
+the node universe, selectors, pods, health and versions.
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from p2twisted import records
+from p2twisted.errors import SelectorError
+from p2twisted.labels import encodeLabels, parseSelector
+from p2twisted.manifest import parseManifest
+from p2twisted.orchestrate.snapshot import INVALID, TREES, Snapshot
+from p2twisted.store import keys
+from p2twisted.store.common import Entry, Put
+from p2twisted.store.memory import MemoryStore
+
+WEB = b"id: web\nlaunchables:\n  app:\n    launchable_type: hoist\n    location: file:///a_1.tar.gz\n"
+WEB2 = WEB.replace(b"a_1", b"a_2")
+SHA, SHA2 = parseManifest(WEB).sha(), parseManifest(WEB2).sha()
+
+
+def marker(node):
+    return records.NodeMarker.new(node, now=0).toBytes()
+
+
+def health(status, sha):
+    return json.dumps({"status": status, "output": "", "sha": sha, "time": 1.0}).encode()
+
+
+#: A store: n1 (marker, labelled tier=web, runs web of rc1, agent up),
+#: n2 (marker only: unlabelled), n3 (agent up only, labelled tier=db),
+#: n4 (labels only), n5 (intent without a marker: not in the universe).
+STORE = {
+    keys.intentNode("n1"): marker("n1"),
+    keys.intent("n1", "web"): WEB,
+    keys.reality("n1", "web"): WEB2,
+    keys.machine("n1"): b'{"node": "n1"}',
+    keys.label("node", "n1"): encodeLabels({"tier": "web"}),
+    keys.label("pod", "n1/web"): encodeLabels({"replication_controller_id": "rc1",
+                                               "pod_id": "web"}),
+    keys.health("web", "n1"): health("passing", SHA2),
+    keys.intentNode("n2"): marker("n2"),
+    keys.intent("n2", "db"): b"not: [a manifest",
+    keys.label("pod", "n2/db"): encodeLabels({"replication_controller_id": "rc2"}),
+    keys.health("db", "n2"): b"junk",
+    keys.machine("n3"): b'{"node": "n3"}',
+    keys.label("node", "n3"): encodeLabels({"tier": "db"}),
+    keys.label("node", "n4"): encodeLabels({"tier": "web", "zone": "a"}),
+    keys.intent("n5", "web"): WEB,
+    keys.status("pods", "n1", "web"): json.dumps(
+        {"pod": "web", "node": "n1", "state": "idle", "attempts": 0}).encode(),
+    keys.status("agents", "n1"): json.dumps({"node": "n1", "connected": True}).encode(),
+    keys.service("web"): b"{}",  # a tree the snapshot does not read
+}
+
+#: (query, arguments, answer)
+QUERIES = [
+    ("nodes", (), ["n1", "n2", "n3", "n4"]),
+    ("eligible", ("",), ["n1", "n2", "n3", "n4"]),
+    ("eligible", ("!tier",), ["n2"]),
+    ("eligible", ("tier=web",), ["n1", "n4"]),
+    ("eligible", ("tier!=web",), ["n2", "n3"]),
+    ("eligible", (parseSelector("tier in (web,db),!zone"),), ["n1", "n3"]),
+    ("nodeLabels", ("n1",), {"tier": "web"}),
+    ("nodeLabels", ("n2",), {}),
+    ("agentUp", ("n1",), True),
+    ("agentUp", ("n2",), False),
+    ("podsOnNode", ("n1",), ["web"]),
+    ("podsOnNode", ("n3",), []),
+    ("podsInReality", ("n1",), ["web"]),
+    ("deployedTo", ("web",), ["n1", "n5"]),
+    ("deployedTo", ("db",), ["n2"]),
+    ("intentNodes", (), ["n1", "n2", "n5"]),
+    ("pods", (), [("n1", "web"), ("n2", "db"), ("n5", "web")]),
+    ("has", (keys.intent("n5", "web"),), True),
+    ("has", (keys.intent("n4", "web"),), False),
+    ("intentSha", ("n1", "web"), SHA),
+    ("realitySha", ("n1", "web"), SHA2),
+    ("intentSha", ("n2", "db"), INVALID),
+    ("intentSha", ("n3", "web"), None),
+    ("realitySha", ("n2", "db"), None),
+    ("podLabels", ("n1", "web"), {"replication_controller_id": "rc1", "pod_id": "web"}),
+    ("podLabels", ("n3", "web"), {}),
+    ("podsOf", ("rc1",), [("n1", "web")]),
+    ("podsOf", ("rc2",), [("n2", "db")]),
+    ("podsOf", ("rc3",), []),
+    ("health", ("web", "n1"), records.Health("web", "n1", "passing", "", 1.0, SHA2)),
+    ("health", ("db", "n2"), None),  # unreadable: never healthy
+    ("health", ("web", "n2"), None),
+    ("version", (keys.service("web"),), None),
+]
+
+
+class CountingStore(object):
+    """
+    A store that counts the reads made through it.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.lists = []
+        self.gets = []
+
+    def list(self, prefix):
+        self.lists.append(prefix)
+        return self.store.list(prefix)
+
+    def get(self, key):
+        self.gets.append(key)
+        return self.store.get(key)
+
+
+class SnapshotTests(unittest.TestCase):
+
+    def setUp(self):
+        self.store = MemoryStore()
+        self.successResultOf(self.store.transaction(
+            [Put(k, v) for k, v in sorted(STORE.items())]))
+        self.counting = CountingStore(self.store)
+        self.snapshot = self.successResultOf(Snapshot.read(self.counting))
+
+    def test_readListsEachTreeOnce(self):
+        """
+        L{Snapshot.read} makes one C{list()} per tree it reads and no other
+        read, whatever the number of nodes.
+        """
+        self.assertEqual(sorted(self.counting.lists), sorted(TREES))
+        self.assertEqual(len(self.counting.lists), 7)
+        self.assertEqual(self.counting.gets, [])
+
+    def test_queries(self):
+        """
+        Each query gives its answer (table-driven).
+        """
+        for name, args, expected in QUERIES:
+            self.assertEqual(getattr(self.snapshot, name)(*args), expected, (name, args))
+
+    def test_fromEntriesIsRead(self):
+        """
+        A snapshot built from entries in hand answers as one read from the
+        store holding them.
+        """
+        listing = self.successResultOf(self.store.list(""))
+        snapshot = Snapshot.fromEntries(listing)
+        for name, args, expected in QUERIES:
+            if name != "version":
+                self.assertEqual(getattr(snapshot, name)(*args), expected, (name, args))
+
+    def test_versionsAndEntries(self):
+        """
+        Every entry read is there with its version, for compare-and-set
+        writes; the snapshot cannot be changed.
+        """
+        entry = self.successResultOf(self.store.get(keys.intent("n1", "web")))
+        self.assertEqual(self.snapshot.version(keys.intent("n1", "web")), entry.version)
+        self.assertEqual(self.snapshot.intent("n1", "web"), entry)
+        self.assertEqual(self.snapshot.marker("n1").key, keys.intentNode("n1"))
+        self.assertIsNone(self.snapshot.marker("n3"))
+        self.assertEqual(self.snapshot.podLabelsVersion("n1", "web"),
+                         self.snapshot.version(keys.label("pod", "n1/web")))
+        self.assertIsNone(self.snapshot.podLabelsVersion("n3", "web"))
+        with self.assertRaises(TypeError):
+            self.snapshot.entries["x"] = entry
+
+    def test_statusTrees(self):
+        """
+        Asked to, the snapshot reads the agents' status trees too and answers
+        with their records.
+        """
+        snapshot = self.successResultOf(Snapshot.read(self.store, TREES + (
+            keys.status("pods"), keys.status("agents"))))
+        self.assertEqual(snapshot.podStatus("n1", "web").state, "idle")
+        self.assertIsNone(snapshot.podStatus("n2", "db"))
+        self.assertTrue(snapshot.agentStatus("n1").connected)
+        self.assertIsNone(snapshot.agentStatus("n2"))
+        self.assertIsNone(self.snapshot.podStatus("n1", "web"))  # not read by default
+        self.assertEqual(snapshot.machineFacts("n1").facts, {"node": "n1"})
+        self.assertIsNone(snapshot.machineFacts("n2"))
+
+    def test_corruptNodeLabels(self):
+        """
+        A node whose labels are unreadable is in the universe but matches
+        no selector, not even the empty one; asking for its labels says
+        what is wrong.
+        """
+        snapshot = Snapshot.fromEntries({
+            keys.intentNode("n1"): Entry(keys.intentNode("n1"), marker("n1"), 1),
+            keys.label("node", "n1"): Entry(keys.label("node", "n1"), b"[1]", 2),
+            keys.intentNode("n2"): Entry(keys.intentNode("n2"), marker("n2"), 3)})
+        self.assertEqual(snapshot.nodes(), ["n1", "n2"])
+        self.assertEqual(snapshot.eligible(""), ["n2"])
+        self.assertEqual(snapshot.eligible("!tier"), ["n2"])
+        e = self.assertRaises(Exception, snapshot.nodeLabels, "n1")
+        self.assertIn("labels/node/n1", str(e))
+
+    def test_badSelector(self):
+        """
+        A malformed selector text is a L{SelectorError}.
+        """
+        self.assertRaises(SelectorError, self.snapshot.eligible, "tier in (")
+
+    def test_emptyStore(self):
+        """
+        An empty store is an empty universe.
+        """
+        snapshot = self.successResultOf(Snapshot.read(MemoryStore()))
+        self.assertEqual((snapshot.nodes(), snapshot.eligible("")), ([], []))
+
+    def test_readFails(self):
+        """
+        A listing that fails fails the read with the store's error.
+        """
+        from p2twisted.errors import StoreUnavailable
+
+        class Broken(CountingStore):
+            def list(self, prefix):
+                if prefix == keys.HEALTH:
+                    return defer.fail(StoreUnavailable(prefix, "memory"))
+                return CountingStore.list(self, prefix)
+        self.failureResultOf(Snapshot.read(Broken(self.store)), StoreUnavailable)
+
+
+class ControllerTests(unittest.TestCase):
+    """
+    Replication controllers and rolls, read through
+    L{p2twisted.records.controllers}.
+    """
+
+    def setUp(self):
+        from p2twisted.records.controllers import ReplicationController, Roll
+        self.rc1 = ReplicationController("rc1", WEB, 2, "tier=web")
+        self.rc2 = ReplicationController("rc2", WEB2, 0)
+        self.roll = Roll("rc1", "rc2", 2, 1)
+        self.entries = {}
+        for key, record in ((keys.replicationController("rc1"), self.rc1),
+                            (keys.replicationController("rc2"), self.rc2),
+                            (keys.roll("rc2"), self.roll)):
+            self.entries[key] = Entry(key, record.toBytes(), len(self.entries) + 1)
+
+    def test_read(self):
+        """
+        The RCs and rolls read are there as records, by id.
+        """
+        store = MemoryStore()
+        self.successResultOf(store.transaction(
+            [Put(k, e.value) for k, e in sorted(self.entries.items())]))
+        snapshot = self.successResultOf(Snapshot.read(store))
+        self.assertEqual(snapshot.rc("rc1"), self.rc1)
+        self.assertEqual(snapshot.rcs(), {"rc1": self.rc1, "rc2": self.rc2})
+        self.assertEqual(snapshot.roll("rc2"), self.roll)
+        self.assertEqual(snapshot.rolls(), {"rc2": self.roll})
+        self.assertIsNotNone(snapshot.version(keys.replicationController("rc1")))
+
+    def test_corrupt(self):
+        """
+        An unreadable RC record: asked for by id, its error names the key;
+        among all RCs, it is left out (and logged) rather than hiding the
+        others.
+        """
+        key = keys.replicationController("rc3")
+        self.entries[key] = Entry(key, b'{"manifest": "id: x"}', 9)
+        snapshot = Snapshot.fromEntries(self.entries)
+        e = self.assertRaises(records.CorruptRecord, snapshot.rc, "rc3")
+        self.assertIn("replication_controllers/rc3", str(e))
+        self.assertEqual(sorted(snapshot.rcs()), ["rc1", "rc2"])
+
+    def test_none(self):
+        snapshot = Snapshot.fromEntries({})
+        self.assertEqual((snapshot.rc("rc1"), snapshot.rcs(), snapshot.roll("r"),
+                          snapshot.rolls()), (None, {}, None, {}))
