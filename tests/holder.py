@@ -4,7 +4,8 @@ A helper process for the session-expiry contract test:
     python -m tests.holder STORE_URL TTL KEY [KEY ...]
 
 opens a session, creates each KEY as an ephemeral key (keys under C{locks/}
-as locks) holding C{b"held"}, prints C{ready}, and waits to be killed.
+as locks) holding C{b"held"}, prints C{holding: ready} (not a word of any
+error it could print instead, such as C{AlreadyLocked}), and waits to be killed.
 """
 
 import sys
@@ -23,7 +24,7 @@ def hold(reactor, url, ttl, *keys):
             yield session.lock(key, b"held")
         else:
             yield session.createEphemeral(key, b"held")
-    sys.stdout.write("ready\n")
+    sys.stdout.write("holding: ready\n")
     sys.stdout.flush()
     yield defer.Deferred()
 

@@ -503,6 +503,6 @@ class StoreContractMixin(object):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
         return startUntil(
-            self, b"ready", sys.executable,
+            self, b"holding: ready", sys.executable,
             [sys.executable, "-m", "tests.holder", self.storeURL(), str(self.sessionTTL)] + keys,
             env)
