@@ -6,6 +6,8 @@ lease expiry.
 """
 
 import base64
+import os
+import shutil
 import uuid
 
 from twisted.internet import defer, reactor
@@ -219,6 +221,27 @@ class EtcdRestartTests(ServerMixin, unittest.TestCase):
         yield other.put("r/after", b"2")
         yield other.delete("r/during")
         yield rec.waitForValues({"r/before": b"1", "r/after": b"2"})
+
+    @defer.inlineCallbacks
+    def test_watchAfterDataLoss(self):
+        """
+        When etcd comes back without its data (its revision went back), the
+        watch reads the subtree again instead of waiting for a revision that
+        never comes, and delivers what is there now.
+        """
+        store = yield self.client()
+        rec = Recorder()
+        w = store.watch("r", rec)
+        self.addCleanup(w.cancel)
+        for i in range(20):
+            yield store.put("r/k%d" % (i,), b"old")
+        yield waitFor(lambda: len(rec.values()) == 20, what="the old keys")
+        self.server.stop()
+        shutil.rmtree(os.path.join(self.server.directory, "data"))
+        self.server.start()
+        other = yield self.client()
+        yield other.put("r/new", b"1")
+        yield rec.waitForValues({"r/new": b"1"})
 
     @defer.inlineCallbacks
     def test_unreachable(self):

@@ -459,6 +459,12 @@ class EtcdWatch(object):
             self._failures += 1
             yield task.deferLater(reactor, delay, lambda: None)
 
+    def _reread(self, why):
+        log.info(why + "; reading the subtree again", revision=self.revision,
+                 prefix=self.prefix)
+        self.revision = None
+        self._stream.cancel()
+
     def _received(self, data):
         self._buffer += data
         try:
@@ -483,10 +489,13 @@ class EtcdWatch(object):
             raise StoreError(self.prefix or None, BACKEND,
                              "etcd watch failed: %s" % (message.get("error", message),))
         if _int(result.get("compact_revision")) or result.get("canceled"):
-            log.info("etcd compacted revision {revision} of the watch of {prefix!r} away; "
-                     "reading it again", revision=self.revision, prefix=self.prefix)
-            self.revision = None
-            self._stream.cancel()
+            self._reread("etcd compacted revision {revision} of the watch of {prefix!r} away")
+            return
+        if result.get("created") and _int(result.get("header", {}).get("revision")) < \
+                self.revision:
+            # A server that lost its data, or another cluster behind the
+            # same address: the revision we would resume from never comes.
+            self._reread("etcd's revision went back from {revision} while watching {prefix!r}")
             return
         self._failures = 0
         events = result.get("events") or []
