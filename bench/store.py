@@ -94,7 +94,11 @@ def watchLatency(reactor, writer, watcher, samples):
 
 
 @defer.inlineCallbacks
-def benchBackend(reactor, name, url, args):
+def benchBackend(reactor, name, url, args, serverPid=None):
+    """
+    @param serverPid: the server's process, whose CPU time (and ours) per
+        put is then measured too (C{cpu}: client and server ms per put).
+    """
     store = yield openStore(url, reactor)
     if name == "memory":
         other = MemoryStore(store.state, reactor)  # a second client of the same data
@@ -102,7 +106,9 @@ def benchBackend(reactor, name, url, args):
         other = yield openStore(url, reactor)
     value = b"x" * 256
     try:
+        before = cpuTimes(serverPid)
         puts = yield pipelined(args.ops, args.window, lambda i: store.put("bench/k%d" % i, value))
+        cpu = perOp(before, cpuTimes(serverPid), args.ops)
         gets = yield pipelined(args.ops, args.window, lambda i: store.get("bench/k%d" % i))
         versions = {}
         entries = yield store.list("bench")
@@ -115,8 +121,27 @@ def benchBackend(reactor, name, url, args):
     finally:
         yield other.close()
         yield store.close()
-    return {"backend": name, "put": puts, "get": gets, "cas": cas,
+    return {"backend": name, "put": puts, "get": gets, "cas": cas, "cpu": cpu,
             "p50": percentile(latencies, 50) * 1000, "p99": percentile(latencies, 99) * 1000}
+
+
+def cpuTimes(pid=None):
+    """
+    @return: C{(our CPU seconds, process C{pid}'s CPU seconds or 0)}.
+    """
+    server = 0.0
+    if pid is not None:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return time.process_time(), server
+
+
+def perOp(before, after, n):
+    """
+    @return: C{(client, server)} CPU milliseconds per operation.
+    """
+    return tuple((b - a) * 1000.0 / n for a, b in zip(before, after))
 
 
 def rawKazoo(hosts, n, window):
@@ -208,14 +233,15 @@ def rawTreq(reactor, base, n, window):
 
 
 @defer.inlineCallbacks
-def rawEtcd(reactor, base, n, window, samples, tag=0):
+def rawEtcd(reactor, base, n, window, samples, tag=0, serverPid=None):
     """
     Plain treq calls on etcd's v3 JSON gateway, against the same server:
     puts and ranges with C{window} in flight on a pool of that many
     persistent connections, and the latency from a put to a C{/v3/watch}
     stream reporting it.
 
-    @return: L{Deferred} firing with C{(puts_per_s, gets_per_s, latencies)}.
+    @return: L{Deferred} firing with C{(puts_per_s, gets_per_s, latencies,
+        (client, server) CPU ms per put)}.
     """
     import base64
     import json
@@ -234,8 +260,10 @@ def rawEtcd(reactor, base, n, window, samples, tag=0):
     def post(path, body):
         d = treq.post(base + path, data=json.dumps(body).encode(), pool=pool, reactor=reactor)
         return d.addCallback(treq.content)
+    before = cpuTimes(serverPid)
     puts = yield pipelined(n, window, lambda i: post(
         "/v3/kv/put", {"key": b64(root + b"k%d" % i), "value": value}))
+    cpu = perOp(before, cpuTimes(serverPid), n)
     gets = yield pipelined(n, window, lambda i: post(
         "/v3/kv/range", {"key": b64(root + b"k%d" % i)}))
 
@@ -268,7 +296,7 @@ def rawEtcd(reactor, base, n, window, samples, tag=0):
     # The stream stays open until the reactor stops; the server goes then.
     yield post("/v3/kv/deleterange", {"key": b64(root), "range_end": b64(root[:-1] + b"0")})
     yield pool.closeCachedConnections()
-    return puts, gets, latencies
+    return puts, gets, latencies, cpu
 
 
 def main():
@@ -311,9 +339,10 @@ def main():
             # machine the medians of each are compared, not one lucky run.
             rounds = []
             for i in range(args.rounds):
-                raw = yield rawEtcd(reactor, etcd.base, args.ops, args.window, args.samples, i)
+                raw = yield rawEtcd(reactor, etcd.base, args.ops, args.window, args.samples, i,
+                                    etcd.process.pid)
                 ours = yield benchBackend(reactor, "etcd", etcd.url("/bench%d-%d" % (
-                    os.getpid(), i)), args)
+                    os.getpid(), i)), args, etcd.process.pid)
                 rounds.append((raw, ours))
             rawEtcdFigures.append(rounds)
         task.react(lambda reactor: run(reactor).addCallback(lambda _: None))
@@ -349,6 +378,12 @@ def reportEtcd(rounds):
     print("etcd backend put / raw treq put = %.2f (target >= 0.50, i.e. within 2x: %s); "
           "per round: %s" % (ratio, "met" if ratio >= 0.5 else "NOT met", ", ".join(
               "%.2f" % (r[1]["put"] / r[0][0]) for r in rounds)))
+    ourCPU = [median([r[1]["cpu"][k] for r in rounds]) for k in (0, 1)]
+    rawCPU = [median([r[0][3][k] for r in rounds]) for k in (0, 1)]
+    print("CPU per put (what a less loaded machine turns into speed): etcd backend %.2f ms "
+          "client + %.2f ms etcd = %.2f ms; raw treq %.2f + %.2f = %.2f ms; ratio %.2f" % (
+              ourCPU[0], ourCPU[1], sum(ourCPU), rawCPU[0], rawCPU[1], sum(rawCPU),
+              sum(ourCPU) / sum(rawCPU)))
     print("etcd watch p99 = %.2f ms (target < 20 ms: %s); raw /v3/watch p99 = %.2f ms, "
           "ratio %.2f (target <= 1.5: %s)" % (
               ours["p99"], "met" if ours["p99"] < 20 else "NOT met", raw["p99"],
