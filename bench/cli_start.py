@@ -3,7 +3,7 @@ CLI start benchmark (not a test): how long the C{p2} command takes as a
 whole process, for verbs that touch no store and for verbs reading the
 local store, beside the floor of starting Python at all.
 
-    .venv/bin/python bench/cli_start.py [--runs N] [--p2 PATH]
+    .venv/bin/python bench/cli_start.py [--runs N] [--p2 PATH] [--baseline TREE]
 
 Each command runs N times (default 9); the median wall time is printed with
 its ratio to the floor (C{python -c pass}), and the median CPU time (user +
@@ -11,7 +11,24 @@ system: less disturbed than wall time by other work on the machine).  C{--p2} is
 to time (default: C{p2} beside this Python).  Targets (issue 10, item 3):
 C{p2 --help} and C{p2 manifest sha} <= 100 ms; C{p2 schedule} and
 C{p2 status} on the local store <= 200 ms.  The store is a fresh
-C{local://} file in a temporary directory.
+C{local://} file in a temporary directory.  C{--baseline TREE} also times
+each command with C{p2twisted} imported from the source tree C{TREE} (e.g.
+C{git archive <commit> | tar x -C TREE}), run by run in turn with the
+current one, so both see the same load.
+
+Figures (04:05 UTC, machine saturated by other work: load 13 -> 10, the
+floor's CPU time 26 ms where it is 16 quiet; median CPU time of 11 runs,
+"before" = main of 03:50 UTC): C{p2 schedule} 311.8 ms after / 346.6 before
+(-10 %), C{p2 status} 336.9 / 385.1 (-12.5 %), from loading on first use
+the modules of L{p2twisted.cli.main.LAZY_MODULES}.  Applied to the quiet
+figures of the session before (215.6 and 211.2 ms wall) that is about 194
+and 185 ms.  What remains is mostly imports: C{twisted.internet.defer}
+(asyncio with ssl and concurrent.futures, which it imports for its
+coroutine support; incremental, whose dataclasses and inspect come with
+C{twisted} itself), the reactor (attrs classes of its signal handling),
+PyYAML (its pure-Python reader, constructor and resolver compile their
+regular expressions at import even when libyaml parses), and
+C{p2twisted.manifest.fields} importing C{fractions}.
 """
 
 import argparse
@@ -52,19 +69,29 @@ def timeOnce(argv, env):
     return elapsed
 
 
-def median(argv, env, runs):
+def medians(argv, envs, runs):
     """
-    @return: C{(median wall seconds, median CPU seconds)} of C{runs} runs.
+    Run C{argv} C{runs} times in each environment of C{envs}, in turn.
+
+    @return: C{[(median wall seconds, median CPU seconds)]}, one per
+        environment.
     """
-    timeOnce(argv, env)  # warm-up: .pyc files, the page cache
-    times = [timeOnce(argv, env) for _ in range(runs)]
-    return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
+    for env in envs:
+        timeOnce(argv, env)  # warm-up: .pyc files, the page cache
+    times = [[] for env in envs]
+    for _ in range(runs):
+        for env, results in zip(envs, times):
+            results.append(timeOnce(argv, env))
+    return [(statistics.median(t[0] for t in results), statistics.median(t[1] for t in results))
+            for results in times]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--p2", default=os.path.join(os.path.dirname(sys.executable), "p2"))
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also time p2twisted from this source tree, in turn")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="p2-cli-bench-")
     try:
@@ -91,16 +118,27 @@ def main():
              0.200),
             ("p2 status", [args.p2, "status"], 0.200),
         ]
+        envs = [("", env)]
+        if args.baseline:
+            base = dict(env, PYTHONPATH=os.path.abspath(args.baseline))
+            subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=base,
+                           check=True, stdout=subprocess.DEVNULL)
+            envs.append((" (baseline)", base))
+        print("load average %.1f" % (os.getloadavg()[0],))
         floor = None
-        print("%-28s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
+        print("%-39s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
         for name, argv, target in rows:
-            seconds, cpu = median(argv, env, args.runs)
-            if floor is None:
-                floor = seconds
-            print("%-28s %7.1fms %6.1fx %7.1fms %9s%s" % (
-                name, seconds * 1000, seconds / floor, cpu * 1000,
-                "%dms" % (target * 1000,) if target else "-",
-                "" if target is None or seconds <= target else "  OVER"))
+            results = medians(argv, [e for _, e in envs], args.runs)
+            for (label, _), (seconds, cpu) in zip(envs, results):
+                if floor is None:
+                    floor = seconds
+                print("%-39s %7.1fms %6.1fx %7.1fms %9s%s" % (
+                    name + label, seconds * 1000, seconds / floor, cpu * 1000,
+                    "%dms" % (target * 1000,) if target else "-",
+                    "" if target is None or seconds <= target else "  OVER"))
+                if target is None:
+                    break  # the floors do not depend on the tree
+        print("load average %.1f" % (os.getloadavg()[0],))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -51,6 +51,8 @@ class Fleet(object):
         self.seen = {}
         self.health = self.defaultHealth
         self.checks = []
+        #: C{drop(plan)}: whether the process dies before applying C{plan}.
+        self.drop = None
         #: Plans that lost a compare-and-set race (retried next round).
         self.conflicts = []
         self.now = 1000.0
@@ -128,6 +130,10 @@ class Fleet(object):
         for source in sources:
             snapshot = self.snapshot()
             for plan, fence in source(snapshot):
+                if self.drop is not None and isinstance(plan, Plan) and plan.changes \
+                        and self.drop(plan):
+                    wrote = True
+                    continue
                 d = self.planner.apply(plan, fence)
                 d.addErrback(lambda f: self.conflicts.append(f.trap(VersionConflict, KeyExists)))
                 self.run(d)

@@ -331,6 +331,22 @@ class ChpstArgvTests(unittest.TestCase):
         self.assertRaises(AgentError, runtime.chpstArgv, "chpst", self.layout, "app", "root",
                           "../x")
 
+    def test_argvWithEnvironment(self):
+        """
+        Given the env dirs' variables, one chpst starts the pod with them in
+        its environment (no env dir is read); variables an environment
+        cannot hold as they are (bytes, NUL) are left to chpst's env dirs.
+        """
+        argv, env = runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
+                                      "bin/launch", environment={"POD_ID": "web", "A": "x\ny"})
+        self.assertEqual(argv[4:8], ["/usr/bin/chpst", "-P", "-u", runtime.chpstUser("root")])
+        self.assertEqual(env, {"ENTRY_POINT": "bin/launch", "POD_ID": "web", "A": "x\ny"})
+        for odd in (b"bytes", "nul\0"):
+            argv, env = runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
+                                          "bin/launch", environment={"A": odd})
+            self.assertEqual(argv[5:7], ["-e", "/data/pods/web/env"])
+            self.assertEqual(env, {"ENTRY_POINT": "bin/launch"})
+
     def test_chpstUser(self):
         """
         Numeric: uid, primary gid, then the other groups the user is in.
@@ -409,7 +425,13 @@ class ChpstArgvTests(unittest.TestCase):
         argv, env = runtime.chpstArgv(chpst, layout, "app", user, "bin/launch",
                                       switchUser=IS_ROOT)
         byChpst = self.start(argv, env)
-        for report in (byP2exec, byChpst):
+        environment = runtime.podEnv(layout, "web", config)
+        environment.update(runtime.launchableEnv(layout, "app", 30, {"GREETING": "hello\nworld"}))
+        argv, env = runtime.chpstArgv(chpst, layout, "app", user, "bin/launch",
+                                      switchUser=IS_ROOT, environment=environment)
+        self.assertEqual(argv.count(chpst), 1)
+        byOneChpst = self.start(argv, env)
+        for report in (byP2exec, byChpst, byOneChpst):
             report["env"] = {k: v for k, v in report["env"].items()
                              if k not in ("PWD", "SHLVL", "_")}
             self.assertEqual(report["env"]["GREETING"], "hello\nworld")
@@ -418,12 +440,14 @@ class ChpstArgvTests(unittest.TestCase):
             self.assertTrue(report["leader"])
             if IS_ROOT:
                 self.assertEqual(report["uid"], pwd.getpwnam("nobody").pw_uid)
-        byChpst["env"].pop("PYTHONPATH", None)
-        byP2exec["env"].pop("PYTHONPATH", None)
+        for report in (byP2exec, byChpst, byOneChpst):
+            report["env"].pop("PYTHONPATH", None)
         for key in ("env", "uid", "gid", "groups", "umask", "leader"):
             self.assertEqual(byChpst[key], byP2exec[key], key)
+            self.assertEqual(byOneChpst[key], byP2exec[key], key)
         # chpst leaves the limits it was given: the agent's, raised (below).
         self.assertEqual(byChpst["limits"], self.loweredLimits())
+        self.assertEqual(byOneChpst["limits"], self.loweredLimits())
 
     def loweredLimits(self):
         code = ("import json, resource\n"

@@ -116,6 +116,38 @@ class WorkerTests(unittest.TestCase):
         status = self.status()
         self.assertEqual((status["state"], status["error"]), ("running", None))
 
+    def test_deployingOnlyWhenItTakesAWhile(self):
+        """
+        A deploy that takes a while says so in the pod's status ("deploying",
+        with the SHA) once it has run for L{DEPLOYING_NOTE_DELAY}; a quicker
+        one writes no such status (its store write would compete with the
+        deploy), only "running" at its end.
+        """
+        from p2twisted.agent.worker import DEPLOYING_NOTE_DELAY
+        writes = []
+
+        def recording(write):
+            def record(key, value, *args, **kwargs):
+                if key == keys.status("pods", "n1", "web"):
+                    writes.append(json.loads(value)["state"])
+                return write(key, value, *args, **kwargs)
+            return record
+        for name in ("put", "create", "cas"):
+            self.patch(self.store, name, recording(getattr(self.store, name)))
+        gate = self.pods.gate = defer.Deferred()
+        self.worker.update(self.put(keys.intent("n1", "web"), V1))
+        self.clock.advance(DEPLOYING_NOTE_DELAY * 0.9)
+        self.assertEqual(writes, [])
+        self.clock.advance(DEPLOYING_NOTE_DELAY * 0.2)
+        status = self.status()
+        self.assertEqual((status["state"], status["sha"]), ("deploying", parseManifest(V1).sha()))
+        gate.callback(None)
+        self.assertEqual(self.status()["state"], "running")
+        del writes[:]
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.clock.advance(DEPLOYING_NOTE_DELAY * 2)
+        self.assertEqual(writes, ["running"])
+
     def test_sameSHANothing(self):
         """
         Reality with the same canonical SHA as intent (other bytes) is left

@@ -77,6 +77,68 @@ class VerbTableTests(unittest.TestCase):
         self.assertIn("p2twisted.cli.node", modules)
 
 
+    def lazyLoaded(self, *argv, **kwargs):
+        """
+        Run C{p2 ARGV} in a fresh Python, then the code C{after} (a keyword
+        argument) if given.
+
+        @return: C{(names of L{main.LAZY_MODULES} it loaded, its exit code,
+            its standard error)}.
+        """
+        code = ("import sys, json\n"
+                "from p2twisted.cli.main import LAZY_MODULES, main\n"
+                "try:\n"
+                "    main(%r)\n"
+                "except SystemExit as e:\n"
+                "    code = e.code\n" % (list(argv),)) + kwargs.get("after", "") + (
+                "loaded = [n for n in LAZY_MODULES if n in sys.modules\n"
+                "          and type(sys.modules[n]).__name__ != '_LazyModule']\n"
+                "sys.stderr.write('\\nLOADED ' + json.dumps([loaded, code]))\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err, _, report = result.stderr.decode().rpartition("\nLOADED ")
+        loaded, exitCode = json.loads(report)
+        return loaded, exitCode, err
+
+    def test_storeVerbLoadsLessOfTwisted(self):
+        """
+        A verb on the local store does not load the modules Twisted imports
+        for what it does not use (L{main.LAZY_MODULES}: cookies, TCP, UDP,
+        Unix sockets), a fifth of its import time.
+        """
+        store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        loaded, code, err = self.lazyLoaded("--store", store, "schedule", EXAMPLE,
+                                            "--node", "n1")
+        self.assertEqual((code, loaded), (0, []), err)
+
+    def test_lazyModulesLoadOnUse(self):
+        """
+        The modules a verb did not load are loaded when used: the reactor
+        listens on TCP, cookies work.
+        """
+        store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        after = ("from twisted.internet import protocol, reactor\n"
+                 "reactor.listenTCP(0, protocol.Factory(), interface='127.0.0.1')"
+                 ".stopListening()\n"
+                 "import http.cookiejar\n"
+                 "http.cookiejar.CookieJar()\n")
+        loaded, code, err = self.lazyLoaded("--store", store, "nodes", after=after)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(sorted(loaded), ["http.cookiejar", "twisted.internet.tcp"])
+
+    def test_zookeeperStore(self):
+        """
+        Verbs on a ZooKeeper store work with those modules not loaded.
+        """
+        from tests.zkserver import sharedServer
+        store = "zk://%s/p2cli%s" % (sharedServer().hosts, os.getpid())
+        loaded, code, err = self.lazyLoaded("--store", store, "schedule", EXAMPLE,
+                                            "--node", "n1")
+        self.assertEqual(code, 0, err)
+        loaded, code, err = self.lazyLoaded("--store", store, "dump")
+        self.assertEqual(code, 0, err)
+
     def test_readersImportNoAgent(self):
         """
         The verbs that read what agents write (status, inspect, nodes,

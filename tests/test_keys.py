@@ -20,6 +20,7 @@ class KeyTests(unittest.TestCase):
         self.assertEqual(keys.machine("n1"), "machines/n1")
         self.assertEqual(keys.hook("before_install", "audit"), "hooks/before_install/audit")
         self.assertEqual(keys.status("pods", "n1", "web"), "status/pods/n1/web")
+        self.assertEqual(keys.lockTree("rc"), "locks/rc")
 
     def test_parseAndChild(self):
         self.assertEqual(keys.parse("intent/n1/web"), ("intent", "n1", "web"))

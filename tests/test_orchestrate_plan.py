@@ -7,8 +7,9 @@ writes nothing.
 """
 
 import json
+import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -76,23 +77,27 @@ class PlannerTests(unittest.TestCase):
         checked, so a repeated plan changes no version.
         """
         self.successResultOf(self.planner.apply(Plan([schedule("n1")], snapshot=self.snapshot())))
+        (ops,) = toTransactions(Plan([Schedule("n1", "api", MANIFEST, LABELS)],
+                                     snapshot=self.snapshot()))
+        self.assertEqual(ops[0], Check(keys.intentNode("n1"), self.snapshot().marker("n1").version))
         before = self.snapshot()
         plan = Plan([schedule("n1")], snapshot=before)
         (ops,) = toTransactions(plan)
-        self.assertEqual([type(op) for op in ops], [Check, Check, Check])
+        self.assertEqual([type(op) for op in ops], [Check, Check])
         self.successResultOf(self.planner.apply(plan))
         self.assertEqual(self.snapshot().entries, before.entries)
 
     def test_relabel(self):
         """
         Scheduling over an existing intent (a takeover) rewrites intent and
-        labels by compare-and-set.
+        labels by compare-and-set (which fails if the node was wiped since,
+        so the marker needs no check).
         """
         self.successResultOf(self.planner.apply(Plan([schedule("n1")], snapshot=self.snapshot())))
         other = dict(LABELS, replication_controller_id="rc2")
         (ops,) = toTransactions(Plan([Schedule("n1", "web", MANIFEST + b"# v2\n", other)],
                                      snapshot=self.snapshot()))
-        self.assertEqual([type(op) for op in ops], [Check, Put, Put])
+        self.assertEqual([type(op) for op in ops], [Put, Put])
         self.assertTrue(all(op.version is not None for op in ops))
 
     def test_unschedule(self):
@@ -229,3 +234,37 @@ class SettleAgentsTests(unittest.TestCase):
         self.assertIsNone(after.health("web", "n2"))
         self.assertEqual(encodeLabels(LABELS), encodeLabels(dict(LABELS)))
 
+
+
+class LocalStorePlanTests(unittest.TestCase):
+    """
+    The same fencing on a real backend: the local SQLite store, shared by
+    two clients as two orchestrator processes share it.
+    """
+
+    @defer.inlineCallbacks
+    def test_lostLockOnLocalStore(self):
+        from twisted.internet import reactor
+
+        from p2twisted.store.local import LocalStore
+        url = "local://" + os.path.join(os.path.abspath(self.mktemp()), "state.db")
+        first = yield LocalStore.open(url, reactor)
+        self.addCleanup(first.close)
+        second = yield LocalStore.open(url, reactor)
+        self.addCleanup(second.close)
+        planner = harness.RecordingPlanner(first)
+        session = yield first.session(10)
+        lock = yield session.lock(keys.lock("rc", "rc"), b"first")
+        fence = [Check(lock.key, lock.version)]
+        snapshot = yield planner.snapshot()
+        yield planner.apply(Plan([schedule("n1")], snapshot=snapshot), fence)
+        stale = yield planner.snapshot()
+        yield session.close()
+        other = yield second.session(10)
+        yield other.lock(lock.key, b"second")
+        yield self.assertFailure(planner.apply(Plan([schedule("n2")], snapshot=stale), fence),
+                                 VersionConflict)
+        after = yield harness.RecordingPlanner(second).snapshot()
+        self.assertIsNone(after.marker("n2"))
+        self.assertEqual(after.podsOf("rc"), [("n1", "web")])
+        yield other.close()

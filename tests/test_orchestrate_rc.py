@@ -7,9 +7,14 @@ is healthy; drift is rewritten; disabled changes nothing; a node whose agent
 is down keeps its pod while a replacement runs elsewhere.
 """
 
+import os
+import random
+
 from twisted.trial import unittest
 
-from p2twisted.errors import UsageError, VersionConflict
+from p2twisted import intent
+from p2twisted.errors import VersionConflict
+from p2twisted.manifest import parseManifest
 from p2twisted.orchestrate import rc as rcmodule
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.store import keys
@@ -202,6 +207,57 @@ class DecideTests(unittest.TestCase):
         plans = [rcmodule.decide(snapshot.rc(i), snapshot) for i in ("rc1", "rc2")]
         self.assertEqual(sum(p.shortfall for p in plans), 1)
 
+    def test_wipedLabelsChangeNothing(self):
+        """
+        Fail safe, never wide: a wiped node-label tree (no node matches the
+        selector) unschedules nothing and reports the shortfall; after a
+        wiped pod-label tree (the RC sees none of its pods) it adopts the
+        pods running its manifest, schedules nothing new, restarts nothing.
+        """
+        fleet = self.fleet(nodes=("a", "b", "c"))
+        rc = fleet.putRC("rc", replicas=2, selector="tier=web")
+        fleet.converge()
+        before = fleet.snapshot()
+        for node in ("a", "b", "c"):
+            fleet.run(fleet.store.delete(keys.label("node", node)))
+        plan = rcmodule.decide(rc, fleet.snapshot())
+        self.assertEqual((plan.changes, plan.shortfall), ((), 2))
+        for node in ("a", "b", "c"):
+            fleet.setLabels(node, {"tier": "web"})
+        for node in ("a", "b"):
+            fleet.run(fleet.store.delete(keys.label("pod", node + "/web")))
+        plan = rcmodule.decide(rc, fleet.snapshot())
+        self.assertEqual([c.node for c in plan.scheduled()], ["a", "b"])
+        fleet.converge()
+        after = fleet.snapshot()
+        self.assertEqual([n for n, _ in after.podsOf("rc")], ["a", "b"])
+        for node in ("a", "b"):
+            self.assertEqual(before.intent(node, "web").version, after.intent(node, "web").version)
+
+    def test_adoptsHandScheduledPods(self):
+        """
+        Pods a person scheduled by hand running the RC's manifest are adopted
+        (labelled, not rewritten) before new nodes are used; pods of another
+        version, or another RC's, are left alone.
+        """
+        fleet = self.fleet(nodes=("a", "b", "c", "d"))
+        other = fleet.putRC("other", replicas=1, disabled=True)
+        fleet.run(fleet.planner.apply(Plan(
+            [Schedule("b", "web", other.manifest, other.labelsForPods())],
+            snapshot=fleet.snapshot())))
+        for node, version in (("c", 1), ("d", 1), ("a", 5)):
+            fleet.run(intent.schedule(fleet.store, node, parseManifest(manifest(version))))
+        before = fleet.snapshot()
+        fleet.putRC("rc", replicas=2)
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.podsOf("other"), [("b", "web")])
+        for node in ("c", "d"):
+            self.assertEqual(before.intent(node, "web").version, snapshot.intent(node, "web").version)
+        self.assertEqual([n for n, _ in snapshot.podsOf("rc")], ["c", "d"])
+        self.assertEqual(snapshot.intent("a", "web").value, manifest(5))
+        self.assertEqual(fleet.planner.changes(Unschedule), [])
+
     def test_fencing(self):
         """
         A plan decided over an RC record that has since changed fails at the
@@ -228,61 +284,98 @@ class DecideTests(unittest.TestCase):
         self.assertEqual(len(fleet.planner.changes(Schedule)), 3)
 
 
-class ChangeTests(unittest.TestCase):
+class DecideFuzzTests(unittest.TestCase):
     """
-    A person's changes to RCs: plans with audit events, refused with one
-    line when they cannot be made.
+    Random fleets and random changes (labels, scale, agents dying and
+    returning, pods turning unhealthy): no plan takes healthy pods below the
+    desired count, no plan unschedules on a node whose agent is down, and
+    every fleet converges to the desired count on eligible nodes (or all the
+    eligible nodes there are).
+    C{FUZZ_SEEDS=1000} runs more.
     """
 
-    def setUp(self):
-        self.fleet = Fleet(self, {"a": {}, "b": {}})
+    def checkPlan(self, plan, snapshot, rc, what):
+        going = {c.node for c in plan.unscheduled()}
+        view = rcmodule.PodView(snapshot, rc.podId)
+        healthy = {n for n, _ in snapshot.podsOf(rc.id) if view.healthy(n, rc)}
+        self.assertGreaterEqual(len(healthy - going), min(rc.replicas_desired, len(healthy)),
+                                what)
+        self.assertFalse({n for n in going if not view.up(n)}, what)
 
-    def apply(self, plan):
-        self.fleet.run(self.fleet.planner.apply(plan))
-        return [(e.kind, e.id, e.action) for e in plan.events]
+    def run_(self, seed):
+        rng = random.Random(seed)
+        names = ["n%d" % i for i in range(rng.randint(3, 8))]
+        fleet = Fleet(self, {n: {"tier": rng.choice(["web", "web", "db"])} for n in names})
+        fleet.checks.append(checkPodInvariants)
+        fleet.putRC("rc", replicas=rng.randint(0, len(names)), selector="tier=web")
+        sick = set()
+        fleet.health = lambda node, pod, sha: "critical" if node in sick else "passing"
+        events = []
+        original = fleet.planner.apply
 
-    def test_lifecycle(self):
+        def checked(plan, fence=()):
+            if isinstance(plan, Plan) and plan.changes and plan.snapshot is not None:
+                self.checkPlan(plan, plan.snapshot, plan.snapshot.rc("rc"), (seed, events))
+            return original(plan, fence)
+        fleet.planner.apply = checked
+        fleet.converge()
+        for _ in range(4):
+            event = rng.choice(["label", "label", "scale", "down", "up", "sick", "well"])
+            node = rng.choice(names)
+            events.append((event, node))
+            if event == "label":
+                fleet.setLabels(node, {"tier": rng.choice(["web", "db"])})
+            elif event == "scale":
+                fleet.putRC("rc", replicas=rng.randint(0, len(names)), selector="tier=web")
+            elif event == "down":
+                fleet.down.add(node)
+            elif event == "up":
+                fleet.down.discard(node)
+            elif event == "sick":
+                sick.add(node)
+            else:
+                sick.discard(node)
+            fleet.converge()
+        fleet.down.clear()
+        sick.clear()
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        rc = snapshot.rc("rc")
+        eligible = snapshot.eligible("tier=web")
+        placed = [n for n, _ in snapshot.podsOf("rc")]
+        what = (seed, events)
+        # Short of eligible nodes, an ineligible node keeps its pod (no
+        # replacement could be healthy), but never beyond the desired count.
+        self.assertEqual(len(set(placed) & set(eligible)), min(rc.replicas_desired, len(eligible)),
+                         what)
+        self.assertLessEqual(len(placed), rc.replicas_desired, what)
+        for node in placed:
+            self.assertEqual(snapshot.intentSha(node, "web"), rc.sha, what)
+
+    def test_fuzz(self):
+        for seed in range(int(os.environ.get("FUZZ_SEEDS", "60"))):
+            self.run_(seed)
+
+
+class StrayTests(unittest.TestCase):
+
+    def test_podIdChanged(self):
+        """
+        When an RC's manifest changes its pod id, its pods under the old id
+        stay until the new ones are healthy, then go.
+        """
+        fleet = Fleet(self, {"a": {}, "b": {}})
+        fleet.putRC("rc", replicas=2)
+        fleet.converge()
         from p2twisted.records.controllers import ReplicationController
-        rc = ReplicationController("rc", manifest(1), 2)
-        self.assertEqual(self.apply(rcmodule.createRC(self.fleet.snapshot(), rc)),
-                         [("replication_controller", "rc", "create")])
-        self.assertRaises(UsageError, rcmodule.createRC, self.fleet.snapshot(), rc)
-        e = self.assertRaises(UsageError, rcmodule.deleteRC, self.fleet.snapshot(), "rc")
-        self.assertIn("--force", str(e))
-        self.assertEqual(self.apply(rcmodule.scaleRC(self.fleet.snapshot(), "rc", 0))[0][2],
-                         "scale")
-        self.assertEqual(self.fleet.snapshot().rc("rc").replicas_desired, 0)
-        self.apply(rcmodule.setDisabled(self.fleet.snapshot(), "rc", True))
-        self.assertTrue(self.fleet.snapshot().rc("rc").disabled)
-        self.apply(rcmodule.setDisabled(self.fleet.snapshot(), "rc", False))
-        self.apply(rcmodule.deleteRC(self.fleet.snapshot(), "rc"))
-        self.assertIsNone(self.fleet.snapshot().rc("rc"))
-        self.assertRaises(UsageError, rcmodule.scaleRC, self.fleet.snapshot(), "rc", 1)
-
-    def test_forceDelete(self):
-        self.fleet.putRC("rc", replicas=2)
-        plan = rcmodule.deleteRC(self.fleet.snapshot(), "rc", force=True)
-        self.assertTrue(plan.events[0].details["forced"])
-        self.apply(plan)
-        self.assertIsNone(self.fleet.snapshot().rc("rc"))
-
-    def test_inRollRefused(self):
-        from p2twisted.orchestrate.roll import createRoll
-        self.fleet.putRC("old", replicas=2)
-        self.fleet.putRC("new", version=2)
-        self.apply(createRoll(self.fleet.snapshot(), "old", "new", 1)[1])
-        for call in (lambda s: rcmodule.scaleRC(s, "old", 3),
-                     lambda s: rcmodule.setDisabled(s, "new", True),
-                     lambda s: rcmodule.deleteRC(s, "new", force=True)):
-            e = self.assertRaises(UsageError, call, self.fleet.snapshot())
-            self.assertIn("roll new", str(e))
-
-    def test_staleChange(self):
-        """
-        A change decided over a record that changed since fails.
-        """
-        self.fleet.putRC("rc", replicas=2)
-        plan = rcmodule.scaleRC(self.fleet.snapshot(), "rc", 3)
-        self.fleet.putRC("rc", replicas=5)
-        self.failureResultOf(self.fleet.planner.apply(plan), VersionConflict)
-        self.assertEqual(self.fleet.snapshot().rc("rc").replicas_desired, 5)
+        other = ReplicationController("rc", manifest(2).replace(b"id: web", b"id: api"), 2)
+        fleet.run(fleet.store.put(other.key, other.toBytes()))
+        fleet.health = lambda node, pod, sha: "critical" if pod == "api" else "passing"
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.podsOf("rc"), [("a", "api"), ("a", "web"), ("b", "api"),
+                                                 ("b", "web")])
+        fleet.health = lambda node, pod, sha: "passing"
+        fleet.converge()
+        self.assertEqual(fleet.snapshot().podsOf("rc"), [("a", "api"), ("b", "api")])
+        self.assertIsNone(fleet.snapshot().intent("a", "web"))

@@ -7,6 +7,8 @@ also when the orchestrator is killed mid-roll; plus P2's known deadlocks
 (ineligible nodes, a known-bad version at minimum 0) and auto-rollback.
 """
 
+import json
+import os
 import random
 
 from twisted.trial import unittest
@@ -15,8 +17,11 @@ from p2twisted.errors import UsageError, VersionConflict
 from p2twisted.orchestrate import roll as rollmodule
 from p2twisted.orchestrate.plan import Done, Plan, Schedule, Unschedule, Wait
 from p2twisted.orchestrate.roll import createRoll, rollAlgorithm, step
+from p2twisted.labels import encodeLabels
+from p2twisted.orchestrate.snapshot import Snapshot
+from p2twisted.records.controllers import Roll
 from p2twisted.store import keys
-from p2twisted.store.common import Check
+from p2twisted.store.common import Check, Entry
 
 from tests.orchfleet import Fleet, checkPodInvariants, healthyCount
 
@@ -242,7 +247,7 @@ class RollFleetTests(unittest.TestCase):
         self.assertEqual(healthyCount(snapshot), 2)
         result = step(roll, snapshot, fleet.now)
         self.assertIsInstance(result, Wait)
-        self.assertIn("below min_healthy 2", result.reason)
+        self.assertIn("min_healthy 2", result.reason)
         self.assertIsNotNone(snapshot.roll("new"))
 
     def test_autoRollback(self):
@@ -305,6 +310,25 @@ class RollFleetTests(unittest.TestCase):
         self.assertEqual([n for n, _ in snapshot.podsOf("new")], ["x", "y", "z"])
         for node in ("a", "b", "c"):
             self.assertIsNone(snapshot.intent(node, "web"))
+
+    def test_nodeTurnsIneligibleMidRoll(self):
+        """
+        P2 #948/#1078: a node that stops matching the selectors mid-roll
+        deadlocked rolls and node transfers.  Here the new RC replaces the
+        pod there once its replacement is healthy, and the roll ends with
+        every new pod on an eligible node, never below the minimum.
+        """
+        fleet = self.fleet()
+        self.start(fleet, 2)
+        fleet.round()
+        fleet.round()
+        fleet.setLabels("a", {"tier": "gone"})
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertIsNone(snapshot.rc("old"))
+        self.assertEqual([n for n, _ in snapshot.podsOf("new")], ["b", "c", "d"])
+        self.assertIsNone(snapshot.intent("a", "web"))
 
     def test_rollDelay(self):
         """
@@ -443,3 +467,237 @@ class CreateRollTests(unittest.TestCase):
         self.fleet.run(self.fleet.planner.apply(rollmodule.abortRoll(self.fleet.snapshot(), "new")))
         self.assertEqual(self.fleet.snapshot().rolls(), {})
         self.assertRaises(UsageError, rollmodule.abortRoll, self.fleet.snapshot(), "new")
+
+
+class RollFuzzTests(unittest.TestCase):
+    """
+    Random rolls over random fleets, with orchestrators dying before they
+    apply a fifth of their plans: healthy pods never fall below the minimum,
+    and every roll ends where it should.  C{FUZZ_SEEDS=1000} runs more.
+    """
+
+    def scenario(self, rng):
+        size = rng.randint(2, 8)
+        nodes = {"n%d" % i: {"tier": "web"} for i in range(size)}
+        oldReplicas = rng.randint(1, size)
+        # Some nodes may be open to the new RC only.
+        newOnly = rng.randint(0, 2)
+        for i in range(newOnly):
+            nodes["m%d" % i] = {"tier": "web", "new": "yes"}
+        newSelector = rng.choice(["tier=web", "tier=web", "new=yes" if newOnly else "tier=web"])
+        eligibleNew = [n for n, labels in nodes.items()
+                       if newSelector == "tier=web" or labels.get("new") == "yes"]
+        target = rng.randint(1, len(eligibleNew))
+        leaveOld = rng.random() < 0.2
+        top = min(oldReplicas, target) if not leaveOld else oldReplicas
+        minHealthy = rng.randint(0, top)
+        bad = rng.random() < 0.3
+        autoRollback = rng.random() < 0.5
+        return dict(nodes=nodes, oldReplicas=oldReplicas, newSelector=newSelector,
+                    eligibleNew=eligibleNew, target=target, leaveOld=leaveOld,
+                    minHealthy=minHealthy, bad=bad, autoRollback=autoRollback)
+
+    def run_(self, seed):
+        rng = random.Random(seed)
+        s = self.scenario(rng)
+        what = "seed %d: %r" % (seed, s)
+        fleet = Fleet(self, s["nodes"])
+        fleet.warmup = True
+        fleet.putRC("old", version=1, replicas=s["oldReplicas"], selector="tier=web")
+        fleet.converge()
+        fleet.converge()
+        fleet.putRC("new", version=2, replicas=0, selector=s["newSelector"])
+        oldNodes = [n for n, _ in fleet.snapshot().podsOf("old")]
+        # With old pods on every node the new RC may use and healthy pods at
+        # the minimum already, nothing can move without going below it.
+        stuck = 0 < s["minHealthy"] >= s["oldReplicas"] and not (
+            set(s["eligibleNew"]) - set(oldNodes))
+        if s["bad"]:
+            fleet.markBad(2)
+        _, plan = createRoll(fleet.snapshot(), "old", "new", s["minHealthy"], desired=s["target"],
+                             leave_old=s["leaveOld"], auto_rollback=s["autoRollback"],
+                             rollback_after=20)
+        fleet.run(fleet.planner.apply(plan))
+        fleet.checks.append(checkPodInvariants)
+        fleet.checks.append(lambda f, snap: self.assertGreaterEqual(
+            healthyCount(snap), s["minHealthy"], what))
+        fleet.drop = lambda plan: rng.random() < 0.2
+        fleet.play()
+        snapshot = fleet.snapshot()
+        pods = [n for n in snapshot.nodes() if snapshot.intent(n, "web")]
+        if stuck:
+            self.assertIn("new", snapshot.rolls(), what)
+            self.assertEqual(healthyCount(snapshot), s["oldReplicas"], what)
+        elif s["bad"] and s["autoRollback"]:
+            self.assertEqual(snapshot.rolls(), {}, what)
+            self.assertEqual(len(snapshot.podsOf("old")), s["oldReplicas"], what)
+            self.assertEqual(snapshot.podsOf("new"), [], what)
+            self.assertEqual(healthyCount(snapshot), s["oldReplicas"], what)
+        elif s["bad"] and s["minHealthy"] > 0 and snapshot.rolls():
+            # Stopped at the minimum (checked every round); or, when the old
+            # pods left keep the minimum, finished like a good one.
+            pass
+        else:
+            self.assertEqual(snapshot.rolls(), {}, what)
+            new = [n for n, _ in snapshot.podsOf("new")]
+            self.assertEqual(len(new), s["target"], what)
+            self.assertTrue(set(new) <= set(s["eligibleNew"]), what)
+            if s["leaveOld"]:
+                self.assertIsNotNone(snapshot.rc("old"), what)
+                self.assertEqual(len(pods), s["target"] + len(snapshot.podsOf("old")), what)
+            else:
+                self.assertIsNone(snapshot.rc("old"), what)
+                self.assertEqual(len(pods), s["target"], what)
+
+    def test_fuzz(self):
+        for seed in range(int(os.environ.get("FUZZ_SEEDS", "60"))):
+            self.run_(seed)
+
+
+class AdoptionTests(unittest.TestCase):
+
+    def test_enableAdoptsAndFinishTrims(self):
+        """
+        An RC enabled by a roll while it has more pods than it wants adopts
+        them (enabling never unschedules); the roll ends with it at the
+        target.
+        """
+        fleet = Fleet(self, NODES)
+        fleet.putRC("old", version=1, replicas=2)
+        fleet.converge()
+        fleet.putRC("new", version=2, replicas=2, disabled=True)
+        for node in ("c", "d", "e"):
+            plan = Plan([Schedule(node, "web", fleet.snapshot().rc("new").manifest,
+                                  fleet.snapshot().rc("new").labelsForPods())],
+                        snapshot=fleet.snapshot())
+            fleet.run(fleet.planner.apply(plan))
+        fleet.putRC("new", version=2, replicas=1, disabled=True)
+        _, plan = createRoll(fleet.snapshot(), "old", "new", 1, desired=2)
+        fleet.run(fleet.planner.apply(plan))
+        enable = step(fleet.snapshot().roll("new"), fleet.snapshot(), fleet.now)
+        self.assertIn("enable new", enable.reason)
+        fleet.run(fleet.planner.apply(enable))
+        self.assertEqual(fleet.snapshot().rc("new").replicas_desired, 3)
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertEqual(snapshot.rc("new").replicas_desired, 2)
+        self.assertEqual(len(snapshot.podsOf("new")), 2)
+        self.assertIsNone(snapshot.rc("old"))
+
+
+
+OLD_SHA_VERSION, NEW_SHA_VERSION = 1, 2
+P, C = "passing", "critical"
+
+
+class P2CountAndStepTests(unittest.TestCase):
+    """
+    P2's tables of C{countHealthy} and C{shouldRollAfterDelay}, ported from
+    square/p2 C{pkg/roll/update_test.go} (Apache License 2.0, Copyright
+    Square, Inc.) onto snapshots: the old RC C{old} desires C{oldDesired}
+    and labels C{oldNodes} (C{{node: real}}: whether reality runs its
+    version, else the other one), the new RC likewise, and each node's
+    health check says C{checks[node]}.  Like P2's fixture, C{node1} is
+    labelled whether it holds a pod or not.
+    """
+
+    def fleet(self, oldDesired, newDesired, oldNodes, newNodes, checks, target=3, minimum=2):
+        nodes = {"node1": {"key1": "val1"}}
+        nodes.update((n, {}) for n in list(oldNodes) + list(newNodes))
+        fleet = Fleet(self, nodes)
+        old = fleet.putRC("old", version=OLD_SHA_VERSION, replicas=oldDesired, disabled=True)
+        new = fleet.putRC("new", version=NEW_SHA_VERSION, replicas=newDesired)
+        for rc, other, placed in ((old, new, oldNodes), (new, old, newNodes)):
+            for node, real in placed.items():
+                ran = rc if real else other
+                fleet.run(fleet.store.put(keys.intent(node, "web"), rc.manifest))
+                fleet.run(fleet.store.put(keys.label("pod", node + "/web"),
+                                          encodeLabels(rc.labelsForPods())))
+                fleet.run(fleet.store.put(keys.reality(node, "web"), ran.manifest))
+                if node in checks:
+                    fleet.run(fleet.store.put(keys.health("web", node), json.dumps(
+                        {"status": checks[node], "sha": ran.sha}).encode()))
+        roll = Roll(old_rc="old", new_rc="new", desired=target, min_healthy=minimum)
+        fleet.run(fleet.store.put(roll.key, roll.toBytes()))
+        return fleet, roll
+
+    COUNTS = [
+        # name, old nodes, checks, (desired, current, real, healthy, unhealthy, unknown)
+        ("normal", {"node1": True, "node2": True, "node3": True}, "passing", (3, 3, 3, 3, 0, 0)),
+        ("all unhealthy", {"node1": True, "node2": True, "node3": True}, "critical",
+         (3, 3, 3, 0, 3, 0)),
+        ("all explicit unknown", {"node1": True, "node2": True, "node3": True}, "unknown",
+         (3, 3, 3, 0, 0, 3)),
+        ("all implicit unknown", {"node1": True, "node2": True, "node3": True}, None,
+         (3, 3, 3, 0, 0, 3)),
+        ("non-real", {"node1": True, "node2": True, "node3": False},
+         {"node1": "passing", "node2": "passing", "node3": "critical"}, (3, 3, 2, 2, 0, 0)),
+        ("non-current", {}, {"node1": "critical"}, (3, 0, 0, 0, 0, 3)),
+    ]
+
+    def test_countHealthy(self):
+        for name, oldNodes, checks, expected in self.COUNTS:
+            if not isinstance(checks, dict):
+                checks = {} if checks is None else {n: checks for n in oldNodes}
+            fleet, roll = self.fleet(3, 0, oldNodes, {}, checks)
+            snapshot = fleet.snapshot()
+            got = rollmodule.count(snapshot.rc("old"), snapshot)
+            self.assertEqual((got.desired, got.current, got.real, got.healthy, got.unhealthy,
+                              got.unknown), expected, name)
+
+    STEPS = [
+        # name, oldDesired, newDesired, oldNodes, newNodes, checks, target, minimum,
+        # (remove, add) here, and P2's when it differs
+        ("initial", 3, 0, {"node1": True, "node2": True, "node3": True}, {},
+         {"node1": P, "node2": P, "node3": P}, 3, 2, (1, 1), None),
+        # P2 waits for health it cannot see; a surge onto the free node1 loses none.
+        ("initial unknown", 3, 0, {}, {}, {}, 3, 2, (0, 1), (0, 0)),
+        ("initial migration from zero", 0, 0, {}, {}, {}, 3, 2, (0, 1), None),
+        ("midway unhealthy", 2, 1, {"node1": True, "node2": True}, {"node3": True},
+         {"node1": P, "node2": P, "node3": C}, 3, 2, (0, 0), None),
+        ("midway unhealthy migration", 2, 1, {}, {"node3": True}, {"node3": C}, 3, 2,
+         (0, 0), None),
+        ("midway unhealthy migration from zero", 0, 1, {}, {"node3": True}, {"node3": C}, 3, 2,
+         (0, 0), None),
+        ("midway healthy", 2, 1, {"node1": True, "node2": True}, {"node3": True},
+         {"node1": P, "node2": P, "node3": P}, 3, 2, (1, 1), None),
+        ("midway unknown", 2, 1, {}, {"node3": True}, {"node3": P}, 3, 2, (0, 1), (0, 0)),
+        ("midway desire less than healthy", 3, 2,
+         {"node1": True, "node2": True, "node3": True, "node4": True, "node5": True}, {},
+         {"node%d" % i: P for i in range(1, 6)}, 5, 3, (0, 0), None),
+        ("midway desire less than healthy partial", 3, 2,
+         {"node1": True, "node2": True, "node3": True, "node4": True}, {"node5": True},
+         {"node%d" % i: P for i in range(1, 6)}, 5, 3, (1, 1), None),
+        ("new satisfies but not all desired healthy", 1, 2, {"node1": True},
+         {"node2": True, "node3": True}, {"node1": P, "node2": P, "node3": C}, 3, 1,
+         (1, 1), None),
+        ("midway healthy migration from zero", 0, 1, {}, {"node3": True}, {"node3": P}, 3, 2,
+         (0, 1), None),
+        ("midway healthy migration from zero when new satisfies", 0, 2, {},
+         {"node2": True, "node3": True}, {"node2": P, "node3": P}, 3, 2, (0, 1), None),
+    ]
+
+    def test_shouldRoll(self):
+        for (name, oldDesired, newDesired, oldNodes, newNodes, checks, target, minimum, expected,
+             p2) in self.STEPS:
+            fleet, roll = self.fleet(oldDesired, newDesired, oldNodes, newNodes, checks, target,
+                                     minimum)
+            snapshot = fleet.snapshot()
+            result = step(roll, snapshot, fleet.now)
+            if isinstance(result, Plan):
+                self.assertIn("move", result.reason, name)
+                after = Snapshot.fromEntries(dict(snapshot.entries, **{
+                    c.key: Entry(c.key, c.value, 0) for c in result.changes}))
+                got = (oldDesired - after.rc("old").replicas_desired,
+                       after.rc("new").replicas_desired - newDesired)
+            else:
+                self.assertIsInstance(result, Wait, name)
+                got = (0, 0)
+            self.assertEqual(got, expected, name)
+            if p2 is not None:
+                self.assertEqual(rollAlgorithm(
+                    min(oldDesired, len([n for n, real in oldNodes.items()
+                                         if real and checks.get(n) == "passing"])),
+                    len([n for n, real in newNodes.items() if real and checks.get(n) == "passing"]),
+                    oldDesired, newDesired, target, minimum), p2, name)

@@ -1,5 +1,5 @@
 """
-The C{twistd p2-agent} plugin is found in the installed environment, as a
+The C{twistd p2-agent} and C{p2-orchestrator} plugins are found in the installed environment, as a
 user runs it: from any directory, without C{PYTHONPATH}, after
 C{pip install .} or a plain C{pip install -e .}.
 """
@@ -14,7 +14,8 @@ from twisted.trial import unittest
 class TwistdPluginTests(unittest.TestCase):
     def test_listed(self):
         """
-        C{twistd --help} beside this Python lists C{p2-agent}, quietly.
+        C{twistd --help} beside this Python lists C{p2-agent} and
+        C{p2-orchestrator}, quietly.
         """
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         if not os.path.exists(twistd):
@@ -24,3 +25,4 @@ class TwistdPluginTests(unittest.TestCase):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         self.assertEqual((result.returncode, result.stderr), (0, b""))
         self.assertIn(b"p2-agent ", result.stdout)
+        self.assertIn(b"p2-orchestrator ", result.stdout)

@@ -73,7 +73,7 @@ class ReplicationControllerTests(unittest.TestCase):
         """
         cases = [
             (b"{not json", "not JSON"),
-            (b"[1]", "not a JSON object"),
+            (b"[1]", "not an object"),
             (rcData(replicas_desired=-1), "replicas_desired"),
             (rcData(replicas_desired="3"), "replicas_desired"),
             (rcData(replicas_desired=True), "replicas_desired"),

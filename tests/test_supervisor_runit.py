@@ -362,6 +362,71 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertNotIn("hello from %d" % (first.pid,), _text(current))
 
     @defer.inlineCallbacks
+    def test_restartWithinPauseNoOverlap(self):
+        """
+        The new runsv of a restart within the pause starts before the old
+        run is stopped, but holds its service down until the old process
+        group is gone: the two versions never run at once, and the new one
+        runs from then on (also across a later restart of its runsv: no
+        C{down} file is left).
+        """
+        out, pids = self.pidFile("out"), self.pidFile()
+        script = ("for pid in $(cat %s 2>/dev/null); do kill -0 $pid 2>/dev/null && "
+                  "echo overlap $pid >> %s; done; echo $$ >> %s; exec sleep 1000"
+                  % (pids, out, pids))
+        yield self.sup.start(self.shell(script))
+        yield self.waitPids(1)
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        second = yield self.sup.start(self.shell(script), restart=True)
+        self.assertTrue(second.running)
+        yield self.waitPids(2)
+        self.assertEqual(_words(out), [])
+        self.assertFalse(os.path.exists(os.path.join(self.path, "down")))
+        yield self.sup.close()
+
+    @defer.inlineCallbacks
+    def test_withoutEnvChdir(self):
+        """
+        Where C{env} cannot start a program in another directory (no GNU
+        coreutils), the runsv of a new directory is started on its dot name:
+        services still start, and restart within the pause.
+        """
+        self.sup._chdir = None
+        first = yield self.sup.start(self.sleeper())
+        self.assertTrue(first.running)
+        second = yield self.sup.start(self.sleeper(), restart=True)
+        self.assertTrue(second.running)
+        self.assertFalse(alive(first.pid))
+        yield self.sup.close()
+        self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
+
+    @defer.inlineCallbacks
+    def test_newRunsvLeftByCrash(self):
+        """
+        An agent stopped after starting the runsv of a new service directory
+        but before renaming it into place (its service running there) leaves
+        them running under the dot name: the next agent stops that service,
+        tells the runsv to exit and deletes the directory, so the service
+        it starts does not run beside a copy nobody supervises.
+        """
+        first = yield self.sup.start(self.sleeper())
+        left = os.path.join(self.layout.serviceDir, ".svc.new-crashed")
+        os.rename(self.path, left)
+        processes = processesUnder(left)
+
+        def killLeft():
+            for pid in processes:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        self.addCleanup(killLeft)
+        self.assertTrue(alive(first.pid))
+        successor = RunitSupervisor(self.layout, reactor)
+        yield successor.close()
+        self.assertFalse(alive(first.pid))
+        self.assertEqual([pid for pid in processes if alive(pid)], [])
+        self.assertFalse(os.path.exists(left))
+
+    @defer.inlineCallbacks
     def test_restartWithinPauseSkipsFinish(self):
         """
         A restart within the pause does not wait for the old run's C{finish}
@@ -424,6 +489,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         yield self.sup.start(self.sleeper())
         self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
         yield self.sup.start(self.sleeper(), restart=True)
+        yield self.sup.close()  # the replaced directory cleaned up
         self.assertEqual(flushed, [False, False])
 
     @defer.inlineCallbacks

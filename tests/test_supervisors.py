@@ -78,7 +78,11 @@ def runsvFor(path):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if os.path.basename(argv[0]) == b"runsv" and argv[1:2] == [path.encode()]:
+        if os.path.basename(argv[0]) != b"runsv":
+            continue
+        # Started on a directory built under a dot name: "runsv ." there.
+        if argv[1:2] == [path.encode()] or (
+                argv[1:2] == [b"."] and _link("/proc/%d/cwd" % (pid,)) == os.path.abspath(path)):
             pids.append(pid)
     # A runsv's child is a copy of it for a moment, between fork and exec.
     return [pid for pid in pids if _parent(pid) not in pids]

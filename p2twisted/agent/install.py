@@ -28,6 +28,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 
 from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
@@ -111,6 +112,21 @@ class _Process(protocol.ProcessProtocol):
     def processEnded(self, reason):
         code = reason.value.exitCode
         self.ended.callback((-1 if code is None else code, b"".join(self._err)))
+
+
+def processUmask():
+    """
+    @return: this process's umask, read without changing it (C{Umask:} of
+        C{/proc/self/status}, Linux 4.7 and later), or C{None} when unknown.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _childEnv():
@@ -293,13 +309,13 @@ class Installer(object):
         started = self._reactor.seconds()
         installsDir = podLayout.installsDir(launchableId)
         installDir = podLayout.installDir(launchableId, version)
-        tmp = yield self._inThread(self._prepare, installsDir, installDir)
+        tmp, key, free = yield self._inThread(self._prepare, installsDir, installDir,
+                                              artifactPath)
         if tmp is None:
             log.info("reusing {installDir}", installDir=installDir, event="install-reused")
             return installDir
         try:
             limit = self.podMaxExpandedBytes.get(podLayout.podId, self.maxExpandedBytes)
-            key, free = yield self._inThread(self._space, artifactPath, tmp)
             self._knownTooBig(key, artifactPath, limit, free, installsDir)
             try:
                 sha = yield self._extract(artifactPath, tmp, limit, free, digest is not None)
@@ -310,9 +326,7 @@ class Installer(object):
                 raise DigestMismatch("sha256 mismatch for artifact %s: got %s, expected %s"
                                      % (artifactPath, sha, digest))
             extracted = self._reactor.seconds()
-            yield self._sync(tmp)
-            synced = self._reactor.seconds()
-            yield self._inThread(self._commit, tmp, installDir)
+            syncSeconds = yield self._inThread(self._commit, tmp, installDir)
         except Exception as e:
             yield self._inThread(shutil.rmtree, tmp, True)
             raise e
@@ -320,7 +334,7 @@ class Installer(object):
         log.info("installed {installDir} in {seconds:.2f}s (extract {extractSeconds:.2f}s, "
                  "sync {syncSeconds:.2f}s)", installDir=installDir, sha=sha, event="installed",
                  seconds=now - started, extractSeconds=extracted - started,
-                 syncSeconds=synced - extracted)
+                 syncSeconds=syncSeconds)
         return installDir
 
     def _space(self, artifactPath, target):
@@ -350,7 +364,15 @@ class Installer(object):
         while len(self._atLeast) > 256:
             del self._atLeast[next(iter(self._atLeast))]
 
-    def _prepare(self, installsDir, installDir):
+    def _prepare(self, installsDir, installDir, artifactPath):
+        """
+        In a thread: remove leftover temporary directories, then make the
+        new install's (unless C{installDir} exists: it is reused) and look
+        at the artifact and the free space (L{_space}).
+
+        @return: C{(temporary directory, artifact key, free bytes)}, or
+            C{(None, None, None)} to reuse C{installDir}.
+        """
         try:
             os.makedirs(installsDir, exist_ok=True)
             for name in os.listdir(installsDir):
@@ -358,12 +380,16 @@ class Installer(object):
                     shutil.rmtree(os.path.join(installsDir, name), ignore_errors=True)
             if os.path.isdir(installDir) and not os.path.islink(installDir):
                 os.utime(installDir)
-                return None
+                return None, None, None
             tmp = tempfile.mkdtemp(prefix=".tmp-", dir=installsDir)
             os.chmod(tmp, 0o755 & ~self._umask)
-            return tmp
         except OSError as e:
             raise _osError("prepare", installsDir, e)
+        try:
+            return (tmp,) + self._space(artifactPath, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @defer.inlineCallbacks
     def _extract(self, artifactPath, target, maxBytes, freeBytes, hashing):
@@ -378,11 +404,13 @@ class Installer(object):
         except OSError:
             pass
         child = _Process()
+        argv = [tar, "-x", "-f", "-", "-C", target] + _TAR_FLAGS
+        if processUmask() != self._umask:
+            # tar creates files under its umask: set the installs' first.
+            argv = ["sh", "-c", 'umask %04o && exec "$@"' % (self._umask,), "sh"] + argv
         try:
             self._reactor.spawnProcess(
-                child, "/bin/sh",
-                ["sh", "-c", 'umask %04o && exec "$@"' % (self._umask,), "sh",
-                 tar, "-x", "-f", "-", "-C", target] + _TAR_FLAGS,
+                child, "/bin/sh" if argv[0] == "sh" else tar, argv,
                 env=_childEnv(), childFDs={0: rfd, 1: "r", 2: "r"})
         except BaseException:
             os.close(wfd)
@@ -403,21 +431,27 @@ class Installer(object):
             raise ArtifactError("cannot extract %s: tar stopped reading it" % (artifactPath,))
         return result
 
-    @defer.inlineCallbacks
-    def _sync(self, path):
-        # syncfs(2) in a thread: what 'sync -f' does, without a process start.
-        try:
-            yield self._inThread(syncFilesystem, path)
-        except OSError as e:
-            raise ArtifactError("cannot flush %s to disk: %s" % (path, e.strerror or e))
-
     def _commit(self, tmp, installDir):
+        """
+        In a thread: flush the extracted C{tmp} to disk (C{syncfs(2)}, what
+        C{sync -f} does, without a process start), then rename it to
+        C{installDir}.
+
+        @return: the seconds the flush took.
+        """
+        started = time.monotonic()
+        try:
+            syncFilesystem(tmp)
+        except OSError as e:
+            raise ArtifactError("cannot flush %s to disk: %s" % (tmp, e.strerror or e))
+        synced = time.monotonic() - started
         try:
             os.utime(tmp)
             os.rename(tmp, installDir)
             fsyncDir(os.path.dirname(installDir))
         except OSError as e:
             raise _osError("move the new install into place at", installDir, e)
+        return synced
 
     def activate(self, podLayout, launchableId, installDir):
         """

@@ -421,9 +421,14 @@ class PodOperations(object):
             when it can (no cgroup to join, not too many groups), else by
             p2-exec.
         """
-        if self.chpst and not manifest.launchables[launchableId].cgroup:
+        launchable = manifest.launchables[launchableId]
+        if self.chpst and not launchable.cgroup:
+            # The env dirs' variables, as _writeRuntime writes them.
+            environment = runtime.podEnv(layout, manifest.id, layout.configPath(manifest.sha()))
+            environment.update(runtime.launchableEnv(
+                layout, launchableId, launchable.restartTimeout, launchable.env))
             started = runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
-                                        switchUser=self.isRoot)
+                                        switchUser=self.isRoot, environment=environment)
             if started is not None:
                 return started
         return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,

@@ -73,6 +73,10 @@ def checkNamesPod(manifest, key, podId):
                              "goes under its own id" % (manifest.id, podId)], key)
 
 
+#: Seconds a deploy runs before its pod's status says "deploying".
+DEPLOYING_NOTE_DELAY = 0.25
+
+
 class PodWorker(object):
     """
     Converges one pod.
@@ -393,8 +397,16 @@ class PodWorker(object):
                 except P2Error as e:  # its installs are gone: deploy it afresh
                     log.warn("pod {pod}: {error}; deploying it again", node=self.node,
                              pod=self.podId, error=str(e))
-            self._writeStatus("deploying", sha=intent.sha())  # informational: not waited for
-            yield self.pods.deploy(intent, reality)
+            # Informational, not waited for, and only for a deploy that takes
+            # a while: a quick one goes straight to "running" (or "failed")
+            # without a store write competing with its install and start.
+            note = self.clock.callLater(DEPLOYING_NOTE_DELAY, self._writeStatus, "deploying",
+                                        sha=intent.sha())
+            try:
+                yield self.pods.deploy(intent, reality)
+            finally:
+                if note.active():
+                    note.cancel()
             # Reality only after every entry point runs, and only if nobody
             # changed it meanwhile.
             if realityEntry is None:

@@ -22,7 +22,7 @@ from p2twisted.errors import P2Error, SelectorError, UsageError
 
 #: Verb modules, in the order C{p2 --help} lists them.
 VERB_MODULES = ("namespace", "service", "services_agent", "services_tasks", "services_inspect", "node", "schedule", "manifest", "label",
-                "hook", "bin2pod", "store")
+                "hook", "bin2pod", "audit", "store")
 
 #: C{(verb, module, help)} of every verb, in the order C{p2 --help} lists
 #: them.  Only the module of the verb given is imported (so C{p2 --help} or
@@ -53,6 +53,7 @@ VERBS = (
     ("label", "label", "change, show and select labels"),
     ("hook", "hook", "schedule, list and remove hook pods"),
     ("bin2pod", "bin2pod", "wrap an executable into an artifact and a pod manifest"),
+    ("audit", "audit", "show the audit log: what orchestrators and people changed"),
     ("store", "store", "copy a namespace between coordination stores"),
 )
 
@@ -268,12 +269,53 @@ def _exitCode(error):
     return 1
 
 
+#: Modules that importing Twisted's reactor and Deferreds loads but that no
+#: verb uses on the local store (C{http.cookiejar} and its C{urllib.request},
+#: C{http.client} and C{email}, imported by C{twisted.python.compat}; the
+#: reactor's TCP, UDP and Unix-socket modules): about a fifth of their
+#: import time.  L{main} has them loaded on first use instead.
+LAZY_MODULES = ("http.cookiejar", "twisted.internet.tcp", "twisted.internet.udp",
+                "twisted.internet.unix")
+
+
+class _LazyFinder(object):
+    """
+    A C{sys.meta_path} finder giving the modules C{names}, when first
+    imported, a loader that runs them only when one of their attributes is
+    first used (C{importlib.util.LazyLoader}): importing them binds a name,
+    using them (e.g. C{tcp.Connector} for a ZooKeeper store) loads them.
+    """
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.names:
+            return None
+        import importlib.machinery
+        import importlib.util
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
 def main(argv=None):
     """
     Entry point of the C{p2} console script: parse C{argv}, run the verb
     (on the reactor, unless it is offline: reads no store) and exit with its
     code.
     """
+    lazy = _LazyFinder(name for name in LAZY_MODULES if name not in sys.modules)
+    sys.meta_path.insert(0, lazy)
+    try:
+        return _main(argv)
+    finally:
+        sys.meta_path.remove(lazy)
+
+
+def _main(argv):
     options = parseArguments(sys.argv[1:] if argv is None else argv)
     options.out = sys.stdout
     options.err = sys.stderr

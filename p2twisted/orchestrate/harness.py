@@ -8,6 +8,7 @@ run C{decide}/C{step} -> apply -> fresh snapshot to convergence without a
 reactor.
 """
 
+import functools
 import json
 
 from twisted.internet import defer, task
@@ -60,6 +61,11 @@ class RecordingPlanner(Planner):
                 if kind is None or isinstance(c, kind)]
 
 
+@functools.lru_cache(maxsize=64)
+def _sha(manifest):
+    return parseManifest(manifest).sha()
+
+
 def _healthValue(status, sha, now):
     return json.dumps({"status": status, "output": "", "sha": sha, "time": now},
                       sort_keys=True).encode("utf-8")
@@ -83,33 +89,39 @@ def settleAgents(store, health=None, down=(), now=0):
     reality = yield store.list(keys.REALITY)
     healthKeys = yield store.list(keys.HEALTH)
     machines = yield store.list(keys.MACHINES)
+    byNode = {}
+    for tree in (intent, reality):
+        for key, entry in tree.items():
+            parts = keys.parse(key)
+            if len(parts) == 3:
+                byNode.setdefault(parts[1], ({}, {}))[tree is reality][parts[2]] = entry
+    healthOf = {}
+    for key in healthKeys:
+        parts = keys.parse(key)
+        healthOf.setdefault(parts[2], []).append(key)
     nodes = sorted({keys.parse(k)[1] for k in intent} | {keys.parse(k)[1] for k in machines})
     ops = []
     for node in nodes:
-        wanted = {keys.parse(k)[2]: e for k, e in intent.items()
-                  if len(keys.parse(k)) == 3 and keys.parse(k)[1] == node}
+        wanted, real = byNode.get(node, ({}, {}))
         machineKey = keys.machine(node)
         if node in down:
             if machineKey in machines:
                 ops.append(Delete(machineKey))
-            ops.extend(Delete(k) for k in healthKeys if keys.parse(k)[2] == node)
+            ops.extend(Delete(k) for k in healthOf.get(node, ()))
             continue
         if machineKey not in machines:
             ops.append(Put(machineKey, json.dumps({"node": node}).encode("utf-8")))
-        for key in reality:
-            parts = keys.parse(key)
-            if len(parts) == 3 and parts[1] == node and parts[2] not in wanted:
-                ops.append(Delete(key))
-                if keys.health(parts[2], node) in healthKeys:
-                    ops.append(Delete(keys.health(parts[2], node)))
+        for podId in sorted(set(real) - set(wanted)):
+            ops.append(Delete(keys.reality(node, podId)))
+            if keys.health(podId, node) in healthKeys:
+                ops.append(Delete(keys.health(podId, node)))
         for podId, entry in sorted(wanted.items()):
             try:
-                sha = parseManifest(entry.value).sha()
+                sha = _sha(entry.value)
             except ManifestError:
                 continue
-            realityKey = keys.reality(node, podId)
-            if realityKey not in reality or reality[realityKey].value != entry.value:
-                ops.append(Put(realityKey, entry.value))
+            if podId not in real or real[podId].value != entry.value:
+                ops.append(Put(keys.reality(node, podId), entry.value))
             value = _healthValue(health(node, podId, sha), sha, now)
             healthKey = keys.health(podId, node)
             if healthKey not in healthKeys or healthKeys[healthKey].value != value:

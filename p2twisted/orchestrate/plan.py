@@ -134,7 +134,8 @@ def _opsFor(change, snapshot, marked):
             return [Create(change.key, change.value)]
         return [Put(change.key, change.value, change.version)]
     if snapshot is None:
-        raise ValueError("a plan that schedules or unschedules needs the snapshot it was decided over")
+        raise ValueError("a plan that schedules or unschedules needs the snapshot it was "
+                         "decided over")
     labelKey = keys.label("pod", "%s/%s" % (change.node, change.podId))
     labelVersion = snapshot.podLabelsVersion(change.node, change.podId)
     intentKey = keys.intent(change.node, change.podId)
@@ -146,7 +147,10 @@ def _opsFor(change, snapshot, marked):
         if labelVersion is not None:
             ops.append(Delete(labelKey, labelVersion))
         return ops
-    if change.node not in marked:
+    # Over an existing intent, its compare-and-set already fails if the node
+    # was wiped since (a recursive delete takes the children first); a new
+    # intent checks, or creates, the marker.
+    if intentEntry is None and change.node not in marked:
         marked.add(change.node)
         marker = snapshot.marker(change.node)
         markerKey = keys.intentNode(change.node)

@@ -9,8 +9,10 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
  - The RC's pods are those whose pod labels say C{replication_controller_id}
    is the RC (and whose pod id is the manifest's).
  - Too few pods on eligible nodes: new ones go first to nodes where the RC
-   can take a pod over in place (below), then to eligible nodes without the
-   pod, fewest pods first, then by name.  Too few such nodes: it schedules
+   can take a pod over in place (below), then to nodes already running its
+   manifest under no RC (scheduled by hand, or their labels lost), which it
+   adopts by labelling them, then to eligible nodes without the pod, fewest
+   pods first, then by name.  Too few such nodes: it schedules
    what it can and reports the C{shortfall}.
  - Too many: ineligible nodes' pods go first, unhealthy before healthy, then
    unhealthy eligible ones, then the most loaded nodes, by name from the end.
@@ -19,6 +21,8 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
    once its replacement is healthy.
  - A pod whose intent drifted from the RC's manifest (by canonical SHA), or
    whose labels lost the RC's, is rewritten (on eligible nodes).
+ - Pods labelled as the RC's under another pod id (its manifest's id
+   changed) are unscheduled once the RC's own pods are all healthy.
  - A node whose agent is down (no C{machines/<node>}) keeps its pod: the RC
    never unschedules there, places a replacement on a node whose agent is up
    instead, and trims the surplus once the node is back.  When no agent at
@@ -31,21 +35,19 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
    unscheduled and no node gets a second copy, and since the counts live in
    the two RC records, a restarted orchestrator takes over exactly the same
    pods.
-
-L{createRC}, L{scaleRC}, L{setDisabled} and L{deleteRC} are a person's
-changes (the CLI's verbs) as plans with their audit events: deleting needs
-C{replicas_desired} 0 or C{force}, and an RC a roll is moving is refused.
 """
 
-from p2twisted.errors import UsageError
-from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
+from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
+from p2twisted.errors import StoreError
 from p2twisted.records import PASSING
-from p2twisted.records.controllers import AuditEvent
+from p2twisted.records.controllers import RC_ID_LABEL
 
 
-class _View(object):
+class PodView(object):
     """
-    What L{decide} asks of a snapshot about one pod id.
+    What L{decide} and L{roll.step} ask of a snapshot about one pod id:
+    which nodes count as up, whether a node runs an RC's manifest and is
+    healthy on it, whether the pod id is taken on a node.
     """
 
     def __init__(self, snapshot, podId):
@@ -57,19 +59,46 @@ class _View(object):
     def up(self, node):
         return self.snapshot.agentUp(node) if self.anyUp else True
 
-    def healthy(self, node, sha):
-        """Whether the pod on C{node} runs C{sha} and its health is passing."""
+    def runs(self, tree, node, rc):
+        """
+        Whether C{node}'s C{tree} (C{"intent"} or C{"reality"}) holds
+        C{rc}'s manifest: the same bytes, or failing that the same canonical
+        SHA (parsing only manifests that differ in bytes).
+        """
+        entry = getattr(self.snapshot, tree)(node, self.podId)
+        if entry is None:
+            return False
+        if entry.value == rc.manifest:
+            return True
+        return getattr(self.snapshot, tree + "Sha")(node, self.podId) == rc.sha
+
+    def healthy(self, node, rc):
+        """Whether the pod on C{node} runs C{rc}'s manifest and is passing."""
         health = self.snapshot.health(self.podId, node)
         if health is None or health.status != PASSING:
             return False
         if getattr(health, "sha", None) is not None:
-            return health.sha == sha
-        return self.snapshot.realitySha(node, self.podId) == sha
+            return health.sha == rc.sha
+        return self.runs("reality", node, rc)
 
     def occupied(self, node):
         """Whether anything (intent or pod labels) holds the pod id on C{node}."""
         return (self.snapshot.intent(node, self.podId) is not None
                 or self.snapshot.podLabelsVersion(node, self.podId) is not None)
+
+    def adoptable(self, node, rc):
+        """
+        Whether the pod on C{node} runs C{rc}'s manifest but belongs to no
+        RC (scheduled by hand, or its labels were lost): C{rc} may adopt it
+        by labelling it, with no restart.
+        """
+        if not self.runs("intent", node, rc):
+            return False
+        try:
+            labels = self.snapshot.podLabels(node, self.podId)
+        except StoreError:
+            return False
+        return RC_ID_LABEL not in labels
 
     def load(self, node):
         return len(self.snapshot.podsOnNode(node))
@@ -108,7 +137,7 @@ def _takeovers(rc, view, eligible):
         if surplus <= 0:
             continue
         candidates = sorted((n for n in theirs if n in eligible),
-                            key=lambda n: (view.healthy(n, partner.sha), n))
+                            key=lambda n: (view.healthy(n, partner), n))
         found.extend(candidates[:surplus])
     return found
 
@@ -129,10 +158,12 @@ def decide(rc, snapshot):
     """
     if rc.disabled:
         return Plan(reason="disabled: no change", snapshot=snapshot)
-    view = _View(snapshot, rc.podId)
+    view = PodView(snapshot, rc.podId)
     labels = rc.labelsForPods()
     eligible = set(snapshot.eligible(rc.node_selector))
-    mine = view.podsOf(rc.id)
+    labelled = snapshot.podsOf(rc.id)
+    mine = [n for n, p in labelled if p == rc.podId]
+    mineSet = set(mine)
     upMine = [n for n in mine if view.up(n)]
     eligibleUp = [n for n in upMine if n in eligible]
     eligibleDown = [n for n in mine if n in eligible and not view.up(n)]
@@ -146,9 +177,12 @@ def decide(rc, snapshot):
     # They hold no place, like the RC's own pods on down nodes.
     schedule = [n for n in takeovers if not view.up(n)]
     if need > 0:
-        free = sorted((n for n in eligible if n not in mine and not view.occupied(n)),
+        free = sorted((n for n in eligible if n not in mineSet and not view.occupied(n)),
                       key=lambda n: (view.load(n), n))
-        up = _place(need, [n for n in takeovers if view.up(n)], [n for n in free if view.up(n)])
+        adoptable = [n for n in sorted(eligible) if n not in mineSet and view.up(n)
+                     and view.adoptable(n, rc)]
+        up = _place(need, [n for n in takeovers if view.up(n)] + adoptable,
+                    [n for n in free if view.up(n)])
         # The pods on down nodes hold their places until replaced on up nodes.
         rest = need - len(up) - len(eligibleDown) - len(schedule)
         down = [n for n in free if not view.up(n)][:max(rest, 0)]
@@ -157,7 +191,7 @@ def decide(rc, snapshot):
 
     excess = len(upMine) - desired
     if excess > 0:
-        healthy = {n for n in upMine if view.healthy(n, rc.sha)}
+        healthy = {n for n in upMine if view.healthy(n, rc)}
         # Ineligible first, unhealthy first; then the most loaded nodes, then
         # by name from the end (the reverse of the order pods are placed in).
         # Eligible pods go only beyond the desired count: the surplus that
@@ -178,17 +212,30 @@ def decide(rc, snapshot):
             eligibleExcess -= node in eligible
             unschedule.append(node)
 
+    # Pods labelled as this RC's under another pod id (its manifest's id
+    # changed) go once the RC's own pods are all there and healthy.
+    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)]
+    if strays and len([n for n in eligibleUp if view.healthy(n, rc)]) >= desired:
+        unscheduleOthers = strays
+    else:
+        unscheduleOthers = []
+
     going = set(unschedule)
     rewrite = [n for n in mine if n in eligible and n not in going
-               and (snapshot.intentSha(n, rc.podId) != rc.sha
-                    or any(snapshot.podLabels(n, rc.podId).get(k) != v
-                           for k, v in labels.items()))]
+               and (not view.runs("intent", n, rc)
+                    or not _hasLabels(snapshot.podLabels(n, rc.podId), labels))]
 
     changes = ([Schedule(n, rc.podId, rc.manifest, labels) for n in schedule + rewrite]
-               + [Unschedule(n, rc.podId) for n in unschedule])
-    return Plan(changes, reason=_reason(schedule, unschedule, rewrite, shortfall, desired,
-                                        len(eligible)),
+               + [Unschedule(n, rc.podId) for n in unschedule]
+               + [Unschedule(n, p) for n, p in unscheduleOthers])
+    return Plan(changes, reason=_reason(schedule, unschedule + ["%s/%s" % s for s in
+                                                              unscheduleOthers],
+                                        rewrite, shortfall, desired, len(eligible)),
                 shortfall=shortfall, snapshot=snapshot)
+
+
+def _hasLabels(actual, wanted):
+    return all(actual.get(k) == v for k, v in wanted.items())
 
 
 def _descending(name):
@@ -208,77 +255,3 @@ def _reason(schedule, unschedule, rewrite, shortfall, desired, eligible):
                      % (shortfall, desired, eligible))
     return "; ".join(parts) or "converged"
 
-
-# Changes a person makes to RCs (the CLI's verbs), as plans with their audit
-# events.  Each rewrites the record by compare-and-set against the snapshot.
-
-def _rollOf(snapshot, rcId):
-    for roll in snapshot.rolls().values():
-        if rcId in (roll.old_rc, roll.new_rc):
-            return roll
-    return None
-
-
-def _existing(snapshot, rcId, verb):
-    rc = snapshot.rc(rcId)
-    if rc is None:
-        raise UsageError("no replication controller %r" % (rcId,))
-    roll = _rollOf(snapshot, rcId)
-    if roll is not None:
-        raise UsageError("cannot %s RC %s: roll %s is moving it (abort the roll first)"
-                         % (verb, rcId, roll.id))
-    return rc
-
-
-def _recordPlan(snapshot, rc, action, details, delete=False):
-    change = UpdateRecord(rc.key, None if delete else rc.toBytes(), snapshot.version(rc.key))
-    return Plan([change], reason="%s RC %s" % (action, rc.id),
-                events=[AuditEvent("replication_controller", rc.id, action, details)],
-                snapshot=snapshot)
-
-
-def createRC(snapshot, rc):
-    """
-    @return: the L{Plan} creating C{rc}'s record.
-    @raise UsageError: if an RC of that id exists.
-    """
-    if snapshot.version(rc.key) is not None:
-        raise UsageError("replication controller %r already exists" % (rc.id,))
-    return _recordPlan(snapshot, rc, "create", {
-        "replicas_desired": rc.replicas_desired, "node_selector": rc.node_selector,
-        "pod_id": rc.podId, "sha": rc.sha, "disabled": rc.disabled})
-
-
-def scaleRC(snapshot, rcId, replicas):
-    """
-    @return: the L{Plan} setting C{rcId}'s C{replicas_desired}.
-    @raise UsageError: for an unknown RC, one in a roll, or a bad count.
-    """
-    rc = _existing(snapshot, rcId, "scale")
-    return _recordPlan(snapshot, rc.withReplicas(replicas), "scale",
-                       {"from": rc.replicas_desired, "to": replicas})
-
-
-def setDisabled(snapshot, rcId, disabled):
-    """
-    @return: the L{Plan} disabling (or enabling) C{rcId}.
-    @raise UsageError: for an unknown RC or one in a roll.
-    """
-    rc = _existing(snapshot, rcId, "disable" if disabled else "enable")
-    return _recordPlan(snapshot, rc.withDisabled(disabled), "disable" if disabled else "enable",
-                       {})
-
-
-def deleteRC(snapshot, rcId, force=False):
-    """
-    @return: the L{Plan} deleting C{rcId}'s record (its pods stay).
-    @raise UsageError: for an unknown RC, one in a roll, or one that still
-        wants replicas (unless C{force}).
-    """
-    rc = _existing(snapshot, rcId, "delete")
-    if rc.replicas_desired and not force:
-        raise UsageError("RC %s still wants %d replicas: scale it to 0 first, or --force"
-                         % (rcId, rc.replicas_desired))
-    return _recordPlan(snapshot, rc, "delete", {"replicas_desired": rc.replicas_desired,
-                                                "forced": bool(force and rc.replicas_desired)},
-                       delete=True)

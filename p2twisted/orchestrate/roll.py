@@ -13,11 +13,14 @@ and the roll record, so a killed orchestrator's successor continues with no
 extra schedule or unschedule.
 
 A step, in order:
- 1. the roll record or the RC it moves to is gone: the roll ends;
+ 1. the roll record is gone: L{Done}; either RC is gone: the roll ends
+    (P2's farm deleted such a roll as complete);
  2. the RC it moves to is disabled, or the one it moves from enabled: one
     transaction swaps them (the newly enabled RC adopts the pods it has);
  3. the target is not yet desired: the next batch (after C{roll_delay},
-    not before the first) or a wait for health;
+    not before the first) or a wait for health.  Where P2 stopped for good
+    (healthy pods at the minimum, no capacity to add), one pod surges onto
+    a free node, so a roll of 3 at min_healthy 3 can move;
  4. the target is desired but not yet placed: wait;
  5. done: the old RC's leftover pods (on nodes the new RC could not take
     over) are drained once enough new pods are healthy, then the old RC
@@ -27,14 +30,19 @@ Beyond P2: a roll with C{auto_rollback} whose new pods keep it from moving
 (or from finishing) for C{rollback_after} seconds turns round: the same
 steps run with the RCs' roles swapped, back to the old RC's starting count,
 and the new RC is left with no replicas for a person to look at.
+
+L{createRoll} and L{abortRoll} are a person's changes, as plans.
 """
 
 import attr
 
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate.plan import Done, Plan, UpdateRecord, Wait
-from p2twisted.orchestrate.rc import _View
+from p2twisted.orchestrate.rc import PodView
 from p2twisted.records.controllers import ROLLING_BACK, AuditEvent, Roll
+
+#: A health status that says nothing either way (P2's C{health.Unknown}).
+UNKNOWN = "unknown"
 
 
 def rollAlgorithm(old, new, oldDesired, newDesired, targetDesired, minHealthy, spare=0):
@@ -78,7 +86,8 @@ class Counts(object):
     @ivar current: pods labelled as the RC's.
     @ivar real: current pods whose reality is the RC's manifest.
     @ivar healthy: real pods whose health is passing.
-    @ivar unknown: desired pods not yet placed, plus real pods without health.
+    @ivar unknown: desired pods not yet placed, plus real pods whose health
+        is not reported or C{"unknown"}.
     @ivar spare: current pods not healthy on nodes the other RC may take
         over, beyond the surplus it will take first.
     """
@@ -101,19 +110,28 @@ def count(rc, snapshot, takerEligible=None):
         one's pods over (for L{Counts.spare}), or C{None}.
     @return: L{Counts} of C{rc}'s pods in C{snapshot}.
     """
-    view = _View(snapshot, rc.podId)
+    view = PodView(snapshot, rc.podId)
     nodes = view.podsOf(rc.id)
-    real = [n for n in nodes if snapshot.realitySha(n, rc.podId) == rc.sha]
-    healthy = [n for n in nodes if view.healthy(n, rc.sha)]
-    unreported = [n for n in real if snapshot.health(rc.podId, n) is None]
+    real = [n for n in nodes if view.runs("reality", n, rc)]
+    healthy = [n for n in real if view.healthy(n, rc)]
+    unknown = [n for n in real if n not in healthy and getattr(
+        snapshot.health(rc.podId, n), "status", UNKNOWN) == UNKNOWN]
     spare = 0
     if takerEligible is not None:
         notHealthy = len([n for n in nodes if n in takerEligible and n not in healthy])
         spare = max(0, notHealthy - max(0, len(nodes) - rc.replicas_desired))
     return Counts(desired=rc.replicas_desired, current=len(nodes), real=len(real),
-                  healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unreported),
-                  unknown=max(0, rc.replicas_desired - len(nodes)) + len(unreported),
+                  healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unknown),
+                  unknown=max(0, rc.replicas_desired - len(nodes)) + len(unknown),
                   spare=spare)
+
+
+def _roles(roll):
+    """@return: C{(toId, fromId, target)} of C{roll} in its state."""
+    if roll.rollingBack:
+        return (roll.old_rc, roll.new_rc,
+                roll.desired if roll.old_desired is None else roll.old_desired)
+    return roll.new_rc, roll.old_rc, roll.desired
 
 
 def _event(roll, action, **details):
@@ -145,9 +163,7 @@ def step(roll, snapshot, now):
         return Done("roll %s is gone" % (roll.id,))
     roll = current
     back = roll.rollingBack
-    toId, fromId = (roll.old_rc, roll.new_rc) if back else (roll.new_rc, roll.old_rc)
-    target = (roll.desired if roll.old_desired is None else roll.old_desired) if back \
-        else roll.desired
+    toId, fromId, target = _roles(roll)
     to, from_ = snapshot.rc(toId), snapshot.rc(fromId)
     if to is None or from_ is None:
         gone = toId if to is None else fromId
@@ -168,34 +184,38 @@ def step(roll, snapshot, now):
     toEligible = set(snapshot.eligible(to.node_selector))
     toCounts = count(to, snapshot)
     fromCounts = count(from_, snapshot, toEligible)
-    progress = "%s: %s; %s: %s" % (toId, toCounts, fromId, fromCounts)
+    where = "%s: %s; %s: %s" % (toId, toCounts, fromId, fromCounts)
 
     if toCounts.desired < target:
         remove, add = rollAlgorithm(min(fromCounts.healthy, fromCounts.desired),
                                     toCounts.healthy, fromCounts.desired, toCounts.desired,
                                     target, roll.min_healthy, fromCounts.spare)
         if not (remove or add):
-            return _blocked(roll, snapshot, now, toCounts, progress,
-                            "below min_healthy %d" % (roll.min_healthy,))
+            capacity = max(roll.desired, roll.desired if roll.old_desired is None
+                           else roll.old_desired)
+            if not _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
+                return _blocked(roll, snapshot, now, toCounts, where,
+                                "at or below min_healthy %d" % (roll.min_healthy,))
+            remove, add = 0, 1
         if toCounts.desired > 0 and roll.roll_delay > 0:
             if roll.ready_since is None:
                 return Plan(_rollUpdate(snapshot, roll, ready_since=now),
                             reason="next batch ready; waiting roll_delay %ss (%s)"
-                            % (roll.roll_delay, progress), snapshot=snapshot)
+                            % (roll.roll_delay, where), snapshot=snapshot)
             if now < roll.ready_since + roll.roll_delay:
-                return Wait("roll_delay until the next batch (%s)" % (progress,),
+                return Wait("roll_delay until the next batch (%s)" % (where,),
                             at=roll.ready_since + roll.roll_delay)
         return Plan([_update(snapshot, to.withReplicas(to.replicas_desired + add)),
                      _update(snapshot, from_.withReplicas(from_.replicas_desired - remove))]
                     + _rollUpdate(snapshot, roll, ready_since=None, unhealthy_since=None),
-                    reason="move %d to %s, %d from %s (%s)" % (add, toId, remove, fromId, progress),
+                    reason="move %d to %s, %d from %s (%s)" % (add, toId, remove, fromId, where),
                     events=[_event(roll, "rollback_step" if back else "step", add=add,
                                    remove=remove, to=toId, to_desired=to.replicas_desired + add,
                                    from_desired=from_.replicas_desired - remove)],
                     snapshot=snapshot)
 
     if toCounts.current < target:
-        return Wait("%s has %d of %d pods placed (%s)" % (toId, toCounts.current, target, progress))
+        return Wait("%s has %d of %d pods placed (%s)" % (toId, toCounts.current, target, where))
 
     # Like P2, a roll whose counts have all moved ends whatever the health
     # (a known-bad version at min_healthy 0 must not hang), but draining the
@@ -206,19 +226,22 @@ def step(roll, snapshot, now):
     if roll.auto_rollback and not back:
         need = max(min(roll.min_healthy, target), min(1, target))
     if toCounts.healthy < need:
-        return _blocked(roll, snapshot, now, toCounts, progress,
+        return _blocked(roll, snapshot, now, toCounts, where,
                         "%d healthy of %d needed to finish" % (toCounts.healthy, need))
     if not keepFrom and (from_.replicas_desired or from_.disabled) and fromCounts.current:
         return Plan([_update(snapshot, from_.withReplicas(0).withDisabled(False))]
                     + _rollUpdate(snapshot, roll, ready_since=None, unhealthy_since=None),
                     reason="drain %s's %d leftover pod(s) (%s)" % (fromId, fromCounts.current,
-                                                                  progress),
+                                                                  where),
                     events=[_event(roll, "drain", rc=fromId, pods=fromCounts.current)],
                     snapshot=snapshot)
     if not keepFrom and fromCounts.current:
         return Wait("%s still has %d pod(s) (on nodes whose agent is down?) (%s)"
-                    % (fromId, fromCounts.current, progress))
+                    % (fromId, fromCounts.current, where))
     changes = [_delete(snapshot, roll.key)]
+    if to.replicas_desired > target:
+        # It adopted pods beyond the target when it was enabled.
+        changes.append(_update(snapshot, to.withReplicas(target)))
     if back:
         resting = from_.withReplicas(0).withDisabled(True)
         if resting != from_:
@@ -232,13 +255,34 @@ def step(roll, snapshot, now):
                 snapshot=snapshot)
 
 
-def _blocked(roll, snapshot, now, toCounts, progress, why):
+def _canSurge(to, toCounts, fromCounts, capacity, toEligible, snapshot):
+    """
+    (Not in P2, whose roll stops for good when healthy pods are at the
+    minimum and no capacity is added, e.g. 3 replicas at min_healthy 3.)
+    Whether the RC moved to may run one pod beyond the target for a while:
+    all its pods are placed and healthy, the RC moved from has no surplus
+    (so the new pod cannot take a healthy one over), nothing is surging
+    yet (the two RCs want no more than C{capacity}, the larger of the
+    roll's start and end counts), and a free eligible node with a running
+    agent is there to take it.
+    """
+    if not (toCounts.desired == toCounts.current == toCounts.healthy):
+        return False
+    if fromCounts.current > fromCounts.desired or \
+            toCounts.desired + fromCounts.desired > capacity:
+        return False
+    view = PodView(snapshot, to.podId)
+    mine = set(view.podsOf(to.id))
+    return any(view.up(n) and not view.occupied(n) for n in toEligible if n not in mine)
+
+
+def _blocked(roll, snapshot, now, toCounts, where, why):
     """
     The roll cannot move: wait, and with C{auto_rollback} start or check the
     clock on the new RC's unhealthy pods.
     """
     unhealthy = toCounts.current - toCounts.healthy
-    reason = "waiting: %s (%s)" % (why, progress)
+    reason = "waiting: %s (%s)" % (why, where)
     if not roll.auto_rollback or roll.rollingBack or unhealthy <= 0:
         if roll.unhealthy_since is not None:
             return Plan(_rollUpdate(snapshot, roll, unhealthy_since=None), reason=reason,

@@ -22,7 +22,7 @@ import attr
 from p2twisted.errors import ManifestError, SelectorError, UsageError
 from p2twisted.labels import parseSelector, validateLabels
 from p2twisted.manifest import parseManifest
-from p2twisted.records.base import CorruptRecord
+from p2twisted.records.base import CorruptRecord, loadObject
 from p2twisted.store import keys
 from p2twisted.store.common import checkKey
 
@@ -42,6 +42,11 @@ DEFAULT_ROLLBACK_AFTER = 300
 @functools.lru_cache(maxsize=256)
 def _parsed(manifest):
     return parseManifest(manifest)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha(manifest):
+    return _parsed(manifest).sha()
 
 
 def _segment(what):
@@ -86,12 +91,7 @@ def _load(cls, key, entry, required, fields):
     @param required: fields that must be present (never defaulted).
     @raise CorruptRecord: naming C{key}.
     """
-    try:
-        data = json.loads(entry.value)
-    except ValueError as e:
-        raise CorruptRecord(key, "not JSON (%s)" % (e,))
-    if not isinstance(data, dict):
-        raise CorruptRecord(key, "not a JSON object")
+    data = loadObject(key, entry.value)
     missing = [name for name in required if name not in data]
     if missing:
         raise CorruptRecord(key, "required field(s) missing: %s" % (", ".join(missing),))
@@ -170,7 +170,8 @@ class ReplicationController(object):
 
     @property
     def sha(self):
-        return self.podManifest().sha()
+        """The canonical SHA of the manifest (computed once per manifest)."""
+        return _sha(self.manifest)
 
     def selector(self):
         """@return: the L{labels.Selector} of C{node_selector}."""

@@ -153,6 +153,11 @@ def lock(kind, objectId):
     return _join(LOCKS, kind, objectId)
 
 
+def lockTree(kind):
+    """C{locks/<kind>}: every lock of one kind (a farm watches it to take over)."""
+    return _names(LOCKS, kind)
+
+
 def audit(stamp, unique):
     """C{audit/<time>-<uuid>}; C{stamp} should sort by time (e.g. 20261122T010203.123456Z)."""
     return _join(AUDIT, "%s-%s" % (stamp, unique))

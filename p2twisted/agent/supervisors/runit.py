@@ -413,6 +413,26 @@ def _readFile(path):
         return None
 
 
+def _outdated(spec, path):
+    """
+    @return: the C{(relative path, text)} of the scripts of C{spec}'s service
+        directory (L{serviceFiles}) that the directory C{path} does not hold
+        as they should be (text, exec bit), sorted.
+    """
+    return [(rel, text) for rel, text in sorted(serviceFiles(spec).items())
+            if not (_readFile(os.path.join(path, rel)) == text
+                    and os.access(os.path.join(path, rel), os.X_OK))]
+
+
+def _differs(spec, path):
+    """
+    @return: whether the existing service directory C{path} differs from
+        what L{RunitSupervisor._define} would make it for C{spec}.
+    """
+    return bool(_outdated(spec, path)) or (
+        (spec.restartPolicy == "never") != os.path.exists(os.path.join(path, "down")))
+
+
 def _resetRestarts(path):
     try:
         os.unlink(os.path.join(path, RESTARTS_FILE))
@@ -429,6 +449,24 @@ def _endFinishWait(path):
     current = readStatus(path)
     if current is not None and current.state == FINISH and current.pid and runsvAlive(path):
         signalService(current.pid, signal.SIGTERM, False)
+
+
+def _chdirPrefix(which):
+    """
+    @return: C{[env, "-C"]} when this host's C{env} can start a program in
+        another directory (GNU coreutils 8.28 and later), else C{None}.
+    """
+    import subprocess
+    env = which("env") or which("env", path=DEFAULT_PATH)
+    if env is None:
+        return None
+    try:
+        subprocess.run([env, "-C", "/", "true"], check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={"PATH": DEFAULT_PATH}, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [env, "-C"]
 
 
 def _suffix():
@@ -476,6 +514,7 @@ class RunitSupervisor(SupervisorBase):
         self._sv = findProgram("sv", which)
         findProgram("svlogd", which)
         self._setsid = findProgram("setsid", which)
+        self._chdir = _chdirPrefix(which)
         self._locks = {}
         self._children = {}
         self.startLatencies = []
@@ -533,10 +572,12 @@ class RunitSupervisor(SupervisorBase):
             if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
                 continue
             path = os.path.join(serviceDir, name)
-            if ".removed-" in name and runsvAlive(path):
+            if runsvAlive(path):
                 # A replaced runsv an agent stopped before it was told to
-                # exit (or that did not exit): deleting its directory would
-                # leave it and its svlogd running forever.
+                # exit (or that did not exit), or a new one started by an
+                # agent stopped before it renamed its directory into place:
+                # deleting its directory would leave it, its svlogd (and its
+                # service) running forever.
                 self._retireLeftover(name, path)
                 continue
             try:
@@ -550,7 +591,7 @@ class RunitSupervisor(SupervisorBase):
         Tell the runsv of the moved-aside directory C{path} (named C{name})
         to exit, then clean it up as L{_retire} does.
         """
-        service = name[1:].rpartition(".removed-")[0]
+        service = name[1:].rpartition(".removed-" if ".removed-" in name else ".new-")[0]
         try:
             sendControl(path, SV_LETTERS["exit"])
         except OSError as e:
@@ -583,11 +624,15 @@ class RunitSupervisor(SupervisorBase):
         """
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
 
-    def _build(self, spec):
+    def _build(self, spec, sync=True, held=False):
         """
         Build C{spec}'s new service directory under a dot name
         (C{.<name>.new-<random>}), on disk (one flush for all of it).
 
+        @param sync: whether to flush it here (else the caller does, as
+            L{_create} does while its runsv starts).
+        @param held: give it a C{down} file whatever the restart policy: its
+            runsv, once started, holds the service down until told C{up}.
         @return: its path, for the caller to rename into place.
         """
         serviceDir = self._layout.serviceDir
@@ -598,39 +643,94 @@ class RunitSupervisor(SupervisorBase):
             os.makedirs(os.path.join(tmp, "log", "main"))
             for rel, text in sorted(serviceFiles(spec).items()):
                 _writeFile(os.path.join(tmp, rel), text, 0o755, sync=False)
-            if spec.restartPolicy == "never":
+            if held or spec.restartPolicy == "never":
                 _writeFile(os.path.join(tmp, "down"), "", 0o644, sync=False)
-            syncFilesystem(tmp)
+            if sync:
+                syncFilesystem(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return tmp
 
+    def _place(self, tmp, path):
+        """
+        Rename the built directory C{tmp} to C{path} (which must not exist)
+        and flush the rename to disk.
+        """
+        os.rename(tmp, path)
+        fsyncDir(self._layout.serviceDir)
+
+    @defer.inlineCallbacks
+    def _startBuilt(self, spec, tmp):
+        """
+        Start a runsv for the directory C{tmp} just built (not yet flushed)
+        while, in a thread, it is flushed to disk: runsv and svlogd start
+        meanwhile instead of after it.  (runsv works relative to its
+        directory, so C{tmp} may be renamed once it runs.)  When either
+        fails, its runsv (if any) is stopped and C{tmp} deleted.
+
+        @return: L{Deferred} firing once the runsv runs and C{tmp} is on disk.
+        """
+        flushed = self._inThread(syncFilesystem, tmp)
+        started = self._ensureRunsv(spec.name, tmp, spec.restartTimeout)
+        for ok, result in (yield defer.DeferredList([flushed, started], consumeErrors=True)):
+            if not ok:
+                yield self._discard(spec.name, tmp, spec.restartTimeout)
+                if result.check(OSError):
+                    raise SupervisorError("could not write service directory %s: %s"
+                                          % (tmp, result.value))
+                result.raiseException()
+
+    @defer.inlineCallbacks
+    def _discard(self, name, tmp, timeout):
+        """
+        Undo L{_startBuilt}: stop the service and the runsv of the built
+        directory C{tmp} (if one runs), then delete it.  Never fails:
+        problems are logged.
+        """
+        try:
+            if runsvAlive(tmp):
+                yield self._stopRunning(name, tmp, timeout)
+                if name in self._children:
+                    self._children[name].expected = True
+                yield self._command("exit", tmp)
+                yield waitUntil(self._reactor, lambda: not runsvAlive(tmp)
+                                and not runsvAlive(os.path.join(tmp, "log")), KILL_GRACE)
+            shutil.rmtree(tmp, ignore_errors=True)
+        except Exception:
+            log.failure("could not clean up {path}, a new directory of {service}",
+                        path=tmp, service=name)
+
+    @defer.inlineCallbacks
+    def _create(self, spec, path):
+        """
+        Write the new service directory of C{spec} atomically (built under a
+        dot name, then renamed to C{path}), its runsv started there while it
+        is flushed to disk (L{_startBuilt}).
+        """
+        try:
+            tmp = yield self._inThread(self._build, spec, False)
+        except OSError as e:
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        yield self._startBuilt(spec, tmp)
+        try:
+            yield self._inThread(self._place, tmp, path)
+        except OSError as e:
+            yield self._discard(spec.name, tmp, spec.restartTimeout)
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+
     def _define(self, spec):
         """
-        Write C{spec}'s service directory: a new one atomically (built under a
-        dot name, then renamed), or an existing one's changed files each
+        Write C{spec}'s existing service directory: its changed files each
         replaced by rename.
 
-        @return: C{"new"}, C{"changed"} or C{"same"}.
+        @return: C{"changed"} or C{"same"}.
         """
         path = self._layout.service(spec.name)
-        files = serviceFiles(spec)
         down = spec.restartPolicy == "never"
-        if not os.path.isdir(path):
-            tmp = self._build(spec)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            fsyncDir(self._layout.serviceDir)
-            return "new"
         changed = False
-        for rel, text in sorted(files.items()):
+        for rel, text in _outdated(spec, path):
             target = os.path.join(path, rel)
-            if _readFile(target) == text and os.access(target, os.X_OK):
-                continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
             tmp = "%s.new-%s" % (target, _suffix())
             _writeFile(tmp, text, 0o755)
@@ -652,14 +752,19 @@ class RunitSupervisor(SupervisorBase):
     def _spawnRunsv(self, name, path):
         """
         Start C{setsid runsv <path>}: its own session, C{/dev/null} for stdio,
-        every other descriptor closed (Twisted closes them).
+        every other descriptor closed (Twisted closes them).  A directory
+        built under a dot name (which it runs under its real name once
+        renamed) gets C{setsid env -C <path> runsv .} instead, where C{env}
+        can: C{ps} does not show it a name it loses.
         """
+        argv = [self._setsid, self._runsv, path]
+        if self._chdir and os.path.basename(path).startswith("."):
+            argv = [self._setsid] + self._chdir + [path, self._runsv, "."]
         devnull = os.open(os.devnull, os.O_RDWR)
         child = self._children[name] = _RunsvProtocol(self, name)
         try:
             self._reactor.spawnProcess(
-                child, self._setsid,
-                [self._setsid, self._runsv, path],
+                child, self._setsid, argv,
                 env={"PATH": DEFAULT_PATH},
                 childFDs={0: devnull, 1: devnull, 2: devnull})
         finally:
@@ -739,28 +844,45 @@ class RunitSupervisor(SupervisorBase):
         began = self._reactor.seconds()
         deadline = began + spec.restartTimeout
         path = self._layout.service(spec.name)
-        try:
-            change = yield self._inThread(self._define, spec)
-        except OSError as e:
-            raise SupervisorError("could not write service directory %s: %s"
-                                  % (path, e))
+        record = signatureRecord(spec)
+        spawned = replacing = False
+        if not os.path.isdir(path):
+            yield self._create(spec, path)
+            change, spawned = "new", True
+        else:
+            # A running service restarted within runsv's pause gets a whole
+            # new directory (_replaceRunsv): no need to write this one first.
+            before = readStatus(path) if runsvAlive(path) else None
+            replacing = (before is not None and before.state == RUN
+                         and inPause(before, self._reactor.seconds())
+                         and (restart or (spec.signature is not None
+                                          and startedSignature(path) != record)))
+            try:
+                if replacing:
+                    change = "changed" if _differs(spec, path) else "same"
+                else:
+                    change = yield self._inThread(self._define, spec)
+            except OSError as e:
+                raise SupervisorError("could not write service directory %s: %s"
+                                      % (path, e))
         if change == "changed":
             _resetRestarts(path)
         # A deploy does not wait out a crash loop's delay, whether its
         # definition changed or not (a new install behind the same
         # ``current`` link keeps it the same).
         _endFinishWait(path)
-        spawned = yield self._ensureRunsv(spec.name, path, spec.restartTimeout)
+        spawned = (yield self._ensureRunsv(spec.name, path, spec.restartTimeout)) or spawned
         before = readStatus(path)
-        record = signatureRecord(spec)
         # (A runsv just started runs the definition just written.)
         stale = (not spawned and spec.signature is not None and before is not None
                  and before.state == RUN and startedSignature(path) != record)
         if stale:
             log.info("restarting {service}: its process was started from another "
                      "definition", service=spec.name, event="service-restart")
-        if (restart or stale) and before is not None and before.state != DOWN:
-            if inPause(before, self._reactor.seconds()):
+        if replacing or ((restart or stale) and before is not None and before.state != DOWN):
+            # (Replacing, this directory still holds the old definition:
+            # replaced whatever its state is now.)
+            if replacing or inPause(before, self._reactor.seconds()):
                 yield self._replaceRunsv(spec, path)
                 spawned = True  # a fresh runsv, running the definition just written
             else:
@@ -802,33 +924,41 @@ class RunitSupervisor(SupervisorBase):
         Restart a service that started less than L{RUNSV_PAUSE} ago with a
         new runsv: the old one, once its service is down, would sleep out its
         pause before starting it again.  The service is stopped as L{stop}
-        does; its directory (and the old runsv, which works relative to it)
-        moves aside and is told to exit; a fresh directory and runsv take the
-        name; the old directory's logs move into the new one's log directory
-        once its runsv is gone (L{_retire}).
+        does; meanwhile a fresh directory is built and its runsv (and svlogd)
+        started, holding the service down (L{_build}'s C{held}).  Once the
+        old process group is gone, the old directory (and its runsv, which
+        works relative to it) moves aside and is told to exit, the fresh one
+        takes the name and is told C{up}; the old directory's logs move into
+        the new one's log directory once its runsv is gone (L{_retire}).
         """
         name = spec.name
-        # The stop is under way (signalled) when this returns; the new
-        # directory is built meanwhile.
-        stopping = self._stopRunning(name, path, spec.restartTimeout, retiring=True)
+        timeout = spec.restartTimeout
+        # The stop is under way (signalled) when this returns.
+        stopping = self._stopRunning(name, path, timeout, retiring=True)
+        previous = self._children.get(name)
         try:
-            new = yield self._inThread(self._build, spec)
-        except OSError as e:
+            new = yield self._inThread(self._build, spec, False, True)
+            yield self._startBuilt(spec, new)
+        except BaseException as e:
+            self._restoreChild(name, previous)
             yield stopping
-            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+            if isinstance(e, OSError):
+                raise SupervisorError("could not write service directory %s: %s" % (path, e))
+            raise
         try:
             yield stopping
             old = os.path.join(self._layout.serviceDir, ".%s.removed-%s" % (name, _suffix()))
-            if name in self._children:
-                self._children[name].expected = True
             try:
                 os.rename(path, old)
             except OSError as e:
                 raise SupervisorError("could not move service directory %s aside: %s"
                                       % (path, e))
         except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
+            yield self._discard(name, new, timeout)
+            self._restoreChild(name, previous)
             raise
+        if previous is not None:
+            previous.expected = True
         # The crash-loop counters the finish script keeps stay with the
         # service, as across any other restart; the old finish may still be
         # recording this stop's exit: L{_retire} carries that over.
@@ -840,11 +970,16 @@ class RunitSupervisor(SupervisorBase):
         except OSError:
             log.failure("could not keep the restart counters of {service}", service=name)
         try:
-            os.rename(new, path)
-            fsyncDir(self._layout.serviceDir)
+            self._place(new, path)
         except OSError as e:
-            shutil.rmtree(new, ignore_errors=True)
+            yield self._discard(name, new, timeout)
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        if spec.restartPolicy != "never":
+            yield self._command("up", path)
+            try:
+                os.unlink(os.path.join(path, "down"))
+            except FileNotFoundError:
+                pass
         log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
                  "runsv would pause that long before starting it again", service=name,
                  pause=RUNSV_PAUSE, event="runsv-replace")
@@ -852,10 +987,19 @@ class RunitSupervisor(SupervisorBase):
             yield self._command("exit", old)
         except SupervisorError:
             log.failure("could not tell the replaced runsv of {service} to exit", service=name)
-        yield self._ensureRunsv(name, path, spec.restartTimeout)
         retiring = self._retire(name, old, path, kept)
         self._retiring.add(retiring)
         retiring.addBoth(lambda _: self._retiring.discard(retiring))
+
+    def _restoreChild(self, name, previous):
+        """
+        After a new runsv for C{name} failed to take over: the one started
+        before (C{previous}, or none) is again the one supervising it.
+        """
+        if previous is None:
+            self._children.pop(name, None)
+        else:
+            self._children[name] = previous
 
     @defer.inlineCallbacks
     def _retire(self, name, old, path, kept=None):
@@ -880,7 +1024,8 @@ class RunitSupervisor(SupervisorBase):
                          service=name, path=old, event="runsv-replace-stuck")
                 return
             final = _readRestartsFile(old)
-            if final is not None and final != kept and _readRestartsFile(path) == kept:
+            if final is not None and final != kept and _readRestartsFile(path) == kept \
+                    and os.path.isdir(path):  # (not removed meanwhile)
                 _writeRestartsFile(path, final)
             keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
             shutil.rmtree(old)

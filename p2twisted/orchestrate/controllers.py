@@ -1,0 +1,336 @@
+# -*- test-case-name: tests.test_orchestrate_controllers -*-
+"""
+The controllers a farm runs per claimed object: the glue between the store
+and the pure decisions of L{p2twisted.orchestrate.rc} and
+L{p2twisted.orchestrate.roll}.
+
+Each reconcile reads a L{Snapshot} (shared with the other controllers of the
+process: one read serves every controller asking meanwhile), decides, applies
+the plan as transactions that each begin with the fence
+C{[Check(lock), Check(object record)]}, writes the object's status
+(C{status/<kind>/<id>}, under the same lock check) and appends what it
+changed to C{audit/}.
+"""
+
+import os
+import socket
+import time
+
+import attr
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from p2twisted import records
+from p2twisted.errors import StoreError, VersionConflict
+from p2twisted.orchestrate import audit, rc as rcLogic, roll as rollLogic
+from p2twisted.orchestrate.farm import IController
+from p2twisted.orchestrate.plan import Plan, Planner, Wait
+from p2twisted.records.base import dumpObject
+from p2twisted.records.controllers import AuditEvent
+from p2twisted.store import keys
+from p2twisted.store.common import Check, Put
+
+log = Logger()
+
+#: The kind the audit log names replication controllers by (as the CLI's
+#: changes to them do).
+AUDIT_KIND = "replication_controller"
+
+#: Seconds after applying a plan until the controller looks again.
+LOOK_AGAIN = 1.0
+
+#: Who the audit events of this process name.
+WHO = "p2-orchestrator@%s:%d" % (socket.gethostname(), os.getpid())
+
+
+class SnapshotReader(object):
+    """
+    Coalesced snapshot reads: L{read} fires with a snapshot read I{after} it
+    was called; callers arriving while a read is under way share the next
+    one, so N controllers woken by the same news cost one read, not N.
+
+    @param read: a function of the store giving a L{Deferred} snapshot
+        (default L{Snapshot.read}).
+    """
+
+    def __init__(self, store, read=None):
+        if read is None:
+            from p2twisted.orchestrate.snapshot import Snapshot
+            read = Snapshot.read
+        self.store = store
+        self._read = read
+        self._running = False
+        self._queued = []
+        #: How many reads were made (for tests and logs).
+        self.reads = 0
+
+    def read(self):
+        """
+        @return: L{Deferred} firing with a snapshot begun after this call;
+            fails with the store's error.
+        """
+        d = defer.Deferred()
+        self._queued.append(d)
+        if not self._running:
+            self._next()
+        return d
+
+    def _next(self):
+        waiters, self._queued = self._queued, []
+        if not waiters:
+            return
+        self._running = True
+        self.reads += 1
+        d = defer.maybeDeferred(self._read, self.store)
+
+        def done(result):
+            self._running = False
+            for w in waiters:
+                w.callback(result) if not isinstance(result, defer.Failure) else w.errback(result)
+            self._next()
+        d.addBoth(done)
+
+
+class _Controller(object):
+    """
+    What both controllers share: the fence, the status write and the audit.
+
+    Subclasses define C{kind}, C{recordKey()} and C{decide(snapshot)},
+    returning C{(Plan, Wait or Done; status dict)}, or C{(None, None)} when
+    the object's record is gone.
+    """
+
+    kind = None
+
+    def __init__(self, store, objectId, lock, clock, reader, planner=None, who=WHO):
+        self.store = store
+        self.objectId = objectId
+        self.lock = lock
+        self.clock = clock
+        self.reader = reader
+        self.planner = planner if planner is not None else Planner(store)
+        self.who = who
+        self._stopped = False
+        self._status = None
+        self.statusKey = keys.status(self.kind, objectId)
+
+    def start(self):
+        log.info("{kind} {object}: controller started", kind=self.kind, object=self.objectId,
+                 event="start")
+
+    def stop(self):
+        self._stopped = True
+        return defer.succeed(None)
+
+    def fence(self, snapshot):
+        """
+        @return: the C{Check} ops beginning every transaction: the farm's
+            lock and the object's record, as read.
+        """
+        key = self.recordKey()
+        return [Check(self.lock.key, self.lock.version), Check(key, snapshot.version(key))]
+
+    @defer.inlineCallbacks
+    def reconcile(self):
+        """
+        Read, decide, apply, report.
+
+        @return: L{Deferred} firing with C{None}, or with the seconds after
+            which to reconcile again without news: L{LOOK_AGAIN} after a
+            plan was applied (to see its effect and report fresh counts), or
+            a wait's deadline; fails with the store's error (the farm
+            retries).
+        """
+        if self._stopped:
+            return None
+        snapshot = yield self.reader.read()
+        if self._stopped:
+            return None
+        try:
+            outcome, status = self.decide(snapshot)
+        except records.CorruptRecord as e:
+            log.warn("{kind} {object}: {error}", kind=self.kind, object=self.objectId,
+                     error=str(e), event="corrupt")
+            yield self.report({"error": str(e)})
+            return None
+        if outcome is None:  # the record is gone: the farm releases it
+            return None
+        applied = isinstance(outcome, Plan) and bool(outcome)
+        if applied:
+            try:
+                yield self.planner.apply(outcome, fence=self.fence(snapshot))
+            except VersionConflict as e:
+                yield self.report(dict(status, error="the store changed under this plan (%s); "
+                                                      "deciding again" % (e,)))
+                raise
+            log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
+                     reason=outcome.reason, event="applied")
+            yield self.appendAudit(self.events(outcome))
+        yield self.report(dict(status, error=None))
+        if isinstance(outcome, Wait) and outcome.at is not None:
+            return max(outcome.at - self.clock.seconds(), 0.0)
+        return LOOK_AGAIN if applied else None
+
+    def events(self, plan):
+        """
+        @return: the L{AuditEvent}s (without who/when) of an applied C{plan}.
+        """
+        return list(plan.events)
+
+    def appendAudit(self, events):
+        if not events:
+            return defer.succeed(None)
+        return audit.append(self.store, events, self.who, self.clock.seconds()).addErrback(
+            lambda f: log.warn("{kind} {object}: cannot append to the audit log: {error}",
+                               kind=self.kind, object=self.objectId, error=f.getErrorMessage()))
+
+    @defer.inlineCallbacks
+    def report(self, status):
+        """
+        Write C{status} (plus since-when) to C{status/<kind>/<id>} when it
+        changed, under the lock check; a status a lost lock cannot write is
+        not written.
+        """
+        if status == self._status or self._stopped:
+            return
+        value = dumpObject(dict(status, since=_iso(self.clock.seconds()), holder=self.who))
+        try:
+            yield self.store.transaction([Check(self.lock.key, self.lock.version),
+                                          Put(self.statusKey, value)])
+        except StoreError as e:
+            log.warn("{kind} {object}: cannot write its status: {error}", kind=self.kind,
+                     object=self.objectId, error=str(e))
+            return
+        self._status = status
+
+
+def _iso(when):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def podCounts(rc, snapshot):
+    """
+    @return: C{{"desired", "current", "real", "healthy"}} of C{rc}: its pods
+        (by label), those running its manifest, and those of these whose
+        health is passing (as a roll counts them).
+    """
+    found = rollLogic.count(rc, snapshot)
+    return {"desired": found.desired, "current": found.current, "real": found.real,
+            "healthy": found.healthy}
+
+
+@implementer(IController)
+class RCController(_Controller):
+    """
+    Keeps a replication controller's pods where L{rc.decide} says.
+    """
+
+    kind = "rc"
+
+    def __init__(self, *args, **kw):
+        self.decideRC = kw.pop("decide", rcLogic.decide)
+        _Controller.__init__(self, *args, **kw)
+
+    def recordKey(self):
+        return keys.replicationController(self.objectId)
+
+    def decide(self, snapshot):
+        rc = snapshot.rc(self.objectId)
+        if rc is None:
+            return None, None
+        plan = self.decideRC(rc, snapshot)
+        status = dict(podCounts(rc, snapshot), shortfall=plan.shortfall,
+                      disabled=rc.disabled, reason=plan.reason)
+        return plan, status
+
+    def events(self, plan):
+        """
+        @return: the plan's own events, then one per kind of change: pods
+            placed (C{schedule}), pods whose intent was rewritten in place
+            (C{rewrite}: drift, or a roll's takeover) and pods removed
+            (C{unschedule}), each naming its nodes.
+        """
+        found = list(plan.events)
+        before = plan.snapshot
+        placed = [c for c in plan.scheduled()
+                  if before is None or before.intent(c.node, c.podId) is None]
+        rewritten = [c for c in plan.scheduled() if c not in placed]
+        for action, changes in (("schedule", placed), ("rewrite", rewritten),
+                                ("unschedule", plan.unscheduled())):
+            if changes:
+                found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
+                    "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
+                    "reason": plan.reason}))
+        return found
+
+
+@implementer(IController)
+class RollController(_Controller):
+    """
+    Moves a rolling update on by L{roll.step}.
+    """
+
+    kind = "roll"
+
+    def __init__(self, *args, **kw):
+        self.step = kw.pop("step", rollLogic.step)
+        _Controller.__init__(self, *args, **kw)
+
+    def recordKey(self):
+        return keys.roll(self.objectId)
+
+    def decide(self, snapshot):
+        roll = snapshot.roll(self.objectId)
+        if roll is None:
+            return None, None
+        outcome = self.step(roll, snapshot, self.clock.seconds())
+        status = {"state": roll.state, "desired": roll.desired, "min_healthy": roll.min_healthy,
+                  "reason": outcome.reason, "rollback_reason": roll.reason}
+        for name, rcId in (("old", roll.old_rc), ("new", roll.new_rc)):
+            rc = snapshot.rc(rcId)
+            status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
+        return outcome, status
+
+@attr.s(frozen=True)
+class FarmKind(object):
+    """
+    One kind of farm C{twistd p2-orchestrator --farms} can run.
+
+    @ivar name: its lock and status kind, and its C{--farms} name.
+    @ivar tree: the tree of its objects.
+    @ivar news: trees whose changes have its controllers reconcile before
+        the next resync.
+    @ivar controller: the L{IController} class, called as C{controller(store,
+        objectId, lock, clock, reader)}.
+    @ivar holdWhenEmpty: whether the farm's empty-tree failsafe holds (not
+        for rolls: the last roll ending empties their tree).
+    """
+
+    name = attr.ib()
+    tree = attr.ib()
+    news = attr.ib()
+    controller = attr.ib()
+    holdWhenEmpty = attr.ib(default=True)
+
+    def factory(self, store, clock, reader=None):
+        """
+        @return: the farm's C{controllerFactory(objectId, lock)}; its
+            controllers share C{reader} (default: a new L{SnapshotReader}).
+        """
+        if reader is None:
+            reader = SnapshotReader(store)
+        return lambda objectId, lock: self.controller(store, objectId, lock, clock, reader)
+
+
+#: The farms there are, by C{--farms} name.  Their news trees leave out
+#: what their own writes change most (intent, pod labels for RCs), which the
+#: resync covers.
+FARMS = {
+    "rc": FarmKind("rc", keys.REPLICATION_CONTROLLERS,
+                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.REALITY, keys.ROLLS),
+                   RCController),
+    "roll": FarmKind("roll", keys.ROLLS,
+                     (keys.REPLICATION_CONTROLLERS, keys.labelTree("pod"), keys.HEALTH,
+                      keys.REALITY), RollController, holdWhenEmpty=False),
+}

@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_orchestrate_tap -*-
+"""
+C{twistd p2-orchestrator}: options, settings, and the service they build --
+one L{Farm} per farm kind named (C{rc}, C{roll}) on one store, and one
+watch of the cluster trees whose news has their controllers reconcile.
+"""
+
+import attr
+from twisted.application import service
+from twisted.application.internet import backoffPolicy
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python import usage
+
+from p2twisted.config import loadConfig
+from p2twisted.errors import P2Error, UsageError
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Run p2 orchestrators: claim replication controllers and rolling updates from "
+                "the coordination store (shared with any other p2-orchestrator) and converge "
+                "them. Every setting has a default; a config file (see conf/orchestrator.yaml) "
+                "and these flags override them.")
+    optParameters = [
+        ["config", "c", None, "config file (YAML)"],
+        ["store", None, None, "coordination store URL (default: $P2_STORE, the config file, "
+                              "else the embedded local store)"],
+        ["farms", None, None, "comma-separated farms to run, of: rc, roll (default: all)"],
+    ]
+
+    def postOptions(self):
+        """
+        Read the settings now, so that a bad one is a usage error twistd
+        shows as one line.
+        """
+        try:
+            self.settings = orchestratorConfig(self["config"], {
+                "store": self["store"], "farms": self["farms"]})
+        except P2Error as e:
+            raise usage.UsageError(str(e))
+
+
+@attr.s
+class OrchestratorConfig(object):
+    """
+    Every orchestrator setting, with its default.
+    """
+
+    store = attr.ib()
+    farms = attr.ib()
+    sessionTTL = attr.ib(default=15.0)
+    resyncInterval = attr.ib(default=30.0)
+
+
+def _number(data, name, default, low):
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise UsageError("orchestrator config %s: expected a number >= %s, got %r"
+                         % (name, low, value))
+    return value
+
+
+def orchestratorConfig(path=None, flags=None, environ=None, known=None):
+    """
+    Build the settings from the config file at C{path} (or the usual places)
+    and the command-line C{flags} (a dict; C{None} values are ignored).
+
+    @param known: the farm names there are (default: L{controllers.FARMS}).
+    @raise UsageError: for a bad file or setting; the message names it.
+    """
+    if known is None:
+        from p2twisted.orchestrate.controllers import FARMS as known
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config = loadConfig(path, environ)
+    data = dict(config.data)
+    data.update(flags)
+    farms = data.get("farms", sorted(known))
+    if isinstance(farms, str):
+        farms = [f.strip() for f in farms.split(",") if f.strip()]
+    if not isinstance(farms, list) or not farms:
+        raise UsageError("orchestrator config farms: expected farm names (of %s), got %r"
+                         % (", ".join(sorted(known)), data.get("farms")))
+    unknown = [f for f in farms if f not in known]
+    if unknown:
+        raise UsageError("orchestrator config farms: unknown farm %r; expected some of %s"
+                         % (unknown[0], ", ".join(sorted(known))))
+    return OrchestratorConfig(
+        store=config.storeURL(flags.get("store")),
+        farms=sorted(set(farms)),
+        sessionTTL=_number(data, "session_ttl", 15.0, 1.0),
+        resyncInterval=_number(data, "resync_interval", 30.0, 0.1),
+    )
+
+
+class ClusterWatch(service.Service):
+    """
+    Watches trees of the cluster (health, node labels, intent...) and calls
+    C{onChange()} after each change, so controllers react before the next
+    resync.  The first snapshot of each watch is not news.
+    """
+
+    def __init__(self, store, prefixes, onChange):
+        self.store = store
+        self.prefixes = list(prefixes)
+        self.onChange = onChange
+        self._watches = []
+
+    def startService(self):
+        service.Service.startService(self)
+        self._watches = [self.store.watch(p, self._watcher()) for p in self.prefixes]
+
+    def _watcher(self):
+        first = [True]
+
+        def changed(snapshot):
+            if first[0]:
+                first[0] = False
+                return
+            self.onChange()
+        return changed
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for watch in self._watches:
+            watch.cancel()
+        self._watches = []
+
+
+def _nudger(farms):
+    def nudge():
+        for farm in farms:
+            farm.nudge()
+    return nudge
+
+
+class Orchestrator(service.MultiService):
+    """
+    Opens the store (retrying while it cannot be reached), then runs the
+    farms and the watches of the cluster trees they care about as children.
+
+    @param kinds: C{{name: FarmKind}} of the farms there are (default
+        L{controllers.FARMS}).
+    @param store: an open L{IStore} to use instead of opening
+        C{config.store} (it is closed when the service stops).
+    @ivar farms: C{{name: Farm}} once the store is open.
+    """
+
+    def __init__(self, config, reactor, kinds=None, store=None):
+        service.MultiService.__init__(self)
+        if kinds is None:
+            from p2twisted.orchestrate.controllers import FARMS as kinds
+        self.config = config
+        self.reactor = reactor
+        self.kinds = kinds
+        self.store = store
+        self.farms = {}
+        self._delays = backoffPolicy(1.0, 30.0)
+        self._opening = None
+
+    def startService(self):
+        service.MultiService.startService(self)
+        self._opening = self._open().addErrback(
+            lambda f: log.failure("the orchestrator failed to start", f))
+
+    @defer.inlineCallbacks
+    def _open(self):
+        from p2twisted.orchestrate.controllers import SnapshotReader
+        from p2twisted.orchestrate.farm import Farm
+        from p2twisted.store import openStore
+        attempts = 0
+        while self.store is None and self.running:
+            try:
+                self.store = yield openStore(self.config.store, self.reactor)
+            except Exception as e:
+                delay = self._delays(attempts)
+                attempts += 1
+                log.warn("cannot open store {url}: {error}; retrying in {delay:.1f}s",
+                         url=self.config.store, error=str(e), delay=delay)
+                yield task.deferLater(self.reactor, delay, lambda: None)
+        if not self.running:
+            if self.store is not None:
+                yield self.store.close()
+            return
+        log.info("orchestrator on {url}: farms {farms}", url=self.config.store,
+                 farms=",".join(self.config.farms), event="start")
+        news, reader = {}, SnapshotReader(self.store)
+        for name in self.config.farms:
+            kind = self.kinds[name]
+            factory = kind.factory(self.store, self.reactor, reader)
+            farm = Farm(self.store, kind.name, kind.tree, factory, self.reactor,
+                        ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval,
+                        holdWhenEmpty=kind.holdWhenEmpty)
+            farm.setName(name)
+            farm.setServiceParent(self)
+            self.farms[name] = farm
+            for tree in kind.news:
+                news.setdefault(tree, []).append(farm)
+        # One watch per tree, nudging the farms that care.
+        for tree, farms in sorted(news.items()):
+            ClusterWatch(self.store, [tree], _nudger(farms)).setServiceParent(self)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """
+        Stop the farms (closing their sessions: their locks go at once), then
+        close the store.
+        """
+        yield service.MultiService.stopService(self)
+        if self.store is not None:
+            store, self.store = self.store, None
+            yield store.close()
+        log.info("orchestrator stopped", event="stop")
+
+
+def makeService(options, reactor=None):
+    """
+    @return: the orchestrator's L{IService}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    return Orchestrator(options.settings, reactor)

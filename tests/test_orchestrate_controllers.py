@@ -1,0 +1,322 @@
+"""
+The RC and roll controllers: read a snapshot, decide, apply the plan fenced
+by the farm's lock and the object's version, report status, append audit
+events.  Decisions are stubbed here (the real ones have their own tests);
+what is tested is the glue.
+"""
+
+import json
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from p2twisted.errors import VersionConflict
+from p2twisted.orchestrate import audit
+from p2twisted.orchestrate.controllers import (
+    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader)
+from p2twisted.orchestrate.farm import Farm, IController
+from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
+from p2twisted.orchestrate.snapshot import Snapshot
+from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
+from p2twisted.store import keys
+from p2twisted.store.memory import MemoryState, MemoryStore
+from tests.test_orchestrate_plan import MANIFEST
+
+
+def scheduleOn(*nodes):
+    """
+    @return: a stub C{decide} scheduling the RC's pod on C{nodes}.
+    """
+    def decide(rc, snapshot):
+        return Plan([Schedule(n, rc.podId, rc.manifest, rc.labelsForPods()) for n in nodes],
+                    reason="schedule on %s" % (", ".join(nodes),), shortfall=1,
+                    snapshot=snapshot)
+    return decide
+
+
+class ControllerTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1800000000)
+        self.state = MemoryState()
+        self.store = MemoryStore(self.state, self.clock)
+        self.session = self.successResultOf(self.store.session(15.0))
+        self.reader = SnapshotReader(self.store)
+
+    def putRC(self, rcId="web", replicas=2, manifest=MANIFEST):
+        rc = ReplicationController(id=rcId, manifest=manifest, replicas_desired=replicas)
+        return self.successResultOf(self.store.put(rc.key, rc.toBytes()))
+
+    def rcController(self, decide, rcId="web"):
+        lock = self.successResultOf(self.session.lock(keys.lock("rc", rcId), b"me"))
+        controller = RCController(self.store, rcId, lock, self.clock, self.reader, decide=decide)
+        controller.start()
+        return controller
+
+    def status(self, kind, objectId):
+        entry = self.successResultOf(self.store.get(keys.status(kind, objectId)))
+        return None if entry is None else json.loads(entry.value)
+
+    def events(self):
+        return self.successResultOf(audit.read(self.store))[0]
+
+
+class RCControllerTests(ControllerTestCase):
+
+    def test_interface(self):
+        self.putRC()
+        controller = self.rcController(scheduleOn())
+        self.assertTrue(verifyObject(IController, controller))
+        lock = self.successResultOf(self.session.lock(keys.lock("roll", "web"), b"me"))
+        self.assertTrue(verifyObject(IController, RollController(
+            self.store, "web", lock, self.clock, self.reader)))
+
+    def test_appliesPlanReportsAndAudits(self):
+        """
+        A reconcile writes the plan (intent, pod labels, node marker), the
+        RC's status, and an audit event naming the nodes.
+        """
+        self.putRC()
+        controller = self.rcController(scheduleOn("n1"))
+        self.assertEqual(self.successResultOf(controller.reconcile()), LOOK_AGAIN)
+        snapshot = self.successResultOf(Snapshot.read(self.store))
+        self.assertEqual(snapshot.intent("n1", "web").value, MANIFEST)
+        self.assertEqual(snapshot.podsOf("web"), [("n1", "web")])
+        self.assertIsNotNone(snapshot.marker("n1"))
+        status = self.status("rc", "web")
+        self.assertEqual({k: status[k] for k in ("desired", "current", "healthy", "shortfall",
+                                                  "error")},
+                         {"desired": 2, "current": 0, "healthy": 0, "shortfall": 1,
+                          "error": None})
+        self.assertEqual(status["reason"], "schedule on n1")
+        (event,) = self.events()
+        self.assertEqual((event.kind, event.id, event.action, event.details["nodes"]),
+                         ("replication_controller", "web", "schedule", ["n1"]))
+        self.assertEqual(event.when, self.clock.seconds())
+        self.assertIn("p2-orchestrator@", event.who)
+
+    def test_lostLockWritesNothing(self):
+        """
+        When the farm's lock is no longer the one it took (another farm
+        holds it now), the plan fails its fence and nothing is written:
+        no intent, no status, no audit.
+        """
+        self.putRC()
+        controller = self.rcController(scheduleOn("n1"))
+        self.successResultOf(self.session.close())
+        other = self.successResultOf(MemoryStore(self.state, self.clock).session(15.0))
+        self.successResultOf(other.lock(keys.lock("rc", "web"), b"other"))
+        self.failureResultOf(controller.reconcile(), VersionConflict)
+        snapshot = self.successResultOf(Snapshot.read(self.store))
+        self.assertEqual((snapshot.intent("n1", "web"), self.status("rc", "web"), self.events()),
+                         (None, None, []))
+
+    def test_objectChangedMeanwhile(self):
+        """
+        A plan decided over an RC record that changed before it was applied
+        fails (the fence checks the record's version) and writes nothing.
+        """
+        self.putRC()
+
+        def decide(rc, snapshot):
+            self.putRC(replicas=0)  # a person scales it down meanwhile
+            return scheduleOn("n1")(rc, snapshot)
+        controller = self.rcController(decide)
+        self.failureResultOf(controller.reconcile(), VersionConflict)
+        self.assertIsNone(self.successResultOf(self.store.get(keys.intent("n1", "web"))))
+        self.assertIn("changed under this plan", self.status("rc", "web")["error"])
+
+    def test_statusWrittenWhenChanged(self):
+        """
+        A reconcile with nothing new to say leaves the status entry as is.
+        """
+        self.putRC()
+        controller = self.rcController(lambda rc, snapshot: Plan(reason="converged",
+                                                                 snapshot=snapshot))
+        self.successResultOf(controller.reconcile())
+        first = self.successResultOf(self.store.get(keys.status("rc", "web")))
+        self.successResultOf(controller.reconcile())
+        again = self.successResultOf(self.store.get(keys.status("rc", "web")))
+        self.assertEqual(first.version, again.version)
+        self.assertEqual(self.events(), [])
+
+    def test_corruptRecord(self):
+        """
+        An unreadable RC record changes nothing and says why in status.
+        """
+        self.successResultOf(self.store.put(keys.replicationController("web"),
+                                            b'{"manifest": "id: web\\n"}'))
+        decided = []
+        controller = self.rcController(lambda rc, snapshot: decided.append(rc))
+        self.successResultOf(controller.reconcile())
+        self.assertEqual(decided, [])
+        self.assertIn("replicas_desired", self.status("rc", "web")["error"])
+
+    def test_vanishedOrStopped(self):
+        """
+        A controller whose record is gone, or which was stopped, decides
+        nothing and writes nothing.
+        """
+        decided = []
+        controller = self.rcController(lambda rc, snapshot: decided.append(rc))
+        self.successResultOf(controller.reconcile())
+        self.putRC()
+        self.successResultOf(controller.stop())
+        self.successResultOf(controller.reconcile())
+        self.assertEqual((decided, self.status("rc", "web")), ([], None))
+
+
+class RollControllerTests(ControllerTestCase):
+
+    def setUp(self):
+        ControllerTestCase.setUp(self)
+        self.old = self.putRC("old", replicas=3)
+        self.new = self.putRC("new", replicas=0, manifest=MANIFEST + b"# v2\n")
+        roll = Roll(old_rc="old", new_rc="new", desired=3, min_healthy=2)
+        self.successResultOf(self.store.put(roll.key, roll.toBytes()))
+        lock = self.successResultOf(self.session.lock(keys.lock("roll", "new"), b"me"))
+        self.steps = []
+        self.controller = RollController(self.store, "new", lock, self.clock, self.reader,
+                                         step=self.step)
+
+    def step(self, roll, snapshot, now):
+        return self.steps.pop(0)(roll, snapshot, now)
+
+    def test_waitWithDeadline(self):
+        """
+        A step that waits until a time has the farm reconcile again then;
+        the status shows both RCs' counts and why it waits.
+        """
+        self.steps.append(lambda roll, snapshot, now: Wait("roll_delay", at=now + 5))
+        self.assertEqual(self.successResultOf(self.controller.reconcile()), 5.0)
+        status = self.status("roll", "new")
+        self.assertEqual((status["reason"], status["old"]["desired"], status["new"]["desired"],
+                          status["state"]), ("roll_delay", 3, 0, "rolling"))
+        self.assertEqual(self.events(), [])
+
+    def test_stepMovesCountsAndAudits(self):
+        """
+        A step's record updates are applied in one fenced transaction and
+        audited as a step.
+        """
+        def step(roll, snapshot, now):
+            old, new = snapshot.rc("old"), snapshot.rc("new")
+            return Plan([UpdateRecord(old.key, old.withReplicas(2).toBytes(),
+                                      snapshot.version(old.key)),
+                         UpdateRecord(new.key, new.withReplicas(1).toBytes(),
+                                      snapshot.version(new.key))],
+                        reason="old 3 -> 2, new 0 -> 1", snapshot=snapshot,
+                        events=[AuditEvent("roll", "new", "step", {"add": 1})])
+        self.steps.append(step)
+        self.successResultOf(self.controller.reconcile())
+        snapshot = self.successResultOf(Snapshot.read(self.store))
+        self.assertEqual((snapshot.rc("old").replicas_desired, snapshot.rc("new").replicas_desired),
+                         (2, 1))
+        (event,) = self.events()
+        self.assertEqual((event.kind, event.id, event.action, event.details),
+                         ("roll", "new", "step", {"add": 1}))
+        self.assertEqual(self.status("roll", "new")["reason"], "old 3 -> 2, new 0 -> 1")
+
+
+class SnapshotReaderTests(unittest.TestCase):
+
+    def test_coalesced(self):
+        """
+        Callers arriving while a read runs share the next read, which
+        begins after they asked; one read is never shared with a caller
+        that asked after it began.
+        """
+        reads = []
+
+        def read(store):
+            reads.append(defer.Deferred())
+            return reads[-1]
+        reader = SnapshotReader(None, read)
+        first = reader.read()
+        second, third = reader.read(), reader.read()
+        self.assertEqual(len(reads), 1)
+        reads[0].callback("s1")
+        self.assertEqual(self.successResultOf(first), "s1")
+        self.assertNoResult(second)
+        self.assertEqual(len(reads), 2)
+        reads[1].callback("s2")
+        self.assertEqual((self.successResultOf(second), self.successResultOf(third)),
+                         ("s2", "s2"))
+        failing = reader.read()
+        reads[2].errback(VersionConflict("x", "memory"))
+        self.failureResultOf(failing, VersionConflict)
+        self.assertEqual(reader.reads, 3)
+
+
+class FarmIntegrationTests(ControllerTestCase):
+
+    def farm(self, decide):
+        """
+        Start an rc farm whose RCControllers decide with C{decide}.
+        """
+        kind = FARMS["rc"]
+
+        def factory(objectId, lock):
+            return RCController(self.store, objectId, lock, self.clock, self.reader,
+                                decide=decide)
+        farm = Farm(self.store, kind.name, kind.tree, factory, self.clock)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        return farm
+
+    def test_farmRunsRCController(self):
+        """
+        The rc farm kind runs an RCController per RC, and each reconciles
+        through one shared snapshot reader.
+        """
+        self.putRC("web")
+        self.putRC("db")
+        farm = self.farm(scheduleOn("n1"))
+        self.assertEqual(sorted(farm.claims), ["db", "web"])
+        self.assertEqual(self.status("rc", "web")["reason"], "schedule on n1")
+        self.assertEqual(sorted(e.id for e in self.events()), ["db", "web"])
+
+    def test_looksAgainAfterApplying(self):
+        """
+        After applying a plan the controller looks again a moment later,
+        without news, and its status counts the pods it placed.
+        """
+        self.putRC("web", replicas=1)
+        plans = [scheduleOn("n1")]
+
+        def decide(rc, snapshot):
+            if plans:
+                return plans.pop()(rc, snapshot)
+            return Plan(reason="converged", snapshot=snapshot)
+        self.farm(decide)
+        self.assertEqual(self.status("rc", "web")["current"], 0)
+        self.clock.advance(LOOK_AGAIN)
+        self.assertEqual((self.status("rc", "web")["current"], self.status("rc", "web")["reason"]),
+                         (1, "converged"))
+
+
+class RCAuditTests(ControllerTestCase):
+
+    def test_scheduleRewriteUnschedule(self):
+        """
+        A plan placing, rewriting and removing pods is audited as one event
+        per kind of change, naming the nodes.
+        """
+        from p2twisted.orchestrate.plan import Unschedule
+        self.putRC()
+        controller = self.rcController(scheduleOn("n1", "n2"))
+        self.successResultOf(controller.reconcile())
+
+        def decide(rc, snapshot):
+            return Plan([Schedule("n2", "web", rc.manifest + b"# drift fixed\n",
+                                  rc.labelsForPods()),
+                         Schedule("n3", "web", rc.manifest, rc.labelsForPods()),
+                         Unschedule("n1", "web")], reason="mixed", snapshot=snapshot)
+        controller.decideRC = decide
+        self.clock.advance(1)
+        self.successResultOf(controller.reconcile())
+        self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
+                         [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
+                          ("unschedule", ["n1"])])
