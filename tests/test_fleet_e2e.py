@@ -16,8 +16,6 @@ import uuid
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from p2twisted.orchestrate import roll as rollmodule
-from p2twisted.orchestrate.plan import Planner
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.store import keys, openStore
 from p2twisted.store.common import Delete
@@ -267,14 +265,11 @@ class BadRollTests(FleetBase, unittest.TestCase):
         yield self.createRC(fleet, 3)
         yield fleet.waitFleet({"n1": "1", "n2": "1", "n3": "1"})
         mark = len(self.history.states)
-        # As 'p2 roll start --auto-rollback' does, with a short rollback_after.
-        from p2twisted.records.controllers import ReplicationController
-        bad = ReplicationController(id="web-bad", manifest=fleet.manifest("bad", healthy=False),
-                                    node_selector="tier=web", replicas_desired=0, disabled=True)
-        yield fleet.store.put(bad.key, bad.toBytes())
-        _, plan = rollmodule.createRoll((yield Snapshot.read(fleet.store)), "web", "web-bad", 2,
-                                        auto_rollback=True, rollback_after=4)
-        yield Planner(fleet.store).apply(plan)
+        yield self.succeed("rc", "create", "--manifest", fleet.manifestFile("bad", healthy=False),
+                           "--selector", "tier=web", "--replicas", "0", "--disabled",
+                           "--id", "web-bad")
+        yield self.succeed("roll", "start", "--from", "web", "--to", "web-bad", "--min-healthy",
+                           "2", "--auto-rollback", "--rollback-after", "4")
         yield fleet.waitKey(keys.roll("web-bad"), present=False, timeout=180)
         yield fleet.waitServing({"n1": "1", "n2": "1", "n3": "1"})
         self.assertNeverBelow(mark, "1", 2)
