@@ -449,6 +449,52 @@ class ChpstArgvTests(unittest.TestCase):
         self.assertEqual(byChpst["limits"], self.loweredLimits())
         self.assertEqual(byOneChpst["limits"], self.loweredLimits())
 
+    def test_manifestEnvNeverReachesRoot(self):
+        """
+        Variables a manifest's env sets reach only the pod's process, never a
+        program the agent runs as root before switching to C{run_as}: the
+        dynamic loader's (C{LD_DEBUG_OUTPUT} makes every program started with
+        it write a file as whoever runs it) are left to p2-exec, which sets
+        them after it switched user.  The start is chosen as the agent
+        chooses it (chpst when it can, else p2-exec).
+        """
+        import shutil
+        chpst = shutil.which("chpst")
+        if chpst is None or not IS_ROOT:
+            raise unittest.SkipTest("needs chpst (runit) and root (to switch user)")
+        if not os.path.exists("/usr/bin/python3"):
+            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
+        base = reachableDirectory(self, "p2-chpst-")
+        layout = PodLayout(base, "web")
+        install = layout.installDir("app", "1")
+        os.makedirs(os.path.join(install, "bin"))
+        os.symlink(install, layout.current("app"))
+        launch = os.path.join(install, "bin", "launch")
+        with open(launch, "w") as f:
+            f.write(REPORT % ([],))
+        os.chmod(launch, 0o755)
+        out = os.path.join(base, "out")
+        os.mkdir(out)
+        os.chmod(out, 0o1777)
+        userEnv = {"LD_DEBUG": "statistics", "LD_DEBUG_OUTPUT": os.path.join(out, "ld")}
+        config = runtime.writeConfig(layout, "sha", b"a: 1\n")
+        environment = runtime.podEnv(layout, "web", config)
+        runtime.writeEnvDir(layout.envDir, environment)
+        environment.update(runtime.launchableEnv(layout, "app", 30, userEnv))
+        runtime.writeEnvDir(layout.launchableEnvDir("app"), environment)
+        started = runtime.chpstArgv(chpst, layout, "app", "nobody", "bin/launch",
+                                    environment=environment)
+        if started is None:
+            started = (runtime.execArgv([sys.executable, "-S", "-E", p2exec.__file__],
+                                        layout, "app", "nobody", "bin/launch"), {})
+        argv, env = started
+        subprocess.run(argv, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60, env=dict(env, PATH="/usr/bin:/bin"))
+        owners = {os.lstat(os.path.join(out, name)).st_uid for name in os.listdir(out)}
+        self.assertEqual(owners, {pwd.getpwnam("nobody").pw_uid})
+        self.assertEqual(self.start(argv, env)["env"]["LD_DEBUG_OUTPUT"],
+                         userEnv["LD_DEBUG_OUTPUT"])
+
     def loweredLimits(self):
         code = ("import json, resource\n"
                 "print(json.dumps([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) "

@@ -16,6 +16,7 @@ import math
 import os
 import posixpath
 import pwd
+import re
 import tempfile
 
 from p2twisted.agent.fsutil import fsyncDir, syncFilesystem
@@ -358,6 +359,33 @@ def chpstUser(user):
     return ":%d:%s" % (entry.pw_uid, ":".join("%d" % (g,) for g in groups))
 
 
+#: Variables that change what a program does before it switches user, or
+#: what the shell running the C{run} script does: glibc's own list of those
+#: it drops for set-user-ID programs (C{unsecvars.h}, and its C{LD_},
+#: C{MALLOC_} and C{GLIBC_} families), the shell's, and bash's read-only ones
+#: (assigning one stops a non-interactive C{sh} that is bash).  Given to a
+#: root C{chpst} they would run the manifest's choice as root
+#: (C{LD_PRELOAD}): pods setting one start by p2-exec, which sets the
+#: environment only after it switched user.
+_ROOT_UNSAFE_ENV = frozenset([
+    "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
+    "IFS", "ENV", "BASH_ENV", "CDPATH", "PS4", "SHELLOPTS", "BASHOPTS",
+    "BASH_VERSINFO", "EUID", "UID", "PPID",
+])
+_ROOT_UNSAFE_PREFIXES = ("LD_", "MALLOC_", "GLIBC_")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _rootSafe(name):
+    """
+    @return: whether the run script of a pod started by chpst may export
+        the variable C{name}: a shell name, not L{_ROOT_UNSAFE_ENV}.
+    """
+    return (_SHELL_NAME.fullmatch(name) is not None and name not in _ROOT_UNSAFE_ENV
+            and not name.startswith(_ROOT_UNSAFE_PREFIXES))
+
+
 def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True,
                environment=None):
     """
@@ -382,12 +410,16 @@ def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True,
         read).  C{None}, or variables a process environment cannot hold
         as they are (bytes, NUL), start it with C{chpst -e} of each env dir.
     @return: C{(argv, env)}, or C{None} when chpst cannot start it (the user
-        is in more groups than chpst takes): start it with p2-exec then.
+        is in more groups than chpst takes, or C{environment} sets a variable
+        a program run as root must not see, L{_ROOT_UNSAFE_ENV}): start it
+        with p2-exec then.
     @raise AgentError: for a bad entry point or a missing user.
     """
     rel, absolute = entryPointPath(podLayout, launchableId, entryPath)
     env = {"ENTRY_POINT": rel}
     argv = ["/bin/sh", "-c", _UMASK_THEN, "p2-start"]
+    if environment is not None and not all(_rootSafe(name) for name in environment):
+        return None
     if environment is not None and all(
             isinstance(value, str) and "\0" not in value for value in environment.values()):
         env.update(environment)
