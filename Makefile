@@ -40,6 +40,7 @@ sysdeps:
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v busybox >/dev/null || missing="$$missing busybox"; \
 	command -v gnutls-serv >/dev/null || missing="$$missing gnutls-bin"; \
+	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \

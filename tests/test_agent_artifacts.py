@@ -18,6 +18,7 @@ from p2twisted.agent.layout import StateLayout
 from p2twisted.errors import ArtifactError, DigestMismatch, FetchError
 from tests.artifacts import simpleHoist
 from tests.httpservers import TrackingFactory
+from tests.p2hello import legacyTLSServer
 
 #: Failing tests must still finish.
 TIMEOUT = 20
@@ -158,6 +159,42 @@ class FetchTests(unittest.TestCase):
         e = yield self.assertFailure(self.cache(artifactDir=self.serve).fetch("nope.tar.gz"),
                                      FetchError)
         self.assertIn(os.path.join(self.serve, "nope.tar.gz"), str(e))
+
+    @defer.inlineCallbacks
+    def test_relativePathStaysInArtifactDir(self):
+        """
+        A relative path is a file in C{artifactDir}: one whose C{..} leads
+        out of it is refused in one line naming the location and the
+        setting, though the file it names exists; C{..} that stays inside
+        is fine.
+        """
+        drop = os.path.join(self.serve, "drop")
+        os.makedirs(os.path.join(drop, "sub"))
+        cache = self.cache(artifactDir=drop)
+        for location in ("../" + self.name, "sub/../../" + self.name,
+                         "../../serve/" + self.name):
+            e = yield self.assertFailure(cache.fetch(location), ArtifactError)
+            self.assertIn(location, str(e))
+            self.assertIn("outside artifact_dir %s" % (drop,), str(e))
+            self.assertNotIn("\n", str(e))
+        self.assertFalse(os.path.exists(self.state.artifact(self.sha)))
+        os.rename(self.artifact, os.path.join(drop, self.name))
+        path, sha = yield cache.fetch("sub/../" + self.name)
+        self.assertEqual((path, sha), (self.state.artifact(self.sha), self.sha))
+
+    @defer.inlineCallbacks
+    def test_legacyTLSServerRefused(self):
+        """
+        An HTTPS artifact server without secure renegotiation is refused:
+        only the health check, which verifies nothing and sends nothing,
+        accepts such servers (L{p2twisted.agent.health}).
+        """
+        port, stop = yield legacyTLSServer(self)
+        e = yield self.assertFailure(
+            self.cache(retries=0).fetch("https://127.0.0.1:%d/%s" % (port, self.name)),
+            FetchError)
+        self.assertIn("unsafe legacy renegotiation disabled", str(e))
+        yield stop()
 
     @defer.inlineCallbacks
     def test_http(self):

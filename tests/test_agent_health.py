@@ -28,7 +28,7 @@ from p2twisted.store.common import MAX_VALUE
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.agentharness import freePort
 from tests.httpservers import TrackingFactory
-from tests.p2hello import legacyTLSServer
+from tests.p2hello import LOOPBACK, legacyTLSServer, listeningAddresses
 from tests.store_contract import waitFor
 
 NODE = "n1"
@@ -816,6 +816,8 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         does with curl.
         """
         port, stop = yield legacyTLSServer(self)
+        self.assertIn("0100007F", listeningAddresses(port))
+        self.assertLessEqual(listeningAddresses(port), LOOPBACK)
         result = yield self.checker().check(self.manifest(port, http=False))
         self.assertEqual(result.status, "passing", result.output)
         self.assertTrue(result.output.startswith(

@@ -19,6 +19,8 @@ from p2twisted.agent.health import (
     MIN_UPTIME, HealthMonitor, PodHealthChecker, ServiceUptimeChecker, uptimeHealth)
 from p2twisted.agent.interfaces import (
     HealthResult, IHealthChecker, ISupervisor, ServiceStatus)
+from p2twisted.agent.supervisors import CRASH_LOOP_EXITS
+from p2twisted.agent.supervisors import MIN_UPTIME as SUPERVISOR_MIN_UPTIME
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from p2twisted.store.memory import MemoryState, MemoryStore
@@ -81,6 +83,25 @@ class UptimeHealthTests(unittest.SynchronousTestCase):
         for podManifest, statuses, expected in cases:
             self.assertEqual(uptimeHealth(podManifest, statuses),
                              HealthResult(*expected), statuses)
+
+    def test_crashLoopNeverPasses(self):
+        """
+        A service in a crash loop (the supervisor's: L{CRASH_LOOP_EXITS}
+        runs in a row shorter than its L{supervisors.MIN_UPTIME}) is
+        critical even while up longer than C{minUptime}, saying so, until it
+        has been up long enough to end the loop.
+        """
+        web = "web__web__bin__launch"
+
+        def looping(running, uptime):
+            return web, ServiceStatus(name=web, running=running, pid=1 if running else None,
+                                      uptime=uptime, quickExits=CRASH_LOOP_EXITS,
+                                      lastExit="exit 1")
+        expected = HealthResult("critical", "%s crash-looping (3 restarts, last exit 1)" % (web,))
+        self.assertEqual(uptimeHealth(manifest(), [looping(True, MIN_UPTIME + 1)]), expected)
+        self.assertEqual(uptimeHealth(manifest(), [looping(False, None)]), expected)
+        self.assertEqual(uptimeHealth(manifest(), [looping(True, SUPERVISOR_MIN_UPTIME)]).status,
+                         "passing")
 
     def test_minUptime(self):
         """

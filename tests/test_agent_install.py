@@ -143,6 +143,11 @@ class CheckArchiveTests(unittest.TestCase):
                      hardlinks={"h": "s"})
         self.refused("h", "not a regular file earlier", dirs=["d"], hardlinks={"h": "d"})
         self.refused("h", "not a regular file earlier", hardlinks={"h": "h"})
+        self.refused("h", "not a regular file earlier", symlinks={"s": "/etc"},
+                     hardlinks={"h": "s/shadow"})
+        self.refused("h", "would replace a directory", dirs=["h"], hardlinks={"h": "h"})
+        self.refused("s", "would replace a symbolic link", symlinks={"s": "/etc/shadow"},
+                     hardlinks={"s": "s"})
 
     def test_devices(self):
         """
@@ -482,6 +487,24 @@ class InstallTests(InstallerTestCase):
         installDir = yield installer.install(self.pod, "app", "1.0", path, digest=sha)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(installDir, "bin/launch")).st_mode), 0o700)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(installDir, "lib/a")).st_mode), 0o600)
+
+    @defer.inlineCallbacks
+    def test_hardLinksKeepTheirFiles(self):
+        """
+        A regular file given after a hard link of the same name replaces the
+        link, not the file linked to; a self link (C{./a} -> C{a}, as in
+        P2's tests) keeps its file.
+        """
+        path = os.path.join(self.root, "a.tar.gz")
+        buildHoist(path, files={"bin/launch": (b"#!/bin/sh\n", 0o755), "a": b"original"},
+                   hardlinks={"b": "a"},
+                   extra=[member("b", content=b"replaced"), member("./a", "hardlink", target="a")])
+        installDir = yield self.installer.install(self.pod, "app", "1", path)
+        for name, content in (("a", b"original"), ("b", b"replaced")):
+            with open(os.path.join(installDir, name), "rb") as f:
+                self.assertEqual(f.read(), content)
+        self.assertFalse(os.path.samefile(os.path.join(installDir, "a"),
+                                          os.path.join(installDir, "b")))
 
     @defer.inlineCallbacks
     def test_writeThroughSymlinkRefused(self):

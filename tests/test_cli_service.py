@@ -237,6 +237,28 @@ class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
         self.assertNotIn("deploying", out)
 
     @defer.inlineCallbacks
+    def test_waitForUptimeWithoutStatusCheck(self):
+        """
+        A pod without a status check is running for C{deploy --wait} once its
+        health passes -- its service up the agent's C{min_uptime} -- and one
+        whose command keeps exiting never is: the wait says health critical
+        and why, and times out.
+        """
+        AgentHarness(self, self.url, node="n1", minUptime=1.0).start()
+        yield self.succeed("add", "sleeper", "--template", "command", "--command",
+                           "exec sleep 1000", "--run-as", "nobody")
+        out = yield self.succeed("deploy", "sleeper", "--node", "n1", "--wait", "--timeout", "60")
+        self.assertIn("health passing (1 service up for 1 s or more)", out)
+        self.assertIn("sleeper is running on n1", out)
+        yield self.succeed("add", "crashy", "--template", "command", "--command", "exit 3",
+                           "--run-as", "nobody")
+        out, err, code = yield self.p2("deploy", "crashy", "--node", "n1", "--wait",
+                                       "--timeout", "10")
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("health critical (crashy__", out)
+        self.assertIn("crashy is not running on n1 after 10s", err)
+
+    @defer.inlineCallbacks
     def test_healthGatesWait(self):
         """
         A pod that runs but fails its status check is not 'running' for

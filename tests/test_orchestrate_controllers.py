@@ -320,3 +320,55 @@ class RCAuditTests(ControllerTestCase):
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2"]), ("schedule", ["n3"]), ("rewrite", ["n2"]),
                           ("unschedule", ["n1"])])
+
+    def test_adoptionIsAuditedAsSuch(self):
+        """
+        Labelling a pod that already runs the RC's manifest (a pod scheduled
+        by hand, or one whose labels were lost) is audited as C{adopt}: no
+        pod was rewritten or restarted.
+        """
+        from p2twisted import intent
+        from p2twisted.manifest import parseManifest
+        self.putRC()
+        self.successResultOf(intent.schedule(self.store, "n1", parseManifest(MANIFEST)))
+        controller = self.rcController(scheduleOn("n1"))
+        self.successResultOf(controller.reconcile())
+        self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
+                         [("adopt", ["n1"])])
+
+        def decide(rc, snapshot):
+            labels = dict(rc.labelsForPods(), team="a")
+            return Plan([Schedule("n1", "web", rc.manifest, labels)], reason="labels",
+                        snapshot=snapshot)
+        controller.decideRC = decide
+        self.clock.advance(1)
+        self.successResultOf(controller.reconcile())
+        self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()][1:],
+                         [("relabel", ["n1"])], "its own pod, new pod labels")
+
+    def test_partlyAppliedPlanAudited(self):
+        """
+        A plan of several transactions that fails part-way still audits what
+        its earlier transactions did, and only that.
+        """
+        from p2twisted.errors import KeyExists
+        self.putRC()
+        nodes = ["n%02d" % i for i in range(30)]
+        decide = scheduleOn(*nodes)
+
+        def racing(rc, snapshot):
+            plan = decide(rc, snapshot)
+            # Someone else schedules on n25 after this snapshot was read.
+            self.successResultOf(self.store.put(keys.intent("n25", "web"), MANIFEST))
+            return plan
+        controller = self.rcController(racing)
+        self.failureResultOf(controller.reconcile(), KeyExists)
+        [event] = self.events()
+        self.assertEqual(event.action, "schedule")
+        first = event.details["nodes"]
+        self.assertEqual(first, nodes[:len(first)])
+        self.assertNotIn("n25", first)
+        for node in nodes:
+            if node != "n25":
+                written = self.successResultOf(self.store.get(keys.intent(node, "web")))
+                self.assertEqual(node in first, written is not None, node)

@@ -93,6 +93,18 @@ class ClaimTests(FarmTestCase):
         self.assertEqual((holder["kind"], holder["session"]), (KIND, farm.session.id))
         self.assertEqual(running["web"].lock.key, keys.lock(KIND, "web"))
 
+    def test_lockHolder(self):
+        """
+        A lock says which farm holds it, and since when by the farm's clock.
+        """
+        self.clock.advance(1800000000)
+        self.put("web")
+        farm = self.farm()
+        entry = self.successResultOf(self.admin.get(keys.lock(KIND, "web")))
+        holder = json.loads(entry.value)
+        self.assertEqual((holder["kind"], holder["session"], holder["since"]),
+                         (KIND, farm.session.id, "2027-01-15T08:00:00Z"))
+
     def test_newAndChanged(self):
         """
         A new object is claimed; a changed one's controller reconciles
@@ -453,6 +465,46 @@ class TwoFarmTests(FarmTestCase):
         self.assertEqual(a.state, "serving")
         self.assertEqual(self.claimedBy(a, b), [[], ["web"]])
 
+    def test_lockFreedWhileClaimRefused(self):
+        """
+        A claim refused because another farm held the lock, where that lock
+        went away before the refusal arrived, is tried again at once: the
+        object does not wait for the next resync.
+        """
+
+        class SlowLocks(MemoryStore):
+            """Lock requests wait until the test runs them."""
+
+            def __init__(self, *a, **kw):
+                MemoryStore.__init__(self, *a, **kw)
+                self.held = []
+
+            def session(self, ttl):
+                def wrap(session):
+                    real = session.lock
+
+                    def lock(key, value=b""):
+                        d = defer.Deferred()
+                        self.held.append((lambda: real(key, value), d))
+                        return d
+                    session.lock = lock
+                    return session
+                return MemoryStore.session(self, ttl).addCallback(wrap)
+        self.put("web")
+        slow = SlowLocks(self.state, self.clock)
+        b = self.farm(store=slow)
+        attempt, answer = slow.held.pop(0)
+        other = self.successResultOf(self.admin.session(TTL))
+        lock = self.successResultOf(other.lock(keys.lock(KIND, "web"), b"other"))
+        refused = []
+        attempt().addErrback(refused.append)
+        self.successResultOf(lock.release())
+        answer.errback(refused[0])
+        self.assertEqual(len(slow.held), 1, "claimed again")
+        attempt, answer = slow.held.pop(0)
+        attempt().chainDeferred(answer)
+        self.assertEqual(list(b.factory.running()), ["web"])
+
 
 class ClusterWatchTests(FarmTestCase):
 
@@ -472,6 +524,35 @@ class ClusterWatchTests(FarmTestCase):
         self.assertEqual(web.reconciles, 2)
         self.successResultOf(self.admin.put(keys.label("node", "n1"), b"{}"))
         self.assertEqual(web.reconciles, 3)
+
+    def test_newsCoalescedOverInterval(self):
+        """
+        With C{newsInterval}, a stream of news (a fleet's health changes)
+        has each controller reconcile at most once per interval: the first
+        news at once, the rest together once the interval is over; a change
+        to the object's own record does not wait.
+        """
+        self.put("web")
+        farm = Farm(MemoryStore(self.state, self.clock), KIND, TREE, FakeControllerFactory(),
+                    self.clock, ttl=TTL, jitter=lambda: 0, newsInterval=1.0)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        web = farm.controllerFactory.running()["web"]
+        self.clock.advance(5)
+        start = web.reconciles
+        for _ in range(100):
+            farm.nudge()
+        self.assertEqual(web.reconciles, start + 1)
+        self.clock.advance(0.5)
+        farm.nudge()
+        self.assertEqual(web.reconciles, start + 1)
+        self.clock.advance(0.5)
+        self.assertEqual(web.reconciles, start + 2)
+        self.clock.advance(5)
+        self.assertEqual(web.reconciles, start + 2, "nothing new, nothing more")
+        self.put("web", b'{"changed": 1}')
+        farm.nudge()
+        self.assertEqual(web.reconciles, start + 3)
 
 
 class TraceTests(FarmTestCase):

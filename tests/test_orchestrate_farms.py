@@ -207,6 +207,7 @@ class RollFarmTests(FarmsTestCase):
         self.startRoll(2)
         self.assertEqual(sorted(first.farms["roll"].claims), ["new"])
         self.result(harness.settleAgents(self.admin))
+        self.clock.advance(1)
         self.assertTrue(any(e.action == "step" for e in self.events()))
         first.store.die()
         self.clock.advance(TTL)

@@ -234,6 +234,25 @@ class DecideTests(unittest.TestCase):
         for node in ("a", "b"):
             self.assertEqual(before.intent(node, "web").version, after.intent(node, "web").version)
 
+    def test_unreadableNodeLabelsKeepThePod(self):
+        """
+        A node whose label entry is unreadable (a bad write) is not known to
+        have stopped matching: its pod stays, no replacement is scheduled,
+        and no new pod goes there.
+        """
+        fleet = self.fleet(nodes=("a", "b", "c", "d"))
+        fleet.putRC("rc", replicas=2, selector="tier=web")
+        fleet.converge()
+        self.assertEqual(nodesOf(fleet.snapshot(), "rc"), ["a", "b"])
+        for node in ("b", "c"):
+            fleet.run(fleet.store.put(keys.label("node", node), b"{not json"))
+        fleet.converge()
+        self.assertEqual(nodesOf(fleet.snapshot(), "rc"), ["a", "b"])
+        self.assertEqual(fleet.planner.changes(Unschedule), [])
+        fleet.putRC("rc", replicas=3, selector="tier=web")
+        fleet.converge()
+        self.assertEqual(nodesOf(fleet.snapshot(), "rc"), ["a", "b", "d"])
+
     def test_adoptsHandScheduledPods(self):
         """
         Pods a person scheduled by hand running the RC's manifest are adopted
@@ -379,3 +398,25 @@ class StrayTests(unittest.TestCase):
         fleet.converge()
         self.assertEqual(fleet.snapshot().podsOf("rc"), [("a", "api"), ("b", "api")])
         self.assertIsNone(fleet.snapshot().intent("a", "web"))
+
+    def test_handLabelledPodIsNoStray(self):
+        """
+        A pod of another id that a person labelled with the RC's id (a
+        label copied, or set for a query) is not the RC's to remove: only a
+        pod whose labels are what the RC writes (its own C{pod_id} too)
+        counts as a stray.
+        """
+        fleet = Fleet(self, {"a": {}, "b": {}})
+        fleet.putRC("rc", replicas=2)
+        db = manifest(3).replace(b"id: web", b"id: db")
+        fleet.run(intent.schedule(fleet.store, "a", parseManifest(db)))
+        fleet.run(fleet.store.put(keys.label("pod", "a/db"),
+                                  b'{"replication_controller_id":"rc"}'))
+        fleet.run(intent.schedule(fleet.store, "b", parseManifest(db)))
+        fleet.run(fleet.store.put(keys.label("pod", "b/db"),
+                                  b'{"pod_id":"web","replication_controller_id":"rc"}'))
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual([n for n, p in snapshot.podsOf("rc") if p == "web"], ["a", "b"])
+        self.assertEqual(snapshot.intent("a", "db").value, db)
+        self.assertEqual(snapshot.intent("b", "db").value, db)

@@ -405,17 +405,58 @@ class RollFleetTests(unittest.TestCase):
 
     def test_rcGone(self):
         """
-        A roll whose new RC was deleted ends; a roll whose record is gone is
-        done.
+        A roll whose old RC was deleted ends (a finished roll deletes it
+        first); a roll whose record is gone is done.
         """
         fleet = self.fleet()
         roll, _ = self.start(fleet, 2)
-        fleet.run(fleet.store.delete(keys.replicationController("new")))
+        fleet.run(fleet.store.delete(keys.replicationController("old")))
         plan = step(roll, fleet.snapshot(), fleet.now)
         self.assertIsInstance(plan, Plan)
         self.assertIn("gone", plan.reason)
         fleet.run(fleet.planner.apply(plan))
         self.assertIsInstance(step(roll, fleet.snapshot(), fleet.now), Done)
+
+    def test_newRCGoneWaits(self):
+        """
+        A roll whose new RC is missing (deleted by mistake, or a wiped RC
+        tree) keeps its record and says why, as P2's roll farm did, instead
+        of ending and leaving the old RC disabled with nobody to notice.
+        """
+        fleet = self.fleet()
+        roll, _ = self.start(fleet, 2)
+        fleet.round()
+        fleet.run(fleet.store.delete(keys.replicationController("new")))
+        outcome = step(roll, fleet.snapshot(), fleet.now)
+        self.assertIsInstance(outcome, Wait)
+        self.assertIn("RC new is gone", outcome.reason)
+        self.assertIn("p2 roll abort new", outcome.reason)
+
+    def test_bothRCsGoneWaits(self):
+        """
+        A roll whose two RCs are both missing (a wiped or half-restored RC
+        tree looks like this) keeps its record and says why, instead of
+        ending: once the RCs are back, it carries on where it was.
+        """
+        fleet = self.fleet()
+        roll, _ = self.start(fleet, 2)
+        fleet.round()
+        before = fleet.snapshot()
+        saved = {k: before.entries[k].value for k in (keys.replicationController("old"),
+                                                      keys.replicationController("new"))}
+        for key in saved:
+            fleet.run(fleet.store.delete(key))
+        outcome = step(roll, fleet.snapshot(), fleet.now)
+        self.assertIsInstance(outcome, Wait)
+        self.assertIn("abort", outcome.reason)
+        self.assertEqual(list(fleet.snapshot().rolls()), ["new"])
+        for key, value in saved.items():
+            fleet.run(fleet.store.put(key, value))
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(snapshot.rolls(), {})
+        self.assertIsNone(snapshot.rc("old"))
+        self.assertEqual(len(snapshot.podsOf("new")), 3)
 
 
 class CreateRollTests(unittest.TestCase):

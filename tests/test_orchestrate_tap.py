@@ -33,8 +33,8 @@ class ConfigTests(unittest.TestCase):
         Without a file or flags: every farm, a 15 s session, a 30 s resync.
         """
         config = orchestratorConfig(None, {"store": "memory://"}, environ={})
-        self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval),
-                         ("memory://", ["rc", "roll"], 15.0, 30.0))
+        self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval,
+                          config.newsInterval), ("memory://", ["rc", "roll"], 15.0, 30.0, 1.0))
 
     def test_fileAndFlags(self):
         """
@@ -42,10 +42,10 @@ class ConfigTests(unittest.TestCase):
         C{--farms} flag overrides the file.
         """
         path = self.configFile("store: memory://\nfarms: [roll]\nsession_ttl: 4\n"
-                               "resync_interval: 2\n")
+                               "resync_interval: 2\nnews_interval: 0\n")
         config = orchestratorConfig(path, {}, environ={})
-        self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval),
-                         ("memory://", ["roll"], 4, 2))
+        self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval,
+                          config.newsInterval), ("memory://", ["roll"], 4, 2, 0))
         self.assertEqual(orchestratorConfig(path, {"farms": "rc, roll"}, environ={}).farms,
                          ["rc", "roll"])
 
@@ -100,7 +100,10 @@ class ServiceTests(unittest.TestCase):
         self.assertIsNotNone(self.successResultOf(store.get(keys.lock("rc", "web"))))
         before = made[0].reconciles
         self.successResultOf(store.put(keys.health("web", "n1"), b"{}"))
-        self.assertEqual(made[0].reconciles, before + 1)  # the cluster watch's news
+        self.successResultOf(store.put(keys.health("web", "n2"), b"{}"))
+        self.assertEqual(made[0].reconciles, before)  # news waits for news_interval
+        clock.advance(config.newsInterval)
+        self.assertEqual(made[0].reconciles, before + 1)  # the cluster watch's news, once
         self.successResultOf(orchestrator.stopService())
         self.assertTrue(made[0].stopped)
         self.assertIsNone(orchestrator.store)

@@ -23,7 +23,8 @@ from p2twisted.errors import UnsafeArchive
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from tests.agentharness import AgentHarness, freePort
-from tests.p2hello import P2DATA, PAGE, buildHoistedHello, gnutlsServ
+from tests.p2hello import (
+    LOOPBACK, P2DATA, PAGE, buildHoistedHello, gnutlsServ, listeningAddresses)
 from tests.reachable import reachableDirectory
 from tests.store_contract import waitFor
 from tests.test_agent_e2e import requireRunit
@@ -183,6 +184,8 @@ class DeployTests(unittest.TestCase):
         self.assertEqual(health["output"],
                          "GET https://127.0.0.1:%d/_status: HTTP 200 %s"
                          % (port, PAGE.decode("ascii").strip()))
+        self.assertIn("0100007F", listeningAddresses(port))
+        self.assertLessEqual(listeningAddresses(port), LOOPBACK)
         yield harness.whenConverged()
         reality = yield self.store.get(keys.reality("n1", "hello"))
         self.assertEqual(parseManifest(reality.value).sha(), manifest.sha())

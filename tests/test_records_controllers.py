@@ -153,6 +153,18 @@ class AuditEventTests(unittest.TestCase):
         self.assertEqual(AuditEvent.fromEntry(key, entry(key, event.toBytes())), event)
         self.assertLess(key, AuditEvent("roll", "new", "x").stamped("o", 1765000001).key("abc"))
 
+    def test_timeRoundsUp(self):
+        """
+        A time within half a microsecond of the next second is written as
+        that second, not as the start of its own (a second early, sorting
+        before the events it came after).
+        """
+        late = AuditEvent("roll", "new", "x").stamped("o", 1765000000.9999997)
+        earlier = AuditEvent("roll", "new", "x").stamped("o", 1765000000.5)
+        self.assertEqual(late.key("u"), "audit/20251206T054641.000000Z-u")
+        self.assertLess(earlier.key("u"), late.key("u"))
+        self.assertEqual(json.loads(late.toBytes())["when"], "2025-12-06T05:46:41.000000Z")
+
     def test_corrupt(self):
         key = "audit/x"
         self.assertRaises(CorruptRecord, AuditEvent.fromEntry, key,

@@ -72,6 +72,55 @@ class ZooKeeperLayoutTests(ServerMixin, unittest.TestCase):
         return store
 
     @defer.inlineCallbacks
+    def test_lockRetakenBetweenReadAndMulti(self):
+        """
+        A write fenced by C{Check(lock.key, lock.version)} fails when the
+        lock was re-created by another session between the store's read of
+        the lock and its multi: a multi checks a znode's dataVersion, which
+        a re-created lock repeats (0), so it checks the lock's fence znode
+        too, which went with the first session.
+        """
+        store = yield self.client()
+        other = yield self.client()
+        a = yield store.session(5.0)
+        lockA = yield a.lock("locks/rc/web", b"a")
+        original = store._readAll
+        retaken = []
+
+        @defer.inlineCallbacks
+        def readAll(paths, first=()):
+            states = yield original(paths, first)
+            if not retaken:
+                yield a.close()  # its lock goes, as when the session expires
+                b = yield other.session(5.0)
+                retaken.append((yield b.lock("locks/rc/web", b"b")))
+            return states
+        store._readAll = readAll
+        d = store.transaction([Check("locks/rc/web", lockA.version), Put("x", b"stale")])
+        yield self.assertFailure(d, VersionConflict)
+        self.assertIsNone((yield store.get("x")))
+
+    @defer.inlineCallbacks
+    def test_lockFence(self):
+        """
+        A lock's fence znode is invisible to reads and watches, a write
+        fenced by the lock goes through, and releasing the lock removes it.
+        """
+        store = yield self.client()
+        raw = yield self.raw()
+        session = yield store.session(5.0)
+        lock = yield session.lock("locks/rc/web", b"me")
+        fence = "%s/locks/rc/web@%x" % (self.root, lock.version)
+        self.assertIsNotNone(raw.exists(fence))
+        self.assertEqual(sorted((yield store.list("locks"))), ["locks/rc/web"])
+        yield store.transaction([Check(lock.key, lock.version), Put("x", b"1")])
+        yield lock.release()
+        self.assertIsNone(raw.exists(fence))
+        self.assertEqual((yield store.list("locks")), {})
+        yield self.assertFailure(store.transaction([Check(lock.key, lock.version),
+                                                    Put("x", b"2")]), VersionConflict)
+
+    @defer.inlineCallbacks
     def test_rootCreated(self):
         """
         The root znode, with its missing ancestors, is created at open; keys

@@ -146,19 +146,26 @@ def resolveLocation(location, artifactDir=None):
         C{None} to refuse relative paths.
     @return: C{location} unchanged when it has a scheme, else the path's
         C{file://} URL.
-    @raise ArtifactError: a relative path without C{artifactDir}.
+    @raise ArtifactError: a relative path without C{artifactDir}, or one
+        whose C{..} leads out of it (a file elsewhere needs an absolute
+        path: a relative location names a file in C{artifactDir}).
     """
     if urlsplit(location).scheme:
         return location
-    path = location
+    path = os.path.normpath(location)
     if not os.path.isabs(path):
         if artifactDir is None:
             raise ArtifactError(
                 "cannot fetch %s: it is a relative path and the agent has no artifact_dir "
                 "setting to find it in; give an absolute path or a URL, or set artifact_dir "
                 "in the agent's config" % (location,))
+        if path == ".." or path.startswith("../"):
+            raise ArtifactError(
+                "cannot fetch %s: a relative location names a file in artifact_dir, and "
+                "this one is outside artifact_dir %s; give its absolute path"
+                % (location, artifactDir))
         path = os.path.join(artifactDir, path)
-    return "file://" + quote(os.path.normpath(path))
+    return "file://" + quote(path)
 
 
 def _localPath(url):

@@ -46,6 +46,7 @@ from zope.interface import implementer
 
 from p2twisted.agent.interfaces import HealthResult, IHealthChecker
 from p2twisted.agent.layout import podServices, serviceLaunchable
+from p2twisted.agent.supervisors import crashLoop, crashLoopText
 from p2twisted.errors import KeyExists, ManifestError, StoreError, VersionConflict
 from p2twisted.agent.worker import checkNamesPod
 from p2twisted.listeners import PodListenerCheck
@@ -253,22 +254,29 @@ def uptimeHealth(manifest, statuses, minUptime=MIN_UPTIME):
     """
     The health of a pod without a status check, from its services.
 
-    A service is up once it has run for C{minUptime} seconds; one whose
-    launchable has C{restart_policy: never} is up while it runs and once it
-    has exited 0 (it is not restarted, so it cannot be restarting).
+    A service is up once it has run for C{minUptime} seconds, unless its
+    supervisor reports it crash-looping (L{crashLoop}: its last runs each
+    ended within the supervisor's own minimum, 10 s, which is longer than
+    C{minUptime} by default; the loop is over once it has run that long);
+    one whose launchable has
+    C{restart_policy: never} is up while it runs and once it has exited 0
+    (it is not restarted, so it cannot be restarting).
 
     @param manifest: the pod's L{PodManifest}.
     @param statuses: C{[(service name, L{ServiceStatus} or None)]}, the
         pod's services.
     @return: a L{HealthResult}: passing when every service is up, else
         critical naming each that is not (its output changes only when that
-        list does).
+        list, or a crash loop's count, does).
     """
     problems = []
     for name, status in statuses:
         launchable = manifest.launchables.get(serviceLaunchable(name))
         once = launchable is not None and launchable.restartPolicy == "never"
-        if status is not None and status.running:
+        loop = crashLoop(status) if status is not None else None
+        if loop is not None:
+            problems.append("%s %s" % (name, crashLoopText(loop)))
+        elif status is not None and status.running:
             if once or (status.uptime is not None and status.uptime >= minUptime):
                 continue
             problems.append("%s up for less than %g s" % (name, minUptime))

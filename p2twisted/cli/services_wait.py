@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_cli_service -*-
 """
 C{p2 deploy --wait}: show progress until every node runs the deployed
-manifest (reality SHA = intent SHA, agent state C{running}) and, when the
-manifest declares a status check, that node's agent reports it passing for
-this manifest (C{health/<pod>/<node>}).
+manifest (reality SHA = intent SHA, agent state C{running}) and that node's
+agent reports it passing for this manifest (C{health/<pod>/<node>}): its
+status check, or for a pod without one its services up the agent's
+C{min_uptime} (so a pod whose process keeps exiting is never done).
 """
 
 from twisted.internet import defer, task
@@ -29,7 +30,7 @@ def healthy(state, sha):
     return health is not None and health["sha"] == sha and health["status"] == "passing"
 
 
-def describe(state, sha, checked):
+def describe(state, sha):
     """
     @return: a node's progress in a line: the agent's state of the pod, the
         version still running, its health once it runs C{sha}, the last error.
@@ -38,7 +39,7 @@ def describe(state, sha, checked):
     if state["reality"] and state["reality"] != state["intent"]:
         text += ", still running %s" % (state["reality"][:12],)
     health = state["health"]
-    if checked and state["reality"] == sha:
+    if state["reality"] == sha:
         if health is None or health["sha"] != sha:
             text += ", waiting for its health check"
         else:
@@ -66,7 +67,6 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
     shown = {}
     done = set()
     agentless = set()
-    checked = bool(manifest.status.port)
     failures = {}  # node -> the failed attempt counts seen while waiting
     while True:
         snapshot = yield services.readPods(store)
@@ -78,7 +78,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
                 agentless.add(node)
                 out.write("  %s: no agent has registered there yet (start one with "
                           "'p2 start')\n" % (node,))
-            line = describe(state, sha, checked)
+            line = describe(state, sha)
             if state["intent"] != sha:
                 raise P2Error("the intent of %s on %s changed while waiting (now %s); "
                               "someone else deployed it" % (manifest.id, node,
@@ -86,8 +86,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
             if shown.get(node) != line:
                 shown[node] = line
                 out.write("  %s: %s\n" % (node, line))
-            if (state["reality"] == sha and state["state"] == "running"
-                    and (not checked or healthy(state, sha))):
+            if state["reality"] == sha and state["state"] == "running" and healthy(state, sha):
                 done.add(node)
             elif state["state"] == "failed" and isinstance(state["attempts"], int):
                 seen = failures.setdefault(node, set())

@@ -27,7 +27,7 @@ from p2twisted.orchestrate import audit, rc as rcLogic, roll as rollLogic
 from p2twisted.orchestrate.farm import IController
 from p2twisted.orchestrate.plan import Plan, Planner, Wait
 from p2twisted.records.base import dumpObject
-from p2twisted.records.controllers import AuditEvent
+from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.store import keys
 from p2twisted.store.common import Check, Put
 
@@ -160,9 +160,15 @@ class _Controller(object):
         if applied:
             try:
                 yield self.planner.apply(outcome, fence=self.fence(snapshot))
-            except VersionConflict as e:
-                yield self.report(dict(status, error="the store changed under this plan (%s); "
-                                                      "deciding again" % (e,)))
+            except StoreError as e:
+                # What went through before the failure is audited too.
+                done = getattr(e, "applied", ())
+                if done:
+                    yield self.appendAudit(self.events(attr.evolve(outcome, changes=done,
+                                                                   events=())))
+                if isinstance(e, VersionConflict):
+                    yield self.report(dict(status, error="the store changed under this plan "
+                                                         "(%s); deciding again" % (e,)))
                 raise
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
@@ -247,7 +253,10 @@ class RCController(_Controller):
     def events(self, plan):
         """
         @return: the plan's own events, then one per kind of change: pods
-            placed (C{schedule}), pods whose intent was rewritten in place
+            placed (C{schedule}), pods whose intent already held the
+            manifest and were only labelled as the RC's (C{adopt}: scheduled
+            by hand, or their labels lost), the RC's own pods only relabelled
+            (C{relabel}: its pod labels changed), pods whose intent was rewritten in place
             (C{rewrite}: drift, or a roll's takeover) and pods removed
             (C{unschedule}), each naming its nodes.
         """
@@ -255,14 +264,27 @@ class RCController(_Controller):
         before = plan.snapshot
         placed = [c for c in plan.scheduled()
                   if before is None or before.intent(c.node, c.podId) is None]
-        rewritten = [c for c in plan.scheduled() if c not in placed]
-        for action, changes in (("schedule", placed), ("rewrite", rewritten),
+        kept = [c for c in plan.scheduled() if c not in placed
+                and before.intent(c.node, c.podId).value == c.manifest]
+        adopted = [c for c in kept if not self._wasMine(before, c)]
+        relabelled = [c for c in kept if c not in adopted]
+        rewritten = [c for c in plan.scheduled() if c not in placed and c not in kept]
+        for action, changes in (("schedule", placed), ("adopt", adopted),
+                                ("relabel", relabelled), ("rewrite", rewritten),
                                 ("unschedule", plan.unscheduled())):
             if changes:
                 found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
                     "reason": plan.reason}))
         return found
+
+
+    def _wasMine(self, snapshot, change):
+        try:
+            labels = snapshot.podLabels(change.node, change.podId)
+        except StoreError:
+            return False
+        return labels.get(RC_ID_LABEL) == self.objectId
 
 
 @implementer(IController)

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from p2twisted.errors import AlreadyLocked, SessionLost, StoreError
+from p2twisted.orchestrate.claim import Claim
 from p2twisted.store import keys
 
 log = Logger()
@@ -77,91 +78,22 @@ class IController(Interface):
         """
 
 
-class _Claim(object):
-    """
-    One claimed object: its lock, its controller, the coalescing of
-    reconcile requests, and the timer of the next reconcile without news
-    (after a failure, with backoff; or when the controller asked for one).
-    """
-
-    def __init__(self, farm, objectId, lock, controller, version):
-        self.farm = farm
-        self.objectId = objectId
-        self.lock = lock
-        self.controller = controller
-        self.version = version
-        self.running = False
-        self.again = False
-        self.stopped = False
-        self.failures = 0
-        self._timer = None
-
-    def poke(self):
-        """
-        Reconcile now, or once more after the reconcile under way.
-        """
-        if self.stopped:
-            return
-        if self.running:
-            self.again = True
-            return
-        self._cancelTimer()
-        self.running, self.again = True, False
-        d = defer.maybeDeferred(self.controller.reconcile)
-        d.addCallbacks(self._succeeded, self._failed)
-        d.addBoth(self._finished)
-
-    def _succeeded(self, delay):
-        self.failures = 0
-        if isinstance(delay, (int, float)) and not isinstance(delay, bool):
-            self._later(delay)
-
-    def _failed(self, failure):
-        delay = self.farm._delays(self.failures)
-        self.failures += 1
-        if failure.check(StoreError):
-            log.warn("{kind} {object}: reconcile failed: {error}; again in {delay:.1f}s",
-                     kind=self.farm.kind, object=self.objectId, error=failure.getErrorMessage(),
-                     delay=delay, event="reconcile-failed")
-        else:
-            log.failure("{kind} {object}: reconcile failed; again in {delay:.1f}s", failure,
-                        kind=self.farm.kind, object=self.objectId, delay=delay,
-                        event="reconcile-failed")
-        self._later(delay)
-
-    def _later(self, delay):
-        self._cancelTimer()
-        if not self.stopped:
-            self._timer = self.farm.clock.callLater(delay, self.poke)
-
-    def _cancelTimer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _finished(self, _):
-        self.running = False
-        if self.again:
-            self.poke()
-
-    def stop(self):
-        self.stopped = True
-        self._cancelTimer()
-        return defer.maybeDeferred(self.controller.stop).addErrback(lambda f: log.failure(
-            "{kind} {object}: stopping its controller", f, kind=self.farm.kind,
-            object=self.objectId))
+#: What L{Farm._claimFailed} returns to have the claim tried again.
+_AGAIN = object()
 
 
-def defaultHolder(kind):
+def defaultHolder(kind, clock):
     """
     @return: a function of a session giving the JSON a lock of C{kind}
-        holds: who claimed it (host, pid, session) and since when.
+        holds: who claimed it (host, pid, session) and since when (by
+        C{clock}).
     """
     host = socket.gethostname()
 
     def holder(session):
         return json.dumps({"kind": kind, "host": host, "pid": os.getpid(), "session": session.id,
-                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                  time.gmtime(clock.seconds()))},
                           sort_keys=True).encode("utf-8")
     return holder
 
@@ -187,10 +119,14 @@ class Farm(service.Service):
         reconcile), doubling (Twisted's L{backoffPolicy}) up to C{maxDelay},
         plus C{jitter()}.
     @param holder: a function of the session giving the bytes a lock holds.
+    @param newsInterval: the least seconds between the starts of two
+        reconciles of one object prompted by news about the cluster
+        (L{nudge}); a change to the object's own record, a retry or a
+        controller's own deadline do not wait.
     @param holdWhenEmpty: whether the failsafe holds: C{False} for a tree
         whose emptying is the normal end of work (rolls), whose controllers
         are then released.
-    @ivar claims: C{{objectId: _Claim}} of the objects claimed.
+    @ivar claims: C{{objectId: L{Claim}}} of the objects claimed.
     @ivar failsafe: whether the farm is holding still because the tree
         turned empty.
     """
@@ -199,8 +135,10 @@ class Farm(service.Service):
     _setTrace = _machine._setTrace
 
     def __init__(self, store, kind, tree, controllerFactory, clock, ttl=15.0, resyncInterval=30.0,
-                 retryDelay=1.0, maxDelay=30.0, holder=None, jitter=None, holdWhenEmpty=True):
+                 retryDelay=1.0, maxDelay=30.0, holder=None, jitter=None, holdWhenEmpty=True,
+                 newsInterval=0.0):
         self.store = store
+        self.newsInterval = newsInterval
         self.holdWhenEmpty = holdWhenEmpty
         self.kind = kind
         self.tree = tree
@@ -208,7 +146,7 @@ class Farm(service.Service):
         self.clock = clock
         self.ttl = ttl
         self.resyncInterval = resyncInterval
-        self.holder = holder if holder is not None else defaultHolder(kind)
+        self.holder = holder if holder is not None else defaultHolder(kind, clock)
         if jitter is None:
             jitter = lambda: random.random() * retryDelay  # noqa: E731
         self._delays = backoffPolicy(retryDelay, maxDelay, 2.0, jitter=jitter)
@@ -220,6 +158,9 @@ class Farm(service.Service):
         self._claiming = set()
         self._objects = {}
         self._locked = set()
+        #: How many lock-tree snapshots were seen (a claim refused before
+        #: the latest one may be out of date).
+        self._lockNews = 0
         self._sawSome = False
         self.failsafe = False
         self._watches = []
@@ -256,7 +197,7 @@ class Farm(service.Service):
         """
         if self.state == "serving" and not self.failsafe:
             for claim in list(self.claims.values()):
-                claim.poke()
+                claim.poke(news=True)
 
     def lockKey(self, objectId):
         return keys.lock(self.kind, objectId)
@@ -442,6 +383,7 @@ class Farm(service.Service):
     def _locksSeen(self, snapshot):
         locked = self._ids(snapshot, keys.lockTree(self.kind))
         self._locked = set(locked)
+        self._lockNews += 1
         for objectId, claim in list(self.claims.items()):
             if locked.get(objectId) != claim.lock.version:
                 self._checkStillHeld(claim)
@@ -480,12 +422,18 @@ class Farm(service.Service):
             return
         claiming, session = self._claiming, self.session
         claiming.add(objectId)
+        news = self._lockNews
         d = session.lock(self.lockKey(objectId), self.holder(session))
         d.addCallbacks(lambda lock: self._claimed(session, objectId, lock),
-                       lambda f: self._claimFailed(objectId, f))
+                       lambda f: self._claimFailed(objectId, f, news))
         d.addErrback(lambda f: log.failure("{kind} {object}: claiming", f, kind=self.kind,
                                            object=objectId))
-        d.addBoth(lambda _: claiming.discard(objectId))
+
+        def done(result):
+            claiming.discard(objectId)
+            if result is _AGAIN:
+                self._claim(objectId)
+        d.addCallback(done)
 
     def _claimed(self, session, objectId, lock):
         if session is not self.session or self.state != "serving":
@@ -500,16 +448,21 @@ class Farm(service.Service):
             log.failure("{kind} {object}: cannot make its controller; releasing it",
                         kind=self.kind, object=objectId)
             return lock.release()
-        claim = _Claim(self, objectId, lock, controller, self._objects[objectId])
+        claim = Claim(self, objectId, lock, controller, self._objects[objectId])
         self.claims[objectId] = claim
         log.info("{kind} {object}: claimed", kind=self.kind, object=objectId, event="claimed")
         controller.start()
         claim.poke()
 
-    def _claimFailed(self, objectId, failure):
+    def _claimFailed(self, objectId, failure, news):
         if failure.check(AlreadyLocked):
             log.debug("{kind} {object}: held by another farm", kind=self.kind, object=objectId)
-            self._locked.add(objectId)
+            if news == self._lockNews:
+                self._locked.add(objectId)
+            elif objectId not in self._locked:
+                # The lock watch said it went away after this attempt began
+                # (its holder died meanwhile): try again, not at the resync.
+                return _AGAIN
         elif failure.check(SessionLost):
             pass  # whenLost says so
         elif failure.check(StoreError):

@@ -15,7 +15,7 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from p2twisted.manifest import ManifestError, parseManifest
-from p2twisted.orchestrate.plan import IPlanner, Planner, toTransactions
+from p2twisted.orchestrate.plan import IPlanner, Planner, batches
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryStore
@@ -43,14 +43,16 @@ class RecordingPlanner(Planner):
     @defer.inlineCallbacks
     def apply(self, plan, fence=()):
         self.plans.append(plan)
-        results = []
-        for ops in toTransactions(plan, fence=fence):
+        results, applied = [], []
+        for changes, ops in batches(plan, fence=fence):
             try:
                 results.append((yield self.store.transaction(ops)))
             except Exception as e:
+                e.applied = tuple(applied)
                 self.failures.append(e)
                 raise
             self.transactions.append(ops)
+            applied.extend(changes)
         return results
 
     def changes(self, kind=None):

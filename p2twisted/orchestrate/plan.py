@@ -20,6 +20,7 @@ import attr
 from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
+from p2twisted.errors import StoreError
 from p2twisted.intent import nodeMarker
 from p2twisted.labels import encodeLabels
 from p2twisted.store import keys
@@ -165,14 +166,14 @@ def _opsFor(change, snapshot, marked):
     return ops
 
 
-def toTransactions(plan, snapshot=None, fence=()):
+def batches(plan, snapshot=None, fence=()):
     """
     @param snapshot: the snapshot C{plan} was decided over (default: the
         plan's own).
     @param fence: C{Check} ops that begin every transaction.
-    @return: a list of transactions (lists of ops), each at most 64 ops; a
-        plan's record updates share one transaction, and a node's changes
-        are never split.
+    @return: a list of C{(changes, ops)}: each transaction (at most 64 ops)
+        and the plan's changes it makes; a plan's record updates share one
+        transaction, and a node's changes are never split.
     @raise PlanTooLarge: if a group cannot fit beside the fence.
     """
     if not isinstance(plan, Plan):
@@ -184,21 +185,31 @@ def toTransactions(plan, snapshot=None, fence=()):
     marked = set()
     for change in plan.changes:
         group = None if isinstance(change, UpdateRecord) else change.node
-        groups.setdefault(group, []).extend(_opsFor(change, snapshot, marked))
+        changes, ops = groups.setdefault(group, ([], []))
+        changes.append(change)
+        ops.extend(_opsFor(change, snapshot, marked))
     ordered = ([groups.pop(None)] if None in groups else []) + list(groups.values())
-    transactions = []
-    current = []
-    for ops in ordered:
+    found = []
+    changes, current = [], []
+    for groupChanges, ops in ordered:
         if len(ops) > room:
             raise PlanTooLarge("%d ops for one node or the records do not fit in a transaction "
                                "beside a fence of %d" % (len(ops), len(fence)))
         if current and len(current) + len(ops) > room:
-            transactions.append(fence + current)
-            current = []
+            found.append((tuple(changes), fence + current))
+            changes, current = [], []
+        changes.extend(groupChanges)
         current.extend(ops)
     if current:
-        transactions.append(fence + current)
-    return transactions
+        found.append((tuple(changes), fence + current))
+    return found
+
+
+def toTransactions(plan, snapshot=None, fence=()):
+    """
+    @return: the transactions of L{batches}, lists of ops.
+    """
+    return [ops for changes, ops in batches(plan, snapshot, fence)]
 
 
 class IPlanner(Interface):
@@ -221,7 +232,8 @@ class IPlanner(Interface):
             fails with the store's error (L{VersionConflict} when the fence
             or a version guard failed, L{KeyExists} when something the plan
             meant to create appeared) at the first transaction that fails,
-            the earlier ones having been applied.
+            the earlier ones having been applied: the error's C{applied}
+            attribute holds their changes (so they can be audited).
         """
 
 
@@ -240,7 +252,12 @@ class Planner(object):
 
     @defer.inlineCallbacks
     def apply(self, plan, fence=()):
-        results = []
-        for ops in toTransactions(plan, fence=fence):
-            results.append((yield self.store.transaction(ops)))
+        results, applied = [], []
+        for changes, ops in batches(plan, fence=fence):
+            try:
+                results.append((yield self.store.transaction(ops)))
+            except StoreError as e:
+                e.applied = tuple(applied)
+                raise
+            applied.extend(changes)
         return results

@@ -22,7 +22,11 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
  - A pod whose intent drifted from the RC's manifest (by canonical SHA), or
    whose labels lost the RC's, is rewritten (on eligible nodes).
  - Pods labelled as the RC's under another pod id (its manifest's id
-   changed) are unscheduled once the RC's own pods are all healthy.
+   changed) are unscheduled once the RC's own pods are all healthy -- only
+   if their labels are what the RC writes (their own C{pod_id} too), so a
+   label a person put on some other pod never removes it.
+ - A node whose labels are unreadable keeps the RC's pod it has (as if
+   it still matched) and gets no new one.
  - A node whose agent is down (no C{machines/<node>}) keeps its pod: the RC
    never unschedules there, places a replacement on a node whose agent is up
    instead, and trims the surplus once the node is back.  When no agent at
@@ -40,7 +44,7 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.errors import StoreError
 from p2twisted.records import PASSING
-from p2twisted.records.controllers import RC_ID_LABEL
+from p2twisted.records.controllers import POD_ID_LABEL, RC_ID_LABEL
 
 
 class PodView(object):
@@ -164,6 +168,9 @@ def decide(rc, snapshot):
     labelled = snapshot.podsOf(rc.id)
     mine = [n for n, p in labelled if p == rc.podId]
     mineSet = set(mine)
+    # A node whose labels cannot be read (a bad write) is not known to have
+    # stopped matching: it keeps its pod, and gets no new one.
+    eligible.update(n for n in mine if n not in eligible and not _labelsReadable(snapshot, n))
     upMine = [n for n in mine if view.up(n)]
     eligibleUp = [n for n in upMine if n in eligible]
     eligibleDown = [n for n in mine if n in eligible and not view.up(n)]
@@ -214,7 +221,10 @@ def decide(rc, snapshot):
 
     # Pods labelled as this RC's under another pod id (its manifest's id
     # changed) go once the RC's own pods are all there and healthy.
-    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)]
+    # Only pods labelled as the RC labels them (their own pod_id too): a
+    # person's label on some other pod makes it no stray of the RC's.
+    strays = [(n, p) for n, p in labelled if p != rc.podId and view.up(n)
+              and snapshot.podLabels(n, p).get(POD_ID_LABEL) == p]
     if strays and len([n for n in eligibleUp if view.healthy(n, rc)]) >= desired:
         unscheduleOthers = strays
     else:
@@ -232,6 +242,14 @@ def decide(rc, snapshot):
                                                               unscheduleOthers],
                                         rewrite, shortfall, desired, len(eligible)),
                 shortfall=shortfall, snapshot=snapshot)
+
+
+def _labelsReadable(snapshot, node):
+    try:
+        snapshot.nodeLabels(node)
+    except StoreError:
+        return False
+    return True
 
 
 def _hasLabels(actual, wanted):

@@ -13,8 +13,10 @@ and the roll record, so a killed orchestrator's successor continues with no
 extra schedule or unschedule.
 
 A step, in order:
- 1. the roll record is gone: L{Done}; either RC is gone: the roll ends
-    (P2's farm deleted such a roll as complete);
+ 1. the roll record is gone: L{Done}; the RC it moves from is gone: the
+    roll ends (P2's farm deleted such a roll as complete: a finished roll
+    deletes the old RC first); the RC it moves to is gone: it waits, as in
+    P2 (a wiped RC tree must not end every roll);
  2. the RC it moves to is disabled, or the one it moves from enabled: one
     transaction swaps them (the newly enabled RC adopts the pods it has);
  3. the target is not yet desired: the next batch (after C{roll_delay},
@@ -165,10 +167,17 @@ def step(roll, snapshot, now):
     back = roll.rollingBack
     toId, fromId, target = _roles(roll)
     to, from_ = snapshot.rc(toId), snapshot.rc(fromId)
-    if to is None or from_ is None:
-        gone = toId if to is None else fromId
-        return Plan([_delete(snapshot, roll.key)], reason="RC %s is gone: the roll ends" % (gone,),
-                    events=[_event(roll, "abort", reason="RC %s is gone" % (gone,))],
+    if to is None:
+        # Like P2's roll farm ("Expected RC to exist"): the RC it moves to
+        # is never deleted by a roll, so its absence is a person's mistake
+        # or a wiped (half-restored) RC tree; ending the roll would lose
+        # where it was.  A person who meant it aborts the roll.
+        return Wait("RC %s is gone%s; waiting for it to come back, or for p2 roll abort %s"
+                    % (toId, "" if from_ is not None else " and so is %s" % (fromId,), roll.id))
+    if from_ is None:
+        return Plan([_delete(snapshot, roll.key)],
+                    reason="RC %s is gone: the roll ends" % (fromId,),
+                    events=[_event(roll, "abort", reason="RC %s is gone" % (fromId,))],
                     snapshot=snapshot)
 
     draining = (to.replicas_desired >= target and from_.replicas_desired == 0

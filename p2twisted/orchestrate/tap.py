@@ -53,6 +53,7 @@ class OrchestratorConfig(object):
     farms = attr.ib()
     sessionTTL = attr.ib(default=15.0)
     resyncInterval = attr.ib(default=30.0)
+    newsInterval = attr.ib(default=1.0)
 
 
 def _number(data, name, default, low):
@@ -92,6 +93,7 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
         farms=sorted(set(farms)),
         sessionTTL=_number(data, "session_ttl", 15.0, 1.0),
         resyncInterval=_number(data, "resync_interval", 30.0, 0.1),
+        newsInterval=_number(data, "news_interval", 1.0, 0.0),
     )
 
 
@@ -192,7 +194,7 @@ class Orchestrator(service.MultiService):
             factory = kind.factory(self.store, self.reactor, reader)
             farm = Farm(self.store, kind.name, kind.tree, factory, self.reactor,
                         ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval,
-                        holdWhenEmpty=kind.holdWhenEmpty)
+                        holdWhenEmpty=kind.holdWhenEmpty, newsInterval=self.config.newsInterval)
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm

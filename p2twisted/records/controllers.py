@@ -297,14 +297,21 @@ class Roll(object):
         return _dump(self, self.FIELDS)
 
 
+def _utc(when, form):
+    """
+    @return: C{when} in C{form} (C{strftime}) with microseconds, rounded
+        (.9999997 is the next second, not this one's start).
+    """
+    seconds, micros = divmod(int(round(when * 1e6)), 1000000)
+    return time.strftime(form, time.gmtime(seconds)) + ".%06dZ" % (micros,)
+
+
 def _stamp(when):
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(when)) + (".%06dZ" % (
-        int(round((when % 1) * 1e6)) % 1000000,))
+    return _utc(when, "%Y%m%dT%H%M%S")
 
 
 def _iso(when):
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + (".%06dZ" % (
-        int(round((when % 1) * 1e6)) % 1000000,))
+    return _utc(when, "%Y-%m-%dT%H:%M:%S")
 
 
 def _parseIso(text):

@@ -5,7 +5,9 @@ L{p2twisted.store.zookeeper} for the znode layout and versions).
 
   - C{Check(key, version)}, C{Put}/C{Delete} with a version: the entry read
     must have that C{mzxid}, else the op conflicts now; the multi then checks
-    the C{dataVersion} read, so a write in between is a conflict too.
+    the C{dataVersion} read, so a write in between is a conflict too.  A
+    lock's C{Check} also checks the lock's fence znode (C{fences}), which a
+    lock re-created by another session in between does not have.
   - C{Check(key, None)} (absent) and an unconditional C{Delete} of an absent
     key: a structural znode must keep its C{dataVersion}; where there is no
     znode, a create+delete pair proves there still is none.
@@ -53,8 +55,9 @@ class Plan(object):
         C{states}.
     """
 
-    def __init__(self, ops, paths, states, acl, probe=False):
+    def __init__(self, ops, paths, states, acl, probe=False, fences=None):
         self.zk, self.results, self.prune = [], [], []
+        self._fences = fences or {}
         # path -> [exists, isEntry, dataVersion, numChildren]
         sim = {}
         for path, st in states.items():
@@ -111,6 +114,9 @@ class Plan(object):
                 if not entry or states[path][1].mzxid != version:
                     raise VersionConflict(op.key, BACKEND, index=i)
                 self._add("check", (path, dv), i, conflict=True)
+                fence = states.get(self._fences.get(i))
+                if fence is not None:  # a lock's fence: gone if its session is
+                    self._add("check", (self._fences[i], fence[1].version), i, conflict=True)
             elif isinstance(op, (Check, Create, Delete)):
                 if entry and isinstance(op, Create):
                     raise KeyExists(op.key, BACKEND, index=i)

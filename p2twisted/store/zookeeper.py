@@ -50,7 +50,7 @@ from p2twisted.store._zkclient import (
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
+    Check, Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
@@ -358,8 +358,20 @@ class ZooKeeperStore(object):
         paths = [self._path(op.key) for op in ops]
         return self._run({op.key for op in ops}, None, self._transaction, ops, paths)
 
-    def _readAll(self, paths):
-        paths = sorted(paths)
+    def _fencePath(self, key, version):
+        """
+        @return: the path of the fence znode of the lock C{key} taken at
+            C{version} (see L{ZooKeeperSession.lock}).
+        """
+        return "%s@%x" % (self._path(key), version)
+
+    def _readAll(self, paths, first=()):
+        """
+        Read C{paths}, those in C{first} before the others (one client's
+        requests are answered in order).
+        """
+        first = list(first)
+        paths = first + sorted(set(paths) - set(first))
         ds = [self._call(self._client.get_async(p)).addErrback(noNode) for p in paths]
         d = defer.gatherResults(ds, consumeErrors=True).addCallback(lambda r: dict(zip(paths, r)))
         return d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
@@ -367,9 +379,14 @@ class ZooKeeperStore(object):
     @defer.inlineCallbacks
     def _transaction(self, ops, paths):
         trustKnown = True
+        # A lock's fence znode is read before the lock: if its session ends
+        # in between, the lock read already conflicts.
+        fences = {i: self._fencePath(op.key, op.version) for i, op in enumerate(ops)
+                  if isinstance(op, Check) and op.version is not None}
         for _ in range(ATTEMPTS):
-            states = yield self._readAll(set(paths))
-            Plan(ops, paths, states, self._acl)  # fails now on a conflict with what we read
+            states = yield self._readAll(set(paths), first=sorted(set(fences.values())))
+            # fails now on a conflict with what we read
+            Plan(ops, paths, states, self._acl, fences=fences)
             # Parents of znodes the multi creates must exist first (structural).
             parents = {parent(p) for op, p in zip(ops, paths)
                        if states[p] is None and mayCreate(op)} - {self._root}
@@ -394,9 +411,9 @@ class ZooKeeperStore(object):
                 again = {p for p in paths if states[p] is None and p in made}
                 if again:
                     states.update((yield self._readAll(again)))
-            plan = Plan(ops, paths, states, self._acl)
+            plan = Plan(ops, paths, states, self._acl, fences=fences)
             if plan.needsProbe:
-                plan = Plan(ops, paths, states, self._acl, probe=True)
+                plan = Plan(ops, paths, states, self._acl, probe=True, fences=fences)
             txn = self._client.transaction()
             for method, args, _, _ in plan.zk:
                 getattr(txn, method)(*args)
@@ -501,6 +518,11 @@ class ZooKeeperLock(object):
         try:
             data, stat = yield store._call(client.get_async(path))
             if isEntry(data) and owner(stat) == self._session.id:
+                try:
+                    yield store._call(client.delete_async(store._fencePath(self.key,
+                                                                           self.version)))
+                except NoNodeError:
+                    pass
                 yield store._call(client.delete_async(path, stat.version))
                 store._known.discard(path)
                 store._prune(parent(path))
@@ -575,6 +597,23 @@ class ZooKeeperSession(SessionMixin):
         d = self.store._seq.run(
             (key,), self.store._create, key, HEADER + value, self._client, True)
         return d.addErrback(self._failed, key)
+
+    def lock(self, key, value=b""):
+        """
+        Take the lock C{key}, and beside it its fence: an empty ephemeral
+        znode named by the lock's version, invisible to reads and watches.
+        A multi can only check a znode's dataVersion, which a lock re-created
+        by another session repeats (0); a transaction checking this lock
+        checks its fence too, which goes with this session and is never made
+        again.
+        """
+        def fenced(lock):
+            d = self.store._call(self._client.create_async(
+                self.store._fencePath(key, lock.version), b"", acl=self.store._acl,
+                ephemeral=True))
+            d.addErrback(lambda f: lock.release().addBoth(lambda _: f))
+            return d.addCallbacks(lambda _: lock, self._failed, errbackArgs=(key,))
+        return SessionMixin.lock(self, key, value).addCallback(fenced)
 
     def close(self):
         return self._end(None)
