@@ -276,10 +276,12 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def removeAll(self):
         """
-        Remove every service the test left (their runsv and svlogd exit).
+        Remove every service the test left (their runsv and svlogd exit),
+        and wait for the runsvs of restarts within the pause to exit.
         """
         for name in (yield self.sup.services()):
             yield self.sup.remove(name, 1.0)
+        yield self.sup.close()
 
     def sleeper(self, **kwargs):
         """
