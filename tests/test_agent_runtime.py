@@ -385,6 +385,31 @@ class ChpstArgvTests(unittest.TestCase):
         import json
         return json.loads(result.stdout)
 
+    def reportingPod(self, limitNames):
+        """
+        Skip unless chpst and C{/usr/bin/python3} are here; else make the
+        pod C{web} whose launchable C{app} runs C{bin/launch}, a L{REPORT}
+        of the limits C{limitNames}, in a directory C{nobody} can reach
+        (outside the maybe private checkout).
+
+        @return: C{(chpst's path, the pod's layout)}.
+        """
+        import shutil
+        chpst = shutil.which("chpst")
+        if chpst is None:
+            raise unittest.SkipTest("chpst (runit) is not installed")
+        if not os.path.exists("/usr/bin/python3"):
+            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
+        layout = PodLayout(reachableDirectory(self, "p2-chpst-"), "web")
+        install = layout.installDir("app", "1")
+        os.makedirs(os.path.join(install, "bin"))
+        os.symlink(install, layout.current("app"))
+        launch = os.path.join(install, "bin", "launch")
+        with open(launch, "w") as f:
+            f.write(REPORT % (list(limitNames),))
+        os.chmod(launch, 0o755)
+        return chpst, layout
+
     def test_sameAsP2exec(self):
         """
         The same pod started by p2-exec and by chpst sees the same
@@ -393,23 +418,7 @@ class ChpstArgvTests(unittest.TestCase):
         (the others it inherits: see L{test_raiseOwnLimits}).  As root the
         pod runs as C{nobody}.
         """
-        import shutil
-        chpst = shutil.which("chpst")
-        if chpst is None:
-            raise unittest.SkipTest("chpst (runit) is not installed")
-        if not os.path.exists("/usr/bin/python3"):
-            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
-        # The pod runs as nobody: its root is outside the (maybe private)
-        # checkout.
-        base = reachableDirectory(self, "p2-chpst-")
-        layout = PodLayout(base, "web")
-        install = layout.installDir("app", "1")
-        os.makedirs(os.path.join(install, "bin"))
-        os.symlink(install, layout.current("app"))
-        launch = os.path.join(install, "bin", "launch")
-        with open(launch, "w") as f:
-            f.write(REPORT % ([name for name in LIMIT_NAMES],))
-        os.chmod(launch, 0o755)
+        chpst, layout = self.reportingPod(LIMIT_NAMES)
         config = runtime.writeConfig(layout, "sha", b"a: 1\n")
         runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, "web", config))
         runtime.writeEnvDir(layout.launchableEnvDir("app"), runtime.launchableEnv(
@@ -452,22 +461,10 @@ class ChpstArgvTests(unittest.TestCase):
         started with C{LD_DEBUG_OUTPUT}, as its user) is C{nobody}'s: no
         program run as root saw the variable.  The pod sees it.
         """
-        import shutil
-        chpst = shutil.which("chpst")
-        if chpst is None or not IS_ROOT:
-            raise unittest.SkipTest("needs chpst (runit) and root (to switch user)")
-        if not os.path.exists("/usr/bin/python3"):
-            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
-        base = reachableDirectory(self, "p2-chpst-")
-        layout = PodLayout(base, "web")
-        install = layout.installDir("app", "1")
-        os.makedirs(os.path.join(install, "bin"))
-        os.symlink(install, layout.current("app"))
-        launch = os.path.join(install, "bin", "launch")
-        with open(launch, "w") as f:
-            f.write(REPORT % ([],))
-        os.chmod(launch, 0o755)
-        out = os.path.join(base, "out")
+        if not IS_ROOT:
+            raise unittest.SkipTest("needs root (to switch user)")
+        chpst, layout = self.reportingPod([])
+        out = os.path.join(layout.podRoot, "out")
         os.mkdir(out)
         os.chmod(out, 0o1777)
         loader = {"LD_DEBUG": "statistics", "LD_DEBUG_OUTPUT": os.path.join(out, "ld")}
