@@ -39,6 +39,7 @@ sysdeps:
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v busybox >/dev/null || missing="$$missing busybox"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v gnutls-serv >/dev/null || missing="$$missing gnutls-bin"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	if [ -n "$$missing" ]; then \

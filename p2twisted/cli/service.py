@@ -476,17 +476,20 @@ def serviceStatus(store, name=None):
     """
     @return: L{Deferred} firing with C{([{"service", "template",
         "settings", "nodes": [podState...]}], snapshot)}, the L{Snapshot}
-        the states were read from (L{services.readPods}).
+        the states were read from (L{services.readPods}).  A definition
+        that cannot be read has C{template} and C{settings} C{None} and an
+        C{error} naming its key.
     """
+    unreadable = {}
     if name is not None:
         found = {name: (yield services.getService(store, name))}
     else:
-        found = yield services.listServices(store)
+        found = yield services.listServices(store, unreadable)
     snapshot = yield services.readPods(store)
     agents = {}
     result = []
-    for serviceName in sorted(found):
-        service = found[serviceName]
+    for serviceName in sorted(set(found) | set(unreadable)):
+        service = found.get(serviceName)
         states = []
         for node in snapshot.deployedTo(serviceName):
             state = services.podState(snapshot, serviceName, node)
@@ -494,8 +497,12 @@ def serviceStatus(store, name=None):
                 agents[node] = agentState(snapshot, node)
             state["agent"] = agents[node]
             states.append(state)
-        result.append({"service": serviceName, "template": service.template,
-                       "settings": service.settings, "nodes": states})
+        if service is None:
+            result.append({"service": serviceName, "template": None, "settings": None,
+                           "nodes": states, "error": str(unreadable[serviceName])})
+        else:
+            result.append({"service": serviceName, "template": service.template,
+                           "settings": service.settings, "nodes": states})
     return result, snapshot
 
 
@@ -506,7 +513,8 @@ def runStatus(options):
         result, snapshot = yield serviceStatus(store, options.name)
     finally:
         yield store.close()
-    removals = agentRemovals(snapshot)
+    unreadable = []
+    removals = agentRemovals(snapshot, unreadable)
     out = options.out
     if options.json:
         json.dump(result, out, indent=2, sort_keys=True)
@@ -519,7 +527,10 @@ def runStatus(options):
     here = thisHost()
     for info in result:
         name = info["service"]
-        out.write("%s (%s)\n" % (name, info["template"]))
+        if info.get("error"):
+            out.write("%s: %s\n" % (name, info["error"]))
+        else:
+            out.write("%s (%s)\n" % (name, info["template"]))
         if not info["nodes"]:
             out.write("  not deployed: run 'p2 deploy %s'\n" % (name,))
         for state in info["nodes"]:
@@ -550,5 +561,5 @@ def runStatus(options):
                 out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
             if failing(state) and state["node"] == here:
                 writeLogTail(out, logTail(stateDir(options), name))
-    out.write("".join(heldNotes(removals)))
+    out.write("".join(heldNotes(removals) + ["%s\n" % (line,) for line in unreadable]))
     return 0

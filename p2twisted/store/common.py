@@ -270,6 +270,23 @@ class SingleOpsMixin(object):
         return self._one(Delete(key, version))
 
 
+class CloseOnceMixin(object):
+    """
+    C{close} of a store whose C{_close()} ends it (a L{Deferred}): the first
+    call starts it, every call fires once it is over.  C{_closing} is not
+    C{None} from the first call on.
+    """
+
+    _closing = None
+
+    def close(self):
+        if self._closing is None:
+            self._closing = self._close()
+        d = defer.Deferred()
+        self._closing.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+
 class SessionMixin(object):
     """
     C{lock} and C{whenLost} of a session with C{createEphemeral}, a C{lost}

@@ -50,7 +50,8 @@ from p2twisted.store._zkclient import (
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Check, Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps, checkPrefix, checkValue)
+    Check, CloseOnceMixin, Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps,
+    checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
@@ -59,7 +60,7 @@ log = Logger()
 
 
 @implementer(IStore)
-class ZooKeeperStore(object):
+class ZooKeeperStore(CloseOnceMixin):
     """
     An L{IStore} on ZooKeeper.  Use L{open}.
     """
@@ -81,7 +82,6 @@ class ZooKeeperStore(object):
         self._sessions = set()
         self._background = set()
         self._connected = True
-        self._closing = None
         client.add_listener(lambda state: bridge.call(self._stateChanged, state))
 
     @classmethod
@@ -477,13 +477,6 @@ class ZooKeeperStore(object):
             self._sessions.add(s)
             return s
         return connect(self._reactor, self._bridge, self._address, ttl).addCallback(connected)
-
-    def close(self):
-        if self._closing is None:
-            self._closing = self._close()
-        d = defer.Deferred()
-        self._closing.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
 
     @defer.inlineCallbacks
     def _close(self):
