@@ -39,6 +39,7 @@ sysdeps:
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v busybox >/dev/null || missing="$$missing busybox"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v gnutls-serv >/dev/null || missing="$$missing gnutls-bin"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	if [ -n "$$missing" ]; then \
@@ -60,6 +61,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/install_throughput.py
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/ansible_compare.py
+	$(BIN)/python bench/fleet.py
 
 # The demo: an agent on the embedded store, a static site and a Python WSGI app
 # deployed and answering.  Pods run under runit as root, in the agent otherwise.

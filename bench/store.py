@@ -7,15 +7,21 @@ the Consul test server (tests/consulserver.py, its own process; no real
 Consul here), beside plain treq KV requests to the same server: its figures
 measure our client's overhead over that Python server, not Consul's speed,
 and its watch latency includes P2's 250 ms pause between blocking queries.
+The etcd backend runs against a real etcd (Debian's etcd-server, 3.4, data
+in /dev/shm: etcd 3.4 cannot skip fsync) alternating, round by round, with
+plain treq calls on its JSON gateway (puts, ranges, a /v3/watch stream); the
+medians of the rounds are compared.
 
-    .venv/bin/python bench/store.py [--ops N] [--window W] [--samples S]
+    .venv/bin/python bench/store.py [--ops N] [--window W] [--samples S] [--rounds R]
 
 Every backend is driven the same way: N operations with W in flight at once
 (the reactor pipelines them); raw kazoo is measured both with its async API at
 the same window and synchronously one at a time.  Watch latency is measured
 between two clients: one writes, the other's watch reports the value.
 Targets (issue 2): ZooKeeper backend writes >= 0.5x raw kazoo; watch p99
-< 20 ms on the local and ZooKeeper backends.
+< 20 ms on the local and ZooKeeper backends.  Issue 12: etcd backend writes
+within 2x of raw treq against the same etcd (>= 0.5x its put/s); etcd watch
+p99 < 20 ms and within 1.5x of the raw /v3/watch stream's p99.
 """
 
 import argparse
@@ -88,7 +94,11 @@ def watchLatency(reactor, writer, watcher, samples):
 
 
 @defer.inlineCallbacks
-def benchBackend(reactor, name, url, args):
+def benchBackend(reactor, name, url, args, serverPid=None):
+    """
+    @param serverPid: the server's process, whose CPU time (and ours) per
+        put is then measured too (C{cpu}: client and server ms per put).
+    """
     store = yield openStore(url, reactor)
     if name == "memory":
         other = MemoryStore(store.state, reactor)  # a second client of the same data
@@ -96,7 +106,9 @@ def benchBackend(reactor, name, url, args):
         other = yield openStore(url, reactor)
     value = b"x" * 256
     try:
+        before = cpuTimes(serverPid)
         puts = yield pipelined(args.ops, args.window, lambda i: store.put("bench/k%d" % i, value))
+        cpu = perOp(before, cpuTimes(serverPid), args.ops)
         gets = yield pipelined(args.ops, args.window, lambda i: store.get("bench/k%d" % i))
         versions = {}
         entries = yield store.list("bench")
@@ -109,8 +121,27 @@ def benchBackend(reactor, name, url, args):
     finally:
         yield other.close()
         yield store.close()
-    return {"backend": name, "put": puts, "get": gets, "cas": cas,
+    return {"backend": name, "put": puts, "get": gets, "cas": cas, "cpu": cpu,
             "p50": percentile(latencies, 50) * 1000, "p99": percentile(latencies, 99) * 1000}
+
+
+def cpuTimes(pid=None):
+    """
+    @return: C{(our CPU seconds, process C{pid}'s CPU seconds or 0)}.
+    """
+    server = 0.0
+    if pid is not None:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return time.process_time(), server
+
+
+def perOp(before, after, n):
+    """
+    @return: C{(client, server)} CPU milliseconds per operation.
+    """
+    return tuple((b - a) * 1000.0 / n for a, b in zip(before, after))
 
 
 def rawKazoo(hosts, n, window):
@@ -201,16 +232,89 @@ def rawTreq(reactor, base, n, window):
     return puts, gets
 
 
+@defer.inlineCallbacks
+def rawEtcd(reactor, base, n, window, samples, tag=0, serverPid=None):
+    """
+    Plain treq calls on etcd's v3 JSON gateway, against the same server:
+    puts and ranges with C{window} in flight on a pool of that many
+    persistent connections, and the latency from a put to a C{/v3/watch}
+    stream reporting it.
+
+    @return: L{Deferred} firing with C{(puts_per_s, gets_per_s, latencies,
+        (client, server) CPU ms per put)}.
+    """
+    import base64
+    import json
+
+    import treq
+    from twisted.web.client import HTTPConnectionPool
+
+    def b64(data):
+        return base64.b64encode(data).decode("ascii")
+
+    pool = HTTPConnectionPool(reactor)
+    pool.maxPersistentPerHost = window
+    root = b"/rawbench%d-%d/" % (os.getpid(), tag)
+    value = b64(b"x" * 256)
+
+    def post(path, body):
+        d = treq.post(base + path, data=json.dumps(body).encode(), pool=pool, reactor=reactor)
+        return d.addCallback(treq.content)
+    before = cpuTimes(serverPid)
+    puts = yield pipelined(n, window, lambda i: post(
+        "/v3/kv/put", {"key": b64(root + b"k%d" % i), "value": value}))
+    cpu = perOp(before, cpuTimes(serverPid), n)
+    gets = yield pipelined(n, window, lambda i: post(
+        "/v3/kv/range", {"key": b64(root + b"k%d" % i)}))
+
+    waiting = {}
+    buffer = [b""]
+
+    def received(data):
+        buffer[0] += data
+        *lines, buffer[0] = buffer[0].split(b"\n")
+        for line in lines:
+            for event in json.loads(line).get("result", {}).get("events", []):
+                seen = base64.b64decode(event["kv"].get("value", ""))
+                if seen in waiting:
+                    sent, d = waiting.pop(seen)
+                    d.callback(time.perf_counter() - sent)
+    key = b64(root + b"watch")
+    response = yield treq.post(base + "/v3/watch", data=json.dumps(
+        {"create_request": {"key": key}}).encode(), reactor=reactor, persistent=False)
+    streaming = treq.collect(response, received)
+    streaming.addErrback(lambda f: None)
+    yield task.deferLater(reactor, 0.2, lambda: None)
+    latencies = []
+    for i in range(samples):
+        sent = b"%d" % i
+        d = defer.Deferred()
+        waiting[sent] = (time.perf_counter(), d)
+        yield post("/v3/kv/put", {"key": key, "value": b64(sent)})
+        latencies.append((yield d.addTimeout(10, reactor)))
+        yield task.deferLater(reactor, 0.002, lambda: None)
+    # The stream stays open until the reactor stops; the server goes then.
+    yield post("/v3/kv/deleterange", {"key": b64(root), "range_end": b64(root[:-1] + b"0")})
+    yield pool.closeCachedConnections()
+    return puts, gets, latencies, cpu
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=3000)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of raw treq and the etcd backend")
     args = parser.parse_args()
 
+    from tests.etcdserver import EtcdServer
     from tests.zkserver import ZooKeeperServer
     zk = ZooKeeperServer()
     zk.start()
+    etcd = EtcdServer()
+    etcd.start()
+    rawEtcdFigures = []
     consul, consulPort = startConsul()
     tmp = tempfile.mkdtemp(prefix="p2bench")
     rawConsul = []
@@ -231,6 +335,16 @@ def main():
                 results.append((yield benchBackend(reactor, name, url, args)))
             rawConsul.extend((yield rawTreq(reactor, "http://127.0.0.1:%d" % (consulPort,),
                                             args.ops, args.window)))
+            # etcd and raw treq alternate, round by round: on a shared
+            # machine the medians of each are compared, not one lucky run.
+            rounds = []
+            for i in range(args.rounds):
+                raw = yield rawEtcd(reactor, etcd.base, args.ops, args.window, args.samples, i,
+                                    etcd.process.pid)
+                ours = yield benchBackend(reactor, "etcd", etcd.url("/bench%d-%d" % (
+                    os.getpid(), i)), args, etcd.process.pid)
+                rounds.append((raw, ours))
+            rawEtcdFigures.append(rounds)
         task.react(lambda reactor: run(reactor).addCallback(lambda _: None))
     except SystemExit:
         pass
@@ -238,7 +352,42 @@ def main():
         zk.stop()
         consul.kill()
         consul.wait()
+        etcd.destroy()
     report(results, raw, rawConsul, args)
+    if rawEtcdFigures:
+        reportEtcd(rawEtcdFigures[0])
+
+
+def reportEtcd(rounds):
+    """
+    Print the medians over the rounds of raw treq and of the etcd backend.
+    """
+    def median(values):
+        return percentile(values, 50)
+    raw = {"put": median([r[0][0] for r in rounds]), "get": median([r[0][1] for r in rounds]),
+           "p50": median([percentile(r[0][2], 50) * 1000 for r in rounds]),
+           "p99": median([percentile(r[0][2], 99) * 1000 for r in rounds])}
+    ours = {k: median([r[1][k] for r in rounds]) for k in ("put", "get", "cas", "p50", "p99")}
+    print("etcd, median of %d alternating rounds:" % (len(rounds),))
+    print("%-10s %10.0f %10.0f %10.0f %10.2fms %10.2fms"
+          % ("etcd", ours["put"], ours["get"], ours["cas"], ours["p50"], ours["p99"]))
+    print("%-10s %10.0f %10.0f %10s %10.2fms %10.2fms   (plain treq on etcd's gateway, same "
+          "window, same server)" % ("raw etcd", raw["put"], raw["get"], "-", raw["p50"],
+                                    raw["p99"]))
+    ratio = ours["put"] / raw["put"]
+    print("etcd backend put / raw treq put = %.2f (target >= 0.50, i.e. within 2x: %s); "
+          "per round: %s" % (ratio, "met" if ratio >= 0.5 else "NOT met", ", ".join(
+              "%.2f" % (r[1]["put"] / r[0][0]) for r in rounds)))
+    ourCPU = [median([r[1]["cpu"][k] for r in rounds]) for k in (0, 1)]
+    rawCPU = [median([r[0][3][k] for r in rounds]) for k in (0, 1)]
+    print("CPU per put (what a less loaded machine turns into speed): etcd backend %.2f ms "
+          "client + %.2f ms etcd = %.2f ms; raw treq %.2f + %.2f = %.2f ms; ratio %.2f" % (
+              ourCPU[0], ourCPU[1], sum(ourCPU), rawCPU[0], rawCPU[1], sum(rawCPU),
+              sum(ourCPU) / sum(rawCPU)))
+    print("etcd watch p99 = %.2f ms (target < 20 ms: %s); raw /v3/watch p99 = %.2f ms, "
+          "ratio %.2f (target <= 1.5: %s)" % (
+              ours["p99"], "met" if ours["p99"] < 20 else "NOT met", raw["p99"],
+              ours["p99"] / raw["p99"], "met" if ours["p99"] <= 1.5 * raw["p99"] else "NOT met"))
 
 
 def report(results, raw, rawConsul, args):

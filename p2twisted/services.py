@@ -20,7 +20,7 @@ from twisted.internet import defer
 from p2twisted import intent
 from p2twisted.errors import KeyExists, P2Error, VersionConflict
 from p2twisted.manifest import parseManifest
-from p2twisted.records.base import field, loadObject
+from p2twisted.records.base import CorruptRecord, field, loadObject
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, checkKey
 
@@ -152,8 +152,11 @@ def getService(store, name):
 
 
 @defer.inlineCallbacks
-def listServices(store):
+def listServices(store, unreadable=None):
     """
+    @param unreadable: a dict to collect C{{name: CorruptRecord}} of the
+        definitions that cannot be read, left out of the result; without
+        it, the first one fails the listing.
     @return: L{Deferred} firing with C{{name: Service}}.
     """
     prefix = keys.tree(keys.SERVICES)
@@ -162,7 +165,12 @@ def listServices(store):
     for key, entry in entries.items():
         parts = keys.parse(key)
         if len(parts) == 2:
-            services[parts[1]] = Service.fromEntry(parts[1], entry)
+            try:
+                services[parts[1]] = Service.fromEntry(parts[1], entry)
+            except CorruptRecord as e:
+                if unreadable is None:
+                    raise
+                unreadable[parts[1]] = e
     return services
 
 

@@ -122,13 +122,15 @@ class ConsulState(object):
             waiter.check()
 
     @staticmethod
-    def setEntry(kvs, index, key, value, flags=0, session=None):
+    def setEntry(kvs, index, key, value, flags=0, session=None, lockIndex=None):
         """
-        Consul's C{kvsSetTxn}: keep the session unless one is given; a set
-        that changes nothing keeps the C{ModifyIndex}.
+        Consul's C{kvsSetTxn}: keep the session (and lock index) unless one
+        is given; a set that changes nothing keeps the C{ModifyIndex}.
         """
         existing = kvs.get(key)
-        entry = {"LockIndex": existing["LockIndex"] if existing else 0, "Key": key,
+        if lockIndex is None:
+            lockIndex = existing["LockIndex"] if existing else 0
+        entry = {"LockIndex": lockIndex, "Key": key,
                  "Flags": flags, "Value": value,
                  "Session": (existing or {}).get("Session", "") if session is None else session,
                  "CreateIndex": existing["CreateIndex"] if existing else index,
@@ -162,31 +164,39 @@ class ConsulState(object):
             if existing["Session"] and existing["Session"] != session:
                 return None
             lockIndex = existing["LockIndex"] + (existing["Session"] != session)
-        entry = self.setEntry(kvs, index, key, value, flags, session)
-        entry = dict(entry, LockIndex=lockIndex, ModifyIndex=index)
-        kvs[key] = entry
-        return entry
+        return self.setEntry(kvs, index, key, value, flags, session, lockIndex)
 
     def unlock(self, kvs, index, key, value, flags, session):
+        """
+        Consul's C{kvsUnlockTxn}.
+
+        @return: the entry, or C{None} when C{session} does not hold it.
+        """
+        if not session:
+            raise TxnError("missing session")
         existing = kvs.get(key)
-        if existing is None or existing["Session"] != session or not session:
+        if existing is None or existing["Session"] != session:
             return None
-        entry = dict(self.setEntry(kvs, index, key, value, flags, ""), ModifyIndex=index)
-        kvs[key] = entry
-        return entry
+        return self.setEntry(kvs, index, key, value, flags, "")
 
     # -- sessions ---------------------------------------------------------------
 
     def createSession(self, spec):
-        ttl = 0.0
-        if spec.get("TTL"):
-            ttl = parseDuration(spec["TTL"])
-            if ttl != 0 and not (self.sessionTTLMin <= ttl <= TTL_MAX):
-                raise HTTPError(400, "Session TTL '%s' must be between [%s=%s]" % (
-                    spec["TTL"], goDuration(self.sessionTTLMin), goDuration(TTL_MAX)))
+        # Consul's Session.Apply refuses these; the RPC error reaches the
+        # client as an HTTP 500 with the error's text (agent/http.go).
         behavior = spec.get("Behavior") or "release"
         if behavior not in ("release", "delete"):
-            raise HTTPError(400, "Invalid Behavior setting '%s'" % (behavior,))
+            raise HTTPError(500, "Invalid Behavior setting '%s'" % (behavior,))
+        ttl = 0.0
+        if spec.get("TTL"):
+            try:
+                ttl = parseDuration(spec["TTL"])
+            except ValueError as e:
+                raise HTTPError(500, "Session TTL '%s' invalid: %s" % (spec["TTL"], e))
+            if ttl != 0 and not (self.sessionTTLMin <= ttl <= TTL_MAX):
+                # Go's %d of a time.Duration: nanoseconds.
+                raise HTTPError(500, "Invalid Session TTL '%d', must be between [%s=%s]" % (
+                    round(ttl * 1e9), goDuration(self.sessionTTLMin), goDuration(TTL_MAX)))
         delay = spec.get("LockDelay", DEFAULT_LOCK_DELAY)
         if isinstance(delay, str):
             delay = parseDuration(delay)

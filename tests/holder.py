@@ -4,7 +4,7 @@ A helper process for the session-expiry contract test:
     python -m tests.holder STORE_URL TTL KEY [KEY ...]
 
 opens a session, creates each KEY as an ephemeral key (keys under C{locks/}
-as locks) holding C{b"held"}, prints C{ready}, and waits to be killed.
+as locks) holding C{b"held"}, prints L{READY}, and waits to be killed.
 """
 
 import sys
@@ -12,6 +12,10 @@ import sys
 from twisted.internet import defer, task
 
 from p2twisted.store import openStore
+
+#: What it prints once it holds its keys: a word no error message holds (a
+#: traceback naming AlreadyLocked holds "ready").
+READY = "HOLDER-READY"
 
 
 @defer.inlineCallbacks
@@ -23,7 +27,7 @@ def hold(reactor, url, ttl, *keys):
             yield session.lock(key, b"held")
         else:
             yield session.createEphemeral(key, b"held")
-    sys.stdout.write("ready\n")
+    sys.stdout.write(READY + "\n")
     sys.stdout.flush()
     yield defer.Deferred()
 

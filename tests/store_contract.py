@@ -167,6 +167,20 @@ class StoreContractMixin(object):
         yield self.assertFailure(store.cas("cas/absent", b"x", e1.version), VersionConflict)
 
     @defer.inlineCallbacks
+    def test_casVersionZero(self):
+        """
+        A version of 0 is a version like any other: C{cas} with it, alone or
+        in a transaction, never creates an absent key (Consul's C{?cas=0}
+        and txn C{cas} with index 0 mean 'only if absent').
+        """
+        store = yield self.client()
+        yield self.assertFailure(store.cas("cas0/k", b"x", 0), VersionConflict)
+        e = yield self.assertFailure(
+            store.transaction([Put("cas0/other", b""), Put("cas0/k", b"x", 0)]), VersionConflict)
+        self.assertEqual(e.index, 1)
+        self.assertEqual((yield store.list("cas0")), {})
+
+    @defer.inlineCallbacks
     def test_delete(self):
         """
         C{delete} removes one key; a conditional delete with a stale version
@@ -293,6 +307,24 @@ class StoreContractMixin(object):
         self.assertEqual(len((yield store.list("lim"))), 64)
         self.assertEqual((yield store.list("over")), {})
         self.assertEqual((yield store.list("ok")), {})
+
+    @defer.inlineCallbacks
+    def test_transactionOfVersionedDeletes(self):
+        """
+        64 version-checked deletes (an orchestrator unscheduling 32 pods and
+        their labels) fit in one transaction like any 64 ops; one stale
+        version among them fails it, naming that op, and deletes nothing.
+        """
+        store = yield self.client()
+        entries = yield store.transaction([Put("vd/%d" % i, b"x") for i in range(64)])
+        stale = yield store.put("vd/40", b"y")
+        e = yield self.assertFailure(
+            store.transaction([Delete(x.key, x.version) for x in entries]), VersionConflict)
+        self.assertEqual(e.index, 40)
+        self.assertEqual(len((yield store.list("vd"))), 64)
+        entries[40] = stale
+        yield store.transaction([Delete(x.key, x.version) for x in entries])
+        self.assertEqual((yield store.list("vd")), {})
 
     # -- watches -----------------------------------------------------------------
 
@@ -499,10 +531,11 @@ class StoreContractMixin(object):
         @return: L{Deferred} firing with a function killing that process with
             SIGKILL (returning a Deferred).
         """
+        from tests.holder import READY
         from tests.processes import startUntil
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
         return startUntil(
-            self, b"ready", sys.executable,
+            self, READY.encode("ascii"), sys.executable,
             [sys.executable, "-m", "tests.holder", self.storeURL(), str(self.sessionTTL)] + keys,
             env)

@@ -118,6 +118,32 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("not deployed", out)
 
     @defer.inlineCallbacks
+    def test_statusUnreadableService(self):
+        """
+        One unreadable service definition does not hide the others from
+        C{p2 status}: it gets one line naming its key (and C{--json} an
+        C{error}); C{p2 status NAME} of it fails with that line.
+        """
+        from twisted.internet import reactor
+
+        from p2twisted.store import keys, openStore
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        store = yield openStore(self.url, reactor)
+        try:
+            yield store.put(keys.service("broken"), b"{not json")
+        finally:
+            yield store.close()
+        out = yield self.succeed("status")
+        self.assertIn("job (command)", out)
+        self.assertIn("broken: unreadable record", out)
+        self.assertIn("'services/broken'", out)
+        rows = json.loads((yield self.succeed("status", "--json")))
+        self.assertEqual([(r["service"], "error" in r) for r in rows],
+                         [("broken", True), ("job", False)])
+        line, _ = yield self.p2Fails("status", "broken")
+        self.assertIn("'services/broken'", line)
+
+    @defer.inlineCallbacks
     def test_crashLoopShown(self):
         """
         A pod whose status record says a service is crash-looping shows it

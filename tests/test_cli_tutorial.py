@@ -411,15 +411,19 @@ class MultiNodeTests(TutorialMixin, unittest.TestCase):
         self.assertEqual(err.strip(), "p2: task packages failed on beta")
 
 
-class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
+class ServerTutorialMixin(TutorialMixin):
+    """
+    The short tutorial on a store server: C{tutorialStore()} gives the URL
+    of a fresh namespace on it.
+    """
+
     @defer.inlineCallbacks
     def test_shortTutorial(self):
         """
-        add, deploy --wait and status with the store on ZooKeeper.
+        add, deploy --wait, status, logs and undeploy --wait with the store
+        on a server.
         """
-        from tests.zkserver import sharedServer
-        server = sharedServer()
-        self.url = "zk://%s/p2-%s" % (server.hosts, uuid.uuid4().hex[:12])
+        self.url = self.tutorialStore()
         www = reachableDirectory(self, "p2-www-")
         with open(os.path.join(www, "hello.txt"), "w") as f:
             f.write("hello\n")
@@ -434,7 +438,7 @@ class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
                          (200, b"hello\n"))
         status = yield self.succeed("status", "web")
         self.assertIn("in sync", status)
-        # p2 logs goes through the store to the agent: here, ZooKeeper.
+        # p2 logs goes through the store to the agent: here, the server.
         logs = yield waitFor(lambda: self.succeed("logs", "web").addCallback(
             lambda text: text if "GET /hello.txt" in text else None), timeout=30,
             what="the request in web's log")
@@ -447,3 +451,17 @@ class ZooKeeperTutorialTests(TutorialMixin, unittest.TestCase):
         import socket
         with socket.socket() as s:
             self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)
+
+
+class ZooKeeperTutorialTests(ServerTutorialMixin, unittest.TestCase):
+
+    def tutorialStore(self):
+        from tests.zkserver import sharedServer
+        return "zk://%s/p2-%s" % (sharedServer().hosts, uuid.uuid4().hex[:12])
+
+
+class EtcdTutorialTests(ServerTutorialMixin, unittest.TestCase):
+
+    def tutorialStore(self):
+        from tests.etcdserver import sharedServer
+        return sharedServer().url("/p2-%s" % (uuid.uuid4().hex[:12],))

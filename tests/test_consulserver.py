@@ -295,12 +295,17 @@ class SessionTests(unittest.TestCase):
 
     def test_ttlBounds(self):
         """
-        A TTL under C{session_ttl_min} or over 24 h is refused, saying so.
+        A TTL under C{session_ttl_min} or over 24 h is refused, saying so,
+        as Consul's C{Session.Apply} does: an RPC error, so an HTTP 500
+        (not a 400) whose text prints the TTL as Go's C{%d} of a duration.
         """
         c = self.consul
         code, _, body = c.call("PUT", "/v1/session/create", {"TTL": "5s"})
-        self.assertEqual((code, body), (400, b"Session TTL '5s' must be between [10s=24h0m0s]"))
-        self.assertEqual(c.call("PUT", "/v1/session/create", {"TTL": "25h"})[0], 400)
+        self.assertEqual((code, body), (
+            500, b"Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"))
+        self.assertEqual(c.call("PUT", "/v1/session/create", {"TTL": "25h"})[0], 500)
+        self.assertEqual(c.call("PUT", "/v1/session/create", {"TTL": "soon"})[0], 500)
+        self.assertEqual(c.call("PUT", "/v1/session/create", {"Behavior": "keep"})[0], 500)
 
     def test_expiryDeletes(self):
         """
@@ -353,6 +358,23 @@ class SessionTests(unittest.TestCase):
         code, _, body = c.call("PUT", "/v1/kv/p2/x?acquire=nonsense", b"")
         self.assertEqual(code, 500)
         self.assertIn(b"invalid session", body)
+        code, _, body = c.call("PUT", "/v1/kv/p2/lock?release=", b"")
+        self.assertEqual((code, body), (500, b"missing session"))
+
+    def test_reacquireUnchanged(self):
+        """
+        The holder acquiring its lock again with the same value and flags
+        changes nothing: the C{ModifyIndex}, C{LockIndex} and the KV index
+        stay (Consul's C{kvsSetTxn} skips an entry equal to the existing).
+        """
+        c = self.consul
+        a = c.session(LockDelay="0s")
+        self.assertTrue(c.json("PUT", "/v1/kv/p2/lock?acquire=" + a, b"a"))
+        before = c.json("GET", "/v1/kv/p2/lock")[0]
+        index = c.index("/v1/kv/p2/lock")
+        self.assertTrue(c.json("PUT", "/v1/kv/p2/lock?acquire=" + a, b"a"))
+        self.assertEqual(c.json("GET", "/v1/kv/p2/lock")[0], before)
+        self.assertEqual(c.index("/v1/kv/p2/lock"), index)
 
     def test_lockDelay(self):
         """

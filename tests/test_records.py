@@ -41,6 +41,9 @@ WRITTEN = [
     (records.NodeMarker, "intent/n1", {"node": "n1", "created": "2026-12-07T03:00:00Z"}),
     (records.MachineFacts, "machines/n1", FACTS),
     (records.AgentStatus, "status/agents/n1", AGENT_STATUS),
+    (records.AgentStatus, "status/agents/n1", dict(AGENT_STATUS, removals={
+        "state": "held", "hold": "orphans", "held": ["db"], "orphans": ["old"],
+        "grace_until": {"web": 12.5}, "confirm": "p2 node confirm n1", "hold_until": None})),
     (records.Confirmation, "confirmations/n1",
      {"node": "n1", "marker": {"created": "x", "version": 3}, "by": "me@h", "time": "t"}),
     (records.Health, "health/web/n1", HEALTH),
@@ -63,6 +66,12 @@ CORRUPT = [
     (records.MachineFacts, "machines/n1", {"process": "x"}, "'process'"),
     (records.AgentStatus, "status/agents/n1", {"removals": []}, "'removals'"),
     (records.AgentStatus, "status/agents/n1", {"connected": 1}, "'connected'"),
+    (records.AgentStatus, "status/agents/n1", {"removals": {"state": "held", "held": 5}},
+     "'held'"),
+    (records.AgentStatus, "status/agents/n1", {"removals": {"orphans": ["a", 1]}},
+     "'orphans'"),
+    (records.AgentStatus, "status/agents/n1", {"removals": {"grace_until": {"db": "soon"}}},
+     "'grace_until'"),
     (records.Confirmation, "confirmations/n1", {"node": "n1"}, "'marker' is missing"),
     (records.Health, "health/web/n1", {"output": "x"}, "'status' is missing"),
     (records.Health, "health/web/n1", dict(HEALTH, time="soon"), "'time'"),
@@ -73,6 +82,7 @@ CORRUPT = [
     (records.HookPodStatus, "status/hooks/n1/before_install/h", HOOK_RUN, "'hook_pod'"),
     (records.Request, "requests/n1/r1", {"kind": "logs"}, "'state' is missing"),
     (records.Request, "requests/n1/r1", b"\xff", "not JSON"),
+    (records.Health, "health/web/n1", b"[" * 100000, "not JSON"),
 ]
 
 

@@ -148,6 +148,32 @@ class PodStateTests(unittest.TestCase):
         self.assertIn("'status/pods/n1/web'", state["error"])
         self.assertIn("not an object", state["error"])
 
+    def test_unreadableAgentStatus(self):
+        """
+        C{p2 inspect} and C{p2 status} show the removals of the agents whose
+        status they can read, and one line naming the key of each they
+        cannot (a value of the wrong shape inside it too), rather than
+        failing or saying nothing.
+        """
+        from p2twisted.cli.services_inspect import agentRemovals, clusterView, heldNotes
+        self.successResultOf(self.store.put(keys.status("agents", "n1"), (
+            b'{"removals": {"state": "held", "hold": "orphans", "held": 5, "orphans": 7}}')))
+        self.successResultOf(self.store.put(keys.status("agents", "n2"), b"[1]"))
+        self.successResultOf(self.store.put(keys.status("agents", "n3"), (
+            b'{"removals": {"state": "held", "hold": "orphans", "held": [], '
+            b'"orphans": ["old"]}}')))
+        snapshot = self.successResultOf(services.readPods(self.store))
+        self.assertEqual([(r["node"], r["pod"], r["removal"]) for r in clusterView(snapshot)],
+                         [("n3", "old", "orphan")])
+        unreadable = []
+        notes = heldNotes(agentRemovals(snapshot, unreadable))
+        self.assertEqual(len(notes), 1)
+        self.assertIn("removals on n3 are held", notes[0])
+        self.assertEqual(len(unreadable), 2)
+        self.assertIn("'status/agents/n1'", unreadable[0])
+        self.assertIn("'held'", unreadable[0])
+        self.assertIn("'status/agents/n2'", unreadable[1])
+
     def test_statusReadsAFewLists(self):
         """
         C{p2 status} reads the store with a few C{list()} calls, however many

@@ -179,6 +179,9 @@ class ConsulLayoutTests(ServerMixin, unittest.TestCase):
     def test_minimumTTL(self):
         self.assertEqual(consul.minimumTTL(
             "Session TTL '2.5s' must be between [10s=24h0m0s]"), 10)
+        self.assertEqual(consul.minimumTTL(
+            "rpc error making call: Invalid Session TTL '7500000000', must be between "
+            "[10s=24h0m0s]"), 10)
         self.assertEqual(consul.minimumTTL("must be between [1m30s=24h0m0s]"), 90)
         self.assertEqual(consul.minimumTTL("must be between [500ms=24h0m0s]"), 0.5)
         self.assertIsNone(consul.minimumTTL("Invalid Behavior setting"))
@@ -233,6 +236,10 @@ class ConsulLayoutTests(ServerMixin, unittest.TestCase):
         self.assertEqual((yield store.get("big/k")).version, e2.version)
         e3 = yield store.put("big/k", big)
         yield store.delete("big/k", e3.version)
+        # Version 0 (what a write overwritten before it was read back gets)
+        # matches nothing; with ?cas=0 it would create the key.
+        yield self.assertFailure(store.cas("big/k", big, 0), VersionConflict)
+        self.assertIsNone((yield store.get("big/k")))
 
     @defer.inlineCallbacks
     def test_watchResetsOnIndexRegression(self):
@@ -383,3 +390,98 @@ class URLTests(unittest.TestCase):
     def test_interfaceNames(self):
         self.assertEqual(ConsulStore.backend, "consul")
         self.assertEqual(consul.BACKEND, "consul")
+
+
+class _Hanging(object):
+    """
+    A resource answering as C{api} does until C{hang} is set, then never.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api):
+        self.api = api
+        self.hang = False
+
+    def render(self, request):
+        from twisted.web import server
+        if self.hang is True or (callable(self.hang) and self.hang(request)):
+            return server.NOT_DONE_YET
+        return self.api.render(request)
+
+    def getChildWithDefault(self, name, request):
+        return self
+
+
+class SessionClockTests(unittest.TestCase):
+    """
+    Session liveness on a L{task.Clock}, through C{StubTreq}.
+    """
+
+    def setUp(self):
+        from treq.testing import StubTreq
+
+        from tests.consulserver import ConsulAPI
+        from tests.consulstate import ConsulState
+        self.clock = task.Clock()
+        self.api = ConsulAPI(ConsulState(self.clock, 0.5))
+        self.addCleanup(lambda: self.api.state.stop())
+        self.resource = _Hanging(self.api)
+        self.stub = StubTreq(self.resource)
+
+    def open(self):
+        d = ConsulStore.open("consul://consul.test:8500/p2", self.clock, self.stub)
+        self.stub.flush()
+        return self.successResultOf(d)
+
+    def test_lostByTheServersDeadline(self):
+        """
+        When the agent stops answering, the session counts as lost at the
+        latest when Consul may have invalidated it (C{ttl} after the last
+        renewal was sent), even while a renewal is still being tried: a lock
+        holder must not go on believing it holds a lock another may hold.
+        """
+        store = self.open()
+        d = store.session(20)
+        self.stub.flush()
+        session = self.successResultOf(d)
+        lost = session.whenLost()
+        self.clock.advance(5)  # the first renewal is sent and answered
+        self.stub.flush()
+        renewed = self.clock.seconds()
+        self.assertIn(session.id, self.api.state.sessions)
+        self.resource.hang = True
+        while self.clock.seconds() < renewed + 20:
+            self.clock.advance(0.25)
+            self.stub.flush()
+        self.assertTrue(session.lost)
+        self.successResultOf(lost)
+        self.resource.hang = False
+        d = store.close()
+        self.stub.flush()
+        self.clock.advance(1)
+        self.successResultOf(d)
+
+    def test_renewalsDoNotQueueBehindRequests(self):
+        """
+        A session's renewals are sent however many requests wait for the
+        store's connections (a burst of writes to a slow agent): they are
+        its heartbeat, and a renewal queued past the TTL loses the session.
+        """
+        store = self.open()
+        d = store.session(20)
+        self.stub.flush()
+        session = self.successResultOf(d)
+        self.resource.hang = lambda request: request.method == b"GET"
+        reads = [store.get("slow/%d" % (i,)) for i in range(40)]
+        while self.clock.seconds() < 30:
+            self.clock.advance(0.25)
+            self.stub.flush()
+        self.assertFalse(session.lost)
+        self.resource.hang = False
+        d = store.close()
+        self.stub.flush()
+        self.clock.advance(1)
+        self.successResultOf(d)
+        for r in reads:
+            self.failureResultOf(r, StoreUnavailable)

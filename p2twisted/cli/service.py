@@ -511,19 +511,22 @@ def serviceStatus(store, name=None):
     """
     @return: L{Deferred} firing with C{([{"service", "template",
         "settings", "nodes": [podState...], "fleet"}], snapshot)}, the L{Snapshot}
-        the states were read from (L{services.readPods}).
+        the states were read from (L{services.readPods}).  A definition
+        that cannot be read has C{template} and C{settings} C{None} and an
+        C{error} naming its key.
     """
+    unreadable = {}
     if name is not None:
         found = {name: (yield services.getService(store, name))}
     else:
-        found = yield services.listServices(store)
+        found = yield services.listServices(store, unreadable)
     from p2twisted.cli import services_fleet
     snapshot = yield services.readPods(store)
     snapshot, statuses = yield services_fleet.readFleet(store, snapshot)
     agents = {}
     result = []
-    for serviceName in sorted(found):
-        service = found[serviceName]
+    for serviceName in sorted(set(found) | set(unreadable)):
+        service = found.get(serviceName)
         states = []
         for node in snapshot.deployedTo(serviceName):
             state = services.podState(snapshot, serviceName, node)
@@ -531,9 +534,14 @@ def serviceStatus(store, name=None):
                 agents[node] = agentState(snapshot, node)
             state["agent"] = agents[node]
             states.append(state)
-        result.append({"service": serviceName, "template": service.template,
-                       "settings": service.settings, "nodes": states,
-                       "fleet": services_fleet.fleetInfo(snapshot, serviceName, statuses)})
+        fleet = services_fleet.fleetInfo(snapshot, serviceName, statuses)
+        if service is None:
+            result.append({"service": serviceName, "template": None, "settings": None,
+                           "nodes": states, "error": str(unreadable[serviceName]),
+                           "fleet": fleet})
+        else:
+            result.append({"service": serviceName, "template": service.template,
+                           "settings": service.settings, "nodes": states, "fleet": fleet})
     return result, snapshot
 
 
@@ -544,7 +552,8 @@ def runStatus(options):
         result, snapshot = yield serviceStatus(store, options.name)
     finally:
         yield store.close()
-    removals = agentRemovals(snapshot)
+    unreadable = []
+    removals = agentRemovals(snapshot, unreadable)
     out = options.out
     if options.json:
         json.dump(result, out, indent=2, sort_keys=True)
@@ -557,7 +566,10 @@ def runStatus(options):
     here = thisHost()
     for info in result:
         name = info["service"]
-        out.write("%s (%s)\n" % (name, info["template"]))
+        if info.get("error"):
+            out.write("%s: %s\n" % (name, info["error"]))
+        else:
+            out.write("%s (%s)\n" % (name, info["template"]))
         if info["fleet"]:
             from p2twisted.cli.services_fleet import fleetLines
             out.write("".join(fleetLines(info["fleet"])))
@@ -591,5 +603,5 @@ def runStatus(options):
                 out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
             if failing(state) and state["node"] == here:
                 writeLogTail(out, logTail(stateDir(options), name))
-    out.write("".join(heldNotes(removals)))
+    out.write("".join(heldNotes(removals) + ["%s\n" % (line,) for line in unreadable]))
     return 0

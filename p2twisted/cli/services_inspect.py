@@ -75,9 +75,11 @@ def clusterView(snapshot):
     return result
 
 
-def agentRemovals(snapshot):
+def agentRemovals(snapshot, unreadable=None):
     """
     @param snapshot: a L{Snapshot} holding C{status/agents}.
+    @param unreadable: a list to which the one-line error (naming the key)
+        of each agent status that cannot be read is appended.
     @return: C{{node: removals}}: the C{removals} record of each agent's
         status (L{p2twisted.agent.failsafe.describe}) that has one.
     """
@@ -85,7 +87,9 @@ def agentRemovals(snapshot):
     for node in snapshot.agentStatusNodes():
         try:
             status = snapshot.agentStatus(node)
-        except CorruptRecord:
+        except CorruptRecord as e:
+            if unreadable is not None:
+                unreadable.append(str(e))
             continue
         if status.removals is not None:
             found[node] = status.removals
@@ -131,7 +135,9 @@ def runInspect(options):
     finally:
         yield store.close()
     rows = clusterView(snapshot)
-    notes = heldNotes(agentRemovals(snapshot))
+    unreadable = []
+    notes = heldNotes(agentRemovals(snapshot, unreadable)) + [
+        "%s\n" % (line,) for line in unreadable]
     out = options.out
     if options.json:
         json.dump(rows, out, indent=2, sort_keys=True)

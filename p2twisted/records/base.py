@@ -53,7 +53,7 @@ def loadObject(key, value):
     try:
         record = json.loads(value.decode("utf-8") if isinstance(value, bytes) else value,
                             parse_constant=_notANumber)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # (nested too deep to parse)
         raise CorruptRecord(key, "not JSON (%s)" % (e,))
     if not isinstance(record, dict):
         raise CorruptRecord(key, "a JSON %s, not an object" % (type(record).__name__,))

@@ -145,7 +145,7 @@ class AgentStatus(object):
                    field(key, record, "connected", bool, default=False),
                    field(key, record, "converged", bool, default=False),
                    field(key, record, "node_marker", bool),
-                   field(key, record, "removals", dict),
+                   _removals(key, field(key, record, "removals", dict)),
                    field(key, record, "last_sync", float),
                    field(key, record, "pods", dict, default={}))
 
@@ -159,6 +159,27 @@ class AgentStatus(object):
 
     def toBytes(self):
         return dumpObject(attr.asdict(self, recurse=False))
+
+
+def _removals(key, removals):
+    """
+    @return: C{removals} (of an L{AgentStatus}), checked field by field:
+        the views iterate its pod lists and times.
+    @raise CorruptRecord: when a field has another shape.
+    """
+    if removals is None:
+        return None
+    for name in ("state", "hold", "confirm"):
+        field(key, removals, name, str)
+    field(key, removals, "hold_until", float)
+    for name in ("held", "orphans"):
+        pods = field(key, removals, name, list, default=[])
+        if not all(isinstance(pod, str) for pod in pods):
+            raise CorruptRecord(key, "removals %r is %r, not a list of pod ids" % (name, pods))
+    until = field(key, removals, "grace_until", dict, default={})
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in until.values()):
+        raise CorruptRecord(key, "removals 'grace_until' is %r, not pod ids and times" % (until,))
+    return removals
 
 
 @attr.s(frozen=True)

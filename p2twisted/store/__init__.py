@@ -8,13 +8,15 @@ chosen by URL.
     zk://h1:2181,h2:2181/p2           ZooKeeper (optional user:password@ for digest auth)
     consul://127.0.0.1:8500/p2        Consul (options: token_file, tls, ca_file, cert_file,
                                       key_file, dc, consistency)
+    etcd://127.0.0.1:2379/p2          etcd 3.4+, v3 JSON gateway (options: tls, ca_file, cert_file,
+                                      key_file)
 """
 
 from urllib.parse import urlsplit
 
 from p2twisted.errors import UsageError
 
-SCHEMES = ("memory", "local", "zk", "consul")
+SCHEMES = ("memory", "local", "zk", "consul", "etcd")
 
 
 def openStore(url, reactor=None):
@@ -45,7 +47,10 @@ def _open(url, reactor):
     if scheme == "consul":
         from p2twisted.store.consul import ConsulStore
         return ConsulStore.open(url, reactor)
+    if scheme == "etcd":
+        from p2twisted.store.etcd import EtcdStore
+        return EtcdStore.open(url, reactor)
     raise UsageError(
-        "unknown store URL %r: expected local:///path/state.db, zk://host:port[,host:port]/root "
-        "or consul://host:port/prefix"
+        "unknown store URL %r: expected local:///path/state.db, zk://host:port[,host:port]/root, "
+        "consul://host:port/prefix or etcd://host:port/root"
         % (url,))

@@ -21,6 +21,8 @@ DEFAULT_PORT = 8500
 DEFAULT_ROOT = "p2"
 #: Consul's txn_max_req_len default: the largest /v1/txn body.
 MAX_TXN_BODY = 512 * 1024
+#: Consul's maxTxnOps: the most ops in one /v1/txn.
+MAX_TXN_OPS = 64
 OPTIONS = ("token_file", "tls", "ca_file", "cert_file", "key_file", "dc", "consistency")
 
 
@@ -99,6 +101,12 @@ class TxnPlan(object):
         self.body = []
         self.owner = []  # our op index of each Consul op
         self.results = []  # our op index of each Consul op giving a result
+        # A versioned delete is check-index + delete (check-index fails on
+        # an absent key; delete-cas would not), as long as the Consul ops
+        # fit in Consul's 64; beyond, the last ones are a single delete-cas,
+        # which differs only for a key already gone (deleted, not refused).
+        spare = MAX_TXN_OPS - len(ops) - sum(
+            1 for op in ops if isinstance(op, Put) and session is not None)
         for i, op in enumerate(ops):
             ck = consulKey(op.key)
             if isinstance(op, Check):
@@ -110,6 +118,10 @@ class TxnPlan(object):
                 self._add(i, {"Verb": "check-not-exists", "Key": ck}, False)
                 self._add(i, {"Verb": "lock", "Key": ck, "Value": b64(op.value),
                               "Session": session}, True)
+            elif isinstance(op, Put) and op.version == 0:
+                # Consul's cas index 0 means 'only if absent'; ours matches
+                # no entry (no ModifyIndex is 0), which check-index says.
+                self._add(i, {"Verb": "check-index", "Key": ck, "Index": 0}, False)
             elif isinstance(op, (Put, Create)):
                 index = 0 if isinstance(op, Create) else op.version
                 if index is None:
@@ -117,8 +129,11 @@ class TxnPlan(object):
                 else:
                     verb = {"Verb": "cas", "Key": ck, "Value": b64(op.value), "Index": index}
                 self._add(i, verb, True)
+            elif op.version is not None and spare <= 0:
+                self._add(i, {"Verb": "delete-cas", "Key": ck, "Index": op.version}, False)
             else:
                 if op.version is not None:
+                    spare -= 1
                     self._add(i, {"Verb": "check-index", "Key": ck, "Index": op.version}, True)
                 self._add(i, {"Verb": "delete", "Key": ck}, False)
 

@@ -22,11 +22,13 @@ import attr
 from treq.client import HTTPClient
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, error, task
+from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust
 from twisted.logger import Logger
 from twisted.web.client import (
-    Agent, HTTPConnectionPool, RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived,
-    readBody)
+    Agent, HTTPConnectionPool, RequestTransmissionFailed, ResponseDone, ResponseFailed,
+    ResponseNeverReceived, readBody)
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -150,6 +152,9 @@ class HTTPEndpoint(object):
     @param tls: L{TLSFiles}, for C{https} bases.
     @param client: a treq C{HTTPClient} to use instead of our own (tests,
         C{StubTreq}); the caller then owns its connections.
+    @param limit: most requests in flight at once (L{stream}s not counted),
+        or C{None} for no limit; more wait their turn, so a burst of writes
+        does not open a connection each.
     """
 
     def __init__(self, reactor, base, backend, headers=None, tls=None, client=None,
@@ -189,8 +194,9 @@ class HTTPEndpoint(object):
         @param idempotent: whether a request that may have reached the
             server can be sent again; by default only for GET.
         @param expect: status codes the caller handles; others fail.
-        @param blocking: whether this is a long-poll (a blocking query),
-            which does not count against the endpoint's concurrency.
+        @param blocking: whether this is a long-poll (a blocking query) or
+            a heartbeat (a session renewal), which neither waits for nor
+            counts against the endpoint's concurrency.
         @param attempts: tries for this request (default: the endpoint's).
         @return: L{Deferred} firing with a L{Response}; fails with
             L{StoreUnavailable} (unreachable, timed out, 5xx after the
@@ -263,10 +269,7 @@ class HTTPEndpoint(object):
         return d.addBoth(lambda r: (self._inflight.discard(d), r)[1])
 
     def _send(self, method, path, query, body, timeout, timedOut):
-        url = self.base + path + (("?" + query) if query else "")
-        headers = {k: [v] for k, v in self._headers.items()}
-        d = self._client.request(method, url, headers=headers, data=body, unbuffered=True,
-                                 allow_redirects=False, reactor=self._reactor)
+        d = self._open(method, path, query, body)
 
         def read(response):
             return readBody(response).addCallback(
@@ -278,6 +281,66 @@ class HTTPEndpoint(object):
             d.cancel()
         timer = self._reactor.callLater(timeout, expire)
         return d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+
+    def _open(self, method, path, query, body):
+        url = self.base + path + (("?" + query) if query else "")
+        headers = {k: [v] for k, v in self._headers.items()}
+        return self._client.request(method, url, headers=headers, data=body, unbuffered=True,
+                                    allow_redirects=False, reactor=self._reactor)
+
+    def stream(self, method, path, body, onData, params=None, key=None, timeout=None):
+        """
+        Send one request whose answer is a long-lived stream (etcd's
+        C{/v3/watch}), handing each chunk of its body to C{onData(bytes)} as
+        it arrives.  Not retried: the caller knows where to resume.
+
+        @param timeout: seconds to wait for the answer's headers (the body
+            may take for ever).
+        @return: L{Deferred} firing with C{None} when the server ends the
+            stream; failing with L{StoreUnavailable} when the connection
+            fails or is lost, L{StoreError} for a status other than 200.
+            Cancelling it closes the connection.
+        """
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode("utf-8")
+        if self.closed:
+            return defer.fail(self._error(key, method, path, "the store was closed"))
+        timeout = timeout or self._timeout
+        receiver = _StreamReceiver(onData)
+        opening = self._open(method, path, _query(params), body).addTimeout(
+            timeout, self._reactor)
+
+        cancelled = []
+
+        def cancel(_):
+            cancelled.append(True)
+            opening.cancel()
+            receiver.abort()
+        done = defer.Deferred(cancel)
+        self._inflight.add(done)
+        done.addBoth(lambda result: (self._inflight.discard(done), result)[1])
+
+        def answered(response):
+            if response.code != 200:
+                def refuse(data):
+                    text = Response(response.code, response.headers, data).text()
+                    cls = StoreUnavailable if response.code >= 500 else StoreError
+                    raise self._error(key, method, path, "HTTP %d: %s" % (response.code, text),
+                                      cls)
+                return readBody(response).addCallback(refuse)
+            response.deliverBody(receiver)
+            return receiver.finished
+
+        def failed(f):
+            if self.closed:
+                raise self._error(key, method, path, "the store was closed")
+            if cancelled:
+                raise defer.CancelledError()
+            if f.check(StoreError):
+                return f
+            raise self._error(key, method, path, _describe(f, timeout))
+        opening.addCallback(answered).addErrback(failed).chainDeferred(done)
+        return done
 
     def _error(self, key, method, path, detail, cls=StoreUnavailable):
         return cls(key, self.backend, "%s %s%s failed: %s" % (method, self.base, path, detail))
@@ -298,6 +361,40 @@ class HTTPEndpoint(object):
             yield self._pool.closeCachedConnections()
         # Aborted connections finish closing on the next reactor turn.
         yield task.deferLater(self._reactor, 0, lambda: None)
+
+
+class _StreamReceiver(Protocol):
+    """
+    Hands each chunk of a response body to C{onData}; C{finished} fires
+    when the body ends (fails when the connection was lost).
+    """
+
+    def __init__(self, onData):
+        self._onData = onData
+        self._aborted = False
+        self.finished = defer.Deferred()
+
+    def connectionMade(self):
+        if self._aborted:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data):
+        try:
+            self._onData(data)
+        except Exception:
+            log.failure("handling a streamed answer")
+            self.abort()
+
+    def connectionLost(self, reason):
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            self.finished.errback(reason)
+
+    def abort(self):
+        self._aborted = True
+        if self.transport is not None:
+            self.transport.stopProducing()
 
 
 def _query(params):

@@ -12,7 +12,10 @@ Layout.  Key C{a/b} is the Consul key C{<prefix>/a/b}; C{Entry.version} is
 its C{ModifyIndex}, the Raft index of its last write (it never repeats, also
 across a delete and re-create).  Single writes and transactions go through
 C{/v1/txn}, whose per-op errors give the failing op; C{Check} is
-C{check-index} (or C{check-not-exists}), C{Create} is C{cas} with index 0.
+C{check-index} (or C{check-not-exists}), C{Create} is C{cas} with index 0,
+a versioned C{Delete} C{check-index} then C{delete} -- or, where that would
+take a transaction over Consul's 64 ops, one C{delete-cas}, which lets a
+versioned delete of a key already gone pass instead of failing.
 Consul applies a transaction's ops in order, so a check placed after a write
 of the same key in one transaction sees that write.  A value too large for
 a transaction body (Consul's C{txn_max_req_len}, 512 KiB, holds the value
@@ -193,6 +196,8 @@ class ConsulStore(SingleOpsMixin):
         Write a value too large for a txn body with the KV endpoint, marked
         with random flags so that the entry read back is known to be ours.
         """
+        if isinstance(op, Put) and op.version == 0:
+            raise VersionConflict(op.key, BACKEND)  # ?cas=0 would mean 'only if absent'
         nonce = random.getrandbits(63) | 1
         cas = 0 if isinstance(op, Create) else op.version
         params = self._params(False, ("flags", nonce))
@@ -263,28 +268,31 @@ class ConsulStore(SingleOpsMixin):
         When that is under the agent's C{session_ttl_min}, the minimum is
         used and a warning says how long a dead holder's keys now live.
         """
+        sent = self._reactor.seconds()
         response = yield self._createSession(ttl / 2.0)
-        if response.code == 400:
-            least = minimumTTL(response.text())
-            if least is None or least <= ttl / 2.0:
-                raise StoreError(None, BACKEND, "Consul refused a session with TTL %gs (half of "
-                                 "%gs): %s" % (ttl / 2.0, ttl, response.text()))
+        least = minimumTTL(response.text()) if response.code != 200 else None
+        if least is not None and least > ttl / 2.0:
             log.warn("Consul's session_ttl_min is {least}s: sessions asked for {ttl}s expire up "
                      "to {expiry}s after their holder stops", least=least, ttl=ttl,
                      expiry=2 * least)
             ttl = 2 * least
+            sent = self._reactor.seconds()
             response = yield self._createSession(least)
-            if response.code == 400:
-                raise StoreError(None, BACKEND, "Consul refused a session: %s" % (
-                    response.text(),))
-        s = ConsulSession(self, response.json()["ID"], ttl)
+        if response.code != 200:
+            # Consul's Session.Apply refusals (a TTL out of bounds, say) are
+            # RPC errors, which its HTTP API answers with a 500.
+            cls = StoreError if response.code < 500 or least is not None else StoreUnavailable
+            raise cls(None, BACKEND, "Consul refused a session with TTL %gs (half of %gs): "
+                      "HTTP %d: %s" % (ttl / 2.0, ttl, response.code, response.text()))
+        s = ConsulSession(self, response.json()["ID"], ttl, sent)
         self._sessions.add(s)
         s.start()
         return s
 
     def _createSession(self, consulTTL):
+        # A 500 is handled here, not retried: it is how Consul refuses a TTL.
         return self._request(
-            "PUT", "/v1/session/create", self._params(False), expect=(200, 400),
+            "PUT", "/v1/session/create", self._params(False), expect=(200, 400, 500),
             body={"Name": "p2twisted", "TTL": "%gs" % (consulTTL,), "Behavior": "delete",
                   "LockDelay": "0s"})
 
@@ -398,53 +406,68 @@ class ConsulLock(object):
 @implementer(ISession)
 class ConsulSession(SessionMixin):
     """
-    A Consul session renewed every C{ttl/4} seconds.
+    A Consul session renewed every C{ttl/4} seconds, and lost C{ttl} seconds
+    after the last renewal that succeeded was sent (Consul may invalidate it
+    from then on), whatever renewal is still being tried.
+
+    @param since: when the request creating it was sent.
     """
 
     backend = BACKEND
     lockClass = ConsulLock
 
-    def __init__(self, store, id, ttl):
+    def __init__(self, store, id, ttl, since=None):
         self.store = store
         self.id = id
         self.ttl = ttl
         self.lost = False
         self._waiters = []
-        self._renewed = store._reactor.seconds()
+        reactor = store._reactor
+        self._renewed = reactor.seconds() if since is None else since
+        self._deadline = None
         self._loop = task.LoopingCall(self._renew)
-        self._loop.clock = store._reactor
+        self._loop.clock = reactor
 
     def start(self):
+        reactor = self.store._reactor
+        self._deadline = reactor.callLater(
+            max(0.0, self._renewed + self.ttl - reactor.seconds()), self._expired)
         self._loop.start(self.ttl / 4.0, now=False).addErrback(
             lambda f: log.failure("renewing Consul session {id}", f, id=self.id))
 
+    def _expired(self):
+        log.warn("Consul session {id} lost: not renewed for {ttl}s", id=self.id, ttl=self.ttl)
+        self._end()
+
     @defer.inlineCallbacks
     def _renew(self):
+        reactor = self.store._reactor
+        sent = reactor.seconds()
         try:
+            # A heartbeat: never queued behind the store's other requests.
             response = yield self.store._request(
                 "PUT", "/v1/session/renew/" + self.id, self.store._params(False),
-                expect=(200, 404), idempotent=True, timeout=self.ttl / 4.0)
+                expect=(200, 404), idempotent=True, timeout=self.ttl / 4.0, blocking=True)
         except StoreError as e:
-            if self.lost:
-                return
-            if self.store._reactor.seconds() - self._renewed >= self.ttl:
-                log.warn("Consul session {id} lost: not renewed for {ttl}s ({error})",
-                         id=self.id, ttl=self.ttl, error=e)
-                self._end()
-            else:
+            if not self.lost:
                 log.warn("renewing Consul session {id} failed ({error}); retrying", id=self.id,
                          error=e)
+            return
+        if self.lost:
             return
         if response.code == 404:
             log.warn("Consul session {id} was invalidated", id=self.id)
             self._end()
         else:
-            self._renewed = self.store._reactor.seconds()
+            self._renewed = sent
+            self._deadline.reset(max(0.0, sent + self.ttl - reactor.seconds()))
 
     def _end(self):
         if self.lost:
             return
         self.lost = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         if self._loop.running:
             self._loop.stop()
         self.store._sessions.discard(self)
@@ -471,10 +494,12 @@ class ConsulSession(SessionMixin):
             return
         self._end()
         try:
-            # Bounded: an unreachable agent must not hold up closing.
+            # Bounded, and not queued behind other requests: an unreachable
+            # or slow agent must not hold up closing.
             yield self.store._http.request("PUT", "/v1/session/destroy/" + self.id,
                                            self.store._params(False), idempotent=True,
-                                           timeout=min(5.0, self.ttl), attempts=2)
+                                           timeout=min(5.0, self.ttl), attempts=2,
+                                           blocking=True)
         except StoreError as e:
             log.warn("could not destroy Consul session {id} ({error}); it expires in {ttl}s",
                      id=self.id, error=e, ttl=self.ttl)
