@@ -287,7 +287,10 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
             if isinstance(op, (Check, Create)) and version is None:
                 compares.append(_compare(key, "CREATE", 0))
             elif version is not None:
-                compares.append(_compare(key, "MOD", version))
+                # An absent key's mod_revision is 0, which no version of
+                # ours is: version 0 gets a compare nothing passes.
+                compares.append(_compare(key, "MOD", version) if version else
+                                _compare(key, "MOD", 0, "LESS"))
             if len(compares) > len(checked):
                 checked.append(index)
             if isinstance(op, Create):
