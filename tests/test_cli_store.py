@@ -8,7 +8,7 @@ import json
 import os
 import uuid
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from p2twisted.cli.store import BATCH_BYTES, CopyPlan, copyStore, mismatches
@@ -160,6 +160,50 @@ class CopyTests(unittest.TestCase):
         self.target.transaction = meddling
         e = yield self.assertFailure(copyStore(self.source, self.target), P2Error)
         self.assertIn("differs from memory://source at 1 keys: intent/n1/web", str(e))
+
+
+class BackendCopyTests(unittest.TestCase):
+    """
+    L{copyStore} into each real backend of values as large as the store
+    takes, alone and many together.
+    """
+
+    @defer.inlineCallbacks
+    def copyInto(self, url):
+        from p2twisted.store import openStore
+        source = MemoryStore(url="memory://source")
+        self.addCleanup(source.close)
+        values = {"big/%d" % i: (b"%d" % i) * MAX_VALUE for i in range(3)}
+        values.update({"mid/%02d" % i: b"m" * (MAX_VALUE // 5) for i in range(10)})
+        values.update({"small/%03d" % i: b"s" for i in range(100)})
+        for key, value in values.items():
+            yield source.put(key, value)
+        target = yield openStore(url, reactor)
+        self.addCleanup(target.close)
+        out = _Out()
+        yield copyStore(source, target, out=out)
+        self.assertIn("verified all %d keys" % (len(values),), out.text)
+        copied = yield target.list("")
+        self.assertEqual({k: e.value for k, e in copied.items()}, values)
+
+    def test_local(self):
+        return self.copyInto("local://" + os.path.abspath(self.mktemp()))
+
+    def test_zookeeper(self):
+        from tests import zkserver
+        return self.copyInto("zk://%s/p2-%s" % (zkserver.sharedServer().hosts,
+                                                 uuid.uuid4().hex[:12]))
+
+    def test_etcd(self):
+        from tests import etcdserver
+        return self.copyInto(etcdserver.sharedServer().url("/p2-" + uuid.uuid4().hex[:12]))
+
+    def test_consul(self):
+        from tests.consulserver import ConsulServer
+        server = ConsulServer(reactor)
+        server.start()
+        self.addCleanup(server.stop)
+        return self.copyInto("consul://%s/p2" % (server.address,))
 
 
 class _Out(object):

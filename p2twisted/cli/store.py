@@ -17,10 +17,11 @@ from p2twisted.errors import P2Error, UsageError
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, MAX_VALUE, Delete, Put
 
-#: Value bytes per transaction: one op of 512 KiB always fits, and a batch
-#: stays under every backend's request limit (ZooKeeper's 1 MB, etcd's
-#: 1.5 MiB after base64).
-BATCH_BYTES = MAX_VALUE
+#: Value bytes per transaction: a batch stays under every backend's request
+#: limit (Consul's 512 KiB txn body, where values travel base64-encoded;
+#: ZooKeeper's 1 MB; etcd's 1.5 MiB).  A larger value is written alone with
+#: C{put}, which every backend takes up to 512 KiB.
+BATCH_BYTES = MAX_VALUE // 2
 
 
 def register(subparsers):
@@ -89,7 +90,8 @@ class CopyPlan(object):
     def batches(self):
         """
         @return: lists of ops (deletes of stale keys, then puts), each at
-            most L{MAX_OPS} ops and L{BATCH_BYTES} bytes of values (or one op).
+            most L{MAX_OPS} ops and L{BATCH_BYTES} bytes of values (or one
+            op, a larger value).
         """
         ops = [Delete(k) for k in self.stale] + [
             Put(k, self.copy[k].value) for k in sorted(self.copy)]
@@ -146,13 +148,16 @@ def copyStore(source, target, force=False, dryRun=False, out=None):
         return plan
     count = 0
     for batch in plan.batches():
-        yield target.transaction(batch)
+        if len(batch) == 1 and isinstance(batch[0], Put):
+            yield target.put(batch[0].key, batch[0].value)
+        else:
+            yield target.transaction(batch)
         count += 1
     wrong = mismatches(plan, (yield target.list("")))
     if wrong:
         raise P2Error("the copy in %s differs from %s at %d keys: %s" % (
             target.url, source.url, len(wrong), ", ".join(wrong[:10])))
-    write("copied in %d transaction(s); read back and verified all %d keys\n" % (
+    write("copied in %d write(s); read back and verified all %d keys\n" % (
         count, len(plan.copy)))
     if plan.nodes:
         # Their markers have new store versions: the failsafe sees them as new.
