@@ -137,6 +137,26 @@ class EtcdLayoutTests(ServerMixin, unittest.TestCase):
         yield self.assertFailure(session.createEphemeral("machines/n2", b"x"), SessionLost)
 
     @defer.inlineCallbacks
+    def test_keepAliveNotQueuedBehindRequests(self):
+        """
+        A session's keep-alives do not wait behind the store's other
+        requests: with every request slot taken (a burst of writes to a slow
+        server), the lease is still renewed and its keys stay.
+        """
+        store = yield self.client()
+        session = yield store.session(2.0)
+        yield session.createEphemeral("machines/n1", b"up")
+        slots = store._http._slots
+        taken = yield defer.gatherResults([slots.acquire() for _ in range(slots.limit)])
+        self.addCleanup(lambda: [slots.release() for _ in taken])
+        renewed = session._renewed
+        yield waitFor(lambda: session._renewed > renewed + session.ttl, what="two renewals")
+        self.assertFalse(session.lost)
+        answer = self.server.call("/v3/kv/range", {
+            "key": base64.b64encode((self.root + "/machines/n1").encode()).decode()})
+        self.assertEqual(len(answer.get("kvs", [])), 1)
+
+    @defer.inlineCallbacks
     def test_transactionOverRequestLimit(self):
         """
         A transaction of values larger together than etcd takes in one
