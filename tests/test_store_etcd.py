@@ -264,6 +264,18 @@ class EtcdRestartTests(ServerMixin, unittest.TestCase):
         yield rec.waitForValues({"r/new": b"1"})
 
     @defer.inlineCallbacks
+    def test_sessionLostWhileDown(self):
+        """
+        A session that cannot reach etcd for its TTL is lost: C{whenLost}
+        fires.
+        """
+        store = yield self.client()
+        session = yield store.session(2.0)
+        self.server.stop()
+        yield session.whenLost().addTimeout(20, reactor)
+        self.assertTrue(session.lost)
+
+    @defer.inlineCallbacks
     def test_unreachable(self):
         """
         Opening a store on a stopped server fails with L{StoreUnavailable}
