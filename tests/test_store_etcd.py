@@ -6,6 +6,7 @@ lease expiry.
 """
 
 import base64
+import json
 import os
 import shutil
 import uuid
@@ -284,6 +285,43 @@ class EtcdRestartTests(ServerMixin, unittest.TestCase):
         self.server.stop()
         e = yield self.assertFailure(self.makeStore(), StoreUnavailable)
         self.assertIn("127.0.0.1:%d" % (self.server.port,), str(e))
+
+
+class WatchStreamParseTests(unittest.TestCase):
+    """
+    The C{/v3/watch} stream as the gateway sends it (one JSON object per
+    line) read in chunks cut anywhere: inside an object, between objects,
+    several objects per chunk; a sibling key's event changes nothing.
+    """
+
+    def test_chunks(self):
+        from p2twisted.store.common import Delivery
+        from p2twisted.store.etcd import EtcdWatch, _Keys
+
+        class Store(object):
+            _keys = _Keys("/p2")
+
+        def kv(key, value, revision):
+            return {"key": base64.b64encode(b"/p2/" + key).decode(),
+                    "value": base64.b64encode(value).decode(), "mod_revision": str(revision)}
+        messages = [
+            {"result": {"header": {"revision": "5"}, "created": True}},
+            {"result": {"header": {"revision": "6"}, "events": [
+                {"kv": kv(b"x/a", u"\u00e9\u20ac".encode("utf-8") * 3, 6)},
+                {"kv": kv(b"x-1", b"sibling", 6)}]}},
+            {"result": {"header": {"revision": "7"}, "events": [
+                {"type": "DELETE", "kv": kv(b"x/a", b"", 7)}, {"kv": kv(b"x/b", b"2", 7)}]}}]
+        data = b"".join(json.dumps(m).encode("utf-8") + b"\n" for m in messages)
+        for size in [1, 2, 3, 7, 64, len(data)]:
+            got = []
+            watch = EtcdWatch(Store(), "x", Delivery(got.append))
+            watch.revision = 5
+            for i in range(0, len(data), size):
+                watch._received(data[i:i + size])
+            self.assertEqual([{k: e.value for k, e in snapshot.items()} for snapshot in got],
+                             [{"x/a": u"\u00e9\u20ac".encode("utf-8") * 3}, {"x/b": b"2"}],
+                             "chunks of %d bytes" % (size,))
+            self.assertEqual((watch.revision, watch._buffer), (7, b""))
 
 
 class ParseURLTests(unittest.TestCase):
