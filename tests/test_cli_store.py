@@ -162,6 +162,25 @@ class CopyTests(unittest.TestCase):
         self.assertIn("differs from memory://source at 1 keys: intent/n1/web", str(e))
 
 
+    @defer.inlineCallbacks
+    def test_sourceChangedMeanwhile(self):
+        """
+        A write to the source during the copy (an orchestrator or a p2
+        command still using it) fails the copy, naming the key, instead of
+        reporting a verified copy that lacks it.
+        """
+        original = self.target.transaction
+
+        def meanwhile(ops):
+            return original(ops).addCallback(
+                lambda r: self.source.put("intent/n1/db", b"new").addCallback(lambda _: r))
+        self.target.transaction = meanwhile
+        e = yield self.assertFailure(copyStore(self.source, self.target), P2Error)
+        self.assertIn("memory://source changed during the copy at 1 keys: intent/n1/db",
+                      str(e))
+        self.assertIn("--force", str(e))
+
+
 class BackendCopyTests(unittest.TestCase):
     """
     L{copyStore} into each real backend of values as large as the store

@@ -7,7 +7,8 @@ Only persistent keys are copied: ephemeral keys (agent presence, locks)
 belong to live sessions of the source and are re-created by their owners
 once they run on the target.  A target holding keys is refused unless
 C{--force}, which replaces its persistent keys with the source's.  After
-writing, every key is read back from the target and compared.
+writing, every key is read back from the target and compared, and the
+source is read again: a write to it during the copy fails the copy.
 """
 
 import attr
@@ -125,7 +126,8 @@ def copyStore(source, target, force=False, dryRun=False, out=None):
 
     @return: L{Deferred} firing with the L{CopyPlan} carried out.
     @raise P2Error: when the source is empty, the target holds keys and not
-        C{force}, or the copy read back differs.
+        C{force}, the copy read back differs, or the source changed
+        meanwhile.
     """
     write = out.write if out is not None else (lambda text: None)
     plan = CopyPlan.between((yield source.list("")), (yield target.list("")))
@@ -157,6 +159,13 @@ def copyStore(source, target, force=False, dryRun=False, out=None):
     if wrong:
         raise P2Error("the copy in %s differs from %s at %d keys: %s" % (
             target.url, source.url, len(wrong), ", ".join(wrong[:10])))
+    again = CopyPlan.between((yield source.list("")), {}).copy
+    changed = sorted(k for k in set(again) | set(plan.copy) if k not in again or
+                     k not in plan.copy or again[k].version != plan.copy[k].version)
+    if changed:
+        raise P2Error("%s changed during the copy at %d keys: %s; stop what writes to it "
+                      "(agents, orchestrators, p2 commands) and copy again with --force" % (
+                          source.url, len(changed), ", ".join(changed[:10])))
     write("copied in %d write(s); read back and verified all %d keys\n" % (
         count, len(plan.copy)))
     if plan.nodes:
