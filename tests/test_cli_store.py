@@ -163,6 +163,34 @@ class CopyTests(unittest.TestCase):
 
 
     @defer.inlineCallbacks
+    def test_interruptedThenForced(self):
+        """
+        A copy that fails half-way leaves a partial target: a rerun refuses
+        it (naming C{--force}), and a rerun with C{force} completes the copy.
+        """
+        for i in range(100):
+            yield self.source.put("intent/n1/p%03d" % (i,), b"m%d" % (i,))
+        original = self.target.transaction
+        calls = []
+
+        def crashing(ops):
+            calls.append(ops)
+            if len(calls) == 2:
+                return defer.fail(P2Error("connection lost"))
+            return original(ops)
+        self.target.transaction = crashing
+        yield self.assertFailure(copyStore(self.source, self.target), P2Error)
+        self.target.transaction = original
+        partial = yield self.values(self.target)
+        self.assertTrue(0 < len(partial) < 102, len(partial))
+        e = yield self.assertFailure(copyStore(self.source, self.target), P2Error)
+        self.assertIn("--force", str(e))
+        yield copyStore(self.source, self.target, force=True)
+        expected = yield self.values(self.source)
+        del expected["machines/n1"]
+        self.assertEqual((yield self.values(self.target)), expected)
+
+    @defer.inlineCallbacks
     def test_sourceChangedMeanwhile(self):
         """
         A write to the source during the copy (an orchestrator or a p2
