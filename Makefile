@@ -61,6 +61,7 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/install_throughput.py
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/ansible_compare.py
+	$(BIN)/python bench/fleet.py
 
 # The demo: an agent on the embedded store, a static site and a Python WSGI app
 # deployed and answering.  Pods run under runit as root, in the agent otherwise.

@@ -313,39 +313,33 @@ class ChpstArgvTests(unittest.TestCase):
 
     def test_argv(self):
         """
-        umask 022, both env dirs in order, a new session, the user's uid and
-        groups, soft limits raised, then the entry point; C{ENTRY_POINT} in
-        the environment.
+        umask 022, a new session, the user's uid and groups, soft limits
+        raised, then the entry point; the env dirs' variables and
+        C{ENTRY_POINT} in the environment (no env dir is read).
         """
         argv, env = runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
-                                      "./bin//launch")
-        self.assertEqual(argv[:4], ["/bin/sh", "-c", 'umask 022 && exec "$@"', "p2-start"])
-        self.assertEqual(argv[4:11], ["/usr/bin/chpst", "-e", "/data/pods/web/env",
-                                      "/usr/bin/chpst", "-e", "/data/pods/web/app/env", "-P"])
-        self.assertEqual(argv[11:13], ["-u", runtime.chpstUser("root")])
-        self.assertEqual(argv[-1], "/data/pods/web/app/current/bin/launch")
-        self.assertEqual(env, {"ENTRY_POINT": "bin/launch"})
-        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch",
+                                      "./bin//launch", {"POD_ID": "web", "A": "x\ny"})
+        self.assertEqual(argv, ["/bin/sh", "-c", 'umask 022 && exec "$@"', "p2-start",
+                                "/usr/bin/chpst", "-P", "-u", runtime.chpstUser("root"),
+                                "/data/pods/web/app/current/bin/launch"])
+        self.assertEqual(env, {"ENTRY_POINT": "bin/launch", "POD_ID": "web", "A": "x\ny"})
+        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch", {},
                                     switchUser=False)
         self.assertNotIn("-u", argv)
         self.assertRaises(AgentError, runtime.chpstArgv, "chpst", self.layout, "app", "root",
-                          "../x")
+                          "../x", {})
 
-    def test_argvWithEnvironment(self):
+    def test_argvLeavesToP2exec(self):
         """
-        Given the env dirs' variables, one chpst starts the pod with them in
-        its environment (no env dir is read); variables an environment
-        cannot hold as they are (bytes, NUL) are left to chpst's env dirs.
+        Variables an environment cannot hold as they are (bytes, NUL), that
+        are no shell name, or that a program run as root must not see (the
+        loader's, libc's, the shell's) are left to p2-exec (C{None}).
         """
-        argv, env = runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
-                                      "bin/launch", environment={"POD_ID": "web", "A": "x\ny"})
-        self.assertEqual(argv[4:8], ["/usr/bin/chpst", "-P", "-u", runtime.chpstUser("root")])
-        self.assertEqual(env, {"ENTRY_POINT": "bin/launch", "POD_ID": "web", "A": "x\ny"})
-        for odd in (b"bytes", "nul\0"):
-            argv, env = runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
-                                          "bin/launch", environment={"A": odd})
-            self.assertEqual(argv[5:7], ["-e", "/data/pods/web/env"])
-            self.assertEqual(env, {"ENTRY_POINT": "bin/launch"})
+        for name, value in [("A", b"bytes"), ("A", "nul\0"), ("LD_PRELOAD", "/x.so"),
+                            ("GCONV_PATH", "/x"), ("IFS", "x"), ("MALLOC_ARENA_MAX", "1"),
+                            ("UID", "0"), ("NOT-A-NAME", "x")]:
+            self.assertIsNone(runtime.chpstArgv("/usr/bin/chpst", self.layout, "app", "root",
+                                                "bin/launch", {name: value}), name)
 
     def test_chpstUser(self):
         """
@@ -376,8 +370,9 @@ class ChpstArgvTests(unittest.TestCase):
         self.patch(os, "getgrouplist",
                    lambda name, gid: [gid] + list(range(1000, 1000 + runtime.CHPST_MAX_GROUPS)))
         self.assertIsNone(runtime.chpstUser("root"))
-        self.assertIsNone(runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch"))
-        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch",
+        self.assertIsNone(runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch",
+                                            {}))
+        argv, _ = runtime.chpstArgv("chpst", self.layout, "app", "root", "bin/launch", {},
                                     switchUser=False)
         self.assertEqual(argv[-1], "/data/pods/web/app/current/bin/launch")
 
@@ -390,6 +385,31 @@ class ChpstArgvTests(unittest.TestCase):
         import json
         return json.loads(result.stdout)
 
+    def reportingPod(self, limitNames):
+        """
+        Skip unless chpst and C{/usr/bin/python3} are here; else make the
+        pod C{web} whose launchable C{app} runs C{bin/launch}, a L{REPORT}
+        of the limits C{limitNames}, in a directory C{nobody} can reach
+        (outside the maybe private checkout).
+
+        @return: C{(chpst's path, the pod's layout)}.
+        """
+        import shutil
+        chpst = shutil.which("chpst")
+        if chpst is None:
+            raise unittest.SkipTest("chpst (runit) is not installed")
+        if not os.path.exists("/usr/bin/python3"):
+            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
+        layout = PodLayout(reachableDirectory(self, "p2-chpst-"), "web")
+        install = layout.installDir("app", "1")
+        os.makedirs(os.path.join(install, "bin"))
+        os.symlink(install, layout.current("app"))
+        launch = os.path.join(install, "bin", "launch")
+        with open(launch, "w") as f:
+            f.write(REPORT % (list(limitNames),))
+        os.chmod(launch, 0o755)
+        return chpst, layout
+
     def test_sameAsP2exec(self):
         """
         The same pod started by p2-exec and by chpst sees the same
@@ -398,23 +418,7 @@ class ChpstArgvTests(unittest.TestCase):
         (the others it inherits: see L{test_raiseOwnLimits}).  As root the
         pod runs as C{nobody}.
         """
-        import shutil
-        chpst = shutil.which("chpst")
-        if chpst is None:
-            raise unittest.SkipTest("chpst (runit) is not installed")
-        if not os.path.exists("/usr/bin/python3"):
-            raise unittest.SkipTest("the pod here is a /usr/bin/python3 script")
-        # The pod runs as nobody: its root is outside the (maybe private)
-        # checkout.
-        base = reachableDirectory(self, "p2-chpst-")
-        layout = PodLayout(base, "web")
-        install = layout.installDir("app", "1")
-        os.makedirs(os.path.join(install, "bin"))
-        os.symlink(install, layout.current("app"))
-        launch = os.path.join(install, "bin", "launch")
-        with open(launch, "w") as f:
-            f.write(REPORT % ([name for name in LIMIT_NAMES],))
-        os.chmod(launch, 0o755)
+        chpst, layout = self.reportingPod(LIMIT_NAMES)
         config = runtime.writeConfig(layout, "sha", b"a: 1\n")
         runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, "web", config))
         runtime.writeEnvDir(layout.launchableEnvDir("app"), runtime.launchableEnv(
@@ -422,16 +426,13 @@ class ChpstArgvTests(unittest.TestCase):
         user = "nobody" if IS_ROOT else runtime.currentUser()
         byP2exec = self.start(runtime.execArgv(
             [sys.executable, "-S", "-E", p2exec.__file__], layout, "app", user, "bin/launch"))
-        argv, env = runtime.chpstArgv(chpst, layout, "app", user, "bin/launch",
-                                      switchUser=IS_ROOT)
-        byChpst = self.start(argv, env)
         environment = runtime.podEnv(layout, "web", config)
         environment.update(runtime.launchableEnv(layout, "app", 30, {"GREETING": "hello\nworld"}))
-        argv, env = runtime.chpstArgv(chpst, layout, "app", user, "bin/launch",
-                                      switchUser=IS_ROOT, environment=environment)
+        argv, env = runtime.chpstArgv(chpst, layout, "app", user, "bin/launch", environment,
+                                      switchUser=IS_ROOT)
         self.assertEqual(argv.count(chpst), 1)
-        byOneChpst = self.start(argv, env)
-        for report in (byP2exec, byChpst, byOneChpst):
+        byChpst = self.start(argv, env)
+        for report in (byP2exec, byChpst):
             report["env"] = {k: v for k, v in report["env"].items()
                              if k not in ("PWD", "SHLVL", "_")}
             self.assertEqual(report["env"]["GREETING"], "hello\nworld")
@@ -440,14 +441,70 @@ class ChpstArgvTests(unittest.TestCase):
             self.assertTrue(report["leader"])
             if IS_ROOT:
                 self.assertEqual(report["uid"], pwd.getpwnam("nobody").pw_uid)
-        for report in (byP2exec, byChpst, byOneChpst):
+        for report in (byP2exec, byChpst):
             report["env"].pop("PYTHONPATH", None)
         for key in ("env", "uid", "gid", "groups", "umask", "leader"):
             self.assertEqual(byChpst[key], byP2exec[key], key)
-            self.assertEqual(byOneChpst[key], byP2exec[key], key)
         # chpst leaves the limits it was given: the agent's, raised (below).
         self.assertEqual(byChpst["limits"], self.loweredLimits())
-        self.assertEqual(byOneChpst["limits"], self.loweredLimits())
+
+    def assertLoaderRunsAsPod(self, userEnv, podEnvDir=None):
+        """
+        Start, as root, a pod running as C{nobody} whose manifest's env is
+        C{userEnv}, as the agent chooses to (chpst when it can, else
+        p2-exec), with C{LD_DEBUG_OUTPUT} set to a directory (by
+        C{userEnv}, or by C{podEnvDir}: what the pod's env dir holds at the
+        start, which the pod's user can replace since the pod home is
+        theirs).
+
+        Every file the dynamic loader wrote there (one for each program
+        started with C{LD_DEBUG_OUTPUT}, as its user) is C{nobody}'s: no
+        program run as root saw the variable.  The pod sees it.
+        """
+        if not IS_ROOT:
+            raise unittest.SkipTest("needs root (to switch user)")
+        chpst, layout = self.reportingPod([])
+        out = os.path.join(layout.podRoot, "out")
+        os.mkdir(out)
+        os.chmod(out, 0o1777)
+        loader = {"LD_DEBUG": "statistics", "LD_DEBUG_OUTPUT": os.path.join(out, "ld")}
+        userEnv = {name: loader.get(value, value) for name, value in userEnv.items()}
+        config = runtime.writeConfig(layout, "sha", b"a: 1\n")
+        environment = runtime.podEnv(layout, "web", config)
+        runtime.writeEnvDir(layout.envDir, dict(
+            environment, **{name: loader[value] for name, value in (podEnvDir or {}).items()}))
+        launchable = runtime.launchableEnv(layout, "app", 30, userEnv)
+        runtime.writeEnvDir(layout.launchableEnvDir("app"), launchable)
+        environment.update(launchable)
+        started = runtime.chpstArgv(chpst, layout, "app", "nobody", "bin/launch", environment)
+        if started is None:
+            started = (runtime.execArgv([sys.executable, "-S", "-E", p2exec.__file__],
+                                        layout, "app", "nobody", "bin/launch"), {})
+        argv, env = started
+        subprocess.run(argv, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60, env=dict(env, PATH="/usr/bin:/bin"))
+        owners = {os.lstat(os.path.join(out, name)).st_uid for name in os.listdir(out)}
+        self.assertEqual(owners, {pwd.getpwnam("nobody").pw_uid})
+        self.assertEqual(self.start(argv, env)["env"].get("LD_DEBUG_OUTPUT"),
+                         loader["LD_DEBUG_OUTPUT"])
+
+    def test_manifestEnvNeverReachesRoot(self):
+        """
+        Variables a manifest's env sets reach only the pod's process, never a
+        program the agent runs as root before switching to C{run_as}: the
+        dynamic loader's are left to p2-exec, which sets them after it
+        switched user.
+        """
+        self.assertLoaderRunsAsPod({"LD_DEBUG": "LD_DEBUG", "LD_DEBUG_OUTPUT": "LD_DEBUG_OUTPUT"})
+
+    def test_podUsersEnvDirNeverReachesRoot(self):
+        """
+        The pod's user can replace the env dirs (the pod home is theirs):
+        what they hold reaches only the pod's process, also when the
+        manifest's env holds a value the run script cannot export (bytes).
+        """
+        self.assertLoaderRunsAsPod({"RAW": b"\xff"}, podEnvDir={
+            "LD_DEBUG": "LD_DEBUG", "LD_DEBUG_OUTPUT": "LD_DEBUG_OUTPUT"})
 
     def loweredLimits(self):
         code = ("import json, resource\n"

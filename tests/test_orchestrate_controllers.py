@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 from p2twisted.errors import VersionConflict
 from p2twisted.orchestrate import audit
 from p2twisted.orchestrate.controllers import (
-    FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader)
+    DECIDE_AGAIN, FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader, WatchedReader)
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
 from p2twisted.orchestrate.snapshot import Snapshot
@@ -116,7 +116,9 @@ class RCControllerTests(ControllerTestCase):
     def test_objectChangedMeanwhile(self):
         """
         A plan decided over an RC record that changed before it was applied
-        fails (the fence checks the record's version) and writes nothing.
+        fails (the fence checks the record's version) and writes nothing;
+        the controller asks to decide again shortly (a race, not an outage:
+        no growing backoff).
         """
         self.putRC()
 
@@ -124,9 +126,22 @@ class RCControllerTests(ControllerTestCase):
             self.putRC(replicas=0)  # a person scales it down meanwhile
             return scheduleOn("n1")(rc, snapshot)
         controller = self.rcController(decide)
-        self.failureResultOf(controller.reconcile(), VersionConflict)
+        self.assertEqual(self.successResultOf(controller.reconcile()), DECIDE_AGAIN)
         self.assertIsNone(self.successResultOf(self.store.get(keys.intent("n1", "web"))))
         self.assertIn("changed under this plan", self.status("rc", "web")["error"])
+
+    def test_nodeTakenMeanwhile(self):
+        """
+        A plan creating an intent that appeared since its snapshot (a stale
+        read) is decided again shortly too.
+        """
+        self.putRC()
+
+        def decide(rc, snapshot):
+            self.successResultOf(self.store.put(keys.intent("n1", "web"), MANIFEST))
+            return scheduleOn("n1")(rc, snapshot)
+        controller = self.rcController(decide)
+        self.assertEqual(self.successResultOf(controller.reconcile()), DECIDE_AGAIN)
 
     def test_statusWrittenWhenChanged(self):
         """
@@ -351,7 +366,6 @@ class RCAuditTests(ControllerTestCase):
         A plan of several transactions that fails part-way still audits what
         its earlier transactions did, and only that.
         """
-        from p2twisted.errors import KeyExists
         self.putRC()
         nodes = ["n%02d" % i for i in range(30)]
         decide = scheduleOn(*nodes)
@@ -362,7 +376,7 @@ class RCAuditTests(ControllerTestCase):
             self.successResultOf(self.store.put(keys.intent("n25", "web"), MANIFEST))
             return plan
         controller = self.rcController(racing)
-        self.failureResultOf(controller.reconcile(), KeyExists)
+        self.assertEqual(self.successResultOf(controller.reconcile()), DECIDE_AGAIN)
         [event] = self.events()
         self.assertEqual(event.action, "schedule")
         first = event.details["nodes"]
@@ -372,3 +386,48 @@ class RCAuditTests(ControllerTestCase):
             if node != "n25":
                 written = self.successResultOf(self.store.get(keys.intent(node, "web")))
                 self.assertEqual(node in first, written is not None, node)
+
+class WatchedReaderTests(unittest.TestCase):
+    """
+    The orchestrator's snapshots come from watches of the cluster trees,
+    not from listing them at every read; their news nudges the farms.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = MemoryStore(MemoryState(), self.clock)
+        self.news = []
+        self.reader = WatchedReader(self.store, ["health", "replication_controllers"],
+                                    self.news.append)
+
+    def test_readsWhatTheWatchesDelivered(self):
+        """
+        A read answers with what the watches hold: it waits for their first
+        delivery, then sees each change, and while nothing changes every
+        read gets the same snapshot (decoded once).
+        """
+        early = self.reader.read()
+        self.assertNoResult(early)
+        self.reader.startService()
+        self.addCleanup(self.reader.stopService)
+        self.assertIsNone(self.successResultOf(early).rc("web"))
+        rc = ReplicationController(id="web", manifest=MANIFEST, replicas_desired=2)
+        self.successResultOf(self.store.put(rc.key, rc.toBytes()))
+        snapshot = self.successResultOf(self.reader.read())
+        self.assertEqual(snapshot.rc("web").replicas_desired, 2)
+        self.assertIs(self.successResultOf(self.reader.read()), snapshot)
+
+    def test_newsAfterTheFirstDelivery(self):
+        """
+        Each change to a watched tree is news, named by its tree, once the
+        reader can show it; the first delivery is not news.
+        """
+        self.reader.startService()
+        self.addCleanup(self.reader.stopService)
+        self.assertEqual(self.news, [])
+        seen = []
+        self.reader.onChange = lambda tree: seen.append(
+            (tree, self.successResultOf(self.reader.read()).health("web", "n1") is not None))
+        self.successResultOf(self.store.put(keys.health("web", "n1"), json.dumps(
+            {"status": "passing", "output": "", "time": 1, "sha": "x"}).encode()))
+        self.assertEqual(seen, [("health", True)])

@@ -12,7 +12,6 @@ from zope.interface.verify import verifyObject
 
 from p2twisted.errors import StoreUnavailable
 from p2twisted.orchestrate.farm import Farm, IController
-from p2twisted.orchestrate.tap import ClusterWatch
 from p2twisted.orchestrate.testing import FakeController, FakeControllerFactory
 from p2twisted.store import keys
 from p2twisted.store.common import Delete
@@ -506,24 +505,7 @@ class TwoFarmTests(FarmTestCase):
         self.assertEqual(list(b.factory.running()), ["web"])
 
 
-class ClusterWatchTests(FarmTestCase):
-
-    def test_newsNudgesControllers(self):
-        """
-        A change in a watched cluster tree has every controller reconcile;
-        the first snapshot is not news.
-        """
-        self.put("web")
-        farm = self.farm()
-        watch = ClusterWatch(self.admin, ["health", "labels/node"], farm.nudge)
-        watch.startService()
-        self.addCleanup(watch.stopService)
-        web = farm.factory.running()["web"]
-        self.assertEqual(web.reconciles, 1)
-        self.successResultOf(self.admin.put(keys.health("web", "n1"), b"{}"))
-        self.assertEqual(web.reconciles, 2)
-        self.successResultOf(self.admin.put(keys.label("node", "n1"), b"{}"))
-        self.assertEqual(web.reconciles, 3)
+class NewsTests(FarmTestCase):
 
     def test_newsCoalescedOverInterval(self):
         """

@@ -202,6 +202,55 @@ class PlannerTests(unittest.TestCase):
         self.assertFalse(Plan())
 
 
+class HeldStore(object):
+    """
+    A store whose transactions wait until the test ends them.
+    """
+
+    def __init__(self):
+        self.pending = []
+
+    def transaction(self, ops):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.pending.append((ops, d))
+        return d
+
+
+class PipelinedPlannerTests(unittest.TestCase):
+    """
+    L{Planner} applies a large plan's first transaction alone, then the
+    others several at once, so the store can pipeline them.
+    """
+
+    def plan(self, nodes):
+        from p2twisted.orchestrate.snapshot import Snapshot
+        return Plan([schedule("n%03d" % i) for i in range(nodes)], snapshot=Snapshot({}))
+
+    def test_firstAloneThenWindow(self):
+        store = HeldStore()
+        d = Planner(store, window=3).apply(self.plan(100))  # 5 transactions of 20 nodes
+        self.assertEqual(len(store.pending), 1)
+        store.pending.pop(0)[1].callback("first")
+        self.assertEqual(len(store.pending), 3)
+        for i in range(4):
+            store.pending.pop(0)[1].callback(i)
+        self.assertEqual(self.successResultOf(d), ["first", 0, 1, 2, 3])
+
+    def test_failureStartsNoMore(self):
+        """
+        A transaction failing fails the apply with its error, and the
+        transactions not yet started are not.
+        """
+        store = HeldStore()
+        d = Planner(store, window=2).apply(self.plan(100))
+        store.pending.pop(0)[1].callback("first")
+        store.pending.pop(0)[1].errback(VersionConflict("intent/n020/web", "memory"))
+        store.pending.pop(0)[1].callback("ok")
+        self.assertEqual(len(store.pending), 0)
+        self.failureResultOf(d, VersionConflict)
+
+
 class SettleAgentsTests(unittest.TestCase):
 
     def test_settle(self):

@@ -482,3 +482,48 @@ class PruneErrorTests(unittest.TestCase):
                                Client(), None)
         store._prune("/p2/a/b")
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
+class SequencerTests(unittest.SynchronousTestCase):
+    """
+    One client's operations on one key keep their issue order, except that
+    transactions which only check a key (an orchestrator's fence) do not
+    wait for one another.
+    """
+
+    def setUp(self):
+        from p2twisted.store.common import Sequencer
+        self.seq = Sequencer()
+        self.started = []
+
+    def op(self, name, keys, shared=()):
+        held = defer.Deferred()
+
+        def run():
+            self.started.append(name)
+            return held
+        result = self.seq.run(keys, run, shared=shared)
+        return held, result
+
+    def test_checksDoNotWaitForChecks(self):
+        a, _ = self.op("a", ["intent/n1/web"], shared=["locks/rc/web"])
+        b, _ = self.op("b", ["intent/n2/web"], shared=["locks/rc/web"])
+        self.assertEqual(self.started, ["a", "b"])
+
+    def test_writeWaitsForChecksAndChecksForWrite(self):
+        a, _ = self.op("a", ["intent/n1/web"], shared=["rc"])
+        write, _ = self.op("write", ["rc"])
+        after, _ = self.op("after", ["intent/n2/web"], shared=["rc"])
+        self.assertEqual(self.started, ["a"])
+        a.callback(None)
+        self.assertEqual(self.started, ["a", "write"])
+        write.callback(None)
+        self.assertEqual(self.started, ["a", "write", "after"])
+
+    def test_writesKeepOrder(self):
+        a, _ = self.op("a", ["k"])
+        b, result = self.op("b", ["k"])
+        self.assertEqual(self.started, ["a"])
+        a.callback(None)
+        b.callback("done")
+        self.assertEqual(self.successResultOf(result), "done")

@@ -276,10 +276,12 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def removeAll(self):
         """
-        Remove every service the test left (their runsv and svlogd exit).
+        Remove every service the test left (their runsv and svlogd exit),
+        and wait for the runsvs of restarts within the pause to exit.
         """
         for name in (yield self.sup.services()):
             yield self.sup.remove(name, 1.0)
+        yield self.sup.close()
 
     def sleeper(self, **kwargs):
         """
@@ -425,6 +427,33 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertFalse(alive(first.pid))
         self.assertEqual([pid for pid in processes if alive(pid)], [])
         self.assertFalse(os.path.exists(left))
+
+    @defer.inlineCallbacks
+    def test_replacementRunsvGoneBeforeUp(self):
+        """
+        When the new runsv of a restart within the pause is gone before it
+        is told C{up} (killed), the restart fails, and the replaced runsv
+        (and its svlogd) still exit and their directory goes: they do not
+        idle beside the service until the next agent.
+        """
+        first = yield self.sup.start(self.sleeper())
+        self.assertTrue(inPause(readStatus(self.path), reactor.seconds()))
+        oldRunsv = runsvFor(self.path)
+        command = self.sup._command
+
+        def killedFirst(name, path):
+            if name == "up":
+                for pid in runsvFor(path):
+                    os.kill(pid, signal.SIGKILL)
+                return defer.fail(SupervisorError("no runsv for %s" % (path,)))
+            return command(name, path)
+        self.patch(self.sup, "_command", killedFirst)
+        with self.assertRaises(SupervisorError):
+            yield self.sup.start(self.sleeper(), restart=True)
+        self.assertFalse(alive(first.pid))
+        yield self.sup.close()
+        self.assertEqual([pid for pid in oldRunsv if alive(pid)], [])
+        self.assertEqual(os.listdir(self.layout.serviceDir), ["svc"])
 
     @defer.inlineCallbacks
     def test_restartWithinPauseSkipsFinish(self):

@@ -323,12 +323,15 @@ class HelperTests(unittest.TestCase):
     def test_checkSpec(self):
         """
         Bad names, empty commands, unknown policies and bad environment names
-        are refused with L{SupervisorError}.
+        are refused with L{SupervisorError}: also a name with a trailing
+        newline, which runit's run script (run as root) would run as a
+        command before its assignment.
         """
         for spec in [ServiceSpec("../x", ["a"]), ServiceSpec(".x", ["a"]),
                      ServiceSpec("", ["a"]), ServiceSpec("x", []),
                      ServiceSpec("x", ["a"], restartPolicy="sometimes"),
-                     ServiceSpec("x", ["a"], env={"A B": "1"})]:
+                     ServiceSpec("x", ["a"], env={"A B": "1"}),
+                     ServiceSpec("x", ["a"], env={"reboot\n": "1"})]:
             self.assertRaises(SupervisorError, supervisors.checkSpec, spec)
         supervisors.checkSpec(ServiceSpec("x", ["a"], env={"PATH": "/bin"}))
 

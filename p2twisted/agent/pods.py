@@ -418,8 +418,8 @@ class PodOperations(object):
     def _startArgv(self, manifest, layout, launchableId, user, entry):
         """
         @return: C{(argv, env)} starting an entry point as a service: by chpst
-            when it can (no cgroup to join, not too many groups), else by
-            p2-exec.
+            when it can (no cgroup to join, not too many groups, no variable
+            only p2-exec may set: L{runtime.chpstArgv}), else by p2-exec.
         """
         launchable = manifest.launchables[launchableId]
         if self.chpst and not launchable.cgroup:
@@ -428,7 +428,7 @@ class PodOperations(object):
             environment.update(runtime.launchableEnv(
                 layout, launchableId, launchable.restartTimeout, launchable.env))
             started = runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,
-                                        switchUser=self.isRoot, environment=environment)
+                                        environment, switchUser=self.isRoot)
             if started is not None:
                 return started
         return runtime.launchableArgv(self.p2exec, layout, manifest, launchableId, user,

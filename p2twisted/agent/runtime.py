@@ -16,6 +16,7 @@ import math
 import os
 import posixpath
 import pwd
+import re
 import tempfile
 
 from p2twisted.agent.fsutil import fsyncDir, syncFilesystem
@@ -358,43 +359,71 @@ def chpstUser(user):
     return ":%d:%s" % (entry.pw_uid, ":".join("%d" % (g,) for g in groups))
 
 
-def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, switchUser=True,
-               environment=None):
+#: Variables that change what a program does before it switches user, or
+#: what the shell running the C{run} script does: glibc's own list of those
+#: it drops for set-user-ID programs (C{unsecvars.h}, and its C{LD_},
+#: C{MALLOC_} and C{GLIBC_} families), the shell's, and bash's read-only ones
+#: (assigning one stops a non-interactive C{sh} that is bash).  Given to a
+#: root C{chpst} they would run the manifest's choice as root
+#: (C{LD_PRELOAD}): pods setting one start by p2-exec, which sets the
+#: environment only after it switched user.
+_ROOT_UNSAFE_ENV = frozenset([
+    "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
+    "IFS", "ENV", "BASH_ENV", "CDPATH", "PS4", "SHELLOPTS", "BASHOPTS",
+    "BASH_VERSINFO", "EUID", "UID", "PPID",
+])
+_ROOT_UNSAFE_PREFIXES = ("LD_", "MALLOC_", "GLIBC_")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _inlinable(name, value):
+    """
+    @return: whether the run script of a pod started by chpst may export
+        the variable C{name=value}: a shell name, not L{_ROOT_UNSAFE_ENV}, a
+        text value a process environment holds as it is (no NUL).
+    """
+    return (isinstance(value, str) and "\0" not in value
+            and _SHELL_NAME.fullmatch(name) is not None and name not in _ROOT_UNSAFE_ENV
+            and not name.startswith(_ROOT_UNSAFE_PREFIXES))
+
+
+def chpstArgv(chpst, podLayout, launchableId, runAs, entryPath, environment,
+              switchUser=True):
     """
     The start of a launchable's entry point without p2-exec, when it needs
-    nothing only p2-exec does (joining a cgroup): runit's C{chpst}, a C
-    program that starts in a millisecond where p2-exec's Python takes tens.
-    Same effect as L{execArgv} without a cgroup: umask 022, the pod's then
-    the launchable's env dir variables, C{ENTRY_POINT} (in the returned
-    environment: P2's variables cannot be set by the env dirs, see
-    L{RESERVED_ENV}), C{run_as}'s uid and groups, a new session, exec.
-    p2-exec's C{-n} (soft limits raised to the hard ones) is inherited: the
-    agent raised its own limits (L{raiseOwnLimits}) before starting the
-    supervisor.  (chpst's own limit options cannot say "unlimited": they
-    would lower an unlimited soft limit to a number.)
+    nothing only p2-exec does (joining a cgroup, setting a variable only
+    after switching user): runit's C{chpst}, a C program that starts in a
+    millisecond where p2-exec's Python takes tens.  Same effect as
+    L{execArgv} without a cgroup: umask 022, the pod's and the launchable's
+    env dir variables, C{ENTRY_POINT} (P2's variables cannot be set by the
+    env dirs, see L{RESERVED_ENV}), C{run_as}'s uid and groups, a new
+    session, exec.  p2-exec's C{-n} (soft limits raised to the hard ones) is
+    inherited: the agent raised its own limits (L{raiseOwnLimits}) before
+    starting the supervisor.  (chpst's own limit options cannot say
+    "unlimited": they would lower an unlimited soft limit to a number.)
 
-    @param switchUser: C{False} when the agent is not root (then, as with
-        p2-exec, the pod runs as the agent's user).
+    No env dir is read: what the pod's user can replace (the pod home is
+    theirs) must not reach the programs run as root before chpst switches
+    user, and a chpst C{-e} applies only to the program it starts.
+
     @param environment: the variables of the pod's and the launchable's env
         dirs (L{podEnv}, L{launchableEnv}), as the deploy writing them has
-        them: set in the returned environment instead of read by two
-        C{chpst -e} at each start (one program fewer to start, no directory
-        read).  C{None}, or variables a process environment cannot hold
-        as they are (bytes, NUL), start it with C{chpst -e} of each env dir.
-    @return: C{(argv, env)}, or C{None} when chpst cannot start it (the user
-        is in more groups than chpst takes): start it with p2-exec then.
+        them: set in the returned environment.
+    @param switchUser: C{False} when the agent is not root (then, as with
+        p2-exec, the pod runs as the agent's user).
+    @return: C{(argv, env)}, or C{None} when chpst cannot start it: the user
+        is in more groups than chpst takes, or C{environment} sets a
+        variable a program run as root must not see (L{_ROOT_UNSAFE_ENV}) or
+        that an environment cannot hold as it is (bytes, NUL).  Start it with
+        p2-exec then: it sets the environment after switching user.
     @raise AgentError: for a bad entry point or a missing user.
     """
     rel, absolute = entryPointPath(podLayout, launchableId, entryPath)
-    env = {"ENTRY_POINT": rel}
-    argv = ["/bin/sh", "-c", _UMASK_THEN, "p2-start"]
-    if environment is not None and all(
-            isinstance(value, str) and "\0" not in value for value in environment.values()):
-        env.update(environment)
-        argv += [chpst, "-P"]
-    else:
-        argv += [chpst, "-e", podLayout.envDir,
-                 chpst, "-e", podLayout.launchableEnvDir(launchableId), "-P"]
+    if not all(_inlinable(name, value) for name, value in environment.items()):
+        return None
+    env = dict(environment, ENTRY_POINT=rel)
+    argv = ["/bin/sh", "-c", _UMASK_THEN, "p2-start", chpst, "-P"]
     if switchUser:
         user = chpstUser(runAs)
         if user is None:

@@ -231,20 +231,30 @@ class IPlanner(Interface):
         @return: L{Deferred} firing with the list of transaction results;
             fails with the store's error (L{VersionConflict} when the fence
             or a version guard failed, L{KeyExists} when something the plan
-            meant to create appeared) at the first transaction that fails,
-            the earlier ones having been applied: the error's C{applied}
-            attribute holds their changes (so they can be audited).
+            meant to create appeared) at the first transaction that fails;
+            the first transaction (the plan's record updates, if any) is
+            applied before the others, which may be applied several at once:
+            the error's C{applied} attribute holds the changes of those that
+            were applied (so they can be audited).
         """
+
+
+#: How many transactions of one plan L{Planner} has in flight at once: they
+#: change different nodes, so the store can pipeline them (on ZooKeeper, one
+#: at a time waited a disk sync each).
+WINDOW = 8
 
 
 @implementer(IPlanner)
 class Planner(object):
     """
-    The L{IPlanner} of a store.
+    The L{IPlanner} of a store: the first transaction of a plan alone, then
+    the others up to C{window} at once; after a failure, none is started.
     """
 
-    def __init__(self, store):
+    def __init__(self, store, window=WINDOW):
         self.store = store
+        self.window = window
 
     def snapshot(self):
         from p2twisted.orchestrate.snapshot import Snapshot
@@ -252,12 +262,26 @@ class Planner(object):
 
     @defer.inlineCallbacks
     def apply(self, plan, fence=()):
-        results, applied = [], []
-        for changes, ops in batches(plan, fence=fence):
-            try:
-                results.append((yield self.store.transaction(ops)))
-            except StoreError as e:
-                e.applied = tuple(applied)
-                raise
-            applied.extend(changes)
-        return results
+        batched = list(batches(plan, fence=fence))
+        applied, failed = [], []
+
+        def one(changes, ops):
+            if failed:
+                return defer.succeed(None)  # the apply fails anyway
+            d = self.store.transaction(ops)
+            d.addCallback(lambda result: (applied.extend(changes), result)[1])
+            return d.addErrback(failed.append)
+
+        def outcome(results):
+            if failed:
+                if failed[0].check(StoreError):
+                    failed[0].value.applied = tuple(applied)
+                failed[0].raiseException()
+            return results
+        if not batched:
+            return []
+        first = outcome([(yield one(*batched[0]))])
+        slots = defer.DeferredSemaphore(self.window)
+        rest = yield defer.gatherResults([slots.run(one, changes, ops)
+                                          for changes, ops in batched[1:]])
+        return first + outcome(rest)

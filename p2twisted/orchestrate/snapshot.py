@@ -75,6 +75,9 @@ class Snapshot(object):
         self._rcs, self._rolls = {}, {}
         self._podStatus, self._agentStatus = {}, {}
         self._shas = {}
+        # Decoded once per snapshot: a decision asks about every pod's labels
+        # and health several times over (it is immutable, so they stay true).
+        self._labels, self._healthRecords, self._byRC = {}, {}, None
         for key, entry in self.entries.items():
             self._index(keys.parse(key), entry)
 
@@ -146,8 +149,20 @@ class Snapshot(object):
         @return: C{node}'s labels (C{{}} without any).
         @raise records.CorruptRecord: when its label entry is unreadable.
         """
-        entry = self._nodeLabels.get(node)
-        return {} if entry is None else decodeLabels(entry)
+        return self._decodedLabels(self._nodeLabels.get(node))
+
+    def _decodedLabels(self, entry):
+        """
+        @return: a copy of the labels in C{entry} (C{{}} for C{None}),
+            decoded once.
+        @raise records.CorruptRecord: when unreadable (not remembered).
+        """
+        if entry is None:
+            return {}
+        labels = self._labels.get(entry.key)
+        if labels is None:
+            labels = self._labels[entry.key] = decodeLabels(entry)
+        return dict(labels)
 
     def eligible(self, selector):
         """
@@ -272,8 +287,7 @@ class Snapshot(object):
         @return: the labels of pod C{podId} on C{node} (C{{}} without any).
         @raise records.CorruptRecord: when its label entry is unreadable.
         """
-        entry = self._podLabels.get((node, podId))
-        return {} if entry is None else decodeLabels(entry)
+        return self._decodedLabels(self._podLabels.get((node, podId)))
 
     def podLabelsVersion(self, node, podId):
         """@return: the version of the pod's label entry, or C{None}."""
@@ -286,23 +300,26 @@ class Snapshot(object):
             they belong to replication controller C{rcId}.  Pods with
             unreadable labels belong to none.
         """
-        label = _controllers().RC_ID_LABEL
-        found = []
-        for node, podId in sorted(self._podLabels):
-            try:
-                labels = self.podLabels(node, podId)
-            except records.CorruptRecord:
-                continue
-            if labels.get(label) == rcId:
-                found.append((node, podId))
-        return found
+        if self._byRC is None:
+            label = _controllers().RC_ID_LABEL
+            self._byRC = {}
+            for node, podId in sorted(self._podLabels):
+                try:
+                    owner = self.podLabels(node, podId).get(label)
+                except records.CorruptRecord:
+                    continue
+                self._byRC.setdefault(owner, []).append((node, podId))
+        return list(self._byRC.get(rcId, ()))
 
     def health(self, podId, node):
         """
         @return: the L{records.Health} of C{podId} on C{node}, or C{None}
             when there is none or it is unreadable (never healthy).
         """
-        return records.readable(records.Health, self._health.get((podId, node)))
+        if (podId, node) not in self._healthRecords:
+            self._healthRecords[podId, node] = records.readable(
+                records.Health, self._health.get((podId, node)))
+        return self._healthRecords[podId, node]
 
     def podStatus(self, node, podId):
         """

@@ -2,7 +2,8 @@
 """
 C{twistd p2-orchestrator}: options, settings, and the service they build --
 one L{Farm} per farm kind named (C{rc}, C{roll}) on one store, and one
-watch of the cluster trees whose news has their controllers reconcile.
+L{WatchedReader} of the cluster trees: the controllers' snapshots, whose
+news has them reconcile.
 """
 
 import attr
@@ -97,51 +98,10 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
     )
 
 
-class ClusterWatch(service.Service):
-    """
-    Watches trees of the cluster (health, node labels, intent...) and calls
-    C{onChange()} after each change, so controllers react before the next
-    resync.  The first snapshot of each watch is not news.
-    """
-
-    def __init__(self, store, prefixes, onChange):
-        self.store = store
-        self.prefixes = list(prefixes)
-        self.onChange = onChange
-        self._watches = []
-
-    def startService(self):
-        service.Service.startService(self)
-        self._watches = [self.store.watch(p, self._watcher()) for p in self.prefixes]
-
-    def _watcher(self):
-        first = [True]
-
-        def changed(snapshot):
-            if first[0]:
-                first[0] = False
-                return
-            self.onChange()
-        return changed
-
-    def stopService(self):
-        service.Service.stopService(self)
-        for watch in self._watches:
-            watch.cancel()
-        self._watches = []
-
-
-def _nudger(farms):
-    def nudge():
-        for farm in farms:
-            farm.nudge()
-    return nudge
-
-
 class Orchestrator(service.MultiService):
     """
     Opens the store (retrying while it cannot be reached), then runs the
-    farms and the watches of the cluster trees they care about as children.
+    farms and the L{WatchedReader} of the cluster trees as children.
 
     @param kinds: C{{name: FarmKind}} of the farms there are (default
         L{controllers.FARMS}).
@@ -169,7 +129,7 @@ class Orchestrator(service.MultiService):
 
     @defer.inlineCallbacks
     def _open(self):
-        from p2twisted.orchestrate.controllers import SnapshotReader
+        from p2twisted.orchestrate.controllers import WATCHED, WatchedReader
         from p2twisted.orchestrate.farm import Farm
         from p2twisted.store import openStore
         attempts = 0
@@ -188,7 +148,20 @@ class Orchestrator(service.MultiService):
             return
         log.info("orchestrator on {url}: farms {farms}", url=self.config.store,
                  farms=",".join(self.config.farms), event="start")
-        news, reader = {}, SnapshotReader(self.store)
+        # One watch per tree the decisions read (and per news tree): the
+        # controllers' snapshots come from them, and their news nudges the
+        # farms that care -- a farm's own tree too, whose records are in
+        # those snapshots -- once the snapshots show it.
+        news = {}
+        for name in self.config.farms:
+            kind = self.kinds[name]
+            for tree in set(kind.news) | {kind.tree}:
+                news.setdefault(tree, []).append(name)
+        reader = WatchedReader(self.store, sorted(set(WATCHED) | set(news)),
+                               lambda tree: [self.farms[name].nudge()
+                                             for name in news.get(tree, ())
+                                             if name in self.farms])
+        reader.setServiceParent(self)
         for name in self.config.farms:
             kind = self.kinds[name]
             factory = kind.factory(self.store, self.reactor, reader)
@@ -198,11 +171,6 @@ class Orchestrator(service.MultiService):
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm
-            for tree in kind.news:
-                news.setdefault(tree, []).append(farm)
-        # One watch per tree, nudging the farms that care.
-        for tree, farms in sorted(news.items()):
-            ClusterWatch(self.store, [tree], _nudger(farms)).setServiceParent(self)
 
     @defer.inlineCallbacks
     def stopService(self):

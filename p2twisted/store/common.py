@@ -208,28 +208,50 @@ class Delivery(object):
 class Sequencer(object):
     """
     Per-key ordering: an operation on some keys starts once every earlier
-    operation on any of those keys has finished.
+    operation on any of those keys has finished -- except that operations
+    which only read a key (C{shared}: a transaction's checks) do not wait
+    for one another there, only for the writes before them, and the next
+    write waits for them all.  So transactions that share nothing but the
+    keys they check (an orchestrator's fence) are pipelined.
     """
 
     def __init__(self):
         self._tails = {}
+        self._readers = {}
 
-    def run(self, keys, f, *args):
+    def run(self, keys, f, *args, shared=()):
         """
-        Run C{f(*args)}, which returns a L{Deferred}, in its turn for C{keys}.
+        Run C{f(*args)}, which returns a L{Deferred}, in its turn for C{keys}
+        (written) and C{shared} (only read).
 
         @return: L{Deferred} with C{f}'s result.
         """
-        tails = self._tails
-        waits = {id(tails[k]): tails[k] for k in keys if k in tails}
+        tails, readers = self._tails, self._readers
+        keys = set(keys)
+        shared = set(shared) - keys
+        waits = {}
+        for k in keys | shared:
+            if k in tails:
+                waits[id(tails[k])] = tails[k]
+        for k in keys:
+            for r in readers.pop(k, ()):
+                waits[id(r)] = r
         done = defer.Deferred()
         for k in keys:
             tails[k] = done
+        for k in shared:
+            readers.setdefault(k, []).append(done)
 
         def finish(result):
             for k in keys:
                 if tails.get(k) is done:
                     del tails[k]
+            for k in shared:
+                found = readers.get(k)
+                if found is not None and done in found:
+                    found.remove(done)
+                    if not found:
+                        del readers[k]
             done.callback(None)
             return result
 

@@ -287,6 +287,10 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
             version = getattr(op, "version", None)
             if isinstance(op, (Check, Create)) and version is None:
                 compares.append(_compare(key, "CREATE", 0))
+            elif version is not None and version <= 0:
+                # No entry has such a version, but an absent key's
+                # mod_revision is 0: a compare that nothing passes.
+                compares.append(_compare(key, "CREATE", 0, "LESS"))
             elif version is not None:
                 # An absent key's mod_revision is 0, which no version of
                 # ours is: version 0 gets a compare nothing passes.

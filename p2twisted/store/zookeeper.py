@@ -36,7 +36,7 @@ each reconnect.
 from kazoo.exceptions import (
     BadVersionError, NodeExistsError, NoNodeError, NotEmptyError, RolledBackError,
     RuntimeInconsistency)
-from kazoo.protocol.states import KazooState
+from kazoo.protocol.states import KazooState, ZnodeStat
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -57,6 +57,9 @@ from p2twisted.store.interfaces import ILock, ISession, IStore
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
 
 log = Logger()
+
+#: The stat of a structural znode a transaction's multi creates.
+_STRUCTURAL = ZnodeStat(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 @implementer(IStore)
@@ -356,7 +359,10 @@ class ZooKeeperStore(CloseOnceMixin):
         if not ops:
             return defer.succeed([])
         paths = [self._path(op.key) for op in ops]
-        return self._run({op.key for op in ops}, None, self._transaction, ops, paths)
+        written = {op.key for op in ops if not isinstance(op, Check)}
+        return self._seq.run(written, self._transaction, ops, paths,
+                             shared={op.key for op in ops} - written).addErrback(
+            storeError, None, self._hosts)
 
     def _fencePath(self, key, version):
         """
@@ -384,45 +390,63 @@ class ZooKeeperStore(CloseOnceMixin):
         fences = {i: self._fencePath(op.key, op.version) for i, op in enumerate(ops)
                   if isinstance(op, Check) and op.version is not None}
         for _ in range(ATTEMPTS):
-            states = yield self._readAll(set(paths), first=sorted(set(fences.values())))
+            # Parents of znodes the multi may create must exist: those not
+            # known to are read with the rest, and a missing one whose own
+            # parent exists is created (structural) by the multi itself, in
+            # the same round-trip; deeper gaps are made beforehand.
+            creating = {parent(p) for op, p in zip(ops, paths) if mayCreate(op)} - {self._root}
+            unknown = {p for p in creating if not (trustKnown and p in self._known)}
+            grand = {parent(p) for p in unknown} - {self._root}
+            grand = {p for p in grand if not (trustKnown and p in self._known)}
+            states = yield self._readAll(set(paths) | unknown | grand,
+                                         first=sorted(set(fences.values())))
             # fails now on a conflict with what we read
             Plan(ops, paths, states, self._acl, fences=fences)
-            # Parents of znodes the multi creates must exist first (structural).
-            parents = {parent(p) for op, p in zip(ops, paths)
-                       if states[p] is None and mayCreate(op)} - {self._root}
-            parents = {p for p in parents if not (trustKnown and p in self._known)
-                       and states.get(p) is None}
-            if parents:
+            missing = {p for p in unknown if states[p] is None}
+            made = sorted(p for p in missing
+                          if parent(p) == self._root or (parent(p) not in grand and trustKnown)
+                          or states.get(parent(p)) is not None)
+            deep = missing - set(made)
+            if deep:  # made beforehand, all of them (a chain may share ancestors)
+                deep, made = missing, []
                 try:
                     yield defer.gatherResults(
                         [self._call(self._client.ensure_path_async(p, acl=self._acl))
-                         for p in parents], consumeErrors=True)
+                         for p in deep], consumeErrors=True)
                 except defer.FirstError as e:
                     if not e.subFailure.check(NoNodeError):
                         e.subFailure.raiseException()
                     trustKnown = False  # an ancestor was pruned meanwhile
                     continue
-                made = set()
-                for p in parents:
+                for p in deep:
                     while len(p) > len(self._root):
-                        made.add(p)
                         self._remember(p)
                         p = parent(p)
-                again = {p for p in paths if states[p] is None and p in made}
+                again = {p for p in paths if states[p] is None and p in deep}
                 if again:
                     states.update((yield self._readAll(again)))
+            for p in made:
+                if p in states:  # an op's own key: structural first, as if made beforehand
+                    states[p] = (b"", _STRUCTURAL)
             plan = Plan(ops, paths, states, self._acl, fences=fences)
             if plan.needsProbe:
                 plan = Plan(ops, paths, states, self._acl, probe=True, fences=fences)
             txn = self._client.transaction()
+            for p in made:
+                txn.create(p, b"", self._acl)
             for method, args, _, _ in plan.zk:
                 getattr(txn, method)(*args)
             results = yield self._call(txn.commit_async())
             failed = [n for n, r in enumerate(results) if isinstance(r, Exception)
                       and not isinstance(r, (RolledBackError, RuntimeInconsistency))]
             if not failed:
-                return self._committed(ops, paths, plan, results)
-            _, _, index, conflict = plan.zk[failed[0]]
+                for p in made:
+                    self._remember(p)
+                return self._committed(ops, paths, plan, results[len(made):])
+            if failed[0] < len(made):
+                trustKnown = False  # a parent appeared or went meanwhile: read again
+                continue
+            _, _, index, conflict = plan.zk[failed[0] - len(made)]
             if conflict:
                 raise VersionConflict(ops[index].key, BACKEND, index=index)
             if not isinstance(results[failed[0]], STRUCTURAL_RACE):

@@ -55,7 +55,7 @@ MAX_RESTART_DELAY = 60.0
 #: Quick exits in a row that make a service crash-looping.
 CRASH_LOOP_EXITS = 3
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def describeExit(code, sig):
@@ -220,7 +220,7 @@ def checkSpec(spec):
             "service %s: restart policy %r is not 'always' or 'never'"
             % (spec.name, spec.restartPolicy))
     for key in spec.env:
-        if not _ENV_NAME.match(key):
+        if not _ENV_NAME.fullmatch(key):
             raise SupervisorError(
                 "service %s: environment variable name %r is invalid"
                 % (spec.name, key))

@@ -974,22 +974,27 @@ class RunitSupervisor(SupervisorBase):
         except OSError as e:
             yield self._discard(name, new, timeout)
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
-        if spec.restartPolicy != "never":
-            yield self._command("up", path)
-            try:
-                os.unlink(os.path.join(path, "down"))
-            except FileNotFoundError:
-                pass
-        log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
-                 "runsv would pause that long before starting it again", service=name,
-                 pause=RUNSV_PAUSE, event="runsv-replace")
         try:
-            yield self._command("exit", old)
-        except SupervisorError:
-            log.failure("could not tell the replaced runsv of {service} to exit", service=name)
-        retiring = self._retire(name, old, path, kept)
-        self._retiring.add(retiring)
-        retiring.addBoth(lambda _: self._retiring.discard(retiring))
+            if spec.restartPolicy != "never":
+                yield self._command("up", path)
+                try:
+                    os.unlink(os.path.join(path, "down"))
+                except FileNotFoundError:
+                    pass
+            log.info("replacing runsv for {service}: it started less than {pause}s ago, and "
+                     "runsv would pause that long before starting it again", service=name,
+                     pause=RUNSV_PAUSE, event="runsv-replace")
+        finally:
+            # Whether the new runsv took the service up or not, the old one
+            # (its service down) has nothing left to do.
+            try:
+                yield self._command("exit", old)
+            except SupervisorError:
+                log.failure("could not tell the replaced runsv of {service} to exit",
+                            service=name)
+            retiring = self._retire(name, old, path, kept)
+            self._retiring.add(retiring)
+            retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     def _restoreChild(self, name, previous):
         """

@@ -1,0 +1,698 @@
+"""
+Fleet benchmark (not a test): a replication controller of N replicas over N
+simulated agents, driven by a real C{twistd -n p2-orchestrator} process, on
+one real ZooKeeper and on the local store; then a rolling update of all N --
+and, in the same run, raw kazoo's create throughput on the same server.
+
+    .venv/bin/python bench/fleet.py [--sizes 100,300,1000] [--stores zookeeper,local]
+        [--agent-procs 2] [--keep] [--check]
+
+For each store and size N (a fresh store root each time):
+
+  1. N agents start: the real agent code (L{AgentService}: presence, the
+     intent watch, resync, one L{PodWorker} per pod writing reality and pod
+     status, the L{HealthMonitor} publishing health) over L{SimPods} -- the
+     public L{FakePods}, whose deploys start nothing and whose pods answer
+     their health check at once (L{InstantHealth}).  They run in
+     C{--agent-procs} processes (default 2: one per core; see below), the
+     agents of one process sharing one store client and one store session
+     (1,000 kazoo clients of three threads each, or 1,000 session heartbeats
+     on SQLite, would measure the simulation, not the orchestrator).
+  2. C{twistd -n p2-orchestrator} starts (its own process, as users run it),
+     and once both its farms hold their sessions the bench writes RC
+     C{web-v1} (N replicas, every node).  Measured from that write: the
+     last intent written (ZooKeeper: the intent znodes' server-side mtime,
+     read after the phase; local store: the bench's own watch of C{intent/}),
+     and the last node reporting reality and passing health (each agent
+     process stamps its own reality and health writes as they complete).
+  3. A rolling update from C{web-v1} to C{web-v2} (a new manifest) with
+     C{min_healthy} 90% of N (900 of 1,000), created as C{p2 roll start}
+     does (L{roll.createRoll}): measured until every node reports the new
+     version passing and the roll and the old RC are gone.  The lowest count
+     of passing nodes seen during the roll is printed beside the minimum.
+
+The orchestrator's memory is its peak RSS (C{VmHWM}); CPU figures are
+C{utime+stime} over the phase's wall time, so an agent process well under
+100% had time to spare (it was not what the figures waited for).
+
+Targets (issue 11): scheduling at >= 50% of raw kazoo's create throughput
+(intents per second vs. kazoo creates per second, 16 in flight, values the
+size of the manifest); the whole roll in under 3x the time it takes to write
+the intents; orchestrator memory under 200 MB at 1,000 nodes.
+
+Figures (2 cores shared with other work: load average 10-22 during the runs,
+so these are upper bounds; seconds from the RC's or the roll's write):
+
+    before (SnapshotReader listing every tree at each read, one transaction
+    at a time, load 9-18):
+      zookeeper  100: intents 2.03  health  5.06  roll  38.4 (x18.9)
+      zookeeper  300: intents 5.83  health 10.09  roll 114.8 (x19.7)
+    after (load 10 -> 22 -> 10):
+                      intents  health   roll  (roll/intents)  peak RSS
+      zookeeper  100:   1.02    4.40   10.0   (x9.9)          55 MB
+      zookeeper  300:   1.99    8.36   13.7   (x6.9)          58 MB
+      zookeeper 1000:   8.6-17  19-47  34-72  (x3.9-5.7)      76-78 MB
+      local      100:   0.06    2.56   11.4                   54 MB
+      local      300:   0.20   14.70   15.9                   57 MB
+      local     1000:   1.06-2.2 27-49  108-111               73-75 MB
+    raw kazoo creates: 670-1,280/s; scheduling on ZooKeeper 59-151 intents/s
+    (x0.09-0.15: target x0.5 NOT met); roll < 3x intents NOT met (best x3.9
+    at 1,000 on ZooKeeper; on the local store intents take ~1 s and a roll of
+    ten health-gated batches cannot); memory met (76 MB at 1,000).
+    Without the agents (a plan of 1,000 schedules applied to a quiet
+    ZooKeeper by the same Planner) the intents take 3.1 s (323/s); in the
+    run the agents' reactions and the machine's load triple it.
+
+What bounds a roll: each batch is a count move (one CAS), the new RC's
+takeovers (100 rewrites), every agent deploying and reporting reality, its
+health monitor's next 1 s tick, and the orchestrator seeing that health --
+about 2-3 s a batch here, and a roll of 1,000 at min_healthy 900 is ten or
+more batches.  The agents' CPU while scheduling stays at 20-45% of a core
+each (two processes, because the machine has two cores), so they are not
+saturated, but on this loaded machine their reality and health lag the
+intents by 10-40 s, and the local store's roll is theirs more than the
+orchestrator's (1,000 agents committing to one SQLite file).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from twisted.internet import defer, protocol, task  # noqa: E402
+from zope.interface import implementer  # noqa: E402
+
+from p2twisted.agent.interfaces import HealthResult, IHealthChecker  # noqa: E402
+from p2twisted.agent.testing import FakePods  # noqa: E402
+from p2twisted.records import PASSING  # noqa: E402
+from p2twisted.store import keys  # noqa: E402
+
+POD = b"""\
+id: web
+launchables:
+  app:
+    launchable_type: hoist
+    location: file:///artifacts/web_%d.tar.gz
+"""
+
+ORCHESTRATOR_CONFIG = "session_ttl: 15\nresync_interval: 30\n"
+
+
+def manifest(version):
+    return POD % (version,)
+
+
+# -- the simulated agents (a child process) ------------------------------------------
+
+@implementer(IHealthChecker)
+class InstantHealth(object):
+    """
+    Every pod answers its health check at once, passing.
+    """
+
+    def check(self, manifest):
+        return defer.succeed(HealthResult(PASSING, "ok"))
+
+    def close(self):
+        return defer.succeed(None)
+
+
+class SimPods(FakePods):
+    """
+    L{FakePods} whose deploys put the manifest "on disk" (so the health
+    monitor checks it) and whose health checks pass at once.
+    """
+
+    def deploy(self, manifest, old):
+        self.onDisk[manifest.id] = manifest.raw
+        self.calls = []  # 1,000 pods x 2 deploys: keep nothing
+        return FakePods.deploy(self, manifest, old)
+
+    def remove(self, manifest, podId):
+        self.onDisk.pop(podId, None)
+        self.calls = []
+        return FakePods.remove(self, manifest, podId)
+
+    def healthChecker(self):
+        return InstantHealth()
+
+
+class SharedSession(object):
+    """
+    One store session shared by the agents of a process: closing it is the
+    process's business, not an agent's.
+    """
+
+    def __init__(self, session):
+        self._session = session
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def createEphemeral(self, key, value):
+        return self._session.createEphemeral(key, value).addCallback(_stamped, key, value)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+EVENTS = []
+
+
+def _stamped(result, key, value):
+    """
+    Note the completion time of a write to C{reality/} or C{health/}.
+    """
+    parts = keys.parse(key)
+    if parts[0] == keys.REALITY and len(parts) == 3:
+        EVENTS.append("R %s %d %.6f" % (parts[1], 2 if b"web_2" in value else 1, time.time()))
+    elif parts[0] == keys.HEALTH and len(parts) == 3:
+        record = json.loads(value)
+        EVENTS.append("H %s %s %s %.6f" % (parts[2], record["sha"], record["status"], time.time()))
+    return result
+
+
+class AgentsStore(object):
+    """
+    The one store client of an agent process, as each agent sees it: writes
+    to reality and health are stamped, C{close} does nothing, and every
+    agent gets the same session.
+    """
+
+    def __init__(self, store):
+        self._store = store
+        self._session = None
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def put(self, key, value):
+        return self._store.put(key, value).addCallback(_stamped, key, value)
+
+    def cas(self, key, value, version):
+        return self._store.cas(key, value, version).addCallback(_stamped, key, value)
+
+    def create(self, key, value):
+        return self._store.create(key, value).addCallback(_stamped, key, value)
+
+    @defer.inlineCallbacks
+    def session(self, ttl):
+        if self._session is None or (not isinstance(self._session, defer.Deferred)
+                                     and self._session.lost):
+            if self._session is not None:
+                # Lost (the process was too busy to heartbeat in time, say):
+                # every agent's presence asks for a new one.
+                sys.stderr.write("%.3f the shared session %s was lost; opening another\n"
+                                 % (time.time(), self._session.id))
+            self._session = defer.Deferred()
+            try:
+                session = yield self._store.session(ttl)
+            except Exception:
+                waiting, self._session = self._session, None
+                waiting.errback()
+                raise
+            waiting, self._session = self._session, SharedSession(session)
+            waiting.callback(self._session)
+        elif isinstance(self._session, defer.Deferred):
+            waiting = defer.Deferred()
+            self._session.addBoth(lambda s: (waiting.callback(s), s)[1])
+            return (yield waiting)
+        return self._session
+
+    def close(self):
+        return defer.succeed(None)
+
+
+@defer.inlineCallbacks
+def runAgents(reactor, url, first, count, workdir):
+    from p2twisted.agent.config import AgentConfig
+    from p2twisted.agent.service import AgentService
+    from p2twisted.store import openStore
+    real = yield openStore(url, reactor)
+    store = AgentsStore(real)
+    agents = []
+    for i in range(first, first + count):
+        node = "node%04d" % (i,)
+        config = AgentConfig(node=node, store=url, podRoot=os.path.join(workdir, "pods", node),
+                             stateDir=os.path.join(workdir, "state", node))
+        agent = AgentService(config, SimPods(), reactor, store=store)
+        agent.startService()
+        agents.append(agent)
+
+    def flush():
+        if EVENTS:
+            sys.stdout.write("\n".join(EVENTS) + "\n")
+            sys.stdout.flush()
+            del EVENTS[:]
+    task.LoopingCall(flush).start(0.05)
+    while not all(a.canAct() for a in agents):
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    stopped = defer.Deferred()
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: stopped.callback(None))
+    yield stopped
+
+
+def agentsMain(argv):
+    from twisted.internet import reactor
+    url, first, count, workdir = argv[0], int(argv[1]), int(argv[2]), argv[3]
+    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))
+    d = runAgents(reactor, url, first, count, workdir)
+    d.addErrback(lambda f: (f.printTraceback(file=sys.stderr), reactor.stop()))
+    reactor.run()
+
+
+# -- the driver --------------------------------------------------------------------------
+
+def cpuSeconds(pid):
+    """@return: utime + stime of process C{pid}, in seconds."""
+    with open("/proc/%d/stat" % (pid,)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def memory(pid):
+    """@return: C{(VmRSS, VmHWM)} of process C{pid}, in MB."""
+    found = {}
+    with open("/proc/%d/status" % (pid,)) as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                found[name] = int(value.split()[0]) / 1024.0
+    return found.get("VmRSS", 0.0), found.get("VmHWM", 0.0)
+
+
+class AgentsProcess(protocol.ProcessProtocol):
+    """
+    One process of simulated agents: its event lines feed C{fleet}.
+    """
+
+    def __init__(self, fleet):
+        self.fleet = fleet
+        self.ready = defer.Deferred()
+        self.ended = defer.Deferred()
+        self.buffer = b""
+
+    def outReceived(self, data):
+        lines = (self.buffer + data).split(b"\n")
+        self.buffer = lines.pop()
+        for line in lines:
+            if line == b"READY":
+                self.ready.callback(None)
+            elif line:
+                self.fleet.event(line.decode("ascii").split())
+
+    def errReceived(self, data):
+        self.fleet.log.write(data.decode("utf-8", "replace"))
+
+    def processEnded(self, reason):
+        if not self.ready.called:
+            self.ready.errback(RuntimeError("an agent process ended: see %s" % (
+                self.fleet.log.name,)))
+        self.ended.callback(None)
+
+
+class Fleet(object):
+    """
+    What the agents of one run reported: per node, the first time reality
+    and passing health were written for each version.
+    """
+
+    def __init__(self, shas, log):
+        self.shas = shas  # {canonical sha: version}
+        self.log = log
+        self.reality = {1: {}, 2: {}}
+        self.health = {1: {}, 2: {}}
+        self.passing = {}  # node -> version passing now
+        self.low = None  # lowest number of passing nodes, while tracked
+        self.changed = None
+
+    def event(self, fields):
+        if fields[0] == "R":
+            node, version, when = fields[1], int(fields[2]), float(fields[3])
+            self.reality[version].setdefault(node, when)
+        elif fields[0] == "H":
+            node, sha, status, when = fields[1], fields[2], fields[3], float(fields[4])
+            version = self.shas.get(sha)
+            if status == PASSING and version is not None:
+                self.health[version].setdefault(node, when)
+                self.passing[node] = version
+            else:
+                self.passing.pop(node, None)
+            if self.low is not None:
+                self.low = min(self.low, len(self.passing))
+        if self.changed is not None:
+            self.changed()
+
+    def done(self, version, n):
+        return len(self.reality[version]) >= n and len(self.health[version]) >= n
+
+
+class Run(object):
+    """
+    One store and size: agents, orchestrator, RC, roll.
+    """
+
+    def __init__(self, reactor, args, storeName, url, n, workdir, zk):
+        self.reactor, self.args, self.storeName, self.url, self.n = reactor, args, storeName, url, n
+        self.workdir = os.path.join(workdir, "%s-%d" % (storeName, n))
+        os.makedirs(self.workdir)
+        self.zk = zk
+        self.log = open(os.path.join(self.workdir, "agents.log"), "w")
+        from p2twisted.manifest import parseManifest
+        self.shas = {parseManifest(manifest(v)).sha(): v for v in (1, 2)}
+        self.fleet = Fleet(self.shas, self.log)
+        self.agents = []
+        self.orchestrator = None
+        self.result = {"store": storeName, "n": n}
+
+    def startAgents(self):
+        procs = min(self.args.agent_procs, self.n)
+        per, extra = divmod(self.n, procs)
+        first = 0
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        for i in range(procs):
+            count = per + (i < extra)
+            proto = AgentsProcess(self.fleet)
+            self.reactor.spawnProcess(
+                proto, sys.executable,
+                [sys.executable, os.path.abspath(__file__), "--agents", self.url, str(first),
+                 str(count), os.path.join(self.workdir, "agents%d" % (i,))],
+                env=env, path=ROOT)
+            self.agents.append(proto)
+            first += count
+        return defer.gatherResults([a.ready for a in self.agents])
+
+    @defer.inlineCallbacks
+    def startOrchestrator(self):
+        config = os.path.join(self.workdir, "orchestrator.yaml")
+        with open(config, "w") as f:
+            f.write(ORCHESTRATOR_CONFIG)
+        logPath = os.path.join(self.workdir, "orchestrator.log")
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        env["PYTHONPATH"] = ROOT
+        with open(logPath, "wb") as log:
+            self.orchestrator = subprocess.Popen(
+                [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer"]
+                + (["--profiler=cprofile", "--savestats",
+                    "--profile=" + os.path.join(self.workdir, "orchestrator.pstats")]
+                   if self.args.profile else [])
+                + ["p2-orchestrator",
+                 "--store", self.url, "--config", config],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=self.workdir)
+        for _ in range(1200):
+            with open(logPath) as f:
+                text = f.read()
+            if len(re.findall(r"farm: session \S+ open", text)) >= 2:
+                return
+            if self.orchestrator.poll() is not None:
+                raise RuntimeError("the orchestrator exited: see %s" % (logPath,))
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        raise RuntimeError("the orchestrator's farms opened no session: see %s" % (logPath,))
+
+    def cpu(self):
+        return {"orchestrator": cpuSeconds(self.orchestrator.pid),
+                "agents": [cpuSeconds(a.transport.pid) for a in self.agents]}
+
+    def waitUntil(self, condition, timeout, what):
+        if condition():
+            return defer.succeed(None)
+        d = defer.Deferred()
+
+        def changed():
+            if not d.called and condition():
+                self.fleet.changed = None
+                d.callback(None)
+        self.fleet.changed = changed
+        return d.addTimeout(timeout, self.reactor).addErrback(
+            lambda f: f.trap(defer.TimeoutError) and self._late(what))
+
+    def _late(self, what):
+        raise RuntimeError("%s: not done in time (%s store, %d nodes); logs in %s"
+                           % (what, self.storeName, self.n, self.workdir))
+
+    def intentTimes(self, store, watched):
+        """
+        @return: C{{node: time its intent was written}}.
+        """
+        if self.zk is None:
+            return watched
+        from kazoo.client import KazooClient
+        from p2twisted.store.zookeeper import parseURL
+        root = parseURL(self.url).root
+        client = KazooClient(hosts=self.zk.hosts)
+        try:
+            client.start(timeout=15)
+            nodes = client.get_children(root + "/intent")
+            results = [client.get_async("%s/intent/%s/web" % (root, node)) for node in nodes]
+            times = {}
+            for node, result in zip(nodes, results):
+                _, stat = result.get(timeout=30)
+                times[node] = stat.mtime / 1000.0
+        finally:
+            client.stop()
+            client.close()
+        return times
+
+    @defer.inlineCallbacks
+    def run(self):
+        from p2twisted.orchestrate.plan import Planner
+        from p2twisted.orchestrate.roll import createRoll
+        from p2twisted.orchestrate.snapshot import Snapshot
+        from p2twisted.records.controllers import ReplicationController
+        from p2twisted.store import openStore
+        store = yield openStore(self.url, self.reactor)
+        try:
+            yield self.startAgents()
+            yield self.startOrchestrator()
+            n, r = self.n, self.result
+            r["rss_idle"] = memory(self.orchestrator.pid)[0]
+
+            watched = {}
+
+            def intentSeen(snapshot):
+                now = time.time()
+                for key in snapshot:
+                    parts = keys.parse(key)
+                    if len(parts) == 3:
+                        watched.setdefault(parts[1], now)
+            watch = store.watch(keys.INTENT, intentSeen) if self.zk is None else None
+
+            cpu0, t0 = self.cpu(), time.time()
+            v1 = ReplicationController("web-v1", manifest(1), n)
+            yield store.put(v1.key, v1.toBytes())
+            yield self.waitUntil(lambda: self.fleet.done(1, n), 60 + n * 0.5, "scheduling")
+            r["schedule_cpu"] = self.cpuShare(cpu0, time.time() - t0)
+            if watch is not None:
+                yield task.deferLater(self.reactor, 0.2, lambda: None)
+                watch.cancel()
+            intents = yield self.intentTimes(store, watched)
+            if len(intents) < n:
+                raise RuntimeError("only %d intents of %d" % (len(intents), n))
+            r["intents"] = max(intents.values()) - t0
+            r["reality"] = max(self.fleet.reality[1].values()) - t0
+            r["health"] = max(self.fleet.health[1].values()) - t0
+            r["rss_scheduled"] = memory(self.orchestrator.pid)[0]
+
+            # The roll, created as 'p2 roll start --manifest' does.
+            v2 = ReplicationController("web-v2", manifest(2), 0, disabled=True)
+            yield store.put(v2.key, v2.toBytes())
+            snapshot = yield Snapshot.read(store)
+            minHealthy = int(round(n * self.args.min_healthy))
+            _, plan = createRoll(snapshot, "web-v1", "web-v2", minHealthy)
+            self.fleet.low = len(self.fleet.passing)
+            cpu0, t1 = self.cpu(), time.time()
+            yield Planner(store).apply(plan)
+            yield self.waitUntil(lambda: self.fleet.done(2, n), 120 + n * 2, "the roll")
+            for _ in range(600):
+                gone = yield defer.gatherResults([store.get(keys.roll("web-v2")),
+                                                  store.get(v1.key)])
+                if gone == [None, None]:
+                    break
+                yield task.deferLater(self.reactor, 0.05, lambda: None)
+            else:
+                self._late("the roll's end")
+            end = time.time()
+            r["roll_cpu"] = self.cpuShare(cpu0, end - t1)
+            r["roll"] = max(max(self.fleet.health[2].values()), end) - t1
+            r["roll_low"], r["min_healthy"] = self.fleet.low, minHealthy
+            r["rss"], r["hwm"] = memory(self.orchestrator.pid)
+        finally:
+            yield self.stop()
+            yield store.close()
+        return r
+
+    def cpuShare(self, before, wall):
+        after = self.cpu()
+        return {"orchestrator": (after["orchestrator"] - before["orchestrator"]) / wall,
+                "agents": [(a - b) / wall for a, b in zip(after["agents"], before["agents"])]}
+
+    @defer.inlineCallbacks
+    def stop(self):
+        if self.orchestrator is not None and self.orchestrator.poll() is None:
+            self.orchestrator.send_signal(signal.SIGTERM)
+            for _ in range(200):
+                if self.orchestrator.poll() is not None:
+                    break
+                yield task.deferLater(self.reactor, 0.05, lambda: None)
+            else:
+                self.orchestrator.kill()
+                self.orchestrator.wait()
+        for a in self.agents:
+            if not a.ended.called:
+                a.transport.signalProcess("KILL")
+        yield defer.gatherResults([a.ended for a in self.agents])
+        self.log.close()
+
+
+def rawKazoo(hosts, n, window=16):
+    """
+    Raw kazoo's create throughput on the server at C{hosts}: C{n} creates of
+    manifest-sized values, C{window} in flight.
+
+    @return: creates per second.
+    """
+    import threading
+
+    from kazoo.client import KazooClient
+    client = KazooClient(hosts=hosts)
+    client.start(timeout=15)
+    root = "/rawcreate%d" % (os.getpid(),)
+    client.ensure_path(root)
+    value = b"\x01" + manifest(1)
+    slots = threading.Semaphore(window)
+    done = threading.Event()
+    remaining = [n]
+    lock = threading.Lock()
+
+    def finished(_):
+        slots.release()
+        with lock:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.set()
+    started = time.perf_counter()
+    for i in range(n):
+        slots.acquire()
+        client.create_async("%s/node%04d" % (root, i), value).rawlink(finished)
+    done.wait(120)
+    rate = n / (time.perf_counter() - started)
+    client.delete(root, recursive=True)
+    client.stop()
+    client.close()
+    return rate
+
+
+def report(results, raws, args, loads):
+    print("fleet benchmark: RC of N replicas over N simulated agents (%d agent process(es)), "
+          "then a roll of all N at min_healthy %d%%; load average %s"
+          % (args.agent_procs, round(args.min_healthy * 100),
+             " -> ".join("%.1f" % l for l in loads)))
+    print("%-10s %5s %9s %9s %9s %9s %8s %9s %9s %8s %13s"
+          % ("store", "N", "intents", "reality", "health", "roll", "low/min", "RSS idle",
+             "RSS end", "peak", "CPU orch/agents"))
+    for r in results:
+        print("%-10s %5d %8.2fs %8.2fs %8.2fs %8.2fs %4d/%-3d %7.1fMB %7.1fMB %6.1fMB %5.0f%%/%s"
+              % (r["store"], r["n"], r["intents"], r["reality"], r["health"], r["roll"],
+                 r["roll_low"], r["min_healthy"], r["rss_idle"], r["rss"], r["hwm"],
+                 r["roll_cpu"]["orchestrator"] * 100,
+                 "+".join("%.0f%%" % (a * 100) for a in r["schedule_cpu"]["agents"])))
+    print("(times from the RC's write, or the roll's; CPU: share of one core while scheduling "
+          "for the agents, while rolling for the orchestrator)")
+    ok = True
+    for r in results:
+        checks = []
+        rate = r["n"] / r["intents"]
+        if r["store"] == "zookeeper" and r["n"] in raws:
+            raw = raws[r["n"]]
+            checks.append(("scheduling %.0f intents/s vs raw kazoo %.0f creates/s" % (rate, raw),
+                           rate / raw, 0.5, rate / raw >= 0.5, "x%.2f (target >= 0.50)"))
+        ratio = r["roll"] / r["intents"]
+        checks.append(("roll %.2fs vs intents %.2fs" % (r["roll"], r["intents"]), ratio, 3.0,
+                       ratio < 3.0, "x%.2f (target < 3)"))
+        if r["n"] >= 1000:
+            checks.append(("orchestrator peak RSS %.1f MB" % (r["hwm"],), r["hwm"], 200,
+                           r["hwm"] < 200, "%.0f MB (target < 200)"))
+        for what, figure, floor, met, fmt in checks:
+            ok = ok and met
+            print("%-10s %5d  %-52s %s: %s" % (r["store"], r["n"], what, fmt % (figure,),
+                                             "met" if met else "NOT met"))
+    return ok
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--agents":
+        return agentsMain(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,300,1000")
+    parser.add_argument("--stores", default="zookeeper,local")
+    parser.add_argument("--agent-procs", type=int, default=2)
+    parser.add_argument("--min-healthy", type=float, default=0.9,
+                        help="the roll's min_healthy, as a fraction of N")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the orchestrator (cProfile stats in the work directory)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    stores = [s for s in args.stores.split(",") if s]
+    workdir = tempfile.mkdtemp(prefix="p2fleet")
+    zk = None
+    if "zookeeper" in stores:
+        from tests.zkserver import ZooKeeperServer
+        zk = ZooKeeperServer()
+        zk.start()
+    results, raws, loads, failures = [], {}, [os.getloadavg()[0]], []
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        for storeName in stores:
+            for n in sizes:
+                if storeName == "zookeeper":
+                    raws[n] = rawKazoo(zk.hosts, max(n, 1000))
+                    url = "zk://%s/fleet%d" % (zk.hosts, n)
+                else:
+                    url = "local://%s/fleet%d.db" % (workdir, n)
+                r = Run(reactor, args, storeName, url, n, workdir,
+                        zk if storeName == "zookeeper" else None)
+                try:
+                    results.append((yield r.run()))
+                except Exception as e:
+                    failures.append("%s %d: %s" % (storeName, n, e))
+                loads.append(os.getloadavg()[0])
+                sys.stderr.write("%s %d done: %s\n" % (
+                    storeName, n, results[-1] if results and results[-1]["n"] == n
+                    and results[-1]["store"] == storeName else failures[-1]))
+    try:
+        task.react(run)
+    except SystemExit as e:
+        if e.code:
+            print("failed; logs in %s" % (workdir,))
+            raise
+    finally:
+        if zk is not None:
+            zk.destroy()
+    ok = report(results, raws, args, loads) and not failures
+    for failure in failures:
+        print("FAILED: %s" % (failure,))
+    if args.keep:
+        print("work directory (logs): %s" % (workdir,))
+    else:
+        import shutil
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if args.check and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
