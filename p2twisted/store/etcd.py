@@ -292,10 +292,7 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
                 # mod_revision is 0: a compare that nothing passes.
                 compares.append(_compare(key, "CREATE", 0, "LESS"))
             elif version is not None:
-                # An absent key's mod_revision is 0, which no version of
-                # ours is: version 0 gets a compare nothing passes.
-                compares.append(_compare(key, "MOD", version) if version else
-                                _compare(key, "MOD", 0, "LESS"))
+                compares.append(_compare(key, "MOD", version))
             if len(compares) > len(checked):
                 checked.append(index)
             if isinstance(op, Create):
