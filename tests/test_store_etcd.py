@@ -243,6 +243,24 @@ class CommittedThenFailedTests(ServerMixin, unittest.TestCase):
         yield other.lock("locks/x")
 
     @defer.inlineCallbacks
+    def test_lockOfAnotherNotTaken(self):
+        """
+        A lock attempt answered with a 503 while another session holds the
+        lock is not mistaken for ours: it fails with L{StoreUnavailable}
+        (outcome unknown), and the holder keeps the lock.
+        """
+        proxy, url = self.proxy(lambda method, path, body: path == "/v3/kv/txn" and b'"lease"' in body)
+        holder = yield (yield self.client()).session(30)
+        yield holder.lock("locks/x", b"holder")
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        session = yield store.session(30)
+        e = yield self.assertFailure(session.lock("locks/x", b"holder"), StoreUnavailable)
+        self.assertIn("outcome unknown", str(e))
+        self.assertEqual(len(proxy.failed), 1)
+        self.assertEqual((yield store.get("locks/x")).owner, holder.id)
+
+    @defer.inlineCallbacks
     def test_createOutcomeUnknown(self):
         """
         A create answered with a 503 is not sent again: it fails with
