@@ -123,7 +123,11 @@ class AgentConfigTests(unittest.TestCase):
                 ("removal_grace: -1\n", "removal_grace: expected a number >= 0"),
                 ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0"),
                 ("allowed_run_as: root\n", "allowed_run_as: expected a list of names"),
-                ("pod_address: localhost\n", "pod_address: expected an IPv4 address")]:
+                ("pod_address: localhost\n", "pod_address: expected an IPv4 address"),
+                # TEST-NET-1: another host's address would have this agent
+                # report the health of whatever serves there.
+                ("pod_address: 192.0.2.1\n",
+                 "pod_address: 192.0.2.1 is not an address of this host")]:
             error = self.assertRaises(UsageError, self.load, text)
             self.assertIn(fragment, str(error))
 

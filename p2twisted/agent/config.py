@@ -67,12 +67,25 @@ def _podBytes(data, name):
 
 
 def _address(data, name):
+    """
+    An IPv4 address of this host: pods serve there and their health is
+    checked there, so another host's address would report the health of
+    whatever answers on that host.
+    """
     value = str(data.get(name) or "127.0.0.1")
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
         raise UsageError("agent config %s: expected an IPv4 address such as 127.0.0.2, got %r"
                          % (name, value))
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((value, 0))
+    except OSError as e:
+        raise UsageError("agent config %s: %s is not an address of this host (%s)"
+                         % (name, value, e.strerror))
+    finally:
+        probe.close()
     return value
 
 
