@@ -144,10 +144,12 @@ def runDescribe(options):
             "tasks": dict(template.tasks)})
     out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
     for option in allOptions:
-        default = "required" if option.required else "default %s" % (
+        default = " (required)" if option.required else " (default %s)" % (
             "none" if option.default in (None, []) else json.dumps(option.default),)
-        out.write("  %-18s %-5s %s (%s)\n" % (option.flag + " VALUE", option.type,
-                                               option.help, default))
+        if option.default is None and "(default: " in option.help:
+            default = ""  # the help says what an unset option means
+        out.write("  %-18s %-5s %s%s\n" % (option.flag + " VALUE", option.type,
+                                             option.help, default))
     out.write("\ntasks (p2 run NAME TASK ...):\n")
     if not template.tasks:
         out.write("  none\n")
