@@ -356,6 +356,7 @@ def waitRemoved(options, store, podId, nodes):
     reactor = options.reactor
     deadline = reactor.seconds() + options.timeout
     left = list(nodes)
+    graceShown = set()
     while True:
         still = []
         snapshot = yield Snapshot.read(store, (keys.REALITY, keys.status("pods"),
@@ -367,6 +368,12 @@ def waitRemoved(options, store, podId, nodes):
                 continue
             still.append(node)
             removals = agentRemovals(snapshot).get(node) or {}
+            until = (removals.get("grace_until") or {}).get(podId)
+            if isinstance(until, (int, float)) and node not in graceShown:
+                graceShown.add(node)
+                options.out.write("  %s: removal grace, removed in about %ds\n" % (
+                    node, max(0, round(until - reactor.seconds()))))
+                options.out.flush()
             if removals.get("state") == "held":
                 raise P2Error("%s's agent holds its removals (%s); run '%s' to let it remove %s"
                               % (node, removals.get("hold"), removals.get("confirm") or
