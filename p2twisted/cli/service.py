@@ -570,5 +570,5 @@ def runStatus(options):
                 out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
             if failing(state) and state["node"] == here:
                 writeLogTail(out, logTail(stateDir(options), name))
-    out.write("".join(heldNotes(removals) + ["%s\n" % (line,) for line in unreadable]))
+    out.write("".join(heldNotes(removals, snapshot.agentUp) + ["%s\n" % (line,) for line in unreadable]))
     return 0
