@@ -47,6 +47,9 @@ class Service(object):
 
     @ivar settings: the template's settings, defaults filled in.
     @ivar version: the store entry's version, or C{None} if not stored.
+    @ivar fleet: for a service deployed under a replication controller
+        (C{p2 deploy NAME --replicas N}), how it rolls:
+        C{{"min_healthy": M}}; else C{None}.
     """
 
     name = attr.ib()
@@ -55,11 +58,14 @@ class Service(object):
     created = attr.ib(default=None)
     updated = attr.ib(default=None)
     version = attr.ib(default=None)
+    fleet = attr.ib(default=None)
 
     def toBytes(self):
-        return json.dumps({"template": self.template, "settings": self.settings,
-                           "created": self.created, "updated": self.updated},
-                          sort_keys=True, indent=2).encode("utf-8") + b"\n"
+        data = {"template": self.template, "settings": self.settings,
+                "created": self.created, "updated": self.updated}
+        if self.fleet is not None:
+            data["fleet"] = self.fleet
+        return json.dumps(data, sort_keys=True, indent=2).encode("utf-8") + b"\n"
 
     @classmethod
     def fromEntry(cls, name, entry):
@@ -71,7 +77,7 @@ class Service(object):
         return cls(name, field(entry.key, data, "template", str, required=True),
                    field(entry.key, data, "settings", dict, default={}),
                    field(entry.key, data, "created", str), field(entry.key, data, "updated", str),
-                   entry.version)
+                   entry.version, field(entry.key, data, "fleet", dict))
 
 
 def getTemplate(name):
@@ -118,7 +124,8 @@ def addService(store, name, templateName, settings, replace=False):
     if replace:
         old = yield store.get(key)
         if old is not None:
-            service.created = Service.fromEntry(name, old).created
+            previous = Service.fromEntry(name, old)
+            service.created, service.fleet = previous.created, previous.fleet
         entry = yield store.put(key, service.toBytes())
     else:
         try:

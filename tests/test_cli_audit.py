@@ -19,7 +19,9 @@ class AuditCommandTests(P2CommandMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def appended(self):
         """
-        Append two events: a schedule 2 hours ago and a roll step now.
+        Append two events: a schedule 2 hours ago and a roll step 10
+        minutes ago (not "now": a C{p2} started on a loaded machine may take
+        more than a second, and C{--since 1s} must still leave it out).
         """
         store = yield openStore(self.url, reactor)
         try:
@@ -28,7 +30,7 @@ class AuditCommandTests(P2CommandMixin, unittest.TestCase):
                                                   {"nodes": ["n1", "n2"], "reason": "scale"})],
                                "farm@h:1", now - 7200)
             yield audit.append(store, [AuditEvent("roll", "web2", "step", {"new": 1})],
-                               "farm@h:2", now)
+                               "farm@h:2", now - 600)
         finally:
             yield store.close()
 

@@ -190,4 +190,5 @@ class PodStateTests(unittest.TestCase):
         result, _ = self.successResultOf(serviceStatus(counting))
         self.assertEqual([state["node"] for state in result[0]["nodes"]], sorted(nodes))
         self.assertEqual(counting.gets, [])
-        self.assertEqual(len(counting.lists), 1 + len(services.POD_TREES))
+        from p2twisted.cli.services_fleet import fleetTrees
+        self.assertEqual(len(counting.lists), 1 + len(services.POD_TREES) + len(fleetTrees()))

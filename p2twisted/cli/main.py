@@ -21,8 +21,8 @@ from p2twisted import __version__
 from p2twisted.errors import P2Error, SelectorError, UsageError
 
 #: Verb modules, in the order C{p2 --help} lists them.
-VERB_MODULES = ("namespace", "service", "services_agent", "services_tasks", "services_inspect", "node", "schedule", "manifest", "label",
-                "hook", "bin2pod", "audit", "store")
+VERB_MODULES = ("namespace", "service", "services_fleet", "services_agent", "services_tasks", "services_inspect", "node", "schedule", "manifest", "label",
+                "hook", "bin2pod", "rc", "roll", "audit", "store")
 
 #: C{(verb, module, help)} of every verb, in the order C{p2 --help} lists
 #: them.  Only the module of the verb given is imported (so C{p2 --help} or
@@ -36,6 +36,7 @@ VERBS = (
     ("add", "service", "define a service from a template"),
     ("config", "service", "show or change a service's settings"),
     ("deploy", "service", "run a service on nodes"),
+    ("scale", "services_fleet", "set how many nodes run a service"),
     ("undeploy", "service", "stop running a service on nodes"),
     ("remove", "service", "delete a service's definition"),
     ("status", "service", "show services: nodes, intent vs reality, health, errors"),
@@ -53,6 +54,8 @@ VERBS = (
     ("label", "label", "change, show and select labels"),
     ("hook", "hook", "schedule, list and remove hook pods"),
     ("bin2pod", "bin2pod", "wrap an executable into an artifact and a pod manifest"),
+    ("rc", "rc", "manage replication controllers"),
+    ("roll", "roll", "start, follow and abort rolling updates"),
     ("audit", "audit", "show the audit log: what orchestrators and people changed"),
     ("store", "store", "copy a namespace between coordination stores"),
 )

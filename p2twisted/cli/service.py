@@ -83,6 +83,15 @@ def register(subparsers):
                         help="how long --wait waits (default: 120)")
     deploy.add_argument("--no-host-check", action="store_true",
                         help="do not check that its port is free on this host")
+    deploy.add_argument("--replicas", type=int, default=None, metavar="N",
+                        help="run it on N nodes the orchestrator chooses, under a replication "
+                             "controller ('twistd p2-orchestrator'), instead of on --node")
+    deploy.add_argument("--selector", default=None, metavar="SELECTOR",
+                        help="with --replicas: the nodes to choose from, by label (default: "
+                             "every node)")
+    deploy.add_argument("--min-healthy", type=int, default=None, metavar="M",
+                        help="with --replicas: healthy pods a change of settings never goes "
+                             "below while it rolls (default: N-1)")
     deploy.set_defaults(run=runDeploy, writes=True)
 
     undeploy = subparsers.add_parser(
@@ -247,6 +256,7 @@ def parseChanges(changes):
 
 @defer.inlineCallbacks
 def runConfig(options):
+    from p2twisted.cli import services_fleet
     updates, reset = parseChanges(options.changes)
     store = yield options.openStore()
     try:
@@ -255,6 +265,7 @@ def runConfig(options):
             template = services.getTemplate(service.template)
             checkChangedKeys(template, list(updates) + reset)
             yield checkConfigHere(store, options, service, template, updates, reset)
+            fleet = yield services_fleet.configuredRC(store, options.name)
         if not (updates or reset):
             service = yield services.getService(store, options.name)
             nodes = yield services.deployedNodes(store, options.name)
@@ -282,6 +293,13 @@ def runConfig(options):
         nodes = yield services.deployedNodes(store, options.name)
         if new.settings == old.settings:
             pass
+        elif fleet is not None:
+            roll = yield services_fleet.rollSettings(store, options, options.name)
+            report.update(roll=roll.id)
+            out.write("rolling %s from %s to %s (%d replica(s), min healthy %d); follow it "
+                      "with 'p2 roll status %s --follow'\n" % (
+                          new.name, roll.old_rc, roll.new_rc, roll.desired, roll.min_healthy,
+                          roll.id))
         elif nodes:
             directory, baseURL = artifactLocation(options)
             manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
@@ -301,11 +319,20 @@ def runConfig(options):
 
 @defer.inlineCallbacks
 def runDeploy(options):
+    from p2twisted.cli import services_fleet
+    if options.replicas is not None:
+        code = yield services_fleet.runDeploy(options)
+        return code
+    if options.selector is not None or options.min_healthy is not None:
+        raise UsageError("--selector and --min-healthy go with --replicas N")
     nodes = [nodeName(n) for n in options.node] or [nodeName(None)]
     directory, baseURL = artifactLocation(options)
 
     @defer.inlineCallbacks
     def deploy(store):
+        yield services_fleet.refuseUnderRC(store, options.name, "change its count with 'p2 "
+                                           "scale %s N' or 'p2 deploy %s --replicas N'"
+                                           % (options.name, options.name))
         manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
                                          checkPortHere(nodes, options.no_host_check))
         options.out.write("deployed %s (sha %s) to %s\n"
@@ -320,10 +347,14 @@ def runDeploy(options):
 
 @defer.inlineCallbacks
 def runUndeploy(options):
+    from p2twisted.cli import services_fleet
     nodes = [nodeName(n) for n in options.node] if options.node else None
     store = yield options.openStore()
     try:
         yield services.getService(store, options.name)
+        yield services_fleet.refuseUnderRC(store, options.name, "scale it to 0 ('p2 scale %s "
+                                           "0'), and once the orchestrator removed its pods "
+                                           "delete the RC ('p2 rc delete ID')" % (options.name,))
         removed = yield services.undeploy(store, options.name, nodes)
         if not removed:
             where = " from " + ", ".join(nodes) if nodes else ""
@@ -390,9 +421,13 @@ def waitRemoved(options, store, podId, nodes):
 
 @defer.inlineCallbacks
 def runRemove(options):
+    from p2twisted.cli import services_fleet
     store = yield options.openStore()
     try:
         yield services.getService(store, options.name)
+        yield services_fleet.refuseUnderRC(store, options.name, "scale it to 0 ('p2 scale %s "
+                                           "0'), and once the orchestrator removed its pods "
+                                           "delete the RC ('p2 rc delete ID')" % (options.name,))
         nodes = yield services.deployedNodes(store, options.name)
         if nodes and not options.undeploy:
             raise P2Error("%s is deployed to %s; undeploy it first ('p2 undeploy %s') or "
@@ -484,7 +519,7 @@ def failing(state):
 def serviceStatus(store, name=None):
     """
     @return: L{Deferred} firing with C{([{"service", "template",
-        "settings", "nodes": [podState...]}], snapshot)}, the L{Snapshot}
+        "settings", "nodes": [podState...], "fleet"}], snapshot)}, the L{Snapshot}
         the states were read from (L{services.readPods}).  A definition
         that cannot be read has C{template} and C{settings} C{None} and an
         C{error} naming its key.
@@ -494,7 +529,9 @@ def serviceStatus(store, name=None):
         found = {name: (yield services.getService(store, name))}
     else:
         found = yield services.listServices(store, unreadable)
+    from p2twisted.cli import services_fleet
     snapshot = yield services.readPods(store)
+    snapshot, statuses = yield services_fleet.readFleet(store, snapshot)
     agents = {}
     result = []
     for serviceName in sorted(set(found) | set(unreadable)):
@@ -506,12 +543,14 @@ def serviceStatus(store, name=None):
                 agents[node] = agentState(snapshot, node)
             state["agent"] = agents[node]
             states.append(state)
+        fleet = services_fleet.fleetInfo(snapshot, serviceName, statuses)
         if service is None:
             result.append({"service": serviceName, "template": None, "settings": None,
-                           "nodes": states, "error": str(unreadable[serviceName])})
+                           "nodes": states, "error": str(unreadable[serviceName]),
+                           "fleet": fleet})
         else:
             result.append({"service": serviceName, "template": service.template,
-                           "settings": service.settings, "nodes": states})
+                           "settings": service.settings, "nodes": states, "fleet": fleet})
     return result, snapshot
 
 
@@ -540,7 +579,10 @@ def runStatus(options):
             out.write("%s: %s\n" % (name, info["error"]))
         else:
             out.write("%s (%s)\n" % (name, info["template"]))
-        if not info["nodes"]:
+        if info["fleet"]:
+            from p2twisted.cli.services_fleet import fleetLines
+            out.write("".join(fleetLines(info["fleet"])))
+        elif not info["nodes"]:
             out.write("  not deployed: run 'p2 deploy %s'\n" % (name,))
         for state in info["nodes"]:
             short = lambda sha: (sha or "-")[:12]  # noqa: E731

@@ -29,6 +29,20 @@ _TIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%MZ", "%Y-%m-%
           "%Y-%m-%d")
 
 
+def creates(events, who, when):
+    """
+    @return: the C{Create} ops appending C{events} (L{AuditEvent}s; their
+        C{who} and C{when} are set here), for a caller writing them in the
+        transaction that makes the change they tell of.
+    """
+    ops = []
+    for event in events:
+        event = event.stamped(who, when)
+        # Events of one process stamped alike keep their order.
+        ops.append(Create(event.key("%s.%012d" % (_PROCESS, next(_SEQUENCE))), event.toBytes()))
+    return ops
+
+
 def append(store, events, who, when):
     """
     Append C{events} (L{AuditEvent}s; their C{who} and C{when} are set
@@ -36,11 +50,7 @@ def append(store, events, who, when):
 
     @return: L{Deferred} firing with the keys written.
     """
-    ops = []
-    for event in events:
-        event = event.stamped(who, when)
-        # Events of one process stamped alike keep their order.
-        ops.append(Create(event.key("%s.%012d" % (_PROCESS, next(_SEQUENCE))), event.toBytes()))
+    ops = creates(events, who, when)
 
     @defer.inlineCallbacks
     def write():
