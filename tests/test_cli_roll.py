@@ -193,6 +193,10 @@ class FollowTests(unittest.TestCase):
         clock.advance(10)
         self.assertIn("new %s 1/1 (1 healthy) of 2" % (roll.new_rc,), out.getvalue())
         self.assertIn("ETA 10s", out.getvalue().rsplit("\r", 1)[-1])
+        # Nothing new turns healthy for 4 s: the ETA counts down, not up.
+        for _ in range(int(round(4 / rollcli.INTERVAL))):
+            clock.advance(rollcli.INTERVAL)
+        self.assertIn("ETA 6s", out.getvalue().rsplit("\r", 1)[-1])
         self.assertNoResult(d)
         self.successResultOf(store.delete(keys.roll(roll.id)))
         clock.advance(rollcli.INTERVAL)
