@@ -244,16 +244,17 @@ def follow(options, store):
         seen = True
         info = progress(roll, snapshot, farm)
         if options.json:
-            line = json.dumps(info, sort_keys=True)
+            line = change = json.dumps(info, sort_keys=True)
         else:
             line = progressLine(info, rate.eta(info, reactor.seconds()))
+            change = progressLine(info)  # a new ETA alone is no change to print a line for
         if tty:
             out.write("\r\x1b[K" + line)
             out.flush()
-        elif line != last:
+        elif change != last:
             out.write(line + "\n")
             out.flush()
-        last = line
+        last = change
         yield task.deferLater(reactor, INTERVAL, lambda: None)
     ending = yield _ending(store, options.id)
     if not seen and ending is None:
