@@ -184,6 +184,22 @@ class EndpointTests(unittest.TestCase):
         self.assertIn("'k'", str(e))
 
     @defer.inlineCallbacks
+    def test_openRefused(self):
+        """
+        Opening an C{etcd://} or C{consul://} store where no server listens
+        says what to check, as C{zk://} does, besides what failed.
+        """
+        from p2twisted.store import openStore
+        port = freePort()
+        for url, server in [("etcd://127.0.0.1:%d/p2" % (port,), "is etcd running there?"),
+                            ("consul://127.0.0.1:%d/p2" % (port,),
+                             "is the Consul agent running there?")]:
+            e = yield self.assertFailure(openStore(url), StoreUnavailable)
+            self.assertIn("http://127.0.0.1:%d/" % (port,), str(e))
+            self.assertIn("connection refused; " + server, str(e))
+            self.assertIn("store URL", str(e))
+
+    @defer.inlineCallbacks
     def test_timeout(self):
         """
         A server that does not answer in time is L{StoreUnavailable} saying

@@ -364,6 +364,14 @@ class HTTPEndpoint(object):
     def _error(self, key, method, path, detail, cls=StoreUnavailable):
         return cls(key, self.backend, "%s %s%s failed: %s" % (method, self.base, path, detail))
 
+    def notReached(self, error, server, scheme):
+        """
+        The error a store's first request gives when its server does not
+        answer: C{error} (a L{StoreUnavailable}) plus what to check.
+        """
+        return StoreUnavailable(error.key, self.backend, "%s; is %s running there? (check the host "
+                                "and port of the %s:// store URL)" % (error.detail, server, scheme))
+
     @defer.inlineCallbacks
     def close(self):
         """

@@ -103,12 +103,17 @@ class ConsulStore(SingleOpsMixin):
         try:
             response = yield http.request("GET", "/v1/kv/" + address.root, store._params(),
                                           expect=(200, 404, 403))
-            if response.code == 403:
-                raise StoreUnavailable(None, BACKEND, "Consul at %s refused the ACL token (%s): "
-                                       "check token_file" % (address.base, response.text()))
+        except StoreUnavailable as e:
+            yield http.close()
+            raise http.notReached(e, "the Consul agent", "consul")
         except Exception:
             yield http.close()
             raise
+        if response.code == 403:
+            text = response.text()
+            yield http.close()
+            raise StoreUnavailable(None, BACKEND, "Consul at %s refused the ACL token (%s): "
+                                   "check token_file" % (address.base, text))
         return store
 
     # -- helpers -------------------------------------------------------------

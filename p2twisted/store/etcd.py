@@ -189,6 +189,9 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
         endpoint = HTTPEndpoint(reactor, address.base, BACKEND, tls=address.tls)
         try:
             yield endpoint.request("GET", "/version", idempotent=True)
+        except StoreUnavailable as e:
+            yield endpoint.close()
+            raise endpoint.notReached(e, "etcd", "etcd")
         except Exception:
             yield endpoint.close()
             raise
