@@ -12,11 +12,13 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from p2twisted.errors import VersionConflict
+from p2twisted.intent import nodeMarker
 from p2twisted.orchestrate import audit
 from p2twisted.orchestrate.controllers import (
     DECIDE_AGAIN, FARMS, LOOK_AGAIN, RCController, RollController, SnapshotReader, WatchedReader)
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.plan import Plan, Schedule, UpdateRecord, Wait
+from p2twisted.orchestrate.rc import decide as rcDecide
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
 from p2twisted.store import keys
@@ -431,3 +433,93 @@ class WatchedReaderTests(unittest.TestCase):
         self.successResultOf(self.store.put(keys.health("web", "n1"), json.dumps(
             {"status": "passing", "output": "", "time": 1, "sha": "x"}).encode()))
         self.assertEqual(seen, [("health", True)])
+
+
+class LaggingStore(object):
+    """
+    A store whose watches of the trees in C{held} keep their news until
+    L{release}: watches of different trees deliver independently.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.held = set()
+        self._pending = {}
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def watch(self, prefix, callback):
+        def deliver(entries):
+            if prefix in self.held:
+                self._pending[prefix] = (callback, entries)
+            else:
+                callback(entries)
+        return self.store.watch(prefix, deliver)
+
+    def release(self):
+        self.held.clear()
+        pending, self._pending = self._pending, {}
+        for callback, entries in pending.values():
+            callback(entries)
+
+
+class ReadsItsOwnWritesTests(ControllerTestCase):
+    """
+    A controller reading snapshots from watches decides over its own last
+    writes, not a snapshot older than them.
+    """
+
+    def setUp(self):
+        ControllerTestCase.setUp(self)
+        # n1..n3 have agents, n4 and n5 none (down).
+        for n in ("n1", "n2", "n3", "n4", "n5"):
+            self.successResultOf(self.store.put(keys.intentNode(n), nodeMarker(n)))
+        for n in ("n1", "n2", "n3"):
+            self.successResultOf(self.store.put(keys.machine(n), b"{}"))
+        self.lagging = LaggingStore(self.store)
+        self.reader = WatchedReader(self.lagging, clock=self.clock)
+        self.reader.startService()
+        self.addCleanup(self.reader.stopService)
+        self.putRC(replicas=3)
+        self.controller = self.rcController(rcDecide)
+        self.successResultOf(self.controller.reconcile())
+        self.assertEqual(self.rcPods(), ["n1", "n2", "n3"])
+
+    def rcPods(self):
+        snapshot = self.successResultOf(Snapshot.read(self.store))
+        return [n for n in snapshot.nodes() if snapshot.intent(n, "web") is not None]
+
+    def scaleTo(self, count):
+        entry = self.successResultOf(self.store.get(keys.replicationController("web")))
+        rc4 = ReplicationController(id="web", manifest=MANIFEST, replicas_desired=count)
+        self.successResultOf(self.store.cas(entry.key, rc4.toBytes(), entry.version))
+
+    def test_noSecondReplicaWhileLabelsLag(self):
+        """
+        A replica placed on a down node, whose pod labels the next snapshot
+        does not show yet, is not placed again on another node: the read
+        waits until the watches show what the controller wrote.
+        """
+        self.lagging.held.add(keys.labelTree("pod"))
+        self.scaleTo(4)
+        self.successResultOf(self.controller.reconcile())
+        self.assertEqual(self.rcPods(), ["n1", "n2", "n3", "n4"])
+        again = self.controller.reconcile()
+        self.lagging.release()
+        self.successResultOf(again)
+        self.assertEqual(self.rcPods(), ["n1", "n2", "n3", "n4"])
+
+    def test_listsWhenWatchesStayBehind(self):
+        """
+        Watches that do not show the controller's writes within the
+        reader's patience are not waited for longer: the trees are listed.
+        """
+        self.lagging.held.add(keys.labelTree("pod"))
+        self.scaleTo(4)
+        self.successResultOf(self.controller.reconcile())
+        again = self.controller.reconcile()
+        self.assertNoResult(again)
+        self.clock.advance(self.reader.patience)
+        self.successResultOf(again)
+        self.assertEqual(self.rcPods(), ["n1", "n2", "n3", "n4"])

@@ -26,7 +26,7 @@ from p2twisted import records
 from p2twisted.errors import KeyExists, StoreError, VersionConflict
 from p2twisted.orchestrate import audit, rc as rcLogic, roll as rollLogic
 from p2twisted.orchestrate.farm import IController
-from p2twisted.orchestrate.plan import Plan, Planner, Wait
+from p2twisted.orchestrate.plan import Plan, Planner, Wait, batches
 from p2twisted.records.base import dumpObject
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.store import keys
@@ -70,8 +70,10 @@ class SnapshotReader(object):
         #: How many reads were made (for tests and logs).
         self.reads = 0
 
-    def read(self):
+    def read(self, after=()):
         """
+        @param after: ignored: a read begun after this call sees every write
+            made before it.
         @return: L{Deferred} firing with a snapshot begun after this call;
             fails with the store's error.
         """
@@ -97,6 +99,10 @@ class SnapshotReader(object):
         d.addBoth(done)
 
 
+#: Seconds a L{WatchedReader} waits for its watches to show a controller's
+#: own writes before it lists the trees instead.
+PATIENCE = 5.0
+
 #: The trees a L{WatchedReader} keeps: those a L{Snapshot} indexes for the
 #: controllers' decisions.
 WATCHED = (keys.INTENT, keys.REALITY, keys.MACHINES, keys.labelTree("node"),
@@ -116,14 +122,27 @@ class WatchedReader(service.Service):
     After each change to a tree (but its first delivery) it calls
     C{onChange(tree)}: news comes after the reads can see it.
 
+    A controller reads its own writes: L{read} given the keys it wrote (with
+    their versions before) waits until the watches show each of them
+    changed, or lists the trees afresh after C{patience} seconds.  The
+    trees' watches deliver independently, and a decision over a snapshot
+    showing a new pod's intent but not yet its pod labels scheduled the
+    replica a second time on another node (a create, which no fence or
+    compare-and-set refuses).
+
     @ivar reads: how many reads were answered (for tests and logs).
     """
 
-    def __init__(self, store, trees=WATCHED, onChange=None):
+    def __init__(self, store, trees=WATCHED, onChange=None, clock=None, patience=PATIENCE):
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.store = store
         self.trees = tuple(trees)
         self.onChange = onChange
+        self.clock = clock
+        self.patience = patience
         self.reads = 0
+        self._behind = []
         self._latest = {}
         self._snapshot = None
         self._waiting = []
@@ -148,9 +167,25 @@ class WatchedReader(service.Service):
                 waiting, self._waiting = self._waiting, []
                 for d in waiting:
                     d.callback(self._current())
+            behind, self._behind = self._behind, []
+            for after, d, timer in behind:
+                if self._shows(after):
+                    timer.cancel()
+                    d.callback(self._current())
+                else:
+                    self._behind.append((after, d, timer))
             if not first and self.onChange is not None:
                 self.onChange(tree)
         return changed
+
+    def _shows(self, after):
+        """Whether the watches delivered every tree, and changes of C{after}."""
+        if len(self._latest) != len(self.trees):
+            return False
+        snapshot = self._current()
+        trees = [keys.parse(tree) for tree in self.trees]
+        return all(snapshot.version(key) != version for key, version in after
+                   if any(keys.parse(key)[:len(tree)] == tree for tree in trees))
 
     def _current(self):
         if self._snapshot is None:
@@ -161,16 +196,32 @@ class WatchedReader(service.Service):
             self._snapshot = Snapshot(entries)
         return self._snapshot
 
-    def read(self):
+    def read(self, after=()):
         """
+        @param after: C{(key, version)} pairs: keys the caller changed from
+            C{version} (C{None}: absent) that the snapshot must show.
         @return: L{Deferred} firing with a L{Snapshot} of what the watches
-            last delivered, once each has delivered once.
+            last delivered, once each has delivered once and shows
+            C{after}; failing that, after C{patience} seconds, with the trees
+            listed afresh.
         """
         self.reads += 1
-        if len(self._latest) == len(self.trees):
+        after = tuple(after)
+        if not after:
+            if len(self._latest) == len(self.trees):
+                return defer.succeed(self._current())
+            d = defer.Deferred()
+            self._waiting.append(d)
+            return d
+        if self._shows(after):
             return defer.succeed(self._current())
         d = defer.Deferred()
-        self._waiting.append(d)
+
+        def impatient():
+            from p2twisted.orchestrate.snapshot import Snapshot
+            self._behind[:] = [b for b in self._behind if b[1] is not d]
+            Snapshot.read(self.store, self.trees).chainDeferred(d)
+        self._behind.append((after, d, self.clock.callLater(self.patience, impatient)))
         return d
 
 
@@ -195,6 +246,7 @@ class _Controller(object):
         self.who = who
         self._stopped = False
         self._status = None
+        self._wrote = ()
         self.statusKey = keys.status(self.kind, objectId)
 
     def start(self):
@@ -226,7 +278,10 @@ class _Controller(object):
         """
         if self._stopped:
             return None
-        snapshot = yield self.reader.read()
+        # What the last plan wrote must show, or this decides over a
+        # snapshot older than its own writes.
+        wrote, self._wrote = self._wrote, ()
+        snapshot = yield (self.reader.read(wrote) if wrote else self.reader.read())
         if self._stopped:
             return None
         try:
@@ -245,6 +300,7 @@ class _Controller(object):
             except StoreError as e:
                 # What went through before the failure is audited too.
                 done = getattr(e, "applied", ())
+                self._wrote = _writes(attr.evolve(outcome, changes=done), snapshot)
                 if done:
                     yield self.appendAudit(self.events(attr.evolve(outcome, changes=done,
                                                                    events=())))
@@ -260,6 +316,7 @@ class _Controller(object):
                 log.info("{kind} {object}: {error}; deciding again", kind=self.kind,
                          object=self.objectId, error=str(e), event="conflict")
                 return DECIDE_AGAIN
+            self._wrote = _writes(outcome, snapshot)
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
             yield self.appendAudit(self.events(outcome))
@@ -299,6 +356,16 @@ class _Controller(object):
                      object=self.objectId, error=str(e))
             return
         self._status = status
+
+
+def _writes(plan, snapshot):
+    """
+    @return: C{(key, version)} of each key the applied C{plan} wrote, with
+        its version in C{snapshot}, the one it was decided over.
+    """
+    return tuple((op.key, snapshot.version(op.key))
+                 for _, ops in batches(plan, snapshot) for op in ops
+                 if not isinstance(op, Check))
 
 
 def _iso(when):

@@ -160,7 +160,8 @@ class Orchestrator(service.MultiService):
         reader = WatchedReader(self.store, sorted(set(WATCHED) | set(news)),
                                lambda tree: [self.farms[name].nudge()
                                              for name in news.get(tree, ())
-                                             if name in self.farms])
+                                             if name in self.farms],
+                               clock=self.reactor)
         reader.setServiceParent(self)
         for name in self.config.farms:
             kind = self.kinds[name]
