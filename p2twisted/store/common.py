@@ -309,6 +309,31 @@ class CloseOnceMixin(object):
         return d
 
 
+class WatchesMixin(object):
+    """
+    C{watch} of a store whose C{_newWatch(prefix, delivery)} makes a watch
+    (with C{start()} and C{stop()}): it keeps the live ones in C{_watches}
+    and, once C{_closing} is set, answers with a delivery already cancelled.
+    """
+
+    def watch(self, prefix, callback):
+        checkPrefix(prefix, self.backend)
+        watches = []
+        delivery = Delivery(callback, lambda _: self._unwatch(watches[0]))
+        w = self._newWatch(prefix, delivery)
+        watches.append(w)
+        if self._closing is not None:
+            delivery.cancel()
+            return delivery
+        self._watches.add(w)
+        w.start()
+        return delivery
+
+    def _unwatch(self, w):
+        self._watches.discard(w)
+        w.stop()
+
+
 class SessionMixin(object):
     """
     C{lock} and C{whenLost} of a session with C{createEphemeral}, a C{lost}

@@ -48,7 +48,7 @@ from p2twisted.errors import (
 from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
-    Check, CloseOnceMixin, Create, Delete, Delivery, Entry, Put, Sequencer, SingleOpsMixin,
+    Check, CloseOnceMixin, Create, Delete, Entry, Put, Sequencer, SingleOpsMixin, WatchesMixin,
     checkKey, checkOps, checkPrefix, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
@@ -156,7 +156,7 @@ def _compare(key, target, value, result="EQUAL"):
 
 
 @implementer(IStore)
-class EtcdStore(CloseOnceMixin, SingleOpsMixin):
+class EtcdStore(CloseOnceMixin, SingleOpsMixin, WatchesMixin):
     """
     An L{IStore} on etcd.  Use L{open}.
     """
@@ -360,22 +360,8 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
 
     # -- watches, sessions, close ------------------------------------------------
 
-    def watch(self, prefix, callback):
-        checkPrefix(prefix, BACKEND)
-        watches = []
-        delivery = Delivery(callback, lambda _: self._unwatch(watches[0]))
-        w = EtcdWatch(self, prefix, delivery)
-        watches.append(w)
-        if self._closing is not None:
-            delivery.cancel()
-            return delivery
-        self._watches.add(w)
-        w.start()
-        return delivery
-
-    def _unwatch(self, w):
-        self._watches.discard(w)
-        w.stop()
+    def _newWatch(self, prefix, delivery):
+        return EtcdWatch(self, prefix, delivery)
 
     @defer.inlineCallbacks
     def session(self, ttl):
