@@ -141,6 +141,23 @@ def checkOps(ops, backend=None):
     return ops
 
 
+def checkedTransaction(ops, backend, apply):
+    """
+    The opening of a backend's C{transaction}: L{checkOps}, then
+    C{apply(ops)} unless there are none.
+
+    @return: L{Deferred} with C{apply}'s result (C{[]} for no ops), or
+        failing with the L{StoreError} of invalid ops.
+    """
+    try:
+        ops = checkOps(ops, backend)
+    except StoreError:
+        return defer.fail()
+    if not ops:
+        return defer.succeed([])
+    return apply(ops)
+
+
 def inSubtree(key, prefix):
     """
     @return: whether C{key} is C{prefix} or below it.

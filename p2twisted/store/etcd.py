@@ -49,7 +49,7 @@ from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
     Check, CloseOnceMixin, Create, Delete, Entry, Put, Sequencer, SingleOpsMixin, WatchesMixin,
-    checkKey, checkOps, checkPrefix, inSubtree)
+    checkKey, checkOps, checkPrefix, checkedTransaction, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 BACKEND = "etcd"
@@ -263,13 +263,7 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin, WatchesMixin):
         return self.transaction([op]).addCallbacks(lambda r: r[0], single)
 
     def transaction(self, ops):
-        try:
-            ops = checkOps(ops, BACKEND)
-        except StoreError:
-            return defer.fail()
-        if not ops:
-            return defer.succeed([])
-        return self._transact(ops)
+        return checkedTransaction(ops, BACKEND, self._transact)
 
     def _transact(self, ops, lease=None):
         """
