@@ -171,13 +171,21 @@ class StoreContractMixin(object):
         """
         A version of 0 is a version like any other: C{cas} with it, alone or
         in a transaction, never creates an absent key (Consul's C{?cas=0}
-        and txn C{cas} with index 0 mean 'only if absent').
+        and txn C{cas} with index 0 mean 'only if absent'; so does etcd's
+        C{mod_revision == 0}), and no check or delete at version 0 passes on
+        an absent key.
         """
         store = yield self.client()
         yield self.assertFailure(store.cas("cas0/k", b"x", 0), VersionConflict)
         e = yield self.assertFailure(
             store.transaction([Put("cas0/other", b""), Put("cas0/k", b"x", 0)]), VersionConflict)
         self.assertEqual(e.index, 1)
+        # Nor does an absent key pass a check or a delete at version 0.
+        for op in [Check("cas0/k", 0), Delete("cas0/k", 0)]:
+            e = yield self.assertFailure(
+                store.transaction([Put("cas0/other", b""), op]), VersionConflict)
+            self.assertEqual(e.index, 1)
+        yield self.assertFailure(store.delete("cas0/k", 0), VersionConflict)
         self.assertEqual((yield store.list("cas0")), {})
 
     @defer.inlineCallbacks

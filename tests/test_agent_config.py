@@ -85,6 +85,17 @@ class AgentConfigTests(unittest.TestCase):
         config = self.load("removal_grace: 2.5\nhold_timeout: 3600\n", node="n1")
         self.assertEqual((config.removalGrace, config.holdTimeout), (2.5, 3600))
 
+    def test_podAddress(self):
+        """
+        Pods listen on 127.0.0.1 unless C{pod_address} (or the flag) names
+        another address: each of several agents on one host takes its own.
+        """
+        self.assertEqual(self.load(node="n1").podAddress, "127.0.0.1")
+        self.assertEqual(self.load("pod_address: 127.0.0.2\n", node="n1").podAddress,
+                         "127.0.0.2")
+        self.assertEqual(self.load("pod_address: 127.0.0.2\n", pod_address="127.0.0.3",
+                                   node="n1").podAddress, "127.0.0.3")
+
     def test_expandedBytes(self):
         """
         C{max_expanded_bytes} limits the expanded size of every pod's
@@ -111,7 +122,8 @@ class AgentConfigTests(unittest.TestCase):
                 ("node: a/b\n", "must not contain '/'"),
                 ("removal_grace: -1\n", "removal_grace: expected a number >= 0"),
                 ("hold_timeout: soon\n", "hold_timeout: expected a number >= 0"),
-                ("allowed_run_as: root\n", "allowed_run_as: expected a list of names")]:
+                ("allowed_run_as: root\n", "allowed_run_as: expected a list of names"),
+                ("pod_address: localhost\n", "pod_address: expected an IPv4 address")]:
             error = self.assertRaises(UsageError, self.load, text)
             self.assertIn(fragment, str(error))
 

@@ -597,6 +597,8 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         self.assertEqual(statusURL(self.manifest(8443, http=False, path="/healthz")),
                          "https://127.0.0.1:8443/healthz")
         self.assertIs(statusURL(parseManifest(manifestYAML("web"))), None)
+        self.assertEqual(statusURL(self.manifest(8080), "127.0.0.2"),
+                         "http://127.0.0.2:8080/_status")
 
     def test_noCheck(self):
         """
@@ -617,6 +619,27 @@ class HTTPHealthCheckerTests(unittest.TestCase):
         url = "http://127.0.0.1:%d/_status" % (port,)
         self.assertEqual(result, HealthResult("passing", "GET %s: HTTP 200 ok" % (url,)))
         self.assertEqual(status.requests, [(b"/_status", b"p2-agent health check")])
+        yield tracking.whenEmpty()
+
+    @defer.inlineCallbacks
+    def test_podAddress(self):
+        """
+        A checker given the node's pod address checks there: of two servers
+        on one port, the one on 127.0.0.1 (another node's pod) is not asked.
+        """
+        other = Status(503, b"another node's pod")
+        mine = Status()
+        port, _ = self.serve(other)
+        tracking = TrackingFactory(server.Site(mine))
+        listening = reactor.listenTCP(port, tracking, interface="127.0.0.2")
+        self.addCleanup(listening.stopListening)
+        self.addCleanup(tracking.closeAll)
+        checker = HTTPHealthChecker(reactor, timeout=5.0, listener=lambda port, pod: None,
+                                    address="127.0.0.2")
+        self.addCleanup(checker.close)
+        result = yield checker.check(self.manifest(port))
+        self.assertEqual(result.status, "passing")
+        self.assertEqual((len(mine.requests), other.requests), (1, []))
         yield tracking.whenEmpty()
 
     @defer.inlineCallbacks

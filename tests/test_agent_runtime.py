@@ -160,7 +160,9 @@ class EnvTests(unittest.SynchronousTestCase):
             runtime.podEnv(self.layout, "web", "/data/pods/web/config/web_s.yaml"),
             {"POD_ID": "web", "POD_HOME": "/data/pods/web",
              "CONFIG_PATH": "/data/pods/web/config/web_s.yaml",
-             "POD_UNIQUE_KEY": "web"})
+             "POD_UNIQUE_KEY": "web", "POD_ADDRESS": "127.0.0.1"})
+        self.assertEqual(runtime.podEnv(self.layout, "web", "c.yaml", "127.0.0.2")["POD_ADDRESS"],
+                         "127.0.0.2")
 
     def test_launchableEnv(self):
         """
@@ -302,6 +304,31 @@ def _lowerLimits():
             except (OSError, ValueError):
                 pass
     os.umask(0o077)
+
+
+class PodAddressTests(unittest.TestCase):
+    """
+    A pod learns its node's pod address however it is started: from its env
+    dir (p2-exec) or from the environment chpst starts it with.
+    """
+
+    def test_chpstStart(self):
+        from twisted.internet import reactor
+        from p2twisted.agent.pods import PodOperations
+        from p2twisted.agent.testing import FakeSupervisor
+        from p2twisted.manifest import parseManifest
+        from tests.test_agent_hooks import makeConfig
+        config = makeConfig(os.path.abspath(self.mktemp()), podAddress="127.0.0.12")
+        ops = PodOperations(config, reactor, FakeSupervisor(), None, None, p2exec=["true"],
+                            isRoot=False)
+        ops.chpst = "/usr/bin/chpst"
+        manifest = parseManifest(b"id: web\nlaunchables:\n  app:\n    launchable_type: hoist\n"
+                                 b"    location: file:///a/web_1.tar.gz\n")
+        layout = PodLayout(config.podRoot, "web")
+        argv, env = ops._startArgv(manifest, layout, "app", "root", "bin/launch")
+        self.assertIn("/usr/bin/chpst", argv)
+        self.assertEqual(env["POD_ADDRESS"], "127.0.0.12")
+        self.assertEqual(ops._podEnv(manifest, layout, "c.yaml")["POD_ADDRESS"], "127.0.0.12")
 
 
 class ChpstArgvTests(unittest.TestCase):

@@ -8,7 +8,7 @@ import json
 import os
 import uuid
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from p2twisted.cli.store import BATCH_BYTES, CopyPlan, copyStore, mismatches
@@ -160,6 +160,97 @@ class CopyTests(unittest.TestCase):
         self.target.transaction = meddling
         e = yield self.assertFailure(copyStore(self.source, self.target), P2Error)
         self.assertIn("differs from memory://source at 1 keys: intent/n1/web", str(e))
+
+
+    @defer.inlineCallbacks
+    def test_interruptedThenForced(self):
+        """
+        A copy that fails half-way leaves a partial target: a rerun refuses
+        it (naming C{--force}), and a rerun with C{force} completes the copy.
+        """
+        for i in range(100):
+            yield self.source.put("intent/n1/p%03d" % (i,), b"m%d" % (i,))
+        original = self.target.transaction
+        calls = []
+
+        def crashing(ops):
+            calls.append(ops)
+            if len(calls) == 2:
+                return defer.fail(P2Error("connection lost"))
+            return original(ops)
+        self.target.transaction = crashing
+        yield self.assertFailure(copyStore(self.source, self.target), P2Error)
+        self.target.transaction = original
+        partial = yield self.values(self.target)
+        self.assertTrue(0 < len(partial) < 102, len(partial))
+        e = yield self.assertFailure(copyStore(self.source, self.target), P2Error)
+        self.assertIn("--force", str(e))
+        yield copyStore(self.source, self.target, force=True)
+        expected = yield self.values(self.source)
+        del expected["machines/n1"]
+        self.assertEqual((yield self.values(self.target)), expected)
+
+    @defer.inlineCallbacks
+    def test_sourceChangedMeanwhile(self):
+        """
+        A write to the source during the copy (an orchestrator or a p2
+        command still using it) fails the copy, naming the key, instead of
+        reporting a verified copy that lacks it.
+        """
+        original = self.target.transaction
+
+        def meanwhile(ops):
+            return original(ops).addCallback(
+                lambda r: self.source.put("intent/n1/db", b"new").addCallback(lambda _: r))
+        self.target.transaction = meanwhile
+        e = yield self.assertFailure(copyStore(self.source, self.target), P2Error)
+        self.assertIn("memory://source changed during the copy at 1 keys: intent/n1/db",
+                      str(e))
+        self.assertIn("--force", str(e))
+
+
+class BackendCopyTests(unittest.TestCase):
+    """
+    L{copyStore} into each real backend of values as large as the store
+    takes, alone and many together.
+    """
+
+    @defer.inlineCallbacks
+    def copyInto(self, url):
+        from p2twisted.store import openStore
+        source = MemoryStore(url="memory://source")
+        self.addCleanup(source.close)
+        values = {"big/%d" % i: (b"%d" % i) * MAX_VALUE for i in range(3)}
+        values.update({"mid/%02d" % i: b"m" * (MAX_VALUE // 5) for i in range(10)})
+        values.update({"small/%03d" % i: b"s" for i in range(100)})
+        for key, value in values.items():
+            yield source.put(key, value)
+        target = yield openStore(url, reactor)
+        self.addCleanup(target.close)
+        out = _Out()
+        yield copyStore(source, target, out=out)
+        self.assertIn("verified all %d keys" % (len(values),), out.text)
+        copied = yield target.list("")
+        self.assertEqual({k: e.value for k, e in copied.items()}, values)
+
+    def test_local(self):
+        return self.copyInto("local://" + os.path.abspath(self.mktemp()))
+
+    def test_zookeeper(self):
+        from tests import zkserver
+        return self.copyInto("zk://%s/p2-%s" % (zkserver.sharedServer().hosts,
+                                                 uuid.uuid4().hex[:12]))
+
+    def test_etcd(self):
+        from tests import etcdserver
+        return self.copyInto(etcdserver.sharedServer().url("/p2-" + uuid.uuid4().hex[:12]))
+
+    def test_consul(self):
+        from tests.consulserver import ConsulServer
+        server = ConsulServer(reactor)
+        server.start()
+        self.addCleanup(server.stop)
+        return self.copyInto("consul://%s/p2" % (server.address,))
 
 
 class _Out(object):

@@ -695,6 +695,13 @@ class P2CountAndStepTests(unittest.TestCase):
         # P2 waits for health it cannot see; a surge onto the free node1 loses none.
         ("initial unknown", 3, 0, {}, {}, {}, 3, 2, (0, 1), (0, 0)),
         ("initial migration from zero", 0, 0, {}, {}, {}, 3, 2, (0, 1), None),
+        # Health not reported yet (agents just started) is not known bad:
+        # taking node2 over could lose a healthy pod.  Known critical pods
+        # are spare: taking one over loses nothing (P2 waits).
+        ("initial, two not reported", 3, 0, {"node1": True, "node2": True, "node3": True}, {},
+         {"node1": P}, 3, 2, (0, 0), None),
+        ("initial, two critical", 3, 0, {"node1": True, "node2": True, "node3": True}, {},
+         {"node1": P, "node2": C, "node3": C}, 3, 2, (1, 1), (0, 0)),
         ("midway unhealthy", 2, 1, {"node1": True, "node2": True}, {"node3": True},
          {"node1": P, "node2": P, "node3": C}, 3, 2, (0, 0), None),
         ("midway unhealthy migration", 2, 1, {}, {"node3": True}, {"node3": C}, 3, 2,

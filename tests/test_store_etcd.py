@@ -6,6 +6,7 @@ lease expiry.
 """
 
 import base64
+import json
 import os
 import shutil
 import uuid
@@ -134,6 +135,26 @@ class EtcdLayoutTests(ServerMixin, unittest.TestCase):
         yield self.assertFailure(session.createEphemeral("machines/n2", b"x"), SessionLost)
 
     @defer.inlineCallbacks
+    def test_keepAliveNotQueuedBehindRequests(self):
+        """
+        A session's keep-alives do not wait behind the store's other
+        requests: with every request slot taken (a burst of writes to a slow
+        server), the lease is still renewed and its keys stay.
+        """
+        store = yield self.client()
+        session = yield store.session(2.0)
+        yield session.createEphemeral("machines/n1", b"up")
+        slots = store._http._slots
+        taken = yield defer.gatherResults([slots.acquire() for _ in range(slots.limit)])
+        self.addCleanup(lambda: [slots.release() for _ in taken])
+        renewed = session._renewed
+        yield waitFor(lambda: session._renewed > renewed + session.ttl, what="two renewals")
+        self.assertFalse(session.lost)
+        answer = self.server.call("/v3/kv/range", {
+            "key": base64.b64encode((self.root + "/machines/n1").encode()).decode()})
+        self.assertEqual(len(answer.get("kvs", [])), 1)
+
+    @defer.inlineCallbacks
     def test_transactionOverRequestLimit(self):
         """
         A transaction of values larger together than etcd takes in one
@@ -241,6 +262,18 @@ class EtcdRestartTests(ServerMixin, unittest.TestCase):
         yield rec.waitForValues({"r/new": b"1"})
 
     @defer.inlineCallbacks
+    def test_sessionLostWhileDown(self):
+        """
+        A session that cannot reach etcd for its TTL is lost: C{whenLost}
+        fires.
+        """
+        store = yield self.client()
+        session = yield store.session(2.0)
+        self.server.stop()
+        yield session.whenLost().addTimeout(20, reactor)
+        self.assertTrue(session.lost)
+
+    @defer.inlineCallbacks
     def test_unreachable(self):
         """
         Opening a store on a stopped server fails with L{StoreUnavailable}
@@ -249,6 +282,43 @@ class EtcdRestartTests(ServerMixin, unittest.TestCase):
         self.server.stop()
         e = yield self.assertFailure(self.makeStore(), StoreUnavailable)
         self.assertIn("127.0.0.1:%d" % (self.server.port,), str(e))
+
+
+class WatchStreamParseTests(unittest.TestCase):
+    """
+    The C{/v3/watch} stream as the gateway sends it (one JSON object per
+    line) read in chunks cut anywhere: inside an object, between objects,
+    several objects per chunk; a sibling key's event changes nothing.
+    """
+
+    def test_chunks(self):
+        from p2twisted.store.common import Delivery
+        from p2twisted.store.etcd import EtcdWatch, _Keys
+
+        class Store(object):
+            _keys = _Keys("/p2")
+
+        def kv(key, value, revision):
+            return {"key": base64.b64encode(b"/p2/" + key).decode(),
+                    "value": base64.b64encode(value).decode(), "mod_revision": str(revision)}
+        messages = [
+            {"result": {"header": {"revision": "5"}, "created": True}},
+            {"result": {"header": {"revision": "6"}, "events": [
+                {"kv": kv(b"x/a", u"\u00e9\u20ac".encode("utf-8") * 3, 6)},
+                {"kv": kv(b"x-1", b"sibling", 6)}]}},
+            {"result": {"header": {"revision": "7"}, "events": [
+                {"type": "DELETE", "kv": kv(b"x/a", b"", 7)}, {"kv": kv(b"x/b", b"2", 7)}]}}]
+        data = b"".join(json.dumps(m).encode("utf-8") + b"\n" for m in messages)
+        for size in [1, 2, 3, 7, 64, len(data)]:
+            got = []
+            watch = EtcdWatch(Store(), "x", Delivery(got.append))
+            watch.revision = 5
+            for i in range(0, len(data), size):
+                watch._received(data[i:i + size])
+            self.assertEqual([{k: e.value for k, e in snapshot.items()} for snapshot in got],
+                             [{"x/a": u"\u00e9\u20ac".encode("utf-8") * 3}, {"x/b": b"2"}],
+                             "chunks of %d bytes" % (size,))
+            self.assertEqual((watch.revision, watch._buffer), (7, b""))
 
 
 class ParseURLTests(unittest.TestCase):

@@ -4,6 +4,7 @@ The agent's settings: defaults, the optional config file (C{conf/agent.yaml}
 shows every one), then command-line flags.
 """
 
+import ipaddress
 import os
 import socket
 
@@ -46,6 +47,7 @@ class AgentConfig(object):
     hookKillAfter = attr.ib(default=60.0)
     removalGrace = attr.ib(default=10.0)
     holdTimeout = attr.ib(default=None)
+    podAddress = attr.ib(default="127.0.0.1")
 
 
 def _number(data, name, default, low=0.0):
@@ -62,6 +64,16 @@ def _podBytes(data, name):
                          "got %r" % (name, value))
     return {str(pod): int(_number({"%s.%s" % (name, pod): limit}, "%s.%s" % (name, pod), None, 1))
             for pod, limit in value.items()}
+
+
+def _address(data, name):
+    value = str(data.get(name) or "127.0.0.1")
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise UsageError("agent config %s: expected an IPv4 address such as 127.0.0.2, got %r"
+                         % (name, value))
+    return value
 
 
 def _names(data, name):
@@ -133,4 +145,5 @@ def agentConfig(path=None, flags=None, environ=None):
         hookKillAfter=_number(data, "hook_kill_after", 60.0, 0.01),
         removalGrace=_number(data, "removal_grace", 10.0, 0.0),
         holdTimeout=holdTimeout,
+        podAddress=_address(data, "pod_address"),
     )

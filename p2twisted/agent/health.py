@@ -2,7 +2,8 @@
 """
 Health checks: the agent checks every installed pod that declares a status
 check (manifest C{status:}) every L{INTERVAL} seconds with
-C{GET http(s)://127.0.0.1:<port><path>} and publishes the result at
+C{GET http(s)://<pod address>:<port><path>} (the agent's C{pod_address},
+127.0.0.1 by default) and publishes the result at
 C{health/<pod_id>/<node>}: JSON C{{status, output, time, sha}}, C{status}
 C{passing} (a 2xx answer within L{TIMEOUT} seconds) or C{critical}; the
 output is one plain line: C{GET <url>: HTTP <code> <the status page without
@@ -164,15 +165,16 @@ def oneLine(body, limit=MAX_LINE):
     return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
-def statusURL(manifest):
+def statusURL(manifest, address="127.0.0.1"):
     """
+    @param address: the node's pod address.
     @return: the URL of C{manifest}'s status check, or C{None} without one.
     """
     status = manifest.status
     if not status.port:
         return None
-    return "%s://127.0.0.1:%d%s" % ("http" if status.http else "https", status.port,
-                                    status.path)
+    return "%s://%s:%d%s" % ("http" if status.http else "https", address, status.port,
+                             status.path)
 
 
 class _QuietPool(HTTPConnectionPool):
@@ -191,21 +193,24 @@ class HTTPHealthChecker(object):
     P2's check: C{GET} the pod's status URL; a 2xx answer is passing.
     """
 
-    def __init__(self, reactor, timeout=TIMEOUT, listener=None):
+    def __init__(self, reactor, timeout=TIMEOUT, listener=None, address="127.0.0.1"):
         """
+        @param address: where this node's pods listen (the agent's
+            C{pod_address}).
         @param listener: callable C{(port, pod id)} returning one line when
             another program than the pod listens on the port, else C{None}
             (default: L{PodListenerCheck}, from C{/proc}).
         """
         self.reactor = reactor
         self.timeout = timeout
+        self.address = address
         self.listener = PodListenerCheck() if listener is None else listener
         self._pool = _QuietPool(reactor, persistent=False)
         self._agent = Agent(reactor, contextFactory=_LocalTLS(), pool=self._pool,
                             connectTimeout=timeout)
 
     def check(self, manifest):
-        url = statusURL(manifest)
+        url = statusURL(manifest, self.address)
         if url is None:
             return defer.succeed(None)
         d = self._agent.request(b"GET", url.encode("ascii"),

@@ -213,7 +213,7 @@ class PodOperations(object):
         """
         from p2twisted.agent.health import (
             HTTPHealthChecker, PodHealthChecker, ServiceUptimeChecker)
-        return PodHealthChecker(HTTPHealthChecker(self.reactor),
+        return PodHealthChecker(HTTPHealthChecker(self.reactor, address=self.config.podAddress),
                                 ServiceUptimeChecker(self.supervisor, self.config.minUptime))
 
     def facts(self):
@@ -381,9 +381,16 @@ class PodOperations(object):
         entries = self.installer.entryPoints(installDir, launchable.entryPoints)
         return installDir, entries
 
+    def _podEnv(self, manifest, layout, configPath):
+        """
+        @return: the pod env dir's variables (L{runtime.podEnv}) on this
+            node: what the env dir holds and what chpst starts pods with.
+        """
+        return runtime.podEnv(layout, manifest.id, configPath, self.config.podAddress)
+
     def _writeRuntime(self, manifest, layout, user):
         configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML())
-        runtime.writeEnvDir(layout.envDir, runtime.podEnv(layout, manifest.id, configPath))
+        runtime.writeEnvDir(layout.envDir, self._podEnv(manifest, layout, configPath))
         for launchableId, launchable in manifest.launchables.items():
             runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
                 layout, launchableId, launchable.restartTimeout, launchable.env))
@@ -424,7 +431,7 @@ class PodOperations(object):
         launchable = manifest.launchables[launchableId]
         if self.chpst and not launchable.cgroup:
             # The env dirs' variables, as _writeRuntime writes them.
-            environment = runtime.podEnv(layout, manifest.id, layout.configPath(manifest.sha()))
+            environment = self._podEnv(manifest, layout, layout.configPath(manifest.sha()))
             environment.update(runtime.launchableEnv(
                 layout, launchableId, launchable.restartTimeout, launchable.env))
             started = runtime.chpstArgv(self.chpst, layout, launchableId, user, entry,

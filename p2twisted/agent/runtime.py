@@ -27,7 +27,7 @@ from p2twisted.errors import AgentError
 #: C{env} may not set them: the launchable env dir is loaded after the pod's,
 #: so a user value would silently replace P2's (as it did in P2).
 RESERVED_ENV = frozenset([
-    "POD_ID", "POD_HOME", "POD_UNIQUE_KEY", "CONFIG_PATH",
+    "POD_ID", "POD_HOME", "POD_UNIQUE_KEY", "CONFIG_PATH", "POD_ADDRESS",
     "LAUNCHABLE_ID", "LAUNCHABLE_ROOT", "RESTART_TIMEOUT", "ENTRY_POINT",
 ])
 
@@ -226,16 +226,20 @@ def writeEnvDir(dirPath, mapping):
     return dirPath
 
 
-def podEnv(podLayout, podId, configPath):
+def podEnv(podLayout, podId, configPath, address="127.0.0.1"):
     """
+    @param address: the node's pod address (agent setting C{pod_address}).
     @return: the pod env dir's variables: C{POD_ID}, C{POD_HOME},
-        C{CONFIG_PATH}, C{POD_UNIQUE_KEY} (the pod id: pods are keyed by id).
+        C{CONFIG_PATH}, C{POD_UNIQUE_KEY} (the pod id: pods are keyed by id),
+        C{POD_ADDRESS} (where the pod should listen: its health is checked
+        there; several agents on one host each have their own).
     """
     return {
         "POD_ID": podId,
         "POD_HOME": podLayout.home,
         "CONFIG_PATH": configPath,
         "POD_UNIQUE_KEY": podId,
+        "POD_ADDRESS": address,
     }
 
 

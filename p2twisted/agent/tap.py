@@ -25,6 +25,8 @@ class Options(usage.Options):
         ["state-dir", None, None, "agent state: service dirs, artifact cache"],
         ["supervisor", None, None, "auto, runit or builtin (default: auto)"],
         ["status-port", None, None, "serve GET /_status on 127.0.0.1:PORT"],
+        ["pod-address", None, None, "the address this node's pods serve on ($POD_ADDRESS) and "
+                                    "their health checks reach (default: 127.0.0.1)"],
     ]
 
 
@@ -43,6 +45,7 @@ def makeService(options, reactor=None):
             "store": options["store"], "node": options["node"], "pod_root": options["pod-root"],
             "state_dir": options["state-dir"], "supervisor": options["supervisor"],
             "status_port": int(options["status-port"]) if options["status-port"] else None,
+            "pod_address": options["pod-address"],
         })
         pods = PodOperations.fromConfig(config, reactor)
     except (P2Error, ValueError) as e:

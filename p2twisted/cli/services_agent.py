@@ -34,6 +34,10 @@ def register(subparsers):
                                  "installed)")
         parser.add_argument("--status-port", type=int, metavar="PORT",
                             help="serve the agent's GET /_status on 127.0.0.1:PORT")
+        parser.add_argument("--pod-address", metavar="ADDRESS",
+                            help="the address this node's pods listen on ($POD_ADDRESS) and "
+                                 "their status checks reach (default: 127.0.0.1); several "
+                                 "agents on one host each take their own, e.g. 127.0.0.11")
         if name == "start":
             parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                                 help="how long to wait for the agent to open the store "
@@ -74,6 +78,8 @@ def agentArguments(options, state):
         argv += ["--supervisor", options.supervisor]
     if options.status_port:
         argv += ["--status-port", str(options.status_port)]
+    if options.pod_address:
+        argv += ["--pod-address", options.pod_address]
     if options.config:  # its node, grace and the like, as this command read it
         argv += ["--config", os.path.abspath(options.config)]
     return argv

@@ -7,7 +7,8 @@ Only persistent keys are copied: ephemeral keys (agent presence, locks)
 belong to live sessions of the source and are re-created by their owners
 once they run on the target.  A target holding keys is refused unless
 C{--force}, which replaces its persistent keys with the source's.  After
-writing, every key is read back from the target and compared.
+writing, every key is read back from the target and compared, and the
+source is read again: a write to it during the copy fails the copy.
 """
 
 import attr
@@ -17,10 +18,11 @@ from p2twisted.errors import P2Error, UsageError
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, MAX_VALUE, Delete, Put
 
-#: Value bytes per transaction: one op of 512 KiB always fits, and a batch
-#: stays under every backend's request limit (ZooKeeper's 1 MB, etcd's
-#: 1.5 MiB after base64).
-BATCH_BYTES = MAX_VALUE
+#: Value bytes per transaction: a batch stays under every backend's request
+#: limit (Consul's 512 KiB txn body, where values travel base64-encoded;
+#: ZooKeeper's 1 MB; etcd's 1.5 MiB).  A larger value is written alone with
+#: C{put}, which every backend takes up to 512 KiB.
+BATCH_BYTES = MAX_VALUE // 2
 
 
 def register(subparsers):
@@ -89,7 +91,8 @@ class CopyPlan(object):
     def batches(self):
         """
         @return: lists of ops (deletes of stale keys, then puts), each at
-            most L{MAX_OPS} ops and L{BATCH_BYTES} bytes of values (or one op).
+            most L{MAX_OPS} ops and L{BATCH_BYTES} bytes of values (or one
+            op, a larger value).
         """
         ops = [Delete(k) for k in self.stale] + [
             Put(k, self.copy[k].value) for k in sorted(self.copy)]
@@ -123,7 +126,8 @@ def copyStore(source, target, force=False, dryRun=False, out=None):
 
     @return: L{Deferred} firing with the L{CopyPlan} carried out.
     @raise P2Error: when the source is empty, the target holds keys and not
-        C{force}, or the copy read back differs.
+        C{force}, the copy read back differs, or the source changed
+        meanwhile.
     """
     write = out.write if out is not None else (lambda text: None)
     plan = CopyPlan.between((yield source.list("")), (yield target.list("")))
@@ -146,13 +150,23 @@ def copyStore(source, target, force=False, dryRun=False, out=None):
         return plan
     count = 0
     for batch in plan.batches():
-        yield target.transaction(batch)
+        if len(batch) == 1 and isinstance(batch[0], Put):
+            yield target.put(batch[0].key, batch[0].value)
+        else:
+            yield target.transaction(batch)
         count += 1
     wrong = mismatches(plan, (yield target.list("")))
     if wrong:
         raise P2Error("the copy in %s differs from %s at %d keys: %s" % (
             target.url, source.url, len(wrong), ", ".join(wrong[:10])))
-    write("copied in %d transaction(s); read back and verified all %d keys\n" % (
+    again = CopyPlan.between((yield source.list("")), {}).copy
+    changed = sorted(k for k in set(again) | set(plan.copy) if k not in again or
+                     k not in plan.copy or again[k].version != plan.copy[k].version)
+    if changed:
+        raise P2Error("%s changed during the copy at %d keys: %s; stop what writes to it "
+                      "(agents, orchestrators, p2 commands) and copy again with --force" % (
+                          source.url, len(changed), ", ".join(changed[:10])))
+    write("copied in %d write(s); read back and verified all %d keys\n" % (
         count, len(plan.copy)))
     if plan.nodes:
         # Their markers have new store versions: the failsafe sees them as new.

@@ -90,8 +90,10 @@ class Counts(object):
     @ivar healthy: real pods whose health is passing.
     @ivar unknown: desired pods not yet placed, plus real pods whose health
         is not reported or C{"unknown"}.
-    @ivar spare: current pods not healthy on nodes the other RC may take
-        over, beyond the surplus it will take first.
+    @ivar spare: current pods known not to be healthy (critical, or not
+        running the RC's manifest) on nodes the other RC may take over,
+        beyond the surplus it will take first.  A pod whose health is not
+        reported yet may be serving: it is not spare.
     """
 
     desired = attr.ib()
@@ -120,7 +122,8 @@ def count(rc, snapshot, takerEligible=None):
         snapshot.health(rc.podId, n), "status", UNKNOWN) == UNKNOWN]
     spare = 0
     if takerEligible is not None:
-        notHealthy = len([n for n in nodes if n in takerEligible and n not in healthy])
+        notHealthy = len([n for n in nodes if n in takerEligible and n not in healthy
+                          and n not in unknown])
         spare = max(0, notHealthy - max(0, len(nodes) - rc.replicas_desired))
     return Counts(desired=rc.replicas_desired, current=len(nodes), real=len(real),
                   healthy=len(healthy), unhealthy=len(real) - len(healthy) - len(unknown),

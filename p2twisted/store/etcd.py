@@ -197,16 +197,17 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin, WatchesMixin):
     # -- the gateway -----------------------------------------------------------
 
     @defer.inlineCallbacks
-    def call(self, path, body, key=None, idempotent=False, timeout=None):
+    def call(self, path, body, key=None, idempotent=False, timeout=None, blocking=False):
         """
-        POST C{body} to the gateway's C{path}.
+        POST C{body} to the gateway's C{path}; a C{blocking} one (a
+        keep-alive) does not wait for a free request slot.
 
         @return: L{Deferred} firing with the decoded answer; fails with the
             typed error of etcd's answer.
         """
         response = yield self._http.request(
             "POST", path, body=body, key=key, idempotent=idempotent, timeout=timeout,
-            expect=(200, 400, 404, 413, 429))
+            expect=(200, 400, 404, 413, 429), blocking=blocking)
         try:
             answer = response.json()
         except ValueError:
@@ -541,7 +542,7 @@ class EtcdSession(RenewedSession):
             f.trap(SessionLost)
             return False
         d = self.store.call("/v3/lease/keepalive", {"ID": str(self.lease)},
-                            timeout=max(timeout, 0.5))
+                            timeout=max(timeout, 0.5), blocking=True)
         return d.addCallbacks(alive, gone)
 
     def destroy(self):
