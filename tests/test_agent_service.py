@@ -311,6 +311,23 @@ class AgentServiceTests(unittest.TestCase):
             "until one is written ('p2 node add n1'; a new marker holds removals until "
             "'p2 node confirm n1')\n"])
 
+    def test_noMarkerAgentGone(self):
+        """
+        A node removed (its marker deleted) whose agent then stopped is not
+        said to act on nothing ever after: its last status stays in the
+        store, but without the agent's presence C{p2 status} and C{p2
+        inspect} do not tell to write a marker for it.
+        """
+        agent = self.startAgent()
+        self.schedulePods(DB)
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "db")), Delete(keys.intentNode("n1"))]))
+        self.assertEqual(len(heldNotes(agentRemovals(self.view()), self.view().agentUp)), 1)
+        self.successResultOf(agent.stopService())
+        view = self.view()
+        self.assertEqual(agentRemovals(view)["n1"]["state"], "no-marker")
+        self.assertEqual(heldNotes(agentRemovals(view), view.agentUp), [])
+
     def wipeAndRestore(self):
         """
         Schedule web and db, wipe the node's intent at once, then schedule

@@ -620,6 +620,26 @@ class UndeployWaitTests(unittest.TestCase):
         self.assertEqual(self.result, [0])
         self.assertIn("n1: removed", self.options.out.getvalue())
 
+    def test_graceShown(self):
+        """
+        While the agent waits out its removal grace, the wait says so once,
+        with the seconds left, rather than nothing for 10 s.
+        """
+        self.clock.advance(100)
+        self.store.put(keys.status("agents", "n1"), json.dumps({"removals": {
+            "state": "grace", "hold": None, "held": [], "orphans": [],
+            "grace_until": {"job": 110.0}}}).encode())
+        self.undeploy()
+        self.clock.advance(0.2)
+        self.clock.advance(0.2)
+        self.assertEqual(self.options.out.getvalue().count("removal grace"), 1)
+        self.assertIn("n1: removal grace, removed in about 10s", self.options.out.getvalue())
+        self.assertEqual(self.result, [])
+        self.store.delete(keys.reality("n1", "job"))
+        self.store.delete(keys.status("pods", "n1", "job"))
+        self.clock.advance(1)
+        self.assertEqual(self.result, [0])
+
     def test_held(self):
         """
         An agent holding its removals ends the wait at once, naming the

@@ -193,12 +193,49 @@ class FollowTests(unittest.TestCase):
         clock.advance(10)
         self.assertIn("new %s 1/1 (1 healthy) of 2" % (roll.new_rc,), out.getvalue())
         self.assertIn("ETA 10s", out.getvalue().rsplit("\r", 1)[-1])
+        # Nothing new turns healthy for 4 s: the ETA counts down, not up.
+        for _ in range(int(round(4 / rollcli.INTERVAL))):
+            clock.advance(rollcli.INTERVAL)
+        self.assertIn("ETA 6s", out.getvalue().rsplit("\r", 1)[-1])
         self.assertNoResult(d)
         self.successResultOf(store.delete(keys.roll(roll.id)))
         clock.advance(rollcli.INTERVAL)
         self.assertEqual(self.successResultOf(d), 0)
         self.assertTrue(out.getvalue().endswith("\r\x1b[Kroll %s ended\n" % (roll.id,)))
         self.assertNotIn("\n", out.getvalue()[:-1])
+
+    def test_notTerminalNoLinePerTick(self):
+        """
+        Not on a terminal, a line is printed per change of the roll, not per
+        second of a changing ETA while it waits.
+        """
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        old = ReplicationController("v1", POD % (1,), 2)
+        self.successResultOf(store.put(old.key, old.toBytes()))
+        planner = RecordingPlanner(store)
+        snapshot = self.successResultOf(planner.snapshot())
+        roll, plan = edit.startRoll(snapshot, "v1", 1, manifest=POD % (2,))
+        self.successResultOf(planner.apply(plan))
+        out = io.StringIO()
+        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=False))()
+        d = rollcli.follow(options, store)
+        new = ReplicationController(roll.new_rc, POD % (2,), 1)
+        self.successResultOf(store.put(new.key, new.toBytes()))
+        self.successResultOf(store.put(keys.label("pod", "n1/web"), json.dumps(
+            {"replication_controller_id": roll.new_rc, "pod_id": "web"}).encode()))
+        self.successResultOf(store.put(keys.reality("n1", "web"), POD % (2,)))
+        self.successResultOf(store.put(keys.health("web", "n1"), json.dumps(
+            {"status": "passing", "sha": new.sha, "output": "", "time": 0}).encode()))
+        clock.advance(10)
+        lines = out.getvalue().count("\n")
+        self.assertIn("ETA 10s", out.getvalue())
+        for _ in range(5):
+            clock.advance(rollcli.INTERVAL)
+        self.assertEqual(out.getvalue().count("\n"), lines)
+        self.successResultOf(store.delete(keys.roll(roll.id)))
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
 
     def test_progressLine(self):
         info = {"state": "rolling_back", "desired": 3, "min_healthy": 2, "old_rc": "a",

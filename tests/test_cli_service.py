@@ -61,6 +61,19 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("packages ", out)
 
     @defer.inlineCallbacks
+    def test_describeUnsetDefault(self):
+        """
+        An option whose help says what leaving it unset means (C{--run-as}: the
+        service name) is not also said to default to none.
+        """
+        out = yield self.succeed("describe", "static")
+        [line] = [line for line in out.splitlines() if "--run-as" in line]
+        self.assertIn("(default: the service name;", line)
+        self.assertNotIn("default none", line)
+        [line] = [line for line in out.splitlines() if "--directory" in line]
+        self.assertTrue(line.endswith("(required)"), line)
+
+    @defer.inlineCallbacks
     def test_unknownTemplate(self):
         line, code = yield self.p2Fails("describe", "plone4")
         self.assertIn("known templates: command, python, static", line)

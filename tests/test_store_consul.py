@@ -12,11 +12,13 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from p2twisted.errors import (
-    InvalidTransaction, KeyExists, SessionLost, StoreUnavailable, UsageError, VersionConflict)
+    AlreadyLocked, InvalidTransaction, KeyExists, SessionLost, StoreUnavailable, UsageError,
+    VersionConflict)
 from p2twisted.store import consul, openStore
 from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
 from p2twisted.store.consul import ConsulStore, parseURL
 from tests.consulserver import ConsulServer
+from tests.httpservers import CommitThenFail, once, serve
 from tests.servers import failOnStoreWarnings
 from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 from tests.zkserver import freePort
@@ -335,6 +337,82 @@ class ConsulLayoutTests(ServerMixin, unittest.TestCase):
         yield store.close()
         yield self.assertFailure(store.get("a"), StoreUnavailable)
         self.assertRaises(StoreUnavailable, store.watch, "a", lambda s: None)
+
+
+class CommittedThenFailedTests(ServerMixin, unittest.TestCase):
+    """
+    The agent applies a write, then answers 500 ("leadership lost while
+    committing log"): the write must not be reported as a conflict with
+    itself.
+    """
+
+    kv = ConsulLayoutTests.kv
+
+    def proxy(self, pick):
+        proxy = CommitThenFail(reactor, "http://" + self.server.address, once(pick),
+                               (500, b"leadership lost while committing log"))
+        url = "consul://%s/%s" % (serve(self, proxy, reactor)[len("http://"):], self.prefix)
+        return proxy, url
+
+    @defer.inlineCallbacks
+    def test_lockApplied(self):
+        """
+        A lock taken, then answered with a 500, is ours: C{lock} succeeds
+        (a retry would have said C{AlreadyLocked}, and the key would stay
+        locked by our own session for its life), and others are refused.
+        """
+        proxy, url = self.proxy(lambda method, path, body: b'"lock"' in body)
+        store = yield self.open(url)
+        session = yield store.session(30)
+        lock = yield session.lock("locks/x", b"me")
+        self.assertEqual(len(proxy.failed), 1)
+        self.assertEqual(self.kv()[self.prefix + "/locks/x"]["Session"], session.id)
+        other = yield (yield self.open()).session(30)
+        yield self.assertFailure(other.lock("locks/x"), AlreadyLocked)
+        yield lock.release()
+        yield other.lock("locks/x")
+
+    @defer.inlineCallbacks
+    def test_lockOfAnotherNotTaken(self):
+        """
+        A lock attempt answered with a 500 while another session holds the
+        lock is not mistaken for ours: it fails with L{StoreUnavailable}
+        (outcome unknown), and the holder keeps the lock.
+        """
+        proxy, url = self.proxy(lambda method, path, body: b'"lock"' in body)
+        holder = yield (yield self.open()).session(30)
+        yield holder.lock("locks/x", b"holder")
+        store = yield self.open(url)
+        session = yield store.session(30)
+        e = yield self.assertFailure(session.lock("locks/x", b"holder"), StoreUnavailable)
+        self.assertIn("outcome unknown", str(e))
+        self.assertEqual(len(proxy.failed), 1)
+        self.assertEqual((yield store.get("locks/x")).owner, holder.id)
+
+    @defer.inlineCallbacks
+    def test_createOutcomeUnknown(self):
+        """
+        A create answered with a 500 is not sent again: it fails with
+        L{StoreUnavailable} saying the outcome is unknown, not a false
+        L{KeyExists}; a cas likewise.
+        """
+        proxy, url = self.proxy(lambda method, path, body: path == "/v1/txn")
+        store = yield self.open(url)
+        e = yield self.assertFailure(store.create("a", b"1"), StoreUnavailable)
+        self.assertIn("outcome unknown", str(e))
+        self.assertEqual((yield store.get("a")).value, b"1")
+
+    @defer.inlineCallbacks
+    def test_putRetried(self):
+        """
+        A plain put answered with a 500 is sent again (applying it twice is
+        applying it once) and succeeds.
+        """
+        proxy, url = self.proxy(lambda method, path, body: path == "/v1/txn")
+        store = yield self.open(url)
+        entry = yield store.put("a", b"1")
+        self.assertEqual((len(proxy.failed), entry.value), (1, b"1"))
+        self.assertEqual(self.kv()[self.prefix + "/a"]["ModifyIndex"], entry.version)
 
 
 class URLTests(unittest.TestCase):

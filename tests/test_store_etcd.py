@@ -14,11 +14,13 @@ import uuid
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from p2twisted.errors import InvalidTransaction, SessionLost, StoreUnavailable, UsageError
+from p2twisted.errors import (
+    AlreadyLocked, InvalidTransaction, SessionLost, StoreUnavailable, UsageError)
 from p2twisted.store import openStore
 from p2twisted.store.common import MAX_VALUE, Put
 from p2twisted.store.etcd import parseURL
 from tests.etcdserver import EtcdServer, missing, sharedServer
+from tests.httpservers import CommitThenFail, once, serve
 from tests.servers import failOnStoreWarnings, requireServer
 from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 
@@ -203,6 +205,83 @@ class EtcdLayoutTests(ServerMixin, unittest.TestCase):
         self.assertLess(resumeFrom, e.version)
         watch.start()
         yield rec.waitForValues({"c/b": b"2"})
+
+
+class CommittedThenFailedTests(ServerMixin, unittest.TestCase):
+    """
+    etcd applies a write, then the gateway answers 503 ("request timed
+    out"): the write must not be reported as a conflict with itself.
+    """
+
+    def proxy(self, pick):
+        proxy = CommitThenFail(reactor, self.server.base, once(pick),
+                               (503, b'{"error": "etcdserver: request timed out", "code": 14}'))
+        url = "etcd://%s%s" % (serve(self, proxy, reactor)[len("http://"):], self.root)
+        return proxy, url
+
+    @defer.inlineCallbacks
+    def test_lockApplied(self):
+        """
+        A lock taken, then answered with a 503, is ours: C{lock} succeeds
+        (a retry would have said C{AlreadyLocked}, and the key would stay
+        locked under our own lease for its life), and others are refused.
+        """
+        proxy, url = self.proxy(
+            lambda method, path, body: path == "/v3/kv/txn" and b'"lease"' in body)
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        session = yield store.session(30)
+        lock = yield session.lock("locks/x", b"me")
+        self.assertEqual(len(proxy.failed), 1)
+        self.assertEqual((yield store.get("locks/x")).owner, session.id)
+        other = yield (yield self.client()).session(30)
+        yield self.assertFailure(other.lock("locks/x"), AlreadyLocked)
+        yield lock.release()
+        yield other.lock("locks/x")
+
+    @defer.inlineCallbacks
+    def test_lockOfAnotherNotTaken(self):
+        """
+        A lock attempt answered with a 503 while another session holds the
+        lock is not mistaken for ours: it fails with L{StoreUnavailable}
+        (outcome unknown), and the holder keeps the lock.
+        """
+        proxy, url = self.proxy(lambda method, path, body: path == "/v3/kv/txn" and b'"lease"' in body)
+        holder = yield (yield self.client()).session(30)
+        yield holder.lock("locks/x", b"holder")
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        session = yield store.session(30)
+        e = yield self.assertFailure(session.lock("locks/x", b"holder"), StoreUnavailable)
+        self.assertIn("outcome unknown", str(e))
+        self.assertEqual(len(proxy.failed), 1)
+        self.assertEqual((yield store.get("locks/x")).owner, holder.id)
+
+    @defer.inlineCallbacks
+    def test_createOutcomeUnknown(self):
+        """
+        A create answered with a 503 is not sent again: it fails with
+        L{StoreUnavailable} saying the outcome is unknown, not a false
+        L{KeyExists}.
+        """
+        proxy, url = self.proxy(lambda method, path, body: path == "/v3/kv/txn")
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        e = yield self.assertFailure(store.create("a", b"1"), StoreUnavailable)
+        self.assertIn("outcome unknown", str(e))
+        self.assertEqual((yield store.get("a")).value, b"1")
+
+    @defer.inlineCallbacks
+    def test_putRetried(self):
+        """
+        A plain put answered with a 503 is sent again and succeeds.
+        """
+        proxy, url = self.proxy(lambda method, path, body: path == "/v3/kv/txn")
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        entry = yield store.put("a", b"1")
+        self.assertEqual((len(proxy.failed), entry.value), (1, b"1"))
+        self.assertEqual((yield store.get("a")).version, entry.version)
 
 
 class EtcdRestartTests(ServerMixin, unittest.TestCase):

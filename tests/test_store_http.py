@@ -95,13 +95,36 @@ class EndpointTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_retries5xx(self):
         """
-        A 5xx answer is retried, for writes too (the server did not act).
+        A 5xx answer is retried for a read, and for a write the caller says
+        is idempotent.
         """
         res = Scripted((500, b"No cluster leader"), (503, b"busy"), (200, b"true"))
         http = self.endpoint(self.serve(res))
-        response = yield http.request("PUT", "/v1/kv/p2/a", body=b"x")
+        response = yield http.request("GET", "/v1/kv/p2/a")
         self.assertEqual(response.body, b"true")
         self.assertEqual(len(res.requests), 3)
+        res.answers[:] = [(500, b"No cluster leader"), (200, b"true")]
+        response = yield http.request("PUT", "/v1/kv/p2/a", body=b"x", idempotent=True)
+        self.assertEqual(response.body, b"true")
+        self.assertEqual(len(res.requests), 3 + 2)
+
+    @defer.inlineCallbacks
+    def test_conditionalWrite5xxNotRetried(self):
+        """
+        A 5xx answer to a write that is not idempotent (a cas, a create, a
+        lock) is not sent again: the server may have applied it before
+        failing, and a second try would report a false conflict about our
+        own write.  It fails at once with L{StoreUnavailable} saying the
+        outcome is unknown.
+        """
+        res = Scripted((500, b"leadership lost while committing log"), (200, b"false"))
+        http = self.endpoint(self.serve(res))
+        e = yield self.assertFailure(
+            http.request("PUT", "/v1/kv/p2/a", [("cas", 0)], body=b"x", key="a"),
+            StoreUnavailable)
+        self.assertEqual(len(res.requests), 1)
+        for part in ["HTTP 500: leadership lost while committing log", "outcome unknown", "'a'"]:
+            self.assertIn(part, str(e))
 
     @defer.inlineCallbacks
     def test_5xxGivesUp(self):
@@ -161,6 +184,22 @@ class EndpointTests(unittest.TestCase):
         self.assertIn("'k'", str(e))
 
     @defer.inlineCallbacks
+    def test_openRefused(self):
+        """
+        Opening an C{etcd://} or C{consul://} store where no server listens
+        says what to check, as C{zk://} does, besides what failed.
+        """
+        from p2twisted.store import openStore
+        port = freePort()
+        for url, server in [("etcd://127.0.0.1:%d/p2" % (port,), "is etcd running there?"),
+                            ("consul://127.0.0.1:%d/p2" % (port,),
+                             "is the Consul agent running there?")]:
+            e = yield self.assertFailure(openStore(url), StoreUnavailable)
+            self.assertIn("http://127.0.0.1:%d/" % (port,), str(e))
+            self.assertIn("connection refused; " + server, str(e))
+            self.assertIn("store URL", str(e))
+
+    @defer.inlineCallbacks
     def test_timeout(self):
         """
         A server that does not answer in time is L{StoreUnavailable} saying
@@ -180,7 +219,9 @@ class EndpointTests(unittest.TestCase):
         """
         res = Scripted("drop")
         http = self.endpoint(self.serve(res))
-        yield self.assertFailure(http.request("PUT", "/v1/txn", body=b"[]"), StoreUnavailable)
+        e = yield self.assertFailure(http.request("PUT", "/v1/txn", body=b"[]"),
+                                     StoreUnavailable)
+        self.assertIn("outcome unknown", str(e))
         self.assertEqual(len(res.requests), 1)
         yield self.assertFailure(
             http.request("PUT", "/v1/session/renew/x", idempotent=True), StoreUnavailable)

@@ -162,20 +162,27 @@ class Rate(object):
     """
 
     def __init__(self):
-        self.first = None
+        self.first = self.latest = None
 
     def eta(self, info, now):
-        """@return: seconds until every new pod is healthy, or C{None}."""
+        """
+        @return: seconds until every new pod is healthy, or C{None}: the pace
+            from the first look to the latest new healthy pod, counted down
+            from that pod (so it does not grow while the roll waits).
+        """
         if not info["new"] or info["state"] != "rolling":
             return None
         done = info["new"]["healthy"]
         if self.first is None:
-            self.first = (now, done)
+            self.first = self.latest = (now, done)
             return None
-        then, before = self.first
-        if done <= before or now <= then:
+        if done > self.latest[1]:
+            self.latest = (now, done)
+        (then, before), (at, count) = self.first, self.latest
+        if count <= before or at <= then:
             return None
-        return max(info["desired"] - done, 0) * (now - then) / (done - before)
+        finish = at + max(info["desired"] - count, 0) * (at - then) / (count - before)
+        return max(finish - now, 0)
 
 
 @defer.inlineCallbacks
@@ -235,16 +242,17 @@ def follow(options, store):
         seen = True
         info = progress(roll, snapshot, farm)
         if options.json:
-            line = json.dumps(info, sort_keys=True)
+            line = change = json.dumps(info, sort_keys=True)
         else:
             line = progressLine(info, rate.eta(info, reactor.seconds()))
+            change = progressLine(info)  # a new ETA alone is no change to print a line for
         if tty:
             out.write("\r\x1b[K" + line)
             out.flush()
-        elif line != last:
+        elif change != last:
             out.write(line + "\n")
             out.flush()
-        last = line
+        last = change
         yield task.deferLater(reactor, INTERVAL, lambda: None)
     ending = yield _ending(store, options.id)
     if not seen and ending is None:

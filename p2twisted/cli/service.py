@@ -153,10 +153,12 @@ def runDescribe(options):
             "tasks": dict(template.tasks)})
     out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
     for option in allOptions:
-        default = "required" if option.required else "default %s" % (
+        default = " (required)" if option.required else " (default %s)" % (
             "none" if option.default in (None, []) else json.dumps(option.default),)
-        out.write("  %-18s %-5s %s (%s)\n" % (option.flag + " VALUE", option.type,
-                                               option.help, default))
+        if option.default is None and "(default: " in option.help:
+            default = ""  # the help says what an unset option means
+        out.write("  %-18s %-5s %s%s\n" % (option.flag + " VALUE", option.type,
+                                             option.help, default))
     out.write("\ntasks (p2 run NAME TASK ...):\n")
     if not template.tasks:
         out.write("  none\n")
@@ -379,6 +381,7 @@ def waitRemoved(options, store, podId, nodes):
     reactor = options.reactor
     deadline = reactor.seconds() + options.timeout
     left = list(nodes)
+    graceShown = set()
     while True:
         still = []
         snapshot = yield Snapshot.read(store, (keys.REALITY, keys.status("pods"),
@@ -390,6 +393,12 @@ def waitRemoved(options, store, podId, nodes):
                 continue
             still.append(node)
             removals = agentRemovals(snapshot).get(node) or {}
+            until = (removals.get("grace_until") or {}).get(podId)
+            if isinstance(until, (int, float)) and node not in graceShown:
+                graceShown.add(node)
+                options.out.write("  %s: removal grace, removed in about %ds\n" % (
+                    node, max(0, round(until - reactor.seconds()))))
+                options.out.flush()
             if removals.get("state") == "held":
                 raise P2Error("%s's agent holds its removals (%s); run '%s' to let it remove %s"
                               % (node, removals.get("hold"), removals.get("confirm") or
@@ -595,5 +604,5 @@ def runStatus(options):
                 out.write("    last error: %s; %s\n" % (services.oneLine(state["error"]), more))
             if failing(state) and state["node"] == here:
                 writeLogTail(out, logTail(stateDir(options), name))
-    out.write("".join(heldNotes(removals) + ["%s\n" % (line,) for line in unreadable]))
+    out.write("".join(heldNotes(removals, snapshot.agentUp) + ["%s\n" % (line,) for line in unreadable]))
     return 0

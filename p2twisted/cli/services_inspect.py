@@ -96,8 +96,11 @@ def agentRemovals(snapshot, unreadable=None):
     return found
 
 
-def heldNotes(removals):
+def heldNotes(removals, agentUp=None):
     """
+    @param agentUp: C{agentUp(node)} tells whether C{node}'s agent is
+        present (L{Snapshot.agentUp}); the no-marker line is only for those
+        (the last status of a removed node's stopped agent says nothing).
     @return: one line per node whose agent holds removals, naming the command
         that confirms them, has removals waiting out their grace, or has no
         node marker (and so acts on nothing).
@@ -106,7 +109,7 @@ def heldNotes(removals):
            "orphans": "pods on its disk are in neither intent nor reality"}
     lines = []
     for node, record in sorted(removals.items()):
-        if record.get("state") == "no-marker":
+        if record.get("state") == "no-marker" and (agentUp is None or agentUp(node)):
             lines.append("%s holds no node marker: the agent of %s installs and removes nothing "
                          "until one is written ('p2 node add %s'; a new marker holds removals "
                          "until 'p2 node confirm %s')\n" % (keys.intentNode(node), node, node, node))
@@ -136,7 +139,7 @@ def runInspect(options):
         yield store.close()
     rows = clusterView(snapshot)
     unreadable = []
-    notes = heldNotes(agentRemovals(snapshot, unreadable)) + [
+    notes = heldNotes(agentRemovals(snapshot, unreadable), snapshot.agentUp) + [
         "%s\n" % (line,) for line in unreadable]
     out = options.out
     if options.json:

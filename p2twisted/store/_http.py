@@ -9,9 +9,19 @@ L{HTTPEndpoint.close}, so nothing is left in the reactor), sends the store's
 headers (an ACL token) on every request, talks TLS when asked (a CA file, a
 client certificate), bounds every request (connect, headers and body) by a
 timeout, and retries with jittered exponential backoff
-(L{twisted.application.internet.backoffPolicy}) what is worth retrying:
-connection failures and 5xx answers, never a 4xx.  A write that may have
-reached the server is retried only if the caller says it is idempotent.
+(L{twisted.application.internet.backoffPolicy}) what is safe to retry, never
+a 4xx:
+
+  - a connection failure before the request was sent, always;
+  - a 5xx answer, or a connection lost or timed out after sending, only for
+    a request the caller says is idempotent (GETs by default): a 5xx such as
+    Consul's "leadership lost while committing log" or etcd's 503 "request
+    timed out" may come after the write WAS applied, and sending a
+    conditional write (a cas, a create, a lock) again would then report a
+    false conflict about our own write.  Such a request fails at once with
+    L{StoreUnavailable} saying its outcome is unknown; the caller re-reads
+    (and may recognise its own write) or retries at a higher level.
+
 Errors are L{StoreUnavailable} naming the endpoint, the key and the backend.
 """
 
@@ -47,6 +57,8 @@ CONCURRENCY = 16
 NOT_SENT = (error.ConnectError, error.DNSLookupError, RequestTransmissionFailed)
 #: Failures after which the server may or may not have acted.
 MAYBE_SENT = (ResponseNeverReceived, ResponseFailed, error.ConnectionLost, defer.CancelledError)
+#: Why a request that is not idempotent failed when it may have been applied.
+UNKNOWN = "%s; not retried, the write may or may not have been applied (outcome unknown)"
 
 
 def retryDelays(initial=0.05, maximum=2.0):
@@ -192,7 +204,8 @@ class HTTPEndpoint(object):
         @param key: the store key this is about, for error messages.
         @param timeout: seconds for the whole exchange (default L{TIMEOUT}).
         @param idempotent: whether a request that may have reached the
-            server can be sent again; by default only for GET.
+            server (a 5xx, a connection lost after sending) can be sent
+            again; by default only for GET.
         @param expect: status codes the caller handles; others fail.
         @param blocking: whether this is a long-poll (a blocking query) or
             a heartbeat (a session renewal), which neither waits for nor
@@ -200,7 +213,9 @@ class HTTPEndpoint(object):
         @param attempts: tries for this request (default: the endpoint's).
         @return: L{Deferred} firing with a L{Response}; fails with
             L{StoreUnavailable} (unreachable, timed out, 5xx after the
-            retries) or L{StoreError} (another unexpected status).
+            retries; for a request that is not idempotent, a message saying
+            its outcome is unknown when it may have been applied) or
+            L{StoreError} (another unexpected status).
         """
         if idempotent is None:
             idempotent = method == "GET"
@@ -238,21 +253,25 @@ class HTTPEndpoint(object):
         def answered(response):
             if response.code in expect:
                 return response
-            if response.code >= 500 and attempt + 1 < attempts:
+            reason = "HTTP %d: %s" % (response.code, response.text())
+            if response.code < 500:
+                raise self._error(key, method, path, reason, StoreError)
+            if not idempotent:
+                raise self._error(key, method, path, UNKNOWN % (reason,))
+            if attempt + 1 < attempts:
                 return self._again(method, path, query, body, key, timeout, idempotent, expect,
                                    attempt, attempts, "HTTP %d" % (response.code,))
-            cls = StoreUnavailable if response.code >= 500 else StoreError
-            raise self._error(key, method, path, "HTTP %d: %s" % (response.code, response.text()),
-                              cls)
+            raise self._error(key, method, path, reason)
 
         def failed(f):
             if self.closed:
                 raise self._error(key, method, path, "the store was closed")
             if _cancelled(f) and not timedOut:
                 raise defer.CancelledError()  # by our caller: nothing to retry
-            retry = f.check(*NOT_SENT) or (idempotent and f.check(*MAYBE_SENT))
             reason = _describe(f, timeout)
-            if retry and attempt + 1 < attempts:
+            if not f.check(*NOT_SENT) and not idempotent:
+                raise self._error(key, method, path, UNKNOWN % (reason,))
+            if (f.check(*NOT_SENT) or f.check(*MAYBE_SENT)) and attempt + 1 < attempts:
                 return self._again(method, path, query, body, key, timeout, idempotent, expect,
                                    attempt, attempts, reason)
             raise self._error(key, method, path, reason)
@@ -344,6 +363,14 @@ class HTTPEndpoint(object):
 
     def _error(self, key, method, path, detail, cls=StoreUnavailable):
         return cls(key, self.backend, "%s %s%s failed: %s" % (method, self.base, path, detail))
+
+    def notReached(self, error, server, scheme):
+        """
+        The error a store's first request gives when its server does not
+        answer: C{error} (a L{StoreUnavailable}) plus what to check.
+        """
+        return StoreUnavailable(error.key, self.backend, "%s; is %s running there? (check the host "
+                                "and port of the %s:// store URL)" % (error.detail, server, scheme))
 
     @defer.inlineCallbacks
     def close(self):

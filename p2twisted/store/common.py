@@ -12,7 +12,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from p2twisted.errors import (
-    AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, SessionLost, StoreError, ValueTooLarge)
+    AlreadyLocked, InvalidKey, InvalidTransaction, KeyExists, SessionLost, StoreError, StoreUnavailable,
+    ValueTooLarge)
 from p2twisted.store.interfaces import IWatch
 
 #: Largest value any backend accepts (Consul's limit, so all accept the same).
@@ -120,6 +121,16 @@ def checkValue(key, value, backend=None):
             key, backend,
             "value of %d bytes is over the %d-byte limit" % (len(value), MAX_VALUE))
     return value
+
+
+def idempotent(ops):
+    """
+    @return: whether writing C{ops} twice leaves the store as writing them
+        once and is answered alike: only plain puts and deletes without a
+        version (no check, create or versioned write, which a second try
+        would find already done and refuse as a false conflict).
+    """
+    return all(isinstance(op, (Put, Delete)) and op.version is None for op in ops)
 
 
 def checkOps(ops, backend=None):
@@ -364,6 +375,25 @@ class SessionMixin(object):
             raise AlreadyLocked(key, self.backend)
         return self.createEphemeral(key, value).addCallbacks(
             lambda entry: self.lockClass(self, entry), held)
+
+    def _recognise(self, failure, key, value):
+        """
+        After a create of C{key} as this session's failed with its outcome
+        unknown (a 5xx, a connection lost after sending: the HTTP stores do
+        not send such a create again, as a retry would find the key and
+        report a false C{KeyExists}), read the key back: if it holds
+        C{value} under this session, the create was applied.
+
+        @return: a L{Deferred} firing with our L{Entry}, or with C{failure}.
+        """
+        if not failure.check(StoreUnavailable) or self.lost:
+            return failure
+
+        def read(entry):
+            if entry is not None and entry.owner == self.id and entry.value == value:
+                return entry
+            return failure
+        return self.store.get(key).addCallbacks(read, lambda _: failure)
 
     def _refuse(self, key, value):
         """

@@ -50,7 +50,7 @@ from p2twisted.store._consulapi import BACKEND, MAX_TXN_BODY, TxnPlan, minimumTT
 from p2twisted.store._http import HTTPEndpoint, retryDelays
 from p2twisted.store.common import (
     Create, Delete, Delivery, Entry, Put, Sequencer, SessionMixin, SingleOpsMixin, checkKey,
-    checkOps, checkPrefix, checkedTransaction, inSubtree)
+    checkOps, checkPrefix, checkedTransaction, idempotent, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "ConsulStore", "ConsulSession", "ConsulLock", "parseURL"]
@@ -103,12 +103,17 @@ class ConsulStore(SingleOpsMixin):
         try:
             response = yield http.request("GET", "/v1/kv/" + address.root, store._params(),
                                           expect=(200, 404, 403))
-            if response.code == 403:
-                raise StoreUnavailable(None, BACKEND, "Consul at %s refused the ACL token (%s): "
-                                       "check token_file" % (address.base, response.text()))
+        except StoreUnavailable as e:
+            yield http.close()
+            raise http.notReached(e, "the Consul agent", "consul")
         except Exception:
             yield http.close()
             raise
+        if response.code == 403:
+            text = response.text()
+            yield http.close()
+            raise StoreUnavailable(None, BACKEND, "Consul at %s refused the ACL token (%s): "
+                                   "check token_file" % (address.base, text))
         return store
 
     # -- helpers -------------------------------------------------------------
@@ -186,7 +191,7 @@ class ConsulStore(SingleOpsMixin):
         """
         ck = self._ck(key)
         d = self._request("PUT", "/v1/txn", self._params(False), key=key, expect=(200, 409),
-                          body=[{"KV": {"Verb": "get", "Key": ck}},
+                          idempotent=True, body=[{"KV": {"Verb": "get", "Key": ck}},
                                 {"KV": {"Verb": "delete", "Key": ck}}])
         return d.addCallback(lambda r: r.code == 200)
 
@@ -204,7 +209,8 @@ class ConsulStore(SingleOpsMixin):
         if cas is not None:
             params.append(("cas", cas))
         path = "/v1/kv/" + self._ck(op.key)
-        response = yield self._request("PUT", path, params, body=op.value, key=op.key)
+        response = yield self._request("PUT", path, params, body=op.value, key=op.key,
+                                       idempotent=cas is None)
         if response.body.strip() != b"true":
             raise (KeyExists if isinstance(op, Create) else VersionConflict)(op.key, BACKEND)
         response = yield self._request("GET", path, self._params(), key=op.key, expect=(200, 404))
@@ -232,7 +238,8 @@ class ConsulStore(SingleOpsMixin):
                 None, BACKEND, "transaction of %d bytes is over Consul's txn_max_req_len of %d "
                 "bytes; split it" % (len(body), MAX_TXN_BODY)))
         d = self._request("PUT", "/v1/txn", self._params(False), body=body,
-                          key=ops[0].key if len(ops) == 1 else None, expect=(200, 409))
+                          key=ops[0].key if len(ops) == 1 else None, expect=(200, 409),
+                          idempotent=session is None and idempotent(ops))
 
         def done(response):
             answer = response.json()
@@ -393,7 +400,8 @@ class ConsulLock(object):
         body = [{"KV": {"Verb": "check-session", "Key": ck, "Session": sid}},
                 {"KV": {"Verb": "delete", "Key": ck}}]
         d = store._seq.run((self.key,), lambda: store._request(
-            "PUT", "/v1/txn", store._params(False), key=self.key, expect=(200, 409), body=body))
+            "PUT", "/v1/txn", store._params(False), key=self.key, expect=(200, 409), body=body,
+            idempotent=True))
         return d.addCallback(lambda _: None)
 
 
@@ -479,8 +487,8 @@ class ConsulSession(SessionMixin):
             if f.check(SessionLost):
                 self._end()
             return f
-        return self.store._txn([Put(key, value)], self.id).addCallbacks(
-            lambda results: results[0], failed)
+        d = self.store._txn([Put(key, value)], self.id).addCallback(lambda results: results[0])
+        return d.addErrback(self._recognise, key, value).addErrback(failed)
 
     @defer.inlineCallbacks
     def close(self):

@@ -49,7 +49,7 @@ from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
     Check, CloseOnceMixin, Create, Delete, Entry, Put, Sequencer, SingleOpsMixin, WatchesMixin,
-    checkKey, checkOps, checkPrefix, checkedTransaction, inSubtree)
+    checkKey, checkOps, checkPrefix, checkedTransaction, idempotent, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 BACKEND = "etcd"
@@ -189,6 +189,9 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin, WatchesMixin):
         endpoint = HTTPEndpoint(reactor, address.base, BACKEND, tls=address.tls)
         try:
             yield endpoint.request("GET", "/version", idempotent=True)
+        except StoreUnavailable as e:
+            yield endpoint.close()
+            raise endpoint.notReached(e, "etcd", "etcd")
         except Exception:
             yield endpoint.close()
             raise
@@ -313,7 +316,8 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin, WatchesMixin):
             # A plain put alone: a flat txn, which etcd applies faster than
             # a nested one (bench/store.py: ~1.5x).
             body = success[0]["request_txn"]
-        answer = yield self.call("/v3/kv/txn", body, key=ops[0].key if len(ops) == 1 else None)
+        answer = yield self.call("/v3/kv/txn", body, key=ops[0].key if len(ops) == 1 else None,
+                                 idempotent=idempotent(ops))
         if alone:
             answer = dict(answer, succeeded=True, responses=[{"response_txn": answer}])
         if not answer.get("succeeded"):
@@ -518,7 +522,7 @@ class EtcdLock(object):
         return s.store._seq.run((self.key,), s.store.call, "/v3/kv/txn", {
             "compare": [_compare(key, "LEASE", s.lease)],
             "success": [{"request_delete_range": {"key": key}}]},
-            self.key).addCallback(lambda _: None)
+            self.key, True).addCallback(lambda _: None)
 
 
 @implementer(ISession)
@@ -542,11 +546,11 @@ class EtcdSession(RenewedSession):
             f.trap(SessionLost)
             return False
         d = self.store.call("/v3/lease/keepalive", {"ID": str(self.lease)},
-                            timeout=max(timeout, 0.5), blocking=True)
+                            idempotent=True, timeout=max(timeout, 0.5), blocking=True)
         return d.addCallbacks(alive, gone)
 
     def destroy(self):
-        d = self.store.call("/v3/lease/revoke", {"ID": str(self.lease)})
+        d = self.store.call("/v3/lease/revoke", {"ID": str(self.lease)}, idempotent=True)
         return d.addErrback(lambda f: f.trap(SessionLost))
 
     def createEphemeral(self, key, value):
@@ -562,4 +566,5 @@ class EtcdSession(RenewedSession):
             if f.check(SessionLost):
                 self._end("etcd no longer knows its lease")
             return f
-        return self.store._transact(ops, self.lease).addCallbacks(lambda r: r[0], failed)
+        d = self.store._transact(ops, self.lease).addCallback(lambda r: r[0])
+        return d.addErrback(self._recognise, key, value).addErrback(failed)
