@@ -563,31 +563,15 @@ def rawKazoo(hosts, n, window=16):
 
     @return: creates per second.
     """
-    import threading
-
     from kazoo.client import KazooClient
+
+    from bench._kazoo import windowedRate
     client = KazooClient(hosts=hosts)
     client.start(timeout=15)
     root = "/rawcreate%d" % (os.getpid(),)
     client.ensure_path(root)
     value = b"\x01" + manifest(1)
-    slots = threading.Semaphore(window)
-    done = threading.Event()
-    remaining = [n]
-    lock = threading.Lock()
-
-    def finished(_):
-        slots.release()
-        with lock:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                done.set()
-    started = time.perf_counter()
-    for i in range(n):
-        slots.acquire()
-        client.create_async("%s/node%04d" % (root, i), value).rawlink(finished)
-    done.wait(120)
-    rate = n / (time.perf_counter() - started)
+    rate = windowedRate(n, window, lambda i: client.create_async("%s/node%04d" % (root, i), value))
     client.delete(root, recursive=True)
     client.stop()
     client.close()

@@ -151,9 +151,9 @@ def rawKazoo(hosts, n, window):
 
     @return: C{(async_sets_per_s, sync_sets_per_s, async_gets_per_s)}
     """
-    import threading
-
     from kazoo.client import KazooClient
+
+    from bench._kazoo import windowedRate
     client = KazooClient(hosts=hosts)
     client.start(timeout=15)
     root = "/rawbench%d" % (os.getpid(),)
@@ -164,23 +164,7 @@ def rawKazoo(hosts, n, window):
     client.sync(root)
 
     def windowed(call):
-        slots = threading.Semaphore(window)
-        done = threading.Event()
-        remaining = [n]
-        lock = threading.Lock()
-
-        def finished(_):
-            slots.release()
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done.set()
-        started = time.perf_counter()
-        for i in range(n):
-            slots.acquire()
-            call("%s/k%d" % (root, i)).rawlink(finished)
-        done.wait(120)
-        return n / (time.perf_counter() - started)
+        return windowedRate(n, window, lambda i: call("%s/k%d" % (root, i)))
 
     asyncSets = windowed(lambda path: client.set_async(path, value))
     asyncGets = windowed(lambda path: client.get_async(path))

@@ -547,3 +547,32 @@ class StoreContractMixin(object):
             self, READY.encode("ascii"), sys.executable,
             [sys.executable, "-m", "tests.holder", self.storeURL(), str(self.sessionTTL)] + keys,
             env)
+
+
+class CrossProcessLockMixin(object):
+    """
+    Lock exclusivity between processes, for the backends whose
+    L{StoreContractMixin.crashedHolder} is a real process.
+    """
+
+    @defer.inlineCallbacks
+    def test_lockExclusiveAcrossProcesses(self):
+        """
+        A lock and an ephemeral key held by another process cannot be taken
+        here, nor by a third process, until the holder dies; then they can.
+        """
+        kill = yield self.crashedHolder(["locks/farm/x", "machines/n1"])
+        store = yield self.client()
+        session = yield store.session(self.sessionTTL)
+        e = yield self.assertFailure(session.lock("locks/farm/x"), AlreadyLocked)
+        self.assertIn("locks/farm/x", str(e))
+        yield self.assertFailure(session.createEphemeral("machines/n1", b"me"), KeyExists)
+        third = self.crashedHolder(["locks/farm/x"])
+        e = yield self.assertFailure(third, AssertionError)
+        self.assertIn("AlreadyLocked", str(e))
+        yield kill()
+        yield waitFor(lambda: session.lock("locks/farm/x", b"mine").addCallbacks(
+            lambda lock: True, lambda f: f.trap(AlreadyLocked) and False),
+            timeout=self.sessionTTL + 10, interval=0.1, what="the lock to be free")
+        self.assertEqual((yield store.get("locks/farm/x")).value, b"mine")
+        yield session.close()

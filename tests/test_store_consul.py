@@ -20,7 +20,7 @@ from p2twisted.store.consul import ConsulStore, parseURL
 from tests.consulserver import ConsulServer
 from tests.httpservers import CommitThenFail, once, serve
 from tests.servers import failOnStoreWarnings
-from tests.store_contract import Recorder, StoreContractMixin, waitFor
+from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 from tests.zkserver import freePort
 
 
@@ -52,34 +52,13 @@ class ServerMixin(object):
         return store
 
 
-class ConsulContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
+class ConsulContractTests(ServerMixin, StoreContractMixin, CrossProcessLockMixin,
+                          unittest.TestCase):
     """
     The store contract, each test on its own test server.
     """
 
     sessionTTL = 2.0
-
-    @defer.inlineCallbacks
-    def test_lockExclusiveAcrossProcesses(self):
-        """
-        A lock and an ephemeral key held by another process cannot be taken
-        here, nor by a third process, until the holder dies; then they can.
-        """
-        kill = yield self.crashedHolder(["locks/farm/x", "machines/n1"])
-        store = yield self.client()
-        session = yield store.session(self.sessionTTL)
-        e = yield self.assertFailure(session.lock("locks/farm/x"), AlreadyLocked)
-        self.assertIn("locks/farm/x", str(e))
-        yield self.assertFailure(session.createEphemeral("machines/n1", b"me"), KeyExists)
-        third = self.crashedHolder(["locks/farm/x"])
-        e = yield self.assertFailure(third, AssertionError)
-        self.assertIn("AlreadyLocked", str(e))
-        yield kill()
-        yield waitFor(lambda: session.lock("locks/farm/x", b"mine").addCallbacks(
-            lambda lock: True, lambda f: f.trap(AlreadyLocked) and False),
-            timeout=self.sessionTTL + 10, interval=0.1, what="the lock to be free")
-        self.assertEqual((yield store.get("locks/farm/x")).value, b"mine")
-        yield session.close()
 
 
 class ConsulLayoutTests(ServerMixin, unittest.TestCase):

@@ -21,9 +21,8 @@ from p2twisted.store.common import MAX_VALUE, Put
 from p2twisted.store.etcd import parseURL
 from tests.etcdserver import EtcdServer, missing, sharedServer
 from tests.httpservers import CommitThenFail, once, serve
-from tests import test_store_consul
 from tests.servers import failOnStoreWarnings, requireServer
-from tests.store_contract import Recorder, StoreContractMixin, waitFor
+from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 
 
 class ServerMixin(object):
@@ -55,15 +54,13 @@ class ServerMixin(object):
         return store
 
 
-class EtcdContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
+class EtcdContractTests(ServerMixin, StoreContractMixin, CrossProcessLockMixin,
+                        unittest.TestCase):
     """
     The store contract, each test on its own root of the shared server.
     """
 
     sessionTTL = 2.0
-
-    test_lockExclusiveAcrossProcesses = \
-        test_store_consul.ConsulContractTests.test_lockExclusiveAcrossProcesses
 
 
 class EtcdLayoutTests(ServerMixin, unittest.TestCase):

@@ -16,7 +16,7 @@ from p2twisted.store import openStore
 from p2twisted.store import local
 from p2twisted.store.common import Check, Put
 from p2twisted.store.local import DEFAULT_POLL, LocalStore, parseURL
-from tests.store_contract import Recorder, StoreContractMixin, waitFor
+from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 
 #: A child process that opens the store, writes C{xp/k0..k19}, deletes
 #: C{xp/k0} and exits.
@@ -88,7 +88,8 @@ class LocalTestMixin(object):
         return store
 
 
-class LocalContractTests(LocalTestMixin, StoreContractMixin, unittest.TestCase):
+class LocalContractTests(LocalTestMixin, StoreContractMixin, CrossProcessLockMixin,
+                         unittest.TestCase):
     """
     The contract, against several clients of one SQLite file (the
     session-expiry test kills a real holder process).

@@ -18,7 +18,7 @@ from p2twisted.errors import (
 from p2twisted.store import openStore
 from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
 from p2twisted.store.zookeeper import HEADER, ZooKeeperStore, parseURL
-from tests.store_contract import Recorder, StoreContractMixin, waitFor
+from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 from tests.servers import MissingServer, failOnStoreWarnings, requireServer
 from tests.zkserver import ZooKeeperServer, freePort, missing, sharedServer
 
@@ -52,7 +52,8 @@ class ServerMixin(object):
         return threads.deferToThread(client.start, 15).addCallback(lambda _: client)
 
 
-class ZooKeeperContractTests(ServerMixin, StoreContractMixin, unittest.TestCase):
+class ZooKeeperContractTests(ServerMixin, StoreContractMixin, CrossProcessLockMixin,
+                             unittest.TestCase):
     """
     The store contract, each test on its own root of the shared server.
     """

@@ -43,6 +43,7 @@ from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
 from p2twisted.records import PodStatus
 from p2twisted.store import keys
+from p2twisted.tracing import TracedMachine
 
 IDLE, WORKING, BACKOFF, STOPPING, STOPPED = "idle", "working", "backoff", "stopping", "stopped"
 
@@ -77,7 +78,7 @@ def checkNamesPod(manifest, key, podId):
 DEPLOYING_NOTE_DELAY = 0.25
 
 
-class PodWorker(object):
+class PodWorker(TracedMachine):
     """
     Converges one pod.
 
@@ -107,8 +108,6 @@ class PodWorker(object):
         #: The machine's state: C{idle}, C{working}, C{backoff}, C{stopping}
         #: or C{stopped}.
         self.state = IDLE
-        #: Called with C{(state, input, new state)} at every transition.
-        self.tracer = None
         self.attempts = 0
         self.lastError = None
         self._intent = None
@@ -123,12 +122,7 @@ class PodWorker(object):
         # one at a time, in order, so an earlier one retried after a
         # conflict cannot land after a later one.
         self._statusLock = defer.DeferredLock()
-        self._setTrace(self._transition)
-
-    def _transition(self, old, event, new):
-        self.state = new.strip("_")
-        if self.tracer is not None:
-            self.tracer(old.strip("_"), event.strip("_"), self.state)
+        self._traceTransitions()
 
     # -- the public inputs ---------------------------------------------------
 

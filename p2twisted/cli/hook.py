@@ -7,10 +7,9 @@ launch script(s) at that event (see L{p2twisted.agent.hooks} for the events
 and the environment hooks get).
 """
 
-import json
-
 from twisted.internet import defer
 
+from p2twisted.cli.main import writeJSON
 from p2twisted.records import EVENTS
 from p2twisted.cli.manifest import readManifest
 from p2twisted.errors import ManifestError, P2Error, UsageError
@@ -103,7 +102,7 @@ def runList(options):
     order = {event: index for index, event in enumerate(EVENTS)}
     rows.sort(key=lambda r: (order.get(r["event"], len(EVENTS)), r["event"], r["pod_id"]))
     if options.json:
-        options.out.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+        writeJSON(options.out, rows)
         return 0
     for row in rows:
         options.out.write("%s %s %s\n" % (row["event"], row["pod_id"],

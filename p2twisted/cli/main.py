@@ -397,6 +397,19 @@ def _lazyTLS():
     classImplements(posixbase.PosixReactorBase, IReactorSSL)
 
 
+def writeJSON(out, value):
+    """
+    Write C{value} to C{out} as indented JSON (keys sorted) and a newline:
+    what C{--json} prints.
+
+    @return: 0, the exit code.
+    """
+    import json
+    json.dump(value, out, indent=2, sort_keys=True)
+    out.write("\n")
+    return 0
+
+
 def _reportError(options, error, tb):
     """
     Print C{error} as one line (with its traceback C{tb} under C{-v}, or

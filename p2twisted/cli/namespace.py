@@ -10,6 +10,7 @@ import time
 from twisted.internet import defer
 
 from p2twisted import __version__
+from p2twisted.cli.main import writeJSON
 from p2twisted.errors import KeyExists, P2Error
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS, Delete, Put
@@ -149,8 +150,7 @@ def runDump(options):
     finally:
         yield store.close()
     if options.json:
-        json.dump(treeJSON(entries), options.out, indent=2, sort_keys=True)
-        options.out.write("\n")
+        writeJSON(options.out, treeJSON(entries))
     elif not entries:
         options.err.write("%s is empty; create a namespace with 'p2 init'\n" % (store.url,))
     else:

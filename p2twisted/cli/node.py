@@ -7,12 +7,12 @@ agents' presence.
 """
 
 import getpass
-import json
 import socket
 
 from twisted.internet import defer
 
 from p2twisted import intent
+from p2twisted.cli.main import writeJSON
 from p2twisted.cli.schedule import nodeName
 from p2twisted.errors import KeyExists, P2Error
 from p2twisted.labels import LabelStore, parseChanges
@@ -164,9 +164,7 @@ def runNodes(options):
     finally:
         yield store.close()
     if options.json:
-        json.dump(nodes, options.out, indent=2, sort_keys=True)
-        options.out.write("\n")
-        return 0
+        return writeJSON(options.out, nodes)
     if not nodes:
         options.err.write("no nodes: add one with 'p2 node add NODE' or start an agent\n")
         return 0

@@ -8,12 +8,11 @@ Reads go through the read model (L{Snapshot}); writes are compare-and-set
 plans of L{p2twisted.orchestrate.edit}, each written with its audit event.
 """
 
-import json
 import time
 
 from twisted.internet import defer
 
-from p2twisted.cli.main import withStore
+from p2twisted.cli.main import withStore, writeJSON
 from p2twisted.errors import UsageError
 
 
@@ -191,12 +190,6 @@ def readAll(store):
     return snapshot, statuses
 
 
-def _json(options, value):
-    json.dump(value, options.out, indent=2, sort_keys=True)
-    options.out.write("\n")
-    return 0
-
-
 def stateText(info):
     text = "disabled" if info["disabled"] else "enabled"
     if info["roll"]:
@@ -237,7 +230,7 @@ def runList(options):
     snapshot, statuses = yield withStore(options, readAll)
     infos = [view(snapshot, rc, statuses) for rcId, rc in sorted(snapshot.rcs().items())]
     if options.json:
-        return _json(options, infos)
+        return writeJSON(options.out, infos)
     if not infos:
         options.out.write("no replication controllers: create one with 'p2 rc create'\n")
         return 0
@@ -272,7 +265,7 @@ def runShow(options):
     snapshot, statuses = yield withStore(options, readAll)
     info = view(snapshot, requireRC(snapshot, options.id), statuses, pods=True)
     if options.json:
-        return _json(options, info)
+        return writeJSON(options.out, info)
     out = options.out
     out.write("RC %s: pod %s, sha %s, %s\n" % (info["id"], info["pod_id"], info["sha"][:12],
                                                stateText(info)))

@@ -9,7 +9,7 @@ import time
 
 from twisted.internet import defer
 
-from p2twisted.cli.main import withStore
+from p2twisted.cli.main import withStore, writeJSON
 from p2twisted.cli.rc import number
 from p2twisted.errors import UsageError
 
@@ -211,9 +211,7 @@ def runStatus(options):
     if not options.follow:
         info = yield withStore(options, once)
         if options.json:
-            json.dump(info, options.out, indent=2, sort_keys=True)
-            options.out.write("\n")
-            return 0
+            return writeJSON(options.out, info)
         options.out.write("roll %s: %s -> %s\n  %s\n" % (
             info["id"], info["old_rc"], info["new_rc"], progressLine(info)))
         if info.get("reason"):

@@ -15,7 +15,7 @@ import json
 from twisted.internet import defer
 
 from p2twisted import services
-from p2twisted.cli.main import withStore
+from p2twisted.cli.main import withStore, writeJSON
 from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_inspect import agentRemovals, heldNotes
 from p2twisted.cli.services_common import (
@@ -133,7 +133,7 @@ def runList(options):
     from p2twisted.templates import allTemplates
     templates = allTemplates()
     if options.json:
-        return _json(options, {name: t.description for name, t in templates.items()})
+        return writeJSON(options.out, {name: t.description for name, t in templates.items()})
     width = max(len(name) for name in templates)
     for name in sorted(templates):
         options.out.write("%-*s  %s\n" % (width, name, templates[name].description))
@@ -146,7 +146,7 @@ def runDescribe(options):
     out = options.out
     allOptions = getattr(template, "allOptions", lambda: template.options)()
     if options.json:
-        return _json(options, {
+        return writeJSON(options.out, {
             "template": template.name, "description": template.description,
             "options": [{"name": o.name, "flag": o.flag, "type": o.type, "default": o.default,
                          "required": o.required, "help": o.help} for o in allOptions],
@@ -164,12 +164,6 @@ def runDescribe(options):
         out.write("  none\n")
     for name in sorted(template.tasks):
         out.write("  %-18s %s\n" % (name, template.tasks[name]))
-    return 0
-
-
-def _json(options, value):
-    json.dump(value, options.out, indent=2, sort_keys=True)
-    options.out.write("\n")
     return 0
 
 
@@ -270,7 +264,7 @@ def runConfig(options):
             service = yield services.getService(store, options.name)
             nodes = yield services.deployedNodes(store, options.name)
             if options.json:
-                return _json(options, {"service": service.name, "template": service.template,
+                return writeJSON(options.out, {"service": service.name, "template": service.template,
                                        "settings": service.settings, "nodes": nodes})
             options.out.write("%s (template %s), deployed to: %s\n%s" % (
                 service.name, service.template, ", ".join(nodes) or "no node",
@@ -311,7 +305,7 @@ def runConfig(options):
             out.write("%s is not deployed; run it with 'p2 deploy %s'\n"
                       % (new.name, new.name))
         if options.json:
-            _json(options, report)
+            writeJSON(options.out, report)
     finally:
         yield store.close()
     return 0
@@ -565,9 +559,7 @@ def runStatus(options):
     removals = agentRemovals(snapshot, unreadable)
     out = options.out
     if options.json:
-        json.dump(result, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return writeJSON(out, result)
     if not result:
         out.write("no services: define one with 'p2 add NAME --template T' (see 'p2 list')\n")
     import time

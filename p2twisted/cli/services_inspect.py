@@ -9,12 +9,12 @@ removal grace, removals held until C{p2 node confirm}, and orphans (pods on a
 node's disk in neither intent nor reality).
 """
 
-import json
 import time
 
 from twisted.internet import defer
 
 from p2twisted import services
+from p2twisted.cli.main import writeJSON
 from p2twisted.records import CorruptRecord
 from p2twisted.store import keys
 
@@ -143,9 +143,7 @@ def runInspect(options):
         "%s\n" % (line,) for line in unreadable]
     out = options.out
     if options.json:
-        json.dump(rows, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return 0
+        return writeJSON(out, rows)
     if not rows:
         out.write("no pods in intent or reality (deploy one with 'p2 deploy NAME')\n")
         out.write("".join(notes))

@@ -38,6 +38,7 @@ from zope.interface import Attribute, Interface
 from p2twisted.errors import AlreadyLocked, SessionLost, StoreError
 from p2twisted.orchestrate.claim import Claim
 from p2twisted.store import keys
+from p2twisted.tracing import TracedMachine
 
 log = Logger()
 
@@ -98,7 +99,7 @@ def defaultHolder(kind, clock):
     return holder
 
 
-class Farm(service.Service):
+class Farm(TracedMachine, service.Service):
     """
     Claims the objects under C{tree} and runs C{controllerFactory(objectId,
     lock)} (an L{IController}) for each one claimed.
@@ -166,14 +167,7 @@ class Farm(service.Service):
         self._watches = []
         self._resync = None
         self.state = "idle"
-        #: Called with C{(state, input, new state)} at every transition.
-        self.tracer = None
-        self._setTrace(self._transition)
-
-    def _transition(self, old, event, new):
-        self.state = new.strip("_")
-        if self.tracer is not None:
-            self.tracer(old.strip("_"), event.strip("_"), self.state)
+        self._traceTransitions()
 
     def startService(self):
         service.Service.startService(self)

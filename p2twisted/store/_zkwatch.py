@@ -206,6 +206,9 @@ class SubtreeWatch(object):
         self._dirty[self._tree.path] = FULL
         self._kick()
 
+    #: The first read (L{p2twisted.store.common.WatchesMixin} starts a watch).
+    start = resync
+
     def stop(self):
         self.stopped = True
         if self._retry is not None and self._retry.active():

@@ -152,6 +152,23 @@ def checkOps(ops, backend=None):
     return ops
 
 
+def checkedTransaction(ops, backend, apply):
+    """
+    The opening of a backend's C{transaction}: L{checkOps}, then
+    C{apply(ops)} unless there are none.
+
+    @return: L{Deferred} with C{apply}'s result (C{[]} for no ops), or
+        failing with the L{StoreError} of invalid ops.
+    """
+    try:
+        ops = checkOps(ops, backend)
+    except StoreError:
+        return defer.fail()
+    if not ops:
+        return defer.succeed([])
+    return apply(ops)
+
+
 def inSubtree(key, prefix):
     """
     @return: whether C{key} is C{prefix} or below it.
@@ -318,6 +335,31 @@ class CloseOnceMixin(object):
         d = defer.Deferred()
         self._closing.addBoth(lambda result: (d.callback(None), result)[1])
         return d
+
+
+class WatchesMixin(object):
+    """
+    C{watch} of a store whose C{_newWatch(prefix, delivery)} makes a watch
+    (with C{start()} and C{stop()}): it keeps the live ones in C{_watches}
+    and, once C{_closing} is set, answers with a delivery already cancelled.
+    """
+
+    def watch(self, prefix, callback):
+        checkPrefix(prefix, self.backend)
+        watches = []
+        delivery = Delivery(callback, lambda _: self._unwatch(watches[0]))
+        w = self._newWatch(prefix, delivery)
+        watches.append(w)
+        if self._closing is not None:
+            delivery.cancel()
+            return delivery
+        self._watches.add(w)
+        w.start()
+        return delivery
+
+    def _unwatch(self, w):
+        self._watches.discard(w)
+        w.stop()
 
 
 class SessionMixin(object):

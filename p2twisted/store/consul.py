@@ -50,7 +50,7 @@ from p2twisted.store._consulapi import BACKEND, MAX_TXN_BODY, TxnPlan, minimumTT
 from p2twisted.store._http import HTTPEndpoint, retryDelays
 from p2twisted.store.common import (
     Create, Delete, Delivery, Entry, Put, Sequencer, SessionMixin, SingleOpsMixin, checkKey,
-    checkOps, checkPrefix, idempotent, inSubtree)
+    checkOps, checkPrefix, checkedTransaction, idempotent, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "ConsulStore", "ConsulSession", "ConsulLock", "parseURL"]
@@ -221,13 +221,7 @@ class ConsulStore(SingleOpsMixin):
         return Entry(op.key, op.value, 0, None)
 
     def transaction(self, ops):
-        try:
-            ops = checkOps(ops, BACKEND)
-        except StoreError:
-            return defer.fail()
-        if not ops:
-            return defer.succeed([])
-        return self._txn(ops)
+        return checkedTransaction(ops, BACKEND, self._txn)
 
     def _txn(self, ops, session=None):
         """

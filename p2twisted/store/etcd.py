@@ -48,8 +48,8 @@ from p2twisted.errors import (
 from p2twisted.store._http import HTTPEndpoint, TLSFiles, retryDelays
 from p2twisted.store._renewed import RenewedSession
 from p2twisted.store.common import (
-    Check, CloseOnceMixin, Create, Delete, Delivery, Entry, Put, Sequencer, SingleOpsMixin,
-    checkKey, checkOps, checkPrefix, idempotent, inSubtree)
+    Check, CloseOnceMixin, Create, Delete, Entry, Put, Sequencer, SingleOpsMixin, WatchesMixin,
+    checkKey, checkOps, checkPrefix, checkedTransaction, idempotent, inSubtree)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 BACKEND = "etcd"
@@ -156,7 +156,7 @@ def _compare(key, target, value, result="EQUAL"):
 
 
 @implementer(IStore)
-class EtcdStore(CloseOnceMixin, SingleOpsMixin):
+class EtcdStore(CloseOnceMixin, SingleOpsMixin, WatchesMixin):
     """
     An L{IStore} on etcd.  Use L{open}.
     """
@@ -267,13 +267,7 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
         return self.transaction([op]).addCallbacks(lambda r: r[0], single)
 
     def transaction(self, ops):
-        try:
-            ops = checkOps(ops, BACKEND)
-        except StoreError:
-            return defer.fail()
-        if not ops:
-            return defer.succeed([])
-        return self._transact(ops)
+        return checkedTransaction(ops, BACKEND, self._transact)
 
     def _transact(self, ops, lease=None):
         """
@@ -365,22 +359,8 @@ class EtcdStore(CloseOnceMixin, SingleOpsMixin):
 
     # -- watches, sessions, close ------------------------------------------------
 
-    def watch(self, prefix, callback):
-        checkPrefix(prefix, BACKEND)
-        watches = []
-        delivery = Delivery(callback, lambda _: self._unwatch(watches[0]))
-        w = EtcdWatch(self, prefix, delivery)
-        watches.append(w)
-        if self._closing is not None:
-            delivery.cancel()
-            return delivery
-        self._watches.add(w)
-        w.start()
-        return delivery
-
-    def _unwatch(self, w):
-        self._watches.discard(w)
-        w.stop()
+    def _newWatch(self, prefix, delivery):
+        return EtcdWatch(self, prefix, delivery)
 
     @defer.inlineCallbacks
     def session(self, ttl):

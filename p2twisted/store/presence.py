@@ -20,11 +20,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted.errors import KeyExists, StoreError
+from p2twisted.tracing import TracedMachine
 
 log = Logger()
 
 
-class Presence(service.Service):
+class Presence(TracedMachine, service.Service):
     """
     Keeps C{key} present as an ephemeral key holding C{value()}.
 
@@ -69,14 +70,7 @@ class Presence(service.Service):
         self._watch = None
         self._present = []
         self.state = "idle"
-        #: Called with C{(state, input, new state)} at every transition.
-        self.tracer = None
-        self._setTrace(self._transition)
-
-    def _transition(self, old, event, new):
-        self.state = new.strip("_")
-        if self.tracer is not None:
-            self.tracer(old.strip("_"), event.strip("_"), self.state)
+        self._traceTransitions()
 
     def startService(self):
         service.Service.startService(self)

@@ -50,7 +50,7 @@ from p2twisted.store._zkclient import (
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Check, CloseOnceMixin, Delivery, Entry, Sequencer, SessionMixin, checkKey, checkOps,
+    Check, CloseOnceMixin, Entry, Sequencer, SessionMixin, WatchesMixin, checkKey, checkOps,
     checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
@@ -63,7 +63,7 @@ _STRUCTURAL = ZnodeStat(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 @implementer(IStore)
-class ZooKeeperStore(CloseOnceMixin):
+class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
     """
     An L{IStore} on ZooKeeper.  Use L{open}.
     """
@@ -471,23 +471,9 @@ class ZooKeeperStore(CloseOnceMixin):
 
     # -- watches, sessions, close ------------------------------------------------
 
-    def watch(self, prefix, callback):
-        checkPrefix(prefix, BACKEND)
-        watches = []
-        delivery = Delivery(callback, lambda _: self._unwatch(watches[0]))
-        w = SubtreeWatch(self._reactor, self._bridge, self._client, self._path(prefix),
-                         self._decode, delivery)
-        watches.append(w)
-        if self._closing is not None:
-            delivery.cancel()
-            return delivery
-        self._watches.add(w)
-        w.resync()
-        return delivery
-
-    def _unwatch(self, w):
-        self._watches.discard(w)
-        w.stop()
+    def _newWatch(self, prefix, delivery):
+        return SubtreeWatch(self._reactor, self._bridge, self._client, self._path(prefix),
+                            self._decode, delivery)
 
     def session(self, ttl):
         if self._closing is not None:
