@@ -102,6 +102,25 @@ class ZooKeeperLayoutTests(ServerMixin, unittest.TestCase):
         self.assertIsNone((yield store.get("x")))
 
     @defer.inlineCallbacks
+    def test_fencedParallelCreatesUnderNewParents(self):
+        """
+        Fenced transactions in flight at once (as a plan's window applies
+        them), from two clients, each creating a key under the same missing
+        parents: those that lose the race to create a parent read again and
+        go through; every key is written once.
+        """
+        stores = [(yield self.client()), (yield self.client())]
+        session = yield stores[0].session(5.0)
+        lock = yield session.lock("locks/rc/web", b"me")
+        fence = [Check(lock.key, lock.version)]
+        results = yield defer.gatherResults([
+            stores[i % 2].transaction(fence + [Create("new/a/parent/k%d" % (i,), b"%d" % (i,))])
+            for i in range(12)])
+        self.assertEqual([r[1].value for r in results], [b"%d" % (i,) for i in range(12)])
+        self.assertEqual(sorted((yield stores[1].list("new"))),
+                         sorted("new/a/parent/k%d" % (i,) for i in range(12)))
+
+    @defer.inlineCallbacks
     def test_lockFence(self):
         """
         A lock's fence znode is invisible to reads and watches, a write
