@@ -389,6 +389,25 @@ class RCAuditTests(ControllerTestCase):
                 written = self.successResultOf(self.store.get(keys.intent(node, "web")))
                 self.assertEqual(node in first, written is not None, node)
 
+    def test_auditInTheChangesTransaction(self):
+        """
+        A change and its audit record are written in one transaction: an
+        orchestrator killed the moment its transaction committed (here the
+        store's answer never comes) still leaves the record of what it did.
+        """
+        self.putRC()
+        commit = self.store.transaction
+
+        def committedThenKilled(ops):
+            commit(ops)
+            return defer.Deferred()
+        self.store.transaction = committedThenKilled
+        controller = self.rcController(scheduleOn("n1", "n2"))
+        self.assertNoResult(controller.reconcile())
+        [event] = self.events()
+        self.assertEqual((event.action, event.details["nodes"]), ("schedule", ["n1", "n2"]))
+
+
 class WatchedReaderTests(unittest.TestCase):
     """
     The orchestrator's snapshots come from watches of the cluster trees,

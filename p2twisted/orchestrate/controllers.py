@@ -296,14 +296,12 @@ class _Controller(object):
         applied = isinstance(outcome, Plan) and bool(outcome)
         if applied:
             try:
-                yield self.planner.apply(outcome, fence=self.fence(snapshot))
+                yield self.planner.apply(outcome, fence=self.fence(snapshot),
+                                         audit=self.auditOps(outcome))
             except StoreError as e:
-                # What went through before the failure is audited too.
+                # What went through before the failure carried its audit.
                 done = getattr(e, "applied", ())
                 self._wrote = _writes(attr.evolve(outcome, changes=done), snapshot)
-                if done:
-                    yield self.appendAudit(self.events(attr.evolve(outcome, changes=done,
-                                                                   events=())))
                 if not isinstance(e, (VersionConflict, KeyExists)):
                     raise
                 yield self.report(dict(status, error="the store changed under this plan "
@@ -319,7 +317,6 @@ class _Controller(object):
             self._wrote = _writes(outcome, snapshot)
             log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
                      reason=outcome.reason, event="applied")
-            yield self.appendAudit(self.events(outcome))
         yield self.report(dict(status, error=None))
         if isinstance(outcome, Wait) and outcome.at is not None:
             return max(outcome.at - self.clock.seconds(), 0.0)
@@ -331,12 +328,19 @@ class _Controller(object):
         """
         return list(plan.events)
 
-    def appendAudit(self, events):
-        if not events:
-            return defer.succeed(None)
-        return audit.append(self.store, events, self.who, self.clock.seconds()).addErrback(
-            lambda f: log.warn("{kind} {object}: cannot append to the audit log: {error}",
-                               kind=self.kind, object=self.objectId, error=f.getErrorMessage()))
+    def auditOps(self, plan):
+        """
+        @return: the C{audit} callable of L{IPlanner.apply} for C{plan}: the
+            ops appending the events of each transaction's changes, written
+            in that transaction (a process killed right after a change still
+            leaves its record).
+        """
+        when = self.clock.seconds()
+
+        def ops(changes, first):
+            part = attr.evolve(plan, changes=changes, events=plan.events if first else ())
+            return audit.creates(self.events(part), self.who, when)
+        return ops
 
     @defer.inlineCallbacks
     def report(self, status):

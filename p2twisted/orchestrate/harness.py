@@ -41,10 +41,10 @@ class RecordingPlanner(Planner):
         self.failures = []
 
     @defer.inlineCallbacks
-    def apply(self, plan, fence=()):
+    def apply(self, plan, fence=(), audit=None):
         self.plans.append(plan)
         results, applied = [], []
-        for changes, ops in batches(plan, fence=fence):
+        for changes, ops in batches(plan, fence=fence, audit=audit):
             try:
                 results.append((yield self.store.transaction(ops)))
             except Exception as e:

@@ -166,11 +166,22 @@ def _opsFor(change, snapshot, marked):
     return ops
 
 
-def batches(plan, snapshot=None, fence=()):
+#: Ops kept free in each transaction for the audit events of its changes
+#: (one per kind of change, plus the plan's own events in the first).
+AUDIT_ROOM = 8
+
+
+def batches(plan, snapshot=None, fence=(), audit=None):
     """
     @param snapshot: the snapshot C{plan} was decided over (default: the
         plan's own).
     @param fence: C{Check} ops that begin every transaction.
+    @param audit: C{None}, or C{audit(changes, first)} returning the ops
+        (at most L{AUDIT_ROOM}) that append the audit events of a
+        transaction's C{changes} (C{first}: it is the plan's first, which
+        also carries the plan's own events) -- in the same transaction, so a
+        change is never made without its record, even by a process killed
+        right after.
     @return: a list of C{(changes, ops)}: each transaction (at most 64 ops)
         and the plan's changes it makes; a plan's record updates share one
         transaction, and a node's changes are never split.
@@ -180,7 +191,7 @@ def batches(plan, snapshot=None, fence=()):
         return []
     snapshot = plan.snapshot if snapshot is None else snapshot
     fence = list(fence)
-    room = MAX_OPS - len(fence)
+    room = MAX_OPS - len(fence) - (AUDIT_ROOM if audit is not None else 0)
     groups = {}
     marked = set()
     for change in plan.changes:
@@ -202,6 +213,15 @@ def batches(plan, snapshot=None, fence=()):
         current.extend(ops)
     if current:
         found.append((tuple(changes), fence + current))
+    if audit is not None:
+        audited = []
+        for index, (changes, ops) in enumerate(found):
+            extra = list(audit(changes, index == 0))
+            if len(extra) > AUDIT_ROOM:
+                raise PlanTooLarge("%d audit events for one transaction; at most %d fit"
+                                   % (len(extra), AUDIT_ROOM))
+            audited.append((changes, ops + extra))
+        found = audited
     return found
 
 
@@ -224,9 +244,10 @@ class IPlanner(Interface):
         @return: L{Deferred} firing with a fresh L{Snapshot} of the store.
         """
 
-    def apply(plan, fence=()):
+    def apply(plan, fence=(), audit=None):
         """
-        Apply C{plan}'s transactions in order (nothing for L{Wait}/L{Done}).
+        Apply C{plan}'s transactions in order (nothing for L{Wait}/L{Done}),
+        each with the audit ops of its changes (see L{batches}).
 
         @return: L{Deferred} firing with the list of transaction results;
             fails with the store's error (L{VersionConflict} when the fence
@@ -261,8 +282,8 @@ class Planner(object):
         return Snapshot.read(self.store)
 
     @defer.inlineCallbacks
-    def apply(self, plan, fence=()):
-        batched = list(batches(plan, fence=fence))
+    def apply(self, plan, fence=(), audit=None):
+        batched = list(batches(plan, fence=fence, audit=audit))
         applied, failed = [], []
 
         def one(changes, ops):
