@@ -18,8 +18,9 @@ Every backend is driven the same way: N operations with W in flight at once
 (the reactor pipelines them); raw kazoo is measured both with its async API at
 the same window and synchronously one at a time.  Watch latency is measured
 between two clients: one writes, the other's watch reports the value.
-Targets (issue 2): ZooKeeper backend writes >= 0.5x raw kazoo; watch p99
-< 20 ms on the local and ZooKeeper backends.  Issue 12: etcd backend writes
+Targets (issue 2): watch p99 < 20 ms on the local and ZooKeeper backends.
+Issue 12 raised the ZooKeeper bar to >= 0.9x raw kazoo's async writes (issue
+2 asked 0.5x).  Issue 12: etcd backend writes
 within 2x of raw treq against the same etcd (>= 0.5x its put/s); etcd watch
 p99 < 20 ms and within 1.5x of the raw /v3/watch stream's p99.
 """
@@ -398,8 +399,8 @@ def report(results, raw, rawConsul, args):
     zk = [r for r in results if r["backend"] == "zookeeper"]
     if zk:
         ratio = zk[0]["put"] / asyncSets
-        print("zookeeper backend put / raw kazoo async set = %.2f (target >= 0.50: %s)"
-              % (ratio, "met" if ratio >= 0.5 else "NOT met"))
+        print("zookeeper backend put / raw kazoo async set = %.2f (target >= 0.90: %s)"
+              % (ratio, "met" if ratio >= 0.9 else "NOT met"))
     for r in results:
         if r["backend"] in ("local", "zookeeper"):
             print("%s watch p99 = %.2f ms (target < 20 ms: %s)"
