@@ -63,8 +63,9 @@ class RunBoundedTests(unittest.TestCase):
         """
         import sys
         pidfile = os.path.abspath(self.mktemp())
-        child = ("import os, time; memory = b'x' * (512 << 20); "
-                 "open(%r, 'w').write(str(os.getpid())); os.rename(%r, %r); time.sleep(1000)"
+        # The child waits to be killed (signal.pause), holding its memory.
+        child = ("import os, signal; memory = b'x' * (512 << 20); "
+                 "open(%r, 'w').write(str(os.getpid())); os.rename(%r, %r); signal.pause()"
                  % (pidfile + ".tmp", pidfile + ".tmp", pidfile))
         script = ('"$0" -c "$1" </dev/null >/dev/null 2>&1 & '
                   "while [ ! -s %s ]; do sleep 0.01; done" % (pidfile,))
