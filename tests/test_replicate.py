@@ -9,7 +9,7 @@ import json
 import signal
 import sys
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from p2twisted.cli.replicate import nodeList
@@ -20,10 +20,12 @@ from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records import Health
 from p2twisted.store import keys
 from p2twisted.store.common import Entry
+from tests import orchfleet
 from tests.cli import ROOT, P2CommandMixin
 from tests.fleetprocesses import Fleet, StoreHistory
 from tests.store_contract import waitFor
 from tests.test_agent_e2e import requireRunit
+from tests.test_agent_process_e2e import _Output
 
 
 def snapshot(agents=(), podLabels=None, health=None):
@@ -90,20 +92,30 @@ class ChecksTests(unittest.TestCase):
             self.assertEqual(str(e), message)
 
 
-class _Command(protocol.ProcessProtocol):
-    """A running C{p2} command: its output so far, and its exit code."""
+class ReplicationTests(unittest.TestCase):
 
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
+    def test_timeoutStopsTheRest(self):
+        """
+        A node whose agent never runs the manifest within the timeout fails
+        the replication, naming the node and what it waited for; the nodes
+        not started by then get no intent.
+        """
+        from p2twisted.manifest import parseManifest
+        from p2twisted.store.memory import MemoryStore
+        from twisted.internet import task
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        manifest = parseManifest(orchfleet.manifest(1))
+        run = replication.Replication(store, manifest, ["n1", "n2"], 1, timeout=5, clock=clock)
+        d = run.run()
+        for _ in range(20):
+            clock.advance(0.5)
+        failure = self.failureResultOf(d)
+        self.assertEqual(str(failure.value), "n1: gave up after 5s waiting for its reality to "
+                                             "hold %s" % (manifest.sha()[:12],))
+        self.assertEqual(run.summary(), "failed: n1; not started: n2")
+        self.assertIsNotNone(self.successResultOf(store.get(keys.intent("n1", "web"))))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
 
 
 class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
@@ -125,8 +137,12 @@ class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
         return fleet
 
     def start(self, *args):
-        """Start C{p2 replicate ARGS}; @return: its L{_Command}."""
-        command = _Command()
+        """
+        Start C{p2 replicate ARGS}.
+
+        @return: its process protocol (C{output}, C{ended}, C{reason}).
+        """
+        command = _Output()
         argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url, "replicate"] + list(
             args)
         transport = reactor.spawnProcess(command, sys.executable, argv, env=self.env, path=ROOT)
@@ -211,8 +227,8 @@ class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
                       what="the first node to wait for its health")
         self.assertIsNotNone((yield fleet.store.get(keys.lock("replication", "web"))))
         command.transport.signalProcess(signal.SIGINT)
-        code = yield command.ended
-        self.assertEqual(code, 130, command.output)
+        yield command.ended
+        self.assertEqual(command.reason.value.exitCode, 130, command.output)
         self.assertIn(b"interrupted; the lock is released.", command.output)
         self.assertIsNone((yield fleet.store.get(keys.lock("replication", "web"))))
         intents = {}
