@@ -310,6 +310,27 @@ class HookRunnerTests(RunnerTestMixin, unittest.TestCase):
         self.assertEqual((status["state"], status["signal"]), ("timeout", signal.SIGTERM))
 
     @defer.inlineCallbacks
+    def test_runsCounted(self):
+        """
+        The agent's metrics count hook runs by event and outcome, and the
+        timeouts apart.
+        """
+        from prometheus_client import generate_latest
+        from p2twisted.metrics import AgentMetrics
+        from tests.test_metrics import samples, value
+        self.local("a-sleeps", "#!/bin/sh\nexec sleep 100\n", "after_launch")
+        self.local("b-fails", "#!/bin/sh\nexit 3\n", "after_launch")
+        self.recorder("c-ok", "after_launch")
+        metrics = AgentMetrics()
+        self.runner(hookTermAfter=0.2, hookKillAfter=20)
+        runner = HookRunner(self.config, reactor, self.store, metrics=metrics)
+        yield runner.run("after_launch")
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual([value(found, "p2_hook_runs_total", event="after_launch", outcome=o)
+                          for o in ("timeout", "failed", "ok")], [1.0, 1.0, 1.0])
+        self.assertEqual(value(found, "p2_hook_timeouts_total", event="after_launch"), 1.0)
+
+    @defer.inlineCallbacks
     def test_requiredFailureBlocks(self):
         """
         A required hook failing at a blocking event fails the run with
