@@ -25,7 +25,11 @@ are hints).  It acts only on snapshots it did read: a failed read changes
 nothing.  A key that disappears from a successful snapshot has its links and
 pod removed.  An invalid manifest or a failed install is logged, written to
 C{status/hooks/<node>/<event>/<pod_id>} and retried at the next snapshot or
-resync; meanwhile the previously installed version (if any) stays.
+resync; meanwhile the previously installed version (if any) stays.  A hook
+pod is held to the agent's auth policy like any pod: a refused version is not
+installed (the one installed, if any, stays), its status says C{refused} and
+why, the C{after_auth_fail} hooks run once, and it is tried again only when
+its manifest or the policy changes.
 """
 
 import os
@@ -45,7 +49,7 @@ from p2twisted.manifest import launchableVersion, parseManifest
 from p2twisted.records import EVENTS, HookPodStatus
 from p2twisted.store import keys
 
-INSTALLED, INVALID, FAILED = "installed", "invalid", "failed"
+INSTALLED, INVALID, FAILED, REFUSED = "installed", "invalid", "failed", "refused"
 
 log = Logger()
 
@@ -163,7 +167,7 @@ class HookSync(service.Service):
     """
 
     def __init__(self, store, config, reactor, artifacts, installer, resyncInterval=30.0,
-                 wallClock=time.time):
+                 wallClock=time.time, auth=None, refused=None):
         self.store = store
         self.config = config
         self.reactor = reactor
@@ -177,6 +181,10 @@ class HookSync(service.Service):
         self._status = {}
         self._ignored = set()
         self._stopped = False
+        self.auth = auth
+        self.onRefused = refused
+        #: C{{(event, pod_id): (manifest bytes, policy generation, Decision)}}.
+        self._refusals = {}
 
     def startService(self):
         service.Service.startService(self)
@@ -295,6 +303,8 @@ class HookSync(service.Service):
             return
         sha = manifest.sha()
         current = yield self._inThread(_readCurrentSHA, layout)
+        if current != sha and (yield self._refuse(event, podId, entry, manifest)):
+            return
         if current == sha:
             try:
                 wanted = yield self._inThread(self._currentLinks, layout, manifest)
@@ -328,6 +338,35 @@ class HookSync(service.Service):
         log.info("installed hook pod {pod} of {hookEvent} ({sha})", pod=podId, hookEvent=event,
                  sha=sha, node=self.config.node, event="hook-installed")
         yield self._record(event, podId, INSTALLED, sha=sha)
+
+    @defer.inlineCallbacks
+    def _refuse(self, event, podId, entry, manifest):
+        """
+        Ask the auth policy about a hook pod's new version.
+
+        @return: L{Deferred} firing with whether it was refused (then its
+            status says so).
+        """
+        if self.auth is None:
+            return False
+        generation = self.auth.generation
+        known = self._refusals.get((event, podId))
+        if known is not None and known[:2] == (entry.value, generation):
+            decision = known[2]
+        else:
+            decision = yield self.auth.authorize(manifest)
+            if decision.allowed:
+                self._refusals.pop((event, podId), None)
+                return False
+            self._refusals[(event, podId)] = (entry.value, generation, decision)
+            if self.onRefused is not None:
+                try:
+                    yield self.onRefused(manifest, decision)
+                except Exception as e:
+                    log.warn("after_auth_fail hooks: {error}", error=str(e),
+                             node=self.config.node)
+        yield self._record(event, podId, REFUSED, sha=manifest.sha(), error=decision.describe())
+        return True
 
     def _currentLinks(self, layout, manifest):
         # {link name: target} of the installed (current) version.

@@ -19,6 +19,11 @@ A failed attempt is retried with exponential backoff (1 s doubling to 60 s,
 plus up to 1 s of jitter: L{retryPolicy}); every attempt's outcome is written
 to C{status/pods/<node>/<pod>}.
 An intent that is not a valid manifest is not retried until it changes.
+An intent the agent's auth policy refuses (L{p2twisted.auth.policy}) is
+never installed, and nothing running is halted or removed for it: its
+C{after_auth_fail} hooks run, its status says C{refused} with the signer and
+the rule, and it is tried again only when the intent or the policy changes
+(L{PodWorker.reconsider}).
 
 States (an automat machine; L{PodWorker.tracer} sees every transition)::
 
@@ -90,13 +95,17 @@ class PodWorker(TracedMachine):
     @param clock: an L{IReactorTime}.
     @param canAct: a callable; while it returns false the worker does
         nothing (store unreachable, session lost) and tries again later.
+    @param auth: an L{IAuthPolicy} with a C{generation} (the agent's
+        L{PolicyReloader}), or C{None} to deploy every manifest.
+    @param refused: C{callable(manifest, decision)} returning a L{Deferred},
+        run once per refusal (the C{after_auth_fail} hooks), or C{None}.
     """
 
     _machine = MethodicalMachine()
     _setTrace = _machine._setTrace
 
     def __init__(self, pods, store, node, podId, clock, canAct=lambda: True,
-                 backoff=None, wallClock=time.time):
+                 backoff=None, wallClock=time.time, auth=None, refused=None):
         self.pods = pods
         self.store = store
         self.node = node
@@ -116,6 +125,12 @@ class PodWorker(TracedMachine):
         self._timer = None
         self._idle = []
         self._badIntent = None
+        self.auth = auth
+        self.onRefused = refused
+        #: C{(intent bytes, policy generation, Decision)} of the last refusal.
+        self._refusal = None
+        #: The policy's L{Decision} on the intent being deployed, if asked.
+        self._decision = None
         self._seen = False
         self._lastStatus = None
         # Status writes are read-modify-writes (crashloop.preservingWrite):
@@ -139,6 +154,7 @@ class PodWorker(TracedMachine):
         self._intent = intentEntry
         if not same:
             self.attempts = 0
+            self._decision = None
             self._news_()
         elif resync:
             self._resync()
@@ -154,6 +170,24 @@ class PodWorker(TracedMachine):
                 and self._intent.value == self._badIntent[0]:
             return self._badIntent[1]
         return None
+
+    def refusal(self):
+        """
+        @return: the L{Decision} refusing the pod's current intent, or
+            C{None}.
+        """
+        if self._refusal is not None and self._intent is not None \
+                and self._intent.value == self._refusal[0]:
+            return self._refusal[2]
+        return None
+
+    def reconsider(self):
+        """
+        The auth policy changed: try a refused intent again.
+        """
+        if self.state not in (STOPPING, STOPPED) and self.refusal() is not None:
+            self.attempts = 0
+            self._news_()
 
     def kick(self):
         """
@@ -372,6 +406,12 @@ class PodWorker(TracedMachine):
         realityKey = keys.reality(self.node, self.podId)
         realityEntry = yield self.store.get(realityKey)
         reality = self._parseReality(realityEntry)
+        if intent is not None and (reality is None or reality.sha() != intent.sha()):
+            # A change of what runs: the policy decides (what runs already
+            # is left alone, whatever it says).
+            refused = yield self._authorize(intentEntry, intent)
+            if refused:
+                return
         if intent is not None:
             if reality is not None and reality.sha() == intent.sha():
                 down = yield self.pods.unsupervised(intent)
@@ -419,6 +459,39 @@ class PodWorker(TracedMachine):
         else:
             yield self._deleteStatus()
 
+    @defer.inlineCallbacks
+    def _authorize(self, intentEntry, intent):
+        """
+        Ask the auth policy about C{intent}; on a refusal, run the refusal
+        hooks (once per intent and policy) and write the status.
+
+        @return: L{Deferred} firing with whether it was refused.
+        """
+        if self.auth is None:
+            return False
+        generation = self.auth.generation
+        known = self._refusal
+        if known is not None and known[:2] == (intentEntry.value, generation):
+            decision = self._decision = known[2]
+        else:
+            decision = yield self.auth.authorize(intent)
+            self._decision = decision
+            if decision.allowed:
+                self._refusal = None
+                return False
+            self._refusal = (intentEntry.value, generation, decision)
+            log.warn("pod {pod}: manifest {sha} {refusal}; nothing is installed, and what runs "
+                     "keeps running", node=self.node, pod=self.podId, sha=intent.sha(),
+                     refusal=decision.describe(), event="auth-refused")
+            if self.onRefused is not None:
+                try:
+                    yield self.onRefused(intent, decision)
+                except Exception as e:
+                    log.warn("pod {pod}: after_auth_fail hooks: {error}", node=self.node,
+                             pod=self.podId, error=str(e))
+        yield self._writeStatus("refused", sha=intent.sha(), error=decision.describe())
+        return True
+
     def _parseReality(self, entry):
         if entry is None:
             return None
@@ -446,9 +519,11 @@ class PodWorker(TracedMachine):
         if (state, sha, error) == self._lastStatus and state != "failed":
             return defer.succeed(None)
         self._lastStatus = (state, sha, error)
+        decision = self._decision
         record = PodStatus(
             self.podId, self.node, state, sha, error, self.attempts,
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())))
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
+            auth=decision.toDict() if decision is not None and sha is not None else None)
         key = keys.status("pods", self.node, self.podId)
 
         def failed(f):
