@@ -113,9 +113,14 @@ def defaultVerifiers():
         C{makeSSH(allowedSignersPath, namespace)} building the real
         verifiers.
     """
-    from p2twisted.auth.gpg import GPGVerifier
-    from p2twisted.auth.ssh import SSHVerifier
-    return GPGVerifier, lambda path, namespace: SSHVerifier(path, namespace=namespace)
+    def makeGPG(path):
+        from p2twisted.auth.gpg import GPGVerifier
+        return GPGVerifier(path)
+
+    def makeSSH(path, namespace):
+        from p2twisted.auth.ssh import SSHVerifier
+        return SSHVerifier(path, namespace=namespace)
+    return makeGPG, makeSSH
 
 
 def buildPolicy(settings, makeGPG=None, makeSSH=None):
