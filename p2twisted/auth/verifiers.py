@@ -7,7 +7,7 @@ from twisted.internet import defer
 
 from p2twisted.auth.interfaces import SignatureRejected
 
-_CONFIG = {"gpg": "a GPG keyring", "ssh": "an SSH allowed-signers file"}
+_CONFIG = {"gpg": "GPG keyring", "ssh": "SSH allowed-signers file"}
 
 
 def verifierFor(manifest, gpg=None, ssh=None):
