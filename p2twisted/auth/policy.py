@@ -122,8 +122,7 @@ def manifestSignature(manifest):
     """
     if manifest.signature is None:
         return None, None, None
-    system = getattr(manifest, "signatureSystem", None) or "gpg"
-    return system, manifest.signedBody, manifest.signature
+    return manifest.signatureSystem, manifest.signedBody, manifest.signature
 
 
 def normalFingerprint(value):

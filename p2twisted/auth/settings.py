@@ -21,9 +21,9 @@ from p2twisted.auth.policy import (
     UserPolicy)
 from p2twisted.errors import UsageError
 
-#: The OpenSSH signature namespaces: a manifest's signature cannot be
-#: passed off as a request's, nor the other way round.
-MANIFEST_NAMESPACE = "p2-manifest"
+#: The OpenSSH signature namespace of requests: a manifest's signature
+#: (namespace C{p2-manifest}) cannot be passed off as a request's, nor the
+#: other way round.
 REQUEST_NAMESPACE = "p2-request"
 
 
@@ -142,6 +142,7 @@ def buildPolicy(settings, makeGPG=None, makeSSH=None):
         verifiers["gpg"] = requestVerifiers["gpg"] = makeGPG(settings.keyring)
     if settings.allowedSigners:
         _read(settings.allowedSigners, "allowed signers file")
+        from p2twisted.auth.ssh import MANIFEST_NAMESPACE
         verifiers["ssh"] = makeSSH(settings.allowedSigners, MANIFEST_NAMESPACE)
         requestVerifiers["ssh"] = makeSSH(settings.allowedSigners, REQUEST_NAMESPACE)
     if settings.type == KEYRING:
