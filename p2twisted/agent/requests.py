@@ -35,7 +35,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from p2twisted.auth.requestsig import SeenRequests, authorizeRequest
+from p2twisted.auth.requestsig import SIGNED_FIELDS, SeenRequests, authorizeRequest
 from p2twisted.errors import P2Error, StoreError, VersionConflict
 from p2twisted.records import DONE, EXPIRED, FAILED, PENDING, RUNNING, CorruptRecord, Request
 from p2twisted.store import keys
@@ -261,6 +261,9 @@ class RequestRunner(service.Service):
                 yield self._answer(key, entry.version, dict(
                     claimed, state=FAILED, finished=self.clock.seconds(), error=str(e)))
                 return
+            if signer is not None:  # the answer shows what was signed, and run
+                claimed = dict(claimed, **{name: record[name] for name in SIGNED_FIELDS
+                                           if name in record})
             try:
                 if record.get("kind") in UNLIMITED:
                     answer = yield self._handle(record)

@@ -55,15 +55,18 @@ class RequestSigner(object):
     Signs requests with the real C{gpg} (a detached armored signature by
     C{gpgKey}, from the user's own GNUPGHOME) or C{ssh-keygen -Y sign}
     (with the private key file C{sshKey}).
+
+    @param gnupgHome: the GNUPGHOME holding C{gpgKey} (default: the user's).
     """
 
-    def __init__(self, gpgKey=None, sshKey=None, reactor=None):
+    def __init__(self, gpgKey=None, sshKey=None, reactor=None, gnupgHome=None):
         if bool(gpgKey) == bool(sshKey):
             raise P2Error("sign requests with either a GPG key or an OpenSSH key")
         if reactor is None:
             from twisted.internet import reactor
         self.gpgKey = gpgKey
         self.sshKey = sshKey
+        self.gnupgHome = gnupgHome
         self.reactor = reactor
         self.system = "gpg" if gpgKey else "ssh"
 
@@ -80,6 +83,8 @@ class RequestSigner(object):
             if self.gpgKey:
                 argv = ["gpg", "--batch", "--no-tty", "--armor", "--detach-sign",
                         "--local-user", self.gpgKey, "--output", "-", f.name]
+                if self.gnupgHome:
+                    argv[1:1] = ["--homedir", self.gnupgHome]
                 tool, key = "gpg", self.gpgKey
             else:
                 argv = ["ssh-keygen", "-q", "-Y", "sign", "-f", self.sshKey,
