@@ -217,6 +217,43 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertNotIn("after 120s", err)
 
     @defer.inlineCallbacks
+    def test_waitStopsAtRefusal(self):
+        """
+        C{deploy --wait} stops at once when the node's agent refused the
+        manifest it deployed (its auth policy), saying why; a refusal of an
+        earlier manifest does not stop it.
+        """
+        from twisted.internet import reactor, task
+        from p2twisted.store import keys, openStore
+        from p2twisted.manifest import parseManifest
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        store = yield openStore(self.url)
+        self.addCleanup(store.close)
+        status = keys.status("pods", "n1", "job")
+        yield store.put(status, json.dumps(
+            {"pod": "job", "node": "n1", "state": "refused", "sha": "0" * 64,
+             "error": "an older one"}).encode())
+
+        @defer.inlineCallbacks
+        def refuse():
+            entry = yield store.get(keys.intent("n1", "job"))
+            if entry is not None:
+                yield store.put(status, json.dumps(
+                    {"pod": "job", "node": "n1", "state": "refused",
+                     "sha": parseManifest(entry.value).sha(),
+                     "error": "refused by auth policy keyring: the manifest is not signed; "
+                              "signer: no accepted signature"}).encode())
+        writer = task.LoopingCall(refuse)
+        writer.clock = reactor
+        writer.start(0.5, now=False)
+        self.addCleanup(lambda: writer.running and writer.stop())
+        out, err, code = yield self.p2("deploy", "job", "--node", "n1", "--wait",
+                                       "--timeout", "120")
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("the agent of n1 refused job: refused by auth policy keyring: the "
+                      "manifest is not signed", err)
+
+    @defer.inlineCallbacks
     def test_waitTimeout(self):
         """
         With no agent, C{deploy --wait} fails at its timeout saying so.
