@@ -44,6 +44,7 @@ from p2twisted.agent import runtime
 from p2twisted.agent.fsutil import replaceLink
 from p2twisted.agent.hooks import execDir, hooksRoot, statusName
 from p2twisted.agent.layout import PodLayout
+from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import AgentError, ManifestError
 from p2twisted.manifest import launchableVersion, parseManifest
 from p2twisted.records import EVENTS, HookPodStatus
@@ -181,10 +182,7 @@ class HookSync(service.Service):
         self._status = {}
         self._ignored = set()
         self._stopped = False
-        self.auth = auth
-        self.onRefused = refused
-        #: C{{(event, pod_id): (manifest bytes, policy generation, Decision)}}.
-        self._refusals = {}
+        self._gate = None if auth is None else AuthGate(auth, refused)
 
     def startService(self):
         service.Service.startService(self)
@@ -347,24 +345,12 @@ class HookSync(service.Service):
         @return: L{Deferred} firing with whether it was refused (then its
             status says so).
         """
-        if self.auth is None:
+        if self._gate is None:
             return False
-        generation = self.auth.generation
-        known = self._refusals.get((event, podId))
-        if known is not None and known[:2] == (entry.value, generation):
-            decision = known[2]
-        else:
-            decision = yield self.auth.authorize(manifest)
-            if decision.allowed:
-                self._refusals.pop((event, podId), None)
-                return False
-            self._refusals[(event, podId)] = (entry.value, generation, decision)
-            if self.onRefused is not None:
-                try:
-                    yield self.onRefused(manifest, decision)
-                except Exception as e:
-                    log.warn("after_auth_fail hooks: {error}", error=str(e),
-                             node=self.config.node)
+        decision = yield self._gate.check("hook pod %s/%s" % (event, podId), entry.value,
+                                          manifest)
+        if decision.allowed:
+            return False
         yield self._record(event, podId, REFUSED, sha=manifest.sha(), error=decision.describe())
         return True
 

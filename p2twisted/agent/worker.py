@@ -44,6 +44,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted.agent import crashloop
+from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
 from p2twisted.records import PodStatus
@@ -126,9 +127,7 @@ class PodWorker(TracedMachine):
         self._idle = []
         self._badIntent = None
         self.auth = auth
-        self.onRefused = refused
-        #: C{(intent bytes, policy generation, Decision)} of the last refusal.
-        self._refusal = None
+        self._gate = None if auth is None else AuthGate(auth, refused)
         #: The policy's L{Decision} on the intent being deployed, if asked.
         self._decision = None
         self._seen = False
@@ -176,10 +175,9 @@ class PodWorker(TracedMachine):
         @return: the L{Decision} refusing the pod's current intent, or
             C{None}.
         """
-        if self._refusal is not None and self._intent is not None \
-                and self._intent.value == self._refusal[0]:
-            return self._refusal[2]
-        return None
+        if self._gate is None or self._intent is None:
+            return None
+        return self._gate.refusal(self.podId, self._intent.value)
 
     def reconsider(self):
         """
@@ -467,28 +465,12 @@ class PodWorker(TracedMachine):
 
         @return: L{Deferred} firing with whether it was refused.
         """
-        if self.auth is None:
+        if self._gate is None:
             return False
-        generation = self.auth.generation
-        known = self._refusal
-        if known is not None and known[:2] == (intentEntry.value, generation):
-            decision = self._decision = known[2]
-        else:
-            decision = yield self.auth.authorize(intent)
-            self._decision = decision
-            if decision.allowed:
-                self._refusal = None
-                return False
-            self._refusal = (intentEntry.value, generation, decision)
-            log.warn("pod {pod}: manifest {sha} {refusal}; nothing is installed, and what runs "
-                     "keeps running", node=self.node, pod=self.podId, sha=intent.sha(),
-                     refusal=decision.describe(), event="auth-refused")
-            if self.onRefused is not None:
-                try:
-                    yield self.onRefused(intent, decision)
-                except Exception as e:
-                    log.warn("pod {pod}: after_auth_fail hooks: {error}", node=self.node,
-                             pod=self.podId, error=str(e))
+        decision = self._decision = yield self._gate.check(self.podId, intentEntry.value,
+                                                           intent)
+        if decision.allowed:
+            return False
         yield self._writeStatus("refused", sha=intent.sha(), error=decision.describe())
         return True
 
