@@ -167,3 +167,27 @@ class SignedAgentTests(LocalStoreCase):
         yield waitFor(lambda: os.path.exists(marks), what="the hook pod to run")
         with open(marks) as f:
             self.assertEqual(f.read(), "web\n")
+
+    @defer.inlineCallbacks
+    def test_forgedRealityRefused(self):
+        """
+        Someone who can write the store writes an unsigned manifest into
+        both intent and reality: the agent does not take reality's word
+        for what is installed -- it refuses the install, and the signed
+        version keeps serving.
+        """
+        from p2twisted.store.common import Put
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "hello", "2")
+        yield self.schedule(self.gpg.clearSign(self.alice, webManifest("hello", url1, port, sha1)))
+        yield waitForVersion(port, "1")
+        yield self.waitForState("hello", "running")
+        pid = self.harness.servicePid("hello")
+        forged = webManifest("hello", url2, port, sha2)
+        yield self.store.transaction([Put(keys.intent("n1", "hello"), forged),
+                                      Put(keys.reality("n1", "hello"), forged)])
+        status = yield self.waitForState("hello", "refused")
+        self.assertEqual(status["auth"]["rule"], "the manifest is not signed")
+        yield waitForVersion(port, "1")
+        self.assertEqual(self.harness.servicePid("hello"), pid)

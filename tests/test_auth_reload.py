@@ -117,3 +117,32 @@ class ReloaderTests(SynchronousTestCase):
         self.write("keyring", b"bob")
         self.clock.advance(10)
         self.assertEqual(self.changes, [])
+
+
+class WarningTests(SynchronousTestCase):
+
+    def test_noneWarnsAtStart(self):
+        """
+        An agent without a policy says at start that it deploys anything.
+        """
+        from twisted.logger import LogLevel, capturedLogs
+        reloader = PolicyReloader(authSettings(None), Clock())
+        with capturedLogs() as events:
+            reloader.startService()
+        reloader.stopService()
+        warnings = [e for e in events if e.get("event") == "auth-none"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["log_level"], LogLevel.warn)
+        self.assertIsNone(reloader._loop)
+
+    def test_keyringDoesNotWarn(self):
+        from twisted.logger import capturedLogs
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"k")
+        reloader = PolicyReloader(authSettings({"type": "keyring", "keyring": path}), Clock(),
+                                  lambda s: buildPolicy(s, lambda p: None, lambda p, n: None))
+        with capturedLogs() as events:
+            reloader.startService()
+        reloader.stopService()
+        self.assertEqual([e for e in events if e.get("event") == "auth-none"], [])

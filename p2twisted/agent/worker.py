@@ -404,12 +404,6 @@ class PodWorker(TracedMachine):
         realityKey = keys.reality(self.node, self.podId)
         realityEntry = yield self.store.get(realityKey)
         reality = self._parseReality(realityEntry)
-        if intent is not None and (reality is None or reality.sha() != intent.sha()):
-            # A change of what runs: the policy decides (what runs already
-            # is left alone, whatever it says).
-            refused = yield self._authorize(intentEntry, intent)
-            if refused:
-                return
         if intent is not None:
             if reality is not None and reality.sha() == intent.sha():
                 down = yield self.pods.unsupervised(intent)
@@ -429,6 +423,11 @@ class PodWorker(TracedMachine):
                 except P2Error as e:  # its installs are gone: deploy it afresh
                     log.warn("pod {pod}: {error}; deploying it again", node=self.node,
                              pod=self.podId, error=str(e))
+            # Every install is the policy's to allow -- even of what reality
+            # names (anyone who can write the store can write reality); what
+            # runs already is left alone, whatever it says.
+            if (yield self._authorize(intentEntry, intent)):
+                return
             # Informational, not waited for, and only for a deploy that takes
             # a while: a quick one goes straight to "running" (or "failed")
             # without a store write competing with its install and start.
