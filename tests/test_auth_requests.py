@@ -176,3 +176,24 @@ class SeenTests(unittest.SynchronousTestCase):
         self.assertTrue(seen.claim("k", 10.0, 0.0))
         self.assertFalse(seen.claim("k", 10.0, 5.0))
         self.assertTrue(seen.claim("k", 30.0, 11.0))
+
+
+class SignerOptionTests(unittest.SynchronousTestCase):
+
+    def test_options(self):
+        """
+        C{p2 run} and C{p2 logs} take C{--key} or C{--ssh-key}, not both.
+        """
+        from argparse import Namespace
+        from p2twisted.cli.main import parseArguments
+        from p2twisted.cli.services_tasks import requestSigner
+        from p2twisted.errors import UsageError
+        def parse(*argv):
+            return Namespace(reactor=reactor, **vars(parseArguments(list(argv))))
+        signer = requestSigner(parse("run", "--ssh-key", "/k", "web", "hello"))
+        self.assertEqual((signer.system, signer.sshKey), ("ssh", "/k"))
+        signer = requestSigner(parse("logs", "--key", "alice@example.com", "web"))
+        self.assertEqual((signer.system, signer.gpgKey), ("gpg", "alice@example.com"))
+        self.assertIsNone(requestSigner(parse("logs", "web")))
+        self.assertRaises(UsageError, requestSigner,
+                          parse("logs", "--key", "a", "--ssh-key", "/k", "web"))
