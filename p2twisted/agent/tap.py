@@ -75,7 +75,7 @@ def makeService(options, reactor=None):
         pods = PodOperations.fromConfig(config, reactor)
     except P2Error as e:
         # twistd shows anything else raised here as a traceback.
-        raise SystemExit("twistd p2-agent: %s" % (e,))
+        raise SystemExit(str(e))
     top = service.MultiService()
     agent = AgentService(config, pods, reactor, facts=pods.facts)
     agent.setServiceParent(top)
