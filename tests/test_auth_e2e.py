@@ -24,7 +24,12 @@ echo "$HOOKED_POD_ID" >> %s
 """
 
 
-class SignedAgentTests(LocalStoreCase):
+class SignedAgentCase(LocalStoreCase):
+    """
+    A real agent under runit whose policy trusts a GPG keyring (Alice) and
+    an OpenSSH allowed-signers file (Carol), with an after_auth_fail hook
+    recording the pods refused.
+    """
 
     timeout = 180
 
@@ -49,9 +54,12 @@ class SignedAgentTests(LocalStoreCase):
         with open(hook, "wb") as f:
             f.write(HOOK % (self.refusals.encode(),))
         os.chmod(hook, 0o755)
-        auth = authSettings({"type": "keyring", "keyring": self.keyring,
-                             "allowed_signers": self.signers, "reload_interval": 0.2})
+        auth = authSettings(dict({"keyring": self.keyring, "allowed_signers": self.signers,
+                                  "reload_interval": 0.2}, **self.policy()))
         self.harness = AgentHarness(self, self.url, auth=auth, hooksDirectory=hooks).start()
+
+    def policy(self):
+        return {"type": "keyring"}
 
     def refused(self):
         try:
@@ -64,6 +72,13 @@ class SignedAgentTests(LocalStoreCase):
         return waitFor(lambda: self.podStatus(podId).addCallback(
             lambda s: s if s and s["state"] == state else None),
             what="%s to be %s" % (podId, state))
+
+
+
+class SignedAgentTests(SignedAgentCase):
+    """
+    A real agent under a C{keyring} policy.
+    """
 
     @defer.inlineCallbacks
     def test_refusedManifestChangesNothing(self):
@@ -191,3 +206,55 @@ class SignedAgentTests(LocalStoreCase):
         self.assertEqual(status["auth"]["rule"], "the manifest is not signed")
         yield waitForVersion(port, "1")
         self.assertEqual(self.harness.servicePid("hello"), pid)
+
+
+#: Pods run as nobody here: Alice's group may deploy as nobody, Bob's only
+#: as postgres.
+DEPLOY_POLICY = b"""
+groups:
+  web: [alice@example.com]
+  db: [bob@example.com]
+apps:
+  nobody: [web]
+  postgres: [db]
+"""
+
+
+class UserPolicyAgentTests(SignedAgentCase):
+    """
+    A real agent under a C{user} policy.
+    """
+
+    def policy(self):
+        self.deployPolicy = os.path.join(self.files, "deploy_policy.yaml")
+        with open(self.deployPolicy, "wb") as f:
+            f.write(DEPLOY_POLICY)
+        return {"type": "user", "deploy_policy": self.deployPolicy}
+
+    @defer.inlineCallbacks
+    def test_signerNotAllowedForRunAs(self):
+        """
+        Bob's key is in the keyring, but his group may not deploy as
+        nobody: his upgrade is refused, saying so, the hook runs, Alice's
+        version keeps serving; once the deploy policy puts Bob in Alice's
+        group (no restart), his upgrade goes through.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        url2, sha2 = buildWebArtifact(self.artifacts, "hello", "2")
+        self.gpg.exportKeyring(self.keyring, [self.alice, self.bob])
+        yield self.schedule(self.gpg.clearSign(self.alice, webManifest("hello", url1, port, sha1)))
+        yield waitForVersion(port, "1")
+        pid = self.harness.servicePid("hello")
+        yield self.schedule(self.gpg.clearSign(self.bob, webManifest("hello", url2, port, sha2)))
+        status = yield self.waitForState("hello", "refused")
+        self.assertEqual(status["auth"]["rule"], "deploy policy apps.nobody allows groups web; "
+                                                 "the signer is in none of them")
+        self.assertEqual(status["auth"]["signer"]["fingerprint"], self.bob)
+        yield waitFor(lambda: self.refused() == ["hello"], what="the after_auth_fail hook")
+        self.assertEqual(self.harness.servicePid("hello"), pid)
+        yield waitForVersion(port, "1")
+        with open(self.deployPolicy, "wb") as f:
+            f.write(DEPLOY_POLICY.replace(b"[alice@example.com]",
+                                          b"[alice@example.com, bob@example.com]"))
+        yield waitForVersion(port, "2")
