@@ -186,6 +186,20 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         info = json.loads((yield self.succeed("status", "--json")))
         self.assertEqual(info[0]["nodes"][0]["crash_loop"], loop)
 
+    def deployWhile(self, write):
+        """
+        Run C{p2 deploy job --node n1 --wait} while C{write()} plays the
+        agent, every half second.
+
+        @return: L{Deferred} firing with the command's C{(out, err, code)}.
+        """
+        from twisted.internet import reactor, task
+        writer = task.LoopingCall(write)
+        writer.clock = reactor
+        writer.start(0.5, now=False)
+        self.addCleanup(lambda: writer.running and writer.stop())
+        return self.p2("deploy", "job", "--node", "n1", "--wait", "--timeout", "120")
+
     @defer.inlineCallbacks
     def test_waitGivesUpOnRepeatedFailures(self):
         """
@@ -193,7 +207,6 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         agent has failed the deploy three times in a row while it watched,
         and says why with the agent's error.
         """
-        from twisted.internet import reactor, task
         from p2twisted.store import keys, openStore
         yield self.succeed("add", "job", "--template", "command", "--command", "true")
         store = yield openStore(self.url)
@@ -205,12 +218,7 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
             return store.put(keys.status("pods", "n1", "job"), json.dumps(
                 {"pod": "job", "node": "n1", "state": "failed", "attempts": attempts[0],
                  "error": "run_as job is refused"}).encode())
-        writer = task.LoopingCall(fail)
-        writer.clock = reactor
-        writer.start(0.5, now=False)
-        self.addCleanup(lambda: writer.running and writer.stop())
-        out, err, code = yield self.p2("deploy", "job", "--node", "n1", "--wait",
-                                       "--timeout", "120")
+        out, err, code = yield self.deployWhile(fail)
         self.assertEqual(code, 1, (out, err))
         self.assertIn("job failed on n1 3 times in a row while waiting: run_as job is "
                       "refused", err)
@@ -223,7 +231,6 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         manifest it deployed (its auth policy), saying why; a refusal of an
         earlier manifest does not stop it.
         """
-        from twisted.internet import reactor, task
         from p2twisted.store import keys, openStore
         from p2twisted.manifest import parseManifest
         yield self.succeed("add", "job", "--template", "command", "--command", "true")
@@ -243,12 +250,7 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
                      "sha": parseManifest(entry.value).sha(),
                      "error": "refused by auth policy keyring: the manifest is not signed; "
                               "signer: no accepted signature"}).encode())
-        writer = task.LoopingCall(refuse)
-        writer.clock = reactor
-        writer.start(0.5, now=False)
-        self.addCleanup(lambda: writer.running and writer.stop())
-        out, err, code = yield self.p2("deploy", "job", "--node", "n1", "--wait",
-                                       "--timeout", "120")
+        out, err, code = yield self.deployWhile(refuse)
         self.assertEqual(code, 1, (out, err))
         self.assertIn("the agent of n1 refused job: refused by auth policy keyring: the "
                       "manifest is not signed", err)
