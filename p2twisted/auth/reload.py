@@ -40,15 +40,20 @@ def filesState(paths):
 
 
 def _close(policy):
-    # Verifiers that hold resources (a GNUPGHOME of their own) release them.
+    """
+    Let the policy's verifiers that hold resources (a GNUPGHOME of their
+    own, its gpg-agent) release them.
+
+    @return: L{Deferred} firing when they have (never failing).
+    """
+    closing = []
     for verifiers in (getattr(policy, "verifiers", {}), getattr(policy, "requestVerifiers", {})):
         for verifier in verifiers.values():
             close = getattr(verifier, "close", None)
             if close is not None:
-                try:
-                    close()
-                except Exception:
-                    log.failure("closing a signature verifier")
+                closing.append(defer.maybeDeferred(close).addErrback(
+                    lambda f: log.failure("closing a signature verifier", f)))
+    return defer.gatherResults(closing)
 
 
 @implementer(IAuthPolicy)
@@ -143,7 +148,7 @@ class PolicyReloader(service.Service):
         service.Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        _close(self.policy)
+        return _close(self.policy)
 
     def authorize(self, manifest):
         return defer.maybeDeferred(self.policy.authorize, manifest)
