@@ -261,7 +261,7 @@ class ArtifactAuth(object):
         signature = yield self._fetch(name + ".sig", "signature %s.sig" % (name,))
         signer = yield self._verify(text, signature, "artifact manifest %s" % (name,))
         try:
-            listed = yaml.safe_load(text)["artifact_sha"]
+            listed = yaml.load(text, Loader=yaml.BaseLoader)["artifact_sha"]
         except Exception:
             raise ArtifactRejected("artifact manifest %s has no 'artifact_sha: <sha256>'" % (name,))
         if str(listed).strip().lower() != sha:
