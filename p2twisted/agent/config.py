@@ -10,6 +10,7 @@ import socket
 
 import attr
 
+from p2twisted.agent.artifactauth import ArtifactAuthSettings, artifactAuthSettings
 from p2twisted.auth.settings import AuthSettings, authSettings
 from p2twisted.config import Config, defaultStateDir, loadConfig
 from p2twisted.errors import UsageError
@@ -39,6 +40,7 @@ class AgentConfig(object):
     artifactCacheBytes = attr.ib(default=10 * 1024 ** 3)
     fetchTimeout = attr.ib(default=30.0)
     artifactDir = attr.ib(default=None)
+    artifactAuth = attr.ib(default=attr.Factory(ArtifactAuthSettings))
     minUptime = attr.ib(default=5.0)
     p2exec = attr.ib(default=None)
     hooksRoot = attr.ib(default=None)
@@ -150,6 +152,7 @@ def agentConfig(path=None, flags=None, environ=None):
         artifactCacheBytes=int(_number(data, "artifact_cache_bytes", 10 * 1024 ** 3, 0)),
         fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),
         artifactDir=os.path.abspath(data["artifact_dir"]) if data.get("artifact_dir") else None,
+        artifactAuth=artifactAuthSettings(data.get("artifact_auth")),
         minUptime=_number(data, "min_uptime", 5.0, 0.0),
         p2exec=data.get("p2exec"),
         hooksRoot=os.path.abspath(data.get("hooks_root") or os.path.join(stateDir, "hooks")),

@@ -41,12 +41,13 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from p2twisted.agent import runtime
+from p2twisted.agent.artifactauth import fetchAndInstall
 from p2twisted.agent.fsutil import replaceLink
 from p2twisted.agent.hooks import execDir, hooksRoot, statusName
 from p2twisted.agent.layout import PodLayout
 from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import AgentError, ManifestError
-from p2twisted.manifest import launchableVersion, parseManifest
+from p2twisted.manifest import parseManifest
 from p2twisted.records import EVENTS, HookPodStatus
 from p2twisted.store import keys
 
@@ -319,10 +320,8 @@ class HookSync(service.Service):
             if launchable.location is None:
                 raise AgentError("launchables.%s: 'version:' needs an artifact registry; give "
                                  "the artifact's 'location:'" % (launchableId,))
-            path, _ = yield self.artifacts.fetch(
-                launchable.location, launchable.digest, launchable.digestLocation)
-            installDir = yield self.installer.install(
-                layout, launchableId, launchableVersion(launchable), path)
+            installDir = yield fetchAndInstall(self.artifacts, self.installer, layout,
+                                               launchableId, launchable)
             installs[launchableId] = installDir
             self.installer.entryPoints(installDir, launchable.entryPoints)
         for launchableId, installDir in installs.items():
