@@ -319,15 +319,18 @@ class HookRunnerTests(RunnerTestMixin, unittest.TestCase):
         from p2twisted.metrics import AgentMetrics
         from tests.test_metrics import samples, value
         self.local("a-sleeps", "#!/bin/sh\nexec sleep 100\n", "after_launch")
-        self.local("b-fails", "#!/bin/sh\nexit 3\n", "after_launch")
-        self.recorder("c-ok", "after_launch")
+        self.local("b-fails", "#!/bin/sh\nexit 3\n", "before_launch")
+        self.recorder("c-ok", "before_launch")
         metrics = AgentMetrics()
-        self.runner(hookTermAfter=0.2, hookKillAfter=20)
-        runner = HookRunner(self.config, reactor, self.store, metrics=metrics)
-        yield runner.run("after_launch")
+        # A short limit for the sleeper only: the others may take longer to
+        # start on a loaded machine.
+        for event, termAfter in (("after_launch", 0.2), ("before_launch", 5.0)):
+            self.runner(hookTermAfter=termAfter, hookKillAfter=20)
+            yield HookRunner(self.config, reactor, self.store, metrics=metrics).run(event)
         found = samples(generate_latest(metrics.registry).decode())
-        self.assertEqual([value(found, "p2_hook_runs_total", event="after_launch", outcome=o)
-                          for o in ("timeout", "failed", "ok")], [1.0, 1.0, 1.0])
+        self.assertEqual([value(found, "p2_hook_runs_total", event=e, outcome=o)
+                          for e, o in (("after_launch", "timeout"), ("before_launch", "failed"),
+                                       ("before_launch", "ok"))], [1.0, 1.0, 1.0])
         self.assertEqual(value(found, "p2_hook_timeouts_total", event="after_launch"), 1.0)
 
     @defer.inlineCallbacks

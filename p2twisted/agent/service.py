@@ -574,7 +574,7 @@ class AgentService(service.MultiService):
         """
         @return: C{{pod_id: state}} of the pods this agent has a status for,
             as their status records say it (running, deploying, failed,
-            removing, invalid).
+            removing, invalid, refused).
         """
         states = {}
         for podId, worker in list(self.workers.items()):

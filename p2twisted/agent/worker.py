@@ -175,7 +175,7 @@ class PodWorker(TracedMachine):
     def reportedState(self):
         """
         @return: the state the pod's status record last said (running,
-            deploying, failed, removing, invalid), or C{None} when it has
+            deploying, failed, removing, invalid, refused), or C{None} when it has
             none (gone, or not written).
         """
         return None if self._lastStatus is None else self._lastStatus[0]
