@@ -23,6 +23,10 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+#: Seconds a scrape waits for the reactor to compute the gauges.
+PATIENCE = 5.0
+
+
 class _Gauges(object):
     """
     A collector of gauges computed at scrape time by C{compute()}, which
@@ -39,14 +43,12 @@ class _Gauges(object):
         return [GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in self.described]
 
     def collect(self):
-        from twisted.internet import reactor
-        from twisted.internet.threads import blockingCallFromThread
         from twisted.python import threadable
         # What compute reads belongs to the reactor's thread: it runs there
         # (a scrape in the reactor's thread, or before the reactor runs,
         # computes at once).
         direct = threadable.ioThread is None or threadable.isInIOThread()
-        computed = self.compute() if direct else blockingCallFromThread(reactor, self.compute)
+        computed = self.compute() if direct else _inReactor(self.compute)
         families = []
         for name, doc, labels, samples in computed:
             family = GaugeMetricFamily(name, doc, labels=labels)
@@ -54,6 +56,30 @@ class _Gauges(object):
                 family.add_metric(list(values), value)
             families.append(family)
         return families
+
+
+def _inReactor(f, patience=PATIENCE):
+    """
+    Call C{f} in the reactor's thread from a scrape's thread.
+
+    @return: its result, or C{[]} when the reactor does not run it within
+        C{patience} seconds (it is stopping, and joining this very thread:
+        a scrape must not hang the shutdown).
+    """
+    import threading
+
+    from twisted.internet import reactor
+    done, result = threading.Event(), []
+
+    def call():
+        try:
+            result.append(f())
+        finally:
+            done.set()
+    reactor.callFromThread(call)
+    if not done.wait(patience) or not result:
+        return []
+    return result[0]
 
 
 class StoreMetrics(object):

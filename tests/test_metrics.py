@@ -78,6 +78,29 @@ class RegistryTests(unittest.TestCase):
                           value(found, "p2_pods", state="failed")), (3.0, None))
 
 
+class ScrapeThreadTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_gaugesComputedInTheReactor(self):
+        """
+        A scrape in a thread of the pool (as prometheus_client's Twisted
+        resource runs it) has the gauges computed in the reactor's thread.
+        """
+        import threading
+
+        from twisted.internet import threads
+        metrics = AgentMetrics()
+        seen = []
+
+        def states():
+            seen.append(threading.current_thread())
+            return {"web": "running"}
+        metrics.watchPods(states)
+        text = yield threads.deferToThread(generate_latest, metrics.registry)
+        self.assertEqual(value(samples(text.decode()), "p2_pods", state="running"), 1.0)
+        self.assertEqual(seen, [threading.main_thread()])
+
+
 class _Outage(MemoryStore):
     """A memory store whose reads fail while C{down}."""
 
