@@ -220,6 +220,9 @@ class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
                          if v == "2" and n not in history.passing(state, "2")]
             self.assertLessEqual(len(replacing), 1, state)
         self.assertEqual(sorted(firstV2, key=firstV2.get), ["n3", "n1", "n2"])
+        events = yield fleet.events("replication")
+        self.assertEqual([(e.id, e.action, e.details["nodes"]) for e in events],
+                         [("web", "schedule", [n]) for n in ("n3", "n1", "n2")])
 
         command = self.start(fleet.manifestFile("3", healthy=False), "--nodes", "n1,n2,n3",
                              "--min-nodes", "2")

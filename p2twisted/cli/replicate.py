@@ -98,6 +98,7 @@ class _Progress(object):
 def runReplicate(options):
     from p2twisted.cli.manifest import readManifest
     from p2twisted.orchestrate import replication
+    from p2twisted.orchestrate.edit import who
     from p2twisted.orchestrate.snapshot import Snapshot
     manifest = readManifest(options.manifest)
     nodes, minNodes = nodeList(options.nodes, options.min_nodes)
@@ -132,7 +133,8 @@ def runReplicate(options):
         run = replication.Replication(
             store, manifest, replication.order(snapshot, manifest.id, nodes),
             len(nodes) - minNodes, threshold=options.threshold,
-            timeout=options.timeout, clock=reactor, onChange=lambda: progress.show(run.line()))
+            timeout=options.timeout, clock=reactor, onChange=lambda: progress.show(run.line()),
+            who=who())
         progress.show(run.line())
         try:
             yield run.run()

@@ -18,13 +18,15 @@ already running the manifest (intent and reality) is done at once.
 """
 
 import json
+import time
 
 from twisted.internet import defer, task
 
 from p2twisted import intent
+from p2twisted.orchestrate import audit
 from p2twisted.errors import P2Error
 from p2twisted.records import CorruptRecord, Health, readable
-from p2twisted.records.controllers import RC_ID_LABEL
+from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.store import keys
 
 #: The label naming a pod's daemon set.
@@ -88,13 +90,16 @@ class Replication(object):
     @param timeout: seconds a node has to turn healthy, or C{None}.
     @param clock: an L{IReactorTime}.
     @param onChange: called with no argument whenever the progress changes.
+    @param who: who the audit log says wrote each node's intent (the
+        C{schedule} event of kind C{replication}, in the same transaction).
     @ivar progress: C{{node: state}}: C{"waiting"}, C{"intent"} (written,
         reality not yet there), C{"health"} (reality there, health not yet
         good enough: C{health} says what it is), C{"done"}, C{"failed"}.
     """
 
     def __init__(self, store, manifest, nodes, inFlight, threshold="passing", timeout=None,
-                 clock=None, onChange=None, interval=INTERVAL):
+                 clock=None, onChange=None, interval=INTERVAL, who="p2 replicate",
+                 wallClock=time.time):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
@@ -106,6 +111,8 @@ class Replication(object):
         self.clock = clock
         self.onChange = onChange or (lambda: None)
         self.interval = interval
+        self.who = who
+        self.wallClock = wallClock
         self.progress = {node: "waiting" for node in self.nodes}
         self.health = {}
         self.stopped = False
@@ -143,7 +150,10 @@ class Replication(object):
         if intentEntry is None or intentEntry.value != self.manifest.raw or reality != self.sha:
             if self.stopped:
                 return
-            yield intent.schedule(self.store, node, self.manifest)
+            yield intent.schedule(self.store, node, self.manifest, lambda: audit.creates(
+                [AuditEvent("replication", self.manifest.id, "schedule",
+                            {"nodes": [node], "sha": self.sha})],
+                self.who, self.wallClock()))
             self._set(node, "intent")
             while (yield self._realitySha(node)) != self.sha:
                 yield self._wait(node, started, "its reality to hold %s" % (self.sha[:12],))
