@@ -130,14 +130,11 @@ def drops(before, after):
     @param before: the healthy addresses last synced.
     @param after: the healthy addresses now.
     @return: whether going from C{before} to C{after} is a sudden drop: to
-        none from some, or losing more than half of them.
+        none from some, or to fewer than half as many (a count: members all
+        replaced by as many others is no drop).
     """
-    before, after = set(before), set(after)
-    if not before:
-        return False
-    if not after:
-        return True
-    return len(before - after) * 2 > len(before)
+    before, after = len(set(before)), len(set(after))
+    return before > 0 and (after == 0 or (before - after) * 2 > before)
 
 
 def guard(synced, current, held, now, confirmAfter):
