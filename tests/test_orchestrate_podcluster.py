@@ -11,7 +11,8 @@ from twisted.trial import unittest
 
 from p2twisted.errors import UsageError
 from p2twisted.labels import encodeLabels
-from p2twisted.orchestrate.podcluster import Member, drops, guard, membership
+from p2twisted.orchestrate.podcluster import (
+    Member, baseline, drops, guard, membership, remember)
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records import CorruptRecord
 from p2twisted.records.podcluster import PodCluster
@@ -166,3 +167,16 @@ class FailsafeTests(unittest.TestCase):
             self.assertEqual((verdict.sync, verdict.held, verdict.at), expected,
                              (synced, current, held, now))
         self.assertIn("FAILSAFE", guard(three, [], None, 0, 5).reason)
+
+    def test_baseline(self):
+        """
+        The baseline is the largest membership synced within the window (so
+        a wipe in steps is one drop), else the last synced.
+        """
+        history = [(90, ["a", "b", "c"]), (97, ["a", "b"]), (99, ["a"])]
+        cases = [([], 100, None), (history, 100, ["a", "b"]), (history, 95, ["a", "b", "c"]),
+                 (history, 200, ["a"])]
+        for found, now, expected in cases:
+            self.assertEqual(baseline(found, now, 5), expected, (found, now))
+        self.assertEqual(remember(history, 101, ["x"], 5),
+                         [(97, ["a", "b"]), (99, ["a"]), (101, ["x"])])

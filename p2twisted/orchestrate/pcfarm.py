@@ -72,7 +72,8 @@ class PodClusterController(object):
         self._delays = backoffPolicy(retryDelay, maxDelay, 2.0, jitter=lambda: 0)
         self._stopped = False
         self._loaded = False
-        #: C{{syncer: [addresses]}} last synced (the failsafe's baseline).
+        #: C{{syncer: [(when, addresses)]}} synced recently (the failsafe's
+        #: L{podcluster.baseline}).
         self._synced = {}
         #: C{{syncer: membership dict}} last synced.
         self._last = {}
@@ -102,7 +103,7 @@ class PodClusterController(object):
             except records.CorruptRecord:
                 continue
             if isinstance(synced, list):
-                self._synced[syncer.name] = synced
+                self._synced[syncer.name] = [(self.clock.seconds(), synced)]
         self._loaded = True
 
     @defer.inlineCallbacks
@@ -143,8 +144,10 @@ class PodClusterController(object):
         name = syncer.name
         now = self.clock.seconds()
         current = found.addresses()
-        verdict = podcluster.guard(self._synced.get(name), current, self._held.get(name), now,
-                                   self.confirmDelay)
+        history = self._synced.get(name, [])
+        last = history[-1][1] if history else None
+        verdict = podcluster.guard(podcluster.baseline(history, now, self.confirmDelay), current,
+                                   self._held.get(name), now, self.confirmDelay)
         counts = {"members": len(found.members), "healthy": len(current)}
         if not verdict.sync:
             if self._held.get(name) != verdict.held:
@@ -152,8 +155,7 @@ class PodClusterController(object):
                              syncer=name, reason=verdict.reason, event="failsafe")
             self._held[name] = verdict.held
             yield self.report(syncer, dict(counts, state="held", reason=verdict.reason,
-                                           synced=self._synced.get(name),
-                                           held=verdict.held[0], error=None))
+                                           synced=last, held=verdict.held[0], error=None))
             return max(verdict.at - now, 0.0)
         self._held.pop(name, None)
         wanted = found.toDict()
@@ -170,15 +172,17 @@ class PodClusterController(object):
                          "{delay:.1f}s", object=self.objectId, syncer=name, error=error,
                          delay=delay, event="sync-failed")
                 yield self.report(syncer, dict(counts, state="failed", reason=verdict.reason,
-                                               synced=self._synced.get(name), error=error,
+                                               synced=last, error=error,
                                                attempts=failures + 1))
                 return delay
             log.info("pc {object} syncer {syncer}: synced {count} healthy member(s) ({reason})",
                      object=self.objectId, syncer=name, count=len(current),
                      reason=verdict.reason, event="synced")
             self._last[name] = wanted
-            self._synced[name] = current
+            self._synced[name] = podcluster.remember(history, now, current, self.confirmDelay)
             self._failures.pop(name, None)
+        if verdict.confirmed:  # the drop is the new baseline
+            self._synced[name] = [(now, current)]
         yield self.report(syncer, dict(counts, state="synced", reason=verdict.reason,
                                        synced=current, error=None))
         return None

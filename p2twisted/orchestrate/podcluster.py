@@ -117,12 +117,15 @@ class Verdict(object):
     @ivar at: when to read again to confirm (seconds since the epoch), or
         C{None}.
     @ivar reason: one line saying why.
+    @ivar confirmed: whether it syncs a drop a second read confirmed (the
+        new baseline: what was synced before no longer counts).
     """
 
     sync = attr.ib()
     held = attr.ib(default=None)
     at = attr.ib(default=None)
     reason = attr.ib(default="")
+    confirmed = attr.ib(default=False)
 
 
 def drops(before, after):
@@ -137,12 +140,36 @@ def drops(before, after):
     return before > 0 and (after == 0 or (before - after) * 2 > before)
 
 
+def baseline(history, now, window):
+    """
+    What a new membership is compared with: the largest healthy membership
+    synced in the last C{window} seconds, so a wipe delivered in steps (a
+    recursive delete, key by key) is one drop, not several small ones.
+
+    @param history: C{[(when, addresses)]} synced, oldest first.
+    @return: those addresses, or C{None} when nothing was synced; the last
+        synced when none is that recent.
+    """
+    if not history:
+        return None
+    recent = [addresses for when, addresses in history if when >= now - window]
+    return max(recent or [history[-1][1]], key=len)
+
+
+def remember(history, when, addresses, window):
+    """
+    @return: C{history} with C{addresses} synced at C{when}, keeping only the
+        entries L{baseline} may still use (and the last).
+    """
+    return [(t, a) for t, a in history if t >= when - window] + [(when, list(addresses))]
+
+
 def guard(synced, current, held, now, confirmAfter):
     """
     The failsafe.
 
-    @param synced: the healthy addresses last synced, or C{None} when
-        nothing was ever synced.
+    @param synced: the healthy addresses last synced (their L{baseline}), or
+        C{None} when nothing was ever synced.
     @param current: the healthy addresses read now.
     @param held: C{(addresses, since)}: what an earlier read held back and
         since when; or C{None}.
@@ -160,7 +187,8 @@ def guard(synced, current, held, now, confirmAfter):
     drop = "healthy members dropped from %d to %d" % (len(synced), len(current))
     if held is not None and sorted(held[0]) == current:
         if now >= held[1] + confirmAfter:
-            return Verdict(True, reason="a second read confirmed it: %s" % (drop,))
+            return Verdict(True, reason="a second read confirmed it: %s" % (drop,),
+                           confirmed=True)
         return Verdict(False, held=held, at=held[1] + confirmAfter, reason=(
             "FAILSAFE: %s; holding the last membership until a second read confirms it"
             % (drop,)))
