@@ -193,7 +193,7 @@ class HAProxySyncer(object):
         program = shutil.which(self.program)
         if program is None:
             return "cannot find the program %r" % (self.program,)
-        args = ["-c", "-q"]
+        args = ["-c"]
         for config in self.configs:
             args += ["-f", config]
         try:
@@ -203,9 +203,10 @@ class HAProxySyncer(object):
             return "cannot run %s: %s" % (program, e)
         if code == 0:
             return None
-        lines = [line.strip() for line in (err + out).decode("utf-8", "replace").splitlines()
-                 if "ALERT" in line or "rror" in line] or ["exit status %s" % (code,)]
-        return " / ".join(lines[:3])
+        lines = [re.sub(r"^\[ALERT\]\s*\(\d+\)\s*:\s*", "", line.strip())
+                 for line in (err + out).decode("utf-8", "replace").splitlines()
+                 if line.startswith("[ALERT]")] or ["exit status %s" % (code,)]
+        return lines[0]
 
     @defer.inlineCallbacks
     def _reload(self):
