@@ -254,8 +254,9 @@ def _ask(options, question):
     options.out.write(question)
     options.out.flush()
     stdin = getattr(options, "stdin", None) or sys.stdin
-    return threads.deferToThread(stdin.readline).addCallback(
-        lambda line: line.strip().lower() in ("y", "yes"))
+    reactor = options.reactor
+    d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), stdin.readline)
+    return d.addCallback(lambda line: line.strip().lower() in ("y", "yes"))
 
 
 @defer.inlineCallbacks
