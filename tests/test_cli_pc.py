@@ -4,9 +4,8 @@ test playing the agents (pods' intent, labels and health written directly).
 """
 
 import json
-import sys
 
-from twisted.internet import defer, utils
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from p2twisted.errors import KeyExists
@@ -15,7 +14,6 @@ from p2twisted.orchestrate import audit, pcedit
 from p2twisted.orchestrate.plan import Planner
 from p2twisted.records.podcluster import PodCluster
 from p2twisted.store import keys
-from tests.cli import ROOT
 from tests.fleetcli import FleetCommandMixin
 from tests.test_orchestrate_podcluster import PROD, WEB
 
@@ -38,12 +36,6 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
                 yield store.put(keys.health("web", node), json.dumps(
                     {"status": status, "output": "", "sha": None, "time": 1.0}).encode())
         return self.withStore(write)
-
-    def p2Input(self, stdin, *args):
-        argv = ["-m", "p2twisted.cli", "--store", self.url] + list(args)
-        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env, path=ROOT,
-                                           stdinBytes=stdin)
-        return d.addCallback(lambda r: (r[0].decode(), r[1].decode(), r[2]))
 
     @defer.inlineCallbacks
     def test_createShowListDelete(self):
@@ -149,8 +141,8 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         yield self.succeed(*CREATE)
         new = "pod_id=web,!canary"
         for answer in (b"", b"n\n"):
-            out, err, code = yield self.p2Input(answer, "pc", "update-selector",
-                                                "web-az1-prod", new)
+            out, err, code = yield self.p2("pc", "update-selector", "web-az1-prod", new,
+                                             stdin=answer)
             self.assertEqual((code, err), (1, ""))
             self.assertEqual(out, (
                 "pod cluster web-az1-prod: selector pod_id=web,availability_zone=az1,"
@@ -160,8 +152,8 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
                 "apply? [y/N] not changed\n"))
         info = yield self.p2json("pc", "show", "web-az1-prod")
         self.assertEqual(info["pod_selector"], "pod_id=web,availability_zone=az1,cluster_name=prod")
-        out, err, code = yield self.p2Input(b"y\n", "pc", "update-selector", "web-az1-prod",
-                                            new)
+        out, err, code = yield self.p2("pc", "update-selector", "web-az1-prod", new,
+                                       stdin=b"y\n")
         self.assertEqual((code, err), (0, ""))
         self.assertIn("selector is now pod_id=web,!canary (1 member(s) added, 1 removed)", out)
         info = yield self.p2json("pc", "show", "web-az1-prod")

@@ -14,9 +14,8 @@ failsafe holds.
 
 import json
 import os
-import sys
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from p2twisted.labels import encodeLabels
@@ -24,7 +23,7 @@ from p2twisted.records.podcluster import PodCluster
 from p2twisted.store import keys, openStore
 from p2twisted.store.common import Delete, Put
 from p2twisted.syncers.haproxy import render
-from tests.cli import ROOT, P2CommandMixin
+from tests.fleetcli import FleetCommandMixin
 from tests.haproxyserver import HAProxyServer, requireHAProxy, servePod
 from tests.servers import freePort
 from tests.store_contract import waitFor
@@ -35,14 +34,14 @@ LABELS = {"pod_id": "web", "availability_zone": "az1", "cluster_name": "prod"}
 PC = PodCluster("web-az1-prod", "web", "az1", "prod")
 
 
-class PodClusterBehindHAProxyTests(P2CommandMixin, unittest.TestCase):
+class PodClusterBehindHAProxyTests(FleetCommandMixin, unittest.TestCase):
 
     timeout = 240
 
     @defer.inlineCallbacks
     def setUp(self):
         requireHAProxy()
-        P2CommandMixin.setUp(self)
+        FleetCommandMixin.setUp(self)
         self.store = yield openStore(self.url, reactor)
         self.addCleanup(self.store.close)
         self.port = freePort()
@@ -90,12 +89,6 @@ class PodClusterBehindHAProxyTests(P2CommandMixin, unittest.TestCase):
         return waitFor(check, timeout=90, interval=0.1,
                        what="syncer %s to say %s" % (syncer, state))
 
-    def p2Input(self, stdin, *args):
-        argv = ["-m", "p2twisted.cli", "--store", self.url] + list(args)
-        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env, path=ROOT,
-                                           stdinBytes=stdin)
-        return d.addCallback(lambda r: (r[0].decode(), r[1].decode(), r[2]))
-
     @defer.inlineCallbacks
     def test_proxyFollowsTheCluster(self):
         """
@@ -117,8 +110,8 @@ class PodClusterBehindHAProxyTests(P2CommandMixin, unittest.TestCase):
         yield self.reaches({"n1", "n2", "n3"})
 
         yield self.store.put(keys.label("pod", "n3/web"), encodeLabels(dict(LABELS, canary="1")))
-        out, err, code = yield self.p2Input(b"n\n", "pc", "update-selector", PC.id,
-                                            PC.pod_selector + ",!canary")
+        out, err, code = yield self.p2("pc", "update-selector", PC.id,
+                                       PC.pod_selector + ",!canary", stdin=b"n\n")
         self.assertEqual((code, err), (1, ""))
         self.assertIn("  - n3               127.0.0.13:%d" % (self.port,), out)
         self.assertIn("apply? [y/N] not changed", out)
@@ -164,7 +157,3 @@ class PodClusterBehindHAProxyTests(P2CommandMixin, unittest.TestCase):
                                       for n in NODES])
         yield self.syncerState("haproxy", "synced")
         self.assertEqual((yield self.proxy.reached()), {"n1", "n2", "n3"})
-
-    def p2json(self, *args):
-        d = self.succeed(*(args + ("--json",)))
-        return d.addCallback(json.loads)

@@ -18,25 +18,13 @@ import attr
 from p2twisted.errors import SelectorError, UsageError
 from p2twisted.labels import parseSelector
 from p2twisted.records.base import CorruptRecord, loadObject
+from p2twisted.records.controllers import _segment
 from p2twisted.store import keys
-from p2twisted.store.common import checkKey
 
 #: The pod labels the default selector of a pod cluster matches.
 POD_ID_LABEL = "pod_id"
 AZ_LABEL = "availability_zone"
 CLUSTER_NAME_LABEL = "cluster_name"
-
-
-def _segment(what):
-    def check(instance, attribute, value):
-        if not isinstance(value, str) or "/" in value:
-            raise UsageError("%s must be one key segment, got %r" % (what, value))
-        try:
-            checkKey(value)
-        except Exception:
-            raise UsageError("%s %r is not a valid key segment ([A-Za-z0-9._:-]+)"
-                             % (what, value))
-    return check
 
 
 def defaultSelector(podId, availabilityZone, clusterName):
