@@ -92,16 +92,16 @@ class HAProxyServer(ServerProcess):
     def stopGracefully(self):
         self.stop(signal.SIGTERM)
 
-    def get(self):
+    def get(self, path="/"):
         """
         @return: L{Deferred} firing with C{(code, body text)} of a request
             through the proxy, or C{None} when nothing answered.
         """
-        d = httpGet("http://127.0.0.1:%d/" % (self.port,))
+        d = httpGet("http://127.0.0.1:%d%s" % (self.port, path))
         return d.addCallback(lambda r: None if r is None else (r[0], r[1].decode()))
 
     @defer.inlineCallbacks
-    def reached(self, requests=9):
+    def reached(self, requests=9, path="/"):
         """
         @return: L{Deferred} firing with the set of bodies of C{requests}
             requests through the proxy (C{"<code>"} for a non-200 answer,
@@ -109,7 +109,7 @@ class HAProxyServer(ServerProcess):
         """
         found = set()
         for _ in range(requests):
-            result = yield self.get()
+            result = yield self.get(path)
             found.add(None if result is None else
                       result[1] if result[0] == 200 else "<%d>" % (result[0],))
         return found

@@ -115,6 +115,26 @@ class MembershipTests(unittest.TestCase):
             self.assertEqual(list(found.members), members, cluster.pod_selector)
             self.assertEqual(found.addresses(), healthy)
 
+    def test_healthOfAnotherVersion(self):
+        """
+        A pod passing for another manifest than its intent's (a roll just
+        rewrote it: its agent will halt it) is no healthy member; passing
+        for its intent's, it is.
+        """
+        from p2twisted.manifest import parseManifest
+        sha = parseManifest(WEB).sha()
+        cluster = PodCluster("c", "web", "az1", "prod")
+        for healthSha, healthy in (("0" * 64, False), (sha, True), (None, True)):
+            snap = snapshot({"n1": (PROD, None, WEB)}, extra={keys.health("web", "n1"): json.dumps(
+                {"status": "passing", "output": "", "sha": healthSha, "time": 1.0}).encode()})
+            self.assertEqual([m.healthy for m in membership(cluster, snap).members], [healthy])
+
+    def test_agentPublishesPodAddress(self):
+        """The agent's facts carry the pod address membership reads."""
+        from p2twisted.agent.pods import machineFacts
+        self.assertEqual(machineFacts("n1", {}, "builtin", "10.1.2.3")["pod_address"],
+                         "10.1.2.3")
+
     def test_labelsWithoutIntent(self):
         """A pod whose labels outlived its intent is no member."""
         snap = snapshot({}, extra={keys.label("pod", "n9/web"): encodeLabels(PROD)})

@@ -36,6 +36,7 @@ class RenderTests(unittest.TestCase):
             "    balance roundrobin\n"
             "    option redispatch\n"
             "    retries 3\n"
+            "    retry-on conn-failure empty-response\n"
             "    server n1 10.0.0.1:80 check inter 1s\n"))
         pc = PC.withAnnotations({"haproxy_backend": "web", "haproxy_options": ["balance first"],
                                  "haproxy_server_options": ""})

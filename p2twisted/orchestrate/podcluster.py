@@ -12,7 +12,10 @@ C{pod_selector}.  Its address is C{host:port}:
     manifest in the node's intent; a member with neither has no address
     (syncers leave it out).
 
-It is healthy when its node's agent reports its health passing.
+It is healthy when its node's agent reports it passing I{for the manifest in
+its intent}: a pod whose intent just changed (a roll rewrote it) leaves the
+syncers at once, while its agent installs the new version -- before it
+halts the old one -- and returns once the new one passes.
 
 The failsafe (the seed's VIP failsafe, DESIGN.md principle 4): a membership
 whose healthy members suddenly drop to none, or by more than half, is synced
@@ -103,7 +106,9 @@ def membership(cluster, snapshot):
         port = _port(cluster, snapshot, node, podId)
         address = None if port is None else "%s:%d" % (_host(snapshot, node), port)
         health = snapshot.health(podId, node)
-        members.append(Member(node, podId, address, health is not None and health.passing))
+        healthy = health is not None and health.passing and (
+            health.sha is None or health.sha == snapshot.intentSha(node, podId))
+        members.append(Member(node, podId, address, healthy))
     return Membership(cluster, sorted(members))
 
 

@@ -18,7 +18,7 @@ The section (annotations of the pod cluster adjust it)::
     # p2 pod cluster <id> (pod <pod_id>, <az>/<cluster_name>): written by p2; edits are lost
     backend <haproxy_backend annotation, else the cluster id>
         <each line of the haproxy_options annotation, else balance roundrobin,
-         option redispatch, retries 3>
+         option redispatch, retries 3, retry-on conn-failure empty-response>
         server <node> <host:port> <haproxy_server_options annotation, else check inter 1s>
 
 Settings (orchestrator config, C{syncers: {haproxy: {...}}}):
@@ -44,7 +44,10 @@ log = Logger()
 
 SUFFIX = ".cfg"
 HEADER = "# p2 pod cluster "
-DEFAULT_OPTIONS = ("balance roundrobin", "option redispatch", "retries 3")
+#: A request a server refused or closed without answering (a pod halted
+#: mid-request) goes to another server, up to 3 times.
+DEFAULT_OPTIONS = ("balance roundrobin", "option redispatch", "retries 3",
+                   "retry-on conn-failure empty-response")
 DEFAULT_SERVER_OPTIONS = "check inter 1s"
 _NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
 
