@@ -102,20 +102,40 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
                               err)
         self.assertEqual(len((yield self.p2json("pc", "list"))), 1)
 
+    @defer.inlineCallbacks
+    def createOnlyIndex(self, store):
+        from p2twisted.orchestrate.snapshot import Snapshot
+        snapshot = yield Snapshot.read(store, pcedit.TREES)
+        first = pcedit.createPC(snapshot, PodCluster("a", "web", "az1", "prod"))
+        second = pcedit.createPC(snapshot, PodCluster("b", "web", "az1", "prod"))
+        yield Planner(store).apply(first)
+        yield self.assertFailure(Planner(store).apply(second), KeyExists)
+        self.assertIsNone((yield store.get(keys.podCluster("b"))))
+        self.assertEqual((yield store.get(keys.podClusterName("web", "az1", "prod"))).value, b"a")
+
     def test_createOnlyIndex(self):
         """
         Two creations planned over the same snapshot (neither sees the
-        other): the second transaction fails on the name index key.
+        other): the second transaction fails on the name index key, and
+        writes nothing.
         """
-        from p2twisted.orchestrate.snapshot import Snapshot
-        from p2twisted.store.memory import MemoryStore
-        store = MemoryStore()
-        snapshot = self.successResultOf(Snapshot.read(store, pcedit.TREES))
-        first = pcedit.createPC(snapshot, PodCluster("a", "web", "az1", "prod"))
-        second = pcedit.createPC(snapshot, PodCluster("b", "web", "az1", "prod"))
-        self.successResultOf(Planner(store).apply(first))
-        self.failureResultOf(Planner(store).apply(second), KeyExists)
-        self.assertIsNone(self.successResultOf(store.get(keys.podCluster("b"))))
+        return self.withStore(self.createOnlyIndex)
+
+    @defer.inlineCallbacks
+    def test_createOnlyIndexZooKeeper(self):
+        """The same on a real ZooKeeper (the index's parents are made in the transaction)."""
+        import uuid
+
+        from twisted.internet import reactor
+
+        from p2twisted.store import openStore
+        from tests.zkserver import sharedServer
+        store = yield openStore("zk://%s/pc%s" % (sharedServer().hosts, uuid.uuid4().hex[:8]),
+                                reactor)
+        try:
+            yield self.createOnlyIndex(store)
+        finally:
+            yield store.close()
 
     @defer.inlineCallbacks
     def test_badInput(self):
