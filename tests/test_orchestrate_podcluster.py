@@ -76,6 +76,20 @@ class RecordTests(unittest.TestCase):
             self.assertIn(key, str(e))
 
 
+    def test_syncerStatus(self):
+        """
+        A syncer's status round-trips; one without a state or with addresses
+        that are no list of texts is corrupt, naming its key.
+        """
+        from p2twisted.records.podcluster import SyncerStatus
+        key = keys.status("pod_clusters", "c1", "haproxy")
+        status = SyncerStatus("held", synced=["a:1"], held=[], members=0, healthy=0)
+        self.assertEqual(SyncerStatus.fromEntry(key, Entry(key, status.toBytes(), 1)), status)
+        for value in (b"{}", b'{"state": "synced", "synced": "a:1"}', b"[]"):
+            e = self.assertRaises(CorruptRecord, SyncerStatus.fromEntry, key, Entry(key, value, 1))
+            self.assertIn(key, str(e))
+
+
 class MembershipTests(unittest.TestCase):
 
     def test_table(self):

@@ -113,8 +113,9 @@ def view(snapshot, pc, members=False):
         syncers' statuses (C{{syncer: status}}) and, with C{members}, its
         members.
     """
-    from p2twisted.cli.rc import farmStatus
+    from p2twisted import records
     from p2twisted.orchestrate.podcluster import membership
+    from p2twisted.records.podcluster import SyncerStatus
     from p2twisted.store import keys
     found = membership(pc, snapshot)
     prefix = keys.parse(keys.status(keys.POD_CLUSTERS, pc.id))
@@ -122,7 +123,8 @@ def view(snapshot, pc, members=False):
     for key, entry in sorted(snapshot.entries.items()):
         parts = keys.parse(key)
         if parts[:len(prefix)] == prefix and len(parts) == len(prefix) + 1:
-            syncers[parts[-1]] = farmStatus(entry)
+            status = records.readable(SyncerStatus, entry)
+            syncers[parts[-1]] = None if status is None else status.toDict()
     info = dict(pc.toDict(), members=len(found.members), healthy=len(found.addresses()),
                 syncers=syncers)
     if members:

@@ -28,7 +28,7 @@ from p2twisted import records
 from p2twisted.errors import P2Error, StoreError
 from p2twisted.orchestrate import podcluster
 from p2twisted.orchestrate.farm import IController
-from p2twisted.records.base import dumpObject, loadObject
+from p2twisted.records.podcluster import ERROR, FAILED, HELD, SYNCED, SyncerStatus
 from p2twisted.store import keys
 from p2twisted.store.common import Check, Put
 
@@ -95,15 +95,10 @@ class PodClusterController(object):
         """Start the failsafe from what the syncers' statuses say was synced."""
         found = yield self.store.list(keys.status(STATUS_KIND, self.objectId))
         for syncer in self.syncers:
-            entry = found.get(statusKey(self.objectId, syncer.name))
-            if entry is None:
-                continue
-            try:
-                synced = loadObject(entry.key, entry.value).get("synced")
-            except records.CorruptRecord:
-                continue
-            if isinstance(synced, list):
-                self._synced[syncer.name] = [(self.clock.seconds(), synced)]
+            status = records.readable(SyncerStatus, found.get(statusKey(self.objectId,
+                                                                        syncer.name)))
+            if status is not None and status.synced is not None:
+                self._synced[syncer.name] = [(self.clock.seconds(), status.synced)]
         self._loaded = True
 
     @defer.inlineCallbacks
@@ -127,7 +122,7 @@ class PodClusterController(object):
             cluster = snapshot.podCluster(self.objectId)
         except records.CorruptRecord as e:
             for syncer in self.syncers:
-                yield self.report(syncer, {"state": "error", "error": str(e)})
+                yield self.report(syncer, {"state": ERROR, "error": str(e)})
             return None
         if cluster is None:  # gone: the farm releases it, the sweeper deletes it
             return None
@@ -154,7 +149,7 @@ class PodClusterController(object):
                 log.critical("pc {object} syncer {syncer}: {reason}", object=self.objectId,
                              syncer=name, reason=verdict.reason, event="failsafe")
             self._held[name] = verdict.held
-            yield self.report(syncer, dict(counts, state="held", reason=verdict.reason,
+            yield self.report(syncer, dict(counts, state=HELD, reason=verdict.reason,
                                            synced=last, held=verdict.held[0], error=None))
             return max(verdict.at - now, 0.0)
         self._held.pop(name, None)
@@ -171,7 +166,7 @@ class PodClusterController(object):
                 log.warn("pc {object} syncer {syncer}: sync failed: {error}; retrying in "
                          "{delay:.1f}s", object=self.objectId, syncer=name, error=error,
                          delay=delay, event="sync-failed")
-                yield self.report(syncer, dict(counts, state="failed", reason=verdict.reason,
+                yield self.report(syncer, dict(counts, state=FAILED, reason=verdict.reason,
                                                synced=last, error=error,
                                                attempts=failures + 1))
                 return delay
@@ -183,7 +178,7 @@ class PodClusterController(object):
             self._failures.pop(name, None)
         if verdict.confirmed:  # the drop is the new baseline
             self._synced[name] = [(now, current)]
-        yield self.report(syncer, dict(counts, state="synced", reason=verdict.reason,
+        yield self.report(syncer, dict(counts, state=SYNCED, reason=verdict.reason,
                                        synced=current, error=None))
         return None
 
@@ -197,7 +192,8 @@ class PodClusterController(object):
         if self._status.get(syncer.name) == status or self._stopped:
             return
         key = statusKey(self.objectId, syncer.name)
-        value = dumpObject(dict(status, since=_iso(self.clock.seconds()), holder=self.who))
+        value = SyncerStatus(since=_iso(self.clock.seconds()), holder=self.who,
+                             **status).toBytes()
         try:
             yield self.store.transaction([Check(self.lock.key, self.lock.version),
                                           Put(key, value)])

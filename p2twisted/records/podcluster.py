@@ -117,3 +117,58 @@ class PodCluster(object):
 
     def toBytes(self):
         return json.dumps(self.toDict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+#: A syncer's states in its status.
+SYNCED, HELD, FAILED, ERROR = "synced", "held", "failed", "error"
+
+
+@attr.s(frozen=True)
+class SyncerStatus(object):
+    """
+    C{status/pod_clusters/<id>/<syncer>}: what the pc farm last did with a
+    pod cluster for one syncer.
+
+    @ivar state: L{SYNCED}, L{HELD} (the failsafe holds a sudden drop),
+        L{FAILED} (the last sync failed; retried) or L{ERROR} (the record is
+        unreadable).
+    @ivar synced: the healthy addresses last synced, or C{None}.
+    @ivar held: the addresses the failsafe holds back, or C{None}.
+    @ivar members: how many members the last read found; C{healthy}: how
+        many of them with an address are healthy.
+    """
+
+    state = attr.ib()
+    reason = attr.ib(default=None)
+    synced = attr.ib(default=None)
+    held = attr.ib(default=None)
+    members = attr.ib(default=None)
+    healthy = attr.ib(default=None)
+    error = attr.ib(default=None)
+    attempts = attr.ib(default=None)
+    since = attr.ib(default=None)
+    holder = attr.ib(default=None)
+
+    FIELDS = ("state", "reason", "synced", "held", "members", "healthy", "error", "attempts",
+              "since", "holder")
+
+    @classmethod
+    def fromEntry(cls, key, entry):
+        """
+        @raise CorruptRecord: naming C{key}, for anything but a status.
+        """
+        data = loadObject(key, entry.value)
+        if not isinstance(data.get("state"), str):
+            raise CorruptRecord(key, "'state' is missing")
+        for name in ("synced", "held"):
+            value = data.get(name)
+            if value is not None and not (isinstance(value, list) and all(
+                    isinstance(a, str) for a in value)):
+                raise CorruptRecord(key, "%r is %r, not a list of addresses" % (name, value))
+        return cls(**{name: data.get(name) for name in cls.FIELDS})
+
+    def toDict(self):
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def toBytes(self):
+        return json.dumps(self.toDict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
