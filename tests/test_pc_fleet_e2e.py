@@ -3,12 +3,13 @@ A pod cluster behind a real HAProxy in front of a real fleet: three real
 agents (C{twistd p2-agent}, runit, real HTTP pods on their own loopback pod
 addresses, which they publish), a real C{twistd p2-orchestrator} running the
 rc, roll and pc farms, and the person's changes through the real C{p2}
-command.  Requests through the proxy reach the pods an RC placed, and keep
+command; on the local store and on a real ZooKeeper.  Requests through the proxy reach the pods an RC placed, and keep
 being answered while a rolling update replaces every pod.
 """
 
 import json
 import os
+import uuid
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -19,16 +20,14 @@ from p2twisted.syncers.haproxy import render
 from tests.haproxyserver import HAProxyServer, requireHAProxy
 from tests.store_contract import waitFor
 from tests.test_fleet_e2e import FleetBase
+from tests.zkserver import sharedServer
 
 PC = PodCluster("web-az1-prod", "web", "az1", "prod")
 
 
-class PodClusterFleetTests(FleetBase, unittest.TestCase):
+class PodClusterFleetMixin(FleetBase):
 
     timeout = 600
-
-    def openStore(self):
-        return openStore(self.url, reactor)
 
     def reaches(self, proxy, expected):
         @defer.inlineCallbacks
@@ -94,3 +93,18 @@ class PodClusterFleetTests(FleetBase, unittest.TestCase):
         yield asking
         self.assertEqual(sorted(set(answers)), ["1", "2"])
         self.assertEqual([a for a in answers if a not in ("1", "2")], [])
+
+
+class LocalPodClusterFleetTests(PodClusterFleetMixin, unittest.TestCase):
+    """On the embedded store."""
+
+    def openStore(self):
+        return openStore(self.url, reactor)
+
+
+class ZooKeeperPodClusterFleetTests(PodClusterFleetMixin, unittest.TestCase):
+    """On a real ZooKeeper."""
+
+    def openStore(self):
+        self.url = "zk://%s/pcfleet%s" % (sharedServer().hosts, uuid.uuid4().hex[:8])
+        return openStore(self.url, reactor)
