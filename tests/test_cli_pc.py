@@ -171,7 +171,8 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
                 "  - n2               10.0.0.2:8080          healthy\n"
                 "apply? [y/N] not changed\n"))
         info = yield self.p2json("pc", "show", "web-az1-prod")
-        self.assertEqual(info["pod_selector"], "pod_id=web,availability_zone=az1,cluster_name=prod")
+        self.assertEqual(info["pod_selector"],
+                         "pod_id=web,availability_zone=az1,cluster_name=prod")
         out, err, code = yield self.p2("pc", "update-selector", "web-az1-prod", new,
                                        stdin=b"y\n")
         self.assertEqual((code, err), (0, ""))

@@ -21,7 +21,8 @@ from p2twisted.store.common import Entry
 
 WEB = (b"id: web\nlaunchables:\n  app:\n    launchable_type: hoist\n"
        b"    location: file:///a_1.tar.gz\nstatus:\n  port: 8080\n  http: true\n")
-NOPORT = b"id: web\nlaunchables:\n  app:\n    launchable_type: hoist\n    location: file:///a_1.tar.gz\n"
+NOPORT = (b"id: web\nlaunchables:\n  app:\n    launchable_type: hoist\n"
+          b"    location: file:///a_1.tar.gz\n")
 
 
 def health(status):

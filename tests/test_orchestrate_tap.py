@@ -34,7 +34,8 @@ class ConfigTests(unittest.TestCase):
         """
         config = orchestratorConfig(None, {"store": "memory://"}, environ={})
         self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval,
-                          config.newsInterval), ("memory://", ["pc", "rc", "roll"], 15.0, 30.0, 1.0))
+                          config.newsInterval),
+                         ("memory://", ["pc", "rc", "roll"], 15.0, 30.0, 1.0))
 
     def test_fileAndFlags(self):
         """

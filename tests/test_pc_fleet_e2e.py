@@ -3,8 +3,9 @@ A pod cluster behind a real HAProxy in front of a real fleet: three real
 agents (C{twistd p2-agent}, runit, real HTTP pods on their own loopback pod
 addresses, which they publish), a real C{twistd p2-orchestrator} running the
 rc, roll and pc farms, and the person's changes through the real C{p2}
-command; on the local store and on a real ZooKeeper.  Requests through the proxy reach the pods an RC placed, and keep
-being answered while a rolling update replaces every pod.
+command; on the local store and on a real ZooKeeper.  Requests through the
+proxy reach the pods an RC placed, and keep being answered while a rolling
+update replaces every pod.
 """
 
 import json
