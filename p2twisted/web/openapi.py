@@ -8,6 +8,12 @@ agree (paths, methods, path parameters, the token on every write).
 
 from p2twisted import __version__
 
+#: The klein handlers the document leaves out, and why.
+UNDOCUMENTED = {
+    "dashboard": "the dashboard page and its files, not the API",
+    "apiUnknown": "answers 404 JSON for any path under /api/ no handler has",
+}
+
 _OBJECT = {"type": "object"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
