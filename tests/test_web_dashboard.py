@@ -237,7 +237,7 @@ class BrowserMixin(object):
     """
 
     @defer.inlineCallbacks
-    def openPage(self, resource):
+    def openPage(self, resource, width=1100, height=720):
         """
         Serve C{resource} on loopback and open it in a new browser.
 
@@ -247,7 +247,7 @@ class BrowserMixin(object):
         browser = yield Chromium.launch(self)
         port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        page = yield browser.newPage()
+        page = yield browser.newPage(width, height)
         yield page.navigate("http://127.0.0.1:%d/" % (port.getHost().port,))
         yield page.evaluate(RECORDER)
         yield page.waitFor('document.getElementById("connection").dataset.state === "live" '
@@ -386,7 +386,9 @@ class RollingUpdatePageTests(BrowserMixin, P2CommandMixin, unittest.TestCase):
         fleet = Fleet(self, self.url, store, ("n1", "n2"))
         for node in fleet.nodes:
             yield fleet.label(node, tier="web")
-        page = yield self.openPage(API(store).resource())
+        api = API(store)
+        self.addCleanup(api.stop)
+        page = yield self.openPage(api.resource(), 960, 540)
         for node in fleet.nodes:
             yield page.waitFor(self.nodeHealth(node, "down"), "%s listed, agent down" % (node,))
 

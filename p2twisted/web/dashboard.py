@@ -14,15 +14,15 @@ from twisted.web.resource import Resource
 from twisted.web.static import File
 
 from p2twisted import records
-from p2twisted.orchestrate.snapshot import TREES as SNAPSHOT_TREES
 from p2twisted.store import keys
+from p2twisted.web import views
 
 #: The directory of the page's files.
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
-#: The trees the dashboard's event stream watches (none below another).
-TREES = SNAPSHOT_TREES + (keys.status("pods"), keys.status("agents"), keys.status("roll"),
-                          keys.tree(keys.AUDIT))
+#: The trees the dashboard's event stream watches (none below another): the
+#: API's and the audit log.
+TREES = views.API_TREES + (keys.tree(keys.AUDIT),)
 
 #: How many of the latest audit events the timeline shows.
 AUDIT_LIMIT = 50
@@ -33,45 +33,21 @@ POLICY = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'se
           b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
-def _readable(read, default=None):
-    try:
-        return read()
-    except records.CorruptRecord:
-        return default
-
-
-def _pod(snapshot, node, podId):
-    from p2twisted.web import views
-    return views.pod(snapshot, node, podId)
-
-
-def _node(snapshot, node, podIds):
-    from p2twisted.web import views
-    found = views.node(snapshot, node)
-    found["pods"] = [_pod(snapshot, node, podId) for podId in podIds]
-    return found
-
-
-def _roll(snapshot, roll):
-    from p2twisted.cli.rc import farmStatus
-    from p2twisted.cli.roll import progress
-    entry = snapshot.entries.get(keys.status("roll", roll.id))
-    return progress(roll, snapshot, farmStatus(entry))
-
-
 def _audit(snapshot, limit):
+    """
+    @return: C{{name: event}} of the latest C{limit} readable audit events
+        (C{name} is the key's last segment, which sorts by time).
+    """
     from p2twisted.records.controllers import AuditEvent
     found = {}
-    auditKeys = sorted(key for key in snapshot.entries if keys.parse(key)[0] == keys.AUDIT
-                       and len(keys.parse(key)) == 2)
-    for key in reversed(auditKeys):
+    entries = sorted((key, entry) for key, entry in snapshot.entries.items()
+                     if keys.parse(key)[0] == keys.AUDIT and len(keys.parse(key)) == 2)
+    for key, entry in reversed(entries):
         if len(found) == limit:
             break
-        event = _readable(lambda: AuditEvent.fromEntry(key, snapshot.entries[key]))
+        event = records.readable(AuditEvent, entry)
         if event is not None:
-            found[keys.parse(key)[1]] = {"when": event.when, "who": event.who, "kind": event.kind,
-                                         "id": event.id, "action": event.action,
-                                         "details": event.details}
+            found[keys.parse(key)[1]] = views.auditEvent(event)
     return found
 
 
@@ -79,18 +55,20 @@ def documents(snapshot, auditLimit=AUDIT_LIMIT):
     """
     @return: what the dashboard shows of C{snapshot}, as C{{(kind, id):
         value}}: C{("node", name)} a row of the fleet grid (the API's node
-        with its pods, L{p2twisted.web.views}), C{("roll", id)} a rolling
-        update's progress (old and new RCs' desired/current/healthy, the
-        target, the roll farm's last word) and C{("audit", name)} the latest
+        with its pods), C{("roll", id)} a rolling update's progress (the
+        API's: old and new RCs' desired/current/healthy, the target, the
+        roll farm's last word) and C{("audit", name)} the latest
         C{auditLimit} audit events.
     """
     podsByNode = {node: [] for node in snapshot.nodes()}
     for node, podId in snapshot.pods():
         podsByNode.setdefault(node, []).append(podId)
-    found = {("node", node): _node(snapshot, node, podIds)
-             for node, podIds in podsByNode.items()}
-    for rollId, roll in snapshot.rolls().items():
-        found["roll", rollId] = _roll(snapshot, roll)
+    found = {}
+    for node, podIds in podsByNode.items():
+        row = found["node", node] = views.node(snapshot, node)
+        row["pods"] = [views.pod(snapshot, node, podId) for podId in podIds]
+    for rollId in snapshot.rolls():
+        found["roll", rollId] = views.roll(snapshot, rollId)
     for name, event in _audit(snapshot, auditLimit).items():
         found["audit", name] = event
     return found

@@ -213,10 +213,10 @@
       return el("li", { "data-audit": name, "data-kind": event.kind, "data-action": event.action },
         el("time", { datetime: when.toISOString(), title: when.toISOString() },
           when.toISOString().slice(11, 19)),
-        el("span", { class: "who" }, event.who || ""),
-        el("span", { class: "what" }, event.kind + " " + event.id),
-        el("span", { class: "action" }, event.action),
-        el("span", { class: "details" }, details(event.details)));
+        el("span", { class: "headline" }, el("span", { class: "what" }, event.kind + " " + event.id),
+          " ", el("span", { class: "action" }, event.action)),
+        el("span", { class: "more" }, el("span", { class: "who" }, event.who || ""), " ",
+          el("span", { class: "details" }, details(event.details))));
     });
     document.getElementById("timeline").replaceChildren(...items);
     document.getElementById("no-audit").hidden = items.length > 0;
