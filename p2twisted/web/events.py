@@ -29,8 +29,6 @@ import uuid
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from p2twisted.orchestrate.snapshot import Snapshot
 
@@ -138,8 +136,9 @@ class EventStream(object):
 
     def stop(self):
         """
-        Stop watching and end every open stream (a page reconnects to the
-        next server and resumes from its last id if that is this stream).
+        Stop watching and end every open stream.  Started again, it is
+        another stream (a new L{epoch}): what changed meanwhile was never
+        seen, so a page coming back gets a reset.
         """
         for watch in self._watches or ():
             watch.cancel()
@@ -149,8 +148,6 @@ class EventStream(object):
         self._pending = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
-        # What changed while nobody watched is not in the changes: the next
-        # watch is another stream, whose pages start with a reset.
         self._current = None
         self._changes.clear()
         self.epoch = uuid.uuid4().hex[:8]
@@ -269,22 +266,3 @@ class EventStream(object):
         lines = [_line(kind, docId, encoded)
                  for (kind, docId), encoded in sorted(self._current.items())]
         return self._event("reset", '{"documents":[%s]}' % (",".join(lines),))
-
-    def resource(self):
-        """
-        @return: an L{IResource} serving the stream (for a plain
-            C{twisted.web} tree; klein calls L{render}).
-        """
-        return _StreamResource(self)
-
-
-class _StreamResource(Resource):
-    isLeaf = True
-
-    def __init__(self, stream):
-        Resource.__init__(self)
-        self.stream = stream
-
-    def render_GET(self, request):
-        self.stream.render(request)
-        return NOT_DONE_YET
