@@ -11,6 +11,7 @@ import json
 import os
 import re
 
+import attr
 import treq
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -118,6 +119,34 @@ class DocumentsTests(unittest.TestCase):
         self.assertEqual({k: found["new"][k] for k in ("desired", "current", "healthy")},
                          {"desired": 1, "current": 1, "healthy": 0})
         self.assertEqual(found["farm"], {"reason": "waiting for health"})
+
+    def test_controllers(self):
+        """
+        Replication controllers are listed with their pods' counts, and
+        daemon sets and pod clusters when the read model has them.
+        """
+        rc = ReplicationController("web", manifest(1), 2, "tier=web")
+        self.put(rc.key, rc.toBytes())
+        found = self.documents()["rc", "web"]
+        self.assertEqual((found["id"], found["selector"], found["desired"], found["current"],
+                          found["disabled"]), ("web", "tier=web", 2, 0, False))
+
+        @attr.s
+        class DaemonSet(object):
+            pod_id = attr.ib()
+            node_selector = attr.ib()
+
+        class Later(Snapshot):
+            def daemonSets(self):
+                return {"agents": DaemonSet("agent", "")}
+
+            def podClusters(self):
+                return {}
+        snapshot = self.successResultOf(Later.read(self.store, dashboard.TREES))
+        found = dashboard.documents(snapshot)
+        self.assertEqual(found["daemon_set", "agents"],
+                         {"id": "agents", "pod_id": "agent", "node_selector": "", "farm": None})
+        self.assertNotIn("pod_cluster", [kind for kind, _ in found])
 
     def test_auditLatest(self):
         """
@@ -389,7 +418,7 @@ class RollingUpdatePageTests(BrowserMixin, P2CommandMixin, unittest.TestCase):
             yield fleet.label(node, tier="web")
         api = API(store)
         self.addCleanup(api.stop)
-        page = yield self.openPage(api.resource(), 960, 540)
+        page = yield self.openPage(api.resource(), 960, 700)
         for node in fleet.nodes:
             yield page.waitFor(self.nodeHealth(node, "down"), "%s listed, agent down" % (node,))
 
@@ -401,6 +430,8 @@ class RollingUpdatePageTests(BrowserMixin, P2CommandMixin, unittest.TestCase):
                            "tier=web", "--replicas", "2", "--id", "web")
         for node in fleet.nodes:
             yield page.waitFor(self.phase(node, "web", "healthy"), "web healthy on %s" % (node,))
+        yield page.waitFor("document.querySelector('tr[data-controller=\"rc/web\"]')"
+                           "?.dataset.pods === '2/2 (2 healthy)'", "the RC's counts")
 
         path = fleet.manifestFile("2")
         target = sha(fleet.versions["2"])

@@ -55,9 +55,11 @@ def documents(snapshot, auditLimit=AUDIT_LIMIT):
     """
     @return: what the dashboard shows of C{snapshot}, as C{{(kind, id):
         value}}: C{("node", name)} a row of the fleet grid (the API's node
-        with its pods), C{("roll", id)} a rolling update's progress (the
-        API's: old and new RCs' desired/current/healthy, the target, the
-        roll farm's last word) and C{("audit", name)} the latest
+        with its pods); C{("rc", id)}, C{("daemon_set", id)} and
+        C{("pod_cluster", id)} the API's views of the controllers (with
+        their farms' last word); C{("roll", id)} a rolling update's
+        progress (the API's: old and new RCs' desired/current/healthy, the
+        target, the roll farm's last word) and C{("audit", name)} the latest
         C{auditLimit} audit events.
     """
     podsByNode = {node: [] for node in snapshot.nodes()}
@@ -67,6 +69,10 @@ def documents(snapshot, auditLimit=AUDIT_LIMIT):
     for node, podIds in podsByNode.items():
         row = found["node", node] = views.node(snapshot, node)
         row["pods"] = [views.pod(snapshot, node, podId) for podId in podIds]
+    for kind, objects in (("rc", views.rcs), ("daemon_set", views.daemonSets),
+                          ("pod_cluster", views.podClusters)):
+        for view in objects(snapshot):
+            found[kind, view["id"]] = view
     for rollId in snapshot.rolls():
         found["roll", rollId] = views.roll(snapshot, rollId)
     for name, event in _audit(snapshot, auditLimit).items():

@@ -7,7 +7,10 @@
 "use strict";
 
 (function () {
-  const documents = { node: new Map(), roll: new Map(), audit: new Map() };
+  const documents = {
+    node: new Map(), rc: new Map(), daemon_set: new Map(), pod_cluster: new Map(),
+    roll: new Map(), audit: new Map(),
+  };
 
   // What a test (or a curious person, in the console) can look at.
   const dash = window.p2dash = {
@@ -198,6 +201,49 @@
     document.getElementById("no-rolls").hidden = rolls.length > 0;
   }
 
+  // What a controller's farm last said: its reason or error, or (a pod
+  // cluster's) each syncer's.
+  function farmText(kind, farm) {
+    if (!farm) {
+      return "";
+    }
+    if (kind === "pod_cluster") {
+      return Object.keys(farm).sort(byName).map((name) => {
+        const said = farm[name] || {};
+        return name + ": " + (said.error ? "error: " + said.error : said.reason || "ok");
+      }).join("; ");
+    }
+    return (farm.reason || "") + (farm.error ? " error: " + farm.error : "");
+  }
+
+  function controllerRow(kind, view) {
+    let selector = view.selector, pods = "", state = view.disabled ? "disabled" : "enabled";
+    if (kind === "rc") {
+      pods = view.current + "/" + view.desired + " (" + view.healthy + " healthy)";
+      state += view.roll ? ", in roll " + view.roll : "";
+    } else if (kind === "daemon_set") {
+      selector = view.node_selector;
+    } else {
+      selector = view.pod_selector;
+      state = [view.availability_zone, view.cluster_name].filter((x) => x).join(" / ");
+    }
+    return el("tr", { "data-controller": kind + "/" + view.id, "data-pods": pods },
+      el("td", { class: "kind" }, kind.replace("_", " ")), el("td", {}, view.id),
+      el("td", {}, view.pod_id || ""), el("td", { class: "selector" }, selector || "(every node)"),
+      el("td", {}, pods), el("td", {}, state), el("td", { class: "farm" }, farmText(kind, view.farm)));
+  }
+
+  function renderControllers() {
+    const rows = [];
+    for (const kind of ["rc", "daemon_set", "pod_cluster"]) {
+      const views = Array.from(documents[kind].values()).sort((a, b) => byName(a.id, b.id));
+      rows.push(...views.map((view) => controllerRow(kind, view)));
+    }
+    document.querySelector("#controller-list tbody").replaceChildren(...rows);
+    document.getElementById("controller-list").hidden = rows.length === 0;
+    document.getElementById("no-controllers").hidden = rows.length > 0;
+  }
+
   function details(values) {
     return Object.keys(values || {}).sort(byName).map((k) => {
       const v = values[k];
@@ -224,6 +270,7 @@
 
   function render() {
     renderGrid();
+    renderControllers();
     renderRolls();
     renderAudit();
     dash.renders += 1;
