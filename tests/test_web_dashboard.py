@@ -25,7 +25,7 @@ from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records import Health, PodStatus
 from p2twisted.records.controllers import AuditEvent, ReplicationController, Roll
 from p2twisted.store import keys, openStore
-from p2twisted.store.common import Put
+from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryStore
 from p2twisted.web import dashboard
 from p2twisted.web.app import API
@@ -321,7 +321,8 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
         while a new version fails to install.  The event stream's
         connection drops; what changed meanwhile shows once the page
         reconnects, which it does with the last id it saw, and is sent
-        only what it missed (no reset, no reload).
+        only what it missed (no reset, no reload).  The new version fails
+        its health check, is unscheduled and leaves the grid.
         """
         store = MemoryStore()
         stream = EventStream(store)
@@ -385,6 +386,16 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
         events.held.callback(None)
         yield page.waitFor(self.phase("n1", "web", "pending"), "v2 installed, after reconnecting")
         self.assertEqual(len(events.requests), 2)
+
+        yield store.put(keys.health("web", "n1"),
+                        Health("web", "n1", "critical", "HTTP 500", 2.0, sha(v2)).toBytes())
+        yield page.waitFor(self.phase("n1", "web", "unhealthy"), "v2 failing its check")
+        yield store.delete(keys.intent("n1", "web"))
+        yield page.waitFor(self.phase("n1", "web", "removing"), "web unscheduled from n1")
+        yield store.transaction([Delete(keys.reality("n1", "web")),
+                                 Delete(keys.health("web", "n1"))])
+        yield page.waitFor("!document.querySelector('td[data-pod]') && "
+                           + self.nodeHealth("n1", "healthy"), "web gone from n1")
         state = yield page.evaluate("({connections: p2dash.connections, "
                                     "live: document.getElementById('connection').dataset.state})")
         self.assertEqual(state, {"connections": 2, "live": "live"})
