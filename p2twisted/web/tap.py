@@ -141,8 +141,11 @@ class APIService(service.Service):
                      store=_shown(self.config.store), event="start")
             return port
         self.listening.addCallback(listening)
-        self._opening = self._open().addErrback(
-            lambda f: log.failure("p2-api failed to open its store", f))
+        self._opening = self._open().addErrback(self._openFailed)
+
+    def _openFailed(self, failure):
+        if not failure.check(defer.CancelledError):
+            log.failure("p2-api failed to open its store", failure)
 
     @defer.inlineCallbacks
     def _open(self):
@@ -166,6 +169,8 @@ class APIService(service.Service):
     @defer.inlineCallbacks
     def stopService(self):
         service.Service.stopService(self)
+        if self._opening is not None:
+            self._opening.cancel()  # a wait to retry opening the store
         if self._port is not None:
             port, self._port = self._port, None
             yield port.stopListening()
