@@ -2,21 +2,26 @@
 """
 The dashboard's event stream (L{p2twisted.web.events}) over the memory
 store, on a L{task.Clock}: a reset first, then a change per document that
-changed, and a reconnecting page resuming from its last event id.
+changed, and a reconnecting page resuming from its last event id; and as
+C{p2-api} serves it, over real HTTP.
 """
 
 import json
 
-from twisted.internet import task
-from twisted.trial import unittest
-from twisted.python.failure import Failure
+import treq
+from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from p2twisted.labels import encodeLabels
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
+from p2twisted.web.app import API
 from p2twisted.web.events import COALESCE, KEEPALIVE, EventStream
+from tests.store_contract import waitFor
 
 
 def parse(data):
@@ -228,3 +233,53 @@ class StreamTests(unittest.TestCase):
         self.assertEqual(self.events(request)[1:], [])
         self.label("n1", v="1")
         self.assertEqual([e["data"]["value"] for e in self.events(request)[1:]], [{"v": "1"}])
+
+
+class OverHTTPTests(unittest.TestCase):
+    """
+    The stream as C{p2-api} serves it: klein, real HTTP on loopback.
+    """
+
+    @defer.inlineCallbacks
+    def test_servedAndStopped(self):
+        """
+        C{GET /api/v1/events} streams the reset, then changes as they
+        happen; a page coming back with its last id gets only what is new;
+        when the API stops, every stream ends cleanly (the page reconnects
+        to whatever serves next).
+        """
+        store = MemoryStore()
+        api = API(store)
+        self.addCleanup(api.stop)
+        port = reactor.listenTCP(0, Site(api.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = "http://127.0.0.1:%d/api/v1/events" % (port.getHost().port,)
+        yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "web"}))
+
+        def follow(headers=None):
+            chunks = []
+            d = treq.get(url, headers=headers, unbuffered=True, persistent=False)
+            d.addCallback(lambda response: (response, treq.collect(response, chunks.append)))
+            return d, chunks
+
+        d, first = follow()
+        response, ended = yield d
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"),
+                         [b"text/event-stream; charset=utf-8"])
+        yield waitFor(lambda: parse(b"".join(first)), timeout=30, what="the reset")
+        yield store.put(keys.machine("n1"), b'{"node": "n1"}')
+        yield waitFor(lambda: len(parse(b"".join(first))) == 2, timeout=30, what="the change")
+        reset, change = parse(b"".join(first))
+        self.assertEqual([e["id"] for e in reset["data"]["documents"]], ["n1"])
+        self.assertEqual((change["event"], change["data"]["value"]["agent"]), ("change", "up"))
+
+        d, again = follow({b"Last-Event-ID": [change["id"].encode()]})
+        response, endedAgain = yield d
+        yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "db"}))
+        yield waitFor(lambda: parse(b"".join(again)), timeout=30, what="the next change")
+        (latest,) = parse(b"".join(again))
+        self.assertEqual(latest["data"]["value"]["labels"], {"tier": "db"})
+
+        api.stop()
+        yield ended
+        yield endedAgain
