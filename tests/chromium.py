@@ -8,8 +8,8 @@ A test calls L{launch} (which skips, or fails under
 C{P2_REQUIRE_REAL_SERVERS=1}, when there is no Chromium), opens a
 L{Page}, and waits on the page with L{Page.waitFor}: a JavaScript condition
 re-checked on every change of the page's DOM (no polling, no sleeping),
-with a timeout.  The browser runs with a profile of the test's own and is
-closed (killed if it will not close) when the test ends.
+with a timeout.  The browser runs with a profile (and C{HOME}) of the
+test's own and is closed (killed if it will not close) when the test ends.
 """
 
 import base64
@@ -116,7 +116,7 @@ class Chromium(object):
             args.insert(1, "--no-sandbox")  # (Chromium's sandbox refuses root)
         browser = cls(clock)
         browser.process = reactor.spawnProcess(
-            browser.pipe, executable, args, env=dict(os.environ),
+            browser.pipe, executable, args, env=dict(os.environ, HOME=profile),
             childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r"})
         browser.running = True
         test.addCleanup(browser.close)
