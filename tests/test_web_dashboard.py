@@ -313,6 +313,25 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
     timeout = 300
 
     @defer.inlineCallbacks
+    def served(self):
+        """
+        The page and its event stream (a L{_RecordingEvents}) over a memory
+        store, open in a browser.
+
+        @return: L{Deferred} firing with C{(store, stream, events, page)}.
+        """
+        store = MemoryStore()
+        stream = EventStream(store)
+        self.addCleanup(stream.stop)
+        root, apiV1 = dashboard.resource(), Resource()
+        root.putChild(b"api", Resource())
+        root.children[b"api"].putChild(b"v1", apiV1)
+        events = _RecordingEvents(stream)
+        apiV1.putChild(b"events", events)
+        page = yield self.openPage(root)
+        return store, stream, events, page
+
+    @defer.inlineCallbacks
     def test_liveAndResumed(self):
         """
         A node appears (agent down), its agent comes up and it turns
@@ -324,15 +343,7 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
         only what it missed (no reset, no reload).  The new version fails
         its health check, is unscheduled and leaves the grid.
         """
-        store = MemoryStore()
-        stream = EventStream(store)
-        self.addCleanup(stream.stop)
-        root, apiV1 = dashboard.resource(), Resource()
-        root.putChild(b"api", Resource())
-        root.children[b"api"].putChild(b"v1", apiV1)
-        events = _RecordingEvents(stream)
-        apiV1.putChild(b"events", events)
-        page = yield self.openPage(root)
+        store, stream, events, page = yield self.served()
         yield page.waitFor('document.getElementById("no-nodes").hidden === false', "no nodes")
 
         yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "web"}))
@@ -400,6 +411,30 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
                                     "live: document.getElementById('connection').dataset.state})")
         self.assertEqual(state, {"connections": 2, "live": "live"})
         yield self.assertNeverReloaded(page)
+
+    @defer.inlineCallbacks
+    def test_serverRestarted(self):
+        """
+        When the server's stream ends (C{p2-api} stopping), the page
+        reconnects to the next one; that stream never saw what the page
+        saw, so it sends a reset, which the page takes in place of what it
+        had -- without a reload.
+        """
+        store, stream, events, page = yield self.served()
+        yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "web"}))
+        yield page.waitFor(self.nodeHealth("n1", "down"), "n1 listed")
+        lastId = yield page.evaluate("p2dash.lastId")
+        events.held = defer.Deferred()
+        stream.stop()
+        yield waitFor(lambda: len(events.requests) == 2, timeout=60, what="the page to reconnect")
+        self.assertEqual(events.requests[1].getHeader(b"last-event-id"), lastId.encode())
+        yield store.put(keys.machine("n1"), machine("n1"))
+        yield store.put(keys.label("node", "n2"), encodeLabels({}))
+        events.held.callback(None)
+        yield page.waitFor(self.nodeHealth("n1", "healthy") + " && "
+                           + self.nodeHealth("n2", "down"), "the fleet as the new stream has it")
+        state = yield page.evaluate("({marker: window.marker, resets: p2dash.resets})")
+        self.assertEqual(state, {"marker": "loaded once", "resets": 2})
 
 
 class RollingUpdatePageTests(BrowserMixin, P2CommandMixin, unittest.TestCase):

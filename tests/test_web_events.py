@@ -20,7 +20,7 @@ from p2twisted.labels import encodeLabels
 from p2twisted.store import keys
 from p2twisted.store.memory import MemoryStore
 from p2twisted.web.app import API
-from p2twisted.web.events import COALESCE, KEEPALIVE, EventStream
+from p2twisted.web.events import COALESCE, KEEPALIVE, PATIENCE, EventStream
 from tests.store_contract import waitFor
 
 
@@ -116,6 +116,27 @@ class StreamTests(unittest.TestCase):
         self.successResultOf(self.store.put(keys.label("node", "n1"), encodeLabels({"v": "2"})))
         self.clock.advance(COALESCE)
         self.assertEqual([e["data"]["value"] for e in self.events(request)[1:]], [{"v": "2"}])
+
+    def test_slowLooksWaitLonger(self):
+        """
+        After a look that took C{t} seconds, the next waits L{PATIENCE}
+        times C{t}: a large fleet changing all the time cannot keep the
+        server looking.
+        """
+        def slow(snapshot):
+            self.clock.advance(1.0)
+            return labelsOnly(snapshot)
+        stream = EventStream(self.store, documents=slow, trees=(keys.LABELS,), clock=self.clock)
+        self.addCleanup(stream.stop)
+        request = DummyRequest([b""])
+        stream.render(request)
+        self.clock.advance(COALESCE)
+        self.assertEqual(stream.cost, 1.0)
+        self.successResultOf(self.store.put(keys.label("node", "n1"), encodeLabels({"v": "1"})))
+        self.clock.advance(PATIENCE * 1.0 - 0.01)
+        self.assertEqual(len(self.events(request)), 1)
+        self.clock.advance(0.01)
+        self.assertEqual([e["event"] for e in self.events(request)], ["reset", "change"])
 
     def test_waitsForTheFirstRead(self):
         """
