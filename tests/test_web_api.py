@@ -8,7 +8,6 @@ orchestrator.
 """
 
 import json
-import time
 
 import treq
 from twisted.internet import defer, reactor
@@ -218,6 +217,23 @@ class ReadTests(FleetMixin, unittest.TestCase):
         self.assertIn(b"<html", body.lower())
 
     @defer.inlineCallbacks
+    def test_corruptRecords(self):
+        """
+        An unreadable RC record is left out of the list and is a 500 naming
+        its key when asked for; a node with unreadable labels is listed
+        with the error.
+        """
+        self.put(keys.replicationController("broken"), b"{not json")
+        self.put(keys.label("node", "n2"), b"[]")
+        found = (yield self.get("/api/v1/rcs"))["rcs"]
+        self.assertEqual([r["id"] for r in found], ["web"])
+        broken = yield self.get("/api/v1/rcs/broken", code=500)
+        self.assertIn("replication_controllers/broken", broken["error"])
+        nodes = {n["node"]: n for n in (yield self.get("/api/v1/nodes"))["nodes"]}
+        self.assertEqual(nodes["n2"]["labels"], {})
+        self.assertIn("labels/node/n2", nodes["n2"]["error"])
+
+    @defer.inlineCallbacks
     def test_storeNotOpen(self):
         """
         Before its store is open, the API answers 503 with a JSON error.
@@ -365,6 +381,16 @@ class WriteTests(FleetMixin, unittest.TestCase):
         self.assertTrue(bad["error"])
         other = yield self.write(b"PUT", "/api/v1/nodes/n3/pods/extra", manifest(3), code=400)
         self.assertIn("not extra", other["error"])
+        self.assertEqual(dict(self.snapshot().entries), before)
+
+    @defer.inlineCallbacks
+    def test_bodyTooLarge(self):
+        """
+        A body over 1 MiB is a 413, and nothing is written.
+        """
+        before = dict(self.snapshot().entries)
+        pod = b"id: extra\n#" + b"x" * (1024 * 1024)
+        yield self.write(b"PUT", "/api/v1/nodes/n3/pods/extra", pod, code=413)
         self.assertEqual(dict(self.snapshot().entries), before)
 
     @defer.inlineCallbacks
