@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from p2twisted import __version__
 from p2twisted.agent import runtime
+from p2twisted.agent.artifactauth import ArtifactAuth, fetchAndInstall
 from p2twisted.agent.artifacts import ArtifactCache
 from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
@@ -34,7 +35,7 @@ from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.agent.users import PodUsers
 from p2twisted.errors import AgentError, DigestMismatch, ManifestError
-from p2twisted.manifest import launchableVersion, parseManifest
+from p2twisted.manifest import parseManifest
 
 log = Logger()
 
@@ -186,6 +187,7 @@ class PodOperations(object):
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
                                   maxBytes=config.artifactCacheBytes,
                                   artifactDir=config.artifactDir)
+        artifacts.auth = ArtifactAuth.fromSettings(config.artifactAuth, artifacts, reactor)
         installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
                               podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
@@ -374,10 +376,8 @@ class PodOperations(object):
             raise AgentError("launchables.%s: 'version:' needs an artifact registry, and none "
                              "is configured; give the artifact's 'location:' instead"
                              % (launchableId,))
-        path, sha = yield self.artifacts.fetch(
-            launchable.location, launchable.digest, launchable.digestLocation)
-        installDir = yield self.installer.install(
-            layout, launchableId, launchableVersion(launchable), path)
+        installDir = yield fetchAndInstall(self.artifacts, self.installer, layout, launchableId,
+                                           launchable)
         entries = self.installer.entryPoints(installDir, launchable.entryPoints)
         return installDir, entries
 
