@@ -8,7 +8,6 @@ orchestrator.
 """
 
 import json
-import time
 
 import treq
 from twisted.internet import defer, reactor
@@ -218,6 +217,23 @@ class ReadTests(FleetMixin, unittest.TestCase):
         self.assertIn(b"<html", body.lower())
 
     @defer.inlineCallbacks
+    def test_corruptRecords(self):
+        """
+        An unreadable RC record is left out of the list and is a 500 naming
+        its key when asked for; a node with unreadable labels is listed
+        with the error.
+        """
+        self.put(keys.replicationController("broken"), b"{not json")
+        self.put(keys.label("node", "n2"), b"[]")
+        found = (yield self.get("/api/v1/rcs"))["rcs"]
+        self.assertEqual([r["id"] for r in found], ["web"])
+        broken = yield self.get("/api/v1/rcs/broken", code=500)
+        self.assertIn("replication_controllers/broken", broken["error"])
+        nodes = {n["node"]: n for n in (yield self.get("/api/v1/nodes"))["nodes"]}
+        self.assertEqual(nodes["n2"]["labels"], {})
+        self.assertIn("labels/node/n2", nodes["n2"]["error"])
+
+    @defer.inlineCallbacks
     def test_storeNotOpen(self):
         """
         Before its store is open, the API answers 503 with a JSON error.
@@ -368,6 +384,16 @@ class WriteTests(FleetMixin, unittest.TestCase):
         self.assertEqual(dict(self.snapshot().entries), before)
 
     @defer.inlineCallbacks
+    def test_bodyTooLarge(self):
+        """
+        A body over 1 MiB is a 413, and nothing is written.
+        """
+        before = dict(self.snapshot().entries)
+        pod = b"id: extra\n#" + b"x" * (1024 * 1024)
+        yield self.write(b"PUT", "/api/v1/nodes/n3/pods/extra", pod, code=413)
+        self.assertEqual(dict(self.snapshot().entries), before)
+
+    @defer.inlineCallbacks
     def test_labels(self):
         """
         PATCH sets and removes labels, GET shows them, for nodes and pods
@@ -444,3 +470,59 @@ class WriteTests(FleetMixin, unittest.TestCase):
         yield self.write(b"POST", "/api/v1/rolls", {"from": "web", "to": "web",
                                                     "min_healthy": 1, "speed": 9}, code=400)
         self.assertEqual(self.snapshot().rolls(), {})
+
+
+class ViewTests(unittest.TestCase):
+    """
+    The pure views of L{p2twisted.web.views}.
+    """
+
+    def test_safeURL(self):
+        """
+        A URL's password is hidden; URLs without one, and not URLs, are
+        left as they are.
+        """
+        from p2twisted.web.views import safeURL
+        self.assertEqual([safeURL(u) for u in (
+            "zk://p2:pw@h1:2181,h2:2181/p2", "etcd://user:p%40ss@h:2379/p2",
+            "local:///var/lib/p2/state.db", "consul://h:8500/p2?token_file=/etc/t", None,
+            "not a url")],
+            ["zk://p2:***@h1:2181,h2:2181/p2", "etcd://user:***@h:2379/p2",
+             "local:///var/lib/p2/state.db", "consul://h:8500/p2?token_file=/etc/t", None,
+             "not a url"])
+
+    def test_farmObjects(self):
+        """
+        Daemon sets and pod clusters are shown from the read model's
+        records when it has them: their fields, a manifest as its SHA, and
+        their farm's last status -- one record, or one per syncer.
+        """
+        import attr
+
+        from p2twisted.orchestrate.snapshot import Snapshot, manifestSha
+        from p2twisted.store.common import Entry
+        from p2twisted.web import views
+
+        @attr.s(frozen=True)
+        class Record(object):
+            id = attr.ib()
+            manifest = attr.ib()
+            selector = attr.ib(default="")
+
+        class Later(Snapshot):
+            def daemonSets(self):
+                return {"ds1": Record("ds1", manifest(1))}
+
+            def podClusters(self):
+                return {"pc1": Record("pc1", b"", "app=web")}
+
+        statuses = {keys.status("ds", "ds1"): b'{"reason": "all placed"}',
+                    keys.status("pod_clusters", "pc1", "haproxy"): b'{"state": "synced"}'}
+        snapshot = Later({key: Entry(key, value, 1) for key, value in statuses.items()})
+        self.assertEqual(views.daemonSets(snapshot), [{
+            "id": "ds1", "manifest_sha": manifestSha(manifest(1)), "selector": "",
+            "farm": {"reason": "all placed"}}])
+        self.assertEqual(views.podClusters(snapshot), [{
+            "id": "pc1", "manifest_sha": "invalid", "selector": "app=web",
+            "farm": {"haproxy": {"state": "synced"}}}])
+        self.assertEqual(views.daemonSets(Snapshot({})), [])

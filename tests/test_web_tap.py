@@ -10,14 +10,14 @@ import signal
 import sys
 
 import treq
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.python import usage
 from twisted.trial import unittest
 
 from p2twisted.errors import UsageError
 from p2twisted.web import tap
 from tests.agentharness import freePort
-from tests.cli import ROOT
+from tests.fleetcli import FleetCommandMixin
 from tests.store_contract import waitFor
 from tests.test_agent_process_e2e import AgentProcess
 
@@ -154,14 +154,12 @@ class APIProcess(AgentProcess):
         log.msg("p2-api output:\n" + self.proto.output.decode("utf-8", "replace"))
 
 
-class ProcessTests(unittest.TestCase):
+class ProcessTests(FleetCommandMixin, unittest.TestCase):
+    """
+    (L{FleetCommandMixin} for its local store and C{spawn} of C{p2}.)
+    """
 
     timeout = 120
-
-    def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        self.url = "local://" + os.path.join(directory, "state.db")
 
     @defer.inlineCallbacks
     def test_twistdPlugin(self):
@@ -192,24 +190,9 @@ class ProcessTests(unittest.TestCase):
         C{p2 ui --port 0} prints the URL it serves on loopback and serves
         the API and the page there until interrupted.
         """
-        lines, ended = defer.DeferredQueue(), defer.Deferred()
-
-        class Lines(protocol.ProcessProtocol):
-            buffer = b""
-
-            def outReceived(self, data):
-                self.buffer += data
-                while b"\n" in self.buffer:
-                    line, self.buffer = self.buffer.split(b"\n", 1)
-                    lines.put(line.decode("utf-8"))
-
-            def processEnded(self, reason):
-                ended.callback(reason.value.exitCode)
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
-        argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url, "ui", "--port", "0"]
-        process = reactor.spawnProcess(Lines(), sys.executable, argv, env=env, path=ROOT)
-        self.addCleanup(lambda: ended.called or process.signalProcess(signal.SIGKILL) or ended)
+        lines, ended = self.spawn("ui", "--port", "0")
+        self.addCleanup(lambda: ended.called or ended.transport.signalProcess(signal.SIGKILL)
+                        or ended)
         line = yield lines.get()
         self.assertIn("read-only", line)
         url = line.split(" is at ", 1)[1].split(" ", 1)[0]
@@ -217,5 +200,5 @@ class ProcessTests(unittest.TestCase):
         code, body = yield waitFor(lambda: request(b"GET", url + "api/v1/nodes").addCallback(
             lambda r: r if r and r[0] == 200 else None), timeout=30, what="p2 ui's API")
         self.assertEqual((yield request(b"GET", url))[0], 200)
-        process.signalProcess(signal.SIGINT)
+        ended.transport.signalProcess(signal.SIGINT)
         self.assertEqual((yield ended), 130)
