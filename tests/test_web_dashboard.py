@@ -225,9 +225,17 @@ class _RecordingEvents(Resource):
         self.requests = []
         #: A Deferred the next requests wait for before they are answered.
         self.held = None
+        #: How many of the next requests to answer 503 (as p2-api does
+        #: before its store is open).
+        self.refuse = 0
 
     def render_GET(self, request):
         self.requests.append(request)
+        if self.refuse:
+            self.refuse -= 1
+            request.setResponseCode(503)
+            request.setHeader(b"Content-Type", b"application/json")
+            return b'{"error": "the coordination store is not open yet; retry shortly"}\n'
         if self.held is None:
             self.stream.render(request)
         else:
@@ -416,18 +424,21 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
     def test_serverRestarted(self):
         """
         When the server's stream ends (C{p2-api} stopping), the page
-        reconnects to the next one; that stream never saw what the page
-        saw, so it sends a reset, which the page takes in place of what it
-        had -- without a reload.
+        reconnects; answered 503 (a C{p2-api} whose store is not open yet),
+        it tries again, saying in the query where it was.  The new stream
+        never saw what the page saw, so it sends a reset, which the page
+        takes in place of what it had -- without a reload.
         """
         store, stream, events, page = yield self.served()
         yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "web"}))
         yield page.waitFor(self.nodeHealth("n1", "down"), "n1 listed")
         lastId = yield page.evaluate("p2dash.lastId")
         events.held = defer.Deferred()
+        events.refuse = 1
         stream.stop()
-        yield waitFor(lambda: len(events.requests) == 2, timeout=60, what="the page to reconnect")
+        yield waitFor(lambda: len(events.requests) == 3, timeout=60, what="the page to retry")
         self.assertEqual(events.requests[1].getHeader(b"last-event-id"), lastId.encode())
+        self.assertEqual(events.requests[2].args, {b"last": [lastId.encode()]})
         yield store.put(keys.machine("n1"), machine("n1"))
         yield store.put(keys.label("node", "n2"), encodeLabels({}))
         events.held.callback(None)

@@ -318,11 +318,9 @@
       schedule();
     });
     source.addEventListener("error", () => {
+      setConnection("reconnecting", "reconnecting\u2026");
       if (source.readyState === EventSource.CLOSED) {
-        setConnection("reconnecting", "reconnecting\u2026");
         setTimeout(() => connect(dash.lastId), 2000);
-      } else {
-        setConnection("reconnecting", "reconnecting\u2026");
       }
     });
     dash.source = source;
