@@ -381,6 +381,7 @@ class WriteTests(FleetMixin, unittest.TestCase):
         self.assertTrue(bad["error"])
         other = yield self.write(b"PUT", "/api/v1/nodes/n3/pods/extra", manifest(3), code=400)
         self.assertIn("not extra", other["error"])
+        yield self.write(b"PUT", "/api/v1/nodes/bad%20node/pods/web", manifest(3), code=400)
         self.assertEqual(dict(self.snapshot().entries), before)
 
     @defer.inlineCallbacks
@@ -410,6 +411,9 @@ class WriteTests(FleetMixin, unittest.TestCase):
                                code=400)
         self.assertTrue(bad["error"])
         yield self.write(b"PATCH", "/api/v1/labels/node/n1", [1], code=400)
+        badId = yield self.write(b"PATCH", "/api/v1/labels/node/bad%20node",
+                                 {"set": {"a": "b"}}, code=400)
+        self.assertIn("bad node", badId["error"])
         yield self.write(b"PATCH", "/api/v1/labels/nothing/n1", {"set": {}}, code=404)
         self.assertEqual(self.snapshot().nodeLabels("n1"), {"zone": "a"})
 

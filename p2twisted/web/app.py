@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound as NoRoute
 
 from p2twisted.errors import (
-    KeyExists, P2Error, StoreError, StoreUnavailable, VersionConflict)
+    InvalidKey, InvalidTransaction, KeyExists, P2Error, StoreError, StoreUnavailable,
+    ValueTooLarge, VersionConflict)
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records import CorruptRecord
 from p2twisted.web import views
@@ -157,6 +158,8 @@ class API(object):
             return jsonResponse(request, {"error": str(error)}, 409)
         if isinstance(error, CorruptRecord):
             return jsonResponse(request, {"error": str(error)}, 500)
+        if isinstance(error, (InvalidKey, ValueTooLarge, InvalidTransaction)):
+            return jsonResponse(request, {"error": str(error)}, 400)
         if isinstance(error, StoreError):
             log.failure("store error", failure)
             return jsonResponse(request, {"error": "store error: %s" % (error.summary,)}, 502)
