@@ -103,7 +103,10 @@ class API(object):
         are then answered 503).
     @param token: the bearer token writes need (bytes), or C{None}: writes
         are then refused.
-    @param clock: the time of audit events (C{seconds()}).
+    @param clock: the time of audit events (C{seconds()}; default: the
+        wall clock).
+    @param author: who the audit log says made the API's changes (default
+        C{p2-api@<host>}).
     """
 
     app = Klein()
