@@ -205,6 +205,18 @@ class ReadTests(FleetMixin, unittest.TestCase):
         self.assertEqual((yield self.get("/api/v1/services")), {"services": []})
 
     @defer.inlineCallbacks
+    def test_services(self):
+        """
+        C{/api/v1/services} has each service's template, settings and pods,
+        as C{p2 status --json} does.
+        """
+        from p2twisted import services
+        yield services.addService(self.store, "site", "static", {"directory": "/srv"})
+        found = (yield self.get("/api/v1/services"))["services"]
+        self.assertEqual([(s["service"], s["template"], s["settings"]["directory"], s["nodes"])
+                          for s in found], [("site", "static", "/srv", [])])
+
+    @defer.inlineCallbacks
     def test_unknownPath(self):
         """
         An unknown path under C{/api/} is a 404 JSON error, whatever the

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_api -*-
+# -*- test-case-name: tests.test_web_api, tests.test_web_openapi, tests.test_web_e2e -*-
 """
 The klein application of C{twistd p2-api}: JSON under C{/api/v1/} read
 from the store through the read model (a L{Snapshot}, turned into dicts by
