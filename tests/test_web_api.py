@@ -205,6 +205,18 @@ class ReadTests(FleetMixin, unittest.TestCase):
         self.assertEqual((yield self.get("/api/v1/services")), {"services": []})
 
     @defer.inlineCallbacks
+    def test_services(self):
+        """
+        C{/api/v1/services} has each service's template, settings and pods,
+        as C{p2 status --json} does.
+        """
+        from p2twisted import services
+        yield services.addService(self.store, "site", "static", {"directory": "/srv"})
+        found = (yield self.get("/api/v1/services"))["services"]
+        self.assertEqual([(s["service"], s["template"], s["settings"]["directory"], s["nodes"])
+                          for s in found], [("site", "static", "/srv", [])])
+
+    @defer.inlineCallbacks
     def test_unknownPath(self):
         """
         An unknown path under C{/api/} is a 404 JSON error, whatever the
@@ -381,6 +393,7 @@ class WriteTests(FleetMixin, unittest.TestCase):
         self.assertTrue(bad["error"])
         other = yield self.write(b"PUT", "/api/v1/nodes/n3/pods/extra", manifest(3), code=400)
         self.assertIn("not extra", other["error"])
+        yield self.write(b"PUT", "/api/v1/nodes/bad%20node/pods/web", manifest(3), code=400)
         self.assertEqual(dict(self.snapshot().entries), before)
 
     @defer.inlineCallbacks
@@ -410,6 +423,9 @@ class WriteTests(FleetMixin, unittest.TestCase):
                                code=400)
         self.assertTrue(bad["error"])
         yield self.write(b"PATCH", "/api/v1/labels/node/n1", [1], code=400)
+        badId = yield self.write(b"PATCH", "/api/v1/labels/node/bad%20node",
+                                 {"set": {"a": "b"}}, code=400)
+        self.assertIn("bad node", badId["error"])
         yield self.write(b"PATCH", "/api/v1/labels/nothing/n1", {"set": {}}, code=404)
         self.assertEqual(self.snapshot().nodeLabels("n1"), {"zone": "a"})
 

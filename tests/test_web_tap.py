@@ -97,6 +97,16 @@ class OptionsTests(unittest.TestCase):
             self.assertNotIn("two", str(error))
         self.assertRaises(UsageError, tap.readToken, self.mktemp())
 
+    def test_badListen(self):
+        """
+        A C{--listen} that is no endpoint is a one-line usage error naming
+        it.
+        """
+        for listen in ("garbage", "tcp:http", "tcp:80:colour=red"):
+            error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
+                                      ["--store", "local:///tmp/x/state.db", "--listen", listen])
+            self.assertIn("--listen %s:" % (listen,), str(error))
+
 
 class ServiceTests(unittest.TestCase):
 

@@ -7,7 +7,7 @@ print the URL, and run until interrupted.
 
 from twisted.internet import defer
 
-from p2twisted.errors import P2Error
+from p2twisted.errors import P2Error, UsageError
 
 
 def register(subparsers):
@@ -33,6 +33,8 @@ def runUI(options):
     from twisted.internet.error import CannotListenError
 
     from p2twisted.web.tap import APIService, apiConfig, url
+    if not 0 <= options.port <= 65535:
+        raise UsageError("--port must be from 0 to 65535, got %d" % (options.port,))
     listen = options.listen or "tcp:%d:interface=127.0.0.1" % (options.port,)
     config = apiConfig(options.config, options.store, listen, options.token_file)
     reactor = options.reactor

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_api -*-
+# -*- test-case-name: tests.test_web_api, tests.test_web_openapi, tests.test_web_e2e -*-
 """
 The klein application of C{twistd p2-api}: JSON under C{/api/v1/} read
 from the store through the read model (a L{Snapshot}, turned into dicts by
@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound as NoRoute
 
 from p2twisted.errors import (
-    KeyExists, P2Error, StoreError, StoreUnavailable, VersionConflict)
+    InvalidKey, InvalidTransaction, KeyExists, P2Error, StoreError, StoreUnavailable,
+    ValueTooLarge, VersionConflict)
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.records import CorruptRecord
 from p2twisted.web import views
@@ -102,7 +103,10 @@ class API(object):
         are then answered 503).
     @param token: the bearer token writes need (bytes), or C{None}: writes
         are then refused.
-    @param clock: the time of audit events (C{seconds()}).
+    @param clock: the time of audit events (C{seconds()}; default: the
+        wall clock).
+    @param author: who the audit log says made the API's changes (default
+        C{p2-api@<host>}).
     """
 
     app = Klein()
@@ -166,6 +170,8 @@ class API(object):
             return jsonResponse(request, {"error": str(error)}, 409)
         if isinstance(error, CorruptRecord):
             return jsonResponse(request, {"error": str(error)}, 500)
+        if isinstance(error, (InvalidKey, ValueTooLarge, InvalidTransaction)):
+            return jsonResponse(request, {"error": str(error)}, 400)
         if isinstance(error, StoreError):
             log.failure("store error", failure)
             return jsonResponse(request, {"error": "store error: %s" % (error.summary,)}, 502)

@@ -82,8 +82,11 @@ def apiConfig(path=None, store=None, listen=None, tokenFile=None, environ=None):
     """
     from p2twisted.config import loadConfig
     listen = listen or DEFAULT_LISTEN
-    if not listen.strip():
-        raise UsageError("--listen: expected an endpoint like %s" % (DEFAULT_LISTEN,))
+    try:
+        endpoints.serverFromString(None, listen)  # parsed only: no reactor needed
+    except (ValueError, TypeError) as e:
+        raise UsageError("--listen %s: %s; expected an endpoint like %s"
+                         % (listen, e, DEFAULT_LISTEN))
     return APIConfig(store=loadConfig(path, environ).storeURL(store), listen=listen,
                      token=None if tokenFile is None else readToken(tokenFile))
 
