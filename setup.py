@@ -24,7 +24,7 @@ setup(
         "pyyaml==6.0.3",
         "zope.interface==8.7",
     ],
-    package_data={"p2twisted.templates": ["files/*"]},
+    package_data={"p2twisted.templates": ["files/*"], "p2twisted.web": ["static/*"]},
     extras_require={"test": []},
     entry_points={"console_scripts": [
         "p2 = p2twisted.cli.main:main",
