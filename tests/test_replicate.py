@@ -125,11 +125,14 @@ class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
 
     timeout = 600
 
+    def openStore(self):
+        from p2twisted.store import openStore
+        return openStore(self.url, reactor)
+
     @defer.inlineCallbacks
     def fleet(self):
         requireRunit()
-        from p2twisted.store import openStore
-        store = yield openStore(self.url, reactor)
+        store = yield self.openStore()
         self.addCleanup(store.close)
         fleet = Fleet(self, self.url, store, ("n1", "n2", "n3"))
         fleet.startAgents()
@@ -239,3 +242,17 @@ class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
             entry = yield fleet.store.get(keys.intent(node, "web"))
             intents[node] = [v for v, m in fleet.versions.items() if m == entry.value][0]
         self.assertEqual(intents, {"n1": "3", "n2": "2", "n3": "2"})
+
+
+class ZooKeeperReplicateFleetTests(ReplicateFleetTests):
+    """
+    C{p2 replicate} on three real agents, on a real ZooKeeper (the deploy
+    lock is an ephemeral znode of the command's session).
+    """
+
+    def openStore(self):
+        import uuid
+
+        from tests.zkserver import sharedServer
+        self.url = "zk://%s/replicate%s" % (sharedServer().hosts, uuid.uuid4().hex[:8])
+        return ReplicateFleetTests.openStore(self)
