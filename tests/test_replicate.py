@@ -118,6 +118,70 @@ class ReplicationTests(unittest.TestCase):
         self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
 
 
+    def lockedRun(self, nodes):
+        """
+        @return: C{(clock, store, session, lock, Replication)} of a run of
+            pod C{web} to C{nodes}, one at a time, under the deploy lock.
+        """
+        from p2twisted.manifest import parseManifest
+        from p2twisted.store.memory import MemoryStore
+        from twisted.internet import task
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        session = self.successResultOf(store.session(15))
+        lock = self.successResultOf(replication.takeLock(store, session, "web", clock))
+        run = replication.Replication(store, parseManifest(orchfleet.manifest(1)), nodes, 1,
+                                      clock=clock, lock=lock)
+        return clock, store, session, lock, run
+
+    def test_lockBrokenStopsTheRest(self):
+        """
+        Another C{p2 replicate --override-lock} breaking the deploy lock
+        stops this one: the node under way fails naming the lock (its new
+        intent stays), the nodes not started get no intent.
+        """
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        replication.guardLock(store, session, lock, run.lost)
+        d = run.run()
+        clock.advance(1)
+        other = self.successResultOf(store.session(15))
+        self.successResultOf(replication.takeLock(store, other, "web", clock, override=True))
+        clock.advance(1)
+        failure = self.failureResultOf(d)
+        self.assertEqual(str(failure.value), "lost the deploy lock: locks/replication/web was "
+                         "broken (p2 replicate --override-lock?); the nodes not started are "
+                         "not touched")
+        self.assertEqual(run.summary(), "intent written, reality pending: n1; not started: n2")
+        self.assertIsNotNone(self.successResultOf(store.get(keys.intent("n1", "web"))))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+    def test_sessionLostStopsTheRest(self):
+        """
+        The store session holding the lock ending (the store was lost for
+        longer than its TTL) stops the replication too.
+        """
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        replication.guardLock(store, session, lock, run.lost)
+        d = run.run()
+        clock.advance(1)
+        self.successResultOf(session.close())
+        clock.advance(1)
+        self.assertIn("lost the deploy lock: the store session holding it ended",
+                      str(self.failureResultOf(d).value))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+    def test_intentFencedOnTheLock(self):
+        """
+        An intent write is fenced on the deploy lock: once the lock is
+        broken, not even a write already on its way lands.
+        """
+        clock, store, session, lock, run = self.lockedRun(["n1"])
+        self.successResultOf(store.delete(lock.key))
+        self.assertIn("lost the deploy lock: locks/replication/web is no longer ours",
+                      str(self.failureResultOf(run.run()).value))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n1", "web"))))
+
+
 class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):
     """
     C{p2 replicate} on three real agents, on the embedded store.

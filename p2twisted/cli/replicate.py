@@ -104,12 +104,14 @@ def runReplicate(options):
     nodes, minNodes = nodeList(options.nodes, options.min_nodes)
     reactor = options.reactor
     store = yield options.openStore()
-    session = run = None
+    session = run = guard = None
     progress = _Progress(options.out)
     state = {"interrupted": False}
 
     @defer.inlineCallbacks
     def release():
+        if guard is not None:
+            guard.cancel()
         if session is not None:
             yield session.close()  # its lock goes with it
         yield store.close()
@@ -124,8 +126,8 @@ def runReplicate(options):
     trigger = reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     try:
         session = yield store.session(LOCK_TTL)
-        yield replication.takeLock(store, session, manifest.id, reactor,
-                                   override=options.override_lock)
+        lock = yield replication.takeLock(store, session, manifest.id, reactor,
+                                          override=options.override_lock)
         snapshot = yield Snapshot.read(store)
         refused = replication.refusals(snapshot, manifest.id, nodes, options.ignore_controllers)
         if refused:
@@ -134,7 +136,8 @@ def runReplicate(options):
             store, manifest, replication.order(snapshot, manifest.id, nodes),
             len(nodes) - minNodes, threshold=options.threshold,
             timeout=options.timeout, clock=reactor, onChange=lambda: progress.show(run.line()),
-            who=who())
+            who=who(), lock=lock)
+        guard = replication.guardLock(store, session, lock, run.lost)
         progress.show(run.line())
         try:
             yield run.run()

@@ -24,10 +24,11 @@ from twisted.internet import defer, task
 
 from p2twisted import intent
 from p2twisted.orchestrate import audit
-from p2twisted.errors import P2Error
+from p2twisted.errors import P2Error, VersionConflict
 from p2twisted.records import CorruptRecord, Health, readable
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.store import keys
+from p2twisted.store.common import Check
 
 #: The label naming a pod's daemon set.
 DS_ID_LABEL = "daemon_set_id"
@@ -92,6 +93,8 @@ class Replication(object):
     @param onChange: called with no argument whenever the progress changes.
     @param who: who the audit log says wrote each node's intent (the
         C{schedule} event of kind C{replication}, in the same transaction).
+    @param lock: the deploy lock (an L{ILock}) every intent write is fenced
+        on, or C{None}; see also L{lost} and L{guardLock}.
     @ivar progress: C{{node: state}}: C{"waiting"}, C{"intent"} (written,
         reality not yet there), C{"health"} (reality there, health not yet
         good enough: C{health} says what it is), C{"done"}, C{"failed"}.
@@ -99,7 +102,7 @@ class Replication(object):
 
     def __init__(self, store, manifest, nodes, inFlight, threshold="passing", timeout=None,
                  clock=None, onChange=None, interval=INTERVAL, who="p2 replicate",
-                 wallClock=time.time):
+                 wallClock=time.time, lock=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
@@ -116,6 +119,8 @@ class Replication(object):
         self.progress = {node: "waiting" for node in self.nodes}
         self.health = {}
         self.stopped = False
+        self.lock = lock
+        self._lost = None
         self._slots = defer.DeferredSemaphore(inFlight)
 
     def _set(self, node, state, health=None):
@@ -129,6 +134,16 @@ class Replication(object):
         Start no further node; those under way are left as they are.
         """
         self.stopped = True
+
+    def lost(self, why):
+        """
+        The deploy lock is gone (C{why}): start no further node, and fail
+        the nodes under way at their next look (they keep their new intent).
+        """
+        if self._lost is None:
+            self._lost = P2Error("lost the deploy lock: %s; the nodes not started are not "
+                                 "touched" % (why,))
+            self.stop()
 
     def run(self):
         """
@@ -150,10 +165,16 @@ class Replication(object):
         if intentEntry is None or intentEntry.value != self.manifest.raw or reality != self.sha:
             if self.stopped:
                 return
-            yield intent.schedule(self.store, node, self.manifest, lambda: audit.creates(
-                [AuditEvent("replication", self.manifest.id, "schedule",
-                            {"nodes": [node], "sha": self.sha})],
-                self.who, self.wallClock()))
+            try:
+                yield intent.schedule(self.store, node, self.manifest, lambda: self._fence() + (
+                    audit.creates([AuditEvent("replication", self.manifest.id, "schedule",
+                                              {"nodes": [node], "sha": self.sha})],
+                                  self.who, self.wallClock())))
+            except VersionConflict:
+                if self.lock is not None and not (yield self._holding()):
+                    self.lost("%s is no longer ours" % (self.lock.key,))
+                    raise self._lost
+                raise
             self._set(node, "intent")
             while (yield self._realitySha(node)) != self.sha:
                 yield self._wait(node, started, "its reality to hold %s" % (self.sha[:12],))
@@ -174,7 +195,17 @@ class Replication(object):
         entry = yield self.store.get(keys.reality(node, self.manifest.id))
         return None if entry is None else manifestSha(entry.value)
 
+    def _fence(self):
+        return [] if self.lock is None else [Check(self.lock.key, self.lock.version)]
+
+    @defer.inlineCallbacks
+    def _holding(self):
+        entry = yield self.store.get(self.lock.key)
+        return entry is not None and entry.version == self.lock.version
+
     def _wait(self, node, started, what):
+        if self._lost is not None:
+            return defer.fail(self._lost)
         if self.timeout is not None and self.clock.seconds() - started >= self.timeout:
             self._set(node, "failed", self.health.get(node))
             self.stop()
@@ -244,6 +275,25 @@ def takeLock(store, session, podId, clock, override=False):
         yield store.delete(key)
     lock = yield session.lock(key, value)
     return lock
+
+
+def guardLock(store, session, lock, onLost):
+    """
+    Call C{onLost(why)} when C{session} ends (the store was lost for longer
+    than its TTL) or C{lock} is taken from it (another C{p2 replicate
+    --override-lock}): a rollout must not go on without its lock.
+
+    @return: the L{IWatch} of the lock's key (cancel it when done).
+    """
+    ended = "the store session holding it ended"
+    session.whenLost().addCallback(lambda _: onLost(ended))
+
+    def changed(snapshot):
+        entry = snapshot.get(lock.key)
+        if entry is None or entry.version != lock.version:
+            onLost(ended if session.lost else
+                   "%s was broken (p2 replicate --override-lock?)" % (lock.key,))
+    return store.watch(lock.key, changed)
 
 
 def _describeHolder(entry):
