@@ -78,6 +78,54 @@ class RegistryTests(unittest.TestCase):
                           value(found, "p2_pods", state="failed")), (3.0, None))
 
 
+class _StatusOutage(MemoryStore):
+    """A memory store whose writes of pod status records fail while C{down}."""
+
+    down = False
+
+    def get(self, key):
+        if self.down and key.startswith("status/pods/"):
+            return defer.fail(StoreUnavailable(key, "memory", "down"))
+        return MemoryStore.get(self, key)
+
+
+class PodStatesTests(unittest.TestCase):
+
+    def test_statusWriteFails(self):
+        """
+        A pod whose status record cannot be written (the store is down)
+        stays in C{p2_pods} with the state its record still says, rather
+        than vanishing from the agent's metrics until the store is back.
+        """
+        import os
+
+        from p2twisted.agent.config import AgentConfig
+        from p2twisted.agent.service import AgentService
+        from p2twisted.agent.testing import FakePods
+        from p2twisted.store import keys
+        from tests.test_agent_worker import V1, V2
+        clock = task.Clock()
+        store = _StatusOutage(clock=clock)
+        config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                             stateDir=os.path.abspath(self.mktemp()), resyncInterval=30.0,
+                             sessionTTL=10.0)
+        metrics = AgentMetrics()
+        agent = AgentService(config, FakePods(), clock, store=store, metrics=metrics)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.successResultOf(store.put(keys.intentNode("n1"), b'{"node": "n1"}'))
+        self.successResultOf(store.put(keys.intent("n1", "web"), V1))
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual(value(found, "p2_pod_state", pod="web", state="running"), 1.0)
+        store.down = True
+        self.successResultOf(store.put(keys.intent("n1", "web"), V2))
+        self.assertEqual(self.successResultOf(store.get(keys.reality("n1", "web"))).value, V2)
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual((value(found, "p2_pods", state="running"),
+                          value(found, "p2_pod_state", pod="web", state="running")),
+                         (1.0, 1.0))
+
+
 class ScrapeThreadTests(unittest.TestCase):
 
     @defer.inlineCallbacks
