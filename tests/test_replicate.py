@@ -170,6 +170,33 @@ class ReplicationTests(unittest.TestCase):
                       str(self.failureResultOf(d).value))
         self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
 
+    def test_refusedOrRewrittenFails(self):
+        """
+        A node whose agent refuses the manifest, or whose intent someone
+        else rewrites meanwhile, would never run it: the replication fails
+        at once naming the node and why (rather than wait forever, holding
+        the lock), and the nodes not started get no intent.
+        """
+        from p2twisted.records import PodStatus
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        d = run.run()
+        self.successResultOf(store.put(keys.status("pods", "n1", "web"), PodStatus(
+            "web", "n1", "refused", run.sha, "no signature\nfound").toBytes()))
+        clock.advance(1)
+        self.assertEqual(str(self.failureResultOf(d).value),
+                         "n1: its agent refused web: no signature found; what ran there "
+                         "keeps running")
+        self.assertEqual(run.summary(), "failed: n1; not started: n2")
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        d = run.run()
+        self.successResultOf(store.put(keys.intent("n1", "web"), orchfleet.manifest(2)))
+        clock.advance(1)
+        self.assertIn("n1: its intent of web changed while waiting (now ",
+                      str(self.failureResultOf(d).value))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
     def test_intentFencedOnTheLock(self):
         """
         An intent write is fenced on the deploy lock: once the lock is

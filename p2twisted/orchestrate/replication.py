@@ -25,7 +25,7 @@ from twisted.internet import defer, task
 from p2twisted import intent
 from p2twisted.orchestrate import audit
 from p2twisted.errors import P2Error, VersionConflict
-from p2twisted.records import CorruptRecord, Health, readable
+from p2twisted.records import CorruptRecord, Health, PodStatus, readable
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.store import keys
 from p2twisted.store.common import Check
@@ -177,6 +177,7 @@ class Replication(object):
                 raise
             self._set(node, "intent")
             while (yield self._realitySha(node)) != self.sha:
+                yield self._neverThere(node)
                 yield self._wait(node, started, "its reality to hold %s" % (self.sha[:12],))
         while True:
             entry = yield self.store.get(keys.health(self.manifest.id, node))
@@ -194,6 +195,30 @@ class Replication(object):
         from p2twisted.orchestrate.snapshot import manifestSha
         entry = yield self.store.get(keys.reality(node, self.manifest.id))
         return None if entry is None else manifestSha(entry.value)
+
+    @defer.inlineCallbacks
+    def _neverThere(self, node):
+        """
+        Fail C{node} when its reality will never hold the manifest: its
+        agent refused it (its auth policy), or someone else wrote another
+        manifest into its intent meanwhile.
+        """
+        from p2twisted.orchestrate.snapshot import manifestSha
+        from p2twisted.services import oneLine
+        podId = self.manifest.id
+        status = readable(PodStatus, (yield self.store.get(keys.status("pods", node, podId))))
+        entry = yield self.store.get(keys.intent(node, podId))
+        why = None
+        if status is not None and status.state == "refused" and status.sha == self.sha:
+            why = "its agent refused %s: %s; what ran there keeps running" % (
+                podId, oneLine(status.error or "no reason given"))
+        elif entry is None or manifestSha(entry.value) != self.sha:
+            why = "its intent of %s changed while waiting (now %s); someone else deployed it" % (
+                podId, manifestSha(entry.value)[:12] if entry is not None else "none")
+        if why is not None:
+            self._set(node, "failed", self.health.get(node))
+            self.stop()
+            raise P2Error("%s: %s" % (node, why))
 
     def _fence(self):
         return [] if self.lock is None else [Check(self.lock.key, self.lock.version)]
