@@ -86,6 +86,8 @@ class ChecksTests(unittest.TestCase):
         for text, minNodes, message in (
                 ("", None, "--nodes: expected node names, comma-separated"),
                 ("n1,n2,n1", None, "--nodes: n1 given twice"),
+                ("n1,a b", None, "--nodes: 'a b' is no node name (letters, digits and . _ : -; "
+                                 "not . or ..)"),
                 ("n1,n2", 2, "--min-nodes 2 leaves none of the 2 node(s) to replace at once; "
                              "expected less than 2")):
             e = self.assertRaises(UsageError, nodeList, text, minNodes)

@@ -52,6 +52,7 @@ def nodeList(text, minNodes=None):
     @raise UsageError: for none, a repeated one, a bad name or a
         C{--min-nodes} that leaves no node to replace at once.
     """
+    from p2twisted.errors import InvalidKey
     from p2twisted.store.common import checkKey
     nodes = [n.strip() for n in text.split(",") if n.strip()]
     if not nodes:
@@ -62,7 +63,11 @@ def nodeList(text, minNodes=None):
     for node in nodes:
         if "/" in node:
             raise UsageError("--nodes: node name %r must not contain '/'" % (node,))
-        checkKey(node)
+        try:
+            checkKey(node)
+        except InvalidKey:
+            raise UsageError("--nodes: %r is no node name (letters, digits and . _ : -; "
+                             "not . or ..)" % (node,))
     if minNodes is None:
         minNodes = min(1, len(nodes) - 1)
     if minNodes >= len(nodes):
