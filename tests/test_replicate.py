@@ -199,6 +199,33 @@ class ReplicationTests(unittest.TestCase):
                       str(self.failureResultOf(d).value))
         self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
 
+    def test_stoppedWhileWriting(self):
+        """
+        Stopped (Ctrl-C) while a node's intent is on its way to the store,
+        the summary says so rather than calling that node untouched: the
+        write may still land.
+        """
+        from p2twisted.manifest import parseManifest
+        from p2twisted.store.memory import MemoryStore
+        from twisted.internet import task
+
+        class Held(MemoryStore):
+            def transaction(self, ops):
+                d = defer.Deferred()
+                self.held.append(d)
+                return d.addCallback(lambda _: MemoryStore.transaction(self, ops))
+        clock = task.Clock()
+        store = Held(clock=clock)
+        store.held = []
+        run = replication.Replication(store, parseManifest(orchfleet.manifest(1)),
+                                      ["n1", "n2"], 1, clock=clock)
+        run.run()
+        run.stop()
+        self.assertEqual(run.summary(), "intent being written: n1; not started: n2")
+        self.assertIn("; in flight: n1 (writing intent); 1 to go", run.line())
+        store.held.pop().callback(None)
+        self.assertEqual(run.summary(), "intent written, reality pending: n1; not started: n2")
+
     def test_intentFencedOnTheLock(self):
         """
         An intent write is fenced on the deploy lock: once the lock is

@@ -95,7 +95,8 @@ class Replication(object):
         C{schedule} event of kind C{replication}, in the same transaction).
     @param lock: the deploy lock (an L{ILock}) every intent write is fenced
         on, or C{None}; see also L{lost} and L{guardLock}.
-    @ivar progress: C{{node: state}}: C{"waiting"}, C{"intent"} (written,
+    @ivar progress: C{{node: state}}: C{"waiting"}, C{"writing"} (its
+        intent on its way: it may land even if stopped now), C{"intent"} (written,
         reality not yet there), C{"health"} (reality there, health not yet
         good enough: C{health} says what it is), C{"done"}, C{"failed"}.
     """
@@ -165,12 +166,16 @@ class Replication(object):
         if intentEntry is None or intentEntry.value != self.manifest.raw or reality != self.sha:
             if self.stopped:
                 return
+            # Under way from now: stopped meanwhile (Ctrl-C), the write may
+            # still land, and the node must not be said untouched.
+            self._set(node, "writing")
             try:
                 yield intent.schedule(self.store, node, self.manifest, lambda: self._fence() + (
                     audit.creates([AuditEvent("replication", self.manifest.id, "schedule",
                                               {"nodes": [node], "sha": self.sha})],
                                   self.who, self.wallClock())))
             except VersionConflict:
+                self._set(node, "waiting")  # not written
                 if self.lock is not None and not (yield self._holding()):
                     self.lost("%s is no longer ours" % (self.lock.key,))
                     raise self._lost
@@ -247,7 +252,8 @@ class Replication(object):
         for node in self.nodes:
             groups.setdefault(self.progress[node], []).append(node)
         parts = []
-        for state, label in (("done", "done"), ("intent", "intent written, reality pending"),
+        for state, label in (("done", "done"), ("writing", "intent being written"),
+                             ("intent", "intent written, reality pending"),
                              ("health", "waiting for health"), ("failed", "failed"),
                              ("waiting", "not started")):
             if groups.get(state):
@@ -261,9 +267,11 @@ class Replication(object):
         counts = {}
         for state in self.progress.values():
             counts[state] = counts.get(state, 0) + 1
-        busy = ["%s %s" % (node, "(reality pending)" if state == "intent" else
+        busy = ["%s %s" % (node, "(writing intent)" if state == "writing" else
+                           "(reality pending)" if state == "intent" else
                            "(health %s)" % (self.health.get(node) or "not reported",))
-                for node, state in sorted(self.progress.items()) if state in ("intent", "health")]
+                for node, state in sorted(self.progress.items())
+                if state in ("writing", "intent", "health")]
         return "replicate %s %s: %d/%d done%s%s" % (
             self.manifest.id, self.sha[:12], counts.get("done", 0), len(self.nodes),
             "; in flight: " + ", ".join(busy) if busy else "",
