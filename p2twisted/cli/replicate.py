@@ -4,6 +4,8 @@ C{p2 replicate}: roll a manifest out to a list of nodes by hand, a few at a
 time, each gated on its health (L{p2twisted.orchestrate.replication}).
 """
 
+import shutil
+
 from twisted.internet import defer
 
 from p2twisted.cli.rc import number
@@ -78,20 +80,30 @@ def nodeList(text, minNodes=None):
 
 class _Progress(object):
     """
-    The live progress line: on a terminal rewritten in place, else a line
+    The live progress line: on a terminal rewritten in place (cut to the
+    terminal's width: a line that wraps cannot be rewritten), else a line
     per change.
+
+    @param columns: callable returning the terminal's width.
     """
 
-    def __init__(self, out):
+    def __init__(self, out, columns=lambda: shutil.get_terminal_size().columns):
         self.out = out
         self.tty = hasattr(out, "isatty") and out.isatty()
+        self.columns = columns
         self.last = None
 
     def show(self, line):
         if line == self.last:
             return
         self.last = line
-        self.out.write(("\r\x1b[K" + line) if self.tty else line + "\n")
+        if self.tty:
+            width = max(self.columns() - 1, 10)
+            if len(line) > width:
+                line = line[:width - 3] + "..."
+            self.out.write("\r\x1b[K" + line)
+        else:
+            self.out.write(line + "\n")
         self.out.flush()
 
     def end(self, text):
