@@ -253,6 +253,35 @@ class ReplicationTests(unittest.TestCase):
         store.held.pop().callback(None)
         self.assertEqual(run.summary(), "intent written, reality pending: n1; not started: n2")
 
+    def test_storeBlipWaitedOut(self):
+        """
+        The store unavailable for a while (a blip of ZooKeeper's connection)
+        while nodes wait does not end the replication: it looks again, and
+        goes on once the node runs the manifest and is healthy.
+        """
+        from p2twisted.errors import StoreUnavailable
+        from p2twisted.records import Health
+        clock, store, session, lock, run = self.lockedRun(["n1"])
+        d = run.run()
+        clock.advance(1)
+        get = store.get
+        store.get = lambda key: defer.fail(StoreUnavailable(key, "memory", "down"))
+        clock.advance(1)
+        clock.advance(1)
+        self.assertNoResult(d)
+        store.get = get
+        self.successResultOf(store.put(keys.reality("n1", "web"), run.manifest.raw))
+        clock.advance(1)
+        store.get = lambda key: defer.fail(StoreUnavailable(key, "memory", "down"))
+        clock.advance(1)
+        self.assertNoResult(d)
+        store.get = get
+        self.successResultOf(store.put(keys.health("web", "n1"), Health(
+            "web", "n1", "passing", "", 1.0, run.sha).toBytes()))
+        clock.advance(1)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(run.summary(), "done: n1")
+
     def test_intentFencedOnTheLock(self):
         """
         An intent write is fenced on the deploy lock: once the lock is

@@ -24,7 +24,7 @@ from twisted.internet import defer, task
 
 from p2twisted import intent
 from p2twisted.orchestrate import audit
-from p2twisted.errors import P2Error, VersionConflict
+from p2twisted.errors import P2Error, StoreUnavailable, VersionConflict
 from p2twisted.records import CorruptRecord, Health, PodStatus, readable
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.store import keys
@@ -77,6 +77,23 @@ def order(snapshot, podId, nodes):
         record = snapshot.health(podId, node)
         return rank(None if record is None else record.status)
     return sorted(nodes, key=lambda node: (health(node), node))
+
+
+#: What L{_look} fires with while the store is unavailable.
+_UNAVAILABLE = object()
+
+
+def _look(f, *args):
+    """
+    One look of a node's wait: C{f(*args)}, or L{_UNAVAILABLE} while the
+    store is unavailable -- a blip must not end a rollout that may take
+    hours (the next look tries again; C{--timeout} and the lock's session
+    still bound the wait).
+    """
+    def unavailable(failure):
+        failure.trap(StoreUnavailable)
+        return _UNAVAILABLE
+    return defer.maybeDeferred(f, *args).addErrback(unavailable)
 
 
 class Replication(object):
@@ -181,16 +198,22 @@ class Replication(object):
                     raise self._lost
                 raise
             self._set(node, "intent")
-            while (yield self._realitySha(node)) != self.sha:
-                yield self._neverThere(node)
+            while True:
+                sha = yield _look(self._realitySha, node)
+                if sha == self.sha:
+                    break
+                if sha is not _UNAVAILABLE:
+                    yield _look(self._neverThere, node)
                 yield self._wait(node, started, "its reality to hold %s" % (self.sha[:12],))
+        status = None
         while True:
-            entry = yield self.store.get(keys.health(self.manifest.id, node))
-            record = readable(Health, entry)
-            status = None if record is None or record.sha != self.sha else record.status
-            if status is not None and rank(status) >= rank(self.threshold):
-                break
-            self._set(node, "health", status)
+            entry = yield _look(self.store.get, keys.health(self.manifest.id, node))
+            if entry is not _UNAVAILABLE:
+                record = readable(Health, entry)
+                status = None if record is None or record.sha != self.sha else record.status
+                if status is not None and rank(status) >= rank(self.threshold):
+                    break
+                self._set(node, "health", status)
             yield self._wait(node, started, "its health to be %s (it is %s)" % (
                 self.threshold, status or "not reported"))
         self._set(node, "done")
