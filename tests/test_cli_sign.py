@@ -128,3 +128,34 @@ class SignVerifyTests(P2CommandMixin, TestCase):
         self.assertFalse(os.path.exists(out))
         line, code = yield self.p2Fails("sign", "--key", "x", "--ssh-key", "y", self.manifest)
         self.assertEqual(code, 2)
+
+    @defer.inlineCallbacks
+    def test_signedThroughCommands(self):
+        """
+        C{p2 schedule} and C{p2 rc create} store a signed manifest as signed,
+        byte for byte, and it still verifies from the store.
+        """
+        from p2twisted.auth.ssh import SSHVerifier
+        from p2twisted.auth.verifiers import verifyManifest
+        from p2twisted.records.controllers import ReplicationController
+        from p2twisted.store import keys, openStore
+        sshKeys = SSHKeys(self)
+        bob = sshKeys.newKey("bob@example.com")
+        signed = self.path("signed.yaml")
+        _, _, code = yield self.p2("sign", "--ssh-key", bob.path, "-o", signed, self.manifest)
+        self.assertEqual(code, 0)
+        yield self.succeed("schedule", "--node", "n1", signed)
+        yield self.succeed("rc", "create", "--manifest", signed, "--replicas", "0", "--id", "w")
+        store = yield openStore(self.url)
+        try:
+            scheduled = (yield store.get(keys.intent("n1", "web"))).value
+            rc = ReplicationController.fromEntry(
+                keys.replicationController("w"),
+                (yield store.get(keys.replicationController("w"))))
+        finally:
+            yield store.close()
+        self.assertEqual(scheduled, self.read(signed))
+        self.assertEqual(rc.manifest, self.read(signed))
+        verifier = SSHVerifier(sshKeys.allowedSigners(self.path("allowed"), [bob]))
+        signer = yield verifyManifest(parseManifest(scheduled), ssh=verifier)
+        self.assertEqual(signer.identity, "bob@example.com")

@@ -28,7 +28,7 @@ def register(subparsers):
         description="Create a replication controller running the pod manifest FILE on "
                     "REPLICAS of the nodes SELECTOR matches.")
     create.add_argument("--manifest", required=True, metavar="FILE",
-                        help="the pod manifest (YAML, may be PGP clear-signed); - reads stdin")
+                        help="the pod manifest (YAML, may be signed: p2 sign); - reads stdin")
     create.add_argument("--selector", default="", metavar="SELECTOR",
                         help="node label selector, e.g. 'tier=web,region in (a,b)' "
                              "(default: every node)")
