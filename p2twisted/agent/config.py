@@ -11,6 +11,7 @@ import socket
 import attr
 
 from p2twisted.agent.artifactauth import ArtifactAuthSettings, artifactAuthSettings
+from p2twisted.auth.settings import AuthSettings, authSettings
 from p2twisted.config import Config, defaultStateDir, loadConfig
 from p2twisted.errors import UsageError
 from p2twisted.store.common import checkKey
@@ -50,6 +51,7 @@ class AgentConfig(object):
     removalGrace = attr.ib(default=10.0)
     holdTimeout = attr.ib(default=None)
     podAddress = attr.ib(default="127.0.0.1")
+    auth = attr.ib(default=attr.Factory(AuthSettings))
 
 
 def _number(data, name, default, low=0.0):
@@ -162,4 +164,5 @@ def agentConfig(path=None, flags=None, environ=None):
         removalGrace=_number(data, "removal_grace", 10.0, 0.0),
         holdTimeout=holdTimeout,
         podAddress=_address(data, "pod_address"),
+        auth=authSettings(data.get("auth")),
     )

@@ -12,7 +12,8 @@ Events (L{EVENTS}), in workflow order::
     after_launch      its services run
     before_uninstall  a pod's services are stopped; its files still exist
     after_uninstall   its files are gone
-    after_auth_fail   an artifact failed verification (digest mismatch)
+    after_auth_fail   the auth policy refused a manifest (a pod's, or a hook
+                      pod's), or an artifact failed verification (digest mismatch)
 
 Where hooks come from, looked up afresh at every run (so a hook pod that was
 just installed takes effect at once):

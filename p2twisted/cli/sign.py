@@ -40,6 +40,9 @@ def register(subparsers):
                         help="GPG keyring of the allowed keys (else your gpg's public keys)")
     verify.add_argument("--allowed-signers", metavar="FILE",
                         help="OpenSSH allowed-signers file (needed for SSH signatures)")
+    verify.add_argument("--agent-config", metavar="FILE",
+                        help="say whether the auth policy of this agent config accepts it (its "
+                             "keyring, allowed signers and deploy policy); exit 1 if refused")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(run=runVerify)
 
@@ -158,6 +161,9 @@ def runVerify(options):
     from p2twisted.manifest import parseManifest
     source = "<stdin>" if options.file == "-" else options.file
     manifest = parseManifest(_read(options.file), source)
+    if getattr(options, "agent_config", None):
+        from p2twisted.cli.authcheck import runPolicyCheck
+        return runPolicyCheck(options, manifest)
     gpg = ssh = None
     work = tempfile.mkdtemp(prefix="p2-verify-")
     if manifest.signatureSystem == "gpg":
