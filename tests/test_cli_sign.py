@@ -7,11 +7,13 @@ import json
 import os
 
 from twisted.internet import defer
+from twisted.trial import unittest
 from twisted.trial.unittest import TestCase
 
 from p2twisted.manifest import parseManifest
 from tests.cli import P2CommandMixin
 from tests.signingkeys import GPGKeys, SSHKeys
+from tests.test_cli_service import ServiceCommandMixin
 
 MANIFEST = (b"# the web pod\nid: web\nlaunchables:\n  web: {launchable_type: hoist, "
             b"location: /a.tar.gz}\nconfig:\n  flags:\n  - -x\n")
@@ -159,3 +161,84 @@ class SignVerifyTests(P2CommandMixin, TestCase):
         verifier = SSHVerifier(sshKeys.allowedSigners(self.path("allowed"), [bob]))
         signer = yield verifyManifest(parseManifest(scheduled), ssh=verifier)
         self.assertEqual(signer.identity, "bob@example.com")
+
+
+class DeploySigningTests(ServiceCommandMixin, unittest.TestCase):
+    """
+    C{p2 deploy} signs the manifest it renders when the config file says
+    with which key (C{signing:}).
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        ServiceCommandMixin.setUp(self)
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.config = os.path.join(self.dir, "p2.yaml")
+        self.env["P2_CONFIG"] = self.config
+
+    def configure(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    @defer.inlineCallbacks
+    def stored(self, *path):
+        from p2twisted.store import openStore
+        store = yield openStore(self.url)
+        try:
+            entries = yield store.list(path[0])
+        finally:
+            yield store.close()
+        return entries
+
+    @defer.inlineCallbacks
+    def test_sshSigned(self):
+        """
+        With C{signing: {ssh_key: FILE}}, the intent written is SSH-signed
+        by that key, and verifies.
+        """
+        from p2twisted.auth.ssh import SSHVerifier
+        from p2twisted.auth.verifiers import verifyManifest
+        from p2twisted.store import keys
+        sshKeys = SSHKeys(self)
+        bob = sshKeys.newKey("bob@example.com")
+        self.configure("signing: {ssh_key: %s}\n" % (bob.path,))
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        yield self.succeed("deploy", "job", "--node", "n1")
+        raw = (yield self.stored(keys.INTENT))[keys.intent("n1", "job")].value
+        manifest = parseManifest(raw)
+        self.assertEqual(manifest.signatureSystem, "ssh")
+        verifier = SSHVerifier(sshKeys.allowedSigners(os.path.join(self.dir, "allowed"), [bob]))
+        self.assertEqual((yield verifyManifest(manifest, ssh=verifier)).identity,
+                         "bob@example.com")
+
+    @defer.inlineCallbacks
+    def test_gpgSignedReplicas(self):
+        """
+        With C{signing: {key: ID}}, C{p2 deploy --replicas} puts a GPG
+        clear-signed manifest in its replication controller.
+        """
+        from p2twisted.records.controllers import ReplicationController
+        from p2twisted.store import keys
+        gpgKeys = GPGKeys(self)
+        alice = gpgKeys.newKey("Alice <alice@example.com>")
+        self.env["GNUPGHOME"] = gpgKeys.home
+        self.configure("signing: {key: %s}\n" % (alice,))
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        yield self.p2("deploy", "job", "--replicas", "1")
+        entries = yield self.stored(keys.REPLICATION_CONTROLLERS)
+        [rc] = [ReplicationController.fromEntry(k, e) for k, e in entries.items()]
+        self.assertEqual(parseManifest(rc.manifest).signatureSystem, "gpg")
+
+    @defer.inlineCallbacks
+    def test_badSigning(self):
+        """
+        A malformed C{signing:} stops the deploy with one line.
+        """
+        self.configure("signing: {gpg: x}\n")
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        line, code = yield self.p2Fails("deploy", "job", "--node", "n1")
+        self.assertEqual(line, "p2: config signing: expected 'key: GPG-KEY-ID' or 'ssh_key: "
+                               "FILE', got {'gpg': 'x'}")
+        self.assertEqual((yield self.stored("intent")), {})
