@@ -43,7 +43,8 @@ from twisted.python.filepath import FilePath
 
 from p2twisted.agent.artifacts import sha256File
 from p2twisted.auth.interfaces import SignatureRejected
-from p2twisted.errors import ArtifactError, ArtifactRejected, FetchError, UsageError
+from p2twisted.auth.section import signerFiles, typedSection
+from p2twisted.errors import ArtifactError, ArtifactRejected, FetchError
 from p2twisted.manifest import launchableVersion
 
 NONE, BUILD, MANIFEST, EITHER = "none", "build", "manifest", "either"
@@ -75,30 +76,8 @@ def artifactAuthSettings(data, name="artifact_auth"):
     @return: an L{ArtifactAuthSettings}.
     @raise UsageError: naming the bad setting.
     """
-    data = data or {}
-    if isinstance(data, str):
-        data = {"type": data}
-    if not isinstance(data, dict):
-        raise UsageError("agent config %s: expected a mapping with a type, got %r" % (name, data))
-    unknown = sorted(set(data) - {"type", "keyring", "allowed_signers"})
-    if unknown:
-        raise UsageError("agent config %s: unknown setting %s (known: allowed_signers, keyring, "
-                         "type)" % (name, ", ".join(map(str, unknown))))
-    kind = data.get("type", NONE)
-    if kind not in TYPES:
-        raise UsageError("agent config %s.type: expected none, build, manifest or either, got %r"
-                         % (name, kind))
-    paths = {}
-    for key in ("keyring", "allowed_signers"):
-        value = data.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise UsageError("agent config %s.%s: expected a file name, got %r"
-                             % (name, key, value))
-        paths[key] = os.path.abspath(value) if value else None
-    if kind != NONE and not (paths["keyring"] or paths["allowed_signers"]):
-        raise UsageError("agent config %s: type %s needs a keyring (GPG) or allowed_signers "
-                         "(OpenSSH) file" % (name, kind))
-    return ArtifactAuthSettings(kind, paths["keyring"], paths["allowed_signers"])
+    data, kind = typedSection(data, name, ("type", "keyring", "allowed_signers"), TYPES)
+    return ArtifactAuthSettings(kind, *signerFiles(data, name, kind))
 
 
 def parseTreeDigest(text, source):

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from p2twisted.auth.files import signatureFiles
 from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
 
 GPG = "gpg"
@@ -216,21 +217,9 @@ class GPGVerifier(object):
         yield self._refresh()
         if self._problem:
             raise SignatureRejected(self._problem)
-        work = tempfile.mkdtemp(prefix="verify-", dir=self._home)
-        try:
-            sigPath = os.path.join(work, "signature")
-            with open(sigPath, "wb") as f:
-                f.write(signature)
-            if isinstance(data, FilePath):
-                dataPath = data.path
-            else:
-                dataPath = os.path.join(work, "data")
-                with open(dataPath, "wb") as f:
-                    f.write(data)
+        with signatureFiles(data, signature, self._home) as (sigPath, dataPath):
             out, err, code = yield self._run(
                 self._home, ["--status-fd", "1", "--verify", sigPath, dataPath])
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         signer = judge(parseStatus(out), code, self._fingerprints)
         defer.returnValue(signer)
 

@@ -13,13 +13,12 @@ check, so a changed file takes effect at once.
 
 import os
 import re
-import shutil
-import tempfile
 
 from twisted.internet import defer, protocol
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from p2twisted.auth.files import signatureFiles
 from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
 
 SSH_KEYGEN = "ssh-keygen"
@@ -111,20 +110,8 @@ class SSHVerifier(object):
 
     @defer.inlineCallbacks
     def _verify(self, data, signature):
-        work = tempfile.mkdtemp(prefix="p2-ssh-", dir=self._tempDir)
-        try:
-            sigPath = os.path.join(work, "signature")
-            with open(sigPath, "wb") as f:
-                f.write(signature)
-            if isinstance(data, FilePath):
-                dataPath = data.path
-            else:
-                dataPath = os.path.join(work, "data")
-                with open(dataPath, "wb") as f:
-                    f.write(data)
+        with signatureFiles(data, signature, self._tempDir) as (sigPath, dataPath):
             signer = yield self._check(sigPath, dataPath)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         defer.returnValue(signer)
 
     @defer.inlineCallbacks
