@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 from p2twisted.auth.gpg import GPGVerifier, judge, parseStatus
 from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
 from p2twisted.manifest import parseManifest
-from tests.signingkeys import GPGKeys
+from tests.signingkeys import GPGKeys, rejection
 
 MANIFEST = (b"id: web\nrun_as: web\nlaunchables:\n  web: {launchable_type: hoist, location: /a.tar.gz}\n"
             b"config:\n  note:\n  - dash\n")
@@ -34,10 +34,7 @@ class GPGVerifierTests(TestCase):
         self.addCleanup(self.verifier.close)
 
     def rejected(self, data, signature):
-        d = self.verifier.verify(data, signature)
-        d.addCallbacks(lambda signer: self.fail("accepted: %r" % (signer,)),
-                       lambda f: f.trap(SignatureRejected) and str(f.value))
-        return d
+        return rejection(self, self.verifier.verify(data, signature))
 
     def test_interface(self):
         self.assertTrue(verifyObject(ISignatureVerifier, self.verifier))
