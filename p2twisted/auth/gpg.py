@@ -4,13 +4,14 @@ L{GPGVerifier}: OpenPGP signatures checked by the real C{gpg} binary.
 
 The verifier keeps a GNUPGHOME of its own (a temporary directory) holding
 exactly the public keys of the configured keyring file, and rebuilds it when
-that file changes (key rotation without a restart).  C{gpg --verify} runs
+that file's contents change (key rotation without a restart).  C{gpg --verify} runs
 with C{--status-fd}; its machine-readable status lines are parsed strictly:
 a signature is good only when there is exactly one, C{gpg} exits 0, reports
 C{VALIDSIG} and the signing key's primary fingerprint is one of the
 keyring's, and nothing reports it bad, expired or revoked.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -158,11 +159,15 @@ class GPGVerifier(object):
             self._gpg, _commonArgs(home) + args, env=_environ(home), reactor=self._reactor)
 
     def _keyringStamp(self):
+        """
+        @return: the SHA-256 of the keyring file's contents (a rewrite within
+            one mtime tick still counts), or C{None} when it is missing.
+        """
         try:
-            st = os.stat(self.keyring.path)
+            with open(self.keyring.path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     @defer.inlineCallbacks
     def _refresh(self):
