@@ -83,6 +83,9 @@ class SignVerifyTests(P2CommandMixin, TestCase):
         result = yield self.succeed("verify", "--allowed-signers", allowed, out)
         self.assertEqual(result, "good ssh signature by bob@example.com (%s)\nweb %s\n"
                          % (bob.fingerprint, self.sha))
+        line, code = yield self.p2Fails("verify", out)
+        self.assertEqual((line, code), ("p2: %s is SSH-signed: give --allowed-signers FILE"
+                                        % (out,), 2))
         # Signing a signed manifest again replaces its signature.
         again = self.path("again.yaml")
         _, _, code = yield self.p2("sign", "--ssh-key", bob.path, "-o", again, out)
