@@ -33,5 +33,8 @@ setup(
         "static = p2twisted.templates.static:template",
         "command = p2twisted.templates.command:template",
         "python = p2twisted.templates.python:template",
+    ], "p2twisted.syncers": [
+        "haproxy = p2twisted.syncers.haproxy:syncer",
+        "json = p2twisted.syncers.jsonfile:syncer",
     ]},
 )
