@@ -146,6 +146,8 @@ class ArtifactAuthTests(unittest.TestCase):
         self.layout = PodLayout(os.path.join(self.dir, "pods"), "web")
 
     def auth(self, kind):
+        if self.cache.auth is not None:
+            self.addCleanup(self.cache.auth.close)
         auth = ArtifactAuth.fromSettings(
             ArtifactAuthSettings(kind, self.keys.keyring, self.keys.allowed), self.cache, reactor)
         self.cache.auth = auth
