@@ -182,9 +182,12 @@ class ReadTests(FleetMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def test_audit(self):
         """
-        C{/api/v1/audit?limit=N} has the last N events, oldest first; a bad
-        limit is a 400 naming it.
+        C{/api/v1/audit?limit=N} has the last N events, oldest first;
+        C{since=} keeps those since a time or a duration back; a bad limit
+        or time is a 400.
         """
+        from twisted.internet.task import Clock
+
         from p2twisted.records.controllers import AuditEvent
         self.fleet.run(audit.append(self.store, [AuditEvent("rc", "web", "scale", {"to": n})
                                                  for n in range(5)], "someone", 2000.0))
@@ -193,6 +196,15 @@ class ReadTests(FleetMixin, unittest.TestCase):
                          [("someone", "scale", {"to": 3}), ("someone", "scale", {"to": 4})])
         bad = yield self.get("/api/v1/audit?limit=zero", code=400)
         self.assertIn("limit", bad["error"])
+        self.fleet.run(audit.append(self.store, [AuditEvent("rc", "web", "enable", {})],
+                                    "later", 3000.0))
+        self.api._clock = Clock()
+        self.api._clock.advance(3030.0)
+        found = (yield self.get("/api/v1/audit?since=1m"))["events"]
+        self.assertEqual([e["who"] for e in found], ["later"])
+        found = (yield self.get("/api/v1/audit?since=1970-01-01T00:40:00Z"))["events"]
+        self.assertEqual([e["who"] for e in found], ["later"])
+        yield self.get("/api/v1/audit?since=yesterday", code=400)
 
     @defer.inlineCallbacks
     def test_emptyControllers(self):

@@ -275,7 +275,10 @@ class API(object):
     def listAudit(self, request):
         from p2twisted.orchestrate import audit
         limit = _integer(_argument(request, "limit"), "limit", 100, 1, views.MAX_AUDIT)
-        events, corrupt = yield audit.read(self._open())
+        since = _argument(request, "since")
+        if since is not None:
+            since = audit.parseSince(since, self._now())
+        events, corrupt = yield audit.read(self._open(), since)
         return jsonResponse(request, {"events": [views.auditEvent(e) for e in events[-limit:]],
                                       "unreadable": len(corrupt)})
 
