@@ -67,8 +67,12 @@ class Fleet(object):
         for node in sorted(self.nodes):
             self.startAgent(node)
 
-    def startOrchestrator(self, farms="rc,roll"):
-        process = OrchestratorProcess(self.test, self.url, ORCHESTRATOR_CONFIG, farms=farms)
+    def startOrchestrator(self, farms="rc,roll", config=""):
+        """
+        @param config: more orchestrator settings (YAML lines).
+        """
+        process = OrchestratorProcess(self.test, self.url, ORCHESTRATOR_CONFIG + config,
+                                      farms=farms)
         self.orchestrators.append(process.start())
         return process
 

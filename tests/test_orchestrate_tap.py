@@ -34,7 +34,8 @@ class ConfigTests(unittest.TestCase):
         """
         config = orchestratorConfig(None, {"store": "memory://"}, environ={})
         self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval,
-                          config.newsInterval), ("memory://", ["rc", "roll"], 15.0, 30.0, 1.0))
+                          config.newsInterval),
+                         ("memory://", ["pc", "rc", "roll"], 15.0, 30.0, 1.0))
 
     def test_fileAndFlags(self):
         """
@@ -56,7 +57,7 @@ class ConfigTests(unittest.TestCase):
         e = self.assertRaises(UsageError, orchestratorConfig, None,
                               {"store": "memory://", "farms": "rc,ds"}, environ={})
         self.assertEqual(str(e), "orchestrator config farms: unknown farm 'ds'; expected some "
-                                 "of rc, roll")
+                                 "of pc, rc, roll")
         path = self.configFile("session_ttl: soon\n")
         e = self.assertRaises(UsageError, orchestratorConfig, path, {}, environ={})
         self.assertIn("session_ttl", str(e))

@@ -50,7 +50,7 @@ def p2execCommand():
     return [sys.executable, "-S", "-E", os.path.abspath(p2exec.__file__)]
 
 
-def machineFacts(node, labels, supervisor):
+def machineFacts(node, labels, supervisor, podAddress=None):
     """
     @return: the facts published in C{machines/<node>}.
     """
@@ -74,7 +74,7 @@ def machineFacts(node, labels, supervisor):
     return {"node": node, "hostname": socket.gethostname(), "machine_id": machineId,
             "cores": os.cpu_count(), "memory": memory, "agent_version": __version__,
             "process": processIdentity(),
-            "labels": labels, "supervisor": supervisor}
+            "labels": labels, "supervisor": supervisor, "pod_address": podAddress}
 
 
 def checkReachable(path, user):
@@ -219,7 +219,8 @@ class PodOperations(object):
                                 ServiceUptimeChecker(self.supervisor, self.config.minUptime))
 
     def facts(self):
-        return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
+        return machineFacts(self.config.node, self.config.labels, self.supervisor.name,
+                            self.config.podAddress)
 
     def service(self):
         """

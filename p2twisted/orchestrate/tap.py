@@ -21,15 +21,15 @@ log = Logger()
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = ("Run p2 orchestrators: claim replication controllers and rolling updates from "
-                "the coordination store (shared with any other p2-orchestrator) and converge "
-                "them. Every setting has a default; a config file (see conf/orchestrator.yaml) "
-                "and these flags override them.")
+    longdesc = ("Run p2 orchestrators: claim replication controllers, rolling updates and pod "
+                "clusters from the coordination store (shared with any other p2-orchestrator) "
+                "and converge them. Every setting has a default; a config file (see "
+                "conf/orchestrator.yaml) and these flags override them.")
     optParameters = [
         ["config", "c", None, "config file (YAML)"],
         ["store", None, None, "coordination store URL (default: $P2_STORE, the config file, "
                               "else the embedded local store)"],
-        ["farms", None, None, "comma-separated farms to run, of: rc, roll (default: all)"],
+        ["farms", None, None, "comma-separated farms to run, of: rc, roll, pc (default: all)"],
     ]
 
     def postOptions(self):
@@ -55,6 +55,10 @@ class OrchestratorConfig(object):
     sessionTTL = attr.ib(default=15.0)
     resyncInterval = attr.ib(default=30.0)
     newsInterval = attr.ib(default=1.0)
+    #: The pod-cluster syncers' settings: C{{name: {setting: value}}}.
+    syncers = attr.ib(default=None)
+    #: Seconds before a second read may confirm a pod cluster's sudden drop.
+    confirmDelay = attr.ib(default=5.0)
 
 
 def _number(data, name, default, low):
@@ -95,7 +99,20 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
         sessionTTL=_number(data, "session_ttl", 15.0, 1.0),
         resyncInterval=_number(data, "resync_interval", 30.0, 0.1),
         newsInterval=_number(data, "news_interval", 1.0, 0.0),
+        syncers=_syncers(data.get("syncers")),
+        confirmDelay=_number(data, "confirm_delay", 5.0, 0.0),
     )
+
+
+def _syncers(settings):
+    """
+    @return: C{settings} (the config's C{syncers:}), once every syncer it
+        names is installed and takes its settings.
+    @raise UsageError: naming the syncer or setting at fault.
+    """
+    from p2twisted.orchestrate.syncers import loadSyncers
+    loadSyncers(settings, None)
+    return settings
 
 
 class Orchestrator(service.MultiService):
@@ -165,7 +182,13 @@ class Orchestrator(service.MultiService):
         reader.setServiceParent(self)
         for name in self.config.farms:
             kind = self.kinds[name]
-            factory = kind.factory(self.store, self.reactor, reader)
+            context = None
+            if kind.prepare is not None:
+                prepared = kind.prepare(self.store, self.reactor, self.config)
+                context = prepared.context
+                for extra in prepared.services:
+                    extra.setServiceParent(self)
+            factory = kind.factory(self.store, self.reactor, reader, context)
             farm = Farm(self.store, kind.name, kind.tree, factory, self.reactor,
                         ttl=self.config.sessionTTL, resyncInterval=self.config.resyncInterval,
                         holdWhenEmpty=kind.holdWhenEmpty, newsInterval=self.config.newsInterval)

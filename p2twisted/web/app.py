@@ -122,6 +122,15 @@ class API(object):
         """@return: the L{IResource} serving everything."""
         return self.app.resource()
 
+    def stop(self):
+        """
+        End the dashboard's open event streams and stop watching the store
+        (before it is closed).
+        """
+        if self._events is not None:
+            events, self._events = self._events, None
+            events.stop()
+
     def _now(self):
         return self._clock.seconds() if self._clock is not None else time.time()
 

@@ -177,6 +177,7 @@ class APIService(service.Service):
         if self._port is not None:
             port, self._port = self._port, None
             yield port.stopListening()
+        self.api.stop()
         if self.api.store is not None:
             store, self.api.store = self.api.store, None
             yield store.close()
