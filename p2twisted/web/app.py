@@ -279,6 +279,12 @@ class API(object):
         snapshot = yield self._read()
         return jsonResponse(request, {"pod_clusters": views.podClusters(snapshot)})
 
+    @app.route("/api/v1/pod_clusters/<pc>", methods=["GET"])
+    @defer.inlineCallbacks
+    def getPodCluster(self, request, pc):
+        snapshot = yield self._read()
+        return jsonResponse(request, _found(views.podCluster(snapshot, pc), "pod cluster", pc))
+
     @app.route("/api/v1/audit", methods=["GET"])
     @defer.inlineCallbacks
     def listAudit(self, request):

@@ -41,7 +41,11 @@ OPERATIONS = (
     ("get", "/api/v1/daemon_sets", "listDaemonSets",
      "Every daemon set with its farm's last status.", (), None),
     ("get", "/api/v1/pod_clusters", "listPodClusters",
-     "Every pod cluster with its syncers' last status.", (), None),
+     "Every pod cluster with its member and healthy counts and its syncers' last status.",
+     (), None),
+    ("get", "/api/v1/pod_clusters/{pc}", "getPodCluster",
+     "A pod cluster, its members (node, pod, address, healthy) and its syncers' last "
+     "status.", (), None),
     ("get", "/api/v1/audit", "listAudit",
      "The last audit events, oldest first.",
      (("limit", "integer", "how many (1 to 1000, default 100)"),
