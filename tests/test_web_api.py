@@ -195,6 +195,7 @@ class ReadTests(FleetMixin, unittest.TestCase):
         # (No member has an address: the test's manifest has no status port.)
         self.assertEqual([(p["id"], p["members"], p["healthy"], p["syncers"]["json"]["state"])
                           for p in found], [("web-a-main", 2, 0, "synced")])
+        self.assertEqual(found[0]["farm"], found[0]["syncers"])
         one = yield self.get("/api/v1/pod_clusters/web-a-main")
         self.assertEqual(sorted(m["node"] for m in one["member_list"]), ["n1", "n2"])
         yield self.get("/api/v1/pod_clusters/nope", code=404)

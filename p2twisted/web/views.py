@@ -213,6 +213,18 @@ def daemonSets(snapshot):
             for objectId, obj in sorted(found().items())]
 
 
+def _podCluster(snapshot, found, members=False):
+    """
+    @return: L{p2twisted.cli.pc.view} of C{found}, plus C{farm}: its
+        C{syncers} (C{{syncer: status}}) under the key every controller's
+        view has for what its farm last said.
+    """
+    from p2twisted.cli.pc import view
+    info = view(snapshot, found, members=members)
+    info["farm"] = info["syncers"]
+    return info
+
+
 def podCluster(snapshot, pcId):
     """
     @return: the view of pod cluster C{pcId} C{p2 pc show --json} prints:
@@ -220,15 +232,13 @@ def podCluster(snapshot, pcId):
         and its members; or C{None}.
     @raise records.CorruptRecord: when its record is unreadable.
     """
-    from p2twisted.cli.pc import view
     found = snapshot.podCluster(pcId)
-    return None if found is None else view(snapshot, found, members=True)
+    return None if found is None else _podCluster(snapshot, found, members=True)
 
 
 def podClusters(snapshot):
     """@return: the pod clusters as C{p2 pc list --json} shows them, by id."""
-    from p2twisted.cli.pc import view
-    return [view(snapshot, found) for found in snapshot.podClusters().values()]
+    return [_podCluster(snapshot, found) for found in snapshot.podClusters().values()]
 
 
 def auditEvent(event):
