@@ -196,6 +196,13 @@ class WatchedReader(service.Service):
             self._snapshot = Snapshot(entries)
         return self._snapshot
 
+    def latest(self):
+        """
+        @return: the L{Snapshot} of what the watches last delivered, or
+            C{None} until each has delivered once.
+        """
+        return self._current() if len(self._latest) == len(self.trees) else None
+
     def read(self, after=()):
         """
         @param after: C{(key, version)} pairs: keys the caller changed from
