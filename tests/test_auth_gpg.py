@@ -13,7 +13,8 @@ from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejec
 from p2twisted.manifest import parseManifest
 from tests.signingkeys import GPGKeys, rejection
 
-MANIFEST = (b"id: web\nrun_as: web\nlaunchables:\n  web: {launchable_type: hoist, location: /a.tar.gz}\n"
+MANIFEST = (b"id: web\nrun_as: web\nlaunchables:\n"
+            b"  web: {launchable_type: hoist, location: /a.tar.gz}\n"
             b"config:\n  note:\n  - dash\n")
 
 
@@ -154,7 +155,8 @@ class GPGVerifierTests(TestCase):
         with open(self.keyring, "wb") as f:
             f.write(b"not a keyring")
         reason = yield self.rejected(m.signedBody, m.signature)
-        self.assertTrue(reason.startswith("gpg: keyring %s holds no keys (" % (self.keyring,)), reason)
+        self.assertTrue(reason.startswith("gpg: keyring %s holds no keys (" % (self.keyring,)),
+                        reason)
 
     @defer.inlineCallbacks
     def test_closeRemovesHome(self):

@@ -26,7 +26,8 @@ SSH_KEYGEN = "ssh-keygen"
 #: The namespace manifests are signed in (C{ssh-keygen -Y sign -n}).
 MANIFEST_NAMESPACE = "p2-manifest"
 
-_GOOD = re.compile(r'^Good "[^"]*" signature (?:for (?P<principal>.+) )?with \S+ key (?P<fpr>SHA256:\S+)$')
+_GOOD = re.compile(r'^Good "[^"]*" signature (?:for (?P<principal>.+) )?'
+                   r'with \S+ key (?P<fpr>SHA256:\S+)$')
 
 
 class _Collect(protocol.ProcessProtocol):
