@@ -275,7 +275,7 @@ class ArtifactAuthTests(unittest.TestCase):
         installDir = yield fetchAndInstall(self.cache, self.installer, self.layout, "web",
                                            self.launchable(treeListing(FILES)))
         self.assertTrue(os.path.isfile(os.path.join(installDir, "lib", "data.txt")))
-        self.installer.prune(self.layout, "web")
+        yield self.installer.prune(self.layout, "web")
         import shutil
         shutil.rmtree(installDir)
         listing = treeListing(FILES, {"lib/data.txt": b"other\n", "lib/new": b"n",
@@ -285,6 +285,22 @@ class ArtifactAuthTests(unittest.TestCase):
         self.assertIn("does not match digest file", reason)
         self.assertIn("missing lib/new; extra bin/launch; changed lib/data.txt", reason)
         self.assertFalse(os.path.exists(installDir))
+
+    @defer.inlineCallbacks
+    def test_treeOfRunningInstall(self):
+        """
+        A refused listing for the install that runs (the same version
+        deployed again) fails without removing that install.
+        """
+        self.auth("build")
+        self.signBuild()
+        installDir = yield fetchAndInstall(self.cache, self.installer, self.layout, "web",
+                                           self.launchable(treeListing(FILES)))
+        yield self.installer.activate(self.layout, "web", installDir)
+        yield self.rejected(fetchAndInstall(
+            self.cache, self.installer, self.layout, "web",
+            self.launchable(treeListing(FILES, {"lib/data.txt": b"other\n"}))))
+        self.assertTrue(os.path.isfile(os.path.join(installDir, "lib", "data.txt")))
 
     @defer.inlineCallbacks
     def test_treeSignature(self):

@@ -34,6 +34,7 @@ hooks run.  A signature that cannot be fetched for a reason that may pass
 
 import os
 import re
+import shutil
 
 import attr
 import yaml
@@ -259,10 +260,14 @@ class ArtifactAuth(object):
                 raise ArtifactRejected("%s; and %s" % (build, manifest))
         return signer
 
+    def _inThread(self, f, *args):
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
     @defer.inlineCallbacks
-    def checkTree(self, launchable, installDir):
+    def checkTree(self, launchable, layout, launchableId, installDir):
         """
-        Check an installed tree against its launchable's signed digest file.
+        Check an installed tree against its launchable's signed digest file;
+        a refused install is removed, unless it is the one running.
 
         @return: L{Deferred} firing with C{None} (nothing to check, or it
             matches); failing with L{ArtifactRejected} naming the missing,
@@ -270,6 +275,15 @@ class ArtifactAuth(object):
         """
         if not launchable.digestSignatureLocation:
             return
+        try:
+            yield self._checkTree(launchable, installDir)
+        except ArtifactRejected:
+            if os.path.realpath(installDir) != os.path.realpath(layout.current(launchableId)):
+                yield self._inThread(shutil.rmtree, installDir, True)
+            raise
+
+    @defer.inlineCallbacks
+    def _checkTree(self, launchable, installDir):
         source = launchable.digestLocation
         text = yield self._fetch(source, "digest file %s" % (source,))
         if self.type != NONE:
@@ -277,8 +291,7 @@ class ArtifactAuth(object):
                                           % (launchable.digestSignatureLocation,))
             yield self._verify(text, signature, "digest file %s" % (source,))
         entries = parseTreeDigest(text.decode("utf-8", "replace"), source)
-        missing, extra, changed = yield threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), compareTree, installDir, entries)
+        missing, extra, changed = yield self._inThread(compareTree, installDir, entries)
         problems = ["%s %s" % (what, _listed(paths)) for what, paths in
                     (("missing", missing), ("extra", extra), ("changed", changed)) if paths]
         if problems:
@@ -296,8 +309,7 @@ def fetchAndInstall(artifacts, installer, layout, launchableId, launchable):
         is the L{ArtifactAuth} applied (none: no checks).
     @return: L{Deferred} firing with the install directory (not activated);
         failing as L{ArtifactCache.fetch}, L{Installer.install} or
-        L{ArtifactAuth} do.  An install whose tree is refused is removed,
-        unless it is the one running.
+        L{ArtifactAuth} do.
     """
     auth = getattr(artifacts, "auth", None)
     signedTree = auth is not None and launchable.digestSignatureLocation
@@ -312,17 +324,5 @@ def fetchAndInstall(artifacts, installer, layout, launchableId, launchable):
                      event="artifact-verified")
     installDir = yield installer.install(layout, launchableId, launchableVersion(launchable), path)
     if signedTree:
-        try:
-            yield auth.checkTree(launchable, installDir)
-        except ArtifactRejected:
-            current = os.path.realpath(layout.current(launchableId))
-            if os.path.realpath(installDir) != current:
-                yield threads.deferToThreadPool(
-                    auth._reactor, auth._reactor.getThreadPool(), _removeTree, installDir)
-            raise
+        yield auth.checkTree(launchable, layout, launchableId, installDir)
     return installDir
-
-
-def _removeTree(path):
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
