@@ -160,7 +160,8 @@ class DecideTests(unittest.TestCase):
         snapshot = fleet.snapshot()
         self.assertEqual(versions(fleet, snapshot, ["n1", "n2", "n3"]),
                          {"n1": 1, "n2": 1, "n3": 2})
-        self.assertIn("waiting: 2 node(s) on the old version", fleet.last("ds").reason)
+        self.assertEqual("waiting: 2 node(s) on the old version, 0 to add; 3 healthy of 3, "
+                         "min_health 100%", fleet.last("ds").reason)
 
     def test_timeoutHaltsReplacement(self):
         """

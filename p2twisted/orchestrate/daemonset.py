@@ -224,9 +224,12 @@ def decide(ds, snapshot, now, progress=Progress()):
     if current is None:
         return Done("daemon set %s is gone" % (ds.id,))
     ds = current
-    if ds.disabled:
-        return Wait("disabled: no change")
     rival = contender(ds, snapshot)
+    if ds.disabled:
+        if rival is not None:
+            return Wait("DISABLED: contends with daemon set %s (pod %s); no change"
+                        % (rival.id, ds.pod_id))
+        return Wait("disabled: no change")
     if rival is not None and _loses(ds, rival, snapshot):
         why = ("contends with daemon set %s (pod %s, selectors %r and %r overlap)"
                % (rival.id, ds.pod_id, ds.node_selector, rival.node_selector))
@@ -255,7 +258,8 @@ def decide(ds, snapshot, now, progress=Progress()):
         else:
             deadlines.append(deadline)
     slots = ds.parallel - (len(found.inflight) - len(timedOut))
-    if ds.rate > 0 and progress.last is not None and now < progress.last + ds.rate:
+    paced = ds.rate > 0 and progress.last is not None and now < progress.last + ds.rate
+    if paced:
         deadlines.append(progress.last + ds.rate)
         slots = 0
     elif ds.rate > 0:
@@ -291,14 +295,16 @@ def decide(ds, snapshot, now, progress=Progress()):
         parts.append("remove %d orphaned pod(s)" % (len(cleanup),))
     if halted:
         parts.insert(0, halted)
-    elif found.old and not starts:
-        parts.append("waiting: %d node(s) on the old version, %d healthy of %d, min_health "
-                     "%d%%, %d starting" % (len(found.old), len(found.healthy),
-                                            len(found.updated) + len(found.old),
-                                            ds.min_health, len(found.inflight)))
-    if found.add[len([n for n in starts if n in found.add]):] and not parts:
-        parts.append("waiting to start %d more node(s) (rate %ss, parallel %d)"
-                     % (len(found.add), ds.rate, ds.parallel))
+    elif (found.old or found.add) and not starts:
+        if paced:
+            why = "the next start in %gs (rate %gs)" % (progress.last + ds.rate - now, ds.rate)
+        elif slots <= 0:
+            why = "%d node(s) starting (parallel %d)" % (len(found.inflight), ds.parallel)
+        else:
+            why = "%d healthy of %d, min_health %d%%" % (
+                len(found.healthy), len(found.updated) + len(found.old), ds.min_health)
+        parts.append("waiting: %d node(s) on the old version, %d to add; %s"
+                     % (len(found.old), len(found.add), why))
     if found.blocked:
         parts.append("%d node(s) run the pod under another controller (%s)"
                      % (len(found.blocked), _few(["%s: %s" % kv for kv in
