@@ -22,9 +22,9 @@ log = Logger()
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("Run p2 orchestrators: claim replication controllers, rolling updates and "
-                "daemon sets from the coordination store (shared with any other p2-orchestrator) and converge "
-                "them. Every setting has a default; a config file (see conf/orchestrator.yaml) "
-                "and these flags override them.")
+                "daemon sets from the coordination store (shared with any other "
+                "p2-orchestrator) and converge them. Every setting has a default; a config "
+                "file (see conf/orchestrator.yaml) and these flags override them.")
     optParameters = [
         ["config", "c", None, "config file (YAML)"],
         ["store", None, None, "coordination store URL (default: $P2_STORE, the config file, "
