@@ -268,7 +268,7 @@ def decide(ds, snapshot, now, progress=Progress()):
     starts = found.add[:max(slots, 0)]
     halted = None
     if timedOut:
-        halted = ("HALTED: the new pod on %s is not healthy %ss after it started; replacing "
+        halted = ("HALTED: the new pod on %s is not healthy %gs after it started; replacing "
                   "nothing more (%d node(s) left on the old version)"
                   % (", ".join(timedOut), ds.timeout, len(found.old)))
     else:
