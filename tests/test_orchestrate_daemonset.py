@@ -11,7 +11,7 @@ disables itself naming the other, no orphan cleanup on an empty listing.
 
 from twisted.trial import unittest
 
-from p2twisted.orchestrate import daemonset
+from p2twisted.orchestrate import daemonset, rc as rcmodule
 from p2twisted.orchestrate.daemonset import ORPHAN_GRACE, Progress, decide
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, Wait
 from p2twisted.labels import encodeLabels
@@ -296,6 +296,19 @@ class DecideTests(unittest.TestCase):
         self.assertIn("1 node(s) run the pod under another controller (n1: replication "
                       "controller rc)", fleet.last("ds").reason)
         self.assertIn("adopt n2", fleet.outcomes["ds"][0].reason)
+
+    def test_rcLeavesDaemonSetPods(self):
+        """
+        An RC of the daemon set's very manifest does not adopt the set's
+        pods (it would take them from the set): it places its own elsewhere.
+        """
+        fleet = DSFleet(self, {"n1": {"tier": "web"}, "n2": {"tier": "web"}, "n3": {}})
+        fleet.putDS("ds", node_selector="tier=web")
+        fleet.play()
+        rc = fleet.putRC("rc", version=1, replicas=1)
+        snapshot = fleet.snapshot()
+        plan = rcmodule.decide(rc, snapshot)
+        self.assertEqual([c.node for c in plan.scheduled()], ["n3"])
 
     def test_downAgent(self):
         """
