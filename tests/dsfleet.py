@@ -4,9 +4,8 @@ run every daemon set's L{daemonset.decide} with the L{Progress} its
 controller would keep, then let the agents settle.
 """
 
-from p2twisted.errors import KeyExists, VersionConflict
 from p2twisted.orchestrate import daemonset
-from p2twisted.orchestrate.plan import Plan, Wait
+from p2twisted.orchestrate.plan import Wait
 from p2twisted.records.daemonset import DaemonSet
 from p2twisted.store.common import Check
 

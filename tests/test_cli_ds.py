@@ -5,18 +5,14 @@ controller keeps) and the agents (L{tests.fleetcli}).
 """
 
 import os
-import time
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from p2twisted.orchestrate import audit, daemonset, harness
+from p2twisted.orchestrate import audit, daemonset
 from p2twisted.orchestrate.dsedit import TREES
-from p2twisted.orchestrate.plan import Plan
 from p2twisted.orchestrate.snapshot import Snapshot
-from p2twisted.errors import KeyExists, VersionConflict
 from p2twisted.store import keys
-from p2twisted.store.common import Check
 from tests.fleetcli import FleetCommandMixin
 
 
@@ -32,25 +28,18 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertIn("created daemon set web-ds: pod web", out)
         self.assertIn("on nodes matching 'tier=web' (2 now)", out)
 
-    @defer.inlineCallbacks
-    def round(self, store, rolls=False):
-        """Play the ds farm once, then the agents."""
-        planner = harness.RecordingPlanner(store)
-        snapshot = yield Snapshot.read(store, TREES)
-        wrote = False
-        for dsId, ds in sorted(snapshot.daemonSets().items()):
+    def readSnapshot(self, store):
+        return Snapshot.read(store, TREES)
+
+    def decisions(self, snapshot, rolling):
+        """Every daemon set's decision, with the progress its controller keeps."""
+        found = []
+        for dsId, ds in ([] if rolling else sorted(snapshot.daemonSets().items())):
             progress = self.progress.get(dsId, daemonset.Progress())
             plan = daemonset.decide(ds, snapshot, self.now, progress)
             self.progress[dsId] = daemonset.advance(progress, ds, snapshot, plan, self.now)
-            try:
-                yield planner.apply(plan, [Check(ds.key, snapshot.version(ds.key))])
-            except (VersionConflict, KeyExists):
-                continue
-            if isinstance(plan, Plan) and plan.events:
-                yield audit.append(store, plan.events, "test-farm", time.time())
-            wrote = wrote or bool(isinstance(plan, Plan) and plan.changes)
-        settled = yield harness.settleAgents(store, self.health)
-        return wrote or bool(settled)
+            found.append((ds, plan))
+        return found
 
     @defer.inlineCallbacks
     def intents(self):

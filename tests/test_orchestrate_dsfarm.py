@@ -30,10 +30,6 @@ def sha(version):
 
 class DSFarmTests(FarmsTestCase):
 
-    def setUp(self):
-        FarmsTestCase.setUp(self)
-        self.health = None
-
     def putDS(self, dsId, version=1, **kw):
         ds = DaemonSet(dsId, "web", manifest(version), **kw)
         self.result(self.admin.put(ds.key, ds.toBytes()))
@@ -41,24 +37,6 @@ class DSFarmTests(FarmsTestCase):
 
     def snapshot(self):
         return self.result(Snapshot.read(self.admin, TREES))
-
-    def settle(self, rounds=60, check=None):
-        """
-        Play the agents (health by C{self.health}), a second a round, until
-        three rounds in a row change nothing.
-        """
-        quiet, before = 0, None
-        for _ in range(rounds):
-            self.result(harness.settleAgents(self.admin, self.health))
-            snapshot = self.snapshot()
-            if check is not None:
-                check(snapshot)
-            quiet = quiet + 1 if dict(snapshot.entries) == before else 0
-            if quiet == 3:
-                return
-            before = dict(snapshot.entries)
-            self.clock.advance(1)
-        self.fail("the fleet did not settle")
 
     def versions(self, snapshot):
         names = {sha(v): v for v in (1, 2)}

@@ -196,21 +196,36 @@ class ReplicationController(object):
         @raise CorruptRecord: for anything but a valid RC's JSON, including
             one without C{replicas_desired} or whose C{id} is not its key's.
         """
-        keyId = keys.parse(key)[-1]
-
-        def build(manifest, id=keyId, **fields):
-            if not isinstance(manifest, str):
-                raise UsageError("manifest must be the manifest's text, got %r" % (manifest,))
-            return cls(id=id, manifest=manifest.encode("utf-8"), **fields)
-        record = _load(build, key, entry, ("manifest", "replicas_desired"), cls.FIELDS)
-        if record.id != keyId:
-            raise CorruptRecord(key, "its id %r is not the key's" % (record.id,))
-        return record
+        return loadWithManifest(cls, key, entry, ("manifest", "replicas_desired"))
 
     def toBytes(self):
-        data = attr.asdict(self, recurse=False)
-        data["manifest"] = self.manifest.decode("utf-8")
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return dumpWithManifest(self)
+
+
+def loadWithManifest(cls, key, entry, required):
+    """
+    Read a controller record holding a manifest as text, whose C{id} (if
+    given) must be its key's last segment.
+
+    @raise CorruptRecord: naming C{key}.
+    """
+    keyId = keys.parse(key)[-1]
+
+    def build(manifest, id=keyId, **fields):
+        if not isinstance(manifest, str):
+            raise UsageError("manifest must be the manifest's text, got %r" % (manifest,))
+        return cls(id=id, manifest=manifest.encode("utf-8"), **fields)
+    record = _load(build, key, entry, required, cls.FIELDS)
+    if record.id != keyId:
+        raise CorruptRecord(key, "its id %r is not the key's" % (record.id,))
+    return record
+
+
+def dumpWithManifest(record):
+    """@return: the stored JSON of an attrs record with a C{manifest} (bytes)."""
+    data = attr.asdict(record, recurse=False)
+    data["manifest"] = record.manifest.decode("utf-8")
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 @attr.s(frozen=True)

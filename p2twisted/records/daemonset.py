@@ -9,7 +9,6 @@ L{CorruptRecord} naming the key for anything else; C{manifest} and
 C{pod_id} are required, never defaulted.
 """
 
-import json
 import math
 
 import attr
@@ -17,7 +16,7 @@ import attr
 from p2twisted.errors import UsageError
 from p2twisted.labels import parseSelector
 from p2twisted.records.controllers import (
-    POD_ID_LABEL, _count, _flag, _load, _parsed, _seconds, _segment, _sha)
+    POD_ID_LABEL, _flag, _parsed, _seconds, _segment, _sha, dumpWithManifest, loadWithManifest)
 from p2twisted.store import keys
 
 #: The pod label naming the daemon set a pod belongs to (P2's C{DSIDLabel}).
@@ -118,19 +117,7 @@ class DaemonSet(object):
         @raise CorruptRecord: for anything but a valid daemon set's JSON,
             including one whose C{id} is not its key's.
         """
-        from p2twisted.records.base import CorruptRecord
-        keyId = keys.parse(key)[-1]
-
-        def build(manifest, id=keyId, **fields):
-            if not isinstance(manifest, str):
-                raise UsageError("manifest must be the manifest's text, got %r" % (manifest,))
-            return cls(id=id, manifest=manifest.encode("utf-8"), **fields)
-        record = _load(build, key, entry, ("manifest", "pod_id"), cls.FIELDS)
-        if record.id != keyId:
-            raise CorruptRecord(key, "its id %r is not the key's" % (record.id,))
-        return record
+        return loadWithManifest(cls, key, entry, ("manifest", "pod_id"))
 
     def toBytes(self):
-        data = attr.asdict(self, recurse=False)
-        data["manifest"] = self.manifest.decode("utf-8")
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return dumpWithManifest(self)
