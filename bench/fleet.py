@@ -484,17 +484,15 @@ class Run(object):
             the CPU shares meanwhile.
         """
         watched = {}
+        target = manifest(version)
 
         def intentSeen(snapshot):
             now = time.time()
-            for key in snapshot:
+            for key, entry in snapshot.items():
                 parts = keys.parse(key)
-                if len(parts) == 3:
+                if len(parts) == 3 and entry.value == target:
                     watched.setdefault(parts[1], now)
         watch = store.watch(keys.INTENT, intentSeen) if self.zk is None else None
-        if watch is not None:
-            yield task.deferLater(self.reactor, 0.2, lambda: None)
-            watched.clear()
         cpu0, t0 = self.cpu(), time.time()
         yield write()
         yield self.waitUntil(lambda: self.fleet.done(version, self.n), timeout, what)
@@ -558,27 +556,9 @@ class Run(object):
             n, r = self.n, self.result
             r["rss_idle"] = memory(self.orchestrator.pid)[0]
 
-            watched = {}
-
-            def intentSeen(snapshot):
-                now = time.time()
-                for key in snapshot:
-                    parts = keys.parse(key)
-                    if len(parts) == 3:
-                        watched.setdefault(parts[1], now)
-            watch = store.watch(keys.INTENT, intentSeen) if self.zk is None else None
-
-            cpu0, t0 = self.cpu(), time.time()
             v1 = ReplicationController("web-v1", manifest(1), n)
-            yield store.put(v1.key, v1.toBytes())
-            yield self.waitUntil(lambda: self.fleet.done(1, n), 60 + n * 0.5, "scheduling")
-            r["schedule_cpu"] = self.cpuShare(cpu0, time.time() - t0)
-            if watch is not None:
-                yield task.deferLater(self.reactor, 0.2, lambda: None)
-                watch.cancel()
-            intents = yield self.intentTimes(store, watched)
-            if len(intents) < n:
-                raise RuntimeError("only %d intents of %d" % (len(intents), n))
+            t0, intents, r["schedule_cpu"] = yield self.intentPhase(
+                store, lambda: store.put(v1.key, v1.toBytes()), 1, 60 + n * 0.5, "scheduling")
             r["intents"] = max(intents.values()) - t0
             r["reality"] = max(self.fleet.reality[1].values()) - t0
             r["health"] = max(self.fleet.health[1].values()) - t0

@@ -106,6 +106,24 @@ def _dump(record, names):
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def checkManifest(instance, attribute, value):
+    """An attrs validator: C{value} is a valid manifest's UTF-8 bytes."""
+    if not isinstance(value, bytes):
+        raise UsageError("manifest must be bytes, got %s" % (type(value).__name__,))
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("manifest is not UTF-8 text")
+    _parsed(value)
+
+
+def checkSelector(instance, attribute, value):
+    """An attrs validator: C{value} is a label selector's text."""
+    if not isinstance(value, str):
+        raise UsageError("%s must be text, got %r" % (attribute.name, value))
+    parseSelector(value)
+
+
 @attr.s(frozen=True)
 class ReplicationController(object):
     """
@@ -122,29 +140,13 @@ class ReplicationController(object):
     """
 
     id = attr.ib(validator=_segment("replication controller id"))
-    manifest = attr.ib()
+    manifest = attr.ib(validator=checkManifest)
     replicas_desired = attr.ib(validator=_count("replicas_desired"))
-    node_selector = attr.ib(default="")
+    node_selector = attr.ib(default="", validator=checkSelector)
     pod_labels = attr.ib(factory=dict, hash=False)
     disabled = attr.ib(default=False, validator=_flag("disabled"))
 
     FIELDS = ("id", "manifest", "node_selector", "pod_labels", "replicas_desired", "disabled")
-
-    @manifest.validator
-    def _checkManifest(self, attribute, value):
-        if not isinstance(value, bytes):
-            raise UsageError("manifest must be bytes, got %s" % (type(value).__name__,))
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError("manifest is not UTF-8 text")
-        _parsed(value)
-
-    @node_selector.validator
-    def _checkSelector(self, attribute, value):
-        if not isinstance(value, str):
-            raise UsageError("node_selector must be text, got %r" % (value,))
-        parseSelector(value)
 
     @pod_labels.validator
     def _checkPodLabels(self, attribute, value):

@@ -16,7 +16,8 @@ import attr
 from p2twisted.errors import UsageError
 from p2twisted.labels import parseSelector
 from p2twisted.records.controllers import (
-    POD_ID_LABEL, _flag, _parsed, _seconds, _segment, _sha, dumpWithManifest, loadWithManifest)
+    POD_ID_LABEL, _flag, _parsed, _seconds, _segment, _sha, checkManifest, checkSelector,
+    dumpWithManifest, loadWithManifest)
 from p2twisted.store import keys
 
 #: The pod label naming the daemon set a pod belongs to (P2's C{DSIDLabel}).
@@ -59,8 +60,8 @@ class DaemonSet(object):
 
     id = attr.ib(validator=_segment("daemon set id"))
     pod_id = attr.ib()
-    manifest = attr.ib()
-    node_selector = attr.ib(default="")
+    manifest = attr.ib(validator=checkManifest)
+    node_selector = attr.ib(default="", validator=checkSelector)
     min_health = attr.ib(default=0, validator=_percent)
     timeout = attr.ib(default=DEFAULT_TIMEOUT, validator=_seconds("timeout"))
     rate = attr.ib(default=0, validator=_seconds("rate"))
@@ -71,22 +72,10 @@ class DaemonSet(object):
               "parallel", "disabled")
 
     @manifest.validator
-    def _checkManifest(self, attribute, value):
-        if not isinstance(value, bytes):
-            raise UsageError("manifest must be bytes, got %s" % (type(value).__name__,))
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError("manifest is not UTF-8 text")
+    def _checkPodId(self, attribute, value):
         podId = _parsed(value).id
         if self.pod_id != podId:
             raise UsageError("pod_id %r is not the manifest's id %r" % (self.pod_id, podId))
-
-    @node_selector.validator
-    def _checkSelector(self, attribute, value):
-        if not isinstance(value, str):
-            raise UsageError("node_selector must be text, got %r" % (value,))
-        parseSelector(value)
 
     @property
     def key(self):
