@@ -29,6 +29,36 @@ class Options(usage.Options):
                                     "their health checks reach (default: 127.0.0.1)"],
     ]
 
+    def postOptions(self):
+        """
+        Read the settings now, so that a bad one is a usage error twistd
+        shows as one line (an error raised in L{makeService} is a traceback).
+        """
+        try:
+            self.settings = agentConfig(self["config"], {
+                "store": self["store"], "node": self["node"], "pod_root": self["pod-root"],
+                "state_dir": self["state-dir"], "supervisor": self["supervisor"],
+                "status_port": _port(self["status-port"]), "pod_address": self["pod-address"],
+            })
+        except P2Error as e:
+            raise usage.UsageError(str(e))
+
+
+def _port(text):
+    """
+    @return: the port number C{text} names, or C{None} for none.
+    @raise UsageError: it is not a port number.
+    """
+    if not text:
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise usage.UsageError("--status-port: expected a port number (0-65535), got %r" % (text,))
+    return port
+
 
 def makeService(options, reactor=None):
     """
@@ -40,16 +70,12 @@ def makeService(options, reactor=None):
     from p2twisted.agent.pods import PodOperations
     from p2twisted.agent.service import AgentService
     from p2twisted.agent.web import StatusResource
+    config = options.settings
     try:
-        config = agentConfig(options["config"], {
-            "store": options["store"], "node": options["node"], "pod_root": options["pod-root"],
-            "state_dir": options["state-dir"], "supervisor": options["supervisor"],
-            "status_port": int(options["status-port"]) if options["status-port"] else None,
-            "pod_address": options["pod-address"],
-        })
         pods = PodOperations.fromConfig(config, reactor)
-    except (P2Error, ValueError) as e:
-        raise usage.UsageError(str(e))
+    except P2Error as e:
+        # twistd shows anything else raised here as a traceback.
+        raise SystemExit(str(e))
     top = service.MultiService()
     agent = AgentService(config, pods, reactor, facts=pods.facts)
     agent.setServiceParent(top)
