@@ -1,5 +1,5 @@
 """
-A daemon set end to end on a real ZooKeeper: three real agents (C{twistd
+A daemon set end to end on a real ZooKeeper and on the local store: three real agents (C{twistd
 p2-agent} processes with real runit and real HTTP pods), a real C{twistd
 p2-orchestrator} running the ds farm, and a person's changes through the
 real C{p2} command (L{tests.fleetprocesses}).  Every wait is on a
@@ -19,11 +19,7 @@ from tests.test_fleet_e2e import NODES, FleetBase
 from tests.zkserver import sharedServer
 
 
-class DaemonSetFleetTests(FleetBase, unittest.TestCase):
-
-    def openStore(self):
-        self.url = "zk://%s/ds%s" % (sharedServer().hosts, uuid.uuid4().hex[:8])
-        return openStore(self.url, reactor)
+class DaemonSetStoryMixin(FleetBase):
 
     def waitStatus(self, dsId, test, what):
         @defer.inlineCallbacks
@@ -104,3 +100,17 @@ class DaemonSetFleetTests(FleetBase, unittest.TestCase):
         yield fleet.waitServing({"n1": None, "n2": None, "n3": None})
         for node in NODES:
             self.assertIsNone((yield fleet.store.get(keys.intent(node, "web"))), node)
+
+
+class ZooKeeperDaemonSetTests(DaemonSetStoryMixin, unittest.TestCase):
+
+    def openStore(self):
+        self.url = "zk://%s/ds%s" % (sharedServer().hosts, uuid.uuid4().hex[:8])
+        return openStore(self.url, reactor)
+
+
+class LocalDaemonSetTests(DaemonSetStoryMixin, unittest.TestCase):
+    """The same story on the embedded store (one SQLite file shared by every process)."""
+
+    def openStore(self):
+        return openStore(self.url, reactor)
