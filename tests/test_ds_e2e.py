@@ -12,8 +12,10 @@ import uuid
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from p2twisted.labels import encodeLabels
 from p2twisted.records.daemonset import DaemonSet
 from p2twisted.store import keys, openStore
+from p2twisted.store.common import Put
 from tests.store_contract import waitFor
 from tests.test_fleet_e2e import NODES, FleetBase
 from tests.zkserver import sharedServer
@@ -73,8 +75,10 @@ class DaemonSetStoryMixin(FleetBase):
         self.assertIn("HALTED", shown)
 
         audited = len((yield fleet.events()))
-        for node in NODES:
-            yield fleet.label(node)
+        # Every label wiped at once (node by node, the nodes leaving first
+        # would lose the pod as they stop matching: that is no wipe).
+        yield fleet.store.transaction([Put(keys.label("node", node), encodeLabels({}))
+                                       for node in NODES])
         yield self.waitStatus("web", lambda s: s["reason"].startswith("HOLDING"),
                               "the set to hold")
         self.assertEqual(sorted((yield fleet.serving()).values(), key=str), ["1", "1", "bad"])

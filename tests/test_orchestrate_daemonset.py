@@ -194,6 +194,32 @@ class DecideTests(unittest.TestCase):
         self.assertEqual(set(versions(fleet, fleet.snapshot(), ["n1", "n2", "n3"]).values()),
                          {2})
 
+    def test_haltOutlivesTheNode(self):
+        """
+        The halt stays when the node whose pod timed out leaves the set (a
+        node by node label wipe): the others keep the old version.
+        Disabling and enabling the set goes on without that node.
+        """
+        fleet = self.fleet(3)
+        fleet.putDS("ds", parallel=1, timeout=60, node_selector="tier=web")
+        fleet.play()
+        fleet.markBad(2)
+        fleet.putDS("ds", version=2, parallel=1, timeout=60, node_selector="tier=web")
+        fleet.play()
+        fleet.setLabels("n1", {})
+        fleet.play()
+        snapshot = fleet.snapshot()
+        self.assertEqual(placed(snapshot), ["n2", "n3"])
+        self.assertEqual(versions(fleet, snapshot, ["n2", "n3"]), {"n2": 1, "n3": 1})
+        self.assertTrue(fleet.last("ds").reason.startswith("HALTED: the new pod on n1"))
+        fleet.bad.clear()
+        fleet.putDS("ds", version=2, parallel=1, timeout=60, node_selector="tier=web",
+                    disabled=True)
+        fleet.play()
+        fleet.putDS("ds", version=2, parallel=1, timeout=60, node_selector="tier=web")
+        fleet.play()
+        self.assertEqual(versions(fleet, fleet.snapshot(), ["n2", "n3"]), {"n2": 2, "n3": 2})
+
     def test_newManifestAfterHalt(self):
         """
         A halted replacement goes on with the next manifest: the node whose
@@ -377,12 +403,12 @@ class OrphanTests(unittest.TestCase):
 class ProgressTests(unittest.TestCase):
 
     def test_roundTrip(self):
-        progress = Progress({"n1": ("abc", 12.5)}, 12.5, {"gone": 3.0})
+        progress = Progress({"n1": ("abc", 12.5)}, 12.5, {"gone": 3.0}, ("abc", "n1"))
         self.assertEqual(Progress.fromJSON(progress.toJSON()), progress)
 
     def test_unreadable(self):
         """Unreadable progress is none: the timers start again."""
-        for data in ({"started": {"n1": 5}}, {"started": []}, {"last": "x"}):
+        for data in ({"started": {"n1": 5}}, {"started": []}, {"last": "x"}, {"halted": 3}):
             self.assertEqual(Progress.fromJSON(data), Progress())
 
     def test_advanceStampsStarts(self):

@@ -29,8 +29,9 @@ section 8), with these rules, in order:
    (P2 stored C{min_health} but never enforced it).
  - A node whose new pod is not healthy C{timeout} seconds after it started
    halts the replacement: no other node's pod is replaced until that one
-   turns healthy or the manifest changes (new nodes still get the pod: that
-   takes nothing away).
+   turns healthy (also if it leaves the set meanwhile), the manifest
+   changes, or the set is disabled and enabled again (new nodes still get
+   the pod: that takes nothing away).
  - Nodes whose agent is down are left alone but for new nodes' intent
    (waiting for their agent), and count neither as started nor as healthy.
 
@@ -67,15 +68,19 @@ class Progress(object):
     @ivar last: when the last node was started, or C{None}.
     @ivar orphans: C{{dsId: when}}: when pods of a daemon set with no record
         were first seen.
+    @ivar halted: C{(sha, node)}: the manifest whose replacement a node's
+        timeout halted, and that node, or C{None}.
     """
 
     started = attr.ib(factory=dict)
     last = attr.ib(default=None)
     orphans = attr.ib(factory=dict)
+    halted = attr.ib(default=None)
 
     def toJSON(self):
         return {"started": {n: [sha, t] for n, (sha, t) in sorted(self.started.items())},
-                "last": self.last, "orphans": dict(self.orphans)}
+                "last": self.last, "orphans": dict(self.orphans),
+                "halted": None if self.halted is None else list(self.halted)}
 
     @classmethod
     def fromJSON(cls, data):
@@ -87,8 +92,10 @@ class Progress(object):
             started = {str(n): (str(v[0]), float(v[1]))
                        for n, v in (data.get("started") or {}).items()}
             orphans = {str(k): float(v) for k, v in (data.get("orphans") or {}).items()}
-            last = data.get("last")
-            return cls(started, None if last is None else float(last), orphans)
+            last, halted = data.get("last"), data.get("halted")
+            if halted is not None:
+                halted = (str(halted[0]), str(halted[1]))
+            return cls(started, None if last is None else float(last), orphans, halted)
         except (AttributeError, TypeError, ValueError, IndexError):
             return cls()
 
@@ -249,14 +256,8 @@ def decide(ds, snapshot, now, progress=Progress()):
         return Wait(reason)
 
     labels = ds.labelsForPods()
-    deadlines = []
-    timedOut = []
-    for node in found.inflight:
-        deadline = _started(progress, node, ds.sha, now) + ds.timeout
-        if deadline <= now:
-            timedOut.append(node)
-        else:
-            deadlines.append(deadline)
+    timedOut, deadlines = _timeouts(ds, found, progress, now)
+    halt = _halt(ds, found, progress, timedOut)
     slots = ds.parallel - (len(found.inflight) - len(timedOut))
     paced = ds.rate > 0 and progress.last is not None and now < progress.last + ds.rate
     if paced:
@@ -267,10 +268,11 @@ def decide(ds, snapshot, now, progress=Progress()):
 
     starts = found.add[:max(slots, 0)]
     halted = None
-    if timedOut:
+    if halt is not None:
         halted = ("HALTED: the new pod on %s is not healthy %gs after it started; replacing "
-                  "nothing more (%d node(s) left on the old version)"
-                  % (", ".join(timedOut), ds.timeout, len(found.old)))
+                  "nothing more (%d node(s) left on the old version; a healthy pod there, a "
+                  "new manifest, or disabling and enabling the set goes on)"
+                  % (halt, ds.timeout, len(found.old)))
     else:
         budget = len(found.healthy) - ds.minHealthy(len(found.updated) + len(found.old))
         for node in sorted(found.old, key=lambda n: (n in found.healthy, n)):
@@ -313,6 +315,37 @@ def decide(ds, snapshot, now, progress=Progress()):
     if changes:
         return Plan(changes, reason=reason, snapshot=snapshot)
     return Wait(reason, at=min(deadlines) if deadlines else None)
+
+
+def _timeouts(ds, found, progress, now):
+    """
+    @return: C{(timedOut, deadlines)}: the nodes whose new pod is past its
+        timeout, and when the others' run out.
+    """
+    timedOut, deadlines = [], []
+    for node in found.inflight:
+        deadline = _started(progress, node, ds.sha, now) + ds.timeout
+        if deadline <= now:
+            timedOut.append(node)
+        else:
+            deadlines.append(deadline)
+    return timedOut, deadlines
+
+
+def _halt(ds, found, progress, timedOut):
+    """
+    @return: the node whose timeout halts C{ds}'s replacement, or C{None}:
+        one timed out now, or the one that halted it before, until its pod
+        turns healthy on this manifest -- also when it has left the set
+        meanwhile (the manifest is no better for it).
+    """
+    if timedOut:
+        return timedOut[0]
+    if progress.halted is not None and progress.halted[0] == ds.sha:
+        node = progress.halted[1]
+        if not (node in found.updated and node in found.healthy):
+            return node
+    return None
 
 
 def _few(nodes, most=5):
@@ -362,8 +395,9 @@ def advance(progress, ds, snapshot, outcome, now):
     """
     current = snapshot.daemonSet(ds.id) or ds
     found = Survey(current, snapshot)
-    started = {n: (current.sha, _started(progress, n, current.sha, now))
-               for n in found.inflight}
+    # A disabled set's timers start again when it is enabled.
+    started = {} if current.disabled else {
+        n: (current.sha, _started(progress, n, current.sha, now)) for n in found.inflight}
     last = progress.last
     for change in getattr(outcome, "changes", ()):
         if isinstance(change, Schedule) and change.podId == current.pod_id and \
@@ -371,7 +405,10 @@ def advance(progress, ds, snapshot, outcome, now):
             started[change.node] = (current.sha, now)
             last = now
     orphans = {o: progress.orphans.get(o, now) for o in orphanOwners(snapshot)}
-    return Progress(started, last, orphans)
+    halt = None
+    if not current.disabled:
+        halt = _halt(current, found, progress, _timeouts(current, found, progress, now)[0])
+    return Progress(started, last, orphans, None if halt is None else (current.sha, halt))
 
 
 def status(ds, snapshot, outcome, progress):
