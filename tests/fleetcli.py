@@ -124,7 +124,8 @@ class FleetCommandMixin(P2CommandMixin):
         Start C{p2 ARGS...} and leave it running.
 
         @return: C{(lines, ended)}: a L{DeferredQueue} of its output lines
-            and a L{Deferred} firing with its exit code.
+            and a L{Deferred} firing with its exit code (its C{transport}
+            attribute the process's, to signal it).
         """
         lines, ended = defer.DeferredQueue(), defer.Deferred()
 
@@ -141,7 +142,8 @@ class FleetCommandMixin(P2CommandMixin):
                 ended.callback(reason.value.exitCode)
 
         argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url] + list(args)
-        reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env, path=ROOT)
+        ended.transport = reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env,
+                                               path=ROOT)
         return lines, ended
 
     @defer.inlineCallbacks

@@ -79,6 +79,7 @@ class Snapshot(object):
         self._intent, self._reality = {}, {}
         self._podLabels, self._health = {}, {}
         self._rcs, self._rolls, self._dss = {}, {}, {}
+        self._podClusters = {}
         self._podStatus, self._agentStatus = {}, {}
         self._shas = {}
         # Decoded once per snapshot: a decision asks about every pod's labels
@@ -111,6 +112,8 @@ class Snapshot(object):
             self._rolls[parts[1]] = entry
         elif tree == keys.DAEMON_SETS and n == 2:
             self._dss[parts[1]] = entry
+        elif tree == keys.POD_CLUSTERS and n == 2:
+            self._podClusters[parts[1]] = entry
         elif tree == keys.STATUS and n == 4 and parts[1] == "pods":
             self._podStatus[(parts[2], parts[3])] = entry
         elif tree == keys.STATUS and n == 3 and parts[1] == "agents":
@@ -413,6 +416,45 @@ class Snapshot(object):
     def daemonSetIds(self):
         """@return: the ids of every daemon set record read, readable or not."""
         return sorted(self._dss)
+
+    def podCluster(self, pcId):
+        """
+        @return: the L{PodCluster} C{pcId}, or C{None} (C{pod_clusters} is not
+            among the default trees).
+        @raise records.CorruptRecord: when its record is unreadable.
+        """
+        from p2twisted.records.podcluster import PodCluster
+        return self._one(self._podClusters, pcId, PodCluster)
+
+    def podClusters(self):
+        """
+        @return: C{{id: PodCluster}} of the readable pod cluster records.
+        """
+        from p2twisted.records.podcluster import PodCluster
+        return self._all(self._podClusters, PodCluster)
+
+    def podsMatching(self, selector):
+        """
+        @param selector: a L{p2twisted.labels.Selector} or its text.
+        @return: C{[(node, podId)]}, sorted, of the pods with intent whose
+            pod labels match C{selector} (unlabelled pods have C{{}}).  Pods
+            with unreadable labels match nothing.
+        @raise SelectorError: for a malformed selector text.
+        """
+        if isinstance(selector, str):
+            selector = parseSelector(selector)
+        found = []
+        for node, pods in sorted(self._intent.items()):
+            for podId in sorted(pods):
+                try:
+                    labels = self.podLabels(node, podId)
+                except records.CorruptRecord as e:
+                    log.warn("pod {pod} on {node} matches no selector: {error}", pod=podId,
+                             node=node, error=str(e))
+                    continue
+                if selector.matches(labels):
+                    found.append((node, podId))
+        return found
 
     def _one(self, found, objectId, recordType):
         entry = found.get(objectId)
