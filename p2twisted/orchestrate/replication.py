@@ -27,11 +27,9 @@ from p2twisted.orchestrate import audit
 from p2twisted.errors import P2Error, StoreUnavailable, VersionConflict
 from p2twisted.records import CorruptRecord, Health, PodStatus, readable
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
+from p2twisted.records.daemonset import DS_ID_LABEL
 from p2twisted.store import keys
 from p2twisted.store.common import Check
-
-#: The label naming a pod's daemon set.
-DS_ID_LABEL = "daemon_set_id"
 
 #: Health statuses, worst first.
 STATUSES = ("critical", "unknown", "warning", "passing")
