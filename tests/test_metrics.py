@@ -235,6 +235,23 @@ class GaugeTests(unittest.TestCase):
                          {"web": {"desired": 3, "current": 3, "healthy": 3}})
         self.assertEqual(gauges.rollProgress(snapshot, ["nothing"]), {})
 
+    def test_unreadableRecordSkipped(self):
+        """
+        An RC or roll whose record is unreadable (a farm still holds its
+        key) is left out of the gauges; the others are still shown, rather
+        than every scrape's gauges failing on it.
+        """
+        from p2twisted.store import keys
+        fleet = orchfleet.Fleet(self, {"n1": {"tier": "web"}})
+        fleet.putRC("web", 1, replicas=1, selector="tier=web")
+        fleet.run(fleet.store.put(keys.replicationController("bad"), b"{not json"))
+        fleet.run(fleet.store.put(keys.roll("bad"), b"{not json"))
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(gauges.rcCounts(snapshot, ["bad", "web"]),
+                         {"web": {"desired": 1, "current": 1, "healthy": 1}})
+        self.assertEqual(gauges.rollProgress(snapshot, ["bad"]), {})
+
 
 class ConfigTests(unittest.TestCase):
 
