@@ -126,6 +126,42 @@ class PodStatesTests(unittest.TestCase):
                          (1.0, 1.0))
 
 
+    def test_podGoneForgotten(self):
+        """
+        A pod removed from the node leaves the agent's metrics: its
+        per-pod series do not pile up while pod ids come and go.
+        """
+        import os
+
+        from p2twisted.agent.config import AgentConfig
+        from p2twisted.agent.service import AgentService
+        from p2twisted.agent.testing import FakePods
+        from p2twisted.store import keys
+        from tests.test_agent_worker import V1
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                             stateDir=os.path.abspath(self.mktemp()), resyncInterval=30.0,
+                             sessionTTL=10.0, removalGrace=10.0)
+        metrics = AgentMetrics()
+        agent = AgentService(config, FakePods(), clock, store=store, metrics=metrics)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.successResultOf(store.put(keys.intentNode("n1"), b'{"node": "n1"}'))
+        self.successResultOf(store.put(keys.intent("n1", "web"), V1))
+        metrics.installSeconds.labels("web").observe(0.5)
+        metrics.healthChecks.labels("web", "passing").inc()
+        metrics.healthChecks.labels("db", "passing").inc()
+        self.successResultOf(store.delete(keys.intent("n1", "web")))
+        clock.advance(11)
+        clock.advance(30)
+        self.assertEqual(agent.podStates(), {})
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual(sorted({(n, dict(labels).get("pod")) for n, labels in found
+                                 if dict(labels).get("pod")}),
+                         [("p2_health_checks_created", "db"), ("p2_health_checks_total", "db")])
+
+
 class ScrapeThreadTests(unittest.TestCase):
 
     @defer.inlineCallbacks

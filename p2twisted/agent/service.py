@@ -393,6 +393,7 @@ class AgentService(service.MultiService):
         for podId in sorted(gone):
             if self.workers[podId].absent():
                 del self.workers[podId]
+                self.metrics.forgetPod(podId)
         gone &= set(self.workers)
         found = self._orphans
         if resync or self._onDisk is None or gone:  # what is on disk may have changed
