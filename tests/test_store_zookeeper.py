@@ -233,6 +233,38 @@ class ZooKeeperLayoutTests(ServerMixin, unittest.TestCase):
         self.assertIsNone((yield store.get("x/y")))
 
     @defer.inlineCallbacks
+    def test_transactionOverKeysWrittenElsewhere(self):
+        """
+        A client creates the keys of a transaction it has never seen without
+        reading them first; where another client wrote them meanwhile (an
+        entry, or a structural znode above its keys) the transaction still
+        means what it says: a create over an entry fails with nothing
+        written, a create over a structural znode and a put over an entry
+        write.
+        """
+        store = yield self.client()
+        other = yield self.client()
+        yield other.put("taken", b"theirs")
+        yield other.put("above/below", b"b")
+        yield other.put("overwritten", b"old")
+        err = yield self.assertFailure(store.transaction([
+            Create("fresh/k", b"1"), Create("taken", b"mine")]), KeyExists)
+        self.assertEqual((err.key, err.index), ("taken", 1))
+        self.assertIsNone((yield other.get("fresh/k")))
+        self.assertEqual((yield other.get("taken")).value, b"theirs")
+        results = yield store.transaction([
+            Create("above", b"a"), Put("overwritten", b"new"), Create("fresh/k", b"1")])
+        seen = yield defer.gatherResults([other.get(r.key) for r in results])
+        self.assertEqual([e.version for e in seen], [r.version for r in results])
+        self.assertEqual({k: e.value for k, e in (yield other.list("")).items()},
+                         {"above": b"a", "above/below": b"b", "overwritten": b"new",
+                          "fresh/k": b"1", "taken": b"theirs"})
+        yield other.delete("fresh/k")
+        yield other.delete("overwritten")
+        yield store.transaction([Put("overwritten", b"again"), Create("fresh/k", b"2")])
+        self.assertEqual((yield other.get("fresh/k")).value, b"2")
+
+    @defer.inlineCallbacks
     def test_pruneRaces(self):
         """
         Writers creating keys under parents that other clients' deletes keep
