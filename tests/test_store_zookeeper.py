@@ -5,6 +5,7 @@ server restarts, session expiry, digest ACLs, unreachable servers.
 """
 
 import os
+import threading
 import time
 import uuid
 
@@ -579,3 +580,46 @@ class SequencerTests(unittest.SynchronousTestCase):
         a.callback(None)
         b.callback("done")
         self.assertEqual(self.successResultOf(result), "done")
+
+
+class HandlerTests(unittest.SynchronousTestCase):
+    """
+    The kazoo handler the backend's clients use: C{select} answers as
+    C{select.select} does, completion callbacks run at once, and kazoo's
+    stop still ends its worker threads.
+    """
+
+    def test_select(self):
+        import socket as socketModule
+
+        from p2twisted.store._zkclient import Handler
+        handler = Handler()
+        a, b = socketModule.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertEqual(handler.select([a], [], [], 0), ([], [], []))
+        self.assertEqual(handler.select([a.fileno()], [b], [], 0), ([], [b], []))
+        b.send(b"\0")
+        self.assertEqual(handler.select([a, b], [], [], 1.5), ([a], [], []))
+        b.close()
+        a.recv(1)
+        self.assertEqual(handler.select([a], [], [], None)[0], [a])  # hung up: readable
+
+    def test_completionsRunAtOnce(self):
+        from p2twisted.store._zkclient import Handler
+        handler = Handler()
+        handler.start()
+        called = []
+        result = handler.async_result()
+        result.rawlink(lambda r: called.append((r.value, threading.current_thread())))
+        result.set(7)
+        self.assertEqual(called, [(7, threading.current_thread())])
+        handler.stop()
+        self.assertFalse(handler.running)
+        self.assertEqual(handler._workers, [])
+        handler.start()  # as a client restarted after a stop
+        result = handler.async_result()
+        result.rawlink(lambda r: called.append(r.value))
+        result.set(8)
+        self.assertEqual(called[-1], 8)
+        handler.stop()
