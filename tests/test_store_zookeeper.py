@@ -266,6 +266,23 @@ class ZooKeeperLayoutTests(ServerMixin, unittest.TestCase):
         self.assertEqual((yield other.get("fresh/k")).value, b"2")
 
     @defer.inlineCallbacks
+    def test_manyRequestsAtOnce(self):
+        """
+        Thousands of puts issued at once, each under parents that do not
+        exist yet (kazoo's own completion callbacks then issue the requests
+        making them), all complete: kazoo's connection thread never waits on
+        its own wake-up socket (made small here, so that one fills up).
+        """
+        import socket as socketModule
+        store = yield self.client()
+        store._client._connection._write_sock.setsockopt(
+            socketModule.SOL_SOCKET, socketModule.SO_SNDBUF, 1)
+        count = 1000
+        yield defer.gatherResults([store.put("many/p%d/k" % (i,), b"%d" % (i,))
+                                   for i in range(count)])
+        self.assertEqual(len((yield store.list("many"))), count)
+
+    @defer.inlineCallbacks
     def test_pruneRaces(self):
         """
         Writers creating keys under parents that other clients' deletes keep
@@ -593,7 +610,7 @@ class HandlerTests(unittest.SynchronousTestCase):
         import socket as socketModule
 
         from p2twisted.store._zkclient import Handler
-        handler = Handler()
+        handler = Handler(None)
         a, b = socketModule.socketpair()
         self.addCleanup(a.close)
         self.addCleanup(b.close)
@@ -605,21 +622,32 @@ class HandlerTests(unittest.SynchronousTestCase):
         a.recv(1)
         self.assertEqual(handler.select([a], [], [], None)[0], [a])  # hung up: readable
 
-    def test_completionsRunAtOnce(self):
-        from p2twisted.store._zkclient import Handler
-        handler = Handler()
-        handler.start()
+    def test_completionsGoToTheReactor(self):
+        """
+        Completion callbacks are handed to the reactor thread at once,
+        through the client's bridge (not to a worker thread, nor run in
+        kazoo's connection thread); kazoo's stop still ends its workers, and
+        a handler started again works the same.
+        """
+        from p2twisted.store._zkclient import Bridge, Handler
+
+        class Reactor(object):
+            calls = []
+
+            def callFromThread(self, f, *args):
+                self.calls.append((f, args))
+        fake = Reactor()
+        handler = Handler(Bridge(fake))
         called = []
-        result = handler.async_result()
-        result.rawlink(lambda r: called.append((r.value, threading.current_thread())))
-        result.set(7)
-        self.assertEqual(called, [(7, threading.current_thread())])
-        handler.stop()
-        self.assertFalse(handler.running)
-        self.assertEqual(handler._workers, [])
-        handler.start()  # as a client restarted after a stop
-        result = handler.async_result()
-        result.rawlink(lambda r: called.append(r.value))
-        result.set(8)
-        self.assertEqual(called[-1], 8)
-        handler.stop()
+        for value in (7, 8):
+            handler.start()
+            result = handler.async_result()
+            result.rawlink(lambda r: called.append(r.value))
+            result.set(value)
+            self.assertEqual(called, [7] if value == 8 else [])
+            f, args = fake.calls.pop()
+            f(*args)
+            handler.stop()
+            self.assertFalse(handler.running)
+            self.assertEqual(handler._workers, [])
+        self.assertEqual(called, [7, 8])

@@ -203,7 +203,7 @@ def connect(reactor, bridge, address, timeout):
     client = KazooClient(
         hosts=address.hosts, timeout=timeout, connection_retry=dict(RECONNECT),
         auth_data=[("digest", "%s:%s" % address.auth)] if address.auth else None,
-        logger=_kazooLog, handler=Handler())
+        logger=_kazooLog, handler=Handler(bridge))
     client._call = BatchedWakes(reactor, client)
     d = defer.Deferred()
 
@@ -326,22 +326,25 @@ class BatchedWakes(object):
                 asyncObject.set_exception(ConnectionClosedError("Connection has been closed"))
 
 
-class _RunNow(queue.Queue):
+class _ToReactor(queue.Queue):
     """
-    kazoo's completion queue, whose callbacks run at once in the thread
-    completing the request (kazoo's connection thread): ours only hand the
-    result to the reactor thread (L{Bridge}), so the hop through kazoo's
-    completion worker thread was only a cost.  Its worker still waits here
-    for kazoo's stop.
+    kazoo's completion queue, whose callbacks are handed straight to the
+    reactor thread (through the client's L{Bridge}) instead of to kazoo's
+    completion worker thread, which only handed ours on: one thread hop per
+    request less.  They must not run in kazoo's connection thread itself:
+    kazoo's own callbacks issue requests, and that thread would block
+    waking itself once its wake-up socket is full.  Its worker still waits
+    here for kazoo's stop.
     """
+
+    def __init__(self, bridge):
+        queue.Queue.__init__(self)
+        self._bridge = bridge
 
     def put(self, item, block=True, timeout=None):
         if item is _STOP:
             return queue.Queue.put(self, item, block, timeout)
-        try:
-            item()
-        except Exception:
-            _kazooLog.exception("a kazoo completion callback failed")
+        self._bridge.call(item)
 
 
 _POLL_IN = select.POLLIN | select.POLLPRI
@@ -350,20 +353,21 @@ _POLL_FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 class Handler(SequentialThreadingHandler):
     """
-    kazoo's threading handler, cheaper per request: completions are not
-    handed to a worker thread (L{_RunNow}), and its connection thread's
+    kazoo's threading handler, cheaper per request: completions go to the
+    reactor thread directly (L{_ToReactor}), and its connection thread's
     C{select} (once per request sent or answer read) polls with one
     C{poll} call instead of creating, filling and closing an epoll selector
     (three system calls more) each time.
     """
 
-    def __init__(self):
+    def __init__(self, bridge):
         SequentialThreadingHandler.__init__(self)
-        self.completion_queue = _RunNow()
+        self._bridge = bridge
+        self.completion_queue = _ToReactor(bridge)
 
     def stop(self):
         SequentialThreadingHandler.stop(self)
-        self.completion_queue = _RunNow()
+        self.completion_queue = _ToReactor(self._bridge)
 
     def select(self, rlist, wlist, xlist, timeout=None):
         poller = select.poll()
