@@ -328,10 +328,10 @@ class BatchedWakes(object):
 
 class _ToReactor(queue.Queue):
     """
-    kazoo's completion queue, whose callbacks are handed straight to the
-    reactor thread (through the client's L{Bridge}) instead of to kazoo's
-    completion worker thread, which only handed ours on: one thread hop per
-    request less.  They must not run in kazoo's connection thread itself:
+    kazoo's completion (and watch event) queue, whose callbacks are handed
+    straight to the reactor thread (through the client's L{Bridge}) instead
+    of to kazoo's worker threads, which only handed ours on: one thread hop
+    per request (and per watch event) less.  They must not run in kazoo's connection thread itself:
     kazoo's own callbacks issue requests, and that thread would block
     waking itself once its wake-up socket is full.  Its worker still waits
     here for kazoo's stop.
@@ -353,21 +353,23 @@ _POLL_FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 class Handler(SequentialThreadingHandler):
     """
-    kazoo's threading handler, cheaper per request: completions go to the
-    reactor thread directly (L{_ToReactor}), and its connection thread's
-    C{select} (once per request sent or answer read) polls with one
-    C{poll} call instead of creating, filling and closing an epoll selector
-    (three system calls more) each time.
+    kazoo's threading handler, cheaper per request: completions and watch
+    events go to the reactor thread directly (L{_ToReactor}), and its
+    connection thread's C{select} (once per request sent or answer read)
+    polls with one C{poll} call instead of creating, filling and closing an
+    epoll selector (three system calls more) each time.
     """
 
     def __init__(self, bridge):
         SequentialThreadingHandler.__init__(self)
         self._bridge = bridge
         self.completion_queue = _ToReactor(bridge)
+        self.callback_queue = _ToReactor(bridge)
 
     def stop(self):
         SequentialThreadingHandler.stop(self)
         self.completion_queue = _ToReactor(self._bridge)
+        self.callback_queue = _ToReactor(self._bridge)
 
     def select(self, rlist, wlist, xlist, timeout=None):
         poller = select.poll()
