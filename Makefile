@@ -42,6 +42,8 @@ sysdeps:
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v gnutls-serv >/dev/null || missing="$$missing gnutls-bin"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \

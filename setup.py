@@ -21,10 +21,11 @@ setup(
         "treq==26.7.0",
         "kazoo==2.11.0",
         "klein==24.8.0",
+        "prometheus_client==0.26.0",
         "pyyaml==6.0.3",
         "zope.interface==8.7",
     ],
-    package_data={"p2twisted.templates": ["files/*"]},
+    package_data={"p2twisted.templates": ["files/*"], "p2twisted.web": ["static/*"]},
     extras_require={"test": []},
     entry_points={"console_scripts": [
         "p2 = p2twisted.cli.main:main",
@@ -33,5 +34,8 @@ setup(
         "static = p2twisted.templates.static:template",
         "command = p2twisted.templates.command:template",
         "python = p2twisted.templates.python:template",
+    ], "p2twisted.syncers": [
+        "haproxy = p2twisted.syncers.haproxy:syncer",
+        "json = p2twisted.syncers.jsonfile:syncer",
     ]},
 )

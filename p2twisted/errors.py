@@ -156,6 +156,14 @@ class DigestMismatch(ArtifactError):
     """
 
 
+class ArtifactRejected(DigestMismatch):
+    """
+    An artifact's signature, or the signed digest file of its installed
+    tree, was refused.  Like a digest mismatch: nothing of it is activated,
+    what runs keeps running, and C{after_auth_fail} hooks run.
+    """
+
+
 class UnsafeArchive(ArtifactError):
     """
     An archive holds a member that would escape or subvert its install

@@ -26,14 +26,16 @@ class P2CommandMixin(object):
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
         self.env["HOME"] = os.path.abspath(directory)
 
-    def p2(self, *args):
+    def p2(self, *args, **kw):
         """
         Run C{p2 --store URL ARGS...}.
 
+        @param kw: C{stdin}: bytes for its standard input (then closed).
         @return: L{Deferred} firing with C{(stdout, stderr, exit code)}.
         """
         argv = ["-m", "p2twisted.cli", "--store", self.url] + list(args)
-        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env, path=ROOT)
+        d = utils.getProcessOutputAndValue(sys.executable, argv, env=self.env, path=ROOT,
+                                           stdinBytes=kw.get("stdin"))
         return d.addCallback(lambda r: (r[0].decode("utf-8"), r[1].decode("utf-8"), r[2]))
 
     @defer.inlineCallbacks

@@ -69,6 +69,20 @@ class FleetCommandMixin(P2CommandMixin):
     def health(self, node, podId, sha):
         return harness.CRITICAL if sha in self.bad else harness.PASSING
 
+    def readSnapshot(self, store):
+        """@return: L{Deferred} firing with the snapshot a round decides over."""
+        return harness.RecordingPlanner(store).snapshot()
+
+    def decisions(self, snapshot, rolling):
+        """
+        @return: C{[(record, plan)]}: every RC's decision (C{rolling}: every
+            roll's step) over C{snapshot}, as the farms make them.
+        """
+        if rolling:
+            return [(roll, rollmodule.step(roll, snapshot, self.now))
+                    for rollId, roll in sorted(snapshot.rolls().items())]
+        return [(rc, rcmodule.decide(rc, snapshot)) for rcId, rc in sorted(snapshot.rcs().items())]
+
     @defer.inlineCallbacks
     def round(self, store, rolls=True):
         """
@@ -77,13 +91,8 @@ class FleetCommandMixin(P2CommandMixin):
         planner = harness.RecordingPlanner(store)
         wrote = False
         for rolling in ((False, True) if rolls else (False,)):
-            snapshot = yield planner.snapshot()
-            objects = snapshot.rolls() if rolling else snapshot.rcs()
-            for objectId, thing in sorted(objects.items()):
-                if rolling:
-                    plan = rollmodule.step(thing, snapshot, self.now)
-                else:
-                    plan = rcmodule.decide(thing, snapshot)
+            snapshot = yield self.readSnapshot(store)
+            for thing, plan in self.decisions(snapshot, rolling):
                 fence = [Check(thing.key, snapshot.version(thing.key))]
                 try:
                     yield planner.apply(plan, fence)
@@ -115,7 +124,8 @@ class FleetCommandMixin(P2CommandMixin):
         Start C{p2 ARGS...} and leave it running.
 
         @return: C{(lines, ended)}: a L{DeferredQueue} of its output lines
-            and a L{Deferred} firing with its exit code.
+            and a L{Deferred} firing with its exit code (its C{transport}
+            attribute the process's, to signal it).
         """
         lines, ended = defer.DeferredQueue(), defer.Deferred()
 
@@ -132,7 +142,8 @@ class FleetCommandMixin(P2CommandMixin):
                 ended.callback(reason.value.exitCode)
 
         argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url] + list(args)
-        reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env, path=ROOT)
+        ended.transport = reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env,
+                                               path=ROOT)
         return lines, ended
 
     @defer.inlineCallbacks

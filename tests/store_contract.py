@@ -280,6 +280,46 @@ class StoreContractMixin(object):
             {"tx/a": b"1", "tx/b": b"2", "tx/c": b"3"})
 
     @defer.inlineCallbacks
+    def test_signedManifests(self):
+        """
+        Signed manifests (a GPG clear-signature with dash-escaping, trailing
+        blanks and CRLF; an SSH signature block) come back byte for byte, by
+        get, list, watch and transaction, and still verify.
+        """
+        from p2twisted.auth.gpg import GPGVerifier
+        from p2twisted.auth.ssh import SSHVerifier
+        from p2twisted.auth.verifiers import verifyManifest
+        from p2twisted.manifest import parseManifest
+        from p2twisted.store import keys
+        from tests.signingkeys import GPGKeys, SSHKeys
+        text = (b"id: web\r\nlaunchables:\r\n  web: {launchable_type: hoist, location: /a.tgz}  \r\n"
+                b"config:\r\n  flags:\r\n  - -x\r\n  note: \"\\t\"\r\n  caf\xc3\xa9: cr\xc3\xa8me\r\n")
+        gpgKeys, sshKeys = GPGKeys(self), SSHKeys(self)
+        alice, bob = gpgKeys.newKey("Alice <alice@example.com>"), sshKeys.newKey("bob")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        signed = {"gpg": gpgKeys.clearSign(alice, text),
+                  "ssh": sshKeys.sign(bob, text.replace(b"\r\n", b"\n"))}
+        gpg = GPGVerifier(gpgKeys.exportKeyring(os.path.join(directory, "keyring"), [alice]))
+        self.addCleanup(gpg.close)
+        ssh = SSHVerifier(sshKeys.allowedSigners(os.path.join(directory, "allowed"), [bob]))
+        store = yield self.client()
+        seen = Recorder()
+        watch = store.watch(keys.intentNode("n1"), seen)
+        self.addCleanup(watch.cancel)
+        yield store.put(keys.intent("n1", "gpg"), signed["gpg"])
+        yield store.transaction([Put(keys.intent("n1", "ssh"), signed["ssh"])])
+        listed = yield store.list(keys.intentNode("n1"))
+        for system, data in signed.items():
+            key = keys.intent("n1", system)
+            self.assertEqual((yield store.get(key)).value, data)
+            self.assertEqual(listed[key].value, data)
+            signer = yield verifyManifest(parseManifest((yield store.get(key)).value),
+                                          gpg=gpg, ssh=ssh)
+            self.assertEqual(signer.system, system)
+        yield seen.waitForValues({keys.intent("n1", s): d for s, d in signed.items()})
+
+    @defer.inlineCallbacks
     def test_transactionAtomic(self):
         """
         When one op's check fails, nothing of the transaction is written, and

@@ -36,7 +36,26 @@ class TapTests(unittest.TestCase):
 
     def test_badSetting(self):
         """
-        A bad setting is a usage error (one line for twistd), not a traceback.
+        A bad setting is a usage error while the options are parsed (twistd
+        shows that as one line; raised later, in C{makeService}, it would be
+        a traceback).
         """
-        self.assertRaises(usage.UsageError, makeService, self.options("--supervisor", "nope"),
-                          task.Clock())
+        for argv, named in ((["--supervisor", "nope"], "supervisor"),
+                            (["--status-port", "abc"], "--status-port"),
+                            (["--status-port", "70000"], "--status-port")):
+            e = self.assertRaises(usage.UsageError, self.options, *argv)
+            self.assertIn(named, str(e))
+
+    def test_twistdOneLine(self):
+        """
+        C{twistd p2-agent} with a bad setting prints one line naming it and
+        exits non-zero, with no traceback.
+        """
+        import subprocess
+        import sys
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted", "p2-agent", "--store", "memory://",
+             "--supervisor", "nope"], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("supervisor", result.stderr + result.stdout)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)

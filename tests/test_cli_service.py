@@ -186,6 +186,20 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         info = json.loads((yield self.succeed("status", "--json")))
         self.assertEqual(info[0]["nodes"][0]["crash_loop"], loop)
 
+    def deployWhile(self, write):
+        """
+        Run C{p2 deploy job --node n1 --wait} while C{write()} plays the
+        agent, every half second.
+
+        @return: L{Deferred} firing with the command's C{(out, err, code)}.
+        """
+        from twisted.internet import reactor, task
+        writer = task.LoopingCall(write)
+        writer.clock = reactor
+        writer.start(0.5, now=False)
+        self.addCleanup(lambda: writer.running and writer.stop())
+        return self.p2("deploy", "job", "--node", "n1", "--wait", "--timeout", "120")
+
     @defer.inlineCallbacks
     def test_waitGivesUpOnRepeatedFailures(self):
         """
@@ -193,7 +207,6 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         agent has failed the deploy three times in a row while it watched,
         and says why with the agent's error.
         """
-        from twisted.internet import reactor, task
         from p2twisted.store import keys, openStore
         yield self.succeed("add", "job", "--template", "command", "--command", "true")
         store = yield openStore(self.url)
@@ -205,16 +218,42 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
             return store.put(keys.status("pods", "n1", "job"), json.dumps(
                 {"pod": "job", "node": "n1", "state": "failed", "attempts": attempts[0],
                  "error": "run_as job is refused"}).encode())
-        writer = task.LoopingCall(fail)
-        writer.clock = reactor
-        writer.start(0.5, now=False)
-        self.addCleanup(lambda: writer.running and writer.stop())
-        out, err, code = yield self.p2("deploy", "job", "--node", "n1", "--wait",
-                                       "--timeout", "120")
+        out, err, code = yield self.deployWhile(fail)
         self.assertEqual(code, 1, (out, err))
         self.assertIn("job failed on n1 3 times in a row while waiting: run_as job is "
                       "refused", err)
         self.assertNotIn("after 120s", err)
+
+    @defer.inlineCallbacks
+    def test_waitStopsAtRefusal(self):
+        """
+        C{deploy --wait} stops at once when the node's agent refused the
+        manifest it deployed (its auth policy), saying why; a refusal of an
+        earlier manifest does not stop it.
+        """
+        from p2twisted.store import keys, openStore
+        from p2twisted.manifest import parseManifest
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        store = yield openStore(self.url)
+        self.addCleanup(store.close)
+        status = keys.status("pods", "n1", "job")
+        yield store.put(status, json.dumps(
+            {"pod": "job", "node": "n1", "state": "refused", "sha": "0" * 64,
+             "error": "an older one"}).encode())
+
+        @defer.inlineCallbacks
+        def refuse():
+            entry = yield store.get(keys.intent("n1", "job"))
+            if entry is not None:
+                yield store.put(status, json.dumps(
+                    {"pod": "job", "node": "n1", "state": "refused",
+                     "sha": parseManifest(entry.value).sha(),
+                     "error": "refused by auth policy keyring: the manifest is not signed; "
+                              "signer: no accepted signature"}).encode())
+        out, err, code = yield self.deployWhile(refuse)
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("the agent of n1 refused job: refused by auth policy keyring: the "
+                      "manifest is not signed", err)
 
     @defer.inlineCallbacks
     def test_waitTimeout(self):

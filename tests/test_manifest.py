@@ -666,10 +666,23 @@ class WarningTests(SynchronousTestCase):
             "set run_as",))
 
 
+def sshSign(text, signature=b"U1NIU0lHAAAAAQ\nAAAAMwAA==\n"):
+    """
+    @return: C{text} followed by an (unverifiable) armored SSH signature.
+    """
+    return text + b"-----BEGIN SSH SIGNATURE-----\n" + signature + b"-----END SSH SIGNATURE-----\n"
+
+
 class SignedTests(SynchronousTestCase):
     """
-    PGP clear-signed manifests.
+    PGP clear-signed and SSH-signed manifests.
     """
+
+    def test_unsigned(self):
+        """
+        An unsigned manifest has no signature system.
+        """
+        self.assertIsNone(parseManifest(FULL).signatureSystem)
 
     def test_signed(self):
         """
@@ -694,6 +707,42 @@ class SignedTests(SynchronousTestCase):
         m = parseManifest(signed)
         self.assertEqual(m.sha(), parseManifest(manifestYAML()).sha())
         self.assertFalse(m.signedBody.endswith(b"\r"))
+
+    def test_pgpTrailingBlanks(self):
+        """
+        The PGP signed text is the text without trailing blanks on each
+        line, which is what a clear signature covers.
+        """
+        m = parseManifest(sign(b"id: web-pod  \n" + manifestYAML(id=Ellipsis)))
+        self.assertEqual(m.signatureSystem, "gpg")
+        self.assertTrue(m.signedBody.startswith(b"id: web-pod\n"))
+
+    def test_ssh(self):
+        """
+        An SSH-signed manifest is the manifest's bytes, which the signature
+        covers exactly, followed by the armored signature.
+        """
+        text = manifestYAML(config={"rule": "-x"})
+        signed = sshSign(text)
+        m = parseManifest(signed)
+        self.assertEqual((m.id, m.config, m.raw), ("web-pod", {"rule": "-x"}, signed))
+        self.assertEqual((m.signatureSystem, m.signedBody), ("ssh", text))
+        self.assertEqual(m.signature, signed[len(text):])
+
+    def test_sshMalformed(self):
+        """
+        A broken SSH signature block is refused, saying what is wrong.
+        """
+        signed = sshSign(manifestYAML())
+        for data, problem in [
+                (signed.replace(b"-----END SSH SIGNATURE-----", b""),
+                 "ssh: the signature has no -----END SSH SIGNATURE----- line"),
+                (signed + b"id: evil\n", "ssh: text after the -----END SSH SIGNATURE----- line"),
+                (sshSign(b""), "ssh: a signature with no manifest before it")]:
+            self.assertEqual(self.problems(data), [problem])
+
+    def problems(self, data):
+        return self.assertRaises(ManifestError, parseManifest, data).problems
 
 
 class SHATests(SynchronousTestCase):
@@ -738,6 +787,13 @@ class SHATests(SynchronousTestCase):
         """
         text = b"---\n" + manifestYAML(config={"x": "-y"})
         self.assertSameSHA(text, sign(text), sign(text, signature=b"other\n"))
+
+    def test_sshSignatureWrapper(self):
+        """
+        An SSH signature block does not change the SHA.
+        """
+        text = manifestYAML(config={"x": "-y"})
+        self.assertSameSHA(text, sshSign(text), sshSign(text, signature=b"other\n"))
 
     def test_defaults(self):
         """

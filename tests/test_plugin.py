@@ -26,3 +26,4 @@ class TwistdPluginTests(unittest.TestCase):
         self.assertEqual((result.returncode, result.stderr), (0, b""))
         self.assertIn(b"p2-agent ", result.stdout)
         self.assertIn(b"p2-orchestrator ", result.stdout)
+        self.assertIn(b"p2-api ", result.stdout)

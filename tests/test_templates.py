@@ -140,3 +140,63 @@ class BrokenPluginTests(unittest.TestCase):
         self.patch(module, "_entryPoints", lambda: [entry])
         self.assertNotIn("broken", allTemplates())
         self.assertEqual(len(self.flushLoggedErrors(ImportError)), 1)
+
+
+class PodAddressTests(unittest.TestCase):
+    """
+    The built-in servers listen where the agent's health check and other
+    nodes reach the pod: the node's pod address, unless C{--bind} says.
+    """
+
+    def serve(self, **env):
+        import socket
+        import subprocess
+        import sys
+        from p2twisted.templates.base import resource
+        script = self.mktemp()
+        with open(script, "wb") as f:
+            f.write(resource("static_serve.py"))
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        environ = {name: value for name, value in os.environ.items()
+                   if name not in ("BIND", "POD_ADDRESS")}
+        environ.update(env, PORT=str(port), DIRECTORY=os.path.abspath("."))
+        process = subprocess.Popen([sys.executable, script], env=environ,
+                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        self.addCleanup(process.stderr.close)
+        process.stderr.readline()  # "serving ..." once it listens
+        return port
+
+    def get(self, address, port):
+        import urllib.request
+        with urllib.request.urlopen("http://%s:%d/_status" % (address, port), timeout=10) as r:
+            return r.status
+
+    def test_podAddress(self):
+        """
+        With no C{--bind}, the static server listens on C{$POD_ADDRESS}
+        (and not on 127.0.0.1).
+        """
+        port = self.serve(POD_ADDRESS="127.0.0.3")
+        self.assertEqual(self.get("127.0.0.3", port), 200)
+        self.assertRaises(OSError, self.get, "127.0.0.1", port)
+
+    def test_bindWins(self):
+        """
+        C{--bind} (C{$BIND}) overrides the pod address.
+        """
+        port = self.serve(POD_ADDRESS="127.0.0.3", BIND="127.0.0.4")
+        self.assertEqual(self.get("127.0.0.4", port), 200)
+        self.assertRaises(OSError, self.get, "127.0.0.3", port)
+
+    def test_noBindSetting(self):
+        """
+        A service that leaves C{--bind} unset passes no C{BIND} to its pod.
+        """
+        for name in ("static", "python"):
+            env = getTemplate(name).env("svc", getTemplate(name).settings(SETTINGS[name]))
+            self.assertNotIn("BIND", env)

@@ -323,7 +323,12 @@ class ArtifactCache(object):
     @param maxDigestFileBytes: the largest digest file accepted.
     @param artifactDir: the directory in which a relative location (a path
         without a scheme) is found; C{None} refuses them.
+    @ivar auth: the L{ArtifactAuth<p2twisted.agent.artifactauth.ArtifactAuth>}
+        that deploys apply to what this cache fetches (C{artifact_auth:}),
+        or C{None}; closed with the cache.
     """
+
+    auth = None
 
     def __init__(self, stateLayout, reactor, agent=None, connectTimeout=10.0,
                  idleTimeout=60.0, retries=3, retryDelay=1.0, maxDigestFileBytes=1 << 20,
@@ -346,13 +351,14 @@ class ArtifactCache(object):
 
     def close(self):
         """
-        Close idle HTTP connections.
+        Close idle HTTP connections (and L{auth}'s verifiers).
 
         @return: L{Deferred} firing with C{None} once they are closed.
         """
-        if self._pool is None:
-            return defer.succeed(None)
-        return self._pool.closeCachedConnections()
+        closing = [] if self.auth is None else [self.auth.close()]
+        if self._pool is not None:
+            closing.append(self._pool.closeCachedConnections())
+        return defer.gatherResults(closing).addCallback(lambda _: None)
 
     def _inThread(self, f, *args):
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
@@ -415,6 +421,23 @@ class ArtifactCache(object):
         yield self._inThread(self._used, final)
         yield self._inThread(self.evict)
         return final, sha
+
+    def fetchSmall(self, location):
+        """
+        Read a small file (a signature, a digest file) at C{location}, a URL
+        or a path as for L{fetch}, with the same retries.
+
+        @return: L{Deferred} firing with its bytes; failing with
+            L{FetchError} (its C{retryable} says whether it may be transient)
+            or L{ArtifactError} (bad location, larger than
+            C{maxDigestFileBytes}).
+        """
+        try:
+            url = resolveLocation(location, self.artifactDir)
+            _scheme(url)
+        except ArtifactError:
+            return defer.fail()
+        return self._retrying(url, self._readSmall, url)
 
     def _used(self, path):
         try:

@@ -10,6 +10,8 @@ import socket
 
 import attr
 
+from p2twisted.agent.artifactauth import ArtifactAuthSettings, artifactAuthSettings
+from p2twisted.auth.settings import AuthSettings, authSettings
 from p2twisted.config import Config, defaultStateDir, loadConfig
 from p2twisted.errors import UsageError
 from p2twisted.store.common import checkKey
@@ -38,6 +40,7 @@ class AgentConfig(object):
     artifactCacheBytes = attr.ib(default=10 * 1024 ** 3)
     fetchTimeout = attr.ib(default=30.0)
     artifactDir = attr.ib(default=None)
+    artifactAuth = attr.ib(default=attr.Factory(ArtifactAuthSettings))
     minUptime = attr.ib(default=5.0)
     p2exec = attr.ib(default=None)
     hooksRoot = attr.ib(default=None)
@@ -48,6 +51,7 @@ class AgentConfig(object):
     removalGrace = attr.ib(default=10.0)
     holdTimeout = attr.ib(default=None)
     podAddress = attr.ib(default="127.0.0.1")
+    auth = attr.ib(default=attr.Factory(AuthSettings))
 
 
 def _number(data, name, default, low=0.0):
@@ -148,6 +152,7 @@ def agentConfig(path=None, flags=None, environ=None):
         artifactCacheBytes=int(_number(data, "artifact_cache_bytes", 10 * 1024 ** 3, 0)),
         fetchTimeout=_number(data, "fetch_timeout", 30.0, 0.1),
         artifactDir=os.path.abspath(data["artifact_dir"]) if data.get("artifact_dir") else None,
+        artifactAuth=artifactAuthSettings(data.get("artifact_auth")),
         minUptime=_number(data, "min_uptime", 5.0, 0.0),
         p2exec=data.get("p2exec"),
         hooksRoot=os.path.abspath(data.get("hooks_root") or os.path.join(stateDir, "hooks")),
@@ -159,4 +164,5 @@ def agentConfig(path=None, flags=None, environ=None):
         removalGrace=_number(data, "removal_grace", 10.0, 0.0),
         holdTimeout=holdTimeout,
         podAddress=_address(data, "pod_address"),
+        auth=authSettings(data.get("auth")),
     )

@@ -25,7 +25,11 @@ are hints).  It acts only on snapshots it did read: a failed read changes
 nothing.  A key that disappears from a successful snapshot has its links and
 pod removed.  An invalid manifest or a failed install is logged, written to
 C{status/hooks/<node>/<event>/<pod_id>} and retried at the next snapshot or
-resync; meanwhile the previously installed version (if any) stays.
+resync; meanwhile the previously installed version (if any) stays.  A hook
+pod is held to the agent's auth policy like any pod: a refused version is not
+installed (the one installed, if any, stays), its status says C{refused} and
+why, the C{after_auth_fail} hooks run once, and it is tried again only when
+its manifest or the policy changes.
 """
 
 import os
@@ -37,15 +41,17 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from p2twisted.agent import runtime
+from p2twisted.agent.artifactauth import fetchAndInstall
 from p2twisted.agent.fsutil import replaceLink
 from p2twisted.agent.hooks import execDir, hooksRoot, statusName
 from p2twisted.agent.layout import PodLayout
+from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import AgentError, ManifestError
-from p2twisted.manifest import launchableVersion, parseManifest
+from p2twisted.manifest import parseManifest
 from p2twisted.records import EVENTS, HookPodStatus
 from p2twisted.store import keys
 
-INSTALLED, INVALID, FAILED = "installed", "invalid", "failed"
+INSTALLED, INVALID, FAILED, REFUSED = "installed", "invalid", "failed", "refused"
 
 log = Logger()
 
@@ -163,7 +169,7 @@ class HookSync(service.Service):
     """
 
     def __init__(self, store, config, reactor, artifacts, installer, resyncInterval=30.0,
-                 wallClock=time.time):
+                 wallClock=time.time, auth=None, refused=None):
         self.store = store
         self.config = config
         self.reactor = reactor
@@ -177,6 +183,7 @@ class HookSync(service.Service):
         self._status = {}
         self._ignored = set()
         self._stopped = False
+        self._gate = None if auth is None else AuthGate(auth, refused)
 
     def startService(self):
         service.Service.startService(self)
@@ -295,6 +302,8 @@ class HookSync(service.Service):
             return
         sha = manifest.sha()
         current = yield self._inThread(_readCurrentSHA, layout)
+        if current != sha and (yield self._refuse(event, podId, entry, manifest)):
+            return
         if current == sha:
             try:
                 wanted = yield self._inThread(self._currentLinks, layout, manifest)
@@ -311,10 +320,8 @@ class HookSync(service.Service):
             if launchable.location is None:
                 raise AgentError("launchables.%s: 'version:' needs an artifact registry; give "
                                  "the artifact's 'location:'" % (launchableId,))
-            path, _ = yield self.artifacts.fetch(
-                launchable.location, launchable.digest, launchable.digestLocation)
-            installDir = yield self.installer.install(
-                layout, launchableId, launchableVersion(launchable), path)
+            installDir = yield fetchAndInstall(self.artifacts, self.installer, layout,
+                                               launchableId, launchable)
             installs[launchableId] = installDir
             self.installer.entryPoints(installDir, launchable.entryPoints)
         for launchableId, installDir in installs.items():
@@ -328,6 +335,23 @@ class HookSync(service.Service):
         log.info("installed hook pod {pod} of {hookEvent} ({sha})", pod=podId, hookEvent=event,
                  sha=sha, node=self.config.node, event="hook-installed")
         yield self._record(event, podId, INSTALLED, sha=sha)
+
+    @defer.inlineCallbacks
+    def _refuse(self, event, podId, entry, manifest):
+        """
+        Ask the auth policy about a hook pod's new version.
+
+        @return: L{Deferred} firing with whether it was refused (then its
+            status says so).
+        """
+        if self._gate is None:
+            return False
+        decision = yield self._gate.check("hook pod %s/%s" % (event, podId), entry.value,
+                                          manifest)
+        if decision.allowed:
+            return False
+        yield self._record(event, podId, REFUSED, sha=manifest.sha(), error=decision.describe())
+        return True
 
     def _currentLinks(self, layout, manifest):
         # {link name: target} of the installed (current) version.

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from p2twisted import __version__
 from p2twisted.agent import runtime
+from p2twisted.agent.artifactauth import ArtifactAuth, fetchAndInstall
 from p2twisted.agent.artifacts import ArtifactCache
 from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
@@ -34,7 +35,8 @@ from p2twisted.agent.process import processIdentity, runBounded
 from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.agent.users import PodUsers
 from p2twisted.errors import AgentError, DigestMismatch, ManifestError
-from p2twisted.manifest import launchableVersion, parseManifest
+from p2twisted.manifest import parseManifest
+from p2twisted.metrics import AgentMetrics
 
 log = Logger()
 
@@ -49,7 +51,7 @@ def p2execCommand():
     return [sys.executable, "-S", "-E", os.path.abspath(p2exec.__file__)]
 
 
-def machineFacts(node, labels, supervisor):
+def machineFacts(node, labels, supervisor, podAddress=None):
     """
     @return: the facts published in C{machines/<node>}.
     """
@@ -73,7 +75,7 @@ def machineFacts(node, labels, supervisor):
     return {"node": node, "hostname": socket.gethostname(), "machine_id": machineId,
             "cores": os.cpu_count(), "memory": memory, "agent_version": __version__,
             "process": processIdentity(),
-            "labels": labels, "supervisor": supervisor}
+            "labels": labels, "supervisor": supervisor, "pod_address": podAddress}
 
 
 def checkReachable(path, user):
@@ -144,10 +146,12 @@ class PodOperations(object):
     @param supervisor: an L{ISupervisor}.
     @param artifacts: an L{ArtifactCache}.
     @param installer: an L{Installer}.
+    @param metrics: the L{AgentMetrics} timing installs and launches, and
+        counting hook runs (default: new ones).
     """
 
     def __init__(self, config, reactor, supervisor, artifacts, installer, p2exec=None,
-                 isRoot=None, hooks=None):
+                 isRoot=None, hooks=None, metrics=None):
         self.config = config
         self.reactor = reactor
         self.supervisor = supervisor
@@ -156,7 +160,9 @@ class PodOperations(object):
         self.p2exec = p2exec or p2execCommand()
         self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
         self._warnedRunAs = set()
-        self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.hooks = hooks if hooks is not None else HookRunner(config, reactor,
+                                                                metrics=self.metrics)
         #: runit's chpst, when pods may start without p2-exec (see
         #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here
         #: (and, from L{fromConfig}, this process's limits are raised).
@@ -175,7 +181,7 @@ class PodOperations(object):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     @classmethod
-    def fromConfig(cls, config, reactor):
+    def fromConfig(cls, config, reactor, metrics=None):
         """
         @return: the operations an L{AgentConfig} asks for.
         """
@@ -186,11 +192,12 @@ class PodOperations(object):
         artifacts = ArtifactCache(state, reactor, idleTimeout=config.fetchTimeout,
                                   maxBytes=config.artifactCacheBytes,
                                   artifactDir=config.artifactDir)
+        artifacts.auth = ArtifactAuth.fromSettings(config.artifactAuth, artifacts, reactor)
         installer = Installer(reactor, maxExpandedBytes=config.maxExpandedBytes,
                               podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
-        ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
+        ops = cls(config, reactor, supervisor, artifacts, installer, p2exec, metrics=metrics)
         if ops.chpst and not runtime.raiseOwnLimits(ops.isRoot):
             log.warn("pods start through p2-exec: this agent's soft limits cannot all be "
                      "raised to its hard limits")
@@ -217,7 +224,8 @@ class PodOperations(object):
                                 ServiceUptimeChecker(self.supervisor, self.config.minUptime))
 
     def facts(self):
-        return machineFacts(self.config.node, self.config.labels, self.supervisor.name)
+        return machineFacts(self.config.node, self.config.labels, self.supervisor.name,
+                            self.config.podAddress)
 
     def service(self):
         """
@@ -280,6 +288,7 @@ class PodOperations(object):
             # runtime files before its services do; write them meanwhile.
             runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
         installs = {}
+        installing = self.reactor.seconds()
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
@@ -293,6 +302,8 @@ class PodOperations(object):
         if runtimeWritten is None:
             runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
         yield runtimeWritten
+        self.metrics.installSeconds.labels(manifest.id).observe(
+            self.reactor.seconds() - installing)
         yield self.hooks.run("after_install", context)
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
@@ -301,6 +312,7 @@ class PodOperations(object):
         # user restarts even the launchables with no_halt_on_update.
         userChanged = self.isRoot and old is not None and old.runAs != manifest.runAs
         previous = {}
+        launching = self.reactor.seconds()
         try:
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
@@ -324,6 +336,8 @@ class PodOperations(object):
             yield self._rollBack(layout, installs, previous, specs)
             raise
         yield self._runScript(manifest, layout, user, "bin/enable")
+        self.metrics.launchSeconds.labels(manifest.id).observe(
+            self.reactor.seconds() - launching)
         yield self.hooks.run("after_launch", context)
         for launchableId in manifest.launchables:
             yield self.installer.prune(layout, launchableId)
@@ -374,10 +388,8 @@ class PodOperations(object):
             raise AgentError("launchables.%s: 'version:' needs an artifact registry, and none "
                              "is configured; give the artifact's 'location:' instead"
                              % (launchableId,))
-        path, sha = yield self.artifacts.fetch(
-            launchable.location, launchable.digest, launchable.digestLocation)
-        installDir = yield self.installer.install(
-            layout, launchableId, launchableVersion(launchable), path)
+        installDir = yield fetchAndInstall(self.artifacts, self.installer, layout, launchableId,
+                                           launchable)
         entries = self.installer.entryPoints(installDir, launchable.entryPoints)
         return installDir, entries
 

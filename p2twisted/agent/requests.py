@@ -22,6 +22,11 @@ The value is a L{p2twisted.records.Request}: JSON C{kind}, C{state},
 C{created} and C{deadline} (epoch seconds), then the kind's fields
 (L{p2twisted.agent.tasks}); the answer adds C{agent}, C{started},
 C{finished}, and C{error} or the kind's results.
+
+Under a C{keyring} or C{user} auth policy a request must be signed by its
+sender, and its signer allowed to deploy the pod's C{run_as}
+(L{p2twisted.auth.requestsig}); a refused one is answered C{failed} with
+the reason, and nothing runs.
 """
 
 import uuid
@@ -30,6 +35,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from p2twisted.auth.requestsig import SIGNED_FIELDS, SeenRequests, authorizeRequest
 from p2twisted.errors import P2Error, StoreError, VersionConflict
 from p2twisted.records import DONE, EXPIRED, FAILED, PENDING, RUNNING, CorruptRecord, Request
 from p2twisted.store import keys
@@ -99,7 +105,7 @@ class RequestRunner(service.Service):
     """
 
     def __init__(self, store, node, clock, handlers, concurrency=CONCURRENCY,
-                 retain=RETAIN, rescan=RESCAN):
+                 retain=RETAIN, rescan=RESCAN, auth=None, podRoot=None):
         self.store = store
         self.node = node
         self.clock = clock
@@ -116,6 +122,10 @@ class RequestRunner(service.Service):
         self._limit = defer.DeferredSemaphore(concurrency)
         self._watch = None
         self._loop = None
+        #: The auth policy requests are held to, or C{None}.
+        self.auth = auth
+        self.podRoot = podRoot
+        self._seen = SeenRequests()
 
     def startService(self):
         service.Service.startService(self)
@@ -244,16 +254,48 @@ class RequestRunner(service.Service):
                          error=str(e) or type(e).__name__)
                 return
             try:
+                record, signer = yield self._authorize(key, record)
+            except P2Error as e:
+                log.warn("request {key} {error}", key=key, error=str(e), node=self.node,
+                         event="request-refused")
+                yield self._answer(key, entry.version, dict(
+                    claimed, state=FAILED, finished=self.clock.seconds(), error=str(e)))
+                return
+            if signer is not None:  # the answer shows what was signed, and run
+                claimed = dict(claimed, **{name: record[name] for name in SIGNED_FIELDS
+                                           if name in record})
+            try:
                 if record.get("kind") in UNLIMITED:
                     answer = yield self._handle(record)
                 else:
                     answer = yield self._limit.run(self._handle, record)
+                if signer is not None:
+                    answer = dict(answer, signer=signer)
             except defer.CancelledError:  # stopped while waiting for its turn
                 answer = {"state": FAILED, "error": "the agent stopped before this ran"}
             yield self._answer(key, entry.version,
                                dict(claimed, finished=self.clock.seconds(), **answer))
         finally:
             self.active.pop(key, None)
+
+    @defer.inlineCallbacks
+    def _authorize(self, key, record):
+        """
+        Hold C{record} to the auth policy, if signed requests are needed.
+
+        @return: L{Deferred} firing with C{(fields to act on, signer dict or
+            None)}.
+        @raise P2Error: why it is refused.
+        """
+        if self.auth is None or not self.auth.signedRequests:
+            return record, None
+
+        def runAsOf(podId):
+            from p2twisted.agent.tasks import installedManifest
+            return installedManifest(self.podRoot, podId)[1].runAs
+        fields, decision = yield authorizeRequest(
+            self.auth, key, record, runAsOf, self.clock.seconds(), CLOCK_SLACK, self._seen)
+        return fields, decision.toDict()["signer"]
 
     @defer.inlineCallbacks
     def _handle(self, record):

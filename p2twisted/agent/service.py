@@ -19,6 +19,11 @@ Failsafes (DESIGN.md; README.rst, "The failsafe"):
     what intent names is still installed meanwhile.
   - While the store is unreachable or the machine's session is lost, running
     pods keep running and nothing is installed or removed.
+
+Authorization (L{p2twisted.auth}): the C{auth:} policy, reloaded when its
+files change (L{PolicyReloader}), decides every change of what runs -- a
+pod's new manifest, a hook pod, a request; a refusal installs nothing and
+stops nothing (L{PodWorker}).
 """
 
 import time
@@ -35,10 +40,15 @@ from p2twisted.agent.layout import StateLayout
 from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
 from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
+from p2twisted.auth.policy import NONE
+from p2twisted.auth.reload import PolicyReloader
+from p2twisted.auth.settings import AuthSettings
 from p2twisted.errors import KeyExists, StoreError
+from p2twisted.metrics import AgentMetrics
 from p2twisted.records import (
     AgentStatus, Confirmation, CorruptRecord, MachineFacts, markerIdentity, readable)
 from p2twisted.store import keys, openStore
+from p2twisted.store.metered import MeteredStore
 from p2twisted.store.presence import Presence
 
 log = Logger()
@@ -109,11 +119,23 @@ class AgentService(service.MultiService):
     @param config: an L{p2twisted.agent.config.AgentConfig}.
     @param pods: the L{IPodOperations}.
     @param reactor: the reactor (clock, processes).
-    @param store: an open L{IStore}, or C{None} to open C{config.store}.
+    @param store: an open L{IStore}, or C{None} to open C{config.store}
+        (then metered: L{MeteredStore}).
+    @param metrics: the L{AgentMetrics} to update (default: new ones, with
+        a registry of their own).
     """
 
-    def __init__(self, config, pods, reactor, store=None, facts=None):
+    def __init__(self, config, pods, reactor, store=None, facts=None, auth=None,
+                 metrics=None):
         service.MultiService.__init__(self)
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.metrics.watchPods(self.podStates)
+        #: The auth policy (an L{IAuthPolicy} with a C{generation}).
+        self.auth = auth or PolicyReloader(getattr(config, "auth", None) or AuthSettings(),
+                                           reactor)
+        if isinstance(self.auth, service.Service):
+            self.auth.setServiceParent(self)
+        self.auth.subscribe(self._policyChanged)
         self.config = config
         self.node = config.node
         self.pods = pods
@@ -157,7 +179,8 @@ class AgentService(service.MultiService):
     def _open(self):
         while self.store is None and self.running:
             try:
-                self.store = yield openStore(self.config.store, self.reactor)
+                store = yield openStore(self.config.store, self.reactor)
+                self.store = MeteredStore(store, self.metrics, self.reactor)
             except Exception as e:
                 delay = self._openDelay(self._openAttempts)
                 self._openAttempts += 1
@@ -197,7 +220,8 @@ class AgentService(service.MultiService):
             return
         hooks.store = self.store
         self.hookSync = HookSync(self.store, self.config, self.reactor, self.pods.artifacts,
-                                 self.pods.installer, resyncInterval=self.config.resyncInterval)
+                                 self.pods.installer, resyncInterval=self.config.resyncInterval,
+                                 auth=self._policy(), refused=self._refused)
         self.hookSync.setServiceParent(self)
         yield self.hookSync.whenSynced()
         try:
@@ -212,7 +236,9 @@ class AgentService(service.MultiService):
         """
         handlers = self.pods.requestHandlers()
         if handlers is not None:
-            RequestRunner(self.store, self.node, self.reactor, handlers).setServiceParent(self)
+            RequestRunner(self.store, self.node, self.reactor, handlers,
+                          auth=self._policy(), podRoot=self.config.podRoot
+                          ).setServiceParent(self)
 
     def _startHealth(self):
         """
@@ -223,7 +249,7 @@ class AgentService(service.MultiService):
         if checker is not None:
             self.health = HealthMonitor(self.store, self.node, self.reactor, checker,
                                         self.pods.installedPods, self._liveSession,
-                                        settled=self._settled)
+                                        settled=self._settled, metrics=self.metrics)
             self.health.setServiceParent(self)
 
     def _startCrashLoops(self):
@@ -482,8 +508,40 @@ class AgentService(service.MultiService):
         """
         if podId not in self.workers:
             self.workers[podId] = PodWorker(self.pods, self.store, self.node, podId,
-                                            self.reactor, canAct=self.canAct)
+                                            self.reactor, canAct=self.canAct,
+                                            auth=self._policy(), refused=self._refused,
+                                            metrics=self.metrics)
         return self.workers[podId]
+
+    # -- authorization -----------------------------------------------------------
+
+    def _policy(self):
+        """
+        @return: the auth policy the workers, hook pods and requests ask, or
+            C{None} under C{none} (every manifest is deployed, as before).
+        """
+        return None if self.auth.name == NONE else self.auth
+
+    def _refused(self, manifest, decision):
+        """
+        Run the C{after_auth_fail} hooks for a refused manifest.
+        """
+        hooks = self.pods.hooks
+        if hooks is None:
+            return defer.succeed(None)
+        from p2twisted.agent.hooks import podContext
+        from p2twisted.agent.layout import PodLayout
+        layout = PodLayout(self.config.podRoot, manifest.id)
+        return hooks.run("after_auth_fail", podContext(layout, manifest))
+
+    def _policyChanged(self):
+        """
+        The policy's files changed: what it refused is tried again.
+        """
+        for worker in list(self.workers.values()):
+            worker.reconsider()
+        if self.hookSync is not None and self.hookSync.running:
+            self.hookSync.resync()
 
     @defer.inlineCallbacks
     def _onDiskSettled(self):
@@ -522,6 +580,19 @@ class AgentService(service.MultiService):
         """
         return self.canAct() and all(w.state == "idle" for w in self.workers.values())
 
+    def podStates(self):
+        """
+        @return: C{{pod_id: state}} of the pods this agent has a status for,
+            as their status records say it (running, deploying, failed,
+            removing, invalid, refused).
+        """
+        states = {}
+        for podId, worker in list(self.workers.items()):
+            state = worker.reportedState()
+            if state is not None:
+                states[podId] = state
+        return states
+
     def statusRecord(self):
         """
         @return: the agent's status as a JSON-able dict.
@@ -529,18 +600,23 @@ class AgentService(service.MultiService):
         pods = {}
         for podId, w in sorted(self.workers.items()):
             invalid = w.invalidIntent()
+            refusal = w.refusal()
             if invalid is not None:
                 pods[podId] = {"state": "invalid", "attempts": w.attempts,
                                "error": "invalid manifest in intent: %s" % (invalid,)}
+            elif refusal is not None:
+                pods[podId] = {"state": "refused", "attempts": w.attempts,
+                               "error": refusal.describe(), "auth": refusal.toDict()}
             else:
                 pods[podId] = {"state": w.state, "attempts": w.attempts, "error": w.lastError}
         return {
             "node": self.node,
             "store": self.config.store,
             "connected": self.canAct(),
-            # An intent the agent cannot parse is not converged: it is an error.
+            # An intent the agent cannot parse or may not deploy is not
+            # converged: it is an error.
             "converged": self.converged() and all(
-                p["state"] != "invalid" for p in pods.values()),
+                p["state"] not in ("invalid", "refused") for p in pods.values()),
             "node_marker": self.markerPresent,
             "removals": failsafe.describe(self._verdict, self.node, bool(self.markerPresent),
                                           self._orphans),

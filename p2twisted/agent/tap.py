@@ -24,10 +24,41 @@ class Options(usage.Options):
         ["pod-root", None, None, "where pods are installed (default: <state-dir>/pods)"],
         ["state-dir", None, None, "agent state: service dirs, artifact cache"],
         ["supervisor", None, None, "auto, runit or builtin (default: auto)"],
-        ["status-port", None, None, "serve GET /_status on 127.0.0.1:PORT"],
+        ["status-port", None, None, "serve GET /_status and /metrics (Prometheus) on "
+                                    "127.0.0.1:PORT"],
         ["pod-address", None, None, "the address this node's pods serve on ($POD_ADDRESS) and "
                                     "their health checks reach (default: 127.0.0.1)"],
     ]
+
+    def postOptions(self):
+        """
+        Read the settings now, so that a bad one is a usage error twistd
+        shows as one line (an error raised in L{makeService} is a traceback).
+        """
+        try:
+            self.settings = agentConfig(self["config"], {
+                "store": self["store"], "node": self["node"], "pod_root": self["pod-root"],
+                "state_dir": self["state-dir"], "supervisor": self["supervisor"],
+                "status_port": _port(self["status-port"]), "pod_address": self["pod-address"],
+            })
+        except P2Error as e:
+            raise usage.UsageError(str(e))
+
+
+def _port(text):
+    """
+    @return: the port number C{text} names, or C{None} for none.
+    @raise UsageError: it is not a port number.
+    """
+    if not text:
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise usage.UsageError("--status-port: expected a port number (0-65535), got %r" % (text,))
+    return port
 
 
 def makeService(options, reactor=None):
@@ -40,18 +71,16 @@ def makeService(options, reactor=None):
     from p2twisted.agent.pods import PodOperations
     from p2twisted.agent.service import AgentService
     from p2twisted.agent.web import StatusResource
+    from p2twisted.metrics import AgentMetrics
+    config = options.settings
+    metrics = AgentMetrics()
     try:
-        config = agentConfig(options["config"], {
-            "store": options["store"], "node": options["node"], "pod_root": options["pod-root"],
-            "state_dir": options["state-dir"], "supervisor": options["supervisor"],
-            "status_port": int(options["status-port"]) if options["status-port"] else None,
-            "pod_address": options["pod-address"],
-        })
-        pods = PodOperations.fromConfig(config, reactor)
-    except (P2Error, ValueError) as e:
-        raise usage.UsageError(str(e))
+        pods = PodOperations.fromConfig(config, reactor, metrics=metrics)
+    except P2Error as e:
+        # twistd shows anything else raised here as a traceback.
+        raise SystemExit(str(e))
     top = service.MultiService()
-    agent = AgentService(config, pods, reactor, facts=pods.facts)
+    agent = AgentService(config, pods, reactor, facts=pods.facts, metrics=metrics)
     agent.setServiceParent(top)
     pods.service().setServiceParent(top)
     if config.statusPort is not None:

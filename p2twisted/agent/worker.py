@@ -19,6 +19,11 @@ A failed attempt is retried with exponential backoff (1 s doubling to 60 s,
 plus up to 1 s of jitter: L{retryPolicy}); every attempt's outcome is written
 to C{status/pods/<node>/<pod>}.
 An intent that is not a valid manifest is not retried until it changes.
+An intent the agent's auth policy refuses (L{p2twisted.auth.policy}) is
+never installed, and nothing running is halted or removed for it: its
+C{after_auth_fail} hooks run, its status says C{refused} with the signer and
+the rule, and it is tried again only when the intent or the policy changes
+(L{PodWorker.reconsider}).
 
 States (an automat machine; L{PodWorker.tracer} sees every transition)::
 
@@ -39,8 +44,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted.agent import crashloop
+from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
+from p2twisted.metrics import AgentMetrics
 from p2twisted.records import PodStatus
 from p2twisted.store import keys
 from p2twisted.tracing import TracedMachine
@@ -90,13 +97,17 @@ class PodWorker(TracedMachine):
     @param clock: an L{IReactorTime}.
     @param canAct: a callable; while it returns false the worker does
         nothing (store unreachable, session lost) and tries again later.
+    @param auth: an L{IAuthPolicy} with a C{generation} (the agent's
+        L{PolicyReloader}), or C{None} to deploy every manifest.
+    @param refused: C{callable(manifest, decision)} returning a L{Deferred},
+        run once per refusal (the C{after_auth_fail} hooks), or C{None}.
     """
 
     _machine = MethodicalMachine()
     _setTrace = _machine._setTrace
 
     def __init__(self, pods, store, node, podId, clock, canAct=lambda: True,
-                 backoff=None, wallClock=time.time):
+                 backoff=None, wallClock=time.time, auth=None, refused=None, metrics=None):
         self.pods = pods
         self.store = store
         self.node = node
@@ -105,6 +116,7 @@ class PodWorker(TracedMachine):
         self.canAct = canAct
         self.backoff = backoff or retryPolicy()
         self.wallClock = wallClock
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         #: The machine's state: C{idle}, C{working}, C{backoff}, C{stopping}
         #: or C{stopped}.
         self.state = IDLE
@@ -116,6 +128,10 @@ class PodWorker(TracedMachine):
         self._timer = None
         self._idle = []
         self._badIntent = None
+        self.auth = auth
+        self._gate = None if auth is None else AuthGate(auth, refused)
+        #: The policy's L{Decision} on the intent being deployed, if asked.
+        self._decision = None
         self._seen = False
         self._lastStatus = None
         # Status writes are read-modify-writes (crashloop.preservingWrite):
@@ -139,6 +155,7 @@ class PodWorker(TracedMachine):
         self._intent = intentEntry
         if not same:
             self.attempts = 0
+            self._decision = None
             self._news_()
         elif resync:
             self._resync()
@@ -154,6 +171,31 @@ class PodWorker(TracedMachine):
                 and self._intent.value == self._badIntent[0]:
             return self._badIntent[1]
         return None
+
+    def reportedState(self):
+        """
+        @return: the state the pod's status record last said (running,
+            deploying, failed, removing, invalid, refused), or C{None} when it has
+            none (gone, or not written).
+        """
+        return None if self._lastStatus is None else self._lastStatus[0]
+
+    def refusal(self):
+        """
+        @return: the L{Decision} refusing the pod's current intent, or
+            C{None}.
+        """
+        if self._gate is None or self._intent is None:
+            return None
+        return self._gate.refusal(self.podId, self._intent.value)
+
+    def reconsider(self):
+        """
+        The auth policy changed: try a refused intent again.
+        """
+        if self.state not in (STOPPING, STOPPED) and self.refusal() is not None:
+            self.attempts = 0
+            self._news_()
 
     def kick(self):
         """
@@ -391,13 +433,22 @@ class PodWorker(TracedMachine):
                 except P2Error as e:  # its installs are gone: deploy it afresh
                     log.warn("pod {pod}: {error}; deploying it again", node=self.node,
                              pod=self.podId, error=str(e))
+            # Every install is the policy's to allow -- even of what reality
+            # names (anyone who can write the store can write reality); what
+            # runs already is left alone, whatever it says.
+            if (yield self._authorize(intentEntry, intent)):
+                return
             # Informational, not waited for, and only for a deploy that takes
             # a while: a quick one goes straight to "running" (or "failed")
             # without a store write competing with its install and start.
             note = self.clock.callLater(DEPLOYING_NOTE_DELAY, self._writeStatus, "deploying",
                                         sha=intent.sha())
+            started = self.clock.seconds()
             try:
                 yield self.pods.deploy(intent, reality)
+            except Exception:
+                self.metrics.deployFailures.labels(self.podId).inc()
+                raise
             finally:
                 if note.active():
                     note.cancel()
@@ -407,6 +458,9 @@ class PodWorker(TracedMachine):
                 yield self.store.put(realityKey, intent.raw)
             else:
                 yield self.store.cas(realityKey, intent.raw, realityEntry.version)
+            if reality is not None:
+                self.metrics.upgradeSeconds.labels(self.podId).observe(
+                    self.clock.seconds() - started)
             log.info("pod {pod} running {sha}", node=self.node, pod=self.podId, sha=intent.sha(),
                      event="deployed")
             yield self._writeStatus("running", sha=intent.sha())
@@ -418,6 +472,23 @@ class PodWorker(TracedMachine):
             yield self._deleteStatus()
         else:
             yield self._deleteStatus()
+
+    @defer.inlineCallbacks
+    def _authorize(self, intentEntry, intent):
+        """
+        Ask the auth policy about C{intent}; on a refusal, run the refusal
+        hooks (once per intent and policy) and write the status.
+
+        @return: L{Deferred} firing with whether it was refused.
+        """
+        if self._gate is None:
+            return False
+        decision = self._decision = yield self._gate.check(self.podId, intentEntry.value,
+                                                           intent)
+        if decision.allowed:
+            return False
+        yield self._writeStatus("refused", sha=intent.sha(), error=decision.describe())
+        return True
 
     def _parseReality(self, entry):
         if entry is None:
@@ -446,9 +517,11 @@ class PodWorker(TracedMachine):
         if (state, sha, error) == self._lastStatus and state != "failed":
             return defer.succeed(None)
         self._lastStatus = (state, sha, error)
+        decision = self._decision
         record = PodStatus(
             self.podId, self.node, state, sha, error, self.attempts,
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())))
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
+            auth=decision.toDict() if decision is not None and sha is not None else None)
         key = keys.status("pods", self.node, self.podId)
 
         def failed(f):

@@ -91,7 +91,7 @@ class _Answer(object):
 
 
 @defer.inlineCallbacks
-def ask(store, reactor, node, request, timeout, onState=None):
+def ask(store, reactor, node, request, timeout, onState=None, signer=None):
     """
     Write C{request} for C{node}'s agent and wait for the answer.
 
@@ -99,6 +99,9 @@ def ask(store, reactor, node, request, timeout, onState=None):
     @param timeout: seconds to wait once the agent has taken it.
     @param onState: called with each new state the request reaches.
     @param reactor: an L{IReactorTime} and L{IReactorCore}.
+    @param signer: a L{p2twisted.auth.requestsig.RequestSigner} signing the
+        request (agents under a C{keyring} or C{user} policy need it), or
+        C{None}.
     @return: L{Deferred} firing with the answer (a dict whose C{state} is
         C{done} or C{failed}); the request is deleted from the store, also
         when this fails or is cancelled, or the reactor stops meanwhile
@@ -113,6 +116,11 @@ def ask(store, reactor, node, request, timeout, onState=None):
                       "with 'p2 start'" % (node, keys.machine(node)))
     key = keys.request(node, requestId())
     now = reactor.seconds()
+    if signer is not None:
+        from p2twisted.auth.requestsig import payload, withSignature
+        data = payload(key, request, now + PICKUP)
+        request = withSignature(request, data, signer.system, (yield signer.sign(data)))
+        now = reactor.seconds()
     yield store.create(key, Request.new(request, now, now + PICKUP, requester()).toBytes())
     waiter = _Answer(reactor, key, node, timeout, onState)
     watch = store.watch(key, waiter.changed)

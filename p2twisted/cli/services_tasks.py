@@ -50,6 +50,7 @@ def register(subparsers):
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="the task's arguments, passed as they are: p2's own options "
                           "(--timeout) go before NAME")
+    addSigningOptions(run)
     run.set_defaults(run=runTask, writes=True)
 
     logs = subparsers.add_parser(
@@ -64,7 +65,33 @@ def register(subparsers):
                     "can). Exits 1 if a node's logs could not be read.")
     logs.add_argument("name", metavar="NAME")
     logs.add_argument("-f", "--follow", action="store_true", help="follow the logs")
+    addSigningOptions(logs)
     logs.set_defaults(run=runLogs)
+
+
+def addSigningOptions(parser):
+    """
+    The options signing a request, for agents whose auth policy needs it.
+    """
+    parser.add_argument("--key", metavar="ID", dest="signing_key",
+                        help="sign the requests with this GPG key (agents under an auth policy "
+                             "keyring or user carry out only signed requests)")
+    parser.add_argument("--ssh-key", metavar="FILE", dest="ssh_signing_key",
+                        help="sign the requests with this OpenSSH private key instead")
+
+
+def requestSigner(options):
+    """
+    @return: the L{RequestSigner} the options ask for, or C{None}.
+    """
+    gpgKey = getattr(options, "signing_key", None)
+    sshKey = getattr(options, "ssh_signing_key", None)
+    if not (gpgKey or sshKey):
+        return None
+    if gpgKey and sshKey:
+        raise UsageError("give --key or --ssh-key, not both")
+    from p2twisted.auth.requestsig import RequestSigner
+    return RequestSigner(gpgKey=gpgKey, sshKey=sshKey, reactor=options.reactor)
 
 
 @defer.inlineCallbacks
@@ -137,9 +164,10 @@ def _runTask(options, store):
         out.flush()
 
     asked = []
+    signer = requestSigner(options)
     for node in nodes:
         d = ask(store, options.reactor, node, request, options.timeout + KILL_GRACE + 15,
-                onState=progress(options, node))
+                onState=progress(options, node), signer=signer)
         asked.append(d.addCallbacks(show, refused, callbackArgs=(node,), errbackArgs=(node,)))
     yield defer.gatherResults(asked, consumeErrors=True)
     if failed:
@@ -173,17 +201,18 @@ class LogSource(object):
 class AgentLogs(LogSource):
     """A node's logs, read by its agent."""
 
-    def __init__(self, node, store, reactor, podId):
+    def __init__(self, node, store, reactor, podId, signer=None):
         LogSource.__init__(self, node)
         self.store = store
         self.reactor = reactor
         self.podId = podId
+        self.signer = signer
 
     @defer.inlineCallbacks
     def _read(self):
         answer = yield ask(self.store, self.reactor, self.node,
                            {"kind": "logs", "pod": self.podId, "offsets": self.offsets},
-                           LOGS_TIMEOUT)
+                           LOGS_TIMEOUT, signer=self.signer)
         if answer["state"] != "done":
             raise P2Error(answer.get("error") or "the agent could not read the logs")
         return {name: (entry["data"], entry["offset"]) for name, entry in answer["logs"].items()}
@@ -240,12 +269,13 @@ def runLogs(options):
 def _runLogs(options, store):
     nodes = yield deployedService(store, options.name)
     sources = []
+    signer = requestSigner(options)
     for node in nodes:
         agent = yield store.get(keys.machine(node))
         if agent is None and node == nodeName(None):  # this host's node, agent down
             sources.append(LocalLogs(node, stateDir(options), options.name))
         else:
-            sources.append(AgentLogs(node, store, options.reactor, options.name))
+            sources.append(AgentLogs(node, store, options.reactor, options.name, signer))
     first = yield _readAll(sources)
     several = len(nodes) > 1 or any(len(logs) > 1 for logs in first
                                     if not isinstance(logs, P2Error))

@@ -88,6 +88,12 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
                 out.write("  %s: %s\n" % (node, line))
             if state["reality"] == sha and state["state"] == "running" and healthy(state, sha):
                 done.add(node)
+            elif state["state"] == "refused" and _refusedSha(snapshot, node, manifest.id) == sha:
+                out.flush()
+                raise P2Error("the agent of %s refused %s: %s; what ran there keeps running "
+                              "(see README.rst, 'A signed fleet')" % (
+                                  node, manifest.id,
+                                  services.oneLine(state["error"] or "no reason given")))
             elif state["state"] == "failed" and isinstance(state["attempts"], int):
                 seen = failures.setdefault(node, set())
                 seen.add(state["attempts"])
@@ -113,3 +119,16 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
                 "start an agent with 'p2 start', then " if agentless & set(late) else "",
                 manifest.id))
         yield task.deferLater(reactor, INTERVAL, lambda: None)
+
+
+def _refusedSha(snapshot, node, podId):
+    """
+    @return: the SHA of the manifest the agent of C{node} last refused
+        (C{status/pods/<node>/<pod>}), or C{None}.
+    """
+    from p2twisted.records import CorruptRecord
+    try:
+        status = snapshot.podStatus(node, podId)
+    except CorruptRecord:
+        return None
+    return status.sha if status is not None and status.state == "refused" else None

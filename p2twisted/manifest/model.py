@@ -143,11 +143,14 @@ class PodManifest(object):
     @ivar labels: a C{dict} of text to text.
     @ivar warnings: a C{tuple} of C{"field.path: unknown field; ignored"}.
     @ivar raw: the original bytes.
-    @ivar signature: the armored signature of a clear-signed manifest, bytes,
-        or C{None}.
-    @ivar signedBody: the text that signature covers (dash-escaping undone,
-        without the line ending before the signature: RFC 4880 section 7.1),
-        bytes, or C{None}.
+    @ivar signature: the armored signature of a signed manifest, bytes, or
+        C{None}.
+    @ivar signedBody: the bytes that signature covers, or C{None}: for PGP
+        the clear-signed text (dash-escaping undone, without trailing blanks
+        on each line and without the line ending before the signature: RFC
+        4880 section 7.1); for SSH the bytes before the signature block.
+    @ivar signatureSystem: C{"gpg"} (PGP clear-signed), C{"ssh"} (followed
+        by an SSH signature block) or C{None} (unsigned).
     """
 
     id = attr.ib()
@@ -163,6 +166,7 @@ class PodManifest(object):
     signature = attr.ib(repr=False)
     signedBody = attr.ib(repr=False)
     runAsGiven = attr.ib(default=True, repr=False, eq=False)
+    signatureSystem = attr.ib(default=None, repr=False)
 
     def canonical(self):
         """

@@ -196,6 +196,13 @@ class WatchedReader(service.Service):
             self._snapshot = Snapshot(entries)
         return self._snapshot
 
+    def latest(self):
+        """
+        @return: the L{Snapshot} of what the watches last delivered, or
+            C{None} until each has delivered once.
+        """
+        return self._current() if len(self._latest) == len(self.trees) else None
+
     def read(self, after=()):
         """
         @param after: C{(key, version)} pairs: keys the caller changed from
@@ -394,6 +401,9 @@ class RCController(_Controller):
     """
 
     kind = "rc"
+    #: The audit kind of its events, and the pod label naming its pods' owner.
+    auditKind = AUDIT_KIND
+    ownerLabel = RC_ID_LABEL
 
     def __init__(self, *args, **kw):
         self.decideRC = kw.pop("decide", rcLogic.decide)
@@ -434,7 +444,7 @@ class RCController(_Controller):
                                 ("relabel", relabelled), ("rewrite", rewritten),
                                 ("unschedule", plan.unscheduled())):
             if changes:
-                found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
+                found.append(AuditEvent(self.auditKind, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
                     "reason": plan.reason}))
         return found
@@ -445,7 +455,7 @@ class RCController(_Controller):
             labels = snapshot.podLabels(change.node, change.podId)
         except StoreError:
             return False
-        return labels.get(RC_ID_LABEL) == self.objectId
+        return labels.get(self.ownerLabel) == self.objectId
 
 
 @implementer(IController)
@@ -475,6 +485,12 @@ class RollController(_Controller):
             status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
         return outcome, status
 
+def _dsController(*args, **kw):
+    """The daemon set farm's controller (its module imports this one)."""
+    from p2twisted.orchestrate.dscontroller import DSController
+    return DSController(*args, **kw)
+
+
 @attr.s(frozen=True)
 class FarmKind(object):
     """
@@ -488,6 +504,10 @@ class FarmKind(object):
         objectId, lock, clock, reader)}.
     @ivar holdWhenEmpty: whether the farm's empty-tree failsafe holds (not
         for rolls: the last roll ending empties their tree).
+    @ivar prepare: C{None}, or C{prepare(store, clock, config)} giving what
+        the orchestrator sets up once for this kind: an object with
+        C{context} (keyword arguments of every controller) and C{services}
+        (run beside the farm).
     """
 
     name = attr.ib()
@@ -495,15 +515,29 @@ class FarmKind(object):
     news = attr.ib()
     controller = attr.ib()
     holdWhenEmpty = attr.ib(default=True)
+    prepare = attr.ib(default=None)
 
-    def factory(self, store, clock, reader=None):
+    def factory(self, store, clock, reader=None, context=None):
         """
+        @param context: keyword arguments for every controller.
         @return: the farm's C{controllerFactory(objectId, lock)}; its
             controllers share C{reader} (default: a new L{SnapshotReader}).
         """
         if reader is None:
             reader = SnapshotReader(store)
-        return lambda objectId, lock: self.controller(store, objectId, lock, clock, reader)
+        context = context or {}
+        return lambda objectId, lock: self.controller(store, objectId, lock, clock, reader,
+                                                      **context)
+
+
+def _podClusterController(*args, **kw):
+    from p2twisted.orchestrate.pcfarm import PodClusterController
+    return PodClusterController(*args, **kw)
+
+
+def _preparePodClusters(store, clock, config):
+    from p2twisted.orchestrate.pcfarm import prepare
+    return prepare(store, clock, config)
 
 
 #: The farms there are, by C{--farms} name.  Their news trees leave out
@@ -516,4 +550,10 @@ FARMS = {
     "roll": FarmKind("roll", keys.ROLLS,
                      (keys.REPLICATION_CONTROLLERS, keys.labelTree("pod"), keys.HEALTH,
                       keys.REALITY), RollController, holdWhenEmpty=False),
+    "pc": FarmKind("pc", keys.POD_CLUSTERS,
+                   (keys.labelTree("pod"), keys.HEALTH, keys.MACHINES, keys.INTENT),
+                   _podClusterController, prepare=_preparePodClusters),
+    "ds": FarmKind("ds", keys.DAEMON_SETS,
+                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.REALITY),
+                   _dsController),
 }

@@ -94,6 +94,9 @@ class PodStatus(object):
         crash-loop monitor counted them (then C{crash_loop} is absent too).
     @ivar crash_loop: C{None}, or C{{"restarts", "seconds", "last_exit",
         "delay", "service", "text"}} of its worst crash-looping service.
+    @ivar auth: C{None}, or what the agent's auth policy decided about the
+        manifest (L{p2twisted.auth.policy.Decision.toDict}: C{allowed},
+        C{policy}, C{rule}, C{signer}).
     """
 
     pod = attr.ib()
@@ -105,6 +108,7 @@ class PodStatus(object):
     time = attr.ib(default=None)
     restarts = attr.ib(default=None)
     crash_loop = attr.ib(default=None)
+    auth = attr.ib(default=None)
 
     #: The fields the crash-loop monitor owns.
     COUNTS = ("restarts", "crash_loop")
@@ -119,7 +123,7 @@ class PodStatus(object):
                    field(key, record, "error", str),
                    field(key, record, "attempts", int, default=0),
                    field(key, record, "time", str), field(key, record, "restarts", int),
-                   field(key, record, "crash_loop", dict))
+                   field(key, record, "crash_loop", dict), field(key, record, "auth", dict))
 
     @property
     def counted(self):
@@ -134,6 +138,8 @@ class PodStatus(object):
         if not self.counted:
             for name in self.COUNTS:
                 del record[name]
+        if self.auth is None:
+            del record["auth"]
         return dumpObject(record)
 
 

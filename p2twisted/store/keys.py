@@ -18,6 +18,7 @@ REPLICATION_CONTROLLERS = "replication_controllers"
 ROLLS = "rolls"
 DAEMON_SETS = "daemon_sets"
 POD_CLUSTERS = "pod_clusters"
+POD_CLUSTER_NAMES = "pod_cluster_names"
 HOOKS = "hooks"
 HEALTH = "health"
 STATUS = "status"
@@ -28,7 +29,8 @@ CONFIRMATIONS = "confirmations"
 
 #: The top-level trees, in the order C{p2 init} shows them.
 TREES = (INTENT, REALITY, MACHINES, LABELS, SERVICES, REPLICATION_CONTROLLERS, ROLLS,
-         DAEMON_SETS, POD_CLUSTERS, HOOKS, HEALTH, STATUS, LOCKS, AUDIT, REQUESTS, CONFIRMATIONS)
+         DAEMON_SETS, POD_CLUSTERS, POD_CLUSTER_NAMES, HOOKS, HEALTH, STATUS, LOCKS, AUDIT,
+         REQUESTS, CONFIRMATIONS)
 
 #: Label types and how many key segments their ids have.
 LABEL_TYPES = {
@@ -134,6 +136,16 @@ def daemonSet(dsId):
 
 def podCluster(pcId):
     return _join(POD_CLUSTERS, pcId)
+
+
+def podClusterName(podId, availabilityZone, clusterName):
+    """
+    C{pod_cluster_names/<pod_id>/<availability_zone>/<cluster_name>}: the
+    create-only index key holding the id of the one pod cluster of that
+    triple, created in the transaction creating the cluster (so two creates
+    racing for one triple cannot both succeed).
+    """
+    return _names(POD_CLUSTER_NAMES, podId, availabilityZone, clusterName)
 
 
 def hook(event, podId):

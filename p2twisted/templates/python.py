@@ -24,7 +24,8 @@ class PythonTemplate(BaseTemplate):
         Option("wsgi", "str", None, "a WSGI application, module:callable (served on --port)"),
         Option("module", "str", None, "a module to run as __main__ instead of --wsgi"),
         Option("port", "int", 8080, "the HTTP port (GET /_status answers 200 with --wsgi)"),
-        Option("bind", "str", "127.0.0.1", "the address to listen on (0.0.0.0: every one)"),
+        Option("bind", "str", None, "the address to listen on (default: the node's pod address, "
+                                     "$POD_ADDRESS; 0.0.0.0: every one)"),
         Option("path", "list", [], "directories added to sys.path (readable by the pod's user)"),
     ]
     tasks = {
@@ -80,8 +81,9 @@ class PythonTemplate(BaseTemplate):
         return BaseTemplate.statusCheck(self, settings)
 
     def env(self, serviceName, settings):
-        env = {"PORT": settings["port"], "BIND": settings["bind"],
-               "APP_PATH": ":".join(settings["path"])}
+        env = {"PORT": settings["port"], "APP_PATH": ":".join(settings["path"])}
+        if settings["bind"]:
+            env["BIND"] = settings["bind"]
         if settings["wsgi"]:
             env["WSGI"] = settings["wsgi"]
         else:

@@ -21,7 +21,8 @@ class StaticTemplate(BaseTemplate):
         Option("port", "int", 8080, "the HTTP port"),
         Option("directory", "path", None, "the directory to serve (readable by the pod's user)",
                required=True),
-        Option("bind", "str", "127.0.0.1", "the address to listen on (0.0.0.0: every one)"),
+        Option("bind", "str", None, "the address to listen on (default: the node's pod address, "
+                                     "$POD_ADDRESS; 0.0.0.0: every one)"),
     ]
     tasks = {}
 
@@ -42,8 +43,10 @@ class StaticTemplate(BaseTemplate):
                 "serve.py": (resource("static_serve.py"), 0o644)}
 
     def env(self, serviceName, settings):
-        return {"PORT": settings["port"], "DIRECTORY": settings["directory"],
-                "BIND": settings["bind"]}
+        env = {"PORT": settings["port"], "DIRECTORY": settings["directory"]}
+        if settings["bind"]:
+            env["BIND"] = settings["bind"]
+        return env
 
 
 template = StaticTemplate()

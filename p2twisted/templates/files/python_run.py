@@ -31,13 +31,21 @@ class QuietHandler(WSGIRequestHandler):
         sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
 
+def _address():
+    """
+    Where to listen: the service's --bind, else the node's pod address (the
+    agent's health check and other nodes reach the pod there).
+    """
+    return os.environ.get("BIND") or os.environ.get("POD_ADDRESS") or "127.0.0.1"
+
+
 def main():
     for path in reversed([p for p in os.environ.get("APP_PATH", "").split(":") if p]):
         sys.path.insert(0, path)
     if os.environ.get("WSGI"):
         moduleName, _, name = os.environ["WSGI"].partition(":")
         app = getattr(importlib.import_module(moduleName), name or "application")
-        server = make_server(os.environ.get("BIND", "127.0.0.1"), int(os.environ["PORT"]),
+        server = make_server(_address(), int(os.environ["PORT"]),
                              withStatus(app), handler_class=QuietHandler)
         sys.stderr.write("serving %s on port %s\n" % (os.environ["WSGI"], os.environ["PORT"]))
         sys.stderr.flush()

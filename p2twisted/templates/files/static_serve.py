@@ -1,5 +1,5 @@
 """
-Serve $DIRECTORY over HTTP on $BIND:$PORT; GET /_status answers 200.
+Serve $DIRECTORY over HTTP on $BIND (else $POD_ADDRESS):$PORT; GET /_status answers 200.
 Shipped in the artifact of the p2 'static' template; runs on the system Python.
 """
 
@@ -31,12 +31,20 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
 
+def _address():
+    """
+    Where to listen: the service's --bind, else the node's pod address (the
+    agent's health check and other nodes reach the pod there).
+    """
+    return os.environ.get("BIND") or os.environ.get("POD_ADDRESS") or "127.0.0.1"
+
+
 def main():
     directory = os.environ["DIRECTORY"]
     handler = functools.partial(Handler, directory=directory)
     http.server.ThreadingHTTPServer.allow_reuse_address = True
     server = http.server.ThreadingHTTPServer(
-        (os.environ.get("BIND", "127.0.0.1"), int(os.environ["PORT"])), handler)
+        (_address(), int(os.environ["PORT"])), handler)
     sys.stderr.write("serving %s on port %s\n" % (directory, os.environ["PORT"]))
     sys.stderr.flush()
     server.serve_forever()

@@ -1,0 +1,247 @@
+# -*- test-case-name: tests.test_syncers_haproxy -*-
+"""
+The C{haproxy} syncer: one backend section per pod cluster, in
+C{<directory>/<cluster id>.cfg} (HAProxy loads every C{*.cfg} of a directory
+given with C{-f}), listing the cluster's healthy members; then HAProxy is
+reloaded gracefully.
+
+Each sync writes the file atomically, has HAProxy check the whole
+configuration (C{haproxy -c}; a failing check puts the old file back and
+the sync fails, naming HAProxy's complaint) and reloads it: C{SIGUSR2} to the
+master process of HAProxy's master-worker mode (C{haproxy -W -p PIDFILE}, as
+Debian's haproxy.service runs it), whose new workers take over the
+listening sockets while the old ones finish their connections -- or runs
+C{reload_command}.
+
+The section (annotations of the pod cluster adjust it)::
+
+    # p2 pod cluster <id> (pod <pod_id>, <az>/<cluster_name>): written by p2; edits are lost
+    backend <haproxy_backend annotation, else the cluster id>
+        <each line of the haproxy_options annotation, else balance roundrobin,
+         option redispatch, retries 3, retry-on conn-failure empty-response>
+        server <node> <host:port> <haproxy_server_options annotation, else check inter 1s>
+
+Settings (orchestrator config, C{syncers: {haproxy: {...}}}):
+  - C{directory} (required): where the backend files go;
+  - C{configs}: the files and directories C{haproxy -c} checks, as HAProxy
+    loads them (default C{[/etc/haproxy/haproxy.cfg, <directory>]});
+  - C{pid_file}: the master process's pid file (default C{/run/haproxy.pid});
+  - C{reload_command}: an argument list to run instead of signalling it;
+  - C{haproxy}: the HAProxy program (default C{haproxy}).
+"""
+
+import os
+import re
+import signal
+
+from twisted.internet import defer, utils
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from p2twisted.orchestrate.syncers import IPodClusterSyncer, SyncerError, setting
+
+log = Logger()
+
+SUFFIX = ".cfg"
+HEADER = "# p2 pod cluster "
+#: A request a server refused or closed without answering (a pod halted
+#: mid-request) goes to another server, up to 3 times.
+DEFAULT_OPTIONS = ("balance roundrobin", "option redispatch", "retries 3",
+                   "retry-on conn-failure empty-response")
+DEFAULT_SERVER_OPTIONS = "check inter 1s"
+_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+def _annotation(cluster, key, default):
+    value = cluster.annotations.get(key, default)
+    return default if value is None else value
+
+
+def render(cluster, members):
+    """
+    @return: the text of C{cluster}'s backend file for C{members} (the
+        healthy ones with an address are its servers).
+    @raise SyncerError: for an annotation HAProxy would not take.
+    """
+    backend = _annotation(cluster, "haproxy_backend", cluster.id)
+    options = _annotation(cluster, "haproxy_options", list(DEFAULT_OPTIONS))
+    serverOptions = _annotation(cluster, "haproxy_server_options", DEFAULT_SERVER_OPTIONS)
+    if not isinstance(backend, str) or not _NAME.match(backend):
+        raise SyncerError("pod cluster %s: annotation haproxy_backend %r is no HAProxy name "
+                          "([A-Za-z0-9._:-]+)" % (cluster.id, backend))
+    if isinstance(options, str):
+        options = [options]
+    if not isinstance(options, list) or not all(
+            isinstance(o, str) and "\n" not in o for o in options):
+        raise SyncerError("pod cluster %s: annotation haproxy_options must be a list of "
+                          "one-line texts, got %r" % (cluster.id, options))
+    if not isinstance(serverOptions, str) or "\n" in serverOptions:
+        raise SyncerError("pod cluster %s: annotation haproxy_server_options must be one "
+                          "line of text, got %r" % (cluster.id, serverOptions))
+    lines = ["%s%s (pod %s, %s/%s): written by p2; edits are lost"
+             % (HEADER, cluster.id, cluster.pod_id, cluster.availability_zone,
+                cluster.cluster_name),
+             "backend %s" % (backend,)]
+    lines += ["    %s" % (o,) for o in options]
+    for member in members:
+        if member.healthy and member.address:
+            lines.append(("    server %s %s %s" % (member.node, member.address,
+                                                   serverOptions)).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+@implementer(IPodClusterSyncer)
+class HAProxySyncer(object):
+    """
+    @ivar directory: where the backend files are.
+    @ivar configs: what C{haproxy -c} checks.
+    @ivar reloads: how many reloads it asked for.
+    """
+
+    name = "haproxy"
+
+    def __init__(self, reactor, directory, configs=None, pidFile="/run/haproxy.pid",
+                 reloadCommand=None, program="haproxy"):
+        self.reactor = reactor
+        self.directory = directory
+        self.configs = list(configs) if configs else ["/etc/haproxy/haproxy.cfg", directory]
+        self.pidFile = pidFile
+        self.reloadCommand = reloadCommand
+        self.program = program
+        self.reloads = 0
+        self._lock = defer.DeferredLock()
+        #: Whether a file changed since HAProxy last reloaded.
+        self._stale = False
+
+    def path(self, clusterId):
+        return os.path.join(self.directory, clusterId + SUFFIX)
+
+    def sync(self, cluster, members):
+        try:
+            text = render(cluster, members)
+        except SyncerError:
+            return defer.fail()
+        return self._lock.run(self._replace, cluster.id, text.encode("utf-8"))
+
+    def delete(self, clusterId):
+        return self._lock.run(self._replace, clusterId, None)
+
+    def initialClusters(self):
+        found = []
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if not name.endswith(SUFFIX) or name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    first = f.readline().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if first.startswith(HEADER):
+                found.append(name[:-len(SUFFIX)])
+        return defer.succeed(found)
+
+    @defer.inlineCallbacks
+    def _replace(self, clusterId, data):
+        """
+        Put C{data} (C{None}: no file) in C{clusterId}'s file, check HAProxy's
+        configuration (putting the old file back when it fails) and reload.
+        """
+        from p2twisted.agent.runtime import atomicWrite
+        path = self.path(clusterId)
+        try:
+            with open(path, "rb") as f:
+                old = f.read()
+        except FileNotFoundError:
+            old = None
+        except OSError as e:
+            raise SyncerError("haproxy syncer: cannot read %s: %s" % (path, e.strerror or e))
+        if old == data and not self._stale:
+            return
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            self._put(path, data, atomicWrite)
+        except OSError as e:
+            raise SyncerError("haproxy syncer: cannot write %s: %s" % (path, e.strerror or e))
+        error = yield self._check()
+        if error is not None:
+            self._put(path, old, atomicWrite)
+            raise SyncerError("haproxy syncer: HAProxy refuses the configuration with %s: %s"
+                              % (path, error))
+        self._stale = True
+        yield self._reload()
+        self._stale = False
+        log.info("haproxy syncer: {path} {what}; HAProxy reloaded", path=path,
+                 what="removed" if data is None else "written", event="haproxy-reload")
+
+    def _put(self, path, data, atomicWrite):
+        if data is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        else:
+            atomicWrite(path, data)
+
+    @defer.inlineCallbacks
+    def _check(self):
+        """
+        @return: L{Deferred} firing with C{None} when C{haproxy -c} accepts
+            the configuration, else with its complaint (one line).
+        """
+        import shutil
+        program = shutil.which(self.program)
+        if program is None:
+            return "cannot find the program %r" % (self.program,)
+        args = ["-c"]
+        for config in self.configs:
+            args += ["-f", config]
+        try:
+            out, err, code = yield utils.getProcessOutputAndValue(
+                program, args, env=os.environ, reactor=self.reactor)
+        except OSError as e:
+            return "cannot run %s: %s" % (program, e)
+        if code == 0:
+            return None
+        lines = [re.sub(r"^\[ALERT\]\s*\(\d+\)\s*:\s*", "", line.strip())
+                 for line in (err + out).decode("utf-8", "replace").splitlines()
+                 if line.startswith("[ALERT]")] or ["exit status %s" % (code,)]
+        return lines[0]
+
+    @defer.inlineCallbacks
+    def _reload(self):
+        self.reloads += 1
+        if self.reloadCommand:
+            out, err, code = yield utils.getProcessOutputAndValue(
+                self.reloadCommand[0], self.reloadCommand[1:], env=os.environ,
+                reactor=self.reactor)
+            if code != 0:
+                raise SyncerError("haproxy syncer: %s failed (exit %s): %s" % (
+                    " ".join(self.reloadCommand), code,
+                    (err or out).decode("utf-8", "replace").strip()[:200]))
+            return
+        try:
+            with open(self.pidFile) as f:
+                pid = int(f.read().split()[0])
+            os.kill(pid, signal.SIGUSR2)
+        except (OSError, ValueError, IndexError) as e:
+            raise SyncerError("haproxy syncer: cannot reload HAProxy through its master's pid "
+                              "file %s: %s (is HAProxy running as 'haproxy -W -p %s'?)"
+                              % (self.pidFile, getattr(e, "strerror", None) or e, self.pidFile))
+
+
+def syncer(settings, reactor):
+    """The C{haproxy} entry point."""
+    directory = setting("haproxy", settings, "directory", str, required=True)
+    configs = setting("haproxy", settings, "configs", list)
+    command = setting("haproxy", settings, "reload_command", list)
+    for name, value in (("configs", configs), ("reload_command", command)):
+        if value is not None and (not value or not all(isinstance(v, str) for v in value)):
+            raise SyncerError("orchestrator config syncers.haproxy.%s: expected a list of "
+                              "texts, got %r" % (name, value))
+    return HAProxySyncer(reactor, directory, configs,
+                         setting("haproxy", settings, "pid_file", str, "/run/haproxy.pid"),
+                         command, setting("haproxy", settings, "haproxy", str, "haproxy"))

@@ -1,0 +1,154 @@
+"""
+The haproxy syncer: the backend section it writes, and a real HAProxy
+(master-worker mode, reloaded by SIGUSR2) following its syncs to real HTTP
+servers; a configuration HAProxy refuses fails the sync and changes nothing.
+"""
+
+import os
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from p2twisted.orchestrate.podcluster import Member
+from p2twisted.orchestrate.syncers import SyncerError, loadSyncers
+from p2twisted.records.podcluster import PodCluster
+from p2twisted.syncers.haproxy import render
+from tests.haproxyserver import HAProxyServer, requireHAProxy, servePod
+from tests.servers import freePort
+from tests.store_contract import waitFor
+
+PC = PodCluster("web-az1-prod", "web", "az1", "prod")
+
+
+class RenderTests(unittest.TestCase):
+
+    def test_backend(self):
+        """
+        The section names the cluster, lists its healthy members with an
+        address as servers, and takes its options from the annotations.
+        """
+        members = [Member("n1", "web", "10.0.0.1:80", True),
+                   Member("n2", "web", "10.0.0.2:80", False),
+                   Member("n3", "web", None, True)]
+        self.assertEqual(render(PC, members), (
+            "# p2 pod cluster web-az1-prod (pod web, az1/prod): written by p2; edits are lost\n"
+            "backend web-az1-prod\n"
+            "    balance roundrobin\n"
+            "    option redispatch\n"
+            "    retries 3\n"
+            "    retry-on conn-failure empty-response\n"
+            "    server n1 10.0.0.1:80 check inter 1s\n"))
+        pc = PC.withAnnotations({"haproxy_backend": "web", "haproxy_options": ["balance first"],
+                                 "haproxy_server_options": ""})
+        self.assertEqual(render(pc, members).splitlines()[1:],
+                         ["backend web", "    balance first", "    server n1 10.0.0.1:80"])
+
+    def test_badAnnotations(self):
+        """An annotation HAProxy could not take is a one-line error naming it."""
+        for annotations in ({"haproxy_backend": "a b"}, {"haproxy_options": "x\ny"},
+                            {"haproxy_options": [1]}, {"haproxy_server_options": 5}):
+            e = self.assertRaises(SyncerError, render, PC.withAnnotations(annotations), [])
+            self.assertIn(list(annotations)[0], str(e))
+
+    def test_settings(self):
+        """Missing or mistyped settings are one-line errors naming them."""
+        for settings, named in (({}, "syncers.haproxy.directory is required"),
+                                ({"directory": "d", "configs": "x"}, "syncers.haproxy.configs"),
+                                ({"directory": "d", "reload_command": []},
+                                 "syncers.haproxy.reload_command")):
+            e = self.assertRaises(SyncerError, loadSyncers, {"haproxy": settings}, None)
+            self.assertIn(named, str(e))
+        e = self.assertRaises(SyncerError, loadSyncers, {"nginx": {}}, None)
+        self.assertIn("unknown syncer 'nginx'", str(e))
+
+
+class RealHAProxyTests(unittest.TestCase):
+
+    timeout = 120
+
+    def setUp(self):
+        requireHAProxy()
+        self.proxy = HAProxyServer(PC.id)
+        self.proxy.prepare(os.path.abspath(self.mktemp()))
+        os.makedirs(self.proxy.directory, exist_ok=True)
+        with open(os.path.join(self.proxy.backends, PC.id + ".cfg"), "w") as f:
+            f.write(render(PC, []))
+        self.proxy.start()
+        self.addCleanup(self.proxy.stopGracefully)
+        self.syncer = loadSyncers({"haproxy": self.proxy.settings()}, reactor)[0]
+        self.port = freePort()
+        self.pods = {name: servePod(self, reactor, name, "127.0.0.1", freePort())
+                     for name in ("a", "b")}
+
+    def members(self, *names):
+        return [Member(n, "web", "127.0.0.1:%d" % (self.pods[n].getHost().port,), True)
+                for n in names]
+
+    def reaches(self, expected):
+        @defer.inlineCallbacks
+        def check():
+            return (yield self.proxy.reached()) == expected
+        return waitFor(check, timeout=60, interval=0.1,
+                       what="requests through HAProxy to reach %r" % (expected,))
+
+    @defer.inlineCallbacks
+    def test_followsSyncs(self):
+        """
+        Requests through HAProxy reach the members of each sync: none (503),
+        one, both, the other; HAProxy is reloaded each time (its master
+        stays), and the syncer lists the cluster as one it holds.
+        """
+        yield self.reaches({"<503>"})
+        master = self.proxy.process.pid
+        yield self.syncer.sync(PC, self.members("a"))
+        yield self.reaches({"a"})
+        yield self.syncer.sync(PC, self.members("a", "b"))
+        yield self.reaches({"a", "b"})
+        yield self.syncer.sync(PC, self.members("b"))
+        yield self.reaches({"b"})
+        self.assertEqual(self.proxy.process.poll(), None)
+        self.assertEqual(self.proxy.process.pid, master)
+        self.assertEqual(self.syncer.reloads, 3)
+        self.assertEqual((yield self.syncer.initialClusters()), [PC.id])
+
+    @defer.inlineCallbacks
+    def test_refusedConfiguration(self):
+        """
+        A backend HAProxy refuses (a bad option line from the annotations)
+        fails the sync with HAProxy's complaint; the old file is put back and
+        HAProxy, not reloaded, keeps serving the last members.
+        """
+        yield self.syncer.sync(PC, self.members("a"))
+        yield self.reaches({"a"})
+        path = os.path.join(self.proxy.backends, PC.id + ".cfg")
+        with open(path) as f:
+            before = f.read()
+        bad = PC.withAnnotations({"haproxy_options": ["no-such-keyword 1"]})
+        e = yield self.assertFailure(self.syncer.sync(bad, self.members("b")), SyncerError)
+        self.assertIn("HAProxy refuses the configuration", str(e))
+        self.assertIn("no-such-keyword", str(e))
+        with open(path) as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(self.syncer.reloads, 1)
+        self.assertEqual((yield self.proxy.reached()), {"a"})
+
+    @defer.inlineCallbacks
+    def test_deleteAndNotRunning(self):
+        """
+        Deleting a cluster removes its file and reloads; with HAProxy not
+        running, a sync fails saying so, and the next sync reloads even
+        when its file is unchanged.
+        """
+        other = PodCluster("other", "web", "az1", "canary")
+        yield self.syncer.sync(other, self.members("a"))
+        self.assertEqual(sorted((yield self.syncer.initialClusters())), ["other", PC.id])
+        yield self.syncer.delete("other")
+        self.assertEqual((yield self.syncer.initialClusters()), [PC.id])
+        self.proxy.stopGracefully()
+        os.unlink(self.proxy.pidFile)
+        e = yield self.assertFailure(self.syncer.sync(PC, self.members("a")), SyncerError)
+        self.assertIn("cannot reload HAProxy", str(e))
+        self.proxy.start()
+        yield self.syncer.sync(PC, self.members("a"))
+        self.assertEqual(self.syncer.reloads, 4)
+        yield self.reaches({"a"})

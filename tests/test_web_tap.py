@@ -1,0 +1,214 @@
+# -*- test-case-name: tests.test_web_tap -*-
+"""
+C{twistd p2-api} (L{p2twisted.web.tap}) and C{p2 ui} (L{p2twisted.cli.ui}):
+their settings (loopback by default, the token file), the service in this
+process, and both as real processes on a local store.
+"""
+
+import os
+import signal
+import sys
+
+import treq
+from twisted.internet import defer, reactor
+from twisted.python import usage
+from twisted.trial import unittest
+
+from p2twisted.errors import UsageError
+from p2twisted.web import tap
+from tests.agentharness import freePort
+from tests.fleetcli import FleetCommandMixin
+from tests.store_contract import waitFor
+from tests.test_agent_process_e2e import AgentProcess
+
+TOKEN = "a-t0ken-nobody-guesses"
+
+
+def tokenFile(test, content=TOKEN + "\n"):
+    path = os.path.abspath(test.mktemp())
+    with open(path, "w") as f:
+        f.write(content)
+    return path
+
+
+@defer.inlineCallbacks
+def request(method, url, token=None, body=b'{"replicas": 1}'):
+    """
+    @return: L{Deferred} firing with C{(code, body)}, or C{None} when
+        nothing answers.
+    """
+    headers = {b"Authorization": [b"Bearer " + token.encode()]} if token else {}
+    try:
+        response = yield treq.request(method.decode("ascii"), url, headers=headers, data=body,
+                                      persistent=False, timeout=5)
+        body = yield response.content()
+    except Exception:
+        return None
+    return response.code, body
+
+
+class OptionsTests(unittest.TestCase):
+
+    def test_loopbackByDefault(self):
+        """
+        Without C{--listen}, p2-api listens on loopback port 8080; without
+        C{--token-file}, it has no token.
+        """
+        options = tap.Options()
+        options.parseOptions(["--store", "local:///tmp/x/state.db"])
+        self.assertEqual(options.settings.listen, "tcp:8080:interface=127.0.0.1")
+        self.assertTrue(tap.isLoopback(options.settings.listen))
+        self.assertIsNone(options.settings.token)
+
+    def test_isLoopback(self):
+        """
+        Only a loopback interface or a UNIX socket counts as loopback.
+        """
+        self.assertEqual([tap.isLoopback(d) for d in (
+            "tcp:80:interface=127.0.0.1", "tcp6:80:interface=\\:\\:1", "unix:/tmp/s",
+            "tcp:80", "tcp:80:interface=0.0.0.0", "tcp:80:interface=10.0.0.1")],
+            [True, False, True, False, False, False])
+
+    def test_token(self):
+        """
+        The token file's content, whitespace stripped, is the token; it is
+        in no repr of the settings.
+        """
+        options = tap.Options()
+        options.parseOptions(["--store", "local:///tmp/x/state.db", "--token-file",
+                              tokenFile(self)])
+        self.assertEqual(options.settings.token, TOKEN.encode())
+        self.assertNotIn(TOKEN, repr(options.settings))
+
+    def test_badTokenFile(self):
+        """
+        A missing, empty or multi-word token file is a one-line usage error
+        naming the file and never its content.
+        """
+        for path, message in ((self.mktemp(), "cannot read"),
+                              (tokenFile(self, " \n"), "is empty"),
+                              (tokenFile(self, "one two\n"), "one token")):
+            options = tap.Options()
+            error = self.assertRaises(usage.UsageError, options.parseOptions,
+                                      ["--store", "local:///tmp/x/state.db", "--token-file",
+                                       path])
+            self.assertIn(message, str(error))
+            self.assertIn(path, str(error))
+            self.assertNotIn("two", str(error))
+        self.assertRaises(UsageError, tap.readToken, self.mktemp())
+
+    def test_badListen(self):
+        """
+        A C{--listen} that is no endpoint is a one-line usage error naming
+        it.
+        """
+        for listen in ("garbage", "tcp:http", "tcp:80:colour=red"):
+            error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
+                                      ["--store", "local:///tmp/x/state.db", "--listen", listen])
+            self.assertIn("--listen %s:" % (listen,), str(error))
+
+
+class ServiceTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_servesOnceStoreOpen(self):
+        """
+        The service listens where told and serves the store once open;
+        stopped, it closes both.
+        """
+        url = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        os.makedirs(os.path.dirname(url[len("local://"):]))
+        service = tap.APIService(tap.APIConfig(url, "tcp:0:interface=127.0.0.1"), reactor)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        port = yield service.listening
+        base = tap.url(port.getHost())
+        self.assertTrue(base.startswith("http://127.0.0.1:"))
+        code, body = yield waitFor(
+            lambda: request(b"GET", base + "api/v1/nodes").addCallback(
+                lambda r: r if r and r[0] == 200 else None), timeout=30, what="the API")
+        yield service.stopService()
+        self.assertIsNone(service.api.store)
+        self.assertIsNone((yield request(b"GET", base + "api/v1/nodes")))
+
+    @defer.inlineCallbacks
+    def test_unavailableStore(self):
+        """
+        While its store cannot be opened, the API answers 503 (and keeps
+        retrying).
+        """
+        url = "local://" + os.path.abspath(__file__) + "/not-a-dir/state.db"
+        service = tap.APIService(tap.APIConfig(url, "tcp:0:interface=127.0.0.1"), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = yield service.listening
+        code, body = yield request(b"GET", tap.url(port.getHost()) + "api/v1/rcs")
+        self.assertEqual(code, 503)
+        yield service.stopService()
+
+
+class APIProcess(AgentProcess):
+    """
+    A C{twistd -n p2-api} subprocess.
+    """
+
+    def __init__(self, testCase, store, port, *more):
+        self.testCase = testCase
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.argv = [sys.executable, twistd, "-n", "--pidfile=", "p2-api", "--store", store,
+                     "--listen", "tcp:%d:interface=127.0.0.1" % (port,)] + list(more)
+        self.proto = None
+
+    def report(self):
+        from twisted.python import log
+        log.msg("p2-api output:\n" + self.proto.output.decode("utf-8", "replace"))
+
+
+class ProcessTests(FleetCommandMixin, unittest.TestCase):
+    """
+    (L{FleetCommandMixin} for its local store and C{spawn} of C{p2}.)
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_twistdPlugin(self):
+        """
+        C{twistd -n p2-api} serves the API on loopback: reads answer, a
+        write with a wrong token is a 401, one with the token goes through
+        (a 404 for an RC that is not there); the token is in none of its
+        output; SIGTERM stops it.
+        """
+        port = freePort()
+        process = APIProcess(self, self.url, port, "--token-file", tokenFile(self)).start()
+        base = "http://127.0.0.1:%d/" % (port,)
+        yield waitFor(lambda: request(b"GET", base + "api/v1/nodes").addCallback(
+            lambda r: r and r[0] == 200), timeout=60, what="p2-api to answer")
+        scale = base + "api/v1/rcs/web/scale"
+        self.assertEqual((yield request(b"POST", scale, token="wrong"))[0], 401)
+        self.assertEqual((yield request(b"POST", scale))[0], 401)
+        self.assertEqual((yield request(b"POST", scale, token=TOKEN))[0], 404)
+        yield process.kill(signal.SIGTERM)
+        output = process.proto.output.decode("utf-8", "replace")
+        self.assertIn("p2-api serving at %s" % (base,), output)
+        self.assertIn("POST /api/v1/rcs/web/scale", output)
+        self.assertNotIn(TOKEN, output)
+
+    @defer.inlineCallbacks
+    def test_ui(self):
+        """
+        C{p2 ui --port 0} prints the URL it serves on loopback and serves
+        the API and the page there until interrupted.
+        """
+        lines, ended = self.spawn("ui", "--port", "0")
+        self.addCleanup(lambda: ended.called or ended.transport.signalProcess(signal.SIGKILL)
+                        or ended)
+        line = yield lines.get()
+        self.assertIn("read-only", line)
+        url = line.split(" is at ", 1)[1].split(" ", 1)[0]
+        self.assertTrue(url.startswith("http://127.0.0.1:"), line)
+        code, body = yield waitFor(lambda: request(b"GET", url + "api/v1/nodes").addCallback(
+            lambda r: r if r and r[0] == 200 else None), timeout=30, what="p2 ui's API")
+        self.assertEqual((yield request(b"GET", url))[0], 200)
+        ended.transport.signalProcess(signal.SIGINT)
+        self.assertEqual((yield ended), 130)
