@@ -63,6 +63,25 @@ class GPGVerifierTests(TestCase):
         self.assertEqual(signer.fingerprint, self.alice)
 
     @defer.inlineCallbacks
+    def test_trailingBlanksAddedAfterSigning(self):
+        """
+        Trailing blanks added to a clear-signed manifest after signing still
+        verify (gpg's signature does not cover them), so the manifest the
+        agent parses and runs must not contain them either: here a blank
+        after a shell line continuation would turn C{echo one ; echo two}
+        into two different commands.
+        """
+        text = MANIFEST + b"  script: |\n    echo one \\\n    ; echo two\n"
+        signed = self.keys.clearSign(self.alice, text)
+        tampered = signed.replace(b"echo one \\\n", b"echo one \\ \n")
+        self.assertNotEqual(tampered, signed)
+        m = parseManifest(tampered)
+        signer = yield self.verifier.verify(m.signedBody, m.signature)
+        self.assertEqual(signer.fingerprint, self.alice)
+        self.assertEqual(m.config["script"], parseManifest(text).config["script"])
+        self.assertEqual(m.sha(), parseManifest(text).sha())
+
+    @defer.inlineCallbacks
     def test_detached(self):
         """
         A detached signature over bytes (an artifact) is good.
