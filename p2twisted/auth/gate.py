@@ -45,11 +45,17 @@ class AuthGate(object):
 
         @return: L{Deferred} firing with the L{Decision}.
         """
-        generation = self.auth.generation
-        known = self._refusals.get(name)
-        if known is not None and known[:2] == (raw, generation):
-            return known[2]
-        decision = yield self.auth.authorize(manifest)
+        while True:
+            generation = self.auth.generation
+            known = self._refusals.get(name)
+            if known is not None and known[:2] == (raw, generation):
+                return known[2]
+            decision = yield self.auth.authorize(manifest)
+            # A policy that changed while it was asked may answer otherwise
+            # (and told its subscribers before this refusal was known, so
+            # nothing else would ask again): ask the new one.
+            if self.auth.generation == generation:
+                break
         if decision.allowed:
             self._refusals.pop(name, None)
             return decision
