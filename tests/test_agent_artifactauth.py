@@ -148,6 +148,7 @@ class ArtifactAuthTests(unittest.TestCase):
     def auth(self, kind):
         auth = ArtifactAuth.fromSettings(
             ArtifactAuthSettings(kind, self.keys.keyring, self.keys.allowed), self.cache, reactor)
+        self.addCleanup(auth.close)  # the cache closes only the last one's
         self.cache.auth = auth
         return auth
 
