@@ -81,6 +81,19 @@ class GPGVerifierTests(TestCase):
         self.assertEqual(m.config["script"], parseManifest(text).config["script"])
         self.assertEqual(m.sha(), parseManifest(text).sha())
 
+    def test_textAfterSignature(self):
+        """
+        Text after the signature -- here another clear-signed manifest,
+        which C{gpg --decrypt} of the file would print after the first --
+        is refused, not silently ignored.
+        """
+        from p2twisted.errors import ManifestError
+        signed = self.keys.clearSign(self.alice, MANIFEST)
+        other = self.keys.clearSign(self.alice, MANIFEST.replace(b"run_as: web", b"run_as: root"))
+        e = self.assertRaises(ManifestError, parseManifest, signed + other)
+        self.assertEqual(e.problems, ["pgp: text after the -----END PGP SIGNATURE----- line"])
+        self.assertEqual(parseManifest(signed + b"\n \r\n").runAs, "web")
+
     @defer.inlineCallbacks
     def test_detached(self):
         """

@@ -90,6 +90,11 @@ def _unwrapClearSigned(data, source):
     start = find(b"", 0, "blank line after its headers") + 1
     begin = find(_SIGNATURE_BEGIN, start, _SIGNATURE_BEGIN.decode() + " line")
     end = find(_SIGNATURE_END, begin, _SIGNATURE_END.decode() + " line")
+    if any(bare[end + 1:]):
+        # Not signed, not parsed here -- but other readers of the file (gpg
+        # --decrypt prints every clear-signed message in it) would see it.
+        raise ManifestError(["pgp: text after the %s line" % (_SIGNATURE_END.decode(),)],
+                            source)
     undash = [line[2:] if line.startswith(b"- ") else line for line in lines[start:begin]]
     # RFC 4880 7.1: the signature covers the text without trailing blanks
     # on each line and without the line ending before the signature.
