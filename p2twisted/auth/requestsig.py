@@ -24,6 +24,8 @@ from twisted.logger import Logger
 from p2twisted.auth.settings import REQUEST_NAMESPACE
 from p2twisted.errors import AgentError, P2Error
 
+log = Logger()
+
 #: The fields of a request the agent acts on, all signed.
 SIGNED_FIELDS = ("kind", "pod", "task", "args", "timeout", "offsets")
 
@@ -128,7 +130,7 @@ class SeenRequests(object):
             except FileNotFoundError:
                 pass
             except (OSError, ValueError, AttributeError, TypeError) as e:
-                Logger().warn("cannot read the signed requests already carried out from "
+                log.warn("cannot read the signed requests already carried out from "
                               "{path} ({error}); starting afresh", path=path, error=str(e))
 
     def claim(self, key, until, now):
