@@ -131,7 +131,7 @@ class SeenRequests(object):
                 pass
             except (OSError, ValueError, AttributeError, TypeError) as e:
                 log.warn("cannot read the signed requests already carried out from "
-                              "{path} ({error}); starting afresh", path=path, error=str(e))
+                         "{path} ({error}); starting afresh", path=path, error=str(e))
 
     def claim(self, key, until, now):
         """
