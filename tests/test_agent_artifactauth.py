@@ -288,6 +288,24 @@ class ArtifactAuthTests(unittest.TestCase):
         self.assertFalse(os.path.exists(installDir))
 
     @defer.inlineCallbacks
+    def test_treeLinkToDevice(self):
+        """
+        A symbolic link to something that is not a regular file -- here
+        C{/dev/null}, listed with the digest of its (empty) content -- is no
+        file of the tree: the install fails naming it.  (Reading a link to
+        C{/dev/zero} or to a FIFO would never end.)
+        """
+        import hashlib
+        self.sha = buildHoist(self.artifact, files=FILES, symlinks={"bin/null": "/dev/null"})
+        self.auth("build")
+        self.signBuild()
+        listing = treeListing(FILES) + ("%s  bin/null\n" % (hashlib.sha256(b"").hexdigest(),)
+                                        ).encode()
+        reason = yield self.rejected(fetchAndInstall(
+            self.cache, self.installer, self.layout, "web", self.launchable(listing)))
+        self.assertIn("changed bin/null", reason)
+
+    @defer.inlineCallbacks
     def test_treeOfRunningInstall(self):
         """
         A refused listing for the install that runs (the same version
