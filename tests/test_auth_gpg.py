@@ -191,6 +191,24 @@ class GPGVerifierTests(TestCase):
                         reason)
 
     @defer.inlineCallbacks
+    def test_gpgKilled(self):
+        """
+        A gpg killed by a signal (the OOM killer, say) rejects the signature
+        in one line, rather than failing with gpg's raw outputs.
+        """
+        wrapper = os.path.join(self.dir, "gpg-killed")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\ncase " $* " in *" --verify "*) kill -9 $$;; esac\n'
+                    'exec gpg "$@"\n')
+        os.chmod(wrapper, 0o755)
+        verifier = GPGVerifier(self.keyring, tempDir=self.dir, gpg=wrapper)
+        self.addCleanup(verifier.close)
+        m = parseManifest(self.keys.clearSign(self.alice, MANIFEST))
+        self.verifier = verifier
+        self.assertEqual((yield self.rejected(m.signedBody, m.signature)),
+                         "gpg: gpg was killed by signal 9")
+
+    @defer.inlineCallbacks
     def test_closeRemovesHome(self):
         """
         C{close} removes the private GNUPGHOME.
