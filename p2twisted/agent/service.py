@@ -237,7 +237,8 @@ class AgentService(service.MultiService):
         handlers = self.pods.requestHandlers()
         if handlers is not None:
             RequestRunner(self.store, self.node, self.reactor, handlers,
-                          auth=self._policy(), podRoot=self.config.podRoot
+                          auth=self._policy(), podRoot=self.config.podRoot,
+                          seenPath=StateLayout(self.config.stateDir).seenRequests
                           ).setServiceParent(self)
 
     def _startHealth(self):
