@@ -7,6 +7,7 @@ process, and both as real processes on a local store.
 
 import os
 import signal
+import socket
 import sys
 
 import treq
@@ -193,6 +194,25 @@ class ProcessTests(FleetCommandMixin, unittest.TestCase):
         self.assertIn("p2-api serving at %s" % (base,), output)
         self.assertIn("POST /api/v1/rcs/web/scale", output)
         self.assertNotIn(TOKEN, output)
+
+    @defer.inlineCallbacks
+    def test_portTaken(self):
+        """
+        When its port is taken, C{twistd -n p2-api} exits non-zero at once
+        with one line saying why, rather than keep running serving nothing.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        process = APIProcess(self, self.url, taken.getsockname()[1]).start()
+        yield waitFor(lambda: process.proto.ended.called, timeout=60, what="p2-api to exit")
+        output = process.proto.output.decode("utf-8", "replace")
+        self.assertEqual(process.proto.reason.value.exitCode, 1, output)
+        self.assertIn("p2-api cannot listen at tcp:%d:interface=127.0.0.1: "
+                      % (taken.getsockname()[1],), output)
+        self.assertIn("Address already in use", output)
+        self.assertNotIn("Traceback", output)
 
     @defer.inlineCallbacks
     def test_ui(self):

@@ -124,9 +124,29 @@ class APIService(service.Service):
         self._delays = backoffPolicy(1.0, 30.0)
         self._opening = None
 
+    def privilegedStartService(self):
+        """
+        Listen (before twistd drops privileges); when that fails at once
+        (the port is taken, not allowed), end C{twistd} with one line
+        saying why rather than run serving nothing.
+        """
+        service.Service.privilegedStartService(self)
+        self._listen()
+        failed = []
+        self.listening.addErrback(failed.append)
+        if failed:
+            raise SystemExit("p2-api cannot listen at %s: %s" % (
+                self.config.listen, getattr(failed[0].value, "socketError", None)
+                or failed[0].getErrorMessage()))
+
     def startService(self):
-        from twisted.web.server import Site
         service.Service.startService(self)
+        if self.listening is None:
+            self._listen()
+        self._opening = self._open().addErrback(self._openFailed)
+
+    def _listen(self):
+        from twisted.web.server import Site
         if not isLoopback(self.config.listen):
             log.warn("p2-api listens at {listen}: not on loopback only; anyone who reaches it "
                      "reads the fleet", listen=self.config.listen)
@@ -144,7 +164,6 @@ class APIService(service.Service):
                      store=_shown(self.config.store), event="start")
             return port
         self.listening.addCallback(listening)
-        self._opening = self._open().addErrback(self._openFailed)
 
     def _openFailed(self, failure):
         if not failure.check(defer.CancelledError):
