@@ -256,8 +256,9 @@ class ReadTests(FleetMixin, unittest.TestCase):
         method; C{/} serves the dashboard page.
         """
         for method in (b"GET", b"POST", b"DELETE"):
-            response, body = yield self.ask(method, "/api/v1/nothing", code=404)
-            self.assertIn("no such API path", body["error"])
+            for path in ("/api/v1/nothing", "/api"):
+                response, body = yield self.ask(method, path, code=404)
+                self.assertIn("no such API path", body["error"])
         response, body = yield self.ask(b"GET", "/", code=200)
         self.assertIn(b"<html", body.lower())
 

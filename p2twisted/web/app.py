@@ -191,6 +191,8 @@ class API(object):
         from p2twisted.web import dashboard
         return dashboard.resource()
 
+    # (/api too: else werkzeug's redirect to /api/ ends in _internal, a 500.)
+    @app.route("/api", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     @app.route("/api/", branch=True, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
                                               "OPTIONS"])
     def apiUnknown(self, request):
