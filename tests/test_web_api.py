@@ -491,6 +491,9 @@ class WriteTests(FleetMixin, unittest.TestCase):
             b"POST", "/api/v1/rolls", {"from": "web", "manifest": manifest(2).decode(),
                                        "min_healthy": 1}, token=TOKEN, code=201)
         rollId = found["id"]
+        from p2twisted.web.openapi import document
+        self.assertEqual(sorted(c for c in document()["paths"]["/api/v1/rolls"]["post"][
+            "responses"] if c.startswith("2")), ["201"], "/openapi.json says what it answers")
         self.assertEqual(response.headers.getRawHeaders(b"location"),
                          [("/api/v1/rolls/%s" % (rollId,)).encode()])
         self.assertEqual((found["old_rc"], found["new"]["desired"], found["min_healthy"]),

@@ -103,6 +103,9 @@ def _operation(method, path, operationId, summary, query, body):
     if operationId == "events":
         operation["responses"]["200"] = {"description": "an event stream", "content": {
             "text/event-stream": {"schema": {"type": "string"}}}}
+    if operationId == "startRoll":
+        operation["responses"]["201"] = dict(operation["responses"].pop("200"), description=(
+            "started; Location: the roll's URL"))
     if method != "get":
         operation["security"] = [{"token": []}]
         operation["responses"]["401"] = {
