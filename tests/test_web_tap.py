@@ -103,7 +103,9 @@ class OptionsTests(unittest.TestCase):
         A C{--listen} that is no endpoint is a one-line usage error naming
         it.
         """
-        for listen in ("garbage", "tcp:http", "tcp:80:colour=red"):
+        missing = os.path.abspath(self.mktemp())
+        for listen in ("garbage", "tcp:http", "tcp:80:colour=red",
+                       "ssl:8443:privateKey=%s" % (missing,)):
             error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
                                       ["--store", "local:///tmp/x/state.db", "--listen", listen])
             self.assertIn("--listen %s:" % (listen,), str(error))

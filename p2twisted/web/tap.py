@@ -84,7 +84,7 @@ def apiConfig(path=None, store=None, listen=None, tokenFile=None, environ=None):
     listen = listen or DEFAULT_LISTEN
     try:
         endpoints.serverFromString(None, listen)  # parsed only: no reactor needed
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, KeyError, OSError) as e:  # (OSError: ssl:'s key file)
         raise UsageError("--listen %s: %s; expected an endpoint like %s"
                          % (listen, e, DEFAULT_LISTEN))
     return APIConfig(store=loadConfig(path, environ).storeURL(store), listen=listen,
