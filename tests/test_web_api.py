@@ -389,6 +389,34 @@ class SafetyTests(FleetMixin, unittest.TestCase):
                               if name.lower().startswith(b"access-control-")])
 
 
+class LoopbackHostTests(ServedMixin, unittest.TestCase):
+    """
+    An API listening on loopback (as C{p2-api} does by default) answers
+    only requests for a loopback name.
+    """
+
+    @defer.inlineCallbacks
+    def test_rebindingRefused(self):
+        """
+        A page of another site whose name resolves to 127.0.0.1 (DNS
+        rebinding: the browser then takes the API for that site's own and
+        lets the page read it) sends that name in C{Host}: it is a 403 JSON
+        error, for reads, the page and the event stream alike; requests for
+        localhost, 127.0.0.1 and [::1] are served.
+        """
+        from p2twisted.store.memory import MemoryStore
+        self.serve(API(MemoryStore(), loopbackOnly=True))
+        for host in (b"evil.example:8080", b"evil.example", b"127.0.0.1.evil.example:80",
+                     b"[::1].evil.example", b""):
+            for path in ("/api/v1/nodes", "/", "/api/v1/events"):
+                response, body = yield self.ask(b"GET", path, headers={b"Host": [host]},
+                                                code=403)
+                self.assertIn("loopback", body["error"])
+        for host in (b"127.0.0.1:8080", b"localhost", b"LOCALHOST:80", b"[::1]:8080",
+                     b"127.0.0.2"):
+            yield self.ask(b"GET", "/api/v1/nodes", headers={b"Host": [host]}, code=200)
+
+
 class WriteTests(FleetMixin, unittest.TestCase):
     """
     With the token, writes go through the CLI's paths (intent, labels, the

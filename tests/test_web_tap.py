@@ -130,6 +130,10 @@ class ServiceTests(unittest.TestCase):
         code, body = yield waitFor(
             lambda: request(b"GET", base + "api/v1/nodes").addCallback(
                 lambda r: r if r and r[0] == 200 else None), timeout=30, what="the API")
+        rebound = yield treq.get(base + "api/v1/nodes", headers={b"Host": [b"evil.example"]},
+                                 persistent=False)
+        yield rebound.content()
+        self.assertEqual(rebound.code, 403, "on loopback, only loopback names are answered")
         yield service.stopService()
         self.assertIsNone(service.api.store)
         self.assertIsNone((yield request(b"GET", base + "api/v1/nodes")))

@@ -118,7 +118,7 @@ class APIService(service.Service):
         from p2twisted.web.app import API
         self.config = config
         self.reactor = reactor
-        self.api = API(store, token=config.token)
+        self.api = API(store, token=config.token, loopbackOnly=isLoopback(config.listen))
         self.listening = None
         self._port = None
         self._delays = backoffPolicy(1.0, 30.0)
