@@ -154,6 +154,44 @@ class ServiceTests(unittest.TestCase):
         yield service.stopService()
 
 
+    @defer.inlineCallbacks
+    def test_largeBodyRefusedAtOnce(self):
+        """
+        A request saying or sending a body larger than the API takes is
+        answered 413 at once, before it is received and stored (no token is
+        needed to send one, so it must not fill the memory or the disk).
+        """
+        url = "local://" + os.path.abspath(__file__) + "/not-a-dir/state.db"
+        service = tap.APIService(tap.APIConfig(url, "tcp:0:interface=127.0.0.1"), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = (yield service.listening).getHost().port
+        for head in (b"Content-Length: %d\r\n" % (2 ** 40,), b"Transfer-Encoding: chunked\r\n"):
+            client = socket.create_connection(("127.0.0.1", port))
+            self.addCleanup(client.close)
+            client.sendall(b"POST /api/v1/rolls HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head + b"\r\n")
+            chunk = b"x" * (256 * 1024)
+            if b"chunked" in head:
+                chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            client.setblocking(False)
+            answer = []
+
+            def answered():
+                try:
+                    client.send(chunk)
+                except (BlockingIOError, ConnectionError):
+                    pass
+                try:
+                    answer.append(client.recv(65536))
+                except BlockingIOError:
+                    return False
+                except ConnectionError:
+                    return True
+                return b"\r\n\r\n" in b"".join(answer)
+            yield waitFor(answered, timeout=30, what="the 413")
+            self.assertTrue(b"".join(answer).startswith(b"HTTP/1.1 413 "), answer)
+
+
 class APIProcess(AgentProcess):
     """
     A C{twistd -n p2-api} subprocess.

@@ -24,6 +24,7 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import IResource
+from twisted.web.server import Request
 from zope.interface import implementer
 from werkzeug.exceptions import MethodNotAllowed, NotFound as NoRoute
 
@@ -38,6 +39,39 @@ log = Logger()
 
 #: The largest request body read (a manifest, a JSON object).
 MAX_BODY = 1024 * 1024
+
+
+class BoundedRequest(Request):
+    """
+    A request whose body may not be larger than L{MAX_BODY}: one saying
+    (C{Content-Length}) or sending more is answered 413 at once and its
+    connection closed, before the body is stored -- Twisted would otherwise
+    keep any body, in memory or a temporary file, before a handler (and its
+    token check) sees the request.
+    """
+
+    _refused = False
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+            length = 0
+        Request.gotLength(self, length)
+
+    def handleContentChunk(self, data):
+        if not self._refused and self.content.tell() + len(data) > MAX_BODY:
+            self._refuse()
+        if not self._refused:
+            Request.handleContentChunk(self, data)
+
+    def _refuse(self):
+        self._refused = True
+        body = json.dumps({"error": "the request body is larger than %d bytes"
+                                    % (MAX_BODY,)}).encode() + b"\n"
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        self.channel.transport.loseConnection()
 
 
 def jsonResponse(request, value, code=200):

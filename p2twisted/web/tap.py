@@ -147,12 +147,14 @@ class APIService(service.Service):
 
     def _listen(self):
         from twisted.web.server import Site
+
+        from p2twisted.web.app import BoundedRequest
         if not isLoopback(self.config.listen):
             log.warn("p2-api listens at {listen}: not on loopback only; anyone who reaches it "
                      "reads the fleet", listen=self.config.listen)
         if self.config.token is None:
             log.info("p2-api has no --token-file: writes are refused")
-        site = Site(self.api.resource())
+        site = Site(self.api.resource(), requestFactory=BoundedRequest)
         site.displayTracebacks = False
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.listening = endpoint.listen(site)
