@@ -52,7 +52,11 @@ OPERATIONS = (
       ("since", "string", "only events since then: a duration back (90s, 15m, 2h, 7d) or a "
                           "UTC time (2026-12-07T03:00:00Z)")), None),
     ("get", "/api/v1/events", "events",
-     "Server-Sent Events of the store's changes (the dashboard's live updates).", (), None),
+     "Server-Sent Events of the store's changes (the dashboard's live updates); a client "
+     "coming back sends the last event id it saw as the Last-Event-ID header (or ?last=) "
+     "and gets only what it missed, while the stream remembers it.",
+     (("last", "string", "the last event id seen, when a Last-Event-ID header cannot be "
+                         "sent (a new EventSource)"),), None),
     ("get", "/api/v1/labels/{kind}/{objectId}", "getLabels",
      "The labels of an object (a pod's id is NODE/POD_ID).", (), None),
     ("get", "/openapi.json", "openapi", "This document.", (), None),
