@@ -258,6 +258,30 @@ class StreamTests(unittest.TestCase):
                          [("reset", {"documents": [
                              {"kind": "node", "id": "n1", "value": {"v": "1"}}]})])
 
+    def test_idleStops(self):
+        """
+        When the last page has gone, the store stays watched for
+        C{idle} seconds (a page that comes back resumes), then the watches
+        stop; the next page starts them again.
+        """
+        first = self.connect()
+        self.label("n1", v="1")
+        seen = self.events(first)[-1]["id"]
+        first.processingFailed(Failure(ConnectionLost()))
+        self.clock.advance(self.stream.idle - 1)
+        self.assertEqual(len(self.store.state.watches), 1)
+        again = self.connect(lastId=seen)
+        self.assertEqual(self.events(again), [], "resumed, nothing missed")
+        again.processingFailed(Failure(ConnectionLost()))
+        self.clock.advance(self.stream.idle)
+        self.assertEqual(self.store.state.watches, [], "no page: nothing watched")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.label("n1", v="2")
+        late = self.connect(lastId=seen)
+        self.assertEqual([(e["event"], e["data"]) for e in self.events(late)],
+                         [("reset", {"documents": [
+                             {"kind": "node", "id": "n1", "value": {"v": "2"}}]})])
+
     def test_unreadableKeepsTheLast(self):
         """
         When the documents cannot be built (a bug), the error is logged and

@@ -55,6 +55,10 @@ KEEPALIVE = 15.0
 #: Milliseconds a disconnected C{EventSource} waits before reconnecting.
 RETRY = 1000
 
+#: Seconds the store stays watched after the last page went (for a page
+#: that reconnects to resume), before the watches stop.
+IDLE = 60.0
+
 #: Bytes a page that stopped reading may fall behind (beyond what the
 #: connection buffers) before its connection is dropped.
 BEHIND = 4 * 1024 * 1024
@@ -127,7 +131,8 @@ class EventStream(object):
     """
 
     def __init__(self, store, documents=None, trees=None, clock=None, coalesce=COALESCE,
-                 keepalive=KEEPALIVE, remember=REMEMBER, retry=RETRY, behind=BEHIND):
+                 keepalive=KEEPALIVE, remember=REMEMBER, retry=RETRY, behind=BEHIND,
+                 idle=IDLE):
         """
         @param store: an open L{IStore}.
         @param documents: C{documents(snapshot) -> {(kind, id): value}}, the
@@ -136,6 +141,8 @@ class EventStream(object):
         @param trees: the store prefixes to watch, none below another; by
             default the dashboard's.
         @param clock: an L{IReactorTime} (the global reactor by default).
+        @param idle: how many seconds to keep watching with no page
+            connected (then L{stop}).
         @param behind: how many bytes a page that stopped reading may fall
             behind before its connection is dropped.
         """
@@ -153,6 +160,8 @@ class EventStream(object):
         self.keepalive = keepalive
         self.retry = retry
         self.behind = behind
+        self.idle = idle
+        self._idleCall = None
         self.epoch = uuid.uuid4().hex[:8]
         self.position = 0
         self.cost = 0.0
@@ -196,6 +205,9 @@ class EventStream(object):
         self._pending = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
         self._current = None
         self._changes.clear()
         self.epoch = uuid.uuid4().hex[:8]
@@ -261,6 +273,9 @@ class EventStream(object):
             stream (L{stop}); cancelled (by klein) when the page goes away.
         """
         self.start()
+        if self._idleCall is not None:
+            self._idleCall, idleCall = None, self._idleCall
+            idleCall.cancel()
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")
@@ -281,6 +296,14 @@ class EventStream(object):
         self._clients.discard(client)
         if client in self._waiting:
             self._waiting.remove(client)
+        if (not self._clients and not self._waiting and self._watches is not None
+                and self._idleCall is None):
+            self._idleCall = self.clock.callLater(self.idle, self._stopIdle)
+
+    def _stopIdle(self):
+        self._idleCall = None
+        log.debug("no page for {idle}s: the store is no longer watched", idle=self.idle)
+        self.stop()
 
     def resumable(self, lastId):
         """
