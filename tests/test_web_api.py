@@ -417,6 +417,37 @@ class LoopbackHostTests(ServedMixin, unittest.TestCase):
             yield self.ask(b"GET", "/api/v1/nodes", headers={b"Host": [host]}, code=200)
 
 
+class BoundedRequestTests(unittest.TestCase):
+
+    def test_cutBodyNeverHandled(self):
+        """
+        A request whose body went past L{MAX_BODY} is answered 413 and never
+        handled, even when its last chunk arrived with the rest (its body,
+        cut short, might otherwise parse as a smaller manifest).
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.test.requesthelper import DummyChannel
+        from p2twisted.web.app import MAX_BODY, BoundedRequest
+        handled = []
+
+        class Recording(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                handled.append(request)
+                return b""
+        channel = DummyChannel()
+        channel.site = Site(Recording())
+        request = BoundedRequest(channel)
+        request.gotLength(None)
+        request.handleContentChunk(b"x" * MAX_BODY)
+        request.handleContentChunk(b"x")
+        request.requestReceived(b"PUT", b"/api/v1/nodes/n1/pods/web", b"HTTP/1.1")
+        self.assertEqual(handled, [])
+        self.assertTrue(channel.transport.written.getvalue().startswith(b"HTTP/1.1 413 "))
+        self.assertTrue(channel.transport.disconnected)
+
+
 class WriteTests(FleetMixin, unittest.TestCase):
     """
     With the token, writes go through the CLI's paths (intent, labels, the

@@ -64,6 +64,10 @@ class BoundedRequest(Request):
         if not self._refused:
             Request.handleContentChunk(self, data)
 
+    def process(self):
+        if not self._refused:  # (never with a body cut short)
+            Request.process(self)
+
     def _refuse(self):
         self._refused = True
         body = json.dumps({"error": "the request body is larger than %d bytes"
