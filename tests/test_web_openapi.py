@@ -100,6 +100,8 @@ class AgreementTests(unittest.TestCase):
             else:
                 self.assertEqual(operation["security"], [{"token": []}], path)
                 self.assertIn("401", operation["responses"], path)
+            self.assertIn("403", operation["responses"], path)  # (a Host not loopback)
+            self.assertEqual("413" in operation["responses"], "requestBody" in operation, path)
 
     def test_catchesAMissingOperation(self):
         """

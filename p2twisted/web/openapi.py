@@ -97,6 +97,9 @@ def _operation(method, path, operationId, summary, query, body):
             "200": {"description": "OK", "content": {"application/json": {"schema": _OBJECT}}},
             "400": {"description": "bad request", "content": {"application/json": {
                 "schema": _ERROR}}},
+            "403": {"description": "p2-api listens on loopback and the request's Host is "
+                                   "not a loopback name", "content": {
+                "application/json": {"schema": _ERROR}}},
             "503": {"description": "the store cannot be reached", "content": {
                 "application/json": {"schema": _ERROR}}},
         },
@@ -120,6 +123,8 @@ def _operation(method, path, operationId, summary, query, body):
                 "application/json": {"schema": _ERROR}}}
     if body is not None:
         mediaType, description = body
+        operation["responses"]["413"] = {"description": "the body is larger than 1 MiB",
+                                         "content": {"application/json": {"schema": _ERROR}}}
         operation["requestBody"] = {"required": True, "description": description, "content": {
             mediaType: {"schema": {"type": "string"} if mediaType != "application/json"
                         else _OBJECT}}}
