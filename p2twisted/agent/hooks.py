@@ -13,7 +13,8 @@ Events (L{EVENTS}), in workflow order::
     before_uninstall  a pod's services are stopped; its files still exist
     after_uninstall   its files are gone
     after_auth_fail   the auth policy refused a manifest (a pod's, or a hook
-                      pod's), or an artifact failed verification (digest mismatch)
+                      pod's), or a pod's artifact failed verification (digest
+                      mismatch, or refused by artifact_auth)
 
 Where hooks come from, looked up afresh at every run (so a hook pod that was
 just installed takes effect at once):

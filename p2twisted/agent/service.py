@@ -143,6 +143,8 @@ class AgentService(service.MultiService):
         self.store = store
         self.facts = facts or (lambda: {"node": self.node})
         self.workers = {}
+        #: The L{HealthMonitor}, once started (if the pods check health).
+        self.health = None
         self.markerPresent = None
         self.presence = None
         self.lastSync = None
@@ -245,9 +247,10 @@ class AgentService(service.MultiService):
         """
         checker = self.pods.healthChecker()
         if checker is not None:
-            HealthMonitor(self.store, self.node, self.reactor, checker,
-                          self.pods.installedPods, self._liveSession,
-                          settled=self._settled, metrics=self.metrics).setServiceParent(self)
+            self.health = HealthMonitor(self.store, self.node, self.reactor, checker,
+                                        self.pods.installedPods, self._liveSession,
+                                        settled=self._settled, metrics=self.metrics)
+            self.health.setServiceParent(self)
 
     def _startCrashLoops(self):
         """
@@ -409,10 +412,17 @@ class AgentService(service.MultiService):
             d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
                                             error=f.getErrorMessage()))
         for podId in sorted(set(intents) | realPods | gone):
+            worker = self.worker(podId)
             if podId in intents:
-                self.worker(podId).update(intents[podId], resync=resync)
+                worker.update(intents[podId], resync=resync)
             elif podId in verdict.remove:
-                self.worker(podId).update(None, resync=resync)
+                worker.update(None, resync=resync)
+            else:
+                continue
+            if worker.state != IDLE and self.health is not None:
+                # Its health is checked once it is deployed or removed, not
+                # up to a tick later.
+                worker.whenIdle().addCallback(lambda _: self.health.checkSoon())
         self.lastSync = time.time()
         yield self._writeAgentStatus()
 

@@ -27,10 +27,8 @@ from p2twisted.orchestrate import audit
 from p2twisted.errors import P2Error
 from p2twisted.records import CorruptRecord, Health, readable
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
+from p2twisted.records.daemonset import DS_ID_LABEL
 from p2twisted.store import keys
-
-#: The label naming a pod's daemon set.
-DS_ID_LABEL = "daemon_set_id"
 
 #: Health statuses, worst first.
 STATUSES = ("critical", "unknown", "warning", "passing")

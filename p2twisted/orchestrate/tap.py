@@ -25,15 +25,15 @@ log = Logger()
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = ("Run p2 orchestrators: claim replication controllers, rolling updates and pod "
-                "clusters from the coordination store (shared with any other p2-orchestrator) "
-                "and converge them. Every setting has a default; a config file (see "
-                "conf/orchestrator.yaml) and these flags override them.")
+    longdesc = ("Run p2 orchestrators: claim replication controllers, rolling updates, pod "
+                "clusters and daemon sets from the coordination store (shared with any other "
+                "p2-orchestrator) and converge them. Every setting has a default; a config file "
+                "(see conf/orchestrator.yaml) and these flags override them.")
     optParameters = [
         ["config", "c", None, "config file (YAML)"],
         ["store", None, None, "coordination store URL (default: $P2_STORE, the config file, "
                               "else the embedded local store)"],
-        ["farms", None, None, "comma-separated farms to run, of: rc, roll, pc (default: all)"],
+        ["farms", None, None, "comma-separated farms to run, of: rc, roll, pc, ds (default: all)"],
         ["metrics-listen", None, None, "serve Prometheus metrics at /metrics on PORT "
                                        "(127.0.0.1) or a Twisted endpoint (default: none)"],
     ]
