@@ -50,7 +50,7 @@ class HAProxyWalkthroughTests(unittest.TestCase):
     The walkthrough for real.
     """
 
-    timeout = 600
+    timeout = 300
 
     @defer.inlineCallbacks
     def test_walkthrough(self):
