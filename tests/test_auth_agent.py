@@ -121,6 +121,26 @@ class AuthAgentTests(unittest.TestCase):
         self.assertEqual(record["pods"]["web"]["state"], "refused")
         self.assertFalse(record["converged"])
 
+    def test_refusalNamesTheIntentVersion(self):
+        """
+        A refusal says which intent entry it refused: the same manifest
+        written again otherwise signed (the same SHA) is refused again with
+        the new entry's version, so that C{deploy --wait} and C{p2
+        replicate} tell it from the refusal of the earlier bytes.
+        """
+        self.startAgent()
+        self.schedule(V1)
+        first = self.podStatus()
+        entry = self.successResultOf(self.store.get(keys.intent("n1", "web")))
+        self.assertEqual(first["intent_version"], entry.version)
+        self.schedule(fakeSigned(V1, b"mallory"))
+        self.clock.advance(1)
+        entry = self.successResultOf(self.store.get(keys.intent("n1", "web")))
+        second = self.podStatus()
+        self.assertEqual((second["state"], second["sha"], second["intent_version"]),
+                         ("refused", first["sha"], entry.version))
+        self.assertNotEqual(second["intent_version"], first["intent_version"])
+
     def test_refusedUpgradeKeepsRunning(self):
         """
         An upgrade signed by a key not in the keyring changes nothing: the

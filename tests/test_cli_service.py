@@ -256,6 +256,41 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
                       "manifest is not signed", err)
 
     @defer.inlineCallbacks
+    def test_waitIgnoresRefusalOfEarlierBytes(self):
+        """
+        A refusal of the same SHA written before (the manifest unsigned, now
+        deployed signed: a signature changes the bytes, not the SHA) does not
+        stop C{deploy --wait}; the agent's refusal of the intent as deployed
+        does.
+        """
+        from p2twisted.store import keys, openStore
+        from p2twisted.manifest import parseManifest
+        from p2twisted.records import PodStatus
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        yield self.succeed("deploy", "job", "--node", "n1")
+        store = yield openStore(self.url)
+        self.addCleanup(store.close)
+        before = yield store.get(keys.intent("n1", "job"))
+        sha = parseManifest(before.value).sha()
+        status = keys.status("pods", "n1", "job")
+        yield store.put(status, PodStatus("job", "n1", "refused", sha, "not signed",
+                                          intent_version=before.version).toBytes())
+        out, err, code = yield self.p2("deploy", "job", "--node", "n1", "--wait",
+                                       "--timeout", "1")
+        self.assertEqual(code, 1, (out, err))
+        self.assertNotIn("the agent of n1 refused", err)
+        self.assertIn("job is not running on n1 after 1s", err)
+
+        @defer.inlineCallbacks
+        def refuse():
+            entry = yield store.get(keys.intent("n1", "job"))
+            yield store.put(status, PodStatus("job", "n1", "refused", sha, "still not signed",
+                                              intent_version=entry.version).toBytes())
+        out, err, code = yield self.deployWhile(refuse)
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("the agent of n1 refused job: still not signed", err)
+
+    @defer.inlineCallbacks
     def test_waitTimeout(self):
         """
         With no agent, C{deploy --wait} fails at its timeout saying so.

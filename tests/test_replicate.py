@@ -226,6 +226,30 @@ class ReplicationTests(unittest.TestCase):
                       str(self.failureResultOf(d).value))
         self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
 
+    def test_refusalOfEarlierBytesIgnored(self):
+        """
+        The agent's refusal of the same SHA in other bytes written before
+        (the manifest unsigned, replicated now signed) does not fail the
+        node; a refusal of the intent as replicated does.
+        """
+        from p2twisted.records import PodStatus
+        clock, store, session, lock, run = self.lockedRun(["n1"])
+        d = run.run()
+        clock.advance(1)
+        entry = self.successResultOf(store.get(keys.intent("n1", "web")))
+        stale = PodStatus("web", "n1", "refused", run.sha, "not signed",
+                          intent_version=entry.version + 1000)
+        self.successResultOf(store.put(keys.status("pods", "n1", "web"), stale.toBytes()))
+        clock.advance(1)
+        self.assertNoResult(d)
+        fresh = PodStatus("web", "n1", "refused", run.sha, "not signed either",
+                          intent_version=entry.version)
+        self.successResultOf(store.put(keys.status("pods", "n1", "web"), fresh.toBytes()))
+        clock.advance(1)
+        self.assertEqual(str(self.failureResultOf(d).value),
+                         "n1: its agent refused web: not signed either; what ran there "
+                         "keeps running")
+
     def test_stoppedWhileWriting(self):
         """
         Stopped (Ctrl-C) while a node's intent is on its way to the store,

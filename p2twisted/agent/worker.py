@@ -491,7 +491,8 @@ class PodWorker(TracedMachine):
                                                            intent)
         if decision.allowed:
             return False
-        yield self._writeStatus("refused", sha=intent.sha(), error=decision.describe())
+        yield self._writeStatus("refused", sha=intent.sha(), error=decision.describe(),
+                                intentVersion=intentEntry.version)
         return True
 
     def _parseReality(self, entry):
@@ -520,20 +521,26 @@ class PodWorker(TracedMachine):
         return self._statusLock.run(
             self.store.delete, keys.status("pods", self.node, self.podId)).addCallback(deleted)
 
-    def _writeStatus(self, state, sha=None, error=None):
-        if (state, sha, error) == self._lastStatus and state != "failed":
+    def _writeStatus(self, state, sha=None, error=None, intentVersion=None):
+        """
+        @param intentVersion: with a refusal, the version of the intent
+            entry refused (L{PodStatus.intent_version}).
+        """
+        written = (state, sha, error, intentVersion)
+        if written == self._lastStatus and state != "failed":
             return defer.succeed(None)
-        self._lastStatus = (state, sha, error)
+        self._lastStatus = written
         decision = self._decision
         record = PodStatus(
             self.podId, self.node, state, sha, error, self.attempts,
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wallClock())),
-            auth=decision.toDict() if decision is not None and sha is not None else None)
+            auth=decision.toDict() if decision is not None and sha is not None else None,
+            intent_version=intentVersion)
         key = keys.status("pods", self.node, self.podId)
 
         def failed(f):
             # Not written: the same status is written again next time.
-            if self._lastStatus == (state, sha, error):
+            if self._lastStatus == written:
                 self._lastStatus = None
             if f.check(StoreError):
                 log.warn("cannot write status of {pod}: {error}", pod=self.podId,

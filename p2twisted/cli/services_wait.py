@@ -88,7 +88,7 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
                 out.write("  %s: %s\n" % (node, line))
             if state["reality"] == sha and state["state"] == "running" and healthy(state, sha):
                 done.add(node)
-            elif state["state"] == "refused" and _refusedSha(snapshot, node, manifest.id) == sha:
+            elif state["state"] == "refused" and _refused(snapshot, node, manifest.id, sha):
                 out.flush()
                 raise P2Error("the agent of %s refused %s: %s; what ran there keeps running "
                               "(see README.rst, 'A signed fleet')" % (
@@ -121,14 +121,16 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
         yield task.deferLater(reactor, INTERVAL, lambda: None)
 
 
-def _refusedSha(snapshot, node, podId):
+def _refused(snapshot, node, podId, sha):
     """
-    @return: the SHA of the manifest the agent of C{node} last refused
-        (C{status/pods/<node>/<pod>}), or C{None}.
+    @return: whether the agent of C{node} refused C{sha} as its intent now
+        holds it (C{status/pods/<node>/<pod>}); not a refusal of the same
+        manifest unsigned, written before.
     """
     from p2twisted.records import CorruptRecord
+    from p2twisted.store import keys
     try:
         status = snapshot.podStatus(node, podId)
     except CorruptRecord:
-        return None
-    return status.sha if status is not None and status.state == "refused" else None
+        return False
+    return status is not None and status.refuses(sha, snapshot.version(keys.intent(node, podId)))

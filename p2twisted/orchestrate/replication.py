@@ -235,7 +235,7 @@ class Replication(object):
         status = readable(PodStatus, (yield self.store.get(keys.status("pods", node, podId))))
         entry = yield self.store.get(keys.intent(node, podId))
         why = None
-        if status is not None and status.state == "refused" and status.sha == self.sha:
+        if status is not None and entry is not None and status.refuses(self.sha, entry.version):
             why = "its agent refused %s: %s; what ran there keeps running" % (
                 podId, oneLine(status.error or "no reason given"))
         elif entry is None or manifestSha(entry.value) != self.sha:

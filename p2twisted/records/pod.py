@@ -97,6 +97,10 @@ class PodStatus(object):
     @ivar auth: C{None}, or what the agent's auth policy decided about the
         manifest (L{p2twisted.auth.policy.Decision.toDict}: C{allowed},
         C{policy}, C{rule}, C{signer}).
+    @ivar intent_version: with a refusal, the store version of the intent
+        entry refused (C{None} from agents before it): a signature changes
+        the bytes but not the SHA, so the SHA alone cannot tell the refusal
+        of an unsigned manifest from one of the same manifest signed since.
     """
 
     pod = attr.ib()
@@ -109,6 +113,7 @@ class PodStatus(object):
     restarts = attr.ib(default=None)
     crash_loop = attr.ib(default=None)
     auth = attr.ib(default=None)
+    intent_version = attr.ib(default=None)
 
     #: The fields the crash-loop monitor owns.
     COUNTS = ("restarts", "crash_loop")
@@ -123,12 +128,22 @@ class PodStatus(object):
                    field(key, record, "error", str),
                    field(key, record, "attempts", int, default=0),
                    field(key, record, "time", str), field(key, record, "restarts", int),
-                   field(key, record, "crash_loop", dict), field(key, record, "auth", dict))
+                   field(key, record, "crash_loop", dict), field(key, record, "auth", dict),
+                   field(key, record, "intent_version", int))
 
     @property
     def counted(self):
         """Whether the restart counts are in (L{COUNTS})."""
         return self.restarts is not None
+
+    def refuses(self, sha, intentVersion):
+        """
+        @return: whether this is the agent's refusal of the manifest C{sha}
+            as written at C{intentVersion} (the intent entry's version now),
+            not of other bytes of the same SHA written before.
+        """
+        return (self.state == "refused" and self.sha == sha
+                and (self.intent_version is None or self.intent_version == intentVersion))
 
     def withCounts(self, restarts, crash_loop):
         return attr.evolve(self, restarts=restarts, crash_loop=crash_loop)
@@ -138,8 +153,9 @@ class PodStatus(object):
         if not self.counted:
             for name in self.COUNTS:
                 del record[name]
-        if self.auth is None:
-            del record["auth"]
+        for name in ("auth", "intent_version"):
+            if record[name] is None:
+                del record[name]
         return dumpObject(record)
 
 
