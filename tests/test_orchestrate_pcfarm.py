@@ -217,6 +217,8 @@ class PodClusterFarmTests(unittest.TestCase):
         status = self.status()
         self.assertEqual((status["state"], status["attempts"]), ("failed", 1))
         self.assertIn("told to fail", status["error"])
+        self.assertTrue(status["reason"].startswith("attempt 1 failed; retrying in "),
+                        status["reason"])
         self.settle(5)
         self.assertEqual(self.status()["state"], "synced")
         self.assertEqual([c[0] for c in self.syncer.calls], ["sync"] * 3)

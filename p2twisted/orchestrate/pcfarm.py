@@ -166,7 +166,10 @@ class PodClusterController(object):
                 log.warn("pc {object} syncer {syncer}: sync failed: {error}; retrying in "
                          "{delay:.1f}s", object=self.objectId, syncer=name, error=error,
                          delay=delay, event="sync-failed")
-                yield self.report(syncer, dict(counts, state=FAILED, reason=verdict.reason,
+                # Not the verdict's reason ("in sync": the failsafe let it
+                # through), which read as the sync having happened.
+                reason = "attempt %d failed; retrying in %.0fs" % (failures + 1, delay)
+                yield self.report(syncer, dict(counts, state=FAILED, reason=reason,
                                                synced=last, error=error,
                                                attempts=failures + 1))
                 return delay
