@@ -112,6 +112,23 @@ class RealHAProxyTests(unittest.TestCase):
         self.assertEqual((yield self.syncer.initialClusters()), [PC.id])
 
     @defer.inlineCallbacks
+    def test_restartedAfterWriteBeforeReload(self):
+        """
+        An orchestrator that died after writing a backend file but before
+        reloading HAProxy leaves the new file on disk and the old servers in
+        HAProxy: the syncer of its successor reloads HAProxy on its first
+        sync even though the file already holds the members.
+        """
+        yield self.reaches({"<503>"})
+        with open(os.path.join(self.proxy.backends, PC.id + ".cfg"), "w") as f:
+            f.write(render(PC, self.members("a")))
+        yield self.syncer.sync(PC, self.members("a"))
+        yield self.reaches({"a"})
+        self.assertEqual(self.syncer.reloads, 1)
+        yield self.syncer.sync(PC, self.members("a"))
+        self.assertEqual(self.syncer.reloads, 1)
+
+    @defer.inlineCallbacks
     def test_refusedConfiguration(self):
         """
         A backend HAProxy refuses (a bad option line from the annotations)

@@ -110,8 +110,10 @@ class HAProxySyncer(object):
         self.program = program
         self.reloads = 0
         self._lock = defer.DeferredLock()
-        #: Whether a file changed since HAProxy last reloaded.
-        self._stale = False
+        #: Whether a file may have changed since HAProxy last reloaded: true
+        #: at first, since a process that died between writing a file and
+        #: reloading left HAProxy running the old one.
+        self._stale = True
 
     def path(self, clusterId):
         return os.path.join(self.directory, clusterId + SUFFIX)
