@@ -129,6 +129,18 @@ class RealHAProxyTests(unittest.TestCase):
         self.assertEqual(self.syncer.reloads, 1)
 
     @defer.inlineCallbacks
+    def test_twoPodsOfOneNode(self):
+        """
+        A selector matching two pods of one node (blue and green pod ids
+        labelled alike) gives HAProxy two servers of distinct names, which
+        it takes: requests reach both.
+        """
+        a, b = self.members("a", "b")
+        yield self.syncer.sync(PC, [Member("n1", "web-blue", a.address, True),
+                                    Member("n1", "web-green", b.address, True)])
+        yield self.reaches({"a", "b"})
+
+    @defer.inlineCallbacks
     def test_refusedConfiguration(self):
         """
         A backend HAProxy refuses (a bad option line from the annotations)

@@ -21,6 +21,8 @@ The section (annotations of the pod cluster adjust it)::
          option redispatch, retries 3, retry-on conn-failure empty-response>
         server <node> <host:port> <haproxy_server_options annotation, else check inter 1s>
 
+(a node with several members names each C{<node>:<pod_id>}).
+
 Settings (orchestrator config, C{syncers: {haproxy: {...}}}):
   - C{directory} (required): where the backend files go;
   - C{configs}: the files and directories C{haproxy -c} checks, as HAProxy
@@ -83,10 +85,14 @@ def render(cluster, members):
                 cluster.cluster_name),
              "backend %s" % (backend,)]
     lines += ["    %s" % (o,) for o in options]
-    for member in members:
-        if member.healthy and member.address:
-            lines.append(("    server %s %s %s" % (member.node, member.address,
-                                                   serverOptions)).rstrip())
+    servers = [m for m in members if m.healthy and m.address]
+    nodes = [m.node for m in servers]
+    for member in servers:
+        # HAProxy refuses two servers of one name: a node with several
+        # members (a selector matching two pod ids) names each by its pod.
+        name = member.node if nodes.count(member.node) == 1 else "%s:%s" % (member.node,
+                                                                            member.pod_id)
+        lines.append(("    server %s %s %s" % (name, member.address, serverOptions)).rstrip())
     return "\n".join(lines) + "\n"
 
 
