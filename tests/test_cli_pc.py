@@ -144,6 +144,11 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         for args, said in (((*CREATE, "--annotations", "{"), "annotations: not JSON"),
                            ((*CREATE, "--annotations", "[1]"), "expected a JSON object"),
                            ((*CREATE, "--selector", "a in"), "--selector"),
+                           ((*CREATE, "--annotations", '{"port": 70000}'),
+                            "annotation port must be a port number (1-65535), got 70000"),
+                           ((*CREATE, "--annotations", '{"port": "http"}'),
+                            "annotation port must be a port number"),
+                           ((*CREATE, "--id", ".web"), "must not begin with '.'"),
                            (("pc", "show", "nope"), "no pod cluster 'nope'")):
             line, code = yield self.p2Fails(*args)
             self.assertIn(said, line)
