@@ -205,6 +205,30 @@ class PodClusterFarmTests(unittest.TestCase):
         self.assertEqual(fresh.calls, [])
         self.assertEqual(self.status()["state"], "held")
 
+    def test_restartedAfterCorruptRecordHoldsToo(self):
+        """
+        A record unreadable for a while (its status says error) does not make
+        the farm forget what it synced: restarted, with the record readable
+        again and every member gone, it holds the empty read.
+        """
+        orchestrator = self.orchestrator()
+        pc = self.create()
+        self.settle()
+        self.result(self.admin.put(pc.key, b"{not json"))
+        self.settle()
+        status = self.status()
+        self.assertEqual((status["state"], status["synced"]), ("error", [
+            "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]))
+        self.result(orchestrator.stopService())
+        self.result(self.admin.put(pc.key, pc.toBytes()))
+        for node in ("n1", "n2", "n3"):
+            self.result(self.admin.delete(keys.health("web", node)))
+        fresh = MemorySyncer()
+        self.orchestrator(fresh)
+        self.settle(1)
+        self.assertEqual(fresh.calls, [])
+        self.assertEqual(self.status()["state"], "held")
+
     def test_retriedUntilSuccess(self):
         """
         A failing sync is retried with backoff; its status says failed with

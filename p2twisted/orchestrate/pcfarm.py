@@ -122,7 +122,10 @@ class PodClusterController(object):
             cluster = snapshot.podCluster(self.objectId)
         except records.CorruptRecord as e:
             for syncer in self.syncers:
-                yield self.report(syncer, {"state": ERROR, "error": str(e)})
+                # What was synced stays in the status: a restarted farm's
+                # failsafe starts from it.
+                yield self.report(syncer, {"state": ERROR, "error": str(e),
+                                           "synced": self._lastSynced(syncer.name)})
             return None
         if cluster is None:  # gone: the farm releases it, the sweeper deletes it
             return None
@@ -134,13 +137,18 @@ class PodClusterController(object):
                 again.append(delay)
         return min(again) if again else None
 
+    def _lastSynced(self, name):
+        """@return: the addresses last synced to syncer C{name}, or C{None}."""
+        history = self._synced.get(name)
+        return history[-1][1] if history else None
+
     @defer.inlineCallbacks
     def _syncOne(self, syncer, cluster, found):
         name = syncer.name
         now = self.clock.seconds()
         current = found.addresses()
         history = self._synced.get(name, [])
-        last = history[-1][1] if history else None
+        last = self._lastSynced(name)
         verdict = podcluster.guard(podcluster.baseline(history, now, self.confirmDelay), current,
                                    self._held.get(name), now, self.confirmDelay)
         counts = {"members": len(found.members), "healthy": len(current)}
