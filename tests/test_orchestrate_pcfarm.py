@@ -62,7 +62,7 @@ class PodClusterFarmTests(unittest.TestCase):
 
         def prepare(store, clock, config):
             return Prepared({"syncers": [syncer], "confirmDelay": CONFIRM},
-                            [Sweeper(store, [syncer], clock, 30.0)])
+                            [Sweeper(store, [syncer], clock, 30.0, CONFIRM)])
         kinds = {"pc": attr.evolve(FARMS["pc"], prepare=prepare)}
         orchestrator = Orchestrator(config, self.clock, kinds=kinds, store=store)
         orchestrator.startService()
@@ -282,3 +282,24 @@ class PodClusterFarmTests(unittest.TestCase):
         self.settle(40)
         self.assertEqual(sorted(self.syncer.clusters), ["c1"])
         self.assertTrue(critical)
+
+    def test_sweeperHoldsWipeInSteps(self):
+        """
+        A wipe of pod_clusters delivered key by key (ZooKeeper deletes a
+        tree so) is one drop for the sweeper: it deletes from the syncer no
+        more than half the clusters before a second read confirms the
+        rest's deletion; then it does.
+        """
+        critical = capture(self, "critical")
+        self.orchestrator()
+        for n in (1, 2, 3, 4):
+            self.create("c%d" % (n,), cluster_name="n%d" % (n,))
+        self.settle()
+        self.assertEqual(sorted(self.syncer.clusters), ["c1", "c2", "c3", "c4"])
+        for n in (1, 2, 3):
+            self.result(self.admin.delete(keys.podCluster("c%d" % (n,))))
+            self.settle(0.5)
+        self.assertEqual(sorted(self.syncer.clusters), ["c3", "c4"])
+        self.assertTrue(critical)
+        self.settle(CONFIRM + 1)
+        self.assertEqual(sorted(self.syncer.clusters), ["c4"])

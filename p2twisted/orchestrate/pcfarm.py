@@ -14,7 +14,8 @@ farm's failsafe starts from them) and the last error.
 A L{Sweeper} deletes from each syncer the clusters it holds whose record is
 gone -- never on an empty listing of C{pod_clusters} (P2's daemon-set farm
 trusted one): the syncers keep what they hold until a listing shows
-clusters again.
+clusters again; nor on a listing that suddenly drops (L{podcluster.guard})
+until a second read confirms it.
 """
 
 import attr
@@ -219,11 +220,17 @@ class Sweeper(service.Service):
     seconds.  Deletes nothing while the tree lists empty (failsafe).
     """
 
-    def __init__(self, store, syncers, clock, interval=30.0):
+    def __init__(self, store, syncers, clock, interval=30.0, confirmDelay=CONFIRM_DELAY):
         self.store = store
         self.syncers = list(syncers)
         self.clock = clock
         self.interval = interval
+        self.confirmDelay = confirmDelay
+        #: C{[(when, ids)]} listed recently, and C{(ids, since)} held back:
+        #: the failsafe of L{podcluster.guard} over the listing.
+        self._listed = []
+        self._held = None
+        self._confirm = None
         self._loop = None
         self._watch = None
         self._running = None
@@ -246,6 +253,8 @@ class Sweeper(service.Service):
             self._watch.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._confirm is not None and self._confirm.active():
+            self._confirm.cancel()
         return self._running
 
     def sweep(self):
@@ -280,13 +289,14 @@ class Sweeper(service.Service):
                 continue
             ids = {keys.parse(k)[1] for k in listed if len(keys.parse(k)) == 2}
             gone = sorted(set(held) - ids)
-            if not gone:
-                continue
             if not ids:
-                log.critical("pc sweeper FAILSAFE: pod_clusters lists empty; syncer {syncer} "
-                             "keeps {count} cluster(s) ({ids}) until clusters are listed again",
-                             syncer=syncer.name, count=len(gone), ids=",".join(gone),
-                             event="failsafe")
+                if gone:
+                    log.critical("pc sweeper FAILSAFE: pod_clusters lists empty; syncer "
+                                 "{syncer} keeps {count} cluster(s) ({ids}) until clusters are "
+                                 "listed again", syncer=syncer.name, count=len(gone),
+                                 ids=",".join(gone), event="failsafe")
+                continue
+            if not self._guard(sorted(ids), syncer, gone):
                 continue
             for clusterId in gone:
                 try:
@@ -297,6 +307,35 @@ class Sweeper(service.Service):
                     continue
                 log.info("pc {object}: deleted from syncer {syncer} (its record is gone)",
                          object=clusterId, syncer=syncer.name, event="deleted")
+
+
+    def _guard(self, ids, syncer, gone):
+        """
+        The failsafe over the listing: a listing that suddenly drops to
+        fewer than half the clusters listed within C{confirmDelay} (a wipe
+        of C{pod_clusters} delivered key by key, as ZooKeeper deletes a
+        tree) deletes nothing until a second read confirms it.
+
+        @return: whether C{gone} may be deleted.
+        """
+        now = self.clock.seconds()
+        before = podcluster.baseline(self._listed, now, self.confirmDelay)
+        verdict = podcluster.guard(before, ids, self._held, now, self.confirmDelay)
+        if not verdict.sync:
+            if gone and self._held != verdict.held:
+                log.critical("pc sweeper FAILSAFE: pod_clusters lists {count} cluster(s) where "
+                             "it listed {before}; syncer {syncer} keeps {ids} until a second "
+                             "read confirms it", count=len(ids), before=len(before),
+                             syncer=syncer.name, ids=",".join(gone), event="failsafe")
+            self._held = verdict.held
+            if self._confirm is None or not self._confirm.active():
+                self._confirm = self.clock.callLater(
+                    max(verdict.at - now, 0.0), lambda: self.running and self.sweep())
+            return False
+        self._held = None
+        self._listed = ([(now, ids)] if verdict.confirmed else
+                        podcluster.remember(self._listed, now, ids, self.confirmDelay))
+        return True
 
 
 @attr.s
@@ -322,4 +361,5 @@ def prepare(store, clock, config):
     return Prepared({"syncers": syncers,
                      "confirmDelay": getattr(config, "confirmDelay", CONFIRM_DELAY)},
                     [Sweeper(store, syncers, clock,
-                             getattr(config, "resyncInterval", 30.0))])
+                             getattr(config, "resyncInterval", 30.0),
+                             getattr(config, "confirmDelay", CONFIRM_DELAY))])
