@@ -98,6 +98,10 @@ def _selector(text, what="--selector"):
         parseSelector(text)
     except SelectorError as e:
         raise UsageError("%s: %s" % (what, e))
+    if not text.strip():
+        raise UsageError("%s: an empty selector matches every pod of every pod id; name the "
+                         "labels the cluster's pods have (e.g. 'pod_id=web,cluster_name=prod')"
+                         % (what,))
     return text
 
 
