@@ -196,7 +196,15 @@ class PodClusterFarmTests(unittest.TestCase):
         orchestrator = self.orchestrator()
         self.create()
         self.settle()
+        self.restartWithoutMembers(orchestrator)
+
+    def restartWithoutMembers(self, orchestrator, before=lambda: None):
+        """
+        Stop C{orchestrator}, call C{before}, delete every member's health
+        and start another: its first read, empty, is held, not synced.
+        """
         self.result(orchestrator.stopService())
+        before()
         for node in ("n1", "n2", "n3"):
             self.result(self.admin.delete(keys.health("web", node)))
         fresh = MemorySyncer()
@@ -219,15 +227,8 @@ class PodClusterFarmTests(unittest.TestCase):
         status = self.status()
         self.assertEqual((status["state"], status["synced"]), ("error", [
             "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]))
-        self.result(orchestrator.stopService())
-        self.result(self.admin.put(pc.key, pc.toBytes()))
-        for node in ("n1", "n2", "n3"):
-            self.result(self.admin.delete(keys.health("web", node)))
-        fresh = MemorySyncer()
-        self.orchestrator(fresh)
-        self.settle(1)
-        self.assertEqual(fresh.calls, [])
-        self.assertEqual(self.status()["state"], "held")
+        self.restartWithoutMembers(
+            orchestrator, lambda: self.result(self.admin.put(pc.key, pc.toBytes())))
 
     def test_retriedUntilSuccess(self):
         """
