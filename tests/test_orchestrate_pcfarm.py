@@ -304,3 +304,35 @@ class PodClusterFarmTests(unittest.TestCase):
         self.assertTrue(critical)
         self.settle(CONFIRM + 1)
         self.assertEqual(sorted(self.syncer.clusters), ["c4"])
+
+    def test_recreatedBetweenReads(self):
+        """
+        A cluster deleted (its status with it, and swept from the syncer)
+        and created again between two reads of its controller -- a watch
+        that delivered only the new version -- is synced again and its
+        status written again, though its record and members are as before.
+        """
+        from p2twisted.orchestrate.controllers import SnapshotReader
+        from p2twisted.orchestrate.pcedit import TREES, deletePC
+        from p2twisted.orchestrate.pcfarm import PodClusterController
+        from p2twisted.orchestrate.snapshot import Snapshot
+        from p2twisted.store.common import Delete
+
+        class Lock(object):
+            key = keys.lock("pc", "c1")
+        self.result(self.admin.put(Lock.key, b"me"))
+        Lock.version = self.result(self.admin.get(Lock.key)).version
+
+        self.create()
+        reader = SnapshotReader(self.admin, lambda store: Snapshot.read(store, TREES))
+        controller = PodClusterController(self.admin, "c1", Lock, self.clock, reader,
+                                          [self.syncer], confirmDelay=CONFIRM)
+        self.result(controller.reconcile())
+        self.assertEqual(self.status()["state"], "synced")
+        plan = deletePC(self.result(Snapshot.read(self.admin, TREES)), "c1")
+        self.result(self.admin.transaction([Delete(c.key) for c in plan.changes]))
+        self.result(self.syncer.delete("c1"))
+        self.create()
+        self.result(controller.reconcile())
+        self.assertEqual(self.synced(), ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"])
+        self.assertEqual(self.status()["state"], "synced")

@@ -82,6 +82,8 @@ class PodClusterController(object):
         self._held = {}
         self._failures = {}
         self._status = {}
+        #: The version of the record last read.
+        self._version = None
 
     def start(self):
         log.info("pc {object}: controller started with syncers {syncers}", object=self.objectId,
@@ -130,6 +132,14 @@ class PodClusterController(object):
             return None
         if cluster is None:  # gone: the farm releases it, the sweeper deletes it
             return None
+        version = snapshot.version(cluster.key)
+        if version != self._version:
+            # A new record -- perhaps one deleted (with its status, and swept
+            # from the syncers) and created again since the last read: what
+            # was synced and reported is no longer known to be there.
+            self._version = version
+            self._last.clear()
+            self._status.clear()
         found = podcluster.membership(cluster, snapshot)
         again = []
         for syncer in self.syncers:
