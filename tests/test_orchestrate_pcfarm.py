@@ -11,6 +11,7 @@ import json
 
 import attr
 from twisted.internet import task
+from twisted.logger import formatEvent
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -336,3 +337,24 @@ class PodClusterFarmTests(unittest.TestCase):
         self.result(controller.reconcile())
         self.assertEqual(self.synced(), ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"])
         self.assertEqual(self.status()["state"], "synced")
+
+    def test_orchestratorWithoutSyncersClaimsNothing(self):
+        """
+        A second orchestrator started with no syncers configured (the
+        default config runs the pc farm) claims no pod cluster: every
+        cluster is synced by the one that has syncers, and the other says
+        why it does not run the farm.
+        """
+        warnings = capture(self, "warn")
+        store = MemoryStore(self.state, self.clock)
+        config = orchestratorConfig(None, {"store": "memory://", "farms": "pc"}, environ={})
+        bare = Orchestrator(config, self.clock, store=store)
+        bare.startService()
+        self.addCleanup(lambda: bare.running and bare.stopService())
+        self.orchestrator()
+        for n in (1, 2, 3, 4):
+            self.create("c%d" % (n,), cluster_name="n%d" % (n,))
+        self.settle()
+        self.assertEqual(sorted(self.syncer.clusters), ["c1", "c2", "c3", "c4"])
+        self.assertNotIn("pc", bare.farms)
+        self.assertTrue(any("no syncers" in formatEvent(w) for w in warnings))

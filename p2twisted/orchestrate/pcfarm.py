@@ -350,10 +350,14 @@ class Sweeper(service.Service):
 
 @attr.s
 class Prepared(object):
-    """What L{prepare} gives the orchestrator: controller arguments, services."""
+    """
+    What L{prepare} gives the orchestrator: controller arguments, services,
+    and whether to run the farm at all.
+    """
 
     context = attr.ib(factory=dict)
     services = attr.ib(factory=list)
+    run = attr.ib(default=True)
 
 
 def prepare(store, clock, config):
@@ -361,13 +365,18 @@ def prepare(store, clock, config):
     Load the syncers the orchestrator C{config} names (C{syncers:}).
 
     @return: a L{Prepared}: the controllers' C{syncers} and C{confirmDelay},
-        and the L{Sweeper}.
+        and the L{Sweeper}; or one that does not run the farm when no
+        syncer is configured.
     """
     from p2twisted.orchestrate.syncers import loadSyncers
     syncers = loadSyncers(getattr(config, "syncers", None), clock)
     if not syncers:
-        log.warn("pc farm: no syncers configured (orchestrator config 'syncers:'); pod "
-                 "clusters are claimed but synced nowhere", event="no-syncers")
+        # Claiming them would keep them from the orchestrator that has
+        # syncers (its syncers write on its own host).
+        log.warn("pc farm: no syncers configured (orchestrator config 'syncers:'); not "
+                 "running it: pod clusters are left to an orchestrator with syncers",
+                 event="no-syncers")
+        return Prepared(run=False)
     return Prepared({"syncers": syncers,
                      "confirmDelay": getattr(config, "confirmDelay", CONFIRM_DELAY)},
                     [Sweeper(store, syncers, clock,
