@@ -62,7 +62,9 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual(out.splitlines()[1].split(),
                          ["web-az1-prod", "web", "az1", "prod", "2", "1", "not", "synced", "yet"])
         out = yield self.succeed("pc", "delete", "web-az1-prod")
-        self.assertEqual(out, "deleted pod cluster web-az1-prod\n")
+        self.assertEqual(out, "deleted pod cluster web-az1-prod; it was the last one: the "
+                              "syncers keep it until another pod cluster exists (the failsafe "
+                              "against an empty listing)\n")
         self.assertEqual((yield self.succeed("pc", "list", "--json")), "[]\n")
         dump = yield self.dump()
         self.assertEqual([k for k in dump if k.startswith("pod_cluster")], [])

@@ -58,8 +58,9 @@ def register(subparsers):
 
     delete = commands.add_parser(
         "delete", help="delete a pod cluster",
-        description="Delete a pod cluster; the farm then removes it from every syncer. Its "
-                    "pods keep running.")
+        description="Delete a pod cluster; the farm then removes it from every syncer (the "
+                    "last pod cluster stays in them until another exists). Its pods keep "
+                    "running.")
     delete.add_argument("id", metavar="ID")
     delete.set_defaults(run=runDelete, writes=True)
 
@@ -221,8 +222,13 @@ def _change(options, build, done):
 
 def runDelete(options):
     from p2twisted.orchestrate.pcedit import deletePC
-    return _change(options, lambda s: deletePC(s, options.id),
-                   lambda plan: "deleted pod cluster %s" % (options.id,))
+    def done(plan):
+        said = "deleted pod cluster %s" % (options.id,)
+        if not set(plan.snapshot.podClusters()) - {options.id}:
+            said += ("; it was the last one: the syncers keep it until another pod cluster "
+                     "exists (the failsafe against an empty listing)")
+        return said
+    return _change(options, lambda s: deletePC(s, options.id), done)
 
 
 def runAnnotations(options):
