@@ -37,7 +37,7 @@ class RenderTests(unittest.TestCase):
             "    option redispatch\n"
             "    retries 3\n"
             "    retry-on conn-failure empty-response\n"
-            "    server n1 10.0.0.1:80 check inter 1s\n"))
+            "    server n1 10.0.0.1:80 check inter 1s init-addr libc,none\n"))
         pc = PC.withAnnotations({"haproxy_backend": "web", "haproxy_options": ["balance first"],
                                  "haproxy_server_options": ""})
         self.assertEqual(render(pc, members).splitlines()[1:],
@@ -139,6 +139,17 @@ class RealHAProxyTests(unittest.TestCase):
         yield self.syncer.sync(PC, [Member("n1", "web-blue", a.address, True),
                                     Member("n1", "web-green", b.address, True)])
         yield self.reaches({"a", "b"})
+
+    @defer.inlineCallbacks
+    def test_unresolvableMember(self):
+        """
+        A member whose host HAProxy cannot resolve (a node without a
+        published pod address, named in no DNS) is a disabled server, not a
+        configuration HAProxy refuses: the other members are served.
+        """
+        yield self.syncer.sync(PC, self.members("a") + [
+            Member("n9", "web", "no-such-host.invalid:80", True)])
+        yield self.reaches({"a"})
 
     @defer.inlineCallbacks
     def test_refusedConfiguration(self):

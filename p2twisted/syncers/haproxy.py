@@ -19,7 +19,8 @@ The section (annotations of the pod cluster adjust it)::
     backend <haproxy_backend annotation, else the cluster id>
         <each line of the haproxy_options annotation, else balance roundrobin,
          option redispatch, retries 3, retry-on conn-failure empty-response>
-        server <node> <host:port> <haproxy_server_options annotation, else check inter 1s>
+        server <node> <host:port> <haproxy_server_options annotation, else check inter 1s
+                                   init-addr libc,none>
 
 (a node with several members names each C{<node>:<pod_id>}).
 
@@ -50,7 +51,9 @@ HEADER = "# p2 pod cluster "
 #: mid-request) goes to another server, up to 3 times.
 DEFAULT_OPTIONS = ("balance roundrobin", "option redispatch", "retries 3",
                    "retry-on conn-failure empty-response")
-DEFAULT_SERVER_OPTIONS = "check inter 1s"
+#: A server whose host does not resolve is disabled rather than refusing
+#: the whole configuration (HAProxy resolves at load).
+DEFAULT_SERVER_OPTIONS = "check inter 1s init-addr libc,none"
 _NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
