@@ -152,6 +152,22 @@ class RealHAProxyTests(unittest.TestCase):
         yield self.reaches({"a"})
 
     @defer.inlineCallbacks
+    def test_stalePidFile(self):
+        """
+        A pid file left by a stopped HAProxy whose pid now belongs to another
+        program fails the sync saying so; that program gets no signal.
+        """
+        import subprocess
+        self.proxy.stopGracefully()
+        other = subprocess.Popen(["sleep", "120"])
+        self.addCleanup(lambda: other.poll() is None and (other.kill(), other.wait()))
+        with open(self.proxy.pidFile, "w") as f:
+            f.write("%d\n" % (other.pid,))
+        e = yield self.assertFailure(self.syncer.sync(PC, self.members("a")), SyncerError)
+        self.assertIn("is not HAProxy", str(e))
+        self.assertIsNone(other.poll())
+
+    @defer.inlineCallbacks
     def test_refusedConfiguration(self):
         """
         A backend HAProxy refuses (a bad option line from the annotations)

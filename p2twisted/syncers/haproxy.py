@@ -237,11 +237,30 @@ class HAProxySyncer(object):
         try:
             with open(self.pidFile) as f:
                 pid = int(f.read().split()[0])
+            self._checkHAProxy(pid)
             os.kill(pid, signal.SIGUSR2)
         except (OSError, ValueError, IndexError) as e:
             raise SyncerError("haproxy syncer: cannot reload HAProxy through its master's pid "
                               "file %s: %s (is HAProxy running as 'haproxy -W -p %s'?)"
                               % (self.pidFile, getattr(e, "strerror", None) or e, self.pidFile))
+
+    def _checkHAProxy(self, pid):
+        """
+        @raise SyncerError: when process C{pid} is not HAProxy (a stale pid
+            file's pid taken by another program, which C{SIGUSR2} would
+            kill).
+        """
+        try:
+            with open("/proc/%d/comm" % (pid,)) as f:
+                name = f.read().strip()
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self"):
+                raise ProcessLookupError("no process %d" % (pid,))
+            return  # no /proc to ask
+        if not (name.startswith("haproxy") or name == os.path.basename(self.program)[:15]):
+            raise SyncerError("haproxy syncer: process %d of the pid file %s is not HAProxy "
+                              "(it is %r); is HAProxy running as 'haproxy -W -p %s'?"
+                              % (pid, self.pidFile, name, self.pidFile))
 
 
 def syncer(settings, reactor):
