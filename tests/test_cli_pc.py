@@ -89,6 +89,20 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         yield self.succeed(*CREATE[:-1] + ("canary",))
 
     @defer.inlineCallbacks
+    def test_staleName(self):
+        """
+        A name index key left without its cluster (the record deleted by
+        other means than 'p2 pc delete') does not block creating the
+        triple again.
+        """
+        yield self.withStore(lambda store: store.put(
+            keys.podClusterName("web", "az1", "prod"), b"gone"))
+        yield self.succeed(*CREATE)
+        self.assertEqual([i["id"] for i in (yield self.p2json("pc", "list"))], ["web-az1-prod"])
+        line, code = yield self.p2Fails(*CREATE + ("--id", "other"))
+        self.assertIn("already has a pod cluster prod in zone az1: web-az1-prod", line)
+
+    @defer.inlineCallbacks
     def test_racingCreates(self):
         """
         Two creates of one triple racing (several at once, under different

@@ -9,7 +9,7 @@ creators racing for one triple, one transaction fails (the key exists) and
 its retry refuses, naming the cluster that won.
 """
 
-from p2twisted.errors import UsageError
+from p2twisted.errors import InvalidKey, UsageError
 from p2twisted.orchestrate.plan import Plan, UpdateRecord
 from p2twisted.records.controllers import AuditEvent
 from p2twisted.store import keys
@@ -50,14 +50,25 @@ def createPC(snapshot, pc):
     if snapshot.version(pc.key) is not None:
         raise UsageError("pod cluster %s already exists (see 'p2 pc show %s')" % (pc.id, pc.id))
     entry = snapshot.entries.get(pc.nameKey)
-    if entry is not None:
-        other = entry.value.decode("utf-8", "replace")
+    other = None if entry is None else entry.value.decode("utf-8", "replace")
+    if entry is not None and _exists(snapshot, other):
         raise UsageError("pod %s already has a pod cluster %s in zone %s: %s (see 'p2 pc show "
                          "%s')" % (pc.pod_id, pc.cluster_name, pc.availability_zone, other,
                                    other))
+    # A name whose cluster is gone (its record deleted by other means than
+    # 'p2 pc delete') is taken over, by compare-and-set.
     return _plan(snapshot, [UpdateRecord(pc.key, pc.toBytes(), None),
-                            UpdateRecord(pc.nameKey, pc.id.encode("utf-8"), None)],
+                            UpdateRecord(pc.nameKey, pc.id.encode("utf-8"),
+                                         None if entry is None else entry.version)],
                  pc, "create", pc.toDict())
+
+
+def _exists(snapshot, pcId):
+    """@return: whether C{pod_clusters/<pcId>} has a record."""
+    try:
+        return snapshot.version(keys.podCluster(pcId)) is not None
+    except InvalidKey:  # no valid id: no record can have it
+        return False
 
 
 def updatePC(snapshot, pc, action, details):
