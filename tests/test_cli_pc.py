@@ -210,6 +210,29 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
                          [["n3"], ["n2"]])
 
     @defer.inlineCallbacks
+    def test_interruptedAtQuestion(self):
+        """
+        Ctrl-C at update-selector's question ends p2 at once (no Enter
+        needed), changing nothing.
+        """
+        from twisted.internet import reactor
+        yield self.pods({"n1": (PROD, "passing"), "n2": (dict(PROD, canary="1"), "passing")})
+        yield self.succeed(*CREATE)
+        lines, ended = self.spawn("pc", "update-selector", "web-az1-prod", "pod_id=web,!canary")
+        while not (yield lines.get()).startswith("  - n2"):
+            pass
+        ended.transport.signalProcess("INT")
+
+        def hung(failure):
+            ended.transport.signalProcess("KILL")
+            self.fail("p2 still waits for an answer after Ctrl-C")
+        code = yield ended.addTimeout(30, reactor).addErrback(hung)
+        self.assertNotEqual(code, 0)
+        info = yield self.p2json("pc", "show", "web-az1-prod")
+        self.assertEqual(info["pod_selector"],
+                         "pod_id=web,availability_zone=az1,cluster_name=prod")
+
+    @defer.inlineCallbacks
     def test_updateAnnotations(self):
         """C{update-annotations} replaces them; the audit log has both."""
         yield self.succeed(*CREATE + ("--annotations", '{"port": 80}'))

@@ -261,13 +261,22 @@ def _ask(options, question):
         standard input (end of input is no).
     """
     import sys
-
-    from twisted.internet import threads
+    import threading
     options.out.write(question)
     options.out.flush()
     stdin = getattr(options, "stdin", None) or sys.stdin
     reactor = options.reactor
-    d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), stdin.readline)
+    d = defer.Deferred()
+
+    def read():
+        try:
+            line = stdin.readline()
+        except (OSError, ValueError):
+            line = ""
+        reactor.callFromThread(d.callback, line)
+    # A daemon thread, not the reactor's pool, which is joined at shutdown:
+    # Ctrl-C at the question would wait for an Enter.
+    threading.Thread(target=read, name="p2 pc question", daemon=True).start()
     return d.addCallback(lambda line: line.strip().lower() in ("y", "yes"))
 
 
