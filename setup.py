@@ -21,6 +21,7 @@ setup(
         "treq==26.7.0",
         "kazoo==2.11.0",
         "klein==24.8.0",
+        "prometheus_client==0.26.0",
         "pyyaml==6.0.3",
         "zope.interface==8.7",
     ],

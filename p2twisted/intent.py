@@ -27,12 +27,14 @@ def nodeMarker(node, now=None):
 
 
 @defer.inlineCallbacks
-def schedule(store, node, manifest):
+def schedule(store, node, manifest, extra=lambda: []):
     """
     Write C{manifest}'s original bytes to C{intent/<node>/<pod_id>}, creating
     the node marker in the same transaction when it is absent.
 
     @param manifest: a parsed L{p2twisted.manifest.PodManifest}.
+    @param extra: a callable giving more ops for the same transaction (an
+        audit record), called for each try.
     @return: L{Deferred} firing with the written L{Entry}.
     """
     markerKey = keys.intentNode(node)
@@ -43,6 +45,7 @@ def schedule(store, node, manifest):
             ops = [Create(markerKey, nodeMarker(node)), Put(podKey, manifest.raw)]
         else:
             ops = [Check(markerKey, marker.version), Put(podKey, manifest.raw)]
+        ops += extra()
         try:
             results = yield store.transaction(ops)
         except (KeyExists, VersionConflict):

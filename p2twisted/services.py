@@ -215,14 +215,18 @@ def removeService(store, name):
     return results[0]
 
 
-def render(service, artifactDir, artifactBaseURL):
+def render(service, artifactDir, artifactBaseURL, sign=None):
     """
     Render C{service}'s template: build its artifact into C{artifactDir}.
 
+    @param sign: C{None}, or a function from the manifest's bytes to the
+        signed bytes (same SHA).
     @return: the parsed L{PodManifest}.
     """
     template = getTemplate(service.template)
     raw = template.render(service.name, service.settings, artifactDir, artifactBaseURL)
+    if sign is not None:
+        raw = sign(raw)
     return parseManifest(raw, source="service %s (template %s)" % (service.name, template.name))
 
 
@@ -242,16 +246,17 @@ def deployedNodes(store, name):
 
 
 @defer.inlineCallbacks
-def deploy(store, name, nodes, artifactDir, artifactBaseURL, check=None):
+def deploy(store, name, nodes, artifactDir, artifactBaseURL, check=None, sign=None):
     """
     Render service C{name} and schedule it on every node of C{nodes}.
 
     @param check: called with the rendered manifest before anything is
         scheduled; raises to stop the deploy.
+    @param sign: signs the rendered manifest (see L{render}), or C{None}.
     @return: L{Deferred} firing with the L{PodManifest} written.
     """
     service = yield getService(store, name)
-    manifest = render(service, artifactDir, artifactBaseURL)
+    manifest = render(service, artifactDir, artifactBaseURL, sign)
     if check is not None:
         check(manifest)
     for node in nodes:

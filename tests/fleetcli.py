@@ -69,6 +69,20 @@ class FleetCommandMixin(P2CommandMixin):
     def health(self, node, podId, sha):
         return harness.CRITICAL if sha in self.bad else harness.PASSING
 
+    def readSnapshot(self, store):
+        """@return: L{Deferred} firing with the snapshot a round decides over."""
+        return harness.RecordingPlanner(store).snapshot()
+
+    def decisions(self, snapshot, rolling):
+        """
+        @return: C{[(record, plan)]}: every RC's decision (C{rolling}: every
+            roll's step) over C{snapshot}, as the farms make them.
+        """
+        if rolling:
+            return [(roll, rollmodule.step(roll, snapshot, self.now))
+                    for rollId, roll in sorted(snapshot.rolls().items())]
+        return [(rc, rcmodule.decide(rc, snapshot)) for rcId, rc in sorted(snapshot.rcs().items())]
+
     @defer.inlineCallbacks
     def round(self, store, rolls=True):
         """
@@ -77,13 +91,8 @@ class FleetCommandMixin(P2CommandMixin):
         planner = harness.RecordingPlanner(store)
         wrote = False
         for rolling in ((False, True) if rolls else (False,)):
-            snapshot = yield planner.snapshot()
-            objects = snapshot.rolls() if rolling else snapshot.rcs()
-            for objectId, thing in sorted(objects.items()):
-                if rolling:
-                    plan = rollmodule.step(thing, snapshot, self.now)
-                else:
-                    plan = rcmodule.decide(thing, snapshot)
+            snapshot = yield self.readSnapshot(store)
+            for thing, plan in self.decisions(snapshot, rolling):
                 fence = [Check(thing.key, snapshot.version(thing.key))]
                 try:
                     yield planner.apply(plan, fence)

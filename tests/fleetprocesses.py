@@ -57,8 +57,11 @@ class Fleet(object):
         os.makedirs(self.artifacts)
         self.versions = {}
 
-    def startAgent(self, node):
-        config = "pod_address: %s\n%s" % (self.nodes[node], AGENT_CONFIG)
+    def startAgent(self, node, config=""):
+        """
+        @param config: more agent settings (YAML lines).
+        """
+        config = "pod_address: %s\n%s%s" % (self.nodes[node], AGENT_CONFIG, config)
         self.agents[node] = AgentProcess(self.test, self.bases[node], self.url, node=node,
                                          config=config).start()
         return self.agents[node]

@@ -24,6 +24,17 @@ from tests.servers import requireServer
 GPG_BATCH = ["--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]
 
 
+def rejection(testCase, d):
+    """
+    @param d: a verifier's Deferred.
+    @return: a Deferred firing with the reason it failed with
+        L{SignatureRejected} (failing C{testCase} if it succeeded).
+    """
+    from p2twisted.auth.interfaces import SignatureRejected
+    return d.addCallbacks(lambda signer: testCase.fail("accepted: %r" % (signer,)),
+                          lambda f: f.trap(SignatureRejected) and str(f.value))
+
+
 def _require(tool, package):
     if shutil.which(tool) is None:
         requireServer(tool, "no %s on PATH" % (tool,), "apt-get install %s" % (package,))

@@ -146,6 +146,8 @@ class ArtifactAuthTests(unittest.TestCase):
         self.layout = PodLayout(os.path.join(self.dir, "pods"), "web")
 
     def auth(self, kind):
+        if self.cache.auth is not None:
+            self.addCleanup(self.cache.auth.close)
         auth = ArtifactAuth.fromSettings(
             ArtifactAuthSettings(kind, self.keys.keyring, self.keys.allowed), self.cache, reactor)
         self.cache.auth = auth
@@ -273,7 +275,7 @@ class ArtifactAuthTests(unittest.TestCase):
         installDir = yield fetchAndInstall(self.cache, self.installer, self.layout, "web",
                                            self.launchable(treeListing(FILES)))
         self.assertTrue(os.path.isfile(os.path.join(installDir, "lib", "data.txt")))
-        self.installer.prune(self.layout, "web")
+        yield self.installer.prune(self.layout, "web")
         import shutil
         shutil.rmtree(installDir)
         listing = treeListing(FILES, {"lib/data.txt": b"other\n", "lib/new": b"n",
@@ -283,6 +285,22 @@ class ArtifactAuthTests(unittest.TestCase):
         self.assertIn("does not match digest file", reason)
         self.assertIn("missing lib/new; extra bin/launch; changed lib/data.txt", reason)
         self.assertFalse(os.path.exists(installDir))
+
+    @defer.inlineCallbacks
+    def test_treeOfRunningInstall(self):
+        """
+        A refused listing for the install that runs (the same version
+        deployed again) fails without removing that install.
+        """
+        self.auth("build")
+        self.signBuild()
+        installDir = yield fetchAndInstall(self.cache, self.installer, self.layout, "web",
+                                           self.launchable(treeListing(FILES)))
+        yield self.installer.activate(self.layout, "web", installDir)
+        yield self.rejected(fetchAndInstall(
+            self.cache, self.installer, self.layout, "web",
+            self.launchable(treeListing(FILES, {"lib/data.txt": b"other\n"}))))
+        self.assertTrue(os.path.isfile(os.path.join(installDir, "lib", "data.txt")))
 
     @defer.inlineCallbacks
     def test_treeSignature(self):
@@ -401,3 +419,45 @@ class AgentArtifactAuthTests(unittest.TestCase):
         yield intent.schedule(self.store, "n1", parseManifest(webManifest("hello", url4, port,
                                                                           sha4)))
         yield waitForVersion(port, "4")
+
+
+class HookPodArtifactAuthTests(unittest.TestCase):
+    """
+    Hook pods' artifacts are held to C{artifact_auth} too.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_unsignedHookPod(self):
+        """
+        A hook pod whose artifact has no build signature is not installed
+        (its status says why); once signed, it is.
+        """
+        import json
+
+        from p2twisted.store.memory import MemoryState, MemoryStore
+        from tests.test_agent_hookpods import Agent, hookArtifact
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        signers = _Signers(self, base)
+        agent = Agent(self, MemoryStore(MemoryState(), clock=reactor), "n1")
+        agent.artifacts.auth = ArtifactAuth.fromSettings(
+            ArtifactAuthSettings("build", signers.keyring), agent.artifacts, reactor)
+        directory = os.path.join(base, "art")
+        manifest = hookArtifact(directory, "mark", "#!/bin/sh\ntrue\n")
+        yield agent.store.put(keys.hook("before_install", "mark"), manifest)
+        agent.start()
+        yield agent.sync.whenSynced()
+        status = json.loads((yield agent.store.get(
+            keys.status("hooks", "n1", "before_install", "mark"))).value)
+        self.assertEqual(status["state"], "failed")
+        self.assertIn("no build signature", status["error"])
+        self.assertEqual(agent.links("before_install"), [])
+        artifact = os.path.join(directory, "mark_1.tar.gz")
+        with open(artifact, "rb") as f:
+            signature = signers.gpgKeys.detachSign(signers.builder, f.read())
+        with open(artifact + ".sig", "wb") as f:
+            f.write(signature)
+        yield agent.sync.whenSynced()
+        self.assertEqual(agent.links("before_install"), ["mark_mark_launch"])

@@ -310,6 +310,30 @@ class HookRunnerTests(RunnerTestMixin, unittest.TestCase):
         self.assertEqual((status["state"], status["signal"]), ("timeout", signal.SIGTERM))
 
     @defer.inlineCallbacks
+    def test_runsCounted(self):
+        """
+        The agent's metrics count hook runs by event and outcome, and the
+        timeouts apart.
+        """
+        from prometheus_client import generate_latest
+        from p2twisted.metrics import AgentMetrics
+        from tests.test_metrics import samples, value
+        self.local("a-sleeps", "#!/bin/sh\nexec sleep 100\n", "after_launch")
+        self.local("b-fails", "#!/bin/sh\nexit 3\n", "before_launch")
+        self.recorder("c-ok", "before_launch")
+        metrics = AgentMetrics()
+        # A short limit for the sleeper only: the others may take longer to
+        # start on a loaded machine.
+        for event, termAfter in (("after_launch", 0.2), ("before_launch", 5.0)):
+            self.runner(hookTermAfter=termAfter, hookKillAfter=20)
+            yield HookRunner(self.config, reactor, self.store, metrics=metrics).run(event)
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual([value(found, "p2_hook_runs_total", event=e, outcome=o)
+                          for e, o in (("after_launch", "timeout"), ("before_launch", "failed"),
+                                       ("before_launch", "ok"))], [1.0, 1.0, 1.0])
+        self.assertEqual(value(found, "p2_hook_timeouts_total", event="after_launch"), 1.0)
+
+    @defer.inlineCallbacks
     def test_requiredFailureBlocks(self):
         """
         A required hook failing at a blocking event fails the run with

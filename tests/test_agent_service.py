@@ -714,7 +714,7 @@ class StoreOpenRetryTests(unittest.TestCase):
         for _ in range(2000):
             clock.advance(31)
         self.assertEqual(len(attempts), 2001)
-        self.assertIs(agent.store, store)
+        self.assertIs(agent.store.wrapped, store)  # metered
         self.assertTrue(agent.canAct())
 
 

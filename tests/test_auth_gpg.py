@@ -11,9 +11,10 @@ from zope.interface.verify import verifyObject
 from p2twisted.auth.gpg import GPGVerifier, judge, parseStatus
 from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
 from p2twisted.manifest import parseManifest
-from tests.signingkeys import GPGKeys
+from tests.signingkeys import GPGKeys, rejection
 
-MANIFEST = (b"id: web\nrun_as: web\nlaunchables:\n  web: {launchable_type: hoist, location: /a.tar.gz}\n"
+MANIFEST = (b"id: web\nrun_as: web\nlaunchables:\n"
+            b"  web: {launchable_type: hoist, location: /a.tar.gz}\n"
             b"config:\n  note:\n  - dash\n")
 
 
@@ -34,10 +35,7 @@ class GPGVerifierTests(TestCase):
         self.addCleanup(self.verifier.close)
 
     def rejected(self, data, signature):
-        d = self.verifier.verify(data, signature)
-        d.addCallbacks(lambda signer: self.fail("accepted: %r" % (signer,)),
-                       lambda f: f.trap(SignatureRejected) and str(f.value))
-        return d
+        return rejection(self, self.verifier.verify(data, signature))
 
     def test_interface(self):
         self.assertTrue(verifyObject(ISignatureVerifier, self.verifier))
@@ -118,7 +116,6 @@ class GPGVerifierTests(TestCase):
         yield self.verifier.verify(m.signedBody, m.signature)
         self.keys.revoke(self.alice)
         self.keys.exportKeyring(self.keyring, [self.alice])
-        os.utime(self.keyring, ns=(0, 0))
         reason = yield self.rejected(m.signedBody, m.signature)
         self.assertIn("gpg: signed by revoked key", reason)
 
@@ -158,7 +155,8 @@ class GPGVerifierTests(TestCase):
         with open(self.keyring, "wb") as f:
             f.write(b"not a keyring")
         reason = yield self.rejected(m.signedBody, m.signature)
-        self.assertTrue(reason.startswith("gpg: keyring %s holds no keys (" % (self.keyring,)), reason)
+        self.assertTrue(reason.startswith("gpg: keyring %s holds no keys (" % (self.keyring,)),
+                        reason)
 
     @defer.inlineCallbacks
     def test_closeRemovesHome(self):

@@ -10,10 +10,10 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
+from p2twisted.auth.interfaces import ISignatureVerifier, Signer
 from p2twisted.auth.ssh import SSHVerifier
 from p2twisted.manifest import parseManifest
-from tests.signingkeys import SSHKeys
+from tests.signingkeys import SSHKeys, rejection
 
 MANIFEST = b"id: web\nlaunchables:\n  web: {launchable_type: hoist, location: /a.tar.gz}\n"
 
@@ -34,10 +34,7 @@ class SSHVerifierTests(TestCase):
         self.verifier = SSHVerifier(self.allowed)
 
     def rejected(self, data, signature, verifier=None):
-        d = (verifier or self.verifier).verify(data, signature)
-        d.addCallbacks(lambda signer: self.fail("accepted: %r" % (signer,)),
-                       lambda f: f.trap(SignatureRejected) and str(f.value))
-        return d
+        return rejection(self, (verifier or self.verifier).verify(data, signature))
 
     def test_interface(self):
         self.assertTrue(verifyObject(ISignatureVerifier, self.verifier))

@@ -7,11 +7,13 @@ import json
 import os
 
 from twisted.internet import defer
+from twisted.trial import unittest
 from twisted.trial.unittest import TestCase
 
 from p2twisted.manifest import parseManifest
 from tests.cli import P2CommandMixin
 from tests.signingkeys import GPGKeys, SSHKeys
+from tests.test_cli_service import ServiceCommandMixin
 
 MANIFEST = (b"# the web pod\nid: web\nlaunchables:\n  web: {launchable_type: hoist, "
             b"location: /a.tar.gz}\nconfig:\n  flags:\n  - -x\n")
@@ -81,6 +83,9 @@ class SignVerifyTests(P2CommandMixin, TestCase):
         result = yield self.succeed("verify", "--allowed-signers", allowed, out)
         self.assertEqual(result, "good ssh signature by bob@example.com (%s)\nweb %s\n"
                          % (bob.fingerprint, self.sha))
+        line, code = yield self.p2Fails("verify", out)
+        self.assertEqual((line, code), ("p2: %s is SSH-signed: give --allowed-signers FILE"
+                                        % (out,), 2))
         # Signing a signed manifest again replaces its signature.
         again = self.path("again.yaml")
         _, _, code = yield self.p2("sign", "--ssh-key", bob.path, "-o", again, out)
@@ -128,3 +133,115 @@ class SignVerifyTests(P2CommandMixin, TestCase):
         self.assertFalse(os.path.exists(out))
         line, code = yield self.p2Fails("sign", "--key", "x", "--ssh-key", "y", self.manifest)
         self.assertEqual(code, 2)
+
+    @defer.inlineCallbacks
+    def test_signedThroughCommands(self):
+        """
+        C{p2 schedule} and C{p2 rc create} store a signed manifest as signed,
+        byte for byte, and it still verifies from the store.
+        """
+        from p2twisted.auth.ssh import SSHVerifier
+        from p2twisted.auth.verifiers import verifyManifest
+        from p2twisted.records.controllers import ReplicationController
+        from p2twisted.store import keys, openStore
+        sshKeys = SSHKeys(self)
+        bob = sshKeys.newKey("bob@example.com")
+        signed = self.path("signed.yaml")
+        _, _, code = yield self.p2("sign", "--ssh-key", bob.path, "-o", signed, self.manifest)
+        self.assertEqual(code, 0)
+        yield self.succeed("schedule", "--node", "n1", signed)
+        yield self.succeed("rc", "create", "--manifest", signed, "--replicas", "0", "--id", "w")
+        store = yield openStore(self.url)
+        try:
+            scheduled = (yield store.get(keys.intent("n1", "web"))).value
+            rc = ReplicationController.fromEntry(
+                keys.replicationController("w"),
+                (yield store.get(keys.replicationController("w"))))
+        finally:
+            yield store.close()
+        self.assertEqual(scheduled, self.read(signed))
+        self.assertEqual(rc.manifest, self.read(signed))
+        verifier = SSHVerifier(sshKeys.allowedSigners(self.path("allowed"), [bob]))
+        signer = yield verifyManifest(parseManifest(scheduled), ssh=verifier)
+        self.assertEqual(signer.identity, "bob@example.com")
+
+
+class DeploySigningTests(ServiceCommandMixin, unittest.TestCase):
+    """
+    C{p2 deploy} signs the manifest it renders when the config file says
+    with which key (C{signing:}).
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        ServiceCommandMixin.setUp(self)
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.config = os.path.join(self.dir, "p2.yaml")
+        self.env["P2_CONFIG"] = self.config
+
+    def configure(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    @defer.inlineCallbacks
+    def stored(self, *path):
+        from p2twisted.store import openStore
+        store = yield openStore(self.url)
+        try:
+            entries = yield store.list(path[0])
+        finally:
+            yield store.close()
+        return entries
+
+    @defer.inlineCallbacks
+    def test_sshSigned(self):
+        """
+        With C{signing: {ssh_key: FILE}}, the intent written is SSH-signed
+        by that key, and verifies.
+        """
+        from p2twisted.auth.ssh import SSHVerifier
+        from p2twisted.auth.verifiers import verifyManifest
+        from p2twisted.store import keys
+        sshKeys = SSHKeys(self)
+        bob = sshKeys.newKey("bob@example.com")
+        self.configure("signing: {ssh_key: %s}\n" % (bob.path,))
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        yield self.succeed("deploy", "job", "--node", "n1")
+        raw = (yield self.stored(keys.INTENT))[keys.intent("n1", "job")].value
+        manifest = parseManifest(raw)
+        self.assertEqual(manifest.signatureSystem, "ssh")
+        verifier = SSHVerifier(sshKeys.allowedSigners(os.path.join(self.dir, "allowed"), [bob]))
+        self.assertEqual((yield verifyManifest(manifest, ssh=verifier)).identity,
+                         "bob@example.com")
+
+    @defer.inlineCallbacks
+    def test_gpgSignedReplicas(self):
+        """
+        With C{signing: {key: ID}}, C{p2 deploy --replicas} puts a GPG
+        clear-signed manifest in its replication controller.
+        """
+        from p2twisted.records.controllers import ReplicationController
+        from p2twisted.store import keys
+        gpgKeys = GPGKeys(self)
+        alice = gpgKeys.newKey("Alice <alice@example.com>")
+        self.env["GNUPGHOME"] = gpgKeys.home
+        self.configure("signing: {key: %s}\n" % (alice,))
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        yield self.p2("deploy", "job", "--replicas", "1")
+        entries = yield self.stored(keys.REPLICATION_CONTROLLERS)
+        [rc] = [ReplicationController.fromEntry(k, e) for k, e in entries.items()]
+        self.assertEqual(parseManifest(rc.manifest).signatureSystem, "gpg")
+
+    @defer.inlineCallbacks
+    def test_badSigning(self):
+        """
+        A malformed C{signing:} stops the deploy with one line.
+        """
+        self.configure("signing: {gpg: x}\n")
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        line, code = yield self.p2Fails("deploy", "job", "--node", "n1")
+        self.assertEqual(line, "p2: config signing: expected 'key: GPG-KEY-ID' or 'ssh_key: "
+                               "FILE', got {'gpg': 'x'}")
+        self.assertEqual((yield self.stored("intent")), {})

@@ -47,6 +47,9 @@ class Mortal(MemoryStore):
 
 class FarmsTestCase(unittest.TestCase):
 
+    #: C{health(node, podId, sha)} the agents report (default passing).
+    health = None
+
     def setUp(self):
         self.clock = task.Clock()
         self.clock.advance(1800000000)
@@ -86,7 +89,7 @@ class FarmsTestCase(unittest.TestCase):
         """
         quiet, before = 0, None
         for _ in range(rounds):
-            self.result(harness.settleAgents(self.admin))
+            self.result(harness.settleAgents(self.admin, self.health))
             snapshot = self.snapshot()
             if check is not None:
                 check(snapshot)

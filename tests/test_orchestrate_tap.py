@@ -34,8 +34,8 @@ class ConfigTests(unittest.TestCase):
         """
         config = orchestratorConfig(None, {"store": "memory://"}, environ={})
         self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval,
-                          config.newsInterval),
-                         ("memory://", ["pc", "rc", "roll"], 15.0, 30.0, 1.0))
+                          config.newsInterval), ("memory://", sorted(FARMS), 15.0, 30.0, 1.0))
+        self.assertIn("ds", config.farms)
 
     def test_fileAndFlags(self):
         """
@@ -55,9 +55,9 @@ class ConfigTests(unittest.TestCase):
         An unknown farm or a bad number is a one-line error naming it.
         """
         e = self.assertRaises(UsageError, orchestratorConfig, None,
-                              {"store": "memory://", "farms": "rc,ds"}, environ={})
-        self.assertEqual(str(e), "orchestrator config farms: unknown farm 'ds'; expected some "
-                                 "of pc, rc, roll")
+                              {"store": "memory://", "farms": "rc,nope"}, environ={})
+        self.assertEqual(str(e), "orchestrator config farms: unknown farm 'nope'; expected some "
+                                 "of %s" % (", ".join(sorted(FARMS)),))
         path = self.configFile("session_ttl: soon\n")
         e = self.assertRaises(UsageError, orchestratorConfig, path, {}, environ={})
         self.assertIn("session_ttl", str(e))

@@ -180,11 +180,35 @@ class ReadTests(FleetMixin, unittest.TestCase):
         self.assertIn("no roll", missing["error"])
 
     @defer.inlineCallbacks
+    def test_podClusters(self):
+        """
+        C{/api/v1/pod_clusters} has each pod cluster as C{p2 pc list
+        --json} does, with its syncers' statuses; C{/api/v1/pod_clusters/<id>}
+        its members; an unknown one is a 404.
+        """
+        from p2twisted.records.podcluster import PodCluster, SyncerStatus
+        pc = PodCluster("web-a-main", "web", "a", "main", "pod_id=web")
+        self.put(pc.key, pc.toBytes())
+        self.put(keys.status(keys.POD_CLUSTERS, pc.id, "json"),
+                 SyncerStatus("synced", members=2, healthy=2).toBytes())
+        found = (yield self.get("/api/v1/pod_clusters"))["pod_clusters"]
+        # (No member has an address: the test's manifest has no status port.)
+        self.assertEqual([(p["id"], p["members"], p["healthy"], p["syncers"]["json"]["state"])
+                          for p in found], [("web-a-main", 2, 0, "synced")])
+        self.assertEqual(found[0]["farm"], found[0]["syncers"])
+        one = yield self.get("/api/v1/pod_clusters/web-a-main")
+        self.assertEqual(sorted(m["node"] for m in one["member_list"]), ["n1", "n2"])
+        yield self.get("/api/v1/pod_clusters/nope", code=404)
+
+    @defer.inlineCallbacks
     def test_audit(self):
         """
-        C{/api/v1/audit?limit=N} has the last N events, oldest first; a bad
-        limit is a 400 naming it.
+        C{/api/v1/audit?limit=N} has the last N events, oldest first;
+        C{since=} keeps those since a time or a duration back; a bad limit
+        or time is a 400.
         """
+        from twisted.internet.task import Clock
+
         from p2twisted.records.controllers import AuditEvent
         self.fleet.run(audit.append(self.store, [AuditEvent("rc", "web", "scale", {"to": n})
                                                  for n in range(5)], "someone", 2000.0))
@@ -193,6 +217,15 @@ class ReadTests(FleetMixin, unittest.TestCase):
                          [("someone", "scale", {"to": 3}), ("someone", "scale", {"to": 4})])
         bad = yield self.get("/api/v1/audit?limit=zero", code=400)
         self.assertIn("limit", bad["error"])
+        self.fleet.run(audit.append(self.store, [AuditEvent("rc", "web", "enable", {})],
+                                    "later", 3000.0))
+        self.api._clock = Clock()
+        self.api._clock.advance(3030.0)
+        found = (yield self.get("/api/v1/audit?since=1m"))["events"]
+        self.assertEqual([e["who"] for e in found], ["later"])
+        found = (yield self.get("/api/v1/audit?since=1970-01-01T00:40:00Z"))["events"]
+        self.assertEqual([e["who"] for e in found], ["later"])
+        yield self.get("/api/v1/audit?since=yesterday", code=400)
 
     @defer.inlineCallbacks
     def test_emptyControllers(self):
@@ -507,11 +540,11 @@ class ViewTests(unittest.TestCase):
              "local:///var/lib/p2/state.db", "consul://h:8500/p2?token_file=/etc/t", None,
              "not a url"])
 
-    def test_farmObjects(self):
+    def test_daemonSets(self):
         """
-        Daemon sets and pod clusters are shown from the read model's
-        records when it has them: their fields, a manifest as its SHA, and
-        their farm's last status -- one record, or one per syncer.
+        Daemon sets are shown from the read model's records once it has
+        them: their fields, the manifest as its SHA, and their farm's last
+        status.
         """
         import attr
 
@@ -523,22 +556,15 @@ class ViewTests(unittest.TestCase):
         class Record(object):
             id = attr.ib()
             manifest = attr.ib()
-            selector = attr.ib(default="")
+            node_selector = attr.ib(default="")
 
         class Later(Snapshot):
             def daemonSets(self):
                 return {"ds1": Record("ds1", manifest(1))}
 
-            def podClusters(self):
-                return {"pc1": Record("pc1", b"", "app=web")}
-
-        statuses = {keys.status("ds", "ds1"): b'{"reason": "all placed"}',
-                    keys.status("pod_clusters", "pc1", "haproxy"): b'{"state": "synced"}'}
-        snapshot = Later({key: Entry(key, value, 1) for key, value in statuses.items()})
+        key = keys.status("ds", "ds1")
+        snapshot = Later({key: Entry(key, b'{"reason": "all placed"}', 1)})
         self.assertEqual(views.daemonSets(snapshot), [{
-            "id": "ds1", "manifest_sha": manifestSha(manifest(1)), "selector": "",
+            "id": "ds1", "manifest_sha": manifestSha(manifest(1)), "node_selector": "",
             "farm": {"reason": "all placed"}}])
-        self.assertEqual(views.podClusters(snapshot), [{
-            "id": "pc1", "manifest_sha": "invalid", "selector": "app=web",
-            "farm": {"haproxy": {"state": "synced"}}}])
         self.assertEqual(views.daemonSets(Snapshot({})), [])

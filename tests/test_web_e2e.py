@@ -67,6 +67,13 @@ class APIFleetTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_fleetThroughTheAPI(self):
+        """
+        Both agents show up with their facts; an RC scaled to two through
+        the API (401 without the token) turns healthy in its counts and its
+        pods' intent, reality and health; a roll started through the API
+        moves its new RC's count up to the target and ends with the new
+        version served; the audit log names p2-api as the author.
+        """
         requireRunit()
         store = yield openStore(self.url, reactor)
         self.addCleanup(store.close)

@@ -34,6 +34,7 @@ hooks run.  A signature that cannot be fetched for a reason that may pass
 
 import os
 import re
+import shutil
 
 import attr
 import yaml
@@ -43,7 +44,8 @@ from twisted.python.filepath import FilePath
 
 from p2twisted.agent.artifacts import sha256File
 from p2twisted.auth.interfaces import SignatureRejected
-from p2twisted.errors import ArtifactError, ArtifactRejected, FetchError, UsageError
+from p2twisted.auth.section import signerFiles, typedSection
+from p2twisted.errors import ArtifactError, ArtifactRejected, FetchError
 from p2twisted.manifest import launchableVersion
 
 NONE, BUILD, MANIFEST, EITHER = "none", "build", "manifest", "either"
@@ -75,30 +77,8 @@ def artifactAuthSettings(data, name="artifact_auth"):
     @return: an L{ArtifactAuthSettings}.
     @raise UsageError: naming the bad setting.
     """
-    data = data or {}
-    if isinstance(data, str):
-        data = {"type": data}
-    if not isinstance(data, dict):
-        raise UsageError("agent config %s: expected a mapping with a type, got %r" % (name, data))
-    unknown = sorted(set(data) - {"type", "keyring", "allowed_signers"})
-    if unknown:
-        raise UsageError("agent config %s: unknown setting %s (known: allowed_signers, keyring, "
-                         "type)" % (name, ", ".join(map(str, unknown))))
-    kind = data.get("type", NONE)
-    if kind not in TYPES:
-        raise UsageError("agent config %s.type: expected none, build, manifest or either, got %r"
-                         % (name, kind))
-    paths = {}
-    for key in ("keyring", "allowed_signers"):
-        value = data.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise UsageError("agent config %s.%s: expected a file name, got %r"
-                             % (name, key, value))
-        paths[key] = os.path.abspath(value) if value else None
-    if kind != NONE and not (paths["keyring"] or paths["allowed_signers"]):
-        raise UsageError("agent config %s: type %s needs a keyring (GPG) or allowed_signers "
-                         "(OpenSSH) file" % (name, kind))
-    return ArtifactAuthSettings(kind, paths["keyring"], paths["allowed_signers"])
+    data, kind = typedSection(data, name, ("type", "keyring", "allowed_signers"), TYPES)
+    return ArtifactAuthSettings(kind, *signerFiles(data, name, kind))
 
 
 def parseTreeDigest(text, source):
@@ -280,10 +260,14 @@ class ArtifactAuth(object):
                 raise ArtifactRejected("%s; and %s" % (build, manifest))
         return signer
 
+    def _inThread(self, f, *args):
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
     @defer.inlineCallbacks
-    def checkTree(self, launchable, installDir):
+    def checkTree(self, launchable, layout, launchableId, installDir):
         """
-        Check an installed tree against its launchable's signed digest file.
+        Check an installed tree against its launchable's signed digest file;
+        a refused install is removed, unless it is the one running.
 
         @return: L{Deferred} firing with C{None} (nothing to check, or it
             matches); failing with L{ArtifactRejected} naming the missing,
@@ -291,6 +275,15 @@ class ArtifactAuth(object):
         """
         if not launchable.digestSignatureLocation:
             return
+        try:
+            yield self._checkTree(launchable, installDir)
+        except ArtifactRejected:
+            if os.path.realpath(installDir) != os.path.realpath(layout.current(launchableId)):
+                yield self._inThread(shutil.rmtree, installDir, True)
+            raise
+
+    @defer.inlineCallbacks
+    def _checkTree(self, launchable, installDir):
         source = launchable.digestLocation
         text = yield self._fetch(source, "digest file %s" % (source,))
         if self.type != NONE:
@@ -298,8 +291,7 @@ class ArtifactAuth(object):
                                           % (launchable.digestSignatureLocation,))
             yield self._verify(text, signature, "digest file %s" % (source,))
         entries = parseTreeDigest(text.decode("utf-8", "replace"), source)
-        missing, extra, changed = yield threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), compareTree, installDir, entries)
+        missing, extra, changed = yield self._inThread(compareTree, installDir, entries)
         problems = ["%s %s" % (what, _listed(paths)) for what, paths in
                     (("missing", missing), ("extra", extra), ("changed", changed)) if paths]
         if problems:
@@ -317,8 +309,7 @@ def fetchAndInstall(artifacts, installer, layout, launchableId, launchable):
         is the L{ArtifactAuth} applied (none: no checks).
     @return: L{Deferred} firing with the install directory (not activated);
         failing as L{ArtifactCache.fetch}, L{Installer.install} or
-        L{ArtifactAuth} do.  An install whose tree is refused is removed,
-        unless it is the one running.
+        L{ArtifactAuth} do.
     """
     auth = getattr(artifacts, "auth", None)
     signedTree = auth is not None and launchable.digestSignatureLocation
@@ -333,17 +324,5 @@ def fetchAndInstall(artifacts, installer, layout, launchableId, launchable):
                      event="artifact-verified")
     installDir = yield installer.install(layout, launchableId, launchableVersion(launchable), path)
     if signedTree:
-        try:
-            yield auth.checkTree(launchable, installDir)
-        except ArtifactRejected:
-            current = os.path.realpath(layout.current(launchableId))
-            if os.path.realpath(installDir) != current:
-                yield threads.deferToThreadPool(
-                    auth._reactor, auth._reactor.getThreadPool(), _removeTree, installDir)
-            raise
+        yield auth.checkTree(launchable, layout, launchableId, installDir)
     return installDir
-
-
-def _removeTree(path):
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)

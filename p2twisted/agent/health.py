@@ -371,11 +371,15 @@ class HealthMonitor(TimerService):
         C{None} while it has none (nothing is written then).
     @param settled: callable telling whether a pod may be checked now (the
         agent is not deploying or removing it); default: always.
+    @param metrics: the L{AgentMetrics} counting the results (default: new
+        ones).
     """
 
     def __init__(self, store, node, clock, checker, installed, session,
-                 interval=INTERVAL, refresh=REFRESH, settled=None):
+                 interval=INTERVAL, refresh=REFRESH, settled=None, metrics=None):
         TimerService.__init__(self, interval, self.checkAll)
+        from p2twisted.metrics import AgentMetrics
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self.store = store
         self.node = node
         self.clock = clock
@@ -433,6 +437,7 @@ class HealthMonitor(TimerService):
             checked = set(busy)  # left as they are
             for podId, result in zip(order, results):
                 if result is not None:
+                    self.metrics.healthChecks.labels(podId, result.status).inc()
                     checked.add(podId)
                     yield self._publish(podId, pods[podId][1], result)
             for podId in sorted(set(self.written) - checked):

@@ -13,7 +13,8 @@ Events (L{EVENTS}), in workflow order::
     before_uninstall  a pod's services are stopped; its files still exist
     after_uninstall   its files are gone
     after_auth_fail   the auth policy refused a manifest (a pod's, or a hook
-                      pod's), or an artifact failed verification (digest mismatch)
+                      pod's), or a pod's artifact failed verification (digest
+                      mismatch, or refused by artifact_auth)
 
 Where hooks come from, looked up afresh at every run (so a hook pod that was
 just installed takes effect at once):
@@ -61,6 +62,7 @@ from twisted.logger import Logger
 
 from p2twisted.agent.process import runBounded
 from p2twisted.errors import AgentError
+from p2twisted.metrics import AgentMetrics
 from p2twisted.records import EVENTS, HookStatus
 from p2twisted.store import keys
 
@@ -192,11 +194,14 @@ class HookRunner(object):
         C{hooksRoot}, C{hooksDirectory}, C{hooksRequired}, C{hookTermAfter},
         C{hookKillAfter}).
     @param reactor: spawns the hooks, times them.
+    @param metrics: the L{AgentMetrics} counting hook runs (default: new
+        ones).
     @ivar store: the L{IStore} status records go to, or C{None} for none; may
         be set once the agent has opened its store.
     """
 
-    def __init__(self, config, reactor, store=None, wallClock=time.time):
+    def __init__(self, config, reactor, store=None, wallClock=time.time, metrics=None):
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self.config = config
         self.reactor = reactor
         self.store = store
@@ -240,6 +245,9 @@ class HookRunner(object):
             record = yield self._runOne(event, name, path, context)
             isRequired = name in required
             record = attr.evolve(record, required=isRequired)
+            self.metrics.hookRuns.labels(event, record.state).inc()
+            if record.state == TIMEOUT:
+                self.metrics.hookTimeouts.labels(event).inc()
             yield self._writeStatus(event, name, record)
             if record.state == OK:
                 continue

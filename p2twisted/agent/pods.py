@@ -36,6 +36,7 @@ from p2twisted.agent.supervisors import kindForState, makeSupervisor
 from p2twisted.agent.users import PodUsers
 from p2twisted.errors import AgentError, DigestMismatch, ManifestError
 from p2twisted.manifest import parseManifest
+from p2twisted.metrics import AgentMetrics
 
 log = Logger()
 
@@ -145,10 +146,12 @@ class PodOperations(object):
     @param supervisor: an L{ISupervisor}.
     @param artifacts: an L{ArtifactCache}.
     @param installer: an L{Installer}.
+    @param metrics: the L{AgentMetrics} timing installs and launches, and
+        counting hook runs (default: new ones).
     """
 
     def __init__(self, config, reactor, supervisor, artifacts, installer, p2exec=None,
-                 isRoot=None, hooks=None):
+                 isRoot=None, hooks=None, metrics=None):
         self.config = config
         self.reactor = reactor
         self.supervisor = supervisor
@@ -157,7 +160,9 @@ class PodOperations(object):
         self.p2exec = p2exec or p2execCommand()
         self.isRoot = (os.getuid() == 0) if isRoot is None else isRoot
         self._warnedRunAs = set()
-        self.hooks = hooks if hooks is not None else HookRunner(config, reactor)
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.hooks = hooks if hooks is not None else HookRunner(config, reactor,
+                                                                metrics=self.metrics)
         #: runit's chpst, when pods may start without p2-exec (see
         #: L{runtime.chpstArgv}): p2-exec is not configured and chpst is here
         #: (and, from L{fromConfig}, this process's limits are raised).
@@ -176,7 +181,7 @@ class PodOperations(object):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     @classmethod
-    def fromConfig(cls, config, reactor):
+    def fromConfig(cls, config, reactor, metrics=None):
         """
         @return: the operations an L{AgentConfig} asks for.
         """
@@ -192,7 +197,7 @@ class PodOperations(object):
                               podMaxExpandedBytes=config.podMaxExpandedBytes,
                               diskBudget=config.diskBudget)
         p2exec = config.p2exec.split() if config.p2exec else None
-        ops = cls(config, reactor, supervisor, artifacts, installer, p2exec)
+        ops = cls(config, reactor, supervisor, artifacts, installer, p2exec, metrics=metrics)
         if ops.chpst and not runtime.raiseOwnLimits(ops.isRoot):
             log.warn("pods start through p2-exec: this agent's soft limits cannot all be "
                      "raised to its hard limits")
@@ -283,6 +288,7 @@ class PodOperations(object):
             # runtime files before its services do; write them meanwhile.
             runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
         installs = {}
+        installing = self.reactor.seconds()
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
@@ -296,6 +302,8 @@ class PodOperations(object):
         if runtimeWritten is None:
             runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
         yield runtimeWritten
+        self.metrics.installSeconds.labels(manifest.id).observe(
+            self.reactor.seconds() - installing)
         yield self.hooks.run("after_install", context)
         specs = self._specs(manifest, layout, user, installs)
         yield self._stopUnwanted(manifest.id, specs, old)
@@ -304,6 +312,7 @@ class PodOperations(object):
         # user restarts even the launchables with no_halt_on_update.
         userChanged = self.isRoot and old is not None and old.runAs != manifest.runAs
         previous = {}
+        launching = self.reactor.seconds()
         try:
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
@@ -327,6 +336,8 @@ class PodOperations(object):
             yield self._rollBack(layout, installs, previous, specs)
             raise
         yield self._runScript(manifest, layout, user, "bin/enable")
+        self.metrics.launchSeconds.labels(manifest.id).observe(
+            self.reactor.seconds() - launching)
         yield self.hooks.run("after_launch", context)
         for launchableId in manifest.launchables:
             yield self.installer.prune(layout, launchableId)

@@ -44,9 +44,11 @@ from p2twisted.auth.policy import NONE
 from p2twisted.auth.reload import PolicyReloader
 from p2twisted.auth.settings import AuthSettings
 from p2twisted.errors import KeyExists, StoreError
+from p2twisted.metrics import AgentMetrics
 from p2twisted.records import (
     AgentStatus, Confirmation, CorruptRecord, MachineFacts, markerIdentity, readable)
 from p2twisted.store import keys, openStore
+from p2twisted.store.metered import MeteredStore
 from p2twisted.store.presence import Presence
 
 log = Logger()
@@ -117,11 +119,17 @@ class AgentService(service.MultiService):
     @param config: an L{p2twisted.agent.config.AgentConfig}.
     @param pods: the L{IPodOperations}.
     @param reactor: the reactor (clock, processes).
-    @param store: an open L{IStore}, or C{None} to open C{config.store}.
+    @param store: an open L{IStore}, or C{None} to open C{config.store}
+        (then metered: L{MeteredStore}).
+    @param metrics: the L{AgentMetrics} to update (default: new ones, with
+        a registry of their own).
     """
 
-    def __init__(self, config, pods, reactor, store=None, facts=None, auth=None):
+    def __init__(self, config, pods, reactor, store=None, facts=None, auth=None,
+                 metrics=None):
         service.MultiService.__init__(self)
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.metrics.watchPods(self.podStates)
         #: The auth policy (an L{IAuthPolicy} with a C{generation}).
         self.auth = auth or PolicyReloader(getattr(config, "auth", None) or AuthSettings(),
                                            reactor)
@@ -169,7 +177,8 @@ class AgentService(service.MultiService):
     def _open(self):
         while self.store is None and self.running:
             try:
-                self.store = yield openStore(self.config.store, self.reactor)
+                store = yield openStore(self.config.store, self.reactor)
+                self.store = MeteredStore(store, self.metrics, self.reactor)
             except Exception as e:
                 delay = self._openDelay(self._openAttempts)
                 self._openAttempts += 1
@@ -238,7 +247,7 @@ class AgentService(service.MultiService):
         if checker is not None:
             HealthMonitor(self.store, self.node, self.reactor, checker,
                           self.pods.installedPods, self._liveSession,
-                          settled=self._settled).setServiceParent(self)
+                          settled=self._settled, metrics=self.metrics).setServiceParent(self)
 
     def _startCrashLoops(self):
         """
@@ -490,7 +499,8 @@ class AgentService(service.MultiService):
         if podId not in self.workers:
             self.workers[podId] = PodWorker(self.pods, self.store, self.node, podId,
                                             self.reactor, canAct=self.canAct,
-                                            auth=self._policy(), refused=self._refused)
+                                            auth=self._policy(), refused=self._refused,
+                                            metrics=self.metrics)
         return self.workers[podId]
 
     # -- authorization -----------------------------------------------------------
@@ -559,6 +569,19 @@ class AgentService(service.MultiService):
         @return: whether every pod worker is idle and the agent can act.
         """
         return self.canAct() and all(w.state == "idle" for w in self.workers.values())
+
+    def podStates(self):
+        """
+        @return: C{{pod_id: state}} of the pods this agent has a status for,
+            as their status records say it (running, deploying, failed,
+            removing, invalid, refused).
+        """
+        states = {}
+        for podId, worker in list(self.workers.items()):
+            state = worker.reportedState()
+            if state is not None:
+                states[podId] = state
+        return states
 
     def statusRecord(self):
         """

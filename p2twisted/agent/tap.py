@@ -24,7 +24,8 @@ class Options(usage.Options):
         ["pod-root", None, None, "where pods are installed (default: <state-dir>/pods)"],
         ["state-dir", None, None, "agent state: service dirs, artifact cache"],
         ["supervisor", None, None, "auto, runit or builtin (default: auto)"],
-        ["status-port", None, None, "serve GET /_status on 127.0.0.1:PORT"],
+        ["status-port", None, None, "serve GET /_status and /metrics (Prometheus) on "
+                                    "127.0.0.1:PORT"],
         ["pod-address", None, None, "the address this node's pods serve on ($POD_ADDRESS) and "
                                     "their health checks reach (default: 127.0.0.1)"],
     ]
@@ -70,14 +71,16 @@ def makeService(options, reactor=None):
     from p2twisted.agent.pods import PodOperations
     from p2twisted.agent.service import AgentService
     from p2twisted.agent.web import StatusResource
+    from p2twisted.metrics import AgentMetrics
     config = options.settings
+    metrics = AgentMetrics()
     try:
-        pods = PodOperations.fromConfig(config, reactor)
+        pods = PodOperations.fromConfig(config, reactor, metrics=metrics)
     except P2Error as e:
         # twistd shows anything else raised here as a traceback.
         raise SystemExit(str(e))
     top = service.MultiService()
-    agent = AgentService(config, pods, reactor, facts=pods.facts)
+    agent = AgentService(config, pods, reactor, facts=pods.facts, metrics=metrics)
     agent.setServiceParent(top)
     pods.service().setServiceParent(top)
     if config.statusPort is not None:

@@ -47,6 +47,7 @@ from p2twisted.agent import crashloop
 from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
+from p2twisted.metrics import AgentMetrics
 from p2twisted.records import PodStatus
 from p2twisted.store import keys
 from p2twisted.tracing import TracedMachine
@@ -106,7 +107,7 @@ class PodWorker(TracedMachine):
     _setTrace = _machine._setTrace
 
     def __init__(self, pods, store, node, podId, clock, canAct=lambda: True,
-                 backoff=None, wallClock=time.time, auth=None, refused=None):
+                 backoff=None, wallClock=time.time, auth=None, refused=None, metrics=None):
         self.pods = pods
         self.store = store
         self.node = node
@@ -115,6 +116,7 @@ class PodWorker(TracedMachine):
         self.canAct = canAct
         self.backoff = backoff or retryPolicy()
         self.wallClock = wallClock
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         #: The machine's state: C{idle}, C{working}, C{backoff}, C{stopping}
         #: or C{stopped}.
         self.state = IDLE
@@ -169,6 +171,14 @@ class PodWorker(TracedMachine):
                 and self._intent.value == self._badIntent[0]:
             return self._badIntent[1]
         return None
+
+    def reportedState(self):
+        """
+        @return: the state the pod's status record last said (running,
+            deploying, failed, removing, invalid, refused), or C{None} when it has
+            none (gone, or not written).
+        """
+        return None if self._lastStatus is None else self._lastStatus[0]
 
     def refusal(self):
         """
@@ -433,8 +443,12 @@ class PodWorker(TracedMachine):
             # without a store write competing with its install and start.
             note = self.clock.callLater(DEPLOYING_NOTE_DELAY, self._writeStatus, "deploying",
                                         sha=intent.sha())
+            started = self.clock.seconds()
             try:
                 yield self.pods.deploy(intent, reality)
+            except Exception:
+                self.metrics.deployFailures.labels(self.podId).inc()
+                raise
             finally:
                 if note.active():
                     note.cancel()
@@ -444,6 +458,9 @@ class PodWorker(TracedMachine):
                 yield self.store.put(realityKey, intent.raw)
             else:
                 yield self.store.cas(realityKey, intent.raw, realityEntry.version)
+            if reality is not None:
+                self.metrics.upgradeSeconds.labels(self.podId).observe(
+                    self.clock.seconds() - started)
             log.info("pod {pod} running {sha}", node=self.node, pod=self.podId, sha=intent.sha(),
                      event="deployed")
             yield self._writeStatus("running", sha=intent.sha())

@@ -4,13 +4,14 @@ L{GPGVerifier}: OpenPGP signatures checked by the real C{gpg} binary.
 
 The verifier keeps a GNUPGHOME of its own (a temporary directory) holding
 exactly the public keys of the configured keyring file, and rebuilds it when
-that file changes (key rotation without a restart).  C{gpg --verify} runs
+that file's contents change (key rotation without a restart).  C{gpg --verify} runs
 with C{--status-fd}; its machine-readable status lines are parsed strictly:
 a signature is good only when there is exactly one, C{gpg} exits 0, reports
 C{VALIDSIG} and the signing key's primary fingerprint is one of the
 keyring's, and nothing reports it bad, expired or revoked.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from p2twisted.auth.files import signatureFiles
 from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
 
 GPG = "gpg"
@@ -157,11 +159,15 @@ class GPGVerifier(object):
             self._gpg, _commonArgs(home) + args, env=_environ(home), reactor=self._reactor)
 
     def _keyringStamp(self):
+        """
+        @return: the SHA-256 of the keyring file's contents (a rewrite within
+            one mtime tick still counts), or C{None} when it is missing.
+        """
         try:
-            st = os.stat(self.keyring.path)
+            with open(self.keyring.path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     @defer.inlineCallbacks
     def _refresh(self):
@@ -216,21 +222,9 @@ class GPGVerifier(object):
         yield self._refresh()
         if self._problem:
             raise SignatureRejected(self._problem)
-        work = tempfile.mkdtemp(prefix="verify-", dir=self._home)
-        try:
-            sigPath = os.path.join(work, "signature")
-            with open(sigPath, "wb") as f:
-                f.write(signature)
-            if isinstance(data, FilePath):
-                dataPath = data.path
-            else:
-                dataPath = os.path.join(work, "data")
-                with open(dataPath, "wb") as f:
-                    f.write(data)
+        with signatureFiles(data, signature, self._home) as (sigPath, dataPath):
             out, err, code = yield self._run(
                 self._home, ["--status-fd", "1", "--verify", sigPath, dataPath])
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         signer = judge(parseStatus(out), code, self._fingerprints)
         defer.returnValue(signer)
 

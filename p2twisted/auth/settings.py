@@ -12,13 +12,12 @@ The agent's C{auth:} settings (conf/agent.yaml) and the policy they build::
       reload_interval: 5              # seconds between checks of those files
 """
 
-import os
-
 import attr
 
 from p2twisted.auth.policy import (
     KEYRING, NONE, TYPES, USER, DeployPolicy, KeyringPolicy, NonePolicy, PolicyError,
     UserPolicy)
+from p2twisted.auth.section import filePath, signerFiles, typedSection
 from p2twisted.errors import UsageError
 
 #: The OpenSSH signature namespace of requests: a manifest's signature
@@ -54,34 +53,11 @@ def authSettings(data, name="auth"):
     @return: an L{AuthSettings}.
     @raise UsageError: naming the bad setting.
     """
-    data = data or {}
-    if isinstance(data, str):
-        data = {"type": data}
-    if not isinstance(data, dict):
-        raise UsageError("agent config %s: expected a mapping with a type, got %r" % (name, data))
-    known = {"type", "keyring", "allowed_signers", "deploy_policy", "authorized_deployers",
-             "agent_pod", "reload_interval"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UsageError("agent config %s: unknown setting %s (known: %s)" % (
-            name, ", ".join(map(str, unknown)), ", ".join(sorted(known))))
-    kind = data.get("type", NONE)
-    if kind not in TYPES:
-        raise UsageError("agent config %s.type: expected none, keyring or user, got %r"
-                         % (name, kind))
-
-    def path(key):
-        value = data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise UsageError("agent config %s.%s: expected a file name, got %r"
-                             % (name, key, value))
-        return os.path.abspath(value)
-    keyring, allowed, policy = path("keyring"), path("allowed_signers"), path("deploy_policy")
-    if kind != NONE and not (keyring or allowed):
-        raise UsageError("agent config %s: type %s needs a keyring (GPG) or allowed_signers "
-                         "(OpenSSH) file" % (name, kind))
+    data, kind = typedSection(data, name, (
+        "type", "keyring", "allowed_signers", "deploy_policy", "authorized_deployers",
+        "agent_pod", "reload_interval"), TYPES)
+    keyring, allowed = signerFiles(data, name, kind, NONE)
+    policy = filePath(data, name, "deploy_policy")
     if kind == USER and not policy:
         raise UsageError("agent config %s: type user needs a deploy_policy file" % (name,))
     deployers = data.get("authorized_deployers") or []

@@ -13,13 +13,12 @@ check, so a changed file takes effect at once.
 
 import os
 import re
-import shutil
-import tempfile
 
 from twisted.internet import defer, protocol
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from p2twisted.auth.files import signatureFiles
 from p2twisted.auth.interfaces import ISignatureVerifier, Signer, SignatureRejected
 
 SSH_KEYGEN = "ssh-keygen"
@@ -27,7 +26,8 @@ SSH_KEYGEN = "ssh-keygen"
 #: The namespace manifests are signed in (C{ssh-keygen -Y sign -n}).
 MANIFEST_NAMESPACE = "p2-manifest"
 
-_GOOD = re.compile(r'^Good "[^"]*" signature (?:for (?P<principal>.+) )?with \S+ key (?P<fpr>SHA256:\S+)$')
+_GOOD = re.compile(r'^Good "[^"]*" signature (?:for (?P<principal>.+) )?'
+                   r'with \S+ key (?P<fpr>SHA256:\S+)$')
 
 
 class _Collect(protocol.ProcessProtocol):
@@ -111,56 +111,47 @@ class SSHVerifier(object):
 
     @defer.inlineCallbacks
     def _verify(self, data, signature):
-        work = tempfile.mkdtemp(prefix="p2-ssh-", dir=self._tempDir)
-        try:
-            sigPath = os.path.join(work, "signature")
-            with open(sigPath, "wb") as f:
-                f.write(signature)
-            if isinstance(data, FilePath):
-                dataPath = data.path
-            else:
-                dataPath = os.path.join(work, "data")
-                with open(dataPath, "wb") as f:
-                    f.write(data)
+        with signatureFiles(data, signature, self._tempDir) as (sigPath, dataPath):
             signer = yield self._check(sigPath, dataPath)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         defer.returnValue(signer)
 
     @defer.inlineCallbacks
     def _check(self, sigPath, dataPath):
-        # 1. Is it a good signature over this data at all, and by which key?
+        # 1. Which principals does the allowed-signers file give the key?
+        out, findErr, code = yield self._run(
+            ["-Y", "find-principals", "-f", self.allowedSigners.path, "-s", sigPath], "/dev/null")
+        principals = _lines(out) if code == 0 else []
+        if principals:
+            # 2. The real check: principal, namespace, validity, revocation.
+            args = ["-Y", "verify", "-f", self.allowedSigners.path, "-I", principals[0],
+                    "-n", self.namespace, "-s", sigPath]
+            if self.revokedKeys is not None:
+                args += ["-r", self.revokedKeys]
+            out, verifyErr, code = yield self._run(args, dataPath)
+            good = [m for m in map(_GOOD.match, _lines(out)) if m]
+            if code == 0 and len(good) == 1:
+                defer.returnValue(Signer(system="ssh", fingerprint=good[0].group("fpr"),
+                                         identity=good[0].group("principal") or principals[0]))
+        # Refused: say why.  Is it a good signature over this data at all,
+        # and by which key?
         out, err, code = yield self._run(
             ["-Y", "check-novalidate", "-n", self.namespace, "-s", sigPath], dataPath)
         good = [m for m in map(_GOOD.match, _lines(out)) if m]
         if code != 0 or len(good) != 1:
             raise SignatureRejected(_badReason(err, self.namespace))
         fingerprint = good[0].group("fpr")
-        # 2. Which principals does the allowed-signers file give that key?
-        out, err, code = yield self._run(
-            ["-Y", "find-principals", "-f", self.allowedSigners.path, "-s", sigPath], "/dev/null")
-        principals = _lines(out) if code == 0 else []
         if not principals:
-            why = [line for line in _lines(err) if line.startswith(self.allowedSigners.path + ":")]
+            prefix = self.allowedSigners.path + ":"
+            why = [line[len(prefix):] for line in _lines(findErr) if line.startswith(prefix)]
             raise SignatureRejected(
-                "ssh: signed by key %s, which %s allows" % (
-                    fingerprint, "no principal in %s" % (self.allowedSigners.path,))
-                + (" (%s)" % (why[0][len(self.allowedSigners.path) + 1:],) if why else ""))
-        # 3. The real check: principal, namespace, validity, revocation.
-        args = ["-Y", "verify", "-f", self.allowedSigners.path, "-I", principals[0],
-                "-n", self.namespace, "-s", sigPath]
-        if self.revokedKeys is not None:
-            args += ["-r", self.revokedKeys]
-        out, err, code = yield self._run(args, dataPath)
-        good = [m for m in map(_GOOD.match, _lines(out)) if m]
-        if code != 0 or len(good) != 1 or good[0].group("fpr") != fingerprint:
-            if self.revokedKeys is not None and not _lines(err):
-                raise SignatureRejected("ssh: signed by revoked key %s (%s)"
-                                        % (fingerprint, principals[0]))
-            raise SignatureRejected("ssh: signature by key %s (%s) rejected: %s" % (
-                fingerprint, principals[0], (_lines(err) or ["ssh-keygen exited %s" % (code,)])[-1]))
-        defer.returnValue(Signer(system="ssh", fingerprint=fingerprint,
-                                 identity=good[0].group("principal") or principals[0]))
+                "ssh: signed by key %s, which no principal in %s allows%s"
+                % (fingerprint, self.allowedSigners.path, " (%s)" % (why[0],) if why else ""))
+        if self.revokedKeys is not None and not _lines(verifyErr):
+            raise SignatureRejected("ssh: signed by revoked key %s (%s)"
+                                    % (fingerprint, principals[0]))
+        raise SignatureRejected("ssh: signature by key %s (%s) rejected: %s" % (
+            fingerprint, principals[0],
+            (_lines(verifyErr) or ["ssh-keygen exited %s" % (code,)])[-1]))
 
 
 def _badReason(err, namespace):

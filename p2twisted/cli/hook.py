@@ -34,7 +34,7 @@ def register(subparsers):
                     "every agent installs it and runs it at EVENT.")
     schedule.add_argument("--event", required=True, help="one of: " + ", ".join(EVENTS))
     schedule.add_argument("manifest", metavar="MANIFEST",
-                          help="pod manifest (YAML, may be PGP clear-signed); - reads stdin")
+                          help="pod manifest (YAML, may be signed: p2 sign); - reads stdin")
     schedule.set_defaults(run=runSchedule, writes=True)
 
     listing = commands.add_parser(

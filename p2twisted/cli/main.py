@@ -22,7 +22,7 @@ from p2twisted.errors import P2Error, SelectorError, UsageError
 
 #: Verb modules, in the order C{p2 --help} lists them.
 VERB_MODULES = ("namespace", "service", "services_fleet", "services_agent", "services_tasks", "services_inspect", "node", "schedule", "manifest", "label",
-                "hook", "bin2pod", "rc", "roll", "pc", "audit", "store", "sign", "ui")
+                "hook", "bin2pod", "rc", "roll", "ds", "replicate", "pc", "audit", "store", "sign", "ui")
 
 #: C{(verb, module, help)} of every verb, in the order C{p2 --help} lists
 #: them.  Only the module of the verb given is imported (so C{p2 --help} or
@@ -56,6 +56,8 @@ VERBS = (
     ("bin2pod", "bin2pod", "wrap an executable into an artifact and a pod manifest"),
     ("rc", "rc", "manage replication controllers"),
     ("roll", "roll", "start, follow and abort rolling updates"),
+    ("ds", "ds", "manage daemon sets"),
+    ("replicate", "replicate", "roll a manifest out to nodes, health-gated"),
     ("pc", "pc", "manage pod clusters"),
     ("audit", "audit", "show the audit log: what orchestrators and people changed"),
     ("store", "store", "copy a namespace between coordination stores"),

@@ -8,7 +8,7 @@ import sys
 from p2twisted.errors import ManifestError, P2Error, UsageError
 from p2twisted.manifest import parseManifest
 
-_FILE_HELP = "a pod manifest (YAML, may be PGP clear-signed); - reads standard input"
+_FILE_HELP = "a pod manifest (YAML, may be signed: p2 sign); - reads standard input"
 
 
 def register(subparsers):
@@ -32,8 +32,8 @@ def register(subparsers):
     sha = commands.add_parser(
         "sha", help="print a manifest's SHA-256",
         description="Print the SHA-256 of a valid manifest: the hash of its canonical form, "
-                    "which comments, key order, quoting, defaults written out and a PGP "
-                    "signature do not change.")
+                    "which comments, key order, quoting, defaults written out and a "
+                    "signature (p2 sign) do not change.")
     sha.add_argument("file", metavar="FILE", help=_FILE_HELP)
     sha.set_defaults(run=runSHA)
 

@@ -28,7 +28,7 @@ def register(subparsers):
         description="Create a replication controller running the pod manifest FILE on "
                     "REPLICAS of the nodes SELECTOR matches.")
     create.add_argument("--manifest", required=True, metavar="FILE",
-                        help="the pod manifest (YAML, may be PGP clear-signed); - reads stdin")
+                        help="the pod manifest (YAML, may be signed: p2 sign); - reads stdin")
     create.add_argument("--selector", default="", metavar="SELECTOR",
                         help="node label selector, e.g. 'tier=web,region in (a,b)' "
                              "(default: every node)")
@@ -127,9 +127,18 @@ def podLabels(args):
 
 def _pods(snapshot, rc):
     """@return: C{[{"node", "intent", "reality", "health", "agent"}]} of C{rc}'s pods."""
+    return podRows(snapshot, snapshot.podsOf(rc.id), rc.podId)
+
+
+def podRows(snapshot, pods, podId):
+    """
+    @param pods: C{[(node, podId)]} of a controller.
+    @return: C{[{"node", "intent", "reality", "health", "agent"}]} of those
+        of C{podId}.
+    """
     rows = []
-    for node, pod in snapshot.podsOf(rc.id):
-        if pod != rc.podId:
+    for node, pod in pods:
+        if pod != podId:
             continue
         health = snapshot.health(pod, node)
         rows.append({"node": node, "intent": snapshot.intentSha(node, pod),
@@ -277,14 +286,19 @@ def runShow(options):
     out.write("  replicas: %d desired, %d current, %d healthy\n"
               % (info["desired"], info["current"], info["healthy"]))
     writeFarm(out, info["farm"])
-    for pod in info["pods"]:
+    writePods(out, info["pods"], info["sha"])
+    return 0
+
+
+def writePods(out, pods, sha):
+    """Write the rows of L{podRows}, one a line; C{sha} is the wanted version."""
+    for pod in pods:
         short = lambda sha: (sha or "-")[:12]  # noqa: E731
         health = pod["health"] or "-"
-        if pod["health"] and pod["health_sha"] not in (None, info["sha"]):
+        if pod["health"] and pod["health_sha"] not in (None, sha):
             health += " (other version)"
         out.write("  %-16s intent %-12s reality %-12s health %-10s agent %s\n" % (
             pod["node"], short(pod["intent"]), short(pod["reality"]), health, pod["agent"]))
-    return 0
 
 
 def _change(options, build, trees, done):

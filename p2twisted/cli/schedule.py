@@ -19,7 +19,7 @@ def register(subparsers):
         description="Validate a pod manifest and write it to intent/<node>/<pod_id>; the "
                     "node's agent installs and runs it.")
     sched.add_argument("manifest", metavar="FILE",
-                       help="pod manifest (YAML, may be PGP clear-signed); - reads stdin")
+                       help="pod manifest (YAML, may be signed: p2 sign); - reads stdin")
     sched.add_argument("--node", default=None, help="target node (default: this host's name)")
     sched.set_defaults(run=runSchedule, writes=True)
 

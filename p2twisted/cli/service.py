@@ -20,7 +20,7 @@ from p2twisted.cli.schedule import nodeName
 from p2twisted.cli.services_inspect import agentRemovals, heldNotes
 from p2twisted.cli.services_common import (
     artifactLocation, checkPortHere, extrasParser, hostCheck, parseExtras, portProblem,
-    logTail, readSettingsFile, stateDir, thisHost, writeLogTail)
+    logTail, manifestSigner, readSettingsFile, stateDir, thisHost, writeLogTail)
 from p2twisted.cli.services_wait import waitDeployed
 from p2twisted.errors import P2Error, UsageError
 from p2twisted.store import keys
@@ -297,7 +297,8 @@ def runConfig(options):
         elif nodes:
             directory, baseURL = artifactLocation(options)
             manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
-                                             checkPortHere(nodes, options.no_host_check))
+                                             checkPortHere(nodes, options.no_host_check),
+                                             manifestSigner(options))
             report.update(redeployed=nodes, sha=manifest.sha())
             out.write("re-deployed %s (sha %s) to %s\n"
                       % (new.name, manifest.sha()[:12], ", ".join(nodes)))
@@ -328,7 +329,8 @@ def runDeploy(options):
                                            "scale %s N' or 'p2 deploy %s --replicas N'"
                                            % (options.name, options.name))
         manifest = yield services.deploy(store, options.name, nodes, directory, baseURL,
-                                         checkPortHere(nodes, options.no_host_check))
+                                         checkPortHere(nodes, options.no_host_check),
+                                         manifestSigner(options))
         options.out.write("deployed %s (sha %s) to %s\n"
                           % (options.name, manifest.sha()[:12], ", ".join(nodes)))
         options.out.flush()

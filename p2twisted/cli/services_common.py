@@ -95,6 +95,27 @@ def artifactLocation(options):
     return directory, config.get("artifact_base_url") or "file://" + directory
 
 
+def manifestSigner(options):
+    """
+    @return: what signs the manifests C{p2 deploy} renders, from the config
+        file's C{signing:} (C{key: GPG-KEY-ID} or C{ssh_key: FILE}), or
+        C{None} when it has none.
+    @raise UsageError: a malformed C{signing:}.
+    """
+    signing = loadConfig(getattr(options, "config", None)).get("signing")
+    if not signing:
+        return None
+    if (not isinstance(signing, dict) or set(signing) - {"key", "ssh_key"}
+            or len(signing) != 1 or not all(isinstance(v, str) and v for v in signing.values())):
+        raise UsageError("config signing: expected 'key: GPG-KEY-ID' or 'ssh_key: FILE', got %r"
+                         % (signing,))
+    from p2twisted.cli.sign import signManifest
+    key, sshKey = signing.get("key"), signing.get("ssh_key")
+    if sshKey:
+        sshKey = os.path.expanduser(sshKey)
+    return lambda raw: signManifest(raw, key=key, sshKey=sshKey)[0]
+
+
 def thisHost():
     """
     @return: this host's node name (what C{--node} defaults to).

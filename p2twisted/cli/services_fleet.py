@@ -156,7 +156,7 @@ def runDeploy(options):
     """
     C{p2 deploy NAME --replicas N [--selector S] [--min-healthy M]}.
     """
-    from p2twisted.cli.services_common import artifactLocation
+    from p2twisted.cli.services_common import artifactLocation, manifestSigner
     from p2twisted.orchestrate import edit
     if options.node:
         raise UsageError("--replicas lets the orchestrator choose the nodes: give --node or "
@@ -173,7 +173,7 @@ def runDeploy(options):
     @defer.inlineCallbacks
     def deploy(store):
         service = yield services.getService(store, options.name)
-        manifest = services.render(service, directory, baseURL)
+        manifest = services.render(service, directory, baseURL, manifestSigner(options))
         floor = (options.min_healthy if options.min_healthy is not None
                  else minHealthy(service, options.replicas))
         built = yield edit.change(
@@ -289,11 +289,11 @@ def rollSettings(store, options, name):
 
     @return: L{Deferred} firing with the L{Roll}.
     """
-    from p2twisted.cli.services_common import artifactLocation
+    from p2twisted.cli.services_common import artifactLocation, manifestSigner
     from p2twisted.orchestrate import edit
     directory, baseURL = artifactLocation(options)
     service = yield services.getService(store, name)
-    manifest = services.render(service, directory, baseURL)
+    manifest = services.render(service, directory, baseURL, manifestSigner(options))
 
     def build(snapshot):
         rc = currentRC(snapshot, name, "change its settings")

@@ -164,14 +164,8 @@ def runVerify(options):
     if getattr(options, "agent_config", None):
         from p2twisted.cli.authcheck import runPolicyCheck
         return runPolicyCheck(options, manifest)
-    gpg = ssh = None
-    work = tempfile.mkdtemp(prefix="p2-verify-")
-    if manifest.signatureSystem == "gpg":
-        gpg = GPGVerifier(options.keyring or _userKeyring(work), tempDir=work)
-    elif manifest.signatureSystem == "ssh":
-        if not options.allowed_signers:
-            raise UsageError("%s is SSH-signed: give --allowed-signers FILE" % (source,))
-        ssh = SSHVerifier(options.allowed_signers, tempDir=work)
+    if manifest.signatureSystem == "ssh" and not options.allowed_signers:
+        raise UsageError("%s is SSH-signed: give --allowed-signers FILE" % (source,))
 
     def report(result):
         value = {"id": manifest.id, "sha": manifest.sha(),
@@ -193,7 +187,13 @@ def runVerify(options):
 
     @defer.inlineCallbacks
     def check():
+        gpg = ssh = None
+        work = tempfile.mkdtemp(prefix="p2-verify-")
         try:
+            if manifest.signatureSystem == "gpg":
+                gpg = GPGVerifier(options.keyring or _userKeyring(work), tempDir=work)
+            elif manifest.signatureSystem == "ssh":
+                ssh = SSHVerifier(options.allowed_signers, tempDir=work)
             try:
                 signer = yield verifyManifest(manifest, gpg=gpg, ssh=ssh)
             except SignatureRejected as e:

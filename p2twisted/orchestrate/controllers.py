@@ -196,6 +196,13 @@ class WatchedReader(service.Service):
             self._snapshot = Snapshot(entries)
         return self._snapshot
 
+    def latest(self):
+        """
+        @return: the L{Snapshot} of what the watches last delivered, or
+            C{None} until each has delivered once.
+        """
+        return self._current() if len(self._latest) == len(self.trees) else None
+
     def read(self, after=()):
         """
         @param after: C{(key, version)} pairs: keys the caller changed from
@@ -394,6 +401,9 @@ class RCController(_Controller):
     """
 
     kind = "rc"
+    #: The audit kind of its events, and the pod label naming its pods' owner.
+    auditKind = AUDIT_KIND
+    ownerLabel = RC_ID_LABEL
 
     def __init__(self, *args, **kw):
         self.decideRC = kw.pop("decide", rcLogic.decide)
@@ -434,7 +444,7 @@ class RCController(_Controller):
                                 ("relabel", relabelled), ("rewrite", rewritten),
                                 ("unschedule", plan.unscheduled())):
             if changes:
-                found.append(AuditEvent(AUDIT_KIND, self.objectId, action, {
+                found.append(AuditEvent(self.auditKind, self.objectId, action, {
                     "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
                     "reason": plan.reason}))
         return found
@@ -445,7 +455,7 @@ class RCController(_Controller):
             labels = snapshot.podLabels(change.node, change.podId)
         except StoreError:
             return False
-        return labels.get(RC_ID_LABEL) == self.objectId
+        return labels.get(self.ownerLabel) == self.objectId
 
 
 @implementer(IController)
@@ -474,6 +484,12 @@ class RollController(_Controller):
             rc = snapshot.rc(rcId)
             status[name] = dict(podCounts(rc, snapshot), id=rcId) if rc is not None else None
         return outcome, status
+
+def _dsController(*args, **kw):
+    """The daemon set farm's controller (its module imports this one)."""
+    from p2twisted.orchestrate.dscontroller import DSController
+    return DSController(*args, **kw)
+
 
 @attr.s(frozen=True)
 class FarmKind(object):
@@ -537,4 +553,7 @@ FARMS = {
     "pc": FarmKind("pc", keys.POD_CLUSTERS,
                    (keys.labelTree("pod"), keys.HEALTH, keys.MACHINES, keys.INTENT),
                    _podClusterController, prepare=_preparePodClusters),
+    "ds": FarmKind("ds", keys.DAEMON_SETS,
+                   (keys.labelTree("node"), keys.HEALTH, keys.MACHINES, keys.REALITY),
+                   _dsController),
 }

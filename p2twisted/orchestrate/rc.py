@@ -45,6 +45,7 @@ from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.errors import StoreError
 from p2twisted.records import PASSING
 from p2twisted.records.controllers import POD_ID_LABEL, RC_ID_LABEL
+from p2twisted.records.daemonset import DS_ID_LABEL
 
 
 class PodView(object):
@@ -93,7 +94,7 @@ class PodView(object):
     def adoptable(self, node, rc):
         """
         Whether the pod on C{node} runs C{rc}'s manifest but belongs to no
-        RC (scheduled by hand, or its labels were lost): C{rc} may adopt it
+        RC nor daemon set (scheduled by hand, or its labels were lost): C{rc} may adopt it
         by labelling it, with no restart.
         """
         if not self.runs("intent", node, rc):
@@ -102,7 +103,7 @@ class PodView(object):
             labels = self.snapshot.podLabels(node, self.podId)
         except StoreError:
             return False
-        return RC_ID_LABEL not in labels
+        return RC_ID_LABEL not in labels and DS_ID_LABEL not in labels
 
     def load(self, node):
         return len(self.snapshot.podsOnNode(node))

@@ -60,6 +60,12 @@ def _controllers():
     return controllers
 
 
+def _daemonsets():
+    """L{p2twisted.records.daemonset}, imported when first asked about one."""
+    from p2twisted.records import daemonset
+    return daemonset
+
+
 class Snapshot(object):
     """
     An immutable view of some trees of the store.
@@ -72,13 +78,14 @@ class Snapshot(object):
         self._markers, self._machines, self._nodeLabels = {}, {}, {}
         self._intent, self._reality = {}, {}
         self._podLabels, self._health = {}, {}
-        self._rcs, self._rolls = {}, {}
+        self._rcs, self._rolls, self._dss = {}, {}, {}
         self._podClusters = {}
         self._podStatus, self._agentStatus = {}, {}
         self._shas = {}
         # Decoded once per snapshot: a decision asks about every pod's labels
         # and health several times over (it is immutable, so they stay true).
         self._labels, self._healthRecords, self._byRC = {}, {}, None
+        self._byDS = None
         for key, entry in self.entries.items():
             self._index(keys.parse(key), entry)
 
@@ -103,6 +110,8 @@ class Snapshot(object):
             self._rcs[parts[1]] = entry
         elif tree == keys.ROLLS and n == 2:
             self._rolls[parts[1]] = entry
+        elif tree == keys.DAEMON_SETS and n == 2:
+            self._dss[parts[1]] = entry
         elif tree == keys.POD_CLUSTERS and n == 2:
             self._podClusters[parts[1]] = entry
         elif tree == keys.STATUS and n == 4 and parts[1] == "pods":
@@ -314,6 +323,34 @@ class Snapshot(object):
                 self._byRC.setdefault(owner, []).append((node, podId))
         return list(self._byRC.get(rcId, ()))
 
+    def podsOfDaemonSet(self, dsId):
+        """
+        @return: C{[(node, podId)]}, sorted, of the pods whose labels say
+            they belong to daemon set C{dsId} (C{daemon_set_id}).  Pods with
+            unreadable labels belong to none.
+        """
+        if self._byDS is None:
+            self._byDS = self._owners(_daemonsets().DS_ID_LABEL)
+        return list(self._byDS.get(dsId, ()))
+
+    def daemonSetOwners(self):
+        """
+        @return: the daemon set ids some pod's labels name, sorted (the
+            records of some may be gone).
+        """
+        self.podsOfDaemonSet(None)
+        return sorted(k for k in self._byDS if k is not None)
+
+    def _owners(self, label):
+        found = {}
+        for node, podId in sorted(self._podLabels):
+            try:
+                owner = self.podLabels(node, podId).get(label)
+            except records.CorruptRecord:
+                continue
+            found.setdefault(owner, []).append((node, podId))
+        return found
+
     def health(self, podId, node):
         """
         @return: the L{records.Health} of C{podId} on C{node}, or C{None}
@@ -362,6 +399,23 @@ class Snapshot(object):
         @return: C{{id: Roll}} of the readable roll records.
         """
         return self._all(self._rolls, _controllers().Roll)
+
+    def daemonSet(self, dsId):
+        """
+        @return: the daemon set C{dsId}, or C{None}.
+        @raise records.CorruptRecord: when its record is unreadable.
+        """
+        return self._one(self._dss, dsId, _daemonsets().DaemonSet)
+
+    def daemonSets(self):
+        """
+        @return: C{{id: DaemonSet}} of the readable daemon set records.
+        """
+        return self._all(self._dss, _daemonsets().DaemonSet)
+
+    def daemonSetIds(self):
+        """@return: the ids of every daemon set record read, readable or not."""
+        return sorted(self._dss)
 
     def podCluster(self, pcId):
         """

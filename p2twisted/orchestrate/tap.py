@@ -7,29 +7,35 @@ news has them reconcile.
 """
 
 import attr
-from twisted.application import service
+from twisted.application import service, strports
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web import resource, server
 
 from p2twisted.config import loadConfig
 from p2twisted.errors import P2Error, UsageError
+from p2twisted.metrics import OrchestratorMetrics, metricsResource
+from p2twisted.orchestrate import gauges
+from p2twisted.store.metered import MeteredStore
 
 log = Logger()
 
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = ("Run p2 orchestrators: claim replication controllers, rolling updates and pod "
-                "clusters from the coordination store (shared with any other p2-orchestrator) "
-                "and converge them. Every setting has a default; a config file (see "
-                "conf/orchestrator.yaml) and these flags override them.")
+    longdesc = ("Run p2 orchestrators: claim replication controllers, rolling updates, pod "
+                "clusters and daemon sets from the coordination store (shared with any other "
+                "p2-orchestrator) and converge them. Every setting has a default; a config file "
+                "(see conf/orchestrator.yaml) and these flags override them.")
     optParameters = [
         ["config", "c", None, "config file (YAML)"],
         ["store", None, None, "coordination store URL (default: $P2_STORE, the config file, "
                               "else the embedded local store)"],
-        ["farms", None, None, "comma-separated farms to run, of: rc, roll, pc (default: all)"],
+        ["farms", None, None, "comma-separated farms to run, of: rc, roll, pc, ds (default: all)"],
+        ["metrics-listen", None, None, "serve Prometheus metrics at /metrics on PORT "
+                                       "(127.0.0.1) or a Twisted endpoint (default: none)"],
     ]
 
     def postOptions(self):
@@ -39,7 +45,8 @@ class Options(usage.Options):
         """
         try:
             self.settings = orchestratorConfig(self["config"], {
-                "store": self["store"], "farms": self["farms"]})
+                "store": self["store"], "farms": self["farms"],
+                "metrics_listen": self["metrics-listen"]})
         except P2Error as e:
             raise usage.UsageError(str(e))
 
@@ -59,6 +66,7 @@ class OrchestratorConfig(object):
     syncers = attr.ib(default=None)
     #: Seconds before a second read may confirm a pod cluster's sudden drop.
     confirmDelay = attr.ib(default=5.0)
+    metricsListen = attr.ib(default=None)
 
 
 def _number(data, name, default, low):
@@ -101,7 +109,36 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
         newsInterval=_number(data, "news_interval", 1.0, 0.0),
         syncers=_syncers(data.get("syncers")),
         confirmDelay=_number(data, "confirm_delay", 5.0, 0.0),
+        metricsListen=_endpoint(data, "metrics_listen"),
     )
+
+
+def _endpoint(data, name):
+    """
+    @return: the server endpoint description of setting C{name}: a port
+        number is that port on 127.0.0.1 (loopback unless told otherwise);
+        a string with a colon is a Twisted endpoint description (e.g.
+        C{tcp:9120:interface=0.0.0.0}); C{None} when not set.
+    """
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, str) and value.isdigit()):
+        if not 0 < int(value) < 65536:
+            raise UsageError("orchestrator config %s: expected a port (1-65535), got %r"
+                             % (name, value))
+        return "tcp:%d:interface=127.0.0.1" % (int(value),)
+    if isinstance(value, str) and ":" in value:
+        from twisted.internet import endpoints, reactor
+        try:
+            endpoints.serverFromString(reactor, value)
+        except (ValueError, TypeError, KeyError) as e:
+            raise UsageError("orchestrator config %s: %r is not an endpoint: %s"
+                             % (name, value, e))
+        return value
+    raise UsageError("orchestrator config %s: expected a port or an endpoint such as "
+                     "tcp:9120:interface=127.0.0.1, got %r" % (name, value))
 
 
 def _syncers(settings):
@@ -123,12 +160,23 @@ class Orchestrator(service.MultiService):
     @param kinds: C{{name: FarmKind}} of the farms there are (default
         L{controllers.FARMS}).
     @param store: an open L{IStore} to use instead of opening
-        C{config.store} (it is closed when the service stops).
+        C{config.store} (it is closed when the service stops); one it opens
+        is metered (L{MeteredStore}).
+    @param metrics: the L{OrchestratorMetrics} (default: new ones, with a
+        registry of their own); served at C{config.metricsListen}, if set.
     @ivar farms: C{{name: Farm}} once the store is open.
     """
 
-    def __init__(self, config, reactor, kinds=None, store=None):
+    def __init__(self, config, reactor, kinds=None, store=None, metrics=None):
         service.MultiService.__init__(self)
+        self.metrics = metrics if metrics is not None else OrchestratorMetrics()
+        self.metrics.watchControllers(lambda: self._held("rc", gauges.rcCounts),
+                                      lambda: self._held("roll", gauges.rollProgress))
+        self.reader = None
+        if config.metricsListen is not None:
+            root = resource.Resource()
+            root.putChild(b"metrics", metricsResource(self.metrics))
+            strports.service(config.metricsListen, server.Site(root)).setServiceParent(self)
         if kinds is None:
             from p2twisted.orchestrate.controllers import FARMS as kinds
         self.config = config
@@ -152,7 +200,8 @@ class Orchestrator(service.MultiService):
         attempts = 0
         while self.store is None and self.running:
             try:
-                self.store = yield openStore(self.config.store, self.reactor)
+                store = yield openStore(self.config.store, self.reactor)
+                self.store = MeteredStore(store, self.metrics, self.reactor)
             except Exception as e:
                 delay = self._delays(attempts)
                 attempts += 1
@@ -180,6 +229,7 @@ class Orchestrator(service.MultiService):
                                              if name in self.farms],
                                clock=self.reactor)
         reader.setServiceParent(self)
+        self.reader = reader
         for name in self.config.farms:
             kind = self.kinds[name]
             context = None
@@ -197,6 +247,18 @@ class Orchestrator(service.MultiService):
             farm.setName(name)
             farm.setServiceParent(self)
             self.farms[name] = farm
+
+    def _held(self, name, measure):
+        """
+        @return: what C{measure(snapshot, ids)} says of the objects farm
+            C{name} holds, in the reader's latest snapshot (C{{}} before
+            there is one).
+        """
+        farm = self.farms.get(name)
+        snapshot = None if self.reader is None else self.reader.latest()
+        if farm is None or snapshot is None:
+            return {}
+        return measure(snapshot, sorted(farm.claims))
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -10,7 +10,8 @@ here; nobody else parses these values.  Only C{attrs} and C{json} are
 imported: every store verb of the CLI loads this.
 
 The replication controller and roll records live in
-L{p2twisted.records.controllers}.
+L{p2twisted.records.controllers}, the daemon set record in
+L{p2twisted.records.daemonset} (imported on first use: see L{__getattr__}).
 """
 
 from p2twisted.records.base import CorruptRecord, readable
@@ -25,3 +26,11 @@ __all__ = [
     "PASSING", "CRITICAL", "PENDING", "RUNNING", "DONE", "FAILED", "EXPIRED", "ENDED",
     "DEFAULT_TIMEOUT", "KILL_GRACE", "EVENTS",
 ]
+
+
+def __getattr__(name):
+    # DaemonSet pulls in the manifest parser: loaded only when asked for.
+    if name in ("DaemonSet", "DS_ID_LABEL"):
+        from p2twisted.records import daemonset
+        return getattr(daemonset, name)
+    raise AttributeError(name)

@@ -106,6 +106,24 @@ def _dump(record, names):
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def checkManifest(instance, attribute, value):
+    """An attrs validator: C{value} is a valid manifest's UTF-8 bytes."""
+    if not isinstance(value, bytes):
+        raise UsageError("manifest must be bytes, got %s" % (type(value).__name__,))
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("manifest is not UTF-8 text")
+    _parsed(value)
+
+
+def checkSelector(instance, attribute, value):
+    """An attrs validator: C{value} is a label selector's text."""
+    if not isinstance(value, str):
+        raise UsageError("%s must be text, got %r" % (attribute.name, value))
+    parseSelector(value)
+
+
 @attr.s(frozen=True)
 class ReplicationController(object):
     """
@@ -122,29 +140,13 @@ class ReplicationController(object):
     """
 
     id = attr.ib(validator=_segment("replication controller id"))
-    manifest = attr.ib()
+    manifest = attr.ib(validator=checkManifest)
     replicas_desired = attr.ib(validator=_count("replicas_desired"))
-    node_selector = attr.ib(default="")
+    node_selector = attr.ib(default="", validator=checkSelector)
     pod_labels = attr.ib(factory=dict, hash=False)
     disabled = attr.ib(default=False, validator=_flag("disabled"))
 
     FIELDS = ("id", "manifest", "node_selector", "pod_labels", "replicas_desired", "disabled")
-
-    @manifest.validator
-    def _checkManifest(self, attribute, value):
-        if not isinstance(value, bytes):
-            raise UsageError("manifest must be bytes, got %s" % (type(value).__name__,))
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError("manifest is not UTF-8 text")
-        _parsed(value)
-
-    @node_selector.validator
-    def _checkSelector(self, attribute, value):
-        if not isinstance(value, str):
-            raise UsageError("node_selector must be text, got %r" % (value,))
-        parseSelector(value)
 
     @pod_labels.validator
     def _checkPodLabels(self, attribute, value):
@@ -196,21 +198,36 @@ class ReplicationController(object):
         @raise CorruptRecord: for anything but a valid RC's JSON, including
             one without C{replicas_desired} or whose C{id} is not its key's.
         """
-        keyId = keys.parse(key)[-1]
-
-        def build(manifest, id=keyId, **fields):
-            if not isinstance(manifest, str):
-                raise UsageError("manifest must be the manifest's text, got %r" % (manifest,))
-            return cls(id=id, manifest=manifest.encode("utf-8"), **fields)
-        record = _load(build, key, entry, ("manifest", "replicas_desired"), cls.FIELDS)
-        if record.id != keyId:
-            raise CorruptRecord(key, "its id %r is not the key's" % (record.id,))
-        return record
+        return loadWithManifest(cls, key, entry, ("manifest", "replicas_desired"))
 
     def toBytes(self):
-        data = attr.asdict(self, recurse=False)
-        data["manifest"] = self.manifest.decode("utf-8")
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return dumpWithManifest(self)
+
+
+def loadWithManifest(cls, key, entry, required):
+    """
+    Read a controller record holding a manifest as text, whose C{id} (if
+    given) must be its key's last segment.
+
+    @raise CorruptRecord: naming C{key}.
+    """
+    keyId = keys.parse(key)[-1]
+
+    def build(manifest, id=keyId, **fields):
+        if not isinstance(manifest, str):
+            raise UsageError("manifest must be the manifest's text, got %r" % (manifest,))
+        return cls(id=id, manifest=manifest.encode("utf-8"), **fields)
+    record = _load(build, key, entry, required, cls.FIELDS)
+    if record.id != keyId:
+        raise CorruptRecord(key, "its id %r is not the key's" % (record.id,))
+    return record
+
+
+def dumpWithManifest(record):
+    """@return: the stored JSON of an attrs record with a C{manifest} (bytes)."""
+    data = attr.asdict(record, recurse=False)
+    data["manifest"] = record.manifest.decode("utf-8")
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 @attr.s(frozen=True)

@@ -279,12 +279,21 @@ class API(object):
         snapshot = yield self._read()
         return jsonResponse(request, {"pod_clusters": views.podClusters(snapshot)})
 
+    @app.route("/api/v1/pod_clusters/<pc>", methods=["GET"])
+    @defer.inlineCallbacks
+    def getPodCluster(self, request, pc):
+        snapshot = yield self._read()
+        return jsonResponse(request, _found(views.podCluster(snapshot, pc), "pod cluster", pc))
+
     @app.route("/api/v1/audit", methods=["GET"])
     @defer.inlineCallbacks
     def listAudit(self, request):
         from p2twisted.orchestrate import audit
         limit = _integer(_argument(request, "limit"), "limit", 100, 1, views.MAX_AUDIT)
-        events, corrupt = yield audit.read(self._open())
+        since = _argument(request, "since")
+        if since is not None:
+            since = audit.parseSince(since, self._now())
+        events, corrupt = yield audit.read(self._open(), since)
         return jsonResponse(request, {"events": [views.auditEvent(e) for e in events[-limit:]],
                                       "unreadable": len(corrupt)})
 

@@ -41,10 +41,16 @@ OPERATIONS = (
     ("get", "/api/v1/daemon_sets", "listDaemonSets",
      "Every daemon set with its farm's last status.", (), None),
     ("get", "/api/v1/pod_clusters", "listPodClusters",
-     "Every pod cluster with its syncers' last status.", (), None),
+     "Every pod cluster with its member and healthy counts and its syncers' last status.",
+     (), None),
+    ("get", "/api/v1/pod_clusters/{pc}", "getPodCluster",
+     "A pod cluster, its members (node, pod, address, healthy) and its syncers' last "
+     "status.", (), None),
     ("get", "/api/v1/audit", "listAudit",
      "The last audit events, oldest first.",
-     (("limit", "integer", "how many (1 to 1000, default 100)"),), None),
+     (("limit", "integer", "how many (1 to 1000, default 100)"),
+      ("since", "string", "only events since then: a duration back (90s, 15m, 2h, 7d) or a "
+                          "UTC time (2026-12-07T03:00:00Z)")), None),
     ("get", "/api/v1/events", "events",
      "Server-Sent Events of the store's changes (the dashboard's live updates).", (), None),
     ("get", "/api/v1/labels/{kind}/{objectId}", "getLabels",

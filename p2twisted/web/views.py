@@ -21,7 +21,7 @@ from p2twisted.store import keys
 #: The trees the API reads: the read model's, the agents' and the farms'
 #: statuses, and the daemon sets and pod clusters when there are any.
 API_TREES = TREES + (keys.status("pods"), keys.status("agents"), keys.status("rc"),
-                     keys.status("roll"), keys.status("ds"), keys.status("pod_clusters"),
+                     keys.status("roll"), keys.status("ds"), keys.status(keys.POD_CLUSTERS),
                      keys.DAEMON_SETS, keys.POD_CLUSTERS)
 
 #: The most audit events one answer holds.
@@ -199,42 +199,46 @@ def record(found):
     return fields
 
 
-def _statuses(snapshot, kind, objectId):
+def daemonSets(snapshot):
     """
-    @return: the farm's last status of an object: C{status/<kind>/<id>},
-        or C{{name: status}} of C{status/<kind>/<id>/<name>} (a pod
-        cluster's syncers); C{None} when there is none.
+    @return: the daemon sets: each L{record} with its farm's last status
+        (C{status/ds/<id>}); C{[]} while the read model has no daemon sets.
     """
     from p2twisted.cli.rc import farmStatus
-    prefix = keys.status(kind, objectId)
-    if prefix in snapshot.entries:
-        return farmStatus(snapshot.entries[prefix])
-    found = {keys.child(prefix, key): farmStatus(entry)
-             for key, entry in snapshot.entries.items() if key.startswith(prefix + "/")}
-    return found or None
-
-
-def _farmObjects(snapshot, query, kind):
-    """
-    @return: L{record} of every object C{snapshot.<query>()} gives, with
-        its farm's last status (L{_statuses}); C{[]} while the read model
-        has no such query.
-    """
-    found = getattr(snapshot, query, None)
+    found = getattr(snapshot, "daemonSets", None)
     if found is None:
         return []
-    return [dict(record(obj), id=objectId, farm=_statuses(snapshot, kind, objectId))
+    return [dict(record(obj), id=objectId,
+                 farm=farmStatus(snapshot.entries.get(keys.status("ds", objectId))))
             for objectId, obj in sorted(found().items())]
 
 
-def daemonSets(snapshot):
-    """@return: the daemon sets (L{record}s with their farm's status)."""
-    return _farmObjects(snapshot, "daemonSets", "ds")
+def _podCluster(snapshot, found, members=False):
+    """
+    @return: L{p2twisted.cli.pc.view} of C{found}, plus C{farm}: its
+        C{syncers} (C{{syncer: status}}) under the key every controller's
+        view has for what its farm last said.
+    """
+    from p2twisted.cli.pc import view
+    info = view(snapshot, found, members=members)
+    info["farm"] = info["syncers"]
+    return info
+
+
+def podCluster(snapshot, pcId):
+    """
+    @return: the view of pod cluster C{pcId} C{p2 pc show --json} prints:
+        its record, member and healthy counts, each syncer's last status
+        and its members; or C{None}.
+    @raise records.CorruptRecord: when its record is unreadable.
+    """
+    found = snapshot.podCluster(pcId)
+    return None if found is None else _podCluster(snapshot, found, members=True)
 
 
 def podClusters(snapshot):
-    """@return: the pod clusters (L{record}s with their farm's status)."""
-    return _farmObjects(snapshot, "podClusters", "pod_clusters")
+    """@return: the pod clusters as C{p2 pc list --json} shows them, by id."""
+    return [_podCluster(snapshot, found) for found in snapshot.podClusters().values()]
 
 
 def auditEvent(event):

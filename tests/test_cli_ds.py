@@ -1,0 +1,166 @@
+"""
+C{p2 ds}, run as a real C{p2} process against a C{local://} store, with the
+test playing the daemon set farm (L{daemonset.decide} with the progress its
+controller keeps) and the agents (L{tests.fleetcli}).
+"""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from p2twisted.orchestrate import audit, daemonset
+from p2twisted.orchestrate.dsedit import TREES
+from p2twisted.orchestrate.snapshot import Snapshot
+from p2twisted.store import keys
+from tests.fleetcli import FleetCommandMixin
+
+
+class DSCommandTests(FleetCommandMixin, unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        FleetCommandMixin.setUp(self)
+        self.progress = {}
+        yield self.nodes({"n1": {"tier": "web"}, "n2": {"tier": "web"}, "n3": {}})
+        out = yield self.succeed("ds", "create", "--manifest", self.manifest(1), "--selector",
+                                 "tier=web", "--min-health", "50", "--id", "web-ds")
+        self.assertIn("created daemon set web-ds: pod web", out)
+        self.assertIn("on nodes matching 'tier=web' (2 now)", out)
+
+    def readSnapshot(self, store):
+        return Snapshot.read(store, TREES)
+
+    def decisions(self, snapshot, rolling):
+        """Every daemon set's decision, with the progress its controller keeps."""
+        found = []
+        for dsId, ds in ([] if rolling else sorted(snapshot.daemonSets().items())):
+            progress = self.progress.get(dsId, daemonset.Progress())
+            plan = daemonset.decide(ds, snapshot, self.now, progress)
+            self.progress[dsId] = daemonset.advance(progress, ds, snapshot, plan, self.now)
+            found.append((ds, plan))
+        return found
+
+    @defer.inlineCallbacks
+    def intents(self):
+        snapshot = yield self.withStore(lambda store: Snapshot.read(store, TREES))
+        return {n: snapshot.intent(n, "web") is not None for n in ("n1", "n2", "n3")}
+
+    @defer.inlineCallbacks
+    def test_createShowList(self):
+        """
+        The farm places what C{p2 ds create} asked for; C{show} and C{list}
+        count the pods; the audit log says who created it.
+        """
+        yield self.converge()
+        info = yield self.p2json("ds", "show", "web-ds")
+        self.assertEqual({k: info[k] for k in ("desired", "current", "updated", "healthy",
+                                                "min_health", "timeout", "rate", "parallel",
+                                                "selector", "disabled")},
+                         {"desired": 2, "current": 2, "updated": 2, "healthy": 2,
+                          "min_health": 50, "timeout": 300, "rate": 0, "parallel": 50,
+                          "selector": "tier=web", "disabled": False})
+        self.assertEqual([p["node"] for p in info["pods"]], ["n1", "n2"])
+        out = yield self.succeed("ds", "list")
+        self.assertEqual(out.splitlines()[1].split(),
+                         ["web-ds", "web", "2", "2", "2", "2", "tier=web", "enabled"])
+        (listed,) = yield self.p2json("ds", "list")
+        self.assertEqual(listed["id"], "web-ds")
+        shown = yield self.succeed("ds", "show", "web-ds")
+        self.assertIn("min_health 50%, timeout 300s, rate 0s, parallel 50", shown)
+        events, corrupt = yield self.withStore(audit.read)
+        self.assertEqual([(e.kind, e.id, e.action) for e in events if e.who.endswith("(p2)")],
+                         [("daemon_set", "web-ds", "create")])
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        """
+        Bad requests are one-line errors and change nothing: a second daemon
+        set of the pod over overlapping nodes, no selector (say
+        --everywhere), an unknown id, another pod id's manifest.
+        """
+        before = yield self.dump()
+        line, code = yield self.p2Fails("ds", "create", "--manifest", self.manifest(2),
+                                        "--everywhere", "--id", "other")
+        self.assertIn("cannot create daemon set other: daemon set web-ds already runs pod web "
+                      "on overlapping nodes", line)
+        line, code = yield self.p2Fails("ds", "create", "--manifest", self.manifest(2))
+        self.assertIn("one of the arguments --selector --everywhere is required", line)
+        line, code = yield self.p2Fails("ds", "show", "web-dss")
+        self.assertIn("no daemon set 'web-dss'; did you mean 'web-ds'?", line)
+        path = os.path.abspath(self.mktemp() + ".yaml")
+        with open(path, "wb") as f:
+            f.write(open(self.manifest(2), "rb").read().replace(b"id: web", b"id: db"))
+        line, code = yield self.p2Fails("ds", "update", "web-ds", "--manifest", path)
+        self.assertIn("daemon set web-ds runs pod web; this manifest is pod db", line)
+        self.assertEqual((yield self.dump()), before)
+
+    @defer.inlineCallbacks
+    def test_updateAndTestSelector(self):
+        """
+        C{test-selector} shows the nodes a selector would add and remove
+        and changes nothing; C{update --selector} applies it and says the
+        same; C{update --manifest} has the farm replace every pod.
+        """
+        yield self.converge()
+        result = yield self.p2json("ds", "test-selector", "web-ds", "--everywhere")
+        self.assertEqual((result["add"], result["remove"]), (["n3"], []))
+        out = yield self.succeed("ds", "test-selector", "web-ds", "--selector", "!tier")
+        self.assertIn("would add: n3\n  would remove: n1, n2", out)
+        out = yield self.succeed("ds", "test-selector", "web-ds", "--selector", "tier=none")
+        self.assertIn("matches no node: the farm would hold", out)
+        out = yield self.succeed("ds", "update", "web-ds", "--everywhere")
+        self.assertIn("updated daemon set web-ds: node_selector tier=web -> ", out)
+        self.assertIn("nodes to add: n3\n  nodes to remove: none", out)
+        yield self.succeed("ds", "update", "web-ds", "--manifest", self.manifest(2),
+                           "--parallel", "1")
+        yield self.converge()
+        info = yield self.p2json("ds", "show", "web-ds")
+        self.assertEqual((info["current"], info["updated"], info["healthy"], info["parallel"]),
+                         (3, 3, 3, 1))
+        self.assertIn("nothing to do",
+                      (yield self.succeed("ds", "update", "web-ds", "--parallel", "1")))
+
+    @defer.inlineCallbacks
+    def test_disableEnable(self):
+        """A disabled daemon set places nothing until enabled."""
+        self.assertEqual((yield self.succeed("ds", "disable", "web-ds")),
+                         "disable daemon set web-ds\n")
+        yield self.converge()
+        self.assertEqual((yield self.intents()), {"n1": False, "n2": False, "n3": False})
+        self.assertIn("disabled", (yield self.succeed("ds", "list")))
+        yield self.succeed("ds", "enable", "web-ds")
+        yield self.converge()
+        self.assertEqual((yield self.intents()), {"n1": True, "n2": True, "n3": False})
+
+    @defer.inlineCallbacks
+    def test_deleteLeavesIntent(self):
+        """
+        C{delete} without C{--cascade} leaves the pods running, their
+        daemon_set_id label gone (no orphans for the farm to clean up, even
+        with another daemon set listed).
+        """
+        yield self.converge()
+        out = yield self.succeed("ds", "delete", "web-ds")
+        self.assertIn("deleted daemon set web-ds; its pods on n1, n2 keep running, unmanaged",
+                      out)
+        yield self.succeed("ds", "create", "--manifest", self.manifest(1), "--selector",
+                           "tier=none", "--id", "other")
+        self.now += 3600
+        yield self.converge()
+        self.assertEqual((yield self.intents()), {"n1": True, "n2": True, "n3": False})
+        entry = yield self.withStore(lambda store: store.get(keys.label("pod", "n1/web")))
+        self.assertNotIn(b"daemon_set_id", entry.value)
+        events, corrupt = yield self.withStore(audit.read)
+        self.assertEqual([e.action for e in events if e.id == "web-ds"][-2:],
+                         ["disown", "delete"])
+
+    @defer.inlineCallbacks
+    def test_deleteCascade(self):
+        """C{delete --cascade} unschedules its pods with it."""
+        yield self.converge()
+        out = yield self.succeed("ds", "delete", "web-ds", "--cascade")
+        self.assertEqual(out, "deleted daemon set web-ds; unscheduled its pods on n1, n2\n")
+        yield self.converge()
+        self.assertEqual((yield self.intents()), {"n1": False, "n2": False, "n3": False})
+        self.assertEqual((yield self.p2json("ds", "list")), [])
