@@ -103,6 +103,25 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertIn("already has a pod cluster prod in zone az1: web-az1-prod", line)
 
     @defer.inlineCallbacks
+    def test_unreadableRecord(self):
+        """
+        An unreadable pod cluster record is named by C{list} (on standard
+        error: not 'no pod clusters') and removed by C{delete}, after which
+        its triple can be created again.
+        """
+        yield self.succeed(*CREATE)
+        yield self.withStore(lambda store: store.put(keys.podCluster("web-az1-prod"),
+                                                     b'{"pod_id": 5}'))
+        out, err, code = yield self.p2("pc", "list")
+        self.assertEqual(code, 0)
+        self.assertIn("p2: pod cluster web-az1-prod: unreadable record", err)
+        self.assertIn("'p2 pc delete web-az1-prod' removes it", err)
+        self.assertEqual(out, "")
+        out = yield self.succeed("pc", "delete", "web-az1-prod")
+        self.assertIn("deleted pod cluster web-az1-prod", out)
+        yield self.succeed(*CREATE)
+
+    @defer.inlineCallbacks
     def test_racingCreates(self):
         """
         Two creates of one triple racing (several at once, under different

@@ -162,12 +162,26 @@ def runCreate(options):
 
 @defer.inlineCallbacks
 def runList(options):
+    from p2twisted import records
+    from p2twisted.store import keys
     snapshot = yield withStore(options, read)
-    infos = [view(snapshot, pc) for pcId, pc in sorted(snapshot.podClusters().items())]
+    found = snapshot.podClusters()
+    unreadable = 0
+    for key, entry in sorted(snapshot.entries.items()):
+        parts = keys.parse(key)
+        if parts[0] == keys.POD_CLUSTERS and len(parts) == 2 and parts[1] not in found:
+            try:
+                snapshot.podCluster(parts[1])
+            except records.CorruptRecord as e:
+                unreadable += 1
+                options.err.write("p2: pod cluster %s: %s ('p2 pc delete %s' removes it)\n"
+                                  % (parts[1], e, parts[1]))
+    infos = [view(snapshot, pc) for pcId, pc in sorted(found.items())]
     if options.json:
         return writeJSON(options.out, infos)
     if not infos:
-        options.out.write("no pod clusters: create one with 'p2 pc create'\n")
+        if not unreadable:
+            options.out.write("no pod clusters: create one with 'p2 pc create'\n")
         return 0
     width = max(len("ID"), *(len(i["id"]) for i in infos))
     options.out.write("%-*s  %-12s %-8s %-12s %7s %7s  %s\n" % (
