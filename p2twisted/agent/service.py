@@ -237,7 +237,8 @@ class AgentService(service.MultiService):
         handlers = self.pods.requestHandlers()
         if handlers is not None:
             RequestRunner(self.store, self.node, self.reactor, handlers,
-                          auth=self._policy(), podRoot=self.config.podRoot
+                          auth=self._policy(), podRoot=self.config.podRoot,
+                          seenPath=StateLayout(self.config.stateDir).seenRequests
                           ).setServiceParent(self)
 
     def _startHealth(self):
@@ -396,6 +397,7 @@ class AgentService(service.MultiService):
         for podId in sorted(gone):
             if self.workers[podId].absent():
                 del self.workers[podId]
+                self.metrics.forgetPod(podId)
         gone &= set(self.workers)
         found = self._orphans
         if resync or self._onDisk is None or gone:  # what is on disk may have changed
