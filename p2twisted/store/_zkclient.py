@@ -397,15 +397,11 @@ class Handler(SequentialThreadingHandler):
     """
 
     def __init__(self, bridge):
+        # kazoo makes its queues with queue_impl, also anew when it stops:
+        # replacing them after its stop() left a moment when an event or a
+        # completion landed in a plain queue nobody reads.
+        self.queue_impl = lambda: _ToReactor(bridge)
         SequentialThreadingHandler.__init__(self)
-        self._bridge = bridge
-        self.completion_queue = _ToReactor(bridge)
-        self.callback_queue = _ToReactor(bridge)
-
-    def stop(self):
-        SequentialThreadingHandler.stop(self)
-        self.completion_queue = _ToReactor(self._bridge)
-        self.callback_queue = _ToReactor(self._bridge)
 
     def select(self, rlist, wlist, xlist, timeout=None):
         poller = select.poll()
