@@ -86,6 +86,12 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
                       "on overlapping nodes", line)
         line, code = yield self.p2Fails("ds", "create", "--manifest", self.manifest(2))
         self.assertIn("one of the arguments --selector --everywhere is required", line)
+        for args in (["--timeout", "nan"], ["--rate", "inf"], ["--rate", "1e309"]):
+            line, code = yield self.p2Fails("ds", "create", "--manifest", self.manifest(2),
+                                            "--selector", "tier=db", "--id", "x", *args)
+            self.assertIn("argument %s: expected a number of seconds >= 0" % (args[0],), line)
+            line, code = yield self.p2Fails("ds", "update", "web-ds", *args)
+            self.assertIn("argument %s: expected a number of seconds >= 0" % (args[0],), line)
         line, code = yield self.p2Fails("ds", "show", "web-dss")
         self.assertIn("no daemon set 'web-dss'; did you mean 'web-ds'?", line)
         path = os.path.abspath(self.mktemp() + ".yaml")

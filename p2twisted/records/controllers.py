@@ -15,6 +15,7 @@ zero replicas (P2's failsafe, reference/p2.md section 10 item 6).
 import calendar
 import functools
 import json
+import math
 import time
 
 import attr
@@ -72,7 +73,10 @@ def _seconds(what, optional=False):
     def check(instance, attribute, value):
         if optional and value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        # NaN and infinity pass "< 0" but are no JSON: the record written
+        # would be unreadable by everyone after.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or not math.isfinite(value):
             raise UsageError("%s must be a number of seconds >= 0, got %r" % (what, value))
     return check
 
