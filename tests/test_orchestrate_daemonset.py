@@ -144,6 +144,25 @@ class DecideTests(unittest.TestCase):
                     for c in p.scheduled() if c.manifest == manifest(2)]
         self.assertEqual(replaced, ["n1", "n2", "n3", "n4"])
 
+    def test_minHealthCountsDownNodes(self):
+        """
+        A node whose agent is down still counts in the set min_health is a
+        percentage of (its pod is not known healthy): with 2 of 4 agents
+        down, min_health 50 takes neither healthy pod down.
+        """
+        fleet = self.fleet(4)
+        fleet.putDS("ds", min_health=50)
+        fleet.play()
+        fleet.down.update(("n3", "n4"))
+        fleet.settle()
+        fleet.putDS("ds", version=2, min_health=50)
+        fleet.play()
+        snapshot = fleet.snapshot()
+        self.assertEqual(versions(fleet, snapshot, ["n1", "n2", "n3", "n4"]),
+                         {"n1": 1, "n2": 1, "n3": 1, "n4": 1})
+        self.assertEqual("waiting: 2 node(s) on the old version, 0 to add; 2 healthy of 4, "
+                         "min_health 50%", fleet.last("ds").reason)
+
     def test_unhealthyReplacedFirst(self):
         """
         Pods that are not healthy anyway are replaced first, costing no

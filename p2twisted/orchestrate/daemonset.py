@@ -114,6 +114,8 @@ class Survey(object):
         controller claims.
     @ivar relabel: the set's nodes running its manifest whose labels lack
         the set's.
+    @ivar members: the set's matching nodes, agent up or not: the pods
+        C{min_health} is a percentage of.
     @ivar old: the set's matching nodes (agent up) not running its manifest.
     @ivar updated: the set's matching nodes (agent up) running it.
     @ivar healthy: the nodes of C{old} and C{updated} whose pod is passing
@@ -140,7 +142,7 @@ class Survey(object):
             else:
                 self.add.append(node)
         wanted = ds.labelsForPods()
-        inSet = [n for n in mine if n in eligible]
+        inSet = self.members = [n for n in mine if n in eligible]
         self.relabel = [n for n in inSet if view.runs("intent", n, ds) and not all(
             snapshot.podLabels(n, ds.pod_id).get(k) == v for k, v in wanted.items())]
         up = [n for n in inSet if view.up(n)]
@@ -274,7 +276,8 @@ def decide(ds, snapshot, now, progress=Progress()):
                   "new manifest, or disabling and enabling the set goes on)"
                   % (halt, ds.timeout, len(found.old)))
     else:
-        budget = len(found.healthy) - ds.minHealthy(len(found.updated) + len(found.old))
+        # A node whose agent is down counts, as not known healthy.
+        budget = len(found.healthy) - ds.minHealthy(len(found.members))
         for node in sorted(found.old, key=lambda n: (n in found.healthy, n)):
             if len(starts) >= slots:
                 break
@@ -304,7 +307,7 @@ def decide(ds, snapshot, now, progress=Progress()):
             why = "%d node(s) starting (parallel %d)" % (len(found.inflight), ds.parallel)
         else:
             why = "%d healthy of %d, min_health %d%%" % (
-                len(found.healthy), len(found.updated) + len(found.old), ds.min_health)
+                len(found.healthy), len(found.members), ds.min_health)
         parts.append("waiting: %d node(s) on the old version, %d to add; %s"
                      % (len(found.old), len(found.add), why))
     if found.blocked:
