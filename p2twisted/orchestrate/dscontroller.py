@@ -16,7 +16,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from p2twisted.errors import StoreError
 from p2twisted.orchestrate import daemonset as dsLogic
 from p2twisted.orchestrate.controllers import RCController, _Controller
 from p2twisted.orchestrate.farm import IController
@@ -61,14 +60,11 @@ class DSController(_Controller):
         """
         @return: L{Deferred} firing with the progress the last status of
             this daemon set recorded (by this process or a dead one), or an
-            empty one.
+            empty one when there is none or it is not JSON; failing with
+            the store's error (the farm retries: a progress taken for empty
+            would forget a halt and the last start's time).
         """
-        try:
-            entry = yield self.store.get(self.statusKey)
-        except StoreError as e:
-            log.warn("ds {object}: cannot read its last status ({error}); its timers start "
-                     "again", object=self.objectId, error=str(e))
-            return dsLogic.Progress()
+        entry = yield self.store.get(self.statusKey)
         try:
             data = json.loads(entry.value) if entry is not None else {}
         except ValueError:
