@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from p2twisted.orchestrate import daemonset, rc as rcmodule
 from p2twisted.orchestrate.daemonset import ORPHAN_GRACE, Progress, decide
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, Wait
+from p2twisted.errors import VersionConflict
 from p2twisted.labels import encodeLabels
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
@@ -322,6 +323,36 @@ class DecideTests(unittest.TestCase):
             if contends:
                 self.assertFalse(isinstance(decide(a, snapshot, fleet.now), Plan)
                                  and decide(a, snapshot, fleet.now).reason.startswith("DISABLED"))
+
+    def test_contentionNeverDisablesBoth(self):
+        """
+        Two contending sets deciding over snapshots of different moments
+        (their pod counts moved in between) may each find itself the one
+        to give way; the second disabling to be written fails (the other
+        changed since its snapshot), so one stays enabled.
+        """
+        fleet = self.fleet(3)
+        fleet.putDS("a")
+        fleet.putDS("b")
+        owners = {"n1": "a", "n2": "b", "n3": "b"}
+
+        def label():
+            for node, owner in owners.items():
+                fleet.run(fleet.store.put(keys.label("pod", node + "/web"), encodeLabels(
+                    {"pod_id": "web", "daemon_set_id": owner})))
+            return fleet.snapshot()
+        before = label()
+        owners["n3"] = "a"
+        after = label()
+        first = decide(before.daemonSet("a"), before, fleet.now)
+        second = decide(after.daemonSet("b"), after, fleet.now)
+        self.assertTrue(first.reason.startswith("DISABLED: contends with daemon set b"))
+        self.assertTrue(second.reason.startswith("DISABLED: contends with daemon set a"))
+        fleet.run(fleet.planner.apply(first))
+        self.failureResultOf(fleet.planner.apply(second), VersionConflict)
+        snapshot = fleet.snapshot()
+        self.assertEqual((snapshot.daemonSet("a").disabled, snapshot.daemonSet("b").disabled),
+                         (True, False))
 
     def test_otherControllersPodsUntouched(self):
         """

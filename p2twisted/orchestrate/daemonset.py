@@ -14,7 +14,7 @@ section 8), with these rules, in order:
    whose selector overlaps (either is every node, they are the same, or
    they match a node in common) -- the one of the two with fewer pods (on a
    tie, the later id) disables itself, loudly: its reason and audit event
-   name the other.  Neither ever overwrites a pod another controller's
+   name the other, whose record must be unchanged (never both).  Neither ever overwrites a pod another controller's
    labels claim.
  - Zero match (failsafe): while the selector matches no node at all, nothing
    is unscheduled (a wiped label tree must not remove the pod everywhere).
@@ -242,8 +242,13 @@ def decide(ds, snapshot, now, progress=Progress()):
     if rival is not None and _loses(ds, rival, snapshot):
         why = ("contends with daemon set %s (pod %s, selectors %r and %r overlap)"
                % (rival.id, ds.pod_id, ds.node_selector, rival.node_selector))
+        # The other's record is rewritten as read (compare-and-set): of two
+        # sets that each give way over snapshots of different moments (their
+        # pod counts moved in between), the second to write fails.
         return Plan([UpdateRecord(ds.key, ds.withDisabled(True).toBytes(),
-                                  snapshot.version(ds.key))],
+                                  snapshot.version(ds.key)),
+                     UpdateRecord(rival.key, snapshot.entries[rival.key].value,
+                                  snapshot.version(rival.key))],
                     reason="DISABLED: " + why,
                     events=[AuditEvent(AUDIT_KIND, ds.id, "contention", {
                         "other": rival.id, "pod_id": ds.pod_id, "reason": why})],
