@@ -19,7 +19,7 @@ from p2twisted.labels import encodeLabels
 from p2twisted.manifest import parseManifest
 from p2twisted.orchestrate import harness
 from p2twisted.orchestrate.controllers import FARMS, SnapshotReader
-from p2twisted.orchestrate.daemonset import Progress
+from p2twisted.orchestrate.daemonset import ORPHAN_GRACE, Progress
 from p2twisted.orchestrate.dscontroller import DSController
 from p2twisted.orchestrate.farm import IController
 from p2twisted.orchestrate.snapshot import Snapshot
@@ -175,6 +175,26 @@ class DSFarmTests(FarmsTestCase):
         self.result(controller.reconcile())
         self.assertEqual(controller.progress.halted, (sha(2), "n1"))
         self.assertEqual(self.versions(self.snapshot()), {"n1": 2, "n2": 1, "n3": 1})
+
+    def test_orphansAuditedAsTheirs(self):
+        """
+        The pods of a daemon set whose record went out of band are removed
+        after the grace by another set's controller; the audit log names
+        the set they belonged to, not the one that cleaned up.
+        """
+        self.orchestrator()
+        self.putDS("gone", node_selector="tier=web")
+        self.settle()
+        self.putDS("other", node_selector="tier=none")
+        self.settle()
+        self.result(self.admin.delete(keys.daemonSet("gone")))
+        self.settle()
+        self.clock.advance(ORPHAN_GRACE)
+        self.settle()
+        self.assertEqual(self.snapshot().podsOfDaemonSet("gone"), [])
+        self.assertEqual([(e.id, e.action, e.details["nodes"]) for e in self.events()
+                          if e.action == "unschedule"],
+                         [("gone", "unschedule", ["n1", "n2", "n3"])])
 
     def test_emptiedTreeHolds(self):
         """
