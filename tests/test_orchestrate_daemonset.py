@@ -164,6 +164,29 @@ class DecideTests(unittest.TestCase):
         self.assertEqual("waiting: 2 node(s) on the old version, 0 to add; 2 healthy of 4, "
                          "min_health 50%", fleet.last("ds").reason)
 
+    def test_silentPodsAreNotFailing(self):
+        """
+        Pods that report no health at all (the agents restarted, their
+        checks not run yet) are not known to be down: they are replaced
+        only while enough of the set is known healthy, not for free as
+        failing ones are -- with min_health 0, at once.
+        """
+        fleet = self.fleet(4)
+        fleet.putDS("ds", min_health=50)
+        fleet.play()
+        for key in fleet.run(fleet.store.list(keys.HEALTH)):
+            fleet.run(fleet.store.delete(key))
+        fleet.putDS("ds", version=2, min_health=50)
+        snapshot = fleet.snapshot()
+        outcome = decide(snapshot.daemonSet("ds"), snapshot, fleet.now)
+        self.assertIsInstance(outcome, Wait)
+        self.assertEqual("waiting: 4 node(s) on the old version, 0 to add; 0 healthy of 4, "
+                         "min_health 50%", outcome.reason)
+        fleet.putDS("ds", version=2)
+        snapshot = fleet.snapshot()
+        self.assertEqual(len(decide(snapshot.daemonSet("ds"), snapshot, fleet.now).scheduled()),
+                         4)
+
     def test_unhealthyReplacedFirst(self):
         """
         Pods that are not healthy anyway are replaced first, costing no

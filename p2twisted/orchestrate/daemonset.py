@@ -24,9 +24,10 @@ section 8), with these rules, in order:
    healthy.  A node already running the manifest under no controller is
    adopted (labelled) at once.
  - A manifest change replaces the pod node by node under the same limits,
-   unhealthy pods first, and never takes a healthy pod down while that
+   failing pods first, and never takes a healthy pod down while that
    would leave fewer than C{min_health} percent of the set's pods healthy
-   (P2 stored C{min_health} but never enforced it).
+   (P2 stored C{min_health} but never enforced it), nor one reporting no
+   health while fewer are (not known down: its agent may have restarted).
  - A node whose new pod is not healthy C{timeout} seconds after it started
    halts the replacement: no other node's pod is replaced until that one
    turns healthy (also if it leaves the set meanwhile), the manifest
@@ -120,6 +121,8 @@ class Survey(object):
     @ivar updated: the set's matching nodes (agent up) running it.
     @ivar healthy: the nodes of C{old} and C{updated} whose pod is passing
         on the manifest it intends.
+    @ivar failing: the nodes of C{old} whose pod reports a failing health
+        check (known down: replacing it takes nothing away).
     @ivar inflight: the nodes of C{updated} not healthy.
     """
 
@@ -149,6 +152,8 @@ class Survey(object):
         self.updated = [n for n in up if view.runs("intent", n, ds)]
         self.old = [n for n in up if n not in self.updated]
         self.healthy = {n for n in up if _healthy(snapshot, n, ds.pod_id)}
+        self.failing = {n for n in self.old if n not in self.healthy
+                        and _failing(snapshot, n, ds.pod_id)}
         self.inflight = [n for n in self.updated if n not in self.healthy]
 
     def counts(self):
@@ -187,6 +192,12 @@ def _healthy(snapshot, node, podId):
     if getattr(health, "sha", None) is not None:
         return health.sha == sha
     return snapshot.realitySha(node, podId) == sha
+
+
+def _failing(snapshot, node, podId):
+    """Whether the pod on C{node} reports a health check failing (not: none)."""
+    health = snapshot.health(podId, node)
+    return health is not None and health.status != "passing"
 
 
 def contender(ds, snapshot):
@@ -283,13 +294,18 @@ def decide(ds, snapshot, now, progress=Progress()):
     else:
         # A node whose agent is down counts, as not known healthy.
         budget = len(found.healthy) - ds.minHealthy(len(found.members))
-        for node in sorted(found.old, key=lambda n: (n in found.healthy, n)):
+        # Failing pods first (free), then those reporting no health (not
+        # known down: only while enough are known healthy), then healthy ones.
+        for node in sorted(found.old, key=lambda n: (n not in found.failing,
+                                                     n in found.healthy, n)):
             if len(starts) >= slots:
                 break
             if node in found.healthy:
                 if budget <= 0:
                     continue
                 budget -= 1
+            elif node not in found.failing and budget < 0:
+                continue
             starts.append(node)
     changes = ([Schedule(n, ds.pod_id, ds.manifest, labels)
                 for n in found.adopt + found.relabel + starts]
