@@ -473,6 +473,25 @@ class OrphanTests(unittest.TestCase):
         self.assertEqual(fleet.progress["other"].orphans, {})
 
 
+    def test_emptyOwnerIsNoOrphan(self):
+        """
+        A pod whose daemon_set_id was set to nothing by hand (C{p2 label
+        apply pod n1/web daemon_set_id=}: disowned) names no daemon set: it
+        is no orphan, and stays.
+        """
+        fleet = DSFleet(self, {"n1": {}, "n2": {"tier": "x"}})
+        fleet.run(fleet.store.put(keys.intent("n1", "web"), manifest(1)))
+        fleet.run(fleet.store.put(keys.label("pod", "n1/web"), encodeLabels(
+            {"pod_id": "web", "daemon_set_id": ""})))
+        fleet.putDS("other", node_selector="tier=x")
+        fleet.converge()
+        fleet.now += ORPHAN_GRACE
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(daemonset.orphanOwners(snapshot), [])
+        self.assertIsNotNone(snapshot.intent("n1", "web"))
+
+
 class ProgressTests(unittest.TestCase):
 
     def test_roundTrip(self):
