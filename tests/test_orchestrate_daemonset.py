@@ -87,6 +87,29 @@ class DecideTests(unittest.TestCase):
         self.assertGreaterEqual(starts[1][0] - starts[0][0], 30)
         self.assertGreaterEqual(starts[2][0] - starts[1][0], 30)
 
+    def test_rateAfterLostProgress(self):
+        """
+        A controller that applied a start but died before its status kept
+        the progress: its successor, finding a node starting that the
+        progress does not know, takes it for just started and waits
+        C{rate} before the next start.
+        """
+        fleet = self.fleet(3)
+        fleet.warmup = True
+        fleet.putDS("ds", rate=60)
+        snapshot = fleet.snapshot()
+        fleet.run(fleet.planner.apply(decide(snapshot.daemonSet("ds"), snapshot, fleet.now)))
+        fleet.settle()
+        fleet.now += 5
+        snapshot = fleet.snapshot()
+        ds = snapshot.daemonSet("ds")
+        outcome = decide(ds, snapshot, fleet.now, Progress())
+        self.assertIsInstance(outcome, Wait)
+        self.assertEqual(outcome.at, fleet.now + 60)
+        progress = daemonset.advance(Progress(), ds, snapshot, outcome, fleet.now)
+        self.assertEqual(progress.last, fleet.now)
+        self.assertIsInstance(decide(ds, snapshot, fleet.now + 59, progress), Wait)
+
     def test_parallel(self):
         """
         At most C{parallel} nodes whose new pod is not yet healthy at once.

@@ -277,9 +277,10 @@ def decide(ds, snapshot, now, progress=Progress()):
     timedOut, deadlines = _timeouts(ds, found, progress, now)
     halt = _halt(ds, found, progress, timedOut)
     slots = ds.parallel - (len(found.inflight) - len(timedOut))
-    paced = ds.rate > 0 and progress.last is not None and now < progress.last + ds.rate
+    last = _lastStart(ds, found, progress, now)
+    paced = ds.rate > 0 and last is not None and now < last + ds.rate
     if paced:
-        deadlines.append(progress.last + ds.rate)
+        deadlines.append(last + ds.rate)
         slots = 0
     elif ds.rate > 0:
         slots = min(slots, 1)
@@ -323,7 +324,7 @@ def decide(ds, snapshot, now, progress=Progress()):
         parts.insert(0, halted)
     elif (found.old or found.add) and not starts:
         if paced:
-            why = "the next start in %gs (rate %gs)" % (progress.last + ds.rate - now, ds.rate)
+            why = "the next start in %gs (rate %gs)" % (last + ds.rate - now, ds.rate)
         elif slots <= 0:
             why = "%d node(s) starting (parallel %d)" % (len(found.inflight), ds.parallel)
         else:
@@ -339,6 +340,17 @@ def decide(ds, snapshot, now, progress=Progress()):
     if changes:
         return Plan(changes, reason=reason, snapshot=snapshot)
     return Wait(reason, at=min(deadlines) if deadlines else None)
+
+
+def _lastStart(ds, found, progress, now):
+    """
+    @return: when the last node was started: C{progress.last}, or C{now}
+        when a node is starting that C{progress} does not know (a start
+        whose progress a dead controller never wrote: later, never sooner).
+    """
+    if any(_started(progress, n, ds.sha, None) is None for n in found.inflight):
+        return now
+    return progress.last
 
 
 def _timeouts(ds, found, progress, now):
@@ -422,7 +434,7 @@ def advance(progress, ds, snapshot, outcome, now):
     # A disabled set's timers start again when it is enabled.
     started = {} if current.disabled else {
         n: (current.sha, _started(progress, n, current.sha, now)) for n in found.inflight}
-    last = progress.last
+    last = progress.last if current.disabled else _lastStart(current, found, progress, now)
     for change in getattr(outcome, "changes", ()):
         if isinstance(change, Schedule) and change.podId == current.pod_id and \
                 not found.view.runs("intent", change.node, current):
