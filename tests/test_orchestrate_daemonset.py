@@ -419,6 +419,29 @@ class DecideTests(unittest.TestCase):
                       "controller rc)", fleet.last("ds").reason)
         self.assertIn("adopt n2", fleet.outcomes["ds"][0].reason)
 
+    def test_takeOverUnderMinHealth(self):
+        """
+        Pods of the pod id running another manifest under no controller
+        (a set deleted without --cascade, then created again with a new
+        manifest) are replaced as the set's own old pods are: under
+        min_health, not all at once as new nodes.
+        """
+        fleet = self.fleet(4)
+        for node in ("n1", "n2", "n3", "n4"):
+            fleet.run(fleet.store.put(keys.intent(node, "web"), manifest(1)))
+        fleet.warmup = True
+        fleet.settle()  # (the warmup's first look: critical)
+        fleet.settle()
+        fleet.checks.append(lambda f, s: self.assertGreaterEqual(healthyCount(s), 2))
+        fleet.putDS("ds", version=2, min_health=50)
+        snapshot = fleet.snapshot()
+        plan = decide(snapshot.daemonSet("ds"), snapshot, fleet.now)
+        self.assertEqual([c.node for c in plan.scheduled()], ["n1", "n2"])
+        self.assertEqual(plan.reason, "replace n1, n2")
+        fleet.play()
+        self.assertEqual(versions(fleet, fleet.snapshot(), ["n1", "n2", "n3", "n4"]),
+                         {"n1": 2, "n2": 2, "n3": 2, "n4": 2})
+
     def test_rcLeavesDaemonSetPods(self):
         """
         An RC of the daemon set's very manifest does not adopt the set's

@@ -22,7 +22,8 @@ section 8), with these rules, in order:
  - New nodes get the pod at C{rate} (seconds between starting two nodes; 0
    is no limit), while fewer than C{parallel} nodes' new pods are not yet
    healthy.  A node already running the manifest under no controller is
-   adopted (labelled) at once.
+   adopted (labelled) at once; one running another manifest of the pod
+   under no controller is replaced as the set's own old pods are.
  - A manifest change replaces the pod node by node under the same limits,
    failing pods first, and never takes a healthy pod down while that
    would leave fewer than C{min_health} percent of the set's pods healthy
@@ -109,15 +110,18 @@ class Survey(object):
         whose labels are unreadable: not known to have stopped matching).
     @ivar mine: the set's nodes (by pod label).
     @ivar remove: the set's nodes that stopped matching.
-    @ivar add: matching nodes without the pod, to start.
+    @ivar add: matching nodes without the pod (or whose agent is down), to
+        start.
     @ivar adopt: matching nodes running the manifest under no controller.
     @ivar blocked: C{{node: owner}} of matching nodes whose pod another
         controller claims.
     @ivar relabel: the set's nodes running its manifest whose labels lack
         the set's.
-    @ivar members: the set's matching nodes, agent up or not: the pods
-        C{min_health} is a percentage of.
-    @ivar old: the set's matching nodes (agent up) not running its manifest.
+    @ivar members: the set's matching nodes, agent up or not, and those of
+        C{old} it takes over: the pods C{min_health} is a percentage of.
+    @ivar old: the set's matching nodes (agent up) not running its
+        manifest, and the matching nodes running another manifest of the
+        pod under no controller.
     @ivar updated: the set's matching nodes (agent up) running it.
     @ivar healthy: the nodes of C{old} and C{updated} whose pod is passing
         on the manifest it intends.
@@ -144,14 +148,21 @@ class Survey(object):
                 self.adopt.append(node)
             else:
                 self.add.append(node)
+        # Nodes (agent up) running another manifest of the pod under no
+        # controller are running pods to replace under min_health like the
+        # set's own old ones, not new nodes to start at once.
+        takeover = [n for n in self.add if view.up(n)
+                    and snapshot.intent(n, ds.pod_id) is not None]
+        self.add = [n for n in self.add if n not in takeover]
         wanted = ds.labelsForPods()
-        inSet = self.members = [n for n in mine if n in eligible]
+        inSet = [n for n in mine if n in eligible]
+        self.members = inSet + takeover
         self.relabel = [n for n in inSet if view.runs("intent", n, ds) and not all(
             snapshot.podLabels(n, ds.pod_id).get(k) == v for k, v in wanted.items())]
         up = [n for n in inSet if view.up(n)]
         self.updated = [n for n in up if view.runs("intent", n, ds)]
-        self.old = [n for n in up if n not in self.updated]
-        self.healthy = {n for n in up if _healthy(snapshot, n, ds.pod_id)}
+        self.old = sorted([n for n in up if n not in self.updated] + takeover)
+        self.healthy = {n for n in up + takeover if _healthy(snapshot, n, ds.pod_id)}
         self.failing = {n for n in self.old if n not in self.healthy
                         and _failing(snapshot, n, ds.pod_id)}
         self.inflight = [n for n in self.updated if n not in self.healthy]
