@@ -170,3 +170,43 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
         yield self.converge()
         self.assertEqual((yield self.intents()), {"n1": False, "n2": False, "n3": False})
         self.assertEqual((yield self.p2json("ds", "list")), [])
+
+
+class DeletePlanTests(unittest.TestCase):
+    """
+    L{dsedit.deleteDS} over a snapshot: only the set's own pods go with
+    C{--cascade}.
+    """
+
+    def test_cascadeLeavesOtherPods(self):
+        """
+        A pod of another pod id that carries the set's label (put there by
+        hand) is no pod the set runs: C{--cascade} takes the label off it
+        and leaves it running.
+        """
+        from p2twisted.labels import encodeLabels
+        from p2twisted.orchestrate.dsedit import deleteDS
+        from p2twisted.orchestrate.plan import Schedule, Unschedule
+        from p2twisted.records.daemonset import DaemonSet
+        from p2twisted.store.common import Entry
+        from tests.orchfleet import manifest
+        ds = DaemonSet("web-ds", "web", manifest(1))
+        db = manifest(1).replace(b"id: web", b"id: db")
+        entries = {}
+        for key, value in [
+                (ds.key, ds.toBytes()),
+                (keys.intent("n1", "web"), manifest(1)),
+                (keys.label("pod", "n1/web"), encodeLabels(ds.labelsForPods())),
+                (keys.intent("n1", "db"), db),
+                (keys.label("pod", "n1/db"), encodeLabels(
+                    {"pod_id": "db", "replication_controller_id": "db-rc",
+                     "daemon_set_id": "web-ds"}))]:
+            entries[key] = Entry(key, value, 1)
+        done, plan = deleteDS(Snapshot.fromEntries(entries), "web-ds", cascade=True)
+        self.assertTrue(done)
+        self.assertEqual([c for c in plan.changes if isinstance(c, Unschedule)],
+                         [Unschedule("n1", "web")])
+        (kept,) = [c for c in plan.changes if isinstance(c, Schedule)]
+        self.assertEqual((kept.node, kept.podId, kept.manifest, kept.podLabels),
+                         ("n1", "db", db, {"pod_id": "db", "replication_controller_id": "db-rc"}))
+        self.assertEqual(plan.events[0].details["nodes"], ["n1"])
