@@ -260,6 +260,23 @@ class DecideTests(unittest.TestCase):
         self.assertEqual(set(versions(fleet, fleet.snapshot(), ["n1", "n2", "n3"]).values()),
                          {2})
 
+    def test_noHaltWithoutReplacement(self):
+        """
+        New pods past their timeout while nothing is being replaced halt
+        nothing (new nodes still get the pod): the reason names them and
+        does not say HALTED, nor converged.
+        """
+        fleet = self.fleet(3)
+        fleet.markBad(1)
+        fleet.putDS("ds", timeout=60)
+        fleet.play()
+        reason = fleet.last("ds").reason
+        self.assertEqual(reason, "not healthy 60s after starting: n1, n2, n3")
+        snapshot = fleet.snapshot()
+        status = daemonset.status(snapshot.daemonSet("ds"), snapshot, fleet.last("ds"),
+                                  fleet.progress["ds"])
+        self.assertFalse(status["halted"])
+
     def test_haltOutlivesTheNode(self):
         """
         The halt stays when the node whose pod timed out leaves the set (a

@@ -298,7 +298,9 @@ def decide(ds, snapshot, now, progress=Progress()):
 
     starts = found.add[:max(slots, 0)]
     halted = None
-    if halt is not None:
+    # With no old pod left, a halt has nothing to stop (new nodes still get
+    # the pod): saying HALTED would be a lie.
+    if halt is not None and found.old:
         halted = ("HALTED: the new pod on %s is not healthy %gs after it started; replacing "
                   "nothing more (%d node(s) left on the old version; a healthy pod there, a "
                   "new manifest, or disabling and enabling the set goes on)"
@@ -331,6 +333,8 @@ def decide(ds, snapshot, now, progress=Progress()):
             parts.append("%s %s" % (what, _few(nodes)))
     if cleanup:
         parts.append("remove %d orphaned pod(s)" % (len(cleanup),))
+    if timedOut and not halted:
+        parts.append("not healthy %gs after starting: %s" % (ds.timeout, _few(timedOut)))
     if halted:
         parts.insert(0, halted)
     elif (found.old or found.add) and not starts:
