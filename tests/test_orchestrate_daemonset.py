@@ -277,6 +277,23 @@ class DecideTests(unittest.TestCase):
                                   fleet.progress["ds"])
         self.assertFalse(status["halted"])
 
+    def test_notConvergedWhileStarting(self):
+        """
+        Every node has the pod's intent but its new pods are not healthy
+        yet: the reason says they are starting, not converged.
+        """
+        fleet = self.fleet(2)
+        fleet.warmup = True
+        fleet.putDS("ds")
+        snapshot = fleet.snapshot()
+        fleet.run(fleet.planner.apply(decide(snapshot.daemonSet("ds"), snapshot, fleet.now)))
+        fleet.settle()
+        snapshot = fleet.snapshot()
+        self.assertEqual(decide(snapshot.daemonSet("ds"), snapshot, fleet.now).reason,
+                         "placed on 2 node(s); starting: n1, n2")
+        fleet.play()
+        self.assertEqual(fleet.last("ds").reason, "converged: 2 node(s)")
+
     def test_haltOutlivesTheNode(self):
         """
         The halt stays when the node whose pod timed out leaves the set (a

@@ -351,6 +351,9 @@ def decide(ds, snapshot, now, progress=Progress()):
         parts.append("%d node(s) run the pod under another controller (%s)"
                      % (len(found.blocked), _few(["%s: %s" % kv for kv in
                                                   sorted(found.blocked.items())])))
+    if not parts and found.inflight:
+        parts.append("placed on %d node(s); starting: %s"
+                     % (len(found.updated), _few(found.inflight)))
     reason = "; ".join(parts) or "converged: %d node(s)" % (len(found.updated),)
     if changes:
         return Plan(changes, reason=reason, snapshot=snapshot)
