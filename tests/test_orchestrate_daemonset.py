@@ -358,6 +358,30 @@ class DecideTests(unittest.TestCase):
         fleet.play()
         self.assertEqual(placed(fleet.snapshot()), ["n1"])
 
+    def test_partialWipeSeenFirst(self):
+        """
+        A wipe of every node's labels seen half-way (on ZooKeeper the
+        watches deliver a transaction's writes one by one) removes nothing:
+        a node that stops matching loses its pod only once it has been seen
+        not matching for LEAVE_GRACE seconds; by then the whole wipe shows,
+        and the set holds.
+        """
+        fleet = self.fleet(3)
+        fleet.putDS("ds", node_selector="tier=web")
+        fleet.play()
+        fleet.setLabels("n1", {})
+        snapshot = fleet.snapshot()
+        progress = fleet.progress["ds"]
+        outcome = decide(snapshot.daemonSet("ds"), snapshot, fleet.now, progress)
+        self.assertIsInstance(outcome, Wait)
+        self.assertEqual(outcome.at, fleet.now + daemonset.LEAVE_GRACE)
+        self.assertIn("leaving: n1", outcome.reason)
+        for node in ("n2", "n3"):
+            fleet.setLabels(node, {})
+        fleet.play()
+        self.assertEqual(placed(fleet.snapshot()), ["n1", "n2", "n3"])
+        self.assertTrue(fleet.last("ds").reason.startswith("HOLDING"))
+
     def test_contention(self):
         """
         A second enabled daemon set of the same pod id over overlapping

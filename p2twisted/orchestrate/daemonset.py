@@ -18,7 +18,8 @@ section 8), with these rules, in order:
    labels claim.
  - Zero match (failsafe): while the selector matches no node at all, nothing
    is unscheduled (a wiped label tree must not remove the pod everywhere).
- - A node that stops matching loses the pod.
+ - A node that stops matching loses the pod, once seen not matching for
+   L{LEAVE_GRACE} seconds (a wipe seen half-way is no reason).
  - New nodes get the pod at C{rate} (seconds between starting two nodes; 0
    is no limit), while fewer than C{parallel} nodes' new pods are not yet
    healthy.  A node already running the manifest under no controller is
@@ -59,6 +60,12 @@ AUDIT_KIND = "daemon_set"
 #: removed as an orphan.
 ORPHAN_GRACE = 60.0
 
+#: Seconds a node must be seen not matching before it loses the pod: a
+#: wipe of the node labels seen half-way (on ZooKeeper, watches deliver a
+#: transaction's writes one by one) must not remove the pod from the nodes
+#: seen first, before the whole wipe shows and the set holds.
+LEAVE_GRACE = 5.0
+
 
 @attr.s(frozen=True)
 class Progress(object):
@@ -72,17 +79,21 @@ class Progress(object):
         were first seen.
     @ivar halted: C{(sha, node)}: the manifest whose replacement a node's
         timeout halted, and that node, or C{None}.
+    @ivar leaving: C{{node: when}}: when each of the set's nodes was first
+        seen not matching.
     """
 
     started = attr.ib(factory=dict)
     last = attr.ib(default=None)
     orphans = attr.ib(factory=dict)
     halted = attr.ib(default=None)
+    leaving = attr.ib(factory=dict)
 
     def toJSON(self):
         return {"started": {n: [sha, t] for n, (sha, t) in sorted(self.started.items())},
                 "last": self.last, "orphans": dict(self.orphans),
-                "halted": None if self.halted is None else list(self.halted)}
+                "halted": None if self.halted is None else list(self.halted),
+                "leaving": dict(self.leaving)}
 
     @classmethod
     def fromJSON(cls, data):
@@ -94,10 +105,12 @@ class Progress(object):
             started = {str(n): (str(v[0]), float(v[1]))
                        for n, v in (data.get("started") or {}).items()}
             orphans = {str(k): float(v) for k, v in (data.get("orphans") or {}).items()}
+            leaving = {str(k): float(v) for k, v in (data.get("leaving") or {}).items()}
             last, halted = data.get("last"), data.get("halted")
             if halted is not None:
                 halted = (str(halted[0]), str(halted[1]))
-            return cls(started, None if last is None else float(last), orphans, halted)
+            return cls(started, None if last is None else float(last), orphans, halted,
+                       leaving)
         except (AttributeError, TypeError, ValueError, IndexError):
             return cls()
 
@@ -296,6 +309,9 @@ def decide(ds, snapshot, now, progress=Progress()):
     elif ds.rate > 0:
         slots = min(slots, 1)
 
+    leaving = [n for n in found.remove if progress.leaving.get(n, now) + LEAVE_GRACE > now]
+    deadlines.extend(progress.leaving.get(n, now) + LEAVE_GRACE for n in leaving)
+    remove = [n for n in found.remove if n not in leaving]
     starts = found.add[:max(slots, 0)]
     halted = None
     # With no old pod left, a halt has nothing to stop (new nodes still get
@@ -323,16 +339,19 @@ def decide(ds, snapshot, now, progress=Progress()):
             starts.append(node)
     changes = ([Schedule(n, ds.pod_id, ds.manifest, labels)
                 for n in found.adopt + found.relabel + starts]
-               + [Unschedule(n, ds.pod_id) for n in found.remove] + cleanup)
+               + [Unschedule(n, ds.pod_id) for n in remove] + cleanup)
     parts = []
     for what, nodes in (("adopt", found.adopt), ("relabel", found.relabel),
                         ("start", [n for n in starts if n in found.add]),
                         ("replace", [n for n in starts if n not in found.add]),
-                        ("unschedule", found.remove)):
+                        ("unschedule", remove)):
         if nodes:
             parts.append("%s %s" % (what, _few(nodes)))
     if cleanup:
         parts.append("remove %d orphaned pod(s)" % (len(cleanup),))
+    if leaving:
+        parts.append("leaving: %s (not matching; unscheduled if still so after %gs)"
+                     % (_few(leaving), LEAVE_GRACE))
     if timedOut and not halted:
         parts.append("not healthy %gs after starting: %s" % (ds.timeout, _few(timedOut)))
     if halted:
@@ -462,7 +481,11 @@ def advance(progress, ds, snapshot, outcome, now):
     halt = None
     if not current.disabled:
         halt = _halt(current, found, progress, _timeouts(current, found, progress, now)[0])
-    return Progress(started, last, orphans, None if halt is None else (current.sha, halt))
+    # While the selector matches nothing the set holds: nodes leave only
+    # once some match again, after the grace from then.
+    leaving = {n: progress.leaving.get(n, now) for n in found.remove} if found.eligible else {}
+    return Progress(started, last, orphans, None if halt is None else (current.sha, halt),
+                    leaving)
 
 
 def status(ds, snapshot, outcome, progress):
