@@ -68,6 +68,16 @@ class DecideTests(unittest.TestCase):
     def fleet(self, count=4, **kw):
         return DSFleet(self, {"n%d" % (i,): {"tier": "web"} for i in range(1, count + 1)}, **kw)
 
+    def keepHealthy(self, fleet, count):
+        """
+        Have new pods warm up (critical at the agents' first look) and check
+        that every state the fleet goes through after has C{count} passing.
+        """
+        fleet.warmup = True
+        fleet.settle()  # (the warmup's first look: critical)
+        fleet.settle()
+        fleet.checks.append(lambda f, s: self.assertGreaterEqual(healthyCount(s), count))
+
     def test_rate(self):
         """
         With C{rate}, one node starts at a time, C{rate} seconds apart: the
@@ -153,10 +163,7 @@ class DecideTests(unittest.TestCase):
         fleet = self.fleet(4)
         fleet.putDS("ds", min_health=75)
         fleet.play()
-        fleet.warmup = True
-        fleet.settle()  # (the warmup's first look: critical)
-        fleet.settle()
-        fleet.checks.append(lambda f, s: self.assertGreaterEqual(healthyCount(s), 3))
+        self.keepHealthy(fleet, 3)
         fleet.putDS("ds", version=2, min_health=75)
         snapshot = fleet.snapshot()
         self.assertEqual(len(decide(snapshot.daemonSet("ds"), snapshot, fleet.now).scheduled()),
@@ -487,10 +494,7 @@ class DecideTests(unittest.TestCase):
         fleet = self.fleet(4)
         for node in ("n1", "n2", "n3", "n4"):
             fleet.run(fleet.store.put(keys.intent(node, "web"), manifest(1)))
-        fleet.warmup = True
-        fleet.settle()  # (the warmup's first look: critical)
-        fleet.settle()
-        fleet.checks.append(lambda f, s: self.assertGreaterEqual(healthyCount(s), 2))
+        self.keepHealthy(fleet, 2)
         fleet.putDS("ds", version=2, min_health=50)
         snapshot = fleet.snapshot()
         plan = decide(snapshot.daemonSet("ds"), snapshot, fleet.now)
