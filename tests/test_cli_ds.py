@@ -126,6 +126,8 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
                          (3, 3, 3, 1))
         self.assertIn("nothing to do",
                       (yield self.succeed("ds", "update", "web-ds", "--parallel", "1")))
+        self.assertIn("warning: min_health 100 never takes a healthy pod down",
+                      (yield self.succeed("ds", "update", "web-ds", "--min-health", "100")))
 
     @defer.inlineCallbacks
     def test_disableEnable(self):
