@@ -85,6 +85,27 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     ZooKeeper by the same Planner) the intents take 3.1 s (323/s); in the
     run the agents' reactions and the machine's load triple it.
 
+    session 5 (ZooKeeper, 1,000; load 8-10; the raw floor from the same run):
+                      intents  health   roll  (roll/intents)  raw kazoo   ratio
+      before:         12.10    29.22   44.36  (x3.66)         908/s       x0.09
+      after:           5.54    20.77   25.84  (x4.67)         761/s       x0.24
+    What changed: a transaction creates the keys its client has not seen
+    without reading them first (4.6 znode reads per scheduled pod before,
+    0.4 after: a plan of 1,000 applied to a quiet ZooKeeper went from 2.2 s,
+    x0.42 of raw kazoo's creates, to 0.5-0.7 s, x1.1-2.7); the store's kazoo
+    clients wake their connection thread once per reactor turn, hand
+    completions and watch events straight to the reactor thread and poll
+    without building a selector per request (the store's CPU per put
+    halved); an agent checks a pod's health as soon as it is deployed.
+    Scheduling is still x0.24 of raw kazoo: during it every process (the
+    orchestrator at 17-30% of a core, the agents at 25-35%, ZooKeeper at
+    ~40%) waits on its share of the two loaded cores, and each intent
+    costs ZooKeeper a dozen requests beside its create (the agents' and the
+    orchestrator's one-shot watches re-reading and re-arming: kazoo 2.11
+    has no persistent recursive watches), where the raw floor is measured
+    alone.  The roll went from 44 to 26 s, but the intents went faster
+    still, so the roll/intents ratio did not fall under 3.
+
 What bounds a roll: each batch is a count move (one CAS), the new RC's
 takeovers (100 rewrites), every agent deploying and reporting reality, its
 health monitor's next 1 s tick, and the orchestrator seeing that health --

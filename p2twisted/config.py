@@ -56,13 +56,12 @@ class Config(object):
         """
         @param flag: the C{--store} flag's value, or C{None}.
         @return: the store URL to use.
+        @raise UsageError: it names no kind of store there is.
         """
-        if flag:
-            return flag
-        if self.environ.get("P2_STORE"):
-            return self.environ["P2_STORE"]
-        if self.data.get("store"):
-            return str(self.data["store"])
+        from p2twisted.store import checkStoreURL
+        for given in (flag, self.environ.get("P2_STORE"), self.data.get("store")):
+            if given:
+                return checkStoreURL(str(given))
         stateDir = self.data.get("state_dir") or defaultStateDir(self.environ)
         return "local://" + os.path.join(os.path.abspath(stateDir), "state.db")
 

@@ -141,6 +141,21 @@ class AgentMetrics(StoreMetrics):
             "p2_health_checks", "Pod health check results, by pod and status",
             ["pod", "status"], registry=self.registry)
 
+    def forgetPod(self, podId):
+        """
+        Drop the series of pod C{podId}, which left this node: pod ids come
+        and go, and their series must not pile up for as long as the agent
+        runs (Prometheus keeps what it scraped).
+        """
+        for metric, names in ((self.installSeconds, ("pod",)), (self.launchSeconds, ("pod",)),
+                              (self.upgradeSeconds, ("pod",)), (self.deployFailures, ("pod",)),
+                              (self.healthChecks, ("pod", "status"))):
+            labelled = {tuple(sample.labels[n] for n in names)
+                        for family in metric.collect() for sample in family.samples
+                        if sample.labels.get("pod") == podId}
+            for values in labelled:
+                metric.remove(*values)
+
     def watchPods(self, podStates):
         """
         Publish C{p2_pods{state}} and C{p2_pod_state{pod, state}} from

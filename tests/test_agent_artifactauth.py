@@ -150,6 +150,7 @@ class ArtifactAuthTests(unittest.TestCase):
             self.addCleanup(self.cache.auth.close)
         auth = ArtifactAuth.fromSettings(
             ArtifactAuthSettings(kind, self.keys.keyring, self.keys.allowed), self.cache, reactor)
+        self.addCleanup(auth.close)  # the cache closes only the last one's
         self.cache.auth = auth
         return auth
 
@@ -285,6 +286,24 @@ class ArtifactAuthTests(unittest.TestCase):
         self.assertIn("does not match digest file", reason)
         self.assertIn("missing lib/new; extra bin/launch; changed lib/data.txt", reason)
         self.assertFalse(os.path.exists(installDir))
+
+    @defer.inlineCallbacks
+    def test_treeLinkToDevice(self):
+        """
+        A symbolic link to something that is not a regular file -- here
+        C{/dev/null}, listed with the digest of its (empty) content -- is no
+        file of the tree: the install fails naming it.  (Reading a link to
+        C{/dev/zero} or to a FIFO would never end.)
+        """
+        import hashlib
+        self.sha = buildHoist(self.artifact, files=FILES, symlinks={"bin/null": "/dev/null"})
+        self.auth("build")
+        self.signBuild()
+        listing = treeListing(FILES) + ("%s  bin/null\n" % (hashlib.sha256(b"").hexdigest(),)
+                                        ).encode()
+        reason = yield self.rejected(fetchAndInstall(
+            self.cache, self.installer, self.layout, "web", self.launchable(listing)))
+        self.assertIn("changed bin/null", reason)
 
     @defer.inlineCallbacks
     def test_treeOfRunningInstall(self):

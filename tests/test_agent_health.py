@@ -158,6 +158,32 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         """
         self.assertTrue(verifyObject(IHealthChecker, FakeChecker()))
 
+    def test_checkSoon(self):
+        """
+        A pod deployed between two ticks (the agent calls L{checkSoon} once
+        its worker is done) has its health published at once, not at the
+        next tick; asked while a check is under way, the monitor checks
+        once more after it.
+        """
+        self.start()
+        self.installed = {"web": manifestYAML("web", port=8080)}
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        self.assertEqual(self.health("web")["status"], "passing")
+        held = defer.Deferred()
+        self.checker.results["web"] = HealthResult("critical", "500")
+        self.checker.check = lambda manifest: held
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        self.checker.check = lambda manifest: defer.succeed(HealthResult("warning", "slow"))
+        held.callback(HealthResult("critical", "500"))
+        self.assertEqual(self.health("web")["status"], "warning")
+        self.stop()
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+
     def test_firstCheckPublishes(self):
         """
         At start the monitor checks each installed pod declaring a check and
@@ -503,6 +529,30 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         calls = self.installedCalls
         self.tick(3)
         self.assertEqual((self.installedCalls, self.checker.checked), (calls, ["web"]))
+
+    def test_stopDuringCheckSoon(self):
+        """
+        Stopping the monitor while a check asked by L{checkSoon} (not by a
+        tick) is under way waits for it before closing the checker, and
+        starts no check after it, even one asked for meanwhile.
+        """
+        self.installed = {"web": manifestYAML("web", port=8080)}
+        self.start()
+        held = defer.Deferred()
+        self.checker.check = lambda manifest: held
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        stopped = self.monitor.stopService()
+        self.assertNoResult(stopped)
+        self.assertFalse(self.checker.closed)
+        checked = []
+        self.checker.check = lambda manifest: checked.append(manifest.id) or held
+        held.callback(HealthResult("critical", "500"))
+        self.successResultOf(stopped)
+        self.assertTrue(self.checker.closed)
+        self.assertEqual(checked, [])
 
 
 # -- the real checker against real servers --------------------------------

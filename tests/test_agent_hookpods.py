@@ -52,7 +52,7 @@ class Agent(object):
     installer, L{HookSync} and L{HookRunner}.
     """
 
-    def __init__(self, testCase, store, name, resyncInterval=30.0):
+    def __init__(self, testCase, store, name, resyncInterval=30.0, auth=None):
         base = os.path.abspath(testCase.mktemp())
         os.makedirs(base)
         self.config = makeConfig(base, node=name, hooksDirectory=None)
@@ -60,7 +60,7 @@ class Agent(object):
         self.artifacts = ArtifactCache(StateLayout(self.config.stateDir), reactor, retries=0)
         self.installer = Installer(reactor)
         self.sync = HookSync(store, self.config, reactor, self.artifacts, self.installer,
-                             resyncInterval=resyncInterval)
+                             resyncInterval=resyncInterval, auth=auth)
         self.runner = HookRunner(self.config, reactor, store)
         testCase.addCleanup(self.artifacts.close)
         testCase.addCleanup(self.stop)
@@ -348,3 +348,62 @@ class HookSyncTests(unittest.TestCase):
         self.assertEqual(linkNames("p", "l", ["bin/launch"]), {"p_l_launch": "bin/launch"})
         self.assertEqual(linkNames("p", "l", ["bin/x", "sbin/x"]),
                          {"p_l_bin__x": "bin/x", "p_l_sbin__x": "sbin/x"})
+
+
+class HookPodAuthTests(unittest.TestCase):
+    """
+    Hook pods under a C{user} policy, signed with a real gpg key.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        from tests.signingkeys import GPGKeys
+        self.store = MemoryStore(MemoryState(), clock=reactor)
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.keys = GPGKeys(self)
+        self.alice = self.keys.newKey("Alice <alice@example.com>")
+        self.keyring = self.keys.exportKeyring(os.path.join(self.dir, "keyring.gpg"),
+                                               [self.alice])
+        self.policy = os.path.join(self.dir, "policy.yaml")
+
+    def writePolicy(self, apps):
+        with open(self.policy, "w") as f:
+            f.write("groups: {ops: [alice@example.com]}\napps: %s\n" % (apps,))
+
+    @defer.inlineCallbacks
+    def status(self, event, podId):
+        entry = yield self.store.get(keys.status("hooks", "n1", event, podId))
+        return json.loads(entry.value) if entry else None
+
+    @defer.inlineCallbacks
+    def test_judgedAsTheAgentsUser(self):
+        """
+        A hook pod's scripts run as the agent's user (root, usually),
+        whatever its run_as says: a signer allowed only for the run_as it
+        names is refused, and nothing is installed; allowed for the agent's
+        user, the hook pod is installed.
+        """
+        from p2twisted.agent import runtime
+        from p2twisted.auth.reload import PolicyReloader
+        from p2twisted.auth.settings import authSettings
+        user = runtime.currentUser()
+        self.writePolicy("{nobody: [ops]}")
+        auth = PolicyReloader(authSettings({"type": "user", "keyring": self.keyring,
+                                            "deploy_policy": self.policy}), reactor)
+        self.addCleanup(auth.stopService)
+        agent = Agent(self, self.store, "n1", auth=auth).start()
+        raw = hookArtifact(os.path.join(self.dir, "art"), "audit", "#!/bin/sh\ntrue\n")
+        yield self.store.put(keys.hook("before_install", "audit"),
+                             self.keys.clearSign(self.alice, raw + b"run_as: nobody\n"))
+        yield agent.sync.whenSynced()
+        status = yield self.status("before_install", "audit")
+        self.assertEqual(status["state"], "refused")
+        self.assertIn("run_as %s " % (user,), status["error"])
+        self.assertEqual(agent.links("before_install"), [])
+        self.writePolicy("{nobody: [ops], %s: [ops]}" % (user,))
+        auth.check()
+        yield agent.sync.whenSynced()
+        self.assertEqual((yield self.status("before_install", "audit"))["state"], "installed")
+        self.assertEqual(agent.links("before_install"), ["audit_audit_launch"])

@@ -16,7 +16,7 @@ from p2twisted.agent.service import AgentService
 from p2twisted.agent.testing import FakePods
 from p2twisted.agent.worker import PodWorker
 from p2twisted.auth.interfaces import Signer
-from p2twisted.auth.policy import RefuseAll
+from p2twisted.auth.policy import Decision, RefuseAll
 from p2twisted.auth.reload import PolicyReloader
 from p2twisted.auth.settings import authSettings, buildPolicy
 from p2twisted.auth.testing import FakeVerifier
@@ -187,3 +187,52 @@ class WorkerRefusalTests(unittest.TestCase):
         worker.reconsider()
         self.assertEqual(refused, [("web", False), ("web", False)])
         self.assertEqual(worker.refusal().rule, "the policy cannot be loaded (test)")
+
+
+class _AskedPolicy(object):
+    """
+    An auth policy (with a generation, as the agent's reloader has) whose
+    answers the test gives: C{asked} holds C{(generation, Deferred)}.
+    """
+
+    signedRequests = True
+    name = "keyring"
+
+    def __init__(self):
+        self.generation = 1
+        self.asked = []
+
+    def authorize(self, manifest):
+        d = defer.Deferred()
+        self.asked.append((self.generation, d))
+        return d
+
+
+class PolicyChangeRaceTests(unittest.TestCase):
+    """
+    A policy that changes while a manifest's check is under way.
+    """
+
+    def test_changedWhileAsked(self):
+        """
+        A refusal by the old policy that arrives after the policy changed
+        (and its subscribers were told, when there was no refusal yet to try
+        again) is not the last word: the new policy is asked, and the
+        manifest it allows is deployed.
+        """
+        clock = task.Clock()
+        store = MemoryStore(MemoryState(), clock)
+        pods = FakePods()
+        auth = _AskedPolicy()
+        worker = PodWorker(pods, store, "n1", "web", clock, auth=auth,
+                           refused=lambda manifest, decision: defer.succeed(None))
+        self.successResultOf(store.put(keys.intent("n1", "web"), V1))
+        worker.update(self.successResultOf(store.get(keys.intent("n1", "web"))))
+        self.assertEqual([g for g, _ in auth.asked], [1])
+        auth.generation = 2  # the reloader's rebuild, then its subscribers
+        worker.reconsider()
+        auth.asked[0][1].callback(Decision(False, None, "not signed", "keyring"))
+        self.assertEqual([g for g, _ in auth.asked], [1, 2])
+        auth.asked[1][1].callback(Decision(True, ALICE, "signed by a trusted key", "keyring"))
+        self.assertEqual([c[0] for c in pods.calls], ["deploy"])
+        self.assertIsNone(worker.refusal())

@@ -61,6 +61,38 @@ class GPGVerifierTests(TestCase):
         self.assertEqual(signer.fingerprint, self.alice)
 
     @defer.inlineCallbacks
+    def test_trailingBlanksAddedAfterSigning(self):
+        """
+        Trailing blanks added to a clear-signed manifest after signing still
+        verify (gpg's signature does not cover them), so the manifest the
+        agent parses and runs must not contain them either: here a blank
+        after a shell line continuation would turn C{echo one ; echo two}
+        into two different commands.
+        """
+        text = MANIFEST + b"  script: |\n    echo one \\\n    ; echo two\n"
+        signed = self.keys.clearSign(self.alice, text)
+        tampered = signed.replace(b"echo one \\\n", b"echo one \\ \n")
+        self.assertNotEqual(tampered, signed)
+        m = parseManifest(tampered)
+        signer = yield self.verifier.verify(m.signedBody, m.signature)
+        self.assertEqual(signer.fingerprint, self.alice)
+        self.assertEqual(m.config["script"], parseManifest(text).config["script"])
+        self.assertEqual(m.sha(), parseManifest(text).sha())
+
+    def test_textAfterSignature(self):
+        """
+        Text after the signature -- here another clear-signed manifest,
+        which C{gpg --decrypt} of the file would print after the first --
+        is refused, not silently ignored.
+        """
+        from p2twisted.errors import ManifestError
+        signed = self.keys.clearSign(self.alice, MANIFEST)
+        other = self.keys.clearSign(self.alice, MANIFEST.replace(b"run_as: web", b"run_as: root"))
+        e = self.assertRaises(ManifestError, parseManifest, signed + other)
+        self.assertEqual(e.problems, ["pgp: text after the -----END PGP SIGNATURE----- line"])
+        self.assertEqual(parseManifest(signed + b"\n \r\n").runAs, "web")
+
+    @defer.inlineCallbacks
     def test_detached(self):
         """
         A detached signature over bytes (an artifact) is good.
@@ -157,6 +189,24 @@ class GPGVerifierTests(TestCase):
         reason = yield self.rejected(m.signedBody, m.signature)
         self.assertTrue(reason.startswith("gpg: keyring %s holds no keys (" % (self.keyring,)),
                         reason)
+
+    @defer.inlineCallbacks
+    def test_gpgKilled(self):
+        """
+        A gpg killed by a signal (the OOM killer, say) rejects the signature
+        in one line, rather than failing with gpg's raw outputs.
+        """
+        wrapper = os.path.join(self.dir, "gpg-killed")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\ncase " $* " in *" --verify "*) kill -9 $$;; esac\n'
+                    'exec gpg "$@"\n')
+        os.chmod(wrapper, 0o755)
+        verifier = GPGVerifier(self.keyring, tempDir=self.dir, gpg=wrapper)
+        self.addCleanup(verifier.close)
+        m = parseManifest(self.keys.clearSign(self.alice, MANIFEST))
+        self.verifier = verifier
+        self.assertEqual((yield self.rejected(m.signedBody, m.signature)),
+                         "gpg: gpg was killed by signal 9")
 
     @defer.inlineCallbacks
     def test_closeRemovesHome(self):

@@ -67,10 +67,12 @@ class SignedRequestTests(unittest.TestCase):
         self.addCleanup(self.auth.stopService)
         self.store = MemoryStore(clock=reactor)
         handlers = RequestHandlers(reactor, podRoot, stateDir, p2execCommand(), isRoot=False)
-        self.runner = RequestRunner(self.store, NODE, reactor, handlers.handlers(),
-                                    auth=self.auth, podRoot=podRoot)
+        self.newRunner = lambda: RequestRunner(
+            self.store, NODE, reactor, handlers.handlers(), auth=self.auth, podRoot=podRoot,
+            seenPath=os.path.join(stateDir, "seen-requests.json"))
+        self.runner = self.newRunner()
         self.runner.startService()
-        self.addCleanup(self.runner.stopService)
+        self.addCleanup(lambda: self.runner.stopService())
         return self.store.put(keys.machine(NODE), b"{}")
 
     def ask(self, request, signer=None):
@@ -142,6 +144,29 @@ class SignedRequestTests(unittest.TestCase):
         self.assertIn("signature not accepted", answer["error"])
 
     @defer.inlineCallbacks
+    def test_replayAfterRestartRefused(self):
+        """
+        A signed request carried out, written again (by someone with store
+        access) before its deadline to an agent restarted meanwhile, is not
+        carried out again.
+        """
+        key = keys.request(NODE, "r1")
+        now = reactor.seconds()
+        data = payload(key, HELLO, now + 60)
+        signature = yield RequestSigner(sshKey=self.carol.path).sign(data)
+        fields = dict(HELLO, signed=data.decode(), signature_system="ssh",
+                      signature=signature.decode())
+        yield self.store.create(key, Request.new(fields, now, now + 60, "t").toBytes())
+        self.assertEqual((yield self.answered(key))["state"], "done")
+        yield self.runner.stopService()
+        yield self.store.delete(key)
+        self.runner = self.newRunner()
+        self.runner.startService()
+        yield self.store.create(key, Request.new(fields, now, now + 60, "t").toBytes())
+        answer = yield self.answered(key)
+        self.assertEqual(answer["error"], "refused: this signed request was already carried out")
+
+    @defer.inlineCallbacks
     def test_movedRequestRefused(self):
         """
         A signed request copied under another key (another id, or another
@@ -170,6 +195,24 @@ class SignedRequestTests(unittest.TestCase):
 
 
 class SeenTests(unittest.SynchronousTestCase):
+
+    def test_kept(self):
+        """
+        With a file, what was seen is seen by the next L{SeenRequests} of
+        that file too (an agent restarted), until its deadline.
+        """
+        path = self.mktemp()
+        self.assertTrue(SeenRequests(path).claim("k", 10.0, 0.0))
+        self.assertFalse(SeenRequests(path).claim("k", 10.0, 5.0))
+        self.assertTrue(SeenRequests(path).claim("k", 30.0, 11.0))
+
+    def test_unwritable(self):
+        """
+        A claim that cannot be kept is no claim: the request is refused.
+        """
+        seen = SeenRequests(os.path.join(self.mktemp(), "missing-dir", "seen.json"))
+        self.assertRaises(OSError, seen.claim, "k", 10.0, 0.0)
+        self.assertRaises(OSError, seen.claim, "k", 10.0, 0.0)
 
     def test_forgottenAfterDeadline(self):
         seen = SeenRequests()

@@ -26,6 +26,32 @@ class StoreURLTests(unittest.SynchronousTestCase):
         self.assertEqual(Config({}, environ=env).storeURL(None),
                          "local://" + os.path.abspath(defaultStateDir(env)) + "/state.db")
 
+    def test_unknownScheme(self):
+        """
+        A URL naming no kind of store is a usage error wherever it comes
+        from, so the agent, the orchestrator and C{p2-api} refuse it at start
+        instead of retrying to open it for ever.
+        """
+        for config, flag in ((Config({}, environ={}), "bogus://x"),
+                             (Config({}, environ={"P2_STORE": "bogus://x"}), None),
+                             (Config({"store": "bogus://x"}, environ={}), None)):
+            e = self.assertRaises(UsageError, config.storeURL, flag)
+            self.assertIn("unknown store URL 'bogus://x'", str(e))
+
+    def test_twistdRefusesAtStart(self):
+        """
+        C{twistd p2-api} (like the agent and the orchestrator) given an
+        unknown store URL says so in one line and exits.
+        """
+        import subprocess
+        import sys
+        for plugin in ("p2-api", "p2-orchestrator"):
+            result = subprocess.run([sys.executable, "-m", "twisted", plugin, "--store", "bogus://x"],
+                                    capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn("unknown store URL 'bogus://x'", result.stderr + result.stdout)
+            self.assertNotIn("Traceback", result.stderr + result.stdout)
+
     def test_defaultStateDir(self):
         """
         Root keeps state in /var/lib/p2; others in their XDG state directory;

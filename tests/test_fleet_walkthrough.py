@@ -29,14 +29,14 @@ DIRECTORY = "/tmp/p2-fleet"
 PORT = "8090"
 
 
-def walkthrough(readme=os.path.join(ROOT, "README.rst")):
+def walkthrough(readme=os.path.join(ROOT, "README.rst"), section=SECTION):
     """
-    @return: the shell commands of the README section L{SECTION}: its
-        literal block, dedented.
+    @return: the shell commands of the README section C{section}: its
+        first literal block, dedented.
     """
     with open(readme) as f:
         text = f.read()
-    start = text.index(SECTION + "\n" + "-" * len(SECTION) + "\n")
+    start = text.index(section + "\n" + "-" * len(section) + "\n")
     body = text[start:]
     block = re.search(r"::\n\n((?:    .*\n|\n)+)", body).group(1)
     return "".join(line[4:] + "\n" if line.strip() else "\n"
@@ -93,50 +93,63 @@ class WalkthroughTests(unittest.TestCase):
         port = str(freePort())
         for n in (1, 2, 3):
             self.addCleanup(removePods, os.path.join(directory, "node%d" % (n,)))
-            self.addCleanup(self.stop, os.path.join(directory, "node%d" % (n,), "agent.pid"))
-        self.addCleanup(self.stop, os.path.join(directory, "orchestrator.pid"))
+            self.addCleanup(stop, os.path.join(directory, "node%d" % (n,), "agent.pid"))
+        self.addCleanup(stop, os.path.join(directory, "orchestrator.pid"))
         script = walkthrough().replace(DIRECTORY, directory).replace(PORT, port)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("P2_") and k != "VIRTUAL_ENV"}
-        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-        proto = _Output()
-        reactor.spawnProcess(proto, "/bin/bash", ["bash", "-e", "-c", script], env=env,
-                             path=ROOT)
-        yield proto.ended
-        code = proto.reason.value.exitCode
-        output = proto.output.decode("utf-8", "replace")
-        from twisted.python import log
-        log.msg("walkthrough output:\n" + output)
+        code, output = yield runScript(script)
         self.assertEqual(code, 0, output)
         self.assertIn("node1=- node2=v1 node3=v1", output)
         self.assertIn("node1=- node2=v2 node3=v2", output)
         self.assertIn("aborted roll hello-v3", output)
         self.assertIn("node1=- node2=- node3=-", output)
 
-    def stop(self, pidfile):
-        """
-        Stop (SIGTERM, then SIGKILL) the process in C{pidfile}, if any: the
-        walkthrough stops its processes itself unless it failed half-way.
-        """
+
+@defer.inlineCallbacks
+def runScript(script, path=()):
+    """
+    Run C{script} with C{bash -e} from the clone, with this Python's
+    programs first on C{PATH} (and the directories C{path} last) and no
+    C{P2_} variables of the caller's.
+
+    @return: L{Deferred} firing with its exit code and output (also logged).
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("P2_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]
+                                  + list(path))
+    proto = _Output()
+    reactor.spawnProcess(proto, "/bin/bash", ["bash", "-e", "-c", script], env=env, path=ROOT)
+    yield proto.ended
+    output = proto.output.decode("utf-8", "replace")
+    from twisted.python import log
+    log.msg("walkthrough output:\n" + output)
+    return proto.reason.value.exitCode, output
+
+
+def stop(pidfile):
+    """
+    Stop (SIGTERM, then SIGKILL) the process in C{pidfile}, if any: the
+    walkthrough stops its processes itself unless it failed half-way.
+    """
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return None
+
+    def gone():
         try:
-            with open(pidfile) as f:
-                pid = int(f.read().strip())
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            return None
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        return False
+    from tests.store_contract import waitFor
+    d = waitFor(gone, timeout=30, interval=0.2, what="pid %d to exit" % (pid,))
 
-        def gone():
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                return True
-            return False
-        from tests.store_contract import waitFor
-        d = waitFor(gone, timeout=30, interval=0.2, what="pid %d to exit" % (pid,))
-
-        def kill(failure):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        return d.addErrback(kill)
+    def kill(failure):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return d.addErrback(kill)

@@ -78,6 +78,90 @@ class RegistryTests(unittest.TestCase):
                           value(found, "p2_pods", state="failed")), (3.0, None))
 
 
+class _StatusOutage(MemoryStore):
+    """A memory store whose writes of pod status records fail while C{down}."""
+
+    down = False
+
+    def get(self, key):
+        if self.down and key.startswith("status/pods/"):
+            return defer.fail(StoreUnavailable(key, "memory", "down"))
+        return MemoryStore.get(self, key)
+
+
+class PodStatesTests(unittest.TestCase):
+
+    def test_statusWriteFails(self):
+        """
+        A pod whose status record cannot be written (the store is down)
+        stays in C{p2_pods} with the state its record still says, rather
+        than vanishing from the agent's metrics until the store is back.
+        """
+        import os
+
+        from p2twisted.agent.config import AgentConfig
+        from p2twisted.agent.service import AgentService
+        from p2twisted.agent.testing import FakePods
+        from p2twisted.store import keys
+        from tests.test_agent_worker import V1, V2
+        clock = task.Clock()
+        store = _StatusOutage(clock=clock)
+        config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                             stateDir=os.path.abspath(self.mktemp()), resyncInterval=30.0,
+                             sessionTTL=10.0)
+        metrics = AgentMetrics()
+        agent = AgentService(config, FakePods(), clock, store=store, metrics=metrics)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.successResultOf(store.put(keys.intentNode("n1"), b'{"node": "n1"}'))
+        self.successResultOf(store.put(keys.intent("n1", "web"), V1))
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual(value(found, "p2_pod_state", pod="web", state="running"), 1.0)
+        store.down = True
+        self.successResultOf(store.put(keys.intent("n1", "web"), V2))
+        self.assertEqual(self.successResultOf(store.get(keys.reality("n1", "web"))).value, V2)
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual((value(found, "p2_pods", state="running"),
+                          value(found, "p2_pod_state", pod="web", state="running")),
+                         (1.0, 1.0))
+
+
+    def test_podGoneForgotten(self):
+        """
+        A pod removed from the node leaves the agent's metrics: its
+        per-pod series do not pile up while pod ids come and go.
+        """
+        import os
+
+        from p2twisted.agent.config import AgentConfig
+        from p2twisted.agent.service import AgentService
+        from p2twisted.agent.testing import FakePods
+        from p2twisted.store import keys
+        from tests.test_agent_worker import V1
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        config = AgentConfig(node="n1", store="memory://", podRoot="/nonexistent",
+                             stateDir=os.path.abspath(self.mktemp()), resyncInterval=30.0,
+                             sessionTTL=10.0, removalGrace=10.0)
+        metrics = AgentMetrics()
+        agent = AgentService(config, FakePods(), clock, store=store, metrics=metrics)
+        agent.startService()
+        self.addCleanup(agent.stopService)
+        self.successResultOf(store.put(keys.intentNode("n1"), b'{"node": "n1"}'))
+        self.successResultOf(store.put(keys.intent("n1", "web"), V1))
+        metrics.installSeconds.labels("web").observe(0.5)
+        metrics.healthChecks.labels("web", "passing").inc()
+        metrics.healthChecks.labels("db", "passing").inc()
+        self.successResultOf(store.delete(keys.intent("n1", "web")))
+        clock.advance(11)
+        clock.advance(30)
+        self.assertEqual(agent.podStates(), {})
+        found = samples(generate_latest(metrics.registry).decode())
+        self.assertEqual(sorted({(n, dict(labels).get("pod")) for n, labels in found
+                                 if dict(labels).get("pod")}),
+                         [("p2_health_checks_created", "db"), ("p2_health_checks_total", "db")])
+
+
 class ScrapeThreadTests(unittest.TestCase):
 
     @defer.inlineCallbacks
@@ -186,6 +270,23 @@ class GaugeTests(unittest.TestCase):
         self.assertEqual(gauges.rcCounts(snapshot, ["web", "gone"]),
                          {"web": {"desired": 3, "current": 3, "healthy": 3}})
         self.assertEqual(gauges.rollProgress(snapshot, ["nothing"]), {})
+
+    def test_unreadableRecordSkipped(self):
+        """
+        An RC or roll whose record is unreadable (a farm still holds its
+        key) is left out of the gauges; the others are still shown, rather
+        than every scrape's gauges failing on it.
+        """
+        from p2twisted.store import keys
+        fleet = orchfleet.Fleet(self, {"n1": {"tier": "web"}})
+        fleet.putRC("web", 1, replicas=1, selector="tier=web")
+        fleet.run(fleet.store.put(keys.replicationController("bad"), b"{not json"))
+        fleet.run(fleet.store.put(keys.roll("bad"), b"{not json"))
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(gauges.rcCounts(snapshot, ["bad", "web"]),
+                         {"web": {"desired": 1, "current": 1, "healthy": 1}})
+        self.assertEqual(gauges.rollProgress(snapshot, ["bad"]), {})
 
 
 class ConfigTests(unittest.TestCase):

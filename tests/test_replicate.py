@@ -86,10 +86,39 @@ class ChecksTests(unittest.TestCase):
         for text, minNodes, message in (
                 ("", None, "--nodes: expected node names, comma-separated"),
                 ("n1,n2,n1", None, "--nodes: n1 given twice"),
+                ("n1,a b", None, "--nodes: 'a b' is no node name (letters, digits and . _ : -; "
+                                 "not . or ..)"),
                 ("n1,n2", 2, "--min-nodes 2 leaves none of the 2 node(s) to replace at once; "
                              "expected less than 2")):
             e = self.assertRaises(UsageError, nodeList, text, minNodes)
             self.assertEqual(str(e), message)
+
+
+class ProgressTests(unittest.TestCase):
+
+    def test_terminal(self):
+        """
+        On a terminal the progress line is rewritten in place, cut to the
+        terminal's width (a line that wraps leaves its first rows behind at
+        each rewrite); elsewhere each change is a whole line.
+        """
+        import io
+
+        from p2twisted.cli.replicate import _Progress
+
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+        line = "replicate web 0123456789ab: 0/3 done; in flight: n1 (health critical)"
+        out = Terminal()
+        progress = _Progress(out, columns=lambda: 40)
+        progress.show(line)
+        progress.end("done")
+        self.assertEqual(out.getvalue(), "\r\x1b[K" + line[:36] + "..." + "\r\x1b[Kdone\n")
+        out = io.StringIO()
+        progress = _Progress(out, columns=lambda: 40)
+        progress.show(line)
+        self.assertEqual(out.getvalue(), line + "\n")
 
 
 class ReplicationTests(unittest.TestCase):
@@ -116,6 +145,153 @@ class ReplicationTests(unittest.TestCase):
         self.assertEqual(run.summary(), "failed: n1; not started: n2")
         self.assertIsNotNone(self.successResultOf(store.get(keys.intent("n1", "web"))))
         self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+
+    def lockedRun(self, nodes):
+        """
+        @return: C{(clock, store, session, lock, Replication)} of a run of
+            pod C{web} to C{nodes}, one at a time, under the deploy lock.
+        """
+        from p2twisted.manifest import parseManifest
+        from p2twisted.store.memory import MemoryStore
+        from twisted.internet import task
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        session = self.successResultOf(store.session(15))
+        lock = self.successResultOf(replication.takeLock(store, session, "web", clock))
+        run = replication.Replication(store, parseManifest(orchfleet.manifest(1)), nodes, 1,
+                                      clock=clock, lock=lock)
+        return clock, store, session, lock, run
+
+    def test_lockBrokenStopsTheRest(self):
+        """
+        Another C{p2 replicate --override-lock} breaking the deploy lock
+        stops this one: the node under way fails naming the lock (its new
+        intent stays), the nodes not started get no intent.
+        """
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        replication.guardLock(store, session, lock, run.lost)
+        d = run.run()
+        clock.advance(1)
+        other = self.successResultOf(store.session(15))
+        self.successResultOf(replication.takeLock(store, other, "web", clock, override=True))
+        clock.advance(1)
+        failure = self.failureResultOf(d)
+        self.assertEqual(str(failure.value), "lost the deploy lock: locks/replication/web was "
+                         "broken (p2 replicate --override-lock?); the nodes not started are "
+                         "not touched")
+        self.assertEqual(run.summary(), "intent written, reality pending: n1; not started: n2")
+        self.assertIsNotNone(self.successResultOf(store.get(keys.intent("n1", "web"))))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+    def test_sessionLostStopsTheRest(self):
+        """
+        The store session holding the lock ending (the store was lost for
+        longer than its TTL) stops the replication too.
+        """
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        replication.guardLock(store, session, lock, run.lost)
+        d = run.run()
+        clock.advance(1)
+        self.successResultOf(session.close())
+        clock.advance(1)
+        self.assertIn("lost the deploy lock: the store session holding it ended",
+                      str(self.failureResultOf(d).value))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+    def test_refusedOrRewrittenFails(self):
+        """
+        A node whose agent refuses the manifest, or whose intent someone
+        else rewrites meanwhile, would never run it: the replication fails
+        at once naming the node and why (rather than wait forever, holding
+        the lock), and the nodes not started get no intent.
+        """
+        from p2twisted.records import PodStatus
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        d = run.run()
+        self.successResultOf(store.put(keys.status("pods", "n1", "web"), PodStatus(
+            "web", "n1", "refused", run.sha, "no signature\nfound").toBytes()))
+        clock.advance(1)
+        self.assertEqual(str(self.failureResultOf(d).value),
+                         "n1: its agent refused web: no signature found; what ran there "
+                         "keeps running")
+        self.assertEqual(run.summary(), "failed: n1; not started: n2")
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+        clock, store, session, lock, run = self.lockedRun(["n1", "n2"])
+        d = run.run()
+        self.successResultOf(store.put(keys.intent("n1", "web"), orchfleet.manifest(2)))
+        clock.advance(1)
+        self.assertIn("n1: its intent of web changed while waiting (now ",
+                      str(self.failureResultOf(d).value))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n2", "web"))))
+
+    def test_stoppedWhileWriting(self):
+        """
+        Stopped (Ctrl-C) while a node's intent is on its way to the store,
+        the summary says so rather than calling that node untouched: the
+        write may still land.
+        """
+        from p2twisted.manifest import parseManifest
+        from p2twisted.store.memory import MemoryStore
+        from twisted.internet import task
+
+        class Held(MemoryStore):
+            def transaction(self, ops):
+                d = defer.Deferred()
+                self.held.append(d)
+                return d.addCallback(lambda _: MemoryStore.transaction(self, ops))
+        clock = task.Clock()
+        store = Held(clock=clock)
+        store.held = []
+        run = replication.Replication(store, parseManifest(orchfleet.manifest(1)),
+                                      ["n1", "n2"], 1, clock=clock)
+        run.run()
+        run.stop()
+        self.assertEqual(run.summary(), "intent being written: n1; not started: n2")
+        self.assertIn("; in flight: n1 (writing intent); 1 to go", run.line())
+        store.held.pop().callback(None)
+        self.assertEqual(run.summary(), "intent written, reality pending: n1; not started: n2")
+
+    def test_storeBlipWaitedOut(self):
+        """
+        The store unavailable for a while (a blip of ZooKeeper's connection)
+        while nodes wait does not end the replication: it looks again, and
+        goes on once the node runs the manifest and is healthy.
+        """
+        from p2twisted.errors import StoreUnavailable
+        from p2twisted.records import Health
+        clock, store, session, lock, run = self.lockedRun(["n1"])
+        d = run.run()
+        clock.advance(1)
+        get = store.get
+        store.get = lambda key: defer.fail(StoreUnavailable(key, "memory", "down"))
+        clock.advance(1)
+        clock.advance(1)
+        self.assertNoResult(d)
+        store.get = get
+        self.successResultOf(store.put(keys.reality("n1", "web"), run.manifest.raw))
+        clock.advance(1)
+        store.get = lambda key: defer.fail(StoreUnavailable(key, "memory", "down"))
+        clock.advance(1)
+        self.assertNoResult(d)
+        store.get = get
+        self.successResultOf(store.put(keys.health("web", "n1"), Health(
+            "web", "n1", "passing", "", 1.0, run.sha).toBytes()))
+        clock.advance(1)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(run.summary(), "done: n1")
+
+    def test_intentFencedOnTheLock(self):
+        """
+        An intent write is fenced on the deploy lock: once the lock is
+        broken, not even a write already on its way lands.
+        """
+        clock, store, session, lock, run = self.lockedRun(["n1"])
+        self.successResultOf(store.delete(lock.key))
+        self.assertIn("lost the deploy lock: locks/replication/web is no longer ours",
+                      str(self.failureResultOf(run.run()).value))
+        self.assertIsNone(self.successResultOf(store.get(keys.intent("n1", "web"))))
 
 
 class ReplicateFleetTests(P2CommandMixin, unittest.TestCase):

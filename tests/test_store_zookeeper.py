@@ -5,11 +5,12 @@ server restarts, session expiry, digest ACLs, unreachable servers.
 """
 
 import os
+import threading
 import time
 import uuid
 
 from kazoo.client import KazooClient
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from p2twisted.errors import (
@@ -233,6 +234,55 @@ class ZooKeeperLayoutTests(ServerMixin, unittest.TestCase):
         self.assertIsNone((yield store.get("x/y")))
 
     @defer.inlineCallbacks
+    def test_transactionOverKeysWrittenElsewhere(self):
+        """
+        A client creates the keys of a transaction it has never seen without
+        reading them first; where another client wrote them meanwhile (an
+        entry, or a structural znode above its keys) the transaction still
+        means what it says: a create over an entry fails with nothing
+        written, a create over a structural znode and a put over an entry
+        write.
+        """
+        store = yield self.client()
+        other = yield self.client()
+        yield other.put("taken", b"theirs")
+        yield other.put("above/below", b"b")
+        yield other.put("overwritten", b"old")
+        err = yield self.assertFailure(store.transaction([
+            Create("fresh/k", b"1"), Create("taken", b"mine")]), KeyExists)
+        self.assertEqual((err.key, err.index), ("taken", 1))
+        self.assertIsNone((yield other.get("fresh/k")))
+        self.assertEqual((yield other.get("taken")).value, b"theirs")
+        results = yield store.transaction([
+            Create("above", b"a"), Put("overwritten", b"new"), Create("fresh/k", b"1")])
+        seen = yield defer.gatherResults([other.get(r.key) for r in results])
+        self.assertEqual([e.version for e in seen], [r.version for r in results])
+        self.assertEqual({k: e.value for k, e in (yield other.list("")).items()},
+                         {"above": b"a", "above/below": b"b", "overwritten": b"new",
+                          "fresh/k": b"1", "taken": b"theirs"})
+        yield other.delete("fresh/k")
+        yield other.delete("overwritten")
+        yield store.transaction([Put("overwritten", b"again"), Create("fresh/k", b"2")])
+        self.assertEqual((yield other.get("fresh/k")).value, b"2")
+
+    @defer.inlineCallbacks
+    def test_manyRequestsAtOnce(self):
+        """
+        Thousands of puts issued at once, each under parents that do not
+        exist yet (kazoo's own completion callbacks then issue the requests
+        making them), all complete: kazoo's connection thread never waits on
+        its own wake-up socket (made small here, so that one fills up).
+        """
+        import socket as socketModule
+        store = yield self.client()
+        store._client._connection._write_sock.setsockopt(
+            socketModule.SOL_SOCKET, socketModule.SO_SNDBUF, 1)
+        count = 1000
+        yield defer.gatherResults([store.put("many/p%d/k" % (i,), b"%d" % (i,))
+                                   for i in range(count)])
+        self.assertEqual(len((yield store.list("many"))), count)
+
+    @defer.inlineCallbacks
     def test_pruneRaces(self):
         """
         Writers creating keys under parents that other clients' deletes keep
@@ -378,6 +428,45 @@ class ZooKeeperFailureTests(unittest.TestCase):
         self.assertEqual((yield other.get("r/before")).value, b"1")
         yield waitFor(lambda: other.get("machines/m").addCallback(lambda e: e is None),
                       what="the lost session's ephemeral key to vanish")
+
+    @defer.inlineCallbacks
+    def test_requestsWhileServerDown(self):
+        """
+        While the server is down, requests issued turn after turn (kazoo
+        queues them for the reconnection, and its connection thread reads
+        no wake-up byte meanwhile) never block the reactor, even once the
+        wake-up socket (made small here) is full; they complete once the
+        server is back.
+        """
+        import socket as socketModule
+        server = ZooKeeperServer()
+        yield threads.deferToThread(server.start)
+        self.addCleanup(threads.deferToThread, server.destroy)
+        store = yield openStore("zk://%s/down?session_timeout=30" % (server.hosts,), reactor)
+        self.addCleanup(store.close)
+        yield store.put("d/k", b"v")
+        store._client._connection._write_sock.setsockopt(
+            socketModule.SOL_SOCKET, socketModule.SO_SNDBUF, 1)
+        yield threads.deferToThread(server.stop)
+        yield waitFor(lambda: not store._connected, what="the disconnection")
+        issued = threading.Event()
+
+        def restartAnyway():
+            # Only if the reactor is stuck: the restart unblocks it.
+            if not issued.wait(30):
+                server.start()
+        restarter = threading.Thread(target=restartAnyway)
+        restarter.start()
+        self.addCleanup(threads.deferToThread, restarter.join)
+        gets = []
+        for i in range(200):  # one request per reactor turn
+            gets.append(store.get("d/k" if i % 2 else "d/k%d" % (i,)))
+            yield task.deferLater(reactor, 0, lambda: None)
+        issued.set()
+        self.assertIsNone(server.process, "the reactor was blocked until the server came back")
+        yield threads.deferToThread(server.start)
+        results = yield defer.gatherResults(gets)
+        self.assertEqual([e and e.value for e in results[:2]], [None, b"v"])
 
     @defer.inlineCallbacks
     def test_watchAfterSessionExpiry(self):
@@ -547,3 +636,57 @@ class SequencerTests(unittest.SynchronousTestCase):
         a.callback(None)
         b.callback("done")
         self.assertEqual(self.successResultOf(result), "done")
+
+
+class HandlerTests(unittest.SynchronousTestCase):
+    """
+    The kazoo handler the backend's clients use: C{select} answers as
+    C{select.select} does, completion callbacks run at once, and kazoo's
+    stop still ends its worker threads.
+    """
+
+    def test_select(self):
+        import socket as socketModule
+
+        from p2twisted.store._zkclient import Handler
+        handler = Handler(None)
+        a, b = socketModule.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertEqual(handler.select([a], [], [], 0), ([], [], []))
+        self.assertEqual(handler.select([a.fileno()], [b], [], 0), ([], [b], []))
+        b.send(b"\0")
+        self.assertEqual(handler.select([a, b], [], [], 1.5), ([a], [], []))
+        b.close()
+        a.recv(1)
+        self.assertEqual(handler.select([a], [], [], None)[0], [a])  # hung up: readable
+
+    def test_completionsGoToTheReactor(self):
+        """
+        Completion callbacks are handed to the reactor thread at once,
+        through the client's bridge (not to a worker thread, nor run in
+        kazoo's connection thread); kazoo's stop still ends its workers, and
+        a handler started again works the same.
+        """
+        from p2twisted.store._zkclient import Bridge, Handler
+
+        class Reactor(object):
+            calls = []
+
+            def callFromThread(self, f, *args):
+                self.calls.append((f, args))
+        fake = Reactor()
+        handler = Handler(Bridge(fake))
+        called = []
+        for value in (7, 8):
+            handler.start()
+            result = handler.async_result()
+            result.rawlink(lambda r: called.append(r.value))
+            result.set(value)
+            self.assertEqual(called, [7] if value == 8 else [])
+            f, args = fake.calls.pop()
+            f(*args)
+            handler.stop()
+            self.assertFalse(handler.running)
+            self.assertEqual(handler._workers, [])
+        self.assertEqual(called, [7, 8])

@@ -37,7 +37,7 @@ class RenderTests(unittest.TestCase):
             "    option redispatch\n"
             "    retries 3\n"
             "    retry-on conn-failure empty-response\n"
-            "    server n1 10.0.0.1:80 check inter 1s\n"))
+            "    server n1 10.0.0.1:80 check inter 1s init-addr libc,none\n"))
         pc = PC.withAnnotations({"haproxy_backend": "web", "haproxy_options": ["balance first"],
                                  "haproxy_server_options": ""})
         self.assertEqual(render(pc, members).splitlines()[1:],
@@ -110,6 +110,62 @@ class RealHAProxyTests(unittest.TestCase):
         self.assertEqual(self.proxy.process.pid, master)
         self.assertEqual(self.syncer.reloads, 3)
         self.assertEqual((yield self.syncer.initialClusters()), [PC.id])
+
+    @defer.inlineCallbacks
+    def test_restartedAfterWriteBeforeReload(self):
+        """
+        An orchestrator that died after writing a backend file but before
+        reloading HAProxy leaves the new file on disk and the old servers in
+        HAProxy: the syncer of its successor reloads HAProxy on its first
+        sync even though the file already holds the members.
+        """
+        yield self.reaches({"<503>"})
+        with open(os.path.join(self.proxy.backends, PC.id + ".cfg"), "w") as f:
+            f.write(render(PC, self.members("a")))
+        yield self.syncer.sync(PC, self.members("a"))
+        yield self.reaches({"a"})
+        self.assertEqual(self.syncer.reloads, 1)
+        yield self.syncer.sync(PC, self.members("a"))
+        self.assertEqual(self.syncer.reloads, 1)
+
+    @defer.inlineCallbacks
+    def test_twoPodsOfOneNode(self):
+        """
+        A selector matching two pods of one node (blue and green pod ids
+        labelled alike) gives HAProxy two servers of distinct names, which
+        it takes: requests reach both.
+        """
+        a, b = self.members("a", "b")
+        yield self.syncer.sync(PC, [Member("n1", "web-blue", a.address, True),
+                                    Member("n1", "web-green", b.address, True)])
+        yield self.reaches({"a", "b"})
+
+    @defer.inlineCallbacks
+    def test_unresolvableMember(self):
+        """
+        A member whose host HAProxy cannot resolve (a node without a
+        published pod address, named in no DNS) is a disabled server, not a
+        configuration HAProxy refuses: the other members are served.
+        """
+        yield self.syncer.sync(PC, self.members("a") + [
+            Member("n9", "web", "no-such-host.invalid:80", True)])
+        yield self.reaches({"a"})
+
+    @defer.inlineCallbacks
+    def test_stalePidFile(self):
+        """
+        A pid file left by a stopped HAProxy whose pid now belongs to another
+        program fails the sync saying so; that program gets no signal.
+        """
+        import subprocess
+        self.proxy.stopGracefully()
+        other = subprocess.Popen(["sleep", "120"])
+        self.addCleanup(lambda: other.poll() is None and (other.kill(), other.wait()))
+        with open(self.proxy.pidFile, "w") as f:
+            f.write("%d\n" % (other.pid,))
+        e = yield self.assertFailure(self.syncer.sync(PC, self.members("a")), SyncerError)
+        self.assertIn("is not HAProxy", str(e))
+        self.assertIsNone(other.poll())
 
     @defer.inlineCallbacks
     def test_refusedConfiguration(self):

@@ -256,8 +256,9 @@ class ReadTests(FleetMixin, unittest.TestCase):
         method; C{/} serves the dashboard page.
         """
         for method in (b"GET", b"POST", b"DELETE"):
-            response, body = yield self.ask(method, "/api/v1/nothing", code=404)
-            self.assertIn("no such API path", body["error"])
+            for path in ("/api/v1/nothing", "/api"):
+                response, body = yield self.ask(method, path, code=404)
+                self.assertIn("no such API path", body["error"])
         response, body = yield self.ask(b"GET", "/", code=200)
         self.assertIn(b"<html", body.lower())
 
@@ -388,6 +389,65 @@ class SafetyTests(FleetMixin, unittest.TestCase):
                               if name.lower().startswith(b"access-control-")])
 
 
+class LoopbackHostTests(ServedMixin, unittest.TestCase):
+    """
+    An API listening on loopback (as C{p2-api} does by default) answers
+    only requests for a loopback name.
+    """
+
+    @defer.inlineCallbacks
+    def test_rebindingRefused(self):
+        """
+        A page of another site whose name resolves to 127.0.0.1 (DNS
+        rebinding: the browser then takes the API for that site's own and
+        lets the page read it) sends that name in C{Host}: it is a 403 JSON
+        error, for reads, the page and the event stream alike; requests for
+        localhost, 127.0.0.1 and [::1] are served.
+        """
+        from p2twisted.store.memory import MemoryStore
+        self.serve(API(MemoryStore(), loopbackOnly=True))
+        for host in (b"evil.example:8080", b"evil.example", b"127.0.0.1.evil.example:80",
+                     b"[::1].evil.example", b""):
+            for path in ("/api/v1/nodes", "/", "/api/v1/events"):
+                response, body = yield self.ask(b"GET", path, headers={b"Host": [host]},
+                                                code=403)
+                self.assertIn("loopback", body["error"])
+        for host in (b"127.0.0.1:8080", b"localhost", b"LOCALHOST:80", b"[::1]:8080",
+                     b"127.0.0.2"):
+            yield self.ask(b"GET", "/api/v1/nodes", headers={b"Host": [host]}, code=200)
+
+
+class BoundedRequestTests(unittest.TestCase):
+
+    def test_cutBodyNeverHandled(self):
+        """
+        A request whose body went past L{MAX_BODY} is answered 413 and never
+        handled, even when its last chunk arrived with the rest (its body,
+        cut short, might otherwise parse as a smaller manifest).
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.test.requesthelper import DummyChannel
+        from p2twisted.web.app import MAX_BODY, BoundedRequest
+        handled = []
+
+        class Recording(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                handled.append(request)
+                return b""
+        channel = DummyChannel()
+        channel.site = Site(Recording())
+        request = BoundedRequest(channel)
+        request.gotLength(None)
+        request.handleContentChunk(b"x" * MAX_BODY)
+        request.handleContentChunk(b"x")
+        request.requestReceived(b"PUT", b"/api/v1/nodes/n1/pods/web", b"HTTP/1.1")
+        self.assertEqual(handled, [])
+        self.assertTrue(channel.transport.written.getvalue().startswith(b"HTTP/1.1 413 "))
+        self.assertTrue(channel.transport.disconnected)
+
+
 class WriteTests(FleetMixin, unittest.TestCase):
     """
     With the token, writes go through the CLI's paths (intent, labels, the
@@ -490,6 +550,9 @@ class WriteTests(FleetMixin, unittest.TestCase):
             b"POST", "/api/v1/rolls", {"from": "web", "manifest": manifest(2).decode(),
                                        "min_healthy": 1}, token=TOKEN, code=201)
         rollId = found["id"]
+        from p2twisted.web.openapi import document
+        self.assertEqual(sorted(c for c in document()["paths"]["/api/v1/rolls"]["post"][
+            "responses"] if c.startswith("2")), ["201"], "/openapi.json says what it answers")
         self.assertEqual(response.headers.getRawHeaders(b"location"),
                          [("/api/v1/rolls/%s" % (rollId,)).encode()])
         self.assertEqual((found["old_rc"], found["new"]["desired"], found["min_healthy"]),

@@ -183,7 +183,8 @@ class ServedTests(unittest.TestCase):
         """
         C{/} is the page, its script and style are under C{/static/}, each
         with its type and a policy that lets the page load nothing from
-        anywhere else; an unknown file is a 404.
+        anywhere else; an unknown file is a 404 with a JSON error, as under
+        C{/api/} (and C{/static/} lists nothing).
         """
         for path, kind in (("/", b"text/html; charset=utf-8"),
                            ("/static/dashboard.js", b"text/javascript; charset=utf-8"),
@@ -194,8 +195,11 @@ class ServedTests(unittest.TestCase):
             policy = response.headers.getRawHeaders(b"content-security-policy")[0]
             self.assertIn(b"default-src 'none'", policy)
             self.assertIn(b"script-src 'self'", policy)
-        response, body = yield self.get("/static/nothing.js")
-        self.assertEqual(response.code, 404)
+        for path in ("/static/nothing.js", "/nothing", "/openapi.json/", "/static/"):
+            response, body = yield self.get(path)
+            self.assertEqual((response.code, response.headers.getRawHeaders(b"content-type")),
+                             (404, [b"application/json"]), path)
+            self.assertIn("error", json.loads(body))
 
     def test_offline(self):
         """

@@ -7,6 +7,7 @@ C{p2-api} serves it, over real HTTP.
 """
 
 import json
+import socket
 
 import treq
 from twisted.internet import defer, reactor, task
@@ -43,6 +44,21 @@ def parse(data):
     return found
 
 
+class Request(DummyRequest):
+    """
+    A L{DummyRequest} a stream can be the producer of (L{DummyRequest}'s
+    own C{registerProducer} loops on a pull producer).
+    """
+
+    producer = None
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
 def labelsOnly(snapshot):
     return {("node", node): snapshot.nodeLabels(node) for node in snapshot.nodes()}
 
@@ -65,7 +81,7 @@ class StreamTests(unittest.TestCase):
         self.clock.advance(COALESCE)
 
     def connect(self, lastId=None, query=None):
-        request = DummyRequest([b""])
+        request = Request([b""])
         if lastId is not None:
             request.requestHeaders.setRawHeaders(b"last-event-id", [lastId.encode()])
         if query is not None:
@@ -128,7 +144,7 @@ class StreamTests(unittest.TestCase):
             return labelsOnly(snapshot)
         stream = EventStream(self.store, documents=slow, trees=(keys.LABELS,), clock=self.clock)
         self.addCleanup(stream.stop)
-        request = DummyRequest([b""])
+        request = Request([b""])
         stream.render(request)
         self.clock.advance(COALESCE)
         self.assertEqual(stream.cost, 1.0)
@@ -147,7 +163,7 @@ class StreamTests(unittest.TestCase):
                              clock=self.clock)
         self.addCleanup(stream.stop)
         self.label("n1", tier="web")
-        request = DummyRequest([b""])
+        request = Request([b""])
         stream.render(request)
         self.assertEqual(self.events(request), [])
         self.clock.advance(COALESCE)
@@ -227,7 +243,7 @@ class StreamTests(unittest.TestCase):
         gave klein fires) and stops watching; started again it is a new
         stream: a page from before gets a reset.
         """
-        request = DummyRequest([b""])
+        request = Request([b""])
         done = self.stream.render(request)
         self.clock.advance(COALESCE)
         seen = self.events(request)[-1]["id"]
@@ -241,6 +257,30 @@ class StreamTests(unittest.TestCase):
         self.assertEqual([(e["event"], e["data"]) for e in self.events(again)],
                          [("reset", {"documents": [
                              {"kind": "node", "id": "n1", "value": {"v": "1"}}]})])
+
+    def test_idleStops(self):
+        """
+        When the last page has gone, the store stays watched for
+        C{idle} seconds (a page that comes back resumes), then the watches
+        stop; the next page starts them again.
+        """
+        first = self.connect()
+        self.label("n1", v="1")
+        seen = self.events(first)[-1]["id"]
+        first.processingFailed(Failure(ConnectionLost()))
+        self.clock.advance(self.stream.idle - 1)
+        self.assertEqual(len(self.store.state.watches), 1)
+        again = self.connect(lastId=seen)
+        self.assertEqual(self.events(again), [], "resumed, nothing missed")
+        again.processingFailed(Failure(ConnectionLost()))
+        self.clock.advance(self.stream.idle)
+        self.assertEqual(self.store.state.watches, [], "no page: nothing watched")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.label("n1", v="2")
+        late = self.connect(lastId=seen)
+        self.assertEqual([(e["event"], e["data"]) for e in self.events(late)],
+                         [("reset", {"documents": [
+                             {"kind": "node", "id": "n1", "value": {"v": "2"}}]})])
 
     def test_unreadableKeepsTheLast(self):
         """
@@ -304,3 +344,49 @@ class OverHTTPTests(unittest.TestCase):
         api.stop()
         yield ended
         yield endedAgain
+
+    @defer.inlineCallbacks
+    def test_stalledPageDropped(self):
+        """
+        A client that stops reading does not make the server buffer the
+        stream for it without end: once it is C{behind} bytes behind what
+        its connection holds, its connection is dropped (a live page then
+        reconnects and resumes from the last event it read).
+        """
+        from klein import Klein
+        store = MemoryStore()
+        padding = "x" * (256 * 1024)
+        stream = EventStream(store, documents=lambda snapshot: {
+            ("node", node): [snapshot.nodeLabels(node), padding] for node in snapshot.nodes()},
+            trees=(keys.LABELS,), behind=64 * 1024)
+        self.addCleanup(stream.stop)
+        app = Klein()
+        app.route("/events")(lambda request: stream.render(request))
+        port = reactor.listenTCP(0, Site(app.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+
+        stalled = socket.socket()
+        self.addCleanup(stalled.close)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port.getHost().port))
+        stalled.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        yield store.put(keys.label("node", "n1"), encodeLabels({"v": "0"}))
+        yield waitFor(lambda: stream.position == 0 and stream._current, what="the reset")
+        for n in range(1, 65):  # 16 MiB of changes the client never reads
+            yield store.put(keys.label("node", "n1"), encodeLabels({"v": str(n)}))
+            yield waitFor(lambda: stream.position == n, what="change %d" % (n,))
+
+        stalled.setblocking(False)
+        got = []
+
+        def closed():
+            try:
+                data = stalled.recv(1024 * 1024)
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:
+                return True
+            got.append(len(data))
+            return not data
+        yield waitFor(closed, timeout=30, what="the stalled stream to be dropped")
+        self.assertLess(sum(got), 16 * 1024 * 1024)

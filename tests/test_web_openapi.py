@@ -73,6 +73,20 @@ class AgreementTests(unittest.TestCase):
             self.assertTrue(all(p["required"] for p in operation["parameters"]
                                 if p["in"] == "path"))
 
+    def test_queryParameters(self):
+        """
+        The query parameters the handlers read are declared: C{/pods?node=},
+        C{/audit?limit=&since=}, C{/events?last=} (what the page sends to
+        resume with a new C{EventSource}).
+        """
+        declared = {(method, path): sorted(p["name"] for p in operation["parameters"]
+                                           if p["in"] == "query")
+                    for (method, path), operation in operations(document()).items()}
+        self.assertEqual({key: names for key, names in declared.items() if names}, {
+            ("get", "/api/v1/pods"): ["node"],
+            ("get", "/api/v1/audit"): ["limit", "since"],
+            ("get", "/api/v1/events"): ["last"]})
+
     def test_writesNeedToken(self):
         """
         Every operation but a GET declares the bearer token and its 401.
@@ -86,6 +100,8 @@ class AgreementTests(unittest.TestCase):
             else:
                 self.assertEqual(operation["security"], [{"token": []}], path)
                 self.assertIn("401", operation["responses"], path)
+            self.assertIn("403", operation["responses"], path)  # (a Host not loopback)
+            self.assertEqual("413" in operation["responses"], "requestBody" in operation, path)
 
     def test_catchesAMissingOperation(self):
         """

@@ -7,6 +7,7 @@ process, and both as real processes on a local store.
 
 import os
 import signal
+import socket
 import sys
 
 import treq
@@ -102,7 +103,9 @@ class OptionsTests(unittest.TestCase):
         A C{--listen} that is no endpoint is a one-line usage error naming
         it.
         """
-        for listen in ("garbage", "tcp:http", "tcp:80:colour=red"):
+        missing = os.path.abspath(self.mktemp())
+        for listen in ("garbage", "tcp:http", "tcp:80:colour=red",
+                       "ssl:8443:privateKey=%s" % (missing,)):
             error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
                                       ["--store", "local:///tmp/x/state.db", "--listen", listen])
             self.assertIn("--listen %s:" % (listen,), str(error))
@@ -127,6 +130,10 @@ class ServiceTests(unittest.TestCase):
         code, body = yield waitFor(
             lambda: request(b"GET", base + "api/v1/nodes").addCallback(
                 lambda r: r if r and r[0] == 200 else None), timeout=30, what="the API")
+        rebound = yield treq.get(base + "api/v1/nodes", headers={b"Host": [b"evil.example"]},
+                                 persistent=False)
+        yield rebound.content()
+        self.assertEqual(rebound.code, 403, "on loopback, only loopback names are answered")
         yield service.stopService()
         self.assertIsNone(service.api.store)
         self.assertIsNone((yield request(b"GET", base + "api/v1/nodes")))
@@ -145,6 +152,44 @@ class ServiceTests(unittest.TestCase):
         code, body = yield request(b"GET", tap.url(port.getHost()) + "api/v1/rcs")
         self.assertEqual(code, 503)
         yield service.stopService()
+
+
+    @defer.inlineCallbacks
+    def test_largeBodyRefusedAtOnce(self):
+        """
+        A request saying or sending a body larger than the API takes is
+        answered 413 at once, before it is received and stored (no token is
+        needed to send one, so it must not fill the memory or the disk).
+        """
+        url = "local://" + os.path.abspath(__file__) + "/not-a-dir/state.db"
+        service = tap.APIService(tap.APIConfig(url, "tcp:0:interface=127.0.0.1"), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = (yield service.listening).getHost().port
+        for head in (b"Content-Length: %d\r\n" % (2 ** 40,), b"Transfer-Encoding: chunked\r\n"):
+            client = socket.create_connection(("127.0.0.1", port))
+            self.addCleanup(client.close)
+            client.sendall(b"POST /api/v1/rolls HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head + b"\r\n")
+            chunk = b"x" * (256 * 1024)
+            if b"chunked" in head:
+                chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            client.setblocking(False)
+            answer = []
+
+            def answered():
+                try:
+                    client.send(chunk)
+                except (BlockingIOError, ConnectionError):
+                    pass
+                try:
+                    answer.append(client.recv(65536))
+                except BlockingIOError:
+                    return False
+                except ConnectionError:
+                    return True
+                return b"\r\n\r\n" in b"".join(answer)
+            yield waitFor(answered, timeout=30, what="the 413")
+            self.assertTrue(b"".join(answer).startswith(b"HTTP/1.1 413 "), answer)
 
 
 class APIProcess(AgentProcess):
@@ -193,6 +238,25 @@ class ProcessTests(FleetCommandMixin, unittest.TestCase):
         self.assertIn("p2-api serving at %s" % (base,), output)
         self.assertIn("POST /api/v1/rcs/web/scale", output)
         self.assertNotIn(TOKEN, output)
+
+    @defer.inlineCallbacks
+    def test_portTaken(self):
+        """
+        When its port is taken, C{twistd -n p2-api} exits non-zero at once
+        with one line saying why, rather than keep running serving nothing.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        process = APIProcess(self, self.url, taken.getsockname()[1]).start()
+        yield waitFor(lambda: process.proto.ended.called, timeout=60, what="p2-api to exit")
+        output = process.proto.output.decode("utf-8", "replace")
+        self.assertEqual(process.proto.reason.value.exitCode, 1, output)
+        self.assertIn("p2-api cannot listen at tcp:%d:interface=127.0.0.1: "
+                      % (taken.getsockname()[1],), output)
+        self.assertIn("Address already in use", output)
+        self.assertNotIn("Traceback", output)
 
     @defer.inlineCallbacks
     def test_ui(self):

@@ -35,6 +35,7 @@ hooks run.  A signature that cannot be fetched for a reason that may pass
 import os
 import re
 import shutil
+import stat
 
 import attr
 import yaml
@@ -109,7 +110,7 @@ def parseTreeDigest(text, source):
 def compareTree(root, entries):
     """
     Compare the files under C{root} (symlinks count as files; their target's
-    content is hashed) with C{entries}.  Blocking.
+    content is hashed, if it is a regular file) with C{entries}.  Blocking.
 
     @return: C{(missing, extra, changed)}: sorted lists of relative paths.
     """
@@ -122,13 +123,24 @@ def compareTree(root, entries):
             rel = os.path.relpath(path, root)
             found.add(rel)
             if rel in entries:
-                try:
-                    sha = sha256File(path)
-                except OSError:
-                    sha = None
-                if sha != entries[rel]:
+                if _fileSHA(path) != entries[rel]:
                     changed.append(rel)
     return sorted(set(entries) - found), sorted(found - set(entries)), sorted(changed)
+
+
+def _fileSHA(path):
+    """
+    @return: the SHA-256 of the regular file at C{path} (through symbolic
+        links), or C{None} for anything else: a directory, a device or a
+        FIFO is no file of the tree (and reading C{/dev/zero} or a FIFO
+        would never end).
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        return sha256File(path)
+    except OSError:
+        return None
 
 
 def _listed(paths, limit=5):

@@ -392,6 +392,8 @@ class HealthMonitor(TimerService):
         #: C{{pod_id: L{_Written}}}: what we published last.
         self.written = {}
         self._manifests = {}
+        self._checking = None
+        self._again = False
 
     def stopService(self):
         """
@@ -399,6 +401,8 @@ class HealthMonitor(TimerService):
         checker's connections.
         """
         d = TimerService.stopService(self)
+        # A check asked by checkSoon is not the timer's own call.
+        d.addCallback(lambda _: self._checking)
         return d.addCallback(lambda _: self.checker.close())
 
     def _manifest(self, podId, raw):
@@ -420,13 +424,38 @@ class HealthMonitor(TimerService):
             cached = self._manifests[podId] = (raw, parsed)
         return cached[1]
 
-    @defer.inlineCallbacks
+    def checkSoon(self):
+        """
+        A pod was deployed or removed: check now rather than at the next
+        tick (a rolling update waits for the new pods' health), once the
+        check under way, if any, is done.
+        """
+        if self.running:
+            self.clock.callLater(0, lambda: self.checkAll() if self.running else None)
+
     def checkAll(self):
         """
-        Check every installed pod once, and publish what changed.
+        Check every installed pod once, and publish what changed; asked
+        while a check is under way, check once more after it.
 
         @return: L{Deferred} firing when done; never failing.
         """
+        if self._checking is not None:
+            self._again = True
+            return self._checking
+        self._checking = d = defer.Deferred()
+
+        def done(_):
+            again, self._again = self._again, False
+            if again and self.running:
+                return self._checkOnce().addBoth(done)
+            self._checking = None
+            d.callback(None)
+        self._checkOnce().addBoth(done)
+        return d
+
+    @defer.inlineCallbacks
+    def _checkOnce(self):
         try:
             installed = yield defer.maybeDeferred(self.installed)
             pods = {podId: self._manifest(podId, raw) for podId, raw in installed.items()}

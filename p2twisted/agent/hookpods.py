@@ -26,7 +26,8 @@ nothing.  A key that disappears from a successful snapshot has its links and
 pod removed.  An invalid manifest or a failed install is logged, written to
 C{status/hooks/<node>/<event>/<pod_id>} and retried at the next snapshot or
 resync; meanwhile the previously installed version (if any) stays.  A hook
-pod is held to the agent's auth policy like any pod: a refused version is not
+pod is held to the agent's auth policy like any pod, judged as running as the
+agent's user (who runs hooks, whatever its C{run_as}): a refused version is not
 installed (the one installed, if any, stays), its status says C{refused} and
 why, the C{after_auth_fail} hooks run once, and it is tried again only when
 its manifest or the policy changes.
@@ -36,6 +37,7 @@ import os
 import shutil
 import time
 
+import attr
 from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -346,8 +348,12 @@ class HookSync(service.Service):
         """
         if self._gate is None:
             return False
+        # Hooks run as the agent's user (root, usually), whatever the hook
+        # pod's run_as says: that is the user its signer must be allowed to
+        # deploy as.
         decision = yield self._gate.check("hook pod %s/%s" % (event, podId), entry.value,
-                                          manifest)
+                                          manifest, attr.evolve(manifest,
+                                                                runAs=runtime.currentUser()))
         if decision.allowed:
             return False
         yield self._record(event, podId, REFUSED, sha=manifest.sha(), error=decision.describe())

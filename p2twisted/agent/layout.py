@@ -97,6 +97,11 @@ class StateLayout(object):
         return os.path.join(self.stateDir, "tmp")
 
     @property
+    def seenRequests(self):
+        """The signed requests carried out, until their deadlines (JSON)."""
+        return os.path.join(self.stateDir, "seen-requests.json")
+
+    @property
     def nodeMarker(self):
         """The identity of the node marker the agent last accepted (JSON)."""
         return os.path.join(self.stateDir, "node-marker.json")

@@ -102,10 +102,14 @@ class RequestRunner(service.Service):
         L{P2Error} gives a C{failed} answer with that message.
     @param clock: an L{IReactorTime}; C{seconds()} is wall-clock time
         (requests carry epoch deadlines).
+    @param seenPath: the file keeping the signed requests carried out until
+        their deadlines, so that one written again is refused after a
+        restart too (L{SeenRequests}), or C{None}.
     """
 
     def __init__(self, store, node, clock, handlers, concurrency=CONCURRENCY,
-                 retain=RETAIN, rescan=RESCAN, auth=None, podRoot=None):
+                 retain=RETAIN, rescan=RESCAN, auth=None, podRoot=None,
+                 seenPath=None):
         self.store = store
         self.node = node
         self.clock = clock
@@ -125,7 +129,7 @@ class RequestRunner(service.Service):
         #: The auth policy requests are held to, or C{None}.
         self.auth = auth
         self.podRoot = podRoot
-        self._seen = SeenRequests()
+        self._seen = SeenRequests(seenPath)
 
     def startService(self):
         service.Service.startService(self)

@@ -143,6 +143,8 @@ class AgentService(service.MultiService):
         self.store = store
         self.facts = facts or (lambda: {"node": self.node})
         self.workers = {}
+        #: The L{HealthMonitor}, once started (if the pods check health).
+        self.health = None
         self.markerPresent = None
         self.presence = None
         self.lastSync = None
@@ -235,7 +237,8 @@ class AgentService(service.MultiService):
         handlers = self.pods.requestHandlers()
         if handlers is not None:
             RequestRunner(self.store, self.node, self.reactor, handlers,
-                          auth=self._policy(), podRoot=self.config.podRoot
+                          auth=self._policy(), podRoot=self.config.podRoot,
+                          seenPath=StateLayout(self.config.stateDir).seenRequests
                           ).setServiceParent(self)
 
     def _startHealth(self):
@@ -245,9 +248,10 @@ class AgentService(service.MultiService):
         """
         checker = self.pods.healthChecker()
         if checker is not None:
-            HealthMonitor(self.store, self.node, self.reactor, checker,
-                          self.pods.installedPods, self._liveSession,
-                          settled=self._settled, metrics=self.metrics).setServiceParent(self)
+            self.health = HealthMonitor(self.store, self.node, self.reactor, checker,
+                                        self.pods.installedPods, self._liveSession,
+                                        settled=self._settled, metrics=self.metrics)
+            self.health.setServiceParent(self)
 
     def _startCrashLoops(self):
         """
@@ -393,6 +397,7 @@ class AgentService(service.MultiService):
         for podId in sorted(gone):
             if self.workers[podId].absent():
                 del self.workers[podId]
+                self.metrics.forgetPod(podId)
         gone &= set(self.workers)
         found = self._orphans
         if resync or self._onDisk is None or gone:  # what is on disk may have changed
@@ -409,10 +414,17 @@ class AgentService(service.MultiService):
             d.addErrback(lambda f: log.warn("cannot delete {key}: {error}", key=confirmation.key,
                                             error=f.getErrorMessage()))
         for podId in sorted(set(intents) | realPods | gone):
+            worker = self.worker(podId)
             if podId in intents:
-                self.worker(podId).update(intents[podId], resync=resync)
+                worker.update(intents[podId], resync=resync)
             elif podId in verdict.remove:
-                self.worker(podId).update(None, resync=resync)
+                worker.update(None, resync=resync)
+            else:
+                continue
+            if worker.state != IDLE and self.health is not None:
+                # Its health is checked once it is deployed or removed, not
+                # up to a tick later.
+                worker.whenIdle().addCallback(lambda _: self.health.checkSoon())
         self.lastSync = time.time()
         yield self._writeAgentStatus()
 

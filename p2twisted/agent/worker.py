@@ -134,6 +134,10 @@ class PodWorker(TracedMachine):
         self._decision = None
         self._seen = False
         self._lastStatus = None
+        #: The state of the status record last written (or None once deleted):
+        #: a write that fails (the store is down) leaves the record, and so
+        #: what the metrics say, as it was.
+        self._reported = None
         # Status writes are read-modify-writes (crashloop.preservingWrite):
         # one at a time, in order, so an earlier one retried after a
         # conflict cannot land after a later one.
@@ -178,7 +182,7 @@ class PodWorker(TracedMachine):
             deploying, failed, removing, invalid, refused), or C{None} when it has
             none (gone, or not written).
         """
-        return None if self._lastStatus is None else self._lastStatus[0]
+        return self._reported
 
     def refusal(self):
         """
@@ -510,8 +514,11 @@ class PodWorker(TracedMachine):
         self._lastStatus = None
         # Not dropped when it fails: the attempt fails, and its retry (the
         # pod still in neither intent nor reality) deletes it again.
+        def deleted(result):
+            self._reported = None
+            return result
         return self._statusLock.run(
-            self.store.delete, keys.status("pods", self.node, self.podId))
+            self.store.delete, keys.status("pods", self.node, self.podId)).addCallback(deleted)
 
     def _writeStatus(self, state, sha=None, error=None):
         if (state, sha, error) == self._lastStatus and state != "failed":
@@ -533,5 +540,7 @@ class PodWorker(TracedMachine):
                          node=self.node, error=f.getErrorMessage())
             else:
                 log.failure("cannot write status of {pod}", f, pod=self.podId, node=self.node)
+        def wrote(_):
+            self._reported = state
         d = self._statusLock.run(crashloop.preservingWrite, self.store, key, record)
-        return d.addErrback(failed)
+        return d.addCallbacks(wrote, failed)

@@ -38,18 +38,27 @@ class AuthGate(object):
         self._refusals.pop(name, None)
 
     @defer.inlineCallbacks
-    def check(self, name, raw, manifest):
+    def check(self, name, raw, manifest, judged=None):
         """
         Ask the policy about C{manifest} (bytes C{raw}) for C{name} (a pod,
         a hook pod), unless it refused the same bytes under the same policy.
 
+        @param judged: what the policy is asked about, if not C{manifest}
+            itself (a hook pod's manifest with the C{run_as} its scripts
+            really run as).
         @return: L{Deferred} firing with the L{Decision}.
         """
-        generation = self.auth.generation
-        known = self._refusals.get(name)
-        if known is not None and known[:2] == (raw, generation):
-            return known[2]
-        decision = yield self.auth.authorize(manifest)
+        while True:
+            generation = self.auth.generation
+            known = self._refusals.get(name)
+            if known is not None and known[:2] == (raw, generation):
+                return known[2]
+            decision = yield self.auth.authorize(manifest if judged is None else judged)
+            # A policy that changed while it was asked may answer otherwise
+            # (and told its subscribers before this refusal was known, so
+            # nothing else would ask again): ask the new one.
+            if self.auth.generation == generation:
+                break
         if decision.allowed:
             self._refusals.pop(name, None)
             return decision

@@ -155,8 +155,19 @@ class GPGVerifier(object):
         self._problem = None
 
     def _run(self, home, args):
+        """
+        @return: L{Deferred} firing with C{(out, err, exit code)}; failing
+            with L{SignatureRejected} when gpg is killed by a signal.
+        """
+        def killed(f):
+            # getProcessOutputAndValue fails with a bare (out, err, signal)
+            # tuple, which would reach users as that tuple.
+            if isinstance(f.value, tuple) and len(f.value) == 3:
+                raise SignatureRejected("gpg: gpg was killed by signal %s" % (f.value[2],))
+            return f
         return getProcessOutputAndValue(
-            self._gpg, _commonArgs(home) + args, env=_environ(home), reactor=self._reactor)
+            self._gpg, _commonArgs(home) + args, env=_environ(home), reactor=self._reactor
+        ).addErrback(killed)
 
     def _keyringStamp(self):
         """
@@ -184,8 +195,13 @@ class GPGVerifier(object):
         else:
             # gpg exits 2 after a good import when it cannot reach an agent
             # (--no-autostart): the keys it then lists are what counts.
-            _, err, _ = yield self._run(home, ["--import", self.keyring.path])
-            out, _, _ = yield self._run(home, ["--with-colons", "--fingerprint", "--list-keys"])
+            try:
+                _, err, _ = yield self._run(home, ["--import", self.keyring.path])
+                out, _, _ = yield self._run(
+                    home, ["--with-colons", "--fingerprint", "--list-keys"])
+            except Exception:
+                shutil.rmtree(home, ignore_errors=True)
+                raise
             fingerprints = frozenset(keyringFingerprints(out))
             if not fingerprints:
                 problem = "gpg: keyring %s holds no keys (%s)" % (self.keyring.path, _lastLine(err))

@@ -19,9 +19,12 @@ import os
 
 from twisted.internet import defer
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import Logger
 
 from p2twisted.auth.settings import REQUEST_NAMESPACE
 from p2twisted.errors import AgentError, P2Error
+
+log = Logger()
 
 #: The fields of a request the agent acts on, all signed.
 SIGNED_FIELDS = ("kind", "pod", "task", "args", "timeout", "offsets")
@@ -110,20 +113,40 @@ class RequestSigner(object):
 class SeenRequests(object):
     """
     The signed requests this agent took, until their deadline has passed:
-    the same signed request written again is refused.
+    the same signed request written again is refused -- also by the agent
+    after a restart, when C{path} keeps them.
+
+    @param path: the file (JSON) that keeps them, or C{None}.
     """
 
-    def __init__(self):
+    def __init__(self, path=None):
+        self.path = path
         self._until = {}
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    until = json.loads(f.read().decode("utf-8"))
+                self._until = {str(k): float(t) for k, t in until.items()}
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, AttributeError, TypeError) as e:
+                log.warn("cannot read the signed requests already carried out from "
+                         "{path} ({error}); starting afresh", path=path, error=str(e))
 
     def claim(self, key, until, now):
         """
         @return: whether C{key} was not seen before (now it is).
+        @raise OSError: if C{path} cannot be written (then C{key} is not
+            claimed).
         """
         for old in [k for k, t in self._until.items() if t < now]:
             del self._until[old]
         if key in self._until:
             return False
+        if self.path is not None:
+            from p2twisted.agent.runtime import atomicWrite
+            atomicWrite(self.path, json.dumps(dict(self._until, **{key: until}),
+                                              sort_keys=True).encode("utf-8"), mode=0o600)
         self._until[key] = until
         return True
 
@@ -163,7 +186,12 @@ def authorizeRequest(policy, key, record, runAsOf, now, slack, seen):
                                              system, podId, runAs)
     if not decision.allowed:
         raise RequestRefused(decision.describe())
-    if not seen.claim(key, deadline + slack, now):
+    try:
+        fresh = seen.claim(key, deadline + slack, now)
+    except OSError as e:
+        raise RequestRefused("refused: cannot record it as carried out (%s: %s)"
+                             % (seen.path, e.strerror or e))
+    if not fresh:
         raise RequestRefused("refused: this signed request was already carried out")
     fields = {name: value for name, value in record.items() if name not in SIGNED_FIELDS}
     fields.update({name: body[name] for name in SIGNED_FIELDS if name in body})

@@ -58,8 +58,9 @@ def register(subparsers):
 
     delete = commands.add_parser(
         "delete", help="delete a pod cluster",
-        description="Delete a pod cluster; the farm then removes it from every syncer. Its "
-                    "pods keep running.")
+        description="Delete a pod cluster; the farm then removes it from every syncer (the "
+                    "last pod cluster stays in them until another exists). Its pods keep "
+                    "running.")
     delete.add_argument("id", metavar="ID")
     delete.set_defaults(run=runDelete, writes=True)
 
@@ -98,6 +99,10 @@ def _selector(text, what="--selector"):
         parseSelector(text)
     except SelectorError as e:
         raise UsageError("%s: %s" % (what, e))
+    if not text.strip():
+        raise UsageError("%s: an empty selector matches every pod of every pod id; name the "
+                         "labels the cluster's pods have (e.g. 'pod_id=web,cluster_name=prod')"
+                         % (what,))
     return text
 
 
@@ -157,12 +162,26 @@ def runCreate(options):
 
 @defer.inlineCallbacks
 def runList(options):
+    from p2twisted import records
+    from p2twisted.store import keys
     snapshot = yield withStore(options, read)
-    infos = [view(snapshot, pc) for pcId, pc in sorted(snapshot.podClusters().items())]
+    found = snapshot.podClusters()
+    unreadable = 0
+    for key, entry in sorted(snapshot.entries.items()):
+        parts = keys.parse(key)
+        if parts[0] == keys.POD_CLUSTERS and len(parts) == 2 and parts[1] not in found:
+            try:
+                snapshot.podCluster(parts[1])
+            except records.CorruptRecord as e:
+                unreadable += 1
+                options.err.write("p2: pod cluster %s: %s ('p2 pc delete %s' removes it)\n"
+                                  % (parts[1], e, parts[1]))
+    infos = [view(snapshot, pc) for pcId, pc in sorted(found.items())]
     if options.json:
         return writeJSON(options.out, infos)
     if not infos:
-        options.out.write("no pod clusters: create one with 'p2 pc create'\n")
+        if not unreadable:
+            options.out.write("no pod clusters: create one with 'p2 pc create'\n")
         return 0
     width = max(len("ID"), *(len(i["id"]) for i in infos))
     options.out.write("%-*s  %-12s %-8s %-12s %7s %7s  %s\n" % (
@@ -217,8 +236,13 @@ def _change(options, build, done):
 
 def runDelete(options):
     from p2twisted.orchestrate.pcedit import deletePC
-    return _change(options, lambda s: deletePC(s, options.id),
-                   lambda plan: "deleted pod cluster %s" % (options.id,))
+    def done(plan):
+        said = "deleted pod cluster %s" % (options.id,)
+        if not set(plan.snapshot.podClusters()) - {options.id}:
+            said += ("; it was the last one: the syncers keep it until another pod cluster "
+                     "exists (the failsafe against an empty listing)")
+        return said
+    return _change(options, lambda s: deletePC(s, options.id), done)
 
 
 def runAnnotations(options):
@@ -251,13 +275,22 @@ def _ask(options, question):
         standard input (end of input is no).
     """
     import sys
-
-    from twisted.internet import threads
+    import threading
     options.out.write(question)
     options.out.flush()
     stdin = getattr(options, "stdin", None) or sys.stdin
     reactor = options.reactor
-    d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), stdin.readline)
+    d = defer.Deferred()
+
+    def read():
+        try:
+            line = stdin.readline()
+        except (OSError, ValueError):
+            line = ""
+        reactor.callFromThread(d.callback, line)
+    # A daemon thread, not the reactor's pool, which is joined at shutdown:
+    # Ctrl-C at the question would wait for an Enter.
+    threading.Thread(target=read, name="p2 pc question", daemon=True).start()
     return d.addCallback(lambda line: line.strip().lower() in ("y", "yes"))
 
 

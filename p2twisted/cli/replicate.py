@@ -4,6 +4,8 @@ C{p2 replicate}: roll a manifest out to a list of nodes by hand, a few at a
 time, each gated on its health (L{p2twisted.orchestrate.replication}).
 """
 
+import shutil
+
 from twisted.internet import defer
 
 from p2twisted.cli.rc import number
@@ -52,6 +54,7 @@ def nodeList(text, minNodes=None):
     @raise UsageError: for none, a repeated one, a bad name or a
         C{--min-nodes} that leaves no node to replace at once.
     """
+    from p2twisted.errors import InvalidKey
     from p2twisted.store.common import checkKey
     nodes = [n.strip() for n in text.split(",") if n.strip()]
     if not nodes:
@@ -62,7 +65,11 @@ def nodeList(text, minNodes=None):
     for node in nodes:
         if "/" in node:
             raise UsageError("--nodes: node name %r must not contain '/'" % (node,))
-        checkKey(node)
+        try:
+            checkKey(node)
+        except InvalidKey:
+            raise UsageError("--nodes: %r is no node name (letters, digits and . _ : -; "
+                             "not . or ..)" % (node,))
     if minNodes is None:
         minNodes = min(1, len(nodes) - 1)
     if minNodes >= len(nodes):
@@ -73,20 +80,30 @@ def nodeList(text, minNodes=None):
 
 class _Progress(object):
     """
-    The live progress line: on a terminal rewritten in place, else a line
+    The live progress line: on a terminal rewritten in place (cut to the
+    terminal's width: a line that wraps cannot be rewritten), else a line
     per change.
+
+    @param columns: callable returning the terminal's width.
     """
 
-    def __init__(self, out):
+    def __init__(self, out, columns=lambda: shutil.get_terminal_size().columns):
         self.out = out
         self.tty = hasattr(out, "isatty") and out.isatty()
+        self.columns = columns
         self.last = None
 
     def show(self, line):
         if line == self.last:
             return
         self.last = line
-        self.out.write(("\r\x1b[K" + line) if self.tty else line + "\n")
+        if self.tty:
+            width = max(self.columns() - 1, 10)
+            if len(line) > width:
+                line = line[:width - 3] + "..."
+            self.out.write("\r\x1b[K" + line)
+        else:
+            self.out.write(line + "\n")
         self.out.flush()
 
     def end(self, text):
@@ -104,12 +121,14 @@ def runReplicate(options):
     nodes, minNodes = nodeList(options.nodes, options.min_nodes)
     reactor = options.reactor
     store = yield options.openStore()
-    session = run = None
+    session = run = guard = None
     progress = _Progress(options.out)
     state = {"interrupted": False}
 
     @defer.inlineCallbacks
     def release():
+        if guard is not None:
+            guard.cancel()
         if session is not None:
             yield session.close()  # its lock goes with it
         yield store.close()
@@ -124,8 +143,8 @@ def runReplicate(options):
     trigger = reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     try:
         session = yield store.session(LOCK_TTL)
-        yield replication.takeLock(store, session, manifest.id, reactor,
-                                   override=options.override_lock)
+        lock = yield replication.takeLock(store, session, manifest.id, reactor,
+                                          override=options.override_lock)
         snapshot = yield Snapshot.read(store)
         refused = replication.refusals(snapshot, manifest.id, nodes, options.ignore_controllers)
         if refused:
@@ -134,7 +153,8 @@ def runReplicate(options):
             store, manifest, replication.order(snapshot, manifest.id, nodes),
             len(nodes) - minNodes, threshold=options.threshold,
             timeout=options.timeout, clock=reactor, onChange=lambda: progress.show(run.line()),
-            who=who())
+            who=who(), lock=lock)
+        guard = replication.guardLock(store, session, lock, run.lost)
         progress.show(run.line())
         try:
             yield run.run()

@@ -90,14 +90,21 @@ def _unwrapClearSigned(data, source):
     start = find(b"", 0, "blank line after its headers") + 1
     begin = find(_SIGNATURE_BEGIN, start, _SIGNATURE_BEGIN.decode() + " line")
     end = find(_SIGNATURE_END, begin, _SIGNATURE_END.decode() + " line")
+    if any(bare[end + 1:]):
+        # Not signed, not parsed here -- but other readers of the file (gpg
+        # --decrypt prints every clear-signed message in it) would see it.
+        raise ManifestError(["pgp: text after the %s line" % (_SIGNATURE_END.decode(),)],
+                            source)
     undash = [line[2:] if line.startswith(b"- ") else line for line in lines[start:begin]]
-    body = b"\n".join(undash)
-    if body.endswith(b"\r"):
-        body = body[:-1]
     # RFC 4880 7.1: the signature covers the text without trailing blanks
     # on each line and without the line ending before the signature.
     signedBody = b"\n".join(line.rstrip(b"\r\t ") for line in undash)
-    return Unwrapped(body=body, signature=b"\n".join(bare[begin:end + 1]) + b"\n",
+    # What is parsed (and run) is exactly what the signature covers: blanks
+    # added after signing must not change a block scalar (a shell line's
+    # continuation, say).  The line ending before the signature is the
+    # signer's text's last one, so it is put back.
+    return Unwrapped(body=signedBody + b"\n",
+                     signature=b"\n".join(bare[begin:end + 1]) + b"\n",
                      signedBody=signedBody, system="gpg")
 
 

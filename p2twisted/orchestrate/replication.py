@@ -24,11 +24,12 @@ from twisted.internet import defer, task
 
 from p2twisted import intent
 from p2twisted.orchestrate import audit
-from p2twisted.errors import P2Error
-from p2twisted.records import CorruptRecord, Health, readable
+from p2twisted.errors import P2Error, StoreUnavailable, VersionConflict
+from p2twisted.records import CorruptRecord, Health, PodStatus, readable
 from p2twisted.records.controllers import RC_ID_LABEL, AuditEvent
 from p2twisted.records.daemonset import DS_ID_LABEL
 from p2twisted.store import keys
+from p2twisted.store.common import Check
 
 #: Health statuses, worst first.
 STATUSES = ("critical", "unknown", "warning", "passing")
@@ -76,6 +77,23 @@ def order(snapshot, podId, nodes):
     return sorted(nodes, key=lambda node: (health(node), node))
 
 
+#: What L{_look} fires with while the store is unavailable.
+_UNAVAILABLE = object()
+
+
+def _look(f, *args):
+    """
+    One look of a node's wait: C{f(*args)}, or L{_UNAVAILABLE} while the
+    store is unavailable -- a blip must not end a rollout that may take
+    hours (the next look tries again; C{--timeout} and the lock's session
+    still bound the wait).
+    """
+    def unavailable(failure):
+        failure.trap(StoreUnavailable)
+        return _UNAVAILABLE
+    return defer.maybeDeferred(f, *args).addErrback(unavailable)
+
+
 class Replication(object):
     """
     One rollout, driven by L{run}.
@@ -90,14 +108,17 @@ class Replication(object):
     @param onChange: called with no argument whenever the progress changes.
     @param who: who the audit log says wrote each node's intent (the
         C{schedule} event of kind C{replication}, in the same transaction).
-    @ivar progress: C{{node: state}}: C{"waiting"}, C{"intent"} (written,
+    @param lock: the deploy lock (an L{ILock}) every intent write is fenced
+        on, or C{None}; see also L{lost} and L{guardLock}.
+    @ivar progress: C{{node: state}}: C{"waiting"}, C{"writing"} (its
+        intent on its way: it may land even if stopped now), C{"intent"} (written,
         reality not yet there), C{"health"} (reality there, health not yet
         good enough: C{health} says what it is), C{"done"}, C{"failed"}.
     """
 
     def __init__(self, store, manifest, nodes, inFlight, threshold="passing", timeout=None,
                  clock=None, onChange=None, interval=INTERVAL, who="p2 replicate",
-                 wallClock=time.time):
+                 wallClock=time.time, lock=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
@@ -114,6 +135,8 @@ class Replication(object):
         self.progress = {node: "waiting" for node in self.nodes}
         self.health = {}
         self.stopped = False
+        self.lock = lock
+        self._lost = None
         self._slots = defer.DeferredSemaphore(inFlight)
 
     def _set(self, node, state, health=None):
@@ -127,6 +150,16 @@ class Replication(object):
         Start no further node; those under way are left as they are.
         """
         self.stopped = True
+
+    def lost(self, why):
+        """
+        The deploy lock is gone (C{why}): start no further node, and fail
+        the nodes under way at their next look (they keep their new intent).
+        """
+        if self._lost is None:
+            self._lost = P2Error("lost the deploy lock: %s; the nodes not started are not "
+                                 "touched" % (why,))
+            self.stop()
 
     def run(self):
         """
@@ -148,20 +181,37 @@ class Replication(object):
         if intentEntry is None or intentEntry.value != self.manifest.raw or reality != self.sha:
             if self.stopped:
                 return
-            yield intent.schedule(self.store, node, self.manifest, lambda: audit.creates(
-                [AuditEvent("replication", self.manifest.id, "schedule",
-                            {"nodes": [node], "sha": self.sha})],
-                self.who, self.wallClock()))
+            # Under way from now: stopped meanwhile (Ctrl-C), the write may
+            # still land, and the node must not be said untouched.
+            self._set(node, "writing")
+            try:
+                yield intent.schedule(self.store, node, self.manifest, lambda: self._fence() + (
+                    audit.creates([AuditEvent("replication", self.manifest.id, "schedule",
+                                              {"nodes": [node], "sha": self.sha})],
+                                  self.who, self.wallClock())))
+            except VersionConflict:
+                self._set(node, "waiting")  # not written
+                if self.lock is not None and not (yield self._holding()):
+                    self.lost("%s is no longer ours" % (self.lock.key,))
+                    raise self._lost
+                raise
             self._set(node, "intent")
-            while (yield self._realitySha(node)) != self.sha:
+            while True:
+                sha = yield _look(self._realitySha, node)
+                if sha == self.sha:
+                    break
+                if sha is not _UNAVAILABLE:
+                    yield _look(self._neverThere, node)
                 yield self._wait(node, started, "its reality to hold %s" % (self.sha[:12],))
+        status = None
         while True:
-            entry = yield self.store.get(keys.health(self.manifest.id, node))
-            record = readable(Health, entry)
-            status = None if record is None or record.sha != self.sha else record.status
-            if status is not None and rank(status) >= rank(self.threshold):
-                break
-            self._set(node, "health", status)
+            entry = yield _look(self.store.get, keys.health(self.manifest.id, node))
+            if entry is not _UNAVAILABLE:
+                record = readable(Health, entry)
+                status = None if record is None or record.sha != self.sha else record.status
+                if status is not None and rank(status) >= rank(self.threshold):
+                    break
+                self._set(node, "health", status)
             yield self._wait(node, started, "its health to be %s (it is %s)" % (
                 self.threshold, status or "not reported"))
         self._set(node, "done")
@@ -172,7 +222,41 @@ class Replication(object):
         entry = yield self.store.get(keys.reality(node, self.manifest.id))
         return None if entry is None else manifestSha(entry.value)
 
+    @defer.inlineCallbacks
+    def _neverThere(self, node):
+        """
+        Fail C{node} when its reality will never hold the manifest: its
+        agent refused it (its auth policy), or someone else wrote another
+        manifest into its intent meanwhile.
+        """
+        from p2twisted.orchestrate.snapshot import manifestSha
+        from p2twisted.services import oneLine
+        podId = self.manifest.id
+        status = readable(PodStatus, (yield self.store.get(keys.status("pods", node, podId))))
+        entry = yield self.store.get(keys.intent(node, podId))
+        why = None
+        if status is not None and status.state == "refused" and status.sha == self.sha:
+            why = "its agent refused %s: %s; what ran there keeps running" % (
+                podId, oneLine(status.error or "no reason given"))
+        elif entry is None or manifestSha(entry.value) != self.sha:
+            why = "its intent of %s changed while waiting (now %s); someone else deployed it" % (
+                podId, manifestSha(entry.value)[:12] if entry is not None else "none")
+        if why is not None:
+            self._set(node, "failed", self.health.get(node))
+            self.stop()
+            raise P2Error("%s: %s" % (node, why))
+
+    def _fence(self):
+        return [] if self.lock is None else [Check(self.lock.key, self.lock.version)]
+
+    @defer.inlineCallbacks
+    def _holding(self):
+        entry = yield self.store.get(self.lock.key)
+        return entry is not None and entry.version == self.lock.version
+
     def _wait(self, node, started, what):
+        if self._lost is not None:
+            return defer.fail(self._lost)
         if self.timeout is not None and self.clock.seconds() - started >= self.timeout:
             self._set(node, "failed", self.health.get(node))
             self.stop()
@@ -189,7 +273,8 @@ class Replication(object):
         for node in self.nodes:
             groups.setdefault(self.progress[node], []).append(node)
         parts = []
-        for state, label in (("done", "done"), ("intent", "intent written, reality pending"),
+        for state, label in (("done", "done"), ("writing", "intent being written"),
+                             ("intent", "intent written, reality pending"),
                              ("health", "waiting for health"), ("failed", "failed"),
                              ("waiting", "not started")):
             if groups.get(state):
@@ -203,9 +288,11 @@ class Replication(object):
         counts = {}
         for state in self.progress.values():
             counts[state] = counts.get(state, 0) + 1
-        busy = ["%s %s" % (node, "(reality pending)" if state == "intent" else
+        busy = ["%s %s" % (node, "(writing intent)" if state == "writing" else
+                           "(reality pending)" if state == "intent" else
                            "(health %s)" % (self.health.get(node) or "not reported",))
-                for node, state in sorted(self.progress.items()) if state in ("intent", "health")]
+                for node, state in sorted(self.progress.items())
+                if state in ("writing", "intent", "health")]
         return "replicate %s %s: %d/%d done%s%s" % (
             self.manifest.id, self.sha[:12], counts.get("done", 0), len(self.nodes),
             "; in flight: " + ", ".join(busy) if busy else "",
@@ -242,6 +329,25 @@ def takeLock(store, session, podId, clock, override=False):
         yield store.delete(key)
     lock = yield session.lock(key, value)
     return lock
+
+
+def guardLock(store, session, lock, onLost):
+    """
+    Call C{onLost(why)} when C{session} ends (the store was lost for longer
+    than its TTL) or C{lock} is taken from it (another C{p2 replicate
+    --override-lock}): a rollout must not go on without its lock.
+
+    @return: the L{IWatch} of the lock's key (cancel it when done).
+    """
+    ended = "the store session holding it ended"
+    session.whenLost().addCallback(lambda _: onLost(ended))
+
+    def changed(snapshot):
+        entry = snapshot.get(lock.key)
+        if entry is None or entry.version != lock.version:
+            onLost(ended if session.lost else
+                   "%s was broken (p2 replicate --override-lock?)" % (lock.key,))
+    return store.watch(lock.key, changed)
 
 
 def _describeHolder(entry):

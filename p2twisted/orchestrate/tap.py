@@ -235,6 +235,8 @@ class Orchestrator(service.MultiService):
             context = None
             if kind.prepare is not None:
                 prepared = kind.prepare(self.store, self.reactor, self.config)
+                if not prepared.run:
+                    continue
                 context = prepared.context
                 for extra in prepared.services:
                     extra.setServiceParent(self)

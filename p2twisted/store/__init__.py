@@ -50,7 +50,22 @@ def _open(url, reactor):
     if scheme == "etcd":
         from p2twisted.store.etcd import EtcdStore
         return EtcdStore.open(url, reactor)
-    raise UsageError(
+    raise _unknown(url)
+
+
+def checkStoreURL(url):
+    """
+    @return: C{url}, when it names a kind of store there is.
+    @raise UsageError: it does not (so a long-running process says so at
+        start rather than retrying to open it for ever).
+    """
+    if urlsplit(url).scheme not in SCHEMES + ("zookeeper",):
+        raise _unknown(url)
+    return url
+
+
+def _unknown(url):
+    return UsageError(
         "unknown store URL %r: expected local:///path/state.db, zk://host:port[,host:port]/root, "
         "consul://host:port/prefix or etcd://host:port/root"
         % (url,))

@@ -50,8 +50,8 @@ from p2twisted.store._zkclient import (
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
-    Check, CloseOnceMixin, Entry, Sequencer, SessionMixin, WatchesMixin, checkKey, checkOps,
-    checkPrefix, checkValue)
+    Check, CloseOnceMixin, Create, Entry, Put, Sequencer, SessionMixin, WatchesMixin, checkKey,
+    checkOps, checkPrefix, checkValue)
 from p2twisted.store.interfaces import ILock, ISession, IStore
 
 __all__ = ["BACKEND", "HEADER", "ZooKeeperStore", "ZooKeeperSession", "ZooKeeperLock", "parseURL"]
@@ -382,24 +382,58 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
         d = defer.gatherResults(ds, consumeErrors=True).addCallback(lambda r: dict(zip(paths, r)))
         return d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
 
+    def _guessable(self, ops, paths):
+        """
+        @return: the paths of C{ops} a transaction may plan as absent
+            without reading them: every op on the path creates or
+            unconditionally writes it, and this client has not seen it
+            exist.  If one exists after all, its create fails the multi,
+            which is then planned again from a read.
+        """
+        guess, read = set(), set()
+        for op, path in zip(ops, paths):
+            if (isinstance(op, Create) or isinstance(op, Put) and op.version is None) \
+                    and path not in self._known:
+                guess.add(path)
+            else:
+                read.add(path)
+        return guess - read
+
     @defer.inlineCallbacks
     def _transaction(self, ops, paths):
         trustKnown = True
+        # The first attempt reads only what it must: keys with a version to
+        # check or to delete, keys this client has seen exist, the parents
+        # it does not know.  Keys it creates are created blind (a multi's
+        # create fails if the znode exists: then everything is read).
+        guessing = True
         # A lock's fence znode is read before the lock: if its session ends
         # in between, the lock read already conflicts.
         fences = {i: self._fencePath(op.key, op.version) for i, op in enumerate(ops)
                   if isinstance(op, Check) and op.version is not None}
+        opPaths = set(paths)
         for _ in range(ATTEMPTS):
+            guess = self._guessable(ops, paths) if guessing else set()
             # Parents of znodes the multi may create must exist: those not
             # known to are read with the rest, and a missing one whose own
             # parent exists is created (structural) by the multi itself, in
-            # the same round-trip; deeper gaps are made beforehand.
+            # the same round-trip; deeper gaps are made beforehand.  A
+            # parent created blind by an earlier op is not read; nor, on
+            # the first attempt, one whose own parent is known: the multi
+            # creates it.
             creating = {parent(p) for op, p in zip(ops, paths) if mayCreate(op)} - {self._root}
-            unknown = {p for p in creating if not (trustKnown and p in self._known)}
+            unknown = {p for p in creating if not (trustKnown and p in self._known)} - guess
+            blindMade = {p for p in unknown if guessing and p not in opPaths
+                         and (parent(p) == self._root or parent(p) in self._known)}
+            unknown -= blindMade
             grand = {parent(p) for p in unknown} - {self._root}
             grand = {p for p in grand if not (trustKnown and p in self._known)}
-            states = yield self._readAll(set(paths) | unknown | grand,
+            states = yield self._readAll((set(paths) - guess) | unknown | grand,
                                          first=sorted(set(fences.values())))
+            for p, state in states.items():
+                if state is not None and p not in fences.values():
+                    self._remember(p)
+            states.update((p, None) for p in guess)
             # fails now on a conflict with what we read
             Plan(ops, paths, states, self._acl, fences=fences)
             missing = {p for p in unknown if states[p] is None}
@@ -407,8 +441,9 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
                           if parent(p) == self._root or (parent(p) not in grand and trustKnown)
                           or states.get(parent(p)) is not None)
             deep = missing - set(made)
+            made = sorted(set(made) | blindMade)
             if deep:  # made beforehand, all of them (a chain may share ancestors)
-                deep, made = missing, []
+                deep, made = missing, sorted(blindMade)
                 try:
                     yield defer.gatherResults(
                         [self._call(self._client.ensure_path_async(p, acl=self._acl))
@@ -416,7 +451,7 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
                 except defer.FirstError as e:
                     if not e.subFailure.check(NoNodeError):
                         e.subFailure.raiseException()
-                    trustKnown = False  # an ancestor was pruned meanwhile
+                    trustKnown = guessing = False  # an ancestor was pruned meanwhile
                     continue
                 for p in deep:
                     while len(p) > len(self._root):
@@ -444,14 +479,17 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
                     self._remember(p)
                 return self._committed(ops, paths, plan, results[len(made):])
             if failed[0] < len(made):
-                trustKnown = False  # a parent appeared or went meanwhile: read again
+                # a parent appeared or went meanwhile: read again
+                trustKnown = guessing = False
                 continue
             _, _, index, conflict = plan.zk[failed[0] - len(made)]
             if conflict:
                 raise VersionConflict(ops[index].key, BACKEND, index=index)
             if not isinstance(results[failed[0]], STRUCTURAL_RACE):
                 raise results[failed[0]]
-            trustKnown = False  # a stale plan: read again and re-plan
+            if not guessing:
+                trustKnown = False  # a stale plan: read again and re-plan
+            guessing = False  # a guess was wrong: read it
         raise raced(None)
 
     def _committed(self, ops, paths, plan, results):

@@ -19,7 +19,10 @@ The section (annotations of the pod cluster adjust it)::
     backend <haproxy_backend annotation, else the cluster id>
         <each line of the haproxy_options annotation, else balance roundrobin,
          option redispatch, retries 3, retry-on conn-failure empty-response>
-        server <node> <host:port> <haproxy_server_options annotation, else check inter 1s>
+        server <node> <host:port> <haproxy_server_options annotation, else check inter 1s
+                                   init-addr libc,none>
+
+(a node with several members names each C{<node>:<pod_id>}).
 
 Settings (orchestrator config, C{syncers: {haproxy: {...}}}):
   - C{directory} (required): where the backend files go;
@@ -48,7 +51,9 @@ HEADER = "# p2 pod cluster "
 #: mid-request) goes to another server, up to 3 times.
 DEFAULT_OPTIONS = ("balance roundrobin", "option redispatch", "retries 3",
                    "retry-on conn-failure empty-response")
-DEFAULT_SERVER_OPTIONS = "check inter 1s"
+#: A server whose host does not resolve is disabled rather than refusing
+#: the whole configuration (HAProxy resolves at load).
+DEFAULT_SERVER_OPTIONS = "check inter 1s init-addr libc,none"
 _NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
@@ -83,10 +88,14 @@ def render(cluster, members):
                 cluster.cluster_name),
              "backend %s" % (backend,)]
     lines += ["    %s" % (o,) for o in options]
-    for member in members:
-        if member.healthy and member.address:
-            lines.append(("    server %s %s %s" % (member.node, member.address,
-                                                   serverOptions)).rstrip())
+    servers = [m for m in members if m.healthy and m.address]
+    nodes = [m.node for m in servers]
+    for member in servers:
+        # HAProxy refuses two servers of one name: a node with several
+        # members (a selector matching two pod ids) names each by its pod.
+        name = member.node if nodes.count(member.node) == 1 else "%s:%s" % (member.node,
+                                                                            member.pod_id)
+        lines.append(("    server %s %s %s" % (name, member.address, serverOptions)).rstrip())
     return "\n".join(lines) + "\n"
 
 
@@ -110,8 +119,10 @@ class HAProxySyncer(object):
         self.program = program
         self.reloads = 0
         self._lock = defer.DeferredLock()
-        #: Whether a file changed since HAProxy last reloaded.
-        self._stale = False
+        #: Whether a file may have changed since HAProxy last reloaded: true
+        #: at first, since a process that died between writing a file and
+        #: reloading left HAProxy running the old one.
+        self._stale = True
 
     def path(self, clusterId):
         return os.path.join(self.directory, clusterId + SUFFIX)
@@ -226,11 +237,30 @@ class HAProxySyncer(object):
         try:
             with open(self.pidFile) as f:
                 pid = int(f.read().split()[0])
+            self._checkHAProxy(pid)
             os.kill(pid, signal.SIGUSR2)
         except (OSError, ValueError, IndexError) as e:
             raise SyncerError("haproxy syncer: cannot reload HAProxy through its master's pid "
                               "file %s: %s (is HAProxy running as 'haproxy -W -p %s'?)"
                               % (self.pidFile, getattr(e, "strerror", None) or e, self.pidFile))
+
+    def _checkHAProxy(self, pid):
+        """
+        @raise SyncerError: when process C{pid} is not HAProxy (a stale pid
+            file's pid taken by another program, which C{SIGUSR2} would
+            kill).
+        """
+        try:
+            with open("/proc/%d/comm" % (pid,)) as f:
+                name = f.read().strip()
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self"):
+                raise ProcessLookupError("no process %d" % (pid,))
+            return  # no /proc to ask
+        if not (name.startswith("haproxy") or name == os.path.basename(self.program)[:15]):
+            raise SyncerError("haproxy syncer: process %d of the pid file %s is not HAProxy "
+                              "(it is %r); is HAProxy running as 'haproxy -W -p %s'?"
+                              % (pid, self.pidFile, name, self.pidFile))
 
 
 def syncer(settings, reactor):

@@ -23,6 +23,9 @@ import time
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import Request
+from zope.interface import implementer
 from werkzeug.exceptions import MethodNotAllowed, NotFound as NoRoute
 
 from p2twisted.errors import (
@@ -36,6 +39,43 @@ log = Logger()
 
 #: The largest request body read (a manifest, a JSON object).
 MAX_BODY = 1024 * 1024
+
+
+class BoundedRequest(Request):
+    """
+    A request whose body may not be larger than L{MAX_BODY}: one saying
+    (C{Content-Length}) or sending more is answered 413 at once and its
+    connection closed, before the body is stored -- Twisted would otherwise
+    keep any body, in memory or a temporary file, before a handler (and its
+    token check) sees the request.
+    """
+
+    _refused = False
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+            length = 0
+        Request.gotLength(self, length)
+
+    def handleContentChunk(self, data):
+        if not self._refused and self.content.tell() + len(data) > MAX_BODY:
+            self._refuse()
+        if not self._refused:
+            Request.handleContentChunk(self, data)
+
+    def process(self):
+        if not self._refused:  # (never with a body cut short)
+            Request.process(self)
+
+    def _refuse(self):
+        self._refused = True
+        body = json.dumps({"error": "the request body is larger than %d bytes"
+                                    % (MAX_BODY,)}).encode() + b"\n"
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        self.channel.transport.loseConnection()
 
 
 def jsonResponse(request, value, code=200):
@@ -107,20 +147,24 @@ class API(object):
         wall clock).
     @param author: who the audit log says made the API's changes (default
         C{p2-api@<host>}).
+    @param loopbackOnly: answer only requests whose C{Host} is a loopback
+        name (L{_LoopbackHosts}); for an API listening on loopback.
     """
 
     app = Klein()
 
-    def __init__(self, store=None, token=None, clock=None, author=None):
+    def __init__(self, store=None, token=None, clock=None, author=None, loopbackOnly=False):
         self.store = store
         self._token = token
         self._clock = clock
         self._author = author or _author()
         self._events = None
+        self._loopbackOnly = loopbackOnly
 
     def resource(self):
         """@return: the L{IResource} serving everything."""
-        return self.app.resource()
+        resource = self.app.resource()
+        return _LoopbackHosts(resource) if self._loopbackOnly else resource
 
     def stop(self):
         """
@@ -191,6 +235,8 @@ class API(object):
         from p2twisted.web import dashboard
         return dashboard.resource()
 
+    # (/api too: else werkzeug's redirect to /api/ ends in _internal, a 500.)
+    @app.route("/api", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     @app.route("/api/", branch=True, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
                                               "OPTIONS"])
     def apiUnknown(self, request):
@@ -428,6 +474,57 @@ class API(object):
         return edit.change(self._open(), build, self._now(),
                            (keys.REPLICATION_CONTROLLERS, keys.ROLLS, keys.LABELS),
                            author=self._author)
+
+
+#: The C{Host} names of loopback.
+_LOOPBACK_HOSTS = (b"localhost", b"[::1]")
+
+
+def _loopbackHost(header):
+    """
+    @param header: a request's C{Host} header (bytes), or C{None}.
+    @return: whether it names loopback (C{localhost}, C{127.x.x.x},
+        C{[::1]}), with or without a port.
+    """
+    header = (header or b"").strip().lower()
+    if header.startswith(b"["):
+        split = header.find(b"]") + 1
+    else:
+        split = header.find(b":") if b":" in header else len(header)
+    host, port = header[:split], header[split:]
+    if port and not (port.startswith(b":") and port[1:].isdigit()):
+        return False
+    if host in _LOOPBACK_HOSTS:
+        return True
+    parts = host.split(b".")
+    return len(parts) == 4 and parts[0] == b"127" and all(p.isdigit() for p in parts)
+
+
+@implementer(IResource)
+class _LoopbackHosts(object):
+    """
+    The API for requests to a loopback name only: a page of another site
+    whose name was made to resolve to 127.0.0.1 (DNS rebinding) is the
+    same origin to the browser and could read the fleet; its requests
+    name that site in C{Host} and are answered 403.
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+
+    def getChildWithDefault(self, name, request):
+        return self
+
+    def putChild(self, path, child):
+        raise NotImplementedError()
+
+    def render(self, request):
+        if _loopbackHost(request.getHeader(b"host")):
+            return self.wrapped.render(request)
+        return jsonResponse(request, {"error": "p2-api listens on loopback and answers requests "
+                                               "for localhost or 127.0.0.1 only"}, 403)
 
 
 def _found(value, what, objectId, more=""):

@@ -80,6 +80,19 @@ def documents(snapshot, auditLimit=AUDIT_LIMIT):
     return found
 
 
+class _NotFound(Resource):
+    """
+    A 404 with a JSON error, as the API's.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        from p2twisted.web.app import jsonResponse
+        return jsonResponse(request, {"error": "no such file: %s" % (
+            request.path.decode("ascii", "replace"),)}, 404)
+
+
 class _Files(File):
     """
     The page's files, with a content security policy that keeps it to this
@@ -89,6 +102,12 @@ class _Files(File):
     contentTypes = dict(File.contentTypes, **{
         ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
         ".html": "text/html; charset=utf-8", ".png": "image/png"})
+
+    childNotFound = _NotFound()
+    indexNames = []  # (/ is the page, not /static/)
+
+    def directoryListing(self):
+        return self.childNotFound
 
     def render(self, request):
         request.setHeader(b"Content-Security-Policy", POLICY)

@@ -26,7 +26,10 @@ import functools
 import json
 import uuid
 
+from zope.interface import implementer
+
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -52,29 +55,68 @@ KEEPALIVE = 15.0
 #: Milliseconds a disconnected C{EventSource} waits before reconnecting.
 RETRY = 1000
 
+#: Seconds the store stays watched after the last page went (for a page
+#: that reconnects to resume), before the watches stop.
+IDLE = 60.0
+
+#: Bytes a page that stopped reading may fall behind (beyond what the
+#: connection buffers) before its connection is dropped.
+BEHIND = 4 * 1024 * 1024
+
 
 def _line(kind, docId, encoded):
     return '{"kind":%s,"id":%s,"value":%s}' % (json.dumps(kind), json.dumps(docId), encoded)
 
 
+@implementer(IPushProducer)
 class _Client(object):
     """
     One open stream: its request and the Deferred klein waits on.
+
+    It is its request's producer, to learn when the connection's buffer is
+    full (the page stopped reading): what is written after that is
+    counted, and beyond C{behind} bytes the connection is dropped rather
+    than buffered without end -- a live page reconnects and resumes from
+    the last event it read.
     """
 
-    def __init__(self, request, lastId):
+    def __init__(self, request, lastId, behind):
         self.request = request
         self.lastId = lastId
         self.done = defer.Deferred(lambda d: None)
         self.open = True
+        self.behind = behind
+        self.buffered = None  # bytes written while the buffer is full
+        request.registerProducer(self, True)
+
+    def pauseProducing(self):
+        if self.buffered is None:
+            self.buffered = 0
+
+    def resumeProducing(self):
+        self.buffered = None
+
+    def stopProducing(self):
+        self.open = False
 
     def write(self, data):
-        if self.open:
-            self.request.write(data)
+        if not self.open:
+            return
+        if self.buffered is not None:
+            self.buffered += len(data)
+            if self.buffered > self.behind:
+                log.info("a page fell {behind} bytes behind the event stream: dropped",
+                         behind=self.behind)
+                self.open = False
+                self.request.unregisterProducer()
+                self.request.transport.abortConnection()
+                return
+        self.request.write(data)
 
     def end(self):
         if self.open:
             self.open = False
+            self.request.unregisterProducer()
             self.request.finish()
             self.done.callback(None)
 
@@ -89,7 +131,8 @@ class EventStream(object):
     """
 
     def __init__(self, store, documents=None, trees=None, clock=None, coalesce=COALESCE,
-                 keepalive=KEEPALIVE, remember=REMEMBER, retry=RETRY):
+                 keepalive=KEEPALIVE, remember=REMEMBER, retry=RETRY, behind=BEHIND,
+                 idle=IDLE):
         """
         @param store: an open L{IStore}.
         @param documents: C{documents(snapshot) -> {(kind, id): value}}, the
@@ -98,6 +141,10 @@ class EventStream(object):
         @param trees: the store prefixes to watch, none below another; by
             default the dashboard's.
         @param clock: an L{IReactorTime} (the global reactor by default).
+        @param idle: how many seconds to keep watching with no page
+            connected (then L{stop}).
+        @param behind: how many bytes a page that stopped reading may fall
+            behind before its connection is dropped.
         """
         if documents is None or trees is None:
             from p2twisted.web import dashboard
@@ -112,6 +159,9 @@ class EventStream(object):
         self.coalesce = coalesce
         self.keepalive = keepalive
         self.retry = retry
+        self.behind = behind
+        self.idle = idle
+        self._idleCall = None
         self.epoch = uuid.uuid4().hex[:8]
         self.position = 0
         self.cost = 0.0
@@ -155,6 +205,9 @@ class EventStream(object):
         self._pending = None
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
         self._current = None
         self._changes.clear()
         self.epoch = uuid.uuid4().hex[:8]
@@ -220,13 +273,16 @@ class EventStream(object):
             stream (L{stop}); cancelled (by klein) when the page goes away.
         """
         self.start()
+        if self._idleCall is not None:
+            self._idleCall, idleCall = None, self._idleCall
+            idleCall.cancel()
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")
         # A new EventSource (the page's after an HTTP error) says where it
         # was in the query; a reconnecting one in the header.
         lastId = request.getHeader(b"last-event-id") or (request.args.get(b"last") or [None])[0]
-        client = _Client(request, lastId)
+        client = _Client(request, lastId, self.behind)
         request.notifyFinish().addBoth(lambda _: self._gone(client))
         client.write(b"retry: %d\n\n" % (self.retry,))
         if self._current is None:
@@ -240,6 +296,14 @@ class EventStream(object):
         self._clients.discard(client)
         if client in self._waiting:
             self._waiting.remove(client)
+        if (not self._clients and not self._waiting and self._watches is not None
+                and self._idleCall is None):
+            self._idleCall = self.clock.callLater(self.idle, self._stopIdle)
+
+    def _stopIdle(self):
+        self._idleCall = None
+        log.debug("no page for {idle}s: the store is no longer watched", idle=self.idle)
+        self.stop()
 
     def resumable(self, lastId):
         """

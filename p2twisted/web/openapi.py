@@ -52,7 +52,11 @@ OPERATIONS = (
       ("since", "string", "only events since then: a duration back (90s, 15m, 2h, 7d) or a "
                           "UTC time (2026-12-07T03:00:00Z)")), None),
     ("get", "/api/v1/events", "events",
-     "Server-Sent Events of the store's changes (the dashboard's live updates).", (), None),
+     "Server-Sent Events of the store's changes (the dashboard's live updates); a client "
+     "coming back sends the last event id it saw as the Last-Event-ID header (or ?last=) "
+     "and gets only what it missed, while the stream remembers it.",
+     (("last", "string", "the last event id seen, when a Last-Event-ID header cannot be "
+                         "sent (a new EventSource)"),), None),
     ("get", "/api/v1/labels/{kind}/{objectId}", "getLabels",
      "The labels of an object (a pod's id is NODE/POD_ID).", (), None),
     ("get", "/openapi.json", "openapi", "This document.", (), None),
@@ -93,6 +97,9 @@ def _operation(method, path, operationId, summary, query, body):
             "200": {"description": "OK", "content": {"application/json": {"schema": _OBJECT}}},
             "400": {"description": "bad request", "content": {"application/json": {
                 "schema": _ERROR}}},
+            "403": {"description": "p2-api listens on loopback and the request's Host is "
+                                   "not a loopback name", "content": {
+                "application/json": {"schema": _ERROR}}},
             "503": {"description": "the store cannot be reached", "content": {
                 "application/json": {"schema": _ERROR}}},
         },
@@ -103,6 +110,9 @@ def _operation(method, path, operationId, summary, query, body):
     if operationId == "events":
         operation["responses"]["200"] = {"description": "an event stream", "content": {
             "text/event-stream": {"schema": {"type": "string"}}}}
+    if operationId == "startRoll":
+        operation["responses"]["201"] = dict(operation["responses"].pop("200"), description=(
+            "started; Location: the roll's URL"))
     if method != "get":
         operation["security"] = [{"token": []}]
         operation["responses"]["401"] = {
@@ -113,6 +123,8 @@ def _operation(method, path, operationId, summary, query, body):
                 "application/json": {"schema": _ERROR}}}
     if body is not None:
         mediaType, description = body
+        operation["responses"]["413"] = {"description": "the body is larger than 1 MiB",
+                                         "content": {"application/json": {"schema": _ERROR}}}
         operation["requestBody"] = {"required": True, "description": description, "content": {
             mediaType: {"schema": {"type": "string"} if mediaType != "application/json"
                         else _OBJECT}}}

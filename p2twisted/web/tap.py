@@ -84,7 +84,7 @@ def apiConfig(path=None, store=None, listen=None, tokenFile=None, environ=None):
     listen = listen or DEFAULT_LISTEN
     try:
         endpoints.serverFromString(None, listen)  # parsed only: no reactor needed
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, KeyError, OSError) as e:  # (OSError: ssl:'s key file)
         raise UsageError("--listen %s: %s; expected an endpoint like %s"
                          % (listen, e, DEFAULT_LISTEN))
     return APIConfig(store=loadConfig(path, environ).storeURL(store), listen=listen,
@@ -118,21 +118,43 @@ class APIService(service.Service):
         from p2twisted.web.app import API
         self.config = config
         self.reactor = reactor
-        self.api = API(store, token=config.token)
+        self.api = API(store, token=config.token, loopbackOnly=isLoopback(config.listen))
         self.listening = None
         self._port = None
         self._delays = backoffPolicy(1.0, 30.0)
         self._opening = None
 
+    def privilegedStartService(self):
+        """
+        Listen (before twistd drops privileges); when that fails at once
+        (the port is taken, not allowed), end C{twistd} with one line
+        saying why rather than run serving nothing.
+        """
+        service.Service.privilegedStartService(self)
+        self._listen()
+        failed = []
+        self.listening.addErrback(failed.append)
+        if failed:
+            raise SystemExit("p2-api cannot listen at %s: %s" % (
+                self.config.listen, getattr(failed[0].value, "socketError", None)
+                or failed[0].getErrorMessage()))
+
     def startService(self):
-        from twisted.web.server import Site
         service.Service.startService(self)
+        if self.listening is None:
+            self._listen()
+        self._opening = self._open().addErrback(self._openFailed)
+
+    def _listen(self):
+        from twisted.web.server import Site
+
+        from p2twisted.web.app import BoundedRequest
         if not isLoopback(self.config.listen):
             log.warn("p2-api listens at {listen}: not on loopback only; anyone who reaches it "
                      "reads the fleet", listen=self.config.listen)
         if self.config.token is None:
             log.info("p2-api has no --token-file: writes are refused")
-        site = Site(self.api.resource())
+        site = Site(self.api.resource(), requestFactory=BoundedRequest)
         site.displayTracebacks = False
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.listening = endpoint.listen(site)
@@ -144,7 +166,6 @@ class APIService(service.Service):
                      store=_shown(self.config.store), event="start")
             return port
         self.listening.addCallback(listening)
-        self._opening = self._open().addErrback(self._openFailed)
 
     def _openFailed(self, failure):
         if not failure.check(defer.CancelledError):
