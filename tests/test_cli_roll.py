@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from p2twisted.cli import roll as rollcli
 from p2twisted.orchestrate import audit, edit
+from p2twisted.orchestrate import roll as rolllogic
 from p2twisted.orchestrate.harness import RecordingPlanner
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
@@ -236,6 +237,55 @@ class FollowTests(unittest.TestCase):
         self.successResultOf(store.delete(keys.roll(roll.id)))
         clock.advance(rollcli.INTERVAL)
         self.assertEqual(self.successResultOf(d), 0)
+
+    def test_finishedFollowsUntilHealthy(self):
+        """
+        Like P2, a roll finishes once the new RC has all its replicas
+        placed, healthy or not; following it goes on, saying so, until all
+        of them are healthy, so a person does not take the fleet for moved
+        while a new pod is still failing.
+        """
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        old = ReplicationController("v1", POD % (1,), 3)
+        self.successResultOf(store.put(old.key, old.toBytes()))
+        planner = RecordingPlanner(store)
+        snapshot = self.successResultOf(planner.snapshot())
+        roll, plan = edit.startRoll(snapshot, "v1", 2, manifest=POD % (2,))
+        self.successResultOf(planner.apply(plan))
+        out = io.StringIO()
+        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=False))()
+        d = rollcli.follow(options, store)
+        # Every count has moved: the new RC has its 3 pods, one not healthy.
+        new = ReplicationController(roll.new_rc, POD % (2,), 3)
+        self.successResultOf(store.put(new.key, new.toBytes()))
+        self.successResultOf(store.put(old.key, old.withReplicas(0).toBytes()))
+        for node, status in (("n1", "passing"), ("n2", "passing"), ("n3", "critical")):
+            self.successResultOf(store.put(keys.label("pod", node + "/web"), json.dumps(
+                {"replication_controller_id": roll.new_rc, "pod_id": "web"}).encode()))
+            self.successResultOf(store.put(keys.reality(node, "web"), POD % (2,)))
+            self.successResultOf(store.put(keys.health("web", node), json.dumps(
+                {"status": status, "sha": new.sha, "output": "", "time": 0}).encode()))
+        snapshot = self.successResultOf(planner.snapshot())
+        finish = rolllogic.step(roll, snapshot, 0)
+        self.assertEqual(finish.reason, "finished: %s runs 3" % (roll.new_rc,))
+        self.successResultOf(planner.apply(finish))
+        self.successResultOf(audit.append(store, finish.events, "test", 0))
+        clock.advance(rollcli.INTERVAL)
+        self.assertNoResult(d)
+        self.assertTrue(out.getvalue().endswith(
+            "roll %s finished; waiting for %s's pods to be healthy: 3/3 placed, 2 healthy\n"
+            % (roll.id, roll.new_rc)))
+        for _ in range(3):
+            clock.advance(rollcli.INTERVAL)
+        self.assertEqual(out.getvalue().count("waiting for"), 1)
+        self.assertNoResult(d)
+        self.successResultOf(store.put(keys.health("web", "n3"), json.dumps(
+            {"status": "passing", "sha": new.sha, "output": "", "time": 0}).encode()))
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertTrue(out.getvalue().endswith("roll %s ended: finish desired=3 to=%s\n"
+                                                % (roll.id, roll.new_rc)))
 
     def test_progressLine(self):
         info = {"state": "rolling_back", "desired": 3, "min_healthy": 2, "old_rc": "a",
