@@ -11,7 +11,7 @@ holding still.
 from zope.interface.verify import verifyObject
 
 from p2twisted.manifest import parseManifest
-from p2twisted.orchestrate import harness
+from p2twisted.orchestrate import dsedit, edit, harness
 from p2twisted.orchestrate.controllers import FARMS, SnapshotReader
 from p2twisted.orchestrate.dscontroller import DSController
 from p2twisted.orchestrate.farm import IController
@@ -128,6 +128,22 @@ class DSFarmTests(FarmsTestCase):
         status = self.status("ds", "web")
         self.assertTrue(status["halted"])
         self.assertIn("HALTED: the new pod on n1", status["reason"])
+
+    def test_cascadeDeleteOfTheLastIsCalm(self):
+        """
+        C{p2 ds delete --cascade} of the last daemon set: its pods are
+        unscheduled and the farm releases it with no FAILSAFE alarm.
+        """
+        critical = capture(self, "critical")
+        farm = self.orchestrator().farms["ds"]
+        self.putDS("web")
+        self.settle()
+        self.result(edit.change(self.admin, lambda s: dsedit.deleteDS(s, "web", True), 0,
+                                TREES))
+        self.clock.advance(120)
+        self.settle()
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
+        self.assertEqual(self.running(self.snapshot(), 1), [])
 
     def test_emptiedTreeHolds(self):
         """
