@@ -165,7 +165,7 @@ class FollowTests(unittest.TestCase):
     C{follow} on a terminal, in-process over a L{MemoryStore} and a clock.
     """
 
-    def follow(self, replicas, minHealthy, out):
+    def follow(self, replicas, minHealthy, out, asJSON=False):
         """
         Start a roll of C{replicas} from RC C{v1} to a new manifest and
         follow it, writing to C{out}.
@@ -181,7 +181,7 @@ class FollowTests(unittest.TestCase):
         snapshot = self.successResultOf(planner.snapshot())
         roll, plan = edit.startRoll(snapshot, "v1", minHealthy, manifest=POD % (2,))
         self.successResultOf(planner.apply(plan))
-        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=False))()
+        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=asJSON))()
         return clock, store, planner, old, roll, out, rollcli.follow(options, store)
 
     def newPod(self, store, rc, node, status):
@@ -237,14 +237,15 @@ class FollowTests(unittest.TestCase):
         clock.advance(rollcli.INTERVAL)
         self.assertEqual(self.successResultOf(d), 0)
 
-    def test_finishedFollowsUntilHealthy(self):
+    def finishedWithOneUnhealthy(self, asJSON=False):
         """
-        Like P2, a roll finishes once the new RC has all its replicas
-        placed, healthy or not; following it goes on, saying so, until all
-        of them are healthy, so a person does not take the fleet for moved
-        while a new pod is still failing.
+        Follow a roll of 3 at min_healthy 2 that finishes with one of the
+        new RC's pods critical.
+
+        @return: the clock, store, new RC, roll, output and the
+            L{Deferred} of L{rollcli.follow}.
         """
-        clock, store, planner, old, roll, out, d = self.follow(3, 2, io.StringIO())
+        clock, store, planner, old, roll, out, d = self.follow(3, 2, io.StringIO(), asJSON)
         # Every count has moved: the new RC has its 3 pods, one not healthy.
         new = ReplicationController(roll.new_rc, POD % (2,), 3)
         self.successResultOf(store.put(new.key, new.toBytes()))
@@ -257,6 +258,16 @@ class FollowTests(unittest.TestCase):
         self.successResultOf(planner.apply(finish))
         self.successResultOf(audit.append(store, finish.events, "test", 0))
         clock.advance(rollcli.INTERVAL)
+        return clock, store, new, roll, out, d
+
+    def test_finishedFollowsUntilHealthy(self):
+        """
+        Like P2, a roll finishes once the new RC has all its replicas
+        placed, healthy or not; following it goes on, saying so, until all
+        of them are healthy, so a person does not take the fleet for moved
+        while a new pod is still failing.
+        """
+        clock, store, new, roll, out, d = self.finishedWithOneUnhealthy()
         self.assertNoResult(d)
         self.assertTrue(out.getvalue().endswith(
             "roll %s finished; waiting for %s's pods to be healthy: 3/3 placed, 2 healthy\n"
@@ -270,6 +281,23 @@ class FollowTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(d), 0)
         self.assertTrue(out.getvalue().endswith("roll %s ended: finish desired=3 to=%s\n"
                                                 % (roll.id, roll.new_rc)))
+
+    def test_finishedFollowsUntilHealthyJSON(self):
+        """
+        With C{--json}, the wait after the finish is a JSON object a line
+        too, and the last says how the roll ended.
+        """
+        clock, store, new, roll, out, d = self.finishedWithOneUnhealthy(asJSON=True)
+        self.newPod(store, new, "n3", "passing")
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        waiting = lines[-2]
+        self.assertEqual((waiting["finished"], waiting["waiting"], waiting["new"]["id"],
+                          waiting["new"]["healthy"], waiting["new"]["desired"]),
+                         (True, "healthy", roll.new_rc, 2, 3))
+        self.assertEqual(lines[-1], {"id": roll.id, "ended": "finish",
+                                     "details": ["desired=3", "to=%s" % (roll.new_rc,)]})
 
     def test_progressLine(self):
         info = {"state": "rolling_back", "desired": 3, "min_healthy": 2, "old_rc": "a",
