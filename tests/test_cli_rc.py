@@ -136,6 +136,8 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
                   "tier in (a"), "selector"),
                 (("rc", "create", "--manifest", manifest, "--replicas", "1", "--pod-label",
                   "replication_controller_id=x"), "pod_labels may not set"),
+                (("rc", "create", "--manifest", manifest, "--replicas", "1", "--pod-label",
+                  "daemon_set_id=x"), "pod_labels may not set daemon_set_id"),
                 (("rc", "create", "--manifest", manifest, "--replicas", "1", "--id", "web1"),
                  "already exists"),
                 (("rc", "create", "--manifest", manifest, "--replicas", "1", "--id", "a/b"),

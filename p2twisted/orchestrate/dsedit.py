@@ -134,29 +134,37 @@ def deleteDS(snapshot, dsId, cascade=False):
     Plan the next step of deleting C{dsId}.  Without C{cascade}: while pods
     carry its label, a plan disabling it and removing that label from them
     (their intent stays); then a plan deleting its record.  With
-    C{cascade}: one plan deleting its record and unscheduling its pods.
+    C{cascade}: one plan deleting its record and unscheduling its pods
+    (those of its pod id: another pod carrying its label only loses it).
 
     @return: C{(done, plan)}: whether the plan deletes the record.
     """
     ds = requireDS(snapshot, dsId)
     pods = snapshot.podsOfDaemonSet(ds.id)
     if cascade:
+        # Only pods of its pod id are the set's; another pod carrying its
+        # label (by hand) only loses the label.
+        own = [(n, p) for n, p in pods if p == ds.pod_id]
         plan = _write(snapshot, ds, "delete", {"cascade": True,
-                                              "nodes": sorted(n for n, p in pods)}, delete=True)
+                                              "nodes": sorted(n for n, p in own)}, delete=True)
         return True, attr.evolve(plan, changes=plan.changes + tuple(
-            Unschedule(n, p) for n, p in pods))
+            Unschedule(n, p) if (n, p) in own else _disown(snapshot, n, p) for n, p in pods))
     if not pods:
         return True, _write(snapshot, ds, "delete", {"cascade": False}, delete=True)
     changes = []
     if not ds.disabled:
         changes.append(UpdateRecord(ds.key, ds.withDisabled(True).toBytes(),
                                     snapshot.version(ds.key)))
-    for node, podId in pods:
-        labels = snapshot.podLabels(node, podId)
-        labels.pop(DS_ID_LABEL, None)
-        entry = snapshot.intent(node, podId)
-        changes.append(Unschedule(node, podId) if entry is None
-                       else Schedule(node, podId, entry.value, labels))
+    changes.extend(_disown(snapshot, node, podId) for node, podId in pods)
     return False, Plan(changes, reason="disown the pods of daemon set %s" % (ds.id,),
                        events=[_event(ds, "disown", nodes=sorted(n for n, p in pods))],
                        snapshot=snapshot)
+
+
+def _disown(snapshot, node, podId):
+    """@return: the change removing C{daemon_set_id} from a pod's labels."""
+    labels = snapshot.podLabels(node, podId)
+    labels.pop(DS_ID_LABEL, None)
+    entry = snapshot.intent(node, podId)
+    return Unschedule(node, podId) if entry is None else Schedule(node, podId, entry.value,
+                                                                  labels)
