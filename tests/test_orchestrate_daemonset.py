@@ -63,6 +63,53 @@ class PlacementTableTests(unittest.TestCase):
             self.assertEqual(fleet.last("ds").reason, "converged: %d node(s)" % (len(expected),))
 
 
+class RemovalRateTableTests(unittest.TestCase):
+    """
+    Table: a set on C{count} nodes with C{parallel}, the nodes that stop
+    matching, and how many lose the pod in each decision that removes
+    any: never more than C{parallel} (a mistyped selector that still
+    matches a node takes the pod from the others a few at a time).
+    """
+
+    TABLE = [
+        ("5 leave, parallel 2: two per decision", 6, 2, 5, [2, 2, 1]),
+        ("3 leave, parallel 1: one per decision", 4, 1, 3, [1, 1, 1]),
+        ("2 leave, parallel 50: both at once", 3, 50, 2, [2]),
+        ("4 leave, parallel 4: all at once", 5, 4, 4, [4]),
+    ]
+
+    def test_table(self):
+        for what, count, parallel, leave, expected in self.TABLE:
+            nodes = {"n%d" % (i,): {"tier": "web"} for i in range(1, count + 1)}
+            fleet = DSFleet(self, nodes)
+            fleet.putDS("ds", node_selector="tier=web", parallel=parallel)
+            fleet.play()
+            before = len(fleet.outcomes["ds"])
+            gone = sorted(nodes)[:leave]
+            for node in gone:
+                fleet.setLabels(node, {"tier": "db"})
+            fleet.play()
+            removals = [len(o.unscheduled()) for o in fleet.outcomes["ds"][before:]
+                        if isinstance(o, Plan) and o.unscheduled()]
+            self.assertEqual(removals, expected, what)
+            self.assertEqual(placed(fleet.snapshot()), sorted(nodes)[leave:], what)
+
+    def test_saysHowManyWait(self):
+        """The decision that removes C{parallel} nodes says how many more wait."""
+        fleet = DSFleet(self, {"n%d" % (i,): {"tier": "web"} for i in range(1, 5)})
+        fleet.putDS("ds", node_selector="tier=web", parallel=1)
+        fleet.play()
+        for node in ("n1", "n2", "n3"):
+            fleet.setLabels(node, {})
+        snapshot = fleet.snapshot()
+        ds = snapshot.daemonSet("ds")
+        progress = daemonset.advance(fleet.progress["ds"], ds, snapshot,
+                                     Wait("seen"), fleet.now)
+        outcome = decide(ds, snapshot, fleet.now + daemonset.LEAVE_GRACE, progress)
+        self.assertEqual(outcome.unscheduled(), [Unschedule("n1", "web")])
+        self.assertIn("unschedule n1; 2 more to unschedule (parallel 1)", outcome.reason)
+
+
 class DecideTests(unittest.TestCase):
 
     def fleet(self, count=4, **kw):

@@ -162,20 +162,17 @@ def runCreate(options):
 
 @defer.inlineCallbacks
 def runList(options):
-    from p2twisted import records
+    from p2twisted.cli.confirm import writeUnreadable
     from p2twisted.store import keys
     snapshot = yield withStore(options, read)
     found = snapshot.podClusters()
-    unreadable = 0
+    ids = []
     for key, entry in sorted(snapshot.entries.items()):
         parts = keys.parse(key)
         if parts[0] == keys.POD_CLUSTERS and len(parts) == 2 and parts[1] not in found:
-            try:
-                snapshot.podCluster(parts[1])
-            except records.CorruptRecord as e:
-                unreadable += 1
-                options.err.write("p2: pod cluster %s: %s ('p2 pc delete %s' removes it)\n"
-                                  % (parts[1], e, parts[1]))
+            ids.append(parts[1])
+    unreadable = writeUnreadable(options, snapshot, ids, snapshot.podCluster, "pod cluster",
+                                 "p2 pc delete")
     infos = [view(snapshot, pc) for pcId, pc in sorted(found.items())]
     if options.json:
         return writeJSON(options.out, infos)
@@ -269,33 +266,9 @@ def selectorDiff(snapshot, pc, text):
             [before[k] for k in sorted(set(before) - set(after))])
 
 
-def _ask(options, question):
-    """
-    @return: L{Deferred} firing with whether the person answered yes on
-        standard input (end of input is no).
-    """
-    import sys
-    import threading
-    options.out.write(question)
-    options.out.flush()
-    stdin = getattr(options, "stdin", None) or sys.stdin
-    reactor = options.reactor
-    d = defer.Deferred()
-
-    def read():
-        try:
-            line = stdin.readline()
-        except (OSError, ValueError):
-            line = ""
-        reactor.callFromThread(d.callback, line)
-    # A daemon thread, not the reactor's pool, which is joined at shutdown:
-    # Ctrl-C at the question would wait for an Enter.
-    threading.Thread(target=read, name="p2 pc question", daemon=True).start()
-    return d.addCallback(lambda line: line.strip().lower() in ("y", "yes"))
-
-
 @defer.inlineCallbacks
 def runSelector(options):
+    from p2twisted.cli.confirm import confirm
     from p2twisted.orchestrate import edit, pcedit
     text = _selector(options.selector, "SELECTOR")
 
@@ -310,17 +283,12 @@ def runSelector(options):
         added, removed = selectorDiff(snapshot, pc, text)
         out = options.out
         out.write("pod cluster %s: selector %s -> %s\n" % (pc.id, pc.pod_selector, text))
-        for sign, members in (("+", added), ("-", removed)):
-            for m in members:
-                out.write("  %s %-16s %-22s %s\n" % (sign, m.node, m.address or "(no port)",
-                                                    "healthy" if m.healthy else "unhealthy"))
-        if not added and not removed:
-            out.write("  (membership unchanged)\n")
-        elif not options.yes:
-            yes = yield _ask(options, "apply? [y/N] ")
-            if not yes:
-                out.write("not changed\n")
-                return 1
+        yes = yield confirm(options, [("+", added), ("-", removed)], lambda m: (
+            "%-16s %-22s %s" % (m.node, m.address or "(no port)",
+                                "healthy" if m.healthy else "unhealthy")),
+            "membership unchanged")
+        if not yes:
+            return 1
         version = snapshot.version(pc.key)
 
         def build(fresh):

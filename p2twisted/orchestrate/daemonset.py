@@ -19,7 +19,8 @@ section 8), with these rules, in order:
  - Zero match (failsafe): while the selector matches no node at all, nothing
    is unscheduled (a wiped label tree must not remove the pod everywhere).
  - A node that stops matching loses the pod, once seen not matching for
-   L{LEAVE_GRACE} seconds (a wipe seen half-way is no reason).
+   L{LEAVE_GRACE} seconds (a wipe seen half-way is no reason), at most
+   C{parallel} nodes per decision.
  - New nodes get the pod at C{rate} (seconds between starting two nodes; 0
    is no limit), while fewer than C{parallel} nodes' new pods are not yet
    healthy.  A node already running the manifest under no controller is
@@ -311,7 +312,11 @@ def decide(ds, snapshot, now, progress=Progress()):
 
     leaving = [n for n in found.remove if progress.leaving.get(n, now) + LEAVE_GRACE > now]
     deadlines.extend(progress.leaving.get(n, now) + LEAVE_GRACE for n in leaving)
-    remove = [n for n in found.remove if n not in leaving]
+    # At most `parallel` nodes lose the pod per decision: a mistyped
+    # selector that still matches a node takes the pod from the others a
+    # few at a time, not all at once.
+    ready = [n for n in found.remove if n not in leaving]
+    remove = ready[:ds.parallel]
     starts = found.add[:max(slots, 0)]
     halted = None
     # With no old pod left, a halt has nothing to stop (new nodes still get
@@ -347,6 +352,9 @@ def decide(ds, snapshot, now, progress=Progress()):
                         ("unschedule", remove)):
         if nodes:
             parts.append("%s %s" % (what, _few(nodes)))
+    if len(ready) > len(remove):
+        parts.append("%d more to unschedule (parallel %d)"
+                     % (len(ready) - len(remove), ds.parallel))
     if cleanup:
         parts.append("remove %d orphaned pod(s)" % (len(cleanup),))
     if leaving:

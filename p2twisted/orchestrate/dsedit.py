@@ -17,7 +17,8 @@ from p2twisted.errors import UsageError
 from p2twisted.orchestrate import daemonset as dsLogic
 from p2twisted.orchestrate.edit import _require, deletion
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
-from p2twisted.records.controllers import AuditEvent
+from p2twisted.records import CorruptRecord
+from p2twisted.records.controllers import POD_ID_LABEL, AuditEvent
 from p2twisted.records.daemonset import DS_ID_LABEL
 from p2twisted.store import keys
 
@@ -38,10 +39,9 @@ def _event(ds, action, **details):
     return AuditEvent(dsLogic.AUDIT_KIND, ds.id, action, details)
 
 
-def _write(snapshot, ds, action, details, delete=False):
-    change = UpdateRecord(ds.key, None if delete else ds.toBytes(), snapshot.version(ds.key))
-    extra = [deletion(snapshot, keys.DAEMON_SETS, ds.id, ds.key)] if delete else []
-    return Plan([change] + extra, reason="%s daemon set %s" % (action, ds.id),
+def _write(snapshot, ds, action, details):
+    change = UpdateRecord(ds.key, ds.toBytes(), snapshot.version(ds.key))
+    return Plan([change], reason="%s daemon set %s" % (action, ds.id),
                 events=[_event(ds, action, **details)], snapshot=snapshot)
 
 
@@ -129,6 +129,21 @@ def selectorDiff(snapshot, ds, selector):
     return added, removed
 
 
+def updateDiff(snapshot, ds, changed):
+    """
+    @return: C{(added, removed, replaced)}: the nodes that would get the
+        pod, lose it, and have it replaced by a new manifest if C{ds}
+        became C{changed}.
+    """
+    added, removed = selectorDiff(snapshot, ds, changed.node_selector)
+    replaced = []
+    if changed.sha != ds.sha:
+        found = dsLogic.Survey(ds, snapshot)
+        replaced = sorted(n for n in found.mine if n not in removed
+                          and not found.view.runs("intent", n, changed))
+    return added, removed, replaced
+
+
 def deleteDS(snapshot, dsId, cascade=False):
     """
     Plan the next step of deleting C{dsId}.  Without C{cascade}: while pods
@@ -136,29 +151,52 @@ def deleteDS(snapshot, dsId, cascade=False):
     (their intent stays); then a plan deleting its record.  With
     C{cascade}: one plan deleting its record and unscheduling its pods
     (those of its pod id: another pod carrying its label only loses it).
+    An unreadable record is deleted the same way (its pods are those whose
+    C{pod_id} label names their own pod id, as for orphans; it is not
+    rewritten disabled: the farm runs no unreadable set).
 
     @return: C{(done, plan)}: whether the plan deletes the record.
     """
-    ds = requireDS(snapshot, dsId)
-    pods = snapshot.podsOfDaemonSet(ds.id)
+    try:
+        ds = requireDS(snapshot, dsId)
+    except CorruptRecord as e:
+        ds, details = None, {"unreadable": str(e)}
+    else:
+        details = {}
+    key = keys.daemonSet(dsId)
+    pods = snapshot.podsOfDaemonSet(dsId)
     if cascade:
         # Only pods of its pod id are the set's; another pod carrying its
         # label (by hand) only loses the label.
-        own = [(n, p) for n, p in pods if p == ds.pod_id]
-        plan = _write(snapshot, ds, "delete", {"cascade": True,
-                                              "nodes": sorted(n for n, p in own)}, delete=True)
+        own = [(n, p) for n, p in pods if p == (
+            snapshot.podLabels(n, p).get(POD_ID_LABEL) if ds is None else ds.pod_id)]
+        plan = _remove(snapshot, dsId, key, dict(details, cascade=True,
+                                                  nodes=sorted(n for n, p in own)))
         return True, attr.evolve(plan, changes=plan.changes + tuple(
             Unschedule(n, p) if (n, p) in own else _disown(snapshot, n, p) for n, p in pods))
     if not pods:
-        return True, _write(snapshot, ds, "delete", {"cascade": False}, delete=True)
+        return True, _remove(snapshot, dsId, key, dict(details, cascade=False))
     changes = []
-    if not ds.disabled:
+    if ds is not None and not ds.disabled:
         changes.append(UpdateRecord(ds.key, ds.withDisabled(True).toBytes(),
                                     snapshot.version(ds.key)))
     changes.extend(_disown(snapshot, node, podId) for node, podId in pods)
-    return False, Plan(changes, reason="disown the pods of daemon set %s" % (ds.id,),
-                       events=[_event(ds, "disown", nodes=sorted(n for n, p in pods))],
+    return False, Plan(changes, reason="disown the pods of daemon set %s" % (dsId,),
+                       events=[AuditEvent(dsLogic.AUDIT_KIND, dsId, "disown",
+                                          {"nodes": sorted(n for n, p in pods)})],
                        snapshot=snapshot)
+
+
+def _remove(snapshot, dsId, key, details):
+    """
+    @return: the plan deleting daemon set C{dsId}'s record at C{key}, with
+        the marker saying a person deleted it (L{deletion}).
+    """
+    return Plan([UpdateRecord(key, None, snapshot.version(key)),
+                 deletion(snapshot, keys.DAEMON_SETS, dsId, key)],
+                reason="delete daemon set %s" % (dsId,),
+                events=[AuditEvent(dsLogic.AUDIT_KIND, dsId, "delete", details)],
+                snapshot=snapshot)
 
 
 def _disown(snapshot, node, podId):
