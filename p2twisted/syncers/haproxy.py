@@ -5,13 +5,19 @@ C{<directory>/<cluster id>.cfg} (HAProxy loads every C{*.cfg} of a directory
 given with C{-f}), listing the cluster's healthy members; then HAProxy is
 reloaded gracefully.
 
-Each sync writes the file atomically, has HAProxy check the whole
-configuration (C{haproxy -c}; a failing check puts the old file back and
-the sync fails, naming HAProxy's complaint) and reloads it: C{SIGUSR2} to the
-master process of HAProxy's master-worker mode (C{haproxy -W -p PIDFILE}, as
-Debian's haproxy.service runs it), whose new workers take over the
-listening sockets while the old ones finish their connections -- or runs
-C{reload_command}.
+Each sync first has HAProxy check the whole configuration as it would be
+(C{haproxy -c} with a candidate copy of the directory, a hidden
+subdirectory HAProxy skips, in place of the directory; a failing check
+fails the sync, naming HAProxy's complaint, and changes nothing), then
+installs the file with one atomic rename -- so the directory never holds a
+file HAProxy refuses, whenever the orchestrator dies -- and reloads HAProxy:
+C{SIGUSR2} to the master process of HAProxy's master-worker mode (C{haproxy
+-W -p PIDFILE}, as Debian's haproxy.service runs it), whose new workers take
+over the listening sockets while the old ones finish their connections -- or
+runs C{reload_command}.  A master that loads the new configuration forks a
+new worker; one that fails to (a port it cannot bind) keeps its old workers:
+a sync whose reload brings no new child of the master within
+C{reload_timeout} seconds fails, and is retried.
 
 The section (annotations of the pod cluster adjust it)::
 
@@ -27,10 +33,13 @@ The section (annotations of the pod cluster adjust it)::
 Settings (orchestrator config, C{syncers: {haproxy: {...}}}):
   - C{directory} (required): where the backend files go;
   - C{configs}: the files and directories C{haproxy -c} checks, as HAProxy
-    loads them (default C{[/etc/haproxy/haproxy.cfg, <directory>]});
+    loads them, naming C{directory} (default C{[/etc/haproxy/haproxy.cfg,
+    <directory>]});
   - C{pid_file}: the master process's pid file (default C{/run/haproxy.pid});
   - C{reload_command}: an argument list to run instead of signalling it;
-  - C{haproxy}: the HAProxy program (default C{haproxy}).
+  - C{haproxy}: the HAProxy program (default C{haproxy});
+  - C{reload_timeout}: how long a reload may take to start a new worker
+    (default 10 seconds).
 """
 
 import os
