@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from p2twisted.orchestrate import audit, daemonset
 from p2twisted.orchestrate.dsedit import TREES
 from p2twisted.orchestrate.snapshot import Snapshot
+from p2twisted.records.controllers import Deletion
 from p2twisted.store import keys
 from tests.fleetcli import FleetCommandMixin
 
@@ -167,8 +168,12 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
     def test_deleteCascade(self):
         """C{delete --cascade} unschedules its pods with it."""
         yield self.converge()
+        record = yield self.withStore(lambda store: store.get(keys.daemonSet("web-ds")))
         out = yield self.succeed("ds", "delete", "web-ds", "--cascade")
         self.assertEqual(out, "deleted daemon set web-ds; unscheduled its pods on n1, n2\n")
+        key = keys.deleted(keys.DAEMON_SETS)
+        marker = yield self.withStore(lambda store: store.get(key))
+        self.assertEqual(Deletion.fromEntry(key, marker), Deletion("web-ds", record.version))
         yield self.converge()
         self.assertEqual((yield self.intents()), {"n1": False, "n2": False, "n3": False})
         self.assertEqual((yield self.p2json("ds", "list")), [])

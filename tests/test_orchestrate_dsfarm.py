@@ -17,7 +17,7 @@ from p2twisted.errors import StoreUnavailable
 from p2twisted.labels import encodeLabels
 
 from p2twisted.manifest import parseManifest
-from p2twisted.orchestrate import harness
+from p2twisted.orchestrate import dsedit, edit, harness
 from p2twisted.orchestrate.controllers import FARMS, SnapshotReader
 from p2twisted.orchestrate.daemonset import ORPHAN_GRACE, Progress
 from p2twisted.orchestrate.dscontroller import DSController
@@ -135,6 +135,22 @@ class DSFarmTests(FarmsTestCase):
         status = self.status("ds", "web")
         self.assertTrue(status["halted"])
         self.assertIn("HALTED: the new pod on n1", status["reason"])
+
+    def test_cascadeDeleteOfTheLastIsCalm(self):
+        """
+        C{p2 ds delete --cascade} of the last daemon set: its pods are
+        unscheduled and the farm releases it with no FAILSAFE alarm.
+        """
+        critical = capture(self, "critical")
+        farm = self.orchestrator().farms["ds"]
+        self.putDS("web")
+        self.settle()
+        self.result(edit.change(self.admin, lambda s: dsedit.deleteDS(s, "web", True), 0,
+                                TREES))
+        self.clock.advance(120)
+        self.settle()
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
+        self.assertEqual(self.running(self.snapshot(), 1), [])
 
     def test_unreadableStatusReadAgain(self):
         """

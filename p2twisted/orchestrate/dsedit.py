@@ -15,7 +15,7 @@ import attr
 
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate import daemonset as dsLogic
-from p2twisted.orchestrate.edit import _require
+from p2twisted.orchestrate.edit import _require, deletion
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
 from p2twisted.records.controllers import AuditEvent
 from p2twisted.records.daemonset import DS_ID_LABEL
@@ -40,7 +40,8 @@ def _event(ds, action, **details):
 
 def _write(snapshot, ds, action, details, delete=False):
     change = UpdateRecord(ds.key, None if delete else ds.toBytes(), snapshot.version(ds.key))
-    return Plan([change], reason="%s daemon set %s" % (action, ds.id),
+    extra = [deletion(snapshot, keys.DAEMON_SETS, ds.id, ds.key)] if delete else []
+    return Plan([change] + extra, reason="%s daemon set %s" % (action, ds.id),
                 events=[_event(ds, action, **details)], snapshot=snapshot)
 
 

@@ -399,3 +399,34 @@ class AuditEvent(object):
         if self.when is not None:
             data["when"] = _iso(self.when)
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+@attr.s(frozen=True)
+class Deletion(object):
+    """
+    The object a person deleted last from one tree (C{status/deleted/<tree>},
+    written in the delete's own transaction): the id and the version of the
+    record deleted.  Versions never repeat (a global revision in every
+    backend), so a farm that sees its tree empty can tell this delete of
+    the last object it held from a wiped tree (the failsafe): only the
+    former leaves a deletion naming exactly that object at that version.
+    """
+
+    id = attr.ib(validator=_segment("id"))
+    version = attr.ib(validator=_count("version"))
+    FIELDS = ("id", "version")
+
+    @classmethod
+    def fromEntry(cls, key, entry):
+        """@raise CorruptRecord: for anything but a deletion's JSON."""
+        return _load(cls, key, entry, cls.FIELDS, cls.FIELDS)
+
+    def toBytes(self):
+        return _dump(self, self.FIELDS)
+
+    def names(self, objects):
+        """
+        @param objects: C{{id: version}} of the objects a farm last saw.
+        @return: whether they are exactly this deleted object.
+        """
+        return objects == {self.id: self.version}
