@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from p2twisted.orchestrate import audit, daemonset
 from p2twisted.orchestrate.dsedit import TREES
 from p2twisted.orchestrate.snapshot import Snapshot
+from p2twisted.records.controllers import Deletion
 from p2twisted.store import keys
 from tests.fleetcli import FleetCommandMixin
 
@@ -86,6 +87,12 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
                       "on overlapping nodes", line)
         line, code = yield self.p2Fails("ds", "create", "--manifest", self.manifest(2))
         self.assertIn("one of the arguments --selector --everywhere is required", line)
+        for args in (["--timeout", "nan"], ["--rate", "inf"], ["--rate", "1e309"]):
+            line, code = yield self.p2Fails("ds", "create", "--manifest", self.manifest(2),
+                                            "--selector", "tier=db", "--id", "x", *args)
+            self.assertIn("argument %s: expected a number of seconds >= 0" % (args[0],), line)
+            line, code = yield self.p2Fails("ds", "update", "web-ds", *args)
+            self.assertIn("argument %s: expected a number of seconds >= 0" % (args[0],), line)
         line, code = yield self.p2Fails("ds", "show", "web-dss")
         self.assertIn("no daemon set 'web-dss'; did you mean 'web-ds'?", line)
         path = os.path.abspath(self.mktemp() + ".yaml")
@@ -120,6 +127,8 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
                          (3, 3, 3, 1))
         self.assertIn("nothing to do",
                       (yield self.succeed("ds", "update", "web-ds", "--parallel", "1")))
+        self.assertIn("warning: min_health 100 never takes a healthy pod down",
+                      (yield self.succeed("ds", "update", "web-ds", "--min-health", "100")))
 
     @defer.inlineCallbacks
     def test_disableEnable(self):
@@ -159,8 +168,52 @@ class DSCommandTests(FleetCommandMixin, unittest.TestCase):
     def test_deleteCascade(self):
         """C{delete --cascade} unschedules its pods with it."""
         yield self.converge()
+        record = yield self.withStore(lambda store: store.get(keys.daemonSet("web-ds")))
         out = yield self.succeed("ds", "delete", "web-ds", "--cascade")
         self.assertEqual(out, "deleted daemon set web-ds; unscheduled its pods on n1, n2\n")
+        key = keys.deleted(keys.DAEMON_SETS)
+        marker = yield self.withStore(lambda store: store.get(key))
+        self.assertEqual(Deletion.fromEntry(key, marker), Deletion("web-ds", record.version))
         yield self.converge()
         self.assertEqual((yield self.intents()), {"n1": False, "n2": False, "n3": False})
         self.assertEqual((yield self.p2json("ds", "list")), [])
+
+
+class DeletePlanTests(unittest.TestCase):
+    """
+    L{dsedit.deleteDS} over a snapshot: only the set's own pods go with
+    C{--cascade}.
+    """
+
+    def test_cascadeLeavesOtherPods(self):
+        """
+        A pod of another pod id that carries the set's label (put there by
+        hand) is no pod the set runs: C{--cascade} takes the label off it
+        and leaves it running.
+        """
+        from p2twisted.labels import encodeLabels
+        from p2twisted.orchestrate.dsedit import deleteDS
+        from p2twisted.orchestrate.plan import Schedule, Unschedule
+        from p2twisted.records.daemonset import DaemonSet
+        from p2twisted.store.common import Entry
+        from tests.orchfleet import manifest
+        ds = DaemonSet("web-ds", "web", manifest(1))
+        db = manifest(1).replace(b"id: web", b"id: db")
+        entries = {}
+        for key, value in [
+                (ds.key, ds.toBytes()),
+                (keys.intent("n1", "web"), manifest(1)),
+                (keys.label("pod", "n1/web"), encodeLabels(ds.labelsForPods())),
+                (keys.intent("n1", "db"), db),
+                (keys.label("pod", "n1/db"), encodeLabels(
+                    {"pod_id": "db", "replication_controller_id": "db-rc",
+                     "daemon_set_id": "web-ds"}))]:
+            entries[key] = Entry(key, value, 1)
+        done, plan = deleteDS(Snapshot.fromEntries(entries), "web-ds", cascade=True)
+        self.assertTrue(done)
+        self.assertEqual([c for c in plan.changes if isinstance(c, Unschedule)],
+                         [Unschedule("n1", "web")])
+        (kept,) = [c for c in plan.changes if isinstance(c, Schedule)]
+        self.assertEqual((kept.node, kept.podId, kept.manifest, kept.podLabels),
+                         ("n1", "db", db, {"pod_id": "db", "replication_controller_id": "db-rc"}))
+        self.assertEqual(plan.events[0].details["nodes"], ["n1"])

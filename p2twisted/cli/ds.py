@@ -206,11 +206,16 @@ def runCreate(options):
                 % (ds.id, ds.pod_id, ds.sha[:12],
                    repr(ds.node_selector) if ds.node_selector else "anything", len(eligible),
                    ", disabled" if ds.disabled else ""))
-        if ds.min_health == 100:
-            text += ("\nwarning: min_health 100 never takes a healthy pod down: a new manifest "
-                     "will replace only unhealthy pods")
-        return text
+        return text + _minHealthWarning(ds.min_health)
     return _change(options, lambda s: (s, dsedit.createDS(s, ds)), done)
+
+
+def _minHealthWarning(minHealth):
+    """@return: the warning C{create} and C{update} add for min_health 100 (P2's #642)."""
+    if minHealth != 100:
+        return ""
+    return ("\nwarning: min_health 100 never takes a healthy pod down: a new manifest will "
+            "replace only failing pods")
 
 
 @defer.inlineCallbacks
@@ -298,6 +303,7 @@ def runUpdate(options):
         text = "updated daemon set %s: %s" % (options.id, ", ".join(
             "%s %s -> %s" % (k, str(a)[:12], str(b)[:12])
             for k, (a, b) in sorted(plan.events[0].details.items())))
+        text += _minHealthWarning(fields["min_health"])
         if diff:
             added, removed = diff[0]
             text += "\n  nodes to add: %s\n  nodes to remove: %s" % (

@@ -15,7 +15,7 @@ import attr
 
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate import daemonset as dsLogic
-from p2twisted.orchestrate.edit import _require
+from p2twisted.orchestrate.edit import _require, deletion
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
 from p2twisted.records.controllers import AuditEvent
 from p2twisted.records.daemonset import DS_ID_LABEL
@@ -40,7 +40,8 @@ def _event(ds, action, **details):
 
 def _write(snapshot, ds, action, details, delete=False):
     change = UpdateRecord(ds.key, None if delete else ds.toBytes(), snapshot.version(ds.key))
-    return Plan([change], reason="%s daemon set %s" % (action, ds.id),
+    extra = [deletion(snapshot, keys.DAEMON_SETS, ds.id, ds.key)] if delete else []
+    return Plan([change] + extra, reason="%s daemon set %s" % (action, ds.id),
                 events=[_event(ds, action, **details)], snapshot=snapshot)
 
 
@@ -133,29 +134,37 @@ def deleteDS(snapshot, dsId, cascade=False):
     Plan the next step of deleting C{dsId}.  Without C{cascade}: while pods
     carry its label, a plan disabling it and removing that label from them
     (their intent stays); then a plan deleting its record.  With
-    C{cascade}: one plan deleting its record and unscheduling its pods.
+    C{cascade}: one plan deleting its record and unscheduling its pods
+    (those of its pod id: another pod carrying its label only loses it).
 
     @return: C{(done, plan)}: whether the plan deletes the record.
     """
     ds = requireDS(snapshot, dsId)
     pods = snapshot.podsOfDaemonSet(ds.id)
     if cascade:
+        # Only pods of its pod id are the set's; another pod carrying its
+        # label (by hand) only loses the label.
+        own = [(n, p) for n, p in pods if p == ds.pod_id]
         plan = _write(snapshot, ds, "delete", {"cascade": True,
-                                              "nodes": sorted(n for n, p in pods)}, delete=True)
+                                              "nodes": sorted(n for n, p in own)}, delete=True)
         return True, attr.evolve(plan, changes=plan.changes + tuple(
-            Unschedule(n, p) for n, p in pods))
+            Unschedule(n, p) if (n, p) in own else _disown(snapshot, n, p) for n, p in pods))
     if not pods:
         return True, _write(snapshot, ds, "delete", {"cascade": False}, delete=True)
     changes = []
     if not ds.disabled:
         changes.append(UpdateRecord(ds.key, ds.withDisabled(True).toBytes(),
                                     snapshot.version(ds.key)))
-    for node, podId in pods:
-        labels = snapshot.podLabels(node, podId)
-        labels.pop(DS_ID_LABEL, None)
-        entry = snapshot.intent(node, podId)
-        changes.append(Unschedule(node, podId) if entry is None
-                       else Schedule(node, podId, entry.value, labels))
+    changes.extend(_disown(snapshot, node, podId) for node, podId in pods)
     return False, Plan(changes, reason="disown the pods of daemon set %s" % (ds.id,),
                        events=[_event(ds, "disown", nodes=sorted(n for n, p in pods))],
                        snapshot=snapshot)
+
+
+def _disown(snapshot, node, podId):
+    """@return: the change removing C{daemon_set_id} from a pod's labels."""
+    labels = snapshot.podLabels(node, podId)
+    labels.pop(DS_ID_LABEL, None)
+    entry = snapshot.intent(node, podId)
+    return Unschedule(node, podId) if entry is None else Schedule(node, podId, entry.value,
+                                                                  labels)

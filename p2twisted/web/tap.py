@@ -21,6 +21,9 @@ log = Logger()
 #: Where p2-api listens unless told: loopback only.
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
+#: The most seconds between attempts to open the store.
+MAX_RETRY = 30.0
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("Serve the p2 HTTP API (JSON under /api/v1/, /openapi.json) and the dashboard "
@@ -95,19 +98,23 @@ class APIService(service.Service):
 
     @param store: an open L{IStore} to use instead of opening
         C{config.store} (closed when the service stops).
+    @param say: called with a line (text) when the store cannot be
+        opened, and with another once it is after all (C{p2 ui} shows them;
+        the log has every retry).
     @ivar api: the L{API}.
     @ivar listening: a L{Deferred} firing with the L{IListeningPort} once
         listening (failing when it cannot listen).
     """
 
-    def __init__(self, config, reactor, store=None):
+    def __init__(self, config, reactor, store=None, say=None):
         from p2twisted.web.app import API
         self.config = config
         self.reactor = reactor
+        self.say = say
         self.api = API(store, token=config.token, loopbackOnly=isLoopback(config.listen))
         self.listening = None
         self._port = None
-        self._delays = backoffPolicy(1.0, 30.0)
+        self._delays = backoffPolicy(1.0, MAX_RETRY)
         self._opening = None
 
     def privilegedStartService(self):
@@ -169,12 +176,18 @@ class APIService(service.Service):
                 attempts += 1
                 log.warn("cannot open store {url}: {error}; retrying in {delay:.1f}s",
                          url=_shown(self.config.store), error=str(e), delay=delay)
+                if attempts == 1 and self.say is not None:
+                    self.say("cannot reach the store %s: %s; retrying every %d s (backing off "
+                             "to %d s); the API answers 503 meanwhile"
+                             % (_shown(self.config.store), e, int(delay), MAX_RETRY))
                 yield task.deferLater(self.reactor, delay, lambda: None)
                 continue
             if not self.running:
                 yield store.close()
                 return
             self.api.store = store
+            if attempts and self.say is not None:
+                self.say("connected to the store %s" % (_shown(self.config.store),))
 
     @defer.inlineCallbacks
     def stopService(self):
