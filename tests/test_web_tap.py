@@ -67,8 +67,9 @@ class OptionsTests(unittest.TestCase):
         """
         self.assertEqual([tap.isLoopback(d) for d in (
             "tcp:80:interface=127.0.0.1", "tcp6:80:interface=\\:\\:1", "unix:/tmp/s",
-            "tcp:80", "tcp:80:interface=0.0.0.0", "tcp:80:interface=10.0.0.1")],
-            [True, False, True, False, False, False])
+            "tcp:80", "tcp:80:interface=0.0.0.0", "tcp:80:interface=10.0.0.1",
+            "tcp:80:interface=127.0.0.2")],
+            [True, True, True, False, False, False, True])
 
     def test_token(self):
         """

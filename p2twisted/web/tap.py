@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from p2twisted.errors import P2Error, UsageError
+from p2twisted.listen import isLoopback, url  # noqa: F401 (url: p2 ui, tests)
 
 log = Logger()
 
@@ -22,8 +23,6 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 #: The most seconds between attempts to open the store.
 MAX_RETRY = 30.0
-
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 class Options(usage.Options):
     synopsis = "[options]"
@@ -92,19 +91,6 @@ def apiConfig(path=None, store=None, listen=None, tokenFile=None, environ=None):
                          % (listen, e, DEFAULT_LISTEN))
     return APIConfig(store=loadConfig(path, environ).storeURL(store), listen=listen,
                      token=None if tokenFile is None else readToken(tokenFile))
-
-def isLoopback(description):
-    """
-    @return: whether the endpoint C{description} listens on loopback only
-        (a TCP one with C{interface=} a loopback address, or a UNIX socket).
-    """
-    parts = description.split(":")
-    if parts[0] == "unix":
-        return True
-    for part in parts[1:]:
-        if part.startswith("interface="):
-            return part[len("interface="):].strip("[]") in _LOOPBACK
-    return False
 
 class APIService(service.Service):
     """
@@ -220,19 +206,6 @@ class APIService(service.Service):
 def _shown(storeURL):
     from p2twisted.web.views import safeURL
     return safeURL(storeURL)
-
-def url(address):
-    """
-    @return: the URL of the listening C{address} (an L{IAddress}).
-    """
-    host = getattr(address, "host", None)
-    if host is None:
-        return "unix:%s" % (getattr(address, "name", "?"),)
-    if ":" in host:
-        host = "[%s]" % (host,)
-    elif host == "0.0.0.0":
-        host = "127.0.0.1"
-    return "http://%s:%d/" % (host, address.port)
 
 def makeService(options, reactor=None):
     """
