@@ -14,6 +14,11 @@ Names follow Prometheus' conventions: C{p2_} prefix, base units
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+log = Logger()
 
 #: Buckets of install/launch/upgrade durations: a local artifact installs in
 #: well under a second, a large one fetched over a slow link in minutes.
@@ -230,3 +235,45 @@ def metricsResource(metrics):
     """
     from prometheus_client.twisted import MetricsResource
     return MetricsResource(registry=metrics.registry)
+
+
+@implementer(IStreamServerEndpoint)
+class _Announced(object):
+    """
+    An endpoint that says where it listens once it does, and warns when
+    that is not loopback only.
+    """
+
+    def __init__(self, endpoint, description):
+        self.endpoint = endpoint
+        self.description = description
+
+    def listen(self, factory):
+        return self.endpoint.listen(factory).addCallback(self._listening)
+
+    def _listening(self, port):
+        from p2twisted.listen import isLoopback, url
+        log.info("serving Prometheus metrics at {url}metrics", url=url(port.getHost()),
+                 event="metrics")
+        if not isLoopback(self.description):
+            log.warn("metrics_listen {listen} is not loopback only: anyone who can reach it "
+                     "reads the metrics", listen=self.description)
+        return port
+
+
+def metricsService(listen, metrics, reactor=None):
+    """
+    @param listen: an endpoint description (L{p2twisted.listen.listenSetting}).
+    @return: the L{IService} serving C{metrics} at C{/metrics} there; once
+        listening it logs the URL, and warns when that is not loopback only
+        (anyone who reaches it reads the metrics: pod names, node state).
+    """
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet import endpoints
+    from twisted.web import resource, server
+    if reactor is None:
+        from twisted.internet import reactor
+    root = resource.Resource()
+    root.putChild(b"metrics", metricsResource(metrics))
+    endpoint = _Announced(endpoints.serverFromString(reactor, listen), listen)
+    return StreamServerEndpointService(endpoint, server.Site(root))

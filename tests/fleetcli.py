@@ -119,18 +119,21 @@ class FleetCommandMixin(P2CommandMixin):
             self.fail("no convergence in %d rounds" % (rounds,))
         return self.withStore(play)
 
-    def spawn(self, *args):
+    def spawn(self, *args, store=None):
         """
         Start C{p2 ARGS...} and leave it running.
 
+        @param store: its C{--store} (default: this test's).
         @return: C{(lines, ended)}: a L{DeferredQueue} of its output lines
-            and a L{Deferred} firing with its exit code (its C{transport}
+            (its C{errors} attribute another, of its standard error's) and a
+            L{Deferred} firing with its exit code (its C{transport}
             attribute the process's, to signal it).
         """
         lines, ended = defer.DeferredQueue(), defer.Deferred()
+        lines.errors = defer.DeferredQueue()
 
         class Lines(protocol.ProcessProtocol):
-            buffer = b""
+            buffer = errBuffer = b""
 
             def outReceived(self, data):
                 self.buffer += data
@@ -138,10 +141,16 @@ class FleetCommandMixin(P2CommandMixin):
                     line, self.buffer = self.buffer.split(b"\n", 1)
                     lines.put(line.decode("utf-8"))
 
+            def errReceived(self, data):
+                self.errBuffer += data
+                while b"\n" in self.errBuffer:
+                    line, self.errBuffer = self.errBuffer.split(b"\n", 1)
+                    lines.errors.put(line.decode("utf-8"))
+
             def processEnded(self, reason):
                 ended.callback(reason.value.exitCode)
 
-        argv = [sys.executable, "-m", "p2twisted.cli", "--store", self.url] + list(args)
+        argv = [sys.executable, "-m", "p2twisted.cli", "--store", store or self.url] + list(args)
         ended.transport = reactor.spawnProcess(Lines(), sys.executable, argv, env=self.env,
                                                path=ROOT)
         return lines, ended

@@ -530,6 +530,30 @@ class HealthMonitorTests(unittest.SynchronousTestCase):
         self.tick(3)
         self.assertEqual((self.installedCalls, self.checker.checked), (calls, ["web"]))
 
+    def test_stopDuringCheckSoon(self):
+        """
+        Stopping the monitor while a check asked by L{checkSoon} (not by a
+        tick) is under way waits for it before closing the checker, and
+        starts no check after it, even one asked for meanwhile.
+        """
+        self.installed = {"web": manifestYAML("web", port=8080)}
+        self.start()
+        held = defer.Deferred()
+        self.checker.check = lambda manifest: held
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        self.monitor.checkSoon()
+        self.clock.advance(0)
+        stopped = self.monitor.stopService()
+        self.assertNoResult(stopped)
+        self.assertFalse(self.checker.closed)
+        checked = []
+        self.checker.check = lambda manifest: checked.append(manifest.id) or held
+        held.callback(HealthResult("critical", "500"))
+        self.successResultOf(stopped)
+        self.assertTrue(self.checker.closed)
+        self.assertEqual(checked, [])
+
 
 # -- the real checker against real servers --------------------------------
 

@@ -32,6 +32,9 @@ class TapTests(unittest.TestCase):
         self.assertEqual([a.node for a in agents], ["n1"])
         withStatus = makeService(self.options("--status-port", "0"), task.Clock())
         self.assertEqual(len(list(withStatus)), len(list(top)) + 1)
+        withMetrics = makeService(self.options("--metrics-listen", "tcp:0:interface=127.0.0.1"),
+                                  task.Clock())
+        self.assertEqual(len(list(withMetrics)), len(list(top)) + 1)
         self.assertIsInstance(top, service.MultiService)
 
     def test_badSetting(self):
@@ -42,7 +45,9 @@ class TapTests(unittest.TestCase):
         """
         for argv, named in ((["--supervisor", "nope"], "supervisor"),
                             (["--status-port", "abc"], "--status-port"),
-                            (["--status-port", "70000"], "--status-port")):
+                            (["--status-port", "70000"], "--status-port"),
+                            (["--metrics-listen", "soon"], "metrics_listen"),
+                            (["--metrics-listen", "tcp:port"], "metrics_listen")):
             e = self.assertRaises(usage.UsageError, self.options, *argv)
             self.assertIn(named, str(e))
 
@@ -53,9 +58,11 @@ class TapTests(unittest.TestCase):
         """
         import subprocess
         import sys
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted", "p2-agent", "--store", "memory://",
-             "--supervisor", "nope"], capture_output=True, text=True, timeout=60)
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn("supervisor", result.stderr + result.stdout)
-        self.assertNotIn("Traceback", result.stderr + result.stdout)
+        for argv, named in ((["--supervisor", "nope"], "supervisor"),
+                            (["--metrics-listen", "tcp:port"], "agent config metrics_listen")):
+            result = subprocess.run(
+                [sys.executable, "-m", "twisted", "p2-agent", "--store", "memory://"] + argv,
+                capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(named, result.stderr + result.stdout)
+            self.assertNotIn("Traceback", result.stderr + result.stdout)

@@ -256,3 +256,73 @@ class PolicyChangeRaceTests(unittest.TestCase):
         auth.asked[1][1].callback(Decision(True, ALICE, "signed by a trusted key", "keyring"))
         self.assertEqual([c[0] for c in pods.calls], ["deploy"])
         self.assertIsNone(worker.refusal())
+
+
+class NonRootAgentTests(unittest.TestCase):
+    """
+    An agent that is not root runs every pod as its own user, whatever its
+    C{run_as}: under a C{user} policy (real gpg keys) a manifest is judged
+    as that user.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from tests.signingkeys import GPGKeys
+        self.reactor = reactor
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.keys = GPGKeys(self)
+        self.alice = self.keys.newKey("Alice <alice@example.com>")
+        self.carol = self.keys.newKey("Carol <carol@example.com>")
+        keyring = self.keys.exportKeyring(os.path.join(self.dir, "keyring.gpg"),
+                                          [self.alice, self.carol])
+        policy = os.path.join(self.dir, "policy.yaml")
+        with open(policy, "w") as f:
+            f.write("groups: {web-team: [alice@example.com], agent-admins: [%s]}\n"
+                    "apps: {web: [web-team], p2agent: [agent-admins]}\n" % (self.carol,))
+        self.auth = PolicyReloader(authSettings({"type": "user", "keyring": keyring,
+                                                 "deploy_policy": policy}), reactor)
+        self.addCleanup(self.auth.stopService)
+        self.store = MemoryStore(MemoryState(), reactor)
+        self.pods = FakePods()
+        self.pods.user = "p2agent"  # the agent's own user: not root
+
+    @defer.inlineCallbacks
+    def deploy(self, signer):
+        """
+        Schedule pod web (run_as web) signed by C{signer}.
+
+        @return: L{Deferred} firing with the worker's refusal or C{None}.
+        """
+        worker = PodWorker(self.pods, self.store, "n1", "web", task.Clock(), auth=self.auth,
+                           refused=lambda manifest, decision: defer.succeed(None))
+        yield self.store.put(keys.intent("n1", "web"),
+                             self.keys.clearSign(signer, V1 + b"run_as: web\n"))
+        worker.update((yield self.store.get(keys.intent("n1", "web"))))
+        yield worker.whenIdle()
+        return worker.refusal()
+
+    @defer.inlineCallbacks
+    def test_judgedAsTheAgentsUser(self):
+        """
+        A signer allowed only for the C{run_as} the manifest names (web) is
+        refused, naming the agent's user: the pod would run as it; nothing
+        is deployed.
+        """
+        refusal = yield self.deploy(self.alice)
+        self.assertIsNotNone(refusal)
+        self.assertIn("deploy policy apps.p2agent allows groups agent-admins",
+                      refusal.describe())
+        self.assertEqual(self.pods.calls, [])
+
+    @defer.inlineCallbacks
+    def test_allowedForTheAgentsUser(self):
+        """
+        A signer (named by fingerprint) allowed for the agent's user
+        deploys.
+        """
+        refusal = yield self.deploy(self.carol)
+        self.assertIsNone(refusal)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])

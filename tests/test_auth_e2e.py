@@ -11,6 +11,7 @@ import os
 from twisted.internet import defer
 
 from p2twisted import intent
+from p2twisted.agent.runtime import currentUser
 from p2twisted.auth.settings import authSettings
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys
@@ -208,16 +209,19 @@ class SignedAgentTests(SignedAgentCase):
         self.assertEqual(self.harness.servicePid("hello"), pid)
 
 
-#: Pods run as nobody here: Alice's group may deploy as nobody, Bob's only
-#: as postgres.
-DEPLOY_POLICY = b"""
+#: Pods run as nobody here (their run_as), or as the agent's own user when
+#: it is not root: Alice's group may deploy as that user, Bob's only as
+#: postgres.
+POD_USER = "nobody" if os.geteuid() == 0 else currentUser()
+
+DEPLOY_POLICY = ("""
 groups:
   web: [alice@example.com]
   db: [bob@example.com]
 apps:
-  nobody: [web]
+  %s: [web]
   postgres: [db]
-"""
+""" % (POD_USER,)).encode()
 
 
 class UserPolicyAgentTests(SignedAgentCase):
@@ -248,8 +252,8 @@ class UserPolicyAgentTests(SignedAgentCase):
         pid = self.harness.servicePid("hello")
         yield self.schedule(self.gpg.clearSign(self.bob, webManifest("hello", url2, port, sha2)))
         status = yield self.waitForState("hello", "refused")
-        self.assertEqual(status["auth"]["rule"], "deploy policy apps.nobody allows groups web; "
-                                                 "the signer is in none of them")
+        self.assertEqual(status["auth"]["rule"], "deploy policy apps.%s allows groups web; "
+                                                 "the signer is in none of them" % (POD_USER,))
         self.assertEqual(status["auth"]["signer"]["fingerprint"], self.bob)
         yield waitFor(lambda: self.refused() == ["hello"], what="the after_auth_fail hook")
         self.assertEqual(self.harness.servicePid("hello"), pid)

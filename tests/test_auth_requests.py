@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from p2twisted.agent.pods import p2execCommand
 from p2twisted.agent.requests import RequestRunner
+from p2twisted.agent.runtime import currentUser, podUser
 from p2twisted.agent.tasks import RequestHandlers
 from p2twisted.auth.reload import PolicyReloader
 from p2twisted.auth.requestsig import RequestSigner, SeenRequests, payload
@@ -27,15 +28,18 @@ from tests.test_agent_requests import layOutPod
 
 NODE = "n1"
 
-#: The pod laid out on disk runs as nobody.
-POLICY = b"""
+#: The pod laid out on disk names run_as nobody; the agent, not root (as far
+#: as it knows), runs its tasks as its own user.
+USER = currentUser()
+
+POLICY = """
 groups:
   ops: [carol@example.com, alice@example.com]
   db-team: [dave@example.com]
 apps:
-  nobody: [ops]
+  %s: [ops]
   postgres: [db-team]
-"""
+""" % (USER,)
 
 HELLO = {"kind": "task", "pod": "web", "task": "hello", "args": []}
 
@@ -58,22 +62,26 @@ class SignedRequestTests(unittest.TestCase):
         allowed = self.ssh.allowedSigners(os.path.join(self.base, "allowed_signers"),
                                           [self.carol, self.dave])
         keyring = self.gpg.exportKeyring(os.path.join(self.base, "keyring.gpg"), [self.alice])
-        policy = os.path.join(self.base, "policy.yaml")
-        with open(policy, "wb") as f:
-            f.write(POLICY)
+        self.policy = os.path.join(self.base, "policy.yaml")
+        self.writePolicy(POLICY)
         self.auth = PolicyReloader(authSettings({
             "type": "user", "keyring": keyring, "allowed_signers": allowed,
-            "deploy_policy": policy}), reactor)
+            "deploy_policy": self.policy}), reactor)
         self.addCleanup(self.auth.stopService)
         self.store = MemoryStore(clock=reactor)
         handlers = RequestHandlers(reactor, podRoot, stateDir, p2execCommand(), isRoot=False)
         self.newRunner = lambda: RequestRunner(
             self.store, NODE, reactor, handlers.handlers(), auth=self.auth, podRoot=podRoot,
-            seenPath=os.path.join(stateDir, "seen-requests.json"))
+            seenPath=os.path.join(stateDir, "seen-requests.json"),
+            runsAs=lambda manifest: podUser(manifest, False))
         self.runner = self.newRunner()
         self.runner.startService()
         self.addCleanup(lambda: self.runner.stopService())
         return self.store.put(keys.machine(NODE), b"{}")
+
+    def writePolicy(self, text):
+        with open(self.policy, "w") as f:
+            f.write(text)
 
     def ask(self, request, signer=None):
         return ask(self.store, reactor, NODE, request, 30.0,
@@ -104,13 +112,27 @@ class SignedRequestTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_signerNotAllowedForRunAs(self):
         """
-        Dave may deploy as postgres, not as nobody (the pod's run_as).
+        Dave may deploy as postgres, not as the user the pod's tasks run as.
         """
         answer = yield self.ask(HELLO, RequestSigner(sshKey=self.dave.path))
         self.assertEqual(answer["state"], "failed")
-        self.assertIn("deploy policy apps.nobody allows groups ops; the signer is in none",
+        self.assertIn("deploy policy apps.%s allows groups ops; the signer is in none" % (USER,),
                       answer["error"])
         self.assertIn("dave@example.com", answer["error"])
+
+    @defer.inlineCallbacks
+    def test_judgedAsTheAgentsUser(self):
+        """
+        An agent that is not root runs a pod's tasks as its own user,
+        whatever the pod's run_as: a signer allowed only for that run_as
+        (nobody) is refused, naming the agent's user, and nothing runs.
+        """
+        self.writePolicy("groups: {ops: [carol@example.com]}\napps: {nobody: [ops]}\n")
+        self.auth.check()
+        answer = yield self.ask(HELLO, RequestSigner(sshKey=self.carol.path))
+        self.assertEqual(answer["state"], "failed")
+        self.assertIn("run_as %s " % (USER,), answer["error"])
+        self.assertNotIn("output", answer)
 
     @defer.inlineCallbacks
     def test_unsignedFieldsIgnored(self):

@@ -60,3 +60,26 @@ class AgentPolicyCheckTests(P2CommandMixin, TestCase):
         decision = json.loads(out)["decision"]
         self.assertEqual((code, decision["allowed"], decision["signer"]["fingerprint"]),
                          (1, False, self.bob))
+
+    @defer.inlineCallbacks
+    def test_agentNotRoot(self):
+        """
+        With C{--agent-user}, the manifest is judged as the user that agent
+        (not root) runs every pod as, whatever its C{run_as}: Alice, allowed
+        for web only, is refused for an agent running as p2agent.
+        """
+        out, err, code = yield self.p2("verify", "--agent-config", self.config, "--agent-user",
+                                       "p2agent", self.signed(self.alice))
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn("refused by auth policy user: deploy policy: run_as p2agent is not in "
+                      "apps", err)
+        out = yield self.succeed("verify", "--agent-config", self.config, "--agent-user", "root",
+                                 self.signed(self.alice))
+        self.assertIn("allowed by auth policy user: deploy policy apps.web allows group web", out)
+
+    @defer.inlineCallbacks
+    def test_agentUserNeedsAgentConfig(self):
+        out, err, code = yield self.p2("verify", "--agent-user", "p2agent",
+                                       self.signed(self.alice))
+        self.assertNotEqual(code, 0)
+        self.assertIn("--agent-user needs --agent-config", err)

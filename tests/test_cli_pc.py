@@ -62,7 +62,9 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual(out.splitlines()[1].split(),
                          ["web-az1-prod", "web", "az1", "prod", "2", "1", "not", "synced", "yet"])
         out = yield self.succeed("pc", "delete", "web-az1-prod")
-        self.assertEqual(out, "deleted pod cluster web-az1-prod\n")
+        self.assertEqual(out, "deleted pod cluster web-az1-prod; it was the last one: the "
+                              "syncers keep it until another pod cluster exists (the failsafe "
+                              "against an empty listing)\n")
         self.assertEqual((yield self.succeed("pc", "list", "--json")), "[]\n")
         dump = yield self.dump()
         self.assertEqual([k for k in dump if k.startswith("pod_cluster")], [])
@@ -85,6 +87,39 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         line, code = yield self.p2Fails(*CREATE[:-1] + ("canary", "--id", "web-az1-prod"))
         self.assertIn("pod cluster web-az1-prod already exists", line)
         yield self.succeed(*CREATE[:-1] + ("canary",))
+
+    @defer.inlineCallbacks
+    def test_staleName(self):
+        """
+        A name index key left without its cluster (the record deleted by
+        other means than 'p2 pc delete') does not block creating the
+        triple again.
+        """
+        yield self.withStore(lambda store: store.put(
+            keys.podClusterName("web", "az1", "prod"), b"gone"))
+        yield self.succeed(*CREATE)
+        self.assertEqual([i["id"] for i in (yield self.p2json("pc", "list"))], ["web-az1-prod"])
+        line, code = yield self.p2Fails(*CREATE + ("--id", "other"))
+        self.assertIn("already has a pod cluster prod in zone az1: web-az1-prod", line)
+
+    @defer.inlineCallbacks
+    def test_unreadableRecord(self):
+        """
+        An unreadable pod cluster record is named by C{list} (on standard
+        error: not 'no pod clusters') and removed by C{delete}, after which
+        its triple can be created again.
+        """
+        yield self.succeed(*CREATE)
+        yield self.withStore(lambda store: store.put(keys.podCluster("web-az1-prod"),
+                                                     b'{"pod_id": 5}'))
+        out, err, code = yield self.p2("pc", "list")
+        self.assertEqual(code, 0)
+        self.assertIn("p2: pod cluster web-az1-prod: unreadable record", err)
+        self.assertIn("'p2 pc delete web-az1-prod' removes it", err)
+        self.assertEqual(out, "")
+        out = yield self.succeed("pc", "delete", "web-az1-prod")
+        self.assertIn("deleted pod cluster web-az1-prod", out)
+        yield self.succeed(*CREATE)
 
     @defer.inlineCallbacks
     def test_racingCreates(self):
@@ -144,6 +179,14 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         for args, said in (((*CREATE, "--annotations", "{"), "annotations: not JSON"),
                            ((*CREATE, "--annotations", "[1]"), "expected a JSON object"),
                            ((*CREATE, "--selector", "a in"), "--selector"),
+                           ((*CREATE, "--selector", " "), "--selector: an empty selector"),
+                           (("pc", "update-selector", "web-az1-prod", "", "--yes"),
+                            "SELECTOR: an empty selector"),
+                           ((*CREATE, "--annotations", '{"port": 70000}'),
+                            "annotation port must be a port number (1-65535), got 70000"),
+                           ((*CREATE, "--annotations", '{"port": "http"}'),
+                            "annotation port must be a port number"),
+                           ((*CREATE, "--id", ".web"), "must not begin with '.'"),
                            (("pc", "show", "nope"), "no pod cluster 'nope'")):
             line, code = yield self.p2Fails(*args)
             self.assertIn(said, line)
@@ -184,6 +227,29 @@ class PodClusterCommandTests(FleetCommandMixin, unittest.TestCase):
         events = (yield self.withStore(audit.read))[0]
         self.assertEqual([e.details.get("added") for e in events if e.action == "update-selector"],
                          [["n3"], ["n2"]])
+
+    @defer.inlineCallbacks
+    def test_interruptedAtQuestion(self):
+        """
+        Ctrl-C at update-selector's question ends p2 at once (no Enter
+        needed), changing nothing.
+        """
+        from twisted.internet import reactor
+        yield self.pods({"n1": (PROD, "passing"), "n2": (dict(PROD, canary="1"), "passing")})
+        yield self.succeed(*CREATE)
+        lines, ended = self.spawn("pc", "update-selector", "web-az1-prod", "pod_id=web,!canary")
+        while not (yield lines.get()).startswith("  - n2"):
+            pass
+        ended.transport.signalProcess("INT")
+
+        def hung(failure):
+            ended.transport.signalProcess("KILL")
+            self.fail("p2 still waits for an answer after Ctrl-C")
+        code = yield ended.addTimeout(30, reactor).addErrback(hung)
+        self.assertNotEqual(code, 0)
+        info = yield self.p2json("pc", "show", "web-az1-prod")
+        self.assertEqual(info["pod_selector"],
+                         "pod_id=web,availability_zone=az1,cluster_name=prod")
 
     @defer.inlineCallbacks
     def test_updateAnnotations(self):

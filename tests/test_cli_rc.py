@@ -7,6 +7,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from p2twisted.orchestrate import audit
+from p2twisted.records.controllers import Deletion
+from p2twisted.store import keys
 from tests.fleetcli import FleetCommandMixin
 
 
@@ -100,9 +102,14 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
         line, code = yield self.p2Fails("rc", "delete", "web1")
         self.assertIn("still has 2 pod(s) (on n1, n2)", line)
         yield self.converge()
+        record = yield self.withStore(lambda store: store.get(keys.replicationController("web1")))
         out = yield self.succeed("rc", "delete", "web1")
         self.assertEqual(out, "deleted RC web1\n")
         self.assertEqual((yield self.p2json("rc", "list")), [])
+        # The farms tell this delete of the last RC from a wiped tree by:
+        key = keys.deleted(keys.REPLICATION_CONTROLLERS)
+        marker = yield self.withStore(lambda store: store.get(key))
+        self.assertEqual(Deletion.fromEntry(key, marker), Deletion("web1", record.version))
 
     @defer.inlineCallbacks
     def test_deleteForce(self):
@@ -129,6 +136,8 @@ class RCCommandTests(FleetCommandMixin, unittest.TestCase):
                   "tier in (a"), "selector"),
                 (("rc", "create", "--manifest", manifest, "--replicas", "1", "--pod-label",
                   "replication_controller_id=x"), "pod_labels may not set"),
+                (("rc", "create", "--manifest", manifest, "--replicas", "1", "--pod-label",
+                  "daemon_set_id=x"), "pod_labels may not set daemon_set_id"),
                 (("rc", "create", "--manifest", manifest, "--replicas", "1", "--id", "web1"),
                  "already exists"),
                 (("rc", "create", "--manifest", manifest, "--replicas", "1", "--id", "a/b"),

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from p2twisted.cli import roll as rollcli
 from p2twisted.orchestrate import audit, edit
+from p2twisted.orchestrate import roll as rolllogic
 from p2twisted.orchestrate.harness import RecordingPlanner
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
@@ -164,32 +165,45 @@ class FollowTests(unittest.TestCase):
     C{follow} on a terminal, in-process over a L{MemoryStore} and a clock.
     """
 
+    def follow(self, replicas, minHealthy, out, asJSON=False):
+        """
+        Start a roll of C{replicas} from RC C{v1} to a new manifest and
+        follow it, writing to C{out}.
+
+        @return: the clock, store, planner, old RC, roll, C{out} and the
+            L{Deferred} of L{rollcli.follow}.
+        """
+        clock = task.Clock()
+        store = MemoryStore(clock=clock)
+        old = ReplicationController("v1", POD % (1,), replicas)
+        self.successResultOf(store.put(old.key, old.toBytes()))
+        planner = RecordingPlanner(store)
+        snapshot = self.successResultOf(planner.snapshot())
+        roll, plan = edit.startRoll(snapshot, "v1", minHealthy, manifest=POD % (2,))
+        self.successResultOf(planner.apply(plan))
+        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=asJSON))()
+        return clock, store, planner, old, roll, out, rollcli.follow(options, store)
+
+    def newPod(self, store, rc, node, status):
+        """Put C{rc}'s pod on C{node}, running, its health C{status}."""
+        self.successResultOf(store.put(keys.label("pod", node + "/web"), json.dumps(
+            {"replication_controller_id": rc.id, "pod_id": "web"}).encode()))
+        self.successResultOf(store.put(keys.reality(node, "web"), rc.manifest))
+        self.successResultOf(store.put(keys.health("web", node), json.dumps(
+            {"status": status, "sha": rc.sha, "output": "", "time": 0}).encode()))
+
     def test_liveLine(self):
         """
         On a terminal the progress line is rewritten in place, with an ETA
         once new pods have turned healthy; the end is a line of its own.
         """
-        clock = task.Clock()
-        store = MemoryStore(clock=clock)
-        old = ReplicationController("v1", POD % (1,), 2)
-        self.successResultOf(store.put(old.key, old.toBytes()))
-        planner = RecordingPlanner(store)
-        snapshot = self.successResultOf(planner.snapshot())
-        roll, plan = edit.startRoll(snapshot, "v1", 1, manifest=POD % (2,))
-        self.successResultOf(planner.apply(plan))
-        out = FakeTerminal()
-        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=False))()
-        d = rollcli.follow(options, store)
+        clock, store, planner, old, roll, out, d = self.follow(2, 1, FakeTerminal())
         self.assertIn("\r\x1b[Krolling: old v1 0/2", out.getvalue())
         self.assertIn("ETA -", out.getvalue())
         # The new RC gets one healthy pod within 10 s.
         new = ReplicationController(roll.new_rc, POD % (2,), 1)
         self.successResultOf(store.put(new.key, new.toBytes()))
-        self.successResultOf(store.put(keys.label("pod", "n1/web"), json.dumps(
-            {"replication_controller_id": roll.new_rc, "pod_id": "web"}).encode()))
-        self.successResultOf(store.put(keys.reality("n1", "web"), POD % (2,)))
-        self.successResultOf(store.put(keys.health("web", "n1"), json.dumps(
-            {"status": "passing", "sha": new.sha, "output": "", "time": 0}).encode()))
+        self.newPod(store, new, "n1", "passing")
         clock.advance(10)
         self.assertIn("new %s 1/1 (1 healthy) of 2" % (roll.new_rc,), out.getvalue())
         self.assertIn("ETA 10s", out.getvalue().rsplit("\r", 1)[-1])
@@ -209,24 +223,10 @@ class FollowTests(unittest.TestCase):
         Not on a terminal, a line is printed per change of the roll, not per
         second of a changing ETA while it waits.
         """
-        clock = task.Clock()
-        store = MemoryStore(clock=clock)
-        old = ReplicationController("v1", POD % (1,), 2)
-        self.successResultOf(store.put(old.key, old.toBytes()))
-        planner = RecordingPlanner(store)
-        snapshot = self.successResultOf(planner.snapshot())
-        roll, plan = edit.startRoll(snapshot, "v1", 1, manifest=POD % (2,))
-        self.successResultOf(planner.apply(plan))
-        out = io.StringIO()
-        options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=False))()
-        d = rollcli.follow(options, store)
+        clock, store, planner, old, roll, out, d = self.follow(2, 1, io.StringIO())
         new = ReplicationController(roll.new_rc, POD % (2,), 1)
         self.successResultOf(store.put(new.key, new.toBytes()))
-        self.successResultOf(store.put(keys.label("pod", "n1/web"), json.dumps(
-            {"replication_controller_id": roll.new_rc, "pod_id": "web"}).encode()))
-        self.successResultOf(store.put(keys.reality("n1", "web"), POD % (2,)))
-        self.successResultOf(store.put(keys.health("web", "n1"), json.dumps(
-            {"status": "passing", "sha": new.sha, "output": "", "time": 0}).encode()))
+        self.newPod(store, new, "n1", "passing")
         clock.advance(10)
         lines = out.getvalue().count("\n")
         self.assertIn("ETA 10s", out.getvalue())
@@ -236,6 +236,68 @@ class FollowTests(unittest.TestCase):
         self.successResultOf(store.delete(keys.roll(roll.id)))
         clock.advance(rollcli.INTERVAL)
         self.assertEqual(self.successResultOf(d), 0)
+
+    def finishedWithOneUnhealthy(self, asJSON=False):
+        """
+        Follow a roll of 3 at min_healthy 2 that finishes with one of the
+        new RC's pods critical.
+
+        @return: the clock, store, new RC, roll, output and the
+            L{Deferred} of L{rollcli.follow}.
+        """
+        clock, store, planner, old, roll, out, d = self.follow(3, 2, io.StringIO(), asJSON)
+        # Every count has moved: the new RC has its 3 pods, one not healthy.
+        new = ReplicationController(roll.new_rc, POD % (2,), 3)
+        self.successResultOf(store.put(new.key, new.toBytes()))
+        self.successResultOf(store.put(old.key, old.withReplicas(0).toBytes()))
+        for node, status in (("n1", "passing"), ("n2", "passing"), ("n3", "critical")):
+            self.newPod(store, new, node, status)
+        snapshot = self.successResultOf(planner.snapshot())
+        finish = rolllogic.step(roll, snapshot, 0)
+        self.assertEqual(finish.reason, "finished: %s runs 3" % (roll.new_rc,))
+        self.successResultOf(planner.apply(finish))
+        self.successResultOf(audit.append(store, finish.events, "test", 0))
+        clock.advance(rollcli.INTERVAL)
+        return clock, store, new, roll, out, d
+
+    def test_finishedFollowsUntilHealthy(self):
+        """
+        Like P2, a roll finishes once the new RC has all its replicas
+        placed, healthy or not; following it goes on, saying so, until all
+        of them are healthy, so a person does not take the fleet for moved
+        while a new pod is still failing.
+        """
+        clock, store, new, roll, out, d = self.finishedWithOneUnhealthy()
+        self.assertNoResult(d)
+        self.assertTrue(out.getvalue().endswith(
+            "roll %s finished; waiting for %s's pods to be healthy: 3/3 placed, 2 healthy\n"
+            % (roll.id, roll.new_rc)))
+        for _ in range(3):
+            clock.advance(rollcli.INTERVAL)
+        self.assertEqual(out.getvalue().count("waiting for"), 1)
+        self.assertNoResult(d)
+        self.newPod(store, new, "n3", "passing")
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertTrue(out.getvalue().endswith("roll %s ended: finish desired=3 to=%s\n"
+                                                % (roll.id, roll.new_rc)))
+
+    def test_finishedFollowsUntilHealthyJSON(self):
+        """
+        With C{--json}, the wait after the finish is a JSON object a line
+        too, and the last says how the roll ended.
+        """
+        clock, store, new, roll, out, d = self.finishedWithOneUnhealthy(asJSON=True)
+        self.newPod(store, new, "n3", "passing")
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        waiting = lines[-2]
+        self.assertEqual((waiting["finished"], waiting["waiting"], waiting["new"]["id"],
+                          waiting["new"]["healthy"], waiting["new"]["desired"]),
+                         (True, "healthy", roll.new_rc, 2, 3))
+        self.assertEqual(lines[-1], {"id": roll.id, "ended": "finish",
+                                     "details": ["desired=3", "to=%s" % (roll.new_rc,)]})
 
     def test_progressLine(self):
         info = {"state": "rolling_back", "desired": 3, "min_healthy": 2, "old_rc": "a",

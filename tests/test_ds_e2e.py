@@ -60,7 +60,7 @@ class DaemonSetStoryMixin(FleetBase):
         yield fleet.waitFleet({"n1": "1", "n2": "1", "n3": "1"})
 
         mark = len(self.history.states)
-        yield self.succeed("ds", "update", "web", "--manifest",
+        yield self.succeed("ds", "update", "web", "--yes", "--manifest",
                            fleet.manifestFile("bad", healthy=False))
         yield self.waitStatus("web", lambda s: s.get("halted"), "the replacement to halt")
         status = yield fleet.status("ds", "web")
@@ -97,7 +97,7 @@ class DaemonSetStoryMixin(FleetBase):
         self.assertEqual(sorted((yield fleet.serving()).values(), key=str), ["1", "1", "bad"])
         for node in NODES:
             yield fleet.label(node, tier="web")
-        yield self.succeed("ds", "update", "web-again", "--selector", "tier=web")
+        yield self.succeed("ds", "update", "web-again", "--selector", "tier=web", "--yes")
         yield self.succeed("ds", "enable", "web-again")
         yield fleet.waitFleet({"n1": "1", "n2": "1", "n3": "1"})
         yield self.succeed("ds", "delete", "web-again", "--cascade")

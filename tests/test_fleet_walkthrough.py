@@ -60,13 +60,16 @@ class WalkthroughTextTests(unittest.TestCase):
 
     def test_startPassesPodAddress(self):
         """
-        C{p2 start --pod-address} hands the address to the agent.
+        C{p2 start --pod-address} and C{--metrics-listen} hand the address
+        and endpoint to the agent.
         """
         options = argparse.Namespace(config=None, store="local:///tmp/x.db", node="node1",
                                      supervisor=None, status_port=None,
-                                     pod_address="127.0.0.11")
+                                     pod_address="127.0.0.11",
+                                     metrics_listen="tcp:7476:interface=0.0.0.0")
         argv = agentArguments(options, "/tmp/state")
         self.assertEqual(argv[argv.index("--pod-address") + 1], "127.0.0.11")
+        self.assertEqual(argv[argv.index("--metrics-listen") + 1], "tcp:7476:interface=0.0.0.0")
 
 
 class WalkthroughTests(unittest.TestCase):

@@ -307,6 +307,96 @@ class ConfigTests(unittest.TestCase):
             self.assertNotIn("\n", str(e))
 
 
+class MetricsListenTests(unittest.TestCase):
+    """
+    An agent's C{metrics_listen}: where Prometheus on another host scrapes
+    it.
+    """
+
+    timeout = 120
+
+    def test_agentSetting(self):
+        """
+        As for the orchestrator: not served unless asked; a port binds
+        loopback; an endpoint is taken as given; anything else is a
+        one-line error naming the setting.
+        """
+        from p2twisted.agent.config import agentConfig
+
+        def listen(setting):
+            flags = {"store": "memory://", "metrics_listen": setting,
+                     "state_dir": self.mktemp()}
+            return agentConfig(None, flags, environ={}).metricsListen
+        self.assertEqual((listen(None), listen("7476"), listen("tcp:7477:interface=0.0.0.0")),
+                         (None, "tcp:7476:interface=127.0.0.1", "tcp:7477:interface=0.0.0.0"))
+        for bad in ("soon", "0", "tcp:port", "nope:1"):
+            e = self.assertRaises(UsageError, listen, bad)
+            self.assertIn("agent config metrics_listen", str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_notLoopbackWarns(self):
+        """
+        Metrics served on every interface say so in a warning, and where:
+        anyone who reaches that port reads them.  On loopback there is no
+        warning.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from p2twisted.metrics import metricsService
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for listen in ("tcp:0:interface=0.0.0.0", "tcp:0:interface=127.0.0.2"):
+            served = metricsService(listen, AgentMetrics(), reactor)
+            served.startService()
+            self.addCleanup(served.stopService)
+        warned = [e["listen"] for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(warned, ["tcp:0:interface=0.0.0.0"])
+        self.assertEqual(len([e for e in events if e.get("event") == "metrics"]), 2)
+
+    @defer.inlineCallbacks
+    def test_scrapeAgentOnAnotherAddress(self):
+        """
+        A real C{twistd p2-agent --metrics-listen tcp:0:interface=127.0.0.2}
+        says where it serves its metrics, and a scrape there (not
+        127.0.0.1: as from another host) parses with prometheus_client's
+        parser; a loopback address gives no warning.
+        """
+        import os
+        import re
+        import signal
+        import sys
+
+        from tests.test_agent_process_e2e import ROOT, _Output
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        argv = [sys.executable, twistd, "-n", "--pidfile=", "--logfile=-", "p2-agent",
+                "--store", "memory://", "--node", "n1", "--supervisor", "builtin",
+                "--state-dir", os.path.abspath(self.mktemp()),
+                "--metrics-listen", "tcp:0:interface=127.0.0.2"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        env["PYTHONPATH"] = ROOT
+        output = _Output()
+        process = reactor.spawnProcess(output, argv[0], argv, env=env, path=ROOT)
+
+        def stop():
+            if not output.ended.called:
+                process.signalProcess(signal.SIGTERM)
+            return output.ended
+        self.addCleanup(stop)
+        pattern = re.compile(rb"serving Prometheus metrics at (http://127\.0\.0\.2:\d+/metrics)")
+        yield waitFor(lambda: pattern.search(output.output) or output.ended.called,
+                      timeout=60, interval=0.1, what="the agent serving metrics")
+        found = pattern.search(output.output)
+        self.assertIsNotNone(found, output.output.decode("utf-8", "replace"))
+        result = yield httpGet(found.group(1).decode(), timeout=10)
+        self.assertEqual(result[0], 200, result)
+        families = {f.name for f in text_string_to_metric_families(result[1].decode())}
+        self.assertTrue({"p2_pods", "p2_pod_install_seconds", "p2_store_reconnects"} <= families,
+                        families)
+        self.assertEqual(value(samples(result[1].decode()), "p2_store_reconnects_total"), 0.0)
+        self.assertNotIn(b"not loopback only", output.output)
+
+
 class ScrapedFleetTests(P2CommandMixin, unittest.TestCase):
     """
     Two real agents with a status port, an orchestrator serving metrics, a

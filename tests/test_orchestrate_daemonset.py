@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from p2twisted.orchestrate import daemonset, rc as rcmodule
 from p2twisted.orchestrate.daemonset import ORPHAN_GRACE, Progress, decide
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, Wait
+from p2twisted.errors import VersionConflict
 from p2twisted.labels import encodeLabels
 from p2twisted.records.controllers import ReplicationController
 from p2twisted.store import keys
@@ -62,10 +63,67 @@ class PlacementTableTests(unittest.TestCase):
             self.assertEqual(fleet.last("ds").reason, "converged: %d node(s)" % (len(expected),))
 
 
+class RemovalRateTableTests(unittest.TestCase):
+    """
+    Table: a set on C{count} nodes with C{parallel}, the nodes that stop
+    matching, and how many lose the pod in each decision that removes
+    any: never more than C{parallel} (a mistyped selector that still
+    matches a node takes the pod from the others a few at a time).
+    """
+
+    TABLE = [
+        ("5 leave, parallel 2: two per decision", 6, 2, 5, [2, 2, 1]),
+        ("3 leave, parallel 1: one per decision", 4, 1, 3, [1, 1, 1]),
+        ("2 leave, parallel 50: both at once", 3, 50, 2, [2]),
+        ("4 leave, parallel 4: all at once", 5, 4, 4, [4]),
+    ]
+
+    def test_table(self):
+        for what, count, parallel, leave, expected in self.TABLE:
+            nodes = {"n%d" % (i,): {"tier": "web"} for i in range(1, count + 1)}
+            fleet = DSFleet(self, nodes)
+            fleet.putDS("ds", node_selector="tier=web", parallel=parallel)
+            fleet.play()
+            before = len(fleet.outcomes["ds"])
+            gone = sorted(nodes)[:leave]
+            for node in gone:
+                fleet.setLabels(node, {"tier": "db"})
+            fleet.play()
+            removals = [len(o.unscheduled()) for o in fleet.outcomes["ds"][before:]
+                        if isinstance(o, Plan) and o.unscheduled()]
+            self.assertEqual(removals, expected, what)
+            self.assertEqual(placed(fleet.snapshot()), sorted(nodes)[leave:], what)
+
+    def test_saysHowManyWait(self):
+        """The decision that removes C{parallel} nodes says how many more wait."""
+        fleet = DSFleet(self, {"n%d" % (i,): {"tier": "web"} for i in range(1, 5)})
+        fleet.putDS("ds", node_selector="tier=web", parallel=1)
+        fleet.play()
+        for node in ("n1", "n2", "n3"):
+            fleet.setLabels(node, {})
+        snapshot = fleet.snapshot()
+        ds = snapshot.daemonSet("ds")
+        progress = daemonset.advance(fleet.progress["ds"], ds, snapshot,
+                                     Wait("seen"), fleet.now)
+        outcome = decide(ds, snapshot, fleet.now + daemonset.LEAVE_GRACE, progress)
+        self.assertEqual(outcome.unscheduled(), [Unschedule("n1", "web")])
+        self.assertIn("unschedule n1; 2 more to unschedule (parallel 1)", outcome.reason)
+
+
 class DecideTests(unittest.TestCase):
 
     def fleet(self, count=4, **kw):
         return DSFleet(self, {"n%d" % (i,): {"tier": "web"} for i in range(1, count + 1)}, **kw)
+
+    def keepHealthy(self, fleet, count):
+        """
+        Have new pods warm up (critical at the agents' first look) and check
+        that every state the fleet goes through after has C{count} passing.
+        """
+        fleet.warmup = True
+        fleet.settle()  # (the warmup's first look: critical)
+        fleet.settle()
+        fleet.checks.append(lambda f, s: self.assertGreaterEqual(healthyCount(s), count))
 
     def test_rate(self):
         """
@@ -85,6 +143,29 @@ class DecideTests(unittest.TestCase):
         self.assertEqual([s[1] for s in starts], [["n1"], ["n1", "n2"], ["n1", "n2", "n3"]])
         self.assertGreaterEqual(starts[1][0] - starts[0][0], 30)
         self.assertGreaterEqual(starts[2][0] - starts[1][0], 30)
+
+    def test_rateAfterLostProgress(self):
+        """
+        A controller that applied a start but died before its status kept
+        the progress: its successor, finding a node starting that the
+        progress does not know, takes it for just started and waits
+        C{rate} before the next start.
+        """
+        fleet = self.fleet(3)
+        fleet.warmup = True
+        fleet.putDS("ds", rate=60)
+        snapshot = fleet.snapshot()
+        fleet.run(fleet.planner.apply(decide(snapshot.daemonSet("ds"), snapshot, fleet.now)))
+        fleet.settle()
+        fleet.now += 5
+        snapshot = fleet.snapshot()
+        ds = snapshot.daemonSet("ds")
+        outcome = decide(ds, snapshot, fleet.now, Progress())
+        self.assertIsInstance(outcome, Wait)
+        self.assertEqual(outcome.at, fleet.now + 60)
+        progress = daemonset.advance(Progress(), ds, snapshot, outcome, fleet.now)
+        self.assertEqual(progress.last, fleet.now)
+        self.assertIsInstance(decide(ds, snapshot, fleet.now + 59, progress), Wait)
 
     def test_parallel(self):
         """
@@ -129,10 +210,7 @@ class DecideTests(unittest.TestCase):
         fleet = self.fleet(4)
         fleet.putDS("ds", min_health=75)
         fleet.play()
-        fleet.warmup = True
-        fleet.settle()  # (the warmup's first look: critical)
-        fleet.settle()
-        fleet.checks.append(lambda f, s: self.assertGreaterEqual(healthyCount(s), 3))
+        self.keepHealthy(fleet, 3)
         fleet.putDS("ds", version=2, min_health=75)
         snapshot = fleet.snapshot()
         self.assertEqual(len(decide(snapshot.daemonSet("ds"), snapshot, fleet.now).scheduled()),
@@ -143,6 +221,48 @@ class DecideTests(unittest.TestCase):
         replaced = [c.node for p in fleet.planner.plans if isinstance(p, Plan)
                     for c in p.scheduled() if c.manifest == manifest(2)]
         self.assertEqual(replaced, ["n1", "n2", "n3", "n4"])
+
+    def test_minHealthCountsDownNodes(self):
+        """
+        A node whose agent is down still counts in the set min_health is a
+        percentage of (its pod is not known healthy): with 2 of 4 agents
+        down, min_health 50 takes neither healthy pod down.
+        """
+        fleet = self.fleet(4)
+        fleet.putDS("ds", min_health=50)
+        fleet.play()
+        fleet.down.update(("n3", "n4"))
+        fleet.settle()
+        fleet.putDS("ds", version=2, min_health=50)
+        fleet.play()
+        snapshot = fleet.snapshot()
+        self.assertEqual(versions(fleet, snapshot, ["n1", "n2", "n3", "n4"]),
+                         {"n1": 1, "n2": 1, "n3": 1, "n4": 1})
+        self.assertEqual("waiting: 2 node(s) on the old version, 0 to add; 2 healthy of 4, "
+                         "min_health 50%", fleet.last("ds").reason)
+
+    def test_silentPodsAreNotFailing(self):
+        """
+        Pods that report no health at all (the agents restarted, their
+        checks not run yet) are not known to be down: they are replaced
+        only while enough of the set is known healthy, not for free as
+        failing ones are -- with min_health 0, at once.
+        """
+        fleet = self.fleet(4)
+        fleet.putDS("ds", min_health=50)
+        fleet.play()
+        for key in fleet.run(fleet.store.list(keys.HEALTH)):
+            fleet.run(fleet.store.delete(key))
+        fleet.putDS("ds", version=2, min_health=50)
+        snapshot = fleet.snapshot()
+        outcome = decide(snapshot.daemonSet("ds"), snapshot, fleet.now)
+        self.assertIsInstance(outcome, Wait)
+        self.assertEqual("waiting: 4 node(s) on the old version, 0 to add; 0 healthy of 4, "
+                         "min_health 50%", outcome.reason)
+        fleet.putDS("ds", version=2)
+        snapshot = fleet.snapshot()
+        self.assertEqual(len(decide(snapshot.daemonSet("ds"), snapshot, fleet.now).scheduled()),
+                         4)
 
     def test_unhealthyReplacedFirst(self):
         """
@@ -193,6 +313,40 @@ class DecideTests(unittest.TestCase):
         fleet.play()
         self.assertEqual(set(versions(fleet, fleet.snapshot(), ["n1", "n2", "n3"]).values()),
                          {2})
+
+    def test_noHaltWithoutReplacement(self):
+        """
+        New pods past their timeout while nothing is being replaced halt
+        nothing (new nodes still get the pod): the reason names them and
+        does not say HALTED, nor converged.
+        """
+        fleet = self.fleet(3)
+        fleet.markBad(1)
+        fleet.putDS("ds", timeout=60)
+        fleet.play()
+        reason = fleet.last("ds").reason
+        self.assertEqual(reason, "not healthy 60s after starting: n1, n2, n3")
+        snapshot = fleet.snapshot()
+        status = daemonset.status(snapshot.daemonSet("ds"), snapshot, fleet.last("ds"),
+                                  fleet.progress["ds"])
+        self.assertFalse(status["halted"])
+
+    def test_notConvergedWhileStarting(self):
+        """
+        Every node has the pod's intent but its new pods are not healthy
+        yet: the reason says they are starting, not converged.
+        """
+        fleet = self.fleet(2)
+        fleet.warmup = True
+        fleet.putDS("ds")
+        snapshot = fleet.snapshot()
+        fleet.run(fleet.planner.apply(decide(snapshot.daemonSet("ds"), snapshot, fleet.now)))
+        fleet.settle()
+        snapshot = fleet.snapshot()
+        self.assertEqual(decide(snapshot.daemonSet("ds"), snapshot, fleet.now).reason,
+                         "placed on 2 node(s); starting: n1, n2")
+        fleet.play()
+        self.assertEqual(fleet.last("ds").reason, "converged: 2 node(s)")
 
     def test_haltOutlivesTheNode(self):
         """
@@ -258,6 +412,30 @@ class DecideTests(unittest.TestCase):
         fleet.play()
         self.assertEqual(placed(fleet.snapshot()), ["n1"])
 
+    def test_partialWipeSeenFirst(self):
+        """
+        A wipe of every node's labels seen half-way (on ZooKeeper the
+        watches deliver a transaction's writes one by one) removes nothing:
+        a node that stops matching loses its pod only once it has been seen
+        not matching for LEAVE_GRACE seconds; by then the whole wipe shows,
+        and the set holds.
+        """
+        fleet = self.fleet(3)
+        fleet.putDS("ds", node_selector="tier=web")
+        fleet.play()
+        fleet.setLabels("n1", {})
+        snapshot = fleet.snapshot()
+        progress = fleet.progress["ds"]
+        outcome = decide(snapshot.daemonSet("ds"), snapshot, fleet.now, progress)
+        self.assertIsInstance(outcome, Wait)
+        self.assertEqual(outcome.at, fleet.now + daemonset.LEAVE_GRACE)
+        self.assertIn("leaving: n1", outcome.reason)
+        for node in ("n2", "n3"):
+            fleet.setLabels(node, {})
+        fleet.play()
+        self.assertEqual(placed(fleet.snapshot()), ["n1", "n2", "n3"])
+        self.assertTrue(fleet.last("ds").reason.startswith("HOLDING"))
+
     def test_contention(self):
         """
         A second enabled daemon set of the same pod id over overlapping
@@ -304,6 +482,36 @@ class DecideTests(unittest.TestCase):
                 self.assertFalse(isinstance(decide(a, snapshot, fleet.now), Plan)
                                  and decide(a, snapshot, fleet.now).reason.startswith("DISABLED"))
 
+    def test_contentionNeverDisablesBoth(self):
+        """
+        Two contending sets deciding over snapshots of different moments
+        (their pod counts moved in between) may each find itself the one
+        to give way; the second disabling to be written fails (the other
+        changed since its snapshot), so one stays enabled.
+        """
+        fleet = self.fleet(3)
+        fleet.putDS("a")
+        fleet.putDS("b")
+        owners = {"n1": "a", "n2": "b", "n3": "b"}
+
+        def label():
+            for node, owner in owners.items():
+                fleet.run(fleet.store.put(keys.label("pod", node + "/web"), encodeLabels(
+                    {"pod_id": "web", "daemon_set_id": owner})))
+            return fleet.snapshot()
+        before = label()
+        owners["n3"] = "a"
+        after = label()
+        first = decide(before.daemonSet("a"), before, fleet.now)
+        second = decide(after.daemonSet("b"), after, fleet.now)
+        self.assertTrue(first.reason.startswith("DISABLED: contends with daemon set b"))
+        self.assertTrue(second.reason.startswith("DISABLED: contends with daemon set a"))
+        fleet.run(fleet.planner.apply(first))
+        self.failureResultOf(fleet.planner.apply(second), VersionConflict)
+        snapshot = fleet.snapshot()
+        self.assertEqual((snapshot.daemonSet("a").disabled, snapshot.daemonSet("b").disabled),
+                         (True, False))
+
     def test_otherControllersPodsUntouched(self):
         """
         A node whose pod an RC's labels claim is left to the RC; one running
@@ -322,6 +530,26 @@ class DecideTests(unittest.TestCase):
         self.assertIn("1 node(s) run the pod under another controller (n1: replication "
                       "controller rc)", fleet.last("ds").reason)
         self.assertIn("adopt n2", fleet.outcomes["ds"][0].reason)
+
+    def test_takeOverUnderMinHealth(self):
+        """
+        Pods of the pod id running another manifest under no controller
+        (a set deleted without --cascade, then created again with a new
+        manifest) are replaced as the set's own old pods are: under
+        min_health, not all at once as new nodes.
+        """
+        fleet = self.fleet(4)
+        for node in ("n1", "n2", "n3", "n4"):
+            fleet.run(fleet.store.put(keys.intent(node, "web"), manifest(1)))
+        self.keepHealthy(fleet, 2)
+        fleet.putDS("ds", version=2, min_health=50)
+        snapshot = fleet.snapshot()
+        plan = decide(snapshot.daemonSet("ds"), snapshot, fleet.now)
+        self.assertEqual([c.node for c in plan.scheduled()], ["n1", "n2"])
+        self.assertEqual(plan.reason, "replace n1, n2")
+        fleet.play()
+        self.assertEqual(versions(fleet, fleet.snapshot(), ["n1", "n2", "n3", "n4"]),
+                         {"n1": 2, "n2": 2, "n3": 2, "n4": 2})
 
     def test_rcLeavesDaemonSetPods(self):
         """
@@ -398,6 +626,25 @@ class OrphanTests(unittest.TestCase):
         self.assertEqual(placed(snapshot, "gone"), [])
         self.assertIsNone(snapshot.intent("n1", "web"))
         self.assertEqual(fleet.progress["other"].orphans, {})
+
+
+    def test_emptyOwnerIsNoOrphan(self):
+        """
+        A pod whose daemon_set_id was set to nothing by hand (C{p2 label
+        apply pod n1/web daemon_set_id=}: disowned) names no daemon set: it
+        is no orphan, and stays.
+        """
+        fleet = DSFleet(self, {"n1": {}, "n2": {"tier": "x"}})
+        fleet.run(fleet.store.put(keys.intent("n1", "web"), manifest(1)))
+        fleet.run(fleet.store.put(keys.label("pod", "n1/web"), encodeLabels(
+            {"pod_id": "web", "daemon_set_id": ""})))
+        fleet.putDS("other", node_selector="tier=x")
+        fleet.converge()
+        fleet.now += ORPHAN_GRACE
+        fleet.converge()
+        snapshot = fleet.snapshot()
+        self.assertEqual(daemonset.orphanOwners(snapshot), [])
+        self.assertIsNotNone(snapshot.intent("n1", "web"))
 
 
 class ProgressTests(unittest.TestCase):

@@ -8,11 +8,18 @@ halted when another orchestrator takes the set over; an emptied tree
 holding still.
 """
 
+import json
+
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
+from p2twisted.errors import StoreUnavailable
+from p2twisted.labels import encodeLabels
+
 from p2twisted.manifest import parseManifest
-from p2twisted.orchestrate import harness
+from p2twisted.orchestrate import dsedit, edit, harness
 from p2twisted.orchestrate.controllers import FARMS, SnapshotReader
+from p2twisted.orchestrate.daemonset import ORPHAN_GRACE, Progress
 from p2twisted.orchestrate.dscontroller import DSController
 from p2twisted.orchestrate.farm import IController
 from p2twisted.orchestrate.snapshot import Snapshot
@@ -128,6 +135,82 @@ class DSFarmTests(FarmsTestCase):
         status = self.status("ds", "web")
         self.assertTrue(status["halted"])
         self.assertIn("HALTED: the new pod on n1", status["reason"])
+
+    def test_cascadeDeleteOfTheLastIsCalm(self):
+        """
+        C{p2 ds delete --cascade} of the last daemon set: its pods are
+        unscheduled and the farm releases it with no FAILSAFE alarm.
+        """
+        critical = capture(self, "critical")
+        farm = self.orchestrator().farms["ds"]
+        self.putDS("web")
+        self.settle()
+        self.result(edit.change(self.admin, lambda s: dsedit.deleteDS(s, "web", True), 0,
+                                TREES))
+        self.clock.advance(120)
+        self.settle()
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
+        self.assertEqual(self.running(self.snapshot(), 1), [])
+
+    def test_unreadableStatusReadAgain(self):
+        """
+        A successor that cannot read the last status (a store error) does
+        not take that for no progress: its reconcile fails (the farm
+        retries) and the next one reads the halt back; no other node is
+        replaced meanwhile.
+        """
+        self.putDS("web", version=2, parallel=3, timeout=3)
+        halted = Progress({}, None, {}, (sha(2), "n1"))
+        self.result(self.admin.put(keys.status("ds", "web"),
+                                   json.dumps({"progress": halted.toJSON()}).encode()))
+        self.result(self.admin.put(keys.intent("n1", "web"), manifest(2)))
+        for node in ("n2", "n3"):
+            self.result(self.admin.put(keys.intent(node, "web"), manifest(1)))
+        for node in ("n1", "n2", "n3"):
+            self.result(self.admin.put(keys.label("pod", node + "/web"), encodeLabels(
+                {"pod_id": "web", "daemon_set_id": "web"})))
+        self.result(harness.settleAgents(self.admin, lambda node, pod, s: (
+            "critical" if node == "n1" else "passing")))
+        failures = [StoreUnavailable(None, "memory")]
+        admin = self.admin
+
+        class Flaky(object):
+            def __getattr__(self, name):
+                return getattr(admin, name)
+
+            def get(self, key):
+                if failures:
+                    return defer.fail(failures.pop())
+                return admin.get(key)
+        session = self.result(self.admin.session(15.0))
+        lock = self.result(session.lock(keys.lock("ds", "web"), b"me"))
+        reader = SnapshotReader(self.admin, lambda store: Snapshot.read(store, TREES))
+        controller = DSController(Flaky(), "web", lock, self.clock, reader)
+        self.failureResultOf(controller.reconcile(), StoreUnavailable)
+        self.assertIsNone(controller.progress)
+        self.result(controller.reconcile())
+        self.assertEqual(controller.progress.halted, (sha(2), "n1"))
+        self.assertEqual(self.versions(self.snapshot()), {"n1": 2, "n2": 1, "n3": 1})
+
+    def test_orphansAuditedAsTheirs(self):
+        """
+        The pods of a daemon set whose record went out of band are removed
+        after the grace by another set's controller; the audit log names
+        the set they belonged to, not the one that cleaned up.
+        """
+        self.orchestrator()
+        self.putDS("gone", node_selector="tier=web")
+        self.settle()
+        self.putDS("other", node_selector="tier=none")
+        self.settle()
+        self.result(self.admin.delete(keys.daemonSet("gone")))
+        self.settle()
+        self.clock.advance(ORPHAN_GRACE)
+        self.settle()
+        self.assertEqual(self.snapshot().podsOfDaemonSet("gone"), [])
+        self.assertEqual([(e.id, e.action, e.details["nodes"]) for e in self.events()
+                          if e.action == "unschedule"],
+                         [("gone", "unschedule", ["n1", "n2", "n3"])])
 
     def test_emptiedTreeHolds(self):
         """

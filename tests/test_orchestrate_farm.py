@@ -13,8 +13,9 @@ from zope.interface.verify import verifyObject
 from p2twisted.errors import StoreUnavailable
 from p2twisted.orchestrate.farm import Farm, IController
 from p2twisted.orchestrate.testing import FakeController, FakeControllerFactory
+from p2twisted.records.controllers import Deletion
 from p2twisted.store import keys
-from p2twisted.store.common import Delete
+from p2twisted.store.common import Delete, Put
 from p2twisted.store.memory import MemoryState, MemoryStore
 
 TTL = 6.0
@@ -297,6 +298,56 @@ class FailsafeTests(FarmTestCase):
         self.put("db")
         self.assertFalse(farm.failsafe)
         self.assertEqual(sorted(farm.factory.running()), ["db"])
+
+    def deletion(self, objectId, version):
+        self.successResultOf(self.admin.put(keys.deleted(TREE),
+                                            Deletion(objectId, version).toBytes()))
+
+    def test_deletedLastCarriesOn(self):
+        """
+        The last object deleted with a deletion naming it at the version the
+        farm saw (a person's delete): the farm releases it, calmly.
+        """
+        critical = capture(self, "critical")
+        version = self.put("web").version
+        farm = self.farm()
+        web = farm.factory.running()["web"]
+        self.successResultOf(self.admin.transaction(
+            [Delete(keys.replicationController("web")),
+             Put(keys.deleted(TREE), Deletion("web", version).toBytes())]))
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
+        self.assertTrue(web.stopped)
+        self.assertIsNone(self.lockOwner("web"))
+        self.clock.advance(30)
+        self.assertEqual(critical, [])
+        self.put("web")
+        self.assertEqual(sorted(farm.factory.running()), ["web"])
+
+    def test_deletionNamingOtherHolds(self):
+        """
+        The failsafe holds when the deletion names another version of the
+        object (an older one: it was created again since), only one of
+        several objects gone at once, or is unreadable.
+        """
+        # (objects held, the deletion: id and version offset from its record's)
+        for held, deletion in [(["web"], ("web", -1)), (["web", "db"], ("web", 0)),
+                               (["web"], None)]:
+            self.state = MemoryState()
+            self.admin = MemoryStore(self.state, self.clock)
+            critical = capture(self, "critical")
+            versions = {i: self.put(i).version for i in held}
+            farm = self.farm()
+            if deletion is None:
+                self.successResultOf(self.admin.put(keys.deleted(TREE), b"{oops"))
+            else:
+                self.deletion(deletion[0], versions[deletion[0]] + deletion[1])
+            self.successResultOf(self.admin.transaction(
+                [Delete(keys.replicationController(i)) for i in held]))
+            self.assertTrue(farm.failsafe)
+            self.assertEqual(sorted(farm.factory.running()), sorted(held))
+            self.assertEqual(len(critical), 1)
+            self.assertIn("FAILSAFE", critical[0]["log_format"])
+            farm.stopService()
 
     def test_emptyIsTheEnd(self):
         """

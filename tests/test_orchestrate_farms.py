@@ -11,10 +11,11 @@ takes over.
 import json
 
 from twisted.internet import defer, task
+from twisted.logger import formatEvent
 from twisted.trial import unittest
 
 from p2twisted.labels import encodeLabels
-from p2twisted.orchestrate import audit, harness, roll as rollLogic
+from p2twisted.orchestrate import audit, edit, harness, roll as rollLogic
 from p2twisted.orchestrate.plan import Planner
 from p2twisted.orchestrate.snapshot import Snapshot
 from p2twisted.orchestrate.tap import Orchestrator, orchestratorConfig
@@ -159,6 +160,34 @@ class RCFarmTests(FarmsTestCase):
         self.assertEqual(sorted(claims), [[], ["web"]])
         self.assertEqual([(e.action, e.details["nodes"]) for e in self.events()],
                          [("schedule", ["n1", "n2", "n3"])])
+
+
+    def test_deletingTheLastRCIsCalm(self):
+        """
+        A person scales the last RC to 0 and deletes it: its farm releases
+        it and says so at info, with no FAILSAFE alarm.  The same RC created
+        again and then wiped (deleted by no person) still trips the
+        failsafe: the deletion names the old record, not the new one.
+        """
+        critical, info = capture(self, "critical"), capture(self, "info")
+        farm = self.orchestrator().farms["rc"]
+        self.putRC("web", 1, 2)
+        self.settle()
+        self.result(edit.change(self.admin, lambda s: edit.scaleRC(s, "web", 0), 0))
+        self.settle()
+        self.result(edit.change(self.admin, lambda s: edit.deleteRC(s, "web"), 0))
+        self.settle()
+        self.assertEqual((farm.claims, farm.failsafe, critical), ({}, False, []))
+        self.assertIn("rc farm: replication_controllers is empty: web deleted by a person",
+                      [formatEvent(e) for e in info])
+        self.putRC("web", 1, 2)
+        self.settle()
+        self.assertEqual(sorted(farm.claims), ["web"])
+        self.result(self.admin.delete(keys.replicationController("web")))
+        self.settle()
+        self.assertTrue(farm.failsafe)
+        self.assertIn("FAILSAFE", critical[0]["log_format"])
+        self.assertEqual(self.running(self.snapshot(), 1), ["n1", "n2"])
 
 
 class RollFarmTests(FarmsTestCase):

@@ -11,6 +11,7 @@ import json
 
 import attr
 from twisted.internet import task
+from twisted.logger import formatEvent
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -62,7 +63,7 @@ class PodClusterFarmTests(unittest.TestCase):
 
         def prepare(store, clock, config):
             return Prepared({"syncers": [syncer], "confirmDelay": CONFIRM},
-                            [Sweeper(store, [syncer], clock, 30.0)])
+                            [Sweeper(store, [syncer], clock, 30.0, CONFIRM)])
         kinds = {"pc": attr.evolve(FARMS["pc"], prepare=prepare)}
         orchestrator = Orchestrator(config, self.clock, kinds=kinds, store=store)
         orchestrator.startService()
@@ -196,7 +197,15 @@ class PodClusterFarmTests(unittest.TestCase):
         orchestrator = self.orchestrator()
         self.create()
         self.settle()
+        self.restartWithoutMembers(orchestrator)
+
+    def restartWithoutMembers(self, orchestrator, before=lambda: None):
+        """
+        Stop C{orchestrator}, call C{before}, delete every member's health
+        and start another: its first read, empty, is held, not synced.
+        """
         self.result(orchestrator.stopService())
+        before()
         for node in ("n1", "n2", "n3"):
             self.result(self.admin.delete(keys.health("web", node)))
         fresh = MemorySyncer()
@@ -204,6 +213,23 @@ class PodClusterFarmTests(unittest.TestCase):
         self.settle(1)
         self.assertEqual(fresh.calls, [])
         self.assertEqual(self.status()["state"], "held")
+
+    def test_restartedAfterCorruptRecordHoldsToo(self):
+        """
+        A record unreadable for a while (its status says error) does not make
+        the farm forget what it synced: restarted, with the record readable
+        again and every member gone, it holds the empty read.
+        """
+        orchestrator = self.orchestrator()
+        pc = self.create()
+        self.settle()
+        self.result(self.admin.put(pc.key, b"{not json"))
+        self.settle()
+        status = self.status()
+        self.assertEqual((status["state"], status["synced"]), ("error", [
+            "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]))
+        self.restartWithoutMembers(
+            orchestrator, lambda: self.result(self.admin.put(pc.key, pc.toBytes())))
 
     def test_retriedUntilSuccess(self):
         """
@@ -260,3 +286,77 @@ class PodClusterFarmTests(unittest.TestCase):
         self.settle(40)
         self.assertEqual(sorted(self.syncer.clusters), ["c1"])
         self.assertTrue(critical)
+
+    def test_sweeperHoldsWipeInSteps(self):
+        """
+        A wipe of pod_clusters delivered key by key (ZooKeeper deletes a
+        tree so) is one drop for the sweeper: it deletes from the syncer no
+        more than half the clusters before a second read confirms the
+        rest's deletion; then it does.
+        """
+        critical = capture(self, "critical")
+        self.orchestrator()
+        for n in (1, 2, 3, 4):
+            self.create("c%d" % (n,), cluster_name="n%d" % (n,))
+        self.settle()
+        self.assertEqual(sorted(self.syncer.clusters), ["c1", "c2", "c3", "c4"])
+        for n in (1, 2, 3):
+            self.result(self.admin.delete(keys.podCluster("c%d" % (n,))))
+            self.settle(0.5)
+        self.assertEqual(sorted(self.syncer.clusters), ["c3", "c4"])
+        self.assertTrue(critical)
+        self.settle(CONFIRM + 1)
+        self.assertEqual(sorted(self.syncer.clusters), ["c4"])
+
+    def test_recreatedBetweenReads(self):
+        """
+        A cluster deleted (its status with it, and swept from the syncer)
+        and created again between two reads of its controller -- a watch
+        that delivered only the new version -- is synced again and its
+        status written again, though its record and members are as before.
+        """
+        from p2twisted.orchestrate.controllers import SnapshotReader
+        from p2twisted.orchestrate.pcedit import TREES, deletePC
+        from p2twisted.orchestrate.pcfarm import PodClusterController
+        from p2twisted.orchestrate.snapshot import Snapshot
+        from p2twisted.store.common import Delete
+
+        class Lock(object):
+            key = keys.lock("pc", "c1")
+        self.result(self.admin.put(Lock.key, b"me"))
+        Lock.version = self.result(self.admin.get(Lock.key)).version
+
+        self.create()
+        reader = SnapshotReader(self.admin, lambda store: Snapshot.read(store, TREES))
+        controller = PodClusterController(self.admin, "c1", Lock, self.clock, reader,
+                                          [self.syncer], confirmDelay=CONFIRM)
+        self.result(controller.reconcile())
+        self.assertEqual(self.status()["state"], "synced")
+        plan = deletePC(self.result(Snapshot.read(self.admin, TREES)), "c1")
+        self.result(self.admin.transaction([Delete(c.key) for c in plan.changes]))
+        self.result(self.syncer.delete("c1"))
+        self.create()
+        self.result(controller.reconcile())
+        self.assertEqual(self.synced(), ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"])
+        self.assertEqual(self.status()["state"], "synced")
+
+    def test_orchestratorWithoutSyncersClaimsNothing(self):
+        """
+        A second orchestrator started with no syncers configured (the
+        default config runs the pc farm) claims no pod cluster: every
+        cluster is synced by the one that has syncers, and the other says
+        why it does not run the farm.
+        """
+        warnings = capture(self, "warn")
+        store = MemoryStore(self.state, self.clock)
+        config = orchestratorConfig(None, {"store": "memory://", "farms": "pc"}, environ={})
+        bare = Orchestrator(config, self.clock, store=store)
+        bare.startService()
+        self.addCleanup(lambda: bare.running and bare.stopService())
+        self.orchestrator()
+        for n in (1, 2, 3, 4):
+            self.create("c%d" % (n,), cluster_name="n%d" % (n,))
+        self.settle()
+        self.assertEqual(sorted(self.syncer.clusters), ["c1", "c2", "c3", "c4"])
+        self.assertNotIn("pc", bare.farms)
+        self.assertTrue(any("no syncers" in formatEvent(w) for w in warnings))

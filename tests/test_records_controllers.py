@@ -81,6 +81,7 @@ class ReplicationControllerTests(unittest.TestCase):
             (rcData(manifest=None), "manifest"),
             (rcData(node_selector="tier in (web"), ""),
             (rcData(pod_labels={"pod_id": "x"}), "pod_id"),
+            (rcData(pod_labels={"daemon_set_id": "x"}), "daemon_set_id"),
             (rcData(pod_labels={"a": 1}), "pod_labels"),
             (rcData(disabled="no"), "disabled"),
             (rcData(id="other"), "other"),

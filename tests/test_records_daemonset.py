@@ -63,6 +63,18 @@ class DaemonSetTests(unittest.TestCase):
         self.assertIn("daemon set id must be one key segment", str(e))
         self.assertRaises(UsageError, DaemonSet, "x", "web", MANIFEST, min_health=True)
 
+    def test_nonFiniteSeconds(self):
+        """
+        NaN and infinity are refused: JSON has neither, so the record
+        written would be unreadable (every later command and the farm
+        failing on it).
+        """
+        for field in ("timeout", "rate"):
+            for value in (float("nan"), float("inf")):
+                e = self.assertRaises(UsageError, DaemonSet, "x", "web", MANIFEST,
+                                      **{field: value})
+                self.assertIn("%s must be a number of seconds >= 0" % (field,), str(e))
+
     def test_minHealthy(self):
         ds = DaemonSet("x", "web", MANIFEST, min_health=75)
         self.assertEqual([ds.minHealthy(n) for n in (0, 1, 3, 4)], [0, 1, 3, 3])

@@ -10,7 +10,7 @@ import time
 import uuid
 
 from kazoo.client import KazooClient
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from p2twisted.errors import (
@@ -428,6 +428,45 @@ class ZooKeeperFailureTests(unittest.TestCase):
         self.assertEqual((yield other.get("r/before")).value, b"1")
         yield waitFor(lambda: other.get("machines/m").addCallback(lambda e: e is None),
                       what="the lost session's ephemeral key to vanish")
+
+    @defer.inlineCallbacks
+    def test_requestsWhileServerDown(self):
+        """
+        While the server is down, requests issued turn after turn (kazoo
+        queues them for the reconnection, and its connection thread reads
+        no wake-up byte meanwhile) never block the reactor, even once the
+        wake-up socket (made small here) is full; they complete once the
+        server is back.
+        """
+        import socket as socketModule
+        server = ZooKeeperServer()
+        yield threads.deferToThread(server.start)
+        self.addCleanup(threads.deferToThread, server.destroy)
+        store = yield openStore("zk://%s/down?session_timeout=30" % (server.hosts,), reactor)
+        self.addCleanup(store.close)
+        yield store.put("d/k", b"v")
+        store._client._connection._write_sock.setsockopt(
+            socketModule.SOL_SOCKET, socketModule.SO_SNDBUF, 1)
+        yield threads.deferToThread(server.stop)
+        yield waitFor(lambda: not store._connected, what="the disconnection")
+        issued = threading.Event()
+
+        def restartAnyway():
+            # Only if the reactor is stuck: the restart unblocks it.
+            if not issued.wait(30):
+                server.start()
+        restarter = threading.Thread(target=restartAnyway)
+        restarter.start()
+        self.addCleanup(threads.deferToThread, restarter.join)
+        gets = []
+        for i in range(200):  # one request per reactor turn
+            gets.append(store.get("d/k" if i % 2 else "d/k%d" % (i,)))
+            yield task.deferLater(reactor, 0, lambda: None)
+        issued.set()
+        self.assertIsNone(server.process, "the reactor was blocked until the server came back")
+        yield threads.deferToThread(server.start)
+        results = yield defer.gatherResults(gets)
+        self.assertEqual([e and e.value for e in results[:2]], [None, b"v"])
 
     @defer.inlineCallbacks
     def test_watchAfterSessionExpiry(self):

@@ -37,7 +37,7 @@ class RenderTests(unittest.TestCase):
             "    option redispatch\n"
             "    retries 3\n"
             "    retry-on conn-failure empty-response\n"
-            "    server n1 10.0.0.1:80 check inter 1s\n"))
+            "    server n1 10.0.0.1:80 check inter 1s init-addr libc,none\n"))
         pc = PC.withAnnotations({"haproxy_backend": "web", "haproxy_options": ["balance first"],
                                  "haproxy_server_options": ""})
         self.assertEqual(render(pc, members).splitlines()[1:],
@@ -55,7 +55,11 @@ class RenderTests(unittest.TestCase):
         for settings, named in (({}, "syncers.haproxy.directory is required"),
                                 ({"directory": "d", "configs": "x"}, "syncers.haproxy.configs"),
                                 ({"directory": "d", "reload_command": []},
-                                 "syncers.haproxy.reload_command")):
+                                 "syncers.haproxy.reload_command"),
+                                ({"directory": "d", "configs": ["h.cfg"]},
+                                 "does not name the directory d"),
+                                ({"directory": "d", "reload_timeout": "5"},
+                                 "syncers.haproxy.reload_timeout")):
             e = self.assertRaises(SyncerError, loadSyncers, {"haproxy": settings}, None)
             self.assertIn(named, str(e))
         e = self.assertRaises(SyncerError, loadSyncers, {"nginx": {}}, None)
@@ -112,6 +116,62 @@ class RealHAProxyTests(unittest.TestCase):
         self.assertEqual((yield self.syncer.initialClusters()), [PC.id])
 
     @defer.inlineCallbacks
+    def test_restartedAfterWriteBeforeReload(self):
+        """
+        An orchestrator that died after writing a backend file but before
+        reloading HAProxy leaves the new file on disk and the old servers in
+        HAProxy: the syncer of its successor reloads HAProxy on its first
+        sync even though the file already holds the members.
+        """
+        yield self.reaches({"<503>"})
+        with open(os.path.join(self.proxy.backends, PC.id + ".cfg"), "w") as f:
+            f.write(render(PC, self.members("a")))
+        yield self.syncer.sync(PC, self.members("a"))
+        yield self.reaches({"a"})
+        self.assertEqual(self.syncer.reloads, 1)
+        yield self.syncer.sync(PC, self.members("a"))
+        self.assertEqual(self.syncer.reloads, 1)
+
+    @defer.inlineCallbacks
+    def test_twoPodsOfOneNode(self):
+        """
+        A selector matching two pods of one node (blue and green pod ids
+        labelled alike) gives HAProxy two servers of distinct names, which
+        it takes: requests reach both.
+        """
+        a, b = self.members("a", "b")
+        yield self.syncer.sync(PC, [Member("n1", "web-blue", a.address, True),
+                                    Member("n1", "web-green", b.address, True)])
+        yield self.reaches({"a", "b"})
+
+    @defer.inlineCallbacks
+    def test_unresolvableMember(self):
+        """
+        A member whose host HAProxy cannot resolve (a node without a
+        published pod address, named in no DNS) is a disabled server, not a
+        configuration HAProxy refuses: the other members are served.
+        """
+        yield self.syncer.sync(PC, self.members("a") + [
+            Member("n9", "web", "no-such-host.invalid:80", True)])
+        yield self.reaches({"a"})
+
+    @defer.inlineCallbacks
+    def test_stalePidFile(self):
+        """
+        A pid file left by a stopped HAProxy whose pid now belongs to another
+        program fails the sync saying so; that program gets no signal.
+        """
+        import subprocess
+        self.proxy.stopGracefully()
+        other = subprocess.Popen(["sleep", "120"])
+        self.addCleanup(lambda: other.poll() is None and (other.kill(), other.wait()))
+        with open(self.proxy.pidFile, "w") as f:
+            f.write("%d\n" % (other.pid,))
+        e = yield self.assertFailure(self.syncer.sync(PC, self.members("a")), SyncerError)
+        self.assertIn("is not HAProxy", str(e))
+        self.assertIsNone(other.poll())
+
+    @defer.inlineCallbacks
     def test_refusedConfiguration(self):
         """
         A backend HAProxy refuses (a bad option line from the annotations)
@@ -152,3 +212,62 @@ class RealHAProxyTests(unittest.TestCase):
         yield self.syncer.sync(PC, self.members("a"))
         self.assertEqual(self.syncer.reloads, 4)
         yield self.reaches({"a"})
+
+    @defer.inlineCallbacks
+    def test_diedWhileChecking(self):
+        """
+        An orchestrator that dies while HAProxy checks a configuration it
+        will refuse leaves HAProxy's directory as it was: its successor's
+        syncs work and HAProxy restarts.
+        """
+        yield self.syncer.sync(PC, self.members("a"))
+        self.syncer._check = lambda *args: defer.Deferred()  # never answers: died here
+        self.syncer.sync(PodCluster("other", "web", "az1", "canary").withAnnotations(
+            {"haproxy_options": ["no-such-keyword 1"]}), self.members("b"))
+        successor = loadSyncers({"haproxy": self.proxy.settings()}, reactor)[0]
+        yield successor.sync(PC, self.members("b"))
+        yield self.reaches({"b"})
+        self.proxy.stopGracefully()
+        self.proxy.start()
+        yield self.reaches({"b"})
+
+    @defer.inlineCallbacks
+    def test_leftovers(self):
+        """
+        The candidate directories and temporary files a dead syncer left
+        are removed by the next one's first sync; its backends stay.
+        """
+        leftovers = [os.path.join(self.proxy.backends, ".p2-candidate-x1"),
+                     os.path.join(self.proxy.backends, "." + PC.id + ".cfg.x2.tmp")]
+        os.makedirs(os.path.join(leftovers[0]))
+        for path in (os.path.join(leftovers[0], PC.id + ".cfg"), leftovers[1]):
+            with open(path, "w") as f:
+                f.write("no-such-keyword\n")
+        yield self.syncer.sync(PC, self.members("a"))
+        self.assertEqual([p for p in leftovers if os.path.exists(p)], [])
+        self.assertEqual(sorted(os.listdir(self.proxy.backends)), [PC.id + ".cfg"])
+        yield self.reaches({"a"})
+
+    @defer.inlineCallbacks
+    def test_failedReload(self):
+        """
+        A reload HAProxy fails (a port of its configuration taken by another
+        program) fails the sync saying so, HAProxy's old workers serving
+        the last members; once the port is free, the retried sync reloads.
+        """
+        yield self.syncer.sync(PC, self.members("a"))
+        yield self.reaches({"a"})
+        from twisted.internet.protocol import Factory
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        with open(self.proxy.main, "a") as f:
+            f.write("    bind 127.0.0.1:%d\n" % (taken.getHost().port,))
+        settings = dict(self.proxy.settings(), reload_timeout=3)
+        syncer = loadSyncers({"haproxy": settings}, reactor)[0]
+        e = yield self.assertFailure(syncer.sync(PC, self.members("b")), SyncerError)
+        self.assertIn("HAProxy started no new worker", str(e))
+        self.assertEqual(len(str(e).splitlines()), 1)
+        self.assertEqual((yield self.proxy.reached()), {"a"})
+        yield taken.stopListening()
+        yield syncer.sync(PC, self.members("b"))
+        yield self.reaches({"b"})

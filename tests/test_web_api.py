@@ -263,6 +263,18 @@ class ReadTests(FleetMixin, unittest.TestCase):
         self.assertIn(b"<html", body.lower())
 
     @defer.inlineCallbacks
+    def test_pathNotUTF8(self):
+        """
+        A path that is not UTF-8 once unquoted is a 400 JSON error like
+        every other, not klein's text.
+        """
+        for path in ("/api/v1/nodes/%ff", "/%c3%28"):
+            response, body = yield self.ask(b"GET", path, code=400)
+            self.assertEqual(response.headers.getRawHeaders(b"content-type"),
+                             [b"application/json"])
+            self.assertIn("not UTF-8", body["error"])
+
+    @defer.inlineCallbacks
     def test_corruptRecords(self):
         """
         An unreadable RC record is left out of the list and is a 500 naming

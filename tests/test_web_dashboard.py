@@ -227,6 +227,7 @@ class _RecordingEvents(Resource):
         Resource.__init__(self)
         self.stream = stream
         self.requests = []
+        self.times = []  # when each request came
         #: A Deferred the next requests wait for before they are answered.
         self.held = None
         #: How many of the next requests to answer 503 (as p2-api does
@@ -235,6 +236,7 @@ class _RecordingEvents(Resource):
 
     def render_GET(self, request):
         self.requests.append(request)
+        self.times.append(reactor.seconds())
         if self.refuse:
             self.refuse -= 1
             request.setResponseCode(503)
@@ -398,7 +400,7 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
         events.held = defer.Deferred()
         request.channel.transport.loseConnection()
         yield waitFor(lambda: len(events.requests) == 2, timeout=60, what="the page to reconnect")
-        self.assertEqual(events.requests[1].getHeader(b"last-event-id"), lastId.encode())
+        self.assertEqual(events.requests[1].args, {b"last": [lastId.encode()]})
         state = yield page.evaluate('document.getElementById("connection").dataset.state')
         self.assertEqual(state, "reconnecting")
         position = stream.position
@@ -441,7 +443,7 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
         events.refuse = 1
         stream.stop()
         yield waitFor(lambda: len(events.requests) == 3, timeout=60, what="the page to retry")
-        self.assertEqual(events.requests[1].getHeader(b"last-event-id"), lastId.encode())
+        self.assertEqual(events.requests[1].args, {b"last": [lastId.encode()]})
         self.assertEqual(events.requests[2].args, {b"last": [lastId.encode()]})
         yield store.put(keys.machine("n1"), machine("n1"))
         yield store.put(keys.label("node", "n2"), encodeLabels({}))
@@ -450,6 +452,41 @@ class LivePageTests(BrowserMixin, unittest.TestCase):
                            + self.nodeHealth("n2", "down"), "the fleet as the new stream has it")
         state = yield page.evaluate("({marker: window.marker, resets: p2dash.resets})")
         self.assertEqual(state, {"marker": "loaded once", "resets": 2})
+
+
+    @defer.inlineCallbacks
+    def test_backoff(self):
+        """
+        While the server keeps failing, the page waits longer before each
+        attempt (1 s doubling, +-20%), so many pages open through an outage
+        do not hammer it in step; once a stream is live it starts from 1 s
+        again.  It resumes without a reload.
+        """
+        store, stream, events, page = yield self.served()
+        yield store.put(keys.label("node", "n1"), encodeLabels({"tier": "web"}))
+        yield page.waitFor(self.nodeHealth("n1", "down"), "n1 listed")
+        events.refuse = 2
+        stream.stop()
+        yield page.waitFor('p2dash.connections === 2 && document.getElementById('
+                           '"connection").dataset.state === "live"', "the page to come back")
+        delays = yield page.evaluate("p2dash.delays")
+        self.assertEqual(len(delays), 3)
+        self.assertEqual(len(events.requests), 4)
+        for k, delay in enumerate(delays):
+            self.assertTrue(0.8 * 1000 * 2 ** k <= delay <= 1.2 * 1000 * 2 ** k, delays)
+            # (never sooner than the page said; later on a slow machine)
+            self.assertGreaterEqual(events.times[k + 1] - events.times[k] + 0.05, delay / 1000.0)
+        shown = yield page.evaluate('document.getElementById("connection").dataset.retryMs')
+        self.assertEqual(shown, str(delays[-1]))
+        self.assertEqual((yield page.evaluate("p2dash.failures")), 0)
+
+        stream.stop()
+        yield page.waitFor("p2dash.connections === 3", "the page to come back again")
+        delays = yield page.evaluate("p2dash.delays")
+        self.assertTrue(800 <= delays[3] <= 1200, delays)
+        yield store.put(keys.machine("n1"), machine("n1"))
+        yield page.waitFor(self.nodeHealth("n1", "healthy"), "n1 up, after reconnecting")
+        self.assertEqual((yield page.evaluate("window.marker")), "loaded once")
 
 
 class RollingUpdatePageTests(BrowserMixin, P2CommandMixin, unittest.TestCase):

@@ -346,6 +346,23 @@ class OverHTTPTests(unittest.TestCase):
         yield endedAgain
 
     @defer.inlineCallbacks
+    def test_head(self):
+        """
+        C{HEAD /api/v1/events} is answered with the stream's headers only:
+        no stream stays open for it, and the store is not watched.
+        """
+        api = API(MemoryStore())
+        self.addCleanup(api.stop)
+        port = reactor.listenTCP(0, Site(api.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        response = yield treq.head("http://127.0.0.1:%d/api/v1/events" % (port.getHost().port,),
+                                   persistent=False)
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"content-type")),
+                         (200, [b"text/event-stream; charset=utf-8"]))
+        self.assertEqual((api._events._watches, api._events._clients, api._events._waiting),
+                         (None, set(), []))
+
+    @defer.inlineCallbacks
     def test_stalledPageDropped(self):
         """
         A client that stops reading does not make the server buffer the

@@ -67,8 +67,9 @@ class OptionsTests(unittest.TestCase):
         """
         self.assertEqual([tap.isLoopback(d) for d in (
             "tcp:80:interface=127.0.0.1", "tcp6:80:interface=\\:\\:1", "unix:/tmp/s",
-            "tcp:80", "tcp:80:interface=0.0.0.0", "tcp:80:interface=10.0.0.1")],
-            [True, False, True, False, False, False])
+            "tcp:80", "tcp:80:interface=0.0.0.0", "tcp:80:interface=10.0.0.1",
+            "tcp:80:interface=127.0.0.2")],
+            [True, True, True, False, False, False, True])
 
     def test_token(self):
         """
@@ -276,3 +277,50 @@ class ProcessTests(FleetCommandMixin, unittest.TestCase):
         self.assertEqual((yield request(b"GET", url))[0], 200)
         ended.transport.signalProcess(signal.SIGINT)
         self.assertEqual((yield ended), 130)
+
+    @defer.inlineCallbacks
+    def test_uiSaysWhileStoreUnreachable(self):
+        """
+        While its store cannot be reached, C{p2 ui} says so on standard
+        error once (the store URL without its password, and that it
+        retries), and once more when it gets through -- not a line per
+        retry.
+        """
+        port = freePort()
+        lines, ended = self.spawn("ui", "--port", "0",
+                                  store="zk://p2:secret@127.0.0.1:%d/p2" % (port,))
+        self.addCleanup(lambda: ended.called or ended.transport.signalProcess(signal.SIGKILL)
+                        or ended)
+        self.assertIn("the dashboard is at http://127.0.0.1:", (yield lines.get()))
+        said = yield lines.errors.get()
+        self.assertIn("p2 ui: cannot reach the store zk://", said)
+        self.assertIn("127.0.0.1:%d/p2" % (port,), said)
+        self.assertIn("retrying every 1 s", said)
+        self.assertNotIn("secret", said)
+        ended.transport.signalProcess(signal.SIGINT)
+        yield ended
+
+    @defer.inlineCallbacks
+    def test_uiSaysWhenConnected(self):
+        """
+        Once the store C{p2 ui} could not open can be opened, it says so
+        on standard error, after the one line saying it could not.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w"):
+            pass  # a file where the store's directory should be
+        store = "local://" + os.path.abspath(os.path.join(blocker, "state.db"))
+        lines, ended = self.spawn("ui", "--port", "0", store=store)
+        self.addCleanup(lambda: ended.called or ended.transport.signalProcess(signal.SIGKILL)
+                        or ended)
+        url = (yield lines.get()).split(" is at ", 1)[1].split(" ", 1)[0]
+        said = yield lines.errors.get()
+        self.assertIn("cannot reach the store %s" % (store,), said)
+        self.assertEqual((yield request(b"GET", url + "api/v1/nodes"))[0], 503)
+        os.remove(blocker)
+        os.mkdir(blocker)
+        self.assertEqual((yield lines.errors.get()), "p2 ui: connected to the store %s" % (store,))
+        self.assertEqual((yield request(b"GET", url + "api/v1/nodes"))[0], 200)
+        ended.transport.signalProcess(signal.SIGINT)
+        self.assertEqual((yield ended), 130)
+        self.assertEqual(lines.errors.pending, [])

@@ -14,6 +14,7 @@ from p2twisted.agent.artifactauth import ArtifactAuthSettings, artifactAuthSetti
 from p2twisted.auth.settings import AuthSettings, authSettings
 from p2twisted.config import Config, defaultStateDir, loadConfig
 from p2twisted.errors import UsageError
+from p2twisted.listen import listenSetting
 from p2twisted.store.common import checkKey
 
 
@@ -31,6 +32,8 @@ class AgentConfig(object):
     resyncInterval = attr.ib(default=30.0)
     sessionTTL = attr.ib(default=15.0)
     statusPort = attr.ib(default=None)
+    #: Where to serve /metrics (an endpoint description), or C{None}.
+    metricsListen = attr.ib(default=None)
     labels = attr.ib(default=attr.Factory(dict))
     createUsers = attr.ib(default=True)
     allowedRunAs = attr.ib(default=attr.Factory(list))
@@ -142,6 +145,7 @@ def agentConfig(path=None, flags=None, environ=None):
         resyncInterval=_number(data, "resync_interval", 30.0, 0.1),
         sessionTTL=_number(data, "session_ttl", 15.0, 1.0),
         statusPort=port,
+        metricsListen=listenSetting(data.get("metrics_listen"), "agent config metrics_listen"),
         labels={str(k): str(v) for k, v in labels.items()},
         createUsers=bool(data.get("create_users", True)),
         allowedRunAs=_names(data, "allowed_run_as"),

@@ -401,6 +401,8 @@ class HealthMonitor(TimerService):
         checker's connections.
         """
         d = TimerService.stopService(self)
+        # A check asked by checkSoon is not the timer's own call.
+        d.addCallback(lambda _: self._checking)
         return d.addCallback(lambda _: self.checker.close())
 
     def _manifest(self, podId, raw):
@@ -444,8 +446,8 @@ class HealthMonitor(TimerService):
         self._checking = d = defer.Deferred()
 
         def done(_):
-            if self._again:
-                self._again = False
+            again, self._again = self._again, False
+            if again and self.running:
                 return self._checkOnce().addBoth(done)
             self._checking = None
             d.callback(None)

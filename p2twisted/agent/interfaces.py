@@ -230,6 +230,13 @@ class IPodOperations(Interface):
             (then a full deploy is needed).
         """
 
+    def runsAs(manifest):
+        """
+        @return: the account the pod C{manifest} (and its tasks) runs as on
+            this machine: its C{run_as} when the agent is root, else the
+            agent's own user.  The auth policy judges it as this user.
+        """
+
     def installedPods():
         """
         @return: C{{pod_id: manifest bytes}} of the pods on disk (or a

@@ -367,13 +367,13 @@ class PodOperations(object):
             self._userClaims.pop(manifest.id, None)
         return result
 
-    def _podUser(self, manifest):
+    def runsAs(self, manifest):
         """
-        @return: the account the installed pod C{manifest} runs as: its
-            C{run_as} (resolved when it was deployed), or, not as root, the
-            agent's own user (its C{run_as} may not even exist here).
+        @return: the account the pod C{manifest} runs as: its C{run_as}
+            (resolved when it was deployed), or, not as root, the agent's own
+            user (its C{run_as} may not even exist here).
         """
-        return manifest.runAs if self.isRoot else runtime.currentUser()
+        return runtime.podUser(manifest, self.isRoot)
 
     def _checkUser(self, manifest, user, ignored):
         checkReachable(self.config.podRoot, user)
@@ -532,7 +532,7 @@ class PodOperations(object):
         unwanted = [n for n in running if n not in wanted]
         if old is not None and unwanted:
             layout = PodLayout(self.config.podRoot, podId)
-            yield self._runScript(old, layout, self._podUser(old), "bin/disable")
+            yield self._runScript(old, layout, self.runsAs(old), "bin/disable")
         for name in unwanted:
             log.info("removing service {service}: not in the new manifest", service=name,
                      pod=podId)
@@ -608,7 +608,7 @@ class PodOperations(object):
         layout = PodLayout(self.config.podRoot, podId)
         context = podContext(layout, manifest)
         if manifest is not None:
-            yield self._runScript(manifest, layout, self._podUser(manifest), "bin/disable")
+            yield self._runScript(manifest, layout, self.runsAs(manifest), "bin/disable")
         for name in (yield self._podServices(podId)):
             yield self.supervisor.remove(name, self._stopTimeout(manifest))
         if manifest is not None:

@@ -24,17 +24,20 @@ C{created} and C{deadline} (epoch seconds), then the kind's fields
 C{finished}, and C{error} or the kind's results.
 
 Under a C{keyring} or C{user} auth policy a request must be signed by its
-sender, and its signer allowed to deploy the pod's C{run_as}
-(L{p2twisted.auth.requestsig}); a refused one is answered C{failed} with
+sender, and its signer allowed to deploy as the user the pod's tasks run as
+(its C{run_as}, or the agent's own user when the agent is not root;
+L{p2twisted.auth.requestsig}); a refused one is answered C{failed} with
 the reason, and nothing runs.
 """
 
+import os
 import uuid
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from p2twisted.agent.runtime import podUser
 from p2twisted.auth.requestsig import SIGNED_FIELDS, SeenRequests, authorizeRequest
 from p2twisted.errors import P2Error, StoreError, VersionConflict
 from p2twisted.records import DONE, EXPIRED, FAILED, PENDING, RUNNING, CorruptRecord, Request
@@ -105,11 +108,14 @@ class RequestRunner(service.Service):
     @param seenPath: the file keeping the signed requests carried out until
         their deadlines, so that one written again is refused after a
         restart too (L{SeenRequests}), or C{None}.
+    @param runsAs: C{callable(manifest)} giving the account an installed
+        pod's tasks run as (L{IPodOperations.runsAs}); default: its
+        C{run_as} if this process is root, else this process's user.
     """
 
     def __init__(self, store, node, clock, handlers, concurrency=CONCURRENCY,
                  retain=RETAIN, rescan=RESCAN, auth=None, podRoot=None,
-                 seenPath=None):
+                 seenPath=None, runsAs=None):
         self.store = store
         self.node = node
         self.clock = clock
@@ -129,6 +135,10 @@ class RequestRunner(service.Service):
         #: The auth policy requests are held to, or C{None}.
         self.auth = auth
         self.podRoot = podRoot
+        #: C{manifest -> account} its tasks run as, which signers of its
+        #: requests must be allowed to deploy as (L{IPodOperations.runsAs}).
+        self.runsAs = runsAs if runsAs is not None else (
+            lambda manifest: podUser(manifest, os.geteuid() == 0))
         self._seen = SeenRequests(seenPath)
 
     def startService(self):
@@ -296,7 +306,7 @@ class RequestRunner(service.Service):
 
         def runAsOf(podId):
             from p2twisted.agent.tasks import installedManifest
-            return installedManifest(self.podRoot, podId)[1].runAs
+            return self.runsAs(installedManifest(self.podRoot, podId)[1])
         fields, decision = yield authorizeRequest(
             self.auth, key, record, runAsOf, self.clock.seconds(), CLOCK_SLACK, self._seen)
         return fields, decision.toDict()["signer"]

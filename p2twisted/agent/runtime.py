@@ -474,3 +474,14 @@ def currentUser():
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def podUser(manifest, isRoot):
+    """
+    @param isRoot: whether the agent runs as root.
+    @return: the account pod C{manifest} (and its tasks) run as here: its
+        C{run_as} when the agent is root, else the agent's own user, since
+        only root can switch users.  The auth policy judges a manifest or a
+        request as this user.
+    """
+    return manifest.runAs if isRoot else currentUser()

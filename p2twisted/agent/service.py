@@ -238,8 +238,8 @@ class AgentService(service.MultiService):
         if handlers is not None:
             RequestRunner(self.store, self.node, self.reactor, handlers,
                           auth=self._policy(), podRoot=self.config.podRoot,
-                          seenPath=StateLayout(self.config.stateDir).seenRequests
-                          ).setServiceParent(self)
+                          seenPath=StateLayout(self.config.stateDir).seenRequests,
+                          runsAs=self.pods.runsAs).setServiceParent(self)
 
     def _startHealth(self):
         """

@@ -26,6 +26,9 @@ class Options(usage.Options):
         ["supervisor", None, None, "auto, runit or builtin (default: auto)"],
         ["status-port", None, None, "serve GET /_status and /metrics (Prometheus) on "
                                     "127.0.0.1:PORT"],
+        ["metrics-listen", None, None, "serve Prometheus metrics at /metrics on PORT "
+                                       "(127.0.0.1) or a Twisted endpoint, e.g. "
+                                       "tcp:7476:interface=0.0.0.0 (default: none)"],
         ["pod-address", None, None, "the address this node's pods serve on ($POD_ADDRESS) and "
                                     "their health checks reach (default: 127.0.0.1)"],
     ]
@@ -40,6 +43,7 @@ class Options(usage.Options):
                 "store": self["store"], "node": self["node"], "pod_root": self["pod-root"],
                 "state_dir": self["state-dir"], "supervisor": self["supervisor"],
                 "status_port": _port(self["status-port"]), "pod_address": self["pod-address"],
+                "metrics_listen": self["metrics-listen"],
             })
         except P2Error as e:
             raise usage.UsageError(str(e))
@@ -71,7 +75,7 @@ def makeService(options, reactor=None):
     from p2twisted.agent.pods import PodOperations
     from p2twisted.agent.service import AgentService
     from p2twisted.agent.web import StatusResource
-    from p2twisted.metrics import AgentMetrics
+    from p2twisted.metrics import AgentMetrics, metricsService
     config = options.settings
     metrics = AgentMetrics()
     try:
@@ -86,4 +90,6 @@ def makeService(options, reactor=None):
     if config.statusPort is not None:
         site = server.Site(StatusResource(agent).resource())
         strports.service("tcp:%d:interface=127.0.0.1" % (config.statusPort,), site).setServiceParent(top)
+    if config.metricsListen is not None:
+        metricsService(config.metricsListen, metrics, reactor).setServiceParent(top)
     return top

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from p2twisted.agent import podlogs
 from p2twisted.agent.layout import PodLayout
 from p2twisted.agent.process import runBounded
-from p2twisted.agent.runtime import currentUser, launchableArgv
+from p2twisted.agent.runtime import launchableArgv, podUser
 from p2twisted.agent.supervisors import DEFAULT_PATH
 from p2twisted.errors import AgentError, ManifestError
 from p2twisted.manifest import parseManifest
@@ -104,9 +104,8 @@ class RequestHandlers(object):
         entry = "tasks/" + taskName
         for launchableId in sorted(manifest.launchables):
             if os.access(os.path.join(layout.current(launchableId), entry), os.X_OK):
-                user = manifest.runAs if self.isRoot else currentUser()
-                return launchableArgv(self.p2exec, layout, manifest, launchableId, user,
-                                      entry) + list(args)
+                return launchableArgv(self.p2exec, layout, manifest, launchableId,
+                                      podUser(manifest, self.isRoot), entry) + list(args)
         raise AgentError("pod %s has no executable %s" % (podId, entry))
 
     @defer.inlineCallbacks

@@ -32,6 +32,8 @@ class FakePods(object):
         ends when the test fires it), or C{None}.
     @ivar down: what L{unsupervised} answers (default: nothing is down).
     @ivar onDisk: what L{installedPods} answers.
+    @ivar user: the account L{runsAs} answers for every pod, as for an
+        agent that is not root, or C{None}: each pod's C{run_as}.
     """
 
     hooks = None
@@ -45,6 +47,7 @@ class FakePods(object):
         self.gate = None
         self.down = []
         self.onDisk = dict(onDisk or {})
+        self.user = None
 
     def deploy(self, manifest, old):
         self.calls.append(("deploy", manifest.sha(), old.sha() if old else None))
@@ -60,6 +63,9 @@ class FakePods(object):
     def relaunch(self, manifest, names):
         self.calls.append(("relaunch", manifest.sha(), list(names)))
         return defer.succeed(None)
+
+    def runsAs(self, manifest):
+        return manifest.runAs if self.user is None else self.user
 
     def installedPods(self):
         return dict(self.onDisk)

@@ -38,6 +38,7 @@ States (an automat machine; L{PodWorker.tracer} sees every transition)::
 import random
 import time
 
+import attr
 from automat import MethodicalMachine
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
@@ -487,8 +488,11 @@ class PodWorker(TracedMachine):
         """
         if self._gate is None:
             return False
-        decision = self._decision = yield self._gate.check(self.podId, intentEntry.value,
-                                                           intent)
+        # Judged as the user it will run as: not as root, the agent runs
+        # every pod as its own user, whatever run_as says.
+        decision = self._decision = yield self._gate.check(
+            self.podId, intentEntry.value, intent,
+            attr.evolve(intent, runAs=self.pods.runsAs(intent)))
         if decision.allowed:
             return False
         yield self._writeStatus("refused", sha=intent.sha(), error=decision.describe(),

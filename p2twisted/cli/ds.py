@@ -101,12 +101,16 @@ def register(subparsers):
         "update", help="change a daemon set's manifest, selector or settings",
         description="Change a daemon set. A new manifest replaces its pod node by node, "
                     "keeping --min-health percent healthy; a new selector adds and removes "
-                    "nodes (see 'p2 ds test-selector').")
+                    "nodes. Either shows the nodes it adds, removes and replaces and asks "
+                    "before applying (--yes applies without asking).")
     update.add_argument("id", metavar="ID")
     update.add_argument("--manifest", default=None, metavar="FILE",
                         help="the new pod manifest (same pod id)")
     _selectorArguments(update, False)
     _settingArguments(update, False)
+    update.add_argument("--yes", "-y", action="store_true",
+                        help="apply a new selector or manifest without showing the nodes it "
+                             "adds, removes and replaces and asking")
     update.set_defaults(run=runUpdate, writes=True)
 
     delete = commands.add_parser(
@@ -206,21 +210,32 @@ def runCreate(options):
                 % (ds.id, ds.pod_id, ds.sha[:12],
                    repr(ds.node_selector) if ds.node_selector else "anything", len(eligible),
                    ", disabled" if ds.disabled else ""))
-        if ds.min_health == 100:
-            text += ("\nwarning: min_health 100 never takes a healthy pod down: a new manifest "
-                     "will replace only unhealthy pods")
-        return text
+        return text + _minHealthWarning(ds.min_health)
     return _change(options, lambda s: (s, dsedit.createDS(s, ds)), done)
+
+
+def _minHealthWarning(minHealth):
+    """@return: the warning C{create} and C{update} add for min_health 100 (P2's #642)."""
+    if minHealth != 100:
+        return ""
+    return ("\nwarning: min_health 100 never takes a healthy pod down: a new manifest will "
+            "replace only failing pods")
 
 
 @defer.inlineCallbacks
 def runList(options):
+    from p2twisted.cli.confirm import writeUnreadable
     snapshot, statuses = yield withStore(options, readAll)
-    infos = [view(snapshot, ds, statuses) for dsId, ds in sorted(snapshot.daemonSets().items())]
+    found = snapshot.daemonSets()
+    unreadable = writeUnreadable(options, snapshot, [i for i in snapshot.daemonSetIds()
+                                                     if i not in found],
+                                 snapshot.daemonSet, "daemon set", "p2 ds delete")
+    infos = [view(snapshot, ds, statuses) for dsId, ds in sorted(found.items())]
     if options.json:
         return writeJSON(options.out, infos)
     if not infos:
-        options.out.write("no daemon sets: create one with 'p2 ds create'\n")
+        if not unreadable:
+            options.out.write("no daemon sets: create one with 'p2 ds create'\n")
         return 0
     width = max(len("ID"), *(len(i["id"]) for i in infos))
     podWidth = max(len("POD"), *(len(i["pod_id"]) for i in infos))
@@ -274,9 +289,12 @@ def runDisable(options):
     return _change(options, lambda s: dsedit.setDisabled(s, options.id, True), _said)
 
 
+@defer.inlineCallbacks
 def runUpdate(options):
+    from p2twisted.cli.confirm import confirm
     from p2twisted.cli.manifest import readManifest
-    from p2twisted.orchestrate import dsedit
+    from p2twisted.orchestrate import dsedit, edit
+    from p2twisted.orchestrate.snapshot import Snapshot
     manifest = None if options.manifest is None else readManifest(options.manifest).raw
     fields = dict(manifest=manifest, node_selector=_selector(options),
                   min_health=options.min_health, timeout=options.timeout, rate=options.rate,
@@ -284,26 +302,68 @@ def runUpdate(options):
     if all(v is None for v in fields.values()):
         raise UsageError("nothing to update: give --manifest, --selector, --everywhere or a "
                          "setting")
-    diff = []
 
-    def build(snapshot):
+    @defer.inlineCallbacks
+    def use(store):
+        snapshot = yield Snapshot.read(store, dsedit.TREES)
         ds = dsedit.requireDS(snapshot, options.id)
-        if fields["node_selector"] is not None:
-            diff[:] = [dsedit.selectorDiff(snapshot, ds, fields["node_selector"])]
-        return dsedit.updateDS(snapshot, options.id, **fields)
+        plan = dsedit.updateDS(snapshot, options.id, **fields)
+        details = plan.events[0].details if plan else {}
+        shown = None
+        if "node_selector" in details or "manifest" in details:
+            # What runs where changes: say where first, and ask.
+            changed = _changed(ds, fields)
+            out = options.out
+            out.write("daemon set %s: %s\n" % (ds.id, _described(
+                details, ("node_selector", "manifest"))))
+            added, removed, replaced = dsedit.updateDiff(snapshot, ds, changed)
+            if not snapshot.eligible(changed.node_selector):
+                out.write("  (it matches no node: the farm would hold, removing nothing)\n")
+            yes = yield confirm(options, [("+", added), ("-", removed), ("~", replaced)],
+                                lambda node: node, "no node gains, loses or replaces the pod")
+            if not yes:
+                return 1, plan
+            shown = snapshot.version(ds.key)
 
-    def done(plan):
+        def build(fresh):
+            if shown is not None and fresh.version(ds.key) != shown:
+                raise UsageError("daemon set %s changed since the nodes above were shown; "
+                                 "run again to see the new ones" % (options.id,))
+            return dsedit.updateDS(fresh, options.id, **fields)
         if not plan:
-            return _said(plan)
-        text = "updated daemon set %s: %s" % (options.id, ", ".join(
-            "%s %s -> %s" % (k, str(a)[:12], str(b)[:12])
-            for k, (a, b) in sorted(plan.events[0].details.items())))
-        if diff:
-            added, removed = diff[0]
-            text += "\n  nodes to add: %s\n  nodes to remove: %s" % (
-                ", ".join(added) or "none", ", ".join(removed) or "none")
-        return text
-    return _change(options, build, done)
+            return 0, plan
+        written = yield edit.change(store, build, time.time(), dsedit.TREES)
+        return 0, written
+    code, plan = yield withStore(options, use)
+    if code:
+        return code
+    if not plan:
+        options.out.write(_said(plan) + "\n")
+        return 0
+    options.out.write("updated daemon set %s: %s%s\n" % (
+        options.id, _described(plan.events[0].details),
+        _minHealthWarning(fields["min_health"])))
+    return 0
+
+
+def _changed(ds, fields):
+    """@return: C{ds} with the C{fields} given (not C{None})."""
+    import attr
+    return attr.evolve(ds, **{k: v for k, v in fields.items() if v is not None})
+
+
+def _described(details, only=None):
+    """
+    @param details: C{{field: [before, after]}} of an update's audit event.
+    @return: C{"field before -> after, ..."} (of the fields C{only} names),
+        a sha cut short, the empty selector said.
+    """
+    def shown(field, value):
+        if field == "node_selector":
+            return repr(value) if value else "(every node)"
+        return str(value)[:12]
+    return ", ".join("%s %s -> %s" % (k, shown(k, a), shown(k, b))
+                     for k, (a, b) in sorted(details.items()) if only is None or k in only)
 
 
 @defer.inlineCallbacks

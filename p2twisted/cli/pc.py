@@ -58,8 +58,9 @@ def register(subparsers):
 
     delete = commands.add_parser(
         "delete", help="delete a pod cluster",
-        description="Delete a pod cluster; the farm then removes it from every syncer. Its "
-                    "pods keep running.")
+        description="Delete a pod cluster; the farm then removes it from every syncer (the "
+                    "last pod cluster stays in them until another exists). Its pods keep "
+                    "running.")
     delete.add_argument("id", metavar="ID")
     delete.set_defaults(run=runDelete, writes=True)
 
@@ -98,6 +99,10 @@ def _selector(text, what="--selector"):
         parseSelector(text)
     except SelectorError as e:
         raise UsageError("%s: %s" % (what, e))
+    if not text.strip():
+        raise UsageError("%s: an empty selector matches every pod of every pod id; name the "
+                         "labels the cluster's pods have (e.g. 'pod_id=web,cluster_name=prod')"
+                         % (what,))
     return text
 
 
@@ -157,12 +162,23 @@ def runCreate(options):
 
 @defer.inlineCallbacks
 def runList(options):
+    from p2twisted.cli.confirm import writeUnreadable
+    from p2twisted.store import keys
     snapshot = yield withStore(options, read)
-    infos = [view(snapshot, pc) for pcId, pc in sorted(snapshot.podClusters().items())]
+    found = snapshot.podClusters()
+    ids = []
+    for key, entry in sorted(snapshot.entries.items()):
+        parts = keys.parse(key)
+        if parts[0] == keys.POD_CLUSTERS and len(parts) == 2 and parts[1] not in found:
+            ids.append(parts[1])
+    unreadable = writeUnreadable(options, snapshot, ids, snapshot.podCluster, "pod cluster",
+                                 "p2 pc delete")
+    infos = [view(snapshot, pc) for pcId, pc in sorted(found.items())]
     if options.json:
         return writeJSON(options.out, infos)
     if not infos:
-        options.out.write("no pod clusters: create one with 'p2 pc create'\n")
+        if not unreadable:
+            options.out.write("no pod clusters: create one with 'p2 pc create'\n")
         return 0
     width = max(len("ID"), *(len(i["id"]) for i in infos))
     options.out.write("%-*s  %-12s %-8s %-12s %7s %7s  %s\n" % (
@@ -217,8 +233,13 @@ def _change(options, build, done):
 
 def runDelete(options):
     from p2twisted.orchestrate.pcedit import deletePC
-    return _change(options, lambda s: deletePC(s, options.id),
-                   lambda plan: "deleted pod cluster %s" % (options.id,))
+    def done(plan):
+        said = "deleted pod cluster %s" % (options.id,)
+        if not set(plan.snapshot.podClusters()) - {options.id}:
+            said += ("; it was the last one: the syncers keep it until another pod cluster "
+                     "exists (the failsafe against an empty listing)")
+        return said
+    return _change(options, lambda s: deletePC(s, options.id), done)
 
 
 def runAnnotations(options):
@@ -245,24 +266,9 @@ def selectorDiff(snapshot, pc, text):
             [before[k] for k in sorted(set(before) - set(after))])
 
 
-def _ask(options, question):
-    """
-    @return: L{Deferred} firing with whether the person answered yes on
-        standard input (end of input is no).
-    """
-    import sys
-
-    from twisted.internet import threads
-    options.out.write(question)
-    options.out.flush()
-    stdin = getattr(options, "stdin", None) or sys.stdin
-    reactor = options.reactor
-    d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), stdin.readline)
-    return d.addCallback(lambda line: line.strip().lower() in ("y", "yes"))
-
-
 @defer.inlineCallbacks
 def runSelector(options):
+    from p2twisted.cli.confirm import confirm
     from p2twisted.orchestrate import edit, pcedit
     text = _selector(options.selector, "SELECTOR")
 
@@ -277,17 +283,12 @@ def runSelector(options):
         added, removed = selectorDiff(snapshot, pc, text)
         out = options.out
         out.write("pod cluster %s: selector %s -> %s\n" % (pc.id, pc.pod_selector, text))
-        for sign, members in (("+", added), ("-", removed)):
-            for m in members:
-                out.write("  %s %-16s %-22s %s\n" % (sign, m.node, m.address or "(no port)",
-                                                    "healthy" if m.healthy else "unhealthy"))
-        if not added and not removed:
-            out.write("  (membership unchanged)\n")
-        elif not options.yes:
-            yes = yield _ask(options, "apply? [y/N] ")
-            if not yes:
-                out.write("not changed\n")
-                return 1
+        yes = yield confirm(options, [("+", added), ("-", removed)], lambda m: (
+            "%-16s %-22s %s" % (m.node, m.address or "(no port)",
+                                "healthy" if m.healthy else "unhealthy")),
+            "membership unchanged")
+        if not yes:
+            return 1
         version = snapshot.version(pc.key)
 
         def build(fresh):

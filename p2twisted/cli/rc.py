@@ -83,15 +83,17 @@ def register(subparsers):
 
 def number(kind, what="a number"):
     """
-    @return: an argparse C{type} reading a C{kind} (C{int}, C{float}) >= 0.
+    @return: an argparse C{type} reading a finite C{kind} (C{int},
+        C{float}) >= 0 (C{nan} and C{inf} are no JSON).
     """
     def parse(text):
         import argparse
+        import math
         try:
             value = kind(text)
         except ValueError:
             value = -1
-        if value < 0:
+        if not 0 <= value < math.inf:
             raise argparse.ArgumentTypeError("expected %s >= 0, got %r" % (what, text))
         return value
     return parse

@@ -56,7 +56,8 @@ def register(subparsers):
                     "for a roll already over), exiting 1 unless it finished.")
     status.add_argument("id", metavar="ID", help="the roll's id (its new RC's)")
     status.add_argument("--follow", "-f", action="store_true",
-                        help="follow it until it ends")
+                        help="follow it until it ends (a finished roll: until the new RC's pods "
+                        "are all healthy)")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(run=runStatus)
 
@@ -188,16 +189,12 @@ class Rate(object):
 @defer.inlineCallbacks
 def _ending(store, rollId):
     """
-    @return: the last audit event of roll C{rollId} as C{[action,
-        "key=value"...]}, or C{None}.
+    @return: the last audit event of roll C{rollId}, or C{None}.
     """
     from p2twisted.orchestrate import audit
     events, corrupt = yield audit.read(store)
     mine = [e for e in events if e.kind == "roll" and e.id == rollId]
-    if not mine:
-        return None
-    last = mine[-1]
-    return [last.action] + ["%s=%s" % kv for kv in sorted(last.details.items())]
+    return mine[-1] if mine else None
 
 
 @defer.inlineCallbacks
@@ -221,12 +218,27 @@ def runStatus(options):
     return code
 
 
+def _show(out, tty, line, change, last):
+    """
+    Show C{line}: on a terminal in place of the last, else as a line of its
+    own if C{change} differs from C{last}.  @return: C{change}.
+    """
+    if tty:
+        out.write("\r\x1b[K" + line)
+        out.flush()
+    elif change != last:
+        out.write(line + "\n")
+        out.flush()
+    return change
+
+
 @defer.inlineCallbacks
 def follow(options, store):
     """
-    Print the roll's progress until its record is gone: on a terminal one
-    line rewritten in place, else a line whenever it changes (C{--json}: a
-    JSON object a line).
+    Print the roll's progress until its record is gone (and, for a roll
+    that finished, until the new RC's pods are all healthy: see
+    L{_untilHealthy}): on a terminal one line rewritten in place, else a
+    line whenever it changes (C{--json}: a JSON object a line).
     """
     from twisted.internet import task
 
@@ -246,17 +258,14 @@ def follow(options, store):
         else:
             line = progressLine(info, rate.eta(info, reactor.seconds()))
             change = progressLine(info)  # a new ETA alone is no change to print a line for
-        if tty:
-            out.write("\r\x1b[K" + line)
-            out.flush()
-        elif change != last:
-            out.write(line + "\n")
-            out.flush()
-        last = change
+        last = _show(out, tty, line, change, last)
         yield task.deferLater(reactor, INTERVAL, lambda: None)
-    ending = yield _ending(store, options.id)
-    if not seen and ending is None:
+    event = yield _ending(store, options.id)
+    if not seen and event is None:
         requireRoll(snapshot, options.id)
+    if event is not None and event.action == "finish":
+        yield _untilHealthy(options, store, event.details.get("to"), tty)
+    ending = event and [event.action] + ["%s=%s" % kv for kv in sorted(event.details.items())]
     text = "roll %s ended%s" % (options.id, ": " + " ".join(ending) if ending else "")
     if options.json:
         text = json.dumps({"id": options.id, "ended": ending and ending[0],
@@ -264,6 +273,40 @@ def follow(options, store):
     out.write(("\r\x1b[K" if tty else "") + text + "\n")
     # A roll that finished is a success; aborted or rolled back, not.
     return 0 if ending is None or ending[0] == "finish" else 1
+
+
+@defer.inlineCallbacks
+def _untilHealthy(options, store, rcId, tty):
+    """
+    Like P2, a roll finishes once the new RC has all its replicas placed,
+    healthy or not (so a known-bad version at min_healthy 0 does not hang
+    the roll), keeping only min_healthy healthy on the way.  A person who
+    follows a roll wants the fleet on the new version, so following goes
+    on, saying so, until every replica of the new RC C{rcId} is healthy
+    (or the RC is gone).
+    """
+    from twisted.internet import task
+
+    from p2twisted.orchestrate.controllers import podCounts
+    from p2twisted.orchestrate.snapshot import Snapshot
+    out, last = options.out, None
+    while rcId is not None:
+        snapshot = yield Snapshot.read(store)
+        rc = snapshot.rc(rcId)
+        if rc is None:
+            break
+        counts = podCounts(rc, snapshot)
+        if counts["healthy"] >= counts["desired"]:
+            break
+        if options.json:
+            line = json.dumps({"id": options.id, "finished": True, "waiting": "healthy",
+                               "new": dict(counts, id=rcId)}, sort_keys=True)
+        else:
+            line = ("roll %s finished; waiting for %s's pods to be healthy: %d/%d placed, "
+                    "%d healthy" % (options.id, rcId, counts["current"], counts["desired"],
+                                    counts["healthy"]))
+        last = _show(out, tty, line, line, last)
+        yield task.deferLater(options.reactor, INTERVAL, lambda: None)
 
 
 @defer.inlineCallbacks

@@ -34,6 +34,9 @@ def register(subparsers):
                                  "installed)")
         parser.add_argument("--status-port", type=int, metavar="PORT",
                             help="serve the agent's GET /_status on 127.0.0.1:PORT")
+        parser.add_argument("--metrics-listen", metavar="PORT|ENDPOINT",
+                            help="serve Prometheus metrics at /metrics on 127.0.0.1:PORT or a "
+                                 "Twisted endpoint such as tcp:7476:interface=0.0.0.0")
         parser.add_argument("--pod-address", metavar="ADDRESS",
                             help="the address this node's pods listen on ($POD_ADDRESS) and "
                                  "their status checks reach (default: 127.0.0.1); several "
@@ -80,6 +83,8 @@ def agentArguments(options, state):
         argv += ["--status-port", str(options.status_port)]
     if options.pod_address:
         argv += ["--pod-address", options.pod_address]
+    if options.metrics_listen:
+        argv += ["--metrics-listen", options.metrics_listen]
     if options.config:  # its node, grace and the like, as this command read it
         argv += ["--config", os.path.abspath(options.config)]
     return argv

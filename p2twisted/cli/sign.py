@@ -43,6 +43,11 @@ def register(subparsers):
     verify.add_argument("--agent-config", metavar="FILE",
                         help="say whether the auth policy of this agent config accepts it (its "
                              "keyring, allowed signers and deploy policy); exit 1 if refused")
+    verify.add_argument("--agent-user", metavar="USER",
+                        help="with --agent-config: the user that agent runs as, if not root; it "
+                             "runs every pod as that user, whatever run_as says, so the "
+                             "manifest is judged as that user (default: root, judged as its "
+                             "run_as)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(run=runVerify)
 
@@ -159,6 +164,8 @@ def runVerify(options):
     from p2twisted.auth.ssh import SSHVerifier
     from p2twisted.auth.verifiers import verifyManifest
     from p2twisted.manifest import parseManifest
+    if getattr(options, "agent_user", None) and not getattr(options, "agent_config", None):
+        raise UsageError("--agent-user needs --agent-config")
     source = "<stdin>" if options.file == "-" else options.file
     manifest = parseManifest(_read(options.file), source)
     if getattr(options, "agent_config", None):

@@ -38,7 +38,11 @@ def runUI(options):
     listen = options.listen or "tcp:%d:interface=127.0.0.1" % (options.port,)
     config = apiConfig(options.config, options.store, listen, options.token_file)
     reactor = options.reactor
-    service = APIService(config, reactor)
+
+    def say(line):
+        options.err.write("p2 ui: %s\n" % (line,))
+        options.err.flush()
+    service = APIService(config, reactor, say=say)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     try:

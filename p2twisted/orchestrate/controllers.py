@@ -506,8 +506,8 @@ class FarmKind(object):
         for rolls: the last roll ending empties their tree).
     @ivar prepare: C{None}, or C{prepare(store, clock, config)} giving what
         the orchestrator sets up once for this kind: an object with
-        C{context} (keyword arguments of every controller) and C{services}
-        (run beside the farm).
+        C{context} (keyword arguments of every controller), C{services}
+        (run beside the farm) and C{run} (false: the farm does not run).
     """
 
     name = attr.ib()

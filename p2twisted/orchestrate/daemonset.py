@@ -14,19 +14,23 @@ section 8), with these rules, in order:
    whose selector overlaps (either is every node, they are the same, or
    they match a node in common) -- the one of the two with fewer pods (on a
    tie, the later id) disables itself, loudly: its reason and audit event
-   name the other.  Neither ever overwrites a pod another controller's
+   name the other, whose record must be unchanged (never both).  Neither ever overwrites a pod another controller's
    labels claim.
  - Zero match (failsafe): while the selector matches no node at all, nothing
    is unscheduled (a wiped label tree must not remove the pod everywhere).
- - A node that stops matching loses the pod.
+ - A node that stops matching loses the pod, once seen not matching for
+   L{LEAVE_GRACE} seconds (a wipe seen half-way is no reason), at most
+   C{parallel} nodes per decision.
  - New nodes get the pod at C{rate} (seconds between starting two nodes; 0
    is no limit), while fewer than C{parallel} nodes' new pods are not yet
    healthy.  A node already running the manifest under no controller is
-   adopted (labelled) at once.
+   adopted (labelled) at once; one running another manifest of the pod
+   under no controller is replaced as the set's own old pods are.
  - A manifest change replaces the pod node by node under the same limits,
-   unhealthy pods first, and never takes a healthy pod down while that
+   failing pods first, and never takes a healthy pod down while that
    would leave fewer than C{min_health} percent of the set's pods healthy
-   (P2 stored C{min_health} but never enforced it).
+   (P2 stored C{min_health} but never enforced it), nor one reporting no
+   health while fewer are (not known down: its agent may have restarted).
  - A node whose new pod is not healthy C{timeout} seconds after it started
    halts the replacement: no other node's pod is replaced until that one
    turns healthy (also if it leaves the set meanwhile), the manifest
@@ -57,6 +61,12 @@ AUDIT_KIND = "daemon_set"
 #: removed as an orphan.
 ORPHAN_GRACE = 60.0
 
+#: Seconds a node must be seen not matching before it loses the pod: a
+#: wipe of the node labels seen half-way (on ZooKeeper, watches deliver a
+#: transaction's writes one by one) must not remove the pod from the nodes
+#: seen first, before the whole wipe shows and the set holds.
+LEAVE_GRACE = 5.0
+
 
 @attr.s(frozen=True)
 class Progress(object):
@@ -70,17 +80,21 @@ class Progress(object):
         were first seen.
     @ivar halted: C{(sha, node)}: the manifest whose replacement a node's
         timeout halted, and that node, or C{None}.
+    @ivar leaving: C{{node: when}}: when each of the set's nodes was first
+        seen not matching.
     """
 
     started = attr.ib(factory=dict)
     last = attr.ib(default=None)
     orphans = attr.ib(factory=dict)
     halted = attr.ib(default=None)
+    leaving = attr.ib(factory=dict)
 
     def toJSON(self):
         return {"started": {n: [sha, t] for n, (sha, t) in sorted(self.started.items())},
                 "last": self.last, "orphans": dict(self.orphans),
-                "halted": None if self.halted is None else list(self.halted)}
+                "halted": None if self.halted is None else list(self.halted),
+                "leaving": dict(self.leaving)}
 
     @classmethod
     def fromJSON(cls, data):
@@ -92,10 +106,12 @@ class Progress(object):
             started = {str(n): (str(v[0]), float(v[1]))
                        for n, v in (data.get("started") or {}).items()}
             orphans = {str(k): float(v) for k, v in (data.get("orphans") or {}).items()}
+            leaving = {str(k): float(v) for k, v in (data.get("leaving") or {}).items()}
             last, halted = data.get("last"), data.get("halted")
             if halted is not None:
                 halted = (str(halted[0]), str(halted[1]))
-            return cls(started, None if last is None else float(last), orphans, halted)
+            return cls(started, None if last is None else float(last), orphans, halted,
+                       leaving)
         except (AttributeError, TypeError, ValueError, IndexError):
             return cls()
 
@@ -108,16 +124,23 @@ class Survey(object):
         whose labels are unreadable: not known to have stopped matching).
     @ivar mine: the set's nodes (by pod label).
     @ivar remove: the set's nodes that stopped matching.
-    @ivar add: matching nodes without the pod, to start.
+    @ivar add: matching nodes without the pod (or whose agent is down), to
+        start.
     @ivar adopt: matching nodes running the manifest under no controller.
     @ivar blocked: C{{node: owner}} of matching nodes whose pod another
         controller claims.
     @ivar relabel: the set's nodes running its manifest whose labels lack
         the set's.
-    @ivar old: the set's matching nodes (agent up) not running its manifest.
+    @ivar members: the set's matching nodes, agent up or not, and those of
+        C{old} it takes over: the pods C{min_health} is a percentage of.
+    @ivar old: the set's matching nodes (agent up) not running its
+        manifest, and the matching nodes running another manifest of the
+        pod under no controller.
     @ivar updated: the set's matching nodes (agent up) running it.
     @ivar healthy: the nodes of C{old} and C{updated} whose pod is passing
         on the manifest it intends.
+    @ivar failing: the nodes of C{old} whose pod reports a failing health
+        check (known down: replacing it takes nothing away).
     @ivar inflight: the nodes of C{updated} not healthy.
     """
 
@@ -139,14 +162,23 @@ class Survey(object):
                 self.adopt.append(node)
             else:
                 self.add.append(node)
+        # Nodes (agent up) running another manifest of the pod under no
+        # controller are running pods to replace under min_health like the
+        # set's own old ones, not new nodes to start at once.
+        takeover = [n for n in self.add if view.up(n)
+                    and snapshot.intent(n, ds.pod_id) is not None]
+        self.add = [n for n in self.add if n not in takeover]
         wanted = ds.labelsForPods()
         inSet = [n for n in mine if n in eligible]
+        self.members = inSet + takeover
         self.relabel = [n for n in inSet if view.runs("intent", n, ds) and not all(
             snapshot.podLabels(n, ds.pod_id).get(k) == v for k, v in wanted.items())]
         up = [n for n in inSet if view.up(n)]
         self.updated = [n for n in up if view.runs("intent", n, ds)]
-        self.old = [n for n in up if n not in self.updated]
-        self.healthy = {n for n in up if _healthy(snapshot, n, ds.pod_id)}
+        self.old = sorted([n for n in up if n not in self.updated] + takeover)
+        self.healthy = {n for n in up + takeover if _healthy(snapshot, n, ds.pod_id)}
+        self.failing = {n for n in self.old if n not in self.healthy
+                        and _failing(snapshot, n, ds.pod_id)}
         self.inflight = [n for n in self.updated if n not in self.healthy]
 
     def counts(self):
@@ -185,6 +217,12 @@ def _healthy(snapshot, node, podId):
     if getattr(health, "sha", None) is not None:
         return health.sha == sha
     return snapshot.realitySha(node, podId) == sha
+
+
+def _failing(snapshot, node, podId):
+    """Whether the pod on C{node} reports a health check failing (not: none)."""
+    health = snapshot.health(podId, node)
+    return health is not None and health.status != "passing"
 
 
 def contender(ds, snapshot):
@@ -240,8 +278,13 @@ def decide(ds, snapshot, now, progress=Progress()):
     if rival is not None and _loses(ds, rival, snapshot):
         why = ("contends with daemon set %s (pod %s, selectors %r and %r overlap)"
                % (rival.id, ds.pod_id, ds.node_selector, rival.node_selector))
+        # The other's record is rewritten as read (compare-and-set): of two
+        # sets that each give way over snapshots of different moments (their
+        # pod counts moved in between), the second to write fails.
         return Plan([UpdateRecord(ds.key, ds.withDisabled(True).toBytes(),
-                                  snapshot.version(ds.key))],
+                                  snapshot.version(ds.key)),
+                     UpdateRecord(rival.key, snapshot.entries[rival.key].value,
+                                  snapshot.version(rival.key))],
                     reason="DISABLED: " + why,
                     events=[AuditEvent(AUDIT_KIND, ds.id, "contention", {
                         "other": rival.id, "pod_id": ds.pod_id, "reason": why})],
@@ -259,62 +302,100 @@ def decide(ds, snapshot, now, progress=Progress()):
     timedOut, deadlines = _timeouts(ds, found, progress, now)
     halt = _halt(ds, found, progress, timedOut)
     slots = ds.parallel - (len(found.inflight) - len(timedOut))
-    paced = ds.rate > 0 and progress.last is not None and now < progress.last + ds.rate
+    last = _lastStart(ds, found, progress, now)
+    paced = ds.rate > 0 and last is not None and now < last + ds.rate
     if paced:
-        deadlines.append(progress.last + ds.rate)
+        deadlines.append(last + ds.rate)
         slots = 0
     elif ds.rate > 0:
         slots = min(slots, 1)
 
+    leaving = [n for n in found.remove if progress.leaving.get(n, now) + LEAVE_GRACE > now]
+    deadlines.extend(progress.leaving.get(n, now) + LEAVE_GRACE for n in leaving)
+    # At most `parallel` nodes lose the pod per decision: a mistyped
+    # selector that still matches a node takes the pod from the others a
+    # few at a time, not all at once.
+    ready = [n for n in found.remove if n not in leaving]
+    remove = ready[:ds.parallel]
     starts = found.add[:max(slots, 0)]
     halted = None
-    if halt is not None:
+    # With no old pod left, a halt has nothing to stop (new nodes still get
+    # the pod): saying HALTED would be a lie.
+    if halt is not None and found.old:
         halted = ("HALTED: the new pod on %s is not healthy %gs after it started; replacing "
                   "nothing more (%d node(s) left on the old version; a healthy pod there, a "
                   "new manifest, or disabling and enabling the set goes on)"
                   % (halt, ds.timeout, len(found.old)))
     else:
-        budget = len(found.healthy) - ds.minHealthy(len(found.updated) + len(found.old))
-        for node in sorted(found.old, key=lambda n: (n in found.healthy, n)):
+        # A node whose agent is down counts, as not known healthy.
+        budget = len(found.healthy) - ds.minHealthy(len(found.members))
+        # Failing pods first (free), then those reporting no health (not
+        # known down: only while enough are known healthy), then healthy ones.
+        for node in sorted(found.old, key=lambda n: (n not in found.failing,
+                                                     n in found.healthy, n)):
             if len(starts) >= slots:
                 break
             if node in found.healthy:
                 if budget <= 0:
                     continue
                 budget -= 1
+            elif node not in found.failing and budget < 0:
+                continue
             starts.append(node)
     changes = ([Schedule(n, ds.pod_id, ds.manifest, labels)
                 for n in found.adopt + found.relabel + starts]
-               + [Unschedule(n, ds.pod_id) for n in found.remove] + cleanup)
+               + [Unschedule(n, ds.pod_id) for n in remove] + cleanup)
     parts = []
     for what, nodes in (("adopt", found.adopt), ("relabel", found.relabel),
                         ("start", [n for n in starts if n in found.add]),
                         ("replace", [n for n in starts if n not in found.add]),
-                        ("unschedule", found.remove)):
+                        ("unschedule", remove)):
         if nodes:
             parts.append("%s %s" % (what, _few(nodes)))
+    if len(ready) > len(remove):
+        parts.append("%d more to unschedule (parallel %d)"
+                     % (len(ready) - len(remove), ds.parallel))
     if cleanup:
         parts.append("remove %d orphaned pod(s)" % (len(cleanup),))
+    if leaving:
+        parts.append("leaving: %s (not matching; unscheduled if still so after %gs)"
+                     % (_few(leaving), LEAVE_GRACE))
+    if timedOut and not halted:
+        parts.append("not healthy %gs after starting: %s" % (ds.timeout, _few(timedOut)))
     if halted:
         parts.insert(0, halted)
     elif (found.old or found.add) and not starts:
         if paced:
-            why = "the next start in %gs (rate %gs)" % (progress.last + ds.rate - now, ds.rate)
+            why = "the next start in %gs (rate %gs)" % (last + ds.rate - now, ds.rate)
         elif slots <= 0:
             why = "%d node(s) starting (parallel %d)" % (len(found.inflight), ds.parallel)
         else:
             why = "%d healthy of %d, min_health %d%%" % (
-                len(found.healthy), len(found.updated) + len(found.old), ds.min_health)
+                len(found.healthy), len(found.members), ds.min_health)
         parts.append("waiting: %d node(s) on the old version, %d to add; %s"
                      % (len(found.old), len(found.add), why))
     if found.blocked:
         parts.append("%d node(s) run the pod under another controller (%s)"
                      % (len(found.blocked), _few(["%s: %s" % kv for kv in
                                                   sorted(found.blocked.items())])))
+    if not parts and found.inflight:
+        parts.append("placed on %d node(s); starting: %s"
+                     % (len(found.updated), _few(found.inflight)))
     reason = "; ".join(parts) or "converged: %d node(s)" % (len(found.updated),)
     if changes:
         return Plan(changes, reason=reason, snapshot=snapshot)
     return Wait(reason, at=min(deadlines) if deadlines else None)
+
+
+def _lastStart(ds, found, progress, now):
+    """
+    @return: when the last node was started: C{progress.last}, or C{now}
+        when a node is starting that C{progress} does not know (a start
+        whose progress a dead controller never wrote: later, never sooner).
+    """
+    if any(_started(progress, n, ds.sha, None) is None for n in found.inflight):
+        return now
+    return progress.last
 
 
 def _timeouts(ds, found, progress, now):
@@ -398,7 +479,7 @@ def advance(progress, ds, snapshot, outcome, now):
     # A disabled set's timers start again when it is enabled.
     started = {} if current.disabled else {
         n: (current.sha, _started(progress, n, current.sha, now)) for n in found.inflight}
-    last = progress.last
+    last = progress.last if current.disabled else _lastStart(current, found, progress, now)
     for change in getattr(outcome, "changes", ()):
         if isinstance(change, Schedule) and change.podId == current.pod_id and \
                 not found.view.runs("intent", change.node, current):
@@ -408,7 +489,11 @@ def advance(progress, ds, snapshot, outcome, now):
     halt = None
     if not current.disabled:
         halt = _halt(current, found, progress, _timeouts(current, found, progress, now)[0])
-    return Progress(started, last, orphans, None if halt is None else (current.sha, halt))
+    # While the selector matches nothing the set holds: nodes leave only
+    # once some match again, after the grace from then.
+    leaving = {n: progress.leaving.get(n, now) for n in found.remove} if found.eligible else {}
+    return Progress(started, last, orphans, None if halt is None else (current.sha, halt),
+                    leaving)
 
 
 def status(ds, snapshot, outcome, progress):

@@ -12,6 +12,7 @@ halted by a node's timeout stays halted across an orchestrator's restart.
 
 import json
 
+import attr
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -20,7 +21,8 @@ from p2twisted.errors import StoreError
 from p2twisted.orchestrate import daemonset as dsLogic
 from p2twisted.orchestrate.controllers import RCController, _Controller
 from p2twisted.orchestrate.farm import IController
-from p2twisted.orchestrate.plan import Done, Plan
+from p2twisted.orchestrate.plan import Done, Plan, Unschedule, UpdateRecord
+from p2twisted.records.controllers import AuditEvent
 from p2twisted.records.daemonset import DS_ID_LABEL
 from p2twisted.store import keys
 
@@ -39,8 +41,28 @@ class DSController(_Controller):
     kind = "ds"
     auditKind = dsLogic.AUDIT_KIND
     ownerLabel = DS_ID_LABEL
-    events = RCController.events
     _wasMine = RCController._wasMine
+
+    def events(self, plan):
+        """
+        @return: L{RCController.events} of the plan's changes but the
+            orphans it removes (pods another daemon set's label claims: its
+            record is gone), which are audited under that set's id.
+        """
+        own, orphans = [], {}
+        for change in plan.changes:
+            owner = _owner(plan.snapshot, change)
+            if isinstance(change, Unschedule) and owner not in (None, self.objectId):
+                orphans.setdefault(owner, []).append(change)
+            else:
+                own.append(change)
+        found = RCController.events(self, attr.evolve(plan, changes=own))
+        for owner, changes in sorted(orphans.items()):
+            found.append(AuditEvent(self.auditKind, owner, "unschedule", {
+                "nodes": sorted(c.node for c in changes), "pod_id": changes[0].podId,
+                "reason": "orphaned: daemon set %s has no record (removed by the controller "
+                          "of daemon set %s)" % (owner, self.objectId)}))
+        return found
 
     def __init__(self, *args, **kw):
         self.decideDS = kw.pop("decide", dsLogic.decide)
@@ -61,14 +83,11 @@ class DSController(_Controller):
         """
         @return: L{Deferred} firing with the progress the last status of
             this daemon set recorded (by this process or a dead one), or an
-            empty one.
+            empty one when there is none or it is not JSON; failing with
+            the store's error (the farm retries: a progress taken for empty
+            would forget a halt and the last start's time).
         """
-        try:
-            entry = yield self.store.get(self.statusKey)
-        except StoreError as e:
-            log.warn("ds {object}: cannot read its last status ({error}); its timers start "
-                     "again", object=self.objectId, error=str(e))
-            return dsLogic.Progress()
+        entry = yield self.store.get(self.statusKey)
         try:
             data = json.loads(entry.value) if entry is not None else {}
         except ValueError:
@@ -92,3 +111,13 @@ class DSController(_Controller):
             log.warn("ds {object}: {reason}", object=self.objectId, reason=outcome.reason,
                      event=outcome.reason.split(":")[0].lower())
         return outcome, dsLogic.status(ds, snapshot, outcome, self.progress)
+
+
+def _owner(snapshot, change):
+    """@return: the daemon set C{change}'s pod is labelled with, or C{None}."""
+    if snapshot is None or isinstance(change, UpdateRecord):
+        return None
+    try:
+        return snapshot.podLabels(change.node, change.podId).get(DS_ID_LABEL)
+    except StoreError:
+        return None

@@ -15,9 +15,10 @@ import attr
 
 from p2twisted.errors import UsageError
 from p2twisted.orchestrate import daemonset as dsLogic
-from p2twisted.orchestrate.edit import _require
+from p2twisted.orchestrate.edit import _require, deletion
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule, UpdateRecord
-from p2twisted.records.controllers import AuditEvent
+from p2twisted.records import CorruptRecord
+from p2twisted.records.controllers import POD_ID_LABEL, AuditEvent
 from p2twisted.records.daemonset import DS_ID_LABEL
 from p2twisted.store import keys
 
@@ -38,8 +39,8 @@ def _event(ds, action, **details):
     return AuditEvent(dsLogic.AUDIT_KIND, ds.id, action, details)
 
 
-def _write(snapshot, ds, action, details, delete=False):
-    change = UpdateRecord(ds.key, None if delete else ds.toBytes(), snapshot.version(ds.key))
+def _write(snapshot, ds, action, details):
+    change = UpdateRecord(ds.key, ds.toBytes(), snapshot.version(ds.key))
     return Plan([change], reason="%s daemon set %s" % (action, ds.id),
                 events=[_event(ds, action, **details)], snapshot=snapshot)
 
@@ -128,34 +129,80 @@ def selectorDiff(snapshot, ds, selector):
     return added, removed
 
 
+def updateDiff(snapshot, ds, changed):
+    """
+    @return: C{(added, removed, replaced)}: the nodes that would get the
+        pod, lose it, and have it replaced by a new manifest if C{ds}
+        became C{changed}.
+    """
+    added, removed = selectorDiff(snapshot, ds, changed.node_selector)
+    replaced = []
+    if changed.sha != ds.sha:
+        found = dsLogic.Survey(ds, snapshot)
+        replaced = sorted(n for n in found.mine if n not in removed
+                          and not found.view.runs("intent", n, changed))
+    return added, removed, replaced
+
+
 def deleteDS(snapshot, dsId, cascade=False):
     """
     Plan the next step of deleting C{dsId}.  Without C{cascade}: while pods
     carry its label, a plan disabling it and removing that label from them
     (their intent stays); then a plan deleting its record.  With
-    C{cascade}: one plan deleting its record and unscheduling its pods.
+    C{cascade}: one plan deleting its record and unscheduling its pods
+    (those of its pod id: another pod carrying its label only loses it).
+    An unreadable record is deleted the same way (its pods are those whose
+    C{pod_id} label names their own pod id, as for orphans; it is not
+    rewritten disabled: the farm runs no unreadable set).
 
     @return: C{(done, plan)}: whether the plan deletes the record.
     """
-    ds = requireDS(snapshot, dsId)
-    pods = snapshot.podsOfDaemonSet(ds.id)
+    try:
+        ds = requireDS(snapshot, dsId)
+    except CorruptRecord as e:
+        ds, details = None, {"unreadable": str(e)}
+    else:
+        details = {}
+    key = keys.daemonSet(dsId)
+    pods = snapshot.podsOfDaemonSet(dsId)
     if cascade:
-        plan = _write(snapshot, ds, "delete", {"cascade": True,
-                                              "nodes": sorted(n for n, p in pods)}, delete=True)
+        # Only pods of its pod id are the set's; another pod carrying its
+        # label (by hand) only loses the label.
+        own = [(n, p) for n, p in pods if p == (
+            snapshot.podLabels(n, p).get(POD_ID_LABEL) if ds is None else ds.pod_id)]
+        plan = _remove(snapshot, dsId, key, dict(details, cascade=True,
+                                                  nodes=sorted(n for n, p in own)))
         return True, attr.evolve(plan, changes=plan.changes + tuple(
-            Unschedule(n, p) for n, p in pods))
+            Unschedule(n, p) if (n, p) in own else _disown(snapshot, n, p) for n, p in pods))
     if not pods:
-        return True, _write(snapshot, ds, "delete", {"cascade": False}, delete=True)
+        return True, _remove(snapshot, dsId, key, dict(details, cascade=False))
     changes = []
-    if not ds.disabled:
+    if ds is not None and not ds.disabled:
         changes.append(UpdateRecord(ds.key, ds.withDisabled(True).toBytes(),
                                     snapshot.version(ds.key)))
-    for node, podId in pods:
-        labels = snapshot.podLabels(node, podId)
-        labels.pop(DS_ID_LABEL, None)
-        entry = snapshot.intent(node, podId)
-        changes.append(Unschedule(node, podId) if entry is None
-                       else Schedule(node, podId, entry.value, labels))
-    return False, Plan(changes, reason="disown the pods of daemon set %s" % (ds.id,),
-                       events=[_event(ds, "disown", nodes=sorted(n for n, p in pods))],
+    changes.extend(_disown(snapshot, node, podId) for node, podId in pods)
+    return False, Plan(changes, reason="disown the pods of daemon set %s" % (dsId,),
+                       events=[AuditEvent(dsLogic.AUDIT_KIND, dsId, "disown",
+                                          {"nodes": sorted(n for n, p in pods)})],
                        snapshot=snapshot)
+
+
+def _remove(snapshot, dsId, key, details):
+    """
+    @return: the plan deleting daemon set C{dsId}'s record at C{key}, with
+        the marker saying a person deleted it (L{deletion}).
+    """
+    return Plan([UpdateRecord(key, None, snapshot.version(key)),
+                 deletion(snapshot, keys.DAEMON_SETS, dsId, key)],
+                reason="delete daemon set %s" % (dsId,),
+                events=[AuditEvent(dsLogic.AUDIT_KIND, dsId, "delete", details)],
+                snapshot=snapshot)
+
+
+def _disown(snapshot, node, podId):
+    """@return: the change removing C{daemon_set_id} from a pod's labels."""
+    labels = snapshot.podLabels(node, podId)
+    labels.pop(DS_ID_LABEL, None)
+    entry = snapshot.intent(node, podId)
+    return Unschedule(node, podId) if entry is None else Schedule(node, podId, entry.value,
+                                                                  labels)

@@ -19,8 +19,8 @@ import attr
 from twisted.internet import defer
 
 from p2twisted.errors import KeyExists, UsageError, VersionConflict
-from p2twisted.orchestrate.plan import Plan, UpdateRecord, toTransactions
-from p2twisted.records.controllers import AuditEvent, ReplicationController
+from p2twisted.orchestrate.plan import ANY, Plan, UpdateRecord, toTransactions
+from p2twisted.records.controllers import AuditEvent, Deletion, ReplicationController
 from p2twisted.store import keys
 from p2twisted.store.common import MAX_OPS
 
@@ -95,8 +95,20 @@ def recordPlan(snapshot, rc, action, details, delete=False):
     """
     from p2twisted.orchestrate.controllers import AUDIT_KIND
     change = UpdateRecord(rc.key, None if delete else rc.toBytes(), snapshot.version(rc.key))
-    return Plan([change], reason="%s RC %s" % (action, rc.id),
+    extra = [deletion(snapshot, keys.REPLICATION_CONTROLLERS, rc.id, rc.key)] if delete else []
+    return Plan([change] + extra, reason="%s RC %s" % (action, rc.id),
                 events=[AuditEvent(AUDIT_KIND, rc.id, action, details)], snapshot=snapshot)
+
+
+def deletion(snapshot, tree, objectId, key):
+    """
+    @return: the L{UpdateRecord} that, beside the delete of C{key} (the
+        record of C{objectId} in C{tree}) and in its transaction, says a
+        person deleted it (L{Deletion}; the last delete wins): the farms
+        then take their tree emptied by it for a delete, not a wipe.
+    """
+    return UpdateRecord(keys.deleted(tree), Deletion(objectId, snapshot.version(key)).toBytes(),
+                        ANY)
 
 
 def createRC(snapshot, rc):

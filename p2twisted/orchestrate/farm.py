@@ -19,7 +19,8 @@ both again and asks every controller to reconcile.
 Failsafe: a farm that sees no objects where it saw some does nothing at all
 (releases nothing, asks nobody to reconcile) and says so loudly, until
 objects reappear -- unless its tree empties as the normal end of work
-(rolls: C{holdWhenEmpty=False}).
+(rolls: C{holdWhenEmpty=False}), or a person deleted the last object (the
+delete's transaction names it in C{status/deleted/<tree>}).
 """
 
 import json
@@ -37,6 +38,8 @@ from zope.interface import Attribute, Interface
 
 from p2twisted.errors import AlreadyLocked, SessionLost, StoreError
 from p2twisted.orchestrate.claim import Claim
+from p2twisted.records.base import CorruptRecord
+from p2twisted.records.controllers import Deletion
 from p2twisted.store import keys
 from p2twisted.tracing import TracedMachine
 
@@ -164,6 +167,8 @@ class Farm(TracedMachine, service.Service):
         self._lockNews = 0
         self._sawSome = False
         self.failsafe = False
+        #: Whether the failsafe was announced (loudly).
+        self._alarmed = False
         self._watches = []
         self._resync = None
         self.state = "idle"
@@ -387,16 +392,15 @@ class Farm(TracedMachine, service.Service):
             return
         if not objects and self._sawSome and self.holdWhenEmpty:
             if not self.failsafe:
-                log.critical(
-                    "{kind} farm FAILSAFE: {tree} is empty where it held {count} object(s); "
-                    "changing nothing (no release, no reconcile) until objects reappear",
-                    kind=self.kind, tree=self.tree, count=len(self._objects), event="failsafe")
-            self.failsafe = True
+                self.failsafe = True
+                self._emptied(dict(self._objects))
             return
         if self.failsafe:
-            log.warn("{kind} farm: {count} object(s) in {tree} again; failsafe over",
-                     kind=self.kind, count=len(objects), tree=self.tree, event="failsafe-over")
-            self.failsafe = False
+            if self._alarmed:
+                log.warn("{kind} farm: {count} object(s) in {tree} again; failsafe over",
+                         kind=self.kind, count=len(objects), tree=self.tree,
+                         event="failsafe-over")
+            self.failsafe = self._alarmed = False
         self._sawSome = self._sawSome or bool(objects)
         self._objects = objects
         for objectId in sorted(set(self.claims) - set(objects)):
@@ -409,6 +413,38 @@ class Farm(TracedMachine, service.Service):
                 claim.version = version
                 if poke:
                     claim.poke()
+
+    @defer.inlineCallbacks
+    def _emptied(self, held):
+        """
+        The tree turned empty where it held C{held} (C{{id: version}}); the
+        farm holds still (L{failsafe}) while it asks why.  A person who
+        deleted the last object left a L{Deletion} naming it, at that
+        version, in the delete's own transaction: then the farm carries on
+        (releasing it) and says so calmly.  Anything else -- a wiped tree,
+        several objects gone at once, no answer -- keeps the failsafe, said
+        loudly.
+        """
+        why = "no deletion names them"
+        try:
+            entry = yield self.store.get(keys.deleted(self.tree))
+            if entry is not None and Deletion.fromEntry(entry.key, entry).names(held):
+                why = None
+        except (StoreError, CorruptRecord) as e:
+            why = "cannot read the last deletion: %s" % (e,)
+        if not self.failsafe:
+            return  # objects came back meanwhile
+        if why is None:
+            log.info("{kind} farm: {tree} is empty: {ids} deleted by a person", kind=self.kind,
+                     tree=self.tree, ids=", ".join(sorted(held)), event="deleted-last")
+            self.failsafe = self._sawSome = False
+            self._objectsSeen({})
+            return
+        self._alarmed = True
+        log.critical(
+            "{kind} farm FAILSAFE: {tree} is empty where it held {count} object(s) ({why}); "
+            "changing nothing (no release, no reconcile) until objects reappear",
+            kind=self.kind, tree=self.tree, count=len(held), why=why, event="failsafe")
 
     def _claim(self, objectId):
         if (self.state != "serving" or self.failsafe or objectId in self.claims

@@ -14,7 +14,8 @@ farm's failsafe starts from them) and the last error.
 A L{Sweeper} deletes from each syncer the clusters it holds whose record is
 gone -- never on an empty listing of C{pod_clusters} (P2's daemon-set farm
 trusted one): the syncers keep what they hold until a listing shows
-clusters again.
+clusters again; nor on a listing that suddenly drops (L{podcluster.guard})
+until a second read confirms it.
 """
 
 import attr
@@ -81,6 +82,8 @@ class PodClusterController(object):
         self._held = {}
         self._failures = {}
         self._status = {}
+        #: The version of the record last read.
+        self._version = None
 
     def start(self):
         log.info("pc {object}: controller started with syncers {syncers}", object=self.objectId,
@@ -122,10 +125,21 @@ class PodClusterController(object):
             cluster = snapshot.podCluster(self.objectId)
         except records.CorruptRecord as e:
             for syncer in self.syncers:
-                yield self.report(syncer, {"state": ERROR, "error": str(e)})
+                # What was synced stays in the status: a restarted farm's
+                # failsafe starts from it.
+                yield self.report(syncer, {"state": ERROR, "error": str(e),
+                                           "synced": self._lastSynced(syncer.name)})
             return None
         if cluster is None:  # gone: the farm releases it, the sweeper deletes it
             return None
+        version = snapshot.version(cluster.key)
+        if version != self._version:
+            # A new record -- perhaps one deleted (with its status, and swept
+            # from the syncers) and created again since the last read: what
+            # was synced and reported is no longer known to be there.
+            self._version = version
+            self._last.clear()
+            self._status.clear()
         found = podcluster.membership(cluster, snapshot)
         again = []
         for syncer in self.syncers:
@@ -134,13 +148,18 @@ class PodClusterController(object):
                 again.append(delay)
         return min(again) if again else None
 
+    def _lastSynced(self, name):
+        """@return: the addresses last synced to syncer C{name}, or C{None}."""
+        history = self._synced.get(name)
+        return history[-1][1] if history else None
+
     @defer.inlineCallbacks
     def _syncOne(self, syncer, cluster, found):
         name = syncer.name
         now = self.clock.seconds()
         current = found.addresses()
         history = self._synced.get(name, [])
-        last = history[-1][1] if history else None
+        last = self._lastSynced(name)
         verdict = podcluster.guard(podcluster.baseline(history, now, self.confirmDelay), current,
                                    self._held.get(name), now, self.confirmDelay)
         counts = {"members": len(found.members), "healthy": len(current)}
@@ -214,11 +233,17 @@ class Sweeper(service.Service):
     seconds.  Deletes nothing while the tree lists empty (failsafe).
     """
 
-    def __init__(self, store, syncers, clock, interval=30.0):
+    def __init__(self, store, syncers, clock, interval=30.0, confirmDelay=CONFIRM_DELAY):
         self.store = store
         self.syncers = list(syncers)
         self.clock = clock
         self.interval = interval
+        self.confirmDelay = confirmDelay
+        #: C{[(when, ids)]} listed recently, and C{(ids, since)} held back:
+        #: the failsafe of L{podcluster.guard} over the listing.
+        self._listed = []
+        self._held = None
+        self._confirm = None
         self._loop = None
         self._watch = None
         self._running = None
@@ -241,6 +266,8 @@ class Sweeper(service.Service):
             self._watch.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._confirm is not None and self._confirm.active():
+            self._confirm.cancel()
         return self._running
 
     def sweep(self):
@@ -275,13 +302,14 @@ class Sweeper(service.Service):
                 continue
             ids = {keys.parse(k)[1] for k in listed if len(keys.parse(k)) == 2}
             gone = sorted(set(held) - ids)
-            if not gone:
-                continue
             if not ids:
-                log.critical("pc sweeper FAILSAFE: pod_clusters lists empty; syncer {syncer} "
-                             "keeps {count} cluster(s) ({ids}) until clusters are listed again",
-                             syncer=syncer.name, count=len(gone), ids=",".join(gone),
-                             event="failsafe")
+                if gone:
+                    log.critical("pc sweeper FAILSAFE: pod_clusters lists empty; syncer "
+                                 "{syncer} keeps {count} cluster(s) ({ids}) until clusters are "
+                                 "listed again", syncer=syncer.name, count=len(gone),
+                                 ids=",".join(gone), event="failsafe")
+                continue
+            if not self._guard(sorted(ids), syncer, gone):
                 continue
             for clusterId in gone:
                 try:
@@ -294,12 +322,45 @@ class Sweeper(service.Service):
                          object=clusterId, syncer=syncer.name, event="deleted")
 
 
+    def _guard(self, ids, syncer, gone):
+        """
+        The failsafe over the listing: a listing that suddenly drops to
+        fewer than half the clusters listed within C{confirmDelay} (a wipe
+        of C{pod_clusters} delivered key by key, as ZooKeeper deletes a
+        tree) deletes nothing until a second read confirms it.
+
+        @return: whether C{gone} may be deleted.
+        """
+        now = self.clock.seconds()
+        before = podcluster.baseline(self._listed, now, self.confirmDelay)
+        verdict = podcluster.guard(before, ids, self._held, now, self.confirmDelay)
+        if not verdict.sync:
+            if gone and self._held != verdict.held:
+                log.critical("pc sweeper FAILSAFE: pod_clusters lists {count} cluster(s) where "
+                             "it listed {before}; syncer {syncer} keeps {ids} until a second "
+                             "read confirms it", count=len(ids), before=len(before),
+                             syncer=syncer.name, ids=",".join(gone), event="failsafe")
+            self._held = verdict.held
+            if self._confirm is None or not self._confirm.active():
+                self._confirm = self.clock.callLater(
+                    max(verdict.at - now, 0.0), lambda: self.running and self.sweep())
+            return False
+        self._held = None
+        self._listed = ([(now, ids)] if verdict.confirmed else
+                        podcluster.remember(self._listed, now, ids, self.confirmDelay))
+        return True
+
+
 @attr.s
 class Prepared(object):
-    """What L{prepare} gives the orchestrator: controller arguments, services."""
+    """
+    What L{prepare} gives the orchestrator: controller arguments, services,
+    and whether to run the farm at all.
+    """
 
     context = attr.ib(factory=dict)
     services = attr.ib(factory=list)
+    run = attr.ib(default=True)
 
 
 def prepare(store, clock, config):
@@ -307,14 +368,20 @@ def prepare(store, clock, config):
     Load the syncers the orchestrator C{config} names (C{syncers:}).
 
     @return: a L{Prepared}: the controllers' C{syncers} and C{confirmDelay},
-        and the L{Sweeper}.
+        and the L{Sweeper}; or one that does not run the farm when no
+        syncer is configured.
     """
     from p2twisted.orchestrate.syncers import loadSyncers
     syncers = loadSyncers(getattr(config, "syncers", None), clock)
     if not syncers:
-        log.warn("pc farm: no syncers configured (orchestrator config 'syncers:'); pod "
-                 "clusters are claimed but synced nowhere", event="no-syncers")
+        # Claiming them would keep them from the orchestrator that has
+        # syncers (its syncers write on its own host).
+        log.warn("pc farm: no syncers configured (orchestrator config 'syncers:'); not "
+                 "running it: pod clusters are left to an orchestrator with syncers",
+                 event="no-syncers")
+        return Prepared(run=False)
     return Prepared({"syncers": syncers,
                      "confirmDelay": getattr(config, "confirmDelay", CONFIRM_DELAY)},
                     [Sweeper(store, syncers, clock,
-                             getattr(config, "resyncInterval", 30.0))])
+                             getattr(config, "resyncInterval", 30.0),
+                             getattr(config, "confirmDelay", CONFIRM_DELAY))])

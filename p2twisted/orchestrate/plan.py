@@ -48,11 +48,15 @@ class Unschedule(object):
     podId = attr.ib()
 
 
+#: The version of an L{UpdateRecord} written whatever the entry holds.
+ANY = "any"
+
+
 @attr.s(frozen=True)
 class UpdateRecord(object):
     """
     Write C{value} to C{key} if it still has C{version} (C{None}: if it is
-    absent); a C{value} of C{None} deletes it.
+    absent; L{ANY}: in any case); a C{value} of C{None} deletes it.
     """
 
     key = attr.ib()
@@ -133,7 +137,7 @@ def _opsFor(change, snapshot, marked):
             return [Delete(change.key, change.version)]
         if change.version is None:
             return [Create(change.key, change.value)]
-        return [Put(change.key, change.value, change.version)]
+        return [Put(change.key, change.value, None if change.version == ANY else change.version)]
     if snapshot is None:
         raise ValueError("a plan that schedules or unschedules needs the snapshot it was "
                          "decided over")

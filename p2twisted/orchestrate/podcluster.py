@@ -28,10 +28,6 @@ import attr
 from p2twisted import records
 from p2twisted.errors import P2Error
 
-#: The annotation giving the members' port.
-PORT_ANNOTATION = "port"
-
-
 @attr.s(frozen=True, order=True)
 class Member(object):
     """
@@ -73,11 +69,9 @@ class Membership(object):
 
 
 def _port(cluster, snapshot, node, podId):
-    port = cluster.annotations.get(PORT_ANNOTATION)
-    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+    port = cluster.port()
+    if port is not None:
         return port
-    if isinstance(port, str) and port.isdigit() and 0 < int(port) < 65536:
-        return int(port)
     entry = snapshot.intent(node, podId)
     if entry is None:
         return None

@@ -336,10 +336,11 @@ class Snapshot(object):
     def daemonSetOwners(self):
         """
         @return: the daemon set ids some pod's labels name, sorted (the
-            records of some may be gone).
+            records of some may be gone); an empty label names none (a pod
+            disowned by hand: C{daemon_set_id=}).
         """
         self.podsOfDaemonSet(None)
-        return sorted(k for k in self._byDS if k is not None)
+        return sorted(k for k in self._byDS if k)
 
     def _owners(self, label):
         found = {}

@@ -7,16 +7,16 @@ news has them reconcile.
 """
 
 import attr
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web import resource, server
 
 from p2twisted.config import loadConfig
 from p2twisted.errors import P2Error, UsageError
-from p2twisted.metrics import OrchestratorMetrics, metricsResource
+from p2twisted.listen import listenSetting
+from p2twisted.metrics import OrchestratorMetrics, metricsService
 from p2twisted.orchestrate import gauges
 from p2twisted.store.metered import MeteredStore
 
@@ -109,36 +109,9 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
         newsInterval=_number(data, "news_interval", 1.0, 0.0),
         syncers=_syncers(data.get("syncers")),
         confirmDelay=_number(data, "confirm_delay", 5.0, 0.0),
-        metricsListen=_endpoint(data, "metrics_listen"),
+        metricsListen=listenSetting(data.get("metrics_listen"),
+                                    "orchestrator config metrics_listen"),
     )
-
-
-def _endpoint(data, name):
-    """
-    @return: the server endpoint description of setting C{name}: a port
-        number is that port on 127.0.0.1 (loopback unless told otherwise);
-        a string with a colon is a Twisted endpoint description (e.g.
-        C{tcp:9120:interface=0.0.0.0}); C{None} when not set.
-    """
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) or (
-            isinstance(value, str) and value.isdigit()):
-        if not 0 < int(value) < 65536:
-            raise UsageError("orchestrator config %s: expected a port (1-65535), got %r"
-                             % (name, value))
-        return "tcp:%d:interface=127.0.0.1" % (int(value),)
-    if isinstance(value, str) and ":" in value:
-        from twisted.internet import endpoints, reactor
-        try:
-            endpoints.serverFromString(reactor, value)
-        except (ValueError, TypeError, KeyError) as e:
-            raise UsageError("orchestrator config %s: %r is not an endpoint: %s"
-                             % (name, value, e))
-        return value
-    raise UsageError("orchestrator config %s: expected a port or an endpoint such as "
-                     "tcp:9120:interface=127.0.0.1, got %r" % (name, value))
 
 
 def _syncers(settings):
@@ -174,9 +147,7 @@ class Orchestrator(service.MultiService):
                                       lambda: self._held("roll", gauges.rollProgress))
         self.reader = None
         if config.metricsListen is not None:
-            root = resource.Resource()
-            root.putChild(b"metrics", metricsResource(self.metrics))
-            strports.service(config.metricsListen, server.Site(root)).setServiceParent(self)
+            metricsService(config.metricsListen, self.metrics, reactor).setServiceParent(self)
         if kinds is None:
             from p2twisted.orchestrate.controllers import FARMS as kinds
         self.config = config
@@ -235,6 +206,8 @@ class Orchestrator(service.MultiService):
             context = None
             if kind.prepare is not None:
                 prepared = kind.prepare(self.store, self.reactor, self.config)
+                if not prepared.run:
+                    continue
                 context = prepared.context
                 for extra in prepared.services:
                     extra.setServiceParent(self)

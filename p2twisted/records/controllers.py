@@ -15,6 +15,7 @@ zero replicas (P2's failsafe, reference/p2.md section 10 item 6).
 import calendar
 import functools
 import json
+import math
 import time
 
 import attr
@@ -29,7 +30,12 @@ from p2twisted.store.common import checkKey
 #: The pod labels every pod an RC schedules carries.
 RC_ID_LABEL = "replication_controller_id"
 POD_ID_LABEL = "pod_id"
-RESERVED_POD_LABELS = (RC_ID_LABEL, POD_ID_LABEL)
+#: The pod label naming the daemon set a pod belongs to (P2's C{DSIDLabel}).
+DS_ID_LABEL = "daemon_set_id"
+#: Labels an RC's C{pod_labels} may not set: an RC pod labelled with a
+#: daemon set's id would be that set's to replace and to unschedule (its
+#: C{--cascade}, or the farm's orphan cleanup when no such set exists).
+RESERVED_POD_LABELS = (RC_ID_LABEL, POD_ID_LABEL, DS_ID_LABEL)
 
 #: Roll states: moving replicas to the new RC, or back to the old one.
 ROLLING = "rolling"
@@ -72,7 +78,10 @@ def _seconds(what, optional=False):
     def check(instance, attribute, value):
         if optional and value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        # NaN and infinity pass "< 0" but are no JSON: the record written
+        # would be unreadable by everyone after.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or not math.isfinite(value):
             raise UsageError("%s must be a number of seconds >= 0, got %r" % (what, value))
     return check
 
@@ -390,3 +399,34 @@ class AuditEvent(object):
         if self.when is not None:
             data["when"] = _iso(self.when)
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+@attr.s(frozen=True)
+class Deletion(object):
+    """
+    The object a person deleted last from one tree (C{status/deleted/<tree>},
+    written in the delete's own transaction): the id and the version of the
+    record deleted.  Versions never repeat (a global revision in every
+    backend), so a farm that sees its tree empty can tell this delete of
+    the last object it held from a wiped tree (the failsafe): only the
+    former leaves a deletion naming exactly that object at that version.
+    """
+
+    id = attr.ib(validator=_segment("id"))
+    version = attr.ib(validator=_count("version"))
+    FIELDS = ("id", "version")
+
+    @classmethod
+    def fromEntry(cls, key, entry):
+        """@raise CorruptRecord: for anything but a deletion's JSON."""
+        return _load(cls, key, entry, cls.FIELDS, cls.FIELDS)
+
+    def toBytes(self):
+        return _dump(self, self.FIELDS)
+
+    def names(self, objects):
+        """
+        @param objects: C{{id: version}} of the objects a farm last saw.
+        @return: whether they are exactly this deleted object.
+        """
+        return objects == {self.id: self.version}

@@ -16,12 +16,12 @@ import attr
 from p2twisted.errors import UsageError
 from p2twisted.labels import parseSelector
 from p2twisted.records.controllers import (
-    POD_ID_LABEL, _flag, _parsed, _seconds, _segment, _sha, checkManifest, checkSelector,
+    DS_ID_LABEL, POD_ID_LABEL, _flag, _parsed, _seconds, _segment, _sha, checkManifest, checkSelector,
     dumpWithManifest, loadWithManifest)
 from p2twisted.store import keys
 
-#: The pod label naming the daemon set a pod belongs to (P2's C{DSIDLabel}).
-DS_ID_LABEL = "daemon_set_id"
+# DS_ID_LABEL, the pod label naming a pod's daemon set, is defined beside
+# the RC's labels (an RC may not set it) and read from here too.
 
 #: Defaults (P2's: a 5 minute per-node timeout, 50 nodes at once).
 DEFAULT_TIMEOUT = 300

@@ -27,6 +27,10 @@ AZ_LABEL = "availability_zone"
 CLUSTER_NAME_LABEL = "cluster_name"
 
 
+#: The annotation giving the members' port.
+PORT_ANNOTATION = "port"
+
+
 def defaultSelector(podId, availabilityZone, clusterName):
     """
     @return: the selector text matching the pods labelled with the triple.
@@ -72,6 +76,27 @@ class PodCluster(object):
         parseSelector(self.pod_selector)
         if not isinstance(self.annotations, dict):
             raise UsageError("annotations must be a JSON object, got %r" % (self.annotations,))
+        if self.id.startswith("."):
+            # The syncers' files are named by the id, and HAProxy skips
+            # hidden files of its directories.
+            raise UsageError("pod cluster id %r must not begin with '.'" % (self.id,))
+        self.port()
+
+    def port(self):
+        """
+        @return: the C{port} annotation as a number, or C{None} when there
+            is none (the members' manifests give theirs).
+        @raise UsageError: for one that is no port number.
+        """
+        port = self.annotations.get(PORT_ANNOTATION)
+        if port is None:
+            return None
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise UsageError("annotation %s must be a port number (1-65535), got %r"
+                             % (PORT_ANNOTATION, port))
+        return port
 
     @property
     def key(self):

@@ -13,6 +13,7 @@ store's typed errors, and
 import logging
 import queue
 import select
+import socket
 import threading
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -189,8 +190,11 @@ def stopClient(reactor, client):
     def stop():
         client.stop()
         client.close()
-    return inThread(reactor, stop).addErrback(
+    d = inThread(reactor, stop).addErrback(
         lambda f: log.failure("stopping a ZooKeeper client failed", f))
+    if isinstance(client._call, BatchedWakes):
+        d.addCallback(lambda _: client._call.stop())
+    return d
 
 
 def connect(reactor, bridge, address, timeout):
@@ -300,11 +304,16 @@ class BatchedWakes(object):
     the end of the turn.  Calls from other threads go the usual way.
     """
 
+    #: Seconds before writing again the bytes the socket had no room for,
+    #: or that wait for kazoo to reconnect (it reads none meanwhile).
+    retryDelay = 0.05
+
     def __init__(self, reactor, client):
         self._reactor = reactor
         self._client = client
         self._direct = client._call
         self._owed = []
+        self._wakeCall = None
 
     def __call__(self, request, asyncObject):
         client = self._client
@@ -313,16 +322,43 @@ class BatchedWakes(object):
             return self._direct(request, asyncObject)
         client._queue.append((request, asyncObject))
         self._owed.append(asyncObject)
-        if len(self._owed) == 1:
-            self._reactor.callLater(0, self._wake)
+        if self._wakeCall is None:
+            self._wakeCall = self._reactor.callLater(0, self._wake)
 
     def _wake(self):
+        """
+        Write the bytes owed, never blocking the reactor: while kazoo is
+        disconnected its connection thread reads none, and a full socket
+        would block the reactor until the server is back.
+        """
+        self._wakeCall = None
+        owed = self._owed
+        if not owed:
+            return
+        sent = 0
+        if self._client._state != KeeperState.CONNECTING:
+            try:
+                sent = self._client._connection._write_sock.send(
+                    b"\0" * len(owed), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            except Exception:  # closed meanwhile: as kazoo's own _call says
+                self.stop()
+                return
+        del owed[:sent]
+        if owed:
+            self._wakeCall = self._reactor.callLater(self.retryDelay, self._wake)
+
+    def stop(self):
+        """
+        The client is closed: fail the requests still owed a wake-up.
+        """
+        if self._wakeCall is not None:
+            self._wakeCall.cancel()
+            self._wakeCall = None
         owed, self._owed = self._owed, []
-        writeSock = self._client._connection._write_sock
-        try:
-            writeSock.sendall(b"\0" * len(owed))
-        except Exception:  # closed meanwhile: as kazoo's own _call says
-            for asyncObject in owed:
+        for asyncObject in owed:
+            if not asyncObject.ready():
                 asyncObject.set_exception(ConnectionClosedError("Connection has been closed"))
 
 
@@ -361,15 +397,11 @@ class Handler(SequentialThreadingHandler):
     """
 
     def __init__(self, bridge):
+        # kazoo makes its queues with queue_impl, also anew when it stops:
+        # replacing them after its stop() left a moment when an event or a
+        # completion landed in a plain queue nobody reads.
+        self.queue_impl = lambda: _ToReactor(bridge)
         SequentialThreadingHandler.__init__(self)
-        self._bridge = bridge
-        self.completion_queue = _ToReactor(bridge)
-        self.callback_queue = _ToReactor(bridge)
-
-    def stop(self):
-        SequentialThreadingHandler.stop(self)
-        self.completion_queue = _ToReactor(self._bridge)
-        self.callback_queue = _ToReactor(self._bridge)
 
     def select(self, rlist, wlist, xlist, timeout=None):
         poller = select.poll()

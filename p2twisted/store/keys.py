@@ -161,6 +161,15 @@ def status(kind, *ids):
     return _names(STATUS, kind, *ids)
 
 
+def deleted(tree):
+    """
+    C{status/deleted/<tree>}: the object of C{tree} a person deleted last,
+    written in the delete's own transaction (see
+    L{p2twisted.records.controllers.Deletion}).
+    """
+    return _join(STATUS, "deleted", tree)
+
+
 def lock(kind, objectId):
     return _join(LOCKS, kind, objectId)
 

@@ -148,7 +148,7 @@ class API(object):
     @param author: who the audit log says made the API's changes (default
         C{p2-api@<host>}).
     @param loopbackOnly: answer only requests whose C{Host} is a loopback
-        name (L{_LoopbackHosts}); for an API listening on loopback.
+        name (L{_Guard}); for an API listening on loopback.
     """
 
     app = Klein()
@@ -163,8 +163,7 @@ class API(object):
 
     def resource(self):
         """@return: the L{IResource} serving everything."""
-        resource = self.app.resource()
-        return _LoopbackHosts(resource) if self._loopbackOnly else resource
+        return _Guard(self.app.resource(), self._loopbackOnly)
 
     def stop(self):
         """
@@ -501,18 +500,22 @@ def _loopbackHost(header):
 
 
 @implementer(IResource)
-class _LoopbackHosts(object):
+class _Guard(object):
     """
-    The API for requests to a loopback name only: a page of another site
-    whose name was made to resolve to 127.0.0.1 (DNS rebinding) is the
-    same origin to the browser and could read the fleet; its requests
-    name that site in C{Host} and are answered 403.
+    What klein would answer as text, answered as JSON: a URL that is not
+    UTF-8 (klein's C{400 Non-UTF-8 encoding in URL.}) is 400.
+
+    With C{loopbackOnly}, requests to a loopback name only: a page of
+    another site whose name was made to resolve to 127.0.0.1 (DNS
+    rebinding) is the same origin to the browser and could read the fleet;
+    its requests name that site in C{Host} and are answered 403.
     """
 
     isLeaf = True
 
-    def __init__(self, wrapped):
+    def __init__(self, wrapped, loopbackOnly):
         self.wrapped = wrapped
+        self.loopbackOnly = loopbackOnly
 
     def getChildWithDefault(self, name, request):
         return self
@@ -521,10 +524,17 @@ class _LoopbackHosts(object):
         raise NotImplementedError()
 
     def render(self, request):
-        if _loopbackHost(request.getHeader(b"host")):
-            return self.wrapped.render(request)
-        return jsonResponse(request, {"error": "p2-api listens on loopback and answers requests "
-                                               "for localhost or 127.0.0.1 only"}, 403)
+        if self.loopbackOnly and not _loopbackHost(request.getHeader(b"host")):
+            return jsonResponse(request, {"error": "p2-api listens on loopback and answers "
+                                                   "requests for localhost or 127.0.0.1 only"},
+                                403)
+        try:
+            for part in [request.getRequestHostname()] + request.prepath + request.postpath:
+                part.decode("utf-8")
+        except UnicodeDecodeError:
+            return jsonResponse(request, {"error": "the URL %s is not UTF-8" % (
+                request.uri.decode("ascii", "replace"),)}, 400)
+        return self.wrapped.render(request)
 
 
 def _found(value, what, objectId, more=""):

@@ -271,14 +271,17 @@ class EventStream(object):
 
         @return: L{Deferred} firing with C{None} when this side ends the
             stream (L{stop}); cancelled (by klein) when the page goes away.
+            For C{HEAD}, the headers only (C{b""}): no stream is opened.
         """
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        if request.method == b"HEAD":  # the headers only: no stream, nothing watched
+            return b""
         self.start()
         if self._idleCall is not None:
             self._idleCall, idleCall = None, self._idleCall
             idleCall.cancel()
-        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"Cache-Control", b"no-store")
-        request.setHeader(b"X-Accel-Buffering", b"no")
         # A new EventSource (the page's after an HTTP error) says where it
         # was in the query; a reconnecting one in the header.
         lastId = request.getHeader(b"last-event-id") or (request.args.get(b"last") or [None])[0]

@@ -14,13 +14,15 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from p2twisted.errors import P2Error, UsageError
+from p2twisted.listen import isLoopback, url  # noqa: F401 (url: p2 ui, tests)
 
 log = Logger()
 
 #: Where p2-api listens unless told: loopback only.
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+#: The most seconds between attempts to open the store.
+MAX_RETRY = 30.0
 
 class Options(usage.Options):
     synopsis = "[options]"
@@ -90,38 +92,29 @@ def apiConfig(path=None, store=None, listen=None, tokenFile=None, environ=None):
     return APIConfig(store=loadConfig(path, environ).storeURL(store), listen=listen,
                      token=None if tokenFile is None else readToken(tokenFile))
 
-def isLoopback(description):
-    """
-    @return: whether the endpoint C{description} listens on loopback only
-        (a TCP one with C{interface=} a loopback address, or a UNIX socket).
-    """
-    parts = description.split(":")
-    if parts[0] == "unix":
-        return True
-    for part in parts[1:]:
-        if part.startswith("interface="):
-            return part[len("interface="):].strip("[]") in _LOOPBACK
-    return False
-
 class APIService(service.Service):
     """
     Listens for the API and opens its store.
 
     @param store: an open L{IStore} to use instead of opening
         C{config.store} (closed when the service stops).
+    @param say: called with a line (text) when the store cannot be
+        opened, and with another once it is after all (C{p2 ui} shows them;
+        the log has every retry).
     @ivar api: the L{API}.
     @ivar listening: a L{Deferred} firing with the L{IListeningPort} once
         listening (failing when it cannot listen).
     """
 
-    def __init__(self, config, reactor, store=None):
+    def __init__(self, config, reactor, store=None, say=None):
         from p2twisted.web.app import API
         self.config = config
         self.reactor = reactor
+        self.say = say
         self.api = API(store, token=config.token, loopbackOnly=isLoopback(config.listen))
         self.listening = None
         self._port = None
-        self._delays = backoffPolicy(1.0, 30.0)
+        self._delays = backoffPolicy(1.0, MAX_RETRY)
         self._opening = None
 
     def privilegedStartService(self):
@@ -183,12 +176,18 @@ class APIService(service.Service):
                 attempts += 1
                 log.warn("cannot open store {url}: {error}; retrying in {delay:.1f}s",
                          url=_shown(self.config.store), error=str(e), delay=delay)
+                if attempts == 1 and self.say is not None:
+                    self.say("cannot reach the store %s: %s; retrying every %d s (backing off "
+                             "to %d s); the API answers 503 meanwhile"
+                             % (_shown(self.config.store), e, int(delay), MAX_RETRY))
                 yield task.deferLater(self.reactor, delay, lambda: None)
                 continue
             if not self.running:
                 yield store.close()
                 return
             self.api.store = store
+            if attempts and self.say is not None:
+                self.say("connected to the store %s" % (_shown(self.config.store),))
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -207,19 +206,6 @@ class APIService(service.Service):
 def _shown(storeURL):
     from p2twisted.web.views import safeURL
     return safeURL(storeURL)
-
-def url(address):
-    """
-    @return: the URL of the listening C{address} (an L{IAddress}).
-    """
-    host = getattr(address, "host", None)
-    if host is None:
-        return "unix:%s" % (getattr(address, "name", "?"),)
-    if ":" in host:
-        host = "[%s]" % (host,)
-    elif host == "0.0.0.0":
-        host = "127.0.0.1"
-    return "http://%s:%d/" % (host, address.port)
 
 def makeService(options, reactor=None):
     """

@@ -2,8 +2,8 @@
 // timeline, kept live by the server's event stream (api/v1/events; see
 // p2twisted/web/events.py).  Plain JavaScript, no build step, nothing from
 // elsewhere.  The stream first sends a "reset" (every document), then a
-// "change" per document that changed; a reconnecting EventSource sends the
-// last event id it saw and the server sends only what it missed.
+// "change" per document that changed; a reconnecting page sends the last
+// event id it saw and the server sends only what it missed.
 "use strict";
 
 (function () {
@@ -292,14 +292,26 @@
     badge.textContent = text || state;
   }
 
+  // After a failed or dropped stream the page waits longer each time
+  // (1 s doubling to 30 s, each +-20% at random, so many pages open through
+  // a long outage do not all come back at once); a live stream resets it.
+  const RETRY_FIRST = 1000, RETRY_MAX = 30000, RETRY_JITTER = 0.2;
+  dash.failures = 0;
+  dash.delays = [];
+
+  function retryDelay(failures) {
+    const base = Math.min(RETRY_FIRST * Math.pow(2, failures), RETRY_MAX);
+    return Math.round(base * (1 - RETRY_JITTER + 2 * RETRY_JITTER * Math.random()));
+  }
+
   function connect(lastId) {
-    // EventSource reconnects by itself (sending Last-Event-ID) after a
-    // network error; after an HTTP error it gives up, and a new one is made
-    // here that says where the page was in the query instead.
+    // The page reconnects itself (not EventSource, whose retry is fixed),
+    // saying where it was in the query.
     const url = "api/v1/events" + (lastId ? "?last=" + encodeURIComponent(lastId) : "");
     const source = new EventSource(url);
     source.addEventListener("open", () => {
       dash.connections += 1;
+      dash.failures = 0;
       setConnection("live");
     });
     source.addEventListener("reset", (event) => {
@@ -318,10 +330,13 @@
       schedule();
     });
     source.addEventListener("error", () => {
+      source.close();
+      const delay = retryDelay(dash.failures);
+      dash.failures += 1;
+      dash.delays.push(delay);
       setConnection("reconnecting", "reconnecting\u2026");
-      if (source.readyState === EventSource.CLOSED) {
-        setTimeout(() => connect(dash.lastId), 2000);
-      }
+      document.getElementById("connection").dataset.retryMs = String(delay);
+      setTimeout(() => connect(dash.lastId), delay);
     });
     dash.source = source;
   }
