@@ -420,3 +420,54 @@ class StrayTests(unittest.TestCase):
         self.assertEqual([n for n, p in snapshot.podsOf("rc") if p == "web"], ["a", "b"])
         self.assertEqual(snapshot.intent("a", "db").value, db)
         self.assertEqual(snapshot.intent("b", "db").value, db)
+
+
+class SignTableTests(unittest.TestCase):
+    """
+    Table: an RC whose pods' intent holds its manifest (the same SHA) in
+    other bytes -- signed, unsigned, or reformatted.  Only an RC whose
+    manifest is signed rewrites them, with its bytes and at once (no health
+    gate: what runs is the same).
+    """
+
+    def test_table(self):
+        from tests.test_manifest import sign, sshSign
+        plain = manifest(1)
+        reformatted = b"# a comment\n" + plain
+        table = [
+            # (what, RC's bytes, intent's bytes, rewritten)
+            ("signed RC, unsigned intent: GPG-signed bytes written", sign(plain), plain, True),
+            ("signed RC, unsigned intent: SSH-signed bytes written", sshSign(plain), plain,
+             True),
+            ("signed RC, intent signed otherwise: the RC's bytes", sshSign(plain), sign(plain),
+             True),
+            ("signed RC, same bytes: converged", sign(plain), sign(plain), False),
+            ("unsigned RC, signed intent: left alone", plain, sign(plain), False),
+            ("unsigned RC, reformatted intent: left alone", plain, reformatted, False),
+            ("unsigned RC, same bytes: converged", plain, plain, False),
+        ]
+        from p2twisted.records.controllers import ReplicationController
+        for what, rcBytes, intentBytes, rewritten in table:
+            fleet = Fleet(self, {"a": {}, "b": {}})
+            fleet.checks.append(checkPodInvariants)
+            # The RC ran the intent's bytes; then its record got the RC's.
+            first = ReplicationController("rc", intentBytes, 2)
+            fleet.run(fleet.store.put(first.key, first.toBytes()))
+            fleet.converge()
+            rc = ReplicationController("rc", rcBytes, 2)
+            fleet.run(fleet.store.put(rc.key, rc.toBytes()))
+            # Failing pods: a replacement would wait for health; this does not.
+            fleet.health = lambda node, pod, sha: "critical"
+            fleet.settle()
+            plan = rcmodule.decide(rc, fleet.snapshot())
+            expected = ([Schedule(n, "web", rcBytes, rc.labelsForPods()) for n in ("a", "b")]
+                        if rewritten else [])
+            self.assertEqual(list(plan.changes), expected, what)
+            self.assertEqual(plan.reason, "rewrite drifted a, b" if rewritten else "converged",
+                             what)
+            fleet.converge()
+            snapshot = fleet.snapshot()
+            for node in ("a", "b"):
+                self.assertEqual(snapshot.intent(node, "web").value,
+                                 rcBytes if rewritten else intentBytes, what)
+

@@ -116,3 +116,11 @@ def wrapperOf(data):
     if data.startswith(_SIGNED_MESSAGE):
         return "gpg"
     return "ssh" if _sshSignatureStart(data) is not None else None
+
+
+def isSigned(data):
+    """
+    @return: whether C{data} carries a signature wrapper (PGP clear-sign or
+        an SSH signature block), without checking it.
+    """
+    return wrapperOf(data) is not None

@@ -20,7 +20,9 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
    pods stay, so a node that stops matching the selector loses its pod only
    once its replacement is healthy.
  - A pod whose intent drifted from the RC's manifest (by canonical SHA), or
-   whose labels lost the RC's, is rewritten (on eligible nodes).
+   whose labels lost the RC's, is rewritten (on eligible nodes); so is one
+   whose intent is the RC's manifest unsigned while the RC's is signed (the
+   same SHA: the agent does not restart it).
  - Pods labelled as the RC's under another pod id (its manifest's id
    changed) are unscheduled once the RC's own pods are all healthy -- only
    if their labels are what the RC writes (their own C{pod_id} too), so a
@@ -43,6 +45,7 @@ node (P2's C{pkg/rc}, reference/p2.md section 8), with these rules:
 
 from p2twisted.orchestrate.plan import Plan, Schedule, Unschedule
 from p2twisted.errors import StoreError
+from p2twisted.manifest.signed import isSigned
 from p2twisted.records import PASSING
 from p2twisted.records.controllers import POD_ID_LABEL, RC_ID_LABEL
 from p2twisted.records.daemonset import DS_ID_LABEL
@@ -76,6 +79,18 @@ class PodView(object):
         if entry.value == rc.manifest:
             return True
         return getattr(self.snapshot, tree + "Sha")(node, self.podId) == rc.sha
+
+    def unsigned(self, node, rc):
+        """
+        Whether C{node}'s intent holds C{rc}'s manifest (same canonical SHA)
+        in other bytes while C{rc}'s are signed: the signed bytes are to be
+        written there (an agent requiring signatures refuses the others),
+        with no restart (what runs is the same).  An unsigned C{rc} never
+        rewrites a signed or differently formatted intent.
+        """
+        entry = self.snapshot.intent(node, self.podId)
+        return (entry is not None and entry.value != rc.manifest and isSigned(rc.manifest)
+                and self.runs("intent", node, rc))
 
     def healthy(self, node, rc):
         """Whether the pod on C{node} runs C{rc}'s manifest and is passing."""
@@ -233,7 +248,7 @@ def decide(rc, snapshot):
 
     going = set(unschedule)
     rewrite = [n for n in mine if n in eligible and n not in going
-               and (not view.runs("intent", n, rc)
+               and (not view.runs("intent", n, rc) or view.unsigned(n, rc)
                     or not _hasLabels(snapshot.podLabels(n, rc.podId), labels))]
 
     changes = ([Schedule(n, rc.podId, rc.manifest, labels) for n in schedule + rewrite]
