@@ -670,3 +670,54 @@ class ProgressTests(unittest.TestCase):
                          ["Schedule", "Schedule"])
         self.assertFalse([c for c in plan.changes if isinstance(c, (Unschedule,))])
         self.assertTrue(all(isinstance(c, Schedule) for c in plan.changes))
+
+
+class SignTableTests(unittest.TestCase):
+    """
+    Table: a daemon set whose pods' intent holds its manifest (the same SHA)
+    in other bytes.  Only a set whose manifest is signed rewrites them, with
+    its bytes, on every node at once: no min_health nor parallel budget
+    (what runs is the same), even with every pod failing.
+    """
+
+    def test_table(self):
+        from p2twisted.records.daemonset import DaemonSet
+        from tests.test_manifest import sign, sshSign
+        plain = manifest(1)
+        nodes = ["n1", "n2", "n3", "n4"]
+        table = [
+            # (what, set's bytes, intent's bytes, rewritten)
+            ("signed set, unsigned intent: GPG-signed bytes written", sign(plain), plain, True),
+            ("signed set, unsigned intent: SSH-signed bytes written", sshSign(plain), plain,
+             True),
+            ("signed set, intent signed otherwise: the set's bytes", sshSign(plain),
+             sign(plain), True),
+            ("signed set, same bytes: converged", sign(plain), sign(plain), False),
+            ("unsigned set, signed intent: left alone", plain, sign(plain), False),
+            ("unsigned set, reformatted intent: left alone", plain, b"# a comment\n" + plain,
+             False),
+        ]
+        for what, dsBytes, intentBytes, rewritten in table:
+            fleet = DSFleet(self, {n: {} for n in nodes})
+            # The set ran the intent's bytes; then its record got the set's.
+            for data in (intentBytes, dsBytes):
+                ds = DaemonSet("ds", "web", data, min_health=75, parallel=1)
+                fleet.run(fleet.store.put(ds.key, ds.toBytes()))
+                if data is intentBytes:
+                    fleet.play()
+            fleet.health = lambda node, pod, sha: "critical"
+            fleet.settle()
+            snapshot = fleet.snapshot()
+            plan = decide(ds, snapshot, fleet.now)
+            if rewritten:
+                self.assertEqual(list(plan.changes), [
+                    Schedule(n, "web", dsBytes, ds.labelsForPods()) for n in nodes], what)
+                self.assertEqual(plan.reason, "write the signed manifest on n1, n2, n3, n4",
+                                 what)
+            else:
+                self.assertIsInstance(plan, Wait, what)
+            fleet.play()
+            snapshot = fleet.snapshot()
+            for node in nodes:
+                self.assertEqual(snapshot.intent(node, "web").value,
+                                 dsBytes if rewritten else intentBytes, what)

@@ -26,6 +26,8 @@ section 8), with these rules, in order:
    healthy.  A node already running the manifest under no controller is
    adopted (labelled) at once; one running another manifest of the pod
    under no controller is replaced as the set's own old pods are.
+ - A pod whose intent is the set's manifest (same SHA) in other bytes, while
+   the set's are signed, gets the signed bytes at once (no restart follows).
  - A manifest change replaces the pod node by node under the same limits,
    failing pods first, and never takes a healthy pod down while that
    would leave fewer than C{min_health} percent of the set's pods healthy
@@ -131,6 +133,10 @@ class Survey(object):
         controller claims.
     @ivar relabel: the set's nodes running its manifest whose labels lack
         the set's.
+    @ivar sign: the set's other nodes whose intent is its manifest (same
+        SHA) in other bytes while the set's are signed: rewritten at once,
+        outside any budget (what runs is the same; the agent restarts
+        nothing).
     @ivar members: the set's matching nodes, agent up or not, and those of
         C{old} it takes over: the pods C{min_health} is a percentage of.
     @ivar old: the set's matching nodes (agent up) not running its
@@ -173,6 +179,7 @@ class Survey(object):
         self.members = inSet + takeover
         self.relabel = [n for n in inSet if view.runs("intent", n, ds) and not all(
             snapshot.podLabels(n, ds.pod_id).get(k) == v for k, v in wanted.items())]
+        self.sign = [n for n in inSet if n not in self.relabel and view.unsigned(n, ds)]
         up = [n for n in inSet if view.up(n)]
         self.updated = [n for n in up if view.runs("intent", n, ds)]
         self.old = sorted([n for n in up if n not in self.updated] + takeover)
@@ -343,10 +350,11 @@ def decide(ds, snapshot, now, progress=Progress()):
                 continue
             starts.append(node)
     changes = ([Schedule(n, ds.pod_id, ds.manifest, labels)
-                for n in found.adopt + found.relabel + starts]
+                for n in found.adopt + found.relabel + found.sign + starts]
                + [Unschedule(n, ds.pod_id) for n in remove] + cleanup)
     parts = []
     for what, nodes in (("adopt", found.adopt), ("relabel", found.relabel),
+                        ("write the signed manifest on", found.sign),
                         ("start", [n for n in starts if n in found.add]),
                         ("replace", [n for n in starts if n not in found.add]),
                         ("unschedule", remove)):
