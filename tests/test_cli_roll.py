@@ -6,6 +6,7 @@ C{p2 roll status --follow}'s live line, run in-process on a L{task.Clock}.
 
 import io
 import json
+import os
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
@@ -106,6 +107,41 @@ class RollCommandTests(FleetCommandMixin, unittest.TestCase):
         line, code = yield self.p2Fails("rc", "scale", "v1", "5")
         self.assertIn("roll %s is moving it" % (edit.defaultId(POD % (2,)),), line)
         self.assertEqual((yield self.dump()), before)
+
+    @defer.inlineCallbacks
+    def test_signSameManifest(self):
+        """
+        C{p2 roll start --manifest} with the RC's own manifest, now signed,
+        starts no roll: the RC's record gets the signed bytes (audited), and
+        its pods' intent then holds them.  The same manifest unsigned, or
+        the same signed bytes again, is still refused and changes nothing.
+        """
+        from tests.test_manifest import sign
+        signed = os.path.abspath(self.mktemp() + ".yaml")
+        with open(signed, "wb") as f:
+            f.write(sign(POD % (1,)))
+        before = yield self.dump()
+        line, code = yield self.p2Fails("roll", "start", "--from", "v1", "--manifest",
+                                        self.manifest(1), "--min-healthy", "2")
+        self.assertIn("RC v1 already runs that manifest", line)
+        self.assertEqual((yield self.dump()), before)
+        out = yield self.succeed("roll", "start", "--from", "v1", "--manifest", signed,
+                                 "--min-healthy", "2")
+        self.assertEqual(out, "same manifest, now signed: replaced RC v1's manifest bytes; "
+                              "its pods' intent is rewritten without a restart\n")
+        self.assertEqual([i["id"] for i in (yield self.p2json("rc", "list"))], ["v1"])
+        self.assertEqual([k for k in (yield self.dump()) if k.startswith(keys.ROLLS)], [])
+        yield self.converge()
+        after = yield self.dump()
+        for node in ("n1", "n2", "n3"):
+            self.assertEqual(after[keys.intent(node, "web")], sign(POD % (1,)))
+        events, corrupt = yield self.withStore(audit.read)
+        self.assertEqual([(e.kind, e.id, e.action, e.details["signature"]) for e in events
+                          if e.action == "sign"],
+                         [("replication_controller", "v1", "sign", "gpg")])
+        line, code = yield self.p2Fails("roll", "start", "--from", "v1", "--manifest", signed,
+                                        "--min-healthy", "2")
+        self.assertIn("RC v1 already runs that manifest", line)
 
     @defer.inlineCallbacks
     def test_abort(self):

@@ -684,6 +684,16 @@ class SignedTests(SynchronousTestCase):
         """
         self.assertIsNone(parseManifest(FULL).signatureSystem)
 
+    def test_isSigned(self):
+        """
+        L{isSigned} tells bytes in a PGP clear-sign or SSH signature
+        wrapper from a manifest with none, the same SHA or not.
+        """
+        from p2twisted.manifest.signed import isSigned
+        self.assertEqual([isSigned(data) for data in (FULL, sign(FULL), sshSign(FULL))],
+                         [False, True, True])
+        self.assertEqual(parseManifest(sign(FULL)).sha(), parseManifest(FULL).sha())
+
     def test_signed(self):
         """
         The wrapper is stripped and dash-escaping undone; the signature and

@@ -92,6 +92,10 @@ def runStart(options):
                               **more)
     roll, plan = yield withStore(options, lambda store: edit.change(
         store, build, time.time(), (keys.REPLICATION_CONTROLLERS, keys.ROLLS)))
+    if roll is None:
+        options.out.write("same manifest, now signed: replaced RC %s's manifest bytes; its "
+                          "pods' intent is rewritten without a restart\n" % (options.old,))
+        return 0
     options.out.write("started roll %s: %s -> %s, %d replica(s), min healthy %d%s\n"
                       "follow it with 'p2 roll status %s --follow'\n" % (
                           roll.id, roll.old_rc, roll.new_rc, roll.desired, roll.min_healthy,

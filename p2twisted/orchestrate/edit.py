@@ -19,6 +19,7 @@ import attr
 from twisted.internet import defer
 
 from p2twisted.errors import KeyExists, UsageError, VersionConflict
+from p2twisted.manifest.signed import isSigned, wrapperOf
 from p2twisted.orchestrate.plan import ANY, Plan, UpdateRecord, toTransactions
 from p2twisted.records.controllers import AuditEvent, Deletion, ReplicationController
 from p2twisted.store import keys
@@ -197,7 +198,9 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=N
 
     @param options: L{Roll} fields (C{desired}, C{roll_delay}, C{leave_old},
         C{auto_rollback}, C{rollback_after}).
-    @return: C{(roll, plan)}.
+    @return: C{(roll, plan)}; C{(None, plan)} when C{manifest} is the old
+        RC's, now signed: the plan replaces its manifest's bytes
+        (L{resignRC}).
     @raise UsageError: see L{roll.createRoll}; or when the new RC exists.
     """
     from p2twisted.orchestrate.roll import createRoll
@@ -213,6 +216,8 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=N
         created = ReplicationController(newId or defaultId(manifest), manifest, 0,
                                         old.node_selector if selector is None else selector,
                                         dict(old.pod_labels))
+        if created.sha == old.sha and manifest != old.manifest and isSigned(manifest):
+            return None, resignRC(snapshot, old, manifest)
         if created.sha == old.sha:
             raise UsageError("RC %s already runs that manifest (sha %s): nothing to roll to"
                              % (old.id, old.sha[:12]))
@@ -232,6 +237,16 @@ def startRoll(snapshot, oldId, minHealthy, newId=None, manifest=None, selector=N
         plan = Plan(plan.changes, reason=plan.reason,
                     events=createRC(snapshot, created).events + plan.events, snapshot=snapshot)
     return roll, plan
+
+
+def resignRC(snapshot, rc, manifest):
+    """
+    Plan replacing C{rc}'s manifest bytes with C{manifest}: the same
+    canonical SHA, signed.  Its pods' intent is then rewritten (L{rc.decide})
+    and nothing restarts.
+    """
+    return recordPlan(snapshot, attr.evolve(rc, manifest=manifest), "sign",
+                      {"sha": rc.sha, "signature": wrapperOf(manifest)})
 
 
 def transactions(plan, events, who, when):
