@@ -553,7 +553,10 @@ def _removeCgroup(name):
         try:
             os.rmdir(parent)
         except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
+            # EACCES/EPERM: a p2 parent another user (root) made is not
+            # ours to remove.
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY,
+                               errno.EACCES, errno.EPERM):
                 raise
 
 
