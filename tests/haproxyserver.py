@@ -92,12 +92,13 @@ class HAProxyServer(ServerProcess):
     def stopGracefully(self):
         self.stop(signal.SIGTERM)
 
-    def get(self, path="/"):
+    def get(self, path="/", timeout=2.0):
         """
         @return: L{Deferred} firing with C{(code, body text)} of a request
-            through the proxy, or C{None} when nothing answered.
+            through the proxy, or C{None} when nothing answered within
+            C{timeout} seconds.
         """
-        d = httpGet("http://127.0.0.1:%d%s" % (self.port, path))
+        d = httpGet("http://127.0.0.1:%d%s" % (self.port, path), timeout=timeout)
         return d.addCallback(lambda r: None if r is None else (r[0], r[1].decode()))
 
     @defer.inlineCallbacks

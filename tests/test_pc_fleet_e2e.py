@@ -39,9 +39,14 @@ class PodClusterFleetMixin(FleetBase):
 
     @defer.inlineCallbacks
     def keepAsking(self, proxy, answers, done):
-        """Request /version through the proxy until C{done}, recording answers."""
+        """
+        Request /version through the proxy until C{done}, recording answers.
+        Each request waits as curl would (30 s, not 2 s): during a roll on a
+        loaded machine HAProxy may take seconds to retry a halted member, and
+        a slow answer is still an answer; only none (or an error) fails.
+        """
         while not done:
-            result = yield proxy.get("/version")
+            result = yield proxy.get("/version", timeout=30.0)
             answers.append(None if result is None else
                            result[1] if result[0] == 200 else "<%d>" % (result[0],))
 
