@@ -1034,6 +1034,8 @@ class RunitSupervisor(SupervisorBase):
                 _writeRestartsFile(path, final)
             keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
             shutil.rmtree(old)
+        except FileNotFoundError:
+            pass  # removed meanwhile (the state directory with it): nothing left to clean
         except Exception:
             log.failure("could not clean up {path}, the replaced directory of {service}",
                         path=old, service=name)
