@@ -216,6 +216,13 @@ def floorRun(workdir, v1, v2, i):
 
 # -- the agent -------------------------------------------------------------------
 
+#: A command prefix the agents run under (C{--agent-prefix}, e.g. strace).
+AGENT_PREFIX = []
+
+#: The agents' log observer (C{--timeline}: L{bench._timeline}'s).
+LOGGER = ["bench._mslog.observer"]
+
+
 def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
     """
     Start C{twistd -n p2-agent} on C{storeURL}, its pods allowed to run as
@@ -233,7 +240,7 @@ def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
     env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
     with open(logPath, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
+            AGENT_PREFIX + [sys.executable, twistd, "-n", "--pidfile=", "--logger=" + LOGGER[0],
              "p2-agent", "--store", storeURL, "--node", "bench",
              "--state-dir", os.path.join(base, "state"),
              "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit", "--config", config],
@@ -274,6 +281,8 @@ class AgentBench(object):
         self.logPath = os.path.join(workdir, "agent-%s.log" % (label,))
         self.trace = open(os.path.join(workdir, "bench-%s.log" % (label,)), "w")
         self.fresh, self.upgrade, self.commits = [], [], []
+        #: C{(kind, wall-clock start)} of each measured deploy.
+        self.starts = []
         self.podIds = []
 
     @defer.inlineCallbacks
@@ -305,6 +314,7 @@ class AgentBench(object):
                 podId, "fresh" if body is None else "upgrade",
                 (committed - started) * 1000, elapsed * 1000))
             if i >= 0:
+                self.starts.append(("fresh" if body is None else "upgrade", wall))
                 results.append(elapsed)
                 self.commits.append(committed - started)
         yield intent.unschedule(self.store, "bench", podId)
@@ -328,6 +338,24 @@ def line(name, values):
         name, percentile(values, 50) * 1000, percentile(values, 99) * 1000)
 
 
+def printTimeline(bench):
+    """
+    Print the median time, from the intent write, of each step of the
+    deploys of C{bench}'s agent (L{bench._timeline}).
+    """
+    from bench._timeline import timeline
+    limits = [start for _, start in bench.starts[1:]] + [float("inf")]
+    runs = [(kind, start, limit) for (kind, start), limit in zip(bench.starts, limits)]
+    for kind, steps in sorted(timeline(bench.logPath, runs).items()):
+        print("timeline of a %s deploy, agent on %s (ms from the intent write, medians of "
+              "the runs with that step):" % (kind, bench.name))
+        served = bench.fresh if kind == "fresh" else bench.upgrade
+        rows = [(percentile(ms, 50), step, len(ms)) for step, ms in steps.items()]
+        rows.append((percentile(served, 50) * 1000, "(serving)", len(served)))
+        for median, step, n in sorted(rows):
+            print("  %8.1f  %-22s (%d runs)" % (median, step, n))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -338,7 +366,17 @@ def main():
     parser.add_argument("--baseline", metavar="TREE",
                         help="also run, in turn with the others, agents from this source tree "
                              "(e.g. 'git archive <commit> | tar x -C TREE'), for before/after")
+    parser.add_argument("--agent-prefix", metavar="COMMAND", default="",
+                        help="run the agents under this command (split at spaces), e.g. "
+                             "'strace -f -tt -e trace=process,file -o /tmp/agent.strace'")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print where each deploy's time goes: the median time from the "
+                             "intent write to each step of the agents' deploy path "
+                             "(bench/_timeline.py; it adds a little to every step)")
     args = parser.parse_args()
+    AGENT_PREFIX[:] = args.agent_prefix.split()
+    if args.timeline:
+        LOGGER[0] = "bench._timeline.observer"
     stores = [s for s in args.stores.split(",") if s]
     busybox()
     workdir = tempfile.mkdtemp(prefix="p2deploy")
@@ -419,6 +457,9 @@ def main():
         ok = ok and met
         print("%s   x%.2f floor (target <= 2, < 100 ms, p99 < 1 s: %s)"
               % (line("upgrade, agent on " + name, upgrade), ratio, "met" if met else "NOT met"))
+    if args.timeline:
+        for bench in benches:
+            printTimeline(bench)
     if args.keep:
         print("work directory (agent logs): %s" % (workdir,))
     else:

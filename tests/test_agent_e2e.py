@@ -267,6 +267,14 @@ class AgentEndToEndTests(LocalStoreCase):
         self.assertEqual(self.servicePid(), pid)
         reality = yield self.store.get(keys.reality("n1", "hello"))
         self.assertIn(b"hello_1.tar.gz", reality.value)
+        # The new version's runtime files, staged while it installed, are
+        # gone, and the old version's are as they were.
+        layout = self.harness.layout("hello")
+        with open(os.path.join(layout.envDir, "CONFIG_PATH")) as f:
+            self.assertEqual(f.read(), layout.configPath(parseManifest(reality.value).sha()) + "\n")
+        for directory in (layout.envDir, layout.launchableEnvDir("web"), layout.configDir):
+            self.assertEqual([n for n in os.listdir(directory) if n.startswith(".")], [])
+        self.assertEqual(len(os.listdir(layout.configDir)), 1)
         buildWebArtifact(self.artifacts, "hello", "2")
         yield waitForVersion(port, "2", timeout=60)
 

@@ -26,6 +26,7 @@ from p2twisted import __version__
 from p2twisted.agent import runtime
 from p2twisted.agent.artifactauth import ArtifactAuth, fetchAndInstall
 from p2twisted.agent.artifacts import ArtifactCache
+from p2twisted.agent.fsutil import syncFilesystem
 from p2twisted.agent.hooks import HookRunner, podContext
 from p2twisted.agent.install import Installer
 from p2twisted.agent.interfaces import IPodOperations, ServiceSpec
@@ -282,26 +283,26 @@ class PodOperations(object):
         layout = PodLayout(self.config.podRoot, manifest.id)
         context = podContext(layout, manifest)
         yield self.hooks.run("before_install", context)
-        runtimeWritten = None
-        if old is None and not os.path.lexists(layout.envDir):
-            # A new pod: nothing of it ever started, so nothing reads its
-            # runtime files before its services do; write them meanwhile.
-            runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
+        # The runtime files are written under temporary names while the
+        # artifacts install (nothing reads those; the install's flush
+        # covers them), and take their names only once every install
+        # succeeded: a failed deploy leaves the running version's as they
+        # were.
+        staging = self._inThread(self._stageRuntime, manifest, layout, user)
         installs = {}
         installing = self.reactor.seconds()
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
         except DigestMismatch:
-            yield _settled(runtimeWritten, manifest.id)
+            yield self._discardStaged(staging, manifest.id)
             yield self.hooks.run("after_auth_fail", context)
             raise
         except Exception:
-            yield _settled(runtimeWritten, manifest.id)
+            yield self._discardStaged(staging, manifest.id)
             raise
-        if runtimeWritten is None:
-            runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
-        yield runtimeWritten
+        staged = yield staging
+        yield self._inThread(self._commitRuntime, staged)
         self.metrics.installSeconds.labels(manifest.id).observe(
             self.reactor.seconds() - installing)
         yield self.hooks.run("after_install", context)
@@ -316,11 +317,16 @@ class PodOperations(object):
         try:
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
-                    layout, launchableId, installDir)
-            # Written while the services start (a crash in between leaves the
-            # old manifest there: the next agent deploys this one again).
-            wrote = self._inThread(
-                runtime.atomicWrite, layout.currentManifest, manifest.raw)
+                    layout, launchableId, installDir, sync=False)
+            # The runtime files' and links' new names reach the disk while
+            # the services start, before reality says the pod runs (a crash
+            # before then leaves reality as it was: the next agent deploys
+            # this manifest again); so does the current manifest (a crash
+            # before it is written leaves the old one there: the same).
+            wrote = defer.gatherResults([
+                self._inThread(syncFilesystem, layout.home),
+                self._inThread(runtime.atomicWrite, layout.currentManifest, manifest.raw)],
+                consumeErrors=True).addErrback(lambda f: f.value.subFailure)
             try:
                 for launchableId, launchable in manifest.launchables.items():
                     before = previous[launchableId]
@@ -400,16 +406,47 @@ class PodOperations(object):
         """
         return runtime.podEnv(layout, manifest.id, configPath, self.config.podAddress)
 
-    def _writeRuntime(self, manifest, layout, user):
-        configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML())
-        runtime.writeEnvDir(layout.envDir, self._podEnv(manifest, layout, configPath))
-        for launchableId, launchable in manifest.launchables.items():
-            runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
-                layout, launchableId, launchable.restartTimeout, launchable.env))
-        if self.isRoot:
-            import pwd
-            entry = pwd.getpwnam(user)
-            os.chown(layout.home, entry.pw_uid, entry.pw_gid)
+    def _stageRuntime(self, manifest, layout, user):
+        """
+        Write the pod's runtime files (config file, env dirs) under
+        temporary names, to be renamed into place by L{_commitRuntime}.
+
+        @return: the L{runtime.StagedFiles}.
+        """
+        staged = runtime.StagedFiles()
+        try:
+            configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML(),
+                                             staged=staged)
+            runtime.writeEnvDir(layout.envDir, self._podEnv(manifest, layout, configPath),
+                                staged=staged)
+            for launchableId, launchable in manifest.launchables.items():
+                runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
+                    layout, launchableId, launchable.restartTimeout, launchable.env),
+                    staged=staged)
+            if self.isRoot:
+                import pwd
+                entry = pwd.getpwnam(user)
+                os.chown(layout.home, entry.pw_uid, entry.pw_gid)
+        except BaseException:
+            staged.abort()
+            raise
+        return staged
+
+    @staticmethod
+    def _commitRuntime(staged):
+        try:
+            staged.commit()
+        except OSError as e:
+            raise AgentError("cannot write the runtime files: %s" % (e,))
+
+    def _discardStaged(self, staging, podId):
+        """
+        @return: L{Deferred} firing once the runtime files C{staging} (a
+            L{Deferred} of L{_stageRuntime}) staged for a deploy that failed
+            are deleted; a failure to stage them is logged.
+        """
+        staging.addCallback(lambda staged: self._inThread(staged.abort))
+        return _settled(staging, podId)
 
     def _specs(self, manifest, layout, user, installs):
         """
@@ -442,7 +479,7 @@ class PodOperations(object):
         """
         launchable = manifest.launchables[launchableId]
         if self.chpst and not launchable.cgroup:
-            # The env dirs' variables, as _writeRuntime writes them.
+            # The env dirs' variables, as _stageRuntime writes them.
             environment = self._podEnv(manifest, layout, layout.configPath(manifest.sha()))
             environment.update(runtime.launchableEnv(
                 layout, launchableId, launchable.restartTimeout, launchable.env))
