@@ -11,6 +11,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from p2twisted import intent
+from p2twisted.agent.layout import StateLayout
+from p2twisted.agent.supervisors import listServiceDirs
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from p2twisted.store.common import Delete
@@ -392,6 +394,9 @@ class AgentEndToEndTests(LocalStoreCase):
             self.assertIsNone((yield self.store.get(keys.reality("n1", podId))))
         status = yield waitFor(lambda: self.podStatus("broken"), what="broken's status")
         self.assertEqual(status["state"], "invalid")
+        # (The services prepared while they installed are gone.)
+        services = listServiceDirs(StateLayout(self.harness.config.stateDir).serviceDir)
+        self.assertEqual([s for s in services if not s.startswith("good__")], [])
         self.assertFalse(os.path.exists(os.path.join(self.harness.config.podRoot, "..", "escape")))
 
     @defer.inlineCallbacks

@@ -153,6 +153,9 @@ class ClockSupervisor(object):
     def start(self, spec, restart=False):
         raise NotImplementedError()
 
+    def prepare(self, spec):
+        raise NotImplementedError()
+
     def stop(self, name, timeout):
         raise NotImplementedError()
 

@@ -311,6 +311,28 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual(len(self.sup.startLatencies), 1)
 
     @defer.inlineCallbacks
+    def test_prepared(self):
+        """
+        L{RunitSupervisor.prepare} writes the service directory and starts
+        its runsv without starting the service; C{start} then brings it up
+        with that runsv.  Preparing a service that exists changes nothing.
+        """
+        yield self.sup.prepare(self.sleeper())
+        self.assertEqual(len(runsvFor(self.path)), 1)
+        self.assertEqual((yield self.sup.services()), ["svc"])
+        self.assertFalse((yield self.sup.status("svc")).running)
+        self.assertFalse(os.path.exists(self.pidFile()))
+        runsv = runsvFor(self.path)
+        status = yield self.sup.start(self.sleeper())
+        self.assertTrue(status.running)
+        self.assertEqual([status.pid], (yield self.waitPids(1)))
+        self.assertEqual(runsvFor(self.path), runsv)
+        self.assertFalse(os.path.exists(os.path.join(self.path, "down")))
+        yield self.sup.prepare(self.sleeper(signature="other"))
+        self.assertEqual((yield self.sup.status("svc")).pid, status.pid)
+        self.assertEqual((yield self.waitPids(1)), [status.pid])
+
+    @defer.inlineCallbacks
     def test_startAgain(self):
         """
         Starting a running service with the same spec leaves it alone.

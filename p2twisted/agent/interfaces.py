@@ -89,6 +89,18 @@ class ISupervisor(Interface):
             L{SupervisorError} after C{spec.restartTimeout} seconds.
         """
 
+    def prepare(spec):
+        """
+        Get ready to start C{spec}, a service that does not exist yet (a new
+        pod's, while its artifacts install), without starting it: what
+        L{start} would do before the process starts, done beforehand.  A
+        service that exists is left alone.  A prepared service that is then
+        not started is removed with L{remove}.
+
+        @return: L{Deferred} firing with C{None}, or failing with
+            L{SupervisorError} (then L{start} does it all).
+        """
+
     def stop(name, timeout):
         """
         Stop the service (TERM, then KILL after C{timeout} seconds) and keep it

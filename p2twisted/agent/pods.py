@@ -12,6 +12,7 @@ them fails, the previous installs are activated and started again.
 """
 
 import os
+import posixpath
 import shutil
 import socket
 import sys
@@ -28,7 +29,7 @@ from p2twisted.agent.artifactauth import ArtifactAuth, fetchAndInstall
 from p2twisted.agent.artifacts import ArtifactCache
 from p2twisted.agent.fsutil import syncFilesystem
 from p2twisted.agent.hooks import HookRunner, podContext
-from p2twisted.agent.install import Installer
+from p2twisted.agent.install import DEFAULT_ENTRY_POINTS, Installer
 from p2twisted.agent.interfaces import IPodOperations, ServiceSpec
 from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
@@ -171,6 +172,9 @@ class PodOperations(object):
         self.users = PodUsers(config.stateDir, config.podRoot, config.createUsers,
                               getattr(config, "allowedRunAs", ()), self.isRoot)
         self._usersLock = defer.DeferredLock()
+        #: C{{pod id: SHA}} of the manifest whose install last failed, per
+        #: pod (L{_deploy} prepares no services for it again).
+        self._failed = {}
         self._userClaims = {}
 
     def _inThread(self, f, *args):
@@ -289,18 +293,31 @@ class PodOperations(object):
         # succeeded: a failed deploy leaves the running version's as they
         # were.
         staging = self._inThread(self._stageRuntime, manifest, layout, user)
+        # A new pod's services are prepared meanwhile too (their runsvs
+        # started, holding them down).
+        # (Not again when this manifest's last deploy failed: its retries
+        # would start and remove runsvs each time.)
+        prepared = {}
+        if old is None and self._failed.get(manifest.id) != manifest.sha():
+            prepared = self._prepare(manifest, layout, user)
         installs = {}
         installing = self.reactor.seconds()
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
         except DigestMismatch:
+            self._failed[manifest.id] = manifest.sha()
             yield self._discardStaged(staging, manifest.id)
+            yield self._unprepare(prepared, manifest)
             yield self.hooks.run("after_auth_fail", context)
             raise
         except Exception:
+            self._failed[manifest.id] = manifest.sha()
             yield self._discardStaged(staging, manifest.id)
+            yield self._unprepare(prepared, manifest)
             raise
+        self._failed.pop(manifest.id, None)
+        yield defer.DeferredList(list(prepared.values()))
         staged = yield staging
         yield self._inThread(self._commitRuntime, staged)
         self.metrics.installSeconds.labels(manifest.id).observe(
@@ -438,6 +455,46 @@ class PodOperations(object):
             staged.commit()
         except OSError as e:
             raise AgentError("cannot write the runtime files: %s" % (e,))
+
+    def _prepare(self, manifest, layout, user):
+        """
+        Prepare the services of a new pod (L{ISupervisor.prepare}) as they
+        will be if its entry points are the files its manifest names (an
+        entry point that is a directory names other services: those
+        prepared are removed as unwanted).
+
+        @return: C{{service name: Deferred}} firing when each is prepared
+            (a failure is logged: L{ISupervisor.start} does it all then).
+        """
+        entries = {}
+        for launchableId, launchable in manifest.launchables.items():
+            entries[launchableId] = (None, list(dict.fromkeys(
+                posixpath.normpath(str(entry)) for entry in
+                (launchable.entryPoints or DEFAULT_ENTRY_POINTS))))
+        try:
+            specs = self._specs(manifest, layout, user, entries)
+        except AgentError:
+            return {}  # a bad entry point: the install says so
+        prepared = {}
+        for spec in (spec for group in specs.values() for spec in group):
+            prepared[spec.name] = self.supervisor.prepare(spec).addErrback(
+                lambda f, name=spec.name: log.warn(
+                    "cannot prepare service {service}: {error}", service=name,
+                    error=f.getErrorMessage(), pod=manifest.id))
+        return prepared
+
+    @defer.inlineCallbacks
+    def _unprepare(self, prepared, manifest):
+        """
+        Remove the services L{_prepare} prepared for a deploy that failed.
+        """
+        yield defer.DeferredList(list(prepared.values()))
+        for name in sorted(prepared):
+            try:
+                yield self.supervisor.remove(name, self._stopTimeout(manifest))
+            except Exception as e:
+                log.warn("cannot remove prepared service {service}: {error}", service=name,
+                         error=str(e), pod=manifest.id)
 
     def _discardStaged(self, staging, podId):
         """
@@ -642,6 +699,7 @@ class PodOperations(object):
 
         @return: L{Deferred} firing when nothing of the pod remains.
         """
+        self._failed.pop(podId, None)
         layout = PodLayout(self.config.podRoot, podId)
         context = podContext(layout, manifest)
         if manifest is not None:

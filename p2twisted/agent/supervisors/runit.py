@@ -540,6 +540,28 @@ class RunitSupervisor(SupervisorBase):
             return defer.fail()
         return self._lock(spec.name).run(self._start, spec, restart)
 
+    def prepare(self, spec):
+        """
+        Write the new service C{spec}'s directory, holding it down (a
+        C{down} file), and start its runsv (and svlogd) there: L{start}
+        then only removes C{down} and tells it C{up}.  A service directory
+        that exists is left alone.
+
+        @return: L{Deferred} firing once its runsv runs, or failing with
+            L{SupervisorError}.
+        """
+        try:
+            checkSpec(spec)
+        except SupervisorError:
+            return defer.fail()
+        return self._lock(spec.name).run(self._prepare, spec)
+
+    def _prepare(self, spec):
+        path = self._layout.service(spec.name)
+        if os.path.lexists(path):
+            return None
+        return self._create(spec, path, held=True)
+
     def services(self):
         """
         @return: L{Deferred} firing with the sorted names of the service
@@ -702,14 +724,16 @@ class RunitSupervisor(SupervisorBase):
                         path=tmp, service=name)
 
     @defer.inlineCallbacks
-    def _create(self, spec, path):
+    def _create(self, spec, path, held=False):
         """
         Write the new service directory of C{spec} atomically (built under a
         dot name, then renamed to C{path}), its runsv started there while it
         is flushed to disk (L{_startBuilt}).
+
+        @param held: as L{_build}'s.
         """
         try:
-            tmp = yield self._inThread(self._build, spec, False)
+            tmp = yield self._inThread(self._build, spec, False, held)
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
         yield self._startBuilt(spec, tmp)
@@ -739,13 +763,16 @@ class RunitSupervisor(SupervisorBase):
             changed = True
         os.makedirs(os.path.join(path, "log", "main"), exist_ok=True)
         downPath = os.path.join(path, "down")
+        flush = changed
         if down and not os.path.exists(downPath):
             _writeFile(downPath, "", 0o644)
-            changed = True
+            changed = flush = True
         elif not down and os.path.exists(downPath):
+            # (Not flushed: a C{down} file back after a crash only leaves
+            # the service to the next start, which always says C{up}.)
             os.unlink(downPath)
             changed = True
-        if changed:
+        if flush:
             fsyncDir(path)
         return "changed" if changed else "same"
 
