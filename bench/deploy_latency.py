@@ -222,6 +222,9 @@ AGENT_PREFIX = []
 #: The agents' log observer (C{--timeline}: L{bench._timeline}'s).
 LOGGER = ["bench._mslog.observer"]
 
+#: Where the agents' cProfile statistics go (C{--profile}), or C{None}.
+PROFILE = [None]
+
 
 def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
     """
@@ -240,7 +243,9 @@ def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
     env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
     with open(logPath, "ab") as log:
         return subprocess.Popen(
-            AGENT_PREFIX + [sys.executable, twistd, "-n", "--pidfile=", "--logger=" + LOGGER[0],
+            AGENT_PREFIX + [sys.executable, twistd, "-n", "--pidfile=", "--logger=" + LOGGER[0]]
+            + (["--profile=" + logPath + ".prof", "--profiler=cprofile", "--savestats"]
+               if PROFILE[0] else []) + [
              "p2-agent", "--store", storeURL, "--node", "bench",
              "--state-dir", os.path.join(base, "state"),
              "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit", "--config", config],
@@ -260,6 +265,29 @@ def waitUntilGone(reactor, base, podId):
             return
         yield task.deferLater(reactor, 0.01, lambda: None)
     raise RuntimeError("pod %s was not removed" % (podId,))
+
+
+def childPids(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(word) for word in f.read().split()]
+    except OSError:
+        return []
+
+
+def agentCPU(pid):
+    """
+    @return: the CPU seconds (user + system) the agent process C{pid} (or,
+        under C{--agent-prefix}, its child) has used, or C{None}.
+    """
+    if AGENT_PREFIX:
+        pid = (childPids(pid) or [pid])[0]
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def currentUser():
@@ -299,6 +327,8 @@ class AgentBench(object):
         """
         Deploy pod C{bench<i>}, upgrade it, remove it; C{i < 0}: not measured.
         """
+        if i == 0:
+            self.cpuStart = agentCPU(self.agent.pid)
         podId = "bench%d" % (i + 1,)
         self.podIds.append(podId)
         port = freePort()
@@ -327,7 +357,13 @@ class AgentBench(object):
                 yield intent.unschedule(self.store, "bench", podId)
             yield waitUntilGone(self.reactor, self.base, None)
         finally:
+            end = agentCPU(self.agent.pid)
+            if end is not None and getattr(self, "cpuStart", None) is not None:
+                self.cpu = end - self.cpuStart
             self.agent.send_signal(signal.SIGTERM)
+            if AGENT_PREFIX:  # (strace: the agent is its child)
+                for pid in childPids(self.agent.pid):
+                    os.kill(pid, signal.SIGTERM)
             yield threads.deferToThread(self.agent.wait)
             yield self.store.close()
             self.trace.close()
@@ -369,6 +405,8 @@ def main():
     parser.add_argument("--agent-prefix", metavar="COMMAND", default="",
                         help="run the agents under this command (split at spaces), e.g. "
                              "'strace -f -tt -e trace=process,file -o /tmp/agent.strace'")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the agents (cProfile, <agent log>.prof; --keep to read it)")
     parser.add_argument("--timeline", action="store_true",
                         help="print where each deploy's time goes: the median time from the "
                              "intent write to each step of the agents' deploy path "
@@ -377,6 +415,7 @@ def main():
     AGENT_PREFIX[:] = args.agent_prefix.split()
     if args.timeline:
         LOGGER[0] = "bench._timeline.observer"
+    PROFILE[0] = args.profile
     stores = [s for s in args.stores.split(",") if s]
     busybox()
     workdir = tempfile.mkdtemp(prefix="p2deploy")
@@ -431,6 +470,7 @@ def main():
         if zk is not None:
             zk.destroy()
     results = {b.name: (b.fresh, b.upgrade, b.commits) for b in benches}
+    cpus = {b.name: getattr(b, "cpu", None) for b in benches}
     print("deploy latency: busybox httpd, agent as its own twistd process, %d runs, "
           "load average %.1f at start, %.1f at end"
           % (args.runs, load[0], os.getloadavg()[0]))
@@ -457,6 +497,10 @@ def main():
         ok = ok and met
         print("%s   x%.2f floor (target <= 2, < 100 ms, p99 < 1 s: %s)"
               % (line("upgrade, agent on " + name, upgrade), ratio, "met" if met else "NOT met"))
+        cpu = cpus.get(name)
+        if cpu is not None:
+            print("%-39s %7.1f ms per run (user + system: a deploy, an upgrade, a removal)"
+                  % ("  agent CPU on " + name, cpu * 1000 / args.runs))
     if args.timeline:
         for bench in benches:
             printTimeline(bench)

@@ -152,6 +152,10 @@ RUNSV_PAUSE = 1.0
 #: twice as long each time, up to the supervisors' poll interval).
 _FIRST_LOOK = 0.001
 
+#: Seconds between looks at a runsv told to exit (it takes most of a second
+#: with a log service: no deploy waits for it, so it is looked at seldom).
+_EXIT_POLL = 0.05
+
 #: Seconds by which a process's start time may differ from the start runsv
 #: recorded for it and still be taken for the same process (the kernel gives
 #: boot time in whole seconds).
@@ -1050,7 +1054,7 @@ class RunitSupervisor(SupervisorBase):
             gone = yield waitUntil(
                 self._reactor,
                 lambda: not runsvAlive(old) and not runsvAlive(os.path.join(old, "log")),
-                RUNSV_PAUSE + KILL_GRACE)
+                RUNSV_PAUSE + KILL_GRACE, interval=_EXIT_POLL, first=_FIRST_LOOK)
             if not gone:
                 log.warn("replaced runsv of {service} did not exit; left in {path}",
                          service=name, path=old, event="runsv-replace-stuck")
@@ -1059,13 +1063,21 @@ class RunitSupervisor(SupervisorBase):
             if final is not None and final != kept and _readRestartsFile(path) == kept \
                     and os.path.isdir(path):  # (not removed meanwhile)
                 _writeRestartsFile(path, final)
-            keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
-            shutil.rmtree(old)
+            yield self._inThread(self._clean, old, path)
         except FileNotFoundError:
             pass  # removed meanwhile (the state directory with it): nothing left to clean
         except Exception:
             log.failure("could not clean up {path}, the replaced directory of {service}",
                         path=old, service=name)
+
+    @staticmethod
+    def _clean(old, path):
+        """
+        In a thread: move the logs of the replaced directory C{old} into
+        C{path}'s, then delete it.
+        """
+        keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
+        shutil.rmtree(old)
 
     def _noteLatency(self, seconds):
         self.startLatencies.append(seconds)
@@ -1139,7 +1151,7 @@ class RunitSupervisor(SupervisorBase):
             gone = yield waitUntil(
                 self._reactor,
                 lambda: not runsvAlive(path) and not runsvAlive(logPath),
-                KILL_GRACE)
+                KILL_GRACE, interval=_EXIT_POLL, first=_FIRST_LOOK)
             if not gone:
                 raise SupervisorError(
                     "runsv for service %s did not exit within %.0fs of "
@@ -1147,5 +1159,5 @@ class RunitSupervisor(SupervisorBase):
         trash = os.path.join(self._layout.serviceDir,
                              ".%s.removed-%s" % (name, _suffix()))
         os.rename(path, trash)
-        shutil.rmtree(trash)
+        yield self._inThread(shutil.rmtree, trash)
         log.info("service {service} removed", service=name, event="service-remove")
