@@ -29,6 +29,8 @@ def stamp(label):
 
 
 def _wrap(owner, name, label=None):
+    import inspect
+    static = isinstance(inspect.getattr_static(owner, name), staticmethod)
     original = getattr(owner, name)
     label = label or name
 
@@ -44,7 +46,7 @@ def _wrap(owner, name, label=None):
             stamp(label + "<")
         return result
     wrapper.__name__ = getattr(original, "__name__", name)
-    setattr(owner, name, wrapper)
+    setattr(owner, name, staticmethod(wrapper) if static else wrapper)
 
 
 #: (module, attribute path, label): the steps of a deploy, in order.
@@ -58,6 +60,8 @@ STEPS = [
     ("p2twisted.agent.install", "Installer._prepare", "install-prepare"),
     ("p2twisted.agent.install", "Installer._extract", "tar"),
     ("p2twisted.agent.install", "Installer._commit", "syncfs+rename"),
+    ("p2twisted.agent.pods", "PodOperations._commitRuntime", "commit-runtime"),
+    ("p2twisted.agent.pods", "PodOperations._specs", "specs"),
     ("p2twisted.agent.install", "Installer._activate", "activate"),
     ("p2twisted.agent.pods", "PodOperations._stopUnwanted", "stop-unwanted"),
     ("p2twisted.agent.supervisors.runit", "RunitSupervisor._start", "supervisor-start"),
@@ -85,6 +89,14 @@ def _install():
         except (ImportError, AttributeError) as e:
             # (A baseline tree without this step.)
             sys.stderr.write("timeline: no %s.%s (%s)\n" % (module, path, e))
+    from p2twisted.agent import hooks
+    runHooks = hooks.HookRunner.run
+
+    def run(self, event, *args, **kwargs):
+        stamp("hooks-%s>" % (event,))
+        return runHooks(self, event, *args, **kwargs).addBoth(
+            lambda result: stamp("hooks-%s<" % (event,)) or result)
+    hooks.HookRunner.run = run
     # Reality written: the worker's put or cas of reality/<node>/<pod>.
     from p2twisted.agent import worker
     original = worker.PodWorker._writeStatus

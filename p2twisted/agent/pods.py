@@ -317,13 +317,19 @@ class PodOperations(object):
             yield self._unprepare(prepared, manifest)
             raise
         self._failed.pop(manifest.id, None)
-        yield defer.DeferredList(list(prepared.values()))
-        staged = yield staging
-        yield self._inThread(self._commitRuntime, staged)
-        self.metrics.installSeconds.labels(manifest.id).observe(
-            self.reactor.seconds() - installing)
-        yield self.hooks.run("after_install", context)
-        specs = self._specs(manifest, layout, user, installs)
+        try:
+            staged = yield staging
+            yield self._inThread(self._commitRuntime, staged)
+            self.metrics.installSeconds.labels(manifest.id).observe(
+                self.reactor.seconds() - installing)
+            yield self.hooks.run("after_install", context)
+            specs = self._specs(manifest, layout, user, installs)
+            # (Each start waits for its service's preparation anyway; the
+            # unwanted, found next, may be prepared ones.)
+            yield defer.DeferredList(list(prepared.values()))
+        except Exception:
+            yield self._unprepare(prepared, manifest)
+            raise
         yield self._stopUnwanted(manifest.id, specs, old)
         yield self.hooks.run("before_launch", context)
         # A process cannot reload itself into another account: a change of
