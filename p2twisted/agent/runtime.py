@@ -8,7 +8,10 @@ L{p2twisted.agent.users}'s.
 Everything here is synchronous and quick (small files); call it from the
 reactor's thread pool (C{deferToThreadPool}) when blocking the reactor
 matters.  Files are written atomically: a temporary file in the same
-directory, C{fsync}, C{os.replace}, then an C{fsync} of the directory.
+directory, C{fsync}, C{os.replace}, then an C{fsync} of the directory.  A
+deploy writes its runtime files as L{StagedFiles}: all under temporary
+names while its artifacts install, one flush (usually the install's own)
+and the renames once they installed.
 """
 
 import errno

@@ -36,6 +36,11 @@ C{supervise/ok} FIFO can be opened for writing without blocking (runit's
 documented test, the one C{sv} uses); runsv itself refuses to run twice on one
 directory (it holds C{supervise/lock}), so a second agent cannot duplicate it.
 
+A new pod's services are prepared while its artifacts install
+(L{RunitSupervisor.prepare}): the directory is written with a C{down} file and
+its runsv (and svlogd) started, so that the start after the install only
+removes C{down} and says C{up}.
+
 No C{runsvdir} watches the service directory: one would try, once a second
 and forever, to start a second runsv for every directory the agent started
 itself (each attempt failing on C{supervise/lock}).  The agent's periodic
