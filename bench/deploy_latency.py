@@ -5,7 +5,15 @@ process, on the local store and on ZooKeeper -- and, in the same run, the
 floors: the same work done by hand with nothing in between.
 
     .venv/bin/python bench/deploy_latency.py [--runs 20] [--stores local,zookeeper]
-        [--keep] [--check] [--baseline TREE]
+        [--keep] [--check] [--baseline TREE] [--timeline] [--profile]
+        [--agent-prefix COMMAND]
+
+C{--timeline} prints, for each agent, the median time from the intent write
+to each step of its deploy path (L{bench._timeline} stamps them in the
+agent's log); C{--profile} leaves a cProfile of each agent beside its log;
+C{--agent-prefix} runs the agents under a command (C{strace -f -o FILE}, to
+count execs and flushes).  Each agent's CPU time (user + system) per run is
+printed: a figure the machine's load does not change much.
 
 Fresh deploy: from a new pod's intent committed to C{GET /_status} answering
 200.  Floor: C{tar xzf} the artifact, start the server, poll until 200.
@@ -84,16 +92,64 @@ install crosses to the thread pool twice instead of four times; the status
 'deploying' is written only for a deploy lasting 0.25 s, not as a store write
 beside every install.
 
-Where the rest goes (quiet figures of the session before, less the above):
-fresh local ~4 ms from commit to work (inotify, the changes read, the
-worker's reality read: p2twisted/store and the agent service), ~7 ms of
-install (tar 3-5 ms, as the floor, plus syncfs, rename, fsync: the flush
-stays), ~1.5 ms activation and runtime files, then runsv + svlogd + sh +
-chpst + sh + busybox, where the floor runs sh + busybox.  An upgrade cannot
-reach 2x its floor (~15 ms) with these: the floor is tar (3-5 ms) + a stop
-+ a start, the agent has the same plus watch delivery (~4 ms), the flush
-and fsyncs of a crash-safe install (~2-3 ms), the env dirs (~1-2 ms) and
-runsv's chain after 'up' (~4-5 ms beyond the floor's own start).
+Session 6 (09:00-10:00 UTC, 2 cores shared by 4 helpers: load 9 -> 15,
+every wall-clock figure 2-5x its quiet value, so only "before" and "after"
+run in turn compare; "before" = main of 09:05, 1271e6e; medians in ms):
+
+                          run 1 (15 runs, load 11->13)   run 2 (20 runs, load 15->11)
+                          floor   after   before         floor   after   before
+    fresh, local           20.8    73.0     90.2          23.7    68.3     89.0
+    upgrade, local         20.8   106.4    119.9          15.4    87.2    138.7
+    fresh, ZooKeeper       20.8    70.1    117.4          23.7    94.7    104.4
+    upgrade, ZooKeeper     20.8   113.1    146.5          15.4   111.9    105.1
+
+Load-independent: flushes (fsync + syncfs, strace) 28 -> 17 per run (a
+deploy, an upgrade, a removal); agent CPU per run 345 -> 325 ms on the local
+store and 169 -> 103 ms on ZooKeeper (run 1; run 2: 314 -> 290, 145 -> 96);
+execs unchanged (41 per run).  What changed:
+
+  - runtime files (config file, two env dirs): were 6 flushes (fsync, syncfs
+    and a directory fsync each), after the install in an upgrade; now
+    written under temporary names while the artifact installs, flushed by
+    the install's own syncfs (no flush of their own when it began after
+    them), renamed once it succeeded (a failed install deletes them: the
+    running version's stay as they were);
+  - the new names (runtime files, C{current} and C{last} links) reach the
+    disk in one syncfs while the services start, before reality is
+    written (the link flip's own fsync is gone);
+  - a new pod's services are prepared while its artifact installs: runit
+    writes the service directory with a C{down} file and starts its runsv
+    and svlogd, so the start after the install is an C{up} (under load,
+    runsv takes 5-35 ms to come up: now beside tar and syncfs);
+  - a pod worker deploys on reality as the sync read it with intent (one
+    store round-trip fewer: a ZooKeeper round-trip, ~1 ms locally);
+  - a stop looks at runsv's status before scanning /proc for the process
+    group: while the old process is an unreaped zombie, the scan (7 ms
+    with 111 processes under load) ran in the reactor at every 1-2 ms poll;
+  - the waits for a runsv told to exit (~0.8 s with a log service) look
+    every 50 ms, not 2 ms (~50 ms of agent CPU per upgrade and removal),
+    and a retired service directory is deleted in a thread.
+
+Where a fresh local deploy's time goes now (--timeline, load ~9, ms from
+the intent write): watch news 5.4, worker attempt 6.7, deploy 8.5, artifact
+cache hit 14.0-18.6, tar 24.3-28.3, syncfs + rename 29.2-39.2, (prepared
+runsv up 56.4: under load the long pole), runtime files renamed 63, links
+flipped 66, C{up} 68.0, run script's first line seen 75.2, serving 84.6
+(floor 12.1).  An upgrade: news 8.9, attempt 13.4, deploy 15.0, tar
+22.0-32.8, syncfs 36.2-38.5, runtime files 40.5-41.9, links 46.6, stop of
+the old run 51.4-77.9 (the new runsv started meanwhile, 57.2), C{up} ~81,
+run script seen 97.1, serving 120.5 (floor 13.8).  On ZooKeeper the watch
+adds ~5-15 ms before the attempt (zkwatch's part).
+
+What stands in the way of the targets (beside the load): after C{up}, runsv
+forks C{./run} (sh), which execs chpst, which execs the entry point (sh),
+which execs busybox: two execs (sh, chpst) more than the floor, and under
+load each exec waits for a core (C{up} to serving: 16 ms in a fresh deploy,
+~40 ms in an upgrade at load 9).  In an upgrade within runsv's pause the new
+runsv still starts after the install (~5-25 ms, beside the stop of the old
+run); preparing it during the install, as for a new pod, is the next cut.
+The local store's own polling (C{_tick}, every ~6 ms) is most of the local
+agent's CPU: ~0.7 s of the 22 s profiled (p2twisted/store, not the agent).
 """
 
 import argparse
