@@ -277,6 +277,11 @@ class AgentEndToEndTests(LocalStoreCase):
         for directory in (layout.envDir, layout.launchableEnvDir("web"), layout.configDir):
             self.assertEqual([n for n in os.listdir(directory) if n.startswith(".")], [])
         self.assertEqual(len(os.listdir(layout.configDir)), 1)
+        # (So is the runsv prepared for its restart.)
+        serviceDir = StateLayout(self.harness.config.stateDir).serviceDir
+        yield waitFor(lambda: not [n for n in os.listdir(serviceDir) if ".new-" in n],
+                      what="the prepared service directory to go")
+        self.assertEqual(self.servicePid(), pid)
         buildWebArtifact(self.artifacts, "hello", "2")
         yield waitForVersion(port, "2", timeout=60)
 

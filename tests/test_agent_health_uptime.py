@@ -156,6 +156,9 @@ class ClockSupervisor(object):
     def prepare(self, spec):
         raise NotImplementedError()
 
+    def unprepare(self, name):
+        raise NotImplementedError()
+
     def stop(self, name, timeout):
         raise NotImplementedError()
 

@@ -333,6 +333,32 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(1)), [status.pid])
 
     @defer.inlineCallbacks
+    def test_preparedReplacement(self):
+        """
+        Preparing a new definition of a service that started less than
+        runsv's pause ago makes the new directory and runsv beside it (the
+        service keeps running); the restart then takes that runsv over.
+        C{unprepare} discards such a preparation, leaving the service alone.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        yield self.waitPids(1)
+        yield self.sup.prepare(self.sleeper(signature="sha-2"))
+        prepared = [n for n in os.listdir(self.layout.serviceDir) if ".new-" in n]
+        self.assertEqual(len(prepared), 1)
+        runsv = runsvFor(os.path.join(self.layout.serviceDir, prepared[0]))
+        self.assertEqual(len(runsv), 1)
+        self.assertEqual((yield self.sup.status("svc")).pid, first.pid)
+        second = yield self.sup.start(self.sleeper(signature="sha-2"))
+        self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+        self.assertEqual(runsvFor(self.path), runsv)
+        yield self.sup.prepare(self.sleeper(signature="sha-3"))
+        yield self.sup.unprepare("svc")
+        yield self.sup.close()
+        self.assertEqual([n for n in os.listdir(self.layout.serviceDir) if ".new-" in n], [])
+        self.assertEqual((yield self.sup.status("svc")).pid, second.pid)
+        self.assertEqual(runsvFor(self.path), runsv)
+
+    @defer.inlineCallbacks
     def test_startAgain(self):
         """
         Starting a running service with the same spec leaves it alone.

@@ -91,14 +91,23 @@ class ISupervisor(Interface):
 
     def prepare(spec):
         """
-        Get ready to start C{spec}, a service that does not exist yet (a new
-        pod's, while its artifacts install), without starting it: what
+        Get ready to start C{spec} (a pod's new version, while its
+        artifacts install) without starting it or touching what runs: what
         L{start} would do before the process starts, done beforehand.  A
-        service that exists is left alone.  A prepared service that is then
-        not started is removed with L{remove}.
+        new service prepared and then not started is removed with
+        L{remove}; for one that exists, L{unprepare} discards what was
+        prepared.
 
         @return: L{Deferred} firing with C{None}, or failing with
             L{SupervisorError} (then L{start} does it all).
+        """
+
+    def unprepare(name):
+        """
+        Discard what L{prepare} made for the existing service C{name}, if
+        anything; the service is left as it is.
+
+        @return: L{Deferred} firing with C{None}.
         """
 
     def stop(name, timeout):

@@ -293,12 +293,14 @@ class PodOperations(object):
         # succeeded: a failed deploy leaves the running version's as they
         # were.
         staging = self._inThread(self._stageRuntime, manifest, layout, user)
-        # A new pod's services are prepared meanwhile too (their runsvs
-        # started, holding them down).
+        # Its services are prepared meanwhile too (a new pod's runsvs
+        # started, holding them down; runit's for a restart within its
+        # pause).
         # (Not again when this manifest's last deploy failed: its retries
         # would start and remove runsvs each time.)
-        prepared = {}
-        if old is None and self._failed.get(manifest.id) != manifest.sha():
+        prepared, existing = {}, ()
+        if self._failed.get(manifest.id) != manifest.sha():
+            existing = () if old is None else set((yield self._podServices(manifest.id)))
             prepared = self._prepare(manifest, layout, user)
         installs = {}
         installing = self.reactor.seconds()
@@ -308,13 +310,13 @@ class PodOperations(object):
         except DigestMismatch:
             self._failed[manifest.id] = manifest.sha()
             yield self._discardStaged(staging, manifest.id)
-            yield self._unprepare(prepared, manifest)
+            yield self._unprepare(prepared, manifest, existing)
             yield self.hooks.run("after_auth_fail", context)
             raise
         except Exception:
             self._failed[manifest.id] = manifest.sha()
             yield self._discardStaged(staging, manifest.id)
-            yield self._unprepare(prepared, manifest)
+            yield self._unprepare(prepared, manifest, existing)
             raise
         self._failed.pop(manifest.id, None)
         try:
@@ -328,7 +330,7 @@ class PodOperations(object):
             # unwanted, found next, may be prepared ones.)
             yield defer.DeferredList(list(prepared.values()))
         except Exception:
-            yield self._unprepare(prepared, manifest)
+            yield self._unprepare(prepared, manifest, existing)
             raise
         yield self._stopUnwanted(manifest.id, specs, old)
         yield self.hooks.run("before_launch", context)
@@ -464,10 +466,10 @@ class PodOperations(object):
 
     def _prepare(self, manifest, layout, user):
         """
-        Prepare the services of a new pod (L{ISupervisor.prepare}) as they
-        will be if its entry points are the files its manifest names (an
-        entry point that is a directory names other services: those
-        prepared are removed as unwanted).
+        Prepare the pod's services (L{ISupervisor.prepare}) as they will be
+        if its entry points are the files its manifest names (an entry point
+        that is a directory names other services: new ones prepared are
+        removed as unwanted).
 
         @return: C{{service name: Deferred}} firing when each is prepared
             (a failure is logged: L{ISupervisor.start} does it all then).
@@ -490,14 +492,19 @@ class PodOperations(object):
         return prepared
 
     @defer.inlineCallbacks
-    def _unprepare(self, prepared, manifest):
+    def _unprepare(self, prepared, manifest, existing):
         """
-        Remove the services L{_prepare} prepared for a deploy that failed.
+        Undo what L{_prepare} prepared for a deploy that failed: remove the
+        services that did not exist before (not in C{existing}), discard
+        what was prepared for the others.
         """
         yield defer.DeferredList(list(prepared.values()))
         for name in sorted(prepared):
             try:
-                yield self.supervisor.remove(name, self._stopTimeout(manifest))
+                if name in existing:
+                    yield self.supervisor.unprepare(name)
+                else:
+                    yield self.supervisor.remove(name, self._stopTimeout(manifest))
             except Exception as e:
                 log.warn("cannot remove prepared service {service}: {error}", service=name,
                          error=str(e), pod=manifest.id)

@@ -119,6 +119,9 @@ class FakeSupervisor(object):
     def prepare(self, spec):
         return defer.succeed(None)
 
+    def unprepare(self, name):
+        return defer.succeed(None)
+
     def stop(self, name, timeout):
         self._up.pop(name, None)
         return defer.succeed(None)

@@ -155,6 +155,12 @@ class BuiltinSupervisor(SupervisorBase):
         """
         return defer.succeed(None)
 
+    def unprepare(self, name):
+        """
+        Nothing was prepared.
+        """
+        return defer.succeed(None)
+
     def start(self, spec, restart=False):
         """
         Record C{spec} as the service's definition and make sure it runs.  A

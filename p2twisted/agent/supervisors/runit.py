@@ -528,6 +528,9 @@ class RunitSupervisor(SupervisorBase):
         self._children = {}
         self.startLatencies = []
         self._retiring = set()
+        #: C{{name: (directory, spec, runsv protocol)}}: the new directories
+        #: and runsvs L{prepare} made for restarts within the pause.
+        self._prepared = {}
         self._pruneLeftovers()
 
     # -- ISupervisor -----------------------------------------------------
@@ -565,11 +568,69 @@ class RunitSupervisor(SupervisorBase):
             return defer.fail()
         return self._lock(spec.name).run(self._prepare, spec)
 
+    @defer.inlineCallbacks
     def _prepare(self, spec):
         path = self._layout.service(spec.name)
-        if os.path.lexists(path):
-            return None
-        return self._create(spec, path, held=True)
+        if not os.path.lexists(path):
+            yield self._create(spec, path, held=True)
+            return
+        # A service that runs another signature and started less than
+        # RUNSV_PAUSE ago: its start will replace its runsv (_replaceRunsv);
+        # the new directory and runsv are made now, held down.
+        before = readStatus(path) if runsvAlive(path) else None
+        if (spec.signature is None or spec.name in self._prepared or before is None
+                or before.state != RUN or not inPause(before, self._reactor.seconds())
+                or startedSignature(path) == signatureRecord(spec)):
+            return
+        previous = self._children.get(spec.name)
+        try:
+            new = yield self._inThread(self._build, spec, False, True)
+            yield self._startBuilt(spec, new)
+        except OSError as e:
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        finally:
+            child = self._children.get(spec.name)
+            self._restoreChild(spec.name, previous)
+        self._prepared[spec.name] = (new, spec, child if child is not previous else None)
+
+    def unprepare(self, name):
+        """
+        Discard what L{prepare} made for the restart of the running service
+        C{name}, if anything (its runsv told to exit, its directory deleted
+        meanwhile); the service keeps running.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+        self._discardPrepared(name)
+        return defer.succeed(None)
+
+    def _discardPrepared(self, name):
+        """
+        Discard, in the background, what was prepared for C{name} (see
+        L{unprepare}).
+        """
+        prepared = self._prepared.pop(name, None)
+        if prepared is None:
+            return
+        tmp, _, child = prepared
+        if child is not None:
+            child.expected = True
+
+        @defer.inlineCallbacks
+        def discard():
+            try:
+                if runsvAlive(tmp):
+                    yield self._command("exit", tmp)
+                    yield waitUntil(self._reactor, lambda: not runsvAlive(tmp)
+                                    and not runsvAlive(os.path.join(tmp, "log")), KILL_GRACE,
+                                    interval=_EXIT_POLL, first=_FIRST_LOOK)
+                yield self._inThread(shutil.rmtree, tmp, True)
+            except Exception:
+                log.failure("could not clean up {path}, prepared for {service}",
+                            path=tmp, service=name)
+        retiring = discard()
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     def services(self):
         """
@@ -882,6 +943,8 @@ class RunitSupervisor(SupervisorBase):
         path = self._layout.service(spec.name)
         record = signatureRecord(spec)
         spawned = replacing = False
+        if spec.name in self._prepared and self._prepared[spec.name][1] != spec:
+            self._discardPrepared(spec.name)
         if not os.path.isdir(path):
             yield self._create(spec, path)
             change, spawned = "new", True
@@ -924,6 +987,7 @@ class RunitSupervisor(SupervisorBase):
             else:
                 yield self._stopRunning(spec.name, path, spec.restartTimeout)
             before = readStatus(path)
+        self._discardPrepared(spec.name)  # (unless the replacement took it)
         running = before is not None and before.state == RUN
         fresh = spawned or not running
         if spec.restartPolicy == "never":
@@ -969,12 +1033,22 @@ class RunitSupervisor(SupervisorBase):
         """
         name = spec.name
         timeout = spec.restartTimeout
+        prepared = self._prepared.get(name)
+        if prepared is not None and not (prepared[1] == spec and runsvAlive(prepared[0])):
+            self._discardPrepared(name)
+            prepared = None
         # The stop is under way (signalled) when this returns.
         stopping = self._stopRunning(name, path, timeout, retiring=True)
         previous = self._children.get(name)
         try:
-            new = yield self._inThread(self._build, spec, False, True)
-            yield self._startBuilt(spec, new)
+            if prepared is not None:
+                del self._prepared[name]
+                new, _, child = prepared
+                if child is not None:
+                    self._children[name] = child
+            else:
+                new = yield self._inThread(self._build, spec, False, True)
+                yield self._startBuilt(spec, new)
         except BaseException as e:
             self._restoreChild(name, previous)
             yield stopping
@@ -1090,6 +1164,7 @@ class RunitSupervisor(SupervisorBase):
 
     @defer.inlineCallbacks
     def _stop(self, name, timeout):
+        self._discardPrepared(name)
         path = self._layout.service(name)
         if not os.path.isdir(path) or not runsvAlive(path):
             return
@@ -1144,6 +1219,7 @@ class RunitSupervisor(SupervisorBase):
 
     @defer.inlineCallbacks
     def _remove(self, name, timeout):
+        self._discardPrepared(name)
         path = self._layout.service(name)
         if not os.path.isdir(path):
             return
