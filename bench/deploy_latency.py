@@ -146,8 +146,21 @@ forks C{./run} (sh), which execs chpst, which execs the entry point (sh),
 which execs busybox: two execs (sh, chpst) more than the floor, and under
 load each exec waits for a core (C{up} to serving: 16 ms in a fresh deploy,
 ~40 ms in an upgrade at load 9).  In an upgrade within runsv's pause the new
-runsv still starts after the install (~5-25 ms, beside the stop of the old
-run); preparing it during the install, as for a new pod, is the next cut.
+runsv started after the install (~5-25 ms, beside the stop of the old run):
+the last commit prepares it during the install too, as for a new pod,
+measured only at load 5 -> 8 (12 runs in turn, medians in ms):
+
+                          floor   after   before
+    fresh, local           28.3    80.0    125.6
+    upgrade, local         20.5    96.0    146.2
+    fresh, ZooKeeper       28.3   173.3     78.0
+    upgrade, ZooKeeper     20.5   142.4    115.6
+
+and again on ZooKeeper alone (8 runs, load ~8, floors 18.5 and 43.1): fresh
+175.9 after / 167.8 before, upgrade 117.1 / 151.3.  At such loads a
+ZooKeeper run swings 2x from one run to the next (its server's log fsyncs
+share the disk with the installs' syncfs); the lead's quiet re-measure
+decides.
 The local store's own polling (C{_tick}, every ~6 ms) is most of the local
 agent's CPU: ~0.7 s of the 22 s profiled (p2twisted/store, not the agent).
 """
