@@ -115,17 +115,21 @@ class VerbTableTests(unittest.TestCase):
     def test_lazyModulesLoadOnUse(self):
         """
         The modules a verb did not load are loaded when used: the reactor
-        listens on TCP, cookies work.
+        listens on TCP, cookies and pickles work.
         """
         store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
         after = ("from twisted.internet import protocol, reactor\n"
                  "reactor.listenTCP(0, protocol.Factory(), interface='127.0.0.1')"
                  ".stopListening()\n"
                  "import http.cookiejar\n"
-                 "http.cookiejar.CookieJar()\n")
+                 "http.cookiejar.CookieJar()\n"
+                 "from twisted.python import reflect\n"
+                 "assert reflect.fullFuncName(reflect.qual) == 'twisted.python.reflect.qual'\n")
         loaded, code, err = self.lazyLoaded("--store", store, "nodes", after=after)
         self.assertEqual(code, 0, err)
-        self.assertEqual(sorted(loaded), ["http.cookiejar", "twisted.internet.tcp"])
+        # random: for tempfile, imported by http.cookiejar's urllib.request.
+        self.assertEqual(sorted(loaded), ["http.cookiejar", "pickle", "random",
+                                          "twisted.internet.tcp"])
 
     def test_zookeeperStore(self):
         """

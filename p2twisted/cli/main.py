@@ -307,11 +307,13 @@ def _exitCode(error):
 
 #: Modules that importing Twisted's reactor and Deferreds loads but that no
 #: verb uses on the local store (C{http.cookiejar} and its C{urllib.request},
-#: C{http.client} and C{email}, imported by C{twisted.python.compat}; the
-#: reactor's TCP, UDP and Unix-socket modules): about a fifth of their
-#: import time.  L{main} has them loaded on first use instead.
-LAZY_MODULES = ("http.cookiejar", "twisted.internet.tcp", "twisted.internet.udp",
-                "twisted.internet.unix")
+#: C{http.client} and C{email}, imported by C{twisted.python.compat};
+#: C{pickle}, for C{twisted.python.reflect}'s C{fullyQualifiedName} of a
+#: function; C{random}, for C{twisted.internet.protocol}'s reconnecting
+#: client factory; the reactor's TCP, UDP and Unix-socket modules): about a
+#: fifth of their import time.  L{main} has them loaded on first use instead.
+LAZY_MODULES = ("http.cookiejar", "pickle", "random", "twisted.internet.tcp",
+                "twisted.internet.udp", "twisted.internet.unix")
 
 
 class _LazyFinder(object):
