@@ -108,6 +108,14 @@ def main():
         # The store exists before the timed runs, as on a host in use.
         subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=env,
                        check=True, stdout=subprocess.DEVNULL)
+        # A second store with a service deployed: p2 status then reads and
+        # hashes its manifest, as on a host in use.
+        served = dict(env, P2_STORE="local://" + os.path.join(directory, "served.db"))
+        www = os.path.join(directory, "www")
+        os.mkdir(www)
+        for argv in (["add", "web", "--template", "static", "--port", "9000", "--directory", www],
+                     ["deploy", "web", "--node", "bench"]):
+            subprocess.run([args.p2] + argv, env=served, check=True, stdout=subprocess.DEVNULL)
         python = sys.executable
         rows = [
             ("floor: python -c pass", [python, "-c", "pass"], None),
@@ -117,6 +125,7 @@ def main():
             ("p2 schedule FILE --node N", [args.p2, "schedule", manifest, "--node", "bench"],
              0.200),
             ("p2 status", [args.p2, "status"], 0.200),
+            ("p2 status (a service deployed)", [args.p2, "status"], 0.200),
         ]
         envs = [("", env)]
         if args.baseline:
@@ -124,15 +133,17 @@ def main():
             subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=base,
                            check=True, stdout=subprocess.DEVNULL)
             envs.append((" (baseline)", base))
+        withService = {label: dict(e, P2_STORE=served["P2_STORE"]) for label, e in envs}
         print("load average %.1f" % (os.getloadavg()[0],))
         floor = None
-        print("%-39s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
+        print("%-44s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
         for name, argv, target in rows:
-            results = medians(argv, [e for _, e in envs], args.runs)
+            chosen = [withService[label] if "service" in name else e for label, e in envs]
+            results = medians(argv, chosen, args.runs)
             for (label, _), (seconds, cpu) in zip(envs, results):
                 if floor is None:
                     floor = seconds
-                print("%-39s %7.1fms %6.1fx %7.1fms %9s%s" % (
+                print("%-44s %7.1fms %6.1fx %7.1fms %9s%s" % (
                     name + label, seconds * 1000, seconds / floor, cpu * 1000,
                     "%dms" % (target * 1000,) if target else "-",
                     "" if target is None or seconds <= target else "  OVER"))

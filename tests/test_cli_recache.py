@@ -6,8 +6,10 @@ ones, a damaged file is ignored, none is written without bytecode.
 
 import marshal
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from twisted.trial import unittest
 
@@ -34,10 +36,24 @@ print(repr(found))
 
 
 def run(path, code=USE, **env):
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    environ.update(env)
-    result = subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """
+    Run C{code} as the module C{using} imported by a fresh Python (the
+    patterns it compiles are a module's), with C{path} as C{sys.argv[1]}.
+
+    @return: its standard output.
+    """
+    directory = tempfile.mkdtemp()
+    try:
+        with open(os.path.join(directory, "using.py"), "w") as f:
+            f.write(code)
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        environ.update(env)
+        result = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); import using",
+             path, directory], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+    finally:
+        shutil.rmtree(directory)
     if result.returncode:
         raise AssertionError(result.stderr.decode())
     return result.stdout
@@ -77,6 +93,29 @@ class RegexCacheTests(unittest.TestCase):
         with open(self.path, "wb") as f:
             marshal.dump(known, f)
         self.assertEqual(run(self.path, code), b"True True\n")
+
+    def test_onlyImports(self):
+        """
+        Only the patterns compiled in the import of a module are written, not
+        those compiled later (made of a verb's input, say).
+        """
+        code = ("import re, sys\n"
+                "from p2twisted.cli import recache\n"
+                "recache.install(sys.argv[1])\n"
+                "re.compile('imported')\n"
+                "def later():\n"
+                "    re.compile('later')\n")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "compiling.py"), "w") as f:
+            f.write(code)
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, %r); "
+                        "import compiling; compiling.later()" % (directory,), self.path],
+                       cwd=ROOT, env={k: v for k, v in os.environ.items()
+                                      if k != "PYTHONDONTWRITEBYTECODE"}, check=True)
+        with open(self.path, "rb") as f:
+            known = marshal.loads(f.read())
+        self.assertEqual(sorted(known), [("imported", 0)])
 
     def test_damagedFile(self):
         """

@@ -425,6 +425,7 @@ def main(argv=None):
     # of the start; it runs again once the verb's modules are loaded.
     collecting = gc.isenabled()
     gc.disable()
+
     started = gc.enable if collecting else (lambda: None)
     try:
         return _main(argv, started)

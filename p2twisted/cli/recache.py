@@ -8,7 +8,8 @@ attrs', ours): a sixth of C{p2 manifest sha}'s run, a tenth of C{p2
 status}'s.  What C{re} compiles a pattern into (the code of its C{_sre}
 engine) depends only on the pattern, its flags and the Python, so once
 L{install}ed, C{re} takes it from a file written by an earlier run when it is
-there, and compiles (and remembers) the others as always.  The patterns
+there, and compiles the others as always, remembering those a module
+compiled while imported (not those a verb makes of its input).  The patterns
 behave exactly the same: only the work of making them is saved.
 
 The file is per Python (its version and C{_sre.MAGIC} are in its name), in
@@ -71,7 +72,8 @@ def install(path=None):
             indexGroup[index] = name
         arguments = (int(flags | parsed.state.flags), [int(c) for c in generate(parsed, flags)],
                      parsed.state.groups - 1, groupIndex, tuple(indexGroup))
-        learned[key] = arguments
+        if _importing(sys._getframe(1)):
+            learned[key] = arguments
         return _sre.compile(p, *arguments)
 
     compile._p2cache = True
@@ -79,6 +81,19 @@ def install(path=None):
     if not sys.dont_write_bytecode:
         import atexit
         atexit.register(_save, path, known, learned)
+
+
+def _importing(frame):
+    """
+    @return: whether C{frame} runs in the import of a module (C{importlib}'s
+        own frames are among its callers).
+    """
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "importlib" in name and "_bootstrap" in name:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _load(path):
