@@ -16,19 +16,51 @@ each command with C{p2twisted} imported from the source tree C{TREE} (e.g.
 C{git archive <commit> | tar x -C TREE}), run by run in turn with the
 current one, so both see the same load.
 
-Figures (04:05 UTC, machine saturated by other work: load 13 -> 10, the
-floor's CPU time 26 ms where it is 16 quiet; median CPU time of 11 runs,
-"before" = main of 03:50 UTC): C{p2 schedule} 311.8 ms after / 346.6 before
-(-10 %), C{p2 status} 336.9 / 385.1 (-12.5 %), from loading on first use
-the modules of L{p2twisted.cli.main.LAZY_MODULES}.  Applied to the quiet
-figures of the session before (215.6 and 211.2 ms wall) that is about 194
-and 185 ms.  What remains is mostly imports: C{twisted.internet.defer}
-(asyncio with ssl and concurrent.futures, which it imports for its
-coroutine support; incremental, whose dataclasses and inspect come with
-C{twisted} itself), the reactor (attrs classes of its signal handling),
-PyYAML (its pure-Python reader, constructor and resolver compile their
-regular expressions at import even when libyaml parses), and
-C{p2twisted.manifest.fields} importing C{fractions}.
+The store is a fresh C{local://} file holding one pod scheduled; the last
+row's is another with a service deployed (C{p2 add web --template static},
+C{p2 deploy web}), whose status hashes its manifest.
+
+Figures (session 6, 09:55 UTC, machine saturated by the other helpers: load
+10-14, so wall times mean nothing; median CPU time of 11 runs, "before" =
+main of 09:08 UTC run in turn with --baseline) and, load-independent, the
+instructions of one run (valgrind --tool=callgrind, .pyc and regex cache
+warm; the floor is 38 M):
+
+    command                          CPU after/before     instructions after/before
+    p2 --help                         40.6 /  47.8 ms      107 / 135 M  (-21 %)
+    p2 manifest sha FILE             110.4 / 132.4 ms      290 / 407 M  (-29 %)
+    p2 schedule FILE --node N        250.3 / 290.9 ms      583 / 803 M  (-27 %)
+    p2 status                        233.8 / 325.0 ms      555 / 828 M  (-33 %)
+    p2 status (a service deployed)   284.4 / 340.3 ms      660 / 851 M  (-22 %)
+
+On the quiet machine of that morning (load 1.8: floor 13.8 ms CPU, before
+p2 --help 58.5, manifest sha 128.0, schedule 263.4, status 288.8 ms) about
+0.33 ms a million instructions, which makes p2 --help about 46 ms, manifest
+sha about 92, schedule about 195, status about 190 and status with a
+service about 230.  What changed (L{p2twisted.cli.main}, L{p2twisted.cli.recache}):
+a verb not given is a name and a help in the verb table, not a parser
+built; no cyclic garbage collection while starting; Deferreds imported
+beside a stand-in for asyncio (which brought ssl, concurrent.futures,
+subprocess); PyYAML, the manifest parser, fractions and the pod records
+imported only by what uses them; pickle and random loaded on first use;
+the regular expressions modules compile at import kept in
+C{~/.cache/p2twisted} (PyYAML's reader and resolver compile theirs at
+import even when libyaml parses: a fifth of C{manifest sha}).
+
+What stands in the way of the targets: for C{manifest sha}, attrs (65 M
+instructions, with typing and inspect, which it imports, 143 M: the
+manifest classes are attrs classes, the agent evolves them) and PyYAML (about
+45 M with its regular expressions cached); for the store verbs, Twisted
+itself: importing C{twisted.internet.defer} and installing the reactor,
+without asyncio and TLS (regular expressions cached, no garbage collection),
+is 363 M instructions (about 120 ms quiet) of C{p2 status}'s 555, of which
+attrs classes (its signal handling, addresses, attrs' own
+validators), C{zope.interface} declarations, C{twisted.logger},
+C{incremental} (dataclasses, inspect) and C{typing_extensions}.  C{p2
+status} with a service also loads the manifest parser (to hash the intent)
+and the controller records (C{Snapshot.rcs} loads them even when there is
+no RC).  No run waits on a timer: wall time equals CPU time on a quiet
+machine.
 """
 
 import argparse
