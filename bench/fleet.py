@@ -439,7 +439,7 @@ class Run(object):
     def startOrchestrator(self, farms=None):
         config = os.path.join(self.workdir, "orchestrator.yaml")
         with open(config, "w") as f:
-            f.write(ORCHESTRATOR_CONFIG)
+            f.write(ORCHESTRATOR_CONFIG + "".join(s + "\n" for s in self.args.set))
         logPath = os.path.join(self.workdir, "orchestrator.log")
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
@@ -623,10 +623,53 @@ class Run(object):
             r["roll"] = max(max(self.fleet.health[2].values()), end) - t1
             r["roll_low"], r["min_healthy"] = self.fleet.low, minHealthy
             r["rss"], r["hwm"] = memory(self.orchestrator.pid)
+            r["timeline"] = self.timeline(t1)
         finally:
             yield self.stop()
             yield store.close()
         return r
+
+    def timeline(self, t0):
+        """
+        The roll as one timeline, from the orchestrator's log and the
+        agents' stamps: per step (a count move), when its compare-and-set
+        was applied, when the new RC's controller rewrote the pods it took
+        over, when the last of them reported reality and passing health,
+        and when the next step was applied.
+
+        @return: C{[(step, moved, applied, rewritten, reality, health)]}
+            in seconds from C{t0}, and the roll's end.
+        """
+        import datetime
+        day = datetime.date.fromtimestamp(t0)
+
+        def when(line):
+            clock = datetime.datetime.strptime(line[:15], "%H:%M:%S.%f").time()
+            return time.mktime(datetime.datetime.combine(day, clock).timetuple()) + \
+                clock.microsecond / 1e6 - t0
+        steps, moves, rewrites = [], [], []
+        with open(os.path.join(self.workdir, "orchestrator.log")) as f:
+            for line in f:
+                if "roll web-v2: move " in line:
+                    moves.append((int(line.split("move ")[1].split()[0]), when(line)))
+                elif "roll web-v2: " in line and ("finished" in line or "enable" in line):
+                    steps.append(("end" if "finished" in line else "enable", 0, when(line),
+                                  None, None, None))
+                elif "rc web-v2: schedule on " in line:
+                    nodes = line.split("schedule on ")[1].split(" (read ")[0].split(";")[0].strip().split(
+                        ", ")
+                    rewrites.extend((n, when(line)) for n in nodes)
+        # The new RC takes the moved pods over in the order of its rewrites.
+        for moved, applied in moves:
+            mine, rewrites = rewrites[:moved], rewrites[moved:]
+            if not mine:
+                continue
+            nodes = [n for n, _ in mine]
+            real = [self.fleet.reality[2].get(n, 0) - t0 for n in nodes]
+            health = [self.fleet.health[2].get(n, 0) - t0 for n in nodes]
+            steps.append(("move", moved, applied, max(w for _, w in mine), max(real),
+                          max(health)))
+        return sorted(steps, key=lambda s: s[2])
 
     def cpuShare(self, before, wall):
         after = self.cpu()
@@ -711,6 +754,21 @@ def report(results, raws, args, loads):
                  "+".join("%.0f%%" % (a * 100) for a in r["schedule_cpu"]["agents"])))
     print("(times from the RC's write, or the roll's; CPU: share of one core while scheduling "
           "for the agents, while rolling for the orchestrator)")
+    for r in results:
+        if args.timeline and r.get("timeline"):
+            print("%s %d: the roll's steps (seconds from the roll's write): applied, the new RC's "
+                  "rewrite, the last reality and passing health of the pods moved" % (
+                      r["store"], r["n"]))
+            last = None
+            for what, moved, applied, rewritten, real, health in r["timeline"]:
+                gap = "" if last is None else "+%.2f" % (applied - last,)
+                last = applied
+                if what != "move":
+                    print("  %7.2f %-6s %-8s" % (applied, gap, what))
+                else:
+                    print("  %7.2f %-6s move %3d  rewritten %+.2f  reality %+.2f  health %+.2f"
+                          % (applied, gap, moved, rewritten - applied, real - applied,
+                             health - applied))
     ok = True
     for r in results:
         checks = []
@@ -744,6 +802,10 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the orchestrator (cProfile stats in the work directory)")
+    parser.add_argument("--set", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="an orchestrator config setting (repeatable)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print the roll's steps as one timeline")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     parser.add_argument("--ds", action="store_true",
                         help="a daemon set over the N nodes instead of an RC and a roll")
