@@ -73,7 +73,12 @@ class Snapshot(object):
     @ivar entries: C{{key: Entry}} of everything read (read-only).
     """
 
-    def __init__(self, entries):
+    def __init__(self, entries, previous=None):
+        """
+        @param previous: an earlier L{Snapshot} (of a watch that delivered
+            these entries since): what it parsed and decoded of entries
+            that did not change is taken over, not done again.
+        """
         self.entries = types.MappingProxyType(dict(entries))
         self._markers, self._machines, self._nodeLabels = {}, {}, {}
         self._intent, self._reality = {}, {}
@@ -86,8 +91,32 @@ class Snapshot(object):
         # and health several times over (it is immutable, so they stay true).
         self._labels, self._healthRecords, self._byRC = {}, {}, None
         self._byDS = None
+        parsed = {} if previous is None else previous._parsed
+        self._parsed = {}
         for key, entry in self.entries.items():
-            self._index(keys.parse(key), entry)
+            parts = parsed.get(key)
+            if parts is None:
+                parts = keys.parse(key)
+            self._parsed[key] = parts
+            self._index(parts, entry)
+        if previous is not None:
+            self._inherit(previous)
+
+    def _inherit(self, previous):
+        """
+        Take over C{previous}'s decoded labels, health and SHAs of the
+        entries that are the same here.
+        """
+        def same(key):
+            old, new = previous.entries.get(key), self.entries.get(key)
+            return old is not None and new is not None and (
+                old is new or (old.version == new.version and old.value == new.value))
+        self._labels = {k: v for k, v in previous._labels.items() if same(k)}
+        self._shas = {k: v for k, v in previous._shas.items() if same(k)}
+        for pair, record in previous._healthRecords.items():
+            entry = previous._health.get(pair)
+            if entry is not None and same(entry.key):
+                self._healthRecords[pair] = record
 
     def _index(self, parts, entry):
         tree, n = parts[0], len(parts)
