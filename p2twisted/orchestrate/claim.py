@@ -9,6 +9,11 @@ from twisted.logger import Logger
 
 from p2twisted.errors import StoreError
 
+#: News waits at least this many times as long as the controller's last
+#: decision took (its C{cost}), after its reconcile began: a controller
+#: answering a fleet's stream of news spends at most a fifth of a core on it.
+PACE = 4
+
 log = Logger()
 
 
@@ -25,6 +30,9 @@ class Claim(object):
         self.lock = lock
         self.controller = controller
         self.version = version
+        #: The version of its record the controllers' snapshots last showed
+        #: (L{Farm.recordsShown}), or C{None}.
+        self.shown = None
         self.running = False
         self.again = False
         #: Whether a poke that is not news came during the reconcile.
@@ -41,8 +49,9 @@ class Claim(object):
 
         @param news: whether this is news about the cluster (health, labels,
             a resync): then it waits until C{newsInterval} seconds after the
-            last reconcile began, so a fleet's stream of health changes
-            costs one reconcile per interval, not one per change.
+            last reconcile began (or L{PACE} times the controller's last
+            decision's C{cost}, if longer), so a fleet's stream of health
+            changes costs one reconcile per interval, not one per change.
         """
         if self.stopped:
             return
@@ -52,7 +61,8 @@ class Claim(object):
             return
         now = self.farm.clock.seconds()
         if news and self.started is not None:
-            wait = self.started + self.farm.newsInterval - now
+            interval = max(self.farm.newsInterval, PACE * self.controller.cost)
+            wait = self.started + interval - now
             if wait > 0:
                 self._soon(wait)
                 return

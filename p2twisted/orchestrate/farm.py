@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from p2twisted.errors import AlreadyLocked, SessionLost, StoreError
-from p2twisted.orchestrate.claim import Claim
+from p2twisted.orchestrate.claim import PACE, Claim  # noqa: F401 (PACE: documented here)
 from p2twisted.records.base import CorruptRecord
 from p2twisted.records.controllers import Deletion
 from p2twisted.store import keys
@@ -52,6 +52,10 @@ class IController(Interface):
     """
 
     objectId = Attribute("The id of the object it works on.")
+
+    cost = Attribute("Seconds of CPU its last decision took (0 before one): news waits "
+                     "PACE times as long after a reconcile began, so a controller whose "
+                     "decisions are dear answers a stream of news in coarser steps.")
 
     def start():
         """
@@ -125,8 +129,9 @@ class Farm(TracedMachine, service.Service):
     @param holder: a function of the session giving the bytes a lock holds.
     @param newsInterval: the least seconds between the starts of two
         reconciles of one object prompted by news about the cluster
-        (L{nudge}); a change to the object's own record, a retry or a
-        controller's own deadline do not wait.
+        (L{nudge}), and at least L{PACE} times its controller's C{cost}; a
+        change to the object's own record, a retry or a controller's own
+        deadline do not wait.
     @param holdWhenEmpty: whether the failsafe holds: C{False} for a tree
         whose emptying is the normal end of work (rolls), whose controllers
         are then released.
@@ -196,6 +201,26 @@ class Farm(TracedMachine, service.Service):
         """
         if self.state == "serving" and not self.failsafe:
             for claim in list(self.claims.values()):
+                claim.poke(news=True)
+
+    def recordsShown(self, records):
+        """
+        The controllers' snapshots now show C{records} (C{{key: Entry}} of
+        the farm's tree): a claimed object whose record they show changed
+        reconciles now, over a snapshot that has its new record (the farm's
+        own watch of the tree may have poked it before the snapshots showed
+        the change: it decided over the old record); the others take it as
+        news (another object's record may matter to them: a roll's RCs).
+        """
+        if self.state != "serving" or self.failsafe:
+            return
+        shown = self._ids(records, self.tree)
+        for objectId, claim in sorted(self.claims.items()):
+            version = shown.get(objectId)
+            if version is not None and version != claim.shown:
+                claim.shown = version
+                claim.poke()
+            else:
                 claim.poke(news=True)
 
     def lockKey(self, objectId):
