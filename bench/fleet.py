@@ -669,6 +669,10 @@ class Run(object):
             health = [self.fleet.health[2].get(n, 0) - t0 for n in nodes]
             steps.append(("move", moved, applied, max(w for _, w in mine), max(real),
                           max(health)))
+            for (_, w), r, h in zip(mine, real, health):
+                for name, figure in (("step->rewrite", w - applied), ("rewrite->reality", r - w),
+                                     ("reality->health", h - r)):
+                    self.result.setdefault("pods", {}).setdefault(name, []).append(figure)
         return sorted(steps, key=lambda s: s[2])
 
     def cpuShare(self, before, wall):
@@ -759,6 +763,11 @@ def report(results, raws, args, loads):
             print("%s %d: the roll's steps (seconds from the roll's write): applied, the new RC's "
                   "rewrite, the last reality and passing health of the pods moved" % (
                       r["store"], r["n"]))
+            for name, figures in sorted(r.get("pods", {}).items()):
+                figures = sorted(figures)
+                print("  per pod %-17s median %.2fs  p90 %.2fs  max %.2fs" % (
+                    name, figures[len(figures) // 2], figures[len(figures) * 9 // 10],
+                    figures[-1]))
             last = None
             for what, moved, applied, rewritten, real, health in r["timeline"]:
                 gap = "" if last is None else "+%.2f" % (applied - last,)

@@ -9,11 +9,6 @@ from twisted.logger import Logger
 
 from p2twisted.errors import StoreError
 
-#: News waits at least this many times as long as the controller's last
-#: decision took (its C{cost}), after its reconcile began: a controller
-#: answering a fleet's stream of news spends at most a fifth of a core on it.
-PACE = 4
-
 log = Logger()
 
 
@@ -49,8 +44,8 @@ class Claim(object):
 
         @param news: whether this is news about the cluster (health, labels,
             a resync): then it waits until C{newsInterval} seconds after the
-            last reconcile began (or L{PACE} times the controller's last
-            decision's C{cost}, if longer), so a fleet's stream of health
+            last reconcile began (the farm's C{newsPace}: longer when its
+            controllers' decisions are dear), so a fleet's stream of health
             changes costs one reconcile per interval, not one per change.
         """
         if self.stopped:
@@ -61,8 +56,7 @@ class Claim(object):
             return
         now = self.farm.clock.seconds()
         if news and self.started is not None:
-            interval = max(self.farm.newsInterval, PACE * self.controller.cost)
-            wait = self.started + interval - now
+            wait = self.started + self.farm.newsPace - now
             if wait > 0:
                 self._soon(wait)
                 return
