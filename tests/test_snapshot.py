@@ -255,6 +255,33 @@ class PreviousTests(unittest.TestCase):
             self.assertEqual(self.answers(Snapshot(entries, first)),
                              self.answers(Snapshot(entries)))
 
+    def byTree(self, entries):
+        trees = {}
+        for key, entry in entries.items():
+            parts = keys.parse(key)
+            tree = "/".join(parts[:2]) if parts[0] in (keys.LABELS, keys.STATUS) else parts[0]
+            trees.setdefault(tree, {})[key] = entry
+        return trees
+
+    def test_keptTreesSameAnswers(self):
+        """
+        Built from the watches' trees, a snapshot re-indexes only the trees
+        delivered since the one before, and answers as one built afresh.
+        """
+        first = Snapshot(self.entries(), trees=self.byTree(self.entries()))
+        self.answers(first)
+        for changes in [[], [(keys.health("web", "n1"), health("critical", SHA), 2)],
+                        [(keys.label("pod", "n1/web"), encodeLabels(
+                            {"replication_controller_id": "rc9"}), 2)],
+                        [(keys.reality("n1", "web"), WEB, 2),
+                         (keys.label("node", "n1"), encodeLabels({"tier": "db"}), 2)]]:
+            entries = self.entries(changes)
+            changed = {keys.HEALTH if k.startswith("health") else "/".join(keys.parse(k)[:2])
+                       if k.startswith("labels") else keys.parse(k)[0] for k, _, _ in changes}
+            again = Snapshot(entries, first, trees=self.byTree(entries), changed=changed)
+            self.assertEqual(self.answers(again), self.answers(Snapshot(entries)))
+            self.assertEqual(again.eligible("tier=web"), Snapshot(entries).eligible("tier=web"))
+
     def test_unchangedNotDecodedAgain(self):
         first = Snapshot(self.entries())
         record = first.health("web", "n1")

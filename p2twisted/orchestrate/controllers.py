@@ -145,6 +145,8 @@ class WatchedReader(service.Service):
         self._behind = []
         self._latest = {}
         self._snapshot = self._previous = None
+        #: The trees delivered since the last snapshot was built.
+        self._changed = set()
         self._waiting = []
         self._watches = []
 
@@ -157,11 +159,13 @@ class WatchedReader(service.Service):
         for watch in self._watches:
             watch.cancel()
         self._watches, self._latest, self._snapshot, self._previous = [], {}, None, None
+        self._changed = set()
 
     def _watcher(self, tree):
         def changed(entries):
             first = tree not in self._latest
             self._latest[tree] = entries
+            self._changed.add(tree)
             self._snapshot = None
             if self._waiting and len(self._latest) == len(self.trees):
                 waiting, self._waiting = self._waiting, []
@@ -193,8 +197,11 @@ class WatchedReader(service.Service):
             entries = {}
             for tree in self.trees:
                 entries.update(self._latest[tree])
-            # What the last snapshot decoded of unchanged entries is kept.
-            self._snapshot = self._previous = Snapshot(entries, self._previous)
+            # The trees delivered since the last snapshot are indexed again;
+            # the others, and what it decoded of unchanged entries, are kept.
+            self._snapshot = self._previous = Snapshot(
+                entries, self._previous, trees=self._latest, changed=self._changed)
+            self._changed = set()
         return self._snapshot
 
     def entries(self, tree):
