@@ -17,15 +17,25 @@ manifest at min_healthy 90% runs to its end.
 
 It prints the roll's length in simulated seconds beside its floor -- the
 agents' share alone: ceil(N / (N - min_healthy)) waves of C{agent-delay}
-plus the store's hops -- and the orchestrator's CPU (real seconds), its
-steps and its transactions.  Run it against another tree to compare
+plus the store's hops -- the roll's steps, the transactions, and the CPU
+of the process (real seconds: the orchestrator's and the simulation's).  Run it against another tree to compare
 (C{PYTHONPATH=/tmp/base .venv/bin/python bench/roll_pacing.py}).
 
-Figures (N 1,000, agent delay 0.5 s, latency 10 ms, lag 50 ms):
+Figures (N 1,000, min_healthy 900, agent delay 0.5 s, latency 10 ms, lag
+50 ms; simulated seconds, so the machine's load does not change them):
 
-    before (news_interval 1 s, a changed RC record answered at the next
-    news, the first transaction of a plan alone):  roll 21.3 s simulated
-    after:                                          roll  8.0 s simulated
+                                             roll    steps   (floor 6.80 s)
+    before, agents all 0.5 s:               11.05    10
+    before, agents 0.25-0.75 s (spread 1):  11.05    10
+    after,  agents all 0.5 s:                7.50    10
+    after,  agents 0.25-0.75 s (spread 1):   7.59    63
+
+Before, each wave waited for the roll's next reconcile on news or after its
+last plan (1 s each); after, a changed record is answered as soon as the
+snapshots show it and other news within 0.1 s (or 4x what the farm's
+decisions cost), so a wave costs the agents' delay plus ~0.07 s; with agents
+of uneven speed the roll moves the pods that are healthy as they become so
+(63 smaller steps).
 """
 
 import argparse
@@ -39,18 +49,10 @@ sys.path.insert(0, os.environ.get("PYTHONPATH") or os.path.dirname(os.path.dirna
 
 from twisted.internet import defer, task  # noqa: E402
 
+from bench.fleet import manifest  # noqa: E402
 from p2twisted.store import keys  # noqa: E402
 from p2twisted.store.common import Put  # noqa: E402
 from p2twisted.store.memory import MemoryStore  # noqa: E402
-
-POD = b"""\
-id: web
-launchables:
-  app:
-    launchable_type: hoist
-    location: file:///artifacts/web_%d.tar.gz
-"""
-
 
 class SlowStore(MemoryStore):
     """
@@ -96,7 +98,7 @@ class Agents(object):
         self.store, self.clock, self.nodes, self.delay = store, clock, nodes, delay
         self.spread = spread
         self.random = random.Random(1)
-        self.sha = {POD % v: parseManifest(POD % v).sha() for v in (1, 2)}
+        self.sha = {manifest(v): parseManifest(manifest(v)).sha() for v in (1, 2)}
         self.running = {}
         self.pending = {}
         self.passing = {}
@@ -171,11 +173,11 @@ def main():
     orchestrator = Orchestrator(config, clock, store=store)
     orchestrator.startService()
     clock.advance(1)
-    v1 = ReplicationController("web-v1", POD % 1, args.n)
+    v1 = ReplicationController("web-v1", manifest(1), args.n)
     store.put(v1.key, v1.toBytes())
-    placed = advanceUntil(clock, lambda: agents.on(POD % 1) == args.n, 600)
+    placed = advanceUntil(clock, lambda: agents.on(manifest(1)) == args.n, 600)
     clock.advance(5)
-    v2 = ReplicationController("web-v2", POD % 2, 0, disabled=True)
+    v2 = ReplicationController("web-v2", manifest(2), 0, disabled=True)
     store.put(v2.key, v2.toBytes())
     clock.advance(1)
     got = []
@@ -187,7 +189,7 @@ def main():
     agents.low = len(agents.passing)
     Planner(store).apply(plan)
     state = store.state.entries
-    rolled = advanceUntil(clock, lambda: agents.on(POD % 2) == args.n
+    rolled = advanceUntil(clock, lambda: agents.on(manifest(2)) == args.n
                           and keys.roll("web-v2") not in state and v1.key not in state, 600)
     cpu = time.process_time() - cpu
     steps = sum(1 for k, e in state.items() if k.startswith("audit/")
