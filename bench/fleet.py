@@ -6,6 +6,7 @@ and, in the same run, raw kazoo's create throughput on the same server.
 
     .venv/bin/python bench/fleet.py [--sizes 100,300,1000] [--stores zookeeper,local]
         [--agent-procs 2] [--keep] [--check] [--ds [--ds-parallel 100]]
+        [--timeline] [--set 'news_interval: 0.1' ...]
 
 For each store and size N (a fresh store root each time):
 
@@ -106,15 +107,47 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     alone.  The roll went from 44 to 26 s, but the intents went faster
     still, so the roll/intents ratio did not fall under 3.
 
-What bounds a roll: each batch is a count move (one CAS), the new RC's
-takeovers (100 rewrites), every agent deploying and reporting reality, its
-health monitor's next 1 s tick, and the orchestrator seeing that health --
-about 2-3 s a batch here, and a roll of 1,000 at min_healthy 900 is ten or
-more batches.  The agents' CPU while scheduling stays at 20-45% of a core
-each (two processes, because the machine has two cores), so they are not
-saturated, but on this loaded machine their reality and health lag the
-intents by 10-40 s, and the local store's roll is theirs more than the
-orchestrator's (1,000 agents committing to one SQLite file).
+    session 6 (the roll; 1,000; 2 cores shared with three other helpers'
+    work, load average 3-12; before and after in turn, each pair under
+    about the same load):
+                              intents  health   roll  (roll/intents)  load
+      zookeeper before:         3.60   10.67   29.38  (x8.2)         4-7
+      zookeeper after:          4.90   11.51   10.74  (x2.2)         3-6
+      zookeeper before:         3.33   12.44   23.30  (x7.0)         4-5
+      zookeeper after:          8.52   28.55   20.45  (x2.4)         5-10
+      zookeeper after:          6.38   19.49   16.42  (x2.6)         7-12
+      zookeeper before:         4.44   15.56   26.83  (x6.0)         11-12
+      local     before:         0.84   15.51   25.96                 1.5-3
+      local     after:          1.01   13.39   19.94                 3-6
+      local     before/after:   (load 9-12) 56.7, 64.0 / 54.6, 72.6, 84.1
+    The same roll on simulated time (bench/roll_pacing.py: agents 0.5 s,
+    store latency 10 ms, watch lag 50 ms, so no load changes it): 11.05 s
+    before, 7.50 s after, beside a floor of 6.80 s (ten waves of the agents'
+    0.5 s and the store's hops).
+    What changed: a controller whose record the snapshots show changed (an
+    RC whose count the roll moved) reconciles at once -- before, the farm's
+    own watch could poke it over a snapshot without the change, and it
+    answered at the next news, a second later; news (health) waits 0.1 s
+    (news_interval, was 1 s), or 4x the CPU the farm's last decisions took
+    if longer; an RC's takeover transactions go out together (the first no
+    longer alone when it holds no record update); the reader's snapshots
+    re-index only the trees delivered since the last one and keep what it
+    decoded (a roll's decision went from ~70 to ~14 ms of CPU at 1,000,
+    also by counting healthy pods in sets, not lists).  The roll now moves
+    the pods that turn healthy as they do (20-60 steps, not 10-20).
+
+What bounds a roll now (--timeline, ZooKeeper, after, load 7-12): at
+min_healthy 900 of 1,000 at most 100 pods are in flight, so a roll is ten
+waves of: the new RC seeing the step and rewriting the pods it takes over
+(per pod median 0.15 s, p90 0.8 s), the agents deploying and writing
+reality (median 0.6 s, p90 2.7 s), then health (median 0.27 s), and the roll
+seeing it (within 0.1 s).  The orchestrator's part is ~0.2-0.3 s of a
+~1-1.5 s wave; the rest is the agents' and the store's watches.  With
+intents in ~1.5 s (persistent watches), a roll under 3x would need waves
+under ~0.45 s, i.e. agents reporting health well under 0.3 s after their
+intent changes.  On the local store the agents are slower still (1,000
+agents committing to one SQLite file: rewrite to reality median 2.8 s, p90
+10 s at load 10-12), and its roll is theirs.
 """
 
 import argparse
