@@ -689,8 +689,8 @@ class Run(object):
                     steps.append(("end" if "finished" in line else "enable", 0, when(line),
                                   None, None, None))
                 elif "rc web-v2: schedule on " in line:
-                    nodes = line.split("schedule on ")[1].split(" (read ")[0].split(";")[0].strip().split(
-                        ", ")
+                    reason = line.split("schedule on ")[1].split(" (read ")[0]
+                    nodes = reason.split(";")[0].strip().split(", ")
                     rewrites.extend((n, when(line)) for n in nodes)
         # The new RC takes the moved pods over in the order of its rewrites.
         for moved, applied in moves:

@@ -18,7 +18,8 @@ manifest at min_healthy 90% runs to its end.
 It prints the roll's length in simulated seconds beside its floor -- the
 agents' share alone: ceil(N / (N - min_healthy)) waves of C{agent-delay}
 plus the store's hops -- the roll's steps, the transactions, and the CPU
-of the process (real seconds: the orchestrator's and the simulation's).  Run it against another tree to compare
+of the process (real seconds: the orchestrator's and the simulation's).
+Run it against another tree to compare
 (C{PYTHONPATH=/tmp/base .venv/bin/python bench/roll_pacing.py}).
 
 Figures (N 1,000, min_healthy 900, agent delay 0.5 s, latency 10 ms, lag
