@@ -117,9 +117,16 @@ so these are upper bounds; seconds from the RC's or the roll's write):
       zookeeper after:          8.52   28.55   20.45  (x2.4)         5-10
       zookeeper after:          6.38   19.49   16.42  (x2.6)         7-12
       zookeeper before:         4.44   15.56   26.83  (x6.0)         11-12
+      zookeeper after:          7.06   32.00   26.11  (x3.7)         8-12
+      zookeeper before:         3.64   15.63   34.50  (x9.5)         11-12
       local     before:         0.84   15.51   25.96                 1.5-3
       local     after:          1.01   13.39   19.94                 3-6
-      local     before/after:   (load 9-12) 56.7, 64.0 / 54.6, 72.6, 84.1
+      local     before/after:   (load 8-12) 56.7, 64.0, 25.9, 596 (the
+                                agents' shared session lost) / 54.6,
+                                72.6, 84.1, 78.0, 56.3
+    On the local store the roll is the agents' (below) and varies two- to
+    tenfold with the load; the orchestrator's writes in it are ~6% of the
+    store's (its statuses ~300 of ~5,300 transactions, ~100 before).
     The same roll on simulated time (bench/roll_pacing.py: agents 0.5 s,
     store latency 10 ms, watch lag 50 ms, so no load changes it): 11.05 s
     before, 7.50 s after, beside a floor of 6.80 s (ten waves of the agents'
