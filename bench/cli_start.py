@@ -23,8 +23,8 @@ C{p2 deploy web}), whose status hashes its manifest.
 Figures (session 6, 09:55 UTC, machine saturated by the other helpers: load
 10-14, so wall times mean nothing; median CPU time of 11 runs, "before" =
 main of 09:08 UTC run in turn with --baseline) and, load-independent, the
-instructions of one run (valgrind --tool=callgrind, .pyc and regex cache
-warm; the floor is 38 M):
+instructions of one run (valgrind --tool=callgrind, .pyc warm, and with
+the regex cache the lead removed after these figures; the floor is 38 M):
 
     command                          CPU after/before     instructions after/before
     p2 --help                         40.6 /  47.8 ms      107 / 135 M  (-21 %)
@@ -37,20 +37,22 @@ On the quiet machine of that morning (load 1.8: floor 13.8 ms CPU, before
 p2 --help 58.5, manifest sha 128.0, schedule 263.4, status 288.8 ms) about
 0.33 ms a million instructions, which makes p2 --help about 46 ms, manifest
 sha about 92, schedule about 195, status about 190 and status with a
-service about 230.  What changed (L{p2twisted.cli.main}, L{p2twisted.cli.recache}):
+service about 230.  What changed (L{p2twisted.cli.main}):
 a verb not given is a name and a help in the verb table, not a parser
 built; no cyclic garbage collection while starting; Deferreds imported
 beside a stand-in for asyncio (which brought ssl, concurrent.futures,
 subprocess); PyYAML, the manifest parser, fractions and the pod records
 imported only by what uses them; pickle and random loaded on first use;
-the regular expressions modules compile at import kept in
-C{~/.cache/p2twisted} (PyYAML's reader and resolver compile theirs at
-import even when libyaml parses: a fifth of C{manifest sha}).
+and, removed again: a cache in C{~/.cache/p2twisted} of the regular
+expressions modules compile at import (PyYAML's reader and resolver
+compile theirs even when libyaml parses: a fifth of C{manifest sha}); it
+patched C{re}'s private compiler in every run and wrote to the user's home,
+which a deployment tool run as root should not do for 20 ms.
 
 What stands in the way of the targets: for C{manifest sha}, attrs (65 M
 instructions, with typing and inspect, which it imports, 143 M: the
 manifest classes are attrs classes, the agent evolves them) and PyYAML (about
-45 M with its regular expressions cached); for the store verbs, Twisted
+45 M with its regular expressions cached, more without); for the store verbs, Twisted
 itself: importing C{twisted.internet.defer} and installing the reactor,
 without asyncio and TLS (regular expressions cached, no garbage collection),
 is 363 M instructions (about 120 ms quiet) of C{p2 status}'s 555, of which

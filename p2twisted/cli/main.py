@@ -416,8 +416,6 @@ def main(argv=None):
     """
     import gc
 
-    from p2twisted.cli import recache
-    recache.install()
     lazy = _LazyFinder(name for name in LAZY_MODULES if name not in sys.modules)
     sys.meta_path.insert(0, lazy)
     # Starting is importing: thousands of objects, no garbage.  The cyclic
