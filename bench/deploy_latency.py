@@ -161,6 +161,32 @@ and again on ZooKeeper alone (8 runs, load ~8, floors 18.5 and 43.1): fresh
 ZooKeeper run swings 2x from one run to the next (its server's log fsyncs
 share the disk with the installs' syncfs); the lead's quiet re-measure
 decides.
+
+A quieter moment at the end (10:13 UTC, load 1.6 -> 4.5, 15 runs in turn):
+
+                          floor   after   before
+    fresh, local           11.6    43.9     47.8   (overhead +32.3 / +36.1)
+    upgrade, local         11.0    53.3     57.1   (x4.86 / x5.20)
+    fresh, ZooKeeper       11.6    53.5     54.2   (overhead +41.9 / +42.6)
+    upgrade, ZooKeeper     11.0    80.2     74.9   (x7.30 / x6.81)
+    agent CPU per run: local 294 / 346 ms, ZooKeeper 97 / 151 ms
+
+and its timeline of a fresh local deploy (load 2, 8 runs, floor 8.1 ms; ms
+from the intent write): watch news 3.1, attempt 4.5, deploy 5.1, specs
+6.7-7.9, artifact cache hit 8.0-10.6 (a re-hash of the cached file in a
+thread), the prepared runsv 8.9-21.1 (beside the install), install
+preparation 11.0-12.3, tar 15.1-22.6 (7.5 ms: the floor's whole deploy
+takes 8.1; the agent's tar is fed by its Python archive checks, a reader
+and a writer thread), syncfs + rename 22.8-24.1, runtime files renamed
+25.3, links 26.9, C{up} 29.1, run script's first line seen 33.3, serving
+37.8.  An upgrade (floor 8.4): news 7.4, attempt 8.4, new runsv prepared
+11.4-22.6, tar 16.3-23.4, syncfs 23.6-26.3, runtime files 27.2, links 29.3,
+stop of the old run 31.6-34.8, rename 35.4, run script seen 40.2, serving
+47.4.  Left on the fresh path, besides the exec chain after C{up} (8.7 ms
+to serving; the floor's launch takes ~4): the checked extraction (~4 ms
+over a bare tar), the cache hit's re-hash and thread hop (~2.5 ms), the
+news-to-deploy path (~5 ms: store watch, sync, worker) and ~3 ms of
+thread hops between the steps.
 The local store's own polling (C{_tick}, every ~6 ms) is most of the local
 agent's CPU: ~0.7 s of the 22 s profiled (p2twisted/store, not the agent).
 """
