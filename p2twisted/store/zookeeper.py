@@ -47,6 +47,7 @@ from p2twisted.errors import (
 from p2twisted.store._zkclient import (
     ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge,
     connect, isEntry, noNode, owner, parent, parseURL, raced, stopClient, storeError)
+from p2twisted.store._zkpersistent import PersistentWatches
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
@@ -69,6 +70,9 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
     """
 
     backend = BACKEND
+    #: Watch with ZooKeeper 3.6's persistent recursive watches when the
+    #: server has them; C{False} forces the one-shot watches of older ones.
+    persistentWatches = True
 
     def __init__(self, reactor, url, address, client, bridge):
         self.url = url
@@ -85,6 +89,7 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
         self._sessions = set()
         self._background = set()
         self._connected = True
+        self._persistent = PersistentWatches(bridge, client)
         client.add_listener(lambda state: bridge.call(self._stateChanged, state))
 
     @classmethod
@@ -511,7 +516,8 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
 
     def _newWatch(self, prefix, delivery):
         return SubtreeWatch(self._reactor, self._bridge, self._client, self._path(prefix),
-                            self._decode, delivery)
+                            self._decode, delivery,
+                            self._persistent if self.persistentWatches else None)
 
     def session(self, ttl):
         if self._closing is not None:

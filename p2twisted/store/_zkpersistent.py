@@ -1,0 +1,182 @@
+# -*- test-case-name: tests.test_store_zookeeper_watch -*-
+"""
+ZooKeeper 3.6's persistent recursive watches over kazoo 2.11, which lacks
+them (kazoo's main branch has C{add_watch}; this is the part of it we use).
+
+A persistent recursive watch on a path (C{AddWatch}, opcode 106, mode
+C{PERSISTENT_RECURSIVE}) reports every later change of that znode and of
+every znode below it, as ordinary watch events (C{NodeCreated},
+C{NodeDataChanged}, C{NodeDeleted}; never C{NodeChildrenChanged}), without
+being re-armed, until it is removed (C{RemoveWatches}, opcode 18) or the
+connection ends.  The watch belongs to the connection: kazoo 2.11's
+reconnection re-registers only one-shot watches (C{SetWatches}, not 3.6's
+C{SetWatches2}), so after a reconnect whoever armed one arms it again and
+re-reads what it watches (L{p2twisted.store._zkwatch.SubtreeWatch} does).
+
+L{PersistentWatches} is one client's registry of them: L{PersistentWatches.arm}
+sends C{AddWatch}, and the client's connection (L{_Connection}) hands each
+watch event, besides to kazoo's one-shot watchers, to the registry on the
+reactor thread, which calls every watcher armed on the event's path or an
+ancestor of it.  Everything but the event reading runs on the reactor thread.
+"""
+
+from collections import namedtuple
+
+from kazoo.exceptions import NoWatcherError, UnimplementedError
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Watch, int_struct, write_string
+from kazoo.protocol.states import EVENT_TYPE_MAP, Callback, EventType, WatchedEvent
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from p2twisted.store._zkclient import UNAVAILABLE
+
+log = Logger()
+
+#: C{AddWatch}'s mode of a persistent recursive watch.
+PERSISTENT_RECURSIVE = 1
+#: C{RemoveWatches}' watcher type "any" (one-shot and persistent alike).
+ANY_WATCHER = 3
+
+#: The events a persistent recursive watch delivers.
+_DELIVERED = frozenset((EventType.CREATED, EventType.CHANGED, EventType.DELETED))
+
+
+class AddWatch(namedtuple("AddWatch", "path mode")):
+    """
+    The C{AddWatch} request; its reply has no body.  (No C{watcher}
+    attribute: kazoo would register one as a one-shot data watcher.)
+    """
+
+    type = 106
+
+    def serialize(self):
+        b = bytearray()
+        b.extend(write_string(self.path))
+        b.extend(int_struct.pack(self.mode))
+        return b
+
+    @classmethod
+    def deserialize(cls, bytes, offset):
+        return True
+
+
+class RemoveWatches(namedtuple("RemoveWatches", "path watcher_type")):
+    """
+    The C{RemoveWatches} request; its reply has no body.
+    """
+
+    type = 18
+
+    def serialize(self):
+        b = bytearray()
+        b.extend(write_string(self.path))
+        b.extend(int_struct.pack(self.watcher_type))
+        return b
+
+    @classmethod
+    def deserialize(cls, bytes, offset):
+        return True
+
+
+class _Connection(ConnectionHandler):
+    """
+    kazoo's connection handler, also handing each watch event to the
+    client's L{PersistentWatches}.
+    """
+
+    def _read_watch_event(self, buffer, offset):
+        ConnectionHandler._read_watch_event(self, buffer, offset)
+        registry = getattr(self.client, "_p2persistent", None)
+        if registry is None or self.client._stopped.is_set():
+            return
+        watch, _ = Watch.deserialize(buffer, offset)
+        kind = EVENT_TYPE_MAP.get(watch.type)
+        if kind in _DELIVERED:
+            event = WatchedEvent(kind, self.client._state, watch.path)
+            # The way kazoo hands one-shot watchers their events: here, to
+            # the reactor thread (L{p2twisted.store._zkclient.Handler}).
+            self.client.handler.dispatch_callback(
+                Callback("watch", registry._deliver, (event,)))
+
+
+class PersistentWatches(object):
+    """
+    The persistent recursive watches of one kazoo client (made with
+    L{p2twisted.store._zkclient.connect}), by path.
+
+    @ivar supported: C{False} once the server answered C{AddWatch} with
+        C{UNIMPLEMENTED} (ZooKeeper before 3.6): callers fall back to one-shot
+        watches.
+    """
+
+    #: The request arming a watch (tests replace it).
+    request = AddWatch
+
+    def __init__(self, bridge, client):
+        self._bridge = bridge
+        self._client = client
+        self._watchers = {}  # path: [watcher, ...]
+        self.supported = True
+
+    def arm(self, path, watcher):
+        """
+        Call C{watcher(event)} (on the reactor thread) for every later change
+        of C{path} or of a znode below it, until L{disarm}.  Arming an armed
+        watcher again re-sends C{AddWatch} (after a reconnect, the new
+        connection has no watch until then).
+
+        @return: L{Deferred} firing with C{None} once the server has the
+            watch; failing with L{UnimplementedError} if it has no
+            persistent watches, or with kazoo's connection errors.
+        """
+        if not self.supported:
+            return defer.fail(UnimplementedError())
+        if not isinstance(self._client._connection, _Connection):
+            self._client._connection.__class__ = _Connection
+            self._client._p2persistent = self
+        watchers = self._watchers.setdefault(path, [])
+        if watcher not in watchers:
+            watchers.append(watcher)
+        result = self._client.handler.async_result()
+        self._client._call(self.request(path, PERSISTENT_RECURSIVE), result)
+        d = self._bridge.deferred(result)
+
+        def failed(f):
+            if f.check(UnimplementedError) and self.supported:
+                self.supported = False
+                log.info("ZooKeeper at {hosts} has no persistent watches (before 3.6): watching "
+                         "with one-shot watches", hosts=self._client.hosts)
+            return f
+        return d.addCallbacks(lambda _: None, failed)
+
+    def disarm(self, path, watcher):
+        """
+        Stop calling C{watcher} for C{path}; the server's watch is removed
+        with the last watcher of the path, best effort.
+        """
+        watchers = self._watchers.get(path, [])
+        if watcher in watchers:
+            watchers.remove(watcher)
+        if watchers or path not in self._watchers:
+            return
+        del self._watchers[path]
+        if not self.supported or self._client._stopped.is_set():
+            return
+        result = self._client.handler.async_result()
+        self._client._call(RemoveWatches(path, ANY_WATCHER), result)
+        self._bridge.deferred(result).addErrback(
+            lambda f: f.trap(NoWatcherError, *UNAVAILABLE))
+
+    def _deliver(self, event):
+        path = event.path
+        while True:
+            for watcher in list(self._watchers.get(path, ())):
+                try:
+                    watcher(event)
+                except Exception:
+                    log.failure("error handling a ZooKeeper watch event of {path}",
+                                path=event.path)
+            if path == "/" or not path:
+                return
+            path = path.rpartition("/")[0] or "/"
