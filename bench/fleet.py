@@ -323,6 +323,14 @@ def cpuSeconds(pid):
     return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
+def zkRequests(zk):
+    """@return: the packets ZooKeeper C{zk} has received (C{mntr})."""
+    from tests.zkserver import fourLetterWord
+    reply = fourLetterWord(zk.port, "mntr") or ""
+    found = re.search(r"^zk_packets_received\s+(\d+)", reply, re.M)
+    return int(found.group(1)) if found else 0
+
+
 def memory(pid):
     """@return: C{(VmRSS, VmHWM)} of process C{pid}, in MB."""
     found = {}
@@ -466,8 +474,12 @@ class Run(object):
         raise RuntimeError("the orchestrator's farms opened no session: see %s" % (logPath,))
 
     def cpu(self):
-        return {"orchestrator": cpuSeconds(self.orchestrator.pid),
-                "agents": [cpuSeconds(a.transport.pid) for a in self.agents]}
+        cpu = {"orchestrator": cpuSeconds(self.orchestrator.pid),
+               "agents": [cpuSeconds(a.transport.pid) for a in self.agents]}
+        if self.zk is not None:
+            cpu["zookeeper"] = cpuSeconds(self.zk.process.pid)
+            cpu["requests"] = zkRequests(self.zk)
+        return cpu
 
     def waitUntil(self, condition, timeout, what):
         if condition():
@@ -630,8 +642,14 @@ class Run(object):
 
     def cpuShare(self, before, wall):
         after = self.cpu()
-        return {"orchestrator": (after["orchestrator"] - before["orchestrator"]) / wall,
-                "agents": [(a - b) / wall for a, b in zip(after["agents"], before["agents"])]}
+        share = {"orchestrator": (after["orchestrator"] - before["orchestrator"]) / wall,
+                 "agents": [(a - b) / wall for a, b in zip(after["agents"], before["agents"])],
+                 "seconds": {"orchestrator": after["orchestrator"] - before["orchestrator"],
+                             "agents": sum(after["agents"]) - sum(before["agents"])}}
+        if "zookeeper" in after:
+            share["seconds"]["zookeeper"] = after["zookeeper"] - before["zookeeper"]
+            share["requests"] = after["requests"] - before["requests"]
+        return share
 
     @defer.inlineCallbacks
     def stop(self):
@@ -711,6 +729,14 @@ def report(results, raws, args, loads):
                  "+".join("%.0f%%" % (a * 100) for a in r["schedule_cpu"]["agents"])))
     print("(times from the RC's write, or the roll's; CPU: share of one core while scheduling "
           "for the agents, while rolling for the orchestrator)")
+    for r in results:
+        sched = r["schedule_cpu"]
+        if "requests" in sched:
+            seconds = sched["seconds"]
+            print("%-10s %5d  scheduling until all healthy: %.1f ZooKeeper requests per pod; "
+                  "CPU seconds: orchestrator %.1f, agents %.1f, ZooKeeper %.1f"
+                  % (r["store"], r["n"], sched["requests"] / float(r["n"]),
+                     seconds["orchestrator"], seconds["agents"], seconds["zookeeper"]))
     ok = True
     for r in results:
         checks = []

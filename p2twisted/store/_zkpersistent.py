@@ -116,7 +116,7 @@ class PersistentWatches(object):
     def __init__(self, bridge, client):
         self._bridge = bridge
         self._client = client
-        self._watchers = {}  # path: [watcher, ...]
+        self._watchers = {}  # path: {watcher: None}, in arming order
         self.supported = True
 
     def arm(self, path, watcher):
@@ -135,9 +135,7 @@ class PersistentWatches(object):
         if not isinstance(self._client._connection, _Connection):
             self._client._connection.__class__ = _Connection
             self._client._p2persistent = self
-        watchers = self._watchers.setdefault(path, [])
-        if watcher not in watchers:
-            watchers.append(watcher)
+        self._watchers.setdefault(path, {})[watcher] = None
         result = self._client.handler.async_result()
         self._client._call(self.request(path, PERSISTENT_RECURSIVE), result)
         d = self._bridge.deferred(result)
@@ -155,9 +153,8 @@ class PersistentWatches(object):
         Stop calling C{watcher} for C{path}; the server's watch is removed
         with the last watcher of the path, best effort.
         """
-        watchers = self._watchers.get(path, [])
-        if watcher in watchers:
-            watchers.remove(watcher)
+        watchers = self._watchers.get(path, {})
+        watchers.pop(watcher, None)
         if watchers or path not in self._watchers:
             return
         del self._watchers[path]

@@ -6,12 +6,18 @@ Subtree reads and watches of the ZooKeeper backend
   - L{Subtree} reads a subtree (data and children of every znode), optionally
     leaving one-shot data and child watches on every znode it reads, and
     re-reads only the znodes named dirty;
-  - L{SubtreeWatch} turns those one-shot watches into the store's
+  - L{SubtreeWatch} turns ZooKeeper's watch events into the store's
     latest-wins subtree watch.
 
-kazoo 2.11 lacks ZooKeeper 3.6's persistent recursive watches, hence the
-re-armed one-shot ones.  Everything here runs on the reactor thread; kazoo's
-results come back through a L{p2twisted.store._zkclient.Bridge}.
+On ZooKeeper 3.6+ a watched subtree has one persistent recursive watch
+(L{p2twisted.store._zkpersistent}; kazoo 2.11 lacks them): it is read once,
+and each event then costs one read of the znode it names (none for a
+delete).  Older servers get one-shot watches, re-armed by re-reading data
+and children of every znode changed: with 1,000 agents and an orchestrator
+watching, each intent written cost ZooKeeper 15-30 requests beside its
+create, and the processes' CPU went to that storm.  Everything here runs on
+the reactor thread; kazoo's results come back through a
+L{p2twisted.store._zkclient.Bridge}.
 """
 
 from kazoo.exceptions import NoNodeError, UnimplementedError
