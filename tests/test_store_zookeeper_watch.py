@@ -14,6 +14,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from p2twisted.store import openStore
+from p2twisted.store.common import Create, Delete, Put
 from p2twisted.store._zkpersistent import AddWatch
 from p2twisted.store.zookeeper import HEADER
 from tests.store_contract import Recorder, waitFor
@@ -186,6 +187,33 @@ class WatchTestsMixin(ServerMixin):
         yield rec.waitForValues({"c/base": b"0", "c/kept/1": b"last"})
 
 
+    @defer.inlineCallbacks
+    def test_ownWritesRacingOthers(self):
+        """
+        Transactions of the watching client racing another client's writes
+        of the same keys end in the watch as on the server: values and
+        versions.
+        """
+        store = yield self.store()
+        other = yield self.store()
+        rec = self.watch(store, "w")
+        yield store.put("w/k0", b"start")
+        yield rec.waitForValues({"w/k0": b"start"})
+        writes = []
+        for i in range(40):
+            key = "w/k%d" % (i % 4,)
+            writes.append(store.transaction([Put(key, b"own%d" % (i,)),
+                                             Put("w/own/%d" % (i % 3,), b"%d" % (i,))]))
+            writes.append(other.put(key, b"other%d" % (i,)))
+            if i % 5 == 0:
+                writes.append(store.transaction([Delete(key)]))
+        yield defer.DeferredList(writes, consumeErrors=True)
+        final = yield store.list("w")
+        yield waitFor(lambda: {k: (e.value, e.version) for k, e in (rec.last or {}).items()}
+                      == {k: (e.value, e.version) for k, e in final.items()},
+                      what="the watch to match the server")
+
+
 class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
     """
     Persistent recursive watches.
@@ -214,6 +242,36 @@ class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
         yield rec.waitForValues({"o/a": b"2"})
         self.assertEqual([(type(r).__name__, r.path) for r in sent],
                          [("GetData", self.rawPath("o/a"))])
+
+    @defer.inlineCallbacks
+    def test_ownTransactionNotReadBack(self):
+        """
+        What the watching client's own transaction wrote reaches its watch,
+        with the versions the transaction returned, without being read back.
+        """
+        store = yield self.store()
+        rec = self.watch(store, "t")
+        yield store.put("t/old", b"0")
+        yield rec.waitForValues({"t/old": b"0"})
+        sent = []
+        call = store._client._call
+
+        def counting(request, asyncObject):
+            sent.append(request)
+            return call(request, asyncObject)
+        store._client._call = counting
+        self.addCleanup(setattr, store._client, "_call", call)
+        written = yield store.transaction([Put("t/a", b"1"), Create("t/new/b", b"2"),
+                                           Delete("t/old")])
+        yield rec.waitForValues({"t/a": b"1", "t/new/b": b"2"})
+        self.assertEqual({k: e.version for k, e in rec.last.items()},
+                         {e.key: e.version for e in written[:2]})
+        committed = max(i for i, r in enumerate(sent) if type(r).__name__ == "Transaction")
+        # (Only the background pruning of t/old's parent reads "t".)
+        self.assertEqual([(type(r).__name__, r.path) for r in sent[committed + 1:]
+                          if r.path != self.rawPath("t")], [])
+        fresh = yield store.list("t")
+        self.assertEqual(rec.last, fresh)
 
     @defer.inlineCallbacks
     def test_unimplemented(self):

@@ -97,13 +97,21 @@ class _Connection(ConnectionHandler):
             # The way kazoo hands one-shot watchers their events: here, to
             # the reactor thread (L{p2twisted.store._zkclient.Handler}).
             self.client.handler.dispatch_callback(
-                Callback("watch", registry._deliver, (event,)))
+                Callback("watch", registry._event, (event,)))
 
 
 class PersistentWatches(object):
     """
     The persistent recursive watches of one kazoo client (made with
-    L{p2twisted.store._zkclient.connect}), by path.
+    L{p2twisted.store._zkclient.connect}), by path, and the client's own
+    writes in flight (L{hold}, L{release}).
+
+    A watcher is an object with C{event(event)} (a change reported by the
+    server) and C{written(states)} (this client's write answered: C{states}
+    maps each path it changed to what it left there, or L{UNKNOWN}).  Both
+    are called on the reactor thread, in the order the server sent them:
+    events and completions alike take two turns of the client's
+    L{p2twisted.store._zkclient.Bridge}.
 
     @ivar supported: C{False} once the server answered C{AddWatch} with
         C{UNIMPLEMENTED} (ZooKeeper before 3.6): callers fall back to one-shot
@@ -117,14 +125,15 @@ class PersistentWatches(object):
         self._bridge = bridge
         self._client = client
         self._watchers = {}  # path: {watcher: None}, in arming order
+        self._held = {}  # path: writes in flight
         self.supported = True
 
     def arm(self, path, watcher):
         """
-        Call C{watcher(event)} (on the reactor thread) for every later change
-        of C{path} or of a znode below it, until L{disarm}.  Arming an armed
-        watcher again re-sends C{AddWatch} (after a reconnect, the new
-        connection has no watch until then).
+        Report every later change of C{path} or of a znode below it to
+        C{watcher}, until L{disarm}.  Arming an armed watcher again re-sends
+        C{AddWatch} (after a reconnect, the new connection has no watch until
+        then).
 
         @return: L{Deferred} firing with C{None} once the server has the
             watch; failing with L{UnimplementedError} if it has no
@@ -150,8 +159,8 @@ class PersistentWatches(object):
 
     def disarm(self, path, watcher):
         """
-        Stop calling C{watcher} for C{path}; the server's watch is removed
-        with the last watcher of the path, best effort.
+        Stop reporting to C{watcher} for C{path}; the server's watch is
+        removed with the last watcher of the path, best effort.
         """
         watchers = self._watchers.get(path, {})
         watchers.pop(watcher, None)
@@ -165,15 +174,77 @@ class PersistentWatches(object):
         self._bridge.deferred(result).addErrback(
             lambda f: f.trap(NoWatcherError, *UNAVAILABLE))
 
-    def _deliver(self, event):
-        path = event.path
+    def hold(self, paths):
+        """
+        This client is about to send a write of C{paths}: until its
+        L{release}, their watchers need not read them on an event (the
+        write's answer comes after the events of every change it supersedes).
+        """
+        held = self._held
+        for path in paths:
+            held[path] = held.get(path, 0) + 1
+
+    def holding(self, path):
+        """
+        @return: whether a write of C{path} by this client is in flight.
+        """
+        return path in self._held
+
+    def release(self, paths, known=None):
+        """
+        The write of C{paths} announced by L{hold} was answered: C{known}
+        maps each path to what it left there (C{(data, stat)}, or L{GONE}),
+        or is C{None} if that is unknown (the write failed, or may have).
+        Each watcher of a path is told.
+        """
+        held = self._held
+        for path in paths:
+            if held.get(path, 0) > 1:
+                held[path] -= 1
+            else:
+                held.pop(path, None)
+        told = {}
+        for path in set(paths):
+            state = UNKNOWN if known is None else known.get(path, UNKNOWN)
+            for watcher in self._covering(path):
+                told.setdefault(watcher, {})[path] = state
+        for watcher, states in told.items():
+            watcher.written(states)
+
+    def _covering(self, path):
+        """
+        @return: the watchers of C{path} and of its ancestors.
+        """
+        found = []
         while True:
-            for watcher in list(self._watchers.get(path, ())):
-                try:
-                    watcher(event)
-                except Exception:
-                    log.failure("error handling a ZooKeeper watch event of {path}",
-                                path=event.path)
+            found.extend(self._watchers.get(path, ()))
             if path == "/" or not path:
-                return
+                return found
             path = path.rpartition("/")[0] or "/"
+
+    def _event(self, event):
+        # Completions take a second turn of the bridge (Bridge.deferred):
+        # so does an event, to keep the server's order.
+        self._bridge.call(self._deliver, event)
+
+    def _deliver(self, event):
+        for watcher in self._covering(event.path):
+            try:
+                watcher.event(event)
+            except Exception:
+                log.failure("error handling a ZooKeeper watch event of {path}",
+                            path=event.path)
+
+
+class _Marker(object):
+    def __init__(self, name):
+        self._name = name
+
+    def __repr__(self):
+        return self._name
+
+
+#: What L{PersistentWatches.release} says of a path its write removed, and
+#: of one whose state after the write is not known.
+GONE = _Marker("GONE")
+UNKNOWN = _Marker("UNKNOWN")

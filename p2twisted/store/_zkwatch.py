@@ -26,6 +26,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2twisted.store._zkpersistent import GONE as WRITTEN_GONE, UNKNOWN
+
 log = Logger()
 
 #: What to re-read of a dirty znode: its data, its children list, or all of
@@ -205,6 +207,7 @@ class SubtreeWatch(object):
                              None if persistent is not None else self._kazooEvent)
         self._tree.persistent = persistent is not None
         self._dirty = {}
+        self._fresh = False  # entries changed without a read: offer them
         self._busy = False
         self._failures = 0
         self._retry = None
@@ -222,14 +225,49 @@ class SubtreeWatch(object):
         self._dirty[event.path] = self._dirty.get(event.path, 0) | flags
         self._kick()
 
-    def _persistentEvent(self, event):
-        # On the reactor thread.  The last event of a znode says what it is
-        # now (a later change brings another event): re-read it, or forget
-        # it.  A pending full read of the top stays one.
+    def event(self, event):
+        """
+        A change reported by the persistent watch.  The last event of a
+        znode says what it is now (a later change brings another event):
+        re-read it, or forget it.  A pending full read of the top stays one.
+        """
         if self.stopped or self._dirty.get(event.path) == FULL:
             return
         self._dirty[event.path] = GONE if event.type == EventType.DELETED else DATA
         self._kick()
+
+    def written(self, states):
+        """
+        This client's own write was answered, after the events of every
+        change before it: a znode it changed that waits to be re-read (held
+        by L{_readable} meanwhile) is what the write left there (C{states}:
+        C{{path: (data, stat), GONE or UNKNOWN}}).
+        """
+        if self.stopped or self._persistent is None:
+            return
+        for path, known in states.items():
+            flags = self._dirty.get(path)
+            if known is not UNKNOWN and flags is not None and flags != FULL:
+                del self._dirty[path]
+                if known is WRITTEN_GONE:
+                    self._tree._drop(path)
+                else:
+                    self._tree.entries[path] = self._tree.decode(path, *known)
+                self._fresh = True
+        self._kick()
+
+    def _readable(self, dirty):
+        """
+        @return: the dirty znodes to read now: those of no write of this
+            client in flight (its answer will say what they are), which stay
+            dirty.
+        """
+        if self._persistent is None or not self._persistent._held or FULL in dirty.values():
+            self._dirty = {}
+            return dirty
+        held = self._persistent.holding
+        self._dirty = {p: f for p, f in dirty.items() if held(p)}
+        return {p: f for p, f in dirty.items() if p not in self._dirty}
 
     def resync(self):
         """
@@ -252,19 +290,22 @@ class SubtreeWatch(object):
             self._retry.cancel()
         self._retry = None
         if self._persistent is not None:
-            self._persistent.disarm(self._tree.path, self._persistentEvent)
+            self._persistent.disarm(self._tree.path, self)
         self._tree.entries.clear()
         self._tree.children.clear()
 
     def _kick(self):
-        if self._busy or self.stopped or self._retry is not None or not self._dirty:
+        if self._busy or self.stopped or self._retry is not None:
+            return
+        dirty = self._readable(self._dirty)
+        if not dirty and not self._fresh:
             return
         self._busy = True
-        dirty, self._dirty = self._dirty, {}
+        self._fresh = False
         if self._persistent is not None and dirty.get(self._tree.path) == FULL:
             # Armed before the reads, in the same pipeline: the server
             # answers them in order, so nothing after the reads goes unseen.
-            armed = self._persistent.arm(self._tree.path, self._persistentEvent)
+            armed = self._persistent.arm(self._tree.path, self)
             d = defer.gatherResults([armed.addErrback(self._unsupported), self._tree.read(dirty)],
                                     consumeErrors=True)
             d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
@@ -279,7 +320,7 @@ class SubtreeWatch(object):
         read, which left none).
         """
         failure.trap(UnimplementedError)
-        self._persistent.disarm(self._tree.path, self._persistentEvent)
+        self._persistent.disarm(self._tree.path, self)
         self._persistent = None
         self._tree.watcher = self._kazooEvent
         self._tree.persistent = False

@@ -47,7 +47,7 @@ from p2twisted.errors import (
 from p2twisted.store._zkclient import (
     ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge,
     connect, isEntry, noNode, owner, parent, parseURL, raced, stopClient, storeError)
-from p2twisted.store._zkpersistent import PersistentWatches
+from p2twisted.store._zkpersistent import GONE, PersistentWatches
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
@@ -61,6 +61,30 @@ log = Logger()
 
 #: The stat of a structural znode a transaction's multi creates.
 _STRUCTURAL = ZnodeStat(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def _multiResult(made, plan, results):
+    """
+    @return: C{{path: (data, stat) or GONE}}, what a committed multi of
+        structural creates C{made} and then C{plan} left on each path it
+        changed; C{None} if it failed.  Every op of a multi has its zxid:
+        set_data's stat gives it (a plan that creates sets too).
+    """
+    if any(isinstance(r, Exception) for r in results):
+        return None
+    zxid = next((r.mzxid for r in results if hasattr(r, "mzxid")), None)
+    created = _STRUCTURAL._replace(czxid=zxid, mzxid=zxid, pzxid=zxid)
+    known = {p: (b"", created) for p in made}
+    for (method, args, _, _), result in zip(plan.zk, results[len(made):]):
+        if method == "create":
+            known[args[0]] = (args[1], created)
+        elif method == "set_data":
+            known[args[0]] = (args[1], result)
+        elif method == "delete":
+            known[args[0]] = GONE
+    if zxid is None:
+        known = {p: state for p, state in known.items() if state is GONE}
+    return known
 
 
 @implementer(IStore)
@@ -476,7 +500,14 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
                 txn.create(p, b"", self._acl)
             for method, args, _, _ in plan.zk:
                 getattr(txn, method)(*args)
-            results = yield self._call(txn.commit_async())
+            changed = made + [args[0] for method, args, _, _ in plan.zk if method != "check"]
+            self._persistent.hold(changed)
+            try:
+                results = yield self._call(txn.commit_async())
+            except BaseException:
+                self._persistent.release(changed)
+                raise
+            self._persistent.release(changed, _multiResult(made, plan, results))
             failed = [n for n, r in enumerate(results) if isinstance(r, Exception)
                       and not isinstance(r, (RolledBackError, RuntimeInconsistency))]
             if not failed:
