@@ -17,7 +17,10 @@ L{PersistentWatches} is one client's registry of them: L{PersistentWatches.arm}
 sends C{AddWatch}, and the client's connection (L{_Connection}) hands each
 watch event, besides to kazoo's one-shot watchers, to the registry on the
 reactor thread, which calls every watcher armed on the event's path or an
-ancestor of it.  Everything but the event reading runs on the reactor thread.
+ancestor of it.  It also knows the client's own writes in flight
+(L{PersistentWatches.hold}): a write's answer comes after the events of
+every change it supersedes, so a watcher need not read back what its own
+client wrote.  Everything but the event reading runs on the reactor thread.
 """
 
 from collections import namedtuple

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_zookeeper -*-
+# -*- test-case-name: tests.test_store_zookeeper,tests.test_store_zookeeper_watch -*-
 """
 The ZooKeeper backend: C{zk://[user:password@]host:port[,host:port...]/root}
 (root C{/p2} by default; C{?connect_timeout=S&session_timeout=S} optional).
@@ -31,6 +31,10 @@ Sessions.  Each L{ZooKeeperSession} is a ZooKeeper session of its own client
 it.  The store's own client has no ephemerals and survives session expiry
 (kazoo reconnects with a new session); every watched subtree is re-read after
 each reconnect.
+
+Watches.  One persistent recursive watch per watched subtree (ZooKeeper 3.6+,
+re-armed after each reconnect), or re-armed one-shot watches on older
+servers: L{p2twisted.store._zkwatch}.
 """
 
 from kazoo.exceptions import (
