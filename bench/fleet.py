@@ -106,6 +106,34 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     alone.  The roll went from 44 to 26 s, but the intents went faster
     still, so the roll/intents ratio did not fall under 3.
 
+    session 6 (ZooKeeper, 1,000; load 5-13 from other work; main and this
+    branch run in turn; "requests" are ZooKeeper's packets received from the
+    RC's write until every pod passes, per pod; CPU seconds over the same
+    phase):
+                              intents    ratio        requests  CPU s orch / agents / ZK
+      before (7 runs):        3.3-6.6 s  x0.16-0.41   42-55     2.8-3.7 / 11-19 / 6.1-9.4
+                                         (median x0.23)
+      persistent watches (2): 2.9-3.5 s  x0.31-0.36   36-37     2.2-2.3 / 11-12 / 6.1-6.4
+      + own writes (5):       1.3-4.1 s  x0.30-0.74   32-41     1.5-2.5 / 12-18 / 5.7-7.1
+      + key parsing (2):      1.4-2.6 s  x0.88-0.90   31-40     1.8     / 11-15 / 5.2-6.6
+    after, all 7 runs: median x0.63 (target x0.5 met in 6 of 7; the one
+    miss, x0.30, ran at load 11).  What changed: each watched subtree has
+    one ZooKeeper 3.6 persistent recursive watch (kazoo 2.11 has none: our
+    own AddWatch), so a change costs each watcher one read of that znode
+    instead of re-reading and re-arming data and child watches; the
+    orchestrator no longer reads back what its own multis wrote (a write's
+    answer follows the events it supersedes: 3,700 reads while writing the
+    1,000 intents -> 230); keys.parse, run 460,000 times by the
+    orchestrator's snapshots, is cached and checkKey is one regex.  The
+    orchestrator's peak RSS fell from 75-78 to 65-68 MB (the watches keep
+    no children lists).  What the remaining ~35 requests per pod are: the
+    agents' syncs (each intent-watch delivery lists intent/<node> and
+    reality/<node>: ~4 syncs and ~20 reads per pod), kazoo's makepath for
+    each node's first reality/status/health (~8), the agents' own writes
+    (~8) and one watch read per write per watcher (~5).  The roll is
+    unchanged (20-45 s); with the intents 2-3x faster, roll/intents is
+    worse (x7-20).
+
 What bounds a roll: each batch is a count move (one CAS), the new RC's
 takeovers (100 rewrites), every agent deploying and reporting reality, its
 health monitor's next 1 s tick, and the orchestrator seeing that health --
