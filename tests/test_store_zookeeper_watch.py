@@ -62,6 +62,21 @@ class WatchTestsMixin(ServerMixin):
     def rawPath(self, key):
         return "%s/%s" % (self.root, key)
 
+    def requests(self, store):
+        """
+        @return: the list of the requests C{store}'s client sends from now
+            on, kept until the test's end.
+        """
+        sent = []
+        call = store._client._call
+
+        def counting(request, asyncObject):
+            sent.append(request)
+            return call(request, asyncObject)
+        store._client._call = counting
+        self.addCleanup(setattr, store._client, "_call", call)
+        return sent
+
     @defer.inlineCallbacks
     def dropConnection(self, store):
         """
@@ -230,14 +245,7 @@ class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
         rec = self.watch(store, "o")
         yield other.put("o/a", b"1")
         yield rec.waitForValues({"o/a": b"1"})
-        sent = []
-        call = store._client._call
-
-        def counting(request, asyncObject):
-            sent.append(request)
-            return call(request, asyncObject)
-        store._client._call = counting
-        self.addCleanup(setattr, store._client, "_call", call)
+        sent = self.requests(store)
         yield other.put("o/a", b"2")
         yield rec.waitForValues({"o/a": b"2"})
         self.assertEqual([(type(r).__name__, r.path) for r in sent],
@@ -253,14 +261,7 @@ class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
         rec = self.watch(store, "t")
         yield store.put("t/old", b"0")
         yield rec.waitForValues({"t/old": b"0"})
-        sent = []
-        call = store._client._call
-
-        def counting(request, asyncObject):
-            sent.append(request)
-            return call(request, asyncObject)
-        store._client._call = counting
-        self.addCleanup(setattr, store._client, "_call", call)
+        sent = self.requests(store)
         written = yield store.transaction([Put("t/a", b"1"), Create("t/new/b", b"2"),
                                            Delete("t/old")])
         yield rec.waitForValues({"t/a": b"1", "t/new/b": b"2"})
@@ -272,6 +273,29 @@ class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
                           if r.path != self.rawPath("t")], [])
         fresh = yield store.list("t")
         self.assertEqual(rec.last, fresh)
+
+    @defer.inlineCallbacks
+    def test_cancelRemovesWatch(self):
+        """
+        Cancelling the last watch of a subtree removes the server's watch:
+        changes there cost the client nothing more.
+        """
+        store = yield self.store()
+        other = yield self.store()
+        rec = Recorder()
+        w = store.watch("x", rec)
+        yield other.put("x/a", b"1")
+        yield rec.waitForValues({"x/a": b"1"})
+        w.cancel()
+        self.assertEqual(store._persistent._watchers, {})
+        sent = self.requests(store)
+        events = []
+        store._persistent._deliver = events.append
+        yield store.get("x/a")  # after the RemoveWatches' answer
+        yield other.put("x/a", b"2")
+        yield other.put("x/b", b"3")
+        yield store.get("x/a")  # after any event of those puts
+        self.assertEqual(([type(r).__name__ for r in sent], events), (["GetData", "GetData"], []))
 
     @defer.inlineCallbacks
     def test_unimplemented(self):

@@ -45,41 +45,37 @@ ANY_WATCHER = 3
 _DELIVERED = frozenset((EventType.CREATED, EventType.CHANGED, EventType.DELETED))
 
 
-class AddWatch(namedtuple("AddWatch", "path mode")):
+class _PathRequest(object):
     """
-    The C{AddWatch} request; its reply has no body.  (No C{watcher}
-    attribute: kazoo would register one as a one-shot data watcher.)
+    A request of a path and an int, whose reply has no body.
+    """
+
+    def serialize(self):
+        b = bytearray()
+        b.extend(write_string(self.path))
+        b.extend(int_struct.pack(self[1]))
+        return b
+
+    @classmethod
+    def deserialize(cls, bytes, offset):
+        return True
+
+
+class AddWatch(_PathRequest, namedtuple("AddWatch", "path mode")):
+    """
+    The C{AddWatch} request.  (No C{watcher} attribute: kazoo would register
+    one as a one-shot data watcher.)
     """
 
     type = 106
 
-    def serialize(self):
-        b = bytearray()
-        b.extend(write_string(self.path))
-        b.extend(int_struct.pack(self.mode))
-        return b
 
-    @classmethod
-    def deserialize(cls, bytes, offset):
-        return True
-
-
-class RemoveWatches(namedtuple("RemoveWatches", "path watcher_type")):
+class RemoveWatches(_PathRequest, namedtuple("RemoveWatches", "path watcher_type")):
     """
-    The C{RemoveWatches} request; its reply has no body.
+    The C{RemoveWatches} request.
     """
 
     type = 18
-
-    def serialize(self):
-        b = bytearray()
-        b.extend(write_string(self.path))
-        b.extend(int_struct.pack(self.watcher_type))
-        return b
-
-    @classmethod
-    def deserialize(cls, bytes, offset):
-        return True
 
 
 class _Connection(ConnectionHandler):
