@@ -6,6 +6,7 @@ and, in the same run, raw kazoo's create throughput on the same server.
 
     .venv/bin/python bench/fleet.py [--sizes 100,300,1000] [--stores zookeeper,local]
         [--agent-procs 2] [--keep] [--check] [--ds [--ds-parallel 100]]
+        [--timeline] [--set 'news_interval: 0.1' ...]
 
 For each store and size N (a fresh store root each time):
 
@@ -106,7 +107,7 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     alone.  The roll went from 44 to 26 s, but the intents went faster
     still, so the roll/intents ratio did not fall under 3.
 
-    session 6 (ZooKeeper, 1,000; load 5-13 from other work; main and this
+    session 6, scheduling (ZooKeeper, 1,000; load 5-13 from other work; main and this
     branch run in turn; "requests" are ZooKeeper's packets received from the
     RC's write until every pod passes, per pod; CPU seconds over the same
     phase):
@@ -130,19 +131,57 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     agents' syncs (each intent-watch delivery lists intent/<node> and
     reality/<node>: ~4 syncs and ~20 reads per pod), kazoo's makepath for
     each node's first reality/status/health (~8), the agents' own writes
-    (~8) and one watch read per write per watcher (~5).  The roll is
-    unchanged (20-45 s); with the intents 2-3x faster, roll/intents is
-    worse (x7-20).
+    (~8) and one watch read per write per watcher (~5).  The roll (before
+    the roll changes below) was unchanged, 20-45 s.
 
-What bounds a roll: each batch is a count move (one CAS), the new RC's
-takeovers (100 rewrites), every agent deploying and reporting reality, its
-health monitor's next 1 s tick, and the orchestrator seeing that health --
-about 2-3 s a batch here, and a roll of 1,000 at min_healthy 900 is ten or
-more batches.  The agents' CPU while scheduling stays at 20-45% of a core
-each (two processes, because the machine has two cores), so they are not
-saturated, but on this loaded machine their reality and health lag the
-intents by 10-40 s, and the local store's roll is theirs more than the
-orchestrator's (1,000 agents committing to one SQLite file).
+    session 6 (the roll; 1,000; 2 cores shared with three other helpers'
+    work, load average 3-12; before and after in turn, each pair under
+    about the same load):
+                              intents  health   roll  (roll/intents)  load
+      zookeeper before:         3.60   10.67   29.38  (x8.2)         4-7
+      zookeeper after:          4.90   11.51   10.74  (x2.2)         3-6
+      zookeeper before:         3.33   12.44   23.30  (x7.0)         4-5
+      zookeeper after:          8.52   28.55   20.45  (x2.4)         5-10
+      zookeeper after:          6.38   19.49   16.42  (x2.6)         7-12
+      zookeeper before:         4.44   15.56   26.83  (x6.0)         11-12
+      zookeeper after:          7.06   32.00   26.11  (x3.7)         8-12
+      zookeeper before:         3.64   15.63   34.50  (x9.5)         11-12
+      local     before:         0.84   15.51   25.96                 1.5-3
+      local     after:          1.01   13.39   19.94                 3-6
+      local     before/after:   (load 8-12) 56.7, 64.0, 25.9, 596 (the
+                                agents' shared session lost) / 54.6,
+                                72.6, 84.1, 78.0, 56.3
+    On the local store the roll is the agents' (below) and varies two- to
+    tenfold with the load; the orchestrator's writes in it are ~6% of the
+    store's (its statuses ~300 of ~5,300 transactions, ~100 before).
+    The same roll on simulated time (bench/roll_pacing.py: agents 0.5 s,
+    store latency 10 ms, watch lag 50 ms, so no load changes it): 11.05 s
+    before, 7.50 s after, beside a floor of 6.80 s (ten waves of the agents'
+    0.5 s and the store's hops).
+    What changed: a controller whose record the snapshots show changed (an
+    RC whose count the roll moved) reconciles at once -- before, the farm's
+    own watch could poke it over a snapshot without the change, and it
+    answered at the next news, a second later; news (health) waits 0.1 s
+    (news_interval, was 1 s), or 4x the CPU the farm's last decisions took
+    if longer; an RC's takeover transactions go out together (the first no
+    longer alone when it holds no record update); the reader's snapshots
+    re-index only the trees delivered since the last one and keep what it
+    decoded (a roll's decision went from ~70 to ~14 ms of CPU at 1,000,
+    also by counting healthy pods in sets, not lists).  The roll now moves
+    the pods that turn healthy as they do (20-60 steps, not 10-20).
+
+What bounds a roll now (--timeline, ZooKeeper, after, load 7-12): at
+min_healthy 900 of 1,000 at most 100 pods are in flight, so a roll is ten
+waves of: the new RC seeing the step and rewriting the pods it takes over
+(per pod median 0.15 s, p90 0.8 s), the agents deploying and writing
+reality (median 0.6 s, p90 2.7 s), then health (median 0.27 s), and the roll
+seeing it (within 0.1 s).  The orchestrator's part is ~0.2-0.3 s of a
+~1-1.5 s wave; the rest is the agents' and the store's watches.  With
+intents in ~1.5 s (persistent watches), a roll under 3x would need waves
+under ~0.45 s, i.e. agents reporting health well under 0.3 s after their
+intent changes.  On the local store the agents are slower still (1,000
+agents committing to one SQLite file: rewrite to reality median 2.8 s, p90
+10 s at load 10-12), and its roll is theirs.
 """
 
 import argparse
@@ -475,7 +514,7 @@ class Run(object):
     def startOrchestrator(self, farms=None):
         config = os.path.join(self.workdir, "orchestrator.yaml")
         with open(config, "w") as f:
-            f.write(ORCHESTRATOR_CONFIG)
+            f.write(ORCHESTRATOR_CONFIG + "".join(s + "\n" for s in self.args.set))
         logPath = os.path.join(self.workdir, "orchestrator.log")
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
@@ -663,10 +702,57 @@ class Run(object):
             r["roll"] = max(max(self.fleet.health[2].values()), end) - t1
             r["roll_low"], r["min_healthy"] = self.fleet.low, minHealthy
             r["rss"], r["hwm"] = memory(self.orchestrator.pid)
+            r["timeline"] = self.timeline(t1)
         finally:
             yield self.stop()
             yield store.close()
         return r
+
+    def timeline(self, t0):
+        """
+        The roll as one timeline, from the orchestrator's log and the
+        agents' stamps: per step (a count move), when its compare-and-set
+        was applied, when the new RC's controller rewrote the pods it took
+        over, when the last of them reported reality and passing health,
+        and when the next step was applied.
+
+        @return: C{[(step, moved, applied, rewritten, reality, health)]}
+            in seconds from C{t0}, and the roll's end.
+        """
+        import datetime
+        day = datetime.date.fromtimestamp(t0)
+
+        def when(line):
+            clock = datetime.datetime.strptime(line[:15], "%H:%M:%S.%f").time()
+            return time.mktime(datetime.datetime.combine(day, clock).timetuple()) + \
+                clock.microsecond / 1e6 - t0
+        steps, moves, rewrites = [], [], []
+        with open(os.path.join(self.workdir, "orchestrator.log")) as f:
+            for line in f:
+                if "roll web-v2: move " in line:
+                    moves.append((int(line.split("move ")[1].split()[0]), when(line)))
+                elif "roll web-v2: " in line and ("finished" in line or "enable" in line):
+                    steps.append(("end" if "finished" in line else "enable", 0, when(line),
+                                  None, None, None))
+                elif "rc web-v2: schedule on " in line:
+                    reason = line.split("schedule on ")[1].split(" (read ")[0]
+                    nodes = reason.split(";")[0].strip().split(", ")
+                    rewrites.extend((n, when(line)) for n in nodes)
+        # The new RC takes the moved pods over in the order of its rewrites.
+        for moved, applied in moves:
+            mine, rewrites = rewrites[:moved], rewrites[moved:]
+            if not mine:
+                continue
+            nodes = [n for n, _ in mine]
+            real = [self.fleet.reality[2].get(n, 0) - t0 for n in nodes]
+            health = [self.fleet.health[2].get(n, 0) - t0 for n in nodes]
+            steps.append(("move", moved, applied, max(w for _, w in mine), max(real),
+                          max(health)))
+            for (_, w), r, h in zip(mine, real, health):
+                for name, figure in (("step->rewrite", w - applied), ("rewrite->reality", r - w),
+                                     ("reality->health", h - r)):
+                    self.result.setdefault("pods", {}).setdefault(name, []).append(figure)
+        return sorted(steps, key=lambda s: s[2])
 
     def cpuShare(self, before, wall):
         after = self.cpu()
@@ -765,6 +851,25 @@ def report(results, raws, args, loads):
                   "CPU seconds: orchestrator %.1f, agents %.1f, ZooKeeper %.1f"
                   % (r["store"], r["n"], sched["requests"] / float(r["n"]),
                      seconds["orchestrator"], seconds["agents"], seconds["zookeeper"]))
+        if args.timeline and r.get("timeline"):
+            print("%s %d: the roll's steps (seconds from the roll's write): applied, the new RC's "
+                  "rewrite, the last reality and passing health of the pods moved" % (
+                      r["store"], r["n"]))
+            for name, figures in sorted(r.get("pods", {}).items()):
+                figures = sorted(figures)
+                print("  per pod %-17s median %.2fs  p90 %.2fs  max %.2fs" % (
+                    name, figures[len(figures) // 2], figures[len(figures) * 9 // 10],
+                    figures[-1]))
+            last = None
+            for what, moved, applied, rewritten, real, health in r["timeline"]:
+                gap = "" if last is None else "+%.2f" % (applied - last,)
+                last = applied
+                if what != "move":
+                    print("  %7.2f %-6s %-8s" % (applied, gap, what))
+                else:
+                    print("  %7.2f %-6s move %3d  rewritten %+.2f  reality %+.2f  health %+.2f"
+                          % (applied, gap, moved, rewritten - applied, real - applied,
+                             health - applied))
     ok = True
     for r in results:
         checks = []
@@ -798,6 +903,10 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the orchestrator (cProfile stats in the work directory)")
+    parser.add_argument("--set", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="an orchestrator config setting (repeatable)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print the roll's steps as one timeline")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     parser.add_argument("--ds", action="store_true",
                         help="a daemon set over the N nodes instead of an RC and a roll")

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from p2twisted.errors import StoreUnavailable
-from p2twisted.orchestrate.farm import Farm, IController
+from p2twisted.orchestrate.farm import PACE, Farm, IController
 from p2twisted.orchestrate.testing import FakeController, FakeControllerFactory
 from p2twisted.records.controllers import Deletion
 from p2twisted.store import keys
@@ -585,6 +585,67 @@ class NewsTests(FarmTestCase):
         self.assertEqual(web.reconciles, start + 2, "nothing new, nothing more")
         self.put("web", b'{"changed": 1}')
         farm.nudge()
+        self.assertEqual(web.reconciles, start + 3)
+
+
+    def newsFarm(self, newsInterval):
+        farm = Farm(MemoryStore(self.state, self.clock), KIND, TREE, FakeControllerFactory(),
+                    self.clock, ttl=TTL, jitter=lambda: 0, newsInterval=newsInterval)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        return farm
+
+    def test_recordShownReconcilesAtOnce(self):
+        """
+        When the controllers' snapshots show an object's record changed
+        (L{Farm.recordsShown}), its controller reconciles at once -- the
+        farm's own watch may have poked it before the snapshots had the
+        change -- and the other objects take it as news.
+        """
+        self.put("web")
+        self.put("api")
+        farm = self.newsFarm(1.0)
+        web, api = farm.controllerFactory.running()["web"], farm.controllerFactory.running()["api"]
+        farm.recordsShown(self.successResultOf(self.admin.list(TREE)))
+        self.clock.advance(5)
+        before = web.reconciles, api.reconciles
+        farm.nudge()  # news: the next waits its interval
+        self.put("web", b'{"changed": 1}')  # the farm's own watch pokes web at once
+        after = web.reconciles, api.reconciles
+        self.assertEqual(after, (before[0] + 2, before[1] + 1))
+        farm.recordsShown(self.successResultOf(self.admin.list(TREE)))
+        self.assertEqual((web.reconciles, api.reconciles), (after[0] + 1, after[1]),
+                         "web at once, over snapshots showing its record; api waits")
+        farm.recordsShown(self.successResultOf(self.admin.list(TREE)))
+        self.assertEqual(web.reconciles, after[0] + 1, "nothing newer shown: news")
+        self.clock.advance(1.0)
+        self.assertEqual((web.reconciles, api.reconciles), (after[0] + 2, after[1] + 1))
+
+    def test_dearDecisionsWaitLonger(self):
+        """
+        News waits L{PACE} times as long as the last decisions of the farm's
+        controllers took together, if that is longer than C{newsInterval}:
+        two controllers whose decisions cost 0.0625 s of CPU each answer
+        news at most every 0.5 s; cheap again, every C{newsInterval}.
+        """
+        self.put("web")
+        self.put("api")
+        farm = self.newsFarm(0.0625)
+        running = farm.controllerFactory.running()
+        web, api = running["web"], running["api"]
+        self.clock.advance(5)
+        web.cost = api.cost = 0.0625
+        start = web.reconciles
+        farm.nudge()
+        self.assertEqual(web.reconciles, start + 1)
+        farm.nudge()
+        self.clock.advance(PACE * 0.125 / 2)
+        self.assertEqual(web.reconciles, start + 1)
+        self.clock.advance(PACE * 0.125 / 2)
+        self.assertEqual(web.reconciles, start + 2)
+        web.cost = api.cost = 0.0
+        farm.nudge()
+        self.clock.advance(0.0625)
         self.assertEqual(web.reconciles, start + 3)
 
 

@@ -34,7 +34,7 @@ class ConfigTests(unittest.TestCase):
         """
         config = orchestratorConfig(None, {"store": "memory://"}, environ={})
         self.assertEqual((config.store, config.farms, config.sessionTTL, config.resyncInterval,
-                          config.newsInterval), ("memory://", sorted(FARMS), 15.0, 30.0, 1.0))
+                          config.newsInterval), ("memory://", sorted(FARMS), 15.0, 30.0, 0.1))
         self.assertIn("ds", config.farms)
 
     def test_fileAndFlags(self):

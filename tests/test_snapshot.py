@@ -223,6 +223,75 @@ class SnapshotTests(unittest.TestCase):
         self.failureResultOf(Snapshot.read(Broken(self.store)), StoreUnavailable)
 
 
+class PreviousTests(unittest.TestCase):
+    """
+    A snapshot built with the one before it (a watch's next delivery) takes
+    over what that one decoded of the entries that did not change, and
+    answers exactly as one built afresh.
+    """
+
+    def entries(self, changes=()):
+        found = {k: Entry(k, v, 1) for k, v in sorted(STORE.items())}
+        for key, value, version in changes:
+            found[key] = Entry(key, value, version)
+        return found
+
+    def answers(self, snapshot):
+        return [snapshot.health("web", "n1"), snapshot.podLabels("n1", "web"),
+                snapshot.nodeLabels("n1"), snapshot.intentSha("n1", "web"),
+                snapshot.realitySha("n1", "web"), snapshot.podsOf("rc1")]
+
+    def test_sameAnswersAsAfresh(self):
+        first = Snapshot(self.entries())
+        self.answers(first)
+        # A new version; the same version with other bytes (a key deleted
+        # and created again: ZooKeeper starts its version over).
+        for changes in [[], [(keys.health("web", "n1"), health("critical", SHA), 2)],
+                        [(keys.label("pod", "n1/web"), encodeLabels(
+                            {"replication_controller_id": "rc9"}), 1),
+                         (keys.reality("n1", "web"), WEB, 1),
+                         (keys.label("node", "n1"), encodeLabels({"tier": "db"}), 1)]]:
+            entries = self.entries(changes)
+            self.assertEqual(self.answers(Snapshot(entries, first)),
+                             self.answers(Snapshot(entries)))
+
+    def byTree(self, entries):
+        trees = {}
+        for key, entry in entries.items():
+            parts = keys.parse(key)
+            tree = "/".join(parts[:2]) if parts[0] in (keys.LABELS, keys.STATUS) else parts[0]
+            trees.setdefault(tree, {})[key] = entry
+        return trees
+
+    def test_keptTreesSameAnswers(self):
+        """
+        Built from the watches' trees, a snapshot re-indexes only the trees
+        delivered since the one before, and answers as one built afresh.
+        """
+        first = Snapshot(self.entries(), trees=self.byTree(self.entries()))
+        self.answers(first)
+        for changes in [[], [(keys.health("web", "n1"), health("critical", SHA), 2)],
+                        [(keys.label("pod", "n1/web"), encodeLabels(
+                            {"replication_controller_id": "rc9"}), 2)],
+                        [(keys.reality("n1", "web"), WEB, 2),
+                         (keys.label("node", "n1"), encodeLabels({"tier": "db"}), 2)]]:
+            entries = self.entries(changes)
+            changed = {keys.HEALTH if k.startswith("health") else "/".join(keys.parse(k)[:2])
+                       if k.startswith("labels") else keys.parse(k)[0] for k, _, _ in changes}
+            again = Snapshot(entries, first, trees=self.byTree(entries), changed=changed)
+            self.assertEqual(self.answers(again), self.answers(Snapshot(entries)))
+            self.assertEqual(again.eligible("tier=web"), Snapshot(entries).eligible("tier=web"))
+
+    def test_unchangedNotDecodedAgain(self):
+        first = Snapshot(self.entries())
+        record = first.health("web", "n1")
+        self.assertIs(Snapshot(self.entries(), first).health("web", "n1"), record)
+        changed = Snapshot(self.entries([(keys.health("web", "n1"), health("passing", SHA2), 2)]),
+                           first)
+        self.assertIsNot(changed.health("web", "n1"), record)
+        self.assertEqual(changed.health("web", "n1"), record)
+
+
 class ControllerTests(unittest.TestCase):
     """
     Replication controllers and rolls, read through

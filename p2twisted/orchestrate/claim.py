@@ -25,6 +25,9 @@ class Claim(object):
         self.lock = lock
         self.controller = controller
         self.version = version
+        #: The version of its record the controllers' snapshots last showed
+        #: (L{Farm.recordsShown}), or C{None}.
+        self.shown = None
         self.running = False
         self.again = False
         #: Whether a poke that is not news came during the reconcile.
@@ -41,8 +44,9 @@ class Claim(object):
 
         @param news: whether this is news about the cluster (health, labels,
             a resync): then it waits until C{newsInterval} seconds after the
-            last reconcile began, so a fleet's stream of health changes
-            costs one reconcile per interval, not one per change.
+            last reconcile began (the farm's C{newsPace}: longer when its
+            controllers' decisions are dear), so a fleet's stream of health
+            changes costs one reconcile per interval, not one per change.
         """
         if self.stopped:
             return
@@ -52,7 +56,7 @@ class Claim(object):
             return
         now = self.farm.clock.seconds()
         if news and self.started is not None:
-            wait = self.started + self.farm.newsInterval - now
+            wait = self.started + self.farm.newsPace - now
             if wait > 0:
                 self._soon(wait)
                 return

@@ -144,7 +144,9 @@ class WatchedReader(service.Service):
         self.reads = 0
         self._behind = []
         self._latest = {}
-        self._snapshot = None
+        self._snapshot = self._previous = None
+        #: The trees delivered since the last snapshot was built.
+        self._changed = set()
         self._waiting = []
         self._watches = []
 
@@ -156,12 +158,14 @@ class WatchedReader(service.Service):
         service.Service.stopService(self)
         for watch in self._watches:
             watch.cancel()
-        self._watches, self._latest, self._snapshot = [], {}, None
+        self._watches, self._latest, self._snapshot, self._previous = [], {}, None, None
+        self._changed = set()
 
     def _watcher(self, tree):
         def changed(entries):
             first = tree not in self._latest
             self._latest[tree] = entries
+            self._changed.add(tree)
             self._snapshot = None
             if self._waiting and len(self._latest) == len(self.trees):
                 waiting, self._waiting = self._waiting, []
@@ -193,8 +197,19 @@ class WatchedReader(service.Service):
             entries = {}
             for tree in self.trees:
                 entries.update(self._latest[tree])
-            self._snapshot = Snapshot(entries)
+            # The trees delivered since the last snapshot are indexed again;
+            # the others, and what it decoded of unchanged entries, are kept.
+            self._snapshot = self._previous = Snapshot(
+                entries, self._previous, trees=self._latest, changed=self._changed)
+            self._changed = set()
         return self._snapshot
+
+    def entries(self, tree):
+        """
+        @return: C{{key: Entry}} of C{tree} as its watch last delivered it
+            (C{{}} before it has).
+        """
+        return self._latest.get(tree, {})
 
     def latest(self):
         """
@@ -252,6 +267,8 @@ class _Controller(object):
         self.planner = planner if planner is not None else Planner(store)
         self.who = who
         self._stopped = False
+        #: Seconds of CPU the last decision took (L{IController.cost}).
+        self.cost = 0.0
         self._status = None
         self._wrote = ()
         self.statusKey = keys.status(self.kind, objectId)
@@ -288,9 +305,12 @@ class _Controller(object):
         # What the last plan wrote must show, or this decides over a
         # snapshot older than its own writes.
         wrote, self._wrote = self._wrote, ()
+        asked = self.clock.seconds()
         snapshot = yield (self.reader.read(wrote) if wrote else self.reader.read())
         if self._stopped:
             return None
+        read = self.clock.seconds()
+        began = time.process_time()
         try:
             outcome, status = self.decide(snapshot)
         except records.CorruptRecord as e:
@@ -298,6 +318,8 @@ class _Controller(object):
                      error=str(e), event="corrupt")
             yield self.report({"error": str(e)})
             return None
+        finally:
+            self.cost = time.process_time() - began
         if outcome is None:  # the record is gone: the farm releases it
             return None
         applied = isinstance(outcome, Plan) and bool(outcome)
@@ -322,8 +344,10 @@ class _Controller(object):
                          object=self.objectId, error=str(e), event="conflict")
                 return DECIDE_AGAIN
             self._wrote = _writes(outcome, snapshot)
-            log.info("{kind} {object}: {reason}", kind=self.kind, object=self.objectId,
-                     reason=outcome.reason, event="applied")
+            log.info("{kind} {object}: {reason} (read {read:.3f}s, decided {decided:.3f}s, "
+                     "applied {applied:.3f}s)", kind=self.kind, object=self.objectId,
+                     reason=outcome.reason, event="applied", read=read - asked,
+                     decided=self.cost, applied=self.clock.seconds() - read - self.cost)
         yield self.report(dict(status, error=None))
         if isinstance(outcome, Wait) and outcome.at is not None:
             return max(outcome.at - self.clock.seconds(), 0.0)

@@ -84,6 +84,9 @@ class PodClusterController(object):
         self._status = {}
         #: The version of the record last read.
         self._version = None
+        #: L{IController.cost}: its membership reads are cheap; the syncers
+        #: pace themselves.
+        self.cost = 0.0
 
     def start(self):
         log.info("pc {object}: controller started with syncers {syncers}", object=self.objectId,

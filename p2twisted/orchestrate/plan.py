@@ -257,8 +257,8 @@ class IPlanner(Interface):
             fails with the store's error (L{VersionConflict} when the fence
             or a version guard failed, L{KeyExists} when something the plan
             meant to create appeared) at the first transaction that fails;
-            the first transaction (the plan's record updates, if any) is
-            applied before the others, which may be applied several at once:
+            the first transaction, if it holds the plan's record updates,
+            is applied before the others, which may be applied several at once:
             the error's C{applied} attribute holds the changes of those that
             were applied (so they can be audited).
         """
@@ -273,8 +273,10 @@ WINDOW = 8
 @implementer(IPlanner)
 class Planner(object):
     """
-    The L{IPlanner} of a store: the first transaction of a plan alone, then
-    the others up to C{window} at once; after a failure, none is started.
+    The L{IPlanner} of a store: the first transaction of a plan alone when
+    it holds the plan's record updates, then the others up to C{window} at
+    once (each begins with the fence, so a stale plan fails in each); after
+    a failure, none is started.
     """
 
     def __init__(self, store, window=WINDOW):
@@ -305,8 +307,11 @@ class Planner(object):
             return results
         if not batched:
             return []
-        first = outcome([(yield one(*batched[0]))])
+        first = []
+        if any(isinstance(c, UpdateRecord) for c in batched[0][0]):
+            first = outcome([(yield one(*batched[0]))])
+            batched = batched[1:]
         slots = defer.DeferredSemaphore(self.window)
         rest = yield defer.gatherResults([slots.run(one, changes, ops)
-                                          for changes, ops in batched[1:]])
+                                          for changes, ops in batched])
         return first + outcome(rest)

@@ -117,9 +117,9 @@ def count(rc, snapshot, takerEligible=None):
     view = PodView(snapshot, rc.podId)
     nodes = view.podsOf(rc.id)
     real = [n for n in nodes if view.runs("reality", n, rc)]
-    healthy = [n for n in real if view.healthy(n, rc)]
-    unknown = [n for n in real if n not in healthy and getattr(
-        snapshot.health(rc.podId, n), "status", UNKNOWN) == UNKNOWN]
+    healthy = {n for n in real if view.healthy(n, rc)}
+    unknown = {n for n in real if n not in healthy and getattr(
+        snapshot.health(rc.podId, n), "status", UNKNOWN) == UNKNOWN}
     spare = 0
     if takerEligible is not None:
         notHealthy = len([n for n in nodes if n in takerEligible and n not in healthy

@@ -66,6 +66,24 @@ def _daemonsets():
     return daemonset
 
 
+_NODE_LABELS, _POD_LABELS = keys.labelTree("node"), keys.labelTree("pod")
+
+#: The indexes each tree's entries fill (a tree a watch delivers; see
+#: L{Snapshot}'s C{trees}).
+_INDEXES = {
+    keys.INTENT: ("_markers", "_intent"),
+    keys.REALITY: ("_reality",),
+    keys.MACHINES: ("_machines",),
+    _NODE_LABELS: ("_nodeLabels",),
+    _POD_LABELS: ("_podLabels",),
+    keys.HEALTH: ("_health",),
+    keys.REPLICATION_CONTROLLERS: ("_rcs",),
+    keys.ROLLS: ("_rolls",),
+    keys.DAEMON_SETS: ("_dss",),
+    keys.POD_CLUSTERS: ("_podClusters",),
+}
+
+
 class Snapshot(object):
     """
     An immutable view of some trees of the store.
@@ -73,7 +91,18 @@ class Snapshot(object):
     @ivar entries: C{{key: Entry}} of everything read (read-only).
     """
 
-    def __init__(self, entries):
+    def __init__(self, entries, previous=None, trees=None, changed=None):
+        """
+        @param previous: an earlier L{Snapshot} (of watches that delivered
+            these entries since): what it decoded of entries that did not
+            change is taken over, not done again.
+        @param trees: C{{tree: {key: Entry}}}, the entries as the watches of
+            those trees delivered them (C{entries} is then their union); with
+            C{changed}, the trees of C{previous} not in C{changed} keep its
+            indexes as they are.
+        @param changed: the trees delivered since C{previous}, or C{None}
+            (all).
+        """
         self.entries = types.MappingProxyType(dict(entries))
         self._markers, self._machines, self._nodeLabels = {}, {}, {}
         self._intent, self._reality = {}, {}
@@ -86,8 +115,57 @@ class Snapshot(object):
         # and health several times over (it is immutable, so they stay true).
         self._labels, self._healthRecords, self._byRC = {}, {}, None
         self._byDS = None
-        for key, entry in self.entries.items():
-            self._index(keys.parse(key), entry)
+        if trees is None:
+            trees = {None: self.entries}
+        #: C{{tree: {key: parts}}}: the keys of each tree, parsed.
+        self._parsed = {}
+        kept = set()
+        if previous is not None and changed is not None:
+            kept = {tree for tree in trees
+                    if tree not in changed and tree in previous._parsed and tree in _INDEXES}
+        for tree, found in trees.items():
+            if tree in kept:
+                self._parsed[tree] = previous._parsed[tree]
+                for name in _INDEXES[tree]:
+                    setattr(self, name, getattr(previous, name))
+                continue
+            before = {} if previous is None else previous._parsed.get(tree, {})
+            parsed = self._parsed[tree] = {}
+            for key, entry in found.items():
+                parts = before.get(key)
+                if parts is None:
+                    parts = keys.parse(key)
+                parsed[key] = parts
+                self._index(parts, entry)
+        if previous is not None:
+            self._inherit(previous, kept)
+
+    def _inherit(self, previous, kept):
+        """
+        Take over C{previous}'s decoded labels, health, SHAs and owners of
+        the entries that are the same here (all of those of the C{kept}
+        trees).
+        """
+        def same(key):
+            old, new = previous.entries.get(key), self.entries.get(key)
+            return old is not None and new is not None and (
+                old is new or (old.version == new.version and old.value == new.value))
+
+        def carried(cache, trees):
+            if trees <= kept:
+                return dict(cache)
+            return {k: v for k, v in cache.items() if same(k)}
+        self._labels = carried(previous._labels, {_NODE_LABELS, _POD_LABELS})
+        self._shas = carried(previous._shas, {keys.INTENT, keys.REALITY})
+        if keys.HEALTH in kept:
+            self._healthRecords = dict(previous._healthRecords)
+        else:
+            for pair, record in previous._healthRecords.items():
+                entry = previous._health.get(pair)
+                if entry is not None and same(entry.key):
+                    self._healthRecords[pair] = record
+        if _POD_LABELS in kept:
+            self._byRC, self._byDS = previous._byRC, previous._byDS
 
     def _index(self, parts, entry):
         tree, n = parts[0], len(parts)

@@ -61,7 +61,7 @@ class OrchestratorConfig(object):
     farms = attr.ib()
     sessionTTL = attr.ib(default=15.0)
     resyncInterval = attr.ib(default=30.0)
-    newsInterval = attr.ib(default=1.0)
+    newsInterval = attr.ib(default=0.1)
     #: The pod-cluster syncers' settings: C{{name: {setting: value}}}.
     syncers = attr.ib(default=None)
     #: Seconds before a second read may confirm a pod cluster's sudden drop.
@@ -106,7 +106,7 @@ def orchestratorConfig(path=None, flags=None, environ=None, known=None):
         farms=sorted(set(farms)),
         sessionTTL=_number(data, "session_ttl", 15.0, 1.0),
         resyncInterval=_number(data, "resync_interval", 30.0, 0.1),
-        newsInterval=_number(data, "news_interval", 1.0, 0.0),
+        newsInterval=_number(data, "news_interval", 0.1, 0.0),
         syncers=_syncers(data.get("syncers")),
         confirmDelay=_number(data, "confirm_delay", 5.0, 0.0),
         metricsListen=listenSetting(data.get("metrics_listen"),
@@ -188,16 +188,24 @@ class Orchestrator(service.MultiService):
         # One watch per tree the decisions read (and per news tree): the
         # controllers' snapshots come from them, and their news nudges the
         # farms that care -- a farm's own tree too, whose records are in
-        # those snapshots -- once the snapshots show it.
+        # those snapshots -- once the snapshots show it; an object whose own
+        # record changed reconciles at once.
         news = {}
         for name in self.config.farms:
             kind = self.kinds[name]
             for tree in set(kind.news) | {kind.tree}:
                 news.setdefault(tree, []).append(name)
-        reader = WatchedReader(self.store, sorted(set(WATCHED) | set(news)),
-                               lambda tree: [self.farms[name].nudge()
-                                             for name in news.get(tree, ())
-                                             if name in self.farms],
+
+        def changed(tree):
+            for name in news.get(tree, ()):
+                farm = self.farms.get(name)
+                if farm is None:
+                    continue
+                if tree == farm.tree:
+                    farm.recordsShown(reader.entries(tree))
+                else:
+                    farm.nudge()
+        reader = WatchedReader(self.store, sorted(set(WATCHED) | set(news)), changed,
                                clock=self.reactor)
         reader.setServiceParent(self)
         self.reader = reader

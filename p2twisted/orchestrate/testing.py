@@ -30,6 +30,8 @@ class FakeController(object):
         self.stopped = False
         self.reconciles = 0
         self.overlaps = 0
+        #: Seconds of CPU its "decisions" take (as a test says).
+        self.cost = 0.0
         self.pending = []
 
     @property
