@@ -133,6 +133,13 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     each node's first reality/status/health (~8), the agents' own writes
     (~8) and one watch read per write per watcher (~5).  The roll (before
     the roll changes below) was unchanged, 20-45 s.
+    After merging those roll changes (load 5-8, in turn with main): main
+    x0.21, x0.28 (43-50 requests per pod); this x0.49, x0.39, x0.27
+    (34-38).  The orchestrator's requests while writing intents stay ~900
+    (56 multis, each after reading its lock and RC: ~360 requests per
+    second of its own); what bounds it now is time: ~1.2 s from the RC's
+    write to the first multi (the farm's claim and first decision), then
+    the multis in bursts ~80 ms apart (news pacing) over ~1.4 s.
 
     session 6 (the roll; 1,000; 2 cores shared with three other helpers'
     work, load average 3-12; before and after in turn, each pair under
