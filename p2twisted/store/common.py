@@ -22,7 +22,7 @@ MAX_VALUE = 512 * 1024
 #: Most ops in one transaction (Consul's limit).
 MAX_OPS = 64
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9._:-]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9._:-]+")
 #: A whole valid key but for "." and ".." segments: the fast path of checkKey.
 _KEY = re.compile(r"[A-Za-z0-9._:-]+(?:/[A-Za-z0-9._:-]+)*\Z")
 
@@ -97,7 +97,7 @@ def checkKey(key, backend=None):
             raise InvalidKey(key, backend, "invalid key: empty segment (leading, trailing or double '/')")
         if segment in (".", ".."):
             raise InvalidKey(key, backend, "invalid key: '.' and '..' are not segments")
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):
             raise InvalidKey(
                 key, backend,
                 "invalid key: segment %r has characters outside [A-Za-z0-9._:-]" % (segment,))
