@@ -291,6 +291,98 @@ class PreviousTests(unittest.TestCase):
         self.assertIsNot(changed.health("web", "n1"), record)
         self.assertEqual(changed.health("web", "n1"), record)
 
+    def test_randomHistoriesSameAnswers(self):
+        """
+        Over random histories of writes, deletes, and deletes followed by a
+        create at the same version (ZooKeeper starts it over) with the same
+        or other bytes, each tree delivered or not (a delivery may repeat an
+        unchanged tree in full), a snapshot built from the one before
+        answers every query as one built afresh, and building it changes
+        no answer of the earlier snapshots (a decision may still hold one).
+        """
+        import random
+        from p2twisted.orchestrate.controllers import WATCHED
+        nodes, pods, rcs = ("n1", "n2", "n3"), ("web", "db"), ("rc1", "rc2")
+        rc = {"id": "rc1", "manifest": WEB.decode(), "node_selector": "tier=web",
+              "pod_labels": {}, "replicas_desired": 1}
+
+        def write(rnd):
+            n, p = rnd.choice(nodes), rnd.choice(pods)
+            return rnd.choice([
+                (keys.intentNode(n), marker(n)),
+                (keys.intent(n, p), rnd.choice([WEB, WEB2, b"not: [a manifest"])),
+                (keys.reality(n, p), rnd.choice([WEB, WEB2])),
+                (keys.machine(n), b'{"node": "%s"}' % (n.encode(),)),
+                (keys.label("node", n), rnd.choice([encodeLabels({"tier": "web"}),
+                                                    encodeLabels({"tier": "db"}), b"junk"])),
+                (keys.label("pod", "%s/%s" % (n, p)), rnd.choice(
+                    [encodeLabels({"replication_controller_id": r, "pod_id": p}) for r in rcs]
+                    + [b"junk"])),
+                (keys.health(p, n), rnd.choice([health("passing", SHA), health("critical", SHA),
+                                                b"junk"])),
+                (keys.replicationController(rnd.choice(rcs)),
+                 json.dumps(dict(rc, replicas_desired=rnd.randint(0, 3))).encode())])
+
+        def answers(snapshot):
+            found = []
+
+            def ask(query, *args):
+                try:
+                    found.append(getattr(snapshot, query)(*args))
+                except records.CorruptRecord as e:
+                    found.append(str(e))
+            for query in ("nodes", "intentNodes", "pods", "rcs"):
+                ask(query)
+            for selector in ("", "tier=web", "!tier"):
+                ask("eligible", selector)
+                ask("podsMatching", selector)
+            for n in nodes:
+                for query in ("nodeLabels", "agentUp", "marker", "podsOnNode", "podsInReality"):
+                    ask(query, n)
+                for p in pods:
+                    for query in ("podLabels", "intentSha", "realitySha", "intent", "reality",
+                                  "podLabelsVersion"):
+                        ask(query, n, p)
+                    ask("health", p, n)
+            for r in rcs:
+                ask("podsOf", r)
+                ask("rc", r)
+            return found
+
+        def treeOf(key):
+            return [t for t in WATCHED if key.startswith(t + "/")][0]
+
+        for seed in range(6):
+            rnd = random.Random(seed)
+            store = {tree: {} for tree in WATCHED}
+            delivered = {tree: {} for tree in WATCHED}
+            version, previous, held = 0, None, []
+            for step in range(60):
+                for _ in range(rnd.randint(0, 4)):
+                    key, value = write(rnd)
+                    tree, roll = store[treeOf(key)], rnd.random()
+                    if roll < 0.25 and key in tree:
+                        del tree[key]
+                    elif roll < 0.4 and key in tree:
+                        tree[key] = Entry(key, rnd.choice([tree[key].value, value]),
+                                          tree[key].version)
+                    else:
+                        version += 1
+                        tree[key] = Entry(key, value, version)
+                changed = {tree for tree in WATCHED if rnd.random() < 0.5}
+                for tree in changed:
+                    delivered[tree] = dict(store[tree])
+                entries = {k: e for tree in WATCHED for k, e in delivered[tree].items()}
+                snapshot = Snapshot(entries, previous, trees=dict(delivered), changed=changed)
+                if rnd.random() < 0.7:  # some snapshots are never asked anything
+                    found = answers(snapshot)
+                    self.assertEqual(found, answers(Snapshot(entries)),
+                                     "seed %d, step %d" % (seed, step))
+                    held.append((snapshot, found))
+                for earlier, found in held[-4:]:
+                    self.assertEqual(answers(earlier), found, "seed %d, step %d" % (seed, step))
+                previous = snapshot
+
 
 class ControllerTests(unittest.TestCase):
     """
