@@ -6,6 +6,7 @@ what is tested is the glue.
 """
 
 import json
+import time
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
@@ -312,6 +313,56 @@ class FarmIntegrationTests(ControllerTestCase):
         self.clock.advance(LOOK_AGAIN)
         self.assertEqual((self.status("rc", "web")["current"], self.status("rc", "web")["reason"]),
                          (1, "converged"))
+
+
+    def test_newsPacedBySimulatedTimeAlone(self):
+        """
+        On a simulated clock (a L{task.Clock}) the decisions cost no time:
+        a farm whose C{newsInterval} is 0 answers news at once, whatever
+        CPU its real decisions took -- pacing by real CPU on a simulated
+        clock made such tests wait for the clock by an amount that depends
+        on the machine.
+        """
+        self.putRC("web", replicas=1)
+        decisions = []
+
+        def decide(rc, snapshot):
+            decisions.append(rc.id)
+            began = time.process_time()
+            while time.process_time() - began < 0.01:
+                pass
+            return Plan(reason="converged", snapshot=snapshot)
+        farm = self.farm(decide)
+        self.assertEqual(len(decisions), 1)
+        farm.nudge()
+        self.assertEqual(len(decisions), 2, "news waited for the clock")
+        self.assertEqual(farm.claims["web"].controller.cost, 0.0)
+
+    def test_costIsTheDecisionsThread(self):
+        """
+        With real CPU time (a real reactor's default, or as given), a
+        decision costs the CPU of the thread that made it, not what the
+        process's other threads (the ZooKeeper client's) spent meanwhile.
+        """
+        import threading
+        from p2twisted.orchestrate.controllers import CPU
+        self.putRC("web", replicas=1)
+
+        def burn():
+            began = time.process_time()
+            while time.process_time() - began < 0.2:
+                pass
+
+        def decide(rc, snapshot):
+            other = threading.Thread(target=burn)
+            other.start()
+            other.join()
+            return Plan(reason="converged", snapshot=snapshot)
+        lock = self.successResultOf(self.session.lock(keys.lock("rc", "web"), b"me"))
+        controller = RCController(self.store, "web", lock, self.clock, self.reader,
+                                  decide=decide, cpu=CPU)
+        self.successResultOf(controller.reconcile())
+        self.assertLess(controller.cost, 0.1)
 
 
 class RCAuditTests(ControllerTestCase):
