@@ -365,6 +365,98 @@ class FarmIntegrationTests(ControllerTestCase):
         self.assertLess(controller.cost, 0.1)
 
 
+class StatusHoldTests(ControllerTestCase):
+    """
+    A burst of health changes moves an RC's counts at every reconcile; its
+    status is written at most once a second while only the counts change,
+    the latest always, and any other change at once.
+    """
+
+    def setUp(self):
+        ControllerTestCase.setUp(self)
+        self.statusWrites = 0
+        transaction = self.store.transaction
+
+        def counted(ops):
+            self.statusWrites += any(getattr(op, "key", None) == keys.status("rc", "web")
+                                     for op in ops)
+            return transaction(ops)
+        self.store.transaction = counted
+        for n in ("n1", "n2", "n3"):
+            self.successResultOf(self.store.put(keys.machine(n), b"{}"))
+        self.putRC(replicas=3)
+        self.controller = self.rcController(rcDecide)
+        self.successResultOf(self.controller.reconcile())  # schedules n1..n3
+        self.passing = set()
+        self.settle()
+        self.successResultOf(self.controller.reconcile())
+        self.assertEqual((self.status("rc", "web")["reason"],
+                          self.status("rc", "web")["healthy"]), ("converged", 0))
+
+    def settle(self):
+        from p2twisted.orchestrate.harness import settleAgents
+        self.successResultOf(settleAgents(self.store, lambda node, podId, sha: (
+            "passing" if node in self.passing else "critical")))
+
+    def healthy(self, *nodes):
+        """Those nodes turn healthy; the controller reconciles 0.1 s later."""
+        self.passing.update(nodes)
+        self.settle()
+        self.clock.advance(0.1)
+        self.successResultOf(self.controller.reconcile())
+
+    def writes(self):
+        """@return: how many times the RC's status was written."""
+        return self.statusWrites
+
+    def test_countsAtMostOnceASecond(self):
+        before = self.writes()
+        self.healthy("n1")
+        self.healthy("n2")
+        self.assertEqual((self.writes(), self.status("rc", "web")["healthy"]), (before, 0))
+        self.clock.advance(0.5)
+        self.assertEqual(self.status("rc", "web")["healthy"], 0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.status("rc", "web")["healthy"], 2, "the latest, a second after")
+        self.assertEqual(self.writes(), before + 1)
+        self.healthy("n3")
+        self.passing.discard("n3")
+        self.healthy()
+        self.clock.advance(1)
+        self.assertEqual(self.status("rc", "web")["healthy"], 2)
+        self.assertEqual(self.writes(), before + 1, "back to what it shows: nothing to write")
+
+    def test_otherChangesAtOnce(self):
+        before = self.writes()
+        self.healthy("n1")
+        self.putRC(replicas=2)
+        self.successResultOf(self.controller.reconcile())
+        status = self.status("rc", "web")
+        self.assertEqual((status["desired"], status["healthy"], self.writes()), (2, 1, before + 1))
+        self.clock.advance(5)
+        self.assertEqual(self.writes(), before + 1)
+
+    def test_heldWrittenOnStop(self):
+        self.healthy("n1", "n2")
+        self.successResultOf(self.controller.stop())
+        self.assertEqual(self.status("rc", "web")["healthy"], 2)
+
+    def test_countsOnly(self):
+        from p2twisted.orchestrate.controllers import countsOnly
+        roll = {"state": "rolling", "reason": "waiting: at or below min_healthy 2 (v2: 3 "
+                "desired, 1 current, 0 healthy)", "new": {"healthy": 0, "id": "v2"},
+                "error": None, "disabled": False}
+        self.assertTrue(countsOnly(roll, dict(roll, reason=roll["reason"].replace("0 h", "1 h"),
+                                              new={"healthy": 1, "id": "v2"})))
+        for other in [dict(roll, state="rolling_back"), dict(roll, error="conflict"),
+                      dict(roll, disabled=True), dict(roll, new=None),
+                      dict(roll, new={"healthy": 0, "id": "v3"}),
+                      dict(roll, reason="schedule on n1"), dict(roll, extra=1)]:
+            self.assertFalse(countsOnly(roll, other), other)
+        self.assertFalse(countsOnly({"reason": "schedule on n1"}, {"reason": "schedule on n2"}))
+        self.assertFalse(countsOnly({"reason": "web-1"}, {"reason": "web-2"}))
+
+
 class RCAuditTests(ControllerTestCase):
 
     def test_scheduleRewriteUnschedule(self):
