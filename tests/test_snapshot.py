@@ -291,6 +291,22 @@ class PreviousTests(unittest.TestCase):
         self.assertIsNot(changed.health("web", "n1"), record)
         self.assertEqual(changed.health("web", "n1"), record)
 
+    def test_overlappingTrees(self):
+        """
+        Of trees that overlap (a reader watching C{labels} and
+        C{labels/node}, which deliver independently), none keeps the earlier
+        snapshot's index: the other's entries went into that shared index,
+        and changed what the earlier snapshot -- a decision's -- answered.
+        """
+        key = keys.label("node", "n1")
+        web = Entry(key, encodeLabels({"tier": "web"}), 1)
+        db = Entry(key, encodeLabels({"tier": "db"}), 2)
+        first = Snapshot({key: web}, trees={keys.LABELS: {key: web}, "labels/node": {key: web}})
+        trees = {keys.LABELS: {key: db}, "labels/node": {key: web}}
+        later = Snapshot({key: db}, first, trees=trees, changed={keys.LABELS})
+        self.assertEqual(first.eligible("tier=web"), ["n1"])
+        self.assertEqual(later.eligible("tier=db"), Snapshot({key: db}).eligible("tier=db"))
+
     def test_randomHistoriesSameAnswers(self):
         """
         Over random histories of writes, deletes, and deletes followed by a
