@@ -597,6 +597,52 @@ class WatchedReaderTests(unittest.TestCase):
         self.assertEqual(seen, [("health", True)])
 
 
+class IncrementalReaderTests(unittest.TestCase):
+    """
+    The reader builds each snapshot from the one before; over real watches
+    delivering independently, what it answers is what a fresh read of the
+    same trees answers.
+    """
+
+    def test_randomHistories(self):
+        """
+        Random writes and deletes, each tree's watch held back or not
+        (LaggingStore), snapshots read between them: once every watch has
+        delivered, the reader's snapshot answers as a fresh listing does,
+        and earlier snapshots keep their answers.
+        """
+        import random
+        from tests.test_snapshot import everyAnswer, randomWrite
+        clock = task.Clock()
+        store = MemoryStore(MemoryState(), clock)
+        lagging = LaggingStore(store)
+        reader = WatchedReader(lagging, clock=clock)
+        reader.startService()
+        self.addCleanup(reader.stopService)
+        rnd = random.Random(7)
+        held = []
+        for step in range(150):
+            if rnd.random() < 0.5:
+                lagging.release()  # (a later delivery overtaking a held one is no watch's)
+                lagging.held = {tree for tree in reader.trees if rnd.random() < 0.3}
+            for _ in range(rnd.randint(0, 4)):
+                key, value = randomWrite(rnd)
+                if rnd.random() < 0.25:
+                    self.successResultOf(store.delete(key))
+                else:
+                    self.successResultOf(store.put(key, value))
+            if rnd.random() < 0.5:
+                snapshot = self.successResultOf(reader.read())
+                held.append((snapshot, everyAnswer(snapshot)))
+            if rnd.random() < 0.5:
+                lagging.release()
+                snapshot = self.successResultOf(reader.read())
+                self.assertEqual(everyAnswer(snapshot), everyAnswer(self.successResultOf(
+                    Snapshot.read(store, reader.trees))), "step %d" % (step,))
+            for earlier, found in held[-3:]:
+                self.assertEqual(everyAnswer(earlier), found, "step %d" % (step,))
+
+
 class LaggingStore(object):
     """
     A store whose watches of the trees in C{held} keep their news until

@@ -113,6 +113,63 @@ class CountingStore(object):
         return self.store.get(key)
 
 
+NODES, PODS, RCS = ("n1", "n2", "n3"), ("web", "db"), ("rc1", "rc2")
+
+
+def randomWrite(rnd):
+    """
+    @return: C{(key, value)}: a random write to one of the trees a
+        controller's snapshot reads, over L{NODES}, L{PODS} and L{RCS}.
+    """
+    n, p = rnd.choice(NODES), rnd.choice(PODS)
+    rc = {"id": "rc1", "manifest": WEB.decode(), "node_selector": "tier=web",
+          "pod_labels": {}, "replicas_desired": rnd.randint(0, 3)}
+    return rnd.choice([
+        (keys.intentNode(n), marker(n)),
+        (keys.intent(n, p), rnd.choice([WEB, WEB2, b"not: [a manifest"])),
+        (keys.reality(n, p), rnd.choice([WEB, WEB2])),
+        (keys.machine(n), b'{"node": "%s"}' % (n.encode(),)),
+        (keys.label("node", n), rnd.choice([encodeLabels({"tier": "web"}),
+                                            encodeLabels({"tier": "db"}), b"junk"])),
+        (keys.label("pod", "%s/%s" % (n, p)), rnd.choice(
+            [encodeLabels({"replication_controller_id": r, "pod_id": p}) for r in RCS]
+            + [b"junk"])),
+        (keys.health(p, n), rnd.choice([health("passing", SHA), health("critical", SHA),
+                                        b"junk"])),
+        (keys.replicationController(rnd.choice(RCS)), json.dumps(rc).encode())])
+
+
+def everyAnswer(snapshot):
+    """
+    @return: what C{snapshot} answers to every query about L{NODES},
+        L{PODS} and L{RCS} (an unreadable record's error as text).
+    """
+    found = []
+
+    def ask(query, *args):
+        try:
+            found.append(getattr(snapshot, query)(*args))
+        except records.CorruptRecord as e:
+            found.append(str(e))
+    for query in ("nodes", "intentNodes", "pods", "rcs"):
+        ask(query)
+    for selector in ("", "tier=web", "!tier"):
+        ask("eligible", selector)
+        ask("podsMatching", selector)
+    for n in NODES:
+        for query in ("nodeLabels", "agentUp", "marker", "podsOnNode", "podsInReality"):
+            ask(query, n)
+        for p in PODS:
+            for query in ("podLabels", "intentSha", "realitySha", "intent", "reality",
+                          "podLabelsVersion"):
+                ask(query, n, p)
+            ask("health", p, n)
+    for r in RCS:
+        ask("podsOf", r)
+        ask("rc", r)
+    return found
+
+
 class SnapshotTests(unittest.TestCase):
 
     def setUp(self):
@@ -318,52 +375,6 @@ class PreviousTests(unittest.TestCase):
         """
         import random
         from p2twisted.orchestrate.controllers import WATCHED
-        nodes, pods, rcs = ("n1", "n2", "n3"), ("web", "db"), ("rc1", "rc2")
-        rc = {"id": "rc1", "manifest": WEB.decode(), "node_selector": "tier=web",
-              "pod_labels": {}, "replicas_desired": 1}
-
-        def write(rnd):
-            n, p = rnd.choice(nodes), rnd.choice(pods)
-            return rnd.choice([
-                (keys.intentNode(n), marker(n)),
-                (keys.intent(n, p), rnd.choice([WEB, WEB2, b"not: [a manifest"])),
-                (keys.reality(n, p), rnd.choice([WEB, WEB2])),
-                (keys.machine(n), b'{"node": "%s"}' % (n.encode(),)),
-                (keys.label("node", n), rnd.choice([encodeLabels({"tier": "web"}),
-                                                    encodeLabels({"tier": "db"}), b"junk"])),
-                (keys.label("pod", "%s/%s" % (n, p)), rnd.choice(
-                    [encodeLabels({"replication_controller_id": r, "pod_id": p}) for r in rcs]
-                    + [b"junk"])),
-                (keys.health(p, n), rnd.choice([health("passing", SHA), health("critical", SHA),
-                                                b"junk"])),
-                (keys.replicationController(rnd.choice(rcs)),
-                 json.dumps(dict(rc, replicas_desired=rnd.randint(0, 3))).encode())])
-
-        def answers(snapshot):
-            found = []
-
-            def ask(query, *args):
-                try:
-                    found.append(getattr(snapshot, query)(*args))
-                except records.CorruptRecord as e:
-                    found.append(str(e))
-            for query in ("nodes", "intentNodes", "pods", "rcs"):
-                ask(query)
-            for selector in ("", "tier=web", "!tier"):
-                ask("eligible", selector)
-                ask("podsMatching", selector)
-            for n in nodes:
-                for query in ("nodeLabels", "agentUp", "marker", "podsOnNode", "podsInReality"):
-                    ask(query, n)
-                for p in pods:
-                    for query in ("podLabels", "intentSha", "realitySha", "intent", "reality",
-                                  "podLabelsVersion"):
-                        ask(query, n, p)
-                    ask("health", p, n)
-            for r in rcs:
-                ask("podsOf", r)
-                ask("rc", r)
-            return found
 
         def treeOf(key):
             return [t for t in WATCHED if key.startswith(t + "/")][0]
@@ -375,7 +386,7 @@ class PreviousTests(unittest.TestCase):
             version, previous, held = 0, None, []
             for step in range(60):
                 for _ in range(rnd.randint(0, 4)):
-                    key, value = write(rnd)
+                    key, value = randomWrite(rnd)
                     tree, roll = store[treeOf(key)], rnd.random()
                     if roll < 0.25 and key in tree:
                         del tree[key]
@@ -391,12 +402,12 @@ class PreviousTests(unittest.TestCase):
                 entries = {k: e for tree in WATCHED for k, e in delivered[tree].items()}
                 snapshot = Snapshot(entries, previous, trees=dict(delivered), changed=changed)
                 if rnd.random() < 0.7:  # some snapshots are never asked anything
-                    found = answers(snapshot)
-                    self.assertEqual(found, answers(Snapshot(entries)),
+                    found = everyAnswer(snapshot)
+                    self.assertEqual(found, everyAnswer(Snapshot(entries)),
                                      "seed %d, step %d" % (seed, step))
                     held.append((snapshot, found))
                 for earlier, found in held[-4:]:
-                    self.assertEqual(answers(earlier), found, "seed %d, step %d" % (seed, step))
+                    self.assertEqual(everyAnswer(earlier), found, "seed %d, step %d" % (seed, step))
                 previous = snapshot
 
 
