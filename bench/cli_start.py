@@ -16,19 +16,53 @@ each command with C{p2twisted} imported from the source tree C{TREE} (e.g.
 C{git archive <commit> | tar x -C TREE}), run by run in turn with the
 current one, so both see the same load.
 
-Figures (04:05 UTC, machine saturated by other work: load 13 -> 10, the
-floor's CPU time 26 ms where it is 16 quiet; median CPU time of 11 runs,
-"before" = main of 03:50 UTC): C{p2 schedule} 311.8 ms after / 346.6 before
-(-10 %), C{p2 status} 336.9 / 385.1 (-12.5 %), from loading on first use
-the modules of L{p2twisted.cli.main.LAZY_MODULES}.  Applied to the quiet
-figures of the session before (215.6 and 211.2 ms wall) that is about 194
-and 185 ms.  What remains is mostly imports: C{twisted.internet.defer}
-(asyncio with ssl and concurrent.futures, which it imports for its
-coroutine support; incremental, whose dataclasses and inspect come with
-C{twisted} itself), the reactor (attrs classes of its signal handling),
-PyYAML (its pure-Python reader, constructor and resolver compile their
-regular expressions at import even when libyaml parses), and
-C{p2twisted.manifest.fields} importing C{fractions}.
+The store is a fresh C{local://} file holding one pod scheduled; the last
+row's is another with a service deployed (C{p2 add web --template static},
+C{p2 deploy web}), whose status hashes its manifest.
+
+Figures (session 6, 09:55 UTC, machine saturated by the other helpers: load
+10-14, so wall times mean nothing; median CPU time of 11 runs, "before" =
+main of 09:08 UTC run in turn with --baseline) and, load-independent, the
+instructions of one run (valgrind --tool=callgrind, .pyc warm, and with
+the regex cache the lead removed after these figures; the floor is 38 M):
+
+    command                          CPU after/before     instructions after/before
+    p2 --help                         40.6 /  47.8 ms      107 / 135 M  (-21 %)
+    p2 manifest sha FILE             110.4 / 132.4 ms      290 / 407 M  (-29 %)
+    p2 schedule FILE --node N        250.3 / 290.9 ms      583 / 803 M  (-27 %)
+    p2 status                        233.8 / 325.0 ms      555 / 828 M  (-33 %)
+    p2 status (a service deployed)   284.4 / 340.3 ms      660 / 851 M  (-22 %)
+
+On the quiet machine of that morning (load 1.8: floor 13.8 ms CPU, before
+p2 --help 58.5, manifest sha 128.0, schedule 263.4, status 288.8 ms) about
+0.33 ms a million instructions, which makes p2 --help about 46 ms, manifest
+sha about 92, schedule about 195, status about 190 and status with a
+service about 230.  What changed (L{p2twisted.cli.main}):
+a verb not given is a name and a help in the verb table, not a parser
+built; no cyclic garbage collection while starting; Deferreds imported
+beside a stand-in for asyncio (which brought ssl, concurrent.futures,
+subprocess); PyYAML, the manifest parser, fractions and the pod records
+imported only by what uses them; pickle and random loaded on first use;
+and, removed again: a cache in C{~/.cache/p2twisted} of the regular
+expressions modules compile at import (PyYAML's reader and resolver
+compile theirs even when libyaml parses: a fifth of C{manifest sha}); it
+patched C{re}'s private compiler in every run and wrote to the user's home,
+which a deployment tool run as root should not do for 20 ms.
+
+What stands in the way of the targets: for C{manifest sha}, attrs (65 M
+instructions, with typing and inspect, which it imports, 143 M: the
+manifest classes are attrs classes, the agent evolves them) and PyYAML (about
+45 M with its regular expressions cached, more without); for the store verbs, Twisted
+itself: importing C{twisted.internet.defer} and installing the reactor,
+without asyncio and TLS (regular expressions cached, no garbage collection),
+is 363 M instructions (about 120 ms quiet) of C{p2 status}'s 555, of which
+attrs classes (its signal handling, addresses, attrs' own
+validators), C{zope.interface} declarations, C{twisted.logger},
+C{incremental} (dataclasses, inspect) and C{typing_extensions}.  C{p2
+status} with a service also loads the manifest parser (to hash the intent)
+and the controller records (C{Snapshot.rcs} loads them even when there is
+no RC).  No run waits on a timer: wall time equals CPU time on a quiet
+machine.
 """
 
 import argparse
@@ -108,6 +142,14 @@ def main():
         # The store exists before the timed runs, as on a host in use.
         subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=env,
                        check=True, stdout=subprocess.DEVNULL)
+        # A second store with a service deployed: p2 status then reads and
+        # hashes its manifest, as on a host in use.
+        served = dict(env, P2_STORE="local://" + os.path.join(directory, "served.db"))
+        www = os.path.join(directory, "www")
+        os.mkdir(www)
+        for argv in (["add", "web", "--template", "static", "--port", "9000", "--directory", www],
+                     ["deploy", "web", "--node", "bench"]):
+            subprocess.run([args.p2] + argv, env=served, check=True, stdout=subprocess.DEVNULL)
         python = sys.executable
         rows = [
             ("floor: python -c pass", [python, "-c", "pass"], None),
@@ -117,6 +159,7 @@ def main():
             ("p2 schedule FILE --node N", [args.p2, "schedule", manifest, "--node", "bench"],
              0.200),
             ("p2 status", [args.p2, "status"], 0.200),
+            ("p2 status (a service deployed)", [args.p2, "status"], 0.200),
         ]
         envs = [("", env)]
         if args.baseline:
@@ -124,15 +167,17 @@ def main():
             subprocess.run([args.p2, "schedule", manifest, "--node", "bench"], env=base,
                            check=True, stdout=subprocess.DEVNULL)
             envs.append((" (baseline)", base))
+        withService = {label: dict(e, P2_STORE=served["P2_STORE"]) for label, e in envs}
         print("load average %.1f" % (os.getloadavg()[0],))
         floor = None
-        print("%-39s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
+        print("%-44s %9s %7s %9s %9s" % ("command", "wall", "xfloor", "cpu", "target"))
         for name, argv, target in rows:
-            results = medians(argv, [e for _, e in envs], args.runs)
+            chosen = [withService[label] if "service" in name else e for label, e in envs]
+            results = medians(argv, chosen, args.runs)
             for (label, _), (seconds, cpu) in zip(envs, results):
                 if floor is None:
                     floor = seconds
-                print("%-39s %7.1fms %6.1fx %7.1fms %9s%s" % (
+                print("%-44s %7.1fms %6.1fx %7.1fms %9s%s" % (
                     name + label, seconds * 1000, seconds / floor, cpu * 1000,
                     "%dms" % (target * 1000,) if target else "-",
                     "" if target is None or seconds <= target else "  OVER"))

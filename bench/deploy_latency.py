@@ -5,7 +5,15 @@ process, on the local store and on ZooKeeper -- and, in the same run, the
 floors: the same work done by hand with nothing in between.
 
     .venv/bin/python bench/deploy_latency.py [--runs 20] [--stores local,zookeeper]
-        [--keep] [--check] [--baseline TREE]
+        [--keep] [--check] [--baseline TREE] [--timeline] [--profile]
+        [--agent-prefix COMMAND]
+
+C{--timeline} prints, for each agent, the median time from the intent write
+to each step of its deploy path (L{bench._timeline} stamps them in the
+agent's log); C{--profile} leaves a cProfile of each agent beside its log;
+C{--agent-prefix} runs the agents under a command (C{strace -f -o FILE}, to
+count execs and flushes).  Each agent's CPU time (user + system) per run is
+printed: a figure the machine's load does not change much.
 
 Fresh deploy: from a new pod's intent committed to C{GET /_status} answering
 200.  Floor: C{tar xzf} the artifact, start the server, poll until 200.
@@ -84,16 +92,103 @@ install crosses to the thread pool twice instead of four times; the status
 'deploying' is written only for a deploy lasting 0.25 s, not as a store write
 beside every install.
 
-Where the rest goes (quiet figures of the session before, less the above):
-fresh local ~4 ms from commit to work (inotify, the changes read, the
-worker's reality read: p2twisted/store and the agent service), ~7 ms of
-install (tar 3-5 ms, as the floor, plus syncfs, rename, fsync: the flush
-stays), ~1.5 ms activation and runtime files, then runsv + svlogd + sh +
-chpst + sh + busybox, where the floor runs sh + busybox.  An upgrade cannot
-reach 2x its floor (~15 ms) with these: the floor is tar (3-5 ms) + a stop
-+ a start, the agent has the same plus watch delivery (~4 ms), the flush
-and fsyncs of a crash-safe install (~2-3 ms), the env dirs (~1-2 ms) and
-runsv's chain after 'up' (~4-5 ms beyond the floor's own start).
+Session 6 (09:00-10:00 UTC, 2 cores shared by 4 helpers: load 9 -> 15,
+every wall-clock figure 2-5x its quiet value, so only "before" and "after"
+run in turn compare; "before" = main of 09:05, 1271e6e; medians in ms):
+
+                          run 1 (15 runs, load 11->13)   run 2 (20 runs, load 15->11)
+                          floor   after   before         floor   after   before
+    fresh, local           20.8    73.0     90.2          23.7    68.3     89.0
+    upgrade, local         20.8   106.4    119.9          15.4    87.2    138.7
+    fresh, ZooKeeper       20.8    70.1    117.4          23.7    94.7    104.4
+    upgrade, ZooKeeper     20.8   113.1    146.5          15.4   111.9    105.1
+
+Load-independent: flushes (fsync + syncfs, strace) 28 -> 17 per run (a
+deploy, an upgrade, a removal); agent CPU per run 345 -> 325 ms on the local
+store and 169 -> 103 ms on ZooKeeper (run 1; run 2: 314 -> 290, 145 -> 96);
+execs unchanged (41 per run).  What changed:
+
+  - runtime files (config file, two env dirs): were 6 flushes (fsync, syncfs
+    and a directory fsync each), after the install in an upgrade; now
+    written under temporary names while the artifact installs, flushed by
+    the install's own syncfs (no flush of their own when it began after
+    them), renamed once it succeeded (a failed install deletes them: the
+    running version's stay as they were);
+  - the new names (runtime files, C{current} and C{last} links) reach the
+    disk in one syncfs while the services start, before reality is
+    written (the link flip's own fsync is gone);
+  - a new pod's services are prepared while its artifact installs: runit
+    writes the service directory with a C{down} file and starts its runsv
+    and svlogd, so the start after the install is an C{up} (under load,
+    runsv takes 5-35 ms to come up: now beside tar and syncfs);
+  - a pod worker deploys on reality as the sync read it with intent (one
+    store round-trip fewer: a ZooKeeper round-trip, ~1 ms locally);
+  - a stop looks at runsv's status before scanning /proc for the process
+    group: while the old process is an unreaped zombie, the scan (7 ms
+    with 111 processes under load) ran in the reactor at every 1-2 ms poll;
+  - the waits for a runsv told to exit (~0.8 s with a log service) look
+    every 50 ms, not 2 ms (~50 ms of agent CPU per upgrade and removal),
+    and a retired service directory is deleted in a thread.
+
+Where a fresh local deploy's time goes now (--timeline, load ~9, ms from
+the intent write): watch news 5.4, worker attempt 6.7, deploy 8.5, artifact
+cache hit 14.0-18.6, tar 24.3-28.3, syncfs + rename 29.2-39.2, (prepared
+runsv up 56.4: under load the long pole), runtime files renamed 63, links
+flipped 66, C{up} 68.0, run script's first line seen 75.2, serving 84.6
+(floor 12.1).  An upgrade: news 8.9, attempt 13.4, deploy 15.0, tar
+22.0-32.8, syncfs 36.2-38.5, runtime files 40.5-41.9, links 46.6, stop of
+the old run 51.4-77.9 (the new runsv started meanwhile, 57.2), C{up} ~81,
+run script seen 97.1, serving 120.5 (floor 13.8).  On ZooKeeper the watch
+adds ~5-15 ms before the attempt (zkwatch's part).
+
+What stands in the way of the targets (beside the load): after C{up}, runsv
+forks C{./run} (sh), which execs chpst, which execs the entry point (sh),
+which execs busybox: two execs (sh, chpst) more than the floor, and under
+load each exec waits for a core (C{up} to serving: 16 ms in a fresh deploy,
+~40 ms in an upgrade at load 9).  In an upgrade within runsv's pause the new
+runsv started after the install (~5-25 ms, beside the stop of the old run):
+the last commit prepares it during the install too, as for a new pod,
+measured only at load 5 -> 8 (12 runs in turn, medians in ms):
+
+                          floor   after   before
+    fresh, local           28.3    80.0    125.6
+    upgrade, local         20.5    96.0    146.2
+    fresh, ZooKeeper       28.3   173.3     78.0
+    upgrade, ZooKeeper     20.5   142.4    115.6
+
+and again on ZooKeeper alone (8 runs, load ~8, floors 18.5 and 43.1): fresh
+175.9 after / 167.8 before, upgrade 117.1 / 151.3.  At such loads a
+ZooKeeper run swings 2x from one run to the next (its server's log fsyncs
+share the disk with the installs' syncfs); the lead's quiet re-measure
+decides.
+
+A quieter moment at the end (10:13 UTC, load 1.6 -> 4.5, 15 runs in turn):
+
+                          floor   after   before
+    fresh, local           11.6    43.9     47.8   (overhead +32.3 / +36.1)
+    upgrade, local         11.0    53.3     57.1   (x4.86 / x5.20)
+    fresh, ZooKeeper       11.6    53.5     54.2   (overhead +41.9 / +42.6)
+    upgrade, ZooKeeper     11.0    80.2     74.9   (x7.30 / x6.81)
+    agent CPU per run: local 294 / 346 ms, ZooKeeper 97 / 151 ms
+
+and its timeline of a fresh local deploy (load 2, 8 runs, floor 8.1 ms; ms
+from the intent write): watch news 3.1, attempt 4.5, deploy 5.1, specs
+6.7-7.9, artifact cache hit 8.0-10.6 (a re-hash of the cached file in a
+thread), the prepared runsv 8.9-21.1 (beside the install), install
+preparation 11.0-12.3, tar 15.1-22.6 (7.5 ms: the floor's whole deploy
+takes 8.1; the agent's tar is fed by its Python archive checks, a reader
+and a writer thread), syncfs + rename 22.8-24.1, runtime files renamed
+25.3, links 26.9, C{up} 29.1, run script's first line seen 33.3, serving
+37.8.  An upgrade (floor 8.4): news 7.4, attempt 8.4, new runsv prepared
+11.4-22.6, tar 16.3-23.4, syncfs 23.6-26.3, runtime files 27.2, links 29.3,
+stop of the old run 31.6-34.8, rename 35.4, run script seen 40.2, serving
+47.4.  Left on the fresh path, besides the exec chain after C{up} (8.7 ms
+to serving; the floor's launch takes ~4): the checked extraction (~4 ms
+over a bare tar), the cache hit's re-hash and thread hop (~2.5 ms), the
+news-to-deploy path (~5 ms: store watch, sync, worker) and ~3 ms of
+thread hops between the steps.
+The local store's own polling (C{_tick}, every ~6 ms) is most of the local
+agent's CPU: ~0.7 s of the 22 s profiled (p2twisted/store, not the agent).
 """
 
 import argparse
@@ -216,6 +311,16 @@ def floorRun(workdir, v1, v2, i):
 
 # -- the agent -------------------------------------------------------------------
 
+#: A command prefix the agents run under (C{--agent-prefix}, e.g. strace).
+AGENT_PREFIX = []
+
+#: The agents' log observer (C{--timeline}: L{bench._timeline}'s).
+LOGGER = ["bench._mslog.observer"]
+
+#: Where the agents' cProfile statistics go (C{--profile}), or C{None}.
+PROFILE = [None]
+
+
 def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
     """
     Start C{twistd -n p2-agent} on C{storeURL}, its pods allowed to run as
@@ -233,7 +338,9 @@ def startAgent(base, storeURL, logPath, root=ROOT, settings=""):
     env["PYTHONPATH"] = os.pathsep.join([root, ROOT])
     with open(logPath, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, twistd, "-n", "--pidfile=", "--logger=bench._mslog.observer",
+            AGENT_PREFIX + [sys.executable, twistd, "-n", "--pidfile=", "--logger=" + LOGGER[0]]
+            + (["--profile=" + logPath + ".prof", "--profiler=cprofile", "--savestats"]
+               if PROFILE[0] else []) + [
              "p2-agent", "--store", storeURL, "--node", "bench",
              "--state-dir", os.path.join(base, "state"),
              "--pod-root", os.path.join(base, "pods"), "--supervisor", "runit", "--config", config],
@@ -255,6 +362,29 @@ def waitUntilGone(reactor, base, podId):
     raise RuntimeError("pod %s was not removed" % (podId,))
 
 
+def childPids(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(word) for word in f.read().split()]
+    except OSError:
+        return []
+
+
+def agentCPU(pid):
+    """
+    @return: the CPU seconds (user + system) the agent process C{pid} (or,
+        under C{--agent-prefix}, its child) has used, or C{None}.
+    """
+    if AGENT_PREFIX:
+        pid = (childPids(pid) or [pid])[0]
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def currentUser():
     import pwd
     return pwd.getpwuid(os.getuid()).pw_name
@@ -274,6 +404,8 @@ class AgentBench(object):
         self.logPath = os.path.join(workdir, "agent-%s.log" % (label,))
         self.trace = open(os.path.join(workdir, "bench-%s.log" % (label,)), "w")
         self.fresh, self.upgrade, self.commits = [], [], []
+        #: C{(kind, wall-clock start)} of each measured deploy.
+        self.starts = []
         self.podIds = []
 
     @defer.inlineCallbacks
@@ -290,6 +422,8 @@ class AgentBench(object):
         """
         Deploy pod C{bench<i>}, upgrade it, remove it; C{i < 0}: not measured.
         """
+        if i == 0:
+            self.cpuStart = agentCPU(self.agent.pid)
         podId = "bench%d" % (i + 1,)
         self.podIds.append(podId)
         port = freePort()
@@ -305,6 +439,7 @@ class AgentBench(object):
                 podId, "fresh" if body is None else "upgrade",
                 (committed - started) * 1000, elapsed * 1000))
             if i >= 0:
+                self.starts.append(("fresh" if body is None else "upgrade", wall))
                 results.append(elapsed)
                 self.commits.append(committed - started)
         yield intent.unschedule(self.store, "bench", podId)
@@ -317,7 +452,13 @@ class AgentBench(object):
                 yield intent.unschedule(self.store, "bench", podId)
             yield waitUntilGone(self.reactor, self.base, None)
         finally:
+            end = agentCPU(self.agent.pid)
+            if end is not None and getattr(self, "cpuStart", None) is not None:
+                self.cpu = end - self.cpuStart
             self.agent.send_signal(signal.SIGTERM)
+            if AGENT_PREFIX:  # (strace: the agent is its child)
+                for pid in childPids(self.agent.pid):
+                    os.kill(pid, signal.SIGTERM)
             yield threads.deferToThread(self.agent.wait)
             yield self.store.close()
             self.trace.close()
@@ -326,6 +467,24 @@ class AgentBench(object):
 def line(name, values):
     return "%-39s median %7.1f ms   p99 %7.1f ms" % (
         name, percentile(values, 50) * 1000, percentile(values, 99) * 1000)
+
+
+def printTimeline(bench):
+    """
+    Print the median time, from the intent write, of each step of the
+    deploys of C{bench}'s agent (L{bench._timeline}).
+    """
+    from bench._timeline import timeline
+    limits = [start for _, start in bench.starts[1:]] + [float("inf")]
+    runs = [(kind, start, limit) for (kind, start), limit in zip(bench.starts, limits)]
+    for kind, steps in sorted(timeline(bench.logPath, runs).items()):
+        print("timeline of a %s deploy, agent on %s (ms from the intent write, medians of "
+              "the runs with that step):" % (kind, bench.name))
+        served = bench.fresh if kind == "fresh" else bench.upgrade
+        rows = [(percentile(ms, 50), step, len(ms)) for step, ms in steps.items()]
+        rows.append((percentile(served, 50) * 1000, "(serving)", len(served)))
+        for median, step, n in sorted(rows):
+            print("  %8.1f  %-22s (%d runs)" % (median, step, n))
 
 
 def main():
@@ -338,7 +497,20 @@ def main():
     parser.add_argument("--baseline", metavar="TREE",
                         help="also run, in turn with the others, agents from this source tree "
                              "(e.g. 'git archive <commit> | tar x -C TREE'), for before/after")
+    parser.add_argument("--agent-prefix", metavar="COMMAND", default="",
+                        help="run the agents under this command (split at spaces), e.g. "
+                             "'strace -f -tt -e trace=process,file -o /tmp/agent.strace'")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the agents (cProfile, <agent log>.prof; --keep to read it)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print where each deploy's time goes: the median time from the "
+                             "intent write to each step of the agents' deploy path "
+                             "(bench/_timeline.py; it adds a little to every step)")
     args = parser.parse_args()
+    AGENT_PREFIX[:] = args.agent_prefix.split()
+    if args.timeline:
+        LOGGER[0] = "bench._timeline.observer"
+    PROFILE[0] = args.profile
     stores = [s for s in args.stores.split(",") if s]
     busybox()
     workdir = tempfile.mkdtemp(prefix="p2deploy")
@@ -393,6 +565,7 @@ def main():
         if zk is not None:
             zk.destroy()
     results = {b.name: (b.fresh, b.upgrade, b.commits) for b in benches}
+    cpus = {b.name: getattr(b, "cpu", None) for b in benches}
     print("deploy latency: busybox httpd, agent as its own twistd process, %d runs, "
           "load average %.1f at start, %.1f at end"
           % (args.runs, load[0], os.getloadavg()[0]))
@@ -419,6 +592,13 @@ def main():
         ok = ok and met
         print("%s   x%.2f floor (target <= 2, < 100 ms, p99 < 1 s: %s)"
               % (line("upgrade, agent on " + name, upgrade), ratio, "met" if met else "NOT met"))
+        cpu = cpus.get(name)
+        if cpu is not None:
+            print("%-39s %7.1f ms per run (user + system: a deploy, an upgrade, a removal)"
+                  % ("  agent CPU on " + name, cpu * 1000 / args.runs))
+    if args.timeline:
+        for bench in benches:
+            printTimeline(bench)
     if args.keep:
         print("work directory (agent logs): %s" % (workdir,))
     else:

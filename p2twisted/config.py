@@ -13,8 +13,6 @@ needed.
 
 import os
 
-import yaml
-
 from p2twisted.errors import UsageError
 
 SYSTEM_CONFIG = "/etc/p2/p2.yaml"
@@ -81,6 +79,7 @@ def loadConfig(path=None, environ=None):
         if not os.path.exists(SYSTEM_CONFIG):
             return Config(environ=environ)
         explicit = SYSTEM_CONFIG
+    import yaml  # only when there is a file: every store verb of the CLI loads this
     try:
         with open(explicit, "rb") as f:
             data = yaml.safe_load(f)

@@ -19,7 +19,6 @@ from twisted.internet import defer
 
 from p2twisted import intent
 from p2twisted.errors import KeyExists, P2Error, VersionConflict
-from p2twisted.manifest import parseManifest
 from p2twisted.records.base import CorruptRecord, field, loadObject
 from p2twisted.store import keys
 from p2twisted.store.common import Delete, checkKey
@@ -227,6 +226,7 @@ def render(service, artifactDir, artifactBaseURL, sign=None):
     raw = template.render(service.name, service.settings, artifactDir, artifactBaseURL)
     if sign is not None:
         raw = sign(raw)
+    from p2twisted.manifest import parseManifest
     return parseManifest(raw, source="service %s (template %s)" % (service.name, template.name))
 
 

@@ -11,6 +11,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from p2twisted import intent
+from p2twisted.agent.layout import StateLayout
+from p2twisted.agent.supervisors import listServiceDirs
 from p2twisted.manifest import parseManifest
 from p2twisted.store import keys, openStore
 from p2twisted.store.common import Delete
@@ -267,6 +269,19 @@ class AgentEndToEndTests(LocalStoreCase):
         self.assertEqual(self.servicePid(), pid)
         reality = yield self.store.get(keys.reality("n1", "hello"))
         self.assertIn(b"hello_1.tar.gz", reality.value)
+        # The new version's runtime files, staged while it installed, are
+        # gone, and the old version's are as they were.
+        layout = self.harness.layout("hello")
+        with open(os.path.join(layout.envDir, "CONFIG_PATH")) as f:
+            self.assertEqual(f.read(), layout.configPath(parseManifest(reality.value).sha()) + "\n")
+        for directory in (layout.envDir, layout.launchableEnvDir("web"), layout.configDir):
+            self.assertEqual([n for n in os.listdir(directory) if n.startswith(".")], [])
+        self.assertEqual(len(os.listdir(layout.configDir)), 1)
+        # (So is the runsv prepared for its restart.)
+        serviceDir = StateLayout(self.harness.config.stateDir).serviceDir
+        yield waitFor(lambda: not [n for n in os.listdir(serviceDir) if ".new-" in n],
+                      what="the prepared service directory to go")
+        self.assertEqual(self.servicePid(), pid)
         buildWebArtifact(self.artifacts, "hello", "2")
         yield waitForVersion(port, "2", timeout=60)
 
@@ -384,6 +399,9 @@ class AgentEndToEndTests(LocalStoreCase):
             self.assertIsNone((yield self.store.get(keys.reality("n1", podId))))
         status = yield waitFor(lambda: self.podStatus("broken"), what="broken's status")
         self.assertEqual(status["state"], "invalid")
+        # (The services prepared while they installed are gone.)
+        services = listServiceDirs(StateLayout(self.harness.config.stateDir).serviceDir)
+        self.assertEqual([s for s in services if not s.startswith("good__")], [])
         self.assertFalse(os.path.exists(os.path.join(self.harness.config.podRoot, "..", "escape")))
 
     @defer.inlineCallbacks

@@ -153,6 +153,12 @@ class ClockSupervisor(object):
     def start(self, spec, restart=False):
         raise NotImplementedError()
 
+    def prepare(self, spec):
+        raise NotImplementedError()
+
+    def unprepare(self, name):
+        raise NotImplementedError()
+
     def stop(self, name, timeout):
         raise NotImplementedError()
 

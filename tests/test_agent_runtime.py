@@ -14,7 +14,7 @@ import uuid
 from twisted.trial import unittest
 
 import p2twisted
-from p2twisted.agent import p2exec, runtime
+from p2twisted.agent import fsutil, p2exec, runtime
 from p2twisted.agent.layout import PodLayout
 from p2twisted.errors import AgentError
 from tests.reachable import reachableDirectory
@@ -63,6 +63,7 @@ class ConfigTests(unittest.SynchronousTestCase):
         def broken(fd):
             raise OSError(5, "Input/output error")
         self.patch(os, "fsync", broken)
+        self.patch(runtime, "syncFilesystem", broken)
         error = self.assertRaises(AgentError, runtime.writeConfig,
                                   self.layout, "abc", b"a: 3\n")
         self.assertIn("cannot write config file " + path, str(error))
@@ -142,6 +143,91 @@ class EnvDirTests(unittest.SynchronousTestCase):
                                   self.dir, {"OK": "1", "PAD": "v "})
         self.assertIn("environment variable PAD", str(error))
         self.assertFalse(os.path.exists(self.dir))
+
+
+class StagedFilesTests(unittest.SynchronousTestCase):
+    """
+    L{runtime.StagedFiles}: a deploy's runtime files written under
+    temporary names while its artifacts install, renamed into place once
+    they all installed.
+    """
+
+    def setUp(self):
+        self.layout = PodLayout(os.path.abspath(self.mktemp()), "web")
+        runtime.writeConfig(self.layout, "sha1", b"v: 1\n")
+        runtime.writeEnvDir(self.layout.envDir, {"A": "1", "GONE": "x"})
+        self.before = self.snapshot()
+
+    def snapshot(self):
+        found = {}
+        for directory in (self.layout.envDir, self.layout.configDir):
+            for name in os.listdir(directory):
+                found[os.path.join(directory, name)] = read(os.path.join(directory, name))
+        return found
+
+    def stage(self):
+        staged = runtime.StagedFiles()
+        path = runtime.writeConfig(self.layout, "sha2", b"v: 2\n", staged=staged)
+        runtime.writeEnvDir(self.layout.envDir, {"A": "2", "CONFIG_PATH": path},
+                            staged=staged)
+        return staged, path
+
+    def visible(self):
+        return {path: data for path, data in self.snapshot().items()
+                if not os.path.basename(path).startswith(".")}
+
+    def test_invisibleUntilCommitted(self):
+        """
+        Staged files change no name until C{commit}; then every one does, and
+        the variables no longer wanted are removed.
+        """
+        staged, path = self.stage()
+        self.assertEqual(self.visible(), self.before)
+        staged.commit()
+        self.assertEqual(self.snapshot(), {
+            os.path.join(self.layout.envDir, "A"): b"2\n",
+            os.path.join(self.layout.envDir, "CONFIG_PATH"): path.encode() + b"\n",
+            self.layout.configPath("sha1"): b"v: 1\n",
+            path: b"v: 2\n"})
+
+    def test_aborted(self):
+        """
+        C{abort} (an install failed) deletes the staged files and leaves
+        every file as it was.
+        """
+        staged, _ = self.stage()
+        staged.abort()
+        self.assertEqual(self.snapshot(), self.before)
+
+    def test_flushedOnceOrNot(self):
+        """
+        C{commit} flushes the staged files to disk before renaming them:
+        with one C{syncfs}, or none when one began since they were written
+        (an install's).
+        """
+        flushes = []
+        real = runtime.syncFilesystem
+        self.patch(runtime, "syncFilesystem", lambda path: flushes.append(path) or real(path))
+        staged, _ = self.stage()
+        staged.commit()
+        self.assertEqual(len(flushes), 1)
+        staged = runtime.StagedFiles()
+        runtime.writeEnvDir(self.layout.envDir, {"A": "3"}, staged=staged)
+        fsutil.syncFilesystem(self.layout.envDir)
+        staged.commit()
+        self.assertEqual(len(flushes), 1)
+        self.assertEqual(read(os.path.join(self.layout.envDir, "A")), b"3\n")
+
+    def test_failedFlushRenamesNothing(self):
+        """
+        When the flush fails, no name changes and no staged file remains.
+        """
+        def broken(path):
+            raise OSError(5, "Input/output error")
+        self.patch(runtime, "syncFilesystem", broken)
+        staged, _ = self.stage()
+        self.assertRaises(OSError, staged.commit)
+        self.assertEqual(self.snapshot(), self.before)
 
 
 class EnvTests(unittest.SynchronousTestCase):

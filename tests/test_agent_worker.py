@@ -202,6 +202,49 @@ class WorkerTests(unittest.TestCase):
                          [("deploy", parseManifest(V2).sha(), parseManifest(V1).sha())])
         self.assertEqual(self.reality(), V2)
 
+    def countRealityReads(self):
+        reads = []
+        get = self.store.get
+
+        def counting(key):
+            if key == keys.reality("n1", "web"):
+                reads.append(key)
+            return get(key)
+        self.patch(self.store, "get", counting)
+        return reads
+
+    def test_realityAsReadWithIntent(self):
+        """
+        An update giving reality as read with intent (the agent's sync
+        reads both at once) deploys on it without reading it again; its
+        version guards the write.
+        """
+        old = self.put(keys.reality("n1", "web"), V1)
+        reads = self.countRealityReads()
+        self.clock.advance(1)
+        self.worker.update(self.put(keys.intent("n1", "web"), V2), reality=old,
+                           readAt=self.clock.seconds())
+        self.assertEqual(reads, [])
+        self.assertEqual(self.pods.calls,
+                         [("deploy", parseManifest(V2).sha(), parseManifest(V1).sha())])
+        self.assertEqual(self.reality(), V2)
+
+    def test_realityReadBeforeOwnWriteReadAgain(self):
+        """
+        Reality as read before this worker's own last write of it (not
+        after it on the clock) is read again.
+        """
+        self.put(keys.reality("n1", "web"), V1)
+        stale = self.successResultOf(self.store.get(keys.reality("n1", "web")))
+        self.worker.update(self.put(keys.intent("n1", "web"), V2))
+        self.assertEqual(self.reality(), V2)
+        # (Taken as it was read, reality would equal this intent: nothing done.)
+        self.worker.update(self.put(keys.intent("n1", "web"), V1), reality=stale,
+                           readAt=self.clock.seconds())
+        self.assertEqual(self.pods.calls[-1],
+                         ("deploy", parseManifest(V1).sha(), parseManifest(V2).sha()))
+        self.assertEqual(self.reality(), V1)
+
     def test_removeDeletesReality(self):
         """
         Reality without intent removes the pod, then deletes reality.

@@ -115,17 +115,21 @@ class VerbTableTests(unittest.TestCase):
     def test_lazyModulesLoadOnUse(self):
         """
         The modules a verb did not load are loaded when used: the reactor
-        listens on TCP, cookies work.
+        listens on TCP, cookies and pickles work.
         """
         store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
         after = ("from twisted.internet import protocol, reactor\n"
                  "reactor.listenTCP(0, protocol.Factory(), interface='127.0.0.1')"
                  ".stopListening()\n"
                  "import http.cookiejar\n"
-                 "http.cookiejar.CookieJar()\n")
+                 "http.cookiejar.CookieJar()\n"
+                 "from twisted.python import reflect\n"
+                 "assert reflect.fullFuncName(reflect.qual) == 'twisted.python.reflect.qual'\n")
         loaded, code, err = self.lazyLoaded("--store", store, "nodes", after=after)
         self.assertEqual(code, 0, err)
-        self.assertEqual(sorted(loaded), ["http.cookiejar", "twisted.internet.tcp"])
+        # random: for tempfile, imported by http.cookiejar's urllib.request.
+        self.assertEqual(sorted(loaded), ["http.cookiejar", "pickle", "random",
+                                          "twisted.internet.tcp"])
 
     def test_zookeeperStore(self):
         """
@@ -153,6 +157,76 @@ class VerbTableTests(unittest.TestCase):
             self.assertIn("p2twisted.records", modules, argv)
             self.assertEqual(sorted(m for m in modules if m.startswith("p2twisted.agent")), [],
                              argv)
+
+    def test_storeVerbsImportWhatTheyUse(self):
+        """
+        The store verbs load no asyncio (nor its ssl and concurrent.futures:
+        Deferreds are imported beside a stand-in), and C{p2 status} with no
+        service deployed loads no YAML and no manifest parser.
+        """
+        store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        modules, code = importedModules("--store", store, "schedule", EXAMPLE, "--node", "n1")
+        self.assertEqual(code, 0)
+        self.assertIn("twisted.internet.defer", modules)
+        self.assertEqual([m for m in modules if m.split(".")[0] in ("asyncio", "ssl")], [])
+        modules, code = importedModules("--store", store, "status")
+        self.assertEqual(code, 0)
+        self.assertEqual([m for m in modules if m.split(".")[0] in ("asyncio", "ssl", "yaml")
+                          or m.startswith("p2twisted.manifest")], [])
+
+    def test_deferredsMeetAsyncio(self):
+        """
+        After a store verb, Deferreds (imported without asyncio) still run
+        coroutines and generators, and meet the real asyncio's futures.
+        """
+        store = "local://" + os.path.abspath(os.path.join(self.mktemp(), "state.db"))
+        code = """
+import sys
+from p2twisted.cli.main import main
+try:
+    main(["--store", %r, "nodes"])
+except SystemExit as e:
+    assert not e.code, e.code
+assert "asyncio" not in sys.modules
+from twisted.internet import defer
+async def three():
+    return 3
+assert defer.ensureDeferred(three()).result == 3
+def generator():
+    yield
+assert defer.Deferred.fromCoroutine(generator()) is not None
+import asyncio
+assert type(asyncio).__name__ == "module" and hasattr(asyncio, "get_event_loop")
+loop = asyncio.new_event_loop()
+future = loop.create_future()
+d = defer.Deferred.fromFuture(future)
+future.set_result(4)
+loop.run_until_complete(asyncio.sleep(0))
+assert d.result == 4, d
+d = defer.succeed(5)
+assert loop.run_until_complete(d.asFuture(loop)) == 5
+loop.close()
+assert defer.ensureDeferred(three()).result == 3
+print("ok")
+""" % (store,)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2_")}
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual((result.stdout, result.returncode), (b"ok\n", 0),
+                         result.stderr.decode())
+
+    def test_placeholderParsed(self):
+        """
+        A verb whose module was not imported (a placeholder in C{p2
+        --help}) is still parsed if argparse comes to it: its module is
+        loaded then.
+        """
+        parser = main.buildParser()
+        options = parser.parse_args(["manifest", "sha", EXAMPLE])
+        from p2twisted.cli import manifest
+        self.assertEqual((options.run, options.file), (manifest.runSHA, EXAMPLE))
+        self.assertEqual(main.buildParser().parse_args(["status", "web"]).name, "web")
+
 
 
 class MixinTests(P2CommandMixin, unittest.TestCase):

@@ -311,6 +311,54 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual(len(self.sup.startLatencies), 1)
 
     @defer.inlineCallbacks
+    def test_prepared(self):
+        """
+        L{RunitSupervisor.prepare} writes the service directory and starts
+        its runsv without starting the service; C{start} then brings it up
+        with that runsv.  Preparing a service that exists changes nothing.
+        """
+        yield self.sup.prepare(self.sleeper())
+        self.assertEqual(len(runsvFor(self.path)), 1)
+        self.assertEqual((yield self.sup.services()), ["svc"])
+        self.assertFalse((yield self.sup.status("svc")).running)
+        self.assertFalse(os.path.exists(self.pidFile()))
+        runsv = runsvFor(self.path)
+        status = yield self.sup.start(self.sleeper())
+        self.assertTrue(status.running)
+        self.assertEqual([status.pid], (yield self.waitPids(1)))
+        self.assertEqual(runsvFor(self.path), runsv)
+        self.assertFalse(os.path.exists(os.path.join(self.path, "down")))
+        yield self.sup.prepare(self.sleeper(signature="other"))
+        self.assertEqual((yield self.sup.status("svc")).pid, status.pid)
+        self.assertEqual((yield self.waitPids(1)), [status.pid])
+
+    @defer.inlineCallbacks
+    def test_preparedReplacement(self):
+        """
+        Preparing a new definition of a service that started less than
+        runsv's pause ago makes the new directory and runsv beside it (the
+        service keeps running); the restart then takes that runsv over.
+        C{unprepare} discards such a preparation, leaving the service alone.
+        """
+        first = yield self.sup.start(self.sleeper(signature="sha-1"))
+        yield self.waitPids(1)
+        yield self.sup.prepare(self.sleeper(signature="sha-2"))
+        prepared = [n for n in os.listdir(self.layout.serviceDir) if ".new-" in n]
+        self.assertEqual(len(prepared), 1)
+        runsv = runsvFor(os.path.join(self.layout.serviceDir, prepared[0]))
+        self.assertEqual(len(runsv), 1)
+        self.assertEqual((yield self.sup.status("svc")).pid, first.pid)
+        second = yield self.sup.start(self.sleeper(signature="sha-2"))
+        self.assertEqual((yield self.waitPids(2)), [first.pid, second.pid])
+        self.assertEqual(runsvFor(self.path), runsv)
+        yield self.sup.prepare(self.sleeper(signature="sha-3"))
+        yield self.sup.unprepare("svc")
+        yield self.sup.close()
+        self.assertEqual([n for n in os.listdir(self.layout.serviceDir) if ".new-" in n], [])
+        self.assertEqual((yield self.sup.status("svc")).pid, second.pid)
+        self.assertEqual(runsvFor(self.path), runsv)
+
+    @defer.inlineCallbacks
     def test_startAgain(self):
         """
         Starting a running service with the same spec leaves it alone.

@@ -6,6 +6,8 @@ Small filesystem operations the agent relies on for crash safety.
 import ctypes
 import errno
 import os
+import threading
+import time
 
 
 def _loadSyncfs():
@@ -21,6 +23,11 @@ def _loadSyncfs():
 #: libc's C{syncfs(2)} (Linux), or C{None} where there is none.
 _syncfs = _loadSyncfs()
 
+#: C{{st_dev: time.monotonic()}}: when the latest flush of that filesystem
+#: that succeeded began (L{flushedSince}).
+_flushed = {}
+_flushedLock = threading.Lock()
+
 
 def syncFilesystem(path):
     """
@@ -34,6 +41,8 @@ def syncFilesystem(path):
     """
     fd = os.open(path, os.O_RDONLY)
     try:
+        device = os.fstat(fd).st_dev
+        began = time.monotonic()
         if _syncfs is None:
             os.sync()
         elif _syncfs(fd) != 0:
@@ -41,6 +50,23 @@ def syncFilesystem(path):
             raise OSError(code, os.strerror(code), path)
     finally:
         os.close(fd)
+    with _flushedLock:
+        _flushed[device] = max(_flushed.get(device, began), began)
+
+
+def flushedSince(path, when):
+    """
+    @param when: a C{time.monotonic()} reading.
+    @return: whether a L{syncFilesystem} of the filesystem holding C{path}
+        began at C{when} or later and succeeded: everything written there
+        before C{when} (by any thread of this process) is on disk.
+    """
+    try:
+        device = os.stat(path).st_dev
+    except OSError:
+        return False
+    with _flushedLock:
+        return _flushed.get(device, when - 1) >= when
 
 
 def fsyncDir(path):

@@ -453,7 +453,7 @@ class Installer(object):
             raise _osError("move the new install into place at", installDir, e)
         return synced
 
-    def activate(self, podLayout, launchableId, installDir):
+    def activate(self, podLayout, launchableId, installDir, sync=True):
         """
         Make C{installDir} the launchable's C{current} install; C{last} then
         points to the previous C{current}.  Each link is replaced atomically
@@ -461,14 +461,17 @@ class Installer(object):
         version unreferenced).  Activating the current install changes
         nothing.
 
+        @param sync: whether to flush the links to disk (else the caller
+            does, before it relies on them surviving a crash).
+
         @return: L{Deferred} firing with the previous C{current} install
             directory (or C{None}); failing with L{ArtifactError} when
             C{installDir} is not an install of this launchable.
         """
         return self._locked(podLayout.installsDir(launchableId), self._inThread,
-                            self._activate, podLayout, launchableId, installDir)
+                            self._activate, podLayout, launchableId, installDir, sync)
 
-    def _activate(self, podLayout, launchableId, installDir):
+    def _activate(self, podLayout, launchableId, installDir, sync=True):
         installDir = os.path.abspath(installDir)
         installsDir = os.path.abspath(podLayout.installsDir(launchableId))
         if (os.path.dirname(installDir) != installsDir
@@ -485,7 +488,8 @@ class Installer(object):
             if previous is not None:
                 replaceLink(podLayout.last(launchableId), os.readlink(current))
             replaceLink(current, os.path.relpath(installDir, launchableDir))
-            fsyncDir(launchableDir)
+            if sync:
+                fsyncDir(launchableDir)
         except OSError as e:
             raise _osError("flip the current link of", launchableDir, e)
         log.info("activated {installDir}", installDir=installDir, event="activated")

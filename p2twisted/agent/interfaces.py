@@ -89,6 +89,27 @@ class ISupervisor(Interface):
             L{SupervisorError} after C{spec.restartTimeout} seconds.
         """
 
+    def prepare(spec):
+        """
+        Get ready to start C{spec} (a pod's new version, while its
+        artifacts install) without starting it or touching what runs: what
+        L{start} would do before the process starts, done beforehand.  A
+        new service prepared and then not started is removed with
+        L{remove}; for one that exists, L{unprepare} discards what was
+        prepared.
+
+        @return: L{Deferred} firing with C{None}, or failing with
+            L{SupervisorError} (then L{start} does it all).
+        """
+
+    def unprepare(name):
+        """
+        Discard what L{prepare} made for the existing service C{name}, if
+        anything; the service is left as it is.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+
     def stop(name, timeout):
         """
         Stop the service (TERM, then KILL after C{timeout} seconds) and keep it

@@ -12,6 +12,7 @@ them fails, the previous installs are activated and started again.
 """
 
 import os
+import posixpath
 import shutil
 import socket
 import sys
@@ -26,8 +27,9 @@ from p2twisted import __version__
 from p2twisted.agent import runtime
 from p2twisted.agent.artifactauth import ArtifactAuth, fetchAndInstall
 from p2twisted.agent.artifacts import ArtifactCache
+from p2twisted.agent.fsutil import syncFilesystem
 from p2twisted.agent.hooks import HookRunner, podContext
-from p2twisted.agent.install import Installer
+from p2twisted.agent.install import DEFAULT_ENTRY_POINTS, Installer
 from p2twisted.agent.interfaces import IPodOperations, ServiceSpec
 from p2twisted.agent.layout import (
     PodLayout, StateLayout, cgroupName, podServices, serviceLaunchable, serviceName)
@@ -170,6 +172,9 @@ class PodOperations(object):
         self.users = PodUsers(config.stateDir, config.podRoot, config.createUsers,
                               getattr(config, "allowedRunAs", ()), self.isRoot)
         self._usersLock = defer.DeferredLock()
+        #: C{{pod id: SHA}} of the manifest whose install last failed, per
+        #: pod (L{_deploy} prepares no services for it again).
+        self._failed = {}
         self._userClaims = {}
 
     def _inThread(self, f, *args):
@@ -282,30 +287,51 @@ class PodOperations(object):
         layout = PodLayout(self.config.podRoot, manifest.id)
         context = podContext(layout, manifest)
         yield self.hooks.run("before_install", context)
-        runtimeWritten = None
-        if old is None and not os.path.lexists(layout.envDir):
-            # A new pod: nothing of it ever started, so nothing reads its
-            # runtime files before its services do; write them meanwhile.
-            runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
+        # The runtime files are written under temporary names while the
+        # artifacts install (nothing reads those; the install's flush
+        # covers them), and take their names only once every install
+        # succeeded: a failed deploy leaves the running version's as they
+        # were.
+        staging = self._inThread(self._stageRuntime, manifest, layout, user)
+        # Its services are prepared meanwhile too (a new pod's runsvs
+        # started, holding them down; runit's for a restart within its
+        # pause).
+        # (Not again when this manifest's last deploy failed: its retries
+        # would start and remove runsvs each time.)
+        prepared, existing = {}, ()
+        if self._failed.get(manifest.id) != manifest.sha():
+            existing = () if old is None else set((yield self._podServices(manifest.id)))
+            prepared = self._prepare(manifest, layout, user)
         installs = {}
         installing = self.reactor.seconds()
         try:
             for launchableId, launchable in manifest.launchables.items():
                 installs[launchableId] = yield self._install(layout, launchableId, launchable)
         except DigestMismatch:
-            yield _settled(runtimeWritten, manifest.id)
+            self._failed[manifest.id] = manifest.sha()
+            yield self._discardStaged(staging, manifest.id)
+            yield self._unprepare(prepared, manifest, existing)
             yield self.hooks.run("after_auth_fail", context)
             raise
         except Exception:
-            yield _settled(runtimeWritten, manifest.id)
+            self._failed[manifest.id] = manifest.sha()
+            yield self._discardStaged(staging, manifest.id)
+            yield self._unprepare(prepared, manifest, existing)
             raise
-        if runtimeWritten is None:
-            runtimeWritten = self._inThread(self._writeRuntime, manifest, layout, user)
-        yield runtimeWritten
-        self.metrics.installSeconds.labels(manifest.id).observe(
-            self.reactor.seconds() - installing)
-        yield self.hooks.run("after_install", context)
-        specs = self._specs(manifest, layout, user, installs)
+        self._failed.pop(manifest.id, None)
+        try:
+            staged = yield staging
+            yield self._inThread(self._commitRuntime, staged)
+            self.metrics.installSeconds.labels(manifest.id).observe(
+                self.reactor.seconds() - installing)
+            yield self.hooks.run("after_install", context)
+            specs = self._specs(manifest, layout, user, installs)
+            # (Each start waits for its service's preparation anyway; the
+            # unwanted, found next, may be prepared ones.)
+            yield defer.DeferredList(list(prepared.values()))
+        except Exception:
+            yield self._unprepare(prepared, manifest, existing)
+            raise
         yield self._stopUnwanted(manifest.id, specs, old)
         yield self.hooks.run("before_launch", context)
         # A process cannot reload itself into another account: a change of
@@ -316,11 +342,16 @@ class PodOperations(object):
         try:
             for launchableId, (installDir, _) in installs.items():
                 previous[launchableId] = yield self.installer.activate(
-                    layout, launchableId, installDir)
-            # Written while the services start (a crash in between leaves the
-            # old manifest there: the next agent deploys this one again).
-            wrote = self._inThread(
-                runtime.atomicWrite, layout.currentManifest, manifest.raw)
+                    layout, launchableId, installDir, sync=False)
+            # The runtime files' and links' new names reach the disk while
+            # the services start, before reality says the pod runs (a crash
+            # before then leaves reality as it was: the next agent deploys
+            # this manifest again); so does the current manifest (a crash
+            # before it is written leaves the old one there: the same).
+            wrote = defer.gatherResults([
+                self._inThread(syncFilesystem, layout.home),
+                self._inThread(runtime.atomicWrite, layout.currentManifest, manifest.raw)],
+                consumeErrors=True).addErrback(lambda f: f.value.subFailure)
             try:
                 for launchableId, launchable in manifest.launchables.items():
                     before = previous[launchableId]
@@ -400,16 +431,92 @@ class PodOperations(object):
         """
         return runtime.podEnv(layout, manifest.id, configPath, self.config.podAddress)
 
-    def _writeRuntime(self, manifest, layout, user):
-        configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML())
-        runtime.writeEnvDir(layout.envDir, self._podEnv(manifest, layout, configPath))
+    def _stageRuntime(self, manifest, layout, user):
+        """
+        Write the pod's runtime files (config file, env dirs) under
+        temporary names, to be renamed into place by L{_commitRuntime}.
+
+        @return: the L{runtime.StagedFiles}.
+        """
+        staged = runtime.StagedFiles()
+        try:
+            configPath = runtime.writeConfig(layout, manifest.sha(), manifest.configYAML(),
+                                             staged=staged)
+            runtime.writeEnvDir(layout.envDir, self._podEnv(manifest, layout, configPath),
+                                staged=staged)
+            for launchableId, launchable in manifest.launchables.items():
+                runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
+                    layout, launchableId, launchable.restartTimeout, launchable.env),
+                    staged=staged)
+            if self.isRoot:
+                import pwd
+                entry = pwd.getpwnam(user)
+                os.chown(layout.home, entry.pw_uid, entry.pw_gid)
+        except BaseException:
+            staged.abort()
+            raise
+        return staged
+
+    @staticmethod
+    def _commitRuntime(staged):
+        try:
+            staged.commit()
+        except OSError as e:
+            raise AgentError("cannot write the runtime files: %s" % (e,))
+
+    def _prepare(self, manifest, layout, user):
+        """
+        Prepare the pod's services (L{ISupervisor.prepare}) as they will be
+        if its entry points are the files its manifest names (an entry point
+        that is a directory names other services: new ones prepared are
+        removed as unwanted).
+
+        @return: C{{service name: Deferred}} firing when each is prepared
+            (a failure is logged: L{ISupervisor.start} does it all then).
+        """
+        entries = {}
         for launchableId, launchable in manifest.launchables.items():
-            runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
-                layout, launchableId, launchable.restartTimeout, launchable.env))
-        if self.isRoot:
-            import pwd
-            entry = pwd.getpwnam(user)
-            os.chown(layout.home, entry.pw_uid, entry.pw_gid)
+            entries[launchableId] = (None, list(dict.fromkeys(
+                posixpath.normpath(str(entry)) for entry in
+                (launchable.entryPoints or DEFAULT_ENTRY_POINTS))))
+        try:
+            specs = self._specs(manifest, layout, user, entries)
+        except AgentError:
+            return {}  # a bad entry point: the install says so
+        prepared = {}
+        for spec in (spec for group in specs.values() for spec in group):
+            prepared[spec.name] = self.supervisor.prepare(spec).addErrback(
+                lambda f, name=spec.name: log.warn(
+                    "cannot prepare service {service}: {error}", service=name,
+                    error=f.getErrorMessage(), pod=manifest.id))
+        return prepared
+
+    @defer.inlineCallbacks
+    def _unprepare(self, prepared, manifest, existing):
+        """
+        Undo what L{_prepare} prepared for a deploy that failed: remove the
+        services that did not exist before (not in C{existing}), discard
+        what was prepared for the others.
+        """
+        yield defer.DeferredList(list(prepared.values()))
+        for name in sorted(prepared):
+            try:
+                if name in existing:
+                    yield self.supervisor.unprepare(name)
+                else:
+                    yield self.supervisor.remove(name, self._stopTimeout(manifest))
+            except Exception as e:
+                log.warn("cannot remove prepared service {service}: {error}", service=name,
+                         error=str(e), pod=manifest.id)
+
+    def _discardStaged(self, staging, podId):
+        """
+        @return: L{Deferred} firing once the runtime files C{staging} (a
+            L{Deferred} of L{_stageRuntime}) staged for a deploy that failed
+            are deleted; a failure to stage them is logged.
+        """
+        staging.addCallback(lambda staged: self._inThread(staged.abort))
+        return _settled(staging, podId)
 
     def _specs(self, manifest, layout, user, installs):
         """
@@ -442,7 +549,7 @@ class PodOperations(object):
         """
         launchable = manifest.launchables[launchableId]
         if self.chpst and not launchable.cgroup:
-            # The env dirs' variables, as _writeRuntime writes them.
+            # The env dirs' variables, as _stageRuntime writes them.
             environment = self._podEnv(manifest, layout, layout.configPath(manifest.sha()))
             environment.update(runtime.launchableEnv(
                 layout, launchableId, launchable.restartTimeout, launchable.env))
@@ -605,6 +712,7 @@ class PodOperations(object):
 
         @return: L{Deferred} firing when nothing of the pod remains.
         """
+        self._failed.pop(podId, None)
         layout = PodLayout(self.config.podRoot, podId)
         context = podContext(layout, manifest)
         if manifest is not None:

@@ -8,7 +8,10 @@ L{p2twisted.agent.users}'s.
 Everything here is synchronous and quick (small files); call it from the
 reactor's thread pool (C{deferToThreadPool}) when blocking the reactor
 matters.  Files are written atomically: a temporary file in the same
-directory, C{fsync}, C{os.replace}, then an C{fsync} of the directory.
+directory, C{fsync}, C{os.replace}, then an C{fsync} of the directory.  A
+deploy writes its runtime files as L{StagedFiles}: all under temporary
+names while its artifacts install, one flush (usually the install's own)
+and the renames once they installed.
 """
 
 import errno
@@ -18,8 +21,9 @@ import posixpath
 import pwd
 import re
 import tempfile
+import time
 
-from p2twisted.agent.fsutil import fsyncDir, syncFilesystem
+from p2twisted.agent.fsutil import flushedSince, fsyncDir, syncFilesystem
 from p2twisted.agent.layout import cgroupName as launchableCgroup
 from p2twisted.errors import AgentError
 
@@ -78,37 +82,105 @@ def atomicWrite(path, data, mode=0o644, owner=None, syncDir=True):
     return path
 
 
-def _replaceAll(directory, changes, mode=0o644):
+class StagedFiles(object):
     """
-    Replace each file C{path} of C{changes} (C{(path, data)} pairs, all in
-    C{directory}) atomically, as L{atomicWrite} does, but with one flush of
-    the filesystem for all their temporary files instead of an fsync each.
+    Files replaced together with as few flushes as crash safety allows:
+    L{add} writes each under a temporary name in its directory (nothing
+    reads those), L{commit} makes sure they are on disk (one C{syncfs}, none
+    when one began since they were written, e.g. an install's), then
+    renames each over its name.  A crash leaves every file old or new,
+    never a part.  The renames themselves are not flushed: the caller
+    flushes them (L{fsutil.syncFilesystem}, L{fsutil.fsyncDir}) before it
+    relies on them surviving a crash.
     """
-    written = []
-    try:
-        for path, data in changes:
-            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                                       suffix=".tmp", dir=directory)
-            written.append((tmp, path))
+
+    def __init__(self):
+        self._pending = []
+        self._removals = []
+        self._prunes = []
+        #: When the last file was written (C{time.monotonic()}).
+        self.writtenAt = None
+
+    def add(self, path, data, mode=0o644, owner=None):
+        """
+        Write C{data} (bytes) to a temporary file beside C{path}.
+
+        @param owner: C{(uid, gid)} to give the file, or C{None}.
+        @raise OSError: if it cannot be written (nothing of it remains).
+        """
+        directory = os.path.dirname(path) or "."
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp", dir=directory)
+        try:
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
                 os.fchmod(fd, mode)
+                if owner is not None:
+                    os.fchown(fd, owner[0], owner[1])
             finally:
                 os.close(fd)
-        if written:
-            syncFilesystem(directory)
-        while written:
-            tmp, path = written[0]
-            os.replace(tmp, path)
-            written.pop(0)
-    finally:
-        for tmp, _ in written:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        except BaseException:
+            _unlink(tmp)
+            raise
+        self._pending.append((tmp, path))
+        self.writtenAt = time.monotonic()
+
+    def removeOthers(self, directory, keep):
+        """
+        At L{commit}, after the renames, delete the files of C{directory}
+        not named in C{keep} (subdirectories stay).
+        """
+        self._removals.append((directory, frozenset(keep)))
+
+    def pruneConfigs(self, podLayout, path):
+        """
+        At L{commit}: prune the pod's config files but C{path} and the most
+        recently written other (L{writeConfig}).
+        """
+        self._prunes.append((podLayout, path))
+
+    def commit(self):
+        """
+        Flush the temporary files (unless a flush began since they were
+        written), rename them into place, then do the removals.
+
+        @raise OSError: if the flush or a rename fails (the files not
+            renamed are deleted).
+        """
+        try:
+            if self._pending and not flushedSince(self._pending[0][0], self.writtenAt):
+                syncFilesystem(self._pending[0][0])
+            while self._pending:
+                tmp, path = self._pending[0]
+                os.replace(tmp, path)
+                self._pending.pop(0)
+        finally:
+            self.abort()
+        for directory, keep in self._removals:
+            for name in os.listdir(directory):
+                if name not in keep:
+                    path = os.path.join(directory, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        continue
+                    os.unlink(path)
+        for podLayout, path in self._prunes:
+            _pruneConfigs(podLayout, path)
+
+    def abort(self):
+        """
+        Delete the temporary files not renamed yet.
+        """
+        while self._pending:
+            _unlink(self._pending.pop()[0])
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _makedirs(path, mode=0o755):
@@ -121,7 +193,7 @@ def _makedirs(path, mode=0o755):
 
 # -- config --------------------------------------------------------------------
 
-def writeConfig(podLayout, manifestSha, configBytes, owner=None):
+def writeConfig(podLayout, manifestSha, configBytes, owner=None, staged=None):
     """
     Write the pod's C{config} map (already serialized as YAML bytes) to
     C{config/<pod>_<sha>.yaml}, atomically, readable by everyone (mode 0644;
@@ -129,16 +201,29 @@ def writeConfig(podLayout, manifestSha, configBytes, owner=None):
     pruned, except the most recently written one (the version now running,
     which may still read its file until it is halted).
 
+    @param staged: a L{StagedFiles} to add the file to (then it is written,
+        and the others pruned, at its C{commit}), or C{None} to write it now.
     @return: the config file's path (the pod's C{CONFIG_PATH}).
     @raise AgentError: if the file cannot be written.
     """
     directory = podLayout.configDir
     _makedirs(directory)
     path = podLayout.configPath(manifestSha)
+    now = staged is None
+    staged = StagedFiles() if now else staged
     try:
-        atomicWrite(path, configBytes, owner=owner)
+        staged.add(path, configBytes, owner=owner)
+        staged.pruneConfigs(podLayout, path)
+        if now:
+            staged.commit()
+            _fsyncDir(directory)
     except OSError as e:
         raise AgentError("cannot write config file %s: %s" % (path, e.strerror))
+    return path
+
+
+def _pruneConfigs(podLayout, path):
+    directory = podLayout.configDir
     prefix, suffix = podLayout.podId + "_", ".yaml"
     others = []
     for name in os.listdir(directory):
@@ -150,11 +235,7 @@ def writeConfig(podLayout, manifestSha, configBytes, owner=None):
                 pass
     others.sort(reverse=True)
     for _, _, stale in others[1:]:
-        try:
-            os.unlink(stale)
-        except OSError:
-            pass
-    return path
+        _unlink(stale)
 
 
 # -- env dirs ------------------------------------------------------------------
@@ -182,7 +263,7 @@ def envFileBytes(value):
     return value.replace(b"\n", b"\0") + b"\n"
 
 
-def writeEnvDir(dirPath, mapping):
+def writeEnvDir(dirPath, mapping, staged=None):
     """
     Make the directory C{dirPath} an env dir holding exactly C{mapping}
     (names to str or bytes values): one file per variable, each replaced
@@ -190,6 +271,8 @@ def writeEnvDir(dirPath, mapping):
     files of variables no longer in C{mapping} removed.  A reader running
     meanwhile sees every variable either old or new.
 
+    @param staged: a L{StagedFiles} to add the changed files to (then the
+        directory changes at its C{commit}), or C{None} to change it now.
     @raise AgentError: for an invalid name or value (named in the message),
         or when the directory cannot be written.
     """
@@ -202,8 +285,9 @@ def writeEnvDir(dirPath, mapping):
             raise AgentError("environment variable %s in %s: value %s, which "
                              "an env dir cannot hold" % (name, dirPath, e))
     _makedirs(dirPath)
+    now = staged is None
+    staged = StagedFiles() if now else staged
     try:
-        changed = []
         for name, data in sorted(files.items()):
             path = os.path.join(dirPath, name)
             try:
@@ -212,17 +296,15 @@ def writeEnvDir(dirPath, mapping):
                         continue
             except OSError:
                 pass
-            changed.append((path, data))
-        _replaceAll(dirPath, changed)
-        for name in os.listdir(dirPath):
-            if name not in files:
-                path = os.path.join(dirPath, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    continue
-                os.unlink(path)
+            staged.add(path, data)
+        staged.removeOthers(dirPath, files)
+        if now:
+            staged.commit()
     except OSError as e:
+        staged.abort()
         raise AgentError("cannot write env dir %s: %s" % (dirPath, e.strerror))
-    _fsyncDir(dirPath)
+    if now:
+        _fsyncDir(dirPath)
     return dirPath
 
 

@@ -406,7 +406,8 @@ class AgentService(service.MultiService):
         verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
                                                    set(self._orphans), now)
         installed = verdict.remove & gone & set(self._onDisk)
-        for podId in sorted(verdict.adopt | installed):
+        adopted = verdict.adopt | installed
+        for podId in sorted(adopted):
             yield self._adopt(podId)
             realPods.add(podId)
         if confirmation is not None:  # what it allowed is done (or handed to the workers)
@@ -415,10 +416,15 @@ class AgentService(service.MultiService):
                                             error=f.getErrorMessage()))
         for podId in sorted(set(intents) | realPods | gone):
             worker = self.worker(podId)
+            # What reality said as read with intent (none for the pods
+            # adopted since, whose reality was just written): the worker's
+            # next attempt need not read it again.
+            seen = {} if podId in adopted else dict(
+                reality=reality.get(keys.reality(self.node, podId)), readAt=now)
             if podId in intents:
-                worker.update(intents[podId], resync=resync)
+                worker.update(intents[podId], resync=resync, **seen)
             elif podId in verdict.remove:
-                worker.update(None, resync=resync)
+                worker.update(None, resync=resync, **seen)
             else:
                 continue
             if worker.state != IDLE and self.health is not None:

@@ -116,6 +116,12 @@ class FakeSupervisor(object):
         self.started.append(spec.name)
         return defer.succeed(self._status(spec.name))
 
+    def prepare(self, spec):
+        return defer.succeed(None)
+
+    def unprepare(self, name):
+        return defer.succeed(None)
+
     def stop(self, name, timeout):
         self._up.pop(name, None)
         return defer.succeed(None)

@@ -143,19 +143,33 @@ class PodWorker(TracedMachine):
         # one at a time, in order, so an earlier one retried after a
         # conflict cannot land after a later one.
         self._statusLock = defer.DeferredLock()
+        #: C{(reality entry, read at)} from the latest L{update}, for the
+        #: next attempt; and when this worker last wrote reality.
+        self._realityHint = None
+        self._realityWritten = None
         self._traceTransitions()
 
     # -- the public inputs ---------------------------------------------------
 
-    def update(self, intentEntry, resync=False):
+    def update(self, intentEntry, resync=False, reality=None, readAt=None):
         """
         Latest news of this pod's intent (an L{Entry} or C{None} when absent).
         The same intent again is no news, unless C{resync} asks to check
         reality anyway (watches are hints; a periodic resync is the truth).
+
+        @param readAt: when given, the time (on C{clock}) at which the
+            pod's reality was read, with intent, as C{reality} (an
+            L{Entry} or C{None}): the next attempt uses it instead of
+            reading it again, unless this worker wrote reality since (a
+            reality written by another is caught by the version its own
+            write checks, then by the next resync, as when read anew).
         """
         if self.state in (STOPPING, STOPPED):
             return
         same = self._seen and intentEntry == self._intent
+        # (Only for the attempt this update starts: not kept for a later one.)
+        self._realityHint = (None if readAt is None or (same and not resync)
+                             else (reality, readAt))
         self._seen = True
         self._intent = intentEntry
         if not same:
@@ -417,7 +431,12 @@ class PodWorker(TracedMachine):
                 yield self._writeStatus("invalid", error=str(e))
                 return
         realityKey = keys.reality(self.node, self.podId)
-        realityEntry = yield self.store.get(realityKey)
+        hint, self._realityHint = self._realityHint, None
+        if hint is not None and (self._realityWritten is None
+                                 or self._realityWritten < hint[1]):
+            realityEntry = hint[0]
+        else:
+            realityEntry = yield self.store.get(realityKey)
         reality = self._parseReality(realityEntry)
         if intent is not None:
             if reality is not None and reality.sha() == intent.sha():
@@ -459,10 +478,13 @@ class PodWorker(TracedMachine):
                     note.cancel()
             # Reality only after every entry point runs, and only if nobody
             # changed it meanwhile.
-            if realityEntry is None:
-                yield self.store.put(realityKey, intent.raw)
-            else:
-                yield self.store.cas(realityKey, intent.raw, realityEntry.version)
+            try:
+                if realityEntry is None:
+                    yield self.store.put(realityKey, intent.raw)
+                else:
+                    yield self.store.cas(realityKey, intent.raw, realityEntry.version)
+            finally:
+                self._realityWritten = self.clock.seconds()
             if reality is not None:
                 self.metrics.upgradeSeconds.labels(self.podId).observe(
                     self.clock.seconds() - started)
@@ -472,7 +494,10 @@ class PodWorker(TracedMachine):
         elif realityEntry is not None:
             yield self._writeStatus("removing", sha=reality.sha() if reality else None)
             yield self.pods.remove(reality, self.podId)
-            yield self.store.delete(realityKey, realityEntry.version)
+            try:
+                yield self.store.delete(realityKey, realityEntry.version)
+            finally:
+                self._realityWritten = self.clock.seconds()
             log.info("pod {pod} removed", node=self.node, pod=self.podId, event="removed")
             yield self._deleteStatus()
         else:

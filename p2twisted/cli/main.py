@@ -148,6 +148,32 @@ class _TopParser(Parser):
     top = True
 
 
+class _Verbs(argparse._SubParsersAction):
+    """
+    The verbs of C{p2}: a verb whose module is not imported is a
+    placeholder, its name and help (what C{p2 --help} lists, the choices a
+    misspelled verb is matched against) and the name of its module, not a
+    parser: building the parsers of every verb took a tenth of C{p2 --help}.
+    A placeholder argparse comes to parse after all (L{findVerb} did not
+    see it, as in C{p2 -- status}) is replaced by its module's parser then.
+    """
+
+    def addPlaceholder(self, name, module, helpText):
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), helpText))
+        self._name_parser_map[name] = module
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        module = self._name_parser_map.get(values[0])
+        if isinstance(module, str):
+            import importlib
+            scratch = _Verbs([], prog=self._prog_prefix, parser_class=self._parser_class)
+            importlib.import_module("p2twisted.cli." + module).register(scratch)
+            for name, verbParser in scratch._name_parser_map.items():
+                if isinstance(self._name_parser_map.get(name), str):
+                    self._name_parser_map[name] = verbParser
+        argparse._SubParsersAction.__call__(self, parser, namespace, values, option_string)
+
+
 def findVerb(argv):
     """
     @return: the verb in C{argv} (its first word that is not an option of
@@ -184,13 +210,14 @@ def buildParser(verb=None, everything=False):
         parser.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, **kwargs)
     parser.add_argument("--config", metavar="FILE",
                         help="config file (else $P2_CONFIG, else /etc/p2/p2.yaml if present)")
-    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser,
+                                       action=_Verbs)
     modules = {module for name, module, helpText in VERBS if everything or verb == name}
     modules.update(m for m in VERB_MODULES if m not in {v[1] for v in VERBS})
     done = set()
     for name, module, helpText in VERBS:
         if module not in modules:
-            subparsers.add_parser(name, help=helpText)
+            subparsers.addPlaceholder(name, module, helpText)
         elif module not in done:
             done.add(module)
             importlib.import_module("p2twisted.cli." + module).register(subparsers)
@@ -280,11 +307,13 @@ def _exitCode(error):
 
 #: Modules that importing Twisted's reactor and Deferreds loads but that no
 #: verb uses on the local store (C{http.cookiejar} and its C{urllib.request},
-#: C{http.client} and C{email}, imported by C{twisted.python.compat}; the
-#: reactor's TCP, UDP and Unix-socket modules): about a fifth of their
-#: import time.  L{main} has them loaded on first use instead.
-LAZY_MODULES = ("http.cookiejar", "twisted.internet.tcp", "twisted.internet.udp",
-                "twisted.internet.unix")
+#: C{http.client} and C{email}, imported by C{twisted.python.compat};
+#: C{pickle}, for C{twisted.python.reflect}'s C{fullyQualifiedName} of a
+#: function; C{random}, for C{twisted.internet.protocol}'s reconnecting
+#: client factory; the reactor's TCP, UDP and Unix-socket modules): about a
+#: fifth of their import time.  L{main} has them loaded on first use instead.
+LAZY_MODULES = ("http.cookiejar", "pickle", "random", "twisted.internet.tcp",
+                "twisted.internet.udp", "twisted.internet.unix")
 
 
 class _LazyFinder(object):
@@ -299,15 +328,84 @@ class _LazyFinder(object):
         self.names = frozenset(names)
 
     def find_spec(self, name, path, target=None):
-        if name not in self.names:
+        if name not in self.names and name != "twisted.internet.defer":
             return None
         import importlib.machinery
         import importlib.util
         spec = importlib.machinery.PathFinder.find_spec(name, path, target)
         if spec is None or not hasattr(spec.loader, "exec_module"):
             return None
-        spec.loader = importlib.util.LazyLoader(spec.loader)
+        if name == "twisted.internet.defer":
+            spec.loader = _WithoutAsyncio(spec.loader)
+        else:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
         return spec
+
+
+class _WithoutAsyncio(object):
+    """
+    The loader of C{twisted.internet.defer}, running it beside a stand-in
+    for C{asyncio} (L{_asyncioStandIn}) when nothing has imported asyncio:
+    Deferreds take three names from it, used only when they meet asyncio
+    (C{asFuture}, C{fromFuture}, which get the real one from their
+    arguments) or in annotations, and importing it (with C{ssl},
+    C{concurrent.futures}, C{subprocess}) was a twentieth of a store verb's
+    start.  Anything else importing asyncio afterwards gets the real one.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        if "asyncio" in sys.modules:
+            return self.loader.exec_module(module)
+        sys.modules["asyncio"] = standIn = _asyncioStandIn()
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if sys.modules.get("asyncio") is standIn:
+                del sys.modules["asyncio"]
+
+
+def _asyncioStandIn():
+    """
+    @return: a module giving what C{twisted.internet.defer} imports from
+        asyncio: C{iscoroutine} (asyncio's own once it is loaded, until then
+        the same test: a coroutine, generator or C{Coroutine}) and, for its
+        annotations, placeholders of C{AbstractEventLoop} and C{Future}.
+        Any other name loads the real asyncio and is taken from it.
+    """
+    import collections.abc
+    import types
+
+    class StandIn(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)  # __path__, asked by every from-import
+            import importlib
+            if sys.modules.get("asyncio") is self:
+                del sys.modules["asyncio"]
+            return getattr(importlib.import_module("asyncio"), name)
+
+    standIn = StandIn("asyncio", "Stands in for asyncio while Deferreds are imported.")
+    coroutineTypes = (types.CoroutineType, types.GeneratorType, collections.abc.Coroutine)
+
+    def iscoroutine(value):
+        real = sys.modules.get("asyncio")
+        if real is not None and real is not standIn:
+            return real.iscoroutine(value)
+        return isinstance(value, coroutineTypes)
+
+    standIn.iscoroutine = iscoroutine
+    standIn.AbstractEventLoop = type("AbstractEventLoop", (object,), {})
+    standIn.Future = type("Future", (object,), {})
+    return standIn
 
 
 def main(argv=None):
@@ -316,20 +414,31 @@ def main(argv=None):
     (on the reactor, unless it is offline: reads no store) and exit with its
     code.
     """
+    import gc
+
     lazy = _LazyFinder(name for name in LAZY_MODULES if name not in sys.modules)
     sys.meta_path.insert(0, lazy)
+    # Starting is importing: thousands of objects, no garbage.  The cyclic
+    # collector, run every few hundred allocations meanwhile, cost a twentieth
+    # of the start; it runs again once the verb's modules are loaded.
+    collecting = gc.isenabled()
+    gc.disable()
+
+    started = gc.enable if collecting else (lambda: None)
     try:
-        return _main(argv)
+        return _main(argv, started)
     finally:
+        started()
         sys.meta_path.remove(lazy)
 
 
-def _main(argv):
+def _main(argv, started=lambda: None):
     options = parseArguments(sys.argv[1:] if argv is None else argv)
     options.out = sys.stdout
     options.err = sys.stderr
     options.interrupted = False
     if getattr(options, "offline", False):
+        started()
         try:
             code = options.run(options)
         except P2Error as e:
@@ -342,6 +451,7 @@ def _main(argv):
         raise SystemExit(code or 0)
     _importReactor(options)
     from twisted.internet import task
+    started()
     try:
         task.react(lambda reactor: runVerb(options, reactor))
     except SystemExit as e:

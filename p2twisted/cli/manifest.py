@@ -6,7 +6,6 @@ C{p2 manifest}: check, hash and normalize pod manifests, without a store.
 import sys
 
 from p2twisted.errors import ManifestError, P2Error, UsageError
-from p2twisted.manifest import parseManifest
 
 _FILE_HELP = "a pod manifest (YAML, may be signed: p2 sign); - reads standard input"
 
@@ -70,6 +69,9 @@ def readManifest(path):
                 data = f.read()
     except OSError as e:
         raise P2Error("cannot read %s: %s" % (_displayName(path), e.strerror or e))
+    # Imported here: the verbs importing this module for another reason
+    # (p2 status, through p2twisted.cli.schedule) need no manifest parser.
+    from p2twisted.manifest import parseManifest
     return parseManifest(data, source=_displayName(path))
 
 

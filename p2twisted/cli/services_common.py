@@ -6,8 +6,6 @@ template options given as C{--OPTION VALUE} on the command line.
 
 import os
 
-import yaml
-
 from p2twisted.cli.main import Parser
 from p2twisted.config import defaultStateDir, loadConfig
 from p2twisted.errors import UsageError
@@ -61,6 +59,7 @@ def readSettingsFile(path):
     """
     @return: the mapping of settings in the YAML (or JSON) file C{path}.
     """
+    import yaml
     try:
         with open(path, "rb") as f:
             data = yaml.safe_load(f)

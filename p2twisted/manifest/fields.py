@@ -6,7 +6,6 @@ its status check and its resource limits.
 
 import posixpath
 import re
-from fractions import Fraction
 
 from p2twisted import labelsyntax as labels
 from p2twisted.manifest.model import (
@@ -30,9 +29,12 @@ _MEMORY = re.compile(r"([0-9]{1,19})([KMGT]?)", re.IGNORECASE)
 _DURATION_PART = re.compile(
     r"([0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
-_MICRO = Fraction(1, 10 ** 6)
-_SECONDS_PER_UNIT = {"ns": Fraction(1, 10 ** 9), "us": _MICRO, "\u00b5s": _MICRO,
-                     "\u03bcs": _MICRO, "ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600}
+#: The seconds in a unit of a Go duration: C{1 / divisor} or C{multiplier}
+#: (made a C{Fraction} by L{_parseDuration}, which imports C{fractions}: only
+#: a manifest with a duration needs it).
+_SECONDS_PER_UNIT = {"ns": (1, 10 ** 9), "us": (1, 10 ** 6), "\u00b5s": (1, 10 ** 6),
+                     "\u03bcs": (1, 10 ** 6), "ms": (1, 1000), "s": (1, 1), "m": (60, 1),
+                     "h": (3600, 1)}
 _BYTES_PER_UNIT = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
 #: Go's longest duration, in seconds.
@@ -99,6 +101,7 @@ def _parseDuration(text):
     @return: the seconds in the Go duration C{text}, a L{Fraction}, or
         C{None} if it is not one (negative ones are not).
     """
+    from fractions import Fraction
     if text == "0":
         return Fraction(0)
     seconds, position = Fraction(0), 0
@@ -106,7 +109,7 @@ def _parseDuration(text):
         match = _DURATION_PART.match(text, position)
         if match is None:
             return None
-        seconds += Fraction(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+        seconds += Fraction(match.group(1)) * Fraction(*_SECONDS_PER_UNIT[match.group(2)])
         position = match.end()
     return seconds if text else None
 

@@ -11,14 +11,11 @@ imported: every store verb of the CLI loads this.
 
 The replication controller and roll records live in
 L{p2twisted.records.controllers}, the daemon set record in
-L{p2twisted.records.daemonset} (imported on first use: see L{__getattr__}).
+L{p2twisted.records.daemonset}.  Each module is imported on first use (see
+L{__getattr__}).
 """
 
 from p2twisted.records.base import CorruptRecord, readable
-from p2twisted.records.node import AgentStatus, Confirmation, MachineFacts, NodeMarker, markerIdentity
-from p2twisted.records.pod import (
-    CRITICAL, DEFAULT_TIMEOUT, DONE, ENDED, EVENTS, EXPIRED, FAILED, KILL_GRACE, PASSING, PENDING,
-    RUNNING, Health, HookPodStatus, HookStatus, PodStatus, Request)
 
 __all__ = [
     "CorruptRecord", "readable", "NodeMarker", "markerIdentity", "MachineFacts", "AgentStatus",
@@ -27,10 +24,21 @@ __all__ = [
     "DEFAULT_TIMEOUT", "KILL_GRACE", "EVENTS",
 ]
 
+#: The module of each record and constant, imported when first asked for:
+#: C{p2 schedule} needs only the node marker, of the few dozen classes.
+_MODULES = dict(
+    [(name, "node") for name in ("NodeMarker", "markerIdentity", "MachineFacts", "AgentStatus",
+                                 "Confirmation")]
+    + [(name, "pod") for name in __all__[7:]]
+    + [("DaemonSet", "daemonset"), ("DS_ID_LABEL", "daemonset")])
+
 
 def __getattr__(name):
-    # DaemonSet pulls in the manifest parser: loaded only when asked for.
-    if name in ("DaemonSet", "DS_ID_LABEL"):
-        from p2twisted.records import daemonset
-        return getattr(daemonset, name)
-    raise AttributeError(name)
+    # DaemonSet pulls in the manifest parser: loaded only when asked for too.
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
+    value = getattr(importlib.import_module("p2twisted.records." + module), name)
+    globals()[name] = value
+    return value

@@ -407,7 +407,10 @@ def terminate(reactor, pid, group, timeout, isDown=lambda: True, what="service")
         failing with L{SupervisorError}.
     """
     def gone():
-        return serviceGone(pid, group) and isDown()
+        # isDown first: it is a file read, where looking for the group's
+        # last members may read every process's /proc/<pid>/stat (while
+        # the leader is a zombie its supervisor has not reaped yet).
+        return isDown() and serviceGone(pid, group)
 
     signalService(pid, signal.SIGTERM, group)
     if (yield waitUntil(reactor, gone, timeout, first=0.001)):

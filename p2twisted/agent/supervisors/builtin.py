@@ -149,6 +149,18 @@ class BuiltinSupervisor(SupervisorBase):
 
     # -- ISupervisor -----------------------------------------------------
 
+    def prepare(self, spec):
+        """
+        Nothing to prepare: a service is a process of the agent's.
+        """
+        return defer.succeed(None)
+
+    def unprepare(self, name):
+        """
+        Nothing was prepared.
+        """
+        return defer.succeed(None)
+
     def start(self, spec, restart=False):
         """
         Record C{spec} as the service's definition and make sure it runs.  A

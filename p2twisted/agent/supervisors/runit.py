@@ -36,6 +36,11 @@ C{supervise/ok} FIFO can be opened for writing without blocking (runit's
 documented test, the one C{sv} uses); runsv itself refuses to run twice on one
 directory (it holds C{supervise/lock}), so a second agent cannot duplicate it.
 
+A new pod's services are prepared while its artifacts install
+(L{RunitSupervisor.prepare}): the directory is written with a C{down} file and
+its runsv (and svlogd) started, so that the start after the install only
+removes C{down} and says C{up}.
+
 No C{runsvdir} watches the service directory: one would try, once a second
 and forever, to start a second runsv for every directory the agent started
 itself (each attempt failing on C{supervise/lock}).  The agent's periodic
@@ -151,6 +156,10 @@ RUNSV_PAUSE = 1.0
 #: Seconds before the first look at a runsv or service being started (then
 #: twice as long each time, up to the supervisors' poll interval).
 _FIRST_LOOK = 0.001
+
+#: Seconds between looks at a runsv told to exit (it takes most of a second
+#: with a log service: no deploy waits for it, so it is looked at seldom).
+_EXIT_POLL = 0.05
 
 #: Seconds by which a process's start time may differ from the start runsv
 #: recorded for it and still be taken for the same process (the kernel gives
@@ -519,6 +528,9 @@ class RunitSupervisor(SupervisorBase):
         self._children = {}
         self.startLatencies = []
         self._retiring = set()
+        #: C{{name: (directory, spec, runsv protocol)}}: the new directories
+        #: and runsvs L{prepare} made for restarts within the pause.
+        self._prepared = {}
         self._pruneLeftovers()
 
     # -- ISupervisor -----------------------------------------------------
@@ -539,6 +551,86 @@ class RunitSupervisor(SupervisorBase):
         except SupervisorError:
             return defer.fail()
         return self._lock(spec.name).run(self._start, spec, restart)
+
+    def prepare(self, spec):
+        """
+        Write the new service C{spec}'s directory, holding it down (a
+        C{down} file), and start its runsv (and svlogd) there: L{start}
+        then only removes C{down} and tells it C{up}.  A service directory
+        that exists is left alone.
+
+        @return: L{Deferred} firing once its runsv runs, or failing with
+            L{SupervisorError}.
+        """
+        try:
+            checkSpec(spec)
+        except SupervisorError:
+            return defer.fail()
+        return self._lock(spec.name).run(self._prepare, spec)
+
+    @defer.inlineCallbacks
+    def _prepare(self, spec):
+        path = self._layout.service(spec.name)
+        if not os.path.lexists(path):
+            yield self._create(spec, path, held=True)
+            return
+        # A service that runs another signature and started less than
+        # RUNSV_PAUSE ago: its start will replace its runsv (_replaceRunsv);
+        # the new directory and runsv are made now, held down.
+        before = readStatus(path) if runsvAlive(path) else None
+        if (spec.signature is None or spec.name in self._prepared or before is None
+                or before.state != RUN or not inPause(before, self._reactor.seconds())
+                or startedSignature(path) == signatureRecord(spec)):
+            return
+        previous = self._children.get(spec.name)
+        try:
+            new = yield self._inThread(self._build, spec, False, True)
+            yield self._startBuilt(spec, new)
+        except OSError as e:
+            raise SupervisorError("could not write service directory %s: %s" % (path, e))
+        finally:
+            child = self._children.get(spec.name)
+            self._restoreChild(spec.name, previous)
+        self._prepared[spec.name] = (new, spec, child if child is not previous else None)
+
+    def unprepare(self, name):
+        """
+        Discard what L{prepare} made for the restart of the running service
+        C{name}, if anything (its runsv told to exit, its directory deleted
+        meanwhile); the service keeps running.
+
+        @return: L{Deferred} firing with C{None}.
+        """
+        self._discardPrepared(name)
+        return defer.succeed(None)
+
+    def _discardPrepared(self, name):
+        """
+        Discard, in the background, what was prepared for C{name} (see
+        L{unprepare}).
+        """
+        prepared = self._prepared.pop(name, None)
+        if prepared is None:
+            return
+        tmp, _, child = prepared
+        if child is not None:
+            child.expected = True
+
+        @defer.inlineCallbacks
+        def discard():
+            try:
+                if runsvAlive(tmp):
+                    yield self._command("exit", tmp)
+                    yield waitUntil(self._reactor, lambda: not runsvAlive(tmp)
+                                    and not runsvAlive(os.path.join(tmp, "log")), KILL_GRACE,
+                                    interval=_EXIT_POLL, first=_FIRST_LOOK)
+                yield self._inThread(shutil.rmtree, tmp, True)
+            except Exception:
+                log.failure("could not clean up {path}, prepared for {service}",
+                            path=tmp, service=name)
+        retiring = discard()
+        self._retiring.add(retiring)
+        retiring.addBoth(lambda _: self._retiring.discard(retiring))
 
     def services(self):
         """
@@ -702,14 +794,16 @@ class RunitSupervisor(SupervisorBase):
                         path=tmp, service=name)
 
     @defer.inlineCallbacks
-    def _create(self, spec, path):
+    def _create(self, spec, path, held=False):
         """
         Write the new service directory of C{spec} atomically (built under a
         dot name, then renamed to C{path}), its runsv started there while it
         is flushed to disk (L{_startBuilt}).
+
+        @param held: as L{_build}'s.
         """
         try:
-            tmp = yield self._inThread(self._build, spec, False)
+            tmp = yield self._inThread(self._build, spec, False, held)
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
         yield self._startBuilt(spec, tmp)
@@ -739,13 +833,16 @@ class RunitSupervisor(SupervisorBase):
             changed = True
         os.makedirs(os.path.join(path, "log", "main"), exist_ok=True)
         downPath = os.path.join(path, "down")
+        flush = changed
         if down and not os.path.exists(downPath):
             _writeFile(downPath, "", 0o644)
-            changed = True
+            changed = flush = True
         elif not down and os.path.exists(downPath):
+            # (Not flushed: a C{down} file back after a crash only leaves
+            # the service to the next start, which always says C{up}.)
             os.unlink(downPath)
             changed = True
-        if changed:
+        if flush:
             fsyncDir(path)
         return "changed" if changed else "same"
 
@@ -846,6 +943,8 @@ class RunitSupervisor(SupervisorBase):
         path = self._layout.service(spec.name)
         record = signatureRecord(spec)
         spawned = replacing = False
+        if spec.name in self._prepared and self._prepared[spec.name][1] != spec:
+            self._discardPrepared(spec.name)
         if not os.path.isdir(path):
             yield self._create(spec, path)
             change, spawned = "new", True
@@ -888,6 +987,7 @@ class RunitSupervisor(SupervisorBase):
             else:
                 yield self._stopRunning(spec.name, path, spec.restartTimeout)
             before = readStatus(path)
+        self._discardPrepared(spec.name)  # (unless the replacement took it)
         running = before is not None and before.state == RUN
         fresh = spawned or not running
         if spec.restartPolicy == "never":
@@ -933,12 +1033,22 @@ class RunitSupervisor(SupervisorBase):
         """
         name = spec.name
         timeout = spec.restartTimeout
+        prepared = self._prepared.get(name)
+        if prepared is not None and not (prepared[1] == spec and runsvAlive(prepared[0])):
+            self._discardPrepared(name)
+            prepared = None
         # The stop is under way (signalled) when this returns.
         stopping = self._stopRunning(name, path, timeout, retiring=True)
         previous = self._children.get(name)
         try:
-            new = yield self._inThread(self._build, spec, False, True)
-            yield self._startBuilt(spec, new)
+            if prepared is not None:
+                del self._prepared[name]
+                new, _, child = prepared
+                if child is not None:
+                    self._children[name] = child
+            else:
+                new = yield self._inThread(self._build, spec, False, True)
+                yield self._startBuilt(spec, new)
         except BaseException as e:
             self._restoreChild(name, previous)
             yield stopping
@@ -1023,7 +1133,7 @@ class RunitSupervisor(SupervisorBase):
             gone = yield waitUntil(
                 self._reactor,
                 lambda: not runsvAlive(old) and not runsvAlive(os.path.join(old, "log")),
-                RUNSV_PAUSE + KILL_GRACE)
+                RUNSV_PAUSE + KILL_GRACE, interval=_EXIT_POLL, first=_FIRST_LOOK)
             if not gone:
                 log.warn("replaced runsv of {service} did not exit; left in {path}",
                          service=name, path=old, event="runsv-replace-stuck")
@@ -1032,13 +1142,21 @@ class RunitSupervisor(SupervisorBase):
             if final is not None and final != kept and _readRestartsFile(path) == kept \
                     and os.path.isdir(path):  # (not removed meanwhile)
                 _writeRestartsFile(path, final)
-            keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
-            shutil.rmtree(old)
+            yield self._inThread(self._clean, old, path)
         except FileNotFoundError:
             pass  # removed meanwhile (the state directory with it): nothing left to clean
         except Exception:
             log.failure("could not clean up {path}, the replaced directory of {service}",
                         path=old, service=name)
+
+    @staticmethod
+    def _clean(old, path):
+        """
+        In a thread: move the logs of the replaced directory C{old} into
+        C{path}'s, then delete it.
+        """
+        keepLogs(os.path.join(old, "log", "main"), os.path.join(path, "log", "main"))
+        shutil.rmtree(old)
 
     def _noteLatency(self, seconds):
         self.startLatencies.append(seconds)
@@ -1046,6 +1164,7 @@ class RunitSupervisor(SupervisorBase):
 
     @defer.inlineCallbacks
     def _stop(self, name, timeout):
+        self._discardPrepared(name)
         path = self._layout.service(name)
         if not os.path.isdir(path) or not runsvAlive(path):
             return
@@ -1100,6 +1219,7 @@ class RunitSupervisor(SupervisorBase):
 
     @defer.inlineCallbacks
     def _remove(self, name, timeout):
+        self._discardPrepared(name)
         path = self._layout.service(name)
         if not os.path.isdir(path):
             return
@@ -1112,7 +1232,7 @@ class RunitSupervisor(SupervisorBase):
             gone = yield waitUntil(
                 self._reactor,
                 lambda: not runsvAlive(path) and not runsvAlive(logPath),
-                KILL_GRACE)
+                KILL_GRACE, interval=_EXIT_POLL, first=_FIRST_LOOK)
             if not gone:
                 raise SupervisorError(
                     "runsv for service %s did not exit within %.0fs of "
@@ -1120,5 +1240,5 @@ class RunitSupervisor(SupervisorBase):
         trash = os.path.join(self._layout.serviceDir,
                              ".%s.removed-%s" % (name, _suffix()))
         os.rename(path, trash)
-        shutil.rmtree(trash)
+        yield self._inThread(shutil.rmtree, trash)
         log.info("service {service} removed", service=name, event="service-remove")
