@@ -94,18 +94,23 @@ class AgentServiceTests(unittest.TestCase):
 
     def test_intentAndRealityReadTogether(self):
         """
-        A sync asks for this node's intent and its reality at once (one
-        round-trip to the store, not two), then deploys.
+        A resync asks for this node's intent and its reality at once (one
+        round-trip to the store, not two); the first sync takes intent from
+        the watch and lists only reality, then deploys.
         """
         store = HeldListStore(self.state, self.clock)
         self.schedule("n1", V1)
-        self.startAgent(store=store)
+        agent = self.startAgent(store=store)
+        self.assertEqual([prefix for prefix, _ in store.held], [keys.realityNode("n1")])
+        store.held.pop(0)[1].callback(None)
+        self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
+        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
+        agent.resync()
         self.assertEqual(sorted(prefix for prefix, _ in store.held),
                          [keys.intentNode("n1"), keys.realityNode("n1")])
         while store.held:
             store.held.pop(0)[1].callback(None)
         self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
-        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
 
     def test_markerFailsafe(self):
         """

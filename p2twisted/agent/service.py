@@ -39,7 +39,7 @@ from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.layout import StateLayout
 from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
-from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
+from p2twisted.agent.worker import IDLE, STALE, PodWorker, retryPolicy
 from p2twisted.auth.policy import NONE
 from p2twisted.auth.reload import PolicyReloader
 from p2twisted.auth.settings import AuthSettings
@@ -167,6 +167,19 @@ class AgentService(service.MultiService):
         self._holdFor = None
         self._verdict = failsafe.Verdict()
         self._wake = None
+        #: The intent snapshot the watch delivered last and not yet acted
+        #: on, with the count of listings started or answered when it came.
+        self._delivered = None
+        self._listings = 0
+        #: C{{key: Entry}}: this node's reality as last read or as this
+        #: agent wrote it since, or C{None} until it is read again.
+        self._reality = None
+        self._realityWrites = 0
+        #: The identity of the node marker the last sync acted on.
+        self._syncedMarker = None
+        #: The last agent status written (or being written), C{last_sync}
+        #: aside.
+        self._statusWritten = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -298,6 +311,8 @@ class AgentService(service.MultiService):
         return self.presence is not None and self.presence.present
 
     def _present(self):
+        # A new session: reality may have changed while the agent was away.
+        self._forgetReality()
         for worker in self.workers.values():
             worker.kick()
 
@@ -307,11 +322,76 @@ class AgentService(service.MultiService):
     # -- intent ----------------------------------------------------------------
 
     def _intentChanged(self, snapshot):
-        # The watch's snapshot may be older than a listing a resync took
-        # meanwhile (it waits for the previous call to end): handed over
-        # after it, it would take a pod scheduled since for unscheduled.  So
-        # the watch only says when to read intent afresh, in turn.
+        # The watch hands over the subtree's latest state (IStore.watch:
+        # latest wins, calls never overlap), so the sync it starts acts on
+        # it rather than listing intent again.  But it may be older than a
+        # listing a resync took meanwhile (the sync waits for the one under
+        # way): handed over after it, it could take a pod scheduled since
+        # for unscheduled, so then it is listed afresh (_deliveredIntent).
+        self._delivered = (snapshot, self._listings)
         return self._sync(resync=False)
+
+    def _deliveredIntent(self, resync):
+        """
+        @return: the intent snapshot the watch delivered for this sync, or
+            C{None} to list intent: at a resync (the truth), or when a
+            listing started or ended since it was delivered.
+        """
+        delivered, self._delivered = self._delivered, None
+        if resync or delivered is None or delivered[1] != self._listings:
+            return None
+        return delivered[0]
+
+    def _sameMarker(self, snapshot):
+        """
+        @return: whether C{snapshot} holds the node marker the last sync
+            acted on.
+        """
+        entry = snapshot.get(keys.intentNode(self.node))
+        return entry is not None and markerIdentity(entry) == self._syncedMarker
+
+    def _listIntent(self):
+        def answered(result):
+            self._listings += 1
+            return result
+        self._listings += 1
+        return self.store.list(keys.intentNode(self.node)).addBoth(answered)
+
+    def _readReality(self, resync):
+        """
+        @return: L{Deferred} firing with this node's reality C{{key: Entry}}:
+            as the agent knows it (it is reality's writer), or listed at a
+            resync and whenever it is not known (at start, after a new
+            session or a write that met another's change).
+        """
+        if not resync and self._reality is not None:
+            return defer.succeed(dict(self._reality))
+        writes = self._realityWrites
+
+        def read(entries):
+            if self._realityWrites == writes:  # else it may miss a write: read again next time
+                self._reality = dict(entries)
+            return entries
+        return self.store.list(keys.realityNode(self.node)).addCallback(read)
+
+    def _realityChanged(self, key, entry):
+        """
+        A worker (or an adoption) wrote reality at C{key}: C{entry} is the
+        new L{Entry}, C{None} when it deleted it, or L{STALE} when its write
+        met a change by someone else (then reality is read again).
+        """
+        self._realityWrites += 1
+        if entry is STALE:
+            self._forgetReality()
+        elif self._reality is not None:
+            if entry is None:
+                self._reality.pop(key, None)
+            else:
+                self._reality[key] = entry
+
+    def _forgetReality(self):
+        self._realityWrites += 1
+        self._reality = None
 
     def resync(self):
         """
@@ -336,15 +416,20 @@ class AgentService(service.MultiService):
             # Decided as of the read: a slow sync gets no credit for the time
             # its other reads took (the marker may have gone meanwhile).
             readAt = self.reactor.seconds()
-            # Intent and reality read at once: one round-trip (what reality
-            # says only matters for removals, and each worker re-reads its
-            # own).
+            # Intent and reality read at once, when they must be read: one
+            # round-trip at most.
+            snapshot = self._deliveredIntent(resync)
+            if snapshot is not None and not self._sameMarker(snapshot):
+                # The marker went, came or changed: the store may have been
+                # wiped or restored, reality with it.
+                self._forgetReality()
             snapshot, reality = yield defer.gatherResults(
-                [self.store.list(keys.intentNode(self.node)),
-                 self.store.list(keys.realityNode(self.node))],
+                [self._listIntent() if snapshot is None else defer.succeed(snapshot),
+                 self._readReality(resync)],
                 consumeErrors=True).addErrback(_firstError)
             yield self._converge(snapshot, reality, readAt, resync=resync)
         except StoreError as e:
+            self._forgetReality()
             log.warn("sync failed: {error}", error=str(e), node=self.node)
         except Exception:
             log.failure("sync failed", node=self.node)
@@ -368,15 +453,16 @@ class AgentService(service.MultiService):
                          "schedule a pod with 'p2 schedule --node {node}' to create it",
                          key=markerKey, node=self.node, event="no-marker")
             self.markerPresent = False
+            self._syncedMarker = None
             # Whatever comes back is a new marker or starts the grace anew.
             self._absentSince.clear()
             self._holdSince = None
             self._verdict = failsafe.decide(None, self._lastSeen, {}, now, 0)
             self._wakeAt(None)
-            yield self._writeAgentStatus()
+            yield self._writeAgentStatus(resync)
             return
         self.markerPresent = True
-        marker = markerIdentity(snapshot[markerKey])
+        marker = self._syncedMarker = markerIdentity(snapshot[markerKey])
         intents = {}
         for key, entry in snapshot.items():
             podId = keys.child(markerKey, key)
@@ -432,7 +518,7 @@ class AgentService(service.MultiService):
                 # up to a tick later.
                 worker.whenIdle().addCallback(lambda _: self.health.checkSoon())
         self.lastSync = time.time()
-        yield self._writeAgentStatus()
+        yield self._writeAgentStatus(resync)
 
     @defer.inlineCallbacks
     def _decide(self, marker, intended, realPods, orphans, now):
@@ -518,7 +604,8 @@ class AgentService(service.MultiService):
             self.workers[podId] = PodWorker(self.pods, self.store, self.node, podId,
                                             self.reactor, canAct=self.canAct,
                                             auth=self._policy(), refused=self._refused,
-                                            metrics=self.metrics)
+                                            metrics=self.metrics,
+                                            realityChanged=self._realityChanged)
         return self.workers[podId]
 
     # -- authorization -----------------------------------------------------------
@@ -574,10 +661,11 @@ class AgentService(service.MultiService):
         """
         log.info("pod {pod} is on disk but in neither intent nor reality; recording it in "
                  "reality so it is removed", pod=podId, node=self.node, event="orphan")
+        key = keys.reality(self.node, podId)
         try:
-            yield self.store.create(keys.reality(self.node, podId), self._onDisk[podId])
+            self._realityChanged(key, (yield self.store.create(key, self._onDisk[podId])))
         except KeyExists:
-            pass
+            self._realityChanged(key, STALE)
         self._orphans.discard(podId)
 
     # -- status ----------------------------------------------------------------
@@ -632,11 +720,22 @@ class AgentService(service.MultiService):
             "pods": pods,
         }
 
-    def _writeAgentStatus(self):
-        record = AgentStatus(**self.statusRecord()).toBytes()
+    def _writeAgentStatus(self, resync=True):
+        """
+        Write C{status/agents/<node>}: at a resync (which keeps its
+        C{last_sync} fresh), or when anything else in it changed.
+        """
+        status = self.statusRecord()
+        same = dict(status, last_sync=None)
+        if not resync and same == self._statusWritten:
+            return defer.succeed(None)
+        self._statusWritten = same
+        record = AgentStatus(**status).toBytes()
         key = keys.status("agents", self.node)
 
         def failed(f):
+            if self._statusWritten is same:  # not written: the next sync writes it
+                self._statusWritten = None
             if f.check(StoreError):  # an outage: the next sync writes it again
                 log.warn("cannot write {key}: {error}", key=key, error=f.getErrorMessage(),
                          node=self.node)

@@ -46,7 +46,7 @@ from twisted.logger import Logger
 
 from p2twisted.agent import crashloop
 from p2twisted.auth.gate import AuthGate
-from p2twisted.errors import ManifestError, P2Error, StoreError
+from p2twisted.errors import KeyExists, ManifestError, P2Error, StoreError, VersionConflict
 from p2twisted.manifest import parseManifest
 from p2twisted.metrics import AgentMetrics
 from p2twisted.records import PodStatus
@@ -54,6 +54,9 @@ from p2twisted.store import keys
 from p2twisted.tracing import TracedMachine
 
 IDLE, WORKING, BACKOFF, STOPPING, STOPPED = "idle", "working", "backoff", "stopping", "stopped"
+
+#: Told to C{realityChanged} when a write of reality met another's change.
+STALE = object()
 
 log = Logger()
 
@@ -102,13 +105,17 @@ class PodWorker(TracedMachine):
         L{PolicyReloader}), or C{None} to deploy every manifest.
     @param refused: C{callable(manifest, decision)} returning a L{Deferred},
         run once per refusal (the C{after_auth_fail} hooks), or C{None}.
+    @param realityChanged: C{callable(key, entry)} told of each write of
+        reality: the new L{Entry}, C{None} once deleted, or L{STALE} when
+        the write met someone else's change (and failed); or C{None}.
     """
 
     _machine = MethodicalMachine()
     _setTrace = _machine._setTrace
 
     def __init__(self, pods, store, node, podId, clock, canAct=lambda: True,
-                 backoff=None, wallClock=time.time, auth=None, refused=None, metrics=None):
+                 backoff=None, wallClock=time.time, auth=None, refused=None, metrics=None,
+                 realityChanged=None):
         self.pods = pods
         self.store = store
         self.node = node
@@ -147,6 +154,7 @@ class PodWorker(TracedMachine):
         #: next attempt; and when this worker last wrote reality.
         self._realityHint = None
         self._realityWritten = None
+        self._realityChanged = realityChanged or (lambda key, entry: None)
         self._traceTransitions()
 
     # -- the public inputs ---------------------------------------------------
@@ -480,11 +488,13 @@ class PodWorker(TracedMachine):
             # changed it meanwhile.
             try:
                 if realityEntry is None:
-                    yield self.store.put(realityKey, intent.raw)
+                    written = yield self._writeReality(self.store.create, realityKey, intent.raw)
                 else:
-                    yield self.store.cas(realityKey, intent.raw, realityEntry.version)
+                    written = yield self._writeReality(self.store.cas, realityKey, intent.raw,
+                                                       realityEntry.version)
             finally:
                 self._realityWritten = self.clock.seconds()
+            self._realityChanged(realityKey, written)
             if reality is not None:
                 self.metrics.upgradeSeconds.labels(self.podId).observe(
                     self.clock.seconds() - started)
@@ -495,13 +505,27 @@ class PodWorker(TracedMachine):
             yield self._writeStatus("removing", sha=reality.sha() if reality else None)
             yield self.pods.remove(reality, self.podId)
             try:
-                yield self.store.delete(realityKey, realityEntry.version)
+                yield self._writeReality(self.store.delete, realityKey, realityEntry.version)
             finally:
                 self._realityWritten = self.clock.seconds()
+            self._realityChanged(realityKey, None)
             log.info("pod {pod} removed", node=self.node, pod=self.podId, event="removed")
             yield self._deleteStatus()
         else:
             yield self._deleteStatus()
+
+    def _writeReality(self, write, key, *args):
+        """
+        C{write(key, *args)}, telling C{realityChanged} when it met another's
+        change (L{VersionConflict}, L{KeyExists}).
+
+        @return: L{Deferred} firing with what C{write} fired with.
+        """
+        def conflict(f):
+            f.trap(VersionConflict, KeyExists)
+            self._realityChanged(key, STALE)
+            return f
+        return defer.maybeDeferred(write, key, *args).addErrback(conflict)
 
     @defer.inlineCallbacks
     def _authorize(self, intentEntry, intent):
