@@ -85,15 +85,18 @@ def mergeFields(store, key, fields):
 
 
 @defer.inlineCallbacks
-def preservingWrite(store, key, status):
+def preservingWrite(store, key, status, known=None):
     """
     Write the L{PodStatus} C{status} at C{key} (as C{put} would), keeping the
     restart counts of the record it replaces unless it has its own.
 
+    @param known: the L{Entry} at C{key} as the caller last wrote it, or
+        C{None}: its first attempt replaces that one without reading it
+        (if another wrote since, its version says so and it is read).
     @return: L{Deferred} firing with the new L{Entry}.
     """
     for _ in range(ATTEMPTS):
-        entry = yield store.get(key)
+        entry, known = (known, None) if known is not None else ((yield store.get(key)), None)
         old = readable(PodStatus, entry)
         merged = status
         if old is not None and old.counted and not status.counted:

@@ -423,9 +423,11 @@ class AgentService(service.MultiService):
                 # The marker went, came or changed: the store may have been
                 # wiped or restored, reality with it.
                 self._forgetReality()
+            # (Without the marker, reality is not looked at.)
+            noMarker = snapshot is not None and keys.intentNode(self.node) not in snapshot
             snapshot, reality = yield defer.gatherResults(
                 [self._listIntent() if snapshot is None else defer.succeed(snapshot),
-                 self._readReality(resync)],
+                 defer.succeed({}) if noMarker else self._readReality(resync)],
                 consumeErrors=True).addErrback(_firstError)
             yield self._converge(snapshot, reality, readAt, resync=resync)
         except StoreError as e:

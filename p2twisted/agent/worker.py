@@ -150,6 +150,9 @@ class PodWorker(TracedMachine):
         # one at a time, in order, so an earlier one retried after a
         # conflict cannot land after a later one.
         self._statusLock = defer.DeferredLock()
+        #: The status entry this worker last wrote (not read again before
+        #: the next write), or C{None}.
+        self._statusEntry = None
         #: C{(reality entry, read at)} from the latest L{update}, for the
         #: next attempt; and when this worker last wrote reality.
         self._realityHint = None
@@ -566,6 +569,7 @@ class PodWorker(TracedMachine):
         this machine.
         """
         self._lastStatus = None
+        self._statusEntry = None
         # Not dropped when it fails: the attempt fails, and its retry (the
         # pod still in neither intent nor reality) deletes it again.
         def deleted(result):
@@ -600,7 +604,11 @@ class PodWorker(TracedMachine):
                          node=self.node, error=f.getErrorMessage())
             else:
                 log.failure("cannot write status of {pod}", f, pod=self.podId, node=self.node)
-        def wrote(_):
+        def wrote(entry):
             self._reported = state
-        d = self._statusLock.run(crashloop.preservingWrite, self.store, key, record)
+            self._statusEntry = entry
+        def write():
+            known, self._statusEntry = self._statusEntry, None
+            return crashloop.preservingWrite(self.store, key, record, known)
+        d = self._statusLock.run(write)
         return d.addCallbacks(wrote, failed)
