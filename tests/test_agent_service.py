@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from p2twisted import intent
 from p2twisted.agent.config import AgentConfig
-from p2twisted.agent.service import AgentService
+from p2twisted.agent.service import STATUS_INTERVAL, AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
 from p2twisted.errors import AgentError, StoreUnavailable
@@ -35,8 +35,10 @@ class AgentServiceTests(unittest.TestCase):
 
     def view(self):
         """
-        @return: the L{Snapshot} C{p2 inspect} and C{p2 status} read.
+        @return: the L{Snapshot} C{p2 inspect} and C{p2 status} read
+            (once the agent's status is written: L{STATUS_INTERVAL}).
         """
+        self.clock.advance(STATUS_INTERVAL)
         return self.successResultOf(readPods(self.store))
 
     def setUp(self):
@@ -212,6 +214,7 @@ class AgentServiceTests(unittest.TestCase):
     # -- the failsafe: grace, new marker, confirmation ---------------------------
 
     def removals(self, node="n1"):
+        self.clock.advance(STATUS_INTERVAL)  # the agent's status written
         return json.loads(self.get(keys.status("agents", node)))["removals"]
 
     def schedulePods(self, *raws):
@@ -595,6 +598,7 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNone(self.get(keys.status("pods", "n1", "garb3")))
         self.clock.advance(30)
         self.assertEqual(sorted(agent.statusRecord()["pods"]), ["web"])
+        self.clock.advance(STATUS_INTERVAL)
         self.assertEqual(sorted(json.loads(self.get(keys.status("agents", "n1")))["pods"]),
                          ["web"])
         self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from p2twisted import intent
 from p2twisted.agent.config import AgentConfig
 from p2twisted.agent.crashloop import preservingWrite
-from p2twisted.agent.service import AgentService
+from p2twisted.agent.service import STATUS_INTERVAL, AgentService
 from p2twisted.agent.testing import FakePods
 from p2twisted.agent.worker import PodWorker
 from p2twisted.manifest import parseManifest
@@ -135,6 +135,7 @@ class AgentSyncTests(unittest.TestCase):
             change(otherStore)
             listing.resync()
             self.assertEqual(self.pods.calls, otherPods.calls)
+            self.clock.advance(STATUS_INTERVAL)
             self.assertEqual(json.loads(self.get(keys.status("agents", "n1")))["removals"],
                              json.loads(self.successResultOf(otherStore.get(
                                  keys.status("agents", "n1"))).value)["removals"])
@@ -233,19 +234,30 @@ class AgentSyncTests(unittest.TestCase):
     def test_agentStatusWrittenWhenChanged(self):
         """
         C{status/agents/<node>} is written when what it says changes and at
-        every resync (its C{last_sync}), not at every intent delivery.
+        every resync (its C{last_sync}), not at every intent delivery; the
+        changes of a burst of syncs are written together, at most
+        L{STATUS_INTERVAL} later.
         """
+        DB2 = V1.replace(b"id: web", b"id: db2")
         self.schedule(V1)
         agent = self.startAgent()
+        self.clock.advance(STATUS_INTERVAL)
         key = keys.status("agents", "n1")
         written = self.agentStore.count("put", key)
         agent._intentChanged(self.successResultOf(self.store.list(keys.intentNode("n1"))))
+        self.clock.advance(STATUS_INTERVAL)
         self.assertEqual(self.agentStore.count("put", key), written)
         self.clock.advance(30)
         self.assertEqual(self.agentStore.count("put", key), written + 1)
+        self.clock.advance(STATUS_INTERVAL)
         self.schedule(DB)
         self.assertEqual(self.agentStore.count("put", key), written + 2)
-        self.assertIn("db", json.loads(self.get(key))["pods"])
+        self.schedule(V2, DB2)
+        self.assertEqual(self.agentStore.count("put", key), written + 2)
+        self.clock.advance(STATUS_INTERVAL)
+        self.assertEqual(self.agentStore.count("put", key), written + 3)
+        self.assertEqual(sorted(json.loads(self.get(key))["pods"]), ["db", "db2", "web"])
+        self.assertTrue(json.loads(self.get(key))["converged"])
 
 
 def _slow(deploy, test):

@@ -53,6 +53,10 @@ from p2twisted.store.presence import Presence
 
 log = Logger()
 
+#: Seconds between two writes of C{status/agents/<node>}: the changes of a
+#: burst of syncs are written together.
+STATUS_INTERVAL = 0.1
+
 
 def _confirmedMarker(entry):
     """
@@ -178,8 +182,12 @@ class AgentService(service.MultiService):
         #: The identity of the node marker the last sync acted on.
         self._syncedMarker = None
         #: The last agent status written (or being written), C{last_sync}
-        #: aside.
+        #: aside; whether the next write is due even if it is the same; when
+        #: the last was written; the timer of the next.
         self._statusWritten = None
+        self._statusForced = False
+        self._statusAt = None
+        self._statusTimer = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -297,8 +305,9 @@ class AgentService(service.MultiService):
         for watch in (self._watch, self._confirmWatch):
             if watch is not None:
                 watch.cancel()
-        if self._wake is not None and self._wake.active():
-            self._wake.cancel()
+        for timer in (self._wake, self._statusTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
         yield defer.gatherResults([w.stop() for w in self.workers.values()])
         yield service.MultiService.stopService(self)
         if self.store is not None:
@@ -725,13 +734,29 @@ class AgentService(service.MultiService):
     def _writeAgentStatus(self, resync=True):
         """
         Write C{status/agents/<node>}: at a resync (which keeps its
-        C{last_sync} fresh), or when anything else in it changed.
+        C{last_sync} fresh), or when anything else in it changed; at most
+        once per L{STATUS_INTERVAL}, the last of those asked meanwhile
+        written at its end (latest wins).
         """
+        self._statusForced = self._statusForced or resync
+        if self._statusTimer is not None:
+            return defer.succeed(None)
+        now = self.reactor.seconds()
+        if self._statusAt is not None and now < self._statusAt + STATUS_INTERVAL:
+            self._statusTimer = self.reactor.callLater(self._statusAt + STATUS_INTERVAL - now,
+                                                       self._writeAgentStatusNow)
+            return defer.succeed(None)
+        return self._writeAgentStatusNow()
+
+    def _writeAgentStatusNow(self):
+        self._statusTimer = None
+        forced, self._statusForced = self._statusForced, False
         status = self.statusRecord()
         same = dict(status, last_sync=None)
-        if not resync and same == self._statusWritten:
+        if not forced and same == self._statusWritten:
             return defer.succeed(None)
         self._statusWritten = same
+        self._statusAt = self.reactor.seconds()
         record = AgentStatus(**status).toBytes()
         key = keys.status("agents", self.node)
 
