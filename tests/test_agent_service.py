@@ -694,6 +694,7 @@ class StatusErrorTests(unittest.TestCase):
         agent = AgentService(config, FakePods(), clock, store=BrokenStore(clock=clock))
         agent.startService()
         self.addCleanup(agent.stopService)
+        clock.advance(STATUS_INTERVAL)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
 

@@ -235,8 +235,8 @@ class AgentSyncTests(unittest.TestCase):
         """
         C{status/agents/<node>} is written when what it says changes and at
         every resync (its C{last_sync}), not at every intent delivery; the
-        changes of a burst of syncs are written together, at most
-        L{STATUS_INTERVAL} later.
+        changes of a burst of syncs, and the deploys they started, are
+        written together L{STATUS_INTERVAL} after the first.
         """
         DB2 = V1.replace(b"id: web", b"id: db2")
         self.schedule(V1)
@@ -248,16 +248,26 @@ class AgentSyncTests(unittest.TestCase):
         self.clock.advance(STATUS_INTERVAL)
         self.assertEqual(self.agentStore.count("put", key), written)
         self.clock.advance(30)
-        self.assertEqual(self.agentStore.count("put", key), written + 1)
+        self.assertEqual(self.agentStore.count("put", key), written)
         self.clock.advance(STATUS_INTERVAL)
+        self.assertEqual(self.agentStore.count("put", key), written + 1)
+        self.pods.deploy = _slow(self.pods.deploy, self)
         self.schedule(DB)
-        self.assertEqual(self.agentStore.count("put", key), written + 2)
+        self.clock.advance(STATUS_INTERVAL / 2)
         self.schedule(V2, DB2)
+        self.assertEqual(self.agentStore.count("put", key), written + 1)
+        self.clock.advance(STATUS_INTERVAL / 2)
+        self.assertEqual(self.agentStore.count("put", key), written + 2)
+        status = json.loads(self.get(key))
+        self.assertEqual(sorted(status["pods"]), ["db", "db2", "web"])
+        self.assertEqual(status["pods"]["db"]["state"], "working")
+        self.slow.callback(None)  # the deploy ends: the status says so
         self.assertEqual(self.agentStore.count("put", key), written + 2)
         self.clock.advance(STATUS_INTERVAL)
         self.assertEqual(self.agentStore.count("put", key), written + 3)
-        self.assertEqual(sorted(json.loads(self.get(key))["pods"]), ["db", "db2", "web"])
-        self.assertTrue(json.loads(self.get(key))["converged"])
+        status = json.loads(self.get(key))
+        self.assertEqual(status["pods"]["db"]["state"], "idle")
+        self.assertTrue(status["converged"])
 
 
 def _slow(deploy, test):

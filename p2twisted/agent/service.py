@@ -53,9 +53,10 @@ from p2twisted.store.presence import Presence
 
 log = Logger()
 
-#: Seconds between two writes of C{status/agents/<node>}: the changes of a
-#: burst of syncs are written together.
-STATUS_INTERVAL = 0.1
+#: Seconds from a change of C{status/agents/<node>} to its write: the
+#: changes of a burst of syncs (a node's marker, then its first pod), and a
+#: deploy ending meanwhile, are written together.
+STATUS_INTERVAL = 0.5
 
 
 def _confirmedMarker(entry):
@@ -182,11 +183,10 @@ class AgentService(service.MultiService):
         #: The identity of the node marker the last sync acted on.
         self._syncedMarker = None
         #: The last agent status written (or being written), C{last_sync}
-        #: aside; whether the next write is due even if it is the same; when
-        #: the last was written; the timer of the next.
+        #: aside; whether the next write is due even if it is the same; its
+        #: timer.
         self._statusWritten = None
         self._statusForced = False
-        self._statusAt = None
         self._statusTimer = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -470,7 +470,7 @@ class AgentService(service.MultiService):
             self._holdSince = None
             self._verdict = failsafe.decide(None, self._lastSeen, {}, now, 0)
             self._wakeAt(None)
-            yield self._writeAgentStatus(resync)
+            self._writeAgentStatus(resync)
             return
         self.markerPresent = True
         marker = self._syncedMarker = markerIdentity(snapshot[markerKey])
@@ -524,12 +524,21 @@ class AgentService(service.MultiService):
                 worker.update(None, resync=resync, **seen)
             else:
                 continue
-            if worker.state != IDLE and self.health is not None:
+            if worker.state != IDLE:
                 # Its health is checked once it is deployed or removed, not
-                # up to a tick later.
-                worker.whenIdle().addCallback(lambda _: self.health.checkSoon())
+                # up to a tick later; the agent's status says so too.
+                worker.whenIdle().addCallback(lambda _: self._settledNow())
         self.lastSync = time.time()
-        yield self._writeAgentStatus(resync)
+        self._writeAgentStatus(resync)
+
+    def _settledNow(self):
+        """
+        A worker the last sync started is idle: check its health now, and
+        write the agent's status.
+        """
+        if self.health is not None:
+            self.health.checkSoon()
+        self._writeAgentStatus(resync=False)
 
     @defer.inlineCallbacks
     def _decide(self, marker, intended, realPods, orphans, now):
@@ -733,20 +742,14 @@ class AgentService(service.MultiService):
 
     def _writeAgentStatus(self, resync=True):
         """
-        Write C{status/agents/<node>}: at a resync (which keeps its
-        C{last_sync} fresh), or when anything else in it changed; at most
-        once per L{STATUS_INTERVAL}, the last of those asked meanwhile
-        written at its end (latest wins).
+        Write C{status/agents/<node>} L{STATUS_INTERVAL} from now, as it is
+        then (what is asked meanwhile is written with it): if it is a resync
+        (which keeps its C{last_sync} fresh), or anything else in it changed.
         """
         self._statusForced = self._statusForced or resync
-        if self._statusTimer is not None:
-            return defer.succeed(None)
-        now = self.reactor.seconds()
-        if self._statusAt is not None and now < self._statusAt + STATUS_INTERVAL:
-            self._statusTimer = self.reactor.callLater(self._statusAt + STATUS_INTERVAL - now,
+        if self._statusTimer is None and self.running:
+            self._statusTimer = self.reactor.callLater(STATUS_INTERVAL,
                                                        self._writeAgentStatusNow)
-            return defer.succeed(None)
-        return self._writeAgentStatusNow()
 
     def _writeAgentStatusNow(self):
         self._statusTimer = None
@@ -756,7 +759,6 @@ class AgentService(service.MultiService):
         if not forced and same == self._statusWritten:
             return defer.succeed(None)
         self._statusWritten = same
-        self._statusAt = self.reactor.seconds()
         record = AgentStatus(**status).toBytes()
         key = keys.status("agents", self.node)
 
