@@ -310,3 +310,26 @@ class StatusWriteTests(unittest.TestCase):
             keys.intent("n1", "web"), V1)))
         record = PodStatus.fromEntry(self.key, self.successResultOf(self.store.get(self.key)))
         self.assertEqual((record.sha, record.restarts), (parseManifest(V1).sha(), 3))
+
+    def test_newPodStatusCreatedUnread(self):
+        """
+        A pod new on this node (no reality) gets its status record created
+        without a read; one an earlier agent left (restart counts and all)
+        is read when the create finds it, and its counts kept.
+        """
+        worker = PodWorker(FakePods(), self.store, "n1", "web", self.clock)
+        worker.update(self.successResultOf(MemoryStore(self.state, self.clock).put(
+            keys.intent("n1", "web"), V1)))
+        self.assertEqual(self.store.count("get", self.key), 0)
+        self.assertEqual(self.store.count("create", self.key), 1)
+        self.assertEqual(PodStatus.fromEntry(self.key, self.successResultOf(
+            self.store.get(self.key))).state, "running")
+
+        other = keys.status("pods", "n1", "db")
+        self.successResultOf(self.store.put(other, PodStatus(
+            "db", "n1", "failed", restarts=3).toBytes()))
+        worker = PodWorker(FakePods(), self.store, "n1", "db", self.clock)
+        worker.update(self.successResultOf(MemoryStore(self.state, self.clock).put(
+            keys.intent("n1", "db"), DB)))
+        record = PodStatus.fromEntry(other, self.successResultOf(self.store.get(other)))
+        self.assertEqual((record.state, record.restarts), ("running", 3))

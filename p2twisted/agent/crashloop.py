@@ -84,6 +84,10 @@ def mergeFields(store, key, fields):
     return None
 
 
+#: For L{preservingWrite}: the caller expects no record at the key.
+ABSENT = object()
+
+
 @defer.inlineCallbacks
 def preservingWrite(store, key, status, known=None):
     """
@@ -91,12 +95,16 @@ def preservingWrite(store, key, status, known=None):
     restart counts of the record it replaces unless it has its own.
 
     @param known: the L{Entry} at C{key} as the caller last wrote it, or
-        C{None}: its first attempt replaces that one without reading it
-        (if another wrote since, its version says so and it is read).
+        L{ABSENT} if it expects none: its first attempt replaces that one
+        (creates one) without reading it; if another wrote since, its
+        version says so and it is read.  C{None}: read it first.
     @return: L{Deferred} firing with the new L{Entry}.
     """
     for _ in range(ATTEMPTS):
-        entry, known = (known, None) if known is not None else ((yield store.get(key)), None)
+        if known is None:
+            entry = yield store.get(key)
+        else:
+            entry, known = (None if known is ABSENT else known), None
         old = readable(PodStatus, entry)
         merged = status
         if old is not None and old.counted and not status.counted:

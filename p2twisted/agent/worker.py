@@ -449,6 +449,10 @@ class PodWorker(TracedMachine):
         else:
             realityEntry = yield self.store.get(realityKey)
         reality = self._parseReality(realityEntry)
+        if realityEntry is None and self._reported is None and self._statusEntry is None:
+            # A pod new here most likely has no status yet: created without
+            # reading it first (if it has one, the create says so).
+            self._statusEntry = crashloop.ABSENT
         if intent is not None:
             if reality is not None and reality.sha() == intent.sha():
                 down = yield self.pods.unsupervised(intent)
