@@ -39,7 +39,8 @@ from p2twisted.agent.hookpods import HookSync
 from p2twisted.agent.layout import StateLayout
 from p2twisted.agent.supervisors import processStartTime
 from p2twisted.agent.requests import RequestRunner
-from p2twisted.agent.worker import IDLE, STALE, PodWorker, retryPolicy
+from p2twisted.agent.nodereads import STALE, NodeReads
+from p2twisted.agent.worker import IDLE, PodWorker, retryPolicy
 from p2twisted.auth.policy import NONE
 from p2twisted.auth.reload import PolicyReloader
 from p2twisted.auth.settings import AuthSettings
@@ -66,15 +67,6 @@ def _confirmedMarker(entry):
     """
     confirmation = readable(Confirmation, entry)
     return None if confirmation is None else confirmation.marker
-
-
-def _firstError(failure):
-    """
-    @return: the failure inside a L{defer.FirstError}, for callers that look
-        at what failed.
-    """
-    failure.trap(defer.FirstError)
-    return failure.value.subFailure
 
 
 _HOLD_REASONS = {
@@ -172,16 +164,8 @@ class AgentService(service.MultiService):
         self._holdFor = None
         self._verdict = failsafe.Verdict()
         self._wake = None
-        #: The intent snapshot the watch delivered last and not yet acted
-        #: on, with the count of listings started or answered when it came.
-        self._delivered = None
-        self._listings = 0
-        #: C{{key: Entry}}: this node's reality as last read or as this
-        #: agent wrote it since, or C{None} until it is read again.
-        self._reality = None
-        self._realityWrites = 0
-        #: The identity of the node marker the last sync acted on.
-        self._syncedMarker = None
+        #: What the syncs read (the store is set when opened).
+        self._reads = NodeReads(store, self.node)
         #: The last agent status written (or being written), C{last_sync}
         #: aside; whether the next write is due even if it is the same; its
         #: timer.
@@ -201,7 +185,7 @@ class AgentService(service.MultiService):
         while self.store is None and self.running:
             try:
                 store = yield openStore(self.config.store, self.reactor)
-                self.store = MeteredStore(store, self.metrics, self.reactor)
+                self.store = self._reads.store = MeteredStore(store, self.metrics, self.reactor)
             except Exception as e:
                 delay = self._openDelay(self._openAttempts)
                 self._openAttempts += 1
@@ -321,7 +305,7 @@ class AgentService(service.MultiService):
 
     def _present(self):
         # A new session: reality may have changed while the agent was away.
-        self._forgetReality()
+        self._reads.forgetReality()
         for worker in self.workers.values():
             worker.kick()
 
@@ -336,71 +320,9 @@ class AgentService(service.MultiService):
         # it rather than listing intent again.  But it may be older than a
         # listing a resync took meanwhile (the sync waits for the one under
         # way): handed over after it, it could take a pod scheduled since
-        # for unscheduled, so then it is listed afresh (_deliveredIntent).
-        self._delivered = (snapshot, self._listings)
+        # for unscheduled, so then it is listed afresh (NodeReads).
+        self._reads.delivered(snapshot)
         return self._sync(resync=False)
-
-    def _deliveredIntent(self, resync):
-        """
-        @return: the intent snapshot the watch delivered for this sync, or
-            C{None} to list intent: at a resync (the truth), or when a
-            listing started or ended since it was delivered.
-        """
-        delivered, self._delivered = self._delivered, None
-        if resync or delivered is None or delivered[1] != self._listings:
-            return None
-        return delivered[0]
-
-    def _sameMarker(self, snapshot):
-        """
-        @return: whether C{snapshot} holds the node marker the last sync
-            acted on.
-        """
-        entry = snapshot.get(keys.intentNode(self.node))
-        return entry is not None and markerIdentity(entry) == self._syncedMarker
-
-    def _listIntent(self):
-        def answered(result):
-            self._listings += 1
-            return result
-        self._listings += 1
-        return self.store.list(keys.intentNode(self.node)).addBoth(answered)
-
-    def _readReality(self, resync):
-        """
-        @return: L{Deferred} firing with this node's reality C{{key: Entry}}:
-            as the agent knows it (it is reality's writer), or listed at a
-            resync and whenever it is not known (at start, after a new
-            session or a write that met another's change).
-        """
-        if not resync and self._reality is not None:
-            return defer.succeed(dict(self._reality))
-        writes = self._realityWrites
-
-        def read(entries):
-            if self._realityWrites == writes:  # else it may miss a write: read again next time
-                self._reality = dict(entries)
-            return entries
-        return self.store.list(keys.realityNode(self.node)).addCallback(read)
-
-    def _realityChanged(self, key, entry):
-        """
-        A worker (or an adoption) wrote reality at C{key}: C{entry} is the
-        new L{Entry}, C{None} when it deleted it, or L{STALE} when its write
-        met a change by someone else (then reality is read again).
-        """
-        self._realityWrites += 1
-        if entry is STALE:
-            self._forgetReality()
-        elif self._reality is not None:
-            if entry is None:
-                self._reality.pop(key, None)
-            else:
-                self._reality[key] = entry
-
-    def _forgetReality(self):
-        self._realityWrites += 1
-        self._reality = None
 
     def resync(self):
         """
@@ -425,22 +347,9 @@ class AgentService(service.MultiService):
             # Decided as of the read: a slow sync gets no credit for the time
             # its other reads took (the marker may have gone meanwhile).
             readAt = self.reactor.seconds()
-            # Intent and reality read at once, when they must be read: one
-            # round-trip at most.
-            snapshot = self._deliveredIntent(resync)
-            if snapshot is not None and not self._sameMarker(snapshot):
-                # The marker went, came or changed: the store may have been
-                # wiped or restored, reality with it.
-                self._forgetReality()
-            # (Without the marker, reality is not looked at.)
-            noMarker = snapshot is not None and keys.intentNode(self.node) not in snapshot
-            snapshot, reality = yield defer.gatherResults(
-                [self._listIntent() if snapshot is None else defer.succeed(snapshot),
-                 defer.succeed({}) if noMarker else self._readReality(resync)],
-                consumeErrors=True).addErrback(_firstError)
+            snapshot, reality = yield self._reads.read(resync)
             yield self._converge(snapshot, reality, readAt, resync=resync)
         except StoreError as e:
-            self._forgetReality()
             log.warn("sync failed: {error}", error=str(e), node=self.node)
         except Exception:
             log.failure("sync failed", node=self.node)
@@ -464,7 +373,7 @@ class AgentService(service.MultiService):
                          "schedule a pod with 'p2 schedule --node {node}' to create it",
                          key=markerKey, node=self.node, event="no-marker")
             self.markerPresent = False
-            self._syncedMarker = None
+            self._reads.synced(None)
             # Whatever comes back is a new marker or starts the grace anew.
             self._absentSince.clear()
             self._holdSince = None
@@ -473,7 +382,8 @@ class AgentService(service.MultiService):
             self._writeAgentStatus(resync)
             return
         self.markerPresent = True
-        marker = self._syncedMarker = markerIdentity(snapshot[markerKey])
+        marker = markerIdentity(snapshot[markerKey])
+        self._reads.synced(marker)
         intents = {}
         for key, entry in snapshot.items():
             podId = keys.child(markerKey, key)
@@ -625,7 +535,7 @@ class AgentService(service.MultiService):
                                             self.reactor, canAct=self.canAct,
                                             auth=self._policy(), refused=self._refused,
                                             metrics=self.metrics,
-                                            realityChanged=self._realityChanged)
+                                            realityChanged=self._reads.realityChanged)
         return self.workers[podId]
 
     # -- authorization -----------------------------------------------------------
@@ -683,9 +593,9 @@ class AgentService(service.MultiService):
                  "reality so it is removed", pod=podId, node=self.node, event="orphan")
         key = keys.reality(self.node, podId)
         try:
-            self._realityChanged(key, (yield self.store.create(key, self._onDisk[podId])))
+            self._reads.realityChanged(key, (yield self.store.create(key, self._onDisk[podId])))
         except KeyExists:
-            self._realityChanged(key, STALE)
+            self._reads.realityChanged(key, STALE)
         self._orphans.discard(podId)
 
     # -- status ----------------------------------------------------------------

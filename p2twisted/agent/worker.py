@@ -45,6 +45,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from p2twisted.agent import crashloop
+from p2twisted.agent.nodereads import STALE
 from p2twisted.auth.gate import AuthGate
 from p2twisted.errors import KeyExists, ManifestError, P2Error, StoreError, VersionConflict
 from p2twisted.manifest import parseManifest
@@ -54,9 +55,6 @@ from p2twisted.store import keys
 from p2twisted.tracing import TracedMachine
 
 IDLE, WORKING, BACKOFF, STOPPING, STOPPED = "idle", "working", "backoff", "stopping", "stopped"
-
-#: Told to C{realityChanged} when a write of reality met another's change.
-STALE = object()
 
 log = Logger()
 

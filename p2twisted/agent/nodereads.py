@@ -1,0 +1,141 @@
+# -*- test-case-name: tests.test_agent_sync -*-
+"""
+What each sync of the agent (L{p2twisted.agent.service.AgentService}) reads:
+this node's intent and reality, each read from the store only when it must
+be.
+
+  - Intent: the snapshot the intent watch delivered (L{IStore.watch}: the
+    subtree's latest state, latest wins, on every backend), unless a
+    listing started or ended since it was delivered (a resync's, which may
+    be newer: handed over after it, the delivery could take a pod scheduled
+    since for unscheduled); a resync lists it (the truth).
+  - Reality: as the agent last read it and wrote it since (it is reality's
+    only writer for its node), listed again at a resync, at the first sync,
+    after a new session, when the node marker went, came or changed (the
+    store may have been wiped or restored), after a failed sync, and after
+    a write that met someone else's change (the workers' writes all carry a
+    version check: a stale copy is caught there, never acted on twice).
+    Without the marker it is not read at all: nothing is decided on it.
+"""
+
+from twisted.internet import defer
+
+from p2twisted.records import markerIdentity
+from p2twisted.store import keys
+
+#: Told to L{NodeReads.realityChanged} when a write of reality met
+#: another's change.
+STALE = object()
+
+
+def _firstError(failure):
+    """
+    @return: the failure inside a L{defer.FirstError}, for callers that look
+        at what failed.
+    """
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure
+
+
+class NodeReads(object):
+    """
+    This node's intent and reality for the agent's syncs (one at a time).
+
+    @param store: the L{IStore}.
+    @param node: this node.
+    """
+
+    def __init__(self, store, node):
+        self.store = store
+        self.node = node
+        #: The intent snapshot delivered last and not yet read, with the
+        #: count of listings started or answered when it came.
+        self._delivered = None
+        self._listings = 0
+        #: C{{key: Entry}}: reality as last read or as written since, or
+        #: C{None} until it is read again.
+        self._reality = None
+        self._realityWrites = 0
+        #: The identity of the node marker the last sync acted on.
+        self._marker = None
+
+    def delivered(self, snapshot):
+        """
+        The intent watch delivered C{snapshot}: the next L{read} that is not
+        a resync takes it.
+        """
+        self._delivered = (snapshot, self._listings)
+
+    def read(self, resync):
+        """
+        Read intent and reality, at once when both must be read (one
+        round-trip).
+
+        @return: L{Deferred} firing with C{(intent, reality)}, each a
+            C{{key: Entry}}; fails with the store's error.
+        """
+        delivered, self._delivered = self._delivered, None
+        snapshot = None
+        if not resync and delivered is not None and delivered[1] == self._listings:
+            snapshot = delivered[0]
+            entry = snapshot.get(keys.intentNode(self.node))
+            if entry is None or markerIdentity(entry) != self._marker:
+                self.forgetReality()
+            if entry is None:
+                return defer.succeed((snapshot, {}))
+        d = defer.gatherResults(
+            [self._listIntent() if snapshot is None else defer.succeed(snapshot),
+             self._readReality(resync)], consumeErrors=True).addErrback(_firstError)
+        return d.addCallback(tuple).addErrback(self._failed)
+
+    def synced(self, marker):
+        """
+        A sync acted on the node marker C{marker} (its identity, or C{None}
+        when absent).
+        """
+        self._marker = marker
+
+    def realityChanged(self, key, entry):
+        """
+        A worker (or an adoption) wrote reality at C{key}: C{entry} is the
+        new L{Entry}, C{None} when it deleted it, or L{STALE} when its write
+        met someone else's change (then reality is read again).
+        """
+        self._realityWrites += 1
+        if entry is STALE:
+            self.forgetReality()
+        elif self._reality is not None:
+            if entry is None:
+                self._reality.pop(key, None)
+            else:
+                self._reality[key] = entry
+
+    def forgetReality(self):
+        """
+        Read reality from the store at the next sync (e.g. a new session:
+        it may have changed while the agent was away).
+        """
+        self._realityWrites += 1
+        self._reality = None
+
+    def _failed(self, failure):
+        self.forgetReality()
+        return failure
+
+    def _listIntent(self):
+        def answered(result):
+            self._listings += 1
+            return result
+        self._listings += 1
+        return self.store.list(keys.intentNode(self.node)).addBoth(answered)
+
+    def _readReality(self, resync):
+        if not resync and self._reality is not None:
+            return defer.succeed(dict(self._reality))
+        writes = self._realityWrites
+
+        def read(entries):
+            if self._realityWrites == writes:  # else it may miss a write: read again next time
+                self._reality = dict(entries)
+            return entries
+        return self.store.list(keys.realityNode(self.node)).addCallback(read)
