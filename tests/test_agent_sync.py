@@ -218,6 +218,26 @@ class AgentSyncTests(unittest.TestCase):
         self.assertEqual(self.get(keys.reality("n1", "web")), V1)
         self.assertTrue(agent.converged())
 
+    def test_removalDecidedOnListedReality(self):
+        """
+        A removal falling due at a sync that remembered reality (a delivery
+        just after the grace ended, before the timer's resync) is decided on
+        reality listed afresh: a pod whose reality someone deleted meanwhile
+        is an orphan there, and its removal waits for a confirmation.
+        """
+        self.schedule(V1, DB)
+        agent = self.startAgent()
+        self.pods.onDisk = {"web": V1, "db": DB}
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.successResultOf(self.store.delete(keys.reality("n1", "db")))
+        agent._wake.cancel()  # the delivery comes first
+        self.clock.advance(GRACE + 1)
+        self.schedule(V2)
+        self.clock.advance(STATUS_INTERVAL)
+        self.assertEqual([c for c in self.pods.calls if c[0] == "remove"], [])
+        removals = json.loads(self.get(keys.status("agents", "n1")))["removals"]
+        self.assertEqual((removals["state"], removals["orphans"]), ("held", ["db"]))
+
     def test_newSessionReadsReality(self):
         """
         After a new session (the agent was away), reality is listed again.

@@ -15,7 +15,8 @@ be.
     store may have been wiped or restored), after a failed sync, and after
     a write that met someone else's change (the workers' writes all carry a
     version check: a stale copy is caught there, never acted on twice).
-    Without the marker it is not read at all: nothing is decided on it.
+    Without the marker it is not read at all: nothing is decided on it.  A
+    removal is decided only on reality as listed (L{realityListed}).
 """
 
 from twisted.internet import defer
@@ -58,6 +59,8 @@ class NodeReads(object):
         self._realityWrites = 0
         #: The identity of the node marker the last sync acted on.
         self._marker = None
+        #: Whether the last L{read} listed reality (rather than remember it).
+        self.realityListed = False
 
     def delivered(self, snapshot):
         """
@@ -82,6 +85,7 @@ class NodeReads(object):
             if entry is None or markerIdentity(entry) != self._marker:
                 self.forgetReality()
             if entry is None:
+                self.realityListed = False
                 return defer.succeed((snapshot, {}))
         d = defer.gatherResults(
             [self._listIntent() if snapshot is None else defer.succeed(snapshot),
@@ -130,7 +134,8 @@ class NodeReads(object):
         return self.store.list(keys.intentNode(self.node)).addBoth(answered)
 
     def _readReality(self, resync):
-        if not resync and self._reality is not None:
+        self.realityListed = resync or self._reality is None
+        if not self.realityListed:
             return defer.succeed(dict(self._reality))
         writes = self._realityWrites
 

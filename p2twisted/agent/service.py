@@ -412,7 +412,14 @@ class AgentService(service.MultiService):
         self._orphans = {p for p in found if p not in intents and p not in realPods}
         verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
                                                    set(self._orphans), now)
-        installed = verdict.remove & gone & set(self._onDisk)
+        remove = verdict.remove
+        if remove and not self._reads.realityListed:
+            # Removals are decided on reality as listed, not as remembered
+            # (what the failsafe calls an orphan depends on it): at once, by
+            # a resync.
+            remove = frozenset()
+            self._wakeAt(now)
+        installed = remove & gone & set(self._onDisk)
         adopted = verdict.adopt | installed
         for podId in sorted(adopted):
             yield self._adopt(podId)
@@ -430,7 +437,7 @@ class AgentService(service.MultiService):
                 reality=reality.get(keys.reality(self.node, podId)), readAt=now)
             if podId in intents:
                 worker.update(intents[podId], resync=resync, **seen)
-            elif podId in verdict.remove:
+            elif podId in remove:
                 worker.update(None, resync=resync, **seen)
             else:
                 continue
