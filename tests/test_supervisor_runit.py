@@ -333,6 +333,37 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(1)), [status.pid])
 
     @defer.inlineCallbacks
+    def test_preparedLeftByCrash(self):
+        """
+        A new service prepared by an agent stopped before it started it
+        (killed during the install) is removed by the next agent: its runsv
+        and svlogd exit and its directory goes, so a pod whose intent went
+        meanwhile leaves nothing behind (a deploy still wanted prepares it
+        again).  One started after its preparation is left alone.
+        """
+        yield self.sup.prepare(self.sleeper())
+        left = processesUnder(self.path)
+
+        def killLeft():
+            for pid in left:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        self.addCleanup(killLeft)
+        self.assertEqual(len(left), 2, "runsv and svlogd")
+        successor = RunitSupervisor(self.layout, reactor)
+        yield successor.close()
+        self.assertEqual([pid for pid in left if alive(pid)], [])
+        self.assertEqual((yield successor.services()), [])
+        self.assertFalse(os.path.exists(self.pidFile()))
+
+        yield successor.prepare(self.sleeper())
+        status = yield successor.start(self.sleeper())
+        again = RunitSupervisor(self.layout, reactor)
+        yield again.close()
+        self.assertEqual((yield again.status("svc")).pid, status.pid)
+        self.assertEqual((yield self.waitPids(1)), [status.pid])
+
+    @defer.inlineCallbacks
     def test_preparedReplacement(self):
         """
         Preparing a new definition of a service that started less than
