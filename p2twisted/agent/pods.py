@@ -300,7 +300,11 @@ class PodOperations(object):
         # would start and remove runsvs each time.)
         prepared, existing = {}, ()
         if self._failed.get(manifest.id) != manifest.sha():
-            existing = () if old is None else set((yield self._podServices(manifest.id)))
+            # (Listed even for a pod reality names no version of: one may
+            # run, started by an agent stopped before it recorded it, or
+            # recorded by another writer since reality was read; a failed
+            # deploy must not remove its services.)
+            existing = set((yield self._podServices(manifest.id)))
             prepared = self._prepare(manifest, layout, user)
         installs = {}
         installing = self.reactor.seconds()
