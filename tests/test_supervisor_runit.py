@@ -364,6 +364,24 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(1)), [status.pid])
 
     @defer.inlineCallbacks
+    def test_unprepareNew(self):
+        """
+        C{unprepare} removes a new service prepared and never started (by
+        this agent or, L{test_preparedLeftByCrash}, one before it): its runsv
+        and svlogd exit.  A started one stays.
+        """
+        yield self.sup.prepare(self.sleeper())
+        left = processesUnder(self.path)
+        self.assertEqual(len(left), 2, "runsv and svlogd")
+        yield self.sup.unprepare("svc")
+        self.assertEqual((yield self.sup.services()), [])
+        self.assertEqual([pid for pid in left if alive(pid)], [])
+        yield self.sup.prepare(self.sleeper())
+        status = yield self.sup.start(self.sleeper())
+        yield self.sup.unprepare("svc")
+        self.assertEqual((yield self.sup.status("svc")).pid, status.pid)
+
+    @defer.inlineCallbacks
     def test_preparedReplacement(self):
         """
         Preparing a new definition of a service that started less than

@@ -604,12 +604,16 @@ class RunitSupervisor(SupervisorBase):
         """
         Discard what L{prepare} made for the restart of the running service
         C{name}, if anything (its runsv told to exit, its directory deleted
-        meanwhile); the service keeps running.
+        meanwhile); the service keeps running.  A new service L{prepare}
+        wrote (even one a previous agent did, L{PREPARED}) and no start
+        took up is removed.
 
         @return: L{Deferred} firing with C{None}.
         """
         self._discardPrepared(name)
-        return defer.succeed(None)
+        if not os.path.exists(os.path.join(self._layout.service(name), PREPARED)):
+            return defer.succeed(None)
+        return self._lock(name).run(self._removeUnstarted, name)
 
     def _discardPrepared(self, name):
         """
@@ -671,7 +675,7 @@ class RunitSupervisor(SupervisorBase):
         now = time.time()
         for name in names:
             if not name.startswith("."):
-                self._removeUnstarted(name, os.path.join(serviceDir, name))
+                self._removeLeftover(name, os.path.join(serviceDir, name))
             if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
                 continue
             path = os.path.join(serviceDir, name)
@@ -689,20 +693,33 @@ class RunitSupervisor(SupervisorBase):
             except OSError:
                 log.failure("could not delete leftover {path}", path=path)
 
-    def _removeUnstarted(self, name, path):
+    def _removeUnstarted(self, name):
         """
         Remove the service C{name} (its runsv and svlogd told to exit) if
-        its directory C{path} is a new one L{prepare} wrote and no start took
-        up: marked L{PREPARED}, its service never run.
+        its directory is a new one L{prepare} wrote and no start took up:
+        marked L{PREPARED}, its service never run.  (Under its lock.)
+
+        @return: L{Deferred} firing with C{None}.
+        """
+        path = self._layout.service(name)
+        if not os.path.exists(os.path.join(path, PREPARED)):
+            return defer.succeed(None)
+        status = readStatus(path)
+        if status is not None and (status.state != DOWN or status.pid or status.want != "d"):
+            # (It ran: a start took it up, its marker's removal lost.)
+            return defer.succeed(None)
+        log.info("removing service {service}, prepared and never started",
+                 service=name, event="prepared-remove")
+        return self._remove(name, KILL_GRACE)
+
+    def _removeLeftover(self, name, path):
+        """
+        At start: remove the service C{name} if a previous agent prepared it
+        and was stopped before it started it (L{_removeUnstarted}).
         """
         if not os.path.exists(os.path.join(path, PREPARED)):
             return
-        status = readStatus(path)
-        if status is not None and (status.state != DOWN or status.pid or status.want != "d"):
-            return  # (it ran: a start took it up, its marker's removal lost)
-        log.info("removing service {service}, prepared by an agent stopped before it "
-                 "started it", service=name, event="prepared-leftover")
-        removing = self._lock(name).run(self._remove, name, KILL_GRACE)
+        removing = self._lock(name).run(self._removeUnstarted, name)
         removing.addErrback(lambda f: log.failure(
             "could not remove {service}, prepared and never started", f, service=name))
         self._retiring.add(removing)
