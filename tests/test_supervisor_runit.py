@@ -734,8 +734,11 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
         yield self.waitPids(1)  # written before it is stopped
         self.sup._define(self.sleeper(signature="sha-2"))
-        again = yield RunitSupervisor(self.layout, reactor).start(
-            self.sleeper(signature="sha-2"))
+        successor = RunitSupervisor(self.layout, reactor)
+        # (Its restart within the pause retires the old runsv in the
+        # background: waited for, or the test could end before it does.)
+        self.addCleanup(successor.close)
+        again = yield successor.start(self.sleeper(signature="sha-2"))
         self.assertNotEqual(again.pid, first.pid)
         self.assertFalse(alive(first.pid))
         self.assertEqual((yield self.waitPids(2)), [first.pid, again.pid])
@@ -753,6 +756,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(1)), [first.pid])
         os.unlink(os.path.join(self.path, "signature"))
         successor = RunitSupervisor(self.layout, reactor)
+        self.addCleanup(successor.close)  # (as in test_signatureAfterInterruptedDeploy)
         again = yield successor.start(self.sleeper(signature="sha-1"))
         self.assertNotEqual(again.pid, first.pid)
         same = yield successor.start(self.sleeper(signature="sha-1"))
