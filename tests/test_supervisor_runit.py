@@ -564,10 +564,12 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         slow = self.pidFile("slow-finish")
         self.patch(runit, "FINISH_SCRIPT",
                    "#!/bin/sh\n[ -e %s ] && exec sleep 30\nexit 0\n" % (slow,))
-        first = yield self.sup.start(self.sleeper(restartTimeout=2.0))
+        # (A start that waited for the old finish, 30 s, would still fail:
+        # 10 s leaves room for a slow flush of the new directory under load.)
+        first = yield self.sup.start(self.sleeper(restartTimeout=10.0))
         with open(slow, "w"):
             pass
-        second = yield self.sup.start(self.sleeper(restartTimeout=2.0), restart=True)
+        second = yield self.sup.start(self.sleeper(restartTimeout=10.0), restart=True)
         self.assertTrue(second.running)
         self.assertFalse(alive(first.pid))
         old = [os.path.join(self.layout.serviceDir, n) for n in os.listdir(self.layout.serviceDir)
