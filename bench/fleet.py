@@ -107,6 +107,40 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     alone.  The roll went from 44 to 26 s, but the intents went faster
     still, so the roll/intents ratio did not fall under 3.
 
+    session 6, scheduling (ZooKeeper, 1,000; load 5-13 from other work; main and this
+    branch run in turn; "requests" are ZooKeeper's packets received from the
+    RC's write until every pod passes, per pod; CPU seconds over the same
+    phase):
+                              intents    ratio        requests  CPU s orch / agents / ZK
+      before (7 runs):        3.3-6.6 s  x0.16-0.41   42-55     2.8-3.7 / 11-19 / 6.1-9.4
+                                         (median x0.23)
+      persistent watches (2): 2.9-3.5 s  x0.31-0.36   36-37     2.2-2.3 / 11-12 / 6.1-6.4
+      + own writes (5):       1.3-4.1 s  x0.30-0.74   32-41     1.5-2.5 / 12-18 / 5.7-7.1
+      + key parsing (2):      1.4-2.6 s  x0.88-0.90   31-40     1.8     / 11-15 / 5.2-6.6
+    after, all 7 runs: median x0.63 (target x0.5 met in 6 of 7; the one
+    miss, x0.30, ran at load 11).  What changed: each watched subtree has
+    one ZooKeeper 3.6 persistent recursive watch (kazoo 2.11 has none: our
+    own AddWatch), so a change costs each watcher one read of that znode
+    instead of re-reading and re-arming data and child watches; the
+    orchestrator no longer reads back what its own multis wrote (a write's
+    answer follows the events it supersedes: 3,700 reads while writing the
+    1,000 intents -> 230); keys.parse, run 460,000 times by the
+    orchestrator's snapshots, is cached and checkKey is one regex.  The
+    orchestrator's peak RSS fell from 75-78 to 65-68 MB (the watches keep
+    no children lists).  What the remaining ~35 requests per pod are: the
+    agents' syncs (each intent-watch delivery lists intent/<node> and
+    reality/<node>: ~4 syncs and ~20 reads per pod), kazoo's makepath for
+    each node's first reality/status/health (~8), the agents' own writes
+    (~8) and one watch read per write per watcher (~5).  The roll (before
+    the roll changes below) was unchanged, 20-45 s.
+    After merging those roll changes (load 5-8, in turn with main): main
+    x0.21, x0.28 (43-50 requests per pod); this x0.49, x0.39, x0.27
+    (34-38).  The orchestrator's requests while writing intents stay ~900
+    (56 multis, each after reading its lock and RC: ~360 requests per
+    second of its own); what bounds it now is time: ~1.2 s from the RC's
+    write to the first multi (the farm's claim and first decision), then
+    the multis in bursts ~80 ms apart (news pacing) over ~1.4 s.
+
     session 6 (the roll; 1,000; 2 cores shared with three other helpers'
     work, load average 3-12; before and after in turn, each pair under
     about the same load):
@@ -363,6 +397,14 @@ def cpuSeconds(pid):
     return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
+def zkRequests(zk):
+    """@return: the packets ZooKeeper C{zk} has received (C{mntr})."""
+    from tests.zkserver import fourLetterWord
+    reply = fourLetterWord(zk.port, "mntr") or ""
+    found = re.search(r"^zk_packets_received\s+(\d+)", reply, re.M)
+    return int(found.group(1)) if found else 0
+
+
 def memory(pid):
     """@return: C{(VmRSS, VmHWM)} of process C{pid}, in MB."""
     found = {}
@@ -506,8 +548,12 @@ class Run(object):
         raise RuntimeError("the orchestrator's farms opened no session: see %s" % (logPath,))
 
     def cpu(self):
-        return {"orchestrator": cpuSeconds(self.orchestrator.pid),
-                "agents": [cpuSeconds(a.transport.pid) for a in self.agents]}
+        cpu = {"orchestrator": cpuSeconds(self.orchestrator.pid),
+               "agents": [cpuSeconds(a.transport.pid) for a in self.agents]}
+        if self.zk is not None:
+            cpu["zookeeper"] = cpuSeconds(self.zk.process.pid)
+            cpu["requests"] = zkRequests(self.zk)
+        return cpu
 
     def waitUntil(self, condition, timeout, what):
         if condition():
@@ -717,8 +763,14 @@ class Run(object):
 
     def cpuShare(self, before, wall):
         after = self.cpu()
-        return {"orchestrator": (after["orchestrator"] - before["orchestrator"]) / wall,
-                "agents": [(a - b) / wall for a, b in zip(after["agents"], before["agents"])]}
+        share = {"orchestrator": (after["orchestrator"] - before["orchestrator"]) / wall,
+                 "agents": [(a - b) / wall for a, b in zip(after["agents"], before["agents"])],
+                 "seconds": {"orchestrator": after["orchestrator"] - before["orchestrator"],
+                             "agents": sum(after["agents"]) - sum(before["agents"])}}
+        if "zookeeper" in after:
+            share["seconds"]["zookeeper"] = after["zookeeper"] - before["zookeeper"]
+            share["requests"] = after["requests"] - before["requests"]
+        return share
 
     @defer.inlineCallbacks
     def stop(self):
@@ -799,6 +851,13 @@ def report(results, raws, args, loads):
     print("(times from the RC's write, or the roll's; CPU: share of one core while scheduling "
           "for the agents, while rolling for the orchestrator)")
     for r in results:
+        sched = r["schedule_cpu"]
+        if "requests" in sched:
+            seconds = sched["seconds"]
+            print("%-10s %5d  scheduling until all healthy: %.1f ZooKeeper requests per pod; "
+                  "CPU seconds: orchestrator %.1f, agents %.1f, ZooKeeper %.1f"
+                  % (r["store"], r["n"], sched["requests"] / float(r["n"]),
+                     seconds["orchestrator"], seconds["agents"], seconds["zookeeper"]))
         if args.timeline and r.get("timeline"):
             print("%s %d: the roll's steps (seconds from the roll's write): applied, the new RC's "
                   "rewrite, the last reality and passing health of the pods moved" % (

@@ -238,7 +238,7 @@ class StoreContractMixin(object):
         Malformed keys are refused with L{InvalidKey}, naming the key.
         """
         store = yield self.client()
-        for bad in ["", "/a", "a/", "a//b", "a b", "a/ü", "a/b?c", "../x"]:
+        for bad in ["", "/a", "a/", "a//b", "a b", "a/ü", "a/b?c", "../x", "a\n", "a/b\n"]:
             e = yield self.assertFailure(store.put(bad, b"x"), InvalidKey)
             self.assertIn("invalid key", str(e))
             yield self.assertFailure(store.get(bad), InvalidKey)

@@ -6,6 +6,8 @@ Everything else asks here for a key (C{keys.intent(node, pod)}) or for the
 parts of one (C{keys.parse(key)}).  The layout is DESIGN.md's table.
 """
 
+import functools
+
 from p2twisted.errors import InvalidKey
 from p2twisted.store.common import checkKey
 
@@ -208,9 +210,12 @@ def tree(name):
     return name
 
 
+@functools.lru_cache(maxsize=16384)
 def parse(key):
     """
-    @return: the key's segments, as a tuple.
+    @return: the key's segments, as a tuple (remembered: snapshots parse the
+        same keys again and again).
+    @raise InvalidKey: for an invalid key.
     """
     return tuple(checkKey(key).split("/"))
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store_zookeeper -*-
+# -*- test-case-name: tests.test_store_zookeeper,tests.test_store_zookeeper_watch -*-
 """
 The ZooKeeper backend: C{zk://[user:password@]host:port[,host:port...]/root}
 (root C{/p2} by default; C{?connect_timeout=S&session_timeout=S} optional).
@@ -31,6 +31,10 @@ Sessions.  Each L{ZooKeeperSession} is a ZooKeeper session of its own client
 it.  The store's own client has no ephemerals and survives session expiry
 (kazoo reconnects with a new session); every watched subtree is re-read after
 each reconnect.
+
+Watches.  One persistent recursive watch per watched subtree (ZooKeeper 3.6+,
+re-armed after each reconnect), or re-armed one-shot watches on older
+servers: L{p2twisted.store._zkwatch}.
 """
 
 from kazoo.exceptions import (
@@ -47,6 +51,7 @@ from p2twisted.errors import (
 from p2twisted.store._zkclient import (
     ATTEMPTS, BACKEND, HEADER, MAX_REQUEST, STRUCTURAL_RACE, UNAVAILABLE, Bridge,
     connect, isEntry, noNode, owner, parent, parseURL, raced, stopClient, storeError)
+from p2twisted.store._zkpersistent import GONE, PersistentWatches
 from p2twisted.store._zktxn import Plan, mayCreate
 from p2twisted.store._zkwatch import FULL, Subtree, SubtreeWatch
 from p2twisted.store.common import (
@@ -62,6 +67,30 @@ log = Logger()
 _STRUCTURAL = ZnodeStat(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
+def _multiResult(made, plan, results):
+    """
+    @return: C{{path: (data, stat) or GONE}}, what a committed multi of
+        structural creates C{made} and then C{plan} left on each path it
+        changed; C{None} if it failed.  Every op of a multi has its zxid:
+        set_data's stat gives it (a plan that creates sets too).
+    """
+    if any(isinstance(r, Exception) for r in results):
+        return None
+    zxid = next((r.mzxid for r in results if hasattr(r, "mzxid")), None)
+    created = _STRUCTURAL._replace(czxid=zxid, mzxid=zxid, pzxid=zxid)
+    known = {p: (b"", created) for p in made}
+    for (method, args, _, _), result in zip(plan.zk, results[len(made):]):
+        if method == "create":
+            known[args[0]] = (args[1], created)
+        elif method == "set_data":
+            known[args[0]] = (args[1], result)
+        elif method == "delete":
+            known[args[0]] = GONE
+    if zxid is None:
+        known = {p: state for p, state in known.items() if state is GONE}
+    return known
+
+
 @implementer(IStore)
 class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
     """
@@ -69,6 +98,9 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
     """
 
     backend = BACKEND
+    #: Watch with ZooKeeper 3.6's persistent recursive watches when the
+    #: server has them; C{False} forces the one-shot watches of older ones.
+    persistentWatches = True
 
     def __init__(self, reactor, url, address, client, bridge):
         self.url = url
@@ -85,6 +117,7 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
         self._sessions = set()
         self._background = set()
         self._connected = True
+        self._persistent = PersistentWatches(bridge, client)
         client.add_listener(lambda state: bridge.call(self._stateChanged, state))
 
     @classmethod
@@ -471,7 +504,14 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
                 txn.create(p, b"", self._acl)
             for method, args, _, _ in plan.zk:
                 getattr(txn, method)(*args)
-            results = yield self._call(txn.commit_async())
+            changed = made + [args[0] for method, args, _, _ in plan.zk if method != "check"]
+            self._persistent.hold(changed)
+            try:
+                results = yield self._call(txn.commit_async())
+            except BaseException:
+                self._persistent.release(changed)
+                raise
+            self._persistent.release(changed, _multiResult(made, plan, results))
             failed = [n for n, r in enumerate(results) if isinstance(r, Exception)
                       and not isinstance(r, (RolledBackError, RuntimeInconsistency))]
             if not failed:
@@ -511,7 +551,8 @@ class ZooKeeperStore(CloseOnceMixin, WatchesMixin):
 
     def _newWatch(self, prefix, delivery):
         return SubtreeWatch(self._reactor, self._bridge, self._client, self._path(prefix),
-                            self._decode, delivery)
+                            self._decode, delivery,
+                            self._persistent if self.persistentWatches else None)
 
     def session(self, ttl):
         if self._closing is not None:
