@@ -39,7 +39,9 @@ directory (it holds C{supervise/lock}), so a second agent cannot duplicate it.
 A new pod's services are prepared while its artifacts install
 (L{RunitSupervisor.prepare}): the directory is written with a C{down} file and
 its runsv (and svlogd) started, so that the start after the install only
-removes C{down} and says C{up}.
+removes C{down} and says C{up}.  Such a directory is marked C{p2-prepared}
+until a start takes it up: one an agent left when it stopped during the
+install is removed by the next agent, and by C{unprepare}.
 
 No C{runsvdir} watches the service directory: one would try, once a second
 and forever, to start a second runsv for every directory the agent started
