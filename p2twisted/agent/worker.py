@@ -493,6 +493,9 @@ class PodWorker(TracedMachine):
             # changed it meanwhile.
             try:
                 if realityEntry is None:
+                    # (Created, not put: another writer's reality since the
+                    # read, maybe of a version this deploy took for absent,
+                    # fails this attempt; the next reads it.)
                     written = yield self._writeReality(self.store.create, realityKey, intent.raw)
                 else:
                     written = yield self._writeReality(self.store.cas, realityKey, intent.raw,
