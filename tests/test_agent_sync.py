@@ -58,6 +58,27 @@ class CountingStore(MemoryStore):
         while self.held:
             self.held.pop(0)[1].callback(None)
 
+    #: Whether deliveries of the watch of C{intent/n1} are held (as a
+    #: backend's may arrive late: read before a change, handed over after a
+    #: listing that saw it), and those held.
+    holdingDeliveries = False
+
+    def watch(self, prefix, callback):
+        self.heldDeliveries = []
+
+        def deliver(snapshot):
+            if not (self.holdingDeliveries and prefix == keys.intentNode("n1")):
+                return callback(snapshot)
+            d = defer.Deferred()
+            self.heldDeliveries.append(d)
+            return d.addCallback(lambda _: callback(snapshot))
+        return MemoryStore.watch(self, prefix, deliver)
+
+    def releaseDeliveries(self):
+        self.holdingDeliveries = False
+        while self.heldDeliveries:
+            self.heldDeliveries.pop(0).callback(None)
+
 
 for _name in ("get", "put", "cas", "create", "delete"):
     def _counted(self, key, *args, _name=_name, **kwargs):
@@ -168,6 +189,31 @@ class AgentSyncTests(unittest.TestCase):
         self.agentStore.release()
         self.assertEqual(len(self.deploys()), 1)
         self.assertIsNone(self.get(keys.reality("n1", "db")))
+        self.assertTrue(agent.converged())
+
+    def test_lateDeliveryOlderThanListing(self):
+        """
+        A delivery read before a change but handed over after a listing that
+        saw it (the watch's read of the next change still to come) is older
+        than what the agent acted on: a pod scheduled and unscheduled
+        meanwhile is not deployed, nor an upgrade undone.
+        """
+        self.schedule(V1)
+        agent = self.startAgent()
+        self.agentStore.holdingDeliveries = True
+        self.schedule(DB, V2)  # read by the watch, handed over late
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        V3 = V1.replace(b"app_1", b"app_3")
+        self.schedule(V3)
+        agent.resync()
+        self.assertEqual([c[1] for c in self.deploys()],
+                         [parseManifest(V1).sha(), parseManifest(V3).sha()])
+        self.agentStore.releaseDeliveries()
+        self.clock.advance(GRACE + 30)
+        self.assertEqual([c[1] for c in self.deploys()],
+                         [parseManifest(V1).sha(), parseManifest(V3).sha()])
+        self.assertIsNone(self.get(keys.reality("n1", "db")))
+        self.assertEqual(self.get(keys.reality("n1", "web")), V3)
         self.assertTrue(agent.converged())
 
     def test_realityDeletedBehindItsBack(self):

@@ -5,10 +5,15 @@ this node's intent and reality, each read from the store only when it must
 be.
 
   - Intent: the snapshot the intent watch delivered (L{IStore.watch}: the
-    subtree's latest state, latest wins, on every backend), unless a
-    listing started or ended since it was delivered (a resync's, which may
-    be newer: handed over after it, the delivery could take a pod scheduled
-    since for unscheduled); a resync lists it (the truth).
+    subtree's latest state, latest wins, on every backend), once the watch
+    has caught up with the last listing (a resync's: the truth).  A
+    delivery may have been read before a change a listing saw and handed
+    over after it (the watch learns of changes later than a read sees
+    them), so acted on it would undo what the listing did: deploy a pod
+    unscheduled since, or an older version.  So after a listing a delivery
+    is acted on only once one equal to it came (versions change on every
+    write, so equal snapshots are one state of the store, and every later
+    delivery is read after it); until then each is listed afresh.
   - Reality: as the agent last read it and wrote it since (it is reality's
     only writer for its node), listed again at a resync, at the first sync,
     after a new session, when the node marker went, came or changed (the
@@ -49,10 +54,12 @@ class NodeReads(object):
     def __init__(self, store, node):
         self.store = store
         self.node = node
-        #: The intent snapshot delivered last and not yet read, with the
-        #: count of listings started or answered when it came.
+        #: The intent snapshot delivered last and not yet read; the last
+        #: delivered and the last listed; whether the watch has caught up
+        #: with that listing (its deliveries are as new as it or newer).
         self._delivered = None
-        self._listings = 0
+        self._lastDelivered = self._lastListed = None
+        self._caughtUp = True
         #: C{{key: Entry}}: reality as last read or as written since, or
         #: C{None} until it is read again.
         self._reality = None
@@ -67,7 +74,9 @@ class NodeReads(object):
         The intent watch delivered C{snapshot}: the next L{read} that is not
         a resync takes it.
         """
-        self._delivered = (snapshot, self._listings)
+        self._delivered = self._lastDelivered = snapshot
+        if not self._caughtUp and snapshot == self._lastListed:
+            self._caughtUp = True
 
     def read(self, resync):
         """
@@ -79,8 +88,8 @@ class NodeReads(object):
         """
         delivered, self._delivered = self._delivered, None
         snapshot = None
-        if not resync and delivered is not None and delivered[1] == self._listings:
-            snapshot = delivered[0]
+        if not resync and delivered is not None and self._caughtUp:
+            snapshot = delivered
             entry = snapshot.get(keys.intentNode(self.node))
             if entry is None or markerIdentity(entry) != self._marker:
                 self.forgetReality()
@@ -128,10 +137,12 @@ class NodeReads(object):
 
     def _listIntent(self):
         def answered(result):
-            self._listings += 1
+            # A delivery during the listing may be older or newer than it:
+            # caught up only if they are the same state.
+            self._lastListed = result
+            self._caughtUp = result == self._lastDelivered
             return result
-        self._listings += 1
-        return self.store.list(keys.intentNode(self.node)).addBoth(answered)
+        return self.store.list(keys.intentNode(self.node)).addCallback(answered)
 
     def _readReality(self, resync):
         self.realityListed = resync or self._reality is None
