@@ -335,6 +335,24 @@ class AgentSyncTests(unittest.TestCase):
         self.assertEqual(status["pods"]["db"]["state"], "idle")
         self.assertTrue(status["converged"])
 
+    def test_agentStatusWrittenAtStop(self):
+        """
+        A change of the agent's status still waiting for its write when the
+        agent stops (a deploy just ended) is written before it goes: its
+        status does not say it is deploying until it is started again.
+        """
+        self.pods.deploy = _slow(self.pods.deploy, self)
+        self.schedule(V1)
+        agent = self.startAgent()
+        self.clock.advance(STATUS_INTERVAL)
+        key = keys.status("agents", "n1")
+        self.assertFalse(json.loads(self.get(key))["converged"])
+        self.slow.callback(None)
+        self.successResultOf(agent.stopService())
+        status = json.loads(self.get(key))
+        self.assertEqual(status["pods"]["web"]["state"], "idle")
+        self.assertTrue(status["converged"])
+
 
 def _slow(deploy, test):
     """
