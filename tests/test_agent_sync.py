@@ -216,6 +216,27 @@ class AgentSyncTests(unittest.TestCase):
         self.assertEqual(self.get(keys.reality("n1", "web")), V3)
         self.assertTrue(agent.converged())
 
+    def test_deliveryAfterResyncNotListed(self):
+        """
+        A resync that found intent as the watch last delivered it leaves the
+        agent acting on deliveries (no listing per change); one that found
+        a change the watch had not delivered yet, once the watch caught up.
+        """
+        self.schedule(V1)
+        agent = self.startAgent()
+        agent.resync()
+        lists = self.agentStore.count("list", keys.intentNode("n1"))
+        self.schedule(DB)
+        self.assertEqual(self.agentStore.count("list", keys.intentNode("n1")), lists)
+        self.agentStore.holdingDeliveries = True
+        self.schedule(V2)
+        agent.resync()
+        self.agentStore.releaseDeliveries()
+        lists = self.agentStore.count("list", keys.intentNode("n1"))
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.assertEqual(self.agentStore.count("list", keys.intentNode("n1")), lists)
+        self.assertTrue(agent.converged())
+
     def test_realityDeletedBehindItsBack(self):
         """
         Reality deleted by someone else while the pod runs is written again
