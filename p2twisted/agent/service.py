@@ -292,10 +292,11 @@ class AgentService(service.MultiService):
         for timer in (self._wake, self._statusTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        if self.store is not None and self.markerPresent is not None:
+        if self.markerPresent is not None and self.canAct():
             # A change not yet written (a deploy just ended) would be shown
             # until the agent is back: written now, if any, as the pods are
-            # (not as their stopped workers).
+            # (not as their stopped workers); not while the store is out of
+            # reach (the stop would wait for the write to time out).
             yield self._writeAgentStatusNow()
         yield defer.gatherResults([w.stop() for w in self.workers.values()])
         yield service.MultiService.stopService(self)
