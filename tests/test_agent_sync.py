@@ -18,9 +18,11 @@ from p2twisted.agent.crashloop import preservingWrite
 from p2twisted.agent.service import STATUS_INTERVAL, AgentService
 from p2twisted.agent.testing import FakePods
 from p2twisted.agent.worker import PodWorker
+from p2twisted.errors import StoreUnavailable
 from p2twisted.manifest import parseManifest
 from p2twisted.records import PodStatus
 from p2twisted.store import keys
+from p2twisted.store.common import Delete
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.test_agent_worker import V1, V2
 
@@ -45,8 +47,13 @@ class CountingStore(MemoryStore):
     def count(self, method, key):
         return self.ops[(method, key)]
 
+    #: Whether listings fail (the store out of reach).
+    failing = False
+
     def list(self, prefix):
         self.ops[("list", prefix)] += 1
+        if self.failing:
+            return defer.fail(StoreUnavailable(prefix, "memory", "out of reach"))
         if not self.holding:
             return MemoryStore.list(self, prefix)
         d = defer.Deferred()
@@ -236,6 +243,32 @@ class AgentSyncTests(unittest.TestCase):
         self.successResultOf(intent.unschedule(self.store, "n1", "db"))
         self.assertEqual(self.agentStore.count("list", keys.intentNode("n1")), lists)
         self.assertTrue(agent.converged())
+
+    def test_lateDeliveryAfterGraceRemovesNothing(self):
+        """
+        A removal is decided on intent listed once the grace has ended,
+        never on a delivery, which may have been read long before it
+        arrives: one still showing the marker, read before the marker went
+        within the grace and handed over after it (the resync at its end
+        failed; reality is listed again), removes nothing.
+        """
+        self.schedule(V1, DB)
+        agent = self.startAgent()
+        self.clock.advance(1)
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        self.clock.advance(GRACE - 1.5)
+        self.agentStore.holdingDeliveries = True
+        self.schedule(V2)  # read with the marker; handed over late
+        self.successResultOf(self.store.transaction([
+            Delete(keys.intent("n1", "web")), Delete(keys.intentNode("n1"))]))
+        self.agentStore.failing = True
+        self.clock.advance(2)  # the grace ends: the resync fails
+        self.agentStore.failing = False
+        self.agentStore.releaseDeliveries()
+        self.clock.advance(GRACE * 10)
+        self.assertEqual([c for c in self.pods.calls if c[0] == "remove"], [])
+        self.assertEqual(self.get(keys.reality("n1", "db")), DB)
+        self.assertIs(agent.markerPresent, False)
 
     def test_realityDeletedBehindItsBack(self):
         """

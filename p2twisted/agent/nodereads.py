@@ -20,8 +20,12 @@ be.
     store may have been wiped or restored), after a failed sync, and after
     a write that met someone else's change (the workers' writes all carry a
     version check: a stale copy is caught there, never acted on twice).
-    Without the marker it is not read at all: nothing is decided on it.  A
-    removal is decided only on reality as listed (L{realityListed}).
+    Without the marker it is not read at all: nothing is decided on it.
+
+A removal is decided only on intent and reality both listed by the sync
+(L{listed}), as of the listing: a delivery may have been read long before
+it arrives (before the marker went within the grace, say), and what the
+failsafe calls an orphan depends on reality.
 """
 
 from twisted.internet import defer
@@ -66,8 +70,9 @@ class NodeReads(object):
         self._realityWrites = 0
         #: The identity of the node marker the last sync acted on.
         self._marker = None
-        #: Whether the last L{read} listed reality (rather than remember it).
-        self.realityListed = False
+        #: Whether the last L{read} listed intent, and reality (rather than
+        #: take a delivery, remember it).
+        self.intentListed = self.realityListed = False
 
     def delivered(self, snapshot):
         """
@@ -88,6 +93,7 @@ class NodeReads(object):
         """
         delivered, self._delivered = self._delivered, None
         snapshot = None
+        self.intentListed = False
         if not resync and delivered is not None and self._caughtUp:
             snapshot = delivered
             entry = snapshot.get(keys.intentNode(self.node))
@@ -96,10 +102,19 @@ class NodeReads(object):
             if entry is None:
                 self.realityListed = False
                 return defer.succeed((snapshot, {}))
+        self.intentListed = snapshot is None
         d = defer.gatherResults(
             [self._listIntent() if snapshot is None else defer.succeed(snapshot),
              self._readReality(resync)], consumeErrors=True).addErrback(_firstError)
         return d.addCallback(tuple).addErrback(self._failed)
+
+    @property
+    def listed(self):
+        """
+        Whether the last L{read} listed both intent and reality: a removal
+        may be decided on it.
+        """
+        return self.intentListed and self.realityListed
 
     def synced(self, marker):
         """

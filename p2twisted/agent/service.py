@@ -419,10 +419,9 @@ class AgentService(service.MultiService):
         verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
                                                    set(self._orphans), now)
         remove = verdict.remove
-        if remove and not self._reads.realityListed:
-            # Removals are decided on reality as listed, not as remembered
-            # (what the failsafe calls an orphan depends on it): at once, by
-            # a resync.
+        if remove and not self._reads.listed:
+            # Removals are decided on intent and reality as listed, not as
+            # delivered or remembered (NodeReads): at once, by a resync.
             remove = frozenset()
             self._wakeAt(now)
         installed = remove & gone & set(self._onDisk)
