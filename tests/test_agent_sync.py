@@ -8,8 +8,10 @@ had listed both, converging when reality is changed behind its back.
 import collections
 import json
 import os
+import uuid
 
-from twisted.internet import defer, task
+from kazoo.client import KazooClient
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from p2twisted import intent
@@ -21,10 +23,13 @@ from p2twisted.agent.worker import PodWorker
 from p2twisted.errors import StoreUnavailable
 from p2twisted.manifest import parseManifest
 from p2twisted.records import PodStatus
-from p2twisted.store import keys
+from p2twisted.store import keys, openStore
 from p2twisted.store.common import Delete
 from p2twisted.store.memory import MemoryState, MemoryStore
+from tests.servers import requireServer
+from tests.store_contract import waitFor
 from tests.test_agent_worker import V1, V2
+from tests.zkserver import missing, sharedServer
 
 DB = V1.replace(b"id: web", b"id: db")
 GRACE = 10.0
@@ -471,3 +476,56 @@ class StatusWriteTests(unittest.TestCase):
             keys.intent("n1", "db"), DB)))
         record = PodStatus.fromEntry(other, self.successResultOf(self.store.get(other)))
         self.assertEqual((record.state, record.restarts), ("running", 3))
+
+
+class ZooKeeperSyncTests(unittest.TestCase):
+    """
+    The agent acting on deliveries and remembered reality on a real
+    ZooKeeper, through the loss of its session.
+    """
+
+    def setUp(self):
+        why = missing()
+        if why:
+            requireServer("ZooKeeper", why, install="apt-get install zookeeper")
+
+    @defer.inlineCallbacks
+    def test_sessionLossConverges(self):
+        """
+        After its session expired (its watch re-read in full, its presence
+        registered again), the agent converges on what changed meanwhile:
+        an upgrade, a new pod, and its reality deleted behind its back.
+        """
+        server = sharedServer()
+        url = "zk://%s/t%s?session_timeout=4" % (server.hosts, uuid.uuid4().hex)
+        store = yield openStore(url, reactor)
+        self.addCleanup(store.close)
+        agentStore = yield openStore(url, reactor)
+        pods = FakePods()
+        config = AgentConfig(node="n1", store=url, podRoot="/nonexistent",
+                             stateDir=os.path.abspath(self.mktemp()), resyncInterval=3600.0,
+                             sessionTTL=4.0, removalGrace=GRACE)
+        agent = AgentService(config, pods, reactor, store=agentStore)
+        yield intent.schedule(store, "n1", parseManifest(V1))
+        agent.startService()
+        self.addCleanup(lambda: agent.stopService() if agent.running else None)
+
+        def reality(pod, raw):
+            return store.get(keys.reality("n1", pod)).addCallback(
+                lambda e: e is not None and e.value == raw)
+        yield waitFor(lambda: reality("web", V1), what="web deployed")
+        oldSession = agentStore._client.client_id
+
+        def expire():
+            twin = KazooClient(hosts=server.hosts, client_id=oldSession)
+            twin.start(15)
+            twin.stop()
+            twin.close()
+        yield threads.deferToThread(expire)
+        yield store.delete(keys.reality("n1", "web"))
+        yield intent.schedule(store, "n1", parseManifest(V2))
+        yield intent.schedule(store, "n1", parseManifest(DB))
+        yield waitFor(lambda: reality("web", V2), what="web upgraded")
+        yield waitFor(lambda: reality("db", DB), what="db deployed")
+        yield waitFor(agent.converged, what="the agent converged")
+        self.assertNotEqual(agentStore._client.client_id, oldSession)
