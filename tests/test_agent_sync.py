@@ -275,6 +275,32 @@ class AgentSyncTests(unittest.TestCase):
         self.assertEqual(self.get(keys.reality("n1", "db")), DB)
         self.assertIs(agent.markerPresent, False)
 
+    def test_realityWriteOfUnknownOutcome(self):
+        """
+        A write of reality that failed with its outcome unknown (applied,
+        its answer lost) leaves the agent reading reality again, not taking
+        the pod for absent there: its upgrade is deployed once, over the
+        version running.
+        """
+        create = self.agentStore.create
+
+        def lost(key, value):
+            self.agentStore.create = create
+            d = create(key, value)
+            return d.addCallback(lambda _: defer.fail(StoreUnavailable(key, "memory", "lost")))
+        self.agentStore.create = lost
+        self.schedule(V1)
+        agent = self.startAgent()
+        self.assertEqual(self.get(keys.reality("n1", "web")), V1)
+        self.clock.advance(2.5)  # the worker's retry finds it there
+        self.assertTrue(agent.converged())
+        self.schedule(V2)
+        self.clock.advance(2.5)
+        self.assertEqual(self.deploys(), [("deploy", parseManifest(V1).sha(), None),
+                                          ("deploy", parseManifest(V2).sha(),
+                                           parseManifest(V1).sha())])
+        self.assertEqual(self.get(keys.reality("n1", "web")), V2)
+
     def test_realityDeletedBehindItsBack(self):
         """
         Reality deleted by someone else while the pod runs is written again

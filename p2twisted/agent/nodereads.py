@@ -33,8 +33,8 @@ from twisted.internet import defer
 from p2twisted.records import markerIdentity
 from p2twisted.store import keys
 
-#: Told to L{NodeReads.realityChanged} when a write of reality met
-#: another's change.
+#: Told to L{NodeReads.realityChanged} when a write of reality failed (it
+#: met another's change, or its outcome is unknown).
 STALE = object()
 
 
@@ -127,7 +127,8 @@ class NodeReads(object):
         """
         A worker (or an adoption) wrote reality at C{key}: C{entry} is the
         new L{Entry}, C{None} when it deleted it, or L{STALE} when its write
-        met someone else's change (then reality is read again).
+        failed (met someone else's change, or may have been applied: then
+        reality is read again).
         """
         self._realityWrites += 1
         if entry is STALE:

@@ -47,7 +47,7 @@ from twisted.logger import Logger
 from p2twisted.agent import crashloop
 from p2twisted.agent.nodereads import STALE
 from p2twisted.auth.gate import AuthGate
-from p2twisted.errors import KeyExists, ManifestError, P2Error, StoreError, VersionConflict
+from p2twisted.errors import ManifestError, P2Error, StoreError
 from p2twisted.manifest import parseManifest
 from p2twisted.metrics import AgentMetrics
 from p2twisted.records import PodStatus
@@ -105,7 +105,8 @@ class PodWorker(TracedMachine):
         run once per refusal (the C{after_auth_fail} hooks), or C{None}.
     @param realityChanged: C{callable(key, entry)} told of each write of
         reality: the new L{Entry}, C{None} once deleted, or L{STALE} when
-        the write met someone else's change (and failed); or C{None}.
+        the write failed (someone else's change, or an outcome unknown);
+        or C{None}.
     """
 
     _machine = MethodicalMachine()
@@ -524,16 +525,16 @@ class PodWorker(TracedMachine):
 
     def _writeReality(self, write, key, *args):
         """
-        C{write(key, *args)}, telling C{realityChanged} when it met another's
-        change (L{VersionConflict}, L{KeyExists}).
+        C{write(key, *args)}, telling C{realityChanged} when it failed: it
+        met another's change (L{VersionConflict}, L{KeyExists}), or its
+        outcome is unknown (an outage: it may have been applied).
 
         @return: L{Deferred} firing with what C{write} fired with.
         """
-        def conflict(f):
-            f.trap(VersionConflict, KeyExists)
+        def failed(f):
             self._realityChanged(key, STALE)
             return f
-        return defer.maybeDeferred(write, key, *args).addErrback(conflict)
+        return defer.maybeDeferred(write, key, *args).addErrback(failed)
 
     @defer.inlineCallbacks
     def _authorize(self, intentEntry, intent):
