@@ -18,8 +18,9 @@ be.
     only writer for its node), listed again at a resync, at the first sync,
     after a new session, when the node marker went, came or changed (the
     store may have been wiped or restored), after a failed sync, and after
-    a write that met someone else's change (the workers' writes all carry a
-    version check: a stale copy is caught there, never acted on twice).
+    a write that failed (it met someone else's change, or may have been
+    applied: the workers' writes all carry a version check, so a stale copy
+    is caught there, never acted on twice).
     Without the marker it is not read at all: nothing is decided on it.
 
 A removal is decided only on intent and reality both listed by the sync

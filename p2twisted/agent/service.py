@@ -356,8 +356,12 @@ class AgentService(service.MultiService):
             snapshot, reality = yield self._reads.read(resync)
             yield self._converge(snapshot, reality, readAt, resync=resync)
         except StoreError as e:
+            # (Reality read again next time: an adoption's write may have
+            # been applied.)
+            self._reads.forgetReality()
             log.warn("sync failed: {error}", error=str(e), node=self.node)
         except Exception:
+            self._reads.forgetReality()
             log.failure("sync failed", node=self.node)
 
     def _confirmationChanged(self, snapshot):
