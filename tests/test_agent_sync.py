@@ -369,6 +369,28 @@ class AgentSyncTests(unittest.TestCase):
         removals = json.loads(self.get(keys.status("agents", "n1")))["removals"]
         self.assertEqual((removals["state"], removals["orphans"]), ("held", ["db"]))
 
+    def test_removalSeesOrphansFoundThen(self):
+        """
+        A removal falling due at a sync that listed reality (after a new
+        session) is still decided by a resync, which looks for the pods on
+        disk again: one there in neither intent nor reality is an orphan,
+        and the removal waits for a confirmation.
+        """
+        self.schedule(V1, DB)
+        agent = self.startAgent()
+        self.pods.onDisk = {"web": V1, "db": DB, "x": V1.replace(b"id: web", b"id: x")}
+        self.successResultOf(intent.unschedule(self.store, "n1", "db"))
+        agent._wake.cancel()  # the delivery comes first
+        self.clock.advance(GRACE + 1)
+        self.successResultOf(agent.presence.session.close())
+        self.clock.advance(1)
+        self.assertTrue(agent.canAct())
+        self.schedule(V2)
+        self.clock.advance(STATUS_INTERVAL)
+        self.assertEqual([c for c in self.pods.calls if c[0] == "remove"], [])
+        removals = json.loads(self.get(keys.status("agents", "n1")))["removals"]
+        self.assertEqual((removals["state"], removals["orphans"]), ("held", ["x"]))
+
     def test_newSessionReadsReality(self):
         """
         After a new session (the agent was away), reality is listed again.

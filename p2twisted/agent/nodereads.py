@@ -23,10 +23,10 @@ be.
     is caught there, never acted on twice).
     Without the marker it is not read at all: nothing is decided on it.
 
-A removal is decided only on intent and reality both listed by the sync
-(L{listed}), as of the listing: a delivery may have been read long before
-it arrives (before the marker went within the grace, say), and what the
-failsafe calls an orphan depends on reality.
+A removal is decided only by a resync (the agent's), on intent and reality
+as listed: a delivery may have been read long before it arrives (before
+the marker went within the grace, say), and what the failsafe calls an
+orphan depends on reality.
 """
 
 from twisted.internet import defer
@@ -71,9 +71,6 @@ class NodeReads(object):
         self._realityWrites = 0
         #: The identity of the node marker the last sync acted on.
         self._marker = None
-        #: Whether the last L{read} listed intent, and reality (rather than
-        #: take a delivery, remember it).
-        self.intentListed = self.realityListed = False
 
     def delivered(self, snapshot):
         """
@@ -94,28 +91,17 @@ class NodeReads(object):
         """
         delivered, self._delivered = self._delivered, None
         snapshot = None
-        self.intentListed = False
         if not resync and delivered is not None and self._caughtUp:
             snapshot = delivered
             entry = snapshot.get(keys.intentNode(self.node))
             if entry is None or markerIdentity(entry) != self._marker:
                 self.forgetReality()
             if entry is None:
-                self.realityListed = False
                 return defer.succeed((snapshot, {}))
-        self.intentListed = snapshot is None
         d = defer.gatherResults(
             [self._listIntent() if snapshot is None else defer.succeed(snapshot),
              self._readReality(resync)], consumeErrors=True).addErrback(_firstError)
         return d.addCallback(tuple).addErrback(self._failed)
-
-    @property
-    def listed(self):
-        """
-        Whether the last L{read} listed both intent and reality: a removal
-        may be decided on it.
-        """
-        return self.intentListed and self.realityListed
 
     def synced(self, marker):
         """
@@ -162,8 +148,7 @@ class NodeReads(object):
         return self.store.list(keys.intentNode(self.node)).addCallback(answered)
 
     def _readReality(self, resync):
-        self.realityListed = resync or self._reality is None
-        if not self.realityListed:
+        if not resync and self._reality is not None:
             return defer.succeed(dict(self._reality))
         writes = self._realityWrites
 

@@ -423,9 +423,10 @@ class AgentService(service.MultiService):
         verdict, confirmation = yield self._decide(marker, set(intents), realPods | gone,
                                                    set(self._orphans), now)
         remove = verdict.remove
-        if remove and not self._reads.listed:
-            # Removals are decided on intent and reality as listed, not as
-            # delivered or remembered (NodeReads): at once, by a resync.
+        if remove and not resync:
+            # Removals are decided by a resync: on intent and reality as
+            # listed, not as delivered or remembered (NodeReads), and on the
+            # pods on disk as found then (the orphans): at once.
             remove = frozenset()
             self._wakeAt(now)
         installed = remove & gone & set(self._onDisk)
