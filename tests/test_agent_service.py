@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from p2twisted import intent
 from p2twisted.agent.config import AgentConfig
-from p2twisted.agent.service import STATUS_INTERVAL, AgentService
+from p2twisted.agent.service import AgentService
 from p2twisted.agent.web import StatusResource
 from p2twisted.cli.node import confirmNode
 from p2twisted.errors import AgentError, StoreUnavailable
@@ -31,14 +31,24 @@ DB = V1.replace(b"id: web", b"id: db")
 GRACE = 10.0
 
 
+def flushAgentStatus(clock):
+    """
+    Advance C{clock} to the agents' pending writes of their status, if any
+    (L{p2twisted.agent.service.STATUS_INTERVAL} after a change at most).
+    """
+    for call in sorted(clock.getDelayedCalls(), key=lambda c: c.getTime()):
+        if getattr(call.func, "__func__", None) is AgentService._writeAgentStatusNow:
+            clock.advance(max(0.0, call.getTime() - clock.seconds()))
+
+
 class AgentServiceTests(unittest.TestCase):
 
     def view(self):
         """
         @return: the L{Snapshot} C{p2 inspect} and C{p2 status} read
-            (once the agent's status is written: L{STATUS_INTERVAL}).
+            (once the agent's status is written).
         """
-        self.clock.advance(STATUS_INTERVAL)
+        flushAgentStatus(self.clock)
         return self.successResultOf(readPods(self.store))
 
     def setUp(self):
@@ -214,7 +224,7 @@ class AgentServiceTests(unittest.TestCase):
     # -- the failsafe: grace, new marker, confirmation ---------------------------
 
     def removals(self, node="n1"):
-        self.clock.advance(STATUS_INTERVAL)  # the agent's status written
+        flushAgentStatus(self.clock)
         return json.loads(self.get(keys.status("agents", node)))["removals"]
 
     def schedulePods(self, *raws):
@@ -598,7 +608,6 @@ class AgentServiceTests(unittest.TestCase):
         self.assertIsNone(self.get(keys.status("pods", "n1", "garb3")))
         self.clock.advance(30)
         self.assertEqual(sorted(agent.statusRecord()["pods"]), ["web"])
-        self.clock.advance(STATUS_INTERVAL)
         self.assertEqual(sorted(json.loads(self.get(keys.status("agents", "n1")))["pods"]),
                          ["web"])
         self.assertEqual([c[0] for c in self.pods.calls], ["deploy"])
@@ -693,7 +702,7 @@ class StatusErrorTests(unittest.TestCase):
                              stateDir=self.mktemp(), resyncInterval=30.0, sessionTTL=10.0)
         agent = AgentService(config, FakePods(), clock, store=BrokenStore(clock=clock))
         agent.startService()
-        clock.advance(STATUS_INTERVAL)
+        flushAgentStatus(clock)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
         self.successResultOf(agent.stopService())  # tries once more, not written
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)

@@ -28,6 +28,7 @@ from p2twisted.store.common import Delete
 from p2twisted.store.memory import MemoryState, MemoryStore
 from tests.servers import requireServer
 from tests.store_contract import waitFor
+from tests.test_agent_service import flushAgentStatus
 from tests.test_agent_worker import V1, V2
 from tests.zkserver import missing, sharedServer
 
@@ -168,7 +169,7 @@ class AgentSyncTests(unittest.TestCase):
             change(otherStore)
             listing.resync()
             self.assertEqual(self.pods.calls, otherPods.calls)
-            self.clock.advance(STATUS_INTERVAL)
+            flushAgentStatus(self.clock)
             self.assertEqual(json.loads(self.get(keys.status("agents", "n1")))["removals"],
                              json.loads(self.successResultOf(otherStore.get(
                                  keys.status("agents", "n1"))).value)["removals"])
@@ -364,7 +365,7 @@ class AgentSyncTests(unittest.TestCase):
         agent._wake.cancel()  # the delivery comes first
         self.clock.advance(GRACE + 1)
         self.schedule(V2)
-        self.clock.advance(STATUS_INTERVAL)
+        flushAgentStatus(self.clock)
         self.assertEqual([c for c in self.pods.calls if c[0] == "remove"], [])
         removals = json.loads(self.get(keys.status("agents", "n1")))["removals"]
         self.assertEqual((removals["state"], removals["orphans"]), ("held", ["db"]))
@@ -406,23 +407,22 @@ class AgentSyncTests(unittest.TestCase):
 
     def test_agentStatusWrittenWhenChanged(self):
         """
-        C{status/agents/<node>} is written when what it says changes and at
-        every resync (its C{last_sync}), not at every intent delivery; the
-        changes of a burst of syncs, and the deploys they started, are
-        written together L{STATUS_INTERVAL} after the first.
+        C{status/agents/<node>} is written at every resync (its
+        C{last_sync}), before the resync's L{Deferred} fires; after an
+        intent delivery, only when what it says changed, with the other
+        changes of a burst of syncs and the deploys they started,
+        L{STATUS_INTERVAL} after the first.
         """
         DB2 = V1.replace(b"id: web", b"id: db2")
         self.schedule(V1)
         agent = self.startAgent()
-        self.clock.advance(STATUS_INTERVAL)
+        flushAgentStatus(self.clock)
         key = keys.status("agents", "n1")
         written = self.agentStore.count("put", key)
         agent._intentChanged(self.successResultOf(self.store.list(keys.intentNode("n1"))))
         self.clock.advance(STATUS_INTERVAL)
         self.assertEqual(self.agentStore.count("put", key), written)
-        self.clock.advance(30)
-        self.assertEqual(self.agentStore.count("put", key), written)
-        self.clock.advance(STATUS_INTERVAL)
+        self.successResultOf(agent.resync())
         self.assertEqual(self.agentStore.count("put", key), written + 1)
         self.pods.deploy = _slow(self.pods.deploy, self)
         self.schedule(DB)

@@ -167,10 +167,8 @@ class AgentService(service.MultiService):
         #: What the syncs read (the store is set when opened).
         self._reads = NodeReads(store, self.node)
         #: The last agent status written (or being written), C{last_sync}
-        #: aside; whether the next write is due even if it is the same; its
-        #: timer.
+        #: aside; the timer of the next.
         self._statusWritten = None
-        self._statusForced = False
         self._statusTimer = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -389,7 +387,7 @@ class AgentService(service.MultiService):
             self._holdSince = None
             self._verdict = failsafe.decide(None, self._lastSeen, {}, now, 0)
             self._wakeAt(None)
-            self._writeAgentStatus(resync)
+            yield self._writeAgentStatus(resync)
             return
         self.markerPresent = True
         marker = markerIdentity(snapshot[markerKey])
@@ -456,7 +454,7 @@ class AgentService(service.MultiService):
                 # up to a tick later; the agent's status says so too.
                 worker.whenIdle().addCallback(lambda _: self._settledNow())
         self.lastSync = time.time()
-        self._writeAgentStatus(resync)
+        yield self._writeAgentStatus(resync)
 
     def _settledNow(self):
         """
@@ -669,18 +667,26 @@ class AgentService(service.MultiService):
 
     def _writeAgentStatus(self, resync=True):
         """
-        Write C{status/agents/<node>} L{STATUS_INTERVAL} from now, as it is
-        then (what is asked meanwhile is written with it): if it is a resync
-        (which keeps its C{last_sync} fresh), or anything else in it changed.
+        Write C{status/agents/<node>}: at once at a resync (which keeps its
+        C{last_sync} fresh); otherwise L{STATUS_INTERVAL} from now, as it is
+        then (what is asked meanwhile is written with it), if anything in it
+        changed.
+
+        @return: L{Deferred} firing when written (at a resync) or when the
+            write is scheduled.
         """
-        self._statusForced = self._statusForced or resync
+        if resync:
+            return self._writeAgentStatusNow(forced=True)
         if self._statusTimer is None and self.running:
             self._statusTimer = self.reactor.callLater(STATUS_INTERVAL,
                                                        self._writeAgentStatusNow)
+        return defer.succeed(None)
 
-    def _writeAgentStatusNow(self):
-        self._statusTimer = None
-        forced, self._statusForced = self._statusForced, False
+    def _writeAgentStatusNow(self, forced=False):
+        if self._statusTimer is not None:
+            if self._statusTimer.active():
+                self._statusTimer.cancel()
+            self._statusTimer = None
         status = self.statusRecord()
         same = dict(status, last_sync=None)
         if not forced and same == self._statusWritten:
