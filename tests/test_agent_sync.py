@@ -10,8 +10,7 @@ import json
 import os
 import uuid
 
-from kazoo.client import KazooClient
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from p2twisted import intent
@@ -30,7 +29,7 @@ from tests.servers import requireServer
 from tests.store_contract import waitFor
 from tests.test_agent_service import flushAgentStatus
 from tests.test_agent_worker import V1, V2
-from tests.zkserver import missing, sharedServer
+from tests.zkserver import expireSession, missing, sharedServer
 
 DB = V1.replace(b"id: web", b"id: db")
 GRACE = 10.0
@@ -563,13 +562,7 @@ class ZooKeeperSyncTests(unittest.TestCase):
                 lambda e: e is not None and e.value == raw)
         yield waitFor(lambda: reality("web", V1), what="web deployed")
         oldSession = agentStore._client.client_id
-
-        def expire():
-            twin = KazooClient(hosts=server.hosts, client_id=oldSession)
-            twin.start(15)
-            twin.stop()
-            twin.close()
-        yield threads.deferToThread(expire)
+        yield expireSession(server.hosts, oldSession)
         yield store.delete(keys.reality("n1", "web"))
         yield intent.schedule(store, "n1", parseManifest(V2))
         yield intent.schedule(store, "n1", parseManifest(DB))

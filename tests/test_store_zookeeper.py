@@ -21,7 +21,7 @@ from p2twisted.store.common import MAX_VALUE, Check, Create, Delete, Put
 from p2twisted.store.zookeeper import HEADER, ZooKeeperStore, parseURL
 from tests.store_contract import CrossProcessLockMixin, Recorder, StoreContractMixin, waitFor
 from tests.servers import MissingServer, failOnStoreWarnings, requireServer
-from tests.zkserver import ZooKeeperServer, freePort, missing, sharedServer
+from tests.zkserver import ZooKeeperServer, expireSession, freePort, missing, sharedServer
 
 
 class ServerMixin(object):
@@ -484,15 +484,7 @@ class ZooKeeperFailureTests(unittest.TestCase):
         yield store.put("e/a", b"1")
         yield rec.waitForValues({"e/a": b"1"})
         oldSession = store._client.client_id
-
-        def expire():
-            # The recipe for expiring a session: close it from a second
-            # client that borrowed its id and password.
-            twin = KazooClient(hosts=server.hosts, client_id=oldSession)
-            twin.start(15)
-            twin.stop()
-            twin.close()
-        yield threads.deferToThread(expire)
+        yield expireSession(server.hosts, oldSession)
         other = yield openStore(url, reactor)
         self.addCleanup(other.close)
         yield other.put("e/b", b"2")

@@ -135,3 +135,22 @@ def sharedServer():
         use and destroyed at exit (L{tests.servers.sharedServer}).
     """
     return servers.sharedServer(ZooKeeperServer, "ZooKeeper", missing(), INSTALL)
+
+
+def expireSession(hosts, clientId):
+    """
+    Expire the session C{clientId} (a kazoo C{client_id}) the way ZooKeeper
+    does it: close it from a second client that borrowed its id and
+    password.
+
+    @return: L{Deferred} firing once it is closed.
+    """
+    from kazoo.client import KazooClient
+    from twisted.internet import threads
+
+    def expire():
+        twin = KazooClient(hosts=hosts, client_id=clientId)
+        twin.start(15)
+        twin.stop()
+        twin.close()
+    return threads.deferToThread(expire)
