@@ -346,6 +346,49 @@ class WatchTestsMixin(ServerMixin):
         yield waitFor(lambda: store._connected, what="the reconnection")
         yield self.settled(store, rec, other)
 
+    @defer.inlineCallbacks
+    def test_reconnectDuringFirstRead(self):
+        """
+        A connection that drops while a watch makes its first read: the
+        watch ends as the server, and reports changes after.
+        """
+        self.expectWarnings = True
+        store = yield self.store()
+        other = yield self.store()
+        for i in range(20):
+            yield other.put("i/%d/k" % (i,), b"%d" % (i,))
+        rec = self.watch(store, "i")
+        rec.prefix = "i"
+        yield self.dropConnection(store)
+        yield other.put("i/late", b"1")
+        yield self.settled(store, rec, other)
+        yield other.delete("i/late")
+        yield self.settled(store, rec, other)
+
+    @defer.inlineCallbacks
+    def test_cancelWhileDisconnected(self):
+        """
+        A watch cancelled while the connection is down, and another of the
+        same subtree started at once: the other works after the
+        reconnection, and nothing fails.
+        """
+        self.expectWarnings = True
+        store = yield self.store()
+        other = yield self.store()
+        first = Recorder()
+        w = store.watch("q", first)
+        yield other.put("q/a", b"1")
+        yield first.waitForValues({"q/a": b"1"})
+        reconnected = self.dropConnection(store)
+        w.cancel()
+        rec = self.watch(store, "q")
+        rec.prefix = "q"
+        yield reconnected
+        yield rec.waitForValues({"q/a": b"1"})
+        yield other.put("q/b", b"2")
+        yield rec.waitForValues({"q/a": b"1", "q/b": b"2"})
+        yield self.settled(store, rec, other)
+
 
 class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
     """
