@@ -57,6 +57,7 @@ class WatchTestsMixin(ServerMixin):
 
     def watch(self, store, prefix):
         rec = Recorder()
+        rec.prefix = prefix
         w = store.watch(prefix, rec)
         self.addCleanup(w.cancel)
         return rec
@@ -271,7 +272,6 @@ class WatchTestsMixin(ServerMixin):
         store = yield self.store()
         other = yield self.store()
         rec = self.watch(store, "e")
-        rec.prefix = "e"
         yield other.put("e/a", b"1")
         yield rec.waitForValues({"e/a": b"1"})
         oldSession = store._client.client_id
@@ -306,7 +306,6 @@ class WatchTestsMixin(ServerMixin):
         other = yield self.store()
         raw = yield self.raw()
         rec = self.watch(store, "f")
-        rec.prefix = "f"
         written = yield store.put("f/a", b"0")
         yield store.put("f/b", b"0")
         yield rec.waitForValues({"f/a": b"0", "f/b": b"0"})
@@ -329,7 +328,6 @@ class WatchTestsMixin(ServerMixin):
         other = yield self.store()
         raw = yield self.raw()
         rec = self.watch(store, "l")
-        rec.prefix = "l"
         yield store.put("l/a", b"0")
         yield rec.waitForValues({"l/a": b"0"})
         dropped = []
@@ -358,7 +356,6 @@ class WatchTestsMixin(ServerMixin):
         for i in range(20):
             yield other.put("i/%d/k" % (i,), b"%d" % (i,))
         rec = self.watch(store, "i")
-        rec.prefix = "i"
         yield self.dropConnection(store)
         yield other.put("i/late", b"1")
         yield self.settled(store, rec, other)
@@ -382,7 +379,6 @@ class WatchTestsMixin(ServerMixin):
         reconnected = self.dropConnection(store)
         w.cancel()
         rec = self.watch(store, "q")
-        rec.prefix = "q"
         yield reconnected
         yield rec.waitForValues({"q/a": b"1"})
         yield other.put("q/b", b"2")
@@ -497,7 +493,6 @@ class PersistentWatchTests(WatchTestsMixin, unittest.TestCase):
         store = yield self.store()
         other = yield self.store()
         rec = self.watch(store, "s")
-        rec.prefix = "s"
         yield other.put("s/p", b"1")
         yield rec.waitForValues({"s/p": b"1"})
         registry = store._persistent
