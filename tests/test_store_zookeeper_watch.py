@@ -157,7 +157,8 @@ class WatchTestsMixin(ServerMixin):
         """
         A subtree deleted from below (children first, as ZooKeeper must),
         then the watched top itself, vanishes from the watch; the top created
-        again is watched again.
+        again is watched again, and is an entry of the watch once it has a
+        value, as in a listing.
         """
         store = yield self.store()
         rec = self.watch(store, "d")
@@ -173,7 +174,9 @@ class WatchTestsMixin(ServerMixin):
                                     makepath=True)
         yield rec.waitForValues({"d/z/1": b"1"})
         yield threads.deferToThread(raw.set, self.rawPath("d"), HEADER + b"top")
-        yield rec.waitForValues({"d/z/1": b"1"})
+        # The top is an entry now, in the watch as in a listing.
+        yield rec.waitForValues({"d": b"top", "d/z/1": b"1"})
+        self.assertEqual(rec.last, (yield store.list("d")))
         top = self.watch(store, "d/z/1")
         yield top.waitForValues({"d/z/1": b"1"})
 
