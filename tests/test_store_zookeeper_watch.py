@@ -80,16 +80,22 @@ class WatchTestsMixin(ServerMixin):
         self.addCleanup(setattr, store._client, "_call", call)
         return sent
 
-    @defer.inlineCallbacks
     def dropConnection(self, store):
         """
         Drop the store client's connection (kazoo reconnects with the same
         session) and wait for the reconnection.
         """
+        reconnected = self.reconnection(store)
+        store._client._call(_CONNECTION_DROP, store._client.handler.async_result())
+        return reconnected
+
+    @defer.inlineCallbacks
+    def reconnection(self, store):
+        """
+        Wait for the store client's next disconnection and reconnection.
+        """
         states = []
-        client = store._client
-        client.add_listener(lambda state: states.append(state) and False)
-        client._call(_CONNECTION_DROP, client.handler.async_result())
+        store._client.add_listener(lambda state: states.append(state) and False)
         yield waitFor(lambda: KazooState.SUSPENDED in states
                       and states[-1] == KazooState.CONNECTED, what="a reconnection")
         yield waitFor(lambda: store._connected, what="the store to see it")
@@ -342,9 +348,10 @@ class WatchTestsMixin(ServerMixin):
         self.onTransaction(store,
                            before=lambda: raw.set(self.rawPath("l/a"), HEADER + b"other"),
                            after=drop)
+        reconnected = self.reconnection(store)
         yield store.transaction([Put("l/a", b"own"), Put("l/b", b"own")]).addErrback(
             lambda f: f.trap(StoreUnavailable))
-        yield waitFor(lambda: store._connected, what="the reconnection")
+        yield reconnected
         yield self.settled(store, rec, other)
 
     @defer.inlineCallbacks
