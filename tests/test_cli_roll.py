@@ -234,7 +234,7 @@ class FollowTests(unittest.TestCase):
         once new pods have turned healthy; the end is a line of its own.
         """
         clock, store, planner, old, roll, out, d = self.follow(2, 1, FakeTerminal())
-        self.assertIn("\r\x1b[Krolling: old v1 0/2", out.getvalue())
+        self.assertIn("\r\x1b[Jrolling: old v1 0/2", out.getvalue())
         self.assertIn("ETA -", out.getvalue())
         # The new RC gets one healthy pod within 10 s.
         new = ReplicationController(roll.new_rc, POD % (2,), 1)
@@ -251,8 +251,34 @@ class FollowTests(unittest.TestCase):
         self.successResultOf(store.delete(keys.roll(roll.id)))
         clock.advance(rollcli.INTERVAL)
         self.assertEqual(self.successResultOf(d), 0)
-        self.assertTrue(out.getvalue().endswith("\r\x1b[Kroll %s ended\n" % (roll.id,)))
+        self.assertTrue(out.getvalue().endswith("\x1b[Jroll %s ended\n" % (roll.id,)))
         self.assertNotIn("\n", out.getvalue()[:-1])
+
+    def test_narrowTerminal(self):
+        """
+        On a terminal narrower than the line (the farm's reason makes it
+        some 250 characters), each rewrite goes back up the rows the last
+        line wrapped onto, so the line stays one and is never cut.
+        """
+        import os
+        import re
+        import shutil
+        self.patch(shutil, "get_terminal_size", lambda *a: os.terminal_size((40, 24)))
+        clock, store, planner, old, roll, out, d = self.follow(2, 1, FakeTerminal())
+        first = out.getvalue()
+        new = ReplicationController(roll.new_rc, POD % (2,), 1)
+        self.successResultOf(store.put(new.key, new.toBytes()))
+        self.newPod(store, new, "n1", "passing")
+        clock.advance(10)
+        rows = -(-len(first.rsplit("\x1b[J", 1)[-1]) // 40)
+        self.assertGreater(rows, 1)
+        rewrite = out.getvalue()[len(first):]
+        self.assertTrue(rewrite.startswith("\r\x1b[%dA\x1b[J" % (rows - 1,)), repr(rewrite[:20]))
+        self.assertIn("new %s 1/1 (1 healthy) of 2" % (roll.new_rc,), rewrite)
+        self.successResultOf(store.delete(keys.roll(roll.id)))
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertIsNone(re.search("\n.", out.getvalue()))
 
     def test_notTerminalNoLinePerTick(self):
         """
