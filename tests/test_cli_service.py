@@ -74,6 +74,18 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertTrue(line.endswith("(required)"), line)
 
     @defer.inlineCallbacks
+    def test_describeColumns(self):
+        """
+        The options' types and help start in one column, also after a flag
+        longer than the others (C{command}'s C{--status-path}).
+        """
+        out = yield self.succeed("describe", "command")
+        lines = out.split("options:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        self.assertIn("--status-path VALUE", out)
+        self.assertEqual(len({line.index(" str ") if " str " in line else line.index(" int ")
+                              for line in lines}), 1, out)
+
+    @defer.inlineCallbacks
     def test_unknownTemplate(self):
         line, code = yield self.p2Fails("describe", "plone4")
         self.assertIn("known templates: command, python, static", line)
