@@ -173,7 +173,8 @@ class Rate(object):
         """
         @return: seconds until every new pod is healthy, or C{None}: the pace
             from the first look to the latest new healthy pod, counted down
-            from that pod (so it does not grow while the roll waits).
+            from that pod (so it does not grow while the roll waits), and
+            while pods are left at least the roll's C{roll_delay} after it.
         """
         if not info["new"] or info["state"] != "rolling":
             return None
@@ -186,7 +187,12 @@ class Rate(object):
         (then, before), (at, count) = self.first, self.latest
         if count <= before or at <= then:
             return None
-        finish = at + max(info["desired"] - count, 0) * (at - then) / (count - before)
+        left = max(info["desired"] - count, 0)
+        finish = at + left * (at - then) / (count - before)
+        if left and info.get("roll_delay"):
+            # The next batch waits roll_delay once it could go: the pace of
+            # batches that went without it (the first) would say 0s meanwhile.
+            finish = max(finish, at + info["roll_delay"])
         return max(finish - now, 0)
 
 
