@@ -257,10 +257,10 @@ class IPlanner(Interface):
             fails with the store's error (L{VersionConflict} when the fence
             or a version guard failed, L{KeyExists} when something the plan
             meant to create appeared) at the first transaction that fails;
-            the first transaction, if it holds the plan's record updates,
-            is applied before the others, which may be applied several at once:
-            the error's C{applied} attribute holds the changes of those that
-            were applied (so they can be audited).
+            the first transaction, if it holds the plan's record updates or
+            its own events, is applied before the others, which may be
+            applied several at once: the error's C{applied} attribute holds
+            the changes of those that were applied (so they can be audited).
         """
 
 
@@ -274,9 +274,9 @@ WINDOW = 8
 class Planner(object):
     """
     The L{IPlanner} of a store: the first transaction of a plan alone when
-    it holds the plan's record updates, then the others up to C{window} at
-    once (each begins with the fence, so a stale plan fails in each); after
-    a failure, none is started.
+    it holds the plan's record updates or its own events, then the others
+    up to C{window} at once (each begins with the fence, so a stale plan
+    fails in each); after a failure, none is started.
     """
 
     def __init__(self, store, window=WINDOW):
@@ -308,7 +308,10 @@ class Planner(object):
         if not batched:
             return []
         first = []
-        if any(isinstance(c, UpdateRecord) for c in batched[0][0]):
+        # The first transaction goes alone when a failure of it must leave
+        # the rest unapplied: it updates the records (the rest follows from
+        # them), or it carries the plan's own audit events.
+        if plan.events or any(isinstance(c, UpdateRecord) for c in batched[0][0]):
             first = outcome([(yield one(*batched[0]))])
             batched = batched[1:]
         slots = defer.DeferredSemaphore(self.window)
