@@ -177,6 +177,25 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     also by counting healthy pods in sets, not lists).  The roll now moves
     the pods that turn healthy as they do (20-60 steps, not 10-20).
 
+    session 6, the agents' store traffic (ZooKeeper, 1,000; main and this
+    branch in turn, load 3-5):
+                 requests/pod  CPU s orch / agents / ZK   health   roll
+      before:    32.8, 31.6    2.0-2.2 / 11.0-11.6 / 5.0-6.2   10.4-11.7  9.1-10.2
+      after:     27.1, 22.2    1.7-2.0 /  8.0-9.5  / 4.1-4.7    7.7-8.4   6.5-6.9
+    What changed (p2twisted/agent/nodereads.py): a sync started by the
+    intent watch acts on the snapshot the watch delivered (every backend's
+    watch hands over the subtree's latest state) instead of listing
+    intent/<node>, unless a resync's listing started or ended since it came;
+    reality/<node> is kept as the agent last listed and wrote it, listed
+    again at a resync, a new session, a marker change, a write conflict or
+    a removal falling due; status/agents is written 0.5 s after a change
+    with whatever else changed meanwhile (a node's marker, then its pod,
+    then the deploy's end: one write) and not at all when unchanged; a
+    pod's status record is replaced by version without reading it first
+    (created unread for a pod new on the node).  Per pod the agent now
+    makes no listing of intent and at most one of reality (a node's first),
+    where each intent delivery made two.
+
 What bounds a roll now (--timeline, ZooKeeper, after, load 7-12): at
 min_healthy 900 of 1,000 at most 100 pods are in flight, so a roll is ten
 waves of: the new RC seeing the step and rewriting the pods it takes over
