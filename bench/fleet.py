@@ -178,10 +178,12 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     the pods that turn healthy as they do (20-60 steps, not 10-20).
 
     session 6, the agents' store traffic (ZooKeeper, 1,000; main and this
-    branch in turn, load 3-5):
-                 requests/pod  CPU s orch / agents / ZK   health   roll
-      before:    32.8, 31.6    2.0-2.2 / 11.0-11.6 / 5.0-6.2   10.4-11.7  9.1-10.2
-      after:     27.1, 22.2    1.7-2.0 /  8.0-9.5  / 4.1-4.7    7.7-8.4   6.5-6.9
+    branch in turn, three pairs, load 3-6; scheduling until all healthy):
+                 requests/pod       CPU s orch / agents / ZK         health     roll
+      before:    32.8, 31.6, 32.1   2.0-2.6 / 11.0-13.0 / 5.0-6.2   10.4-12.0  6.4-10.2
+      after:     27.1, 22.2, 22.5   1.7-2.9 /  8.0-11.1 / 4.1-5.5    7.7-10.4  6.4-6.9
+    and the roll's own requests per pod (one pair): 20.1 before, 11.9 after
+    (agents' CPU in it 5.5 -> 4.7 s).
     What changed (p2twisted/agent/nodereads.py): a sync started by the
     intent watch acts on the snapshot the watch delivered (every backend's
     watch hands over the subtree's latest state) instead of listing
