@@ -682,6 +682,7 @@ class Run(object):
             t0, intents, r["schedule_cpu"] = yield self.intentPhase(
                 store, lambda: store.put(v1.key, v1.toBytes()), 1, 60 + n * 0.5, "scheduling")
             r["intents"] = max(intents.values()) - t0
+            r["written"] = t0
             r["reality"] = max(self.fleet.reality[1].values()) - t0
             r["health"] = max(self.fleet.health[1].values()) - t0
             r["rss_scheduled"] = memory(self.orchestrator.pid)[0]
