@@ -97,7 +97,7 @@ def _install():
         return runHooks(self, event, *args, **kwargs).addBoth(
             lambda result: stamp("hooks-%s<" % (event,)) or result)
     hooks.HookRunner.run = run
-    # Reality written: the worker's put or cas of reality/<node>/<pod>.
+    # Reality written: the worker's create or cas of reality/<node>/<pod>.
     from p2twisted.agent import worker
     original = worker.PodWorker._writeStatus
 

@@ -286,6 +286,28 @@ class AgentEndToEndTests(LocalStoreCase):
         yield waitForVersion(port, "2", timeout=60)
 
     @defer.inlineCallbacks
+    def test_failedInstallKeepsServicesRunningWithoutReality(self):
+        """
+        A version that runs while reality names none (its agent stopped
+        after starting it, before recording it) keeps running when the
+        deploy that finds it fails to install: the services it would have
+        prepared were there before it, and are not removed.
+        """
+        port = freePort()
+        url1, sha1 = buildWebArtifact(self.artifacts, "hello", "1")
+        yield self.schedule(webManifest("hello", url1, port, sha1))
+        yield waitForVersion(port, "1")
+        pid = self.servicePid()
+        reality = yield self.store.get(keys.reality("n1", "hello"))
+        yield self.store.delete(keys.reality("n1", "hello"), reality.version)
+        missing = "file://%s/hello_2.tar.gz" % (self.artifacts,)
+        yield self.schedule(webManifest("hello", missing, port))
+        yield waitFor(lambda: self.podStatus("hello").addCallback(
+            lambda s: s if s and s["state"] == "failed" else None), what="failed status")
+        self.assertEqual((yield httpGet("http://127.0.0.1:%d/version" % (port,))), (200, b"1"))
+        self.assertEqual(self.servicePid(), pid)
+
+    @defer.inlineCallbacks
     def test_crashedProcessRestarted(self):
         """
         A pod process killed with SIGKILL is restarted by the supervisor.

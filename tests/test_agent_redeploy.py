@@ -262,6 +262,39 @@ class RedeployMixin(object):
         self.assertRaises(KeyError, pwd.getpwnam, self.account)
         self.assertIsNotNone(pwd.getpwnam(other))
 
+    @defer.inlineCallbacks
+    def test_failedMoveKeepsHome(self):
+        """
+        An upgrade to another account whose artifact cannot be installed
+        leaves the running version as it was: its pod home still its
+        account's, its own config and env.
+        """
+        port = freePort()
+        other = "p2t" + uuid.uuid4().hex[:8]
+        self.addCleanup(subprocess.call, ["userdel", other],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(subprocess.call, ["userdel", self.account],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = yield self.deploy(port=port, runAs=self.account)
+        home = os.path.join(self.harness.config.podRoot, "redeploy")
+        owner = os.stat(home).st_uid
+        self.assertEqual(owner, pwd.getpwnam(self.account).pw_uid)
+        broken = manifestBytes(self.artifact, "0" * 64, self.marks, port=port,
+                               greeting="two", runAs=other)
+        yield intent.schedule(self.store, "n1", parseManifest(broken))
+
+        @defer.inlineCallbacks
+        def failed():
+            entry = yield self.store.get(keys.status("pods", "n1", "redeploy"))
+            return entry is not None and json.loads(entry.value)["state"] == "failed"
+        yield waitFor(failed, timeout=60, what="the upgrade to fail")
+        self.assertEqual(os.stat(home).st_uid, owner)
+        still = yield self.running()
+        self.assertEqual(still["pid"], first["pid"])
+        with open(os.path.join(home, "env", "CONFIG_PATH")) as f:
+            with open(f.read().strip()) as config:
+                self.assertIn("greeting: one", config.read())
+
 
 class RunitRedeployTests(RedeployMixin, unittest.TestCase):
     supervisor = "runit"

@@ -245,6 +245,22 @@ class WorkerTests(unittest.TestCase):
                          ("deploy", parseManifest(V1).sha(), parseManifest(V2).sha()))
         self.assertEqual(self.reality(), V1)
 
+    def test_realityCreatedSinceReadWithIntent(self):
+        """
+        Reality read absent with intent but written by another since (a
+        second agent, a person) is not overwritten: the attempt fails on it,
+        and the next reads it and upgrades from what it names.
+        """
+        self.clock.advance(1)
+        readAt = self.clock.seconds()
+        self.put(keys.reality("n1", "web"), V1)
+        self.worker.update(self.put(keys.intent("n1", "web"), V2), reality=None,
+                           readAt=readAt)
+        self.clock.advance(1)
+        self.assertEqual(self.pods.calls[-1],
+                         ("deploy", parseManifest(V2).sha(), parseManifest(V1).sha()))
+        self.assertEqual(self.reality(), V2)
+
     def test_removeDeletesReality(self):
         """
         Reality without intent removes the pod, then deletes reality.

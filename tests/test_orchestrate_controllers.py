@@ -6,6 +6,7 @@ what is tested is the glue.
 """
 
 import json
+import time
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
@@ -314,6 +315,148 @@ class FarmIntegrationTests(ControllerTestCase):
                          (1, "converged"))
 
 
+    def test_newsPacedBySimulatedTimeAlone(self):
+        """
+        On a simulated clock (a L{task.Clock}) the decisions cost no time:
+        a farm whose C{newsInterval} is 0 answers news at once, whatever
+        CPU its real decisions took -- pacing by real CPU on a simulated
+        clock made such tests wait for the clock by an amount that depends
+        on the machine.
+        """
+        self.putRC("web", replicas=1)
+        decisions = []
+
+        def decide(rc, snapshot):
+            decisions.append(rc.id)
+            began = time.process_time()
+            while time.process_time() - began < 0.01:
+                pass
+            return Plan(reason="converged", snapshot=snapshot)
+        farm = self.farm(decide)
+        self.assertEqual(len(decisions), 1)
+        farm.nudge()
+        self.assertEqual(len(decisions), 2, "news waited for the clock")
+        self.assertEqual(farm.claims["web"].controller.cost, 0.0)
+
+    def test_costIsTheDecisionsThread(self):
+        """
+        With real CPU time (a real reactor's default, or as given), a
+        decision costs the CPU of the thread that made it, not what the
+        process's other threads (the ZooKeeper client's) spent meanwhile.
+        """
+        import threading
+        from p2twisted.orchestrate.controllers import CPU
+        self.putRC("web", replicas=1)
+
+        def burn():
+            began = time.process_time()
+            while time.process_time() - began < 0.2:
+                pass
+
+        def decide(rc, snapshot):
+            other = threading.Thread(target=burn)
+            other.start()
+            other.join()
+            return Plan(reason="converged", snapshot=snapshot)
+        lock = self.successResultOf(self.session.lock(keys.lock("rc", "web"), b"me"))
+        controller = RCController(self.store, "web", lock, self.clock, self.reader,
+                                  decide=decide, cpu=CPU)
+        self.successResultOf(controller.reconcile())
+        self.assertLess(controller.cost, 0.1)
+
+
+class StatusHoldTests(ControllerTestCase):
+    """
+    A burst of health changes moves an RC's counts at every reconcile; its
+    status is written at most once a second while only the counts change,
+    the latest always, and any other change at once.
+    """
+
+    def setUp(self):
+        ControllerTestCase.setUp(self)
+        self.statusWrites = 0
+        transaction = self.store.transaction
+
+        def counted(ops):
+            self.statusWrites += any(getattr(op, "key", None) == keys.status("rc", "web")
+                                     for op in ops)
+            return transaction(ops)
+        self.store.transaction = counted
+        for n in ("n1", "n2", "n3"):
+            self.successResultOf(self.store.put(keys.machine(n), b"{}"))
+        self.putRC(replicas=3)
+        self.controller = self.rcController(rcDecide)
+        self.successResultOf(self.controller.reconcile())  # schedules n1..n3
+        self.passing = set()
+        self.settle()
+        self.successResultOf(self.controller.reconcile())
+        self.assertEqual((self.status("rc", "web")["reason"],
+                          self.status("rc", "web")["healthy"]), ("converged", 0))
+
+    def settle(self):
+        from p2twisted.orchestrate.harness import settleAgents
+        self.successResultOf(settleAgents(self.store, lambda node, podId, sha: (
+            "passing" if node in self.passing else "critical")))
+
+    def healthy(self, *nodes):
+        """Those nodes turn healthy; the controller reconciles 0.1 s later."""
+        self.passing.update(nodes)
+        self.settle()
+        self.clock.advance(0.1)
+        self.successResultOf(self.controller.reconcile())
+
+    def writes(self):
+        """@return: how many times the RC's status was written."""
+        return self.statusWrites
+
+    def test_countsAtMostOnceASecond(self):
+        before = self.writes()
+        self.healthy("n1")
+        self.healthy("n2")
+        self.assertEqual((self.writes(), self.status("rc", "web")["healthy"]), (before, 0))
+        self.clock.advance(0.5)
+        self.assertEqual(self.status("rc", "web")["healthy"], 0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.status("rc", "web")["healthy"], 2, "the latest, a second after")
+        self.assertEqual(self.writes(), before + 1)
+        self.healthy("n3")
+        self.passing.discard("n3")
+        self.healthy()
+        self.clock.advance(1)
+        self.assertEqual(self.status("rc", "web")["healthy"], 2)
+        self.assertEqual(self.writes(), before + 1, "back to what it shows: nothing to write")
+
+    def test_otherChangesAtOnce(self):
+        before = self.writes()
+        self.healthy("n1")
+        self.putRC(replicas=2)
+        self.successResultOf(self.controller.reconcile())
+        status = self.status("rc", "web")
+        self.assertEqual((status["desired"], status["healthy"], self.writes()), (2, 1, before + 1))
+        self.clock.advance(5)
+        self.assertEqual(self.writes(), before + 1)
+
+    def test_heldWrittenOnStop(self):
+        self.healthy("n1", "n2")
+        self.successResultOf(self.controller.stop())
+        self.assertEqual(self.status("rc", "web")["healthy"], 2)
+
+    def test_countsOnly(self):
+        from p2twisted.orchestrate.controllers import countsOnly
+        roll = {"state": "rolling", "reason": "waiting: at or below min_healthy 2 (v2: 3 "
+                "desired, 1 current, 0 healthy)", "new": {"healthy": 0, "id": "v2"},
+                "error": None, "disabled": False}
+        self.assertTrue(countsOnly(roll, dict(roll, reason=roll["reason"].replace("0 h", "1 h"),
+                                              new={"healthy": 1, "id": "v2"})))
+        for other in [dict(roll, state="rolling_back"), dict(roll, error="conflict"),
+                      dict(roll, disabled=True), dict(roll, new=None),
+                      dict(roll, new={"healthy": 0, "id": "v3"}),
+                      dict(roll, reason="schedule on n1"), dict(roll, extra=1)]:
+            self.assertFalse(countsOnly(roll, other), other)
+        self.assertFalse(countsOnly({"reason": "schedule on n1"}, {"reason": "schedule on n2"}))
+        self.assertFalse(countsOnly({"reason": "web-1"}, {"reason": "web-2"}))
+
+
 class RCAuditTests(ControllerTestCase):
 
     def test_scheduleRewriteUnschedule(self):
@@ -452,6 +595,52 @@ class WatchedReaderTests(unittest.TestCase):
         self.successResultOf(self.store.put(keys.health("web", "n1"), json.dumps(
             {"status": "passing", "output": "", "time": 1, "sha": "x"}).encode()))
         self.assertEqual(seen, [("health", True)])
+
+
+class IncrementalReaderTests(unittest.TestCase):
+    """
+    The reader builds each snapshot from the one before; over real watches
+    delivering independently, what it answers is what a fresh read of the
+    same trees answers.
+    """
+
+    def test_randomHistories(self):
+        """
+        Random writes and deletes, each tree's watch held back or not
+        (LaggingStore), snapshots read between them: once every watch has
+        delivered, the reader's snapshot answers as a fresh listing does,
+        and earlier snapshots keep their answers.
+        """
+        import random
+        from tests.test_snapshot import everyAnswer, randomWrite
+        clock = task.Clock()
+        store = MemoryStore(MemoryState(), clock)
+        lagging = LaggingStore(store)
+        reader = WatchedReader(lagging, clock=clock)
+        reader.startService()
+        self.addCleanup(reader.stopService)
+        rnd = random.Random(7)
+        held = []
+        for step in range(150):
+            if rnd.random() < 0.5:
+                lagging.release()  # (a later delivery overtaking a held one is no watch's)
+                lagging.held = {tree for tree in reader.trees if rnd.random() < 0.3}
+            for _ in range(rnd.randint(0, 4)):
+                key, value = randomWrite(rnd)
+                if rnd.random() < 0.25:
+                    self.successResultOf(store.delete(key))
+                else:
+                    self.successResultOf(store.put(key, value))
+            if rnd.random() < 0.5:
+                snapshot = self.successResultOf(reader.read())
+                held.append((snapshot, everyAnswer(snapshot)))
+            if rnd.random() < 0.5:
+                lagging.release()
+                snapshot = self.successResultOf(reader.read())
+                self.assertEqual(everyAnswer(snapshot), everyAnswer(self.successResultOf(
+                    Snapshot.read(store, reader.trees))), "step %d" % (step,))
+            for earlier, found in held[-3:]:
+                self.assertEqual(everyAnswer(earlier), found, "step %d" % (step,))
 
 
 class LaggingStore(object):

@@ -639,6 +639,34 @@ class NewsTests(FarmTestCase):
         farm.recordsShown(self.successResultOf(self.admin.list(TREE)))
         self.assertEqual(api.reconciles, 2)
 
+    def test_newsKeepsTheBackoff(self):
+        """
+        News does not cut short the backoff of a reconcile that failed (a
+        store refusing its writes): a stream of health news every
+        C{newsInterval} retried it ten times a second instead of after 1,
+        2, 4... seconds; its own record changing still reconciles at once.
+        """
+        self.put("web")
+        factory = FakeControllerFactory(manual=True)
+        farm = Farm(MemoryStore(self.state, self.clock), KIND, TREE, factory, self.clock,
+                    ttl=TTL, jitter=lambda: 0, newsInterval=0.1)
+        farm.startService()
+        self.addCleanup(farm.stopService)
+        web = factory.running()["web"]
+        web.pending[-1].errback(StoreUnavailable("status/rc/web", "memory"))
+        for _ in range(9):
+            farm.nudge()
+            self.clock.advance(0.1)
+        self.assertEqual(web.reconciles, 1)
+        self.clock.advance(0.2)
+        self.assertEqual(web.reconciles, 2, "the retry, after its delay")
+        web.pending[-1].errback(StoreUnavailable("status/rc/web", "memory"))
+        farm.nudge()
+        self.clock.advance(0.5)
+        self.assertEqual(web.reconciles, 2)
+        self.put("web", b'{"changed": 1}')
+        self.assertEqual(web.reconciles, 3)
+
     def test_dearDecisionsWaitLonger(self):
         """
         News waits L{PACE} times as long as the last decisions of the farm's

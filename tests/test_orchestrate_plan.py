@@ -9,6 +9,7 @@ writes nothing.
 import json
 import os
 
+import attr
 from twisted.internet import defer, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -19,6 +20,7 @@ from p2twisted.orchestrate import harness
 from p2twisted.orchestrate.plan import (
     IPlanner, Plan, Planner, PlanTooLarge, Schedule, Unschedule, UpdateRecord, Wait,
     toTransactions)
+from p2twisted.records.controllers import AuditEvent
 from p2twisted.store import keys
 from p2twisted.store.common import Check, Create, Put
 from p2twisted.store.memory import MemoryStore
@@ -303,6 +305,27 @@ class PipelinedPlannerTests(unittest.TestCase):
         store.pending.pop(0)[1].callback("ok")
         self.assertEqual(len(store.pending), 0)
         self.failureResultOf(d, VersionConflict)
+
+
+    def test_eventsAloneFirst(self):
+        """
+        A plan with events of its own (written with its first transaction)
+        sends that transaction alone first, as it does record updates: sent
+        together, a first transaction that failed left the others applied
+        and the plan's events nowhere in the audit.
+        """
+        store = HeldStore()
+        plan = attr.evolve(self.plan(100), events=[AuditEvent("ds", "web", "disown", {})])
+        audited = []
+
+        def audit(changes, first):
+            audited.append(first)
+            return []
+        d = Planner(store, window=3).apply(plan, audit=audit)
+        self.assertEqual(len(store.pending), 1)
+        store.pending.pop(0)[1].errback(VersionConflict("intent/n000/web", "memory"))
+        self.assertEqual(store.pending, [])
+        self.assertEqual(self.failureResultOf(d, VersionConflict).value.applied, ())
 
 
 class SettleAgentsTests(unittest.TestCase):

@@ -113,6 +113,63 @@ class CountingStore(object):
         return self.store.get(key)
 
 
+NODES, PODS, RCS = ("n1", "n2", "n3"), ("web", "db"), ("rc1", "rc2")
+
+
+def randomWrite(rnd):
+    """
+    @return: C{(key, value)}: a random write to one of the trees a
+        controller's snapshot reads, over L{NODES}, L{PODS} and L{RCS}.
+    """
+    n, p = rnd.choice(NODES), rnd.choice(PODS)
+    rc = {"id": "rc1", "manifest": WEB.decode(), "node_selector": "tier=web",
+          "pod_labels": {}, "replicas_desired": rnd.randint(0, 3)}
+    return rnd.choice([
+        (keys.intentNode(n), marker(n)),
+        (keys.intent(n, p), rnd.choice([WEB, WEB2, b"not: [a manifest"])),
+        (keys.reality(n, p), rnd.choice([WEB, WEB2])),
+        (keys.machine(n), b'{"node": "%s"}' % (n.encode(),)),
+        (keys.label("node", n), rnd.choice([encodeLabels({"tier": "web"}),
+                                            encodeLabels({"tier": "db"}), b"junk"])),
+        (keys.label("pod", "%s/%s" % (n, p)), rnd.choice(
+            [encodeLabels({"replication_controller_id": r, "pod_id": p}) for r in RCS]
+            + [b"junk"])),
+        (keys.health(p, n), rnd.choice([health("passing", SHA), health("critical", SHA),
+                                        b"junk"])),
+        (keys.replicationController(rnd.choice(RCS)), json.dumps(rc).encode())])
+
+
+def everyAnswer(snapshot):
+    """
+    @return: what C{snapshot} answers to every query about L{NODES},
+        L{PODS} and L{RCS} (an unreadable record's error as text).
+    """
+    found = []
+
+    def ask(query, *args):
+        try:
+            found.append(getattr(snapshot, query)(*args))
+        except records.CorruptRecord as e:
+            found.append(str(e))
+    for query in ("nodes", "intentNodes", "pods", "rcs"):
+        ask(query)
+    for selector in ("", "tier=web", "!tier"):
+        ask("eligible", selector)
+        ask("podsMatching", selector)
+    for n in NODES:
+        for query in ("nodeLabels", "agentUp", "marker", "podsOnNode", "podsInReality"):
+            ask(query, n)
+        for p in PODS:
+            for query in ("podLabels", "intentSha", "realitySha", "intent", "reality",
+                          "podLabelsVersion"):
+                ask(query, n, p)
+            ask("health", p, n)
+    for r in RCS:
+        ask("podsOf", r)
+        ask("rc", r)
+    return found
+
+
 class SnapshotTests(unittest.TestCase):
 
     def setUp(self):
@@ -290,6 +347,68 @@ class PreviousTests(unittest.TestCase):
                            first)
         self.assertIsNot(changed.health("web", "n1"), record)
         self.assertEqual(changed.health("web", "n1"), record)
+
+    def test_overlappingTrees(self):
+        """
+        Of trees that overlap (a reader watching C{labels} and
+        C{labels/node}, which deliver independently), none keeps the earlier
+        snapshot's index: the other's entries went into that shared index,
+        and changed what the earlier snapshot -- a decision's -- answered.
+        """
+        key = keys.label("node", "n1")
+        web = Entry(key, encodeLabels({"tier": "web"}), 1)
+        db = Entry(key, encodeLabels({"tier": "db"}), 2)
+        first = Snapshot({key: web}, trees={keys.LABELS: {key: web}, "labels/node": {key: web}})
+        trees = {keys.LABELS: {key: db}, "labels/node": {key: web}}
+        later = Snapshot({key: db}, first, trees=trees, changed={keys.LABELS})
+        self.assertEqual(first.eligible("tier=web"), ["n1"])
+        self.assertEqual(later.eligible("tier=db"), Snapshot({key: db}).eligible("tier=db"))
+
+    def test_randomHistoriesSameAnswers(self):
+        """
+        Over random histories of writes, deletes, and deletes followed by a
+        create at the same version (ZooKeeper starts it over) with the same
+        or other bytes, each tree delivered or not (a delivery may repeat an
+        unchanged tree in full), a snapshot built from the one before
+        answers every query as one built afresh, and building it changes
+        no answer of the earlier snapshots (a decision may still hold one).
+        """
+        import random
+        from p2twisted.orchestrate.controllers import WATCHED
+
+        def treeOf(key):
+            return [t for t in WATCHED if key.startswith(t + "/")][0]
+
+        for seed in range(6):
+            rnd = random.Random(seed)
+            store = {tree: {} for tree in WATCHED}
+            delivered = {tree: {} for tree in WATCHED}
+            version, previous, held = 0, None, []
+            for step in range(60):
+                for _ in range(rnd.randint(0, 4)):
+                    key, value = randomWrite(rnd)
+                    tree, roll = store[treeOf(key)], rnd.random()
+                    if roll < 0.25 and key in tree:
+                        del tree[key]
+                    elif roll < 0.4 and key in tree:
+                        tree[key] = Entry(key, rnd.choice([tree[key].value, value]),
+                                          tree[key].version)
+                    else:
+                        version += 1
+                        tree[key] = Entry(key, value, version)
+                changed = {tree for tree in WATCHED if rnd.random() < 0.5}
+                for tree in changed:
+                    delivered[tree] = dict(store[tree])
+                entries = {k: e for tree in WATCHED for k, e in delivered[tree].items()}
+                snapshot = Snapshot(entries, previous, trees=dict(delivered), changed=changed)
+                if rnd.random() < 0.7:  # some snapshots are never asked anything
+                    found = everyAnswer(snapshot)
+                    self.assertEqual(found, everyAnswer(Snapshot(entries)),
+                                     "seed %d, step %d" % (seed, step))
+                    held.append((snapshot, found))
+                for earlier, found in held[-4:]:
+                    self.assertEqual(everyAnswer(earlier), found, "seed %d, step %d" % (seed, step))
+                previous = snapshot
 
 
 class ControllerTests(unittest.TestCase):

@@ -333,6 +333,55 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(1)), [status.pid])
 
     @defer.inlineCallbacks
+    def test_preparedLeftByCrash(self):
+        """
+        A new service prepared by an agent stopped before it started it
+        (killed during the install) is removed by the next agent: its runsv
+        and svlogd exit and its directory goes, so a pod whose intent went
+        meanwhile leaves nothing behind (a deploy still wanted prepares it
+        again).  One started after its preparation is left alone.
+        """
+        yield self.sup.prepare(self.sleeper())
+        left = processesUnder(self.path)
+
+        def killLeft():
+            for pid in left:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        self.addCleanup(killLeft)
+        self.assertEqual(len(left), 2, "runsv and svlogd")
+        successor = RunitSupervisor(self.layout, reactor)
+        yield successor.close()
+        self.assertEqual([pid for pid in left if alive(pid)], [])
+        self.assertEqual((yield successor.services()), [])
+        self.assertFalse(os.path.exists(self.pidFile()))
+
+        yield successor.prepare(self.sleeper())
+        status = yield successor.start(self.sleeper())
+        again = RunitSupervisor(self.layout, reactor)
+        yield again.close()
+        self.assertEqual((yield again.status("svc")).pid, status.pid)
+        self.assertEqual((yield self.waitPids(1)), [status.pid])
+
+    @defer.inlineCallbacks
+    def test_unprepareNew(self):
+        """
+        C{unprepare} removes a new service prepared and never started (by
+        this agent or, L{test_preparedLeftByCrash}, one before it): its runsv
+        and svlogd exit.  A started one stays.
+        """
+        yield self.sup.prepare(self.sleeper())
+        left = processesUnder(self.path)
+        self.assertEqual(len(left), 2, "runsv and svlogd")
+        yield self.sup.unprepare("svc")
+        self.assertEqual((yield self.sup.services()), [])
+        self.assertEqual([pid for pid in left if alive(pid)], [])
+        yield self.sup.prepare(self.sleeper())
+        status = yield self.sup.start(self.sleeper())
+        yield self.sup.unprepare("svc")
+        self.assertEqual((yield self.sup.status("svc")).pid, status.pid)
+
+    @defer.inlineCallbacks
     def test_preparedReplacement(self):
         """
         Preparing a new definition of a service that started less than
@@ -515,10 +564,12 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         slow = self.pidFile("slow-finish")
         self.patch(runit, "FINISH_SCRIPT",
                    "#!/bin/sh\n[ -e %s ] && exec sleep 30\nexit 0\n" % (slow,))
-        first = yield self.sup.start(self.sleeper(restartTimeout=2.0))
+        # (A start that waited for the old finish, 30 s, would still fail:
+        # 10 s leaves room for a slow flush of the new directory under load.)
+        first = yield self.sup.start(self.sleeper(restartTimeout=10.0))
         with open(slow, "w"):
             pass
-        second = yield self.sup.start(self.sleeper(restartTimeout=2.0), restart=True)
+        second = yield self.sup.start(self.sleeper(restartTimeout=10.0), restart=True)
         self.assertTrue(second.running)
         self.assertFalse(alive(first.pid))
         old = [os.path.join(self.layout.serviceDir, n) for n in os.listdir(self.layout.serviceDir)
@@ -685,8 +736,11 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         first = yield self.sup.start(self.sleeper(signature="sha-1"))
         yield self.waitPids(1)  # written before it is stopped
         self.sup._define(self.sleeper(signature="sha-2"))
-        again = yield RunitSupervisor(self.layout, reactor).start(
-            self.sleeper(signature="sha-2"))
+        successor = RunitSupervisor(self.layout, reactor)
+        # (Its restart within the pause retires the old runsv in the
+        # background: waited for, or the test could end before it does.)
+        self.addCleanup(successor.close)
+        again = yield successor.start(self.sleeper(signature="sha-2"))
         self.assertNotEqual(again.pid, first.pid)
         self.assertFalse(alive(first.pid))
         self.assertEqual((yield self.waitPids(2)), [first.pid, again.pid])
@@ -704,6 +758,7 @@ class RunitTests(ProcessTestMixin, unittest.TestCase):
         self.assertEqual((yield self.waitPids(1)), [first.pid])
         os.unlink(os.path.join(self.path, "signature"))
         successor = RunitSupervisor(self.layout, reactor)
+        self.addCleanup(successor.close)  # (as in test_signatureAfterInterruptedDeploy)
         again = yield successor.start(self.sleeper(signature="sha-1"))
         self.assertNotEqual(again.pid, first.pid)
         same = yield successor.start(self.sleeper(signature="sha-1"))

@@ -105,7 +105,9 @@ class ISupervisor(Interface):
     def unprepare(name):
         """
         Discard what L{prepare} made for the existing service C{name}, if
-        anything; the service is left as it is.
+        anything; the service is left as it is, unless it is a new one
+        L{prepare} made and no L{start} took up (even before a restart of
+        the agent): that one is removed.
 
         @return: L{Deferred} firing with C{None}.
         """

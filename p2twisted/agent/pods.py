@@ -300,7 +300,11 @@ class PodOperations(object):
         # would start and remove runsvs each time.)
         prepared, existing = {}, ()
         if self._failed.get(manifest.id) != manifest.sha():
-            existing = () if old is None else set((yield self._podServices(manifest.id)))
+            # (Listed even for a pod reality names no version of: one may
+            # run, started by an agent stopped before it recorded it, or
+            # recorded by another writer since reality was read; a failed
+            # deploy must not remove its services.)
+            existing = set((yield self._podServices(manifest.id)))
             prepared = self._prepare(manifest, layout, user)
         installs = {}
         installing = self.reactor.seconds()
@@ -321,7 +325,7 @@ class PodOperations(object):
         self._failed.pop(manifest.id, None)
         try:
             staged = yield staging
-            yield self._inThread(self._commitRuntime, staged)
+            yield self._inThread(self._commitRuntime, staged, layout, user)
             self.metrics.installSeconds.labels(manifest.id).observe(
                 self.reactor.seconds() - installing)
             yield self.hooks.run("after_install", context)
@@ -448,19 +452,23 @@ class PodOperations(object):
                 runtime.writeEnvDir(layout.launchableEnvDir(launchableId), runtime.launchableEnv(
                     layout, launchableId, launchable.restartTimeout, launchable.env),
                     staged=staged)
-            if self.isRoot:
-                import pwd
-                entry = pwd.getpwnam(user)
-                os.chown(layout.home, entry.pw_uid, entry.pw_gid)
         except BaseException:
             staged.abort()
             raise
         return staged
 
-    @staticmethod
-    def _commitRuntime(staged):
+    def _commitRuntime(self, staged, layout, user):
+        """
+        Rename the runtime files L{_stageRuntime} staged into place, and give
+        the pod home to C{user} (not before: until then the running version,
+        maybe of another account, keeps its home).
+        """
         try:
             staged.commit()
+            if self.isRoot:
+                import pwd
+                entry = pwd.getpwnam(user)
+                os.chown(layout.home, entry.pw_uid, entry.pw_gid)
         except OSError as e:
             raise AgentError("cannot write the runtime files: %s" % (e,))
 

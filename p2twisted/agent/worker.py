@@ -480,7 +480,10 @@ class PodWorker(TracedMachine):
             # changed it meanwhile.
             try:
                 if realityEntry is None:
-                    yield self.store.put(realityKey, intent.raw)
+                    # (Created, not put: another writer's reality since the
+                    # read, maybe of a version this deploy took for absent,
+                    # fails this attempt; the next reads it.)
+                    yield self.store.create(realityKey, intent.raw)
                 else:
                     yield self.store.cas(realityKey, intent.raw, realityEntry.version)
             finally:

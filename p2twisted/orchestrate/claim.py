@@ -46,7 +46,8 @@ class Claim(object):
             a resync): then it waits until C{newsInterval} seconds after the
             last reconcile began (the farm's C{newsPace}: longer when its
             controllers' decisions are dear), so a fleet's stream of health
-            changes costs one reconcile per interval, not one per change.
+            changes costs one reconcile per interval, not one per change;
+            after a failed reconcile, none before its retry.
         """
         if self.stopped:
             return
@@ -54,6 +55,8 @@ class Claim(object):
             self.again = True
             self.urgent = self.urgent or not news
             return
+        if news and self.failures and self._timer is not None and self._timer.active():
+            return  # the retry after a failure: news does not cut its backoff short
         now = self.farm.clock.seconds()
         if news and self.started is not None:
             wait = self.started + self.farm.newsPace - now

@@ -13,12 +13,14 @@ changed to C{audit/}.
 """
 
 import os
+import re
 import socket
 import time
 
 import attr
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -44,6 +46,24 @@ LOOK_AGAIN = 1.0
 #: Seconds after a plan lost a race with another write until the
 #: controller decides again.
 DECIDE_AGAIN = 0.2
+
+#: Seconds a status that changed only in its counts waits after the last
+#: status written: a fleet's burst of health changes moved the counts of the
+#: RCs and rolls it touched, and their statuses were written at every
+#: reconcile (up to ten times a second each); held, the latest is written a
+#: second after the last, and any other change at once.
+STATUS_HOLD = 1.0
+
+#: Seconds of CPU a decision costs, on a real reactor: the CPU of the
+#: reactor's thread alone (C{time.process_time} counted what the ZooKeeper
+#: client's thread spent meanwhile too, and slowed the news for nothing).
+CPU = time.thread_time
+
+
+def _noCPU():
+    """A simulated clock's decisions take no time."""
+    return 0.0
+
 
 #: Who the audit events of this process name.
 WHO = "p2-orchestrator@%s:%d" % (socket.gethostname(), os.getpid())
@@ -257,8 +277,22 @@ class _Controller(object):
     """
 
     kind = None
+    #: Seconds a status changed only in its counts may be held back (see
+    #: L{report}); none for a status that records what a restart resumes
+    #: from (a daemon set's progress).
+    statusHold = 0.0
 
-    def __init__(self, store, objectId, lock, clock, reader, planner=None, who=WHO):
+    def __init__(self, store, objectId, lock, clock, reader, planner=None, who=WHO, cpu=None):
+        """
+        @param cpu: a function giving seconds of CPU, which measures what a
+            decision cost (L{IController.cost}, by which the farm paces
+            news); default L{CPU} on a real reactor, and none on a
+            simulated clock (a L{task.Clock}), whose pacing then follows
+            the clock alone, as its tests do.
+        """
+        if cpu is None:
+            cpu = CPU if IReactorCore.providedBy(clock) else _noCPU
+        self.cpu = cpu
         self.store = store
         self.objectId = objectId
         self.lock = lock
@@ -270,6 +304,11 @@ class _Controller(object):
         #: Seconds of CPU the last decision took (L{IController.cost}).
         self.cost = 0.0
         self._status = None
+        #: When the last status was written (clock), the status held back
+        #: (only its counts changed since) and the call writing it.
+        self._statusAt = None
+        self._held = None
+        self._holding = None
         self._wrote = ()
         self.statusKey = keys.status(self.kind, objectId)
 
@@ -278,8 +317,17 @@ class _Controller(object):
                  event="start")
 
     def stop(self):
+        """
+        Stop; a status held back is written first (the last state a
+        status shows is never hidden).
+
+        @return: L{Deferred} firing once done (never failing).
+        """
+        held = self._held
+        self._release()
+        d = self._write(held) if held is not None else defer.succeed(None)
         self._stopped = True
-        return defer.succeed(None)
+        return d
 
     def fence(self, snapshot):
         """
@@ -310,7 +358,7 @@ class _Controller(object):
         if self._stopped:
             return None
         read = self.clock.seconds()
-        began = time.process_time()
+        began = self.cpu()
         try:
             outcome, status = self.decide(snapshot)
         except records.CorruptRecord as e:
@@ -319,7 +367,7 @@ class _Controller(object):
             yield self.report({"error": str(e)})
             return None
         finally:
-            self.cost = time.process_time() - began
+            self.cost = self.cpu() - began
         if outcome is None:  # the record is gone: the farm releases it
             return None
         applied = isinstance(outcome, Plan) and bool(outcome)
@@ -373,15 +421,48 @@ class _Controller(object):
             return audit.creates(self.events(part), self.who, when)
         return ops
 
-    @defer.inlineCallbacks
     def report(self, status):
         """
         Write C{status} (plus since-when) to C{status/<kind>/<id>} when it
         changed, under the lock check; a status a lost lock cannot write is
-        not written.
+        not written.  One that changed only in its counts (L{countsOnly})
+        within C{statusHold} seconds of the last written is held back and
+        written then, unless a later one replaces it.
+
+        @return: L{Deferred} firing once written or held (never failing).
         """
-        if status == self._status or self._stopped:
-            return
+        if self._stopped:
+            return defer.succeed(None)
+        if status == self._status:
+            self._release()  # what the status shows is the latest again
+            return defer.succeed(None)
+        now = self.clock.seconds()
+        if (self._statusAt is not None and now < self._statusAt + self.statusHold
+                and countsOnly(self._status, status)):
+            self._held = status
+            if self._holding is None:
+                self._holding = self.clock.callLater(self._statusAt + self.statusHold - now,
+                                                     self._flush)
+            return defer.succeed(None)
+        self._release()
+        return self._write(status)
+
+    def _release(self):
+        """Forget the status held back, and the call that was to write it."""
+        self._held = None
+        if self._holding is not None and self._holding.active():
+            self._holding.cancel()
+        self._holding = None
+
+    def _flush(self):
+        self._holding = None
+        held, self._held = self._held, None
+        if held is not None and not self._stopped:
+            self._write(held)
+
+    @defer.inlineCallbacks
+    def _write(self, status):
+        self._statusAt = self.clock.seconds()
         value = dumpObject(dict(status, since=_iso(self.clock.seconds()), holder=self.who))
         try:
             yield self.store.transaction([Check(self.lock.key, self.lock.version),
@@ -391,6 +472,27 @@ class _Controller(object):
                      object=self.objectId, error=str(e))
             return
         self._status = status
+
+
+_NUMBER = re.compile(r"(?<![\w.\-/])\d+(?:\.\d+)?")
+
+
+def countsOnly(before, after):
+    """
+    @return: whether status C{after} differs from C{before} only in counts:
+        numbers, and numbers standing alone in its texts (a roll's reason
+        shows its RCs' counts), not a node's or an object's name.
+    """
+    if isinstance(before, dict) and isinstance(after, dict):
+        return before.keys() == after.keys() and all(
+            countsOnly(before[k], after[k]) for k in before)
+    if isinstance(before, str) and isinstance(after, str):
+        return _NUMBER.sub("#", before) == _NUMBER.sub("#", after)
+    if isinstance(before, bool) or isinstance(after, bool):
+        return before == after
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        return True
+    return before == after
 
 
 def _writes(plan, snapshot):
@@ -425,6 +527,7 @@ class RCController(_Controller):
     """
 
     kind = "rc"
+    statusHold = STATUS_HOLD
     #: The audit kind of its events, and the pod label naming its pods' owner.
     auditKind = AUDIT_KIND
     ownerLabel = RC_ID_LABEL
@@ -489,6 +592,7 @@ class RollController(_Controller):
     """
 
     kind = "roll"
+    statusHold = STATUS_HOLD
 
     def __init__(self, *args, **kw):
         self.step = kw.pop("step", rollLogic.step)

@@ -84,6 +84,13 @@ _INDEXES = {
 }
 
 
+def _overlap(tree, other):
+    """@return: whether one of the trees C{tree} and C{other} holds the other."""
+    if other is None:
+        return True
+    return tree.startswith(other + "/") or other.startswith(tree + "/")
+
+
 class Snapshot(object):
     """
     An immutable view of some trees of the store.
@@ -121,8 +128,12 @@ class Snapshot(object):
         self._parsed = {}
         kept = set()
         if previous is not None and changed is not None:
+            # A tree another one overlaps is indexed again: that one's
+            # entries go into the same index, which is the earlier
+            # snapshot's when kept.
             kept = {tree for tree in trees
-                    if tree not in changed and tree in previous._parsed and tree in _INDEXES}
+                    if tree not in changed and tree in previous._parsed and tree in _INDEXES
+                    and not any(_overlap(tree, other) for other in trees if other != tree)}
         for tree, found in trees.items():
             if tree in kept:
                 self._parsed[tree] = previous._parsed[tree]
@@ -131,12 +142,14 @@ class Snapshot(object):
                 continue
             before = {} if previous is None else previous._parsed.get(tree, {})
             parsed = self._parsed[tree] = {}
-            for key, entry in found.items():
+            for key in found:
                 parts = before.get(key)
                 if parts is None:
                     parts = keys.parse(key)
                 parsed[key] = parts
-                self._index(parts, entry)
+                # The entry of C{entries}: of overlapping trees, the one
+                # there, whichever tree comes last here.
+                self._index(parts, self.entries[key])
         if previous is not None:
             self._inherit(previous, kept)
 

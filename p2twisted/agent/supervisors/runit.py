@@ -39,7 +39,9 @@ directory (it holds C{supervise/lock}), so a second agent cannot duplicate it.
 A new pod's services are prepared while its artifacts install
 (L{RunitSupervisor.prepare}): the directory is written with a C{down} file and
 its runsv (and svlogd) started, so that the start after the install only
-removes C{down} and says C{up}.
+removes C{down} and says C{up}.  Such a directory is marked C{p2-prepared}
+until a start takes it up: one an agent left when it stopped during the
+install is removed by the next agent, and by C{unprepare}.
 
 No C{runsvdir} watches the service directory: one would try, once a second
 and forever, to start a second runsv for every directory the agent started
@@ -156,6 +158,13 @@ RUNSV_PAUSE = 1.0
 #: Seconds before the first look at a runsv or service being started (then
 #: twice as long each time, up to the supervisors' poll interval).
 _FIRST_LOOK = 0.001
+
+#: The file that marks a new service directory L{RunitSupervisor.prepare}
+#: wrote, held down, and no L{RunitSupervisor.start} has taken up yet: one
+#: left by an agent stopped meanwhile is removed by the next
+#: (L{RunitSupervisor._pruneLeftovers}); its pod's deploy, if still wanted,
+#: prepares it again.
+PREPARED = "p2-prepared"
 
 #: Seconds between looks at a runsv told to exit (it takes most of a second
 #: with a log service: no deploy waits for it, so it is looked at seldom).
@@ -572,7 +581,7 @@ class RunitSupervisor(SupervisorBase):
     def _prepare(self, spec):
         path = self._layout.service(spec.name)
         if not os.path.lexists(path):
-            yield self._create(spec, path, held=True)
+            yield self._create(spec, path, held=True, prepared=True)
             return
         # A service that runs another signature and started less than
         # RUNSV_PAUSE ago: its start will replace its runsv (_replaceRunsv);
@@ -597,12 +606,16 @@ class RunitSupervisor(SupervisorBase):
         """
         Discard what L{prepare} made for the restart of the running service
         C{name}, if anything (its runsv told to exit, its directory deleted
-        meanwhile); the service keeps running.
+        meanwhile); the service keeps running.  A new service L{prepare}
+        wrote (even one a previous agent did, L{PREPARED}) and no start
+        took up is removed.
 
         @return: L{Deferred} firing with C{None}.
         """
         self._discardPrepared(name)
-        return defer.succeed(None)
+        if not os.path.exists(os.path.join(self._layout.service(name), PREPARED)):
+            return defer.succeed(None)
+        return self._lock(name).run(self._removeUnstarted, name)
 
     def _discardPrepared(self, name):
         """
@@ -652,7 +665,9 @@ class RunitSupervisor(SupervisorBase):
 
     def _pruneLeftovers(self):
         """
-        Delete dot-named directories an interrupted write or remove left.
+        Delete dot-named directories an interrupted write or remove left,
+        and remove the new services prepared and never started
+        (L{PREPARED}).
         """
         serviceDir = self._layout.serviceDir
         try:
@@ -661,6 +676,8 @@ class RunitSupervisor(SupervisorBase):
             return
         now = time.time()
         for name in names:
+            if not name.startswith("."):
+                self._removeLeftover(name, os.path.join(serviceDir, name))
             if not (name.startswith(".") and (".new-" in name or ".removed-" in name)):
                 continue
             path = os.path.join(serviceDir, name)
@@ -677,6 +694,38 @@ class RunitSupervisor(SupervisorBase):
                     shutil.rmtree(path)
             except OSError:
                 log.failure("could not delete leftover {path}", path=path)
+
+    def _removeUnstarted(self, name):
+        """
+        Remove the service C{name} (its runsv and svlogd told to exit) if
+        its directory is a new one L{prepare} wrote and no start took up:
+        marked L{PREPARED}, its service never run.  (Under its lock.)
+
+        @return: L{Deferred} firing with C{None}.
+        """
+        path = self._layout.service(name)
+        if not os.path.exists(os.path.join(path, PREPARED)):
+            return defer.succeed(None)
+        status = readStatus(path)
+        if status is not None and (status.state != DOWN or status.pid or status.want != "d"):
+            # (It ran: a start took it up, its marker's removal lost.)
+            return defer.succeed(None)
+        log.info("removing service {service}, prepared and never started",
+                 service=name, event="prepared-remove")
+        return self._remove(name, KILL_GRACE)
+
+    def _removeLeftover(self, name, path):
+        """
+        At start: remove the service C{name} if a previous agent prepared it
+        and was stopped before it started it (L{_removeUnstarted}).
+        """
+        if not os.path.exists(os.path.join(path, PREPARED)):
+            return
+        removing = self._lock(name).run(self._removeUnstarted, name)
+        removing.addErrback(lambda f: log.failure(
+            "could not remove {service}, prepared and never started", f, service=name))
+        self._retiring.add(removing)
+        removing.addBoth(lambda _: self._retiring.discard(removing))
 
     def _retireLeftover(self, name, path):
         """
@@ -716,7 +765,7 @@ class RunitSupervisor(SupervisorBase):
         """
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
 
-    def _build(self, spec, sync=True, held=False):
+    def _build(self, spec, sync=True, held=False, prepared=False):
         """
         Build C{spec}'s new service directory under a dot name
         (C{.<name>.new-<random>}), on disk (one flush for all of it).
@@ -725,6 +774,7 @@ class RunitSupervisor(SupervisorBase):
             L{_create} does while its runsv starts).
         @param held: give it a C{down} file whatever the restart policy: its
             runsv, once started, holds the service down until told C{up}.
+        @param prepared: mark it L{PREPARED} (with C{held}).
         @return: its path, for the caller to rename into place.
         """
         serviceDir = self._layout.serviceDir
@@ -737,6 +787,8 @@ class RunitSupervisor(SupervisorBase):
                 _writeFile(os.path.join(tmp, rel), text, 0o755, sync=False)
             if held or spec.restartPolicy == "never":
                 _writeFile(os.path.join(tmp, "down"), "", 0o644, sync=False)
+            if prepared:
+                _writeFile(os.path.join(tmp, PREPARED), "", 0o644, sync=False)
             if sync:
                 syncFilesystem(tmp)
         except BaseException:
@@ -794,16 +846,17 @@ class RunitSupervisor(SupervisorBase):
                         path=tmp, service=name)
 
     @defer.inlineCallbacks
-    def _create(self, spec, path, held=False):
+    def _create(self, spec, path, held=False, prepared=False):
         """
         Write the new service directory of C{spec} atomically (built under a
         dot name, then renamed to C{path}), its runsv started there while it
         is flushed to disk (L{_startBuilt}).
 
         @param held: as L{_build}'s.
+        @param prepared: as L{_build}'s.
         """
         try:
-            tmp = yield self._inThread(self._build, spec, False, held)
+            tmp = yield self._inThread(self._build, spec, False, held, prepared)
         except OSError as e:
             raise SupervisorError("could not write service directory %s: %s" % (path, e))
         yield self._startBuilt(spec, tmp)
@@ -832,6 +885,14 @@ class RunitSupervisor(SupervisorBase):
             fsyncDir(os.path.dirname(target))
             changed = True
         os.makedirs(os.path.join(path, "log", "main"), exist_ok=True)
+        # Taken up by this start: no longer a leftover of a preparation.
+        # (Before its C{down} file goes: a crash in between leaves a
+        # service held down, which the next start takes up.)
+        try:
+            os.unlink(os.path.join(path, PREPARED))
+            changed = True
+        except FileNotFoundError:
+            pass
         downPath = os.path.join(path, "down")
         flush = changed
         if down and not os.path.exists(downPath):
