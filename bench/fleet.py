@@ -151,6 +151,11 @@ so these are upper bounds; seconds from the RC's or the roll's write):
       after:      1.54 s   x0.46  32.0          1.8         1.15 s
                   1.45 s   x0.50  34.0          2.0         1.16 s
                   2.70 s   x0.61  31.3          1.7         2.81 s (raw 605/s)
+    after merging main again (load 4-8, in turn):
+      main:       4.31 s   x0.27  32.9          3.3         4.10 s
+                  2.98 s   x0.24  37.3          2.6         2.74 s
+      this:       1.88 s   x0.43  34.1          2.1         1.77 s
+                  1.16 s   x0.74  33.0          2.3         1.08 s
     Where the ~1.2 s before the multis went: not the farm (from the RC's
     write: its watch and the lock ~0.3 s, the claim 23-57 ms, read 0.01 s,
     decide 0.005 s, no pacing wait), but the first multis themselves: the
