@@ -141,6 +141,37 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     write to the first multi (the farm's claim and first decision), then
     the multis in bursts ~80 ms apart (news pacing) over ~1.4 s.
 
+    session 6, the RC's first plan (claimlat; ZooKeeper, 1,000; load 5-9;
+    main and this in turn; "applied" is the orchestrator log's time for the
+    plan of 1,000 placements):
+                  intents  ratio  requests/pod  CPU s orch  applied
+      before:     2.23 s   x0.56  38.1          2.2         2.61 s
+                  2.57 s   x0.38  32.1          2.2         2.58 s
+                  1.44 s   x0.48  32.1          2.7         1.44 s
+      after:      1.54 s   x0.46  32.0          1.8         1.15 s
+                  1.45 s   x0.50  34.0          2.0         1.16 s
+                  2.70 s   x0.61  31.3          1.7         2.81 s (raw 605/s)
+    after merging main again (load 4-8, in turn):
+      main:       4.31 s   x0.27  32.9          3.3         4.10 s
+                  2.98 s   x0.24  37.3          2.6         2.74 s
+      this:       1.88 s   x0.43  34.1          2.1         1.77 s
+                  1.16 s   x0.74  33.0          2.3         1.08 s
+    Where the ~1.2 s before the multis went: not the farm (from the RC's
+    write: its watch and the lock ~0.3 s, the claim 23-57 ms, read 0.01 s,
+    decide 0.005 s, no pacing wait), but the first multis themselves: the
+    eight in flight each raced to make the parents their creates share
+    (audit/, labels/pod/, intent/ on a fresh store); all but one failed and
+    were planned again from full reads, and with labels/pod/ absent each
+    first ensure_path'd its nodes' labels/pod/<node>.  Now a plan placing
+    pods sends its first transaction alone, then the rest eight at once: a
+    plan of 1,000 placements on the bench's ZooKeeper, in turn, went from
+    63-71 multis, 936-1,576 reads and 576 ensure_paths (1.3-2.3 s) to 56
+    multis, 243-323 reads and 72 ensure_paths (0.5-1.5 s).  A window of
+    16 or 32 instead of 8 measured no better.  What is left per multi is
+    the store's read of the fence (lock@version, the lock, the RC record)
+    before each multi: ~4 reads and one round trip each (p2twisted/store/
+    zookeeper.py _transaction; not changed here).
+
     session 6 (the roll; 1,000; 2 cores shared with three other helpers'
     work, load average 3-12; before and after in turn, each pair under
     about the same load):
@@ -703,6 +734,7 @@ class Run(object):
             t0, intents, r["schedule_cpu"] = yield self.intentPhase(
                 store, lambda: store.put(v1.key, v1.toBytes()), 1, 60 + n * 0.5, "scheduling")
             r["intents"] = max(intents.values()) - t0
+            r["written"] = t0
             r["reality"] = max(self.fleet.reality[1].values()) - t0
             r["health"] = max(self.fleet.health[1].values()) - t0
             r["rss_scheduled"] = memory(self.orchestrator.pid)[0]

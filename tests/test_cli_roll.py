@@ -201,7 +201,7 @@ class FollowTests(unittest.TestCase):
     C{follow} on a terminal, in-process over a L{MemoryStore} and a clock.
     """
 
-    def follow(self, replicas, minHealthy, out, asJSON=False):
+    def follow(self, replicas, minHealthy, out, asJSON=False, **rollOptions):
         """
         Start a roll of C{replicas} from RC C{v1} to a new manifest and
         follow it, writing to C{out}.
@@ -215,7 +215,8 @@ class FollowTests(unittest.TestCase):
         self.successResultOf(store.put(old.key, old.toBytes()))
         planner = RecordingPlanner(store)
         snapshot = self.successResultOf(planner.snapshot())
-        roll, plan = edit.startRoll(snapshot, "v1", minHealthy, manifest=POD % (2,))
+        roll, plan = edit.startRoll(snapshot, "v1", minHealthy, manifest=POD % (2,),
+                                    **rollOptions)
         self.successResultOf(planner.apply(plan))
         options = type("Options", (), dict(out=out, reactor=clock, id=roll.id, json=asJSON))()
         return clock, store, planner, old, roll, out, rollcli.follow(options, store)
@@ -234,7 +235,7 @@ class FollowTests(unittest.TestCase):
         once new pods have turned healthy; the end is a line of its own.
         """
         clock, store, planner, old, roll, out, d = self.follow(2, 1, FakeTerminal())
-        self.assertIn("\r\x1b[Krolling: old v1 0/2", out.getvalue())
+        self.assertIn("\r\x1b[Jrolling: old v1 0/2", out.getvalue())
         self.assertIn("ETA -", out.getvalue())
         # The new RC gets one healthy pod within 10 s.
         new = ReplicationController(roll.new_rc, POD % (2,), 1)
@@ -251,8 +252,54 @@ class FollowTests(unittest.TestCase):
         self.successResultOf(store.delete(keys.roll(roll.id)))
         clock.advance(rollcli.INTERVAL)
         self.assertEqual(self.successResultOf(d), 0)
-        self.assertTrue(out.getvalue().endswith("\r\x1b[Kroll %s ended\n" % (roll.id,)))
+        self.assertTrue(out.getvalue().endswith("\x1b[Jroll %s ended\n" % (roll.id,)))
         self.assertNotIn("\n", out.getvalue()[:-1])
+
+    def test_narrowTerminal(self):
+        """
+        On a terminal narrower than the line (the farm's reason makes it
+        some 250 characters), each rewrite goes back up the rows the last
+        line wrapped onto, so the line stays one and is never cut.
+        """
+        import os
+        import re
+        import shutil
+        self.patch(shutil, "get_terminal_size", lambda *a: os.terminal_size((40, 24)))
+        clock, store, planner, old, roll, out, d = self.follow(2, 1, FakeTerminal())
+        first = out.getvalue()
+        new = ReplicationController(roll.new_rc, POD % (2,), 1)
+        self.successResultOf(store.put(new.key, new.toBytes()))
+        self.newPod(store, new, "n1", "passing")
+        clock.advance(10)
+        rows = -(-len(first.rsplit("\x1b[J", 1)[-1]) // 40)
+        self.assertGreater(rows, 1)
+        rewrite = out.getvalue()[len(first):]
+        self.assertTrue(rewrite.startswith("\r\x1b[%dA\x1b[J" % (rows - 1,)), repr(rewrite[:20]))
+        self.assertIn("new %s 1/1 (1 healthy) of 2" % (roll.new_rc,), rewrite)
+        self.successResultOf(store.delete(keys.roll(roll.id)))
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertIsNone(re.search("\n.", out.getvalue()))
+
+    def test_etaWaitsTheRollDelay(self):
+        """
+        While pods are left, the ETA is at least the roll's delay after the
+        latest new pod turned healthy: the roll waits it before the next
+        batch, and a pace of pods that came quickly said 0s all along.
+        """
+        clock, store, planner, old, roll, out, d = self.follow(2, 1, FakeTerminal(),
+                                                               roll_delay=30)
+        new = ReplicationController(roll.new_rc, POD % (2,), 1)
+        self.successResultOf(store.put(new.key, new.toBytes()))
+        self.newPod(store, new, "n1", "passing")
+        clock.advance(rollcli.INTERVAL)
+        self.assertIn("ETA 30s", out.getvalue().rsplit("\r", 1)[-1])
+        for _ in range(int(round(10 / rollcli.INTERVAL))):
+            clock.advance(rollcli.INTERVAL)
+        self.assertIn("ETA 20s", out.getvalue().rsplit("\r", 1)[-1])
+        self.successResultOf(store.delete(keys.roll(roll.id)))
+        clock.advance(rollcli.INTERVAL)
+        self.assertEqual(self.successResultOf(d), 0)
 
     def test_notTerminalNoLinePerTick(self):
         """

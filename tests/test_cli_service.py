@@ -74,6 +74,18 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertTrue(line.endswith("(required)"), line)
 
     @defer.inlineCallbacks
+    def test_describeColumns(self):
+        """
+        The options' types and help start in one column, also after a flag
+        longer than the others (C{command}'s C{--status-path}).
+        """
+        out = yield self.succeed("describe", "command")
+        lines = out.split("options:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        self.assertIn("--status-path VALUE", out)
+        self.assertEqual(len({line.index(" str ") if " str " in line else line.index(" int ")
+                              for line in lines}), 1, out)
+
+    @defer.inlineCallbacks
     def test_unknownTemplate(self):
         line, code = yield self.p2Fails("describe", "plone4")
         self.assertIn("known templates: command, python, static", line)
@@ -303,6 +315,36 @@ class CommandTests(ServiceCommandMixin, unittest.TestCase):
         self.assertIn("job is not running on n9 after 0.5s", err)
         self.assertIn("p2 start", err)
 
+
+    @defer.inlineCallbacks
+    def test_waitNamesThisHostsAgent(self):
+        """
+        Deployed to this host's node name, without an agent, while this
+        host's agent runs under another node name (the demo's agent is node
+        C{demo}), C{deploy --wait} names that node: C{p2 start} would only
+        say it runs.
+        """
+        import socket
+
+        from p2twisted.store import keys, openStore
+        store = yield openStore(self.url)
+        self.addCleanup(store.close)
+        yield store.put(keys.machine("demo"), json.dumps(
+            {"node": "demo", "hostname": socket.gethostname(), "machine_id": "m",
+             "process": {}}).encode())
+        yield store.put(keys.machine("elsewhere"), json.dumps(
+            {"node": "elsewhere", "hostname": "not-" + socket.gethostname(),
+             "machine_id": "m2", "process": {}}).encode())
+        yield self.succeed("add", "job", "--template", "command", "--command", "true")
+        out, err, code = yield self.p2("deploy", "job", "--wait", "--timeout", "0.5")
+        self.assertEqual(code, 1)
+        self.assertIn(": no agent has registered there yet (start one with 'p2 start'; "
+                      "this host's agent runs as node demo: deploy with --node demo)", out)
+        # Another node's missing agent is no business of this host's.
+        out, err, code = yield self.p2("deploy", "job", "--node", "n9", "--wait",
+                                       "--timeout", "0.5")
+        self.assertIn("n9: no agent has registered there yet (start one with 'p2 start')\n",
+                      out)
 
 class EndToEndTests(ServiceCommandMixin, unittest.TestCase):
     timeout = 180

@@ -36,3 +36,12 @@ class KeyTests(unittest.TestCase):
         for podId in ("", "a/b", "we b", "..x/"):
             self.assertRaises(InvalidKey, keys.intent, "n1", podId)
         self.assertRaises(InvalidKey, keys.tree, "nonsense")
+
+    def test_parseInvalid(self):
+        """
+        C{parse} refuses what is not a key with C{InvalidKey}, also what its
+        cache cannot hash, and again when asked again.
+        """
+        for key in (["intent", "n1"], {"intent": "n1"}, b"intent/n1", None, "a//b", "a/../b"):
+            for _ in range(2):
+                self.assertRaises(InvalidKey, keys.parse, key)

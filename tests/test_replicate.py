@@ -94,33 +94,6 @@ class ChecksTests(unittest.TestCase):
             self.assertEqual(str(e), message)
 
 
-class ProgressTests(unittest.TestCase):
-
-    def test_terminal(self):
-        """
-        On a terminal the progress line is rewritten in place, cut to the
-        terminal's width (a line that wraps leaves its first rows behind at
-        each rewrite); elsewhere each change is a whole line.
-        """
-        import io
-
-        from p2twisted.cli.replicate import _Progress
-
-        class Terminal(io.StringIO):
-            def isatty(self):
-                return True
-        line = "replicate web 0123456789ab: 0/3 done; in flight: n1 (health critical)"
-        out = Terminal()
-        progress = _Progress(out, columns=lambda: 40)
-        progress.show(line)
-        progress.end("done")
-        self.assertEqual(out.getvalue(), "\r\x1b[K" + line[:36] + "..." + "\r\x1b[Kdone\n")
-        out = io.StringIO()
-        progress = _Progress(out, columns=lambda: 40)
-        progress.show(line)
-        self.assertEqual(out.getvalue(), line + "\n")
-
-
 class ReplicationTests(unittest.TestCase):
 
     def test_timeoutStopsTheRest(self):

@@ -4,8 +4,6 @@ C{p2 replicate}: roll a manifest out to a list of nodes by hand, a few at a
 time, each gated on its health (L{p2twisted.orchestrate.replication}).
 """
 
-import shutil
-
 from twisted.internet import defer
 
 from p2twisted.cli.rc import number
@@ -78,42 +76,10 @@ def nodeList(text, minNodes=None):
     return nodes, minNodes
 
 
-class _Progress(object):
-    """
-    The live progress line: on a terminal rewritten in place (cut to the
-    terminal's width: a line that wraps cannot be rewritten), else a line
-    per change.
-
-    @param columns: callable returning the terminal's width.
-    """
-
-    def __init__(self, out, columns=lambda: shutil.get_terminal_size().columns):
-        self.out = out
-        self.tty = hasattr(out, "isatty") and out.isatty()
-        self.columns = columns
-        self.last = None
-
-    def show(self, line):
-        if line == self.last:
-            return
-        self.last = line
-        if self.tty:
-            width = max(self.columns() - 1, 10)
-            if len(line) > width:
-                line = line[:width - 3] + "..."
-            self.out.write("\r\x1b[K" + line)
-        else:
-            self.out.write(line + "\n")
-        self.out.flush()
-
-    def end(self, text):
-        self.out.write(("\r\x1b[K" if self.tty else "") + text + "\n")
-        self.out.flush()
-
-
 @defer.inlineCallbacks
 def runReplicate(options):
     from p2twisted.cli.manifest import readManifest
+    from p2twisted.cli.progress import Progress
     from p2twisted.orchestrate import replication
     from p2twisted.orchestrate.edit import who
     from p2twisted.orchestrate.snapshot import Snapshot
@@ -122,7 +88,7 @@ def runReplicate(options):
     reactor = options.reactor
     store = yield options.openStore()
     session = run = guard = None
-    progress = _Progress(options.out)
+    progress = Progress(options.out)
     state = {"interrupted": False}
 
     @defer.inlineCallbacks

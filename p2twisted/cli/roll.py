@@ -173,7 +173,8 @@ class Rate(object):
         """
         @return: seconds until every new pod is healthy, or C{None}: the pace
             from the first look to the latest new healthy pod, counted down
-            from that pod (so it does not grow while the roll waits).
+            from that pod (so it does not grow while the roll waits), and
+            while pods are left at least the roll's C{roll_delay} after it.
         """
         if not info["new"] or info["state"] != "rolling":
             return None
@@ -186,7 +187,12 @@ class Rate(object):
         (then, before), (at, count) = self.first, self.latest
         if count <= before or at <= then:
             return None
-        finish = at + max(info["desired"] - count, 0) * (at - then) / (count - before)
+        left = max(info["desired"] - count, 0)
+        finish = at + left * (at - then) / (count - before)
+        if left and info.get("roll_delay"):
+            # The next batch waits roll_delay once it could go: the pace of
+            # batches that went without it (the first) would say 0s meanwhile.
+            finish = max(finish, at + info["roll_delay"])
         return max(finish - now, 0)
 
 
@@ -222,20 +228,6 @@ def runStatus(options):
     return code
 
 
-def _show(out, tty, line, change, last):
-    """
-    Show C{line}: on a terminal in place of the last, else as a line of its
-    own if C{change} differs from C{last}.  @return: C{change}.
-    """
-    if tty:
-        out.write("\r\x1b[K" + line)
-        out.flush()
-    elif change != last:
-        out.write(line + "\n")
-        out.flush()
-    return change
-
-
 @defer.inlineCallbacks
 def follow(options, store):
     """
@@ -246,10 +238,11 @@ def follow(options, store):
     """
     from twisted.internet import task
 
+    from p2twisted.cli.progress import Progress
     from p2twisted.orchestrate.edit import requireRoll
-    out, reactor = options.out, options.reactor
-    tty = not options.json and hasattr(out, "isatty") and out.isatty()
-    rate, last, seen = Rate(), None, False
+    reactor = options.reactor
+    shown = Progress(options.out, live=not options.json)
+    rate, seen = Rate(), False
     while True:
         snapshot, farm = yield _read(store, options.id)
         roll = snapshot.roll(options.id)
@@ -262,25 +255,25 @@ def follow(options, store):
         else:
             line = progressLine(info, rate.eta(info, reactor.seconds()))
             change = progressLine(info)  # a new ETA alone is no change to print a line for
-        last = _show(out, tty, line, change, last)
+        shown.show(line, change)
         yield task.deferLater(reactor, INTERVAL, lambda: None)
     event = yield _ending(store, options.id)
     if not seen and event is None:
         requireRoll(snapshot, options.id)
     if event is not None and event.action == "finish":
-        yield _untilHealthy(options, store, event.details.get("to"), tty)
+        yield _untilHealthy(options, store, event.details.get("to"), shown)
     ending = event and [event.action] + ["%s=%s" % kv for kv in sorted(event.details.items())]
     text = "roll %s ended%s" % (options.id, ": " + " ".join(ending) if ending else "")
     if options.json:
         text = json.dumps({"id": options.id, "ended": ending and ending[0],
                            "details": ending and ending[1:]})
-    out.write(("\r\x1b[K" if tty else "") + text + "\n")
+    shown.end(text)
     # A roll that finished is a success; aborted or rolled back, not.
     return 0 if ending is None or ending[0] == "finish" else 1
 
 
 @defer.inlineCallbacks
-def _untilHealthy(options, store, rcId, tty):
+def _untilHealthy(options, store, rcId, shown):
     """
     Like P2, a roll finishes once the new RC has all its replicas placed,
     healthy or not (so a known-bad version at min_healthy 0 does not hang
@@ -293,7 +286,6 @@ def _untilHealthy(options, store, rcId, tty):
 
     from p2twisted.orchestrate.controllers import podCounts
     from p2twisted.orchestrate.snapshot import Snapshot
-    out, last = options.out, None
     while rcId is not None:
         snapshot = yield Snapshot.read(store)
         rc = snapshot.rc(rcId)
@@ -309,7 +301,7 @@ def _untilHealthy(options, store, rcId, tty):
             line = ("roll %s finished; waiting for %s's pods to be healthy: %d/%d placed, "
                     "%d healthy" % (options.id, rcId, counts["current"], counts["desired"],
                                     counts["healthy"]))
-        last = _show(out, tty, line, line, last)
+        shown.show(line)
         yield task.deferLater(options.reactor, INTERVAL, lambda: None)
 
 

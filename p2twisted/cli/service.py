@@ -152,13 +152,14 @@ def runDescribe(options):
                          "required": o.required, "help": o.help} for o in allOptions],
             "tasks": dict(template.tasks)})
     out.write("%s: %s\n\noptions:\n" % (template.name, template.description))
+    width = max([len(option.flag + " VALUE") for option in allOptions] + [18])
     for option in allOptions:
         default = " (required)" if option.required else " (default %s)" % (
             "none" if option.default in (None, []) else json.dumps(option.default),)
         if option.default is None and "(default: " in option.help:
             default = ""  # the help says what an unset option means
-        out.write("  %-18s %-5s %s%s\n" % (option.flag + " VALUE", option.type,
-                                             option.help, default))
+        out.write("  %-*s %-5s %s%s\n" % (width, option.flag + " VALUE", option.type,
+                                            option.help, default))
     out.write("\ntasks (p2 run NAME TASK ...):\n")
     if not template.tasks:
         out.write("  none\n")

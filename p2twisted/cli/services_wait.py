@@ -51,6 +51,27 @@ def describe(state, sha):
     return text
 
 
+def agentsHere(snapshot):
+    """
+    @return: the nodes whose agent runs on this host (its facts' hostname),
+        sorted: a deploy to this host's node name while its agent runs under
+        another (the demo's C{demo}) waits for nothing.
+    """
+    import socket
+
+    from p2twisted.records import CorruptRecord
+    here = socket.gethostname()
+    found = []
+    for node in snapshot.nodes():
+        try:
+            facts = snapshot.machineFacts(node)
+        except CorruptRecord:
+            continue
+        if facts is not None and facts.facts.get("hostname") == here:
+            found.append(node)
+    return found
+
+
 @defer.inlineCallbacks
 def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
     """
@@ -76,8 +97,11 @@ def waitDeployed(store, manifest, nodes, timeout, out, reactor, logTail=None):
             state = services.podState(snapshot, manifest.id, node)
             if not snapshot.agentUp(node) and node not in agentless:
                 agentless.add(node)
+                here = agentsHere(snapshot) if node == thisHost() else []
+                hint = ("; this host's agent runs as node %s: deploy with --node %s"
+                        % (", ".join(here), here[0]) if here else "")
                 out.write("  %s: no agent has registered there yet (start one with "
-                          "'p2 start')\n" % (node,))
+                          "'p2 start'%s)\n" % (node, hint))
             line = describe(state, sha)
             if state["intent"] != sha:
                 raise P2Error("the intent of %s on %s changed while waiting (now %s); "

@@ -214,6 +214,7 @@ class SubtreeWatch(object):
         self._dirty = {}
         self._fresh = False  # entries changed without a read: offer them
         self._busy = False
+        self._arming = False  # an AddWatch awaits its answer
         self._failures = 0
         self._retry = None
         self.stopped = False
@@ -235,8 +236,14 @@ class SubtreeWatch(object):
         A change reported by the persistent watch.  The last event of a
         znode says what it is now (a later change brings another event):
         re-read it, or forget it.  A pending full read of the top stays one.
+
+        Events handled before the answer to the C{AddWatch} of a full read
+        are ignored: that read, sent after it, sees every change they
+        report, and some may come from the connection before a reconnect
+        (which is reported one turn of the bridge sooner), older than that
+        read: a delete among them would undo it.
         """
-        if self.stopped or self._dirty.get(event.path) == FULL:
+        if self.stopped or self._arming or self._dirty.get(event.path) == FULL:
             return
         self._dirty[event.path] = GONE if event.type == EventType.DELETED else DATA
         self._kick()
@@ -310,13 +317,18 @@ class SubtreeWatch(object):
         if self._persistent is not None and dirty.get(self._tree.path) == FULL:
             # Armed before the reads, in the same pipeline: the server
             # answers them in order, so nothing after the reads goes unseen.
-            armed = self._persistent.arm(self._tree.path, self)
+            self._arming = True
+            armed = self._persistent.arm(self._tree.path, self).addBoth(self._armed)
             d = defer.gatherResults([armed.addErrback(self._unsupported), self._tree.read(dirty)],
                                     consumeErrors=True)
             d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
         else:
             d = self._tree.read(dirty)
         d.addCallbacks(self._roundDone, self._roundFailed)
+
+    def _armed(self, result):
+        self._arming = False
+        return result
 
     def _unsupported(self, failure):
         """

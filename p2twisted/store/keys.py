@@ -210,13 +210,20 @@ def tree(name):
     return name
 
 
-@functools.lru_cache(maxsize=16384)
 def parse(key):
     """
     @return: the key's segments, as a tuple (remembered: snapshots parse the
         same keys again and again).
-    @raise InvalidKey: for an invalid key.
+    @raise InvalidKey: for an invalid key (a key that is not text, such as a
+        list, is refused before the cache, which would fail to hash it).
     """
+    if not isinstance(key, str):
+        checkKey(key)
+    return _parse(key)
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse(key):
     return tuple(checkKey(key).split("/"))
 
 
