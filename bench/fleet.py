@@ -141,6 +141,37 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     write to the first multi (the farm's claim and first decision), then
     the multis in bursts ~80 ms apart (news pacing) over ~1.4 s.
 
+    session 6, the RC's first plan (claimlat; ZooKeeper, 1,000; load 5-9;
+    main and this in turn; "applied" is the orchestrator log's time for the
+    plan of 1,000 placements):
+                  intents  ratio  requests/pod  CPU s orch  applied
+      before:     2.23 s   x0.56  38.1          2.2         2.61 s
+                  2.57 s   x0.38  32.1          2.2         2.58 s
+                  1.44 s   x0.48  32.1          2.7         1.44 s
+      after:      1.54 s   x0.46  32.0          1.8         1.15 s
+                  1.45 s   x0.50  34.0          2.0         1.16 s
+                  2.70 s   x0.61  31.3          1.7         2.81 s (raw 605/s)
+    after merging main again (load 4-8, in turn):
+      main:       4.31 s   x0.27  32.9          3.3         4.10 s
+                  2.98 s   x0.24  37.3          2.6         2.74 s
+      this:       1.88 s   x0.43  34.1          2.1         1.77 s
+                  1.16 s   x0.74  33.0          2.3         1.08 s
+    Where the ~1.2 s before the multis went: not the farm (from the RC's
+    write: its watch and the lock ~0.3 s, the claim 23-57 ms, read 0.01 s,
+    decide 0.005 s, no pacing wait), but the first multis themselves: the
+    eight in flight each raced to make the parents their creates share
+    (audit/, labels/pod/, intent/ on a fresh store); all but one failed and
+    were planned again from full reads, and with labels/pod/ absent each
+    first ensure_path'd its nodes' labels/pod/<node>.  Now a plan placing
+    pods sends its first transaction alone, then the rest eight at once: a
+    plan of 1,000 placements on the bench's ZooKeeper, in turn, went from
+    63-71 multis, 936-1,576 reads and 576 ensure_paths (1.3-2.3 s) to 56
+    multis, 243-323 reads and 72 ensure_paths (0.5-1.5 s).  A window of
+    16 or 32 instead of 8 measured no better.  What is left per multi is
+    the store's read of the fence (lock@version, the lock, the RC record)
+    before each multi: ~4 reads and one round trip each (p2twisted/store/
+    zookeeper.py _transaction; not changed here).
+
     session 6 (the roll; 1,000; 2 cores shared with three other helpers'
     work, load average 3-12; before and after in turn, each pair under
     about the same load):
@@ -176,6 +207,27 @@ so these are upper bounds; seconds from the RC's or the roll's write):
     decoded (a roll's decision went from ~70 to ~14 ms of CPU at 1,000,
     also by counting healthy pods in sets, not lists).  The roll now moves
     the pods that turn healthy as they do (20-60 steps, not 10-20).
+
+    session 6, the agents' store traffic (ZooKeeper, 1,000; main and this
+    branch in turn, three pairs, load 3-6; scheduling until all healthy):
+                 requests/pod       CPU s orch / agents / ZK         health     roll
+      before:    32.8, 31.6, 32.1   2.0-2.6 / 11.0-13.0 / 5.0-6.2   10.4-12.0  6.4-10.2
+      after:     27.1, 22.2, 22.5   1.7-2.9 /  8.0-11.1 / 4.1-5.5    7.7-10.4  6.4-6.9
+    and the roll's own requests per pod (one pair): 20.1 before, 11.9 after
+    (agents' CPU in it 5.5 -> 4.7 s).
+    What changed (p2twisted/agent/nodereads.py): a sync started by the
+    intent watch acts on the snapshot the watch delivered (every backend's
+    watch hands over the subtree's latest state) instead of listing
+    intent/<node>, unless a resync's listing started or ended since it came;
+    reality/<node> is kept as the agent last listed and wrote it, listed
+    again at a resync, a new session, a marker change, a write conflict or
+    a removal falling due; status/agents is written 0.5 s after a change
+    with whatever else changed meanwhile (a node's marker, then its pod,
+    then the deploy's end: one write) and not at all when unchanged; a
+    pod's status record is replaced by version without reading it first
+    (created unread for a pod new on the node).  Per pod the agent now
+    makes no listing of intent and at most one of reality (a node's first),
+    where each intent delivery made two.
 
 What bounds a roll now (--timeline, ZooKeeper, after, load 7-12): at
 min_healthy 900 of 1,000 at most 100 pods are in flight, so a roll is ten
@@ -682,6 +734,7 @@ class Run(object):
             t0, intents, r["schedule_cpu"] = yield self.intentPhase(
                 store, lambda: store.put(v1.key, v1.toBytes()), 1, 60 + n * 0.5, "scheduling")
             r["intents"] = max(intents.values()) - t0
+            r["written"] = t0
             r["reality"] = max(self.fleet.reality[1].values()) - t0
             r["health"] = max(self.fleet.health[1].values()) - t0
             r["rss_scheduled"] = memory(self.orchestrator.pid)[0]

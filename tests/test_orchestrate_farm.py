@@ -621,6 +621,24 @@ class NewsTests(FarmTestCase):
         self.clock.advance(1.0)
         self.assertEqual((web.reconciles, api.reconciles), (after[0] + 2, after[1] + 1))
 
+    def test_newObjectReconcilesAtOnce(self):
+        """
+        An object written while the farm paces its news (a fleet's health
+        stream) is claimed and reconciled at once -- its first reconcile
+        waits for no news interval -- and the snapshots then showing its
+        record reconcile it again at once, over them.
+        """
+        self.put("web")
+        farm = self.newsFarm(10.0)
+        self.clock.advance(1)
+        farm.nudge()
+        farm.nudge()  # the news pace runs: web's next reconcile waits
+        self.put("api")
+        api = farm.controllerFactory.running()["api"]
+        self.assertEqual(api.reconciles, 1)
+        farm.recordsShown(self.successResultOf(self.admin.list(TREE)))
+        self.assertEqual(api.reconciles, 2)
+
     def test_newsKeepsTheBackoff(self):
         """
         News does not cut short the backoff of a reconcile that failed (a

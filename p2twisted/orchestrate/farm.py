@@ -499,6 +499,7 @@ class Farm(TracedMachine, service.Service):
             return
         claiming, session = self._claiming, self.session
         claiming.add(objectId)
+        log.debug("{kind} {object}: claiming", kind=self.kind, object=objectId, event="claiming")
         news = self._lockNews
         d = session.lock(self.lockKey(objectId), self.holder(session))
         d.addCallbacks(lambda lock: self._claimed(session, objectId, lock),

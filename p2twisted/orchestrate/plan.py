@@ -258,10 +258,21 @@ class IPlanner(Interface):
             or a version guard failed, L{KeyExists} when something the plan
             meant to create appeared) at the first transaction that fails;
             the first transaction, if it holds the plan's record updates or
-            its own events, is applied before the others, which may be
-            applied several at once: the error's C{applied} attribute holds
-            the changes of those that were applied (so they can be audited).
+            its own events, or places pods anew (see L{Planner}), is applied
+            before the others, which may be applied several at once: the
+            error's C{applied} attribute holds the changes of those that
+            were applied (so they can be audited).
         """
+
+
+def _places(changes, snapshot):
+    """
+    @return: whether C{changes} place a pod where none was (creating its
+        intent): the parents such creates share with the plan's other
+        transactions (C{audit/}, C{labels/pod/}) may not exist yet.
+    """
+    return snapshot is not None and any(
+        isinstance(c, Schedule) and snapshot.intent(c.node, c.podId) is None for c in changes)
 
 
 #: How many transactions of one plan L{Planner} has in flight at once: they
@@ -274,7 +285,11 @@ WINDOW = 8
 class Planner(object):
     """
     The L{IPlanner} of a store: the first transaction of a plan alone when
-    it holds the plan's record updates or its own events, then the others
+    it holds the plan's record updates or its own events, or when it
+    places pods anew and others follow (the parents their creates share --
+    C{audit/}, C{labels/pod/}, C{intent/} on a fresh store -- are then made
+    once, by it: on ZooKeeper every transaction in flight raced to make
+    them, and all but one failed and were planned again); then the others
     up to C{window} at once (each begins with the fence, so a stale plan
     fails in each); after a failure, none is started.
     """
@@ -310,8 +325,11 @@ class Planner(object):
         first = []
         # The first transaction goes alone when a failure of it must leave
         # the rest unapplied: it updates the records (the rest follows from
-        # them), or it carries the plan's own audit events.
-        if plan.events or any(isinstance(c, UpdateRecord) for c in batched[0][0]):
+        # them), or it carries the plan's own audit events; and when it
+        # places pods anew and others follow, so the parents their creates
+        # share are made once, by it.
+        if plan.events or any(isinstance(c, UpdateRecord) for c in batched[0][0]) or (
+                len(batched) > 1 and _places(batched[0][0], plan.snapshot)):
             first = outcome([(yield one(*batched[0]))])
             batched = batched[1:]
         slots = defer.DeferredSemaphore(self.window)
