@@ -999,9 +999,10 @@ def main():
                 except Exception as e:
                     failures.append("%s %d: %s" % (storeName, n, e))
                 loads.append(os.getloadavg()[0])
+                done = results and results[-1]["n"] == n and results[-1]["store"] == storeName
                 sys.stderr.write("%s %d done: %s\n" % (
-                    storeName, n, results[-1] if results and results[-1]["n"] == n
-                    and results[-1]["store"] == storeName else failures[-1]))
+                    storeName, n, {k: v for k, v in results[-1].items()
+                                   if k not in ("pods", "timeline")} if done else failures[-1]))
     try:
         task.react(run)
     except SystemExit as e:
