@@ -241,6 +241,16 @@ under ~0.45 s, i.e. agents reporting health well under 0.3 s after their
 intent changes.  On the local store the agents are slower still (1,000
 agents committing to one SQLite file: rewrite to reality median 2.8 s, p90
 10 s at load 10-12), and its roll is theirs.
+
+The lead's re-measure at the session's end (11:07-11:33 UTC, all of the
+session's branches merged, load 0.2-4.6, four runs, ZooKeeper, 1,000):
+intents 1.11-1.74 s, 574-905 intents/s vs raw kazoo 1,228-1,483 creates/s
+(x0.45, 0.46, 0.48, 0.61; target 0.5 met once), reality 7.2-8.2 s, health
+9.0-10.2 s, roll 6.1-7.4 s (x4.1-6.3 the intents; 26.6 s, x8.4, at the
+session's start), never below 1,000 passing; 21.7-23.6 ZooKeeper requests
+per pod while scheduling (42-55 at the start); orchestrator peak RSS 65-66
+MB (77).  Local store, once (load 1.4 -> 2.0): intents 0.83 s, health
+14.2 s, roll 16.2 s, peak RSS 68 MB.
 """
 
 import argparse
