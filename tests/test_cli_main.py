@@ -201,8 +201,7 @@ loop = asyncio.new_event_loop()
 future = loop.create_future()
 d = defer.Deferred.fromFuture(future)
 future.set_result(4)
-loop.run_until_complete(asyncio.sleep(0))
-assert d.result == 4, d
+assert loop.run_until_complete(d.asFuture(loop)) == 4
 d = defer.succeed(5)
 assert loop.run_until_complete(d.asFuture(loop)) == 5
 loop.close()
