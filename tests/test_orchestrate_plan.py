@@ -240,16 +240,23 @@ class PipelinedPlannerTests(unittest.TestCase):
                 entries[key] = Entry(key, b"id: web\n", version)
         return Plan(list(records) + [schedule(n) for n in names], snapshot=Snapshot(entries))
 
-    def test_recordsAloneThenWindow(self):
-        store = HeldStore()
-        update = UpdateRecord(keys.replicationController("web"), b"{}", None)
-        d = Planner(store, window=3).apply(self.plan(100, [update]))  # 5 transactions
+    def assertFirstAloneThenWindow(self, store, d):
+        """
+        Of a plan of 5 transactions applied with a window of 3, the first is
+        in flight alone, then the next 3 at once, and all 5 results come back.
+        """
         self.assertEqual(len(store.pending), 1)
         store.pending.pop(0)[1].callback("first")
         self.assertEqual(len(store.pending), 3)
         for i in range(4):
             store.pending.pop(0)[1].callback(i)
         self.assertEqual(self.successResultOf(d), ["first", 0, 1, 2, 3])
+
+    def test_recordsAloneThenWindow(self):
+        store = HeldStore()
+        update = UpdateRecord(keys.replicationController("web"), b"{}", None)
+        d = Planner(store, window=3).apply(self.plan(100, [update]))  # 5 transactions
+        self.assertFirstAloneThenWindow(store, d)
 
     def test_noRecordsAllInTheWindow(self):
         """
@@ -276,12 +283,7 @@ class PipelinedPlannerTests(unittest.TestCase):
         """
         store = HeldStore()
         d = Planner(store, window=3).apply(self.plan(100))  # 5 transactions
-        self.assertEqual(len(store.pending), 1)
-        store.pending.pop(0)[1].callback("first")
-        self.assertEqual(len(store.pending), 3)
-        for i in range(4):
-            store.pending.pop(0)[1].callback(i)
-        self.assertEqual(self.successResultOf(d), ["first", 0, 1, 2, 3])
+        self.assertFirstAloneThenWindow(store, d)
 
     def test_placingOneTransaction(self):
         """
